@@ -1,0 +1,1 @@
+"""Reproducible performance measurements, each against a peer in the same run."""

@@ -1,0 +1,196 @@
+"""The one entry point: ``concordose …``.
+
+Errors caused by input (:class:`~concordose.errors.ConcordoseError`) are printed as one clear
+message and exit with status 2; anything else is a bug and keeps its traceback. Commands that
+orchestrate import ``flows`` lazily, so the library itself never imports Prefect.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import pyarrow as pa
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from concordose import __version__
+from concordose.errors import ConcordoseError
+from concordose.settings import default_workdir
+
+app = typer.Typer(
+    name="concordose",
+    help="Multicentre harmonisation platform for Lu-177 radioligand-therapy dosimetry.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+error_console = Console(stderr=True)
+
+EXIT_INPUT_ERROR = 2
+ResultT = TypeVar("ResultT")
+
+
+def _run(action: Callable[[], ResultT]) -> ResultT:
+    """Run ``action``; a ConcordoseError becomes a one-line message and exit status 2."""
+    try:
+        return action()
+    except ConcordoseError as exc:
+        error_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INPUT_ERROR) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"concordose {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Multicentre harmonisation platform for Lu-177 radioligand-therapy dosimetry."""
+
+
+def _dose_table(tables: dict[str, pa.Table], truth: dict[str, dict[str, Any]] | None) -> Table:
+    table = Table(title="Absorbed dose per VOI (sphere model, mono-exponential TIA)")
+    for column in ("VOI", "type", "mass g", "TIA MBq·h", "dose Gy"):
+        table.add_column(column, justify="left" if column in ("VOI", "type") else "right")
+    if truth is not None:
+        table.add_column("true TIA MBq·h", justify="right")
+    rows = tables["absorbed_dose"].to_pylist()
+    for row in sorted(rows, key=lambda r: (r["voi_type"], r["voi_label"])):
+        tia = row["tia_mbq_h"]
+        dose = row["mean_dose_gy"]
+        cells = [
+            row["voi_label"],
+            row["voi_type"],
+            f"{row['mass_g']:.1f}",
+            f"{tia:,.0f}" if tia is not None else "—",
+            f"{dose:.2f}" if dose is not None else f"— ({row['status']})",
+        ]
+        if truth is not None:
+            voi_truth = truth.get(row["voi_label"])
+            cells.append(f"{voi_truth['tia_mbq_h']:,.0f}" if voi_truth else "—")
+        table.add_row(*cells)
+    return table
+
+
+@app.command()
+def demo(
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the demo's input, spool and output (emptied first)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic patient.")] = 20261124,
+    preset: Annotated[str, typer.Option(help="Phantom size preset: 'demo' or 'test'.")] = "demo",
+    output: Annotated[
+        str | None,
+        typer.Option(help="Where to publish: folder or s3://bucket/prefix (default: in workdir)."),
+    ] = None,
+) -> None:
+    """Run the whole path on a synthetic patient: DICOM → C-STORE → Prefect flow → Parquet."""
+    from flows.demo import run_demo  # lazy: only orchestration imports Prefect
+
+    folder = (workdir or default_workdir()).resolve()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        sending = progress.add_task("C-STORE", total=None, visible=False)
+
+        def on_step(message: str) -> None:
+            progress.console.print(f"[cyan]•[/] {message}")
+
+        def on_sent(_path: Path) -> None:
+            progress.update(sending, advance=1, visible=True)
+
+        result = _run(
+            lambda: run_demo(
+                folder,
+                seed=seed,
+                preset=preset,
+                output_uri=output,
+                on_step=on_step,
+                on_sent=on_sent,
+            )
+        )
+    truth = json.loads(result.patient.ground_truth_path.read_text())
+    truth_by_label = {voi["label"]: voi for voi in truth["vois"]}
+    console.print(_dose_table(result.run.tables, truth_by_label))
+    console.print(f"received  {result.send_report.sent} instances into {result.spool_dir}")
+    console.print(f"published run {result.run.published.run_id} to {result.output_uri}")
+    for obj in result.run.published.objects:
+        console.print(f"  {obj.table:<15} {obj.rows:>4} rows  {obj.path}")
+    console.print(f"  manifest                  {result.run.published.manifest_path}")
+    console.print(f"ground truth: {result.patient.ground_truth_path}")
+
+
+@app.command()
+def process(
+    spool: Annotated[Path, typer.Option(help="Spool folder (or any folder of DICOM files).")],
+    sites: Annotated[Path, typer.Option(help="Site registry YAML (sites.yaml).")],
+    output: Annotated[
+        str | None,
+        typer.Option(help="Folder or s3://bucket/prefix (default CONCORDOSE_OUTPUT_URI)."),
+    ] = None,
+    site: Annotated[
+        str | None, typer.Option(help="Site of the files when the folder is not a spool.")
+    ] = None,
+) -> None:
+    """Process every cycle in a spool and publish its tables."""
+
+    def checked() -> None:
+        from concordose.calibration.registry import SiteRegistry
+        from flows.demo import preflight
+
+        cycles = preflight(spool, SiteRegistry.load(sites), site)
+        console.print(f"[cyan]•[/] {len(cycles)} cycle(s) ready in {spool}")
+
+    _run(checked)
+    from flows.process_spool import process_spool
+
+    result = _run(lambda: process_spool(spool, sites, output_uri=output, site_id=site))
+    console.print(_dose_table(result.tables, None))
+    console.print(f"published run {result.published.run_id}: {result.published.manifest_path}")
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Folder to write the synthetic patient into.")],
+    seed: Annotated[int, typer.Option(help="Seed.")] = 20261124,
+    preset: Annotated[str, typer.Option(help="Size preset: 'demo' or 'test'.")] = "demo",
+) -> None:
+    """Write one synthetic patient (DICOM NM, CT, SEG + ground truth + sites.yaml)."""
+    from phantoms import generate_patient
+
+    def make() -> None:
+        try:
+            patient = generate_patient(out, seed=seed, preset=preset)
+        except ValueError as exc:
+            raise ConcordoseError(str(exc)) from exc
+        console.print(f"wrote {len(patient.dicom_files)} DICOM files under {out}")
+        console.print(f"ground truth: {patient.ground_truth_path}; sites: {patient.sites_path}")
+
+    _run(make)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

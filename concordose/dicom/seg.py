@@ -1,0 +1,96 @@
+"""Reader for VOIs delivered as DICOM Segmentation (SEG), via highdicom.
+
+Each segment becomes a :class:`VoiMask` on the segmentation's own grid (normally the CT of the
+first time point); resampling onto SPECT grids is :mod:`concordose.quant.voi`'s job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import SimpleITK as sitk
+from pydicom.errors import InvalidDicomError
+
+from concordose.errors import StudyIncompleteError, UnreadableDicomError
+
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+
+# SNOMED CT category codes (DICOM CID 7150 "Segmentation Property Categories").
+_LESION_CATEGORY_CODES = {"49755003"}  # Morphologically abnormal structure
+_ORGAN_CATEGORY_CODES = {"91723000", "123037004"}  # Anatomical structure; Body structure
+
+
+class VoiType(StrEnum):
+    """What a VOI is, which decides the methods that apply (e.g. PVC for lesions)."""
+
+    ORGAN = "organ"
+    LESION = "lesion"
+
+
+@dataclass(frozen=True)
+class VoiMask:
+    """One segment: its identity and its binary mask on the segmentation grid.
+
+    Attributes:
+        label: SegmentLabel, e.g. ``"kidney_left"``; unique within a study.
+        segment_number: SegmentNumber in the SEG.
+        voi_type: organ or lesion, from the segmented property category.
+        mask: uint8 SimpleITK image (1 inside) with the SEG's geometry.
+    """
+
+    label: str
+    segment_number: int
+    voi_type: VoiType
+    mask: sitk.Image
+
+
+def _voi_type(segment: object, label: str) -> VoiType:
+    categories = getattr(segment, "SegmentedPropertyCategoryCodeSequence", None) or []
+    codes = {str(item.CodeValue) for item in categories}
+    if codes & _LESION_CATEGORY_CODES:
+        return VoiType.LESION
+    if codes & _ORGAN_CATEGORY_CODES:
+        return VoiType.ORGAN
+    return VoiType.LESION if label.lower().startswith(("lesion", "tumo")) else VoiType.ORGAN
+
+
+def read_segmentation(path: Path) -> list[VoiMask]:
+    """Read every segment of a DICOM SEG as a binary mask.
+
+    Raises:
+        UnreadableDicomError: not a readable DICOM SEG.
+        StudyIncompleteError: the SEG holds no segment with any voxel set.
+    """
+    try:
+        seg = hd.seg.segread(path)
+    except (InvalidDicomError, OSError, ValueError, AttributeError) as exc:
+        raise UnreadableDicomError(path, f"not a readable DICOM SEG: {exc}") from exc
+    try:
+        volume = seg.get_volume(combine_segments=False, dtype=np.uint8)
+    except (ValueError, RuntimeError) as exc:
+        raise UnreadableDicomError(
+            path, f"SEG is not a regularly spaced 3-D volume: {exc}"
+        ) from exc
+    masks = []
+    numbers = [int(item.SegmentNumber) for item in seg.SegmentSequence]
+    for channel, item in enumerate(seg.SegmentSequence):
+        label = str(item.SegmentLabel)
+        channel_volume = volume.with_array(np.ascontiguousarray(volume.array[..., channel]))
+        image = channel_volume.to_simpleitk()
+        if not np.any(sitk.GetArrayViewFromImage(image)):
+            continue
+        masks.append(
+            VoiMask(
+                label=label,
+                segment_number=numbers[channel],
+                voi_type=_voi_type(item, label),
+                mask=image,
+            )
+        )
+    if not masks:
+        raise StudyIncompleteError(f"SEG {path} holds no segment with any voxel set")
+    return masks

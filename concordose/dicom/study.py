@@ -1,0 +1,129 @@
+"""Study assembly: from catalogued instances to treatment cycles with ordered time points.
+
+A *cycle* is every reconstructed SPECT of one patient that shares one injection (same
+RadiopharmaceuticalStartDateTime); each SPECT is one *time point*, placed by its acquisition
+time after injection. The VOIs of a cycle come from the DICOM SEG of the same patient whose
+frame of reference matches one of the cycle's time points (normally the first), or, failing that,
+the patient's only SEG.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from pydicom import dcmread
+
+from concordose.dicom.catalogue import CataloguedInstance
+from concordose.dicom.nm import NM_IMAGE_STORAGE, NMAcquisition, read_nm_header
+from concordose.dicom.seg import SEGMENTATION_STORAGE
+from concordose.errors import StudyIncompleteError
+
+
+@dataclass(frozen=True)
+class TimePoint:
+    """One SPECT acquisition of a cycle."""
+
+    acquisition: NMAcquisition
+    time_h: float
+    calling_ae_title: str | None
+
+
+@dataclass(frozen=True)
+class CycleStudy:
+    """Everything the pipeline needs for one patient's treatment cycle.
+
+    Attributes:
+        patient_id: PatientID as received (pseudonymised before anything is published).
+        injection_datetime: RadiopharmaceuticalStartDateTime shared by the time points.
+        injected_activity_mbq: RadionuclideTotalDose of the first time point, in MBq.
+        time_points: ordered by time after injection.
+        segmentation: the SEG holding the VOIs.
+    """
+
+    patient_id: str
+    injection_datetime: datetime
+    injected_activity_mbq: float | None
+    time_points: tuple[TimePoint, ...]
+    segmentation: Path
+
+    @property
+    def calling_ae_title(self) -> str | None:
+        """The sender of the first time point (identifies the site)."""
+        return self.time_points[0].calling_ae_title
+
+
+def _segmentations_by_patient(
+    instances: list[CataloguedInstance],
+) -> dict[str, list[tuple[Path, str | None]]]:
+    found: dict[str, list[tuple[Path, str | None]]] = defaultdict(list)
+    for instance in instances:
+        if instance.sop_class_uid != SEGMENTATION_STORAGE:
+            continue
+        header = dcmread(
+            instance.path,
+            stop_before_pixels=True,
+            specific_tags=["PatientID", "FrameOfReferenceUID"],
+        )
+        found[str(header.get("PatientID", ""))].append(
+            (instance.path, str(header.get("FrameOfReferenceUID") or "") or None)
+        )
+    return found
+
+
+def assemble_cycles(instances: list[CataloguedInstance]) -> list[CycleStudy]:
+    """Group instances into cycles.
+
+    Raises:
+        StudyIncompleteError: no reconstructed SPECT at all; a SPECT without patient ID or
+            injection data; a cycle without a segmentation (no VOIs).
+    """
+    groups: dict[tuple[str, datetime], list[TimePoint]] = defaultdict(list)
+    for instance in instances:
+        if instance.sop_class_uid != NM_IMAGE_STORAGE:
+            continue
+        acquisition = read_nm_header(instance.path)
+        if not acquisition.is_recon_tomo:
+            continue  # planar or raw projections: not quantified here
+        if acquisition.patient_id is None:
+            raise StudyIncompleteError(f"NM file {instance.path}: PatientID missing")
+        time_h = acquisition.hours_since_injection()
+        assert acquisition.radiopharmaceutical is not None  # checked by hours_since_injection
+        injection = acquisition.radiopharmaceutical.injection_datetime
+        assert injection is not None
+        groups[(acquisition.patient_id, injection)].append(
+            TimePoint(acquisition, time_h, instance.calling_ae_title)
+        )
+    if not groups:
+        raise StudyIncompleteError(
+            "no reconstructed SPECT (NM Image Storage, RECON TOMO) found among "
+            f"{len(instances)} instance(s)"
+        )
+    segmentations = _segmentations_by_patient(instances)
+    cycles = []
+    for (patient_id, injection), points in sorted(groups.items(), key=lambda kv: kv[0][1]):
+        points.sort(key=lambda point: point.time_h)
+        candidates = segmentations.get(patient_id, [])
+        frames = {point.acquisition.frame_of_reference_uid for point in points}
+        matching = [path for path, frame in candidates if frame in frames]
+        if not matching and len(candidates) == 1:
+            matching = [candidates[0][0]]
+        if not matching:
+            raise StudyIncompleteError(
+                f"cycle of patient {patient_id!r} injected {injection:%Y-%m-%d %H:%M} has "
+                f"{len(points)} SPECT time point(s) but no segmentation (DICOM SEG) with VOIs "
+                "in its frame of reference; send the SEG or RTSTRUCT of the VOIs"
+            )
+        first = points[0].acquisition.radiopharmaceutical
+        cycles.append(
+            CycleStudy(
+                patient_id=patient_id,
+                injection_datetime=injection,
+                injected_activity_mbq=first.injected_activity_mbq if first else None,
+                time_points=tuple(points),
+                segmentation=matching[0],
+            )
+        )
+    return cycles

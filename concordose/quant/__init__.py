@@ -1,0 +1,1 @@
+"""Quantification: counts → activity, VOIs on the SPECT grid, VOI statistics."""

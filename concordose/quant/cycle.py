@@ -1,0 +1,94 @@
+"""Quantification of one treatment cycle: activity in every VOI at every time point.
+
+Assumptions (skeleton; later work adds registration, PVC and CT density):
+* VOIs are drawn on a CT in the frame of reference of the SPECTs and need no registration;
+* masks are resampled onto each time point's own SPECT grid (nearest neighbour);
+* VOI volume is measured on the segmentation's own (finer) grid; mass assumes unit density
+  (1.0 g/mL), as the sphere model does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import SimpleITK as sitk
+
+from concordose.calibration.registry import CalibrationRecord
+from concordose.dicom.nm import read_nm_counts
+from concordose.dicom.seg import VoiType, read_segmentation
+from concordose.dicom.study import CycleStudy
+from concordose.quant.activity import counts_to_activity_mbq
+from concordose.quant.voi import resample_vois, voi_totals
+
+UNIT_DENSITY_G_PER_ML = 1.0
+
+
+@dataclass(frozen=True)
+class CycleTimeActivity:
+    """Time-activity curves of every VOI of one cycle.
+
+    Attributes:
+        labels, voi_types: per VOI.
+        volume_ml, mass_g: per VOI (segmentation grid; unit density).
+        time_h: hours after injection, per time point (increasing).
+        activity_mbq: (n_voi, n_time_points) activity at acquisition time, not decay corrected.
+        sop_instance_uids: the NM instance of each time point.
+        calibration_record_id: the calibration applied.
+    """
+
+    labels: tuple[str, ...]
+    voi_types: tuple[VoiType, ...]
+    volume_ml: npt.NDArray[np.float64]
+    mass_g: npt.NDArray[np.float64]
+    time_h: npt.NDArray[np.float64]
+    activity_mbq: npt.NDArray[np.float64]
+    sop_instance_uids: tuple[str, ...]
+    calibration_record_id: str
+
+
+def quantify_cycle(
+    cycle: CycleStudy,
+    calibration: CalibrationRecord,
+    on_time_point: Callable[[int], None] | None = None,
+) -> CycleTimeActivity:
+    """Activity per VOI and time point for ``cycle`` with the site's ``calibration``.
+
+    Raises:
+        UnreadableDicomError, StudyIncompleteError: from the readers, naming the file at fault.
+    """
+    vois = read_segmentation(cycle.segmentation)
+    volume_ml = np.array(
+        [
+            float(np.count_nonzero(sitk.GetArrayViewFromImage(voi.mask)))
+            * float(np.prod(voi.mask.GetSpacing()))
+            / 1000.0
+            for voi in vois
+        ]
+    )
+    activity = np.empty((len(vois), len(cycle.time_points)), dtype=np.float64)
+    for index, point in enumerate(cycle.time_points):
+        acquisition = point.acquisition
+        counts = read_nm_counts(acquisition)
+        activity_map = counts_to_activity_mbq(
+            counts,
+            calibration_factor_cps_per_mbq=calibration.calibration_factor_cps_per_mbq,
+            acquisition_duration_s=acquisition.acquisition_duration_s,
+            source=f"NM file {acquisition.path}",
+        )
+        voi_set = resample_vois(vois, acquisition.geometry)
+        activity[:, index] = voi_totals(activity_map, voi_set.masks)
+        if on_time_point is not None:
+            on_time_point(index)
+    return CycleTimeActivity(
+        labels=tuple(voi.label for voi in vois),
+        voi_types=tuple(voi.voi_type for voi in vois),
+        volume_ml=volume_ml,
+        mass_g=volume_ml * UNIT_DENSITY_G_PER_ML,
+        time_h=np.array([point.time_h for point in cycle.time_points], dtype=np.float64),
+        activity_mbq=activity,
+        sop_instance_uids=tuple(p.acquisition.sop_instance_uid for p in cycle.time_points),
+        calibration_record_id=calibration.record_id,
+    )

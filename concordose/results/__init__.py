@@ -1,0 +1,1 @@
+"""Harmonised results: Arrow tables, Parquet in object storage, manifests."""

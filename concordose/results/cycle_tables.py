@@ -1,0 +1,116 @@
+"""Build the published tables of one cycle from its quantification, kinetics and dose results."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from concordose.dicom.pseudonym import uid_hash
+from concordose.dose.models import DoseBatch
+from concordose.kinetics.models import KineticsBatch
+from concordose.quant.cycle import CycleTimeActivity
+from concordose.results.provenance import Provenance
+from schemas.tables import ABSORBED_DOSE, KINETICS, VOI_TIMEPOINTS, TableSpec
+
+
+@dataclass(frozen=True)
+class CycleIdentity:
+    """Pseudonymous keys of a cycle (no direct identifier)."""
+
+    subject_key: str
+    cycle_key: str
+    site_id: str
+
+
+def _nullable(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _table(spec: TableSpec, rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=spec.schema)
+
+
+def build_cycle_tables(
+    identity: CycleIdentity,
+    tac: CycleTimeActivity,
+    kinetics: Sequence[KineticsBatch],
+    doses: Sequence[tuple[KineticsBatch, DoseBatch]],
+    provenance: Provenance,
+) -> dict[str, pa.Table]:
+    """Tables ``voi_timepoints``, ``kinetics`` and ``absorbed_dose`` for one cycle."""
+    common_provenance = {
+        "software_version": provenance.software_version,
+        "run_id": provenance.run_id,
+        "flow_run_id": provenance.flow_run_id,
+        "calibration_record_id": tac.calibration_record_id,
+        "input_uid_hashes": [uid_hash(uid) for uid in tac.sop_instance_uids],
+        "created_at": provenance.created_at,
+    }
+
+    def subject(voi: int) -> dict[str, Any]:
+        return {
+            "subject_key": identity.subject_key,
+            "site_id": identity.site_id,
+            "cycle_key": identity.cycle_key,
+            "voi_label": tac.labels[voi],
+            "voi_type": str(tac.voi_types[voi]),
+        }
+
+    n_voi, n_points = tac.activity_mbq.shape
+    timepoint_rows = [
+        {
+            **subject(voi),
+            "time_point_index": point,
+            "time_h": float(tac.time_h[point]),
+            "activity_mbq": float(tac.activity_mbq[voi, point]),
+            "volume_ml": float(tac.volume_ml[voi]),
+            "schema_version": VOI_TIMEPOINTS.version,
+            **common_provenance,
+        }
+        for voi in range(n_voi)
+        for point in range(n_points)
+    ]
+    kinetics_rows = [
+        {
+            **subject(voi),
+            "kinetics_method": batch.method,
+            "kinetics_method_version": batch.method_version,
+            "method_parameters_hash": batch.parameters_hash,
+            "n_time_points": n_points,
+            "tia_mbq_h": _nullable(batch.tia_mbq_h[voi]),
+            "a0_mbq": _nullable(batch.fit_parameters["a0_mbq"][voi]),
+            "lambda_eff_per_h": _nullable(batch.fit_parameters["lambda_eff_per_h"][voi]),
+            "teff_h": _nullable(batch.fit_parameters["teff_h"][voi]),
+            "status": batch.status[voi],
+            "schema_version": KINETICS.version,
+            **common_provenance,
+        }
+        for batch in kinetics
+        for voi in range(n_voi)
+    ]
+    dose_rows = [
+        {
+            **subject(voi),
+            "kinetics_method": kinetics_batch.method,
+            "dose_method": dose_batch.method,
+            "dose_method_version": dose_batch.method_version,
+            "method_parameters_hash": dose_batch.parameters_hash,
+            "mass_g": float(tac.mass_g[voi]),
+            "tia_mbq_h": _nullable(kinetics_batch.tia_mbq_h[voi]),
+            "mean_dose_gy": _nullable(dose_batch.mean_dose_gy[voi]),
+            "status": dose_batch.status[voi],
+            "schema_version": ABSORBED_DOSE.version,
+            **common_provenance,
+        }
+        for kinetics_batch, dose_batch in doses
+        for voi in range(n_voi)
+    ]
+    return {
+        VOI_TIMEPOINTS.name: _table(VOI_TIMEPOINTS, timepoint_rows),
+        KINETICS.name: _table(KINETICS, kinetics_rows),
+        ABSORBED_DOSE.name: _table(ABSORBED_DOSE, dose_rows),
+    }

@@ -1,0 +1,50 @@
+"""The one settings object: every behaviour switch of the platform, read once and passed down.
+
+Values come from environment variables prefixed ``CONCORDOSE_`` (and an optional ``.env`` file),
+then from explicit keyword arguments (the CLI passes its options that way). Secrets are
+:class:`pydantic.SecretStr` so they never appear in logs or reprs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Platform settings.
+
+    Attributes:
+        output_uri: where harmonised tables are published: a local folder (path or ``file://``)
+            or ``s3://bucket/prefix`` (any S3-protocol server: MinIO, Ceph RGW, AWS).
+        s3_endpoint: ``http(s)://host:port`` of the S3 server; ``None`` means AWS defaults.
+        s3_access_key / s3_secret_key: credentials for the S3 server.
+        s3_region: region name sent to the server (MinIO and moto accept any).
+        pseudonym_key: the consortium secret keying subject pseudonyms (HMAC-SHA256). Never
+            logged, never written to outputs.
+        receiver_ae_title: our AE title as a storage SCP.
+        receiver_host / receiver_port: where the receiver listens.
+        max_pdu_bytes: maximum PDU size we accept (0 = unlimited).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="CONCORDOSE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    output_uri: str = "concordose-output"
+    s3_endpoint: str | None = None
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+    pseudonym_key: SecretStr | None = None
+    receiver_ae_title: str = Field(default="CONCORDOSE", max_length=16)
+    receiver_host: str = "127.0.0.1"
+    receiver_port: int = Field(default=11112, ge=0, le=65535)
+    max_pdu_bytes: int = Field(default=131072, ge=0)
+
+
+def default_workdir() -> Path:
+    """Folder the demo uses when none is given: ``./concordose-demo`` in the current folder."""
+    return Path.cwd() / "concordose-demo"

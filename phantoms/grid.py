@@ -1,0 +1,84 @@
+"""Axis-aligned voxel grids in patient coordinates (DICOM LPS, mm).
+
+Orientation is the identity: columns run along +x, rows along +y, slices along +z. Arrays are
+indexed ``[slice, row, column]`` (= ``[k, j, i]``), the order pydicom returns multi-frame pixels in.
+The centre of voxel (i, j, k) is ``origin + (i·sx, j·sy, k·sz)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class VoxelGrid:
+    """A voxel grid with identity orientation.
+
+    Attributes:
+        shape_zyx: (slices, rows, columns).
+        spacing_mm_xyz: voxel step along x (between columns), y (rows) and z (slices) in mm.
+        origin_mm_xyz: centre of voxel (0, 0, 0) in patient mm; DICOM ImagePositionPatient of the
+            first slice.
+    """
+
+    shape_zyx: tuple[int, int, int]
+    spacing_mm_xyz: tuple[float, float, float]
+    origin_mm_xyz: tuple[float, float, float]
+
+    @classmethod
+    def centred(cls, shape_zyx: tuple[int, int, int], voxel_mm: float) -> VoxelGrid:
+        """Isotropic grid of ``voxel_mm`` whose centre lies at patient (0, 0, 0) mm."""
+        n_slices, n_rows, n_columns = shape_zyx
+        origin = tuple(-(n - 1) / 2.0 * voxel_mm for n in (n_columns, n_rows, n_slices))
+        return cls(
+            shape_zyx=shape_zyx,
+            spacing_mm_xyz=(voxel_mm, voxel_mm, voxel_mm),
+            origin_mm_xyz=(origin[0], origin[1], origin[2]),
+        )
+
+    @property
+    def n_slices(self) -> int:
+        """Number of slices (z)."""
+        return self.shape_zyx[0]
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows (y)."""
+        return self.shape_zyx[1]
+
+    @property
+    def n_columns(self) -> int:
+        """Number of columns (x)."""
+        return self.shape_zyx[2]
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in mL (= cm³)."""
+        sx, sy, sz = self.spacing_mm_xyz
+        return sx * sy * sz / 1000.0
+
+    def axis_coordinates_mm(self) -> tuple[NDArray[np.float64], ...]:
+        """Voxel-centre coordinates per axis in mm: (x per column, y per row, z per slice)."""
+        n_per_axis = (self.n_columns, self.n_rows, self.n_slices)
+        return tuple(
+            origin + np.arange(n, dtype=np.float64) * spacing
+            for origin, spacing, n in zip(
+                self.origin_mm_xyz, self.spacing_mm_xyz, n_per_axis, strict=True
+            )
+        )
+
+    def refined_in_plane(self, factor: int) -> VoxelGrid:
+        """Grid with ``factor``× finer rows and columns, same slices and same first voxel centre.
+
+        Voxel (factor·i, factor·j, k) of the result has exactly the centre of voxel (i, j, k) here
+        (the last ``factor - 1`` rows/columns extend past this grid's last centre).
+        """
+        sx, sy, sz = self.spacing_mm_xyz
+        return VoxelGrid(
+            shape_zyx=(self.n_slices, self.n_rows * factor, self.n_columns * factor),
+            spacing_mm_xyz=(sx / factor, sy / factor, sz),
+            origin_mm_xyz=self.origin_mm_xyz,
+        )

@@ -1,0 +1,1 @@
+"""Prefect tasks: units of retry, caching and concurrency, each a thin call into the library."""

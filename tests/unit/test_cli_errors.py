@@ -1,0 +1,63 @@
+"""Bad input gets one clear message and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from concordose.cli import EXIT_INPUT_ERROR, app
+from phantoms import GeneratedPatient
+
+runner = CliRunner()
+
+
+def _process(spool: Path, sites: Path, *extra: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["process", "--spool", str(spool), "--sites", str(sites), *extra])
+    return result.exit_code, result.output + (result.stderr if result.stderr_bytes else "")
+
+
+def _copy_input(patient: GeneratedPatient, tmp_path: Path) -> Path:
+    folder = tmp_path / "incoming"
+    shutil.copytree(patient.out_dir / "dicom", folder)
+    return folder
+
+
+def test_missing_spool_folder(small_patient: GeneratedPatient, tmp_path: Path) -> None:
+    code, output = _process(tmp_path / "no-such-spool", small_patient.sites_path)
+    assert code == EXIT_INPUT_ERROR
+    assert "no-such-spool does not exist or is not a folder" in output
+    assert "Traceback" not in output
+
+
+def test_unreadable_dicom_file(small_patient: GeneratedPatient, tmp_path: Path) -> None:
+    folder = _copy_input(small_patient, tmp_path)
+    (folder / "tp02" / "broken.dcm").write_bytes(b"\x00" * 200 + b"definitely not DICOM")
+    code, output = _process(folder, small_patient.sites_path, "--site", "milan")
+    assert code == EXIT_INPUT_ERROR
+    assert "broken.dcm is not a readable DICOM file" in " ".join(output.split())
+    assert "Traceback" not in output
+
+
+def test_study_without_vois(small_patient: GeneratedPatient, tmp_path: Path) -> None:
+    folder = _copy_input(small_patient, tmp_path)
+    (folder / "seg.dcm").unlink()
+    code, output = _process(folder, small_patient.sites_path, "--site", "milan")
+    assert code == EXIT_INPUT_ERROR
+    assert "no segmentation (DICOM SEG) with VOIs" in " ".join(output.split())
+    assert "Traceback" not in output
+
+
+def test_folder_without_site_asks_for_it(small_patient: GeneratedPatient, tmp_path: Path) -> None:
+    folder = _copy_input(small_patient, tmp_path)
+    code, output = _process(folder, small_patient.sites_path)
+    assert code == EXIT_INPUT_ERROR
+    assert "pass --site" in output
+
+
+def test_bad_sites_file(small_patient: GeneratedPatient, tmp_path: Path) -> None:
+    folder = _copy_input(small_patient, tmp_path)
+    code, output = _process(folder, tmp_path / "missing-sites.yaml", "--site", "milan")
+    assert code == EXIT_INPUT_ERROR
+    assert "missing-sites.yaml does not exist" in " ".join(output.split())
