@@ -8,7 +8,7 @@ orchestrate import ``flows`` lazily, so the library itself never imports Prefect
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from concordose import __version__
+from concordose.calibration.findings import Finding, Severity
 from concordose.errors import ConcordoseError
 from concordose.settings import default_workdir
 
@@ -156,8 +157,12 @@ def process(
         from concordose.calibration.registry import SiteRegistry
         from flows.demo import preflight
 
-        cycles = preflight(spool, SiteRegistry.load(sites), site)
-        console.print(f"[cyan]•[/] {len(cycles)} cycle(s) ready in {spool}")
+        checked_spool = preflight(spool, SiteRegistry.load(sites), site)
+        _print_findings(checked_spool.findings)
+        console.print(
+            f"[cyan]•[/] {checked_spool.ready} of {len(checked_spool.cycles)} cycle(s) "
+            f"pass the checks in {spool}"
+        )
 
     _run(checked)
     from flows.process_spool import process_spool
@@ -165,6 +170,63 @@ def process(
     result = _run(lambda: process_spool(spool, sites, output_uri=output, site_id=site))
     console.print(_dose_table(result.tables, None))
     console.print(f"published run {result.published.run_id}: {result.published.manifest_path}")
+
+
+def _print_findings(findings: Sequence[Finding]) -> None:
+    if not findings:
+        return
+    table = Table(title="Findings")
+    for column in ("severity", "rule", "file", "finding"):
+        table.add_column(column, overflow="fold")
+    for finding in findings:
+        style = "red" if finding.severity is Severity.ERROR else "yellow"
+        table.add_row(
+            f"[{style}]{finding.severity}[/]",
+            finding.rule,
+            Path(finding.source).name,
+            finding.message,
+        )
+    console.print(table)
+
+
+@app.command()
+def check(
+    paths: Annotated[list[Path], typer.Argument(help="NM files or folders to check.")],
+    sites: Annotated[Path, typer.Option(help="Site registry YAML (sites.yaml).")],
+    site: Annotated[str, typer.Option(help="Site the files come from.")],
+) -> None:
+    """Check SPECT files against the site's protocol and calibrations; exit 1 if any is held."""
+    from concordose.calibration.gate import gate_time_point
+    from concordose.calibration.registry import SiteRegistry
+    from concordose.dicom.catalogue import catalogue
+    from concordose.dicom.nm import NM_IMAGE_STORAGE, read_nm_header
+
+    def run() -> bool:
+        registry = SiteRegistry.load(sites)
+        files: list[Path] = []
+        for path in paths:
+            if path.is_dir():
+                files.extend(i.path for i in catalogue(path) if i.sop_class_uid == NM_IMAGE_STORAGE)
+            elif path.is_file():
+                files.append(path)
+            else:
+                raise ConcordoseError(f"{path} does not exist")
+        if not files:
+            raise ConcordoseError(f"no NM Image Storage file among {', '.join(map(str, paths))}")
+        any_held = False
+        for file in files:
+            result = gate_time_point(
+                read_nm_header(file), registry, calling_ae_title=None, site_id=site
+            )
+            any_held |= result.held
+            verdict = "[red]held[/]" if result.held else "[green]passes[/]"
+            record = result.calibration.record_id if result.calibration else "no calibration"
+            console.print(f"{file}: {verdict} ({record})")
+            _print_findings(result.findings)
+        return any_held
+
+    if _run(run):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from concordose.calibration.findings import Finding, Severity
+from concordose.calibration.gate import CycleVerdict, gate_cycle
 from concordose.calibration.registry import SiteRegistry
 from concordose.dicom.catalogue import catalogue
 from concordose.dicom.receiver import StorageReceiver
@@ -70,30 +72,53 @@ def demo_pseudonym_key(workdir: Path) -> SecretStr:
     return SecretStr(path.read_text().strip())
 
 
-def preflight(source: Path, registry: SiteRegistry, site_id: str | None) -> list[CycleStudy]:
+@dataclass(frozen=True)
+class Preflight:
+    """What a spool holds and the gate's verdict on each cycle, before any orchestration."""
+
+    cycles: list[CycleStudy]
+    verdicts: list[CycleVerdict]
+
+    @property
+    def findings(self) -> list[Finding]:
+        """Every finding of every cycle."""
+        return [finding for verdict in self.verdicts for finding in verdict.findings]
+
+    @property
+    def ready(self) -> int:
+        """How many cycles pass the gate."""
+        return sum(not verdict.held for verdict in self.verdicts)
+
+
+def preflight(source: Path, registry: SiteRegistry, site_id: str | None) -> Preflight:
     """Check a spool or folder before any orchestration starts, with clear errors.
 
-    Reads headers and segmentations only; resolves each cycle's site and calibration.
+    Reads headers and segmentations, runs the metadata checks and the calibration gate.
 
     Raises:
-        ConcordoseError: missing folder, unreadable DICOM, no SPECT, no VOIs, unknown site,
-            no valid calibration.
+        ConcordoseError: missing folder, unreadable DICOM, no SPECT, no VOIs, unknown site, or
+            every cycle held (the message lists the errors).
     """
     cycles = assemble_cycles(catalogue(source))
+    verdicts = []
     for cycle in cycles:
         read_segmentation(cycle.segmentation)
-        if cycle.calling_ae_title:
-            site = registry.site_for_ae_title(cycle.calling_ae_title)
-        elif site_id is not None:
-            site = registry.site(site_id)
-        else:
+        if cycle.calling_ae_title is None and site_id is None:
             raise ConcordoseError(
                 f"{source} is not a spool, so the site of its files is unknown; pass --site"
             )
-        first = cycle.time_points[0].acquisition.acquisition_datetime
-        assert first is not None
-        site.calibration_on(first.date())
-    return cycles
+        verdicts.append(
+            gate_cycle(
+                [(point.acquisition, point.calling_ae_title) for point in cycle.time_points],
+                registry,
+                site_id=site_id,
+            )
+        )
+    result = Preflight(cycles, verdicts)
+    if result.ready == 0:
+        errors = [str(f) for f in result.findings if f.severity is Severity.ERROR]
+        raise ConcordoseError("every cycle is held by the checks:\n  " + "\n  ".join(errors))
+    return result
 
 
 def run_demo(

@@ -1,6 +1,7 @@
 """Flow ``process-spool``: every treatment cycle in a spool, from DICOM to published Parquet.
 
-Steps per cycle: site and calibration lookup → quantification → kinetics (every requested
+Steps per cycle: metadata checks and calibration gate (held cycles are skipped, their findings
+reported) → quantification → kinetics (every requested
 method) → dose (every requested method on every TIA) → tables; then one publication for the run.
 """
 
@@ -15,10 +16,9 @@ import pyarrow as pa
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from concordose.calibration.findings import Finding
 from concordose.calibration.registry import SiteRegistry
 from concordose.dicom.pseudonym import cycle_key, subject_key
-from concordose.dicom.study import CycleStudy
-from concordose.errors import CalibrationMissingError
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.object_store import open_object_store
 from concordose.results.provenance import Provenance, new_run_id
@@ -28,6 +28,7 @@ from tasks.study import (
     assemble_task,
     catalogue_task,
     dose_task,
+    gate_task,
     kinetics_task,
     publish_task,
     quantify_task,
@@ -44,17 +45,8 @@ class SpoolRunResult:
 
     published: PublishedRun
     tables: dict[str, pa.Table]
-
-
-def _site_of(cycle: CycleStudy, registry: SiteRegistry, site_id: str | None) -> str:
-    if cycle.calling_ae_title:
-        return registry.site_for_ae_title(cycle.calling_ae_title).site_id
-    if site_id is None:
-        raise CalibrationMissingError(
-            "the files were not received through the spool, so their site is unknown; "
-            "pass the site explicitly (--site)"
-        )
-    return registry.site(site_id).site_id
+    findings: tuple[Finding, ...] = ()
+    held_cycles: int = 0
 
 
 @flow(name="process-spool")
@@ -85,11 +77,19 @@ def process_spool(
     cycles = assemble_task(catalogue_task(source))
     logger.info("found %d cycle(s) in %s", len(cycles), source)
     collected: dict[str, list[pa.Table]] = defaultdict(list)
+    findings: list[Finding] = []
+    held = 0
     for cycle in cycles:
-        site = registry.site(_site_of(cycle, registry, site_id))
-        first = cycle.time_points[0].acquisition.acquisition_datetime
-        assert first is not None  # assembly placed every time point in time
-        calibration = site.calibration_on(first.date())
+        verdict = gate_task(cycle, registry, site_id)
+        findings.extend(verdict.findings)
+        if verdict.held or verdict.calibration is None or verdict.site is None:
+            held += 1
+            logger.warning(
+                "cycle held: %s",
+                "; ".join(str(f) for f in verdict.findings if f.severity == "error"),
+            )
+            continue
+        site, calibration = verdict.site, verdict.calibration
         identity = CycleIdentity(
             subject_key=subject_key(cycle.patient_id, settings.pseudonym_key),
             cycle_key=cycle_key(
@@ -115,4 +115,6 @@ def process_spool(
     return SpoolRunResult(
         published=published,
         tables={name: pa.concat_tables(parts) for name, parts in collected.items()},
+        findings=tuple(findings),
+        held_cycles=held,
     )

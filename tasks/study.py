@@ -9,7 +9,8 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from concordose.calibration.registry import CalibrationRecord
+from concordose.calibration.gate import CycleVerdict, gate_cycle
+from concordose.calibration.registry import CalibrationRecord, SiteRegistry
 from concordose.dicom.catalogue import CataloguedInstance, catalogue
 from concordose.dicom.study import CycleStudy, assemble_cycles
 from concordose.dose.models import DoseBatch, DoseInput
@@ -33,6 +34,16 @@ def catalogue_task(source: Path) -> list[CataloguedInstance]:
 def assemble_task(instances: list[CataloguedInstance]) -> list[CycleStudy]:
     """Group instances into treatment cycles with ordered time points."""
     return assemble_cycles(instances)
+
+
+@task(name="gate", cache_policy=NO_CACHE)
+def gate_task(cycle: CycleStudy, registry: SiteRegistry, site_id: str | None) -> CycleVerdict:
+    """Metadata checks and calibration gate on every time point of a cycle."""
+    return gate_cycle(
+        [(point.acquisition, point.calling_ae_title) for point in cycle.time_points],
+        registry,
+        site_id=site_id,
+    )
 
 
 @task(name="quantify", cache_policy=NO_CACHE)

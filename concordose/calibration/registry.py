@@ -34,6 +34,9 @@ class CalibrationRecord(BaseModel):
     """One calibration of one camera set-up, valid over a date range.
 
     Attributes:
+        camera_model, collimator: the set-up calibrated; a study must match those that are set.
+        reconstruction: fingerprint of the reconstruction protocol (method and kernel as the
+            vendor writes them, e.g. ``"3DOSEM,4i,8s"``); a study must match it when set.
         calibration_factor_cps_per_mbq: counts per second in the reconstructed image per MBq in
             the field of view (from a uniform-cylinder phantom scan).
         valid_from / valid_to: inclusive dates; ``valid_to`` ``None`` means still valid.
@@ -44,6 +47,7 @@ class CalibrationRecord(BaseModel):
     record_id: str = Field(min_length=1)
     camera_model: str | None = None
     collimator: str | None = None
+    reconstruction: str | None = None
     calibration_factor_cps_per_mbq: float = Field(gt=0)
     calibration_factor_relative_uncertainty: float | None = Field(default=None, ge=0)
     valid_from: date

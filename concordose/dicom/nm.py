@@ -42,6 +42,7 @@ class Radiopharmaceutical:
     radionuclide: str | None
     injected_activity_mbq: float | None
     injection_datetime: datetime | None
+    radionuclide_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class NMAcquisition:
     corrections: tuple[str, ...]
     radiopharmaceutical: Radiopharmaceutical | None
     geometry: VolumeGeometry
+    collimator: str | None = None
+    pixel_units: str | None = None
+    reconstruction: str | None = None
 
     @property
     def is_recon_tomo(self) -> bool:
@@ -119,6 +123,7 @@ def _radiopharmaceutical(dataset: Dataset) -> Radiopharmaceutical | None:
     return Radiopharmaceutical(
         name=str(item.get("Radiopharmaceutical")) if item.get("Radiopharmaceutical") else None,
         radionuclide=str(codes[0].CodeMeaning) if codes else None,
+        radionuclide_code=str(codes[0].CodeValue) if codes else None,
         injected_activity_mbq=_float(item.get("RadionuclideTotalDose")),
         injection_datetime=injection,
     )
@@ -161,6 +166,43 @@ def _geometry(dataset: Dataset, path: Path) -> VolumeGeometry:
     )
 
 
+def _collimator(dataset: Dataset) -> str | None:
+    """Collimator name (CollimatorGridName), else its type, from the first detector."""
+    detectors = dataset.get("DetectorInformationSequence")
+    if not detectors:
+        return None
+    detector = detectors[0]
+    for keyword in ("CollimatorGridName", "CollimatorType"):
+        value = str(detector.get(keyword) or "").strip()
+        if value:
+            return value
+    return None
+
+
+def _pixel_units(dataset: Dataset) -> str | None:
+    """Units of stored values: (0054,1001) Units, else the real-world value mapping's unit."""
+    units = str(dataset.get("Units") or "").strip()
+    if units:
+        return units
+    for mapping in dataset.get("RealWorldValueMappingSequence", []):
+        codes = mapping.get("MeasurementUnitsCodeSequence")
+        if codes:
+            return str(codes[0].CodeValue)
+    return None
+
+
+def _reconstruction(dataset: Dataset) -> str | None:
+    """A fingerprint of the reconstruction: method and kernel as the vendor wrote them."""
+    parts: list[str] = []
+    for keyword in ("ReconstructionMethod", "ConvolutionKernel"):
+        value = dataset.get(keyword)
+        if value is None or value == "":
+            continue
+        values = [value] if isinstance(value, str) else list(value)
+        parts.extend(str(v).strip() for v in values if str(v).strip() not in ("", "None"))
+    return "|".join(parts) or None
+
+
 def acquisition_from_dataset(dataset: Dataset, path: Path) -> NMAcquisition:
     """Build an :class:`NMAcquisition` from an already-read header."""
     windows = []
@@ -196,6 +238,9 @@ def acquisition_from_dataset(dataset: Dataset, path: Path) -> NMAcquisition:
         ),
         radiopharmaceutical=_radiopharmaceutical(dataset),
         geometry=_geometry(dataset, path),
+        collimator=_collimator(dataset),
+        pixel_units=_pixel_units(dataset),
+        reconstruction=_reconstruction(dataset),
     )
 
 

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from concordose.cli import EXIT_INPUT_ERROR, app
 from phantoms import GeneratedPatient
+from tests.conftest import SIEMENS_NM_FIXTURE
 
 runner = CliRunner()
 
@@ -61,3 +62,58 @@ def test_bad_sites_file(small_patient: GeneratedPatient, tmp_path: Path) -> None
     code, output = _process(folder, tmp_path / "missing-sites.yaml", "--site", "milan")
     assert code == EXIT_INPUT_ERROR
     assert "missing-sites.yaml does not exist" in " ".join(output.split())
+
+
+def test_check_reports_the_vendor_files_missing_data_precisely(
+    small_patient: GeneratedPatient,
+) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "check",
+            str(SIEMENS_NM_FIXTURE),
+            "--sites",
+            str(small_patient.sites_path),
+            "--site",
+            "milan",
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 1
+    assert "held" in result.output
+    for rule in ("radionuclide", "collimator", "calibration", "patient_weight"):
+        assert rule in result.output
+    assert "Traceback" not in result.output
+
+
+def test_check_passes_a_conforming_study(small_patient: GeneratedPatient) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "check",
+            str(small_patient.nm_files[0]),
+            "--sites",
+            str(small_patient.sites_path),
+            "--site",
+            "milan",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "passes" in result.output
+
+
+def test_cycles_without_valid_calibration_are_held_with_the_reason(
+    small_patient: GeneratedPatient, tmp_path: Path
+) -> None:
+    folder = _copy_input(small_patient, tmp_path)
+    sites = tmp_path / "sites.yaml"
+    sites.write_text(
+        small_patient.sites_path.read_text().replace(
+            "valid_from: 2026-01-01", "valid_from: 2027-01-01"
+        )
+    )
+    code, output = _process(folder, sites, "--site", "milan")
+    assert code == EXIT_INPUT_ERROR
+    flat = " ".join(output.split())
+    assert "every cycle is held" in flat
+    assert "no calibration valid on" in flat

@@ -1,0 +1,44 @@
+"""Findings: what a check found wrong with a study, and how much it matters.
+
+A finding with severity ``error`` holds the study (nothing is computed from it); a ``warning``
+lets it pass and is recorded next to its results. Every finding names its rule, the object it is
+about, what was expected and what was found, so a site can fix it without asking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    """How a finding affects processing."""
+
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One rule's verdict on one object.
+
+    Attributes:
+        rule: the rule's name, e.g. ``"injected_activity"``.
+        severity: error (holds) or warning (passes, recorded).
+        source: what it is about (a file path or a series UID).
+        message: expected versus found, in a sentence a site physicist can act on.
+    """
+
+    rule: str
+    severity: Severity
+    source: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.severity}] {self.rule}: {self.source}: {self.message}"
+
+
+def holds(findings: Iterable[Finding]) -> bool:
+    """True when any finding is an error, i.e. the study must be held."""
+    return any(finding.severity is Severity.ERROR for finding in findings)

@@ -1,0 +1,156 @@
+"""The calibration gate: a time point is processed only with a calibration that fits it.
+
+A calibration record fits a SPECT when it belongs to the sending site, is valid on the
+acquisition date, and was measured with the same camera model, collimator and reconstruction
+protocol (each compared only where the record states it). Anything else holds the time point
+with a finding that says exactly what is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from concordose.calibration.findings import Finding, Severity, holds
+from concordose.calibration.metadata_checks import check_acquisition
+from concordose.calibration.protocol import SiteProtocol, load_protocol
+from concordose.calibration.registry import CalibrationRecord, Site, SiteRegistry
+from concordose.dicom.nm import NMAcquisition
+from concordose.errors import ConcordoseError
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Verdict on one time point: its findings and, if it passes, the calibration to use."""
+
+    findings: tuple[Finding, ...]
+    calibration: CalibrationRecord | None
+    site: Site | None
+
+    @property
+    def held(self) -> bool:
+        """True when an error finding holds the time point."""
+        return holds(self.findings) or self.calibration is None
+
+
+def _mismatches(record: CalibrationRecord, acquisition: NMAcquisition) -> list[str]:
+    pairs = [
+        ("camera model", record.camera_model, acquisition.camera_model),
+        ("collimator", record.collimator, acquisition.collimator),
+        ("reconstruction", record.reconstruction, acquisition.reconstruction),
+    ]
+    return [
+        f"{name} {found!r} ≠ calibrated {expected!r}"
+        for name, expected, found in pairs
+        if expected is not None and expected != found
+    ]
+
+
+def select_calibration(
+    acquisition: NMAcquisition, site: Site
+) -> tuple[CalibrationRecord | None, list[Finding]]:
+    """The calibration record that fits ``acquisition`` at ``site``, or a finding saying why none.
+
+    Among fitting records valid that day, the one that started latest wins.
+    """
+    source = str(acquisition.path)
+    if acquisition.acquisition_datetime is None:
+        return None, []  # reported by the metadata checks
+    day = acquisition.acquisition_datetime.date()
+    valid = [record for record in site.calibrations if record.is_valid_on(day)]
+    if not valid:
+        ranges = ", ".join(
+            f"{r.record_id} ({r.valid_from}…{r.valid_to or 'open'})" for r in site.calibrations
+        )
+        message = (
+            f"site {site.site_id!r} has no calibration valid on {day} "
+            f"(records: {ranges or 'none'}); scan the phantoms and run `concordose calibrate`"
+        )
+        return None, [Finding("calibration", Severity.ERROR, source, message)]
+    fitting = [record for record in valid if not _mismatches(record, acquisition)]
+    if not fitting:
+        reasons = "; ".join(
+            f"{r.record_id}: {', '.join(_mismatches(r, acquisition))}" for r in valid
+        )
+        message = (
+            f"no calibration of site {site.site_id!r} valid on {day} matches this set-up "
+            f"({reasons})"
+        )
+        return None, [Finding("calibration", Severity.ERROR, source, message)]
+    return max(fitting, key=lambda record: record.valid_from), []
+
+
+def gate_time_point(
+    acquisition: NMAcquisition,
+    registry: SiteRegistry,
+    *,
+    calling_ae_title: str | None,
+    site_id: str | None = None,
+    protocol: SiteProtocol | None = None,
+) -> GateResult:
+    """Metadata checks against the site's protocol, then the calibration gate.
+
+    Args:
+        acquisition: the SPECT time point.
+        registry: the consortium's sites.
+        calling_ae_title: who sent it (identifies the site); ``None`` when not received by C-STORE.
+        site_id: the site when there is no calling AE title.
+        protocol: the rules to apply; default the site's protocol file.
+    """
+    source = str(acquisition.path)
+    site: Site | None = None
+    try:
+        if calling_ae_title:
+            site = registry.site_for_ae_title(calling_ae_title)
+        elif site_id is not None:
+            site = registry.site(site_id)
+    except ConcordoseError as exc:
+        return GateResult((Finding("site", Severity.ERROR, source, str(exc)),), None, None)
+    if site is None:
+        finding = Finding(
+            "site",
+            Severity.ERROR,
+            source,
+            "the sending site is unknown (no calling AE title recorded and no site given)",
+        )
+        return GateResult((finding,), None, None)
+    rules = protocol or load_protocol(site.site_id)
+    findings = check_acquisition(acquisition, rules)
+    calibration, gate_findings = select_calibration(acquisition, site)
+    return GateResult(tuple(findings + gate_findings), calibration, site)
+
+
+@dataclass(frozen=True)
+class CycleVerdict:
+    """The gate's verdict on a whole cycle: held if any time point is held.
+
+    Attributes:
+        findings: every time point's findings, in time order.
+        calibration: the calibration of the first time point (all must pass for it to be set).
+        site: the sending site, when known.
+    """
+
+    findings: tuple[Finding, ...]
+    calibration: CalibrationRecord | None
+    site: Site | None
+
+    @property
+    def held(self) -> bool:
+        """True when the cycle must not be processed."""
+        return self.calibration is None or holds(self.findings)
+
+
+def gate_cycle(
+    acquisitions: list[tuple[NMAcquisition, str | None]],
+    registry: SiteRegistry,
+    *,
+    site_id: str | None = None,
+) -> CycleVerdict:
+    """Gate every time point of a cycle (``(acquisition, calling AE title)`` pairs)."""
+    results = [
+        gate_time_point(acquisition, registry, calling_ae_title=calling_ae, site_id=site_id)
+        for acquisition, calling_ae in acquisitions
+    ]
+    findings = tuple(finding for result in results for finding in result.findings)
+    if not results or any(result.held for result in results):
+        return CycleVerdict(findings, None, results[0].site if results else None)
+    return CycleVerdict(findings, results[0].calibration, results[0].site)

@@ -1,0 +1,307 @@
+"""Metadata checks: every received SPECT time point held to its site's protocol.
+
+Each rule is a small function ``(acquisition, protocol) -> list[Finding]`` registered in
+:data:`RULES`; :func:`check_acquisition` runs them all. A rule never raises on bad metadata:
+what is wrong becomes a finding. Missing values are errors where the dose depends on them
+(injection time, activity, acquisition duration) and warnings where it does not (weight).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from concordose.calibration.findings import Finding, Severity
+from concordose.calibration.protocol import SiteProtocol
+from concordose.dicom.nm import NMAcquisition
+
+Rule = Callable[[NMAcquisition, SiteProtocol], list[Finding]]
+
+MBQ_PER_BQ = 1e-6
+MBQ_PER_GBQ = 1e3
+
+
+def _finding(rule: str, severity: Severity, acquisition: NMAcquisition, message: str) -> Finding:
+    return Finding(rule=rule, severity=severity, source=str(acquisition.path), message=message)
+
+
+def check_image_type(acquisition: NMAcquisition, _protocol: SiteProtocol) -> list[Finding]:
+    """Only tomographic reconstructions are quantified."""
+    if acquisition.is_recon_tomo:
+        return []
+    return [
+        _finding(
+            "image_type",
+            Severity.ERROR,
+            acquisition,
+            f"expected ImageType containing RECON TOMO, found {'/'.join(acquisition.image_type)}",
+        )
+    ]
+
+
+def check_radionuclide(acquisition: NMAcquisition, protocol: SiteProtocol) -> list[Finding]:
+    """The radionuclide is recorded and is the protocol's (Lu-177)."""
+    drug = acquisition.radiopharmaceutical
+    if drug is None:
+        return [
+            _finding(
+                "radionuclide",
+                Severity.ERROR,
+                acquisition,
+                "RadiopharmaceuticalInformationSequence missing: radionuclide, injected activity "
+                "and injection time are unknown; configure the modality to send it",
+            )
+        ]
+    if drug.radionuclide_code not in protocol.radionuclide_codes:
+        return [
+            _finding(
+                "radionuclide",
+                Severity.ERROR,
+                acquisition,
+                f"expected RadionuclideCodeSequence code in {protocol.radionuclide_codes} "
+                f"(^177^Lutetium), found {drug.radionuclide_code!r} ({drug.radionuclide!r})",
+            )
+        ]
+    return []
+
+
+def check_injected_activity(acquisition: NMAcquisition, protocol: SiteProtocol) -> list[Finding]:
+    """Injected activity present, in MBq, and plausible; Bq and GBq entries are recognised."""
+    drug = acquisition.radiopharmaceutical
+    if drug is None:
+        return []  # reported once by check_radionuclide
+    activity = drug.injected_activity_mbq
+    expected = protocol.injected_activity_mbq
+    if activity is None:
+        return [
+            _finding(
+                "injected_activity",
+                Severity.ERROR,
+                acquisition,
+                "RadionuclideTotalDose missing: the injected activity is needed",
+            )
+        ]
+    if activity in expected:
+        return []
+    hint = ""
+    if activity * MBQ_PER_BQ in expected:
+        hint = f" — looks like Bq ({activity * MBQ_PER_BQ:.0f} MBq); DICOM NM stores MBq"
+    elif activity * MBQ_PER_GBQ in expected:
+        hint = f" — looks like GBq ({activity * MBQ_PER_GBQ:.0f} MBq); DICOM NM stores MBq"
+    return [
+        _finding(
+            "injected_activity",
+            Severity.ERROR,
+            acquisition,
+            f"RadionuclideTotalDose is {activity:g} but the protocol expects MBq in "
+            f"{expected.min:g}–{expected.max:g}{hint}",
+        )
+    ]
+
+
+def check_times(acquisition: NMAcquisition, protocol: SiteProtocol) -> list[Finding]:
+    """Injection and acquisition date-times present; time since injection in the window."""
+    findings = []
+    drug = acquisition.radiopharmaceutical
+    if drug is not None and drug.injection_datetime is None:
+        findings.append(
+            _finding(
+                "injection_datetime",
+                Severity.ERROR,
+                acquisition,
+                "RadiopharmaceuticalStartDateTime (or start date and time) missing",
+            )
+        )
+    if acquisition.acquisition_datetime is None:
+        findings.append(
+            _finding(
+                "acquisition_datetime",
+                Severity.ERROR,
+                acquisition,
+                "AcquisitionDateTime (or AcquisitionDate and AcquisitionTime) missing",
+            )
+        )
+    if findings or drug is None:
+        return findings
+    hours = acquisition.hours_since_injection()
+    window = protocol.time_since_injection_h
+    if hours < 0:
+        findings.append(
+            _finding(
+                "time_since_injection",
+                Severity.ERROR,
+                acquisition,
+                f"acquired {-hours:.1f} h BEFORE the injection time; check the clocks",
+            )
+        )
+    elif hours not in window:
+        findings.append(
+            _finding(
+                "time_since_injection",
+                Severity.WARNING,
+                acquisition,
+                f"acquired {hours:.1f} h after injection, outside the protocol window "
+                f"{window.min:g}–{window.max:g} h",
+            )
+        )
+    return findings
+
+
+def check_energy_window(acquisition: NMAcquisition, protocol: SiteProtocol) -> list[Finding]:
+    """A window contains the photopeak, with about the protocol's width."""
+    peak = protocol.photopeak_kev
+    containing = [
+        (low, high) for low, high in acquisition.energy_windows_kev if low <= peak <= high
+    ]
+    if not containing:
+        found = ", ".join(f"{low:g}–{high:g}" for low, high in acquisition.energy_windows_kev)
+        return [
+            _finding(
+                "energy_window",
+                Severity.ERROR,
+                acquisition,
+                f"no energy window contains the {peak:g} keV photopeak "
+                f"(windows: {found or 'none'})",
+            )
+        ]
+    low, high = containing[0]
+    width_fraction = (high - low) / peak
+    if abs(width_fraction - protocol.window_width_fraction) > protocol.window_width_tolerance:
+        return [
+            _finding(
+                "energy_window",
+                Severity.WARNING,
+                acquisition,
+                f"photopeak window {low:g}–{high:g} keV is {width_fraction:.0%} wide; the "
+                f"protocol expects {protocol.window_width_fraction:.0%}",
+            )
+        ]
+    return []
+
+
+def check_collimator(acquisition: NMAcquisition, protocol: SiteProtocol) -> list[Finding]:
+    """The collimator is one the site calibrated."""
+    if not protocol.collimators or acquisition.collimator in protocol.collimators:
+        return []
+    return [
+        _finding(
+            "collimator",
+            Severity.ERROR,
+            acquisition,
+            f"expected collimator in {protocol.collimators}, found {acquisition.collimator!r}",
+        )
+    ]
+
+
+def check_corrections(acquisition: NMAcquisition, protocol: SiteProtocol) -> list[Finding]:
+    """Attenuation and scatter corrected; not decay corrected."""
+    present = set(acquisition.corrections)
+    findings = []
+    missing = [c for c in protocol.required_corrections if c not in present]
+    if missing:
+        findings.append(
+            _finding(
+                "corrections",
+                Severity.ERROR,
+                acquisition,
+                f"CorrectedImage lacks {', '.join(missing)} "
+                f"(found {', '.join(sorted(present)) or 'none'})",
+            )
+        )
+    forbidden = [c for c in protocol.forbidden_corrections if c in present]
+    if forbidden:
+        findings.append(
+            _finding(
+                "corrections",
+                Severity.ERROR,
+                acquisition,
+                f"CorrectedImage has {', '.join(forbidden)}: counts must not be decay corrected",
+            )
+        )
+    return findings
+
+
+def check_units(acquisition: NMAcquisition, protocol: SiteProtocol) -> list[Finding]:
+    """Pixel values are in units the pipeline can convert (counts, or Bq/mL if accepted)."""
+    units = acquisition.pixel_units
+    kind = "counts" if units in (None, "CNTS", "COUNTS") else units
+    if kind in protocol.accepted_units:
+        return []
+    return [
+        _finding(
+            "units",
+            Severity.ERROR,
+            acquisition,
+            f"pixel units {units!r} not accepted; the protocol accepts {protocol.accepted_units}",
+        )
+    ]
+
+
+def check_acquisition_duration(
+    acquisition: NMAcquisition, _protocol: SiteProtocol
+) -> list[Finding]:
+    """Total acquisition time known (counts → activity needs it)."""
+    duration = acquisition.acquisition_duration_s
+    if duration is not None and duration > 0:
+        return []
+    return [
+        _finding(
+            "acquisition_duration",
+            Severity.ERROR,
+            acquisition,
+            "RotationInformationSequence ActualFrameDuration × NumberOfFramesInRotation missing",
+        )
+    ]
+
+
+def check_patient_weight(acquisition: NMAcquisition, protocol: SiteProtocol) -> list[Finding]:
+    """Patient weight present and plausible (organ-mass scaling uses it)."""
+    weight = acquisition.patient_weight_kg
+    if weight is not None and weight in protocol.patient_weight_kg:
+        return []
+    found = "missing" if weight is None else f"{weight:g} kg"
+    return [
+        _finding(
+            "patient_weight",
+            Severity.WARNING,
+            acquisition,
+            f"PatientWeight {found}; expected {protocol.patient_weight_kg.min:g}–"
+            f"{protocol.patient_weight_kg.max:g} kg",
+        )
+    ]
+
+
+def check_voxel_geometry(acquisition: NMAcquisition, protocol: SiteProtocol) -> list[Finding]:
+    """Voxel sizes within the protocol's range on every axis."""
+    spacing = acquisition.geometry.spacing_mm
+    outside = [value for value in spacing if value not in protocol.voxel_mm]
+    if not outside:
+        return []
+    return [
+        _finding(
+            "voxel_geometry",
+            Severity.WARNING,
+            acquisition,
+            f"voxel size {' × '.join(f'{v:.3g}' for v in spacing)} mm outside the protocol's "
+            f"{protocol.voxel_mm.min:g}–{protocol.voxel_mm.max:g} mm",
+        )
+    ]
+
+
+RULES: dict[str, Rule] = {
+    "image_type": check_image_type,
+    "radionuclide": check_radionuclide,
+    "injected_activity": check_injected_activity,
+    "times": check_times,
+    "energy_window": check_energy_window,
+    "collimator": check_collimator,
+    "corrections": check_corrections,
+    "units": check_units,
+    "acquisition_duration": check_acquisition_duration,
+    "patient_weight": check_patient_weight,
+    "voxel_geometry": check_voxel_geometry,
+}
+
+
+def check_acquisition(acquisition: NMAcquisition, protocol: SiteProtocol) -> list[Finding]:
+    """Run every rule on one time point; findings in rule order."""
+    return [finding for rule in RULES.values() for finding in rule(acquisition, protocol)]

@@ -1,0 +1,105 @@
+"""Site protocol: what a site's post-therapy Lu-177 SPECT is expected to look like.
+
+Rules live in ``schemas/protocols/*.yaml`` (one file per site, ``default.yaml`` for the
+consortium baseline); a site file overrides only the keys it names. Ranges are inclusive.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from concordose.errors import ConfigurationError
+
+
+class Range(BaseModel):
+    """An inclusive range of a quantity (units in the owning field's name)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.min > self.max:
+            raise ValueError(f"range min {self.min} > max {self.max}")
+        return self
+
+    def __contains__(self, value: float) -> bool:
+        return self.min <= value <= self.max
+
+
+class SiteProtocol(BaseModel):
+    """Expected acquisition and reconstruction of quantitative Lu-177 SPECT at one site.
+
+    Attributes:
+        radionuclide_codes: SNOMED codes accepted for the radionuclide (447553000 ^177^Lutetium).
+        photopeak_kev: the photopeak a window must contain (Lu-177: 208.37 keV, ICRP-107).
+        window_width_fraction: expected full width of the photopeak window relative to the peak
+            (0.20 for 208 keV ± 10 %); a window off by more than ``window_width_tolerance``
+            (fraction of the peak) gives a warning.
+        collimators: accepted collimator names (e.g. MEGP, MELP); empty accepts any.
+        required_corrections: CorrectedImage values that must be present (ATTN, SCAT).
+        forbidden_corrections: values that must be absent (DECY: the pipeline needs counts at
+            acquisition time, not decay-corrected).
+        accepted_units: pixel units accepted: ``counts`` (no Units / CNTS) or ``BQML``.
+        injected_activity_mbq: plausible administered activity.
+        time_since_injection_h: the protocol's imaging window after injection.
+        patient_weight_kg: plausible patient weight.
+        voxel_mm: plausible voxel size (every axis).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    radionuclide_codes: list[str] = Field(default_factory=lambda: ["447553000"])
+    photopeak_kev: float = 208.37
+    window_width_fraction: float = Field(default=0.20, gt=0)
+    window_width_tolerance: float = Field(default=0.05, ge=0)
+    collimators: list[str] = Field(default_factory=list)
+    required_corrections: list[str] = Field(default_factory=lambda: ["ATTN", "SCAT"])
+    forbidden_corrections: list[str] = Field(default_factory=lambda: ["DECY"])
+    accepted_units: list[str] = Field(default_factory=lambda: ["counts"])
+    injected_activity_mbq: Range = Range(min=1000.0, max=10000.0)
+    time_since_injection_h: Range = Range(min=0.5, max=400.0)
+    patient_weight_kg: Range = Range(min=20.0, max=250.0)
+    voxel_mm: Range = Range(min=1.0, max=8.0)
+
+
+def _protocol_dir() -> Path:
+    return Path(str(files("schemas").joinpath("protocols")))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"protocol file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(content, dict):
+        raise ConfigurationError(f"protocol file {path} must hold a mapping of rule settings")
+    return content
+
+
+def load_protocol(site_id: str | None = None, folder: Path | None = None) -> SiteProtocol:
+    """The protocol of ``site_id``: ``default.yaml`` overridden by ``<site_id>.yaml`` if present.
+
+    Raises:
+        ConfigurationError: unreadable or invalid protocol file.
+    """
+    folder = folder or _protocol_dir()
+    merged: dict[str, Any] = {}
+    sources = [folder / "default.yaml"]
+    if site_id is not None:
+        sources.append(folder / f"{site_id}.yaml")
+    for path in sources:
+        if path.is_file():
+            merged.update(_read(path))
+    try:
+        return SiteProtocol.model_validate(merged)
+    except ValidationError as exc:
+        names = ", ".join(str(p) for p in sources if p.is_file())
+        raise ConfigurationError(f"site protocol from {names} is invalid:\n{exc}") from exc
