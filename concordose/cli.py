@@ -230,6 +230,35 @@ def check(
 
 
 @app.command()
+def sites(
+    sites_file: Annotated[Path, typer.Option("--sites", help="Site registry YAML (sites.yaml).")],
+) -> None:
+    """List the consortium's sites and their calibration records (ledger included)."""
+    from concordose.calibration.registry import SiteRegistry
+
+    registry = _run(lambda: SiteRegistry.load(sites_file))
+    table = Table(title=f"Sites in {sites_file}")
+    for column in ("site", "AE titles", "record", "camera", "collimator", "CF cps/MBq", "valid"):
+        table.add_column(column)
+    for site in registry.sites:
+        if not site.calibrations:
+            table.add_row(
+                site.site_id, ", ".join(site.ae_titles), "[red]no calibration[/]", "", "", "", ""
+            )
+        for record in site.calibrations:
+            table.add_row(
+                site.site_id,
+                ", ".join(site.ae_titles),
+                record.record_id,
+                record.camera_model or "any",
+                record.collimator or "any",
+                f"{record.calibration_factor_cps_per_mbq:.3f}",
+                f"{record.valid_from} … {record.valid_to or 'open'}",
+            )
+    console.print(table)
+
+
+@app.command()
 def generate(
     out: Annotated[Path, typer.Option(help="Folder to write the synthetic patient into.")],
     seed: Annotated[int, typer.Option(help="Seed.")] = 20261124,

@@ -3,6 +3,7 @@
 Read from a YAML file (``sites.yaml``)::
 
     format_version: 1
+    calibration_ledger: calibrations.jsonl   # optional: append-only history (ledger.py)
     sites:
       - site_id: milan
         ae_titles: [MILAN_SPECT]
@@ -27,35 +28,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from concordose.calibration.ledger import current_records, read_ledger
+from concordose.calibration.records import CalibrationRecord
 from concordose.errors import CalibrationMissingError, ConfigurationError
 
-
-class CalibrationRecord(BaseModel):
-    """One calibration of one camera set-up, valid over a date range.
-
-    Attributes:
-        camera_model, collimator: the set-up calibrated; a study must match those that are set.
-        reconstruction: fingerprint of the reconstruction protocol (method and kernel as the
-            vendor writes them, e.g. ``"3DOSEM,4i,8s"``); a study must match it when set.
-        calibration_factor_cps_per_mbq: counts per second in the reconstructed image per MBq in
-            the field of view (from a uniform-cylinder phantom scan).
-        valid_from / valid_to: inclusive dates; ``valid_to`` ``None`` means still valid.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    record_id: str = Field(min_length=1)
-    camera_model: str | None = None
-    collimator: str | None = None
-    reconstruction: str | None = None
-    calibration_factor_cps_per_mbq: float = Field(gt=0)
-    calibration_factor_relative_uncertainty: float | None = Field(default=None, ge=0)
-    valid_from: date
-    valid_to: date | None = None
-
-    def is_valid_on(self, day: date) -> bool:
-        """True when ``day`` lies in the record's validity range."""
-        return self.valid_from <= day and (self.valid_to is None or day <= self.valid_to)
+__all__ = ["CalibrationRecord", "Site", "SiteRegistry"]
 
 
 class Site(BaseModel):
@@ -92,6 +69,7 @@ class SiteRegistry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     format_version: Literal[1] = 1
+    calibration_ledger: Path | None = None
     sites: list[Site]
 
     @model_validator(mode="after")
@@ -115,11 +93,36 @@ class SiteRegistry(BaseModel):
             raise ConfigurationError(f"sites file {path} does not exist")
         try:
             content = yaml.safe_load(path.read_text(encoding="utf-8"))
-            return cls.model_validate(content)
+            registry = cls.model_validate(content)
         except yaml.YAMLError as exc:
             raise ConfigurationError(f"sites file {path} is not valid YAML: {exc}") from exc
         except ValidationError as exc:
             raise ConfigurationError(f"sites file {path} is invalid:\n{exc}") from exc
+        if registry.calibration_ledger is None:
+            return registry
+        ledger = registry.calibration_ledger
+        ledger = ledger if ledger.is_absolute() else path.parent / ledger
+        return registry.with_ledger(ledger)
+
+    def with_ledger(self, ledger: Path) -> SiteRegistry:
+        """This registry with each site's calibrations extended by the ledger's current records.
+
+        Raises:
+            ConfigurationError: the ledger fails its checks or names an unknown site.
+        """
+        extra = current_records(read_ledger(ledger))
+        unknown = sorted(set(extra) - {site.site_id for site in self.sites})
+        if unknown:
+            raise ConfigurationError(
+                f"calibration ledger {ledger} has records for unknown site(s) {', '.join(unknown)}"
+            )
+        sites = [
+            site.model_copy(
+                update={"calibrations": [*site.calibrations, *extra.get(site.site_id, [])]}
+            )
+            for site in self.sites
+        ]
+        return self.model_copy(update={"sites": sites, "calibration_ledger": ledger})
 
     @property
     def ae_titles(self) -> list[str]:

@@ -117,3 +117,12 @@ def test_cycles_without_valid_calibration_are_held_with_the_reason(
     flat = " ".join(output.split())
     assert "every cycle is held" in flat
     assert "no calibration valid on" in flat
+
+
+def test_sites_lists_calibrations(small_patient: GeneratedPatient) -> None:
+    result = runner.invoke(
+        app, ["sites", "--sites", str(small_patient.sites_path)], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "milan-phantom-2026-01" in result.output
+    assert "9.100" in result.output

@@ -1,0 +1,35 @@
+"""A calibration record: one camera set-up's calibration, valid over a date range."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CalibrationRecord(BaseModel):
+    """One calibration of one camera set-up, valid over a date range.
+
+    Attributes:
+        camera_model, collimator: the set-up calibrated; a study must match those that are set.
+        reconstruction: fingerprint of the reconstruction protocol (method and kernel as the
+            vendor writes them, e.g. ``"3DOSEM,4i,8s"``); a study must match it when set.
+        calibration_factor_cps_per_mbq: counts per second in the reconstructed image per MBq in
+            the field of view (from a uniform-cylinder phantom scan).
+        valid_from / valid_to: inclusive dates; ``valid_to`` ``None`` means still valid.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    record_id: str = Field(min_length=1)
+    camera_model: str | None = None
+    collimator: str | None = None
+    reconstruction: str | None = None
+    calibration_factor_cps_per_mbq: float = Field(gt=0)
+    calibration_factor_relative_uncertainty: float | None = Field(default=None, ge=0)
+    valid_from: date
+    valid_to: date | None = None
+
+    def is_valid_on(self, day: date) -> bool:
+        """True when ``day`` lies in the record's validity range."""
+        return self.valid_from <= day and (self.valid_to is None or day <= self.valid_to)
