@@ -131,12 +131,20 @@ def demo(
     truth = json.loads(result.patient.ground_truth_path.read_text())
     truth_by_label = {voi["label"]: voi for voi in truth["vois"]}
     console.print(_dose_table(result.run.tables, truth_by_label))
-    console.print(f"received  {result.send_report.sent} instances into {result.spool_dir}")
-    console.print(f"published run {result.run.published.run_id} to {result.output_uri}")
+    console.print(
+        f"received {result.send_report.sent} instances into {result.spool_dir}", soft_wrap=True
+    )
+    console.print(
+        f"published run {result.run.published.run_id} under {result.output_uri}:", soft_wrap=True
+    )
+    base = result.output_uri.rstrip("/") + "/"
     for obj in result.run.published.objects:
-        console.print(f"  {obj.table:<15} {obj.rows:>4} rows  {obj.path}")
-    console.print(f"  manifest                  {result.run.published.manifest_path}")
-    console.print(f"ground truth: {result.patient.ground_truth_path}")
+        console.print(
+            f"  {obj.table:<15} {obj.rows:>4} rows  {obj.path.removeprefix(base)}", soft_wrap=True
+        )
+    manifest = result.run.published.manifest_path.removeprefix(base)
+    console.print(f"  {'manifest':<26}{manifest}", soft_wrap=True)
+    console.print(f"ground truth: {result.patient.ground_truth_path}", soft_wrap=True)
 
 
 @app.command()
