@@ -42,7 +42,7 @@ def _kinetics_table(site: str) -> pa.Table:
     row = {
         "subject_key": "sub-1",
         "site_id": site,
-        "cycle_key": "cyc-1",
+        "cycle_key": f"cyc-{site}",  # one cycle per site: keys are unique in a batch
         "voi_label": "lesion_1",
         "voi_type": "lesion",
         "kinetics_method": "mono_exponential",
@@ -56,7 +56,7 @@ def _kinetics_table(site: str) -> pa.Table:
         "status": "ok",
         "schema_version": KINETICS.version,
         "software_version": "test",
-        "run_id": "r1",
+        "run_id": "run-1",
         "flow_run_id": None,
         "calibration_record_id": "cal-1",
         "input_uid_hashes": ["h1"],
@@ -79,7 +79,11 @@ def test_publish_to_s3_writes_parquet_then_manifest(s3_endpoint: str) -> None:
         {"kinetics": [_kinetics_table("milan"), _kinetics_table("padua")]},
         Provenance(run_id="run-1"),
     )
-    keys = sorted(obj.object_name for obj in client.list_objects("results", recursive=True))
+    keys = sorted(
+        obj.object_name
+        for obj in client.list_objects("results", recursive=True)
+        if not obj.object_name.startswith(("consortium/_data_docs/", "consortium/_validation/"))
+    )
     assert keys == [
         "consortium/_manifests/run-1.json",
         "consortium/kinetics/v1/site_id=milan/run-1.parquet",
