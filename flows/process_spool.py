@@ -31,6 +31,7 @@ from tasks.study import (
     kinetics_task,
     publish_task,
     quantify_task,
+    summary_tables_task,
     tables_task,
 )
 
@@ -101,6 +102,11 @@ def process_spool(
         kinetics = kinetics_task(tac, kinetics_methods)
         doses = dose_task(tac, kinetics, dose_methods)
         for name, table in tables_task(identity, tac, kinetics, doses, provenance).items():
+            collected[name].append(table)
+        summaries = summary_tables_task(
+            identity, cycle, calibration, tac, doses, provenance=provenance
+        )
+        for name, table in summaries.items():
             collected[name].append(table)
         logger.info(
             "cycle %s at site %s: %d VOI(s), %d time point(s), calibration %s",

@@ -273,7 +273,13 @@ PATIENT_SUMMARY = TableSpec(
             field("kinetics_method", pa.string(), "1", "TIA method of the doses"),
             field("dose_method", pa.string(), "1", "dose method of the doses"),
             field("method_parameters_hash", pa.string(), "1", "hash of both methods' settings"),
-            field("injected_activity_mbq", pa.float64(), "MBq", "administered activity"),
+            field(
+                "injected_activity_mbq",
+                pa.float64(),
+                "MBq",
+                "administered activity (RadionuclideTotalDose)",
+                nullable=True,
+            ),
             field("n_lesions", pa.int16(), "1", "lesions with a dose"),
             field("lesion_min_dose_gy", pa.float64(), "Gy", "lowest lesion dose", nullable=True),
             field(

@@ -17,6 +17,7 @@ from concordose.dose.registry import DOSE_METHODS
 from concordose.kinetics.models import KineticsBatch
 from concordose.kinetics.registry import KINETICS_METHODS
 from concordose.quant.cycle import CycleTimeActivity, quantify_cycle
+from concordose.results.cycle_summary import build_acquisition_tables, build_patient_summary
 from concordose.results.cycle_tables import CycleIdentity, build_cycle_tables
 from concordose.results.object_store import ObjectStore
 from concordose.results.provenance import Provenance
@@ -74,6 +75,22 @@ def tables_task(
 ) -> dict[str, pa.Table]:
     """The published tables of one cycle."""
     return build_cycle_tables(identity, tac, kinetics, doses, provenance)
+
+
+@task(name="cycle-summary-tables", cache_policy=NO_CACHE)
+def summary_tables_task(
+    identity: CycleIdentity,
+    cycle: CycleStudy,
+    calibration: CalibrationRecord,
+    tac: CycleTimeActivity,
+    doses: list[tuple[KineticsBatch, DoseBatch]],
+    *,
+    provenance: Provenance,
+) -> dict[str, pa.Table]:
+    """The cycle-level tables: acquisitions with QC status, QC findings, patient summary."""
+    tables = build_acquisition_tables(identity, cycle, calibration, provenance)
+    tables["patient_summary"] = build_patient_summary(identity, cycle, tac, doses, provenance)
+    return tables
 
 
 @task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

@@ -1,0 +1,170 @@
+"""Cycle-level tables: acquisitions with their QC status, QC findings and the patient summary.
+
+Thresholds of the patient summary are the published cycle-1 tumour-dose predictors of
+progression-free survival cited in the seed review (``../shared/seed/``): a minimum lesion dose
+of 35 Gy and a global mean tumour dose (mass-weighted over lesions) of 10.6 Gy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from concordose.calibration.registry import CalibrationRecord
+from concordose.dicom.pseudonym import uid_hash
+from concordose.dicom.seg import VoiType
+from concordose.dicom.study import CycleStudy
+from concordose.dose.models import DoseBatch
+from concordose.errors import StudyIncompleteError
+from concordose.kinetics.models import KineticsBatch
+from concordose.quant.cycle import CycleTimeActivity
+from concordose.results.cycle_tables import CycleIdentity
+from concordose.results.provenance import Provenance
+from schemas.tables import ACQUISITIONS, PATIENT_SUMMARY, QC_FINDINGS
+
+MIN_LESION_DOSE_THRESHOLD_GY = 35.0
+MEAN_LESION_DOSE_THRESHOLD_GY = 10.6
+LU177_PHOTOPEAK_KEV = 208.4  # Lu-177 principal gamma line (ENSDF; 10.4 % yield)
+
+
+def _provenance(
+    provenance: Provenance, calibration_record_id: str, uids: Sequence[str]
+) -> dict[str, Any]:
+    return {
+        "software_version": provenance.software_version,
+        "run_id": provenance.run_id,
+        "flow_run_id": provenance.flow_run_id,
+        "calibration_record_id": calibration_record_id,
+        "input_uid_hashes": [uid_hash(uid) for uid in uids],
+        "created_at": provenance.created_at,
+    }
+
+
+def build_acquisition_tables(
+    identity: CycleIdentity,
+    cycle: CycleStudy,
+    calibration: CalibrationRecord,
+    provenance: Provenance,
+) -> dict[str, pa.Table]:
+    """Tables ``acquisitions`` (one row per time point) and ``qc_findings`` of one cycle.
+
+    QC here is what the publication step can state from the headers it has: a photopeak window
+    containing Lu-177's 208.4 keV line. A time point without one gets a ``warning`` finding and
+    ``qc_status`` ``warn``.
+
+    Raises:
+        StudyIncompleteError: a time point without acquisition duration (quantification needs it).
+    """
+    subject = {
+        "subject_key": identity.subject_key,
+        "site_id": identity.site_id,
+        "cycle_key": identity.cycle_key,
+    }
+    acquisitions: list[dict[str, Any]] = []
+    findings: list[dict[str, Any]] = []
+    for index, point in enumerate(cycle.time_points):
+        acquisition = point.acquisition
+        if acquisition.acquisition_duration_s is None:
+            raise StudyIncompleteError(
+                f"NM file {acquisition.path}: no acquisition duration (ActualFrameDuration × "
+                "frames); cannot publish its acquisition row"
+            )
+        windows = acquisition.energy_windows_kev
+        photopeak = [w for w in windows if w[0] <= LU177_PHOTOPEAK_KEV <= w[1]]
+        row_provenance = _provenance(
+            provenance, calibration.record_id, [acquisition.sop_instance_uid]
+        )
+        n_findings = 0
+        if not photopeak:
+            findings.append(
+                {
+                    **subject,
+                    "finding_index": len(findings),
+                    "check_name": "photopeak_window",
+                    "severity": "warning",
+                    "message": (
+                        f"time point {index}: expected an energy window containing "
+                        f"{LU177_PHOTOPEAK_KEV} keV, found {list(windows)}"
+                    ),
+                    "time_point_index": index,
+                    "schema_version": QC_FINDINGS.version,
+                    **row_provenance,
+                }
+            )
+            n_findings += 1
+        window = photopeak[0] if photopeak else (windows[0] if windows else None)
+        acquisitions.append(
+            {
+                **subject,
+                "time_point_index": index,
+                "time_h": float(point.time_h),
+                "modality": "NM",
+                "acquisition_duration_s": float(acquisition.acquisition_duration_s),
+                "energy_window_kev": (window[0] + window[1]) / 2 if window else None,
+                "calibration_factor_cps_per_mbq": calibration.calibration_factor_cps_per_mbq,
+                "qc_status": "warn" if n_findings else "pass",
+                "n_qc_findings": n_findings,
+                "schema_version": ACQUISITIONS.version,
+                **row_provenance,
+            }
+        )
+    return {
+        ACQUISITIONS.name: pa.Table.from_pylist(acquisitions, schema=ACQUISITIONS.schema),
+        QC_FINDINGS.name: pa.Table.from_pylist(findings, schema=QC_FINDINGS.schema),
+    }
+
+
+def _mass_weighted_mean(values: np.ndarray[Any, Any], mass_g: np.ndarray[Any, Any]) -> float | None:
+    if values.size == 0 or float(mass_g.sum()) <= 0:
+        return None
+    return float(np.sum(values * mass_g) / np.sum(mass_g))
+
+
+def build_patient_summary(
+    identity: CycleIdentity,
+    cycle: CycleStudy,
+    tac: CycleTimeActivity,
+    doses: Sequence[tuple[KineticsBatch, DoseBatch]],
+    provenance: Provenance,
+) -> pa.Table:
+    """Table ``patient_summary``: one row per (kinetics method, dose method) of the cycle."""
+    is_lesion = np.array([t == VoiType.LESION for t in tac.voi_types])
+    is_kidney = np.array([label.startswith("kidney") for label in tac.labels])
+    rows = []
+    for kinetics_batch, dose_batch in doses:
+        dose_gy = dose_batch.mean_dose_gy
+        finite = np.isfinite(dose_gy)
+        lesions = is_lesion & finite
+        kidneys = is_kidney & finite
+        lesion_min = float(dose_gy[lesions].min()) if lesions.any() else None
+        lesion_mean = _mass_weighted_mean(dose_gy[lesions], tac.mass_g[lesions])
+        parameters = f"{kinetics_batch.parameters_hash}|{dose_batch.parameters_hash}"
+        rows.append(
+            {
+                "subject_key": identity.subject_key,
+                "site_id": identity.site_id,
+                "cycle_key": identity.cycle_key,
+                "cycle_number": None,  # not in the DICOM headers; set by the registry later
+                "kinetics_method": kinetics_batch.method,
+                "dose_method": dose_batch.method,
+                "method_parameters_hash": hashlib.sha256(parameters.encode()).hexdigest()[:16],
+                "injected_activity_mbq": cycle.injected_activity_mbq,
+                "n_lesions": int(lesions.sum()),
+                "lesion_min_dose_gy": lesion_min,
+                "lesion_mean_dose_gy": lesion_mean,
+                "kidney_mean_dose_gy": _mass_weighted_mean(dose_gy[kidneys], tac.mass_g[kidneys]),
+                "meets_min_lesion_35gy": (
+                    None if lesion_min is None else lesion_min >= MIN_LESION_DOSE_THRESHOLD_GY
+                ),
+                "meets_mean_lesion_10_6gy": (
+                    None if lesion_mean is None else lesion_mean >= MEAN_LESION_DOSE_THRESHOLD_GY
+                ),
+                "schema_version": PATIENT_SUMMARY.version,
+                **_provenance(provenance, tac.calibration_record_id, tac.sop_instance_uids),
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=PATIENT_SUMMARY.schema)
