@@ -17,7 +17,11 @@ from concordose.dose.registry import DOSE_METHODS
 from concordose.kinetics.models import KineticsBatch
 from concordose.kinetics.registry import KINETICS_METHODS
 from concordose.quant.cycle import CycleTimeActivity, quantify_cycle
-from concordose.results.cycle_summary import build_acquisition_tables, build_patient_summary
+from concordose.results.cycle_summary import (
+    build_acquisition_tables,
+    build_method_comparison,
+    build_patient_summary,
+)
 from concordose.results.cycle_tables import CycleIdentity, build_cycle_tables
 from concordose.results.object_store import ObjectStore
 from concordose.results.provenance import Provenance
@@ -87,9 +91,11 @@ def summary_tables_task(
     *,
     provenance: Provenance,
 ) -> dict[str, pa.Table]:
-    """The cycle-level tables: acquisitions with QC status, QC findings, patient summary."""
+    """Cycle-level tables: acquisitions with QC status, QC findings, patient summary and the
+    comparison of every kinetics method with the reference (empty until it is registered)."""
     tables = build_acquisition_tables(identity, cycle, calibration, provenance)
     tables["patient_summary"] = build_patient_summary(identity, cycle, tac, doses, provenance)
+    tables["method_comparison"] = build_method_comparison(identity, tac, doses, provenance)
     return tables
 
 

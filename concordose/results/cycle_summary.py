@@ -24,7 +24,7 @@ from concordose.kinetics.models import KineticsBatch
 from concordose.quant.cycle import CycleTimeActivity
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.provenance import Provenance
-from schemas.tables import ACQUISITIONS, PATIENT_SUMMARY, QC_FINDINGS
+from schemas.tables import ACQUISITIONS, METHOD_COMPARISON, PATIENT_SUMMARY, QC_FINDINGS
 
 MIN_LESION_DOSE_THRESHOLD_GY = 35.0
 MEAN_LESION_DOSE_THRESHOLD_GY = 10.6
@@ -168,3 +168,67 @@ def build_patient_summary(
             }
         )
     return pa.Table.from_pylist(rows, schema=PATIENT_SUMMARY.schema)
+
+
+REFERENCE_KINETICS_METHOD = "tri_exponential"
+"""The full-fit reference every simplified method is compared with (DESIGN.md, step 6)."""
+
+
+def build_method_comparison(
+    identity: CycleIdentity,
+    tac: CycleTimeActivity,
+    doses: Sequence[tuple[KineticsBatch, DoseBatch]],
+    provenance: Provenance,
+    *,
+    reference_method: str = REFERENCE_KINETICS_METHOD,
+) -> pa.Table:
+    """Table ``method_comparison``: every other kinetics method's dose against the reference's.
+
+    One row per VOI, compared kinetics method and dose method. Empty when the reference method
+    was not run (it is not registered yet in every installation); then nothing is compared.
+    """
+    reference = {
+        dose_batch.method: dose_batch
+        for kinetics_batch, dose_batch in doses
+        if kinetics_batch.method == reference_method
+    }
+    rows: list[dict[str, Any]] = []
+    common = _provenance(provenance, tac.calibration_record_id, tac.sop_instance_uids)
+    for kinetics_batch, dose_batch in doses:
+        if kinetics_batch.method == reference_method or dose_batch.method not in reference:
+            continue
+        reference_gy = reference[dose_batch.method].mean_dose_gy
+        compared_gy = dose_batch.mean_dose_gy
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relative = (compared_gy - reference_gy) / reference_gy
+        parameters = "|".join(
+            [
+                reference[dose_batch.method].parameters_hash,
+                kinetics_batch.parameters_hash,
+                dose_batch.parameters_hash,
+            ]
+        )
+        for voi, label in enumerate(tac.labels):
+            rows.append(
+                {
+                    "subject_key": identity.subject_key,
+                    "site_id": identity.site_id,
+                    "cycle_key": identity.cycle_key,
+                    "voi_label": label,
+                    "voi_type": str(tac.voi_types[voi]),
+                    "reference_kinetics_method": reference_method,
+                    "kinetics_method": kinetics_batch.method,
+                    "dose_method": dose_batch.method,
+                    "method_parameters_hash": hashlib.sha256(parameters.encode()).hexdigest()[:16],
+                    "reference_dose_gy": _finite(reference_gy[voi]),
+                    "dose_gy": _finite(compared_gy[voi]),
+                    "relative_difference": _finite(relative[voi]),
+                    "schema_version": METHOD_COMPARISON.version,
+                    **common,
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=METHOD_COMPARISON.schema)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
