@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
 
 from concordose.calibration.registry import CalibrationRecord
 from concordose.dicom.catalogue import CataloguedInstance, catalogue
@@ -23,9 +25,9 @@ from concordose.results.cycle_summary import (
     build_patient_summary,
 )
 from concordose.results.cycle_tables import CycleIdentity, build_cycle_tables
-from concordose.results.object_store import ObjectStore
+from concordose.results.object_store import BucketMissingError, ObjectStore, StoreAccessDeniedError
 from concordose.results.provenance import Provenance
-from concordose.results.publish import PublishedRun, publish_tables
+from concordose.results.publish import PublishedRun, ValidationFailedError, publish_tables
 
 
 @task(name="catalogue", cache_policy=NO_CACHE)
@@ -99,7 +101,21 @@ def summary_tables_task(
     return tables
 
 
-@task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def publish_worth_retrying(_task: object, _task_run: object, state: State[Any]) -> bool:
+    """Retry publication only when it may succeed next time: not for a batch that failed
+    validation (already quarantined), refused credentials or a missing bucket."""
+    return not isinstance(
+        state.data, ValidationFailedError | StoreAccessDeniedError | BucketMissingError
+    )
+
+
+@task(
+    name="publish",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=publish_worth_retrying,
+)
 def publish_task(
     store: ObjectStore, tables: dict[str, list[pa.Table]], provenance: Provenance
 ) -> PublishedRun:
