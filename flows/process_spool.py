@@ -15,10 +15,11 @@ import pyarrow as pa
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from concordose.calibration.registry import SiteRegistry
+from concordose.calibration.registry import CalibrationRecord, SiteRegistry
 from concordose.dicom.pseudonym import cycle_key, subject_key
 from concordose.dicom.study import CycleStudy
 from concordose.errors import CalibrationMissingError
+from concordose.results.calibration_table import build_site_calibrations
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.object_store import open_object_store
 from concordose.results.provenance import Provenance, new_run_id
@@ -86,11 +87,13 @@ def process_spool(
     cycles = assemble_task(catalogue_task(source))
     logger.info("found %d cycle(s) in %s", len(cycles), source)
     collected: dict[str, list[pa.Table]] = defaultdict(list)
+    calibrations_used: list[tuple[str, CalibrationRecord]] = []
     for cycle in cycles:
         site = registry.site(_site_of(cycle, registry, site_id))
         first = cycle.time_points[0].acquisition.acquisition_datetime
         assert first is not None  # assembly placed every time point in time
         calibration = site.calibration_on(first.date())
+        calibrations_used.append((site.site_id, calibration))
         identity = CycleIdentity(
             subject_key=subject_key(cycle.patient_id, settings.pseudonym_key),
             cycle_key=cycle_key(
@@ -115,6 +118,10 @@ def process_spool(
             len(tac.labels),
             len(tac.time_h),
             calibration.record_id,
+        )
+    if calibrations_used:
+        collected["site_calibrations"].append(
+            build_site_calibrations(calibrations_used, provenance)
         )
     published = publish_task(store, dict(collected), provenance)
     logger.info("published run %s: manifest %s", published.run_id, published.manifest_path)

@@ -225,7 +225,9 @@ def validate_tables(
     for definition in definitions:
         name = definition.name
         actions: list[ValidationAction] = (
-            [gx.checkpoint.UpdateDataDocsAction(name="data-docs")] if data_docs_dir else []
+            [gx.checkpoint.UpdateDataDocsAction(name="data-docs", site_names=["concordose"])]
+            if data_docs_dir
+            else []
         )
         checkpoint = context.checkpoints.add(
             gx.Checkpoint(

@@ -93,6 +93,9 @@ def test_rows_carry_provenance_and_no_direct_identifier(demo_run: Path) -> None:
     for obj in manifest["objects"]:
         rows = pq.read_table(obj["path"]).to_pylist()
         assert {row["run_id"] for row in rows} == {manifest["run_id"]}
+        if obj["table"] == "site_calibrations":  # per calibration record, not per subject
+            assert [row["calibration_record_id"] for row in rows] == ["milan-phantom-2026-01"]
+            continue
         for row in rows:
             assert row["flow_run_id"], "flow run id missing"
             assert row["calibration_record_id"] == "milan-phantom-2026-01"
