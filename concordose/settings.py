@@ -27,8 +27,6 @@ class Settings(BaseSettings):
             and 5xx only; refused credentials fail at once).
         s3_backoff_s: first retry delay; doubled after each failed attempt.
         s3_connect_timeout_s / s3_request_timeout_s: per-attempt timeouts.
-        data_docs_dir: where Great Expectations Data Docs (HTML) of the last run are built;
-            ``None`` means ``_data_docs/`` inside a local output folder (none for S3 outputs).
         pseudonym_key: the consortium secret keying subject pseudonyms (HMAC-SHA256). Never
             logged, never written to outputs.
         receiver_ae_title: our AE title as a storage SCP.
@@ -50,7 +48,6 @@ class Settings(BaseSettings):
     s3_backoff_s: float = Field(default=0.5, ge=0.0)
     s3_connect_timeout_s: float = Field(default=3.0, gt=0.0)
     s3_request_timeout_s: float = Field(default=30.0, gt=0.0)
-    data_docs_dir: Path | None = None
     pseudonym_key: SecretStr | None = None
     receiver_ae_title: str = Field(default="CONCORDOSE", max_length=16)
     receiver_host: str = "127.0.0.1"
