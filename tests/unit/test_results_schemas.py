@@ -11,11 +11,14 @@ from concordose.errors import ConfigurationError
 from concordose.kinetics.models import settings_hash
 from concordose.quant.cycle import QUANTIFICATION_METHOD, QUANTIFICATION_SETTINGS
 from concordose.results.validation import load_rules, suite_expectations
+from schemas.lock import fingerprint, live_fingerprints, locked_fingerprints
 from schemas.tables import (
+    ABSORBED_DOSE,
     TABLES,
     V1_QUANTIFICATION_METHOD,
     V1_QUANTIFICATION_PARAMETERS_HASH,
     VOI_TIMEPOINTS,
+    field,
     upgrade_table,
 )
 
@@ -95,3 +98,24 @@ def test_every_table_gets_a_suite(name: str) -> None:
     types = [type(e).__name__ for e in suite_expectations(TABLES[name])]
     assert "ExpectCompoundColumnsToBeUnique" in types
     assert "ExpectColumnValuesToNotBeNull" in types
+
+
+def test_published_versions_keep_their_fields() -> None:
+    """Changing a published version's fields without bumping its version fails here."""
+    locked = locked_fingerprints()
+    for table, versions in live_fingerprints().items():
+        for version, value in versions.items():
+            assert version in locked.get(table, {}), (
+                f"{table} v{version} is not recorded: run `python -m schemas.lock`"
+            )
+            assert locked[table][version] == value, (
+                f"{table} v{version} changed its fields: bump the version of {table} (and add "
+                "an upgrade step), then run `python -m schemas.lock`"
+            )
+
+
+def test_fingerprint_sees_a_unit_change() -> None:
+    schema = ABSORBED_DOSE.schema
+    index = schema.get_field_index("mean_dose_gy")
+    changed = schema.set(index, field("mean_dose_gy", pa.float64(), "mGy", "x", nullable=True))
+    assert fingerprint(changed) != fingerprint(schema)
