@@ -21,6 +21,9 @@ from typer.testing import CliRunner
 
 from concordose.cli import app
 from concordose.dose.sphere_svalues import lu177_sphere_table
+from concordose.results.catalogue import query, read_current
+from concordose.results.object_store import open_object_store
+from concordose.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -171,3 +174,26 @@ def test_cycle_level_tables_are_published(demo_run: Path) -> None:
     assert summary["n_lesions"] == len(lesion_doses)
     assert summary["lesion_min_dose_gy"] == pytest.approx(min(lesion_doses))
     assert summary["meets_min_lesion_35gy"] == (min(lesion_doses) >= 35.0)
+
+
+def test_reprocessing_the_study_replaces_its_rows(demo_run: Path, tmp_path: Path) -> None:
+    """The same spool processed twice: two manifests, but each row once, from the second run."""
+    output = tmp_path / "reprocessed"
+    arguments = ["process", "--spool", str(demo_run / "spool"), "--sites"]
+    arguments += [str(demo_run / "input" / "sites.yaml"), "--output", str(output)]
+    for _ in range(2):
+        result = CliRunner().invoke(app, arguments)
+        assert result.exit_code == 0, result.output
+    manifests = sorted((output / "_manifests").glob("*.json"))
+    assert len(manifests) == 2
+    second = json.loads(manifests[-1].read_text())
+    store = open_object_store(str(output), Settings())
+    for table in ("absorbed_dose", "kinetics", "voi_timepoints", "acquisitions"):
+        rows = read_current(store, table).to_pylist()
+        assert rows, table
+        assert {row["run_id"] for row in rows} == {second["run_id"]}, table
+    doses = read_current(store, "absorbed_dose")
+    truth = json.loads((demo_run / "input" / "ground_truth.json").read_text())
+    assert doses.num_rows == len(truth["vois"])  # not twice
+    counted = query(store, "SELECT count(*) AS n FROM absorbed_dose").to_pylist()
+    assert counted == [{"n": len(truth["vois"])}]
