@@ -286,6 +286,58 @@ def generate(
     _run(make)
 
 
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="SQL over the published tables (DuckDB dialect).")],
+    output: Annotated[
+        str | None,
+        typer.Option(help="Folder or s3://bucket/prefix to read (default CONCORDOSE_OUTPUT_URI)."),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="Output format: table, csv or json.")
+    ] = "table",
+) -> None:
+    """Query the published tables: only manifested runs, the latest run per cycle.
+
+    Views: acquisitions, voi_timepoints, kinetics, absorbed_dose, patient_summary,
+    method_comparison, site_calibrations, qc_findings (current schema, older versions upgraded),
+    and runs (the manifested runs).
+    """
+
+    def run() -> pa.Table:
+        from concordose.results.catalogue import query as run_query
+        from concordose.results.object_store import open_object_store
+        from concordose.settings import Settings
+
+        if fmt not in ("table", "csv", "json"):
+            raise ConcordoseError(f"unknown --format {fmt!r}; use table, csv or json")
+        settings = Settings()
+        return run_query(open_object_store(output or settings.output_uri, settings), sql)
+
+    result = _run(run)
+    if fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(result, sink)
+        typer.echo(sink.getvalue().to_pybytes().decode("utf-8"), nl=False)
+    elif fmt == "json":
+        typer.echo(json.dumps(result.to_pylist(), default=str, indent=2))
+    else:
+        table = Table(show_lines=False)
+        for name in result.column_names:
+            table.add_column(name)
+        for row in result.to_pylist():
+            table.add_row(
+                *(
+                    "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+                    for v in row.values()
+                )
+            )
+        console.print(table)
+        console.print(f"{result.num_rows} row(s)")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -22,6 +22,11 @@ class Settings(BaseSettings):
         s3_endpoint: ``http(s)://host:port`` of the S3 server; ``None`` means AWS defaults.
         s3_access_key / s3_secret_key: credentials for the S3 server.
         s3_region: region name sent to the server (MinIO and moto accept any).
+        s3_create_bucket: create the output bucket when it is missing (default: a clear error).
+        s3_max_attempts: attempts per object-store request before giving up (network errors
+            and 5xx only; refused credentials fail at once).
+        s3_backoff_s: first retry delay; doubled after each failed attempt.
+        s3_connect_timeout_s / s3_request_timeout_s: per-attempt timeouts.
         pseudonym_key: the consortium secret keying subject pseudonyms (HMAC-SHA256). Never
             logged, never written to outputs.
         receiver_ae_title: our AE title as a storage SCP.
@@ -38,6 +43,11 @@ class Settings(BaseSettings):
     s3_access_key: SecretStr | None = None
     s3_secret_key: SecretStr | None = None
     s3_region: str = "us-east-1"
+    s3_create_bucket: bool = False
+    s3_max_attempts: int = Field(default=4, ge=1, le=20)
+    s3_backoff_s: float = Field(default=0.5, ge=0.0)
+    s3_connect_timeout_s: float = Field(default=3.0, gt=0.0)
+    s3_request_timeout_s: float = Field(default=30.0, gt=0.0)
     pseudonym_key: SecretStr | None = None
     receiver_ae_title: str = Field(default="CONCORDOSE", max_length=16)
     receiver_host: str = "127.0.0.1"

@@ -17,8 +17,9 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from concordose.calibration.findings import Finding
-from concordose.calibration.registry import SiteRegistry
+from concordose.calibration.registry import CalibrationRecord, SiteRegistry
 from concordose.dicom.pseudonym import cycle_key, subject_key
+from concordose.results.calibration_table import build_site_calibrations
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.object_store import open_object_store
 from concordose.results.provenance import Provenance, new_run_id
@@ -29,14 +30,17 @@ from tasks.study import (
     catalogue_task,
     dose_task,
     gate_task,
+    held_findings_task,
     kinetics_task,
     publish_task,
     quantify_task,
+    summary_tables_task,
     tables_task,
 )
 
 DEFAULT_KINETICS_METHODS = ("mono_exponential",)
 DEFAULT_DOSE_METHODS = ("sphere",)
+UNKNOWN_SITE = "unknown"
 
 
 @dataclass(frozen=True)
@@ -79,28 +83,37 @@ def process_spool(
     collected: dict[str, list[pa.Table]] = defaultdict(list)
     findings: list[Finding] = []
     held = 0
+    calibrations_used: list[tuple[str, CalibrationRecord]] = []
     for cycle in cycles:
         verdict = gate_task(cycle, registry, site_id)
         findings.extend(verdict.findings)
-        if verdict.held or verdict.calibration is None or verdict.site is None:
-            held += 1
-            logger.warning(
-                "cycle held: %s",
-                "; ".join(str(f) for f in verdict.findings if f.severity == "error"),
-            )
-            continue
-        site, calibration = verdict.site, verdict.calibration
         identity = CycleIdentity(
             subject_key=subject_key(cycle.patient_id, settings.pseudonym_key),
             cycle_key=cycle_key(
                 cycle.patient_id, cycle.injection_datetime.isoformat(), settings.pseudonym_key
             ),
-            site_id=site.site_id,
+            site_id=verdict.site.site_id if verdict.site else UNKNOWN_SITE,
         )
+        if verdict.held or verdict.calibration is None or verdict.site is None:
+            held += 1
+            logger.warning(
+                "cycle %s held: %s",
+                identity.cycle_key,
+                "; ".join(str(f) for f in verdict.findings if f.severity == "error"),
+            )
+            collected["qc_findings"].append(
+                held_findings_task(identity, cycle, verdict, provenance)
+            )
+            continue
+        site, calibration = verdict.site, verdict.calibration
+        calibrations_used.append((site.site_id, calibration))
         tac = quantify_task(cycle, calibration)
         kinetics = kinetics_task(tac, kinetics_methods)
         doses = dose_task(tac, kinetics, dose_methods)
         for name, table in tables_task(identity, tac, kinetics, doses, provenance).items():
+            collected[name].append(table)
+        summaries = summary_tables_task(identity, cycle, verdict, tac, doses, provenance=provenance)
+        for name, table in summaries.items():
             collected[name].append(table)
         logger.info(
             "cycle %s at site %s: %d VOI(s), %d time point(s), calibration %s",
@@ -109,6 +122,10 @@ def process_spool(
             len(tac.labels),
             len(tac.time_h),
             calibration.record_id,
+        )
+    if calibrations_used:
+        collected["site_calibrations"].append(
+            build_site_calibrations(calibrations_used, provenance)
         )
     published = publish_task(store, dict(collected), provenance)
     logger.info("published run %s: manifest %s", published.run_id, published.manifest_path)

@@ -1,13 +1,27 @@
 """Arrow schemas of the published tables, with units and a description on every field.
 
 Versioning: each table has an integer ``version``; any change to its fields bumps it, and the
-version is part of every object key (``schema_version=N``) so that readers can tell versions
-apart. Field metadata keys: ``unit`` (UCUM-like, ``1`` for dimensionless) and ``doc``.
+version is a folder of every object key (``<table>/v<N>/…``) and a column (``schema_version``) of
+every row. Older versions stay readable: each :class:`TableSpec` keeps the schemas of its earlier
+versions and, for each step, the columns the next version added together with the value they take
+in older rows (:func:`upgrade_table`). Field metadata keys: ``unit`` (UCUM-like, ``1`` for
+dimensionless) and ``doc``.
+
+Contract of a results table (what a new table must state, in one place, here):
+
+* ``key_columns``: the columns that identify a row; unique within a published batch;
+* ``scope_column``: the column whose values a run *replaces*: a later run that publishes rows for
+  a scope value (a cycle, or a calibration record) supersedes every earlier run's rows for that
+  value in the current view (see :mod:`concordose.results.catalogue`);
+* provenance columns on every row: schema and software version, run and flow run ids, created-at,
+  and where they apply method name, method parameter hash, calibration record, input UID hashes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 import pyarrow as pa
 
@@ -19,50 +33,145 @@ def field(
     return pa.field(name, arrow_type, nullable=nullable, metadata={"unit": unit, "doc": doc})
 
 
+ScalarFill = str | int | float | bool | None
+
+
 @dataclass(frozen=True)
 class TableSpec:
-    """One published table: name, version, Arrow schema and the columns that identify a row."""
+    """One published table: name, version, Arrow schema and the columns that identify a row.
+
+    Attributes:
+        name: table name (first folder of every object key).
+        version: current schema version.
+        schema: current Arrow schema.
+        key_columns: columns identifying a row (unique in a batch).
+        doc: what one row is.
+        scope_column: the column whose values a later run replaces (see the module docstring).
+        previous_schemas: schema of every earlier version, by version.
+        upgrades: for version ``v`` (< ``version``), the columns version ``v + 1`` added and the
+            value older rows take for them.
+    """
 
     name: str
     version: int
     schema: pa.Schema
     key_columns: tuple[str, ...]
     doc: str
+    scope_column: str = "cycle_key"
+    previous_schemas: Mapping[int, pa.Schema] = dataclass_field(default_factory=dict)
+    upgrades: Mapping[int, Mapping[str, ScalarFill]] = dataclass_field(default_factory=dict)
+
+    def schema_of(self, version: int) -> pa.Schema:
+        """The schema of ``version`` of this table.
+
+        Raises:
+            KeyError: a version this table never had.
+        """
+        if version == self.version:
+            return self.schema
+        if version in self.previous_schemas:
+            return self.previous_schemas[version]
+        raise KeyError(
+            f"table {self.name!r} has no schema version {version}; known: "
+            f"{sorted([*self.previous_schemas, self.version])}"
+        )
+
+    def fills_from(self, version: int) -> dict[str, ScalarFill]:
+        """Columns missing from rows of ``version`` in the current schema, with their fill."""
+        fills: dict[str, ScalarFill] = {}
+        for step in range(version, self.version):
+            fills.update(self.upgrades[step])
+        return fills
+
+
+def upgrade_table(spec: TableSpec, table: pa.Table, version: int) -> pa.Table:
+    """Rows of an older ``version`` of ``spec``'s table, in the current schema.
+
+    Added columns take the fill value documented in ``spec.upgrades``; ``schema_version`` keeps
+    the version the rows were written with, so a reader can always tell.
+    """
+    if version == spec.version:
+        return table.select(spec.schema.names).cast(spec.schema)
+    fills = spec.fills_from(version)
+    columns = []
+    for target in spec.schema:
+        if target.name in fills:
+            columns.append(pa.array([fills[target.name]] * table.num_rows, type=target.type))
+        else:
+            columns.append(table.column(target.name).cast(target.type))
+    return pa.Table.from_arrays(columns, schema=spec.schema)
 
 
 _SUBJECT = [
     field("subject_key", pa.string(), "1", "keyed hash (HMAC-SHA256) of the patient ID"),
     field("site_id", pa.string(), "1", "consortium site that sent the study"),
     field("cycle_key", pa.string(), "1", "keyed hash of subject and injection date-time"),
+]
+
+_VOI = [
     field("voi_label", pa.string(), "1", "VOI name as segmented, e.g. kidney_left, lesion_1"),
     field("voi_type", pa.string(), "1", "organ or lesion"),
 ]
 
-_PROVENANCE = [
+_RUN_PROVENANCE = [
     field("schema_version", pa.int16(), "1", "version of this table's schema"),
     field("software_version", pa.string(), "1", "concordose version that computed the row"),
     field("run_id", pa.string(), "1", "publication run that wrote the row"),
     field("flow_run_id", pa.string(), "1", "orchestrator flow run, when run by one", nullable=True),
+]
+_CREATED_AT = field("created_at", pa.timestamp("us", tz="UTC"), "1", "when the row was computed")
+
+_PROVENANCE = [
+    *_RUN_PROVENANCE,
     field("calibration_record_id", pa.string(), "1", "site calibration record applied"),
     field("input_uid_hashes", pa.list_(pa.string()), "1", "SHA-256 of the input SOP Instance UIDs"),
-    field("created_at", pa.timestamp("us", tz="UTC"), "1", "when the row was computed"),
+    _CREATED_AT,
 ]
+
+# The one quantification path version 1 rows were computed with (concordose 0.1: calibration
+# factor applied to the summed counts in each VOI, masks resampled nearest-neighbour); the
+# v1 → v2 upgrade of voi_timepoints states it explicitly. Kept equal to
+# concordose.quant.cycle.QUANTIFICATION_METHOD / its settings hash by a unit test.
+V1_QUANTIFICATION_METHOD = "cf_voi_sum"
+V1_QUANTIFICATION_PARAMETERS_HASH = "f0061a9d9efbddee"
+
+_VOI_TIMEPOINTS_V1 = pa.schema(
+    [
+        *_SUBJECT,
+        *_VOI,
+        field("time_point_index", pa.int16(), "1", "0-based order of the time point"),
+        field("time_h", pa.float64(), "h", "acquisition time after injection"),
+        field("activity_mbq", pa.float64(), "MBq", "activity in the VOI at acquisition"),
+        field("volume_ml", pa.float64(), "mL", "VOI volume on the segmentation grid"),
+        *_PROVENANCE,
+    ]
+)
 
 VOI_TIMEPOINTS = TableSpec(
     name="voi_timepoints",
-    version=1,
+    version=2,
     doc="One row per VOI and SPECT time point: the time-activity curve points.",
     key_columns=("subject_key", "cycle_key", "voi_label", "time_point_index"),
     schema=pa.schema(
         [
             *_SUBJECT,
+            *_VOI,
             field("time_point_index", pa.int16(), "1", "0-based order of the time point"),
             field("time_h", pa.float64(), "h", "acquisition time after injection"),
             field("activity_mbq", pa.float64(), "MBq", "activity in the VOI at acquisition"),
             field("volume_ml", pa.float64(), "mL", "VOI volume on the segmentation grid"),
+            field("quantification_method", pa.string(), "1", "name of the quantification path"),
+            field("method_parameters_hash", pa.string(), "1", "hash of its settings"),
             *_PROVENANCE,
         ]
     ),
+    previous_schemas={1: _VOI_TIMEPOINTS_V1},
+    upgrades={
+        1: {
+            "quantification_method": V1_QUANTIFICATION_METHOD,
+            "method_parameters_hash": V1_QUANTIFICATION_PARAMETERS_HASH,
+        }
+    },
 )
 
 KINETICS = TableSpec(
@@ -73,6 +182,7 @@ KINETICS = TableSpec(
     schema=pa.schema(
         [
             *_SUBJECT,
+            *_VOI,
             field("kinetics_method", pa.string(), "1", "registry name of the TIA method"),
             field("kinetics_method_version", pa.string(), "1", "version of the method"),
             field("method_parameters_hash", pa.string(), "1", "hash of the method's settings"),
@@ -103,6 +213,7 @@ ABSORBED_DOSE = TableSpec(
     schema=pa.schema(
         [
             *_SUBJECT,
+            *_VOI,
             field("kinetics_method", pa.string(), "1", "TIA method the dose is based on"),
             field("dose_method", pa.string(), "1", "registry name of the dose method"),
             field("dose_method_version", pa.string(), "1", "version of the dose method"),
@@ -120,6 +231,177 @@ ABSORBED_DOSE = TableSpec(
     ),
 )
 
+ACQUISITIONS = TableSpec(
+    name="acquisitions",
+    version=1,
+    doc="One row per SPECT time point of a cycle, with its quality-control status.",
+    key_columns=("subject_key", "cycle_key", "time_point_index"),
+    schema=pa.schema(
+        [
+            *_SUBJECT,
+            field("time_point_index", pa.int16(), "1", "0-based order of the time point"),
+            field("time_h", pa.float64(), "h", "acquisition time after injection"),
+            field("modality", pa.string(), "1", "DICOM modality of the emission image (NM, PT)"),
+            field("acquisition_duration_s", pa.float64(), "s", "frame duration × frames"),
+            field("energy_window_kev", pa.float64(), "keV", "photopeak centre", nullable=True),
+            field(
+                "calibration_factor_cps_per_mbq",
+                pa.float64(),
+                "cps/MBq",
+                "calibration factor applied to this acquisition",
+            ),
+            field("qc_status", pa.string(), "1", "pass, warn or fail (see qc_findings)"),
+            field("n_qc_findings", pa.int16(), "1", "QC findings raised for this acquisition"),
+            *_PROVENANCE,
+        ]
+    ),
+)
+
+PATIENT_SUMMARY = TableSpec(
+    name="patient_summary",
+    version=1,
+    doc=(
+        "One row per patient cycle, kinetics method and dose method: lesion and organ-at-risk "
+        "doses against the published thresholds (35 Gy minimum lesion dose, 10.6 Gy global mean "
+        "tumour dose; see the seed review)."
+    ),
+    key_columns=("subject_key", "cycle_key", "kinetics_method", "dose_method"),
+    schema=pa.schema(
+        [
+            *_SUBJECT,
+            field("cycle_number", pa.int16(), "1", "1-based treatment cycle", nullable=True),
+            field("kinetics_method", pa.string(), "1", "TIA method of the doses"),
+            field("dose_method", pa.string(), "1", "dose method of the doses"),
+            field("method_parameters_hash", pa.string(), "1", "hash of both methods' settings"),
+            field(
+                "injected_activity_mbq",
+                pa.float64(),
+                "MBq",
+                "administered activity (RadionuclideTotalDose)",
+                nullable=True,
+            ),
+            field("n_lesions", pa.int16(), "1", "lesions with a dose"),
+            field("lesion_min_dose_gy", pa.float64(), "Gy", "lowest lesion dose", nullable=True),
+            field(
+                "lesion_mean_dose_gy",
+                pa.float64(),
+                "Gy",
+                "mass-weighted mean tumour dose (GTD)",
+                nullable=True,
+            ),
+            field("kidney_mean_dose_gy", pa.float64(), "Gy", "mean kidney dose", nullable=True),
+            field(
+                "meets_min_lesion_35gy",
+                pa.bool_(),
+                "1",
+                "lesion_min_dose_gy >= 35 Gy",
+                nullable=True,
+            ),
+            field(
+                "meets_mean_lesion_10_6gy",
+                pa.bool_(),
+                "1",
+                "lesion_mean_dose_gy >= 10.6 Gy",
+                nullable=True,
+            ),
+            *_PROVENANCE,
+        ]
+    ),
+)
+
+METHOD_COMPARISON = TableSpec(
+    name="method_comparison",
+    version=1,
+    doc=(
+        "One row per VOI, simplified method and dose method: its dose against the reference "
+        "(full tri-exponential) kinetics method's dose."
+    ),
+    key_columns=("subject_key", "cycle_key", "voi_label", "kinetics_method", "dose_method"),
+    schema=pa.schema(
+        [
+            *_SUBJECT,
+            *_VOI,
+            field("reference_kinetics_method", pa.string(), "1", "the reference TIA method"),
+            field("kinetics_method", pa.string(), "1", "the simplified TIA method compared"),
+            field("dose_method", pa.string(), "1", "dose method of both doses"),
+            field("method_parameters_hash", pa.string(), "1", "hash of both methods' settings"),
+            field("reference_dose_gy", pa.float64(), "Gy", "dose by the reference", nullable=True),
+            field("dose_gy", pa.float64(), "Gy", "dose by the compared method", nullable=True),
+            field(
+                "relative_difference",
+                pa.float64(),
+                "1",
+                "(dose - reference) / reference",
+                nullable=True,
+            ),
+            *_PROVENANCE,
+        ]
+    ),
+)
+
+SITE_CALIBRATIONS = TableSpec(
+    name="site_calibrations",
+    version=1,
+    doc="One row per site calibration record used by a run (from the site's phantom scans).",
+    key_columns=("site_id", "calibration_record_id"),
+    scope_column="calibration_record_id",
+    schema=pa.schema(
+        [
+            field("site_id", pa.string(), "1", "consortium site"),
+            field("calibration_record_id", pa.string(), "1", "the calibration record"),
+            field("camera_model", pa.string(), "1", "camera model", nullable=True),
+            field("collimator", pa.string(), "1", "collimator", nullable=True),
+            field(
+                "calibration_factor_cps_per_mbq",
+                pa.float64(),
+                "cps/MBq",
+                "counts per second per MBq in the field of view (uniform-cylinder phantom)",
+            ),
+            field(
+                "calibration_factor_relative_uncertainty",
+                pa.float64(),
+                "1",
+                "relative standard uncertainty of the factor",
+                nullable=True,
+            ),
+            field("valid_from", pa.date32(), "1", "first day of validity (inclusive)"),
+            field("valid_to", pa.date32(), "1", "last day of validity (inclusive)", nullable=True),
+            *_RUN_PROVENANCE,
+            _CREATED_AT,
+        ]
+    ),
+)
+
+QC_FINDINGS = TableSpec(
+    name="qc_findings",
+    version=1,
+    doc="One row per quality-control finding raised on a cycle (metadata, calibration, fits).",
+    key_columns=("subject_key", "cycle_key", "finding_index"),
+    schema=pa.schema(
+        [
+            *_SUBJECT,
+            field("finding_index", pa.int16(), "1", "0-based order of the finding in the cycle"),
+            field("check_name", pa.string(), "1", "the check that raised it"),
+            field("severity", pa.string(), "1", "info, warning or error"),
+            field("message", pa.string(), "1", "what was expected, what was found, where"),
+            field(
+                "time_point_index", pa.int16(), "1", "time point concerned, if any", nullable=True
+            ),
+            *_PROVENANCE,
+        ]
+    ),
+)
+
 TABLES: dict[str, TableSpec] = {
-    spec.name: spec for spec in (VOI_TIMEPOINTS, KINETICS, ABSORBED_DOSE)
+    spec.name: spec
+    for spec in (
+        ACQUISITIONS,
+        VOI_TIMEPOINTS,
+        KINETICS,
+        ABSORBED_DOSE,
+        PATIENT_SUMMARY,
+        METHOD_COMPARISON,
+        SITE_CALIBRATIONS,
+        QC_FINDINGS,
+    )
 }

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
 
 from concordose.calibration.gate import CycleVerdict, gate_cycle
 from concordose.calibration.registry import CalibrationRecord, SiteRegistry
@@ -18,10 +20,16 @@ from concordose.dose.registry import DOSE_METHODS
 from concordose.kinetics.models import KineticsBatch
 from concordose.kinetics.registry import KINETICS_METHODS
 from concordose.quant.cycle import CycleTimeActivity, quantify_cycle
+from concordose.results.cycle_summary import (
+    build_acquisition_tables,
+    build_method_comparison,
+    build_patient_summary,
+    build_qc_findings,
+)
 from concordose.results.cycle_tables import CycleIdentity, build_cycle_tables
-from concordose.results.object_store import ObjectStore
+from concordose.results.object_store import BucketMissingError, ObjectStore, StoreAccessDeniedError
 from concordose.results.provenance import Provenance
-from concordose.results.publish import PublishedRun, publish_tables
+from concordose.results.publish import PublishedRun, ValidationFailedError, publish_tables
 
 
 @task(name="catalogue", cache_policy=NO_CACHE)
@@ -87,7 +95,47 @@ def tables_task(
     return build_cycle_tables(identity, tac, kinetics, doses, provenance)
 
 
-@task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(name="cycle-summary-tables", cache_policy=NO_CACHE)
+def summary_tables_task(
+    identity: CycleIdentity,
+    cycle: CycleStudy,
+    verdict: CycleVerdict,
+    tac: CycleTimeActivity,
+    doses: list[tuple[KineticsBatch, DoseBatch]],
+    *,
+    provenance: Provenance,
+) -> dict[str, pa.Table]:
+    """Cycle-level tables: acquisitions with QC status, QC findings, patient summary and the
+    comparison of every kinetics method with the reference (empty until it is registered)."""
+    tables = build_acquisition_tables(identity, cycle, verdict, provenance)
+    tables["patient_summary"] = build_patient_summary(identity, cycle, tac, doses, provenance)
+    tables["method_comparison"] = build_method_comparison(identity, tac, doses, provenance)
+    return tables
+
+
+@task(name="held-findings", cache_policy=NO_CACHE)
+def held_findings_task(
+    identity: CycleIdentity, cycle: CycleStudy, verdict: CycleVerdict, provenance: Provenance
+) -> pa.Table:
+    """QC findings of a cycle the gate held (published so the site sees why)."""
+    return build_qc_findings(identity, cycle, verdict, provenance)
+
+
+def publish_worth_retrying(_task: object, _task_run: object, state: State[Any]) -> bool:
+    """Retry publication only when it may succeed next time: not for a batch that failed
+    validation (already quarantined), refused credentials or a missing bucket."""
+    return not isinstance(
+        state.data, ValidationFailedError | StoreAccessDeniedError | BucketMissingError
+    )
+
+
+@task(
+    name="publish",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=publish_worth_retrying,
+)
 def publish_task(
     store: ObjectStore, tables: dict[str, list[pa.Table]], provenance: Provenance
 ) -> PublishedRun:

@@ -124,14 +124,19 @@ class CycleVerdict:
     """The gate's verdict on a whole cycle: held if any time point is held.
 
     Attributes:
-        findings: every time point's findings, in time order.
+        time_point_findings: the findings of each time point, in time order.
         calibration: the calibration of the first time point (all must pass for it to be set).
         site: the sending site, when known.
     """
 
-    findings: tuple[Finding, ...]
+    time_point_findings: tuple[tuple[Finding, ...], ...]
     calibration: CalibrationRecord | None
     site: Site | None
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        """Every finding of the cycle, in time-point order."""
+        return tuple(finding for point in self.time_point_findings for finding in point)
 
     @property
     def held(self) -> bool:
@@ -150,7 +155,7 @@ def gate_cycle(
         gate_time_point(acquisition, registry, calling_ae_title=calling_ae, site_id=site_id)
         for acquisition, calling_ae in acquisitions
     ]
-    findings = tuple(finding for result in results for finding in result.findings)
+    per_point = tuple(result.findings for result in results)
     if not results or any(result.held for result in results):
-        return CycleVerdict(findings, None, results[0].site if results else None)
-    return CycleVerdict(findings, results[0].calibration, results[0].site)
+        return CycleVerdict(per_point, None, results[0].site if results else None)
+    return CycleVerdict(per_point, results[0].calibration, results[0].site)

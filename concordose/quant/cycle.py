@@ -25,6 +25,15 @@ from concordose.quant.voi import resample_vois, voi_totals
 
 UNIT_DENSITY_G_PER_ML = 1.0
 
+QUANTIFICATION_METHOD = "cf_voi_sum"
+"""Name of this quantification path (published with every VOI time point)."""
+QUANTIFICATION_SETTINGS: dict[str, object] = {
+    "method": QUANTIFICATION_METHOD,
+    "mask_resampling": "nearest",
+    "density_g_per_ml": UNIT_DENSITY_G_PER_ML,
+}
+"""Its settings, hashed into the rows' ``method_parameters_hash``."""
+
 
 @dataclass(frozen=True)
 class CycleTimeActivity:

@@ -11,8 +11,12 @@ import pyarrow as pa
 
 from concordose.dicom.pseudonym import uid_hash
 from concordose.dose.models import DoseBatch
-from concordose.kinetics.models import KineticsBatch
-from concordose.quant.cycle import CycleTimeActivity
+from concordose.kinetics.models import KineticsBatch, settings_hash
+from concordose.quant.cycle import (
+    QUANTIFICATION_METHOD,
+    QUANTIFICATION_SETTINGS,
+    CycleTimeActivity,
+)
 from concordose.results.provenance import Provenance
 from schemas.tables import ABSORBED_DOSE, KINETICS, VOI_TIMEPOINTS, TableSpec
 
@@ -51,6 +55,8 @@ def build_cycle_tables(
         "created_at": provenance.created_at,
     }
 
+    quantification_hash = settings_hash(QUANTIFICATION_SETTINGS)
+
     def subject(voi: int) -> dict[str, Any]:
         return {
             "subject_key": identity.subject_key,
@@ -68,6 +74,8 @@ def build_cycle_tables(
             "time_h": float(tac.time_h[point]),
             "activity_mbq": float(tac.activity_mbq[voi, point]),
             "volume_ml": float(tac.volume_ml[voi]),
+            "quantification_method": QUANTIFICATION_METHOD,
+            "method_parameters_hash": quantification_hash,
             "schema_version": VOI_TIMEPOINTS.version,
             **common_provenance,
         }

@@ -3,18 +3,87 @@
 Both are reached through :mod:`pyarrow.fs`, so the writer has one code path. S3 settings come
 from :class:`~concordose.settings.Settings` (endpoint, credentials, region) and work unchanged
 with MinIO, Ceph RGW or AWS.
+
+Failures are classified once, here: network errors and server errors (5xx) are retried with
+exponential backoff (:class:`RetryPolicy`), then raised as :class:`StoreUnavailableError`;
+refused credentials raise :class:`StoreAccessDeniedError` at once; a missing bucket raises
+:class:`BucketMissingError` (or is created when ``CONCORDOSE_S3_CREATE_BUCKET`` is set).
+Messages name the store's URI and endpoint, never a credential.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from concordose.errors import ConfigurationError
+from concordose.errors import ConcordoseError, ConfigurationError
 from concordose.settings import Settings
+
+logger = logging.getLogger(__name__)
+ResultT = TypeVar("ResultT")
+
+# Substrings of pyarrow/AWS SDK error messages, by class of failure.
+_DENIED_MARKERS = (
+    "ACCESS_DENIED",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "INVALID_ACCESS_KEY_ID",
+    "SIGNATURE_DOES_NOT_MATCH",
+)
+_TRANSIENT_MARKERS = (
+    "NETWORK_CONNECTION",
+    "Couldn't connect",
+    "curlCode: 7",
+    "Connection refused",
+    "SERVICE_UNAVAILABLE",
+    "INTERNAL_FAILURE",
+    "SLOW_DOWN",
+    "REQUEST_TIMEOUT",
+    "timed out",
+    "Timeout",
+    "[code 5",
+)
+
+
+class StoreUnavailableError(ConcordoseError):
+    """The object store could not be reached (after retries)."""
+
+
+class StoreAccessDeniedError(ConcordoseError):
+    """The object store refused the credentials."""
+
+
+class BucketMissingError(ConcordoseError):
+    """The output bucket does not exist and creating it was not asked for."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of transient store failures: ``attempts`` in all, delays ``backoff_s · 2^k``."""
+
+    attempts: int = 4
+    backoff_s: float = 0.5
+
+    def delays_s(self) -> list[float]:
+        """The waits between attempts, in seconds."""
+        return [self.backoff_s * 2**k for k in range(self.attempts - 1)]
+
+
+def _is_denied(exc: OSError) -> bool:
+    return any(marker in str(exc) for marker in _DENIED_MARKERS)
+
+
+def _is_transient(exc: OSError) -> bool:
+    return any(marker in str(exc) for marker in _TRANSIENT_MARKERS)
 
 
 @dataclass(frozen=True)
@@ -25,21 +94,141 @@ class ObjectStore:
         filesystem: pyarrow filesystem (local or S3).
         base: base path inside ``filesystem`` (``bucket/prefix`` for S3; absolute for local).
         uri: the location as a user would write it, for messages.
+        retry: retries of transient failures.
+        endpoint: the S3 endpoint, for messages (``None`` for local stores and AWS defaults).
+        create_bucket: create a missing bucket instead of failing.
     """
 
     filesystem: pafs.FileSystem
     base: str
     uri: str
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    endpoint: str | None = None
+    create_bucket: bool = False
+
+    @property
+    def is_local(self) -> bool:
+        """True for a local folder."""
+        return isinstance(self.filesystem, pafs.LocalFileSystem)
 
     def path(self, *parts: str) -> str:
         """Join ``parts`` under the base path with ``/``."""
         return "/".join([self.base.rstrip("/"), *parts])
 
+    def relative(self, path: str) -> str:
+        """``path`` relative to the base (the object key without bucket and prefix)."""
+        prefix = self.base.rstrip("/") + "/"
+        return path[len(prefix) :] if path.startswith(prefix) else path
+
     def ensure_parent(self, path: str) -> None:
         """Create the folder of ``path`` on a local store; a no-op on S3, which has no folders
         (pyarrow would otherwise leave empty "directory marker" objects behind)."""
-        if isinstance(self.filesystem, pafs.LocalFileSystem):
+        if self.is_local:
             self.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+
+    def _where(self) -> str:
+        return f"{self.uri}" + (f" (endpoint {self.endpoint})" if self.endpoint else "")
+
+    def call(self, what: str, action: Callable[[], ResultT]) -> ResultT:
+        """Run ``action`` (one store request), retrying transient failures with backoff.
+
+        Raises:
+            StoreAccessDeniedError: the server refused the credentials.
+            StoreUnavailableError: still failing after ``retry.attempts`` attempts.
+            ConcordoseError: any other refusal (the message says what and where).
+        """
+        delays = self.retry.delays_s()
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                return action()
+            except OSError as exc:
+                if _is_denied(exc):
+                    raise StoreAccessDeniedError(
+                        f"object store {self._where()} refused the credentials while trying to "
+                        f"{what}; check CONCORDOSE_S3_ACCESS_KEY / CONCORDOSE_S3_SECRET_KEY"
+                    ) from exc
+                if not _is_transient(exc):
+                    raise ConcordoseError(
+                        f"object store {self._where()} refused to {what}: {exc}"
+                    ) from exc
+                if attempt == self.retry.attempts:
+                    raise StoreUnavailableError(
+                        f"object store {self._where()} unreachable: could not {what} after "
+                        f"{attempt} attempts ({exc}); nothing of this run was published"
+                    ) from exc
+                delay = delays[attempt - 1]
+                logger.warning(
+                    "object store %s: %s failed (attempt %d/%d), retrying in %.1f s",
+                    self._where(),
+                    what,
+                    attempt,
+                    self.retry.attempts,
+                    delay,
+                )
+                time.sleep(delay)  # backoff between attempts, not synchronisation
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def check_ready(self) -> None:
+        """Check that the store can be written to: for S3, that its bucket exists.
+
+        Creates the bucket when ``create_bucket`` is set.
+
+        Raises:
+            BucketMissingError, StoreAccessDeniedError, StoreUnavailableError.
+        """
+        if self.is_local:
+            return
+        bucket = self.base.split("/", 1)[0]
+        info = self.call(
+            f"look up bucket {bucket!r}", lambda: self.filesystem.get_file_info(bucket)
+        )
+        if info.type != pafs.FileType.NotFound:
+            return
+        if not self.create_bucket:
+            raise BucketMissingError(
+                f"bucket {bucket!r} does not exist on {self._where()}; create it (e.g. "
+                "`mc mb`) or set CONCORDOSE_S3_CREATE_BUCKET=true"
+            )
+        self.call(f"create bucket {bucket!r}", lambda: self.filesystem.create_dir(bucket))
+
+    def list_files(self, folder: str) -> list[str]:
+        """Paths of the files directly in ``folder`` (empty if it does not exist), sorted."""
+        selector = pafs.FileSelector(folder, allow_not_found=True)
+        infos = self.call(f"list {folder}", lambda: self.filesystem.get_file_info(selector))
+        return sorted(info.path for info in infos if info.type == pafs.FileType.File)
+
+    def read_bytes(self, path: str) -> bytes:
+        """The content of the object at ``path``."""
+
+        def read() -> bytes:
+            with self.filesystem.open_input_stream(path) as stream:
+                data: bytes = stream.read()
+                return data
+
+        return self.call(f"read {path}", read)
+
+    def write_bytes_atomically(self, path: str, data: bytes) -> None:
+        """Write ``data`` at ``path`` so that readers see either nothing or all of it.
+
+        An S3 PUT is atomic by protocol; on a local folder the bytes go to a temporary name in
+        the same folder first and are renamed into place (atomic on POSIX), then fsynced.
+        """
+        self.ensure_parent(path)
+        if not self.is_local:
+
+            def put() -> None:
+                with self.filesystem.open_output_stream(path) as stream:
+                    stream.write(data)
+
+            self.call(f"write {path}", put)
+            return
+        target = Path(path)
+        temporary = target.with_name(f".{target.name}.partial")
+        with temporary.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(target)
 
 
 def open_object_store(uri: str, settings: Settings) -> ObjectStore:
@@ -49,14 +238,23 @@ def open_object_store(uri: str, settings: Settings) -> ObjectStore:
         ConfigurationError: unsupported scheme or an S3 URI without a bucket.
     """
     parsed = urlparse(uri)
+    retry = RetryPolicy(attempts=settings.s3_max_attempts, backoff_s=settings.s3_backoff_s)
     if parsed.scheme in ("", "file"):
         folder = Path(parsed.path if parsed.scheme == "file" else uri).expanduser().resolve()
         folder.mkdir(parents=True, exist_ok=True)
-        return ObjectStore(pafs.LocalFileSystem(), folder.as_posix(), folder.as_posix())
+        return ObjectStore(pafs.LocalFileSystem(), folder.as_posix(), folder.as_posix(), retry)
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ConfigurationError(f"output URI {uri!r} has no bucket: use s3://bucket/prefix")
-        options: dict[str, object] = {"region": settings.s3_region}
+        options: dict[str, object] = {
+            "region": settings.s3_region,
+            "connect_timeout": settings.s3_connect_timeout_s,
+            "request_timeout": settings.s3_request_timeout_s,
+            # Our own retry loop (ObjectStore.call) decides, so that the attempts and the
+            # backoff are visible and bounded; the SDK itself tries once.
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=1),
+            "allow_bucket_creation": settings.s3_create_bucket,
+        }
         if settings.s3_endpoint:
             endpoint = urlparse(settings.s3_endpoint)
             if endpoint.scheme not in ("http", "https") or not endpoint.netloc:
@@ -71,7 +269,14 @@ def open_object_store(uri: str, settings: Settings) -> ObjectStore:
             options["secret_key"] = settings.s3_secret_key.get_secret_value()
         filesystem = pafs.S3FileSystem(**options)
         base = f"{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
-        return ObjectStore(filesystem, base, uri)
+        return ObjectStore(
+            filesystem,
+            base,
+            uri,
+            retry,
+            endpoint=settings.s3_endpoint,
+            create_bucket=settings.s3_create_bucket,
+        )
     raise ConfigurationError(
         f"unsupported output URI {uri!r}: use a folder path, file:///…, or s3://bucket/prefix"
     )

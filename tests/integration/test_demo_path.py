@@ -9,16 +9,21 @@ apart for the smallest (4 mL) lesion; doses therefore within 4 %.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+import pydicom
 import pytest
 from typer.testing import CliRunner
 
 from concordose.cli import app
 from concordose.dose.sphere_svalues import lu177_sphere_table
+from concordose.results.catalogue import query, read_current
+from concordose.results.object_store import open_object_store
+from concordose.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +38,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> 
     result = CliRunner().invoke(app, ["demo", "--workdir", str(workdir)])
     assert result.exit_code == 0, result.output
     assert "published run" in result.output
+    (workdir / "cli-output.txt").write_text(result.output)
     return workdir
 
 
@@ -90,10 +96,14 @@ def test_rows_carry_provenance_and_no_direct_identifier(demo_run: Path) -> None:
     for obj in manifest["objects"]:
         rows = pq.read_table(obj["path"]).to_pylist()
         assert {row["run_id"] for row in rows} == {manifest["run_id"]}
+        if obj["table"] == "site_calibrations":  # per calibration record, not per subject
+            assert [row["calibration_record_id"] for row in rows] == ["milan-phantom-2026-01"]
+            continue
         for row in rows:
             assert row["flow_run_id"], "flow run id missing"
             assert row["calibration_record_id"] == "milan-phantom-2026-01"
-            assert len(row["input_uid_hashes"]) == 4
+            # a row of one acquisition cites that acquisition; every other row the cycle's 4
+            assert len(row["input_uid_hashes"]) == (1 if obj["table"] == "acquisitions" else 4)
             assert row["subject_key"].startswith("sub-")
         blob = Path(obj["path"]).read_bytes() + obj["path"].encode()
         for identifier in (truth["patient"]["patient_id"], truth["patient"]["patient_name"]):
@@ -107,3 +117,83 @@ def test_output_is_a_hive_partitioned_dataset(demo_run: Path) -> None:
     table = dataset.to_table()
     assert set(table.column("site_id").to_pylist()) == {"milan"}
     assert table.schema.field("mean_dose_gy").metadata[b"unit"] == b"Gy"
+
+
+def _input_identifiers(workdir: Path) -> set[str]:
+    """Every direct identifier the input DICOM files carry (the things that must not leak)."""
+    identifiers: set[str] = set()
+    for path in (workdir / "input").rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        for keyword in ("PatientName", "PatientID", "AccessionNumber", "InstitutionName"):
+            value = str(ds.get(keyword, "") or "")
+            if value:
+                identifiers.add(value)
+        birth = str(ds.get("PatientBirthDate", "") or "")
+        if birth:
+            identifiers.update({birth, f"{birth[:4]}-{birth[4:6]}-{birth[6:]}"})
+    return identifiers
+
+
+def _readable_text(path: Path) -> str:
+    """A file's content as text: Parquet decoded (values and metadata), anything else raw."""
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+        metadata = pq.read_metadata(path).metadata or {}
+        return json.dumps(table.to_pylist(), default=str) + repr(metadata)
+    return path.read_bytes().decode("utf-8", errors="replace")
+
+
+def test_no_output_object_or_key_carries_an_input_identifier(demo_run: Path) -> None:
+    identifiers = _input_identifiers(demo_run)
+    assert len(identifiers) >= 5, identifiers  # name, ID, birth date (2 forms), accession, site
+    output = demo_run / "output"
+    files = [p for p in output.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files)
+    assert any(p.name == "index.html" for p in files)  # Data Docs are scanned too
+    secret = os.environ["CONCORDOSE_PSEUDONYM_KEY"]
+    for path in files:
+        text = _readable_text(path)
+        key = path.relative_to(output).as_posix()
+        for identifier in identifiers:
+            assert identifier not in text, f"{identifier!r} found in {key}"
+            assert identifier not in key, f"{identifier!r} in object key {key}"
+        assert secret not in text, f"the pseudonymisation secret is in {key}"
+    assert secret not in (demo_run / "cli-output.txt").read_text()
+
+
+def test_cycle_level_tables_are_published(demo_run: Path) -> None:
+    acquisitions = _table(demo_run, "acquisitions")
+    assert [row["time_point_index"] for row in acquisitions] == [0, 1, 2, 3]
+    assert {row["qc_status"] for row in acquisitions} == {"pass"}
+    (summary,) = _table(demo_run, "patient_summary")
+    lesion_doses = [
+        row["mean_dose_gy"]
+        for row in _table(demo_run, "absorbed_dose")
+        if row["voi_type"] == "lesion"
+    ]
+    assert summary["n_lesions"] == len(lesion_doses)
+    assert summary["lesion_min_dose_gy"] == pytest.approx(min(lesion_doses))
+    assert summary["meets_min_lesion_35gy"] == (min(lesion_doses) >= 35.0)
+
+
+def test_reprocessing_the_study_replaces_its_rows(demo_run: Path, tmp_path: Path) -> None:
+    """The same spool processed twice: two manifests, but each row once, from the second run."""
+    output = tmp_path / "reprocessed"
+    arguments = ["process", "--spool", str(demo_run / "spool"), "--sites"]
+    arguments += [str(demo_run / "input" / "sites.yaml"), "--output", str(output)]
+    for _ in range(2):
+        result = CliRunner().invoke(app, arguments)
+        assert result.exit_code == 0, result.output
+    manifests = sorted((output / "_manifests").glob("*.json"))
+    assert len(manifests) == 2
+    second = json.loads(manifests[-1].read_text())
+    store = open_object_store(str(output), Settings())
+    for table in ("absorbed_dose", "kinetics", "voi_timepoints", "acquisitions"):
+        rows = read_current(store, table).to_pylist()
+        assert rows, table
+        assert {row["run_id"] for row in rows} == {second["run_id"]}, table
+    doses = read_current(store, "absorbed_dose")
+    truth = json.loads((demo_run / "input" / "ground_truth.json").read_text())
+    assert doses.num_rows == len(truth["vois"])  # not twice
+    counted = query(store, "SELECT count(*) AS n FROM absorbed_dose").to_pylist()
+    assert counted == [{"n": len(truth["vois"])}]

@@ -1,0 +1,39 @@
+"""Table ``site_calibrations``: the calibration records a run applied, one row per record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pyarrow as pa
+
+from concordose.calibration.registry import CalibrationRecord
+from concordose.results.provenance import Provenance
+from schemas.tables import SITE_CALIBRATIONS
+
+
+def build_site_calibrations(
+    records: Iterable[tuple[str, CalibrationRecord]], provenance: Provenance
+) -> pa.Table:
+    """Rows of ``site_calibrations`` for (site id, record) pairs, each record once."""
+    unique = {(site_id, record.record_id): record for site_id, record in records}
+    rows = [
+        {
+            "site_id": site_id,
+            "calibration_record_id": record.record_id,
+            "camera_model": record.camera_model,
+            "collimator": record.collimator,
+            "calibration_factor_cps_per_mbq": record.calibration_factor_cps_per_mbq,
+            "calibration_factor_relative_uncertainty": (
+                record.calibration_factor_relative_uncertainty
+            ),
+            "valid_from": record.valid_from,
+            "valid_to": record.valid_to,
+            "schema_version": SITE_CALIBRATIONS.version,
+            "software_version": provenance.software_version,
+            "run_id": provenance.run_id,
+            "flow_run_id": provenance.flow_run_id,
+            "created_at": provenance.created_at,
+        }
+        for (site_id, _), record in sorted(unique.items())
+    ]
+    return pa.Table.from_pylist(rows, schema=SITE_CALIBRATIONS.schema)

@@ -1,0 +1,252 @@
+"""Cycle-level tables: acquisitions with their QC status, QC findings and the patient summary.
+
+Thresholds of the patient summary are the published cycle-1 tumour-dose predictors of
+progression-free survival cited in the seed review (``../shared/seed/``): a minimum lesion dose
+of 35 Gy and a global mean tumour dose (mass-weighted over lesions) of 10.6 Gy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from concordose.calibration.findings import Finding, Severity
+from concordose.calibration.gate import CycleVerdict
+from concordose.dicom.pseudonym import uid_hash
+from concordose.dicom.seg import VoiType
+from concordose.dicom.study import CycleStudy
+from concordose.dose.models import DoseBatch
+from concordose.errors import StudyIncompleteError
+from concordose.kinetics.models import KineticsBatch
+from concordose.quant.cycle import CycleTimeActivity
+from concordose.results.cycle_tables import CycleIdentity
+from concordose.results.provenance import Provenance
+from schemas.tables import ACQUISITIONS, METHOD_COMPARISON, PATIENT_SUMMARY, QC_FINDINGS
+
+MIN_LESION_DOSE_THRESHOLD_GY = 35.0
+MEAN_LESION_DOSE_THRESHOLD_GY = 10.6
+LU177_PHOTOPEAK_KEV = 208.4  # Lu-177 principal gamma line (ENSDF; 10.4 % yield)
+NO_CALIBRATION = "none"  # calibration_record_id of findings of a cycle held without one
+
+
+def _provenance(
+    provenance: Provenance, calibration_record_id: str, uids: Sequence[str]
+) -> dict[str, Any]:
+    return {
+        "software_version": provenance.software_version,
+        "run_id": provenance.run_id,
+        "flow_run_id": provenance.flow_run_id,
+        "calibration_record_id": calibration_record_id,
+        "input_uid_hashes": [uid_hash(uid) for uid in uids],
+        "created_at": provenance.created_at,
+    }
+
+
+def _qc_status(findings: Sequence[Finding]) -> str:
+    if any(finding.severity is Severity.ERROR for finding in findings):
+        return "fail"
+    return "warn" if findings else "pass"
+
+
+def build_qc_findings(
+    identity: CycleIdentity,
+    cycle: CycleStudy,
+    verdict: CycleVerdict,
+    provenance: Provenance,
+) -> pa.Table:
+    """Table ``qc_findings``: every finding of the metadata checks and the calibration gate."""
+    record_id = verdict.calibration.record_id if verdict.calibration else NO_CALIBRATION
+    rows: list[dict[str, Any]] = []
+    for index, (point, findings) in enumerate(
+        zip(cycle.time_points, verdict.time_point_findings, strict=True)
+    ):
+        for finding in findings:
+            rows.append(
+                {
+                    "subject_key": identity.subject_key,
+                    "site_id": identity.site_id,
+                    "cycle_key": identity.cycle_key,
+                    "finding_index": len(rows),
+                    "check_name": finding.rule,
+                    "severity": str(finding.severity),
+                    "message": finding.message,
+                    "time_point_index": index,
+                    "schema_version": QC_FINDINGS.version,
+                    **_provenance(provenance, record_id, [point.acquisition.sop_instance_uid]),
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=QC_FINDINGS.schema)
+
+
+def build_acquisition_tables(
+    identity: CycleIdentity,
+    cycle: CycleStudy,
+    verdict: CycleVerdict,
+    provenance: Provenance,
+) -> dict[str, pa.Table]:
+    """Tables ``acquisitions`` (one row per time point) and ``qc_findings`` of a passed cycle.
+
+    QC status per time point comes from the gate's findings (metadata checks and calibration):
+    ``fail`` with an error, ``warn`` with warnings only, ``pass`` otherwise.
+
+    Raises:
+        StudyIncompleteError: the cycle has no calibration (it was held) or a time point has no
+            acquisition duration.
+    """
+    calibration = verdict.calibration
+    if calibration is None:
+        raise StudyIncompleteError("a held cycle has no acquisitions to publish, only findings")
+    acquisitions: list[dict[str, Any]] = []
+    for index, (point, findings) in enumerate(
+        zip(cycle.time_points, verdict.time_point_findings, strict=True)
+    ):
+        acquisition = point.acquisition
+        if acquisition.acquisition_duration_s is None:
+            raise StudyIncompleteError(
+                f"NM file {acquisition.path}: no acquisition duration (ActualFrameDuration × "
+                "frames); cannot publish its acquisition row"
+            )
+        windows = acquisition.energy_windows_kev
+        photopeak = [w for w in windows if w[0] <= LU177_PHOTOPEAK_KEV <= w[1]]
+        window = photopeak[0] if photopeak else (windows[0] if windows else None)
+        acquisitions.append(
+            {
+                "subject_key": identity.subject_key,
+                "site_id": identity.site_id,
+                "cycle_key": identity.cycle_key,
+                "time_point_index": index,
+                "time_h": float(point.time_h),
+                "modality": "NM",
+                "acquisition_duration_s": float(acquisition.acquisition_duration_s),
+                "energy_window_kev": (window[0] + window[1]) / 2 if window else None,
+                "calibration_factor_cps_per_mbq": calibration.calibration_factor_cps_per_mbq,
+                "qc_status": _qc_status(findings),
+                "n_qc_findings": len(findings),
+                "schema_version": ACQUISITIONS.version,
+                **_provenance(provenance, calibration.record_id, [acquisition.sop_instance_uid]),
+            }
+        )
+    return {
+        ACQUISITIONS.name: pa.Table.from_pylist(acquisitions, schema=ACQUISITIONS.schema),
+        QC_FINDINGS.name: build_qc_findings(identity, cycle, verdict, provenance),
+    }
+
+
+def _mass_weighted_mean(values: np.ndarray[Any, Any], mass_g: np.ndarray[Any, Any]) -> float | None:
+    if values.size == 0 or float(mass_g.sum()) <= 0:
+        return None
+    return float(np.sum(values * mass_g) / np.sum(mass_g))
+
+
+def build_patient_summary(
+    identity: CycleIdentity,
+    cycle: CycleStudy,
+    tac: CycleTimeActivity,
+    doses: Sequence[tuple[KineticsBatch, DoseBatch]],
+    provenance: Provenance,
+) -> pa.Table:
+    """Table ``patient_summary``: one row per (kinetics method, dose method) of the cycle."""
+    is_lesion = np.array([t == VoiType.LESION for t in tac.voi_types])
+    is_kidney = np.array([label.startswith("kidney") for label in tac.labels])
+    rows = []
+    for kinetics_batch, dose_batch in doses:
+        dose_gy = dose_batch.mean_dose_gy
+        finite = np.isfinite(dose_gy)
+        lesions = is_lesion & finite
+        kidneys = is_kidney & finite
+        lesion_min = float(dose_gy[lesions].min()) if lesions.any() else None
+        lesion_mean = _mass_weighted_mean(dose_gy[lesions], tac.mass_g[lesions])
+        parameters = f"{kinetics_batch.parameters_hash}|{dose_batch.parameters_hash}"
+        rows.append(
+            {
+                "subject_key": identity.subject_key,
+                "site_id": identity.site_id,
+                "cycle_key": identity.cycle_key,
+                "cycle_number": None,  # not in the DICOM headers; set by the registry later
+                "kinetics_method": kinetics_batch.method,
+                "dose_method": dose_batch.method,
+                "method_parameters_hash": hashlib.sha256(parameters.encode()).hexdigest()[:16],
+                "injected_activity_mbq": cycle.injected_activity_mbq,
+                "n_lesions": int(lesions.sum()),
+                "lesion_min_dose_gy": lesion_min,
+                "lesion_mean_dose_gy": lesion_mean,
+                "kidney_mean_dose_gy": _mass_weighted_mean(dose_gy[kidneys], tac.mass_g[kidneys]),
+                "meets_min_lesion_35gy": (
+                    None if lesion_min is None else lesion_min >= MIN_LESION_DOSE_THRESHOLD_GY
+                ),
+                "meets_mean_lesion_10_6gy": (
+                    None if lesion_mean is None else lesion_mean >= MEAN_LESION_DOSE_THRESHOLD_GY
+                ),
+                "schema_version": PATIENT_SUMMARY.version,
+                **_provenance(provenance, tac.calibration_record_id, tac.sop_instance_uids),
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=PATIENT_SUMMARY.schema)
+
+
+REFERENCE_KINETICS_METHOD = "tri_exponential"
+"""The full-fit reference every simplified method is compared with (DESIGN.md, step 6)."""
+
+
+def build_method_comparison(
+    identity: CycleIdentity,
+    tac: CycleTimeActivity,
+    doses: Sequence[tuple[KineticsBatch, DoseBatch]],
+    provenance: Provenance,
+    *,
+    reference_method: str = REFERENCE_KINETICS_METHOD,
+) -> pa.Table:
+    """Table ``method_comparison``: every other kinetics method's dose against the reference's.
+
+    One row per VOI, compared kinetics method and dose method. Empty when the reference method
+    was not run (it is not registered yet in every installation); then nothing is compared.
+    """
+    reference = {
+        dose_batch.method: dose_batch
+        for kinetics_batch, dose_batch in doses
+        if kinetics_batch.method == reference_method
+    }
+    rows: list[dict[str, Any]] = []
+    common = _provenance(provenance, tac.calibration_record_id, tac.sop_instance_uids)
+    for kinetics_batch, dose_batch in doses:
+        if kinetics_batch.method == reference_method or dose_batch.method not in reference:
+            continue
+        reference_gy = reference[dose_batch.method].mean_dose_gy
+        compared_gy = dose_batch.mean_dose_gy
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relative = (compared_gy - reference_gy) / reference_gy
+        parameters = "|".join(
+            [
+                reference[dose_batch.method].parameters_hash,
+                kinetics_batch.parameters_hash,
+                dose_batch.parameters_hash,
+            ]
+        )
+        for voi, label in enumerate(tac.labels):
+            rows.append(
+                {
+                    "subject_key": identity.subject_key,
+                    "site_id": identity.site_id,
+                    "cycle_key": identity.cycle_key,
+                    "voi_label": label,
+                    "voi_type": str(tac.voi_types[voi]),
+                    "reference_kinetics_method": reference_method,
+                    "kinetics_method": kinetics_batch.method,
+                    "dose_method": dose_batch.method,
+                    "method_parameters_hash": hashlib.sha256(parameters.encode()).hexdigest()[:16],
+                    "reference_dose_gy": _finite(reference_gy[voi]),
+                    "dose_gy": _finite(compared_gy[voi]),
+                    "relative_difference": _finite(relative[voi]),
+                    "schema_version": METHOD_COMPARISON.version,
+                    **common,
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=METHOD_COMPARISON.schema)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None

@@ -1,0 +1,106 @@
+"""Cycle-level tables: acquisitions with QC, method comparison."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from concordose.calibration.gate import CycleVerdict, gate_cycle
+from concordose.calibration.registry import SiteRegistry
+from concordose.dicom.catalogue import catalogue
+from concordose.dicom.seg import VoiType
+from concordose.dicom.study import CycleStudy, assemble_cycles
+from concordose.dose.models import DoseBatch
+from concordose.errors import StudyIncompleteError
+from concordose.kinetics.models import KineticsBatch
+from concordose.quant.cycle import CycleTimeActivity
+from concordose.results.cycle_summary import (
+    build_acquisition_tables,
+    build_method_comparison,
+    build_qc_findings,
+)
+from concordose.results.cycle_tables import CycleIdentity
+from concordose.results.provenance import Provenance
+from phantoms import GeneratedPatient
+
+IDENTITY = CycleIdentity(subject_key="sub-1", cycle_key="cyc-1", site_id="milan")
+TAC = CycleTimeActivity(
+    labels=("lesion_1", "kidney_left"),
+    voi_types=(VoiType.LESION, VoiType.ORGAN),
+    volume_ml=np.array([10.0, 150.0]),
+    mass_g=np.array([10.0, 150.0]),
+    time_h=np.array([4.0, 24.0, 72.0, 168.0]),
+    activity_mbq=np.ones((2, 4)),
+    sop_instance_uids=("1.2.3", "1.2.4", "1.2.5", "1.2.6"),
+    calibration_record_id="cal-1",
+)
+
+
+def _pair(kinetics: str, doses_gy: list[float]) -> tuple[KineticsBatch, DoseBatch]:
+    tia = np.array([1.0, 1.0])
+    return (
+        KineticsBatch(kinetics, "1", "k-" + kinetics, tia, {}, ("ok", "ok")),
+        DoseBatch("sphere", "1", "d", np.array(doses_gy), ("ok", "ok")),
+    )
+
+
+def test_each_method_is_compared_with_the_reference() -> None:
+    doses = [_pair("tri_exponential", [40.0, 4.0]), _pair("stp_hanscheid", [44.0, np.nan])]
+    rows = build_method_comparison(IDENTITY, TAC, doses, Provenance(run_id="r")).to_pylist()
+    assert [(r["voi_label"], r["kinetics_method"]) for r in rows] == [
+        ("lesion_1", "stp_hanscheid"),
+        ("kidney_left", "stp_hanscheid"),
+    ]
+    assert rows[0]["relative_difference"] == pytest.approx(0.1)
+    assert rows[1]["dose_gy"] is None
+    assert rows[1]["relative_difference"] is None
+
+
+def test_no_reference_no_comparison() -> None:
+    doses = [_pair("mono_exponential", [40.0, 4.0])]
+    assert build_method_comparison(IDENTITY, TAC, doses, Provenance(run_id="r")).num_rows == 0
+
+
+def _cycle_with_first(small_patient: GeneratedPatient, **changes: Any) -> CycleStudy:
+    (cycle,) = assemble_cycles(catalogue(small_patient.out_dir / "dicom"))
+    first = cycle.time_points[0]
+    changed = replace(first.acquisition, **changes)
+    return replace(cycle, time_points=(replace(first, acquisition=changed), *cycle.time_points[1:]))
+
+
+def _verdict(cycle: CycleStudy, small_patient: GeneratedPatient) -> CycleVerdict:
+    registry = SiteRegistry.load(small_patient.sites_path)
+    return gate_cycle([(p.acquisition, None) for p in cycle.time_points], registry, site_id="milan")
+
+
+def test_warnings_pass_and_set_the_acquisition_qc_status(small_patient: GeneratedPatient) -> None:
+    cycle = _cycle_with_first(small_patient, patient_weight_kg=None)
+    verdict = _verdict(cycle, small_patient)
+    assert not verdict.held
+    tables = build_acquisition_tables(IDENTITY, cycle, verdict, Provenance(run_id="r"))
+    acquisitions = tables["acquisitions"].to_pylist()
+    # The "test" preset's 8.84 mm voxels are outside milan's 4.3–4.5 mm: a warning everywhere.
+    assert [row["qc_status"] for row in acquisitions] == ["warn"] * len(acquisitions)
+    assert acquisitions[0]["n_qc_findings"] == acquisitions[1]["n_qc_findings"] + 1
+    assert acquisitions[1]["energy_window_kev"] == pytest.approx(208.0, abs=2.0)
+    findings = tables["qc_findings"].to_pylist()
+    assert {(f["check_name"], f["severity"]) for f in findings if f["time_point_index"] == 0} == {
+        ("patient_weight", "warning"),
+        ("voxel_geometry", "warning"),
+    }
+
+
+def test_a_held_cycle_publishes_its_findings_only(small_patient: GeneratedPatient) -> None:
+    cycle = _cycle_with_first(small_patient, energy_windows_kev=((100.0, 125.0),))
+    verdict = _verdict(cycle, small_patient)
+    assert verdict.held
+    with pytest.raises(StudyIncompleteError, match="held cycle"):
+        build_acquisition_tables(IDENTITY, cycle, verdict, Provenance(run_id="r"))
+    findings = build_qc_findings(IDENTITY, cycle, verdict, Provenance(run_id="r")).to_pylist()
+    errors = [f for f in findings if f["severity"] == "error"]
+    assert [(f["check_name"], f["time_point_index"]) for f in errors] == [("energy_window", 0)]
+    assert "208.37 keV photopeak" in errors[0]["message"]
+    assert {f["calibration_record_id"] for f in findings} == {"none"}
