@@ -4,11 +4,15 @@
 
     out_dir/consortium.json                          index (format concordose.consortium v1)
     out_dir/sites.yaml                               site registry, every site's true CF
-    out_dir/sites/<site>/phantoms/uniform_cylinder/  nm.dcm, ct/, calibration_sheet.yaml, truth.json
+    out_dir/sites/<site>/phantoms/uniform_cylinder/  dicom/nm.dcm, dicom/ct/NNNN.dcm,
+                                                     calibration_sheet.yaml, truth.json
     out_dir/sites/<site>/phantoms/nema_iec_body/     same
-    out_dir/sites/<site>/patients/<subject>/cycleNN/tpMM/nm.dcm, ct/NNNN.dcm
-    out_dir/sites/<site>/patients/<subject>/cycleNN/seg.dcm     VOIs on the cycle's first CT
-    out_dir/sites/<site>/patients/<subject>/ground_truth.json   format concordose.ground_truth v2
+    out_dir/sites/<site>/patients/<subject>/dicom/cycleNN/tpMM/nm.dcm, …/ct/NNNN.dcm
+    out_dir/sites/<site>/patients/<subject>/dicom/cycleNN/seg.dcm  VOIs on the cycle's first CT
+    out_dir/sites/<site>/patients/<subject>/ground_truth.json      concordose.ground_truth v2
+
+DICOM sits in ``dicom/`` folders apart from the sidecars, so that any ``dicom/`` folder can be
+catalogued or sent as it is.
 
 Formats are documented in ``phantoms/README.md``. Same arguments → byte-identical files.
 """
@@ -216,7 +220,7 @@ def _write_patient_at_site(
     cycles_json = []
     for cycle in sorted(patient.curves):
         truth = cycle_truth(patient, cycle)
-        cycle_dir = folder / f"cycle{cycle:02d}"
+        cycle_dir = folder / "dicom" / f"cycle{cycle:02d}"
         curves = patient.curves[cycle]
         injection = patient.injection_datetimes[cycle]
         n_voxels: dict[str, list[int]] = {r.label: [] for r in regions}

@@ -131,8 +131,9 @@ class UptakeMultiExponential:
     """A(t) = Σᵢ cᵢ·exp(−λᵢ·t) − (Σᵢ cᵢ)·exp(−λ_up·t), t in h after injection.
 
     One to three clearance phases (amplitude cᵢ in MBq, effective decay constant λᵢ in 1/h, each
-    faster than physical decay) and an optional uptake phase (λ_up faster than every clearance
-    phase) that makes A(0) = 0. Without uptake, A(0) = Σᵢ cᵢ (instant distribution, e.g. blood).
+    faster than physical decay) and an optional uptake phase (λ_up at least the amplitude-weighted
+    mean of the λᵢ, which keeps A(t) ≥ 0) that makes A(0) = 0. Without uptake, A(0) = Σᵢ cᵢ
+    (instant distribution, e.g. blood).
 
     Attributes:
         amplitudes_mbq: cᵢ, MBq (positive).
@@ -158,12 +159,15 @@ class UptakeMultiExponential:
                 f"every clearance λ_eff must exceed Lu-177's λ_phys {slowest_allowed:.5f}/h "
                 f"(no negative biological clearance); got {self.lambdas_eff_per_h}"
             )
-        if self.uptake_lambda_per_h is not None and self.uptake_lambda_per_h <= max(
-            self.lambdas_eff_per_h
-        ):
+        # A(t) ≥ 0 for all t ⇔ Σ wᵢ·exp((λ_up − λᵢ)t) ≥ 1 (wᵢ = cᵢ/Σc); that sum is convex in t
+        # and equals 1 at t = 0, so a non-negative slope there, λ_up ≥ Σ wᵢλᵢ, suffices.
+        weighted_lambda = sum(
+            c * lam for c, lam in zip(self.amplitudes_mbq, self.lambdas_eff_per_h, strict=True)
+        ) / sum(self.amplitudes_mbq)
+        if self.uptake_lambda_per_h is not None and self.uptake_lambda_per_h < weighted_lambda:
             raise ValueError(
-                f"uptake λ {self.uptake_lambda_per_h}/h must be faster than every clearance "
-                f"phase {self.lambdas_eff_per_h}"
+                f"uptake λ {self.uptake_lambda_per_h}/h must be at least the amplitude-weighted "
+                f"clearance λ {weighted_lambda}/h, or A(t) would go negative"
             )
 
     @property

@@ -6,9 +6,9 @@ factor, acquisition time, voxel grid) exactly as its patients are:
 * a uniform cylinder (for the calibration factor, CF);
 * a NEMA IEC body phantom with hot spheres in a warm background (for recovery coefficients, RC).
 
-Each scan's folder holds ``nm.dcm``, ``ct/NNNN.dcm``, ``calibration_sheet.yaml`` (what the
-physicist recorded: dose-calibrator readings, times, volumes; readings carry the site's dose
-calibrator bias) and ``truth.json`` (what was really there). Formats: ``phantoms/README.md``.
+Each scan's folder holds ``dicom/nm.dcm``, ``dicom/ct/NNNN.dcm``, ``calibration_sheet.yaml``
+(what the physicist recorded: dose-calibrator readings, times, volumes; readings carry the site's
+dose calibrator bias) and ``truth.json`` (what was really there). Formats: ``phantoms/README.md``.
 Acquisition-time decay (0.1 % over 20 min) is neglected as for the patients: counts = CF × T ×
 activity at acquisition start.
 """
@@ -155,7 +155,8 @@ def _write_dicom(
     )
     patient = _patient_info(site, kind, water_kg)
     description = f"QC {kind.value} Lu177 SPECT [{site.recon.description} AC SC]"
-    nm_path = folder / "nm.dcm"
+    nm_path = folder / "dicom" / "nm.dcm"
+    nm_path.parent.mkdir(parents=True, exist_ok=True)
     write_nm(
         nm_path,
         counts=counts,
@@ -172,7 +173,7 @@ def _write_dicom(
         study_description=f"QC {kind.value} Lu-177 calibration",
     )
     ct_written = write_ct_series(
-        folder / "ct",
+        folder / "dicom" / "ct",
         hu=hu,
         grid=ct_grid,
         site=site,
@@ -192,8 +193,8 @@ def _scan_block(
     site: SiteProfile, study: TimePointStudy, nm_path: Path, folder: Path
 ) -> dict[str, Any]:
     return {
-        "nm_file": nm_path.name,
-        "ct_folder": "ct",
+        "nm_file": str(nm_path.relative_to(folder)),
+        "ct_folder": str((nm_path.parent / "ct").relative_to(folder)),
         "study_instance_uid": str(study.study_instance_uid),
         "acquisition_start": study.acquisition_datetime.isoformat(),
         "acquisition_duration_s": site.acquisition_duration_s,
