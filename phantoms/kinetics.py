@@ -262,7 +262,8 @@ MULTI_PHASE_PRIORS: Mapping[str, MultiPhasePrior] = {
     # Red-marrow proxy (lumbar vertebral bodies): blood-borne activity clearing within hours,
     # then a small retained component.
     "bone_marrow": MultiPhasePrior(
-        amount_range=(0.004, 0.008),
+        # ≈ 0.07 % IA in the ≈ 75 mL proxy: a blood-like concentration, well below organs'.
+        amount_range=(0.0005, 0.001),
         phases=(PhasePrior((0.6, 0.8), (1.5, 4.0)), PhasePrior((0.2, 0.4), (60.0, 100.0))),
         uptake_half_time_range_h=None,
     ),

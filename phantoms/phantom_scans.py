@@ -238,7 +238,9 @@ def _truth_header(
 
 def _write_outputs(folder: Path, sheet: dict[str, Any], truth: dict[str, Any]) -> tuple[Path, Path]:
     sheet_path = folder / "calibration_sheet.yaml"
-    sheet_path.write_text(yaml.safe_dump(sheet, sort_keys=False), encoding="utf-8")
+    sheet_path.write_text(
+        yaml.safe_dump(sheet, sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
     truth_path = folder / "truth.json"
     truth_path.write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     return sheet_path, truth_path
