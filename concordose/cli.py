@@ -315,7 +315,7 @@ def _generate_consortium(
             site.site_id,
             site.calling_ae_title,
             f"{site.calibration_factor_cps_per_mbq:.1f}",
-            f"{site.effective_fwhm_mm:.1f}",
+            f"{site.effective_fwhm_mm:.1f}" if blur else "no blur",
             f"{site.nm_voxel_mm:g}",
             str(
                 len(generated.dicom_files)
