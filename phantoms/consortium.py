@@ -37,7 +37,7 @@ from phantoms.dicom_nm import RADIOPHARMACEUTICAL, write_nm
 from phantoms.dicom_seg import write_seg
 from phantoms.dicom_study import PatientInfo, TimePointStudy
 from phantoms.grid import VoxelGrid
-from phantoms.imaging import expected_counts, poisson_counts
+from phantoms.imaging import expected_counts, poisson_counts, region_activity_map
 from phantoms.phantom_scans import PhantomScan, scan_site_phantoms
 from phantoms.presets import nm_grid_for
 from phantoms.protocols import DEFAULT_PROTOCOL
@@ -165,21 +165,6 @@ def _shifted(grid: VoxelGrid, shift_mm: tuple[float, float, float]) -> VoxelGrid
     )
 
 
-def _activity_map(
-    labels: NDArray[np.uint8], activity_by_value: dict[int, float]
-) -> tuple[NDArray[np.float64], dict[int, int]]:
-    """Activity per voxel (MBq): each region's activity spread evenly over its voxels."""
-    counts_by_value = np.bincount(labels.ravel(), minlength=256)
-    per_voxel = np.zeros(256)
-    for value, activity_mbq in activity_by_value.items():
-        n = int(counts_by_value[value])
-        if n == 0:
-            raise ValueError(f"region with label value {value} holds no SPECT voxel centre")
-        per_voxel[value] = activity_mbq / n
-    activity: NDArray[np.float64] = per_voxel[labels]
-    return activity, {v: int(counts_by_value[v]) for v in activity_by_value}
-
-
 def _write_patient_at_site(
     patient: VirtualPatient,
     site: SiteProfile,
@@ -232,7 +217,7 @@ def _write_patient_at_site(
             shift = patient.shifts_mm[cycle][index - 1]
             nm_labels = sample_label_map(anatomy, _shifted(nm_grid, shift))
             ct_labels = sample_label_map(anatomy, _shifted(ct_grid, shift))
-            activity, n_by_value = _activity_map(
+            activity, n_by_value = region_activity_map(
                 nm_labels,
                 {r.value: float(curves[r.label].activity_mbq(time_h)) for r in regions},
             )

@@ -20,6 +20,29 @@ FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 """FWHM of a Gaussian in units of its standard deviation (≈ 2.3548)."""
 
 
+def region_activity_map(
+    labels: NDArray[np.uint8], activity_by_value: dict[int, float]
+) -> tuple[NDArray[np.float64], dict[int, int]]:
+    """Activity per voxel (MBq) from a label map: each region's activity spread evenly over the
+    voxels carrying its value, so every region's total is exact on any grid.
+
+    Returns:
+        the activity map and each region's voxel count.
+
+    Raises:
+        ValueError: when a region with activity holds no voxel of ``labels``.
+    """
+    counts_by_value = np.bincount(labels.ravel(), minlength=256)
+    per_voxel = np.zeros(256)
+    for value, activity_mbq in activity_by_value.items():
+        n = int(counts_by_value[value])
+        if n == 0:
+            raise ValueError(f"region with label value {value} holds no SPECT voxel centre")
+        per_voxel[value] = activity_mbq / n
+    activity: NDArray[np.float64] = per_voxel[labels]
+    return activity, {v: int(counts_by_value[v]) for v in activity_by_value}
+
+
 def gaussian_blur(
     image: NDArray[np.float64], *, fwhm_mm: float, voxel_mm_zyx: tuple[float, float, float]
 ) -> NDArray[np.float64]:
