@@ -72,7 +72,9 @@ _HU_BY_KIND: dict[str, float] = {
 
 @dataclass(frozen=True)
 class Realism:
-    """Which effects are simulated (each can be switched off, e.g. to isolate one in a test).
+    """Which effects are simulated in patient images (each can be switched off, e.g. to isolate
+    one in a test). Phantom scans always carry the site's resolution (they exist to measure it);
+    ``noise`` applies to them too.
 
     Attributes:
         blur: Gaussian blur with the site's effective FWHM (partial-volume effect).
