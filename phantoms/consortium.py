@@ -36,7 +36,6 @@ from phantoms.dicom_ct import hu_map, write_ct_series
 from phantoms.dicom_nm import RADIOPHARMACEUTICAL, write_nm
 from phantoms.dicom_seg import write_seg
 from phantoms.dicom_study import PatientInfo, TimePointStudy
-from phantoms.grid import VoxelGrid
 from phantoms.imaging import expected_counts, poisson_counts, region_activity_map
 from phantoms.phantom_scans import PhantomScan, scan_site_phantoms
 from phantoms.presets import nm_grid_for
@@ -154,17 +153,8 @@ def _hu_kind(label: str) -> str:
     return "lesion" if label.startswith("lesion") else label.split("_", 1)[0]
 
 
-def _shifted(grid: VoxelGrid, shift_mm: tuple[float, float, float]) -> VoxelGrid:
-    """Grid whose coordinates are moved by −shift: sampling on it translates anatomy by +shift."""
-    return VoxelGrid(
-        shape_zyx=grid.shape_zyx,
-        spacing_mm_xyz=grid.spacing_mm_xyz,
-        origin_mm_xyz=(
-            grid.origin_mm_xyz[0] - shift_mm[0],
-            grid.origin_mm_xyz[1] - shift_mm[1],
-            grid.origin_mm_xyz[2] - shift_mm[2],
-        ),
-    )
+def _negated(shift_mm: tuple[float, float, float]) -> tuple[float, float, float]:
+    return (-shift_mm[0], -shift_mm[1], -shift_mm[2])
 
 
 def _write_patient_at_site(
@@ -217,8 +207,8 @@ def _write_patient_at_site(
         times_h = patient.time_points_h.get(cycle, ())
         for index, time_h in enumerate(times_h, start=1):
             shift = patient.shifts_mm[cycle][index - 1]
-            nm_labels = sample_label_map(anatomy, _shifted(nm_grid, shift))
-            ct_labels = sample_label_map(anatomy, _shifted(ct_grid, shift))
+            nm_labels = sample_label_map(anatomy, nm_grid.translated(_negated(shift)))
+            ct_labels = sample_label_map(anatomy, ct_grid.translated(_negated(shift)))
             activity, n_by_value = region_activity_map(
                 nm_labels,
                 {r.value: float(curves[r.label].activity_mbq(time_h)) for r in regions},

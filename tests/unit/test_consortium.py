@@ -482,3 +482,40 @@ def test_cli_generates_a_consortium_and_rejects_bad_input(tmp_path: Path) -> Non
         result = bad(extra)
         assert result.exit_code == 2, extra
         assert message in result.output
+
+
+def test_partial_volume_loss_of_a_small_lesion_grows_with_the_sites_fwhm(
+    realistic: GeneratedConsortium,
+) -> None:
+    recovered_by_fwhm = {}
+    for generated in realistic.sites:
+        site = generated.site
+        truth = _load(generated.ground_truth_paths[0])
+        (cycle,) = truth["cycles"]
+        patient = draw_virtual_patient(
+            SEED,
+            1,
+            protocol=protocol("spectacular"),
+            max_cycles=1,
+            n_lesions_range=(3, 4),
+            lesion_volume_range_ml=(4.0, 60.0),
+            ct_shift_max_mm=5.0,
+        )
+        smallest = min(
+            (v for v in truth["vois"] if v["voi_type"] == "lesion"), key=lambda v: v["volume_ml"]
+        )
+        activity = next(v for v in cycle["vois"] if v["label"] == smallest["label"])
+        index = 2  # 48 h
+        dx, dy, dz = cycle["ct_shift_mm"][index]
+        labels = sample_label_map(
+            patient.anatomy, nm_grid_for(site, "test").translated((-dx, -dy, -dz))
+        )
+        mask = labels == smallest["segment_number"]
+        assert int(mask.sum()) == activity["n_voxels_nm"][index]
+        path = generated.folder / "patients" / "P001" / "dicom" / "cycle01" / "tp03" / "nm.dcm"
+        counts = pydicom.dcmread(path).pixel_array.astype(np.float64)
+        measured_mbq = counts[mask].sum() / truth["site"]["counts_per_mbq"]
+        recovered_by_fwhm[site.effective_fwhm_mm] = measured_mbq / activity["activity_mbq"][index]
+    ordered = [recovered_by_fwhm[f] for f in sorted(recovered_by_fwhm)]
+    assert all(r < 1.0 for r in ordered)  # spill-out exceeds spill-in for a hot lesion
+    assert ordered[0] > ordered[-1] + 0.1  # sharpest site recovers clearly more than blurriest
