@@ -200,7 +200,10 @@ def generate(
     patients: Annotated[int, typer.Option(help="Consortium: number of virtual patients.")] = 1,
     protocol: Annotated[
         str,
-        typer.Option(help="Consortium: imaging protocol (spectacular, lumen, lutadose, hebert)."),
+        typer.Option(
+            help="Consortium: imaging protocol (spectacular, lumen, lutadose, hebert), or "
+            "per-site for each site's own."
+        ),
     ] = "spectacular",
     blur: Annotated[
         bool, typer.Option(help="Consortium: blur with each site's effective resolution.")
@@ -253,7 +256,12 @@ def _generate_consortium(
     ct_shift_mm: float,
 ) -> None:
     """``generate --consortium``: the digital consortium with a progress bar."""
-    from phantoms.consortium import CONSORTIUM_PRESETS, Realism, generate_consortium
+    from phantoms.consortium import (
+        CONSORTIUM_PRESETS,
+        PER_SITE_PROTOCOL,
+        Realism,
+        generate_consortium,
+    )
     from phantoms.protocols import PROTOCOLS
     from phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
 
@@ -271,9 +279,10 @@ def _generate_consortium(
         raise ConcordoseError(
             f"unknown consortium preset {preset!r}; expected one of {sorted(CONSORTIUM_PRESETS)}"
         )
-    if protocol not in PROTOCOLS:
+    if protocol not in PROTOCOLS and protocol != PER_SITE_PROTOCOL:
         raise ConcordoseError(
-            f"unknown imaging protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}"
+            f"unknown imaging protocol {protocol!r}; expected one of "
+            f"{', '.join([*PROTOCOLS, PER_SITE_PROTOCOL])}"
         )
     with Progress(
         TextColumn("[bold]{task.description:<36}"),

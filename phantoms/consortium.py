@@ -383,16 +383,34 @@ def _sites_yaml(sites: Sequence[SiteProfile]) -> dict[str, Any]:
     }
 
 
+PER_SITE_PROTOCOL = "per-site"
+"""Protocol name meaning "each site images on its own schedule" (:attr:`SiteProfile.protocol`)."""
+
+
+def site_protocol(site: SiteProfile, protocol: str) -> str:
+    """The protocol ``site`` images on: ``protocol``, or the site's own under ``"per-site"``."""
+    return site.protocol if protocol == PER_SITE_PROTOCOL else protocol
+
+
 def consortium_units(
-    *, n_sites: int, n_patients: int, protocol: str, preset: str, phantoms: bool = True
+    *,
+    sites: Sequence[SiteProfile],
+    n_patients: int,
+    protocol: str,
+    preset: str,
+    phantoms: bool = True,
 ) -> int:
     """Number of progress units :func:`generate_consortium` will report."""
     chosen = CONSORTIUM_PRESETS[preset]
-    schedule = protocol_named(protocol)
-    points = sum(
-        len(schedule.time_points_h_by_cycle[c]) for c in schedule.imaged_cycles(chosen.max_cycles)
-    )
-    return n_sites * ((2 if phantoms else 0) + n_patients * points)
+    total = 0
+    for site in sites:
+        schedule = protocol_named(site_protocol(site, protocol))
+        points = sum(
+            len(schedule.time_points_h_by_cycle[c])
+            for c in schedule.imaged_cycles(chosen.max_cycles)
+        )
+        total += (2 if phantoms else 0) + n_patients * points
+    return total
 
 
 def generate_consortium(
@@ -415,7 +433,9 @@ def generate_consortium(
         preset: a key of :data:`CONSORTIUM_PRESETS`.
         sites: the sites to simulate (default: the four of :data:`CONSORTIUM_SITES`).
         n_patients: virtual patients, each imaged at every site.
-        protocol: imaging protocol name (:data:`phantoms.protocols.PROTOCOLS`).
+        protocol: imaging protocol name (:data:`phantoms.protocols.PROTOCOLS`), or
+            ``"per-site"``: each site images on its own schedule (the heterogeneity the
+            harmonisation must absorb); patients' anatomy and kinetics are the same either way.
         realism: which effects to simulate.
         phantoms: whether to write each site's phantom scans.
         progress: receives one unit per phantom scan and per patient time point.
@@ -429,7 +449,8 @@ def generate_consortium(
             f"unknown consortium preset {preset!r}; expected one of {sorted(CONSORTIUM_PRESETS)}"
         )
     try:
-        schedule = protocol_named(protocol)
+        for site in sites:
+            protocol_named(site_protocol(site, protocol))
     except KeyError as exc:
         raise ValueError(str(exc.args[0])) from exc
     if not sites or n_patients < 1:
@@ -443,25 +464,30 @@ def generate_consortium(
     if progress is not None:
         progress.start(
             consortium_units(
-                n_sites=len(sites),
+                sites=sites,
                 n_patients=n_patients,
                 protocol=protocol,
                 preset=preset,
                 phantoms=phantoms,
             )
         )
-    patients = [
-        draw_virtual_patient(
-            seed,
-            number,
-            protocol=schedule,
-            max_cycles=chosen.max_cycles,
-            n_lesions_range=chosen.n_lesions_range,
-            lesion_volume_range_ml=chosen.lesion_volume_range_ml,
-            ct_shift_max_mm=realism.ct_shift_max_mm,
-        )
-        for number in range(1, n_patients + 1)
-    ]
+    drawn: dict[tuple[str, int], VirtualPatient] = {}
+
+    def patient(schedule_name: str, number: int) -> VirtualPatient:
+        # Anatomy and kinetics depend on (seed, number) only; the schedule sets time points.
+        if (schedule_name, number) not in drawn:
+            drawn[schedule_name, number] = draw_virtual_patient(
+                seed,
+                number,
+                protocol=protocol_named(schedule_name),
+                max_cycles=chosen.max_cycles,
+                n_lesions_range=chosen.n_lesions_range,
+                lesion_volume_range_ml=chosen.lesion_volume_range_ml,
+                ct_shift_max_mm=realism.ct_shift_max_mm,
+            )
+        return drawn[schedule_name, number]
+
+    subjects = tuple(f"P{number:03d}" for number in range(1, n_patients + 1))
     out_dir.mkdir(parents=True, exist_ok=True)
     generated_sites = []
     for site in sites:
@@ -476,14 +502,16 @@ def generate_consortium(
                     progress.advance(f"{site.site_id} phantom {scan.kind.value}")
         truths: list[Path] = []
         files: list[Path] = []
-        for patient in patients:
+        schedule_name = site_protocol(site, protocol)
+        for number in range(1, n_patients + 1):
+            virtual = patient(schedule_name, number)
             truth_path, written = _write_patient_at_site(
-                patient,
+                virtual,
                 site,
-                site_dir / "patients" / patient.subject,
+                site_dir / "patients" / virtual.subject,
                 seed=seed,
                 preset=chosen,
-                protocol_name=protocol,
+                protocol_name=schedule_name,
                 realism=realism,
                 progress=progress,
             )
@@ -511,11 +539,12 @@ def generate_consortium(
             "noise": realism.noise,
             "ct_shift_max_mm": realism.ct_shift_max_mm,
         },
-        "subjects": [p.subject for p in patients],
+        "subjects": list(subjects),
         "sites": [
             {
                 "site_id": g.site.site_id,
                 "calling_ae_title": g.site.calling_ae_title,
+                "protocol": site_protocol(g.site, protocol),
                 "folder": str(g.folder.relative_to(out_dir)),
                 "phantom_scans": [str(s.folder.relative_to(out_dir)) for s in g.phantom_scans],
                 "ground_truth": [str(p.relative_to(out_dir)) for p in g.ground_truth_paths],
@@ -536,12 +565,13 @@ def generate_consortium(
         index_path=index_path,
         sites_path=sites_path,
         sites=tuple(generated_sites),
-        subjects=tuple(p.subject for p in patients),
+        subjects=subjects,
     )
 
 
 __all__ = [
     "CONSORTIUM_PRESETS",
+    "PER_SITE_PROTOCOL",
     "ConsortiumPreset",
     "GeneratedConsortium",
     "GeneratedSite",
@@ -549,4 +579,5 @@ __all__ = [
     "Realism",
     "consortium_units",
     "generate_consortium",
+    "site_protocol",
 ]

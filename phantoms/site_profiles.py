@@ -94,6 +94,8 @@ class SiteProfile:
             reading = true activity × (1 + bias)); it enters every activity the site records.
         extra_energy_windows_kev: further acquisition windows (name, lower, upper keV) written
             after the photopeak window, e.g. the 113 keV peak or scatter windows.
+        protocol: the imaging schedule the site follows when each site uses its own
+            (:data:`phantoms.protocols.PROTOCOLS` key).
     """
 
     site_id: str
@@ -117,6 +119,7 @@ class SiteProfile:
     recon: ReconProtocol = field(default_factory=ReconProtocol)
     dose_calibrator_bias: float = 0.0
     extra_energy_windows_kev: tuple[tuple[str, float, float], ...] = ()
+    protocol: str = "spectacular"
 
     @property
     def effective_fwhm_mm(self) -> float:
@@ -143,6 +146,7 @@ DEFAULT_SITE = SiteProfile(
     energy_window_upper_kev=229.2,
     calibration_factor_cps_per_mbq=9.1,
     calibration_record_id="milan-phantom-2026-01",
+    protocol="lutadose",
     calibration_valid_from=dt.date(2026, 1, 1),
     nm_voxel_mm=4.42,
     nm_matrix=(80, 64, 48),
@@ -172,6 +176,7 @@ BRUSSELS = SiteProfile(
     energy_window_upper_kev=229.2,
     calibration_factor_cps_per_mbq=10.8,
     calibration_record_id="brussels-phantom-2026-01",
+    protocol="lumen",
     calibration_valid_from=dt.date(2026, 1, 1),
     nm_voxel_mm=3.9,
     nm_matrix=(96, 72, 56),
@@ -197,6 +202,7 @@ MONTPELLIER = SiteProfile(
     energy_window_upper_kev=229.2,
     calibration_factor_cps_per_mbq=7.4,
     calibration_record_id="montpellier-phantom-2026-01",
+    protocol="hebert",
     calibration_valid_from=dt.date(2026, 1, 1),
     nm_voxel_mm=4.7952,
     nm_matrix=(72, 60, 46),
@@ -222,6 +228,7 @@ GRAND_RAPIDS = SiteProfile(
     energy_window_upper_kev=224.0,
     calibration_factor_cps_per_mbq=5.8,
     calibration_record_id="grandrapids-phantom-2026-01",
+    protocol="spectacular",
     calibration_valid_from=dt.date(2026, 1, 1),
     nm_voxel_mm=4.42,
     nm_matrix=(80, 64, 48),

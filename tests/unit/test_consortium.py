@@ -402,7 +402,15 @@ def test_index_registry_and_units(realistic: GeneratedConsortium) -> None:
     for generated in realistic.sites:
         for scan in generated.phantom_scans:
             assert (realistic.out_dir / scan.folder.relative_to(realistic.out_dir)).is_dir()
-    assert consortium_units(n_sites=4, n_patients=1, protocol="spectacular", preset="test") == 32
+    units = consortium_units(
+        sites=CONSORTIUM_SITES, n_patients=1, protocol="spectacular", preset="test"
+    )
+    assert units == 32
+    # Per site: lutadose 2 + lumen 3 + hebert 4 + spectacular 6 points, plus 2 scans each.
+    units = consortium_units(
+        sites=CONSORTIUM_SITES, n_patients=1, protocol="per-site", preset="test"
+    )
+    assert units == 8 + 2 + 3 + 4 + 6
 
 
 def test_nm_files_carry_what_readers_and_validators_need(realistic: GeneratedConsortium) -> None:
@@ -519,3 +527,24 @@ def test_partial_volume_loss_of_a_small_lesion_grows_with_the_sites_fwhm(
     ordered = [recovered_by_fwhm[f] for f in sorted(recovered_by_fwhm)]
     assert all(r < 1.0 for r in ordered)  # spill-out exceeds spill-in for a hot lesion
     assert ordered[0] > ordered[-1] + 0.1  # sharpest site recovers clearly more than blurriest
+
+
+def test_per_site_protocols_image_the_same_patient_at_different_times(tmp_path: Path) -> None:
+    generated = generate_consortium(
+        tmp_path,
+        seed=SEED,
+        preset="test",
+        sites=(consortium_site("milan"), consortium_site("brussels")),
+        protocol="per-site",
+        phantoms=False,
+    )
+    milan, brussels = (_load(g.ground_truth_paths[0]) for g in generated.sites)
+    assert (milan["protocol"], brussels["protocol"]) == ("lutadose", "lumen")
+    assert milan["cycles"][0]["time_points_h"] == [20.0, 162.0]
+    assert brussels["cycles"][0]["time_points_h"] == [4.0, 24.0, 168.0]
+    assert milan["vois"] == brussels["vois"]
+    for a, b in zip(milan["cycles"][0]["vois"], brussels["cycles"][0]["vois"], strict=True):
+        assert a["kinetics"] == b["kinetics"]
+        assert a["tia_mbq_h"] == b["tia_mbq_h"]
+    index = _load(generated.index_path)
+    assert [s["protocol"] for s in index["sites"]] == ["lutadose", "lumen"]
