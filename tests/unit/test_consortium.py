@@ -548,3 +548,39 @@ def test_per_site_protocols_image_the_same_patient_at_different_times(tmp_path: 
         assert a["tia_mbq_h"] == b["tia_mbq_h"]
     index = _load(generated.index_path)
     assert [s["protocol"] for s in index["sites"]] == ["lutadose", "lumen"]
+
+
+def test_nema_sheet_concentrations_give_the_stated_ratio(tmp_path: Path) -> None:
+    site = consortium_site("grandrapids")
+    scan = scan_nema(site, tmp_path / "nema", seed=SEED, preset="test", noise=False)
+    sheet = yaml.safe_load(scan.sheet_path.read_text(encoding="utf-8"))
+    truth = _load(scan.truth_path)
+    fill = sheet["fill"]
+    background, spheres = fill["background"], fill["spheres"]
+    assert spheres["inner_diameters_mm"] == list(NEMA_SPHERE_DIAMETERS_MM)
+    assert spheres["volumes_ml"] == pytest.approx(
+        [4 / 3 * math.pi * (d / 2) ** 3 / 1000 for d in NEMA_SPHERE_DIAMETERS_MM], abs=1e-3
+    )
+    elapsed_h = float(
+        (
+            np.datetime64(background["reference_datetime"])
+            - np.datetime64(spheres["reference_datetime"])
+        )
+        / np.timedelta64(1, "h")
+    )
+    sphere_at_background_time = spheres["concentration_mbq_per_ml"] * math.exp(
+        -LU177.decay_constant_per_h * elapsed_h
+    )
+    ratio = sphere_at_background_time / background["concentration_mbq_per_ml"]
+    assert ratio == pytest.approx(fill["sphere_to_background_ratio"], rel=1e-3)
+    # Recorded concentrations carry the dose-calibrator bias; the truth does not.
+    start = np.datetime64(sheet["scan"]["acquisition_start"])
+    to_scan_h = float(
+        (start - np.datetime64(background["reference_datetime"])) / np.timedelta64(1, "h")
+    )
+    recorded_at_scan = background["concentration_mbq_per_ml"] * math.exp(
+        -LU177.decay_constant_per_h * to_scan_h
+    )
+    assert recorded_at_scan / truth[
+        "true_background_concentration_at_scan_start_mbq_per_ml"
+    ] == pytest.approx(1.0 + site.dose_calibrator_bias, rel=1e-4)
