@@ -15,7 +15,14 @@ from typing import Annotated, Any, TypeVar
 import pyarrow as pa
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from concordose import __version__
@@ -268,11 +275,60 @@ def sites(
 
 @app.command()
 def generate(
-    out: Annotated[Path, typer.Option(help="Folder to write the synthetic patient into.")],
+    out: Annotated[Path, typer.Option(help="Folder to write the synthetic data into.")],
+    *,
     seed: Annotated[int, typer.Option(help="Seed.")] = 20261124,
-    preset: Annotated[str, typer.Option(help="Size preset: 'demo' or 'test'.")] = "demo",
+    preset: Annotated[
+        str,
+        typer.Option(
+            help="Size preset: 'demo' or 'test' (one patient); with --consortium also 'full'."
+        ),
+    ] = "demo",
+    consortium: Annotated[
+        bool,
+        typer.Option(
+            "--consortium",
+            help="Write the digital consortium: every site's phantom scans and the same "
+            "virtual patients at every site (see phantoms/README.md).",
+        ),
+    ] = False,
+    sites: Annotated[
+        str | None,
+        typer.Option(help="Consortium: comma-separated site ids (default: every site)."),
+    ] = None,
+    patients: Annotated[int, typer.Option(help="Consortium: number of virtual patients.")] = 1,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="Consortium: imaging protocol (spectacular, lumen, lutadose, hebert), or "
+            "per-site for each site's own."
+        ),
+    ] = "spectacular",
+    blur: Annotated[
+        bool, typer.Option(help="Consortium: blur with each site's effective resolution.")
+    ] = True,
+    noise: Annotated[bool, typer.Option(help="Consortium: Poisson noise.")] = True,
+    ct_shift_mm: Annotated[
+        float,
+        typer.Option(help="Consortium: largest per-axis patient shift between time points, mm."),
+    ] = 5.0,
 ) -> None:
-    """Write one synthetic patient (DICOM NM, CT, SEG + ground truth + sites.yaml)."""
+    """Write synthetic data: one patient (default) or, with --consortium, a whole consortium."""
+    if consortium:
+        _run(
+            lambda: _generate_consortium(
+                out,
+                seed=seed,
+                preset=preset,
+                site_ids=sites,
+                n_patients=patients,
+                protocol=protocol,
+                blur=blur,
+                noise=noise,
+                ct_shift_mm=ct_shift_mm,
+            )
+        )
+        return
     from phantoms import generate_patient
 
     def make() -> None:
@@ -336,6 +392,99 @@ def query(
             )
         console.print(table)
         console.print(f"{result.num_rows} row(s)")
+
+
+def _generate_consortium(
+    out: Path,
+    *,
+    seed: int,
+    preset: str,
+    site_ids: str | None,
+    n_patients: int,
+    protocol: str,
+    blur: bool,
+    noise: bool,
+    ct_shift_mm: float,
+) -> None:
+    """``generate --consortium``: the digital consortium with a progress bar."""
+    from phantoms.consortium import (
+        CONSORTIUM_PRESETS,
+        PER_SITE_PROTOCOL,
+        Realism,
+        generate_consortium,
+    )
+    from phantoms.protocols import PROTOCOLS
+    from phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
+
+    try:
+        chosen = (
+            CONSORTIUM_SITES
+            if site_ids is None
+            else tuple(consortium_site(s.strip()) for s in site_ids.split(",") if s.strip())
+        )
+    except KeyError as exc:
+        raise ConcordoseError(str(exc.args[0])) from exc
+    if ct_shift_mm < 0:
+        raise ConcordoseError(f"--ct-shift-mm must be ≥ 0 mm, got {ct_shift_mm}")
+    if preset not in CONSORTIUM_PRESETS:
+        raise ConcordoseError(
+            f"unknown consortium preset {preset!r}; expected one of {sorted(CONSORTIUM_PRESETS)}"
+        )
+    if protocol not in PROTOCOLS and protocol != PER_SITE_PROTOCOL:
+        raise ConcordoseError(
+            f"unknown imaging protocol {protocol!r}; expected one of "
+            f"{', '.join([*PROTOCOLS, PER_SITE_PROTOCOL])}"
+        )
+    with Progress(
+        TextColumn("[bold]{task.description:<36}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("digital consortium", total=None)
+
+        class _Reporter:
+            def start(self, total: int) -> None:
+                progress.update(task, total=total)
+
+            def advance(self, description: str) -> None:
+                progress.update(task, advance=1, description=description)
+
+        try:
+            result = generate_consortium(
+                out,
+                seed=seed,
+                preset=preset,
+                sites=chosen,
+                n_patients=n_patients,
+                protocol=protocol,
+                realism=Realism(blur=blur, noise=noise, ct_shift_max_mm=ct_shift_mm),
+                progress=_Reporter(),
+            )
+        except ValueError as exc:
+            raise ConcordoseError(str(exc)) from exc
+        progress.update(task, description="digital consortium")
+    table = Table(title=f"Digital consortium under {out}")
+    for column in ("site", "AE title", "CF cps/MBq", "FWHM mm", "voxel mm", "DICOM files"):
+        table.add_column(column, justify="left" if column in ("site", "AE title") else "right")
+    for generated in result.sites:
+        site = generated.site
+        table.add_row(
+            site.site_id,
+            site.calling_ae_title,
+            f"{site.calibration_factor_cps_per_mbq:.1f}",
+            f"{site.effective_fwhm_mm:.1f}" if blur else "no blur",
+            f"{site.nm_voxel_mm:g}",
+            str(
+                len(generated.dicom_files)
+                + sum(1 + len(s.ct_paths) for s in generated.phantom_scans)
+            ),
+        )
+    console.print(table)
+    console.print(f"subjects {', '.join(result.subjects)}; index: {result.index_path}")
+    console.print(f"site registry: {result.sites_path}")
 
 
 def main() -> None:

@@ -1,10 +1,22 @@
 """Digital phantoms: synthetic Lu-177 SPECT/CT patients with exact ground truth.
 
 ``generate_patient`` writes one patient's multi-time-point study at one site as real DICOM (NM,
-CT, SEG) plus ``ground_truth.json`` and ``sites.yaml``; see ``phantoms/README.md``.
+CT, SEG) plus ``ground_truth.json`` and ``sites.yaml``; ``generate_consortium`` writes every
+consortium site's phantom scans and the same virtual patients at every site; see
+``phantoms/README.md``.
 """
 
+from phantoms.consortium import GeneratedConsortium, Realism, generate_consortium
 from phantoms.patient import GeneratedPatient, generate_patient
-from phantoms.site_profiles import DEFAULT_SITE, SiteProfile
+from phantoms.site_profiles import CONSORTIUM_SITES, DEFAULT_SITE, SiteProfile
 
-__all__ = ["DEFAULT_SITE", "GeneratedPatient", "SiteProfile", "generate_patient"]
+__all__ = [
+    "CONSORTIUM_SITES",
+    "DEFAULT_SITE",
+    "GeneratedConsortium",
+    "GeneratedPatient",
+    "Realism",
+    "SiteProfile",
+    "generate_consortium",
+    "generate_patient",
+]

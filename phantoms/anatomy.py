@@ -167,3 +167,169 @@ def sample_label_map(anatomy: Anatomy, grid: VoxelGrid) -> NDArray[np.uint8]:
     for region in regions:
         labels[region.shape.contains(x_b, y_b, z_b)] = region.value
     return labels
+
+
+# --- The virtual consortium's richer anatomy --------------------------------------------------
+
+BONE_MARROW_LABEL = "bone_marrow"
+"""Red-marrow proxy: the lumbar vertebral bodies as one ellipsoidal column."""
+LESION_FOV_HALF_Z_MM = 95.0
+"""Lesions stay within |z| ≤ this (mm), inside every site's axial field of view (≥ ±106 mm)
+with room for the per-time-point rigid shifts."""
+_LESION_MARGIN_MM = 4.0
+_HEPATIC_FRACTION = 0.6
+
+
+def _sphere_points(centre: NDArray[np.float64], radius_mm: float) -> NDArray[np.float64]:
+    """Centre, a half-radius shell and the surface of a sphere (Fibonacci points), (n, 3) mm."""
+    n = 96
+    index = np.arange(n) + 0.5
+    polar = np.arccos(1.0 - 2.0 * index / n)
+    azimuth = np.pi * (1.0 + 5.0**0.5) * index
+    unit = np.stack(
+        [np.sin(polar) * np.cos(azimuth), np.sin(polar) * np.sin(azimuth), np.cos(polar)], axis=1
+    )
+    points = np.concatenate([unit * radius_mm, unit[::4] * radius_mm / 2.0, np.zeros((1, 3))])
+    placed: NDArray[np.float64] = points + centre
+    return placed
+
+
+def _inside(shape: Shape, points: NDArray[np.float64]) -> NDArray[np.bool_]:
+    return shape.contains(points[:, 0], points[:, 1], points[:, 2])
+
+
+def _place_lesion(
+    rng: np.random.Generator,
+    *,
+    volume_ml: float,
+    organs: list[tuple[str, Shape]],
+    liver: Shape,
+    body_inner: Shape,
+    placed: list[tuple[NDArray[np.float64], float]],
+    max_attempts: int,
+) -> tuple[NDArray[np.float64], float] | None:
+    """Centre and radius (mm) of a lesion of ``volume_ml`` placed by rejection, or ``None``."""
+    radius_mm = float((3.0 * volume_ml * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0))
+    hepatic = rng.uniform() < _HEPATIC_FRACTION
+    for attempt in range(max_attempts):
+        # Switch location after half the attempts: a large lesion may fit only elsewhere.
+        in_liver = hepatic if attempt < max_attempts // 2 else not hepatic
+        if in_liver and isinstance(liver, Ellipsoid):
+            room_mm = np.clip(np.asarray(liver.semi_axes_mm) - radius_mm, 0.0, None)
+            centre = np.asarray(liver.centre_mm) + rng.uniform(-1, 1, 3) * room_mm
+        else:
+            centre = np.array([rng.uniform(-130, 130), rng.uniform(-80, 80), rng.uniform(-90, 90)])
+        if abs(centre[2]) + radius_mm > LESION_FOV_HALF_Z_MM:
+            continue
+        points = _sphere_points(centre, radius_mm + _LESION_MARGIN_MM)
+        if in_liver:
+            if not _inside(liver, points).all():
+                continue
+        elif not _inside(body_inner, points).all() or any(
+            _inside(shape, points).any() for _, shape in organs
+        ):
+            continue
+        if any(
+            np.linalg.norm(centre - other) < radius_mm + other_r + _LESION_MARGIN_MM
+            for other, other_r in placed
+        ):
+            continue
+        return centre, radius_mm
+    return None
+
+
+def virtual_patient_anatomy(
+    rng: np.random.Generator,
+    *,
+    n_lesions_range: tuple[int, int] = (3, 10),
+    lesion_volume_range_ml: tuple[float, float] = (0.5, 200.0),
+    max_attempts: int = 400,
+) -> Anatomy:
+    """A randomised adult abdomen: organs of :func:`default_anatomy` scaled ±10 %, a lumbar
+    red-marrow proxy, and 3-10 spherical lesions (volumes log-uniform in the range, mL; a lesion
+    that fits nowhere in the crowded abdomen is halved until it does).
+
+    About 60 % of lesions are hepatic (wholly inside the liver), the rest nodal or peritoneal
+    (in the body, clear of every organ by ≥ 4 mm); lesions never touch each other. Segment numbers:
+    organs 1-5 (kidney_left, kidney_right, liver, spleen, bone_marrow), then lesion_1… by
+    decreasing volume.
+
+    Raises:
+        ValueError: when a lesion cannot be placed in ``max_attempts`` tries (ranges too large).
+    """
+    base = default_anatomy()
+    organs: list[tuple[str, Shape]] = []
+    for voi in base.vois:
+        if voi.voi_type is not VoiType.ORGAN or not isinstance(voi.shape, Ellipsoid):
+            continue
+        scale = rng.uniform(0.9, 1.1, size=3)
+        semi = tuple(float(a * s) for a, s in zip(voi.shape.semi_axes_mm, scale, strict=True))
+        organs.append(
+            (
+                voi.label,
+                Ellipsoid(centre_mm=voi.shape.centre_mm, semi_axes_mm=(semi[0], semi[1], semi[2])),
+            )
+        )
+    organs.append(
+        (
+            BONE_MARROW_LABEL,
+            Ellipsoid(centre_mm=(0.0, 80.0, -35.0), semi_axes_mm=(20.0, 15.0, 60.0)),
+        )
+    )
+    liver = dict(organs)["liver"]
+    body_inner = EllipticCylinder(centre_xy_mm=(0.0, 0.0), semi_axes_xy_mm=(145.0, 95.0))
+
+    n_lesions = int(rng.integers(n_lesions_range[0], n_lesions_range[1] + 1))
+    low, high = np.log(lesion_volume_range_ml[0]), np.log(lesion_volume_range_ml[1])
+    volumes_ml = np.sort(np.exp(rng.uniform(low, high, size=n_lesions)))[::-1]
+    placed: list[tuple[NDArray[np.float64], float]] = []
+    for drawn_ml in volumes_ml:
+        volume_ml = float(drawn_ml)
+        while True:
+            where = _place_lesion(
+                rng,
+                volume_ml=volume_ml,
+                organs=organs,
+                liver=liver,
+                body_inner=body_inner,
+                placed=placed,
+                max_attempts=max_attempts,
+            )
+            if where is not None:
+                placed.append(where)
+                break
+            if volume_ml / 2.0 < lesion_volume_range_ml[0]:
+                raise ValueError(
+                    f"could not place a {volume_ml:.2f} mL lesion in {max_attempts} attempts; "
+                    f"reduce lesion_volume_range_ml {lesion_volume_range_ml} or the lesion count"
+                )
+            # Crowded abdomen: a lesion that fits nowhere is halved, as often as needed.
+            volume_ml /= 2.0
+    lesions: list[tuple[str, Shape]] = [
+        (
+            f"lesion_{i}",
+            sphere(centre_mm=(float(c[0]), float(c[1]), float(c[2])), diameter_mm=2.0 * r),
+        )
+        for i, (c, r) in enumerate(placed, start=1)
+    ]
+    vois = tuple(
+        Voi(label=label, voi_type=voi_type, shape=shape, value=number)
+        for number, (label, voi_type, shape) in enumerate(
+            [(label, VoiType.ORGAN, shape) for label, shape in organs]
+            + [(label, VoiType.LESION, shape) for label, shape in lesions],
+            start=1,
+        )
+    )
+    return Anatomy(body=base.body, vois=vois)
+
+
+def shape_volume_ml(shape: Shape) -> float:
+    """Analytic volume of a bounded shape in mL (ellipsoids only; cylinders are unbounded).
+
+    Raises:
+        ValueError: for an unbounded shape.
+    """
+    if not isinstance(shape, Ellipsoid):
+        raise ValueError(f"{type(shape).__name__} is unbounded in z; it has no finite volume")
+    a, b, c = shape.semi_axes_mm
+    return float(4.0 / 3.0 * np.pi * a * b * c / 1000.0)

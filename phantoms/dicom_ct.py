@@ -37,6 +37,8 @@ def write_ct_series(
     study: TimePointStudy,
     series_instance_uid: UID,
     sop_instance_uids: list[UID],
+    study_description: str | None = None,
+    series_description: str | None = None,
 ) -> list[tuple[Path, Dataset]]:
     """Write ``hu`` (shape ``grid.shape_zyx``, Hounsfield units) as ``folder/0001.dcm``, ….
 
@@ -68,8 +70,10 @@ def write_ct_series(
             site=site,
             series_instance_uid=series_instance_uid,
             series_number=study.index,
-            series_description=f"CT AC low dose TP{study.index} {study.time_h:g}h p.i.",
+            series_description=series_description
+            or f"CT AC low dose TP{study.index} {study.time_h:g}h p.i.",
             modality="CT",
+            study_description=study_description,
         )
         ds.InstanceNumber = k + 1
         z_mm = z0_mm + k * sz_mm

@@ -53,8 +53,15 @@ def write_nm(
     injected_activity_mbq: float,
     series_instance_uid: UID,
     sop_instance_uid: UID,
+    radiopharmaceutical: str = RADIOPHARMACEUTICAL,
+    series_description: str | None = None,
+    study_description: str | None = None,
 ) -> Dataset:
     """Write ``counts`` (shape ``grid.shape_zyx``, reconstructed counts) as an NM file at ``path``.
+
+    ``radiopharmaceutical`` other than the default (e.g. ``"Lu-177 chloride"`` in a phantom)
+    gets no RadiopharmaceuticalCodeSequence. The site's extra energy windows follow the
+    photopeak window. ``series_description``/``study_description`` override the defaults.
 
     Raises:
         ValueError: when ``counts`` does not match the grid or is not uint16.
@@ -72,8 +79,10 @@ def write_nm(
         site=site,
         series_instance_uid=series_instance_uid,
         series_number=1000 + study.index,
-        series_description=f"Lu177 SPECT TP{study.index} {study.time_h:g}h p.i. [RECON AC SC]",
+        series_description=series_description
+        or f"Lu177 SPECT TP{study.index} {study.time_h:g}h p.i. [RECON AC SC]",
         modality="NM",
+        study_description=study_description,
     )
     ds.InstanceNumber = 1
 
@@ -105,14 +114,23 @@ def write_nm(
     window = Dataset()
     window.EnergyWindowRangeSequence = [window_range]
     window.EnergyWindowName = "Lu177 208keV"
-    ds.NumberOfEnergyWindows = 1
-    ds.EnergyWindowInformationSequence = [window]
+    windows = [window]
+    for name, lower_kev, upper_kev in site.extra_energy_windows_kev:
+        extra_range = Dataset()
+        extra_range.EnergyWindowLowerLimit = f"{lower_kev:g}"
+        extra_range.EnergyWindowUpperLimit = f"{upper_kev:g}"
+        extra = Dataset()
+        extra.EnergyWindowRangeSequence = [extra_range]
+        extra.EnergyWindowName = name
+        windows.append(extra)
+    ds.NumberOfEnergyWindows = len(windows)
+    ds.EnergyWindowInformationSequence = windows
 
     # Radiopharmaceutical: RadionuclideTotalDose is in MBq for NM (PET uses Bq), half-life in s.
     radionuclide = codes.SCT._177Lutetium
-    radiopharmaceutical = codes.SCT.Lutetium177DOTATATE
+    pharmaceutical_code = codes.SCT.Lutetium177DOTATATE
     pharma = Dataset()
-    pharma.Radiopharmaceutical = RADIOPHARMACEUTICAL
+    pharma.Radiopharmaceutical = radiopharmaceutical
     pharma.RadiopharmaceuticalStartDateTime = dt_string(injection_datetime)
     pharma.RadiopharmaceuticalRoute = "Intravenous"
     pharma.RadionuclideTotalDose = f"{injected_activity_mbq:g}"
@@ -120,13 +138,14 @@ def write_nm(
     pharma.RadionuclideCodeSequence = [
         _code_item(radionuclide.value, radionuclide.scheme_designator, radionuclide.meaning)
     ]
-    pharma.RadiopharmaceuticalCodeSequence = [
-        _code_item(
-            radiopharmaceutical.value,
-            radiopharmaceutical.scheme_designator,
-            radiopharmaceutical.meaning,
-        )
-    ]
+    if radiopharmaceutical == RADIOPHARMACEUTICAL:
+        pharma.RadiopharmaceuticalCodeSequence = [
+            _code_item(
+                pharmaceutical_code.value,
+                pharmaceutical_code.scheme_designator,
+                pharmaceutical_code.meaning,
+            )
+        ]
     ds.RadiopharmaceuticalInformationSequence = [pharma]
 
     # Detector: one item for a reconstructed volume, holding the volume's geometry.

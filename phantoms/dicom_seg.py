@@ -24,6 +24,7 @@ from phantoms.dicom_study import SOFTWARE_VERSION, da, dt_string, tm
 
 _PROPERTY_TYPE_BY_PREFIX: dict[str, Code] = {
     "kidney": codes.SCT.Kidney,
+    "bone": codes.SCT.BoneMarrow,
     "liver": codes.SCT.Liver,
     "spleen": codes.SCT.Spleen,
     "lesion": codes.SCT.Neoplasm,

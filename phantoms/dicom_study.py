@@ -86,6 +86,7 @@ def add_patient_study_equipment(
     series_number: int,
     series_description: str,
     modality: str,
+    study_description: str | None = None,
 ) -> None:
     """Fill the Patient, General Study, General Series, Frame of Reference and Equipment modules.
 
@@ -105,7 +106,7 @@ def add_patient_study_equipment(
     ds.StudyID = f"{study.index}"
     ds.AccessionNumber = study.accession_number
     ds.ReferringPhysicianName = ""
-    ds.StudyDescription = "Lu-177 DOTATATE post-therapy SPECT/CT"
+    ds.StudyDescription = study_description or "Lu-177 DOTATATE post-therapy SPECT/CT"
 
     ds.Modality = modality
     ds.SeriesInstanceUID = series_instance_uid

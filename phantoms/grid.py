@@ -82,3 +82,17 @@ class VoxelGrid:
             spacing_mm_xyz=(sx / factor, sy / factor, sz),
             origin_mm_xyz=self.origin_mm_xyz,
         )
+
+    def translated(self, offset_mm: tuple[float, float, float]) -> VoxelGrid:
+        """The same grid with its origin moved by ``offset_mm`` (x, y, z).
+
+        Sampling an anatomy on ``grid.translated(−s)`` gives, voxel for voxel, that anatomy moved
+        by +s on ``grid``: how a patient lying shifted by s in the scanner is imaged.
+        """
+        x0, y0, z0 = self.origin_mm_xyz
+        dx, dy, dz = offset_mm
+        return VoxelGrid(
+            shape_zyx=self.shape_zyx,
+            spacing_mm_xyz=self.spacing_mm_xyz,
+            origin_mm_xyz=(x0 + dx, y0 + dy, z0 + dz),
+        )

@@ -121,3 +121,204 @@ def draw_truth_kinetics(
         body_a0_mbq, float(rng.uniform(*BODY_TEFF_RANGE_H))
     )
     return curves
+
+
+# --- Multi-phase kinetics of the virtual consortium's patients -------------------------------
+
+
+@dataclass(frozen=True)
+class UptakeMultiExponential:
+    """A(t) = Σᵢ cᵢ·exp(−λᵢ·t) − (Σᵢ cᵢ)·exp(−λ_up·t), t in h after injection.
+
+    One to three clearance phases (amplitude cᵢ in MBq, effective decay constant λᵢ in 1/h, each
+    faster than physical decay) and an optional uptake phase (λ_up at least the amplitude-weighted
+    mean of the λᵢ, which keeps A(t) ≥ 0) that makes A(0) = 0. Without uptake, A(0) = Σᵢ cᵢ
+    (instant distribution, e.g. blood).
+
+    Attributes:
+        amplitudes_mbq: cᵢ, MBq (positive).
+        lambdas_eff_per_h: λᵢ, 1/h, same length as ``amplitudes_mbq``.
+        uptake_lambda_per_h: λ_up, 1/h, or ``None`` for no uptake phase.
+    """
+
+    amplitudes_mbq: tuple[float, ...]
+    lambdas_eff_per_h: tuple[float, ...]
+    uptake_lambda_per_h: float | None
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.amplitudes_mbq) == len(self.lambdas_eff_per_h) <= 3:
+            raise ValueError(
+                "a curve needs 1-3 clearance phases with one amplitude and one decay constant "
+                f"each; got {self.amplitudes_mbq} and {self.lambdas_eff_per_h}"
+            )
+        if any(c <= 0.0 for c in self.amplitudes_mbq):
+            raise ValueError(f"phase amplitudes must be positive MBq, got {self.amplitudes_mbq}")
+        slowest_allowed = LU177.decay_constant_per_h
+        if any(lam <= slowest_allowed for lam in self.lambdas_eff_per_h):
+            raise ValueError(
+                f"every clearance λ_eff must exceed Lu-177's λ_phys {slowest_allowed:.5f}/h "
+                f"(no negative biological clearance); got {self.lambdas_eff_per_h}"
+            )
+        # A(t) ≥ 0 for all t ⇔ Σ wᵢ·exp((λ_up − λᵢ)t) ≥ 1 (wᵢ = cᵢ/Σc); that sum is convex in t
+        # and equals 1 at t = 0, so a non-negative slope there, λ_up ≥ Σ wᵢλᵢ, suffices.
+        weighted_lambda = sum(
+            c * lam for c, lam in zip(self.amplitudes_mbq, self.lambdas_eff_per_h, strict=True)
+        ) / sum(self.amplitudes_mbq)
+        if self.uptake_lambda_per_h is not None and self.uptake_lambda_per_h < weighted_lambda:
+            raise ValueError(
+                f"uptake λ {self.uptake_lambda_per_h}/h must be at least the amplitude-weighted "
+                f"clearance λ {weighted_lambda}/h, or A(t) would go negative"
+            )
+
+    @property
+    def tia_mbq_h(self) -> float:
+        """∫₀^∞ A dt in MBq·h, analytic: Σ cᵢ/λᵢ − (Σ cᵢ)/λ_up."""
+        total = sum(
+            c / lam for c, lam in zip(self.amplitudes_mbq, self.lambdas_eff_per_h, strict=True)
+        )
+        if self.uptake_lambda_per_h is not None:
+            total -= sum(self.amplitudes_mbq) / self.uptake_lambda_per_h
+        return total
+
+    def activity_mbq(self, time_h: ArrayLike) -> NDArray[np.float64]:
+        """Activity in MBq at ``time_h`` (h after injection)."""
+        t = np.asarray(time_h, dtype=np.float64)
+        amplitudes = np.asarray(self.amplitudes_mbq)
+        lambdas = np.asarray(self.lambdas_eff_per_h)
+        activity = np.tensordot(amplitudes, np.exp(-np.multiply.outer(lambdas, t)), axes=1)
+        if self.uptake_lambda_per_h is not None:
+            activity = activity - amplitudes.sum() * np.exp(-self.uptake_lambda_per_h * t)
+        result: NDArray[np.float64] = np.asarray(activity, dtype=np.float64)
+        return result
+
+    def scaled(self, factor: float) -> UptakeMultiExponential:
+        """The same shape with every amplitude multiplied by ``factor`` (> 0)."""
+        return UptakeMultiExponential(
+            amplitudes_mbq=tuple(c * factor for c in self.amplitudes_mbq),
+            lambdas_eff_per_h=self.lambdas_eff_per_h,
+            uptake_lambda_per_h=self.uptake_lambda_per_h,
+        )
+
+    def to_json(self) -> dict[str, object]:
+        """Machine-readable parameters (the ``kinetics`` object of ground truth format 2)."""
+        return {
+            "model": "uptake_multi_exponential",
+            "phases": [
+                {"amplitude_mbq": c, "lambda_eff_per_h": lam, "teff_h": math.log(2.0) / lam}
+                for c, lam in zip(self.amplitudes_mbq, self.lambdas_eff_per_h, strict=True)
+            ],
+            "uptake": None
+            if self.uptake_lambda_per_h is None
+            else {
+                "lambda_per_h": self.uptake_lambda_per_h,
+                "half_time_h": math.log(2.0) / self.uptake_lambda_per_h,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class PhasePrior:
+    """Prior of one clearance phase: relative weight range and effective half-life range (h)."""
+
+    weight_range: tuple[float, float]
+    teff_range_h: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class MultiPhasePrior:
+    """Prior of one region's multi-phase curve.
+
+    Attributes:
+        amount_range: A range drawn uniformly; its meaning is set by ``per_ml``: fraction of IA
+            (Σ cᵢ, the extrapolated amplitude) or, when ``per_ml``, fraction of IA per mL.
+        phases: one to three clearance phases (weights are normalised after drawing).
+        uptake_half_time_range_h: uptake half-time range, or ``None`` (no uptake phase).
+        per_ml: whether the amount scales with the region's volume (lesions).
+    """
+
+    amount_range: tuple[float, float]
+    phases: tuple[PhasePrior, ...]
+    uptake_half_time_range_h: tuple[float, float] | None
+    per_ml: bool = False
+
+
+MULTI_PHASE_PRIORS: Mapping[str, MultiPhasePrior] = {
+    # Kidneys: a fast washout (tubular transit) then the retained fraction, Teff 40-60 h.
+    "kidney": MultiPhasePrior(
+        amount_range=(0.008, 0.014),
+        phases=(PhasePrior((0.2, 0.35), (4.0, 10.0)), PhasePrior((0.65, 0.8), (40.0, 60.0))),
+        uptake_half_time_range_h=(0.5, 1.5),
+    ),
+    "liver": MultiPhasePrior(
+        amount_range=(0.015, 0.03),
+        phases=(PhasePrior((1.0, 1.0), (65.0, 80.0)),),
+        uptake_half_time_range_h=(1.0, 3.0),
+    ),
+    "spleen": MultiPhasePrior(
+        amount_range=(0.006, 0.010),
+        phases=(PhasePrior((0.1, 0.2), (5.0, 12.0)), PhasePrior((0.8, 0.9), (60.0, 75.0))),
+        uptake_half_time_range_h=(1.0, 3.0),
+    ),
+    # Red-marrow proxy (lumbar vertebral bodies): blood-borne activity clearing within hours,
+    # then a small retained component.
+    "bone_marrow": MultiPhasePrior(
+        # ≈ 0.07 % IA in the ≈ 75 mL proxy: a blood-like concentration, well below organs'.
+        amount_range=(0.0005, 0.001),
+        phases=(PhasePrior((0.6, 0.8), (1.5, 4.0)), PhasePrior((0.2, 0.4), (60.0, 100.0))),
+        uptake_half_time_range_h=None,
+    ),
+    # Lesions: uptake over hours, a small early washout and the retained phase, Teff 70-120 h;
+    # 0.005-0.06 %IA/mL gives first-cycle sphere-model doses of roughly 4-50 Gy.
+    "lesion": MultiPhasePrior(
+        amount_range=(0.00005, 0.0006),
+        phases=(PhasePrior((0.05, 0.2), (3.0, 10.0)), PhasePrior((0.8, 0.95), (70.0, 120.0))),
+        uptake_half_time_range_h=(1.0, 6.0),
+        per_ml=True,
+    ),
+    # Remainder of body in the field of view: blood and extracellular clearance through the
+    # kidneys (three phases), no uptake (present from injection).
+    "body": MultiPhasePrior(
+        amount_range=(0.08, 0.12),
+        phases=(
+            PhasePrior((0.5, 0.6), (1.0, 2.5)),
+            PhasePrior((0.3, 0.4), (8.0, 15.0)),
+            PhasePrior((0.05, 0.1), (60.0, 100.0)),
+        ),
+        uptake_half_time_range_h=None,
+    ),
+}
+"""Priors per region kind (a label's prefix: ``kidney_left`` → ``kidney``; lesions by type).
+
+Ranges are plausible for [177Lu]Lu-DOTATATE at 7.4 GBq and follow the concordose issue (kidney
+Teff 40-60 h, lesions 70-120 h); they are a modelling choice, not fitted to one paper."""
+
+TUMOUR_DECLINE_PER_CYCLE_RANGE = (0.80, 0.95)
+"""Per patient, lesion uptake in cycle n is d^(n−1) × cycle 1's, d drawn in this range (tumour
+dose declines over cycles: LUMEN, LUTADOSE and Hebert et al., per the seed review)."""
+ORGAN_CYCLE_VARIATION = 0.05
+"""Organ and body amplitudes vary by a factor drawn uniformly in 1 ± this from cycle to cycle."""
+
+
+def draw_multi_phase(
+    prior: MultiPhasePrior,
+    *,
+    injected_activity_mbq: float,
+    volume_ml: float,
+    rng: np.random.Generator,
+) -> UptakeMultiExponential:
+    """Draw one region's curve from ``prior`` (amount × IA, × volume when ``per_ml``)."""
+    amount = float(rng.uniform(*prior.amount_range))
+    total_mbq = amount * injected_activity_mbq * (volume_ml if prior.per_ml else 1.0)
+    weights = np.array([rng.uniform(*p.weight_range) for p in prior.phases])
+    weights = weights / weights.sum()
+    teffs_h = [float(rng.uniform(*p.teff_range_h)) for p in prior.phases]
+    uptake = (
+        None
+        if prior.uptake_half_time_range_h is None
+        else math.log(2.0) / float(rng.uniform(*prior.uptake_half_time_range_h))
+    )
+    return UptakeMultiExponential(
+        amplitudes_mbq=tuple(float(w * total_mbq) for w in weights),
+        lambdas_eff_per_h=tuple(math.log(2.0) / t for t in teffs_h),
+        uptake_lambda_per_h=uptake,
+    )

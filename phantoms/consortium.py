@@ -1,0 +1,583 @@
+"""The digital consortium: every site's phantom scans and the same virtual patients at every site.
+
+``generate_consortium(out_dir, seed=…, preset=…, sites=…, n_patients=…, protocol=…)`` writes::
+
+    out_dir/consortium.json                          index (format concordose.consortium v1)
+    out_dir/sites.yaml                               site registry, every site's true CF
+    out_dir/sites/<site>/phantoms/uniform_cylinder/  dicom/nm.dcm, dicom/ct/NNNN.dcm,
+                                                     calibration_sheet.yaml, truth.json
+    out_dir/sites/<site>/phantoms/nema_iec_body/     same
+    out_dir/sites/<site>/patients/<subject>/dicom/cycleNN/tpMM/nm.dcm, …/ct/NNNN.dcm
+    out_dir/sites/<site>/patients/<subject>/dicom/cycleNN/seg.dcm  VOIs on the cycle's first CT
+    out_dir/sites/<site>/patients/<subject>/ground_truth.json      concordose.ground_truth v2
+
+DICOM sits in ``dicom/`` folders apart from the sidecars, so that any ``dicom/`` folder can be
+catalogued or sent as it is.
+
+Formats are documented in ``phantoms/README.md``. Same arguments → byte-identical files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import yaml
+from numpy.typing import NDArray
+
+from phantoms.anatomy import OUTSIDE_VALUE, sample_label_map
+from phantoms.dicom_ct import hu_map, write_ct_series
+from phantoms.dicom_nm import RADIOPHARMACEUTICAL, write_nm
+from phantoms.dicom_seg import write_seg
+from phantoms.dicom_study import PatientInfo, TimePointStudy
+from phantoms.imaging import expected_counts, poisson_counts, region_activity_map
+from phantoms.phantom_scans import PhantomScan, scan_site_phantoms
+from phantoms.presets import nm_grid_for
+from phantoms.protocols import DEFAULT_PROTOCOL
+from phantoms.protocols import protocol as protocol_named
+from phantoms.site_profiles import CONSORTIUM_SITES, SiteProfile
+from phantoms.uids import reproducible_uid
+from phantoms.virtual_patient import (
+    INJECTED_ACTIVITY_MBQ,
+    TISSUE_DENSITY_G_PER_ML,
+    VirtualPatient,
+    cycle_truth,
+    draw_virtual_patient,
+    region_truth,
+)
+
+CONSORTIUM_FORMAT = "concordose.consortium"
+CONSORTIUM_FORMAT_VERSION = 1
+GROUND_TRUTH_FORMAT = "concordose.ground_truth"
+GROUND_TRUTH_FORMAT_VERSION = 2
+CT_NOISE_SD_HU = 5.0
+_HU_BY_KIND: dict[str, float] = {
+    "outside": -1000.0,
+    "body": 40.0,
+    "liver": 60.0,
+    "kidney": 35.0,
+    "spleen": 45.0,
+    "bone": 250.0,
+    "lesion": 50.0,
+}
+"""Mean HU per region kind (non-contrast low-dose CT; vertebral cancellous bone ≈ 250 HU)."""
+
+
+@dataclass(frozen=True)
+class Realism:
+    """Which effects are simulated in patient images (each can be switched off, e.g. to isolate
+    one in a test). Phantom scans always carry the site's resolution (they exist to measure it);
+    ``noise`` applies to them too.
+
+    Attributes:
+        blur: Gaussian blur with the site's effective FWHM (partial-volume effect).
+        noise: Poisson noise on the reconstructed counts.
+        ct_shift_max_mm: per-axis bound of the patient's random translation at each time point
+            (0: every time point in the same position, no registration needed).
+    """
+
+    blur: bool = True
+    noise: bool = True
+    ct_shift_max_mm: float = 5.0
+
+
+@dataclass(frozen=True)
+class ConsortiumPreset:
+    """Size of a consortium run.
+
+    Attributes:
+        name: preset key.
+        grid_preset: SPECT grid preset (:data:`phantoms.presets.PRESETS`).
+        max_cycles: treated cycles kept (``None``: all of the protocol's).
+        n_lesions_range: lesion count range per patient.
+        lesion_volume_range_ml: lesion volume range (mL); the ``test`` grid's 8.8 mm voxels need
+            lesions ≥ 2 mL to be sure to hold a voxel centre.
+    """
+
+    name: str
+    grid_preset: str
+    max_cycles: int | None
+    n_lesions_range: tuple[int, int]
+    lesion_volume_range_ml: tuple[float, float]
+
+
+CONSORTIUM_PRESETS: dict[str, ConsortiumPreset] = {
+    "test": ConsortiumPreset("test", "test", 1, (3, 4), (4.0, 60.0)),
+    "demo": ConsortiumPreset("demo", "demo", 1, (3, 10), (0.5, 200.0)),
+    "full": ConsortiumPreset("full", "demo", None, (3, 10), (0.5, 200.0)),
+}
+"""``test``: coarse grid, cycle 1, 3-4 lesions (seconds). ``demo``: each site's own grid, cycle
+1, 3-10 lesions of 0.5-200 mL. ``full``: as demo with every cycle of the protocol."""
+
+
+class ProgressReporter(Protocol):
+    """Receives the generator's progress: ``start`` once with the number of units, then one
+    ``advance`` per unit written (a phantom scan or a patient time point)."""
+
+    def start(self, total: int) -> None:
+        """Announce ``total`` units."""
+
+    def advance(self, description: str) -> None:
+        """One unit is written; ``description`` says which."""
+
+
+@dataclass(frozen=True)
+class GeneratedSite:
+    """What was written for one site."""
+
+    site: SiteProfile
+    folder: Path
+    phantom_scans: tuple[PhantomScan, ...]
+    ground_truth_paths: tuple[Path, ...]
+    dicom_files: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class GeneratedConsortium:
+    """What :func:`generate_consortium` wrote."""
+
+    out_dir: Path
+    index_path: Path
+    sites_path: Path
+    sites: tuple[GeneratedSite, ...]
+    subjects: tuple[str, ...]
+
+
+def _hu_kind(label: str) -> str:
+    return "lesion" if label.startswith("lesion") else label.split("_", 1)[0]
+
+
+def _negated(shift_mm: tuple[float, float, float]) -> tuple[float, float, float]:
+    return (-shift_mm[0], -shift_mm[1], -shift_mm[2])
+
+
+def _write_patient_at_site(
+    patient: VirtualPatient,
+    site: SiteProfile,
+    folder: Path,
+    *,
+    seed: int,
+    preset: ConsortiumPreset,
+    protocol_name: str,
+    realism: Realism,
+    progress: ProgressReporter | None,
+) -> tuple[Path, list[Path]]:
+    anatomy = patient.anatomy
+    nm_grid = nm_grid_for(site, preset.grid_preset)
+    ct_grid = nm_grid.refined_in_plane(2)
+    regions = (*anatomy.vois, anatomy.body)
+    hu_by_value = {r.value: _HU_BY_KIND[_hu_kind(r.label)] for r in regions}
+    hu_by_value[OUTSIDE_VALUE] = _HU_BY_KIND["outside"]
+    patient_id = f"{site.site_id.upper()}-{patient.subject}"
+    info = PatientInfo(
+        patient_id=patient_id,
+        patient_name=f"CONSORTIUM^{patient.subject}^{site.site_id.upper()}",
+        birth_date=patient.birth_date,
+        sex=patient.sex,
+        weight_kg=patient.weight_kg,
+        height_m=patient.height_m,
+    )
+    key = (
+        f"concordose-consortium|{site.site_id}|{seed}|{preset.name}|{protocol_name}|"
+        f"{patient.subject}|{realism}"
+    )
+    rng = np.random.default_rng(
+        [seed, zlib.crc32(site.site_id.encode()), int(patient.subject[1:]), 3]
+    )
+    counts_per_mbq = site.calibration_factor_cps_per_mbq * site.acquisition_duration_s
+    voxel_zyx = (nm_grid.spacing_mm_xyz[2], nm_grid.spacing_mm_xyz[1], nm_grid.spacing_mm_xyz[0])
+    recorded_ia_mbq = round(INJECTED_ACTIVITY_MBQ * (1.0 + site.dose_calibrator_bias), 1)
+    files: list[Path] = []
+    cycles_json = []
+    for cycle in sorted(patient.curves):
+        truth = cycle_truth(patient, cycle)
+        cycle_dir = folder / "dicom" / f"cycle{cycle:02d}"
+        curves = patient.curves[cycle]
+        injection = patient.injection_datetimes[cycle]
+        n_voxels: dict[str, list[int]] = {r.label: [] for r in regions}
+        acquisitions = []
+        first_ct: list[Any] = []
+        first_ct_labels: NDArray[np.uint8] | None = None
+        times_h = patient.time_points_h.get(cycle, ())
+        for index, time_h in enumerate(times_h, start=1):
+            shift = patient.shifts_mm[cycle][index - 1]
+            nm_labels = sample_label_map(anatomy, nm_grid.translated(_negated(shift)))
+            ct_labels = sample_label_map(anatomy, ct_grid.translated(_negated(shift)))
+            activity, n_by_value = region_activity_map(
+                nm_labels,
+                {r.value: float(curves[r.label].activity_mbq(time_h)) for r in regions},
+            )
+            for r in regions:
+                n_voxels[r.label].append(n_by_value[r.value])
+            expected = expected_counts(
+                activity,
+                calibration_factor_cps_per_mbq=site.calibration_factor_cps_per_mbq,
+                acquisition_duration_s=site.acquisition_duration_s,
+                fwhm_mm=site.effective_fwhm_mm if realism.blur else 0.0,
+                voxel_mm_zyx=voxel_zyx,
+            )
+            where = f"{site.site_id} {patient.subject} cycle {cycle} {time_h:g} h"
+            counts = (
+                poisson_counts(expected, rng, where=where)
+                if realism.noise
+                else np.rint(expected).astype(np.uint16)
+            )
+            acquired = (injection + dt.timedelta(hours=time_h)).replace(microsecond=0)
+            acquisitions.append(acquired)
+            study = TimePointStudy(
+                index=index,
+                time_h=time_h,
+                acquisition_datetime=acquired,
+                study_instance_uid=reproducible_uid(key, "study", cycle, index),
+                frame_of_reference_uid=reproducible_uid(key, "frame-of-reference", cycle, index),
+                accession_number=f"A{zlib.crc32(key.encode()) % 10**6:06d}{cycle:02d}{index:02d}",
+            )
+            tp_dir = cycle_dir / f"tp{index:02d}"
+            tp_dir.mkdir(parents=True, exist_ok=True)
+            nm_path = tp_dir / "nm.dcm"
+            write_nm(
+                nm_path,
+                counts=counts,
+                grid=nm_grid,
+                site=site,
+                patient=info,
+                study=study,
+                injection_datetime=injection,
+                injected_activity_mbq=recorded_ia_mbq,
+                series_instance_uid=reproducible_uid(key, "nm-series", cycle, index),
+                sop_instance_uid=reproducible_uid(key, "nm-instance", cycle, index),
+                series_description=(
+                    f"Lu177 SPECT C{cycle} TP{index} {time_h:g}h p.i. "
+                    f"[{site.recon.description} AC SC]"
+                ),
+            )
+            files.append(nm_path)
+            ct_written = write_ct_series(
+                tp_dir / "ct",
+                hu=hu_map(ct_labels, hu_by_value, noise_sd_hu=CT_NOISE_SD_HU, rng=rng),
+                grid=ct_grid,
+                site=site,
+                patient=info,
+                study=study,
+                series_instance_uid=reproducible_uid(key, "ct-series", cycle, index),
+                sop_instance_uids=[
+                    reproducible_uid(key, "ct-instance", cycle, index, k)
+                    for k in range(ct_grid.n_slices)
+                ],
+            )
+            files.extend(path for path, _ in ct_written)
+            if index == 1:
+                first_ct = [ds for _, ds in ct_written]
+                first_ct_labels = ct_labels
+            if progress is not None:
+                progress.advance(f"{site.site_id} {patient.subject} C{cycle} TP{index}")
+        if first_ct_labels is not None:
+            seg_path = cycle_dir / "seg.dcm"
+            write_seg(
+                seg_path,
+                ct_slices=first_ct,
+                ct_labels=first_ct_labels,
+                vois=anatomy.vois,
+                series_instance_uid=reproducible_uid(key, "seg-series", cycle),
+                sop_instance_uid=reproducible_uid(key, "seg-instance", cycle),
+                content_datetime=acquisitions[0],
+                uid_for_tracking=[reproducible_uid(key, "tracking", v.label) for v in anatomy.vois],
+                dimension_organization_uid=reproducible_uid(key, "seg-dimension-org", cycle),
+            )
+            files.append(seg_path)
+        truth["acquisition_datetimes"] = [a.isoformat() for a in acquisitions]
+        truth["folder"] = str(cycle_dir.relative_to(folder)) if times_h else None
+        for region in [*truth["vois"], truth["body_remainder"]]:
+            region["n_voxels_nm"] = n_voxels[region["label"]]
+        cycles_json.append(truth)
+
+    vois = region_truth(patient)
+    cumulative = []
+    for voi in vois:
+        per_cycle = [next(r for r in c["vois"] if r["label"] == voi["label"]) for c in cycles_json]
+        doses = [r["mean_dose_gy"] for r in per_cycle]
+        cumulative.append(
+            {
+                "label": voi["label"],
+                "tia_mbq_h": sum(r["tia_mbq_h"] for r in per_cycle),
+                "mean_dose_gy": None if any(d is None for d in doses) else sum(doses),
+            }
+        )
+    ground_truth = {
+        "format": GROUND_TRUTH_FORMAT,
+        "format_version": GROUND_TRUTH_FORMAT_VERSION,
+        "seed": seed,
+        "preset": preset.name,
+        "protocol": protocol_name,
+        "realism": {
+            "blur": realism.blur,
+            "noise": realism.noise,
+            "ct_shift_max_mm": realism.ct_shift_max_mm,
+        },
+        "site": {
+            "site_id": site.site_id,
+            "calling_ae_title": site.calling_ae_title,
+            "calibration_factor_cps_per_mbq": site.calibration_factor_cps_per_mbq,
+            "acquisition_duration_s": site.acquisition_duration_s,
+            "counts_per_mbq": counts_per_mbq,
+            "effective_fwhm_mm": site.effective_fwhm_mm if realism.blur else 0.0,
+            "dose_calibrator_bias": site.dose_calibrator_bias,
+            "nm_voxel_mm": nm_grid.spacing_mm_xyz[0],
+            "nm_matrix": [nm_grid.n_columns, nm_grid.n_rows, nm_grid.n_slices],
+            "reconstruction": site.recon.description,
+        },
+        "patient": {
+            "subject": patient.subject,
+            "patient_id": patient_id,
+            "patient_name": info.patient_name,
+            "weight_kg": patient.weight_kg,
+        },
+        "radiopharmaceutical": RADIOPHARMACEUTICAL,
+        "injected_activity_mbq": INJECTED_ACTIVITY_MBQ,
+        "recorded_injected_activity_mbq": recorded_ia_mbq,
+        "mass_density_g_per_ml": TISSUE_DENSITY_G_PER_ML,
+        "tumour_decline_per_cycle": patient.tumour_decline_per_cycle,
+        "vois": vois,
+        "cycles": cycles_json,
+        "cumulative": cumulative,
+        "reference_method": (
+            "activity_mbq: the true multi-phase curve at each acquisition start (not decay "
+            "corrected); tia_mbq_h: its analytic integral from injection to infinity, "
+            "sum(c_i/lambda_i) - sum(c_i)/lambda_uptake; mean_dose_gy: sphere-model self-dose "
+            "TIA x S(m) with the packaged Lu-177 unit-density sphere S-values at the true mass "
+            "(analytic volume x 1.0 g/mL), no cross-dose; null outside the S-value table."
+        ),
+    }
+    truth_path = folder / "ground_truth.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    truth_path.write_text(json.dumps(ground_truth, indent=2) + "\n", encoding="utf-8")
+    return truth_path, files
+
+
+def _sites_yaml(sites: Sequence[SiteProfile]) -> dict[str, Any]:
+    return {
+        "format_version": 1,
+        "sites": [
+            {
+                "site_id": site.site_id,
+                "ae_titles": [site.calling_ae_title],
+                "institution": site.institution_name,
+                "calibrations": [
+                    {
+                        "record_id": site.calibration_record_id,
+                        "camera_model": site.camera_model,
+                        "collimator": site.collimator,
+                        "calibration_factor_cps_per_mbq": site.calibration_factor_cps_per_mbq,
+                        "valid_from": site.calibration_valid_from,
+                    }
+                ],
+            }
+            for site in sites
+        ],
+    }
+
+
+PER_SITE_PROTOCOL = "per-site"
+"""Protocol name meaning "each site images on its own schedule" (:attr:`SiteProfile.protocol`)."""
+
+
+def site_protocol(site: SiteProfile, protocol: str) -> str:
+    """The protocol ``site`` images on: ``protocol``, or the site's own under ``"per-site"``."""
+    return site.protocol if protocol == PER_SITE_PROTOCOL else protocol
+
+
+def consortium_units(
+    *,
+    sites: Sequence[SiteProfile],
+    n_patients: int,
+    protocol: str,
+    preset: str,
+    phantoms: bool = True,
+) -> int:
+    """Number of progress units :func:`generate_consortium` will report."""
+    chosen = CONSORTIUM_PRESETS[preset]
+    total = 0
+    for site in sites:
+        schedule = protocol_named(site_protocol(site, protocol))
+        points = sum(
+            len(schedule.time_points_h_by_cycle[c])
+            for c in schedule.imaged_cycles(chosen.max_cycles)
+        )
+        total += (2 if phantoms else 0) + n_patients * points
+    return total
+
+
+def generate_consortium(
+    out_dir: Path,
+    *,
+    seed: int = 20261124,
+    preset: str = "test",
+    sites: Sequence[SiteProfile] = CONSORTIUM_SITES,
+    n_patients: int = 1,
+    protocol: str = DEFAULT_PROTOCOL,
+    realism: Realism = Realism(),
+    phantoms: bool = True,
+    progress: ProgressReporter | None = None,
+) -> GeneratedConsortium:
+    """Write the digital consortium under ``out_dir`` (layout in the module docstring).
+
+    Args:
+        out_dir: output folder (created).
+        seed: consortium seed; patients and phantom fills are drawn from it.
+        preset: a key of :data:`CONSORTIUM_PRESETS`.
+        sites: the sites to simulate (default: the four of :data:`CONSORTIUM_SITES`).
+        n_patients: virtual patients, each imaged at every site.
+        protocol: imaging protocol name (:data:`phantoms.protocols.PROTOCOLS`), or
+            ``"per-site"``: each site images on its own schedule (the heterogeneity the
+            harmonisation must absorb); patients' anatomy and kinetics are the same either way.
+        realism: which effects to simulate.
+        phantoms: whether to write each site's phantom scans.
+        progress: receives one unit per phantom scan and per patient time point.
+
+    Raises:
+        ValueError: unknown preset or protocol, no site, fewer than one patient, duplicate site
+            ids, or counts that overflow uint16.
+    """
+    if preset not in CONSORTIUM_PRESETS:
+        raise ValueError(
+            f"unknown consortium preset {preset!r}; expected one of {sorted(CONSORTIUM_PRESETS)}"
+        )
+    try:
+        for site in sites:
+            protocol_named(site_protocol(site, protocol))
+    except KeyError as exc:
+        raise ValueError(str(exc.args[0])) from exc
+    if not sites or n_patients < 1:
+        raise ValueError(
+            f"need at least one site and one patient; got {len(sites)} and {n_patients}"
+        )
+    site_ids = [s.site_id for s in sites]
+    if len(set(site_ids)) != len(site_ids):
+        raise ValueError(f"duplicate site ids in {site_ids}")
+    chosen = CONSORTIUM_PRESETS[preset]
+    if progress is not None:
+        progress.start(
+            consortium_units(
+                sites=sites,
+                n_patients=n_patients,
+                protocol=protocol,
+                preset=preset,
+                phantoms=phantoms,
+            )
+        )
+    drawn: dict[tuple[str, int], VirtualPatient] = {}
+
+    def patient(schedule_name: str, number: int) -> VirtualPatient:
+        # Anatomy and kinetics depend on (seed, number) only; the schedule sets time points.
+        if (schedule_name, number) not in drawn:
+            drawn[schedule_name, number] = draw_virtual_patient(
+                seed,
+                number,
+                protocol=protocol_named(schedule_name),
+                max_cycles=chosen.max_cycles,
+                n_lesions_range=chosen.n_lesions_range,
+                lesion_volume_range_ml=chosen.lesion_volume_range_ml,
+                ct_shift_max_mm=realism.ct_shift_max_mm,
+            )
+        return drawn[schedule_name, number]
+
+    subjects = tuple(f"P{number:03d}" for number in range(1, n_patients + 1))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    generated_sites = []
+    for site in sites:
+        site_dir = out_dir / "sites" / site.site_id
+        scans: tuple[PhantomScan, ...] = ()
+        if phantoms:
+            scans = scan_site_phantoms(
+                site, site_dir, seed=seed, preset=chosen.grid_preset, noise=realism.noise
+            )
+            if progress is not None:
+                for scan in scans:
+                    progress.advance(f"{site.site_id} phantom {scan.kind.value}")
+        truths: list[Path] = []
+        files: list[Path] = []
+        schedule_name = site_protocol(site, protocol)
+        for number in range(1, n_patients + 1):
+            virtual = patient(schedule_name, number)
+            truth_path, written = _write_patient_at_site(
+                virtual,
+                site,
+                site_dir / "patients" / virtual.subject,
+                seed=seed,
+                preset=chosen,
+                protocol_name=schedule_name,
+                realism=realism,
+                progress=progress,
+            )
+            truths.append(truth_path)
+            files.extend(written)
+        generated_sites.append(
+            GeneratedSite(
+                site=site,
+                folder=site_dir,
+                phantom_scans=scans,
+                ground_truth_paths=tuple(truths),
+                dicom_files=tuple(files),
+            )
+        )
+    sites_path = out_dir / "sites.yaml"
+    sites_path.write_text(yaml.safe_dump(_sites_yaml(sites), sort_keys=False), encoding="utf-8")
+    index = {
+        "format": CONSORTIUM_FORMAT,
+        "format_version": CONSORTIUM_FORMAT_VERSION,
+        "seed": seed,
+        "preset": preset,
+        "protocol": protocol,
+        "realism": {
+            "blur": realism.blur,
+            "noise": realism.noise,
+            "ct_shift_max_mm": realism.ct_shift_max_mm,
+        },
+        "subjects": list(subjects),
+        "sites": [
+            {
+                "site_id": g.site.site_id,
+                "calling_ae_title": g.site.calling_ae_title,
+                "protocol": site_protocol(g.site, protocol),
+                "folder": str(g.folder.relative_to(out_dir)),
+                "phantom_scans": [str(s.folder.relative_to(out_dir)) for s in g.phantom_scans],
+                "ground_truth": [str(p.relative_to(out_dir)) for p in g.ground_truth_paths],
+                "effective_fwhm_mm": g.site.effective_fwhm_mm,
+                "calibration_factor_cps_per_mbq": g.site.calibration_factor_cps_per_mbq,
+                "dose_calibrator_bias": g.site.dose_calibrator_bias,
+                "nm_voxel_mm": g.site.nm_voxel_mm,
+                "collimator": g.site.collimator,
+                "reconstruction": g.site.recon.description,
+            }
+            for g in generated_sites
+        ],
+    }
+    index_path = out_dir / "consortium.json"
+    index_path.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    return GeneratedConsortium(
+        out_dir=out_dir,
+        index_path=index_path,
+        sites_path=sites_path,
+        sites=tuple(generated_sites),
+        subjects=subjects,
+    )
+
+
+__all__ = [
+    "CONSORTIUM_PRESETS",
+    "PER_SITE_PROTOCOL",
+    "ConsortiumPreset",
+    "GeneratedConsortium",
+    "GeneratedSite",
+    "ProgressReporter",
+    "Realism",
+    "consortium_units",
+    "generate_consortium",
+    "site_protocol",
+]
