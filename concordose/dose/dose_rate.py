@@ -18,6 +18,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from concordose.dose.models import VoxelDoseInput, VoxelDoseMethod
 from concordose.errors import ConcordoseError
 
 
@@ -42,3 +43,26 @@ def madsen_dose_gy(
         raise ConcordoseError(f"effective half-life must be positive hours; found {teff}")
     k = math.log(2.0) / teff
     return np.asarray(dose_rate_gy_per_h, dtype=np.float64) * np.exp(k * time_h) / k
+
+
+def single_time_point_dose_map_gy(
+    activity_map_mbq: npt.NDArray[np.float64],
+    spacing_mm: tuple[float, float, float],
+    time_h: float,
+    method: VoxelDoseMethod,
+    *,
+    effective_half_life_h: float | None = None,
+    density_g_per_ml: npt.NDArray[np.float64] | None = None,
+) -> npt.NDArray[np.float64]:
+    """Absorbed dose map (Gy) from one activity map at ``time_h`` h after injection.
+
+    The voxel ``method`` (e.g. ``VOXEL_DOSE_METHODS.get("vsv_4.42mm")``) turns the activity map
+    into a dose-rate map (Gy/h); then Madsen's formula when ``effective_half_life_h`` is given,
+    else Hänscheid's.
+    """
+    dose_rate = method.compute_map(
+        VoxelDoseInput(activity_map_mbq, spacing_mm, density_g_per_ml)
+    ).dose_gy
+    if effective_half_life_h is None:
+        return hanscheid_dose_gy(dose_rate, time_h)
+    return madsen_dose_gy(dose_rate, time_h, effective_half_life_h)

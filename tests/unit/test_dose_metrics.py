@@ -8,13 +8,19 @@ import numpy as np
 import pytest
 
 from concordose.dicom.seg import VoiType
-from concordose.dose.dose_rate import hanscheid_dose_gy, madsen_dose_gy
+from concordose.dose.dose_rate import (
+    hanscheid_dose_gy,
+    madsen_dose_gy,
+    single_time_point_dose_map_gy,
+)
 from concordose.dose.metrics import (
     DVH_POINTS,
     cumulative_dose,
     cycle_dose_summary,
     voi_dose_metrics,
 )
+from concordose.dose.models import VoxelDoseInput
+from concordose.dose.registry import VOXEL_DOSE_METHODS
 from concordose.dose.thresholds import THRESHOLDS, evaluate_thresholds
 from concordose.errors import ConcordoseError
 
@@ -121,3 +127,21 @@ def test_single_time_point_dose_rate_variants() -> None:
     assert float(hanscheid_dose_gy(rate_t, t)) / true_dose == pytest.approx(1.0615, abs=5e-4)
     with pytest.raises(ConcordoseError, match="positive"):
         hanscheid_dose_gy(1.0, 0.0)
+
+
+def test_voxel_single_time_point_equals_dose_from_the_true_tia_map() -> None:
+    # Mono-exponential voxels with Teff = 96 h scanned at 96 h: both variants are exact, so the
+    # dose-rate route equals VSV of the true TIA map (the kernels are linear).
+    teff_h = 96.0
+    rng = np.random.default_rng(3)
+    activity_0 = np.zeros((20, 20, 20))
+    activity_0[5:15, 6:14, 7:13] = rng.uniform(0.5, 1.5, (10, 8, 6))
+    activity_t = activity_0 * 0.5
+    tia = activity_0 * teff_h / math.log(2)
+    method = VOXEL_DOSE_METHODS.get("vsv_4.42mm")
+    truth = method.compute_map(VoxelDoseInput(tia, (4.42,) * 3)).dose_gy
+    for teff in (None, teff_h):
+        dose = single_time_point_dose_map_gy(
+            activity_t, (4.42,) * 3, teff_h, method, effective_half_life_h=teff
+        )
+        np.testing.assert_allclose(dose, truth, rtol=1e-9, atol=1e-12 * truth.max())
