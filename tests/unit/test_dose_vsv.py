@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -10,7 +12,21 @@ from concordose.dose.methods.local_deposition import ldm_gy_per_mbq_h_per_g
 from concordose.dose.methods.voxel_s_value import VoxelSValue
 from concordose.dose.models import VoxelDoseInput
 from concordose.dose.resampling import average_intensive_back, rebin_extensive
-from concordose.dose.vsv_kernels import vsv_kernel
+from concordose.dose.vsv_kernels import KERNEL_FILES, vsv_kernel
+
+SHARED_REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
+PACKAGED_DATA = Path(__file__).resolve().parents[2] / "concordose" / "data"
+
+
+@pytest.mark.skipif(not SHARED_REFERENCE.is_dir(), reason="shared/reference not beside checkout")
+def test_packaged_reference_data_equal_the_shared_copies() -> None:
+    names = [file_name for _, file_name in KERNEL_FILES.values()]
+    names += [
+        f"opendose_icrp110/{p.name}" for p in (SHARED_REFERENCE / "opendose_icrp110").glob("*.json")
+    ]
+    assert len(names) == 10
+    for name in names:
+        assert (PACKAGED_DATA / name).read_bytes() == (SHARED_REFERENCE / name).read_bytes(), name
 
 
 @pytest.mark.parametrize("name", ["2.21mm", "4.42mm"])
@@ -77,15 +93,23 @@ def test_rebinning_conserves_activity_on_any_grid() -> None:
     np.testing.assert_allclose(back, 5.0, rtol=1e-12)
 
 
-def test_energy_is_conserved_through_resampling_to_the_kernel_grid() -> None:
-    # Source on a 4.42 mm grid, dosed with the 2.21 mm kernel: Σ D·m on the CT grid equals the
-    # energy the kernel deposits, TIA × Σ kernel × kernel-voxel mass (all inside the map).
-    tia = np.zeros((15, 15, 15))
-    tia[7, 7, 7] = 10.0
-    tia[6, 7, 8] = 5.0
-    dose = VoxelSValue("2.21mm").compute_map(VoxelDoseInput(tia, (4.42,) * 3)).dose_gy
+@pytest.mark.parametrize(
+    ("shape", "spacing"),
+    [((15, 15, 15), (4.42, 4.42, 4.42)), ((12, 40, 36), (3.0, 0.98, 1.1))],
+)
+def test_energy_is_conserved_through_resampling_to_the_kernel_grid(
+    shape: tuple[int, int, int], spacing: tuple[float, float, float]
+) -> None:
+    # Sources on a SPECT-like or anisotropic CT-like grid, dosed with the 2.21 mm kernel: Σ D·m
+    # on the input grid equals the energy the kernel deposits, TIA × Σ kernel × kernel-voxel
+    # mass (everything inside the map).
+    tia = np.zeros(shape)
+    centre = tuple(n // 2 for n in shape)
+    tia[centre] = 10.0
+    tia[centre[0] - 1, centre[1], centre[2] + 1] = 5.0
+    dose = VoxelSValue("2.21mm").compute_map(VoxelDoseInput(tia, spacing)).dose_gy
     kernel = vsv_kernel("2.21mm")
-    deposited = dose.sum() * 4.42**3 / 1000.0
+    deposited = dose.sum() * float(np.prod(spacing)) / 1000.0
     expected = tia.sum() * kernel.gy_per_mbq_h.sum() * 2.21**3 / 1000.0
     assert deposited == pytest.approx(expected, rel=1e-9)
 
