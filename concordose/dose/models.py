@@ -38,6 +38,21 @@ class DoseInput:
     tia_sd_mbq_h: npt.NDArray[np.float64] | None = None
     """Standard deviation of each TIA (MBq·h), when the kinetics method estimated one."""
 
+    def __post_init__(self) -> None:
+        n_voi = len(self.labels)
+        shapes = {
+            "tia_mbq_h": np.shape(self.tia_mbq_h),
+            "mass_g": np.shape(self.mass_g),
+        }
+        if self.tia_sd_mbq_h is not None:
+            shapes["tia_sd_mbq_h"] = np.shape(self.tia_sd_mbq_h)
+        wrong = {name: shape for name, shape in shapes.items() if shape != (n_voi,)}
+        if wrong:
+            raise ConcordoseError(
+                f"dose input for {n_voi} VOI label(s) {self.labels} needs arrays of shape "
+                f"({n_voi},); found {wrong}"
+            )
+
 
 @dataclass(frozen=True)
 class DoseBatch:

@@ -67,6 +67,11 @@ def test_voxel_ldm_uses_voxel_mass_and_density() -> None:
     assert plain.dose_gy.sum() == pytest.approx(expected)
 
 
+def test_voi_input_is_checked() -> None:
+    with pytest.raises(ConcordoseError, match=r"needs arrays of shape \(2,\)"):
+        DoseInput(labels=("a", "b"), tia_mbq_h=np.ones(2), mass_g=np.ones(3))
+
+
 def test_voxel_input_is_checked() -> None:
     with pytest.raises(ConcordoseError, match="3-D"):
         VoxelDoseInput(np.zeros((3, 3)), (1.0, 1.0, 1.0))
