@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from concordose.dose.models import DoseBatch, DoseInput, VoxelDoseInput, VoxelDoseMap
 from concordose.dose.uncertainty import dose_sd_gy
+from concordose.errors import ConfigurationError
 from concordose.kinetics.models import STATUS_OK, settings_hash
 from concordose.nuclides import emission_energies
 
@@ -45,8 +46,8 @@ class LocalDeposition:
 
     def __init__(self, nuclide: str = "Lu-177", photon_absorbed_fraction: float = 0.0) -> None:
         if not 0.0 <= photon_absorbed_fraction <= 1.0:
-            raise ValueError(
-                f"photon_absorbed_fraction must be in [0, 1], got {photon_absorbed_fraction}"
+            raise ConfigurationError(
+                f"LDM photon_absorbed_fraction must be in [0, 1]; found {photon_absorbed_fraction}"
             )
         self.nuclide = nuclide
         self.photon_absorbed_fraction = photon_absorbed_fraction

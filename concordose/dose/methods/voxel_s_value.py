@@ -14,8 +14,9 @@ Steps, for a TIA map on a CT/SPECT grid of any voxel size:
 
 Kernels are truncated at 5 voxels (see :mod:`concordose.dose.vsv_kernels`). The packaged
 kernels sum to 0.91–0.92 of Lu-177 local deposition (LDM with the full ICRP-107 electron
-energy): in a large uniform region VSV gives about 9 % less than LDM, consistently with kernels
-computed from the beta spectrum without conversion and Auger electrons (133.3 of 147.9 keV).
+energy): in a large uniform region VSV gives about 9 % less than LDM. Our inference, not stated by
+the sources: the kernels were computed from the beta spectrum without conversion and Auger
+electrons (133.3 of 147.9 keV), plus the photons absorbed within 5 voxels.
 """
 
 from __future__ import annotations
