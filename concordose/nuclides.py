@@ -10,7 +10,9 @@ import math
 from dataclasses import dataclass
 from functools import cache
 
+import numpy as np
 import radioactivedecay as rd
+from icrp107_database import get_icrp107_spectrum
 
 from concordose.errors import ConcordoseError
 
@@ -50,6 +52,54 @@ def nuclide(name: str) -> Nuclide:
     except ValueError as exc:
         raise ConcordoseError(f"unknown radionuclide {name!r}: {exc}") from exc
     return Nuclide(name=rd_nuclide.nuclide, half_life_h=float(rd_nuclide.half_life("h")))
+
+
+# ICRP-107 emission groups: electrons (beta- mean energies per branch, internal conversion,
+# Auger) and photons (gamma, X-rays). The package stores energies in MeV per emission with the
+# yield per decay.
+_ELECTRON_EMISSIONS = ("beta-", "IE", "auger")
+_PHOTON_EMISSIONS = ("gamma", "X")
+KEV_PER_MEV = 1000.0
+
+
+@dataclass(frozen=True)
+class EmissionEnergies:
+    """Mean energy emitted per decay, keV (ICRP-107, via the ``icrp107-database`` package).
+
+    Attributes:
+        electron_kev: beta (mean energies), internal-conversion and Auger electrons.
+        photon_kev: gamma and X-ray photons.
+    """
+
+    electron_kev: float
+    photon_kev: float
+
+
+@cache
+def emission_energies(name: str) -> EmissionEnergies:
+    """Mean electron and photon energy per decay of ``name`` (e.g. ``"Lu-177"``), keV.
+
+    Raises:
+        ConcordoseError: when the ICRP-107 package has no entry for the nuclide.
+    """
+    canonical = nuclide(name).name
+    try:
+        spectra = {
+            kind: get_icrp107_spectrum(canonical, kind)
+            for kind in _ELECTRON_EMISSIONS + _PHOTON_EMISSIONS
+        }
+    except Exception as exc:  # the package raises bare Exception for unknown nuclides
+        raise ConcordoseError(f"no ICRP-107 emission data for {canonical!r}: {exc}") from exc
+
+    def _sum_kev(kinds: tuple[str, ...]) -> float:
+        return KEV_PER_MEV * sum(
+            float(np.sum(np.asarray(spectra[k]["energies"]) * np.asarray(spectra[k]["weights"])))
+            for k in kinds
+        )
+
+    return EmissionEnergies(
+        electron_kev=_sum_kev(_ELECTRON_EMISSIONS), photon_kev=_sum_kev(_PHOTON_EMISSIONS)
+    )
 
 
 LU177 = nuclide("Lu-177")

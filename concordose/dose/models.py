@@ -5,6 +5,16 @@ Method contract:
 * in: a :class:`DoseInput` — per VOI: TIA (MBq·h), mass (g), VOI type; arrays of one length;
 * out: a :class:`DoseBatch` — mean absorbed dose per VOI in Gy, and a status per VOI (``"ok"``
   or the reason the method does not apply, then NaN). A method never raises for one VOI.
+  When the input carries a TIA standard deviation, the batch carries the dose's standard
+  deviation (TIA and, where the method's reference data state one, S-value uncertainty).
+
+Voxel method contract (:class:`VoxelDoseMethod`, registry ``VOXEL_DOSE_METHODS``):
+
+* in: a :class:`VoxelDoseInput` — a TIA map in MBq·h per voxel (z, y, x), the voxel spacing in mm
+  (z, y, x) and optionally a mass-density map in g/mL on the same grid;
+* out: a :class:`VoxelDoseMap` — absorbed dose in Gy per voxel on the *same* grid. Bad input
+  (shapes, spacing, negative TIA) raises :class:`concordose.errors.ConcordoseError`; per-VOI
+  statistics of the map come from :mod:`concordose.dose.metrics`.
 """
 
 from __future__ import annotations
@@ -15,6 +25,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from concordose.errors import ConcordoseError
+
 
 @dataclass(frozen=True)
 class DoseInput:
@@ -23,6 +35,23 @@ class DoseInput:
     labels: tuple[str, ...]
     tia_mbq_h: npt.NDArray[np.float64]
     mass_g: npt.NDArray[np.float64]
+    tia_sd_mbq_h: npt.NDArray[np.float64] | None = None
+    """Standard deviation of each TIA (MBq·h), when the kinetics method estimated one."""
+
+    def __post_init__(self) -> None:
+        n_voi = len(self.labels)
+        shapes = {
+            "tia_mbq_h": np.shape(self.tia_mbq_h),
+            "mass_g": np.shape(self.mass_g),
+        }
+        if self.tia_sd_mbq_h is not None:
+            shapes["tia_sd_mbq_h"] = np.shape(self.tia_sd_mbq_h)
+        wrong = {name: shape for name, shape in shapes.items() if shape != (n_voi,)}
+        if wrong:
+            raise ConcordoseError(
+                f"dose input for {n_voi} VOI label(s) {self.labels} needs arrays of shape "
+                f"({n_voi},); found {wrong}"
+            )
 
 
 @dataclass(frozen=True)
@@ -34,6 +63,8 @@ class DoseBatch:
     parameters_hash: str
     mean_dose_gy: npt.NDArray[np.float64]
     status: tuple[str, ...]
+    mean_dose_sd_gy: npt.NDArray[np.float64] | None = None
+    """Standard deviation of each mean dose (Gy), when the input carried TIA uncertainty."""
 
 
 class DoseMethod(Protocol):
@@ -48,4 +79,75 @@ class DoseMethod(Protocol):
 
     def compute(self, dose_input: DoseInput) -> DoseBatch:
         """Mean absorbed dose for every VOI."""
+        ...
+
+
+@dataclass(frozen=True)
+class VoxelDoseInput:
+    """What a voxel-level dose method needs.
+
+    Attributes:
+        tia_map_mbq_h: time-integrated activity in each voxel, MBq·h, shape (z, y, x).
+        spacing_mm: voxel size along (z, y, x), mm.
+        density_g_per_ml: optional mass density per voxel (g/mL, e.g. from CT), same shape;
+            ``None`` means unit density (soft tissue ≈ water).
+    """
+
+    tia_map_mbq_h: npt.NDArray[np.float64]
+    spacing_mm: tuple[float, float, float]
+    density_g_per_ml: npt.NDArray[np.float64] | None = None
+
+    def __post_init__(self) -> None:
+        tia = np.asarray(self.tia_map_mbq_h)
+        if tia.ndim != 3:
+            raise ConcordoseError(f"TIA map must be 3-D (z, y, x); found shape {tia.shape}")
+        if len(self.spacing_mm) != 3 or not all(np.isfinite(s) and s > 0 for s in self.spacing_mm):
+            raise ConcordoseError(
+                f"voxel spacing must be three positive sizes in mm; found {self.spacing_mm}"
+            )
+        if not np.all(np.isfinite(tia)) or np.any(tia < 0):
+            raise ConcordoseError("TIA map must be finite and non-negative (MBq·h per voxel)")
+        if self.density_g_per_ml is not None:
+            density = np.asarray(self.density_g_per_ml)
+            if density.shape != tia.shape:
+                raise ConcordoseError(
+                    f"density map has shape {density.shape} but the TIA map {tia.shape}"
+                )
+            if not np.all(np.isfinite(density)) or np.any(density <= 0):
+                raise ConcordoseError("density map must be finite and positive (g/mL)")
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel, mL."""
+        return float(np.prod(self.spacing_mm)) / 1000.0
+
+
+@dataclass(frozen=True)
+class VoxelDoseMap:
+    """Absorbed dose per voxel by one voxel method, on the input's grid.
+
+    Attributes:
+        dose_gy: absorbed dose per voxel, Gy, shape (z, y, x).
+        spacing_mm: the grid's voxel size (z, y, x), mm (the input's).
+    """
+
+    method: str
+    method_version: str
+    parameters_hash: str
+    dose_gy: npt.NDArray[np.float64]
+    spacing_mm: tuple[float, float, float]
+
+
+class VoxelDoseMethod(Protocol):
+    """A named voxel-level dose method (see the module contract)."""
+
+    name: str
+    version: str
+
+    def settings(self) -> dict[str, object]:
+        """The method's parameters, JSON-serialisable."""
+        ...
+
+    def compute_map(self, dose_input: VoxelDoseInput) -> VoxelDoseMap:
+        """Absorbed dose per voxel, Gy, on the input's grid."""
         ...

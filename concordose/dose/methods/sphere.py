@@ -11,6 +11,7 @@ import numpy as np
 
 from concordose.dose.models import DoseBatch, DoseInput
 from concordose.dose.sphere_svalues import lu177_sphere_table
+from concordose.dose.uncertainty import dose_sd_gy
 from concordose.kinetics.models import STATUS_OK, settings_hash
 
 MGY_PER_GY = 1000.0
@@ -46,4 +47,9 @@ class SphereModel:
             parameters_hash=settings_hash(self.settings()),
             mean_dose_gy=dose_gy,
             status=tuple(status),
+            mean_dose_sd_gy=(
+                None
+                if dose_input.tia_sd_mbq_h is None
+                else dose_sd_gy(dose_gy, dose_input.tia_mbq_h, dose_input.tia_sd_mbq_h)
+            ),
         )
