@@ -245,6 +245,67 @@ def check(
 
 
 @app.command()
+def calibrate(
+    *,
+    site: Annotated[str, typer.Option(help="Site id the phantoms were scanned at.")],
+    cylinder: Annotated[Path, typer.Option(help="Uniform cylinder's calibration_sheet.yaml.")],
+    nema: Annotated[Path, typer.Option(help="NEMA IEC body phantom's calibration_sheet.yaml.")],
+    sites_file: Annotated[
+        Path, typer.Option("--sites", help="Site registry YAML naming the calibration ledger.")
+    ],
+    record_id: Annotated[str, typer.Option(help="Id of the new calibration record.")],
+    valid_from: Annotated[str, typer.Option(help="First day the record applies (YYYY-MM-DD).")],
+) -> None:
+    """Derive CF and the RC curve from a site's phantom scans; append them to the ledger."""
+    from datetime import date
+
+    from concordose.calibration.calibrate import calibrate_site
+    from concordose.calibration.registry import SiteRegistry
+
+    def run() -> None:
+        registry = SiteRegistry.load(sites_file)
+        registry.site(site)
+        if registry.calibration_ledger is None:
+            raise ConcordoseError(
+                f"{sites_file} names no calibration_ledger; add e.g. "
+                "`calibration_ledger: calibrations.jsonl`"
+            )
+        try:
+            first_day = date.fromisoformat(valid_from)
+        except ValueError:
+            raise ConcordoseError(
+                f"--valid-from {valid_from!r} is not a date (YYYY-MM-DD)"
+            ) from None
+        result = calibrate_site(
+            site_id=site,
+            cylinder_sheet=cylinder,
+            nema_sheet=nema,
+            record_id=record_id,
+            valid_from=first_day,
+            ledger=registry.calibration_ledger,
+        )
+        record = result.record
+        uncertainty = record.calibration_factor_relative_uncertainty or 0.0
+        console.print(
+            f"CF {record.calibration_factor_cps_per_mbq:.3f} cps/MBq (± {uncertainty:.1%}); "
+            f"RC(V) = 1/(1 + ({record.recovery_a_ml:.3g} mL/V)^{record.recovery_b:.3g}); "
+            f"NEMA phantom found at {tuple(round(v, 1) for v in result.nema.offset_mm)} mm"
+        )
+        table = Table(title="Recovery coefficients")
+        table.add_column("sphere mL", justify="right")
+        table.add_column("RC", justify="right")
+        for volume, rc in zip(result.nema.volumes_ml, result.nema.recovery, strict=True):
+            table.add_row(f"{volume:.2f}", f"{rc:.3f}")
+        console.print(table)
+        version = result.entry.version if result.entry else 0
+        console.print(
+            f"appended {record.record_id} (version {version}) to {registry.calibration_ledger}"
+        )
+
+    _run(run)
+
+
+@app.command()
 def sites(
     sites_file: Annotated[Path, typer.Option("--sites", help="Site registry YAML (sites.yaml).")],
 ) -> None:

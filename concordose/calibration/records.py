@@ -16,6 +16,8 @@ class CalibrationRecord(BaseModel):
             vendor writes them, e.g. ``"3DOSEM,4i,8s"``); a study must match it when set.
         calibration_factor_cps_per_mbq: counts per second in the reconstructed image per MBq in
             the field of view (from a uniform-cylinder phantom scan).
+        recovery_a_ml, recovery_b, recovery_covariance: RC(V) = 1 / (1 + (a/V)^b) (V in mL)
+            from a NEMA IEC body phantom scan, with the 2×2 covariance of (a, b).
         valid_from / valid_to: inclusive dates; ``valid_to`` ``None`` means still valid.
     """
 
@@ -27,6 +29,9 @@ class CalibrationRecord(BaseModel):
     reconstruction: str | None = None
     calibration_factor_cps_per_mbq: float = Field(gt=0)
     calibration_factor_relative_uncertainty: float | None = Field(default=None, ge=0)
+    recovery_a_ml: float | None = Field(default=None, gt=0)
+    recovery_b: float | None = Field(default=None, gt=0)
+    recovery_covariance: list[list[float]] | None = None
     valid_from: date
     valid_to: date | None = None
 

@@ -1,0 +1,102 @@
+"""``concordose calibrate``: a site's calibration record from its two phantom scans.
+
+Reads both sheets (cylinder and NEMA), checks they belong to the site and describe the same
+camera set-up, derives CF (cylinder) and the RC curve (NEMA, measured with that CF), and appends
+the record to the site's calibration ledger. The record takes its reconstruction fingerprint from
+the phantom's DICOM, exactly as patient studies are fingerprinted, so the gate compares like
+with like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from concordose.calibration.ledger import LedgerEntry, append_record
+from concordose.calibration.phantom_analysis import (
+    CylinderAnalysis,
+    NemaAnalysis,
+    analyse_cylinder,
+    analyse_nema,
+)
+from concordose.calibration.records import CalibrationRecord
+from concordose.calibration.sheet import CylinderSheet, NemaSheet, load_sheet
+from concordose.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class SiteCalibration:
+    """What ``calibrate`` derived and where it went."""
+
+    record: CalibrationRecord
+    cylinder: CylinderAnalysis
+    nema: NemaAnalysis
+    entry: LedgerEntry | None
+
+
+def _sheets(
+    cylinder_sheet: Path, nema_sheet: Path, site_id: str
+) -> tuple[CylinderSheet, NemaSheet]:
+    cylinder = load_sheet(cylinder_sheet)
+    nema = load_sheet(nema_sheet)
+    if not isinstance(cylinder, CylinderSheet):
+        raise ConfigurationError(
+            f"{cylinder_sheet} is a {cylinder.phantom} sheet, not a cylinder's"
+        )
+    if not isinstance(nema, NemaSheet):
+        raise ConfigurationError(f"{nema_sheet} is a {nema.phantom} sheet, not a NEMA phantom's")
+    for path, sheet in ((cylinder_sheet, cylinder), (nema_sheet, nema)):
+        if sheet.site_id != site_id:
+            raise ConfigurationError(f"{path} is site {sheet.site_id!r}'s sheet, not {site_id!r}'s")
+    for field in ("camera_model", "collimator", "reconstruction"):
+        if getattr(cylinder.scan, field) != getattr(nema.scan, field):
+            raise ConfigurationError(
+                f"the two phantom scans differ in {field}: {getattr(cylinder.scan, field)!r} vs "
+                f"{getattr(nema.scan, field)!r}; calibrate one set-up at a time"
+            )
+    return cylinder, nema
+
+
+def calibrate_site(
+    *,
+    site_id: str,
+    cylinder_sheet: Path,
+    nema_sheet: Path,
+    record_id: str,
+    valid_from: date,
+    ledger: Path | None,
+    created_by: str | None = None,
+) -> SiteCalibration:
+    """Derive a calibration record and append it to ``ledger`` (when given).
+
+    Raises:
+        ConfigurationError: sheets invalid, of another site, or of different set-ups.
+        UnreadableDicomError, StudyIncompleteError: the scans cannot be read or disagree with
+            their sheets.
+    """
+    cylinder_sheet_data, nema_sheet_data = _sheets(cylinder_sheet, nema_sheet, site_id)
+    cylinder = analyse_cylinder(cylinder_sheet_data, cylinder_sheet.parent)
+    nema = analyse_nema(nema_sheet_data, nema_sheet.parent, cylinder.calibration.cf_cps_per_mbq)
+    record = CalibrationRecord(
+        record_id=record_id,
+        camera_model=cylinder_sheet_data.scan.camera_model,
+        collimator=cylinder_sheet_data.scan.collimator,
+        reconstruction=cylinder.acquisition.reconstruction,
+        calibration_factor_cps_per_mbq=cylinder.calibration.cf_cps_per_mbq,
+        calibration_factor_relative_uncertainty=cylinder.calibration.relative_uncertainty,
+        recovery_a_ml=nema.curve.a_ml,
+        recovery_b=nema.curve.b,
+        recovery_covariance=nema.curve.covariance.tolist(),
+        valid_from=valid_from,
+    )
+    entry = None
+    if ledger is not None:
+        entry = append_record(
+            ledger,
+            site_id,
+            record,
+            source_study_uids=(cylinder.acquisition.study_uid, nema.acquisition.study_uid),
+            created_by=created_by,
+        )
+    return SiteCalibration(record, cylinder, nema, entry)

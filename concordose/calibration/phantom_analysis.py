@@ -1,0 +1,176 @@
+"""Phantom analysis: a site's calibration factor and recovery curve from its phantom scans.
+
+* Uniform cylinder → CF: all reconstructed counts in the field of view over the acquisition
+  time and the sheet's activity decayed to (and averaged over) the scan
+  (:mod:`.uniform_cylinder`).
+* NEMA IEC body phantom → RC per sphere and the RC(V) curve (:mod:`.recovery`). The phantom is
+  located in the image (it lies wherever the physicist put it): the image is cross-correlated
+  with a template of the phantom's known geometry (``phantoms.phantom_geometry``), the integer
+  peak refined by a parabola through its neighbours on each axis. Sphere VOIs are then every voxel
+  whose centre lies in a sphere of the true size; RC = mean concentration there / true sphere
+  concentration at scan start (no background subtraction, the definition the phantom truth uses).
+
+The sheet's activities carry the dose calibrator's bias; so does the CF derived from them, and the
+two cancel in patient activities and in RC (both measured with the same calibrator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from scipy.signal import fftconvolve
+
+from concordose.calibration.recovery import RecoveryCurve, fit_recovery_curve, sphere_recovery
+from concordose.calibration.sheet import CylinderSheet, NemaSheet
+from concordose.calibration.uniform_cylinder import CalibrationFactorResult, calibration_factor
+from concordose.dicom.geometry import VolumeGeometry
+from concordose.dicom.nm import NMAcquisition, read_nm_counts, read_nm_header
+from concordose.errors import StudyIncompleteError
+from phantoms.phantom_geometry import nema_iec_phantom
+
+
+@dataclass(frozen=True)
+class CylinderAnalysis:
+    """CF of a uniform-cylinder scan and the scan it came from."""
+
+    calibration: CalibrationFactorResult
+    acquisition: NMAcquisition
+
+
+@dataclass(frozen=True)
+class NemaAnalysis:
+    """Recovery of each NEMA sphere, the fitted curve and where the phantom was found.
+
+    Attributes:
+        volumes_ml: true sphere volumes (sheet), mL.
+        recovery: measured RC per sphere.
+        curve: fitted RC(V).
+        offset_mm: position of the phantom's body centre found in the image (patient mm).
+    """
+
+    volumes_ml: npt.NDArray[np.float64]
+    recovery: npt.NDArray[np.float64]
+    curve: RecoveryCurve
+    offset_mm: tuple[float, float, float]
+    acquisition: NMAcquisition
+
+
+def _scan(
+    sheet: CylinderSheet | NemaSheet, sheet_dir: Path
+) -> tuple[NMAcquisition, npt.NDArray[np.float64]]:
+    acquisition = read_nm_header(sheet_dir / sheet.scan.nm_file)
+    duration = acquisition.acquisition_duration_s
+    if duration is not None and abs(duration / sheet.scan.acquisition_duration_s - 1) > 0.01:
+        raise StudyIncompleteError(
+            f"{acquisition.path}: acquisition lasted {duration:g} s by its header but "
+            f"{sheet.scan.acquisition_duration_s:g} s on the sheet"
+        )
+    return acquisition, read_nm_counts(acquisition)
+
+
+def analyse_cylinder(sheet: CylinderSheet, sheet_dir: Path) -> CylinderAnalysis:
+    """Calibration factor from a uniform-cylinder scan and its sheet."""
+    acquisition, counts = _scan(sheet, sheet_dir)
+    fill = sheet.fill
+    result = calibration_factor(
+        total_counts=float(counts.sum()),
+        acquisition_duration_s=sheet.scan.acquisition_duration_s,
+        activity_mbq=fill.net_activity_mbq,
+        activity_reference=fill.reference_datetime,
+        scan_start=sheet.scan.acquisition_start,
+        activity_relative_uncertainty=fill.activity_relative_uncertainty,
+    )
+    return CylinderAnalysis(result, acquisition)
+
+
+def _voxel_positions_mm(geometry: VolumeGeometry) -> tuple[npt.NDArray[np.float64], ...]:
+    """x, y, z patient coordinates of every voxel centre, each shaped like the volume."""
+    direction = np.asarray(geometry.direction).reshape(3, 3)
+    k, j, i = np.indices(geometry.shape, dtype=np.float64)
+    steps = np.stack([i, j, k], axis=-1) * np.asarray(geometry.spacing_mm)
+    positions = np.asarray(geometry.origin_mm) + steps @ direction.T
+    return positions[..., 0], positions[..., 1], positions[..., 2]
+
+
+def _nema_template(
+    geometry: VolumeGeometry, centre_mm: tuple[float, float, float], ratio: float
+) -> npt.NDArray[np.float64]:
+    x, y, z = _voxel_positions_mm(geometry)
+    phantom = nema_iec_phantom(centre_mm)
+    template = np.where(phantom.body.contains(x, y, z), 1.0, 0.0)
+    template[phantom.lung_insert.contains(x, y, z)] = 0.0
+    for sphere in phantom.spheres:
+        template[sphere.contains(x, y, z)] = ratio
+    return template
+
+
+def _subvoxel_peak(correlation: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    peak = np.array(np.unravel_index(int(np.argmax(correlation)), correlation.shape), dtype=float)
+    refined = peak.copy()
+    for axis in range(3):
+        index = [int(v) for v in peak]
+        if 0 < index[axis] < correlation.shape[axis] - 1:
+            before, after = index.copy(), index.copy()
+            before[axis] -= 1
+            after[axis] += 1
+            low, mid, high = (
+                correlation[tuple(before)],
+                correlation[tuple(index)],
+                correlation[tuple(after)],
+            )
+            curvature = low - 2 * mid + high
+            if curvature < 0:
+                refined[axis] += 0.5 * (low - high) / curvature
+    return refined
+
+
+def locate_nema(
+    concentration: npt.NDArray[np.float64], geometry: VolumeGeometry, ratio: float
+) -> tuple[float, float, float]:
+    """Body-centre position of the NEMA phantom in the image (patient mm)."""
+    x, y, z = _voxel_positions_mm(geometry)
+    grid_centre = (float(x.mean()), float(y.mean()), float(z.mean()))
+    template = _nema_template(geometry, grid_centre, ratio)
+    # full[p] = Σ_x image[x + p − (N − 1)] · template[x]: the image is the template moved by
+    # p − (N − 1) voxels.
+    correlation = fftconvolve(concentration, template[::-1, ::-1, ::-1], mode="full")
+    shift_kji = _subvoxel_peak(correlation) - (np.asarray(geometry.shape) - 1)
+    shift_ijk = shift_kji[::-1] * np.asarray(geometry.spacing_mm)
+    direction = np.asarray(geometry.direction).reshape(3, 3)
+    moved = np.asarray(grid_centre) + direction @ shift_ijk
+    return (float(moved[0]), float(moved[1]), float(moved[2]))
+
+
+def analyse_nema(
+    sheet: NemaSheet, sheet_dir: Path, calibration_factor_cps_per_mbq: float
+) -> NemaAnalysis:
+    """Recovery coefficients and the RC(V) curve from a NEMA scan, with the site's CF."""
+    acquisition, counts = _scan(sheet, sheet_dir)
+    geometry = acquisition.geometry
+    concentration = counts / (
+        calibration_factor_cps_per_mbq
+        * sheet.scan.acquisition_duration_s
+        * geometry.voxel_volume_ml
+    )
+    spheres = sheet.fill.spheres
+    offset = locate_nema(concentration, geometry, sheet.fill.sphere_to_background_ratio)
+    placed = nema_iec_phantom(offset).spheres
+    true_mbq_per_ml = spheres.concentration_mbq_per_ml * (
+        spheres.activity_at(sheet.scan.acquisition_start) / spheres.net_activity_mbq
+    )
+    by_diameter = {sphere.diameter_mm: sphere for sphere in placed}
+    centres = [by_diameter[d].centre_mm for d in spheres.inner_diameters_mm]
+    recovery = sphere_recovery(
+        concentration,
+        geometry,
+        centres_mm=centres,
+        diameters_mm=spheres.inner_diameters_mm,
+        true_concentration=true_mbq_per_ml,
+    )
+    volumes = np.asarray(spheres.volumes_ml, dtype=np.float64)
+    return NemaAnalysis(
+        volumes, recovery, fit_recovery_curve(volumes, recovery), offset, acquisition
+    )

@@ -1,0 +1,211 @@
+"""The physicist's calibration sheet: what was put in the phantom, when, and how it was scanned.
+
+Format ``concordose.calibration_sheet`` version 1 (YAML), written down in ``phantoms/README.md``
+and as JSON Schema in ``schemas/calibration_sheet.schema.json`` (generated from these models:
+``python -m concordose.calibration.sheet`` rewrites it; a test keeps both in step).
+
+Every activity is as the dose calibrator read it (MBq), every date-time ISO 8601 local (the
+camera clock's zone). Besides the field checks, a sheet must add up: the net activity equals the
+syringe reading minus the residual decayed back to the syringe's time, and each concentration
+equals net activity over volume (both within 1 %). A sheet that does not is refused with the
+field at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from concordose.errors import ConfigurationError
+from concordose.nuclides import LU177
+
+SHEET_FORMAT = "concordose.calibration_sheet"
+CONSISTENCY_TOLERANCE = 0.01  # relative; a sheet off by more was mis-copied or mis-measured
+
+PositiveMBq = Annotated[float, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ScanInfo(_Strict):
+    """How the phantom was scanned; files relative to the sheet's folder."""
+
+    nm_file: str
+    ct_folder: str | None = None
+    study_instance_uid: str | None = None
+    acquisition_start: datetime
+    acquisition_duration_s: float = Field(gt=0)
+    camera_model: str
+    collimator: str
+    reconstruction: str
+
+
+class SyringeFill(_Strict):
+    """A syringe reading, its residual, and the net activity at the reference time."""
+
+    syringe_activity_mbq: PositiveMBq
+    syringe_measured_at: datetime
+    residual_activity_mbq: float = Field(ge=0)
+    residual_measured_at: datetime
+    net_activity_mbq: PositiveMBq
+    reference_datetime: datetime
+    activity_relative_uncertainty: float = Field(gt=0, lt=0.5)
+
+    def expected_net_mbq(self) -> float:
+        """Syringe minus residual, both decayed to the reference time."""
+        lam = LU177.decay_constant_per_h
+
+        def to_reference(activity: float, measured: datetime) -> float:
+            hours = (self.reference_datetime - measured).total_seconds() / 3600.0
+            return activity * math.exp(-lam * hours)
+
+        return to_reference(self.syringe_activity_mbq, self.syringe_measured_at) - to_reference(
+            self.residual_activity_mbq, self.residual_measured_at
+        )
+
+    def activity_at(self, moment: datetime) -> float:
+        """Net activity decayed from the reference time to ``moment``, MBq."""
+        hours = (moment - self.reference_datetime).total_seconds() / 3600.0
+        return self.net_activity_mbq * math.exp(-LU177.decay_constant_per_h * hours)
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> SyringeFill:
+        expected = self.expected_net_mbq()
+        if abs(self.net_activity_mbq / expected - 1) > CONSISTENCY_TOLERANCE:
+            raise ValueError(
+                f"net_activity_mbq {self.net_activity_mbq:g} ≠ syringe − residual decayed to the "
+                f"reference time ({expected:.4g} MBq)"
+            )
+        return self
+
+
+class CylinderFill(SyringeFill):
+    """Uniform cylinder: the whole net activity in the phantom volume."""
+
+    phantom_volume_ml: float = Field(gt=0)
+
+
+class BackgroundFill(SyringeFill):
+    """NEMA background compartment."""
+
+    volume_ml: float = Field(gt=0)
+    concentration_mbq_per_ml: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _concentration(self) -> BackgroundFill:
+        expected = self.net_activity_mbq / self.volume_ml
+        if abs(self.concentration_mbq_per_ml / expected - 1) > CONSISTENCY_TOLERANCE:
+            raise ValueError(
+                f"concentration_mbq_per_ml {self.concentration_mbq_per_ml:g} ≠ net activity / "
+                f"volume ({expected:.4g})"
+            )
+        return self
+
+
+class SphereFill(SyringeFill):
+    """NEMA spheres, filled from one stock solution."""
+
+    stock_volume_ml: float = Field(gt=0)
+    concentration_mbq_per_ml: float = Field(gt=0)
+    inner_diameters_mm: list[float] = Field(min_length=3)
+    volumes_ml: list[float] = Field(min_length=3)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SphereFill:
+        expected = self.net_activity_mbq / self.stock_volume_ml
+        if abs(self.concentration_mbq_per_ml / expected - 1) > CONSISTENCY_TOLERANCE:
+            raise ValueError(
+                f"concentration_mbq_per_ml {self.concentration_mbq_per_ml:g} ≠ net activity / "
+                f"stock volume ({expected:.4g})"
+            )
+        if len(self.inner_diameters_mm) != len(self.volumes_ml):
+            raise ValueError("inner_diameters_mm and volumes_ml must have one entry per sphere")
+        for diameter, volume in zip(self.inner_diameters_mm, self.volumes_ml, strict=True):
+            sphere_ml = math.pi / 6.0 * (diameter / 10.0) ** 3
+            if abs(volume / sphere_ml - 1) > 0.05:
+                raise ValueError(
+                    f"sphere of {diameter:g} mm holds {sphere_ml:.3g} mL, the sheet says {volume:g}"
+                )
+        return self
+
+
+class NemaFill(_Strict):
+    """NEMA IEC body phantom fill."""
+
+    background: BackgroundFill
+    spheres: SphereFill
+    sphere_to_background_ratio: float = Field(gt=1)
+
+
+class _SheetBase(_Strict):
+    format: Literal["concordose.calibration_sheet"]
+    format_version: Literal[1]
+    site_id: str
+    radionuclide: Literal["Lu-177"]
+    dose_calibrator_setting: str
+    phantom_model: str | None = None
+    scan: ScanInfo
+
+
+class CylinderSheet(_SheetBase):
+    """Sheet of a uniform-cylinder scan (calibration factor)."""
+
+    phantom: Literal["uniform_cylinder"]
+    fill: CylinderFill
+
+
+class NemaSheet(_SheetBase):
+    """Sheet of a NEMA IEC body phantom scan (recovery coefficients)."""
+
+    phantom: Literal["nema_iec_body"]
+    fill: NemaFill
+
+
+class CalibrationSheet(_Strict):
+    """Either kind of sheet (``phantom`` decides)."""
+
+    sheet: Annotated[CylinderSheet | NemaSheet, Field(discriminator="phantom")]
+
+
+def load_sheet(path: Path) -> CylinderSheet | NemaSheet:
+    """Read and validate a calibration sheet.
+
+    Raises:
+        ConfigurationError: missing file, bad YAML, a missing or inconsistent entry (the message
+            names the field).
+    """
+    if not path.is_file():
+        raise ConfigurationError(f"calibration sheet {path} does not exist")
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"calibration sheet {path} is not valid YAML: {exc}") from exc
+    try:
+        return CalibrationSheet.model_validate({"sheet": content}).sheet
+    except ValidationError as exc:
+        raise ConfigurationError(f"calibration sheet {path} is invalid:\n{exc}") from exc
+
+
+def json_schema() -> dict[str, object]:
+    """JSON Schema of a calibration sheet (either phantom)."""
+    schema = CalibrationSheet.model_json_schema()
+    schema["title"] = SHEET_FORMAT
+    return schema
+
+
+def packaged_schema_path() -> Path:
+    """``schemas/calibration_sheet.schema.json``."""
+    return Path(str(files("schemas").joinpath("calibration_sheet.schema.json")))
+
+
+if __name__ == "__main__":  # pragma: no cover - maintenance entry point
+    packaged_schema_path().write_text(json.dumps(json_schema(), indent=2) + "\n", encoding="utf-8")
