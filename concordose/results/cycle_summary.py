@@ -126,6 +126,16 @@ def build_acquisition_tables(
                 "calibration_factor_cps_per_mbq": calibration.calibration_factor_cps_per_mbq,
                 "qc_status": _qc_status(findings),
                 "n_qc_findings": len(findings),
+                "injected_activity_mbq": (
+                    acquisition.radiopharmaceutical.injected_activity_mbq
+                    if acquisition.radiopharmaceutical
+                    else None
+                ),
+                "camera_model": acquisition.camera_model,
+                "collimator": acquisition.collimator,
+                "reconstruction": acquisition.reconstruction,
+                "voxel_mm": max(acquisition.geometry.spacing_mm),
+                "patient_weight_kg": acquisition.patient_weight_kg,
                 "schema_version": ACQUISITIONS.version,
                 **_provenance(provenance, calibration.record_id, [acquisition.sop_instance_uid]),
             }

@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from concordose.calibration.gate import CycleVerdict, gate_cycle
@@ -24,6 +25,7 @@ from concordose.results.cycle_summary import (
 )
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.provenance import Provenance
+from concordose.results.validation import validate_tables
 from phantoms import GeneratedPatient
 
 IDENTITY = CycleIdentity(subject_key="sub-1", cycle_key="cyc-1", site_id="milan")
@@ -104,3 +106,26 @@ def test_a_held_cycle_publishes_its_findings_only(small_patient: GeneratedPatien
     assert [(f["check_name"], f["time_point_index"]) for f in errors] == [("energy_window", 0)]
     assert "208.37 keV photopeak" in errors[0]["message"]
     assert {f["calibration_record_id"] for f in findings} == {"none"}
+
+
+def test_acquisitions_carry_the_extracted_metadata_and_gx_guards_them(
+    small_patient: GeneratedPatient,
+) -> None:
+    (cycle,) = assemble_cycles(catalogue(small_patient.out_dir / "dicom"))
+    verdict = _verdict(cycle, small_patient)
+    table = build_acquisition_tables(IDENTITY, cycle, verdict, Provenance(run_id="r"))[
+        "acquisitions"
+    ]
+    row = table.to_pylist()[0]
+    assert row["injected_activity_mbq"] == pytest.approx(7400.0)
+    assert (row["camera_model"], row["collimator"]) == ("Symbia Intevo", "MEGP")
+    assert row["voxel_mm"] == pytest.approx(8.84)
+    assert row["patient_weight_kg"] is not None
+    assert validate_tables({"acquisitions": table})["acquisitions"].success
+    in_bq = table.set_column(
+        table.schema.get_field_index("injected_activity_mbq"),
+        table.schema.field("injected_activity_mbq"),
+        pa.array([7.4e9] * table.num_rows),
+    )
+    failed = validate_tables({"acquisitions": in_bq})["acquisitions"]
+    assert not failed.success
