@@ -231,25 +231,42 @@ ABSORBED_DOSE = TableSpec(
     ),
 )
 
-_ACQUISITIONS_V1 = pa.schema(
-    [
-        *_SUBJECT,
-        field("time_point_index", pa.int16(), "1", "0-based order of the time point"),
-        field("time_h", pa.float64(), "h", "acquisition time after injection"),
-        field("modality", pa.string(), "1", "DICOM modality of the emission image (NM, PT)"),
-        field("acquisition_duration_s", pa.float64(), "s", "frame duration × frames"),
-        field("energy_window_kev", pa.float64(), "keV", "photopeak centre", nullable=True),
-        field(
-            "calibration_factor_cps_per_mbq",
-            pa.float64(),
-            "cps/MBq",
-            "calibration factor applied to this acquisition",
-        ),
-        field("qc_status", pa.string(), "1", "pass, warn or fail (see qc_findings)"),
-        field("n_qc_findings", pa.int16(), "1", "QC findings raised for this acquisition"),
-        *_PROVENANCE,
-    ]
-)
+_ACQUISITION_V1_FIELDS = [
+    *_SUBJECT,
+    field("time_point_index", pa.int16(), "1", "0-based order of the time point"),
+    field("time_h", pa.float64(), "h", "acquisition time after injection"),
+    field("modality", pa.string(), "1", "DICOM modality of the emission image (NM, PT)"),
+    field("acquisition_duration_s", pa.float64(), "s", "frame duration × frames"),
+    field("energy_window_kev", pa.float64(), "keV", "photopeak centre", nullable=True),
+    field(
+        "calibration_factor_cps_per_mbq",
+        pa.float64(),
+        "cps/MBq",
+        "calibration factor applied to this acquisition",
+    ),
+    field("qc_status", pa.string(), "1", "pass, warn or fail (see qc_findings)"),
+    field("n_qc_findings", pa.int16(), "1", "QC findings raised for this acquisition"),
+]
+_ACQUISITION_V2_METADATA = [
+    field(
+        "injected_activity_mbq",
+        pa.float64(),
+        "MBq",
+        "RadionuclideTotalDose as recorded by the site",
+        nullable=True,
+    ),
+    field("camera_model", pa.string(), "1", "ManufacturerModelName", nullable=True),
+    field("collimator", pa.string(), "1", "collimator name or type", nullable=True),
+    field(
+        "reconstruction",
+        pa.string(),
+        "1",
+        "reconstruction fingerprint (method and kernel as written by the vendor)",
+        nullable=True,
+    ),
+    field("voxel_mm", pa.float64(), "mm", "largest voxel edge of the SPECT grid", nullable=True),
+    field("patient_weight_kg", pa.float64(), "kg", "PatientWeight", nullable=True),
+]
 
 ACQUISITIONS = TableSpec(
     name="acquisitions",
@@ -259,60 +276,9 @@ ACQUISITIONS = TableSpec(
         "the metadata checks and the calibration gate gave it."
     ),
     key_columns=("subject_key", "cycle_key", "time_point_index"),
-    schema=pa.schema(
-        [
-            *_SUBJECT,
-            field("time_point_index", pa.int16(), "1", "0-based order of the time point"),
-            field("time_h", pa.float64(), "h", "acquisition time after injection"),
-            field("modality", pa.string(), "1", "DICOM modality of the emission image (NM, PT)"),
-            field("acquisition_duration_s", pa.float64(), "s", "frame duration × frames"),
-            field("energy_window_kev", pa.float64(), "keV", "photopeak centre", nullable=True),
-            field(
-                "calibration_factor_cps_per_mbq",
-                pa.float64(),
-                "cps/MBq",
-                "calibration factor applied to this acquisition",
-            ),
-            field("qc_status", pa.string(), "1", "pass, warn or fail (see qc_findings)"),
-            field("n_qc_findings", pa.int16(), "1", "QC findings raised for this acquisition"),
-            field(
-                "injected_activity_mbq",
-                pa.float64(),
-                "MBq",
-                "RadionuclideTotalDose as recorded by the site",
-                nullable=True,
-            ),
-            field("camera_model", pa.string(), "1", "ManufacturerModelName", nullable=True),
-            field("collimator", pa.string(), "1", "collimator name or type", nullable=True),
-            field(
-                "reconstruction",
-                pa.string(),
-                "1",
-                "reconstruction fingerprint (method and kernel as written by the vendor)",
-                nullable=True,
-            ),
-            field(
-                "voxel_mm",
-                pa.float64(),
-                "mm",
-                "largest voxel edge of the SPECT grid",
-                nullable=True,
-            ),
-            field("patient_weight_kg", pa.float64(), "kg", "PatientWeight", nullable=True),
-            *_PROVENANCE,
-        ]
-    ),
-    previous_schemas={1: _ACQUISITIONS_V1},
-    upgrades={
-        1: {
-            "injected_activity_mbq": None,
-            "camera_model": None,
-            "collimator": None,
-            "reconstruction": None,
-            "voxel_mm": None,
-            "patient_weight_kg": None,
-        }
-    },
+    schema=pa.schema([*_ACQUISITION_V1_FIELDS, *_ACQUISITION_V2_METADATA, *_PROVENANCE]),
+    previous_schemas={1: pa.schema([*_ACQUISITION_V1_FIELDS, *_PROVENANCE])},
+    upgrades={1: dict.fromkeys((f.name for f in _ACQUISITION_V2_METADATA), None)},
 )
 
 PATIENT_SUMMARY = TableSpec(

@@ -88,6 +88,16 @@ class SyringeFill(_Strict):
         return self
 
 
+def _check_concentration(
+    concentration: float, activity_mbq: float, volume_ml: float, of: str
+) -> None:
+    expected = activity_mbq / volume_ml
+    if abs(concentration / expected - 1) > CONSISTENCY_TOLERANCE:
+        raise ValueError(
+            f"concentration_mbq_per_ml {concentration:g} ≠ net activity / {of} ({expected:.4g})"
+        )
+
+
 class CylinderFill(SyringeFill):
     """Uniform cylinder: the whole net activity in the phantom volume."""
 
@@ -102,12 +112,9 @@ class BackgroundFill(SyringeFill):
 
     @model_validator(mode="after")
     def _concentration(self) -> BackgroundFill:
-        expected = self.net_activity_mbq / self.volume_ml
-        if abs(self.concentration_mbq_per_ml / expected - 1) > CONSISTENCY_TOLERANCE:
-            raise ValueError(
-                f"concentration_mbq_per_ml {self.concentration_mbq_per_ml:g} ≠ net activity / "
-                f"volume ({expected:.4g})"
-            )
+        _check_concentration(
+            self.concentration_mbq_per_ml, self.net_activity_mbq, self.volume_ml, "volume"
+        )
         return self
 
 
@@ -121,12 +128,12 @@ class SphereFill(SyringeFill):
 
     @model_validator(mode="after")
     def _consistent(self) -> SphereFill:
-        expected = self.net_activity_mbq / self.stock_volume_ml
-        if abs(self.concentration_mbq_per_ml / expected - 1) > CONSISTENCY_TOLERANCE:
-            raise ValueError(
-                f"concentration_mbq_per_ml {self.concentration_mbq_per_ml:g} ≠ net activity / "
-                f"stock volume ({expected:.4g})"
-            )
+        _check_concentration(
+            self.concentration_mbq_per_ml,
+            self.net_activity_mbq,
+            self.stock_volume_ml,
+            "stock volume",
+        )
         if len(self.inner_diameters_mm) != len(self.volumes_ml):
             raise ValueError("inner_diameters_mm and volumes_ml must have one entry per sphere")
         for diameter, volume in zip(self.inner_diameters_mm, self.volumes_ml, strict=True):
