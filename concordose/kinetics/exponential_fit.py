@@ -1,0 +1,650 @@
+"""Batched weighted least-squares fits of sums of exponentials, for thousands of curves at once.
+
+Models (``ExponentialModel``), t in h after injection, m = 1, 2 or 3 clearance terms:
+
+* without uptake: A(t) = Σₖ aₖ·exp(−λₖ·t)
+* with uptake:    A(t) = Σₖ aₖ·exp(−λₖ·t) − (Σₖ aₖ)·exp(−λᵤ·t), so A(0) = 0 and activity rises
+  with rate λᵤ (> every λₖ). "Tri-exponential" in the sense of the Lu-177 PSMA/DOTATATE
+  literature (e.g. SPECTacular's reference) is m = 2 with uptake: three exponential terms.
+
+Bounds by parameter transform (no projection needed): aₖ = exp(φₖ) > 0;
+λ₁ = λ_min + exp(θ₁), λₖ = λₖ₋₁ + exp(θₖ), λᵤ = λₘ + exp(θᵤ). λ_min defaults to the physical
+decay constant of Lu-177 (biological clearance ≥ 0: nothing is retained longer than decay allows),
+and the ordering removes label switching between terms.
+
+Fit: Levenberg–Marquardt with Marquardt's diagonal scaling, vectorised over curves: every
+iteration builds the (n_curves, n_points, n_params) Jacobian analytically and solves all damped
+normal equations together (batched Cholesky); damping is per curve. Start values come from a
+grid over the rates with the amplitudes solved linearly (variable projection on a shared basis),
+which makes the fit insensitive to where a curve starts.
+
+Integral: TIA = ∫₀^∞ A dt analytically (``tail="model"``), or ∫₀^{t_last} A dt plus the physical
+decay tail A(t_last)/λ_phys after the last point (``tail="physical"``, a conservative choice when
+the late clearance is uncertain).
+
+Uncertainty (EANM, Gear et al. EJNMMI 2018;45:2456-74, eq. for functions of fitted parameters):
+var(TIA) = gᵀ·V·g with g = ∂TIA/∂p and V the parameter covariance. V = s²·(JᵀWJ)⁻¹ where
+s² = χ²/(n − p) when the weights are relative (``absolute_sigma=False``) or s² = 1 when the
+activity standard deviations are given in MBq (``absolute_sigma=True``).
+
+Model selection: AICc = N·ln(χ²/N) + 2K + 2K(K+1)/(N − K − 1) with K = p + 1 (the fitted
+parameters and the variance), as in Glatting et al., Med Phys 2007;34:4285-92; defined only when
+N > K + 1. The rule used by :func:`select_by_aicc` is written there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+from concordose.kinetics.models import STATUS_OK
+from concordose.nuclides import LU177
+
+FloatArray = npt.NDArray[np.float64]
+
+_NAMES = {1: "mono", 2: "bi", 3: "tri"}
+_MAX_LOG_STEP = 3.0
+"""Largest change of a log-parameter in one iteration (a factor e³ ≈ 20): keeps LM stable."""
+
+
+class WeightScheme(StrEnum):
+    """How residuals are weighted when no standard deviations are given.
+
+    * ``poisson``: var ∝ A (counting statistics), w = 1/max(A, floor);
+    * ``relative``: sd ∝ A (constant coefficient of variation), w = 1/max(A, floor)²;
+    * ``uniform``: every point alike.
+
+    The floor is 1 % of the curve's largest value so that near-zero points do not dominate.
+    """
+
+    POISSON = "poisson"
+    RELATIVE = "relative"
+    UNIFORM = "uniform"
+
+
+class TailRule(StrEnum):
+    """What is integrated after the last time point (see the module docstring)."""
+
+    MODEL = "model"
+    PHYSICAL = "physical"
+
+
+@dataclass(frozen=True)
+class ExponentialModel:
+    """A sum of ``n_clearance`` decaying exponentials, optionally with an uptake term."""
+
+    n_clearance: int
+    uptake: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n_clearance not in _NAMES:
+            raise ValueError(f"n_clearance must be 1, 2 or 3, got {self.n_clearance}")
+
+    @property
+    def name(self) -> str:
+        """E.g. ``bi_exponential_uptake``."""
+        return f"{_NAMES[self.n_clearance]}_exponential" + ("_uptake" if self.uptake else "")
+
+    @property
+    def n_rates(self) -> int:
+        """Number of rate constants (clearance rates plus the uptake rate)."""
+        return self.n_clearance + int(self.uptake)
+
+    @property
+    def n_parameters(self) -> int:
+        """Amplitudes plus rates."""
+        return self.n_clearance + self.n_rates
+
+    def parameter_names(self) -> tuple[str, ...]:
+        """Names of the natural parameters, units included, in vector order."""
+        amplitudes = tuple(f"a{k + 1}_mbq" for k in range(self.n_clearance))
+        rates = tuple(f"lambda{k + 1}_per_h" for k in range(self.n_clearance))
+        return amplitudes + rates + (("lambda_uptake_per_h",) if self.uptake else ())
+
+
+MONO = ExponentialModel(1)
+MONO_UPTAKE = ExponentialModel(1, uptake=True)
+BI = ExponentialModel(2)
+BI_UPTAKE = ExponentialModel(2, uptake=True)
+TRI = ExponentialModel(3)
+TRI_UPTAKE = ExponentialModel(3, uptake=True)
+ALL_MODELS = (MONO, MONO_UPTAKE, BI, BI_UPTAKE, TRI, TRI_UPTAKE)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Settings of a fit (all have defaults)."""
+
+    weights: WeightScheme = WeightScheme.POISSON
+    tail: TailRule = TailRule.MODEL
+    min_rate_per_h: float = LU177.decay_constant_per_h
+    max_iterations: int = 100
+    relative_tolerance: float = 1e-10
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-serialisable form, for provenance."""
+        return {
+            "weights": str(self.weights),
+            "tail": str(self.tail),
+            "min_rate_per_h": self.min_rate_per_h,
+            "max_iterations": self.max_iterations,
+            "relative_tolerance": self.relative_tolerance,
+        }
+
+
+@dataclass(frozen=True)
+class ExponentialFit:
+    """Results of one model over a batch of curves (arrays have n_curves rows).
+
+    Attributes:
+        model: the fitted model.
+        parameters: (n, p) natural parameters in the order of ``model.parameter_names()``.
+        covariance: (n, p, p) covariance of ``parameters`` (NaN when not estimable).
+        tia_mbq_h: TIA per curve (NaN when the fit failed).
+        tia_sd_mbq_h: standard deviation of the TIA from the fit covariance, gᵀVg.
+        chi_square: weighted residual sum of squares.
+        n_used: usable points per curve.
+        aicc: corrected Akaike criterion (NaN where undefined).
+        r_squared: weighted coefficient of determination.
+        iterations: LM iterations spent per curve.
+        status: ``"ok"`` or the reason of failure.
+    """
+
+    model: ExponentialModel
+    parameters: FloatArray
+    covariance: FloatArray
+    tia_mbq_h: FloatArray
+    tia_sd_mbq_h: FloatArray
+    chi_square: FloatArray
+    n_used: npt.NDArray[np.int64]
+    aicc: FloatArray
+    r_squared: FloatArray
+    iterations: npt.NDArray[np.int64]
+    status: tuple[str, ...]
+
+    @property
+    def ok(self) -> npt.NDArray[np.bool_]:
+        """Curves that fitted."""
+        return np.array([s == STATUS_OK for s in self.status], dtype=bool)
+
+    @property
+    def reduced_chi_square(self) -> FloatArray:
+        """χ² / (n − p); NaN without degrees of freedom."""
+        dof = self.n_used - self.model.n_parameters
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(dof > 0, self.chi_square / np.maximum(dof, 1), np.nan)
+
+    def named_parameters(self) -> dict[str, FloatArray]:
+        """Parameter arrays by name (NaN for failed curves)."""
+        ok = self.ok
+        return {
+            name: np.where(ok, self.parameters[:, index], np.nan)
+            for index, name in enumerate(self.model.parameter_names())
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# model evaluation in transformed coordinates
+
+
+def _natural(
+    theta: FloatArray, model: ExponentialModel, min_rate: float
+) -> tuple[FloatArray, FloatArray]:
+    """Amplitudes (n, m) and rates (n, m + uptake) from transformed parameters."""
+    m = model.n_clearance
+    amplitudes = np.exp(theta[:, :m])
+    rates = min_rate + np.cumsum(np.exp(theta[:, m:]), axis=1)
+    return amplitudes, rates
+
+
+def _coefficients(amplitudes: FloatArray, model: ExponentialModel) -> FloatArray:
+    """Coefficient of every exponential term (n, n_rates): aₖ, then −Σa for the uptake term."""
+    if not model.uptake:
+        return amplitudes
+    return np.concatenate([amplitudes, -amplitudes.sum(axis=1, keepdims=True)], axis=1)
+
+
+def _evaluate(
+    theta: FloatArray, time_h: FloatArray, model: ExponentialModel, min_rate: float
+) -> tuple[FloatArray, FloatArray]:
+    """Model values (n, t) and Jacobian wrt theta (n, t, p)."""
+    m = model.n_clearance
+    amplitudes, rates = _natural(theta, model, min_rate)
+    exps = np.exp(-rates[:, None, :] * time_h[None, :, None])  # (n, t, r)
+    coefficients = _coefficients(amplitudes, model)
+    values = np.einsum("ntr,nr->nt", exps, coefficients)
+    jac = np.empty((*values.shape, model.n_parameters))
+    # ∂f/∂φₖ = aₖ·(e^{−λₖt} − u·e^{−λᵤt})
+    basis = exps[:, :, :m] - (exps[:, :, m:] if model.uptake else 0.0)
+    jac[:, :, :m] = basis * amplitudes[:, None, :]
+    # ∂f/∂λⱼ = −t·cⱼ·e^{−λⱼt}; θₖ moves every λⱼ with j ≥ k (cumulative), by e^{θₖ}
+    d_rates = -time_h[None, :, None] * coefficients[:, None, :] * exps
+    cumulative = np.flip(np.cumsum(np.flip(d_rates, axis=2), axis=2), axis=2)
+    jac[:, :, m:] = cumulative * np.exp(theta[:, None, m:])
+    return values, jac
+
+
+def _integral_terms(
+    rates: FloatArray, last_time_h: float | None, physical_rate: float
+) -> tuple[FloatArray, FloatArray]:
+    """G(λ) = ∫ of e^{−λt} under the tail rule, and dG/dλ (both (n, r))."""
+    if last_time_h is None:  # analytic to infinity
+        return 1.0 / rates, -1.0 / rates**2
+    t_end = last_time_h
+    decay = np.exp(-rates * t_end)
+    head = (1.0 - decay) / rates
+    d_head = (t_end * decay * rates - (1.0 - decay)) / rates**2
+    return head + decay / physical_rate, d_head - t_end * decay / physical_rate
+
+
+def _tia_and_gradient(
+    theta: FloatArray,
+    model: ExponentialModel,
+    min_rate: float,
+    last_time_h: float | None,
+    physical_rate: float,
+) -> tuple[FloatArray, FloatArray]:
+    """TIA (n,) and its gradient wrt theta (n, p)."""
+    m = model.n_clearance
+    amplitudes, rates = _natural(theta, model, min_rate)
+    g, dg = _integral_terms(rates, last_time_h, physical_rate)
+    coefficients = _coefficients(amplitudes, model)
+    tia = (coefficients * g).sum(axis=1)
+    gradient = np.empty_like(theta)
+    uptake_g = g[:, m:] if model.uptake else 0.0
+    gradient[:, :m] = amplitudes * (g[:, :m] - uptake_g)
+    d_rates = coefficients * dg
+    cumulative = np.flip(np.cumsum(np.flip(d_rates, axis=1), axis=1), axis=1)
+    gradient[:, m:] = cumulative * np.exp(theta[:, m:])
+    return tia, gradient
+
+
+def _natural_jacobian(theta: FloatArray, model: ExponentialModel) -> FloatArray:
+    """d(natural parameters)/d(theta), (n, p, p), for transforming covariances."""
+    m = model.n_clearance
+    n, p = theta.shape
+    transform = np.zeros((n, p, p))
+    index = np.arange(m)
+    transform[:, index, index] = np.exp(theta[:, :m])
+    scale = np.exp(theta[:, m:])
+    for j in range(model.n_rates):  # rate j depends on θ_0..θ_j (tiny loop over p, not curves)
+        transform[:, m + j, m : m + j + 1] = scale[:, : j + 1]
+    return transform
+
+
+# ---------------------------------------------------------------------------------------------
+# batched linear algebra
+
+
+def _cholesky_solve(
+    matrix: FloatArray, rhs: FloatArray
+) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """Solve SPD systems (n, p, p)·x = (n, p) by a Cholesky factorisation vectorised over n.
+
+    Loops run over the (≤ 7) parameters only. Returns the solution and a mask of systems that
+    were positive definite (others get x = 0).
+    """
+    n, p = rhs.shape
+    lower = np.zeros_like(matrix)
+    good = np.ones(n, dtype=bool)
+    for j in range(p):
+        diagonal = matrix[:, j, j] - np.einsum("nk,nk->n", lower[:, j, :j], lower[:, j, :j])
+        good &= diagonal > 0
+        root = np.sqrt(np.where(diagonal > 0, diagonal, 1.0))
+        lower[:, j, j] = root
+        if j + 1 < p:
+            below = matrix[:, j + 1 :, j] - np.einsum(
+                "nik,nk->ni", lower[:, j + 1 :, :j], lower[:, j, :j]
+            )
+            lower[:, j + 1 :, j] = below / root[:, None]
+    forward = np.zeros_like(rhs)
+    for i in range(p):
+        forward[:, i] = (
+            rhs[:, i] - np.einsum("nk,nk->n", lower[:, i, :i], forward[:, :i])
+        ) / lower[:, i, i]
+    solution = np.zeros_like(rhs)
+    for i in reversed(range(p)):
+        solution[:, i] = (
+            forward[:, i] - np.einsum("nk,nk->n", lower[:, i + 1 :, i], solution[:, i + 1 :])
+        ) / lower[:, i, i]
+    solution[~good] = 0.0
+    return solution, good
+
+
+def _inverse(matrix: FloatArray) -> FloatArray:
+    """Batched inverse; NaN where singular."""
+    result = np.full_like(matrix, np.nan)
+    if matrix.shape[0] == 0:
+        return result
+    finite = np.all(np.isfinite(matrix), axis=(1, 2))
+    rank_ok = np.zeros(matrix.shape[0], dtype=bool)
+    if finite.any():
+        conditions = np.linalg.cond(matrix[finite])
+        rank_ok[finite] = conditions < 1e14
+    if rank_ok.any():
+        result[rank_ok] = np.linalg.inv(matrix[rank_ok])
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# weights and start values
+
+
+def point_weights(
+    activity_mbq: FloatArray, sd_mbq: FloatArray | None, scheme: WeightScheme
+) -> FloatArray:
+    """Weight 1/σ² per point (n, t); 0 for missing (non-finite) points."""
+    finite = np.isfinite(activity_mbq)
+    if sd_mbq is not None:
+        sd = np.asarray(sd_mbq, dtype=np.float64)
+        usable = finite & np.isfinite(sd) & (sd > 0)
+        return np.where(usable, 1.0 / np.where(usable, sd, 1.0) ** 2, 0.0)
+    peak = np.nanmax(np.where(finite, np.abs(activity_mbq), np.nan), axis=1, keepdims=True)
+    peak = np.where(np.isfinite(peak) & (peak > 0), peak, 1.0)
+    floor = 0.01 * peak
+    level = np.maximum(np.where(finite, activity_mbq, 0.0), floor)
+    if scheme is WeightScheme.POISSON:
+        weights = peak / level
+    elif scheme is WeightScheme.RELATIVE:
+        weights = (peak / level) ** 2
+    else:
+        weights = np.ones_like(level)
+    return np.where(finite, weights, 0.0)
+
+
+def _rate_grid(model: ExponentialModel, min_rate: float, time_h: FloatArray) -> FloatArray:
+    """Ordered rate combinations (g, n_rates) spanning what the sampling can resolve."""
+    span = float(time_h[-1])
+    first = max(float(time_h[0]), 0.5)
+    # Clearance from ~ no biological clearance up to ~ gone before the first point; uptake rates
+    # the first point can still see (beyond ~5/t₁ the uptake is instantaneous for the data).
+    candidates = min_rate + np.geomspace(0.05 / span, 4.0 / first, 12)
+    uptake_candidates = min_rate + np.geomspace(0.1 / first, 5.0 / first, 8)
+    combos: list[tuple[float, ...]] = []
+    for clearance in _increasing(candidates, model.n_clearance):
+        if not model.uptake:
+            combos.append(clearance)
+            continue
+        combos.extend((*clearance, up) for up in uptake_candidates if up > clearance[-1] * 1.5)
+    return np.array(combos, dtype=np.float64)
+
+
+def _increasing(values: FloatArray, k: int) -> list[tuple[float, ...]]:
+    if k == 0:
+        return [()]
+    out: list[tuple[float, ...]] = []
+    for index, value in enumerate(values):
+        out.extend((float(value), *rest) for rest in _increasing(values[index + 1 :], k - 1))
+    return out
+
+
+def _start_values(
+    time_h: FloatArray,
+    activity: FloatArray,
+    weights: FloatArray,
+    model: ExponentialModel,
+    min_rate: float,
+) -> FloatArray:
+    """Transformed start parameters (n, p) by a grid over rates, amplitudes solved linearly.
+
+    For each rate combination the amplitudes are the least-squares solution on the shared basis
+    (weights normalised per curve and averaged into one weight vector so that one pseudo-inverse
+    serves every curve); combinations with a non-positive amplitude are skipped.
+    """
+    n = activity.shape[0]
+    m = model.n_clearance
+    y = np.where(weights > 0, activity, 0.0)
+    mean_w = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-300)
+    root_w = np.sqrt(mean_w.mean(axis=0))
+    y_w = y * root_w
+    best_cost = np.full(n, np.inf)
+    best_rates = np.zeros((n, model.n_rates))
+    best_amplitudes = np.zeros((n, m))
+    fallback_amplitude = np.maximum(np.nanmax(np.abs(y), axis=1), 1e-12)
+    for rates in _rate_grid(model, min_rate, time_h):
+        exps = np.exp(-np.outer(time_h, rates))
+        basis = exps[:, :m] - (exps[:, m:] if model.uptake else 0.0)
+        basis_w = basis * root_w[:, None]
+        pinv = np.linalg.pinv(basis_w)  # (m, t)
+        amplitudes = y_w @ pinv.T
+        residual = y_w - amplitudes @ basis_w.T
+        cost = np.einsum("nt,nt->n", residual, residual)
+        better = (cost < best_cost) & np.all(amplitudes > 0, axis=1)
+        best_cost = np.where(better, cost, best_cost)
+        best_rates[better] = rates
+        best_amplitudes[better] = amplitudes[better]
+    unset = ~np.isfinite(best_cost)
+    if unset.any():
+        middle = _rate_grid(model, min_rate, time_h)[0]
+        best_rates[unset] = middle
+        best_amplitudes[unset] = fallback_amplitude[unset, None] / m
+    theta = np.empty((n, model.n_parameters))
+    theta[:, :m] = np.log(np.maximum(best_amplitudes, 1e-12 * fallback_amplitude[:, None]))
+    steps = np.diff(np.concatenate([np.full((n, 1), min_rate), best_rates], axis=1), axis=1)
+    theta[:, m:] = np.log(np.maximum(steps, 1e-9))
+    return theta
+
+
+# ---------------------------------------------------------------------------------------------
+# the fit
+
+
+def fit_exponential(
+    time_h: FloatArray,
+    activity_mbq: FloatArray,
+    model: ExponentialModel,
+    *,
+    activity_sd_mbq: FloatArray | None = None,
+    settings: FitSettings | None = None,
+) -> ExponentialFit:
+    """Fit ``model`` to every curve of a batch (see the module docstring).
+
+    Args:
+        time_h: (t,) hours after injection, strictly increasing.
+        activity_mbq: (n, t) activity, not decay corrected; NaN marks a missing point.
+        model: which sum of exponentials.
+        activity_sd_mbq: (n, t) standard deviations in MBq; when given they set the weights and
+            the covariance is absolute (Gear et al. 2018); otherwise ``settings.weights``.
+        settings: weights, tail rule, bounds, iteration limits.
+
+    A curve with fewer usable points than parameters, or whose fit does not converge, gets a
+    status saying so and NaN results; nothing is raised for a single curve.
+    """
+    options = settings or FitSettings()
+    times = np.asarray(time_h, dtype=np.float64)
+    values = np.atleast_2d(np.asarray(activity_mbq, dtype=np.float64))
+    n, n_points = values.shape
+    p = model.n_parameters
+    min_rate = options.min_rate_per_h
+    weights = point_weights(values, activity_sd_mbq, options.weights)
+    n_used = (weights > 0).sum(axis=1).astype(np.int64)
+    enough = n_used >= p
+    y = np.where(weights > 0, values, 0.0)
+    root_w = np.sqrt(weights)
+
+    theta = np.zeros((n, p))
+    iterations = np.zeros(n, dtype=np.int64)
+    converged = np.zeros(n, dtype=bool)
+    chi_square = np.full(n, np.nan)
+    fit_index = np.flatnonzero(enough)
+    if fit_index.size:
+        theta_fit, chi_fit, conv_fit, iter_fit = _levenberg_marquardt(
+            times, y[fit_index], root_w[fit_index], model=model, min_rate=min_rate, options=options
+        )
+        theta[fit_index] = theta_fit
+        chi_square[fit_index] = chi_fit
+        converged[fit_index] = conv_fit
+        iterations[fit_index] = iter_fit
+
+    ok = enough & converged & np.all(np.isfinite(theta), axis=1)
+    last_time = None if options.tail is TailRule.MODEL else float(times[-1])
+    tia, gradient = _tia_and_gradient(theta, model, min_rate, last_time, LU177.decay_constant_per_h)
+    _, jac = _evaluate(theta, times, model, min_rate)
+    weighted_jac = jac * root_w[:, :, None]
+    normal = np.einsum("ntp,ntq->npq", weighted_jac, weighted_jac)
+    covariance_theta = _inverse(normal)
+    dof = n_used - p
+    if activity_sd_mbq is None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(dof > 0, chi_square / np.maximum(dof, 1), np.nan)
+        covariance_theta = covariance_theta * scale[:, None, None]
+    tia_variance = np.einsum("np,npq,nq->n", gradient, covariance_theta, gradient)
+    transform = _natural_jacobian(theta, model)
+    covariance = np.einsum("nip,npq,njq->nij", transform, covariance_theta, transform)
+    amplitudes, rates = _natural(theta, model, min_rate)
+    parameters = np.concatenate([amplitudes, rates], axis=1)
+
+    k = p + 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        aicc = np.where(
+            n_used > k + 1,
+            n_used * np.log(chi_square / n_used) + 2 * k + 2 * k * (k + 1) / (n_used - k - 1),
+            np.nan,
+        )
+        weighted_mean = (weights * y).sum(axis=1) / weights.sum(axis=1)
+        total = (weights * (y - weighted_mean[:, None]) ** 2).sum(axis=1)
+        r_squared = 1.0 - chi_square / total
+
+    status: list[str] = []
+    for index in range(n):
+        if ok[index]:
+            status.append(STATUS_OK)
+        elif not enough[index]:
+            status.append(
+                f"{model.name} needs ≥ {p} usable time points, has {n_used[index]} (of {n_points})"
+            )
+        else:
+            status.append(f"{model.name} did not converge in {options.max_iterations} iterations")
+    nan_rows = ~ok
+    return ExponentialFit(
+        model=model,
+        parameters=np.where(nan_rows[:, None], np.nan, parameters),
+        covariance=np.where(nan_rows[:, None, None], np.nan, covariance),
+        tia_mbq_h=np.where(ok, tia, np.nan),
+        tia_sd_mbq_h=np.where(ok, np.sqrt(np.maximum(tia_variance, 0.0)), np.nan),
+        chi_square=np.where(ok, chi_square, np.nan),
+        n_used=n_used,
+        aicc=np.where(ok, aicc, np.nan),
+        r_squared=np.where(ok, r_squared, np.nan),
+        iterations=iterations,
+        status=tuple(status),
+    )
+
+
+def _levenberg_marquardt(
+    time_h: FloatArray,
+    y: FloatArray,
+    root_w: FloatArray,
+    *,
+    model: ExponentialModel,
+    min_rate: float,
+    options: FitSettings,
+) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+    """Vectorised LM on (n, t) curves; returns theta, χ², converged, iterations."""
+    n = y.shape[0]
+    theta = _start_values(time_h, y, root_w**2, model, min_rate)
+    values, jac = _evaluate(theta, time_h, model, min_rate)
+    residual = (values - y) * root_w
+    cost = np.einsum("nt,nt->n", residual, residual)
+    damping = np.full(n, 1e-3)
+    converged = np.zeros(n, dtype=bool)
+    iterations = np.zeros(n, dtype=np.int64)
+    scale_y = np.einsum("nt,nt->n", y * root_w, y * root_w)
+    active = np.arange(n)
+    for _ in range(options.max_iterations):
+        if active.size == 0:
+            break
+        iterations[active] += 1
+        jac_w = jac[active] * root_w[active, :, None]
+        normal = np.einsum("ntp,ntq->npq", jac_w, jac_w)
+        gradient = np.einsum("ntp,nt->np", jac_w, residual[active])
+        diagonal = np.einsum("npp->np", normal)
+        damped = normal.copy()
+        index = np.arange(normal.shape[1])
+        damped[:, index, index] += damping[active, None] * np.maximum(diagonal, 1e-12)
+        step, solvable = _cholesky_solve(damped, -gradient)
+        largest = np.max(np.abs(step), axis=1)
+        step *= np.minimum(1.0, _MAX_LOG_STEP / np.maximum(largest, 1e-300))[:, None]
+        trial = theta[active] + step
+        trial_values, trial_jac = _evaluate(trial, time_h, model, min_rate)
+        trial_residual = (trial_values - y[active]) * root_w[active]
+        trial_cost = np.einsum("nt,nt->n", trial_residual, trial_residual)
+        accept = solvable & np.isfinite(trial_cost) & (trial_cost <= cost[active])
+        decrease = cost[active] - np.where(accept, trial_cost, cost[active])
+        accepted = active[accept]
+        theta[accepted] = trial[accept]
+        jac[accepted] = trial_jac[accept]
+        residual[accepted] = trial_residual[accept]
+        cost[accepted] = trial_cost[accept]
+        damping[active] = np.where(
+            accept, np.maximum(damping[active] * 0.3, 1e-12), damping[active] * 10.0
+        )
+        small_decrease = accept & (
+            decrease <= options.relative_tolerance * np.maximum(cost[active], 1e-300)
+        )
+        perfect = cost[active] <= 1e-28 * np.maximum(scale_y[active], 1e-300)
+        small_step = accept & (np.max(np.abs(step), axis=1) < 1e-10)
+        done = small_decrease | perfect | small_step
+        converged[active[done]] = True
+        stalled = damping[active] > 1e12
+        # LM cannot improve in any direction: a stationary point to working precision.
+        converged[active[stalled & ~done]] = True
+        active = active[~(done | stalled)]
+    return theta, cost, converged, iterations
+
+
+# ---------------------------------------------------------------------------------------------
+# model selection
+
+
+AICC_MARGIN = 2.0
+"""A richer model replaces a simpler one only when its AICc is lower by more than this
+(ΔAICc > 2: "substantial" support, Burnham & Anderson 2002, ch. 2.6)."""
+
+
+def select_by_aicc(fits: list[ExponentialFit]) -> tuple[npt.NDArray[np.int64], FloatArray]:
+    """Per curve, the index in ``fits`` of the selected model, and its Akaike weight.
+
+    Rule (documented for reproducibility): candidates are the fits with status ``ok`` and a
+    defined AICc (N > K + 1). Walking from the fewest parameters upwards, a model replaces the
+    current choice when its AICc is lower by more than :data:`AICC_MARGIN`. When no candidate has
+    a defined AICc the first fit that is ``ok`` is chosen; when none is ok the index is −1.
+    The Akaike weight exp(−Δ/2)/Σexp(−Δ/2) of the chosen model among the defined candidates is
+    returned for reporting (NaN when AICc is undefined).
+    """
+    order = sorted(range(len(fits)), key=lambda i: fits[i].model.n_parameters)
+    n = fits[0].tia_mbq_h.shape[0]
+    chosen = np.full(n, -1, dtype=np.int64)
+    chosen_aicc = np.full(n, np.inf)
+    for index in order:
+        fit = fits[index]
+        defined = fit.ok & np.isfinite(fit.aicc)
+        replace = defined & ((chosen < 0) | (fit.aicc < chosen_aicc - AICC_MARGIN))
+        replace &= (chosen < 0) | np.isfinite(chosen_aicc)
+        chosen = np.where(replace, index, chosen)
+        chosen_aicc = np.where(replace, fit.aicc, chosen_aicc)
+    for index in order:  # no defined AICc: first ok fit with the fewest parameters
+        unset = (chosen < 0) & fits[index].ok
+        chosen = np.where(unset, index, chosen)
+    aiccs = np.stack([np.where(f.ok, f.aicc, np.nan) for f in fits], axis=1)
+    with np.errstate(invalid="ignore"):
+        best = np.nanmin(np.where(np.isfinite(aiccs), aiccs, np.inf), axis=1)
+        relative = np.exp(-0.5 * (aiccs - best[:, None]))
+        relative = np.where(np.isfinite(relative), relative, 0.0)
+        total = relative.sum(axis=1)
+        safe_chosen = np.maximum(chosen, 0)
+        weight = np.where(
+            (chosen >= 0) & (total > 0),
+            relative[np.arange(n), safe_chosen] / np.where(total > 0, total, 1.0),
+            np.nan,
+        )
+    return chosen, weight
+
+
+def half_life_h(rate_per_h: FloatArray) -> FloatArray:
+    """ln 2 / λ, elementwise."""
+    return math.log(2.0) / rate_per_h
