@@ -67,7 +67,7 @@ VOI_TIMEPOINTS = TableSpec(
 
 KINETICS = TableSpec(
     name="kinetics",
-    version=1,
+    version=2,
     doc="One row per VOI and kinetics method: TIA and fit parameters.",
     key_columns=("subject_key", "cycle_key", "voi_label", "kinetics_method"),
     schema=pa.schema(
@@ -86,10 +86,52 @@ KINETICS = TableSpec(
             ),
             field("a0_mbq", pa.float64(), "MBq", "fitted activity at injection", nullable=True),
             field(
-                "lambda_eff_per_h", pa.float64(), "1/h", "effective clearance rate", nullable=True
+                "lambda_eff_per_h",
+                pa.float64(),
+                "1/h",
+                "effective clearance rate (terminal phase for multi-exponential fits)",
+                nullable=True,
             ),
             field("teff_h", pa.float64(), "h", "effective half-life ln2/lambda_eff", nullable=True),
             field("status", pa.string(), "1", "ok, or why the fit failed"),
+            # v2 (issue 6): uncertainty, time points used, model and goodness of fit.
+            field(
+                "tia_sd_mbq_h",
+                pa.float64(),
+                "MBq.h",
+                "standard deviation of the TIA (fit covariance, EANM/Gear 2018)",
+                nullable=True,
+            ),
+            field(
+                "time_points_used_h",
+                pa.list_(pa.float64()),
+                "h",
+                "acquired time points the method used (all when null)",
+                nullable=True,
+            ),
+            field(
+                "model",
+                pa.string(),
+                "1",
+                "fitted curve model, e.g. bi_exponential_uptake",
+                nullable=True,
+            ),
+            field(
+                "fit_parameters_json",
+                pa.string(),
+                "1",
+                "all fitted parameters by name (units in the names), JSON",
+                nullable=True,
+            ),
+            field("reduced_chi_square", pa.float64(), "1", "weighted chi2/(n-p)", nullable=True),
+            field(
+                "r_squared",
+                pa.float64(),
+                "1",
+                "weighted coefficient of determination",
+                nullable=True,
+            ),
+            field("aicc", pa.float64(), "1", "corrected Akaike criterion", nullable=True),
             *_PROVENANCE,
         ]
     ),
