@@ -162,6 +162,36 @@ ABSORBED_DOSE = TableSpec(
     ),
 )
 
+KINETICS_AGREEMENT = TableSpec(
+    name="kinetics_agreement",
+    version=1,
+    doc=(
+        "One row per cohort group (site, VOI type) and simplified method: Bland-Altman agreement "
+        "of its TIA with the reference method's (concordose.kinetics.comparison)."
+    ),
+    key_columns=("site_id", "voi_type", "kinetics_method", "reference_method"),
+    schema=pa.schema(
+        [
+            field("site_id", pa.string(), "1", "consortium site, or 'all' for the cohort"),
+            field("voi_type", pa.string(), "1", "organ, lesion, or 'all'"),
+            field("kinetics_method", pa.string(), "1", "simplified method compared"),
+            field("reference_method", pa.string(), "1", "reference method, e.g. spectacular_6tp"),
+            field("n_pairs", pa.int32(), "1", "VOIs with both TIAs"),
+            field("n_missing", pa.int32(), "1", "VOIs left out (either TIA missing)"),
+            field(
+                "bias_percent", pa.float64(), "%", "mean of 100*(m-ref)/mean(m,ref)", nullable=True
+            ),
+            field("sd_percent", pa.float64(), "%", "sd of the relative differences", nullable=True),
+            field("loa_lower_percent", pa.float64(), "%", "bias - 1.96 sd", nullable=True),
+            field("loa_upper_percent", pa.float64(), "%", "bias + 1.96 sd", nullable=True),
+            field("schema_version", pa.int16(), "1", "version of this table's schema"),
+            field("software_version", pa.string(), "1", "concordose version"),
+            field("run_id", pa.string(), "1", "publication run that wrote the row"),
+            field("created_at", pa.timestamp("us", tz="UTC"), "1", "when the row was computed"),
+        ]
+    ),
+)
+
 TABLES: dict[str, TableSpec] = {
-    spec.name: spec for spec in (VOI_TIMEPOINTS, KINETICS, ABSORBED_DOSE)
+    spec.name: spec for spec in (VOI_TIMEPOINTS, KINETICS, ABSORBED_DOSE, KINETICS_AGREEMENT)
 }
