@@ -51,6 +51,12 @@ _MAX_LOG_STEP = 3.0
 """Largest change of a log-parameter in one iteration (a factor e³ ≈ 20): keeps LM stable."""
 
 
+_AMPLITUDE_FLOOR = 1e-8
+"""Smallest amplitude as a fraction of the curve's peak: below it a term is absent."""
+_RATE_INCREMENT_FLOOR_PER_H = 1e-6
+"""Smallest increment between ordered rates (1/h): below it two terms coincide."""
+
+
 class WeightScheme(StrEnum):
     """How residuals are weighted when no standard deviations are given.
 
@@ -122,8 +128,13 @@ class FitSettings:
     weights: WeightScheme = WeightScheme.POISSON
     tail: TailRule = TailRule.MODEL
     min_rate_per_h: float = LU177.decay_constant_per_h
-    max_iterations: int = 100
-    relative_tolerance: float = 1e-10
+    # Uptake faster than clearance by at least ln2/24 h (uptake half-time ≤ 1 day, as for
+    # Lu-177 peptides and PSMA ligands): removes the degenerate valley λᵤ → λₘ, where uptake and
+    # clearance terms cancel into a t·e^{−λt} shape that LM crawls along.
+    min_uptake_gap_per_h: float = math.log(2.0) / 24.0
+    max_iterations: int = 200
+    # MINPACK's defaults as used by scipy's curve_fit: ftol = xtol = 1.49012e-8.
+    relative_tolerance: float = 1.49012e-8
 
     def as_dict(self) -> dict[str, object]:
         """JSON-serialisable form, for provenance."""
@@ -131,6 +142,7 @@ class FitSettings:
             "weights": str(self.weights),
             "tail": str(self.tail),
             "min_rate_per_h": self.min_rate_per_h,
+            "min_uptake_gap_per_h": self.min_uptake_gap_per_h,
             "max_iterations": self.max_iterations,
             "relative_tolerance": self.relative_tolerance,
         }
@@ -191,13 +203,22 @@ class ExponentialFit:
 # model evaluation in transformed coordinates
 
 
+def rate_floors(model: ExponentialModel, settings: FitSettings) -> FloatArray:
+    """Fixed increments added to each exp(θ) of the rates: λ_min first, the uptake gap last."""
+    floor = np.zeros(model.n_rates)
+    floor[0] = settings.min_rate_per_h
+    if model.uptake:
+        floor[-1] = settings.min_uptake_gap_per_h
+    return floor
+
+
 def _natural(
-    theta: FloatArray, model: ExponentialModel, min_rate: float
+    theta: FloatArray, model: ExponentialModel, floor: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
     """Amplitudes (n, m) and rates (n, m + uptake) from transformed parameters."""
     m = model.n_clearance
     amplitudes = np.exp(theta[:, :m])
-    rates = min_rate + np.cumsum(np.exp(theta[:, m:]), axis=1)
+    rates = np.cumsum(np.exp(theta[:, m:]) + floor, axis=1)
     return amplitudes, rates
 
 
@@ -209,11 +230,11 @@ def _coefficients(amplitudes: FloatArray, model: ExponentialModel) -> FloatArray
 
 
 def _evaluate(
-    theta: FloatArray, time_h: FloatArray, model: ExponentialModel, min_rate: float
+    theta: FloatArray, time_h: FloatArray, model: ExponentialModel, floor: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
     """Model values (n, t) and Jacobian wrt theta (n, t, p)."""
     m = model.n_clearance
-    amplitudes, rates = _natural(theta, model, min_rate)
+    amplitudes, rates = _natural(theta, model, floor)
     exps = np.exp(-rates[:, None, :] * time_h[None, :, None])  # (n, t, r)
     coefficients = _coefficients(amplitudes, model)
     values = np.einsum("ntr,nr->nt", exps, coefficients)
@@ -244,13 +265,13 @@ def _integral_terms(
 def _tia_and_gradient(
     theta: FloatArray,
     model: ExponentialModel,
-    min_rate: float,
+    floor: FloatArray,
     last_time_h: float | None,
     physical_rate: float,
 ) -> tuple[FloatArray, FloatArray]:
     """TIA (n,) and its gradient wrt theta (n, p)."""
     m = model.n_clearance
-    amplitudes, rates = _natural(theta, model, min_rate)
+    amplitudes, rates = _natural(theta, model, floor)
     g, dg = _integral_terms(rates, last_time_h, physical_rate)
     coefficients = _coefficients(amplitudes, model)
     tia = (coefficients * g).sum(axis=1)
@@ -356,10 +377,12 @@ def point_weights(
     return np.where(finite, weights, 0.0)
 
 
-def _rate_grid(model: ExponentialModel, min_rate: float, time_h: FloatArray) -> FloatArray:
+def _rate_grid(model: ExponentialModel, floor: FloatArray, time_h: FloatArray) -> FloatArray:
     """Ordered rate combinations (g, n_rates) spanning what the sampling can resolve."""
     span = float(time_h[-1])
     first = max(float(time_h[0]), 0.5)
+    min_rate = float(floor[0])
+    gap = float(floor[-1]) if model.uptake else 0.0
     # Clearance from ~ no biological clearance up to ~ gone before the first point; uptake rates
     # the first point can still see (beyond ~5/t₁ the uptake is instantaneous for the data).
     candidates = min_rate + np.geomspace(0.05 / span, 4.0 / first, 12)
@@ -369,7 +392,9 @@ def _rate_grid(model: ExponentialModel, min_rate: float, time_h: FloatArray) -> 
         if not model.uptake:
             combos.append(clearance)
             continue
-        combos.extend((*clearance, up) for up in uptake_candidates if up > clearance[-1] * 1.5)
+        combos.extend(
+            (*clearance, up) for up in uptake_candidates if up > clearance[-1] * 1.5 + gap
+        )
     return np.array(combos, dtype=np.float64)
 
 
@@ -387,46 +412,70 @@ def _start_values(
     activity: FloatArray,
     weights: FloatArray,
     model: ExponentialModel,
-    min_rate: float,
+    floor: FloatArray,
 ) -> FloatArray:
     """Transformed start parameters (n, p) by a grid over rates, amplitudes solved linearly.
 
     For each rate combination the amplitudes are the least-squares solution on the shared basis
     (weights normalised per curve and averaged into one weight vector so that one pseudo-inverse
-    serves every curve); combinations with a non-positive amplitude are skipped.
+    serves every curve); combinations with a non-positive amplitude are skipped. All grid points
+    are evaluated with two matrix products per block of curves (BLAS), no loop over curves.
     """
     n = activity.shape[0]
     m = model.n_clearance
     y = np.where(weights > 0, activity, 0.0)
     mean_w = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-300)
     root_w = np.sqrt(mean_w.mean(axis=0))
-    y_w = y * root_w
-    best_cost = np.full(n, np.inf)
-    best_rates = np.zeros((n, model.n_rates))
-    best_amplitudes = np.zeros((n, m))
-    fallback_amplitude = np.maximum(np.nanmax(np.abs(y), axis=1), 1e-12)
-    for rates in _rate_grid(model, min_rate, time_h):
+    grid = _rate_grid(model, floor, time_h)
+    n_grid = grid.shape[0]
+    pinvs = np.empty((time_h.size, n_grid, m))
+    projectors = np.empty((time_h.size, n_grid, m))
+    for g, rates in enumerate(grid):  # loop over the grid (≈ 300 tiny matrices), not curves
         exps = np.exp(-np.outer(time_h, rates))
-        basis = exps[:, :m] - (exps[:, m:] if model.uptake else 0.0)
-        basis_w = basis * root_w[:, None]
-        pinv = np.linalg.pinv(basis_w)  # (m, t)
-        amplitudes = y_w @ pinv.T
-        residual = y_w - amplitudes @ basis_w.T
-        cost = np.einsum("nt,nt->n", residual, residual)
-        better = (cost < best_cost) & np.all(amplitudes > 0, axis=1)
-        best_cost = np.where(better, cost, best_cost)
-        best_rates[better] = rates
-        best_amplitudes[better] = amplitudes[better]
-    unset = ~np.isfinite(best_cost)
-    if unset.any():
-        middle = _rate_grid(model, min_rate, time_h)[0]
-        best_rates[unset] = middle
-        best_amplitudes[unset] = fallback_amplitude[unset, None] / m
+        basis_w = (exps[:, :m] - (exps[:, m:] if model.uptake else 0.0)) * root_w[:, None]
+        pinvs[:, g, :] = np.linalg.pinv(basis_w).T
+        projectors[:, g, :] = np.linalg.qr(basis_w)[0]
+    pinv_flat = pinvs.reshape(time_h.size, n_grid * m)
+    projector_flat = projectors.reshape(time_h.size, n_grid * m)
+    best = np.zeros(n, dtype=np.int64)
+    found = np.zeros(n, dtype=bool)
+    block = 20_000
+    for first in range(0, n, block):
+        y_w = y[first : first + block] * root_w
+        amplitudes = (y_w @ pinv_flat).reshape(-1, n_grid, m)
+        projected = (y_w @ projector_flat).reshape(-1, n_grid, m)
+        cost = (y_w * y_w).sum(axis=1)[:, None] - (projected * projected).sum(axis=2)
+        cost[np.any(amplitudes <= 0, axis=2)] = np.inf
+        choice = np.argmin(cost, axis=1)
+        best[first : first + block] = choice
+        found[first : first + block] = np.isfinite(cost[np.arange(choice.size), choice])
+    best_rates = grid[best]
+    y_all_w = y * root_w
+    best_amplitudes = np.einsum("nt,ntm->nm", y_all_w, pinvs.transpose(1, 0, 2)[best])
+    fallback_amplitude = np.maximum(np.nanmax(np.abs(y), axis=1), 1e-12)
+    best_amplitudes[~found] = fallback_amplitude[~found, None] / m
     theta = np.empty((n, model.n_parameters))
     theta[:, :m] = np.log(np.maximum(best_amplitudes, 1e-12 * fallback_amplitude[:, None]))
-    steps = np.diff(np.concatenate([np.full((n, 1), min_rate), best_rates], axis=1), axis=1)
+    steps = np.diff(np.concatenate([np.zeros((n, 1)), best_rates], axis=1), axis=1) - floor
     theta[:, m:] = np.log(np.maximum(steps, 1e-9))
     return theta
+
+
+def start_parameters(
+    time_h: FloatArray,
+    activity_mbq: FloatArray,
+    model: ExponentialModel,
+    settings: FitSettings | None = None,
+) -> FloatArray:
+    """The engine's start values as natural parameters (n, p), e.g. to start another optimiser
+    from the same place (the benchmark's ``curve_fit`` peer)."""
+    options = settings or FitSettings()
+    values = np.atleast_2d(np.asarray(activity_mbq, dtype=np.float64))
+    weights = point_weights(values, None, options.weights)
+    floor = rate_floors(model, options)
+    theta = _start_values(np.asarray(time_h, dtype=np.float64), values, weights, model, floor)
+    amplitudes, rates = _natural(theta, model, floor)
+    return np.concatenate([amplitudes, rates], axis=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,7 +508,7 @@ def fit_exponential(
     values = np.atleast_2d(np.asarray(activity_mbq, dtype=np.float64))
     n, n_points = values.shape
     p = model.n_parameters
-    min_rate = options.min_rate_per_h
+    floor = rate_floors(model, options)
     weights = point_weights(values, activity_sd_mbq, options.weights)
     n_used = (weights > 0).sum(axis=1).astype(np.int64)
     enough = n_used >= p
@@ -473,7 +522,7 @@ def fit_exponential(
     fit_index = np.flatnonzero(enough)
     if fit_index.size:
         theta_fit, chi_fit, conv_fit, iter_fit = _levenberg_marquardt(
-            times, y[fit_index], root_w[fit_index], model=model, min_rate=min_rate, options=options
+            times, y[fit_index], root_w[fit_index], model=model, floor=floor, options=options
         )
         theta[fit_index] = theta_fit
         chi_square[fit_index] = chi_fit
@@ -482,8 +531,8 @@ def fit_exponential(
 
     ok = enough & converged & np.all(np.isfinite(theta), axis=1)
     last_time = None if options.tail is TailRule.MODEL else float(times[-1])
-    tia, gradient = _tia_and_gradient(theta, model, min_rate, last_time, LU177.decay_constant_per_h)
-    _, jac = _evaluate(theta, times, model, min_rate)
+    tia, gradient = _tia_and_gradient(theta, model, floor, last_time, LU177.decay_constant_per_h)
+    _, jac = _evaluate(theta, times, model, floor)
     weighted_jac = jac * root_w[:, :, None]
     normal = np.einsum("ntp,ntq->npq", weighted_jac, weighted_jac)
     covariance_theta = _inverse(normal)
@@ -495,7 +544,7 @@ def fit_exponential(
     tia_variance = np.einsum("np,npq,nq->n", gradient, covariance_theta, gradient)
     transform = _natural_jacobian(theta, model)
     covariance = np.einsum("nip,npq,njq->nij", transform, covariance_theta, transform)
-    amplitudes, rates = _natural(theta, model, min_rate)
+    amplitudes, rates = _natural(theta, model, floor)
     parameters = np.concatenate([amplitudes, rates], axis=1)
 
     k = p + 1
@@ -541,16 +590,23 @@ def _levenberg_marquardt(
     root_w: FloatArray,
     *,
     model: ExponentialModel,
-    min_rate: float,
+    floor: FloatArray,
     options: FitSettings,
 ) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
     """Vectorised LM on (n, t) curves; returns theta, χ², converged, iterations."""
     n = y.shape[0]
-    theta = _start_values(time_h, y, root_w**2, model, min_rate)
-    values, jac = _evaluate(theta, time_h, model, min_rate)
+    theta = _start_values(time_h, y, root_w**2, model, floor)
+    m = model.n_clearance
+    peak = np.maximum(np.max(np.abs(y), axis=1), 1e-300)
+    lower = np.empty_like(theta)
+    lower[:, :m] = np.log(peak * _AMPLITUDE_FLOOR)[:, None]
+    lower[:, m:] = math.log(_RATE_INCREMENT_FLOOR_PER_H)
+    theta = np.maximum(theta, lower)
+    values, jac = _evaluate(theta, time_h, model, floor)
     residual = (values - y) * root_w
     cost = np.einsum("nt,nt->n", residual, residual)
     damping = np.full(n, 1e-3)
+    growth = np.full(n, 2.0)
     converged = np.zeros(n, dtype=bool)
     iterations = np.zeros(n, dtype=np.int64)
     scale_y = np.einsum("nt,nt->n", y * root_w, y * root_w)
@@ -560,8 +616,9 @@ def _levenberg_marquardt(
             break
         iterations[active] += 1
         jac_w = jac[active] * root_w[active, :, None]
-        normal = np.einsum("ntp,ntq->npq", jac_w, jac_w)
-        gradient = np.einsum("ntp,nt->np", jac_w, residual[active])
+        jac_w_t = jac_w.transpose(0, 2, 1)
+        normal = jac_w_t @ jac_w
+        gradient = (jac_w_t @ residual[active][:, :, None])[:, :, 0]
         diagonal = np.einsum("npp->np", normal)
         damped = normal.copy()
         index = np.arange(normal.shape[1])
@@ -569,8 +626,12 @@ def _levenberg_marquardt(
         step, solvable = _cholesky_solve(damped, -gradient)
         largest = np.max(np.abs(step), axis=1)
         step *= np.minimum(1.0, _MAX_LOG_STEP / np.maximum(largest, 1e-300))[:, None]
-        trial = theta[active] + step
-        trial_values, trial_jac = _evaluate(trial, time_h, model, min_rate)
+        # Bounds by projection on top of the transform: a log-parameter pinned at its floor
+        # (amplitude ≈ 0 or rate increment ≈ 0) stops moving, so LM converges on the others
+        # instead of crawling towards −∞ along a flat valley.
+        trial = np.maximum(theta[active] + step, lower[active])
+        step = trial - theta[active]
+        trial_values, trial_jac = _evaluate(trial, time_h, model, floor)
         trial_residual = (trial_values - y[active]) * root_w[active]
         trial_cost = np.einsum("nt,nt->n", trial_residual, trial_residual)
         accept = solvable & np.isfinite(trial_cost) & (trial_cost <= cost[active])
@@ -580,14 +641,27 @@ def _levenberg_marquardt(
         jac[accepted] = trial_jac[accept]
         residual[accepted] = trial_residual[accept]
         cost[accepted] = trial_cost[accept]
-        damping[active] = np.where(
-            accept, np.maximum(damping[active] * 0.3, 1e-12), damping[active] * 10.0
+        # Nielsen's damping update (Madsen, Nielsen & Tingleff, "Methods for non-linear least
+        # squares problems", DTU 2004, §3.2): from the gain ratio of actual to predicted
+        # decrease when a step is taken, doubling growth on rejections.
+        predicted = -2.0 * np.einsum("np,np->n", gradient, step) - np.einsum(
+            "np,npq,nq->n", step, normal, step
         )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gain = np.where(predicted > 0, decrease / predicted, 0.0)
+        shrink = np.maximum(1.0 / 3.0, 1.0 - (2.0 * np.clip(gain, 0.0, 1.0) - 1.0) ** 3)
+        damping[active] = np.where(
+            accept,
+            np.maximum(damping[active] * shrink, 1e-12),
+            damping[active] * growth[active],
+        )
+        growth[active] = np.where(accept, 2.0, growth[active] * 2.0)
         small_decrease = accept & (
             decrease <= options.relative_tolerance * np.maximum(cost[active], 1e-300)
         )
         perfect = cost[active] <= 1e-28 * np.maximum(scale_y[active], 1e-300)
-        small_step = accept & (np.max(np.abs(step), axis=1) < 1e-10)
+        # θ are log-scale parameters: an absolute step is a relative change of the parameter.
+        small_step = accept & (np.max(np.abs(step), axis=1) < options.relative_tolerance)
         done = small_decrease | perfect | small_step
         converged[active[done]] = True
         stalled = damping[active] > 1e12
