@@ -26,11 +26,10 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 from concordose.kinetics.exponential_fit import (
     BI_UPTAKE,
-    FitSettings,
     point_weights,
     start_parameters,
 )
-from concordose.kinetics.voxel import fit_voxels
+from concordose.kinetics.voxel import VOXEL_FIT_SETTINGS, fit_voxels
 from concordose.nuclides import LU177
 
 TIME_H = np.array([4.0, 24.0, 48.0, 96.0, 168.0, 240.0])
@@ -38,8 +37,11 @@ NOISE = 0.05
 WELL_CONDITIONED_RELATIVE_SD = 0.10
 
 
-def _model(
-    t: npt.NDArray[np.float64], a1: float, a2: float, l1: float, l2: float, lu: float
+Param = float | npt.NDArray[np.float64]
+
+
+def _model(  # noqa: PLR0917 - curve_fit passes the parameters positionally
+    t: npt.NDArray[np.float64], a1: Param, a2: Param, l1: Param, l2: Param, lu: Param
 ) -> npt.NDArray[np.float64]:
     return a1 * np.exp(-l1 * t) + a2 * np.exp(-l2 * t) - (a1 + a2) * np.exp(-lu * t)
 
@@ -70,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     maps = synthetic_voxels(args.voxels)
     mask = np.ones(args.voxels, dtype=bool)
-    settings = FitSettings()
+    settings = VOXEL_FIT_SETTINGS
 
     start = time.perf_counter()
     result = fit_voxels(TIME_H, maps, mask, BI_UPTAKE, settings=settings)
@@ -107,7 +109,9 @@ def main() -> None:
     difference = np.abs(engine_tia[well] / loop_tia[well] - 1.0)
     peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     ok_fraction = result.status_counts.get("ok", 0) / args.voxels
-    print(f"voxels: {args.voxels:,} (6 time points, 5-parameter tri-exponential, {NOISE:.0%} noise)")
+    print(
+        f"voxels: {args.voxels:,} (6 time points, 5-parameter tri-exponential, {NOISE:.0%} noise)"
+    )
     print(f"batched fit:               {batched_s:9.2f} s  (ok: {ok_fraction:.1%})")
     print(f"curve_fit loop (extrap.):  {loop_s:9.1f} s  (sample {sample.size})")
     print(f"speed-up:                  {loop_s / batched_s:9.0f}x")

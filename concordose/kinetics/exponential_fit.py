@@ -133,6 +133,9 @@ class FitSettings:
     # clearance terms cancel into a t·e^{−λt} shape that LM crawls along.
     min_uptake_gap_per_h: float = math.log(2.0) / 24.0
     max_iterations: int = 200
+    # Multi-start: LM from the n best grid points, keeping the lowest χ² (sums of exponentials
+    # have local minima, notably with an uptake phase). Voxel fits may lower this for speed.
+    n_starts: int = 3
     # MINPACK's defaults as used by scipy's curve_fit: ftol = xtol = 1.49012e-8.
     relative_tolerance: float = 1.49012e-8
 
@@ -144,6 +147,7 @@ class FitSettings:
             "min_rate_per_h": self.min_rate_per_h,
             "min_uptake_gap_per_h": self.min_uptake_gap_per_h,
             "max_iterations": self.max_iterations,
+            "n_starts": self.n_starts,
             "relative_tolerance": self.relative_tolerance,
         }
 
@@ -412,9 +416,14 @@ def _start_values(
     activity: FloatArray,
     weights: FloatArray,
     model: ExponentialModel,
+    *,
     floor: FloatArray,
+    rank: int = 0,
 ) -> FloatArray:
     """Transformed start parameters (n, p) by a grid over rates, amplitudes solved linearly.
+
+    ``rank`` = 0 takes each curve's best grid point, 1 the second best, … (multi-start); a curve
+    without a usable grid point of that rank falls back to its best.
 
     For each rate combination the amplitudes are the least-squares solution on the shared basis
     (weights normalised per curve and averaged into one weight vector so that one pseudo-inverse
@@ -446,9 +455,12 @@ def _start_values(
         projected = (y_w @ projector_flat).reshape(-1, n_grid, m)
         cost = (y_w * y_w).sum(axis=1)[:, None] - (projected * projected).sum(axis=2)
         cost[np.any(amplitudes <= 0, axis=2)] = np.inf
-        choice = np.argmin(cost, axis=1)
+        ranked = np.argsort(cost, axis=1)[:, : rank + 1]
+        rows = np.arange(ranked.shape[0])
+        choice = ranked[:, -1]
+        choice = np.where(np.isfinite(cost[rows, choice]), choice, ranked[:, 0])
         best[first : first + block] = choice
-        found[first : first + block] = np.isfinite(cost[np.arange(choice.size), choice])
+        found[first : first + block] = np.isfinite(cost[rows, choice])
     best_rates = grid[best]
     y_all_w = y * root_w
     best_amplitudes = np.einsum("nt,ntm->nm", y_all_w, pinvs.transpose(1, 0, 2)[best])
@@ -473,7 +485,7 @@ def start_parameters(
     values = np.atleast_2d(np.asarray(activity_mbq, dtype=np.float64))
     weights = point_weights(values, None, options.weights)
     floor = rate_floors(model, options)
-    theta = _start_values(np.asarray(time_h, dtype=np.float64), values, weights, model, floor)
+    theta = _start_values(np.asarray(time_h, dtype=np.float64), values, weights, model, floor=floor)
     amplitudes, rates = _natural(theta, model, floor)
     return np.concatenate([amplitudes, rates], axis=1)
 
@@ -524,6 +536,21 @@ def fit_exponential(
         theta_fit, chi_fit, conv_fit, iter_fit = _levenberg_marquardt(
             times, y[fit_index], root_w[fit_index], model=model, floor=floor, options=options
         )
+        for rank in range(1, options.n_starts):  # multi-start: keep the lowest χ² per curve
+            theta_r, chi_r, conv_r, iter_r = _levenberg_marquardt(
+                times,
+                y[fit_index],
+                root_w[fit_index],
+                model=model,
+                floor=floor,
+                options=options,
+                start_rank=rank,
+            )
+            better = conv_r & (~conv_fit | (chi_r < chi_fit))
+            theta_fit[better] = theta_r[better]
+            chi_fit = np.where(better, chi_r, chi_fit)
+            conv_fit = conv_fit | conv_r
+            iter_fit = iter_fit + iter_r
         theta[fit_index] = theta_fit
         chi_square[fit_index] = chi_fit
         converged[fit_index] = conv_fit
@@ -592,10 +619,11 @@ def _levenberg_marquardt(
     model: ExponentialModel,
     floor: FloatArray,
     options: FitSettings,
+    start_rank: int = 0,
 ) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
     """Vectorised LM on (n, t) curves; returns theta, χ², converged, iterations."""
     n = y.shape[0]
-    theta = _start_values(time_h, y, root_w**2, model, floor)
+    theta = _start_values(time_h, y, root_w**2, model, floor=floor, rank=start_rank)
     m = model.n_clearance
     peak = np.maximum(np.max(np.abs(y), axis=1), 1e-300)
     lower = np.empty_like(theta)

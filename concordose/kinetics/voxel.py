@@ -26,6 +26,11 @@ FloatArray = npt.NDArray[np.float64]
 
 DEFAULT_CHUNK_VOXELS = 200_000
 
+VOXEL_FIT_SETTINGS = FitSettings(n_starts=1, max_iterations=100)
+"""Voxel default: one start and at most 100 iterations (a voxel's TIA is summed over many
+voxels; the rare local minimum costs less than tripling the run time). VOI fits keep the
+multi-start defaults of :class:`FitSettings`."""
+
 
 @dataclass(frozen=True)
 class VoxelKinetics:
@@ -58,7 +63,7 @@ def fit_voxels(
         activity_maps_mbq: (t, *shape) activity per voxel at each time point, MBq.
         mask: boolean map of ``shape``: the voxels to fit (e.g. the body).
         model: the exponential model.
-        settings: fit settings.
+        settings: fit settings (default :data:`VOXEL_FIT_SETTINGS`).
         chunk_voxels: voxels per batched fit.
 
     Raises:
@@ -78,7 +83,7 @@ def fit_voxels(
     for start in range(0, flat_index.size, chunk_voxels):
         index = flat_index[start : start + chunk_voxels]
         curves = np.ascontiguousarray(curves_view[:, index].T, dtype=np.float64)
-        fit = fit_exponential(time_h, curves, model, settings=settings)
+        fit = fit_exponential(time_h, curves, model, settings=settings or VOXEL_FIT_SETTINGS)
         tia[index] = fit.tia_mbq_h
         tia_sd[index] = fit.tia_sd_mbq_h
         counts.update(fit.status)
