@@ -55,6 +55,11 @@ _AMPLITUDE_FLOOR = 1e-8
 """Smallest amplitude as a fraction of the curve's peak: below it a term is absent."""
 _RATE_INCREMENT_FLOOR_PER_H = 1e-6
 """Smallest increment between ordered rates (1/h): below it two terms coincide."""
+_RATE_INCREMENT_CEILING_PER_H = 10.0
+"""Largest increment (1/h; half-time 4 min): beyond it a term is instantaneous for any SPECT
+schedule, and letting it grow further only makes LM crawl towards an open boundary."""
+_AMPLITUDE_CEILING = 1e4
+"""Largest amplitude as a multiple of the curve's peak (terms that cancel can exceed the peak)."""
 
 
 class WeightScheme(StrEnum):
@@ -426,15 +431,17 @@ def _start_values(
     without a usable grid point of that rank falls back to its best.
 
     For each rate combination the amplitudes are the least-squares solution on the shared basis
-    (weights normalised per curve and averaged into one weight vector so that one pseudo-inverse
-    serves every curve); combinations with a non-positive amplitude are skipped. All grid points
+    (unweighted, so that one pseudo-inverse serves every curve); combinations with a
+    non-positive amplitude are skipped. All grid points
     are evaluated with two matrix products per block of curves (BLAS), no loop over curves.
     """
     n = activity.shape[0]
     m = model.n_clearance
     y = np.where(weights > 0, activity, 0.0)
-    mean_w = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-300)
-    root_w = np.sqrt(mean_w.mean(axis=0))
+    # One weight vector for every curve (so one pseudo-inverse serves all), fixed rather than
+    # averaged over the batch so that a curve's start — and result — never depends on which
+    # other curves share its batch: each curve is scaled to its peak, points count alike.
+    root_w = np.ones(time_h.size)
     grid = _rate_grid(model, floor, time_h)
     n_grid = grid.shape[0]
     pinvs = np.empty((time_h.size, n_grid, m))
@@ -451,6 +458,7 @@ def _start_values(
     block = 20_000
     for first in range(0, n, block):
         y_w = y[first : first + block] * root_w
+        y_w = y_w / np.maximum(np.max(np.abs(y_w), axis=1, keepdims=True), 1e-300)
         amplitudes = (y_w @ pinv_flat).reshape(-1, n_grid, m)
         projected = (y_w @ projector_flat).reshape(-1, n_grid, m)
         cost = (y_w * y_w).sum(axis=1)[:, None] - (projected * projected).sum(axis=2)
@@ -621,82 +629,101 @@ def _levenberg_marquardt(
     options: FitSettings,
     start_rank: int = 0,
 ) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
-    """Vectorised LM on (n, t) curves; returns theta, χ², converged, iterations."""
+    """Vectorised LM on (n, t) curves; returns theta, χ², converged, iterations.
+
+    The working arrays hold only the curves still iterating (compacted as curves finish), so
+    late iterations cost in proportion to the few slow curves.
+    """
     n = y.shape[0]
-    theta = _start_values(time_h, y, root_w**2, model, floor=floor, rank=start_rank)
     m = model.n_clearance
+    theta_out = _start_values(time_h, y, root_w**2, model, floor=floor, rank=start_rank)
     peak = np.maximum(np.max(np.abs(y), axis=1), 1e-300)
-    lower = np.empty_like(theta)
-    lower[:, :m] = np.log(peak * _AMPLITUDE_FLOOR)[:, None]
-    lower[:, m:] = math.log(_RATE_INCREMENT_FLOOR_PER_H)
-    theta = np.maximum(theta, lower)
-    values, jac = _evaluate(theta, time_h, model, floor)
-    residual = (values - y) * root_w
-    cost = np.einsum("nt,nt->n", residual, residual)
-    damping = np.full(n, 1e-3)
-    growth = np.full(n, 2.0)
+    lower_all = np.empty_like(theta_out)
+    lower_all[:, :m] = np.log(peak * _AMPLITUDE_FLOOR)[:, None]
+    lower_all[:, m:] = math.log(_RATE_INCREMENT_FLOOR_PER_H)
+    upper_all = np.empty_like(theta_out)
+    upper_all[:, :m] = np.log(peak * _AMPLITUDE_CEILING)[:, None]
+    upper_all[:, m:] = math.log(_RATE_INCREMENT_CEILING_PER_H)
+    theta_out = np.clip(theta_out, lower_all, upper_all)
+    cost_out = np.zeros(n)
     converged = np.zeros(n, dtype=bool)
     iterations = np.zeros(n, dtype=np.int64)
-    scale_y = np.einsum("nt,nt->n", y * root_w, y * root_w)
-    active = np.arange(n)
-    for _ in range(options.max_iterations):
-        if active.size == 0:
-            break
-        iterations[active] += 1
-        jac_w = jac[active] * root_w[active, :, None]
-        jac_w_t = jac_w.transpose(0, 2, 1)
-        normal = jac_w_t @ jac_w
-        gradient = (jac_w_t @ residual[active][:, :, None])[:, :, 0]
-        diagonal = np.einsum("npp->np", normal)
+
+    # compacted working set
+    index = np.arange(n)
+    theta = theta_out.copy()
+    lower, upper = lower_all, upper_all
+    y_w = y * root_w
+    w = root_w
+    values, jac = _evaluate(theta, time_h, model, floor)
+    jac *= w[:, :, None]
+    residual = values * w - y_w
+    cost = np.einsum("nt,nt->n", residual, residual)
+    scale_y = np.einsum("nt,nt->n", y_w, y_w)
+    damping = np.full(n, 1e-3)
+    growth = np.full(n, 2.0)
+    diagonal_index = np.arange(model.n_parameters)
+    for iteration in range(1, options.max_iterations + 1):
+        jac_t = jac.transpose(0, 2, 1)
+        normal = jac_t @ jac
+        gradient = (jac_t @ residual[:, :, None])[:, :, 0]
         damped = normal.copy()
-        index = np.arange(normal.shape[1])
-        damped[:, index, index] += damping[active, None] * np.maximum(diagonal, 1e-12)
+        damped[:, diagonal_index, diagonal_index] += damping[:, None] * np.maximum(
+            normal[:, diagonal_index, diagonal_index], 1e-12
+        )
         step, solvable = _cholesky_solve(damped, -gradient)
         largest = np.max(np.abs(step), axis=1)
         step *= np.minimum(1.0, _MAX_LOG_STEP / np.maximum(largest, 1e-300))[:, None]
-        # Bounds by projection on top of the transform: a log-parameter pinned at its floor
-        # (amplitude ≈ 0 or rate increment ≈ 0) stops moving, so LM converges on the others
-        # instead of crawling towards −∞ along a flat valley.
-        trial = np.maximum(theta[active] + step, lower[active])
-        step = trial - theta[active]
+        # Bounds by projection on top of the transform: a log-parameter pinned at its floor or
+        # ceiling (amplitude ≈ 0, rate increment ≈ 0 or ≈ instantaneous) stops moving, so LM
+        # converges on the others instead of crawling along a flat valley.
+        trial = np.clip(theta + step, lower, upper)
+        step = trial - theta
         trial_values, trial_jac = _evaluate(trial, time_h, model, floor)
-        trial_residual = (trial_values - y[active]) * root_w[active]
+        trial_residual = trial_values * w - y_w
         trial_cost = np.einsum("nt,nt->n", trial_residual, trial_residual)
-        accept = solvable & np.isfinite(trial_cost) & (trial_cost <= cost[active])
-        decrease = cost[active] - np.where(accept, trial_cost, cost[active])
-        accepted = active[accept]
-        theta[accepted] = trial[accept]
-        jac[accepted] = trial_jac[accept]
-        residual[accepted] = trial_residual[accept]
-        cost[accepted] = trial_cost[accept]
+        accept = solvable & np.isfinite(trial_cost) & (trial_cost <= cost)
+        decrease = np.where(accept, cost - trial_cost, 0.0)
         # Nielsen's damping update (Madsen, Nielsen & Tingleff, "Methods for non-linear least
         # squares problems", DTU 2004, §3.2): from the gain ratio of actual to predicted
         # decrease when a step is taken, doubling growth on rejections.
-        predicted = -2.0 * np.einsum("np,np->n", gradient, step) - np.einsum(
-            "np,npq,nq->n", step, normal, step
-        )
+        normal_step = (normal @ step[:, :, None])[:, :, 0]
+        predicted = -np.einsum("np,np->n", step, 2.0 * gradient + normal_step)
         with np.errstate(divide="ignore", invalid="ignore"):
             gain = np.where(predicted > 0, decrease / predicted, 0.0)
         shrink = np.maximum(1.0 / 3.0, 1.0 - (2.0 * np.clip(gain, 0.0, 1.0) - 1.0) ** 3)
-        damping[active] = np.where(
-            accept,
-            np.maximum(damping[active] * shrink, 1e-12),
-            damping[active] * growth[active],
-        )
-        growth[active] = np.where(accept, 2.0, growth[active] * 2.0)
+        damping = np.where(accept, np.maximum(damping * shrink, 1e-12), damping * growth)
+        growth = np.where(accept, 2.0, growth * 2.0)
+        theta = np.where(accept[:, None], trial, theta)
+        cost = np.where(accept, trial_cost, cost)
+        residual = np.where(accept[:, None], trial_residual, residual)
+        jac = np.where(accept[:, None, None], trial_jac * w[:, :, None], jac)
+
         small_decrease = accept & (
-            decrease <= options.relative_tolerance * np.maximum(cost[active], 1e-300)
+            decrease <= options.relative_tolerance * np.maximum(cost, 1e-300)
         )
-        perfect = cost[active] <= 1e-28 * np.maximum(scale_y[active], 1e-300)
+        # Exact data: the curve matches every point to ~7 significant digits (RMS 1e-7).
+        perfect = cost <= 1e-14 * np.maximum(scale_y, 1e-300)
         # θ are log-scale parameters: an absolute step is a relative change of the parameter.
         small_step = accept & (np.max(np.abs(step), axis=1) < options.relative_tolerance)
-        done = small_decrease | perfect | small_step
-        converged[active[done]] = True
-        stalled = damping[active] > 1e12
-        # LM cannot improve in any direction: a stationary point to working precision.
-        converged[active[stalled & ~done]] = True
-        active = active[~(done | stalled)]
-    return theta, cost, converged, iterations
+        # Damping this large: LM cannot improve in any direction (stationary to precision).
+        stalled = damping > 1e12
+        finished = small_decrease | perfect | small_step | stalled
+        last = iteration == options.max_iterations
+        if finished.any() or last:
+            leaving = finished | last
+            theta_out[index[leaving]] = theta[leaving]
+            cost_out[index[leaving]] = cost[leaving]
+            converged[index[finished]] = True
+            iterations[index[leaving]] = iteration
+            keep = ~leaving
+            if not keep.any():
+                break
+            index, theta, lower, upper = index[keep], theta[keep], lower[keep], upper[keep]
+            y_w, w, jac, residual = y_w[keep], w[keep], jac[keep], residual[keep]
+            cost, scale_y = cost[keep], scale_y[keep]
+            damping, growth = damping[keep], growth[keep]
+    return theta_out, cost_out, converged, iterations
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from concordose.kinetics.exponential_fit import (
     select_by_aicc,
 )
 from concordose.kinetics.models import STATUS_OK
-from concordose.kinetics.voxel import fit_voxels
+from concordose.kinetics.voxel import VOXEL_FIT_SETTINGS, fit_voxels
 from concordose.nuclides import LU177
 
 SIX_H = np.array([4.0, 24.0, 48.0, 96.0, 168.0, 240.0])
@@ -122,7 +122,8 @@ def test_voxel_fit_equals_curve_fit_and_leaves_outside_mask_empty() -> None:
     mask = np.zeros(shape, dtype=bool)
     mask[1:, :, 2:] = True
     result = fit_voxels(SIX_H, maps, mask, MONO, chunk_voxels=7)
-    direct = fit_exponential(SIX_H, maps.reshape(6, -1).T[mask.ravel()], MONO)
+    curves = maps.reshape(6, -1).T[mask.ravel()]
+    direct = fit_exponential(SIX_H, curves, MONO, settings=VOXEL_FIT_SETTINGS)
     np.testing.assert_allclose(result.tia_mbq_h[mask], direct.tia_mbq_h, rtol=1e-12)
     assert np.isnan(result.tia_mbq_h[~mask]).all()
     assert result.status_counts == {STATUS_OK: int(mask.sum())}
