@@ -51,6 +51,11 @@ _MAX_LOG_STEP = 3.0
 """Largest change of a log-parameter in one iteration (a factor e³ ≈ 20): keeps LM stable."""
 
 
+_WINDOW = 10
+_WINDOW_TOLERANCE = 1e-4
+"""Stationarity test: relative χ² decrease over ``_WINDOW`` iterations (see the LM loop). A
+change of 1e-4·χ² is far below statistical significance (Δχ² ≈ 1 for one standard deviation
+with χ² ≈ n − p), so points further along such a valley fit the data equally well."""
 _AMPLITUDE_FLOOR = 1e-8
 """Smallest amplitude as a fraction of the curve's peak: below it a term is absent."""
 _RATE_INCREMENT_FLOOR_PER_H = 1e-6
@@ -137,7 +142,7 @@ class FitSettings:
     # Lu-177 peptides and PSMA ligands): removes the degenerate valley λᵤ → λₘ, where uptake and
     # clearance terms cancel into a t·e^{−λt} shape that LM crawls along.
     min_uptake_gap_per_h: float = math.log(2.0) / 24.0
-    max_iterations: int = 200
+    max_iterations: int = 1000  # VOI fits are few curves; voxel fits use fewer (voxel.py)
     # Multi-start: LM from the n best grid points, keeping the lowest χ² (sums of exponentials
     # have local minima, notably with an uptake phase). Voxel fits may lower this for speed.
     n_starts: int = 3
@@ -663,6 +668,7 @@ def _levenberg_marquardt(
     damping = np.full(n, 1e-3)
     growth = np.full(n, 2.0)
     diagonal_index = np.arange(model.n_parameters)
+    checkpoint = cost.copy()
     for iteration in range(1, options.max_iterations + 1):
         jac_t = jac.transpose(0, 2, 1)
         normal = jac_t @ jac
@@ -708,7 +714,15 @@ def _levenberg_marquardt(
         small_step = accept & (np.max(np.abs(step), axis=1) < options.relative_tolerance)
         # Damping this large: LM cannot improve in any direction (stationary to precision).
         stalled = damping > 1e12
-        finished = small_decrease | perfect | small_step | stalled
+        # Stationary over a window: χ² fell by less than 1e-4 (relative) in the last
+        # _WINDOW iterations — LM crawling along a valley whose floor is flat to that level
+        # (e.g. an uptake that is instantaneous for the data); the TIA's covariance then says
+        # how well the valley determines it.
+        stationary = np.zeros_like(accept)
+        if iteration % _WINDOW == 0:
+            stationary = (checkpoint - cost) <= _WINDOW_TOLERANCE * np.maximum(cost, 1e-300)
+            checkpoint = cost.copy()
+        finished = small_decrease | perfect | small_step | stalled | stationary
         last = iteration == options.max_iterations
         if finished.any() or last:
             leaving = finished | last
@@ -721,7 +735,7 @@ def _levenberg_marquardt(
                 break
             index, theta, lower, upper = index[keep], theta[keep], lower[keep], upper[keep]
             y_w, w, jac, residual = y_w[keep], w[keep], jac[keep], residual[keep]
-            cost, scale_y = cost[keep], scale_y[keep]
+            cost, scale_y, checkpoint = cost[keep], scale_y[keep], checkpoint[keep]
             damping, growth = damping[keep], growth[keep]
     return theta_out, cost_out, converged, iterations
 
