@@ -51,6 +51,8 @@ _MAX_LOG_STEP = 3.0
 """Largest change of a log-parameter in one iteration (a factor e³ ≈ 20): keeps LM stable."""
 
 
+_PINV_RCOND = 1e-10
+"""Relative singular-value cut-off of the covariance's pseudo-inverse."""
 _WINDOW = 10
 _WINDOW_TOLERANCE = 1e-4
 """Stationarity test: relative χ² decrease over ``_WINDOW`` iterations (see the LM loop). A
@@ -351,17 +353,17 @@ def _cholesky_solve(
 
 
 def _inverse(matrix: FloatArray) -> FloatArray:
-    """Batched inverse; NaN where singular."""
+    """Batched Moore–Penrose inverse of symmetric (n, p, p) matrices; NaN where not finite.
+
+    Directions the data do not determine (e.g. two nearly equal rates, whose amplitudes can be
+    split any way) get zero variance instead of an infinite one; a function that does not move
+    along them, like the TIA, keeps its correct variance gᵀVg (the same choice as
+    ``scipy.optimize.curve_fit``'s SVD-based covariance).
+    """
     result = np.full_like(matrix, np.nan)
-    if matrix.shape[0] == 0:
-        return result
     finite = np.all(np.isfinite(matrix), axis=(1, 2))
-    rank_ok = np.zeros(matrix.shape[0], dtype=bool)
     if finite.any():
-        conditions = np.linalg.cond(matrix[finite])
-        rank_ok[finite] = conditions < 1e14
-    if rank_ok.any():
-        result[rank_ok] = np.linalg.inv(matrix[rank_ok])
+        result[finite] = np.linalg.pinv(matrix[finite], rcond=_PINV_RCOND, hermitian=True)
     return result
 
 
@@ -575,7 +577,15 @@ def fit_exponential(
     _, jac = _evaluate(theta, times, model, floor)
     weighted_jac = jac * root_w[:, :, None]
     normal = np.einsum("ntp,ntq->npq", weighted_jac, weighted_jac)
-    covariance_theta = _inverse(normal)
+    # A parameter pinned at a projection bound is fixed, not estimated: its row and column are
+    # left out of the inversion (identity there, zeroed after), so the covariance describes
+    # the free parameters, as for an active constraint.
+    lower, upper = _bounds(y, model)
+    pinned = (theta <= lower + 1e-9) | (theta >= upper - 1e-9)
+    free_normal = np.where(pinned[:, :, None] | pinned[:, None, :], 0.0, normal)
+    free_normal[:, np.arange(p), np.arange(p)] += pinned
+    covariance_theta = _inverse(free_normal)
+    covariance_theta = np.where(pinned[:, :, None] | pinned[:, None, :], 0.0, covariance_theta)
     dof = n_used - p
     if activity_sd_mbq is None:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -624,6 +634,20 @@ def fit_exponential(
     )
 
 
+def _bounds(y: FloatArray, model: ExponentialModel) -> tuple[FloatArray, FloatArray]:
+    """Lower and upper bounds (n, p) of the transformed parameters (projection bounds)."""
+    m = model.n_clearance
+    n = y.shape[0]
+    peak = np.maximum(np.max(np.abs(y), axis=1), 1e-300)
+    lower = np.empty((n, model.n_parameters))
+    lower[:, :m] = np.log(peak * _AMPLITUDE_FLOOR)[:, None]
+    lower[:, m:] = math.log(_RATE_INCREMENT_FLOOR_PER_H)
+    upper = np.empty_like(lower)
+    upper[:, :m] = np.log(peak * _AMPLITUDE_CEILING)[:, None]
+    upper[:, m:] = math.log(_RATE_INCREMENT_CEILING_PER_H)
+    return lower, upper
+
+
 def _levenberg_marquardt(
     time_h: FloatArray,
     y: FloatArray,
@@ -640,15 +664,8 @@ def _levenberg_marquardt(
     late iterations cost in proportion to the few slow curves.
     """
     n = y.shape[0]
-    m = model.n_clearance
     theta_out = _start_values(time_h, y, root_w**2, model, floor=floor, rank=start_rank)
-    peak = np.maximum(np.max(np.abs(y), axis=1), 1e-300)
-    lower_all = np.empty_like(theta_out)
-    lower_all[:, :m] = np.log(peak * _AMPLITUDE_FLOOR)[:, None]
-    lower_all[:, m:] = math.log(_RATE_INCREMENT_FLOOR_PER_H)
-    upper_all = np.empty_like(theta_out)
-    upper_all[:, :m] = np.log(peak * _AMPLITUDE_CEILING)[:, None]
-    upper_all[:, m:] = math.log(_RATE_INCREMENT_CEILING_PER_H)
+    lower_all, upper_all = _bounds(y, model)
     theta_out = np.clip(theta_out, lower_all, upper_all)
     cost_out = np.zeros(n)
     converged = np.zeros(n, dtype=bool)
