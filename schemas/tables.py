@@ -50,7 +50,7 @@ _PROVENANCE = [
 
 VOI_TIMEPOINTS = TableSpec(
     name="voi_timepoints",
-    version=1,
+    version=2,
     doc="One row per VOI and SPECT time point: the time-activity curve points.",
     key_columns=("subject_key", "cycle_key", "voi_label", "time_point_index"),
     schema=pa.schema(
@@ -60,6 +60,16 @@ VOI_TIMEPOINTS = TableSpec(
             field("time_h", pa.float64(), "h", "acquisition time after injection"),
             field("activity_mbq", pa.float64(), "MBq", "activity in the VOI at acquisition"),
             field("volume_ml", pa.float64(), "mL", "VOI volume on the segmentation grid"),
+            # v2 (issue 6): what the activity's uncertainty is made of (EANM, Gear et al. 2018).
+            field("counts", pa.float64(), "1", "reconstructed counts in the VOI", nullable=True),
+            field(
+                "activity_sd_mbq",
+                pa.float64(),
+                "MBq",
+                "standard uncertainty of activity_mbq: Poisson counting (+) calibration factor "
+                "(the CF part is common to all time points of a cycle)",
+                nullable=True,
+            ),
             *_PROVENANCE,
         ]
     ),
@@ -107,6 +117,13 @@ KINETICS = TableSpec(
                 pa.list_(pa.float64()),
                 "h",
                 "acquired time points the method used (all when null)",
+                nullable=True,
+            ),
+            field(
+                "tia_total_sd_mbq_h",
+                pa.float64(),
+                "MBq.h",
+                "TIA uncertainty: fit (tia_sd_mbq_h) (+) the cycle-wide calibration factor part",
                 nullable=True,
             ),
             field(

@@ -13,6 +13,7 @@ import pyarrow as pa
 from concordose.dicom.pseudonym import uid_hash
 from concordose.dose.models import DoseBatch
 from concordose.kinetics.models import KineticsBatch
+from concordose.kinetics.uncertainty import activity_sd_mbq, tia_sd_with_calibration_mbq_h
 from concordose.quant.cycle import CycleTimeActivity
 from concordose.results.provenance import Provenance
 from schemas.tables import ABSORBED_DOSE, KINETICS, VOI_TIMEPOINTS, TableSpec
@@ -55,6 +56,17 @@ def _kinetics_extras(batch: KineticsBatch, voi: int) -> dict[str, Any]:
     }
 
 
+def _total_sd(
+    batch: KineticsBatch, voi: int, calibration_relative_sd: float | None
+) -> float | None:
+    if batch.tia_sd_mbq_h is None or calibration_relative_sd is None:
+        return None
+    total = tia_sd_with_calibration_mbq_h(
+        batch.tia_mbq_h[voi : voi + 1], batch.tia_sd_mbq_h[voi : voi + 1], calibration_relative_sd
+    )
+    return _nullable(total[0])
+
+
 def _goodness(batch: KineticsBatch, name: str, voi: int) -> float | None:
     values = batch.goodness.get(name)
     return None if values is None else _nullable(values[voi])
@@ -91,6 +103,13 @@ def build_cycle_tables(
         }
 
     n_voi, n_points = tac.activity_mbq.shape
+    activity_sd = (
+        None
+        if tac.counts is None
+        else activity_sd_mbq(
+            tac.activity_mbq, tac.counts, other_relative_sd=tac.calibration_relative_sd or 0.0
+        )
+    )
     timepoint_rows = [
         {
             **subject(voi),
@@ -98,6 +117,8 @@ def build_cycle_tables(
             "time_h": float(tac.time_h[point]),
             "activity_mbq": float(tac.activity_mbq[voi, point]),
             "volume_ml": float(tac.volume_ml[voi]),
+            "counts": None if tac.counts is None else float(tac.counts[voi, point]),
+            "activity_sd_mbq": None if activity_sd is None else _nullable(activity_sd[voi, point]),
             "schema_version": VOI_TIMEPOINTS.version,
             **common_provenance,
         }
@@ -119,6 +140,7 @@ def build_cycle_tables(
             "teff_h": _parameter(batch, "teff_h", voi),
             "status": batch.status[voi],
             **_kinetics_extras(batch, voi),
+            "tia_total_sd_mbq_h": _total_sd(batch, voi, tac.calibration_relative_sd),
             "schema_version": KINETICS.version,
             **common_provenance,
         }

@@ -41,6 +41,11 @@ def test_every_method_publishes_rows_with_model_and_time_points(
     assert all(row["time_points_used_h"] == [24.0, 168.0] for row in lutadose)
     hebert = [row for row in rows if row["kinetics_method"] == "hebert_4tp"]
     assert all("no acquired time point" in row["status"] for row in hebert)
+    points = result.tables["voi_timepoints"].to_pylist()
+    for point in points:  # Poisson part: sd/A = 1/sqrt(counts) (this site states no CF sd)
+        assert point["activity_sd_mbq"] == pytest.approx(
+            point["activity_mbq"] / point["counts"] ** 0.5, rel=1e-9
+        )
     doses = result.tables["absorbed_dose"].to_pylist()
     assert len(doses) == len(rows)
     assert all(

@@ -94,6 +94,8 @@ def test_kinetics_rows_carry_model_time_points_and_uncertainty() -> None:
         activity_mbq=activity,
         sop_instance_uids=("1.2.3", "1.2.4", "1.2.5", "1.2.6"),
         calibration_record_id="cal-1",
+        counts=np.full(activity.shape, 10_000.0),
+        calibration_relative_sd=0.05,
     )
     kinetics = [
         KINETICS_METHODS.get(name).fit(times, activity, voi_types=["organ", "lesion"])
@@ -116,3 +118,10 @@ def test_kinetics_rows_carry_model_time_points_and_uncertainty() -> None:
     assert best["tia_sd_mbq_h"] > 0
     assert "lambda_eff_per_h" in json.loads(best["fit_parameters_json"])
     assert by_key[("madsen_stp", "lesion_1")]["teff_h"] == pytest.approx(95.0)
+    # Uncertainty: counting (1 % at 10 000 counts) ⊕ CF 5 % per point; fit ⊕ CF 5 % per TIA.
+    point = tables["voi_timepoints"].to_pylist()[0]
+    assert point["activity_sd_mbq"] == pytest.approx(100.0 * math.hypot(0.01, 0.05))
+    assert best["tia_total_sd_mbq_h"] == pytest.approx(
+        math.hypot(best["tia_sd_mbq_h"], 0.05 * best["tia_mbq_h"])
+    )
+    assert mono["tia_total_sd_mbq_h"] is None  # mono_exponential reports no fit uncertainty
