@@ -9,8 +9,9 @@ fits all of them; the peer fits a random sample one voxel at a time with ``curve
 default Levenberg–Marquardt, unbounded, started from the same start values as the engine, whose
 cost is not timed) and its time is extrapolated to all voxels. Agreement is the relative TIA
 difference on well-conditioned voxels: both fits succeeded and the engine's TIA relative
-standard deviation (fit covariance) is below 10 %. Peak memory: the process's maximum resident
-set size (includes the input maps).
+standard deviation (fit covariance) is below 10 % and its parameters' correlation matrix has a
+condition number below 1e4 (no two parameters nearly interchangeable). Peak memory: the
+process's maximum resident set size (includes the input maps).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 from concordose.kinetics.exponential_fit import (
     BI_UPTAKE,
+    fit_exponential,
     point_weights,
     start_parameters,
 )
@@ -35,6 +37,21 @@ from concordose.nuclides import LU177
 TIME_H = np.array([4.0, 24.0, 48.0, 96.0, 168.0, 240.0])
 NOISE = 0.05
 WELL_CONDITIONED_RELATIVE_SD = 0.10
+WELL_CONDITIONED_CORRELATION = 1e4
+"""Largest condition number of the parameters' correlation matrix for a well-conditioned voxel
+(no near-linear dependence between parameters, e.g. two coinciding rates)."""
+
+
+def _correlation_condition(covariance: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Condition number of each (p, p) covariance's correlation matrix (inf if degenerate)."""
+    scale = np.sqrt(np.einsum("npp->np", covariance))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        correlation = covariance / (scale[:, :, None] * scale[:, None, :])
+    finite = np.all(np.isfinite(correlation), axis=(1, 2))
+    condition = np.full(covariance.shape[0], np.inf)
+    if finite.any():
+        condition[finite] = np.linalg.cond(correlation[finite])
+    return condition
 
 
 Param = float | npt.NDArray[np.float64]
@@ -99,12 +116,17 @@ def main() -> None:
     loop_s = (time.perf_counter() - start) * args.voxels / sample.size
 
     engine_tia = result.tia_mbq_h[sample]
-    relative_sd = result.tia_sd_mbq_h[sample] / engine_tia
+    # Same curves refitted alone: identical results (a curve's fit never depends on its batch),
+    # and the covariance for the conditioning test.
+    sample_fit = fit_exponential(TIME_H, curves, BI_UPTAKE, settings=settings)
+    assert np.array_equal(sample_fit.tia_mbq_h, engine_tia, equal_nan=True)
+    relative_sd = sample_fit.tia_sd_mbq_h / engine_tia
     well = (
         np.isfinite(engine_tia)
         & np.isfinite(loop_tia)
         & (loop_tia > 0)
         & (relative_sd < WELL_CONDITIONED_RELATIVE_SD)
+        & (_correlation_condition(sample_fit.covariance) < WELL_CONDITIONED_CORRELATION)
     )
     difference = np.abs(engine_tia[well] / loop_tia[well] - 1.0)
     peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
