@@ -7,25 +7,33 @@ Models (``ExponentialModel``), t in h after injection, m = 1, 2 or 3 clearance t
   with rate λᵤ (> every λₖ). "Tri-exponential" in the sense of the Lu-177 PSMA/DOTATATE
   literature (e.g. SPECTacular's reference) is m = 2 with uptake: three exponential terms.
 
-Bounds by parameter transform (no projection needed): aₖ = exp(φₖ) > 0;
-λ₁ = λ_min + exp(θ₁), λₖ = λₖ₋₁ + exp(θₖ), λᵤ = λₘ + exp(θᵤ). λ_min defaults to the physical
-decay constant of Lu-177 (biological clearance ≥ 0: nothing is retained longer than decay allows),
-and the ordering removes label switching between terms.
+Bounds by parameter transform: aₖ = exp(φₖ) > 0; λ₁ = λ_min + exp(θ₁), λₖ = λₖ₋₁ + exp(θₖ),
+λᵤ = λₘ + gap + exp(θᵤ). λ_min defaults to the physical decay constant of Lu-177 (biological
+clearance ≥ 0: nothing is retained longer than decay allows), the ordering removes label
+switching between terms, and the uptake gap (default ln2/24 h) keeps uptake and clearance terms
+from cancelling into a degenerate valley. On top, the log-parameters are projected onto
+floors/ceilings (a term that vanishes, two rates that coincide, an instantaneous uptake), so LM
+stops at those boundaries instead of crawling towards them.
 
-Fit: Levenberg–Marquardt with Marquardt's diagonal scaling, vectorised over curves: every
-iteration builds the (n_curves, n_points, n_params) Jacobian analytically and solves all damped
-normal equations together (batched Cholesky); damping is per curve. Start values come from a
-grid over the rates with the amplitudes solved linearly (variable projection on a shared basis),
-which makes the fit insensitive to where a curve starts.
+Fit: Levenberg–Marquardt with Marquardt's diagonal scaling and Nielsen's damping update,
+vectorised over curves: every iteration builds the (n_curves, n_points, n_params) Jacobian
+analytically and solves all damped normal equations together (batched Cholesky); damping is per
+curve and finished curves leave the working set. Start values come from a grid over the rates
+with the amplitudes solved linearly on a shared basis; VOI fits restart from the best few grid
+points (``n_starts``) and keep the lowest χ². Convergence: MINPACK-like relative χ² decrease or
+step below 1.49e-8, exact data, or χ² stationary to 1e-4 over 10 iterations; otherwise the
+curve's status says it did not converge. A curve's result never depends on the other curves of
+its batch.
 
 Integral: TIA = ∫₀^∞ A dt analytically (``tail="model"``), or ∫₀^{t_last} A dt plus the physical
 decay tail A(t_last)/λ_phys after the last point (``tail="physical"``, a conservative choice when
 the late clearance is uncertain).
 
 Uncertainty (EANM, Gear et al. EJNMMI 2018;45:2456-74, eq. for functions of fitted parameters):
-var(TIA) = gᵀ·V·g with g = ∂TIA/∂p and V the parameter covariance. V = s²·(JᵀWJ)⁻¹ where
-s² = χ²/(n − p) when the weights are relative (``absolute_sigma=False``) or s² = 1 when the
-activity standard deviations are given in MBq (``absolute_sigma=True``).
+var(TIA) = gᵀ·V·g with g = ∂TIA/∂p and V the parameter covariance. V = s²·(JᵀWJ)⁺ (pseudo-
+inverse; parameters pinned at a bound held fixed) where s² = χ²/(n − p) when the weights are
+relative (no ``activity_sd_mbq``; NaN without degrees of freedom) or s² = 1 when the activity
+standard deviations are given in MBq.
 
 Model selection: AICc = N·ln(χ²/N) + 2K + 2K(K+1)/(N − K − 1) with K = p + 1 (the fitted
 parameters and the variance), as in Glatting et al., Med Phys 2007;34:4285-92; defined only when
@@ -470,10 +478,13 @@ def _start_values(
         projected = (y_w @ projector_flat).reshape(-1, n_grid, m)
         cost = (y_w * y_w).sum(axis=1)[:, None] - (projected * projected).sum(axis=2)
         cost[np.any(amplitudes <= 0, axis=2)] = np.inf
-        ranked = np.argsort(cost, axis=1)[:, : rank + 1]
-        rows = np.arange(ranked.shape[0])
-        choice = ranked[:, -1]
-        choice = np.where(np.isfinite(cost[rows, choice]), choice, ranked[:, 0])
+        rows = np.arange(cost.shape[0])
+        best_choice = np.argmin(cost, axis=1)
+        if rank == 0:
+            choice = best_choice
+        else:
+            choice = np.argpartition(cost, rank, axis=1)[:, rank]
+            choice = np.where(np.isfinite(cost[rows, choice]), choice, best_choice)
         best[first : first + block] = choice
         found[first : first + block] = np.isfinite(cost[rows, choice])
     best_rates = grid[best]
