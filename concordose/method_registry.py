@@ -8,10 +8,17 @@ from concordose.errors import ConfigurationError
 
 
 class NamedMethod(Protocol):
-    """Anything registered: a name and a version."""
+    """Anything registered: a name and a version (read-only: frozen dataclasses qualify)."""
 
-    name: str
-    version: str
+    @property
+    def name(self) -> str:
+        """Registry name."""
+        ...
+
+    @property
+    def version(self) -> str:
+        """Version of the method's numbers."""
+        ...
 
 
 MethodT = TypeVar("MethodT", bound=NamedMethod)

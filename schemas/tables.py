@@ -135,74 +135,139 @@ _PROVENANCE = [
 V1_QUANTIFICATION_METHOD = "cf_voi_sum"
 V1_QUANTIFICATION_PARAMETERS_HASH = "f0061a9d9efbddee"
 
-_VOI_TIMEPOINTS_V1 = pa.schema(
-    [
-        *_SUBJECT,
-        *_VOI,
-        field("time_point_index", pa.int16(), "1", "0-based order of the time point"),
-        field("time_h", pa.float64(), "h", "acquisition time after injection"),
-        field("activity_mbq", pa.float64(), "MBq", "activity in the VOI at acquisition"),
-        field("volume_ml", pa.float64(), "mL", "VOI volume on the segmentation grid"),
-        *_PROVENANCE,
-    ]
-)
+_VOI_TIMEPOINTS_CORE = [
+    *_SUBJECT,
+    *_VOI,
+    field("time_point_index", pa.int16(), "1", "0-based order of the time point"),
+    field("time_h", pa.float64(), "h", "acquisition time after injection"),
+    field("activity_mbq", pa.float64(), "MBq", "activity in the VOI at acquisition"),
+    field("volume_ml", pa.float64(), "mL", "VOI volume on the segmentation grid"),
+]
+# v2 (issue 8): the quantification path's provenance.
+_VOI_TIMEPOINTS_V2_METHOD = [
+    field("quantification_method", pa.string(), "1", "name of the quantification path"),
+    field("method_parameters_hash", pa.string(), "1", "hash of its settings"),
+]
+# v3 (issue 6): what the activity's uncertainty is made of (EANM, Gear et al. 2018).
+_VOI_TIMEPOINTS_V3_UNCERTAINTY = [
+    field("counts", pa.float64(), "1", "reconstructed counts in the VOI", nullable=True),
+    field(
+        "activity_sd_mbq",
+        pa.float64(),
+        "MBq",
+        "standard uncertainty of activity_mbq: Poisson counting (+) calibration factor "
+        "(the CF part is common to all time points of a cycle)",
+        nullable=True,
+    ),
+]
 
 VOI_TIMEPOINTS = TableSpec(
     name="voi_timepoints",
-    version=2,
+    version=3,
     doc="One row per VOI and SPECT time point: the time-activity curve points.",
     key_columns=("subject_key", "cycle_key", "voi_label", "time_point_index"),
     schema=pa.schema(
         [
-            *_SUBJECT,
-            *_VOI,
-            field("time_point_index", pa.int16(), "1", "0-based order of the time point"),
-            field("time_h", pa.float64(), "h", "acquisition time after injection"),
-            field("activity_mbq", pa.float64(), "MBq", "activity in the VOI at acquisition"),
-            field("volume_ml", pa.float64(), "mL", "VOI volume on the segmentation grid"),
-            field("quantification_method", pa.string(), "1", "name of the quantification path"),
-            field("method_parameters_hash", pa.string(), "1", "hash of its settings"),
+            *_VOI_TIMEPOINTS_CORE,
+            *_VOI_TIMEPOINTS_V2_METHOD,
+            *_VOI_TIMEPOINTS_V3_UNCERTAINTY,
             *_PROVENANCE,
         ]
     ),
-    previous_schemas={1: _VOI_TIMEPOINTS_V1},
+    previous_schemas={
+        1: pa.schema([*_VOI_TIMEPOINTS_CORE, *_PROVENANCE]),
+        2: pa.schema([*_VOI_TIMEPOINTS_CORE, *_VOI_TIMEPOINTS_V2_METHOD, *_PROVENANCE]),
+    },
     upgrades={
         1: {
             "quantification_method": V1_QUANTIFICATION_METHOD,
             "method_parameters_hash": V1_QUANTIFICATION_PARAMETERS_HASH,
-        }
+        },
+        2: dict.fromkeys((f.name for f in _VOI_TIMEPOINTS_V3_UNCERTAINTY), None),
     },
 )
 
+_KINETICS_CORE = [
+    *_SUBJECT,
+    *_VOI,
+    field("kinetics_method", pa.string(), "1", "registry name of the TIA method"),
+    field("kinetics_method_version", pa.string(), "1", "version of the method"),
+    field("method_parameters_hash", pa.string(), "1", "hash of the method's settings"),
+    field("n_time_points", pa.int16(), "1", "time points the method used"),
+    field(
+        "tia_mbq_h",
+        pa.float64(),
+        "MBq.h",
+        "time-integrated activity, 0..inf",
+        nullable=True,
+    ),
+    field("a0_mbq", pa.float64(), "MBq", "fitted activity at injection", nullable=True),
+    field(
+        "lambda_eff_per_h",
+        pa.float64(),
+        "1/h",
+        "effective clearance rate (terminal phase for multi-exponential fits)",
+        nullable=True,
+    ),
+    field("teff_h", pa.float64(), "h", "effective half-life ln2/lambda_eff", nullable=True),
+    field("status", pa.string(), "1", "ok, or why the fit failed"),
+]
+_KINETICS_V2_FIT = [
+    field(
+        "tia_sd_mbq_h",
+        pa.float64(),
+        "MBq.h",
+        "standard deviation of the TIA (fit covariance, EANM/Gear 2018)",
+        nullable=True,
+    ),
+    field(
+        "time_points_used_h",
+        pa.list_(pa.float64()),
+        "h",
+        "acquired time points the method used (all when null)",
+        nullable=True,
+    ),
+    field(
+        "tia_total_sd_mbq_h",
+        pa.float64(),
+        "MBq.h",
+        "TIA uncertainty: fit (tia_sd_mbq_h) (+) the cycle-wide calibration factor part",
+        nullable=True,
+    ),
+    field(
+        "model",
+        pa.string(),
+        "1",
+        "fitted curve model, e.g. bi_exponential_uptake",
+        nullable=True,
+    ),
+    field(
+        "fit_parameters_json",
+        pa.string(),
+        "1",
+        "all fitted parameters by name (units in the names), JSON",
+        nullable=True,
+    ),
+    field("reduced_chi_square", pa.float64(), "1", "weighted chi2/(n-p)", nullable=True),
+    field(
+        "r_squared",
+        pa.float64(),
+        "1",
+        "weighted coefficient of determination",
+        nullable=True,
+    ),
+    field("aicc", pa.float64(), "1", "corrected Akaike criterion", nullable=True),
+]
+
 KINETICS = TableSpec(
     name="kinetics",
-    version=1,
+    version=2,
     doc="One row per VOI and kinetics method: TIA and fit parameters.",
     key_columns=("subject_key", "cycle_key", "voi_label", "kinetics_method"),
-    schema=pa.schema(
-        [
-            *_SUBJECT,
-            *_VOI,
-            field("kinetics_method", pa.string(), "1", "registry name of the TIA method"),
-            field("kinetics_method_version", pa.string(), "1", "version of the method"),
-            field("method_parameters_hash", pa.string(), "1", "hash of the method's settings"),
-            field("n_time_points", pa.int16(), "1", "time points the method used"),
-            field(
-                "tia_mbq_h",
-                pa.float64(),
-                "MBq.h",
-                "time-integrated activity, 0..inf",
-                nullable=True,
-            ),
-            field("a0_mbq", pa.float64(), "MBq", "fitted activity at injection", nullable=True),
-            field(
-                "lambda_eff_per_h", pa.float64(), "1/h", "effective clearance rate", nullable=True
-            ),
-            field("teff_h", pa.float64(), "h", "effective half-life ln2/lambda_eff", nullable=True),
-            field("status", pa.string(), "1", "ok, or why the fit failed"),
-            *_PROVENANCE,
-        ]
-    ),
+    # v2 (issue 6): uncertainty, time points used, model and goodness of fit.
+    schema=pa.schema([*_KINETICS_CORE, *_KINETICS_V2_FIT, *_PROVENANCE]),
+    previous_schemas={1: pa.schema([*_KINETICS_CORE, *_PROVENANCE])},
+    upgrades={1: dict.fromkeys((f.name for f in _KINETICS_V2_FIT), None)},
 )
 
 ABSORBED_DOSE = TableSpec(
@@ -416,6 +481,36 @@ QC_FINDINGS = TableSpec(
     ),
 )
 
+KINETICS_AGREEMENT = TableSpec(
+    name="kinetics_agreement",
+    version=1,
+    doc=(
+        "One row per cohort group (site, VOI type) and simplified method: Bland-Altman agreement "
+        "of its TIA with the reference method's (concordose.kinetics.comparison)."
+    ),
+    key_columns=("site_id", "voi_type", "kinetics_method", "reference_method"),
+    scope_column="site_id",  # a cohort-level table: a later computation replaces a site's rows
+    schema=pa.schema(
+        [
+            field("site_id", pa.string(), "1", "consortium site, or 'all' for the cohort"),
+            field("voi_type", pa.string(), "1", "organ, lesion, or 'all'"),
+            field("kinetics_method", pa.string(), "1", "simplified method compared"),
+            field("reference_method", pa.string(), "1", "reference method, e.g. spectacular_6tp"),
+            field("method_parameters_hash", pa.string(), "1", "hash of both methods' settings"),
+            field("n_pairs", pa.int32(), "1", "VOIs with both TIAs"),
+            field("n_missing", pa.int32(), "1", "VOIs left out (either TIA missing)"),
+            field(
+                "bias_percent", pa.float64(), "%", "mean of 100*(m-ref)/mean(m,ref)", nullable=True
+            ),
+            field("sd_percent", pa.float64(), "%", "sd of the relative differences", nullable=True),
+            field("loa_lower_percent", pa.float64(), "%", "bias - 1.96 sd", nullable=True),
+            field("loa_upper_percent", pa.float64(), "%", "bias + 1.96 sd", nullable=True),
+            *_RUN_PROVENANCE,
+            _CREATED_AT,
+        ]
+    ),
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -427,5 +522,6 @@ TABLES: dict[str, TableSpec] = {
         METHOD_COMPARISON,
         SITE_CALIBRATIONS,
         QC_FINDINGS,
+        KINETICS_AGREEMENT,
     )
 }

@@ -63,7 +63,11 @@ def quantify_task(cycle: CycleStudy, calibration: CalibrationRecord) -> CycleTim
 @task(name="kinetics", cache_policy=NO_CACHE)
 def kinetics_task(tac: CycleTimeActivity, methods: Sequence[str]) -> list[KineticsBatch]:
     """TIA of every VOI by every requested kinetics method."""
-    return [KINETICS_METHODS.get(name).fit(tac.time_h, tac.activity_mbq) for name in methods]
+    voi_types = [str(kind) for kind in tac.voi_types]
+    return [
+        KINETICS_METHODS.get(name).fit(tac.time_h, tac.activity_mbq, voi_types=voi_types)
+        for name in methods
+    ]
 
 
 @task(name="dose", cache_policy=NO_CACHE)

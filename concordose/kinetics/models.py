@@ -8,13 +8,20 @@ Method contract (what every entry of the registry implements):
 * out: a :class:`KineticsBatch` with one TIA per curve in MBq·h (∫₀^∞ A dt), the fitted
   parameters as arrays, and a status per curve: ``"ok"`` or a reason why the curve failed
   (then its TIA is NaN). A method never raises for one bad curve.
+* optional keywords every method accepts (and may ignore): ``voi_types`` — one VOI type per
+  curve (``"organ"``/``"lesion"``), for methods with population parameters per VOI type;
+  ``activity_sd_mbq`` — (n_curves, n_points) standard deviations of the activities in MBq
+  (counting and calibration, see ``kinetics.uncertainty``), used as fit weights when given.
+* optional outputs: the TIA standard deviation, the time points the method used, per-curve
+  model names, goodness-of-fit arrays and parameter covariances (see :class:`KineticsBatch`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -34,6 +41,14 @@ class KineticsBatch:
         tia_mbq_h: time-integrated activity per curve, MBq·h (NaN when the fit failed).
         fit_parameters: named parameter arrays, units in the names.
         status: ``"ok"`` or the reason of failure, per curve.
+        tia_sd_mbq_h: standard deviation of each TIA (MBq·h), NaN when not estimable; None when
+            the method does not estimate uncertainty.
+        time_points_used_h: the acquired time points the method used (h), None for all.
+        models: fitted model per curve (e.g. ``"bi_exponential_uptake"``), None if not a fit.
+        goodness: goodness-of-fit arrays by name (``reduced_chi_square``, ``r_squared``,
+            ``aicc``), per curve.
+        covariance: (n_curves, p, p) covariance of the parameters named ``parameter_names``.
+        parameter_names: order of the covariance's rows.
     """
 
     method: str
@@ -42,6 +57,12 @@ class KineticsBatch:
     tia_mbq_h: npt.NDArray[np.float64]
     fit_parameters: dict[str, npt.NDArray[np.float64]]
     status: tuple[str, ...]
+    tia_sd_mbq_h: npt.NDArray[np.float64] | None = None
+    time_points_used_h: tuple[float, ...] | None = None
+    models: tuple[str, ...] | None = None
+    goodness: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
+    covariance: npt.NDArray[np.float64] | None = None
+    parameter_names: tuple[str, ...] = ()
 
     @property
     def ok(self) -> npt.NDArray[np.bool_]:
@@ -52,15 +73,27 @@ class KineticsBatch:
 class KineticsMethod(Protocol):
     """A named TIA method (see the module docstring for the contract)."""
 
-    name: str
-    version: str
+    @property
+    def name(self) -> str:
+        """Registry name."""
+        ...
+
+    @property
+    def version(self) -> str:
+        """Bumped when the method's numbers change."""
+        ...
 
     def settings(self) -> dict[str, object]:
         """The method's parameters, JSON-serialisable (hashed into provenance)."""
         ...
 
     def fit(
-        self, time_h: npt.NDArray[np.float64], activity_mbq: npt.NDArray[np.float64]
+        self,
+        time_h: npt.NDArray[np.float64],
+        activity_mbq: npt.NDArray[np.float64],
+        *,
+        voi_types: Sequence[str] | None = None,
+        activity_sd_mbq: npt.NDArray[np.float64] | None = None,
     ) -> KineticsBatch:
         """Fit every curve; see the module contract."""
         ...

@@ -46,6 +46,10 @@ class CycleTimeActivity:
         activity_mbq: (n_voi, n_time_points) activity at acquisition time, not decay corrected.
         sop_instance_uids: the NM instance of each time point.
         calibration_record_id: the calibration applied.
+        counts: (n_voi, n_time_points) reconstructed counts in each VOI (Poisson part of the
+            activity's uncertainty), or None when not recorded.
+        calibration_relative_sd: relative standard uncertainty of the calibration factor from
+            the site's record, or None when the record does not state one.
     """
 
     labels: tuple[str, ...]
@@ -56,6 +60,8 @@ class CycleTimeActivity:
     activity_mbq: npt.NDArray[np.float64]
     sop_instance_uids: tuple[str, ...]
     calibration_record_id: str
+    counts: npt.NDArray[np.float64] | None = None
+    calibration_relative_sd: float | None = None
 
 
 def quantify_cycle(
@@ -78,6 +84,7 @@ def quantify_cycle(
         ]
     )
     activity = np.empty((len(vois), len(cycle.time_points)), dtype=np.float64)
+    voi_counts = np.empty_like(activity)
     for index, point in enumerate(cycle.time_points):
         acquisition = point.acquisition
         counts = read_nm_counts(acquisition)
@@ -89,6 +96,7 @@ def quantify_cycle(
         )
         voi_set = resample_vois(vois, acquisition.geometry)
         activity[:, index] = voi_totals(activity_map, voi_set.masks)
+        voi_counts[:, index] = voi_totals(np.asarray(counts, dtype=np.float64), voi_set.masks)
         if on_time_point is not None:
             on_time_point(index)
     return CycleTimeActivity(
@@ -100,4 +108,6 @@ def quantify_cycle(
         activity_mbq=activity,
         sop_instance_uids=tuple(p.acquisition.sop_instance_uid for p in cycle.time_points),
         calibration_record_id=calibration.record_id,
+        counts=voi_counts,
+        calibration_relative_sd=calibration.calibration_factor_relative_uncertainty,
     )

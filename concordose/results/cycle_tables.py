@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ import pyarrow as pa
 from concordose.dicom.pseudonym import uid_hash
 from concordose.dose.models import DoseBatch
 from concordose.kinetics.models import KineticsBatch, settings_hash
+from concordose.kinetics.uncertainty import activity_sd_mbq, tia_sd_with_calibration_mbq_h
 from concordose.quant.cycle import (
     QUANTIFICATION_METHOD,
     QUANTIFICATION_SETTINGS,
@@ -32,6 +34,46 @@ class CycleIdentity:
 
 def _nullable(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
+
+
+def _parameter(batch: KineticsBatch, name: str, voi: int) -> float | None:
+    values = batch.fit_parameters.get(name)
+    return None if values is None else _nullable(values[voi])
+
+
+def _kinetics_extras(batch: KineticsBatch, voi: int) -> dict[str, Any]:
+    """The nullable v2 columns of a kinetics row."""
+    parameters = {
+        name: _nullable(values[voi])
+        for name, values in sorted(batch.fit_parameters.items())
+        if np.isfinite(values[voi])
+    }
+    used = batch.time_points_used_h
+    return {
+        "tia_sd_mbq_h": None if batch.tia_sd_mbq_h is None else _nullable(batch.tia_sd_mbq_h[voi]),
+        "time_points_used_h": None if used is None else list(used),
+        "model": None if batch.models is None else batch.models[voi],
+        "fit_parameters_json": json.dumps(parameters, sort_keys=True) if parameters else None,
+        "reduced_chi_square": _goodness(batch, "reduced_chi_square", voi),
+        "r_squared": _goodness(batch, "r_squared", voi),
+        "aicc": _goodness(batch, "aicc", voi),
+    }
+
+
+def _total_sd(
+    batch: KineticsBatch, voi: int, calibration_relative_sd: float | None
+) -> float | None:
+    if batch.tia_sd_mbq_h is None or calibration_relative_sd is None:
+        return None
+    total = tia_sd_with_calibration_mbq_h(
+        batch.tia_mbq_h[voi : voi + 1], batch.tia_sd_mbq_h[voi : voi + 1], calibration_relative_sd
+    )
+    return _nullable(total[0])
+
+
+def _goodness(batch: KineticsBatch, name: str, voi: int) -> float | None:
+    values = batch.goodness.get(name)
+    return None if values is None else _nullable(values[voi])
 
 
 def _table(spec: TableSpec, rows: list[dict[str, Any]]) -> pa.Table:
@@ -67,6 +109,13 @@ def build_cycle_tables(
         }
 
     n_voi, n_points = tac.activity_mbq.shape
+    activity_sd = (
+        None
+        if tac.counts is None
+        else activity_sd_mbq(
+            tac.activity_mbq, tac.counts, other_relative_sd=tac.calibration_relative_sd or 0.0
+        )
+    )
     timepoint_rows = [
         {
             **subject(voi),
@@ -76,6 +125,8 @@ def build_cycle_tables(
             "volume_ml": float(tac.volume_ml[voi]),
             "quantification_method": QUANTIFICATION_METHOD,
             "method_parameters_hash": quantification_hash,
+            "counts": None if tac.counts is None else float(tac.counts[voi, point]),
+            "activity_sd_mbq": None if activity_sd is None else _nullable(activity_sd[voi, point]),
             "schema_version": VOI_TIMEPOINTS.version,
             **common_provenance,
         }
@@ -88,12 +139,16 @@ def build_cycle_tables(
             "kinetics_method": batch.method,
             "kinetics_method_version": batch.method_version,
             "method_parameters_hash": batch.parameters_hash,
-            "n_time_points": n_points,
+            "n_time_points": (
+                n_points if batch.time_points_used_h is None else len(batch.time_points_used_h)
+            ),
             "tia_mbq_h": _nullable(batch.tia_mbq_h[voi]),
-            "a0_mbq": _nullable(batch.fit_parameters["a0_mbq"][voi]),
-            "lambda_eff_per_h": _nullable(batch.fit_parameters["lambda_eff_per_h"][voi]),
-            "teff_h": _nullable(batch.fit_parameters["teff_h"][voi]),
+            "a0_mbq": _parameter(batch, "a0_mbq", voi),
+            "lambda_eff_per_h": _parameter(batch, "lambda_eff_per_h", voi),
+            "teff_h": _parameter(batch, "teff_h", voi),
             "status": batch.status[voi],
+            **_kinetics_extras(batch, voi),
+            "tia_total_sd_mbq_h": _total_sd(batch, voi, tac.calibration_relative_sd),
             "schema_version": KINETICS.version,
             **common_provenance,
         }

@@ -95,8 +95,8 @@ def test_publish_to_s3_writes_parquet_then_manifest(s3_endpoint: str) -> None:
     )
     assert keys == [
         "consortium/_manifests/run-1.json",
-        "consortium/kinetics/v1/site_id=milan/run-1.parquet",
-        "consortium/kinetics/v1/site_id=padua/run-1.parquet",
+        f"consortium/kinetics/v{KINETICS.version}/site_id=milan/run-1.parquet",
+        f"consortium/kinetics/v{KINETICS.version}/site_id=padua/run-1.parquet",
     ]
     manifest = json.loads(client.get_object("results", "consortium/_manifests/run-1.json").read())
     assert [o["rows"] for o in manifest["objects"]] == [1, 1]

@@ -13,6 +13,7 @@ TIA is reported as NaN with the reason.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -31,9 +32,18 @@ class MonoExponential:
         return {"weights": "activity", "uptake": "instantaneous", "integral": "0..inf"}
 
     def fit(
-        self, time_h: npt.NDArray[np.float64], activity_mbq: npt.NDArray[np.float64]
+        self,
+        time_h: npt.NDArray[np.float64],
+        activity_mbq: npt.NDArray[np.float64],
+        *,
+        voi_types: Sequence[str] | None = None,
+        activity_sd_mbq: npt.NDArray[np.float64] | None = None,
     ) -> KineticsBatch:
-        """Fit A0 and λ_eff for every curve; see the module docstring."""
+        """Fit A0 and λ_eff for every curve; see the module docstring.
+
+        ``voi_types`` and ``activity_sd_mbq`` are accepted and ignored: the weights are fixed
+        (w = A) so that this method's numbers do not change with the inputs' uncertainty model.
+        """
         times, values = check_curves(time_h, activity_mbq)
         usable = np.isfinite(values) & (values > 0)
         weights = np.where(usable, values, 0.0)

@@ -1,0 +1,164 @@
+"""A kinetics method made of: a schedule (optional), an exponential model, fit settings.
+
+Every fitted method in ``methods/`` is an instance of :class:`ScheduledFit`: the full-data fits
+(``bi_exponential``, …) use every acquired time point; the simplified multi-time-point methods
+(LUTADOSE 2TP, LUMEN 3TP, Hebert 4TP, SPECTacular 6TP) first pick their scheduled points from
+what was acquired (``kinetics.timepoints``) and say which they used.
+
+Row convention for the ``kinetics`` table: ``lambda_eff_per_h``/``teff_h`` are those of the
+terminal (slowest) clearance term; ``a0_mbq`` is A(0) of the fitted curve (0 with uptake).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from concordose.kinetics.exponential_fit import (
+    ExponentialFit,
+    ExponentialModel,
+    FitSettings,
+    fit_exponential,
+)
+from concordose.kinetics.models import KineticsBatch, check_curves, settings_hash
+from concordose.kinetics.timepoints import choose_time_points
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def batch_from_fit(
+    name: str,
+    version: str,
+    settings: dict[str, object],
+    fit: ExponentialFit,
+    used_h: tuple[float, ...] | None,
+) -> KineticsBatch:
+    """A :class:`KineticsBatch` carrying everything an :class:`ExponentialFit` knows."""
+    named = fit.named_parameters()
+    terminal = named["lambda1_per_h"]
+    amplitude_sum = 0.0 if fit.model.uptake else fit.parameters[:, : fit.model.n_clearance].sum(1)
+    a0 = np.where(fit.ok, amplitude_sum, np.nan)
+    return KineticsBatch(
+        method=name,
+        method_version=version,
+        parameters_hash=settings_hash(settings),
+        tia_mbq_h=fit.tia_mbq_h,
+        fit_parameters={
+            **named,
+            "a0_mbq": a0,
+            "lambda_eff_per_h": terminal,
+            "teff_h": math.log(2.0) / terminal,
+        },
+        status=fit.status,
+        tia_sd_mbq_h=fit.tia_sd_mbq_h,
+        time_points_used_h=used_h,
+        models=tuple(fit.model.name for _ in fit.status),
+        goodness={
+            "reduced_chi_square": fit.reduced_chi_square,
+            "r_squared": fit.r_squared,
+            "aicc": fit.aicc,
+        },
+        covariance=fit.covariance,
+        parameter_names=fit.model.parameter_names(),
+    )
+
+
+def failed_batch(
+    name: str, version: str, settings: dict[str, object], n_curves: int, reason: str
+) -> KineticsBatch:
+    """Every curve failed for the same reason (e.g. the schedule is not met)."""
+    nan = np.full(n_curves, np.nan)
+    return KineticsBatch(
+        method=name,
+        method_version=version,
+        parameters_hash=settings_hash(settings),
+        tia_mbq_h=nan,
+        fit_parameters={"a0_mbq": nan, "lambda_eff_per_h": nan, "teff_h": nan},
+        status=tuple(reason for _ in range(n_curves)),
+        tia_sd_mbq_h=nan,
+        time_points_used_h=(),
+    )
+
+
+@dataclass(frozen=True)
+class ScheduledFit:
+    """Fit ``model`` to the scheduled points (or all points when ``nominal_h`` is empty).
+
+    Attributes:
+        name, version: registry identity.
+        model: the exponential model.
+        nominal_h, tolerance_h: the schedule (h) and per-point tolerance (h); empty = all points.
+        min_points: least number of acquired points when using all points.
+        fit_settings: weights, tail rule, bounds.
+        reference: citation of the schedule, for provenance.
+    """
+
+    name: str
+    version: str
+    model: ExponentialModel
+    nominal_h: tuple[float, ...] = ()
+    tolerance_h: tuple[float, ...] = ()
+    min_points: int = 0
+    fit_settings: FitSettings = field(default_factory=FitSettings)
+    reference: str = ""
+
+    def settings(self) -> dict[str, object]:
+        """Model, schedule and fit settings (hashed into provenance)."""
+        return {
+            "model": self.model.name,
+            "nominal_h": list(self.nominal_h),
+            "tolerance_h": list(self.tolerance_h),
+            "min_points": self.min_points,
+            "fit": self.fit_settings.as_dict(),
+            "reference": self.reference,
+        }
+
+    def fit(
+        self,
+        time_h: FloatArray,
+        activity_mbq: FloatArray,
+        *,
+        voi_types: Sequence[str] | None = None,
+        activity_sd_mbq: FloatArray | None = None,
+    ) -> KineticsBatch:
+        """Choose the points, fit every curve; ``voi_types`` is not used."""
+        times, values = check_curves(time_h, activity_mbq)
+        if self.nominal_h:
+            choice = choose_time_points(times, self.nominal_h, self.tolerance_h)
+            if not choice.matched:
+                assert choice.problem is not None
+                return failed_batch(
+                    self.name, self.version, self.settings(), values.shape[0], choice.problem
+                )
+            index = np.array(choice.indices)
+            order = np.argsort(times[index])
+            index = index[order]
+        else:
+            if times.size < self.min_points:
+                return failed_batch(
+                    self.name,
+                    self.version,
+                    self.settings(),
+                    values.shape[0],
+                    f"needs ≥ {self.min_points} acquired time points, has {times.size}",
+                )
+            index = np.arange(times.size)
+        sd = None if activity_sd_mbq is None else np.asarray(activity_sd_mbq)[:, index]
+        fit = fit_exponential(
+            times[index],
+            values[:, index],
+            self.model,
+            activity_sd_mbq=sd,
+            settings=self.fit_settings,
+        )
+        return batch_from_fit(
+            self.name,
+            self.version,
+            self.settings(),
+            fit,
+            tuple(float(t) for t in times[index]),
+        )

@@ -1,0 +1,61 @@
+"""Uncertainty of activities and TIAs, after the EANM guidance (Gear et al. EJNMMI 2018).
+
+Reference: Gear JI et al., EJNMMI 2018;45:2456-74.
+
+Activity of a VOI at one time point, A = C / (CF·T_acq·RC), with relative standard deviations
+added in quadrature (independent sources, first-order propagation):
+
+    (σ_A/A)² = (σ_C/C)² + (σ_CF/CF)² + (σ_RC/RC)²
+
+Counting: σ_C/C = 1/√C for C counts (Poisson). The calibration factor is common to every time
+point of a cycle, so its error is fully correlated between points: it must not be fed to the
+fit as if independent. :func:`activity_sd_mbq` therefore gives the per-point (independent) part
+for the fit weights, and :func:`tia_sd_with_calibration_mbq_h` adds the correlated CF part to the
+TIA's fit uncertainty afterwards: a common scale error moves the TIA by the same fraction.
+The TIA's fit part is gᵀVg from the fit covariance (``exponential_fit``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def activity_sd_mbq(
+    activity_mbq: FloatArray,
+    counts: FloatArray,
+    *,
+    recovery_relative_sd: float | FloatArray = 0.0,
+    other_relative_sd: float | FloatArray = 0.0,
+) -> FloatArray:
+    """Independent per-point standard deviation of VOI activities, MBq.
+
+    Args:
+        activity_mbq: (n_curves, n_points) activities.
+        counts: the VOIs' total counts at each point, same shape (Poisson part 1/√C).
+        recovery_relative_sd: σ_RC/RC of the partial-volume recovery applied (per curve or
+            scalar); 0 when no PVC.
+        other_relative_sd: any further independent relative part (e.g. VOI delineation).
+    """
+    counts_array = np.asarray(counts, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        counting = np.where(counts_array > 0, 1.0 / np.sqrt(counts_array), np.inf)
+    relative = np.sqrt(
+        counting**2
+        + np.broadcast_to(np.asarray(recovery_relative_sd, dtype=np.float64), counting.shape) ** 2
+        + np.broadcast_to(np.asarray(other_relative_sd, dtype=np.float64), counting.shape) ** 2
+    )
+    result: FloatArray = np.abs(np.asarray(activity_mbq, dtype=np.float64)) * relative
+    return result
+
+
+def tia_sd_with_calibration_mbq_h(
+    tia_mbq_h: FloatArray, tia_fit_sd_mbq_h: FloatArray, calibration_relative_sd: float
+) -> FloatArray:
+    """Total TIA standard deviation: fit part ⊕ the fully correlated calibration part."""
+    total: FloatArray = np.sqrt(
+        np.asarray(tia_fit_sd_mbq_h) ** 2 + (np.asarray(tia_mbq_h) * calibration_relative_sd) ** 2
+    )
+    return total

@@ -1,0 +1,55 @@
+"""The flow with every registered kinetics method side by side on a six-time-point patient."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from concordose.kinetics.registry import KINETICS_METHODS
+from flows.process_spool import process_spool
+from phantoms import generate_patient
+from schemas.tables import KINETICS
+
+pytestmark = pytest.mark.integration
+
+
+def test_every_method_publishes_rows_with_model_and_time_points(
+    tmp_path: Path, prefect_server: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONCORDOSE_PSEUDONYM_KEY", "test-key-not-secret")
+    patient = generate_patient(
+        tmp_path / "patient", seed=11, preset="test", time_points_h=(4, 24, 48, 96, 168, 240)
+    )
+    result = process_spool(
+        patient.out_dir / "dicom",
+        patient.sites_path,
+        output_uri=str(tmp_path / "out"),
+        site_id="milan",
+        kinetics_methods=KINETICS_METHODS.names(),
+    )
+    rows = result.tables["kinetics"].to_pylist()
+    methods = {row["kinetics_method"] for row in rows}
+    assert methods == set(KINETICS_METHODS.names())
+    assert {row["schema_version"] for row in rows} == {KINETICS.version}
+    reference = [row for row in rows if row["kinetics_method"] == "spectacular_6tp"]
+    assert all(row["status"] == "ok" for row in reference)
+    assert all(row["model"] == "bi_exponential_uptake" for row in reference)
+    assert all(row["n_time_points"] == 6 for row in reference)
+    assert all(row["tia_sd_mbq_h"] > 0 for row in reference)
+    lutadose = [row for row in rows if row["kinetics_method"] == "lutadose_2tp"]
+    assert all(row["time_points_used_h"] == [24.0, 168.0] for row in lutadose)
+    hebert = [row for row in rows if row["kinetics_method"] == "hebert_4tp"]
+    assert all("no acquired time point" in row["status"] for row in hebert)
+    points = result.tables["voi_timepoints"].to_pylist()
+    for point in points:  # Poisson part: sd/A = 1/sqrt(counts) (this site states no CF sd)
+        assert point["activity_sd_mbq"] == pytest.approx(
+            point["activity_mbq"] / point["counts"] ** 0.5, rel=1e-9
+        )
+    doses = result.tables["absorbed_dose"].to_pylist()
+    assert len(doses) == len(rows)
+    assert all(
+        dose["status"] == "no TIA (kinetics failed)"
+        for dose in doses
+        if dose["kinetics_method"] == "hebert_4tp"
+    )

@@ -1,0 +1,121 @@
+"""Simplified methods: exact where theory says, the Hänscheid error curve, schedules reported."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from concordose.kinetics.methods.hanscheid_stp import HanscheidStp, hanscheid_relative_error
+from concordose.kinetics.methods.madsen_stp import MadsenStp
+from concordose.kinetics.methods.trapezoid import Trapezoid
+from concordose.kinetics.models import STATUS_OK
+from concordose.kinetics.registry import KINETICS_METHODS
+from concordose.kinetics.timepoints import choose_time_points
+from concordose.nuclides import LU177
+
+DEMO_H = np.array([4.0, 24.0, 72.0, 168.0])
+SIX_H = np.array([4.0, 24.0, 48.0, 96.0, 168.0, 240.0])
+
+
+def _mono(teff_h: float, times: np.ndarray, a0: float = 100.0) -> np.ndarray:
+    return a0 * np.exp(-math.log(2) / teff_h * times)[None, :]
+
+
+def test_hanscheid_error_curve_peaks_at_plus_6_15_percent() -> None:
+    time_h = 96.0
+    teff_h = np.linspace(20.0, 150.0, 20001)
+    error = hanscheid_relative_error(np.full_like(teff_h, time_h), teff_h)
+    peak = int(np.argmax(error))
+    assert error[peak] == pytest.approx(2 / (math.e * math.log(2)) - 1, abs=1e-8)
+    assert error[peak] == pytest.approx(0.0615, abs=5e-5)
+    assert teff_h[peak] == pytest.approx(time_h * math.log(2), abs=0.01)
+    # exact when T_eff = t (x = 1) and T_eff = t/2 (x = 2)
+    assert hanscheid_relative_error(np.array([96.0, 96.0]), np.array([96.0, 48.0])) == (
+        pytest.approx([0.0, 0.0], abs=1e-12)
+    )
+
+
+@pytest.mark.parametrize("teff_h", [30.0, 60.0, 72.0 * math.log(2), 120.0])
+def test_hanscheid_method_follows_its_error_curve(teff_h: float) -> None:
+    curve = _mono(teff_h, DEMO_H)
+    batch = HanscheidStp().fit(DEMO_H, curve)
+    assert batch.time_points_used_h == (72.0,)  # nearest to 96 h within 36 h
+    truth = 100.0 * teff_h / math.log(2)
+    expected = 2 * (72.0 / teff_h) / 2 ** (72.0 / teff_h)
+    assert batch.tia_mbq_h[0] / truth == pytest.approx(expected, rel=1e-12)
+
+
+def test_madsen_is_exact_with_the_true_population_half_life() -> None:
+    curves = np.vstack([_mono(50.0, DEMO_H), _mono(95.0, DEMO_H, 20.0)])
+    batch = MadsenStp().fit(DEMO_H, curves, voi_types=["organ", "lesion"])
+    truth = np.array([100.0 * 50.0, 20.0 * 95.0]) / math.log(2)
+    np.testing.assert_allclose(batch.tia_mbq_h, truth, rtol=1e-12)
+    custom = MadsenStp(teff_by_voi_type_h={"organ": 40.0})
+    failed = custom.fit(DEMO_H, curves, voi_types=["organ", "lesion"])
+    assert failed.status[0] == STATUS_OK
+    assert "no population T_eff for VOI type 'lesion'" in failed.status[1]
+    assert "needs the VOI type" in MadsenStp().fit(DEMO_H, curves).status[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "used"),
+    [
+        ("lutadose_2tp", (24.0, 168.0)),
+        ("lumen_3tp", (4.0, 24.0, 168.0)),
+        ("hebert_4tp", (4.0, 24.0, 72.0, 168.0)),
+        ("mono_exponential", None),
+        ("aicc_best_fit", (4.0, 24.0, 72.0, 168.0)),
+    ],
+)
+def test_multi_point_methods_are_exact_on_mono_exponential_curves(
+    name: str, used: tuple[float, ...] | None
+) -> None:
+    curves = np.vstack([_mono(45.0, DEMO_H), _mono(110.0, DEMO_H, 7.0)])
+    batch = KINETICS_METHODS.get(name).fit(DEMO_H, curves, voi_types=["organ", "lesion"])
+    truth = np.array([100.0 * 45.0, 7.0 * 110.0]) / math.log(2)
+    np.testing.assert_allclose(batch.tia_mbq_h, truth, rtol=1e-6)
+    np.testing.assert_allclose(batch.fit_parameters["teff_h"], [45.0, 110.0], rtol=1e-6)
+    assert batch.time_points_used_h == used
+
+
+def test_schedules_that_cannot_be_met_are_reported_with_the_acquired_times() -> None:
+    times = np.array([2.0, 48.0, 96.0])
+    batch = KINETICS_METHODS.get("lumen_3tp").fit(times, _mono(50.0, times))
+    assert np.isnan(batch.tia_mbq_h).all()
+    assert "no acquired time point within ±6 h of the nominal 24 h" in batch.status[0]
+    assert "2.0, 48.0, 96.0" in batch.status[0]
+    reference = KINETICS_METHODS.get("spectacular_6tp")
+    assert (
+        "needs ≥ 6 acquired time points, has 4"
+        in reference.fit(DEMO_H, _mono(50.0, DEMO_H)).status[0]
+    )
+
+
+def test_spectacular_reference_fits_six_points() -> None:
+    a1, a2, l1, l2, lu = 60.0, 40.0, 0.01, 0.08, 0.5
+    curve = a1 * np.exp(-l1 * SIX_H) + a2 * np.exp(-l2 * SIX_H) - (a1 + a2) * np.exp(-lu * SIX_H)
+    batch = KINETICS_METHODS.get("spectacular_6tp").fit(SIX_H, curve[None, :])
+    assert batch.status == (STATUS_OK,)
+    assert batch.tia_mbq_h[0] == pytest.approx(a1 / l1 + a2 / l2 - (a1 + a2) / lu, rel=1e-3)
+    assert batch.models == ("bi_exponential_uptake",)
+    assert batch.time_points_used_h == tuple(SIX_H)
+
+
+def test_time_points_each_used_once() -> None:
+    choice = choose_time_points(np.array([20.0, 30.0]), (24.0, 26.0), (10.0, 10.0))
+    assert choice.indices == (0, 1)
+    assert choice.used_h == (20.0, 30.0)
+
+
+def test_trapezoid_is_exact_for_piecewise_linear_head_and_physical_tail() -> None:
+    lam = LU177.decay_constant_per_h
+    curve = 50.0 * np.exp(-lam * DEMO_H)
+    batch = Trapezoid().fit(DEMO_H, curve[None, :], activity_sd_mbq=0.02 * curve[None, :])
+    areas = np.diff(DEMO_H) * (curve[:-1] + curve[1:]) / 2
+    expected = DEMO_H[0] * curve[0] / 2 + areas.sum() + curve[-1] / lam
+    assert batch.tia_mbq_h[0] == pytest.approx(expected, rel=1e-12)
+    assert batch.tia_sd_mbq_h is not None
+    assert 0 < batch.tia_sd_mbq_h[0] < 0.02 * batch.tia_mbq_h[0]
+    assert "finite" in Trapezoid().fit(DEMO_H, np.array([[1.0, np.nan, 1.0, 1.0]])).status[0]
