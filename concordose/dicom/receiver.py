@@ -20,9 +20,7 @@ Each stored instance marks its time point busy until its association closes; a
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -41,7 +39,12 @@ from pynetdicom import (
 )
 
 from concordose.dicom.completion import DEFAULT_QUIET_PERIOD_S, CompletionMonitor, utc_now
-from concordose.dicom.spool import InstanceIdentity, InvalidInstanceError, Spool
+from concordose.dicom.spool import (
+    RECEIVER_LOCK_FILENAME,
+    InstanceIdentity,
+    InvalidInstanceError,
+    Spool,
+)
 from concordose.dicom.timepoints import InstanceSummary, OnComplete
 from concordose.errors import ConcordoseError
 
@@ -50,9 +53,6 @@ LOG = logging.getLogger(__name__)
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
-
-
-LOCK_FILENAME = "receiver.lock"
 
 
 def _ae_title(value: Any) -> str:
@@ -121,7 +121,6 @@ class StorageReceiver:
         self._associations: dict[int, _AssociationLog] = {}
         self._association_counter = 0
         self._counter_lock = threading.Lock()
-        self._lock_fd: int | None = None
         if allowed_calling_ae_titles is None and site_by_ae_title is not None:
             allowed_calling_ae_titles = list(site_by_ae_title)
         self.host = host
@@ -244,24 +243,16 @@ class StorageReceiver:
         )
 
     def _acquire_spool_lock(self) -> None:
-        """One receiver per spool: a second would deliver completion events twice."""
-        path = self.spool.root / LOCK_FILENAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.spool.lock_for_receiver()
         except BlockingIOError:
-            os.close(fd)
             raise ConcordoseError(
-                f"another receiver already serves spool {self.spool.root} (lock {path} is held); "
-                "run one receiver per spool"
+                f"another receiver already serves spool {self.spool.root} "
+                f"(lock {RECEIVER_LOCK_FILENAME} is held); run one receiver per spool"
             ) from None
-        self._lock_fd = fd
 
     def _release_spool_lock(self) -> None:
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self.spool.unlock_receiver()
 
     def start(self) -> int:
         """Start listening in a background thread; returns the bound port.

@@ -6,6 +6,7 @@ Layout under the spool root::
     instances/<study>/<series>/<sop>.dcm  the bytes as received (Part 10 file, original syntax)
     quarantine/<timestamp>-<n>.dcm      bytes we could not accept, with ``.reason.txt`` beside
     tmp/                                partial writes; never read, cleaned at start-up
+    receiver.lock                       held (flock) by the one receiver serving the spool
 
 Contract of :meth:`Spool.store`: when it returns, the file is fsync'ed, atomically renamed into
 place, its folder entry fsync'ed, and its index row committed. Only then may the receiver answer
@@ -14,12 +15,13 @@ the C-STORE with success. Path components are validated UIDs only (see :mod:`.ui
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +36,7 @@ from concordose.dicom.uids import is_valid_uid
 from concordose.errors import ConcordoseError, SpoolNotFoundError
 
 INDEX_FILENAME = "index.sqlite3"
+RECEIVER_LOCK_FILENAME = "receiver.lock"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -289,11 +292,40 @@ class Spool:
         self.tmp_dir = root / "tmp"
         for folder in (self.instances_dir, self.quarantine_dir, self.tmp_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        for leftover in self.tmp_dir.glob("*.part"):
-            leftover.unlink(missing_ok=True)  # a crash mid-write: never acknowledged, so drop it
         self._lock = threading.Lock()
+        self._receiver_lock_fd: int | None = None
+        with suppress(BlockingIOError):
+            # Only when no receiver is running: its in-flight writes live in tmp/.
+            self.lock_for_receiver()
+            self.unlock_receiver()
         with self._connect() as connection:
             connection.executescript(_SCHEMA)
+
+    def lock_for_receiver(self) -> None:
+        """Take the spool's exclusive receiver lock, then drop partial writes in ``tmp/``.
+
+        One receiver per spool: a second would deliver completion events twice and could drop
+        the first one's in-flight writes.
+
+        Raises:
+            BlockingIOError: another process (or another :class:`Spool`) holds the lock.
+        """
+        fd = os.open(self.root / RECEIVER_LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise
+        self._receiver_lock_fd = fd
+        for leftover in self.tmp_dir.glob("*.part"):
+            leftover.unlink(missing_ok=True)  # a crash mid-write: never acknowledged, so drop it
+
+    def unlock_receiver(self) -> None:
+        """Release the receiver lock (no-op if not held)."""
+        if self._receiver_lock_fd is not None:
+            fcntl.flock(self._receiver_lock_fd, fcntl.LOCK_UN)
+            os.close(self._receiver_lock_fd)
+            self._receiver_lock_fd = None
 
     @classmethod
     def open_existing(cls, root: Path) -> Spool:
