@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from concordose.dicom import spool as spool_module
 from concordose.dicom.completion import CompletionMonitor
 from concordose.dicom.spool import InstanceIdentity, Spool, TimePointNotFoundError
 from concordose.dicom.timepoints import InstanceSummary, TimePointEvent, TimePointState
@@ -193,7 +192,7 @@ def test_disk_full_leaves_nothing_half_written_and_nothing_indexed(
     def no_space(_fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(spool_module.os, "fsync", no_space)
+    monkeypatch.setattr(os, "fsync", no_space)  # what the spool calls after writing
     with pytest.raises(OSError, match="No space left"):
         _store(spool, "1.1", "1.1.1", clock)
     monkeypatch.undo()
