@@ -5,45 +5,21 @@ from __future__ import annotations
 
 import errno
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from concordose.dicom.completion import CompletionMonitor
 from concordose.dicom.spool import InstanceIdentity, Spool, TimePointNotFoundError
-from concordose.dicom.timepoints import InstanceSummary, TimePointEvent, TimePointState
+from concordose.dicom.timepoints import InstanceSummary, TimePointState
+from tests.fakes import FakeClock, Recorder
 
 NM = "1.2.840.10008.5.1.4.1.1.20"
 CT = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
-T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 INJECTION = datetime(2026, 11, 20, 9, 0)
 QUIET_S = 60.0
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-class Recorder:
-    """An on_complete hook that records events and can be told to fail."""
-
-    def __init__(self, fail: bool = False) -> None:
-        self.events: list[TimePointEvent] = []
-        self.fail = fail
-
-    def __call__(self, event: TimePointEvent) -> None:
-        if self.fail:
-            raise RuntimeError("flow server unreachable")
-        self.events.append(event)
 
 
 def _store(spool: Spool, study: str, sop: str, clock: FakeClock, *, modality: str = "NM") -> None:
