@@ -196,6 +196,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _make_dirs_durably(folder: Path) -> None:
+    """Create ``folder`` and missing parents, fsync'ing each new entry's parent folder (a file
+    renamed into a folder whose own entry is not durable could vanish with it)."""
+    if folder.is_dir():
+        return
+    _make_dirs_durably(folder.parent)
+    folder.mkdir(exist_ok=True)
+    _fsync_dir(folder.parent)
+
+
 def _write_durably(final_path: Path, data: bytes, tmp_dir: Path) -> None:
     """Write ``data`` to ``final_path`` via temp file, fsync and atomic rename."""
     tmp_path = tmp_dir / f"{uuid.uuid4().hex}.part"
@@ -204,7 +214,7 @@ def _write_durably(final_path: Path, data: bytes, tmp_dir: Path) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        final_path.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs_durably(final_path.parent)
         os.replace(tmp_path, final_path)
         _fsync_dir(final_path.parent)
     finally:
@@ -292,7 +302,8 @@ class Spool:
         self.tmp_dir = root / "tmp"
         for folder in (self.instances_dir, self.quarantine_dir, self.tmp_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # guards the shared connection and the write path
+        self._connection: sqlite3.Connection | None = None
         self._receiver_lock_fd: int | None = None
         with suppress(BlockingIOError):
             # Only when no receiver is running: its in-flight writes live in tmp/.
@@ -341,14 +352,28 @@ class Spool:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        connection = sqlite3.connect(self.root / INDEX_FILENAME, timeout=30.0)
-        try:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
-            with connection:
-                yield connection
-        finally:
-            connection.close()
+        """The spool's one connection, inside a transaction, under the lock (committed on exit).
+
+        One long-lived connection: opening one per operation cost more than the fsync of the
+        instance itself. ``synchronous=FULL`` makes each commit durable (WAL fsync'ed).
+        """
+        with self._lock:
+            if self._connection is None:
+                connection = sqlite3.connect(
+                    self.root / INDEX_FILENAME, timeout=30.0, check_same_thread=False
+                )
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=FULL")
+                self._connection = connection
+            with self._connection:
+                yield self._connection
+
+    def close(self) -> None:
+        """Close the index connection (reopened on next use)."""
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
     def store(
         self,
@@ -447,7 +472,7 @@ class Spool:
         """Record activity (an association touching these studies was released) at ``now``."""
         if not study_uids:
             return
-        with self._lock, self._connect() as connection:
+        with self._connect() as connection:
             connection.executemany(
                 "UPDATE timepoints SET last_activity_at = ? WHERE study_uid = ? AND state = ?",
                 [(now.isoformat(), uid, TimePointState.RECEIVING.value) for uid in study_uids],
@@ -466,7 +491,7 @@ class Spool:
         Returns:
             The study UIDs that became complete.
         """
-        with self._lock, self._connect() as connection:
+        with self._connect() as connection:
             rows = connection.execute(
                 "SELECT study_uid FROM timepoints WHERE state = ? AND last_activity_at <= ?",
                 (TimePointState.RECEIVING.value, quiet_since.isoformat()),
@@ -498,7 +523,7 @@ class Spool:
             TimePointNotFoundError: the spool never received that study.
         """
         self.timepoint(study_uid)
-        with self._lock, self._connect() as connection:
+        with self._connect() as connection:
             cursor = connection.execute(
                 "UPDATE timepoints SET state = ?, completed_at = ?, completion_reason = ?"
                 " WHERE study_uid = ? AND state = ?",
@@ -528,7 +553,7 @@ class Spool:
 
     def mark_notified(self, event: TimePointEvent, now: datetime) -> bool:
         """Record that ``event`` was delivered; ``False`` if that revision is no longer current."""
-        with self._lock, self._connect() as connection:
+        with self._connect() as connection:
             cursor = connection.execute(
                 "UPDATE timepoints SET notified_at = ? WHERE study_uid = ? AND revision = ?"
                 " AND notified_at IS NULL",
@@ -542,7 +567,7 @@ class Spool:
         Returns:
             ``False`` when late instances reopened it meanwhile (the newer revision stays).
         """
-        with self._lock, self._connect() as connection:
+        with self._connect() as connection:
             cursor = connection.execute(
                 "UPDATE timepoints SET state = ?, processed_at = ? WHERE study_uid = ?"
                 " AND revision = ? AND state = ?",
