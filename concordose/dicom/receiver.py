@@ -21,9 +21,11 @@ Each stored instance marks its time point busy until its association closes; a
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -208,6 +210,14 @@ class StorageReceiver:
             self.stored_count += 1
         return STATUS_SUCCESS
 
+    def _handle_connection_opened(self, event: Any) -> None:
+        # pynetdicom leaves Nagle on: each small C-STORE response would then wait for the
+        # sender's delayed ACK. dcmtk peers set TCP_NODELAY from the environment; we set it here.
+        sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+        if sock is not None:
+            with suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def _handle_accepted(self, event: Any) -> None:
         entry = self._association(event)
         LOG.info(
@@ -263,6 +273,7 @@ class StorageReceiver:
         self._acquire_spool_lock()
         handlers: list[Any] = [
             (evt.EVT_C_STORE, self._handle_store),
+            (evt.EVT_CONN_OPEN, self._handle_connection_opened),
             (evt.EVT_ACCEPTED, self._handle_accepted),
             (evt.EVT_REJECTED, self._handle_rejected),
             (evt.EVT_CONN_CLOSE, self._handle_closed),
