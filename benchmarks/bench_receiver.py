@@ -258,8 +258,8 @@ def main() -> None:
             shutil.rmtree(run)
         median = {name: statistics.median(values) for name, values in times.items()}
         for name, value in median.items():
-            runs = ", ".join(f"{v:.2f}" for v in times[name])
-            print(f"{name:<11} median {value:6.2f} s  ({size_mb / value:6.1f} MB/s; runs {runs})")
+            each = ", ".join(f"{v:.2f}" for v in times[name])
+            print(f"{name:<11} median {value:6.2f} s  ({size_mb / value:6.1f} MB/s; runs {each})")
         print(f"concordose / storescp: {median['concordose'] / median['storescp']:.2f}x "
               "(target ≤ 1.5)")  # fmt: skip
         print(f"concordose / orthanc:  {median['concordose'] / median['orthanc']:.2f}x "
