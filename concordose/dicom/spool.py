@@ -87,6 +87,11 @@ _TIMEPOINT_COLUMNS = (
 )
 
 
+def _stamp(moment: datetime) -> str:
+    """A service timestamp as fixed-width UTC ISO text, so that SQL compares it as time."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
@@ -250,7 +255,7 @@ def _upsert_timepoint(
                 summary.modality or "",
                 size_bytes,
                 TimePointState.RECEIVING.value,
-                now.isoformat(),
+                _stamp(now),
             ),
         )
         return
@@ -280,7 +285,7 @@ def _upsert_timepoint(
             acquisition,
             ",".join(known),
             size_bytes,
-            now.isoformat(),
+            _stamp(now),
             TimePointState.RECEIVING.value,
             int(reopen),
             reopen,
@@ -428,7 +433,7 @@ class Spool:
                         calling_ae_title,
                         relative.as_posix(),
                         len(data),
-                        received_at.isoformat(),
+                        _stamp(received_at),
                     ),
                 )
                 _upsert_timepoint(
@@ -475,7 +480,7 @@ class Spool:
         with self._connect() as connection:
             connection.executemany(
                 "UPDATE timepoints SET last_activity_at = ? WHERE study_uid = ? AND state = ?",
-                [(now.isoformat(), uid, TimePointState.RECEIVING.value) for uid in study_uids],
+                [(_stamp(now), uid, TimePointState.RECEIVING.value) for uid in study_uids],
             )
 
     def complete_quiet_timepoints(
@@ -494,7 +499,7 @@ class Spool:
         with self._connect() as connection:
             rows = connection.execute(
                 "SELECT study_uid FROM timepoints WHERE state = ? AND last_activity_at <= ?",
-                (TimePointState.RECEIVING.value, quiet_since.isoformat()),
+                (TimePointState.RECEIVING.value, _stamp(quiet_since)),
             ).fetchall()
             ready = [str(row[0]) for row in rows if str(row[0]) not in busy_study_uids]
             connection.executemany(
@@ -503,7 +508,7 @@ class Spool:
                 [
                     (
                         TimePointState.COMPLETE.value,
-                        now.isoformat(),
+                        _stamp(now),
                         "quiet period",
                         uid,
                         TimePointState.RECEIVING.value,
@@ -529,7 +534,7 @@ class Spool:
                 " WHERE study_uid = ? AND state = ?",
                 (
                     TimePointState.COMPLETE.value,
-                    now.isoformat(),
+                    _stamp(now),
                     reason,
                     study_uid,
                     TimePointState.RECEIVING.value,
@@ -557,7 +562,7 @@ class Spool:
             cursor = connection.execute(
                 "UPDATE timepoints SET notified_at = ? WHERE study_uid = ? AND revision = ?"
                 " AND notified_at IS NULL",
-                (now.isoformat(), event.timepoint.study_uid, event.timepoint.revision),
+                (_stamp(now), event.timepoint.study_uid, event.timepoint.revision),
             )
             return cursor.rowcount == 1
 
@@ -573,7 +578,7 @@ class Spool:
                 " AND revision = ? AND state = ?",
                 (
                     TimePointState.PROCESSED.value,
-                    now.isoformat(),
+                    _stamp(now),
                     study_uid,
                     revision,
                     TimePointState.COMPLETE.value,

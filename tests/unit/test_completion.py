@@ -193,3 +193,14 @@ def test_a_second_receiver_lock_is_refused_and_in_flight_writes_are_kept(tmp_pat
     serving.unlock_receiver()
     Spool(root)  # no receiver any more: leftovers of a crash are dropped
     assert not in_flight.exists()
+
+
+def test_quiet_period_holds_whatever_the_clock_time_zone(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    clock = FakeClock(T0.astimezone(timezone(timedelta(hours=2))))  # same instant, UTC+2
+    monitor = CompletionMonitor(spool, quiet_period_s=QUIET_S, on_complete=Recorder(), clock=clock)
+    _store(spool, "1.1", "1.1.1", clock)
+    clock.advance(QUIET_S - 1)
+    assert monitor.poll() == []
+    clock.now = clock.now.astimezone(UTC) + timedelta(seconds=2)  # later, expressed in UTC
+    assert [e.event_id for e in monitor.poll()] == ["1.1#1"]
