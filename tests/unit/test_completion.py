@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ import pytest
 from concordose.dicom.completion import CompletionMonitor
 from concordose.dicom.spool import InstanceIdentity, Spool, TimePointNotFoundError
 from concordose.dicom.timepoints import InstanceSummary, TimePointState
-from tests.fakes import FakeClock, Recorder
+from tests.fakes import T0, FakeClock, Recorder
 
 NM = "1.2.840.10008.5.1.4.1.1.20"
 CT = "1.2.840.10008.5.1.4.1.1.2"
