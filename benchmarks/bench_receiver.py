@@ -10,7 +10,9 @@ one association with ``TCP_NODELAY=1`` and 128 kB PDUs to each peer in turn, ``-
 * (a) ``concordose receive`` (subprocess): temp file + fsync + atomic rename + folder fsync +
   SQLite index commit (``synchronous=FULL``) *before* each success response;
 * (b) ``storescp +B`` (bit-preserving, writes each file, no fsync);
-* (c) Orthanc (its default file storage and SQLite index).
+* (c) Orthanc (its default file storage and SQLite index);
+* (d) for reference, pynetdicom itself with a handler that stores nothing and answers success
+  at once: the floor of any pynetdicom-based receiver on this machine.
 
 Then ``--large-mb`` of instances are sent to our receiver alone and its peak resident memory
 (``VmHWM``) is compared with its resident memory before the send: the receiver holds one instance
@@ -39,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
 PDU_BYTES = 131072
 ROWS = COLUMNS = 512
@@ -187,6 +190,24 @@ def storescp(workdir: Path) -> Iterator[int]:
 
 
 @contextmanager
+def pynetdicom_floor() -> Iterator[int]:
+    """A pynetdicom storage SCP (in this process) that discards every instance."""
+    ae = AE(ae_title="FLOOR")
+    ae.maximum_pdu_size = PDU_BYTES
+    for context in AllStoragePresentationContexts:
+        assert context.abstract_syntax is not None
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    server = ae.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda _event: 0x0000)]
+    )
+    assert server is not None  # non-blocking: the server object is returned
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+
+
+@contextmanager
 def orthanc(workdir: Path) -> Iterator[int]:
     """Orthanc with a temporary configuration and storage; yields its DICOM port."""
     dicom_port, http_port = _free_port(), _free_port()
@@ -240,7 +261,12 @@ def main() -> None:
         write_series(series, args.instances)
         size_mb = sum(p.stat().st_size for p in series.iterdir()) / 1e6
         print(f"series: {args.instances} CT instances, {size_mb:.0f} MB, one association each run")
-        times: dict[str, list[float]] = {"concordose": [], "storescp": [], "orthanc": []}
+        times: dict[str, list[float]] = {
+            "concordose": [],
+            "storescp": [],
+            "orthanc": [],
+            "pynetdicom-floor": [],
+        }
         for repeat in range(args.repeats):
             run = root / f"run{repeat}"
             for name, runs in times.items():
@@ -252,18 +278,24 @@ def main() -> None:
                 elif name == "storescp":
                     with storescp(folder) as port:
                         runs.append(send(port, "STORESCP", series))
-                else:
+                elif name == "orthanc":
                     with orthanc(folder) as port:
                         runs.append(send(port, "ORTHANC", series))
+                else:
+                    with pynetdicom_floor() as port:
+                        runs.append(send(port, "FLOOR", series))
             shutil.rmtree(run)
         median = {name: statistics.median(values) for name, values in times.items()}
         for name, value in median.items():
             each = ", ".join(f"{v:.2f}" for v in times[name])
-            print(f"{name:<11} median {value:6.2f} s  ({size_mb / value:6.1f} MB/s; runs {each})")
+            print(f"{name:<16} median {value:6.2f} s  ({size_mb / value:6.1f} MB/s; runs {each})")
         print(f"concordose / storescp: {median['concordose'] / median['storescp']:.2f}x "
               "(target ≤ 1.5)")  # fmt: skip
         print(f"concordose / orthanc:  {median['concordose'] / median['orthanc']:.2f}x "
               "(target < 1)")  # fmt: skip
+        print(f"concordose / pynetdicom floor: "
+              f"{median['concordose'] / median['pynetdicom-floor']:.2f}x "
+              "(cost of durable writes and indexing)")  # fmt: skip
 
         if args.large_mb > 0:
             count = int(args.large_mb * 1e6 / (ROWS * COLUMNS * 2))
