@@ -5,7 +5,9 @@ Handler contract (``EVT_C_STORE``), written down once as pynetdicom does for its
 * in: the association's calling AE title, the request's SOP Class/Instance UIDs, the dataset as
   encoded by the sender (stored byte-for-byte in the negotiated transfer syntax, never decoded
   beyond the few UID elements needed to file it);
-* out: ``0x0000`` only after :meth:`Spool.store` has returned (fsync + rename + index commit);
+* out: ``0x0124`` (refused, not authorised) over TLS when the peer certificate's CN (or DNS
+  name) is not the site the calling AE title belongs to;
+  ``0x0000`` only after :meth:`Spool.store` has returned (fsync + rename + index commit);
   ``0xA700`` (out of resources) when the disk refuses the write, nothing half-written;
   ``0xC000`` (cannot understand) when identifying UIDs are missing or invalid — the bytes are then
   kept in the quarantine with the reason, and the service stays up.
@@ -53,6 +55,7 @@ from concordose.errors import ConcordoseError
 LOG = logging.getLogger(__name__)
 
 STATUS_SUCCESS = 0x0000
+STATUS_NOT_AUTHORIZED = 0x0124  # PS3.7 Annex C: "Refused: Not Authorized"
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
 
@@ -62,13 +65,35 @@ def _ae_title(value: Any) -> str:
     return text.strip()
 
 
+def _certificate_names(event: Any) -> set[str] | None:
+    """Subject CN and DNS names of the peer's TLS certificate; ``None`` without TLS."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is None or not hasattr(sock, "getpeercert"):
+        return None
+    certificate = sock.getpeercert()
+    if not certificate:
+        return set()
+    names = {
+        str(value)
+        for rdn in certificate.get("subject", ())
+        for key, value in rdn
+        if key == "commonName"
+    }
+    names |= {str(value) for key, value in certificate.get("subjectAltName", ()) if key == "DNS"}
+    return names
+
+
 @dataclass
 class _AssociationLog:
-    """Counters of one association, logged when it closes."""
+    """Counters of one association, logged when it closes.
+
+    ``certificate_names`` is ``None`` on plain TCP, else the peer certificate's CN/DNS names.
+    """
 
     number: int
     calling_ae_title: str
     peer: str
+    certificate_names: set[str] | None = None
     stored: int = 0
     failed: int = 0
     studies: set[str] = field(default_factory=set)
@@ -161,7 +186,10 @@ class StorageReceiver:
             address = event.assoc.requestor.address
             port = event.assoc.requestor.port
             entry = _AssociationLog(
-                number, _ae_title(event.assoc.requestor.ae_title), f"{address}:{port}"
+                number,
+                _ae_title(event.assoc.requestor.ae_title),
+                f"{address}:{port}",
+                _certificate_names(event),
             )
             self._associations[key] = entry
         return entry
@@ -175,6 +203,16 @@ class StorageReceiver:
     def _handle_store(self, event: Any) -> int:
         entry = self._association(event)
         calling_ae = entry.calling_ae_title
+        site = self.site_by_ae_title.get(calling_ae)
+        if entry.certificate_names is not None and site and site not in entry.certificate_names:
+            # TLS proves the institution: a site's certificate may only send as that site.
+            LOG.warning(
+                "refused instance from %s: its TLS certificate (%s) is not site %s's",
+                calling_ae,
+                ", ".join(sorted(entry.certificate_names)) or "none",
+                site,
+            )
+            return self._fail(entry, STATUS_NOT_AUTHORIZED)
         data = event.encoded_dataset(include_meta=True)
         try:
             dataset = event.dataset

@@ -1,8 +1,10 @@
 """TLS for the storage SCP (DICOM PS3.15 Annex B secure transport connection profile).
 
 Mutual TLS: the receiver presents its certificate, and every sender must present a certificate
-signed by the consortium CA (the *site certificates*). The AE-title check still applies on top:
-TLS says which institution connects, the AE title which modality at that site sends.
+signed by the consortium CA (the *site certificates*), whose subject CN (or a DNS name) is the
+``site_id`` of ``sites.yaml``. The AE-title check still applies on top: TLS says which site
+connects, the AE title which modality at that site sends, and the two must agree (an instance
+sent by a calling AE title of another site is refused with 0x0124).
 """
 
 from __future__ import annotations

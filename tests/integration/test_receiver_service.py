@@ -301,7 +301,11 @@ def site_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "req", "-x509", "-new", "-key", str(ca_key), "-out", str(ca_pem), "-days", "2",
         "-subj", "/CN=concordose test CA",
     )  # fmt: skip
-    for name, extension in (("server", "subjectAltName=IP:127.0.0.1"), ("milan", None)):
+    for name, extension in (
+        ("server", "subjectAltName=IP:127.0.0.1"),
+        ("milan", None),
+        ("rome", None),
+    ):
         key, csr, pem = folder / f"{name}.key", folder / f"{name}.csr", folder / f"{name}.pem"
         _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key))
         _openssl("req", "-new", "-key", str(key), "-out", str(csr), "-subj", f"/CN={name}")
@@ -317,7 +321,10 @@ def site_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_mutual_tls_with_storescu(
-    tmp_path: Path, site_pki: Path, small_patient: GeneratedPatient
+    tmp_path: Path,
+    site_pki: Path,
+    small_patient: GeneratedPatient,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     context = server_context(site_pki / "server.pem", site_pki / "server.key", site_pki / "ca.pem")
     files = list(small_patient.nm_files[:2])
@@ -333,12 +340,28 @@ def test_mutual_tls_with_storescu(
             "+cf",
             str(site_pki / "ca.pem"),
         )
+        refused = [small_patient.nm_files[2]]
         without_certificate = _storescu(
-            receiver.port, files[:1], "+tla", "+cf", str(site_pki / "ca.pem")
+            receiver.port, refused, "+tla", "+cf", str(site_pki / "ca.pem")
         )
-        plain_tcp = _storescu(receiver.port, files[:1])
+        plain_tcp = _storescu(receiver.port, refused)
+        other_site = _storescu(
+            receiver.port,
+            [small_patient.seg_path],
+            "+tls",
+            str(site_pki / "rome.key"),
+            str(site_pki / "rome.pem"),
+            "+cf",
+            str(site_pki / "ca.pem"),
+        )
         stored = {row.identity.sop_instance_uid for row in receiver.spool.instances()}
     assert with_certificate.returncode == 0, with_certificate.stderr
     assert stored == {_sop_uid(p) for p in files}
     assert without_certificate.returncode != 0  # no site certificate: handshake refused
+    assert "Association Request Failed" in without_certificate.stderr
     assert plain_tcp.returncode != 0
+    # Rome's certificate with Milan's AE title: the handshake succeeds, the instance is refused.
+    assert other_site.returncode != 0
+    assert _sop_uid(small_patient.seg_path) not in stored
+    assert "its TLS certificate (rome) is not site milan's" in caplog.text
+    assert "Association Request Failed" in plain_tcp.stderr
