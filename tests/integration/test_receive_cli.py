@@ -19,12 +19,12 @@ from tests.integration.peers import free_port, port_open, wait_until
 pytestmark = pytest.mark.integration
 
 
-def _storescu(port: int, calling_ae: str, files: list[Path]) -> int:
+def _storescu(port: int, calling_ae: str, files: list[Path]) -> subprocess.CompletedProcess[str]:
     storescu = shutil.which("storescu")
     assert storescu is not None
     command = [storescu, "-aet", calling_ae, "-aec", "CONCORDOSE", "--required"]
     command += ["127.0.0.1", str(port), *map(str, files)]
-    return subprocess.run(command, capture_output=True, timeout=60, check=False).returncode
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_receive_logs_associations_and_completed_time_points_then_status_shows_them(
@@ -59,8 +59,11 @@ def test_receive_logs_associations_and_completed_time_points_then_status_shows_t
         try:
             wait_until(lambda: port_open(port), timeout_s=30, what="concordose receive")
             site_ae = small_patient.site.calling_ae_title
-            assert _storescu(port, site_ae, [nm]) == 0
-            assert _storescu(port, "ROGUE", [nm]) != 0
+            assert _storescu(port, site_ae, [nm]).returncode == 0
+            rogue = _storescu(port, "ROGUE", [nm])
+            assert rogue.returncode != 0
+            # The proper A-ASSOCIATE-RJ reason (PS3.8 Table 9-21: source 1, reason 3).
+            assert "Calling AE Title Not Recognized" in rogue.stderr
             wait_until(
                 lambda: "time point complete" in log_path.read_text(),
                 timeout_s=30,
