@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from concordose.cli import app
+from concordose.dicom.spool import Spool
 from phantoms import GeneratedPatient
 from tests.integration.peers import free_port, port_open, wait_until
 
@@ -90,3 +91,51 @@ def test_receive_logs_associations_and_completed_time_points_then_status_shows_t
     unknown = CliRunner().invoke(app, ["spool", "complete", "--spool", str(spool), "--study", "9"])
     assert unknown.exit_code == 2
     assert "has received no instance of study '9'" in unknown.output
+
+
+def test_a_killed_receiver_loses_nothing_it_acknowledged_and_resumes(
+    tmp_path: Path, small_patient: GeneratedPatient
+) -> None:
+    spool = tmp_path / "spool"
+    executable = Path(sys.executable).with_name("concordose")
+    files = [*small_patient.nm_files, small_patient.seg_path]
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        command = [str(executable), "receive", "--port", str(port), "--host", "127.0.0.1"]
+        command += ["--spool", str(spool), "--config", str(small_patient.sites_path)]
+        command += ["--quiet-period-s", "0.2"]
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: port_open(port), timeout_s=30, what="concordose receive")
+        return process
+
+    first_port = free_port()
+    first = start(first_port)
+    try:
+        sent = _storescu(first_port, small_patient.site.calling_ae_title, files)
+        assert sent.returncode == 0, sent.stderr
+    finally:
+        first.kill()  # SIGKILL: no clean shutdown, no chance to flush anything
+        first.wait(timeout=30)
+    expected = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files}
+    assert Spool(spool).status().instances == len(files)
+
+    second_port = free_port()
+    second = start(second_port)  # the restart takes the spool over and completes what was left
+    try:
+        wait_until(
+            lambda: Spool(spool).status().receiving == 0,
+            timeout_s=30,
+            what="the restarted receiver to complete the pending time points",
+        )
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0
+    reopened = Spool(spool)
+    assert {row.identity.sop_instance_uid for row in reopened.instances()} == expected
+    assert all(row.path.is_file() for row in reopened.instances())
+    assert reopened.status().pending_events == 0
+    assert list(reopened.tmp_dir.iterdir()) == []
