@@ -172,6 +172,13 @@ class StorageReceiver:
             return self._requested_port
         return int(self._server.server_address[1])
 
+    @property
+    def active_associations(self) -> int:
+        """Associations currently open (0 when not started)."""
+        if self._server is None:
+            return 0
+        return len(self._server.active_associations)
+
     def _describe(self, calling_ae: str) -> str:
         site = self.site_by_ae_title.get(calling_ae)
         return f"{calling_ae} (site {site})" if site else calling_ae

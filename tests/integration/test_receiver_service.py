@@ -365,3 +365,25 @@ def test_mutual_tls_with_storescu(
     assert _sop_uid(small_patient.seg_path) not in stored
     assert "its TLS certificate (rome) is not site milan's" in caplog.text
     assert "Association Request Failed" in plain_tcp.stderr
+
+
+def test_association_limit_rejects_the_extra_association_transiently(tmp_path: Path) -> None:
+    with StorageReceiver(
+        Spool(tmp_path / "spool"), port=0, site_by_ae_title=SITES, max_associations=1
+    ) as receiver:
+        held = _association(receiver.port)
+        try:
+            ae = AE(ae_title="MILAN_SPECT")
+            ae.add_requested_context(Verification)
+            extra = ae.associate("127.0.0.1", receiver.port, ae_title="CONCORDOSE")
+            assert receiver.active_associations == 1
+            assert extra.is_rejected  # transient: "local limit exceeded", retry later
+        finally:
+            held.release()
+        wait_until(
+            lambda: receiver.active_associations == 0,
+            timeout_s=10,
+            what="the association to close",
+        )
+        later = _association(receiver.port)  # the slot is free again
+        later.release()
