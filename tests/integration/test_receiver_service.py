@@ -376,7 +376,6 @@ def test_association_limit_rejects_the_extra_association_transiently(tmp_path: P
             ae = AE(ae_title="MILAN_SPECT")
             ae.add_requested_context(Verification)
             extra = ae.associate("127.0.0.1", receiver.port, ae_title="CONCORDOSE")
-            assert receiver.active_associations == 1
             assert extra.is_rejected  # transient: "local limit exceeded", retry later
         finally:
             held.release()
