@@ -4,13 +4,15 @@ Handler contract (``EVT_C_STORE``), written down once as pynetdicom does for its
 
 * in: the association's calling AE title, the request's SOP Class/Instance UIDs, the dataset as
   encoded by the sender (stored byte-for-byte in the negotiated transfer syntax, never decoded
-  beyond the few UID elements needed to file it);
+  beyond the UIDs and the few header elements that place it in its time point; pixel data is
+  never touched);
 * out: ``0x0124`` (refused, not authorised) over TLS when the peer certificate's CN (or DNS
   name) is not the site the calling AE title belongs to;
   ``0x0000`` only after :meth:`Spool.store` has returned (fsync + rename + index commit);
   ``0xA700`` (out of resources) when the disk refuses the write, nothing half-written;
-  ``0xC000`` (cannot understand) when identifying UIDs are missing or invalid — the bytes are then
-  kept in the quarantine with the reason, and the service stays up.
+  ``0xC000`` (cannot understand) when identifying UIDs are missing or invalid or the dataset
+  cannot be decoded — the bytes are then kept in the quarantine with the reason, and the service
+  stays up.
 
 ``EVT_C_ECHO`` is answered with success by pynetdicom's default handler.
 
