@@ -303,35 +303,34 @@ def spool_status(
 ) -> None:
     """Show what is received, complete, processed and quarantined."""
     from concordose.dicom.spool import Spool
+    from concordose.dicom.timepoints import group_by_cycle
 
     def show() -> None:
         opened = Spool.open_existing(spool)
         status = opened.status()
-        table = Table(title=f"Time points in {spool}")
-        for column in (
-            "study",
-            "patient",
-            "sender",
-            "modalities",
-            "instances",
-            "MB",
-            "h p.i.",
-            "state",
-            "event",
-        ):
-            table.add_column(column)
-        for record in opened.timepoints():
-            table.add_row(
-                record.study_uid,
-                record.patient_id or "?",
-                record.calling_ae_title,
-                ",".join(record.modalities),
-                str(record.instance_count),
-                f"{record.size_bytes / 1e6:.1f}",
-                f"{record.time_h:.1f}" if record.time_h is not None else "—",
-                f"{record.state.value} r{record.revision}",
-                "delivered" if record.notified_at else "pending" if record.completed_at else "—",
-            )
+        table = Table(title=f"Patient → cycle → time points in {spool}")
+        columns = ("patient", "injection", "h p.i.", "study", "sender", "modalities", "instances")
+        for column in (*columns, "MB", "state", "event"):
+            table.add_column(column, overflow="fold")
+        for cycle, records in group_by_cycle(opened.timepoints()).items():
+            injection = cycle.injection_datetime
+            for record in records:
+                if record.notified_at:
+                    event = "delivered"
+                else:
+                    event = "pending" if record.completed_at else "—"
+                table.add_row(
+                    cycle.patient_id or "?",
+                    f"{injection:%Y-%m-%d %H:%M}" if injection else "?",
+                    f"{record.time_h:.1f}" if record.time_h is not None else "—",
+                    record.study_uid,
+                    record.calling_ae_title,
+                    ",".join(record.modalities),
+                    str(record.instance_count),
+                    f"{record.size_bytes / 1e6:.1f}",
+                    f"{record.state.value} r{record.revision}",
+                    event,
+                )
         console.print(table)
         console.print(
             f"instances {status.instances} ({status.size_bytes / 1e6:.1f} MB) · time points: "

@@ -21,6 +21,8 @@ An instance arriving for a time point that is already complete reopens it as a n
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -138,6 +140,35 @@ class TimePointRecord:
     def event_id(self) -> str:
         """Stable id of this revision's completion event (idempotency key downstream)."""
         return f"{self.study_uid}#{self.revision}"
+
+
+@dataclass(frozen=True)
+class CycleKey:
+    """A treatment cycle: one patient's injection (``None`` parts are not known yet, e.g. only
+    the CT of a visit has arrived)."""
+
+    patient_id: str | None
+    injection_datetime: datetime | None
+
+
+def group_by_cycle(records: Iterable[TimePointRecord]) -> dict[CycleKey, list[TimePointRecord]]:
+    """Patient → cycle → time points: group by (PatientID, injection), each cycle's time points
+    ordered by hours after injection (unknown last), cycles by patient then injection."""
+    groups: dict[CycleKey, list[TimePointRecord]] = defaultdict(list)
+    for record in records:
+        groups[CycleKey(record.patient_id, record.injection_datetime)].append(record)
+    for points in groups.values():
+        points.sort(key=lambda r: (r.time_h is None, r.time_h or 0.0, r.study_uid))
+    return dict(
+        sorted(
+            groups.items(),
+            key=lambda item: (
+                item[0].patient_id or "",
+                item[0].injection_datetime is None,
+                item[0].injection_datetime or datetime.min,
+            ),
+        )
+    )
 
 
 @dataclass(frozen=True)
