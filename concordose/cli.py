@@ -311,7 +311,8 @@ def spool_status(
         table = Table(title=f"Patient → cycle → time points in {spool}")
         columns = ("patient", "injection", "h p.i.", "study", "sender", "modalities", "instances")
         for column in (*columns, "MB", "state", "event"):
-            table.add_column(column, overflow="fold")
+            # The study UID folds (operators copy it for `spool complete`); the rest stays whole.
+            table.add_column(column, overflow="fold", no_wrap=column != "study")
         for cycle, records in group_by_cycle(opened.timepoints()).items():
             injection = cycle.injection_datetime
             for record in records:
