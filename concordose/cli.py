@@ -278,7 +278,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
         receiver.start()
         return receiver
 
-    receiver = _run(build)
+    # Handlers first: a SIGTERM arriving as soon as the port is open must still stop cleanly.
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -286,6 +286,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    receiver = _run(build)
     try:
         stopping.wait()
     finally:
