@@ -284,14 +284,17 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
     def on_signal(signum: int, _frame: object) -> None:
         stopping.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    receiver = _run(build)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        stopping.wait()
+        receiver = _run(build)
+        try:
+            stopping.wait()
+        finally:
+            receiver.stop()
+            error_console.print("receiver stopped; pending time points resume at the next start")
     finally:
-        receiver.stop()
-        error_console.print("receiver stopped; pending time points resume at the next start")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 spool_app = typer.Typer(help="Inspect and steer a spool.", no_args_is_help=True)
