@@ -231,7 +231,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
 ) -> None:
     """Run the storage SCP in the foreground until Ctrl-C / SIGTERM."""
     import signal
-    import threading
+    import time
 
     from concordose.calibration.registry import SiteRegistry
     from concordose.dicom.receiver import StorageReceiver
@@ -279,16 +279,19 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
         return receiver
 
     # Handlers first: a SIGTERM arriving as soon as the port is open must still stop cleanly.
-    stopping = threading.Event()
+    # The handler only appends to a list: taking a lock there (threading.Event.set) can deadlock
+    # against the main thread interrupted inside that same lock.
+    stop_signals: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
-        stopping.set()
+        stop_signals.append(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         receiver = _run(build)
         try:
-            stopping.wait()
+            while not stop_signals:
+                time.sleep(0.2)  # idle; a signal interrupts the sleep and its handler runs
         finally:
             receiver.stop()
             error_console.print("receiver stopped; pending time points resume at the next start")
