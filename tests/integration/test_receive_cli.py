@@ -28,6 +28,17 @@ def _storescu(port: int, calling_ae: str, files: list[Path]) -> subprocess.Compl
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
 
+def _stop(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, as systemd stops the service; never leaves a hung receiver behind."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
+        raise
+
+
 def test_receive_logs_associations_and_completed_time_points_then_status_shows_them(
     tmp_path: Path, small_patient: GeneratedPatient
 ) -> None:
@@ -71,8 +82,8 @@ def test_receive_logs_associations_and_completed_time_points_then_status_shows_t
                 what="the completion log line",
             )
         finally:
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=30) == 0
+            code = _stop(process)
+        assert code == 0
     text = log_path.read_text()
     study = str(pydicom.dcmread(nm, stop_before_pixels=True).StudyInstanceUID)
     assert f"from {site_ae} (site milan) at 127.0.0.1:" in text
@@ -132,8 +143,8 @@ def test_a_killed_receiver_loses_nothing_it_acknowledged_and_resumes(
             what="the restarted receiver to complete the pending time points",
         )
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(timeout=30) == 0
+        code = _stop(second)
+    assert code == 0
     reopened = Spool(spool)
     assert {row.identity.sop_instance_uid for row in reopened.instances()} == expected
     assert all(row.path.is_file() for row in reopened.instances())
