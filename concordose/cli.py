@@ -548,6 +548,193 @@ def _generate_consortium(
     console.print(f"site registry: {result.sites_path}")
 
 
+def _configure_logging() -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # one line per PDU otherwise
+
+
+@app.command()
+def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
+    spool: Annotated[Path, typer.Option(help="Spool folder (created if missing).")],
+    config: Annotated[Path, typer.Option(help="Site registry YAML: calling AE titles → sites.")],
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 11112,
+    ae_title: Annotated[str, typer.Option(help="Our (called) AE title.")] = "CONCORDOSE",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    quiet_period_s: Annotated[
+        float,
+        typer.Option(help="Seconds of quiet after the last association → time point complete."),
+    ] = 300.0,
+    max_pdu: Annotated[
+        int, typer.Option(help="Maximum PDU size we receive (bytes, 0 = any).")
+    ] = 131072,
+    max_associations: Annotated[int, typer.Option(help="Concurrent associations.")] = 10,
+    tls_cert: Annotated[Path | None, typer.Option(help="Our TLS certificate (PEM).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Our TLS private key (PEM).")] = None,
+    tls_ca: Annotated[
+        Path | None, typer.Option(help="CA bundle site certificates must chain to (mutual TLS).")
+    ] = None,
+    deployment: Annotated[
+        str | None,
+        typer.Option(
+            help="Start a run of this Prefect deployment (timepoint-complete/NAME) per time point."
+        ),
+    ] = None,
+    run_flows: Annotated[
+        bool, typer.Option(help="Run the timepoint-complete flow in this process per time point.")
+    ] = False,
+    output: Annotated[
+        str | None, typer.Option(help="Where the flows publish (default CONCORDOSE_OUTPUT_URI).")
+    ] = None,
+) -> None:
+    """Run the storage SCP in the foreground until Ctrl-C / SIGTERM."""
+    import signal
+    import time
+
+    from concordose.calibration.registry import SiteRegistry
+    from concordose.dicom.receiver import StorageReceiver
+    from concordose.dicom.spool import Spool
+    from concordose.dicom.timepoints import OnComplete
+    from concordose.dicom.tls import server_context
+
+    _configure_logging()
+
+    def build() -> StorageReceiver:
+        registry = SiteRegistry.load(config)
+        tls_files = (tls_cert, tls_key, tls_ca)
+        if any(tls_files) and not all(tls_files):
+            raise ConcordoseError("TLS needs all of --tls-cert, --tls-key and --tls-ca")
+        context = (
+            server_context(tls_cert, tls_key, tls_ca) if tls_cert and tls_key and tls_ca else None
+        )
+        hook: OnComplete | None = None
+        if deployment and run_flows:
+            raise ConcordoseError("choose one of --deployment and --run-flows")
+        if deployment:
+            from flows.timepoint_complete import DeploymentTrigger
+
+            hook = DeploymentTrigger(deployment, config.resolve(), output)
+        elif run_flows:
+            from flows.timepoint_complete import InProcessFlowTrigger
+
+            hook = InProcessFlowTrigger(config.resolve(), output)
+        receiver = StorageReceiver(
+            Spool(spool.resolve()),
+            ae_title=ae_title,
+            host=host,
+            port=port,
+            site_by_ae_title={
+                title: site.site_id for site in registry.sites for title in site.ae_titles
+            },
+            max_pdu_bytes=max_pdu,
+            max_associations=max_associations,
+            ssl_context=context,
+            quiet_period_s=quiet_period_s,
+            on_complete=hook,
+            completion_poll_interval_s=min(5.0, max(0.2, quiet_period_s / 10)),
+        )
+        receiver.start()
+        return receiver
+
+    # Handlers first: a SIGTERM arriving as soon as the port is open must still stop cleanly.
+    # The handler only appends to a list: taking a lock there (threading.Event.set) can deadlock
+    # against the main thread interrupted inside that same lock.
+    stop_signals: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop_signals.append(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        receiver = _run(build)
+        try:
+            while not stop_signals:
+                time.sleep(0.2)  # idle; a signal interrupts the sleep and its handler runs
+        finally:
+            receiver.stop()
+            error_console.print("receiver stopped; pending time points resume at the next start")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+spool_app = typer.Typer(help="Inspect and steer a spool.", no_args_is_help=True)
+app.add_typer(spool_app, name="spool")
+
+
+@spool_app.command("status")
+def spool_status(
+    spool: Annotated[Path, typer.Option(help="Spool folder.")],
+) -> None:
+    """Show what is received, complete, processed and quarantined."""
+    from concordose.dicom.spool import Spool
+    from concordose.dicom.timepoints import group_by_cycle
+
+    def show() -> None:
+        opened = Spool.open_existing(spool)
+        status = opened.status()
+        table = Table(title=f"Patient → cycle → time points in {spool}")
+        columns = ("patient", "injection", "h p.i.", "study", "sender", "modalities", "instances")
+        for column in (*columns, "MB", "state", "event"):
+            # The study UID folds (operators copy it for `spool complete`); the rest stays whole.
+            table.add_column(column, overflow="fold", no_wrap=column != "study")
+        for cycle, records in group_by_cycle(opened.timepoints()).items():
+            injection = cycle.injection_datetime
+            for record in records:
+                if record.notified_at:
+                    event = "delivered"
+                else:
+                    event = "pending" if record.completed_at else "—"
+                table.add_row(
+                    cycle.patient_id or "?",
+                    f"{injection:%Y-%m-%d %H:%M}" if injection else "?",
+                    f"{record.time_h:.1f}" if record.time_h is not None else "—",
+                    record.study_uid,
+                    record.calling_ae_title,
+                    ",".join(record.modalities),
+                    str(record.instance_count),
+                    f"{record.size_bytes / 1e6:.1f}",
+                    f"{record.state.value} r{record.revision}",
+                    event,
+                )
+        console.print(table)
+        console.print(
+            f"instances {status.instances} ({status.size_bytes / 1e6:.1f} MB) · time points: "
+            f"receiving {status.receiving}, complete {status.complete}, processed "
+            f"{status.processed} · events pending {status.pending_events} · quarantined "
+            f"{status.quarantined}"
+        )
+        for path in opened.quarantined():
+            reason = path.with_suffix(".reason.txt")
+            text = reason.read_text(errors="replace") if reason.is_file() else "(no reason file)"
+            console.print(f"  quarantine {path.name}: {text}", highlight=False)
+
+    _run(show)
+
+
+@spool_app.command("complete")
+def spool_complete(
+    spool: Annotated[Path, typer.Option(help="Spool folder.")],
+    study: Annotated[str, typer.Option(help="StudyInstanceUID of the time point.")],
+) -> None:
+    """Explicit trigger: mark a time point complete now (the running receiver emits its event)."""
+    from datetime import UTC, datetime
+
+    from concordose.dicom.spool import Spool
+
+    def complete() -> None:
+        changed = Spool.open_existing(spool).mark_complete(
+            study, "explicit trigger (concordose spool complete)", datetime.now(UTC)
+        )
+        state = "marked complete" if changed else "was already complete or processed"
+        console.print(f"time point {study} {state}")
+
+    _run(complete)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,321 @@
+"""Receiving a CT series by C-STORE: our receiver vs dcmtk ``storescp`` vs Orthanc, one run.
+
+Run: ``.venv/bin/python -m benchmarks.bench_receiver [--instances 200] [--repeats 3]
+[--large-mb 500]``.
+
+The same ``storescu`` (dcmtk) sends the same series (512×512 16-bit CT slices, ≈0.5 MB each) over
+one association with ``TCP_NODELAY=1`` and 128 kB PDUs to each peer in turn, ``--repeats`` times
+(interleaved, median reported), into a fresh folder each time:
+
+* (a) ``concordose receive`` (subprocess): temp file + fsync + atomic rename + folder fsync +
+  SQLite index commit (``synchronous=FULL``) *before* each success response;
+* (b) ``storescp +B`` (bit-preserving, writes each file, no fsync);
+* (c) Orthanc (its default file storage and SQLite index);
+* (d) for reference, pynetdicom itself with a handler that stores nothing and answers success
+  at once: the floor of any pynetdicom-based receiver on this machine.
+
+Then ``--large-mb`` of instances are sent to our receiver alone and its peak resident memory
+(``VmHWM``) is compared with its resident memory before the send: the receiver holds one instance
+at a time, never a study. Peers are awaited by polling (port open / REST ``/system``) with a
+deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+
+PDU_BYTES = 131072
+ROWS = COLUMNS = 512
+# dcmtk (storescu, storescp, Orthanc's DICOM layer) reads TCP_NODELAY from the environment;
+# pynetdicom sets it on its sockets itself. Every peer gets it, so none waits on Nagle.
+NODELAY_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not come up within {timeout_s} s")
+        time.sleep(0.05)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def write_series(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    """``count`` CT slices of one series (random 12-bit noise: incompressible, like raw CT)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    pixels = rng.integers(0, 4096, size=(ROWS, COLUMNS), dtype=np.uint16)
+    paths = []
+    for index in range(count):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.PatientID, ds.PatientName = "BENCH", "Bench^CT"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.StudyDate, ds.StudyTime, ds.Modality = "20261124", "100000", "CT"
+        ds.InstanceNumber = index + 1
+        ds.ImagePositionPatient = [0.0, 0.0, float(index)]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.PixelSpacing = [0.98, 0.98]
+        ds.SliceThickness = 1.0
+        ds.Rows, ds.Columns = ROWS, COLUMNS
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        ds.PixelData = np.roll(pixels, index).tobytes()
+        path = folder / f"{index:05d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def send(port: int, called_ae: str, folder: Path) -> float:
+    """Send every file of ``folder`` over one association; returns the wall time in seconds."""
+    command = [
+        "storescu", "-aet", "BENCH", "-aec", called_ae,
+        "--max-pdu", str(PDU_BYTES), "--max-send-pdu", str(PDU_BYTES),
+        "+sd", "127.0.0.1", str(port), str(folder),
+    ]  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=NODELAY_ENV, capture_output=True, timeout=1800)
+    return time.perf_counter() - start
+
+
+def _memory_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+@contextmanager
+def concordose_receiver(workdir: Path) -> Iterator[tuple[int, int]]:
+    """``concordose receive`` in a subprocess; yields (port, pid)."""
+    port = _free_port()
+    sites = workdir / "sites.yaml"
+    sites.write_text("format_version: 1\nsites:\n  - site_id: bench\n    ae_titles: [BENCH]\n")
+    executable = Path(sys.executable).with_name("concordose")
+    process = subprocess.Popen(
+        [
+            str(executable),
+            "receive",
+            "--spool",
+            str(workdir / "spool"),
+            "--config",
+            str(sites),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--quiet-period-s",
+            "3600",
+            "--max-pdu",
+            str(PDU_BYTES),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=NODELAY_ENV,
+    )
+    try:
+        _wait(lambda: _port_open(port), "concordose receive")
+        yield port, process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+@contextmanager
+def storescp(workdir: Path) -> Iterator[int]:
+    """dcmtk ``storescp`` writing bit-preserved files into ``workdir``."""
+    port = _free_port()
+    out = workdir / "storescp"
+    out.mkdir()
+    process = subprocess.Popen(
+        [
+            "storescp",
+            "-aet",
+            "STORESCP",
+            "+B",
+            "-od",
+            str(out),
+            "--max-pdu",
+            str(PDU_BYTES),
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=NODELAY_ENV,
+    )
+    try:
+        _wait(lambda: _port_open(port), "storescp")
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@contextmanager
+def pynetdicom_floor() -> Iterator[int]:
+    """A pynetdicom storage SCP (in this process) that discards every instance."""
+    ae = AE(ae_title="FLOOR")
+    ae.maximum_pdu_size = PDU_BYTES
+    for context in AllStoragePresentationContexts:
+        assert context.abstract_syntax is not None
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    server = ae.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda _event: 0x0000)]
+    )
+    assert server is not None  # non-blocking: the server object is returned
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+
+
+@contextmanager
+def orthanc(workdir: Path) -> Iterator[int]:
+    """Orthanc with a temporary configuration and storage; yields its DICOM port."""
+    dicom_port, http_port = _free_port(), _free_port()
+    storage = workdir / "orthanc"
+    storage.mkdir()
+    config = {
+        "Name": "bench", "StorageDirectory": str(storage), "IndexDirectory": str(storage),
+        "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port,
+        "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False, "UnknownSopClassAccepted": True,
+        "MaximumPduLength": PDU_BYTES, "Plugins": [],
+    }  # fmt: skip
+    config_path = workdir / "orthanc.json"
+    config_path.write_text(json.dumps(config))
+    process = subprocess.Popen(
+        ["Orthanc", str(config_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=NODELAY_ENV,
+    )
+
+    def answering() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/system", timeout=1):
+                return _port_open(dicom_port)
+        except OSError:
+            return False
+
+    try:
+        _wait(answering, "Orthanc")
+        yield dicom_port
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def main() -> None:
+    """Time the three peers, print ratios and the receiver's peak memory."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--instances", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--large-mb", type=int, default=500, help="0 skips the memory run")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    for tool in ("storescu", "storescp", "Orthanc"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is required: run ./scripts/bootstrap --test")
+    root = Path(tempfile.mkdtemp(prefix="bench-receiver-", dir=args.workdir))
+    try:
+        series = root / "series"
+        write_series(series, args.instances)
+        size_mb = sum(p.stat().st_size for p in series.iterdir()) / 1e6
+        print(f"series: {args.instances} CT instances, {size_mb:.0f} MB, one association each run")
+        times: dict[str, list[float]] = {
+            "concordose": [],
+            "storescp": [],
+            "orthanc": [],
+            "pynetdicom-floor": [],
+        }
+        for repeat in range(args.repeats):
+            run = root / f"run{repeat}"
+            for name, runs in times.items():
+                folder = run / name
+                folder.mkdir(parents=True)
+                if name == "concordose":
+                    with concordose_receiver(folder) as (port, _pid):
+                        runs.append(send(port, "CONCORDOSE", series))
+                elif name == "storescp":
+                    with storescp(folder) as port:
+                        runs.append(send(port, "STORESCP", series))
+                elif name == "orthanc":
+                    with orthanc(folder) as port:
+                        runs.append(send(port, "ORTHANC", series))
+                else:
+                    with pynetdicom_floor() as port:
+                        runs.append(send(port, "FLOOR", series))
+            shutil.rmtree(run)
+        median = {name: statistics.median(values) for name, values in times.items()}
+        for name, value in median.items():
+            each = ", ".join(f"{v:.2f}" for v in times[name])
+            print(f"{name:<16} median {value:6.2f} s  ({size_mb / value:6.1f} MB/s; runs {each})")
+        print(f"concordose / storescp: {median['concordose'] / median['storescp']:.2f}x "
+              "(target ≤ 1.5)")  # fmt: skip
+        print(f"concordose / orthanc:  {median['concordose'] / median['orthanc']:.2f}x "
+              "(target < 1)")  # fmt: skip
+        print(f"concordose / pynetdicom floor: "
+              f"{median['concordose'] / median['pynetdicom-floor']:.2f}x "
+              "(cost of durable writes and indexing)")  # fmt: skip
+
+        if args.large_mb > 0:
+            count = int(args.large_mb * 1e6 / (ROWS * COLUMNS * 2))
+            large = root / "large"
+            write_series(large, count, seed=1)
+            large_mb = sum(p.stat().st_size for p in large.iterdir()) / 1e6
+            folder = root / "memory"
+            folder.mkdir()
+            with concordose_receiver(folder) as (port, pid):
+                before_kib = _memory_kib(pid, "VmRSS")
+                elapsed = send(port, "CONCORDOSE", large)
+                peak_kib = _memory_kib(pid, "VmHWM")
+            print(
+                f"large study: {count} instances, {large_mb:.0f} MB in {elapsed:.1f} s; receiver "
+                f"RSS before {before_kib / 1024:.0f} MiB, peak {peak_kib / 1024:.0f} MiB "
+                f"(+{(peak_kib - before_kib) / 1024:.0f} MiB)"
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

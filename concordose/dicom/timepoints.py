@@ -1,0 +1,203 @@
+"""Time points as the receiver sees them: what an instance says about where it belongs, and the
+records and events of the completion state machine.
+
+Grouping (patient → treatment cycle → time point):
+
+* a **time point** is one SPECT/CT session, i.e. one ``StudyInstanceUID`` (the DICOM study is one
+  imaging visit; the SPECT recon, its CT and any SEG/RTSTRUCT of that visit share it);
+* its **cycle** is identified by ``PatientID`` and the injection date-time
+  (``RadiopharmaceuticalStartDateTime`` of the NM/PT series), and its position in the cycle is
+  ``acquisition − injection`` in hours (see :attr:`TimePointRecord.time_h`). The CT and SEG of a
+  visit carry no injection data; the time point takes it from its NM/PT instances.
+
+States, persisted in the spool index so that a restart resumes exactly where it stopped::
+
+    receiving ──(quiet period after the last association released, or explicit trigger)──▶
+    complete  ──(pipeline finished)──▶ processed
+
+An instance arriving for a time point that is already complete reopens it as a new *revision*
+(``receiving`` again); its completion then emits a new event with a new id.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from pydicom.dataset import Dataset
+from pydicom.valuerep import DT
+
+
+class TimePointState(StrEnum):
+    """Where a time point is in its life."""
+
+    RECEIVING = "receiving"
+    COMPLETE = "complete"
+    PROCESSED = "processed"
+
+
+def _datetime_or_none(date: object, time: object) -> datetime | None:
+    if not date or not time:
+        return None
+    try:
+        return DT(f"{date}{time}").replace(tzinfo=None)
+    except ValueError:
+        return None
+
+
+def _dt_or_none(value: object) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return DT(str(value)).replace(tzinfo=None)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class InstanceSummary:
+    """The few header facts the receiver files an instance under (all optional: a CT has no
+    injection, a malformed date is recorded as unknown rather than refused).
+
+    Attributes:
+        patient_id: ``PatientID``.
+        modality: ``Modality`` (NM, PT, CT, SEG, RTSTRUCT…).
+        acquisition_datetime: ``AcquisitionDateTime``, else acquisition, series or study
+            date + time (modality local time, naive).
+        injection_datetime: ``RadiopharmaceuticalStartDateTime`` (or its split date + time).
+    """
+
+    patient_id: str | None
+    modality: str | None
+    acquisition_datetime: datetime | None
+    injection_datetime: datetime | None
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset) -> InstanceSummary:
+        """Read the summary from a (lazily decoded) dataset; pixel data is never touched."""
+        acquisition = _dt_or_none(dataset.get("AcquisitionDateTime"))
+        for date_kw, time_kw in (
+            ("AcquisitionDate", "AcquisitionTime"),
+            ("SeriesDate", "SeriesTime"),
+            ("StudyDate", "StudyTime"),
+        ):
+            if acquisition is None:
+                acquisition = _datetime_or_none(dataset.get(date_kw), dataset.get(time_kw))
+        injection: datetime | None = None
+        sequence = dataset.get("RadiopharmaceuticalInformationSequence")
+        if sequence:
+            item = sequence[0]
+            injection = _dt_or_none(item.get("RadiopharmaceuticalStartDateTime"))
+            if injection is None:
+                injection = _datetime_or_none(
+                    item.get("RadiopharmaceuticalStartDate"),
+                    item.get("RadiopharmaceuticalStartTime"),
+                )
+        patient_id = str(dataset.get("PatientID") or "").strip() or None
+        modality = str(dataset.get("Modality") or "").strip() or None
+        return cls(patient_id, modality, acquisition, injection)
+
+
+@dataclass(frozen=True)
+class TimePointRecord:
+    """One row of the spool's ``timepoints`` table.
+
+    Attributes:
+        study_uid: the time point's key (StudyInstanceUID).
+        revision: 1, incremented each time late instances reopen a completed time point.
+        last_activity_at: last stored instance or association release touching it (UTC).
+        notified_at: when the completion event was delivered to the ``on_complete`` hook.
+    """
+
+    study_uid: str
+    patient_id: str | None
+    calling_ae_title: str
+    injection_datetime: datetime | None
+    acquisition_datetime: datetime | None
+    modalities: tuple[str, ...]
+    instance_count: int
+    size_bytes: int
+    revision: int
+    state: TimePointState
+    last_activity_at: datetime
+    completed_at: datetime | None
+    completion_reason: str | None
+    notified_at: datetime | None
+    processed_at: datetime | None
+
+    @property
+    def time_h(self) -> float | None:
+        """Hours from injection to acquisition, when both are known."""
+        if self.injection_datetime is None or self.acquisition_datetime is None:
+            return None
+        return (self.acquisition_datetime - self.injection_datetime).total_seconds() / 3600.0
+
+    @property
+    def event_id(self) -> str:
+        """Stable id of this revision's completion event (idempotency key downstream)."""
+        return f"{self.study_uid}#{self.revision}"
+
+
+@dataclass(frozen=True)
+class CycleKey:
+    """A treatment cycle: one patient's injection (``None`` parts are not known yet, e.g. only
+    the CT of a visit has arrived)."""
+
+    patient_id: str | None
+    injection_datetime: datetime | None
+
+
+def group_by_cycle(records: Iterable[TimePointRecord]) -> dict[CycleKey, list[TimePointRecord]]:
+    """Patient → cycle → time points: group by (PatientID, injection), each cycle's time points
+    ordered by hours after injection (unknown last), cycles by patient then injection."""
+    groups: dict[CycleKey, list[TimePointRecord]] = defaultdict(list)
+    for record in records:
+        groups[CycleKey(record.patient_id, record.injection_datetime)].append(record)
+    for points in groups.values():
+        points.sort(key=lambda r: (r.time_h is None, r.time_h or 0.0, r.study_uid))
+    return dict(
+        sorted(
+            groups.items(),
+            key=lambda item: (
+                item[0].patient_id or "",
+                item[0].injection_datetime is None,
+                item[0].injection_datetime or datetime.min,
+            ),
+        )
+    )
+
+
+@dataclass(frozen=True)
+class TimePointEvent:
+    """ "Time point complete": emitted once per time point revision.
+
+    Attributes:
+        event_id: ``<StudyInstanceUID>#<revision>``; the same id is re-delivered if the service
+            stopped between delivering and recording the delivery, so consumers use it as an
+            idempotency key (the Prefect trigger does).
+        spool_root: the spool holding the instances.
+        timepoint: the record at completion.
+    """
+
+    event_id: str
+    spool_root: str
+    timepoint: TimePointRecord
+
+
+class OnComplete(Protocol):
+    """Handler contract of the completion hook (``on_complete``).
+
+    * in: one :class:`TimePointEvent`;
+    * out: nothing. Returning means "delivered": the spool records it and never delivers that
+      event id again. Raising means "not delivered": the event stays pending and is delivered
+      again on the next completion poll (and after a restart).
+    * It runs on the receiver's completion thread: it must be quick (start a flow run, enqueue),
+      not process the study itself.
+    """
+
+    def __call__(self, event: TimePointEvent, /) -> None:
+        """Deliver ``event``."""

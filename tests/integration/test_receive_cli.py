@@ -1,0 +1,152 @@
+"""`concordose receive` in the foreground as an operator runs it, and `concordose spool …`."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+from typer.testing import CliRunner
+
+from concordose.cli import app
+from concordose.dicom.spool import Spool
+from phantoms import GeneratedPatient
+from tests.integration.peers import free_port, port_open, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _storescu(port: int, calling_ae: str, files: list[Path]) -> subprocess.CompletedProcess[str]:
+    storescu = shutil.which("storescu")
+    assert storescu is not None
+    command = [storescu, "-aet", calling_ae, "-aec", "CONCORDOSE", "--required"]
+    command += ["127.0.0.1", str(port), *map(str, files)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, as systemd stops the service; never leaves a hung receiver behind."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
+        raise
+
+
+def test_receive_logs_associations_and_completed_time_points_then_status_shows_them(
+    tmp_path: Path, small_patient: GeneratedPatient
+) -> None:
+    port = free_port()
+    spool = tmp_path / "spool"
+    log_path = tmp_path / "receive.log"
+    executable = Path(sys.executable).with_name("concordose")
+    nm = small_patient.nm_files[0]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                str(executable),
+                "receive",
+                "--port",
+                str(port),
+                "--ae-title",
+                "CONCORDOSE",
+                "--host",
+                "127.0.0.1",
+                "--spool",
+                str(spool),
+                "--config",
+                str(small_patient.sites_path),
+                "--quiet-period-s",
+                "0.5",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until(lambda: port_open(port), timeout_s=30, what="concordose receive")
+            site_ae = small_patient.site.calling_ae_title
+            assert _storescu(port, site_ae, [nm]).returncode == 0
+            rogue = _storescu(port, "ROGUE", [nm])
+            assert rogue.returncode != 0
+            # The proper A-ASSOCIATE-RJ reason (PS3.8 Table 9-21: source 1, reason 3).
+            assert "Calling AE Title Not Recognized" in rogue.stderr
+            wait_until(
+                lambda: "time point complete" in log_path.read_text(),
+                timeout_s=30,
+                what="the completion log line",
+            )
+        finally:
+            code = _stop(process)
+        assert code == 0
+    text = log_path.read_text()
+    study = str(pydicom.dcmread(nm, stop_before_pixels=True).StudyInstanceUID)
+    assert f"from {site_ae} (site milan) at 127.0.0.1:" in text
+    assert "released: 1 stored, 0 failed, 1 study(ies)" in text
+    assert "association from ROGUE" in text
+    assert "rejected" in text
+    assert f"time point complete: {study}#1 patient {small_patient.patient_id}" in text
+    assert "receiver stopped" in text
+
+    status = CliRunner().invoke(app, ["spool", "status", "--spool", str(spool)])
+    assert status.exit_code == 0, status.output
+    assert "instances 1" in status.output
+    assert "complete 1" in status.output
+    assert "events pending 0" in status.output
+
+    unknown = CliRunner().invoke(app, ["spool", "complete", "--spool", str(spool), "--study", "9"])
+    assert unknown.exit_code == 2
+    assert "has received no instance of study '9'" in unknown.output
+
+
+def test_a_killed_receiver_loses_nothing_it_acknowledged_and_resumes(
+    tmp_path: Path, small_patient: GeneratedPatient
+) -> None:
+    spool = tmp_path / "spool"
+    executable = Path(sys.executable).with_name("concordose")
+    files = [*small_patient.nm_files, small_patient.seg_path]
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        command = [str(executable), "receive", "--port", str(port), "--host", "127.0.0.1"]
+        command += ["--spool", str(spool), "--config", str(small_patient.sites_path)]
+        command += ["--quiet-period-s", "0.2"]
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: port_open(port), timeout_s=30, what="concordose receive")
+        return process
+
+    first_port = free_port()
+    first = start(first_port)
+    try:
+        sent = _storescu(first_port, small_patient.site.calling_ae_title, files)
+        assert sent.returncode == 0, sent.stderr
+    finally:
+        first.kill()  # SIGKILL: no clean shutdown, no chance to flush anything
+        first.wait(timeout=30)
+    expected = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files}
+    assert Spool(spool).status().instances == len(files)
+
+    second_port = free_port()
+    second = start(second_port)  # the restart takes the spool over and completes what was left
+    try:
+        wait_until(
+            lambda: Spool(spool).status().receiving == 0,
+            timeout_s=30,
+            what="the restarted receiver to complete the pending time points",
+        )
+    finally:
+        code = _stop(second)
+    assert code == 0
+    reopened = Spool(spool)
+    assert {row.identity.sop_instance_uid for row in reopened.instances()} == expected
+    assert all(row.path.is_file() for row in reopened.instances())
+    assert reopened.status().pending_events == 0
+    assert list(reopened.tmp_dir.iterdir()) == []
