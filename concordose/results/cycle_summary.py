@@ -21,6 +21,7 @@ from concordose.dicom.seg import VoiType
 from concordose.dicom.study import CycleStudy
 from concordose.dose.models import DoseBatch
 from concordose.errors import StudyIncompleteError
+from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.kinetics.models import KineticsBatch
 from concordose.quant.cycle import CycleTimeActivity
 from concordose.results.cycle_tables import CycleIdentity
@@ -198,8 +199,9 @@ def build_patient_summary(
     return pa.Table.from_pylist(rows, schema=PATIENT_SUMMARY.schema)
 
 
-REFERENCE_KINETICS_METHOD = "tri_exponential"
-"""The full-fit reference every simplified method is compared with (DESIGN.md, step 6)."""
+REFERENCE_KINETICS_METHOD = REFERENCE_METHOD_NAME
+"""The full-fit reference every simplified method is compared with (DESIGN.md, step 6): the
+SPECTacular six-time-point fit, as in ``concordose.kinetics.comparison``."""
 
 
 def build_method_comparison(

@@ -53,3 +53,11 @@ def test_every_method_publishes_rows_with_model_and_time_points(
         for dose in doses
         if dose["kinetics_method"] == "hebert_4tp"
     )
+    comparison = result.tables["method_comparison"].to_pylist()
+    compared = {row["kinetics_method"] for row in comparison}
+    assert compared == set(KINETICS_METHODS.names()) - {"spectacular_6tp"}
+    assert {row["reference_kinetics_method"] for row in comparison} == {"spectacular_6tp"}
+    lumen = [row for row in comparison if row["kinetics_method"] == "lumen_3tp"]
+    assert lumen
+    # Mono-exponential truth: LUMEN's 3 points agree with the 6-point reference within noise.
+    assert all(abs(row["relative_difference"]) < 0.1 for row in lumen)

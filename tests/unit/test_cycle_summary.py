@@ -50,7 +50,7 @@ def _pair(kinetics: str, doses_gy: list[float]) -> tuple[KineticsBatch, DoseBatc
 
 
 def test_each_method_is_compared_with_the_reference() -> None:
-    doses = [_pair("tri_exponential", [40.0, 4.0]), _pair("stp_hanscheid", [44.0, np.nan])]
+    doses = [_pair("spectacular_6tp", [40.0, 4.0]), _pair("stp_hanscheid", [44.0, np.nan])]
     rows = build_method_comparison(IDENTITY, TAC, doses, Provenance(run_id="r")).to_pylist()
     assert [(r["voi_label"], r["kinetics_method"]) for r in rows] == [
         ("lesion_1", "stp_hanscheid"),
