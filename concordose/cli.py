@@ -308,9 +308,22 @@ def calibrate(
 @app.command()
 def sites(
     sites_file: Annotated[Path, typer.Option("--sites", help="Site registry YAML (sites.yaml).")],
+    publish: Annotated[
+        bool,
+        typer.Option("--publish", help="Also publish every record as table site_calibrations."),
+    ] = False,
+    output: Annotated[
+        str | None,
+        typer.Option(help="Folder or s3://bucket/prefix to publish to (default from settings)."),
+    ] = None,
 ) -> None:
     """List the consortium's sites and their calibration records (ledger included)."""
     from concordose.calibration.registry import SiteRegistry
+    from concordose.results.calibration_table import build_site_calibrations
+    from concordose.results.object_store import open_object_store
+    from concordose.results.provenance import Provenance, new_run_id
+    from concordose.results.publish import publish_tables
+    from concordose.settings import Settings
 
     registry = _run(lambda: SiteRegistry.load(sites_file))
     table = Table(title=f"Sites in {sites_file}")
@@ -332,6 +345,21 @@ def sites(
                 f"{record.valid_from} … {record.valid_to or 'open'}",
             )
     console.print(table)
+    if not publish:
+        return
+
+    def publish_registry() -> str:
+        settings = Settings()
+        store = open_object_store(output or settings.output_uri, settings)
+        provenance = Provenance(run_id=new_run_id())
+        records = [
+            (site.site_id, record) for site in registry.sites for record in site.calibrations
+        ]
+        table = build_site_calibrations(records, provenance)
+        run = publish_tables(store, {"site_calibrations": [table]}, provenance)
+        return f"published {table.num_rows} calibration record(s): {run.manifest_path}"
+
+    console.print(_run(publish_registry), soft_wrap=True)
 
 
 @app.command()

@@ -428,37 +428,60 @@ METHOD_COMPARISON = TableSpec(
     ),
 )
 
+_SITE_CALIBRATION_V1_FIELDS = [
+    field("site_id", pa.string(), "1", "consortium site"),
+    field("calibration_record_id", pa.string(), "1", "the calibration record"),
+    field("camera_model", pa.string(), "1", "camera model", nullable=True),
+    field("collimator", pa.string(), "1", "collimator", nullable=True),
+    field(
+        "calibration_factor_cps_per_mbq",
+        pa.float64(),
+        "cps/MBq",
+        "counts per second per MBq in the field of view (uniform-cylinder phantom)",
+    ),
+    field(
+        "calibration_factor_relative_uncertainty",
+        pa.float64(),
+        "1",
+        "relative standard uncertainty of the factor",
+        nullable=True,
+    ),
+    field("valid_from", pa.date32(), "1", "first day of validity (inclusive)"),
+    field("valid_to", pa.date32(), "1", "last day of validity (inclusive)", nullable=True),
+]
+# v2 (issue 5): the rest of the record — set-up fingerprint and the recovery curve.
+_SITE_CALIBRATION_V2_FIELDS = [
+    field(
+        "reconstruction", pa.string(), "1", "reconstruction fingerprint calibrated", nullable=True
+    ),
+    field("energy_window_lower_kev", pa.float64(), "keV", "photopeak window, lower", nullable=True),
+    field("energy_window_upper_kev", pa.float64(), "keV", "photopeak window, upper", nullable=True),
+    field(
+        "recovery_a_ml",
+        pa.float64(),
+        "mL",
+        "RC(V) = 1/(1 + (a/V)^b): volume where RC = 0.5 (NEMA IEC phantom)",
+        nullable=True,
+    ),
+    field("recovery_b", pa.float64(), "1", "RC(V) steepness b", nullable=True),
+]
+
 SITE_CALIBRATIONS = TableSpec(
     name="site_calibrations",
-    version=1,
-    doc="One row per site calibration record used by a run (from the site's phantom scans).",
+    version=2,
+    doc="One row per site calibration record (from the site's phantom scans).",
     key_columns=("site_id", "calibration_record_id"),
     scope_column="calibration_record_id",
     schema=pa.schema(
         [
-            field("site_id", pa.string(), "1", "consortium site"),
-            field("calibration_record_id", pa.string(), "1", "the calibration record"),
-            field("camera_model", pa.string(), "1", "camera model", nullable=True),
-            field("collimator", pa.string(), "1", "collimator", nullable=True),
-            field(
-                "calibration_factor_cps_per_mbq",
-                pa.float64(),
-                "cps/MBq",
-                "counts per second per MBq in the field of view (uniform-cylinder phantom)",
-            ),
-            field(
-                "calibration_factor_relative_uncertainty",
-                pa.float64(),
-                "1",
-                "relative standard uncertainty of the factor",
-                nullable=True,
-            ),
-            field("valid_from", pa.date32(), "1", "first day of validity (inclusive)"),
-            field("valid_to", pa.date32(), "1", "last day of validity (inclusive)", nullable=True),
+            *_SITE_CALIBRATION_V1_FIELDS,
+            *_SITE_CALIBRATION_V2_FIELDS,
             *_RUN_PROVENANCE,
             _CREATED_AT,
         ]
     ),
+    previous_schemas={1: pa.schema([*_SITE_CALIBRATION_V1_FIELDS, *_RUN_PROVENANCE, _CREATED_AT])},
+    upgrades={1: dict.fromkeys((f.name for f in _SITE_CALIBRATION_V2_FIELDS), None)},
 )
 
 QC_FINDINGS = TableSpec(

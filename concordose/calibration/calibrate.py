@@ -22,6 +22,7 @@ from concordose.calibration.phantom_analysis import (
 )
 from concordose.calibration.records import CalibrationRecord
 from concordose.calibration.sheet import CylinderSheet, NemaSheet, load_sheet
+from concordose.dicom.nm import NMAcquisition
 from concordose.errors import ConfigurationError
 
 
@@ -33,6 +34,16 @@ class SiteCalibration:
     cylinder: CylinderAnalysis
     nema: NemaAnalysis
     entry: LedgerEntry | None
+
+
+LU177_PHOTOPEAK_KEV = 208.37  # ICRP-107
+
+
+def _photopeak_window(acquisition: NMAcquisition) -> tuple[float, float] | None:
+    for low, high in acquisition.energy_windows_kev:
+        if low <= LU177_PHOTOPEAK_KEV <= high:
+            return (low, high)
+    return None
 
 
 def _sheets(
@@ -83,6 +94,7 @@ def calibrate_site(
         camera_model=cylinder_sheet_data.scan.camera_model,
         collimator=cylinder_sheet_data.scan.collimator,
         reconstruction=cylinder.acquisition.reconstruction,
+        energy_window_kev=_photopeak_window(cylinder.acquisition),
         calibration_factor_cps_per_mbq=cylinder.calibration.cf_cps_per_mbq,
         calibration_factor_relative_uncertainty=cylinder.calibration.relative_uncertainty,
         recovery_a_ml=nema.curve.a_ml,

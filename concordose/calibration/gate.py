@@ -32,7 +32,29 @@ class GateResult:
         return holds(self.findings) or self.calibration is None
 
 
+WINDOW_MATCH_TOLERANCE = 0.01  # relative, on each bound of the photopeak window
+
+
+def _window_matches(record: CalibrationRecord, acquisition: NMAcquisition) -> bool:
+    if record.energy_window_kev is None:
+        return True
+    low, high = record.energy_window_kev
+    return any(
+        abs(lower / low - 1) <= WINDOW_MATCH_TOLERANCE
+        and abs(upper / high - 1) <= WINDOW_MATCH_TOLERANCE
+        for lower, upper in acquisition.energy_windows_kev
+    )
+
+
 def _mismatches(record: CalibrationRecord, acquisition: NMAcquisition) -> list[str]:
+    found_windows = ", ".join(f"{lo:g}–{hi:g}" for lo, hi in acquisition.energy_windows_kev)
+    window = (
+        []
+        if _window_matches(record, acquisition)
+        else [
+            f"energy windows {found_windows or 'none'} keV ≠ calibrated {record.energy_window_kev}"
+        ]
+    )
     pairs = [
         ("camera model", record.camera_model, acquisition.camera_model),
         ("collimator", record.collimator, acquisition.collimator),
@@ -42,7 +64,7 @@ def _mismatches(record: CalibrationRecord, acquisition: NMAcquisition) -> list[s
         f"{name} {found!r} ≠ calibrated {expected!r}"
         for name, expected, found in pairs
         if expected is not None and expected != found
-    ]
+    ] + window
 
 
 def select_calibration(

@@ -12,6 +12,8 @@ class CalibrationRecord(BaseModel):
 
     Attributes:
         camera_model, collimator: the set-up calibrated; a study must match those that are set.
+        energy_window_kev: the photopeak window (lower, upper) calibrated; a study must have a
+            window within 1 % of it when set.
         reconstruction: fingerprint of the reconstruction protocol (method and kernel as the
             vendor writes them, e.g. ``"3DOSEM,4i,8s"``); a study must match it when set.
         calibration_factor_cps_per_mbq: counts per second in the reconstructed image per MBq in
@@ -27,6 +29,7 @@ class CalibrationRecord(BaseModel):
     camera_model: str | None = None
     collimator: str | None = None
     reconstruction: str | None = None
+    energy_window_kev: tuple[float, float] | None = None
     calibration_factor_cps_per_mbq: float = Field(gt=0)
     calibration_factor_relative_uncertainty: float | None = Field(default=None, ge=0)
     recovery_a_ml: float | None = Field(default=None, gt=0)

@@ -28,6 +28,15 @@ def build_site_calibrations(
             ),
             "valid_from": record.valid_from,
             "valid_to": record.valid_to,
+            "reconstruction": record.reconstruction,
+            "energy_window_lower_kev": (
+                record.energy_window_kev[0] if record.energy_window_kev else None
+            ),
+            "energy_window_upper_kev": (
+                record.energy_window_kev[1] if record.energy_window_kev else None
+            ),
+            "recovery_a_ml": record.recovery_a_ml,
+            "recovery_b": record.recovery_b,
             "schema_version": SITE_CALIBRATIONS.version,
             "software_version": provenance.software_version,
             "run_id": provenance.run_id,

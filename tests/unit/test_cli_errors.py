@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+from datetime import date
 from pathlib import Path
 
 from typer.testing import CliRunner
 
+from concordose.calibration.ledger import append_record
+from concordose.calibration.records import CalibrationRecord
 from concordose.cli import EXIT_INPUT_ERROR, app
 from phantoms import GeneratedPatient
 from tests.conftest import SIEMENS_NM_FIXTURE
@@ -126,3 +130,49 @@ def test_sites_lists_calibrations(small_patient: GeneratedPatient) -> None:
     assert result.exit_code == 0, result.output
     assert "milan-phantom-2026-01" in result.output
     assert "9.100" in result.output
+
+
+def test_sites_publishes_the_registry_as_a_table(tmp_path: Path) -> None:
+    (tmp_path / "sites.yaml").write_text(
+        "format_version: 1\ncalibration_ledger: calibrations.jsonl\n"
+        "sites:\n  - site_id: milan\n    ae_titles: [MILAN_SPECT]\n"
+    )
+    append_record(
+        tmp_path / "calibrations.jsonl",
+        "milan",
+        CalibrationRecord(
+            record_id="milan-2026",
+            calibration_factor_cps_per_mbq=9.1,
+            energy_window_kev=(187.5, 229.2),
+            recovery_a_ml=1.3,
+            recovery_b=0.5,
+            valid_from=date(2026, 1, 1),
+        ),
+    )
+    output = tmp_path / "out"
+    published = runner.invoke(
+        app,
+        ["sites", "--sites", str(tmp_path / "sites.yaml"), "--publish", "--output", str(output)],
+    )
+    assert published.exit_code == 0, published.output
+    assert "published 1 calibration record(s)" in published.output
+    queried = runner.invoke(
+        app,
+        [
+            "query",
+            "SELECT calibration_record_id, recovery_a_ml, energy_window_lower_kev "
+            "FROM site_calibrations",
+            "--output",
+            str(output),
+            "--format",
+            "json",
+        ],
+    )
+    assert queried.exit_code == 0, queried.output
+    assert json.loads(queried.output) == [
+        {
+            "calibration_record_id": "milan-2026",
+            "recovery_a_ml": 1.3,
+            "energy_window_lower_kev": 187.5,
+        }
+    ]

@@ -65,6 +65,8 @@ def test_every_site_recovers_its_cf_and_rc(
         expected = sphere["rc_noiseless_voxel_centre_voi"]
         if expected is not None:
             assert abs(measured - expected) < RC_TOLERANCE, sphere["label"]
+    assert result.record.energy_window_kev is not None
+    assert result.record.energy_window_kev[0] < 208.37 < result.record.energy_window_kev[1]
     assert result.record.recovery_a_ml is not None
     assert result.record.recovery_b is not None
     (entry,) = read_ledger(tmp_path / "calibrations.jsonl")
