@@ -331,6 +331,21 @@ _ACQUISITION_V2_METADATA = [
     ),
     field("voxel_mm", pa.float64(), "mm", "largest voxel edge of the SPECT grid", nullable=True),
     field("patient_weight_kg", pa.float64(), "kg", "PatientWeight", nullable=True),
+    field(
+        "registration_metric",
+        pa.float64(),
+        "HU2",
+        "final mean squared HU difference of the CT-to-CT registration onto the VOIs' CT "
+        "(null: same frame of reference as the VOIs, not registered)",
+        nullable=True,
+    ),
+    field(
+        "registration_translation_mm",
+        pa.list_(pa.float64()),
+        "mm",
+        "translation (x, y, z) the registration found",
+        nullable=True,
+    ),
 ]
 
 ACQUISITIONS = TableSpec(

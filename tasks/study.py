@@ -111,7 +111,7 @@ def summary_tables_task(
 ) -> dict[str, pa.Table]:
     """Cycle-level tables: acquisitions with QC status, QC findings, patient summary and the
     comparison of every kinetics method with the reference (empty until it is registered)."""
-    tables = build_acquisition_tables(identity, cycle, verdict, provenance)
+    tables = build_acquisition_tables(identity, cycle, verdict, provenance, tac.alignments)
     tables["patient_summary"] = build_patient_summary(identity, cycle, tac, doses, provenance)
     tables["method_comparison"] = build_method_comparison(identity, tac, doses, provenance)
     return tables

@@ -10,7 +10,7 @@ the patient's only SEG.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -21,6 +21,8 @@ from concordose.dicom.nm import NM_IMAGE_STORAGE, NMAcquisition, read_nm_header
 from concordose.dicom.seg import SEGMENTATION_STORAGE
 from concordose.errors import StudyIncompleteError
 
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
 
 @dataclass(frozen=True)
 class TimePoint:
@@ -29,6 +31,8 @@ class TimePoint:
     acquisition: NMAcquisition
     time_h: float
     calling_ae_title: str | None
+    ct_files: tuple[Path, ...] = ()
+    """The CT slices sharing the SPECT's frame of reference (for registration), if received."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class CycleStudy:
     injected_activity_mbq: float | None
     time_points: tuple[TimePoint, ...]
     segmentation: Path
+    segmentation_frame_of_reference: str | None = None
 
     @property
     def calling_ae_title(self) -> str | None:
@@ -70,6 +75,20 @@ def _segmentations_by_patient(
         found[str(header.get("PatientID", ""))].append(
             (instance.path, str(header.get("FrameOfReferenceUID") or "") or None)
         )
+    return found
+
+
+def _ct_files_by_frame(instances: list[CataloguedInstance]) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = defaultdict(list)
+    for instance in instances:
+        if instance.sop_class_uid != CT_IMAGE_STORAGE:
+            continue
+        header = dcmread(
+            instance.path, stop_before_pixels=True, specific_tags=["FrameOfReferenceUID"]
+        )
+        frame = str(header.get("FrameOfReferenceUID") or "")
+        if frame:
+            found[frame].append(instance.path)
     return found
 
 
@@ -102,14 +121,22 @@ def assemble_cycles(instances: list[CataloguedInstance]) -> list[CycleStudy]:
             f"{len(instances)} instance(s)"
         )
     segmentations = _segmentations_by_patient(instances)
+    ct_by_frame = _ct_files_by_frame(instances)
     cycles = []
-    for (patient_id, injection), points in sorted(groups.items(), key=lambda kv: kv[0][1]):
-        points.sort(key=lambda point: point.time_h)
+    for (patient_id, injection), unordered in sorted(groups.items(), key=lambda kv: kv[0][1]):
+        unordered.sort(key=lambda point: point.time_h)
+        points = [
+            replace(
+                point,
+                ct_files=tuple(ct_by_frame.get(point.acquisition.frame_of_reference_uid or "", [])),
+            )
+            for point in unordered
+        ]
         candidates = segmentations.get(patient_id, [])
         frames = {point.acquisition.frame_of_reference_uid for point in points}
-        matching = [path for path, frame in candidates if frame in frames]
+        matching = [(path, frame) for path, frame in candidates if frame in frames]
         if not matching and len(candidates) == 1:
-            matching = [candidates[0][0]]
+            matching = [candidates[0]]
         if not matching:
             raise StudyIncompleteError(
                 f"cycle of patient {patient_id!r} injected {injection:%Y-%m-%d %H:%M} has "
@@ -123,7 +150,8 @@ def assemble_cycles(instances: list[CataloguedInstance]) -> list[CycleStudy]:
                 injection_datetime=injection,
                 injected_activity_mbq=first.injected_activity_mbq if first else None,
                 time_points=tuple(points),
-                segmentation=matching[0],
+                segmentation=matching[0][0],
+                segmentation_frame_of_reference=matching[0][1],
             )
         )
     return cycles

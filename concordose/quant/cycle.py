@@ -21,6 +21,7 @@ from concordose.dicom.nm import read_nm_counts
 from concordose.dicom.seg import VoiType, read_segmentation
 from concordose.dicom.study import CycleStudy
 from concordose.quant.activity import counts_to_activity_mbq
+from concordose.quant.alignment import TimePointAlignment, align_time_points
 from concordose.quant.voi import resample_vois, voi_totals
 
 UNIT_DENSITY_G_PER_ML = 1.0
@@ -50,6 +51,8 @@ class CycleTimeActivity:
             activity's uncertainty), or None when not recorded.
         calibration_relative_sd: relative standard uncertainty of the calibration factor from
             the site's record, or None when the record does not state one.
+        alignments: per time point, its registration to the VOIs' CT (None where it shares
+            their frame of reference).
     """
 
     labels: tuple[str, ...]
@@ -62,6 +65,7 @@ class CycleTimeActivity:
     calibration_record_id: str
     counts: npt.NDArray[np.float64] | None = None
     calibration_relative_sd: float | None = None
+    alignments: tuple[TimePointAlignment, ...] = ()
 
 
 def quantify_cycle(
@@ -85,6 +89,7 @@ def quantify_cycle(
     )
     activity = np.empty((len(vois), len(cycle.time_points)), dtype=np.float64)
     voi_counts = np.empty_like(activity)
+    alignments = align_time_points(cycle)
     for index, point in enumerate(cycle.time_points):
         acquisition = point.acquisition
         counts = read_nm_counts(acquisition)
@@ -94,7 +99,7 @@ def quantify_cycle(
             acquisition_duration_s=acquisition.acquisition_duration_s,
             source=f"NM file {acquisition.path}",
         )
-        voi_set = resample_vois(vois, acquisition.geometry)
+        voi_set = resample_vois(vois, acquisition.geometry, alignments[index].mask_transform())
         activity[:, index] = voi_totals(activity_map, voi_set.masks)
         voi_counts[:, index] = voi_totals(np.asarray(counts, dtype=np.float64), voi_set.masks)
         if on_time_point is not None:
@@ -110,4 +115,5 @@ def quantify_cycle(
         calibration_record_id=calibration.record_id,
         counts=voi_counts,
         calibration_relative_sd=calibration.calibration_factor_relative_uncertainty,
+        alignments=tuple(alignments),
     )

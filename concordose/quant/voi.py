@@ -39,13 +39,25 @@ class VoiSet:
         return counts.astype(np.float64) * self.geometry.voxel_volume_ml
 
 
-def resample_vois(vois: Sequence[VoiMask], geometry: VolumeGeometry) -> VoiSet:
-    """Resample every VOI mask onto ``geometry`` (nearest neighbour)."""
+def resample_vois(
+    vois: Sequence[VoiMask], geometry: VolumeGeometry, transform: sitk.Transform | None = None
+) -> VoiSet:
+    """Resample every VOI mask onto ``geometry`` (nearest neighbour).
+
+    Args:
+        transform: maps points of ``geometry``'s space to the masks' space (identity if None),
+            e.g. a time point's registration to the CT the VOIs were drawn on.
+    """
     reference = geometry.to_sitk(np.zeros(geometry.shape, dtype=np.uint8))
     masks = np.empty((len(vois), *geometry.shape), dtype=bool)
     for index, voi in enumerate(vois):
         resampled = sitk.Resample(
-            voi.mask, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
+            voi.mask,
+            reference,
+            transform or sitk.Transform(),
+            sitk.sitkNearestNeighbor,
+            0,
+            sitk.sitkUInt8,
         )
         masks[index] = sitk.GetArrayViewFromImage(resampled) > 0
     return VoiSet(

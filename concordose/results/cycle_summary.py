@@ -23,6 +23,7 @@ from concordose.dose.models import DoseBatch
 from concordose.errors import StudyIncompleteError
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.kinetics.models import KineticsBatch
+from concordose.quant.alignment import TimePointAlignment
 from concordose.quant.cycle import CycleTimeActivity
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.provenance import Provenance
@@ -88,6 +89,7 @@ def build_acquisition_tables(
     cycle: CycleStudy,
     verdict: CycleVerdict,
     provenance: Provenance,
+    alignments: Sequence[TimePointAlignment] = (),
 ) -> dict[str, pa.Table]:
     """Tables ``acquisitions`` (one row per time point) and ``qc_findings`` of a passed cycle.
 
@@ -106,6 +108,7 @@ def build_acquisition_tables(
         zip(cycle.time_points, verdict.time_point_findings, strict=True)
     ):
         acquisition = point.acquisition
+        registration = alignments[index].registration if alignments else None
         if acquisition.acquisition_duration_s is None:
             raise StudyIncompleteError(
                 f"NM file {acquisition.path}: no acquisition duration (ActualFrameDuration × "
@@ -137,6 +140,10 @@ def build_acquisition_tables(
                 "reconstruction": acquisition.reconstruction,
                 "voxel_mm": max(acquisition.geometry.spacing_mm),
                 "patient_weight_kg": acquisition.patient_weight_kg,
+                "registration_metric": registration.metric_value if registration else None,
+                "registration_translation_mm": (
+                    list(registration.translation_mm) if registration else None
+                ),
                 "schema_version": ACQUISITIONS.version,
                 **_provenance(provenance, calibration.record_id, [acquisition.sop_instance_uid]),
             }

@@ -1,0 +1,49 @@
+"""Reader for CT series (one file per slice) as a SimpleITK volume in patient space (HU)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+
+from concordose.errors import StudyIncompleteError, UnreadableDicomError
+
+
+def read_ct_series(files: Sequence[Path]) -> sitk.Image:
+    """Stack CT slices into one volume, ordered along the slice normal.
+
+    Raises:
+        StudyIncompleteError: fewer than 2 slices, or slices of different orientations.
+        UnreadableDicomError: a slice is not readable DICOM.
+    """
+    if len(files) < 2:
+        raise StudyIncompleteError(f"a CT series needs ≥ 2 slices, got {len(files)}")
+    positions = []
+    orientations = set()
+    for path in files:
+        try:
+            header = dcmread(
+                path,
+                stop_before_pixels=True,
+                specific_tags=["ImagePositionPatient", "ImageOrientationPatient"],
+            )
+        except (InvalidDicomError, OSError) as exc:
+            raise UnreadableDicomError(path, str(exc)) from exc
+        if "ImagePositionPatient" not in header or "ImageOrientationPatient" not in header:
+            raise StudyIncompleteError(f"CT slice {path}: no ImagePositionPatient/Orientation")
+        orientation = tuple(round(float(v), 6) for v in header.ImageOrientationPatient)
+        orientations.add(orientation)
+        positions.append([float(v) for v in header.ImagePositionPatient])
+    if len(orientations) != 1:
+        raise StudyIncompleteError(f"CT series of {len(files)} slices mixes orientations")
+    (orientation,) = orientations
+    normal = np.cross(orientation[:3], orientation[3:])
+    order = np.argsort(np.asarray(positions) @ normal)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(files[i]) for i in order])
+    volume: sitk.Image = reader.Execute()
+    return volume

@@ -1,0 +1,74 @@
+"""Time points in their own frames of reference are registered onto the VOIs' CT.
+
+On a consortium patient whose position changes by up to 5 mm per axis between time points (no
+blur, no noise, 8.84 mm SPECT voxels of the "test" preset), the in-plane registration finds each
+time point's displacement within 1 mm (the CT's 4.42 mm in-plane voxels), and VOI activities
+with registration are closer to the truth than without for every organ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from concordose.calibration.registry import SiteRegistry
+from concordose.dicom.catalogue import catalogue
+from concordose.dicom.study import CycleStudy, assemble_cycles
+from concordose.quant.alignment import align_time_points
+from concordose.quant.cycle import quantify_cycle
+from phantoms.consortium import Realism, generate_consortium
+from phantoms.site_profiles import DEFAULT_SITE
+
+
+@pytest.fixture(scope="module")
+def shifted(tmp_path_factory: pytest.TempPathFactory) -> tuple[CycleStudy, dict[str, object], Path]:
+    out = tmp_path_factory.mktemp("shifted")
+    generate_consortium(
+        out,
+        preset="test",
+        sites=(DEFAULT_SITE,),
+        realism=Realism(blur=False, noise=False, ct_shift_max_mm=5.0),
+        phantoms=False,
+    )
+    subject = sorted((out / "sites" / "milan" / "patients").iterdir())[0]
+    (cycle,) = assemble_cycles(catalogue(subject / "dicom"))
+    truth = json.loads((subject / "ground_truth.json").read_text())
+    return cycle, truth, out / "sites.yaml"
+
+
+def test_each_later_time_point_is_registered_in_plane_within_a_millimetre(
+    shifted: tuple[CycleStudy, dict[str, object], Path],
+) -> None:
+    cycle, truth, _ = shifted
+    alignments = align_time_points(cycle)
+    assert alignments[0].registration is None  # the VOIs were drawn on its CT
+    shifts = np.asarray(truth["cycles"][0]["ct_shift_mm"])  # type: ignore[index]
+    relative = shifts - shifts[0]
+    for alignment, expected in zip(alignments[1:], relative[1:], strict=True):
+        assert alignment.registration is not None
+        np.testing.assert_allclose(
+            alignment.registration.translation_mm[:2], expected[:2], atol=1.0
+        )
+
+
+def test_registration_brings_organ_activities_closer_to_truth(
+    shifted: tuple[CycleStudy, dict[str, object], Path],
+) -> None:
+    cycle, truth, sites = shifted
+    calibration = SiteRegistry.load(sites).site("milan").calibrations[0]
+    registered = quantify_cycle(cycle, calibration)
+    unregistered = quantify_cycle(
+        dataclasses.replace(cycle, segmentation_frame_of_reference=None), calibration
+    )
+    true_voi = {v["label"]: v for v in truth["cycles"][0]["vois"]}  # type: ignore[index]
+    for index, label in enumerate(registered.labels):
+        if label not in ("kidney_left", "kidney_right", "spleen", "bone_marrow"):
+            continue
+        expected = np.asarray(true_voi[label]["activity_mbq"])
+        error_with = np.max(np.abs(registered.activity_mbq[index] / expected - 1))
+        error_without = np.max(np.abs(unregistered.activity_mbq[index] / expected - 1))
+        assert error_with < error_without, label
