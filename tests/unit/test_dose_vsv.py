@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.fft
 from scipy import ndimage
 
 from concordose.dose.methods.local_deposition import ldm_gy_per_mbq_h_per_g
-from concordose.dose.methods.voxel_s_value import VoxelSValue
+from concordose.dose.methods.voxel_s_value import VoxelSValue, convolve_kernel, kernel_spectrum
 from concordose.dose.models import VoxelDoseInput
 from concordose.dose.resampling import average_intensive_back, rebin_extensive
 from concordose.dose.vsv_kernels import KERNEL_FILES, vsv_kernel
@@ -58,6 +59,28 @@ def test_fft_convolution_equals_direct_convolution() -> None:
     kernel = vsv_kernel("2.21mm")
     tia = np.random.default_rng(1).gamma(2.0, 1.0, (24, 20, 22))
     fft = VoxelSValue("2.21mm").compute_map(VoxelDoseInput(tia, (2.21,) * 3)).dose_gy
+    direct = ndimage.convolve(tia, kernel.gy_per_mbq_h, mode="constant", cval=0.0)
+    np.testing.assert_allclose(fft, direct, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["2.21mm", "4.42mm"])
+def test_cosine_kernel_spectrum_equals_the_fft_of_the_centred_kernel(name: str) -> None:
+    kernel = vsv_kernel(name)
+    shape = (30, 27, 32)  # odd and even lengths: the rfft half-axis differs
+    padded = np.zeros(shape)
+    offsets = np.arange(-5, 6)
+    padded[np.ix_(offsets % 30, offsets % 27, offsets % 32)] = kernel.gy_per_mbq_h
+    expected = scipy.fft.rfftn(padded)
+    spectrum = kernel_spectrum(name, shape)
+    np.testing.assert_allclose(spectrum, expected.real, rtol=0, atol=1e-12 * spectrum.max())
+    assert np.abs(expected.imag).max() < 1e-12 * spectrum.max()  # real: mirror-symmetric kernel
+
+
+@pytest.mark.parametrize("shape", [(7, 50, 13), (1, 12, 12), (31, 6, 40)])
+def test_fft_convolution_equals_direct_on_odd_and_thin_maps(shape: tuple[int, int, int]) -> None:
+    kernel = vsv_kernel("2.21mm")
+    tia = np.random.default_rng(2).gamma(2.0, 1.0, shape)
+    fft = convolve_kernel(tia, kernel)
     direct = ndimage.convolve(tia, kernel.gy_per_mbq_h, mode="constant", cval=0.0)
     np.testing.assert_allclose(fft, direct, rtol=1e-9)
 
