@@ -25,7 +25,13 @@ from concordose.dicom.nm import read_nm_counts
 from concordose.dicom.seg import read_segmentation
 from concordose.dicom.study import CycleStudy, assemble_cycles
 from concordose.quant.activity import counts_to_activity_mbq
-from concordose.quant.time_point_maps import registered_activity_maps, resample_activity
+from concordose.quant.alignment import TimePointAlignment
+from concordose.quant.registration import RigidRegistration
+from concordose.quant.time_point_maps import (
+    _to_reference_transform,
+    registered_activity_maps,
+    resample_activity,
+)
 from concordose.quant.voi import resample_vois, voi_totals
 from phantoms.consortium import Realism, generate_consortium
 from phantoms.site_profiles import DEFAULT_SITE
@@ -109,3 +115,21 @@ def test_registered_maps_give_organ_activities_closer_to_truth(
         error_with = np.max(np.abs(with_registration / expected - 1))
         error_without = np.max(np.abs(without / expected - 1))
         assert error_with < error_without, (label, error_with, error_without)
+
+
+def _aligned(translation_mm: tuple[float, float, float]) -> TimePointAlignment:
+    euler = sitk.Euler3DTransform()
+    euler.SetTranslation(translation_mm)
+    return TimePointAlignment(
+        RigidRegistration(euler, translation_mm, (0.0, 0.0, 0.0), 0.0, 0, "synthetic")
+    )
+
+
+def test_reference_points_go_through_the_first_ct_into_the_time_points_spect() -> None:
+    # registrations map first-CT points to each time point's CT: p ↦ p + t
+    reference, point = _aligned((1.0, 2.0, 3.0)), _aligned((10.0, 20.0, 30.0))
+    transform = _to_reference_transform(reference, point)
+    assert transform is not None
+    # reference SPECT → first CT (p − t₀) → this time point's CT (+ tᵢ)
+    assert transform.TransformPoint((0.0, 0.0, 0.0)) == pytest.approx((9.0, 18.0, 27.0))
+    assert _to_reference_transform(TimePointAlignment(None), TimePointAlignment(None)) is None
