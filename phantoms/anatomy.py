@@ -333,3 +333,29 @@ def shape_volume_ml(shape: Shape) -> float:
         raise ValueError(f"{type(shape).__name__} is unbounded in z; it has no finite volume")
     a, b, c = shape.semi_axes_mm
     return float(4.0 / 3.0 * np.pi * a * b * c / 1000.0)
+
+
+RIB_PERIOD_MM = 30.0
+"""Distance between successive ribs along z (adult ribs and intercostal spaces ≈ 2–3 cm)."""
+RIB_WIDTH_MM = 10.0
+"""Craniocaudal width of one rib, mm."""
+RIB_RADIAL_RANGE = (0.86, 0.95)
+"""Ribs lie in this band of the body outline's normalised elliptic radius (under the skin)."""
+RIB_HU = 600.0
+"""Cortical rib bone, HU (a mean over rib and marrow at CT voxel size)."""
+
+
+def rib_mask(body: EllipticCylinder, grid: VoxelGrid) -> NDArray[np.bool_]:
+    """Voxels of ``grid`` (patient frame) inside a rib: a z-periodic band under the body surface.
+
+    The ribs give the CT the craniocaudal structure a real thorax/abdomen has, so CT-to-CT
+    registration can find shifts along z (the body itself is a z-invariant cylinder). They carry
+    no activity and belong to no VOI: only the CT shows them.
+    """
+    x_mm, y_mm, z_mm = grid.axis_coordinates_mm()
+    (cx, cy), (ax, ay) = body.centre_xy_mm, body.semi_axes_xy_mm
+    radius = np.sqrt(((x_mm[None, :] - cx) / ax) ** 2 + ((y_mm[:, None] - cy) / ay) ** 2)
+    ring = (radius >= RIB_RADIAL_RANGE[0]) & (radius <= RIB_RADIAL_RANGE[1])
+    band = np.mod(z_mm, RIB_PERIOD_MM) < RIB_WIDTH_MM
+    mask: NDArray[np.bool_] = band[:, None, None] & ring[None, :, :]
+    return mask

@@ -31,7 +31,14 @@ import numpy as np
 import yaml
 from numpy.typing import NDArray
 
-from phantoms.anatomy import OUTSIDE_VALUE, sample_label_map
+from phantoms.anatomy import (
+    BODY_VALUE,
+    OUTSIDE_VALUE,
+    RIB_HU,
+    EllipticCylinder,
+    rib_mask,
+    sample_label_map,
+)
 from phantoms.dicom_ct import hu_map, write_ct_series
 from phantoms.dicom_nm import RADIOPHARMACEUTICAL, write_nm
 from phantoms.dicom_seg import write_seg
@@ -258,9 +265,13 @@ def _write_patient_at_site(
                 ),
             )
             files.append(nm_path)
+            ct_hu = hu_map(ct_labels, hu_by_value, noise_sd_hu=CT_NOISE_SD_HU, rng=rng)
+            if isinstance(anatomy.body.shape, EllipticCylinder):
+                ribs = rib_mask(anatomy.body.shape, ct_grid.translated(_negated(shift)))
+                ct_hu[ribs & (ct_labels == BODY_VALUE)] = np.int16(RIB_HU)
             ct_written = write_ct_series(
                 tp_dir / "ct",
-                hu=hu_map(ct_labels, hu_by_value, noise_sd_hu=CT_NOISE_SD_HU, rng=rng),
+                hu=ct_hu,
                 grid=ct_grid,
                 site=site,
                 patient=info,

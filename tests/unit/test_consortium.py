@@ -262,7 +262,8 @@ def test_ct_shift_moves_the_anatomy_by_the_recorded_translation(
         )
         slices = [pydicom.dcmread(p) for p in sorted(ct_dir.glob("*.dcm"))]
         hu = np.stack([s.pixel_array for s in slices]).astype(np.float64) - 1024.0
-        k, j, i = np.nonzero(hu > 150.0)  # the vertebral column (250 HU) alone
+        # the vertebral column (250 HU) alone: above soft tissue, below the ribs (600 HU)
+        k, j, i = np.nonzero((hu > 150.0) & (hu < 450.0))
         spacing = [float(v) for v in slices[0].PixelSpacing]
         x0, y0, _ = (float(v) for v in slices[0].ImagePositionPatient)
         z = np.array([float(s.ImagePositionPatient[2]) for s in slices])

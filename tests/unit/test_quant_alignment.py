@@ -1,9 +1,11 @@
 """Time points in their own frames of reference are registered onto the VOIs' CT.
 
 On a consortium patient whose position changes by up to 5 mm per axis between time points (no
-blur, no noise, 8.84 mm SPECT voxels of the "test" preset), the in-plane registration finds each
-time point's displacement within 1 mm (the CT's 4.42 mm in-plane voxels), and VOI activities
-with registration are closer to the truth than without for every organ.
+blur, no noise; the site's own 4.42 mm SPECT grid, CT 2.21 mm in-plane and 4.42 mm slices), the
+registration finds each time point's displacement within 1 mm on every axis (the CT's ribs give
+it the craniocaudal structure), and organ activities come within 6 % of truth (the floor set by
+nearest-neighbour masks on 4.42 mm voxels, measured with the true shifts: 2–5 %) where without
+registration they are off by up to ~20 %.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def shifted(tmp_path_factory: pytest.TempPathFactory) -> tuple[CycleStudy, dict[
     out = tmp_path_factory.mktemp("shifted")
     generate_consortium(
         out,
-        preset="test",
+        preset="demo",
         sites=(DEFAULT_SITE,),
         realism=Realism(blur=False, noise=False, ct_shift_max_mm=5.0),
         phantoms=False,
@@ -40,7 +42,7 @@ def shifted(tmp_path_factory: pytest.TempPathFactory) -> tuple[CycleStudy, dict[
     return cycle, truth, out / "sites.yaml"
 
 
-def test_each_later_time_point_is_registered_in_plane_within_a_millimetre(
+def test_each_later_time_point_is_registered_within_a_millimetre(
     shifted: tuple[CycleStudy, dict[str, object], Path],
 ) -> None:
     cycle, truth, _ = shifted
@@ -71,4 +73,5 @@ def test_registration_brings_organ_activities_closer_to_truth(
         expected = np.asarray(true_voi[label]["activity_mbq"])
         error_with = np.max(np.abs(registered.activity_mbq[index] / expected - 1))
         error_without = np.max(np.abs(unregistered.activity_mbq[index] / expected - 1))
+        assert error_with < 0.06, label
         assert error_with < error_without, label
