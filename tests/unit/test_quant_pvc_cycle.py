@@ -32,6 +32,8 @@ from concordose.quant.pvc import (
     FittedRecoveryCurve,
     recovery_curve_from_record,
 )
+from concordose.results.cycle_tables import CycleIdentity, build_cycle_tables
+from concordose.results.provenance import Provenance
 from phantoms.consortium import Realism, generate_consortium
 from phantoms.site_profiles import DEFAULT_SITE
 
@@ -132,3 +134,27 @@ def test_fitted_curve_refuses_volumes_outside_the_measured_spheres() -> None:
     assert np.isnan(rc[0])
     assert np.isnan(rc[2])
     assert rc[1] == pytest.approx(0.5)
+
+
+def test_published_rows_carry_the_rc_applied_and_a_distinct_settings_hash(
+    both: tuple[CycleTimeActivity, CycleTimeActivity],
+) -> None:
+    plain, corrected = both
+    identity = CycleIdentity("sub-1", "cyc-1", "milan")
+    rows = {
+        name: build_cycle_tables(identity, tac, [], [], Provenance(run_id="r1"))[
+            "voi_timepoints"
+        ].to_pylist()
+        for name, tac in (("plain", plain), ("corrected", corrected))
+    }
+    assert all(row["recovery_coefficient"] is None for row in rows["plain"])
+    assert corrected.recovery_coefficient is not None
+    for row in rows["corrected"]:
+        rc = corrected.recovery_coefficient[corrected.labels.index(row["voi_label"])]
+        if np.isfinite(rc):
+            assert row["recovery_coefficient"] == pytest.approx(rc)
+        else:
+            assert row["recovery_coefficient"] is None
+    assert (
+        rows["plain"][0]["method_parameters_hash"] != rows["corrected"][0]["method_parameters_hash"]
+    )
