@@ -369,12 +369,17 @@ def _evaluate_curves_last(
 
 def _normal_equations(jac: FloatArray, residual: FloatArray) -> tuple[FloatArray, FloatArray]:
     """JᵀJ (p, p, n) and Jᵀr (p, n) from a curves-last Jacobian (p, t, n)."""
-    p = jac.shape[0]
-    normal = np.empty((p, p, jac.shape[2]))
+    p, n_points, n = jac.shape
+    normal = np.empty((p, p, n))
+    product = np.empty(n)
     for i in range(p):
         for j in range(i + 1):
-            normal[i, j] = (jac[i] * jac[j]).sum(axis=0)
-            normal[j, i] = normal[i, j]
+            total = normal[i, j]  # Σₜ in time order, accumulated in place
+            np.multiply(jac[i, 0], jac[j, 0], out=total)
+            for t in range(1, n_points):
+                np.multiply(jac[i, t], jac[j, t], out=product)
+                total += product
+            normal[j, i] = total
     gradient = (jac * residual[None]).sum(axis=1)
     return normal, gradient
 
@@ -813,8 +818,8 @@ def _levenberg_marquardt(
         growth = np.where(accept, 2.0, growth * 2.0)
         theta = np.where(accept, trial, theta)
         cost = np.where(accept, trial_cost, cost)
-        residual = np.where(accept, trial_residual, residual)
-        jac = np.where(accept, trial_jac, jac)
+        np.copyto(residual, trial_residual, where=accept)
+        np.copyto(jac, trial_jac, where=accept)
 
         small_decrease = accept & (
             decrease <= options.relative_tolerance * np.maximum(cost, 1e-300)
