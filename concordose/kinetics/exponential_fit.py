@@ -21,7 +21,7 @@ analytically and solves all damped normal equations together (batched Cholesky);
 curve and finished curves leave the working set. Start values come from a grid over the rates
 with the amplitudes solved linearly on a shared basis; VOI fits restart from the best few grid
 points (``n_starts``) and keep the lowest χ². Convergence: MINPACK-like relative χ² decrease or
-step below 1.49e-8, exact data, or χ² stationary to 1e-4 over 10 iterations; otherwise the
+step below 1.49e-8, exact data, or χ² stationary to 1e-4 over the last 10 iterations; otherwise the
 curve's status says it did not converge. A curve's result never depends on the other curves of
 its batch.
 
