@@ -161,9 +161,21 @@ _VOI_TIMEPOINTS_V3_UNCERTAINTY = [
     ),
 ]
 
+# v4 (issue 6): the partial-volume correction applied, when one was asked for.
+_VOI_TIMEPOINTS_V4_PVC = [
+    field(
+        "recovery_coefficient",
+        pa.float64(),
+        "1",
+        "RC(V) activity_mbq was divided by (1 for organs); null when no partial-volume "
+        "correction was asked for or the lesion lies outside the RC curve's measured volumes",
+        nullable=True,
+    ),
+]
+
 VOI_TIMEPOINTS = TableSpec(
     name="voi_timepoints",
-    version=3,
+    version=4,
     doc="One row per VOI and SPECT time point: the time-activity curve points.",
     key_columns=("subject_key", "cycle_key", "voi_label", "time_point_index"),
     schema=pa.schema(
@@ -171,12 +183,21 @@ VOI_TIMEPOINTS = TableSpec(
             *_VOI_TIMEPOINTS_CORE,
             *_VOI_TIMEPOINTS_V2_METHOD,
             *_VOI_TIMEPOINTS_V3_UNCERTAINTY,
+            *_VOI_TIMEPOINTS_V4_PVC,
             *_PROVENANCE,
         ]
     ),
     previous_schemas={
         1: pa.schema([*_VOI_TIMEPOINTS_CORE, *_PROVENANCE]),
         2: pa.schema([*_VOI_TIMEPOINTS_CORE, *_VOI_TIMEPOINTS_V2_METHOD, *_PROVENANCE]),
+        3: pa.schema(
+            [
+                *_VOI_TIMEPOINTS_CORE,
+                *_VOI_TIMEPOINTS_V2_METHOD,
+                *_VOI_TIMEPOINTS_V3_UNCERTAINTY,
+                *_PROVENANCE,
+            ]
+        ),
     },
     upgrades={
         1: {
@@ -184,6 +205,7 @@ VOI_TIMEPOINTS = TableSpec(
             "method_parameters_hash": V1_QUANTIFICATION_PARAMETERS_HASH,
         },
         2: dict.fromkeys((f.name for f in _VOI_TIMEPOINTS_V3_UNCERTAINTY), None),
+        3: dict.fromkeys((f.name for f in _VOI_TIMEPOINTS_V4_PVC), None),
     },
 )
 

@@ -21,7 +21,7 @@ analytically and solves all damped normal equations together (batched Cholesky);
 curve and finished curves leave the working set. Start values come from a grid over the rates
 with the amplitudes solved linearly on a shared basis; VOI fits restart from the best few grid
 points (``n_starts``) and keep the lowest χ². Convergence: MINPACK-like relative χ² decrease or
-step below 1.49e-8, exact data, or χ² stationary to 1e-4 over 10 iterations; otherwise the
+step below 1.49e-8, exact data, or χ² stationary to 1e-4 over the last 10 iterations; otherwise the
 curve's status says it did not converge. A curve's result never depends on the other curves of
 its batch.
 
@@ -42,6 +42,7 @@ N > K + 1. The rule used by :func:`select_by_aicc` is written there.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from enum import StrEnum
@@ -63,7 +64,8 @@ _PINV_RCOND = 1e-10
 """Relative singular-value cut-off of the covariance's pseudo-inverse."""
 _WINDOW = 10
 _WINDOW_TOLERANCE = 1e-4
-"""Stationarity test: relative χ² decrease over ``_WINDOW`` iterations (see the LM loop). A
+"""Stationarity test: relative χ² decrease over the last ``_WINDOW`` iterations, tested at every
+iteration (see the LM loop). A
 change of 1e-4·χ² is far below statistical significance (Δχ² ≈ 1 for one standard deviation
 with χ² ≈ n − p), so points further along such a valley fit the data equally well."""
 _AMPLITUDE_FLOOR = 1e-8
@@ -325,38 +327,92 @@ def _natural_jacobian(theta: FloatArray, model: ExponentialModel) -> FloatArray:
 # batched linear algebra
 
 
+def _evaluate_curves_last(
+    theta: FloatArray,
+    time_h: FloatArray,
+    model: ExponentialModel,
+    floor: FloatArray,
+    root_w: FloatArray,
+) -> tuple[FloatArray, FloatArray]:
+    """Weighted model values (t, n) and weighted Jacobian wrt theta (p, t, n), curves last.
+
+    The same quantities as :func:`_evaluate` (times the weights), laid out with the curves on
+    the last, contiguous axis: every operation is then a long elementwise vector operation
+    instead of many tiny per-curve matrices (the LM loop's hot path). One exponential per rate
+    and time point, shared by the values and both Jacobian blocks.
+    """
+    m = model.n_clearance
+    amplitudes = np.exp(theta[:m])  # (m, n)
+    increments = np.exp(theta[m:])  # (r, n)
+    rates = np.cumsum(increments + floor[:, None], axis=0)  # (r, n)
+    exps = np.exp(-time_h[:, None, None] * rates[None, :, :])  # (t, r, n)
+    exps *= root_w[:, None, :]
+    n_rates = model.n_rates
+    coefficients = np.empty_like(rates)
+    coefficients[:m] = amplitudes
+    if model.uptake:
+        coefficients[m] = -amplitudes.sum(axis=0)
+    values = (exps * coefficients[None]).sum(axis=1)
+    jac = np.empty((model.n_parameters, *values.shape))
+    # ∂f/∂φₖ = aₖ·(e^{−λₖt} − u·e^{−λᵤt})
+    for k in range(m):
+        basis = exps[:, k] - exps[:, m] if model.uptake else exps[:, k]
+        np.multiply(basis, amplitudes[k], out=jac[k])
+    # ∂f/∂λⱼ = −t·cⱼ·e^{−λⱼt}; θₖ moves every λⱼ with j ≥ k (cumulative), by e^{θₖ}
+    running = np.zeros_like(values)
+    minus_t = -time_h[:, None]
+    for j in reversed(range(n_rates)):
+        running += minus_t * coefficients[j] * exps[:, j]
+        np.multiply(running, increments[j], out=jac[m + j])
+    return values, jac
+
+
+def _normal_equations(jac: FloatArray, residual: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """JᵀJ (p, p, n) and Jᵀr (p, n) from a curves-last Jacobian (p, t, n)."""
+    p, n_points, n = jac.shape
+    normal = np.empty((p, p, n))
+    product = np.empty(n)
+    for i in range(p):
+        for j in range(i + 1):
+            total = normal[i, j]  # Σₜ in time order, accumulated in place
+            np.multiply(jac[i, 0], jac[j, 0], out=total)
+            for t in range(1, n_points):
+                np.multiply(jac[i, t], jac[j, t], out=product)
+                total += product
+            normal[j, i] = total
+    gradient = (jac * residual[None]).sum(axis=1)
+    return normal, gradient
+
+
 def _cholesky_solve(
     matrix: FloatArray, rhs: FloatArray
 ) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
-    """Solve SPD systems (n, p, p)·x = (n, p) by a Cholesky factorisation vectorised over n.
+    """Solve SPD systems (p, p, n)·x = (p, n) by a Cholesky factorisation vectorised over n.
 
-    Loops run over the (≤ 7) parameters only. Returns the solution and a mask of systems that
-    were positive definite (others get x = 0).
+    Curves on the last axis; loops run over the (≤ 7) parameters only. Returns the solution
+    and a mask of systems that were positive definite (others get x = 0).
     """
-    n, p = rhs.shape
+    p, n = rhs.shape
     lower = np.zeros_like(matrix)
     good = np.ones(n, dtype=bool)
     for j in range(p):
-        diagonal = matrix[:, j, j] - np.einsum("nk,nk->n", lower[:, j, :j], lower[:, j, :j])
+        diagonal = matrix[j, j] - (lower[j, :j] * lower[j, :j]).sum(axis=0)
         good &= diagonal > 0
         root = np.sqrt(np.where(diagonal > 0, diagonal, 1.0))
-        lower[:, j, j] = root
-        if j + 1 < p:
-            below = matrix[:, j + 1 :, j] - np.einsum(
-                "nik,nk->ni", lower[:, j + 1 :, :j], lower[:, j, :j]
-            )
-            lower[:, j + 1 :, j] = below / root[:, None]
+        lower[j, j] = root
+        inverse_root = 1.0 / root
+        for i in range(j + 1, p):
+            below = matrix[i, j] - (lower[i, :j] * lower[j, :j]).sum(axis=0)
+            lower[i, j] = below * inverse_root
     forward = np.zeros_like(rhs)
     for i in range(p):
-        forward[:, i] = (
-            rhs[:, i] - np.einsum("nk,nk->n", lower[:, i, :i], forward[:, :i])
-        ) / lower[:, i, i]
+        forward[i] = (rhs[i] - (lower[i, :i] * forward[:i]).sum(axis=0)) / lower[i, i]
     solution = np.zeros_like(rhs)
     for i in reversed(range(p)):
-        solution[:, i] = (
-            forward[:, i] - np.einsum("nk,nk->n", lower[:, i + 1 :, i], solution[:, i + 1 :])
-        ) / lower[:, i, i]
-    solution[~good] = 0.0
+        solution[i] = (forward[i] - (lower[i + 1 :, i] * solution[i + 1 :]).sum(axis=0)) / lower[
+            i, i
+        ]
+    solution[:, ~good] = 0.0
     return solution, good
 
 
@@ -431,6 +487,36 @@ def _increasing(values: FloatArray, k: int) -> list[tuple[float, ...]]:
     return out
 
 
+@functools.lru_cache(maxsize=32)
+def _grid_matrices(
+    model: ExponentialModel, floor: tuple[float, ...], time_h: tuple[float, ...]
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """The start grid's rates (g, r) and the amplitude-major pseudo-inverses and orthonormal
+    bases (t, m·g; column k·g + j for amplitude k of grid point j) of the unweighted bases.
+
+    Cached: a voxel fit calls the start-value search once per chunk with the same schedule.
+    The arrays are shared between calls and must not be modified.
+    """
+    times = np.array(time_h)
+    m = model.n_clearance
+    grid = _rate_grid(model, np.array(floor), times)
+    n_grid = grid.shape[0]
+    pinvs = np.empty((times.size, n_grid, m))
+    projectors = np.empty((times.size, n_grid, m))
+    for g, rates in enumerate(grid):  # loop over the grid (≈ 300 tiny matrices), not curves
+        exps = np.exp(-np.outer(times, rates))
+        basis = exps[:, :m] - (exps[:, m:] if model.uptake else 0.0)
+        pinvs[:, g, :] = np.linalg.pinv(basis).T
+        projectors[:, g, :] = np.linalg.qr(basis)[0]
+    pinv_flat = np.ascontiguousarray(pinvs.transpose(0, 2, 1).reshape(times.size, m * n_grid))
+    projector_flat = np.ascontiguousarray(
+        projectors.transpose(0, 2, 1).reshape(times.size, m * n_grid)
+    )
+    for array in (grid, pinv_flat, projector_flat):
+        array.flags.writeable = False
+    return grid, pinv_flat, projector_flat
+
+
 def _start_values(
     time_h: FloatArray,
     activity: FloatArray,
@@ -457,27 +543,27 @@ def _start_values(
     # averaged over the batch so that a curve's start — and result — never depends on which
     # other curves share its batch: each curve is scaled to its peak, points count alike.
     root_w = np.ones(time_h.size)
-    grid = _rate_grid(model, floor, time_h)
+    grid, pinv_flat, projector_flat = _grid_matrices(
+        model, tuple(float(f) for f in floor), tuple(float(t) for t in time_h)
+    )
     n_grid = grid.shape[0]
-    pinvs = np.empty((time_h.size, n_grid, m))
-    projectors = np.empty((time_h.size, n_grid, m))
-    for g, rates in enumerate(grid):  # loop over the grid (≈ 300 tiny matrices), not curves
-        exps = np.exp(-np.outer(time_h, rates))
-        basis_w = (exps[:, :m] - (exps[:, m:] if model.uptake else 0.0)) * root_w[:, None]
-        pinvs[:, g, :] = np.linalg.pinv(basis_w).T
-        projectors[:, g, :] = np.linalg.qr(basis_w)[0]
-    pinv_flat = pinvs.reshape(time_h.size, n_grid * m)
-    projector_flat = projectors.reshape(time_h.size, n_grid * m)
     best = np.zeros(n, dtype=np.int64)
     found = np.zeros(n, dtype=bool)
     block = 20_000
     for first in range(0, n, block):
         y_w = y[first : first + block] * root_w
         y_w = y_w / np.maximum(np.max(np.abs(y_w), axis=1, keepdims=True), 1e-300)
-        amplitudes = (y_w @ pinv_flat).reshape(-1, n_grid, m)
-        projected = (y_w @ projector_flat).reshape(-1, n_grid, m)
-        cost = (y_w * y_w).sum(axis=1)[:, None] - (projected * projected).sum(axis=2)
-        cost[np.any(amplitudes <= 0, axis=2)] = np.inf
+        # Columns are amplitude-major (k·n_grid + g): each amplitude's block is contiguous, so
+        # the sums over the m amplitudes are a few long vector operations.
+        amplitudes = y_w @ pinv_flat
+        projected = y_w @ projector_flat
+        projected *= projected
+        cost = (y_w * y_w).sum(axis=1)[:, None] - projected[:, :n_grid]
+        negative = amplitudes[:, :n_grid] <= 0
+        for k in range(1, m):
+            cost -= projected[:, k * n_grid : (k + 1) * n_grid]
+            negative |= amplitudes[:, k * n_grid : (k + 1) * n_grid] <= 0
+        np.putmask(cost, negative, np.inf)
         rows = np.arange(cost.shape[0])
         best_choice = np.argmin(cost, axis=1)
         if rank == 0:
@@ -489,7 +575,9 @@ def _start_values(
         found[first : first + block] = np.isfinite(cost[rows, choice])
     best_rates = grid[best]
     y_all_w = y * root_w
-    best_amplitudes = np.einsum("nt,ntm->nm", y_all_w, pinvs.transpose(1, 0, 2)[best])
+    best_amplitudes = np.empty((n, m))
+    for k in range(m):  # gather each curve's pseudo-inverse row (t,) for its grid point
+        best_amplitudes[:, k] = (y_all_w * pinv_flat.T[k * n_grid + best]).sum(axis=1)
     fallback_amplitude = np.maximum(np.nanmax(np.abs(y), axis=1), 1e-12)
     best_amplitudes[~found] = fallback_amplitude[~found, None] / m
     theta = np.empty((n, model.n_parameters))
@@ -671,8 +759,9 @@ def _levenberg_marquardt(
 ) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
     """Vectorised LM on (n, t) curves; returns theta, χ², converged, iterations.
 
-    The working arrays hold only the curves still iterating (compacted as curves finish), so
-    late iterations cost in proportion to the few slow curves.
+    Internally the curves lie on the last axis (``_evaluate_curves_last``), and the working
+    arrays hold only the curves still iterating (compacted as curves finish), so late
+    iterations cost in proportion to the few slow curves.
     """
     n = y.shape[0]
     theta_out = _start_values(time_h, y, root_w**2, model, floor=floor, rank=start_rank)
@@ -682,56 +771,55 @@ def _levenberg_marquardt(
     converged = np.zeros(n, dtype=bool)
     iterations = np.zeros(n, dtype=np.int64)
 
-    # compacted working set
+    # compacted working set, curves last
     index = np.arange(n)
-    theta = theta_out.copy()
-    lower, upper = lower_all, upper_all
-    y_w = y * root_w
-    w = root_w
-    values, jac = _evaluate(theta, time_h, model, floor)
-    jac *= w[:, :, None]
-    residual = values * w - y_w
-    cost = np.einsum("nt,nt->n", residual, residual)
-    scale_y = np.einsum("nt,nt->n", y_w, y_w)
+    theta = np.ascontiguousarray(theta_out.T)
+    lower, upper = np.ascontiguousarray(lower_all.T), np.ascontiguousarray(upper_all.T)
+    w = np.ascontiguousarray(root_w.T)
+    y_w = np.ascontiguousarray((y * root_w).T)
+    values, jac = _evaluate_curves_last(theta, time_h, model, floor, w)
+    residual = values - y_w
+    cost = (residual * residual).sum(axis=0)
+    scale_y = (y_w * y_w).sum(axis=0)
     damping = np.full(n, 1e-3)
     growth = np.full(n, 2.0)
     diagonal_index = np.arange(model.n_parameters)
-    checkpoint = cost.copy()
+    # χ² of the last _WINDOW iterations (ring buffer; row i % _WINDOW after iteration i)
+    history = np.empty((_WINDOW, n))
+    history[0] = cost
     for iteration in range(1, options.max_iterations + 1):
-        jac_t = jac.transpose(0, 2, 1)
-        normal = jac_t @ jac
-        gradient = (jac_t @ residual[:, :, None])[:, :, 0]
+        normal, gradient = _normal_equations(jac, residual)
         damped = normal.copy()
-        damped[:, diagonal_index, diagonal_index] += damping[:, None] * np.maximum(
-            normal[:, diagonal_index, diagonal_index], 1e-12
+        damped[diagonal_index, diagonal_index] += damping * np.maximum(
+            normal[diagonal_index, diagonal_index], 1e-12
         )
         step, solvable = _cholesky_solve(damped, -gradient)
-        largest = np.max(np.abs(step), axis=1)
-        step *= np.minimum(1.0, _MAX_LOG_STEP / np.maximum(largest, 1e-300))[:, None]
+        largest = np.max(np.abs(step), axis=0)
+        step *= np.minimum(1.0, _MAX_LOG_STEP / np.maximum(largest, 1e-300))
         # Bounds by projection on top of the transform: a log-parameter pinned at its floor or
         # ceiling (amplitude ≈ 0, rate increment ≈ 0 or ≈ instantaneous) stops moving, so LM
         # converges on the others instead of crawling along a flat valley.
         trial = np.clip(theta + step, lower, upper)
         step = trial - theta
-        trial_values, trial_jac = _evaluate(trial, time_h, model, floor)
-        trial_residual = trial_values * w - y_w
-        trial_cost = np.einsum("nt,nt->n", trial_residual, trial_residual)
+        trial_values, trial_jac = _evaluate_curves_last(trial, time_h, model, floor, w)
+        trial_residual = trial_values - y_w
+        trial_cost = (trial_residual * trial_residual).sum(axis=0)
         accept = solvable & np.isfinite(trial_cost) & (trial_cost <= cost)
         decrease = np.where(accept, cost - trial_cost, 0.0)
         # Nielsen's damping update (Madsen, Nielsen & Tingleff, "Methods for non-linear least
         # squares problems", DTU 2004, §3.2): from the gain ratio of actual to predicted
         # decrease when a step is taken, doubling growth on rejections.
-        normal_step = (normal @ step[:, :, None])[:, :, 0]
-        predicted = -np.einsum("np,np->n", step, 2.0 * gradient + normal_step)
+        normal_step = (normal * step[None]).sum(axis=1)
+        predicted = -(step * (2.0 * gradient + normal_step)).sum(axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
             gain = np.where(predicted > 0, decrease / predicted, 0.0)
         shrink = np.maximum(1.0 / 3.0, 1.0 - (2.0 * np.clip(gain, 0.0, 1.0) - 1.0) ** 3)
         damping = np.where(accept, np.maximum(damping * shrink, 1e-12), damping * growth)
         growth = np.where(accept, 2.0, growth * 2.0)
-        theta = np.where(accept[:, None], trial, theta)
+        theta = np.where(accept, trial, theta)
         cost = np.where(accept, trial_cost, cost)
-        residual = np.where(accept[:, None], trial_residual, residual)
-        jac = np.where(accept[:, None, None], trial_jac * w[:, :, None], jac)
+        np.copyto(residual, trial_residual, where=accept)
+        np.copyto(jac, trial_jac, where=accept)
 
         small_decrease = accept & (
             decrease <= options.relative_tolerance * np.maximum(cost, 1e-300)
@@ -739,31 +827,34 @@ def _levenberg_marquardt(
         # Exact data: the curve matches every point to ~7 significant digits (RMS 1e-7).
         perfect = cost <= 1e-14 * np.maximum(scale_y, 1e-300)
         # θ are log-scale parameters: an absolute step is a relative change of the parameter.
-        small_step = accept & (np.max(np.abs(step), axis=1) < options.relative_tolerance)
+        small_step = accept & (np.max(np.abs(step), axis=0) < options.relative_tolerance)
         # Damping this large: LM cannot improve in any direction (stationary to precision).
         stalled = damping > 1e12
         # Stationary over a window: χ² fell by less than 1e-4 (relative) in the last
         # _WINDOW iterations — LM crawling along a valley whose floor is flat to that level
         # (e.g. an uptake that is instantaneous for the data); the TIA's covariance then says
-        # how well the valley determines it.
-        stationary = np.zeros_like(accept)
-        if iteration % _WINDOW == 0:
-            stationary = (checkpoint - cost) <= _WINDOW_TOLERANCE * np.maximum(cost, 1e-300)
-            checkpoint = cost.copy()
+        # how well the valley determines it. Tested at every iteration (sliding window).
+        slot = iteration % _WINDOW
+        if iteration >= _WINDOW:
+            stationary = (history[slot] - cost) <= _WINDOW_TOLERANCE * np.maximum(cost, 1e-300)
+        else:
+            stationary = np.zeros_like(accept)
+        history[slot] = cost
         finished = small_decrease | perfect | small_step | stalled | stationary
         last = iteration == options.max_iterations
         if finished.any() or last:
             leaving = finished | last
-            theta_out[index[leaving]] = theta[leaving]
+            theta_out[index[leaving]] = theta[:, leaving].T
             cost_out[index[leaving]] = cost[leaving]
             converged[index[finished]] = True
             iterations[index[leaving]] = iteration
             keep = ~leaving
             if not keep.any():
                 break
-            index, theta, lower, upper = index[keep], theta[keep], lower[keep], upper[keep]
-            y_w, w, jac, residual = y_w[keep], w[keep], jac[keep], residual[keep]
-            cost, scale_y, checkpoint = cost[keep], scale_y[keep], checkpoint[keep]
+            index, theta = index[keep], theta[:, keep]
+            lower, upper = lower[:, keep], upper[:, keep]
+            y_w, w, jac, residual = y_w[:, keep], w[:, keep], jac[:, :, keep], residual[:, keep]
+            cost, scale_y, history = cost[keep], scale_y[keep], history[:, keep]
             damping, growth = damping[keep], growth[keep]
     return theta_out, cost_out, converged, iterations
 

@@ -22,6 +22,7 @@ from concordose.dicom.seg import VoiType, read_segmentation
 from concordose.dicom.study import CycleStudy
 from concordose.quant.activity import counts_to_activity_mbq
 from concordose.quant.alignment import TimePointAlignment, align_time_points
+from concordose.quant.pvc import correct_partial_volume, recovery_curve_from_record
 from concordose.quant.voi import resample_vois, voi_totals
 
 UNIT_DENSITY_G_PER_ML = 1.0
@@ -53,6 +54,12 @@ class CycleTimeActivity:
             the site's record, or None when the record does not state one.
         alignments: per time point, its registration to the VOIs' CT (None where it shares
             their frame of reference).
+        recovery_coefficient: (n_voi,) the recovery coefficient ``activity_mbq`` was divided
+            by when partial-volume correction was asked for (1.0 for organs, NaN for a lesion
+            whose volume lies outside the RC curve's measured range: left uncorrected); None
+            when no correction was asked for.
+        partial_volume_status: per VOI, what the correction did (``ok``, organ not corrected,
+            or why a lesion was not); empty when no correction was asked for.
     """
 
     labels: tuple[str, ...]
@@ -66,18 +73,30 @@ class CycleTimeActivity:
     counts: npt.NDArray[np.float64] | None = None
     calibration_relative_sd: float | None = None
     alignments: tuple[TimePointAlignment, ...] = ()
+    recovery_coefficient: npt.NDArray[np.float64] | None = None
+    partial_volume_status: tuple[str, ...] = ()
 
 
 def quantify_cycle(
     cycle: CycleStudy,
     calibration: CalibrationRecord,
     on_time_point: Callable[[int], None] | None = None,
+    *,
+    partial_volume_correction: bool = False,
 ) -> CycleTimeActivity:
     """Activity per VOI and time point for ``cycle`` with the site's ``calibration``.
 
+    With ``partial_volume_correction`` (off by default), each lesion's activities are divided
+    by RC(V) of the site's recovery curve from ``calibration`` at the lesion's segmented volume
+    (``quant.pvc``); organs are left as measured, and a lesion outside the curve's measured
+    volume range is left uncorrected with a status saying so (never extrapolated). The counts
+    stay as measured (they carry the Poisson part of the uncertainty).
+
     Raises:
         UnreadableDicomError, StudyIncompleteError: from the readers, naming the file at fault.
+        ConfigurationError: correction asked for but the record carries no recovery curve.
     """
+    curve = recovery_curve_from_record(calibration) if partial_volume_correction else None
     vois = read_segmentation(cycle.segmentation)
     volume_ml = np.array(
         [
@@ -104,9 +123,17 @@ def quantify_cycle(
         voi_counts[:, index] = voi_totals(np.asarray(counts, dtype=np.float64), voi_set.masks)
         if on_time_point is not None:
             on_time_point(index)
+    voi_types = tuple(voi.voi_type for voi in vois)
+    recovery = None
+    pvc_status: tuple[str, ...] = ()
+    if curve is not None:
+        corrected = correct_partial_volume(activity, volume_ml, voi_types, curve)
+        applied = np.isfinite(corrected.recovery)
+        activity = np.where(applied[:, None], corrected.activity_mbq, activity)
+        recovery, pvc_status = corrected.recovery, corrected.status
     return CycleTimeActivity(
         labels=tuple(voi.label for voi in vois),
-        voi_types=tuple(voi.voi_type for voi in vois),
+        voi_types=voi_types,
         volume_ml=volume_ml,
         mass_g=volume_ml * UNIT_DENSITY_G_PER_ML,
         time_h=np.array([point.time_h for point in cycle.time_points], dtype=np.float64),
@@ -116,4 +143,6 @@ def quantify_cycle(
         counts=voi_counts,
         calibration_relative_sd=calibration.calibration_factor_relative_uncertainty,
         alignments=tuple(alignments),
+        recovery_coefficient=recovery,
+        partial_volume_status=pvc_status,
     )

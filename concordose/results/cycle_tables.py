@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from concordose.dicom.pseudonym import uid_hash
@@ -34,6 +35,10 @@ class CycleIdentity:
 
 def _nullable(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
+
+
+def _nullable_at(values: npt.NDArray[np.float64] | None, index: int) -> float | None:
+    return None if values is None else _nullable(values[index])
 
 
 def _parameter(batch: KineticsBatch, name: str, voi: int) -> float | None:
@@ -97,7 +102,13 @@ def build_cycle_tables(
         "created_at": provenance.created_at,
     }
 
-    quantification_hash = settings_hash(QUANTIFICATION_SETTINGS)
+    quantification_settings = QUANTIFICATION_SETTINGS
+    if tac.recovery_coefficient is not None:  # opt-in PVC changes the path's settings
+        quantification_settings = {
+            **QUANTIFICATION_SETTINGS,
+            "partial_volume_correction": "lesions_rc_curve_of_calibration_record",
+        }
+    quantification_hash = settings_hash(quantification_settings)
 
     def subject(voi: int) -> dict[str, Any]:
         return {
@@ -127,6 +138,7 @@ def build_cycle_tables(
             "method_parameters_hash": quantification_hash,
             "counts": None if tac.counts is None else float(tac.counts[voi, point]),
             "activity_sd_mbq": None if activity_sd is None else _nullable(activity_sd[voi, point]),
+            "recovery_coefficient": _nullable_at(tac.recovery_coefficient, voi),
             "schema_version": VOI_TIMEPOINTS.version,
             **common_provenance,
         }
