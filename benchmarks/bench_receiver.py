@@ -12,7 +12,13 @@ one association with ``TCP_NODELAY=1`` and 128 kB PDUs to each peer in turn, ``-
 * (b) ``storescp +B`` (bit-preserving, writes each file, no fsync);
 * (c) Orthanc (its default file storage and SQLite index);
 * (d) for reference, pynetdicom itself with a handler that stores nothing and answers success
-  at once: the floor of any pynetdicom-based receiver on this machine.
+  at once (same pynetdicom settings as ours): the floor of any pynetdicom-based receiver here;
+* (e) for reference, our :class:`~concordose.dicom.spool.Spool` storing the same files one after
+  the other with no network (the same fsyncs, rename and index commit per instance): the floor
+  of our durability guarantees on this disk.
+
+(a) ≈ (d) + (e): each instance is acknowledged only once durable, and ``storescu`` sends the next
+one only after the acknowledgement, so the two costs add up instance by instance.
 
 Then ``--large-mb`` of instances are sent to our receiver alone and its peak resident memory
 (``VmHWM``) is compared with its resident memory before the send: the receiver holds one instance
@@ -39,9 +45,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+
+from concordose.dicom.receiver import unbind_pynetdicom_debug_handlers
+from concordose.dicom.spool import InstanceIdentity, Spool
+from concordose.dicom.timepoints import InstanceSummary
 
 PDU_BYTES = 131072
 ROWS = COLUMNS = 512
@@ -201,10 +212,39 @@ def pynetdicom_floor() -> Iterator[int]:
         ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda _event: 0x0000)]
     )
     assert server is not None  # non-blocking: the server object is returned
+    unbind_pynetdicom_debug_handlers(server)  # as our receiver does
     try:
         yield int(server.server_address[1])
     finally:
         server.shutdown()
+
+
+def spool_only(workdir: Path, folder: Path) -> float:
+    """Store every file of ``folder`` into a fresh :class:`Spool`, no network; wall seconds.
+
+    The headers are decoded before the clock starts: this times only what the receiver does
+    between having an instance and acknowledging it (write, fsync, rename, folder fsync, index).
+    """
+    prepared = []
+    for path in sorted(folder.iterdir()):
+        data = path.read_bytes()
+        header = dcmread(path, stop_before_pixels=True)
+        identity = InstanceIdentity.checked(
+            sop_class_uid=header.SOPClassUID,
+            sop_instance_uid=header.SOPInstanceUID,
+            study_uid=header.StudyInstanceUID,
+            series_uid=header.SeriesInstanceUID,
+            transfer_syntax=header.file_meta.TransferSyntaxUID,
+        )
+        prepared.append((identity, data, InstanceSummary.from_dataset(header)))
+    spool = Spool(workdir / "spool")
+    try:
+        start = time.perf_counter()
+        for identity, data, summary in prepared:
+            spool.store(identity, data, "BENCH", summary)
+        return time.perf_counter() - start
+    finally:
+        spool.close()
 
 
 @contextmanager
@@ -266,6 +306,7 @@ def main() -> None:
             "storescp": [],
             "orthanc": [],
             "pynetdicom-floor": [],
+            "spool-only": [],
         }
         for repeat in range(args.repeats):
             run = root / f"run{repeat}"
@@ -281,9 +322,11 @@ def main() -> None:
                 elif name == "orthanc":
                     with orthanc(folder) as port:
                         runs.append(send(port, "ORTHANC", series))
-                else:
+                elif name == "pynetdicom-floor":
                     with pynetdicom_floor() as port:
                         runs.append(send(port, "FLOOR", series))
+                else:
+                    runs.append(spool_only(folder, series))
             shutil.rmtree(run)
         median = {name: statistics.median(values) for name, values in times.items()}
         for name, value in median.items():
@@ -296,6 +339,11 @@ def main() -> None:
         print(f"concordose / pynetdicom floor: "
               f"{median['concordose'] / median['pynetdicom-floor']:.2f}x "
               "(cost of durable writes and indexing)")  # fmt: skip
+        print(f"pynetdicom floor / storescp: "
+              f"{median['pynetdicom-floor'] / median['storescp']:.2f}x; "
+              f"(pynetdicom floor + spool-only) / storescp: "
+              f"{(median['pynetdicom-floor'] + median['spool-only']) / median['storescp']:.2f}x "
+              "(what (a) can reach with pynetdicom and these guarantees)")  # fmt: skip
 
         if args.large_mb > 0:
             count = int(args.large_mb * 1e6 / (ROWS * COLUMNS * 2))

@@ -32,9 +32,12 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
+from io import BytesIO
 from types import TracebackType
 from typing import Any
 
+from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import (
     AE,
@@ -42,6 +45,12 @@ from pynetdicom import (
     AllStoragePresentationContexts,
     VerificationPresentationContexts,
     evt,
+)
+from pynetdicom._handlers import (
+    standard_dimse_recv_handler,
+    standard_dimse_sent_handler,
+    standard_pdu_recv_handler,
+    standard_pdu_sent_handler,
 )
 
 from concordose.dicom.completion import DEFAULT_QUIET_PERIOD_S, CompletionMonitor, utc_now
@@ -65,6 +74,38 @@ STATUS_CANNOT_UNDERSTAND = 0xC000
 def _ae_title(value: Any) -> str:
     text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
     return text.strip()
+
+
+def _read_header(part10: bytes) -> Dataset:
+    """Decode the header of a received Part 10 file, stopping before the pixel data.
+
+    ``event.dataset`` would parse every element, copying the pixel data (≈0.5 MB per CT slice)
+    although only a few header elements are read; the header alone is enough to validate the
+    UIDs and place the instance in its time point. Raises whatever pydicom raises on bytes it
+    cannot decode (the caller quarantines them).
+    """
+    return dcmread(BytesIO(part10), stop_before_pixels=True)
+
+
+# pynetdicom binds these to every association by default; they build a debug text for each PDU
+# and DIMSE message even when the "pynetdicom" logger discards DEBUG (see ``start``).
+_PYNETDICOM_DEBUG_HANDLERS: tuple[tuple[Any, Any], ...] = (
+    (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
+    (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
+    (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
+    (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
+)
+
+
+def unbind_pynetdicom_debug_handlers(server: Any) -> None:
+    """Unbind pynetdicom's per-PDU debug handlers from ``server`` unless its logger shows DEBUG.
+
+    They format a text for every PDU and DIMSE message even when the ``pynetdicom`` logger
+    discards it: ≈5 % of a pynetdicom SCP's time receiving a CT series (benchmarks/README.md).
+    """
+    if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+        for event, handler in _PYNETDICOM_DEBUG_HANDLERS:
+            server.unbind(event, handler)
 
 
 def _certificate_names(event: Any) -> set[str] | None:
@@ -224,7 +265,7 @@ class StorageReceiver:
             return self._fail(entry, STATUS_NOT_AUTHORIZED)
         data = event.encoded_dataset(include_meta=True)
         try:
-            dataset = event.dataset
+            dataset = _read_header(data)
             identity = InstanceIdentity.checked(
                 sop_class_uid=event.request.AffectedSOPClassUID,
                 sop_instance_uid=event.request.AffectedSOPInstanceUID,
@@ -335,6 +376,7 @@ class StorageReceiver:
         except BaseException:
             self._release_spool_lock()
             raise
+        unbind_pynetdicom_debug_handlers(self._server)
         if self._poll_interval_s is not None:
             self.completion.start(self._poll_interval_s)
         LOG.info(
