@@ -5,7 +5,8 @@ Run: ``.venv/bin/python -m benchmarks.bench_receiver [--instances 200] [--repeat
 
 The same ``storescu`` (dcmtk) sends the same series (512×512 16-bit CT slices, ≈0.5 MB each) over
 one association with ``TCP_NODELAY=1`` and 128 kB PDUs to each peer in turn, ``--repeats`` times
-(interleaved, median reported), into a fresh folder each time:
+(interleaved, the order rotated from one repeat to the next, median and best reported), into a
+fresh folder each time (all deleted after the last repeat):
 
 * (a) ``concordose receive`` (subprocess): temp file + fsync + atomic rename + folder fsync +
   SQLite index commit (``synchronous=FULL``) *before* each success response;
@@ -319,9 +320,14 @@ def main() -> None:
             "pynetdicom-floor": [],
             "spool-only": [],
         }
+        names = list(times)
         for repeat in range(args.repeats):
             run = root / f"run{repeat}"
-            for name, runs in times.items():
+            # Rotate the order: each peer runs in each position (after another peer's unsynced
+            # writes are being flushed) equally often.
+            shift = repeat % len(names)
+            for name in names[shift:] + names[:shift]:
+                runs = times[name]
                 folder = run / name
                 folder.mkdir(parents=True)
                 if name == "concordose":
@@ -338,7 +344,9 @@ def main() -> None:
                         runs.append(send(port, "FLOOR", series))
                 else:
                     runs.append(spool_only(folder, series))
-            shutil.rmtree(run)
+        # Deleted only now: removing ~0.4 GB between runs would load the disk under the next one.
+        for repeat in range(args.repeats):
+            shutil.rmtree(root / f"run{repeat}")
         median = {name: statistics.median(values) for name, values in times.items()}
         best = {name: min(values) for name, values in times.items()}
         for name, value in median.items():
