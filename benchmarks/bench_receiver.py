@@ -5,14 +5,22 @@ Run: ``.venv/bin/python -m benchmarks.bench_receiver [--instances 200] [--repeat
 
 The same ``storescu`` (dcmtk) sends the same series (512×512 16-bit CT slices, ≈0.5 MB each) over
 one association with ``TCP_NODELAY=1`` and 128 kB PDUs to each peer in turn, ``--repeats`` times
-(interleaved, median reported), into a fresh folder each time:
+(interleaved, the order rotated from one repeat to the next, median and best reported), into a
+fresh folder each time (all deleted after the last repeat):
 
 * (a) ``concordose receive`` (subprocess): temp file + fsync + atomic rename + folder fsync +
   SQLite index commit (``synchronous=FULL``) *before* each success response;
 * (b) ``storescp +B`` (bit-preserving, writes each file, no fsync);
 * (c) Orthanc (its default file storage and SQLite index);
 * (d) for reference, pynetdicom itself with a handler that stores nothing and answers success
-  at once: the floor of any pynetdicom-based receiver on this machine.
+  at once, with our pynetdicom settings (debug handlers unbound, 0.2 ms DUL poll): the floor
+  of any pynetdicom-based receiver here;
+* (e) for reference, our :class:`~concordose.dicom.spool.Spool` storing the same files one after
+  the other with no network (the same fsyncs, rename and index commit per instance): the floor
+  of our durability guarantees on this disk.
+
+(a) ≈ (d) + (e): each instance is acknowledged only once durable, and ``storescu`` sends the next
+one only after the acknowledgement, so the two costs add up instance by instance.
 
 Then ``--large-mb`` of instances are sent to our receiver alone and its peak resident memory
 (``VmHWM``) is compared with its resident memory before the send: the receiver holds one instance
@@ -37,11 +45,20 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+
+from concordose.dicom.receiver import (
+    DEFAULT_DUL_POLL_INTERVAL_S,
+    unbind_pynetdicom_debug_handlers,
+)
+from concordose.dicom.spool import InstanceIdentity, Spool
+from concordose.dicom.timepoints import InstanceSummary
 
 PDU_BYTES = 131072
 ROWS = COLUMNS = 512
@@ -197,14 +214,49 @@ def pynetdicom_floor() -> Iterator[int]:
     for context in AllStoragePresentationContexts:
         assert context.abstract_syntax is not None
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+
+    def tune(event: Any) -> None:  # as our receiver does on each connection
+        event.assoc.dul._run_loop_delay = DEFAULT_DUL_POLL_INTERVAL_S
+
     server = ae.start_server(
-        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda _event: 0x0000)]
+        ("127.0.0.1", 0),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, lambda _event: 0x0000), (evt.EVT_CONN_OPEN, tune)],
     )
     assert server is not None  # non-blocking: the server object is returned
+    unbind_pynetdicom_debug_handlers(server)  # as our receiver does
     try:
         yield int(server.server_address[1])
     finally:
         server.shutdown()
+
+
+def spool_only(workdir: Path, folder: Path) -> float:
+    """Store every file of ``folder`` into a fresh :class:`Spool`, no network; wall seconds.
+
+    The headers are decoded before the clock starts: this times only what the receiver does
+    between having an instance and acknowledging it (write, fsync, rename, folder fsync, index).
+    """
+    prepared = []
+    for path in sorted(folder.iterdir()):
+        data = path.read_bytes()
+        header = dcmread(path, stop_before_pixels=True)
+        identity = InstanceIdentity.checked(
+            sop_class_uid=header.SOPClassUID,
+            sop_instance_uid=header.SOPInstanceUID,
+            study_uid=header.StudyInstanceUID,
+            series_uid=header.SeriesInstanceUID,
+            transfer_syntax=header.file_meta.TransferSyntaxUID,
+        )
+        prepared.append((identity, data, InstanceSummary.from_dataset(header)))
+    spool = Spool(workdir / "spool")
+    try:
+        start = time.perf_counter()
+        for identity, data, summary in prepared:
+            spool.store(identity, data, "BENCH", summary)
+        return time.perf_counter() - start
+    finally:
+        spool.close()
 
 
 @contextmanager
@@ -266,10 +318,16 @@ def main() -> None:
             "storescp": [],
             "orthanc": [],
             "pynetdicom-floor": [],
+            "spool-only": [],
         }
+        names = list(times)
         for repeat in range(args.repeats):
             run = root / f"run{repeat}"
-            for name, runs in times.items():
+            # Rotate the order: each peer runs in each position (after another peer's unsynced
+            # writes are being flushed) equally often.
+            shift = repeat % len(names)
+            for name in names[shift:] + names[:shift]:
+                runs = times[name]
                 folder = run / name
                 folder.mkdir(parents=True)
                 if name == "concordose":
@@ -281,11 +339,16 @@ def main() -> None:
                 elif name == "orthanc":
                     with orthanc(folder) as port:
                         runs.append(send(port, "ORTHANC", series))
-                else:
+                elif name == "pynetdicom-floor":
                     with pynetdicom_floor() as port:
                         runs.append(send(port, "FLOOR", series))
-            shutil.rmtree(run)
+                else:
+                    runs.append(spool_only(folder, series))
+        # Deleted only now: removing ~0.4 GB between runs would load the disk under the next one.
+        for repeat in range(args.repeats):
+            shutil.rmtree(root / f"run{repeat}")
         median = {name: statistics.median(values) for name, values in times.items()}
+        best = {name: min(values) for name, values in times.items()}
         for name, value in median.items():
             each = ", ".join(f"{v:.2f}" for v in times[name])
             print(f"{name:<16} median {value:6.2f} s  ({size_mb / value:6.1f} MB/s; runs {each})")
@@ -296,6 +359,16 @@ def main() -> None:
         print(f"concordose / pynetdicom floor: "
               f"{median['concordose'] / median['pynetdicom-floor']:.2f}x "
               "(cost of durable writes and indexing)")  # fmt: skip
+        print(f"pynetdicom floor / storescp: "
+              f"{median['pynetdicom-floor'] / median['storescp']:.2f}x; "
+              f"(pynetdicom floor + spool-only) / storescp: "
+              f"{(median['pynetdicom-floor'] + median['spool-only']) / median['storescp']:.2f}x "
+              "(what (a) can reach with pynetdicom and these guarantees)")  # fmt: skip
+
+        print(f"best runs: concordose / storescp {best['concordose'] / best['storescp']:.2f}x, "
+              f"concordose / orthanc {best['concordose'] / best['orthanc']:.2f}x, "
+              f"pynetdicom floor / storescp {best['pynetdicom-floor'] / best['storescp']:.2f}x "
+              "(least disturbed by other load)")  # fmt: skip
 
         if args.large_mb > 0:
             count = int(args.large_mb * 1e6 / (ROWS * COLUMNS * 2))
