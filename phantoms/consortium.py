@@ -48,7 +48,7 @@ from phantoms.phantom_scans import PhantomScan, scan_site_phantoms
 from phantoms.presets import nm_grid_for
 from phantoms.protocols import DEFAULT_PROTOCOL
 from phantoms.protocols import protocol as protocol_named
-from phantoms.site_profiles import CONSORTIUM_SITES, SiteProfile
+from phantoms.site_profiles import CONSORTIUM_SITES, SiteProfile, sites_registry_document
 from phantoms.uids import reproducible_uid
 from phantoms.virtual_patient import (
     INJECTED_ACTIVITY_MBQ,
@@ -371,29 +371,6 @@ def _write_patient_at_site(
     return truth_path, files
 
 
-def _sites_yaml(sites: Sequence[SiteProfile]) -> dict[str, Any]:
-    return {
-        "format_version": 1,
-        "sites": [
-            {
-                "site_id": site.site_id,
-                "ae_titles": [site.calling_ae_title],
-                "institution": site.institution_name,
-                "calibrations": [
-                    {
-                        "record_id": site.calibration_record_id,
-                        "camera_model": site.camera_model,
-                        "collimator": site.collimator,
-                        "calibration_factor_cps_per_mbq": site.calibration_factor_cps_per_mbq,
-                        "valid_from": site.calibration_valid_from,
-                    }
-                ],
-            }
-            for site in sites
-        ],
-    }
-
-
 PER_SITE_PROTOCOL = "per-site"
 """Protocol name meaning "each site images on its own schedule" (:attr:`SiteProfile.protocol`)."""
 
@@ -538,7 +515,9 @@ def generate_consortium(
             )
         )
     sites_path = out_dir / "sites.yaml"
-    sites_path.write_text(yaml.safe_dump(_sites_yaml(sites), sort_keys=False), encoding="utf-8")
+    sites_path.write_text(
+        yaml.safe_dump(sites_registry_document(sites), sort_keys=False), encoding="utf-8"
+    )
     index = {
         "format": CONSORTIUM_FORMAT,
         "format_version": CONSORTIUM_FORMAT_VERSION,

@@ -36,7 +36,7 @@ from phantoms.dicom_study import PatientInfo, TimePointStudy
 from phantoms.grid import VoxelGrid
 from phantoms.kinetics import MonoExponential, draw_truth_kinetics
 from phantoms.presets import PRESETS, nm_grid_for
-from phantoms.site_profiles import DEFAULT_SITE, SiteProfile
+from phantoms.site_profiles import DEFAULT_SITE, SiteProfile, sites_registry_document
 from phantoms.uids import reproducible_uid
 
 INJECTED_ACTIVITY_MBQ = 7400.0
@@ -150,25 +150,7 @@ def _voi_truth(
 
 
 def _write_sites_yaml(path: Path, site: SiteProfile) -> None:
-    document = {
-        "format_version": 1,
-        "sites": [
-            {
-                "site_id": site.site_id,
-                "ae_titles": [site.calling_ae_title],
-                "institution": site.institution_name,
-                "calibrations": [
-                    {
-                        "record_id": site.calibration_record_id,
-                        "camera_model": site.camera_model,
-                        "collimator": site.collimator,
-                        "calibration_factor_cps_per_mbq": site.calibration_factor_cps_per_mbq,
-                        "valid_from": site.calibration_valid_from,
-                    }
-                ],
-            }
-        ],
-    }
+    document = sites_registry_document([site])
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
 
 

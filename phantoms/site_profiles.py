@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 RR_MAX_RECOVERED_FRACTION = 0.45
 """Largest fraction of the system FWHM that resolution recovery removes (at convergence)."""
@@ -264,3 +266,28 @@ def consortium_site(site_id: str) -> SiteProfile:
             return site
     known = ", ".join(s.site_id for s in CONSORTIUM_SITES)
     raise KeyError(f"unknown consortium site {site_id!r}; known sites: {known}")
+
+
+def sites_registry_document(sites: Sequence[SiteProfile]) -> dict[str, Any]:
+    """The ``sites.yaml`` content (the library's site registry format) for ``sites``, each with
+    its true calibration factor as one calibration record."""
+    return {
+        "format_version": 1,
+        "sites": [
+            {
+                "site_id": site.site_id,
+                "ae_titles": [site.calling_ae_title],
+                "institution": site.institution_name,
+                "calibrations": [
+                    {
+                        "record_id": site.calibration_record_id,
+                        "camera_model": site.camera_model,
+                        "collimator": site.collimator,
+                        "calibration_factor_cps_per_mbq": site.calibration_factor_cps_per_mbq,
+                        "valid_from": site.calibration_valid_from,
+                    }
+                ],
+            }
+            for site in sites
+        ],
+    }
