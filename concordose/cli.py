@@ -147,10 +147,10 @@ def demo(
     base = result.output_uri.rstrip("/") + "/"
     for obj in result.run.published.objects:
         console.print(
-            f"  {obj.table:<15} {obj.rows:>4} rows  {obj.path.removeprefix(base)}", soft_wrap=True
+            f"  {obj.table:<17} {obj.rows:>4} rows  {obj.path.removeprefix(base)}", soft_wrap=True
         )
     manifest = result.run.published.manifest_path.removeprefix(base)
-    console.print(f"  {'manifest':<26}{manifest}", soft_wrap=True)
+    console.print(f"  {'manifest':<28}{manifest}", soft_wrap=True)
     console.print(f"ground truth: {result.patient.ground_truth_path}", soft_wrap=True)
 
 
