@@ -43,7 +43,7 @@ from phantoms.dicom_ct import hu_map, write_ct_series
 from phantoms.dicom_nm import RADIOPHARMACEUTICAL, write_nm
 from phantoms.dicom_seg import write_seg
 from phantoms.dicom_study import PatientInfo, TimePointStudy
-from phantoms.imaging import expected_counts, poisson_counts, region_activity_map
+from phantoms.imaging import expected_counts, region_activity_map, stored_counts
 from phantoms.phantom_scans import PhantomScan, scan_site_phantoms
 from phantoms.presets import nm_grid_for
 from phantoms.protocols import DEFAULT_PROTOCOL
@@ -198,7 +198,6 @@ def _write_patient_at_site(
         [seed, zlib.crc32(site.site_id.encode()), int(patient.subject[1:]), 3]
     )
     counts_per_mbq = site.calibration_factor_cps_per_mbq * site.acquisition_duration_s
-    voxel_zyx = (nm_grid.spacing_mm_xyz[2], nm_grid.spacing_mm_xyz[1], nm_grid.spacing_mm_xyz[0])
     recorded_ia_mbq = round(INJECTED_ACTIVITY_MBQ * (1.0 + site.dose_calibrator_bias), 1)
     files: list[Path] = []
     cycles_json = []
@@ -227,13 +226,13 @@ def _write_patient_at_site(
                 calibration_factor_cps_per_mbq=site.calibration_factor_cps_per_mbq,
                 acquisition_duration_s=site.acquisition_duration_s,
                 fwhm_mm=site.effective_fwhm_mm if realism.blur else 0.0,
-                voxel_mm_zyx=voxel_zyx,
+                voxel_mm_zyx=nm_grid.spacing_mm_zyx,
             )
-            where = f"{site.site_id} {patient.subject} cycle {cycle} {time_h:g} h"
-            counts = (
-                poisson_counts(expected, rng, where=where)
-                if realism.noise
-                else np.rint(expected).astype(np.uint16)
+            counts = stored_counts(
+                expected,
+                rng,
+                noise=realism.noise,
+                where=f"{site.site_id} {patient.subject} cycle {cycle} {time_h:g} h",
             )
             acquired = (injection + dt.timedelta(hours=time_h)).replace(microsecond=0)
             acquisitions.append(acquired)

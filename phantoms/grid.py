@@ -55,6 +55,12 @@ class VoxelGrid:
         return self.shape_zyx[2]
 
     @property
+    def spacing_mm_zyx(self) -> tuple[float, float, float]:
+        """Voxel size in array-axis order (slice, row, column), mm."""
+        x_mm, y_mm, z_mm = self.spacing_mm_xyz
+        return (z_mm, y_mm, x_mm)
+
+    @property
     def voxel_volume_ml(self) -> float:
         """Volume of one voxel in mL (= cm³)."""
         sx, sy, sz = self.spacing_mm_xyz

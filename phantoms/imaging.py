@@ -96,6 +96,16 @@ MAX_STORED_COUNTS = 65535
 """Largest count a uint16 NM pixel holds."""
 
 
+def stored_counts(
+    expected: NDArray[np.float64], rng: np.random.Generator, *, noise: bool, where: str
+) -> NDArray[np.uint16]:
+    """The counts the camera stores: Poisson-sampled, or the rounded expectation (no noise)."""
+    if noise:
+        return poisson_counts(expected, rng, where=where)
+    rounded: NDArray[np.uint16] = np.rint(expected).astype(np.uint16)
+    return rounded
+
+
 def poisson_counts(
     expected: NDArray[np.float64], rng: np.random.Generator, *, where: str
 ) -> NDArray[np.uint16]:

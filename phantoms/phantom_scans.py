@@ -31,7 +31,7 @@ from phantoms.dicom_ct import hu_map, write_ct_series
 from phantoms.dicom_nm import write_nm
 from phantoms.dicom_study import PatientInfo, TimePointStudy
 from phantoms.grid import VoxelGrid
-from phantoms.imaging import analytic_sphere_recovery, expected_counts, poisson_counts
+from phantoms.imaging import analytic_sphere_recovery, expected_counts, stored_counts
 from phantoms.phantom_geometry import (
     CYLINDER_DIAMETER_MM,
     CYLINDER_LENGTH_MM,
@@ -262,19 +262,14 @@ def scan_cylinder(
     true_at_scan_mbq = net_true_mbq * _decay_factor(2.0)
     mask = voxel_centre_mask(cylinder, grid)
     activity = np.where(mask, true_at_scan_mbq / np.count_nonzero(mask), 0.0)
-    voxel_zyx = (grid.spacing_mm_xyz[2], grid.spacing_mm_xyz[1], grid.spacing_mm_xyz[0])
     expected = expected_counts(
         activity,
         calibration_factor_cps_per_mbq=site.calibration_factor_cps_per_mbq,
         acquisition_duration_s=site.acquisition_duration_s,
         fwhm_mm=site.effective_fwhm_mm,
-        voxel_mm_zyx=voxel_zyx,
+        voxel_mm_zyx=grid.spacing_mm_zyx,
     )
-    counts = (
-        poisson_counts(expected, rng, where=f"{site.site_id} cylinder")
-        if noise
-        else np.rint(expected).astype(np.uint16)
-    )
+    counts = stored_counts(expected, rng, noise=noise, where=f"{site.site_id} cylinder")
     ct_labels = voxel_centre_mask(cylinder, ct_grid)
     hu = hu_map(
         ct_labels.astype(np.uint8),
@@ -372,19 +367,14 @@ def scan_nema(
     concentration = background_conc_ref * decay * np.clip(body - occupancy, 0.0, None)
     concentration += sphere_conc_ref * decay * occupancy
     activity = concentration * voxel_ml
-    voxel_zyx = (grid.spacing_mm_xyz[2], grid.spacing_mm_xyz[1], grid.spacing_mm_xyz[0])
     expected = expected_counts(
         activity,
         calibration_factor_cps_per_mbq=site.calibration_factor_cps_per_mbq,
         acquisition_duration_s=site.acquisition_duration_s,
         fwhm_mm=site.effective_fwhm_mm,
-        voxel_mm_zyx=voxel_zyx,
+        voxel_mm_zyx=grid.spacing_mm_zyx,
     )
-    counts = (
-        poisson_counts(expected, rng, where=f"{site.site_id} NEMA")
-        if noise
-        else np.rint(expected).astype(np.uint16)
-    )
+    counts = stored_counts(expected, rng, noise=noise, where=f"{site.site_id} NEMA")
     counts_per_mbq = site.calibration_factor_cps_per_mbq * site.acquisition_duration_s
     sphere_truth = []
     for sphere in phantom.spheres:
