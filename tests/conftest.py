@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from concordose.dicom.catalogue import catalogue
+from concordose.dicom.study import CycleStudy, assemble_cycles
 from phantoms import GeneratedPatient, generate_patient
+from phantoms.consortium import Realism, generate_consortium
+from phantoms.site_profiles import DEFAULT_SITE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIEMENS_NM_FIXTURE = REPO_ROOT / "tests" / "data" / "siemens_intevo_lu177_phantom_recon.dcm"
@@ -16,3 +22,23 @@ SIEMENS_NM_FIXTURE = REPO_ROOT / "tests" / "data" / "siemens_intevo_lu177_phanto
 def small_patient(tmp_path_factory: pytest.TempPathFactory) -> GeneratedPatient:
     """A synthetic patient on the fast "test" preset (written once per session; read-only)."""
     return generate_patient(tmp_path_factory.mktemp("small-patient"), seed=11, preset="test")
+
+
+ShiftedPatient = tuple[CycleStudy, dict[str, Any], Path]
+"""A consortium patient's cycle, its ground truth and the consortium's sites.yaml."""
+
+
+def shifted_patient(out: Path, preset: str) -> ShiftedPatient:
+    """One consortium patient at the default site whose position changes by up to 5 mm per axis
+    between time points (no blur, no noise), assembled into its cycle."""
+    generate_consortium(
+        out,
+        preset=preset,
+        sites=(DEFAULT_SITE,),
+        realism=Realism(blur=False, noise=False, ct_shift_max_mm=5.0),
+        phantoms=False,
+    )
+    subject = sorted((out / "sites" / DEFAULT_SITE.site_id / "patients").iterdir())[0]
+    (cycle,) = assemble_cycles(catalogue(subject / "dicom"))
+    truth: dict[str, Any] = json.loads((subject / "ground_truth.json").read_text())
+    return cycle, truth, out / "sites.yaml"

@@ -11,44 +11,28 @@ registration they are off by up to ~20 %.
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from concordose.calibration.registry import SiteRegistry
-from concordose.dicom.catalogue import catalogue
-from concordose.dicom.study import CycleStudy, assemble_cycles
 from concordose.quant.alignment import align_time_points
 from concordose.quant.cycle import quantify_cycle
-from phantoms.consortium import Realism, generate_consortium
-from phantoms.site_profiles import DEFAULT_SITE
+from tests.conftest import ShiftedPatient, shifted_patient
 
 
 @pytest.fixture(scope="module")
-def shifted(tmp_path_factory: pytest.TempPathFactory) -> tuple[CycleStudy, dict[str, object], Path]:
-    out = tmp_path_factory.mktemp("shifted")
-    generate_consortium(
-        out,
-        preset="demo",
-        sites=(DEFAULT_SITE,),
-        realism=Realism(blur=False, noise=False, ct_shift_max_mm=5.0),
-        phantoms=False,
-    )
-    subject = sorted((out / "sites" / "milan" / "patients").iterdir())[0]
-    (cycle,) = assemble_cycles(catalogue(subject / "dicom"))
-    truth = json.loads((subject / "ground_truth.json").read_text())
-    return cycle, truth, out / "sites.yaml"
+def shifted(tmp_path_factory: pytest.TempPathFactory) -> ShiftedPatient:
+    return shifted_patient(tmp_path_factory.mktemp("shifted"), "demo")
 
 
 def test_each_later_time_point_is_registered_within_a_millimetre(
-    shifted: tuple[CycleStudy, dict[str, object], Path],
+    shifted: ShiftedPatient,
 ) -> None:
     cycle, truth, _ = shifted
     alignments = align_time_points(cycle)
     assert alignments[0].registration is None  # the VOIs were drawn on its CT
-    shifts = np.asarray(truth["cycles"][0]["ct_shift_mm"])  # type: ignore[index]
+    shifts = np.asarray(truth["cycles"][0]["ct_shift_mm"])
     relative = shifts - shifts[0]
     for alignment, expected in zip(alignments[1:], relative[1:], strict=True):
         assert alignment.registration is not None
@@ -58,7 +42,7 @@ def test_each_later_time_point_is_registered_within_a_millimetre(
 
 
 def test_registration_brings_organ_activities_closer_to_truth(
-    shifted: tuple[CycleStudy, dict[str, object], Path],
+    shifted: ShiftedPatient,
 ) -> None:
     cycle, truth, sites = shifted
     calibration = SiteRegistry.load(sites).site("milan").calibrations[0]
@@ -66,7 +50,7 @@ def test_registration_brings_organ_activities_closer_to_truth(
     unregistered = quantify_cycle(
         dataclasses.replace(cycle, segmentation_frame_of_reference=None), calibration
     )
-    true_voi = {v["label"]: v for v in truth["cycles"][0]["vois"]}  # type: ignore[index]
+    true_voi = {v["label"]: v for v in truth["cycles"][0]["vois"]}
     for index, label in enumerate(registered.labels):
         if label not in ("kidney_left", "kidney_right", "spleen", "bone_marrow"):
             continue

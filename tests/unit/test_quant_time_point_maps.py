@@ -10,20 +10,15 @@ truth than with the unregistered maps, and the conservation factors stay within 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import numpy.typing as npt
 import pytest
 import SimpleITK as sitk
 
 from concordose.calibration.registry import SiteRegistry
-from concordose.dicom.catalogue import catalogue
 from concordose.dicom.geometry import VolumeGeometry
 from concordose.dicom.nm import read_nm_counts
 from concordose.dicom.seg import read_segmentation
-from concordose.dicom.study import CycleStudy, assemble_cycles
 from concordose.quant.activity import counts_to_activity_mbq
 from concordose.quant.alignment import TimePointAlignment
 from concordose.quant.registration import RigidRegistration
@@ -33,8 +28,8 @@ from concordose.quant.time_point_maps import (
     resample_activity,
 )
 from concordose.quant.voi import resample_vois, voi_totals
-from phantoms.consortium import Realism, generate_consortium
 from phantoms.site_profiles import DEFAULT_SITE
+from tests.conftest import ShiftedPatient, shifted_patient
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
@@ -68,23 +63,12 @@ def test_resampling_to_another_voxel_size_keeps_the_total() -> None:
 
 
 @pytest.fixture(scope="module")
-def shifted(tmp_path_factory: pytest.TempPathFactory) -> tuple[CycleStudy, dict[str, object], Path]:
-    out = tmp_path_factory.mktemp("shifted_maps")
-    generate_consortium(
-        out,
-        preset="test",
-        sites=(DEFAULT_SITE,),
-        realism=Realism(blur=False, noise=False, ct_shift_max_mm=5.0),
-        phantoms=False,
-    )
-    subject = sorted((out / "sites" / DEFAULT_SITE.site_id / "patients").iterdir())[0]
-    (cycle,) = assemble_cycles(catalogue(subject / "dicom"))
-    truth = json.loads((subject / "ground_truth.json").read_text())
-    return cycle, truth, out / "sites.yaml"
+def shifted(tmp_path_factory: pytest.TempPathFactory) -> ShiftedPatient:
+    return shifted_patient(tmp_path_factory.mktemp("shifted_maps"), "test")
 
 
 def test_registered_maps_give_organ_activities_closer_to_truth(
-    shifted: tuple[CycleStudy, dict[str, object], Path],
+    shifted: ShiftedPatient,
 ) -> None:
     cycle, truth, sites = shifted
     calibration = SiteRegistry.load(sites).site(DEFAULT_SITE.site_id).calibrations[0]
@@ -104,7 +88,7 @@ def test_registered_maps_give_organ_activities_closer_to_truth(
             for p in cycle.time_points
         ]
     )
-    true_voi = {v["label"]: v for v in truth["cycles"][0]["vois"]}  # type: ignore[index]
+    true_voi = {v["label"]: v for v in truth["cycles"][0]["vois"]}
     for index, label in enumerate(vois.labels):
         if label not in ("kidney_left", "kidney_right", "spleen", "liver"):
             continue
