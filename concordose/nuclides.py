@@ -69,10 +69,16 @@ class EmissionEnergies:
     Attributes:
         electron_kev: beta (mean energies), internal-conversion and Auger electrons.
         photon_kev: gamma and X-ray photons.
+        beta_kev: the beta part of ``electron_kev`` (mean energy per decay of the beta spectra).
+        conversion_electron_kev: the internal-conversion part of ``electron_kev``.
+        auger_kev: the Auger part of ``electron_kev``.
     """
 
     electron_kev: float
     photon_kev: float
+    beta_kev: float
+    conversion_electron_kev: float
+    auger_kev: float
 
 
 @cache
@@ -98,7 +104,11 @@ def emission_energies(name: str) -> EmissionEnergies:
         )
 
     return EmissionEnergies(
-        electron_kev=_sum_kev(_ELECTRON_EMISSIONS), photon_kev=_sum_kev(_PHOTON_EMISSIONS)
+        electron_kev=_sum_kev(_ELECTRON_EMISSIONS),
+        photon_kev=_sum_kev(_PHOTON_EMISSIONS),
+        beta_kev=_sum_kev(("beta-",)),
+        conversion_electron_kev=_sum_kev(("IE",)),
+        auger_kev=_sum_kev(("auger",)),
     )
 
 

@@ -8,8 +8,10 @@ VSV method). Stated tolerances, relative to LDM (measured 2026-11-24):
 * voxel LDM averaged over each VOI equals VOI-level LDM (1e-9: masses and maps agree);
 * organ S-values vs sphere model on the organs: within 1.5 % (both add photon self-absorption;
   liver 1.047 vs 1.037 the largest gap);
-* VSV: 0.87–0.94 (the 4.42 mm kernel carries 0.92 of the ICRP-107 electron energy, minus the
-  electron energy that leaves small VOIs; the body remainder adds a little cross-dose).
+* VSV (kernel + local conversion/Auger electrons): 0.97–1.04 (measured 0.974–1.031: all
+  electron energy, minus what leaves small VOIs, plus the kernel's photons and a little
+  cross-dose from the body remainder; the liver gets the most). Before the local term, with the
+  beta + photon kernel alone, 0.87–0.94.
 """
 
 from __future__ import annotations
@@ -76,12 +78,14 @@ def test_methods_on_the_digital_patient_within_stated_tolerance(tmp_path: Path) 
     )
     assert np.isnan(voi_dose["organ_s_am"][lesions]).all()
     vsv_relative = voxel_mean["vsv_4.42mm"] / ldm
-    assert np.all((vsv_relative > 0.87) & (vsv_relative < 0.94)), vsv_relative
-    # documented ordering: lesions VSV < sphere < LDM; organs VSV < LDM < sphere
+    assert np.all((vsv_relative > 0.97) & (vsv_relative < 1.04)), vsv_relative
+    # documented ordering: lesions VSV < sphere < LDM; organs LDM < VSV < sphere (the kernel's
+    # photons stop at 5 voxels, the sphere model's do not)
     sphere = voi_dose["sphere"]
     assert np.all(voxel_mean["vsv_4.42mm"][lesions] < sphere[lesions])
     assert np.all(sphere[lesions] < ldm[lesions])
-    assert np.all(ldm[organs] < sphere[organs])
+    assert np.all(ldm[organs] < voxel_mean["vsv_4.42mm"][organs])
+    assert np.all(voxel_mean["vsv_4.42mm"][organs] < sphere[organs])
 
     summary = cycle_dose_summary(
         labels, [VoiType(v["voi_type"]) for v in vois], sphere, voi_input.mass_g

@@ -25,6 +25,9 @@ def test_icrp107_energies_of_lu177() -> None:
     energies = emission_energies("Lu-177")
     assert energies.electron_kev == pytest.approx(147.92, abs=0.01)
     assert energies.photon_kev == pytest.approx(35.10, abs=0.01)
+    assert energies.beta_kev == pytest.approx(133.27, abs=0.01)
+    assert energies.conversion_electron_kev == pytest.approx(13.52, abs=0.01)
+    assert energies.auger_kev == pytest.approx(1.13, abs=0.01)
 
 
 def test_ldm_constant_is_0_08532_gy_per_h_per_mbq_per_g() -> None:

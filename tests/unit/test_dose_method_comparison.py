@@ -3,15 +3,18 @@
 A uniform sphere of TIA on a 2.21 mm grid, dosed by LDM, the sphere model, VSV convolution
 (mean over the VOI mask) and OpenDose organ S-values. Expected, relative to LDM (= 1):
 
-* VSV ≈ 0.89–0.91: the packaged kernel carries ~91 % of the ICRP-107 electron energy (it omits
-  conversion/Auger electrons), and electrons near the surface deposit part of their energy
-  outside the VOI; photons beyond 11 mm are truncated;
+* VSV: the packaged kernel (beta + photons) plus the conversion/Auger electrons the method
+  deposits locally carries all the ICRP-107 electron energy plus the photons absorbed within
+  5 voxels (11 mm for the 2.21 mm kernel; beyond, truncated). Electrons near the surface deposit
+  part of their energy outside the VOI, and the voxelised surface is rougher than a sphere's:
+  0.991 for a 20 mL lesion, 1.0005 for a 150 mL kidney (measured 2026-11-24);
 * sphere: electrons escaping the surface (loss, dominant for small spheres) vs photons absorbed
   (gain, dominant for large ones): just below 1 for a 20 g lesion, ~1.01 for a 150 g organ;
 * organ S-values: self-S includes the organ's photon self-absorption (≈ +1 % for kidneys) and
   scales linearly with mass, so ≈ 1.01; they do not apply to lesions (NaN with a reason).
 
-So for a 20 mL lesion: VSV < sphere < LDM; for a 150 mL kidney: VSV < LDM < sphere ≈ organ-S.
+So for a 20 mL lesion: VSV < sphere < LDM; for a 150 mL kidney: LDM < VSV < sphere ≈ organ-S.
+(With the kernel alone, before the local conversion/Auger term, VSV was ≈ 0.89–0.91 of LDM.)
 """
 
 from __future__ import annotations
@@ -57,14 +60,15 @@ def test_lesion_ordering_vsv_sphere_ldm() -> None:
     doses = _four_methods("lesion_1", 20.0)
     relative = {name: dose / doses["ldm"] for name, dose in doses.items() if name != "organ_s_am"}
     assert np.isnan(doses["organ_s_am"])  # no organ S-value for a lesion
-    assert 0.87 < relative["vsv"] < relative["sphere"] < relative["ldm"] == 1.0
+    assert 0.98 < relative["vsv"] < relative["sphere"] < relative["ldm"] == 1.0
     assert relative["sphere"] > 0.99
 
 
 def test_organ_ordering_vsv_ldm_sphere_organ() -> None:
     doses = _four_methods("kidney_left", 150.0)
     relative = {name: dose / doses["ldm"] for name, dose in doses.items()}
-    assert 0.88 < relative["vsv"] < 0.93
+    assert relative["ldm"] < relative["vsv"] < relative["sphere"]
+    assert relative["vsv"] < 1.005
     assert relative["ldm"] < relative["sphere"] < 1.02
     assert relative["ldm"] < relative["organ_s_am"] < 1.02
     assert relative["sphere"] == pytest.approx(relative["organ_s_am"], rel=0.01)

@@ -10,10 +10,16 @@ import scipy.fft
 from scipy import ndimage
 
 from concordose.dose.methods.local_deposition import ldm_gy_per_mbq_h_per_g
-from concordose.dose.methods.voxel_s_value import VoxelSValue, convolve_kernel, kernel_spectrum
+from concordose.dose.methods.voxel_s_value import (
+    VoxelSValue,
+    convolve_kernel,
+    kernel_spectrum,
+    local_conversion_auger_gy_per_mbq_h_per_g,
+)
 from concordose.dose.models import VoxelDoseInput
 from concordose.dose.resampling import average_intensive_back, rebin_extensive
 from concordose.dose.vsv_kernels import KERNEL_FILES, vsv_kernel
+from concordose.nuclides import emission_energies
 
 SHARED_REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
 PACKAGED_DATA = Path(__file__).resolve().parents[2] / "concordose" / "data"
@@ -42,23 +48,59 @@ def test_kernel_is_the_mirrored_octant_in_gy_per_mbq_h(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["2.21mm", "4.42mm"])
-def test_point_source_reproduces_the_kernel(name: str) -> None:
+@pytest.mark.parametrize("local", [True, False])
+def test_point_source_reproduces_the_kernel(name: str, local: bool) -> None:
+    # The kernel around the source, plus (when on) the conversion/Auger electrons in the
+    # source voxel only: TIA · 0.00845 Gy·g/(MBq·h) / voxel mass.
     kernel = vsv_kernel(name)
     tia = np.zeros((21, 23, 25))
     tia[10, 11, 12] = 3.0
     spacing = (kernel.spacing_mm,) * 3
-    dose = VoxelSValue(name).compute_map(VoxelDoseInput(tia, spacing)).dose_gy
+    method = VoxelSValue(name, local_conversion_auger=local)
+    dose = method.compute_map(VoxelDoseInput(tia, spacing)).dose_gy
+    expected = 3.0 * kernel.gy_per_mbq_h.copy()
+    if local:
+        voxel_g = kernel.spacing_mm**3 / 1000.0
+        expected[5, 5, 5] += 3.0 * local_conversion_auger_gy_per_mbq_h_per_g() / voxel_g
     block = dose[5:16, 6:17, 7:18]
-    np.testing.assert_allclose(block, 3.0 * kernel.gy_per_mbq_h, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(block, expected, rtol=1e-9, atol=1e-12)
     outside = dose.copy()
     outside[5:16, 6:17, 7:18] = 0.0
     assert np.abs(outside).max() < 1e-12
+    assert method.name == f"vsv_{name}" + ("" if local else "_kernel_only")
+
+
+def _kernel_energy_shares(name: str) -> tuple[float, float]:
+    """(within the electron range, beyond it) of the kernel's energy, as fractions of LDM:
+    Σ S · m over the 3³ voxels round the source and over the rest."""
+    kernel = vsv_kernel(name).gy_per_mbq_h
+    per_ldm = vsv_kernel(name).spacing_mm ** 3 / 1000.0 / ldm_gy_per_mbq_h_per_g()
+    near = float(kernel[4:7, 4:7, 4:7].sum()) * per_ldm
+    return near, float(kernel.sum()) * per_ldm - near
+
+
+@pytest.mark.parametrize("name", ["2.21mm", "4.42mm"])
+def test_kernels_carry_the_beta_energy_without_conversion_and_auger_electrons(name: str) -> None:
+    # Lu-177 betas stop within ~1.8 mm (< 1 voxel): the 3³ block round the source holds every
+    # beta plus a little photon energy. It matches the ICRP-107 beta share (133.27/147.92 =
+    # 0.901) within 0.5 %, and is ~10 % short of all electrons: the kernels lack the
+    # conversion (13.52 keV) and Auger (1.13 keV) electrons, which the method adds locally.
+    energies = emission_energies("Lu-177")
+    beta_share = energies.beta_kev / energies.electron_kev
+    assert beta_share == pytest.approx(0.901, abs=5e-4)
+    near, far = _kernel_energy_shares(name)
+    assert near == pytest.approx(beta_share, abs=5e-3)
+    assert near < 0.95  # not beta + conversion + Auger (1.0)
+    assert 0.005 < far < 0.02  # the photon tail: 35.10 keV/decay emitted, a small part absorbed
+    local = local_conversion_auger_gy_per_mbq_h_per_g() / ldm_gy_per_mbq_h_per_g()
+    assert local == pytest.approx(1 - beta_share, rel=1e-9)
 
 
 def test_fft_convolution_equals_direct_convolution() -> None:
     kernel = vsv_kernel("2.21mm")
     tia = np.random.default_rng(1).gamma(2.0, 1.0, (24, 20, 22))
-    fft = VoxelSValue("2.21mm").compute_map(VoxelDoseInput(tia, (2.21,) * 3)).dose_gy
+    method = VoxelSValue("2.21mm", local_conversion_auger=False)
+    fft = method.compute_map(VoxelDoseInput(tia, (2.21,) * 3)).dose_gy
     direct = ndimage.convolve(tia, kernel.gy_per_mbq_h, mode="constant", cval=0.0)
     np.testing.assert_allclose(fft, direct, rtol=1e-9)
 
@@ -85,24 +127,33 @@ def test_fft_convolution_equals_direct_on_odd_and_thin_maps(shape: tuple[int, in
     np.testing.assert_allclose(fft, direct, rtol=1e-9)
 
 
-def test_large_uniform_region_tends_to_ldm() -> None:
-    # Centre of a uniform cube: dose = kernel sum × TIA per voxel (exactly, once the cube is
-    # wider than the kernel). Against LDM with the full ICRP-107 electron energy the packaged
-    # kernel sums to 0.911 (see voxel_s_value's docstring: its source omits conversion/Auger
-    # electrons), so "tends to LDM" holds within 9 %, and the approach saturates with size.
-    kernel = vsv_kernel("2.21mm")
-    voxel_g = 2.21**3 / 1000.0
-    ldm_gy = 1.0 * ldm_gy_per_mbq_h_per_g() / voxel_g
+@pytest.mark.parametrize("name", ["2.21mm", "4.42mm"])
+def test_large_uniform_region_tends_to_ldm_plus_the_photon_share(name: str) -> None:
+    # Centre of a uniform cube: dose = (kernel sum + local term) × TIA per voxel exactly, once
+    # the cube is wider than the kernel. With the conversion/Auger term, that is LDM (all
+    # electrons) plus the photons the kernel absorbs: LDM × (1 + photon tail share) within
+    # 0.5 % (the 3³ block also holds a little photon energy: measured +0.17 % for 2.21 mm,
+    # +0.26 % for 4.42 mm). Without the term, the published kernel alone gives 0.91–0.92.
+    kernel = vsv_kernel(name)
+    spacing = kernel.spacing_mm
+    ldm_gy = 1.0 * ldm_gy_per_mbq_h_per_g() / (spacing**3 / 1000.0)
+    _, photon_share = _kernel_energy_shares(name)
     ratios = []
     for size in (3, 7, 15):
         tia = np.zeros((size + 12,) * 3)
         tia[6:-6, 6:-6, 6:-6] = 1.0
-        dose = VoxelSValue("2.21mm").compute_map(VoxelDoseInput(tia, (2.21,) * 3)).dose_gy
+        dose = VoxelSValue(name).compute_map(VoxelDoseInput(tia, (spacing,) * 3)).dose_gy
         centre = (size + 12) // 2
         ratios.append(dose[centre, centre, centre] / ldm_gy)
     assert ratios[0] < ratios[1] <= ratios[2]
-    assert ratios[2] == pytest.approx(kernel.gy_per_mbq_h.sum() / ldm_gy, rel=1e-9)
-    assert 0.88 < ratios[2] < 0.95
+    assert ratios[2] == pytest.approx(1.0 + photon_share, rel=5e-3)
+    kernel_only = VoxelSValue(name, local_conversion_auger=False).compute_map(
+        VoxelDoseInput(tia, (spacing,) * 3)
+    )
+    alone = kernel_only.dose_gy[centre, centre, centre] / ldm_gy
+    assert alone == pytest.approx(kernel.gy_per_mbq_h.sum() / ldm_gy, rel=1e-9)
+    assert 0.90 < alone < 0.93
+    assert ratios[2] - alone == pytest.approx(1 - 133.27 / 147.92, abs=1e-3)
 
 
 def test_rebinning_conserves_activity_on_any_grid() -> None:
@@ -125,7 +176,7 @@ def test_energy_is_conserved_through_resampling_to_the_kernel_grid(
 ) -> None:
     # Sources on a SPECT-like or anisotropic CT-like grid, dosed with the 2.21 mm kernel: Σ D·m
     # on the input grid equals the energy the kernel deposits, TIA × Σ kernel × kernel-voxel
-    # mass (everything inside the map).
+    # mass, plus the local conversion/Auger term TIA × 0.00845 Gy·g/(MBq·h) (all inside the map).
     tia = np.zeros(shape)
     centre = tuple(n // 2 for n in shape)
     tia[centre] = 10.0
@@ -133,7 +184,8 @@ def test_energy_is_conserved_through_resampling_to_the_kernel_grid(
     dose = VoxelSValue("2.21mm").compute_map(VoxelDoseInput(tia, spacing)).dose_gy
     kernel = vsv_kernel("2.21mm")
     deposited = dose.sum() * float(np.prod(spacing)) / 1000.0
-    expected = tia.sum() * kernel.gy_per_mbq_h.sum() * 2.21**3 / 1000.0
+    local = local_conversion_auger_gy_per_mbq_h_per_g()
+    expected = tia.sum() * (kernel.gy_per_mbq_h.sum() * 2.21**3 / 1000.0 + local)
     assert deposited == pytest.approx(expected, rel=1e-9)
 
 

@@ -13,11 +13,26 @@ Steps, for a TIA map on a CT/SPECT grid of any voxel size:
 4. optional density correction: D · ρ_water / ρ (kernels are for soft tissue ≈ 1 g/mL; this
    first-order mass scaling is the common one, e.g. Dieudonné et al. 2013, JNM 54:236).
 
-Kernels are truncated at 5 voxels (see :mod:`concordose.dose.vsv_kernels`). The packaged
-kernels sum to 0.91–0.92 of Lu-177 local deposition (LDM with the full ICRP-107 electron
-energy): in a large uniform region VSV gives about 9 % less than LDM. Our inference, not stated by
-the sources: the kernels were computed from the beta spectrum without conversion and Auger
-electrons (133.3 of 147.9 keV), plus the photons absorbed within 5 voxels.
+Kernels are truncated at 5 voxels (see :mod:`concordose.dose.vsv_kernels`).
+
+Missing conversion and Auger electrons (local term, on by default). Summed over the kernel and
+multiplied by the voxel mass, the packaged kernels carry 0.911 (2.21 mm) and 0.921 (4.42 mm) of
+the ICRP-107 electron energy per decay (147.92 keV, the LDM energy). Their part within the
+electron range (the 3 × 3 × 3 voxels round the source; Lu-177 beta maximum range ≈ 1.8 mm in
+soft tissue, shorter than one voxel) is 0.903 and 0.904, which matches the ICRP-107 *beta*
+fraction 133.27 / 147.92 = 0.901 and is 0.10 short of beta + conversion + Auger; the rest of the
+kernel (≥ 2 voxels away, photons only) is 0.008 and 0.017. So the kernels are beta + photon
+kernels without the conversion (13.52 keV) and Auger (1.13 keV) electrons, 9.9 % of the electron
+energy (our inference from that energy balance: ``tests/unit/test_dose_vsv.py`` checks it; the
+sources' files do not say which emissions were simulated). Those electrons stop well inside one
+voxel: the main conversion lines (icrp107-database) are 47.5 keV (K, 113 keV gamma),
+102–111 keV (L/M, 113 keV) and 143 keV (K, 208 keV), CSDA ranges in water ≈ 0.04, 0.14 and
+0.28 mm (NIST ESTAR); Auger electrons are ≤ 62 keV. So the method adds them as local deposition
+in the source voxel of the kernel grid: D_local = TIA · E_(CE+Auger) · 3.6e9 / m_voxel, with the
+energies from the ``icrp107-database`` package (:func:`concordose.nuclides.emission_energies`).
+A large uniform region then gets LDM × (1 + photon share of the kernel) instead of 0.91 × LDM.
+``VoxelSValue(..., local_conversion_auger=False)`` turns the term off (the kernel alone, as
+published).
 """
 
 from __future__ import annotations
@@ -28,10 +43,12 @@ import numpy as np
 import numpy.typing as npt
 import scipy.fft
 
+from concordose.dose.methods.local_deposition import DECAYS_PER_MBQ_H, J_PER_KEV, KG_PER_G
 from concordose.dose.models import VoxelDoseInput, VoxelDoseMap
 from concordose.dose.resampling import average_intensive_back, rebin_extensive
 from concordose.dose.vsv_kernels import VsvKernel, vsv_kernel
 from concordose.kinetics.models import settings_hash
+from concordose.nuclides import emission_energies
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -103,24 +120,67 @@ def convolve_kernel(tia_mbq_h: FloatArray, kernel: VsvKernel, *, workers: int = 
     return dose
 
 
+def local_conversion_auger_gy_per_mbq_h_per_g(nuclide: str = "Lu-177") -> float:
+    """Dose per TIA per mass from the conversion and Auger electrons deposited locally,
+    Gy·g/(MBq·h): ICRP-107 (13.52 + 1.13) keV · 1.602e-16 J/keV · 3.6e9 / 1e-3 kg = 0.00845
+    for Lu-177 (9.9 % of the LDM constant)."""
+    energies = emission_energies(nuclide)
+    energy_kev = energies.conversion_electron_kev + energies.auger_kev
+    return energy_kev * J_PER_KEV * DECAYS_PER_MBQ_H / KG_PER_G
+
+
 class VoxelSValue:
-    """Registry entries ``vsv_2.21mm`` and ``vsv_4.42mm`` (voxel level)."""
+    """Registry entries ``vsv_2.21mm`` and ``vsv_4.42mm`` (voxel level).
 
-    version = "1"
+    Args:
+        kernel: packaged kernel name (``"2.21mm"`` or ``"4.42mm"``).
+        density_correction: divide the dose by the density map when the input has one.
+        local_conversion_auger: add the conversion and Auger electrons the kernels lack as local
+            deposition (see the module docstring); ``False``: the published kernel alone.
+    """
 
-    def __init__(self, kernel: str = "2.21mm", density_correction: bool = False) -> None:
+    version = "2"
+
+    def __init__(
+        self,
+        kernel: str = "2.21mm",
+        density_correction: bool = False,
+        local_conversion_auger: bool = True,
+    ) -> None:
         self.kernel = kernel
         self.density_correction = density_correction
-        self.name = f"vsv_{kernel}" + ("_density" if density_correction else "")
+        self.local_conversion_auger = local_conversion_auger
+        self.name = (
+            f"vsv_{kernel}"
+            + ("_density" if density_correction else "")
+            + ("" if local_conversion_auger else "_kernel_only")
+        )
 
     def settings(self) -> dict[str, object]:
-        """Kernel, convolution and resampling used."""
+        """Kernel, convolution, resampling and the local electron term used."""
         return {
             "kernel": f"Lu-177 soft tissue {self.kernel}",
             "convolution": "scipy.fft rfftn (linear, zero-padded)",
             "resampling": "activity-conserving overlap rebinning; dose averaged back",
             "density_correction": self.density_correction,
+            "local_conversion_auger": (
+                "ICRP-107 conversion + Auger electrons (icrp107-database) deposited locally"
+                if self.local_conversion_auger
+                else "none (kernel as published: beta + photons)"
+            ),
         }
+
+    def dose_on_kernel_grid(self, tia_on_kernel_mbq_h: FloatArray) -> FloatArray:
+        """Dose (Gy) on the kernel's grid from TIA (MBq·h) on that grid: the convolution plus,
+        when on, the local conversion/Auger term in each source voxel (unit density)."""
+        kernel = vsv_kernel(self.kernel)
+        dose = convolve_kernel(tia_on_kernel_mbq_h, kernel)
+        if self.local_conversion_auger:
+            kernel_voxel_g = kernel.spacing_mm**3 / 1000.0  # unit density, 1 mL = 1000 mm³
+            dose += tia_on_kernel_mbq_h * (
+                local_conversion_auger_gy_per_mbq_h_per_g() / kernel_voxel_g
+            )
+        return dose
 
     def compute_map(self, dose_input: VoxelDoseInput) -> VoxelDoseMap:
         """Dose per voxel (Gy) on the input grid."""
@@ -128,7 +188,7 @@ class VoxelSValue:
         tia = np.asarray(dose_input.tia_map_mbq_h, dtype=np.float64)
         kernel_spacing = (kernel.spacing_mm,) * 3
         tia_on_kernel = rebin_extensive(tia, dose_input.spacing_mm, kernel_spacing)
-        dose_on_kernel = convolve_kernel(tia_on_kernel, kernel)
+        dose_on_kernel = self.dose_on_kernel_grid(tia_on_kernel)
         dose = average_intensive_back(
             dose_on_kernel, tia.shape, dose_input.spacing_mm, kernel_spacing
         )
