@@ -12,7 +12,9 @@ Voxel method contract (:class:`VoxelDoseMethod`, registry ``VOXEL_DOSE_METHODS``
 
 * in: a :class:`VoxelDoseInput` — a TIA map in MBq·h per voxel (z, y, x), the voxel spacing in mm
   (z, y, x) and optionally a mass-density map in g/mL on the same grid;
-* out: a :class:`VoxelDoseMap` — absorbed dose in Gy per voxel on the *same* grid. Bad input
+* out: a :class:`VoxelDoseMap` — absorbed dose in Gy per voxel on the *same* grid, or, when the
+  input names an ``output_geometry`` (e.g. the CT's), on that grid (the input then also carries
+  the TIA map's own ``geometry``; the density map, if any, is on the output grid). Bad input
   (shapes, spacing, negative TIA) raises :class:`concordose.errors.ConcordoseError`; per-VOI
   statistics of the map come from :mod:`concordose.dose.metrics`.
 """
@@ -25,6 +27,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from concordose.dicom.geometry import VolumeGeometry
 from concordose.errors import ConcordoseError
 
 
@@ -89,13 +92,21 @@ class VoxelDoseInput:
     Attributes:
         tia_map_mbq_h: time-integrated activity in each voxel, MBq·h, shape (z, y, x).
         spacing_mm: voxel size along (z, y, x), mm.
-        density_g_per_ml: optional mass density per voxel (g/mL, e.g. from CT), same shape;
-            ``None`` means unit density (soft tissue ≈ water).
+        density_g_per_ml: optional mass density per voxel (g/mL, e.g. from CT) on the dose's
+            grid: the TIA map's, or ``output_geometry``'s when given; ``None`` means unit
+            density (soft tissue ≈ water).
+        geometry: optional placement of the TIA map in patient space (origin, spacing,
+            direction; its spacing is ``spacing_mm`` reversed, (x, y, z)). Needed only with
+            ``output_geometry``.
+        output_geometry: optional grid for the dose (e.g. the CT's): any origin and spacing,
+            the same direction as ``geometry``. ``None``: the dose is on the TIA map's grid.
     """
 
     tia_map_mbq_h: npt.NDArray[np.float64]
     spacing_mm: tuple[float, float, float]
     density_g_per_ml: npt.NDArray[np.float64] | None = None
+    geometry: VolumeGeometry | None = None
+    output_geometry: VolumeGeometry | None = None
 
     def __post_init__(self) -> None:
         tia = np.asarray(self.tia_map_mbq_h)
@@ -107,19 +118,53 @@ class VoxelDoseInput:
             )
         if not np.all(np.isfinite(tia)) or np.any(tia < 0):
             raise ConcordoseError("TIA map must be finite and non-negative (MBq·h per voxel)")
+        if self.geometry is not None and (
+            self.geometry.shape != tia.shape
+            or not np.allclose(self.geometry.spacing_mm[::-1], self.spacing_mm, rtol=1e-6)
+        ):
+            raise ConcordoseError(
+                f"TIA map geometry has shape {self.geometry.shape} and spacing (x, y, z) "
+                f"{self.geometry.spacing_mm} but the map has shape {tia.shape} and spacing "
+                f"(z, y, x) {self.spacing_mm}"
+            )
+        if self.output_geometry is not None and self.geometry is None:
+            raise ConcordoseError(
+                "a dose output grid (output_geometry) needs the TIA map's own geometry too"
+            )
         if self.density_g_per_ml is not None:
             density = np.asarray(self.density_g_per_ml)
-            if density.shape != tia.shape:
+            if density.shape != self.dose_shape:
                 raise ConcordoseError(
-                    f"density map has shape {density.shape} but the TIA map {tia.shape}"
+                    f"density map has shape {density.shape} but the dose grid "
+                    f"{self.dose_shape} ({'output grid' if self.output_geometry else 'TIA map'})"
                 )
             if not np.all(np.isfinite(density)) or np.any(density <= 0):
                 raise ConcordoseError("density map must be finite and positive (g/mL)")
 
     @property
     def voxel_volume_ml(self) -> float:
-        """Volume of one voxel, mL."""
+        """Volume of one voxel of the TIA map, mL."""
         return float(np.prod(self.spacing_mm)) / 1000.0
+
+    @property
+    def dose_shape(self) -> tuple[int, ...]:
+        """Shape of the dose map: the output grid's if given, else the TIA map's."""
+        if self.output_geometry is not None:
+            return self.output_geometry.shape
+        return tuple(np.shape(self.tia_map_mbq_h))
+
+    @property
+    def dose_geometry(self) -> VolumeGeometry | None:
+        """The dose grid in patient space: ``output_geometry``, else ``geometry`` (may be None)."""
+        return self.output_geometry if self.output_geometry is not None else self.geometry
+
+    @property
+    def dose_spacing_mm(self) -> tuple[float, float, float]:
+        """Voxel size (z, y, x) of the dose map, mm."""
+        if self.output_geometry is not None:
+            x, y, z = self.output_geometry.spacing_mm
+            return (z, y, x)
+        return self.spacing_mm
 
 
 @dataclass(frozen=True)
@@ -128,7 +173,9 @@ class VoxelDoseMap:
 
     Attributes:
         dose_gy: absorbed dose per voxel, Gy, shape (z, y, x).
-        spacing_mm: the grid's voxel size (z, y, x), mm (the input's).
+        spacing_mm: the grid's voxel size (z, y, x), mm (the input's, or the output grid's).
+        geometry: the dose grid in patient space when the input placed it (its
+            ``output_geometry``, else its ``geometry``); ``None`` otherwise.
     """
 
     method: str
@@ -136,6 +183,7 @@ class VoxelDoseMap:
     parameters_hash: str
     dose_gy: npt.NDArray[np.float64]
     spacing_mm: tuple[float, float, float]
+    geometry: VolumeGeometry | None = None
 
 
 class VoxelDoseMethod(Protocol):

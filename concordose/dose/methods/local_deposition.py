@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from concordose.dose.models import DoseBatch, DoseInput, VoxelDoseInput, VoxelDoseMap
+from concordose.dose.resampling import average_onto_grid
 from concordose.dose.uncertainty import dose_sd_gy
 from concordose.errors import ConfigurationError
 from concordose.kinetics.models import STATUS_OK, settings_hash
@@ -104,16 +105,31 @@ class VoxelLocalDeposition:
         return {**self._voi.settings(), "density": "map if given, else 1 g/mL"}
 
     def compute_map(self, dose_input: VoxelDoseInput) -> VoxelDoseMap:
-        """D_voxel = TIA_voxel · k / (V_voxel · ρ_voxel)."""
+        """D_voxel = TIA_voxel · k / (V_voxel · ρ_voxel).
+
+        With an ``output_geometry`` (e.g. the CT grid): the unit-density dose on the TIA grid,
+        averaged over each output voxel by exact overlap (Σ dose · mass conserved), then divided
+        by the output grid's density map if given.
+        """
         k = ldm_gy_per_mbq_h_per_g(self._voi.nuclide, self._voi.photon_absorbed_fraction)
         density: npt.NDArray[np.float64] | float = (
             1.0 if dose_input.density_g_per_ml is None else dose_input.density_g_per_ml
         )
-        voxel_mass_g = dose_input.voxel_volume_ml * np.asarray(density, dtype=np.float64)
+        tia = np.asarray(dose_input.tia_map_mbq_h, dtype=np.float64)
+        if dose_input.output_geometry is None:
+            voxel_mass_g = dose_input.voxel_volume_ml * np.asarray(density, dtype=np.float64)
+            dose = tia * k / voxel_mass_g
+        else:
+            assert dose_input.geometry is not None  # VoxelDoseInput checks it
+            unit_density = tia * k / dose_input.voxel_volume_ml
+            dose = average_onto_grid(
+                unit_density, dose_input.geometry, dose_input.output_geometry
+            ) / np.asarray(density, dtype=np.float64)
         return VoxelDoseMap(
             method=self.name,
             method_version=self.version,
             parameters_hash=settings_hash(self.settings()),
-            dose_gy=np.asarray(dose_input.tia_map_mbq_h, dtype=np.float64) * k / voxel_mass_g,
-            spacing_mm=dose_input.spacing_mm,
+            dose_gy=dose,
+            spacing_mm=dose_input.dose_spacing_mm,
+            geometry=dose_input.dose_geometry,
         )

@@ -9,7 +9,12 @@ Steps, for a TIA map on a CT/SPECT grid of any voxel size:
    kernel's spectrum is real (the kernel is mirror-symmetric) and computed as separable cosine
    sums, so a first call on a new map size costs little more than a repeated one. Measured on
    256³: see benchmarks/bench_vsv_convolution.py and benchmarks/README.md;
-3. average the dose back onto the input grid (mean of the kernel-grid dose over each voxel);
+3. average the dose back onto the input grid (mean of the kernel-grid dose over each voxel), or,
+   when the input names an ``output_geometry`` (the CT grid: other origin, spacing and extent,
+   same direction), onto that grid: the TIA on the kernel grid is padded by the kernel's
+   half-width so the convolution holds the dose's whole support, then averaged over each output
+   voxel by exact overlap (:func:`concordose.dose.resampling.average_onto_grid`). The TIA's
+   total is conserved on the way in (exact rebinning) and Σ dose · mass on the way out;
 4. optional density correction: D · ρ_water / ρ (kernels are for soft tissue ≈ 1 g/mL; this
    first-order mass scaling is the common one, e.g. Dieudonné et al. 2013, JNM 54:236).
 
@@ -45,7 +50,12 @@ import scipy.fft
 
 from concordose.dose.methods.local_deposition import DECAYS_PER_MBQ_H, J_PER_KEV, KG_PER_G
 from concordose.dose.models import VoxelDoseInput, VoxelDoseMap
-from concordose.dose.resampling import average_intensive_back, rebin_extensive
+from concordose.dose.resampling import (
+    aligned_grid,
+    average_intensive_back,
+    average_onto_grid,
+    rebin_extensive,
+)
 from concordose.dose.vsv_kernels import VsvKernel, vsv_kernel
 from concordose.kinetics.models import settings_hash
 from concordose.nuclides import emission_energies
@@ -183,15 +193,24 @@ class VoxelSValue:
         return dose
 
     def compute_map(self, dose_input: VoxelDoseInput) -> VoxelDoseMap:
-        """Dose per voxel (Gy) on the input grid."""
+        """Dose per voxel (Gy) on the input grid, or on ``dose_input.output_geometry``."""
         kernel = vsv_kernel(self.kernel)
         tia = np.asarray(dose_input.tia_map_mbq_h, dtype=np.float64)
         kernel_spacing = (kernel.spacing_mm,) * 3
         tia_on_kernel = rebin_extensive(tia, dose_input.spacing_mm, kernel_spacing)
-        dose_on_kernel = self.dose_on_kernel_grid(tia_on_kernel)
-        dose = average_intensive_back(
-            dose_on_kernel, tia.shape, dose_input.spacing_mm, kernel_spacing
-        )
+        if dose_input.output_geometry is None:
+            dose_on_kernel = self.dose_on_kernel_grid(tia_on_kernel)
+            dose = average_intensive_back(
+                dose_on_kernel, tia.shape, dose_input.spacing_mm, kernel_spacing
+            )
+        else:
+            assert dose_input.geometry is not None  # VoxelDoseInput checks it
+            margin = kernel.gy_per_mbq_h.shape[0] // 2
+            padded = np.pad(tia_on_kernel, margin)
+            grid = aligned_grid(dose_input.geometry, kernel.spacing_mm, margin_voxels=margin)
+            dose = average_onto_grid(
+                self.dose_on_kernel_grid(padded), grid, dose_input.output_geometry
+            )
         if self.density_correction and dose_input.density_g_per_ml is not None:
             dose = dose / dose_input.density_g_per_ml
         return VoxelDoseMap(
@@ -199,5 +218,6 @@ class VoxelSValue:
             method_version=self.version,
             parameters_hash=settings_hash(self.settings()),
             dose_gy=dose,
-            spacing_mm=dose_input.spacing_mm,
+            spacing_mm=dose_input.dose_spacing_mm,
+            geometry=dose_input.dose_geometry,
         )
