@@ -54,8 +54,13 @@ def _apply(
     array: npt.NDArray[np.float64], matrices: list[npt.NDArray[np.float64] | None]
 ) -> npt.NDArray[np.float64]:
     result = array
+    last = array.ndim - 1
     for axis, matrix in enumerate(matrices):
-        if matrix is not None:
+        if matrix is None:
+            continue
+        if axis == last:  # a matrix product along the last axis returns a C-contiguous array
+            result = np.matmul(result, matrix.T)
+        else:
             result = np.moveaxis(np.tensordot(matrix, result, axes=([1], [axis])), 0, axis)
     return result
 
