@@ -80,6 +80,26 @@ def test_average_onto_grid_keeps_uniform_fields_and_the_integral() -> None:
     np.testing.assert_allclose(constant[inside], 3.0, rtol=1e-12)
 
 
+def test_average_onto_grid_works_in_a_rotated_frame() -> None:
+    # Both grids rotated 90° about z (patient space): the same arrays as in the identity frame,
+    # since only the offsets along the grids' own axes matter.
+    rotation = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    direction = tuple(float(v) for v in rotation.ravel())
+    values = np.random.default_rng(6).uniform(0, 1, (5, 6, 7))
+    source_origin, target_origin = (1.0, 2.0, 3.0), (-2.3, 0.7, 4.1)
+    source = _grid(source_origin, (2.0, 2.5, 3.0), (5, 6, 7))
+    target = _grid(target_origin, (1.1, 0.9, 2.0), (9, 20, 16))
+    rotated_source = _grid(tuple(rotation @ source_origin), (2.0, 2.5, 3.0), (5, 6, 7), direction)
+    rotated_target = _grid(tuple(rotation @ target_origin), (1.1, 0.9, 2.0), (9, 20, 16), direction)
+    np.testing.assert_allclose(
+        average_onto_grid(values, rotated_source, rotated_target),
+        average_onto_grid(values, source, target),
+        rtol=1e-12,
+        atol=1e-15,
+    )
+    assert average_onto_grid(values, source, target).max() > 0  # the grids overlap
+
+
 def test_grids_of_different_direction_are_refused() -> None:
     source = _grid((0.0, 0.0, 0.0), (2.0, 2.0, 2.0), (4, 4, 4))
     rotated = _grid((0.0, 0.0, 0.0), (2.0, 2.0, 2.0), (4, 4, 4), (0, -1, 0, 1, 0, 0, 0, 0, 1))
