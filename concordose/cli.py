@@ -467,8 +467,9 @@ def query(
 ) -> None:
     """Query the published tables: only manifested runs, the latest run per cycle.
 
-    Views: acquisitions, voi_timepoints, kinetics, absorbed_dose, patient_summary,
-    method_comparison, site_calibrations, qc_findings (current schema, older versions upgraded),
+    Views: acquisitions, voi_timepoints, kinetics, absorbed_dose, patient_summary, voxel_dose,
+    voxel_dose_summary, method_comparison, site_calibrations, qc_findings (current schema, older
+    versions upgraded),
     and runs (the manifested runs).
     """
 
