@@ -97,7 +97,7 @@ def _voxel_dose_table(voxel_dose: pa.Table) -> Table:
     rows = voxel_dose.to_pylist()
     methods = sorted({(row["kinetics_method"], row["dose_method"]) for row in rows})
     kinetics = ", ".join(sorted({k for k, _ in methods}))
-    table = Table(title=f"Voxel dose per VOI, mean ± SD Gy ({kinetics} TIA per voxel)")
+    table = Table(title=f"Voxel dose per VOI, mean ± SD Gy ({kinetics})")
     table.add_column("VOI")
     for _, method in methods:
         table.add_column(method, justify="right")
