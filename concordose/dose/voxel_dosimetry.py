@@ -25,7 +25,8 @@ correlated*: every method is linear in the TIA map, hence the dose's SD map is t
 applied to the TIA SD map, and a VOI's mean-dose SD the mean of that map over the VOI (an upper
 bound of the fit part; independent voxels would give ≈ 1/√n of it). The calibration factor's
 relative SD (one factor for all time points and voxels) is added in quadrature. Kernel (S-value)
-uncertainty is not stated by the packaged VSV sources and is not included.
+uncertainty is not stated by the packaged VSV sources and is not included. A VOI with a fitted
+voxel whose TIA SD is not estimable gets an unknown (NaN) SD, never a smaller one.
 """
 
 from __future__ import annotations
@@ -254,7 +255,12 @@ def voxel_dose_from_maps(
     voxel_volume_ml = float(np.prod(spacing_mm)) / 1000.0
     mass_g = n_voxels * voxel_volume_ml  # unit density, as the voxel methods without density
     tia = np.array([tia_map[mask].sum() for mask in voi_masks])
+    # a fitted voxel whose TIA SD is not estimable leaves its VOI's uncertainty unknown (NaN),
+    # never silently smaller
+    sd_unknown = np.isfinite(fitted.tia_mbq_h) & ~np.isfinite(fitted.tia_sd_mbq_h)
+    voi_sd_unknown = np.array([bool(sd_unknown[mask].any()) for mask in voi_masks])
     tia_fit_sd = np.array([tia_sd_map[mask].sum() for mask in voi_masks])
+    tia_fit_sd[voi_sd_unknown] = np.nan
     with np.errstate(invalid="ignore", divide="ignore"):
         failed_fraction = np.array([failed[mask].sum() for mask in voi_masks]) / n_voxels
     status = tuple(
@@ -281,7 +287,7 @@ def voxel_dose_from_maps(
             (metrics,) = voi_dose_metrics(
                 dose_map.dose_gy, mask.astype(np.int8), {1: labels[index]}, voxel_volume_ml
             )
-            fit_sd = float(sd_map[mask].mean())
+            fit_sd = float("nan") if voi_sd_unknown[index] else float(sd_map[mask].mean())
             sd = float(np.hypot(fit_sd, metrics.mean_dose_gy * cf))
             vois.append(VoxelVoiDose(metrics, sd, STATUS_OK))
         doses.append(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +23,7 @@ from concordose.dose.voxel_dosimetry import (
 )
 from concordose.errors import ConfigurationError
 from concordose.kinetics.models import STATUS_OK
+from concordose.kinetics.voxel import VoxelKinetics, fit_voxels
 from concordose.results.catalogue import read_current
 from concordose.results.object_store import open_object_store
 from concordose.results.publish import MANIFEST_DIR, publish_tables
@@ -249,3 +252,31 @@ def test_absorbed_dose_v1_rows_read_as_v2_with_null_sd(tmp_path: Path) -> None:
     assert rows["c-new"]["dose_sd_gy"] == 2.5
     upgraded = upgrade_table(ABSORBED_DOSE, pa.Table.from_pylist([old], schema=v1), 1)
     assert upgraded.schema.equals(ABSORBED_DOSE.schema)
+
+
+def test_a_voi_with_a_voxel_sd_not_estimable_gets_an_unknown_sd(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fit_with_one_unknown_sd(*args: Any, **kwargs: Any) -> VoxelKinetics:
+        fitted = fit_voxels(*args, **kwargs)
+        sd = fitted.tia_sd_mbq_h.copy()
+        sd[12, 12, 12] = np.nan  # a lesion (and organ) voxel
+        return replace(fitted, tia_sd_mbq_h=sd)
+
+    monkeypatch.setattr("concordose.dose.voxel_dosimetry.fit_voxels", fit_with_one_unknown_sd)
+    a0, masks = _phantom()
+    masks = np.stack([masks[0] & ~masks[1], masks[1]])  # organ shell without the lesion
+    result = voxel_dose_from_maps(
+        TIME_H,
+        _maps(a0),
+        SPACING_MM,
+        masks,
+        labels=("liver", "lesion_1"),
+        voi_types=(VoiType.ORGAN, VoiType.LESION),
+        rules=VoxelDosimetryRules(methods=["ldm"]),
+        calibration_relative_sd=0.05,
+    )
+    assert np.isfinite(result.doses[0].mean_dose_sd_gy[0])
+    assert np.isnan(result.doses[0].mean_dose_sd_gy[1])
+    assert np.isnan(result.tia_sd_mbq_h[1])
+    assert np.isfinite(result.doses[0].mean_dose_gy[1])  # the dose itself is still known
