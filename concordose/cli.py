@@ -92,6 +92,25 @@ def _dose_table(tables: dict[str, pa.Table], truth: dict[str, dict[str, Any]] | 
     return table
 
 
+def _voxel_dose_table(voxel_dose: pa.Table) -> Table:
+    """VOI mean dose ± SD by each voxel method (rows of table ``voxel_dose``)."""
+    rows = voxel_dose.to_pylist()
+    methods = sorted({(row["kinetics_method"], row["dose_method"]) for row in rows})
+    kinetics = ", ".join(sorted({k for k, _ in methods}))
+    table = Table(title=f"Voxel dose per VOI, mean ± SD Gy ({kinetics})")
+    table.add_column("VOI")
+    for _, method in methods:
+        table.add_column(method, justify="right")
+    cells: dict[str, dict[tuple[str, str], str]] = {}
+    for row in rows:
+        dose, sd = row["mean_dose_gy"], row["dose_sd_gy"]
+        text = "—" if dose is None else f"{dose:.2f}" + ("" if sd is None else f" ± {sd:.2f}")
+        cells.setdefault(row["voi_label"], {})[(row["kinetics_method"], row["dose_method"])] = text
+    for label in sorted(cells):
+        table.add_row(label, *(cells[label].get(method, "—") for method in methods))
+    return table
+
+
 @app.command()
 def demo(
     workdir: Annotated[
@@ -138,6 +157,8 @@ def demo(
     truth = json.loads(result.patient.ground_truth_path.read_text())
     truth_by_label = {voi["label"]: voi for voi in truth["vois"]}
     console.print(_dose_table(result.run.tables, truth_by_label))
+    if "voxel_dose" in result.run.tables:
+        console.print(_voxel_dose_table(result.run.tables["voxel_dose"]))
     console.print(
         f"received {result.send_report.sent} instances into {result.spool_dir}", soft_wrap=True
     )
@@ -145,12 +166,14 @@ def demo(
         f"published run {result.run.published.run_id} under {result.output_uri}:", soft_wrap=True
     )
     base = result.output_uri.rstrip("/") + "/"
+    width = max((len(obj.table) for obj in result.run.published.objects), default=8)
     for obj in result.run.published.objects:
         console.print(
-            f"  {obj.table:<17} {obj.rows:>4} rows  {obj.path.removeprefix(base)}", soft_wrap=True
+            f"  {obj.table:<{width}} {obj.rows:>4} rows  {obj.path.removeprefix(base)}",
+            soft_wrap=True,
         )
     manifest = result.run.published.manifest_path.removeprefix(base)
-    console.print(f"  {'manifest':<28}{manifest}", soft_wrap=True)
+    console.print(f"  {'manifest':<{width + 11}}{manifest}", soft_wrap=True)
     console.print(f"ground truth: {result.patient.ground_truth_path}", soft_wrap=True)
 
 
@@ -444,8 +467,9 @@ def query(
 ) -> None:
     """Query the published tables: only manifested runs, the latest run per cycle.
 
-    Views: acquisitions, voi_timepoints, kinetics, absorbed_dose, patient_summary,
-    method_comparison, site_calibrations, qc_findings (current schema, older versions upgraded),
+    Views: acquisitions, voi_timepoints, kinetics, absorbed_dose, patient_summary, voxel_dose,
+    voxel_dose_summary, method_comparison, site_calibrations, qc_findings (current schema, older
+    versions upgraded),
     and runs (the manifested runs).
     """
 

@@ -2,7 +2,8 @@
 
 Steps per cycle: metadata checks and calibration gate (held cycles are skipped, their findings
 reported) → quantification → kinetics (every requested
-method) → dose (every requested method on every TIA) → tables; then one publication for the run.
+method) → dose (every requested method on every TIA) → voxel dosimetry (site protocol) → tables;
+then one publication for the run.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from tasks.study import (
     quantify_task,
     summary_tables_task,
     tables_task,
+    voxel_dose_task,
+    voxel_tables_task,
 )
 
 DEFAULT_KINETICS_METHODS = ("mono_exponential",)
@@ -62,6 +65,7 @@ def process_spool(
     site_id: str | None = None,
     kinetics_methods: Sequence[str] = DEFAULT_KINETICS_METHODS,
     dose_methods: Sequence[str] = DEFAULT_DOSE_METHODS,
+    voxel_dosimetry: bool = True,
 ) -> SpoolRunResult:
     """Process every cycle found in ``source`` and publish the results.
 
@@ -71,6 +75,8 @@ def process_spool(
         output_uri: where to publish; default from settings (``CONCORDOSE_OUTPUT_URI``).
         site_id: the site of the files when ``source`` is not a spool.
         kinetics_methods, dose_methods: registry names of the methods to run side by side.
+        voxel_dosimetry: run voxel dosimetry where the site protocol enables it
+            (``voxel_dosimetry:`` in ``schemas/protocols/``); False skips it for every site.
     """
     logger = get_run_logger()
     settings = Settings()
@@ -115,6 +121,10 @@ def process_spool(
         summaries = summary_tables_task(identity, cycle, verdict, tac, doses, provenance=provenance)
         for name, table in summaries.items():
             collected[name].append(table)
+        voxel = voxel_dose_task(cycle, calibration, tac, site.site_id) if voxel_dosimetry else None
+        if voxel is not None:
+            for name, table in voxel_tables_task(identity, cycle, tac, voxel, provenance).items():
+                collected[name].append(table)
         logger.info(
             "cycle %s at site %s: %d VOI(s), %d time point(s), calibration %s",
             identity.cycle_key,

@@ -292,27 +292,123 @@ KINETICS = TableSpec(
     upgrades={1: dict.fromkeys((f.name for f in _KINETICS_V2_FIT), None)},
 )
 
+_ABSORBED_DOSE_V1_FIELDS = [
+    *_SUBJECT,
+    *_VOI,
+    field("kinetics_method", pa.string(), "1", "TIA method the dose is based on"),
+    field("dose_method", pa.string(), "1", "registry name of the dose method"),
+    field("dose_method_version", pa.string(), "1", "version of the dose method"),
+    field("method_parameters_hash", pa.string(), "1", "hash of the dose method's settings"),
+    field("mass_g", pa.float64(), "g", "VOI mass used by the method"),
+    field("tia_mbq_h", pa.float64(), "MBq.h", "time-integrated activity used", nullable=True),
+    field("mean_dose_gy", pa.float64(), "Gy", "mean absorbed dose in the VOI", nullable=True),
+    field("status", pa.string(), "1", "ok, or why the method does not apply"),
+]
+# v2 (issue 7): the dose's uncertainty (concordose.dose.uncertainty; DESIGN.md).
+_DOSE_SD = field(
+    "dose_sd_gy",
+    pa.float64(),
+    "Gy",
+    "standard uncertainty of mean_dose_gy: the TIA's (fit covariance gTVg, EANM/Gear 2018, "
+    "(+) the calibration factor's) and, for organ S-values, the tables' Monte Carlo standard "
+    "errors; sphere S-values state none; null when the kinetics method gives no TIA uncertainty",
+    nullable=True,
+)
+
 ABSORBED_DOSE = TableSpec(
     name="absorbed_dose",
-    version=1,
+    version=2,
     doc="One row per VOI, kinetics method and dose method: mean absorbed dose.",
+    key_columns=("subject_key", "cycle_key", "voi_label", "kinetics_method", "dose_method"),
+    schema=pa.schema([*_ABSORBED_DOSE_V1_FIELDS, _DOSE_SD, *_PROVENANCE]),
+    previous_schemas={1: pa.schema([*_ABSORBED_DOSE_V1_FIELDS, *_PROVENANCE])},
+    upgrades={1: {"dose_sd_gy": None}},  # v1 rows were published without uncertainty
+)
+
+VOXEL_DOSE = TableSpec(
+    name="voxel_dose",
+    version=1,
+    doc=(
+        "One row per VOI, voxel kinetics model and voxel dose method (issue 7): dose statistics "
+        "of the voxel dose map in the VOI (concordose.dose.voxel_dosimetry)."
+    ),
     key_columns=("subject_key", "cycle_key", "voi_label", "kinetics_method", "dose_method"),
     schema=pa.schema(
         [
             *_SUBJECT,
             *_VOI,
-            field("kinetics_method", pa.string(), "1", "TIA method the dose is based on"),
-            field("dose_method", pa.string(), "1", "registry name of the dose method"),
-            field("dose_method_version", pa.string(), "1", "version of the dose method"),
-            field("method_parameters_hash", pa.string(), "1", "hash of the dose method's settings"),
-            field("mass_g", pa.float64(), "g", "VOI mass used by the method"),
             field(
-                "tia_mbq_h", pa.float64(), "MBq.h", "time-integrated activity used", nullable=True
+                "kinetics_method",
+                pa.string(),
+                "1",
+                "voxel kinetics: voxel_<model> fitted to every body voxel",
+            ),
+            field("dose_method", pa.string(), "1", "registry name in VOXEL_DOSE_METHODS"),
+            field("dose_method_version", pa.string(), "1", "version of the voxel dose method"),
+            field(
+                "method_parameters_hash",
+                pa.string(),
+                "1",
+                "hash of the voxel kinetics and dose methods' settings",
+            ),
+            field("mass_g", pa.float64(), "g", "VOI mass on the SPECT grid (unit density)"),
+            field(
+                "tia_mbq_h",
+                pa.float64(),
+                "MBq.h",
+                "sum of the voxel TIAs in the VOI",
+                nullable=True,
             ),
             field(
-                "mean_dose_gy", pa.float64(), "Gy", "mean absorbed dose in the VOI", nullable=True
+                "tia_sd_mbq_h",
+                pa.float64(),
+                "MBq.h",
+                "its SD: voxel fit SDs summed (fully correlated) (+) calibration factor",
+                nullable=True,
             ),
-            field("status", pa.string(), "1", "ok, or why the method does not apply"),
+            field(
+                "voxel_fit_failed_fraction",
+                pa.float64(),
+                "1",
+                "fraction of the VOI's voxels whose fit failed (their TIA taken as 0)",
+                nullable=True,
+            ),
+            field("mean_dose_gy", pa.float64(), "Gy", "mass-weighted mean dose", nullable=True),
+            field(
+                "dose_sd_gy",
+                pa.float64(),
+                "Gy",
+                "SD of mean_dose_gy: the method applied to the voxel TIA SD map (fully "
+                "correlated voxel errors, an upper bound) (+) calibration factor",
+                nullable=True,
+            ),
+            field("median_dose_gy", pa.float64(), "Gy", "median voxel dose", nullable=True),
+            field("min_dose_gy", pa.float64(), "Gy", "lowest voxel dose", nullable=True),
+            field("max_dose_gy", pa.float64(), "Gy", "highest voxel dose", nullable=True),
+            field(
+                "d2_gy",
+                pa.float64(),
+                "Gy",
+                "minimum dose to the hottest 2 % of mass",
+                nullable=True,
+            ),
+            field("d50_gy", pa.float64(), "Gy", "minimum dose to the hottest 50 %", nullable=True),
+            field("d98_gy", pa.float64(), "Gy", "minimum dose to the hottest 98 %", nullable=True),
+            field(
+                "dvh_dose_gy",
+                pa.list_(pa.float32()),
+                "Gy",
+                "cumulative DVH dose levels, 0 to max_dose_gy (64 points)",
+                nullable=True,
+            ),
+            field(
+                "dvh_mass_fraction",
+                pa.list_(pa.float32()),
+                "1",
+                "fraction of the VOI's mass receiving at least each dvh_dose_gy level",
+                nullable=True,
+            ),
+            field("status", pa.string(), "1", "ok, or why the VOI has no voxel dose"),
             *_PROVENANCE,
         ]
     ),
@@ -383,6 +479,46 @@ ACQUISITIONS = TableSpec(
     upgrades={1: dict.fromkeys((f.name for f in _ACQUISITION_V2_METADATA), None)},
 )
 
+_PATIENT_SUMMARY_FIELDS = [
+    *_SUBJECT,
+    field("cycle_number", pa.int16(), "1", "1-based treatment cycle", nullable=True),
+    field("kinetics_method", pa.string(), "1", "TIA method of the doses"),
+    field("dose_method", pa.string(), "1", "dose method of the doses"),
+    field("method_parameters_hash", pa.string(), "1", "hash of both methods' settings"),
+    field(
+        "injected_activity_mbq",
+        pa.float64(),
+        "MBq",
+        "administered activity (RadionuclideTotalDose)",
+        nullable=True,
+    ),
+    field("n_lesions", pa.int16(), "1", "lesions with a dose"),
+    field("lesion_min_dose_gy", pa.float64(), "Gy", "lowest lesion dose", nullable=True),
+    field(
+        "lesion_mean_dose_gy",
+        pa.float64(),
+        "Gy",
+        "mass-weighted mean tumour dose (GTD)",
+        nullable=True,
+    ),
+    field("kidney_mean_dose_gy", pa.float64(), "Gy", "mean kidney dose", nullable=True),
+    field(
+        "meets_min_lesion_35gy",
+        pa.bool_(),
+        "1",
+        "lesion_min_dose_gy >= 35 Gy",
+        nullable=True,
+    ),
+    field(
+        "meets_mean_lesion_10_6gy",
+        pa.bool_(),
+        "1",
+        "lesion_mean_dose_gy >= 10.6 Gy",
+        nullable=True,
+    ),
+    *_PROVENANCE,
+]
+
 PATIENT_SUMMARY = TableSpec(
     name="patient_summary",
     version=1,
@@ -392,47 +528,18 @@ PATIENT_SUMMARY = TableSpec(
         "tumour dose; see the seed review)."
     ),
     key_columns=("subject_key", "cycle_key", "kinetics_method", "dose_method"),
-    schema=pa.schema(
-        [
-            *_SUBJECT,
-            field("cycle_number", pa.int16(), "1", "1-based treatment cycle", nullable=True),
-            field("kinetics_method", pa.string(), "1", "TIA method of the doses"),
-            field("dose_method", pa.string(), "1", "dose method of the doses"),
-            field("method_parameters_hash", pa.string(), "1", "hash of both methods' settings"),
-            field(
-                "injected_activity_mbq",
-                pa.float64(),
-                "MBq",
-                "administered activity (RadionuclideTotalDose)",
-                nullable=True,
-            ),
-            field("n_lesions", pa.int16(), "1", "lesions with a dose"),
-            field("lesion_min_dose_gy", pa.float64(), "Gy", "lowest lesion dose", nullable=True),
-            field(
-                "lesion_mean_dose_gy",
-                pa.float64(),
-                "Gy",
-                "mass-weighted mean tumour dose (GTD)",
-                nullable=True,
-            ),
-            field("kidney_mean_dose_gy", pa.float64(), "Gy", "mean kidney dose", nullable=True),
-            field(
-                "meets_min_lesion_35gy",
-                pa.bool_(),
-                "1",
-                "lesion_min_dose_gy >= 35 Gy",
-                nullable=True,
-            ),
-            field(
-                "meets_mean_lesion_10_6gy",
-                pa.bool_(),
-                "1",
-                "lesion_mean_dose_gy >= 10.6 Gy",
-                nullable=True,
-            ),
-            *_PROVENANCE,
-        ]
+    schema=pa.schema(_PATIENT_SUMMARY_FIELDS),
+)
+
+VOXEL_DOSE_SUMMARY = TableSpec(
+    name="voxel_dose_summary",
+    version=1,
+    doc=(
+        "patient_summary's columns for the voxel methods (issue 7): one row per patient cycle, "
+        "voxel kinetics model and voxel dose method, from the VOI mean doses of voxel_dose."
     ),
+    key_columns=("subject_key", "cycle_key", "kinetics_method", "dose_method"),
+    schema=pa.schema(_PATIENT_SUMMARY_FIELDS),
 )
 
 METHOD_COMPARISON = TableSpec(
@@ -579,6 +686,8 @@ TABLES: dict[str, TableSpec] = {
         KINETICS,
         ABSORBED_DOSE,
         PATIENT_SUMMARY,
+        VOXEL_DOSE,
+        VOXEL_DOSE_SUMMARY,
         METHOD_COMPARISON,
         SITE_CALIBRATIONS,
         QC_FINDINGS,

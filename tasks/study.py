@@ -1,4 +1,5 @@
-"""Tasks of the study path: catalogue, assemble, quantify, kinetics, dose, tables, publish."""
+"""Tasks of the study path: catalogue, assemble, quantify, kinetics, dose, voxel dose, tables,
+publish."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 
 from concordose.calibration.gate import CycleVerdict, gate_cycle
+from concordose.calibration.protocol import load_protocol
 from concordose.calibration.registry import CalibrationRecord, SiteRegistry
 from concordose.dicom.catalogue import CataloguedInstance, catalogue
 from concordose.dicom.study import CycleStudy, assemble_cycles
 from concordose.dose.models import DoseBatch, DoseInput
 from concordose.dose.registry import DOSE_METHODS
+from concordose.dose.voxel_dosimetry import CycleVoxelDose, cycle_voxel_dosimetry
 from concordose.kinetics.models import KineticsBatch
 from concordose.kinetics.registry import KINETICS_METHODS
+from concordose.kinetics.uncertainty import total_tia_sd_mbq_h
 from concordose.quant.cycle import CycleTimeActivity, quantify_cycle
 from concordose.results.cycle_summary import (
     build_acquisition_tables,
@@ -30,6 +34,7 @@ from concordose.results.cycle_tables import CycleIdentity, build_cycle_tables
 from concordose.results.object_store import BucketMissingError, ObjectStore, StoreAccessDeniedError
 from concordose.results.provenance import Provenance
 from concordose.results.publish import PublishedRun, ValidationFailedError, publish_tables
+from concordose.results.voxel_tables import build_voxel_dose_tables
 
 
 @task(name="catalogue", cache_policy=NO_CACHE)
@@ -74,17 +79,49 @@ def kinetics_task(tac: CycleTimeActivity, methods: Sequence[str]) -> list[Kineti
 def dose_task(
     tac: CycleTimeActivity, kinetics: list[KineticsBatch], methods: Sequence[str]
 ) -> list[tuple[KineticsBatch, DoseBatch]]:
-    """Mean dose of every VOI for every (kinetics method, dose method) pair."""
+    """Mean dose of every VOI for every (kinetics method, dose method) pair, with its SD where
+    the kinetics method gives the TIA's (fit ⊕ calibration factor)."""
     return [
         (
             batch,
             DOSE_METHODS.get(name).compute(
-                DoseInput(labels=tac.labels, tia_mbq_h=batch.tia_mbq_h, mass_g=tac.mass_g)
+                DoseInput(
+                    labels=tac.labels,
+                    tia_mbq_h=batch.tia_mbq_h,
+                    mass_g=tac.mass_g,
+                    tia_sd_mbq_h=total_tia_sd_mbq_h(
+                        batch.tia_mbq_h, batch.tia_sd_mbq_h, tac.calibration_relative_sd
+                    ),
+                )
             ),
         )
         for batch in kinetics
         for name in methods
     ]
+
+
+@task(name="voxel-dose", cache_policy=NO_CACHE)
+def voxel_dose_task(
+    cycle: CycleStudy, calibration: CalibrationRecord, tac: CycleTimeActivity, site_id: str
+) -> CycleVoxelDose | None:
+    """Voxel dosimetry of a cycle as its site protocol's ``voxel_dosimetry`` says (None when
+    disabled), reusing the quantification's registrations."""
+    rules = load_protocol(site_id).voxel_dosimetry
+    if not rules.enabled:
+        return None
+    return cycle_voxel_dosimetry(cycle, calibration, tac.alignments, rules=rules)
+
+
+@task(name="voxel-dose-tables", cache_policy=NO_CACHE)
+def voxel_tables_task(
+    identity: CycleIdentity,
+    cycle: CycleStudy,
+    tac: CycleTimeActivity,
+    voxel: CycleVoxelDose,
+    provenance: Provenance,
+) -> dict[str, pa.Table]:
+    """Tables ``voxel_dose`` and ``voxel_dose_summary`` of one cycle."""
+    return build_voxel_dose_tables(identity, cycle, tac, voxel, provenance)
 
 
 @task(name="cycle-tables", cache_policy=NO_CACHE)

@@ -34,6 +34,28 @@ class Range(BaseModel):
         return self.min <= value <= self.max
 
 
+class VoxelDosimetryRules(BaseModel):
+    """Voxel dosimetry run by the flow on every passed cycle (``voxel_dosimetry:`` key).
+
+    Attributes:
+        enabled: run it at all.
+        model: voxel kinetics model fitted to every body voxel, a name of
+            :data:`concordose.dose.voxel_dosimetry.VOXEL_KINETICS_MODELS` (published with the
+            prefix ``voxel_``, e.g. ``voxel_mono_exponential``).
+        methods: names in :data:`concordose.dose.registry.VOXEL_DOSE_METHODS`.
+        body_threshold_fraction: voxels fitted are those whose peak activity over the time
+            points exceeds this fraction of the map's 99.9th percentile (the body and its
+            spill-out); the others are taken as TIA 0.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    model: str = "mono_exponential"
+    methods: list[str] = Field(default_factory=lambda: ["ldm", "vsv_4.42mm", "vsv_2.21mm"])
+    body_threshold_fraction: float = Field(default=0.01, gt=0, lt=1)
+
+
 class SiteProtocol(BaseModel):
     """Expected acquisition and reconstruction of quantitative Lu-177 SPECT at one site.
 
@@ -52,6 +74,7 @@ class SiteProtocol(BaseModel):
         time_since_injection_h: the protocol's imaging window after injection.
         patient_weight_kg: plausible patient weight.
         voxel_mm: plausible voxel size (every axis).
+        voxel_dosimetry: what voxel dosimetry the flow runs (:class:`VoxelDosimetryRules`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -68,6 +91,7 @@ class SiteProtocol(BaseModel):
     time_since_injection_h: Range = Range(min=0.5, max=400.0)
     patient_weight_kg: Range = Range(min=20.0, max=250.0)
     voxel_mm: Range = Range(min=1.0, max=8.0)
+    voxel_dosimetry: VoxelDosimetryRules = VoxelDosimetryRules()
 
 
 def _protocol_dir() -> Path:

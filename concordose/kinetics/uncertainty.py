@@ -59,3 +59,20 @@ def tia_sd_with_calibration_mbq_h(
         np.asarray(tia_fit_sd_mbq_h) ** 2 + (np.asarray(tia_mbq_h) * calibration_relative_sd) ** 2
     )
     return total
+
+
+def total_tia_sd_mbq_h(
+    tia_mbq_h: FloatArray,
+    tia_fit_sd_mbq_h: FloatArray | None,
+    calibration_relative_sd: float | None,
+) -> FloatArray | None:
+    """The TIA uncertainty a dose is computed with: fit part ⊕ calibration part.
+
+    None when the kinetics method gives no fit uncertainty (the dose's is then unknown); the
+    calibration part is left out (taken as 0) when the site's record states none.
+    """
+    if tia_fit_sd_mbq_h is None:
+        return None
+    return tia_sd_with_calibration_mbq_h(
+        tia_mbq_h, tia_fit_sd_mbq_h, calibration_relative_sd or 0.0
+    )

@@ -27,7 +27,13 @@ from concordose.quant.alignment import TimePointAlignment
 from concordose.quant.cycle import CycleTimeActivity
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.provenance import Provenance
-from schemas.tables import ACQUISITIONS, METHOD_COMPARISON, PATIENT_SUMMARY, QC_FINDINGS
+from schemas.tables import (
+    ACQUISITIONS,
+    METHOD_COMPARISON,
+    PATIENT_SUMMARY,
+    QC_FINDINGS,
+    TableSpec,
+)
 
 MIN_LESION_DOSE_THRESHOLD_GY = 35.0
 MEAN_LESION_DOSE_THRESHOLD_GY = 10.6
@@ -166,8 +172,16 @@ def build_patient_summary(
     tac: CycleTimeActivity,
     doses: Sequence[tuple[KineticsBatch, DoseBatch]],
     provenance: Provenance,
+    *,
+    mass_g: np.ndarray[Any, Any] | None = None,
+    spec: TableSpec = PATIENT_SUMMARY,
 ) -> pa.Table:
-    """Table ``patient_summary``: one row per (kinetics method, dose method) of the cycle."""
+    """Table ``patient_summary``: one row per (kinetics method, dose method) of the cycle.
+
+    ``mass_g`` (per VOI, default ``tac.mass_g``) weighs the mean tumour and kidney doses: the
+    voxel methods pass their SPECT-grid masses, with ``spec`` ``voxel_dose_summary``.
+    """
+    masses = tac.mass_g if mass_g is None else mass_g
     is_lesion = np.array([t == VoiType.LESION for t in tac.voi_types])
     is_kidney = np.array([label.startswith("kidney") for label in tac.labels])
     rows = []
@@ -177,7 +191,7 @@ def build_patient_summary(
         lesions = is_lesion & finite
         kidneys = is_kidney & finite
         lesion_min = float(dose_gy[lesions].min()) if lesions.any() else None
-        lesion_mean = _mass_weighted_mean(dose_gy[lesions], tac.mass_g[lesions])
+        lesion_mean = _mass_weighted_mean(dose_gy[lesions], masses[lesions])
         parameters = f"{kinetics_batch.parameters_hash}|{dose_batch.parameters_hash}"
         rows.append(
             {
@@ -192,18 +206,18 @@ def build_patient_summary(
                 "n_lesions": int(lesions.sum()),
                 "lesion_min_dose_gy": lesion_min,
                 "lesion_mean_dose_gy": lesion_mean,
-                "kidney_mean_dose_gy": _mass_weighted_mean(dose_gy[kidneys], tac.mass_g[kidneys]),
+                "kidney_mean_dose_gy": _mass_weighted_mean(dose_gy[kidneys], masses[kidneys]),
                 "meets_min_lesion_35gy": (
                     None if lesion_min is None else lesion_min >= MIN_LESION_DOSE_THRESHOLD_GY
                 ),
                 "meets_mean_lesion_10_6gy": (
                     None if lesion_mean is None else lesion_mean >= MEAN_LESION_DOSE_THRESHOLD_GY
                 ),
-                "schema_version": PATIENT_SUMMARY.version,
+                "schema_version": spec.version,
                 **_provenance(provenance, tac.calibration_record_id, tac.sop_instance_uids),
             }
         )
-    return pa.Table.from_pylist(rows, schema=PATIENT_SUMMARY.schema)
+    return pa.Table.from_pylist(rows, schema=spec.schema)
 
 
 REFERENCE_KINETICS_METHOD = REFERENCE_METHOD_NAME

@@ -177,6 +177,7 @@ def build_cycle_tables(
             "mass_g": float(tac.mass_g[voi]),
             "tia_mbq_h": _nullable(kinetics_batch.tia_mbq_h[voi]),
             "mean_dose_gy": _nullable(dose_batch.mean_dose_gy[voi]),
+            "dose_sd_gy": _nullable_at(dose_batch.mean_dose_sd_gy, voi),
             "status": dose_batch.status[voi],
             "schema_version": ABSORBED_DOSE.version,
             **common_provenance,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -24,12 +24,18 @@ import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from concordose.dose.registry import DOSE_METHODS
+from concordose.dose.registry import DOSE_METHODS, VOXEL_DOSE_METHODS
+from concordose.dose.voxel_dosimetry import voxel_kinetics_names
 from concordose.errors import ConfigurationError
 from concordose.kinetics.registry import KINETICS_METHODS
 from schemas.tables import TABLES, TableSpec
 
-_REGISTRIES = {"kinetics": KINETICS_METHODS, "dose": DOSE_METHODS}
+_REGISTRIES: dict[str, Callable[[], list[str]]] = {
+    "kinetics": KINETICS_METHODS.names,
+    "dose": DOSE_METHODS.names,
+    "voxel_dose": VOXEL_DOSE_METHODS.names,
+    "voxel_kinetics": voxel_kinetics_names,  # voxel_<model> (concordose.dose.voxel_dosimetry)
+}
 
 # GX's own logging of every expectation is noise at INFO level.
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -100,9 +106,7 @@ def load_rules(path: Path | None = None) -> dict[str, TableRules]:
 
 
 def _registry_names(registry: str) -> list[str]:
-    if registry == "kinetics":
-        return KINETICS_METHODS.names()
-    return DOSE_METHODS.names()
+    return _REGISTRIES[registry]()
 
 
 def suite_expectations(spec: TableSpec, rules: TableRules | None = None) -> list[Any]:

@@ -24,6 +24,7 @@ from concordose.dose.sphere_svalues import lu177_sphere_table
 from concordose.results.catalogue import query, read_current
 from concordose.results.object_store import open_object_store
 from concordose.settings import Settings
+from schemas.tables import ABSORBED_DOSE
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +113,9 @@ def test_rows_carry_provenance_and_no_direct_identifier(demo_run: Path) -> None:
 
 def test_output_is_a_hive_partitioned_dataset(demo_run: Path) -> None:
     dataset = pads.dataset(
-        demo_run / "output" / "absorbed_dose" / "v1", format="parquet", partitioning="hive"
+        demo_run / "output" / "absorbed_dose" / f"v{ABSORBED_DOSE.version}",
+        format="parquet",
+        partitioning="hive",
     )
     table = dataset.to_table()
     assert set(table.column("site_id").to_pylist()) == {"milan"}

@@ -33,6 +33,8 @@ def test_the_issue_tables_exist() -> None:
         "kinetics",
         "absorbed_dose",
         "patient_summary",
+        "voxel_dose",  # issue 7
+        "voxel_dose_summary",
         "method_comparison",
         "site_calibrations",
         "qc_findings",

@@ -20,7 +20,7 @@ from concordose.results.publish import (
     publish_tables,
 )
 from concordose.settings import Settings
-from schemas.tables import VOI_TIMEPOINTS
+from schemas.tables import ABSORBED_DOSE, VOI_TIMEPOINTS
 from tests.results_rows import (
     calibration_table,
     dose_table,
@@ -67,7 +67,8 @@ def test_rerun_that_no_longer_produces_a_table_removes_its_old_rows(store: Objec
 
 def test_unmanifested_objects_are_invisible(store: ObjectStore) -> None:
     publish_tables(store, run_tables("run-a", {"c1": 40.0}), provenance("run-a"))
-    orphan = Path(store.base) / "absorbed_dose" / "v1" / "site_id=milan" / "run-x.parquet"
+    version = f"v{ABSORBED_DOSE.version}"
+    orphan = Path(store.base) / "absorbed_dose" / version / "site_id=milan" / "run-x.parquet"
     pq.write_table(dose_table("run-x", "c1", dose_gy=99.0), orphan)
     assert _doses(store) == {"c1": (40.0, "run-a")}
 
@@ -170,7 +171,8 @@ def test_data_docs_and_validation_results_of_the_last_run(store: ObjectStore) ->
     results = json.loads((base / "_validation" / "run-a.json").read_text())
     assert results["kinetics"]["success"] is True
     manifest = json.loads((base / MANIFEST_DIR / "run-a.json").read_text())
-    assert manifest["validation"]["absorbed_dose"]["suite"] == "absorbed_dose.v1"
+    suite = f"absorbed_dose.v{ABSORBED_DOSE.version}"
+    assert manifest["validation"]["absorbed_dose"]["suite"] == suite
 
 
 def test_query_command_lesion_dose_by_site_and_method(store: ObjectStore) -> None:

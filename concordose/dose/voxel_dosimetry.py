@@ -1,0 +1,358 @@
+"""Voxel dosimetry of one treatment cycle: registered activity maps → voxel fits → voxel dose
+methods → per-VOI dose metrics, with the dose's uncertainty.
+
+Steps (:func:`cycle_voxel_dosimetry`):
+
+1. every time point's activity map on the first time point's SPECT grid
+   (:func:`concordose.quant.time_point_maps.registered_activity_maps`), through the
+   registrations the VOI quantification already computed (``CycleTimeActivity.alignments``):
+   nothing is registered twice;
+2. the voxel kinetics model (``voxel_dosimetry.model`` of the site protocol) fitted to every
+   body voxel (:func:`concordose.kinetics.voxel.fit_voxels`); the body is the voxels whose peak
+   activity exceeds ``body_threshold_fraction`` of the peak map's 99.9th percentile, the rest is
+   TIA 0 (air and noise); a voxel whose fit failed also counts as TIA 0 and the fraction of such
+   voxels is reported per VOI (a VOI above :data:`MAX_FAILED_FRACTION` gets no dose);
+3. each voxel dose method (``VOXEL_DOSE_METHODS``) on the TIA map, unit density (no CT density
+   map on the SPECT grid yet: the ``_density`` variants are refused);
+4. per-VOI metrics (:func:`concordose.dose.metrics.voi_dose_metrics`) with each VOI's own mask on
+   the SPECT grid (nearest-neighbour resampling of the SEG through the first time point's
+   alignment), so overlapping VOIs (a lesion inside the liver) each keep all their voxels.
+
+Uncertainty (published as ``dose_sd_gy``): the voxel fits give each voxel's TIA standard
+deviation (gᵀVg, Gear et al. 2018, EJNMMI 45:2456). Neighbouring voxels' errors are strongly
+correlated (the camera's resolution spans several voxels), so we take them as *fully
+correlated*: every method is linear in the TIA map, hence the dose's SD map is the method
+applied to the TIA SD map, and a VOI's mean-dose SD the mean of that map over the VOI (an upper
+bound of the fit part; independent voxels would give ≈ 1/√n of it). The calibration factor's
+relative SD (one factor for all time points and voxels) is added in quadrature. Kernel (S-value)
+uncertainty is not stated by the packaged VSV sources and is not included. A VOI with a fitted
+voxel whose TIA SD is not estimable gets an unknown (NaN) SD, never a smaller one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from concordose.calibration.protocol import VoxelDosimetryRules
+from concordose.calibration.registry import CalibrationRecord
+from concordose.dicom.seg import VoiType, read_segmentation
+from concordose.dicom.study import CycleStudy
+from concordose.dose.metrics import VoiDoseMetrics, voi_dose_metrics
+from concordose.dose.models import DoseBatch, VoxelDoseInput
+from concordose.dose.registry import VOXEL_DOSE_METHODS
+from concordose.errors import ConfigurationError
+from concordose.kinetics.exponential_fit import ALL_MODELS, ExponentialModel
+from concordose.kinetics.models import STATUS_OK, KineticsBatch, settings_hash
+from concordose.kinetics.voxel import VOXEL_FIT_SETTINGS, fit_voxels
+from concordose.quant.alignment import TimePointAlignment
+from concordose.quant.time_point_maps import registered_activity_maps
+from concordose.quant.voi import resample_vois
+
+FloatArray = npt.NDArray[np.float64]
+
+VOXEL_KINETICS_MODELS: dict[str, ExponentialModel] = {model.name: model for model in ALL_MODELS}
+"""Voxel kinetics models by name (``voxel_dosimetry.model`` in the protocol)."""
+VOXEL_KINETICS_PREFIX = "voxel_"
+"""Published kinetics method of voxel rows: ``voxel_<model>``, never a VOI method's name."""
+VOXEL_KINETICS_VERSION = "1"
+MAX_FAILED_FRACTION = 0.05
+"""A VOI with more than this fraction of voxels whose fit failed (TIA taken as 0) gets no dose."""
+
+
+def voxel_kinetics_names() -> list[str]:
+    """Every publishable voxel kinetics method name (``voxel_<model>``), sorted."""
+    return sorted(VOXEL_KINETICS_PREFIX + name for name in VOXEL_KINETICS_MODELS)
+
+
+@dataclass(frozen=True)
+class VoxelVoiDose:
+    """One VOI's dose by one voxel method.
+
+    Attributes:
+        metrics: the VOI's dose statistics (None when ``status`` is not ok).
+        dose_sd_gy: standard deviation of the VOI mean dose, Gy (NaN when unknown).
+        status: ``"ok"`` or why there is no dose.
+    """
+
+    metrics: VoiDoseMetrics | None
+    dose_sd_gy: float
+    status: str
+
+
+@dataclass(frozen=True)
+class VoxelMethodDose:
+    """Every VOI's dose by one voxel dose method (VOIs in the cycle's order)."""
+
+    method: str
+    method_version: str
+    parameters_hash: str
+    vois: tuple[VoxelVoiDose, ...]
+
+    @property
+    def mean_dose_gy(self) -> FloatArray:
+        """VOI mean doses, Gy (NaN without a dose)."""
+        return np.array(
+            [v.metrics.mean_dose_gy if v.metrics is not None else np.nan for v in self.vois]
+        )
+
+    @property
+    def mean_dose_sd_gy(self) -> FloatArray:
+        """Their standard deviations, Gy."""
+        return np.array([v.dose_sd_gy for v in self.vois])
+
+
+@dataclass(frozen=True)
+class CycleVoxelDose:
+    """Voxel dosimetry of one cycle.
+
+    Attributes:
+        kinetics_method: ``voxel_<model>``.
+        kinetics_parameters_hash: hash of the voxel kinetics settings (model, fit, body mask).
+        labels, voi_types: per VOI, the cycle's order.
+        mass_g: VOI mass on the SPECT grid (unit density), g.
+        tia_mbq_h: sum of the voxel TIAs in each VOI, MBq·h.
+        tia_sd_mbq_h: its SD (voxel fit SDs summed, i.e. fully correlated, ⊕ calibration), MBq·h.
+        failed_fraction: per VOI, the fraction of its voxels whose fit failed (TIA 0 assumed).
+        status: per VOI, ``"ok"`` or why it has no dose.
+        doses: one entry per voxel dose method.
+        fit_status_counts: voxels per fit status (body voxels only).
+        spacing_mm: the SPECT grid's voxel size (z, y, x), mm.
+        conservation_factor: per time point, the activity-conserving factor of the resampling.
+    """
+
+    kinetics_method: str
+    kinetics_parameters_hash: str
+    labels: tuple[str, ...]
+    voi_types: tuple[VoiType, ...]
+    mass_g: FloatArray
+    tia_mbq_h: FloatArray
+    tia_sd_mbq_h: FloatArray
+    failed_fraction: FloatArray
+    status: tuple[str, ...]
+    doses: tuple[VoxelMethodDose, ...]
+    fit_status_counts: dict[str, int]
+    spacing_mm: tuple[float, float, float]
+    conservation_factor: FloatArray
+
+    def as_voi_batches(self) -> list[tuple[KineticsBatch, DoseBatch]]:
+        """Each method's VOI mean doses as (kinetics, dose) batches, the shape the VOI-level
+        summaries (``patient_summary`` builder) take."""
+        kinetics = KineticsBatch(
+            method=self.kinetics_method,
+            method_version=VOXEL_KINETICS_VERSION,
+            parameters_hash=self.kinetics_parameters_hash,
+            tia_mbq_h=self.tia_mbq_h,
+            fit_parameters={},
+            status=self.status,
+            tia_sd_mbq_h=self.tia_sd_mbq_h,
+        )
+        return [
+            (
+                kinetics,
+                DoseBatch(
+                    method=dose.method,
+                    method_version=dose.method_version,
+                    parameters_hash=dose.parameters_hash,
+                    mean_dose_gy=dose.mean_dose_gy,
+                    status=tuple(v.status for v in dose.vois),
+                    mean_dose_sd_gy=dose.mean_dose_sd_gy,
+                ),
+            )
+            for dose in self.doses
+        ]
+
+
+def _check_rules(rules: VoxelDosimetryRules, n_time_points: int) -> ExponentialModel:
+    """The model of ``rules``, after checking every name against the registries.
+
+    Raises:
+        ConfigurationError: unknown model or method, a density method, or too few time points.
+    """
+    where = "site protocol voxel_dosimetry"
+    model = VOXEL_KINETICS_MODELS.get(rules.model)
+    if model is None:
+        raise ConfigurationError(
+            f"{where}.model is {rules.model!r}; expected one of {sorted(VOXEL_KINETICS_MODELS)}"
+        )
+    if model.n_parameters >= n_time_points:
+        raise ConfigurationError(
+            f"{where}.model {rules.model!r} has {model.n_parameters} parameters but the cycle "
+            f"has {n_time_points} time points; choose a model with fewer parameters than points"
+        )
+    if not rules.methods:
+        raise ConfigurationError(f"{where}.methods is empty; name at least one voxel method")
+    for name in rules.methods:
+        VOXEL_DOSE_METHODS.get(name)  # raises ConfigurationError naming the known ones
+        if name.endswith("_density"):
+            raise ConfigurationError(
+                f"{where}.methods names {name!r}, which needs a CT density map on the SPECT "
+                "grid; the flow does not build one yet: use the method without '_density'"
+            )
+    return model
+
+
+def voxel_kinetics_settings(rules: VoxelDosimetryRules) -> dict[str, object]:
+    """The voxel kinetics settings hashed into the rows' provenance."""
+    return {
+        "model": rules.model,
+        "maps": "registered_activity_maps: linear resampling onto the first SPECT grid, "
+        "activity-conserving rescale",
+        "fit_settings": repr(VOXEL_FIT_SETTINGS),
+        "body_threshold_fraction": rules.body_threshold_fraction,
+        "failed_voxels": f"TIA 0; VOI refused above {MAX_FAILED_FRACTION} failed",
+    }
+
+
+def voxel_dose_from_maps(
+    time_h: FloatArray,
+    activity_maps_mbq: FloatArray,
+    spacing_mm: tuple[float, float, float],
+    voi_masks: npt.NDArray[np.bool_],
+    *,
+    labels: Sequence[str],
+    voi_types: Sequence[VoiType],
+    rules: VoxelDosimetryRules | None = None,
+    calibration_relative_sd: float | None = None,
+    conservation_factor: FloatArray | None = None,
+) -> CycleVoxelDose:
+    """Voxel dosimetry from activity maps already on one grid (steps 2–4 of the module).
+
+    Args:
+        time_h: (t,) hours after injection.
+        activity_maps_mbq: (t, z, y, x) activity per voxel at acquisition time, MBq.
+        spacing_mm: voxel size (z, y, x), mm.
+        voi_masks: (n_voi, z, y, x) boolean VOI masks on the same grid.
+        labels, voi_types: per VOI.
+        rules: model, methods and body mask (default :class:`VoxelDosimetryRules`).
+        calibration_relative_sd: the calibration factor's relative SD, added in quadrature.
+        conservation_factor: per time point, from the resampling (kept for the record).
+
+    Raises:
+        ConfigurationError: unknown or unusable model or method names.
+        ConcordoseError: shapes that do not agree.
+    """
+    rules = rules or VoxelDosimetryRules()
+    maps = np.asarray(activity_maps_mbq, dtype=np.float64)
+    model = _check_rules(rules, len(time_h))
+    if voi_masks.shape[1:] != maps.shape[1:] or voi_masks.shape[0] != len(labels):
+        raise ConfigurationError(
+            f"VOI masks have shape {voi_masks.shape}; expected ({len(labels)}, *{maps.shape[1:]})"
+            " to match the labels and the activity maps"
+        )
+    peak = maps.max(axis=0)
+    body = peak > rules.body_threshold_fraction * float(np.percentile(peak, 99.9))
+    fitted = fit_voxels(np.asarray(time_h, dtype=np.float64), maps, body, model)
+    failed = body & ~np.isfinite(fitted.tia_mbq_h)
+    tia_map = np.nan_to_num(fitted.tia_mbq_h, nan=0.0)
+    tia_sd_map = np.where(np.isfinite(fitted.tia_sd_mbq_h), fitted.tia_sd_mbq_h, 0.0)
+    cf = calibration_relative_sd or 0.0
+
+    n_voxels = voi_masks.reshape(len(labels), -1).sum(axis=1)
+    voxel_volume_ml = float(np.prod(spacing_mm)) / 1000.0
+    mass_g = n_voxels * voxel_volume_ml  # unit density, as the voxel methods without density
+    tia = np.array([tia_map[mask].sum() for mask in voi_masks])
+    # a fitted voxel whose TIA SD is not estimable leaves its VOI's uncertainty unknown (NaN),
+    # never silently smaller
+    sd_unknown = np.isfinite(fitted.tia_mbq_h) & ~np.isfinite(fitted.tia_sd_mbq_h)
+    voi_sd_unknown = np.array([bool(sd_unknown[mask].any()) for mask in voi_masks])
+    tia_fit_sd = np.array([tia_sd_map[mask].sum() for mask in voi_masks])
+    tia_fit_sd[voi_sd_unknown] = np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        failed_fraction = np.array([failed[mask].sum() for mask in voi_masks]) / n_voxels
+    status = tuple(
+        "no voxel of the VOI on the SPECT grid"
+        if n == 0
+        else (
+            f"{f:.1%} of the VOI's voxel fits failed (more than {MAX_FAILED_FRACTION:.0%})"
+            if f > MAX_FAILED_FRACTION
+            else STATUS_OK
+        )
+        for n, f in zip(n_voxels, failed_fraction, strict=True)
+    )
+
+    doses = []
+    for name in rules.methods:
+        method = VOXEL_DOSE_METHODS.get(name)
+        dose_map = method.compute_map(VoxelDoseInput(tia_map, spacing_mm))
+        sd_map = method.compute_map(VoxelDoseInput(tia_sd_map, spacing_mm)).dose_gy
+        vois = []
+        for index, mask in enumerate(voi_masks):
+            if status[index] != STATUS_OK:
+                vois.append(VoxelVoiDose(None, float("nan"), status[index]))
+                continue
+            (metrics,) = voi_dose_metrics(
+                dose_map.dose_gy, mask.astype(np.int8), {1: labels[index]}, voxel_volume_ml
+            )
+            fit_sd = float("nan") if voi_sd_unknown[index] else float(sd_map[mask].mean())
+            sd = float(np.hypot(fit_sd, metrics.mean_dose_gy * cf))
+            vois.append(VoxelVoiDose(metrics, sd, STATUS_OK))
+        doses.append(
+            VoxelMethodDose(
+                method=dose_map.method,
+                method_version=dose_map.method_version,
+                parameters_hash=dose_map.parameters_hash,
+                vois=tuple(vois),
+            )
+        )
+    return CycleVoxelDose(
+        kinetics_method=VOXEL_KINETICS_PREFIX + model.name,
+        kinetics_parameters_hash=settings_hash(voxel_kinetics_settings(rules)),
+        labels=tuple(labels),
+        voi_types=tuple(voi_types),
+        mass_g=mass_g.astype(np.float64),
+        tia_mbq_h=tia,
+        tia_sd_mbq_h=np.hypot(tia_fit_sd, tia * cf),
+        failed_fraction=failed_fraction,
+        status=status,
+        doses=tuple(doses),
+        fit_status_counts=fitted.status_counts,
+        spacing_mm=spacing_mm,
+        conservation_factor=(
+            np.ones(len(time_h)) if conservation_factor is None else conservation_factor
+        ),
+    )
+
+
+def cycle_voxel_dosimetry(
+    cycle: CycleStudy,
+    calibration: CalibrationRecord,
+    alignments: Sequence[TimePointAlignment],
+    *,
+    rules: VoxelDosimetryRules | None = None,
+) -> CycleVoxelDose:
+    """Voxel dosimetry of ``cycle`` (the module's steps 1–4).
+
+    Args:
+        cycle: the assembled cycle (time points ordered).
+        calibration: the site's calibration record the VOI quantification used.
+        alignments: per time point, the registrations the VOI quantification computed
+            (``CycleTimeActivity.alignments``); reused, never recomputed.
+        rules: the site protocol's ``voxel_dosimetry`` (default :class:`VoxelDosimetryRules`).
+
+    Raises:
+        ConfigurationError: bad ``rules``; ValueError: not one alignment per time point;
+        UnreadableDicomError, StudyIncompleteError: from the readers.
+    """
+    rules = rules or VoxelDosimetryRules()
+    _check_rules(rules, len(cycle.time_points))
+    maps = registered_activity_maps(cycle, calibration, alignments)
+    geometry = maps.geometry
+    vois = resample_vois(
+        read_segmentation(cycle.segmentation), geometry, alignments[0].mask_transform()
+    )
+    sx, sy, sz = geometry.spacing_mm
+    return voxel_dose_from_maps(
+        maps.time_h,
+        maps.activity_mbq,
+        (float(sz), float(sy), float(sx)),
+        vois.masks,
+        labels=vois.labels,
+        voi_types=vois.voi_types,
+        rules=rules,
+        calibration_relative_sd=calibration.calibration_factor_relative_uncertainty,
+        conservation_factor=maps.conservation_factor,
+    )

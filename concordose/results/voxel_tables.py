@@ -1,0 +1,108 @@
+"""Tables ``voxel_dose`` and ``voxel_dose_summary`` of one cycle, from its voxel dosimetry
+(:mod:`concordose.dose.voxel_dosimetry`).
+
+``voxel_dose_summary`` is built by the same function as ``patient_summary``
+(:func:`concordose.results.cycle_summary.build_patient_summary`), on the voxel methods' VOI mean
+doses and SPECT-grid masses, so both tables mean the same thing column by column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from concordose.dicom.pseudonym import uid_hash
+from concordose.dicom.study import CycleStudy
+from concordose.dose.voxel_dosimetry import CycleVoxelDose
+from concordose.quant.cycle import CycleTimeActivity
+from concordose.results.cycle_summary import build_patient_summary
+from concordose.results.cycle_tables import CycleIdentity
+from concordose.results.provenance import Provenance
+from schemas.tables import VOXEL_DOSE, VOXEL_DOSE_SUMMARY
+
+
+def _nullable(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def build_voxel_dose_tables(
+    identity: CycleIdentity,
+    cycle: CycleStudy,
+    tac: CycleTimeActivity,
+    voxel: CycleVoxelDose,
+    provenance: Provenance,
+) -> dict[str, pa.Table]:
+    """Tables ``voxel_dose`` (one row per VOI and voxel method) and ``voxel_dose_summary``.
+
+    ``tac`` is the cycle's VOI quantification: it gives the calibration record and the input
+    UIDs of the provenance columns (the voxel path reads the same instances).
+
+    Raises:
+        ValueError: the voxel dosimetry's VOIs are not the quantification's.
+    """
+    if voxel.labels != tac.labels:
+        raise ValueError(
+            f"voxel dosimetry VOIs {voxel.labels} differ from the quantification's {tac.labels}; "
+            "both must come from the cycle's one segmentation"
+        )
+    common: dict[str, Any] = {
+        "software_version": provenance.software_version,
+        "run_id": provenance.run_id,
+        "flow_run_id": provenance.flow_run_id,
+        "calibration_record_id": tac.calibration_record_id,
+        "input_uid_hashes": [uid_hash(uid) for uid in tac.sop_instance_uids],
+        "created_at": provenance.created_at,
+    }
+    rows = []
+    for dose in voxel.doses:
+        parameters = f"{voxel.kinetics_parameters_hash}|{dose.parameters_hash}"
+        parameters_hash = hashlib.sha256(parameters.encode()).hexdigest()[:16]
+        for index, voi in enumerate(dose.vois):
+            metrics = voi.metrics
+            rows.append(
+                {
+                    "subject_key": identity.subject_key,
+                    "site_id": identity.site_id,
+                    "cycle_key": identity.cycle_key,
+                    "voi_label": voxel.labels[index],
+                    "voi_type": str(voxel.voi_types[index]),
+                    "kinetics_method": voxel.kinetics_method,
+                    "dose_method": dose.method,
+                    "dose_method_version": dose.method_version,
+                    "method_parameters_hash": parameters_hash,
+                    "mass_g": float(voxel.mass_g[index]),
+                    "tia_mbq_h": _nullable(voxel.tia_mbq_h[index]),
+                    "tia_sd_mbq_h": _nullable(voxel.tia_sd_mbq_h[index]),
+                    "voxel_fit_failed_fraction": _nullable(voxel.failed_fraction[index]),
+                    "mean_dose_gy": None if metrics is None else metrics.mean_dose_gy,
+                    "dose_sd_gy": _nullable(voi.dose_sd_gy),
+                    "median_dose_gy": None if metrics is None else metrics.median_dose_gy,
+                    "min_dose_gy": None if metrics is None else metrics.min_dose_gy,
+                    "max_dose_gy": None if metrics is None else metrics.max_dose_gy,
+                    "d2_gy": None if metrics is None else metrics.d2_gy,
+                    "d50_gy": None if metrics is None else metrics.d50_gy,
+                    "d98_gy": None if metrics is None else metrics.d98_gy,
+                    "dvh_dose_gy": None if metrics is None else metrics.dvh_dose_gy.tolist(),
+                    "dvh_mass_fraction": (
+                        None if metrics is None else metrics.dvh_mass_fraction.tolist()
+                    ),
+                    "status": voi.status,
+                    "schema_version": VOXEL_DOSE.version,
+                    **common,
+                }
+            )
+    return {
+        VOXEL_DOSE.name: pa.Table.from_pylist(rows, schema=VOXEL_DOSE.schema),
+        VOXEL_DOSE_SUMMARY.name: build_patient_summary(
+            identity,
+            cycle,
+            tac,
+            voxel.as_voi_batches(),
+            provenance,
+            mass_g=voxel.mass_g,
+            spec=VOXEL_DOSE_SUMMARY,
+        ),
+    }
