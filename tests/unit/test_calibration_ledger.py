@@ -53,7 +53,12 @@ def test_an_edited_line_breaks_the_chain(tmp_path: Path) -> None:
     append_record(ledger, "milan", _record(9.0))
     append_record(ledger, "milan", _record(9.2))
     lines = ledger.read_text().splitlines()
-    ledger.write_text(lines[0].replace("9.0", "12.0") + "\n" + lines[1] + "\n")
+    # Edit the calibration factor itself: a bare "9.0" can also occur in the timestamp.
+    edited = lines[0].replace(
+        '"calibration_factor_cps_per_mbq": 9.0', '"calibration_factor_cps_per_mbq": 12.0'
+    )
+    assert edited != lines[0]
+    ledger.write_text(edited + "\n" + lines[1] + "\n")
     with pytest.raises(ConfigurationError, match="line 2: hash chain broken"):
         read_ledger(ledger)
 
