@@ -217,7 +217,7 @@ def _reduced_levenberg_marquardt(
     upper = np.ascontiguousarray(upper_all[:, m:].T)
     w = np.ascontiguousarray(root_w.T)
     y_w = np.ascontiguousarray((y * root_w).T)
-    amplitudes, residual, jac, _ = _projection(theta, time_h, w, y_w, model=model, floor=floor)
+    amplitudes, residual, jac, solved = _projection(theta, time_h, w, y_w, model=model, floor=floor)
     cost = (residual * residual).sum(axis=0)
     scale_y = (y_w * y_w).sum(axis=0)
     damping = np.full(n, _INITIAL_DAMPING)
@@ -275,6 +275,7 @@ def _reduced_levenberg_marquardt(
         theta = np.where(accept, trial, theta)
         cost = np.where(accept, trial_cost, cost)
         np.copyto(amplitudes, trial_amplitudes, where=accept)
+        solved |= accept
         np.copyto(residual, trial_residual, where=accept)
         np.copyto(jac, trial_jac, where=accept)
 
@@ -305,6 +306,7 @@ def _reduced_levenberg_marquardt(
             rate_theta = theta[:, leaving].T
             interior = (
                 finished[leaving]
+                & solved[leaving]
                 & np.all(amplitudes[:, leaving] >= 0, axis=0)
                 & np.all(log_amplitudes < upper_all[rows, :m] - _BOUND_MARGIN, axis=1)
                 & np.all(np.isfinite(rate_theta), axis=1)
@@ -329,7 +331,7 @@ def _reduced_levenberg_marquardt(
             lower, upper = lower[:, keep], upper[:, keep]
             y_w, w, jac, residual = y_w[:, keep], w[:, keep], jac[:, :, keep], residual[:, keep]
             cost, scale_y, history = cost[keep], scale_y[keep], history[:, keep]
-            damping, growth = damping[keep], growth[keep]
+            damping, growth, solved = damping[keep], growth[keep], solved[keep]
     return theta_out, cost_out, usable, iterations
 
 
