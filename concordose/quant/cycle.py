@@ -80,6 +80,7 @@ class CycleTimeActivity:
             was corrected), or None.
         partial_volume_background_mbq_per_ml: (n_voi, n_time_points) local background used
             (NaN for organs), or None.
+        partial_volume_shell_mm: (gap, width) of the background shells, or None.
     """
 
     labels: tuple[str, ...]
@@ -98,6 +99,7 @@ class CycleTimeActivity:
     partial_volume_model: str = ""
     partial_volume_relative_sd: npt.NDArray[np.float64] | None = None
     partial_volume_background_mbq_per_ml: npt.NDArray[np.float64] | None = None
+    partial_volume_shell_mm: tuple[float, float] | None = None
 
 
 def quantify_cycle(
@@ -225,4 +227,7 @@ def quantify_cycle(
         partial_volume_model=partial_volume_model if partial_volume_correction else "",
         partial_volume_relative_sd=pvc_relative_sd,
         partial_volume_background_mbq_per_ml=pvc_background,
+        partial_volume_shell_mm=(
+            (background_gap_mm, background_width_mm) if contrast_curve is not None else None
+        ),
     )

@@ -10,12 +10,15 @@ recovers the truth, while A / RC (the phantom's spill-in built in) misses it.
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pytest
 from scipy import ndimage
 
+from concordose.calibration.records import CalibrationRecord
 from concordose.calibration.recovery import contrast_recovery
-from concordose.errors import ConfigurationError
+from concordose.errors import ConfigurationError, OutOfRangeError
 from concordose.quant.pvc import (
     NO_BACKGROUND,
     NOT_CORRECTED,
@@ -23,6 +26,7 @@ from concordose.quant.pvc import (
     ContrastRecoveryCurve,
     LocalBackground,
     background_shells,
+    contrast_recovery_curve_from_record,
     correct_partial_volume_in_background,
     shell_statistics,
 )
@@ -40,7 +44,8 @@ def _sphere(centre_vox: tuple[float, float, float] = (36.0, 36.0, 36.0)) -> np.n
     distance = np.sqrt(
         (z - centre_vox[0]) ** 2 + (y - centre_vox[1]) ** 2 + (x - centre_vox[2]) ** 2
     )
-    return distance * VOXEL_MM <= DIAMETER_MM / 2.0
+    inside: np.ndarray = distance * VOXEL_MM <= DIAMETER_MM / 2.0
+    return inside
 
 
 def _image(sphere: np.ndarray, sphere_conc: float, background_conc: float) -> np.ndarray:
@@ -188,3 +193,30 @@ def test_shells_leave_out_other_lesions_and_refuse_bad_settings() -> None:
     assert not organ_only.any()
     with pytest.raises(ConfigurationError, match="width > 0 mm"):
         background_shells(masks, (1.0, 1.0, 1.0), np.array([True, True]), width_mm=0.0)
+
+
+def test_records_without_an_rc0_curve_are_refused_for_background_aware_pvc() -> None:
+    record = CalibrationRecord(
+        record_id="old-record",
+        calibration_factor_cps_per_mbq=9.1,
+        recovery_a_ml=2.0,
+        recovery_b=1.2,
+        valid_from=date(2026, 1, 1),
+    )
+    with pytest.raises(ConfigurationError, match="re-run concordose calibrate"):
+        contrast_recovery_curve_from_record(record)
+    complete = record.model_copy(
+        update={
+            "contrast_recovery_a_ml": 3.0,
+            "contrast_recovery_b": 1.1,
+            "contrast_recovery_covariance": [[0.04, 0.0], [0.0, 0.01]],
+        }
+    )
+    curve = contrast_recovery_curve_from_record(complete)
+    assert curve.at(np.array([3.0]))[0] == pytest.approx(0.5)
+    assert curve.source == "old-record"
+
+
+def test_contrast_recovery_refuses_a_ratio_without_contrast() -> None:
+    with pytest.raises(OutOfRangeError, match="ratio > 1"):
+        contrast_recovery(np.array([0.5]), 1.0)
