@@ -610,9 +610,21 @@ _SITE_CALIBRATION_V2_FIELDS = [
     field("recovery_b", pa.float64(), "1", "RC(V) steepness b", nullable=True),
 ]
 
+_SITE_CALIBRATION_V3_FIELDS = [
+    field(
+        "contrast_recovery_a_ml",
+        pa.float64(),
+        "mL",
+        "background-independent RC0(V) = 1/(1 + (a/V)^b), RC0 = (C_meas - C_B)/(C_S - C_B) of "
+        "the NEMA spheres: volume where RC0 = 0.5",
+        nullable=True,
+    ),
+    field("contrast_recovery_b", pa.float64(), "1", "RC0(V) steepness b", nullable=True),
+]
+
 SITE_CALIBRATIONS = TableSpec(
     name="site_calibrations",
-    version=2,
+    version=3,
     doc="One row per site calibration record (from the site's phantom scans).",
     key_columns=("site_id", "calibration_record_id"),
     scope_column="calibration_record_id",
@@ -620,12 +632,26 @@ SITE_CALIBRATIONS = TableSpec(
         [
             *_SITE_CALIBRATION_V1_FIELDS,
             *_SITE_CALIBRATION_V2_FIELDS,
+            *_SITE_CALIBRATION_V3_FIELDS,
             *_RUN_PROVENANCE,
             _CREATED_AT,
         ]
     ),
-    previous_schemas={1: pa.schema([*_SITE_CALIBRATION_V1_FIELDS, *_RUN_PROVENANCE, _CREATED_AT])},
-    upgrades={1: dict.fromkeys((f.name for f in _SITE_CALIBRATION_V2_FIELDS), None)},
+    previous_schemas={
+        1: pa.schema([*_SITE_CALIBRATION_V1_FIELDS, *_RUN_PROVENANCE, _CREATED_AT]),
+        2: pa.schema(
+            [
+                *_SITE_CALIBRATION_V1_FIELDS,
+                *_SITE_CALIBRATION_V2_FIELDS,
+                *_RUN_PROVENANCE,
+                _CREATED_AT,
+            ]
+        ),
+    },
+    upgrades={
+        1: dict.fromkeys((f.name for f in _SITE_CALIBRATION_V2_FIELDS), None),
+        2: dict.fromkeys((f.name for f in _SITE_CALIBRATION_V3_FIELDS), None),
+    },
 )
 
 QC_FINDINGS = TableSpec(

@@ -100,6 +100,11 @@ def calibrate_site(
         recovery_a_ml=nema.curve.a_ml,
         recovery_b=nema.curve.b,
         recovery_covariance=nema.curve.covariance.tolist(),
+        contrast_recovery_a_ml=None if nema.contrast_curve is None else nema.contrast_curve.a_ml,
+        contrast_recovery_b=None if nema.contrast_curve is None else nema.contrast_curve.b,
+        contrast_recovery_covariance=(
+            None if nema.contrast_curve is None else nema.contrast_curve.covariance.tolist()
+        ),
         valid_from=valid_from,
     )
     entry = None

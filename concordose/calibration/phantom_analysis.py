@@ -9,6 +9,8 @@
   peak refined by a parabola through its neighbours on each axis. Sphere VOIs are then every voxel
   whose centre lies in a sphere of the true size; RC = mean concentration there / true sphere
   concentration at scan start (no background subtraction, the definition the phantom truth uses).
+  The background-independent RC0 = (C_meas − C_B)/(C_S − C_B) uses the sheet's background
+  concentration decayed to scan start, and is fitted with the same curve form.
 
 The sheet's activities carry the dose calibrator's bias; so does the CF derived from them, and the
 two cancel in patient activities and in RC (both measured with the same calibrator).
@@ -23,7 +25,12 @@ import numpy as np
 import numpy.typing as npt
 from scipy.signal import fftconvolve
 
-from concordose.calibration.recovery import RecoveryCurve, fit_recovery_curve, sphere_recovery
+from concordose.calibration.recovery import (
+    RecoveryCurve,
+    contrast_recovery,
+    fit_recovery_curve,
+    sphere_recovery,
+)
 from concordose.calibration.sheet import CylinderSheet, NemaSheet
 from concordose.calibration.uniform_cylinder import CalibrationFactorResult, calibration_factor
 from concordose.dicom.geometry import VolumeGeometry
@@ -49,6 +56,9 @@ class NemaAnalysis:
         recovery: measured RC per sphere.
         curve: fitted RC(V).
         offset_mm: position of the phantom's body centre found in the image (patient mm).
+        contrast_recovery: background-independent RC0 per sphere (None if not derived).
+        contrast_curve: RC0(V) fitted with the same form (None if not derived).
+        sphere_to_background_ratio: true C_S/C_B at scan start from the sheet's activities.
     """
 
     volumes_ml: npt.NDArray[np.float64]
@@ -56,6 +66,9 @@ class NemaAnalysis:
     curve: RecoveryCurve
     offset_mm: tuple[float, float, float]
     acquisition: NMAcquisition
+    contrast_recovery: npt.NDArray[np.float64] | None = None
+    contrast_curve: RecoveryCurve | None = None
+    sphere_to_background_ratio: float | None = None
 
 
 def _scan(
@@ -171,6 +184,25 @@ def analyse_nema(
         true_concentration=true_mbq_per_ml,
     )
     volumes = np.asarray(spheres.volumes_ml, dtype=np.float64)
+    background = sheet.fill.background
+    background_mbq_per_ml = (
+        background.activity_at(sheet.scan.acquisition_start) / background.volume_ml
+    )
+    ratio = true_mbq_per_ml / background_mbq_per_ml
+    rc0 = contrast_recovery(recovery, ratio)
+    # A small sphere's RC0 can come out ≤ 0 in a noisy scan (no contrast left): the curve is
+    # fitted to the spheres with RC0 > 0, and not derived when fewer than three remain.
+    kept = rc0 > 0
+    contrast_curve = (
+        fit_recovery_curve(volumes[kept], rc0[kept]) if np.count_nonzero(kept) >= 3 else None
+    )
     return NemaAnalysis(
-        volumes, recovery, fit_recovery_curve(volumes, recovery), offset, acquisition
+        volumes,
+        recovery,
+        fit_recovery_curve(volumes, recovery),
+        offset,
+        acquisition,
+        contrast_recovery=rc0,
+        contrast_curve=contrast_curve,
+        sphere_to_background_ratio=ratio,
     )

@@ -19,7 +19,14 @@ class CalibrationRecord(BaseModel):
         calibration_factor_cps_per_mbq: counts per second in the reconstructed image per MBq in
             the field of view (from a uniform-cylinder phantom scan).
         recovery_a_ml, recovery_b, recovery_covariance: RC(V) = 1 / (1 + (a/V)^b) (V in mL)
-            from a NEMA IEC body phantom scan, with the 2×2 covariance of (a, b).
+            from a NEMA IEC body phantom scan, with the 2×2 covariance of (a, b). RC is the
+            sphere VOI's mean over the true sphere concentration, so it holds the phantom
+            background's spill-in (kept for provenance and the plain ``A / RC`` correction).
+        contrast_recovery_a_ml, contrast_recovery_b, contrast_recovery_covariance: the same
+            form fitted to the background-independent RC0 = (C_meas − C_B)/(C_sphere − C_B) of
+            the same spheres with the phantom's known background C_B (used by the
+            background-aware correction, ``quant.pvc``); ``None`` in records calibrated before
+            it was derived.
         valid_from / valid_to: inclusive dates; ``valid_to`` ``None`` means still valid.
     """
 
@@ -35,6 +42,9 @@ class CalibrationRecord(BaseModel):
     recovery_a_ml: float | None = Field(default=None, gt=0)
     recovery_b: float | None = Field(default=None, gt=0)
     recovery_covariance: list[list[float]] | None = None
+    contrast_recovery_a_ml: float | None = Field(default=None, gt=0)
+    contrast_recovery_b: float | None = Field(default=None, gt=0)
+    contrast_recovery_covariance: list[list[float]] | None = None
     valid_from: date
     valid_to: date | None = None
 

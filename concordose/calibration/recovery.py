@@ -1,9 +1,12 @@
 """Recovery coefficients from a NEMA IEC body phantom and the fitted RC(V) curve.
 
 RC of a sphere = mean measured concentration in a VOI of the sphere's true volume / true
-concentration. The curve RC(V) = 1 / (1 + (a/V)^b) (V in mL; a in mL, b dimensionless) is fitted
-by weighted non-linear least squares; the parameter covariance is returned for uncertainty
-propagation (EANM, Gear et al. 2018).
+concentration; it includes the spill-in of the phantom's own warm background. The
+background-independent (contrast) recovery RC0 = (C_meas − C_B)/(C_sphere − C_B) removes it with
+the known background concentration C_B (:func:`contrast_recovery`). The curve
+RC(V) = 1 / (1 + (a/V)^b) (V in mL; a in mL, b dimensionless) is fitted by weighted non-linear
+least squares; the parameter covariance is returned for uncertainty propagation (EANM, Gear et
+al. 2018).
 """
 
 from __future__ import annotations
@@ -37,6 +40,32 @@ class RecoveryCurve:
         """Recovery coefficient at each volume (mL)."""
         volumes = np.asarray(volume_ml, dtype=np.float64)
         return 1.0 / (1.0 + (self.a_ml / volumes) ** self.b)
+
+
+def contrast_recovery(
+    recovery: npt.ArrayLike, sphere_to_background_ratio: float
+) -> npt.NDArray[np.float64]:
+    """Background-independent recovery RC0 from the plain RC of spheres in a warm background.
+
+    With C_meas = RC0·C_S + (1 − RC0)·C_B (the sphere's own signal kept in its VOI plus the
+    background's spill-in through the same geometry), RC0 = (C_meas − C_B)/(C_S − C_B)
+    = (RC − 1/r)/(1 − 1/r), r = C_S/C_B the true sphere-to-background ratio. This is the NEMA
+    NU 2 hot-sphere contrast recovery, (C_H/C_B − 1)/(r − 1), with the background known from
+    the fill rather than measured.
+
+    Raises:
+        OutOfRangeError: ratio ≤ 1 (no contrast to recover).
+    """
+    if not sphere_to_background_ratio > 1.0:
+        raise OutOfRangeError(
+            f"contrast recovery needs a sphere-to-background ratio > 1, got "
+            f"{sphere_to_background_ratio}"
+        )
+    inverse = 1.0 / sphere_to_background_ratio
+    result: npt.NDArray[np.float64] = (np.asarray(recovery, dtype=np.float64) - inverse) / (
+        1.0 - inverse
+    )
+    return result
 
 
 def _rc_model(volume_ml: npt.NDArray[np.float64], a_ml: float, b: float) -> npt.NDArray[np.float64]:

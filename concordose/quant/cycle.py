@@ -20,9 +20,22 @@ from concordose.calibration.registry import CalibrationRecord
 from concordose.dicom.nm import read_nm_counts
 from concordose.dicom.seg import VoiType, read_segmentation
 from concordose.dicom.study import CycleStudy
+from concordose.errors import ConfigurationError
 from concordose.quant.activity import counts_to_activity_mbq
 from concordose.quant.alignment import TimePointAlignment, align_time_points
-from concordose.quant.pvc import correct_partial_volume, recovery_curve_from_record
+from concordose.quant.pvc import (
+    BACKGROUND_MODEL,
+    DEFAULT_BACKGROUND_GAP_MM,
+    DEFAULT_BACKGROUND_WIDTH_MM,
+    RECOVERY_ONLY_MODEL,
+    LocalBackground,
+    background_shells,
+    contrast_recovery_curve_from_record,
+    correct_partial_volume,
+    correct_partial_volume_in_background,
+    recovery_curve_from_record,
+    shell_statistics,
+)
 from concordose.quant.voi import resample_vois, voi_totals
 
 UNIT_DENSITY_G_PER_ML = 1.0
@@ -60,6 +73,14 @@ class CycleTimeActivity:
             when no correction was asked for.
         partial_volume_status: per VOI, what the correction did (``ok``, organ not corrected,
             or why a lesion was not); empty when no correction was asked for.
+        partial_volume_model: ``rc_curve`` (A / RC) or ``rc0_local_background`` (background
+            aware); empty when no correction was asked for.
+        partial_volume_relative_sd: (n_voi, n_time_points) relative SD the background-aware
+            correction adds to each activity (RC0 covariance and background SD; 0 where nothing
+            was corrected), or None.
+        partial_volume_background_mbq_per_ml: (n_voi, n_time_points) local background used
+            (NaN for organs), or None.
+        partial_volume_shell_mm: (gap, width) of the background shells, or None.
     """
 
     labels: tuple[str, ...]
@@ -75,6 +96,10 @@ class CycleTimeActivity:
     alignments: tuple[TimePointAlignment, ...] = ()
     recovery_coefficient: npt.NDArray[np.float64] | None = None
     partial_volume_status: tuple[str, ...] = ()
+    partial_volume_model: str = ""
+    partial_volume_relative_sd: npt.NDArray[np.float64] | None = None
+    partial_volume_background_mbq_per_ml: npt.NDArray[np.float64] | None = None
+    partial_volume_shell_mm: tuple[float, float] | None = None
 
 
 def quantify_cycle(
@@ -83,6 +108,9 @@ def quantify_cycle(
     on_time_point: Callable[[int], None] | None = None,
     *,
     partial_volume_correction: bool = False,
+    partial_volume_model: str = RECOVERY_ONLY_MODEL,
+    background_gap_mm: float = DEFAULT_BACKGROUND_GAP_MM,
+    background_width_mm: float = DEFAULT_BACKGROUND_WIDTH_MM,
 ) -> CycleTimeActivity:
     """Activity per VOI and time point for ``cycle`` with the site's ``calibration``.
 
@@ -92,11 +120,29 @@ def quantify_cycle(
     volume range is left uncorrected with a status saying so (never extrapolated). The counts
     stay as measured (they carry the Poisson part of the uncertainty).
 
+    ``partial_volume_model="rc0_local_background"`` applies the background-aware correction
+    instead (``quant.pvc.correct_partial_volume_in_background``): at each time point each
+    lesion's local background is the mean concentration in a shell ``background_gap_mm`` to
+    ``background_gap_mm + background_width_mm`` from its VOI on that time point's grid (other
+    lesions left out), and C_L = (C_meas − (1 − RC0)·C_B)/RC0 with the record's RC0 curve.
+
     Raises:
         UnreadableDicomError, StudyIncompleteError: from the readers, naming the file at fault.
-        ConfigurationError: correction asked for but the record carries no recovery curve.
+        ConfigurationError: correction asked for but the record carries no recovery curve (or
+            no RC0 curve for the background-aware model), or an unknown model.
     """
-    curve = recovery_curve_from_record(calibration) if partial_volume_correction else None
+    if partial_volume_model not in (RECOVERY_ONLY_MODEL, BACKGROUND_MODEL):
+        raise ConfigurationError(
+            f"partial_volume_model {partial_volume_model!r}: expected {RECOVERY_ONLY_MODEL!r} "
+            f"or {BACKGROUND_MODEL!r}"
+        )
+    background_aware = partial_volume_correction and partial_volume_model == BACKGROUND_MODEL
+    curve = (
+        recovery_curve_from_record(calibration)
+        if partial_volume_correction and not background_aware
+        else None
+    )
+    contrast_curve = contrast_recovery_curve_from_record(calibration) if background_aware else None
     vois = read_segmentation(cycle.segmentation)
     volume_ml = np.array(
         [
@@ -108,6 +154,11 @@ def quantify_cycle(
     )
     activity = np.empty((len(vois), len(cycle.time_points)), dtype=np.float64)
     voi_counts = np.empty_like(activity)
+    voi_ml = np.empty_like(activity)
+    background_mean = np.full_like(activity, np.nan)
+    background_sd = np.full_like(activity, np.nan)
+    background_n = np.zeros(activity.shape, dtype=np.int64)
+    lesion = np.array([voi.voi_type == "lesion" for voi in vois], dtype=bool)
     alignments = align_time_points(cycle)
     for index, point in enumerate(cycle.time_points):
         acquisition = point.acquisition
@@ -121,6 +172,21 @@ def quantify_cycle(
         voi_set = resample_vois(vois, acquisition.geometry, alignments[index].mask_transform())
         activity[:, index] = voi_totals(activity_map, voi_set.masks)
         voi_counts[:, index] = voi_totals(np.asarray(counts, dtype=np.float64), voi_set.masks)
+        voi_ml[:, index] = voi_set.volumes_ml
+        if contrast_curve is not None:
+            spacing_zyx = acquisition.geometry.spacing_mm[::-1]
+            shells = background_shells(
+                voi_set.masks,
+                (spacing_zyx[0], spacing_zyx[1], spacing_zyx[2]),
+                lesion,
+                gap_mm=background_gap_mm,
+                width_mm=background_width_mm,
+            )
+            (
+                background_mean[:, index],
+                background_sd[:, index],
+                background_n[:, index],
+            ) = shell_statistics(activity_map / acquisition.geometry.voxel_volume_ml, shells)
         if on_time_point is not None:
             on_time_point(index)
     voi_types = tuple(voi.voi_type for voi in vois)
@@ -131,6 +197,19 @@ def quantify_cycle(
         applied = np.isfinite(corrected.recovery)
         activity = np.where(applied[:, None], corrected.activity_mbq, activity)
         recovery, pvc_status = corrected.recovery, corrected.status
+    pvc_relative_sd = None
+    pvc_background = None
+    if contrast_curve is not None:
+        aware = correct_partial_volume_in_background(
+            activity,
+            voi_ml,
+            volume_ml,
+            voi_types,
+            background=LocalBackground(background_mean, background_sd, background_n),
+            curve=contrast_curve,
+        )
+        activity, recovery, pvc_status = aware.activity_mbq, aware.recovery, aware.status
+        pvc_relative_sd, pvc_background = aware.relative_sd, aware.background_mbq_per_ml
     return CycleTimeActivity(
         labels=tuple(voi.label for voi in vois),
         voi_types=voi_types,
@@ -145,4 +224,10 @@ def quantify_cycle(
         alignments=tuple(alignments),
         recovery_coefficient=recovery,
         partial_volume_status=pvc_status,
+        partial_volume_model=partial_volume_model if partial_volume_correction else "",
+        partial_volume_relative_sd=pvc_relative_sd,
+        partial_volume_background_mbq_per_ml=pvc_background,
+        partial_volume_shell_mm=(
+            (background_gap_mm, background_width_mm) if contrast_curve is not None else None
+        ),
     )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy import ndimage
 
 from concordose.calibration.records import CalibrationRecord
 from concordose.errors import ConfigurationError
@@ -190,5 +191,282 @@ def correct_partial_volume(
     return PartialVolumeCorrection(
         activity_mbq=activity / rc[:, None],
         recovery=rc,
+        status=tuple(status),
+    )
+
+
+# --- Background-aware correction (two-compartment spill-in/spill-out model) -------------------
+#
+# A lesion of true concentration C_L in a locally uniform background C_B, blurred by the camera,
+# shows in its VOI the mean concentration
+#     C_meas = RC0(V)·C_L + (1 − RC0(V))·C_B,
+# where RC0(V) is the fraction of the lesion's own signal kept in its VOI (spill-out) and the
+# same geometry lets (1 − RC0) of the surrounding background in (spill-in). Hence
+#     C_L = (C_meas − (1 − RC0)·C_B) / RC0 = C_B + (C_meas − C_B) / RC0,
+# the recovery correction of a structure in a warm background (Germano et al., J Nucl Med
+# 1992;33:613-620; Brix et al., Nuklearmedizin 2002;41:184-190, as implemented in TPCCLIB
+# ``rcPeakPET``: A0 = Abkg + (Aexp − Abkg)/RC; the two-compartment tumour/background transfer
+# model of Soret, Bacharach & Buvat, J Nucl Med 2007;48:932-945). RC0 is what a NEMA phantom
+# gives after removing its own background's spill-in: RC0 = (C_meas − C_B)/(C_sphere − C_B),
+# the NEMA NU 2 hot-sphere contrast recovery with a known background
+# (``calibration.recovery.contrast_recovery``). The plain NEMA RC = RC0 + (1 − RC0)/ratio
+# holds the phantom's own spill-in and over-corrects lesions in other backgrounds.
+
+BACKGROUND_MODEL = "rc0_local_background"
+"""Name of the background-aware correction (published in the quantification settings)."""
+RECOVERY_ONLY_MODEL = "rc_curve"
+"""Name of the plain A / RC(V) correction."""
+DEFAULT_BACKGROUND_GAP_MM = 10.0
+"""Distance (mm) from the lesion VOI at which its background shell starts: about one FWHM of
+the consortium's reconstructions (7.8-15 mm), so the lesion's own spill-out into the shell is
+small (a Gaussian edge has fallen to ~6 % of the contrast one FWHM outside)."""
+DEFAULT_BACKGROUND_WIDTH_MM = 10.0
+"""Thickness (mm) of the background shell."""
+NO_BACKGROUND = "no background voxels around the lesion"
+
+
+@dataclass(frozen=True)
+class ContrastRecoveryCurve:
+    """A site's background-independent recovery RC0(V) = 1 / (1 + (a/V)^b), V in mL.
+
+    Fitted to the NEMA spheres' contrast recovery (C_meas − C_B)/(C_sphere − C_B) with the
+    phantom's known background; valid over the fitted sphere volumes only (NaN outside).
+
+    Attributes:
+        a_ml, b: curve parameters (a: volume at RC0 = 0.5, mL).
+        covariance: 2×2 covariance of (a_ml, b) from the fit.
+        volume_ml: (smallest, largest) measured sphere volume, mL.
+        source: calibration record id, for provenance.
+    """
+
+    a_ml: float
+    b: float
+    covariance: tuple[tuple[float, float], tuple[float, float]]
+    volume_ml: tuple[float, float] = NEMA_IEC_VOLUME_RANGE_ML
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        FittedRecoveryCurve(self.a_ml, self.b, self.volume_ml, self.source)  # same checks
+        matrix = np.asarray(self.covariance, dtype=np.float64)
+        if matrix.shape != (2, 2) or not np.all(np.isfinite(matrix)):
+            raise ConfigurationError(
+                f"contrast recovery curve {self.source!r}: covariance must be a finite 2×2 "
+                f"matrix of (a, b), got {self.covariance}"
+            )
+
+    def at(self, volume_ml: FloatArray) -> FloatArray:
+        """RC0 at each volume; NaN outside the measured range."""
+        return FittedRecoveryCurve(self.a_ml, self.b, self.volume_ml, self.source).at(volume_ml)
+
+    def sd_at(self, volume_ml: FloatArray) -> FloatArray:
+        """Standard deviation of RC0 at each volume from the (a, b) covariance (delta method).
+
+        With u = (a/V)^b and RC0 = 1/(1+u): ∂RC0/∂a = −RC0²·u·b/a, ∂RC0/∂b = −RC0²·u·ln(a/V).
+        """
+        volumes = np.asarray(volume_ml, dtype=np.float64)
+        rc0 = self.at(volumes)
+        safe = np.where(np.isfinite(rc0), volumes, self.volume_ml[0])
+        u = (self.a_ml / safe) ** self.b
+        gradient = np.stack(
+            [-(rc0**2) * u * self.b / self.a_ml, -(rc0**2) * u * np.log(self.a_ml / safe)]
+        )
+        matrix = np.asarray(self.covariance, dtype=np.float64)
+        variance = np.einsum("iv,ij,jv->v", gradient, matrix, gradient)
+        result: FloatArray = np.sqrt(np.clip(variance, 0.0, None))
+        return result
+
+
+def contrast_recovery_curve_from_record(
+    record: CalibrationRecord,
+    volume_range_ml: tuple[float, float] = NEMA_IEC_VOLUME_RANGE_ML,
+) -> ContrastRecoveryCurve:
+    """The background-independent RC0 curve a calibration record carries.
+
+    Raises:
+        ConfigurationError: the record has none (calibrated before it was derived: re-run
+            ``concordose calibrate`` on the site's NEMA scan).
+    """
+    if (
+        record.contrast_recovery_a_ml is None
+        or record.contrast_recovery_b is None
+        or record.contrast_recovery_covariance is None
+    ):
+        raise ConfigurationError(
+            f"calibration record {record.record_id!r} carries no background-independent "
+            "recovery curve (contrast_recovery_a_ml, contrast_recovery_b, "
+            "contrast_recovery_covariance); background-aware partial-volume correction needs "
+            "it: re-run concordose calibrate on the site's NEMA IEC phantom scan"
+        )
+    (a_a, a_b), (b_a, b_b) = record.contrast_recovery_covariance
+    return ContrastRecoveryCurve(
+        a_ml=record.contrast_recovery_a_ml,
+        b=record.contrast_recovery_b,
+        covariance=((a_a, a_b), (b_a, b_b)),
+        volume_ml=volume_range_ml,
+        source=record.record_id,
+    )
+
+
+def background_shells(
+    masks: npt.NDArray[np.bool_],
+    spacing_mm_zyx: tuple[float, float, float],
+    lesion: npt.NDArray[np.bool_],
+    *,
+    gap_mm: float = DEFAULT_BACKGROUND_GAP_MM,
+    width_mm: float = DEFAULT_BACKGROUND_WIDTH_MM,
+) -> npt.NDArray[np.bool_]:
+    """Each lesion's background shell: voxels gap < d ≤ gap + width mm from its VOI.
+
+    Distances are Euclidean between voxel centres in mm (``spacing_mm_zyx`` of the grid, so
+    anisotropic voxels are handled). Voxels within ``gap_mm`` of any other lesion VOI are left
+    out (another lesion's signal is not background); organ voxels stay in (a hepatic lesion's
+    background is the liver). Non-lesion VOIs get an empty shell. Each distance map is computed
+    on the lesion's bounding box grown by gap + width only.
+
+    Args:
+        masks: (n_voi, slices, rows, columns) VOI masks on the image grid.
+        spacing_mm_zyx: voxel size along (slices, rows, columns), mm.
+        lesion: (n_voi,) which VOIs are lesions.
+    """
+    if gap_mm < 0 or width_mm <= 0:
+        raise ConfigurationError(
+            f"background shell needs gap ≥ 0 mm and width > 0 mm, got {gap_mm}, {width_mm}"
+        )
+    spacing = np.asarray(spacing_mm_zyx, dtype=np.float64)
+    reach = np.ceil((gap_mm + width_mm) / spacing).astype(int) + 1
+    shells = np.zeros_like(masks, dtype=bool)
+    lesion_masks = masks[np.asarray(lesion, dtype=bool)]
+    lesion_indices = np.flatnonzero(lesion)
+    for position, index in enumerate(lesion_indices):
+        own = masks[index]
+        if not own.any():
+            continue
+        where = np.argwhere(own)
+        low = np.maximum(where.min(axis=0) - reach, 0)
+        high = np.minimum(where.max(axis=0) + reach + 1, own.shape)
+        box = tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high, strict=True))
+        distance = ndimage.distance_transform_edt(~own[box], sampling=spacing)
+        shell = (distance > gap_mm) & (distance <= gap_mm + width_mm)
+        others = np.delete(lesion_masks, position, axis=0)[(slice(None), *box)].any(axis=0)
+        if others.any():
+            near_other = ndimage.distance_transform_edt(~others, sampling=spacing) <= gap_mm
+            shell &= ~near_other
+        shells[index][box] = shell
+    return shells
+
+
+@dataclass(frozen=True)
+class LocalBackground:
+    """Background concentration around each VOI, per time point.
+
+    Attributes:
+        concentration_mbq_per_ml: (n_voi, n_time_points) mean over the shell (NaN: empty shell).
+        sd_mbq_per_ml: same shape, standard deviation of the shell's voxels (the background's
+            heterogeneity: how far the spill-in source may differ from the shell mean).
+        n_voxels: same shape, shell voxel counts.
+    """
+
+    concentration_mbq_per_ml: FloatArray
+    sd_mbq_per_ml: FloatArray
+    n_voxels: npt.NDArray[np.int64]
+
+
+def shell_statistics(
+    concentration_mbq_per_ml: FloatArray, shells: npt.NDArray[np.bool_]
+) -> tuple[FloatArray, FloatArray, npt.NDArray[np.int64]]:
+    """Mean, SD and voxel count of ``concentration_mbq_per_ml`` in each shell (vectorised)."""
+    flat = shells.reshape(shells.shape[0], -1).astype(np.float64)
+    values = np.asarray(concentration_mbq_per_ml, dtype=np.float64).reshape(-1)
+    n = flat.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (flat @ values) / n
+        second = (flat @ values**2) / n
+    sd = np.sqrt(np.clip(second - mean**2, 0.0, None))
+    return mean, sd, n.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class BackgroundAwareCorrection:
+    """Corrected activities and what went into them (all (n_voi, n_time_points) unless noted).
+
+    Attributes:
+        activity_mbq: corrected activity (organs and uncorrected lesions: as measured, with a
+            status saying why).
+        recovery: (n_voi,) RC0 used (1.0 organs, NaN lesion outside the curve's range).
+        relative_sd: relative SD of the corrected activity from RC0's covariance and the
+            background's SD (0 where nothing was corrected); the counting and calibration
+            parts are added downstream (``kinetics.uncertainty.activity_sd_mbq``).
+        background_mbq_per_ml: the local background used (NaN for organs).
+        status: (n_voi,) what was done.
+    """
+
+    activity_mbq: FloatArray
+    recovery: FloatArray
+    relative_sd: FloatArray
+    background_mbq_per_ml: FloatArray
+    status: tuple[str, ...]
+
+
+def correct_partial_volume_in_background(
+    activity_mbq: FloatArray,
+    voi_volume_ml: FloatArray,
+    volume_ml: FloatArray,
+    voi_types: Sequence[str],
+    *,
+    background: LocalBackground,
+    curve: ContrastRecoveryCurve,
+) -> BackgroundAwareCorrection:
+    """Background-aware PVC: A_L = (A_meas − (1 − RC0)·C_B·V_voi) / RC0 per lesion and point.
+
+    This is C_L = (C_meas − (1 − RC0)·C_B)/RC0 times the VOI's own volume on the image grid,
+    with C_meas = A_meas / V_voi. Uncertainty (first order, independent parts):
+    σ_A² = ((1 − RC0)/RC0 · V_voi · σ_B)² + ((A_meas − C_B·V_voi)/RC0² · σ_RC0)².
+
+    Args:
+        activity_mbq: (n_voi, n_time_points) activity measured in each VOI.
+        voi_volume_ml: (n_voi, n_time_points) each VOI's volume on that time point's grid.
+        volume_ml: (n_voi,) anatomical (segmented) volume, at which RC0 is read.
+        voi_types: ``"organ"`` or ``"lesion"`` per VOI.
+        background: local background per VOI and time point (:func:`background_shells`,
+            :func:`shell_statistics`).
+        curve: the site's RC0 curve.
+    """
+    activity = np.atleast_2d(np.asarray(activity_mbq, dtype=np.float64))
+    voi_ml = np.atleast_2d(np.asarray(voi_volume_ml, dtype=np.float64))
+    volumes = np.asarray(volume_ml, dtype=np.float64)
+    lesion = np.array([str(kind) == "lesion" for kind in voi_types])
+    rc0 = np.where(lesion, curve.at(volumes), 1.0)
+    rc0_sd = np.where(lesion, curve.sd_at(volumes), 0.0)
+    c_b = np.asarray(background.concentration_mbq_per_ml, dtype=np.float64)
+    sd_b = np.asarray(background.sd_mbq_per_ml, dtype=np.float64)
+    usable = lesion[:, None] & np.isfinite(rc0)[:, None] & np.isfinite(c_b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spill_in = (1.0 - rc0[:, None]) * c_b * voi_ml
+        corrected = (activity - spill_in) / rc0[:, None]
+        sd = np.sqrt(
+            ((1.0 - rc0[:, None]) / rc0[:, None] * voi_ml * sd_b) ** 2
+            + ((activity - c_b * voi_ml) / rc0[:, None] ** 2 * rc0_sd[:, None]) ** 2
+        )
+        relative = np.abs(sd / corrected)
+    status = []
+    low, high = curve.volume_ml
+    for index, is_lesion in enumerate(lesion):
+        if not is_lesion:
+            status.append(NOT_CORRECTED)
+        elif not np.isfinite(rc0[index]):
+            status.append(
+                f"lesion volume {volumes[index]:.3g} mL outside the RC0 curve's "
+                f"{low:g}–{high:g} mL ({curve.source or 'site curve'}); not extrapolated"
+            )
+        elif not usable[index].all():
+            status.append(NO_BACKGROUND + "; left as measured")
+        else:
+            status.append(STATUS_OK)
+    applied = np.array([s == STATUS_OK for s in status])
+    return BackgroundAwareCorrection(
+        activity_mbq=np.where(applied[:, None], corrected, activity),
+        recovery=rc0,
+        relative_sd=np.where(applied[:, None], relative, 0.0),
+        background_mbq_per_ml=np.where(lesion[:, None], c_b, np.nan),
         status=tuple(status),
     )

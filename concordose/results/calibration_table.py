@@ -37,6 +37,8 @@ def build_site_calibrations(
             ),
             "recovery_a_ml": record.recovery_a_ml,
             "recovery_b": record.recovery_b,
+            "contrast_recovery_a_ml": record.contrast_recovery_a_ml,
+            "contrast_recovery_b": record.contrast_recovery_b,
             "schema_version": SITE_CALIBRATIONS.version,
             "software_version": provenance.software_version,
             "run_id": provenance.run_id,

@@ -108,6 +108,13 @@ def build_cycle_tables(
             **QUANTIFICATION_SETTINGS,
             "partial_volume_correction": "lesions_rc_curve_of_calibration_record",
         }
+    if tac.partial_volume_shell_mm is not None:  # the background-aware model and its shell
+        quantification_settings = {
+            **QUANTIFICATION_SETTINGS,
+            "partial_volume_correction": "lesions_rc0_curve_local_background",
+            "background_shell_gap_mm": tac.partial_volume_shell_mm[0],
+            "background_shell_width_mm": tac.partial_volume_shell_mm[1],
+        }
     quantification_hash = settings_hash(quantification_settings)
 
     def subject(voi: int) -> dict[str, Any]:
@@ -124,7 +131,14 @@ def build_cycle_tables(
         None
         if tac.counts is None
         else activity_sd_mbq(
-            tac.activity_mbq, tac.counts, other_relative_sd=tac.calibration_relative_sd or 0.0
+            tac.activity_mbq,
+            tac.counts,
+            recovery_relative_sd=(
+                0.0
+                if tac.partial_volume_relative_sd is None
+                else np.nan_to_num(tac.partial_volume_relative_sd, nan=0.0)
+            ),
+            other_relative_sd=tac.calibration_relative_sd or 0.0,
         )
     )
     timepoint_rows = [

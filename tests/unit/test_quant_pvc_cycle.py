@@ -9,7 +9,10 @@ record without an RC curve is refused with a reason.
 Not asserted, because it does not hold on this simulator: that corrected lesions are closer to
 the truth. The NEMA spheres' RC (0.65-0.82 for 6-26 mL) is well below the consortium lesions'
 effective recovery (uncorrected errors only -10 to -17 %), so the correction overshoots to
-+10 to +32 % (measured on six seeds; see the issue-6 report).
++10 to +32 % (measured on six seeds; see the issue-6 report). Two causes, both measured since:
+the NEMA RC holds the phantom background's spill-in, and this preset renders lesions on whole
+8.8 mm voxels (recovered far better than a real sphere). The background-aware correction on
+continuous lesions is tested in ``test_quant_pvc_consortium.py``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Tolerances: CF within 0.5 % of what a correct reading of the sheet gives (the sheet carries the
 site's dose-calibrator bias; Poisson noise on ~10⁷ counts is 0.03 %); the phantom found within
 2 mm of where it was set up; RC within 0.05 of the truth's noiseless voxel-centre RC (Poisson noise
-in the small spheres' few voxels dominates).
+in the small spheres' few voxels dominates), the background-independent RC0 within 0.05/(1 − 1/r).
 """
 
 from __future__ import annotations
@@ -69,6 +69,21 @@ def test_every_site_recovers_its_cf_and_rc(
     assert result.record.energy_window_kev[0] < 208.37 < result.record.energy_window_kev[1]
     assert result.record.recovery_a_ml is not None
     assert result.record.recovery_b is not None
+    # Background-independent RC0 = (RC − 1/r)/(1 − 1/r): the truth's noiseless RC with the
+    # phantom's spill-in removed; the tolerance scales by 1/(1 − 1/r).
+    ratio = nema_truth["sphere_to_background_ratio"]
+    assert result.nema.sphere_to_background_ratio == pytest.approx(ratio, rel=0.01)
+    assert result.nema.contrast_recovery is not None
+    for rc0, sphere in zip(result.nema.contrast_recovery, nema_truth["spheres"], strict=True):
+        expected = sphere["rc_noiseless_voxel_centre_voi"]
+        if expected is not None:
+            expected_rc0 = (expected - 1 / ratio) / (1 - 1 / ratio)
+            assert abs(rc0 - expected_rc0) < RC_TOLERANCE / (1 - 1 / ratio), sphere["label"]
+            assert rc0 < expected  # the plain RC holds the background's spill-in
+    assert result.record.contrast_recovery_a_ml is not None
+    assert result.record.contrast_recovery_b is not None
+    assert result.record.contrast_recovery_covariance is not None
+    assert result.record.contrast_recovery_a_ml > result.record.recovery_a_ml
     (entry,) = read_ledger(tmp_path / "calibrations.jsonl")
     assert entry.record == result.record
     assert len(entry.source_study_uids) == 2
