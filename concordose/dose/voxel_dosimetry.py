@@ -243,8 +243,14 @@ def voxel_dose_from_maps(
             f"VOI masks have shape {voi_masks.shape}; expected ({len(labels)}, *{maps.shape[1:]})"
             " to match the labels and the activity maps"
         )
-    peak = maps.max(axis=0)
-    body = peak > rules.body_threshold_fraction * float(np.percentile(peak, 99.9))
+    # A time point missing in a voxel (NaN, e.g. outside a later field of view) leaves the voxel
+    # in the body by its other points, so its fit fails visibly instead of the voxel vanishing.
+    finite_maps = np.where(np.isfinite(maps), maps, -np.inf)
+    peak = finite_maps.max(axis=0)
+    measured = peak[np.isfinite(peak)]
+    if measured.size == 0:
+        raise ConfigurationError("every activity map is empty (no finite voxel at any time point)")
+    body = peak > rules.body_threshold_fraction * float(np.percentile(measured, 99.9))
     fitted = fit_voxels(np.asarray(time_h, dtype=np.float64), maps, body, model)
     failed = body & ~np.isfinite(fitted.tia_mbq_h)
     tia_map = np.nan_to_num(fitted.tia_mbq_h, nan=0.0)
