@@ -237,16 +237,17 @@ def test_disk_full_answers_out_of_resources_and_a_retry_succeeds(
     receiver: StorageReceiver, small_patient: GeneratedPatient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ct = next(p for p in small_patient.dicom_files if "/ct/" in p.as_posix())
-    real_fsync = os.fsync
 
     def no_space(_fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     assoc = _association(receiver.port)
     try:
+        # Every flush refused: the spool journal's fdatasync and the direct path's fsync.
         monkeypatch.setattr(os, "fsync", no_space)
+        monkeypatch.setattr(os, "fdatasync", no_space)
         refused = assoc.send_c_store(ct)
-        monkeypatch.setattr(os, "fsync", real_fsync)
+        monkeypatch.undo()
         echo = assoc.send_c_echo()
         accepted = assoc.send_c_store(ct)
     finally:

@@ -1,53 +1,221 @@
-"""The receiver's speed measures (benchmarks/bench_receiver.py) keep what they promise."""
+"""The receiver's own upper layer (``concordose.dicom.upper_layer``): streaming, maximum PDU,
+several presentation contexts, release, abort mid-transfer, unserved commands, disk errors."""
 
 from __future__ import annotations
 
-import logging
+import errno
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
-from pynetdicom import AE, evt
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    NuclearMedicineImageStorage,
+    generate_uid,
+)
+from pynetdicom import AE
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    MaximumLengthNotification,
+)
+from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from concordose.dicom.receiver import StorageReceiver
+from concordose.dicom import receiver as receiver_module
+from concordose.dicom.receiver import STATUS_OUT_OF_RESOURCES, StorageReceiver
 from concordose.dicom.spool import Spool
+from concordose.dicom.upper_layer import encode_command_pdus
+
+SENDER = "MILAN_SPECT"
 
 
-@pytest.mark.parametrize(("level", "bound"), [(logging.WARNING, False), (logging.DEBUG, True)])
-def test_pynetdicom_debug_handlers_are_unbound_unless_its_log_shows_debug(
-    tmp_path: Path, level: int, bound: bool
+def _ct(rows: int = 512) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientID, ds.Modality = "P1", "CT"
+    ds.Rows = ds.Columns = rows
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = np.arange(rows * rows, dtype=np.uint16).tobytes()
+    return ds
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[StorageReceiver]:
+    with StorageReceiver(
+        Spool(tmp_path / "spool"),
+        port=0,
+        allowed_calling_ae_titles=[SENDER],
+        max_pdu_bytes=16384,
+    ) as running:
+        yield running
+
+
+def test_an_instance_is_streamed_in_fragments_within_our_max_pdu_and_stored_as_sent(
+    receiver: StorageReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    logger = logging.getLogger("pynetdicom")
-    previous = logger.level
-    logger.setLevel(level)
+    fragments: list[int] = []
+    real_write = receiver_module._IncomingInstance.write
+
+    def recording(self: receiver_module._IncomingInstance, fragment: memoryview) -> None:
+        fragments.append(len(fragment))
+        real_write(self, fragment)
+
+    monkeypatch.setattr(receiver_module._IncomingInstance, "write", recording)
+    ct, nm = _ct(), _ct(64)
+    nm.SOPClassUID = NuclearMedicineImageStorage
+    nm.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ae = AE(ae_title=SENDER)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    ae.add_requested_context(NuclearMedicineImageStorage, ImplicitVRLittleEndian)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", receiver.port, ae_title="CONCORDOSE")
+    assert assoc.is_established
     try:
-        with StorageReceiver(Spool(tmp_path / "spool"), port=0) as receiver:
-            server = receiver._server
-            assert server is not None
-            handlers = [
-                h
-                for event in (evt.EVT_PDU_RECV, evt.EVT_PDU_SENT, evt.EVT_DIMSE_RECV)
-                for h in server.get_handlers(event)
-            ]
+        assert assoc.acceptor.maximum_length == 16384  # announced in the A-ASSOCIATE-AC
+        statuses = [assoc.send_c_store(ct).Status, assoc.send_c_store(nm).Status]
+        statuses.append(assoc.send_c_echo().Status)
     finally:
-        logger.setLevel(previous)
-    assert bool(handlers) is bound
+        assoc.release()
+    assert statuses == [0, 0, 0]
+    # 0.5 MB arrived as > 30 pieces, each within one PDU: never assembled in memory.
+    assert len(fragments) > 30
+    assert max(fragments) <= 16384
+    rows = {row.identity.sop_instance_uid: row for row in receiver.spool.instances()}
+    for sent, syntax in ((ct, ExplicitVRLittleEndian), (nm, ImplicitVRLittleEndian)):
+        row = rows[sent.SOPInstanceUID]
+        assert row.identity.transfer_syntax == syntax
+        stored = row.path.read_bytes()
+        assert stored.endswith(sent.PixelData)
+        assert row.size_bytes == len(stored)
+    _wait(lambda: receiver.active_associations == 0, "the release")
+    assert list(receiver.spool.tmp_dir.iterdir()) == []
 
 
-def test_the_dul_poll_interval_reaches_each_association(tmp_path: Path) -> None:
-    # The receiver tunes a private pynetdicom attribute: if an upgrade renames it, reading it
-    # back below fails and says so.
-    seen: list[float] = []
-    with StorageReceiver(Spool(tmp_path / "spool"), port=0, dul_poll_interval_s=0.0003) as receiver:
-        requestor = AE(ae_title="TESTER")
-        requestor.add_requested_context(Verification)
-        assoc = requestor.associate("127.0.0.1", receiver.port)
-        try:
-            assert assoc.is_established
-            server = receiver._server
-            assert server is not None
-            (server_side,) = server.active_associations
-            seen.append(server_side.dul._run_loop_delay)
-        finally:
-            assoc.release()
-    assert seen == [0.0003]
+class _RawPeer:
+    """A requestor speaking PDUs by hand, to stop in the middle of a message."""
+
+    def __init__(self, port: int) -> None:
+        self.socket = socket.create_connection(("127.0.0.1", port), timeout=10)
+        primitive = A_ASSOCIATE()
+        primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+        primitive.calling_ae_title = SENDER
+        primitive.called_ae_title = "CONCORDOSE"
+        context = build_context(CTImageStorage, ExplicitVRLittleEndian)
+        context.context_id = 1
+        primitive.presentation_context_definition_list = [context]
+        maximum = MaximumLengthNotification()
+        maximum.maximum_length_received = 16384
+        implementation = ImplementationClassUIDNotification()
+        implementation.implementation_class_uid = "1.2.3.4"
+        primitive.user_information = [maximum, implementation]
+        request = A_ASSOCIATE_RQ()
+        request.from_primitive(primitive)
+        self.socket.sendall(request.encode())
+        pdu_type, body = self.read_pdu()
+        assert pdu_type == 0x02
+        accept = A_ASSOCIATE_AC()
+        accept.decode(bytes([pdu_type, 0]) + struct.pack(">I", len(body)) + body)
+
+    def read_pdu(self) -> tuple[int, bytes]:
+        header = self._read(6)
+        pdu_type, length = struct.unpack(">BxI", header)
+        return pdu_type, self._read(length)
+
+    def _read(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            part = self.socket.recv(size - len(data))
+            if not part:
+                raise ConnectionError("closed")
+            data += part
+        return data
+
+    def command(self, command_field: int, sop_instance_uid: str, has_data_set: bool) -> None:
+        elements = [
+            (0x0002, CTImageStorage.encode() + b"\0"),
+            (0x0100, struct.pack("<H", command_field)),
+            (0x0110, struct.pack("<H", 1)),
+            (0x0800, struct.pack("<H", 0x0000 if has_data_set else 0x0101)),
+            (0x1000, sop_instance_uid.encode() + b"\0" * (len(sop_instance_uid) % 2)),
+        ]
+        body = b"".join(struct.pack("<HHI", 0, tag, len(v)) + v for tag, v in elements)
+        command = struct.pack("<HHI", 0, 0, 4) + struct.pack("<I", len(body)) + body
+        self.socket.sendall(encode_command_pdus(1, command, 16384))
+
+    def data_fragment(self, data: bytes) -> None:
+        pdv = struct.pack(">IBB", len(data) + 2, 1, 0x00) + data  # data set, not last
+        self.socket.sendall(struct.pack(">BxI", 0x04, len(pdv)) + pdv)
+
+
+def test_an_abort_in_the_middle_of_a_data_set_keeps_nothing_and_the_service_stays_up(
+    receiver: StorageReceiver,
+) -> None:
+    peer = _RawPeer(receiver.port)
+    peer.command(0x0001, generate_uid(), has_data_set=True)
+    peer.data_fragment(b"\x08\x00\x16\x00" + b"x" * 8000)
+    _wait(lambda: any(receiver.spool.tmp_dir.iterdir()), "the partial file")
+    peer.socket.sendall(struct.pack(">BxI", 0x07, 4) + bytes((0, 0, 0, 0)))  # A-ABORT
+    peer.socket.close()
+    _wait(lambda: receiver.active_associations == 0, "the abort")
+    assert list(receiver.spool.tmp_dir.iterdir()) == []
+    assert receiver.spool.status().instances == 0
+    ae = AE(ae_title=SENDER)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", receiver.port, ae_title="CONCORDOSE")
+    try:
+        assert assoc.send_c_echo().Status == 0x0000
+    finally:
+        assoc.release()
+
+
+def test_a_command_we_do_not_serve_aborts_the_association(receiver: StorageReceiver) -> None:
+    peer = _RawPeer(receiver.port)
+    peer.command(0x0020, "", has_data_set=True)  # C-FIND-RQ on a storage context
+    pdu_type, body = peer.read_pdu()
+    assert pdu_type == 0x07  # A-ABORT
+    assert body[2] == 0x02  # source: service provider
+    peer.socket.close()
+    _wait(lambda: receiver.active_associations == 0, "the abort")
+
+
+def test_a_write_refused_by_the_disk_answers_out_of_resources_and_leaves_nothing(
+    receiver: StorageReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_space(_fd: int, _data: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    ae = AE(ae_title=SENDER)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", receiver.port, ae_title="CONCORDOSE")
+    try:
+        monkeypatch.setattr(os, "write", no_space)
+        refused = assoc.send_c_store(_ct(64))
+        monkeypatch.undo()
+        accepted = assoc.send_c_store(_ct(64))
+    finally:
+        assoc.release()
+    assert (refused.Status, accepted.Status) == (STATUS_OUT_OF_RESOURCES, 0x0000)
+    assert receiver.spool.status().instances == 1
+    assert list(receiver.spool.tmp_dir.iterdir()) == []
