@@ -79,6 +79,10 @@ STATUS_NOT_AUTHORIZED = 0x0124  # PS3.7 Annex C: "Refused: Not Authorized"
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
 
+DEFER_VALUES_OVER_BYTES = 65536
+"""Values longer than this are not read when an instance is checked (pixel data): reading a
+0.5 MB CT slice back cost ≈ 0.5 ms of the ≈ 1 ms per instance on the shared machine."""
+
 
 def _file_meta_bytes(request: StoreRequest) -> bytes:
     """Preamble, prefix and File Meta Information of the Part 10 file, as pynetdicom's
@@ -191,7 +195,15 @@ class _IncomingInstance:
             if self.meta_error is not None:
                 raise self.meta_error
             with open(self.path, "rb") as handle:
-                dataset = dcmread(handle)
+                # Every element header is parsed; values over 64 kB (pixel data) are skipped
+                # by seeking, so a value reaching past the end shows as a position past it.
+                dataset = dcmread(handle, defer_size=DEFER_VALUES_OVER_BYTES)
+                if handle.tell() > self.size_bytes:
+                    raise ValueError(
+                        f"data set truncated: its last element ends at byte {handle.tell()}, "
+                        f"{handle.tell() - self.size_bytes} bytes after the {self.size_bytes} "
+                        "bytes received"
+                    )
             identity = InstanceIdentity.checked(
                 sop_class_uid=request.sop_class_uid,
                 sop_instance_uid=request.sop_instance_uid,
