@@ -16,8 +16,9 @@ Layout (``journal/`` in the spool)::
 Segment header (first 4 kB): magic ``CDSSEG01``, generation (u64), CRC-32 of both.
 Record: a 48-byte header — magic ``CDSREC01``, generation (u64, the segment's), sequence (u64,
 increasing across segments), meta length (u32), data length (u64), CRC-32 of the data, CRC-32
-of the meta, CRC-32 of the header — then the meta (UTF-8 JSON: the index record) and the data
-(the Part 10 file as received).
+of the meta, CRC-32 of the header — then the data (the Part 10 file as received, streamed in
+as it arrives: :meth:`Journal.begin`) and the meta (UTF-8 JSON: the index record, known only
+once the data is checked). The header is written last, before the one ``fdatasync``.
 
 Durability argument:
 
@@ -37,6 +38,7 @@ Durability argument:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -114,6 +116,99 @@ class _Segment:
         self.generation = generation
         self.offset = BLOCK_BYTES
         self.live = 0  # records appended in this generation and not yet released
+        self.claimed = False  # a record is being streamed into the tail
+
+
+class JournalOverflowError(Exception):
+    """The record being streamed does not fit in its segment (the caller spills it)."""
+
+
+class JournalWriter:
+    """One record being streamed into a claimed segment tail (one association's instance).
+
+    :meth:`write` the data as it arrives, read it back with :meth:`reader`, then :meth:`commit`
+    (meta, header, one ``fdatasync``) or :meth:`abort` (the space is reused).
+    """
+
+    def __init__(self, journal: Journal, segment: _Segment) -> None:
+        self.journal = journal
+        self.segment = segment
+        self.start = segment.offset
+        self.data_offset = self.start + _RECORD_HEADER_BYTES
+        self.size = 0
+        self._open = True
+
+    def write(self, fragment: memoryview) -> None:
+        """Append to the record's data.
+
+        Raises:
+            JournalOverflowError: it would pass the segment's end (nothing written).
+            OSError: the write failed.
+        """
+        # Room is kept for a meta of up to one block after the data.
+        if self.data_offset + self.size + len(fragment) + BLOCK_BYTES > self.journal.segment_bytes:
+            self.journal._close_tail(self.segment)  # the next record starts a fresh segment
+            raise JournalOverflowError("instance larger than the room left in the segment")
+        while fragment:
+            written = os.pwrite(self.segment.fd, fragment, self.data_offset + self.size)
+            fragment = fragment[written:]
+            self.size += written
+
+    def copy_to(self, target_fd: int) -> None:
+        """Copy the data written so far into ``target_fd`` (offset 0)."""
+        _copy(self.segment.fd, self.data_offset, target_fd, 0, self.size)
+
+    def reader(self) -> io.BufferedReader:
+        """The data written so far as a read-only file (for decoding it)."""
+        return io.BufferedReader(_Window(self.segment.fd, self.data_offset, self.size))
+
+    def commit(self, meta: dict[str, Any], data_crc: int) -> JournalEntry:
+        """Write the meta and the header, ``fdatasync``: the record is durable on return.
+
+        Raises:
+            JournalOverflowError: the meta does not fit (nothing counts; :meth:`abort`).
+            OSError: a write or the flush failed (nothing counts; :meth:`abort`).
+        """
+        meta_raw = json.dumps(meta, separators=(",", ":")).encode("utf-8")
+        entry = self.journal._commit(self, meta_raw, data_crc)
+        self._open = False
+        return entry
+
+    def abort(self) -> None:
+        """Give the claimed space back (no-op after :meth:`commit`)."""
+        if self._open:
+            self._open = False
+            self.journal._unclaim(self.segment)
+
+
+class _Window(io.RawIOBase):
+    """``size`` bytes of a file from ``offset``, as a seekable read-only raw file."""
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        super().__init__()
+        self._fd, self._offset, self._size, self._position = fd, offset, size, 0
+        self.name = f"<journal record at byte {offset}>"  # pydicom reads ``name``
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = max(0, min(len(buffer), self._size - self._position))
+        data = os.pread(self._fd, count, self._offset + self._position)
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = base + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
 
 
 class Journal:
@@ -136,7 +231,6 @@ class Journal:
         self.segment_count = segment_count
         self._lock = threading.Lock()
         self._segments: list[_Segment] = []
-        self._current: _Segment | None = None
         self._next_sequence = 1
         self._next_generation = 1
 
@@ -179,8 +273,8 @@ class Journal:
             )
             if magic != RECORD_MAGIC or generation != segment.generation:
                 return
-            meta_raw = os.pread(segment.fd, meta_len, offset + _RECORD_HEADER_BYTES)
-            data_offset = offset + _RECORD_HEADER_BYTES + meta_len
+            data_offset = offset + _RECORD_HEADER_BYTES
+            meta_raw = os.pread(segment.fd, meta_len, data_offset + data_len)
             if len(meta_raw) != meta_len or zlib.crc32(meta_raw) != meta_crc:
                 return
             if self._data_crc(segment.fd, data_offset, data_len) != data_crc:
@@ -227,7 +321,6 @@ class Journal:
                 self._recycle(segment, full_sync=True)
             if created:
                 _fsync_dir(self.folder)
-            self._current = self._segments[0] if self._segments else None
 
     def _recycle(self, segment: _Segment, *, full_sync: bool = False) -> None:
         """Give ``segment`` a new generation (its old records become invalid); lock held."""
@@ -244,6 +337,13 @@ class Journal:
 
     # -- the acknowledgement path ----------------------------------------------------------------
 
+    def begin(self) -> JournalWriter | None:
+        """Claim a segment's tail to stream one record into; ``None`` when none is free (every
+        segment holds unfiled records or another association is streaming into it)."""
+        with self._lock:
+            segment = self._claim(BLOCK_BYTES)
+            return None if segment is None else JournalWriter(self, segment)
+
     def append(
         self, meta: dict[str, Any], source_fd: int, data_bytes: int, data_crc: int
     ) -> JournalEntry | None:
@@ -256,51 +356,83 @@ class Journal:
             OSError: the write or the flush failed; the record does not count and its space is
             reused by the next one.
         """
-        meta_raw = json.dumps(meta, separators=(",", ":")).encode("utf-8")
-        need = _aligned(_RECORD_HEADER_BYTES + len(meta_raw) + data_bytes)
         with self._lock:
-            segment = self._segment_with_room(need)
+            segment = self._claim(_aligned(_RECORD_HEADER_BYTES + data_bytes + BLOCK_BYTES))
             if segment is None:
                 return None
-            sequence = self._next_sequence
-            body = _RECORD_BODY.pack(
-                RECORD_MAGIC,
-                segment.generation,
-                sequence,
-                len(meta_raw),
-                data_bytes,
-                data_crc,
-                zlib.crc32(meta_raw),
-            )
-            header = body + struct.pack("<I", zlib.crc32(body))
-            offset = segment.offset
-            os.pwrite(segment.fd, header + meta_raw, offset)
-            _copy(source_fd, 0, segment.fd, offset + len(header) + len(meta_raw), data_bytes)
-            os.fdatasync(segment.fd)
-            self._next_sequence += 1
-            segment.offset += need
-            segment.live += 1
-            data_offset = offset + len(header) + len(meta_raw)
-            return JournalEntry(segment.index, sequence, data_offset, data_bytes)
+        writer = JournalWriter(self, segment)
+        try:
+            _copy(source_fd, 0, segment.fd, writer.data_offset, data_bytes)
+            writer.size = data_bytes
+            return writer.commit(meta, data_crc)
+        finally:
+            writer.abort()  # no-op once committed
 
-    def _segment_with_room(self, need: int) -> _Segment | None:
-        current = self._current
-        if current is None or need > self.segment_bytes - BLOCK_BYTES:
+    def _claim(self, need: int) -> _Segment | None:
+        """An unclaimed segment with ``need`` bytes of room at its tail, claimed; lock held."""
+        if need > self.segment_bytes - BLOCK_BYTES:
             return None
-        if current.offset + need <= self.segment_bytes:
-            return current
-        for segment in [current, *self._segments]:
+        free = [segment for segment in self._segments if not segment.claimed]
+        # Continue the segment with the latest records first, so a burst stays sequential.
+        free.sort(key=lambda segment: -segment.offset)
+        for segment in free:
+            if segment.offset + need <= self.segment_bytes:
+                segment.claimed = True
+                return segment
+        for segment in free:
             if segment.live == 0:
                 self._recycle(segment)
-                self._current = segment
+                segment.claimed = True
                 return segment
         return None
+
+    def _commit(self, writer: JournalWriter, meta_raw: bytes, data_crc: int) -> JournalEntry:
+        segment = writer.segment
+        end = writer.data_offset + writer.size
+        if end + len(meta_raw) > self.segment_bytes:
+            raise JournalOverflowError("no room left in the segment for the record's meta")
+        with self._lock:
+            sequence = self._next_sequence
+            self._next_sequence += 1
+        body = _RECORD_BODY.pack(
+            RECORD_MAGIC,
+            segment.generation,
+            sequence,
+            len(meta_raw),
+            writer.size,
+            data_crc,
+            zlib.crc32(meta_raw),
+        )
+        os.pwrite(segment.fd, meta_raw, end)
+        os.pwrite(segment.fd, body + struct.pack("<I", zlib.crc32(body)), writer.start)
+        os.fdatasync(segment.fd)
+        with self._lock:
+            segment.offset = writer.start + _aligned(
+                _RECORD_HEADER_BYTES + writer.size + len(meta_raw)
+            )
+            segment.live += 1
+            segment.claimed = False
+        return JournalEntry(segment.index, sequence, writer.data_offset, writer.size)
+
+    def _close_tail(self, segment: _Segment) -> None:
+        with self._lock:
+            segment.offset = self.segment_bytes
+
+    def _unclaim(self, segment: _Segment) -> None:
+        with self._lock:
+            segment.claimed = False
 
     def copy_entry(self, entry: JournalEntry, target_fd: int) -> None:
         """Copy an unreleased entry's data into ``target_fd`` (its temp file was lost)."""
         with self._lock:
             fd = self._segments[entry.segment].fd
         _copy(fd, entry.data_offset, target_fd, 0, entry.data_bytes)
+
+    def half_full(self) -> bool:
+        """True when more than half the segments hold records not yet released."""
+        with self._lock:
+            busy = sum(1 for segment in self._segments if segment.live)
+            return 2 * busy > len(self._segments)
 
     def release(self, entry: JournalEntry) -> None:
         """The entry's instance is filed and indexed durably: its record may be overwritten."""
@@ -319,7 +451,6 @@ class Journal:
             for segment in self._segments:
                 os.close(segment.fd)
             self._segments.clear()
-            self._current = None
 
 
 def _copy(

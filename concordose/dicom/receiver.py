@@ -1,20 +1,31 @@
 """Storage SCP: receives instances by C-STORE and hands them to the :class:`~.spool.Spool`.
 
-Handler contract (``EVT_C_STORE``), written down once as pynetdicom does for its own handlers:
+Associations are negotiated with pynetdicom's PDU classes and presentation-context negotiation;
+after the A-ASSOCIATE-AC our own upper layer (:mod:`.upper_layer`) reads the PDUs and streams
+each data set into the spool's ``tmp/`` as it arrives (see there for why).
 
-* in: the association's calling AE title, the request's SOP Class/Instance UIDs, the dataset as
-  encoded by the sender (stored byte-for-byte in the negotiated transfer syntax, never decoded
-  beyond the UIDs and the few header elements that place it in its time point; pixel data is
-  never touched);
+C-STORE contract (:meth:`StorageReceiver.begin_store` → :class:`_IncomingInstance`), written
+down once as pynetdicom does for its handlers:
+
+* in: the association's calling AE title, the request's SOP Class/Instance UIDs, the data set
+  as encoded by the sender (stored byte-for-byte in the negotiated transfer syntax behind a
+  Part 10 file meta header, never decoded beyond its element headers, the UIDs and the few
+  elements that place it in its time point; values over 64 kB such as pixel data are not read);
 * out: ``0x0124`` (refused, not authorised) over TLS when the peer certificate's CN (or DNS
   name) is not the site the calling AE title belongs to;
-  ``0x0000`` only after :meth:`Spool.store` has returned (fsync + rename + index commit);
-  ``0xA700`` (out of resources) when the disk refuses the write, nothing half-written;
-  ``0xC000`` (cannot understand) when identifying UIDs are missing or invalid or the dataset
-  cannot be decoded — the bytes are then kept in the quarantine with the reason, and the service
-  stays up.
+  ``0x0000`` only after :meth:`Spool.accept_temp_file` has returned: the instance and its index
+  record are durable in the spool journal (one ``fdatasync``), or — journal off or full —
+  filed and indexed (fsync + rename + folder fsync + index commit); a journaled instance is
+  filed and indexed by the spool's filing thread shortly after, or at the next start-up after
+  a crash (:mod:`.journal`);
+  ``0xA700`` (out of resources) when the disk refuses a write or a flush, nothing half-written;
+  ``0xC000`` (cannot understand) when identifying UIDs are missing or invalid or the data set
+  cannot be decoded or is truncated — the bytes are then kept in the quarantine with the
+  reason, and the service stays up.
 
-``EVT_C_ECHO`` is answered with success by pynetdicom's default handler.
+C-ECHO is answered with success. Associations from calling AE titles not in the sites file are
+rejected (permanent, "calling AE title not recognised"); one over ``max_associations`` is
+rejected transiently ("local limit exceeded").
 
 Each stored instance marks its time point busy until its association closes; a
 :class:`~.completion.CompletionMonitor` then completes quiet time points and calls the
@@ -52,7 +63,12 @@ from pynetdicom import (
 from pynetdicom.dsutils import encode_file_meta
 
 from concordose.dicom.completion import DEFAULT_QUIET_PERIOD_S, CompletionMonitor, utc_now
-from concordose.dicom.journal import DEFAULT_SEGMENT_BYTES, DEFAULT_SEGMENT_COUNT
+from concordose.dicom.journal import (
+    DEFAULT_SEGMENT_BYTES,
+    DEFAULT_SEGMENT_COUNT,
+    JournalOverflowError,
+    JournalWriter,
+)
 from concordose.dicom.spool import (
     RECEIVER_LOCK_FILENAME,
     InstanceIdentity,
@@ -124,12 +140,15 @@ class _Refused:
 
 
 class _IncomingInstance:
-    """One C-STORE data set streamed into ``tmp/`` as it arrives (never held in memory).
+    """One C-STORE data set streamed to disk as it arrives (never held in memory).
 
-    ``finish`` decodes it from the file (the whole data set must parse, pixel data included),
-    validates its UIDs, fsyncs it and hands it to :meth:`Spool.store_temp_file`; undecodable or
-    unidentifiable bytes go to the quarantine instead; any disk error deletes the partial file
-    and answers 0xA700.
+    Where: straight into a record of the spool journal (:meth:`Spool.journal_writer`), or —
+    journal off, every segment busy, or the instance outgrowing its segment ("spilled") — into a
+    temp file in ``tmp/``. ``finish`` decodes it from there (every element header must parse;
+    values over 64 kB are skipped, a truncated one is caught), validates its UIDs and makes it
+    durable (:meth:`Spool.commit_journaled` or :meth:`Spool.accept_temp_file`); undecodable or
+    unidentifiable bytes go to the quarantine instead; any disk error drops the partial record
+    or file and answers 0xA700.
     """
 
     def __init__(
@@ -149,17 +168,46 @@ class _IncomingInstance:
             header = _file_meta_bytes(request)
         except Exception as exc:  # a UID pydicom cannot even encode: quarantined in finish()
             self.meta_error, header = exc, b""
+        self.writer: JournalWriter | None = receiver.spool.journal_writer()
+        if self.writer is None:
+            self._open_temp()
+        self.write(memoryview(header))
+
+    def _open_temp(self) -> None:
         try:
             self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
             self.error = exc
-        self.write(memoryview(header))
+
+    def _spill(self) -> None:
+        """Move what the journal record holds so far into the temp file, drop the record."""
+        writer = self.writer
+        assert writer is not None
+        self.writer = None
+        self._open_temp()
+        try:
+            if self.fd is not None:
+                writer.copy_to(self.fd)
+                os.lseek(self.fd, 0, os.SEEK_END)
+        except OSError as exc:
+            self.error = exc
+        finally:
+            writer.abort()
 
     def write(self, fragment: memoryview) -> None:
-        if self.error is not None or self.fd is None:
+        if self.error is not None:
             return
+        self.crc32 = zlib.crc32(fragment, self.crc32)  # for the journal record
         try:
-            self.crc32 = zlib.crc32(fragment, self.crc32)  # for the journal record
+            if self.writer is not None:
+                try:
+                    self.writer.write(fragment)
+                    self.size_bytes += len(fragment)
+                    return
+                except JournalOverflowError:
+                    self._spill()
+            if self.fd is None:
+                return
             while fragment:
                 written = os.write(self.fd, fragment)
                 fragment = fragment[written:]
@@ -174,6 +222,8 @@ class _IncomingInstance:
 
     def discard(self) -> None:
         self._close()
+        if self.writer is not None:
+            self.writer.abort()  # no-op once committed
         if not self.handed_over:
             self.path.unlink(missing_ok=True)
 
@@ -181,7 +231,30 @@ class _IncomingInstance:
         try:
             return self._finish()
         finally:
-            self.discard()  # unless the spool or the quarantine took the file
+            self.discard()  # unless the spool or the quarantine took it
+
+    def _decode(self) -> tuple[InstanceIdentity, InstanceSummary]:
+        request = self.request
+        if self.meta_error is not None:
+            raise self.meta_error
+        with self.writer.reader() if self.writer is not None else open(self.path, "rb") as handle:
+            # Every element header is parsed; values over 64 kB (pixel data) are skipped by
+            # seeking, so a value reaching past the end shows as a position past it.
+            dataset = dcmread(handle, defer_size=DEFER_VALUES_OVER_BYTES)
+            if handle.tell() > self.size_bytes:
+                raise ValueError(
+                    f"data set truncated: its last element ends at byte {handle.tell()}, "
+                    f"{handle.tell() - self.size_bytes} bytes after the {self.size_bytes} "
+                    "bytes received"
+                )
+            identity = InstanceIdentity.checked(
+                sop_class_uid=request.sop_class_uid,
+                sop_instance_uid=request.sop_instance_uid,
+                study_uid=dataset.get("StudyInstanceUID"),
+                series_uid=dataset.get("SeriesInstanceUID"),
+                transfer_syntax=UID(request.transfer_syntax),
+            )
+            return identity, InstanceSummary.from_dataset(dataset)
 
     def _finish(self) -> int:
         receiver, entry, request = self.receiver, self.entry, self.request
@@ -192,48 +265,51 @@ class _IncomingInstance:
             LOG.error("could not store %s: %s", request.sop_instance_uid, self.error)
             return receiver._fail(entry, STATUS_OUT_OF_RESOURCES)
         try:
-            if self.meta_error is not None:
-                raise self.meta_error
-            with open(self.path, "rb") as handle:
-                # Every element header is parsed; values over 64 kB (pixel data) are skipped
-                # by seeking, so a value reaching past the end shows as a position past it.
-                dataset = dcmread(handle, defer_size=DEFER_VALUES_OVER_BYTES)
-                if handle.tell() > self.size_bytes:
-                    raise ValueError(
-                        f"data set truncated: its last element ends at byte {handle.tell()}, "
-                        f"{handle.tell() - self.size_bytes} bytes after the {self.size_bytes} "
-                        "bytes received"
-                    )
-            identity = InstanceIdentity.checked(
-                sop_class_uid=request.sop_class_uid,
-                sop_instance_uid=request.sop_instance_uid,
-                study_uid=dataset.get("StudyInstanceUID"),
-                series_uid=dataset.get("SeriesInstanceUID"),
-                transfer_syntax=UID(request.transfer_syntax),
-            )
-            summary = InstanceSummary.from_dataset(dataset)
+            identity, summary = self._decode()
         except Exception as exc:
             # Undecodable bytes raise anything pydicom's parser can raise; none may stop us.
             kind = "invalid identity" if isinstance(exc, InvalidInstanceError) else "undecodable"
             reason = f"from {calling_ae}: {kind}: {type(exc).__name__}: {exc}"
             try:
+                if self.writer is not None:
+                    self._spill()
+                    self._close()
+                    if self.error is not None:
+                        raise self.error
                 path = receiver.spool.quarantine_temp_file(self.path, reason)
+                self.handed_over = True
             except OSError as disk_error:
                 LOG.error("could not quarantine (%s): %s", reason, disk_error)
                 return receiver._fail(entry, STATUS_OUT_OF_RESOURCES)
             LOG.warning("quarantined instance %s (%s)", path.name, reason)
             return receiver._fail(entry, STATUS_CANNOT_UNDERSTAND)
-        del dataset
+        spool, now = receiver.spool, receiver.completion.clock()
         try:
-            receiver.spool.accept_temp_file(
-                identity,
-                self.path,
-                self.size_bytes,
-                self.crc32,
-                calling_ae_title=calling_ae,
-                summary=summary,
-                now=receiver.completion.clock(),
-            )
+            if self.writer is not None:
+                try:
+                    spool.commit_journaled(
+                        self.writer,
+                        identity,
+                        self.crc32,
+                        calling_ae_title=calling_ae,
+                        summary=summary,
+                        now=now,
+                    )
+                except JournalOverflowError:
+                    self._spill()  # no room for the index record: through a temp file
+                    self._close()
+                    if self.error is not None:
+                        raise self.error from None
+            if self.writer is None:
+                spool.accept_temp_file(
+                    identity,
+                    self.path,
+                    self.size_bytes,
+                    self.crc32,
+                    calling_ae_title=calling_ae,
+                    summary=summary,
+                    now=now,
+                )
             self.handed_over = True
         except OSError as exc:
             LOG.error("could not store %s: %s", identity.sop_instance_uid, exc)

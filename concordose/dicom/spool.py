@@ -4,13 +4,25 @@ Layout under the spool root::
 
     index.sqlite3                       one row per stored instance (crash-safe, WAL)
     instances/<study>/<series>/<sop>.dcm  the bytes as received (Part 10 file, original syntax)
+    journal/segment-<n>.wal             write-ahead journal of the receiver (see :mod:`.journal`)
     quarantine/<timestamp>-<n>.dcm      bytes we could not accept, with ``.reason.txt`` beside
     tmp/                                partial writes; never read, cleaned at start-up
     receiver.lock                       held (flock) by the one receiver serving the spool
 
-Contract of :meth:`Spool.store`: when it returns, the file is fsync'ed, atomically renamed into
-place, its folder entry fsync'ed, and its index row committed. Only then may the receiver answer
-the C-STORE with success. Path components are validated UIDs only (see :mod:`.uids`).
+Two ways in, both safe to acknowledge when they return:
+
+* :meth:`Spool.store` / :meth:`Spool.store_temp_file` *file* an instance: the file is fsync'ed,
+  atomically renamed into place, its folder entry fsync'ed, and its index row committed;
+* :meth:`Spool.accept_temp_file` (the receiver, once :meth:`Spool.start_journal` ran) appends the
+  instance and its index record to the journal with one ``fdatasync``; a filing thread then files
+  journaled instances in batches (fsync each file, rename, fsync each folder once, one index
+  transaction) and only then lets the journal reuse their space. A receiver killed in between
+  leaves the records in the journal; the next :meth:`Spool.lock_for_receiver` (the next
+  receiver, or any :class:`Spool` opened while no receiver runs) files them before anything
+  else, idempotently. Until filed, a journaled instance is not in the index: readers in other
+  processes see it a few milliseconds later (or after the restart), never half-written.
+
+Path components are validated UIDs only (see :mod:`.uids`).
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -33,6 +46,7 @@ from concordose.dicom.journal import (
     DEFAULT_SEGMENT_COUNT,
     Journal,
     JournalEntry,
+    JournalWriter,
     copy_out,
 )
 from concordose.dicom.timepoints import (
@@ -48,6 +62,10 @@ LOG = logging.getLogger(__name__)
 
 INDEX_FILENAME = "index.sqlite3"
 JOURNAL_DIRNAME = "journal"
+
+FILE_AFTER_IDLE_S = 0.05
+"""The filing thread files journaled instances once no instance was journaled for this long
+(or once more than half the journal segments hold unfiled records): :meth:`Spool._filer_loop`."""
 RECEIVER_LOCK_FILENAME = "receiver.lock"
 
 _SCHEMA = """
@@ -383,6 +401,7 @@ class Spool:
         self._filing_lock = threading.Lock()  # one filer at a time (thread or reader's drain)
         self._filer: threading.Thread | None = None
         self._stop_filer = False
+        self._last_accept = 0.0
         with suppress(BlockingIOError):
             # Only when no receiver is running: its in-flight writes live in tmp/.
             self.lock_for_receiver()
@@ -726,6 +745,7 @@ class Spool:
             if item.entry is not None:
                 with self._unfiled_changed:
                     self._unfiled.append(item)
+                    self._last_accept = time.monotonic()
                     self._unfiled_changed.notify_all()
                 return
         try:
@@ -733,11 +753,63 @@ class Spool:
         finally:
             temp_path.unlink(missing_ok=True)  # gone already unless the filing failed
 
+    def journal_writer(self) -> JournalWriter | None:
+        """A journal record to stream a received instance into (``None``: journal off, or no
+        segment free: write a temp file and :meth:`accept_temp_file` it)."""
+        journal = self._journal
+        return None if journal is None else journal.begin()
+
+    def commit_journaled(
+        self,
+        writer: JournalWriter,
+        identity: InstanceIdentity,
+        data_crc32: int,
+        *,
+        calling_ae_title: str,
+        summary: InstanceSummary | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """Complete a streamed record (its index record, one ``fdatasync``): the instance may
+        be acknowledged; the filing thread files it from the journal.
+
+        Raises:
+            OSError: the write or the flush failed (the caller aborts the writer).
+            JournalOverflowError: no room for the index record (the caller spills).
+        """
+        item = _Unfiled(
+            identity,
+            self.new_temp_path(),  # written by the filer from the journal
+            writer.size,
+            calling_ae_title,
+            summary or InstanceSummary(None, None, None, None),
+            now or datetime.now(UTC),
+        )
+        item.entry = writer.commit(item.meta(), data_crc32)
+        with self._unfiled_changed:
+            self._unfiled.append(item)
+            self._last_accept = time.monotonic()
+            self._unfiled_changed.notify_all()
+
     def _filer_loop(self) -> None:
+        """File journaled instances when the receiver pauses or the journal is over half full.
+
+        Filing while instances keep arriving puts its fsyncs in the disk queue in front of the
+        acknowledgement's ``fdatasync`` (measured: 9.5 instead of ≈ 2–3 ms per 0.5 MB instance
+        on the loaded shared disk), so a burst is filed after it, within the journal's room.
+        """
         while True:
             with self._unfiled_changed:
-                while not self._unfiled and not self._stop_filer:
-                    self._unfiled_changed.wait()
+                while not self._stop_filer:
+                    if self._unfiled:
+                        journal = self._journal
+                        idle_s = time.monotonic() - self._last_accept
+                        if idle_s >= FILE_AFTER_IDLE_S or (
+                            journal is not None and journal.half_full()
+                        ):
+                            break
+                        self._unfiled_changed.wait(FILE_AFTER_IDLE_S - idle_s)
+                    else:
+                        self._unfiled_changed.wait()
                 if self._stop_filer:
                     return
             try:

@@ -32,6 +32,7 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from concordose.dicom import receiver as receiver_module
+from concordose.dicom.journal import Journal
 from concordose.dicom.receiver import STATUS_OUT_OF_RESOURCES, StorageReceiver
 from concordose.dicom.spool import Spool
 from concordose.dicom.upper_layer import encode_command_pdus
@@ -175,12 +176,21 @@ def test_an_abort_in_the_middle_of_a_data_set_keeps_nothing_and_the_service_stay
     peer = _RawPeer(receiver.port)
     peer.command(0x0001, generate_uid(), has_data_set=True)
     peer.data_fragment(b"\x08\x00\x16\x00" + b"x" * 8000)
-    _wait(lambda: any(receiver.spool.tmp_dir.iterdir()), "the partial file")
+    journal = receiver.spool.root / "journal"
+    _wait(  # the fragment went straight into a journal segment
+        lambda: any(p.stat().st_size > 8000 for p in journal.glob("segment-*.wal")),
+        "the partial record",
+    )
     peer.socket.sendall(struct.pack(">BxI", 0x07, 4) + bytes((0, 0, 0, 0)))  # A-ABORT
     peer.socket.close()
     _wait(lambda: receiver.active_associations == 0, "the abort")
     assert list(receiver.spool.tmp_dir.iterdir()) == []
     assert receiver.spool.status().instances == 0
+    reader = Journal(journal)
+    try:
+        assert list(reader.records()) == []  # nothing a restart would file either
+    finally:
+        reader.close()
     ae = AE(ae_title=SENDER)
     ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", receiver.port, ae_title="CONCORDOSE")
@@ -203,14 +213,15 @@ def test_a_command_we_do_not_serve_aborts_the_association(receiver: StorageRecei
 def test_a_write_refused_by_the_disk_answers_out_of_resources_and_leaves_nothing(
     receiver: StorageReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_space(_fd: int, _data: object) -> int:
+    def no_space(*_args: object) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     ae = AE(ae_title=SENDER)
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
     assoc = ae.associate("127.0.0.1", receiver.port, ae_title="CONCORDOSE")
     try:
-        monkeypatch.setattr(os, "write", no_space)
+        monkeypatch.setattr(os, "write", no_space)  # a temp file
+        monkeypatch.setattr(os, "pwrite", no_space)  # the journal
         refused = assoc.send_c_store(_ct(64))
         monkeypatch.undo()
         accepted = assoc.send_c_store(_ct(64))
@@ -219,3 +230,28 @@ def test_a_write_refused_by_the_disk_answers_out_of_resources_and_leaves_nothing
     assert (refused.Status, accepted.Status) == (STATUS_OUT_OF_RESOURCES, 0x0000)
     assert receiver.spool.status().instances == 1
     assert list(receiver.spool.tmp_dir.iterdir()) == []
+
+
+def test_a_small_journal_is_recycled_as_instances_are_filed(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    sent = [_ct(256) for _ in range(12)]  # 12 × 128 kB through 2 segments of 512 kB
+    with StorageReceiver(
+        Spool(root),
+        port=0,
+        allowed_calling_ae_titles=[SENDER],
+        journal_segment_bytes=512 * 1024,
+        journal_segments=2,
+    ) as receiver:
+        ae = AE(ae_title=SENDER)
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", receiver.port, ae_title="CONCORDOSE")
+        try:
+            statuses = [assoc.send_c_store(ds).Status for ds in sent]
+        finally:
+            assoc.release()
+        stored = {row.identity.sop_instance_uid for row in receiver.spool.instances()}
+    assert statuses == [0] * len(sent)
+    assert stored == {ds.SOPInstanceUID for ds in sent}
+    segments = sorted((root / "journal").glob("segment-*.wal"))
+    assert len(segments) == 2
+    assert all(path.stat().st_size <= 512 * 1024 for path in segments)
