@@ -383,6 +383,10 @@ class StorageReceiver:
             (:mod:`.journal`); ``None`` acknowledges only filed instances (no journal).
         journal_segments: how many segments (their total bounds the instances journaled and
             not yet filed; beyond it instances are filed before they are acknowledged).
+        journal_prefill: write the journal's blocks at start-up when the spool is new (once per
+            spool: ``journal_segments × journal_segment_bytes`` of zeros), so that every
+            acknowledgement's ``fdatasync`` overwrites allocated blocks (``concordose receive``
+            does; off by default to keep short-lived receivers, e.g. tests, light).
     """
 
     def __init__(
@@ -404,7 +408,9 @@ class StorageReceiver:
         network_timeout_s: float = 60.0,
         journal_segment_bytes: int | None = DEFAULT_SEGMENT_BYTES,
         journal_segments: int = DEFAULT_SEGMENT_COUNT,
+        journal_prefill: bool = False,
     ) -> None:
+        self.journal_prefill = journal_prefill
         self.journal_segment_bytes = journal_segment_bytes
         self.journal_segments = journal_segments
         self.spool = spool
@@ -562,7 +568,9 @@ class StorageReceiver:
         try:
             if self.journal_segment_bytes is not None:
                 self.spool.start_journal(
-                    segment_bytes=self.journal_segment_bytes, segment_count=self.journal_segments
+                    segment_bytes=self.journal_segment_bytes,
+                    segment_count=self.journal_segments,
+                    prefill=self.journal_prefill,
                 )
             self._server = _Server((self.host, self._requested_port), self)
         except BaseException:

@@ -671,8 +671,11 @@ class Spool:
         *,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         segment_count: int = DEFAULT_SEGMENT_COUNT,
+        prefill: bool = False,
     ) -> None:
         """Journal accepted instances (:meth:`accept_temp_file`) and file them in a thread.
+
+        ``prefill``: write the segments' blocks once now (see :meth:`Journal.open_for_append`).
 
         Call with the receiver lock held (:meth:`lock_for_receiver` has already filed what an
         earlier receiver left in the journal).
@@ -682,7 +685,7 @@ class Spool:
         journal = Journal(
             self.root / JOURNAL_DIRNAME, segment_bytes=segment_bytes, segment_count=segment_count
         )
-        journal.open_for_append()
+        journal.open_for_append(prefill=prefill)
         self._journal = journal
         self._stop_filer = False
         self._filer = threading.Thread(target=self._filer_loop, name="spool-filer", daemon=True)
@@ -855,8 +858,9 @@ class Spool:
             return len(batch)
 
     def _drain(self) -> None:
-        """Before answering from the index: file what this process has journaled."""
-        if self._unfiled:
+        """Before answering from the index: file what this process has journaled (waiting for
+        a batch the filing thread is filing: it holds the filing lock)."""
+        if self._unfiled or self._journal is not None:
             try:
                 self.file_journaled()
             except OSError as exc:

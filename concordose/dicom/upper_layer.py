@@ -559,11 +559,11 @@ def serve_connection(
         if rejection is not None:
             connection.sendall(_reject(rejection))
             return
-        connection.sendall(_accept(request, settings, association))
-        connection.settimeout(settings.network_timeout_s)
-        service.established(association)
         loop = _MessageLoop(connection, reader, association, service)
         try:
+            connection.sendall(_accept(request, settings, association))
+            connection.settimeout(settings.network_timeout_s)
+            service.established(association)
             loop.run()
         except PeerClosedError as exc:
             association.aborted = True
@@ -578,7 +578,7 @@ def serve_connection(
                 connection.sendall(_abort_pdu())
         finally:
             loop.discard()
-            service.ended(association)
+            service.ended(association)  # once admitted, always: frees its association slot
     except OSError as exc:
         LOG.warning("connection from %s failed: %s", peer, exc)
     finally:

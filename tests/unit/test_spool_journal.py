@@ -67,3 +67,14 @@ def test_a_full_segment_moves_on_and_recycling_invalidates_old_records(tmp_path:
     journal.recycle_all()
     journal.close()
     assert _found(folder) == []
+
+
+def test_prefill_allocates_each_segment_once_and_keeps_records_readable(tmp_path: Path) -> None:
+    folder = tmp_path / "journal"
+    journal = Journal(folder, segment_bytes=256 * 1024, segment_count=2)
+    journal.open_for_append(prefill=True)
+    sizes = [p.stat().st_size for p in sorted(folder.glob("segment-*.wal"))]
+    assert sizes == [256 * 1024, 256 * 1024]
+    _append(journal, tmp_path, "r0", b"z" * 50_000)  # zeros after it end the scan
+    journal.close()
+    assert _found(folder) == [("r0", b"z" * 50_000)]
