@@ -7,6 +7,7 @@ import errno
 import os
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -255,3 +256,37 @@ def test_a_small_journal_is_recycled_as_instances_are_filed(tmp_path: Path) -> N
     segments = sorted((root / "journal").glob("segment-*.wal"))
     assert len(segments) == 2
     assert all(path.stat().st_size <= 512 * 1024 for path in segments)
+
+
+def test_concurrent_associations_and_an_instance_larger_than_a_segment(tmp_path: Path) -> None:
+    # 2 segments of 256 kB: two associations stream side by side (one segment each, or a temp
+    # file when none is free), and a 0.5 MB slice outgrows any segment (spilled, filed directly).
+    batches = [[_ct(128) for _ in range(4)] + [_ct(512)] for _ in range(2)]
+    statuses: list[int] = []
+
+    def send(datasets: list[Dataset], port: int) -> None:
+        ae = AE(ae_title=SENDER)
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", port, ae_title="CONCORDOSE")
+        try:
+            statuses.extend(int(assoc.send_c_store(ds).Status) for ds in datasets)
+        finally:
+            assoc.release()
+
+    with StorageReceiver(
+        Spool(tmp_path / "spool"),
+        port=0,
+        allowed_calling_ae_titles=[SENDER],
+        journal_segment_bytes=256 * 1024,
+        journal_segments=2,
+    ) as receiver:
+        threads = [threading.Thread(target=send, args=(b, receiver.port)) for b in batches]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        rows = {row.identity.sop_instance_uid: row for row in receiver.spool.instances()}
+    assert statuses == [0] * 10
+    for ds in (ds for batch in batches for ds in batch):
+        assert rows[ds.SOPInstanceUID].path.read_bytes().endswith(ds.PixelData)
+    assert list((tmp_path / "spool" / "tmp").iterdir()) == []
