@@ -687,6 +687,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
             quiet_period_s=quiet_period_s,
             on_complete=hook,
             completion_poll_interval_s=min(5.0, max(0.2, quiet_period_s / 10)),
+            journal_prefill=True,  # a long-running service: allocate the journal once
         )
         receiver.start()
         return receiver

@@ -1,20 +1,31 @@
 """Storage SCP: receives instances by C-STORE and hands them to the :class:`~.spool.Spool`.
 
-Handler contract (``EVT_C_STORE``), written down once as pynetdicom does for its own handlers:
+Associations are negotiated with pynetdicom's PDU classes and presentation-context negotiation;
+after the A-ASSOCIATE-AC our own upper layer (:mod:`.upper_layer`) reads the PDUs and streams
+each data set into the spool's ``tmp/`` as it arrives (see there for why).
 
-* in: the association's calling AE title, the request's SOP Class/Instance UIDs, the dataset as
-  encoded by the sender (stored byte-for-byte in the negotiated transfer syntax, never decoded
-  beyond the UIDs and the few header elements that place it in its time point; pixel data is
-  never touched);
+C-STORE contract (:meth:`StorageReceiver.begin_store` → :class:`_IncomingInstance`), written
+down once as pynetdicom does for its handlers:
+
+* in: the association's calling AE title, the request's SOP Class/Instance UIDs, the data set
+  as encoded by the sender (stored byte-for-byte in the negotiated transfer syntax behind a
+  Part 10 file meta header, never decoded beyond its element headers, the UIDs and the few
+  elements that place it in its time point; values over 64 kB such as pixel data are not read);
 * out: ``0x0124`` (refused, not authorised) over TLS when the peer certificate's CN (or DNS
   name) is not the site the calling AE title belongs to;
-  ``0x0000`` only after :meth:`Spool.store` has returned (fsync + rename + index commit);
-  ``0xA700`` (out of resources) when the disk refuses the write, nothing half-written;
-  ``0xC000`` (cannot understand) when identifying UIDs are missing or invalid or the dataset
-  cannot be decoded — the bytes are then kept in the quarantine with the reason, and the service
-  stays up.
+  ``0x0000`` only after :meth:`Spool.accept_temp_file` has returned: the instance and its index
+  record are durable in the spool journal (one ``fdatasync``), or — journal off or full —
+  filed and indexed (fsync + rename + folder fsync + index commit); a journaled instance is
+  filed and indexed by the spool's filing thread shortly after, or at the next start-up after
+  a crash (:mod:`.journal`);
+  ``0xA700`` (out of resources) when the disk refuses a write or a flush, nothing half-written;
+  ``0xC000`` (cannot understand) when identifying UIDs are missing or invalid or the data set
+  cannot be decoded or is truncated — the bytes are then kept in the quarantine with the
+  reason, and the service stays up.
 
-``EVT_C_ECHO`` is answered with success by pynetdicom's default handler.
+C-ECHO is answered with success. Associations from calling AE titles not in the sites file are
+rejected (permanent, "calling AE title not recognised"); one over ``max_associations`` is
+rejected transiently ("local limit exceeded").
 
 Each stored instance marks its time point busy until its association closes; a
 :class:`~.completion.CompletionMonitor` then completes quiet time points and calls the
@@ -25,9 +36,12 @@ Each stored instance marks its time point busy until its association closes; a
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import socketserver
 import ssl
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -35,22 +49,26 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+from pydicom import dcmread
+from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID
 from pynetdicom import (
     AE,
     ALL_TRANSFER_SYNTAXES,
+    PYNETDICOM_IMPLEMENTATION_UID,
+    PYNETDICOM_IMPLEMENTATION_VERSION,
     AllStoragePresentationContexts,
     VerificationPresentationContexts,
-    evt,
 )
-from pynetdicom._handlers import (
-    standard_dimse_recv_handler,
-    standard_dimse_sent_handler,
-    standard_pdu_recv_handler,
-    standard_pdu_sent_handler,
-)
+from pynetdicom.dsutils import encode_file_meta
 
 from concordose.dicom.completion import DEFAULT_QUIET_PERIOD_S, CompletionMonitor, utc_now
+from concordose.dicom.journal import (
+    DEFAULT_SEGMENT_BYTES,
+    DEFAULT_SEGMENT_COUNT,
+    JournalOverflowError,
+    JournalWriter,
+)
 from concordose.dicom.spool import (
     RECEIVER_LOCK_FILENAME,
     InstanceIdentity,
@@ -58,6 +76,16 @@ from concordose.dicom.spool import (
     Spool,
 )
 from concordose.dicom.timepoints import InstanceSummary, OnComplete
+from concordose.dicom.upper_layer import (
+    CALLING_AE_NOT_RECOGNISED,
+    LOCAL_LIMIT_EXCEEDED,
+    Association,
+    IncomingDataSet,
+    Rejection,
+    StoreRequest,
+    UpperLayerSettings,
+    serve_connection,
+)
 from concordose.errors import ConcordoseError
 
 LOG = logging.getLogger(__name__)
@@ -67,79 +95,270 @@ STATUS_NOT_AUTHORIZED = 0x0124  # PS3.7 Annex C: "Refused: Not Authorized"
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
 
-DEFAULT_DUL_POLL_INTERVAL_S = 0.0002
-"""How long an association's pynetdicom DUL thread sleeps when it has nothing to do (s).
-
-pynetdicom's default, 1 ms, sits on every C-STORE's critical path: the response waits in the
-DUL's queue until its next wake-up, and a sender such as ``storescu`` sends the next instance
-only after the response. 0.2 ms took the do-nothing pynetdicom SCP from 0.67 s to 0.42 s for the
-200-instance CT series of ``benchmarks/bench_receiver.py``; the price is ≈3.4 % of one core more
-per *idle* open association (5 000 instead of 1 000 wake-ups per second; benchmarks/README.md).
-"""
+DEFER_VALUES_OVER_BYTES = 65536
+"""Values longer than this are not read when an instance is checked (pixel data): reading a
+whole 0.5 MB CT slice back with ``dcmread`` took ≈ 0.5 ms per instance (profile, loaded machine)."""
 
 
-def _ae_title(value: Any) -> str:
-    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-    return text.strip()
-
-
-# pynetdicom binds these to every association by default; they build a debug text for each PDU
-# and DIMSE message even when the "pynetdicom" logger discards DEBUG (see ``start``).
-_PYNETDICOM_DEBUG_HANDLERS: tuple[tuple[Any, Any], ...] = (
-    (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
-    (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
-    (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
-    (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
-)
-
-
-def unbind_pynetdicom_debug_handlers(server: Any) -> None:
-    """Unbind pynetdicom's per-PDU debug handlers from ``server`` unless its logger shows DEBUG.
-
-    They format a text for every PDU and DIMSE message even when the ``pynetdicom`` logger
-    discards it: ≈5 % of a pynetdicom SCP's time receiving a CT series (benchmarks/README.md).
-    """
-    if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
-        for event, handler in _PYNETDICOM_DEBUG_HANDLERS:
-            server.unbind(event, handler)
-
-
-def _certificate_names(event: Any) -> set[str] | None:
-    """Subject CN and DNS names of the peer's TLS certificate; ``None`` without TLS."""
-    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-    if sock is None or not hasattr(sock, "getpeercert"):
-        return None
-    certificate = sock.getpeercert()
-    if not certificate:
-        return set()
-    names = {
-        str(value)
-        for rdn in certificate.get("subject", ())
-        for key, value in rdn
-        if key == "commonName"
-    }
-    names |= {str(value) for key, value in certificate.get("subjectAltName", ()) if key == "DNS"}
-    return names
+def _file_meta_bytes(request: StoreRequest) -> bytes:
+    """Preamble, prefix and File Meta Information of the Part 10 file, as pynetdicom's
+    ``Event.encoded_dataset(include_meta=True)`` builds them."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(request.sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(request.sop_instance_uid)
+    meta.TransferSyntaxUID = UID(request.transfer_syntax)
+    meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
+    return b"\x00" * 128 + b"DICM" + encode_file_meta(meta)
 
 
 @dataclass
 class _AssociationLog:
-    """Counters of one association, logged when it closes.
-
-    ``certificate_names`` is ``None`` on plain TCP, else the peer certificate's CN/DNS names.
-    """
+    """Counters of one association, logged when it closes."""
 
     number: int
-    calling_ae_title: str
-    peer: str
-    certificate_names: set[str] | None = None
+    association: Association
     stored: int = 0
     failed: int = 0
     studies: set[str] = field(default_factory=set)
 
 
+class _Refused:
+    """A data set we read and drop, answering ``status`` (e.g. a certificate not the site's)."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    def write(self, fragment: memoryview) -> None:
+        pass
+
+    def finish(self) -> int:
+        return self.status
+
+    def discard(self) -> None:
+        pass
+
+
+class _IncomingInstance:
+    """One C-STORE data set streamed to disk as it arrives (never held in memory).
+
+    Where: straight into a record of the spool journal (:meth:`Spool.journal_writer`), or —
+    journal off, every segment busy, or the instance outgrowing its segment ("spilled") — into a
+    temp file in ``tmp/``. ``finish`` decodes it from there (every element header must parse;
+    values over 64 kB are skipped, a truncated one is caught), validates its UIDs and makes it
+    durable (:meth:`Spool.commit_journaled` or :meth:`Spool.accept_temp_file`); undecodable or
+    unidentifiable bytes go to the quarantine instead; any disk error drops the partial record
+    or file and answers 0xA700.
+    """
+
+    def __init__(
+        self, receiver: StorageReceiver, entry: _AssociationLog, request: StoreRequest
+    ) -> None:
+        self.receiver = receiver
+        self.entry = entry
+        self.request = request
+        self.path = receiver.spool.new_temp_path()
+        self.size_bytes = 0
+        self.crc32 = 0
+        self.handed_over = False
+        self.error: OSError | None = None
+        self.fd: int | None = None
+        self.meta_error: Exception | None = None
+        try:
+            header = _file_meta_bytes(request)
+        except Exception as exc:  # a UID pydicom cannot even encode: quarantined in finish()
+            self.meta_error, header = exc, b""
+        self.writer: JournalWriter | None = receiver.spool.journal_writer()
+        if self.writer is None:
+            self._open_temp()
+        self.write(memoryview(header))
+
+    def _open_temp(self) -> None:
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            self.error = exc
+
+    def _spill(self) -> None:
+        """Move what the journal record holds so far into the temp file, drop the record."""
+        writer = self.writer
+        assert writer is not None
+        self.writer = None
+        self._open_temp()
+        try:
+            if self.fd is not None:
+                writer.copy_to(self.fd)
+                os.lseek(self.fd, 0, os.SEEK_END)
+        except OSError as exc:
+            self.error = exc
+        finally:
+            writer.abort()
+
+    def write(self, fragment: memoryview) -> None:
+        if self.error is not None:
+            return
+        self.crc32 = zlib.crc32(fragment, self.crc32)  # for the journal record
+        try:
+            if self.writer is not None:
+                try:
+                    self.writer.write(fragment)
+                    self.size_bytes += len(fragment)
+                    return
+                except JournalOverflowError:
+                    self._spill()
+            if self.fd is None:
+                return
+            while fragment:
+                written = os.write(self.fd, fragment)
+                fragment = fragment[written:]
+                self.size_bytes += written
+        except OSError as exc:
+            self.error = exc
+
+    def _close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def discard(self) -> None:
+        self._close()
+        if self.writer is not None:
+            self.writer.abort()  # no-op once committed
+        if not self.handed_over:
+            self.path.unlink(missing_ok=True)
+
+    def finish(self) -> int:
+        try:
+            return self._finish()
+        finally:
+            self.discard()  # unless the spool or the quarantine took it
+
+    def _decode(self) -> tuple[InstanceIdentity, InstanceSummary]:
+        request = self.request
+        if self.meta_error is not None:
+            raise self.meta_error
+        with self.writer.reader() if self.writer is not None else open(self.path, "rb") as handle:
+            # Every element header is parsed; values over 64 kB (pixel data) are skipped by
+            # seeking, so a value reaching past the end shows as a position past it.
+            dataset = dcmread(handle, defer_size=DEFER_VALUES_OVER_BYTES)
+            if handle.tell() > self.size_bytes:
+                raise ValueError(
+                    f"data set truncated: its last element ends at byte {handle.tell()}, "
+                    f"{handle.tell() - self.size_bytes} bytes after the {self.size_bytes} "
+                    "bytes received"
+                )
+            identity = InstanceIdentity.checked(
+                sop_class_uid=request.sop_class_uid,
+                sop_instance_uid=request.sop_instance_uid,
+                study_uid=dataset.get("StudyInstanceUID"),
+                series_uid=dataset.get("SeriesInstanceUID"),
+                transfer_syntax=UID(request.transfer_syntax),
+            )
+            return identity, InstanceSummary.from_dataset(dataset)
+
+    def _finish(self) -> int:
+        receiver, entry, request = self.receiver, self.entry, self.request
+        calling_ae = entry.association.calling_ae_title
+        self._close()
+        if self.error is not None:
+            # Disk full, quota, I/O error: nothing was indexed, the sender may retry later.
+            LOG.error("could not store %s: %s", request.sop_instance_uid, self.error)
+            return receiver._fail(entry, STATUS_OUT_OF_RESOURCES)
+        try:
+            identity, summary = self._decode()
+        except Exception as exc:
+            # Undecodable bytes raise anything pydicom's parser can raise; none may stop us.
+            kind = "invalid identity" if isinstance(exc, InvalidInstanceError) else "undecodable"
+            reason = f"from {calling_ae}: {kind}: {type(exc).__name__}: {exc}"
+            try:
+                if self.writer is not None:
+                    self._spill()
+                    self._close()
+                    if self.error is not None:
+                        raise self.error
+                path = receiver.spool.quarantine_temp_file(self.path, reason)
+                self.handed_over = True
+            except OSError as disk_error:
+                LOG.error("could not quarantine (%s): %s", reason, disk_error)
+                return receiver._fail(entry, STATUS_OUT_OF_RESOURCES)
+            LOG.warning("quarantined instance %s (%s)", path.name, reason)
+            return receiver._fail(entry, STATUS_CANNOT_UNDERSTAND)
+        spool, now = receiver.spool, receiver.completion.clock()
+        try:
+            if self.writer is not None:
+                try:
+                    spool.commit_journaled(
+                        self.writer,
+                        identity,
+                        self.crc32,
+                        calling_ae_title=calling_ae,
+                        summary=summary,
+                        now=now,
+                    )
+                except JournalOverflowError:
+                    self._spill()  # no room for the index record: through a temp file
+                    self._close()
+                    if self.error is not None:
+                        raise self.error from None
+            if self.writer is None:
+                spool.accept_temp_file(
+                    identity,
+                    self.path,
+                    self.size_bytes,
+                    self.crc32,
+                    calling_ae_title=calling_ae,
+                    summary=summary,
+                    now=now,
+                )
+            self.handed_over = True
+        except OSError as exc:
+            LOG.error("could not store %s: %s", identity.sop_instance_uid, exc)
+            return receiver._fail(entry, STATUS_OUT_OF_RESOURCES)
+        receiver.completion.association_stored(id(entry.association), identity.study_uid)
+        entry.stored += 1
+        entry.studies.add(identity.study_uid)
+        with receiver._counter_lock:
+            receiver.stored_count += 1
+        return STATUS_SUCCESS
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    """Accepts connections; one daemon thread per association runs the upper layer."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], receiver: StorageReceiver) -> None:
+        self.receiver = receiver
+        super().__init__(address, socketserver.BaseRequestHandler, bind_and_activate=True)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        connection: socket.socket = request
+        receiver = self.receiver
+        thread = threading.current_thread()
+
+        def track(live: socket.socket) -> None:
+            with receiver._counter_lock:
+                receiver._connections[thread] = live
+
+        track(connection)
+        try:
+            serve_connection(
+                connection,
+                f"{client_address[0]}:{client_address[1]}",
+                receiver._settings,
+                receiver,
+                ssl_context=receiver.ssl_context,
+                on_socket=track,
+            )
+        finally:
+            with receiver._counter_lock:
+                receiver._connections.pop(thread, None)
+
+
 class StorageReceiver:
-    """A pynetdicom storage SCP writing into a :class:`Spool`.
+    """Our storage SCP writing into a :class:`Spool` (see the module docstring).
 
     Args:
         spool: where instances are made durable.
@@ -147,8 +366,9 @@ class StorageReceiver:
         host, port: where to listen; port 0 picks a free port (see :attr:`port` after start).
         allowed_calling_ae_titles: if given, associations from any other calling AE title are
             rejected at association with reason 0x03 "calling AE title not recognised".
-        max_pdu_bytes: maximum PDU size we receive (0 = unlimited).
-        max_associations: concurrent associations accepted.
+        max_pdu_bytes: maximum PDU size we receive, announced to the peer (0 = unlimited).
+        max_associations: concurrent associations accepted; one more is rejected transiently
+            ("local limit exceeded").
         site_by_ae_title: calling AE title → site id (from ``sites.yaml``); named in the log,
             and, when ``allowed_calling_ae_titles`` is not given, the titles allowed.
         ssl_context: a server TLS context (see :mod:`.tls`); ``None`` for plain TCP.
@@ -158,8 +378,15 @@ class StorageReceiver:
         completion_poll_interval_s: how often the background thread looks for quiet time
             points; ``None`` starts no thread (call :meth:`CompletionMonitor.poll` yourself).
         clock: current UTC time (injectable for tests).
-        dul_poll_interval_s: idle sleep of each association's pynetdicom DUL thread (see
-            :data:`DEFAULT_DUL_POLL_INTERVAL_S`); ``None`` keeps pynetdicom's 1 ms.
+        network_timeout_s: silence (s) after which an open association is aborted.
+        journal_segment_bytes: size of each of the spool journal's segments
+            (:mod:`.journal`); ``None`` acknowledges only filed instances (no journal).
+        journal_segments: how many segments (their total bounds the instances journaled and
+            not yet filed; beyond it instances are filed before they are acknowledged).
+        journal_prefill: write the journal's blocks at start-up when the spool is new (once per
+            spool: ``journal_segments × journal_segment_bytes`` of zeros), so that every
+            acknowledgement's ``fdatasync`` overwrites allocated blocks (``concordose receive``
+            does; off by default to keep short-lived receivers, e.g. tests, light).
     """
 
     def __init__(
@@ -178,10 +405,15 @@ class StorageReceiver:
         on_complete: OnComplete | None = None,
         completion_poll_interval_s: float | None = None,
         clock: Callable[[], datetime] = utc_now,
-        dul_poll_interval_s: float | None = DEFAULT_DUL_POLL_INTERVAL_S,
+        network_timeout_s: float = 60.0,
+        journal_segment_bytes: int | None = DEFAULT_SEGMENT_BYTES,
+        journal_segments: int = DEFAULT_SEGMENT_COUNT,
+        journal_prefill: bool = False,
     ) -> None:
+        self.journal_prefill = journal_prefill
+        self.journal_segment_bytes = journal_segment_bytes
+        self.journal_segments = journal_segments
         self.spool = spool
-        self.dul_poll_interval_s = dul_poll_interval_s
         self.site_by_ae_title = dict(site_by_ae_title or {})
         self.ssl_context = ssl_context
         self.completion = CompletionMonitor(
@@ -189,22 +421,30 @@ class StorageReceiver:
         )
         self._poll_interval_s = completion_poll_interval_s
         self._associations: dict[int, _AssociationLog] = {}
+        self._connections: dict[threading.Thread, socket.socket] = {}
         self._association_counter = 0
         self._counter_lock = threading.Lock()
         if allowed_calling_ae_titles is None and site_by_ae_title is not None:
             allowed_calling_ae_titles = list(site_by_ae_title)
+        self._allowed_calling_ae_titles = (
+            None
+            if allowed_calling_ae_titles is None
+            else {title.strip() for title in allowed_calling_ae_titles}
+        )
+        self.max_associations = max_associations
         self.host = host
         self._requested_port = port
+        # The pynetdicom AE only holds what we negotiate: our title and supported contexts.
         self._ae = AE(ae_title=ae_title)
-        self._ae.maximum_pdu_size = max_pdu_bytes
-        self._ae.maximum_associations = max_associations
         for context in [*VerificationPresentationContexts, *AllStoragePresentationContexts]:
             assert context.abstract_syntax is not None
             # Every transfer syntax, compressed ones included: stored as received.
             self._ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        if allowed_calling_ae_titles is not None:
-            self._ae.require_calling_aet = list(allowed_calling_ae_titles)
-        self._server: Any = None
+        self._settings = UpperLayerSettings(
+            ae=self._ae, max_pdu_bytes=max_pdu_bytes, network_timeout_s=network_timeout_s
+        )
+        self._server: _Server | None = None
+        self._server_thread: threading.Thread | None = None
         self.stored_count = 0
         self.failed_count = 0
 
@@ -217,32 +457,13 @@ class StorageReceiver:
 
     @property
     def active_associations(self) -> int:
-        """Associations currently open (0 when not started)."""
-        if self._server is None:
-            return 0
-        return len(self._server.active_associations)
+        """Associations currently established (0 when not started)."""
+        with self._counter_lock:
+            return len(self._associations)
 
     def _describe(self, calling_ae: str) -> str:
         site = self.site_by_ae_title.get(calling_ae)
         return f"{calling_ae} (site {site})" if site else calling_ae
-
-    def _association(self, event: Any) -> _AssociationLog:
-        key = id(event.assoc)
-        entry = self._associations.get(key)
-        if entry is None:
-            with self._counter_lock:
-                self._association_counter += 1
-                number = self._association_counter
-            address = event.assoc.requestor.address
-            port = event.assoc.requestor.port
-            entry = _AssociationLog(
-                number,
-                _ae_title(event.assoc.requestor.ae_title),
-                f"{address}:{port}",
-                _certificate_names(event),
-            )
-            self._associations[key] = entry
-        return entry
 
     def _fail(self, entry: _AssociationLog, status: int) -> int:
         entry.failed += 1
@@ -250,99 +471,80 @@ class StorageReceiver:
             self.failed_count += 1
         return status
 
-    def _handle_store(self, event: Any) -> int:
-        entry = self._association(event)
-        calling_ae = entry.calling_ae_title
-        site = self.site_by_ae_title.get(calling_ae)
-        if entry.certificate_names is not None and site and site not in entry.certificate_names:
+    # -- the upper layer's service contract (upper_layer.StorageService) ------------------------
+
+    def admit(self, association: Association) -> Rejection | None:
+        """Reject unknown calling AE titles (permanent) and associations over the limit
+        (transient); otherwise count the association as established."""
+        rejection: Rejection | None = None
+        allowed = self._allowed_calling_ae_titles
+        if allowed is not None and association.calling_ae_title not in allowed:
+            rejection = CALLING_AE_NOT_RECOGNISED
+        else:
+            with self._counter_lock:
+                if len(self._associations) >= self.max_associations:
+                    rejection = LOCAL_LIMIT_EXCEEDED
+                else:
+                    self._association_counter += 1
+                    self._associations[id(association)] = _AssociationLog(
+                        self._association_counter, association
+                    )
+        if rejection is not None:
+            LOG.warning(
+                "association from %s at %s rejected (%s)",
+                association.calling_ae_title,
+                association.peer,
+                "calling AE title not allowed"
+                if rejection is CALLING_AE_NOT_RECOGNISED
+                else f"busy: {self.max_associations} association(s) open",
+            )
+        return rejection
+
+    def established(self, association: Association) -> None:
+        """Log the accepted association."""
+        entry = self._associations[id(association)]
+        LOG.info(
+            "association #%d from %s at %s accepted%s",
+            entry.number,
+            self._describe(association.calling_ae_title),
+            association.peer,
+            " (TLS)" if association.certificate_names is not None else "",
+        )
+
+    def begin_store(self, association: Association, request: StoreRequest) -> IncomingDataSet:
+        """Where a C-STORE's data set goes: ``tmp/`` (or nowhere, if the sender is refused)."""
+        entry = self._associations[id(association)]
+        names = association.certificate_names
+        site = self.site_by_ae_title.get(association.calling_ae_title)
+        if names is not None and site and site not in names:
             # TLS proves the institution: a site's certificate may only send as that site.
             LOG.warning(
                 "refused instance from %s: its TLS certificate (%s) is not site %s's",
-                calling_ae,
-                ", ".join(sorted(entry.certificate_names)) or "none",
+                association.calling_ae_title,
+                ", ".join(sorted(names)) or "none",
                 site,
             )
-            return self._fail(entry, STATUS_NOT_AUTHORIZED)
-        data = event.encoded_dataset(include_meta=True)
-        try:
-            dataset = event.dataset
-            identity = InstanceIdentity.checked(
-                sop_class_uid=event.request.AffectedSOPClassUID,
-                sop_instance_uid=event.request.AffectedSOPInstanceUID,
-                study_uid=dataset.get("StudyInstanceUID"),
-                series_uid=dataset.get("SeriesInstanceUID"),
-                transfer_syntax=UID(event.context.transfer_syntax),
-            )
-            summary = InstanceSummary.from_dataset(dataset)
-        except Exception as exc:
-            # Undecodable bytes raise anything pydicom's parser can raise; none may stop us.
-            kind = "invalid identity" if isinstance(exc, InvalidInstanceError) else "undecodable"
-            reason = f"from {calling_ae}: {kind}: {type(exc).__name__}: {exc}"
-            try:
-                path = self.spool.quarantine(data, reason)
-            except OSError as disk_error:
-                LOG.error("could not quarantine (%s): %s", reason, disk_error)
-                return self._fail(entry, STATUS_OUT_OF_RESOURCES)
-            LOG.warning("quarantined instance %s (%s)", path.name, reason)
-            return self._fail(entry, STATUS_CANNOT_UNDERSTAND)
-        try:
-            self.spool.store(identity, data, calling_ae, summary, now=self.completion.clock())
-        except OSError as exc:
-            # Disk full, quota, I/O error: nothing was indexed, the sender may retry later.
-            LOG.error("could not store %s: %s", identity.sop_instance_uid, exc)
-            return self._fail(entry, STATUS_OUT_OF_RESOURCES)
-        self.completion.association_stored(id(event.assoc), identity.study_uid)
-        entry.stored += 1
-        entry.studies.add(identity.study_uid)
+            return _Refused(self._fail(entry, STATUS_NOT_AUTHORIZED))
+        return _IncomingInstance(self, entry, request)
+
+    def ended(self, association: Association) -> None:
+        """Start the quiet period of the association's studies and log its counts."""
         with self._counter_lock:
-            self.stored_count += 1
-        return STATUS_SUCCESS
-
-    def _handle_connection_opened(self, event: Any) -> None:
-        # pynetdicom leaves Nagle on: each small C-STORE response would then wait for the
-        # sender's delayed ACK. dcmtk peers set TCP_NODELAY from the environment; we set it here.
-        sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-        if sock is not None:
-            with suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # pynetdicom's DUL reactor reads this (private) attribute on every idle loop; a renamed
-        # attribute in a later pynetdicom is caught by tests/unit/test_receiver_speed.py.
-        if self.dul_poll_interval_s is not None and hasattr(event.assoc.dul, "_run_loop_delay"):
-            event.assoc.dul._run_loop_delay = self.dul_poll_interval_s
-
-    def _handle_accepted(self, event: Any) -> None:
-        entry = self._association(event)
-        LOG.info(
-            "association #%d from %s at %s accepted",
-            entry.number,
-            self._describe(entry.calling_ae_title),
-            entry.peer,
-        )
-
-    def _handle_rejected(self, event: Any) -> None:
-        requestor = event.assoc.requestor
-        LOG.warning(
-            "association from %s at %s:%s rejected (calling AE title not allowed or busy)",
-            _ae_title(requestor.ae_title),
-            requestor.address,
-            requestor.port,
-        )
-
-    def _handle_closed(self, event: Any) -> None:
-        entry = self._associations.pop(id(event.assoc), None)
-        self.completion.association_closed(id(event.assoc))
+            entry = self._associations.pop(id(association), None)
+        self.completion.association_closed(id(association))
         if entry is None:
-            return  # rejected or never got past negotiation: logged already
-        how = "aborted" if event.assoc.is_aborted else "released"
+            return
         LOG.info(
             "association #%d from %s %s: %d stored, %d failed, %d study(ies)",
             entry.number,
-            self._describe(entry.calling_ae_title),
-            how,
+            self._describe(association.calling_ae_title),
+            "aborted" if association.aborted else "released",
             entry.stored,
             entry.failed,
             len(entry.studies),
         )
+
+    # -- life cycle -----------------------------------------------------------------------------
 
     def _acquire_spool_lock(self) -> None:
         try:
@@ -363,24 +565,25 @@ class StorageReceiver:
             ConcordoseError: another receiver holds this spool.
         """
         self._acquire_spool_lock()
-        handlers: list[Any] = [
-            (evt.EVT_C_STORE, self._handle_store),
-            (evt.EVT_CONN_OPEN, self._handle_connection_opened),
-            (evt.EVT_ACCEPTED, self._handle_accepted),
-            (evt.EVT_REJECTED, self._handle_rejected),
-            (evt.EVT_CONN_CLOSE, self._handle_closed),
-        ]
         try:
-            self._server = self._ae.start_server(
-                (self.host, self._requested_port),
-                block=False,
-                evt_handlers=handlers,
-                ssl_context=self.ssl_context,
-            )
+            if self.journal_segment_bytes is not None:
+                self.spool.start_journal(
+                    segment_bytes=self.journal_segment_bytes,
+                    segment_count=self.journal_segments,
+                    prefill=self.journal_prefill,
+                )
+            self._server = _Server((self.host, self._requested_port), self)
         except BaseException:
+            self.spool.stop_journal()
             self._release_spool_lock()
             raise
-        unbind_pynetdicom_debug_handlers(self._server)
+        self._server_thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.5},
+            name="concordose-receiver",
+            daemon=True,
+        )
+        self._server_thread.start()
         if self._poll_interval_s is not None:
             self.completion.start(self._poll_interval_s)
         LOG.info(
@@ -394,12 +597,28 @@ class StorageReceiver:
         )
         return self.port
 
-    def stop(self) -> None:
-        """Stop listening, stop the completion thread and release the spool."""
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop listening, end open associations, stop the completion thread, release the spool.
+
+        An instance being stored finishes first (its association thread is joined); one being
+        received is discarded, never acknowledged.
+        """
         if self._server is not None:
             self._server.shutdown()
+            self._server.server_close()
+            with self._counter_lock:
+                connections = dict(self._connections)
+            for connection in connections.values():
+                with suppress(OSError):  # already closed
+                    connection.shutdown(socket.SHUT_RDWR)
+            for thread in connections:
+                thread.join(timeout_s)
+            if self._server_thread is not None:
+                self._server_thread.join(timeout_s)
             self._server = None
+            self._server_thread = None
         self.completion.stop()
+        self.spool.stop_journal()  # files everything journaled before the lock is released
         self._release_spool_lock()
 
     def __enter__(self) -> StorageReceiver:

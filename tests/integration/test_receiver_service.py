@@ -6,7 +6,9 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -237,16 +239,17 @@ def test_disk_full_answers_out_of_resources_and_a_retry_succeeds(
     receiver: StorageReceiver, small_patient: GeneratedPatient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ct = next(p for p in small_patient.dicom_files if "/ct/" in p.as_posix())
-    real_fsync = os.fsync
 
     def no_space(_fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     assoc = _association(receiver.port)
     try:
+        # Every flush refused: the spool journal's fdatasync and the direct path's fsync.
         monkeypatch.setattr(os, "fsync", no_space)
+        monkeypatch.setattr(os, "fdatasync", no_space)
         refused = assoc.send_c_store(ct)
-        monkeypatch.setattr(os, "fsync", real_fsync)
+        monkeypatch.undo()
         echo = assoc.send_c_echo()
         accepted = assoc.send_c_store(ct)
     finally:
@@ -386,3 +389,54 @@ def test_association_limit_rejects_the_extra_association_transiently(tmp_path: P
         )
         later = _association(receiver.port)  # the slot is free again
         later.release()
+
+
+_JOURNAL_ONLY_RECEIVER = """
+import signal, sys
+from pathlib import Path
+from concordose.dicom.receiver import StorageReceiver
+from concordose.dicom.spool import Spool
+
+Spool.file_journaled = lambda self: 0  # never file: only the journal holds what is acknowledged
+receiver = StorageReceiver(Spool(Path(sys.argv[1])), port=0, site_by_ae_title={"STORESCU": "milan"})
+receiver.start()
+print(receiver.port, flush=True)
+signal.pause()
+"""
+
+
+def test_a_receiver_killed_between_journal_and_filing_loses_nothing(
+    tmp_path: Path, small_patient: GeneratedPatient
+) -> None:
+    root = tmp_path / "spool"
+    files = [*small_patient.nm_files, small_patient.seg_path, SIEMENS_NM_FIXTURE]
+    process = subprocess.Popen(
+        [sys.executable, "-c", _JOURNAL_ONLY_RECEIVER, str(root)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        sent = _storescu(port, files)
+        assert sent.returncode == 0, sent.stderr
+    finally:
+        process.kill()  # SIGKILL after every acknowledgement, before any filing
+        process.wait(timeout=30)
+    with sqlite3.connect(root / "index.sqlite3") as index:
+        (indexed,) = index.execute("SELECT COUNT(*) FROM instances").fetchone()
+    assert indexed == 0  # acknowledged instances were only in the journal
+
+    spool = Spool(root)  # no receiver holds the spool: the journal is replayed
+    rows = {row.identity.sop_instance_uid: row for row in spool.instances()}
+    assert set(rows) == {_sop_uid(p) for p in files}
+    for path in files:
+        sent_ds = pydicom.dcmread(path)
+        stored = pydicom.dcmread(rows[str(sent_ds.SOPInstanceUID)].path)
+        assert stored.PixelData == sent_ds.PixelData
+    assert list(spool.tmp_dir.iterdir()) == []
+    counts = {tp.study_uid: tp.instance_count for tp in spool.timepoints()}
+    assert sum(counts.values()) == len(files)
+    spool.close()
+    again = Spool(root)  # replayed once: the records were invalidated after filing
+    assert {tp.study_uid: tp.instance_count for tp in again.timepoints()} == counts
