@@ -127,8 +127,7 @@ def test_dose_uncertainty_is_published_where_known(
     fitted = [row for row in doses if row["kinetics_method"] == "mono_exponential_uptake"]
     assert {row["dose_method"] for row in fitted} == {"sphere", "ldm", "organ_s_am"}
     for row in doses:
-        if row["kinetics_method"] == "mono_exponential" or row["status"] != "ok":
-            # no TIA uncertainty from the closed-form mono-exponential; no dose, no SD
+        if row["status"] != "ok":  # no dose, no SD
             assert row["dose_sd_gy"] is None, row
             continue
         assert 0 < row["dose_sd_gy"] < 0.5 * row["mean_dose_gy"], row

@@ -124,4 +124,8 @@ def test_kinetics_rows_carry_model_time_points_and_uncertainty() -> None:
     assert best["tia_total_sd_mbq_h"] == pytest.approx(
         math.hypot(best["tia_sd_mbq_h"], 0.05 * best["tia_mbq_h"])
     )
-    assert mono["tia_total_sd_mbq_h"] is None  # mono_exponential reports no fit uncertainty
+    # mono_exponential's closed-form fit reports its covariance-propagated SD too (4 points)
+    assert mono["tia_sd_mbq_h"] is not None
+    assert mono["tia_total_sd_mbq_h"] == pytest.approx(
+        math.hypot(mono["tia_sd_mbq_h"], 0.05 * mono["tia_mbq_h"])
+    )

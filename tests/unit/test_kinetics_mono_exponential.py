@@ -73,3 +73,31 @@ def test_registry_knows_the_method_and_names_alternatives() -> None:
     assert KINETICS_METHODS.get("mono_exponential").name == "mono_exponential"
     with pytest.raises(ConfigurationError, match=r"known: .*mono_exponential"):
         KINETICS_METHODS.get("tri_exponential_typo")
+
+
+def test_tia_uncertainty_matches_the_spread_of_noisy_fits() -> None:
+    """Gear 2018 propagation for the closed-form fit: noise with the weights' variance model
+    (var ln A = σ²/A); the SD is estimated from 2 residual degrees of freedom, so 95 % of
+    fits fall within the Student-t quantile (4.30 SD), and the RMS SD equals the TIA spread."""
+    rng = np.random.default_rng(1)
+    a0_mbq, lambda_per_h = 100.0, math.log(2) / 60.0
+    true_mbq = a0_mbq * np.exp(-lambda_per_h * TIME_H)
+    noisy = true_mbq * np.exp(rng.normal(size=(20_000, 4)) * 0.3 / np.sqrt(true_mbq))
+    batch = MonoExponential().fit(TIME_H, noisy)
+    assert batch.tia_sd_mbq_h is not None
+    t_quantile = 4.302653  # Student t, 2 degrees of freedom, 97.5 %
+    inside = np.abs(batch.tia_mbq_h - a0_mbq / lambda_per_h) <= t_quantile * batch.tia_sd_mbq_h
+    assert inside.mean() == pytest.approx(0.95, abs=0.01)
+    rms_sd = math.sqrt(float(np.mean(batch.tia_sd_mbq_h**2)))
+    assert float(np.std(batch.tia_mbq_h)) == pytest.approx(rms_sd, rel=0.05)
+    assert batch.covariance is not None
+    assert batch.parameter_names == ("a0_mbq", "lambda_eff_per_h")
+    assert np.all(batch.covariance[:, 0, 0] > 0)
+
+
+def test_two_points_give_a_tia_but_no_estimable_uncertainty() -> None:
+    activity = 50.0 * np.exp(-0.01 * TIME_H[:2])
+    batch = MonoExponential().fit(TIME_H[:2], activity[np.newaxis, :])
+    assert batch.status == (STATUS_OK,)
+    assert batch.tia_sd_mbq_h is not None
+    assert np.isnan(batch.tia_sd_mbq_h[0])  # no residual degree of freedom: unknown, not 0

@@ -8,6 +8,16 @@ Fit: weighted linear least squares on ln A, solved in closed form for every curv
 (var ln A ≈ 1/counts ∝ 1/A), so late, noisier points count less. Non-positive activities get
 zero weight. A curve needs two usable points and a positive clearance (λ_eff > 0), otherwise its
 TIA is reported as NaN with the reason.
+
+Uncertainty (EANM, Gear et al. 2018: fit covariance into TIA). The weights fix only the relative
+variances (var ln A_i = σ²/A_i), so σ² is estimated from the weighted residuals,
+s² = Σ w_i r_i² / (n − 2), and the covariance of (c, λ) = (ln A0, −slope) is
+s² · [[S_tt, S_t], [S_t, S_w]] / det (weighted linear regression). With ln TIA = c − ln λ,
+
+    var(ln TIA) = var(c) + var(λ)/λ² − 2 cov(c, λ)/λ,   sd(TIA) = TIA · sqrt(var(ln TIA))
+
+(first order). With only two usable points there is no residual degree of freedom and the SD
+is NaN (not estimable), never zero.
 """
 
 from __future__ import annotations
@@ -71,6 +81,14 @@ class MonoExponential:
                     f"no clearance (λ_eff = {lambda_per_h[index]:.3g} /h ≤ 0): TIA unbounded"
                 )
         tia = np.where(ok, a0_mbq / np.where(ok, lambda_per_h, 1.0), np.nan)
+        residual = np.where(usable, log_values - (intercept[:, None] + slope[:, None] * times), 0)
+        covariance, tia_sd = _covariance_and_tia_sd(
+            weights, residual, (s_w, s_t, s_tt, determinant), intercept, slope, ok=ok
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean_log = s_y / s_w
+            total = (weights * (log_values - mean_log[:, None]) ** 2).sum(axis=1)
+            r_squared = 1.0 - (weights * residual**2).sum(axis=1) / total
         return KineticsBatch(
             method=self.name,
             method_version=self.version,
@@ -82,4 +100,45 @@ class MonoExponential:
                 "teff_h": np.where(ok, math.log(2.0) / np.where(ok, lambda_per_h, 1.0), np.nan),
             },
             status=tuple(status.tolist()),
+            tia_sd_mbq_h=tia_sd,
+            goodness={"r_squared": np.where(ok, r_squared, np.nan)},
+            covariance=covariance,
+            parameter_names=("a0_mbq", "lambda_eff_per_h"),
         )
+
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def _covariance_and_tia_sd(
+    weights: FloatArray,
+    residual: FloatArray,
+    sums: tuple[FloatArray, FloatArray, FloatArray, FloatArray],
+    intercept: FloatArray,
+    slope: FloatArray,
+    *,
+    ok: npt.NDArray[np.bool_],
+) -> tuple[FloatArray, FloatArray]:
+    """(n, 2, 2) covariance of (A0 MBq, λ_eff /h) and the TIA SD (MBq·h), from the weighted
+    regression's sums (S_w, S_t, S_tt, det) and residuals of ln A; see the module docstring."""
+    s_w, s_t, s_tt, determinant = sums
+    n_usable = (weights > 0).sum(axis=1)
+    dof = n_usable - 2
+    estimable = ok & (dof > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(
+            estimable, (weights * residual**2).sum(axis=1) / np.maximum(dof, 1), np.nan
+        )
+        var_c = scale * s_tt / determinant
+        var_lambda = scale * s_w / determinant
+        cov_c_lambda = scale * s_t / determinant  # λ = −slope flips the sign of −S_t
+        a0 = np.exp(intercept)
+        lam = -slope
+        var_log_tia = var_c + var_lambda / lam**2 - 2.0 * cov_c_lambda / lam
+        tia_sd = np.where(estimable, a0 / lam * np.sqrt(np.maximum(var_log_tia, 0.0)), np.nan)
+    covariance = np.full((weights.shape[0], 2, 2), np.nan)
+    covariance[:, 0, 0] = a0**2 * var_c
+    covariance[:, 0, 1] = covariance[:, 1, 0] = a0 * cov_c_lambda
+    covariance[:, 1, 1] = var_lambda
+    covariance[~estimable] = np.nan
+    return covariance, tia_sd
