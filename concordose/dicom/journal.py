@@ -64,7 +64,8 @@ def _aligned(size: int) -> int:
     return -(-size // BLOCK_BYTES) * BLOCK_BYTES
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_folder(path: Path) -> None:
+    """fsync a folder, making the entries created or renamed in it durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -316,7 +317,7 @@ class Journal:
             created = False
             if not self.folder.is_dir():
                 self.folder.mkdir()
-                _fsync_dir(self.folder.parent)
+                fsync_folder(self.folder.parent)
             for index in range(len(self._segments), self.segment_count):
                 path = self.folder / f"segment-{index}.wal"
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -329,7 +330,7 @@ class Journal:
                     size += os.pwrite(segment.fd, zeros[: self.segment_bytes - size], size)
                 self._recycle(segment, full_sync=True)
             if created:
-                _fsync_dir(self.folder)
+                fsync_folder(self.folder)
 
     def _recycle(self, segment: _Segment, *, full_sync: bool = False) -> None:
         """Give ``segment`` a new generation (its old records become invalid); lock held."""

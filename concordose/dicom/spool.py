@@ -48,6 +48,7 @@ from concordose.dicom.journal import (
     JournalEntry,
     JournalWriter,
     copy_out,
+    fsync_folder,
 )
 from concordose.dicom.timepoints import (
     InstanceSummary,
@@ -223,14 +224,6 @@ class SpooledInstance:
     received_at: datetime
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _make_dirs_durably(folder: Path) -> None:
     """Create ``folder`` and missing parents, fsync'ing each new entry's parent folder (a file
     renamed into a folder whose own entry is not durable could vanish with it)."""
@@ -238,7 +231,7 @@ def _make_dirs_durably(folder: Path) -> None:
         return
     _make_dirs_durably(folder.parent)
     folder.mkdir(exist_ok=True)
-    _fsync_dir(folder.parent)
+    fsync_folder(folder.parent)
 
 
 def _write_durably(final_path: Path, data: bytes, tmp_dir: Path) -> None:
@@ -251,7 +244,7 @@ def _write_durably(final_path: Path, data: bytes, tmp_dir: Path) -> None:
             os.fsync(handle.fileno())
         _make_dirs_durably(final_path.parent)
         os.replace(tmp_path, final_path)
-        _fsync_dir(final_path.parent)
+        fsync_folder(final_path.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -632,7 +625,7 @@ class Spool:
                 item.final_path = final_path
                 folders.add(final_path.parent)
             for folder in folders:
-                _fsync_dir(folder)
+                fsync_folder(folder)
             with self._connect() as connection:
                 for item in fresh:
                     relative, _final = self._relative(item.identity)
@@ -1066,7 +1059,7 @@ class Spool:
             os.close(fd)
         _write_durably(path.with_suffix(".reason.txt"), reason.encode("utf-8"), self.tmp_dir)
         os.replace(temp_path, path)
-        _fsync_dir(self.quarantine_dir)
+        fsync_folder(self.quarantine_dir)
         return path
 
     def instances(self) -> list[SpooledInstance]:
