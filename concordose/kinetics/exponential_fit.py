@@ -853,26 +853,17 @@ def _levenberg_marquardt(
         np.copyto(residual, trial_residual, where=accept)
         np.copyto(jac, trial_jac, where=accept)
 
-        small_decrease = accept & (
-            decrease <= options.relative_tolerance * np.maximum(cost, 1e-300)
+        finished = converged_now(
+            accept=accept,
+            decrease=decrease,
+            cost=cost,
+            scale_y=scale_y,
+            step=step,
+            damping=damping,
+            history=history,
+            iteration=iteration,
+            relative_tolerance=options.relative_tolerance,
         )
-        # Exact data: the curve matches every point to ~7 significant digits (RMS 1e-7).
-        perfect = cost <= 1e-14 * np.maximum(scale_y, 1e-300)
-        # θ are log-scale parameters: an absolute step is a relative change of the parameter.
-        small_step = accept & (np.max(np.abs(step), axis=0) < options.relative_tolerance)
-        # Damping this large: LM cannot improve in any direction (stationary to precision).
-        stalled = damping > 1e12
-        # Stationary over a window: χ² fell by less than 1e-4 (relative) in the last
-        # _WINDOW iterations — LM crawling along a valley whose floor is flat to that level
-        # (e.g. an uptake that is instantaneous for the data); the TIA's covariance then says
-        # how well the valley determines it. Tested at every iteration (sliding window).
-        slot = iteration % _WINDOW
-        if iteration >= _WINDOW:
-            stationary = (history[slot] - cost) <= _WINDOW_TOLERANCE * np.maximum(cost, 1e-300)
-        else:
-            stationary = np.zeros_like(accept)
-        history[slot] = cost
-        finished = small_decrease | perfect | small_step | stalled | stationary
         last = iteration == options.max_iterations
         if finished.any() or last:
             leaving = finished | last
@@ -898,6 +889,45 @@ def _levenberg_marquardt(
 AICC_MARGIN = 2.0
 """A richer model replaces a simpler one only when its AICc is lower by more than this
 (ΔAICc > 2: "substantial" support, Burnham & Anderson 2002, ch. 2.6)."""
+
+
+def converged_now(
+    *,
+    accept: npt.NDArray[np.bool_],
+    decrease: FloatArray,
+    cost: FloatArray,
+    scale_y: FloatArray,
+    step: FloatArray,
+    damping: FloatArray,
+    history: FloatArray,
+    iteration: int,
+    relative_tolerance: float,
+) -> npt.NDArray[np.bool_]:
+    """The LM convergence tests of one iteration, per curve (curves on the last axis of
+    ``step``, (p, n)); updates the χ² ``history`` window (_WINDOW, n) in place.
+
+    Shared by the general engine and the variable-projection fast path, so both stop by the
+    same rules.
+    """
+    small_decrease = accept & (decrease <= relative_tolerance * np.maximum(cost, 1e-300))
+    # Exact data: the curve matches every point to ~7 significant digits (RMS 1e-7).
+    perfect = cost <= 1e-14 * np.maximum(scale_y, 1e-300)
+    # θ are log-scale parameters: an absolute step is a relative change of the parameter.
+    small_step = accept & (np.max(np.abs(step), axis=0) < relative_tolerance)
+    # Damping this large: LM cannot improve in any direction (stationary to precision).
+    stalled = damping > 1e12
+    # Stationary over a window: χ² fell by less than 1e-4 (relative) in the last
+    # _WINDOW iterations — LM crawling along a valley whose floor is flat to that level
+    # (e.g. an uptake that is instantaneous for the data); the TIA's covariance then says
+    # how well the valley determines it. Tested at every iteration (sliding window).
+    slot = iteration % _WINDOW
+    if iteration >= _WINDOW:
+        stationary = (history[slot] - cost) <= _WINDOW_TOLERANCE * np.maximum(cost, 1e-300)
+    else:
+        stationary = np.zeros_like(accept)
+    history[slot] = cost
+    finished: npt.NDArray[np.bool_] = small_decrease | perfect | small_step | stalled | stationary
+    return finished
 
 
 def select_by_aicc(fits: list[ExponentialFit]) -> tuple[npt.NDArray[np.int64], FloatArray]:

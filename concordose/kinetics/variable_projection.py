@@ -43,7 +43,6 @@ import numpy.typing as npt
 from concordose.kinetics.exponential_fit import (
     _MAX_LOG_STEP,
     _WINDOW,
-    _WINDOW_TOLERANCE,
     ExponentialModel,
     FitSettings,
     _bounds,
@@ -51,6 +50,7 @@ from concordose.kinetics.exponential_fit import (
     _levenberg_marquardt,
     _normal_equations,
     _start_values,
+    converged_now,
 )
 
 FloatArray = npt.NDArray[np.float64]
@@ -280,19 +280,17 @@ def _reduced_levenberg_marquardt(
         np.copyto(jac, trial_jac, where=accept)
 
         # The general engine's convergence tests, on the reduced problem.
-        small_decrease = accept & (
-            decrease <= options.relative_tolerance * np.maximum(cost, 1e-300)
+        finished = iterating & converged_now(
+            accept=accept,
+            decrease=decrease,
+            cost=cost,
+            scale_y=scale_y,
+            step=step,
+            damping=damping,
+            history=history,
+            iteration=iteration,
+            relative_tolerance=options.relative_tolerance,
         )
-        perfect = cost <= 1e-14 * np.maximum(scale_y, 1e-300)
-        small_step = accept & (np.max(np.abs(step), axis=0) < options.relative_tolerance)
-        stalled = damping > 1e12
-        slot = iteration % _WINDOW
-        if iteration >= _WINDOW:
-            stationary = (history[slot] - cost) <= _WINDOW_TOLERANCE * np.maximum(cost, 1e-300)
-        else:
-            stationary = np.zeros_like(accept)
-        history[slot] = cost
-        finished = (small_decrease | perfect | small_step | stalled | stationary) & iterating
         last = iteration == max_iterations
         if finished.any() or last:
             leaving = finished | (last & iterating)
