@@ -113,7 +113,7 @@ def process_spool(
             continue
         site, calibration = verdict.site, verdict.calibration
         calibrations_used.append((site.site_id, calibration))
-        tac = quantify_task(cycle, calibration)
+        tac = quantify_task(cycle, calibration, site.site_id)
         kinetics = kinetics_task(tac, kinetics_methods)
         doses = dose_task(tac, kinetics, dose_methods)
         for name, table in tables_task(identity, tac, kinetics, doses, provenance).items():

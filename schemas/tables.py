@@ -173,9 +173,46 @@ _VOI_TIMEPOINTS_V4_PVC = [
     ),
 ]
 
+# v5 (issue 6): what the site protocol's partial-volume correction did, and the local
+# background the background-aware model used (MBq/mL, as the activity is in MBq).
+_VOI_TIMEPOINTS_V5_PVC = [
+    field(
+        "partial_volume_model",
+        pa.string(),
+        "1",
+        "partial-volume model applied to this VOI (rc0_local_background or rc_curve); null "
+        "when none was applied (not asked for, organ, or lesion left as measured: see "
+        "partial_volume_status)",
+        nullable=True,
+    ),
+    field(
+        "partial_volume_status",
+        pa.string(),
+        "1",
+        "what the correction did for this VOI (ok, or why not); null when none was asked for",
+        nullable=True,
+    ),
+    field(
+        "local_background_mbq_per_ml",
+        pa.float64(),
+        "MBq/mL",
+        "mean concentration of the lesion's background shell at this time point, the C_B of "
+        "C_L = (C_meas - (1 - RC0) C_B) / RC0; null unless the background-aware model was applied",
+        nullable=True,
+    ),
+    field(
+        "local_background_sd_mbq_per_ml",
+        pa.float64(),
+        "MBq/mL",
+        "standard deviation of the background shell's voxel concentrations; null unless the "
+        "background-aware model was applied",
+        nullable=True,
+    ),
+]
+
 VOI_TIMEPOINTS = TableSpec(
     name="voi_timepoints",
-    version=4,
+    version=5,
     doc="One row per VOI and SPECT time point: the time-activity curve points.",
     key_columns=("subject_key", "cycle_key", "voi_label", "time_point_index"),
     schema=pa.schema(
@@ -184,6 +221,7 @@ VOI_TIMEPOINTS = TableSpec(
             *_VOI_TIMEPOINTS_V2_METHOD,
             *_VOI_TIMEPOINTS_V3_UNCERTAINTY,
             *_VOI_TIMEPOINTS_V4_PVC,
+            *_VOI_TIMEPOINTS_V5_PVC,
             *_PROVENANCE,
         ]
     ),
@@ -198,6 +236,15 @@ VOI_TIMEPOINTS = TableSpec(
                 *_PROVENANCE,
             ]
         ),
+        4: pa.schema(
+            [
+                *_VOI_TIMEPOINTS_CORE,
+                *_VOI_TIMEPOINTS_V2_METHOD,
+                *_VOI_TIMEPOINTS_V3_UNCERTAINTY,
+                *_VOI_TIMEPOINTS_V4_PVC,
+                *_PROVENANCE,
+            ]
+        ),
     },
     upgrades={
         1: {
@@ -206,6 +253,8 @@ VOI_TIMEPOINTS = TableSpec(
         },
         2: dict.fromkeys((f.name for f in _VOI_TIMEPOINTS_V3_UNCERTAINTY), None),
         3: dict.fromkeys((f.name for f in _VOI_TIMEPOINTS_V4_PVC), None),
+        # v4 rows never had a protocol-driven correction: no model, status or background
+        4: dict.fromkeys((f.name for f in _VOI_TIMEPOINTS_V5_PVC), None),
     },
 )
 

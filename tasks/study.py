@@ -23,12 +23,13 @@ from concordose.dose.voxel_dosimetry import CycleVoxelDose, cycle_voxel_dosimetr
 from concordose.kinetics.models import KineticsBatch
 from concordose.kinetics.registry import KINETICS_METHODS
 from concordose.kinetics.uncertainty import total_tia_sd_mbq_h
-from concordose.quant.cycle import CycleTimeActivity, quantify_cycle
+from concordose.quant.cycle import CycleTimeActivity, quantify_cycle, quantify_cycle_per_protocol
 from concordose.results.cycle_summary import (
     build_acquisition_tables,
     build_method_comparison,
     build_patient_summary,
     build_qc_findings,
+    with_partial_volume_findings,
 )
 from concordose.results.cycle_tables import CycleIdentity, build_cycle_tables
 from concordose.results.object_store import BucketMissingError, ObjectStore, StoreAccessDeniedError
@@ -60,9 +61,22 @@ def gate_task(cycle: CycleStudy, registry: SiteRegistry, site_id: str | None) ->
 
 
 @task(name="quantify", cache_policy=NO_CACHE)
-def quantify_task(cycle: CycleStudy, calibration: CalibrationRecord) -> CycleTimeActivity:
-    """Activity per VOI and time point."""
-    return quantify_cycle(cycle, calibration)
+def quantify_task(
+    cycle: CycleStudy, calibration: CalibrationRecord, site_id: str | None = None
+) -> CycleTimeActivity:
+    """Activity per VOI and time point; with ``site_id``, lesions corrected for partial volume
+    as its protocol's ``partial_volume_correction`` says (off by default)."""
+    if site_id is None:
+        return quantify_cycle(cycle, calibration)
+    rules = load_protocol(site_id).partial_volume_correction
+    return quantify_cycle_per_protocol(
+        cycle,
+        calibration,
+        partial_volume_correction=rules.enabled,
+        partial_volume_model=rules.model,
+        background_gap_mm=rules.shell_gap_mm,
+        background_width_mm=rules.shell_width_mm,
+    )
 
 
 @task(name="kinetics", cache_policy=NO_CACHE)
@@ -151,6 +165,9 @@ def summary_tables_task(
     tables = build_acquisition_tables(identity, cycle, verdict, provenance, tac.alignments)
     tables["patient_summary"] = build_patient_summary(identity, cycle, tac, doses, provenance)
     tables["method_comparison"] = build_method_comparison(identity, tac, doses, provenance)
+    tables["qc_findings"] = with_partial_volume_findings(
+        tables["qc_findings"], identity, tac, provenance
+    )
     return tables
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -56,6 +56,36 @@ class VoxelDosimetryRules(BaseModel):
     body_threshold_fraction: float = Field(default=0.01, gt=0, lt=1)
 
 
+PartialVolumeModel = Literal["rc0_local_background", "rc_curve"]
+"""Names of :mod:`concordose.quant.pvc`'s corrections (``BACKGROUND_MODEL``,
+``RECOVERY_ONLY_MODEL``; kept equal by a unit test)."""
+
+
+class PartialVolumeRules(BaseModel):
+    """Partial-volume correction of lesion activities (``partial_volume_correction:`` key).
+
+    Off by default: on the digital consortium the background-aware model beats no correction at
+    every site but not the plain A / RC model at every site (DESIGN.md, PVC section), so a
+    consortium switches it on deliberately, per site.
+
+    Attributes:
+        enabled: correct lesions at all (organs are never corrected).
+        model: ``rc0_local_background`` (C_L = (C_meas − (1 − RC0)·C_B)/RC0 with the record's
+            RC0 curve and a local background shell) or ``rc_curve`` (A / RC(V) with the
+            record's NEMA RC curve).
+        shell_gap_mm, shell_width_mm: the background shell, from ``shell_gap_mm`` to
+            ``shell_gap_mm + shell_width_mm`` outside each lesion VOI (background model only;
+            defaults = ``concordose.quant.pvc.DEFAULT_BACKGROUND_GAP_MM`` / ``_WIDTH_MM``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    model: PartialVolumeModel = "rc0_local_background"
+    shell_gap_mm: float = Field(default=10.0, ge=0)
+    shell_width_mm: float = Field(default=10.0, gt=0)
+
+
 class SiteProtocol(BaseModel):
     """Expected acquisition and reconstruction of quantitative Lu-177 SPECT at one site.
 
@@ -75,6 +105,8 @@ class SiteProtocol(BaseModel):
         patient_weight_kg: plausible patient weight.
         voxel_mm: plausible voxel size (every axis).
         voxel_dosimetry: what voxel dosimetry the flow runs (:class:`VoxelDosimetryRules`).
+        partial_volume_correction: whether and how lesion activities are corrected for partial
+            volume (:class:`PartialVolumeRules`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -92,6 +124,7 @@ class SiteProtocol(BaseModel):
     patient_weight_kg: Range = Range(min=20.0, max=250.0)
     voxel_mm: Range = Range(min=1.0, max=8.0)
     voxel_dosimetry: VoxelDosimetryRules = VoxelDosimetryRules()
+    partial_volume_correction: PartialVolumeRules = PartialVolumeRules()
 
 
 def _protocol_dir() -> Path:

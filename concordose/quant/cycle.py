@@ -10,7 +10,7 @@ Assumptions (skeleton; later work adds registration, PVC and CT density):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -27,12 +27,14 @@ from concordose.quant.pvc import (
     BACKGROUND_MODEL,
     DEFAULT_BACKGROUND_GAP_MM,
     DEFAULT_BACKGROUND_WIDTH_MM,
+    NOT_CORRECTED,
     RECOVERY_ONLY_MODEL,
     LocalBackground,
     background_shells,
     contrast_recovery_curve_from_record,
     correct_partial_volume,
     correct_partial_volume_in_background,
+    partial_volume_unavailable,
     recovery_curve_from_record,
     shell_statistics,
 )
@@ -81,6 +83,8 @@ class CycleTimeActivity:
         partial_volume_background_mbq_per_ml: (n_voi, n_time_points) local background used
             (NaN for organs), or None.
         partial_volume_shell_mm: (gap, width) of the background shells, or None.
+        partial_volume_background_sd_mbq_per_ml: (n_voi, n_time_points) SD of the background
+            shell's voxels (NaN for organs), or None.
     """
 
     labels: tuple[str, ...]
@@ -100,6 +104,7 @@ class CycleTimeActivity:
     partial_volume_relative_sd: npt.NDArray[np.float64] | None = None
     partial_volume_background_mbq_per_ml: npt.NDArray[np.float64] | None = None
     partial_volume_shell_mm: tuple[float, float] | None = None
+    partial_volume_background_sd_mbq_per_ml: npt.NDArray[np.float64] | None = None
 
 
 def quantify_cycle(
@@ -199,6 +204,7 @@ def quantify_cycle(
         recovery, pvc_status = corrected.recovery, corrected.status
     pvc_relative_sd = None
     pvc_background = None
+    pvc_background_sd = None
     if contrast_curve is not None:
         aware = correct_partial_volume_in_background(
             activity,
@@ -210,6 +216,7 @@ def quantify_cycle(
         )
         activity, recovery, pvc_status = aware.activity_mbq, aware.recovery, aware.status
         pvc_relative_sd, pvc_background = aware.relative_sd, aware.background_mbq_per_ml
+        pvc_background_sd = np.where(lesion[:, None], background_sd, np.nan)
     return CycleTimeActivity(
         labels=tuple(voi.label for voi in vois),
         voi_types=voi_types,
@@ -229,5 +236,52 @@ def quantify_cycle(
         partial_volume_background_mbq_per_ml=pvc_background,
         partial_volume_shell_mm=(
             (background_gap_mm, background_width_mm) if contrast_curve is not None else None
+        ),
+        partial_volume_background_sd_mbq_per_ml=pvc_background_sd,
+    )
+
+
+def quantify_cycle_per_protocol(
+    cycle: CycleStudy,
+    calibration: CalibrationRecord,
+    *,
+    partial_volume_correction: bool,
+    partial_volume_model: str = BACKGROUND_MODEL,
+    background_gap_mm: float = DEFAULT_BACKGROUND_GAP_MM,
+    background_width_mm: float = DEFAULT_BACKGROUND_WIDTH_MM,
+) -> CycleTimeActivity:
+    """:func:`quantify_cycle` as a site protocol asks, never refusing a cycle for its record.
+
+    When the correction is asked for but ``calibration`` lacks the model's curve (e.g. a record
+    calibrated before RC0 was derived), the cycle is quantified uncorrected and every lesion's
+    ``partial_volume_status`` says why (the record and the missing fields); organs say
+    ``not corrected (organ)``. ``partial_volume_model`` then still names the model asked for,
+    and ``recovery_coefficient`` is None (nothing was divided).
+
+    Raises:
+        ConfigurationError: unknown ``partial_volume_model``.
+        UnreadableDicomError, StudyIncompleteError: from the readers.
+    """
+    reason = (
+        partial_volume_unavailable(calibration, partial_volume_model)
+        if partial_volume_correction
+        else None
+    )
+    if reason is None:
+        return quantify_cycle(
+            cycle,
+            calibration,
+            partial_volume_correction=partial_volume_correction,
+            partial_volume_model=partial_volume_model,
+            background_gap_mm=background_gap_mm,
+            background_width_mm=background_width_mm,
+        )
+    plain = quantify_cycle(cycle, calibration)
+    return replace(
+        plain,
+        partial_volume_model=partial_volume_model,
+        partial_volume_status=tuple(
+            f"not corrected: {reason}" if kind == "lesion" else NOT_CORRECTED
+            for kind in plain.voi_types
         ),
     )

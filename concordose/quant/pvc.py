@@ -470,3 +470,28 @@ def correct_partial_volume_in_background(
         background_mbq_per_ml=np.where(lesion[:, None], c_b, np.nan),
         status=tuple(status),
     )
+
+
+def partial_volume_unavailable(record: CalibrationRecord, model: str) -> str | None:
+    """Why ``record`` cannot drive the ``model`` correction (None when it can).
+
+    ``model`` is :data:`BACKGROUND_MODEL` (needs the RC0 curve) or :data:`RECOVERY_ONLY_MODEL`
+    (needs the RC curve); the reason is the error the curve's reader gives, naming the record
+    and the missing fields.
+
+    Raises:
+        ConfigurationError: ``model`` is neither.
+    """
+    readers = {
+        BACKGROUND_MODEL: contrast_recovery_curve_from_record,
+        RECOVERY_ONLY_MODEL: recovery_curve_from_record,
+    }
+    if model not in readers:
+        raise ConfigurationError(
+            f"partial-volume model {model!r}: expected one of {', '.join(readers)}"
+        )
+    try:
+        readers[model](record)
+    except ConfigurationError as exc:
+        return str(exc)
+    return None

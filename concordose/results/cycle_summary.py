@@ -25,6 +25,7 @@ from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.kinetics.models import KineticsBatch
 from concordose.quant.alignment import TimePointAlignment
 from concordose.quant.cycle import CycleTimeActivity
+from concordose.quant.pvc import STATUS_OK
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.provenance import Provenance
 from schemas.tables import (
@@ -88,6 +89,49 @@ def build_qc_findings(
                 }
             )
     return pa.Table.from_pylist(rows, schema=QC_FINDINGS.schema)
+
+
+PARTIAL_VOLUME_CHECK = "partial_volume_correction"
+"""``check_name`` of the findings on lesions the protocol's correction left as measured."""
+
+
+def with_partial_volume_findings(
+    qc_findings: pa.Table,
+    identity: CycleIdentity,
+    tac: CycleTimeActivity,
+    provenance: Provenance,
+) -> pa.Table:
+    """``qc_findings`` plus one warning per lesion the asked-for partial-volume correction left
+    as measured (no curve in the calibration record, volume outside the curve, no background),
+    numbered after the existing findings. Unchanged when no correction was asked for."""
+    if not tac.partial_volume_status:
+        return qc_findings
+    rows: list[dict[str, Any]] = []
+    for voi, (kind, status) in enumerate(
+        zip(tac.voi_types, tac.partial_volume_status, strict=True)
+    ):
+        if kind != "lesion" or status == STATUS_OK:
+            continue
+        rows.append(
+            {
+                "subject_key": identity.subject_key,
+                "site_id": identity.site_id,
+                "cycle_key": identity.cycle_key,
+                "finding_index": qc_findings.num_rows + len(rows),
+                "check_name": PARTIAL_VOLUME_CHECK,
+                "severity": str(Severity.WARNING),
+                "message": (
+                    f"lesion {tac.labels[voi]!r}: {tac.partial_volume_model} partial-volume "
+                    f"correction asked for by the site protocol, left as measured: {status}"
+                ),
+                "time_point_index": None,
+                "schema_version": QC_FINDINGS.version,
+                **_provenance(provenance, tac.calibration_record_id, tac.sop_instance_uids),
+            }
+        )
+    if not rows:
+        return qc_findings
+    return pa.concat_tables([qc_findings, pa.Table.from_pylist(rows, schema=QC_FINDINGS.schema)])
 
 
 def build_acquisition_tables(

@@ -20,6 +20,7 @@ from concordose.quant.cycle import (
     QUANTIFICATION_SETTINGS,
     CycleTimeActivity,
 )
+from concordose.quant.pvc import BACKGROUND_MODEL, STATUS_OK
 from concordose.results.provenance import Provenance
 from schemas.tables import ABSORBED_DOSE, KINETICS, VOI_TIMEPOINTS, TableSpec
 
@@ -39,6 +40,35 @@ def _nullable(value: float) -> float | None:
 
 def _nullable_at(values: npt.NDArray[np.float64] | None, index: int) -> float | None:
     return None if values is None else _nullable(values[index])
+
+
+def _pvc_applied(tac: CycleTimeActivity, voi: int) -> bool:
+    return bool(tac.partial_volume_status) and tac.partial_volume_status[voi] == STATUS_OK
+
+
+def _partial_volume_columns(tac: CycleTimeActivity, voi: int, point: int) -> dict[str, Any]:
+    """The v5 columns of one row: model applied, status, local background (MBq/mL) and its SD,
+    the background only where the background-aware model corrected the VOI."""
+    applied = _pvc_applied(tac, voi)
+    with_background = applied and tac.partial_volume_model == BACKGROUND_MODEL
+    background = tac.partial_volume_background_mbq_per_ml
+    background_sd = tac.partial_volume_background_sd_mbq_per_ml
+    return {
+        "partial_volume_model": tac.partial_volume_model if applied else None,
+        "partial_volume_status": (
+            tac.partial_volume_status[voi] if tac.partial_volume_status else None
+        ),
+        "local_background_mbq_per_ml": (
+            _nullable(background[voi, point])
+            if with_background and background is not None
+            else None
+        ),
+        "local_background_sd_mbq_per_ml": (
+            _nullable(background_sd[voi, point])
+            if with_background and background_sd is not None
+            else None
+        ),
+    }
 
 
 def _parameter(batch: KineticsBatch, name: str, voi: int) -> float | None:
@@ -153,6 +183,7 @@ def build_cycle_tables(
             "counts": None if tac.counts is None else float(tac.counts[voi, point]),
             "activity_sd_mbq": None if activity_sd is None else _nullable(activity_sd[voi, point]),
             "recovery_coefficient": _nullable_at(tac.recovery_coefficient, voi),
+            **_partial_volume_columns(tac, voi, point),
             "schema_version": VOI_TIMEPOINTS.version,
             **common_provenance,
         }

@@ -62,7 +62,7 @@ def test_every_field_has_a_unit_and_a_doc_and_every_row_provenance(name: str) ->
 
 def test_voi_timepoints_v1_rows_upgrade_to_the_current_version() -> None:
     v1 = VOI_TIMEPOINTS.schema_of(1)
-    assert VOI_TIMEPOINTS.version == 4
+    assert VOI_TIMEPOINTS.version == 5
     row: dict[str, object] = {name: None for name in v1.names}
     row |= {"time_h": 4.0, "schema_version": 1, "voi_label": "liver", "input_uid_hashes": []}
     old = pa.Table.from_pylist([row], schema=v1.with_metadata(None)).cast(
@@ -75,6 +75,8 @@ def test_voi_timepoints_v1_rows_upgrade_to_the_current_version() -> None:
     assert new["counts"] is None  # added in v3: unknown for older rows
     assert new["activity_sd_mbq"] is None
     assert new["recovery_coefficient"] is None  # added in v4: no PVC recorded for older rows
+    assert new["partial_volume_model"] is None  # added in v5: no protocol-driven PVC
+    assert new["local_background_mbq_per_ml"] is None
     assert new["schema_version"] == 1
     assert new["time_h"] == 4.0
     with pytest.raises(KeyError, match="no schema version 7"):

@@ -1,0 +1,115 @@
+"""The site protocol's ``partial_volume_correction`` block: defaults, overrides and clear errors;
+the v4 → v5 upgrade of ``voi_timepoints``; the reason a record cannot drive a model."""
+
+from __future__ import annotations
+
+import typing
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from concordose.calibration.protocol import PartialVolumeModel, PartialVolumeRules, load_protocol
+from concordose.calibration.records import CalibrationRecord
+from concordose.errors import ConfigurationError
+from concordose.quant.pvc import (
+    BACKGROUND_MODEL,
+    DEFAULT_BACKGROUND_GAP_MM,
+    DEFAULT_BACKGROUND_WIDTH_MM,
+    RECOVERY_ONLY_MODEL,
+    partial_volume_unavailable,
+)
+from schemas.tables import VOI_TIMEPOINTS, upgrade_table
+
+
+def _folder(tmp_path: Path, site_yaml: str) -> Path:
+    (tmp_path / "default.yaml").write_text("collimators: []\n")
+    (tmp_path / "milan.yaml").write_text(site_yaml)
+    return tmp_path
+
+
+def test_default_is_off_and_matches_the_library() -> None:
+    rules = load_protocol("milan").partial_volume_correction
+    assert rules == PartialVolumeRules()
+    assert rules.enabled is False
+    assert rules.model == BACKGROUND_MODEL
+    assert rules.shell_gap_mm == DEFAULT_BACKGROUND_GAP_MM
+    assert rules.shell_width_mm == DEFAULT_BACKGROUND_WIDTH_MM
+    assert set(typing.get_args(PartialVolumeModel)) == {BACKGROUND_MODEL, RECOVERY_ONLY_MODEL}
+
+
+def test_a_site_switches_it_on(tmp_path: Path) -> None:
+    folder = _folder(
+        tmp_path,
+        "partial_volume_correction: {enabled: true, model: rc_curve, shell_gap_mm: 6}\n",
+    )
+    rules = load_protocol("milan", folder).partial_volume_correction
+    assert rules == PartialVolumeRules(enabled=True, model="rc_curve", shell_gap_mm=6.0)
+    assert load_protocol("other", folder).partial_volume_correction.enabled is False
+
+
+@pytest.mark.parametrize(
+    ("block", "named"),
+    [
+        ("{enabled: true, model: rc_magic}", "partial_volume_correction.model"),
+        ("{shell_gap_mm: -1}", "partial_volume_correction.shell_gap_mm"),
+        ("{shell_width_mm: 0}", "partial_volume_correction.shell_width_mm"),
+        ("{enabled: true, shell_mm: 5}", "partial_volume_correction.shell_mm"),
+        ("{enabled: maybe}", "partial_volume_correction.enabled"),
+    ],
+)
+def test_invalid_settings_name_the_key_and_the_file(tmp_path: Path, block: str, named: str) -> None:
+    folder = _folder(tmp_path, f"partial_volume_correction: {block}\n")
+    with pytest.raises(ConfigurationError) as caught:
+        load_protocol("milan", folder)
+    assert named in str(caught.value)
+    assert "milan.yaml" in str(caught.value)
+
+
+def _record(**curves: object) -> CalibrationRecord:
+    return CalibrationRecord.model_validate(
+        {
+            "record_id": "r-1",
+            "camera_model": "Symbia Intevo",
+            "collimator": "MEGP",
+            "calibration_factor_cps_per_mbq": 9.1,
+            "valid_from": date(2026, 1, 1),
+            **curves,
+        }
+    )
+
+
+def test_unavailable_names_the_record_and_the_missing_curve() -> None:
+    bare = _record()
+    reason = partial_volume_unavailable(bare, BACKGROUND_MODEL)
+    assert reason is not None
+    assert "'r-1'" in reason
+    assert "contrast_recovery_a_ml" in reason
+    assert partial_volume_unavailable(bare, RECOVERY_ONLY_MODEL) is not None
+    full = _record(
+        contrast_recovery_a_ml=3.0,
+        contrast_recovery_b=1.4,
+        contrast_recovery_covariance=[[0.01, 0.0], [0.0, 0.001]],
+        recovery_a_ml=2.0,
+        recovery_b=1.5,
+    )
+    assert partial_volume_unavailable(full, BACKGROUND_MODEL) is None
+    assert partial_volume_unavailable(full, RECOVERY_ONLY_MODEL) is None
+    with pytest.raises(ConfigurationError, match="rc_magic"):
+        partial_volume_unavailable(full, "rc_magic")
+
+
+def test_v4_rows_upgrade_with_nulls() -> None:
+    v4 = VOI_TIMEPOINTS.schema_of(4)
+    empty = pa.Table.from_pylist([], schema=v4)
+    upgraded = upgrade_table(VOI_TIMEPOINTS, empty, 4)
+    assert upgraded.schema.names == VOI_TIMEPOINTS.schema.names
+    assert VOI_TIMEPOINTS.fills_from(4) == {
+        "partial_volume_model": None,
+        "partial_volume_status": None,
+        "local_background_mbq_per_ml": None,
+        "local_background_sd_mbq_per_ml": None,
+    }
+    unit = VOI_TIMEPOINTS.schema.field("local_background_mbq_per_ml").metadata[b"unit"]
+    assert unit == b"MBq/mL"
