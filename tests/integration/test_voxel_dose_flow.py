@@ -37,6 +37,7 @@ Tolerances:
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from concordose.dicom.study import CycleStudy, assemble_cycles
 from concordose.dose.methods.local_deposition import ldm_gy_per_mbq_h_per_g
 from concordose.dose.resampling import average_onto_grid
 from concordose.dose.voxel_dosimetry import cycle_voxel_dosimetry, first_ct_dose_grid
+from concordose.errors import ConfigurationError
 from concordose.quant.alignment import TimePointAlignment, align_time_points
 from concordose.quant.time_point_maps import registered_activity_maps
 from concordose.quant.voi import resample_vois
@@ -194,6 +196,21 @@ def test_spect_grid_and_density_variants_on_the_same_study(
     # HU noise (5 HU, ~0.5 % of ρ) and the few body/air voxels at a VOI's edge: 1 %
     expected = [1.0 / (1.0 + HU_BY_LABEL[label] / 1000.0) for label in on_ct.labels]
     np.testing.assert_allclose(corrected / plain, expected, rtol=0.01)
+    # a first time point without its CT: the SPECT grid (said in dose_grid), no density method
+    first, *later = cycle.time_points
+    without_ct = replace(cycle, time_points=(replace(first, ct_files=()), *later))
+    fallback = cycle_voxel_dosimetry(
+        without_ct, calibration, alignments, rules=VoxelDosimetryRules(methods=["ldm"])
+    )
+    assert fallback.dose_grid == "spect"
+    np.testing.assert_allclose(fallback.mass_g, spect.mass_g)
+    with pytest.raises(ConfigurationError, match="no CT at the first time point"):
+        cycle_voxel_dosimetry(
+            without_ct,
+            calibration,
+            alignments,
+            rules=VoxelDosimetryRules(methods=["vsv_4.42mm_density"]),
+        )
 
 
 def test_dvh_is_monotone_and_consistent_with_the_metrics(
