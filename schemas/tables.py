@@ -374,93 +374,107 @@ ABSORBED_DOSE = TableSpec(
     upgrades={1: {"dose_sd_gy": None}},  # v1 rows were published without uncertainty
 )
 
+_VOXEL_DOSE_V1_FIELDS = [
+    *_SUBJECT,
+    *_VOI,
+    field(
+        "kinetics_method",
+        pa.string(),
+        "1",
+        "voxel kinetics: voxel_<model> fitted to every body voxel",
+    ),
+    field("dose_method", pa.string(), "1", "registry name in VOXEL_DOSE_METHODS"),
+    field("dose_method_version", pa.string(), "1", "version of the voxel dose method"),
+    field(
+        "method_parameters_hash",
+        pa.string(),
+        "1",
+        "hash of the voxel kinetics and dose methods' settings",
+    ),
+    field(
+        "mass_g",
+        pa.float64(),
+        "g",
+        "VOI mass on the dose grid (CT density on the CT grid, else unit)",
+    ),
+    field(
+        "tia_mbq_h",
+        pa.float64(),
+        "MBq.h",
+        "sum of the voxel TIAs in the VOI",
+        nullable=True,
+    ),
+    field(
+        "tia_sd_mbq_h",
+        pa.float64(),
+        "MBq.h",
+        "its SD: voxel fit SDs summed (fully correlated) (+) calibration factor",
+        nullable=True,
+    ),
+    field(
+        "voxel_fit_failed_fraction",
+        pa.float64(),
+        "1",
+        "fraction of the VOI's voxels whose fit failed (their TIA taken as 0)",
+        nullable=True,
+    ),
+    field("mean_dose_gy", pa.float64(), "Gy", "mass-weighted mean dose", nullable=True),
+    field(
+        "dose_sd_gy",
+        pa.float64(),
+        "Gy",
+        "SD of mean_dose_gy: the method applied to the voxel TIA SD map (fully "
+        "correlated voxel errors, an upper bound) (+) calibration factor",
+        nullable=True,
+    ),
+    field("median_dose_gy", pa.float64(), "Gy", "median voxel dose", nullable=True),
+    field("min_dose_gy", pa.float64(), "Gy", "lowest voxel dose", nullable=True),
+    field("max_dose_gy", pa.float64(), "Gy", "highest voxel dose", nullable=True),
+    field(
+        "d2_gy",
+        pa.float64(),
+        "Gy",
+        "minimum dose to the hottest 2 % of mass",
+        nullable=True,
+    ),
+    field("d50_gy", pa.float64(), "Gy", "minimum dose to the hottest 50 %", nullable=True),
+    field("d98_gy", pa.float64(), "Gy", "minimum dose to the hottest 98 %", nullable=True),
+    field(
+        "dvh_dose_gy",
+        pa.list_(pa.float32()),
+        "Gy",
+        "cumulative DVH dose levels, 0 to max_dose_gy (64 points)",
+        nullable=True,
+    ),
+    field(
+        "dvh_mass_fraction",
+        pa.list_(pa.float32()),
+        "1",
+        "fraction of the VOI's mass receiving at least each dvh_dose_gy level",
+        nullable=True,
+    ),
+    field("status", pa.string(), "1", "ok, or why the VOI has no voxel dose"),
+]
+# v2 (issue 7): the grid the dose, VOI masks and masses are on (voxel_dosimetry.output_grid).
+_DOSE_GRID = field(
+    "dose_grid",
+    pa.string(),
+    "1",
+    "grid of the dose map, VOI masks and mass: ct (first time point's CT, CT density) or spect "
+    "(first SPECT grid, unit density)",
+)
+
 VOXEL_DOSE = TableSpec(
     name="voxel_dose",
-    version=1,
+    version=2,
     doc=(
         "One row per VOI, voxel kinetics model and voxel dose method (issue 7): dose statistics "
         "of the voxel dose map in the VOI (concordose.dose.voxel_dosimetry)."
     ),
     key_columns=("subject_key", "cycle_key", "voi_label", "kinetics_method", "dose_method"),
-    schema=pa.schema(
-        [
-            *_SUBJECT,
-            *_VOI,
-            field(
-                "kinetics_method",
-                pa.string(),
-                "1",
-                "voxel kinetics: voxel_<model> fitted to every body voxel",
-            ),
-            field("dose_method", pa.string(), "1", "registry name in VOXEL_DOSE_METHODS"),
-            field("dose_method_version", pa.string(), "1", "version of the voxel dose method"),
-            field(
-                "method_parameters_hash",
-                pa.string(),
-                "1",
-                "hash of the voxel kinetics and dose methods' settings",
-            ),
-            field("mass_g", pa.float64(), "g", "VOI mass on the SPECT grid (unit density)"),
-            field(
-                "tia_mbq_h",
-                pa.float64(),
-                "MBq.h",
-                "sum of the voxel TIAs in the VOI",
-                nullable=True,
-            ),
-            field(
-                "tia_sd_mbq_h",
-                pa.float64(),
-                "MBq.h",
-                "its SD: voxel fit SDs summed (fully correlated) (+) calibration factor",
-                nullable=True,
-            ),
-            field(
-                "voxel_fit_failed_fraction",
-                pa.float64(),
-                "1",
-                "fraction of the VOI's voxels whose fit failed (their TIA taken as 0)",
-                nullable=True,
-            ),
-            field("mean_dose_gy", pa.float64(), "Gy", "mass-weighted mean dose", nullable=True),
-            field(
-                "dose_sd_gy",
-                pa.float64(),
-                "Gy",
-                "SD of mean_dose_gy: the method applied to the voxel TIA SD map (fully "
-                "correlated voxel errors, an upper bound) (+) calibration factor",
-                nullable=True,
-            ),
-            field("median_dose_gy", pa.float64(), "Gy", "median voxel dose", nullable=True),
-            field("min_dose_gy", pa.float64(), "Gy", "lowest voxel dose", nullable=True),
-            field("max_dose_gy", pa.float64(), "Gy", "highest voxel dose", nullable=True),
-            field(
-                "d2_gy",
-                pa.float64(),
-                "Gy",
-                "minimum dose to the hottest 2 % of mass",
-                nullable=True,
-            ),
-            field("d50_gy", pa.float64(), "Gy", "minimum dose to the hottest 50 %", nullable=True),
-            field("d98_gy", pa.float64(), "Gy", "minimum dose to the hottest 98 %", nullable=True),
-            field(
-                "dvh_dose_gy",
-                pa.list_(pa.float32()),
-                "Gy",
-                "cumulative DVH dose levels, 0 to max_dose_gy (64 points)",
-                nullable=True,
-            ),
-            field(
-                "dvh_mass_fraction",
-                pa.list_(pa.float32()),
-                "1",
-                "fraction of the VOI's mass receiving at least each dvh_dose_gy level",
-                nullable=True,
-            ),
-            field("status", pa.string(), "1", "ok, or why the VOI has no voxel dose"),
-            *_PROVENANCE,
-        ]
-    ),
+    schema=pa.schema([*_VOXEL_DOSE_V1_FIELDS, _DOSE_GRID, *_PROVENANCE]),
+    previous_schemas={1: pa.schema([*_VOXEL_DOSE_V1_FIELDS, *_PROVENANCE])},
+    upgrades={1: {"dose_grid": "spect"}},  # v1 rows were all on the first SPECT grid
 )
 
 _ACQUISITION_V1_FIELDS = [

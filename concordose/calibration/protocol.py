@@ -46,6 +46,11 @@ class VoxelDosimetryRules(BaseModel):
         body_threshold_fraction: voxels fitted are those whose peak activity over the time
             points exceeds this fraction of the map's 99.9th percentile (the body and its
             spill-out); the others are taken as TIA 0.
+        output_grid: the grid the dose maps, VOI masks and masses are on: ``ct`` (default) the
+            first time point's CT (the frame of the VOIs and registrations; masses from its
+            HU → density, :mod:`concordose.quant.density`; the ``_density`` VSV methods
+            allowed), or ``spect`` the first SPECT grid (unit density). A cycle whose first
+            time point has no CT falls back to ``spect`` (published in ``dose_grid``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -54,6 +59,7 @@ class VoxelDosimetryRules(BaseModel):
     model: str = "mono_exponential"
     methods: list[str] = Field(default_factory=lambda: ["ldm", "vsv_4.42mm", "vsv_2.21mm"])
     body_threshold_fraction: float = Field(default=0.01, gt=0, lt=1)
+    output_grid: Literal["ct", "spect"] = "ct"
 
 
 PartialVolumeModel = Literal["rc0_local_background", "rc_curve"]

@@ -12,11 +12,24 @@ Steps (:func:`cycle_voxel_dosimetry`):
    activity exceeds ``body_threshold_fraction`` of the peak map's 99.9th percentile, the rest is
    TIA 0 (air and noise); a voxel whose fit failed also counts as TIA 0 and the fraction of such
    voxels is reported per VOI (a VOI above :data:`MAX_FAILED_FRACTION` gets no dose);
-3. each voxel dose method (``VOXEL_DOSE_METHODS``) on the TIA map, unit density (no CT density
-   map on the SPECT grid yet: the ``_density`` variants are refused);
-4. per-VOI metrics (:func:`concordose.dose.metrics.voi_dose_metrics`) with each VOI's own mask on
-   the SPECT grid (nearest-neighbour resampling of the SEG through the first time point's
-   alignment), so overlapping VOIs (a lesion inside the liver) each keep all their voxels.
+3. each voxel dose method (``VOXEL_DOSE_METHODS``) on the TIA map, the dose on the output grid
+   of ``voxel_dosimetry.output_grid``:
+
+   * ``ct`` (default): the first time point's CT grid (same frame as the first SPECT, where the
+     maps are; ``VoxelDoseInput.output_geometry``: the dose is computed on the kernel's grid and
+     averaged onto the CT voxels by exact overlap). The density map is the CT's HU → g/mL
+     (:class:`concordose.quant.density.HuDensityCurve`, water-equivalent line) on the CT grid:
+     ``ldm`` deposits in the voxel's CT mass, the ``vsv_*_density`` variants scale by ρ_water/ρ,
+     plain ``vsv_*`` ignore it (soft-tissue kernels);
+   * ``spect``: the first SPECT grid, unit density (the ``_density`` variants are refused);
+
+   a cycle whose first time point has no CT falls back to ``spect`` (``dose_grid`` says which);
+4. per-VOI metrics (:func:`concordose.dose.metrics.voi_dose_metrics`, mass-weighted with the CT
+   density on the CT grid) with each VOI's own mask on the dose grid (nearest-neighbour
+   resampling of the SEG through the first time point's alignment), so overlapping VOIs (a
+   lesion inside the liver) each keep all their voxels. VOI masses: CT density × voxel volume
+   on the CT grid (unit density on the SPECT grid). The VOI TIA sums, fit-failure fractions and
+   TIA SDs stay on the SPECT grid, where the voxels were fitted.
 
 Uncertainty (published as ``dose_sd_gy``): the voxel fits give each voxel's TIA standard
 deviation (gᵀVg, Gear et al. 2018, EJNMMI 45:2456). Neighbouring voxels' errors are strongly
@@ -32,23 +45,27 @@ voxel whose TIA SD is not estimable gets an unknown (NaN) SD, never a smaller on
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+import SimpleITK as sitk
 
 from concordose.calibration.protocol import VoxelDosimetryRules
 from concordose.calibration.registry import CalibrationRecord
+from concordose.dicom.ct import read_ct_series
+from concordose.dicom.geometry import VolumeGeometry
 from concordose.dicom.seg import VoiType, read_segmentation
 from concordose.dicom.study import CycleStudy
 from concordose.dose.metrics import VoiDoseMetrics, voi_dose_metrics
 from concordose.dose.models import DoseBatch, VoxelDoseInput
 from concordose.dose.registry import VOXEL_DOSE_METHODS
-from concordose.errors import ConfigurationError
+from concordose.errors import ConfigurationError, StudyIncompleteError
 from concordose.kinetics.exponential_fit import ALL_MODELS, ExponentialModel
 from concordose.kinetics.models import STATUS_OK, KineticsBatch, settings_hash
 from concordose.kinetics.voxel import VOXEL_FIT_SETTINGS, fit_voxels
 from concordose.quant.alignment import TimePointAlignment
+from concordose.quant.density import HuDensityCurve, voi_masses_g
 from concordose.quant.time_point_maps import registered_activity_maps
 from concordose.quant.voi import resample_vois
 
@@ -61,6 +78,31 @@ VOXEL_KINETICS_PREFIX = "voxel_"
 VOXEL_KINETICS_VERSION = "1"
 MAX_FAILED_FRACTION = 0.05
 """A VOI with more than this fraction of voxels whose fit failed (TIA taken as 0) gets no dose."""
+DOSE_GRID_CT = "ct"
+DOSE_GRID_SPECT = "spect"
+
+
+@dataclass(frozen=True)
+class CtDoseGrid:
+    """The CT grid the voxel doses are reported on (``output_grid: ct``).
+
+    Attributes:
+        maps_geometry: the activity maps' grid (the first SPECT's) in patient space.
+        geometry: the CT's grid, in the same frame of reference and direction.
+        hu: the CT in Hounsfield units, (slices, rows, columns) of ``geometry``.
+        voi_masks: (n_voi, slices, rows, columns) VOI masks on the CT grid.
+        curve: HU → mass density calibration (default: water-equivalent line).
+    """
+
+    maps_geometry: VolumeGeometry
+    geometry: VolumeGeometry
+    hu: FloatArray
+    voi_masks: npt.NDArray[np.bool_]
+    curve: HuDensityCurve = field(default_factory=HuDensityCurve)
+
+    def density_g_per_ml(self) -> FloatArray:
+        """The CT's mass density per voxel, g/mL."""
+        return self.curve.density(self.hu)
 
 
 def voxel_kinetics_names() -> list[str]:
@@ -113,7 +155,8 @@ class CycleVoxelDose:
         kinetics_method: ``voxel_<model>``.
         kinetics_parameters_hash: hash of the voxel kinetics settings (model, fit, body mask).
         labels, voi_types: per VOI, the cycle's order.
-        mass_g: VOI mass on the SPECT grid (unit density), g.
+        mass_g: VOI mass on the dose grid, g: CT density on the CT grid, unit density on the
+            SPECT grid.
         tia_mbq_h: sum of the voxel TIAs in each VOI, MBq·h.
         tia_sd_mbq_h: its SD (voxel fit SDs summed, i.e. fully correlated, ⊕ calibration), MBq·h.
         failed_fraction: per VOI, the fraction of its voxels whose fit failed (TIA 0 assumed).
@@ -122,6 +165,7 @@ class CycleVoxelDose:
         fit_status_counts: voxels per fit status (body voxels only).
         spacing_mm: the SPECT grid's voxel size (z, y, x), mm.
         conservation_factor: per time point, the activity-conserving factor of the resampling.
+        dose_grid: ``"ct"`` or ``"spect"``: the grid of the dose maps, VOI masks and masses.
     """
 
     kinetics_method: str
@@ -137,6 +181,7 @@ class CycleVoxelDose:
     fit_status_counts: dict[str, int]
     spacing_mm: tuple[float, float, float]
     conservation_factor: FloatArray
+    dose_grid: str = DOSE_GRID_SPECT
 
     def as_voi_batches(self) -> list[tuple[KineticsBatch, DoseBatch]]:
         """Each method's VOI mean doses as (kinetics, dose) batches, the shape the VOI-level
@@ -166,12 +211,18 @@ class CycleVoxelDose:
         ]
 
 
-def _check_rules(rules: VoxelDosimetryRules, n_time_points: int) -> ExponentialModel:
+def _check_rules(
+    rules: VoxelDosimetryRules, n_time_points: int, *, on_ct: bool | None = None
+) -> ExponentialModel:
     """The model of ``rules``, after checking every name against the registries.
 
+    ``on_ct``: whether the dose is on the CT grid (default: ``rules.output_grid == "ct"``).
+
     Raises:
-        ConfigurationError: unknown model or method, a density method, or too few time points.
+        ConfigurationError: unknown model or method, a density method without the CT grid, or
+            too few time points.
     """
+    on_ct = rules.output_grid == DOSE_GRID_CT if on_ct is None else on_ct
     where = "site protocol voxel_dosimetry"
     model = VOXEL_KINETICS_MODELS.get(rules.model)
     if model is None:
@@ -187,10 +238,11 @@ def _check_rules(rules: VoxelDosimetryRules, n_time_points: int) -> ExponentialM
         raise ConfigurationError(f"{where}.methods is empty; name at least one voxel method")
     for name in rules.methods:
         VOXEL_DOSE_METHODS.get(name)  # raises ConfigurationError naming the known ones
-        if name.endswith("_density"):
+        if name.endswith("_density") and not on_ct:
             raise ConfigurationError(
-                f"{where}.methods names {name!r}, which needs a CT density map on the SPECT "
-                "grid; the flow does not build one yet: use the method without '_density'"
+                f"{where}.methods names {name!r}, which needs the CT density map, but the dose "
+                f"is on the SPECT grid (output_grid {rules.output_grid!r}, or no CT at the first "
+                "time point): use output_grid: ct with a CT, or the method without '_density'"
             )
     return model
 
@@ -204,7 +256,19 @@ def voxel_kinetics_settings(rules: VoxelDosimetryRules) -> dict[str, object]:
         "fit_settings": repr(VOXEL_FIT_SETTINGS),
         "body_threshold_fraction": rules.body_threshold_fraction,
         "failed_voxels": f"TIA 0; VOI refused above {MAX_FAILED_FRACTION} failed",
+        "output_grid": rules.output_grid,
+        "density": f"CT {HuDensityCurve()!r} on the CT grid; unit on the SPECT grid",
     }
+
+
+def _bounding_box(mask: npt.NDArray[np.bool_]) -> tuple[slice, ...]:
+    """The smallest box (z, y, x slices) holding every voxel of a non-empty ``mask``."""
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        (indices,) = np.nonzero(mask.any(axis=other))
+        box.append(slice(int(indices[0]), int(indices[-1]) + 1))
+    return tuple(box)
 
 
 def voxel_dose_from_maps(
@@ -218,6 +282,7 @@ def voxel_dose_from_maps(
     rules: VoxelDosimetryRules | None = None,
     calibration_relative_sd: float | None = None,
     conservation_factor: FloatArray | None = None,
+    ct_grid: CtDoseGrid | None = None,
 ) -> CycleVoxelDose:
     """Voxel dosimetry from activity maps already on one grid (steps 2–4 of the module).
 
@@ -230,6 +295,9 @@ def voxel_dose_from_maps(
         rules: model, methods and body mask (default :class:`VoxelDosimetryRules`).
         calibration_relative_sd: the calibration factor's relative SD, added in quadrature.
         conservation_factor: per time point, from the resampling (kept for the record).
+        ct_grid: the CT grid to put the doses, VOI metrics and masses on; ``None``: the maps'
+            grid, unit density (``rules.output_grid`` only decides whether the caller builds
+            one).
 
     Raises:
         ConfigurationError: unknown or unusable model or method names.
@@ -237,11 +305,16 @@ def voxel_dose_from_maps(
     """
     rules = rules or VoxelDosimetryRules()
     maps = np.asarray(activity_maps_mbq, dtype=np.float64)
-    model = _check_rules(rules, len(time_h))
+    model = _check_rules(rules, len(time_h), on_ct=ct_grid is not None)
     if voi_masks.shape[1:] != maps.shape[1:] or voi_masks.shape[0] != len(labels):
         raise ConfigurationError(
             f"VOI masks have shape {voi_masks.shape}; expected ({len(labels)}, *{maps.shape[1:]})"
             " to match the labels and the activity maps"
+        )
+    if ct_grid is not None and ct_grid.voi_masks.shape != (len(labels), *ct_grid.geometry.shape):
+        raise ConfigurationError(
+            f"CT-grid VOI masks have shape {ct_grid.voi_masks.shape}; expected "
+            f"({len(labels)}, *{ct_grid.geometry.shape}) to match the labels and the CT grid"
         )
     # A time point missing in a voxel (NaN, e.g. outside a later field of view) leaves the voxel
     # in the body by its other points, so its fit fails visibly instead of the voxel vanishing.
@@ -258,8 +331,19 @@ def voxel_dose_from_maps(
     cf = calibration_relative_sd or 0.0
 
     n_voxels = voi_masks.reshape(len(labels), -1).sum(axis=1)
-    voxel_volume_ml = float(np.prod(spacing_mm)) / 1000.0
-    mass_g = n_voxels * voxel_volume_ml  # unit density, as the voxel methods without density
+    density: FloatArray | None = None
+    if ct_grid is None:
+        dose_masks = voi_masks
+        dose_voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+        mass_g = n_voxels * dose_voxel_ml  # unit density, as the voxel methods without density
+        grid_name = "SPECT"
+    else:
+        dose_masks = ct_grid.voi_masks
+        dose_voxel_ml = ct_grid.geometry.voxel_volume_ml
+        density = ct_grid.density_g_per_ml()
+        mass_g, _ = voi_masses_g(ct_grid.hu, dose_masks, dose_voxel_ml, ct_grid.curve)
+        grid_name = "CT"
+    n_dose_voxels = dose_masks.reshape(len(labels), -1).sum(axis=1)
     tia = np.array([tia_map[mask].sum() for mask in voi_masks])
     # a fitted voxel whose TIA SD is not estimable leaves its VOI's uncertainty unknown (NaN),
     # never silently smaller
@@ -273,27 +357,57 @@ def voxel_dose_from_maps(
         "no voxel of the VOI on the SPECT grid"
         if n == 0
         else (
-            f"{f:.1%} of the VOI's voxel fits failed (more than {MAX_FAILED_FRACTION:.0%})"
-            if f > MAX_FAILED_FRACTION
-            else STATUS_OK
+            f"no voxel of the VOI on the {grid_name} grid"
+            if n_dose == 0
+            else (
+                f"{f:.1%} of the VOI's voxel fits failed (more than {MAX_FAILED_FRACTION:.0%})"
+                if f > MAX_FAILED_FRACTION
+                else STATUS_OK
+            )
         )
-        for n, f in zip(n_voxels, failed_fraction, strict=True)
+        for n, n_dose, f in zip(n_voxels, n_dose_voxels, failed_fraction, strict=True)
     )
 
+    def dose_input(values: FloatArray) -> VoxelDoseInput:
+        if ct_grid is None:
+            return VoxelDoseInput(values, spacing_mm)
+        return VoxelDoseInput(
+            values,
+            spacing_mm,
+            density_g_per_ml=density,
+            geometry=ct_grid.maps_geometry,
+            output_geometry=ct_grid.geometry,
+        )
+
+    boxes = [
+        _bounding_box(mask) if n else () for mask, n in zip(dose_masks, n_dose_voxels, strict=True)
+    ]
     doses = []
     for name in rules.methods:
         method = VOXEL_DOSE_METHODS.get(name)
-        dose_map = method.compute_map(VoxelDoseInput(tia_map, spacing_mm))
-        sd_map = method.compute_map(VoxelDoseInput(tia_sd_map, spacing_mm)).dose_gy
+        dose_map = method.compute_map(dose_input(tia_map))
+        sd_map = method.compute_map(dose_input(tia_sd_map)).dose_gy
         vois = []
-        for index, mask in enumerate(voi_masks):
+        for index, mask in enumerate(dose_masks):
             if status[index] != STATUS_OK:
                 vois.append(VoxelVoiDose(None, float("nan"), status[index]))
                 continue
+            box = boxes[index]  # the VOI's bounding box: metrics without full-grid passes
+            voi_mask = mask[box]
+            voi_density = None if density is None else density[box]
             (metrics,) = voi_dose_metrics(
-                dose_map.dose_gy, mask.astype(np.int8), {1: labels[index]}, voxel_volume_ml
+                dose_map.dose_gy[box],
+                voi_mask.astype(np.int8),
+                {1: labels[index]},
+                dose_voxel_ml,
+                voi_density,
             )
-            fit_sd = float("nan") if voi_sd_unknown[index] else float(sd_map[mask].mean())
+            weights = None if voi_density is None else voi_density[voi_mask]
+            fit_sd = (
+                float("nan")
+                if voi_sd_unknown[index]
+                else float(np.average(sd_map[box][voi_mask], weights=weights))
+            )
             sd = float(np.hypot(fit_sd, metrics.mean_dose_gy * cf))
             vois.append(VoxelVoiDose(metrics, sd, STATUS_OK))
         doses.append(
@@ -309,7 +423,7 @@ def voxel_dose_from_maps(
         kinetics_parameters_hash=settings_hash(voxel_kinetics_settings(rules)),
         labels=tuple(labels),
         voi_types=tuple(voi_types),
-        mass_g=mass_g.astype(np.float64),
+        mass_g=np.asarray(mass_g, dtype=np.float64),
         tia_mbq_h=tia,
         tia_sd_mbq_h=np.hypot(tia_fit_sd, tia * cf),
         failed_fraction=failed_fraction,
@@ -320,6 +434,47 @@ def voxel_dose_from_maps(
         conservation_factor=(
             np.ones(len(time_h)) if conservation_factor is None else conservation_factor
         ),
+        dose_grid=DOSE_GRID_SPECT if ct_grid is None else DOSE_GRID_CT,
+    )
+
+
+def first_ct_dose_grid(
+    cycle: CycleStudy,
+    maps_geometry: VolumeGeometry,
+    alignment: TimePointAlignment,
+    curve: HuDensityCurve | None = None,
+) -> CtDoseGrid | None:
+    """The first time point's CT as the dose grid, with the VOI masks on it; ``None`` when the
+    first time point has no CT.
+
+    The first CT shares the first SPECT's frame of reference (where the activity maps are), so
+    the VOIs reach it through the same transform as the first SPECT grid
+    (``alignment.mask_transform()``: identity when the first time point is in the VOIs' frame).
+
+    Raises:
+        UnreadableDicomError, StudyIncompleteError: from the readers.
+    """
+    first = cycle.time_points[0]
+    if not first.ct_files:
+        return None
+    image = read_ct_series(first.ct_files)
+    geometry = VolumeGeometry.from_sitk(image)
+    if not np.allclose(geometry.direction, maps_geometry.direction, atol=1e-6):
+        raise StudyIncompleteError(
+            f"the first CT's direction {geometry.direction} differs from the first SPECT's "
+            f"{maps_geometry.direction}; the dose cannot be averaged onto it (use output_grid: "
+            "spect)"
+        )
+    hu = sitk.GetArrayFromImage(image).astype(np.float64)
+    vois = resample_vois(
+        read_segmentation(cycle.segmentation), geometry, alignment.mask_transform()
+    )
+    return CtDoseGrid(
+        maps_geometry=maps_geometry,
+        geometry=geometry,
+        hu=hu,
+        voi_masks=vois.masks,
+        curve=curve or HuDensityCurve(),
     )
 
 
@@ -347,6 +502,11 @@ def cycle_voxel_dosimetry(
     _check_rules(rules, len(cycle.time_points))
     maps = registered_activity_maps(cycle, calibration, alignments)
     geometry = maps.geometry
+    ct_grid = (
+        first_ct_dose_grid(cycle, geometry, alignments[0])
+        if rules.output_grid == DOSE_GRID_CT
+        else None
+    )
     vois = resample_vois(
         read_segmentation(cycle.segmentation), geometry, alignments[0].mask_transform()
     )
@@ -361,4 +521,5 @@ def cycle_voxel_dosimetry(
         rules=rules,
         calibration_relative_sd=calibration.calibration_factor_relative_uncertainty,
         conservation_factor=maps.conservation_factor,
+        ct_grid=ct_grid,
     )

@@ -3,7 +3,8 @@
 
 ``voxel_dose_summary`` is built by the same function as ``patient_summary``
 (:func:`concordose.results.cycle_summary.build_patient_summary`), on the voxel methods' VOI mean
-doses and SPECT-grid masses, so both tables mean the same thing column by column.
+doses and masses (on the dose grid, ``dose_grid``: the first CT's with CT density, or the first
+SPECT's at unit density), so both tables mean the same thing column by column.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def build_voxel_dose_tables(
                         None if metrics is None else metrics.dvh_mass_fraction.tolist()
                     ),
                     "status": voi.status,
+                    "dose_grid": voxel.dose_grid,
                     "schema_version": VOXEL_DOSE.version,
                     **common,
                 }
