@@ -841,11 +841,7 @@ def _levenberg_marquardt(
         # Nielsen's damping update (Madsen, Nielsen & Tingleff, "Methods for non-linear least
         # squares problems", DTU 2004, §3.2): from the gain ratio of actual to predicted
         # decrease when a step is taken, doubling growth on rejections.
-        normal_step = (normal * step[None]).sum(axis=1)
-        predicted = -(step * (2.0 * gradient + normal_step)).sum(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            gain = np.where(predicted > 0, decrease / predicted, 0.0)
-        shrink = np.maximum(1.0 / 3.0, 1.0 - (2.0 * np.clip(gain, 0.0, 1.0) - 1.0) ** 3)
+        shrink = nielsen_shrink(normal, step, gradient, decrease)
         damping = np.where(accept, np.maximum(damping * shrink, 1e-12), damping * growth)
         growth = np.where(accept, 2.0, growth * 2.0)
         theta = np.where(accept, trial, theta)
@@ -889,6 +885,23 @@ def _levenberg_marquardt(
 AICC_MARGIN = 2.0
 """A richer model replaces a simpler one only when its AICc is lower by more than this
 (ΔAICc > 2: "substantial" support, Burnham & Anderson 2002, ch. 2.6)."""
+
+
+def nielsen_shrink(
+    normal: FloatArray, step: FloatArray, gradient: FloatArray, decrease: FloatArray
+) -> FloatArray:
+    """Factor (≥ 1/3) by which an accepted step shrinks the LM damping, per curve.
+
+    From the gain ratio of the actual to the predicted decrease of χ² (Nielsen; Madsen, Nielsen
+    & Tingleff, "Methods for non-linear least squares problems", DTU 2004, §3.2). Curves on the
+    last axis: ``normal`` (p, p, n), ``step`` and ``gradient`` (p, n), ``decrease`` (n,).
+    """
+    normal_step = (normal * step[None]).sum(axis=1)
+    predicted = -(step * (2.0 * gradient + normal_step)).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = np.where(predicted > 0, decrease / predicted, 0.0)
+    shrink: FloatArray = np.maximum(1.0 / 3.0, 1.0 - (2.0 * np.clip(gain, 0.0, 1.0) - 1.0) ** 3)
+    return shrink
 
 
 def converged_now(

@@ -51,6 +51,7 @@ from concordose.kinetics.exponential_fit import (
     _normal_equations,
     _start_values,
     converged_now,
+    nielsen_shrink,
 )
 
 FloatArray = npt.NDArray[np.float64]
@@ -259,11 +260,7 @@ def _reduced_levenberg_marquardt(
         )
         decrease = np.where(accept, cost - trial_cost, 0.0)
         # Nielsen's damping update, as the general engine (Madsen, Nielsen & Tingleff 2004).
-        normal_step = (normal * step[None]).sum(axis=1)
-        predicted = -(step * (2.0 * gradient + normal_step)).sum(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            gain = np.where(predicted > 0, decrease / predicted, 0.0)
-        shrink = np.maximum(1.0 / 3.0, 1.0 - (2.0 * np.clip(gain, 0.0, 1.0) - 1.0) ** 3)
+        shrink = nielsen_shrink(normal, step, gradient, decrease)
         # Finished curves waiting for the next compaction keep their state.
         rejected = iterating & ~accept
         damping = np.where(
