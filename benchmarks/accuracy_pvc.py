@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from concordose.calibration.calibrate import calibrate_site
-from concordose.dicom.catalogue import catalogue
-from concordose.dicom.study import assemble_cycles
-from concordose.quant.cycle import CycleTimeActivity, quantify_cycle
+from concordose.pipeline.assembly import assemble_cycles
+from concordose.pipeline.catalogue import catalogue
+from concordose.pipeline.quantify import CycleTimeActivity, quantify_cycle
 from concordose.quant.pvc import BACKGROUND_MODEL, STATUS_OK
 from phantoms.consortium import Realism, generate_consortium
 

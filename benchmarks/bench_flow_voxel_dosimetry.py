@@ -5,7 +5,7 @@ Run: ``.venv/bin/python -m benchmarks.bench_flow_voxel_dosimetry [--preset demo]
 The demo patient (``phantoms.generate_patient``, four time points) is written as DICOM
 (untimed) and assembled into its cycle. Then, interleaved ``--repeats`` times: the peer, the VOI
 quantification the flow already runs (``quant.cycle.quantify_cycle``: read, calibrate, register,
-VOI sums), and the added step (``dose.voxel_dosimetry.cycle_voxel_dosimetry`` with the site
+VOI sums), and the added step (``pipeline.voxel_dosimetry.cycle_voxel_dosimetry`` with the site
 protocol's default rules, reusing the peer's registrations), on the first CT's grid
 (``output_grid: ct``, the default) and on the first SPECT grid (``output_grid: spect``), so the
 CT grid's cost (reading the CT, masks and averaging onto it, metrics on finer voxels) shows as
@@ -24,10 +24,10 @@ from pathlib import Path
 
 from concordose.calibration.protocol import VoxelDosimetryRules, load_protocol
 from concordose.calibration.registry import SiteRegistry
-from concordose.dicom.catalogue import catalogue
-from concordose.dicom.study import assemble_cycles
-from concordose.dose.voxel_dosimetry import cycle_voxel_dosimetry
-from concordose.quant.cycle import quantify_cycle
+from concordose.pipeline.assembly import assemble_cycles
+from concordose.pipeline.catalogue import catalogue
+from concordose.pipeline.quantify import quantify_cycle
+from concordose.pipeline.voxel_dosimetry import cycle_voxel_dosimetry
 from phantoms import generate_patient
 
 

@@ -21,9 +21,9 @@ series with new UIDs:
 * (d) for reference, pynetdicom itself with a handler that stores nothing and answers success
   at once (debug handlers unbound, 0.2 ms DUL poll): the floor of a receiver built on
   pynetdicom's reactors, as ours was before;
-* (f) for reference, our upper layer (:mod:`concordose.dicom.upper_layer`) with a service that
+* (f) for reference, our upper layer (:mod:`concordose.ingest.upper_layer`) with a service that
   keeps nothing: the floor of our network path;
-* (e) for reference, our :class:`~concordose.dicom.spool.Spool` taking the same files one after
+* (e) for reference, our :class:`~concordose.spool.store.Spool` taking the same files one after
   the other with no network (journal record + ``fdatasync`` per instance): the floor of our
   durability guarantee on this disk.
 
@@ -70,11 +70,8 @@ from pynetdicom._handlers import (
     standard_pdu_sent_handler,
 )
 
-from concordose.dicom.journal import JournalOverflowError
-from concordose.dicom.receiver import _Refused
-from concordose.dicom.spool import InstanceIdentity, Spool
-from concordose.dicom.timepoints import InstanceSummary
-from concordose.dicom.upper_layer import (
+from concordose.ingest.receiver import _Refused
+from concordose.ingest.upper_layer import (
     Association,
     IncomingDataSet,
     Rejection,
@@ -82,6 +79,9 @@ from concordose.dicom.upper_layer import (
     UpperLayerSettings,
     serve_connection,
 )
+from concordose.spool.journal import JournalOverflowError
+from concordose.spool.store import InstanceIdentity, Spool
+from concordose.spool.timepoints import InstanceSummary
 
 PDU_BYTES = 131072
 ROWS = COLUMNS = 512

@@ -33,18 +33,18 @@ from pathlib import Path
 import numpy as np
 
 from concordose.calibration.registry import SiteRegistry
-from concordose.dicom.catalogue import catalogue
 from concordose.dicom.ct import read_ct_series
 from concordose.dicom.geometry import VolumeGeometry
 from concordose.dicom.seg import read_segmentation
-from concordose.dicom.study import assemble_cycles
 from concordose.dose.metrics import voi_dose_metrics
 from concordose.dose.models import VoxelDoseInput
 from concordose.dose.registry import VOXEL_DOSE_METHODS
 from concordose.kinetics.exponential_fit import ExponentialModel
 from concordose.kinetics.voxel import fit_voxels
-from concordose.quant.alignment import align_time_points
-from concordose.quant.time_point_maps import registered_activity_maps
+from concordose.pipeline.alignment import align_time_points
+from concordose.pipeline.assembly import assemble_cycles
+from concordose.pipeline.catalogue import catalogue
+from concordose.pipeline.time_point_maps import registered_activity_maps
 from concordose.quant.voi import resample_vois
 from phantoms.consortium import Realism, generate_consortium
 from phantoms.site_profiles import DEFAULT_SITE

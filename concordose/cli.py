@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import pyarrow as pa
 import typer
+from pydicom.uid import NuclearMedicineImageStorage
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -29,6 +30,9 @@ from concordose import __version__
 from concordose.calibration.findings import Finding, Severity
 from concordose.errors import ConcordoseError
 from concordose.settings import default_workdir
+
+if TYPE_CHECKING:
+    from flows.sweep import SweepResult
 
 app = typer.Typer(
     name="concordose",
@@ -162,19 +166,70 @@ def demo(
     console.print(
         f"received {result.send_report.sent} instances into {result.spool_dir}", soft_wrap=True
     )
-    console.print(
-        f"published run {result.run.published.run_id} under {result.output_uri}:", soft_wrap=True
-    )
+    published = result.run.published
+    assert published is not None  # run_demo returns a processed (hence published) cycle
+    console.print(f"published run {published.run_id} under {result.output_uri}:", soft_wrap=True)
     base = result.output_uri.rstrip("/") + "/"
-    width = max((len(obj.table) for obj in result.run.published.objects), default=8)
-    for obj in result.run.published.objects:
+    width = max((len(obj.table) for obj in published.objects), default=8)
+    for obj in published.objects:
         console.print(
             f"  {obj.table:<{width}} {obj.rows:>4} rows  {obj.path.removeprefix(base)}",
             soft_wrap=True,
         )
-    manifest = result.run.published.manifest_path.removeprefix(base)
+    manifest = published.manifest_path.removeprefix(base)
     console.print(f"  {'manifest':<{width + 11}}{manifest}", soft_wrap=True)
     console.print(f"ground truth: {result.patient.ground_truth_path}", soft_wrap=True)
+
+
+def _check_before_processing(source: Path, sites: Path, site: str | None) -> int:
+    """Bad input before any orchestration starts, as one message (exit 2): a missing folder,
+    an unreadable file, a bad site registry, a folder without --site, no pseudonymisation key,
+    or nothing to process. Returns the number of cycles found (headers only)."""
+    from concordose.calibration.registry import SiteRegistry
+    from concordose.dicom.pseudonym import subject_key
+    from concordose.pipeline.catalogue import CycleSource
+    from concordose.settings import Settings
+
+    SiteRegistry.load(sites)
+    cycle_source = CycleSource(source)
+    if cycle_source.spool is None and site is None:
+        raise ConcordoseError(
+            f"{source} is not a spool, so the site of its files is unknown; pass --site"
+        )
+    subject_key("", Settings().pseudonym_key)
+    cycles = cycle_source.cycles()
+    if not cycles:
+        raise ConcordoseError(
+            f"no reconstructed SPECT with patient and injection data found in {source}: "
+            "nothing to process"
+        )
+    return len(cycles)
+
+
+def _report_sweep(result: SweepResult, source: Path) -> None:
+    """Print a sweep's outcome; every cycle held or failed is exit status 2, with the reasons."""
+    for run in result.held:
+        console.print(f"[yellow]held[/] cycle {run.cycle_id}: {run.reason}", highlight=False)
+    for cycle_id, reason in result.failed.items():
+        console.print(f"[red]failed[/] cycle {cycle_id}: {reason}", highlight=False)
+    if result.tables:
+        console.print(_dose_table(result.tables, None))
+    for run in result.runs:
+        if run.published is not None:
+            console.print(
+                f"cycle {run.cycle_id} {run.outcome}: run {run.published.run_id}, "
+                f"manifest {run.published.manifest_path}",
+                soft_wrap=True,
+            )
+    console.print(
+        f"{len(result.processed)} processed, {len(result.held)} held, {len(result.failed)} "
+        f"failed of {result.considered} cycle(s) in {source}"
+    )
+    if result.runs and not result.processed and not result.failed:
+        reasons = "\n  ".join(f"{run.cycle_id}: {run.reason}" for run in result.held)
+        raise ConcordoseError(f"every cycle is held by the checks:\n  {reasons}")
+    if result.failed:
+        raise ConcordoseError(f"{len(result.failed)} cycle(s) failed; see above")
 
 
 @app.command()
@@ -188,26 +243,57 @@ def process(
     site: Annotated[
         str | None, typer.Option(help="Site of the files when the folder is not a spool.")
     ] = None,
+    max_concurrent_cycles: Annotated[
+        int | None,
+        typer.Option(help="Cycles processed at once (default CONCORDOSE_MAX_CONCURRENT_CYCLES)."),
+    ] = None,
 ) -> None:
-    """Process every cycle in a spool and publish its tables."""
+    """Process every complete cycle in a spool or folder (re-runs replace rows) and publish.
 
-    def checked() -> None:
-        from concordose.calibration.registry import SiteRegistry
-        from flows.demo import preflight
+    Each cycle is one `process-cycle` run; a held cycle publishes its findings to qc_findings.
+    """
+    found = _run(lambda: _check_before_processing(spool, sites, site))
+    console.print(f"[cyan]•[/] {found} cycle(s) in {spool}")
+    from flows.sweep import process_spool
 
-        checked_spool = preflight(spool, SiteRegistry.load(sites), site)
-        _print_findings(checked_spool.findings)
-        console.print(
-            f"[cyan]•[/] {checked_spool.ready} of {len(checked_spool.cycles)} cycle(s) "
-            f"pass the checks in {spool}"
-        )
+    result = process_spool(
+        spool, sites, output_uri=output, site_id=site, max_concurrent_cycles=max_concurrent_cycles
+    )
+    _run(lambda: _report_sweep(result, spool))
 
-    _run(checked)
-    from flows.process_spool import process_spool
 
-    result = _run(lambda: process_spool(spool, sites, output_uri=output, site_id=site))
-    console.print(_dose_table(result.tables, None))
-    console.print(f"published run {result.published.run_id}: {result.published.manifest_path}")
+@app.command()
+def sweep(
+    spool: Annotated[Path, typer.Option(help="Spool folder.")],
+    sites: Annotated[Path, typer.Option(help="Site registry YAML (sites.yaml).")],
+    output: Annotated[
+        str | None,
+        typer.Option(help="Folder or s3://bucket/prefix (default CONCORDOSE_OUTPUT_URI)."),
+    ] = None,
+    max_concurrent_cycles: Annotated[
+        int | None,
+        typer.Option(help="Cycles processed at once (default CONCORDOSE_MAX_CONCURRENT_CYCLES)."),
+    ] = None,
+) -> None:
+    """Process the cycles that need it: complete but unprocessed, failed, or held for a reason
+    that has gone away (what the nightly `sweep` deployment runs).
+
+    Example: concordose sweep --spool /var/lib/concordose/spool --sites /etc/concordose/sites.yaml
+    """
+
+    def check() -> None:
+        from concordose.spool.store import Spool
+
+        Spool.open_existing(spool)
+        _check_before_processing(spool, sites, None)
+
+    _run(check)
+    from flows.sweep import sweep as sweep_flow
+
+    result = sweep_flow(
+        spool, sites, output_uri=output, max_concurrent_cycles=max_concurrent_cycles
+    )
+    _run(lambda: _report_sweep(result, spool))
 
 
 def _print_findings(findings: Sequence[Finding]) -> None:
@@ -236,15 +322,19 @@ def check(
     """Check SPECT files against the site's protocol and calibrations; exit 1 if any is held."""
     from concordose.calibration.gate import gate_time_point
     from concordose.calibration.registry import SiteRegistry
-    from concordose.dicom.catalogue import catalogue
-    from concordose.dicom.nm import NM_IMAGE_STORAGE, read_nm_header
+    from concordose.dicom.nm import read_nm_header
+    from concordose.pipeline.catalogue import catalogue
 
     def run() -> bool:
         registry = SiteRegistry.load(sites)
         files: list[Path] = []
         for path in paths:
             if path.is_dir():
-                files.extend(i.path for i in catalogue(path) if i.sop_class_uid == NM_IMAGE_STORAGE)
+                files.extend(
+                    i.path
+                    for i in catalogue(path)
+                    if i.sop_class_uid == NuclearMedicineImageStorage
+                )
             elif path.is_file():
                 files.append(path)
             else:
@@ -613,17 +703,34 @@ def _configure_logging() -> None:
 def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
     spool: Annotated[Path, typer.Option(help="Spool folder (created if missing).")],
     config: Annotated[Path, typer.Option(help="Site registry YAML: calling AE titles → sites.")],
-    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 11112,
-    ae_title: Annotated[str, typer.Option(help="Our (called) AE title.")] = "CONCORDOSE",
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[
+        int | None, typer.Option(help="TCP port [default: CONCORDOSE_RECEIVER_PORT, 11112].")
+    ] = None,
+    ae_title: Annotated[
+        str | None,
+        typer.Option(help="Our (called) AE title [default: CONCORDOSE_RECEIVER_AE_TITLE]."),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to listen on [default: CONCORDOSE_RECEIVER_HOST, 0.0.0.0]."),
+    ] = None,
     quiet_period_s: Annotated[
-        float,
-        typer.Option(help="Seconds of quiet after the last association → time point complete."),
-    ] = 300.0,
+        float | None,
+        typer.Option(
+            help="Seconds of quiet after the last association → time point complete "
+            "[default: CONCORDOSE_RECEIVER_QUIET_PERIOD_S, 300]."
+        ),
+    ] = None,
     max_pdu: Annotated[
-        int, typer.Option(help="Maximum PDU size we receive (bytes, 0 = any).")
-    ] = 131072,
-    max_associations: Annotated[int, typer.Option(help="Concurrent associations.")] = 10,
+        int | None,
+        typer.Option(help="Maximum PDU size we receive, bytes, 0 = any [default: 131072]."),
+    ] = None,
+    max_associations: Annotated[
+        int | None,
+        typer.Option(
+            help="Concurrent associations [default: CONCORDOSE_RECEIVER_MAX_ASSOCIATIONS, 10]."
+        ),
+    ] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="Our TLS certificate (PEM).")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="Our TLS private key (PEM).")] = None,
     tls_ca: Annotated[
@@ -632,11 +739,11 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
     deployment: Annotated[
         str | None,
         typer.Option(
-            help="Start a run of this Prefect deployment (timepoint-complete/NAME) per time point."
+            help="Start a run of this Prefect deployment (process-cycle/NAME) per changed cycle."
         ),
     ] = None,
     run_flows: Annotated[
-        bool, typer.Option(help="Run the timepoint-complete flow in this process per time point.")
+        bool, typer.Option(help="Run the process-cycle flow in this process per changed cycle.")
     ] = False,
     output: Annotated[
         str | None, typer.Option(help="Where the flows publish (default CONCORDOSE_OUTPUT_URI).")
@@ -647,15 +754,18 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
     import time
 
     from concordose.calibration.registry import SiteRegistry
-    from concordose.dicom.receiver import StorageReceiver
-    from concordose.dicom.spool import Spool
-    from concordose.dicom.timepoints import OnComplete
-    from concordose.dicom.tls import server_context
+    from concordose.ingest.receiver import StorageReceiver
+    from concordose.ingest.tls import server_context
+    from concordose.settings import Settings
+    from concordose.spool.store import Spool
+    from concordose.spool.timepoints import OnComplete
 
     _configure_logging()
 
     def build() -> StorageReceiver:
+        settings = Settings()
         registry = SiteRegistry.load(config)
+        quiet_s = settings.receiver_quiet_period_s if quiet_period_s is None else quiet_period_s
         tls_files = (tls_cert, tls_key, tls_ca)
         if any(tls_files) and not all(tls_files):
             raise ConcordoseError("TLS needs all of --tls-cert, --tls-key and --tls-ca")
@@ -666,27 +776,27 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
         if deployment and run_flows:
             raise ConcordoseError("choose one of --deployment and --run-flows")
         if deployment:
-            from flows.timepoint_complete import DeploymentTrigger
+            from flows.triggers import DeploymentTrigger
 
             hook = DeploymentTrigger(deployment, config.resolve(), output)
         elif run_flows:
-            from flows.timepoint_complete import InProcessFlowTrigger
+            from flows.triggers import InProcessFlowTrigger
 
             hook = InProcessFlowTrigger(config.resolve(), output)
         receiver = StorageReceiver(
             Spool(spool.resolve()),
-            ae_title=ae_title,
-            host=host,
-            port=port,
+            ae_title=ae_title or settings.receiver_ae_title,
+            host=host or settings.receiver_host,
+            port=settings.receiver_port if port is None else port,
             site_by_ae_title={
                 title: site.site_id for site in registry.sites for title in site.ae_titles
             },
-            max_pdu_bytes=max_pdu,
-            max_associations=max_associations,
+            max_pdu_bytes=settings.max_pdu_bytes if max_pdu is None else max_pdu,
+            max_associations=max_associations or settings.receiver_max_associations,
             ssl_context=context,
-            quiet_period_s=quiet_period_s,
+            quiet_period_s=quiet_s,
             on_complete=hook,
-            completion_poll_interval_s=min(5.0, max(0.2, quiet_period_s / 10)),
+            completion_poll_interval_s=min(5.0, max(0.2, quiet_s / 10)),
             journal_prefill=True,  # a long-running service: allocate the journal once
         )
         receiver.start()
@@ -722,28 +832,39 @@ app.add_typer(spool_app, name="spool")
 def spool_status(
     spool: Annotated[Path, typer.Option(help="Spool folder.")],
 ) -> None:
-    """Show what is received, complete, processed and quarantined."""
-    from concordose.dicom.spool import Spool
-    from concordose.dicom.timepoints import group_by_cycle
+    """Show cycles (receiving, ready, processed, held with the reason, failed), their time
+    points, and what is quarantined."""
+    from concordose.spool.store import Spool
 
     def show() -> None:
         opened = Spool.open_existing(spool)
         status = opened.status()
-        table = Table(title=f"Patient → cycle → time points in {spool}")
-        columns = ("patient", "injection", "h p.i.", "study", "sender", "modalities", "instances")
-        for column in (*columns, "MB", "state", "event"):
+        by_study = {record.study_uid: record for record in opened.timepoints()}
+        cycles = opened.cycles()
+        table = Table(title=f"Cycles → time points in {spool}")
+        columns = ("cycle", "patient", "injection", "h p.i.", "study", "sender", "modalities")
+        for column in (*columns, "instances", "MB", "time point", "event", "cycle state"):
             # The study UID folds (operators copy it for `spool complete`); the rest stays whole.
-            table.add_column(column, overflow="fold", no_wrap=column != "study")
-        for cycle, records in group_by_cycle(opened.timepoints()).items():
-            injection = cycle.injection_datetime
-            for record in records:
+            table.add_column(
+                column, overflow="fold", no_wrap=column not in ("study", "cycle state")
+            )
+        shown: set[str] = set()
+        for cycle in cycles:
+            state = cycle.state.value
+            if cycle.reason:
+                state += f": {cycle.reason}"
+            for uid in cycle.members.all_study_uids:
+                record = by_study[uid]
+                shown.add(uid)
                 if record.notified_at:
                     event = "delivered"
                 else:
                     event = "pending" if record.completed_at else "—"
+                injection = cycle.members.injection_datetime
                 table.add_row(
-                    cycle.patient_id or "?",
-                    f"{injection:%Y-%m-%d %H:%M}" if injection else "?",
+                    cycle.cycle_id,
+                    record.patient_id or "?",
+                    f"{injection:%Y-%m-%d %H:%M}",
                     f"{record.time_h:.1f}" if record.time_h is not None else "—",
                     record.study_uid,
                     record.calling_ae_title,
@@ -752,13 +873,31 @@ def spool_status(
                     f"{record.size_bytes / 1e6:.1f}",
                     f"{record.state.value} r{record.revision}",
                     event,
+                    state,
+                )
+        for uid, record in by_study.items():
+            if uid not in shown:
+                table.add_row(
+                    "(none yet)",
+                    record.patient_id or "?",
+                    "?",
+                    "—",
+                    record.study_uid,
+                    record.calling_ae_title,
+                    ",".join(record.modalities),
+                    str(record.instance_count),
+                    f"{record.size_bytes / 1e6:.1f}",
+                    f"{record.state.value} r{record.revision}",
+                    "—",
+                    "no SPECT with injection data yet",
                 )
         console.print(table)
+        counts = ", ".join(f"{name} {count}" for name, count in status.cycles.items())
         console.print(
             f"instances {status.instances} ({status.size_bytes / 1e6:.1f} MB) · time points: "
             f"receiving {status.receiving}, complete {status.complete}, processed "
-            f"{status.processed} · events pending {status.pending_events} · quarantined "
-            f"{status.quarantined}"
+            f"{status.processed} · events pending {status.pending_events} · cycles: "
+            f"{counts or 'none'} · quarantined {status.quarantined}"
         )
         for path in opened.quarantined():
             reason = path.with_suffix(".reason.txt")
@@ -776,7 +915,7 @@ def spool_complete(
     """Explicit trigger: mark a time point complete now (the running receiver emits its event)."""
     from datetime import UTC, datetime
 
-    from concordose.dicom.spool import Spool
+    from concordose.spool.store import Spool
 
     def complete() -> None:
         changed = Spool.open_existing(spool).mark_complete(

@@ -30,8 +30,14 @@ class Settings(BaseSettings):
         pseudonym_key: the consortium secret keying subject pseudonyms (HMAC-SHA256). Never
             logged, never written to outputs.
         receiver_ae_title: our AE title as a storage SCP.
-        receiver_host / receiver_port: where the receiver listens.
+        receiver_host / receiver_port: where the receiver listens (all interfaces by default:
+            the PACS routes to it).
+        receiver_quiet_period_s: seconds of quiet after a time point's last association before
+            it is complete.
+        receiver_max_associations: concurrent associations the receiver accepts.
         max_pdu_bytes: maximum PDU size we accept (0 = unlimited).
+        max_concurrent_cycles: cycles a sweep processes at once (each holds its images in
+            memory: the bound that keeps a backlog from exhausting it).
     """
 
     model_config = SettingsConfigDict(
@@ -50,9 +56,12 @@ class Settings(BaseSettings):
     s3_request_timeout_s: float = Field(default=30.0, gt=0.0)
     pseudonym_key: SecretStr | None = None
     receiver_ae_title: str = Field(default="CONCORDOSE", max_length=16)
-    receiver_host: str = "127.0.0.1"
+    receiver_host: str = "0.0.0.0"
     receiver_port: int = Field(default=11112, ge=0, le=65535)
+    receiver_quiet_period_s: float = Field(default=300.0, ge=0.0)
+    receiver_max_associations: int = Field(default=10, ge=1)
     max_pdu_bytes: int = Field(default=131072, ge=0)
+    max_concurrent_cycles: int = Field(default=1, ge=1, le=8)
 
 
 def default_workdir() -> Path:

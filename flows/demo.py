@@ -2,7 +2,8 @@
 
 Every part is real: the phantom is written as DICOM files, the receiver is the platform's storage
 SCP on a loopback port, the files travel over a DICOM association, and the spool is processed by
-the ``process-spool`` Prefect flow (ephemeral Prefect server unless ``PREFECT_API_URL`` is set).
+the ``process-spool`` Prefect flow, one ``process-cycle`` run per cycle (ephemeral Prefect server
+unless ``PREFECT_API_URL`` is set).
 """
 
 from __future__ import annotations
@@ -16,17 +17,13 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from concordose.calibration.findings import Finding, Severity
-from concordose.calibration.gate import CycleVerdict, gate_cycle
 from concordose.calibration.registry import SiteRegistry
-from concordose.dicom.catalogue import catalogue
-from concordose.dicom.receiver import StorageReceiver
-from concordose.dicom.seg import read_segmentation
-from concordose.dicom.sender import SendReport, send_files
-from concordose.dicom.spool import Spool
-from concordose.dicom.study import CycleStudy, assemble_cycles
 from concordose.errors import ConcordoseError
-from flows.process_spool import SpoolRunResult, process_spool
+from concordose.ingest.receiver import StorageReceiver
+from concordose.ingest.sender import SendReport, send_files
+from concordose.spool.store import Spool
+from flows.process_cycle import CycleRunResult
+from flows.sweep import process_spool
 from phantoms import GeneratedPatient, generate_patient
 
 DEMO_MARKER = ".concordose-demo"
@@ -41,7 +38,7 @@ class DemoResult:
     send_report: SendReport
     spool_dir: Path
     output_uri: str
-    run: SpoolRunResult
+    run: CycleRunResult
 
 
 def prepare_workdir(workdir: Path) -> None:
@@ -70,55 +67,6 @@ def demo_pseudonym_key(workdir: Path) -> SecretStr:
         path.write_text(secrets.token_hex(32))
         path.chmod(0o600)
     return SecretStr(path.read_text().strip())
-
-
-@dataclass(frozen=True)
-class Preflight:
-    """What a spool holds and the gate's verdict on each cycle, before any orchestration."""
-
-    cycles: list[CycleStudy]
-    verdicts: list[CycleVerdict]
-
-    @property
-    def findings(self) -> list[Finding]:
-        """Every finding of every cycle."""
-        return [finding for verdict in self.verdicts for finding in verdict.findings]
-
-    @property
-    def ready(self) -> int:
-        """How many cycles pass the gate."""
-        return sum(not verdict.held for verdict in self.verdicts)
-
-
-def preflight(source: Path, registry: SiteRegistry, site_id: str | None) -> Preflight:
-    """Check a spool or folder before any orchestration starts, with clear errors.
-
-    Reads headers and segmentations, runs the metadata checks and the calibration gate.
-
-    Raises:
-        ConcordoseError: missing folder, unreadable DICOM, no SPECT, no VOIs, unknown site, or
-            every cycle held (the message lists the errors).
-    """
-    cycles = assemble_cycles(catalogue(source))
-    verdicts = []
-    for cycle in cycles:
-        read_segmentation(cycle.segmentation)
-        if cycle.calling_ae_title is None and site_id is None:
-            raise ConcordoseError(
-                f"{source} is not a spool, so the site of its files is unknown; pass --site"
-            )
-        verdicts.append(
-            gate_cycle(
-                [(point.acquisition, point.calling_ae_title) for point in cycle.time_points],
-                registry,
-                site_id=site_id,
-            )
-        )
-    result = Preflight(cycles, verdicts)
-    if result.ready == 0:
-        errors = [str(f) for f in result.findings if f.severity is Severity.ERROR]
-        raise ConcordoseError("every cycle is held by the checks:\n  " + "\n  ".join(errors))
-    return result
 
 
 def run_demo(
@@ -166,8 +114,13 @@ def run_demo(
             f"the receiver refused {len(report.refused)} file(s), "
             f"e.g. {path} with status 0x{status:04X}"
         )
-    preflight(spool_dir, registry, None)
     output = output_uri or (workdir / "output").as_posix()
-    on_step(f"processing the spool with the Prefect flow 'process-spool' → {output}")
-    run = process_spool(spool_dir, patient.sites_path, output_uri=output)
-    return DemoResult(workdir, patient, report, spool_dir, output, run)
+    on_step(f"processing the spool's cycle with the Prefect flow 'process-cycle' → {output}")
+    sweep = process_spool(spool_dir, patient.sites_path, output_uri=output)
+    if sweep.failed:
+        cycle_id, reason = next(iter(sweep.failed.items()))
+        raise ConcordoseError(f"processing cycle {cycle_id} failed: {reason}")
+    if not sweep.processed:
+        reasons = "; ".join(f"{run.cycle_id}: {run.reason}" for run in sweep.runs)
+        raise ConcordoseError(f"the demo patient's cycle was not processed: {reasons}")
+    return DemoResult(workdir, patient, report, spool_dir, output, sweep.processed[0])

@@ -32,6 +32,7 @@ import numpy as np
 import yaml
 from numpy.typing import NDArray
 
+from concordose.calibration.phantom_geometry import PhantomSphere
 from phantoms.anatomy import (
     BODY_VALUE,
     OUTSIDE_VALUE,
@@ -49,7 +50,7 @@ from phantoms.dicom_seg import write_seg
 from phantoms.dicom_study import PatientInfo, TimePointStudy
 from phantoms.grid import VoxelGrid
 from phantoms.imaging import expected_counts, region_activity_map, stored_counts
-from phantoms.phantom_geometry import PhantomSphere, sphere_occupancy
+from phantoms.phantom_geometry import sphere_occupancy
 from phantoms.phantom_scans import PhantomScan, scan_site_phantoms
 from phantoms.presets import nm_grid_for
 from phantoms.protocols import DEFAULT_PROTOCOL

@@ -26,21 +26,20 @@ import numpy as np
 import yaml
 from numpy.typing import NDArray
 
+from concordose.calibration.phantom_geometry import (
+    CYLINDER_DIAMETER_MM,
+    CYLINDER_LENGTH_MM,
+    PhantomKind,
+    nema_iec_phantom,
+    uniform_cylinder,
+)
 from concordose.nuclides import LU177
 from phantoms.dicom_ct import hu_map, write_ct_series
 from phantoms.dicom_nm import write_nm
 from phantoms.dicom_study import PatientInfo, TimePointStudy
 from phantoms.grid import VoxelGrid
 from phantoms.imaging import analytic_sphere_recovery, expected_counts, stored_counts
-from phantoms.phantom_geometry import (
-    CYLINDER_DIAMETER_MM,
-    CYLINDER_LENGTH_MM,
-    PhantomKind,
-    nema_iec_phantom,
-    sphere_occupancy,
-    uniform_cylinder,
-    voxel_centre_mask,
-)
+from phantoms.phantom_geometry import sphere_occupancy, voxel_centre_mask
 from phantoms.presets import nm_grid_for
 from phantoms.site_profiles import SiteProfile
 from phantoms.uids import reproducible_uid

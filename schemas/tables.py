@@ -131,7 +131,7 @@ _PROVENANCE = [
 # The one quantification path version 1 rows were computed with (concordose 0.1: calibration
 # factor applied to the summed counts in each VOI, masks resampled nearest-neighbour); the
 # v1 → v2 upgrade of voi_timepoints states it explicitly. Kept equal to
-# concordose.quant.cycle.QUANTIFICATION_METHOD / its settings hash by a unit test.
+# concordose.pipeline.quantify.QUANTIFICATION_METHOD / its settings hash by a unit test.
 V1_QUANTIFICATION_METHOD = "cf_voi_sum"
 V1_QUANTIFICATION_PARAMETERS_HASH = "f0061a9d9efbddee"
 

@@ -1,29 +1,33 @@
-"""Tasks of the study path: catalogue, assemble, quantify, kinetics, dose, voxel dose, tables,
-publish."""
+"""Tasks of one cycle's science and publication: quantify, kinetics, dose, voxel dose, tables,
+publish. Deterministic science is never retried; publication's retries live in the object store
+(one layer: each request retried with backoff, :mod:`concordose.results.object_store`), so the
+task itself has none and one publish never multiplies attempts."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import State
 
-from concordose.calibration.gate import CycleVerdict, gate_cycle
+from concordose.calibration.gate import CycleVerdict
 from concordose.calibration.protocol import load_protocol
-from concordose.calibration.registry import CalibrationRecord, SiteRegistry
-from concordose.dicom.catalogue import CataloguedInstance, catalogue
-from concordose.dicom.study import CycleStudy, assemble_cycles
+from concordose.calibration.registry import CalibrationRecord
+from concordose.dicom.seg import VoiMask
 from concordose.dose.models import DoseBatch, DoseInput
 from concordose.dose.registry import DOSE_METHODS
-from concordose.dose.voxel_dosimetry import CycleVoxelDose, cycle_voxel_dosimetry
+from concordose.dose.voxel_dosimetry import CycleVoxelDose
 from concordose.kinetics.models import KineticsBatch
 from concordose.kinetics.registry import KINETICS_METHODS
 from concordose.kinetics.uncertainty import total_tia_sd_mbq_h
-from concordose.quant.cycle import CycleTimeActivity, quantify_cycle, quantify_cycle_per_protocol
+from concordose.pipeline.assembly import CycleStudy
+from concordose.pipeline.quantify import (
+    CycleTimeActivity,
+    quantify_cycle,
+    quantify_cycle_per_protocol,
+)
+from concordose.pipeline.voxel_dosimetry import cycle_voxel_dosimetry
 from concordose.results.cycle_summary import (
     build_acquisition_tables,
     build_method_comparison,
@@ -32,46 +36,29 @@ from concordose.results.cycle_summary import (
     with_partial_volume_findings,
 )
 from concordose.results.cycle_tables import CycleIdentity, build_cycle_tables
-from concordose.results.object_store import BucketMissingError, ObjectStore, StoreAccessDeniedError
+from concordose.results.object_store import ObjectStore
 from concordose.results.provenance import Provenance
-from concordose.results.publish import PublishedRun, ValidationFailedError, publish_tables
+from concordose.results.publish import PublishedRun, publish_tables
 from concordose.results.voxel_tables import build_voxel_dose_tables
-
-
-@task(name="catalogue", cache_policy=NO_CACHE)
-def catalogue_task(source: Path) -> list[CataloguedInstance]:
-    """List the instances of a spool or folder."""
-    return catalogue(source)
-
-
-@task(name="assemble-cycles", cache_policy=NO_CACHE)
-def assemble_task(instances: list[CataloguedInstance]) -> list[CycleStudy]:
-    """Group instances into treatment cycles with ordered time points."""
-    return assemble_cycles(instances)
-
-
-@task(name="gate", cache_policy=NO_CACHE)
-def gate_task(cycle: CycleStudy, registry: SiteRegistry, site_id: str | None) -> CycleVerdict:
-    """Metadata checks and calibration gate on every time point of a cycle."""
-    return gate_cycle(
-        [(point.acquisition, point.calling_ae_title) for point in cycle.time_points],
-        registry,
-        site_id=site_id,
-    )
 
 
 @task(name="quantify", cache_policy=NO_CACHE)
 def quantify_task(
-    cycle: CycleStudy, calibration: CalibrationRecord, site_id: str | None = None
+    cycle: CycleStudy,
+    calibration: CalibrationRecord,
+    site_id: str | None = None,
+    vois: Sequence[VoiMask] | None = None,
 ) -> CycleTimeActivity:
-    """Activity per VOI and time point; with ``site_id``, lesions corrected for partial volume
-    as its protocol's ``partial_volume_correction`` says (off by default)."""
+    """Activity per VOI and time point (``vois`` as read once by the preparation); with
+    ``site_id``, lesions corrected for partial volume as its protocol's
+    ``partial_volume_correction`` says (off by default)."""
     if site_id is None:
-        return quantify_cycle(cycle, calibration)
+        return quantify_cycle(cycle, calibration, vois=vois)
     rules = load_protocol(site_id).partial_volume_correction
     return quantify_cycle_per_protocol(
         cycle,
         calibration,
+        vois=vois,
         partial_volume_correction=rules.enabled,
         partial_volume_model=rules.model,
         background_gap_mm=rules.shell_gap_mm,
@@ -116,14 +103,18 @@ def dose_task(
 
 @task(name="voxel-dose", cache_policy=NO_CACHE)
 def voxel_dose_task(
-    cycle: CycleStudy, calibration: CalibrationRecord, tac: CycleTimeActivity, site_id: str
+    cycle: CycleStudy,
+    calibration: CalibrationRecord,
+    tac: CycleTimeActivity,
+    site_id: str,
+    vois: Sequence[VoiMask] | None = None,
 ) -> CycleVoxelDose | None:
     """Voxel dosimetry of a cycle as its site protocol's ``voxel_dosimetry`` says (None when
     disabled), reusing the quantification's registrations."""
     rules = load_protocol(site_id).voxel_dosimetry
     if not rules.enabled:
         return None
-    return cycle_voxel_dosimetry(cycle, calibration, tac.alignments, rules=rules)
+    return cycle_voxel_dosimetry(cycle, calibration, tac.alignments, vois=vois, rules=rules)
 
 
 @task(name="voxel-dose-tables", cache_policy=NO_CACHE)
@@ -179,21 +170,7 @@ def held_findings_task(
     return build_qc_findings(identity, cycle, verdict, provenance)
 
 
-def publish_worth_retrying(_task: object, _task_run: object, state: State[Any]) -> bool:
-    """Retry publication only when it may succeed next time: not for a batch that failed
-    validation (already quarantined), refused credentials or a missing bucket."""
-    return not isinstance(
-        state.data, ValidationFailedError | StoreAccessDeniedError | BucketMissingError
-    )
-
-
-@task(
-    name="publish",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=publish_worth_retrying,
-)
+@task(name="publish", cache_policy=NO_CACHE)
 def publish_task(
     store: ObjectStore, tables: dict[str, list[pa.Table]], provenance: Provenance
 ) -> PublishedRun:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from concordose.dicom.catalogue import catalogue
-from concordose.dicom.study import CycleStudy, assemble_cycles
+from concordose.pipeline.assembly import CycleStudy, assemble_cycles
+from concordose.pipeline.catalogue import catalogue
 from phantoms import GeneratedPatient, generate_patient
 from phantoms.consortium import Realism, generate_consortium
 from phantoms.site_profiles import DEFAULT_SITE

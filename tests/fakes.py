@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-from concordose.dicom.timepoints import TimePointEvent
+from concordose.spool.timepoints import TimePointEvent
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 

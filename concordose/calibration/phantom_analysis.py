@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.signal import fftconvolve
 
+from concordose.calibration.phantom_geometry import nema_iec_phantom
 from concordose.calibration.recovery import (
     RecoveryCurve,
     contrast_recovery,
@@ -36,7 +37,6 @@ from concordose.calibration.uniform_cylinder import CalibrationFactorResult, cal
 from concordose.dicom.geometry import VolumeGeometry
 from concordose.dicom.nm import NMAcquisition, read_nm_counts, read_nm_header
 from concordose.errors import StudyIncompleteError
-from phantoms.phantom_geometry import nema_iec_phantom
 
 
 @dataclass(frozen=True)

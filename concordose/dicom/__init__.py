@@ -1,1 +1,2 @@
-"""DICOM edge of the platform: receiver (storage SCP), spool and index, sender, readers."""
+"""DICOM readers: NM (SPECT), CT, SEG, geometry, and pseudonymisation of identifiers. Readers
+only: the network edge is :mod:`concordose.ingest`, the spool :mod:`concordose.spool`."""

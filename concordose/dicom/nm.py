@@ -19,12 +19,11 @@ import numpy as np
 import numpy.typing as npt
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import NuclearMedicineImageStorage
 from pydicom.valuerep import DT
 
 from concordose.dicom.geometry import VolumeGeometry
 from concordose.errors import StudyIncompleteError, UnreadableDicomError
-
-NM_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.20"
 
 
 @dataclass(frozen=True)
@@ -255,7 +254,7 @@ def read_nm_header(path: Path) -> NMAcquisition:
         dataset = dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError) as exc:
         raise UnreadableDicomError(path, str(exc)) from exc
-    if str(dataset.get("SOPClassUID", "")) != NM_IMAGE_STORAGE:
+    if str(dataset.get("SOPClassUID", "")) != NuclearMedicineImageStorage:
         raise UnreadableDicomError(
             path, f"expected NM Image Storage, found SOP class {dataset.get('SOPClassUID')}"
         )

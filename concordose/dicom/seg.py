@@ -17,8 +17,6 @@ from pydicom.errors import InvalidDicomError
 
 from concordose.errors import StudyIncompleteError, UnreadableDicomError
 
-SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-
 # SNOMED CT category codes (DICOM CID 7150 "Segmentation Property Categories").
 _LESION_CATEGORY_CODES = {"49755003"}  # Morphologically abnormal structure
 _ORGAN_CATEGORY_CODES = {"91723000", "123037004"}  # Anatomical structure; Body structure

@@ -1,10 +1,11 @@
 """Voxel dosimetry of one treatment cycle: registered activity maps → voxel fits → voxel dose
 methods → per-VOI dose metrics, with the dose's uncertainty.
 
-Steps (:func:`cycle_voxel_dosimetry`):
+Steps (:func:`concordose.pipeline.voxel_dosimetry.cycle_voxel_dosimetry` reads the files, then
+:func:`voxel_dose_from_maps`):
 
 1. every time point's activity map on the first time point's SPECT grid
-   (:func:`concordose.quant.time_point_maps.registered_activity_maps`), through the
+   (:func:`concordose.pipeline.time_point_maps.registered_activity_maps`), through the
    registrations the VOI quantification already computed (``CycleTimeActivity.alignments``):
    nothing is registered twice;
 2. the voxel kinetics model (``voxel_dosimetry.model`` of the site protocol) fitted to every
@@ -49,25 +50,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-import SimpleITK as sitk
 
 from concordose.calibration.protocol import VoxelDosimetryRules
-from concordose.calibration.registry import CalibrationRecord
-from concordose.dicom.ct import read_ct_series
 from concordose.dicom.geometry import VolumeGeometry
-from concordose.dicom.seg import VoiType, read_segmentation
-from concordose.dicom.study import CycleStudy
+from concordose.dicom.seg import VoiType
 from concordose.dose.metrics import VoiDoseMetrics, voi_dose_metrics
 from concordose.dose.models import DoseBatch, VoxelDoseInput
 from concordose.dose.registry import VOXEL_DOSE_METHODS
-from concordose.errors import ConfigurationError, StudyIncompleteError
+from concordose.errors import ConfigurationError
 from concordose.kinetics.exponential_fit import ALL_MODELS, ExponentialModel
 from concordose.kinetics.models import STATUS_OK, KineticsBatch, settings_hash
 from concordose.kinetics.voxel import VOXEL_FIT_SETTINGS, fit_voxels
-from concordose.quant.alignment import TimePointAlignment
 from concordose.quant.density import HuDensityCurve, voi_masses_g
-from concordose.quant.time_point_maps import registered_activity_maps
-from concordose.quant.voi import resample_vois
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -211,7 +205,7 @@ class CycleVoxelDose:
         ]
 
 
-def _check_rules(
+def check_voxel_rules(
     rules: VoxelDosimetryRules, n_time_points: int, *, on_ct: bool | None = None
 ) -> ExponentialModel:
     """The model of ``rules``, after checking every name against the registries.
@@ -305,7 +299,7 @@ def voxel_dose_from_maps(
     """
     rules = rules or VoxelDosimetryRules()
     maps = np.asarray(activity_maps_mbq, dtype=np.float64)
-    model = _check_rules(rules, len(time_h), on_ct=ct_grid is not None)
+    model = check_voxel_rules(rules, len(time_h), on_ct=ct_grid is not None)
     if voi_masks.shape[1:] != maps.shape[1:] or voi_masks.shape[0] != len(labels):
         raise ConfigurationError(
             f"VOI masks have shape {voi_masks.shape}; expected ({len(labels)}, *{maps.shape[1:]})"
@@ -435,91 +429,4 @@ def voxel_dose_from_maps(
             np.ones(len(time_h)) if conservation_factor is None else conservation_factor
         ),
         dose_grid=DOSE_GRID_SPECT if ct_grid is None else DOSE_GRID_CT,
-    )
-
-
-def first_ct_dose_grid(
-    cycle: CycleStudy,
-    maps_geometry: VolumeGeometry,
-    alignment: TimePointAlignment,
-    curve: HuDensityCurve | None = None,
-) -> CtDoseGrid | None:
-    """The first time point's CT as the dose grid, with the VOI masks on it; ``None`` when the
-    first time point has no CT.
-
-    The first CT shares the first SPECT's frame of reference (where the activity maps are), so
-    the VOIs reach it through the same transform as the first SPECT grid
-    (``alignment.mask_transform()``: identity when the first time point is in the VOIs' frame).
-
-    Raises:
-        UnreadableDicomError, StudyIncompleteError: from the readers.
-    """
-    first = cycle.time_points[0]
-    if not first.ct_files:
-        return None
-    image = read_ct_series(first.ct_files)
-    geometry = VolumeGeometry.from_sitk(image)
-    if not np.allclose(geometry.direction, maps_geometry.direction, atol=1e-6):
-        raise StudyIncompleteError(
-            f"the first CT's direction {geometry.direction} differs from the first SPECT's "
-            f"{maps_geometry.direction}; the dose cannot be averaged onto it (use output_grid: "
-            "spect)"
-        )
-    hu = sitk.GetArrayFromImage(image).astype(np.float64)
-    vois = resample_vois(
-        read_segmentation(cycle.segmentation), geometry, alignment.mask_transform()
-    )
-    return CtDoseGrid(
-        maps_geometry=maps_geometry,
-        geometry=geometry,
-        hu=hu,
-        voi_masks=vois.masks,
-        curve=curve or HuDensityCurve(),
-    )
-
-
-def cycle_voxel_dosimetry(
-    cycle: CycleStudy,
-    calibration: CalibrationRecord,
-    alignments: Sequence[TimePointAlignment],
-    *,
-    rules: VoxelDosimetryRules | None = None,
-) -> CycleVoxelDose:
-    """Voxel dosimetry of ``cycle`` (the module's steps 1–4).
-
-    Args:
-        cycle: the assembled cycle (time points ordered).
-        calibration: the site's calibration record the VOI quantification used.
-        alignments: per time point, the registrations the VOI quantification computed
-            (``CycleTimeActivity.alignments``); reused, never recomputed.
-        rules: the site protocol's ``voxel_dosimetry`` (default :class:`VoxelDosimetryRules`).
-
-    Raises:
-        ConfigurationError: bad ``rules``; ValueError: not one alignment per time point;
-        UnreadableDicomError, StudyIncompleteError: from the readers.
-    """
-    rules = rules or VoxelDosimetryRules()
-    _check_rules(rules, len(cycle.time_points))
-    maps = registered_activity_maps(cycle, calibration, alignments)
-    geometry = maps.geometry
-    ct_grid = (
-        first_ct_dose_grid(cycle, geometry, alignments[0])
-        if rules.output_grid == DOSE_GRID_CT
-        else None
-    )
-    vois = resample_vois(
-        read_segmentation(cycle.segmentation), geometry, alignments[0].mask_transform()
-    )
-    sx, sy, sz = geometry.spacing_mm
-    return voxel_dose_from_maps(
-        maps.time_h,
-        maps.activity_mbq,
-        (float(sz), float(sy), float(sx)),
-        vois.masks,
-        labels=vois.labels,
-        voi_types=vois.voi_types,
-        rules=rules,
-        calibration_relative_sd=calibration.calibration_factor_relative_uncertainty,
-        conservation_factor=maps.conservation_factor,
-        ct_grid=ct_grid,
     )

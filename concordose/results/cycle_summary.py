@@ -18,13 +18,13 @@ from concordose.calibration.findings import Finding, Severity
 from concordose.calibration.gate import CycleVerdict
 from concordose.dicom.pseudonym import uid_hash
 from concordose.dicom.seg import VoiType
-from concordose.dicom.study import CycleStudy
 from concordose.dose.models import DoseBatch
 from concordose.errors import StudyIncompleteError
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.kinetics.models import KineticsBatch
-from concordose.quant.alignment import TimePointAlignment
-from concordose.quant.cycle import CycleTimeActivity
+from concordose.pipeline.alignment import TimePointAlignment
+from concordose.pipeline.assembly import CycleStudy
+from concordose.pipeline.quantify import CycleTimeActivity
 from concordose.quant.pvc import STATUS_OK
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.provenance import Provenance
@@ -88,6 +88,32 @@ def build_qc_findings(
                     **_provenance(provenance, record_id, [point.acquisition.sop_instance_uid]),
                 }
             )
+    return pa.Table.from_pylist(rows, schema=QC_FINDINGS.schema)
+
+
+def build_cycle_findings(
+    identity: CycleIdentity,
+    findings: Sequence[Finding],
+    provenance: Provenance,
+    input_uids: Sequence[str] = (),
+) -> pa.Table:
+    """Table ``qc_findings`` for findings about a cycle as a whole (no time point): e.g. a cycle
+    held because it cannot be assembled. ``input_uids`` are hashed into the provenance."""
+    rows = [
+        {
+            "subject_key": identity.subject_key,
+            "site_id": identity.site_id,
+            "cycle_key": identity.cycle_key,
+            "finding_index": index,
+            "check_name": finding.rule,
+            "severity": str(finding.severity),
+            "message": finding.message,
+            "time_point_index": None,
+            "schema_version": QC_FINDINGS.version,
+            **_provenance(provenance, NO_CALIBRATION, input_uids),
+        }
+        for index, finding in enumerate(findings)
+    ]
     return pa.Table.from_pylist(rows, schema=QC_FINDINGS.schema)
 
 

@@ -15,7 +15,7 @@ from concordose.dicom.pseudonym import uid_hash
 from concordose.dose.models import DoseBatch
 from concordose.kinetics.models import KineticsBatch, settings_hash
 from concordose.kinetics.uncertainty import activity_sd_mbq, tia_sd_with_calibration_mbq_h
-from concordose.quant.cycle import (
+from concordose.pipeline.quantify import (
     QUANTIFICATION_METHOD,
     QUANTIFICATION_SETTINGS,
     CycleTimeActivity,

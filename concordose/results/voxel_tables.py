@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow as pa
 
 from concordose.dicom.pseudonym import uid_hash
-from concordose.dicom.study import CycleStudy
 from concordose.dose.voxel_dosimetry import CycleVoxelDose
-from concordose.quant.cycle import CycleTimeActivity
+from concordose.pipeline.assembly import CycleStudy
+from concordose.pipeline.quantify import CycleTimeActivity
 from concordose.results.cycle_summary import build_patient_summary
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.provenance import Provenance

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from concordose.dose.registry import DOSE_METHODS
-from flows.process_spool import process_spool
+from flows.sweep import process_spool
 from phantoms import GeneratedPatient
 
 pytestmark = pytest.mark.integration

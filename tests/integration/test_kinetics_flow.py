@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from concordose.kinetics.registry import KINETICS_METHODS
-from flows.process_spool import process_spool
+from flows.sweep import process_spool
 from phantoms import generate_patient
 from schemas.tables import KINETICS
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import pydicom
 import pytest
 
-from concordose.dicom.receiver import StorageReceiver
-from concordose.dicom.spool import Spool
+from concordose.ingest.receiver import StorageReceiver
+from concordose.spool.store import Spool
 from phantoms import GeneratedPatient
 from tests.conftest import SIEMENS_NM_FIXTURE
 from tests.fakes import FakeClock, Recorder

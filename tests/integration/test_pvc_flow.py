@@ -19,12 +19,12 @@ import yaml
 
 import concordose.calibration.protocol as protocol_module
 from concordose.calibration.registry import SiteRegistry
-from concordose.dicom.catalogue import catalogue
-from concordose.dicom.study import assemble_cycles
-from concordose.quant.cycle import quantify_cycle
+from concordose.pipeline.assembly import assemble_cycles
+from concordose.pipeline.catalogue import catalogue
+from concordose.pipeline.quantify import quantify_cycle
 from concordose.quant.pvc import BACKGROUND_MODEL, STATUS_OK
 from concordose.results.cycle_summary import PARTIAL_VOLUME_CHECK
-from flows.process_spool import process_spool
+from flows.sweep import process_spool
 from phantoms import GeneratedPatient, generate_patient
 
 pytestmark = pytest.mark.integration

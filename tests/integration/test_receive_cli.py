@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from concordose.cli import app
-from concordose.dicom.spool import Spool
+from concordose.spool.store import Spool
 from phantoms import GeneratedPatient
 from tests.integration.peers import free_port, port_open, wait_until
 

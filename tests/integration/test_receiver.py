@@ -14,10 +14,10 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import NuclearMedicineImageStorage, Verification  # type: ignore[attr-defined]
 
-from concordose.dicom.receiver import STATUS_CANNOT_UNDERSTAND, StorageReceiver
-from concordose.dicom.sender import send_files
-from concordose.dicom.spool import Spool
 from concordose.errors import ConcordoseError
+from concordose.ingest.receiver import STATUS_CANNOT_UNDERSTAND, StorageReceiver
+from concordose.ingest.sender import send_files
+from concordose.spool.store import Spool
 from phantoms import GeneratedPatient
 from tests.conftest import SIEMENS_NM_FIXTURE
 

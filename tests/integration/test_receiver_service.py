@@ -20,15 +20,15 @@ from pynetdicom import AE
 from pynetdicom import association as pynetdicom_association
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
-from concordose.dicom.receiver import (
+from concordose.errors import ConcordoseError
+from concordose.ingest.receiver import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_OUT_OF_RESOURCES,
     StorageReceiver,
 )
-from concordose.dicom.spool import Spool
-from concordose.dicom.timepoints import TimePointState
-from concordose.dicom.tls import server_context
-from concordose.errors import ConcordoseError
+from concordose.ingest.tls import server_context
+from concordose.spool.store import Spool
+from concordose.spool.timepoints import TimePointState
 from phantoms import GeneratedPatient
 from tests.conftest import SIEMENS_NM_FIXTURE
 from tests.fakes import FakeClock, Recorder
@@ -394,8 +394,8 @@ def test_association_limit_rejects_the_extra_association_transiently(tmp_path: P
 _JOURNAL_ONLY_RECEIVER = """
 import signal, sys
 from pathlib import Path
-from concordose.dicom.receiver import StorageReceiver
-from concordose.dicom.spool import Spool
+from concordose.ingest.receiver import StorageReceiver
+from concordose.spool.store import Spool
 
 Spool.file_journaled = lambda self: 0  # never file: only the journal holds what is acknowledged
 receiver = StorageReceiver(Spool(Path(sys.argv[1])), port=0, site_by_ae_title={"STORESCU": "milan"})

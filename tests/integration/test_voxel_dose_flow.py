@@ -46,20 +46,20 @@ import pytest
 
 from concordose.calibration.protocol import VoxelDosimetryRules
 from concordose.calibration.registry import CalibrationRecord, SiteRegistry
-from concordose.dicom.catalogue import catalogue
 from concordose.dicom.seg import read_segmentation
-from concordose.dicom.study import CycleStudy, assemble_cycles
 from concordose.dose.methods.local_deposition import ldm_gy_per_mbq_h_per_g
 from concordose.dose.resampling import average_onto_grid
-from concordose.dose.voxel_dosimetry import cycle_voxel_dosimetry, first_ct_dose_grid
 from concordose.errors import ConfigurationError
-from concordose.quant.alignment import TimePointAlignment, align_time_points
-from concordose.quant.time_point_maps import registered_activity_maps
+from concordose.pipeline.alignment import TimePointAlignment, align_time_points
+from concordose.pipeline.assembly import CycleStudy, assemble_cycles
+from concordose.pipeline.catalogue import catalogue
+from concordose.pipeline.time_point_maps import registered_activity_maps
+from concordose.pipeline.voxel_dosimetry import cycle_voxel_dosimetry, first_ct_dose_grid
 from concordose.quant.voi import resample_vois
 from concordose.results.catalogue import query, read_current
 from concordose.results.object_store import open_object_store
 from concordose.settings import Settings
-from flows.process_spool import SpoolRunResult, process_spool
+from flows.sweep import SweepResult, process_spool
 from phantoms import generate_patient
 from phantoms.patient import HU_BY_LABEL
 from schemas.tables import ABSORBED_DOSE, VOXEL_DOSE, VOXEL_DOSE_SUMMARY
@@ -74,7 +74,7 @@ VOXEL_METHODS = {"ldm", "vsv_4.42mm", "vsv_2.21mm"}
 @pytest.fixture(scope="module")
 def voxel_run(
     tmp_path_factory: pytest.TempPathFactory, prefect_server: None
-) -> tuple[SpoolRunResult, dict[str, Any], Path]:
+) -> tuple[SweepResult, dict[str, Any], Path]:
     tmp_path = tmp_path_factory.mktemp("voxel")
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("CONCORDOSE_PSEUDONYM_KEY", "test-key-not-secret")
@@ -93,14 +93,16 @@ def voxel_run(
 
 @pytest.fixture(scope="module")
 def truth_on_ct(
-    voxel_run: tuple[SpoolRunResult, dict[str, Any], Path],
+    voxel_run: tuple[SweepResult, dict[str, Any], Path],
 ) -> dict[str, tuple[float, float]]:
     """Per VOI: the truth's TIA on the CT mask (MBq·h, see the module) and the CT mask's volume
     (mL)."""
     _, truth, output = voxel_run
     cycle, calibration, alignments = _cycle(output.parent / "patient")
     geometry = registered_activity_maps(cycle, calibration, alignments).geometry
-    ct_grid = first_ct_dose_grid(cycle, geometry, alignments[0])
+    ct_grid = first_ct_dose_grid(
+        cycle, read_segmentation(cycle.segmentation), geometry, alignments[0]
+    )
     assert ct_grid is not None
     spect_vois = resample_vois(
         read_segmentation(cycle.segmentation), geometry, alignments[0].mask_transform()
@@ -130,7 +132,7 @@ def _cycle(patient_dir: Path) -> tuple[CycleStudy, CalibrationRecord, list[TimeP
 
 
 def test_voxel_method_rows_match_ground_truth_on_the_ct_grid(
-    voxel_run: tuple[SpoolRunResult, dict[str, Any], Path],
+    voxel_run: tuple[SweepResult, dict[str, Any], Path],
     truth_on_ct: dict[str, tuple[float, float]],
 ) -> None:
     result, truth, _ = voxel_run
@@ -165,7 +167,7 @@ def test_voxel_method_rows_match_ground_truth_on_the_ct_grid(
 
 
 def test_spect_grid_and_density_variants_on_the_same_study(
-    voxel_run: tuple[SpoolRunResult, dict[str, Any], Path],
+    voxel_run: tuple[SweepResult, dict[str, Any], Path],
 ) -> None:
     """Library calls on the flow's DICOM: ``output_grid: spect`` against the SPECT-voxel truth,
     and the ``_density`` VSV on the CT grid (D · ρ_water / ρ, ρ of the VOI's CT)."""
@@ -214,7 +216,7 @@ def test_spect_grid_and_density_variants_on_the_same_study(
 
 
 def test_dvh_is_monotone_and_consistent_with_the_metrics(
-    voxel_run: tuple[SpoolRunResult, dict[str, Any], Path],
+    voxel_run: tuple[SweepResult, dict[str, Any], Path],
 ) -> None:
     result, _, _ = voxel_run
     for row in result.tables["voxel_dose"].to_pylist():
@@ -241,7 +243,7 @@ def test_dvh_is_monotone_and_consistent_with_the_metrics(
 
 
 def test_dose_uncertainty_is_published_where_known(
-    voxel_run: tuple[SpoolRunResult, dict[str, Any], Path],
+    voxel_run: tuple[SweepResult, dict[str, Any], Path],
 ) -> None:
     result, _, _ = voxel_run
     doses = result.tables["absorbed_dose"].to_pylist()
@@ -269,11 +271,13 @@ def test_dose_uncertainty_is_published_where_known(
 
 
 def test_voxel_summary_is_published_and_consistent(
-    voxel_run: tuple[SpoolRunResult, dict[str, Any], Path],
+    voxel_run: tuple[SweepResult, dict[str, Any], Path],
 ) -> None:
     result, truth, output = voxel_run
     store = open_object_store(str(output), Settings())
-    published = {obj.table for obj in result.published.objects}
+    (run,) = result.processed
+    assert run.published is not None
+    published = {obj.table for obj in run.published.objects}
     assert {"voxel_dose", "voxel_dose_summary", "absorbed_dose"} <= published
     current = read_current(store, "voxel_dose")
     assert current.num_rows == len(truth["vois"]) * len(VOXEL_METHODS)

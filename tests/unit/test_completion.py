@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from concordose.dicom.completion import CompletionMonitor
-from concordose.dicom.spool import InstanceIdentity, Spool, TimePointNotFoundError
-from concordose.dicom.timepoints import CycleKey, InstanceSummary, TimePointState, group_by_cycle
+from concordose.spool.completion import CompletionMonitor
+from concordose.spool.store import InstanceIdentity, Spool, TimePointNotFoundError
+from concordose.spool.timepoints import CycleKey, InstanceSummary, TimePointState, group_by_cycle
 from tests.fakes import T0, FakeClock, Recorder
 
 NM = "1.2.840.10008.5.1.4.1.1.20"

@@ -19,14 +19,15 @@ import yaml
 from scipy import integrate
 from typer.testing import CliRunner
 
+from concordose.calibration.phantom_geometry import NEMA_SPHERE_DIAMETERS_MM
 from concordose.calibration.registry import SiteRegistry
 from concordose.cli import app
-from concordose.dicom.catalogue import catalogue
 from concordose.dicom.nm import read_nm_header
-from concordose.dicom.study import assemble_cycles
 from concordose.dose.sphere_svalues import lu177_sphere_table
 from concordose.nuclides import LU177
-from concordose.quant.cycle import quantify_cycle
+from concordose.pipeline.assembly import assemble_cycles
+from concordose.pipeline.catalogue import catalogue
+from concordose.pipeline.quantify import quantify_cycle
 from phantoms.anatomy import BODY_VALUE, sample_label_map
 from phantoms.consortium import (
     GeneratedConsortium,
@@ -36,7 +37,6 @@ from phantoms.consortium import (
 )
 from phantoms.imaging import analytic_sphere_recovery, gaussian_blur
 from phantoms.kinetics import UptakeMultiExponential
-from phantoms.phantom_geometry import NEMA_SPHERE_DIAMETERS_MM
 from phantoms.phantom_scans import scan_cylinder, scan_nema
 from phantoms.presets import nm_grid_for
 from phantoms.protocols import PROTOCOLS, protocol

@@ -11,13 +11,13 @@ import pytest
 
 from concordose.calibration.gate import CycleVerdict, gate_cycle
 from concordose.calibration.registry import SiteRegistry
-from concordose.dicom.catalogue import catalogue
 from concordose.dicom.seg import VoiType
-from concordose.dicom.study import CycleStudy, assemble_cycles
 from concordose.dose.models import DoseBatch
 from concordose.errors import StudyIncompleteError
 from concordose.kinetics.models import KineticsBatch
-from concordose.quant.cycle import CycleTimeActivity
+from concordose.pipeline.assembly import CycleStudy, assemble_cycles
+from concordose.pipeline.catalogue import catalogue
+from concordose.pipeline.quantify import CycleTimeActivity
 from concordose.results.cycle_summary import (
     build_acquisition_tables,
     build_method_comparison,

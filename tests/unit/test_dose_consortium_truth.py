@@ -28,12 +28,12 @@ import numpy as np
 import pytest
 
 from concordose.calibration.registry import SiteRegistry
-from concordose.dicom.catalogue import catalogue
-from concordose.dicom.study import assemble_cycles
 from concordose.dose.models import DoseInput
 from concordose.dose.registry import DOSE_METHODS
 from concordose.kinetics.registry import KINETICS_METHODS
-from concordose.quant.cycle import quantify_cycle
+from concordose.pipeline.assembly import assemble_cycles
+from concordose.pipeline.catalogue import catalogue
+from concordose.pipeline.quantify import quantify_cycle
 from phantoms.consortium import Realism, generate_consortium
 from phantoms.site_profiles import DEFAULT_SITE
 

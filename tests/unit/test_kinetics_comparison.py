@@ -18,7 +18,7 @@ from concordose.kinetics.comparison import (
 )
 from concordose.kinetics.registry import KINETICS_METHODS
 from concordose.kinetics.uncertainty import activity_sd_mbq, tia_sd_with_calibration_mbq_h
-from concordose.quant.cycle import CycleTimeActivity
+from concordose.pipeline.quantify import CycleTimeActivity
 from concordose.results.cycle_tables import CycleIdentity, build_cycle_tables
 from concordose.results.provenance import Provenance
 from schemas.tables import KINETICS, KINETICS_AGREEMENT

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 from concordose.calibration.registry import SiteRegistry
-from concordose.dicom.catalogue import catalogue
-from concordose.dicom.study import assemble_cycles
 from concordose.kinetics.comparison import bland_altman, ratios_to_reference
 from concordose.kinetics.models import KineticsBatch
 from concordose.kinetics.registry import KINETICS_METHODS
-from concordose.quant.cycle import quantify_cycle
+from concordose.pipeline.assembly import assemble_cycles
+from concordose.pipeline.catalogue import catalogue
+from concordose.pipeline.quantify import quantify_cycle
 from phantoms import generate_patient
 
 SIX_POINTS_H = (4.0, 24.0, 48.0, 96.0, 168.0, 240.0)

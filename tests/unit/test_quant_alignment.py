@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from concordose.calibration.registry import SiteRegistry
-from concordose.quant.alignment import align_time_points
-from concordose.quant.cycle import quantify_cycle
+from concordose.pipeline.alignment import align_time_points
+from concordose.pipeline.quantify import quantify_cycle
 from tests.conftest import ShiftedPatient, shifted_patient
 
 

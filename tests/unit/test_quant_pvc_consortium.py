@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 
 from concordose.calibration.calibrate import calibrate_site
-from concordose.dicom.catalogue import catalogue
-from concordose.dicom.study import assemble_cycles
-from concordose.quant.cycle import CycleTimeActivity, quantify_cycle
+from concordose.pipeline.assembly import assemble_cycles
+from concordose.pipeline.catalogue import catalogue
+from concordose.pipeline.quantify import CycleTimeActivity, quantify_cycle
 from concordose.quant.pvc import BACKGROUND_MODEL, NOT_CORRECTED, STATUS_OK
 from concordose.results.cycle_tables import CycleIdentity, build_cycle_tables
 from concordose.results.provenance import Provenance

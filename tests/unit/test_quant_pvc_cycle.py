@@ -25,10 +25,10 @@ import pytest
 
 from concordose.calibration.calibrate import calibrate_site
 from concordose.calibration.records import CalibrationRecord
-from concordose.dicom.catalogue import catalogue
-from concordose.dicom.study import CycleStudy, assemble_cycles
 from concordose.errors import ConfigurationError
-from concordose.quant.cycle import CycleTimeActivity, quantify_cycle
+from concordose.pipeline.assembly import CycleStudy, assemble_cycles
+from concordose.pipeline.catalogue import catalogue
+from concordose.pipeline.quantify import CycleTimeActivity, quantify_cycle
 from concordose.quant.pvc import (
     NEMA_IEC_VOLUME_RANGE_ML,
     STATUS_OK,

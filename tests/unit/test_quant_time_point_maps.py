@@ -19,14 +19,14 @@ from concordose.calibration.registry import SiteRegistry
 from concordose.dicom.geometry import VolumeGeometry
 from concordose.dicom.nm import read_nm_counts
 from concordose.dicom.seg import read_segmentation
-from concordose.quant.activity import counts_to_activity_mbq
-from concordose.quant.alignment import TimePointAlignment
-from concordose.quant.registration import RigidRegistration
-from concordose.quant.time_point_maps import (
+from concordose.pipeline.alignment import TimePointAlignment
+from concordose.pipeline.time_point_maps import (
     _to_reference_transform,
     registered_activity_maps,
     resample_activity,
 )
+from concordose.quant.activity import counts_to_activity_mbq
+from concordose.quant.registration import RigidRegistration
 from concordose.quant.voi import resample_vois, voi_totals
 from phantoms.site_profiles import DEFAULT_SITE
 from tests.conftest import ShiftedPatient, shifted_patient

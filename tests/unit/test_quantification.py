@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from concordose.calibration.registry import SiteRegistry
-from concordose.dicom.catalogue import catalogue
-from concordose.dicom.study import assemble_cycles
 from concordose.errors import StudyIncompleteError
+from concordose.pipeline.assembly import assemble_cycles
+from concordose.pipeline.catalogue import catalogue
+from concordose.pipeline.quantify import quantify_cycle
 from concordose.quant.activity import counts_to_activity_mbq
-from concordose.quant.cycle import quantify_cycle
 from phantoms import GeneratedPatient
 
 

@@ -1,4 +1,4 @@
-"""The receiver's own upper layer (``concordose.dicom.upper_layer``): streaming, maximum PDU,
+"""The receiver's own upper layer (``concordose.ingest.upper_layer``): streaming, maximum PDU,
 several presentation contexts, release, abort mid-transfer, unserved commands, disk errors."""
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from concordose.dicom import receiver as receiver_module
-from concordose.dicom.journal import Journal
-from concordose.dicom.receiver import STATUS_OUT_OF_RESOURCES, StorageReceiver
-from concordose.dicom.spool import Spool
-from concordose.dicom.upper_layer import encode_command_pdus
+from concordose.ingest import receiver as receiver_module
+from concordose.ingest.receiver import STATUS_OUT_OF_RESOURCES, StorageReceiver
+from concordose.ingest.upper_layer import encode_command_pdus
+from concordose.spool.journal import Journal
+from concordose.spool.store import Spool
 
 SENDER = "MILAN_SPECT"
 

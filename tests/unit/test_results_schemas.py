@@ -9,7 +9,7 @@ import pytest
 
 from concordose.errors import ConfigurationError
 from concordose.kinetics.models import settings_hash
-from concordose.quant.cycle import QUANTIFICATION_METHOD, QUANTIFICATION_SETTINGS
+from concordose.pipeline.quantify import QUANTIFICATION_METHOD, QUANTIFICATION_SETTINGS
 from concordose.results.validation import load_rules, suite_expectations
 from schemas.lock import fingerprint, live_fingerprints, locked_fingerprints
 from schemas.tables import (

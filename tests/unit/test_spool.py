@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from concordose.dicom.spool import InstanceIdentity, InvalidInstanceError, Spool
-from concordose.dicom.uids import is_valid_uid
+from concordose.spool.store import InstanceIdentity, InvalidInstanceError, Spool
+from concordose.spool.uids import is_valid_uid
 
 NM = "1.2.840.10008.5.1.4.1.1.20"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"

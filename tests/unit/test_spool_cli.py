@@ -8,8 +8,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from concordose.cli import EXIT_INPUT_ERROR, app
-from concordose.dicom.spool import InstanceIdentity, Spool
-from concordose.dicom.timepoints import InstanceSummary
+from concordose.spool.store import InstanceIdentity, Spool
+from concordose.spool.timepoints import InstanceSummary
 
 runner = CliRunner()
 

@@ -6,7 +6,7 @@ import os
 import zlib
 from pathlib import Path
 
-from concordose.dicom.journal import Journal
+from concordose.spool.journal import Journal
 
 
 def _append(journal: Journal, tmp_path: Path, name: str, data: bytes) -> None:

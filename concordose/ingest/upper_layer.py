@@ -45,11 +45,11 @@ from pynetdicom.pdu_primitives import (
     SCP_SCU_RoleSelectionNegotiation,
 )
 from pynetdicom.presentation import negotiate_as_acceptor
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated
 
 LOG = logging.getLogger(__name__)
 
 APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
-VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 
 # PDU types (PS3.8 §9.3.1)
 PDU_ASSOCIATE_RQ = 0x01
@@ -464,7 +464,7 @@ class _MessageLoop:
                 command_field=C_ECHO_RSP,
                 message_id=message_id,
                 status=0x0000,
-                sop_class_uid=VERIFICATION_SOP_CLASS,
+                sop_class_uid=Verification,
                 sop_instance_uid="",
             )
         elif command_field == C_STORE_RQ and has_data_set:

@@ -12,6 +12,11 @@ released" does not mean "the study is complete". The rule here:
   delivery being recorded; the event then comes again with the **same** ``event_id``, which the
   Prefect trigger passes as the flow run's idempotency key, so one flow run results.
 
+While the hook fails (e.g. the Prefect server is down), the background thread polls again
+with exponential backoff (tenacity: ``delivery_backoff_s`` doubled per failed poll, capped at
+``delivery_backoff_max_s``), logging one line per failed delivery, never a traceback; delivery
+resumes at the normal interval once a poll delivers everything.
+
 Time comes from an injectable clock (UTC), so tests move time instead of sleeping.
 """
 
@@ -23,17 +28,47 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from concordose.dicom.spool import Spool
-from concordose.dicom.timepoints import OnComplete, TimePointEvent
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_when_event_set,
+    wait_exponential,
+)
+
+from concordose.spool.store import Spool
+from concordose.spool.timepoints import OnComplete, TimePointEvent
 
 LOG = logging.getLogger(__name__)
 
 DEFAULT_QUIET_PERIOD_S = 300.0  # PACS auto-routing queues usually drain within minutes
+DEFAULT_DELIVERY_BACKOFF_S = 2.0
+DEFAULT_DELIVERY_BACKOFF_MAX_S = 300.0
+
+
+def short_reason(exc: BaseException) -> str:
+    """One line naming an exception (class and the first line of its message, ≤ 200 chars)."""
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first_line}"[:200]
 
 
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+def log_next_attempt(state: RetryCallState) -> None:
+    """tenacity ``before_sleep``: one line per backoff, no traceback."""
+    outcome = state.outcome
+    error = outcome.exception() if outcome is not None and outcome.failed else None
+    wait_s = state.next_action.sleep if state.next_action is not None else 0.0
+    LOG.warning(
+        "completion: %s; next poll in %.1f s (attempt %d)",
+        short_reason(error) if error is not None else "undelivered events",
+        wait_s,
+        state.attempt_number + 1,
+    )
 
 
 def log_event(event: TimePointEvent) -> None:
@@ -58,6 +93,8 @@ class CompletionMonitor:
         quiet_period_s: float = DEFAULT_QUIET_PERIOD_S,
         on_complete: OnComplete | None = None,
         clock: Callable[[], datetime] = utc_now,
+        delivery_backoff_s: float = DEFAULT_DELIVERY_BACKOFF_S,
+        delivery_backoff_max_s: float = DEFAULT_DELIVERY_BACKOFF_MAX_S,
     ) -> None:
         if quiet_period_s < 0:
             raise ValueError(f"quiet_period_s must be >= 0, got {quiet_period_s}")
@@ -65,6 +102,11 @@ class CompletionMonitor:
         self.quiet_period_s = quiet_period_s
         self.on_complete: OnComplete = on_complete or log_event
         self.clock = clock
+        self.delivery_backoff_s = delivery_backoff_s
+        self.delivery_backoff_max_s = delivery_backoff_max_s
+        self.failed_deliveries = 0
+        """Deliveries that failed in the last poll (their events stay pending)."""
+        self._attempts: dict[str, int] = defaultdict(int)
         self._open: dict[int, set[str]] = defaultdict(set)
         self._state_lock = threading.Lock()
         self._poll_lock = threading.Lock()
@@ -112,13 +154,22 @@ class CompletionMonitor:
             quiet_since = now - timedelta(seconds=self.quiet_period_s)
             self.spool.complete_quiet_timepoints(quiet_since, self.busy_study_uids(), now)
             delivered = []
+            failed = 0
             for event in self.spool.pending_events():
                 try:
                     self.on_complete(event)
-                except Exception:
-                    # The hook's failure must not stop the receiver; retried on the next poll.
-                    LOG.exception("on_complete failed for %s; will retry", event.event_id)
+                except Exception as exc:
+                    # The hook's failure must not stop the receiver; retried on a later poll.
+                    failed += 1
+                    self._attempts[event.event_id] += 1
+                    LOG.warning(
+                        "time point %s: delivery attempt %d failed (%s); it stays pending",
+                        event.event_id,
+                        self._attempts[event.event_id],
+                        short_reason(exc),
+                    )
                     continue
+                self._attempts.pop(event.event_id, None)
                 if self.spool.mark_notified(event, self.clock()):
                     delivered.append(event)
                     record = event.timepoint
@@ -133,6 +184,7 @@ class CompletionMonitor:
                         time_h,
                         record.completion_reason,
                     )
+            self.failed_deliveries = failed
             return delivered
 
     def start(self, interval_s: float) -> None:
@@ -140,17 +192,37 @@ class CompletionMonitor:
         left by a previous run at once)."""
         self._stop.clear()
 
+        def poll_until_delivered() -> None:
+            """One poll, polled again with backoff while deliveries fail (or the poll does)."""
+            retrying = Retrying(
+                retry=retry_if_exception_type(Exception) | retry_if_result(lambda failed: failed),
+                wait=wait_exponential(
+                    multiplier=self.delivery_backoff_s, max=self.delivery_backoff_max_s
+                ),
+                stop=stop_when_event_set(self._stop),
+                sleep=self._backoff_sleep,
+                before_sleep=log_next_attempt,
+                retry_error_callback=lambda _state: None,
+            )
+            retrying(self._poll_once)
+
         def run() -> None:
             while True:
-                try:
-                    self.poll()
-                except Exception:
-                    LOG.exception("completion poll failed; retrying")
+                poll_until_delivered()
                 if self._stop.wait(interval_s):
                     return
 
         self._thread = threading.Thread(target=run, name="concordose-completion", daemon=True)
         self._thread.start()
+
+    def _backoff_sleep(self, seconds: float) -> None:
+        """Wait between polls, cut short by :meth:`stop`."""
+        self._stop.wait(seconds)
+
+    def _poll_once(self) -> bool:
+        """One poll; True when some delivery failed (the backoff loop polls again)."""
+        self.poll()
+        return self.failed_deliveries > 0
 
     def stop(self) -> None:
         """Stop the background thread (pending state stays in the spool)."""

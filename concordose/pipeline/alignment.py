@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import SimpleITK as sitk
 
 from concordose.dicom.ct import read_ct_series
-from concordose.dicom.study import CycleStudy
 from concordose.errors import StudyIncompleteError
+from concordose.pipeline.assembly import CycleStudy
 from concordose.quant.registration import RigidRegistration, register_rigid
 
 

@@ -34,14 +34,25 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from concordose.dicom.journal import (
+from concordose.errors import ConcordoseError, SpoolNotFoundError
+from concordose.spool.cycles import (
+    OUTCOME_STATES,
+    CycleMembers,
+    CycleOutcome,
+    CycleRecord,
+    CycleState,
+    StudyMembership,
+    group_cycles,
+)
+from concordose.spool.journal import (
     DEFAULT_SEGMENT_BYTES,
     DEFAULT_SEGMENT_COUNT,
     Journal,
@@ -50,14 +61,13 @@ from concordose.dicom.journal import (
     copy_out,
     fsync_folder,
 )
-from concordose.dicom.timepoints import (
+from concordose.spool.timepoints import (
     InstanceSummary,
     TimePointEvent,
     TimePointRecord,
     TimePointState,
 )
-from concordose.dicom.uids import is_valid_uid
-from concordose.errors import ConcordoseError, SpoolNotFoundError
+from concordose.spool.uids import is_valid_uid
 
 LOG = logging.getLogger(__name__)
 
@@ -100,6 +110,19 @@ CREATE TABLE IF NOT EXISTS timepoints (
     processed_at         TEXT
 );
 CREATE INDEX IF NOT EXISTS timepoints_by_state ON timepoints (state);
+CREATE TABLE IF NOT EXISTS spool_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cycles (
+    cycle_id         TEXT PRIMARY KEY,
+    state            TEXT NOT NULL,
+    content_revision TEXT NOT NULL,
+    reason           TEXT,
+    run_id           TEXT,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    updated_at       TEXT NOT NULL
+);
 """
 
 
@@ -111,6 +134,14 @@ class TimePointNotFoundError(ConcordoseError):
     """An explicit trigger named a study the spool has never received."""
 
 
+class CycleNotFoundError(ConcordoseError):
+    """A cycle id (or a study's cycle) that this spool does not hold."""
+
+
+_INSTANCE_COLUMNS = (
+    "sop_instance_uid, sop_class_uid, study_uid, series_uid, transfer_syntax, calling_ae_title,"
+    " relative_path, size_bytes, received_at"
+)
 _TIMEPOINT_COLUMNS = (
     "study_uid, patient_id, calling_ae_title, injection_datetime, acquisition_datetime,"
     " modalities, instance_count, size_bytes, revision, state, last_activity_at, completed_at,"
@@ -162,6 +193,7 @@ class SpoolStatus:
         receiving / complete / processed: time points in each state.
         pending_events: complete time points whose event has not been delivered yet.
         quarantined: files kept in the quarantine.
+        cycles: treatment cycles per state (receiving, ready, processed, held, failed).
     """
 
     instances: int
@@ -171,6 +203,7 @@ class SpoolStatus:
     processed: int
     pending_events: int
     quarantined: int
+    cycles: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -401,6 +434,17 @@ class Spool:
             self.unlock_receiver()
         with self._connect() as connection:
             connection.executescript(_SCHEMA)
+            connection.execute(
+                "INSERT OR IGNORE INTO spool_meta (key, value) VALUES ('spool_id', ?)",
+                (str(uuid.uuid4()),),
+            )
+            (spool_id,) = connection.execute(
+                "SELECT value FROM spool_meta WHERE key = 'spool_id'"
+            ).fetchone()
+        self.spool_id: str = str(spool_id)
+        """This spool's identity (a UUID made with its index): scopes cycle ids and the
+        idempotency keys of processing runs, so the same study in another spool is processed
+        there."""
 
     def lock_for_receiver(self) -> None:
         """Take the spool's exclusive receiver lock, then drop partial writes in ``tmp/``.
@@ -1005,6 +1049,123 @@ class Spool:
             )
             return cursor.rowcount == 1
 
+    # -- cycles ---------------------------------------------------------------------------------
+
+    def cycles(self) -> list[CycleRecord]:
+        """Every treatment cycle with its state (grouping rule: :mod:`.cycles`), by injection."""
+        records = self.timepoints()
+        members = group_cycles(
+            (
+                StudyMembership(
+                    study_uid=record.study_uid,
+                    patient_id=record.patient_id,
+                    injection_datetime=record.injection_datetime,
+                    revision=record.revision,
+                    receiving=record.state is TimePointState.RECEIVING,
+                )
+                for record in records
+            ),
+            self.spool_id,
+        )
+        with self._connect() as connection:
+            rows = connection.execute(
+                "SELECT cycle_id, state, content_revision, reason, run_id, attempts, updated_at"
+                " FROM cycles"
+            ).fetchall()
+        outcomes = {
+            str(row[0]): CycleOutcome(
+                state=CycleState(row[1]),
+                content_revision=str(row[2]),
+                reason=None if row[3] is None else str(row[3]),
+                run_id=None if row[4] is None else str(row[4]),
+                attempts=int(row[5]),
+                updated_at=datetime.fromisoformat(str(row[6])),
+            )
+            for row in rows
+        }
+        return [CycleRecord(member, outcomes.get(member.cycle_id)) for member in members]
+
+    def cycle(self, cycle_id: str) -> CycleRecord:
+        """The cycle ``cycle_id``.
+
+        Raises:
+            CycleNotFoundError: this spool holds no such cycle.
+        """
+        for record in self.cycles():
+            if record.cycle_id == cycle_id:
+                return record
+        raise CycleNotFoundError(
+            f"spool {self.root} holds no cycle {cycle_id!r}; "
+            "`concordose spool status` lists its cycles"
+        )
+
+    def cycles_of_study(self, study_uid: str) -> list[CycleRecord]:
+        """The cycles a time point belongs to: its own (through its patient and injection), or
+        — a visit without injection data — every cycle of its patient; empty while its
+        patient has no cycle yet (only a CT or SEG arrived).
+
+        Raises:
+            TimePointNotFoundError: the spool never received that study.
+        """
+        self.timepoint(study_uid)
+        return [r for r in self.cycles() if study_uid in r.members.all_study_uids]
+
+    def cycle_instances(self, members: CycleMembers) -> list[SpooledInstance]:
+        """The indexed instances of a cycle's studies (own and shared), in order of arrival;
+        nothing else in the spool is read."""
+        self._drain()
+        uids = members.all_study_uids
+        if not uids:
+            return []
+        placeholders = ",".join("?" for _ in uids)
+        with self._connect() as connection:
+            rows = connection.execute(
+                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE study_uid IN ({placeholders})"
+                " ORDER BY received_at, sop_instance_uid",
+                uids,
+            ).fetchall()
+        return [self._instance_from_row(row) for row in rows]
+
+    def record_cycle_outcome(
+        self,
+        members: CycleMembers,
+        state: CycleState,
+        now: datetime,
+        *,
+        reason: str | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        """Record a run's outcome for the cycle at ``members.content_revision``; a processed
+        outcome also marks its time points processed (at the revisions it covered).
+
+        Raises:
+            ValueError: ``state`` is not an outcome (processed, held, failed).
+        """
+        if state not in OUTCOME_STATES:
+            raise ValueError(f"expected an outcome state {OUTCOME_STATES}, found {state!r}")
+        with self._connect() as connection:
+            connection.execute(
+                "INSERT INTO cycles (cycle_id, state, content_revision, reason, run_id, attempts,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (cycle_id) DO UPDATE SET"
+                " state = excluded.state, content_revision = excluded.content_revision,"
+                " reason = excluded.reason, run_id = excluded.run_id,"
+                " attempts = cycles.attempts + 1, updated_at = excluded.updated_at",
+                (
+                    members.cycle_id,
+                    state.value,
+                    members.content_revision,
+                    reason,
+                    run_id,
+                    _stamp(now),
+                ),
+            )
+        if state is CycleState.PROCESSED:
+            by_uid = {record.study_uid: record for record in self.timepoints()}
+            for uid in members.all_study_uids:
+                record = by_uid.get(uid)
+                if record is not None:
+                    self.mark_processed(uid, record.revision, now)
+
     def quarantined(self) -> list[Path]:
         """Files in the quarantine (each with its ``.reason.txt``)."""
         return sorted(self.quarantine_dir.glob("*.dcm"))
@@ -1033,6 +1194,7 @@ class Spool:
             processed=int(states.get(TimePointState.PROCESSED.value, 0)),
             pending_events=int(pending),
             quarantined=len(self.quarantined()),
+            cycles=dict(Counter(record.state.value for record in self.cycles())),
         )
 
     def _quarantine_path(self) -> Path:
@@ -1067,23 +1229,21 @@ class Spool:
         self._drain()
         with self._connect() as connection:
             rows = connection.execute(
-                "SELECT sop_instance_uid, sop_class_uid, study_uid, series_uid, transfer_syntax,"
-                " calling_ae_title, relative_path, size_bytes, received_at"
-                " FROM instances ORDER BY received_at, sop_instance_uid"
+                f"SELECT {_INSTANCE_COLUMNS} FROM instances ORDER BY received_at, sop_instance_uid"
             ).fetchall()
-        return [
-            SpooledInstance(
-                identity=InstanceIdentity(
-                    sop_instance_uid=row[0],
-                    sop_class_uid=row[1],
-                    study_uid=row[2],
-                    series_uid=row[3],
-                    transfer_syntax=row[4],
-                ),
-                calling_ae_title=row[5],
-                path=self.instances_dir / row[6],
-                size_bytes=int(row[7]),
-                received_at=datetime.fromisoformat(row[8]),
-            )
-            for row in rows
-        ]
+        return [self._instance_from_row(row) for row in rows]
+
+    def _instance_from_row(self, row: tuple[Any, ...]) -> SpooledInstance:
+        return SpooledInstance(
+            identity=InstanceIdentity(
+                sop_instance_uid=row[0],
+                sop_class_uid=row[1],
+                study_uid=row[2],
+                series_uid=row[3],
+                transfer_syntax=row[4],
+            ),
+            calling_ae_title=row[5],
+            path=self.instances_dir / row[6],
+            size_bytes=int(row[7]),
+            received_at=datetime.fromisoformat(row[8]),
+        )

@@ -2,7 +2,7 @@
 
 The reference grid is the first time point's SPECT grid. Each time point's activity map (counts
 → MBq with the site's calibration) is resampled onto it through that time point's registration
-(:func:`concordose.quant.alignment.align_time_points`): a reference voxel centre ``p`` (first
+(:func:`concordose.pipeline.alignment.align_time_points`): a reference voxel centre ``p`` (first
 SPECT, in the VOIs' frame once the first time point's own alignment is applied) is mapped to the
 first CT, then by the time point's rigid registration (first CT → its own CT, whose frame its
 SPECT shares) into its SPECT, where the activity is read.
@@ -29,9 +29,9 @@ import SimpleITK as sitk
 from concordose.calibration.registry import CalibrationRecord
 from concordose.dicom.geometry import VolumeGeometry
 from concordose.dicom.nm import read_nm_counts
-from concordose.dicom.study import CycleStudy
+from concordose.pipeline.alignment import TimePointAlignment, align_time_points
+from concordose.pipeline.assembly import CycleStudy
 from concordose.quant.activity import counts_to_activity_mbq
-from concordose.quant.alignment import TimePointAlignment, align_time_points
 
 FloatArray = npt.NDArray[np.float64]
 

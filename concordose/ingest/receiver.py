@@ -62,21 +62,8 @@ from pynetdicom import (
 )
 from pynetdicom.dsutils import encode_file_meta
 
-from concordose.dicom.completion import DEFAULT_QUIET_PERIOD_S, CompletionMonitor, utc_now
-from concordose.dicom.journal import (
-    DEFAULT_SEGMENT_BYTES,
-    DEFAULT_SEGMENT_COUNT,
-    JournalOverflowError,
-    JournalWriter,
-)
-from concordose.dicom.spool import (
-    RECEIVER_LOCK_FILENAME,
-    InstanceIdentity,
-    InvalidInstanceError,
-    Spool,
-)
-from concordose.dicom.timepoints import InstanceSummary, OnComplete
-from concordose.dicom.upper_layer import (
+from concordose.errors import ConcordoseError
+from concordose.ingest.upper_layer import (
     CALLING_AE_NOT_RECOGNISED,
     LOCAL_LIMIT_EXCEEDED,
     Association,
@@ -86,7 +73,20 @@ from concordose.dicom.upper_layer import (
     UpperLayerSettings,
     serve_connection,
 )
-from concordose.errors import ConcordoseError
+from concordose.spool.completion import DEFAULT_QUIET_PERIOD_S, CompletionMonitor, utc_now
+from concordose.spool.journal import (
+    DEFAULT_SEGMENT_BYTES,
+    DEFAULT_SEGMENT_COUNT,
+    JournalOverflowError,
+    JournalWriter,
+)
+from concordose.spool.store import (
+    RECEIVER_LOCK_FILENAME,
+    InstanceIdentity,
+    InvalidInstanceError,
+    Spool,
+)
+from concordose.spool.timepoints import InstanceSummary, OnComplete
 
 LOG = logging.getLogger(__name__)
 

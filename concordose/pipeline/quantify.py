@@ -9,7 +9,7 @@ Assumptions (skeleton; later work adds registration, PVC and CT density):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -18,11 +18,11 @@ import SimpleITK as sitk
 
 from concordose.calibration.registry import CalibrationRecord
 from concordose.dicom.nm import read_nm_counts
-from concordose.dicom.seg import VoiType, read_segmentation
-from concordose.dicom.study import CycleStudy
+from concordose.dicom.seg import VoiMask, VoiType, read_segmentation
 from concordose.errors import ConfigurationError
+from concordose.pipeline.alignment import TimePointAlignment, align_time_points
+from concordose.pipeline.assembly import CycleStudy
 from concordose.quant.activity import counts_to_activity_mbq
-from concordose.quant.alignment import TimePointAlignment, align_time_points
 from concordose.quant.pvc import (
     BACKGROUND_MODEL,
     DEFAULT_BACKGROUND_GAP_MM,
@@ -116,8 +116,12 @@ def quantify_cycle(
     partial_volume_model: str = RECOVERY_ONLY_MODEL,
     background_gap_mm: float = DEFAULT_BACKGROUND_GAP_MM,
     background_width_mm: float = DEFAULT_BACKGROUND_WIDTH_MM,
+    vois: Sequence[VoiMask] | None = None,
 ) -> CycleTimeActivity:
     """Activity per VOI and time point for ``cycle`` with the site's ``calibration``.
+
+    ``vois`` are the cycle's VOIs as the pipeline read them once (read from the SEG when
+    omitted).
 
     With ``partial_volume_correction`` (off by default), each lesion's activities are divided
     by RC(V) of the site's recovery curve from ``calibration`` at the lesion's segmented volume
@@ -148,7 +152,8 @@ def quantify_cycle(
         else None
     )
     contrast_curve = contrast_recovery_curve_from_record(calibration) if background_aware else None
-    vois = read_segmentation(cycle.segmentation)
+    if vois is None:
+        vois = read_segmentation(cycle.segmentation)
     volume_ml = np.array(
         [
             float(np.count_nonzero(sitk.GetArrayViewFromImage(voi.mask)))
@@ -249,6 +254,7 @@ def quantify_cycle_per_protocol(
     partial_volume_model: str = BACKGROUND_MODEL,
     background_gap_mm: float = DEFAULT_BACKGROUND_GAP_MM,
     background_width_mm: float = DEFAULT_BACKGROUND_WIDTH_MM,
+    vois: Sequence[VoiMask] | None = None,
 ) -> CycleTimeActivity:
     """:func:`quantify_cycle` as a site protocol asks, never refusing a cycle for its record.
 
@@ -275,8 +281,9 @@ def quantify_cycle_per_protocol(
             partial_volume_model=partial_volume_model,
             background_gap_mm=background_gap_mm,
             background_width_mm=background_width_mm,
+            vois=vois,
         )
-    plain = quantify_cycle(cycle, calibration)
+    plain = quantify_cycle(cycle, calibration, vois=vois)
     return replace(
         plain,
         partial_volume_model=partial_volume_model,

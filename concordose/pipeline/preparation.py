@@ -1,0 +1,156 @@
+"""Preparing one treatment cycle for processing: assemble it, read its VOIs, gate it — once.
+
+The outcome is a :class:`PreparedCycle`: either ready (the assembled study, its VOIs read once
+for quantification and voxel dosimetry, and the gate's verdict with the calibration record to
+use) or *held* with a reason a site can act on and the findings to publish. Nothing here raises
+for a cycle's own content: a cycle that cannot be assembled (no SPECT, no SEG, SPECTs that
+disagree), whose SEG is unreadable, or that fails the metadata checks or the calibration gate
+is held, so it never blocks another cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+
+from concordose.calibration.findings import Finding, Severity
+from concordose.calibration.gate import CycleVerdict, gate_cycle
+from concordose.calibration.registry import SiteRegistry
+from concordose.dicom.pseudonym import cycle_key, subject_key
+from concordose.dicom.seg import VoiMask, read_segmentation
+from concordose.errors import ConcordoseError, StudyIncompleteError, UnreadableDicomError
+from concordose.pipeline.assembly import CycleStudy, assemble_cycle
+from concordose.pipeline.catalogue import CataloguedInstance
+from concordose.results.cycle_tables import CycleIdentity
+from concordose.spool.cycles import CycleMembers
+
+UNKNOWN_SITE = "unknown"
+"""``site_id`` published for a held cycle whose sender matches no site."""
+ASSEMBLY_CHECK = "cycle_assembly"
+"""``check_name`` of the finding published for a cycle that cannot be assembled or read."""
+
+
+@dataclass(frozen=True)
+class PreparedCycle:
+    """One cycle, assembled and gated (or held, with why).
+
+    Attributes:
+        study: the assembled cycle (None when it could not be assembled).
+        vois: its VOI masks, read once (empty when held before reading them).
+        verdict: the gate's verdict (None when the cycle could not be assembled).
+        assembly_findings: the error that stopped assembly or reading, as findings.
+        calling_ae_titles: who sent the cycle's instances (identifies the site when held early).
+    """
+
+    study: CycleStudy | None
+    vois: tuple[VoiMask, ...]
+    verdict: CycleVerdict | None
+    assembly_findings: tuple[Finding, ...] = ()
+    calling_ae_titles: tuple[str, ...] = ()
+
+    @property
+    def held(self) -> bool:
+        """True when the cycle must not be processed."""
+        return self.study is None or self.verdict is None or self.verdict.held
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        """Every finding: assembly first, then the gate's in time-point order."""
+        gate = self.verdict.findings if self.verdict is not None else ()
+        return self.assembly_findings + gate
+
+    @property
+    def held_reason(self) -> str | None:
+        """The errors that hold the cycle, one line (None when it passes)."""
+        if not self.held:
+            return None
+        errors = [f"{f.rule}: {f.message}" for f in self.findings if f.severity is Severity.ERROR]
+        if not errors and self.verdict is not None and self.verdict.calibration is None:
+            errors = ["no calibration record passed the gate"]
+        return "; ".join(errors) or "held"
+
+
+def _assembly_held(instances: list[CataloguedInstance], error: Exception) -> PreparedCycle:
+    finding = Finding(ASSEMBLY_CHECK, Severity.ERROR, "cycle", str(error))
+    return PreparedCycle(
+        study=None,
+        vois=(),
+        verdict=None,
+        assembly_findings=(finding,),
+        calling_ae_titles=tuple(
+            sorted({i.calling_ae_title for i in instances if i.calling_ae_title is not None})
+        ),
+    )
+
+
+def prepare_cycle(
+    instances: list[CataloguedInstance],
+    registry: SiteRegistry,
+    *,
+    site_id: str | None = None,
+    read_vois: bool = True,
+) -> PreparedCycle:
+    """Assemble, read the VOIs (unless ``read_vois`` is False: a cheap re-check of a held
+    cycle) and gate one cycle.
+
+    Args:
+        instances: the cycle's instances only (:meth:`CycleSource.instances`).
+        registry: the site registry (sites, calibration records, protocols).
+        site_id: the site of the files when they did not come through the receiver.
+    """
+    try:
+        study = assemble_cycle(instances)
+        vois = tuple(read_segmentation(study.segmentation)) if read_vois else ()
+    except (StudyIncompleteError, UnreadableDicomError) as exc:
+        return _assembly_held(instances, exc)
+    verdict = gate_cycle(
+        [(point.acquisition, point.calling_ae_title) for point in study.time_points],
+        registry,
+        site_id=site_id,
+    )
+    return PreparedCycle(
+        study=study,
+        vois=vois,
+        verdict=verdict,
+        calling_ae_titles=tuple(
+            sorted({p.calling_ae_title for p in study.time_points if p.calling_ae_title})
+        ),
+    )
+
+
+def cycle_identity(
+    members: CycleMembers,
+    prepared: PreparedCycle,
+    registry: SiteRegistry,
+    pseudonym_key: SecretStr | None,
+    *,
+    site_id: str | None = None,
+) -> CycleIdentity:
+    """The pseudonymous keys and site of a cycle, also when it is held before the gate ran.
+
+    The site is the gate's; else the one ``site_id`` names; else the site of the calling AE
+    title of the cycle's instances; else :data:`UNKNOWN_SITE`.
+
+    Raises:
+        ConfigurationError: no pseudonymisation key (outside the demo it must be set).
+    """
+    patient_id = members.patient_id or ""
+    site = prepared.verdict.site if prepared.verdict is not None else None
+    if site is not None:
+        site_name = site.site_id
+    elif site_id is not None:
+        site_name = site_id
+    else:
+        site_name = UNKNOWN_SITE
+        for ae_title in prepared.calling_ae_titles:
+            try:
+                site_name = registry.site_for_ae_title(ae_title).site_id
+            except ConcordoseError:
+                continue
+            break
+    return CycleIdentity(
+        subject_key=subject_key(patient_id, pseudonym_key),
+        cycle_key=cycle_key(patient_id, members.injection_datetime.isoformat(), pseudonym_key),
+        site_id=site_name,
+    )

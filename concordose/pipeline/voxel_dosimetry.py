@@ -1,0 +1,118 @@
+"""Voxel dosimetry of one assembled cycle: reads its CT and uses the VOIs the pipeline read,
+puts every time point's activity on the first SPECT grid (through the quantification's
+registrations) and hands arrays to :func:`concordose.dose.voxel_dosimetry.voxel_dose_from_maps`
+(the science: voxel fits, dose maps, VOI metrics; see that module's docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from concordose.calibration.protocol import VoxelDosimetryRules
+from concordose.calibration.registry import CalibrationRecord
+from concordose.dicom.ct import read_ct_series
+from concordose.dicom.geometry import VolumeGeometry
+from concordose.dicom.seg import VoiMask, read_segmentation
+from concordose.dose.voxel_dosimetry import (
+    DOSE_GRID_CT,
+    CtDoseGrid,
+    CycleVoxelDose,
+    check_voxel_rules,
+    voxel_dose_from_maps,
+)
+from concordose.errors import StudyIncompleteError
+from concordose.pipeline.alignment import TimePointAlignment
+from concordose.pipeline.assembly import CycleStudy
+from concordose.pipeline.time_point_maps import registered_activity_maps
+from concordose.quant.density import HuDensityCurve
+from concordose.quant.voi import resample_vois
+
+
+def first_ct_dose_grid(
+    cycle: CycleStudy,
+    vois: Sequence[VoiMask],
+    maps_geometry: VolumeGeometry,
+    alignment: TimePointAlignment,
+    curve: HuDensityCurve | None = None,
+) -> CtDoseGrid | None:
+    """The first time point's CT as the dose grid, with the VOI masks on it; ``None`` when the
+    first time point has no CT.
+
+    The first CT shares the first SPECT's frame of reference (where the activity maps are), so
+    the VOIs reach it through the same transform as the first SPECT grid
+    (``alignment.mask_transform()``: identity when the first time point is in the VOIs' frame).
+
+    Raises:
+        UnreadableDicomError, StudyIncompleteError: from the readers.
+    """
+    first = cycle.time_points[0]
+    if not first.ct_files:
+        return None
+    image = read_ct_series(first.ct_files)
+    geometry = VolumeGeometry.from_sitk(image)
+    if not np.allclose(geometry.direction, maps_geometry.direction, atol=1e-6):
+        raise StudyIncompleteError(
+            f"the first CT's direction {geometry.direction} differs from the first SPECT's "
+            f"{maps_geometry.direction}; the dose cannot be averaged onto it (use output_grid: "
+            "spect)"
+        )
+    hu = sitk.GetArrayFromImage(image).astype(np.float64)
+    on_ct = resample_vois(vois, geometry, alignment.mask_transform())
+    return CtDoseGrid(
+        maps_geometry=maps_geometry,
+        geometry=geometry,
+        hu=hu,
+        voi_masks=on_ct.masks,
+        curve=curve or HuDensityCurve(),
+    )
+
+
+def cycle_voxel_dosimetry(
+    cycle: CycleStudy,
+    calibration: CalibrationRecord,
+    alignments: Sequence[TimePointAlignment],
+    *,
+    vois: Sequence[VoiMask] | None = None,
+    rules: VoxelDosimetryRules | None = None,
+) -> CycleVoxelDose:
+    """Voxel dosimetry of ``cycle`` (the module's steps 1–4).
+
+    Args:
+        cycle: the assembled cycle (time points ordered).
+        calibration: the site's calibration record the VOI quantification used.
+        alignments: per time point, the registrations the VOI quantification computed
+            (``CycleTimeActivity.alignments``); reused, never recomputed.
+        vois: the cycle's VOIs as read once by the pipeline (read from the SEG when omitted).
+        rules: the site protocol's ``voxel_dosimetry`` (default :class:`VoxelDosimetryRules`).
+
+    Raises:
+        ConfigurationError: bad ``rules``; ValueError: not one alignment per time point;
+        UnreadableDicomError, StudyIncompleteError: from the readers.
+    """
+    rules = rules or VoxelDosimetryRules()
+    check_voxel_rules(rules, len(cycle.time_points))
+    if vois is None:
+        vois = read_segmentation(cycle.segmentation)
+    maps = registered_activity_maps(cycle, calibration, alignments)
+    geometry = maps.geometry
+    ct_grid = (
+        first_ct_dose_grid(cycle, vois, geometry, alignments[0])
+        if rules.output_grid == DOSE_GRID_CT
+        else None
+    )
+    on_maps = resample_vois(vois, geometry, alignments[0].mask_transform())
+    sx, sy, sz = geometry.spacing_mm
+    return voxel_dose_from_maps(
+        maps.time_h,
+        maps.activity_mbq,
+        (float(sz), float(sy), float(sx)),
+        on_maps.masks,
+        labels=on_maps.labels,
+        voi_types=on_maps.voi_types,
+        rules=rules,
+        calibration_relative_sd=calibration.calibration_factor_relative_uncertainty,
+        conservation_factor=maps.conservation_factor,
+        ct_grid=ct_grid,
+    )

@@ -1,0 +1,212 @@
+"""Treatment cycles as the unit of work: which time points make a cycle, its identity, its
+content revision and its state.
+
+The one grouping rule (used for a spool's index and for a plain folder of DICOM files alike):
+
+* a **time point** is one ``StudyInstanceUID`` (one SPECT/CT visit), placed in a cycle by the
+  ``PatientID`` and injection date-time (``RadiopharmaceuticalStartDateTime``) its NM/PT
+  instances carry (:class:`~concordose.spool.timepoints.InstanceSummary`);
+* a **cycle** is every time point of one patient with the same injection;
+* a visit whose injection is not known (only its CT or SEG arrived, no NM) belongs to no cycle by
+  itself; its instances are offered to every cycle of the same patient (a SEG sent in its own
+  study is still found), and its arrival changes those cycles' content revision.
+
+Identity and revision:
+
+* ``cycle_id`` is a keyed hash (HMAC-SHA-256, key: the spool's UUID) of patient and injection, so
+  it is stable within a spool, differs between spools, and carries no patient identifier into
+  Prefect's database or logs;
+* ``content_revision`` is a hash of the member studies and their revisions: it changes when a
+  time point is added or reopened by late instances, and only then.
+
+States (:class:`CycleState`), derived from the time points and the last recorded outcome::
+
+    receiving ─▶ ready ─▶ processed | held | failed
+                   ▲            │
+                   └────────────┘  new content (a time point added or reopened)
+
+``held`` and ``failed`` are re-examined by the sweep (held: when the reason may have gone away —
+new content, or a calibration record now covering the date; failed: always).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+CYCLE_ID_LENGTH = 24
+"""Hex characters of the keyed hash kept as the cycle id (96 bits)."""
+
+
+class CycleState(StrEnum):
+    """Where a treatment cycle is in its life (see the module docstring)."""
+
+    RECEIVING = "receiving"
+    READY = "ready"
+    PROCESSED = "processed"
+    HELD = "held"
+    FAILED = "failed"
+
+
+OUTCOME_STATES = (CycleState.PROCESSED, CycleState.HELD, CycleState.FAILED)
+"""States a processing run records as its outcome."""
+
+
+@dataclass(frozen=True)
+class StudyMembership:
+    """What the grouping needs to know of one time point (one study).
+
+    Attributes:
+        study_uid: the time point's StudyInstanceUID.
+        patient_id: PatientID (``None`` if no instance carried it).
+        injection_datetime: injection of its NM/PT instances (``None``: CT/SEG-only visit).
+        revision: the time point's revision (1, then +1 each time late instances reopen it).
+        receiving: True while instances may still arrive (not complete yet).
+    """
+
+    study_uid: str
+    patient_id: str | None
+    injection_datetime: datetime | None
+    revision: int = 1
+    receiving: bool = False
+
+
+@dataclass(frozen=True)
+class CycleMembers:
+    """One cycle's time points as grouped from the index (or a folder).
+
+    Attributes:
+        cycle_id: keyed hash of patient and injection (see the module docstring).
+        patient_id, injection_datetime: the cycle's key (PHI: never logged or published).
+        study_uids: the cycle's own time points, in study UID order.
+        shared_study_uids: the patient's visits without injection data (CT/SEG only).
+        content_revision: hash of member studies and their revisions.
+        receiving: True while any member time point is still receiving.
+    """
+
+    cycle_id: str
+    patient_id: str | None
+    injection_datetime: datetime
+    study_uids: tuple[str, ...]
+    shared_study_uids: tuple[str, ...]
+    content_revision: str
+    receiving: bool
+
+    @property
+    def all_study_uids(self) -> tuple[str, ...]:
+        """Every study whose instances this cycle reads."""
+        return self.study_uids + self.shared_study_uids
+
+
+def cycle_id_for(namespace: str, patient_id: str | None, injection: datetime) -> str:
+    """The cycle's id: HMAC-SHA-256 over patient and injection, keyed by ``namespace`` (the
+    spool's UUID), truncated to :data:`CYCLE_ID_LENGTH` hex characters."""
+    message = f"{patient_id or ''}|{injection.isoformat()}".encode()
+    digest = hmac.new(namespace.encode(), message, hashlib.sha256).hexdigest()
+    return digest[:CYCLE_ID_LENGTH]
+
+
+def content_revision_of(studies: Iterable[StudyMembership]) -> str:
+    """Hash of the member studies and their revisions (order-independent)."""
+    parts = sorted(f"{study.study_uid}#{study.revision}" for study in studies)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def group_cycles(studies: Iterable[StudyMembership], namespace: str) -> list[CycleMembers]:
+    """Group time points into cycles (the one rule; see the module docstring).
+
+    Returns:
+        Cycles ordered by injection date-time, then id (studies without patient or injection
+        form no cycle of their own).
+    """
+    own: dict[tuple[str | None, datetime], list[StudyMembership]] = defaultdict(list)
+    shared: dict[str | None, list[StudyMembership]] = defaultdict(list)
+    for study in studies:
+        if study.injection_datetime is None:
+            shared[study.patient_id].append(study)
+        else:
+            own[(study.patient_id, study.injection_datetime)].append(study)
+    cycles = []
+    for (patient_id, injection), members in own.items():
+        extra = shared.get(patient_id, []) if patient_id is not None else []
+        cycles.append(
+            CycleMembers(
+                cycle_id=cycle_id_for(namespace, patient_id, injection),
+                patient_id=patient_id,
+                injection_datetime=injection,
+                study_uids=tuple(sorted(s.study_uid for s in members)),
+                shared_study_uids=tuple(sorted(s.study_uid for s in extra)),
+                content_revision=content_revision_of([*members, *extra]),
+                receiving=any(s.receiving for s in [*members, *extra]),
+            )
+        )
+    cycles.sort(key=lambda cycle: (cycle.injection_datetime, cycle.cycle_id))
+    return cycles
+
+
+@dataclass(frozen=True)
+class CycleOutcome:
+    """The last outcome recorded for a cycle (row of the spool's ``cycles`` table).
+
+    Attributes:
+        state: processed, held or failed.
+        content_revision: the content the outcome is for.
+        reason: why it was held or failed (no patient identifiers).
+        run_id: the publication run (processed, or held with findings published).
+        attempts: runs recorded for this cycle so far.
+        updated_at: when recorded (UTC).
+    """
+
+    state: CycleState
+    content_revision: str
+    reason: str | None
+    run_id: str | None
+    attempts: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class CycleRecord:
+    """A cycle with its current state.
+
+    Attributes:
+        members: its time points (see :class:`CycleMembers`).
+        outcome: the last recorded outcome, if any (possibly for older content).
+    """
+
+    members: CycleMembers
+    outcome: CycleOutcome | None
+
+    @property
+    def cycle_id(self) -> str:
+        """The cycle's id."""
+        return self.members.cycle_id
+
+    @property
+    def state(self) -> CycleState:
+        """Receiving while any time point is; ready when there is no outcome for the current
+        content; otherwise the outcome's state."""
+        if self.members.receiving:
+            return CycleState.RECEIVING
+        if self.outcome is None or self.outcome.content_revision != self.members.content_revision:
+            return CycleState.READY
+        return self.outcome.state
+
+    @property
+    def reason(self) -> str | None:
+        """Why it is held or failed (None otherwise)."""
+        if self.state in (CycleState.HELD, CycleState.FAILED) and self.outcome is not None:
+            return self.outcome.reason
+        return None
+
+
+def due_for_processing(record: CycleRecord) -> bool:
+    """What the sweep runs without a second look: cycles ready (complete, no outcome for the
+    current content) and cycles whose last run failed. Held cycles are re-checked first (their
+    reason may have gone away); processed and receiving ones are left alone."""
+    return record.state in (CycleState.READY, CycleState.FAILED)

@@ -1,0 +1,246 @@
+"""Flow ``process-cycle``: one treatment cycle, from its DICOM instances to published Parquet.
+
+The unit of work. It reads only the cycle's instances (from the spool index, or a folder), so its
+cost does not grow with the spool. Steps: prepare (assemble, read VOIs, gate — once) → either
+*held* (its findings published to ``qc_findings``, the spool records ``held`` with the reason)
+or quantification → kinetics (every requested method) → dose (every requested method on every
+TIA) → voxel dosimetry (site protocol) → tables → one publication → the spool records
+``processed``. A science failure records ``failed`` with the reason and fails this run only.
+
+Re-running a cycle replaces its rows (publication is scoped by ``cycle_key``). A run started for
+an older content revision (the cycle changed since its event) or while a time point is still
+receiving does nothing and says so: the newer event's run covers it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from concordose.calibration.findings import Finding
+from concordose.calibration.registry import SiteRegistry
+from concordose.pipeline.preparation import PreparedCycle, cycle_identity
+from concordose.results.calibration_table import build_site_calibrations
+from concordose.results.cycle_summary import build_cycle_findings
+from concordose.results.cycle_tables import CycleIdentity
+from concordose.results.object_store import open_object_store
+from concordose.results.provenance import Provenance, new_run_id
+from concordose.results.publish import PublishedRun
+from concordose.settings import Settings
+from concordose.spool.cycles import CycleState
+from tasks.cycle import cycle_instances_task, find_cycle_task, prepare_task, record_outcome_task
+from tasks.study import (
+    dose_task,
+    held_findings_task,
+    kinetics_task,
+    publish_task,
+    quantify_task,
+    summary_tables_task,
+    tables_task,
+    voxel_dose_task,
+    voxel_tables_task,
+)
+
+DEFAULT_KINETICS_METHODS = ("mono_exponential",)
+DEFAULT_DOSE_METHODS = ("sphere",)
+
+OUTCOME_PROCESSED = "processed"
+OUTCOME_HELD = "held"
+OUTCOME_SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class CycleRunResult:
+    """What one ``process-cycle`` run did.
+
+    Attributes:
+        cycle_id: the cycle (keyed hash; no identifier).
+        outcome: ``processed``, ``held`` or ``skipped``.
+        reason: why it was held or skipped.
+        published: the publication (processed, or held with its findings), if any.
+        tables: the published tables, for display.
+        findings: every QC finding of the cycle.
+    """
+
+    cycle_id: str
+    outcome: str
+    reason: str | None = None
+    published: PublishedRun | None = None
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    findings: tuple[Finding, ...] = ()
+
+
+def _held_tables(
+    prepared: PreparedCycle, identity: CycleIdentity, provenance: Provenance
+) -> dict[str, list[pa.Table]]:
+    if prepared.study is not None and prepared.verdict is not None:
+        return {
+            "qc_findings": [
+                held_findings_task(identity, prepared.study, prepared.verdict, provenance)
+            ]
+        }
+    return {"qc_findings": [build_cycle_findings(identity, prepared.findings, provenance)]}
+
+
+def _science_tables(
+    prepared: PreparedCycle,
+    identity: CycleIdentity,
+    provenance: Provenance,
+    *,
+    kinetics_methods: Sequence[str],
+    dose_methods: Sequence[str],
+    voxel_dosimetry: bool,
+) -> dict[str, list[pa.Table]]:
+    study, verdict = prepared.study, prepared.verdict
+    assert study is not None
+    assert verdict is not None
+    assert verdict.site is not None
+    assert verdict.calibration is not None
+    site, calibration = verdict.site, verdict.calibration
+    collected: dict[str, list[pa.Table]] = defaultdict(list)
+    tac = quantify_task(study, calibration, site.site_id, prepared.vois)
+    kinetics = kinetics_task(tac, kinetics_methods)
+    doses = dose_task(tac, kinetics, dose_methods)
+    for name, table in tables_task(identity, tac, kinetics, doses, provenance).items():
+        collected[name].append(table)
+    summaries = summary_tables_task(identity, study, verdict, tac, doses, provenance=provenance)
+    for name, table in summaries.items():
+        collected[name].append(table)
+    if voxel_dosimetry:
+        voxel = voxel_dose_task(study, calibration, tac, site.site_id, prepared.vois)
+        if voxel is not None:
+            for name, table in voxel_tables_task(identity, study, tac, voxel, provenance).items():
+                collected[name].append(table)
+    collected["site_calibrations"].append(
+        build_site_calibrations([(site.site_id, calibration)], provenance)
+    )
+    return dict(collected)
+
+
+def _summary_markdown(result: CycleRunResult, site_id: str) -> str:
+    lines = [
+        f"# Cycle `{result.cycle_id}` at site `{site_id}`: **{result.outcome}**",
+        "",
+    ]
+    if result.reason:
+        lines += [f"Reason: {result.reason}", ""]
+    if result.published is not None:
+        lines += [
+            f"Published run `{result.published.run_id}` "
+            f"({len(result.published.objects)} object(s)); manifest "
+            f"`{result.published.manifest_path}`.",
+            "",
+        ]
+    if result.tables:
+        lines += ["| table | rows |", "|---|---|"]
+        lines += [f"| {name} | {table.num_rows} |" for name, table in sorted(result.tables.items())]
+    return "\n".join(lines)
+
+
+@flow(name="process-cycle", flow_run_name="cycle-{cycle_id}")
+def process_cycle(
+    source: Path,
+    sites_file: Path,
+    cycle_id: str,
+    *,
+    content_revision: str | None = None,
+    output_uri: str | None = None,
+    site_id: str | None = None,
+    kinetics_methods: Sequence[str] = DEFAULT_KINETICS_METHODS,
+    dose_methods: Sequence[str] = DEFAULT_DOSE_METHODS,
+    voxel_dosimetry: bool = True,
+) -> CycleRunResult:
+    """Process one cycle of ``source`` and publish its tables (see the module docstring).
+
+    Args:
+        source: a spool folder (with index) or any folder of DICOM files.
+        sites_file: the site registry (YAML).
+        cycle_id: the cycle (``concordose spool status`` lists them).
+        content_revision: the cycle's content revision the triggering event saw; a run for an
+            older revision is skipped (the newer event's run covers it). None: process as is.
+        output_uri: where to publish; default from settings (``CONCORDOSE_OUTPUT_URI``).
+        site_id: the site of the files when ``source`` is not a spool.
+        kinetics_methods, dose_methods: registry names of the methods to run side by side.
+        voxel_dosimetry: run voxel dosimetry where the site protocol enables it.
+
+    Raises:
+        Exception: a science or publication failure, after recording ``failed`` in the spool.
+    """
+    logger = get_run_logger()
+    record = find_cycle_task(source, cycle_id)
+    members = record.members
+    if content_revision is not None and content_revision != members.content_revision:
+        reason = f"superseded: content is now revision {members.content_revision}"
+        logger.info("cycle %s %s", cycle_id, reason)
+        return CycleRunResult(cycle_id, OUTCOME_SKIPPED, reason)
+    if record.state is CycleState.RECEIVING:
+        reason = "a time point of the cycle is still receiving"
+        logger.info("cycle %s skipped: %s", cycle_id, reason)
+        return CycleRunResult(cycle_id, OUTCOME_SKIPPED, reason)
+
+    settings = Settings()
+    registry = SiteRegistry.load(sites_file)
+    instances = cycle_instances_task(source, members)
+    prepared = prepare_task(instances, registry, site_id)
+    identity = cycle_identity(members, prepared, registry, settings.pseudonym_key, site_id=site_id)
+    store = open_object_store(output_uri or settings.output_uri, settings)
+    provenance = Provenance(run_id=new_run_id(), flow_run_id=flow_run.get_id())
+    if prepared.held:
+        held_reason = prepared.held_reason
+        logger.warning("cycle %s held: %s", cycle_id, held_reason)
+        tables = _held_tables(prepared, identity, provenance)
+        published = publish_task(store, tables, provenance)
+        record_outcome_task(source, members, CycleState.HELD, held_reason, published.run_id)
+        result = CycleRunResult(
+            cycle_id,
+            OUTCOME_HELD,
+            held_reason,
+            published,
+            {name: pa.concat_tables(parts) for name, parts in tables.items()},
+            prepared.findings,
+        )
+    else:
+        try:
+            tables = _science_tables(
+                prepared,
+                identity,
+                provenance,
+                kinetics_methods=kinetics_methods,
+                dose_methods=dose_methods,
+                voxel_dosimetry=voxel_dosimetry,
+            )
+            published = publish_task(store, tables, provenance)
+        except Exception as exc:
+            failure = f"{type(exc).__name__}: {exc}"[:2000]
+            record_outcome_task(source, members, CycleState.FAILED, failure)
+            raise
+        record_outcome_task(source, members, CycleState.PROCESSED, None, published.run_id)
+        assert prepared.study is not None
+        logger.info(
+            "cycle %s at site %s: %d time point(s), published run %s",
+            cycle_id,
+            identity.site_id,
+            len(prepared.study.time_points),
+            published.run_id,
+        )
+        result = CycleRunResult(
+            cycle_id,
+            OUTCOME_PROCESSED,
+            None,
+            published,
+            {name: pa.concat_tables(parts) for name, parts in tables.items()},
+            prepared.findings,
+        )
+    create_markdown_artifact(
+        _summary_markdown(result, identity.site_id),
+        key=f"cycle-{cycle_id}",
+        description=f"process-cycle {result.outcome}",
+    )
+    return result

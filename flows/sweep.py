@@ -1,0 +1,235 @@
+"""Flows ``sweep`` and ``process-spool``: ``process-cycle`` mapped over a spool's cycles.
+
+* ``sweep`` (deployed with a nightly schedule, and ``concordose sweep``) runs the cycles that
+  need it: complete but unprocessed, failed, or held for a reason that has gone away (the gate
+  is re-run cheaply — headers only — on each held cycle: a missing CT/SEG that arrived, a
+  calibration record that now covers the date).
+* ``process-spool`` (``concordose process``, the demo) runs every complete cycle of a spool or
+  folder, whatever its state (re-running replaces rows).
+
+Cycles are mapped over ``process-cycle`` runs (one child run each) at most
+``max_concurrent_cycles`` at a time, so a backlog cannot exhaust memory; one cycle's failure
+fails its own run only and is reported in the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import pyarrow as pa
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from concordose.calibration.registry import SiteRegistry
+from concordose.pipeline.catalogue import CycleSource
+from concordose.pipeline.preparation import prepare_cycle
+from concordose.settings import Settings
+from concordose.spool.cycles import CycleRecord, CycleState, due_for_processing
+from flows.process_cycle import (
+    DEFAULT_DOSE_METHODS,
+    DEFAULT_KINETICS_METHODS,
+    OUTCOME_PROCESSED,
+    CycleRunResult,
+    process_cycle,
+)
+
+MAX_TASK_RUNNER_WORKERS = 8
+"""Thread pool size of the sweep flows; the effective limit is ``max_concurrent_cycles``."""
+
+
+@dataclass(frozen=True)
+class CycleOptions:
+    """How every cycle of a sweep is processed (see :func:`flows.process_cycle.process_cycle`)."""
+
+    output_uri: str | None = None
+    site_id: str | None = None
+    kinetics_methods: tuple[str, ...] = DEFAULT_KINETICS_METHODS
+    dose_methods: tuple[str, ...] = DEFAULT_DOSE_METHODS
+    voxel_dosimetry: bool = True
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What a sweep did, per cycle.
+
+    Attributes:
+        runs: the result of every cycle run that completed (processed, held or skipped).
+        failed: cycle id → reason, for runs that failed.
+        considered: cycles in the source.
+    """
+
+    runs: tuple[CycleRunResult, ...]
+    failed: dict[str, str]
+    considered: int
+
+    @property
+    def processed(self) -> tuple[CycleRunResult, ...]:
+        """Runs that published a processed cycle."""
+        return tuple(run for run in self.runs if run.outcome == OUTCOME_PROCESSED)
+
+    @property
+    def held(self) -> tuple[CycleRunResult, ...]:
+        """Runs that held their cycle."""
+        return tuple(run for run in self.runs if run.outcome == "held")
+
+    @property
+    def tables(self) -> dict[str, pa.Table]:
+        """Every published table of the sweep, concatenated over cycles."""
+        parts: dict[str, list[pa.Table]] = {}
+        for run in self.runs:
+            for name, table in run.tables.items():
+                parts.setdefault(name, []).append(table)
+        return {name: pa.concat_tables(tables) for name, tables in parts.items()}
+
+
+@task(name="run-cycle", cache_policy=NO_CACHE)
+def run_cycle_task(
+    source: Path, sites_file: Path, record: CycleRecord, options: CycleOptions
+) -> CycleRunResult:
+    """One ``process-cycle`` run (a child flow run) for ``record``'s current content."""
+    return process_cycle(
+        source,
+        sites_file,
+        record.cycle_id,
+        content_revision=record.members.content_revision,
+        output_uri=options.output_uri,
+        site_id=options.site_id,
+        kinetics_methods=options.kinetics_methods,
+        dose_methods=options.dose_methods,
+        voxel_dosimetry=options.voxel_dosimetry,
+    )
+
+
+@task(name="select-cycles", cache_policy=NO_CACHE)
+def select_cycles_task(
+    source: Path, sites_file: Path, site_id: str | None, every_cycle: bool
+) -> tuple[list[CycleRecord], int]:
+    """The cycles to run, and how many the source holds."""
+    cycle_source = CycleSource(source)
+    records = cycle_source.cycles()
+    if every_cycle:
+        return [r for r in records if r.state is not CycleState.RECEIVING], len(records)
+    registry = SiteRegistry.load(sites_file)
+    selected = []
+    for record in records:
+        if due_for_processing(record):
+            selected.append(record)
+        elif record.state is CycleState.HELD:
+            recheck = prepare_cycle(
+                cycle_source.instances(record.members), registry, site_id=site_id, read_vois=False
+            )
+            if not recheck.held:
+                selected.append(record)
+    return selected, len(records)
+
+
+def _run_cycles(
+    source: Path,
+    sites_file: Path,
+    options: CycleOptions,
+    *,
+    every_cycle: bool,
+    max_concurrent_cycles: int | None,
+) -> SweepResult:
+    logger = get_run_logger()
+    limit = max_concurrent_cycles or Settings().max_concurrent_cycles
+    if not 1 <= limit <= MAX_TASK_RUNNER_WORKERS:
+        raise ValueError(
+            f"max_concurrent_cycles must be within 1..{MAX_TASK_RUNNER_WORKERS}, found {limit}"
+        )
+    selected, considered = select_cycles_task(source, sites_file, options.site_id, every_cycle)
+    logger.info(
+        "%d of %d cycle(s) in %s to run, at most %d at a time",
+        len(selected),
+        considered,
+        source,
+        limit,
+    )
+    runs: list[CycleRunResult] = []
+    failed: dict[str, str] = {}
+    for start in range(0, len(selected), limit):
+        batch = selected[start : start + limit]
+        futures = run_cycle_task.map(
+            unmapped(source), unmapped(sites_file), batch, unmapped(options)
+        )
+        futures.wait()
+        for record, future in zip(batch, futures, strict=True):
+            outcome = future.state.result(raise_on_failure=False)
+            if isinstance(outcome, CycleRunResult):
+                runs.append(outcome)
+            else:
+                failed[record.cycle_id] = f"{type(outcome).__name__}: {outcome}"
+                logger.error("cycle %s failed: %s", record.cycle_id, failed[record.cycle_id])
+    logger.info(
+        "%d processed, %d held, %d failed",
+        sum(run.outcome == OUTCOME_PROCESSED for run in runs),
+        sum(run.outcome == "held" for run in runs),
+        len(failed),
+    )
+    return SweepResult(tuple(runs), failed, considered)
+
+
+def cycle_task_runner() -> TaskRunner[PrefectFuture[Any]]:
+    """The sweep flows' task runner: threads, at most :data:`MAX_TASK_RUNNER_WORKERS`."""
+    # Prefect types TaskRunner invariantly in its future type; the thread runner is one.
+    return cast(
+        "TaskRunner[PrefectFuture[Any]]",
+        ThreadPoolTaskRunner(max_workers=MAX_TASK_RUNNER_WORKERS),
+    )
+
+
+@flow(name="sweep", task_runner=cycle_task_runner())
+def sweep(
+    source: Path,
+    sites_file: Path,
+    *,
+    output_uri: str | None = None,
+    site_id: str | None = None,
+    kinetics_methods: Sequence[str] = DEFAULT_KINETICS_METHODS,
+    dose_methods: Sequence[str] = DEFAULT_DOSE_METHODS,
+    voxel_dosimetry: bool = True,
+    max_concurrent_cycles: int | None = None,
+) -> SweepResult:
+    """Run every cycle that needs it (see the module docstring); ``max_concurrent_cycles``
+    defaults to ``CONCORDOSE_MAX_CONCURRENT_CYCLES``."""
+    options = CycleOptions(
+        output_uri, site_id, tuple(kinetics_methods), tuple(dose_methods), voxel_dosimetry
+    )
+    return _run_cycles(
+        source,
+        sites_file,
+        options,
+        every_cycle=False,
+        max_concurrent_cycles=max_concurrent_cycles,
+    )
+
+
+@flow(name="process-spool", task_runner=cycle_task_runner())
+def process_spool(
+    source: Path,
+    sites_file: Path,
+    *,
+    output_uri: str | None = None,
+    site_id: str | None = None,
+    kinetics_methods: Sequence[str] = DEFAULT_KINETICS_METHODS,
+    dose_methods: Sequence[str] = DEFAULT_DOSE_METHODS,
+    voxel_dosimetry: bool = True,
+    max_concurrent_cycles: int | None = None,
+) -> SweepResult:
+    """Run every complete cycle of a spool or folder, whatever its state (re-runs replace
+    rows). Arguments as :func:`sweep`."""
+    options = CycleOptions(
+        output_uri, site_id, tuple(kinetics_methods), tuple(dose_methods), voxel_dosimetry
+    )
+    return _run_cycles(
+        source,
+        sites_file,
+        options,
+        every_cycle=True,
+        max_concurrent_cycles=max_concurrent_cycles,
+    )

@@ -1,0 +1,141 @@
+"""The receiver's completion hooks: a completed time point starts ``process-cycle`` for its cycle.
+
+The receiver stays Prefect-free: it calls an ``on_complete`` hook (contract:
+:class:`concordose.spool.timepoints.OnComplete`) once per completed time point revision. Both
+hooks here resolve the time point's treatment cycle from the spool index
+(:meth:`concordose.spool.store.Spool.cycles_of_study`) and start one ``process-cycle`` run per
+cycle whose content changed:
+
+* :class:`DeploymentTrigger` creates a run of a *deployment* of ``process-cycle`` with the
+  idempotency key ``<spool UUID>/<cycle id>/<content revision>``: a re-delivered event creates no
+  second run, the same study in another spool gets its own run there, and a re-sent study with
+  new instances (a new content revision) gets a new one.
+* :class:`InProcessFlowTrigger` runs ``process-cycle`` in this process on one worker thread
+  (the demo, a laptop; no work pool).
+
+A cycle with a time point still receiving is not started (that time point's own completion
+will); a visit whose cycle is not known yet (only its CT or SEG arrived) starts nothing until
+its SPECT does. If the hook raises (e.g. the Prefect server is down), the event stays pending and
+the receiver retries its delivery with exponential backoff (:mod:`concordose.spool.completion`).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
+
+from concordose.spool.cycles import CycleRecord, CycleState
+from concordose.spool.store import Spool
+from concordose.spool.timepoints import TimePointEvent
+from flows.process_cycle import CycleRunResult, process_cycle
+
+LOG = logging.getLogger(__name__)
+
+
+def idempotency_key(spool_id: str, record: CycleRecord) -> str:
+    """``<spool UUID>/<cycle id>/<content revision>``: one run per cycle content per spool."""
+    return f"{spool_id}/{record.cycle_id}/{record.members.content_revision}"
+
+
+def cycles_to_start(event: TimePointEvent) -> tuple[Spool, list[CycleRecord]]:
+    """The spool and the cycles an event should start a run for (none still receiving)."""
+    spool = Spool.open_existing(Path(event.spool_root))
+    records = spool.cycles_of_study(event.timepoint.study_uid)
+    if not records:
+        LOG.info("time point %s: no cycle yet (no SPECT with injection data)", event.event_id)
+    for record in records:
+        if record.state is CycleState.RECEIVING:
+            LOG.info(
+                "time point %s: cycle %s not started, a time point is still receiving",
+                event.event_id,
+                record.cycle_id,
+            )
+    return spool, [r for r in records if r.state is not CycleState.RECEIVING]
+
+
+def _parameters(
+    event: TimePointEvent, record: CycleRecord, sites_file: Path, output_uri: str | None
+) -> dict[str, object]:
+    return {
+        "source": event.spool_root,
+        "sites_file": str(sites_file),
+        "cycle_id": record.cycle_id,
+        "content_revision": record.members.content_revision,
+        "output_uri": output_uri,
+    }
+
+
+class DeploymentTrigger:
+    """``on_complete`` hook: one run of a ``process-cycle`` deployment per changed cycle.
+
+    Args:
+        deployment_name: ``"process-cycle/<deployment>"``.
+        sites_file: the site registry the flow loads.
+        output_uri: where the flow publishes (default: the worker's settings).
+    """
+
+    def __init__(
+        self, deployment_name: str, sites_file: Path, output_uri: str | None = None
+    ) -> None:
+        self.deployment_name = deployment_name
+        self.sites_file = sites_file
+        self.output_uri = output_uri
+
+    def __call__(self, event: TimePointEvent) -> None:
+        """Create the flow runs (does not wait for them)."""
+        spool, records = cycles_to_start(event)
+        for record in records:
+            run = run_deployment(
+                self.deployment_name,
+                parameters=_parameters(event, record, self.sites_file, self.output_uri),
+                timeout=0,
+                idempotency_key=idempotency_key(spool.spool_id, record),
+                as_subflow=False,
+            )
+            assert isinstance(run, FlowRun)  # called synchronously: not a coroutine
+            LOG.info(
+                "time point %s: cycle %s revision %s → flow run %s",
+                event.event_id,
+                record.cycle_id,
+                record.members.content_revision,
+                run.id,
+            )
+
+
+class InProcessFlowTrigger:
+    """``on_complete`` hook: runs ``process-cycle`` here, one run at a time, in order.
+
+    Args:
+        sites_file: the site registry.
+        output_uri: where to publish (default: settings).
+    """
+
+    def __init__(self, sites_file: Path, output_uri: str | None = None) -> None:
+        self.sites_file = sites_file
+        self.output_uri = output_uri
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cycle-flow")
+        self.futures: dict[str, Future[CycleRunResult]] = {}
+
+    def __call__(self, event: TimePointEvent) -> None:
+        """Queue one run per changed cycle and return at once (the receiver is not blocked)."""
+        spool, records = cycles_to_start(event)
+        for record in records:
+            key = idempotency_key(spool.spool_id, record)
+            if key in self.futures:
+                continue  # a re-delivered event: that content is already queued or done
+            self.futures[key] = self._executor.submit(
+                process_cycle,
+                Path(event.spool_root),
+                self.sites_file,
+                record.cycle_id,
+                content_revision=record.members.content_revision,
+                output_uri=self.output_uri,
+            )
+
+    def shutdown(self) -> None:
+        """Wait for queued runs to finish."""
+        self._executor.shutdown(wait=True)

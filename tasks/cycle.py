@@ -1,0 +1,96 @@
+"""Tasks around one treatment cycle: find it in its source, list its instances, prepare (assemble,
+read VOIs, gate) and record its outcome in the spool.
+
+Retries live here only for I/O (the spool's SQLite index and files on disk: a busy database or a
+slow network filesystem may succeed on the next attempt); preparation is deterministic and is
+never retried.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
+
+from concordose.calibration.registry import SiteRegistry
+from concordose.pipeline.catalogue import CataloguedInstance, CycleSource
+from concordose.pipeline.preparation import PreparedCycle, prepare_cycle
+from concordose.spool.cycles import CycleMembers, CycleRecord, CycleState
+
+IO_RETRIES = 2
+IO_RETRY_DELAYS_S = [1.0, 4.0]
+
+
+def transient_io_error(_task: object, _task_run: object, state: State[Any]) -> bool:
+    """Retry only what a second attempt may fix: OS-level I/O errors and a locked or busy
+    SQLite index — never a missing spool, an unknown cycle or bad data."""
+    try:
+        state.result()
+    except (sqlite3.OperationalError, TimeoutError, ConnectionError):
+        return True
+    except OSError as exc:
+        return not isinstance(exc, FileNotFoundError | NotADirectoryError | PermissionError)
+    except BaseException:
+        return False
+    return False
+
+
+@task(
+    name="find-cycle",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS_S,
+    retry_condition_fn=transient_io_error,
+)
+def find_cycle_task(source: Path, cycle_id: str) -> CycleRecord:
+    """The cycle ``cycle_id`` of a spool or folder, with its current state."""
+    return CycleSource(source).cycle(cycle_id)
+
+
+@task(
+    name="cycle-instances",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS_S,
+    retry_condition_fn=transient_io_error,
+)
+def cycle_instances_task(source: Path, members: CycleMembers) -> list[CataloguedInstance]:
+    """The instances of this cycle's studies only."""
+    return CycleSource(source).instances(members)
+
+
+@task(name="prepare-cycle", cache_policy=NO_CACHE)
+def prepare_task(
+    instances: list[CataloguedInstance],
+    registry: SiteRegistry,
+    site_id: str | None,
+    read_vois: bool = True,
+) -> PreparedCycle:
+    """Assemble, read the VOIs and gate the cycle once (held with a reason, never raising for
+    the cycle's own content)."""
+    return prepare_cycle(instances, registry, site_id=site_id, read_vois=read_vois)
+
+
+@task(
+    name="record-outcome",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS_S,
+    retry_condition_fn=transient_io_error,
+)
+def record_outcome_task(
+    source: Path,
+    members: CycleMembers,
+    state: CycleState,
+    reason: str | None = None,
+    run_id: str | None = None,
+) -> None:
+    """Record the run's outcome in the spool (nothing to record for a plain folder)."""
+    spool = CycleSource(source).spool
+    if spool is not None:
+        spool.record_cycle_outcome(members, state, datetime.now(UTC), reason=reason, run_id=run_id)

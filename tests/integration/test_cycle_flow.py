@@ -1,0 +1,260 @@
+"""The cycle as the unit of work: one ``process-cycle`` run per changed cycle, isolation of held and
+failing cycles, recovery by the sweep, idempotency scoped to the spool (real Prefect server,
+real associations)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pydicom
+import pytest
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.deployments.runner import RunnerDeployment
+
+import flows.process_cycle as process_cycle_module
+import tasks.study as study_tasks
+from concordose.ingest.receiver import StorageReceiver
+from concordose.ingest.sender import send_files
+from concordose.kinetics.models import KineticsBatch
+from concordose.pipeline.quantify import CycleTimeActivity
+from concordose.results.catalogue import read_current
+from concordose.results.object_store import open_object_store
+from concordose.settings import Settings
+from concordose.spool.cycles import CycleState
+from concordose.spool.store import Spool
+from concordose.spool.timepoints import TimePointEvent, TimePointState
+from flows.process_cycle import OUTCOME_PROCESSED, OUTCOME_SKIPPED, process_cycle
+from flows.sweep import process_spool, sweep
+from flows.triggers import DeploymentTrigger, InProcessFlowTrigger, idempotency_key
+from phantoms import GeneratedPatient, generate_patient
+from tests.fakes import FakeClock, Recorder
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def other_patient(tmp_path_factory: pytest.TempPathFactory) -> GeneratedPatient:
+    """A second patient at the same site (another PatientID)."""
+    return generate_patient(tmp_path_factory.mktemp("other-patient"), seed=12, preset="test")
+
+
+@pytest.fixture(autouse=True)
+def _pseudonym_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONCORDOSE_PSEUDONYM_KEY", "test-secret")
+
+
+def _receive(
+    spool_root: Path,
+    patient: GeneratedPatient,
+    hook: object,
+    files: list[Path] | None = None,
+) -> StorageReceiver:
+    receiver = StorageReceiver(
+        Spool(spool_root),
+        port=0,
+        site_by_ae_title={patient.site.calling_ae_title: "milan"},
+        on_complete=hook,  # type: ignore[arg-type]
+        clock=FakeClock(),
+    )
+    receiver.start()
+    report = send_files(
+        files if files is not None else list(patient.dicom_files),
+        host="127.0.0.1",
+        port=receiver.port,
+        called_ae_title="CONCORDOSE",
+        calling_ae_title=patient.site.calling_ae_title,
+    )
+    assert report.refused == []
+    return receiver
+
+
+def _studies(paths: list[Path] | tuple[Path, ...]) -> list[str]:
+    seen: dict[str, None] = {}
+    for path in paths:
+        seen[str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)] = None
+    return list(seen)
+
+
+def _complete_all(receiver: StorageReceiver, studies: list[str]) -> list[TimePointEvent]:
+    delivered: list[TimePointEvent] = []
+    for uid in studies:
+        delivered.extend(receiver.completion.trigger(uid))
+    return delivered
+
+
+def _without_seg(patient: GeneratedPatient) -> list[Path]:
+    return [path for path in patient.dicom_files if path != patient.seg_path]
+
+
+def test_in_process_trigger_runs_one_cycle_once_when_its_last_time_point_completes(
+    prefect_server: None, tmp_path: Path, small_patient: GeneratedPatient
+) -> None:
+    trigger = InProcessFlowTrigger(small_patient.sites_path, output_uri=str(tmp_path / "out"))
+    receiver = _receive(tmp_path / "spool", small_patient, trigger)
+    studies = _studies(small_patient.dicom_files)
+    try:
+        delivered = _complete_all(receiver, studies)
+        assert len(delivered) == len(studies)
+        # Only the last completion makes the cycle complete: exactly one run.
+        (future,) = trigger.futures.values()
+        result = future.result(timeout=300)
+        assert result.outcome == OUTCOME_PROCESSED
+        for uid in studies:  # already processed: no second event
+            assert receiver.completion.trigger(uid) == []
+    finally:
+        receiver.stop()
+        trigger.shutdown()
+    spool = Spool(tmp_path / "spool")
+    (cycle,) = spool.cycles()
+    assert cycle.state is CycleState.PROCESSED
+    assert cycle.outcome is not None
+    assert result.published is not None
+    assert cycle.outcome.run_id == result.published.run_id
+    assert all(spool.timepoint(uid).state is TimePointState.PROCESSED for uid in studies)
+    # A stale run for content the cycle no longer has does nothing.
+    stale = process_cycle(
+        tmp_path / "spool", small_patient.sites_path, cycle.cycle_id, content_revision="old"
+    )
+    assert stale.outcome == OUTCOME_SKIPPED
+
+
+def test_a_held_cycle_publishes_its_findings_and_never_blocks_another(
+    prefect_server: None,
+    tmp_path: Path,
+    small_patient: GeneratedPatient,
+    other_patient: GeneratedPatient,
+) -> None:
+    assert small_patient.patient_id != other_patient.patient_id
+    spool_root, out = tmp_path / "spool", tmp_path / "out"
+    for patient, files in (
+        (small_patient, list(small_patient.dicom_files)),
+        (other_patient, _without_seg(other_patient)),  # VOIs never arrive
+    ):
+        receiver = _receive(spool_root, patient, Recorder(), files)
+        _complete_all(receiver, _studies(files))
+        receiver.stop()
+
+    result = process_spool(spool_root, small_patient.sites_path, output_uri=str(out))
+    assert result.failed == {}
+    assert [run.outcome for run in result.runs].count(OUTCOME_PROCESSED) == 1
+    (held,) = result.held
+    assert held.reason is not None
+    assert "no segmentation (DICOM SEG) with VOIs" in held.reason
+
+    states = {record.cycle_id: record for record in Spool(spool_root).cycles()}
+    assert states[held.cycle_id].state is CycleState.HELD
+    assert states[held.cycle_id].reason == held.reason
+    store = open_object_store(str(out), Settings())
+    findings = read_current(store, "qc_findings").to_pylist()
+    held_rows = [row for row in findings if row["check_name"] == "cycle_assembly"]
+    assert len(held_rows) == 1
+    assert held_rows[0]["severity"] == "error"
+    assert held_rows[0]["site_id"] == "milan"  # from the calling AE title
+    assert read_current(store, "absorbed_dose").num_rows > 0  # the valid patient published
+
+    # The missing SEG arrives: the sweep sees new content and processes the held cycle.
+    receiver = _receive(spool_root, other_patient, Recorder(), [other_patient.seg_path])
+    _complete_all(receiver, _studies([other_patient.seg_path]))
+    receiver.stop()
+    again = sweep(spool_root, small_patient.sites_path, output_uri=str(out))
+    assert [run.cycle_id for run in again.processed] == [held.cycle_id]
+    assert {r.state for r in Spool(spool_root).cycles()} == {CycleState.PROCESSED}
+    assert sweep(spool_root, small_patient.sites_path, output_uri=str(out)).runs == ()
+
+
+def _failing_once(calls: list[int]) -> Callable[..., Any]:
+    real = study_tasks.kinetics_task
+
+    @task(name="kinetics", cache_policy=NO_CACHE)
+    def kinetics(tac: CycleTimeActivity, methods: list[str]) -> list[KineticsBatch]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected fault in kinetics")
+        return real.fn(tac, methods)
+
+    return kinetics
+
+
+def test_the_sweep_completes_a_cycle_whose_first_run_failed(
+    prefect_server: None,
+    tmp_path: Path,
+    small_patient: GeneratedPatient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spool_root, out = tmp_path / "spool", tmp_path / "out"
+    receiver = _receive(spool_root, small_patient, Recorder())
+    _complete_all(receiver, _studies(small_patient.dicom_files))
+    receiver.stop()
+    calls: list[int] = []
+    monkeypatch.setattr(process_cycle_module, "kinetics_task", _failing_once(calls))
+
+    first = sweep(spool_root, small_patient.sites_path, output_uri=str(out))
+    ((cycle_id, reason),) = first.failed.items()
+    assert "injected fault in kinetics" in reason
+    record = Spool(spool_root).cycle(cycle_id)
+    assert record.state is CycleState.FAILED
+    assert record.reason is not None
+    assert "injected fault" in record.reason
+    assert not list(out.rglob("_manifests/*.json"))  # nothing half-published
+
+    second = sweep(spool_root, small_patient.sites_path, output_uri=str(out))
+    assert [run.cycle_id for run in second.processed] == [cycle_id]
+    assert Spool(spool_root).cycle(cycle_id).state is CycleState.PROCESSED
+    assert len(calls) == 2
+    tables: dict[str, pa.Table] = second.tables
+    assert tables["absorbed_dose"].num_rows > 0
+
+
+def test_deployment_runs_are_keyed_by_spool_cycle_and_content(
+    prefect_server: None, tmp_path: Path, small_patient: GeneratedPatient
+) -> None:
+    deployment = process_cycle.to_deployment(name="receiver-test")
+    assert isinstance(deployment, RunnerDeployment)  # called synchronously
+    deployment.apply()
+    trigger = DeploymentTrigger("process-cycle/receiver-test", small_patient.sites_path)
+    nm_first = small_patient.nm_files[0]
+    events: dict[str, TimePointEvent] = {}
+    for name in ("spool-a", "spool-b"):  # the same study received into two spools
+        recorder = Recorder()
+        receiver = _receive(tmp_path / name, small_patient, recorder, [nm_first])
+        _complete_all(receiver, _studies([nm_first]))
+        receiver.stop()
+        (events[name],) = recorder.events
+    trigger(events["spool-a"])
+    trigger(events["spool-a"])  # re-delivered after a crash between delivery and its record
+    trigger(events["spool-b"])
+
+    # New instances reopen the study: new content revision, new event, new run.
+    ct_first = next(p for p in small_patient.dicom_files if p.parent.name == "ct")
+    recorder = Recorder()
+    receiver = _receive(tmp_path / "spool-a", small_patient, recorder, [ct_first])
+    _complete_all(receiver, _studies([nm_first]))
+    receiver.stop()
+    (reopened,) = recorder.events
+    assert reopened.timepoint.revision == 2
+    trigger(reopened)
+
+    keys = []
+    for name in ("spool-a", "spool-b"):
+        spool = Spool(tmp_path / name)
+        (record,) = spool.cycles()
+        keys.append(idempotency_key(spool.spool_id, record))
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs() if r.idempotency_key]
+    by_key: dict[str, int] = {}
+    for run in runs:
+        by_key[run.idempotency_key or ""] = by_key.get(run.idempotency_key or "", 0) + 1
+    assert by_key[keys[0]] == 1  # spool-a at revision 2
+    assert by_key[keys[1]] == 1  # spool-b: same study, its own run
+    spool_a = Spool(tmp_path / "spool-a").spool_id
+    assert sum(key.startswith(spool_a) for key in by_key) == 2  # revision 1 and revision 2
+    assert all(count == 1 for count in by_key.values())
+    assert keys[0] != keys[1]
+    run_a = next(r for r in runs if r.idempotency_key == keys[0])
+    assert set(run_a.parameters) >= {"source", "cycle_id", "content_revision"}
+    assert small_patient.patient_id not in str(run_a.parameters)
