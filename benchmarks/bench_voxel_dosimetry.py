@@ -41,7 +41,7 @@ from concordose.dicom.study import assemble_cycles
 from concordose.dose.metrics import voi_dose_metrics
 from concordose.dose.models import VoxelDoseInput
 from concordose.dose.registry import VOXEL_DOSE_METHODS
-from concordose.kinetics.exponential_fit import ExponentialModel
+from concordose.kinetics.fitting import ExponentialModel
 from concordose.kinetics.voxel import fit_voxels
 from concordose.quant.alignment import align_time_points
 from concordose.quant.time_point_maps import registered_activity_maps
