@@ -39,7 +39,7 @@ from concordose.dicom.seg import read_segmentation
 from concordose.dose.metrics import voi_dose_metrics
 from concordose.dose.models import VoxelDoseInput
 from concordose.dose.registry import VOXEL_DOSE_METHODS
-from concordose.kinetics.exponential_fit import ExponentialModel
+from concordose.kinetics.fitting import ExponentialModel
 from concordose.kinetics.voxel import fit_voxels
 from concordose.pipeline.alignment import align_time_points
 from concordose.pipeline.assembly import assemble_cycles

@@ -12,7 +12,7 @@ does not solve) fits all of them; the peer fits a random sample one voxel at a t
 the same start values as the engine, whose cost is not timed) and its time is extrapolated to
 all voxels. The peer is unbounded; the engine is not: rates ≥ the Lu-177 decay constant,
 ordered clearance rates, uptake faster than the last clearance by ≥ ln2/24 h, amplitudes within
-[1e-8, 1e4] × the curve's peak (see ``exponential_fit``). Those box constraints live on the
+[1e-8, 1e4] × the curve's peak (see ``kinetics.fitting``). Those box constraints live on the
 engine's transformed parameters (rate increments), so a bounded ``curve_fit`` (TRF) could not
 apply the same ones; it is not run. Both run with BLAS held to one thread, as ``fit_voxels``
 does. For reference, the general engine alone (``Solver.LEVENBERG_MARQUARDT``) fits the first
@@ -42,7 +42,7 @@ import numpy.typing as npt
 from scipy.optimize import OptimizeWarning, curve_fit
 from threadpoolctl import threadpool_limits
 
-from concordose.kinetics.exponential_fit import (
+from concordose.kinetics.fitting import (
     BI_UPTAKE,
     Solver,
     fit_exponential,

@@ -58,7 +58,7 @@ from concordose.dose.metrics import VoiDoseMetrics, voi_dose_metrics
 from concordose.dose.models import DoseBatch, VoxelDoseInput
 from concordose.dose.registry import VOXEL_DOSE_METHODS
 from concordose.errors import ConfigurationError
-from concordose.kinetics.exponential_fit import ALL_MODELS, ExponentialModel
+from concordose.kinetics.fitting import ALL_MODELS, ExponentialModel
 from concordose.kinetics.models import STATUS_OK, KineticsBatch, settings_hash
 from concordose.kinetics.voxel import VOXEL_FIT_SETTINGS, fit_voxels
 from concordose.quant.density import HuDensityCurve, voi_masses_g

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from concordose.kinetics.exponential_fit import (
+from concordose.kinetics.fitting import (
     ExponentialFit,
     ExponentialModel,
     FitSettings,

@@ -12,7 +12,7 @@ point of a cycle, so its error is fully correlated between points: it must not b
 fit as if independent. :func:`activity_sd_mbq` therefore gives the per-point (independent) part
 for the fit weights, and :func:`tia_sd_with_calibration_mbq_h` adds the correlated CF part to the
 TIA's fit uncertainty afterwards: a common scale error moves the TIA by the same fraction.
-The TIA's fit part is gᵀVg from the fit covariance (``exponential_fit``).
+The TIA's fit part is gᵀVg from the fit covariance (``kinetics.fitting``).
 """
 
 from __future__ import annotations

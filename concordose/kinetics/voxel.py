@@ -2,7 +2,7 @@
 
 A voxel's time-activity curve is just another curve: the activity maps (n_points, *shape) are
 read inside the mask into (n_voxels, n_points) and fitted with the same engine
-(``exponential_fit``) as VOIs, ``chunk_voxels`` at a time so that memory stays bounded
+(``kinetics.fitting``) as VOIs, ``chunk_voxels`` at a time so that memory stays bounded
 (≈ 1 kB per voxel in flight for a five-parameter model on six points). The maps must be
 registered to one grid beforehand. Results come back as maps (NaN outside the mask and where a
 fit failed) plus a status count.
@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
-from concordose.kinetics.exponential_fit import (
+from concordose.kinetics.fitting import (
     ExponentialModel,
     FitSettings,
     Solver,
@@ -33,7 +33,7 @@ time, 100 000 voxels, 3 repeats); 200 000 was ~30 % slower than 10 000 with the 
 
 VOXEL_FIT_SETTINGS = FitSettings(n_starts=1, max_iterations=100, solver=Solver.VARIABLE_PROJECTION)
 """Voxel default: one start, at most 100 iterations, and the variable-projection fast path
-(:mod:`concordose.kinetics.variable_projection`; the general LM engine refits the curves it
+(:mod:`concordose.kinetics.fitting.variable_projection`; the general LM engine refits the curves it
 does not solve). A voxel's TIA is summed over many voxels; the rare local minimum costs less
 than tripling the run time. VOI fits keep the multi-start general engine of
 :class:`FitSettings`."""

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from concordose.kinetics.exponential_fit import (
+from concordose.kinetics.fitting import (
     BI,
     BI_UPTAKE,
     MONO,

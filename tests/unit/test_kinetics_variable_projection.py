@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from concordose.kinetics.exponential_fit import (
+from concordose.kinetics.fitting import (
     ALL_MODELS,
     BI,
     BI_UPTAKE,
@@ -17,15 +17,14 @@ from concordose.kinetics.exponential_fit import (
     FitSettings,
     Solver,
     TailRule,
-    _bounds,
-    _levenberg_marquardt,
-    _start_values,
     fit_exponential,
     point_weights,
     rate_floors,
 )
-from concordose.kinetics.variable_projection import (
-    _reduced_levenberg_marquardt,
+from concordose.kinetics.fitting.levenberg_marquardt import levenberg_marquardt, parameter_bounds
+from concordose.kinetics.fitting.start_values import grid_start_values
+from concordose.kinetics.fitting.variable_projection import (
+    reduced_levenberg_marquardt,
     variable_projection,
 )
 from concordose.kinetics.voxel import VOXEL_FIT_SETTINGS
@@ -132,13 +131,13 @@ def test_curves_the_fast_path_does_not_solve_get_the_general_engines_result() ->
     weights = point_weights(curves, None, options.weights)
     root_w = np.sqrt(weights)
     floor = rate_floors(BI_UPTAKE, options)
-    start = _start_values(times, curves, weights, BI_UPTAKE, floor=floor)
-    _, _, usable, _ = _reduced_levenberg_marquardt(
+    start = grid_start_values(times, curves, weights, BI_UPTAKE, floor=floor)
+    _, _, usable, _ = reduced_levenberg_marquardt(
         times, curves, root_w, start, model=BI_UPTAKE, floor=floor, options=options
     )
     assert 0.7 < usable.mean() < 1.0  # most curves take the fast path, some fall back
     fast = variable_projection(times, curves, root_w, model=BI_UPTAKE, floor=floor, options=options)
-    general = _levenberg_marquardt(
+    general = levenberg_marquardt(
         times, curves, root_w, model=BI_UPTAKE, floor=floor, options=options
     )
     rest = ~usable
@@ -147,7 +146,7 @@ def test_curves_the_fast_path_does_not_solve_get_the_general_engines_result() ->
     np.testing.assert_array_equal(fast[2][rest], general[2][rest])
     # Fast-path solutions respect the general engine's bounds (amplitudes ≥ their floor, rate
     # increments within theirs): they are solutions of the same bounded problem.
-    lower, upper = _bounds(curves, BI_UPTAKE)
+    lower, upper = parameter_bounds(curves, BI_UPTAKE)
     theta = fast[0][usable]
     assert np.all(theta >= lower[usable])
     assert np.all(theta <= upper[usable])

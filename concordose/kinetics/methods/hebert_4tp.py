@@ -8,7 +8,7 @@ bi-exponential has no residual degrees of freedom for model selection).
 
 from __future__ import annotations
 
-from concordose.kinetics.exponential_fit import MONO
+from concordose.kinetics.fitting import MONO
 from concordose.kinetics.scheduled_fit import ScheduledFit
 
 HEBERT_4TP = ScheduledFit(

@@ -8,7 +8,7 @@ first point after the uptake peak of [177Lu]Lu-DOTATATE.
 
 from __future__ import annotations
 
-from concordose.kinetics.exponential_fit import MONO
+from concordose.kinetics.fitting import MONO
 from concordose.kinetics.scheduled_fit import ScheduledFit
 
 LUMEN_3TP = ScheduledFit(

@@ -8,7 +8,7 @@ mono-exponential is the only curve two points determine).
 
 from __future__ import annotations
 
-from concordose.kinetics.exponential_fit import MONO
+from concordose.kinetics.fitting import MONO
 from concordose.kinetics.scheduled_fit import ScheduledFit
 
 LUTADOSE_2TP = ScheduledFit(

@@ -10,7 +10,7 @@ on six points. This is the reference of ``kinetics.comparison``.
 
 from __future__ import annotations
 
-from concordose.kinetics.exponential_fit import BI_UPTAKE
+from concordose.kinetics.fitting import BI_UPTAKE
 from concordose.kinetics.scheduled_fit import ScheduledFit
 
 REFERENCE_METHOD_NAME = "spectacular_6tp"

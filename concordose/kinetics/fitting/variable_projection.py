@@ -1,6 +1,6 @@
 """Variable projection: the exponential fits' fast path, LM on the rates only.
 
-Every model of :mod:`concordose.kinetics.exponential_fit` is linear in its amplitudes:
+Every model of :mod:`concordose.kinetics.fitting` is linear in its amplitudes:
 A(t) = Σₖ aₖ·Bₖ(t; λ) with Bₖ = e^{−λₖt} − [uptake]·e^{−λᵤt}. For given rates the weighted
 least-squares amplitudes are a linear solve, so the fit reduces to the rates alone (Golub &
 Pereyra, SIAM J Numer Anal 1973;10:413-32): minimise ‖P⊥(λ)·y‖², P⊥ = I − Φ·Φ⁺ the projector
@@ -38,21 +38,19 @@ import itertools
 import numpy as np
 import numpy.typing as npt
 
-# The general engine's building blocks (private to the kinetics package, shared on purpose so
-# that both solvers take the same steps, bounds and convergence tests).
-from concordose.kinetics.exponential_fit import (
-    _MAX_LOG_STEP,
-    _WINDOW,
-    ExponentialModel,
-    FitSettings,
-    _bounds,
-    _cholesky_solve,
-    _levenberg_marquardt,
-    _normal_equations,
-    _start_values,
+# The general engine's building blocks, shared on purpose so that both solvers take the same
+# steps, bounds and convergence tests.
+from concordose.kinetics.fitting.levenberg_marquardt import (
+    MAX_LOG_STEP,
+    STATIONARY_WINDOW,
     converged_now,
+    levenberg_marquardt,
     nielsen_shrink,
+    parameter_bounds,
 )
+from concordose.kinetics.fitting.linear_algebra import cholesky_solve, normal_equations
+from concordose.kinetics.fitting.model import ExponentialModel, FitSettings
+from concordose.kinetics.fitting.start_values import grid_start_values
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -189,7 +187,7 @@ def _projection(
     return amplitudes, residual, jac, solvable
 
 
-def _reduced_levenberg_marquardt(
+def reduced_levenberg_marquardt(
     time_h: FloatArray,
     y: FloatArray,
     root_w: FloatArray,
@@ -201,12 +199,17 @@ def _reduced_levenberg_marquardt(
 ) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
     """LM on the rate parameters; returns full theta (n, p), χ², usable, iterations.
 
+    Arguments as the general engine's
+    :func:`~concordose.kinetics.fitting.levenberg_marquardt.levenberg_marquardt` (times in h,
+    activities in MBq, square-root weights, rate floors in 1/h), with ``theta_start`` (n, p) the
+    transformed start parameters; the amplitudes are solved at every step, not iterated.
+
     ``usable`` marks curves whose solution is a solution of the general engine's bounded
     problem (see the module docstring); the others' theta are their start values.
     """
     n = y.shape[0]
     m = model.n_clearance
-    lower_all, upper_all = _bounds(y, model)
+    lower_all, upper_all = parameter_bounds(y, model)
     theta_out = np.clip(theta_start, lower_all, upper_all)
     cost_out = np.full(n, np.nan)
     usable = np.zeros(n, dtype=bool)
@@ -224,12 +227,12 @@ def _reduced_levenberg_marquardt(
     damping = np.full(n, _INITIAL_DAMPING)
     growth = np.full(n, 2.0)
     diagonal_index = np.arange(model.n_rates)
-    history = np.empty((_WINDOW, n))
+    history = np.empty((STATIONARY_WINDOW, n))
     history[0] = cost
     iterating = np.ones(n, dtype=bool)
     max_iterations = options.max_iterations
     for iteration in range(1, max_iterations + 1):
-        normal, gradient = _normal_equations(jac, residual)
+        normal, gradient = normal_equations(jac, residual)
         damped = normal.copy()
         damped[diagonal_index, diagonal_index] += damping * np.maximum(
             normal[diagonal_index, diagonal_index], 1e-12
@@ -246,9 +249,9 @@ def _reduced_levenberg_marquardt(
             damped[diagonal_index, diagonal_index] += active
             normal = np.where(held, 0.0, normal)
             gradient = np.where(active, 0.0, gradient)
-        step, solvable = _cholesky_solve(damped, -gradient)
+        step, solvable = cholesky_solve(damped, -gradient)
         largest = np.max(np.abs(step), axis=0)
-        step *= np.minimum(1.0, _MAX_LOG_STEP / np.maximum(largest, 1e-300))
+        step *= np.minimum(1.0, MAX_LOG_STEP / np.maximum(largest, 1e-300))
         trial = np.clip(theta + step, lower, upper)
         step = trial - theta
         trial_amplitudes, trial_residual, trial_jac, trial_solvable = _projection(
@@ -343,17 +346,17 @@ def variable_projection(
     """Fit (n, t) curves: variable projection, the general engine for the rest.
 
     Same arguments and returns (theta (n, p), χ², converged, iterations) as the general
-    engine's ``_levenberg_marquardt``, which refits, from the same start values, every curve
+    engine's ``levenberg_marquardt``, which refits, from the same start values, every curve
     the reduced fit does not solve; their iterations count both attempts.
     """
-    theta_start = _start_values(time_h, y, root_w**2, model, floor=floor, rank=start_rank)
-    theta, cost, usable, iterations = _reduced_levenberg_marquardt(
+    theta_start = grid_start_values(time_h, y, root_w**2, model, floor=floor, rank=start_rank)
+    theta, cost, usable, iterations = reduced_levenberg_marquardt(
         time_h, y, root_w, theta_start, model=model, floor=floor, options=options
     )
     converged = usable.copy()
     rest = np.flatnonzero(~usable)
     if rest.size:
-        theta_r, cost_r, conv_r, iter_r = _levenberg_marquardt(
+        theta_r, cost_r, conv_r, iter_r = levenberg_marquardt(
             time_h,
             y[rest],
             root_w[rest],
