@@ -181,6 +181,17 @@ def demo(
     console.print(f"ground truth: {result.patient.ground_truth_path}", soft_wrap=True)
 
 
+SitesOption = Annotated[Path, typer.Option(help="Site registry YAML (sites.yaml).")]
+OutputOption = Annotated[
+    str | None,
+    typer.Option(help="Folder or s3://bucket/prefix (default CONCORDOSE_OUTPUT_URI)."),
+]
+ConcurrencyOption = Annotated[
+    int | None,
+    typer.Option(help="Cycles processed at once (default CONCORDOSE_MAX_CONCURRENT_CYCLES)."),
+]
+
+
 def _check_before_processing(source: Path, sites: Path, site: str | None) -> int:
     """Bad input before any orchestration starts, as one message (exit 2): a missing folder,
     an unreadable file, a bad site registry, a folder without --site, no pseudonymisation key,
@@ -225,6 +236,11 @@ def _report_sweep(result: SweepResult, source: Path) -> None:
         f"{len(result.processed)} processed, {len(result.held)} held, {len(result.failed)} "
         f"failed of {result.considered} cycle(s) in {source}"
     )
+    if result.receiving:
+        console.print(
+            f"{result.receiving} cycle(s) still receiving were left alone: wait for the quiet "
+            "period or complete their time points with `concordose spool complete`"
+        )
     if result.runs and not result.processed and not result.failed:
         reasons = "\n  ".join(f"{run.cycle_id}: {run.reason}" for run in result.held)
         raise ConcordoseError(f"every cycle is held by the checks:\n  {reasons}")
@@ -235,18 +251,12 @@ def _report_sweep(result: SweepResult, source: Path) -> None:
 @app.command()
 def process(
     spool: Annotated[Path, typer.Option(help="Spool folder (or any folder of DICOM files).")],
-    sites: Annotated[Path, typer.Option(help="Site registry YAML (sites.yaml).")],
-    output: Annotated[
-        str | None,
-        typer.Option(help="Folder or s3://bucket/prefix (default CONCORDOSE_OUTPUT_URI)."),
-    ] = None,
+    sites: SitesOption,
+    output: OutputOption = None,
     site: Annotated[
         str | None, typer.Option(help="Site of the files when the folder is not a spool.")
     ] = None,
-    max_concurrent_cycles: Annotated[
-        int | None,
-        typer.Option(help="Cycles processed at once (default CONCORDOSE_MAX_CONCURRENT_CYCLES)."),
-    ] = None,
+    max_concurrent_cycles: ConcurrencyOption = None,
 ) -> None:
     """Process every complete cycle in a spool or folder (re-runs replace rows) and publish.
 
@@ -265,15 +275,9 @@ def process(
 @app.command()
 def sweep(
     spool: Annotated[Path, typer.Option(help="Spool folder.")],
-    sites: Annotated[Path, typer.Option(help="Site registry YAML (sites.yaml).")],
-    output: Annotated[
-        str | None,
-        typer.Option(help="Folder or s3://bucket/prefix (default CONCORDOSE_OUTPUT_URI)."),
-    ] = None,
-    max_concurrent_cycles: Annotated[
-        int | None,
-        typer.Option(help="Cycles processed at once (default CONCORDOSE_MAX_CONCURRENT_CYCLES)."),
-    ] = None,
+    sites: SitesOption,
+    output: OutputOption = None,
+    max_concurrent_cycles: ConcurrencyOption = None,
 ) -> None:
     """Process the cycles that need it: complete but unprocessed, failed, or held for a reason
     that has gone away (what the nightly `sweep` deployment runs).

@@ -26,6 +26,7 @@ from prefect.runtime import flow_run
 
 from concordose.calibration.findings import Finding
 from concordose.calibration.registry import SiteRegistry
+from concordose.pipeline.catalogue import CycleSource
 from concordose.pipeline.preparation import PreparedCycle, cycle_identity
 from concordose.results.calibration_table import build_site_calibrations
 from concordose.results.cycle_summary import build_cycle_findings
@@ -34,7 +35,7 @@ from concordose.results.object_store import open_object_store
 from concordose.results.provenance import Provenance, new_run_id
 from concordose.results.publish import PublishedRun
 from concordose.settings import Settings
-from concordose.spool.cycles import CycleState
+from concordose.spool.cycles import CycleMembers, CycleState
 from tasks.cycle import cycle_instances_task, find_cycle_task, prepare_task, record_outcome_task
 from tasks.study import (
     dose_task,
@@ -97,6 +98,7 @@ def _science_tables(
     kinetics_methods: Sequence[str],
     dose_methods: Sequence[str],
     voxel_dosimetry: bool,
+    cache_dir: Path | None,
 ) -> dict[str, list[pa.Table]]:
     study, verdict = prepared.study, prepared.verdict
     assert study is not None
@@ -105,7 +107,7 @@ def _science_tables(
     assert verdict.calibration is not None
     site, calibration = verdict.site, verdict.calibration
     collected: dict[str, list[pa.Table]] = defaultdict(list)
-    tac = quantify_task(study, calibration, site.site_id, prepared.vois)
+    tac = quantify_task(study, calibration, site.site_id, prepared.vois, cache_dir)
     kinetics = kinetics_task(tac, kinetics_methods)
     doses = dose_task(tac, kinetics, dose_methods)
     for name, table in tables_task(identity, tac, kinetics, doses, provenance).items():
@@ -114,7 +116,9 @@ def _science_tables(
     for name, table in summaries.items():
         collected[name].append(table)
     if voxel_dosimetry:
-        voxel = voxel_dose_task(study, calibration, tac, site.site_id, prepared.vois)
+        voxel = voxel_dose_task(
+            study, calibration, tac, site.site_id, prepared.vois, cache_dir=cache_dir
+        )
         if voxel is not None:
             for name, table in voxel_tables_task(identity, study, tac, voxel, provenance).items():
                 collected[name].append(table)
@@ -142,6 +146,67 @@ def _summary_markdown(result: CycleRunResult, site_id: str) -> str:
         lines += ["| table | rows |", "|---|---|"]
         lines += [f"| {name} | {table.num_rows} |" for name, table in sorted(result.tables.items())]
     return "\n".join(lines)
+
+
+def _process(
+    source: Path,
+    sites_file: Path,
+    members: CycleMembers,
+    *,
+    output_uri: str | None,
+    site_id: str | None,
+    kinetics_methods: Sequence[str],
+    dose_methods: Sequence[str],
+    voxel_dosimetry: bool,
+) -> tuple[CycleRunResult, str]:
+    """Prepare, then hold (publish the findings) or process (publish the tables); record the
+    outcome. Returns the result and the cycle's site."""
+    logger = get_run_logger()
+    cycle_id = members.cycle_id
+    settings = Settings()
+    registry = SiteRegistry.load(sites_file)
+    instances = cycle_instances_task(source, members)
+    prepared = prepare_task(instances, registry, site_id)
+    identity = cycle_identity(members, prepared, registry, settings.pseudonym_key, site_id=site_id)
+    store = open_object_store(output_uri or settings.output_uri, settings)
+    provenance = Provenance(run_id=new_run_id(), flow_run_id=flow_run.get_id())
+    if prepared.held:
+        held_reason = prepared.held_reason
+        logger.warning("cycle %s held: %s", cycle_id, held_reason)
+        tables = _held_tables(prepared, identity, provenance)
+        published = publish_task(store, tables, provenance)
+        record_outcome_task(source, members, CycleState.HELD, held_reason, published.run_id)
+        outcome, reason = OUTCOME_HELD, held_reason
+    else:
+        tables = _science_tables(
+            prepared,
+            identity,
+            provenance,
+            kinetics_methods=kinetics_methods,
+            dose_methods=dose_methods,
+            voxel_dosimetry=voxel_dosimetry,
+            cache_dir=CycleSource(source).cache_dir,
+        )
+        published = publish_task(store, tables, provenance)
+        record_outcome_task(source, members, CycleState.PROCESSED, None, published.run_id)
+        assert prepared.study is not None
+        logger.info(
+            "cycle %s at site %s: %d time point(s), published run %s",
+            cycle_id,
+            identity.site_id,
+            len(prepared.study.time_points),
+            published.run_id,
+        )
+        outcome, reason = OUTCOME_PROCESSED, None
+    result = CycleRunResult(
+        cycle_id,
+        outcome,
+        reason,
+        published,
+        {name: pa.concat_tables(parts) for name, parts in tables.items()},
+        prepared.findings,
+    )
+    return result, identity.site_id
 
 
 @flow(name="process-cycle", flow_run_name="cycle-{cycle_id}")
@@ -185,61 +250,25 @@ def process_cycle(
         logger.info("cycle %s skipped: %s", cycle_id, reason)
         return CycleRunResult(cycle_id, OUTCOME_SKIPPED, reason)
 
-    settings = Settings()
-    registry = SiteRegistry.load(sites_file)
-    instances = cycle_instances_task(source, members)
-    prepared = prepare_task(instances, registry, site_id)
-    identity = cycle_identity(members, prepared, registry, settings.pseudonym_key, site_id=site_id)
-    store = open_object_store(output_uri or settings.output_uri, settings)
-    provenance = Provenance(run_id=new_run_id(), flow_run_id=flow_run.get_id())
-    if prepared.held:
-        held_reason = prepared.held_reason
-        logger.warning("cycle %s held: %s", cycle_id, held_reason)
-        tables = _held_tables(prepared, identity, provenance)
-        published = publish_task(store, tables, provenance)
-        record_outcome_task(source, members, CycleState.HELD, held_reason, published.run_id)
-        result = CycleRunResult(
-            cycle_id,
-            OUTCOME_HELD,
-            held_reason,
-            published,
-            {name: pa.concat_tables(parts) for name, parts in tables.items()},
-            prepared.findings,
+    try:
+        result, site_name = _process(
+            source,
+            sites_file,
+            members,
+            output_uri=output_uri,
+            site_id=site_id,
+            kinetics_methods=kinetics_methods,
+            dose_methods=dose_methods,
+            voxel_dosimetry=voxel_dosimetry,
         )
-    else:
-        try:
-            tables = _science_tables(
-                prepared,
-                identity,
-                provenance,
-                kinetics_methods=kinetics_methods,
-                dose_methods=dose_methods,
-                voxel_dosimetry=voxel_dosimetry,
-            )
-            published = publish_task(store, tables, provenance)
-        except Exception as exc:
-            failure = f"{type(exc).__name__}: {exc}"[:2000]
-            record_outcome_task(source, members, CycleState.FAILED, failure)
-            raise
-        record_outcome_task(source, members, CycleState.PROCESSED, None, published.run_id)
-        assert prepared.study is not None
-        logger.info(
-            "cycle %s at site %s: %d time point(s), published run %s",
-            cycle_id,
-            identity.site_id,
-            len(prepared.study.time_points),
-            published.run_id,
-        )
-        result = CycleRunResult(
-            cycle_id,
-            OUTCOME_PROCESSED,
-            None,
-            published,
-            {name: pa.concat_tables(parts) for name, parts in tables.items()},
-            prepared.findings,
-        )
+    except Exception as exc:
+        # Recorded so that `spool status` shows it and the sweep retries it; nothing was
+        # published (validation and the manifest come last).
+        failure = f"{type(exc).__name__}: {exc}"[:2000]
+        record_outcome_task(source, members, CycleState.FAILED, failure)
+        raise
     create_markdown_artifact(
-        _summary_markdown(result, identity.site_id),
+        _summary_markdown(result, site_name),
         key=f"cycle-{cycle_id}",
         description=f"process-cycle {result.outcome}",
     )

@@ -61,11 +61,13 @@ class SweepResult:
         runs: the result of every cycle run that completed (processed, held or skipped).
         failed: cycle id → reason, for runs that failed.
         considered: cycles in the source.
+        receiving: cycles left alone because a time point of theirs is still receiving.
     """
 
     runs: tuple[CycleRunResult, ...]
     failed: dict[str, str]
     considered: int
+    receiving: int = 0
 
     @property
     def processed(self) -> tuple[CycleRunResult, ...]:
@@ -108,12 +110,13 @@ def run_cycle_task(
 @task(name="select-cycles", cache_policy=NO_CACHE)
 def select_cycles_task(
     source: Path, sites_file: Path, site_id: str | None, every_cycle: bool
-) -> tuple[list[CycleRecord], int]:
-    """The cycles to run, and how many the source holds."""
+) -> tuple[list[CycleRecord], int, int]:
+    """The cycles to run, how many the source holds, and how many are still receiving."""
     cycle_source = CycleSource(source)
     records = cycle_source.cycles()
+    receiving = sum(r.state is CycleState.RECEIVING for r in records)
     if every_cycle:
-        return [r for r in records if r.state is not CycleState.RECEIVING], len(records)
+        return [r for r in records if r.state is not CycleState.RECEIVING], len(records), receiving
     registry = SiteRegistry.load(sites_file)
     selected = []
     for record in records:
@@ -125,7 +128,7 @@ def select_cycles_task(
             )
             if not recheck.held:
                 selected.append(record)
-    return selected, len(records)
+    return selected, len(records), receiving
 
 
 def _run_cycles(
@@ -142,7 +145,9 @@ def _run_cycles(
         raise ValueError(
             f"max_concurrent_cycles must be within 1..{MAX_TASK_RUNNER_WORKERS}, found {limit}"
         )
-    selected, considered = select_cycles_task(source, sites_file, options.site_id, every_cycle)
+    selected, considered, receiving = select_cycles_task(
+        source, sites_file, options.site_id, every_cycle
+    )
     logger.info(
         "%d of %d cycle(s) in %s to run, at most %d at a time",
         len(selected),
@@ -171,7 +176,7 @@ def _run_cycles(
         sum(run.outcome == "held" for run in runs),
         len(failed),
     )
-    return SweepResult(tuple(runs), failed, considered)
+    return SweepResult(tuple(runs), failed, considered, receiving)
 
 
 def cycle_task_runner() -> TaskRunner[PrefectFuture[Any]]:

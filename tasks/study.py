@@ -6,6 +6,7 @@ task itself has none and one publish never multiplies attempts."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pyarrow as pa
 from prefect import task
@@ -27,6 +28,7 @@ from concordose.pipeline.quantify import (
     quantify_cycle,
     quantify_cycle_per_protocol,
 )
+from concordose.pipeline.result_cache import ResultCache
 from concordose.pipeline.voxel_dosimetry import cycle_voxel_dosimetry
 from concordose.results.cycle_summary import (
     build_acquisition_tables,
@@ -48,17 +50,21 @@ def quantify_task(
     calibration: CalibrationRecord,
     site_id: str | None = None,
     vois: Sequence[VoiMask] | None = None,
+    cache_dir: Path | None = None,
 ) -> CycleTimeActivity:
     """Activity per VOI and time point (``vois`` as read once by the preparation); with
     ``site_id``, lesions corrected for partial volume as its protocol's
-    ``partial_volume_correction`` says (off by default)."""
+    ``partial_volume_correction`` says (off by default). With ``cache_dir``, registrations are
+    cached there on their inputs' identity (a re-run registers only new time points)."""
+    cache = ResultCache(cache_dir) if cache_dir is not None else None
     if site_id is None:
-        return quantify_cycle(cycle, calibration, vois=vois)
+        return quantify_cycle(cycle, calibration, vois=vois, cache=cache)
     rules = load_protocol(site_id).partial_volume_correction
     return quantify_cycle_per_protocol(
         cycle,
         calibration,
         vois=vois,
+        cache=cache,
         partial_volume_correction=rules.enabled,
         partial_volume_model=rules.model,
         background_gap_mm=rules.shell_gap_mm,
@@ -108,13 +114,22 @@ def voxel_dose_task(
     tac: CycleTimeActivity,
     site_id: str,
     vois: Sequence[VoiMask] | None = None,
+    *,
+    cache_dir: Path | None = None,
 ) -> CycleVoxelDose | None:
     """Voxel dosimetry of a cycle as its site protocol's ``voxel_dosimetry`` says (None when
     disabled), reusing the quantification's registrations."""
     rules = load_protocol(site_id).voxel_dosimetry
     if not rules.enabled:
         return None
-    return cycle_voxel_dosimetry(cycle, calibration, tac.alignments, vois=vois, rules=rules)
+    return cycle_voxel_dosimetry(
+        cycle,
+        calibration,
+        tac.alignments,
+        vois=vois,
+        rules=rules,
+        cache=ResultCache(cache_dir) if cache_dir is not None else None,
+    )
 
 
 @task(name="voxel-dose-tables", cache_policy=NO_CACHE)

@@ -45,7 +45,7 @@ voxel whose TIA SD is not estimable gets an unknown (NaN) SD, never a smaller on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,10 +60,15 @@ from concordose.dose.registry import VOXEL_DOSE_METHODS
 from concordose.errors import ConfigurationError
 from concordose.kinetics.fitting import ALL_MODELS, ExponentialModel
 from concordose.kinetics.models import STATUS_OK, KineticsBatch, settings_hash
-from concordose.kinetics.voxel import VOXEL_FIT_SETTINGS, fit_voxels
+from concordose.kinetics.voxel import VOXEL_FIT_SETTINGS, VoxelKinetics, fit_voxels
 from concordose.quant.density import HuDensityCurve, voi_masses_g
 
 FloatArray = npt.NDArray[np.float64]
+VoxelFitter = Callable[
+    [FloatArray, FloatArray, npt.NDArray[np.bool_], ExponentialModel], VoxelKinetics
+]
+"""What fits the voxels: :func:`concordose.kinetics.voxel.fit_voxels` or a caching wrapper of it
+(same arguments: time_h, activity maps, body mask, model)."""
 
 VOXEL_KINETICS_MODELS: dict[str, ExponentialModel] = {model.name: model for model in ALL_MODELS}
 """Voxel kinetics models by name (``voxel_dosimetry.model`` in the protocol)."""
@@ -277,6 +282,7 @@ def voxel_dose_from_maps(
     calibration_relative_sd: float | None = None,
     conservation_factor: FloatArray | None = None,
     ct_grid: CtDoseGrid | None = None,
+    fit: VoxelFitter = fit_voxels,
 ) -> CycleVoxelDose:
     """Voxel dosimetry from activity maps already on one grid (steps 2–4 of the module).
 
@@ -292,6 +298,7 @@ def voxel_dose_from_maps(
         ct_grid: the CT grid to put the doses, VOI metrics and masses on; ``None``: the maps'
             grid, unit density (``rules.output_grid`` only decides whether the caller builds
             one).
+        fit: the voxel fitter (default :func:`fit_voxels`; the pipeline passes a caching one).
 
     Raises:
         ConfigurationError: unknown or unusable model or method names.
@@ -318,7 +325,7 @@ def voxel_dose_from_maps(
     if measured.size == 0:
         raise ConfigurationError("every activity map is empty (no finite voxel at any time point)")
     body = peak > rules.body_threshold_fraction * float(np.percentile(measured, 99.9))
-    fitted = fit_voxels(np.asarray(time_h, dtype=np.float64), maps, body, model)
+    fitted = fit(np.asarray(time_h, dtype=np.float64), maps, body, model)
     failed = body & ~np.isfinite(fitted.tia_mbq_h)
     tia_map = np.nan_to_num(fitted.tia_mbq_h, nan=0.0)
     tia_sd_map = np.where(np.isfinite(fitted.tia_sd_mbq_h), fitted.tia_sd_mbq_h, 0.0)

@@ -10,12 +10,15 @@ translation, rotation, stop condition) is kept for publication.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 import SimpleITK as sitk
 
 from concordose.dicom.ct import read_ct_series
 from concordose.errors import StudyIncompleteError
 from concordose.pipeline.assembly import CycleStudy
+from concordose.pipeline.result_cache import ResultCache, file_identity
 from concordose.quant.registration import RigidRegistration, register_rigid
 
 
@@ -38,8 +41,19 @@ class TimePointAlignment:
         return inverse
 
 
-def align_time_points(cycle: CycleStudy) -> list[TimePointAlignment]:
+REGISTRATION_CACHE_KIND = "registration"
+REGISTRATION_CACHE_VERSION = "1"
+"""Bumped when :func:`register_rigid` changes, so older cached transforms are not reused."""
+
+
+def align_time_points(
+    cycle: CycleStudy, cache: ResultCache | None = None
+) -> list[TimePointAlignment]:
     """One alignment per time point of ``cycle``, registering only where frames differ.
+
+    With ``cache``, each registration is looked up by the identity of its two CT series (and
+    :data:`REGISTRATION_CACHE_VERSION`) first: re-running a cycle after a new time point
+    arrived registers only the new one. The first CT is read only if some registration runs.
 
     Raises:
         StudyIncompleteError: a time point in another frame of reference without its CT, or no
@@ -62,10 +76,17 @@ def align_time_points(cycle: CycleStudy) -> list[TimePointAlignment]:
             f"the VOIs ({cycle.segmentation}) lie in frame of reference {reference_frame}, but no "
             "CT of that frame was received; send the CT the VOIs were drawn on"
         )
-    fixed = read_ct_series(references[0])
+    fixed_files = references[0]
+    fixed: list[sitk.Image] = []  # read once, on the first registration that runs
+
+    def register(moving_files: tuple[Path, ...]) -> RigidRegistration:
+        if not fixed:
+            fixed.append(read_ct_series(fixed_files))
+        return register_rigid(fixed[0], read_ct_series(moving_files))
+
     alignments = []
-    for point, register in zip(cycle.time_points, needs, strict=True):
-        if not register:
+    for point, needed in zip(cycle.time_points, needs, strict=True):
+        if not needed:
             alignments.append(TimePointAlignment(None))
             continue
         if not point.ct_files:
@@ -73,5 +94,15 @@ def align_time_points(cycle: CycleStudy) -> list[TimePointAlignment]:
                 f"NM file {point.acquisition.path} lies in another frame of reference than the "
                 "VOIs and no CT of its own frame was received to register it; send that CT"
             )
-        alignments.append(TimePointAlignment(register_rigid(fixed, read_ct_series(point.ct_files))))
+        moving_files = point.ct_files
+        if cache is None:
+            registration = register(moving_files)
+        else:
+            key = cache.key(
+                REGISTRATION_CACHE_VERSION, file_identity(fixed_files), file_identity(moving_files)
+            )
+            registration = cache.get_or_compute(
+                REGISTRATION_CACHE_KIND, key, partial(register, moving_files)
+            )
+        alignments.append(TimePointAlignment(registration))
     return alignments

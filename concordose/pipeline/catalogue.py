@@ -18,8 +18,14 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from concordose.errors import SpoolNotFoundError, UnreadableDicomError
-from concordose.spool.cycles import CycleMembers, CycleRecord, StudyMembership, group_cycles
-from concordose.spool.store import CycleNotFoundError, Spool
+from concordose.spool.cycles import (
+    CycleMembers,
+    CycleRecord,
+    StudyMembership,
+    find_cycle,
+    group_cycles,
+)
+from concordose.spool.store import Spool, SpooledInstance
 from concordose.spool.timepoints import InstanceSummary
 
 
@@ -43,6 +49,20 @@ class CataloguedInstance:
     summary: InstanceSummary | None = None
 
 
+def _from_spool(rows: list[SpooledInstance]) -> list[CataloguedInstance]:
+    """Catalogue entries of indexed instances, checking each file is still there."""
+    instances = []
+    for row in rows:
+        if not row.path.is_file():
+            raise UnreadableDicomError(row.path, "listed in the spool index but missing on disk")
+        instances.append(
+            CataloguedInstance(
+                row.path, row.identity.sop_class_uid, row.calling_ae_title, row.identity.study_uid
+            )
+        )
+    return instances
+
+
 def catalogue(
     source: Path, on_file: Callable[[Path], None] | None = None
 ) -> list[CataloguedInstance]:
@@ -55,21 +75,7 @@ def catalogue(
     if not source.is_dir():
         raise SpoolNotFoundError(source)
     if Spool.exists_at(source):
-        instances = []
-        for row in Spool.open_existing(source).instances():
-            if not row.path.is_file():
-                raise UnreadableDicomError(
-                    row.path, "listed in the spool index but missing on disk"
-                )
-            instances.append(
-                CataloguedInstance(
-                    row.path,
-                    row.identity.sop_class_uid,
-                    row.calling_ae_title,
-                    row.identity.study_uid,
-                )
-            )
-        return instances
+        return _from_spool(Spool.open_existing(source).instances())
     found = []
     for path in sorted(p for p in source.rglob("*") if p.is_file()):
         if on_file is not None:
@@ -111,6 +117,9 @@ def folder_memberships(instances: list[CataloguedInstance]) -> list[StudyMembers
     return [StudyMembership(uid, patients[uid], injections[uid]) for uid in sorted(patients)]
 
 
+CACHE_DIRNAME = "cache"
+
+
 class CycleSource:
     """A spool or a plain folder seen as treatment cycles.
 
@@ -136,6 +145,12 @@ class CycleSource:
             return self.spool.spool_id
         return f"folder:{self.root.resolve()}"
 
+    @property
+    def cache_dir(self) -> Path | None:
+        """Where expensive intermediate results are cached (``<spool>/cache``; none for a plain
+        folder, which the platform does not own)."""
+        return self.spool.root / CACHE_DIRNAME if self.spool is not None else None
+
     def _folder_instances(self) -> list[CataloguedInstance]:
         if self._folder is None:
             self._folder = catalogue(self.root)
@@ -158,13 +173,7 @@ class CycleSource:
         Raises:
             CycleNotFoundError: no such cycle here.
         """
-        for record in self.cycles():
-            if record.cycle_id == cycle_id:
-                return record
-        raise CycleNotFoundError(
-            f"{self.root} holds no cycle {cycle_id!r}; `concordose spool status` lists a "
-            "spool's cycles"
-        )
+        return find_cycle(self.cycles(), cycle_id, self.root)
 
     def instances(self, members: CycleMembers) -> list[CataloguedInstance]:
         """The instances of one cycle's studies, nothing else.
@@ -175,18 +184,4 @@ class CycleSource:
         uids = set(members.all_study_uids)
         if self.spool is None:
             return [i for i in self._folder_instances() if i.study_uid in uids]
-        instances = []
-        for row in self.spool.cycle_instances(members):
-            if not row.path.is_file():
-                raise UnreadableDicomError(
-                    row.path, "listed in the spool index but missing on disk"
-                )
-            instances.append(
-                CataloguedInstance(
-                    row.path,
-                    row.identity.sop_class_uid,
-                    row.calling_ae_title,
-                    row.identity.study_uid,
-                )
-            )
-        return instances
+        return _from_spool(self.spool.cycle_instances(members))

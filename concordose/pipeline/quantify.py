@@ -22,6 +22,7 @@ from concordose.dicom.seg import VoiMask, VoiType, read_segmentation
 from concordose.errors import ConfigurationError
 from concordose.pipeline.alignment import TimePointAlignment, align_time_points
 from concordose.pipeline.assembly import CycleStudy
+from concordose.pipeline.result_cache import ResultCache
 from concordose.quant.activity import counts_to_activity_mbq
 from concordose.quant.pvc import (
     BACKGROUND_MODEL,
@@ -117,11 +118,12 @@ def quantify_cycle(
     background_gap_mm: float = DEFAULT_BACKGROUND_GAP_MM,
     background_width_mm: float = DEFAULT_BACKGROUND_WIDTH_MM,
     vois: Sequence[VoiMask] | None = None,
+    cache: ResultCache | None = None,
 ) -> CycleTimeActivity:
     """Activity per VOI and time point for ``cycle`` with the site's ``calibration``.
 
     ``vois`` are the cycle's VOIs as the pipeline read them once (read from the SEG when
-    omitted).
+    omitted); ``cache`` keeps the time points' registrations for a re-run.
 
     With ``partial_volume_correction`` (off by default), each lesion's activities are divided
     by RC(V) of the site's recovery curve from ``calibration`` at the lesion's segmented volume
@@ -169,7 +171,7 @@ def quantify_cycle(
     background_sd = np.full_like(activity, np.nan)
     background_n = np.zeros(activity.shape, dtype=np.int64)
     lesion = np.array([voi.voi_type == "lesion" for voi in vois], dtype=bool)
-    alignments = align_time_points(cycle)
+    alignments = align_time_points(cycle, cache)
     for index, point in enumerate(cycle.time_points):
         acquisition = point.acquisition
         counts = read_nm_counts(acquisition)
@@ -255,6 +257,7 @@ def quantify_cycle_per_protocol(
     background_gap_mm: float = DEFAULT_BACKGROUND_GAP_MM,
     background_width_mm: float = DEFAULT_BACKGROUND_WIDTH_MM,
     vois: Sequence[VoiMask] | None = None,
+    cache: ResultCache | None = None,
 ) -> CycleTimeActivity:
     """:func:`quantify_cycle` as a site protocol asks, never refusing a cycle for its record.
 
@@ -282,8 +285,9 @@ def quantify_cycle_per_protocol(
             background_gap_mm=background_gap_mm,
             background_width_mm=background_width_mm,
             vois=vois,
+            cache=cache,
         )
-    plain = quantify_cycle(cycle, calibration, vois=vois)
+    plain = quantify_cycle(cycle, calibration, vois=vois, cache=cache)
     return replace(
         plain,
         partial_volume_model=partial_volume_model,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 
 from concordose.calibration.protocol import VoxelDosimetryRules
@@ -19,12 +20,17 @@ from concordose.dose.voxel_dosimetry import (
     DOSE_GRID_CT,
     CtDoseGrid,
     CycleVoxelDose,
+    FloatArray,
+    VoxelFitter,
     check_voxel_rules,
     voxel_dose_from_maps,
 )
 from concordose.errors import StudyIncompleteError
+from concordose.kinetics.fitting import ExponentialModel
+from concordose.kinetics.voxel import VOXEL_FIT_SETTINGS, VoxelKinetics, fit_voxels
 from concordose.pipeline.alignment import TimePointAlignment
 from concordose.pipeline.assembly import CycleStudy
+from concordose.pipeline.result_cache import ResultCache, array_digest
 from concordose.pipeline.time_point_maps import registered_activity_maps
 from concordose.quant.density import HuDensityCurve
 from concordose.quant.voi import resample_vois
@@ -76,6 +82,7 @@ def cycle_voxel_dosimetry(
     *,
     vois: Sequence[VoiMask] | None = None,
     rules: VoxelDosimetryRules | None = None,
+    cache: ResultCache | None = None,
 ) -> CycleVoxelDose:
     """Voxel dosimetry of ``cycle`` (the module's steps 1–4).
 
@@ -86,6 +93,7 @@ def cycle_voxel_dosimetry(
             (``CycleTimeActivity.alignments``); reused, never recomputed.
         vois: the cycle's VOIs as read once by the pipeline (read from the SEG when omitted).
         rules: the site protocol's ``voxel_dosimetry`` (default :class:`VoxelDosimetryRules`).
+        cache: keeps the voxel fits for a re-run on the same maps (:func:`cached_voxel_fitter`).
 
     Raises:
         ConfigurationError: bad ``rules``; ValueError: not one alignment per time point;
@@ -115,4 +123,33 @@ def cycle_voxel_dosimetry(
         calibration_relative_sd=calibration.calibration_factor_relative_uncertainty,
         conservation_factor=maps.conservation_factor,
         ct_grid=ct_grid,
+        fit=fit_voxels if cache is None else cached_voxel_fitter(cache),
     )
+
+
+VOXEL_FIT_CACHE_KIND = "voxel-fit"
+VOXEL_FIT_CACHE_VERSION = "1"
+"""Bumped when the voxel fitter changes, so older cached fits are not reused."""
+
+
+def cached_voxel_fitter(cache: ResultCache) -> VoxelFitter:
+    """:func:`fit_voxels` behind ``cache``, keyed by a digest of the time points, the maps, the
+    body mask, the model and the fit settings."""
+
+    def fit(
+        time_h: FloatArray,
+        maps: FloatArray,
+        body: npt.NDArray[np.bool_],
+        model: ExponentialModel,
+    ) -> VoxelKinetics:
+        key = cache.key(
+            VOXEL_FIT_CACHE_VERSION,
+            model.name,
+            repr(VOXEL_FIT_SETTINGS),
+            array_digest(time_h, maps, body),
+        )
+        return cache.get_or_compute(
+            VOXEL_FIT_CACHE_KIND, key, lambda: fit_voxels(time_h, maps, body, model)
+        )
+
+    return fit

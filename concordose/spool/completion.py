@@ -192,28 +192,31 @@ class CompletionMonitor:
         left by a previous run at once)."""
         self._stop.clear()
 
-        def poll_until_delivered() -> None:
-            """One poll, polled again with backoff while deliveries fail (or the poll does)."""
-            retrying = Retrying(
-                retry=retry_if_exception_type(Exception) | retry_if_result(lambda failed: failed),
-                wait=wait_exponential(
-                    multiplier=self.delivery_backoff_s, max=self.delivery_backoff_max_s
-                ),
-                stop=stop_when_event_set(self._stop),
-                sleep=self._backoff_sleep,
-                before_sleep=log_next_attempt,
-                retry_error_callback=lambda _state: None,
-            )
-            retrying(self._poll_once)
-
         def run() -> None:
             while True:
-                poll_until_delivered()
+                self.deliver_with_backoff()
                 if self._stop.wait(interval_s):
                     return
 
         self._thread = threading.Thread(target=run, name="concordose-completion", daemon=True)
         self._thread.start()
+
+    def deliver_with_backoff(self) -> None:
+        """Poll; while deliveries fail (or the poll itself does), poll again after an
+        exponential backoff (``delivery_backoff_s`` × 2ⁿ, capped at ``delivery_backoff_max_s``)
+        until every pending event is delivered or :meth:`stop` is called. One log line per
+        backoff, none with a traceback."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(Exception) | retry_if_result(lambda failed: failed),
+            wait=wait_exponential(
+                multiplier=self.delivery_backoff_s, max=self.delivery_backoff_max_s
+            ),
+            stop=stop_when_event_set(self._stop),
+            sleep=self._backoff_sleep,
+            before_sleep=log_next_attempt,
+            retry_error_callback=lambda _state: None,
+        )
+        retrying(self._poll_once)
 
     def _backoff_sleep(self, seconds: float) -> None:
         """Wait between polls, cut short by :meth:`stop`."""

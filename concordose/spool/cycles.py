@@ -38,6 +38,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
+
+from concordose.errors import ConcordoseError
 
 CYCLE_ID_LENGTH = 24
 """Hex characters of the keyed hash kept as the cycle id (96 bits)."""
@@ -210,3 +213,21 @@ def due_for_processing(record: CycleRecord) -> bool:
     current content) and cycles whose last run failed. Held cycles are re-checked first (their
     reason may have gone away); processed and receiving ones are left alone."""
     return record.state in (CycleState.READY, CycleState.FAILED)
+
+
+class CycleNotFoundError(ConcordoseError):
+    """A cycle id that a spool or folder does not hold."""
+
+
+def find_cycle(records: Iterable[CycleRecord], cycle_id: str, where: Path) -> CycleRecord:
+    """The record of ``cycle_id`` among ``records`` (the cycles of ``where``).
+
+    Raises:
+        CycleNotFoundError: none has that id.
+    """
+    for record in records:
+        if record.cycle_id == cycle_id:
+            return record
+    raise CycleNotFoundError(
+        f"{where} holds no cycle {cycle_id!r}; `concordose spool status` lists a spool's cycles"
+    )

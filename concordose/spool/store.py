@@ -50,6 +50,7 @@ from concordose.spool.cycles import (
     CycleRecord,
     CycleState,
     StudyMembership,
+    find_cycle,
     group_cycles,
 )
 from concordose.spool.journal import (
@@ -132,10 +133,6 @@ class InvalidInstanceError(ValueError):
 
 class TimePointNotFoundError(ConcordoseError):
     """An explicit trigger named a study the spool has never received."""
-
-
-class CycleNotFoundError(ConcordoseError):
-    """A cycle id (or a study's cycle) that this spool does not hold."""
 
 
 _INSTANCE_COLUMNS = (
@@ -1091,13 +1088,7 @@ class Spool:
         Raises:
             CycleNotFoundError: this spool holds no such cycle.
         """
-        for record in self.cycles():
-            if record.cycle_id == cycle_id:
-                return record
-        raise CycleNotFoundError(
-            f"spool {self.root} holds no cycle {cycle_id!r}; "
-            "`concordose spool status` lists its cycles"
-        )
+        return find_cycle(self.cycles(), cycle_id, self.root)
 
     def cycles_of_study(self, study_uid: str) -> list[CycleRecord]:
         """The cycles a time point belongs to: its own (through its patient and injection), or

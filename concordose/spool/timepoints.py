@@ -1,14 +1,11 @@
 """Time points as the receiver sees them: what an instance says about where it belongs, and the
 records and events of the completion state machine.
 
-Grouping (patient → treatment cycle → time point):
-
-* a **time point** is one SPECT/CT session, i.e. one ``StudyInstanceUID`` (the DICOM study is one
-  imaging visit; the SPECT recon, its CT and any SEG/RTSTRUCT of that visit share it);
-* its **cycle** is identified by ``PatientID`` and the injection date-time
-  (``RadiopharmaceuticalStartDateTime`` of the NM/PT series), and its position in the cycle is
-  ``acquisition − injection`` in hours (see :attr:`TimePointRecord.time_h`). The CT and SEG of a
-  visit carry no injection data; the time point takes it from its NM/PT instances.
+A **time point** is one SPECT/CT session, i.e. one ``StudyInstanceUID`` (the DICOM study is one
+imaging visit; the SPECT recon, its CT and any SEG/RTSTRUCT of that visit share it); its position
+in its cycle is ``acquisition − injection`` in hours (see :attr:`TimePointRecord.time_h`). The CT
+and SEG of a visit carry no injection data; the time point takes it from its NM/PT instances.
+Which cycle it belongs to is decided by :mod:`concordose.spool.cycles` (the one grouping rule).
 
 States, persisted in the spool index so that a restart resumes exactly where it stopped::
 
@@ -21,8 +18,6 @@ An instance arriving for a time point that is already complete reopens it as a n
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -140,35 +135,6 @@ class TimePointRecord:
     def event_id(self) -> str:
         """Stable id of this revision's completion event (idempotency key downstream)."""
         return f"{self.study_uid}#{self.revision}"
-
-
-@dataclass(frozen=True)
-class CycleKey:
-    """A treatment cycle: one patient's injection (``None`` parts are not known yet, e.g. only
-    the CT of a visit has arrived)."""
-
-    patient_id: str | None
-    injection_datetime: datetime | None
-
-
-def group_by_cycle(records: Iterable[TimePointRecord]) -> dict[CycleKey, list[TimePointRecord]]:
-    """Patient → cycle → time points: group by (PatientID, injection), each cycle's time points
-    ordered by hours after injection (unknown last), cycles by patient then injection."""
-    groups: dict[CycleKey, list[TimePointRecord]] = defaultdict(list)
-    for record in records:
-        groups[CycleKey(record.patient_id, record.injection_datetime)].append(record)
-    for points in groups.values():
-        points.sort(key=lambda r: (r.time_h is None, r.time_h or 0.0, r.study_uid))
-    return dict(
-        sorted(
-            groups.items(),
-            key=lambda item: (
-                item[0].patient_id or "",
-                item[0].injection_datetime is None,
-                item[0].injection_datetime or datetime.min,
-            ),
-        )
-    )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import pytest
 
 from concordose.spool.completion import CompletionMonitor
 from concordose.spool.store import InstanceIdentity, Spool, TimePointNotFoundError
-from concordose.spool.timepoints import CycleKey, InstanceSummary, TimePointState, group_by_cycle
+from concordose.spool.timepoints import InstanceSummary, TimePointState
 from tests.fakes import T0, FakeClock, Recorder
 
 NM = "1.2.840.10008.5.1.4.1.1.20"
@@ -204,35 +204,3 @@ def test_quiet_period_holds_whatever_the_clock_time_zone(tmp_path: Path) -> None
     assert monitor.poll() == []
     clock.now = clock.now.astimezone(UTC) + timedelta(seconds=2)  # later, expressed in UTC
     assert [e.event_id for e in monitor.poll()] == ["1.1#1"]
-
-
-def test_time_points_group_into_cycles_ordered_after_injection(
-    tmp_path: Path, clock: FakeClock
-) -> None:
-    spool = Spool(tmp_path / "spool")
-    second_injection = INJECTION + timedelta(weeks=6)
-    for study, injection, acquired_h in (
-        ("2.2", second_injection, 24),
-        ("1.2", INJECTION, 96),
-        ("1.1", INJECTION, 4),
-        ("2.1", second_injection, 4),
-    ):
-        identity = InstanceIdentity.checked(
-            sop_class_uid=NM,
-            sop_instance_uid=f"{study}.1",
-            study_uid=study,
-            series_uid=f"{study}.9",
-            transfer_syntax=EXPLICIT_LE,
-        )
-        acquired = injection + timedelta(hours=acquired_h)
-        spool.store(identity, b"x", "SITE", InstanceSummary("P1", "NM", acquired, injection))
-    _store(spool, "3.1", "3.1.1", clock, modality="CT")  # a CT alone: injection not known yet
-    cycles = group_by_cycle(spool.timepoints())
-    assert [
-        (key.injection_datetime, [r.study_uid for r in records]) for key, records in cycles.items()
-    ] == [
-        (INJECTION, ["1.1", "1.2"]),
-        (second_injection, ["2.1", "2.2"]),
-        (None, ["3.1"]),
-    ]
-    assert [r.time_h for r in cycles[CycleKey("P1", INJECTION)]] == [4.0, 96.0]
