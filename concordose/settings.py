@@ -23,9 +23,9 @@ class Settings(BaseSettings):
         s3_access_key / s3_secret_key: credentials for the S3 server.
         s3_region: region name sent to the server (MinIO and moto accept any).
         s3_create_bucket: create the output bucket when it is missing (default: a clear error).
-        s3_max_attempts: attempts per object-store request before giving up (network errors
-            and 5xx only; refused credentials fail at once).
-        s3_backoff_s: first retry delay; doubled after each failed attempt.
+        s3_max_attempts: attempts in all per object-store request before giving up (network
+            errors and 5xx only; refused credentials fail at once).
+        s3_backoff_s: first retry delay; doubled after each failed attempt, at most 30 s.
         s3_connect_timeout_s / s3_request_timeout_s: per-attempt timeouts.
         pseudonym_key: the consortium secret keying subject pseudonyms (HMAC-SHA256). Never
             logged, never written to outputs.

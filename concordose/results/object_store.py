@@ -4,11 +4,14 @@ Both are reached through :mod:`pyarrow.fs`, so the writer has one code path. S3 
 from :class:`~concordose.settings.Settings` (endpoint, credentials, region) and work unchanged
 with MinIO, Ceph RGW or AWS.
 
-Failures are classified once, here: network errors and server errors (5xx) are retried with
-exponential backoff (:class:`RetryPolicy`), then raised as :class:`StoreUnavailableError`;
+Failures are classified once, here, and every store request goes through
+:meth:`ObjectStore.call`: network errors and server errors (5xx) are retried with exponential
+backoff by :mod:`tenacity` (:class:`RetryPolicy`), then raised as :class:`StoreUnavailableError`;
 refused credentials raise :class:`StoreAccessDeniedError` at once; a missing bucket raises
 :class:`BucketMissingError` (or is created when ``CONCORDOSE_S3_CREATE_BUCKET`` is set).
-Messages name the store's URI and endpoint, never a credential.
+This is the only retry layer: the S3 SDK tries each request once, and callers (the publish task)
+do not retry a whole publication. Messages and log lines name the store's URI and endpoint,
+never a credential.
 """
 
 from __future__ import annotations
@@ -18,11 +21,19 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from concordose.errors import ConcordoseError, ConfigurationError
 from concordose.settings import Settings
@@ -66,24 +77,49 @@ class BucketMissingError(ConcordoseError):
     """The output bucket does not exist and creating it was not asked for."""
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Retries of transient store failures: ``attempts`` in all, delays ``backoff_s · 2^k``."""
-
-    attempts: int = 4
-    backoff_s: float = 0.5
-
-    def delays_s(self) -> list[float]:
-        """The waits between attempts, in seconds."""
-        return [self.backoff_s * 2**k for k in range(self.attempts - 1)]
-
-
 def _is_denied(exc: OSError) -> bool:
     return any(marker in str(exc) for marker in _DENIED_MARKERS)
 
 
 def _is_transient(exc: OSError) -> bool:
     return any(marker in str(exc) for marker in _TRANSIENT_MARKERS)
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """A network error or a server error (5xx), and not a refusal of the credentials."""
+    return isinstance(exc, OSError) and not _is_denied(exc) and _is_transient(exc)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of one store request: ``attempts`` in all, the first included; the waits between
+    them are ``backoff_s``, then doubled each time (``backoff_s · 2^k``), at most ``max_backoff_s``.
+
+    Attributes:
+        attempts: attempts in all (``CONCORDOSE_S3_MAX_ATTEMPTS``).
+        backoff_s: first wait (``CONCORDOSE_S3_BACKOFF_S``).
+        max_backoff_s: cap of any one wait.
+        sleep: how to wait (tests pass a recorder instead of sleeping).
+    """
+
+    attempts: int = 4
+    backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def retrying(self, before_sleep: Callable[[RetryCallState], None]) -> Retrying:
+        """A tenacity controller for one request; ``before_sleep`` is told of each retry.
+
+        A failure that is not worth retrying, or the last one, is raised as it was.
+        """
+        return Retrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential(multiplier=self.backoff_s, max=self.max_backoff_s),
+            retry=retry_if_exception(_worth_retrying),
+            sleep=self.sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
 
 
 @dataclass(frozen=True)
@@ -133,40 +169,35 @@ class ObjectStore:
         """Run ``action`` (one store request), retrying transient failures with backoff.
 
         Raises:
-            StoreAccessDeniedError: the server refused the credentials.
+            StoreAccessDeniedError: the server refused the credentials (not retried).
             StoreUnavailableError: still failing after ``retry.attempts`` attempts.
-            ConcordoseError: any other refusal (the message says what and where).
+            ConcordoseError: any other refusal, not retried (the message says what and where).
         """
-        delays = self.retry.delays_s()
-        for attempt in range(1, self.retry.attempts + 1):
-            try:
-                return action()
-            except OSError as exc:
-                if _is_denied(exc):
-                    raise StoreAccessDeniedError(
-                        f"object store {self._where()} refused the credentials while trying to "
-                        f"{what}; check CONCORDOSE_S3_ACCESS_KEY / CONCORDOSE_S3_SECRET_KEY"
-                    ) from exc
-                if not _is_transient(exc):
-                    raise ConcordoseError(
-                        f"object store {self._where()} refused to {what}: {exc}"
-                    ) from exc
-                if attempt == self.retry.attempts:
-                    raise StoreUnavailableError(
-                        f"object store {self._where()} unreachable: could not {what} after "
-                        f"{attempt} attempts ({exc}); nothing of this run was published"
-                    ) from exc
-                delay = delays[attempt - 1]
-                logger.warning(
-                    "object store %s: %s failed (attempt %d/%d), retrying in %.1f s",
-                    self._where(),
-                    what,
-                    attempt,
-                    self.retry.attempts,
-                    delay,
-                )
-                time.sleep(delay)  # backoff between attempts, not synchronisation
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            return self.retry.retrying(partial(self._log_retry, what))(action)
+        except OSError as exc:
+            if _is_denied(exc):
+                raise StoreAccessDeniedError(
+                    f"object store {self._where()} refused the credentials while trying to "
+                    f"{what}; check CONCORDOSE_S3_ACCESS_KEY / CONCORDOSE_S3_SECRET_KEY"
+                ) from exc
+            if _is_transient(exc):
+                raise StoreUnavailableError(
+                    f"object store {self._where()} unreachable: could not {what} after "
+                    f"{self.retry.attempts} attempts ({exc}); nothing of this run was published"
+                ) from exc
+            raise ConcordoseError(f"object store {self._where()} refused to {what}: {exc}") from exc
+
+    def _log_retry(self, what: str, state: RetryCallState) -> None:
+        """One line per retry, without the traceback (the last failure is raised in full)."""
+        logger.warning(
+            "object store %s: %s failed (attempt %d/%d), retrying in %.1f s",
+            self._where(),
+            what,
+            state.attempt_number,
+            self.retry.attempts,
+            state.upcoming_sleep,
+        )
 
     def check_ready(self) -> None:
         """Check that the store can be written to: for S3, that its bucket exists.
@@ -250,8 +281,8 @@ def open_object_store(uri: str, settings: Settings) -> ObjectStore:
             "region": settings.s3_region,
             "connect_timeout": settings.s3_connect_timeout_s,
             "request_timeout": settings.s3_request_timeout_s,
-            # Our own retry loop (ObjectStore.call) decides, so that the attempts and the
-            # backoff are visible and bounded; the SDK itself tries once.
+            # ObjectStore.call (tenacity) retries, so that the attempts and the backoff are
+            # visible and bounded; the SDK itself tries once.
             "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=1),
             "allow_bucket_creation": settings.s3_create_bucket,
         }

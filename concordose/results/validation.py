@@ -6,16 +6,23 @@ uniqueness, ``schema_version`` → the table's version) and ``schemas/expectatio
 with units, allowed value sets, registered method names). A batch that fails is not published:
 :mod:`concordose.results.publish` quarantines it with its validation result.
 
-Great Expectations runs in an ephemeral context (nothing written to a GX project folder) with
-progress bars off; Data Docs (HTML) of the last validation are built into a folder on request.
+Great Expectations runs in one ephemeral context per process (nothing written to a GX project
+folder), progress bars off. The context, and each table's suite and validation definition,
+are built the first time they are needed and then reused: building them cost as much as running
+them. Every GX call goes through one lock (an ephemeral context's stores are plain dictionaries),
+so cycles published from threads of one process validate one after the other. Data Docs (HTML) of
+a validation are built into a folder on request; its results are then dropped from the context so
+that memory and later Data Docs hold only the current validation.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -180,74 +187,148 @@ def _describe_failure(result: Any) -> str:
     return f"{config.type} on {column}: unexpected {sample!r}"
 
 
+_DATA_DOCS_SITE = "concordose"
+# Guards the shared validator's construction and every call into its GX context.
+_GX_LOCK = threading.Lock()
+_shared: SuiteValidator | None = None
+
+
+class SuiteValidator:
+    """One ephemeral GX context holding, per table, its suite and validation definition.
+
+    Built once per process (:func:`shared_validator`); a table's objects are added the first
+    time that table is validated and reused afterwards (the suites depend only on
+    ``schemas/`` and the method registries, both fixed for the life of a process).
+    Callers must hold ``_GX_LOCK`` around every method (``validate_tables`` does).
+
+    Attributes:
+        context: the GX ephemeral data context.
+        suites_built: how many suites this validator has built (one per table validated).
+    """
+
+    def __init__(self) -> None:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+        import great_expectations as gx  # noqa: PLC0415  (heavy import, only when validating)
+        from great_expectations.data_context.types.base import (  # noqa: PLC0415
+            ProgressBarsConfig,
+        )
+
+        self._gx = gx
+        self.context: Any = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self._source: Any = self.context.data_sources.add_pandas("concordose")
+        self._definitions: dict[str, Any] = {}
+        self.suites_built = 0
+
+    def suite(self, table: str) -> Any:
+        """The GX suite of ``table``'s current schema version (built on first use)."""
+        return self._definition(table).suite
+
+    def _definition(self, table: str) -> Any:
+        definition = self._definitions.get(table)
+        if definition is not None:
+            return definition
+        gx = self._gx
+        spec = TABLES[table]
+        # All expectations go in before the suite is added: adding them one by one to a stored
+        # suite re-serialises the whole suite each time.
+        suite = self.context.suites.add(
+            gx.ExpectationSuite(
+                name=f"{table}.v{spec.version}", expectations=suite_expectations(spec)
+            )
+        )
+        batch = self._source.add_dataframe_asset(name=table).add_batch_definition_whole_dataframe(
+            "batch"
+        )
+        definition = self.context.validation_definitions.add(
+            gx.ValidationDefinition(data=batch, suite=suite, name=table)
+        )
+        self._definitions[table] = definition
+        self.suites_built += 1
+        return definition
+
+    def validate(
+        self, frames: Mapping[str, Any], data_docs_dir: Path | None
+    ) -> dict[str, TableValidation]:
+        """Run each table's suite on its pandas frame; optionally build Data Docs."""
+        from great_expectations.core.run_identifier import RunIdentifier  # noqa: PLC0415
+        from great_expectations.data_context.types.resource_identifiers import (  # noqa: PLC0415
+            ExpectationSuiteIdentifier,
+            ValidationResultIdentifier,
+        )
+
+        run_id = RunIdentifier(run_time=datetime.now(UTC))
+        outcomes: dict[str, TableValidation] = {}
+        stored: list[Any] = []  # the results GX kept in its store, dropped at the end
+        try:
+            for name, frame in sorted(frames.items()):
+                result = self._definition(name).run(
+                    batch_parameters={"dataframe": frame}, result_format="SUMMARY", run_id=run_id
+                )
+                stored.append(
+                    ValidationResultIdentifier(
+                        expectation_suite_identifier=ExpectationSuiteIdentifier(
+                            name=result.suite_name
+                        ),
+                        run_id=run_id,
+                        batch_identifier=result.batch_id,
+                    )
+                )
+                outcomes[name] = TableValidation(
+                    table=name,
+                    suite=result.suite_name,
+                    success=bool(result.success),
+                    failed=tuple(_describe_failure(r) for r in result.results if not r.success),
+                    result=result.to_json_dict(),
+                )
+            if data_docs_dir is not None:
+                self._build_data_docs(data_docs_dir, stored)
+        finally:
+            store = self.context.validation_results_store
+            for identifier in stored:
+                store.remove_key(identifier)
+        return outcomes
+
+    def _build_data_docs(self, folder: Path, results: list[Any]) -> None:
+        site = {
+            "class_name": "SiteBuilder",
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(folder.resolve()),
+            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }
+        if _DATA_DOCS_SITE in self.context.list_data_docs_sites():
+            self.context.update_data_docs_site(_DATA_DOCS_SITE, site)
+        else:
+            self.context.add_data_docs_site(_DATA_DOCS_SITE, site)
+        suites = [identifier.expectation_suite_identifier for identifier in results]
+        self.context.build_data_docs(
+            site_names=[_DATA_DOCS_SITE], resource_identifiers=[*results, *suites]
+        )
+
+
+def shared_validator() -> SuiteValidator:
+    """The process's validator, built on the first call (thread-safe)."""
+    global _shared  # noqa: PLW0603  (one lazily built validator per process)
+    with _GX_LOCK:
+        if _shared is None:
+            _shared = SuiteValidator()
+        return _shared
+
+
 def validate_tables(
     tables: Mapping[str, pa.Table], *, data_docs_dir: Path | None = None
 ) -> dict[str, TableValidation]:
     """Run each table's suite; optionally build Data Docs (HTML) of this validation.
 
+    Safe to call from several threads: the validations run one at a time.
+
     Args:
         tables: table name → the whole batch to publish (current schema).
         data_docs_dir: folder to build Data Docs into (emptied of earlier docs by the caller).
     """
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    import great_expectations as gx  # noqa: PLC0415  (heavy import, only when validating)
-    from great_expectations.checkpoint.actions import ValidationAction  # noqa: PLC0415
-    from great_expectations.data_context.types.base import (  # noqa: PLC0415
-        ProgressBarsConfig,
-    )
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    if data_docs_dir is not None:
-        context.add_data_docs_site(
-            site_name="concordose",
-            site_config={
-                "class_name": "SiteBuilder",
-                "store_backend": {
-                    "class_name": "TupleFilesystemStoreBackend",
-                    "base_directory": str(data_docs_dir),
-                },
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            },
-        )
-    source = context.data_sources.add_pandas("concordose")
-    definitions = []
-    frames: dict[str, Any] = {}
-    for name, table in sorted(tables.items()):
-        spec = TABLES[name]
-        suite = context.suites.add(gx.ExpectationSuite(name=f"{name}.v{spec.version}"))
-        for expectation in suite_expectations(spec):
-            suite.add_expectation(expectation)
-        batch = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("batch")
-        definitions.append(
-            context.validation_definitions.add(
-                gx.ValidationDefinition(data=batch, suite=suite, name=name)
-            )
-        )
-        frames[name] = table.to_pandas()
-    outcomes: dict[str, TableValidation] = {}
-    for definition in definitions:
-        name = definition.name
-        actions: list[ValidationAction] = (
-            [gx.checkpoint.UpdateDataDocsAction(name="data-docs", site_names=["concordose"])]
-            if data_docs_dir
-            else []
-        )
-        checkpoint = context.checkpoints.add(
-            gx.Checkpoint(
-                name=f"{name}-checkpoint",
-                validation_definitions=[definition],
-                actions=actions,
-                result_format="SUMMARY",
-            )
-        )
-        run = checkpoint.run(batch_parameters={"dataframe": frames[name]})
-        (result,) = run.run_results.values()
-        outcomes[name] = TableValidation(
-            table=name,
-            suite=f"{name}.v{TABLES[name].version}",
-            success=bool(result.success),
-            failed=tuple(_describe_failure(r) for r in result.results if not r.success),
-            result=result.to_json_dict(),  # type: ignore[no-untyped-call]
-        )
-    return outcomes
+    frames = {name: table.to_pandas() for name, table in tables.items()}
+    validator = shared_validator()
+    with _GX_LOCK:
+        return validator.validate(frames, data_docs_dir)
