@@ -207,13 +207,13 @@ def _check_before_processing(source: Path, sites: Path, site: str | None) -> int
         raise ConcordoseError(
             f"{source} is not a spool, so the site of its files is unknown; pass --site"
         )
-    subject_key("", Settings().pseudonym_key)
     cycles = cycle_source.cycles()
     if not cycles:
         raise ConcordoseError(
             f"no reconstructed SPECT with patient and injection data found in {source}: "
             "nothing to process"
         )
+    subject_key("", Settings().pseudonym_key)
     return len(cycles)
 
 
@@ -223,7 +223,7 @@ def _report_sweep(result: SweepResult, source: Path) -> None:
         console.print(f"[yellow]held[/] cycle {run.cycle_id}: {run.reason}", highlight=False)
     for cycle_id, reason in result.failed.items():
         console.print(f"[red]failed[/] cycle {cycle_id}: {reason}", highlight=False)
-    if result.tables:
+    if "absorbed_dose" in result.tables:
         console.print(_dose_table(result.tables, None))
     for run in result.runs:
         if run.published is not None:

@@ -7,6 +7,7 @@ import shutil
 from datetime import date
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from concordose.calibration.ledger import append_record
@@ -16,6 +17,13 @@ from phantoms import GeneratedPatient
 from tests.conftest import SIEMENS_NM_FIXTURE
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pseudonymisation key, and held cycles' findings published under the test's folder."""
+    monkeypatch.setenv("CONCORDOSE_PSEUDONYM_KEY", "test-secret")
+    monkeypatch.setenv("CONCORDOSE_OUTPUT_URI", str(tmp_path / "published"))
 
 
 def _process(spool: Path, sites: Path, *extra: str) -> tuple[int, str]:
@@ -59,6 +67,19 @@ def test_folder_without_site_asks_for_it(small_patient: GeneratedPatient, tmp_pa
     code, output = _process(folder, small_patient.sites_path)
     assert code == EXIT_INPUT_ERROR
     assert "pass --site" in output
+
+
+def test_missing_pseudonymisation_key_is_one_message_before_any_flow(
+    small_patient: GeneratedPatient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONCORDOSE_PSEUDONYM_KEY")
+    folder = _copy_input(small_patient, tmp_path)
+    code, output = _process(folder, small_patient.sites_path, "--site", "milan")
+    assert code == EXIT_INPUT_ERROR
+    assert "no pseudonymisation key: set CONCORDOSE_PSEUDONYM_KEY" in output
+    assert "Traceback" not in output
+    assert "flow run" not in output.lower()
+    assert not (tmp_path / "published").exists()
 
 
 def test_bad_sites_file(small_patient: GeneratedPatient, tmp_path: Path) -> None:

@@ -76,12 +76,11 @@ def test_time_points_group_into_cycles_by_patient_and_injection(
     _store(spool, "3.1", "3.1.1", clock, injection=None)  # a CT-only visit of P1
     _store(spool, "9.1", "9.1.1", clock, patient="P9")  # another patient
     cycles = spool.cycles()
-    assert [(c.members.patient_id, c.members.injection_datetime) for c in cycles] == [
-        ("P1", INJECTION),
-        ("P9", INJECTION),
-        ("P1", SECOND),
-    ]
-    first, other, second = cycles
+    # Ordered by injection (cycles injected at the same time in id order).
+    assert [c.members.injection_datetime for c in cycles] == [INJECTION, INJECTION, SECOND]
+    by_key = {(c.members.patient_id, c.members.injection_datetime): c for c in cycles}
+    assert set(by_key) == {("P1", INJECTION), ("P9", INJECTION), ("P1", SECOND)}
+    first, other, second = by_key["P1", INJECTION], by_key["P9", INJECTION], by_key["P1", SECOND]
     assert first.members.study_uids == ("1.1", "1.2")
     assert second.members.study_uids == ("2.1", "2.2")
     # The visit without injection data is offered to every cycle of its patient, and only its.

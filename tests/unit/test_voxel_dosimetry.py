@@ -256,16 +256,13 @@ def test_absorbed_dose_v1_rows_read_as_v2_with_null_sd(tmp_path: Path) -> None:
     assert upgraded.schema.equals(ABSORBED_DOSE.schema)
 
 
-def test_a_voi_with_a_voxel_sd_not_estimable_gets_an_unknown_sd(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_voi_with_a_voxel_sd_not_estimable_gets_an_unknown_sd() -> None:
     def fit_with_one_unknown_sd(*args: Any, **kwargs: Any) -> VoxelKinetics:
         fitted = fit_voxels(*args, **kwargs)
         sd = fitted.tia_sd_mbq_h.copy()
         sd[12, 12, 12] = np.nan  # a lesion (and organ) voxel
         return replace(fitted, tia_sd_mbq_h=sd)
 
-    monkeypatch.setattr("concordose.dose.voxel_dosimetry.fit_voxels", fit_with_one_unknown_sd)
     a0, masks = _phantom()
     masks = np.stack([masks[0] & ~masks[1], masks[1]])  # organ shell without the lesion
     result = voxel_dose_from_maps(
@@ -277,6 +274,7 @@ def test_a_voi_with_a_voxel_sd_not_estimable_gets_an_unknown_sd(
         voi_types=(VoiType.ORGAN, VoiType.LESION),
         rules=VoxelDosimetryRules(methods=["ldm"]),
         calibration_relative_sd=0.05,
+        fit=fit_with_one_unknown_sd,
     )
     assert np.isfinite(result.doses[0].mean_dose_sd_gy[0])
     assert np.isnan(result.doses[0].mean_dose_sd_gy[1])
