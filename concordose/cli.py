@@ -701,6 +701,7 @@ def _configure_logging() -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # one line per PDU otherwise
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API request
 
 
 @app.command()
@@ -800,6 +801,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
             ssl_context=context,
             quiet_period_s=quiet_s,
             on_complete=hook,
+            delivery_backoff_max_s=settings.receiver_delivery_backoff_max_s,
             completion_poll_interval_s=min(5.0, max(0.2, quiet_s / 10)),
             journal_prefill=True,  # a long-running service: allocate the journal once
         )

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
             the PACS routes to it).
         receiver_quiet_period_s: seconds of quiet after a time point's last association before
             it is complete.
+        receiver_delivery_backoff_max_s: the longest wait between two attempts to deliver a
+            completed time point's event while its hook fails (e.g. the Prefect server is down);
+            the wait starts at 2 s and doubles per failed attempt up to this cap.
         receiver_max_associations: concurrent associations the receiver accepts.
         max_pdu_bytes: maximum PDU size we accept (0 = unlimited).
         max_concurrent_cycles: cycles a sweep processes at once (each holds its images in
@@ -59,6 +62,7 @@ class Settings(BaseSettings):
     receiver_host: str = "0.0.0.0"
     receiver_port: int = Field(default=11112, ge=0, le=65535)
     receiver_quiet_period_s: float = Field(default=300.0, ge=0.0)
+    receiver_delivery_backoff_max_s: float = Field(default=300.0, gt=0.0)
     receiver_max_associations: int = Field(default=10, ge=1)
     max_pdu_bytes: int = Field(default=131072, ge=0)
     max_concurrent_cycles: int = Field(default=1, ge=1, le=8)

@@ -73,7 +73,12 @@ from concordose.ingest.upper_layer import (
     UpperLayerSettings,
     serve_connection,
 )
-from concordose.spool.completion import DEFAULT_QUIET_PERIOD_S, CompletionMonitor, utc_now
+from concordose.spool.completion import (
+    DEFAULT_DELIVERY_BACKOFF_MAX_S,
+    DEFAULT_QUIET_PERIOD_S,
+    CompletionMonitor,
+    utc_now,
+)
 from concordose.spool.journal import (
     DEFAULT_SEGMENT_BYTES,
     DEFAULT_SEGMENT_COUNT,
@@ -375,6 +380,8 @@ class StorageReceiver:
         quiet_period_s: seconds without activity after the last association touching a time
             point before it is complete.
         on_complete: the completion hook (contract: :class:`~.timepoints.OnComplete`).
+        delivery_backoff_max_s: the longest wait between delivery attempts while the hook
+            fails (see :class:`~.completion.CompletionMonitor`).
         completion_poll_interval_s: how often the background thread looks for quiet time
             points; ``None`` starts no thread (call :meth:`CompletionMonitor.poll` yourself).
         clock: current UTC time (injectable for tests).
@@ -403,6 +410,7 @@ class StorageReceiver:
         ssl_context: ssl.SSLContext | None = None,
         quiet_period_s: float = DEFAULT_QUIET_PERIOD_S,
         on_complete: OnComplete | None = None,
+        delivery_backoff_max_s: float = DEFAULT_DELIVERY_BACKOFF_MAX_S,
         completion_poll_interval_s: float | None = None,
         clock: Callable[[], datetime] = utc_now,
         network_timeout_s: float = 60.0,
@@ -417,7 +425,11 @@ class StorageReceiver:
         self.site_by_ae_title = dict(site_by_ae_title or {})
         self.ssl_context = ssl_context
         self.completion = CompletionMonitor(
-            spool, quiet_period_s=quiet_period_s, on_complete=on_complete, clock=clock
+            spool,
+            quiet_period_s=quiet_period_s,
+            on_complete=on_complete,
+            clock=clock,
+            delivery_backoff_max_s=delivery_backoff_max_s,
         )
         self._poll_interval_s = completion_poll_interval_s
         self._associations: dict[int, _AssociationLog] = {}
