@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,28 +13,9 @@ from typer.testing import CliRunner
 from concordose.cli import app
 from concordose.spool.store import Spool
 from phantoms import GeneratedPatient
-from tests.integration.peers import free_port, port_open, wait_until
+from tests.integration.peers import free_port, port_open, stop_process, storescu, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def _storescu(port: int, calling_ae: str, files: list[Path]) -> subprocess.CompletedProcess[str]:
-    storescu = shutil.which("storescu")
-    assert storescu is not None
-    command = [storescu, "-aet", calling_ae, "-aec", "CONCORDOSE", "--required"]
-    command += ["127.0.0.1", str(port), *map(str, files)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> int:
-    """SIGTERM, as systemd stops the service; never leaves a hung receiver behind."""
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=30)
-        raise
 
 
 def test_receive_logs_associations_and_completed_time_points_then_status_shows_them(
@@ -71,8 +50,8 @@ def test_receive_logs_associations_and_completed_time_points_then_status_shows_t
         try:
             wait_until(lambda: port_open(port), timeout_s=30, what="concordose receive")
             site_ae = small_patient.site.calling_ae_title
-            assert _storescu(port, site_ae, [nm]).returncode == 0
-            rogue = _storescu(port, "ROGUE", [nm])
+            assert storescu(port, site_ae, [nm]).returncode == 0
+            rogue = storescu(port, "ROGUE", [nm])
             assert rogue.returncode != 0
             # The proper A-ASSOCIATE-RJ reason (PS3.8 Table 9-21: source 1, reason 3).
             assert "Calling AE Title Not Recognized" in rogue.stderr
@@ -82,7 +61,7 @@ def test_receive_logs_associations_and_completed_time_points_then_status_shows_t
                 what="the completion log line",
             )
         finally:
-            code = _stop(process)
+            code = stop_process(process)
         assert code == 0
     text = log_path.read_text()
     study = str(pydicom.dcmread(nm, stop_before_pixels=True).StudyInstanceUID)
@@ -126,7 +105,7 @@ def test_a_killed_receiver_loses_nothing_it_acknowledged_and_resumes(
     first_port = free_port()
     first = start(first_port)
     try:
-        sent = _storescu(first_port, small_patient.site.calling_ae_title, files)
+        sent = storescu(first_port, small_patient.site.calling_ae_title, files)
         assert sent.returncode == 0, sent.stderr
     finally:
         first.kill()  # SIGKILL: no clean shutdown, no chance to flush anything
@@ -143,7 +122,7 @@ def test_a_killed_receiver_loses_nothing_it_acknowledged_and_resumes(
             what="the restarted receiver to complete the pending time points",
         )
     finally:
-        code = _stop(second)
+        code = stop_process(second)
     assert code == 0
     reopened = Spool(spool)
     assert {row.identity.sop_instance_uid for row in reopened.instances()} == expected
