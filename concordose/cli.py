@@ -272,6 +272,41 @@ def process(
     _run(lambda: _report_sweep(result, spool))
 
 
+@app.command("process-cycle")
+def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a parameter)
+    spool: Annotated[Path, typer.Option(help="Spool folder (or any folder of DICOM files).")],
+    sites: SitesOption,
+    cycle_id: Annotated[str, typer.Option(help="The cycle (`concordose spool status`).")],
+    content_revision: Annotated[
+        str | None,
+        typer.Option(help="Process only if the cycle's content is still this revision."),
+    ] = None,
+    output: OutputOption = None,
+    site: Annotated[
+        str | None, typer.Option(help="Site of the files when the folder is not a spool.")
+    ] = None,
+) -> None:
+    """Process one treatment cycle (what the receiver's worker runs). Exit 0 processed or
+    skipped, 1 held, 2 bad input.
+
+    Example: concordose process-cycle --spool /var/lib/concordose/spool --sites sites.yaml
+    --cycle-id 3f2a…
+    """
+    _run(lambda: _check_before_processing(spool, sites, site))
+    from flows.process_cycle import OUTCOME_HELD, process_cycle
+
+    result = process_cycle(
+        spool, sites, cycle_id, content_revision=content_revision, output_uri=output, site_id=site
+    )
+    console.print(
+        f"cycle {result.cycle_id} {result.outcome}"
+        + (f": {result.reason}" if result.reason else ""),
+        highlight=False,
+    )
+    if result.outcome == OUTCOME_HELD:
+        raise typer.Exit(1)
+
+
 @app.command()
 def sweep(
     spool: Annotated[Path, typer.Option(help="Spool folder.")],
@@ -748,7 +783,8 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
         ),
     ] = None,
     run_flows: Annotated[
-        bool, typer.Option(help="Run the process-cycle flow in this process per changed cycle.")
+        bool,
+        typer.Option(help="Run process-cycle per changed cycle in a worker process (no pool)."),
     ] = False,
     output: Annotated[
         str | None, typer.Option(help="Where the flows publish (default CONCORDOSE_OUTPUT_URI).")
@@ -785,9 +821,9 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
 
             hook = DeploymentTrigger(deployment, config.resolve(), output)
         elif run_flows:
-            from flows.triggers import InProcessFlowTrigger
+            from flows.triggers import WorkerProcessTrigger
 
-            hook = InProcessFlowTrigger(config.resolve(), output)
+            hook = WorkerProcessTrigger(config.resolve(), output)
         receiver = StorageReceiver(
             Spool(spool.resolve()),
             ae_title=ae_title or settings.receiver_ae_title,

@@ -10,8 +10,11 @@ cycle whose content changed:
   idempotency key ``<spool UUID>/<cycle id>/<content revision>``: a re-delivered event creates no
   second run, the same study in another spool gets its own run there, and a re-sent study with
   new instances (a new content revision) gets a new one.
-* :class:`InProcessFlowTrigger` runs ``process-cycle`` in this process on one worker thread
-  (the demo, a laptop; no work pool).
+* :class:`WorkerProcessTrigger` (``concordose receive --run-flows``: one machine, no work pool)
+  runs ``process-cycle`` in a separate worker process, one cycle at a time, so that processing
+  never runs in the process holding the DICOM journal;
+* :class:`InProcessFlowTrigger` runs ``process-cycle`` in the calling process on one thread
+  (embedding and tests).
 
 A cycle with a time point still receiving is not started (that time point's own completion
 will); a visit whose cycle is not known yet (only its CT or SEG arrived) starts nothing until
@@ -22,7 +25,12 @@ the receiver retries its delivery with exponential backoff (:mod:`concordose.spo
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect.client.schemas.objects import FlowRun
@@ -138,4 +146,82 @@ class InProcessFlowTrigger:
 
     def shutdown(self) -> None:
         """Wait for queued runs to finish."""
+        self._executor.shutdown(wait=True)
+
+
+WORKER_OUTCOME_EXIT_CODES = {0: "processed or skipped", 1: "held"}
+"""Exit statuses of ``concordose process-cycle`` that are an outcome, not a failure."""
+
+
+class WorkerProcessTrigger:
+    """``on_complete`` hook of ``concordose receive --run-flows``: runs ``process-cycle`` in a
+    separate worker process (``concordose process-cycle``), one at a time, in order.
+
+    The receiver's process holds the DICOM journal: no processing runs in it, so no processing
+    failure or memory spike can take the receiver down. A worker that dies (e.g. killed by the
+    kernel for memory) records the cycle ``failed`` with the signal, and the receiver goes on.
+
+    Args:
+        sites_file: the site registry.
+        output_uri: where to publish (default: the worker's settings).
+        command: how to start the CLI (default: this Python running ``concordose``).
+    """
+
+    def __init__(
+        self,
+        sites_file: Path,
+        output_uri: str | None = None,
+        command: Sequence[str] = (sys.executable, "-m", "concordose"),
+    ) -> None:
+        self.sites_file = sites_file
+        self.output_uri = output_uri
+        self.command = tuple(command)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cycle-worker")
+        self.futures: dict[str, Future[int]] = {}
+
+    def __call__(self, event: TimePointEvent) -> None:
+        """Queue one worker run per changed cycle and return at once."""
+        spool, records = cycles_to_start(event)
+        for record in records:
+            key = idempotency_key(spool.spool_id, record)
+            if key in self.futures:
+                continue  # a re-delivered event: that content is already queued or done
+            self.futures[key] = self._executor.submit(self._run, Path(event.spool_root), record)
+
+    def _run(self, spool_root: Path, record: CycleRecord) -> int:
+        arguments = [
+            *self.command,
+            "process-cycle",
+            "--spool",
+            str(spool_root),
+            "--sites",
+            str(self.sites_file),
+            "--cycle-id",
+            record.cycle_id,
+            "--content-revision",
+            record.members.content_revision,
+        ]
+        if self.output_uri is not None:
+            arguments += ["--output", self.output_uri]
+        status = subprocess.run(arguments, check=False, stdin=subprocess.DEVNULL).returncode
+        if status in WORKER_OUTCOME_EXIT_CODES:
+            LOG.info(
+                "cycle %s: worker finished (%s)", record.cycle_id, WORKER_OUTCOME_EXIT_CODES[status]
+            )
+            return status
+        reason = (
+            f"worker process killed by signal {-status} ({signal.Signals(-status).name}"
+            f"{': out of memory?' if -status == signal.SIGKILL else ''})"
+            if status < 0
+            else f"worker process exited with status {status}"
+        )
+        LOG.warning("cycle %s: %s", record.cycle_id, reason)
+        if status < 0:  # the worker could not record its own outcome
+            Spool.open_existing(spool_root).record_cycle_outcome(
+                record.members, CycleState.FAILED, datetime.now(UTC), reason=reason
+            )
+        return status
+
+    def shutdown(self) -> None:
+        """Wait for queued worker runs to finish."""
         self._executor.shutdown(wait=True)

@@ -4,6 +4,8 @@ real associations)."""
 
 from __future__ import annotations
 
+import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,12 @@ from concordose.spool.store import Spool
 from concordose.spool.timepoints import TimePointEvent, TimePointState
 from flows.process_cycle import OUTCOME_PROCESSED, OUTCOME_SKIPPED, process_cycle
 from flows.sweep import process_spool, sweep
-from flows.triggers import DeploymentTrigger, InProcessFlowTrigger, idempotency_key
+from flows.triggers import (
+    DeploymentTrigger,
+    InProcessFlowTrigger,
+    WorkerProcessTrigger,
+    idempotency_key,
+)
 from phantoms import GeneratedPatient, generate_patient
 from tests.fakes import FakeClock, Recorder
 
@@ -258,3 +265,49 @@ def test_deployment_runs_are_keyed_by_spool_cycle_and_content(
     run_a = next(r for r in runs if r.idempotency_key == keys[0])
     assert set(run_a.parameters) >= {"source", "cycle_id", "content_revision"}
     assert small_patient.patient_id not in str(run_a.parameters)
+
+
+def test_run_flows_processes_in_a_worker_process_and_survives_its_death(
+    prefect_server: None, tmp_path: Path, small_patient: GeneratedPatient
+) -> None:
+    out = tmp_path / "out"
+    # A worker killed by the kernel (as for memory) fails its cycle, not the receiver.
+    killer = WorkerProcessTrigger(
+        small_patient.sites_path,
+        output_uri=str(out),
+        command=(sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"),
+    )
+    receiver = _receive(tmp_path / "spool", small_patient, killer)
+    studies = _studies(small_patient.dicom_files)
+    try:
+        _complete_all(receiver, studies)
+        (future,) = killer.futures.values()
+        assert future.result(timeout=120) == -signal.SIGKILL
+        (cycle,) = receiver.spool.cycles()
+        assert cycle.state is CycleState.FAILED
+        assert cycle.reason is not None
+        assert "killed by signal 9 (SIGKILL: out of memory?)" in cycle.reason
+        # The receiver still accepts: another association stores an instance.
+        report = send_files(
+            [small_patient.nm_files[0]],
+            host="127.0.0.1",
+            port=receiver.port,
+            called_ae_title="CONCORDOSE",
+            calling_ae_title=small_patient.site.calling_ae_title,
+        )
+        assert report.refused == []
+    finally:
+        receiver.stop()
+        killer.shutdown()
+
+    # The real worker: `concordose process-cycle` in a child process publishes the cycle.
+    worker = WorkerProcessTrigger(small_patient.sites_path, output_uri=str(out))
+    record = Spool(tmp_path / "spool").timepoint(studies[-1])  # its event, delivered again
+    worker(TimePointEvent(record.event_id, str(tmp_path / "spool"), record))
+    (future,) = worker.futures.values()
+    assert future.result(timeout=300) == 0
+    worker.shutdown()
+    (cycle,) = Spool(tmp_path / "spool").cycles()
+    assert cycle.state is CycleState.PROCESSED
+    assert cycle.outcome is not None
+    assert list((out / "_manifests").glob(f"{cycle.outcome.run_id}.json"))
