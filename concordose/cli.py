@@ -522,7 +522,8 @@ def generate(
     preset: Annotated[
         str,
         typer.Option(
-            help="Size preset: 'demo' or 'test' (one patient); with --consortium also 'full'."
+            help="Size preset: 'demo', 'test' or 'clinical' (128×128×96 SPECT, 512×512 CT); "
+            "with --consortium also 'full' and 'pvc'."
         ),
     ] = "demo",
     consortium: Annotated[

@@ -160,13 +160,43 @@ def sample_label_map(anatomy: Anatomy, grid: VoxelGrid) -> NDArray[np.uint8]:
     Later regions are painted over earlier ones in the order body, organs, lesions, which gives the
     precedence lesion > organ > body.
     """
-    x_mm, y_mm, z_mm = grid.axis_coordinates_mm()
-    x_b, y_b, z_b = x_mm[None, None, :], y_mm[None, :, None], z_mm[:, None, None]
+    axes_mm = grid.axis_coordinates_mm()
     labels = np.full(grid.shape_zyx, OUTSIDE_VALUE, dtype=np.uint8)
     regions = sorted((anatomy.body, *anatomy.vois), key=lambda v: _PAINT_ORDER[v.voi_type])
     for region in regions:
-        labels[region.shape.contains(x_b, y_b, z_b)] = region.value
+        _paint(labels, region.shape, axes_mm, region.value)
     return labels
+
+
+def _paint(
+    labels: NDArray[np.uint8],
+    shape: Shape,
+    axes_mm: tuple[NDArray[np.float64], ...],
+    value: int,
+) -> None:
+    """Set ``labels`` to ``value`` where a voxel centre lies in ``shape``, evaluating only the
+    shape's bounding box (an ellipsoid) or one slice (a z-invariant cylinder): exactly the voxels
+    a full-grid evaluation selects, without full-grid float temporaries on a large CT."""
+    x_mm, y_mm, z_mm = axes_mm
+    if isinstance(shape, EllipticCylinder):
+        in_plane = shape.contains(x_mm[None, :], y_mm[:, None], z_mm[:1, None])
+        labels[:, in_plane] = value
+        return
+    # Inside needs every axis's term ((v − c)/a)² ≤ 1 (the sum of non-negative terms is no
+    # smaller than any of them, also in floating point): the box holds every inside voxel.
+    box = []
+    for axis_mm, centre_mm, semi_mm in zip(
+        axes_mm, shape.centre_mm, shape.semi_axes_mm, strict=True
+    ):
+        (hits,) = np.nonzero(((axis_mm - centre_mm) / semi_mm) ** 2 <= 1.0)
+        if hits.size == 0:
+            return
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    box_x, box_y, box_z = box
+    inside = shape.contains(
+        x_mm[box_x][None, None, :], y_mm[box_y][None, :, None], z_mm[box_z][:, None, None]
+    )
+    labels[box_z, box_y, box_x][inside] = value
 
 
 # --- The virtual consortium's richer anatomy --------------------------------------------------
@@ -353,9 +383,111 @@ def rib_mask(body: EllipticCylinder, grid: VoxelGrid) -> NDArray[np.bool_]:
     no activity and belong to no VOI: only the CT shows them.
     """
     x_mm, y_mm, z_mm = grid.axis_coordinates_mm()
-    (cx, cy), (ax, ay) = body.centre_xy_mm, body.semi_axes_xy_mm
-    radius = np.sqrt(((x_mm[None, :] - cx) / ax) ** 2 + ((y_mm[:, None] - cy) / ay) ** 2)
-    ring = (radius >= RIB_RADIAL_RANGE[0]) & (radius <= RIB_RADIAL_RANGE[1])
+    return _ribs(_body_radius(body, x_mm, y_mm), z_mm)
+
+
+def _ribs(radius: NDArray[np.float64], z_mm: NDArray[np.float64]) -> NDArray[np.bool_]:
+    ring = _in_radial_band(radius, RIB_RADIAL_RANGE)
     band = np.mod(z_mm, RIB_PERIOD_MM) < RIB_WIDTH_MM
     mask: NDArray[np.bool_] = band[:, None, None] & ring[None, :, :]
     return mask
+
+
+def _body_radius(
+    body: EllipticCylinder, x_mm: NDArray[np.float64], y_mm: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Normalised elliptic radius of the body outline at each (row, column): 1 on the skin."""
+    (cx, cy), (ax, ay) = body.centre_xy_mm, body.semi_axes_xy_mm
+    radius: NDArray[np.float64] = np.sqrt(
+        ((x_mm[None, :] - cx) / ax) ** 2 + ((y_mm[:, None] - cy) / ay) ** 2
+    )
+    return radius
+
+
+def _in_radial_band(radius: NDArray[np.float64], band: tuple[float, float]) -> NDArray[np.bool_]:
+    inside: NDArray[np.bool_] = (radius >= band[0]) & (radius <= band[1])
+    return inside
+
+
+# --- CT-only anatomy of the clinical preset --------------------------------------------------
+# Structures only the CT shows: they carry no activity of their own (the SPECT sees body
+# remainder there) and belong to no VOI. Values are typical of a non-contrast CT at 120 kVp.
+
+SUBCUTANEOUS_FAT_RADIAL_RANGE = (0.95, 1.0)
+"""Subcutaneous fat: this band of the body's normalised elliptic radius, outside the ribs."""
+FAT_HU = -100.0
+"""Adipose tissue, HU."""
+LUNGS: tuple[Ellipsoid, Ellipsoid] = (
+    Ellipsoid(centre_mm=(-80.0, 5.0, 210.0), semi_axes_mm=(60.0, 70.0, 100.0)),
+    Ellipsoid(centre_mm=(80.0, 5.0, 200.0), semi_axes_mm=(60.0, 70.0, 100.0)),
+)
+"""Right and left lung bases: above the diaphragm (z ≥ 100 mm, the right dome higher), clear of
+the liver and spleen (tops ≤ 101 mm when scaled +10 %) and of the lesions (|z| ≤ 95 mm), inside
+the rib cage. Only a field of view reaching above z ≈ 100 mm shows them."""
+LUNG_HU = -800.0
+"""Aerated lung parenchyma, HU."""
+SPINE_CENTRE_XY_MM = (0.0, 80.0)
+"""Axis of the vertebral bodies (posterior, around the red-marrow proxy of the consortium)."""
+VERTEBRA_SEMI_AXES_XY_MM = (23.0, 17.0)
+"""Half width and half depth of a vertebral body (adult lumbar ≈ 45 × 35 mm)."""
+VERTEBRA_PERIOD_MM = 32.0
+"""One vertebral body and one intervertebral disc along z, mm."""
+VERTEBRA_HEIGHT_MM = 25.0
+"""Height of a vertebral body; the disc fills the rest of the period."""
+VERTEBRA_PHASE_MM = 16.0
+"""A vertebral body starts where (z + phase) is a multiple of the period."""
+CORTEX_MM = 2.0
+"""Thickness of a vertebral body's cortical shell (sides and endplates)."""
+CORTICAL_BONE_HU = 1000.0
+"""Cortical shell of a vertebral body, HU (dense bone averaged over a ≈ 1 mm voxel)."""
+TRABECULAR_BONE_HU = 250.0
+"""Cancellous (trabecular) bone with red marrow inside a vertebral body, HU."""
+DISC_HU = 80.0
+"""Intervertebral disc, HU."""
+
+
+@dataclass(frozen=True)
+class CtTissues:
+    """Where each CT-only tissue lies in a slab of slices, (slices, rows, columns) each."""
+
+    fat: NDArray[np.bool_]
+    lung: NDArray[np.bool_]
+    rib: NDArray[np.bool_]
+    disc: NDArray[np.bool_]
+    trabecular: NDArray[np.bool_]
+    cortical: NDArray[np.bool_]
+
+
+def ct_tissues(
+    body: EllipticCylinder,
+    x_mm: NDArray[np.float64],
+    y_mm: NDArray[np.float64],
+    z_mm: NDArray[np.float64],
+) -> CtTissues:
+    """The CT-only tissues at the voxel centres of a slab (axis coordinates in the patient frame).
+
+    Ribs are :func:`rib_mask`'s; the spine is a column of elliptic vertebral bodies (cortical
+    shell of :data:`CORTEX_MM` around trabecular bone) separated by discs; lungs are
+    :data:`LUNGS`; fat lines the skin. Masks may overlap (the posterior ribs reach the spine):
+    paint them in the order of the fields.
+    """
+    radius = _body_radius(body, x_mm, y_mm)
+    (sx, sy), (ax, ay) = SPINE_CENTRE_XY_MM, VERTEBRA_SEMI_AXES_XY_MM
+    dx, dy = x_mm[None, :] - sx, y_mm[:, None] - sy
+    column = (dx / ax) ** 2 + (dy / ay) ** 2 <= 1.0
+    core = (dx / (ax - CORTEX_MM)) ** 2 + (dy / (ay - CORTEX_MM)) ** 2 <= 1.0
+    height = np.mod(z_mm + VERTEBRA_PHASE_MM, VERTEBRA_PERIOD_MM)
+    vertebra = height < VERTEBRA_HEIGHT_MM
+    endplate = vertebra & ((height < CORTEX_MM) | (height >= VERTEBRA_HEIGHT_MM - CORTEX_MM))
+    inner = core[None] & (vertebra & ~endplate)[:, None, None]
+    lung = np.zeros((z_mm.size, y_mm.size, x_mm.size), dtype=np.uint8)
+    for shape in LUNGS:
+        _paint(lung, shape, (x_mm, y_mm, z_mm), 1)
+    return CtTissues(
+        fat=np.broadcast_to(_in_radial_band(radius, SUBCUTANEOUS_FAT_RADIAL_RANGE), lung.shape),
+        lung=lung.astype(bool),
+        rib=_ribs(radius, z_mm),
+        disc=column[None] & ~vertebra[:, None, None],
+        trabecular=inner,
+        cortical=column[None] & vertebra[:, None, None] & ~inner,
+    )

@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
@@ -37,6 +37,7 @@ from phantoms.anatomy import (
     BODY_VALUE,
     OUTSIDE_VALUE,
     RIB_HU,
+    TRABECULAR_BONE_HU,
     Ellipsoid,
     EllipticCylinder,
     Voi,
@@ -44,7 +45,7 @@ from phantoms.anatomy import (
     rib_mask,
     sample_label_map,
 )
-from phantoms.dicom_ct import hu_map, write_ct_series
+from phantoms.dicom_ct import anatomical_hu_slices, hu_map, write_ct_series
 from phantoms.dicom_nm import RADIOPHARMACEUTICAL, write_nm
 from phantoms.dicom_seg import write_seg
 from phantoms.dicom_study import PatientInfo, TimePointStudy
@@ -52,7 +53,7 @@ from phantoms.grid import VoxelGrid
 from phantoms.imaging import expected_counts, region_activity_map, stored_counts
 from phantoms.phantom_geometry import sphere_occupancy
 from phantoms.phantom_scans import PhantomScan, scan_site_phantoms
-from phantoms.presets import nm_grid_for
+from phantoms.presets import ct_grid_for, nm_grid_for, preset_named
 from phantoms.protocols import DEFAULT_PROTOCOL
 from phantoms.protocols import protocol as protocol_named
 from phantoms.site_profiles import CONSORTIUM_SITES, SiteProfile, sites_registry_document
@@ -77,7 +78,7 @@ _HU_BY_KIND: dict[str, float] = {
     "liver": 60.0,
     "kidney": 35.0,
     "spleen": 45.0,
-    "bone": 250.0,
+    "bone": TRABECULAR_BONE_HU,
     "lesion": 50.0,
 }
 """Mean HU per region kind (non-contrast low-dose CT; vertebral cancellous bone ≈ 250 HU)."""
@@ -136,11 +137,14 @@ CONSORTIUM_PRESETS: dict[str, ConsortiumPreset] = {
     "demo": ConsortiumPreset("demo", "demo", 1, (3, 10), (0.5, 200.0)),
     "full": ConsortiumPreset("full", "demo", None, (3, 10), (0.5, 200.0)),
     "pvc": ConsortiumPreset("pvc", "demo", 1, (3, 4), (4.0, 26.0)),
+    "clinical": ConsortiumPreset("clinical", "clinical", 1, (3, 10), (0.5, 200.0)),
 }
 """``test``: coarse grid, cycle 1, 3-4 lesions (seconds). ``demo``: each site's own grid, cycle
 1, 3-10 lesions of 0.5-200 mL. ``full``: as demo with every cycle of the protocol. ``pvc``: as
 demo with 3-4 lesions of 4-26 mL, inside the NEMA spheres' volume range where a site's recovery
-curve is measured (partial-volume correction studies)."""
+curve is measured (partial-volume correction studies). ``clinical``: as demo on clinical-size
+grids (:data:`phantoms.presets.PRESETS`: 128×128×96 SPECT at the site's voxel, 512×512 CT with
+≤ 3 mm slices showing ribs, spine, lungs and fat), for memory and run-time studies."""
 
 
 class ProgressReporter(Protocol):
@@ -238,10 +242,13 @@ def _write_patient_at_site(
 ) -> tuple[Path, list[Path]]:
     anatomy = patient.anatomy
     nm_grid = nm_grid_for(site, preset.grid_preset)
-    ct_grid = nm_grid.refined_in_plane(2)
+    ct_grid = ct_grid_for(nm_grid, preset.grid_preset)
+    anatomical_ct = preset_named(preset.grid_preset).anatomical_ct
     regions = (*anatomy.vois, anatomy.body)
     hu_by_value = {r.value: _HU_BY_KIND[_hu_kind(r.label)] for r in regions}
     hu_by_value[OUTSIDE_VALUE] = _HU_BY_KIND["outside"]
+    # The CT-only anatomy replaces body remainder and the marrow proxy (it lies in the spine).
+    paint_over = [r.value for r in regions if _hu_kind(r.label) in ("body", "bone")]
     patient_id = f"{site.site_id.upper()}-{patient.subject}"
     info = PatientInfo(
         patient_id=patient_id,
@@ -334,10 +341,23 @@ def _write_patient_at_site(
                 ),
             )
             files.append(nm_path)
-            ct_hu = hu_map(ct_labels, hu_by_value, noise_sd_hu=CT_NOISE_SD_HU, rng=rng)
-            if isinstance(anatomy.body.shape, EllipticCylinder):
-                ribs = rib_mask(anatomy.body.shape, ct_grid.translated(_negated(shift)))
-                ct_hu[ribs & (ct_labels == BODY_VALUE)] = np.int16(RIB_HU)
+            ct_hu: Iterable[NDArray[np.int16]]
+            if anatomical_ct and isinstance(anatomy.body.shape, EllipticCylinder):
+                ct_hu = anatomical_hu_slices(
+                    ct_labels,
+                    ct_grid.translated(_negated(shift)),
+                    hu_by_value,
+                    body=anatomy.body.shape,
+                    paint_over=paint_over,
+                    noise_sd_hu=CT_NOISE_SD_HU,
+                    rng=rng,
+                )
+            else:
+                ct_volume = hu_map(ct_labels, hu_by_value, noise_sd_hu=CT_NOISE_SD_HU, rng=rng)
+                if isinstance(anatomy.body.shape, EllipticCylinder):
+                    ribs = rib_mask(anatomy.body.shape, ct_grid.translated(_negated(shift)))
+                    ct_volume[ribs & (ct_labels == BODY_VALUE)] = np.int16(RIB_HU)
+                ct_hu = ct_volume
             ct_written = write_ct_series(
                 tp_dir / "ct",
                 hu=ct_hu,
@@ -369,6 +389,7 @@ def _write_patient_at_site(
                 content_datetime=acquisitions[0],
                 uid_for_tracking=[reproducible_uid(key, "tracking", v.label) for v in anatomy.vois],
                 dimension_organization_uid=reproducible_uid(key, "seg-dimension-org", cycle),
+                omit_empty_frames=anatomical_ct,
             )
             files.append(seg_path)
         truth["acquisition_datetimes"] = [a.isoformat() for a in acquisitions]

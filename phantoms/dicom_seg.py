@@ -1,8 +1,10 @@
 """Writer of the VOI segmentation: one DICOM SEG (BINARY) on the first time point's CT.
 
 One segment per VOI (organs and lesions, not the body remainder), SegmentLabel = VOI label,
-segment number = the VOI's label-map value. Every CT slice gets a frame (empty frames are kept), so
-the SEG volume has exactly the CT grid.
+segment number = the VOI's label-map value, one bit per pixel. By default every CT slice gets a
+frame per segment (empty frames are kept), so the SEG volume has exactly the CT grid; a large CT
+(the ``clinical`` preset) keeps only the frames that hold a segment, as segmentation tools do:
+readers place frames by their position (highdicom's ``get_volume`` fills the gaps).
 """
 
 from __future__ import annotations
@@ -58,11 +60,13 @@ def write_seg(
     content_datetime: dt.datetime,
     uid_for_tracking: Sequence[UID],
     dimension_organization_uid: UID,
+    omit_empty_frames: bool = False,
 ) -> hd.seg.Segmentation:
     """Write the SEG of ``vois`` from ``ct_labels`` (CT grid, values = segment numbers).
 
     ``ct_slices`` must be in slice order (the order of ``ct_labels``' first axis); values of
     ``ct_labels`` that are no VOI's segment number (body, outside) are background.
+    ``omit_empty_frames`` keeps only the frames where a segment has a pixel.
     """
     labelmap = np.where(np.isin(ct_labels, [v.value for v in vois]), ct_labels, 0).astype(np.uint8)
     descriptions = []
@@ -95,7 +99,7 @@ def write_seg(
         content_label="VOIS",
         content_description="Ground-truth VOIs of the digital phantom",
         series_description="VOIs (ground truth)",
-        omit_empty_frames=False,
+        omit_empty_frames=omit_empty_frames,
     )
     # highdicom stamps the wall clock (content, contributing equipment) and a random dimension
     # organisation UID: pin them so that the same seed gives byte-identical files.

@@ -31,11 +31,26 @@ class VoxelGrid:
     @classmethod
     def centred(cls, shape_zyx: tuple[int, int, int], voxel_mm: float) -> VoxelGrid:
         """Isotropic grid of ``voxel_mm`` whose centre lies at patient (0, 0, 0) mm."""
+        return cls.around((0.0, 0.0, 0.0), shape_zyx, (voxel_mm, voxel_mm, voxel_mm))
+
+    @classmethod
+    def around(
+        cls,
+        centre_mm_xyz: tuple[float, float, float],
+        shape_zyx: tuple[int, int, int],
+        spacing_mm_xyz: tuple[float, float, float],
+    ) -> VoxelGrid:
+        """Grid of ``shape_zyx`` and ``spacing_mm_xyz`` whose centre lies at ``centre_mm_xyz``."""
         n_slices, n_rows, n_columns = shape_zyx
-        origin = tuple(-(n - 1) / 2.0 * voxel_mm for n in (n_columns, n_rows, n_slices))
+        origin = tuple(
+            centre - (n - 1) / 2.0 * spacing
+            for centre, n, spacing in zip(
+                centre_mm_xyz, (n_columns, n_rows, n_slices), spacing_mm_xyz, strict=True
+            )
+        )
         return cls(
             shape_zyx=shape_zyx,
-            spacing_mm_xyz=(voxel_mm, voxel_mm, voxel_mm),
+            spacing_mm_xyz=spacing_mm_xyz,
             origin_mm_xyz=(origin[0], origin[1], origin[2]),
         )
 
@@ -59,6 +74,23 @@ class VoxelGrid:
         """Voxel size in array-axis order (slice, row, column), mm."""
         x_mm, y_mm, z_mm = self.spacing_mm_xyz
         return (z_mm, y_mm, x_mm)
+
+    @property
+    def centre_mm_xyz(self) -> tuple[float, float, float]:
+        """Centre of the grid (midpoint between the first and last voxel centres), mm."""
+        x0, y0, z0 = self.origin_mm_xyz
+        sx, sy, sz = self.spacing_mm_xyz
+        return (
+            x0 + (self.n_columns - 1) / 2.0 * sx,
+            y0 + (self.n_rows - 1) / 2.0 * sy,
+            z0 + (self.n_slices - 1) / 2.0 * sz,
+        )
+
+    @property
+    def field_of_view_mm_xyz(self) -> tuple[float, float, float]:
+        """Extent of the grid from the first voxel's outer edge to the last one's, mm."""
+        sx, sy, sz = self.spacing_mm_xyz
+        return (self.n_columns * sx, self.n_rows * sy, self.n_slices * sz)
 
     @property
     def voxel_volume_ml(self) -> float:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,17 +25,17 @@ from phantoms.anatomy import (
     BODY_VALUE,
     OUTSIDE_VALUE,
     Anatomy,
+    EllipticCylinder,
     Voi,
     default_anatomy,
     sample_label_map,
 )
-from phantoms.dicom_ct import hu_map, write_ct_series
+from phantoms.dicom_ct import anatomical_hu_slices, hu_map, write_ct_series
 from phantoms.dicom_nm import RADIOPHARMACEUTICAL, write_nm
 from phantoms.dicom_seg import write_seg
 from phantoms.dicom_study import PatientInfo, TimePointStudy
-from phantoms.grid import VoxelGrid
 from phantoms.kinetics import MonoExponential, draw_truth_kinetics
-from phantoms.presets import PRESETS, nm_grid_for
+from phantoms.presets import ct_grid_for, nm_grid_for, preset_named
 from phantoms.site_profiles import DEFAULT_SITE, SiteProfile, sites_registry_document
 from phantoms.uids import reproducible_uid
 
@@ -47,8 +47,6 @@ MAX_STORED_COUNTS = 65535
 """Largest count a uint16 NM pixel holds."""
 GROUND_TRUTH_FORMAT = "concordose.ground_truth"
 GROUND_TRUTH_FORMAT_VERSION = 1
-CT_IN_PLANE_REFINEMENT = 2
-"""CT pixels are this many times finer in-plane than SPECT voxels (same slices)."""
 CT_NOISE_SD_HU = 5.0
 """Gaussian CT noise, HU."""
 HU_BY_LABEL: dict[str, float] = {
@@ -93,8 +91,7 @@ class GeneratedPatient:
 
 
 def _validate(preset: str, time_points_h: Sequence[float]) -> tuple[float, ...]:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+    preset_named(preset)
     times_h = tuple(float(t) for t in time_points_h)
     if not times_h:
         raise ValueError("time_points_h is empty; give at least one time point (h after injection)")
@@ -170,7 +167,8 @@ def generate_patient(
     Args:
         out_dir: output folder (created if missing).
         seed: seeds kinetics, patient attributes, CT noise, Poisson noise and UIDs.
-        preset: grid size, ``"test"`` (48×48×32 SPECT, 2× voxels) or ``"demo"`` (site's grid).
+        preset: grid size, ``"test"`` (48×48×32 SPECT, 2× voxels), ``"demo"`` (site's grid) or
+            ``"clinical"`` (128×128×96 SPECT, 512×512 CT with ribs, spine, lungs; ≤ 3 mm slices).
         site: the site whose camera and calibration are simulated.
         time_points_h: acquisition starts in h after injection, positive and increasing.
 
@@ -180,7 +178,8 @@ def generate_patient(
     """
     times_h = _validate(preset, time_points_h)
     nm_grid = nm_grid_for(site, preset)
-    ct_grid: VoxelGrid = nm_grid.refined_in_plane(CT_IN_PLANE_REFINEMENT)
+    ct_grid = ct_grid_for(nm_grid, preset)
+    anatomical_ct = preset_named(preset).anatomical_ct
     anatomy = default_anatomy()
     kinetics_seq, patient_seq, noise_seq = np.random.SeedSequence(seed).spawn(3)
     patient_rng = np.random.default_rng(patient_seq)
@@ -264,9 +263,21 @@ def generate_patient(
         )
         nm_files.append(nm_path)
         dicom_files.append(nm_path)
+        if anatomical_ct and isinstance(anatomy.body.shape, EllipticCylinder):
+            ct_hu: Iterable[NDArray[np.int16]] = anatomical_hu_slices(
+                ct_labels,
+                ct_grid,
+                hu_by_value,
+                body=anatomy.body.shape,
+                paint_over=(BODY_VALUE,),
+                noise_sd_hu=CT_NOISE_SD_HU,
+                rng=noise_rng,
+            )
+        else:
+            ct_hu = hu_map(ct_labels, hu_by_value, noise_sd_hu=CT_NOISE_SD_HU, rng=noise_rng)
         ct_written = write_ct_series(
             tp_dir / "ct",
-            hu=hu_map(ct_labels, hu_by_value, noise_sd_hu=CT_NOISE_SD_HU, rng=noise_rng),
+            hu=ct_hu,
             grid=ct_grid,
             site=site,
             patient=patient,
@@ -292,6 +303,7 @@ def generate_patient(
         content_datetime=acquisition_datetimes[0],
         uid_for_tracking=[reproducible_uid(patient_key, "tracking", v.label) for v in anatomy.vois],
         dimension_organization_uid=reproducible_uid(patient_key, "seg-dimension-organization"),
+        omit_empty_frames=anatomical_ct,
     )
     dicom_files.append(seg_path)
 

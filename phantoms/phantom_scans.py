@@ -40,7 +40,7 @@ from phantoms.dicom_study import PatientInfo, TimePointStudy
 from phantoms.grid import VoxelGrid
 from phantoms.imaging import analytic_sphere_recovery, expected_counts, stored_counts
 from phantoms.phantom_geometry import sphere_occupancy, voxel_centre_mask
-from phantoms.presets import nm_grid_for
+from phantoms.presets import ct_grid_for, nm_grid_for
 from phantoms.site_profiles import SiteProfile
 from phantoms.uids import reproducible_uid
 
@@ -252,7 +252,7 @@ def scan_cylinder(
     rng = np.random.default_rng([seed, zlib.crc32(site.site_id.encode()), 1])
     kind = PhantomKind.UNIFORM_CYLINDER
     grid = nm_grid_for(site, preset)
-    ct_grid = grid.refined_in_plane(2)
+    ct_grid = ct_grid_for(grid, preset)
     offset = np.array([rng.uniform(-10, 10), rng.uniform(-10, 10), rng.uniform(-5, 5)])
     cylinder = uniform_cylinder((float(offset[0]), float(offset[1]), float(offset[2])))
     reference = dt.datetime.combine(_SCAN_DAY, dt.time(9, 0))
@@ -341,7 +341,7 @@ def scan_nema(
     rng = np.random.default_rng([seed, zlib.crc32(site.site_id.encode()), 2])
     kind = PhantomKind.NEMA_IEC_BODY
     grid = nm_grid_for(site, preset)
-    ct_grid = grid.refined_in_plane(2)
+    ct_grid = ct_grid_for(grid, preset)
     offset = np.array([rng.uniform(-10, 10), rng.uniform(-10, 10), rng.uniform(-5, 5)])
     phantom = nema_iec_phantom((float(offset[0]), float(offset[1]), float(offset[2])))
     reference = dt.datetime.combine(_SCAN_DAY, dt.time(13, 0))
