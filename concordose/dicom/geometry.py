@@ -31,6 +31,20 @@ class VolumeGeometry:
         """Volume of one voxel in mL (1 mL = 1000 mm³)."""
         return float(np.prod(self.spacing_mm)) / 1000.0
 
+    def cropped(self, box: tuple[slice, slice, slice]) -> VolumeGeometry:
+        """The sub-grid ``box`` (slices, rows, columns index ranges, step 1) of this grid."""
+        start = np.array([box[2].start or 0, box[1].start or 0, box[0].start or 0], dtype=float)
+        stop = [box[i].indices(self.shape[i])[1] for i in range(3)]
+        shape = tuple(int(b - a) for a, b in zip((s.start or 0 for s in box), stop, strict=True))
+        columns = np.asarray(self.direction, dtype=float).reshape(3, 3)
+        origin = np.asarray(self.origin_mm) + columns @ (start * np.asarray(self.spacing_mm))
+        return VolumeGeometry(
+            origin_mm=(float(origin[0]), float(origin[1]), float(origin[2])),
+            spacing_mm=self.spacing_mm,
+            direction=self.direction,
+            shape=(shape[0], shape[1], shape[2]),
+        )
+
     def to_sitk(self, array: npt.NDArray[np.generic]) -> sitk.Image:
         """Wrap ``array`` (slices, rows, columns) as a SimpleITK image with this geometry."""
         if array.shape != self.shape:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -88,14 +89,15 @@ class CtDoseGrid:
     Attributes:
         maps_geometry: the activity maps' grid (the first SPECT's) in patient space.
         geometry: the CT's grid, in the same frame of reference and direction.
-        hu: the CT in Hounsfield units, (slices, rows, columns) of ``geometry``.
+        hu: the CT in Hounsfield units, (slices, rows, columns) of ``geometry`` (float32 is
+            enough: HU are integers on every scanner).
         voi_masks: (n_voi, slices, rows, columns) VOI masks on the CT grid.
         curve: HU → mass density calibration (default: water-equivalent line).
     """
 
     maps_geometry: VolumeGeometry
     geometry: VolumeGeometry
-    hu: FloatArray
+    hu: npt.NDArray[np.floating[Any]]
     voi_masks: npt.NDArray[np.bool_]
     curve: HuDensityCurve = field(default_factory=HuDensityCurve)
 

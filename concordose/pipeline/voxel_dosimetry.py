@@ -36,6 +36,19 @@ from concordose.quant.density import HuDensityCurve
 from concordose.quant.voi import resample_vois
 
 
+def voi_bounding_box(masks: npt.NDArray[np.bool_]) -> tuple[slice, slice, slice]:
+    """The smallest box holding every VOI's voxels (the whole grid when no VOI has any)."""
+    occupied = masks.any(axis=0)
+    if not occupied.any():
+        return (slice(0, masks.shape[1]), slice(0, masks.shape[2]), slice(0, masks.shape[3]))
+    ranges = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        indices = np.flatnonzero(np.any(occupied, axis=other))
+        ranges.append(slice(int(indices[0]), int(indices[-1]) + 1))
+    return (ranges[0], ranges[1], ranges[2])
+
+
 def first_ct_dose_grid(
     cycle: CycleStudy,
     vois: Sequence[VoiMask],
@@ -57,20 +70,24 @@ def first_ct_dose_grid(
     if not first.ct_files:
         return None
     image = read_ct_series(first.ct_files)
-    geometry = VolumeGeometry.from_sitk(image)
+    geometry = VolumeGeometry.from_sitk(image)  # the whole CT; cropped to the VOIs below
     if not np.allclose(geometry.direction, maps_geometry.direction, atol=1e-6):
         raise StudyIncompleteError(
             f"the first CT's direction {geometry.direction} differs from the first SPECT's "
             f"{maps_geometry.direction}; the dose cannot be averaged onto it (use output_grid: "
             "spect)"
         )
-    hu = sitk.GetArrayFromImage(image).astype(np.float64)
     on_ct = resample_vois(vois, geometry, alignment.mask_transform())
+    # Doses are only read inside the VOIs: the grid is cropped to their bounding box, so the
+    # CT-grid maps (HU, density, every method's dose and SD) cover that box, not the whole CT.
+    box = voi_bounding_box(on_ct.masks)
+    hu = sitk.GetArrayViewFromImage(image)[box].astype(np.float32)
+    del image
     return CtDoseGrid(
         maps_geometry=maps_geometry,
-        geometry=geometry,
+        geometry=geometry.cropped(box),
         hu=hu,
-        voi_masks=on_ct.masks,
+        voi_masks=np.ascontiguousarray(on_ct.masks[(slice(None), *box)]),
         curve=curve or HuDensityCurve(),
     )
 

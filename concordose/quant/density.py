@@ -10,6 +10,7 @@ give its measured calibration (e.g. from a density phantom) as ``HuDensityCurve`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,7 +44,7 @@ class HuDensityCurve:
                 f"got HU {self.hu} and density {self.density_g_per_ml}"
             )
 
-    def density(self, hu: FloatArray) -> FloatArray:
+    def density(self, hu: npt.NDArray[np.floating[Any]]) -> FloatArray:
         """Density (g/mL) of each voxel's HU value, never below that of air."""
         values = np.asarray(hu, dtype=np.float64)
         points = np.asarray(self.hu)
@@ -57,7 +58,7 @@ class HuDensityCurve:
 
 
 def voi_masses_g(
-    hu: FloatArray,
+    hu: npt.NDArray[np.floating[Any]],
     masks: npt.NDArray[np.bool_],
     voxel_volume_ml: float,
     curve: HuDensityCurve | None = None,
