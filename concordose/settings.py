@@ -41,6 +41,10 @@ class Settings(BaseSettings):
         max_pdu_bytes: maximum PDU size we accept (0 = unlimited).
         max_concurrent_cycles: cycles a sweep processes at once (each holds its images in
             memory: the bound that keeps a backlog from exhausting it).
+        memory_budget_gb: memory a worker may use for cycles, GB: a cycle whose estimated
+            working set exceeds it is held (with the sizes) instead of being killed by the
+            kernel, and a sweep runs cycles together only while their estimates fit; default
+            half of the machine's physical memory.
     """
 
     model_config = SettingsConfigDict(
@@ -66,6 +70,7 @@ class Settings(BaseSettings):
     receiver_max_associations: int = Field(default=10, ge=1)
     max_pdu_bytes: int = Field(default=131072, ge=0)
     max_concurrent_cycles: int = Field(default=1, ge=1, le=8)
+    memory_budget_gb: float | None = Field(default=None, gt=0.0)
 
 
 def default_workdir() -> Path:

@@ -8,8 +8,9 @@
   folder, whatever its state (re-running replaces rows).
 
 Cycles are mapped over ``process-cycle`` runs (one child run each) at most
-``max_concurrent_cycles`` at a time, so a backlog cannot exhaust memory; one cycle's failure
-fails its own run only and is reported in the result.
+``max_concurrent_cycles`` at a time and only while their estimated working sets
+(:mod:`concordose.pipeline.working_set`) fit the memory budget together, so a backlog cannot
+exhaust memory; one cycle's failure fails its own run only and is reported in the result.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from concordose.calibration.registry import SiteRegistry
+from concordose.errors import ConcordoseError
+from concordose.pipeline.assembly import assemble_cycle
 from concordose.pipeline.catalogue import CycleSource
 from concordose.pipeline.preparation import prepare_cycle
+from concordose.pipeline.working_set import estimate_working_set, memory_budget_bytes
 from concordose.settings import Settings
 from concordose.spool.cycles import CycleRecord, CycleState, due_for_processing
 from flows.process_cycle import (
@@ -131,6 +135,42 @@ def select_cycles_task(
     return selected, len(records), receiving
 
 
+@task(name="estimate-working-sets", cache_policy=NO_CACHE)
+def estimate_sizes_task(source: Path, records: list[CycleRecord]) -> list[float]:
+    """Each cycle's estimated working set, bytes, from headers (0 for a cycle that cannot be
+    assembled: it will be held without loading anything)."""
+    cycle_source = CycleSource(source)
+    sizes = []
+    for record in records:
+        try:
+            study = assemble_cycle(cycle_source.instances(record.members))
+        except ConcordoseError:
+            sizes.append(0.0)
+            continue
+        sizes.append(estimate_working_set(study).estimated_bytes)
+    return sizes
+
+
+def batches_within_budget(
+    records: list[CycleRecord], sizes: list[float], limit: int, budget_bytes: float
+) -> list[list[CycleRecord]]:
+    """Consecutive batches of at most ``limit`` cycles whose estimated working sets fit the
+    memory budget together (a cycle larger than the budget alone goes in a batch of its own:
+    its run holds it)."""
+    batches: list[list[CycleRecord]] = []
+    current: list[CycleRecord] = []
+    total = 0.0
+    for record, size in zip(records, sizes, strict=True):
+        if current and (len(current) == limit or total + size > budget_bytes):
+            batches.append(current)
+            current, total = [], 0.0
+        current.append(record)
+        total += size
+    if current:
+        batches.append(current)
+    return batches
+
+
 def _run_cycles(
     source: Path,
     sites_file: Path,
@@ -157,8 +197,9 @@ def _run_cycles(
     )
     runs: list[CycleRunResult] = []
     failed: dict[str, str] = {}
-    for start in range(0, len(selected), limit):
-        batch = selected[start : start + limit]
+    sizes = estimate_sizes_task(source, selected) if limit > 1 else [0.0] * len(selected)
+    budget = memory_budget_bytes(Settings().memory_budget_gb)
+    for batch in batches_within_budget(selected, sizes, limit, budget):
         futures = run_cycle_task.map(
             unmapped(source), unmapped(sites_file), batch, unmapped(options)
         )

@@ -20,6 +20,8 @@ from prefect.client.schemas.objects import State
 from concordose.calibration.registry import SiteRegistry
 from concordose.pipeline.catalogue import CataloguedInstance, CycleSource
 from concordose.pipeline.preparation import PreparedCycle, prepare_cycle
+from concordose.pipeline.working_set import memory_budget_bytes
+from concordose.settings import Settings
 from concordose.spool.cycles import CycleMembers, CycleRecord, CycleState
 
 IO_RETRIES = 2
@@ -72,8 +74,14 @@ def prepare_task(
     read_vois: bool = True,
 ) -> PreparedCycle:
     """Assemble, read the VOIs and gate the cycle once (held with a reason, never raising for
-    the cycle's own content)."""
-    return prepare_cycle(instances, registry, site_id=site_id, read_vois=read_vois)
+    the cycle's own content; held too when larger than the worker's memory budget)."""
+    return prepare_cycle(
+        instances,
+        registry,
+        site_id=site_id,
+        read_vois=read_vois,
+        memory_budget_bytes=memory_budget_bytes(Settings().memory_budget_gb),
+    )
 
 
 @task(

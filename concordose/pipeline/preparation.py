@@ -22,11 +22,14 @@ from concordose.dicom.seg import VoiMask, read_segmentation
 from concordose.errors import ConcordoseError, StudyIncompleteError, UnreadableDicomError
 from concordose.pipeline.assembly import CycleStudy, assemble_cycle
 from concordose.pipeline.catalogue import CataloguedInstance
+from concordose.pipeline.working_set import WorkingSet, estimate_working_set
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.spool.cycles import CycleMembers
 
 UNKNOWN_SITE = "unknown"
 """``site_id`` published for a held cycle whose sender matches no site."""
+MEMORY_BUDGET_CHECK = "memory_budget"
+"""``check_name`` of the finding holding a cycle too large for the worker's memory budget."""
 ASSEMBLY_CHECK = "cycle_assembly"
 """``check_name`` of the finding published for a cycle that cannot be assembled or read."""
 
@@ -41,6 +44,7 @@ class PreparedCycle:
         verdict: the gate's verdict (None when the cycle could not be assembled).
         assembly_findings: the error that stopped assembly or reading, as findings.
         calling_ae_titles: who sent the cycle's instances (identifies the site when held early).
+        working_set: the cycle's estimated memory (None when it could not be assembled).
     """
 
     study: CycleStudy | None
@@ -48,6 +52,7 @@ class PreparedCycle:
     verdict: CycleVerdict | None
     assembly_findings: tuple[Finding, ...] = ()
     calling_ae_titles: tuple[str, ...] = ()
+    working_set: WorkingSet | None = None
 
     @property
     def held(self) -> bool:
@@ -71,8 +76,9 @@ class PreparedCycle:
         return "; ".join(errors) or "held"
 
 
-def _assembly_held(instances: list[CataloguedInstance], error: Exception) -> PreparedCycle:
-    finding = Finding(ASSEMBLY_CHECK, Severity.ERROR, "cycle", str(error))
+def _held_early(
+    instances: list[CataloguedInstance], finding: Finding, working_set: WorkingSet | None = None
+) -> PreparedCycle:
     return PreparedCycle(
         study=None,
         vois=(),
@@ -81,6 +87,24 @@ def _assembly_held(instances: list[CataloguedInstance], error: Exception) -> Pre
         calling_ae_titles=tuple(
             sorted({i.calling_ae_title for i in instances if i.calling_ae_title is not None})
         ),
+        working_set=working_set,
+    )
+
+
+def _assembly_held(instances: list[CataloguedInstance], error: Exception) -> PreparedCycle:
+    return _held_early(instances, Finding(ASSEMBLY_CHECK, Severity.ERROR, "cycle", str(error)))
+
+
+def _memory_held(
+    instances: list[CataloguedInstance], working_set: WorkingSet, budget_bytes: float
+) -> PreparedCycle:
+    message = (
+        f"{working_set.describe()} exceeds the worker's memory budget "
+        f"{budget_bytes / 1e9:.1f} GB (CONCORDOSE_MEMORY_BUDGET_GB); process it on a larger "
+        "worker or raise the budget"
+    )
+    return _held_early(
+        instances, Finding(MEMORY_BUDGET_CHECK, Severity.ERROR, "cycle", message), working_set
     )
 
 
@@ -90,6 +114,7 @@ def prepare_cycle(
     *,
     site_id: str | None = None,
     read_vois: bool = True,
+    memory_budget_bytes: float | None = None,
 ) -> PreparedCycle:
     """Assemble, read the VOIs (unless ``read_vois`` is False: a cheap re-check of a held
     cycle) and gate one cycle.
@@ -98,9 +123,15 @@ def prepare_cycle(
         instances: the cycle's instances only (:meth:`CycleSource.instances`).
         registry: the site registry (sites, calibration records, protocols).
         site_id: the site of the files when they did not come through the receiver.
+        memory_budget_bytes: hold the cycle (before reading any pixel) when its estimated
+            working set (:func:`~concordose.pipeline.working_set.estimate_working_set`) exceeds
+            this; None: no limit.
     """
     try:
         study = assemble_cycle(instances)
+        working_set = estimate_working_set(study)
+        if memory_budget_bytes is not None and working_set.estimated_bytes > memory_budget_bytes:
+            return _memory_held(instances, working_set, memory_budget_bytes)
         vois = tuple(read_segmentation(study.segmentation)) if read_vois else ()
     except (StudyIncompleteError, UnreadableDicomError) as exc:
         return _assembly_held(instances, exc)
@@ -113,6 +144,7 @@ def prepare_cycle(
         study=study,
         vois=vois,
         verdict=verdict,
+        working_set=working_set,
         calling_ae_titles=tuple(
             sorted({p.calling_ae_title for p in study.time_points if p.calling_ae_title})
         ),

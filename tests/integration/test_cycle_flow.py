@@ -311,3 +311,40 @@ def test_run_flows_processes_in_a_worker_process_and_survives_its_death(
     assert cycle.state is CycleState.PROCESSED
     assert cycle.outcome is not None
     assert list((out / "_manifests").glob(f"{cycle.outcome.run_id}.json"))
+
+
+def test_a_cycle_over_the_memory_budget_is_held_with_its_sizes_while_the_receiver_accepts(
+    prefect_server: None,
+    tmp_path: Path,
+    small_patient: GeneratedPatient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONCORDOSE_MEMORY_BUDGET_GB", "0.05")
+    out = tmp_path / "out"
+    trigger = InProcessFlowTrigger(small_patient.sites_path, output_uri=str(out))
+    receiver = _receive(tmp_path / "spool", small_patient, trigger)
+    try:
+        _complete_all(receiver, _studies(small_patient.dicom_files))
+        (future,) = trigger.futures.values()
+        result = future.result(timeout=300)
+        assert result.outcome == "held"
+        assert result.reason is not None
+        assert "exceeds the worker's memory budget 0.1 GB" in result.reason
+        assert "estimated working set" in result.reason
+        assert "CT " in result.reason
+        report = send_files(  # the receiver goes on accepting
+            [small_patient.seg_path],
+            host="127.0.0.1",
+            port=receiver.port,
+            called_ae_title="CONCORDOSE",
+            calling_ae_title=small_patient.site.calling_ae_title,
+        )
+        assert report.refused == []
+    finally:
+        receiver.stop()
+        trigger.shutdown()
+    (cycle,) = Spool(tmp_path / "spool").cycles()
+    assert cycle.state is CycleState.HELD
+    store = open_object_store(str(out), Settings())
+    (finding,) = read_current(store, "qc_findings").to_pylist()
+    assert finding["check_name"] == "memory_budget"
