@@ -14,7 +14,7 @@ from concordose.errors import StudyIncompleteError, UnreadableDicomError
 
 
 def read_ct_series(files: Sequence[Path]) -> sitk.Image:
-    """Stack CT slices into one volume, ordered along the slice normal.
+    """Stack CT slices into one int16 volume (HU), ordered along the slice normal.
 
     Raises:
         StudyIncompleteError: fewer than 2 slices, or slices of different orientations.
@@ -44,6 +44,9 @@ def read_ct_series(files: Sequence[Path]) -> sitk.Image:
     normal = np.cross(orientation[:3], orientation[3:])
     order = np.argsort(np.asarray(positions) @ normal)
     reader = sitk.ImageSeriesReader()
+    # HU are integers within ±32 767 on every scanner: int16 halves the volume against the
+    # reader's default (int32 or float32 after rescaling).
+    reader.SetOutputPixelType(sitk.sitkInt16)
     reader.SetFileNames([str(files[i]) for i in order])
     volume: sitk.Image = reader.Execute()
     return volume

@@ -35,11 +35,10 @@ def registration_image(image: sitk.Image, voxel_mm: float = REGISTRATION_VOXEL_M
     """``image`` as float32 averaged into blocks of about ``voxel_mm`` (each axis whose spacing
     is finer; integer block counts, so no interpolation)."""
     factors = [max(1, round(voxel_mm / spacing)) for spacing in image.GetSpacing()]
-    as_float: sitk.Image = sitk.Cast(image, sitk.sitkFloat32)
-    if factors == [1, 1, 1]:
-        return as_float
-    shrunk: sitk.Image = sitk.BinShrink(as_float, factors)
-    return shrunk
+    # Shrink first, in the input's pixel type: the full-size float copy is never made.
+    shrunk = image if factors == [1, 1, 1] else sitk.BinShrink(image, factors)
+    as_float: sitk.Image = sitk.Cast(shrunk, sitk.sitkFloat32)
+    return as_float
 
 
 @dataclass(frozen=True)
