@@ -78,6 +78,20 @@ def test_clinical_ct_is_512_square_with_thin_slices_over_the_spect_field_of_view
         ct_grid_for(nm_grid_for(wide, "clinical"), "clinical")
 
 
+def test_clinical_ct_slice_spacing_can_be_thinner() -> None:
+    nm_grid, default_ct = _clinical_grids()
+    assert ct_grid_for(nm_grid, "clinical", max_slice_mm=3.0) == default_ct
+    thin = ct_grid_for(nm_grid, "clinical", max_slice_mm=1.415)
+    assert thin.shape_zyx == (300, 512, 512)
+    assert thin.spacing_mm_xyz == pytest.approx((1.105, 1.105, 96 * 4.42 / 300))
+    assert thin.field_of_view_mm_xyz == pytest.approx(nm_grid.field_of_view_mm_xyz)
+    assert thin.centre_mm_xyz == pytest.approx(nm_grid.centre_mm_xyz, abs=1e-9)
+    with pytest.raises(ValueError, match="decoupled"):
+        ct_grid_for(nm_grid, "clinical", max_slice_mm=0.0)
+    with pytest.raises(ValueError, match="decoupled"):
+        ct_grid_for(nm_grid_for(DEFAULT_SITE, "demo"), "demo", max_slice_mm=1.0)
+
+
 def test_smaller_presets_keep_the_ct_refined_from_the_spect() -> None:
     for preset in ("test", "demo"):
         nm_grid = nm_grid_for(DEFAULT_SITE, preset)
