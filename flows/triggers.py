@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
@@ -114,7 +115,41 @@ class DeploymentTrigger:
             )
 
 
-class InProcessFlowTrigger:
+ResultT = TypeVar("ResultT")
+
+
+class QueuedCycleTrigger(Generic[ResultT]):
+    """An ``on_complete`` hook that queues one run per changed cycle on one thread, in order,
+    and returns at once (the receiver is never blocked); a re-delivered event whose content is
+    already queued or done is ignored. Subclasses say how a run is made (:meth:`run`).
+
+    Attributes:
+        futures: per idempotency key, the queued run.
+    """
+
+    def __init__(self, thread_name: str) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        self.futures: dict[str, Future[ResultT]] = {}
+
+    def run(self, spool_root: Path, record: CycleRecord) -> ResultT:
+        """Process ``record`` (runs on the trigger's thread)."""
+        raise NotImplementedError
+
+    def __call__(self, event: TimePointEvent) -> None:
+        """Queue one run per changed cycle of ``event``."""
+        spool, records = cycles_to_start(event)
+        for record in records:
+            key = idempotency_key(spool.spool_id, record)
+            if key in self.futures:
+                continue  # a re-delivered event: that content is already queued or done
+            self.futures[key] = self._executor.submit(self.run, Path(event.spool_root), record)
+
+    def shutdown(self) -> None:
+        """Wait for queued runs to finish."""
+        self._executor.shutdown(wait=True)
+
+
+class InProcessFlowTrigger(QueuedCycleTrigger[CycleRunResult]):
     """``on_complete`` hook: runs ``process-cycle`` here, one run at a time, in order.
 
     Args:
@@ -123,37 +158,26 @@ class InProcessFlowTrigger:
     """
 
     def __init__(self, sites_file: Path, output_uri: str | None = None) -> None:
+        super().__init__("cycle-flow")
         self.sites_file = sites_file
         self.output_uri = output_uri
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cycle-flow")
-        self.futures: dict[str, Future[CycleRunResult]] = {}
 
-    def __call__(self, event: TimePointEvent) -> None:
-        """Queue one run per changed cycle and return at once (the receiver is not blocked)."""
-        spool, records = cycles_to_start(event)
-        for record in records:
-            key = idempotency_key(spool.spool_id, record)
-            if key in self.futures:
-                continue  # a re-delivered event: that content is already queued or done
-            self.futures[key] = self._executor.submit(
-                process_cycle,
-                Path(event.spool_root),
-                self.sites_file,
-                record.cycle_id,
-                content_revision=record.members.content_revision,
-                output_uri=self.output_uri,
-            )
-
-    def shutdown(self) -> None:
-        """Wait for queued runs to finish."""
-        self._executor.shutdown(wait=True)
+    def run(self, spool_root: Path, record: CycleRecord) -> CycleRunResult:
+        """``process-cycle`` for ``record``'s current content, in this process."""
+        return process_cycle(
+            spool_root,
+            self.sites_file,
+            record.cycle_id,
+            content_revision=record.members.content_revision,
+            output_uri=self.output_uri,
+        )
 
 
 WORKER_OUTCOME_EXIT_CODES = {0: "processed or skipped", 1: "held"}
 """Exit statuses of ``concordose process-cycle`` that are an outcome, not a failure."""
 
 
-class WorkerProcessTrigger:
+class WorkerProcessTrigger(QueuedCycleTrigger[int]):
     """``on_complete`` hook of ``concordose receive --run-flows``: runs ``process-cycle`` in a
     separate worker process (``concordose process-cycle``), one at a time, in order.
 
@@ -173,22 +197,13 @@ class WorkerProcessTrigger:
         output_uri: str | None = None,
         command: Sequence[str] = (sys.executable, "-m", "concordose"),
     ) -> None:
+        super().__init__("cycle-worker")
         self.sites_file = sites_file
         self.output_uri = output_uri
         self.command = tuple(command)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cycle-worker")
-        self.futures: dict[str, Future[int]] = {}
 
-    def __call__(self, event: TimePointEvent) -> None:
-        """Queue one worker run per changed cycle and return at once."""
-        spool, records = cycles_to_start(event)
-        for record in records:
-            key = idempotency_key(spool.spool_id, record)
-            if key in self.futures:
-                continue  # a re-delivered event: that content is already queued or done
-            self.futures[key] = self._executor.submit(self._run, Path(event.spool_root), record)
-
-    def _run(self, spool_root: Path, record: CycleRecord) -> int:
+    def run(self, spool_root: Path, record: CycleRecord) -> int:
+        """``concordose process-cycle`` for ``record`` in a child process; its exit status."""
         arguments = [
             *self.command,
             "process-cycle",
@@ -221,7 +236,3 @@ class WorkerProcessTrigger:
                 record.members, CycleState.FAILED, datetime.now(UTC), reason=reason
             )
         return status
-
-    def shutdown(self) -> None:
-        """Wait for queued worker runs to finish."""
-        self._executor.shutdown(wait=True)

@@ -80,6 +80,18 @@ def _receive(
     return receiver
 
 
+def _send_more(receiver: StorageReceiver, patient: GeneratedPatient, files: list[Path]) -> None:
+    """Another association to a running receiver; every instance must be accepted."""
+    report = send_files(
+        files,
+        host="127.0.0.1",
+        port=receiver.port,
+        called_ae_title="CONCORDOSE",
+        calling_ae_title=patient.site.calling_ae_title,
+    )
+    assert report.refused == []
+
+
 def _studies(paths: list[Path] | tuple[Path, ...]) -> list[str]:
     seen: dict[str, None] = {}
     for path in paths:
@@ -288,14 +300,7 @@ def test_run_flows_processes_in_a_worker_process_and_survives_its_death(
         assert cycle.reason is not None
         assert "killed by signal 9 (SIGKILL: out of memory?)" in cycle.reason
         # The receiver still accepts: another association stores an instance.
-        report = send_files(
-            [small_patient.nm_files[0]],
-            host="127.0.0.1",
-            port=receiver.port,
-            called_ae_title="CONCORDOSE",
-            calling_ae_title=small_patient.site.calling_ae_title,
-        )
-        assert report.refused == []
+        _send_more(receiver, small_patient, [small_patient.nm_files[0]])
     finally:
         receiver.stop()
         killer.shutdown()
@@ -332,14 +337,7 @@ def test_a_cycle_over_the_memory_budget_is_held_with_its_sizes_while_the_receive
         assert "exceeds the worker's memory budget 0.1 GB" in result.reason
         assert "estimated working set" in result.reason
         assert "CT " in result.reason
-        report = send_files(  # the receiver goes on accepting
-            [small_patient.seg_path],
-            host="127.0.0.1",
-            port=receiver.port,
-            called_ae_title="CONCORDOSE",
-            calling_ae_title=small_patient.site.calling_ae_title,
-        )
-        assert report.refused == []
+        _send_more(receiver, small_patient, [small_patient.seg_path])  # the receiver still accepts
     finally:
         receiver.stop()
         trigger.shutdown()
