@@ -896,7 +896,11 @@ def spool_status(
             state = cycle.state.value
             if cycle.reason:
                 state += f": {cycle.reason}"
-            for uid in cycle.members.all_study_uids:
+            in_time_order = sorted(
+                cycle.members.all_study_uids,
+                key=lambda uid: (by_study[uid].time_h is None, by_study[uid].time_h or 0.0),
+            )
+            for uid in in_time_order:
                 record = by_study[uid]
                 shown.add(uid)
                 if record.notified_at:
