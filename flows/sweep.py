@@ -37,6 +37,7 @@ from concordose.spool.cycles import CycleRecord, CycleState, due_for_processing
 from flows.process_cycle import (
     DEFAULT_DOSE_METHODS,
     DEFAULT_KINETICS_METHODS,
+    OUTCOME_HELD,
     OUTCOME_PROCESSED,
     CycleRunResult,
     process_cycle,
@@ -81,7 +82,7 @@ class SweepResult:
     @property
     def held(self) -> tuple[CycleRunResult, ...]:
         """Runs that held their cycle."""
-        return tuple(run for run in self.runs if run.outcome == "held")
+        return tuple(run for run in self.runs if run.outcome == OUTCOME_HELD)
 
     @property
     def tables(self) -> dict[str, pa.Table]:
@@ -214,7 +215,7 @@ def _run_cycles(
     logger.info(
         "%d processed, %d held, %d failed",
         sum(run.outcome == OUTCOME_PROCESSED for run in runs),
-        sum(run.outcome == "held" for run in runs),
+        sum(run.outcome == OUTCOME_HELD for run in runs),
         len(failed),
     )
     return SweepResult(tuple(runs), failed, considered, receiving)
