@@ -130,8 +130,9 @@ _PROVENANCE = [
 
 # The one quantification path version 1 rows were computed with (concordose 0.1: calibration
 # factor applied to the summed counts in each VOI, masks resampled nearest-neighbour); the
-# v1 → v2 upgrade of voi_timepoints states it explicitly. Kept equal to
-# concordose.pipeline.quantify.QUANTIFICATION_METHOD / its settings hash by a unit test.
+# v1 → v2 upgrade of voi_timepoints states it explicitly. A unit test keeps the method equal to
+# concordose.pipeline.quantify.QUANTIFICATION_METHOD and the hash equal to its settings with
+# nearest-neighbour mask resampling (today's rows use shape-based interpolation).
 V1_QUANTIFICATION_METHOD = "cf_voi_sum"
 V1_QUANTIFICATION_PARAMETERS_HASH = "f0061a9d9efbddee"
 

@@ -1,7 +1,10 @@
 """Reader for VOIs delivered as DICOM Segmentation (SEG), via highdicom.
 
 Each segment becomes a :class:`VoiMask` on the segmentation's own grid (normally the CT of the
-first time point); resampling onto SPECT grids is :mod:`concordose.quant.voi`'s job.
+first time point), cropped to the segment's bounding box: segments are decoded one at a time and
+only the crop is kept, so a study's VOIs hold a few MB however large the CT (one 512 × 512 × 300
+volume per segment would be 79 MB). Putting them on SPECT or dose grids is
+:mod:`concordose.quant.voi`'s job.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ class VoiMask:
         label: SegmentLabel, e.g. ``"kidney_left"``; unique within a study.
         segment_number: SegmentNumber in the SEG.
         voi_type: organ or lesion, from the segmented property category.
-        mask: uint8 SimpleITK image (1 inside) with the SEG's geometry.
+        mask: uint8 SimpleITK image (1 inside) on the SEG's grid (spacing, direction), covering
+            the segment's bounding box only: its origin places the crop in patient space.
     """
 
     label: str
@@ -56,8 +60,19 @@ def _voi_type(segment: object, label: str) -> VoiType:
     return VoiType.LESION if label.lower().startswith(("lesion", "tumo")) else VoiType.ORGAN
 
 
+def _bounding_box_crop(image: sitk.Image) -> sitk.Image | None:
+    """``image`` cut to the box holding its non-zero voxels (None when it has none)."""
+    statistics = sitk.LabelShapeStatisticsImageFilter()
+    statistics.Execute(sitk.Cast(image > 0, sitk.sitkUInt8))
+    if not statistics.HasLabel(1):
+        return None
+    box = statistics.GetBoundingBox(1)  # index (x, y, z) then size
+    cropped: sitk.Image = sitk.RegionOfInterest(image, box[3:], box[:3])
+    return cropped
+
+
 def read_segmentation(path: Path) -> list[VoiMask]:
-    """Read every segment of a DICOM SEG as a binary mask.
+    """Read every segment of a DICOM SEG as a binary mask cropped to its bounding box.
 
     Raises:
         UnreadableDicomError: not a readable DICOM SEG.
@@ -67,26 +82,26 @@ def read_segmentation(path: Path) -> list[VoiMask]:
         seg = hd.seg.segread(path)
     except (InvalidDicomError, OSError, ValueError, AttributeError) as exc:
         raise UnreadableDicomError(path, f"not a readable DICOM SEG: {exc}") from exc
-    try:
-        volume = seg.get_volume(combine_segments=False, dtype=np.uint8)
-    except (ValueError, RuntimeError) as exc:
-        raise UnreadableDicomError(
-            path, f"SEG is not a regularly spaced 3-D volume: {exc}"
-        ) from exc
     masks = []
-    numbers = [int(item.SegmentNumber) for item in seg.SegmentSequence]
-    for channel, item in enumerate(seg.SegmentSequence):
-        label = str(item.SegmentLabel)
-        channel_volume = volume.with_array(np.ascontiguousarray(volume.array[..., channel]))
-        image = channel_volume.to_simpleitk()
-        if not np.any(sitk.GetArrayViewFromImage(image)):
+    for item in seg.SegmentSequence:
+        label, number = str(item.SegmentLabel), int(item.SegmentNumber)
+        try:
+            volume = seg.get_volume(segment_numbers=[number], dtype=np.uint8)
+        except (ValueError, RuntimeError) as exc:
+            raise UnreadableDicomError(
+                path, f"SEG is not a regularly spaced 3-D volume: {exc}"
+            ) from exc
+        image = volume.with_array(np.ascontiguousarray(volume.array[..., 0])).to_simpleitk()
+        del volume
+        cropped = _bounding_box_crop(image)
+        if cropped is None:
             continue
         masks.append(
             VoiMask(
                 label=label,
-                segment_number=numbers[channel],
+                segment_number=number,
                 voi_type=_voi_type(item, label),
-                mask=image,
+                mask=cropped,
             )
         )
     if not masks:

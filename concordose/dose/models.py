@@ -14,7 +14,10 @@ Voxel method contract (:class:`VoxelDoseMethod`, registry ``VOXEL_DOSE_METHODS``
   (z, y, x) and optionally a mass-density map in g/mL on the same grid;
 * out: a :class:`VoxelDoseMap` — absorbed dose in Gy per voxel on the *same* grid, or, when the
   input names an ``output_geometry`` (e.g. the CT's), on that grid (the input then also carries
-  the TIA map's own ``geometry``; the density map, if any, is on the output grid). Bad input
+  the TIA map's own ``geometry``; the density map, if any, is on the output grid);
+* or, for output grids chosen piece by piece (each VOI's box on the CT: never the whole CT), a
+  :class:`PlacedDose` — the dose on the method's own working grid in patient space, computed
+  once, which :meth:`PlacedDose.on_grid` averages onto any output grid by exact overlap. Bad input
   (shapes, spacing, negative TIA) raises :class:`concordose.errors.ConcordoseError`; per-VOI
   statistics of the map come from :mod:`concordose.dose.metrics`.
 """
@@ -28,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from concordose.dicom.geometry import VolumeGeometry
+from concordose.dose.resampling import average_onto_grid
 from concordose.errors import ConcordoseError
 
 
@@ -186,6 +190,45 @@ class VoxelDoseMap:
     geometry: VolumeGeometry | None = None
 
 
+@dataclass(frozen=True)
+class PlacedDose:
+    """A voxel method's dose on its own working grid, before it is put on an output grid.
+
+    Attributes:
+        dose_gy: unit-density dose per voxel (Gy) on ``geometry``, covering the dose's whole
+            support (so the overlap average onto any output grid inside it is exact).
+        geometry: that grid in patient space (the TIA map's, or the kernel's widened by its
+            half-width).
+        divide_by_density: whether the output grid's density divides the dose (LDM and the
+            ``_density`` VSV variants) or not (soft-tissue kernels).
+    """
+
+    dose_gy: npt.NDArray[np.float64]
+    geometry: VolumeGeometry
+    divide_by_density: bool
+
+    def on_grid(
+        self,
+        output_geometry: VolumeGeometry,
+        density_g_per_ml: npt.NDArray[np.floating] | None = None,
+    ) -> npt.NDArray[np.float64]:
+        """The dose (Gy) as the mean over each voxel of ``output_geometry`` (same direction),
+        divided by ``density_g_per_ml`` (on that grid) where the method says so.
+
+        Raises:
+            ConcordoseError: another direction, or a density map of another shape.
+        """
+        dose = average_onto_grid(self.dose_gy, self.geometry, output_geometry)
+        if self.divide_by_density and density_g_per_ml is not None:
+            if density_g_per_ml.shape != dose.shape:
+                raise ConcordoseError(
+                    f"density map has shape {density_g_per_ml.shape} but the output grid "
+                    f"{dose.shape}"
+                )
+            dose = dose / density_g_per_ml
+        return dose
+
+
 class VoxelDoseMethod(Protocol):
     """A named voxel-level dose method (see the module contract)."""
 
@@ -198,4 +241,9 @@ class VoxelDoseMethod(Protocol):
 
     def compute_map(self, dose_input: VoxelDoseInput) -> VoxelDoseMap:
         """Absorbed dose per voxel, Gy, on the input's grid."""
+        ...
+
+    def placed_dose(self, dose_input: VoxelDoseInput) -> PlacedDose:
+        """The dose on the method's working grid; ``dose_input`` must carry its ``geometry``
+        (its ``output_geometry`` and density map, if any, are ignored)."""
         ...

@@ -26,9 +26,12 @@ Steps (:func:`concordose.pipeline.voxel_dosimetry.cycle_voxel_dosimetry` reads t
 
    a cycle whose first time point has no CT falls back to ``spect`` (``dose_grid`` says which);
 4. per-VOI metrics (:func:`concordose.dose.metrics.voi_dose_metrics`, mass-weighted with the CT
-   density on the CT grid) with each VOI's own mask on the dose grid (nearest-neighbour
-   resampling of the SEG through the first time point's alignment), so overlapping VOIs (a
-   lesion inside the liver) each keep all their voxels. VOI masses: CT density × voxel volume
+   density on the CT grid) with each VOI's own mask on the dose grid (shape-based interpolation
+   of the SEG through the first time point's alignment, :mod:`concordose.quant.voi`), so
+   overlapping VOIs (a lesion inside the liver) each keep all their voxels. On the CT grid each
+   method's dose is computed once on its own grid (:class:`~concordose.dose.models.PlacedDose`)
+   and averaged onto one VOI's bounding box at a time: memory follows the largest VOI, never
+   the CT. VOI masses: CT density × voxel volume
    on the CT grid (unit density on the SPECT grid). The VOI TIA sums, fit-failure fractions and
    TIA SDs stay on the SPECT grid, where the voxels were fitted.
 
@@ -63,6 +66,7 @@ from concordose.kinetics.fitting import ALL_MODELS, ExponentialModel
 from concordose.kinetics.models import STATUS_OK, KineticsBatch, settings_hash
 from concordose.kinetics.voxel import VOXEL_FIT_SETTINGS, VoxelKinetics, fit_voxels
 from concordose.quant.density import HuDensityCurve, voi_masses_g
+from concordose.quant.voi import EMPTY_BOX, CroppedMask, bounding_box
 
 FloatArray = npt.NDArray[np.float64]
 VoxelFitter = Callable[
@@ -86,24 +90,74 @@ DOSE_GRID_SPECT = "spect"
 class CtDoseGrid:
     """The CT grid the voxel doses are reported on (``output_grid: ct``).
 
+    Only the part of the CT the VOIs occupy is held, and each VOI only over its own box: the
+    doses are averaged onto one VOI's box at a time (:class:`~concordose.dose.models.
+    PlacedDose`), so memory follows the largest VOI, not the CT.
+
     Attributes:
         maps_geometry: the activity maps' grid (the first SPECT's) in patient space.
-        geometry: the CT's grid, in the same frame of reference and direction.
-        hu: the CT in Hounsfield units, (slices, rows, columns) of ``geometry`` (float32 is
-            enough: HU are integers on every scanner).
-        voi_masks: (n_voi, slices, rows, columns) VOI masks on the CT grid.
+        geometry: the CT's grid over the VOIs' joint bounding box, in the same frame of
+            reference and direction.
+        hu: the CT in Hounsfield units, (slices, rows, columns) of ``geometry`` (int16 or
+            float32: HU are integers on every scanner).
+        voi_masks: per VOI, its mask over its own box of ``geometry``.
         curve: HU → mass density calibration (default: water-equivalent line).
     """
 
     maps_geometry: VolumeGeometry
     geometry: VolumeGeometry
-    hu: npt.NDArray[np.floating[Any]]
-    voi_masks: npt.NDArray[np.bool_]
+    hu: npt.NDArray[np.number[Any]]
+    voi_masks: tuple[CroppedMask, ...]
     curve: HuDensityCurve = field(default_factory=HuDensityCurve)
 
-    def density_g_per_ml(self) -> FloatArray:
-        """The CT's mass density per voxel, g/mL."""
-        return self.curve.density(self.hu)
+    def __post_init__(self) -> None:
+        if self.hu.shape != self.geometry.shape:
+            raise ConfigurationError(
+                f"CT of shape {self.hu.shape} does not match its grid {self.geometry.shape}"
+            )
+        for index, crop in enumerate(self.voi_masks):
+            box_shape = tuple(
+                len(range(*s.indices(n))) for s, n in zip(crop.box, self.hu.shape, strict=True)
+            )
+            if crop.mask.shape != box_shape or any(
+                s.stop > n for s, n in zip(crop.box, self.hu.shape, strict=True)
+            ):
+                raise ConfigurationError(
+                    f"VOI mask {index} of shape {crop.mask.shape} at {crop.box} does not fit "
+                    f"its box on the CT grid {self.hu.shape}"
+                )
+
+    @classmethod
+    def from_masks(
+        cls,
+        maps_geometry: VolumeGeometry,
+        geometry: VolumeGeometry,
+        hu: npt.NDArray[np.number[Any]],
+        masks: npt.NDArray[np.bool_],
+        curve: HuDensityCurve | None = None,
+    ) -> CtDoseGrid:
+        """From full masks (n_voi, slices, rows, columns) on ``geometry``, each cut to its box."""
+        crops = []
+        for mask in masks:
+            box = bounding_box(mask)
+            crops.append(
+                CroppedMask(box, np.ascontiguousarray(mask[box]))
+                if box is not None
+                else CroppedMask(EMPTY_BOX, np.zeros((0, 0, 0), dtype=bool))
+            )
+        return cls(maps_geometry, geometry, hu, tuple(crops), curve or HuDensityCurve())
+
+    def density_g_per_ml(self, box: tuple[slice, slice, slice]) -> FloatArray:
+        """The CT's mass density per voxel over ``box`` of ``geometry``, g/mL."""
+        return self.curve.density(np.asarray(self.hu[box], dtype=np.float64))
+
+    def voi_mass_g(self, index: int) -> float:
+        """VOI ``index``'s mass: CT density × voxel volume over its mask, g."""
+        crop = self.voi_masks[index]
+        mass_g, _ = voi_masses_g(
+            self.hu[crop.box], crop.mask[None], self.geometry.voxel_volume_ml, self.curve
+        )
+        return float(mass_g[0])
 
 
 def voxel_kinetics_names() -> list[str]:
@@ -262,16 +316,6 @@ def voxel_kinetics_settings(rules: VoxelDosimetryRules) -> dict[str, object]:
     }
 
 
-def _bounding_box(mask: npt.NDArray[np.bool_]) -> tuple[slice, ...]:
-    """The smallest box (z, y, x slices) holding every voxel of a non-empty ``mask``."""
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        (indices,) = np.nonzero(mask.any(axis=other))
-        box.append(slice(int(indices[0]), int(indices[-1]) + 1))
-    return tuple(box)
-
-
 def voxel_dose_from_maps(
     time_h: FloatArray,
     activity_maps_mbq: FloatArray,
@@ -314,10 +358,10 @@ def voxel_dose_from_maps(
             f"VOI masks have shape {voi_masks.shape}; expected ({len(labels)}, *{maps.shape[1:]})"
             " to match the labels and the activity maps"
         )
-    if ct_grid is not None and ct_grid.voi_masks.shape != (len(labels), *ct_grid.geometry.shape):
+    if ct_grid is not None and len(ct_grid.voi_masks) != len(labels):
         raise ConfigurationError(
-            f"CT-grid VOI masks have shape {ct_grid.voi_masks.shape}; expected "
-            f"({len(labels)}, *{ct_grid.geometry.shape}) to match the labels and the CT grid"
+            f"the CT grid holds {len(ct_grid.voi_masks)} VOI masks; expected one per label "
+            f"({len(labels)})"
         )
     # A time point missing in a voxel (NaN, e.g. outside a later field of view) leaves the voxel
     # in the body by its other points, so its fit fails visibly instead of the voxel vanishing.
@@ -334,19 +378,23 @@ def voxel_dose_from_maps(
     cf = calibration_relative_sd or 0.0
 
     n_voxels = voi_masks.reshape(len(labels), -1).sum(axis=1)
-    density: FloatArray | None = None
     if ct_grid is None:
-        dose_masks = voi_masks
         dose_voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+        spect_crops = tuple(
+            CroppedMask(box, np.ascontiguousarray(mask[box]))
+            if (box := bounding_box(mask)) is not None
+            else CroppedMask(EMPTY_BOX, np.zeros((0, 0, 0), dtype=bool))
+            for mask in voi_masks
+        )
+        dose_crops = spect_crops
         mass_g = n_voxels * dose_voxel_ml  # unit density, as the voxel methods without density
         grid_name = "SPECT"
     else:
-        dose_masks = ct_grid.voi_masks
+        dose_crops = ct_grid.voi_masks
         dose_voxel_ml = ct_grid.geometry.voxel_volume_ml
-        density = ct_grid.density_g_per_ml()
-        mass_g, _ = voi_masses_g(ct_grid.hu, dose_masks, dose_voxel_ml, ct_grid.curve)
+        mass_g = np.array([ct_grid.voi_mass_g(index) for index in range(len(labels))])
         grid_name = "CT"
-    n_dose_voxels = dose_masks.reshape(len(labels), -1).sum(axis=1)
+    n_dose_voxels = np.array([int(crop.mask.sum()) for crop in dose_crops])
     tia = np.array([tia_map[mask].sum() for mask in voi_masks])
     # a fitted voxel whose TIA SD is not estimable leaves its VOI's uncertainty unknown (NaN),
     # never silently smaller
@@ -371,53 +419,63 @@ def voxel_dose_from_maps(
         for n, n_dose, f in zip(n_voxels, n_dose_voxels, failed_fraction, strict=True)
     )
 
-    def dose_input(values: FloatArray) -> VoxelDoseInput:
-        if ct_grid is None:
-            return VoxelDoseInput(values, spacing_mm)
-        return VoxelDoseInput(
-            values,
-            spacing_mm,
-            density_g_per_ml=density,
-            geometry=ct_grid.maps_geometry,
-            output_geometry=ct_grid.geometry,
+    def voi_dose(
+        index: int, dose_gy: FloatArray, sd_gy: FloatArray, density: FloatArray | None
+    ) -> VoxelVoiDose:
+        """One VOI's metrics from its dose, dose SD and density over its own box."""
+        voi_mask = dose_crops[index].mask
+        (metrics,) = voi_dose_metrics(
+            dose_gy, voi_mask.astype(np.int8), {1: labels[index]}, dose_voxel_ml, density
         )
+        weights = None if density is None else density[voi_mask]
+        fit_sd = (
+            float("nan")
+            if voi_sd_unknown[index]
+            else float(np.average(sd_gy[voi_mask], weights=weights))
+        )
+        return VoxelVoiDose(metrics, float(np.hypot(fit_sd, metrics.mean_dose_gy * cf)), STATUS_OK)
 
-    boxes = [
-        _bounding_box(mask) if n else () for mask, n in zip(dose_masks, n_dose_voxels, strict=True)
-    ]
     doses = []
     for name in rules.methods:
         method = VOXEL_DOSE_METHODS.get(name)
-        dose_map = method.compute_map(dose_input(tia_map))
-        sd_map = method.compute_map(dose_input(tia_sd_map)).dose_gy
         vois = []
-        for index, mask in enumerate(dose_masks):
-            if status[index] != STATUS_OK:
-                vois.append(VoxelVoiDose(None, float("nan"), status[index]))
-                continue
-            box = boxes[index]  # the VOI's bounding box: metrics without full-grid passes
-            voi_mask = mask[box]
-            voi_density = None if density is None else density[box]
-            (metrics,) = voi_dose_metrics(
-                dose_map.dose_gy[box],
-                voi_mask.astype(np.int8),
-                {1: labels[index]},
-                dose_voxel_ml,
-                voi_density,
+        if ct_grid is None:
+            dose_map = method.compute_map(VoxelDoseInput(tia_map, spacing_mm)).dose_gy
+            sd_map = method.compute_map(VoxelDoseInput(tia_sd_map, spacing_mm)).dose_gy
+            for index, crop in enumerate(dose_crops):
+                if status[index] != STATUS_OK:
+                    vois.append(VoxelVoiDose(None, float("nan"), status[index]))
+                    continue
+                vois.append(voi_dose(index, dose_map[crop.box], sd_map[crop.box], None))
+        else:
+            # The dose on the method's own grid once, then onto one VOI's box of the CT at a
+            # time: memory follows the largest VOI, never the CT.
+            placed = method.placed_dose(
+                VoxelDoseInput(tia_map, spacing_mm, geometry=ct_grid.maps_geometry)
             )
-            weights = None if voi_density is None else voi_density[voi_mask]
-            fit_sd = (
-                float("nan")
-                if voi_sd_unknown[index]
-                else float(np.average(sd_map[box][voi_mask], weights=weights))
+            placed_sd = method.placed_dose(
+                VoxelDoseInput(tia_sd_map, spacing_mm, geometry=ct_grid.maps_geometry)
             )
-            sd = float(np.hypot(fit_sd, metrics.mean_dose_gy * cf))
-            vois.append(VoxelVoiDose(metrics, sd, STATUS_OK))
+            for index, crop in enumerate(dose_crops):
+                if status[index] != STATUS_OK:
+                    vois.append(VoxelVoiDose(None, float("nan"), status[index]))
+                    continue
+                box_geometry = ct_grid.geometry.cropped(crop.box)
+                density = ct_grid.density_g_per_ml(crop.box)
+                vois.append(
+                    voi_dose(
+                        index,
+                        placed.on_grid(box_geometry, density),
+                        placed_sd.on_grid(box_geometry, density),
+                        density,
+                    )
+                )
+            del placed, placed_sd
         doses.append(
             VoxelMethodDose(
-                method=dose_map.method,
-                method_version=dose_map.method_version,
-                parameters_hash=dose_map.parameters_hash,
+                method=method.name,
+                method_version=method.version,
+                parameters_hash=settings_hash(method.settings()),
                 vois=tuple(vois),
             )
         )

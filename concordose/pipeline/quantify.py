@@ -2,7 +2,8 @@
 
 Assumptions (skeleton; later work adds registration, PVC and CT density):
 * VOIs are drawn on a CT in the frame of reference of the SPECTs and need no registration;
-* masks are resampled onto each time point's own SPECT grid (nearest neighbour);
+* masks are carried onto each time point's own SPECT grid by shape-based interpolation
+  (:mod:`concordose.quant.voi`), their distance maps computed once per cycle;
 * VOI volume is measured on the segmentation's own (finer) grid; mass assumes unit density
   (1.0 g/mL), as the sphere model does.
 """
@@ -39,7 +40,7 @@ from concordose.quant.pvc import (
     recovery_curve_from_record,
     shell_statistics,
 )
-from concordose.quant.voi import resample_vois, voi_totals
+from concordose.quant.voi import MASK_RESAMPLING, resample_vois, voi_shapes, voi_totals
 
 UNIT_DENSITY_G_PER_ML = 1.0
 
@@ -47,7 +48,7 @@ QUANTIFICATION_METHOD = "cf_voi_sum"
 """Name of this quantification path (published with every VOI time point)."""
 QUANTIFICATION_SETTINGS: dict[str, object] = {
     "method": QUANTIFICATION_METHOD,
-    "mask_resampling": "nearest",
+    "mask_resampling": MASK_RESAMPLING,
     "density_g_per_ml": UNIT_DENSITY_G_PER_ML,
 }
 """Its settings, hashed into the rows' ``method_parameters_hash``."""
@@ -171,6 +172,7 @@ def quantify_cycle(
     background_sd = np.full_like(activity, np.nan)
     background_n = np.zeros(activity.shape, dtype=np.int64)
     lesion = np.array([voi.voi_type == "lesion" for voi in vois], dtype=bool)
+    shapes = voi_shapes(vois)
     alignments = align_time_points(cycle, cache)
     for index, point in enumerate(cycle.time_points):
         acquisition = point.acquisition
@@ -181,7 +183,7 @@ def quantify_cycle(
             acquisition_duration_s=acquisition.acquisition_duration_s,
             source=f"NM file {acquisition.path}",
         )
-        voi_set = resample_vois(vois, acquisition.geometry, alignments[index].mask_transform())
+        voi_set = resample_vois(shapes, acquisition.geometry, alignments[index].mask_transform())
         activity[:, index] = voi_totals(activity_map, voi_set.masks)
         voi_counts[:, index] = voi_totals(np.asarray(counts, dtype=np.float64), voi_set.masks)
         voi_ml[:, index] = voi_set.volumes_ml

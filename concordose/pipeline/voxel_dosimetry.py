@@ -33,25 +33,12 @@ from concordose.pipeline.assembly import CycleStudy
 from concordose.pipeline.result_cache import ResultCache, array_digest
 from concordose.pipeline.time_point_maps import registered_activity_maps
 from concordose.quant.density import HuDensityCurve
-from concordose.quant.voi import resample_vois
-
-
-def voi_bounding_box(masks: npt.NDArray[np.bool_]) -> tuple[slice, slice, slice]:
-    """The smallest box holding every VOI's voxels (the whole grid when no VOI has any)."""
-    occupied = masks.any(axis=0)
-    if not occupied.any():
-        return (slice(0, masks.shape[1]), slice(0, masks.shape[2]), slice(0, masks.shape[3]))
-    ranges = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        indices = np.flatnonzero(np.any(occupied, axis=other))
-        ranges.append(slice(int(indices[0]), int(indices[-1]) + 1))
-    return (ranges[0], ranges[1], ranges[2])
+from concordose.quant.voi import VoiShape, crop_vois, joint_box, resample_vois, voi_shapes
 
 
 def first_ct_dose_grid(
     cycle: CycleStudy,
-    vois: Sequence[VoiMask],
+    vois: Sequence[VoiMask] | Sequence[VoiShape],
     maps_geometry: VolumeGeometry,
     alignment: TimePointAlignment,
     curve: HuDensityCurve | None = None,
@@ -77,17 +64,17 @@ def first_ct_dose_grid(
             f"{maps_geometry.direction}; the dose cannot be averaged onto it (use output_grid: "
             "spect)"
         )
-    on_ct = resample_vois(vois, geometry, alignment.mask_transform())
-    # Doses are only read inside the VOIs: the grid is cropped to their bounding box, so the
-    # CT-grid maps (HU, density, every method's dose and SD) cover that box, not the whole CT.
-    box = voi_bounding_box(on_ct.masks)
-    hu = sitk.GetArrayViewFromImage(image)[box].astype(np.float32)
+    # Doses are only read inside the VOIs: the CT is kept over their joint bounding box (int16
+    # HU), each VOI's mask over its own box.
+    crops = crop_vois(vois, geometry, alignment.mask_transform())
+    box = joint_box(crops)
+    hu = np.array(sitk.GetArrayViewFromImage(image)[box], copy=True)
     del image
     return CtDoseGrid(
         maps_geometry=maps_geometry,
         geometry=geometry.cropped(box),
         hu=hu,
-        voi_masks=np.ascontiguousarray(on_ct.masks[(slice(None), *box)]),
+        voi_masks=tuple(crop.within(box) for crop in crops),
         curve=curve or HuDensityCurve(),
     )
 
@@ -118,16 +105,15 @@ def cycle_voxel_dosimetry(
     """
     rules = rules or VoxelDosimetryRules()
     check_voxel_rules(rules, len(cycle.time_points))
-    if vois is None:
-        vois = read_segmentation(cycle.segmentation)
+    shapes = voi_shapes(read_segmentation(cycle.segmentation) if vois is None else vois)
     maps = registered_activity_maps(cycle, calibration, alignments)
     geometry = maps.geometry
     ct_grid = (
-        first_ct_dose_grid(cycle, vois, geometry, alignments[0])
+        first_ct_dose_grid(cycle, shapes, geometry, alignments[0])
         if rules.output_grid == DOSE_GRID_CT
         else None
     )
-    on_maps = resample_vois(vois, geometry, alignments[0].mask_transform())
+    on_maps = resample_vois(shapes, geometry, alignments[0].mask_transform())
     sx, sy, sz = geometry.spacing_mm
     return voxel_dose_from_maps(
         maps.time_h,

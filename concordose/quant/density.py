@@ -58,7 +58,7 @@ class HuDensityCurve:
 
 
 def voi_masses_g(
-    hu: npt.NDArray[np.floating[Any]],
+    hu: npt.NDArray[np.number[Any]],
     masks: npt.NDArray[np.bool_],
     voxel_volume_ml: float,
     curve: HuDensityCurve | None = None,

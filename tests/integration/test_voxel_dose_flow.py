@@ -116,8 +116,8 @@ def truth_on_ct(
     ct_ml = ct_grid.geometry.voxel_volume_ml
     tia_on_ct = average_onto_grid(tia_per_ml, geometry, ct_grid.geometry) * ct_ml
     return {
-        label: (float(tia_on_ct[mask].sum()), float(mask.sum() * ct_ml))
-        for label, mask in zip(spect_vois.labels, ct_grid.voi_masks, strict=True)
+        label: (float(tia_on_ct[crop.box][crop.mask].sum()), float(crop.mask.sum() * ct_ml))
+        for label, crop in zip(spect_vois.labels, ct_grid.voi_masks, strict=True)
     }
 
 

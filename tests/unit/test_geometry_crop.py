@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from concordose.dicom.geometry import VolumeGeometry
-from concordose.pipeline.voxel_dosimetry import voi_bounding_box
 
 
 def test_a_cropped_grid_places_its_voxels_where_they_were() -> None:
@@ -28,15 +27,3 @@ def test_a_cropped_grid_places_its_voxels_where_they_were() -> None:
             full.TransformIndexToPhysicalPoint((i + 2, j + 3, k + 5)),
             atol=1e-9,
         )
-
-
-def test_the_voi_box_holds_every_voi_and_nothing_more() -> None:
-    masks = np.zeros((2, 10, 12, 14), dtype=bool)
-    masks[0, 2:4, 5:6, 1:3] = True
-    masks[1, 7, 9:11, 10] = True
-    assert voi_bounding_box(masks) == (slice(2, 8), slice(5, 11), slice(1, 11))
-    assert voi_bounding_box(np.zeros((1, 3, 4, 5), dtype=bool)) == (
-        slice(0, 3),
-        slice(0, 4),
-        slice(0, 5),
-    )

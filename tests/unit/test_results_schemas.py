@@ -85,7 +85,10 @@ def test_voi_timepoints_v1_rows_upgrade_to_the_current_version() -> None:
 
 def test_v1_upgrade_fill_names_the_quantification_that_v1_used() -> None:
     assert V1_QUANTIFICATION_METHOD == QUANTIFICATION_METHOD
-    assert settings_hash(QUANTIFICATION_SETTINGS) == V1_QUANTIFICATION_PARAMETERS_HASH
+    # v1 resampled masks by nearest neighbour; today's rows say how they were resampled
+    v1_settings = {**QUANTIFICATION_SETTINGS, "mask_resampling": "nearest"}
+    assert settings_hash(v1_settings) == V1_QUANTIFICATION_PARAMETERS_HASH
+    assert settings_hash(QUANTIFICATION_SETTINGS) != V1_QUANTIFICATION_PARAMETERS_HASH
 
 
 def test_rules_match_the_schemas_units() -> None:

@@ -12,6 +12,8 @@ from concordose.calibration.protocol import VoxelDosimetryRules, load_protocol
 from concordose.dicom.geometry import VolumeGeometry
 from concordose.dicom.seg import VoiType
 from concordose.dose.methods.local_deposition import ldm_gy_per_mbq_h_per_g
+from concordose.dose.models import VoxelDoseInput
+from concordose.dose.registry import VOXEL_DOSE_METHODS
 from concordose.dose.resampling import average_onto_grid
 from concordose.dose.voxel_dosimetry import CtDoseGrid, CycleVoxelDose, voxel_dose_from_maps
 from concordose.errors import ConfigurationError
@@ -51,9 +53,7 @@ def _run(methods: list[str], *, on_ct: bool) -> tuple[CycleVoxelDose, np.ndarray
     maps = a0[None] * np.exp(-LAMBDA_PER_H * TIME_H)[:, None, None, None]
     ct_organ, ct_lesion = _inside(CT, ORGAN_MM), _inside(CT, LESION_MM)
     hu = np.where(ct_lesion, LESION_HU, np.where(ct_organ, ORGAN_HU, 0.0))
-    ct_grid = CtDoseGrid(
-        maps_geometry=SPECT, geometry=CT, hu=hu, voi_masks=np.stack([ct_organ, ct_lesion])
-    )
+    ct_grid = CtDoseGrid.from_masks(SPECT, CT, hu, np.stack([ct_organ, ct_lesion]))
     result = voxel_dose_from_maps(
         TIME_H,
         maps,
@@ -144,3 +144,26 @@ def test_voxel_dose_v1_rows_read_as_v2_on_the_spect_grid() -> None:
     assert upgraded.schema.equals(VOXEL_DOSE.schema)
     assert upgraded.column("dose_grid").to_pylist() == ["spect"]
     assert upgraded.column("schema_version").to_pylist() == [1]
+
+
+@pytest.mark.parametrize("method_name", ["ldm", "vsv_4.42mm", "vsv_4.42mm_density"])
+def test_a_placed_dose_on_a_vois_box_equals_the_whole_ct_grids_dose_there(
+    method_name: str,
+) -> None:
+    """What the CT-grid path relies on to hold one VOI's box at a time: averaging the method's
+    placed dose onto a sub-grid gives exactly the whole-grid dose map cut to that sub-grid."""
+    organ, lesion = _inside(SPECT, ORGAN_MM), _inside(SPECT, LESION_MM)
+    tia = np.where(lesion, 50.0, np.where(organ, 5.0, 0.0))
+    hu = np.where(_inside(CT, LESION_MM), LESION_HU, np.where(_inside(CT, ORGAN_MM), ORGAN_HU, 0.0))
+    density = 1.0 + hu / 1000.0
+    method = VOXEL_DOSE_METHODS.get(method_name)
+    whole = method.compute_map(
+        VoxelDoseInput(
+            tia, (4.0, 4.0, 4.0), density_g_per_ml=density, geometry=SPECT, output_geometry=CT
+        )
+    ).dose_gy
+    box = (slice(3, 11), slice(20, 41), slice(17, 30))
+    placed = method.placed_dose(VoxelDoseInput(tia, (4.0, 4.0, 4.0), geometry=SPECT))
+    on_box = placed.on_grid(CT.cropped(box), density[box])
+    assert whole[box].max() > 0
+    np.testing.assert_allclose(on_box, whole[box], rtol=1e-12, atol=1e-15)

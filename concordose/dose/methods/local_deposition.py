@@ -17,10 +17,15 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from concordose.dose.models import DoseBatch, DoseInput, VoxelDoseInput, VoxelDoseMap
-from concordose.dose.resampling import average_onto_grid
+from concordose.dose.models import (
+    DoseBatch,
+    DoseInput,
+    PlacedDose,
+    VoxelDoseInput,
+    VoxelDoseMap,
+)
 from concordose.dose.uncertainty import dose_sd_gy
-from concordose.errors import ConfigurationError
+from concordose.errors import ConcordoseError, ConfigurationError
 from concordose.kinetics.models import STATUS_OK, settings_hash
 from concordose.nuclides import emission_energies
 
@@ -115,16 +120,14 @@ class VoxelLocalDeposition:
         density: npt.NDArray[np.float64] | float = (
             1.0 if dose_input.density_g_per_ml is None else dose_input.density_g_per_ml
         )
-        tia = np.asarray(dose_input.tia_map_mbq_h, dtype=np.float64)
         if dose_input.output_geometry is None:
+            tia = np.asarray(dose_input.tia_map_mbq_h, dtype=np.float64)
             voxel_mass_g = dose_input.voxel_volume_ml * np.asarray(density, dtype=np.float64)
             dose = tia * k / voxel_mass_g
         else:
-            assert dose_input.geometry is not None  # VoxelDoseInput checks it
-            unit_density = tia * k / dose_input.voxel_volume_ml
-            dose = average_onto_grid(
-                unit_density, dose_input.geometry, dose_input.output_geometry
-            ) / np.asarray(density, dtype=np.float64)
+            dose = self.placed_dose(dose_input).on_grid(
+                dose_input.output_geometry, dose_input.density_g_per_ml
+            )
         return VoxelDoseMap(
             method=self.name,
             method_version=self.version,
@@ -132,4 +135,17 @@ class VoxelLocalDeposition:
             dose_gy=dose,
             spacing_mm=dose_input.dose_spacing_mm,
             geometry=dose_input.dose_geometry,
+        )
+
+    def placed_dose(self, dose_input: VoxelDoseInput) -> PlacedDose:
+        """The unit-density dose TIA · k / V on the TIA map's own grid (divided by the output
+        grid's density once placed: the energy deposits in the CT mass)."""
+        if dose_input.geometry is None:
+            raise ConcordoseError("a placed dose needs the TIA map's geometry")
+        k = ldm_gy_per_mbq_h_per_g(self._voi.nuclide, self._voi.photon_absorbed_fraction)
+        tia = np.asarray(dose_input.tia_map_mbq_h, dtype=np.float64)
+        return PlacedDose(
+            dose_gy=tia * (k / dose_input.voxel_volume_ml),
+            geometry=dose_input.geometry,
+            divide_by_density=True,
         )

@@ -49,14 +49,14 @@ import numpy.typing as npt
 import scipy.fft
 
 from concordose.dose.methods.local_deposition import DECAYS_PER_MBQ_H, J_PER_KEV, KG_PER_G
-from concordose.dose.models import VoxelDoseInput, VoxelDoseMap
+from concordose.dose.models import PlacedDose, VoxelDoseInput, VoxelDoseMap
 from concordose.dose.resampling import (
     aligned_grid,
     average_intensive_back,
-    average_onto_grid,
     rebin_extensive,
 )
 from concordose.dose.vsv_kernels import VsvKernel, vsv_kernel
+from concordose.errors import ConcordoseError
 from concordose.kinetics.models import settings_hash
 from concordose.nuclides import emission_energies
 
@@ -192,27 +192,42 @@ class VoxelSValue:
             )
         return dose
 
-    def compute_map(self, dose_input: VoxelDoseInput) -> VoxelDoseMap:
-        """Dose per voxel (Gy) on the input grid, or on ``dose_input.output_geometry``."""
+    def placed_dose(self, dose_input: VoxelDoseInput) -> PlacedDose:
+        """The dose on the kernel's grid (TIA rebinned onto it, widened by the kernel's
+        half-width so the whole dose is there), divided by the output grid's density once placed
+        only for the ``_density`` variants."""
+        if dose_input.geometry is None:
+            raise ConcordoseError("a placed dose needs the TIA map's geometry")
         kernel = vsv_kernel(self.kernel)
         tia = np.asarray(dose_input.tia_map_mbq_h, dtype=np.float64)
         kernel_spacing = (kernel.spacing_mm,) * 3
         tia_on_kernel = rebin_extensive(tia, dose_input.spacing_mm, kernel_spacing)
-        if dose_input.output_geometry is None:
-            dose_on_kernel = self.dose_on_kernel_grid(tia_on_kernel)
-            dose = average_intensive_back(
-                dose_on_kernel, tia.shape, dose_input.spacing_mm, kernel_spacing
+        margin = kernel.gy_per_mbq_h.shape[0] // 2
+        return PlacedDose(
+            dose_gy=self.dose_on_kernel_grid(np.pad(tia_on_kernel, margin)),
+            geometry=aligned_grid(dose_input.geometry, kernel.spacing_mm, margin_voxels=margin),
+            divide_by_density=self.density_correction,
+        )
+
+    def compute_map(self, dose_input: VoxelDoseInput) -> VoxelDoseMap:
+        """Dose per voxel (Gy) on the input grid, or on ``dose_input.output_geometry``."""
+        if dose_input.output_geometry is not None:
+            dose = self.placed_dose(dose_input).on_grid(
+                dose_input.output_geometry, dose_input.density_g_per_ml
             )
         else:
-            assert dose_input.geometry is not None  # VoxelDoseInput checks it
-            margin = kernel.gy_per_mbq_h.shape[0] // 2
-            padded = np.pad(tia_on_kernel, margin)
-            grid = aligned_grid(dose_input.geometry, kernel.spacing_mm, margin_voxels=margin)
-            dose = average_onto_grid(
-                self.dose_on_kernel_grid(padded), grid, dose_input.output_geometry
+            kernel = vsv_kernel(self.kernel)
+            tia = np.asarray(dose_input.tia_map_mbq_h, dtype=np.float64)
+            kernel_spacing = (kernel.spacing_mm,) * 3
+            tia_on_kernel = rebin_extensive(tia, dose_input.spacing_mm, kernel_spacing)
+            dose = average_intensive_back(
+                self.dose_on_kernel_grid(tia_on_kernel),
+                tia.shape,
+                dose_input.spacing_mm,
+                kernel_spacing,
             )
-        if self.density_correction and dose_input.density_g_per_ml is not None:
-            dose = dose / dose_input.density_g_per_ml
+            if self.density_correction and dose_input.density_g_per_ml is not None:
+                dose = dose / dose_input.density_g_per_ml
         return VoxelDoseMap(
             method=self.name,
             method_version=self.version,
