@@ -113,6 +113,8 @@ def test_kinetics_rows_carry_model_time_points_and_uncertainty() -> None:
     lutadose = by_key[("lutadose_2tp", "lesion_1")]
     assert lutadose["n_time_points"] == 2
     assert lutadose["time_points_used_h"] == [24.0, 168.0]
+    assert lutadose["time_point_offsets_h"] == [4.0, 6.0]  # nominal 20 h and 162 h
+    assert mono["time_point_offsets_h"] is None  # no schedule
     best = by_key[("aicc_best_fit", "kidney_left")]
     assert best["model"] in {"mono_exponential", "mono_exponential_uptake"}
     assert best["tia_sd_mbq_h"] > 0
