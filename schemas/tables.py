@@ -630,7 +630,8 @@ METHOD_COMPARISON = TableSpec(
     version=1,
     doc=(
         "One row per VOI, simplified method and dose method: its dose against the reference "
-        "(full tri-exponential) kinetics method's dose."
+        "kinetics method's dose (spectacular_6tp: every time point, model chosen per curve by "
+        "AICc); the reference itself has no rows."
     ),
     key_columns=("subject_key", "cycle_key", "voi_label", "kinetics_method", "dose_method"),
     schema=pa.schema(

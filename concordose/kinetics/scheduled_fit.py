@@ -4,7 +4,8 @@ Every fitted method in ``methods/`` is an instance of :class:`ScheduledFit`: the
 (``bi_exponential``, …) use every acquired time point; the simplified multi-time-point methods
 (LUTADOSE 2TP, LUMEN 3TP, Hebert 4TP) first pick their scheduled points from what was acquired
 (``kinetics.timepoints``: one rule for every schedule) and say which they used and which nominal
-time each served; the reference (SPECTacular 6TP) uses every acquired point.
+time each served. The reference (``spectacular_6tp``) and ``aicc_best_fit`` select their model
+per curve instead (``kinetics.selected_fit``).
 
 Row convention for the ``kinetics`` table: ``lambda_eff_per_h``/``teff_h`` are those of the
 terminal (slowest) clearance term; ``a0_mbq`` is A(0) of the fitted curve (0 with uptake).
