@@ -331,15 +331,35 @@ _KINETICS_V2_FIT = [
     field("aicc", pa.float64(), "1", "corrected Akaike criterion", nullable=True),
 ]
 
+# v3 (issue 14): how far each scheduled point was from the nominal time it served.
+_KINETICS_V3_SCHEDULE = [
+    field(
+        "time_point_offsets_h",
+        pa.list_(pa.float64()),
+        "h",
+        "per entry of time_points_used_h: acquired minus nominal time of the schedule point it "
+        "served (kinetics.timepoints); null for methods without a schedule",
+        nullable=True,
+    ),
+]
+
 KINETICS = TableSpec(
     name="kinetics",
-    version=2,
+    version=3,
     doc="One row per VOI and kinetics method: TIA and fit parameters.",
     key_columns=("subject_key", "cycle_key", "voi_label", "kinetics_method"),
     # v2 (issue 6): uncertainty, time points used, model and goodness of fit.
-    schema=pa.schema([*_KINETICS_CORE, *_KINETICS_V2_FIT, *_PROVENANCE]),
-    previous_schemas={1: pa.schema([*_KINETICS_CORE, *_PROVENANCE])},
-    upgrades={1: dict.fromkeys((f.name for f in _KINETICS_V2_FIT), None)},
+    # v3 (issue 14): distance of the scheduled points from nominal.
+    schema=pa.schema([*_KINETICS_CORE, *_KINETICS_V2_FIT, *_KINETICS_V3_SCHEDULE, *_PROVENANCE]),
+    previous_schemas={
+        1: pa.schema([*_KINETICS_CORE, *_PROVENANCE]),
+        2: pa.schema([*_KINETICS_CORE, *_KINETICS_V2_FIT, *_PROVENANCE]),
+    },
+    upgrades={
+        1: dict.fromkeys((f.name for f in _KINETICS_V2_FIT), None),
+        # v2 rows did not record the distance (the tolerance rule of v2 methods differed)
+        2: dict.fromkeys((f.name for f in _KINETICS_V3_SCHEDULE), None),
+    },
 )
 
 _ABSORBED_DOSE_V1_FIELDS = [
@@ -611,7 +631,8 @@ METHOD_COMPARISON = TableSpec(
     version=1,
     doc=(
         "One row per VOI, simplified method and dose method: its dose against the reference "
-        "(full tri-exponential) kinetics method's dose."
+        "kinetics method's dose (spectacular_6tp: every time point, model chosen per curve by "
+        "AICc); the reference itself has no rows."
     ),
     key_columns=("subject_key", "cycle_key", "voi_label", "kinetics_method", "dose_method"),
     schema=pa.schema(

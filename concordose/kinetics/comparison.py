@@ -1,13 +1,18 @@
 """Simplified methods against the reference: ratio per VOI, Bland–Altman per cohort/site.
 
 SPECTacular (NCT05823402) reports the accuracy and limits of agreement of simplified methods
-against a full tri-exponential fit; here the reference is ``spectacular_6tp`` by default.
+against a full fit of six scans; here the reference is ``spectacular_6tp`` by default (its model
+chosen per curve between nested models, ``methods/spectacular_6tp.py``).
 
 Bland–Altman on relative differences (Bland & Altman, Lancet 1986;1:307-10; percentage form as
 in Bland & Altman, Stat Methods Med Res 1999;8:135-60): for each pair,
 d = 100·(TIA_method − TIA_ref)/mean(TIA_method, TIA_ref) in %; bias = mean(d); 95 % limits of
 agreement = bias ± 1.96·sd(d) (sample sd, ddof = 1). Pairs where either TIA is missing are left
 out and counted.
+
+The reference is never compared with itself: :func:`ratios_to_reference` leaves it out and
+:func:`bland_altman` refuses it (a self-comparison would enter a cohort summary as a perfect
+method); ``results.cycle_summary.build_method_comparison`` skips it the same way.
 """
 
 from __future__ import annotations
@@ -89,7 +94,16 @@ def bland_altman(
     method: str,
     reference: str = REFERENCE_METHOD_NAME,
 ) -> Agreement:
-    """Bias and 95 % limits of agreement of relative differences (see the module docstring)."""
+    """Bias and 95 % limits of agreement of relative differences (see the module docstring).
+
+    Raises:
+        ValueError: ``method`` is the reference itself.
+    """
+    if method == reference:
+        raise ValueError(
+            f"method {method!r} is the reference: expected another kinetics method to compare "
+            f"with {reference!r}, found the reference itself"
+        )
     test = np.asarray(method_tia_mbq_h, dtype=np.float64)
     ref = np.asarray(reference_tia_mbq_h, dtype=np.float64)
     valid = np.isfinite(test) & np.isfinite(ref) & ((test + ref) > 0)

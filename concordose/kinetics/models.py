@@ -44,6 +44,9 @@ class KineticsBatch:
         tia_sd_mbq_h: standard deviation of each TIA (MBq·h), NaN when not estimable; None when
             the method does not estimate uncertainty.
         time_points_used_h: the acquired time points the method used (h), None for all.
+        time_points_nominal_h: for a method on a schedule, the nominal time (h) each used point
+            served, same order as ``time_points_used_h`` (``kinetics.timepoints``); None for a
+            method without a schedule.
         models: fitted model per curve (e.g. ``"bi_exponential_uptake"``), None if not a fit.
         goodness: goodness-of-fit arrays by name (``reduced_chi_square``, ``r_squared``,
             ``aicc``), per curve.
@@ -59,10 +62,24 @@ class KineticsBatch:
     status: tuple[str, ...]
     tia_sd_mbq_h: npt.NDArray[np.float64] | None = None
     time_points_used_h: tuple[float, ...] | None = None
+    time_points_nominal_h: tuple[float, ...] | None = None
     models: tuple[str, ...] | None = None
     goodness: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
     covariance: npt.NDArray[np.float64] | None = None
     parameter_names: tuple[str, ...] = ()
+
+    @property
+    def time_point_offsets_h(self) -> tuple[float, ...] | None:
+        """Distance of each used point from the nominal time it served, acquired − nominal (h);
+        None without a schedule."""
+        if self.time_points_nominal_h is None or self.time_points_used_h is None:
+            return None
+        return tuple(
+            used - nominal
+            for used, nominal in zip(
+                self.time_points_used_h, self.time_points_nominal_h, strict=True
+            )
+        )
 
     @property
     def ok(self) -> npt.NDArray[np.bool_]:

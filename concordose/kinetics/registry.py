@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concordose.kinetics.methods.aicc_best_fit import AiccBestFit
+from concordose.kinetics.methods.aicc_best_fit import AICC_BEST_FIT
 from concordose.kinetics.methods.exponential_models import FULL_DATA_FITS
 from concordose.kinetics.methods.hanscheid_stp import HanscheidStp
 from concordose.kinetics.methods.hebert_4tp import HEBERT_4TP
@@ -20,7 +20,7 @@ KINETICS_METHODS: MethodRegistry[KineticsMethod] = MethodRegistry(
     [
         MonoExponential(),
         *FULL_DATA_FITS,
-        AiccBestFit(),
+        AICC_BEST_FIT,
         Trapezoid(),
         HanscheidStp(),
         MadsenStp(),

@@ -2,8 +2,10 @@
 
 Every fitted method in ``methods/`` is an instance of :class:`ScheduledFit`: the full-data fits
 (``bi_exponential``, …) use every acquired time point; the simplified multi-time-point methods
-(LUTADOSE 2TP, LUMEN 3TP, Hebert 4TP, SPECTacular 6TP) first pick their scheduled points from
-what was acquired (``kinetics.timepoints``) and say which they used.
+(LUTADOSE 2TP, LUMEN 3TP, Hebert 4TP) first pick their scheduled points from what was acquired
+(``kinetics.timepoints``: one rule for every schedule) and say which they used and which nominal
+time each served. The reference (``spectacular_6tp``) and ``aicc_best_fit`` select their model
+per curve instead (``kinetics.selected_fit``).
 
 Row convention for the ``kinetics`` table: ``lambda_eff_per_h``/``teff_h`` are those of the
 terminal (slowest) clearance term; ``a0_mbq`` is A(0) of the fitted curve (0 with uptake).
@@ -25,7 +27,7 @@ from concordose.kinetics.fitting import (
     fit_exponential,
 )
 from concordose.kinetics.models import KineticsBatch, check_curves, settings_hash
-from concordose.kinetics.timepoints import choose_time_points
+from concordose.kinetics.timepoints import NOMINAL_WINDOW_FRACTION, choose_time_points
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -36,6 +38,8 @@ def batch_from_fit(
     settings: dict[str, object],
     fit: ExponentialFit,
     used_h: tuple[float, ...] | None,
+    *,
+    nominal_h: tuple[float, ...] | None = None,
 ) -> KineticsBatch:
     """A :class:`KineticsBatch` carrying everything an :class:`ExponentialFit` knows."""
     named = fit.named_parameters()
@@ -56,6 +60,7 @@ def batch_from_fit(
         status=fit.status,
         tia_sd_mbq_h=fit.tia_sd_mbq_h,
         time_points_used_h=used_h,
+        time_points_nominal_h=nominal_h,
         models=tuple(fit.model.name for _ in fit.status),
         goodness={
             "reduced_chi_square": fit.reduced_chi_square,
@@ -68,9 +73,17 @@ def batch_from_fit(
 
 
 def failed_batch(
-    name: str, version: str, settings: dict[str, object], n_curves: int, reason: str
+    name: str,
+    version: str,
+    settings: dict[str, object],
+    n_curves: int,
+    reason: str,
+    *,
+    scheduled: bool = True,
 ) -> KineticsBatch:
-    """Every curve failed for the same reason (e.g. the schedule is not met)."""
+    """Every curve failed for the same reason (e.g. the schedule is not met): no point used,
+    hence no nominal time served (empty) — or none to serve (None) for a method without a
+    schedule (``scheduled=False``)."""
     nan = np.full(n_curves, np.nan)
     return KineticsBatch(
         method=name,
@@ -81,6 +94,7 @@ def failed_batch(
         status=tuple(reason for _ in range(n_curves)),
         tia_sd_mbq_h=nan,
         time_points_used_h=(),
+        time_points_nominal_h=() if scheduled else None,
     )
 
 
@@ -91,7 +105,7 @@ class ScheduledFit:
     Attributes:
         name, version: registry identity.
         model: the exponential model.
-        nominal_h, tolerance_h: the schedule (h) and per-point tolerance (h); empty = all points.
+        nominal_h: the schedule (h), matched by ``kinetics.timepoints``; empty = all points.
         min_points: least number of acquired points when using all points.
         fit_settings: weights, tail rule, bounds.
         reference: citation of the schedule, for provenance.
@@ -101,7 +115,6 @@ class ScheduledFit:
     version: str
     model: ExponentialModel
     nominal_h: tuple[float, ...] = ()
-    tolerance_h: tuple[float, ...] = ()
     min_points: int = 0
     fit_settings: FitSettings = field(default_factory=FitSettings)
     reference: str = ""
@@ -111,7 +124,7 @@ class ScheduledFit:
         return {
             "model": self.model.name,
             "nominal_h": list(self.nominal_h),
-            "tolerance_h": list(self.tolerance_h),
+            "window_fraction": NOMINAL_WINDOW_FRACTION if self.nominal_h else None,
             "min_points": self.min_points,
             "fit": self.fit_settings.as_dict(),
             "reference": self.reference,
@@ -127,16 +140,18 @@ class ScheduledFit:
     ) -> KineticsBatch:
         """Choose the points, fit every curve; ``voi_types`` is not used."""
         times, values = check_curves(time_h, activity_mbq)
+        nominal_h: tuple[float, ...] | None = None
         if self.nominal_h:
-            choice = choose_time_points(times, self.nominal_h, self.tolerance_h)
+            choice = choose_time_points(times, self.nominal_h)
             if not choice.matched:
                 assert choice.problem is not None
                 return failed_batch(
                     self.name, self.version, self.settings(), values.shape[0], choice.problem
                 )
             index = np.array(choice.indices)
-            order = np.argsort(times[index])
+            order = np.argsort(times[index])  # the fit wants increasing times
             index = index[order]
+            nominal_h = tuple(choice.nominal_h[i] for i in order.tolist())
         else:
             if times.size < self.min_points:
                 return failed_batch(
@@ -145,6 +160,7 @@ class ScheduledFit:
                     self.settings(),
                     values.shape[0],
                     f"needs ≥ {self.min_points} acquired time points, has {times.size}",
+                    scheduled=False,
                 )
             index = np.arange(times.size)
         sd = None if activity_sd_mbq is None else np.asarray(activity_sd_mbq)[:, index]
@@ -161,4 +177,5 @@ class ScheduledFit:
             self.settings(),
             fit,
             tuple(float(t) for t in times[index]),
+            nominal_h=nominal_h,
         )

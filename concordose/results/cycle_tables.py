@@ -77,7 +77,7 @@ def _parameter(batch: KineticsBatch, name: str, voi: int) -> float | None:
 
 
 def _kinetics_extras(batch: KineticsBatch, voi: int) -> dict[str, Any]:
-    """The nullable v2 columns of a kinetics row."""
+    """The nullable v2 and v3 columns of a kinetics row."""
     parameters = {
         name: _nullable(values[voi])
         for name, values in sorted(batch.fit_parameters.items())
@@ -87,6 +87,9 @@ def _kinetics_extras(batch: KineticsBatch, voi: int) -> dict[str, Any]:
     return {
         "tia_sd_mbq_h": None if batch.tia_sd_mbq_h is None else _nullable(batch.tia_sd_mbq_h[voi]),
         "time_points_used_h": None if used is None else list(used),
+        "time_point_offsets_h": (
+            None if batch.time_point_offsets_h is None else list(batch.time_point_offsets_h)
+        ),
         "model": None if batch.models is None else batch.models[voi],
         "fit_parameters_json": json.dumps(parameters, sort_keys=True) if parameters else None,
         "reduced_chi_square": _goodness(batch, "reduced_chi_square", voi),

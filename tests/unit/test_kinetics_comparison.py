@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from concordose.dicom.seg import VoiType
+from concordose.dose.models import DoseBatch
 from concordose.kinetics.comparison import (
     agreement_by_group,
     agreement_rows,
@@ -19,6 +20,7 @@ from concordose.kinetics.comparison import (
 from concordose.kinetics.registry import KINETICS_METHODS
 from concordose.kinetics.uncertainty import activity_sd_mbq, tia_sd_with_calibration_mbq_h
 from concordose.pipeline.quantify import CycleTimeActivity
+from concordose.results.cycle_summary import build_method_comparison
 from concordose.results.cycle_tables import CycleIdentity, build_cycle_tables
 from concordose.results.provenance import Provenance
 from schemas.tables import KINETICS, KINETICS_AGREEMENT
@@ -73,6 +75,38 @@ def test_ratios_to_reference_on_mono_exponential_curves() -> None:
         ratios_to_reference(batches[1:])
 
 
+def test_the_reference_is_never_compared_with_itself() -> None:
+    curves = 100 * np.exp(-math.log(2) / 60 * SIX_H)[None, :]
+    batches = [
+        KINETICS_METHODS.get(name).fit(SIX_H, curves) for name in ("spectacular_6tp", "lumen_3tp")
+    ]
+    assert [r.method for r in ratios_to_reference(batches)] == ["lumen_3tp"]
+    with pytest.raises(ValueError, match="'spectacular_6tp' is the reference"):
+        bland_altman(batches[0].tia_mbq_h, batches[0].tia_mbq_h, method="spectacular_6tp")
+    with pytest.raises(ValueError, match="found the reference itself"):
+        agreement_by_group(["milan"], np.ones(1), np.ones(1), method="spectacular_6tp")
+    # the per-cycle table: every dose of every other method, none of the reference against itself
+    tac = CycleTimeActivity(
+        labels=("kidney_left",),
+        voi_types=(VoiType.ORGAN,),
+        volume_ml=np.array([150.0]),
+        mass_g=np.array([150.0]),
+        time_h=SIX_H,
+        activity_mbq=curves,
+        sop_instance_uids=tuple(f"1.2.{i}" for i in range(6)),
+        calibration_record_id="cal-1",
+    )
+    doses = [
+        (batch, DoseBatch("sphere", "1", "d", batch.tia_mbq_h * 1e-3, ("ok",))) for batch in batches
+    ]
+    rows = build_method_comparison(
+        CycleIdentity("sub-1", "cyc-1", "milan"), tac, doses, Provenance(run_id="r1")
+    ).to_pylist()
+    assert [(r["reference_kinetics_method"], r["kinetics_method"]) for r in rows] == [
+        ("spectacular_6tp", "lumen_3tp")
+    ]
+
+
 def test_activity_and_tia_uncertainty_add_in_quadrature() -> None:
     sd = activity_sd_mbq(
         np.array([[10.0, 5.0]]), np.array([[10_000.0, 2_500.0]]), recovery_relative_sd=0.03
@@ -113,6 +147,8 @@ def test_kinetics_rows_carry_model_time_points_and_uncertainty() -> None:
     lutadose = by_key[("lutadose_2tp", "lesion_1")]
     assert lutadose["n_time_points"] == 2
     assert lutadose["time_points_used_h"] == [24.0, 168.0]
+    assert lutadose["time_point_offsets_h"] == [4.0, 6.0]  # nominal 20 h and 162 h
+    assert mono["time_point_offsets_h"] is None  # no schedule
     best = by_key[("aicc_best_fit", "kidney_left")]
     assert best["model"] in {"mono_exponential", "mono_exponential_uptake"}
     assert best["tia_sd_mbq_h"] > 0

@@ -13,7 +13,8 @@ Modules, each documenting its part:
 * :mod:`~concordose.kinetics.fitting.variable_projection`: the fast path, LM on the rates only;
 * :mod:`~concordose.kinetics.fitting.engine`: :func:`fit_exponential` (multi-start, TIA and its
   uncertainty, AICc);
-* :mod:`~concordose.kinetics.fitting.selection`: model selection by AICc.
+* :mod:`~concordose.kinetics.fitting.selection`: model selection, by AICc or by F-tests
+  between nested models.
 
 Imports run one way (model → start values, linear algebra → LM → variable projection →
 engine; selection needs only the model).
@@ -41,13 +42,21 @@ from concordose.kinetics.fitting.model import (
     WeightScheme,
     half_life_h,
 )
-from concordose.kinetics.fitting.selection import AICC_MARGIN, select_by_aicc
+from concordose.kinetics.fitting.selection import (
+    AICC_MARGIN,
+    F_TEST_ALPHA,
+    SelectionRule,
+    is_nested,
+    select_by_aicc,
+    select_nested_by_f_test,
+)
 
 __all__ = [
     "AICC_MARGIN",
     "ALL_MODELS",
     "BI",
     "BI_UPTAKE",
+    "F_TEST_ALPHA",
     "MONO",
     "MONO_UPTAKE",
     "TRI",
@@ -55,13 +64,16 @@ __all__ = [
     "ExponentialFit",
     "ExponentialModel",
     "FitSettings",
+    "SelectionRule",
     "Solver",
     "TailRule",
     "WeightScheme",
     "fit_exponential",
     "half_life_h",
+    "is_nested",
     "point_weights",
     "rate_floors",
     "select_by_aicc",
+    "select_nested_by_f_test",
     "start_parameters",
 ]

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from concordose.kinetics.models import STATUS_OK, KineticsBatch, check_curves, settings_hash
 from concordose.kinetics.scheduled_fit import failed_batch
-from concordose.kinetics.timepoints import choose_time_points
+from concordose.kinetics.timepoints import NOMINAL_WINDOW_FRACTION, choose_time_points
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -38,16 +38,15 @@ def hanscheid_relative_error(time_h: FloatArray, teff_h: FloatArray) -> FloatArr
 
 @dataclass(frozen=True)
 class HanscheidStp:
-    """Registry entry ``hanscheid_stp``: one point nearest ``nominal_h`` within ``tolerance_h``."""
+    """Registry entry ``hanscheid_stp``: the point serving ``nominal_h`` (``timepoints``)."""
 
     name: str = "hanscheid_stp"
-    version: str = "1"
+    version: str = "2"  # 2: point chosen by kinetics.timepoints (±40 % window)
     nominal_h: float = 96.0  # "about 4 days" (Hänscheid 2018)
-    tolerance_h: float = 36.0
 
     def settings(self) -> dict[str, object]:
         """Schedule of the single point."""
-        return {"nominal_h": self.nominal_h, "tolerance_h": self.tolerance_h}
+        return {"nominal_h": self.nominal_h, "window_fraction": NOMINAL_WINDOW_FRACTION}
 
     def fit(
         self,
@@ -59,7 +58,7 @@ class HanscheidStp:
     ) -> KineticsBatch:
         """TIA = A(t)·2t/ln2 per curve; sd scales the same way when ``activity_sd_mbq`` given."""
         times, values = check_curves(time_h, activity_mbq)
-        choice = choose_time_points(times, (self.nominal_h,), (self.tolerance_h,))
+        choice = choose_time_points(times, (self.nominal_h,))
         if not choice.matched:
             assert choice.problem is not None
             return failed_batch(
@@ -86,4 +85,5 @@ class HanscheidStp:
             ),
             tia_sd_mbq_h=np.where(ok, sd, np.nan),
             time_points_used_h=choice.used_h,
+            time_points_nominal_h=choice.nominal_h,
         )

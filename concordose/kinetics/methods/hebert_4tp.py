@@ -13,9 +13,8 @@ from concordose.kinetics.scheduled_fit import ScheduledFit
 
 HEBERT_4TP = ScheduledFit(
     name="hebert_4tp",
-    version="1",
+    version="2",  # 2: points chosen by kinetics.timepoints (±40 % window)
     model=MONO,
     nominal_h=(4.0, 24.0, 72.0, 192.0),
-    tolerance_h=(2.0, 6.0, 12.0, 36.0),
     reference="Hebert et al. J Nucl Med 2024;65:923-30",
 )

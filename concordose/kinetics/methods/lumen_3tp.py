@@ -13,9 +13,8 @@ from concordose.kinetics.scheduled_fit import ScheduledFit
 
 LUMEN_3TP = ScheduledFit(
     name="lumen_3tp",
-    version="1",
+    version="2",  # 2: points chosen by kinetics.timepoints (±40 % window)
     model=MONO,
     nominal_h=(4.0, 24.0, 168.0),
-    tolerance_h=(2.0, 6.0, 24.0),
     reference="Mileva et al. J Nucl Med 2024;65:236-44",
 )

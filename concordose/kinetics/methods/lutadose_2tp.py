@@ -13,9 +13,8 @@ from concordose.kinetics.scheduled_fit import ScheduledFit
 
 LUTADOSE_2TP = ScheduledFit(
     name="lutadose_2tp",
-    version="1",
+    version="2",  # 2: points chosen by kinetics.timepoints (±40 % window)
     model=MONO,
     nominal_h=(20.0, 162.0),
-    tolerance_h=(8.0, 24.0),
     reference="Maccauro et al. EJNMMI 2024;52:291-304",
 )

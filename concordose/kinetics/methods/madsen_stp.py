@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from concordose.kinetics.models import STATUS_OK, KineticsBatch, check_curves, settings_hash
 from concordose.kinetics.scheduled_fit import failed_batch
-from concordose.kinetics.timepoints import choose_time_points
+from concordose.kinetics.timepoints import NOMINAL_WINDOW_FRACTION, choose_time_points
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -30,12 +30,11 @@ DEFAULT_POPULATION_TEFF_H: Mapping[str, float] = {"organ": 50.0, "lesion": 95.0}
 
 @dataclass(frozen=True)
 class MadsenStp:
-    """Registry entry ``madsen_stp``: one point nearest ``nominal_h``, T_eff per VOI type."""
+    """Registry entry ``madsen_stp``: the point serving ``nominal_h``, T_eff per VOI type."""
 
     name: str = "madsen_stp"
-    version: str = "1"
+    version: str = "2"  # 2: point chosen by kinetics.timepoints (±40 % window)
     nominal_h: float = 72.0
-    tolerance_h: float = 36.0
     teff_by_voi_type_h: Mapping[str, float] = field(
         default_factory=lambda: dict(DEFAULT_POPULATION_TEFF_H)
     )
@@ -44,7 +43,7 @@ class MadsenStp:
         """Schedule and population half-lives."""
         return {
             "nominal_h": self.nominal_h,
-            "tolerance_h": self.tolerance_h,
+            "window_fraction": NOMINAL_WINDOW_FRACTION,
             "teff_by_voi_type_h": dict(sorted(self.teff_by_voi_type_h.items())),
         }
 
@@ -59,7 +58,7 @@ class MadsenStp:
         """TIA = A(t)·e^{λt}/λ with the population λ of each curve's VOI type."""
         times, values = check_curves(time_h, activity_mbq)
         n = values.shape[0]
-        choice = choose_time_points(times, (self.nominal_h,), (self.tolerance_h,))
+        choice = choose_time_points(times, (self.nominal_h,))
         if not choice.matched:
             assert choice.problem is not None
             return failed_batch(self.name, self.version, self.settings(), n, choice.problem)
@@ -108,4 +107,5 @@ class MadsenStp:
             status=tuple(status),
             tia_sd_mbq_h=np.where(ok, sd, np.nan),
             time_points_used_h=choice.used_h,
+            time_points_nominal_h=choice.nominal_h,
         )
