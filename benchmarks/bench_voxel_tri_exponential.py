@@ -3,8 +3,9 @@
 Run: ``.venv/bin/python -m benchmarks.bench_voxel_tri_exponential [--voxels N] [--sample K]
 [--general-sample G]``.
 
-Synthetic voxels: six time points (4, 24, 48, 96, 168, 240 h), the tri-exponential of
-``spectacular_6tp`` (bi-exponential clearance with uptake, five parameters) with random
+Synthetic voxels: six time points (4, 24, 48, 96, 168, 240 h), the bi-exponential clearance
+with uptake (five parameters; ``spectacular_6tp``'s richest six-point model before it selected
+its model per curve, issue 14) with random
 parameters and 5 % Gaussian noise per point. The batched engine (``kinetics.voxel.fit_voxels``
 with its defaults: the variable-projection fast path, the general LM engine refitting what it
 does not solve) fits all of them; the peer fits a random sample one voxel at a time with
