@@ -36,6 +36,7 @@ from concordose.results.provenance import Provenance, new_run_id
 from concordose.results.publish import PublishedRun
 from concordose.settings import Settings
 from concordose.spool.cycles import CycleMembers, CycleState
+from flows.cohort import refresh_cohort_tables
 from tasks.cycle import cycle_instances_task, find_cycle_task, prepare_task, record_outcome_task
 from tasks.study import (
     dose_task,
@@ -267,6 +268,8 @@ def process_cycle(
         failure = f"{type(exc).__name__}: {exc}"[:2000]
         record_outcome_task(source, members, CycleState.FAILED, failure)
         raise
+    if result.outcome == OUTCOME_PROCESSED:
+        refresh_cohort_tables(output_uri)  # kinetics_agreement, dose_agreement (issue 14)
     create_markdown_artifact(
         _summary_markdown(result, site_name),
         key=f"cycle-{cycle_id}",

@@ -34,6 +34,7 @@ from concordose.pipeline.preparation import prepare_cycle
 from concordose.pipeline.working_set import estimate_working_set, memory_budget_bytes
 from concordose.settings import Settings
 from concordose.spool.cycles import CycleRecord, CycleState, due_for_processing
+from flows.cohort import refresh_cohort_tables
 from flows.process_cycle import (
     DEFAULT_DOSE_METHODS,
     DEFAULT_KINETICS_METHODS,
@@ -218,6 +219,9 @@ def _run_cycles(
         sum(run.outcome == OUTCOME_HELD for run in runs),
         len(failed),
     )
+    if selected:
+        # after every cycle: concurrent runs' own rebuilds may each have missed another's cycle
+        refresh_cohort_tables(options.output_uri)
     return SweepResult(tuple(runs), failed, considered, receiving)
 
 

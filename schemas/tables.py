@@ -759,30 +759,152 @@ QC_FINDINGS = TableSpec(
     ),
 )
 
+_KINETICS_AGREEMENT_V1_FIELDS = [
+    field("site_id", pa.string(), "1", "consortium site, or 'all' for the cohort"),
+    field("voi_type", pa.string(), "1", "organ, lesion, or 'all'"),
+    field("kinetics_method", pa.string(), "1", "simplified method compared"),
+    field("reference_method", pa.string(), "1", "reference method, e.g. spectacular_6tp"),
+    field("method_parameters_hash", pa.string(), "1", "hash of both methods' settings"),
+    field("n_pairs", pa.int32(), "1", "VOIs with both values"),
+    field("n_missing", pa.int32(), "1", "VOIs left out (either value missing)"),
+    field("bias_percent", pa.float64(), "%", "mean of 100*(m-ref)/mean(m,ref)", nullable=True),
+    field("sd_percent", pa.float64(), "%", "sd of the relative differences", nullable=True),
+    field("loa_lower_percent", pa.float64(), "%", "bias - 1.96 sd", nullable=True),
+    field("loa_upper_percent", pa.float64(), "%", "bias + 1.96 sd", nullable=True),
+]
+
+# Cohort tables (issue 14): rebuilt as a whole from every current cycle of the store, so their
+# scope is one value of ``cohort`` and a rebuild replaces every earlier row
+# (concordose.consortium.agreement; DESIGN.md).
+_COHORT = field(
+    "cohort",
+    pa.string(),
+    "1",
+    "cohort the statistics cover: 'consortium' = every current cycle of the output store",
+)
+_COHORT_GROUP = [
+    field(
+        "site_id",
+        pa.string(),
+        "1",
+        "consortium site, or '*' for every site pooled (never a site id: ids are [a-z0-9_-])",
+    ),
+    field("voi_type", pa.string(), "1", "organ or lesion"),
+    field(
+        "voi_class",
+        pa.string(),
+        "1",
+        "organ: its VOI label (kidney_left, liver, ...); lesion: its volume bin, e.g. "
+        "lesion_4_20ml (bins: concordose.consortium.voi_classes.LESION_VOLUME_BINS)",
+    ),
+]
+_AGREEMENT_COUNTS = [
+    field("n_cycles", pa.int32(), "1", "cycles contributing at least one pair", nullable=True),
+]
+_AGREEMENT_STATISTICS = _KINETICS_AGREEMENT_V1_FIELDS[5:]  # n_pairs ... loa_upper_percent
+
+_METRIC = field("metric", pa.string(), "1", "tia (TIA, MBq.h) or mean_dose (VOI mean dose, Gy)")
+_AGREEMENT_DOSE_METHOD = field(
+    "dose_method",
+    pa.string(),
+    "1",
+    "dose method of both doses (metric mean_dose); null for metric tia",
+    nullable=True,
+)
+_COMPARED_HASH = field(
+    "method_parameters_hash",
+    pa.string(),
+    "1",
+    "hash of the sorted method setting hashes of every row compared",
+)
+
 KINETICS_AGREEMENT = TableSpec(
     name="kinetics_agreement",
-    version=1,
+    version=2,
     doc=(
-        "One row per cohort group (site, VOI type) and simplified method: Bland-Altman agreement "
-        "of its TIA with the reference method's (concordose.kinetics.comparison)."
+        "One row per cohort group (site or '*' pooled, VOI class), metric (TIA or mean dose) and "
+        "simplified kinetics method: Bland-Altman agreement of its value with the reference "
+        "kinetics method's (concordose.kinetics.comparison), rebuilt from every current cycle "
+        "(concordose.consortium.agreement)."
     ),
-    key_columns=("site_id", "voi_type", "kinetics_method", "reference_method"),
-    scope_column="site_id",  # a cohort-level table: a later computation replaces a site's rows
+    key_columns=(
+        "site_id",
+        "voi_class",
+        "metric",
+        "kinetics_method",
+        "reference_method",
+        "dose_method",
+    ),
+    scope_column="cohort",  # a rebuild replaces the whole table
     schema=pa.schema(
         [
-            field("site_id", pa.string(), "1", "consortium site, or 'all' for the cohort"),
-            field("voi_type", pa.string(), "1", "organ, lesion, or 'all'"),
-            field("kinetics_method", pa.string(), "1", "simplified method compared"),
-            field("reference_method", pa.string(), "1", "reference method, e.g. spectacular_6tp"),
-            field("method_parameters_hash", pa.string(), "1", "hash of both methods' settings"),
-            field("n_pairs", pa.int32(), "1", "VOIs with both TIAs"),
-            field("n_missing", pa.int32(), "1", "VOIs left out (either TIA missing)"),
+            _COHORT,
+            *_COHORT_GROUP,
+            _METRIC,
+            field("kinetics_method", pa.string(), "1", "simplified kinetics method compared"),
+            field("reference_method", pa.string(), "1", "reference kinetics method"),
+            _AGREEMENT_DOSE_METHOD,
+            _COMPARED_HASH,
+            *_AGREEMENT_COUNTS,
+            *_AGREEMENT_STATISTICS,
+            *_RUN_PROVENANCE,
+            _CREATED_AT,
+        ]
+    ),
+    previous_schemas={
+        1: pa.schema([*_KINETICS_AGREEMENT_V1_FIELDS, *_RUN_PROVENANCE, _CREATED_AT]),
+    },
+    # v1 was never published (DESIGN.md); its rows would be TIA agreements by VOI type only
+    upgrades={
+        1: {
+            "cohort": "consortium",
+            "voi_class": "any",
+            "metric": "tia",
+            "dose_method": None,
+            "n_cycles": None,
+        }
+    },
+)
+
+DOSE_AGREEMENT = TableSpec(
+    name="dose_agreement",
+    version=1,
+    doc=(
+        "One row per cohort group (site or '*' pooled, VOI class) and pair of dose methods: "
+        "Bland-Altman agreement of their VOI mean doses on the same VOIs (VOI-level methods on "
+        "the reference kinetics' TIA; voxel methods on their voxel kinetics), rebuilt from every "
+        "current cycle (concordose.consortium.agreement)."
+    ),
+    key_columns=(
+        "site_id",
+        "voi_class",
+        "dose_source",
+        "dose_method",
+        "kinetics_method",
+        "comparator_dose_source",
+        "comparator_dose_method",
+        "comparator_kinetics_method",
+    ),
+    scope_column="cohort",
+    schema=pa.schema(
+        [
+            _COHORT,
+            *_COHORT_GROUP,
+            _METRIC,
             field(
-                "bias_percent", pa.float64(), "%", "mean of 100*(m-ref)/mean(m,ref)", nullable=True
+                "dose_source",
+                pa.string(),
+                "1",
+                "table of the compared method: absorbed_dose (VOI-level) or voxel_dose (voxel)",
             ),
-            field("sd_percent", pa.float64(), "%", "sd of the relative differences", nullable=True),
-            field("loa_lower_percent", pa.float64(), "%", "bias - 1.96 sd", nullable=True),
-            field("loa_upper_percent", pa.float64(), "%", "bias + 1.96 sd", nullable=True),
+            field("dose_method", pa.string(), "1", "dose method compared"),
+            field("kinetics_method", pa.string(), "1", "kinetics of the compared doses"),
+            field("comparator_dose_source", pa.string(), "1", "table of the comparator"),
+            field("comparator_dose_method", pa.string(), "1", "dose method compared with"),
+            field("comparator_kinetics_method", pa.string(), "1", "kinetics of the comparator"),
+            _COMPARED_HASH,
+            *_AGREEMENT_COUNTS,
+            *_AGREEMENT_STATISTICS,
             *_RUN_PROVENANCE,
             _CREATED_AT,
         ]
@@ -803,5 +925,6 @@ TABLES: dict[str, TableSpec] = {
         SITE_CALIBRATIONS,
         QC_FINDINGS,
         KINETICS_AGREEMENT,
+        DOSE_AGREEMENT,
     )
 }

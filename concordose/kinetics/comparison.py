@@ -94,18 +94,46 @@ def bland_altman(
     method: str,
     reference: str = REFERENCE_METHOD_NAME,
 ) -> Agreement:
-    """Bias and 95 % limits of agreement of relative differences (see the module docstring).
+    """Bias and 95 % limits of agreement of relative TIA differences (module docstring).
 
     Raises:
         ValueError: ``method`` is the reference itself.
     """
+    return relative_bland_altman(
+        method_tia_mbq_h, reference_tia_mbq_h, method=method, reference=reference
+    )
+
+
+def relative_bland_altman(
+    values: FloatArray,
+    reference_values: FloatArray,
+    *,
+    method: str,
+    reference: str,
+) -> Agreement:
+    """Bland–Altman of relative differences for any positive quantity in one unit (a TIA in
+    MBq·h, a mean absorbed dose in Gy): d = 100·(x − ref)/mean(x, ref) in %, pairs with a
+    missing, infinite or all-zero value left out and counted (see the module docstring).
+
+    ``method`` and ``reference`` label the two sides (registry names, or e.g. a dose method
+    with its kinetics); they must differ, since a method compared with itself would enter a
+    cohort summary as a perfect method.
+
+    Raises:
+        ValueError: ``method`` equals ``reference``, or the arrays differ in length.
+    """
     if method == reference:
         raise ValueError(
-            f"method {method!r} is the reference: expected another kinetics method to compare "
+            f"method {method!r} is the reference: expected another method to compare "
             f"with {reference!r}, found the reference itself"
         )
-    test = np.asarray(method_tia_mbq_h, dtype=np.float64)
-    ref = np.asarray(reference_tia_mbq_h, dtype=np.float64)
+    test = np.asarray(values, dtype=np.float64)
+    ref = np.asarray(reference_values, dtype=np.float64)
+    if test.shape != ref.shape:
+        raise ValueError(
+            f"Bland–Altman of {method!r} against {reference!r}: expected paired values, found "
+            f"{test.size} and {ref.size}"
+        )
     valid = np.isfinite(test) & np.isfinite(ref) & ((test + ref) > 0)
     differences = 100.0 * (test[valid] - ref[valid]) / ((test[valid] + ref[valid]) / 2.0)
     n = int(differences.size)
@@ -143,11 +171,25 @@ def agreement_by_group(
     }
 
 
+def agreement_statistics(agreement: Agreement) -> dict[str, int | float | None]:
+    """The statistics columns of an agreement table row (``n_pairs`` … ``loa_upper_percent``;
+    NaN as null): one home for them, shared by ``kinetics_agreement`` and ``dose_agreement``."""
+    return {
+        "n_pairs": agreement.n_pairs,
+        "n_missing": agreement.n_missing,
+        "bias_percent": _finite_or_none(agreement.bias_percent),
+        "sd_percent": _finite_or_none(agreement.sd_percent),
+        "loa_lower_percent": _finite_or_none(agreement.loa_lower_percent),
+        "loa_upper_percent": _finite_or_none(agreement.loa_upper_percent),
+    }
+
+
 def agreement_rows(
     agreements: dict[tuple[str, str], Agreement],
 ) -> list[dict[str, object]]:
-    """Rows of the ``kinetics_agreement`` table (without provenance columns), keyed by
-    (site_id, voi_type) groups; use ``"all"`` for a pooled group."""
+    """Rows of TIA agreements (without provenance columns), keyed by (site_id, voi_type)
+    groups, in the columns of ``kinetics_agreement`` v1; the published table is built by
+    :mod:`concordose.consortium.agreement`."""
     rows: list[dict[str, object]] = []
     for (site_id, voi_type), agreement in sorted(agreements.items()):
         rows.append(
@@ -156,12 +198,7 @@ def agreement_rows(
                 "voi_type": voi_type,
                 "kinetics_method": agreement.method,
                 "reference_method": agreement.reference,
-                "n_pairs": agreement.n_pairs,
-                "n_missing": agreement.n_missing,
-                "bias_percent": _finite_or_none(agreement.bias_percent),
-                "sd_percent": _finite_or_none(agreement.sd_percent),
-                "loa_lower_percent": _finite_or_none(agreement.loa_lower_percent),
-                "loa_upper_percent": _finite_or_none(agreement.loa_upper_percent),
+                **agreement_statistics(agreement),
             }
         )
     return rows

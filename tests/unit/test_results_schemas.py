@@ -39,6 +39,7 @@ def test_the_issue_tables_exist() -> None:
         "site_calibrations",
         "qc_findings",
         "kinetics_agreement",
+        "dose_agreement",  # issue 14
     }
 
 

@@ -1,0 +1,127 @@
+"""Rebuild and publish the cohort tables from the current per-cycle rows of an output store.
+
+The cohort tables (``kinetics_agreement``, ``dose_agreement``) are aggregates over every
+published cycle. They are rebuilt as a whole (after each cycle's publication and by the nightly
+sweep) and published as one run whose scope is ``cohort = 'consortium'``: its manifest makes the
+new rows current and every earlier rebuild's rows invisible at once
+(:mod:`concordose.results.publish`, manifest last; :mod:`concordose.results.catalogue`).
+
+Concurrent rebuilds (cycles processed in parallel) each read the store as it was when they
+started; the one published last wins, which may predate a cycle published meanwhile. The
+nightly sweep's rebuild, run after every cycle, makes the tables whole again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow as pa
+
+from concordose.consortium.agreement import build_dose_agreement, build_kinetics_agreement
+from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
+from concordose.results.catalogue import connect
+from concordose.results.object_store import ObjectStore
+from concordose.results.provenance import Provenance
+from concordose.results.publish import PublishedRun, publish_tables
+from schemas.tables import TABLES
+
+logger = logging.getLogger(__name__)
+
+# The columns the builders read (voxel_dose's DVH lists are left in the store).
+_INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "kinetics": (
+        "site_id",
+        "cycle_key",
+        "voi_label",
+        "voi_type",
+        "kinetics_method",
+        "tia_mbq_h",
+        "method_parameters_hash",
+    ),
+    "absorbed_dose": (
+        "site_id",
+        "cycle_key",
+        "voi_label",
+        "voi_type",
+        "kinetics_method",
+        "dose_method",
+        "mean_dose_gy",
+        "method_parameters_hash",
+    ),
+    "voxel_dose": (
+        "site_id",
+        "cycle_key",
+        "voi_label",
+        "voi_type",
+        "kinetics_method",
+        "dose_method",
+        "mean_dose_gy",
+        "method_parameters_hash",
+    ),
+    "voi_timepoints": ("cycle_key", "voi_label", "time_point_index", "volume_ml"),
+}
+
+
+def read_cohort_inputs(store: ObjectStore) -> dict[str, pa.Table]:
+    """The current rows of the per-cycle tables the cohort tables are built from (only the
+    columns they read, with the schema's types)."""
+    connection = connect(store)
+    try:
+        inputs: dict[str, pa.Table] = {}
+        for table, columns in _INPUT_COLUMNS.items():
+            names = ", ".join(f'"{column}"' for column in columns)
+            result = connection.sql(f'SELECT {names} FROM "{table}"').to_arrow_table()
+            schema = TABLES[table].schema
+            inputs[table] = result.cast(pa.schema([schema.field(c) for c in columns]))
+    finally:
+        connection.close()
+    return inputs
+
+
+def build_cohort_tables(
+    inputs: dict[str, pa.Table],
+    provenance: Provenance,
+    *,
+    reference_method: str = REFERENCE_METHOD_NAME,
+) -> dict[str, pa.Table]:
+    """The cohort tables from :func:`read_cohort_inputs`' tables (pure: no I/O)."""
+    return {
+        "kinetics_agreement": build_kinetics_agreement(
+            inputs["kinetics"],
+            inputs["absorbed_dose"],
+            inputs["voi_timepoints"],
+            provenance,
+            reference_method=reference_method,
+        ),
+        "dose_agreement": build_dose_agreement(
+            inputs["absorbed_dose"],
+            inputs["voxel_dose"],
+            inputs["voi_timepoints"],
+            provenance,
+            reference_method=reference_method,
+        ),
+    }
+
+
+def rebuild_cohort_tables(
+    store: ObjectStore,
+    provenance: Provenance,
+    *,
+    reference_method: str = REFERENCE_METHOD_NAME,
+) -> PublishedRun | None:
+    """Read the store's current cycles, rebuild the cohort tables, publish them (validated,
+    manifest last). Returns None, publishing nothing, when every cohort table is empty (no
+    cycle ran the reference or two dose methods): earlier rows, if any, stay current.
+
+    Raises:
+        ValidationFailedError: a cohort table failed its suite (quarantined, not published).
+        ConcordoseError: the store could not be read or written.
+    """
+    tables = build_cohort_tables(
+        read_cohort_inputs(store), provenance, reference_method=reference_method
+    )
+    non_empty = {name: [table] for name, table in tables.items() if table.num_rows}
+    if not non_empty:
+        logger.info("cohort tables: nothing to compare yet (no reference or one dose method)")
+        return None
+    return publish_tables(store, non_empty, provenance)

@@ -1,0 +1,23 @@
+"""Tasks over the whole consortium: rebuild the cohort tables from every published cycle.
+
+No retries: object-store requests retry themselves (:mod:`concordose.results.object_store`);
+what remains (a validation failure, a malformed manifest) would fail the same way again.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from concordose.consortium import rebuild_cohort_tables
+from concordose.results.object_store import ObjectStore
+from concordose.results.provenance import Provenance, new_run_id
+from concordose.results.publish import PublishedRun
+
+
+@task(name="cohort-tables", cache_policy=NO_CACHE)
+def cohort_tables_task(store: ObjectStore, flow_run_id: str | None) -> PublishedRun | None:
+    """Rebuild ``kinetics_agreement`` and ``dose_agreement`` from the store's current cycles
+    and publish them as a run of their own (None: nothing to compare yet)."""
+    provenance = Provenance(run_id=new_run_id(), flow_run_id=flow_run_id)
+    return rebuild_cohort_tables(store, provenance)
