@@ -17,7 +17,8 @@ from tasks.consortium import cohort_tables_task
 
 
 def refresh_cohort_tables(output_uri: str | None) -> PublishedRun | None:
-    """Rebuild and publish ``kinetics_agreement`` and ``dose_agreement`` in ``output_uri``
+    """Rebuild and publish the cohort tables (``kinetics_agreement``, ``dose_agreement``,
+    ``threshold_concordance``) in ``output_uri``
     (default from settings). Returns the publication, or None when there was nothing to
     compare or the rebuild failed (logged as an error)."""
     logger = get_run_logger()

@@ -911,6 +911,140 @@ DOSE_AGREEMENT = TableSpec(
     ),
 )
 
+THRESHOLD_CONCORDANCE = TableSpec(
+    name="threshold_concordance",
+    version=1,
+    doc=(
+        "The published tumour-dose thresholds (concordose.dose.thresholds) in their own study's "
+        "emulated methodology and with the reference kinetics: one row per cycle (cycle-1 "
+        "thresholds) or patient (cumulative ones) with both values and classifications, and "
+        "per site and pooled ('*') the flip fraction, Cohen's kappa and a Deming regression "
+        "giving the reference-scale equivalent of the cut-off "
+        "(concordose.consortium.threshold_concordance)."
+    ),
+    key_columns=("level", "site_id", "subject_key", "cycle_key", "threshold_name"),
+    scope_column="cohort",
+    schema=pa.schema(
+        [
+            _COHORT,
+            field("level", pa.string(), "1", "cycle, patient (cumulative thresholds) or cohort"),
+            field(
+                "site_id",
+                pa.string(),
+                "1",
+                "consortium site, or '*' for every site pooled (cohort rows)",
+            ),
+            field("subject_key", pa.string(), "1", "patient (null on cohort rows)", nullable=True),
+            field(
+                "cycle_key", pa.string(), "1", "cycle (cycle rows only; else null)", nullable=True
+            ),
+            field("threshold_name", pa.string(), "1", "concordose.dose.thresholds name"),
+            field("metric", pa.string(), "1", "dose metric the threshold applies to"),
+            field("threshold_scope", pa.string(), "1", "cycle 1 or cumulative"),
+            field("threshold_gy", pa.float64(), "Gy", "the published cut-off"),
+            field("direction", pa.string(), "1", "at_least or at_most"),
+            field("study_kinetics_method", pa.string(), "1", "the study's schedule, emulated"),
+            field("study_dose_method", pa.string(), "1", "the study's dose model, emulated"),
+            field("reference_kinetics_method", pa.string(), "1", "the platform's reference"),
+            field("reference_dose_method", pa.string(), "1", "dose method of the reference side"),
+            _COMPARED_HASH,
+            field("n_cycles", pa.int32(), "1", "cycles the row's values cover"),
+            field(
+                "study_value_gy", pa.float64(), "Gy", "value by the study's method", nullable=True
+            ),
+            field(
+                "reference_value_gy", pa.float64(), "Gy", "value by the reference", nullable=True
+            ),
+            field(
+                "study_met", pa.bool_(), "1", "classification by the study's method", nullable=True
+            ),
+            field(
+                "reference_met", pa.bool_(), "1", "classification by the reference", nullable=True
+            ),
+            field("flipped", pa.bool_(), "1", "the two classifications differ", nullable=True),
+            field(
+                "n_classified",
+                pa.int32(),
+                "1",
+                "cohort: rows with both classifications",
+                nullable=True,
+            ),
+            field(
+                "n_missing", pa.int32(), "1", "cohort: rows missing a classification", nullable=True
+            ),
+            field(
+                "flip_fraction",
+                pa.float64(),
+                "1",
+                "cohort: fraction of flipped rows",
+                nullable=True,
+            ),
+            field(
+                "cohen_kappa",
+                pa.float64(),
+                "1",
+                "cohort: Cohen's kappa of the classifications",
+                nullable=True,
+            ),
+            field(
+                "regression_method",
+                pa.string(),
+                "1",
+                "cohort: reference value regressed on the study's (deming_ratio_1_jackknife)",
+                nullable=True,
+            ),
+            field("n_regression_pairs", pa.int32(), "1", "cohort: pairs regressed", nullable=True),
+            field("slope", pa.float64(), "1", "cohort: regression slope", nullable=True),
+            field(
+                "slope_ci_lower", pa.float64(), "1", "cohort: slope, 95 % CI lower", nullable=True
+            ),
+            field(
+                "slope_ci_upper", pa.float64(), "1", "cohort: slope, 95 % CI upper", nullable=True
+            ),
+            field(
+                "intercept_gy", pa.float64(), "Gy", "cohort: regression intercept", nullable=True
+            ),
+            field(
+                "intercept_ci_lower_gy",
+                pa.float64(),
+                "Gy",
+                "cohort: intercept, 95 % CI lower",
+                nullable=True,
+            ),
+            field(
+                "intercept_ci_upper_gy",
+                pa.float64(),
+                "Gy",
+                "cohort: intercept, 95 % CI upper",
+                nullable=True,
+            ),
+            field(
+                "reference_equivalent_gy",
+                pa.float64(),
+                "Gy",
+                "cohort: the reference-scale value equivalent to threshold_gy",
+                nullable=True,
+            ),
+            field(
+                "reference_equivalent_ci_lower_gy",
+                pa.float64(),
+                "Gy",
+                "cohort: 95 % CI lower",
+                nullable=True,
+            ),
+            field(
+                "reference_equivalent_ci_upper_gy",
+                pa.float64(),
+                "Gy",
+                "cohort: 95 % CI upper",
+                nullable=True,
+            ),
+            *_RUN_PROVENANCE,
+            _CREATED_AT,
+        ]
+    ),
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -926,5 +1060,6 @@ TABLES: dict[str, TableSpec] = {
         QC_FINDINGS,
         KINETICS_AGREEMENT,
         DOSE_AGREEMENT,
+        THRESHOLD_CONCORDANCE,
     )
 }

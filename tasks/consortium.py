@@ -17,7 +17,8 @@ from concordose.results.publish import PublishedRun
 
 @task(name="cohort-tables", cache_policy=NO_CACHE)
 def cohort_tables_task(store: ObjectStore, flow_run_id: str | None) -> PublishedRun | None:
-    """Rebuild ``kinetics_agreement`` and ``dose_agreement`` from the store's current cycles
+    """Rebuild the cohort tables (``kinetics_agreement``, ``dose_agreement``,
+    ``threshold_concordance``) from the store's current cycles
     and publish them as a run of their own (None: nothing to compare yet)."""
     provenance = Provenance(run_id=new_run_id(), flow_run_id=flow_run_id)
     return rebuild_cohort_tables(store, provenance)

@@ -1,10 +1,11 @@
 """Rebuild and publish the cohort tables from the current per-cycle rows of an output store.
 
-The cohort tables (``kinetics_agreement``, ``dose_agreement``) are aggregates over every
-published cycle. They are rebuilt as a whole (after each cycle's publication and by the nightly
-sweep) and published as one run whose scope is ``cohort = 'consortium'``: its manifest makes the
-new rows current and every earlier rebuild's rows invisible at once
-(:mod:`concordose.results.publish`, manifest last; :mod:`concordose.results.catalogue`).
+The cohort tables (``kinetics_agreement``, ``dose_agreement``, ``threshold_concordance``) are
+aggregates over every published cycle. They are rebuilt as a whole (after each cycle's
+publication and by the nightly sweep) and published as one run whose scope is
+``cohort = 'consortium'``: its manifest makes the new rows current and every earlier rebuild's
+rows invisible at once (:mod:`concordose.results.publish`, manifest last;
+:mod:`concordose.results.catalogue`).
 
 Concurrent rebuilds (cycles processed in parallel) each read the store as it was when they
 started; the one published last wins, which may predate a cycle published meanwhile. The
@@ -18,6 +19,7 @@ import logging
 import pyarrow as pa
 
 from concordose.consortium.agreement import build_dose_agreement, build_kinetics_agreement
+from concordose.consortium.threshold_concordance import build_threshold_concordance
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.results.catalogue import connect
 from concordose.results.object_store import ObjectStore
@@ -40,12 +42,14 @@ _INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "absorbed_dose": (
         "site_id",
+        "subject_key",
         "cycle_key",
         "voi_label",
         "voi_type",
         "kinetics_method",
         "dose_method",
         "mean_dose_gy",
+        "mass_g",
         "method_parameters_hash",
     ),
     "voxel_dose": (
@@ -99,6 +103,9 @@ def build_cohort_tables(
             inputs["voi_timepoints"],
             provenance,
             reference_method=reference_method,
+        ),
+        "threshold_concordance": build_threshold_concordance(
+            inputs["absorbed_dose"], provenance, reference_method=reference_method
         ),
     }
 

@@ -1,4 +1,5 @@
-"""The cohort tables through the real flow (issue 14, item 4): published, validated, current.
+"""The cohort tables through the real flow (issue 14, items 4 and 6): published, validated,
+current.
 
 One six-time-point cycle of the ``test`` preset with the reference and two simplified kinetics
 methods, three VOI-level dose methods and the site's voxel dosimetry; ``kinetics_agreement``
@@ -83,5 +84,19 @@ def test_agreement_tables_are_published_after_the_cycles(
     assert sorted(map(key, kinetics_agreement)) == sorted(
         map(key, rebuilt["kinetics_agreement"].to_pylist())
     )
+    # the thresholds in their studies' emulated methods and with the reference (item 6)
+    concordance = read_current(store, "threshold_concordance").to_pylist()
+    cycle_rows = [r for r in concordance if r["level"] == "cycle"]
+    assert {r["threshold_name"] for r in cycle_rows} == {
+        "LUMEN minimal lesion dose",
+        "LUTADOSE GTD1",
+    }
+    assert all(r["study_value_gy"] is not None for r in cycle_rows)
+    assert all(r["reference_kinetics_method"] == "spectacular_6tp" for r in cycle_rows)
+    assert {r["site_id"] for r in concordance if r["level"] == "cohort"} == {
+        "milan",
+        POOLED_SITE_ID,
+    }
+    assert manifest["validation"]["threshold_concordance"]["success"]
     # the rebuilds (after the cycle, after the sweep) replace each other: one current run
-    assert len({r["run_id"] for r in kinetics_agreement + dose_agreement}) == 1
+    assert len({r["run_id"] for r in kinetics_agreement + dose_agreement + concordance}) == 1

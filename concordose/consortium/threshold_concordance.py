@@ -1,0 +1,339 @@
+"""``threshold_concordance``: the published tumour-dose thresholds, each evaluated in its own
+study's methodology (emulated from the acquired data) and with the platform's reference, per
+cycle, per patient (cumulative thresholds) and per cohort and site (issue 14, item 6).
+
+The thresholds and their sources are those of :data:`concordose.dose.thresholds.THRESHOLDS`
+(their one home), evaluated by :func:`concordose.dose.thresholds.evaluate_thresholds` on the
+patient-level doses of :func:`concordose.dose.metrics.cycle_dose_summary` /
+:func:`~concordose.dose.metrics.cumulative_dose` (minimal lesion dose, GTD, mean lesion dose).
+
+Each study's methodology (seed review, Serani & Maccauro 2026, Table 1) is emulated by a
+kinetics method on its schedule (``kinetics/timepoints.py`` picks the acquired points) and the
+dose method it used:
+
+* LUMEN (Mileva et al. 2024): 4/24/168 h (``lumen_3tp``), sphere model with RC (``sphere``;
+  the RC is the site protocol's partial-volume correction, applied in quantification);
+* LUTADOSE (Maccauro et al. 2024): ~20/162 h (``lutadose_2tp``), sphere model (``sphere``);
+* Hebert et al. 2024: 4/24/72/192 h in cycles 1-2 (``hebert_4tp``) with PLANET Dose, whose
+  dose model the seed review does not state: ``sphere`` is used, so that only the schedule
+  differs from the reference. Not emulated: the single 24 h time point of cycles 3-4 (no
+  24 h single-time-point method is registered, and cycle numbers are not published), so every
+  cycle uses ``hebert_4tp``.
+
+The reference side is the reference kinetics (``spectacular_6tp``) with the same dose method.
+Cycle numbers are not published (``patient_summary.cycle_number`` is null): cycle-1 thresholds
+are evaluated on every cycle, as if it were cycle 1, and cumulative ones over every current
+cycle of a patient that both sides cover (``n_cycles``).
+
+Per cohort and site (and pooled, ``site_id = '*'``): the fraction of classifications that flip
+between the two sides, Cohen's kappa (:mod:`concordose.consortium.kappa`) and a Deming
+regression of the reference's value on the study's (:mod:`concordose.consortium.deming`, error
+variance ratio 1, jackknife 95 % intervals) giving the reference-scale value equivalent to the
+published cut-off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from concordose.consortium.agreement import CONSORTIUM_COHORT, POOLED_SITE_ID
+from concordose.consortium.deming import MIN_PAIRS, deming_regression
+from concordose.consortium.kappa import cohen_kappa
+from concordose.dicom.seg import VoiType
+from concordose.dose.metrics import (
+    CumulativeDose,
+    CycleDoseSummary,
+    cumulative_dose,
+    cycle_dose_summary,
+)
+from concordose.dose.thresholds import THRESHOLDS, Threshold, evaluate_thresholds
+from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
+from concordose.results.provenance import Provenance
+from schemas.tables import THRESHOLD_CONCORDANCE
+
+LEVEL_CYCLE = "cycle"
+LEVEL_PATIENT = "patient"
+LEVEL_COHORT = "cohort"
+
+REGRESSION_METHOD = "deming_ratio_1_jackknife"
+"""``regression_method`` of the cohort rows (:mod:`concordose.consortium.deming`)."""
+
+CYCLE_1 = "cycle 1"  # Threshold.scope of the cycle-1 thresholds (concordose.dose.thresholds)
+
+
+@dataclass(frozen=True)
+class StudyMethodology:
+    """How a threshold's own study computed its dose, as emulated here (module docstring).
+
+    Attributes:
+        threshold_name: a :class:`~concordose.dose.thresholds.Threshold` name.
+        kinetics_method, dose_method: registry names of the emulation.
+    """
+
+    threshold_name: str
+    kinetics_method: str
+    dose_method: str
+
+
+STUDY_METHODOLOGIES: tuple[StudyMethodology, ...] = (
+    StudyMethodology("LUMEN minimal lesion dose", "lumen_3tp", "sphere"),
+    StudyMethodology("LUTADOSE GTD1", "lutadose_2tp", "sphere"),
+    StudyMethodology("Hebert minimal cumulative lesion dose", "hebert_4tp", "sphere"),
+    StudyMethodology("Hebert mean lesion dose", "hebert_4tp", "sphere"),
+)
+
+_BY_NAME = {threshold.name: threshold for threshold in THRESHOLDS}
+
+
+def _threshold(name: str) -> Threshold:
+    if name not in _BY_NAME:
+        raise KeyError(f"threshold {name!r} not in concordose.dose.thresholds: {sorted(_BY_NAME)}")
+    return _BY_NAME[name]
+
+
+@dataclass(frozen=True)
+class _CycleDoses:
+    site_id: str
+    subject_key: str
+    summary: CycleDoseSummary
+    hashes: frozenset[str]
+
+
+def _cycle_summaries(absorbed_dose: pa.Table) -> dict[tuple[str, str, str], _CycleDoses]:
+    """(cycle key, kinetics method, dose method) → the cycle's patient-level doses."""
+    frame: pd.DataFrame = absorbed_dose.select(
+        [
+            "site_id",
+            "subject_key",
+            "cycle_key",
+            "voi_label",
+            "voi_type",
+            "kinetics_method",
+            "dose_method",
+            "mean_dose_gy",
+            "mass_g",
+            "method_parameters_hash",
+        ]
+    ).to_pandas()
+    summaries: dict[tuple[str, str, str], _CycleDoses] = {}
+    for (cycle, kinetics, dose), rows in frame.groupby(
+        ["cycle_key", "kinetics_method", "dose_method"], sort=True
+    ):
+        summaries[(str(cycle), str(kinetics), str(dose))] = _CycleDoses(
+            site_id=str(rows["site_id"].iloc[0]),
+            subject_key=str(rows["subject_key"].iloc[0]),
+            summary=cycle_dose_summary(
+                rows["voi_label"].tolist(),
+                [VoiType(t) for t in rows["voi_type"]],
+                rows["mean_dose_gy"].to_numpy(dtype=np.float64, na_value=np.nan),
+                rows["mass_g"].to_numpy(dtype=np.float64),
+            ),
+            hashes=frozenset(rows["method_parameters_hash"].tolist()),
+        )
+    return summaries
+
+
+def _flag(
+    threshold: Threshold, cycle: CycleDoseSummary, cumulative: CumulativeDose | None = None
+) -> tuple[float, bool | None]:
+    """The threshold's value and classification (concordose.dose.thresholds, the one rule)."""
+    for flag in evaluate_thresholds(cycle, cumulative):
+        if flag.threshold.name == threshold.name:
+            return flag.value_gy, flag.met
+    raise KeyError(f"threshold {threshold.name!r} was not evaluated")
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _hash(hashes: Sequence[frozenset[str]]) -> str:
+    joined = "|".join(sorted(set().union(*hashes)))
+    return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:16]
+
+
+def _comparison_rows(
+    summaries: dict[tuple[str, str, str], _CycleDoses],
+    methodology: StudyMethodology,
+    reference_method: str,
+) -> list[dict[str, Any]]:
+    """Cycle rows (cycle-1 thresholds) or patient rows (cumulative) of one methodology."""
+    threshold = _threshold(methodology.threshold_name)
+    study_key = (methodology.kinetics_method, methodology.dose_method)
+    reference_key = (reference_method, methodology.dose_method)
+    cycles = sorted(
+        cycle
+        for cycle, kinetics, dose in summaries
+        if (kinetics, dose) == study_key and (cycle, *reference_key) in summaries
+    )
+    groups: dict[tuple[str, str, str | None], list[str]] = {}
+    for cycle in cycles:
+        doses = summaries[(cycle, *study_key)]
+        by_cycle = threshold.scope == CYCLE_1
+        group = (doses.site_id, doses.subject_key, cycle if by_cycle else None)
+        groups.setdefault(group, []).append(cycle)
+    rows = []
+    for (site, subject, cycle_key), members in sorted(groups.items(), key=str):
+        study = [summaries[(c, *study_key)] for c in members]
+        reference = [summaries[(c, *reference_key)] for c in members]
+        if threshold.scope == CYCLE_1:
+            study_value, study_met = _flag(threshold, study[0].summary)
+            reference_value, reference_met = _flag(threshold, reference[0].summary)
+        else:
+            study_value, study_met = _flag(
+                threshold, study[0].summary, cumulative_dose([d.summary for d in study])
+            )
+            reference_value, reference_met = _flag(
+                threshold, reference[0].summary, cumulative_dose([d.summary for d in reference])
+            )
+        rows.append(
+            {
+                "level": LEVEL_CYCLE if threshold.scope == CYCLE_1 else LEVEL_PATIENT,
+                "site_id": site,
+                "subject_key": subject,
+                "cycle_key": cycle_key,
+                **_threshold_columns(threshold, methodology, reference_method),
+                "method_parameters_hash": _hash([d.hashes for d in study + reference]),
+                "n_cycles": len(members),
+                "study_value_gy": _finite(study_value),
+                "reference_value_gy": _finite(reference_value),
+                "study_met": study_met,
+                "reference_met": reference_met,
+                "flipped": (
+                    None
+                    if study_met is None or reference_met is None
+                    else study_met != reference_met
+                ),
+            }
+        )
+    return rows
+
+
+def _threshold_columns(
+    threshold: Threshold, methodology: StudyMethodology, reference_method: str
+) -> dict[str, Any]:
+    return {
+        "threshold_name": threshold.name,
+        "metric": threshold.metric,
+        "threshold_scope": threshold.scope,
+        "threshold_gy": threshold.threshold_gy,
+        "direction": str(threshold.direction),
+        "study_kinetics_method": methodology.kinetics_method,
+        "study_dose_method": methodology.dose_method,
+        "reference_kinetics_method": reference_method,
+        "reference_dose_method": methodology.dose_method,
+    }
+
+
+def _cohort_row(rows: list[dict[str, Any]], site_id: str) -> dict[str, Any]:
+    """Flip fraction, kappa and the Deming regression over one site's (or all) rows."""
+    first = rows[0]
+    classified = [r for r in rows if r["flipped"] is not None]
+    valued = [
+        r for r in rows if r["study_value_gy"] is not None and r["reference_value_gy"] is not None
+    ]
+    row: dict[str, Any] = {
+        "level": LEVEL_COHORT,
+        "site_id": site_id,
+        "subject_key": None,
+        "cycle_key": None,
+        **{k: first[k] for k in _COMMON_COLUMNS},
+        "method_parameters_hash": hashlib.sha256(
+            "|".join(sorted({r["method_parameters_hash"] for r in rows})).encode("utf-8")
+        ).hexdigest()[:16],
+        "n_cycles": sum(r["n_cycles"] for r in rows),
+        "n_classified": len(classified),
+        "n_missing": len(rows) - len(classified),
+        "flip_fraction": (
+            float(np.mean([r["flipped"] for r in classified])) if classified else None
+        ),
+        "cohen_kappa": (
+            _finite(
+                cohen_kappa(
+                    [r["study_met"] for r in classified], [r["reference_met"] for r in classified]
+                )
+            )
+            if classified
+            else None
+        ),
+    }
+    if len(valued) >= MIN_PAIRS:
+        try:
+            fit = deming_regression(
+                [r["study_value_gy"] for r in valued], [r["reference_value_gy"] for r in valued]
+            )
+        except ValueError:
+            fit = None
+        if fit is not None:
+            equivalent = fit.predict(float(first["threshold_gy"]))
+            row.update(
+                {
+                    "regression_method": REGRESSION_METHOD,
+                    "n_regression_pairs": fit.n_pairs,
+                    "slope": _finite(fit.slope.estimate),
+                    "slope_ci_lower": _finite(fit.slope.lower),
+                    "slope_ci_upper": _finite(fit.slope.upper),
+                    "intercept_gy": _finite(fit.intercept.estimate),
+                    "intercept_ci_lower_gy": _finite(fit.intercept.lower),
+                    "intercept_ci_upper_gy": _finite(fit.intercept.upper),
+                    "reference_equivalent_gy": _finite(equivalent.estimate),
+                    "reference_equivalent_ci_lower_gy": _finite(equivalent.lower),
+                    "reference_equivalent_ci_upper_gy": _finite(equivalent.upper),
+                }
+            )
+    return row
+
+
+_COMMON_COLUMNS = (
+    "threshold_name",
+    "metric",
+    "threshold_scope",
+    "threshold_gy",
+    "direction",
+    "study_kinetics_method",
+    "study_dose_method",
+    "reference_kinetics_method",
+    "reference_dose_method",
+)
+
+
+def build_threshold_concordance(
+    absorbed_dose: pa.Table,
+    provenance: Provenance,
+    *,
+    reference_method: str = REFERENCE_METHOD_NAME,
+    methodologies: Sequence[StudyMethodology] = STUDY_METHODOLOGIES,
+) -> pa.Table:
+    """Table ``threshold_concordance`` from the current ``absorbed_dose`` rows (module
+    docstring): cycle or patient rows, then cohort rows per site and pooled. Empty when no
+    cycle ran both a study's methodology and the reference."""
+    summaries = _cycle_summaries(absorbed_dose)
+    rows: list[dict[str, Any]] = []
+    for methodology in methodologies:
+        compared = _comparison_rows(summaries, methodology, reference_method)
+        if not compared:
+            continue
+        rows.extend(compared)
+        for site in sorted({r["site_id"] for r in compared}):
+            rows.append(_cohort_row([r for r in compared if r["site_id"] == site], site))
+        rows.append(_cohort_row(compared, POOLED_SITE_ID))
+    stamped = [
+        {
+            "cohort": CONSORTIUM_COHORT,
+            **row,
+            "schema_version": THRESHOLD_CONCORDANCE.version,
+            "software_version": provenance.software_version,
+            "run_id": provenance.run_id,
+            "flow_run_id": provenance.flow_run_id,
+            "created_at": provenance.created_at,
+        }
+        for row in rows
+    ]
+    return pa.Table.from_pylist(stamped, schema=THRESHOLD_CONCORDANCE.schema)

@@ -1,0 +1,166 @@
+"""Threshold concordance (issue 14, item 6): kappa, Deming regression, flips, by hand."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from scipy import stats
+
+from concordose.consortium import (
+    POOLED_SITE_ID,
+    STUDY_METHODOLOGIES,
+    build_threshold_concordance,
+    cohen_kappa,
+    deming_regression,
+)
+from concordose.dose.thresholds import THRESHOLDS
+from concordose.results.provenance import Provenance
+from concordose.results.validation import validate_tables
+from schemas.tables import THRESHOLD_CONCORDANCE
+
+REF = "spectacular_6tp"
+PROVENANCE = Provenance(run_id="r-thresholds")
+LUMEN = [m for m in STUDY_METHODOLOGIES if m.kinetics_method == "lumen_3tp"]
+HEBERT_MIN = [m for m in STUDY_METHODOLOGIES if m.threshold_name.startswith("Hebert minimal")]
+
+
+def test_cohen_kappa_matches_hand_computation() -> None:
+    first = [True, True, False, False, True]
+    second = [True, False, False, False, True]
+    # p_o = 4/5; p_e = 0.6·0.4 + 0.4·0.6 = 0.48; κ = 0.32/0.52
+    assert cohen_kappa(first, second) == pytest.approx(0.32 / 0.52)
+    assert cohen_kappa([True, False], [True, False]) == pytest.approx(1.0)
+    assert np.isnan(cohen_kappa([True, True], [True, True]))  # chance agreement is 1
+    with pytest.raises(ValueError, match="same cases"):
+        cohen_kappa([True], [True, False])
+
+
+def test_deming_regression_matches_hand_computation() -> None:
+    x = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    y = np.array([1.2, 1.9, 3.4, 3.9, 5.3])
+    fit = deming_regression(x, y)
+
+    def by_hand(xs: list[float], ys: list[float]) -> tuple[float, float]:
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        sxx = sum((a - mx) ** 2 for a in xs)
+        syy = sum((b - my) ** 2 for b in ys)
+        sxy = sum((a - mx) * (b - my) for a, b in zip(xs, ys, strict=True))
+        slope = (syy - sxx + ((syy - sxx) ** 2 + 4 * sxy**2) ** 0.5) / (2 * sxy)
+        return slope, my - slope * mx
+
+    slope, intercept = by_hand(x.tolist(), y.tolist())
+    assert fit.slope.estimate == pytest.approx(slope)
+    assert fit.intercept.estimate == pytest.approx(intercept)
+    # jackknife of the prediction at 3.5 (Linnet 1993)
+    loo = []
+    for i in range(5):
+        s, a = by_hand(np.delete(x, i).tolist(), np.delete(y, i).tolist())
+        loo.append(a + s * 3.5)
+    se = (4 / 5 * sum((v - sum(loo) / 5) ** 2 for v in loo)) ** 0.5
+    half = stats.t.ppf(0.975, 4) * se
+    predicted = fit.predict(3.5)
+    assert predicted.estimate == pytest.approx(intercept + slope * 3.5)
+    assert predicted.lower == pytest.approx(intercept + slope * 3.5 - half)
+    assert predicted.upper == pytest.approx(intercept + slope * 3.5 + half)
+    # orthogonal regression is symmetric: swapping the methods inverts the slope
+    assert deming_regression(y, x).slope.estimate == pytest.approx(1 / slope)
+    with pytest.raises(ValueError, match="at least 3 pairs"):
+        deming_regression([1.0, 2.0], [1.0, 2.0])
+
+
+def _doses(lesions: dict[tuple[str, str, str, str], list[float]]) -> pa.Table:
+    """absorbed_dose rows: (site, subject, cycle, kinetics method) → lesion doses, sphere."""
+    rows = []
+    for (site, subject, cycle, method), doses in lesions.items():
+        for index, dose in enumerate(doses):
+            rows.append(
+                {
+                    "site_id": site,
+                    "subject_key": subject,
+                    "cycle_key": cycle,
+                    "voi_label": f"lesion_{index}",
+                    "voi_type": "lesion",
+                    "kinetics_method": method,
+                    "dose_method": "sphere",
+                    "mean_dose_gy": dose,
+                    "mass_g": 10.0,
+                    "method_parameters_hash": f"h-{method}",
+                }
+            )
+    return pa.Table.from_pylist(rows)
+
+
+STUDY_LESIONS = {
+    ("milan", "s1", "c1"): [40.0, 36.0],
+    ("milan", "s1", "c2"): [50.0, 60.0],
+    ("milan", "s2", "c3"): [20.0, 30.0],
+    ("padua", "s3", "c4"): [44.0, 70.0],
+}
+
+
+def _lumen_case() -> pa.Table:
+    lesions: dict[tuple[str, str, str, str], list[float]] = {}
+    for (site, subject, cycle), doses in STUDY_LESIONS.items():
+        lesions[(site, subject, cycle, "lumen_3tp")] = doses
+        lesions[(site, subject, cycle, REF)] = [0.8 * d for d in doses]
+    lesions[("padua", "s4", "c5", "lumen_3tp")] = [99.0]  # no reference: not compared
+    return _doses(lesions)
+
+
+def _by(table: pa.Table, **where: Any) -> list[dict[str, Any]]:
+    return [r for r in table.to_pylist() if all(r[k] == v for k, v in where.items())]
+
+
+def test_a_flip_is_detected_per_cycle_and_summarised_per_cohort() -> None:
+    table = build_threshold_concordance(_lumen_case(), PROVENANCE, methodologies=LUMEN)
+    cycles = {r["cycle_key"]: r for r in _by(table, level="cycle")}
+    assert set(cycles) == {"c1", "c2", "c3", "c4"}
+    c1 = cycles["c1"]  # minimal lesion dose 36 Gy (LUMEN) against 28.8 Gy (reference)
+    assert c1["study_value_gy"] == pytest.approx(36.0)
+    assert c1["reference_value_gy"] == pytest.approx(28.8)
+    assert (c1["study_met"], c1["reference_met"], c1["flipped"]) == (True, False, True)
+    assert c1["threshold_gy"] == 35.0
+    assert (c1["study_kinetics_method"], c1["reference_kinetics_method"]) == ("lumen_3tp", REF)
+    assert [cycles[c]["flipped"] for c in ("c2", "c3", "c4")] == [False, False, False]
+    pooled = _by(table, level="cohort", site_id=POOLED_SITE_ID)[0]
+    assert pooled["n_classified"] == 4
+    assert pooled["flip_fraction"] == pytest.approx(0.25)
+    # study met [T, T, F, T], reference [F, T, F, T]: p_o = 3/4, p_e = 1/2, κ = 1/2
+    assert pooled["cohen_kappa"] == pytest.approx(0.5)
+    # reference = 0.8 × study exactly: slope 0.8, intercept 0, 35 Gy ↔ 28 Gy
+    assert pooled["slope"] == pytest.approx(0.8)
+    assert pooled["intercept_gy"] == pytest.approx(0.0, abs=1e-9)
+    assert pooled["reference_equivalent_gy"] == pytest.approx(28.0)
+    assert pooled["reference_equivalent_ci_lower_gy"] == pytest.approx(28.0)
+    milan = _by(table, level="cohort", site_id="milan")[0]
+    assert (milan["n_classified"], milan["flip_fraction"]) == (3, pytest.approx(1 / 3))
+    padua = _by(table, level="cohort", site_id="padua")[0]
+    assert padua["slope"] is None  # one pair: no regression
+    assert validate_tables({"threshold_concordance": table})["threshold_concordance"].success
+    assert table.schema == THRESHOLD_CONCORDANCE.schema
+
+
+def test_cumulative_thresholds_sum_each_lesion_over_a_patients_cycles() -> None:
+    lesions = {
+        ("milan", "s1", "c1", "hebert_4tp"): [30.0, 25.0],
+        ("milan", "s1", "c2", "hebert_4tp"): [30.0, 30.0],
+        ("milan", "s1", "c1", REF): [30.0, 20.0],
+        ("milan", "s1", "c2", REF): [30.0, 30.0],
+    }
+    table = build_threshold_concordance(_doses(lesions), PROVENANCE, methodologies=HEBERT_MIN)
+    patient = _by(table, level="patient")[0]
+    assert patient["cycle_key"] is None
+    assert patient["n_cycles"] == 2
+    # lesion_1: 25 + 30 = 55 Gy ≥ 52.52 (Hebert) against 20 + 30 = 50 Gy (reference)
+    assert patient["study_value_gy"] == pytest.approx(55.0)
+    assert patient["reference_value_gy"] == pytest.approx(50.0)
+    assert patient["flipped"] is True
+
+
+def test_every_methodology_names_a_published_threshold() -> None:
+    names = {threshold.name for threshold in THRESHOLDS}
+    assert {m.threshold_name for m in STUDY_METHODOLOGIES} <= names
+    assert len(STUDY_METHODOLOGIES) == 4  # LUMEN, LUTADOSE, Hebert minimum and mean
