@@ -23,7 +23,7 @@ from phantoms import generate_patient
 
 pytestmark = pytest.mark.integration
 
-KINETICS = ("spectacular_6tp", "lumen_3tp", "lutadose_2tp")
+KINETICS = ("spectacular_6tp", "lumen_3tp", "lutadose_2tp", "hebert_4tp")
 DOSES = ("sphere", "organ_s_am", "ldm")
 
 
@@ -48,14 +48,14 @@ def test_agreement_tables_are_published_after_the_cycles(
     dose_agreement = read_current(store, "dose_agreement").to_pylist()
 
     assert {r["site_id"] for r in kinetics_agreement} == {"milan", POOLED_SITE_ID}
-    assert {r["kinetics_method"] for r in kinetics_agreement} == {"lumen_3tp", "lutadose_2tp"}
+    assert {r["kinetics_method"] for r in kinetics_agreement} == set(KINETICS[1:])
     assert {r["metric"] for r in kinetics_agreement} == {"tia", "mean_dose"}
     assert {r["dose_method"] for r in kinetics_agreement} == {None, *DOSES}
     n_vois = len({r["voi_label"] for r in read_current(store, "kinetics").to_pylist()})
     tia_pooled = [
         r for r in kinetics_agreement if r["metric"] == "tia" and r["site_id"] == POOLED_SITE_ID
     ]
-    for method in ("lumen_3tp", "lutadose_2tp"):  # every VOI paired once, in one class
+    for method in KINETICS[1:]:  # every VOI paired once, in one class
         rows = [r for r in tia_pooled if r["kinetics_method"] == method]
         assert sum(r["n_pairs"] + r["n_missing"] for r in rows) == n_vois
     # dose methods against each other, VOI-level on the reference's TIA and voxel methods
@@ -92,6 +92,12 @@ def test_agreement_tables_are_published_after_the_cycles(
         "LUTADOSE GTD1",
     }
     assert all(r["study_value_gy"] is not None for r in cycle_rows)
+    patient_rows = [r for r in concordance if r["level"] == "patient"]
+    assert {r["threshold_name"] for r in patient_rows} == {
+        "Hebert minimal cumulative lesion dose",
+        "Hebert mean lesion dose",
+    }
+    assert all(r["n_cycles"] == 1 for r in patient_rows)
     assert all(r["reference_kinetics_method"] == "spectacular_6tp" for r in cycle_rows)
     assert {r["site_id"] for r in concordance if r["level"] == "cohort"} == {
         "milan",
