@@ -222,6 +222,7 @@ def process_cycle(
     kinetics_methods: Sequence[str] = DEFAULT_KINETICS_METHODS,
     dose_methods: Sequence[str] = DEFAULT_DOSE_METHODS,
     voxel_dosimetry: bool = True,
+    refresh_cohort: bool = True,
 ) -> CycleRunResult:
     """Process one cycle of ``source`` and publish its tables (see the module docstring).
 
@@ -235,6 +236,8 @@ def process_cycle(
         site_id: the site of the files when ``source`` is not a spool.
         kinetics_methods, dose_methods: registry names of the methods to run side by side.
         voxel_dosimetry: run voxel dosimetry where the site protocol enables it.
+        refresh_cohort: rebuild the cohort tables after a processed cycle (a sweep passes
+            False and rebuilds them once, after all its cycles).
 
     Raises:
         Exception: a science or publication failure, after recording ``failed`` in the spool.
@@ -268,7 +271,7 @@ def process_cycle(
         failure = f"{type(exc).__name__}: {exc}"[:2000]
         record_outcome_task(source, members, CycleState.FAILED, failure)
         raise
-    if result.outcome == OUTCOME_PROCESSED:
+    if refresh_cohort and result.outcome == OUTCOME_PROCESSED:
         refresh_cohort_tables(output_uri)  # kinetics_agreement, dose_agreement (issue 14)
     create_markdown_artifact(
         _summary_markdown(result, site_name),

@@ -110,6 +110,7 @@ def run_cycle_task(
         kinetics_methods=options.kinetics_methods,
         dose_methods=options.dose_methods,
         voxel_dosimetry=options.voxel_dosimetry,
+        refresh_cohort=False,  # rebuilt once after all the sweep's cycles (_run_cycles)
     )
 
 
@@ -220,7 +221,7 @@ def _run_cycles(
         len(failed),
     )
     if selected:
-        # after every cycle: concurrent runs' own rebuilds may each have missed another's cycle
+        # once, after every cycle of the sweep (its cycle runs do not rebuild them each)
         refresh_cohort_tables(options.output_uri)
     return SweepResult(tuple(runs), failed, considered, receiving)
 
