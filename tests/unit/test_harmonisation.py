@@ -11,9 +11,11 @@ import pyarrow as pa
 import pytest
 import yaml
 from pydantic import SecretStr
+from typer.testing import CliRunner
 
 from concordose.calibration.protocol import load_protocol
 from concordose.calibration.registry import SiteRegistry
+from concordose.cli import app
 from concordose.consortium import (
     ProcessingVariant,
     ReferenceObject,
@@ -251,3 +253,33 @@ def test_protocol_dir_setting_is_honoured_and_checked(
     monkeypatch.setenv("CONCORDOSE_PROTOCOL_DIR", str(tmp_path / "empty"))
     with pytest.raises(ConfigurationError, match=r"holds no default\.yaml"):
         load_protocol("milan")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--sites", "milan"], "names 1 distinct site(s); comparing sites needs ≥ 2"),
+        (["--sites", "milan,atlantis"], "unknown consortium site 'atlantis'"),
+        (["--preset", "clinical"], "unknown --preset 'clinical'; expected one of test, demo, full"),
+        (["--patients", "0"], "--patients must be ≥ 1, got 0"),
+    ],
+)
+def test_consortium_command_refuses_bad_arguments(
+    tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(app, ["consortium", "--out", str(tmp_path / "run"), *arguments])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert not (tmp_path / "run").exists()
+
+
+def test_consortium_command_never_empties_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    result = CliRunner().invoke(
+        app, ["consortium", "--out", str(tmp_path), "--sites", "milan,brussels"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "is not empty and was not made by `concordose consortium`" in " ".join(
+        result.output.split()
+    )
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
