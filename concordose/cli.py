@@ -598,8 +598,8 @@ def query(
     """Query the published tables: only manifested runs, the latest run per cycle.
 
     Views: acquisitions, voi_timepoints, kinetics, absorbed_dose, patient_summary, voxel_dose,
-    voxel_dose_summary, method_comparison, site_calibrations, qc_findings (current schema, older
-    versions upgraded),
+    voxel_dose_summary, method_comparison, site_calibrations, harmonisation_agreement,
+    qc_findings (current schema, older versions upgraded),
     and runs (the manifested runs).
     """
 
@@ -728,6 +728,154 @@ def _generate_consortium(
     console.print(table)
     console.print(f"subjects {', '.join(result.subjects)}; index: {result.index_path}")
     console.print(f"site registry: {result.sites_path}")
+
+
+def _harmonisation_summary(table: pa.Table) -> Table:
+    """Per metric, methods and variant: compartments compared, median and largest cross-site
+    CoV, median |relative error| against truth (rows of ``harmonisation_agreement``)."""
+    from concordose.consortium import VARIANTS
+
+    frame = table.to_pandas()
+    frame["methods"] = frame["kinetics_method"] + " / " + frame["dose_method"]
+    frame["abs_error"] = frame["relative_error"].abs()
+    frame["order"] = frame["variant"].map({v.value: i for i, v in enumerate(VARIANTS)})
+    summary = Table(title="Cross-site agreement on reference objects (harmonisation_agreement)")
+    for column in ("metric", "methods", "variant", "VOIs", "median CoV", "max CoV"):
+        summary.add_column(
+            column, justify="left" if column in ("metric", "methods", "variant") else "right"
+        )
+    summary.add_column("median |error|", justify="right")
+    for (metric, methods, _, variant), rows in frame.groupby(
+        ["metric", "methods", "order", "variant"], sort=True
+    ):
+        per_compartment = rows.drop_duplicates(["reference_object_id", "voi_label"])
+        cov = per_compartment["cross_site_cov"].dropna()
+        error = rows["abs_error"].dropna()
+        summary.add_row(
+            str(metric),
+            str(methods),
+            str(variant),
+            str(len(per_compartment)),
+            f"{cov.median():.1%}" if len(cov) else "—",
+            f"{cov.max():.1%}" if len(cov) else "—",
+            f"{error.median():.1%}" if len(error) else "—",
+        )
+    return summary
+
+
+@app.command()
+def consortium(
+    out: Annotated[Path, typer.Option(help="Folder for the run (input, config, spool, output).")],
+    *,
+    preset: Annotated[
+        str, typer.Option(help="Consortium preset: 'test' (coarse, seconds), 'demo' or 'full'.")
+    ] = "test",
+    sites: Annotated[
+        str | None, typer.Option(help="Comma-separated site ids (default: every site).")
+    ] = None,
+    patients: Annotated[int, typer.Option(help="Virtual patients, each imaged at every site.")] = 1,
+    seed: Annotated[int, typer.Option(help="Consortium seed.")] = 20261124,
+) -> None:
+    """Run the digital consortium through the platform and measure how comparable the sites are.
+
+    Generates the consortium, calibrates every site from its phantom scans, sends every study
+    by C-STORE to the receiver, processes every cycle in three variants (raw: vendor CF;
+    harmonised: phantom CF; harmonised_pvc: + partial-volume correction) and publishes every
+    table, harmonisation_agreement included, under OUT/output.
+
+    Example: concordose consortium --out /tmp/cons --preset test --sites milan,brussels --patients 1
+    """
+    from phantoms.consortium import CONSORTIUM_PRESETS
+    from phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
+
+    allowed = ("test", "demo", "full")
+
+    def chosen_sites() -> tuple[Any, ...]:
+        if preset not in allowed or preset not in CONSORTIUM_PRESETS:
+            raise ConcordoseError(
+                f"unknown --preset {preset!r}; expected one of {', '.join(allowed)}"
+            )
+        if patients < 1:
+            raise ConcordoseError(f"--patients must be ≥ 1, got {patients}")
+        if sites is None:
+            return CONSORTIUM_SITES
+        try:
+            picked = tuple(consortium_site(s.strip()) for s in sites.split(",") if s.strip())
+        except KeyError as exc:
+            raise ConcordoseError(f"--sites: {exc.args[0]}") from exc
+        if len({s.site_id for s in picked}) < 2:
+            raise ConcordoseError(
+                f"--sites {sites!r} names {len(picked)} distinct site(s); comparing sites needs ≥ 2"
+            )
+        return picked
+
+    profiles = _run(chosen_sites)
+    from flows.consortium import run_consortium  # lazy: only orchestration imports Prefect
+
+    with Progress(
+        TextColumn("[bold]{task.description:<36}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("consortium", total=0)
+
+        class _Reporter:
+            def start(self, total: int) -> None:
+                current = progress.tasks[task].total or 0
+                progress.update(task, total=current + total)
+
+            def advance(self, description: str) -> None:
+                progress.update(task, advance=1, description=description)
+
+            def advance_by(self, units: int, description: str) -> None:
+                progress.update(task, advance=units, description=description)
+
+        def on_step(message: str) -> None:
+            progress.console.print(f"[cyan]•[/] {message}", soft_wrap=True)
+
+        result = _run(
+            lambda: run_consortium(
+                out.resolve(),
+                sites=profiles,
+                n_patients=patients,
+                preset=preset,
+                seed=seed,
+                progress=_Reporter(),
+                on_step=on_step,
+            )
+        )
+        progress.update(task, description="consortium")
+    sites_table = Table(title="Sites and cycles per variant")
+    columns = ("site", "nominal CF cps/MBq", "phantom CF cps/MBq", "variant")
+    for column in (*columns, "processed", "held", "failed"):
+        sites_table.add_column(column, justify="left" if column in ("site", "variant") else "right")
+    nominal = {s.site_id: s.nominal_calibration_factor_cps_per_mbq for s in profiles}
+    for site_id, record in result.calibrations.items():
+        for variant, counts in result.outcomes.items():
+            by_site = counts.get(site_id, {})
+            sites_table.add_row(
+                site_id,
+                f"{nominal[site_id]:.2f}" if nominal[site_id] else "—",
+                f"{record.calibration_factor_cps_per_mbq:.2f}",
+                variant.value,
+                *(str(by_site.get(outcome, 0)) for outcome in ("processed", "held", "failed")),
+            )
+    console.print(sites_table)
+    console.print(_harmonisation_summary(result.harmonisation.table))
+    for object_id, site_id, variant_name in result.harmonisation.missing:
+        console.print(
+            f"[yellow]missing[/] {object_id} at {site_id} ({variant_name}): no published rows"
+        )
+    console.print(
+        f"sent {result.sent} instances; published run {result.published.run_id}:", soft_wrap=True
+    )
+    console.print(
+        f"  tables under {result.output_dir} (variants under {result.output_dir / 'variants'})",
+        soft_wrap=True,
+    )
 
 
 def _configure_logging() -> None:

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
             working set exceeds it is held (with the sizes) instead of being killed by the
             kernel, and a sweep runs cycles together only while their estimates fit; default
             half of the machine's physical memory.
+        protocol_dir: a folder of site protocol files (``default.yaml``, ``<site_id>.yaml``)
+            used instead of the packaged ``schemas/protocols`` (a consortium run uses one per
+            processing variant, e.g. partial-volume correction on for all sites).
     """
 
     model_config = SettingsConfigDict(
@@ -71,6 +74,7 @@ class Settings(BaseSettings):
     max_pdu_bytes: int = Field(default=131072, ge=0)
     max_concurrent_cycles: int = Field(default=1, ge=1, le=8)
     memory_budget_gb: float | None = Field(default=None, gt=0.0)
+    protocol_dir: Path | None = None
 
 
 def default_workdir() -> Path:

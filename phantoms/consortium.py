@@ -4,6 +4,8 @@
 
     out_dir/consortium.json                          index (format concordose.consortium v1)
     out_dir/sites.yaml                               site registry, every site's true CF
+    out_dir/reference_objects.yaml                   every virtual patient's imaged cycle as a
+                                                     reference object (truth sheet)
     out_dir/sites/<site>/phantoms/uniform_cylinder/  dicom/nm.dcm, dicom/ct/NNNN.dcm,
                                                      calibration_sheet.yaml, truth.json
     out_dir/sites/<site>/phantoms/nema_iec_body/     same
@@ -33,6 +35,12 @@ import yaml
 from numpy.typing import NDArray
 
 from concordose.calibration.phantom_geometry import PhantomSphere
+from concordose.consortium.reference_objects import (
+    CompartmentTruth,
+    ReferenceMeasurement,
+    ReferenceObject,
+    ReferenceObjectRegistry,
+)
 from phantoms.anatomy import (
     BODY_VALUE,
     OUTSIDE_VALUE,
@@ -178,6 +186,68 @@ class GeneratedConsortium:
     sites_path: Path
     sites: tuple[GeneratedSite, ...]
     subjects: tuple[str, ...]
+    reference_objects_path: Path
+
+
+TRUTH_AGREEMENT_RELATIVE = 1e-9
+"""Sites' ground truths of one virtual patient's cycle must agree to this (they are the same
+curves and masses; only the schedule and the camera differ)."""
+
+
+def reference_object_registry(sites: Sequence[GeneratedSite]) -> ReferenceObjectRegistry:
+    """Every imaged cycle of every virtual patient as a reference object
+    (``digital-<subject>-cycle<N>``), measured at each site that imaged it, with the truth of its
+    VOIs from the sites' ground truths.
+
+    Raises:
+        ValueError: two sites' truths of the same cycle disagree (a generator bug).
+    """
+    truths: dict[tuple[str, int], dict[str, CompartmentTruth]] = {}
+    measurements: dict[tuple[str, int], list[ReferenceMeasurement]] = {}
+    for generated in sites:
+        for path in generated.ground_truth_paths:
+            truth = json.loads(path.read_text(encoding="utf-8"))
+            for cycle in truth["cycles"]:
+                if not cycle["imaged"]:
+                    continue
+                key = (truth["patient"]["subject"], int(cycle["cycle"]))
+                compartments = {
+                    voi["label"]: CompartmentTruth(
+                        tia_mbq_h=voi["tia_mbq_h"], mean_dose_gy=voi["mean_dose_gy"]
+                    )
+                    for voi in cycle["vois"]
+                }
+                known = truths.setdefault(key, compartments)
+                for label, value in compartments.items():
+                    if not np.isclose(
+                        known[label].tia_mbq_h or 0.0,
+                        value.tia_mbq_h or 0.0,
+                        rtol=TRUTH_AGREEMENT_RELATIVE,
+                        atol=0.0,
+                    ):
+                        raise ValueError(
+                            f"{path}: truth TIA of {label} in cycle {key[1]} is "
+                            f"{value.tia_mbq_h} MBq·h, another site's is {known[label].tia_mbq_h}"
+                        )
+                measurements.setdefault(key, []).append(
+                    ReferenceMeasurement(
+                        site_id=generated.site.site_id,
+                        patient_id=truth["patient"]["patient_id"],
+                        injection_datetime=dt.datetime.fromisoformat(cycle["injection_datetime"]),
+                    )
+                )
+    return ReferenceObjectRegistry(
+        reference_objects=[
+            ReferenceObject(
+                reference_object_id=f"digital-{subject}-cycle{cycle}",
+                kind="digital_patient",
+                description=f"digital consortium virtual patient {subject}, cycle {cycle}",
+                truth=truths[subject, cycle],
+                measurements=measurements[subject, cycle],
+            )
+            for subject, cycle in sorted(truths)
+        ]
+    )
 
 
 def _hu_kind(label: str) -> str:
@@ -642,12 +712,15 @@ def generate_consortium(
     }
     index_path = out_dir / "consortium.json"
     index_path.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    reference_objects_path = out_dir / "reference_objects.yaml"
+    reference_object_registry(generated_sites).write(reference_objects_path)
     return GeneratedConsortium(
         out_dir=out_dir,
         index_path=index_path,
         sites_path=sites_path,
         sites=tuple(generated_sites),
         subjects=subjects,
+        reference_objects_path=reference_objects_path,
     )
 
 
@@ -661,5 +734,6 @@ __all__ = [
     "Realism",
     "consortium_units",
     "generate_consortium",
+    "reference_object_registry",
     "site_protocol",
 ]

@@ -98,6 +98,13 @@ class SiteProfile:
             after the photopeak window, e.g. the 113 keV peak or scatter windows.
         protocol: the imaging schedule the site follows when each site uses its own
             (:data:`phantoms.protocols.PROTOCOLS` key).
+        nominal_calibration_factor_cps_per_mbq: the camera vendor's nominal Lu-177 sensitivity,
+            cps/MBq: what the site would apply without a phantom calibration (the *raw*
+            variant of the harmonisation comparison); ``None``: not stated. It differs from
+            the true ``calibration_factor_cps_per_mbq`` because the vendor's figure ignores
+            the site's window, collimator wear and reconstruction (a modelling choice of this
+            generator: −12 % to +14 % here, of the order of the spread between sites'
+            sensitivities the phantom calibrations remove).
     """
 
     site_id: str
@@ -122,6 +129,7 @@ class SiteProfile:
     dose_calibrator_bias: float = 0.0
     extra_energy_windows_kev: tuple[tuple[str, float, float], ...] = ()
     protocol: str = "spectacular"
+    nominal_calibration_factor_cps_per_mbq: float | None = None
 
     @property
     def effective_fwhm_mm(self) -> float:
@@ -159,6 +167,7 @@ DEFAULT_SITE = SiteProfile(
     system_fwhm_mm=11.5,
     recon=ReconProtocol(algorithm="Flash3D", iterations=6, subsets=8, resolution_recovery=True),
     dose_calibrator_bias=0.0,
+    nominal_calibration_factor_cps_per_mbq=9.6,
 )
 """The Milan site: Siemens Symbia Intevo, MEGP, CF 9.1 cps/MBq, 4.42 mm voxels, FWHM ≈ 8.7 mm."""
 
@@ -187,6 +196,7 @@ BRUSSELS = SiteProfile(
     system_fwhm_mm=10.0,
     recon=ReconProtocol(algorithm="OSEM", iterations=4, subsets=10, resolution_recovery=True),
     dose_calibrator_bias=0.03,
+    nominal_calibration_factor_cps_per_mbq=9.5,
     extra_energy_windows_kev=(_LU177_113_KEV_WINDOW,),
 )
 """GE Discovery 670, MEGP, two photopeaks, CF 10.8 cps/MBq, 3.9 mm voxels, FWHM ≈ 7.8 mm."""
@@ -213,6 +223,7 @@ MONTPELLIER = SiteProfile(
     system_fwhm_mm=13.5,
     recon=ReconProtocol(algorithm="Flash3D", iterations=8, subsets=4, resolution_recovery=True),
     dose_calibrator_bias=-0.025,
+    nominal_calibration_factor_cps_per_mbq=8.4,
 )
 """Siemens Symbia T2, MELP, CF 7.4 cps/MBq, 4.7952 mm voxels, FWHM ≈ 11.0 mm."""
 
@@ -245,6 +256,7 @@ GRAND_RAPIDS = SiteProfile(
         post_filter_fwhm_mm=6.0,
     ),
     dose_calibrator_bias=0.05,
+    nominal_calibration_factor_cps_per_mbq=6.6,
 )
 """GE Optima 640, MEGP, no resolution recovery + post-filter, CF 5.8 cps/MBq, FWHM ≈ 15.2 mm."""
 
@@ -270,7 +282,7 @@ def consortium_site(site_id: str) -> SiteProfile:
 
 def sites_registry_document(sites: Sequence[SiteProfile]) -> dict[str, Any]:
     """The ``sites.yaml`` content (the library's site registry format) for ``sites``, each with
-    its true calibration factor as one calibration record."""
+    its true calibration factor as one calibration record and the vendor's nominal factor."""
     return {
         "format_version": 1,
         "sites": [
@@ -278,6 +290,15 @@ def sites_registry_document(sites: Sequence[SiteProfile]) -> dict[str, Any]:
                 "site_id": site.site_id,
                 "ae_titles": [site.calling_ae_title],
                 "institution": site.institution_name,
+                **(
+                    {}
+                    if site.nominal_calibration_factor_cps_per_mbq is None
+                    else {
+                        "nominal_calibration_factor_cps_per_mbq": (
+                            site.nominal_calibration_factor_cps_per_mbq
+                        )
+                    }
+                ),
                 "calibrations": [
                     {
                         "record_id": site.calibration_record_id,

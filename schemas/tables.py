@@ -739,6 +739,115 @@ SITE_CALIBRATIONS = TableSpec(
     },
 )
 
+HARMONISATION_AGREEMENT = TableSpec(
+    name="harmonisation_agreement",
+    version=1,
+    doc=(
+        "One row per reference object, compartment (VOI), site, processing variant, metric and "
+        "method: the site's value against the object's truth, and the cross-site coefficient "
+        "of variation of its group (concordose.consortium.harmonisation)."
+    ),
+    key_columns=(
+        "reference_object_id",
+        "voi_label",
+        "site_id",
+        "variant",
+        "metric",
+        "kinetics_method",
+        "dose_method",
+    ),
+    # a later computation over a reference object replaces all of that object's rows
+    scope_column="reference_object_id",
+    schema=pa.schema(
+        [
+            field(
+                "reference_object_id",
+                pa.string(),
+                "1",
+                "reference object (travelling phantom or digital patient) from the truth sheet",
+            ),
+            field(
+                "reference_object_kind", pa.string(), "1", "travelling_phantom or digital_patient"
+            ),
+            *_VOI,
+            field("site_id", pa.string(), "1", "site that measured the object"),
+            field(
+                "variant",
+                pa.string(),
+                "1",
+                "raw (vendor nominal CF, no PVC), harmonised (phantom CF) or harmonised_pvc",
+            ),
+            field(
+                "metric",
+                pa.string(),
+                "1",
+                "tia_mbq_h or mean_dose_gy: the quantity compared, named with its unit",
+            ),
+            field("kinetics_method", pa.string(), "1", "TIA method of the measured value"),
+            field(
+                "dose_method",
+                pa.string(),
+                "1",
+                "dose method for mean_dose_gy rows; 'none' for tia_mbq_h rows",
+            ),
+            field(
+                "method_parameters_hash",
+                pa.string(),
+                "1",
+                "settings hash published with the measured value: the kinetics method's "
+                "(tia_mbq_h rows) or the dose method's (mean_dose_gy rows)",
+            ),
+            field(
+                "measured",
+                pa.float64(),
+                "metric",
+                "the site's published value, in the unit the metric names; null when the "
+                "method gave none (see the source tables' status)",
+                nullable=True,
+            ),
+            field("truth", pa.float64(), "metric", "the truth sheet's value, unit as measured"),
+            field(
+                "relative_error",
+                pa.float64(),
+                "1",
+                "(measured - truth) / truth",
+                nullable=True,
+            ),
+            field(
+                "n_sites",
+                pa.int32(),
+                "1",
+                "sites with a measured value in this row's group (object, VOI, variant, metric, "
+                "methods)",
+            ),
+            field(
+                "cross_site_mean",
+                pa.float64(),
+                "metric",
+                "mean of the group's measured values",
+                nullable=True,
+            ),
+            field(
+                "cross_site_cov",
+                pa.float64(),
+                "1",
+                "the group's coefficient of variation across sites: sample SD (n - 1) / mean; "
+                "null below 2 sites",
+                nullable=True,
+            ),
+            field(
+                "calibration_record_id",
+                pa.string(),
+                "1",
+                "calibration record the site's value was computed with",
+            ),
+            field("source_run_id", pa.string(), "1", "publication run of the measured value"),
+            *_RUN_PROVENANCE,
+            _CREATED_AT,
+        ]
+    ),
+)
+
 QC_FINDINGS = TableSpec(
     name="qc_findings",
     version=1,
@@ -1057,6 +1166,7 @@ TABLES: dict[str, TableSpec] = {
         VOXEL_DOSE_SUMMARY,
         METHOD_COMPARISON,
         SITE_CALIBRATIONS,
+        HARMONISATION_AGREEMENT,
         QC_FINDINGS,
         KINETICS_AGREEMENT,
         DOSE_AGREEMENT,

@@ -1,7 +1,8 @@
 """Site protocol: what a site's post-therapy Lu-177 SPECT is expected to look like.
 
 Rules live in ``schemas/protocols/*.yaml`` (one file per site, ``default.yaml`` for the
-consortium baseline); a site file overrides only the keys it names. Ranges are inclusive.
+consortium baseline), or in the folder ``CONCORDOSE_PROTOCOL_DIR`` names; a site file overrides
+only the keys it names. Ranges are inclusive.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from concordose.errors import ConfigurationError
+from concordose.settings import Settings
 
 
 class Range(BaseModel):
@@ -133,8 +135,21 @@ class SiteProtocol(BaseModel):
     partial_volume_correction: PartialVolumeRules = PartialVolumeRules()
 
 
-def _protocol_dir() -> Path:
+def packaged_protocol_dir() -> Path:
+    """The packaged protocol files (``schemas/protocols``)."""
     return Path(str(files("schemas").joinpath("protocols")))
+
+
+def _protocol_dir() -> Path:
+    configured = Settings().protocol_dir
+    if configured is None:
+        return packaged_protocol_dir()
+    if not (configured / "default.yaml").is_file():
+        raise ConfigurationError(
+            f"CONCORDOSE_PROTOCOL_DIR {configured} holds no default.yaml; expected a folder of "
+            "site protocol files like schemas/protocols"
+        )
+    return configured
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ Read from a YAML file (``sites.yaml``)::
       - site_id: milan
         ae_titles: [MILAN_SPECT]
         institution: Istituto Nazionale Tumori
+        nominal_calibration_factor_cps_per_mbq: 9.6   # optional: the camera vendor's figure
         calibrations:
           - record_id: milan-phantom-2026-01
             camera_model: Symbia Intevo
@@ -32,11 +33,22 @@ from concordose.calibration.ledger import current_records, read_ledger
 from concordose.calibration.records import CalibrationRecord
 from concordose.errors import CalibrationMissingError, ConfigurationError
 
-__all__ = ["CalibrationRecord", "Site", "SiteRegistry"]
+__all__ = ["NOMINAL_RECORD_VALID_FROM", "CalibrationRecord", "Site", "SiteRegistry"]
+
+NOMINAL_RECORD_VALID_FROM = date(2000, 1, 1)
+"""First day of the record :meth:`Site.nominal_calibration` builds (it stands for the camera's
+factory figure, valid for any study the site sends)."""
 
 
 class Site(BaseModel):
-    """A consortium site: who it is on the network and how its cameras are calibrated."""
+    """A consortium site: who it is on the network and how its cameras are calibrated.
+
+    ``nominal_calibration_factor_cps_per_mbq`` is the camera vendor's nominal Lu-177 sensitivity
+    (cps/MBq in the reconstructed image): the factor a site applies without its own phantom
+    calibration. It is never used to process a study; only the *raw* variant of the
+    harmonisation comparison (:mod:`concordose.consortium`) applies it, to measure what the
+    phantom-derived factors gain.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -44,6 +56,25 @@ class Site(BaseModel):
     ae_titles: list[str] = Field(min_length=1)
     institution: str | None = None
     calibrations: list[CalibrationRecord] = Field(default_factory=list)
+    nominal_calibration_factor_cps_per_mbq: float | None = Field(default=None, gt=0)
+
+    def nominal_calibration(self) -> CalibrationRecord:
+        """A calibration record holding the vendor's nominal factor only (no recovery curve),
+        record id ``<site_id>-vendor-nominal``, valid from :data:`NOMINAL_RECORD_VALID_FROM`.
+
+        Raises:
+            ConfigurationError: the site states no nominal factor.
+        """
+        if self.nominal_calibration_factor_cps_per_mbq is None:
+            raise ConfigurationError(
+                f"site {self.site_id!r} has no nominal_calibration_factor_cps_per_mbq in the "
+                "sites file; the raw (vendor factor) variant needs the camera vendor's figure"
+            )
+        return CalibrationRecord(
+            record_id=f"{self.site_id}-vendor-nominal",
+            calibration_factor_cps_per_mbq=self.nominal_calibration_factor_cps_per_mbq,
+            valid_from=NOMINAL_RECORD_VALID_FROM,
+        )
 
     def calibration_on(self, day: date) -> CalibrationRecord:
         """The calibration valid on ``day`` (the latest-starting one if several are).

@@ -1,4 +1,5 @@
-"""What spans cycles: cohort tables rebuilt from every published cycle (issue 14)."""
+"""What spans cycles and sites: cohort tables rebuilt from every published cycle, reference
+objects and the harmonisation comparison (issue 14)."""
 
 from concordose.consortium.agreement import (
     CONSORTIUM_COHORT,
@@ -12,10 +13,27 @@ from concordose.consortium.cohort_tables import (
     rebuild_cohort_tables,
 )
 from concordose.consortium.deming import DemingFit, deming_regression
+from concordose.consortium.harmonisation import (
+    HarmonisationResult,
+    VariantTables,
+    build_harmonisation_agreement,
+)
 from concordose.consortium.kappa import cohen_kappa
+from concordose.consortium.reference_objects import (
+    CompartmentTruth,
+    ReferenceMeasurement,
+    ReferenceObject,
+    ReferenceObjectRegistry,
+)
 from concordose.consortium.threshold_concordance import (
     STUDY_METHODOLOGIES,
     build_threshold_concordance,
+)
+from concordose.consortium.variants import (
+    VARIANTS,
+    ProcessingVariant,
+    VariantConfig,
+    write_variant_config,
 )
 from concordose.consortium.voi_classes import LESION_VOLUME_BINS, voi_classes
 
@@ -24,9 +42,19 @@ __all__ = [
     "LESION_VOLUME_BINS",
     "POOLED_SITE_ID",
     "STUDY_METHODOLOGIES",
+    "VARIANTS",
+    "CompartmentTruth",
     "DemingFit",
+    "HarmonisationResult",
+    "ProcessingVariant",
+    "ReferenceMeasurement",
+    "ReferenceObject",
+    "ReferenceObjectRegistry",
+    "VariantConfig",
+    "VariantTables",
     "build_cohort_tables",
     "build_dose_agreement",
+    "build_harmonisation_agreement",
     "build_kinetics_agreement",
     "build_threshold_concordance",
     "cohen_kappa",
@@ -34,4 +62,5 @@ __all__ = [
     "read_cohort_inputs",
     "rebuild_cohort_tables",
     "voi_classes",
+    "write_variant_config",
 ]

@@ -37,6 +37,7 @@ def test_the_issue_tables_exist() -> None:
         "voxel_dose_summary",
         "method_comparison",
         "site_calibrations",
+        "harmonisation_agreement",  # issue 14
         "qc_findings",
         "kinetics_agreement",
         "dose_agreement",  # issue 14
