@@ -165,12 +165,15 @@ def summary_tables_task(
     doses: list[tuple[KineticsBatch, DoseBatch]],
     *,
     provenance: Provenance,
+    reference_method: str,
 ) -> dict[str, pa.Table]:
     """Cycle-level tables: acquisitions with QC status, QC findings, patient summary and the
-    comparison of every kinetics method with the reference (empty until it is registered)."""
+    comparison of every kinetics method with ``reference_method`` (empty when it was not run)."""
     tables = build_acquisition_tables(identity, cycle, verdict, provenance, tac.alignments)
     tables["patient_summary"] = build_patient_summary(identity, cycle, tac, doses, provenance)
-    tables["method_comparison"] = build_method_comparison(identity, tac, doses, provenance)
+    tables["method_comparison"] = build_method_comparison(
+        identity, tac, doses, provenance, reference_method=reference_method
+    )
     tables["qc_findings"] = with_partial_volume_findings(
         tables["qc_findings"], identity, tac, provenance
     )
