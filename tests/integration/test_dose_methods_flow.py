@@ -63,7 +63,10 @@ def test_all_voi_dose_methods_publish_side_by_side(
     kinetics = result.tables["kinetics"].to_pylist()
     reference = [row for row in kinetics if row["kinetics_method"] == "spectacular_6tp"]
     assert len(reference) == len(labels)
-    assert all(row["status"] == "needs ≥ 6 acquired time points, has 4" for row in reference)
+    assert all(
+        row["status"] == "not applicable: needs ≥ 6 acquired time points, has 4"
+        for row in reference
+    )
     reference_doses = [row for row in rows if row["kinetics_method"] == "spectacular_6tp"]
     assert len(reference_doses) == len(labels) * len(DOSE_METHODS.names())
     assert all(row["mean_dose_gy"] is None for row in reference_doses)
