@@ -85,6 +85,11 @@ phantom first: the phantom is not chosen by the patient's sex yet); otherwise th
 method of the run that applies. Display only: every pair is published."""
 
 
+SUMMARY_FALLBACK_KINETICS = "mono_exponential"
+"""The kinetics method a VOI's one-line summary shows where the reference gave no TIA (a cycle
+with fewer than six points): the full-data fit the flow ran alone before issue 14."""
+
+
 def _reference_method(tables: dict[str, pa.Table]) -> str:
     """The reference kinetics method of the run: named by ``method_comparison``; without
     comparison rows, the consortium default if it was run, else the first method run."""
@@ -117,8 +122,8 @@ def _voi_dose_methods(rows: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
 
 def _summary_rows(tables: dict[str, pa.Table]) -> list[dict[str, Any]]:
     """One ``absorbed_dose`` row per cycle and VOI: the reference's TIA where it has one (else
-    the first kinetics method of the run that has), dosed by the VOI's dose method
-    (:func:`_voi_dose_methods`)."""
+    :data:`SUMMARY_FALLBACK_KINETICS`'s, else the first kinetics method of the run that has
+    one), dosed by the VOI's dose method (:func:`_voi_dose_methods`)."""
     rows = tables["absorbed_dose"].to_pylist()
     reference = _reference_method(tables)
     dose_method = _voi_dose_methods(rows)
@@ -130,7 +135,11 @@ def _summary_rows(tables: dict[str, pa.Table]) -> list[dict[str, Any]]:
     return [
         min(
             options,
-            key=lambda r: (r["tia_mbq_h"] is None, r["kinetics_method"] != reference),
+            key=lambda r: (
+                r["tia_mbq_h"] is None,
+                r["kinetics_method"] != reference,
+                r["kinetics_method"] != SUMMARY_FALLBACK_KINETICS,
+            ),
         )
         for options in candidates.values()
     ]
@@ -254,7 +263,7 @@ def _agreement_table(tables: dict[str, pa.Table]) -> Table:
             reference=reference,
         )
         if agreement.n_pairs == 0:
-            table.add_row(method, "0", "—", "not applicable")
+            table.add_row(method, "0", "—", "no TIA pairs")
             continue
         limits = (
             "—"
