@@ -20,7 +20,7 @@ from concordose.dose.models import DoseBatch, DoseInput
 from concordose.dose.registry import DOSE_METHODS
 from concordose.dose.voxel_dosimetry import CycleVoxelDose
 from concordose.kinetics.models import KineticsBatch
-from concordose.kinetics.registry import KINETICS_METHODS
+from concordose.kinetics.registry import fit_methods
 from concordose.kinetics.uncertainty import total_tia_sd_mbq_h
 from concordose.pipeline.assembly import CycleStudy
 from concordose.pipeline.quantify import (
@@ -74,12 +74,9 @@ def quantify_task(
 
 @task(name="kinetics", cache_policy=NO_CACHE)
 def kinetics_task(tac: CycleTimeActivity, methods: Sequence[str]) -> list[KineticsBatch]:
-    """TIA of every VOI by every requested kinetics method."""
+    """TIA of every VOI by every requested kinetics method (fits shared between methods)."""
     voi_types = [str(kind) for kind in tac.voi_types]
-    return [
-        KINETICS_METHODS.get(name).fit(tac.time_h, tac.activity_mbq, voi_types=voi_types)
-        for name in methods
-    ]
+    return fit_methods(methods, tac.time_h, tac.activity_mbq, voi_types=voi_types)
 
 
 @task(name="dose", cache_policy=NO_CACHE)
