@@ -66,7 +66,6 @@ from concordose.results.calibration_table import build_site_calibrations
 from concordose.results.object_store import open_object_store
 from concordose.results.provenance import Provenance, new_run_id
 from concordose.settings import Settings
-from flows.process_cycle import DEFAULT_DOSE_METHODS, DEFAULT_KINETICS_METHODS
 from phantoms import DEFAULT_SITE, generate_patient
 from tasks.study import (
     dose_task,
@@ -155,8 +154,9 @@ def _child(patient: Path, grid: str, out: Path) -> None:
     done("prepare")
     tac = quantify_task.fn(study, calibration, site_id, prepared.vois, None)
     done("quantify")
-    kinetics = kinetics_task.fn(tac, DEFAULT_KINETICS_METHODS)
-    doses = dose_task.fn(tac, kinetics, DEFAULT_DOSE_METHODS)
+    methods = load_protocol(site_id).run_methods()  # the site's, as the flow
+    kinetics = kinetics_task.fn(tac, methods.kinetics_methods)
+    doses = dose_task.fn(tac, kinetics, methods.dose_methods)
     done("kinetics + dose")
     rules = load_protocol(site_id).voxel_dosimetry.model_copy(update={"output_grid": grid})
     voxel = voxel_module.cycle_voxel_dosimetry(
@@ -171,7 +171,13 @@ def _child(patient: Path, grid: str, out: Path) -> None:
     for part in (
         tables_task.fn(identity, tac, kinetics, doses, provenance),
         summary_tables_task.fn(
-            identity, study, prepared.verdict, tac, doses, provenance=provenance
+            identity,
+            study,
+            prepared.verdict,
+            tac,
+            doses,
+            provenance=provenance,
+            reference_method=methods.reference_method,
         ),
         voxel_tables_task.fn(identity, study, tac, voxel, provenance),
         {"site_calibrations": build_site_calibrations([(site_id, calibration)], provenance)},

@@ -59,6 +59,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.testing.utilities import prefect_test_harness
 
+from concordose.calibration.protocol import load_protocol
 from concordose.calibration.registry import SiteRegistry
 from concordose.ingest.receiver import StorageReceiver
 from concordose.ingest.sender import send_files
@@ -75,8 +76,6 @@ from concordose.spool.cycles import CycleState
 from concordose.spool.store import Spool
 from concordose.spool.timepoints import TimePointState
 from flows.process_cycle import (
-    DEFAULT_DOSE_METHODS,
-    DEFAULT_KINETICS_METHODS,
     OUTCOME_PROCESSED,
     CycleRunResult,
     process_cycle,
@@ -301,12 +300,12 @@ def breakdown(
     cycle_id: str,
     out: Path,
     *,
-    kinetics_methods: Sequence[str] = DEFAULT_KINETICS_METHODS,
-    dose_methods: Sequence[str] = DEFAULT_DOSE_METHODS,
+    kinetics_methods: Sequence[str] | None = None,
+    dose_methods: Sequence[str] | None = None,
 ) -> Breakdown:
     """Time the calls ``process_cycle`` makes for a cycle that passes, in its order (tasks'
     functions without Prefect). ``validate`` is timed inside ``publish_tables``, and ``publish``
-    is the rest of it."""
+    is the rest of it. Methods: the site protocol's unless given (as the flow)."""
     clock = Stopwatch()
     cpu_mark = time.process_time()
 
@@ -332,14 +331,23 @@ def breakdown(
     cache_dir = CycleSource(spool_root).cache_dir
     with clock.step("quantify"):
         tac = quantify_task.fn(study, calibration, site_id, prepared.vois, cache_dir)
+    methods = load_protocol(site_id).run_methods(kinetics_methods, dose_methods)
     with clock.step("kinetics"):
-        kinetics = kinetics_task.fn(tac, kinetics_methods)
+        kinetics = kinetics_task.fn(tac, methods.kinetics_methods)
     with clock.step("dose"):
-        doses = dose_task.fn(tac, kinetics, dose_methods)
+        doses = dose_task.fn(tac, kinetics, methods.dose_methods)
     tables: dict[str, list[pa.Table]] = {}
     with clock.step("tables"):
         built = tables_task.fn(identity, tac, kinetics, doses, provenance)
-        built |= summary_tables_task.fn(identity, study, verdict, tac, doses, provenance=provenance)
+        built |= summary_tables_task.fn(
+            identity,
+            study,
+            verdict,
+            tac,
+            doses,
+            provenance=provenance,
+            reference_method=methods.reference_method,
+        )
     with clock.step("voxel"):
         voxel = voxel_dose_task.fn(
             study, calibration, tac, site_id, prepared.vois, cache_dir=cache_dir
@@ -367,7 +375,7 @@ def breakdown(
             spool_root, record.members, CycleState.PROCESSED, None, published.run_id
         )
     rows = sum(part.num_rows for parts in tables.values() for part in parts)
-    return Breakdown(clock.seconds, time.process_time() - cpu_mark, tuple(kinetics_methods), rows)
+    return Breakdown(clock.seconds, time.process_time() - cpu_mark, methods.kinetics_methods, rows)
 
 
 def supported_kinetics_methods(

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+import numpy as np
 import pyarrow as pa
 import typer
 from pydicom.uid import NuclearMedicineImageStorage
@@ -29,6 +30,8 @@ from rich.table import Table
 from concordose import __version__
 from concordose.calibration.findings import Finding, Severity
 from concordose.errors import ConcordoseError
+from concordose.kinetics.comparison import bland_altman
+from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.settings import default_workdir
 
 if TYPE_CHECKING:
@@ -72,27 +75,202 @@ def _main(
     """Multicentre harmonisation platform for Lu-177 radioligand-therapy dosimetry."""
 
 
+VOI_DOSE_METHOD_PREFERENCE: dict[str, tuple[str, ...]] = {
+    "lesion": ("sphere",),
+    "organ": ("organ_s_am", "organ_s_af"),
+}
+"""Which dose method a VOI's one-line summary shows, by VOI type, when the run computed it and it
+applies (status ok): the sphere model for lesions, organ S-values for organs (the adult male
+phantom first: the phantom is not chosen by the patient's sex yet); otherwise the first dose
+method of the run that applies. Display only: every pair is published."""
+
+
+SUMMARY_FALLBACK_KINETICS = "mono_exponential"
+"""The kinetics method a VOI's one-line summary shows where the reference gave no TIA (a cycle
+with fewer than six points): the full-data fit the flow ran alone before issue 14."""
+
+
+def _reference_method(tables: dict[str, pa.Table]) -> str:
+    """The reference kinetics method of the run: named by ``method_comparison``; without
+    comparison rows, the consortium default if it was run, else the first method run."""
+    comparison = tables.get("method_comparison")
+    if comparison is not None and comparison.num_rows:
+        return str(comparison.column("reference_kinetics_method")[0].as_py())
+    run = [str(name) for name in tables["absorbed_dose"].column("kinetics_method").to_pylist()]
+    return REFERENCE_METHOD_NAME if REFERENCE_METHOD_NAME in run or not run else run[0]
+
+
+def _voi_dose_methods(rows: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """Per (cycle, VOI) of ``absorbed_dose`` rows, the dose method its one-line summaries show:
+    the first of :data:`VOI_DOSE_METHOD_PREFERENCE` for its type that gave it a dose with some
+    kinetics method, else the first dose method of the run that did, else the run's first."""
+    run_order = list(dict.fromkeys(row["dose_method"] for row in rows))
+    applies: dict[tuple[str, str], set[str]] = {}
+    types: dict[tuple[str, str], str] = {}
+    for row in rows:
+        key = (row["cycle_key"], row["voi_label"])
+        types[key] = row["voi_type"]
+        if row["status"] == "ok":
+            applies.setdefault(key, set()).add(row["dose_method"])
+    chosen: dict[tuple[str, str], str] = {}
+    for key, voi_type in types.items():
+        ranked = [*VOI_DOSE_METHOD_PREFERENCE.get(voi_type, ()), *run_order]
+        usable = [method for method in ranked if method in applies.get(key, set())]
+        chosen[key] = usable[0] if usable else run_order[0]
+    return chosen
+
+
+def _summary_rows(tables: dict[str, pa.Table]) -> list[dict[str, Any]]:
+    """One ``absorbed_dose`` row per cycle and VOI: the reference's TIA where it has one (else
+    :data:`SUMMARY_FALLBACK_KINETICS`'s, else the first kinetics method of the run that has
+    one), dosed by the VOI's dose method (:func:`_voi_dose_methods`)."""
+    rows = tables["absorbed_dose"].to_pylist()
+    reference = _reference_method(tables)
+    dose_method = _voi_dose_methods(rows)
+    candidates: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        key = (row["cycle_key"], row["voi_label"])
+        if row["dose_method"] == dose_method[key]:
+            candidates.setdefault(key, []).append(row)
+    return [
+        min(
+            options,
+            key=lambda r: (
+                r["tia_mbq_h"] is None,
+                r["kinetics_method"] != reference,
+                r["kinetics_method"] != SUMMARY_FALLBACK_KINETICS,
+            ),
+        )
+        for options in candidates.values()
+    ]
+
+
 def _dose_table(tables: dict[str, pa.Table], truth: dict[str, dict[str, Any]] | None) -> Table:
-    table = Table(title="Absorbed dose per VOI (sphere model, mono-exponential TIA)")
-    for column in ("VOI", "type", "mass g", "TIA MBq·h", "dose Gy"):
-        table.add_column(column, justify="left" if column in ("VOI", "type") else "right")
+    """Per VOI: the reference's TIA (another method's where the reference has none) and the
+    dose by the VOI's dose method (sphere for lesions, organ S-values for organs)."""
+    rows = _summary_rows(tables)
+    kinetics = {row["kinetics_method"] for row in rows}
+    single = next(iter(kinetics)) if len(kinetics) == 1 else None
+    table = Table(title=f"Absorbed dose per VOI ({single or 'kinetics as stated'} TIA)")
+    columns = ["VOI", "mass g", "TIA MBq·h", "dose Gy", "dose method"]
+    if single is None:
+        columns.append("kinetics")
+    for column in columns:
+        table.add_column(
+            column, justify="right" if column in ("mass g", "TIA MBq·h", "dose Gy") else "left"
+        )
     if truth is not None:
         table.add_column("true TIA MBq·h", justify="right")
-    rows = tables["absorbed_dose"].to_pylist()
     for row in sorted(rows, key=lambda r: (r["voi_type"], r["voi_label"])):
         tia = row["tia_mbq_h"]
         dose = row["mean_dose_gy"]
         cells = [
             row["voi_label"],
-            row["voi_type"],
             f"{row['mass_g']:.1f}",
             f"{tia:,.0f}" if tia is not None else "—",
             f"{dose:.2f}" if dose is not None else f"— ({row['status']})",
+            row["dose_method"],
         ]
+        if single is None:
+            cells.append(row["kinetics_method"])
         if truth is not None:
             voi_truth = truth.get(row["voi_label"])
             cells.append(f"{voi_truth['tia_mbq_h']:,.0f}" if voi_truth else "—")
         table.add_row(*cells)
+    return table
+
+
+def _header(name: str) -> str:
+    """A name as a narrow column header (one line per underscore-separated word)."""
+    return name.replace("_", "\n")
+
+
+def _methods_side_by_side(tables: dict[str, pa.Table]) -> tuple[Table, Table, list[str]]:
+    """Every kinetics method side by side for every VOI of one cycle: its TIA (MBq·h) and the
+    VOI's mean dose (Gy, by the VOI's dose method, :func:`_voi_dose_methods`), one row per
+    method (reference first) and one column per VOI so that it fits a terminal; and, per method,
+    why it gave no TIA where it did not ("not applicable: …")."""
+    reference = _reference_method(tables)
+    kinetics_rows = tables["kinetics"].to_pylist()
+    methods = list(dict.fromkeys(row["kinetics_method"] for row in kinetics_rows))
+    methods.sort(key=lambda name: name != reference)  # reference first, then the run's order
+    vois = [label for _, label in sorted({(r["voi_type"], r["voi_label"]) for r in kinetics_rows})]
+    tia = {(row["voi_label"], row["kinetics_method"]): row["tia_mbq_h"] for row in kinetics_rows}
+    dose_rows = tables["absorbed_dose"].to_pylist()
+    dose_method = _voi_dose_methods(dose_rows)  # one per VOI, the same for every method
+    chosen = {
+        (row["voi_label"], row["kinetics_method"]): row
+        for row in dose_rows
+        if row["dose_method"] == dose_method[(row["cycle_key"], row["voi_label"])]
+    }
+    tia_table = Table(title=f"TIA by kinetics method, MBq·h (reference {reference})")
+    dose_table = Table(title="Mean absorbed dose by kinetics method, Gy")
+    for table in (tia_table, dose_table):
+        table.add_column("method")
+        for label in vois:
+            table.add_column(_header(label), justify="right")
+    for method in methods:
+        tias = [tia.get((label, method)) for label in vois]
+        tia_table.add_row(method, *("—" if v is None else f"{v:,.0f}" for v in tias))
+        doses = [chosen.get((label, method)) for label in vois]
+        dose_table.add_row(
+            method,
+            *(
+                "—" if r is None or r["mean_dose_gy"] is None else f"{r['mean_dose_gy']:.2f}"
+                for r in doses
+            ),
+        )
+    by_dose_method: dict[str, list[str]] = {}
+    for (_, label), method in dose_method.items():
+        by_dose_method.setdefault(method, []).append(label)
+    dose_table.caption = "dose method: " + "; ".join(
+        f"{method} ({', '.join(labels)})" for method, labels in by_dose_method.items()
+    )
+    reasons: list[str] = []
+    for method in methods:
+        why = sorted(
+            {r["status"] for r in kinetics_rows if r["kinetics_method"] == method} - {"ok"}
+        )
+        if why:
+            reasons.append(f"{method}: {'; '.join(why)}")
+    return tia_table, dose_table, reasons
+
+
+def _agreement_table(tables: dict[str, pa.Table]) -> Table:
+    """Bland–Altman of every other kinetics method's TIA against the reference's over the VOIs
+    of the run (:func:`concordose.kinetics.comparison.bland_altman`: relative differences to the
+    pair's mean, bias ± 1.96 SD)."""
+    reference = _reference_method(tables)
+    rows = tables["kinetics"].to_pylist()
+    vois = sorted({(row["cycle_key"], row["voi_label"]) for row in rows})
+    tia: dict[str, dict[tuple[str, str], float]] = {}
+    for row in rows:
+        value = row["tia_mbq_h"]
+        tia.setdefault(row["kinetics_method"], {})[(row["cycle_key"], row["voi_label"])] = (
+            float("nan") if value is None else float(value)
+        )
+    reference_tia = np.array([tia.get(reference, {}).get(voi, np.nan) for voi in vois])
+    table = Table(title=f"Agreement with {reference}: TIA over the VOIs, Bland–Altman")
+    for column in ("method", "VOIs", "bias %", "95 % limits of agreement, %"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for method, values in tia.items():
+        if method == reference:
+            continue
+        agreement = bland_altman(
+            np.array([values.get(voi, np.nan) for voi in vois]),
+            reference_tia,
+            method=method,
+            reference=reference,
+        )
+        if agreement.n_pairs == 0:
+            table.add_row(method, "0", "—", "no TIA pairs")
+            continue
+        limits = (
+            "—"
+            if not np.isfinite(agreement.sd_percent)
+            else f"{agreement.loa_lower_percent:+.1f} to {agreement.loa_upper_percent:+.1f}"
+        )
+        table.add_row(method, str(agreement.n_pairs), f"{agreement.bias_percent:+.1f}", limits)
     return table
 
 
@@ -115,8 +293,45 @@ def _voxel_dose_table(voxel_dose: pa.Table) -> Table:
     return table
 
 
+KineticsMethodsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--kinetics-methods",
+        help="Kinetics methods to run, comma-separated registry names or 'all' (default: the "
+        "site protocol's kinetics_methods; its reference_method is always run).",
+    ),
+]
+DoseMethodsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dose-methods",
+        help="VOI dose methods to run, comma-separated registry names or 'all' (default: the "
+        "site protocol's dose_methods).",
+    ),
+]
+
+
+def _method_overrides(
+    kinetics_methods: str | None, dose_methods: str | None
+) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+    """The run's ``--kinetics-methods`` / ``--dose-methods``, checked against the registries
+    before anything runs (an unknown name is a ConfigurationError listing the valid ones)."""
+    from concordose.dose.registry import DOSE_METHODS
+    from concordose.kinetics.registry import KINETICS_METHODS
+
+    kinetics = (
+        None
+        if kinetics_methods is None
+        else KINETICS_METHODS.select(kinetics_methods, where="--kinetics-methods")
+    )
+    dose = (
+        None if dose_methods is None else DOSE_METHODS.select(dose_methods, where="--dose-methods")
+    )
+    return kinetics, dose
+
+
 @app.command()
-def demo(
+def demo(  # noqa: PLR0917 (typer maps each option to a parameter)
     workdir: Annotated[
         Path | None,
         typer.Option(help="Folder for the demo's input, spool and output (emptied first)."),
@@ -127,8 +342,14 @@ def demo(
         str | None,
         typer.Option(help="Where to publish: folder or s3://bucket/prefix (default: in workdir)."),
     ] = None,
+    kinetics_methods: KineticsMethodsOption = None,
+    dose_methods: DoseMethodsOption = None,
 ) -> None:
-    """Run the whole path on a synthetic patient: DICOM → C-STORE → Prefect flow → Parquet."""
+    """Run the whole path on a synthetic patient: DICOM → C-STORE → Prefect flow → Parquet.
+
+    The patient is imaged at 4, 24, 48, 96, 168 and 240 h (SPECTacular); every kinetics method
+    is shown side by side for every VOI, with its agreement with the reference."""
+    kinetics, dose = _run(lambda: _method_overrides(kinetics_methods, dose_methods))
     from flows.demo import run_demo  # lazy: only orchestration imports Prefect
 
     folder = (workdir or default_workdir()).resolve()
@@ -156,6 +377,8 @@ def demo(
                 output_uri=output,
                 on_step=on_step,
                 on_sent=on_sent,
+                kinetics_methods=kinetics,
+                dose_methods=dose,
             )
         )
     truth = json.loads(result.patient.ground_truth_path.read_text())
@@ -163,6 +386,12 @@ def demo(
     console.print(_dose_table(result.run.tables, truth_by_label))
     if "voxel_dose" in result.run.tables:
         console.print(_voxel_dose_table(result.run.tables["voxel_dose"]))
+    tia_table, dose_table, reasons = _methods_side_by_side(result.run.tables)
+    console.print(tia_table)
+    console.print(dose_table)
+    for reason in reasons:
+        console.print(f"  no TIA from {reason}", highlight=False, soft_wrap=True)
+    console.print(_agreement_table(result.run.tables))
     console.print(
         f"received {result.send_report.sent} instances into {result.spool_dir}", soft_wrap=True
     )
@@ -194,14 +423,19 @@ ConcurrencyOption = Annotated[
 
 def _check_before_processing(source: Path, sites: Path, site: str | None) -> int:
     """Bad input before any orchestration starts, as one message (exit 2): a missing folder,
-    an unreadable file, a bad site registry, a folder without --site, no pseudonymisation key,
-    or nothing to process. Returns the number of cycles found (headers only)."""
+    an unreadable file, a bad site registry or site protocol (e.g. an unknown method name), a
+    folder without --site, no pseudonymisation key, or nothing to process. Returns the number of
+    cycles found (headers only)."""
+    from concordose.calibration.protocol import load_protocol
     from concordose.calibration.registry import SiteRegistry
     from concordose.dicom.pseudonym import subject_key
     from concordose.pipeline.catalogue import CycleSource
     from concordose.settings import Settings
 
-    SiteRegistry.load(sites)
+    registry = SiteRegistry.load(sites)
+    site_ids = {entry.site_id for entry in registry.sites}
+    for site_id in sorted(site_ids if site is None else site_ids | {site}):
+        load_protocol(site_id)  # a bad protocol (e.g. an unknown method) before any cycle runs
     cycle_source = CycleSource(source)
     if cycle_source.spool is None and site is None:
         raise ConcordoseError(
@@ -249,7 +483,7 @@ def _report_sweep(result: SweepResult, source: Path) -> None:
 
 
 @app.command()
-def process(
+def process(  # noqa: PLR0917 (typer maps each option to a parameter)
     spool: Annotated[Path, typer.Option(help="Spool folder (or any folder of DICOM files).")],
     sites: SitesOption,
     output: OutputOption = None,
@@ -257,17 +491,27 @@ def process(
         str | None, typer.Option(help="Site of the files when the folder is not a spool.")
     ] = None,
     max_concurrent_cycles: ConcurrencyOption = None,
+    kinetics_methods: KineticsMethodsOption = None,
+    dose_methods: DoseMethodsOption = None,
 ) -> None:
     """Process every complete cycle in a spool or folder (re-runs replace rows) and publish.
 
     Each cycle is one `process-cycle` run; a held cycle publishes its findings to qc_findings.
+    Methods: each cycle's site protocol's, unless --kinetics-methods / --dose-methods.
     """
+    kinetics, dose = _run(lambda: _method_overrides(kinetics_methods, dose_methods))
     found = _run(lambda: _check_before_processing(spool, sites, site))
     console.print(f"[cyan]•[/] {found} cycle(s) in {spool}")
     from flows.sweep import process_spool
 
     result = process_spool(
-        spool, sites, output_uri=output, site_id=site, max_concurrent_cycles=max_concurrent_cycles
+        spool,
+        sites,
+        output_uri=output,
+        site_id=site,
+        kinetics_methods=kinetics,
+        dose_methods=dose,
+        max_concurrent_cycles=max_concurrent_cycles,
     )
     _run(lambda: _report_sweep(result, spool))
 
@@ -285,6 +529,8 @@ def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a paramet
     site: Annotated[
         str | None, typer.Option(help="Site of the files when the folder is not a spool.")
     ] = None,
+    kinetics_methods: KineticsMethodsOption = None,
+    dose_methods: DoseMethodsOption = None,
 ) -> None:
     """Process one treatment cycle (what the receiver's worker runs). Exit 0 processed or
     skipped, 1 held, 2 bad input.
@@ -292,11 +538,19 @@ def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a paramet
     Example: concordose process-cycle --spool /var/lib/concordose/spool --sites sites.yaml
     --cycle-id 3f2a…
     """
+    kinetics, dose = _run(lambda: _method_overrides(kinetics_methods, dose_methods))
     _run(lambda: _check_before_processing(spool, sites, site))
     from flows.process_cycle import OUTCOME_HELD, process_cycle
 
     result = process_cycle(
-        spool, sites, cycle_id, content_revision=content_revision, output_uri=output, site_id=site
+        spool,
+        sites,
+        cycle_id,
+        content_revision=content_revision,
+        output_uri=output,
+        site_id=site,
+        kinetics_methods=kinetics,
+        dose_methods=dose,
     )
     console.print(
         f"cycle {result.cycle_id} {result.outcome}"
@@ -308,17 +562,20 @@ def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a paramet
 
 
 @app.command()
-def sweep(
+def sweep(  # noqa: PLR0917 (typer maps each option to a parameter)
     spool: Annotated[Path, typer.Option(help="Spool folder.")],
     sites: SitesOption,
     output: OutputOption = None,
     max_concurrent_cycles: ConcurrencyOption = None,
+    kinetics_methods: KineticsMethodsOption = None,
+    dose_methods: DoseMethodsOption = None,
 ) -> None:
     """Process the cycles that need it: complete but unprocessed, failed, or held for a reason
     that has gone away (what the nightly `sweep` deployment runs).
 
     Example: concordose sweep --spool /var/lib/concordose/spool --sites /etc/concordose/sites.yaml
     """
+    kinetics, dose = _run(lambda: _method_overrides(kinetics_methods, dose_methods))
 
     def check() -> None:
         from concordose.spool.store import Spool
@@ -330,7 +587,12 @@ def sweep(
     from flows.sweep import sweep as sweep_flow
 
     result = sweep_flow(
-        spool, sites, output_uri=output, max_concurrent_cycles=max_concurrent_cycles
+        spool,
+        sites,
+        output_uri=output,
+        kinetics_methods=kinetics,
+        dose_methods=dose,
+        max_concurrent_cycles=max_concurrent_cycles,
     )
     _run(lambda: _report_sweep(result, spool))
 

@@ -4,6 +4,11 @@ Every part is real: the phantom is written as DICOM files, the receiver is the p
 SCP on a loopback port, the files travel over a DICOM association, and the spool is processed by
 the ``process-spool`` Prefect flow, one ``process-cycle`` run per cycle (ephemeral Prefect server
 unless ``PREFECT_API_URL`` is set).
+
+The patient is imaged on the SPECTacular six-point schedule (4, 24, 48, 96, 168, 240 h;
+``phantoms.protocols.PROTOCOLS["spectacular"]``), the fewest points the reference kinetics
+method needs, so every method of the site protocol's default set runs and is compared with it.
+The generator's own default schedule (four points) is left alone: other tests pin it.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +30,10 @@ from concordose.spool.store import Spool
 from flows.process_cycle import CycleRunResult
 from flows.sweep import process_spool
 from phantoms import GeneratedPatient, generate_patient
+from phantoms.protocols import PROTOCOLS
+
+DEMO_TIME_POINTS_H: tuple[float, ...] = PROTOCOLS["spectacular"].time_points_h_by_cycle[1]
+"""The demo patient's schedule, hours after injection: SPECTacular's six points (NCT05823402)."""
 
 DEMO_MARKER = ".concordose-demo"
 
@@ -77,15 +86,22 @@ def run_demo(
     output_uri: str | None = None,
     on_step: Callable[[str], None] = lambda _message: None,
     on_sent: Callable[[Path], None] | None = None,
+    kinetics_methods: Sequence[str] | None = None,
+    dose_methods: Sequence[str] | None = None,
 ) -> DemoResult:
-    """Generate, receive by C-STORE, process with Prefect, publish; see the module docstring."""
+    """Generate, receive by C-STORE, process with Prefect, publish; see the module docstring.
+
+    ``kinetics_methods`` / ``dose_methods``: registry names overriding the site protocol's
+    (None: the protocol's, i.e. the full default set)."""
     prepare_workdir(workdir)
     if not os.environ.get("CONCORDOSE_PSEUDONYM_KEY"):
         # The flow reads the consortium secret from the environment only (never a parameter, so
         # it never reaches Prefect's logs or database); the demo provides its own throwaway one.
         os.environ["CONCORDOSE_PSEUDONYM_KEY"] = demo_pseudonym_key(workdir).get_secret_value()
     on_step(f"generating a synthetic patient (preset {preset!r}, seed {seed})")
-    patient = generate_patient(workdir / "input", seed=seed, preset=preset)
+    patient = generate_patient(
+        workdir / "input", seed=seed, preset=preset, time_points_h=DEMO_TIME_POINTS_H
+    )
     registry = SiteRegistry.load(patient.sites_path)
 
     spool_dir = workdir / "spool"
@@ -119,7 +135,13 @@ def run_demo(
         )
     output = output_uri or (workdir / "output").as_posix()
     on_step(f"processing the spool's cycle with the Prefect flow 'process-cycle' → {output}")
-    sweep = process_spool(spool_dir, patient.sites_path, output_uri=output)
+    sweep = process_spool(
+        spool_dir,
+        patient.sites_path,
+        output_uri=output,
+        kinetics_methods=kinetics_methods,
+        dose_methods=dose_methods,
+    )
     if sweep.failed:
         cycle_id, reason = next(iter(sweep.failed.items()))
         raise ConcordoseError(f"processing cycle {cycle_id} failed: {reason}")

@@ -3,9 +3,11 @@
 The unit of work. It reads only the cycle's instances (from the spool index, or a folder), so its
 cost does not grow with the spool. Steps: prepare (assemble, read VOIs, gate — once) → either
 *held* (its findings published to ``qc_findings``, the spool records ``held`` with the reason)
-or quantification → kinetics (every requested method) → dose (every requested method on every
+or quantification → kinetics (every method of the run) → dose (every dose method on every
 TIA) → voxel dosimetry (site protocol) → tables → one publication → the spool records
-``processed``. A science failure records ``failed`` with the reason and fails this run only.
+``processed``. The methods are the cycle's site protocol's (``kinetics_methods``,
+``dose_methods``, ``reference_method``) unless the run overrides them. A science failure
+records ``failed`` with the reason and fails this run only.
 
 Re-running a cycle replaces its rows (publication is scoped by ``cycle_key``). A run started for
 an older content revision (the cycle changed since its event) or while a time point is still
@@ -25,6 +27,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from concordose.calibration.findings import Finding
+from concordose.calibration.protocol import load_protocol
 from concordose.calibration.registry import SiteRegistry
 from concordose.pipeline.catalogue import CycleSource
 from concordose.pipeline.preparation import PreparedCycle, cycle_identity
@@ -49,9 +52,6 @@ from tasks.study import (
     voxel_dose_task,
     voxel_tables_task,
 )
-
-DEFAULT_KINETICS_METHODS = ("mono_exponential",)
-DEFAULT_DOSE_METHODS = ("sphere",)
 
 OUTCOME_PROCESSED = "processed"
 OUTCOME_HELD = "held"
@@ -96,8 +96,8 @@ def _science_tables(
     identity: CycleIdentity,
     provenance: Provenance,
     *,
-    kinetics_methods: Sequence[str],
-    dose_methods: Sequence[str],
+    kinetics_methods: Sequence[str] | None,
+    dose_methods: Sequence[str] | None,
     voxel_dosimetry: bool,
     cache_dir: Path | None,
 ) -> dict[str, list[pa.Table]]:
@@ -108,12 +108,21 @@ def _science_tables(
     assert verdict.calibration is not None
     site, calibration = verdict.site, verdict.calibration
     collected: dict[str, list[pa.Table]] = defaultdict(list)
+    methods = load_protocol(site.site_id).run_methods(kinetics_methods, dose_methods)
     tac = quantify_task(study, calibration, site.site_id, prepared.vois, cache_dir)
-    kinetics = kinetics_task(tac, kinetics_methods)
-    doses = dose_task(tac, kinetics, dose_methods)
+    kinetics = kinetics_task(tac, methods.kinetics_methods)
+    doses = dose_task(tac, kinetics, methods.dose_methods)
     for name, table in tables_task(identity, tac, kinetics, doses, provenance).items():
         collected[name].append(table)
-    summaries = summary_tables_task(identity, study, verdict, tac, doses, provenance=provenance)
+    summaries = summary_tables_task(
+        identity,
+        study,
+        verdict,
+        tac,
+        doses,
+        provenance=provenance,
+        reference_method=methods.reference_method,
+    )
     for name, table in summaries.items():
         collected[name].append(table)
     if voxel_dosimetry:
@@ -156,8 +165,8 @@ def _process(
     *,
     output_uri: str | None,
     site_id: str | None,
-    kinetics_methods: Sequence[str],
-    dose_methods: Sequence[str],
+    kinetics_methods: Sequence[str] | None,
+    dose_methods: Sequence[str] | None,
     voxel_dosimetry: bool,
 ) -> tuple[CycleRunResult, str]:
     """Prepare, then hold (publish the findings) or process (publish the tables); record the
@@ -219,8 +228,8 @@ def process_cycle(
     content_revision: str | None = None,
     output_uri: str | None = None,
     site_id: str | None = None,
-    kinetics_methods: Sequence[str] = DEFAULT_KINETICS_METHODS,
-    dose_methods: Sequence[str] = DEFAULT_DOSE_METHODS,
+    kinetics_methods: Sequence[str] | None = None,
+    dose_methods: Sequence[str] | None = None,
     voxel_dosimetry: bool = True,
     refresh_cohort: bool = True,
 ) -> CycleRunResult:
@@ -234,7 +243,9 @@ def process_cycle(
             older revision is skipped (the newer event's run covers it). None: process as is.
         output_uri: where to publish; default from settings (``CONCORDOSE_OUTPUT_URI``).
         site_id: the site of the files when ``source`` is not a spool.
-        kinetics_methods, dose_methods: registry names of the methods to run side by side.
+        kinetics_methods, dose_methods: registry names of the methods to run side by side (or
+            ``["all"]``); None (default): the cycle's site protocol's. The protocol's reference
+            method is always run (added when missing).
         voxel_dosimetry: run voxel dosimetry where the site protocol enables it.
         refresh_cohort: rebuild the cohort tables after a processed cycle (a sweep passes
             False and rebuilds them once, after all its cycles).

@@ -36,8 +36,6 @@ from concordose.settings import Settings
 from concordose.spool.cycles import CycleRecord, CycleState, due_for_processing
 from flows.cohort import refresh_cohort_tables
 from flows.process_cycle import (
-    DEFAULT_DOSE_METHODS,
-    DEFAULT_KINETICS_METHODS,
     OUTCOME_HELD,
     OUTCOME_PROCESSED,
     CycleRunResult,
@@ -54,8 +52,8 @@ class CycleOptions:
 
     output_uri: str | None = None
     site_id: str | None = None
-    kinetics_methods: tuple[str, ...] = DEFAULT_KINETICS_METHODS
-    dose_methods: tuple[str, ...] = DEFAULT_DOSE_METHODS
+    kinetics_methods: tuple[str, ...] | None = None
+    dose_methods: tuple[str, ...] | None = None
     voxel_dosimetry: bool = True
 
 
@@ -93,6 +91,10 @@ class SweepResult:
             for name, table in run.tables.items():
                 parts.setdefault(name, []).append(table)
         return {name: pa.concat_tables(tables) for name, tables in parts.items()}
+
+
+def _names(methods: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if methods is None else tuple(methods)
 
 
 @task(name="run-cycle", cache_policy=NO_CACHE)
@@ -242,15 +244,16 @@ def sweep(
     *,
     output_uri: str | None = None,
     site_id: str | None = None,
-    kinetics_methods: Sequence[str] = DEFAULT_KINETICS_METHODS,
-    dose_methods: Sequence[str] = DEFAULT_DOSE_METHODS,
+    kinetics_methods: Sequence[str] | None = None,
+    dose_methods: Sequence[str] | None = None,
     voxel_dosimetry: bool = True,
     max_concurrent_cycles: int | None = None,
 ) -> SweepResult:
     """Run every cycle that needs it (see the module docstring); ``max_concurrent_cycles``
-    defaults to ``CONCORDOSE_MAX_CONCURRENT_CYCLES``."""
+    defaults to ``CONCORDOSE_MAX_CONCURRENT_CYCLES``; methods default to each cycle's site
+    protocol's (:func:`flows.process_cycle.process_cycle`)."""
     options = CycleOptions(
-        output_uri, site_id, tuple(kinetics_methods), tuple(dose_methods), voxel_dosimetry
+        output_uri, site_id, _names(kinetics_methods), _names(dose_methods), voxel_dosimetry
     )
     return _run_cycles(
         source,
@@ -268,15 +271,15 @@ def process_spool(
     *,
     output_uri: str | None = None,
     site_id: str | None = None,
-    kinetics_methods: Sequence[str] = DEFAULT_KINETICS_METHODS,
-    dose_methods: Sequence[str] = DEFAULT_DOSE_METHODS,
+    kinetics_methods: Sequence[str] | None = None,
+    dose_methods: Sequence[str] | None = None,
     voxel_dosimetry: bool = True,
     max_concurrent_cycles: int | None = None,
 ) -> SweepResult:
     """Run every complete cycle of a spool or folder, whatever its state (re-runs replace
     rows). Arguments as :func:`sweep`."""
     options = CycleOptions(
-        output_uri, site_id, tuple(kinetics_methods), tuple(dose_methods), voxel_dosimetry
+        output_uri, site_id, _names(kinetics_methods), _names(dose_methods), voxel_dosimetry
     )
     return _run_cycles(
         source,

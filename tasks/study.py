@@ -20,7 +20,7 @@ from concordose.dose.models import DoseBatch, DoseInput
 from concordose.dose.registry import DOSE_METHODS
 from concordose.dose.voxel_dosimetry import CycleVoxelDose
 from concordose.kinetics.models import KineticsBatch
-from concordose.kinetics.registry import KINETICS_METHODS
+from concordose.kinetics.registry import fit_methods
 from concordose.kinetics.uncertainty import total_tia_sd_mbq_h
 from concordose.pipeline.assembly import CycleStudy
 from concordose.pipeline.quantify import (
@@ -74,12 +74,9 @@ def quantify_task(
 
 @task(name="kinetics", cache_policy=NO_CACHE)
 def kinetics_task(tac: CycleTimeActivity, methods: Sequence[str]) -> list[KineticsBatch]:
-    """TIA of every VOI by every requested kinetics method."""
+    """TIA of every VOI by every requested kinetics method (fits shared between methods)."""
     voi_types = [str(kind) for kind in tac.voi_types]
-    return [
-        KINETICS_METHODS.get(name).fit(tac.time_h, tac.activity_mbq, voi_types=voi_types)
-        for name in methods
-    ]
+    return fit_methods(methods, tac.time_h, tac.activity_mbq, voi_types=voi_types)
 
 
 @task(name="dose", cache_policy=NO_CACHE)
@@ -165,12 +162,15 @@ def summary_tables_task(
     doses: list[tuple[KineticsBatch, DoseBatch]],
     *,
     provenance: Provenance,
+    reference_method: str,
 ) -> dict[str, pa.Table]:
     """Cycle-level tables: acquisitions with QC status, QC findings, patient summary and the
-    comparison of every kinetics method with the reference (empty until it is registered)."""
+    comparison of every kinetics method with ``reference_method`` (empty when it was not run)."""
     tables = build_acquisition_tables(identity, cycle, verdict, provenance, tac.alignments)
     tables["patient_summary"] = build_patient_summary(identity, cycle, tac, doses, provenance)
-    tables["method_comparison"] = build_method_comparison(identity, tac, doses, provenance)
+    tables["method_comparison"] = build_method_comparison(
+        identity, tac, doses, provenance, reference_method=reference_method
+    )
     tables["qc_findings"] = with_partial_volume_findings(
         tables["qc_findings"], identity, tac, provenance
     )

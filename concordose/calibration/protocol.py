@@ -7,15 +7,50 @@ only the keys it names. Ranges are inclusive.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from concordose.dose.registry import DOSE_METHODS
 from concordose.errors import ConfigurationError
+from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
+from concordose.kinetics.registry import KINETICS_METHODS
 from concordose.settings import Settings
+
+DEFAULT_KINETICS_METHODS: tuple[str, ...] = (
+    REFERENCE_METHOD_NAME,
+    "hanscheid_stp",
+    "madsen_stp",
+    "lutadose_2tp",
+    "lumen_3tp",
+    "hebert_4tp",
+    "mono_exponential",
+    "bi_exponential",
+    "trapezoid",
+)
+"""The consortium's kinetics methods (issue 14): the SPECTacular-style set, i.e. the reference
+(NCT05823402) and every simplified method it is compared with — Hänscheid and Madsen single
+time point, LUTADOSE 2TP, LUMEN 3TP, Hebert 4TP — plus the mono- and bi-exponential fits and the
+trapezoid. Each runs on every cycle; one that the cycle's schedule cannot support reports why
+per VOI (its TIA is NaN with the reason as status), it never fails the run."""
+
+DEFAULT_DOSE_METHODS: tuple[str, ...] = ("sphere", "organ_s_am", "organ_s_af", "ldm")
+"""The consortium's VOI dose methods: the sphere model (lesions; organs too, as a crude
+comparison), OpenDose organ S-values of both ICRP-110 phantoms (organs; lesions get NaN with
+the reason — the patient's sex does not choose the phantom yet) and local deposition."""
 
 
 class Range(BaseModel):
@@ -94,6 +129,35 @@ class PartialVolumeRules(BaseModel):
     shell_width_mm: float = Field(default=10.0, gt=0)
 
 
+@dataclass(frozen=True)
+class RunMethods:
+    """The methods one run computes side by side (registry names, in order).
+
+    Attributes:
+        kinetics_methods: kinetics methods; always include ``reference_method``.
+        dose_methods: VOI dose methods, each applied to every kinetics method's TIA.
+        reference_method: the kinetics method every other one is compared with.
+    """
+
+    kinetics_methods: tuple[str, ...]
+    dose_methods: tuple[str, ...]
+    reference_method: str
+
+
+def _method_names(value: object, info: ValidationInfo) -> tuple[str, ...]:
+    """A protocol's method list (``all``, a comma list or a YAML list) checked against its
+    registry; pydantic reports the ConfigurationError's message as the field's error."""
+    registry = KINETICS_METHODS if info.field_name == "kinetics_methods" else DOSE_METHODS
+    if not isinstance(value, str) and not (
+        isinstance(value, Sequence) and all(isinstance(name, str) for name in value)
+    ):
+        raise ValueError(f"expected 'all' or a list of method names, found {value!r}")
+    try:
+        return registry.select(value, where=f"protocol key {info.field_name}")
+    except ConfigurationError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class SiteProtocol(BaseModel):
     """Expected acquisition and reconstruction of quantitative Lu-177 SPECT at one site.
 
@@ -115,6 +179,13 @@ class SiteProtocol(BaseModel):
         voxel_dosimetry: what voxel dosimetry the flow runs (:class:`VoxelDosimetryRules`).
         partial_volume_correction: whether and how lesion activities are corrected for partial
             volume (:class:`PartialVolumeRules`).
+        kinetics_methods: kinetics methods run on every cycle of the site, names of
+            :data:`concordose.kinetics.registry.KINETICS_METHODS` or ``all`` (default
+            :data:`DEFAULT_KINETICS_METHODS`); a run may override them (:meth:`run_methods`).
+        dose_methods: VOI dose methods, names of :data:`concordose.dose.registry.DOSE_METHODS`
+            or ``all`` (default :data:`DEFAULT_DOSE_METHODS`).
+        reference_method: the kinetics method the others are compared with (table
+            ``method_comparison``); one of ``kinetics_methods``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -133,6 +204,50 @@ class SiteProtocol(BaseModel):
     voxel_mm: Range = Range(min=1.0, max=8.0)
     voxel_dosimetry: VoxelDosimetryRules = VoxelDosimetryRules()
     partial_volume_correction: PartialVolumeRules = PartialVolumeRules()
+    kinetics_methods: tuple[str, ...] = DEFAULT_KINETICS_METHODS
+    dose_methods: tuple[str, ...] = DEFAULT_DOSE_METHODS
+    reference_method: str = REFERENCE_METHOD_NAME
+
+    _check_method_names = field_validator("kinetics_methods", "dose_methods", mode="before")(
+        _method_names
+    )
+
+    @model_validator(mode="after")
+    def _reference_is_run(self) -> SiteProtocol:
+        if self.reference_method not in self.kinetics_methods:
+            raise ValueError(
+                f"reference_method {self.reference_method!r} must be one of kinetics_methods, "
+                f"found {list(self.kinetics_methods)}; add it or choose another reference"
+            )
+        return self
+
+    def run_methods(
+        self,
+        kinetics_methods: str | Sequence[str] | None = None,
+        dose_methods: str | Sequence[str] | None = None,
+    ) -> RunMethods:
+        """The methods of one run: the protocol's, or a run's overrides (``--kinetics-methods``,
+        ``--dose-methods``: ``all``, a comma list or names).
+
+        The reference is always run: an override without it gets it first, since every other
+        method's comparison needs it (the protocol's own list must name it, see the validator).
+
+        Raises:
+            ConfigurationError: an unknown method name (with the valid ones).
+        """
+        kinetics = (
+            self.kinetics_methods
+            if kinetics_methods is None
+            else KINETICS_METHODS.select(kinetics_methods, where="kinetics methods of the run")
+        )
+        if self.reference_method not in kinetics:
+            kinetics = (self.reference_method, *kinetics)
+        dose = (
+            self.dose_methods
+            if dose_methods is None
+            else DOSE_METHODS.select(dose_methods, where="dose methods of the run")
+        )
+        return RunMethods(kinetics, dose, self.reference_method)
 
 
 def packaged_protocol_dir() -> Path:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from concordose.kinetics.fitting import shared_fits
 from concordose.kinetics.methods.aicc_best_fit import AICC_BEST_FIT
 from concordose.kinetics.methods.exponential_models import FULL_DATA_FITS
 from concordose.kinetics.methods.hanscheid_stp import HanscheidStp
@@ -12,7 +18,7 @@ from concordose.kinetics.methods.madsen_stp import MadsenStp
 from concordose.kinetics.methods.mono_exponential import MonoExponential
 from concordose.kinetics.methods.spectacular_6tp import SPECTACULAR_6TP
 from concordose.kinetics.methods.trapezoid import Trapezoid
-from concordose.kinetics.models import KineticsMethod
+from concordose.kinetics.models import KineticsBatch, KineticsMethod
 from concordose.method_registry import MethodRegistry
 
 KINETICS_METHODS: MethodRegistry[KineticsMethod] = MethodRegistry(
@@ -30,3 +36,29 @@ KINETICS_METHODS: MethodRegistry[KineticsMethod] = MethodRegistry(
         SPECTACULAR_6TP,
     ],
 )
+
+
+def fit_methods(
+    names: Sequence[str],
+    time_h: npt.NDArray[np.float64],
+    activity_mbq: npt.NDArray[np.float64],
+    *,
+    voi_types: Sequence[str] | None = None,
+    activity_sd_mbq: npt.NDArray[np.float64] | None = None,
+) -> list[KineticsBatch]:
+    """Every named method on the same curves (one cycle's VOIs), one batch per method, in order.
+
+    Each method fits all curves at once; a model fitted to the same points with the same
+    settings by two methods (the reference's ``bi_exponential`` candidate and the
+    ``bi_exponential`` method) is fitted once (:func:`~concordose.kinetics.fitting.shared_fits`).
+    Arguments as the method contract (:mod:`concordose.kinetics.models`).
+
+    Raises:
+        ConfigurationError: an unknown name (before any fit).
+    """
+    methods = [KINETICS_METHODS.get(name) for name in names]
+    with shared_fits():
+        return [
+            method.fit(time_h, activity_mbq, voi_types=voi_types, activity_sd_mbq=activity_sd_mbq)
+            for method in methods
+        ]

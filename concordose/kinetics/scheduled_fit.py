@@ -153,13 +153,16 @@ class ScheduledFit:
             index = index[order]
             nominal_h = tuple(choice.nominal_h[i] for i in order.tolist())
         else:
-            if times.size < self.min_points:
+            # A cycle with fewer points than the method or its model needs: the schedule, not a
+            # curve, rules it out ("not applicable", as an unmatched schedule above).
+            needed = max(self.min_points, self.model.n_parameters)
+            if times.size < needed:
                 return failed_batch(
                     self.name,
                     self.version,
                     self.settings(),
                     values.shape[0],
-                    f"needs ≥ {self.min_points} acquired time points, has {times.size}",
+                    f"not applicable: needs ≥ {needed} acquired time points, has {times.size}",
                     scheduled=False,
                 )
             index = np.arange(times.size)

@@ -103,7 +103,7 @@ class SelectedFit:
                 self.version,
                 self.settings(),
                 n,
-                f"needs ≥ {self.min_points} acquired time points, has {times.size}",
+                f"not applicable: needs ≥ {self.min_points} acquired time points, has {times.size}",
                 scheduled=False,
             )
         models = self.fitted_candidates(times.size)

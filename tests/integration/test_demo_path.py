@@ -4,6 +4,10 @@ Tolerances: VOI activities carry Poisson noise of < 0.5 % (≥ 40 000 counts per
 point) and the truth kinetics are mono-exponential, so fitted TIAs must be within 2 % of truth.
 Masses are measured on the segmentation (CT) grid while the truth counts SPECT voxels: ≤ 3 %
 apart for the smallest (4 mL) lesion; doses therefore within 4 %.
+
+The demo patient is imaged on the SPECTacular six-point schedule and processed with the site
+protocol's default method set (issue 14): every kinetics method × every VOI dose method, and the
+comparison of each simplified method with the reference.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import pydicom
 import pytest
 from typer.testing import CliRunner
 
+from concordose.calibration.protocol import DEFAULT_DOSE_METHODS, DEFAULT_KINETICS_METHODS
 from concordose.cli import app
 from concordose.dose.sphere_svalues import lu177_sphere_table
 from concordose.results.catalogue import query, read_current
@@ -31,6 +36,8 @@ pytestmark = pytest.mark.integration
 TIA_RELATIVE_TOLERANCE = 0.02
 MASS_RELATIVE_TOLERANCE = 0.03
 DOSE_RELATIVE_TOLERANCE = 0.04
+SIX_POINTS = 6
+"""The demo's schedule: 4, 24, 48, 96, 168, 240 h (``flows.demo.DEMO_TIME_POINTS_H``)."""
 
 
 @pytest.fixture(scope="module")
@@ -68,17 +75,30 @@ def _table(workdir: Path, name: str) -> list[dict[str, Any]]:
 def test_published_doses_match_ground_truth(demo_run: Path) -> None:
     truth = json.loads((demo_run / "input" / "ground_truth.json").read_text())
     table = lu177_sphere_table()
-    doses = {row["voi_label"]: row for row in _table(demo_run, "absorbed_dose")}
-    assert set(doses) == {voi["label"] for voi in truth["vois"]}
-    for voi in truth["vois"]:
-        row = doses[voi["label"]]
-        assert row["status"] == "ok"
-        assert row["dose_method"] == "sphere"
-        assert row["kinetics_method"] == "mono_exponential"
-        assert row["tia_mbq_h"] == pytest.approx(voi["tia_mbq_h"], rel=TIA_RELATIVE_TOLERANCE)
-        assert row["mass_g"] == pytest.approx(voi["mass_g"], rel=MASS_RELATIVE_TOLERANCE)
-        true_dose_gy = voi["tia_mbq_h"] * float(table.s_value_mgy_per_mbq_h(voi["mass_g"])) / 1000
-        assert row["mean_dose_gy"] == pytest.approx(true_dose_gy, rel=DOSE_RELATIVE_TOLERANCE)
+    rows = _table(demo_run, "absorbed_dose")
+    # every kinetics method × every dose method of the default protocol, for every VOI
+    assert {(row["kinetics_method"], row["dose_method"]) for row in rows} == {
+        (kinetics, dose) for kinetics in DEFAULT_KINETICS_METHODS for dose in DEFAULT_DOSE_METHODS
+    }
+    assert len(rows) == len(truth["vois"]) * len(DEFAULT_KINETICS_METHODS) * len(
+        DEFAULT_DOSE_METHODS
+    )
+    # the mono-exponential fit (as before issue 14) and the reference, by the sphere model
+    for kinetics in ("mono_exponential", "spectacular_6tp"):
+        doses = {
+            row["voi_label"]: row
+            for row in rows
+            if row["kinetics_method"] == kinetics and row["dose_method"] == "sphere"
+        }
+        assert set(doses) == {voi["label"] for voi in truth["vois"]}
+        for voi in truth["vois"]:
+            row = doses[voi["label"]]
+            assert row["status"] == "ok"
+            assert row["tia_mbq_h"] == pytest.approx(voi["tia_mbq_h"], rel=TIA_RELATIVE_TOLERANCE)
+            assert row["mass_g"] == pytest.approx(voi["mass_g"], rel=MASS_RELATIVE_TOLERANCE)
+            s_value = float(table.s_value_mgy_per_mbq_h(voi["mass_g"]))
+            true_dose_gy = voi["tia_mbq_h"] * s_value / 1000
+            assert row["mean_dose_gy"] == pytest.approx(true_dose_gy, rel=DOSE_RELATIVE_TOLERANCE)
 
 
 def test_kinetics_and_time_points_match_truth(demo_run: Path) -> None:
@@ -86,12 +106,18 @@ def test_kinetics_and_time_points_match_truth(demo_run: Path) -> None:
         voi["label"]: voi
         for voi in json.loads((demo_run / "input" / "ground_truth.json").read_text())["vois"]
     }
-    for row in _table(demo_run, "kinetics"):
+    kinetics = _table(demo_run, "kinetics")
+    assert {row["kinetics_method"] for row in kinetics} == set(DEFAULT_KINETICS_METHODS)
+    # on six points every method of the default set applies to every VOI
+    assert {row["status"] for row in kinetics} == {"ok"}
+    for row in kinetics:
+        if row["kinetics_method"] not in ("mono_exponential", "spectacular_6tp"):
+            continue
         expected = truth[row["voi_label"]]["kinetics"]
         assert row["teff_h"] == pytest.approx(expected["teff_h"], rel=0.03)
-        assert row["n_time_points"] == 4
+        assert row["n_time_points"] == SIX_POINTS
     points = _table(demo_run, "voi_timepoints")
-    assert len(points) == 4 * len(truth)
+    assert len(points) == SIX_POINTS * len(truth)
     for row in points:
         expected_mbq = truth[row["voi_label"]]["activity_mbq"][row["time_point_index"]]
         assert row["activity_mbq"] == pytest.approx(expected_mbq, rel=0.01)
@@ -109,8 +135,9 @@ def test_rows_carry_provenance_and_no_direct_identifier(demo_run: Path) -> None:
         for row in rows:
             assert row["flow_run_id"], "flow run id missing"
             assert row["calibration_record_id"] == "milan-phantom-2026-01"
-            # a row of one acquisition cites that acquisition; every other row the cycle's 4
-            assert len(row["input_uid_hashes"]) == (1 if obj["table"] == "acquisitions" else 4)
+            # a row of one acquisition cites that acquisition; every other row the cycle's six
+            expected = 1 if obj["table"] == "acquisitions" else SIX_POINTS
+            assert len(row["input_uid_hashes"]) == expected
             assert row["subject_key"].startswith("sub-")
         blob = Path(obj["path"]).read_bytes() + obj["path"].encode()
         for identifier in (truth["patient"]["patient_id"], truth["patient"]["patient_name"]):
@@ -172,13 +199,21 @@ def test_no_output_object_or_key_carries_an_input_identifier(demo_run: Path) -> 
 
 def test_cycle_level_tables_are_published(demo_run: Path) -> None:
     acquisitions = _table(demo_run, "acquisitions")
-    assert [row["time_point_index"] for row in acquisitions] == [0, 1, 2, 3]
+    assert [row["time_point_index"] for row in acquisitions] == list(range(SIX_POINTS))
     assert {row["qc_status"] for row in acquisitions} == {"pass"}
-    (summary,) = _table(demo_run, "patient_summary")
+    summaries = _table(demo_run, "patient_summary")  # one per kinetics and dose method
+    assert len(summaries) == len(DEFAULT_KINETICS_METHODS) * len(DEFAULT_DOSE_METHODS)
+    (summary,) = [
+        row
+        for row in summaries
+        if row["kinetics_method"] == "spectacular_6tp" and row["dose_method"] == "sphere"
+    ]
     lesion_doses = [
         row["mean_dose_gy"]
         for row in _table(demo_run, "absorbed_dose")
         if row["voi_type"] == "lesion"
+        and row["kinetics_method"] == "spectacular_6tp"
+        and row["dose_method"] == "sphere"
     ]
     assert summary["n_lesions"] == len(lesion_doses)
     assert summary["lesion_min_dose_gy"] == pytest.approx(min(lesion_doses))
@@ -203,6 +238,45 @@ def test_reprocessing_the_study_replaces_its_rows(demo_run: Path, tmp_path: Path
         assert {row["run_id"] for row in rows} == {second["run_id"]}, table
     doses = read_current(store, "absorbed_dose")
     truth = json.loads((demo_run / "input" / "ground_truth.json").read_text())
-    assert doses.num_rows == len(truth["vois"])  # not twice
+    once = len(truth["vois"]) * len(DEFAULT_KINETICS_METHODS) * len(DEFAULT_DOSE_METHODS)
+    assert doses.num_rows == once  # not twice
     counted = query(store, "SELECT count(*) AS n FROM absorbed_dose").to_pylist()
-    assert counted == [{"n": len(truth["vois"])}]
+    assert counted == [{"n": once}]
+
+
+def test_every_simplified_method_is_compared_with_the_reference(demo_run: Path) -> None:
+    """``method_comparison`` (empty before issue 14: the reference was not run) has one row per
+    VOI, simplified kinetics method and dose method, each against ``spectacular_6tp``."""
+    truth = json.loads((demo_run / "input" / "ground_truth.json").read_text())
+    rows = _table(demo_run, "method_comparison")
+    simplified = set(DEFAULT_KINETICS_METHODS) - {"spectacular_6tp"}
+    assert len(rows) == len(truth["vois"]) * len(simplified) * len(DEFAULT_DOSE_METHODS)
+    assert {row["reference_kinetics_method"] for row in rows} == {"spectacular_6tp"}
+    assert {row["kinetics_method"] for row in rows} == simplified
+    lumen = [
+        r for r in rows if r["kinetics_method"] == "lumen_3tp" and r["dose_method"] == "sphere"
+    ]
+    assert len(lumen) == len(truth["vois"])
+    # mono-exponential truth: LUMEN's three points agree with the six-point reference
+    assert all(abs(row["relative_difference"]) < 0.02 for row in lumen)
+
+
+def test_the_demo_prints_the_methods_side_by_side_and_their_agreement(demo_run: Path) -> None:
+    output = (demo_run / "cli-output.txt").read_text()
+    assert "TIA by kinetics method, MBq·h (reference spectacular_6tp)" in output
+    assert "Mean absorbed dose by kinetics method, Gy" in output
+    assert "Agreement with spectacular_6tp" in output
+    truth = json.loads((demo_run / "input" / "ground_truth.json").read_text())
+    kinetics = {
+        (row["voi_label"], row["kinetics_method"]): row["tia_mbq_h"]
+        for row in _table(demo_run, "kinetics")
+    }
+    lines = output.splitlines()
+    for method in DEFAULT_KINETICS_METHODS:
+        # one row per method in the TIA table, holding every VOI's TIA as published
+        (tia_line,) = [line for line in lines if f"│ {method} " in line][:1]
+        for voi in truth["vois"]:
+            assert f"{kinetics[(voi['label'], method)]:,.0f}" in tia_line, (method, tia_line)
+        if method != "spectacular_6tp":  # in the agreement table: bias and limits
+            (agreement_line,) = [line for line in lines if f"│ {method} " in line][2:3]
+            assert " to " in agreement_line, agreement_line

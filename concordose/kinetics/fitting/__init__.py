@@ -24,6 +24,7 @@ from concordose.kinetics.fitting.engine import (
     fit_exponential,
     point_weights,
     rate_floors,
+    shared_fits,
     start_parameters,
 )
 from concordose.kinetics.fitting.model import (
@@ -75,5 +76,6 @@ __all__ = [
     "rate_floors",
     "select_by_aicc",
     "select_nested_by_f_test",
+    "shared_fits",
     "start_parameters",
 ]

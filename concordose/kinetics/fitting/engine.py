@@ -12,7 +12,10 @@ standard deviations are given in MBq.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +40,48 @@ from concordose.kinetics.models import STATUS_OK
 from concordose.nuclides import LU177
 
 FloatArray = npt.NDArray[np.float64]
+
+_FitKey = tuple[object, ...]
+_SHARED_FITS: ContextVar[dict[_FitKey, ExponentialFit] | None] = ContextVar(
+    "shared_fits", default=None
+)
+
+
+@contextmanager
+def shared_fits() -> Iterator[None]:
+    """Within the block, :func:`fit_exponential` asked again for the same model, settings, time
+    points, activities and SDs returns (a copy of) the first fit instead of fitting again.
+
+    Why: the methods of one cycle fit the same model to the same points more than once (the
+    reference ``spectacular_6tp`` fits ``bi_exponential`` on every point as a candidate, and so
+    does the ``bi_exponential`` method), and those Levenberg–Marquardt fits are most of a
+    cycle's kinetics time (``benchmarks/bench_method_set.py``). The fit of a batch is a pure
+    function of these inputs, so the result is identical; the cache lives only for the block
+    (a context variable: threads and nested blocks do not share it).
+    """
+    token = _SHARED_FITS.set({})
+    try:
+        yield
+    finally:
+        _SHARED_FITS.reset(token)
+
+
+def _fit_key(
+    times: FloatArray,
+    values: FloatArray,
+    model: ExponentialModel,
+    sd_mbq: FloatArray | None,
+    options: FitSettings,
+) -> _FitKey:
+    sd = None if sd_mbq is None else np.asarray(sd_mbq, dtype=np.float64)
+    return (
+        model,
+        options,
+        times.tobytes(),
+        values.shape,
+        values.tobytes(),
+        None if sd is None else (sd.shape, sd.tobytes()),
+    )
 
 
 def rate_floors(model: ExponentialModel, settings: FitSettings) -> FloatArray:
@@ -113,6 +158,22 @@ def fit_exponential(
     options = settings or FitSettings()
     times = np.asarray(time_h, dtype=np.float64)
     values = np.atleast_2d(np.asarray(activity_mbq, dtype=np.float64))
+    shared = _SHARED_FITS.get()
+    if shared is None:
+        return _fit(times, values, model, activity_sd_mbq, options)
+    key = _fit_key(times, values, model, activity_sd_mbq, options)
+    if key not in shared:
+        shared[key] = _fit(times, values, model, activity_sd_mbq, options)
+    return copy.deepcopy(shared[key])  # no array shared between two methods' results
+
+
+def _fit(
+    times: FloatArray,
+    values: FloatArray,
+    model: ExponentialModel,
+    activity_sd_mbq: FloatArray | None,
+    options: FitSettings,
+) -> ExponentialFit:
     n, n_points = values.shape
     p = model.n_parameters
     floor = rate_floors(model, options)
