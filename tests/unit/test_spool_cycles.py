@@ -146,7 +146,13 @@ def test_the_spools_one_patient_query_numbers_cycles_as_the_folder_rule(
     assert {m.cycle_id: spool.cycle_number(m) for m in cycles} == {
         m.cycle_id: cycle_number_among(m, cycles) for m in cycles
     }
-    assert sorted(spool.cycle_number(m) for m in cycles if m.patient_id == "P1") == [1, 2, 3]
+    p1 = [m for m in cycles if m.patient_id == "P1"]
+    assert sorted(m.injection_datetime for m in p1) == [INJECTION, SECOND, THIRD]
+    assert [spool.cycle_number(m) for m in sorted(p1, key=lambda m: m.injection_datetime)] == [
+        1,
+        2,
+        3,
+    ]
 
 
 def _listing_forbidden(_spool: Spool) -> list[object]:
