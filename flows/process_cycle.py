@@ -40,7 +40,13 @@ from concordose.results.publish import PublishedRun
 from concordose.settings import Settings
 from concordose.spool.cycles import CycleMembers, CycleState
 from flows.cohort import refresh_cohort_tables
-from tasks.cycle import cycle_instances_task, find_cycle_task, prepare_task, record_outcome_task
+from tasks.cycle import (
+    cycle_instances_task,
+    cycle_number_task,
+    find_cycle_task,
+    prepare_task,
+    record_outcome_task,
+)
 from tasks.study import (
     dose_task,
     held_findings_task,
@@ -177,7 +183,14 @@ def _process(
     registry = SiteRegistry.load(sites_file)
     instances = cycle_instances_task(source, members)
     prepared = prepare_task(instances, registry, site_id)
-    identity = cycle_identity(members, prepared, registry, settings.pseudonym_key, site_id=site_id)
+    identity = cycle_identity(
+        members,
+        prepared,
+        registry,
+        settings.pseudonym_key,
+        site_id=site_id,
+        cycle_number=cycle_number_task(source, members),
+    )
     store = open_object_store(output_uri or settings.output_uri, settings)
     provenance = Provenance(run_id=new_run_id(), flow_run_id=flow_run.get_id())
     if prepared.held:

@@ -66,6 +66,18 @@ def cycle_instances_task(source: Path, members: CycleMembers) -> list[Catalogued
     return CycleSource(source).instances(members)
 
 
+@task(
+    name="cycle-number",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS_S,
+    retry_condition_fn=transient_io_error,
+)
+def cycle_number_task(source: Path, members: CycleMembers) -> int | None:
+    """The cycle's number: its rank by injection among its patient's cycles in ``source``."""
+    return CycleSource(source).cycle_number(members)
+
+
 @task(name="prepare-cycle", cache_policy=NO_CACHE)
 def prepare_task(
     instances: list[CataloguedInstance],

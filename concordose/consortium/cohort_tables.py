@@ -63,6 +63,7 @@ _INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
         "method_parameters_hash",
     ),
     "voi_timepoints": ("cycle_key", "voi_label", "time_point_index", "volume_ml"),
+    "patient_summary": ("cycle_key", "cycle_number"),
 }
 
 
@@ -105,7 +106,10 @@ def build_cohort_tables(
             reference_method=reference_method,
         ),
         "threshold_concordance": build_threshold_concordance(
-            inputs["absorbed_dose"], provenance, reference_method=reference_method
+            inputs["absorbed_dose"],
+            provenance,
+            patient_summary=inputs["patient_summary"],
+            reference_method=reference_method,
         ),
     }
 

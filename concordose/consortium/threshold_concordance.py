@@ -17,13 +17,15 @@ dose method it used:
 * Hebert et al. 2024: 4/24/72/192 h in cycles 1-2 (``hebert_4tp``) with PLANET Dose, whose
   dose model the seed review does not state: ``sphere`` is used, so that only the schedule
   differs from the reference. Not emulated: the single 24 h time point of cycles 3-4 (no
-  24 h single-time-point method is registered, and cycle numbers are not published), so every
-  cycle uses ``hebert_4tp``.
+  24 h single-time-point method is registered), so every cycle uses ``hebert_4tp``.
 
 The reference side is the reference kinetics (``spectacular_6tp``) with the same dose method.
-Cycle numbers are not published (``patient_summary.cycle_number`` is null): cycle-1 thresholds
-are evaluated on every cycle, as if it were cycle 1, and cumulative ones over every current
-cycle of a patient that both sides cover (``n_cycles``).
+Cycle-1 thresholds are evaluated only on cycles whose ``patient_summary.cycle_number`` is 1
+(the cycle's rank by injection among its patient's cycles received:
+:func:`concordose.spool.cycles.cycle_number`; it is cycle 1 whenever the site sent the first
+cycle). A cycle without a number (rows published before numbers were, or no PatientID) is
+evaluated as before, as if it were cycle 1. Cumulative thresholds are evaluated over every
+current cycle of a patient that both sides cover (``n_cycles``), whatever their numbers.
 
 Per cohort and site (and pooled, ``site_id = '*'``): the fraction of classifications that flip
 between the two sides, Cohen's kappa (:mod:`concordose.consortium.kappa`) and a Deming
@@ -140,6 +142,26 @@ def _cycle_summaries(absorbed_dose: pa.Table) -> dict[tuple[str, str, str], _Cyc
     return summaries
 
 
+def _cycle_numbers(patient_summary: pa.Table | None) -> dict[str, int]:
+    """cycle key → its published ``cycle_number`` (cycles without one are left out). A cycle's
+    rows come from one publication, so they agree; the smallest is kept should they not."""
+    if patient_summary is None:
+        return {}
+    numbers: dict[str, int] = {}
+    keys = patient_summary.column("cycle_key").to_pylist()
+    values = patient_summary.column("cycle_number").to_pylist()
+    for key, number in zip(keys, values, strict=True):
+        if key is not None and number is not None:
+            numbers[str(key)] = min(int(number), numbers.get(str(key), int(number)))
+    return numbers
+
+
+def _evaluated_for(threshold: Threshold, cycle_number: int | None) -> bool:
+    """Whether a cycle of that number is compared with ``threshold``: a cycle-1 threshold only
+    on cycle 1, or on a cycle without a number (as before numbers were published)."""
+    return threshold.scope != CYCLE_1 or cycle_number is None or cycle_number == 1
+
+
 def _flag(
     threshold: Threshold, cycle: CycleDoseSummary, cumulative: CumulativeDose | None = None
 ) -> tuple[float, bool | None]:
@@ -163,15 +185,19 @@ def _comparison_rows(
     summaries: dict[tuple[str, str, str], _CycleDoses],
     methodology: StudyMethodology,
     reference_method: str,
+    cycle_numbers: dict[str, int],
 ) -> list[dict[str, Any]]:
-    """Cycle rows (cycle-1 thresholds) or patient rows (cumulative) of one methodology."""
+    """Cycle rows (cycle-1 thresholds, on cycle 1 or unnumbered cycles) or patient rows
+    (cumulative) of one methodology."""
     threshold = _threshold(methodology.threshold_name)
     study_key = (methodology.kinetics_method, methodology.dose_method)
     reference_key = (reference_method, methodology.dose_method)
     cycles = sorted(
         cycle
         for cycle, kinetics, dose in summaries
-        if (kinetics, dose) == study_key and (cycle, *reference_key) in summaries
+        if (kinetics, dose) == study_key
+        and (cycle, *reference_key) in summaries
+        and _evaluated_for(threshold, cycle_numbers.get(cycle))
     )
     groups: dict[tuple[str, str, str | None], list[str]] = {}
     for cycle in cycles:
@@ -308,16 +334,27 @@ def build_threshold_concordance(
     absorbed_dose: pa.Table,
     provenance: Provenance,
     *,
+    patient_summary: pa.Table | None = None,
     reference_method: str = REFERENCE_METHOD_NAME,
     methodologies: Sequence[StudyMethodology] = STUDY_METHODOLOGIES,
 ) -> pa.Table:
     """Table ``threshold_concordance`` from the current ``absorbed_dose`` rows (module
     docstring): cycle or patient rows, then cohort rows per site and pooled. Empty when no
-    cycle ran both a study's methodology and the reference."""
+    cycle ran both a study's methodology and the reference.
+
+    Args:
+        absorbed_dose: current rows (the columns :mod:`.cohort_tables` reads).
+        provenance: the rebuild's provenance.
+        patient_summary: current rows with ``cycle_key`` and ``cycle_number``; cycle-1
+            thresholds skip cycles numbered other than 1. None (or a cycle absent or null
+            there): every cycle is evaluated as if it were cycle 1.
+        reference_method, methodologies: the two sides compared.
+    """
     summaries = _cycle_summaries(absorbed_dose)
+    numbers = _cycle_numbers(patient_summary)
     rows: list[dict[str, Any]] = []
     for methodology in methodologies:
-        compared = _comparison_rows(summaries, methodology, reference_method)
+        compared = _comparison_rows(summaries, methodology, reference_method, numbers)
         if not compared:
             continue
         rows.extend(compared)

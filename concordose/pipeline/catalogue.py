@@ -22,6 +22,7 @@ from concordose.spool.cycles import (
     CycleMembers,
     CycleRecord,
     StudyMembership,
+    cycle_number_among,
     find_cycle,
     group_cycles,
 )
@@ -174,6 +175,18 @@ class CycleSource:
             CycleNotFoundError: no such cycle here.
         """
         return find_cycle(self.cycles(), cycle_id, self.root)
+
+    def cycle_number(self, members: CycleMembers) -> int | None:
+        """The cycle's number (:func:`concordose.spool.cycles.cycle_number`: its rank by
+        injection among the same patient's cycles here); ``None`` without a PatientID. A spool
+        answers from one index query for that patient; a folder from its scanned cycles.
+
+        Raises:
+            UnreadableDicomError: a file of a plain folder is not DICOM.
+        """
+        if self.spool is not None:
+            return self.spool.cycle_number(members)
+        return cycle_number_among(members, (record.members for record in self.cycles()))
 
     def instances(self, members: CycleMembers) -> list[CataloguedInstance]:
         """The instances of one cycle's studies, nothing else.

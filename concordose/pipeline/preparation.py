@@ -158,11 +158,14 @@ def cycle_identity(
     pseudonym_key: SecretStr | None,
     *,
     site_id: str | None = None,
+    cycle_number: int | None = None,
 ) -> CycleIdentity:
-    """The pseudonymous keys and site of a cycle, also when it is held before the gate ran.
+    """The pseudonymous keys, site and number of a cycle, also when it is held before the gate
+    ran.
 
     The site is the gate's; else the one ``site_id`` names; else the site of the calling AE
-    title of the cycle's instances; else :data:`UNKNOWN_SITE`.
+    title of the cycle's instances; else :data:`UNKNOWN_SITE`. ``cycle_number`` is the source's
+    (:meth:`~concordose.pipeline.catalogue.CycleSource.cycle_number`), passed through.
 
     Raises:
         ConfigurationError: no pseudonymisation key (outside the demo it must be set).
@@ -185,4 +188,5 @@ def cycle_identity(
         subject_key=subject_key(patient_id, pseudonym_key),
         cycle_key=cycle_key(patient_id, members.injection_datetime.isoformat(), pseudonym_key),
         site_id=site_name,
+        cycle_number=cycle_number,
     )

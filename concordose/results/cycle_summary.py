@@ -268,7 +268,7 @@ def build_patient_summary(
                 "subject_key": identity.subject_key,
                 "site_id": identity.site_id,
                 "cycle_key": identity.cycle_key,
-                "cycle_number": None,  # not in the DICOM headers; set by the registry later
+                "cycle_number": identity.cycle_number,  # rank by injection: CycleIdentity
                 "kinetics_method": kinetics_batch.method,
                 "dose_method": dose_batch.method,
                 "method_parameters_hash": hashlib.sha256(parameters.encode()).hexdigest()[:16],

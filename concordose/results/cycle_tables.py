@@ -27,11 +27,20 @@ from schemas.tables import ABSORBED_DOSE, KINETICS, VOI_TIMEPOINTS, TableSpec
 
 @dataclass(frozen=True)
 class CycleIdentity:
-    """Pseudonymous keys of a cycle (no direct identifier)."""
+    """Pseudonymous keys of a cycle (no direct identifier).
+
+    Attributes:
+        subject_key, cycle_key: keyed hashes of the patient, and of patient and injection.
+        site_id: the cycle's site.
+        cycle_number: the cycle's rank by injection among the patient's cycles its source holds
+            (:func:`concordose.spool.cycles.cycle_number`: not read from DICOM, which carries
+            none); ``None`` when unknown (no PatientID, or a caller that does not set it).
+    """
 
     subject_key: str
     cycle_key: str
     site_id: str
+    cycle_number: int | None = None
 
 
 def _nullable(value: float) -> float | None:

@@ -19,6 +19,15 @@ Identity and revision:
 * ``content_revision`` is a hash of the member studies and their revisions: it changes when a
   time point is added or reopened by late instances, and only then.
 
+Cycle number (:func:`cycle_number`): DICOM carries no treatment-cycle number, so a cycle's
+number is its 1-based rank by injection date-time among the cycles of the same patient that the
+source (spool or folder) holds. It is the order among the cycles *received*: it equals the
+treatment cycle when the site sends every cycle from the first, and not otherwise (a site
+imaging cycles 1 and 4 only, like the LUTADOSE schedule in ``phantoms/protocols.py``, gives 1
+and 2; a site whose first cycle is missing numbers its second cycle 1). An earlier cycle
+arriving after a later one was processed renumbers the later one when it is re-run (its rows
+are replaced per cycle anyway). A cycle without a ``PatientID`` has no number.
+
 States (:class:`CycleState`), derived from the time points and the last recorded outcome::
 
     receiving ─▶ ready ─▶ processed | held | failed
@@ -150,6 +159,32 @@ def group_cycles(studies: Iterable[StudyMembership], namespace: str) -> list[Cyc
         )
     cycles.sort(key=lambda cycle: (cycle.injection_datetime, cycle.cycle_id))
     return cycles
+
+
+def cycle_number(injection: datetime, patient_injections: Iterable[datetime]) -> int:
+    """The cycle number of the cycle injected at ``injection`` (the one rule; module docstring).
+
+    Args:
+        injection: the cycle's injection date-time (its key with the patient).
+        patient_injections: the injection date-times of the patient's time points (or cycles)
+            that the source holds; repeats count once (one cycle per injection), and
+            ``injection`` itself need not be among them.
+
+    Returns:
+        1 + the number of distinct injections strictly before ``injection``.
+    """
+    return 1 + len({other for other in patient_injections if other < injection})
+
+
+def cycle_number_among(members: CycleMembers, cycles: Iterable[CycleMembers]) -> int | None:
+    """:func:`cycle_number` of ``members`` among ``cycles`` (a source's cycles, as
+    :func:`group_cycles` makes them): ``None`` for a cycle without a PatientID."""
+    if members.patient_id is None:
+        return None
+    return cycle_number(
+        members.injection_datetime,
+        (c.injection_datetime for c in cycles if c.patient_id == members.patient_id),
+    )
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from concordose.spool.cycles import (
     CycleRecord,
     CycleState,
     StudyMembership,
+    cycle_number,
     find_cycle,
     group_cycles,
 )
@@ -111,6 +112,7 @@ CREATE TABLE IF NOT EXISTS timepoints (
     processed_at         TEXT
 );
 CREATE INDEX IF NOT EXISTS timepoints_by_state ON timepoints (state);
+CREATE INDEX IF NOT EXISTS timepoints_by_patient ON timepoints (patient_id);
 CREATE TABLE IF NOT EXISTS spool_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -1100,6 +1102,23 @@ class Spool:
         """
         self.timepoint(study_uid)
         return [r for r in self.cycles() if study_uid in r.members.all_study_uids]
+
+    def cycle_number(self, members: CycleMembers) -> int | None:
+        """The cycle's number (:func:`.cycles.cycle_number`: its rank by injection among its
+        patient's cycles in this spool), from one query over that patient's time points only;
+        ``None`` for a cycle without a PatientID."""
+        if members.patient_id is None:
+            return None
+        self._drain()
+        with self._connect() as connection:
+            rows = connection.execute(
+                "SELECT DISTINCT injection_datetime FROM timepoints"
+                " WHERE patient_id = ? AND injection_datetime IS NOT NULL",
+                (members.patient_id,),
+            ).fetchall()
+        return cycle_number(
+            members.injection_datetime, (datetime.fromisoformat(str(row[0])) for row in rows)
+        )
 
     def cycle_instances(self, members: CycleMembers) -> list[SpooledInstance]:
         """The indexed instances of a cycle's studies (own and shared), in order of arrival;

@@ -86,6 +86,8 @@ def test_agreement_tables_are_published_after_the_cycles(
     )
     # the thresholds in their studies' emulated methods and with the reference (item 6)
     concordance = read_current(store, "threshold_concordance").to_pylist()
+    # the one cycle is its patient's first: numbered 1, so cycle-1 thresholds apply to it
+    assert {r["cycle_number"] for r in read_current(store, "patient_summary").to_pylist()} == {1}
     cycle_rows = [r for r in concordance if r["level"] == "cycle"]
     assert {r["threshold_name"] for r in cycle_rows} == {
         "LUMEN minimal lesion dose",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.deployments.runner import RunnerDeployment
+from pydantic import SecretStr
 
 import flows.process_cycle as process_cycle_module
 import tasks.study as study_tasks
+from concordose.dicom.pseudonym import cycle_key
 from concordose.ingest.receiver import StorageReceiver
 from concordose.ingest.sender import send_files
 from concordose.kinetics.models import KineticsBatch
@@ -29,7 +32,7 @@ from concordose.results.object_store import open_object_store
 from concordose.settings import Settings
 from concordose.spool.cycles import CycleState
 from concordose.spool.store import Spool
-from concordose.spool.timepoints import TimePointEvent, TimePointState
+from concordose.spool.timepoints import InstanceSummary, TimePointEvent, TimePointState
 from flows.process_cycle import OUTCOME_PROCESSED, OUTCOME_SKIPPED, process_cycle
 from flows.sweep import process_spool, sweep
 from flows.triggers import (
@@ -192,6 +195,53 @@ def test_a_held_cycle_publishes_its_findings_and_never_blocks_another(
     assert [run.cycle_id for run in again.processed] == [held.cycle_id]
     assert {r.state for r in Spool(spool_root).cycles()} == {CycleState.PROCESSED}
     assert sweep(spool_root, small_patient.sites_path, output_uri=str(out)).runs == ()
+
+
+def _injection(patient: GeneratedPatient) -> datetime:
+    """The injection date-time its NM headers carry."""
+    summary = InstanceSummary.from_dataset(pydicom.dcmread(patient.nm_files[0]))
+    assert summary.injection_datetime is not None
+    return summary.injection_datetime
+
+
+def test_a_patients_two_cycles_publish_their_numbers_by_injection(
+    prefect_server: None,
+    tmp_path: Path,
+    small_patient: GeneratedPatient,
+    other_patient: GeneratedPatient,
+) -> None:
+    # other_patient's files under small_patient's PatientID: a second cycle of one patient
+    # (another injection date), in a plain folder (CycleSource's folder rule).
+    folder = tmp_path / "dicom"
+    for index, path in enumerate(small_patient.dicom_files):
+        (folder / "a").mkdir(parents=True, exist_ok=True)
+        (folder / "a" / f"{index:04d}.dcm").write_bytes(path.read_bytes())
+    for index, path in enumerate(other_patient.dicom_files):
+        dataset = pydicom.dcmread(path)
+        dataset.PatientID = small_patient.patient_id
+        (folder / "b").mkdir(parents=True, exist_ok=True)
+        dataset.save_as(folder / "b" / f"{index:04d}.dcm")
+    first, second = sorted([_injection(small_patient), _injection(other_patient)])
+    assert first < second
+    out = tmp_path / "out"
+    result = process_spool(
+        folder,
+        small_patient.sites_path,
+        output_uri=str(out),
+        site_id="milan",
+        kinetics_methods=("mono_exponential",),
+        dose_methods=("sphere",),
+        voxel_dosimetry=False,
+    )
+    assert [run.outcome for run in result.runs] == [OUTCOME_PROCESSED] * 2
+    rows = read_current(open_object_store(str(out), Settings()), "patient_summary").to_pylist()
+    key = SecretStr("test-secret")
+    expected = {
+        cycle_key(small_patient.patient_id, first.isoformat(), key): 1,
+        cycle_key(small_patient.patient_id, second.isoformat(), key): 2,
+    }
+    assert {row["cycle_key"]: row["cycle_number"] for row in rows} == expected
+    assert len({row["subject_key"] for row in rows}) == 1
 
 
 def _failing_once(calls: list[int]) -> Callable[..., Any]:

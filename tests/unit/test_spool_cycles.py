@@ -14,6 +14,8 @@ from concordose.spool.cycles import (
     CycleState,
     StudyMembership,
     content_revision_of,
+    cycle_number,
+    cycle_number_among,
     due_for_processing,
     group_cycles,
 )
@@ -94,6 +96,67 @@ def test_time_points_group_into_cycles_by_patient_and_injection(
         "3.1",
     }
     assert len({c.cycle_id for c in cycles}) == 3
+
+
+THIRD = SECOND + timedelta(weeks=6)
+
+# Two patients; P1's three cycles arrive out of order (third, first, second) with a CT-only
+# visit of P1 (no injection: shared by its cycles), and P9's one cycle lies between P1's.
+NUMBERING_STUDIES = (
+    ("3.1", "P1", THIRD),
+    ("1.1", "P1", INJECTION),
+    ("1.2", "P1", INJECTION),
+    ("2.1", "P1", SECOND),
+    ("0.1", "P1", None),
+    ("9.1", "P9", SECOND - timedelta(days=1)),
+)
+
+
+def test_the_cycle_number_is_the_rank_by_injection_among_the_patients_cycles() -> None:
+    studies = [
+        StudyMembership(uid, patient, injection) for uid, patient, injection in NUMBERING_STUDIES
+    ]
+    cycles = group_cycles(studies, "folder:/x")
+    numbers = {(c.patient_id, c.injection_datetime): cycle_number_among(c, cycles) for c in cycles}
+    # Neither the arrival order, the shared CT-only visit nor the other patient counts.
+    assert numbers == {
+        ("P1", INJECTION): 1,
+        ("P1", SECOND): 2,
+        ("P1", THIRD): 3,
+        ("P9", SECOND - timedelta(days=1)): 1,
+    }
+    # Repeated injections (several time points of one cycle) count once.
+    assert cycle_number(THIRD, [INJECTION, INJECTION, SECOND, THIRD, THIRD]) == 3
+    assert cycle_number(INJECTION, []) == 1
+    anonymous = group_cycles([StudyMembership("5.1", None, INJECTION)], "folder:/x")
+    assert cycle_number_among(anonymous[0], anonymous) is None
+
+
+def test_the_spools_one_patient_query_numbers_cycles_as_the_folder_rule(
+    spool: Spool, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for uid, patient, injection in NUMBERING_STUDIES:
+        _store(spool, uid, f"{uid}.1", clock, patient=patient, injection=injection)
+    cycles = [record.members for record in spool.cycles()]
+    assert len(cycles) == 4
+    # One query over the patient's time points: neither the spool's cycles nor its instances.
+    monkeypatch.setattr(Spool, "cycles", _listing_forbidden)
+    monkeypatch.setattr(Spool, "timepoints", _listing_forbidden)
+    monkeypatch.setattr(Spool, "instances", _listing_forbidden)
+    assert {m.cycle_id: spool.cycle_number(m) for m in cycles} == {
+        m.cycle_id: cycle_number_among(m, cycles) for m in cycles
+    }
+    p1 = [m for m in cycles if m.patient_id == "P1"]
+    assert sorted(m.injection_datetime for m in p1) == [INJECTION, SECOND, THIRD]
+    assert [spool.cycle_number(m) for m in sorted(p1, key=lambda m: m.injection_datetime)] == [
+        1,
+        2,
+        3,
+    ]
+
+
+def _listing_forbidden(_spool: Spool) -> list[object]:
+    raise AssertionError("the cycle number listed the whole spool")
 
 
 def test_cycle_ids_are_stable_in_a_spool_differ_between_spools_and_hold_no_identifier(

@@ -164,3 +164,37 @@ def test_every_methodology_names_a_published_threshold() -> None:
     names = {threshold.name for threshold in THRESHOLDS}
     assert {m.threshold_name for m in STUDY_METHODOLOGIES} <= names
     assert len(STUDY_METHODOLOGIES) == 4  # LUMEN, LUTADOSE, Hebert minimum and mean
+
+
+def _numbers(numbers: dict[str, int | None]) -> pa.Table:
+    """patient_summary's (cycle_key, cycle_number) as the cohort reader gives them."""
+    return pa.table(
+        {"cycle_key": list(numbers), "cycle_number": list(numbers.values())},
+        schema=pa.schema([("cycle_key", pa.string()), ("cycle_number", pa.int16())]),
+    )
+
+
+def test_cycle_1_thresholds_skip_cycles_numbered_otherwise_and_keep_unnumbered_ones() -> None:
+    # s1: c1 is cycle 1, c2 cycle 2 (two patient_summary rows each, as one per method pair);
+    # c3 has no number (published before numbers were); c4 is absent from patient_summary.
+    summary = pa.concat_tables(
+        [_numbers({"c1": 1, "c2": 2, "c3": None}), _numbers({"c1": 1, "c2": 2})]
+    )
+    table = build_threshold_concordance(
+        _lumen_case(), PROVENANCE, patient_summary=summary, methodologies=LUMEN
+    )
+    cycles = {r["cycle_key"] for r in _by(table, level="cycle")}
+    assert cycles == {"c1", "c3", "c4"}  # c2 is not compared with an "after cycle 1" cut-off
+    pooled = _by(table, level="cohort", site_id=POOLED_SITE_ID)[0]
+    assert (pooled["n_classified"], pooled["n_cycles"]) == (3, 3)
+    assert pooled["flip_fraction"] == pytest.approx(1 / 3)  # c1 flips, c3 and c4 do not
+    # Cumulative thresholds still sum every cycle of the patient, whatever its number.
+    lesions = {
+        ("milan", "s1", cycle, method): [30.0, 30.0]
+        for cycle in ("c1", "c2")
+        for method in ("hebert_4tp", REF)
+    }
+    hebert = build_threshold_concordance(
+        _doses(lesions), PROVENANCE, patient_summary=summary, methodologies=HEBERT_MIN
+    )
+    assert _by(hebert, level="patient")[0]["n_cycles"] == 2
