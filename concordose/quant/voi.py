@@ -227,12 +227,14 @@ def crop_vois(
             crops.append(CroppedMask(EMPTY_BOX, np.zeros((0, 0, 0), dtype=bool)))
             continue
         mask = _mask_in_box(shape, geometry, reach, transform)
-        tight = _tight(reach, mask)
-        if tight is None:
+        inner = bounding_box(mask)
+        if inner is None:
             crops.append(CroppedMask(EMPTY_BOX, np.zeros((0, 0, 0), dtype=bool)))
             continue
-        inner = CroppedMask(tight, mask).within(reach).box
-        crops.append(CroppedMask(tight, np.ascontiguousarray(mask[inner])))
+        tight = tuple(
+            slice(r.start + i.start, r.start + i.stop) for r, i in zip(reach, inner, strict=True)
+        )
+        crops.append(CroppedMask((tight[0], tight[1], tight[2]), np.ascontiguousarray(mask[inner])))
     return tuple(crops)
 
 
@@ -298,18 +300,6 @@ def bounding_box(mask: npt.NDArray[np.bool_]) -> Box | None:
         indices = np.flatnonzero(mask.any(axis=other))
         ranges.append(slice(int(indices[0]), int(indices[-1]) + 1))
     return (ranges[0], ranges[1], ranges[2])
-
-
-def _tight(box: Box, mask: npt.NDArray[np.bool_]) -> Box | None:
-    """``box`` shrunk to the voxels ``mask`` (on ``box``) sets (None when it sets none)."""
-    inner = bounding_box(mask)
-    if inner is None:
-        return None
-    return (
-        slice(box[0].start + inner[0].start, box[0].start + inner[0].stop),
-        slice(box[1].start + inner[1].start, box[1].start + inner[1].stop),
-        slice(box[2].start + inner[2].start, box[2].start + inner[2].stop),
-    )
 
 
 def voi_totals(
