@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from concordose.results.catalogue import read_current
 from concordose.results.object_store import open_object_store
 from concordose.results.provenance import Provenance, new_run_id
 from concordose.results.publish import PublishedRun, publish_tables
+from concordose.run_folder import fresh_run_folder
 from concordose.settings import Settings
 from concordose.spool.store import Spool
 from flows.demo import demo_pseudonym_key
@@ -127,17 +127,13 @@ def prepare_run_folder(out_dir: Path) -> None:
     Raises:
         ConcordoseError: ``out_dir`` is a file, or a non-empty folder without the run's marker.
     """
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise ConcordoseError(f"--out {out_dir} exists and is not a folder")
-        if any(out_dir.iterdir()) and not (out_dir / CONSORTIUM_MARKER).is_file():
-            raise ConcordoseError(
-                f"--out {out_dir} is not empty and was not made by `concordose consortium`; "
-                "choose an empty or new folder"
-            )
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
-    (out_dir / CONSORTIUM_MARKER).write_text("created by `concordose consortium`; safe to delete\n")
+    fresh_run_folder(
+        out_dir,
+        marker=CONSORTIUM_MARKER,
+        command="concordose consortium",
+        name="--out",
+        not_ours="made by `concordose consortium`; choose an empty or new folder",
+    )
 
 
 @contextmanager

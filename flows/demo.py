@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from concordose.calibration.registry import SiteRegistry
 from concordose.errors import ConcordoseError
 from concordose.ingest.receiver import StorageReceiver
 from concordose.ingest.sender import SendReport, send_files
+from concordose.run_folder import fresh_run_folder
 from concordose.spool.store import Spool
 from flows.process_cycle import CycleRunResult
 from flows.sweep import process_spool
@@ -56,17 +56,13 @@ def prepare_workdir(workdir: Path) -> None:
     Raises:
         ConcordoseError: ``workdir`` exists, is not empty and was not made by the demo.
     """
-    if workdir.exists():
-        if not workdir.is_dir():
-            raise ConcordoseError(f"demo folder {workdir} exists and is not a folder")
-        if any(workdir.iterdir()) and not (workdir / DEMO_MARKER).is_file():
-            raise ConcordoseError(
-                f"demo folder {workdir} is not empty and was not created by the demo; "
-                "choose another with --workdir"
-            )
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
-    (workdir / DEMO_MARKER).write_text("created by `concordose demo`; safe to delete\n")
+    fresh_run_folder(
+        workdir,
+        marker=DEMO_MARKER,
+        command="concordose demo",
+        name="demo folder",
+        not_ours="created by the demo; choose another with --workdir",
+    )
 
 
 def demo_pseudonym_key(workdir: Path) -> SecretStr:
