@@ -51,6 +51,18 @@ EXIT_INPUT_ERROR = 2
 ResultT = TypeVar("ResultT")
 
 
+def _progress_bar() -> Progress:
+    """The progress bar of the long generating commands (description, bar, n/total, times)."""
+    return Progress(
+        TextColumn("[bold]{task.description:<36}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
 def _run(action: Callable[[], ResultT]) -> ResultT:
     """Run ``action``; a ConcordoseError becomes a one-line message and exit status 2."""
     try:
@@ -940,14 +952,7 @@ def _generate_consortium(
             f"unknown imaging protocol {protocol!r}; expected one of "
             f"{', '.join([*PROTOCOLS, PER_SITE_PROTOCOL])}"
         )
-    with Progress(
-        TextColumn("[bold]{task.description:<36}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
+    with _progress_bar() as progress:
         task = progress.add_task("digital consortium", total=None)
 
         class _Reporter:
@@ -1074,14 +1079,7 @@ def consortium(
     profiles = _run(chosen_sites)
     from flows.consortium import run_consortium  # lazy: only orchestration imports Prefect
 
-    with Progress(
-        TextColumn("[bold]{task.description:<36}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
+    with _progress_bar() as progress:
         task = progress.add_task("consortium", total=0)
 
         class _Reporter:
