@@ -1020,9 +1020,120 @@ DOSE_AGREEMENT = TableSpec(
     ),
 )
 
+_THRESHOLD_CONCORDANCE_V1 = [
+    _COHORT,
+    field("level", pa.string(), "1", "cycle, patient (cumulative thresholds) or cohort"),
+    field(
+        "site_id",
+        pa.string(),
+        "1",
+        "consortium site, or '*' for every site pooled (cohort rows)",
+    ),
+    field("subject_key", pa.string(), "1", "patient (null on cohort rows)", nullable=True),
+    field("cycle_key", pa.string(), "1", "cycle (cycle rows only; else null)", nullable=True),
+    field("threshold_name", pa.string(), "1", "concordose.dose.thresholds name"),
+    field("metric", pa.string(), "1", "dose metric the threshold applies to"),
+    field("threshold_scope", pa.string(), "1", "cycle 1 or cumulative"),
+    field("threshold_gy", pa.float64(), "Gy", "the published cut-off"),
+    field("direction", pa.string(), "1", "at_least or at_most"),
+    field("study_kinetics_method", pa.string(), "1", "the study's schedule, emulated"),
+    field("study_dose_method", pa.string(), "1", "the study's dose model, emulated"),
+    field("reference_kinetics_method", pa.string(), "1", "the platform's reference"),
+    field("reference_dose_method", pa.string(), "1", "dose method of the reference side"),
+    _COMPARED_HASH,
+    field("n_cycles", pa.int32(), "1", "cycles the row's values cover"),
+    field("study_value_gy", pa.float64(), "Gy", "value by the study's method", nullable=True),
+    field("reference_value_gy", pa.float64(), "Gy", "value by the reference", nullable=True),
+    field("study_met", pa.bool_(), "1", "classification by the study's method", nullable=True),
+    field("reference_met", pa.bool_(), "1", "classification by the reference", nullable=True),
+    field("flipped", pa.bool_(), "1", "the two classifications differ", nullable=True),
+    field(
+        "n_classified",
+        pa.int32(),
+        "1",
+        "cohort: rows with both classifications",
+        nullable=True,
+    ),
+    field("n_missing", pa.int32(), "1", "cohort: rows missing a classification", nullable=True),
+    field(
+        "flip_fraction",
+        pa.float64(),
+        "1",
+        "cohort: fraction of flipped rows",
+        nullable=True,
+    ),
+    field(
+        "cohen_kappa",
+        pa.float64(),
+        "1",
+        "cohort: Cohen's kappa of the classifications",
+        nullable=True,
+    ),
+    field(
+        "regression_method",
+        pa.string(),
+        "1",
+        "cohort: reference value regressed on the study's (deming_ratio_1_jackknife)",
+        nullable=True,
+    ),
+    field("n_regression_pairs", pa.int32(), "1", "cohort: pairs regressed", nullable=True),
+    field("slope", pa.float64(), "1", "cohort: regression slope", nullable=True),
+    field("slope_ci_lower", pa.float64(), "1", "cohort: slope, 95 % CI lower", nullable=True),
+    field("slope_ci_upper", pa.float64(), "1", "cohort: slope, 95 % CI upper", nullable=True),
+    field("intercept_gy", pa.float64(), "Gy", "cohort: regression intercept", nullable=True),
+    field(
+        "intercept_ci_lower_gy",
+        pa.float64(),
+        "Gy",
+        "cohort: intercept, 95 % CI lower",
+        nullable=True,
+    ),
+    field(
+        "intercept_ci_upper_gy",
+        pa.float64(),
+        "Gy",
+        "cohort: intercept, 95 % CI upper",
+        nullable=True,
+    ),
+    field(
+        "reference_equivalent_gy",
+        pa.float64(),
+        "Gy",
+        "cohort: the reference-scale value equivalent to threshold_gy",
+        nullable=True,
+    ),
+    field(
+        "reference_equivalent_ci_lower_gy",
+        pa.float64(),
+        "Gy",
+        "cohort: 95 % CI lower",
+        nullable=True,
+    ),
+    field(
+        "reference_equivalent_ci_upper_gy",
+        pa.float64(),
+        "Gy",
+        "cohort: 95 % CI upper",
+        nullable=True,
+    ),
+]
+
+# v2 (issue 14): how many of a row's cycles the study side took from a single time point.
+_THRESHOLD_CONCORDANCE_V2_SINGLE_POINT = [
+    field(
+        "study_single_point_cycles",
+        pa.int32(),
+        "1",
+        "cycles of the row whose study value came from one time point with the patient's "
+        "half-life of earlier cycles (Hebert cycles 3-4: concordose.kinetics.prior_half_life); "
+        "0 for a study imaged at its full schedule throughout",
+        nullable=True,
+    ),
+]
+
 THRESHOLD_CONCORDANCE = TableSpec(
     name="threshold_concordance",
-    version=1,
+    version=2,
     doc=(
         "The published tumour-dose thresholds (concordose.dose.thresholds) in their own study's "
         "emulated methodology and with the reference kinetics: one row per cycle (cycle-1 "
@@ -1035,123 +1146,16 @@ THRESHOLD_CONCORDANCE = TableSpec(
     scope_column="cohort",
     schema=pa.schema(
         [
-            _COHORT,
-            field("level", pa.string(), "1", "cycle, patient (cumulative thresholds) or cohort"),
-            field(
-                "site_id",
-                pa.string(),
-                "1",
-                "consortium site, or '*' for every site pooled (cohort rows)",
-            ),
-            field("subject_key", pa.string(), "1", "patient (null on cohort rows)", nullable=True),
-            field(
-                "cycle_key", pa.string(), "1", "cycle (cycle rows only; else null)", nullable=True
-            ),
-            field("threshold_name", pa.string(), "1", "concordose.dose.thresholds name"),
-            field("metric", pa.string(), "1", "dose metric the threshold applies to"),
-            field("threshold_scope", pa.string(), "1", "cycle 1 or cumulative"),
-            field("threshold_gy", pa.float64(), "Gy", "the published cut-off"),
-            field("direction", pa.string(), "1", "at_least or at_most"),
-            field("study_kinetics_method", pa.string(), "1", "the study's schedule, emulated"),
-            field("study_dose_method", pa.string(), "1", "the study's dose model, emulated"),
-            field("reference_kinetics_method", pa.string(), "1", "the platform's reference"),
-            field("reference_dose_method", pa.string(), "1", "dose method of the reference side"),
-            _COMPARED_HASH,
-            field("n_cycles", pa.int32(), "1", "cycles the row's values cover"),
-            field(
-                "study_value_gy", pa.float64(), "Gy", "value by the study's method", nullable=True
-            ),
-            field(
-                "reference_value_gy", pa.float64(), "Gy", "value by the reference", nullable=True
-            ),
-            field(
-                "study_met", pa.bool_(), "1", "classification by the study's method", nullable=True
-            ),
-            field(
-                "reference_met", pa.bool_(), "1", "classification by the reference", nullable=True
-            ),
-            field("flipped", pa.bool_(), "1", "the two classifications differ", nullable=True),
-            field(
-                "n_classified",
-                pa.int32(),
-                "1",
-                "cohort: rows with both classifications",
-                nullable=True,
-            ),
-            field(
-                "n_missing", pa.int32(), "1", "cohort: rows missing a classification", nullable=True
-            ),
-            field(
-                "flip_fraction",
-                pa.float64(),
-                "1",
-                "cohort: fraction of flipped rows",
-                nullable=True,
-            ),
-            field(
-                "cohen_kappa",
-                pa.float64(),
-                "1",
-                "cohort: Cohen's kappa of the classifications",
-                nullable=True,
-            ),
-            field(
-                "regression_method",
-                pa.string(),
-                "1",
-                "cohort: reference value regressed on the study's (deming_ratio_1_jackknife)",
-                nullable=True,
-            ),
-            field("n_regression_pairs", pa.int32(), "1", "cohort: pairs regressed", nullable=True),
-            field("slope", pa.float64(), "1", "cohort: regression slope", nullable=True),
-            field(
-                "slope_ci_lower", pa.float64(), "1", "cohort: slope, 95 % CI lower", nullable=True
-            ),
-            field(
-                "slope_ci_upper", pa.float64(), "1", "cohort: slope, 95 % CI upper", nullable=True
-            ),
-            field(
-                "intercept_gy", pa.float64(), "Gy", "cohort: regression intercept", nullable=True
-            ),
-            field(
-                "intercept_ci_lower_gy",
-                pa.float64(),
-                "Gy",
-                "cohort: intercept, 95 % CI lower",
-                nullable=True,
-            ),
-            field(
-                "intercept_ci_upper_gy",
-                pa.float64(),
-                "Gy",
-                "cohort: intercept, 95 % CI upper",
-                nullable=True,
-            ),
-            field(
-                "reference_equivalent_gy",
-                pa.float64(),
-                "Gy",
-                "cohort: the reference-scale value equivalent to threshold_gy",
-                nullable=True,
-            ),
-            field(
-                "reference_equivalent_ci_lower_gy",
-                pa.float64(),
-                "Gy",
-                "cohort: 95 % CI lower",
-                nullable=True,
-            ),
-            field(
-                "reference_equivalent_ci_upper_gy",
-                pa.float64(),
-                "Gy",
-                "cohort: 95 % CI upper",
-                nullable=True,
-            ),
+            *_THRESHOLD_CONCORDANCE_V1,
+            *_THRESHOLD_CONCORDANCE_V2_SINGLE_POINT,
             *_RUN_PROVENANCE,
             _CREATED_AT,
         ]
     ),
+    previous_schemas={
+        1: pa.schema([*_THRESHOLD_CONCORDANCE_V1, *_RUN_PROVENANCE, _CREATED_AT]),
+    },
+    upgrades={1: dict.fromkeys((f.name for f in _THRESHOLD_CONCORDANCE_V2_SINGLE_POINT), None)},
 )
 
 TABLES: dict[str, TableSpec] = {

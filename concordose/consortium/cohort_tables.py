@@ -38,6 +38,7 @@ _INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
         "voi_type",
         "kinetics_method",
         "tia_mbq_h",
+        "teff_h",
         "method_parameters_hash",
     ),
     "absorbed_dose": (
@@ -49,6 +50,7 @@ _INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
         "kinetics_method",
         "dose_method",
         "mean_dose_gy",
+        "tia_mbq_h",
         "mass_g",
         "method_parameters_hash",
     ),
@@ -62,7 +64,14 @@ _INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
         "mean_dose_gy",
         "method_parameters_hash",
     ),
-    "voi_timepoints": ("cycle_key", "voi_label", "time_point_index", "volume_ml"),
+    "voi_timepoints": (
+        "cycle_key",
+        "voi_label",
+        "time_point_index",
+        "time_h",
+        "activity_mbq",
+        "volume_ml",
+    ),
     "patient_summary": ("cycle_key", "cycle_number"),
 }
 
@@ -109,6 +118,8 @@ def build_cohort_tables(
             inputs["absorbed_dose"],
             provenance,
             patient_summary=inputs["patient_summary"],
+            kinetics=inputs["kinetics"],
+            voi_timepoints=inputs["voi_timepoints"],
             reference_method=reference_method,
         ),
     }

@@ -14,10 +14,15 @@ dose method it used:
 * LUMEN (Mileva et al. 2024): 4/24/168 h (``lumen_3tp``), sphere model with RC (``sphere``;
   the RC is the site protocol's partial-volume correction, applied in quantification);
 * LUTADOSE (Maccauro et al. 2024): ~20/162 h (``lutadose_2tp``), sphere model (``sphere``);
-* Hebert et al. 2024: 4/24/72/192 h in cycles 1-2 (``hebert_4tp``) with PLANET Dose, whose
-  dose model the seed review does not state: ``sphere`` is used, so that only the schedule
-  differs from the reference. Not emulated: the single 24 h time point of cycles 3-4 (no
-  24 h single-time-point method is registered), so every cycle uses ``hebert_4tp``.
+* Hebert et al. 2024: 4/24/72/192 h in cycles 1-2 (``hebert_4tp``) and the 24 h point alone
+  in cycles 3-4 (:data:`concordose.kinetics.prior_half_life.HEBERT_STP_24H`: the acquired
+  point serving 24 h, integrated with the VOI's mean effective half-life of the patient's
+  cycles 1-2), with PLANET Dose, whose dose model the seed review does not state: ``sphere``
+  is used, so that only the schedule differs from the reference. A later cycle's single-point
+  dose is its TIA times the cycle's dose per TIA of the reference with the same dose method
+  (the VOI's S-value and mass: sphere, organ S-value and LDM doses are linear in the TIA).
+  A later cycle whose patient has no cycle-1 or -2 half-life for a VOI has no dose for it;
+  ``study_single_point_cycles`` counts the cycles a row took from the single point.
 
 The reference side is the reference kinetics (``spectacular_6tp``) with the same dose method.
 Cycle-1 thresholds are evaluated only on cycles whose ``patient_summary.cycle_number`` is 1
@@ -57,6 +62,13 @@ from concordose.dose.metrics import (
 )
 from concordose.dose.thresholds import THRESHOLDS, Threshold, evaluate_thresholds
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
+from concordose.kinetics.prior_half_life import (
+    HEBERT_STP_24H,
+    PriorHalfLifeStp,
+    mean_decay_constant_per_h,
+    single_point_tia_mbq_h,
+)
+from concordose.kinetics.timepoints import choose_time_points
 from concordose.results.provenance import Provenance
 from schemas.tables import THRESHOLD_CONCORDANCE
 
@@ -77,18 +89,23 @@ class StudyMethodology:
     Attributes:
         threshold_name: a :class:`~concordose.dose.thresholds.Threshold` name.
         kinetics_method, dose_method: registry names of the emulation.
+        later_cycles: the single-point schedule of later cycles (its ``full_schedule_method``
+            is ``kinetics_method``), or None when every cycle is imaged at the full schedule.
     """
 
     threshold_name: str
     kinetics_method: str
     dose_method: str
+    later_cycles: PriorHalfLifeStp | None = None
 
 
 STUDY_METHODOLOGIES: tuple[StudyMethodology, ...] = (
     StudyMethodology("LUMEN minimal lesion dose", "lumen_3tp", "sphere"),
     StudyMethodology("LUTADOSE GTD1", "lutadose_2tp", "sphere"),
-    StudyMethodology("Hebert minimal cumulative lesion dose", "hebert_4tp", "sphere"),
-    StudyMethodology("Hebert mean lesion dose", "hebert_4tp", "sphere"),
+    StudyMethodology(
+        "Hebert minimal cumulative lesion dose", "hebert_4tp", "sphere", HEBERT_STP_24H
+    ),
+    StudyMethodology("Hebert mean lesion dose", "hebert_4tp", "sphere", HEBERT_STP_24H),
 )
 
 _BY_NAME = {threshold.name: threshold for threshold in THRESHOLDS}
@@ -106,6 +123,7 @@ class _CycleDoses:
     subject_key: str
     summary: CycleDoseSummary
     hashes: frozenset[str]
+    single_point: bool = False  # from a later cycle's single time point (module docstring)
 
 
 def _cycle_summaries(absorbed_dose: pa.Table) -> dict[tuple[str, str, str], _CycleDoses]:
@@ -140,6 +158,120 @@ def _cycle_summaries(absorbed_dose: pa.Table) -> dict[tuple[str, str, str], _Cyc
             hashes=frozenset(rows["method_parameters_hash"].tolist()),
         )
     return summaries
+
+
+def _single_point_doses(
+    absorbed_dose: pa.Table,
+    kinetics: pa.Table,
+    voi_timepoints: pa.Table,
+    numbers: dict[str, int],
+    schedule: PriorHalfLifeStp,
+    *,
+    dose_method: str,
+    reference_method: str,
+) -> dict[str, _CycleDoses]:
+    """cycle key → the study side's doses of each cycle numbered ``schedule.from_cycle`` or
+    later that ran the reference with ``dose_method``: per VOI, the single-point TIA
+    (:func:`~concordose.kinetics.prior_half_life.single_point_tia_mbq_h` at the acquired point
+    serving ``schedule.nominal_h``, with the VOI's mean decay constant over the patient's
+    earlier cycles' ``schedule.full_schedule_method`` fits) times the reference's dose per TIA.
+    A VOI without an earlier half-life gets a NaN dose (left out of the cycle's summary and of
+    its cumulative sums); a cycle without an acquired point serving the nominal time is left
+    out, as a cycle where a full-schedule method could not run is."""
+    doses: pd.DataFrame = absorbed_dose.select(
+        [
+            "site_id",
+            "subject_key",
+            "cycle_key",
+            "voi_label",
+            "voi_type",
+            "kinetics_method",
+            "dose_method",
+            "mean_dose_gy",
+            "tia_mbq_h",
+            "mass_g",
+            "method_parameters_hash",
+        ]
+    ).to_pandas()
+    subject_of = dict(zip(doses["cycle_key"], doses["subject_key"], strict=True))
+    fits: pd.DataFrame = kinetics.select(
+        ["cycle_key", "voi_label", "kinetics_method", "teff_h"]
+    ).to_pandas()
+    early = {cycle for cycle, number in numbers.items() if number < schedule.from_cycle}
+    fits = fits[
+        (fits["kinetics_method"] == schedule.full_schedule_method) & fits["cycle_key"].isin(early)
+    ]
+    decay_per_h = {
+        (str(subject), str(label)): mean_decay_constant_per_h(group["teff_h"].to_numpy())
+        for (subject, label), group in fits.assign(
+            subject_key=fits["cycle_key"].map(subject_of)
+        ).groupby(["subject_key", "voi_label"])
+    }
+    points: pd.DataFrame = voi_timepoints.select(
+        ["cycle_key", "voi_label", "time_point_index", "time_h", "activity_mbq"]
+    ).to_pandas()
+    reference = doses[
+        (doses["kinetics_method"] == reference_method) & (doses["dose_method"] == dose_method)
+    ]
+    settings = f"{schedule.name}:{schedule.nominal_h:g}h:from_cycle_{schedule.from_cycle}"
+    result: dict[str, _CycleDoses] = {}
+    for cycle, rows in reference.groupby("cycle_key", sort=True):
+        number = numbers.get(str(cycle))
+        if number is None or number < schedule.from_cycle:
+            continue
+        subject = str(rows["subject_key"].iloc[0])
+        labels = rows["voi_label"].astype(str).tolist()
+        cycle_points = points[points["cycle_key"] == cycle]
+        times_h = (
+            cycle_points.groupby("time_point_index")["time_h"].first().sort_values().to_numpy()
+        )
+        choice = choose_time_points(times_h.astype(np.float64), (schedule.nominal_h,))
+        if not choice.matched:
+            continue
+        time_h = float(times_h[choice.indices[0]])
+        at_time = cycle_points[np.isclose(cycle_points["time_h"], time_h)]
+        activity = dict(zip(at_time["voi_label"], at_time["activity_mbq"], strict=True))
+        tia = single_point_tia_mbq_h(
+            [activity.get(label, np.nan) for label in labels],
+            time_h,
+            [decay_per_h.get((subject, label), np.nan) for label in labels],
+        )
+        reference_tia = rows["tia_mbq_h"].to_numpy(dtype=np.float64, na_value=np.nan)
+        reference_dose = rows["mean_dose_gy"].to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dose_per_tia = np.where(reference_tia > 0, reference_dose / reference_tia, np.nan)
+        result[str(cycle)] = _CycleDoses(
+            site_id=str(rows["site_id"].iloc[0]),
+            subject_key=subject,
+            summary=cycle_dose_summary(
+                labels,
+                [VoiType(t) for t in rows["voi_type"]],
+                tia * dose_per_tia,
+                rows["mass_g"].to_numpy(dtype=np.float64),
+            ),
+            hashes=frozenset([*rows["method_parameters_hash"].tolist(), settings]),
+            single_point=True,
+        )
+    return result
+
+
+def _study_side(
+    summaries: dict[tuple[str, str, str], _CycleDoses],
+    single_point: dict[str, _CycleDoses],
+    methodology: StudyMethodology,
+    numbers: dict[str, int],
+) -> dict[str, _CycleDoses]:
+    """cycle key → the study side's doses: the study's method at its full schedule, except on
+    cycles its later-cycles schedule covers (numbered ``from_cycle`` or later), which take
+    the single-point doses."""
+    later = methodology.later_cycles
+    side = {
+        cycle: doses
+        for (cycle, kinetics, dose), doses in summaries.items()
+        if (kinetics, dose) == (methodology.kinetics_method, methodology.dose_method)
+        and (later is None or numbers.get(cycle, 1) < later.from_cycle)
+    }
+    return side | single_point
 
 
 def _cycle_numbers(patient_summary: pa.Table | None) -> dict[str, int]:
@@ -183,31 +315,30 @@ def _hash(hashes: Sequence[frozenset[str]]) -> str:
 
 def _comparison_rows(
     summaries: dict[tuple[str, str, str], _CycleDoses],
+    study_side: dict[str, _CycleDoses],
     methodology: StudyMethodology,
     reference_method: str,
     cycle_numbers: dict[str, int],
 ) -> list[dict[str, Any]]:
     """Cycle rows (cycle-1 thresholds, on cycle 1 or unnumbered cycles) or patient rows
-    (cumulative) of one methodology."""
+    (cumulative) of one methodology; ``study_side`` from :func:`_study_side`."""
     threshold = _threshold(methodology.threshold_name)
-    study_key = (methodology.kinetics_method, methodology.dose_method)
     reference_key = (reference_method, methodology.dose_method)
     cycles = sorted(
         cycle
-        for cycle, kinetics, dose in summaries
-        if (kinetics, dose) == study_key
-        and (cycle, *reference_key) in summaries
+        for cycle in study_side
+        if (cycle, *reference_key) in summaries
         and _evaluated_for(threshold, cycle_numbers.get(cycle))
     )
     groups: dict[tuple[str, str, str | None], list[str]] = {}
     for cycle in cycles:
-        doses = summaries[(cycle, *study_key)]
+        doses = study_side[cycle]
         by_cycle = threshold.scope == CYCLE_1
         group = (doses.site_id, doses.subject_key, cycle if by_cycle else None)
         groups.setdefault(group, []).append(cycle)
     rows = []
     for (site, subject, cycle_key), members in sorted(groups.items(), key=str):
-        study = [summaries[(c, *study_key)] for c in members]
+        study = [study_side[c] for c in members]
         reference = [summaries[(c, *reference_key)] for c in members]
         if threshold.scope == CYCLE_1:
             study_value, study_met = _flag(threshold, study[0].summary)
@@ -228,6 +359,7 @@ def _comparison_rows(
                 **_threshold_columns(threshold, methodology, reference_method),
                 "method_parameters_hash": _hash([d.hashes for d in study + reference]),
                 "n_cycles": len(members),
+                "study_single_point_cycles": sum(d.single_point for d in study),
                 "study_value_gy": _finite(study_value),
                 "reference_value_gy": _finite(reference_value),
                 "study_met": study_met,
@@ -275,6 +407,7 @@ def _cohort_row(rows: list[dict[str, Any]], site_id: str) -> dict[str, Any]:
             "|".join(sorted({r["method_parameters_hash"] for r in rows})).encode("utf-8")
         ).hexdigest()[:16],
         "n_cycles": sum(r["n_cycles"] for r in rows),
+        "study_single_point_cycles": sum(r["study_single_point_cycles"] for r in rows),
         "n_classified": len(classified),
         "n_missing": len(rows) - len(classified),
         "flip_fraction": (
@@ -335,6 +468,8 @@ def build_threshold_concordance(
     provenance: Provenance,
     *,
     patient_summary: pa.Table | None = None,
+    kinetics: pa.Table | None = None,
+    voi_timepoints: pa.Table | None = None,
     reference_method: str = REFERENCE_METHOD_NAME,
     methodologies: Sequence[StudyMethodology] = STUDY_METHODOLOGIES,
 ) -> pa.Table:
@@ -348,13 +483,35 @@ def build_threshold_concordance(
         patient_summary: current rows with ``cycle_key`` and ``cycle_number``; cycle-1
             thresholds skip cycles numbered other than 1. None (or a cycle absent or null
             there): every cycle is evaluated as if it were cycle 1.
+        kinetics: current ``kinetics`` rows (``cycle_key``, ``voi_label``,
+            ``kinetics_method``, ``teff_h``) and
+        voi_timepoints: current ``voi_timepoints`` rows (``cycle_key``, ``voi_label``,
+            ``time_point_index``, ``time_h``, ``activity_mbq``): a methodology's later cycles
+            (Hebert cycles 3-4) are emulated from them, and ``absorbed_dose`` then needs
+            ``tia_mbq_h``. Without both, such cycles are not compared (``n_cycles`` says how
+            many were).
         reference_method, methodologies: the two sides compared.
     """
     summaries = _cycle_summaries(absorbed_dose)
     numbers = _cycle_numbers(patient_summary)
     rows: list[dict[str, Any]] = []
     for methodology in methodologies:
-        compared = _comparison_rows(summaries, methodology, reference_method, numbers)
+        later = methodology.later_cycles
+        single_point = (
+            _single_point_doses(
+                absorbed_dose,
+                kinetics,
+                voi_timepoints,
+                numbers,
+                later,
+                dose_method=methodology.dose_method,
+                reference_method=reference_method,
+            )
+            if later is not None and kinetics is not None and voi_timepoints is not None
+            else {}
+        )
+        study_side = _study_side(summaries, single_point, methodology, numbers)
+        compared = _comparison_rows(summaries, study_side, methodology, reference_method, numbers)
         if not compared:
             continue
         rows.extend(compared)

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from scipy import stats
 
@@ -198,3 +199,94 @@ def test_cycle_1_thresholds_skip_cycles_numbered_otherwise_and_keep_unnumbered_o
         _doses(lesions), PROVENANCE, patient_summary=summary, methodologies=HEBERT_MIN
     )
     assert _by(hebert, level="patient")[0]["n_cycles"] == 2
+
+
+def _hebert_patient() -> tuple[pa.Table, pa.Table, pa.Table, pa.Table]:
+    """One patient, four cycles on the SPECTacular schedule: hebert_4tp and the reference in
+    each; lesion_0 clears with T_eff 60 h in cycle 1 and 80 h in cycle 2."""
+    doses = _doses(
+        {
+            ("milan", "s1", c, m): [30.0]
+            for c in ("c1", "c2", "c3", "c4")
+            for m in ("hebert_4tp", REF)
+        }
+    ).to_pylist()
+    for row in doses:
+        row["tia_mbq_h"] = 1000.0  # the reference's dose per TIA: 30 Gy / 1000 MBq·h
+    teff_h = {"c1": 60.0, "c2": 80.0, "c3": 500.0, "c4": 500.0}  # c3, c4 fits must not be used
+    kinetics = pa.Table.from_pylist(
+        [
+            {"cycle_key": c, "voi_label": "lesion_0", "kinetics_method": "hebert_4tp", "teff_h": t}
+            for c, t in teff_h.items()
+        ]
+    )
+    schedule_h = {
+        "c1": (4.0, 24.0, 48.0, 96.0, 168.0, 240.0),
+        "c2": (4.0, 24.0, 48.0, 96.0, 168.0, 240.0),
+        "c3": (4.0, 26.0, 48.0, 96.0, 168.0, 240.0),
+        "c4": (4.0, 48.0, 96.0, 168.0, 240.0),  # nothing in 14.4-33.6 h: not emulated
+    }
+    points = pa.Table.from_pylist(
+        [
+            {
+                "cycle_key": c,
+                "voi_label": "lesion_0",
+                "time_point_index": i,
+                "time_h": t,
+                "activity_mbq": 20.0 if t == 26.0 else 1.0,
+            }
+            for c, times in schedule_h.items()
+            for i, t in enumerate(times)
+        ]
+    )
+    numbers = _numbers({"c1": 1, "c2": 2, "c3": 3, "c4": 4})
+    return pa.Table.from_pylist(doses), kinetics, points, numbers
+
+
+def test_hebert_cycles_3_and_4_use_the_24_h_point_with_the_half_life_of_cycles_1_and_2() -> None:
+    doses, kinetics, points, numbers = _hebert_patient()
+    table = build_threshold_concordance(
+        doses,
+        PROVENANCE,
+        patient_summary=numbers,
+        kinetics=kinetics,
+        voi_timepoints=points,
+        methodologies=HEBERT_MIN,
+    )
+    patient = _by(table, level="patient")[0]
+    # c4 has no point serving 24 h: left out on both sides; c3 is the single-point cycle.
+    assert (patient["n_cycles"], patient["study_single_point_cycles"]) == (3, 1)
+    # c3: λ = mean(ln2/60, ln2/80) per h; TIA = 20 MBq · e^(26 λ) / λ; dose = TIA · 0.03 Gy/MBq·h
+    decay_per_h = np.mean([np.log(2) / 60.0, np.log(2) / 80.0])
+    cycle_3_gy = 20.0 * np.exp(26.0 * decay_per_h) / decay_per_h * 30.0 / 1000.0
+    assert patient["study_value_gy"] == pytest.approx(30.0 + 30.0 + cycle_3_gy)
+    assert patient["reference_value_gy"] == pytest.approx(90.0)
+    assert patient["study_kinetics_method"] == "hebert_4tp"
+    pooled = _by(table, level="cohort", site_id=POOLED_SITE_ID)[0]
+    assert pooled["study_single_point_cycles"] == 1
+    assert validate_tables({"threshold_concordance": table})["threshold_concordance"].success
+
+    # Without cycles 1-2 the lesion has no half-life: cycle 3's dose is missing, so is the sum.
+    late_only = numbers.filter(pc.is_in(numbers["cycle_key"], pa.array(["c3"])))
+    alone = build_threshold_concordance(
+        doses.filter(pc.equal(doses["cycle_key"], "c3")),
+        PROVENANCE,
+        patient_summary=late_only,
+        kinetics=kinetics,
+        voi_timepoints=points,
+        methodologies=HEBERT_MIN,
+    )
+    row = _by(alone, level="patient")[0]
+    assert (row["n_cycles"], row["study_single_point_cycles"]) == (1, 1)
+    assert row["study_value_gy"] is None
+    assert row["study_met"] is None
+
+
+def test_without_the_per_time_point_tables_later_hebert_cycles_are_not_compared() -> None:
+    doses, _, _, numbers = _hebert_patient()
+    table = build_threshold_concordance(
+        doses, PROVENANCE, patient_summary=numbers, methodologies=HEBERT_MIN
+    )
+    patient = _by(table, level="patient")[0]
+    assert (patient["n_cycles"], patient["study_single_point_cycles"]) == (2, 0)
+    assert patient["study_value_gy"] == pytest.approx(60.0)
