@@ -233,10 +233,14 @@ def run_consortium(
     n_patients: int,
     preset: str,
     seed: int = 20261124,
+    realism: Realism | None = None,
     progress: ConsortiumProgress,
     on_step: Callable[[str], None] = lambda _message: None,
 ) -> ConsortiumResult:
     """Generate, calibrate, receive, process per variant, compare, publish (module docstring).
+
+    ``realism``: the generator's imaging switches (:class:`phantoms.consortium.Realism`;
+    None: its defaults).
 
     Raises:
         ConcordoseError: bad arguments (unknown preset, no site), a refused file, or nothing to
@@ -257,7 +261,7 @@ def run_consortium(
             preset=preset,
             sites=sites,
             n_patients=n_patients,
-            realism=Realism(),
+            realism=realism or Realism(),
             progress=progress,
         )
     except ValueError as exc:
