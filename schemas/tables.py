@@ -602,28 +602,46 @@ _PATIENT_SUMMARY_FIELDS = [
     ),
     *_PROVENANCE,
 ]
+# v2 (issue 15, item 2): the injected activity on the doses' activity scale.
+_PATIENT_SUMMARY_TRACEABILITY_FIELDS = [
+    field(
+        "injected_activity_traceable_mbq",
+        pa.float64(),
+        "MBq",
+        "injected_activity_mbq corrected for the site dose calibrator's bias (/ (1 + "
+        "site_calibrations.dose_calibrator_bias_relative)), on the same traceable scale as the "
+        "doses; null when the calibration record is not traceable (then injected_activity_mbq "
+        "and the doses carry the same bias, which cancels in dose per injected activity)",
+        nullable=True,
+    ),
+]
+_PATIENT_SUMMARY_V2_FIELDS = [*_PATIENT_SUMMARY_FIELDS, *_PATIENT_SUMMARY_TRACEABILITY_FIELDS]
 
 PATIENT_SUMMARY = TableSpec(
     name="patient_summary",
-    version=1,
+    version=2,
     doc=(
         "One row per patient cycle, kinetics method and dose method: lesion and organ-at-risk "
         "doses against the published thresholds (35 Gy minimum lesion dose, 10.6 Gy global mean "
         "tumour dose; see the seed review)."
     ),
     key_columns=("subject_key", "cycle_key", "kinetics_method", "dose_method"),
-    schema=pa.schema(_PATIENT_SUMMARY_FIELDS),
+    schema=pa.schema(_PATIENT_SUMMARY_V2_FIELDS),
+    previous_schemas={1: pa.schema(_PATIENT_SUMMARY_FIELDS)},
+    upgrades={1: dict.fromkeys((f.name for f in _PATIENT_SUMMARY_TRACEABILITY_FIELDS), None)},
 )
 
 VOXEL_DOSE_SUMMARY = TableSpec(
     name="voxel_dose_summary",
-    version=1,
+    version=2,
     doc=(
         "patient_summary's columns for the voxel methods (issue 7): one row per patient cycle, "
         "voxel kinetics model and voxel dose method, from the VOI mean doses of voxel_dose."
     ),
     key_columns=("subject_key", "cycle_key", "kinetics_method", "dose_method"),
-    schema=pa.schema(_PATIENT_SUMMARY_FIELDS),
+    schema=pa.schema(_PATIENT_SUMMARY_V2_FIELDS),
+    previous_schemas={1: pa.schema(_PATIENT_SUMMARY_FIELDS)},
+    upgrades={1: dict.fromkeys((f.name for f in _PATIENT_SUMMARY_TRACEABILITY_FIELDS), None)},
 )
 
 METHOD_COMPARISON = TableSpec(
