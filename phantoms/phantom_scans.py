@@ -36,6 +36,7 @@ from concordose.calibration.phantom_geometry import (
     nema_iec_phantom,
     uniform_cylinder,
 )
+from concordose.calibration.sheet import SHEET_FORMAT, SHEET_FORMAT_VERSION
 from concordose.nuclides import LU177
 from phantoms.dicom_ct import hu_map, write_ct_series
 from phantoms.dicom_nm import write_nm
@@ -47,8 +48,8 @@ from phantoms.presets import ct_grid_for, nm_grid_for
 from phantoms.site_profiles import SiteProfile
 from phantoms.uids import reproducible_uid
 
-CALIBRATION_SHEET_FORMAT = "concordose.calibration_sheet"
-CALIBRATION_SHEET_FORMAT_VERSION = 2
+CALIBRATION_SHEET_FORMAT = SHEET_FORMAT
+CALIBRATION_SHEET_FORMAT_VERSION = SHEET_FORMAT_VERSION
 PHANTOM_TRUTH_FORMAT = "concordose.phantom_truth"
 PHANTOM_TRUTH_FORMAT_VERSION = 1
 PHANTOM_RADIOPHARMACEUTICAL = "Lu-177 chloride"
@@ -137,7 +138,8 @@ def _traceability_record(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The cylinder sheet's ``dose_calibrator_traceability`` block, and its truth.
 
-    A Lu-177 reference source certified 7 days before ``measured_at`` (300–600 MBq), read
+    A Lu-177 reference source certified (300–600 MBq) at noon a week before the fills (6 d 20 h
+    before ``measured_at``), read
     :data:`TRACEABILITY_N_READINGS` times one minute apart on the site's calibrator at the
     ``Lu-177`` setting: reading = true activity at that minute × (1 + bias) × (1 + ε), ε ~
     N(0, :data:`TRACEABILITY_READING_REPEATABILITY`). Its own random stream (seed, site, 4), so
