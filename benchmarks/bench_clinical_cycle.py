@@ -179,7 +179,7 @@ def _child(patient: Path, grid: str, out: Path) -> None:
             provenance=provenance,
             reference_method=methods.reference_method,
         ),
-        voxel_tables_task.fn(identity, study, tac, voxel, provenance),
+        voxel_tables_task.fn(identity, study, tac, voxel, provenance, calibration=calibration),
         {"site_calibrations": build_site_calibrations([(site_id, calibration)], provenance)},
     ):
         for name, table in part.items():

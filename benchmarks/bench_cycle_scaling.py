@@ -357,7 +357,7 @@ def breakdown(
             tables.setdefault(name, []).append(table)
         if voxel is not None:
             for name, table in voxel_tables_task.fn(
-                identity, study, tac, voxel, provenance
+                identity, study, tac, voxel, provenance, calibration=calibration
             ).items():
                 tables.setdefault(name, []).append(table)
         tables.setdefault("site_calibrations", []).append(

@@ -134,7 +134,9 @@ def run_cycle(
     methods_done = time.perf_counter()
     voxel = voxel_dose_task.fn(study, calibration, tac, SITE_ID, prepared.vois)
     if voxel is not None:
-        collect(voxel_tables_task.fn(identity, study, tac, voxel, provenance))
+        collect(
+            voxel_tables_task.fn(identity, study, tac, voxel, provenance, calibration=calibration)
+        )
     collect({"site_calibrations": build_site_calibrations([(SITE_ID, calibration)], provenance)})
     voxel_done = time.perf_counter()
     publish_task.fn(open_object_store(str(out), Settings()), tables, provenance)

@@ -717,6 +717,15 @@ def calibrate(
             f"RC(V) = 1/(1 + ({record.recovery_a_ml:.3g} mL/V)^{record.recovery_b:.3g}); "
             f"NEMA phantom found at {tuple(round(v, 1) for v in result.nema.offset_mm)} mm"
         )
+        calibrator = result.calibrator
+        console.print(
+            "dose calibrator not traceable: no dose_calibrator_traceability on the sheets, the "
+            "CF carries the calibrator's bias"
+            if calibrator is None
+            else f"dose-calibrator bias {calibrator.bias_relative:+.2%} "
+            f"(± {calibrator.bias_sd_relative:.2%}) corrected: {calibrator.description}",
+            soft_wrap=True,
+        )
         table = Table(title="Recovery coefficients")
         table.add_column("sphere mL", justify="right")
         table.add_column("RC", justify="right")

@@ -136,7 +136,10 @@ def _science_tables(
             study, calibration, tac, site.site_id, prepared.vois, cache_dir=cache_dir
         )
         if voxel is not None:
-            for name, table in voxel_tables_task(identity, study, tac, voxel, provenance).items():
+            voxel_tables = voxel_tables_task(
+                identity, study, tac, voxel, provenance, calibration=calibration
+            )
+            for name, table in voxel_tables.items():
                 collected[name].append(table)
     collected["site_calibrations"].append(
         build_site_calibrations([(site.site_id, calibration)], provenance)

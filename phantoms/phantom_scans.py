@@ -9,6 +9,9 @@ factor, acquisition time, voxel grid) exactly as its patients are:
 Each scan's folder holds ``dicom/nm.dcm``, ``dicom/ct/NNNN.dcm``, ``calibration_sheet.yaml``
 (what the physicist recorded: dose-calibrator readings, times, volumes; readings carry the site's
 dose calibrator bias) and ``truth.json`` (what was really there). Formats: ``phantoms/README.md``.
+The cylinder's sheet also records the site calibrator's traceability measurement: a certified
+Lu-177 reference source read :data:`TRACEABILITY_N_READINGS` times on the calibrator the morning
+of the fills (:func:`_traceability_record`), from which the library recovers the bias.
 Acquisition-time decay (0.1 % over 20 min) is neglected as for the patients: counts = CF × T ×
 activity at acquisition start.
 """
@@ -33,6 +36,7 @@ from concordose.calibration.phantom_geometry import (
     nema_iec_phantom,
     uniform_cylinder,
 )
+from concordose.calibration.sheet import SHEET_FORMAT, SHEET_FORMAT_VERSION
 from concordose.nuclides import LU177
 from phantoms.dicom_ct import hu_map, write_ct_series
 from phantoms.dicom_nm import write_nm
@@ -44,8 +48,8 @@ from phantoms.presets import ct_grid_for, nm_grid_for
 from phantoms.site_profiles import SiteProfile
 from phantoms.uids import reproducible_uid
 
-CALIBRATION_SHEET_FORMAT = "concordose.calibration_sheet"
-CALIBRATION_SHEET_FORMAT_VERSION = 1
+CALIBRATION_SHEET_FORMAT = SHEET_FORMAT
+CALIBRATION_SHEET_FORMAT_VERSION = SHEET_FORMAT_VERSION
 PHANTOM_TRUTH_FORMAT = "concordose.phantom_truth"
 PHANTOM_TRUTH_FORMAT_VERSION = 1
 PHANTOM_RADIOPHARMACEUTICAL = "Lu-177 chloride"
@@ -53,6 +57,18 @@ ACTIVITY_RELATIVE_UNCERTAINTY = 0.03
 """Stated (k=1) uncertainty of a dose-calibrator reading on the sheet (a typical 3 %)."""
 SPHERE_STOCK_VOLUME_ML = 50.0
 """Volume of the sphere stock solution the spheres are filled from, mL."""
+TRACEABILITY_CERTIFICATE_RELATIVE_UNCERTAINTY = 0.03
+TRACEABILITY_CERTIFICATE_COVERAGE_FACTOR = 2.0
+"""The reference source certificate's stated uncertainty, 3 % at k = 2 (1.5 % standard): a
+modelling choice of this generator, of the order a secondary-standard laboratory states for a
+Lu-177 vial. The certified activity itself is written exact (it *is* the source's true
+activity): the certificate's error is not simulated, so its stated uncertainty is an upper
+bound on the recovered bias's error here."""
+TRACEABILITY_READING_REPEATABILITY = 0.005
+"""Relative SD of one dose-calibrator reading of the reference source (0.5 %, a modelling choice
+for a few hundred MBq in a well-type ionisation chamber)."""
+TRACEABILITY_N_READINGS = 5
+"""Repeated readings of the reference source."""
 _SCAN_DAY = dt.date(2025, 12, 15)
 _HU_WATER = 0.0
 _HU_LUNG_INSERT = -700.0
@@ -115,6 +131,59 @@ def _syringe_record(
         "reference_datetime": measured_at.isoformat(),
         "activity_relative_uncertainty": ACTIVITY_RELATIVE_UNCERTAINTY,
     }
+
+
+def _traceability_record(
+    site: SiteProfile, *, seed: int, measured_at: dt.datetime
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The cylinder sheet's ``dose_calibrator_traceability`` block, and its truth.
+
+    A Lu-177 reference source certified (300–600 MBq) at noon a week before the fills (6 d 20 h
+    before ``measured_at``), read
+    :data:`TRACEABILITY_N_READINGS` times one minute apart on the site's calibrator at the
+    ``Lu-177`` setting: reading = true activity at that minute × (1 + bias) × (1 + ε), ε ~
+    N(0, :data:`TRACEABILITY_READING_REPEATABILITY`). Its own random stream (seed, site, 4), so
+    the scans' other numbers do not depend on it.
+    """
+    rng = np.random.default_rng([seed, zlib.crc32(site.site_id.encode()), 4])
+    certified_at = measured_at - dt.timedelta(days=7, hours=-4)
+    certified_mbq = round(float(rng.uniform(300.0, 600.0)), 1)
+    readings = []
+    for minute in range(TRACEABILITY_N_READINGS):
+        at = measured_at + dt.timedelta(minutes=minute)
+        true_mbq = certified_mbq * _decay_factor((at - certified_at) / dt.timedelta(hours=1))
+        noise = 1.0 + TRACEABILITY_READING_REPEATABILITY * float(rng.standard_normal())
+        readings.append(
+            {
+                "measured_at": at.isoformat(),
+                "reading_mbq": round(true_mbq * (1.0 + site.dose_calibrator_bias) * noise, 2),
+            }
+        )
+    block = {
+        "method": "reference_source",
+        "dose_calibrator": f"{site.institution_name} hot-lab dose calibrator",
+        "calibrator_setting": "Lu-177",
+        "source": {
+            "source_id": f"LU177-REF-{site.site_id.upper()}",
+            "certificate": "digital consortium reference laboratory, certificate "
+            f"DC-{certified_at:%Y%m%d}-{site.site_id}",
+            "nuclide": "Lu-177",
+            "certified_activity_mbq": certified_mbq,
+            "certified_at": certified_at.isoformat(),
+            "certificate_relative_uncertainty": TRACEABILITY_CERTIFICATE_RELATIVE_UNCERTAINTY,
+            "certificate_coverage_factor": TRACEABILITY_CERTIFICATE_COVERAGE_FACTOR,
+        },
+        "readings": readings,
+    }
+    truth = {
+        "dose_calibrator_bias": site.dose_calibrator_bias,
+        "reference_source_true_activity_mbq": certified_mbq,
+        "reference_source_certified_at": certified_at.isoformat(),
+        "certificate_error": 0.0,
+        "reading_relative_repeatability": TRACEABILITY_READING_REPEATABILITY,
+        "n_readings": TRACEABILITY_N_READINGS,
+    }
+    return block, truth
 
 
 def _patient_info(site: SiteProfile, kind: PhantomKind, water_kg: float) -> PatientInfo:
@@ -227,6 +296,7 @@ def _truth_header(
         "setup_offset_mm": [float(v) for v in offset_mm],
         "calibration_factor_cps_per_mbq": site.calibration_factor_cps_per_mbq,
         "dose_calibrator_bias": site.dose_calibrator_bias,
+        # what the phantom's readings give without the traceability correction
         "calibration_factor_from_sheet_cps_per_mbq": site.calibration_factor_cps_per_mbq
         / (1.0 + site.dose_calibrator_bias),
         "effective_fwhm_mm": site.effective_fwhm_mm,
@@ -280,6 +350,9 @@ def scan_cylinder(
     record = _syringe_record(
         net_true_mbq=net_true_mbq, measured_at=reference, bias=site.dose_calibrator_bias, rng=rng
     )
+    traceability, traceability_truth = _traceability_record(
+        site, seed=seed, measured_at=reference - dt.timedelta(hours=1)
+    )
     key = f"concordose-phantom-scan|{site.site_id}|{seed}|{preset}|{kind.value}"
     nm_path, ct_paths, study = _write_dicom(
         folder,
@@ -303,6 +376,7 @@ def scan_cylinder(
         ),
         "scan": _scan_block(site, study, nm_path, folder),
         "fill": {"phantom_volume_ml": round(cylinder.volume_ml, 1), **record},
+        "dose_calibrator_traceability": traceability,
     }
     truth = {
         **_truth_header(site, kind, seed, preset, offset),
@@ -312,6 +386,7 @@ def scan_cylinder(
         "true_activity_at_scan_start_mbq": true_at_scan_mbq,
         "expected_total_counts": float(expected.sum()),
         "noise": noise,
+        "dose_calibrator_traceability": traceability_truth,
     }
     sheet_path, truth_path = _write_outputs(folder, sheet, truth)
     return PhantomScan(

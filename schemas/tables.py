@@ -602,28 +602,46 @@ _PATIENT_SUMMARY_FIELDS = [
     ),
     *_PROVENANCE,
 ]
+# v2 (issue 15, item 2): the injected activity on the doses' activity scale.
+_PATIENT_SUMMARY_TRACEABILITY_FIELDS = [
+    field(
+        "injected_activity_traceable_mbq",
+        pa.float64(),
+        "MBq",
+        "injected_activity_mbq corrected for the site dose calibrator's bias (/ (1 + "
+        "site_calibrations.dose_calibrator_bias_relative)), on the same traceable scale as the "
+        "doses; null when the calibration record is not traceable (then injected_activity_mbq "
+        "and the doses carry the same bias, which cancels in dose per injected activity)",
+        nullable=True,
+    ),
+]
+_PATIENT_SUMMARY_V2_FIELDS = [*_PATIENT_SUMMARY_FIELDS, *_PATIENT_SUMMARY_TRACEABILITY_FIELDS]
 
 PATIENT_SUMMARY = TableSpec(
     name="patient_summary",
-    version=1,
+    version=2,
     doc=(
         "One row per patient cycle, kinetics method and dose method: lesion and organ-at-risk "
         "doses against the published thresholds (35 Gy minimum lesion dose, 10.6 Gy global mean "
         "tumour dose; see the seed review)."
     ),
     key_columns=("subject_key", "cycle_key", "kinetics_method", "dose_method"),
-    schema=pa.schema(_PATIENT_SUMMARY_FIELDS),
+    schema=pa.schema(_PATIENT_SUMMARY_V2_FIELDS),
+    previous_schemas={1: pa.schema(_PATIENT_SUMMARY_FIELDS)},
+    upgrades={1: dict.fromkeys((f.name for f in _PATIENT_SUMMARY_TRACEABILITY_FIELDS), None)},
 )
 
 VOXEL_DOSE_SUMMARY = TableSpec(
     name="voxel_dose_summary",
-    version=1,
+    version=2,
     doc=(
         "patient_summary's columns for the voxel methods (issue 7): one row per patient cycle, "
         "voxel kinetics model and voxel dose method, from the VOI mean doses of voxel_dose."
     ),
     key_columns=("subject_key", "cycle_key", "kinetics_method", "dose_method"),
-    schema=pa.schema(_PATIENT_SUMMARY_FIELDS),
+    schema=pa.schema(_PATIENT_SUMMARY_V2_FIELDS),
+    previous_schemas={1: pa.schema(_PATIENT_SUMMARY_FIELDS)},
+    upgrades={1: dict.fromkeys((f.name for f in _PATIENT_SUMMARY_TRACEABILITY_FIELDS), None)},
 )
 
 METHOD_COMPARISON = TableSpec(
@@ -707,9 +725,42 @@ _SITE_CALIBRATION_V3_FIELDS = [
     field("contrast_recovery_b", pa.float64(), "1", "RC0(V) steepness b", nullable=True),
 ]
 
+# v4 (issue 15, item 2): dose-calibrator traceability — the bias the CF was corrected for.
+_SITE_CALIBRATION_TRACEABILITY_FIELDS = [
+    field(
+        "dose_calibrator_traceable",
+        pa.bool_(),
+        "1",
+        "true when the CF was corrected for the site dose calibrator's bias measured against a "
+        "traceable reference (certified source or secondary standard); false: the CF carries it",
+    ),
+    field(
+        "dose_calibrator_bias_relative",
+        pa.float64(),
+        "1",
+        "the site dose calibrator's bias: reading / traceable reference - 1 (the phantom's "
+        "activities were divided by 1 + bias before the CF was derived)",
+        nullable=True,
+    ),
+    field(
+        "dose_calibrator_bias_sd_relative",
+        pa.float64(),
+        "1",
+        "standard uncertainty of the bias (reference certificate and reading repeatability)",
+        nullable=True,
+    ),
+    field(
+        "dose_calibrator_traceability",
+        pa.string(),
+        "1",
+        "what the bias was measured with: method, calibrator, reference and its certificate",
+        nullable=True,
+    ),
+]
+
 SITE_CALIBRATIONS = TableSpec(
     name="site_calibrations",
-    version=3,
+    version=4,
     doc="One row per site calibration record (from the site's phantom scans).",
     key_columns=("site_id", "calibration_record_id"),
     scope_column="calibration_record_id",
@@ -718,6 +769,7 @@ SITE_CALIBRATIONS = TableSpec(
             *_SITE_CALIBRATION_V1_FIELDS,
             *_SITE_CALIBRATION_V2_FIELDS,
             *_SITE_CALIBRATION_V3_FIELDS,
+            *_SITE_CALIBRATION_TRACEABILITY_FIELDS,
             *_RUN_PROVENANCE,
             _CREATED_AT,
         ]
@@ -732,10 +784,24 @@ SITE_CALIBRATIONS = TableSpec(
                 _CREATED_AT,
             ]
         ),
+        3: pa.schema(
+            [
+                *_SITE_CALIBRATION_V1_FIELDS,
+                *_SITE_CALIBRATION_V2_FIELDS,
+                *_SITE_CALIBRATION_V3_FIELDS,
+                *_RUN_PROVENANCE,
+                _CREATED_AT,
+            ]
+        ),
     },
     upgrades={
         1: dict.fromkeys((f.name for f in _SITE_CALIBRATION_V2_FIELDS), None),
         2: dict.fromkeys((f.name for f in _SITE_CALIBRATION_V3_FIELDS), None),
+        # records before v4 had no traceability measurement: their CF carries the bias
+        3: {
+            **dict.fromkeys((f.name for f in _SITE_CALIBRATION_TRACEABILITY_FIELDS), None),
+            "dose_calibrator_traceable": False,
+        },
     },
 )
 

@@ -136,9 +136,12 @@ def voxel_tables_task(
     tac: CycleTimeActivity,
     voxel: CycleVoxelDose,
     provenance: Provenance,
+    *,
+    calibration: CalibrationRecord | None,
 ) -> dict[str, pa.Table]:
-    """Tables ``voxel_dose`` and ``voxel_dose_summary`` of one cycle."""
-    return build_voxel_dose_tables(identity, cycle, tac, voxel, provenance)
+    """Tables ``voxel_dose`` and ``voxel_dose_summary`` of one cycle (``calibration``: the
+    record the cycle was quantified with)."""
+    return build_voxel_dose_tables(identity, cycle, tac, voxel, provenance, calibration=calibration)
 
 
 @task(name="cycle-tables", cache_policy=NO_CACHE)
@@ -167,7 +170,9 @@ def summary_tables_task(
     """Cycle-level tables: acquisitions with QC status, QC findings, patient summary and the
     comparison of every kinetics method with ``reference_method`` (empty when it was not run)."""
     tables = build_acquisition_tables(identity, cycle, verdict, provenance, tac.alignments)
-    tables["patient_summary"] = build_patient_summary(identity, cycle, tac, doses, provenance)
+    tables["patient_summary"] = build_patient_summary(
+        identity, cycle, tac, doses, provenance, calibration=verdict.calibration
+    )
     tables["method_comparison"] = build_method_comparison(
         identity, tac, doses, provenance, reference_method=reference_method
     )

@@ -86,6 +86,7 @@ def calibration_table(run_id: str, cf_cps_per_mbq: float = 9.5) -> pa.Table:
         "calibration_factor_relative_uncertainty": 0.03,
         "valid_from": datetime(2026, 1, 1).date(),
         "valid_to": None,
+        "dose_calibrator_traceable": False,
         "schema_version": SITE_CALIBRATIONS.version,
         "software_version": provenance["software_version"],
         "run_id": run_id,

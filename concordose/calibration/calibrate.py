@@ -5,6 +5,13 @@ camera set-up, derives CF (cylinder) and the RC curve (NEMA, measured with that 
 the record to the site's calibration ledger. The record takes its reconstruction fingerprint from
 the phantom's DICOM, exactly as patient studies are fingerprinted, so the gate compares like
 with like.
+
+Dose-calibrator traceability: when either sheet carries a ``dose_calibrator_traceability`` block
+(both phantoms are filled from readings of the same calibrator, so one measurement serves both;
+two blocks must be the same measurement), the calibrator's bias is derived from it
+(:mod:`.traceability`), both phantoms' activities are corrected for it, and the record carries
+the bias, its uncertainty and what was measured. Without one the record says the CF is not
+traceable (bias fields ``None``) and the CF is as before.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from concordose.calibration.phantom_analysis import (
 )
 from concordose.calibration.records import CalibrationRecord
 from concordose.calibration.sheet import CylinderSheet, NemaSheet, load_sheet
+from concordose.calibration.traceability import DoseCalibratorBias
 from concordose.dicom.nm import NMAcquisition
 from concordose.errors import ConfigurationError
 
@@ -34,6 +42,7 @@ class SiteCalibration:
     cylinder: CylinderAnalysis
     nema: NemaAnalysis
     entry: LedgerEntry | None
+    calibrator: DoseCalibratorBias | None = None
 
 
 LU177_PHOTOPEAK_KEV = 208.37  # ICRP-107
@@ -69,6 +78,28 @@ def _sheets(
     return cylinder, nema
 
 
+def sheets_calibrator_bias(
+    cylinder: CylinderSheet, nema: NemaSheet, *, where: str
+) -> DoseCalibratorBias | None:
+    """The dose calibrator's bias from the sheets' traceability block (``None``: neither has one).
+
+    Raises:
+        ConfigurationError: both sheets carry a block and they differ.
+    """
+    blocks = [
+        b
+        for b in (cylinder.dose_calibrator_traceability, nema.dose_calibrator_traceability)
+        if b is not None
+    ]
+    if len(blocks) == 2 and blocks[0] != blocks[1]:
+        raise ConfigurationError(
+            f"{where}: both sheets carry a dose_calibrator_traceability block and they differ; "
+            "expected one measurement of the calibrator both phantoms were filled with (keep it "
+            "on one sheet, or copy the same block to both)"
+        )
+    return blocks[0].bias() if blocks else None
+
+
 def calibrate_site(
     *,
     site_id: str,
@@ -87,8 +118,13 @@ def calibrate_site(
             their sheets.
     """
     cylinder_sheet_data, nema_sheet_data = _sheets(cylinder_sheet, nema_sheet, site_id)
-    cylinder = analyse_cylinder(cylinder_sheet_data, cylinder_sheet.parent)
-    nema = analyse_nema(nema_sheet_data, nema_sheet.parent, cylinder.calibration.cf_cps_per_mbq)
+    calibrator = sheets_calibrator_bias(
+        cylinder_sheet_data, nema_sheet_data, where=f"{cylinder_sheet} and {nema_sheet}"
+    )
+    cylinder = analyse_cylinder(cylinder_sheet_data, cylinder_sheet.parent, calibrator)
+    nema = analyse_nema(
+        nema_sheet_data, nema_sheet.parent, cylinder.calibration.cf_cps_per_mbq, calibrator
+    )
     record = CalibrationRecord(
         record_id=record_id,
         camera_model=cylinder_sheet_data.scan.camera_model,
@@ -106,6 +142,11 @@ def calibrate_site(
             None if nema.contrast_curve is None else nema.contrast_curve.covariance.tolist()
         ),
         valid_from=valid_from,
+        dose_calibrator_bias_relative=None if calibrator is None else calibrator.bias_relative,
+        dose_calibrator_bias_sd_relative=(
+            None if calibrator is None else calibrator.bias_sd_relative
+        ),
+        dose_calibrator_traceability=None if calibrator is None else calibrator.description,
     )
     entry = None
     if ledger is not None:
@@ -116,4 +157,4 @@ def calibrate_site(
             source_study_uids=(cylinder.acquisition.study_uid, nema.acquisition.study_uid),
             created_by=created_by,
         )
-    return SiteCalibration(record, cylinder, nema, entry)
+    return SiteCalibration(record, cylinder, nema, entry, calibrator)

@@ -12,12 +12,17 @@
   The background-independent RC0 = (C_meas − C_B)/(C_S − C_B) uses the sheet's background
   concentration decayed to scan start, and is fitted with the same curve form.
 
-The sheet's activities carry the dose calibrator's bias; so does the CF derived from them, and the
-two cancel in patient activities and in RC (both measured with the same calibrator).
+The sheet's activities are readings of the site's dose calibrator and carry its bias. Without a
+traceability measurement (``calibrator`` ``None``) the CF carries it too (CF/(1 + bias)), and so
+does every image-derived activity (× (1 + bias)); RC does not (measured and true concentrations
+both scale). With one (:mod:`.traceability`), every sheet activity is first divided by (1 + bias)
+— in the cylinder's CF and in the NEMA spheres' and background's true concentrations alike, so
+RC stays a ratio of like with like — and the bias's uncertainty joins the activity's in u(CF).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +38,7 @@ from concordose.calibration.recovery import (
     sphere_recovery,
 )
 from concordose.calibration.sheet import CylinderSheet, NemaSheet
+from concordose.calibration.traceability import DoseCalibratorBias
 from concordose.calibration.uniform_cylinder import CalibrationFactorResult, calibration_factor
 from concordose.dicom.geometry import VolumeGeometry
 from concordose.dicom.nm import NMAcquisition, read_nm_counts, read_nm_header
@@ -84,17 +90,30 @@ def _scan(
     return acquisition, read_nm_counts(acquisition)
 
 
-def analyse_cylinder(sheet: CylinderSheet, sheet_dir: Path) -> CylinderAnalysis:
-    """Calibration factor from a uniform-cylinder scan and its sheet."""
+def _true_mbq(reading_mbq: float, calibrator: DoseCalibratorBias | None) -> float:
+    return reading_mbq if calibrator is None else calibrator.true_activity_mbq(reading_mbq)
+
+
+def analyse_cylinder(
+    sheet: CylinderSheet, sheet_dir: Path, calibrator: DoseCalibratorBias | None = None
+) -> CylinderAnalysis:
+    """Calibration factor from a uniform-cylinder scan and its sheet.
+
+    ``calibrator``: the site calibrator's measured bias; the sheet's activity is corrected for
+    it and u(CF)² gains the correction's relative variance (module docstring).
+    """
     acquisition, counts = _scan(sheet, sheet_dir)
     fill = sheet.fill
+    activity_sd = fill.activity_relative_uncertainty
+    if calibrator is not None:
+        activity_sd = math.hypot(activity_sd, calibrator.correction_relative_sd)
     result = calibration_factor(
         total_counts=float(counts.sum()),
         acquisition_duration_s=sheet.scan.acquisition_duration_s,
-        activity_mbq=fill.net_activity_mbq,
+        activity_mbq=_true_mbq(fill.net_activity_mbq, calibrator),
         activity_reference=fill.reference_datetime,
         scan_start=sheet.scan.acquisition_start,
-        activity_relative_uncertainty=fill.activity_relative_uncertainty,
+        activity_relative_uncertainty=activity_sd,
     )
     return CylinderAnalysis(result, acquisition)
 
@@ -158,9 +177,16 @@ def locate_nema(
 
 
 def analyse_nema(
-    sheet: NemaSheet, sheet_dir: Path, calibration_factor_cps_per_mbq: float
+    sheet: NemaSheet,
+    sheet_dir: Path,
+    calibration_factor_cps_per_mbq: float,
+    calibrator: DoseCalibratorBias | None = None,
 ) -> NemaAnalysis:
-    """Recovery coefficients and the RC(V) curve from a NEMA scan, with the site's CF."""
+    """Recovery coefficients and the RC(V) curve from a NEMA scan, with the site's CF.
+
+    ``calibrator``: the bias the CF was corrected for; the sheet's concentrations are corrected
+    the same way (pass the same as to :func:`analyse_cylinder`, or RC is off by 1 + bias).
+    """
     acquisition, counts = _scan(sheet, sheet_dir)
     geometry = acquisition.geometry
     concentration = counts / (
@@ -171,7 +197,7 @@ def analyse_nema(
     spheres = sheet.fill.spheres
     offset = locate_nema(concentration, geometry, sheet.fill.sphere_to_background_ratio)
     placed = nema_iec_phantom(offset).spheres
-    true_mbq_per_ml = spheres.concentration_mbq_per_ml * (
+    true_mbq_per_ml = _true_mbq(spheres.concentration_mbq_per_ml, calibrator) * (
         spheres.activity_at(sheet.scan.acquisition_start) / spheres.net_activity_mbq
     )
     by_diameter = {sphere.diameter_mm: sphere for sphere in placed}
@@ -186,7 +212,8 @@ def analyse_nema(
     volumes = np.asarray(spheres.volumes_ml, dtype=np.float64)
     background = sheet.fill.background
     background_mbq_per_ml = (
-        background.activity_at(sheet.scan.acquisition_start) / background.volume_ml
+        _true_mbq(background.activity_at(sheet.scan.acquisition_start), calibrator)
+        / background.volume_ml
     )
     ratio = true_mbq_per_ml / background_mbq_per_ml
     rc0 = contrast_recovery(recovery, ratio)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import date
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from concordose.calibration.traceability import DoseCalibratorBias
 
 
 class CalibrationRecord(BaseModel):
@@ -28,6 +30,14 @@ class CalibrationRecord(BaseModel):
             background-aware correction, ``quant.pvc``); ``None`` in records calibrated before
             it was derived.
         valid_from / valid_to: inclusive dates; ``valid_to`` ``None`` means still valid.
+        dose_calibrator_bias_relative, dose_calibrator_bias_sd_relative,
+        dose_calibrator_traceability: the site dose calibrator's bias (its reading = true ×
+            (1 + bias)) and its standard uncertainty, measured against a traceable reference
+            (:mod:`.traceability`), and what was measured. When set, the phantom's activities
+            were divided by (1 + bias) before the CF was derived, and the bias's uncertainty is
+            in ``calibration_factor_relative_uncertainty``; ``None`` (no traceability
+            measurement on the sheets, or a record from before it existed): the CF carries the
+            calibrator's bias (:attr:`dose_calibrator_traceable` is False).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -47,6 +57,38 @@ class CalibrationRecord(BaseModel):
     contrast_recovery_covariance: list[list[float]] | None = None
     valid_from: date
     valid_to: date | None = None
+    # --- dose-calibrator traceability (issue 15, item 2) ---
+    dose_calibrator_bias_relative: float | None = Field(default=None, gt=-0.5, lt=0.5)
+    dose_calibrator_bias_sd_relative: float | None = Field(default=None, ge=0)
+    dose_calibrator_traceability: str | None = None
+    # --- end dose-calibrator traceability ---
+
+    @model_validator(mode="after")
+    def _bias_with_its_uncertainty(self) -> CalibrationRecord:
+        given = (self.dose_calibrator_bias_relative, self.dose_calibrator_bias_sd_relative)
+        if (given[0] is None) != (given[1] is None):
+            raise ValueError(
+                "dose_calibrator_bias_relative and dose_calibrator_bias_sd_relative: expected "
+                f"both or neither, found {given[0]!r} and {given[1]!r}"
+            )
+        return self
+
+    @property
+    def dose_calibrator_traceable(self) -> bool:
+        """True when the CF was corrected for a measured dose-calibrator bias."""
+        return self.dose_calibrator_bias_relative is not None
+
+    def dose_calibrator_bias(self) -> DoseCalibratorBias | None:
+        """The bias the CF was corrected for (``None``: not traceable); its
+        :meth:`~DoseCalibratorBias.true_activity_mbq` corrects any other reading of the site's
+        calibrator (e.g. an injected activity) the same way."""
+        if self.dose_calibrator_bias_relative is None:
+            return None
+        return DoseCalibratorBias(
+            bias_relative=self.dose_calibrator_bias_relative,
+            bias_sd_relative=self.dose_calibrator_bias_sd_relative or 0.0,
+            description=self.dose_calibrator_traceability or "",
+        )
 
     def is_valid_on(self, day: date) -> bool:
         """True when ``day`` lies in the record's validity range."""

@@ -1,14 +1,19 @@
 """The physicist's calibration sheet: what was put in the phantom, when, and how it was scanned.
 
-Format ``concordose.calibration_sheet`` version 1 (YAML), written down in ``phantoms/README.md``
-and as JSON Schema in ``schemas/calibration_sheet.schema.json`` (generated from these models:
-``python -m concordose.calibration.sheet`` rewrites it; a test keeps both in step).
+Format ``concordose.calibration_sheet`` version 2 (YAML; version 1 sheets still read), written
+down in ``phantoms/README.md`` and as JSON Schema in ``schemas/calibration_sheet.schema.json``
+(generated from these models: ``python -m concordose.calibration.sheet`` rewrites it; a test keeps
+both in step). Version 2 adds one optional block, ``dose_calibrator_traceability``: a measurement
+of a traceable reference source, or a cross-calibration against a secondary standard, on the
+calibrator the sheet's activities were read with (:mod:`.traceability`); a version-1 sheet with
+that block is refused (a version-1 reader would reject it).
 
 Every activity is as the dose calibrator read it (MBq), every date-time ISO 8601 local (the
 camera clock's zone). Besides the field checks, a sheet must add up: the net activity equals the
 syringe reading minus the residual decayed back to the syringe's time, and each concentration
 equals net activity over volume (both within 1 %). A sheet that does not is refused with the
-field at fault.
+field at fault. The traceability block must be read at the sheet's ``dose_calibrator_setting``
+and add up too (each reading against its reference decayed to the reading's time).
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from concordose.calibration.traceability import DoseCalibratorTraceability
 from concordose.errors import ConfigurationError
 from concordose.nuclides import LU177
 
 SHEET_FORMAT = "concordose.calibration_sheet"
+SHEET_FORMAT_VERSION = 2
+"""The version this code writes and documents; 1 still reads (no traceability block)."""
 CONSISTENCY_TOLERANCE = 0.01  # relative; a sheet off by more was mis-copied or mis-measured
 
 PositiveMBq = Annotated[float, Field(gt=0)]
@@ -155,12 +163,32 @@ class NemaFill(_Strict):
 
 class _SheetBase(_Strict):
     format: Literal["concordose.calibration_sheet"]
-    format_version: Literal[1]
+    format_version: Literal[1, 2]
     site_id: str
     radionuclide: Literal["Lu-177"]
     dose_calibrator_setting: str
     phantom_model: str | None = None
     scan: ScanInfo
+    dose_calibrator_traceability: DoseCalibratorTraceability | None = None
+
+    @model_validator(mode="after")
+    def _traceability(self) -> _SheetBase:
+        block = self.dose_calibrator_traceability
+        if block is None:
+            return self
+        if self.format_version < 2:
+            raise ValueError(
+                "dose_calibrator_traceability: expected format_version 2 for a sheet with this "
+                f"block, found format_version {self.format_version}"
+            )
+        if block.calibrator_setting != self.dose_calibrator_setting:
+            raise ValueError(
+                "dose_calibrator_traceability.calibrator_setting: expected the setting the "
+                f"phantom's activities were read at ({self.dose_calibrator_setting!r}), found "
+                f"{block.calibrator_setting!r}; a bias measured at another setting does not "
+                "apply to them"
+            )
+        return self
 
 
 class CylinderSheet(_SheetBase):

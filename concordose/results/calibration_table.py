@@ -39,6 +39,11 @@ def build_site_calibrations(
             "recovery_b": record.recovery_b,
             "contrast_recovery_a_ml": record.contrast_recovery_a_ml,
             "contrast_recovery_b": record.contrast_recovery_b,
+            # dose-calibrator traceability (v4)
+            "dose_calibrator_traceable": record.dose_calibrator_traceable,
+            "dose_calibrator_bias_relative": record.dose_calibrator_bias_relative,
+            "dose_calibrator_bias_sd_relative": record.dose_calibrator_bias_sd_relative,
+            "dose_calibrator_traceability": record.dose_calibrator_traceability,
             "schema_version": SITE_CALIBRATIONS.version,
             "software_version": provenance.software_version,
             "run_id": provenance.run_id,

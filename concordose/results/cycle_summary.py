@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from concordose.calibration.findings import Finding, Severity
 from concordose.calibration.gate import CycleVerdict
+from concordose.calibration.records import CalibrationRecord
 from concordose.dicom.pseudonym import uid_hash
 from concordose.dicom.seg import VoiType
 from concordose.dose.models import DoseBatch
@@ -243,6 +244,7 @@ def build_patient_summary(
     doses: Sequence[tuple[KineticsBatch, DoseBatch]],
     provenance: Provenance,
     *,
+    calibration: CalibrationRecord | None,
     mass_g: np.ndarray[Any, Any] | None = None,
     spec: TableSpec = PATIENT_SUMMARY,
 ) -> pa.Table:
@@ -250,7 +252,19 @@ def build_patient_summary(
 
     ``mass_g`` (per VOI, default ``tac.mass_g``) weighs the mean tumour and kidney doses: the
     voxel methods pass their SPECT-grid masses, with ``spec`` ``voxel_dose_summary``.
+
+    ``calibration``: the record the doses were quantified with. The injected activity was read
+    on the same dose calibrator as the phantom; when the record corrected the CF for that
+    calibrator's bias, the doses are on the traceable scale and the recorded injected activity
+    is not, so ``injected_activity_traceable_mbq`` puts it there with the record's own
+    correction (:meth:`CalibrationRecord.dose_calibrator_bias`); otherwise it is null.
     """
+    bias = None if calibration is None else calibration.dose_calibrator_bias()
+    injected_traceable_mbq = (
+        None
+        if bias is None or cycle.injected_activity_mbq is None
+        else bias.true_activity_mbq(cycle.injected_activity_mbq)
+    )
     masses = tac.mass_g if mass_g is None else mass_g
     is_lesion = np.array([t == VoiType.LESION for t in tac.voi_types])
     is_kidney = np.array([label.startswith("kidney") for label in tac.labels])
@@ -273,6 +287,7 @@ def build_patient_summary(
                 "dose_method": dose_batch.method,
                 "method_parameters_hash": hashlib.sha256(parameters.encode()).hexdigest()[:16],
                 "injected_activity_mbq": cycle.injected_activity_mbq,
+                "injected_activity_traceable_mbq": injected_traceable_mbq,
                 "n_lesions": int(lesions.sum()),
                 "lesion_min_dose_gy": lesion_min,
                 "lesion_mean_dose_gy": lesion_mean,

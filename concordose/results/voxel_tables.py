@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from concordose.calibration.records import CalibrationRecord
 from concordose.dicom.pseudonym import uid_hash
 from concordose.dose.voxel_dosimetry import CycleVoxelDose
 from concordose.pipeline.assembly import CycleStudy
@@ -35,8 +36,13 @@ def build_voxel_dose_tables(
     tac: CycleTimeActivity,
     voxel: CycleVoxelDose,
     provenance: Provenance,
+    *,
+    calibration: CalibrationRecord | None,
 ) -> dict[str, pa.Table]:
     """Tables ``voxel_dose`` (one row per VOI and voxel method) and ``voxel_dose_summary``.
+
+    ``calibration``: the record the cycle was quantified with (its dose-calibrator bias puts the
+    injected activity on the doses' scale, :func:`build_patient_summary`).
 
     ``tac`` is the cycle's VOI quantification: it gives the calibration record and the input
     UIDs of the provenance columns (the voxel path reads the same instances).
@@ -104,6 +110,7 @@ def build_voxel_dose_tables(
             tac,
             voxel.as_voi_batches(),
             provenance,
+            calibration=calibration,
             mass_g=voxel.mass_g,
             spec=VOXEL_DOSE_SUMMARY,
         ),
