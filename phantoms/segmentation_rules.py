@@ -28,7 +28,7 @@ Rules (lengths in mm, on the CT grid of the SEG unless stated):
 
 Margins and smoothing act on the continuous true shape, not on its voxels: a margin of 3 mm
 must show on a CT of 4.4 mm pixels as it does on a 1 mm one. Each VOI's shape is sampled on a
-grid refined by an odd factor per axis (spacing ≤ :data:`FINE_SPACING_MM`) around it, whose
+grid refined by an odd factor per axis (spacing ≈ :data:`FINE_SPACING_MM`) around it, whose
 voxel centres include the CT's, the rule is applied there, and the CT's voxel centres are read
 back. A rule that would leave a VOI empty keeps the true VOI's deepest voxel (a reader always
 finds every segment). Deterministic: no random draws.
@@ -100,8 +100,10 @@ class CtOrganOutline:
         }
 
 
-FINE_SPACING_MM = 1.5
-"""Largest spacing of the refined grid a margin or smoothing is applied on, mm."""
+FINE_SPACING_MM = 1.0
+"""Target spacing of the refined grid a margin or smoothing is applied on, mm: each axis is
+refined by the smallest odd factor ≥ round(spacing / this), so a CT of ≤ 1.5 mm pixels (the
+``clinical`` preset's 1.1 mm) is used as it is and coarser ones get 0.7–1.0 mm."""
 _SURFACE_OFFSET_VOXELS = 0.25
 """Mean depth of the voxel centres nearest an outline, in voxels (module docstring)."""
 
@@ -204,7 +206,10 @@ def nm_mask_on_ct(
     for nm_axis, ct_axis, spacing, axis_box in zip(
         nm_axes, ct_axes, nm_grid.spacing_mm_xyz, (box[2], box[1], box[0]), strict=True
     ):
-        nm_index = np.rint((ct_axis - nm_axis[0]) / spacing).astype(np.int64)
+        # floor(· + 0.5), not rint: a CT centre midway between two SPECT centres (a 2× finer
+        # CT) always goes to the upper one (1e-9 voxel absorbs rounding of the coordinates), so
+        # each SPECT voxel gets the same number of CT voxels.
+        nm_index = np.floor((ct_axis - nm_axis[0]) / spacing + 0.5 + 1e-9).astype(np.int64)
         (hits,) = np.nonzero((nm_index >= axis_box.start) & (nm_index < axis_box.stop))
         indices.append((hits, nm_index[hits]))
     (ct_i, nm_i), (ct_j, nm_j), (ct_k, nm_k) = indices
@@ -217,8 +222,8 @@ FineOperation = Callable[[NDArray[np.bool_], tuple[float, float, float]], NDArra
 
 
 def _refinement(spacing_mm: float) -> int:
-    """Smallest odd factor that makes ``spacing_mm`` at most :data:`FINE_SPACING_MM`."""
-    factor = int(np.ceil(spacing_mm / FINE_SPACING_MM))
+    """Smallest odd factor ≥ round(``spacing_mm`` / :data:`FINE_SPACING_MM`) (at least 1)."""
+    factor = max(1, round(spacing_mm / FINE_SPACING_MM))
     return factor if factor % 2 == 1 else factor + 1
 
 
