@@ -221,6 +221,13 @@ FineOperation = Callable[[NDArray[np.bool_], tuple[float, float, float]], NDArra
 """(fine mask, fine spacing zyx mm) → fine mask."""
 
 
+def _unchanged(
+    fine: NDArray[np.bool_], spacing_mm_zyx: tuple[float, float, float]
+) -> NDArray[np.bool_]:
+    """The identity operation: the shape's own voxel centres."""
+    return fine
+
+
 def _refinement(spacing_mm: float) -> int:
     """Smallest odd factor ≥ round(``spacing_mm`` / :data:`FINE_SPACING_MM`) (at least 1)."""
     factor = max(1, round(spacing_mm / FINE_SPACING_MM))
@@ -232,6 +239,8 @@ def shape_rule_mask(
     grid: VoxelGrid,
     box: tuple[slice, slice, slice],
     rule_on_fine_grid: FineOperation,
+    *,
+    refine: bool = True,
 ) -> NDArray[np.bool_]:
     """Apply a mask operation to ``shape`` sampled finely, read back at ``grid``'s voxel centres.
 
@@ -240,11 +249,14 @@ def shape_rule_mask(
         grid: the coarse grid (e.g. the CT), patient placed as imaged.
         box: the part of ``grid`` (z, y, x slices) holding the shape and the rule's reach.
         rule_on_fine_grid: (fine mask, fine spacing zyx mm) → fine mask.
+        refine: ``False`` samples ``grid`` itself (for an operation that needs no finer grid).
 
     Returns:
-        a mask of ``grid``'s shape, set inside ``box`` only.
+        a mask of ``grid``'s shape, set inside ``box`` only. The refined grid's central
+        sub-voxels have exactly ``grid``'s centres, so the identity operation gives the voxels
+        :func:`phantoms.anatomy.sample_label_map` gives the shape.
     """
-    factors = [_refinement(s) for s in grid.spacing_mm_zyx]
+    factors = [_refinement(s) if refine else 1 for s in grid.spacing_mm_zyx]
     fine_axes = []
     for axis_mm, spacing, factor, part in zip(
         reversed(grid.axis_coordinates_mm()), grid.spacing_mm_zyx, factors, box, strict=True
@@ -332,17 +344,21 @@ def site_voi_labels(
         nm_counts: the site's reconstructed first SPECT (stored counts) on ``nm_grid``.
         nm_grid: the first SPECT's grid, in the CT's frame of reference.
 
-    Organs are painted first, then lesions (a lesion wins where outlines overlap, as in the
-    true label map).
+    Every VOI starts from its whole shape (an organ with the lesions it hosts: the site outlines
+    the organ, not the organ minus the true lesions it cannot know); organs are painted first,
+    then lesions, so a lesion as the site drew it wins where outlines overlap.
     """
     spacing_ct = ct_grid.spacing_mm_zyx
     out = np.zeros(ct_labels.shape, dtype=np.uint8)
     ordered = sorted(vois, key=lambda v: v.voi_type is VoiType.LESION)
     for voi in ordered:
-        truth = ct_labels == voi.value
+        visible = ct_labels == voi.value
         operation = _shape_operation(rule, voi.voi_type)
-        box = None if operation is None else _reach_box(truth, operation[1], spacing_ct)
-        if operation is not None and box is not None:
+        box = _reach_box(visible, 0.0 if operation is None else operation[1], spacing_ct)
+        if box is None:
+            continue
+        truth = shape_rule_mask(voi.shape, ct_grid, box, _unchanged, refine=False)
+        if operation is not None:
             mask = shape_rule_mask(voi.shape, ct_grid, box, operation[0])
         elif isinstance(rule, FixedThreshold) and voi.voi_type is VoiType.LESION:
             nm_truth = nm_labels == voi.value
