@@ -17,10 +17,12 @@ Rules (lengths in mm, on the CT grid of the SEG unless stated):
   inside it on average; without it, shells of voxelised 10–28 mm spheres came out 5–12 % thin,
   with it within 2 % grown and 5–7 % too thick shrunk, 1 mm voxels).
 * :class:`FixedThreshold`: lesions by a fixed fraction of their maximum on the site's own
-  reconstructed SPECT (first time point, noise and blur included) inside a search region (the
-  true lesion dilated by ``search_margin_mm``), keeping the connected part that holds the
-  maximum; carried onto the CT grid by voxel centre (each CT voxel takes the SPECT voxel its
-  centre lies in). Organs: true outlines. 40–42 % of the maximum is the classic fixed threshold
+  reconstructed SPECT (first time point, noise and blur included; the maximum over the lesion's
+  own voxels, as the operator clicks the lesion) inside a search region (the true lesion dilated
+  by ``search_margin_mm``), keeping the connected part that holds the maximum: a faint lesion in
+  a hot liver grows to the search region, as a fixed threshold does. Carried onto the CT grid
+  by voxel centre (each CT voxel takes the SPECT voxel its centre lies in). Organs: true
+  outlines. 40–42 % of the maximum is the classic fixed threshold
   (Erdi et al., Cancer 1997;80:2505-2509, for PET), widely used for SPECT lesions too.
 * :class:`CtOrganOutline`: organs drawn on the CT: the true outline smoothed (Gaussian of
   ``smoothing_sigma_mm``, kept where ≥ 0.5) then eroded by ``erosion_mm`` (a common guard
@@ -171,11 +173,15 @@ def threshold_mask(
     image: NDArray[np.float64] | NDArray[np.uint16],
     region: NDArray[np.bool_],
     fraction_of_max: float,
+    *,
+    peak_region: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.bool_]:
-    """Voxels of ``region`` at or above ``fraction_of_max`` × the region's maximum of ``image``,
-    the 26-connected part holding the maximum (the first in C order on ties)."""
+    """Voxels of ``region`` at or above ``fraction_of_max`` × the maximum of ``image`` over
+    ``peak_region`` (default: ``region``), the 26-connected part holding that maximum (the first
+    in C order on ties)."""
     values = np.where(region, image.astype(np.float64), -np.inf)
-    peak = int(np.argmax(values))
+    searched = values if peak_region is None else np.where(peak_region, values, -np.inf)
+    peak = int(np.argmax(searched))
     above = region & (values >= fraction_of_max * values.flat[peak])
     components, _ = ndimage.label(above, structure=np.ones((3, 3, 3), dtype=bool))
     kept: NDArray[np.bool_] = components == components.flat[peak]
@@ -364,7 +370,9 @@ def site_voi_labels(
             nm_truth = nm_labels == voi.value
             region = margin_mask(nm_truth, rule.search_margin_mm, nm_grid.spacing_mm_zyx)
             if region.any():
-                nm_mask = threshold_mask(nm_counts, region, rule.fraction_of_max)
+                nm_mask = threshold_mask(
+                    nm_counts, region, rule.fraction_of_max, peak_region=nm_truth
+                )
                 mask = nm_mask_on_ct(nm_mask, nm_grid, ct_grid)
             else:
                 mask = truth

@@ -140,6 +140,9 @@ def test_fixed_threshold_gives_the_analytic_volume_of_a_blurred_sphere() -> None
     region = np.ones(labels.shape, dtype=bool)
     region[:, :, :3] = False
     assert np.array_equal(threshold_mask(image, region, 0.40), mask)
+    # Or inside it: the maximum is the lesion's (the operator clicks the lesion).
+    everywhere = np.ones(labels.shape, dtype=bool)
+    assert np.array_equal(threshold_mask(image, everywhere, 0.40, peak_region=labels == 1), mask)
 
 
 def test_a_spect_mask_lands_on_the_twice_finer_ct_voxel_for_voxel() -> None:
