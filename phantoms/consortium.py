@@ -532,6 +532,9 @@ def _write_patient_at_site(
                 uid_for_tracking=[reproducible_uid(key, "tracking", v.label) for v in anatomy.vois],
                 dimension_organization_uid=reproducible_uid(key, "seg-dimension-org", cycle),
                 omit_empty_frames=anatomical_ct,
+                drawn_by=str(site.segmentation.to_json()["method"])
+                if realism.anatomy_realism
+                else None,
             )
             files.append(seg_path)
         truth["acquisition_datetimes"] = [a.isoformat() for a in acquisitions]

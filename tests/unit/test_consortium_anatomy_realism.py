@@ -103,6 +103,7 @@ def test_each_site_sends_the_vois_of_its_own_rule(consortium: GeneratedConsortiu
         ct_voxel_ml = ct_grid_for(nm_grid_for(generated.site, "test"), "test").voxel_volume_ml
         seg_path = generated.folder / "patients" / "P001" / "dicom" / "cycle01" / "seg.dcm"
         sent = _segment_volumes_ml(seg_path, ct_voxel_ml)
+        assert pydicom.dcmread(seg_path).SeriesDescription == "VOIs (site)"
         site_id = generated.site.site_id
         assert truth["site"]["segmentation"] == generated.site.segmentation.to_json()
         differences[site_id] = {}
