@@ -284,7 +284,7 @@ def draw_irregular_lesion(rng: np.random.Generator, volume_ml: float) -> Irregul
         )
         if IrregularLesion((0.0, 0.0, 0.0), 1.0, modes).sphericity <= MAX_SPHERICITY:
             break
-    else:  # pragma: no cover - the acceptance rate is ≈ 70 %
+    else:  # pragma: no cover - ≈ 80 % of draws are accepted
         raise RuntimeError(f"no lobulated shape with sphericity ≤ {MAX_SPHERICITY} drawn")
     waves = []
     for _ in range(TEXTURE_WAVES):
