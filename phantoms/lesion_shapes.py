@@ -7,8 +7,8 @@ vector) is a sphere perturbed by a few randomly oriented zonal spherical harmoni
 
 with Legendre polynomials P_n of degree n = 2–4 (low-order lobulation), random axes eₖ and
 relative amplitudes aₖ. R₀ is scaled so that the analytic volume (1/3)∮ r³ dΩ equals the drawn
-volume. A modelling choice of this generator, in the spirit of the spherical-harmonic tumour
-shapes of digital phantoms (e.g. XCAT lesion inserts); not fitted to a patient series.
+volume. A modelling choice of this generator (low-order spherical-harmonic perturbations of a
+sphere are a common way to make lobulated tumour shapes); not fitted to a patient series.
 
 Inside, the uptake is heterogeneous: a smooth multiplicative log-normal texture (a sum of random
 plane waves of 12–40 mm wavelength, log-SD ``texture_sd``) and, for lesions of at least

@@ -13,12 +13,13 @@ each period near it) and b the peak-to-peak amplitude; inhale moves the organs c
 Over a whole number of periods the displacement has mean −3b/8 and variance 17b²/128
 (⟨cos⁴⟩ = 3/8, ⟨cos⁸⟩ = 35/128).
 
-Amplitudes: the diaphragm's cranio-caudal excursion in quiet breathing is of the order of
-10–25 mm (AAPM TG-76, Keall et al., Med Phys 2006;33:3874-3900, which compiles abdominal organ
-motion of this order); we take :data:`DIAPHRAGM_AMPLITUDE_MM` = 16 mm for the liver (it follows
-the diaphragm), 0.8 of it for the spleen, and 0.65 of it for the kidneys (mean kidney/diaphragm
-tracking factors 0.6–0.7, Song et al., J Magn Reson Imaging 2011;33:143-148). A modelling choice
-within the published ranges, the same for every patient.
+Amplitudes: the diaphragm's and liver's cranio-caudal excursion in quiet breathing is of the
+order of 10–25 mm (the order of the organ-motion compilation of AAPM TG-76, Keall et al., Med
+Phys 2006;33:3874-3900; not re-checked here against its table); we take
+:data:`DIAPHRAGM_AMPLITUDE_MM` = 16 mm for the liver (it follows the diaphragm), 0.8 of it for the
+spleen, and 0.65 of it for the kidneys (mean kidney/diaphragm tracking factors 0.6–0.7, Song et
+al., J Magn Reson Imaging 2011;33:143-148). A modelling choice within the published ranges, the
+same for every patient.
 """
 
 from __future__ import annotations
