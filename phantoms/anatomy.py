@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from phantoms.grid import VoxelGrid
+from phantoms.lesion_shapes import IrregularLesion, draw_irregular_lesion
 
 OUTSIDE_VALUE = 0
 """Label-map value of air outside the body."""
@@ -74,7 +75,7 @@ class EllipticCylinder:
         return np.broadcast_to(inside, np.broadcast_shapes(inside.shape, z_mm.shape))
 
 
-Shape = Ellipsoid | EllipticCylinder
+Shape = Ellipsoid | EllipticCylinder | IrregularLesion
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,9 @@ def _paint(
     value: int,
 ) -> None:
     """Set ``labels`` to ``value`` where a voxel centre lies in ``shape``, evaluating only the
-    shape's bounding box (an ellipsoid) or one slice (a z-invariant cylinder): exactly the voxels
-    a full-grid evaluation selects, without full-grid float temporaries on a large CT."""
+    shape's bounding box (an ellipsoid, an irregular lesion) or one slice (a z-invariant
+    cylinder): exactly the voxels a full-grid evaluation selects, without full-grid float
+    temporaries on a large CT."""
     x_mm, y_mm, z_mm = axes_mm
     if isinstance(shape, EllipticCylinder):
         in_plane = shape.contains(x_mm[None, :], y_mm[:, None], z_mm[:1, None])
@@ -184,10 +186,14 @@ def _paint(
         return
     # Inside needs every axis's term ((v − c)/a)² ≤ 1 (the sum of non-negative terms is no
     # smaller than any of them, also in floating point): the box holds every inside voxel.
+    # An irregular lesion lies inside the sphere of its bounding radius.
+    semi_axes_mm = (
+        (shape.bounding_radius_mm,) * 3
+        if isinstance(shape, IrregularLesion)
+        else shape.semi_axes_mm
+    )
     box = []
-    for axis_mm, centre_mm, semi_mm in zip(
-        axes_mm, shape.centre_mm, shape.semi_axes_mm, strict=True
-    ):
+    for axis_mm, centre_mm, semi_mm in zip(axes_mm, shape.centre_mm, semi_axes_mm, strict=True):
         (hits,) = np.nonzero(((axis_mm - centre_mm) / semi_mm) ** 2 <= 1.0)
         if hits.size == 0:
             return
@@ -208,6 +214,19 @@ LESION_FOV_HALF_Z_MM = 95.0
 with room for the per-time-point rigid shifts."""
 _LESION_MARGIN_MM = 4.0
 _HEPATIC_FRACTION = 0.6
+
+
+class LesionVolumeSampling(StrEnum):
+    """How a patient's lesion volumes are drawn from the volume range (mL).
+
+    ``log_uniform``: independent log-uniform draws (the default). ``log_spaced``: n volumes
+    evenly spaced in log volume from the range's low end to its high end, both ends included,
+    the interior ones jittered uniformly within their half-spacing: every patient spans the
+    whole range (the harmonisation benchmark needs lesions from 0.5 to 200 mL at every site).
+    """
+
+    LOG_UNIFORM = "log_uniform"
+    LOG_SPACED = "log_spaced"
 
 
 def _sphere_points(centre: NDArray[np.float64], radius_mm: float) -> NDArray[np.float64]:
@@ -237,9 +256,17 @@ def _place_lesion(
     body_inner: Shape,
     placed: list[tuple[NDArray[np.float64], float]],
     max_attempts: int,
+    extent_radius_mm: float | None = None,
 ) -> tuple[NDArray[np.float64], float] | None:
-    """Centre and radius (mm) of a lesion of ``volume_ml`` placed by rejection, or ``None``."""
-    radius_mm = float((3.0 * volume_ml * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0))
+    """Centre and radius (mm) of a lesion of ``volume_ml`` placed by rejection, or ``None``.
+
+    ``extent_radius_mm`` (an irregular lesion's largest surface radius) replaces the radius of
+    the sphere of ``volume_ml`` in every clearance check."""
+    radius_mm = (
+        float((3.0 * volume_ml * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0))
+        if extent_radius_mm is None
+        else extent_radius_mm
+    )
     hepatic = rng.uniform() < _HEPATIC_FRACTION
     for attempt in range(max_attempts):
         # Switch location after half the attempts: a large lesion may fit only elsewhere.
@@ -274,10 +301,19 @@ def virtual_patient_anatomy(
     n_lesions_range: tuple[int, int] = (3, 10),
     lesion_volume_range_ml: tuple[float, float] = (0.5, 200.0),
     max_attempts: int = 400,
+    lesion_volume_sampling: LesionVolumeSampling = LesionVolumeSampling.LOG_UNIFORM,
+    lesion_shape_rng: np.random.Generator | None = None,
 ) -> Anatomy:
     """A randomised adult abdomen: organs of :func:`default_anatomy` scaled ±10 %, a lumbar
     red-marrow proxy, and 3-10 spherical lesions (volumes log-uniform in the range, mL; a lesion
     that fits nowhere in the crowded abdomen is halved until it does).
+
+    ``lesion_volume_sampling`` :attr:`~LesionVolumeSampling.LOG_SPACED` spans the range in every
+    patient instead (:class:`LesionVolumeSampling`). ``lesion_shape_rng`` (anatomy realism)
+    makes every lesion an :class:`~phantoms.lesion_shapes.IrregularLesion` of the drawn volume,
+    drawn from that generator (so the organs, counts and volumes drawn from ``rng`` stay those of
+    the spherical anatomy) and placed with its largest surface radius; ``None`` (default):
+    spheres, exactly as before.
 
     About 60 % of lesions are hepatic (wholly inside the liver), the rest nodal or peritoneal
     (in the body, clear of every organ by ≥ 4 mm); lesions never touch each other. Segment numbers:
@@ -311,10 +347,19 @@ def virtual_patient_anatomy(
 
     n_lesions = int(rng.integers(n_lesions_range[0], n_lesions_range[1] + 1))
     low, high = np.log(lesion_volume_range_ml[0]), np.log(lesion_volume_range_ml[1])
-    volumes_ml = np.sort(np.exp(rng.uniform(low, high, size=n_lesions)))[::-1]
+    if lesion_volume_sampling is LesionVolumeSampling.LOG_SPACED and n_lesions > 1:
+        positions = np.linspace(0.0, 1.0, n_lesions)
+        positions[1:-1] += rng.uniform(-0.5, 0.5, size=n_lesions - 2) / (n_lesions - 1)
+        volumes_ml = np.sort(np.exp(low + positions * (high - low)))[::-1]
+    else:
+        volumes_ml = np.sort(np.exp(rng.uniform(low, high, size=n_lesions)))[::-1]
     placed: list[tuple[NDArray[np.float64], float]] = []
+    irregular: list[IrregularLesion] = []
     for drawn_ml in volumes_ml:
         volume_ml = float(drawn_ml)
+        shape = (
+            None if lesion_shape_rng is None else draw_irregular_lesion(lesion_shape_rng, volume_ml)
+        )
         while True:
             where = _place_lesion(
                 rng,
@@ -324,9 +369,15 @@ def virtual_patient_anatomy(
                 body_inner=body_inner,
                 placed=placed,
                 max_attempts=max_attempts,
+                extent_radius_mm=None if shape is None else shape.extent_radius_mm,
             )
             if where is not None:
                 placed.append(where)
+                if shape is not None:
+                    centre = where[0]
+                    irregular.append(
+                        shape.with_centre((float(centre[0]), float(centre[1]), float(centre[2])))
+                    )
                 break
             if volume_ml / 2.0 < lesion_volume_range_ml[0]:
                 raise ValueError(
@@ -335,13 +386,19 @@ def virtual_patient_anatomy(
                 )
             # Crowded abdomen: a lesion that fits nowhere is halved, as often as needed.
             volume_ml /= 2.0
-    lesions: list[tuple[str, Shape]] = [
-        (
-            f"lesion_{i}",
-            sphere(centre_mm=(float(c[0]), float(c[1]), float(c[2])), diameter_mm=2.0 * r),
-        )
-        for i, (c, r) in enumerate(placed, start=1)
-    ]
+            if shape is not None:
+                shape = shape.scaled_to(volume_ml)
+    lesions: list[tuple[str, Shape]] = (
+        [(f"lesion_{i}", shape) for i, shape in enumerate(irregular, start=1)]
+        if lesion_shape_rng is not None
+        else [
+            (
+                f"lesion_{i}",
+                sphere(centre_mm=(float(c[0]), float(c[1]), float(c[2])), diameter_mm=2.0 * r),
+            )
+            for i, (c, r) in enumerate(placed, start=1)
+        ]
+    )
     vois = tuple(
         Voi(label=label, voi_type=voi_type, shape=shape, value=number)
         for number, (label, voi_type, shape) in enumerate(
@@ -354,11 +411,14 @@ def virtual_patient_anatomy(
 
 
 def shape_volume_ml(shape: Shape) -> float:
-    """Analytic volume of a bounded shape in mL (ellipsoids only; cylinders are unbounded).
+    """Analytic volume of a bounded shape in mL (ellipsoids, irregular lesions; cylinders are
+    unbounded).
 
     Raises:
         ValueError: for an unbounded shape.
     """
+    if isinstance(shape, IrregularLesion):
+        return shape.volume_ml
     if not isinstance(shape, Ellipsoid):
         raise ValueError(f"{type(shape).__name__} is unbounded in z; it has no finite volume")
     a, b, c = shape.semi_axes_mm

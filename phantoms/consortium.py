@@ -48,11 +48,13 @@ from phantoms.anatomy import (
     TRABECULAR_BONE_HU,
     Ellipsoid,
     EllipticCylinder,
+    LesionVolumeSampling,
     Voi,
     VoiType,
     rib_mask,
     sample_label_map,
 )
+from phantoms.anatomy_realism import realistic_activity_map
 from phantoms.dicom_ct import anatomical_hu_slices, hu_map, write_ct_series
 from phantoms.dicom_nm import RADIOPHARMACEUTICAL, write_nm
 from phantoms.dicom_seg import write_seg
@@ -64,6 +66,8 @@ from phantoms.phantom_scans import PhantomScan, scan_site_phantoms
 from phantoms.presets import ct_grid_for, nm_grid_for, preset_named
 from phantoms.protocols import DEFAULT_PROTOCOL
 from phantoms.protocols import protocol as protocol_named
+from phantoms.respiratory_motion import respiratory_amplitudes_mm
+from phantoms.segmentation_rules import site_voi_labels
 from phantoms.site_profiles import CONSORTIUM_SITES, SiteProfile, sites_registry_document
 from phantoms.uids import reproducible_uid
 from phantoms.virtual_patient import (
@@ -111,6 +115,13 @@ class Realism:
             and which a VOI of the same voxels recovers better than a real sphere (e.g. +5 % at
             12 mL, 3.9 mm voxels, 7.8 mm FWHM). Lesion truth is exact either way; the host
             region's total moves by (lesion voxels − lesion volume) × host concentration.
+            Spherical lesions only: irregular lesions (``anatomy_realism``) stay voxel-centre
+            sampled.
+        anatomy_realism: irregular heterogeneous lesions, respiratory blur of the abdominal
+            organs' activity and each site's own segmentation rule in its SEG
+            (:mod:`phantoms.anatomy_realism`). Off (the default): uniform spheres, no motion,
+            every SEG the true outlines, files byte for byte as before. The ``realistic``
+            imaging mode turns it on.
     """
 
     blur: bool = True
@@ -118,6 +129,7 @@ class Realism:
     ct_shift_max_mm: float = 5.0
     # Not in the repr: the repr keys the generated UIDs, which must not change for the default.
     lesion_partial_voxels: bool = dataclass_field(default=False, repr=False)
+    anatomy_realism: bool = dataclass_field(default=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,9 @@ class ConsortiumPreset:
         n_lesions_range: lesion count range per patient.
         lesion_volume_range_ml: lesion volume range (mL); the ``test`` grid's 8.8 mm voxels need
             lesions ≥ 2 mL to be sure to hold a voxel centre.
+        lesion_volume_sampling: how volumes are drawn from the range
+            (:class:`phantoms.anatomy.LesionVolumeSampling`; ``log_spaced`` spans it in every
+            patient).
     """
 
     name: str
@@ -138,6 +153,7 @@ class ConsortiumPreset:
     max_cycles: int | None
     n_lesions_range: tuple[int, int]
     lesion_volume_range_ml: tuple[float, float]
+    lesion_volume_sampling: LesionVolumeSampling = LesionVolumeSampling.LOG_UNIFORM
 
 
 CONSORTIUM_PRESETS: dict[str, ConsortiumPreset] = {
@@ -146,13 +162,19 @@ CONSORTIUM_PRESETS: dict[str, ConsortiumPreset] = {
     "full": ConsortiumPreset("full", "demo", None, (3, 10), (0.5, 200.0)),
     "pvc": ConsortiumPreset("pvc", "demo", 1, (3, 4), (4.0, 26.0)),
     "clinical": ConsortiumPreset("clinical", "clinical", 1, (3, 10), (0.5, 200.0)),
+    "harmonisation": ConsortiumPreset(
+        "harmonisation", "demo", 1, (5, 6), (0.5, 200.0), LesionVolumeSampling.LOG_SPACED
+    ),
 }
 """``test``: coarse grid, cycle 1, 3-4 lesions (seconds). ``demo``: each site's own grid, cycle
 1, 3-10 lesions of 0.5-200 mL. ``full``: as demo with every cycle of the protocol. ``pvc``: as
 demo with 3-4 lesions of 4-26 mL, inside the NEMA spheres' volume range where a site's recovery
 curve is measured (partial-volume correction studies). ``clinical``: as demo on clinical-size
 grids (:data:`phantoms.presets.PRESETS`: 128×128×96 SPECT at the site's voxel, 512×512 CT with
-≤ 3 mm slices showing ribs, spine, lungs and fat), for memory and run-time studies."""
+≤ 3 mm slices showing ribs, spine, lungs and fat), for memory and run-time studies.
+``harmonisation``: as demo with 5-6 lesions per patient whose volumes are log-spaced from 0.5 to
+200 mL (both ends in every patient): 4 patients give ≥ 20 lesions spanning 0.5-200 mL at every
+site, what the harmonisation benchmark needs."""
 
 
 class ProgressReporter(Protocol):
@@ -250,6 +272,20 @@ def reference_object_registry(sites: Sequence[GeneratedSite]) -> ReferenceObject
     )
 
 
+def _realism_json(realism: Realism) -> dict[str, object]:
+    """The ``realism`` object of ``consortium.json`` and ground truths (``anatomy_realism``
+    only when on, so that files made without it are unchanged)."""
+    document: dict[str, object] = {
+        "blur": realism.blur,
+        "noise": realism.noise,
+        "ct_shift_max_mm": realism.ct_shift_max_mm,
+        "lesion_partial_voxels": realism.lesion_partial_voxels,
+    }
+    if realism.anatomy_realism:
+        document["anatomy_realism"] = True
+    return document
+
+
 def _hu_kind(label: str) -> str:
     return "lesion" if label.startswith("lesion") else label.split("_", 1)[0]
 
@@ -332,6 +368,7 @@ def _write_patient_at_site(
         f"concordose-consortium|{site.site_id}|{seed}|{preset.name}|{protocol_name}|"
         f"{patient.subject}|{realism}"
         + ("|lesion-partial-voxels" if realism.lesion_partial_voxels else "")
+        + ("|anatomy-realism" if realism.anatomy_realism else "")
     )
     rng = np.random.default_rng(
         [seed, zlib.crc32(site.site_id.encode()), int(patient.subject[1:]), 3]
@@ -340,6 +377,7 @@ def _write_patient_at_site(
     recorded_ia_mbq = round(INJECTED_ACTIVITY_MBQ * (1.0 + site.dose_calibrator_bias), 1)
     files: list[Path] = []
     cycles_json = []
+    segmented: dict[int, dict[str, dict[str, float]]] = {}
     for cycle in sorted(patient.curves):
         truth = cycle_truth(patient, cycle)
         cycle_dir = folder / "dicom" / f"cycle{cycle:02d}"
@@ -349,6 +387,7 @@ def _write_patient_at_site(
         acquisitions = []
         first_ct: list[Any] = []
         first_ct_labels: NDArray[np.uint8] | None = None
+        first_nm: tuple[NDArray[np.uint8], NDArray[np.uint16], VoxelGrid, VoxelGrid] | None = None
         times_h = patient.time_points_h.get(cycle, ())
         for index, time_h in enumerate(times_h, start=1):
             shift = patient.shifts_mm[cycle][index - 1]
@@ -367,6 +406,11 @@ def _write_patient_at_site(
                     anatomy.vois,
                     nm_grid.translated(_negated(shift)),
                     {r.value: float(curves[r.label].activity_mbq(time_h)) for r in regions},
+                )
+            # Anatomy realism (issue 15 item 3): heterogeneous lesions, respiratory blur.
+            if realism.anatomy_realism:
+                activity = realistic_activity_map(
+                    activity, nm_labels, anatomy, nm_grid.translated(_negated(shift))
                 )
             expected = expected_counts(
                 activity,
@@ -445,14 +489,42 @@ def _write_patient_at_site(
             if index == 1:
                 first_ct = [ds for _, ds in ct_written]
                 first_ct_labels = ct_labels
+                first_nm = (
+                    nm_labels,
+                    counts,
+                    nm_grid.translated(_negated(shift)),
+                    ct_grid.translated(_negated(shift)),
+                )
             if progress is not None:
                 progress.advance(f"{site.site_id} {patient.subject} C{cycle} TP{index}")
         if first_ct_labels is not None:
+            seg_labels = first_ct_labels
+            if realism.anatomy_realism and first_nm is not None:
+                first_nm_labels, first_counts, first_nm_grid, first_ct_grid = first_nm
+                seg_labels = site_voi_labels(
+                    site.segmentation,
+                    vois=anatomy.vois,
+                    ct_labels=first_ct_labels,
+                    ct_grid=first_ct_grid,
+                    nm_labels=first_nm_labels,
+                    nm_counts=first_counts,
+                    nm_grid=first_nm_grid,
+                )
+                ct_voxel_ml = ct_grid.voxel_volume_ml
+                segmented[cycle] = {
+                    v.label: {
+                        "true_ct_volume_ml": int(np.count_nonzero(first_ct_labels == v.value))
+                        * ct_voxel_ml,
+                        "segmented_volume_ml": int(np.count_nonzero(seg_labels == v.value))
+                        * ct_voxel_ml,
+                    }
+                    for v in anatomy.vois
+                }
             seg_path = cycle_dir / "seg.dcm"
             write_seg(
                 seg_path,
                 ct_slices=first_ct,
-                ct_labels=first_ct_labels,
+                ct_labels=seg_labels,
                 vois=anatomy.vois,
                 series_instance_uid=reproducible_uid(key, "seg-series", cycle),
                 sop_instance_uid=reproducible_uid(key, "seg-instance", cycle),
@@ -460,12 +532,20 @@ def _write_patient_at_site(
                 uid_for_tracking=[reproducible_uid(key, "tracking", v.label) for v in anatomy.vois],
                 dimension_organization_uid=reproducible_uid(key, "seg-dimension-org", cycle),
                 omit_empty_frames=anatomical_ct,
+                drawn_by=str(site.segmentation.to_json()["method"])
+                if realism.anatomy_realism
+                else None,
             )
             files.append(seg_path)
         truth["acquisition_datetimes"] = [a.isoformat() for a in acquisitions]
         truth["folder"] = str(cycle_dir.relative_to(folder)) if times_h else None
         for region in [*truth["vois"], truth["body_remainder"]]:
             region["n_voxels_nm"] = n_voxels[region["label"]]
+            if realism.anatomy_realism:
+                region["volume_ml_nm"] = [
+                    n * nm_grid.voxel_volume_ml for n in region["n_voxels_nm"]
+                ]
+                region.update(segmented.get(cycle, {}).get(region["label"], {}))
         cycles_json.append(truth)
 
     vois = region_truth(patient)
@@ -486,12 +566,7 @@ def _write_patient_at_site(
         "seed": seed,
         "preset": preset.name,
         "protocol": protocol_name,
-        "realism": {
-            "blur": realism.blur,
-            "noise": realism.noise,
-            "ct_shift_max_mm": realism.ct_shift_max_mm,
-            "lesion_partial_voxels": realism.lesion_partial_voxels,
-        },
+        "realism": _realism_json(realism),
         "site": {
             "site_id": site.site_id,
             "calling_ae_title": site.calling_ae_title,
@@ -503,6 +578,7 @@ def _write_patient_at_site(
             "nm_voxel_mm": nm_grid.spacing_mm_xyz[0],
             "nm_matrix": [nm_grid.n_columns, nm_grid.n_rows, nm_grid.n_slices],
             "reconstruction": site.recon.description,
+            **({"segmentation": site.segmentation.to_json()} if realism.anatomy_realism else {}),
         },
         "patient": {
             "subject": patient.subject,
@@ -515,6 +591,11 @@ def _write_patient_at_site(
         "recorded_injected_activity_mbq": recorded_ia_mbq,
         "mass_density_g_per_ml": TISSUE_DENSITY_G_PER_ML,
         "tumour_decline_per_cycle": patient.tumour_decline_per_cycle,
+        **(
+            {"respiratory_amplitude_mm": respiratory_amplitudes_mm(anatomy)}
+            if realism.anatomy_realism
+            else {}
+        ),
         "vois": vois,
         "cycles": cycles_json,
         "cumulative": cumulative,
@@ -633,6 +714,8 @@ def generate_consortium(
                 n_lesions_range=chosen.n_lesions_range,
                 lesion_volume_range_ml=chosen.lesion_volume_range_ml,
                 ct_shift_max_mm=realism.ct_shift_max_mm,
+                lesion_volume_sampling=chosen.lesion_volume_sampling,
+                anatomy_realism=realism.anatomy_realism,
             )
         return drawn[schedule_name, number]
 
@@ -685,12 +768,7 @@ def generate_consortium(
         "seed": seed,
         "preset": preset,
         "protocol": protocol,
-        "realism": {
-            "blur": realism.blur,
-            "noise": realism.noise,
-            "ct_shift_max_mm": realism.ct_shift_max_mm,
-            "lesion_partial_voxels": realism.lesion_partial_voxels,
-        },
+        "realism": _realism_json(realism),
         "subjects": list(subjects),
         "sites": [
             {

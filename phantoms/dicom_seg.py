@@ -61,12 +61,15 @@ def write_seg(
     uid_for_tracking: Sequence[UID],
     dimension_organization_uid: UID,
     omit_empty_frames: bool = False,
+    drawn_by: str | None = None,
 ) -> hd.seg.Segmentation:
     """Write the SEG of ``vois`` from ``ct_labels`` (CT grid, values = segment numbers).
 
     ``ct_slices`` must be in slice order (the order of ``ct_labels``' first axis); values of
     ``ct_labels`` that are no VOI's segment number (body, outside) are background.
-    ``omit_empty_frames`` keeps only the frames where a segment has a pixel.
+    ``omit_empty_frames`` keeps only the frames where a segment has a pixel. ``drawn_by``
+    (e.g. ``"manual_margin"``) says the VOIs are a site's segmentation, not the true outlines
+    (content and series descriptions); ``None`` keeps the ground-truth descriptions.
     """
     labelmap = np.where(np.isin(ct_labels, [v.value for v in vois]), ct_labels, 0).astype(np.uint8)
     descriptions = []
@@ -97,8 +100,10 @@ def write_seg(
         software_versions=SOFTWARE_VERSION,
         device_serial_number="0",
         content_label="VOIS",
-        content_description="Ground-truth VOIs of the digital phantom",
-        series_description="VOIs (ground truth)",
+        content_description="Ground-truth VOIs of the digital phantom"
+        if drawn_by is None
+        else f"Site VOIs of the digital phantom ({drawn_by})",
+        series_description="VOIs (ground truth)" if drawn_by is None else "VOIs (site)",
         omit_empty_frames=omit_empty_frames,
     )
     # highdicom stamps the wall clock (content, contributing equipment) and a random dimension

@@ -13,6 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from phantoms.segmentation_rules import (
+    CtOrganOutline,
+    FixedThreshold,
+    ManualMargin,
+    SegmentationRule,
+    TrueOutline,
+)
+
 RR_MAX_RECOVERED_FRACTION = 0.45
 """Largest fraction of the system FWHM that resolution recovery removes (at convergence)."""
 RR_UPDATES_SCALE = 60.0
@@ -105,6 +113,8 @@ class SiteProfile:
             the site's window, collimator wear and reconstruction (a modelling choice of this
             generator: −12 % to +14 % here, of the order of the spread between sites'
             sensitivities the phantom calibrations remove).
+        segmentation: how the site draws its VOIs (:mod:`phantoms.segmentation_rules`); used
+            only with anatomy realism on (otherwise every SEG carries the true outlines).
     """
 
     site_id: str
@@ -130,6 +140,7 @@ class SiteProfile:
     extra_energy_windows_kev: tuple[tuple[str, float, float], ...] = ()
     protocol: str = "spectacular"
     nominal_calibration_factor_cps_per_mbq: float | None = None
+    segmentation: SegmentationRule = field(default_factory=TrueOutline)
 
     @property
     def effective_fwhm_mm(self) -> float:
@@ -168,6 +179,8 @@ DEFAULT_SITE = SiteProfile(
     recon=ReconProtocol(algorithm="Flash3D", iterations=6, subsets=8, resolution_recovery=True),
     dose_calibrator_bias=0.0,
     nominal_calibration_factor_cps_per_mbq=9.6,
+    # Manual outlines drawn generously (3 mm outside the true edge).
+    segmentation=ManualMargin(margin_mm=3.0),
 )
 """The Milan site: Siemens Symbia Intevo, MEGP, CF 9.1 cps/MBq, 4.42 mm voxels, FWHM ≈ 8.7 mm."""
 
@@ -198,6 +211,8 @@ BRUSSELS = SiteProfile(
     dose_calibrator_bias=0.03,
     nominal_calibration_factor_cps_per_mbq=9.5,
     extra_energy_windows_kev=(_LU177_113_KEV_WINDOW,),
+    # Lesions by 40 % of their SPECT maximum within 10 mm of the lesion; organs as drawn.
+    segmentation=FixedThreshold(fraction_of_max=0.40, search_margin_mm=10.0),
 )
 """GE Discovery 670, MEGP, two photopeaks, CF 10.8 cps/MBq, 3.9 mm voxels, FWHM ≈ 7.8 mm."""
 
@@ -224,6 +239,8 @@ MONTPELLIER = SiteProfile(
     recon=ReconProtocol(algorithm="Flash3D", iterations=8, subsets=4, resolution_recovery=True),
     dose_calibrator_bias=-0.025,
     nominal_calibration_factor_cps_per_mbq=8.4,
+    # Organs on the CT, smoothed and eroded 2 mm against spill-in; lesions as drawn.
+    segmentation=CtOrganOutline(smoothing_sigma_mm=3.0, erosion_mm=2.0),
 )
 """Siemens Symbia T2, MELP, CF 7.4 cps/MBq, 4.7952 mm voxels, FWHM ≈ 11.0 mm."""
 
@@ -257,6 +274,8 @@ GRAND_RAPIDS = SiteProfile(
     ),
     dose_calibrator_bias=0.05,
     nominal_calibration_factor_cps_per_mbq=6.6,
+    # Tight manual outlines (2 mm inside the true edge).
+    segmentation=ManualMargin(margin_mm=-2.0),
 )
 """GE Optima 640, MEGP, no resolution recovery + post-filter, CF 5.8 cps/MBq, FWHM ≈ 15.2 mm."""
 

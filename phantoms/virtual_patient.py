@@ -25,6 +25,7 @@ from phantoms.anatomy import (
     BODY_LABEL,
     Anatomy,
     Ellipsoid,
+    LesionVolumeSampling,
     VoiType,
     shape_volume_ml,
     virtual_patient_anatomy,
@@ -36,6 +37,7 @@ from phantoms.kinetics import (
     UptakeMultiExponential,
     draw_multi_phase,
 )
+from phantoms.lesion_shapes import IrregularLesion
 from phantoms.protocols import ImagingProtocol
 
 INJECTED_ACTIVITY_MBQ = 7400.0
@@ -96,6 +98,8 @@ def draw_virtual_patient(
     n_lesions_range: tuple[int, int] = (3, 10),
     lesion_volume_range_ml: tuple[float, float] = (0.5, 200.0),
     ct_shift_max_mm: float = 0.0,
+    lesion_volume_sampling: LesionVolumeSampling = LesionVolumeSampling.LOG_UNIFORM,
+    anatomy_realism: bool = False,
 ) -> VirtualPatient:
     """Draw patient ``number`` (1-based) of the consortium seeded by ``seed``.
 
@@ -108,18 +112,32 @@ def draw_virtual_patient(
         n_lesions_range, lesion_volume_range_ml: lesion count and volume range (mL).
         ct_shift_max_mm: per-axis bound of the uniform random translation of the patient at each
             time point (0 disables; rotations are not simulated).
+        lesion_volume_sampling: how lesion volumes are drawn from the range
+            (:class:`phantoms.anatomy.LesionVolumeSampling`).
+        anatomy_realism: irregular, heterogeneous lesions (:mod:`phantoms.lesion_shapes`),
+            drawn from a fifth child of the patient's seed sequence, so the first four (anatomy,
+            kinetics, demographics, shifts) and everything drawn from them are unchanged;
+            ``False`` (default): uniform spheres, as before.
     """
-    anatomy_seq, kinetics_seq, demo_seq, shift_seq = np.random.SeedSequence([seed, number]).spawn(4)
+    anatomy_seq, kinetics_seq, demo_seq, shift_seq, shape_seq = np.random.SeedSequence(
+        [seed, number]
+    ).spawn(5)
     anatomy = virtual_patient_anatomy(
         np.random.default_rng(anatomy_seq),
         n_lesions_range=n_lesions_range,
         lesion_volume_range_ml=lesion_volume_range_ml,
+        lesion_volume_sampling=lesion_volume_sampling,
+        lesion_shape_rng=np.random.default_rng(shape_seq) if anatomy_realism else None,
     )
     rng = np.random.default_rng(kinetics_seq)
     n_cycles = protocol.n_cycles if max_cycles is None else min(max_cycles, protocol.n_cycles)
     base: dict[str, UptakeMultiExponential] = {}
     for region in (*anatomy.vois, anatomy.body):
-        volume_ml = shape_volume_ml(region.shape) if isinstance(region.shape, Ellipsoid) else 0.0
+        volume_ml = (
+            shape_volume_ml(region.shape)
+            if isinstance(region.shape, Ellipsoid | IrregularLesion)
+            else 0.0
+        )
         base[region.label] = draw_multi_phase(
             MULTI_PHASE_PRIORS[_prior_key(region.label, region.voi_type)],
             injected_activity_mbq=INJECTED_ACTIVITY_MBQ,
@@ -177,22 +195,30 @@ def true_mean_dose_gy(tia_mbq_h: float, mass_g: float) -> float | None:
 
 
 def region_truth(patient: VirtualPatient) -> list[dict[str, Any]]:
-    """Site-independent description of every VOI: label, type, segment, shape, volume, mass."""
+    """Site-independent description of every VOI: label, type, segment, shape, volume, mass.
+
+    ``volume_ml`` is the analytic volume (ellipsoid, or the irregular lesion's surface
+    integral); the volume on a site's grid is in its ground truth per cycle."""
     rows = []
     for voi in patient.anatomy.vois:
-        if not isinstance(voi.shape, Ellipsoid):
-            raise TypeError(f"VOI {voi.label!r}: expected an ellipsoid, found {voi.shape!r}")
+        shape_json: dict[str, object]
+        if isinstance(voi.shape, IrregularLesion):
+            shape_json = voi.shape.to_json()
+        elif isinstance(voi.shape, Ellipsoid):
+            shape_json = {
+                "kind": "ellipsoid",
+                "centre_mm": list(voi.shape.centre_mm),
+                "semi_axes_mm": list(voi.shape.semi_axes_mm),
+            }
+        else:
+            raise TypeError(f"VOI {voi.label!r}: expected a bounded shape, found {voi.shape!r}")
         volume_ml = shape_volume_ml(voi.shape)
         rows.append(
             {
                 "label": voi.label,
                 "voi_type": str(voi.voi_type),
                 "segment_number": voi.value,
-                "shape": {
-                    "kind": "ellipsoid",
-                    "centre_mm": list(voi.shape.centre_mm),
-                    "semi_axes_mm": list(voi.shape.semi_axes_mm),
-                },
+                "shape": shape_json,
                 "volume_ml": volume_ml,
                 "mass_g": volume_ml * TISSUE_DENSITY_G_PER_ML,
             }
