@@ -18,8 +18,9 @@ variant ``raw``, ``harmonised``, ``harmonised_pvc``), then reads the published
   than silently wrong").
 
 ``--preset test``: the coarse grid, 4 sites × 2 patients, cycle 1, lesions 4-60 mL (minutes).
-``--preset full``: each site's own grid, 4 sites × 4 patients, cycle 1, 3-10 lesions of
-0.5-200 mL per patient (the consortium's ``demo`` preset).
+``--preset full``: each site's own grid, 4 sites × 4 patients, cycle 1, 5-6 lesions per
+patient log-spaced over 0.5-200 mL with both ends in every patient (the consortium's
+``harmonisation`` preset: ≥ 20 lesions spanning 0.5-200 mL).
 
 JSON keys read by scripts outside the repository (fixed): ``lesion_ge4ml_cov_median_pct``,
 ``lesion_ge4ml_cov_max_pct``, ``lesion_lt4ml_cov_median_pct``, ``organ_tia_error_max_abs_pct``,
@@ -63,7 +64,7 @@ VOLUME_BINS_ML = ((0.0, 4.0), (4.0, 20.0), (20.0, math.inf))
 COVERAGE_SD = 2.0
 """A small lesion's measurement is "within its uncertainty" when |error| ≤ 2 reported SD."""
 
-PRESETS = {"test": ("test", 2), "full": ("demo", 4)}
+PRESETS = {"test": ("test", 2), "full": ("harmonisation", 4)}
 """Benchmark preset → (consortium preset, patients per site)."""
 
 TARGETS_PCT = {
