@@ -41,6 +41,7 @@ from concordose.consortium.reference_objects import (
     ReferenceObject,
     ReferenceObjectRegistry,
 )
+from phantoms.acquisition import RealisticSettings
 from phantoms.anatomy import (
     BODY_VALUE,
     OUTSIDE_VALUE,
@@ -58,7 +59,7 @@ from phantoms.dicom_nm import RADIOPHARMACEUTICAL, write_nm
 from phantoms.dicom_seg import write_seg
 from phantoms.dicom_study import PatientInfo, TimePointStudy
 from phantoms.grid import VoxelGrid
-from phantoms.imaging import expected_counts, region_activity_map, stored_counts
+from phantoms.imaging import ImagingMode, image_counts, region_activity_map
 from phantoms.phantom_geometry import sphere_occupancy
 from phantoms.phantom_scans import PhantomScan, scan_site_phantoms
 from phantoms.presets import ct_grid_for, nm_grid_for, preset_named
@@ -111,6 +112,13 @@ class Realism:
             and which a VOI of the same voxels recovers better than a real sphere (e.g. +5 % at
             12 mL, 3.9 mm voxels, 7.8 mm FWHM). Lesion truth is exact either way; the host
             region's total moves by (lesion voxels − lesion volume) × host concentration.
+        imaging: how images are formed (:class:`phantoms.imaging.ImagingMode`): ``blur`` (the
+            default: Gaussian of the site's effective FWHM, Poisson per voxel) or ``realistic``
+            (projection with attenuation, CDR, scatter, dead time, Poisson per bin, then the
+            site's OSEM, :mod:`phantoms.acquisition`), for patients and phantom scans alike;
+            ``blur`` (the flag above) applies to the ``blur`` mode only.
+        realistic_max_views: ``realistic`` only: at most this many views (the fast setting for
+            clinical-size grids; the acquisition time is kept); ``None``: the site's own.
     """
 
     blur: bool = True
@@ -118,6 +126,24 @@ class Realism:
     ct_shift_max_mm: float = 5.0
     # Not in the repr: the repr keys the generated UIDs, which must not change for the default.
     lesion_partial_voxels: bool = dataclass_field(default=False, repr=False)
+    imaging: ImagingMode = dataclass_field(default=ImagingMode.BLUR, repr=False)
+    realistic_max_views: int | None = dataclass_field(default=None, repr=False)
+
+    @property
+    def realistic_settings(self) -> RealisticSettings:
+        """The realistic mode's settings."""
+        return RealisticSettings(max_views=self.realistic_max_views)
+
+    def document(self) -> dict[str, Any]:
+        """The ``realism`` block of the ground truth and of ``consortium.json``."""
+        return {
+            "blur": self.blur,
+            "noise": self.noise,
+            "ct_shift_max_mm": self.ct_shift_max_mm,
+            "lesion_partial_voxels": self.lesion_partial_voxels,
+            "imaging": self.imaging.value,
+            "realistic_max_views": self.realistic_max_views,
+        }
 
 
 @dataclass(frozen=True)
@@ -332,6 +358,11 @@ def _write_patient_at_site(
         f"concordose-consortium|{site.site_id}|{seed}|{preset.name}|{protocol_name}|"
         f"{patient.subject}|{realism}"
         + ("|lesion-partial-voxels" if realism.lesion_partial_voxels else "")
+        + (
+            f"|imaging={realism.imaging.value}|views={realism.realistic_max_views}"
+            if realism.imaging is ImagingMode.REALISTIC
+            else ""
+        )
     )
     rng = np.random.default_rng(
         [seed, zlib.crc32(site.site_id.encode()), int(patient.subject[1:]), 3]
@@ -346,6 +377,7 @@ def _write_patient_at_site(
         curves = patient.curves[cycle]
         injection = patient.injection_datetimes[cycle]
         n_voxels: dict[str, list[int]] = {r.label: [] for r in regions}
+        live_fractions: list[float | None] = []
         acquisitions = []
         first_ct: list[Any] = []
         first_ct_labels: NDArray[np.uint8] | None = None
@@ -368,19 +400,23 @@ def _write_patient_at_site(
                     nm_grid.translated(_negated(shift)),
                     {r.value: float(curves[r.label].activity_mbq(time_h)) for r in regions},
                 )
-            expected = expected_counts(
+            # --- image formation (activity map → stored counts; realism.imaging) ---
+            formed = image_counts(
                 activity,
-                calibration_factor_cps_per_mbq=site.calibration_factor_cps_per_mbq,
-                acquisition_duration_s=site.acquisition_duration_s,
-                fwhm_mm=site.effective_fwhm_mm if realism.blur else 0.0,
+                mode=realism.imaging,
+                site=site,
                 voxel_mm_zyx=nm_grid.spacing_mm_zyx,
-            )
-            counts = stored_counts(
-                expected,
-                rng,
+                blur_fwhm_mm=site.effective_fwhm_mm if realism.blur else 0.0,
+                labels=nm_labels,
+                hu_by_value=hu_by_value,
+                rng=rng,
                 noise=realism.noise,
                 where=f"{site.site_id} {patient.subject} cycle {cycle} {time_h:g} h",
+                realistic=realism.realistic_settings,
             )
+            counts = formed.counts
+            live_fractions.append(formed.dead_time_live_fraction)
+            # --- end of image formation ---
             acquired = (injection + dt.timedelta(hours=time_h)).replace(microsecond=0)
             acquisitions.append(acquired)
             study = TimePointStudy(
@@ -466,6 +502,8 @@ def _write_patient_at_site(
         truth["folder"] = str(cycle_dir.relative_to(folder)) if times_h else None
         for region in [*truth["vois"], truth["body_remainder"]]:
             region["n_voxels_nm"] = n_voxels[region["label"]]
+        if realism.imaging is ImagingMode.REALISTIC:
+            truth["dead_time_live_fraction"] = live_fractions
         cycles_json.append(truth)
 
     vois = region_truth(patient)
@@ -486,19 +524,20 @@ def _write_patient_at_site(
         "seed": seed,
         "preset": preset.name,
         "protocol": protocol_name,
-        "realism": {
-            "blur": realism.blur,
-            "noise": realism.noise,
-            "ct_shift_max_mm": realism.ct_shift_max_mm,
-            "lesion_partial_voxels": realism.lesion_partial_voxels,
-        },
+        "realism": realism.document(),
         "site": {
             "site_id": site.site_id,
             "calling_ae_title": site.calling_ae_title,
             "calibration_factor_cps_per_mbq": site.calibration_factor_cps_per_mbq,
             "acquisition_duration_s": site.acquisition_duration_s,
             "counts_per_mbq": counts_per_mbq,
-            "effective_fwhm_mm": site.effective_fwhm_mm if realism.blur else 0.0,
+            "effective_fwhm_mm": (
+                None
+                if realism.imaging is ImagingMode.REALISTIC
+                else site.effective_fwhm_mm
+                if realism.blur
+                else 0.0
+            ),
             "dose_calibrator_bias": site.dose_calibrator_bias,
             "nm_voxel_mm": nm_grid.spacing_mm_xyz[0],
             "nm_matrix": [nm_grid.n_columns, nm_grid.n_rows, nm_grid.n_slices],
@@ -644,7 +683,13 @@ def generate_consortium(
         scans: tuple[PhantomScan, ...] = ()
         if phantoms:
             scans = scan_site_phantoms(
-                site, site_dir, seed=seed, preset=chosen.grid_preset, noise=realism.noise
+                site,
+                site_dir,
+                seed=seed,
+                preset=chosen.grid_preset,
+                noise=realism.noise,
+                imaging=realism.imaging,
+                realistic=realism.realistic_settings,
             )
             if progress is not None:
                 for scan in scans:
@@ -685,12 +730,7 @@ def generate_consortium(
         "seed": seed,
         "preset": preset,
         "protocol": protocol,
-        "realism": {
-            "blur": realism.blur,
-            "noise": realism.noise,
-            "ct_shift_max_mm": realism.ct_shift_max_mm,
-            "lesion_partial_voxels": realism.lesion_partial_voxels,
-        },
+        "realism": realism.document(),
         "subjects": list(subjects),
         "sites": [
             {
@@ -705,6 +745,7 @@ def generate_consortium(
                 "dose_calibrator_bias": g.site.dose_calibrator_bias,
                 "nm_voxel_mm": g.site.nm_voxel_mm,
                 "collimator": g.site.collimator,
+                "radius_of_rotation_mm": g.site.radius_of_rotation_mm,
                 "reconstruction": g.site.recon.description,
             }
             for g in generated_sites
