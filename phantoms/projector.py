@@ -156,7 +156,7 @@ class SpectProjector:
                 self._attenuation_factors(mu_square, view) for view in range(geometry.n_views)
             ]
         self.camera = camera
-        self._cdr: tuple[NDArray[np.float64], NDArray[np.float64], int, int] | None = None
+        self._cdr: tuple[NDArray[np.float32], NDArray[np.float32], int, int] | None = None
         if camera is not None:
             self._cdr = self._cdr_transfer(camera)
 
@@ -180,9 +180,9 @@ class SpectProjector:
         """Rotate every z plane of a (z, S, S) volume for ``view`` (``inverse``: the transpose)."""
         matrix = self._rotations_t[view] if inverse else self._rotations[view]
         nz, side = volume.shape[0], self.geometry.side
-        planes = volume.reshape(nz, side * side).T
-        rotated: NDArray[np.float64] = np.asarray(matrix @ planes).T.reshape(nz, side, side)
-        return np.ascontiguousarray(rotated)
+        planes = np.ascontiguousarray(volume.reshape(nz, side * side).T)
+        rotated = np.asarray(matrix @ planes).T.reshape(nz, side, side)
+        return np.ascontiguousarray(rotated, dtype=np.float64)
 
     def _attenuation_factors(
         self, mu_square: NDArray[np.float64], view: int
@@ -196,7 +196,7 @@ class SpectProjector:
     # --- CDR ----------------------------------------------------------------------------------
     def _cdr_transfer(
         self, camera: CameraModel
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64], int, int]:
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32], int, int]:
         geometry = self.geometry
         voxel = geometry.voxel_mm
         sigmas_mm = (
@@ -208,9 +208,11 @@ class SpectProjector:
         n_x = fft.next_fast_len(geometry.side + pad, real=True)
         f_z = fft.fftfreq(n_z, d=voxel)  # cycles/mm
         f_x = fft.rfftfreq(n_x, d=voxel)
+        # float32 transfer functions: the FFTs run in single precision (half the time of
+        # double; the projections' relative rounding error stays ~1e-6).
         h_z = np.exp(-2.0 * np.pi**2 * sigmas_mm[:, None] ** 2 * f_z[None, :] ** 2)
         h_x = np.exp(-2.0 * np.pi**2 * sigmas_mm[:, None] ** 2 * f_x[None, :] ** 2)
-        return h_z, h_x, n_z, n_x
+        return h_z.astype(np.float32), h_x.astype(np.float32), n_z, n_x
 
     # --- projection ---------------------------------------------------------------------------
     def forward_view(
@@ -224,10 +226,13 @@ class SpectProjector:
             plain: NDArray[np.float64] = rotated.sum(axis=1)
             return plain
         h_z, h_x, n_z, n_x = self._cdr
-        spectrum = fft.rfft2(rotated, s=(n_z, n_x), axes=(0, 2), workers=-1)
-        summed = np.einsum("jk,kjl,jl->kl", h_z, spectrum, h_x, optimize=True)
-        projection: NDArray[np.float64] = fft.irfft2(summed, s=(n_z, n_x), workers=-1)
-        return projection[: self.geometry.shape_zyx[0], : self.geometry.side]
+        spectrum = fft.rfft2(rotated.astype(np.float32), s=(n_z, n_x), axes=(0, 2), workers=-1)
+        summed = np.einsum("jk,kjl,jl->kl", h_z, spectrum, h_x)
+        projection = fft.irfft2(summed, s=(n_z, n_x), workers=-1)
+        cropped: NDArray[np.float64] = projection[
+            : self.geometry.shape_zyx[0], : self.geometry.side
+        ].astype(np.float64)
+        return cropped
 
     def back_view(
         self, projection: NDArray[np.float64], view: int, *, cdr: bool = True
@@ -238,7 +243,7 @@ class SpectProjector:
             spread = np.broadcast_to(projection[:, None, :], (nz, side, side)).copy()
         else:
             h_z, h_x, n_z, n_x = self._cdr
-            spectrum = fft.rfft2(projection, s=(n_z, n_x), workers=-1)
+            spectrum = fft.rfft2(projection.astype(np.float32), s=(n_z, n_x), workers=-1)
             planes = spectrum[:, None, :] * h_z.T[:, :, None] * h_x[None, :, :]
             spread = fft.irfft2(planes, s=(n_z, n_x), axes=(0, 2), workers=-1)[:nz, :, :side]
         if self._attenuation is not None:

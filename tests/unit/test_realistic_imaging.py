@@ -77,7 +77,8 @@ def test_projector_and_back_projector_are_adjoint() -> None:
         forward = projector.forward_view(image, 2, cdr=cdr)
         back = projector.back_view(projection, 2, cdr=cdr)
         assert float((forward * projection).sum()) == pytest.approx(
-            float((image * back).sum()), rel=1e-9
+            float((image * back).sum()),
+            rel=1e-5,  # the CDR's FFTs are float32
         )
 
 
