@@ -19,12 +19,14 @@ this energy, the bone/water ratio changes by < 0.5 % between 200 and 300 keV). S
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 from numpy.typing import NDArray
 
-from phantoms.anatomy import CORTICAL_BONE_HU
+from phantoms.anatomy import CORTICAL_BONE_HU, RIB_HU, EllipticCylinder, rib_mask
+from phantoms.dicom_ct import anatomical_hu_slices
+from phantoms.grid import VoxelGrid
 
 LU177_PHOTOPEAK_KEV = 208.37
 """Lu-177 main γ line, keV (ICRP-107: 208.37 keV)."""
@@ -65,3 +67,53 @@ def mu_map_from_labels(
         missing = sorted({int(v) for v in np.unique(labels[np.isnan(hu_map)])})
         raise ValueError(f"no HU for label value(s) {missing} of the μ map")
     return mu_per_mm_from_hu(hu_map)
+
+
+def ct_hu_on_grid(
+    labels: NDArray[np.uint8],
+    grid: VoxelGrid,
+    hu_by_value: Mapping[int, float],
+    *,
+    body: EllipticCylinder | None = None,
+    paint_over: Collection[int] = (),
+    anatomical: bool = False,
+    ribs: bool = False,
+) -> NDArray[np.float64]:
+    """The CT's HU as the generator paints it, sampled at the voxel centres of ``grid`` (the
+    SPECT grid, in the patient frame) without the CT's noise: the input of the μ map.
+
+    Args:
+        labels: label map on ``grid``.
+        grid: the grid ``labels`` was sampled on (a shifted patient's translated grid).
+        hu_by_value: mean HU per label value.
+        body: the body outline; with ``anatomical`` or ``ribs`` the CT-only tissues follow it.
+        paint_over: label values the CT-only tissues replace (body remainder, marrow proxy).
+        anatomical: paint the ``clinical`` CT's tissues (fat, lungs, ribs, spine;
+            :func:`phantoms.dicom_ct.anatomical_hu_slices`).
+        ribs: paint the consortium's ribs over body remainder (``test``/``demo`` CTs).
+
+    Raises:
+        KeyError: a label value without HU.
+    """
+    if anatomical and body is not None:
+        slices = anatomical_hu_slices(
+            labels,
+            grid,
+            hu_by_value,
+            body=body,
+            paint_over=paint_over,
+            noise_sd_hu=0.0,
+            rng=np.random.default_rng(0),  # no noise drawn that matters; the caller's rng untouched
+        )
+        return np.stack([s.astype(np.float64) for s in slices])
+    table = np.full(256, np.nan)
+    for value, hu in hu_by_value.items():
+        table[value] = hu
+    hu_map: NDArray[np.float64] = table[labels]
+    if np.isnan(hu_map).any():
+        missing = sorted({int(v) for v in np.unique(labels[np.isnan(hu_map)])})
+        raise KeyError(f"no HU for label value(s) {missing}")
+    if ribs and body is not None:
+        paintable = np.isin(labels, list(paint_over))
+        hu_map[rib_mask(body, grid) & paintable] = RIB_HU
+    return hu_map

@@ -27,6 +27,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +55,7 @@ from phantoms.anatomy import (
     rib_mask,
     sample_label_map,
 )
+from phantoms.attenuation import ct_hu_on_grid
 from phantoms.dicom_ct import anatomical_hu_slices, hu_map, write_ct_series
 from phantoms.dicom_nm import RADIOPHARMACEUTICAL, write_nm
 from phantoms.dicom_seg import write_seg
@@ -345,6 +347,7 @@ def _write_patient_at_site(
     hu_by_value[OUTSIDE_VALUE] = _HU_BY_KIND["outside"]
     # The CT-only anatomy replaces body remainder and the marrow proxy (it lies in the spine).
     paint_over = [r.value for r in regions if _hu_kind(r.label) in ("body", "bone")]
+    body_outline = anatomy.body.shape if isinstance(anatomy.body.shape, EllipticCylinder) else None
     patient_id = f"{site.site_id.upper()}-{patient.subject}"
     info = PatientInfo(
         patient_id=patient_id,
@@ -407,8 +410,16 @@ def _write_patient_at_site(
                 site=site,
                 voxel_mm_zyx=nm_grid.spacing_mm_zyx,
                 blur_fwhm_mm=site.effective_fwhm_mm if realism.blur else 0.0,
-                labels=nm_labels,
-                hu_by_value=hu_by_value,
+                hu_on_grid=partial(
+                    ct_hu_on_grid,
+                    nm_labels,
+                    nm_grid.translated(_negated(shift)),
+                    hu_by_value,
+                    body=body_outline,
+                    paint_over=paint_over if anatomical_ct else (BODY_VALUE,),
+                    anatomical=anatomical_ct,
+                    ribs=not anatomical_ct,
+                ),
                 rng=rng,
                 noise=realism.noise,
                 where=f"{site.site_id} {patient.subject} cycle {cycle} {time_h:g} h",

@@ -15,7 +15,7 @@ reconstructed counts (a simplification: real OSEM noise is spatially correlated)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -25,7 +25,7 @@ from scipy import ndimage
 from scipy.special import erf
 
 from phantoms.acquisition import RealisticSettings, realistic_image
-from phantoms.attenuation import mu_map_from_labels
+from phantoms.attenuation import mu_per_mm_from_hu
 from phantoms.site_profiles import SiteProfile
 
 
@@ -196,8 +196,7 @@ def image_counts(
     site: SiteProfile,
     voxel_mm_zyx: tuple[float, float, float],
     blur_fwhm_mm: float,
-    labels: NDArray[np.uint8],
-    hu_by_value: Mapping[int, float],
+    hu_on_grid: Callable[[], NDArray[np.float64]],
     rng: np.random.Generator,
     noise: bool,
     where: str,
@@ -207,9 +206,10 @@ def image_counts(
 
     ``blur``: :func:`expected_counts` with ``blur_fwhm_mm``, then :func:`stored_counts` (the
     random draws are exactly those of the earlier generator, so its files are unchanged).
-    ``realistic``: the μ map from the CT's HU per label (``labels`` on the SPECT grid,
-    ``hu_by_value``), then :func:`phantoms.acquisition.realistic_image`; the reconstruction is
-    rounded to counts (negative values cannot occur with OSEM).
+    ``realistic``: the μ map from the CT's HU on the SPECT grid (``hu_on_grid()``, called in
+    this mode only, e.g. :func:`phantoms.attenuation.ct_hu_on_grid`), then
+    :func:`phantoms.acquisition.realistic_image`; the reconstruction is rounded to counts
+    (negative values cannot occur with OSEM).
 
     Raises:
         ValueError: counts over the uint16 range (``where`` names the image), or a label without HU.
@@ -231,7 +231,7 @@ def image_counts(
         raise ValueError(f"{where}: realistic imaging needs isotropic voxels, got {voxel_mm_zyx}")
     result = realistic_image(
         activity_mbq,
-        mu_map_from_labels(labels, hu_by_value),
+        mu_per_mm_from_hu(hu_on_grid()),
         site=site,
         voxel_mm=voxel_mm_zyx[0],
         rng=rng,

@@ -34,6 +34,7 @@ from phantoms.anatomy import (
     default_anatomy,
     sample_label_map,
 )
+from phantoms.attenuation import ct_hu_on_grid
 from phantoms.dicom_ct import anatomical_hu_slices, hu_map, write_ct_series
 from phantoms.dicom_nm import RADIOPHARMACEUTICAL, write_nm
 from phantoms.dicom_seg import write_seg
@@ -230,6 +231,7 @@ def generate_patient(
     if empty:
         raise ValueError(f"regions {empty} contain no SPECT voxel centre on the {preset!r} grid")
     counts_per_mbq = site.calibration_factor_cps_per_mbq * site.acquisition_duration_s
+    body_outline = anatomy.body.shape if isinstance(anatomy.body.shape, EllipticCylinder) else None
 
     out_dir.mkdir(parents=True, exist_ok=True)
     dicom_dir = out_dir / "dicom"
@@ -264,8 +266,14 @@ def generate_patient(
                 site=site,
                 voxel_mm_zyx=nm_grid.spacing_mm_zyx,
                 blur_fwhm_mm=0.0,
-                labels=nm_labels,
-                hu_by_value=hu_by_value,
+                hu_on_grid=lambda: ct_hu_on_grid(
+                    nm_labels,
+                    nm_grid,
+                    hu_by_value,
+                    body=body_outline,
+                    paint_over=(BODY_VALUE,),
+                    anatomical=anatomical_ct,
+                ),
                 rng=noise_rng,
                 noise=True,
                 where=f"time point {time_h} h",

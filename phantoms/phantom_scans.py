@@ -40,6 +40,7 @@ from concordose.calibration.phantom_geometry import (
 )
 from concordose.nuclides import LU177
 from phantoms.acquisition import RealisticSettings
+from phantoms.attenuation import ct_hu_on_grid
 from phantoms.dicom_ct import hu_map, write_ct_series
 from phantoms.dicom_nm import write_nm
 from phantoms.dicom_study import PatientInfo, TimePointStudy
@@ -291,8 +292,7 @@ def scan_cylinder(
         site=site,
         voxel_mm_zyx=grid.spacing_mm_zyx,
         blur_fwhm_mm=site.effective_fwhm_mm,
-        labels=mask.astype(np.uint8),
-        hu_by_value={0: _HU_AIR, 1: _HU_WATER},
+        hu_on_grid=lambda: ct_hu_on_grid(mask.astype(np.uint8), grid, {0: _HU_AIR, 1: _HU_WATER}),
         rng=rng,
         noise=noise,
         where=f"{site.site_id} cylinder",
@@ -422,8 +422,9 @@ def scan_nema(
         site=site,
         voxel_mm_zyx=grid.spacing_mm_zyx,
         blur_fwhm_mm=site.effective_fwhm_mm,
-        labels=nm_labels,
-        hu_by_value={0: _HU_AIR, 1: _HU_WATER, 2: _HU_LUNG_INSERT},
+        hu_on_grid=lambda: ct_hu_on_grid(
+            nm_labels, grid, {0: _HU_AIR, 1: _HU_WATER, 2: _HU_LUNG_INSERT}
+        ),
         rng=rng,
         noise=noise,
         where=f"{site.site_id} NEMA",

@@ -24,9 +24,19 @@ from phantoms.acquisition import (
     RealisticSettings,
     realistic_image,
 )
+from phantoms.anatomy import (
+    BODY_VALUE,
+    LUNG_HU,
+    OUTSIDE_VALUE,
+    RIB_HU,
+    EllipticCylinder,
+    default_anatomy,
+    sample_label_map,
+)
 from phantoms.attenuation import (
     MU_CORTICAL_BONE_PER_MM,
     MU_WATER_PER_MM,
+    ct_hu_on_grid,
     mu_map_from_labels,
     mu_per_mm_from_hu,
 )
@@ -39,6 +49,7 @@ from phantoms.camera_model import (
 from phantoms.consortium import Realism, generate_consortium
 from phantoms.imaging import ImagingMode, expected_counts, image_counts, stored_counts
 from phantoms.osem import osem
+from phantoms.presets import nm_grid_for
 from phantoms.projector import FWHM_PER_SIGMA, ProjectionGeometry, SpectProjector
 from phantoms.site_profiles import DEFAULT_SITE, GRAND_RAPIDS, MONTPELLIER
 
@@ -257,8 +268,7 @@ def test_blur_mode_draws_exactly_as_before() -> None:
         site=DEFAULT_SITE,
         voxel_mm_zyx=(voxel_mm,) * 3,
         blur_fwhm_mm=10.0,
-        labels=labels,
-        hu_by_value={0: -1000.0, 1: 0.0},
+        hu_on_grid=lambda: np.where(labels > 0, 0.0, -1000.0),
         rng=np.random.default_rng(9),
         noise=True,
         where="test",
@@ -307,3 +317,31 @@ def test_realistic_consortium_records_its_mode_and_calibrates_consistently(
     assert float(cylinder.expected_counts.sum()) == pytest.approx(
         cylinder_truth["expected_total_counts"], rel=0.05
     )
+
+
+def test_the_mu_map_sees_the_ct_only_tissues() -> None:
+    """The μ map's HU are the CT's as painted, sampled on the SPECT grid: the clinical CT's
+    lungs and spine, the smaller presets' ribs."""
+    anatomy = default_anatomy()
+    grid = nm_grid_for(DEFAULT_SITE, "test")
+    labels = sample_label_map(anatomy, grid)
+    hu_by_value = {r.value: 40.0 for r in anatomy.vois} | {BODY_VALUE: 40.0, OUTSIDE_VALUE: -1000.0}
+    assert isinstance(anatomy.body.shape, EllipticCylinder)
+    clinical = ct_hu_on_grid(
+        labels,
+        grid,
+        hu_by_value,
+        body=anatomy.body.shape,
+        paint_over=(BODY_VALUE,),
+        anatomical=True,
+    )
+    assert (clinical == LUNG_HU).any()
+    assert (clinical >= 250.0).any()  # vertebral bone
+    ribbed = ct_hu_on_grid(
+        labels, grid, hu_by_value, body=anatomy.body.shape, paint_over=(BODY_VALUE,), ribs=True
+    )
+    assert (ribbed == RIB_HU).any()
+    assert not (ribbed == LUNG_HU).any()
+    plain = ct_hu_on_grid(labels, grid, hu_by_value)
+    assert set(np.unique(plain).tolist()) == {-1000.0, 40.0}
+    assert mu_per_mm_from_hu(clinical).min() == 0.0
