@@ -9,6 +9,7 @@ attenuation correction and resolution modelling recovers a uniform cylinder's co
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import math
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from concordose.calibration.calibrate import calibrate_site
 from phantoms.acquisition import (
     SCATTER_RESIDUAL_FRACTION,
     SCATTER_TO_PRIMARY,
@@ -317,6 +319,21 @@ def test_realistic_consortium_records_its_mode_and_calibrates_consistently(
     assert float(cylinder.expected_counts.sum()) == pytest.approx(
         cylinder_truth["expected_total_counts"], rel=0.05
     )
+    # `concordose calibrate` derives the site's CF and recovery from these realistic scans: the
+    # CF of the sheet's activity within residual scatter and dead time (a few per cent).
+    calibration = calibrate_site(
+        site_id=GRAND_RAPIDS.site_id,
+        cylinder_sheet=site.phantom_scans[0].sheet_path,
+        nema_sheet=site.phantom_scans[1].sheet_path,
+        record_id="grandrapids-realistic",
+        valid_from=dt.date(2026, 1, 1),
+        ledger=None,
+    )
+    assert calibration.record.calibration_factor_cps_per_mbq == pytest.approx(
+        cylinder_truth["calibration_factor_from_sheet_cps_per_mbq"], rel=0.05
+    )
+    assert calibration.record.recovery_a_ml is not None
+    assert calibration.record.recovery_a_ml > 0.0
 
 
 def test_the_mu_map_sees_the_ct_only_tissues() -> None:
