@@ -4,7 +4,8 @@ x ← x / s_b · Σ_{k ∈ b} Bₖ[ pₖ / (Fₖ x + aₖ) ] for each subset b o
 are view k's forward and back projectors (attenuation always, the CDR only with resolution
 modelling), aₖ an additive term in the projection model (the scatter estimate) and
 s_b = Σ_{k ∈ b} Bₖ 1 the subset's sensitivity. Subsets interleave the views (view k belongs to
-subset k mod n_subsets). The image lives on the padded square grid and is cropped at the end;
+subset k mod n_subsets). The image lives on the projector's padded square grid (z fastest) and
+is cropped at the end;
 voxels outside the circular field of view stay 0.
 """
 
@@ -62,14 +63,14 @@ def osem(
     for views in views_by_subset:
         sensitivity = sum(
             (projector.back_view(ones, view, cdr=cdr) for view in views),
-            start=np.zeros((geometry.shape_zyx[0], geometry.side, geometry.side)),
+            start=np.zeros(projector.padded_shape),
         )
         sensitivities.append(sensitivity)
     reachable = [s > SENSITIVITY_FLOOR * float(s.max()) for s in sensitivities]
     total = float(projections.sum()) / geometry.n_views
     n_fov = int(projector.fov_mask.sum()) * geometry.shape_zyx[0]
-    image = np.where(projector.fov_mask, total / max(n_fov, 1), 0.0) * np.ones(
-        (geometry.shape_zyx[0], 1, 1)
+    image = np.where(projector.fov_mask[:, :, None], total / max(n_fov, 1), 0.0) * np.ones(
+        projector.padded_shape
     )
     for _ in range(iterations):
         for views, sensitivity, mask in zip(views_by_subset, sensitivities, reachable, strict=True):

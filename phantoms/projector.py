@@ -156,39 +156,49 @@ class SpectProjector:
                 self._attenuation_factors(mu_square, view) for view in range(geometry.n_views)
             ]
         self.camera = camera
+        # per depth row j: transfer functions along x (full FFT) and z (real FFT), FFT sizes
         self._cdr: tuple[NDArray[np.float32], NDArray[np.float32], int, int] | None = None
         if camera is not None:
             self._cdr = self._cdr_transfer(camera)
 
     # --- grid ---------------------------------------------------------------------------------
+    @property
+    def padded_shape(self) -> tuple[int, int, int]:
+        """Shape of a padded image: (S rows, S columns, z slices), z fastest — the layout every
+        view's sparse rotation and the CDR's FFTs work on without transposes."""
+        return (self.geometry.side, self.geometry.side, self.geometry.shape_zyx[0])
+
     def pad(self, image: NDArray[np.float64]) -> NDArray[np.float64]:
-        """The image on the padded square (z, S, S) grid, zero outside the circular FOV."""
+        """The image ([z, y, x]) on the padded square grid (:attr:`padded_shape`), zero outside
+        the circular FOV."""
         padded = np.pad(image.astype(np.float64), ((0, 0), self._pad_y, self._pad_x))
-        padded *= self.fov_mask
-        return padded
+        square = np.ascontiguousarray(padded.transpose(1, 2, 0))
+        square *= self.fov_mask[:, :, None]
+        return square
 
     def crop(self, padded: NDArray[np.float64]) -> NDArray[np.float64]:
-        """The image grid's part of a padded (z, S, S) volume."""
+        """The image grid's part ([z, y, x]) of a padded volume."""
         _, ny, nx = self.geometry.shape_zyx
         y0, x0 = self._pad_y[0], self._pad_x[0]
-        cropped: NDArray[np.float64] = padded[:, y0 : y0 + ny, x0 : x0 + nx]
+        cropped: NDArray[np.float64] = np.ascontiguousarray(
+            padded[y0 : y0 + ny, x0 : x0 + nx, :].transpose(2, 0, 1)
+        )
         return cropped
 
     def _rotate(
         self, volume: NDArray[np.float64], view: int, *, inverse: bool
     ) -> NDArray[np.float64]:
-        """Rotate every z plane of a (z, S, S) volume for ``view`` (``inverse``: the transpose)."""
+        """Rotate every z plane of a padded volume for ``view`` (``inverse``: the transpose)."""
         matrix = self._rotations_t[view] if inverse else self._rotations[view]
-        nz, side = volume.shape[0], self.geometry.side
-        planes = np.ascontiguousarray(volume.reshape(nz, side * side).T)
-        rotated = np.asarray(matrix @ planes).T.reshape(nz, side, side)
-        return np.ascontiguousarray(rotated, dtype=np.float64)
+        side, _, nz = volume.shape
+        rotated = np.asarray(matrix @ volume.reshape(side * side, nz))
+        return rotated.reshape(side, side, nz)
 
     def _attenuation_factors(
         self, mu_square: NDArray[np.float64], view: int
     ) -> NDArray[np.float32]:
         mu = self._rotate(mu_square, view, inverse=False)
-        toward_detector = np.cumsum(mu[:, ::-1, :], axis=1)[:, ::-1, :]  # Σ_{j' ≥ j}
+        toward_detector = np.cumsum(mu[::-1], axis=0)[::-1]  # Σ_{j' ≥ j} over rows j
         path = self.geometry.voxel_mm * (toward_detector - 0.5 * mu)
         factors: NDArray[np.float32] = np.exp(-path).astype(np.float32)
         return factors
@@ -204,15 +214,15 @@ class SpectProjector:
             / FWHM_PER_SIGMA
         )
         pad = math.ceil(CDR_TRUNCATE_SIGMAS * float(sigmas_mm.max()) / voxel)
-        n_z = fft.next_fast_len(geometry.shape_zyx[0] + pad)
-        n_x = fft.next_fast_len(geometry.side + pad, real=True)
-        f_z = fft.fftfreq(n_z, d=voxel)  # cycles/mm
-        f_x = fft.rfftfreq(n_x, d=voxel)
+        n_x = fft.next_fast_len(geometry.side + pad)
+        n_z = fft.next_fast_len(geometry.shape_zyx[0] + pad, real=True)
+        f_x = fft.fftfreq(n_x, d=voxel)  # cycles/mm
+        f_z = fft.rfftfreq(n_z, d=voxel)
         # float32 transfer functions: the FFTs run in single precision (half the time of
         # double; the projections' relative rounding error stays ~1e-6).
-        h_z = np.exp(-2.0 * np.pi**2 * sigmas_mm[:, None] ** 2 * f_z[None, :] ** 2)
         h_x = np.exp(-2.0 * np.pi**2 * sigmas_mm[:, None] ** 2 * f_x[None, :] ** 2)
-        return h_z.astype(np.float32), h_x.astype(np.float32), n_z, n_x
+        h_z = np.exp(-2.0 * np.pi**2 * sigmas_mm[:, None] ** 2 * f_z[None, :] ** 2)
+        return h_x.astype(np.float32), h_z.astype(np.float32), n_x, n_z
 
     # --- projection ---------------------------------------------------------------------------
     def forward_view(
@@ -223,33 +233,34 @@ class SpectProjector:
         if self._attenuation is not None:
             rotated *= self._attenuation[view]
         if not cdr or self._cdr is None:
-            plain: NDArray[np.float64] = rotated.sum(axis=1)
+            plain: NDArray[np.float64] = np.ascontiguousarray(rotated.sum(axis=0).T)
             return plain
-        h_z, h_x, n_z, n_x = self._cdr
-        spectrum = fft.rfft2(rotated.astype(np.float32), s=(n_z, n_x), axes=(0, 2), workers=-1)
-        summed = np.einsum("jk,kjl,jl->kl", h_z, spectrum, h_x)
-        projection = fft.irfft2(summed, s=(n_z, n_x), workers=-1)
-        cropped: NDArray[np.float64] = projection[
-            : self.geometry.shape_zyx[0], : self.geometry.side
-        ].astype(np.float64)
+        h_x, h_z, n_x, n_z = self._cdr
+        spectrum = fft.rfft2(rotated.astype(np.float32), s=(n_x, n_z), axes=(1, 2), workers=-1)
+        summed = np.einsum("jk,jkl,jl->kl", h_x, spectrum, h_z)
+        projection = fft.irfft2(summed, s=(n_x, n_z), workers=-1)
+        cropped: NDArray[np.float64] = np.ascontiguousarray(
+            projection[: self.geometry.side, : self.geometry.shape_zyx[0]].T, dtype=np.float64
+        )
         return cropped
 
     def back_view(
         self, projection: NDArray[np.float64], view: int, *, cdr: bool = True
     ) -> NDArray[np.float64]:
-        """Transpose of :meth:`forward_view`: a padded (z, S, S) volume."""
-        nz, side = self.geometry.shape_zyx[0], self.geometry.side
+        """Transpose of :meth:`forward_view`: a padded volume (:attr:`padded_shape`)."""
+        side, _, nz = self.padded_shape
+        bins = projection.T  # (S transaxial bins, z bins)
         if not cdr or self._cdr is None:
-            spread = np.broadcast_to(projection[:, None, :], (nz, side, side)).copy()
+            spread = np.broadcast_to(bins[None, :, :], (side, side, nz)).astype(np.float64)
         else:
-            h_z, h_x, n_z, n_x = self._cdr
-            spectrum = fft.rfft2(projection.astype(np.float32), s=(n_z, n_x), workers=-1)
-            planes = spectrum[:, None, :] * h_z.T[:, :, None] * h_x[None, :, :]
-            spread = fft.irfft2(planes, s=(n_z, n_x), axes=(0, 2), workers=-1)[:nz, :, :side]
+            h_x, h_z, n_x, n_z = self._cdr
+            spectrum = fft.rfft2(bins.astype(np.float32), s=(n_x, n_z), workers=-1)
+            planes = spectrum[None, :, :] * h_x[:, :, None] * h_z[:, None, :]
+            spread = fft.irfft2(planes, s=(n_x, n_z), axes=(1, 2), workers=-1)[:, :side, :nz]
         if self._attenuation is not None:
             spread = spread * self._attenuation[view]
-        back = self._rotate(np.ascontiguousarray(spread), view, inverse=True)
-        back *= self.fov_mask
+        back = self._rotate(np.ascontiguousarray(spread, dtype=np.float64), view, inverse=True)
+        back *= self.fov_mask[:, :, None]
         return back
 
     def forward(self, image: NDArray[np.float64], *, cdr: bool = True) -> NDArray[np.float64]:
