@@ -114,10 +114,13 @@ def realistic_image(
         settings: fast settings.
 
     Raises:
-        ValueError: shapes differ, or the site's collimator is not modelled.
+        ValueError: shapes differ, fewer than one view asked for, or the site's collimator is
+            not modelled.
     """
     if activity_mbq.shape != mu_per_mm.shape:
         raise ValueError(f"activity {activity_mbq.shape} and μ map {mu_per_mm.shape} differ")
+    if settings.max_views is not None and settings.max_views < 1:
+        raise ValueError(f"max_views must be ≥ 1 view, got {settings.max_views}")
     camera = camera_model(site)
     n_views = site.n_views if settings.max_views is None else min(site.n_views, settings.max_views)
     view_duration_s = site.acquisition_duration_s / n_views

@@ -259,6 +259,16 @@ def test_same_seed_same_bytes_other_seed_other_noise() -> None:
 
     assert run(5) == run(5)
     assert run(5) != run(6)
+    with pytest.raises(ValueError, match="max_views"):
+        realistic_image(
+            activity,
+            mu,
+            site=DEFAULT_SITE,
+            voxel_mm=voxel_mm,
+            rng=np.random.default_rng(0),
+            noise=False,
+            settings=RealisticSettings(max_views=0),
+        )
 
 
 def test_blur_mode_draws_exactly_as_before() -> None:
