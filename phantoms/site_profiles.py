@@ -107,7 +107,8 @@ class SiteProfile:
             sensitivities the phantom calibrations remove).
         radius_of_rotation_mm: circular orbit of the ``realistic`` imaging mode, rotation axis to
             collimator face, mm (a modelling choice per site: 200–240 mm clears the consortium's
-            bodies, ≤ 176 mm half-width, and the NEMA phantom, ≤ 157 mm with its set-up offset).
+            bodies, ≤ 165 mm half-width with the 5 mm shift, and the NEMA phantom, ≤ 157 mm with
+            its set-up offset; both lie inside every site's circular field of view).
     """
 
     site_id: str
