@@ -92,6 +92,29 @@ class RealisticImage:
     total_projection_counts: float
 
 
+LOST_ACTIVITY_TOLERANCE = 1e-3
+"""Largest fraction of the activity allowed outside the circular field of view or the orbit."""
+
+
+def _check_inside_orbit(
+    activity_mbq: NDArray[np.float64], *, voxel_mm: float, geometry: ProjectionGeometry
+) -> None:
+    """Refuse activity the projector would not see (outside the inscribed circle of the padded
+    plane) or that would lie beyond the collimator face (outside the radius of rotation)."""
+    _, ny, nx = activity_mbq.shape
+    y, x = np.mgrid[0:ny, 0:nx]
+    radius_mm = np.hypot((y - (ny - 1) / 2.0) * voxel_mm, (x - (nx - 1) / 2.0) * voxel_mm)
+    reach_mm = min(geometry.side / 2.0 * voxel_mm, geometry.radius_of_rotation_mm)
+    total = float(activity_mbq.sum())
+    lost = float(activity_mbq[:, radius_mm > reach_mm].sum())
+    if total > 0.0 and lost > LOST_ACTIVITY_TOLERANCE * total:
+        raise ValueError(
+            f"{lost / total:.1%} of the activity lies more than {reach_mm:.0f} mm from the "
+            f"rotation axis (circular field of view or radius of rotation "
+            f"{geometry.radius_of_rotation_mm:g} mm); the realistic projector would lose it"
+        )
+
+
 def realistic_image(
     activity_mbq: NDArray[np.float64],
     mu_per_mm: NDArray[np.float64],
@@ -114,8 +137,8 @@ def realistic_image(
         settings: fast settings.
 
     Raises:
-        ValueError: shapes differ, fewer than one view asked for, or the site's collimator is
-            not modelled.
+        ValueError: shapes differ, fewer than one view asked for, activity outside the circular
+            field of view or the orbit, or the site's collimator is not modelled.
     """
     if activity_mbq.shape != mu_per_mm.shape:
         raise ValueError(f"activity {activity_mbq.shape} and μ map {mu_per_mm.shape} differ")
@@ -130,6 +153,7 @@ def realistic_image(
         n_views=n_views,
         radius_of_rotation_mm=camera.radius_of_rotation_mm,
     )
+    _check_inside_orbit(activity_mbq, voxel_mm=voxel_mm, geometry=geometry)
     projector = SpectProjector(geometry, mu_per_mm=mu_per_mm, camera=camera)
     counts_per_mbq = site.calibration_factor_cps_per_mbq * view_duration_s
     # The FFT leaves rounding residue of ±1e-12 counts around zero: clip before Poisson.

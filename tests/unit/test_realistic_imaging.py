@@ -259,6 +259,17 @@ def test_same_seed_same_bytes_other_seed_other_noise() -> None:
 
     assert run(5) == run(5)
     assert run(5) != run(6)
+    corner = np.zeros_like(activity)
+    corner[:, 0, 0] = 1.0  # 193 mm from the axis, beyond the 155 mm circle of a 32-voxel plane
+    with pytest.raises(ValueError, match="from the rotation axis"):
+        realistic_image(
+            activity + corner,
+            mu,
+            site=DEFAULT_SITE,
+            voxel_mm=voxel_mm,
+            rng=np.random.default_rng(0),
+            noise=False,
+        )
     with pytest.raises(ValueError, match="max_views"):
         realistic_image(
             activity,
