@@ -52,7 +52,7 @@ from concordose.results.object_store import open_object_store
 from concordose.settings import Settings
 from flows.consortium import run_consortium
 from flows.demo import demo_pseudonym_key
-from phantoms.consortium import Realism
+from phantoms.imaging import ImagingMode
 from phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
 
 IMAGING_MODES = ("blur", "realistic")
@@ -74,16 +74,6 @@ TARGETS_PCT = {
     "organ_tia_error_max_abs_pct": 5.0,
 }
 """Issue 15, item 5 (realistic imaging): upper bounds, in %."""
-
-
-def realism_for(mode: str) -> Realism:
-    """The generator's switches for an imaging mode."""
-    if mode == "blur":
-        return Realism()
-    raise SystemExit(
-        f"imaging mode {mode!r} is not available in this build: expected one of "
-        f"{', '.join(m for m in IMAGING_MODES if m == 'blur')}"
-    )
 
 
 @dataclass
@@ -288,7 +278,7 @@ def run_mode(
         sites=[consortium_site(s) for s in sites],
         n_patients=patients,
         preset=consortium_preset,
-        realism=realism_for(mode),
+        imaging=ImagingMode(mode),
         progress=_Progress(),
         on_step=lambda message: print(f"  {message}", flush=True),
     )

@@ -36,6 +36,7 @@ from concordose.settings import default_workdir
 
 if TYPE_CHECKING:
     from flows.sweep import SweepResult
+    from phantoms.imaging import ImagingMode
 
 app = typer.Typer(
     name="concordose",
@@ -837,8 +838,25 @@ def generate(
         float,
         typer.Option(help="Consortium: largest per-axis patient shift between time points, mm."),
     ] = 5.0,
+    imaging: Annotated[
+        str,
+        typer.Option(
+            help="Image formation: 'blur' (Gaussian of the site's resolution, fast) or "
+            "'realistic' (projection with attenuation, collimator response, scatter, dead time "
+            "and Poisson noise, then the site's OSEM; phantom scans too)."
+        ),
+    ] = "blur",
+    max_views: Annotated[
+        int | None,
+        typer.Option(
+            help="Consortium, realistic imaging: at most this many views (fast setting for "
+            "large grids; "
+            "the acquisition time is kept)."
+        ),
+    ] = None,
 ) -> None:
     """Write synthetic data: one patient (default) or, with --consortium, a whole consortium."""
+    mode = _run(lambda: _imaging_mode(imaging))
     if consortium:
         _run(
             lambda: _generate_consortium(
@@ -851,6 +869,8 @@ def generate(
                 blur=blur,
                 noise=noise,
                 ct_shift_mm=ct_shift_mm,
+                imaging=mode,
+                max_views=max_views,
             )
         )
         return
@@ -858,7 +878,7 @@ def generate(
 
     def make() -> None:
         try:
-            patient = generate_patient(out, seed=seed, preset=preset)
+            patient = generate_patient(out, seed=seed, preset=preset, imaging=mode)
         except ValueError as exc:
             raise ConcordoseError(str(exc)) from exc
         console.print(f"wrote {len(patient.dicom_files)} DICOM files under {out}")
@@ -920,6 +940,18 @@ def query(
         console.print(f"{result.num_rows} row(s)")
 
 
+def _imaging_mode(name: str) -> ImagingMode:
+    """The ``--imaging`` option as a :class:`phantoms.imaging.ImagingMode`."""
+    from phantoms.imaging import ImagingMode
+
+    try:
+        return ImagingMode(name)
+    except ValueError:
+        raise ConcordoseError(
+            f"unknown --imaging {name!r}; expected one of {', '.join(m.value for m in ImagingMode)}"
+        ) from None
+
+
 def _generate_consortium(
     out: Path,
     *,
@@ -931,6 +963,8 @@ def _generate_consortium(
     blur: bool,
     noise: bool,
     ct_shift_mm: float,
+    imaging: ImagingMode,
+    max_views: int | None,
 ) -> None:
     """``generate --consortium``: the digital consortium with a progress bar."""
     from phantoms.consortium import (
@@ -979,7 +1013,13 @@ def _generate_consortium(
                 sites=chosen,
                 n_patients=n_patients,
                 protocol=protocol,
-                realism=Realism(blur=blur, noise=noise, ct_shift_max_mm=ct_shift_mm),
+                realism=Realism.of_imaging(
+                    imaging,
+                    blur=blur,
+                    noise=noise,
+                    ct_shift_max_mm=ct_shift_mm,
+                    realistic_max_views=max_views,
+                ),
                 progress=_Reporter(),
             )
         except ValueError as exc:
@@ -994,7 +1034,11 @@ def _generate_consortium(
             site.site_id,
             site.calling_ae_title,
             f"{site.calibration_factor_cps_per_mbq:.1f}",
-            f"{site.effective_fwhm_mm:.1f}" if blur else "no blur",
+            "OSEM"
+            if imaging.value == "realistic"
+            else f"{site.effective_fwhm_mm:.1f}"
+            if blur
+            else "no blur",
             f"{site.nm_voxel_mm:g}",
             str(
                 len(generated.dicom_files)
@@ -1051,6 +1095,13 @@ def consortium(
     ] = None,
     patients: Annotated[int, typer.Option(help="Virtual patients, each imaged at every site.")] = 1,
     seed: Annotated[int, typer.Option(help="Consortium seed.")] = 20261124,
+    imaging: Annotated[
+        str,
+        typer.Option(
+            help="Image formation of patients and phantom scans: 'blur' (fast) or 'realistic' "
+            "(projection, attenuation, collimator response, scatter, dead time, OSEM)."
+        ),
+    ] = "blur",
 ) -> None:
     """Run the digital consortium through the platform and measure how comparable the sites are.
 
@@ -1086,6 +1137,7 @@ def consortium(
         return picked
 
     profiles = _run(chosen_sites)
+    mode = _run(lambda: _imaging_mode(imaging))
     from flows.consortium import run_consortium  # lazy: only orchestration imports Prefect
 
     with _progress_bar() as progress:
@@ -1114,6 +1166,7 @@ def consortium(
                 seed=seed,
                 progress=_Reporter(),
                 on_step=on_step,
+                imaging=mode,
             )
         )
         progress.update(task, description="consortium")

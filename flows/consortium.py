@@ -60,6 +60,7 @@ from phantoms.consortium import (
     Realism,
     generate_consortium,
 )
+from phantoms.imaging import ImagingMode
 from phantoms.site_profiles import SiteProfile
 
 CONSORTIUM_MARKER = ".concordose-consortium"
@@ -233,14 +234,16 @@ def run_consortium(
     n_patients: int,
     preset: str,
     seed: int = 20261124,
-    realism: Realism | None = None,
     progress: ConsortiumProgress,
     on_step: Callable[[str], None] = lambda _message: None,
+    imaging: ImagingMode = ImagingMode.BLUR,
 ) -> ConsortiumResult:
     """Generate, calibrate, receive, process per variant, compare, publish (module docstring).
 
-    ``realism``: the generator's imaging switches (:class:`phantoms.consortium.Realism`;
-    None: its defaults).
+    ``imaging`` is the generator's image formation (``blur`` or ``realistic``), for the patients
+    and the phantom scans the sites are calibrated from alike; ``realistic`` also draws
+    irregular lesions, breathing and each site's segmentation
+    (:meth:`phantoms.consortium.Realism.of_imaging`).
 
     Raises:
         ConcordoseError: bad arguments (unknown preset, no site), a refused file, or nothing to
@@ -252,7 +255,7 @@ def run_consortium(
         os.environ["CONCORDOSE_PSEUDONYM_KEY"] = demo_pseudonym_key(out_dir).get_secret_value()
     on_step(
         f"generating the digital consortium: {', '.join(s.site_id for s in sites)}, "
-        f"{n_patients} patient(s), preset {preset!r}"
+        f"{n_patients} patient(s), preset {preset!r}, imaging {imaging.value!r}"
     )
     try:
         generated = generate_consortium(
@@ -261,7 +264,7 @@ def run_consortium(
             preset=preset,
             sites=sites,
             n_patients=n_patients,
-            realism=realism or Realism(),
+            realism=Realism.of_imaging(imaging),
             progress=progress,
         )
     except ValueError as exc:

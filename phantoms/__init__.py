@@ -2,11 +2,13 @@
 
 ``generate_patient`` writes one patient's multi-time-point study at one site as real DICOM (NM,
 CT, SEG) plus ``ground_truth.json`` and ``sites.yaml``; ``generate_consortium`` writes every
-consortium site's phantom scans and the same virtual patients at every site; see
+consortium site's phantom scans and the same virtual patients at every site; both form images in
+an ``ImagingMode`` (``blur``, the default, or ``realistic``: projection and OSEM); see
 ``phantoms/README.md``.
 """
 
 from phantoms.consortium import GeneratedConsortium, Realism, generate_consortium
+from phantoms.imaging import ImagingMode
 from phantoms.patient import GeneratedPatient, generate_patient
 from phantoms.site_profiles import CONSORTIUM_SITES, DEFAULT_SITE, SiteProfile
 
@@ -15,6 +17,7 @@ __all__ = [
     "DEFAULT_SITE",
     "GeneratedConsortium",
     "GeneratedPatient",
+    "ImagingMode",
     "Realism",
     "SiteProfile",
     "generate_consortium",

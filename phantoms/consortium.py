@@ -27,6 +27,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +42,7 @@ from concordose.consortium.reference_objects import (
     ReferenceObject,
     ReferenceObjectRegistry,
 )
+from phantoms.acquisition import RealisticSettings
 from phantoms.anatomy import (
     BODY_VALUE,
     OUTSIDE_VALUE,
@@ -55,12 +57,13 @@ from phantoms.anatomy import (
     sample_label_map,
 )
 from phantoms.anatomy_realism import realistic_activity_map
+from phantoms.attenuation import ct_hu_on_grid
 from phantoms.dicom_ct import anatomical_hu_slices, hu_map, write_ct_series
 from phantoms.dicom_nm import RADIOPHARMACEUTICAL, write_nm
 from phantoms.dicom_seg import write_seg
 from phantoms.dicom_study import PatientInfo, TimePointStudy
 from phantoms.grid import VoxelGrid
-from phantoms.imaging import expected_counts, region_activity_map, stored_counts
+from phantoms.imaging import ImagingMode, image_counts, region_activity_map
 from phantoms.phantom_geometry import sphere_occupancy
 from phantoms.phantom_scans import PhantomScan, scan_site_phantoms
 from phantoms.presets import ct_grid_for, nm_grid_for, preset_named
@@ -122,6 +125,13 @@ class Realism:
             (:mod:`phantoms.anatomy_realism`). Off (the default): uniform spheres, no motion,
             every SEG the true outlines, files byte for byte as before. The ``realistic``
             imaging mode turns it on.
+        imaging: how images are formed (:class:`phantoms.imaging.ImagingMode`): ``blur`` (the
+            default: Gaussian of the site's effective FWHM, Poisson per voxel) or ``realistic``
+            (projection with attenuation, CDR, scatter, dead time, Poisson per bin, then the
+            site's OSEM, :mod:`phantoms.acquisition`), for patients and phantom scans alike;
+            ``blur`` (the flag above) applies to the ``blur`` mode only.
+        realistic_max_views: ``realistic`` only: at most this many views (the fast setting for
+            clinical-size grids; the acquisition time is kept); ``None``: the site's own.
     """
 
     blur: bool = True
@@ -130,6 +140,48 @@ class Realism:
     # Not in the repr: the repr keys the generated UIDs, which must not change for the default.
     lesion_partial_voxels: bool = dataclass_field(default=False, repr=False)
     anatomy_realism: bool = dataclass_field(default=False, repr=False)
+    imaging: ImagingMode = dataclass_field(default=ImagingMode.BLUR, repr=False)
+    realistic_max_views: int | None = dataclass_field(default=None, repr=False)
+
+    @classmethod
+    def of_imaging(
+        cls,
+        imaging: ImagingMode,
+        *,
+        blur: bool = True,
+        noise: bool = True,
+        ct_shift_max_mm: float = 5.0,
+        realistic_max_views: int | None = None,
+    ) -> Realism:
+        """The switches of an imaging mode: ``realistic`` also turns ``anatomy_realism`` on
+        (the physically realistic consortium: projection and OSEM *and* irregular lesions,
+        breathing and each site's segmentation); ``blur`` keeps today's anatomy."""
+        return cls(
+            blur=blur,
+            noise=noise,
+            ct_shift_max_mm=ct_shift_max_mm,
+            imaging=imaging,
+            realistic_max_views=realistic_max_views,
+            anatomy_realism=imaging is ImagingMode.REALISTIC,
+        )
+
+    @property
+    def realistic_settings(self) -> RealisticSettings:
+        """The realistic mode's settings."""
+        return RealisticSettings(max_views=self.realistic_max_views)
+
+    def document(self) -> dict[str, Any]:
+        """The ``realism`` block of the ground truth and of ``consortium.json``."""
+        return {
+            "blur": self.blur,
+            "noise": self.noise,
+            "ct_shift_max_mm": self.ct_shift_max_mm,
+            "lesion_partial_voxels": self.lesion_partial_voxels,
+            "imaging": self.imaging.value,
+            "realistic_max_views": self.realistic_max_views,
+            # only when on, so that files made without it are unchanged
+            **({"anatomy_realism": True} if self.anatomy_realism else {}),
+        }
 
 
 @dataclass(frozen=True)
@@ -272,20 +324,6 @@ def reference_object_registry(sites: Sequence[GeneratedSite]) -> ReferenceObject
     )
 
 
-def _realism_json(realism: Realism) -> dict[str, object]:
-    """The ``realism`` object of ``consortium.json`` and ground truths (``anatomy_realism``
-    only when on, so that files made without it are unchanged)."""
-    document: dict[str, object] = {
-        "blur": realism.blur,
-        "noise": realism.noise,
-        "ct_shift_max_mm": realism.ct_shift_max_mm,
-        "lesion_partial_voxels": realism.lesion_partial_voxels,
-    }
-    if realism.anatomy_realism:
-        document["anatomy_realism"] = True
-    return document
-
-
 def _hu_kind(label: str) -> str:
     return "lesion" if label.startswith("lesion") else label.split("_", 1)[0]
 
@@ -355,6 +393,7 @@ def _write_patient_at_site(
     hu_by_value[OUTSIDE_VALUE] = _HU_BY_KIND["outside"]
     # The CT-only anatomy replaces body remainder and the marrow proxy (it lies in the spine).
     paint_over = [r.value for r in regions if _hu_kind(r.label) in ("body", "bone")]
+    body_outline = anatomy.body.shape if isinstance(anatomy.body.shape, EllipticCylinder) else None
     patient_id = f"{site.site_id.upper()}-{patient.subject}"
     info = PatientInfo(
         patient_id=patient_id,
@@ -369,6 +408,11 @@ def _write_patient_at_site(
         f"{patient.subject}|{realism}"
         + ("|lesion-partial-voxels" if realism.lesion_partial_voxels else "")
         + ("|anatomy-realism" if realism.anatomy_realism else "")
+        + (
+            f"|imaging={realism.imaging.value}|views={realism.realistic_max_views}"
+            if realism.imaging is ImagingMode.REALISTIC
+            else ""
+        )
     )
     rng = np.random.default_rng(
         [seed, zlib.crc32(site.site_id.encode()), int(patient.subject[1:]), 3]
@@ -384,6 +428,7 @@ def _write_patient_at_site(
         curves = patient.curves[cycle]
         injection = patient.injection_datetimes[cycle]
         n_voxels: dict[str, list[int]] = {r.label: [] for r in regions}
+        live_fractions: list[float | None] = []
         acquisitions = []
         first_ct: list[Any] = []
         first_ct_labels: NDArray[np.uint8] | None = None
@@ -412,19 +457,31 @@ def _write_patient_at_site(
                 activity = realistic_activity_map(
                     activity, nm_labels, anatomy, nm_grid.translated(_negated(shift))
                 )
-            expected = expected_counts(
+            # --- image formation (activity map → stored counts; realism.imaging) ---
+            formed = image_counts(
                 activity,
-                calibration_factor_cps_per_mbq=site.calibration_factor_cps_per_mbq,
-                acquisition_duration_s=site.acquisition_duration_s,
-                fwhm_mm=site.effective_fwhm_mm if realism.blur else 0.0,
+                mode=realism.imaging,
+                site=site,
                 voxel_mm_zyx=nm_grid.spacing_mm_zyx,
-            )
-            counts = stored_counts(
-                expected,
-                rng,
+                blur_fwhm_mm=site.effective_fwhm_mm if realism.blur else 0.0,
+                hu_on_grid=partial(
+                    ct_hu_on_grid,
+                    nm_labels,
+                    nm_grid.translated(_negated(shift)),
+                    hu_by_value,
+                    body=body_outline,
+                    paint_over=paint_over if anatomical_ct else (BODY_VALUE,),
+                    anatomical=anatomical_ct,
+                    ribs=not anatomical_ct,
+                ),
+                rng=rng,
                 noise=realism.noise,
                 where=f"{site.site_id} {patient.subject} cycle {cycle} {time_h:g} h",
+                realistic=realism.realistic_settings,
             )
+            counts = formed.counts
+            live_fractions.append(formed.dead_time_live_fraction)
+            # --- end of image formation ---
             acquired = (injection + dt.timedelta(hours=time_h)).replace(microsecond=0)
             acquisitions.append(acquired)
             study = TimePointStudy(
@@ -546,6 +603,8 @@ def _write_patient_at_site(
                     n * nm_grid.voxel_volume_ml for n in region["n_voxels_nm"]
                 ]
                 region.update(segmented.get(cycle, {}).get(region["label"], {}))
+        if realism.imaging is ImagingMode.REALISTIC:
+            truth["dead_time_live_fraction"] = live_fractions
         cycles_json.append(truth)
 
     vois = region_truth(patient)
@@ -566,14 +625,20 @@ def _write_patient_at_site(
         "seed": seed,
         "preset": preset.name,
         "protocol": protocol_name,
-        "realism": _realism_json(realism),
+        "realism": realism.document(),
         "site": {
             "site_id": site.site_id,
             "calling_ae_title": site.calling_ae_title,
             "calibration_factor_cps_per_mbq": site.calibration_factor_cps_per_mbq,
             "acquisition_duration_s": site.acquisition_duration_s,
             "counts_per_mbq": counts_per_mbq,
-            "effective_fwhm_mm": site.effective_fwhm_mm if realism.blur else 0.0,
+            "effective_fwhm_mm": (
+                None
+                if realism.imaging is ImagingMode.REALISTIC
+                else site.effective_fwhm_mm
+                if realism.blur
+                else 0.0
+            ),
             "dose_calibrator_bias": site.dose_calibrator_bias,
             "nm_voxel_mm": nm_grid.spacing_mm_xyz[0],
             "nm_matrix": [nm_grid.n_columns, nm_grid.n_rows, nm_grid.n_slices],
@@ -727,7 +792,13 @@ def generate_consortium(
         scans: tuple[PhantomScan, ...] = ()
         if phantoms:
             scans = scan_site_phantoms(
-                site, site_dir, seed=seed, preset=chosen.grid_preset, noise=realism.noise
+                site,
+                site_dir,
+                seed=seed,
+                preset=chosen.grid_preset,
+                noise=realism.noise,
+                imaging=realism.imaging,
+                realistic=realism.realistic_settings,
             )
             if progress is not None:
                 for scan in scans:
@@ -768,7 +839,7 @@ def generate_consortium(
         "seed": seed,
         "preset": preset,
         "protocol": protocol,
-        "realism": _realism_json(realism),
+        "realism": realism.document(),
         "subjects": list(subjects),
         "sites": [
             {
@@ -783,6 +854,7 @@ def generate_consortium(
                 "dose_calibrator_bias": g.site.dose_calibrator_bias,
                 "nm_voxel_mm": g.site.nm_voxel_mm,
                 "collimator": g.site.collimator,
+                "radius_of_rotation_mm": g.site.radius_of_rotation_mm,
                 "reconstruction": g.site.recon.description,
             }
             for g in generated_sites

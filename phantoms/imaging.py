@@ -1,6 +1,11 @@
 """Image formation of a simulated SPECT: activity map → site resolution → counts → Poisson noise.
 
-The reconstructed image is modelled as the true activity map convolved with an isotropic 3-D
+Two modes (:class:`ImagingMode`, chosen by the generator's ``imaging`` setting): ``blur`` (the
+default, fast, described here) and ``realistic`` (projection with attenuation, depth-dependent
+collimator response, scatter, dead time and Poisson noise per projection bin, then the site's
+OSEM; :mod:`phantoms.acquisition`). :func:`image_counts` forms a stored image in either.
+
+In ``blur`` mode the reconstructed image is the true activity map convolved with an isotropic 3-D
 Gaussian whose FWHM is the site's effective (post-reconstruction) resolution, scaled by the site's
 calibration factor and acquisition time. What is not simulated: projection, attenuation, scatter,
 dead time and reconstruction noise texture; the Poisson noise is applied voxel-wise to the expected
@@ -10,11 +15,30 @@ reconstructed counts (a simplification: real OSEM noise is spatially correlated)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 from scipy.special import erf
+
+from phantoms.acquisition import RealisticSettings, realistic_image
+from phantoms.attenuation import mu_per_mm_from_hu
+from phantoms.site_profiles import SiteProfile
+
+
+class ImagingMode(StrEnum):
+    """How a SPECT image is formed from the activity map.
+
+    ``blur``: truth ⊛ Gaussian of the site's effective FWHM × CF × time, Poisson per voxel (fast).
+    ``realistic``: projections (attenuation, CDR, scatter, dead time, Poisson) and OSEM.
+    """
+
+    BLUR = "blur"
+    REALISTIC = "realistic"
+
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 """FWHM of a Gaussian in units of its standard deviation (≈ 2.3548)."""
@@ -146,3 +170,82 @@ def analytic_sphere_recovery(diameter_mm: float, fwhm_mm: float, *, n_radii: int
         - np.exp(-((radius_mm + r) ** 2) / (2 * sigma_mm**2))
     )
     return float(3.0 / radius_mm**3 * np.trapezoid(profile * r**2, r))
+
+
+@dataclass(frozen=True)
+class FormedImage:
+    """A stored SPECT image and how it was formed.
+
+    Attributes:
+        counts: what the NM file stores (uint16).
+        image: the float image before rounding: in ``blur`` mode the noiseless expectation,
+            in ``realistic`` mode the reconstruction (noisy when ``noise`` is on).
+        dead_time_live_fraction: mean live fraction exp(−nτ) over views (``realistic``), or
+            ``None`` (``blur``: no dead time).
+    """
+
+    counts: NDArray[np.uint16]
+    image: NDArray[np.float64]
+    dead_time_live_fraction: float | None
+
+
+def image_counts(
+    activity_mbq: NDArray[np.float64],
+    *,
+    mode: ImagingMode,
+    site: SiteProfile,
+    voxel_mm_zyx: tuple[float, float, float],
+    blur_fwhm_mm: float,
+    hu_on_grid: Callable[[], NDArray[np.float64]],
+    rng: np.random.Generator,
+    noise: bool,
+    where: str,
+    realistic: RealisticSettings | None = None,
+) -> FormedImage:
+    """The stored image of ``activity_mbq`` (MBq per voxel, [z, y, x]) at ``site``.
+
+    ``blur``: :func:`expected_counts` with ``blur_fwhm_mm``, then :func:`stored_counts` (the
+    random draws are exactly those of the earlier generator, so its files are unchanged).
+    ``realistic``: the μ map from the CT's HU on the SPECT grid (``hu_on_grid()``, called in
+    this mode only, e.g. :func:`phantoms.attenuation.ct_hu_on_grid`), then
+    :func:`phantoms.acquisition.realistic_image`; the reconstruction is rounded to counts
+    (negative values cannot occur with OSEM).
+
+    Raises:
+        ValueError: counts over the uint16 range (``where`` names the image), or a label without HU.
+    """
+    if mode is ImagingMode.BLUR:
+        expected = expected_counts(
+            activity_mbq,
+            calibration_factor_cps_per_mbq=site.calibration_factor_cps_per_mbq,
+            acquisition_duration_s=site.acquisition_duration_s,
+            fwhm_mm=blur_fwhm_mm,
+            voxel_mm_zyx=voxel_mm_zyx,
+        )
+        return FormedImage(
+            counts=stored_counts(expected, rng, noise=noise, where=where),
+            image=expected,
+            dead_time_live_fraction=None,
+        )
+    if len(set(voxel_mm_zyx)) != 1:
+        raise ValueError(f"{where}: realistic imaging needs isotropic voxels, got {voxel_mm_zyx}")
+    result = realistic_image(
+        activity_mbq,
+        mu_per_mm_from_hu(hu_on_grid()),
+        site=site,
+        voxel_mm=voxel_mm_zyx[0],
+        rng=rng,
+        noise=noise,
+        settings=realistic or RealisticSettings(),
+    )
+    rounded = np.rint(np.clip(result.counts, 0.0, None))
+    if rounded.size and float(rounded.max()) > MAX_STORED_COUNTS:
+        raise ValueError(
+            f"{where}: a reconstructed SPECT voxel holds {int(rounded.max())} counts, more than "
+            f"uint16 stores ({MAX_STORED_COUNTS})"
+        )
+    return FormedImage(
+        counts=rounded.astype(np.uint16),
+        image=result.counts,
+        dead_time_live_fraction=result.live_fraction,
+    )

@@ -5,6 +5,10 @@ following each region's true mono-exponential kinetics, sampled on the SPECT gri
 expected counts with the site's calibration factor and Poisson-sampled. What is NOT (yet): camera
 resolution (no blur, so no partial-volume effect), attenuation and scatter (the counts stand for a
 fully corrected reconstruction), dead time. Truth is therefore exact on the SPECT voxel grid.
+That is the default ``imaging="blur"`` mode here (the single patient is never blurred); with
+``imaging="realistic"`` the activity map is projected with attenuation, depth-dependent
+collimator response, scatter, dead time and Poisson noise, and reconstructed with the site's
+OSEM (:mod:`phantoms.acquisition`).
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ from phantoms.anatomy import (
     default_anatomy,
     sample_label_map,
 )
+from phantoms.attenuation import ct_hu_on_grid
 from phantoms.dicom_ct import anatomical_hu_slices, hu_map, write_ct_series
 from phantoms.dicom_nm import RADIOPHARMACEUTICAL, write_nm
 from phantoms.dicom_seg import write_seg
 from phantoms.dicom_study import PatientInfo, TimePointStudy
+from phantoms.imaging import ImagingMode, image_counts, region_activity_map
 from phantoms.kinetics import MonoExponential, draw_truth_kinetics
 from phantoms.presets import ct_grid_for, nm_grid_for, preset_named
 from phantoms.site_profiles import DEFAULT_SITE, SiteProfile, sites_registry_document
@@ -159,6 +165,7 @@ def generate_patient(
     site: SiteProfile = DEFAULT_SITE,
     time_points_h: Sequence[float] = _DEFAULT_TIME_POINTS_H,
     ct_slice_mm: float | None = None,
+    imaging: ImagingMode = ImagingMode.BLUR,
 ) -> GeneratedPatient:
     """Generate one patient's SPECT/CT study at ``site`` and its ground truth under ``out_dir``.
 
@@ -175,6 +182,8 @@ def generate_patient(
         ct_slice_mm: ``clinical`` only: largest CT slice spacing instead of 3 mm (more, thinner
             slices over the same field of view: 1.415 → 300 slices). ``None`` (default) leaves
             the files exactly as without it.
+        imaging: ``blur`` (default: the unblurred image above, Poisson per voxel) or
+            ``realistic`` (projection, attenuation, CDR, scatter, dead time, OSEM).
 
     Raises:
         ValueError: on an unknown preset, no time point, a non-positive or non-increasing time
@@ -196,6 +205,8 @@ def generate_patient(
     patient_key = f"concordose-phantom|{site.site_id}|{seed}|{preset}|{times_h}"
     if ct_slice_mm is not None:  # other UIDs than the default CT's; the default's unchanged
         patient_key += f"|ct_slice_mm={ct_slice_mm}"
+    if imaging is ImagingMode.REALISTIC:
+        patient_key += f"|imaging={imaging.value}"
     patient_id = f"{site.site_id.upper()}-{seed}"
     patient = PatientInfo(
         patient_id=patient_id,
@@ -220,6 +231,7 @@ def generate_patient(
     if empty:
         raise ValueError(f"regions {empty} contain no SPECT voxel centre on the {preset!r} grid")
     counts_per_mbq = site.calibration_factor_cps_per_mbq * site.acquisition_duration_s
+    body_outline = anatomy.body.shape if isinstance(anatomy.body.shape, EllipticCylinder) else None
 
     out_dir.mkdir(parents=True, exist_ok=True)
     dicom_dir = out_dir / "dicom"
@@ -239,15 +251,43 @@ def generate_patient(
             frame_of_reference_uid=reproducible_uid(patient_key, "frame-of-reference", index),
             accession_number=f"A{seed % 10**8:08d}{index:02d}",
         )
-        expected = _expected_counts(
-            nm_labels,
-            anatomy=anatomy,
-            curves=curves,
-            n_voxels=n_voxels,
-            time_h=time_h,
-            counts_per_mbq=counts_per_mbq,
-        )
-        counts = noise_rng.poisson(expected)
+        counts: NDArray[np.integer[Any]]
+        if imaging is ImagingMode.REALISTIC:
+            activity, _ = region_activity_map(
+                nm_labels,
+                {
+                    region.value: float(curves[region.label].activity_mbq(time_h))
+                    for region in (anatomy.body, *anatomy.vois)
+                },
+            )
+            counts = image_counts(
+                activity,
+                mode=imaging,
+                site=site,
+                voxel_mm_zyx=nm_grid.spacing_mm_zyx,
+                blur_fwhm_mm=0.0,
+                hu_on_grid=lambda: ct_hu_on_grid(
+                    nm_labels,
+                    nm_grid,
+                    hu_by_value,
+                    body=body_outline,
+                    paint_over=(BODY_VALUE,),
+                    anatomical=anatomical_ct,
+                ),
+                rng=noise_rng,
+                noise=True,
+                where=f"time point {time_h} h",
+            ).counts
+        else:
+            expected = _expected_counts(
+                nm_labels,
+                anatomy=anatomy,
+                curves=curves,
+                n_voxels=n_voxels,
+                time_h=time_h,
+                counts_per_mbq=counts_per_mbq,
+            )
+            counts = noise_rng.poisson(expected)
         if int(counts.max()) > MAX_STORED_COUNTS:
             raise ValueError(
                 f"time point {time_h} h: a SPECT voxel holds {int(counts.max())} counts, more than "
@@ -320,6 +360,7 @@ def generate_patient(
         "format_version": GROUND_TRUTH_FORMAT_VERSION,
         "seed": seed,
         "preset": preset,
+        "imaging": imaging.value,
         "site": {
             "site_id": site.site_id,
             "calling_ae_title": site.calling_ae_title,

@@ -14,6 +14,11 @@ Lu-177 reference source read :data:`TRACEABILITY_N_READINGS` times on the calibr
 of the fills (:func:`_traceability_record`), from which the library recovers the bias.
 Acquisition-time decay (0.1 % over 20 min) is neglected as for the patients: counts = CF × T ×
 activity at acquisition start.
+
+Image formation follows the ``imaging`` mode exactly as the site's patients do
+(:func:`phantoms.imaging.image_counts`): in ``realistic`` mode each scan is projected (μ map from
+its CT's HU: water 0, lung insert −700, air −1000), acquired and reconstructed with the site's
+OSEM, so ``concordose calibrate`` derives the CF and recovery of that image formation.
 """
 
 from __future__ import annotations
@@ -38,11 +43,13 @@ from concordose.calibration.phantom_geometry import (
 )
 from concordose.calibration.sheet import SHEET_FORMAT, SHEET_FORMAT_VERSION
 from concordose.nuclides import LU177
+from phantoms.acquisition import RealisticSettings
+from phantoms.attenuation import ct_hu_on_grid
 from phantoms.dicom_ct import hu_map, write_ct_series
 from phantoms.dicom_nm import write_nm
 from phantoms.dicom_study import PatientInfo, TimePointStudy
 from phantoms.grid import VoxelGrid
-from phantoms.imaging import analytic_sphere_recovery, expected_counts, stored_counts
+from phantoms.imaging import ImagingMode, analytic_sphere_recovery, image_counts
 from phantoms.phantom_geometry import sphere_occupancy, voxel_centre_mask
 from phantoms.presets import ct_grid_for, nm_grid_for
 from phantoms.site_profiles import SiteProfile
@@ -86,7 +93,8 @@ class PhantomScan:
         nm_path, ct_paths: the DICOM files.
         sheet_path: ``calibration_sheet.yaml``.
         truth_path: ``truth.json``.
-        expected_counts: the noiseless reconstructed counts (shape of the NM grid), for tests.
+        expected_counts: the noiseless reconstructed counts (shape of the NM grid), for tests; in
+            ``realistic`` mode the reconstruction (noisy when the scan has noise).
         grid: the NM grid.
     """
 
@@ -284,8 +292,16 @@ def _sheet_header(site: SiteProfile, kind: PhantomKind) -> dict[str, Any]:
 
 
 def _truth_header(
-    site: SiteProfile, kind: PhantomKind, seed: int, preset: str, offset_mm: NDArray[np.float64]
+    site: SiteProfile,
+    kind: PhantomKind,
+    seed: int,
+    preset: str,
+    offset_mm: NDArray[np.float64],
+    *,
+    imaging: ImagingMode,
+    live_fraction: float | None,
 ) -> dict[str, Any]:
+    realistic = imaging is ImagingMode.REALISTIC
     return {
         "format": PHANTOM_TRUTH_FORMAT,
         "format_version": PHANTOM_TRUTH_FORMAT_VERSION,
@@ -299,9 +315,11 @@ def _truth_header(
         # what the phantom's readings give without the traceability correction
         "calibration_factor_from_sheet_cps_per_mbq": site.calibration_factor_cps_per_mbq
         / (1.0 + site.dose_calibrator_bias),
-        "effective_fwhm_mm": site.effective_fwhm_mm,
+        "effective_fwhm_mm": None if realistic else site.effective_fwhm_mm,
         "acquisition_duration_s": site.acquisition_duration_s,
         "nm_voxel_mm": None,
+        "imaging": imaging.value,
+        "dead_time_live_fraction": live_fraction,
     }
 
 
@@ -316,7 +334,14 @@ def _write_outputs(folder: Path, sheet: dict[str, Any], truth: dict[str, Any]) -
 
 
 def scan_cylinder(
-    site: SiteProfile, folder: Path, *, seed: int, preset: str, noise: bool = True
+    site: SiteProfile,
+    folder: Path,
+    *,
+    seed: int,
+    preset: str,
+    noise: bool = True,
+    imaging: ImagingMode = ImagingMode.BLUR,
+    realistic: RealisticSettings | None = None,
 ) -> PhantomScan:
     """Simulate and write the uniform-cylinder scan of ``site`` into ``folder``."""
     rng = np.random.default_rng([seed, zlib.crc32(site.site_id.encode()), 1])
@@ -331,14 +356,19 @@ def scan_cylinder(
     true_at_scan_mbq = net_true_mbq * _decay_factor(2.0)
     mask = voxel_centre_mask(cylinder, grid)
     activity = np.where(mask, true_at_scan_mbq / np.count_nonzero(mask), 0.0)
-    expected = expected_counts(
+    formed = image_counts(
         activity,
-        calibration_factor_cps_per_mbq=site.calibration_factor_cps_per_mbq,
-        acquisition_duration_s=site.acquisition_duration_s,
-        fwhm_mm=site.effective_fwhm_mm,
+        mode=imaging,
+        site=site,
         voxel_mm_zyx=grid.spacing_mm_zyx,
+        blur_fwhm_mm=site.effective_fwhm_mm,
+        hu_on_grid=lambda: ct_hu_on_grid(mask.astype(np.uint8), grid, {0: _HU_AIR, 1: _HU_WATER}),
+        rng=rng,
+        noise=noise,
+        where=f"{site.site_id} cylinder",
+        realistic=realistic,
     )
-    counts = stored_counts(expected, rng, noise=noise, where=f"{site.site_id} cylinder")
+    expected, counts = formed.image, formed.counts
     ct_labels = voxel_centre_mask(cylinder, ct_grid)
     hu = hu_map(
         ct_labels.astype(np.uint8),
@@ -379,12 +409,23 @@ def scan_cylinder(
         "dose_calibrator_traceability": traceability,
     }
     truth = {
-        **_truth_header(site, kind, seed, preset, offset),
+        **_truth_header(
+            site,
+            kind,
+            seed,
+            preset,
+            offset,
+            imaging=imaging,
+            live_fraction=formed.dead_time_live_fraction,
+        ),
         "nm_voxel_mm": grid.spacing_mm_xyz[0],
         "phantom_volume_ml": cylinder.volume_ml,
         "true_activity_at_reference_mbq": net_true_mbq,
         "true_activity_at_scan_start_mbq": true_at_scan_mbq,
-        "expected_total_counts": float(expected.sum()),
+        # realistic: CF × T × activity (the reconstruction's total is a measurement, not truth)
+        "expected_total_counts": float(expected.sum())
+        if imaging is ImagingMode.BLUR
+        else true_at_scan_mbq * site.calibration_factor_cps_per_mbq * site.acquisition_duration_s,
         "noise": noise,
         "dose_calibrator_traceability": traceability_truth,
     }
@@ -406,7 +447,14 @@ SPHERE_TO_BACKGROUND_RATIOS = (4.0, 5.0, 8.0, 10.0)
 
 
 def scan_nema(
-    site: SiteProfile, folder: Path, *, seed: int, preset: str, noise: bool = True
+    site: SiteProfile,
+    folder: Path,
+    *,
+    seed: int,
+    preset: str,
+    noise: bool = True,
+    imaging: ImagingMode = ImagingMode.BLUR,
+    realistic: RealisticSettings | None = None,
 ) -> PhantomScan:
     """Simulate and write the NEMA IEC body phantom scan of ``site`` into ``folder``.
 
@@ -441,21 +489,34 @@ def scan_nema(
     concentration = background_conc_ref * decay * np.clip(body - occupancy, 0.0, None)
     concentration += sphere_conc_ref * decay * occupancy
     activity = concentration * voxel_ml
-    expected = expected_counts(
+    nm_labels = voxel_centre_mask(phantom.body, grid).astype(np.uint8)
+    nm_labels[voxel_centre_mask(phantom.lung_insert, grid)] = 2
+    formed = image_counts(
         activity,
-        calibration_factor_cps_per_mbq=site.calibration_factor_cps_per_mbq,
-        acquisition_duration_s=site.acquisition_duration_s,
-        fwhm_mm=site.effective_fwhm_mm,
+        mode=imaging,
+        site=site,
         voxel_mm_zyx=grid.spacing_mm_zyx,
+        blur_fwhm_mm=site.effective_fwhm_mm,
+        hu_on_grid=lambda: ct_hu_on_grid(
+            nm_labels, grid, {0: _HU_AIR, 1: _HU_WATER, 2: _HU_LUNG_INSERT}
+        ),
+        rng=rng,
+        noise=noise,
+        where=f"{site.site_id} NEMA",
+        realistic=realistic,
     )
-    counts = stored_counts(expected, rng, noise=noise, where=f"{site.site_id} NEMA")
+    expected, counts = formed.image, formed.counts
+    realistic_mode = imaging is ImagingMode.REALISTIC
     counts_per_mbq = site.calibration_factor_cps_per_mbq * site.acquisition_duration_s
     sphere_truth = []
     for sphere in phantom.spheres:
         mask = voxel_centre_mask(sphere, grid)
         rc_hot = analytic_sphere_recovery(sphere.diameter_mm, site.effective_fwhm_mm)
         measured_conc = (
-            float(expected[mask].mean()) / counts_per_mbq / voxel_ml if mask.any() else None
+            float(expected[mask].mean()) / counts_per_mbq / voxel_ml
+            # realistic with noise: the reconstruction is noisy, so no noiseless RC
+            if mask.any() and not (realistic_mode and noise)
+            else None
         )
         sphere_truth.append(
             {
@@ -465,8 +526,10 @@ def scan_nema(
                 "centre_mm": list(sphere.centre_mm),
                 "n_voxels_nm": int(mask.sum()),
                 "true_concentration_at_scan_start_mbq_per_ml": sphere_conc_ref * decay,
-                "rc_analytic_hot_sphere": rc_hot,
-                "rc_analytic_in_background": rc_hot + (1.0 - rc_hot) / ratio,
+                "rc_analytic_hot_sphere": None if realistic_mode else rc_hot,
+                "rc_analytic_in_background": None
+                if realistic_mode
+                else rc_hot + (1.0 - rc_hot) / ratio,
                 "rc_noiseless_voxel_centre_voi": None
                 if measured_conc is None
                 else measured_conc / (sphere_conc_ref * decay),
@@ -536,7 +599,15 @@ def scan_nema(
         },
     }
     truth = {
-        **_truth_header(site, kind, seed, preset, offset),
+        **_truth_header(
+            site,
+            kind,
+            seed,
+            preset,
+            offset,
+            imaging=imaging,
+            live_fraction=formed.dead_time_live_fraction,
+        ),
         "nm_voxel_mm": grid.spacing_mm_xyz[0],
         "sphere_to_background_ratio": ratio,
         "background_volume_ml": background_volume_ml,
@@ -565,15 +636,35 @@ def scan_nema(
 
 
 def scan_site_phantoms(
-    site: SiteProfile, site_folder: Path, *, seed: int, preset: str, noise: bool = True
+    site: SiteProfile,
+    site_folder: Path,
+    *,
+    seed: int,
+    preset: str,
+    noise: bool = True,
+    imaging: ImagingMode = ImagingMode.BLUR,
+    realistic: RealisticSettings | None = None,
 ) -> tuple[PhantomScan, PhantomScan]:
-    """Both phantom scans of ``site`` under ``site_folder/phantoms/<phantom>/``."""
+    """Both phantom scans of ``site`` under ``site_folder/phantoms/<phantom>/``, formed in the
+    ``imaging`` mode (the patients' mode, so the calibration they give applies to them)."""
     base = site_folder / "phantoms"
     return (
         scan_cylinder(
-            site, base / PhantomKind.UNIFORM_CYLINDER.value, seed=seed, preset=preset, noise=noise
+            site,
+            base / PhantomKind.UNIFORM_CYLINDER.value,
+            seed=seed,
+            preset=preset,
+            noise=noise,
+            imaging=imaging,
+            realistic=realistic,
         ),
         scan_nema(
-            site, base / PhantomKind.NEMA_IEC_BODY.value, seed=seed, preset=preset, noise=noise
+            site,
+            base / PhantomKind.NEMA_IEC_BODY.value,
+            seed=seed,
+            preset=preset,
+            noise=noise,
+            imaging=imaging,
+            realistic=realistic,
         ),
     )
