@@ -28,6 +28,13 @@ class CalibrationRecord(BaseModel):
             background-aware correction, ``quant.pvc``); ``None`` in records calibrated before
             it was derived.
         valid_from / valid_to: inclusive dates; ``valid_to`` ``None`` means still valid.
+        psf_fwhm_mm, psf_fwhm_sd_mm: effective isotropic Gaussian FWHM of the reconstruction
+            and its SD, mm, fitted to the NEMA spheres (``calibration.psf``; used by the GTM
+            correction, ``quant.gtm``); ``None`` in records calibrated before it was fitted.
+        partial_volume_evidence: leave-one-out RMS relative error of the NEMA spheres'
+            activities per correction model (``none``, ``rc_curve``, ``rc0_local_background``,
+            ``gtm``); ``partial_volume_model_chosen`` the model with the smallest (``none``
+            when no correction helps). ``None`` in older records.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -47,6 +54,11 @@ class CalibrationRecord(BaseModel):
     contrast_recovery_covariance: list[list[float]] | None = None
     valid_from: date
     valid_to: date | None = None
+    # --- PSF and phantom evidence for partial-volume correction (issue 15, GTM) ---
+    psf_fwhm_mm: float | None = Field(default=None, gt=0)
+    psf_fwhm_sd_mm: float | None = Field(default=None, ge=0)
+    partial_volume_model_chosen: str | None = None
+    partial_volume_evidence: dict[str, float] | None = None
 
     def is_valid_on(self, day: date) -> bool:
         """True when ``day`` lies in the record's validity range."""

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from concordose.calibration.registry import CalibrationRecord
 from concordose.results.provenance import Provenance
-from schemas.tables import SITE_CALIBRATIONS
+from schemas.tables import PARTIAL_VOLUME_EVIDENCE_MODELS, SITE_CALIBRATIONS
 
 
 def build_site_calibrations(
@@ -39,6 +39,14 @@ def build_site_calibrations(
             "recovery_b": record.recovery_b,
             "contrast_recovery_a_ml": record.contrast_recovery_a_ml,
             "contrast_recovery_b": record.contrast_recovery_b,
+            # v4 (issue 15): PSF and phantom evidence on PVC models
+            "psf_fwhm_mm": record.psf_fwhm_mm,
+            "psf_fwhm_sd_mm": record.psf_fwhm_sd_mm,
+            "partial_volume_model_chosen": record.partial_volume_model_chosen,
+            **{
+                f"phantom_rms_error_{model}": (record.partial_volume_evidence or {}).get(model)
+                for model in PARTIAL_VOLUME_EVIDENCE_MODELS
+            },
             "schema_version": SITE_CALIBRATIONS.version,
             "software_version": provenance.software_version,
             "run_id": provenance.run_id,

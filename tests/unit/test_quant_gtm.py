@@ -26,7 +26,9 @@ def _blur(image: np.ndarray, fwhm_mm: float) -> np.ndarray:
     return blurred
 
 
-def _sphere_occupancy(shape: tuple[int, int, int], radius_mm: float, supersample: int = 4):
+def _sphere_occupancy(
+    shape: tuple[int, int, int], radius_mm: float, supersample: int = 4
+) -> np.ndarray:
     """Fraction of each 4 mm voxel inside a sphere centred on the grid's centre."""
     centre = (np.asarray(shape) - 1) / 2.0
     offsets = (np.arange(supersample) + 0.5) / supersample - 0.5
