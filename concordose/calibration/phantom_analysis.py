@@ -44,8 +44,7 @@ from concordose.calibration.uniform_cylinder import CalibrationFactorResult, cal
 from concordose.dicom.geometry import VolumeGeometry, voxel_centres_mm
 from concordose.dicom.nm import NMAcquisition, read_nm_counts, read_nm_header
 from concordose.errors import StudyIncompleteError
-from concordose.quant.gtm import GTM_MODEL
-from concordose.quant.pvc import BACKGROUND_MODEL, RECOVERY_ONLY_MODEL
+from concordose.quant.pvc import BACKGROUND_MODEL, GTM_MODEL, RECOVERY_ONLY_MODEL
 
 
 @dataclass(frozen=True)

@@ -99,9 +99,9 @@ class VoxelDosimetryRules(BaseModel):
     output_grid: Literal["ct", "spect"] = "ct"
 
 
-PartialVolumeModel = Literal["rc0_local_background", "rc_curve"]
+PartialVolumeModel = Literal["rc0_local_background", "rc_curve", "gtm"]
 """Names of :mod:`concordose.quant.pvc`'s corrections (``BACKGROUND_MODEL``,
-``RECOVERY_ONLY_MODEL``; kept equal by a unit test)."""
+``RECOVERY_ONLY_MODEL``, ``GTM_MODEL``; kept equal by a unit test)."""
 
 
 class PartialVolumeRules(BaseModel):
@@ -112,10 +112,11 @@ class PartialVolumeRules(BaseModel):
     consortium switches it on deliberately, per site.
 
     Attributes:
-        enabled: correct lesions at all (organs are never corrected).
+        enabled: correct at all (organs only by the ``gtm`` model).
         model: ``rc0_local_background`` (C_L = (C_meas − (1 − RC0)·C_B)/RC0 with the record's
-            RC0 curve and a local background shell) or ``rc_curve`` (A / RC(V) with the
-            record's NEMA RC curve).
+            RC0 curve and a local background shell), ``rc_curve`` (A / RC(V) with the
+            record's NEMA RC curve) — lesions only — or ``gtm`` (geometric transfer matrix of
+            every VOI, organs and lesions, with the record's fitted PSF, ``quant.gtm``).
         shell_gap_mm, shell_width_mm: the background shell, from ``shell_gap_mm`` to
             ``shell_gap_mm + shell_width_mm`` outside each lesion VOI (background model only;
             defaults = ``concordose.quant.pvc.DEFAULT_BACKGROUND_GAP_MM`` / ``_WIDTH_MM``).

@@ -53,13 +53,12 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from concordose.errors import ConfigurationError
+from concordose.quant.pvc import STATUS_OK
 from concordose.quant.voi import EMPTY_BOX, Box, CroppedMask, bounding_box
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
-GTM_MODEL = "gtm"
-"""Name of the geometric transfer matrix correction (protocol model ``gtm``)."""
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 """FWHM of a Gaussian over its σ (≈ 2.3548)."""
 GAUSSIAN_TRUNCATE_SIGMA = 4.0
@@ -76,7 +75,6 @@ BODY_THRESHOLD_OF_MEDIAN = 0.5
 above 0.1 % of the maximum: those are mostly the body's own background, so half of it is the
 half-maximum edge of the blurred body (measured on the digital consortium's patients at
 4–240 h: the outline holds 91–100 % of the true body's voxel count)."""
-STATUS_OK = "ok"
 NO_VOXELS = "no voxel of the VOI on the SPECT grid"
 
 

@@ -17,6 +17,7 @@ from concordose.quant.pvc import (
     BACKGROUND_MODEL,
     DEFAULT_BACKGROUND_GAP_MM,
     DEFAULT_BACKGROUND_WIDTH_MM,
+    GTM_MODEL,
     RECOVERY_ONLY_MODEL,
     partial_volume_unavailable,
 )
@@ -36,7 +37,11 @@ def test_default_is_off_and_matches_the_library() -> None:
     assert rules.model == BACKGROUND_MODEL
     assert rules.shell_gap_mm == DEFAULT_BACKGROUND_GAP_MM
     assert rules.shell_width_mm == DEFAULT_BACKGROUND_WIDTH_MM
-    assert set(typing.get_args(PartialVolumeModel)) == {BACKGROUND_MODEL, RECOVERY_ONLY_MODEL}
+    assert set(typing.get_args(PartialVolumeModel)) == {
+        BACKGROUND_MODEL,
+        RECOVERY_ONLY_MODEL,
+        GTM_MODEL,
+    }
 
 
 def test_a_site_switches_it_on(tmp_path: Path) -> None:
@@ -96,6 +101,11 @@ def test_unavailable_names_the_record_and_the_missing_curve() -> None:
     )
     assert partial_volume_unavailable(full, BACKGROUND_MODEL) is None
     assert partial_volume_unavailable(full, RECOVERY_ONLY_MODEL) is None
+    gtm_reason = partial_volume_unavailable(full, GTM_MODEL)
+    assert gtm_reason is not None
+    assert "psf_fwhm_mm" in gtm_reason
+    with_psf = full.model_copy(update={"psf_fwhm_mm": 9.0, "psf_fwhm_sd_mm": 0.2})
+    assert partial_volume_unavailable(with_psf, GTM_MODEL) is None
     with pytest.raises(ConfigurationError, match="rc_magic"):
         partial_volume_unavailable(full, "rc_magic")
 

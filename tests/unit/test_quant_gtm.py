@@ -9,12 +9,12 @@ from scipy import ndimage
 from concordose.quant.gtm import (
     FWHM_PER_SIGMA,
     NO_VOXELS,
-    STATUS_OK,
     body_outline,
     gtm_correct,
     gtm_fwhm_sensitivity,
     voi_crops,
 )
+from concordose.quant.pvc import STATUS_OK
 
 SPACING_MM = (4.0, 4.0, 4.0)
 VOXEL_ML = 0.064
