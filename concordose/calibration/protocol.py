@@ -105,11 +105,14 @@ PartialVolumeModel = Literal["rc0_local_background", "rc_curve", "gtm"]
 
 
 class PartialVolumeRules(BaseModel):
-    """Partial-volume correction of lesion activities (``partial_volume_correction:`` key).
+    """Partial-volume correction (``partial_volume_correction:`` key).
 
-    Off by default: on the digital consortium the background-aware model beats no correction at
-    every site but not the plain A / RC model at every site (DESIGN.md, PVC section), so a
-    consortium switches it on deliberately, per site.
+    On by default with the geometric transfer matrix (``gtm``): on the digital consortium it
+    beats no correction at every site, on the NEMA spheres (leave-one-out, recorded per site as
+    ``partial_volume_evidence``) and on patients' organ and lesion TIAs (DESIGN.md, PVC
+    section). It does not beat the curve models on the spheres at every site; the record's
+    ``partial_volume_model_chosen`` says which model a site's own phantom favours, and a site
+    file may choose it.
 
     Attributes:
         enabled: correct at all (organs only by the ``gtm`` model).
@@ -124,8 +127,8 @@ class PartialVolumeRules(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    enabled: bool = False
-    model: PartialVolumeModel = "rc0_local_background"
+    enabled: bool = True
+    model: PartialVolumeModel = "gtm"
     shell_gap_mm: float = Field(default=10.0, ge=0)
     shell_width_mm: float = Field(default=10.0, gt=0)
 

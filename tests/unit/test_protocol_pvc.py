@@ -30,11 +30,12 @@ def _folder(tmp_path: Path, site_yaml: str) -> Path:
     return tmp_path
 
 
-def test_default_is_off_and_matches_the_library() -> None:
+def test_default_is_gtm_and_matches_the_library() -> None:
+    # Issue 15: on by default with the GTM (it beats no correction at every consortium site).
     rules = load_protocol("milan").partial_volume_correction
     assert rules == PartialVolumeRules()
-    assert rules.enabled is False
-    assert rules.model == BACKGROUND_MODEL
+    assert rules.enabled is True
+    assert rules.model == GTM_MODEL
     assert rules.shell_gap_mm == DEFAULT_BACKGROUND_GAP_MM
     assert rules.shell_width_mm == DEFAULT_BACKGROUND_WIDTH_MM
     assert set(typing.get_args(PartialVolumeModel)) == {
@@ -44,14 +45,16 @@ def test_default_is_off_and_matches_the_library() -> None:
     }
 
 
-def test_a_site_switches_it_on(tmp_path: Path) -> None:
+def test_a_site_chooses_its_model_or_switches_it_off(tmp_path: Path) -> None:
     folder = _folder(
         tmp_path,
         "partial_volume_correction: {enabled: true, model: rc_curve, shell_gap_mm: 6}\n",
     )
     rules = load_protocol("milan", folder).partial_volume_correction
     assert rules == PartialVolumeRules(enabled=True, model="rc_curve", shell_gap_mm=6.0)
-    assert load_protocol("other", folder).partial_volume_correction.enabled is False
+    assert load_protocol("other", folder).partial_volume_correction == PartialVolumeRules()
+    (folder / "milan.yaml").write_text("partial_volume_correction: {enabled: false}\n")
+    assert load_protocol("milan", folder).partial_volume_correction.enabled is False
 
 
 @pytest.mark.parametrize(
