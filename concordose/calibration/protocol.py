@@ -99,9 +99,9 @@ class VoxelDosimetryRules(BaseModel):
     output_grid: Literal["ct", "spect"] = "ct"
 
 
-PartialVolumeModel = Literal["rc0_local_background", "rc_curve", "gtm"]
+PartialVolumeModel = Literal["rc0_local_background", "rc_curve", "gtm", "phantom_choice"]
 """Names of :mod:`concordose.quant.pvc`'s corrections (``BACKGROUND_MODEL``,
-``RECOVERY_ONLY_MODEL``, ``GTM_MODEL``; kept equal by a unit test)."""
+``RECOVERY_ONLY_MODEL``, ``GTM_MODEL``, ``PHANTOM_CHOICE``; kept equal by a unit test)."""
 
 
 class PartialVolumeRules(BaseModel):
@@ -119,7 +119,9 @@ class PartialVolumeRules(BaseModel):
         model: ``rc0_local_background`` (C_L = (C_meas − (1 − RC0)·C_B)/RC0 with the record's
             RC0 curve and a local background shell), ``rc_curve`` (A / RC(V) with the
             record's NEMA RC curve) — lesions only — or ``gtm`` (geometric transfer matrix of
-            every VOI, organs and lesions, with the record's fitted PSF, ``quant.gtm``).
+            every VOI, organs and lesions, with the record's fitted PSF, ``quant.gtm``), or
+            ``phantom_choice`` (the model the record chose on the site's NEMA spheres,
+            ``partial_volume_model_chosen``, possibly none).
         shell_gap_mm, shell_width_mm: the background shell, from ``shell_gap_mm`` to
             ``shell_gap_mm + shell_width_mm`` outside each lesion VOI (background model only;
             defaults = ``concordose.quant.pvc.DEFAULT_BACKGROUND_GAP_MM`` / ``_WIDTH_MM``).

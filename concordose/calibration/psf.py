@@ -49,6 +49,7 @@ from concordose.quant.gtm import (
     sigma_voxels,
     spread_matrix,
 )
+from concordose.quant.pvc import NO_CORRECTION
 from concordose.quant.voi import CroppedMask, bounding_box
 
 FloatArray = npt.NDArray[np.float64]
@@ -57,8 +58,6 @@ SPHERE_SUPERSAMPLING = 6
 """Sub-samples per voxel edge for a sphere's occupancy (6³ = 216 points per voxel)."""
 FWHM_SEARCH_MM = (1.0, 60.0)
 """Bounds of the fitted FWHM, mm (SPECT of Lu-177: 7-20 mm in practice)."""
-NO_CORRECTION = "none"
-"""Name of 'no correction' among the compared models (and as a record's choice)."""
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,9 @@ from concordose.quant.pvc import (
     DEFAULT_BACKGROUND_GAP_MM,
     DEFAULT_BACKGROUND_WIDTH_MM,
     GTM_MODEL,
+    NO_CORRECTION,
     NOT_CORRECTED,
+    PHANTOM_CHOICE,
     RECOVERY_ONLY_MODEL,
     STATUS_OK,
     LocalBackground,
@@ -315,10 +317,29 @@ def quantify_cycle_per_protocol(
     ``not corrected (organ)``. ``partial_volume_model`` then still names the model asked for,
     and ``recovery_coefficient`` is None (nothing was divided).
 
+    ``partial_volume_model="phantom_choice"`` applies the model the record chose on the site's
+    NEMA spheres (``partial_volume_model_chosen``; ``none``: uncorrected, each VOI's status
+    saying so), which is then the published model.
+
     Raises:
         ConfigurationError: unknown ``partial_volume_model``.
         UnreadableDicomError, StudyIncompleteError: from the readers.
     """
+    if partial_volume_correction and partial_volume_model == PHANTOM_CHOICE:
+        chosen = calibration.partial_volume_model_chosen
+        if chosen == NO_CORRECTION:
+            plain = quantify_cycle(cycle, calibration, vois=vois, cache=cache)
+            return replace(
+                plain,
+                partial_volume_model=NO_CORRECTION,
+                partial_volume_status=(
+                    f"not corrected: calibration record {calibration.record_id!r} found no "
+                    "model better than none on the site's NEMA spheres",
+                )
+                * len(plain.labels),
+            )
+        if chosen is not None:
+            partial_volume_model = chosen
     reason = (
         partial_volume_unavailable(calibration, partial_volume_model)
         if partial_volume_correction
@@ -336,7 +357,8 @@ def quantify_cycle_per_protocol(
             cache=cache,
         )
     plain = quantify_cycle(cycle, calibration, vois=vois, cache=cache)
-    every_voi = partial_volume_model == GTM_MODEL  # the GTM would have corrected organs too
+    # the GTM (or a model not known without the record's choice) would have corrected organs
+    every_voi = partial_volume_model in (GTM_MODEL, PHANTOM_CHOICE)
     return replace(
         plain,
         partial_volume_model=partial_volume_model,

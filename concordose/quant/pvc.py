@@ -218,6 +218,11 @@ RECOVERY_ONLY_MODEL = "rc_curve"
 """Name of the plain A / RC(V) correction."""
 GTM_MODEL = "gtm"
 """Name of the geometric transfer matrix correction of every VOI (:mod:`concordose.quant.gtm`)."""
+PHANTOM_CHOICE = "phantom_choice"
+"""Protocol value meaning: the model the site's calibration record chose on its NEMA spheres
+(``CalibrationRecord.partial_volume_model_chosen``, ``none`` included)."""
+NO_CORRECTION = "none"
+"""What a record's ``partial_volume_model_chosen`` says when no model beat no correction."""
 DEFAULT_BACKGROUND_GAP_MM = 10.0
 """Distance (mm) from the lesion VOI at which its background shell starts: about one FWHM of
 the consortium's reconstructions (7.8-15 mm), so the lesion's own spill-out into the shell is
@@ -494,8 +499,9 @@ def partial_volume_unavailable(record: CalibrationRecord, model: str) -> str | N
     """Why ``record`` cannot drive the ``model`` correction (None when it can).
 
     ``model`` is :data:`BACKGROUND_MODEL` (needs the RC0 curve), :data:`RECOVERY_ONLY_MODEL`
-    (needs the RC curve) or :data:`GTM_MODEL` (needs the PSF); the reason is the error the
-    reader gives, naming the record and the missing fields.
+    (needs the RC curve), :data:`GTM_MODEL` (needs the PSF) or :data:`PHANTOM_CHOICE` (needs
+    the record's chosen model, then what that model needs); the reason is the error the reader
+    gives, naming the record and the missing fields.
 
     Raises:
         ConfigurationError: ``model`` is neither.
@@ -505,6 +511,16 @@ def partial_volume_unavailable(record: CalibrationRecord, model: str) -> str | N
         RECOVERY_ONLY_MODEL: recovery_curve_from_record,
         GTM_MODEL: psf_from_record,
     }
+    if model == PHANTOM_CHOICE:
+        if record.partial_volume_model_chosen is None:
+            return (
+                f"calibration record {record.record_id!r} carries no partial_volume_model_chosen "
+                "(the protocol asks for the model the site's phantom favours): re-run "
+                "concordose calibrate on the site's NEMA IEC phantom scan"
+            )
+        if record.partial_volume_model_chosen == NO_CORRECTION:
+            return None
+        model = record.partial_volume_model_chosen
     if model not in readers:
         raise ConfigurationError(
             f"partial-volume model {model!r}: expected one of {', '.join(readers)}"

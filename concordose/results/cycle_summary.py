@@ -25,7 +25,7 @@ from concordose.kinetics.models import KineticsBatch
 from concordose.pipeline.alignment import TimePointAlignment
 from concordose.pipeline.assembly import CycleStudy
 from concordose.pipeline.quantify import CycleTimeActivity
-from concordose.quant.pvc import NOT_CORRECTED, STATUS_OK
+from concordose.quant.pvc import NO_CORRECTION, NOT_CORRECTED, STATUS_OK
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.provenance import Provenance
 from schemas.tables import (
@@ -132,8 +132,8 @@ def with_partial_volume_findings(
     background, an ill-conditioned GTM), numbered after the existing findings: lesions under
     every model, organs under the GTM (the only model that corrects them). Unchanged when no
     correction was asked for."""
-    if not tac.partial_volume_status:
-        return qc_findings
+    if not tac.partial_volume_status or tac.partial_volume_model == NO_CORRECTION:
+        return qc_findings  # nothing asked for, or the site's phantom chose no correction
     rows: list[dict[str, Any]] = []
     for voi, (kind, status) in enumerate(
         zip(tac.voi_types, tac.partial_volume_status, strict=True)

@@ -18,6 +18,7 @@ from concordose.quant.pvc import (
     DEFAULT_BACKGROUND_GAP_MM,
     DEFAULT_BACKGROUND_WIDTH_MM,
     GTM_MODEL,
+    PHANTOM_CHOICE,
     RECOVERY_ONLY_MODEL,
     partial_volume_unavailable,
 )
@@ -42,6 +43,7 @@ def test_default_is_gtm_and_matches_the_library() -> None:
         BACKGROUND_MODEL,
         RECOVERY_ONLY_MODEL,
         GTM_MODEL,
+        PHANTOM_CHOICE,
     }
 
 
@@ -109,6 +111,14 @@ def test_unavailable_names_the_record_and_the_missing_curve() -> None:
     assert "psf_fwhm_mm" in gtm_reason
     with_psf = full.model_copy(update={"psf_fwhm_mm": 9.0, "psf_fwhm_sd_mm": 0.2})
     assert partial_volume_unavailable(with_psf, GTM_MODEL) is None
+    # phantom_choice: needs the record's choice, then what the chosen model needs
+    unchosen = partial_volume_unavailable(with_psf, PHANTOM_CHOICE)
+    assert unchosen is not None
+    assert "partial_volume_model_chosen" in unchosen
+    chose_gtm = full.model_copy(update={"partial_volume_model_chosen": GTM_MODEL})
+    assert "psf_fwhm_mm" in (partial_volume_unavailable(chose_gtm, PHANTOM_CHOICE) or "")
+    chose_none = full.model_copy(update={"partial_volume_model_chosen": "none"})
+    assert partial_volume_unavailable(chose_none, PHANTOM_CHOICE) is None
     with pytest.raises(ConfigurationError, match="rc_magic"):
         partial_volume_unavailable(full, "rc_magic")
 

@@ -29,10 +29,14 @@ from concordose.calibration.calibrate import SiteCalibration, calibrate_site
 from concordose.calibration.ledger import read_ledger
 from concordose.calibration.records import CalibrationRecord
 from concordose.kinetics.registry import fit_methods
-from concordose.pipeline.assembly import assemble_cycles
+from concordose.pipeline.assembly import CycleStudy, assemble_cycles
 from concordose.pipeline.catalogue import catalogue
-from concordose.pipeline.quantify import CycleTimeActivity, quantify_cycle
-from concordose.quant.pvc import GTM_MODEL, STATUS_OK
+from concordose.pipeline.quantify import (
+    CycleTimeActivity,
+    quantify_cycle,
+    quantify_cycle_per_protocol,
+)
+from concordose.quant.pvc import GTM_MODEL, NO_CORRECTION, PHANTOM_CHOICE, STATUS_OK
 from concordose.results.calibration_table import build_site_calibrations
 from concordose.results.cycle_tables import CycleIdentity, build_cycle_tables
 from concordose.results.provenance import Provenance
@@ -49,6 +53,8 @@ class SiteRun:
     gtm: CycleTimeActivity
     true_tia_mbq_h: dict[str, float]
     ledger: Path
+    cycle: CycleStudy
+    record: CalibrationRecord
 
 
 def _tia(tac: CycleTimeActivity) -> np.ndarray:
@@ -95,6 +101,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SiteRun]:
             ),
             true_tia_mbq_h={v["label"]: v["tia_mbq_h"] for v in truth["cycles"][0]["vois"]},
             ledger=out / "calibrations.jsonl",
+            cycle=cycle,
+            record=record,
         )
     return result
 
@@ -207,3 +215,25 @@ def test_record_round_trips_through_the_ledger_and_site_calibrations(
     v3 = table.select(SITE_CALIBRATIONS.schema_of(3).names).cast(SITE_CALIBRATIONS.schema_of(3))
     upgraded = upgrade_table(SITE_CALIBRATIONS, v3, 3)
     assert upgraded.column("psf_fwhm_mm").null_count == upgraded.num_rows
+
+
+def test_phantom_choice_applies_the_model_the_record_chose(runs: dict[str, SiteRun]) -> None:
+    run = runs["grandrapids"]  # its spheres favour the GTM (README, PVC section)
+    assert run.record.partial_volume_model_chosen == GTM_MODEL
+    chosen = quantify_cycle_per_protocol(
+        run.cycle,
+        run.record,
+        partial_volume_correction=True,
+        partial_volume_model=PHANTOM_CHOICE,
+    )
+    assert chosen.partial_volume_model == GTM_MODEL
+    np.testing.assert_array_equal(chosen.activity_mbq, run.gtm.activity_mbq)
+    declined = quantify_cycle_per_protocol(
+        run.cycle,
+        run.record.model_copy(update={"partial_volume_model_chosen": NO_CORRECTION}),
+        partial_volume_correction=True,
+        partial_volume_model=PHANTOM_CHOICE,
+    )
+    assert declined.partial_volume_model == NO_CORRECTION
+    np.testing.assert_array_equal(declined.activity_mbq, run.plain.activity_mbq)
+    assert all("found no model better than none" in s for s in declined.partial_volume_status)
