@@ -293,8 +293,8 @@ def gtm_correct(
         concentration_mbq_per_ml: (slices, rows, columns) reconstructed image, MBq/mL.
         vois: each VOI's mask over its own box of that grid (may overlap, see
             :func:`disjoint_regions`).
-        body: bool mask of the body on the grid (:func:`body_outline`); the VOIs are added to
-            it, the rest of it is the background region.
+        body: bool mask of the body on the grid (:func:`body_outline`); what of it lies in no
+            VOI is the background region (VOI voxels outside it are regions all the same).
         spacing_mm_zyx: voxel size along (slices, rows, columns), mm.
         fwhm_mm: the site's effective isotropic Gaussian FWHM, mm.
         condition_limit: largest condition number of Ω solved (:data:`DEFAULT_CONDITION_LIMIT`).
@@ -314,8 +314,6 @@ def gtm_correct(
     regions = [r for r in disjoint_regions(vois) if r.mask.size and r.mask.any()]
     whole: Box = (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
     background = np.asarray(body, dtype=bool).copy()
-    for region in regions:
-        background[region.box] |= region.mask
     for region in regions:
         background[region.box] &= ~region.mask
     background_region = CroppedMask(whole, background)
