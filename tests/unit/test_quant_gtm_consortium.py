@@ -24,10 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from concordose.calibration.calibrate import SiteCalibration, calibrate_site
 from concordose.calibration.ledger import read_ledger
 from concordose.calibration.records import CalibrationRecord
+from concordose.calibration.registry import SiteRegistry
 from concordose.kinetics.registry import fit_methods
 from concordose.pipeline.assembly import CycleStudy, assemble_cycles
 from concordose.pipeline.catalogue import catalogue
@@ -178,10 +180,26 @@ def test_published_rows_carry_the_psf_and_its_uncertainty(runs: dict[str, SiteRu
 
 
 def test_record_round_trips_through_the_ledger_and_site_calibrations(
-    runs: dict[str, SiteRun],
+    runs: dict[str, SiteRun], tmp_path: Path
 ) -> None:
     run = runs[SITES[0]]
     record = run.calibration.record
+    sites_yaml = tmp_path / "sites.yaml"
+    sites_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "format_version": 1,
+                "sites": [
+                    {
+                        "site_id": SITES[0],
+                        "ae_titles": ["A"],
+                        "calibrations": [record.model_dump(mode="json")],
+                    }
+                ],
+            }
+        )
+    )
+    assert SiteRegistry.load(sites_yaml).site(SITES[0]).calibrations == [record]
     assert run.calibration.entry is not None
     stored = [e.record for e in read_ledger(run.ledger) if e.record.record_id == record.record_id]
     assert stored == [record]
