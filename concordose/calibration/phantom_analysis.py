@@ -11,6 +11,8 @@
   concentration at scan start (no background subtraction, the definition the phantom truth uses).
   The background-independent RC0 = (C_meas − C_B)/(C_S − C_B) uses the sheet's background
   concentration decayed to scan start, and is fitted with the same curve form.
+* NEMA IEC body phantom → the effective Gaussian PSF (FWHM ± SD) and the leave-one-out
+  comparison of the partial-volume models on the spheres (:mod:`.psf`).
 
 The sheet's activities carry the dose calibrator's bias; so does the CF derived from them, and the
 two cancel in patient activities and in RC (both measured with the same calibrator).
