@@ -733,6 +733,14 @@ def calibrate(
         for volume, rc in zip(result.nema.volumes_ml, result.nema.recovery, strict=True):
             table.add_row(f"{volume:.2f}", f"{rc:.3f}")
         console.print(table)
+        if record.psf_fwhm_mm is not None:
+            evidence = record.partial_volume_evidence or {}
+            console.print(
+                f"PSF FWHM {record.psf_fwhm_mm:.2f} ± {record.psf_fwhm_sd_mm or 0.0:.2f} mm; "
+                "sphere activity RMS error (leave-one-out) "
+                + ", ".join(f"{name} {value:.1%}" for name, value in evidence.items())
+                + f"; chosen: {record.partial_volume_model_chosen}"
+            )
         version = result.entry.version if result.entry else 0
         console.print(
             f"appended {record.record_id} (version {version}) to {registry.calibration_ledger}"

@@ -758,9 +758,40 @@ _SITE_CALIBRATION_TRACEABILITY_FIELDS = [
     ),
 ]
 
+# v5 (issue 15, item 1): the PSF fitted to the NEMA spheres and the phantom evidence on PVC models.
+PARTIAL_VOLUME_EVIDENCE_MODELS = ("none", "rc_curve", "rc0_local_background", "gtm")
+"""Models whose leave-one-out error on the NEMA spheres ``site_calibrations`` v5 publishes."""
+_SITE_CALIBRATION_V5_FIELDS = [
+    field(
+        "psf_fwhm_mm",
+        pa.float64(),
+        "mm",
+        "effective isotropic Gaussian FWHM fitted to the NEMA spheres (GTM correction's PSF)",
+        nullable=True,
+    ),
+    field("psf_fwhm_sd_mm", pa.float64(), "mm", "SD of the fitted FWHM", nullable=True),
+    field(
+        "partial_volume_model_chosen",
+        pa.string(),
+        "1",
+        "PVC model with the smallest leave-one-out error on the NEMA spheres (or none)",
+        nullable=True,
+    ),
+    *[
+        field(
+            f"phantom_rms_error_{model}",
+            pa.float64(),
+            "1",
+            f"leave-one-out RMS relative error of the NEMA spheres' activities, model {model}",
+            nullable=True,
+        )
+        for model in PARTIAL_VOLUME_EVIDENCE_MODELS
+    ],
+]
+
 SITE_CALIBRATIONS = TableSpec(
     name="site_calibrations",
-    version=4,
+    version=5,
     doc="One row per site calibration record (from the site's phantom scans).",
     key_columns=("site_id", "calibration_record_id"),
     scope_column="calibration_record_id",
@@ -770,6 +801,7 @@ SITE_CALIBRATIONS = TableSpec(
             *_SITE_CALIBRATION_V2_FIELDS,
             *_SITE_CALIBRATION_V3_FIELDS,
             *_SITE_CALIBRATION_TRACEABILITY_FIELDS,
+            *_SITE_CALIBRATION_V5_FIELDS,
             *_RUN_PROVENANCE,
             _CREATED_AT,
         ]
@@ -793,6 +825,16 @@ SITE_CALIBRATIONS = TableSpec(
                 _CREATED_AT,
             ]
         ),
+        4: pa.schema(
+            [
+                *_SITE_CALIBRATION_V1_FIELDS,
+                *_SITE_CALIBRATION_V2_FIELDS,
+                *_SITE_CALIBRATION_V3_FIELDS,
+                *_SITE_CALIBRATION_TRACEABILITY_FIELDS,
+                *_RUN_PROVENANCE,
+                _CREATED_AT,
+            ]
+        ),
     },
     upgrades={
         1: dict.fromkeys((f.name for f in _SITE_CALIBRATION_V2_FIELDS), None),
@@ -802,6 +844,7 @@ SITE_CALIBRATIONS = TableSpec(
             **dict.fromkeys((f.name for f in _SITE_CALIBRATION_TRACEABILITY_FIELDS), None),
             "dose_calibrator_traceable": False,
         },
+        4: dict.fromkeys((f.name for f in _SITE_CALIBRATION_V5_FIELDS), None),
     },
 )
 

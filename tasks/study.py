@@ -53,9 +53,9 @@ def quantify_task(
     cache_dir: Path | None = None,
 ) -> CycleTimeActivity:
     """Activity per VOI and time point (``vois`` as read once by the preparation); with
-    ``site_id``, lesions corrected for partial volume as its protocol's
-    ``partial_volume_correction`` says (off by default). With ``cache_dir``, registrations are
-    cached there on their inputs' identity (a re-run registers only new time points)."""
+    ``site_id``, corrected for partial volume as its protocol's ``partial_volume_correction``
+    says (on by default: ``gtm``, every VOI). With ``cache_dir``, registrations are cached
+    there on their inputs' identity (a re-run registers only new time points)."""
     cache = ResultCache(cache_dir) if cache_dir is not None else None
     if site_id is None:
         return quantify_cycle(cycle, calibration, vois=vois, cache=cache)

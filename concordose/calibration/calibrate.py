@@ -1,8 +1,9 @@
 """``concordose calibrate``: a site's calibration record from its two phantom scans.
 
 Reads both sheets (cylinder and NEMA), checks they belong to the site and describe the same
-camera set-up, derives CF (cylinder) and the RC curve (NEMA, measured with that CF), and appends
-the record to the site's calibration ledger. The record takes its reconstruction fingerprint from
+camera set-up, derives CF (cylinder), the RC curves, the effective Gaussian PSF and the
+phantom evidence on partial-volume models (NEMA, measured with that CF), and appends the record
+to the site's calibration ledger. The record takes its reconstruction fingerprint from
 the phantom's DICOM, exactly as patient studies are fingerprinted, so the gate compares like
 with like.
 
@@ -19,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+
+import numpy as np
 
 from concordose.calibration.ledger import LedgerEntry, append_record
 from concordose.calibration.phantom_analysis import (
@@ -147,6 +150,21 @@ def calibrate_site(
             None if calibrator is None else calibrator.bias_sd_relative
         ),
         dose_calibrator_traceability=None if calibrator is None else calibrator.description,
+        # PSF and phantom evidence (issue 15): kept apart from the fields above for merging.
+        psf_fwhm_mm=None if nema.psf is None else nema.psf.fwhm_mm,
+        psf_fwhm_sd_mm=None if nema.psf is None else nema.psf.fwhm_sd_mm,
+        partial_volume_model_chosen=(
+            None if nema.partial_volume_evidence is None else nema.partial_volume_evidence.chosen
+        ),
+        partial_volume_evidence=(
+            None
+            if nema.partial_volume_evidence is None
+            else {
+                name: round(value, 6)
+                for name, value in nema.partial_volume_evidence.rms_error.items()
+                if np.isfinite(value)
+            }
+        ),
     )
     entry = None
     if ledger is not None:

@@ -11,6 +11,8 @@
   concentration at scan start (no background subtraction, the definition the phantom truth uses).
   The background-independent RC0 = (C_meas − C_B)/(C_S − C_B) uses the sheet's background
   concentration decayed to scan start, and is fitted with the same curve form.
+* NEMA IEC body phantom → the effective Gaussian PSF (FWHM ± SD) and the leave-one-out
+  comparison of the partial-volume models on the spheres (:mod:`.psf`).
 
 The sheet's activities are readings of the site's dose calibrator and carry its bias. Without a
 traceability measurement (``calibrator`` ``None``) the CF carries it too (CF/(1 + bias)), and so
@@ -31,6 +33,13 @@ import numpy.typing as npt
 from scipy.signal import fftconvolve
 
 from concordose.calibration.phantom_geometry import nema_iec_phantom
+from concordose.calibration.psf import (
+    PartialVolumeEvidence,
+    PsfFit,
+    fit_psf_fwhm,
+    nema_phantom_model,
+    partial_volume_evidence,
+)
 from concordose.calibration.recovery import (
     RecoveryCurve,
     contrast_recovery,
@@ -40,9 +49,10 @@ from concordose.calibration.recovery import (
 from concordose.calibration.sheet import CylinderSheet, NemaSheet
 from concordose.calibration.traceability import DoseCalibratorBias
 from concordose.calibration.uniform_cylinder import CalibrationFactorResult, calibration_factor
-from concordose.dicom.geometry import VolumeGeometry
+from concordose.dicom.geometry import VolumeGeometry, voxel_centres_mm
 from concordose.dicom.nm import NMAcquisition, read_nm_counts, read_nm_header
 from concordose.errors import StudyIncompleteError
+from concordose.quant.pvc import BACKGROUND_MODEL, GTM_MODEL, RECOVERY_ONLY_MODEL
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,9 @@ class NemaAnalysis:
         contrast_recovery: background-independent RC0 per sphere (None if not derived).
         contrast_curve: RC0(V) fitted with the same form (None if not derived).
         sphere_to_background_ratio: true C_S/C_B at scan start from the sheet's activities.
+        psf: the effective isotropic Gaussian PSF fitted to the spheres (``calibration.psf``).
+        partial_volume_evidence: leave-one-out errors of each PVC model on the spheres and the
+            model they favour.
     """
 
     volumes_ml: npt.NDArray[np.float64]
@@ -75,6 +88,8 @@ class NemaAnalysis:
     contrast_recovery: npt.NDArray[np.float64] | None = None
     contrast_curve: RecoveryCurve | None = None
     sphere_to_background_ratio: float | None = None
+    psf: PsfFit | None = None
+    partial_volume_evidence: PartialVolumeEvidence | None = None
 
 
 def _scan(
@@ -118,19 +133,10 @@ def analyse_cylinder(
     return CylinderAnalysis(result, acquisition)
 
 
-def _voxel_positions_mm(geometry: VolumeGeometry) -> tuple[npt.NDArray[np.float64], ...]:
-    """x, y, z patient coordinates of every voxel centre, each shaped like the volume."""
-    direction = np.asarray(geometry.direction).reshape(3, 3)
-    k, j, i = np.indices(geometry.shape, dtype=np.float64)
-    steps = np.stack([i, j, k], axis=-1) * np.asarray(geometry.spacing_mm)
-    positions = np.asarray(geometry.origin_mm) + steps @ direction.T
-    return positions[..., 0], positions[..., 1], positions[..., 2]
-
-
 def _nema_template(
     geometry: VolumeGeometry, centre_mm: tuple[float, float, float], ratio: float
 ) -> npt.NDArray[np.float64]:
-    x, y, z = _voxel_positions_mm(geometry)
+    x, y, z = voxel_centres_mm(geometry)
     phantom = nema_iec_phantom(centre_mm)
     template = np.where(phantom.body.contains(x, y, z), 1.0, 0.0)
     template[phantom.lung_insert.contains(x, y, z)] = 0.0
@@ -163,7 +169,7 @@ def locate_nema(
     concentration: npt.NDArray[np.float64], geometry: VolumeGeometry, ratio: float
 ) -> tuple[float, float, float]:
     """Body-centre position of the NEMA phantom in the image (patient mm)."""
-    x, y, z = _voxel_positions_mm(geometry)
+    x, y, z = voxel_centres_mm(geometry)
     grid_centre = (float(x.mean()), float(y.mean()), float(z.mean()))
     template = _nema_template(geometry, grid_centre, ratio)
     # full[p] = Σ_x image[x + p − (N − 1)] · template[x]: the image is the template moved by
@@ -223,6 +229,20 @@ def analyse_nema(
     contrast_curve = (
         fit_recovery_curve(volumes[kept], rc0[kept]) if np.count_nonzero(kept) >= 3 else None
     )
+    # PSF and phantom evidence (issue 15): the GTM's forward model of this phantom.
+    phantom_model = nema_phantom_model(geometry, nema_iec_phantom(offset))
+    measured_mbq_per_ml = recovery * true_mbq_per_ml
+    psf = fit_psf_fwhm(phantom_model, measured_mbq_per_ml, true_mbq_per_ml, background_mbq_per_ml)
+    evidence = partial_volume_evidence(
+        phantom_model,
+        concentration,
+        measured_mbq_per_ml,
+        true_mbq_per_ml,
+        background_mbq_per_ml,
+        gtm_model=GTM_MODEL,
+        rc_model=RECOVERY_ONLY_MODEL,
+        rc0_model=BACKGROUND_MODEL,
+    )
     return NemaAnalysis(
         volumes,
         recovery,
@@ -232,4 +252,6 @@ def analyse_nema(
         contrast_recovery=rc0,
         contrast_curve=contrast_curve,
         sphere_to_background_ratio=ratio,
+        psf=psf,
+        partial_volume_evidence=evidence,
     )

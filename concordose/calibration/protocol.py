@@ -99,23 +99,29 @@ class VoxelDosimetryRules(BaseModel):
     output_grid: Literal["ct", "spect"] = "ct"
 
 
-PartialVolumeModel = Literal["rc0_local_background", "rc_curve"]
+PartialVolumeModel = Literal["rc0_local_background", "rc_curve", "gtm", "phantom_choice"]
 """Names of :mod:`concordose.quant.pvc`'s corrections (``BACKGROUND_MODEL``,
-``RECOVERY_ONLY_MODEL``; kept equal by a unit test)."""
+``RECOVERY_ONLY_MODEL``, ``GTM_MODEL``, ``PHANTOM_CHOICE``; kept equal by a unit test)."""
 
 
 class PartialVolumeRules(BaseModel):
-    """Partial-volume correction of lesion activities (``partial_volume_correction:`` key).
+    """Partial-volume correction (``partial_volume_correction:`` key).
 
-    Off by default: on the digital consortium the background-aware model beats no correction at
-    every site but not the plain A / RC model at every site (DESIGN.md, PVC section), so a
-    consortium switches it on deliberately, per site.
+    On by default with the geometric transfer matrix (``gtm``): on the digital consortium it
+    beats no correction at every site, on the NEMA spheres (leave-one-out, recorded per site as
+    ``partial_volume_evidence``) and on patients' organ and lesion TIAs (DESIGN.md, PVC
+    section). It does not beat the curve models on the spheres at every site; the record's
+    ``partial_volume_model_chosen`` says which model a site's own phantom favours, and a site
+    file may choose it.
 
     Attributes:
-        enabled: correct lesions at all (organs are never corrected).
+        enabled: correct at all (organs only by the ``gtm`` model).
         model: ``rc0_local_background`` (C_L = (C_meas − (1 − RC0)·C_B)/RC0 with the record's
-            RC0 curve and a local background shell) or ``rc_curve`` (A / RC(V) with the
-            record's NEMA RC curve).
+            RC0 curve and a local background shell), ``rc_curve`` (A / RC(V) with the
+            record's NEMA RC curve) — lesions only — or ``gtm`` (geometric transfer matrix of
+            every VOI, organs and lesions, with the record's fitted PSF, ``quant.gtm``), or
+            ``phantom_choice`` (the model the record chose on the site's NEMA spheres,
+            ``partial_volume_model_chosen``, possibly none).
         shell_gap_mm, shell_width_mm: the background shell, from ``shell_gap_mm`` to
             ``shell_gap_mm + shell_width_mm`` outside each lesion VOI (background model only;
             defaults = ``concordose.quant.pvc.DEFAULT_BACKGROUND_GAP_MM`` / ``_WIDTH_MM``).
@@ -123,8 +129,8 @@ class PartialVolumeRules(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    enabled: bool = False
-    model: PartialVolumeModel = "rc0_local_background"
+    enabled: bool = True
+    model: PartialVolumeModel = "gtm"
     shell_gap_mm: float = Field(default=10.0, ge=0)
     shell_width_mm: float = Field(default=10.0, gt=0)
 

@@ -38,6 +38,13 @@ class CalibrationRecord(BaseModel):
             in ``calibration_factor_relative_uncertainty``; ``None`` (no traceability
             measurement on the sheets, or a record from before it existed): the CF carries the
             calibrator's bias (:attr:`dose_calibrator_traceable` is False).
+        psf_fwhm_mm, psf_fwhm_sd_mm: effective isotropic Gaussian FWHM of the reconstruction
+            and its SD, mm, fitted to the NEMA spheres (``calibration.psf``; used by the GTM
+            correction, ``quant.gtm``); ``None`` in records calibrated before it was fitted.
+        partial_volume_evidence: leave-one-out RMS relative error of the NEMA spheres'
+            activities per correction model (``none``, ``rc_curve``, ``rc0_local_background``,
+            ``gtm``); ``partial_volume_model_chosen`` the model with the smallest (``none``
+            when no correction helps). ``None`` in older records.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -89,6 +96,12 @@ class CalibrationRecord(BaseModel):
             bias_sd_relative=self.dose_calibrator_bias_sd_relative or 0.0,
             description=self.dose_calibrator_traceability or "",
         )
+
+    # --- PSF and phantom evidence for partial-volume correction (issue 15, GTM) ---
+    psf_fwhm_mm: float | None = Field(default=None, gt=0)
+    psf_fwhm_sd_mm: float | None = Field(default=None, ge=0)
+    partial_volume_model_chosen: str | None = None
+    partial_volume_evidence: dict[str, float] | None = None
 
     def is_valid_on(self, day: date) -> bool:
         """True when ``day`` lies in the record's validity range."""

@@ -4,9 +4,10 @@
   (:meth:`concordose.calibration.registry.Site.nominal_calibration`), no partial-volume
   correction: what sites get without harmonisation;
 * ``harmonised``: the site's phantom-derived factor (``concordose calibrate``), no PVC;
-* ``harmonised_pvc``: the phantom-derived factor and recovery curves, lesions corrected for
-  partial volume as the protocol's ``partial_volume_correction`` block says (its model and
-  shell), switched on for every site.
+* ``harmonised_pvc``: the phantom-derived factor, recovery curves and PSF, corrected for
+  partial volume as the protocol's ``partial_volume_correction`` block says (its model — ``gtm``
+  by default since issue 15, every VOI; the RC models correct lesions only — and shell),
+  switched on for every site.
 
 A variant is a site registry (which calibration records exist) plus a folder of site protocol
 files (whether PVC is on), both written by :func:`write_variant_config`; a run processes the
@@ -42,7 +43,7 @@ class ProcessingVariant(StrEnum):
 
     @property
     def partial_volume_correction(self) -> bool:
-        """Whether lesions are corrected for partial volume."""
+        """Whether VOIs are corrected for partial volume (as the protocol's model says)."""
         return self is ProcessingVariant.HARMONISED_PVC
 
 

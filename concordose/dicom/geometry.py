@@ -95,3 +95,12 @@ class VolumeGeometry:
             direction=tuple(float(v) for v in direction.ravel()),
             shape=shape,
         )
+
+
+def voxel_centres_mm(geometry: VolumeGeometry) -> tuple[npt.NDArray[np.float64], ...]:
+    """x, y, z patient coordinates (mm) of every voxel centre, each shaped like the volume."""
+    direction = np.asarray(geometry.direction).reshape(3, 3)
+    k, j, i = np.indices(geometry.shape, dtype=np.float64)
+    steps = np.stack([i, j, k], axis=-1) * np.asarray(geometry.spacing_mm)
+    positions = np.asarray(geometry.origin_mm) + steps @ direction.T
+    return positions[..., 0], positions[..., 1], positions[..., 2]

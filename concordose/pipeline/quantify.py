@@ -25,18 +25,24 @@ from concordose.pipeline.alignment import TimePointAlignment, align_time_points
 from concordose.pipeline.assembly import CycleStudy
 from concordose.pipeline.result_cache import ResultCache
 from concordose.quant.activity import counts_to_activity_mbq
+from concordose.quant.gtm import body_outline, gtm_fwhm_sensitivity, voi_crops
 from concordose.quant.pvc import (
     BACKGROUND_MODEL,
     DEFAULT_BACKGROUND_GAP_MM,
     DEFAULT_BACKGROUND_WIDTH_MM,
+    GTM_MODEL,
+    NO_CORRECTION,
     NOT_CORRECTED,
+    PHANTOM_CHOICE,
     RECOVERY_ONLY_MODEL,
+    STATUS_OK,
     LocalBackground,
     background_shells,
     contrast_recovery_curve_from_record,
     correct_partial_volume,
     correct_partial_volume_in_background,
     partial_volume_unavailable,
+    psf_from_record,
     recovery_curve_from_record,
     shell_statistics,
 )
@@ -87,6 +93,8 @@ class CycleTimeActivity:
         partial_volume_shell_mm: (gap, width) of the background shells, or None.
         partial_volume_background_sd_mbq_per_ml: (n_voi, n_time_points) SD of the background
             shell's voxels (NaN for organs), or None.
+        partial_volume_psf_fwhm_mm: (FWHM, its SD) in mm of the PSF the GTM correction used,
+            or None (other models, or no correction).
     """
 
     labels: tuple[str, ...]
@@ -107,6 +115,11 @@ class CycleTimeActivity:
     partial_volume_background_mbq_per_ml: npt.NDArray[np.float64] | None = None
     partial_volume_shell_mm: tuple[float, float] | None = None
     partial_volume_background_sd_mbq_per_ml: npt.NDArray[np.float64] | None = None
+    partial_volume_psf_fwhm_mm: tuple[float, float] | None = None
+
+
+MODELS = (RECOVERY_ONLY_MODEL, BACKGROUND_MODEL, GTM_MODEL)
+"""Partial-volume models :func:`quantify_cycle` applies (names from ``quant.pvc``)."""
 
 
 def quantify_cycle(
@@ -138,20 +151,27 @@ def quantify_cycle(
     ``background_gap_mm + background_width_mm`` from its VOI on that time point's grid (other
     lesions left out), and C_L = (C_meas − (1 − RC0)·C_B)/RC0 with the record's RC0 curve.
 
+    ``partial_volume_model="gtm"`` corrects every VOI, organs and lesions, by the geometric
+    transfer matrix (``quant.gtm``) at each time point on its own grid, with the record's PSF
+    and a background region from the SPECT's body outline. A VOI is corrected only when it is
+    at every time point (else left as measured, its status saying why); the PSF's SD enters
+    ``partial_volume_relative_sd`` (∂A/∂FWHM · σ_FWHM, central difference).
+
     Raises:
         UnreadableDicomError, StudyIncompleteError: from the readers, naming the file at fault.
         ConfigurationError: correction asked for but the record carries no recovery curve (or
             no RC0 curve for the background-aware model), or an unknown model.
     """
-    if partial_volume_model not in (RECOVERY_ONLY_MODEL, BACKGROUND_MODEL):
+    if partial_volume_model not in MODELS:
         raise ConfigurationError(
-            f"partial_volume_model {partial_volume_model!r}: expected {RECOVERY_ONLY_MODEL!r} "
-            f"or {BACKGROUND_MODEL!r}"
+            f"partial_volume_model {partial_volume_model!r}: expected one of {', '.join(MODELS)}"
         )
     background_aware = partial_volume_correction and partial_volume_model == BACKGROUND_MODEL
+    transfer_matrix = partial_volume_correction and partial_volume_model == GTM_MODEL
+    psf = psf_from_record(calibration) if transfer_matrix else None
     curve = (
         recovery_curve_from_record(calibration)
-        if partial_volume_correction and not background_aware
+        if partial_volume_correction and partial_volume_model == RECOVERY_ONLY_MODEL
         else None
     )
     contrast_curve = contrast_recovery_curve_from_record(calibration) if background_aware else None
@@ -171,6 +191,9 @@ def quantify_cycle(
     background_mean = np.full_like(activity, np.nan)
     background_sd = np.full_like(activity, np.nan)
     background_n = np.zeros(activity.shape, dtype=np.int64)
+    gtm_mbq = np.full_like(activity, np.nan)
+    gtm_sd_mbq = np.full_like(activity, np.nan)
+    gtm_status: list[list[str]] = [[] for _ in vois]
     lesion = np.array([voi.voi_type == "lesion" for voi in vois], dtype=bool)
     shapes = voi_shapes(vois)
     alignments = align_time_points(cycle, cache)
@@ -201,6 +224,21 @@ def quantify_cycle(
                 background_sd[:, index],
                 background_n[:, index],
             ) = shell_statistics(activity_map / acquisition.geometry.voxel_volume_ml, shells)
+        if psf is not None:
+            spacing = acquisition.geometry.spacing_mm[::-1]
+            concentration = activity_map / acquisition.geometry.voxel_volume_ml
+            corrected_now, sd_now = gtm_fwhm_sensitivity(
+                concentration,
+                voi_crops(voi_set.masks),
+                body=body_outline(concentration),
+                spacing_mm_zyx=(spacing[0], spacing[1], spacing[2]),
+                fwhm_mm=psf[0],
+                fwhm_sd_mm=psf[1],
+            )
+            gtm_mbq[:, index], gtm_sd_mbq[:, index] = corrected_now.activity_mbq, sd_now
+            for voi_index, status in enumerate(corrected_now.status):
+                if status != STATUS_OK:
+                    gtm_status[voi_index].append(f"time point {index}: {status}")
         if on_time_point is not None:
             on_time_point(index)
     voi_types = tuple(voi.voi_type for voi in vois)
@@ -226,6 +264,15 @@ def quantify_cycle(
         activity, recovery, pvc_status = aware.activity_mbq, aware.recovery, aware.status
         pvc_relative_sd, pvc_background = aware.relative_sd, aware.background_mbq_per_ml
         pvc_background_sd = np.where(lesion[:, None], background_sd, np.nan)
+    if psf is not None:
+        applied = np.array([not reasons for reasons in gtm_status], dtype=bool)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            relative = np.abs(gtm_sd_mbq / gtm_mbq)
+        activity = np.where(applied[:, None], gtm_mbq, activity)
+        pvc_relative_sd = np.where(applied[:, None], relative, 0.0)
+        pvc_status = tuple(
+            STATUS_OK if not reasons else "; ".join(reasons) for reasons in gtm_status
+        )
     return CycleTimeActivity(
         labels=tuple(voi.label for voi in vois),
         voi_types=voi_types,
@@ -247,6 +294,7 @@ def quantify_cycle(
             (background_gap_mm, background_width_mm) if contrast_curve is not None else None
         ),
         partial_volume_background_sd_mbq_per_ml=pvc_background_sd,
+        partial_volume_psf_fwhm_mm=psf,
     )
 
 
@@ -269,10 +317,29 @@ def quantify_cycle_per_protocol(
     ``not corrected (organ)``. ``partial_volume_model`` then still names the model asked for,
     and ``recovery_coefficient`` is None (nothing was divided).
 
+    ``partial_volume_model="phantom_choice"`` applies the model the record chose on the site's
+    NEMA spheres (``partial_volume_model_chosen``; ``none``: uncorrected, each VOI's status
+    saying so), which is then the published model.
+
     Raises:
         ConfigurationError: unknown ``partial_volume_model``.
         UnreadableDicomError, StudyIncompleteError: from the readers.
     """
+    if partial_volume_correction and partial_volume_model == PHANTOM_CHOICE:
+        chosen = calibration.partial_volume_model_chosen
+        if chosen == NO_CORRECTION:
+            plain = quantify_cycle(cycle, calibration, vois=vois, cache=cache)
+            return replace(
+                plain,
+                partial_volume_model=NO_CORRECTION,
+                partial_volume_status=(
+                    f"not corrected: calibration record {calibration.record_id!r} found no "
+                    "model better than none on the site's NEMA spheres",
+                )
+                * len(plain.labels),
+            )
+        if chosen is not None:
+            partial_volume_model = chosen
     reason = (
         partial_volume_unavailable(calibration, partial_volume_model)
         if partial_volume_correction
@@ -290,11 +357,13 @@ def quantify_cycle_per_protocol(
             cache=cache,
         )
     plain = quantify_cycle(cycle, calibration, vois=vois, cache=cache)
+    # the GTM (or a model not known without the record's choice) would have corrected organs
+    every_voi = partial_volume_model in (GTM_MODEL, PHANTOM_CHOICE)
     return replace(
         plain,
         partial_volume_model=partial_volume_model,
         partial_volume_status=tuple(
-            f"not corrected: {reason}" if kind == "lesion" else NOT_CORRECTED
+            f"not corrected: {reason}" if kind == "lesion" or every_voi else NOT_CORRECTED
             for kind in plain.voi_types
         ),
     )

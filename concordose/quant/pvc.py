@@ -15,7 +15,7 @@ from 1). The RC curve's own uncertainty enters the activity's uncertainty throug
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -216,6 +216,13 @@ BACKGROUND_MODEL = "rc0_local_background"
 """Name of the background-aware correction (published in the quantification settings)."""
 RECOVERY_ONLY_MODEL = "rc_curve"
 """Name of the plain A / RC(V) correction."""
+GTM_MODEL = "gtm"
+"""Name of the geometric transfer matrix correction of every VOI (:mod:`concordose.quant.gtm`)."""
+PHANTOM_CHOICE = "phantom_choice"
+"""Protocol value meaning: the model the site's calibration record chose on its NEMA spheres
+(``CalibrationRecord.partial_volume_model_chosen``, ``none`` included)."""
+NO_CORRECTION = "none"
+"""What a record's ``partial_volume_model_chosen`` says when no model beat no correction."""
 DEFAULT_BACKGROUND_GAP_MM = 10.0
 """Distance (mm) from the lesion VOI at which its background shell starts: about one FWHM of
 the consortium's reconstructions (7.8-15 mm), so the lesion's own spill-out into the shell is
@@ -472,20 +479,48 @@ def correct_partial_volume_in_background(
     )
 
 
+def psf_from_record(record: CalibrationRecord) -> tuple[float, float]:
+    """The record's effective Gaussian PSF: (FWHM, its SD), mm (SD 0 when not stated).
+
+    Raises:
+        ConfigurationError: the record has no fitted PSF (calibrated before it was fitted:
+            re-run ``concordose calibrate`` on the site's NEMA scan).
+    """
+    if record.psf_fwhm_mm is None:
+        raise ConfigurationError(
+            f"calibration record {record.record_id!r} carries no point-spread function "
+            "(psf_fwhm_mm); GTM partial-volume correction needs it: re-run concordose "
+            "calibrate on the site's NEMA IEC phantom scan"
+        )
+    return record.psf_fwhm_mm, record.psf_fwhm_sd_mm or 0.0
+
+
 def partial_volume_unavailable(record: CalibrationRecord, model: str) -> str | None:
     """Why ``record`` cannot drive the ``model`` correction (None when it can).
 
-    ``model`` is :data:`BACKGROUND_MODEL` (needs the RC0 curve) or :data:`RECOVERY_ONLY_MODEL`
-    (needs the RC curve); the reason is the error the curve's reader gives, naming the record
-    and the missing fields.
+    ``model`` is :data:`BACKGROUND_MODEL` (needs the RC0 curve), :data:`RECOVERY_ONLY_MODEL`
+    (needs the RC curve), :data:`GTM_MODEL` (needs the PSF) or :data:`PHANTOM_CHOICE` (needs
+    the record's chosen model, then what that model needs); the reason is the error the reader
+    gives, naming the record and the missing fields.
 
     Raises:
         ConfigurationError: ``model`` is neither.
     """
-    readers = {
+    readers: dict[str, Callable[[CalibrationRecord], object]] = {
         BACKGROUND_MODEL: contrast_recovery_curve_from_record,
         RECOVERY_ONLY_MODEL: recovery_curve_from_record,
+        GTM_MODEL: psf_from_record,
     }
+    if model == PHANTOM_CHOICE:
+        if record.partial_volume_model_chosen is None:
+            return (
+                f"calibration record {record.record_id!r} carries no partial_volume_model_chosen "
+                "(the protocol asks for the model the site's phantom favours): re-run "
+                "concordose calibrate on the site's NEMA IEC phantom scan"
+            )
+        if record.partial_volume_model_chosen == NO_CORRECTION:
+            return None
+        model = record.partial_volume_model_chosen
     if model not in readers:
         raise ConfigurationError(
             f"partial-volume model {model!r}: expected one of {', '.join(readers)}"

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from concordose.calibration.registry import CalibrationRecord
 from concordose.results.provenance import Provenance
-from schemas.tables import SITE_CALIBRATIONS
+from schemas.tables import PARTIAL_VOLUME_EVIDENCE_MODELS, SITE_CALIBRATIONS
 
 
 def build_site_calibrations(
@@ -44,6 +44,14 @@ def build_site_calibrations(
             "dose_calibrator_bias_relative": record.dose_calibrator_bias_relative,
             "dose_calibrator_bias_sd_relative": record.dose_calibrator_bias_sd_relative,
             "dose_calibrator_traceability": record.dose_calibrator_traceability,
+            # v5 (issue 15): PSF and phantom evidence on PVC models
+            "psf_fwhm_mm": record.psf_fwhm_mm,
+            "psf_fwhm_sd_mm": record.psf_fwhm_sd_mm,
+            "partial_volume_model_chosen": record.partial_volume_model_chosen,
+            **{
+                f"phantom_rms_error_{model}": (record.partial_volume_evidence or {}).get(model)
+                for model in PARTIAL_VOLUME_EVIDENCE_MODELS
+            },
             "schema_version": SITE_CALIBRATIONS.version,
             "software_version": provenance.software_version,
             "run_id": provenance.run_id,

@@ -26,7 +26,7 @@ from concordose.kinetics.models import KineticsBatch
 from concordose.pipeline.alignment import TimePointAlignment
 from concordose.pipeline.assembly import CycleStudy
 from concordose.pipeline.quantify import CycleTimeActivity
-from concordose.quant.pvc import STATUS_OK
+from concordose.quant.pvc import NO_CORRECTION, NOT_CORRECTED, STATUS_OK
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.provenance import Provenance
 from schemas.tables import (
@@ -128,16 +128,18 @@ def with_partial_volume_findings(
     tac: CycleTimeActivity,
     provenance: Provenance,
 ) -> pa.Table:
-    """``qc_findings`` plus one warning per lesion the asked-for partial-volume correction left
-    as measured (no curve in the calibration record, volume outside the curve, no background),
-    numbered after the existing findings. Unchanged when no correction was asked for."""
-    if not tac.partial_volume_status:
-        return qc_findings
+    """``qc_findings`` plus one warning per VOI the asked-for partial-volume correction left
+    as measured (no curve or PSF in the calibration record, volume outside the curve, no
+    background, an ill-conditioned GTM), numbered after the existing findings: lesions under
+    every model, organs under the GTM (the only model that corrects them). Unchanged when no
+    correction was asked for."""
+    if not tac.partial_volume_status or tac.partial_volume_model == NO_CORRECTION:
+        return qc_findings  # nothing asked for, or the site's phantom chose no correction
     rows: list[dict[str, Any]] = []
     for voi, (kind, status) in enumerate(
         zip(tac.voi_types, tac.partial_volume_status, strict=True)
     ):
-        if kind != "lesion" or status == STATUS_OK:
+        if status in (STATUS_OK, NOT_CORRECTED):  # corrected, or an organ no model corrects
             continue
         rows.append(
             {
@@ -148,7 +150,7 @@ def with_partial_volume_findings(
                 "check_name": PARTIAL_VOLUME_CHECK,
                 "severity": str(Severity.WARNING),
                 "message": (
-                    f"lesion {tac.labels[voi]!r}: {tac.partial_volume_model} partial-volume "
+                    f"{kind} {tac.labels[voi]!r}: {tac.partial_volume_model} partial-volume "
                     f"correction asked for by the site protocol, left as measured: {status}"
                 ),
                 "time_point_index": None,

@@ -157,6 +157,13 @@ def build_cycle_tables(
             "background_shell_gap_mm": tac.partial_volume_shell_mm[0],
             "background_shell_width_mm": tac.partial_volume_shell_mm[1],
         }
+    if tac.partial_volume_psf_fwhm_mm is not None:  # the GTM and the PSF it used
+        quantification_settings = {
+            **QUANTIFICATION_SETTINGS,
+            "partial_volume_correction": "every_voi_geometric_transfer_matrix",
+            "psf_fwhm_mm": tac.partial_volume_psf_fwhm_mm[0],
+            "psf_fwhm_sd_mm": tac.partial_volume_psf_fwhm_mm[1],
+        }
     quantification_hash = settings_hash(quantification_settings)
 
     def subject(voi: int) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from concordose.quant.pvc import (
     BACKGROUND_MODEL,
     DEFAULT_BACKGROUND_GAP_MM,
     DEFAULT_BACKGROUND_WIDTH_MM,
+    GTM_MODEL,
+    PHANTOM_CHOICE,
     RECOVERY_ONLY_MODEL,
     partial_volume_unavailable,
 )
@@ -29,24 +31,32 @@ def _folder(tmp_path: Path, site_yaml: str) -> Path:
     return tmp_path
 
 
-def test_default_is_off_and_matches_the_library() -> None:
+def test_default_is_gtm_and_matches_the_library() -> None:
+    # Issue 15: on by default with the GTM (it beats no correction at every consortium site).
     rules = load_protocol("milan").partial_volume_correction
     assert rules == PartialVolumeRules()
-    assert rules.enabled is False
-    assert rules.model == BACKGROUND_MODEL
+    assert rules.enabled is True
+    assert rules.model == GTM_MODEL
     assert rules.shell_gap_mm == DEFAULT_BACKGROUND_GAP_MM
     assert rules.shell_width_mm == DEFAULT_BACKGROUND_WIDTH_MM
-    assert set(typing.get_args(PartialVolumeModel)) == {BACKGROUND_MODEL, RECOVERY_ONLY_MODEL}
+    assert set(typing.get_args(PartialVolumeModel)) == {
+        BACKGROUND_MODEL,
+        RECOVERY_ONLY_MODEL,
+        GTM_MODEL,
+        PHANTOM_CHOICE,
+    }
 
 
-def test_a_site_switches_it_on(tmp_path: Path) -> None:
+def test_a_site_chooses_its_model_or_switches_it_off(tmp_path: Path) -> None:
     folder = _folder(
         tmp_path,
         "partial_volume_correction: {enabled: true, model: rc_curve, shell_gap_mm: 6}\n",
     )
     rules = load_protocol("milan", folder).partial_volume_correction
     assert rules == PartialVolumeRules(enabled=True, model="rc_curve", shell_gap_mm=6.0)
-    assert load_protocol("other", folder).partial_volume_correction.enabled is False
+    assert load_protocol("other", folder).partial_volume_correction == PartialVolumeRules()
+    (folder / "milan.yaml").write_text("partial_volume_correction: {enabled: false}\n")
+    assert load_protocol("milan", folder).partial_volume_correction.enabled is False
 
 
 @pytest.mark.parametrize(
@@ -96,6 +106,19 @@ def test_unavailable_names_the_record_and_the_missing_curve() -> None:
     )
     assert partial_volume_unavailable(full, BACKGROUND_MODEL) is None
     assert partial_volume_unavailable(full, RECOVERY_ONLY_MODEL) is None
+    gtm_reason = partial_volume_unavailable(full, GTM_MODEL)
+    assert gtm_reason is not None
+    assert "psf_fwhm_mm" in gtm_reason
+    with_psf = full.model_copy(update={"psf_fwhm_mm": 9.0, "psf_fwhm_sd_mm": 0.2})
+    assert partial_volume_unavailable(with_psf, GTM_MODEL) is None
+    # phantom_choice: needs the record's choice, then what the chosen model needs
+    unchosen = partial_volume_unavailable(with_psf, PHANTOM_CHOICE)
+    assert unchosen is not None
+    assert "partial_volume_model_chosen" in unchosen
+    chose_gtm = full.model_copy(update={"partial_volume_model_chosen": GTM_MODEL})
+    assert "psf_fwhm_mm" in (partial_volume_unavailable(chose_gtm, PHANTOM_CHOICE) or "")
+    chose_none = full.model_copy(update={"partial_volume_model_chosen": "none"})
+    assert partial_volume_unavailable(chose_none, PHANTOM_CHOICE) is None
     with pytest.raises(ConfigurationError, match="rc_magic"):
         partial_volume_unavailable(full, "rc_magic")
 
