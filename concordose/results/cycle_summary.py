@@ -128,19 +128,22 @@ def with_partial_volume_findings(
     tac: CycleTimeActivity,
     provenance: Provenance,
 ) -> pa.Table:
-    """``qc_findings`` plus one warning per VOI the asked-for partial-volume correction left
-    as measured (no curve or PSF in the calibration record, volume outside the curve, no
-    background, an ill-conditioned GTM), numbered after the existing findings: lesions under
-    every model, organs under the GTM (the only model that corrects them). Unchanged when no
-    correction was asked for."""
+    """``qc_findings`` plus one warning per reason the asked-for partial-volume correction left
+    VOIs as measured (no curve or PSF in the calibration record, volume outside the curve, no
+    background, an ill-conditioned GTM), naming the VOIs it applies to (lesions under every
+    model, organs under the GTM, the only model that corrects them) as ``[label, …]``, numbered
+    after the existing findings: a record without a PSF is one finding, not one per VOI.
+    Unchanged when no correction was asked for."""
     if not tac.partial_volume_status or tac.partial_volume_model == NO_CORRECTION:
         return qc_findings  # nothing asked for, or the site's phantom chose no correction
-    rows: list[dict[str, Any]] = []
-    for voi, (kind, status) in enumerate(
-        zip(tac.voi_types, tac.partial_volume_status, strict=True)
-    ):
+    by_status: dict[str, list[int]] = {}
+    for voi, status in enumerate(tac.partial_volume_status):
         if status in (STATUS_OK, NOT_CORRECTED):  # corrected, or an organ no model corrects
             continue
+        by_status.setdefault(status, []).append(voi)
+    rows: list[dict[str, Any]] = []
+    for status, vois in by_status.items():
+        kinds = sorted({tac.voi_types[voi] for voi in vois})
         rows.append(
             {
                 "subject_key": identity.subject_key,
@@ -150,8 +153,10 @@ def with_partial_volume_findings(
                 "check_name": PARTIAL_VOLUME_CHECK,
                 "severity": str(Severity.WARNING),
                 "message": (
-                    f"{kind} {tac.labels[voi]!r}: {tac.partial_volume_model} partial-volume "
-                    f"correction asked for by the site protocol, left as measured: {status}"
+                    f"{len(vois)} {' and '.join(kinds)} VOI(s) "
+                    f"[{', '.join(tac.labels[voi] for voi in vois)}]: "
+                    f"{tac.partial_volume_model} partial-volume correction asked for by the site "
+                    f"protocol, left as measured: {status}"
                 ),
                 "time_point_index": None,
                 "schema_version": QC_FINDINGS.version,
