@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -273,6 +274,9 @@ def run_mode(
     consortium_preset, _ = PRESETS[preset]
     start = time.perf_counter()
     print(f"imaging {mode}: consortium preset {consortium_preset!r}, {patients} patient(s)")
+    # Each mode's run keeps its own consortium secret in its folder (run_consortium writes it
+    # there unless the environment already holds one, as a previous mode's run leaves it).
+    os.environ.pop("CONCORDOSE_PSEUDONYM_KEY", None)
     run_consortium(
         out,
         sites=[consortium_site(s) for s in sites],

@@ -301,7 +301,8 @@ def gtm_correct(
 
     Returns every VOI NaN with a status saying why when Ω is singular or ill-conditioned (the
     caller leaves them as measured); a VOI with no voxel on the grid gets NaN and
-    :data:`NO_VOXELS`.
+    :data:`NO_VOXELS`; a VOI whose corrected activity is negative gets NaN and a status saying
+    so (left as measured).
     """
     image = np.asarray(concentration_mbq_per_ml, dtype=np.float64)
     shape = (int(image.shape[0]), int(image.shape[1]), int(image.shape[2]))
@@ -357,6 +358,23 @@ def gtm_correct(
         activity = np.where(voi_voxels > 0, counts @ region_true * voxel_ml, np.nan)
         concentration = activity / (voi_voxels * voxel_ml)
     background_mbq_per_ml = float(true_mean[-1]) if len(all_regions) > len(regions) else np.nan
+    # A negative activity is no activity the object can hold: the model (uniform regions, the
+    # fitted Gaussian PSF, the masks as the objects) does not describe that VOI (e.g. a thin or
+    # moving VOI whose neighbours' spill-in it over-subtracts). Left as measured, as an
+    # ill-conditioned system is, rather than published as an impossible value.
+    negative = np.isfinite(activity) & (activity < 0.0)
+    status = tuple(
+        (
+            f"GTM gave a negative activity ({activity[i]:.3g} MBq, measured mean "
+            f"{measured[i]:.3g} MBq/mL, FWHM {fwhm_mm:.3g} mm): the model does not fit this "
+            "VOI; left as measured"
+        )
+        if negative[i]
+        else empty_status[i]
+        for i in range(n_voi)
+    )
+    activity = np.where(negative, np.nan, activity)
+    concentration = np.where(negative, np.nan, concentration)
     return GtmCorrection(
         activity_mbq=activity,
         concentration_mbq_per_ml=concentration,
@@ -364,7 +382,7 @@ def gtm_correct(
         background_mbq_per_ml=background_mbq_per_ml,
         transfer_matrix=omega,
         condition_number=condition,
-        status=empty_status,
+        status=status,
     )
 
 

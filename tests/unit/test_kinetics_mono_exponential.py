@@ -52,12 +52,14 @@ def test_failures_are_reported_per_curve_not_raised() -> None:
             [10.0, 8.0, 5.0, 2.0],  # fine
             [1.0, 2.0, 3.0, 4.0],  # accumulating: no clearance
             [5.0, 0.0, 0.0, -1.0],  # only one usable point
+            (10.0 * np.exp(-math.log(2) / 300.0 * TIME_H)).tolist(),  # slower than decay
         ]
     )
     batch = MonoExponential().fit(TIME_H, activity)
     assert batch.status[0] == STATUS_OK
     assert "no clearance" in batch.status[1]
     assert "≥ 2 time points" in batch.status[2]
+    assert "slower than physical decay (T_eff = 300 h > 159.5 h)" in batch.status[3]
     assert np.isfinite(batch.tia_mbq_h[0])
     assert np.isnan(batch.tia_mbq_h[1:]).all()
 

@@ -218,3 +218,31 @@ def test_body_outline_follows_a_warm_body_not_the_hot_spots() -> None:
     outline = body_outline(image)
     true_body = truth > 0
     assert abs(outline.sum() / true_body.sum() - 1.0) < 0.1
+
+
+def test_a_negative_solution_is_left_as_measured_with_its_reason() -> None:
+    # A cold VOI beside a hot one, imaged with less blur than the GTM assumes: the model
+    # over-subtracts the hot neighbour's spill-in and the cold VOI's solution goes negative.
+    shape = (30, 30, 40)
+    truth = np.zeros(shape)
+    body = np.zeros(shape, dtype=bool)
+    body[3:27, 3:27, 3:37] = True
+    hot = np.zeros(shape, dtype=bool)
+    hot[10:20, 10:20, 8:20] = True
+    cold = np.zeros(shape, dtype=bool)
+    cold[12:18, 12:18, 20:23] = True
+    truth[hot] = 10.0
+    image = _blur(truth, 6.0)
+    corrected = gtm_correct(
+        image,
+        voi_crops(np.stack([hot, cold])),
+        body=body,
+        spacing_mm_zyx=SPACING_MM,
+        fwhm_mm=16.0,
+    )
+    assert corrected.status[0] == STATUS_OK
+    assert np.isfinite(corrected.activity_mbq[0])
+    assert "negative activity" in corrected.status[1]
+    assert corrected.status[1].endswith("left as measured")
+    assert np.isnan(corrected.activity_mbq[1])
+    assert np.isnan(corrected.concentration_mbq_per_ml[1])

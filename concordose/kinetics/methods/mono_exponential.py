@@ -6,8 +6,11 @@ TIA = ∫₀^∞ A dt = A0 / λ_eff (MBq·h).
 Fit: weighted linear least squares on ln A, solved in closed form for every curve together
 (no per-curve loop). Weights w_i = A_i make the residual variance match Poisson counting
 (var ln A ≈ 1/counts ∝ 1/A), so late, noisier points count less. Non-positive activities get
-zero weight. A curve needs two usable points and a positive clearance (λ_eff > 0), otherwise its
-TIA is reported as NaN with the reason.
+zero weight. A curve needs two usable points and a clearance at least as fast as Lu-177's
+physical decay (λ_eff ≥ λ_phys: biological clearance ≥ 0, the bound the fitting engine's models
+hold, ``kinetics.fitting.model``), otherwise its TIA is reported as NaN with the reason (a slower
+fitted clearance is noise or a model that does not fit, e.g. a late uptake; no activity is
+retained longer than decay allows).
 
 Uncertainty (EANM, Gear et al. 2018: fit covariance into TIA). The weights fix only the relative
 variances (var ln A_i = σ²/A_i), so σ² is estimated from the weighted residuals,
@@ -29,13 +32,14 @@ import numpy as np
 import numpy.typing as npt
 
 from concordose.kinetics.models import STATUS_OK, KineticsBatch, check_curves, settings_hash
+from concordose.nuclides import LU177
 
 
 class MonoExponential:
     """Registry entry ``mono_exponential``."""
 
     name = "mono_exponential"
-    version = "1"
+    version = "2"  # 2: clearance slower than physical decay refused (was: only λ_eff ≤ 0)
 
     def settings(self) -> dict[str, object]:
         """No tunable settings: weights and domain are fixed by the method."""
@@ -71,14 +75,26 @@ class MonoExponential:
             intercept = (s_y - slope * s_t) / s_w
         lambda_per_h = -slope
         a0_mbq = np.exp(intercept)
-        ok = (n_usable >= 2) & (determinant > 0) & np.isfinite(lambda_per_h) & (lambda_per_h > 0)
+        physical_per_h = LU177.decay_constant_per_h
+        ok = (
+            (n_usable >= 2)
+            & (determinant > 0)
+            & np.isfinite(lambda_per_h)
+            & (lambda_per_h >= physical_per_h)
+        )
         status = np.full(ok.shape, STATUS_OK, dtype=object)
         for index in np.flatnonzero(~ok):  # messages only for the (few) failures
             if n_usable[index] < 2 or not determinant[index] > 0:
                 status[index] = f"needs ≥ 2 time points with activity > 0, has {n_usable[index]}"
-            else:
+            elif not lambda_per_h[index] > 0:
                 status[index] = (
                     f"no clearance (λ_eff = {lambda_per_h[index]:.3g} /h ≤ 0): TIA unbounded"
+                )
+            else:
+                status[index] = (
+                    f"clearance slower than physical decay (T_eff = "
+                    f"{math.log(2.0) / lambda_per_h[index]:.4g} h > {LU177.half_life_h:.4g} h): "
+                    "not physical; the curve is not mono-exponential from injection"
                 )
         tia = np.where(ok, a0_mbq / np.where(ok, lambda_per_h, 1.0), np.nan)
         residual = np.where(usable, log_values - (intercept[:, None] + slope[:, None] * times), 0)
