@@ -237,13 +237,15 @@ def run_consortium(
     progress: ConsortiumProgress,
     on_step: Callable[[str], None] = lambda _message: None,
     imaging: ImagingMode = ImagingMode.BLUR,
+    realism: Realism | None = None,
 ) -> ConsortiumResult:
     """Generate, calibrate, receive, process per variant, compare, publish (module docstring).
 
     ``imaging`` is the generator's image formation (``blur`` or ``realistic``), for the patients
     and the phantom scans the sites are calibrated from alike; ``realistic`` also draws
     irregular lesions, breathing and each site's segmentation
-    (:meth:`phantoms.consortium.Realism.of_imaging`).
+    (:meth:`phantoms.consortium.Realism.of_imaging`). ``realism``, when given, replaces those
+    switches altogether (e.g. realistic imaging of today's anatomy, to apportion the effects).
 
     Raises:
         ConcordoseError: bad arguments (unknown preset, no site), a refused file, or nothing to
@@ -264,7 +266,7 @@ def run_consortium(
             preset=preset,
             sites=sites,
             n_patients=n_patients,
-            realism=Realism.of_imaging(imaging),
+            realism=realism or Realism.of_imaging(imaging),
             progress=progress,
         )
     except ValueError as exc:

@@ -47,7 +47,8 @@ def activity_sd_mbq(
         + np.broadcast_to(np.asarray(recovery_relative_sd, dtype=np.float64), counting.shape) ** 2
         + np.broadcast_to(np.asarray(other_relative_sd, dtype=np.float64), counting.shape) ** 2
     )
-    result: FloatArray = np.abs(np.asarray(activity_mbq, dtype=np.float64)) * relative
+    with np.errstate(invalid="ignore"):  # no counts and no activity: the SD is NaN, not 0
+        result: FloatArray = np.abs(np.asarray(activity_mbq, dtype=np.float64)) * relative
     return result
 
 
