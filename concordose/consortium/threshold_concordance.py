@@ -126,22 +126,29 @@ class _CycleDoses:
     single_point: bool = False  # from a later cycle's single time point (module docstring)
 
 
+_DOSE_COLUMNS = (
+    "site_id",
+    "subject_key",
+    "cycle_key",
+    "voi_label",
+    "voi_type",
+    "kinetics_method",
+    "dose_method",
+    "mean_dose_gy",
+    "mass_g",
+    "method_parameters_hash",
+)
+
+
+def _dose_rows(absorbed_dose: pa.Table, *extra: str) -> pd.DataFrame:
+    """The ``absorbed_dose`` columns the concordance reads (and ``extra`` ones)."""
+    frame: pd.DataFrame = absorbed_dose.select([*_DOSE_COLUMNS, *extra]).to_pandas()
+    return frame
+
+
 def _cycle_summaries(absorbed_dose: pa.Table) -> dict[tuple[str, str, str], _CycleDoses]:
     """(cycle key, kinetics method, dose method) → the cycle's patient-level doses."""
-    frame: pd.DataFrame = absorbed_dose.select(
-        [
-            "site_id",
-            "subject_key",
-            "cycle_key",
-            "voi_label",
-            "voi_type",
-            "kinetics_method",
-            "dose_method",
-            "mean_dose_gy",
-            "mass_g",
-            "method_parameters_hash",
-        ]
-    ).to_pandas()
+    frame = _dose_rows(absorbed_dose)
     summaries: dict[tuple[str, str, str], _CycleDoses] = {}
     for (cycle, kinetics, dose), rows in frame.groupby(
         ["cycle_key", "kinetics_method", "dose_method"], sort=True
@@ -178,21 +185,7 @@ def _single_point_doses(
     A VOI without an earlier half-life gets a NaN dose (left out of the cycle's summary and of
     its cumulative sums); a cycle without an acquired point serving the nominal time is left
     out, as a cycle where a full-schedule method could not run is."""
-    doses: pd.DataFrame = absorbed_dose.select(
-        [
-            "site_id",
-            "subject_key",
-            "cycle_key",
-            "voi_label",
-            "voi_type",
-            "kinetics_method",
-            "dose_method",
-            "mean_dose_gy",
-            "tia_mbq_h",
-            "mass_g",
-            "method_parameters_hash",
-        ]
-    ).to_pandas()
+    doses = _dose_rows(absorbed_dose, "tia_mbq_h")
     subject_of = dict(zip(doses["cycle_key"], doses["subject_key"], strict=True))
     fits: pd.DataFrame = kinetics.select(
         ["cycle_key", "voi_label", "kinetics_method", "teff_h"]
