@@ -806,6 +806,18 @@ def sites(
     console.print(_run(publish_registry), soft_wrap=True)
 
 
+ImagingOption = Annotated[
+    str,
+    typer.Option(
+        help="Image formation of patients and phantom scans: 'blur' (Gaussian of the site's "
+        "resolution, fast) or 'realistic' (projection with attenuation, collimator response, "
+        "scatter, dead time and Poisson noise, then the site's OSEM; in a consortium also "
+        "irregular lesions, breathing and each site's segmentation)."
+    ),
+]
+"""The ``--imaging`` option of ``generate`` and ``consortium`` (one text for both)."""
+
+
 @app.command()
 def generate(
     out: Annotated[Path, typer.Option(help="Folder to write the synthetic data into.")],
@@ -846,14 +858,7 @@ def generate(
         float,
         typer.Option(help="Consortium: largest per-axis patient shift between time points, mm."),
     ] = 5.0,
-    imaging: Annotated[
-        str,
-        typer.Option(
-            help="Image formation: 'blur' (Gaussian of the site's resolution, fast) or "
-            "'realistic' (projection with attenuation, collimator response, scatter, dead time "
-            "and Poisson noise, then the site's OSEM; phantom scans too)."
-        ),
-    ] = "blur",
+    imaging: ImagingOption = "blur",
     max_views: Annotated[
         int | None,
         typer.Option(
@@ -1103,13 +1108,7 @@ def consortium(
     ] = None,
     patients: Annotated[int, typer.Option(help="Virtual patients, each imaged at every site.")] = 1,
     seed: Annotated[int, typer.Option(help="Consortium seed.")] = 20261124,
-    imaging: Annotated[
-        str,
-        typer.Option(
-            help="Image formation of patients and phantom scans: 'blur' (fast) or 'realistic' "
-            "(projection, attenuation, collimator response, scatter, dead time, OSEM)."
-        ),
-    ] = "blur",
+    imaging: ImagingOption = "blur",
 ) -> None:
     """Run the digital consortium through the platform and measure how comparable the sites are.
 
