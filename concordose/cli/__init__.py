@@ -8,31 +8,32 @@ orchestrate import ``flows`` lazily, so the library itself never imports Prefect
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pyarrow as pa
 import typer
 from pydicom.uid import NuclearMedicineImageStorage
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from concordose import __version__
 from concordose.calibration.findings import Finding, Severity
+from concordose.cli.console import (
+    EXIT_INPUT_ERROR,
+    console,
+    error_console,
+    progress_bar,
+    run_or_exit,
+)
 from concordose.errors import ConcordoseError
 from concordose.kinetics.comparison import bland_altman
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.settings import default_workdir
+
+__all__ = ["EXIT_INPUT_ERROR", "app", "main"]
 
 if TYPE_CHECKING:
     from flows.sweep import SweepResult
@@ -45,32 +46,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-error_console = Console(stderr=True)
-
-EXIT_INPUT_ERROR = 2
-ResultT = TypeVar("ResultT")
-
-
-def _progress_bar() -> Progress:
-    """The progress bar of the long generating commands (description, bar, n/total, times)."""
-    return Progress(
-        TextColumn("[bold]{task.description:<36}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
-
-
-def _run(action: Callable[[], ResultT]) -> ResultT:
-    """Run ``action``; a ConcordoseError becomes a one-line message and exit status 2."""
-    try:
-        return action()
-    except ConcordoseError as exc:
-        error_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_INPUT_ERROR) from None
 
 
 def _version(value: bool) -> None:
@@ -362,7 +337,7 @@ def demo(  # noqa: PLR0917 (typer maps each option to a parameter)
 
     The patient is imaged at 4, 24, 48, 96, 168 and 240 h (SPECTacular); every kinetics method
     is shown side by side for every VOI, with its agreement with the reference."""
-    kinetics, dose = _run(lambda: _method_overrides(kinetics_methods, dose_methods))
+    kinetics, dose = run_or_exit(lambda: _method_overrides(kinetics_methods, dose_methods))
     from flows.demo import run_demo  # lazy: only orchestration imports Prefect
 
     folder = (workdir or default_workdir()).resolve()
@@ -382,7 +357,7 @@ def demo(  # noqa: PLR0917 (typer maps each option to a parameter)
         def on_sent(_path: Path) -> None:
             progress.update(sending, advance=1, visible=True)
 
-        result = _run(
+        result = run_or_exit(
             lambda: run_demo(
                 folder,
                 seed=seed,
@@ -512,8 +487,8 @@ def process(  # noqa: PLR0917 (typer maps each option to a parameter)
     Each cycle is one `process-cycle` run; a held cycle publishes its findings to qc_findings.
     Methods: each cycle's site protocol's, unless --kinetics-methods / --dose-methods.
     """
-    kinetics, dose = _run(lambda: _method_overrides(kinetics_methods, dose_methods))
-    found = _run(lambda: _check_before_processing(spool, sites, site))
+    kinetics, dose = run_or_exit(lambda: _method_overrides(kinetics_methods, dose_methods))
+    found = run_or_exit(lambda: _check_before_processing(spool, sites, site))
     console.print(f"[cyan]•[/] {found} cycle(s) in {spool}")
     from flows.sweep import process_spool
 
@@ -526,7 +501,7 @@ def process(  # noqa: PLR0917 (typer maps each option to a parameter)
         dose_methods=dose,
         max_concurrent_cycles=max_concurrent_cycles,
     )
-    _run(lambda: _report_sweep(result, spool))
+    run_or_exit(lambda: _report_sweep(result, spool))
 
 
 @app.command("process-cycle")
@@ -551,8 +526,8 @@ def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a paramet
     Example: concordose process-cycle --spool /var/lib/concordose/spool --sites sites.yaml
     --cycle-id 3f2a…
     """
-    kinetics, dose = _run(lambda: _method_overrides(kinetics_methods, dose_methods))
-    _run(lambda: _check_before_processing(spool, sites, site))
+    kinetics, dose = run_or_exit(lambda: _method_overrides(kinetics_methods, dose_methods))
+    run_or_exit(lambda: _check_before_processing(spool, sites, site))
     from flows.process_cycle import OUTCOME_HELD, process_cycle
 
     result = process_cycle(
@@ -588,7 +563,7 @@ def sweep(  # noqa: PLR0917 (typer maps each option to a parameter)
 
     Example: concordose sweep --spool /var/lib/concordose/spool --sites /etc/concordose/sites.yaml
     """
-    kinetics, dose = _run(lambda: _method_overrides(kinetics_methods, dose_methods))
+    kinetics, dose = run_or_exit(lambda: _method_overrides(kinetics_methods, dose_methods))
 
     def check() -> None:
         from concordose.spool.store import Spool
@@ -596,7 +571,7 @@ def sweep(  # noqa: PLR0917 (typer maps each option to a parameter)
         Spool.open_existing(spool)
         _check_before_processing(spool, sites, None)
 
-    _run(check)
+    run_or_exit(check)
     from flows.sweep import sweep as sweep_flow
 
     result = sweep_flow(
@@ -607,7 +582,7 @@ def sweep(  # noqa: PLR0917 (typer maps each option to a parameter)
         dose_methods=dose,
         max_concurrent_cycles=max_concurrent_cycles,
     )
-    _run(lambda: _report_sweep(result, spool))
+    run_or_exit(lambda: _report_sweep(result, spool))
 
 
 def _print_findings(findings: Sequence[Finding]) -> None:
@@ -667,7 +642,7 @@ def check(
             _print_findings(result.findings)
         return any_held
 
-    if _run(run):
+    if run_or_exit(run):
         raise typer.Exit(1)
 
 
@@ -746,7 +721,7 @@ def calibrate(
             f"appended {record.record_id} (version {version}) to {registry.calibration_ledger}"
         )
 
-    _run(run)
+    run_or_exit(run)
 
 
 @app.command()
@@ -769,7 +744,7 @@ def sites(
     from concordose.results.publish import publish_tables
     from concordose.settings import Settings
 
-    registry = _run(lambda: SiteRegistry.load(sites_file))
+    registry = run_or_exit(lambda: SiteRegistry.load(sites_file))
     table = Table(title=f"Sites in {sites_file}")
     for column in ("site", "AE titles", "record", "camera", "collimator", "CF cps/MBq", "valid"):
         table.add_column(column)
@@ -803,7 +778,7 @@ def sites(
         run = publish_tables(store, {"site_calibrations": [table]}, provenance)
         return f"published {table.num_rows} calibration record(s): {run.manifest_path}"
 
-    console.print(_run(publish_registry), soft_wrap=True)
+    console.print(run_or_exit(publish_registry), soft_wrap=True)
 
 
 ImagingOption = Annotated[
@@ -869,9 +844,9 @@ def generate(
     ] = None,
 ) -> None:
     """Write synthetic data: one patient (default) or, with --consortium, a whole consortium."""
-    mode = _run(lambda: _imaging_mode(imaging))
+    mode = run_or_exit(lambda: _imaging_mode(imaging))
     if consortium:
-        _run(
+        run_or_exit(
             lambda: _generate_consortium(
                 out,
                 seed=seed,
@@ -897,7 +872,7 @@ def generate(
         console.print(f"wrote {len(patient.dicom_files)} DICOM files under {out}")
         console.print(f"ground truth: {patient.ground_truth_path}; sites: {patient.sites_path}")
 
-    _run(make)
+    run_or_exit(make)
 
 
 @app.command()
@@ -929,7 +904,7 @@ def query(
         settings = Settings()
         return run_query(open_object_store(output or settings.output_uri, settings), sql)
 
-    result = _run(run)
+    result = run_or_exit(run)
     if fmt == "csv":
         import pyarrow.csv as pacsv
 
@@ -1008,7 +983,7 @@ def _generate_consortium(
             f"unknown imaging protocol {protocol!r}; expected one of "
             f"{', '.join([*PROTOCOLS, PER_SITE_PROTOCOL])}"
         )
-    with _progress_bar() as progress:
+    with progress_bar() as progress:
         task = progress.add_task("digital consortium", total=None)
 
         class _Reporter:
@@ -1143,11 +1118,11 @@ def consortium(
             )
         return picked
 
-    profiles = _run(chosen_sites)
-    mode = _run(lambda: _imaging_mode(imaging))
+    profiles = run_or_exit(chosen_sites)
+    mode = run_or_exit(lambda: _imaging_mode(imaging))
     from flows.consortium import run_consortium  # lazy: only orchestration imports Prefect
 
-    with _progress_bar() as progress:
+    with progress_bar() as progress:
         task = progress.add_task("consortium", total=0)
 
         class _Reporter:
@@ -1164,7 +1139,7 @@ def consortium(
         def on_step(message: str) -> None:
             progress.console.print(f"[cyan]•[/] {message}", soft_wrap=True)
 
-        result = _run(
+        result = run_or_exit(
             lambda: run_consortium(
                 out.resolve(),
                 sites=profiles,
@@ -1332,7 +1307,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        receiver = _run(build)
+        receiver = run_or_exit(build)
         try:
             while not stop_signals:
                 time.sleep(0.2)  # idle; a signal interrupts the sleep and its handler runs
@@ -1428,7 +1403,7 @@ def spool_status(
             text = reason.read_text(errors="replace") if reason.is_file() else "(no reason file)"
             console.print(f"  quarantine {path.name}: {text}", highlight=False)
 
-    _run(show)
+    run_or_exit(show)
 
 
 @spool_app.command("complete")
@@ -1448,7 +1423,7 @@ def spool_complete(
         state = "marked complete" if changed else "was already complete or processed"
         console.print(f"time point {study} {state}")
 
-    _run(complete)
+    run_or_exit(complete)
 
 
 def main() -> None:
