@@ -106,6 +106,7 @@ def _science_tables(
     dose_methods: Sequence[str] | None,
     voxel_dosimetry: bool,
     cache_dir: Path | None,
+    protocol_dir: Path | None,
 ) -> dict[str, list[pa.Table]]:
     study, verdict = prepared.study, prepared.verdict
     assert study is not None
@@ -114,8 +115,10 @@ def _science_tables(
     assert verdict.calibration is not None
     site, calibration = verdict.site, verdict.calibration
     collected: dict[str, list[pa.Table]] = defaultdict(list)
-    methods = load_protocol(site.site_id).run_methods(kinetics_methods, dose_methods)
-    tac = quantify_task(study, calibration, site.site_id, prepared.vois, cache_dir)
+    methods = load_protocol(site.site_id, protocol_dir).run_methods(kinetics_methods, dose_methods)
+    tac = quantify_task(
+        study, calibration, site.site_id, prepared.vois, cache_dir, protocol_dir=protocol_dir
+    )
     kinetics = kinetics_task(tac, methods.kinetics_methods)
     doses = dose_task(tac, kinetics, methods.dose_methods)
     for name, table in tables_task(identity, tac, kinetics, doses, provenance).items():
@@ -133,7 +136,13 @@ def _science_tables(
         collected[name].append(table)
     if voxel_dosimetry:
         voxel = voxel_dose_task(
-            study, calibration, tac, site.site_id, prepared.vois, cache_dir=cache_dir
+            study,
+            calibration,
+            tac,
+            site.site_id,
+            prepared.vois,
+            cache_dir=cache_dir,
+            protocol_dir=protocol_dir,
         )
         if voxel is not None:
             voxel_tables = voxel_tables_task(
@@ -212,6 +221,7 @@ def _process(
             dose_methods=dose_methods,
             voxel_dosimetry=voxel_dosimetry,
             cache_dir=CycleSource(source).cache_dir,
+            protocol_dir=registry.protocol_dir,
         )
         published = publish_task(store, tables, provenance)
         record_outcome_task(source, members, CycleState.PROCESSED, None, published.run_id)

@@ -51,15 +51,18 @@ def quantify_task(
     site_id: str | None = None,
     vois: Sequence[VoiMask] | None = None,
     cache_dir: Path | None = None,
+    *,
+    protocol_dir: Path | None = None,
 ) -> CycleTimeActivity:
     """Activity per VOI and time point (``vois`` as read once by the preparation); with
     ``site_id``, corrected for partial volume as its protocol's ``partial_volume_correction``
     says (on by default: ``gtm``, every VOI). With ``cache_dir``, registrations are cached
-    there on their inputs' identity (a re-run registers only new time points)."""
+    there on their inputs' identity (a re-run registers only new time points).
+    ``protocol_dir``: the site registry's (``sites.yaml`` ``protocol_dir:``)."""
     cache = ResultCache(cache_dir) if cache_dir is not None else None
     if site_id is None:
         return quantify_cycle(cycle, calibration, vois=vois, cache=cache)
-    rules = load_protocol(site_id).partial_volume_correction
+    rules = load_protocol(site_id, protocol_dir).partial_volume_correction
     return quantify_cycle_per_protocol(
         cycle,
         calibration,
@@ -113,10 +116,12 @@ def voxel_dose_task(
     vois: Sequence[VoiMask] | None = None,
     *,
     cache_dir: Path | None = None,
+    protocol_dir: Path | None = None,
 ) -> CycleVoxelDose | None:
     """Voxel dosimetry of a cycle as its site protocol's ``voxel_dosimetry`` says (None when
-    disabled), reusing the quantification's registrations."""
-    rules = load_protocol(site_id).voxel_dosimetry
+    disabled), reusing the quantification's registrations. ``protocol_dir``: the site
+    registry's (``sites.yaml`` ``protocol_dir:``)."""
+    rules = load_protocol(site_id, protocol_dir).voxel_dosimetry
     if not rules.enabled:
         return None
     return cycle_voxel_dosimetry(

@@ -135,7 +135,7 @@ def gate_time_point(
             "the sending site is unknown (no calling AE title recorded and no site given)",
         )
         return GateResult((finding,), None, None)
-    rules = protocol or load_protocol(site.site_id)
+    rules = protocol or load_protocol(site.site_id, registry.protocol_dir)
     findings = check_acquisition(acquisition, rules)
     calibration, gate_findings = select_calibration(acquisition, site)
     return GateResult(tuple(findings + gate_findings), calibration, site)

@@ -1,8 +1,15 @@
 """Site protocol: what a site's post-therapy Lu-177 SPECT is expected to look like.
 
 Rules live in ``schemas/protocols/*.yaml`` (one file per site, ``default.yaml`` for the
-consortium baseline), or in the folder ``CONCORDOSE_PROTOCOL_DIR`` names; a site file overrides
-only the keys it names. Ranges are inclusive.
+consortium baseline); a site file overrides only the top-level keys it names. Ranges are
+inclusive.
+
+Where a site's overrides come from (:func:`protocol_sources`, the one resolution every caller
+uses): the folder ``CONCORDOSE_PROTOCOL_DIR`` names, else the site registry's ``protocol_dir:``
+(``sites.yaml``, relative to that file), else the packaged folder. The packaged ``default.yaml``
+is always the base; a configured folder's ``default.yaml`` (optional) overrides it, then its
+``<site_id>.yaml`` (optional). The packaged site files (the digital consortium's sites) apply
+only when no folder is configured.
 """
 
 from __future__ import annotations
@@ -261,16 +268,49 @@ def packaged_protocol_dir() -> Path:
     return Path(str(files("schemas").joinpath("protocols")))
 
 
-def _protocol_dir() -> Path:
+# --- where protocol files come from (issue 16) ---
+def protocol_dir(registry_protocol_dir: Path | None = None) -> Path | None:
+    """The folder of site protocol overrides in force: ``CONCORDOSE_PROTOCOL_DIR``, else the
+    site registry's ``protocol_dir`` (already resolved against the sites file), else ``None``
+    (the packaged files only).
+
+    Raises:
+        ConfigurationError: the folder in force does not exist.
+    """
     configured = Settings().protocol_dir
-    if configured is None:
-        return packaged_protocol_dir()
-    if not (configured / "default.yaml").is_file():
+    if configured is not None:
+        folder, origin = configured, "CONCORDOSE_PROTOCOL_DIR"
+    elif registry_protocol_dir is not None:
+        folder, origin = registry_protocol_dir, "protocol_dir of the sites file"
+    else:
+        return None
+    if not folder.is_dir():
         raise ConfigurationError(
-            f"CONCORDOSE_PROTOCOL_DIR {configured} holds no default.yaml; expected a folder of "
-            "site protocol files like schemas/protocols"
+            f"{origin} {folder} is not a folder; expected a folder of site protocol files "
+            "(<site_id>.yaml, optionally default.yaml) like schemas/protocols"
         )
-    return configured
+    return folder
+
+
+def protocol_sources(site_id: str | None, registry_protocol_dir: Path | None = None) -> list[Path]:
+    """The protocol files of ``site_id`` that exist, in the order they are merged (later ones
+    override earlier ones' top-level keys); see the module docstring for the rule.
+
+    Raises:
+        ConfigurationError: the configured folder does not exist.
+    """
+    packaged = packaged_protocol_dir()
+    folder = protocol_dir(registry_protocol_dir)
+    candidates = [packaged / "default.yaml"]
+    overrides = packaged if folder is None else folder
+    if folder is not None:
+        candidates.append(folder / "default.yaml")
+    if site_id is not None:
+        candidates.append(overrides / f"{site_id}.yaml")
+    return [path for path in candidates if path.is_file()]
+
+
+# --- end where protocol files come from ---
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -284,21 +324,23 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def load_protocol(site_id: str | None = None, folder: Path | None = None) -> SiteProtocol:
-    """The protocol of ``site_id``: ``default.yaml`` overridden by ``<site_id>.yaml`` if present.
+    """The protocol of ``site_id``: the packaged ``default.yaml`` overridden by the files of
+    :func:`protocol_sources`.
+
+    Args:
+        site_id: the site (``None``: the default only).
+        folder: the site registry's ``protocol_dir`` (:attr:`SiteRegistry.protocol_dir`);
+            ``CONCORDOSE_PROTOCOL_DIR`` takes precedence over it.
 
     Raises:
-        ConfigurationError: unreadable or invalid protocol file.
+        ConfigurationError: unreadable or invalid protocol file, or a missing folder.
     """
-    folder = folder or _protocol_dir()
+    sources = protocol_sources(site_id, folder)
     merged: dict[str, Any] = {}
-    sources = [folder / "default.yaml"]
-    if site_id is not None:
-        sources.append(folder / f"{site_id}.yaml")
     for path in sources:
-        if path.is_file():
-            merged.update(_read(path))
+        merged.update(_read(path))
     try:
         return SiteProtocol.model_validate(merged)
     except ValidationError as exc:
-        names = ", ".join(str(p) for p in sources if p.is_file())
+        names = ", ".join(str(p) for p in sources)
         raise ConfigurationError(f"site protocol from {names} is invalid:\n{exc}") from exc

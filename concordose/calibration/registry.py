@@ -1,9 +1,12 @@
 """The site registry: which AE titles belong to which site, and each site's calibration records.
 
-Read from a YAML file (``sites.yaml``)::
+Read from a YAML file (``sites.yaml``; JSON Schema ``schemas/sites.schema.json``, generated
+from these models: ``python -m concordose.calibration.registry`` rewrites it, a test keeps both in
+step)::
 
     format_version: 1
     calibration_ledger: calibrations.jsonl   # optional: append-only history (ledger.py)
+    protocol_dir: protocols                  # optional: site protocol overrides (protocol.py)
     sites:
       - site_id: milan
         ae_titles: [MILAN_SPECT]
@@ -16,24 +19,85 @@ Read from a YAML file (``sites.yaml``)::
             calibration_factor_cps_per_mbq: 9.1
             valid_from: 2026-01-01
             valid_to: null          # open-ended
+      - site_id: padua                        # a site whose CF is known (no phantom scans yet)
+        ae_titles: [PADUA_NM]
+        calibrations:
+          - record_id: padua-known-cf-2026
+            calibration_factor_cps_per_mbq: 11.2
+            calibration_factor_relative_uncertainty: 0.05
+            energy_window_kev: [187.5, 229.2]
+            valid_from: 2026-03-01
 
-Errors name the file and the entry at fault.
+Errors name the file and the entry at fault (``sites[1] (site_id 'padua').calibrations[0]…``).
+A calibration factor written in the file must be plausible for its window
+(:mod:`.plausibility`): a unit slip is refused with its likely cause. ``concordose sites add``
+and ``concordose sites add-calibration`` write the file (:mod:`.sites_file`).
 """
 
 from __future__ import annotations
 
+import json
 from datetime import date
+from importlib.resources import files
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from concordose.calibration.ledger import current_records, read_ledger
+from concordose.calibration.plausibility import check_calibration_factor
 from concordose.calibration.records import CalibrationRecord
 from concordose.errors import CalibrationMissingError, ConfigurationError
 
-__all__ = ["NOMINAL_RECORD_VALID_FROM", "CalibrationRecord", "Site", "SiteRegistry"]
+__all__ = [
+    "AE_TITLE_PATTERN",
+    "NOMINAL_RECORD_VALID_FROM",
+    "SITES_FORMAT",
+    "AeTitle",
+    "CalibrationRecord",
+    "Site",
+    "SiteRegistry",
+    "describe_validation_error",
+    "json_schema",
+    "packaged_schema_path",
+]
+
+SITES_FORMAT = "concordose.sites"
+"""The title of the sites file's JSON Schema."""
+
+# --- AE titles (issue 16) ---
+AE_TITLE_PATTERN = r"^[!-\[\]-~]([ -\[\]-~]{0,14}[!-\[\]-~])?$"
+"""A DICOM AE title (PS3.5 Table 6.2-1, VR AE): 1–16 characters of the default repertoire
+without backslash or control characters; leading and trailing spaces are not significant, so
+they are refused here (a title is compared as written)."""
+
+
+def _ae_title(value: str) -> str:
+    # pydantic reports the input beside the message (describe_validation_error: "found …")
+    if not 1 <= len(value) <= 16:
+        raise ValueError("expected an AE title of 1–16 characters")
+    if value != value.strip(" "):
+        raise ValueError("expected an AE title without leading or trailing spaces")
+    if any(not (" " <= c <= "~") or c == "\\" for c in value):
+        raise ValueError("expected an AE title of printable ASCII characters without backslash")
+    return value
+
+
+AeTitle = Annotated[
+    str,
+    AfterValidator(_ae_title),
+    Field(json_schema_extra={"pattern": AE_TITLE_PATTERN, "minLength": 1, "maxLength": 16}),
+]
+"""A calling AE title as ``sites.yaml`` lists it."""
+# --- end AE titles ---
 
 NOMINAL_RECORD_VALID_FROM = date(2000, 1, 1)
 """First day of the record :meth:`Site.nominal_calibration` builds (it stands for the camera's
@@ -53,7 +117,7 @@ class Site(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     site_id: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    ae_titles: list[str] = Field(min_length=1)
+    ae_titles: list[AeTitle] = Field(min_length=1)
     institution: str | None = None
     calibrations: list[CalibrationRecord] = Field(default_factory=list)
     nominal_calibration_factor_cps_per_mbq: float | None = Field(default=None, gt=0)
@@ -101,6 +165,11 @@ class SiteRegistry(BaseModel):
 
     format_version: Literal[1] = 1
     calibration_ledger: Path | None = None
+    protocol_dir: Path | None = Field(
+        default=None,
+        description="Folder of site protocol overrides (<site_id>.yaml, optional default.yaml), "
+        "relative to the sites file; CONCORDOSE_PROTOCOL_DIR takes precedence.",
+    )
     sites: list[Site]
 
     @model_validator(mode="after")
@@ -124,16 +193,60 @@ class SiteRegistry(BaseModel):
             raise ConfigurationError(f"sites file {path} does not exist")
         try:
             content = yaml.safe_load(path.read_text(encoding="utf-8"))
-            registry = cls.model_validate(content)
         except yaml.YAMLError as exc:
             raise ConfigurationError(f"sites file {path} is not valid YAML: {exc}") from exc
-        except ValidationError as exc:
-            raise ConfigurationError(f"sites file {path} is invalid:\n{exc}") from exc
+        registry = cls.from_content(content, where=f"sites file {path}")
+        if registry.protocol_dir is not None and not registry.protocol_dir.is_absolute():
+            registry = registry.model_copy(
+                update={"protocol_dir": path.parent / registry.protocol_dir}
+            )
         if registry.calibration_ledger is None:
             return registry
         ledger = registry.calibration_ledger
         ledger = ledger if ledger.is_absolute() else path.parent / ledger
         return registry.with_ledger(ledger)
+
+    @classmethod
+    def from_content(cls, content: object, *, where: str) -> SiteRegistry:
+        """Validate a sites file's parsed content (no ledger read, paths as written): the
+        fields, then the plausibility of every calibration factor written in it.
+
+        Raises:
+            ConfigurationError: naming ``where`` and each entry at fault.
+        """
+        try:
+            registry = cls.model_validate(content)
+        except ValidationError as exc:
+            raise ConfigurationError(
+                f"{where} is invalid:\n{describe_validation_error(exc, content)}"
+            ) from exc
+        problems: list[str] = []
+        for i, site in enumerate(registry.sites):
+            entry = f"sites[{i}] (site_id {site.site_id!r})"
+            factors = [
+                (f"{entry}.calibrations[{j}] (record_id {record.record_id!r})", record)
+                for j, record in enumerate(site.calibrations)
+            ]
+            checks = [
+                (where_, record.calibration_factor_cps_per_mbq, record.energy_window_kev)
+                for where_, record in factors
+            ]
+            if site.nominal_calibration_factor_cps_per_mbq is not None:
+                checks.append(
+                    (
+                        f"{entry}.nominal_calibration_factor_cps_per_mbq",
+                        site.nominal_calibration_factor_cps_per_mbq,
+                        None,
+                    )
+                )
+            for entry_where, cf, window in checks:
+                try:
+                    check_calibration_factor(cf, window, where=entry_where)
+                except ConfigurationError as exc:
+                    problems.append(f"  {exc}")
+        if problems:
+            raise ConfigurationError(f"{where} is invalid:\n" + "\n".join(problems))
+        return registry
 
     def with_ledger(self, ledger: Path) -> SiteRegistry:
         """This registry with each site's calibrations extended by the ledger's current records.
@@ -154,6 +267,41 @@ class SiteRegistry(BaseModel):
             for site in self.sites
         ]
         return self.model_copy(update={"sites": sites, "calibration_ledger": ledger})
+
+    # --- what changed between two loads (issue 16: the receiver's reload) ---
+    def changes_since(self, old: SiteRegistry) -> list[str]:
+        """What changed from ``old`` to this registry, one line each (sites, AE titles and
+        calibration records added or removed); empty when nothing did. Holds only the file's
+        identifiers, never a patient's."""
+        lines: list[str] = []
+        before = {site.site_id: site for site in old.sites}
+        after = {site.site_id: site for site in self.sites}
+        for site_id in sorted(after.keys() - before.keys()):
+            listed = ", ".join(after[site_id].ae_titles)
+            lines.append(f"site {site_id} added (AE titles {listed})")
+        for site_id in sorted(before.keys() - after.keys()):
+            lines.append(f"site {site_id} removed")
+        for site_id in sorted(after.keys() & before.keys()):
+            old_site, new_site = before[site_id], after[site_id]
+            for verb, titles in (
+                ("added", [t for t in new_site.ae_titles if t not in old_site.ae_titles]),
+                ("removed", [t for t in old_site.ae_titles if t not in new_site.ae_titles]),
+            ):
+                if titles:
+                    lines.append(f"site {site_id}: AE title(s) {', '.join(titles)} {verb}")
+            old_records = {r.record_id for r in old_site.calibrations}
+            new_records = {r.record_id for r in new_site.calibrations}
+            for verb, records in (
+                ("added", sorted(new_records - old_records)),
+                ("removed", sorted(old_records - new_records)),
+            ):
+                if records:
+                    lines.append(
+                        f"site {site_id}: calibration record(s) {', '.join(records)} {verb}"
+                    )
+        return lines
+
+    # --- end what changed ---
 
     @property
     def ae_titles(self) -> list[str]:
@@ -185,3 +333,54 @@ class SiteRegistry(BaseModel):
             f"calling AE title {ae_title!r} belongs to no site in the registry; "
             "add it to the site's ae_titles"
         )
+
+
+# --- error messages naming the entry, JSON Schema (issue 16) ---
+def _entry_path(location: tuple[int | str, ...], content: object) -> str:
+    """``sites[2] (site_id 'padua').calibrations[0].calibration_factor_cps_per_mbq`` for a
+    pydantic error location, with each list entry's id where the content has one."""
+    parts: list[str] = []
+    node: Any = content
+    for key in location:
+        if isinstance(key, int):
+            parts.append(f"[{key}]")
+            node = node[key] if isinstance(node, list) and 0 <= key < len(node) else None
+            if isinstance(node, dict):
+                for id_key in ("site_id", "record_id"):
+                    if id_key in node:
+                        parts.append(f" ({id_key} {node[id_key]!r})")
+                        break
+        else:
+            parts.append(f".{key}" if parts else key)
+            node = node.get(key) if isinstance(node, dict) else None
+    return "".join(parts) or "(top level)"
+
+
+def describe_validation_error(exc: ValidationError, content: object) -> str:
+    """One line per error: the entry (with its site or record id), what was expected and what
+    was found."""
+    lines = []
+    for error in exc.errors():
+        location = tuple(key for key in error["loc"] if isinstance(key, int | str))
+        message = error["msg"].removeprefix("Value error, ")
+        found = error.get("input")
+        shown = "" if isinstance(found, dict | list) else f" (found {found!r})"
+        lines.append(f"  {_entry_path(location, content)}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def json_schema() -> dict[str, object]:
+    """JSON Schema of a sites file (``sites.yaml``)."""
+    schema = SiteRegistry.model_json_schema()
+    schema["title"] = SITES_FORMAT
+    return schema
+
+
+def packaged_schema_path() -> Path:
+    """``schemas/sites.schema.json``."""
+    return Path(str(files("schemas").joinpath("sites.schema.json")))
+
+
+if __name__ == "__main__":  # pragma: no cover - maintenance entry point
+    packaged_schema_path().write_text(json.dumps(json_schema(), indent=2) + "\n", encoding="utf-8")
+# --- end error messages, JSON Schema ---

@@ -28,6 +28,8 @@ from concordose.cli.console import (
     progress_bar,
     run_or_exit,
 )
+from concordose.cli.protocol import protocol_app
+from concordose.cli.sites import sites_app
 from concordose.errors import ConcordoseError
 from concordose.kinetics.comparison import bland_altman
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
@@ -36,6 +38,8 @@ from concordose.settings import default_workdir
 __all__ = ["EXIT_INPUT_ERROR", "app", "main"]
 
 if TYPE_CHECKING:
+    from concordose.calibration.registry import SiteRegistry
+    from concordose.ingest.receiver import StorageReceiver
     from flows.sweep import SweepResult
     from phantoms.imaging import ImagingMode
 
@@ -423,7 +427,9 @@ def _check_before_processing(source: Path, sites: Path, site: str | None) -> int
     registry = SiteRegistry.load(sites)
     site_ids = {entry.site_id for entry in registry.sites}
     for site_id in sorted(site_ids if site is None else site_ids | {site}):
-        load_protocol(site_id)  # a bad protocol (e.g. an unknown method) before any cycle runs
+        load_protocol(
+            site_id, registry.protocol_dir
+        )  # a bad protocol (e.g. an unknown method) before any cycle runs
     cycle_source = CycleSource(source)
     if cycle_source.spool is None and site is None:
         raise ConcordoseError(
@@ -724,61 +730,10 @@ def calibrate(
     run_or_exit(run)
 
 
-@app.command()
-def sites(
-    sites_file: Annotated[Path, typer.Option("--sites", help="Site registry YAML (sites.yaml).")],
-    publish: Annotated[
-        bool,
-        typer.Option("--publish", help="Also publish every record as table site_calibrations."),
-    ] = False,
-    output: Annotated[
-        str | None,
-        typer.Option(help="Folder or s3://bucket/prefix to publish to (default from settings)."),
-    ] = None,
-) -> None:
-    """List the consortium's sites and their calibration records (ledger included)."""
-    from concordose.calibration.registry import SiteRegistry
-    from concordose.results.calibration_table import build_site_calibrations
-    from concordose.results.object_store import open_object_store
-    from concordose.results.provenance import Provenance, new_run_id
-    from concordose.results.publish import publish_tables
-    from concordose.settings import Settings
-
-    registry = run_or_exit(lambda: SiteRegistry.load(sites_file))
-    table = Table(title=f"Sites in {sites_file}")
-    for column in ("site", "AE titles", "record", "camera", "collimator", "CF cps/MBq", "valid"):
-        table.add_column(column)
-    for site in registry.sites:
-        if not site.calibrations:
-            table.add_row(
-                site.site_id, ", ".join(site.ae_titles), "[red]no calibration[/]", "", "", "", ""
-            )
-        for record in site.calibrations:
-            table.add_row(
-                site.site_id,
-                ", ".join(site.ae_titles),
-                record.record_id,
-                record.camera_model or "any",
-                record.collimator or "any",
-                f"{record.calibration_factor_cps_per_mbq:.3f}",
-                f"{record.valid_from} … {record.valid_to or 'open'}",
-            )
-    console.print(table)
-    if not publish:
-        return
-
-    def publish_registry() -> str:
-        settings = Settings()
-        store = open_object_store(output or settings.output_uri, settings)
-        provenance = Provenance(run_id=new_run_id())
-        records = [
-            (site.site_id, record) for site in registry.sites for record in site.calibrations
-        ]
-        table = build_site_calibrations(records, provenance)
-        run = publish_tables(store, {"site_calibrations": [table]}, provenance)
-        return f"published {table.num_rows} calibration record(s): {run.manifest_path}"
-
-    console.print(run_or_exit(publish_registry), soft_wrap=True)
+# --- sites and protocol command groups (issue 16) ---
+app.add_typer(sites_app, name="sites")
+app.add_typer(protocol_app, name="protocol")
+# --- end sites and protocol ---
 
 
 ImagingOption = Annotated[
@@ -1192,6 +1147,32 @@ def _configure_logging() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API request
 
 
+# --- sites.yaml reloaded on SIGHUP (issue 16) ---
+def _reload_sites(receiver: StorageReceiver, config: Path, registry: SiteRegistry) -> SiteRegistry:
+    """Reload ``config`` into the running receiver and log what changed (identifiers of the
+    sites file only); a file that fails validation keeps ``registry`` and logs one error line."""
+    import logging
+
+    from concordose.calibration.registry import SiteRegistry
+
+    log = logging.getLogger("concordose.receive")
+    try:
+        reloaded = SiteRegistry.load(config)
+    except ConcordoseError as exc:
+        reason = " ".join(line.strip() for line in str(exc).splitlines())
+        log.error("sites file %s not reloaded, the previous one stays in force: %s", config, reason)
+        return registry
+    receiver.update_sites(
+        {title: site.site_id for site in reloaded.sites for title in site.ae_titles}
+    )
+    changes = reloaded.changes_since(registry)
+    log.info("sites file %s reloaded: %s", config, "; ".join(changes) or "no change")
+    return reloaded
+
+
+# --- end sites.yaml reloaded ---
+
+
 @app.command()
 def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
     spool: Annotated[Path, typer.Option(help="Spool folder (created if missing).")],
@@ -1243,7 +1224,12 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
         str | None, typer.Option(help="Where the flows publish (default CONCORDOSE_OUTPUT_URI).")
     ] = None,
 ) -> None:
-    """Run the storage SCP in the foreground until Ctrl-C / SIGTERM."""
+    """Run the storage SCP in the foreground until Ctrl-C / SIGTERM; SIGHUP reloads the sites
+    file (AE titles, sites, calibration records) and logs what changed.
+
+    Example: concordose receive --spool /var/lib/concordose/spool --config sites.yaml
+    --port 11112 (then, after editing sites.yaml: kill -HUP <pid>)
+    """
     import signal
     import time
 
@@ -1256,7 +1242,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
 
     _configure_logging()
 
-    def build() -> StorageReceiver:
+    def build() -> tuple[StorageReceiver, SiteRegistry]:
         settings = Settings()
         registry = SiteRegistry.load(config)
         quiet_s = settings.receiver_quiet_period_s if quiet_period_s is None else quiet_period_s
@@ -1295,21 +1281,26 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
             journal_prefill=True,  # a long-running service: allocate the journal once
         )
         receiver.start()
-        return receiver
+        return receiver, registry
 
     # Handlers first: a SIGTERM arriving as soon as the port is open must still stop cleanly.
     # The handler only appends to a list: taking a lock there (threading.Event.set) can deadlock
     # against the main thread interrupted inside that same lock.
     stop_signals: list[int] = []
+    reload_signals: list[int] = []  # SIGHUP: reload sites.yaml (issue 16)
 
     def on_signal(signum: int, _frame: object) -> None:
-        stop_signals.append(signum)
+        (reload_signals if signum == signal.SIGHUP else stop_signals).append(signum)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in handled}
     try:
-        receiver = run_or_exit(build)
+        receiver, registry = run_or_exit(build)
         try:
             while not stop_signals:
+                if reload_signals:
+                    reload_signals.clear()
+                    registry = _reload_sites(receiver, config, registry)
                 time.sleep(0.2)  # idle; a signal interrupts the sleep and its handler runs
         finally:
             receiver.stop()

@@ -25,7 +25,8 @@ down once as pynetdicom does for its handlers:
 
 C-ECHO is answered with success. Associations from calling AE titles not in the sites file are
 rejected (permanent, "calling AE title not recognised"); one over ``max_associations`` is
-rejected transiently ("local limit exceeded").
+rejected transiently ("local limit exceeded"). :meth:`StorageReceiver.update_sites` swaps the
+AE titles of a running receiver (``concordose receive`` reloads ``sites.yaml`` on SIGHUP).
 
 Each stored instance marks its time point busy until its association closes; a
 :class:`~.completion.CompletionMonitor` then completes quiet time points and calls the
@@ -459,6 +460,16 @@ class StorageReceiver:
         self._server_thread: threading.Thread | None = None
         self.stored_count = 0
         self.failed_count = 0
+
+    def update_sites(self, site_by_ae_title: Mapping[str, str]) -> None:
+        """Replace the calling AE title → site map of a running receiver (``sites.yaml``
+        reloaded on SIGHUP); the titles allowed become its keys. Associations admitted from
+        now on see the new map; open ones keep their admission."""
+        mapping = dict(site_by_ae_title)
+        allowed = {title.strip() for title in mapping}
+        with self._counter_lock:  # two plain assignments: readers see the old or the new map
+            self.site_by_ae_title = mapping
+            self._allowed_calling_ae_titles = allowed
 
     @property
     def port(self) -> int:

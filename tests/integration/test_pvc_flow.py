@@ -43,7 +43,7 @@ def patient(tmp_path_factory: pytest.TempPathFactory) -> GeneratedPatient:
 def pvc_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Milan's protocol with the background-aware correction switched on."""
     folder = tmp_path / "protocols"
-    shutil.copytree(protocol_module._protocol_dir(), folder)
+    shutil.copytree(protocol_module.packaged_protocol_dir(), folder)
     milan = yaml.safe_load((folder / "milan.yaml").read_text()) or {}
     milan["partial_volume_correction"] = {
         "enabled": True,
@@ -52,7 +52,7 @@ def pvc_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "shell_width_mm": SHELL_WIDTH_MM,
     }
     (folder / "milan.yaml").write_text(yaml.safe_dump(milan))
-    monkeypatch.setattr(protocol_module, "_protocol_dir", lambda: folder)
+    monkeypatch.setenv("CONCORDOSE_PROTOCOL_DIR", str(folder))
     monkeypatch.setenv("CONCORDOSE_PSEUDONYM_KEY", "test-key-not-secret")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,57 @@ def test_a_killed_receiver_loses_nothing_it_acknowledged_and_resumes(
     assert all(row.path.is_file() for row in reopened.instances())
     assert reopened.status().pending_events == 0
     assert list(reopened.tmp_dir.iterdir()) == []
+
+
+def test_sighup_reloads_the_sites_file_and_logs_what_changed(
+    tmp_path: Path, small_patient: GeneratedPatient
+) -> None:
+    """Issue 16: an AE title added to sites.yaml is accepted after SIGHUP, without a restart;
+    a file that fails validation keeps the previous registry with one error line."""
+    port = free_port()
+    sites = tmp_path / "sites.yaml"
+    sites.write_text(small_patient.sites_path.read_text())
+    log_path = tmp_path / "receive.log"
+    nm = small_patient.nm_files[0]
+    repo = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "concordose", "receive", "--port", str(port)]
+    command += ["--host", "127.0.0.1", "--spool", str(tmp_path / "spool"), "--config", str(sites)]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=repo)
+        try:
+            wait_until(lambda: port_open(port), timeout_s=30, what="concordose receive")
+            assert storescu(port, "PADUA_NM", [nm]).returncode != 0  # not in the file yet
+
+            add = ["sites", "add", "--sites", str(sites), "--site", "padua"]
+            added = CliRunner().invoke(app, [*add, "--ae-title", "PADUA_NM"])
+            assert added.exit_code == 0, added.output
+            process.send_signal(signal.SIGHUP)
+            wait_until(
+                lambda: "reloaded: site padua added (AE titles PADUA_NM)" in log_path.read_text(),
+                timeout_s=30,
+                what="the reload log line",
+            )
+            sent = storescu(port, "PADUA_NM", [nm])
+            assert sent.returncode == 0, sent.stderr
+
+            good = sites.read_text()
+            sites.write_text(good.replace("PADUA_NM", "PADUA\\NM"))
+            process.send_signal(signal.SIGHUP)
+            wait_until(
+                lambda: "not reloaded" in log_path.read_text(),
+                timeout_s=30,
+                what="the refused reload's log line",
+            )
+            assert storescu(port, "PADUA_NM", [nm]).returncode == 0  # the previous one stays
+        finally:
+            code = stop_process(process)
+    assert code == 0
+    text = log_path.read_text()
+    refused = [line for line in text.splitlines() if "not reloaded" in line]
+    assert len(refused) == 1
+    assert "ERROR" in refused[0]
+    assert "sites[1] (site_id 'padua').ae_titles[0]" in refused[0]
+    assert "from PADUA_NM (site padua) at 127.0.0.1:" in text
+    assert small_patient.patient_id not in "\n".join(
+        line for line in text.splitlines() if "sites file" in line
+    )

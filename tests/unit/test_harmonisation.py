@@ -250,8 +250,8 @@ def test_protocol_dir_setting_is_honoured_and_checked(
     )
     monkeypatch.setenv("CONCORDOSE_PROTOCOL_DIR", str(config.protocol_dir))
     assert load_protocol("milan").partial_volume_correction.enabled is True
-    monkeypatch.setenv("CONCORDOSE_PROTOCOL_DIR", str(tmp_path / "empty"))
-    with pytest.raises(ConfigurationError, match=r"holds no default\.yaml"):
+    monkeypatch.setenv("CONCORDOSE_PROTOCOL_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ConfigurationError, match=r"CONCORDOSE_PROTOCOL_DIR .*missing is not a"):
         load_protocol("milan")
 
 
