@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # (installed with great-expectations)
 import pytest
 import yaml
 from typer.testing import CliRunner
