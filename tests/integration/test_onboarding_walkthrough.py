@@ -153,11 +153,11 @@ def test_the_onboarding_walkthrough_runs_as_written(
     assert "calibration record padua-known-cf-2026 added (CF 9.1 cps/MBq)" in text
     assert "1 processed, 0 held, 0 failed of 1 cycle(s)" in text
     assert '"padua","padua-known-cf-2026",' in text  # the query's CSV row
-    log = receiver_log.read_text()
-    assert "from PADUA_NM (site padua)" in log
-    assert "time point complete" in log
+    received = receiver_log.read_text()
+    assert "from PADUA_NM (site padua)" in received
+    assert "time point complete" in received
 
-    store = open_object_store(str(onboard / "output"), Settings(_env_file=None))
+    store = open_object_store(str(onboard / "output"), Settings())
     doses = read_current(store, "absorbed_dose")
     assert set(doses.column("site_id").to_pylist()) == {"padua"}
     assert set(doses.column("calibration_record_id").to_pylist()) == {"padua-known-cf-2026"}
