@@ -152,7 +152,8 @@ def test_the_onboarding_walkthrough_runs_as_written(
     assert "site padua added (AE titles PADUA_NM)" in text
     assert "calibration record padua-known-cf-2026 added (CF 9.1 cps/MBq)" in text
     assert "1 processed, 0 held, 0 failed of 1 cycle(s)" in text
-    assert '"padua","padua-known-cf-2026",' in text  # the query's CSV row
+    assert '"padua","padua-known-cf-2026","mono_exponential",' in text  # the query's CSV
+    assert "protocols/padua.yaml" in text  # protocol show names the site's file
     received = receiver_log.read_text()
     assert "from PADUA_NM (site padua)" in received
     assert "time point complete" in received
@@ -161,4 +162,10 @@ def test_the_onboarding_walkthrough_runs_as_written(
     doses = read_current(store, "absorbed_dose")
     assert set(doses.column("site_id").to_pylist()) == {"padua"}
     assert set(doses.column("calibration_record_id").to_pylist()) == {"padua-known-cf-2026"}
+    # the flow ran the methods of the site's protocol from the sites file's protocol_dir
+    assert set(doses.column("kinetics_method").to_pylist()) == {
+        "mono_exponential",
+        "trapezoid",
+        "hanscheid_stp",
+    }
     assert doses.num_rows > 0
