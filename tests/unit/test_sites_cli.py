@@ -11,11 +11,15 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from concordose.calibration.findings import Severity
+from concordose.calibration.gate import gate_time_point
 from concordose.calibration.plausibility import check_calibration_factor
 from concordose.calibration.protocol import load_protocol, packaged_protocol_dir
 from concordose.calibration.registry import SiteRegistry, json_schema, packaged_schema_path
 from concordose.cli import EXIT_INPUT_ERROR, app
+from concordose.dicom.nm import read_nm_header
 from concordose.errors import ConfigurationError
+from phantoms import GeneratedPatient
 
 runner = CliRunner()
 
@@ -274,3 +278,25 @@ def test_every_sites_and_protocol_command_has_an_example() -> None:
         result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0, result.output
         assert "Example: concordose" in result.output, command
+
+
+def test_the_gate_reads_the_site_protocol_from_the_sites_file_folder(
+    tmp_path: Path, small_patient: GeneratedPatient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CONCORDOSE_PROTOCOL_DIR", raising=False)
+    (tmp_path / "protocols").mkdir()
+    override = tmp_path / "protocols" / "padua.yaml"
+    override.write_text("collimators: [MELP]\n")
+    sites = tmp_path / "sites.yaml"
+    sites.write_text(
+        "protocol_dir: protocols\nsites:\n  - site_id: padua\n    ae_titles: [PADUA_NM]\n"
+        "    calibrations:\n"
+        "      - {record_id: r, calibration_factor_cps_per_mbq: 9.1, valid_from: 2026-01-01}\n"
+    )
+    registry = SiteRegistry.load(sites)
+    acquisition = read_nm_header(small_patient.nm_files[0])  # a MEGP study
+    held = gate_time_point(acquisition, registry, calling_ae_title="PADUA_NM")
+    assert held.held
+    assert {f.rule for f in held.findings if f.severity is Severity.ERROR} == {"collimator"}
+    override.write_text("collimators: [MEGP]\n")
+    assert not gate_time_point(acquisition, registry, calling_ae_title="PADUA_NM").held
