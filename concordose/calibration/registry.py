@@ -174,12 +174,18 @@ class SiteRegistry(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> SiteRegistry:
-        ids = [site.site_id for site in self.sites]
-        titles = [title for site in self.sites for title in site.ae_titles]
-        for name, values in (("site_id", ids), ("AE title", titles)):
+        ids = [(i, site.site_id, site.site_id) for i, site in enumerate(self.sites)]
+        titles = [(i, s.site_id, t) for i, s in enumerate(self.sites) for t in s.ae_titles]
+        for name, entries in (("site_id", ids), ("AE title", titles)):
+            values = [value for _, _, value in entries]
             duplicates = sorted({value for value in values if values.count(value) > 1})
             if duplicates:
-                raise ValueError(f"duplicate {name}(s): {', '.join(duplicates)}")
+                where = "; ".join(
+                    f"{value} in "
+                    + ", ".join(f"sites[{i}] ({site!r})" for i, site, v in entries if v == value)
+                    for value in duplicates
+                )
+                raise ValueError(f"duplicate {name}(s): {where}; expected each once")
         return self
 
     @classmethod
@@ -353,7 +359,7 @@ def _entry_path(location: tuple[int | str, ...], content: object) -> str:
         else:
             parts.append(f".{key}" if parts else key)
             node = node.get(key) if isinstance(node, dict) else None
-    return "".join(parts) or "(top level)"
+    return "".join(parts)
 
 
 def describe_validation_error(exc: ValidationError, content: object) -> str:
@@ -365,7 +371,8 @@ def describe_validation_error(exc: ValidationError, content: object) -> str:
         message = error["msg"].removeprefix("Value error, ")
         found = error.get("input")
         shown = "" if isinstance(found, dict | list) else f" (found {found!r})"
-        lines.append(f"  {_entry_path(location, content)}: {message}{shown}")
+        entry = _entry_path(location, content)
+        lines.append(f"  {entry + ': ' if entry else ''}{message}{shown}")
     return "\n".join(lines)
 
 

@@ -300,3 +300,14 @@ def test_the_gate_reads_the_site_protocol_from_the_sites_file_folder(
     assert {f.rule for f in held.findings if f.severity is Severity.ERROR} == {"collimator"}
     override.write_text("collimators: [MEGP]\n")
     assert not gate_time_point(acquisition, registry, calling_ae_title="PADUA_NM").held
+
+
+def test_a_duplicate_ae_title_names_both_sites(tmp_path: Path) -> None:
+    sites = tmp_path / "sites.yaml"
+    sites.write_text(
+        "sites:\n  - site_id: a\n    ae_titles: [X, Y]\n  - site_id: b\n    ae_titles: [X]\n"
+    )
+    with pytest.raises(ConfigurationError, match=r"duplicate AE title\(s\): X in sites\[0\] "):
+        SiteRegistry.load(sites)
+    with pytest.raises(ConfigurationError, match=r"sites\[1\] \('b'\); expected each once"):
+        SiteRegistry.load(sites)
