@@ -427,9 +427,8 @@ def _check_before_processing(source: Path, sites: Path, site: str | None) -> int
     registry = SiteRegistry.load(sites)
     site_ids = {entry.site_id for entry in registry.sites}
     for site_id in sorted(site_ids if site is None else site_ids | {site}):
-        load_protocol(
-            site_id, registry.protocol_dir
-        )  # a bad protocol (e.g. an unknown method) before any cycle runs
+        # a bad protocol (e.g. an unknown method) before any cycle runs
+        load_protocol(site_id, registry.protocol_dir)
     cycle_source = CycleSource(source)
     if cycle_source.spool is None and site is None:
         raise ConcordoseError(
