@@ -37,6 +37,7 @@ and ``concordose sites add-calibration`` write the file (:mod:`.sites_file`).
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 from importlib.resources import files
 from pathlib import Path
@@ -82,12 +83,11 @@ they are refused here (a title is compared as written)."""
 
 def _ae_title(value: str) -> str:
     # pydantic reports the input beside the message (describe_validation_error: "found …")
-    if not 1 <= len(value) <= 16:
-        raise ValueError("expected an AE title of 1–16 characters")
-    if value != value.strip(" "):
-        raise ValueError("expected an AE title without leading or trailing spaces")
-    if any(not (" " <= c <= "~") or c == "\\" for c in value):
-        raise ValueError("expected an AE title of printable ASCII characters without backslash")
+    if re.fullmatch(AE_TITLE_PATTERN, value) is None:
+        raise ValueError(
+            "expected an AE title: 1–16 printable ASCII characters, no backslash, no leading "
+            "or trailing space"
+        )
     return value
 
 

@@ -95,7 +95,7 @@ def test_sites_add_keeps_comments_and_refuses_another_site_s_ae_title(tmp_path: 
         "sites", "add", "--sites", str(sites), "--site", "padua", "--ae-title", "PADUA\\NM"
     )
     assert code == EXIT_INPUT_ERROR
-    assert "without backslash" in output
+    assert "no backslash" in output
     assert "(the file was not changed)" in output
     assert sites.read_text() == text
 
