@@ -637,7 +637,8 @@ def check(
         typer.Option(
             "--json",
             help="Print one JSON document instead: {held, files: [{file, held, "
-            "calibration_record, findings: [{severity, rule, source, message}]}]}.",
+            "calibration_record, findings: [{severity, rule, source, message}]}], "
+            "skipped_non_dicom: [paths]}.",
         ),
     ] = False,
 ) -> None:
@@ -650,6 +651,8 @@ def check(
     from concordose.dicom.nm import read_nm_header
     from concordose.pipeline.catalogue import catalogue
 
+    skipped: list[Path] = []
+
     def run() -> list[dict[str, Any]]:
         registry = SiteRegistry.load(sites)
         files: list[Path] = []
@@ -657,7 +660,7 @@ def check(
             if path.is_dir():
                 files.extend(
                     i.path
-                    for i in catalogue(path)
+                    for i in catalogue(path, on_skipped=skipped.append)
                     if i.sop_class_uid == NuclearMedicineImageStorage
                 )
             elif path.is_file():
@@ -694,8 +697,16 @@ def check(
     checked = run_or_exit(run)
     any_held = any(item["held"] for item in checked)
     if as_json:
-        echo_json({"held": any_held, "files": checked})
+        echo_json(
+            {
+                "held": any_held,
+                "files": checked,
+                "skipped_non_dicom": [str(path) for path in skipped],
+            }
+        )
     else:
+        if skipped:
+            console.print(f"skipped {len(skipped)} non-DICOM file(s)", highlight=False)
         for item in checked:
             verdict = "[red]held[/]" if item["held"] else "[green]passes[/]"
             record = item["calibration_record"] or "no calibration"

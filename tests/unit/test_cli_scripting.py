@@ -184,7 +184,7 @@ def test_query_csv_json_encodes_list_and_struct_columns(tmp_path: Path) -> None:
     assert json.loads(row["extra"]) == {"a": 1, "b": "x"}
 
 
-def test_check_json_and_exit_status(small_patient: GeneratedPatient) -> None:
+def test_check_json_and_exit_status(small_patient: GeneratedPatient, tmp_path: Path) -> None:
     args = ["--sites", str(small_patient.sites_path), "--site", "milan", "--json"]
     held = runner.invoke(app, ["check", str(SIEMENS_NM_FIXTURE), *args])
     assert held.exit_code == EXIT_HELD
@@ -195,9 +195,15 @@ def test_check_json_and_exit_status(small_patient: GeneratedPatient) -> None:
     assert {"radionuclide", "collimator"} <= {f["rule"] for f in item["findings"]}
     assert {"error"} <= {f["severity"] for f in item["findings"]}
 
-    passes = runner.invoke(app, ["check", str(small_patient.nm_files[0]), *args])
+    folder = tmp_path / "tp01"
+    folder.mkdir()
+    shutil.copy(small_patient.nm_files[0], folder / "nm.dcm")
+    (folder / "notes.json").write_text("{}")
+    passes = runner.invoke(app, ["check", str(folder), *args])
     assert passes.exit_code == 0, passes.output
-    assert json.loads(passes.stdout)["files"][0]["held"] is False
+    document = json.loads(passes.stdout)
+    assert [item["held"] for item in document["files"]] == [False]
+    assert document["skipped_non_dicom"] == [str(folder / "notes.json")]
 
 
 def test_process_skips_non_dicom_files_and_exits_1_when_held(
