@@ -1,9 +1,11 @@
 """Reader for VOIs delivered as an RT Structure Set (RTSTRUCT), via rt-utils.
 
 An RTSTRUCT holds each ROI as planar contours (patient mm) on the slices of the CT it was drawn
-on, not as voxels. rt-utils (``rt_utils.RTStruct``) fills those contours on that CT's grid, one
-slice at a time (OpenCV ``fillPoly``: a voxel is inside when its centre is inside or on the
-polygon); this module only finds the referenced CT slices, places the filled mask in patient
+on, not as voxels. rt-utils (``image_helper.create_series_mask_from_contour_sequence``, what
+``RTStruct.get_roi_mask_by_name`` runs, here by ROI number so that two ROIs may share a name)
+fills those contours on that CT's grid, one slice at a time (OpenCV ``fillPoly``: a voxel is
+inside when its centre is inside or on the polygon, the contour of a hole cut out); this module
+only finds the referenced CT slices, places the filled mask in patient
 space and keeps, like the SEG reader (:mod:`concordose.dicom.seg`), a :class:`~concordose.dicom.
 seg.VoiMask` per ROI cropped to its bounding box. VOI types follow the ROI's
 ``RTROIInterpretedType`` (GTV/CTV/PTV → lesion, ORGAN/AVOIDANCE → organ), else its name, by the
