@@ -19,7 +19,8 @@ import SimpleITK as sitk
 
 from concordose.calibration.registry import CalibrationRecord
 from concordose.dicom.nm import read_nm_counts
-from concordose.dicom.seg import VoiMask, VoiType, read_segmentation
+from concordose.dicom.seg import VoiMask, VoiType
+from concordose.dicom.vois import read_voi_masks
 from concordose.errors import ConfigurationError
 from concordose.pipeline.alignment import TimePointAlignment, align_time_points
 from concordose.pipeline.assembly import CycleStudy
@@ -176,7 +177,7 @@ def quantify_cycle(
     )
     contrast_curve = contrast_recovery_curve_from_record(calibration) if background_aware else None
     if vois is None:
-        vois = read_segmentation(cycle.segmentation)
+        vois = read_voi_masks(cycle.segmentation, cycle.segmentation_ct_files)
     volume_ml = np.array(
         [
             float(np.count_nonzero(sitk.GetArrayViewFromImage(voi.mask)))
