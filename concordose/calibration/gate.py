@@ -3,7 +3,10 @@
 A calibration record fits a SPECT when it belongs to the sending site, is valid on the
 acquisition date, and was measured with the same camera model, collimator and reconstruction
 protocol (each compared only where the record states it). Anything else holds the time point
-with a finding that says exactly what is missing.
+with a finding that says exactly what is missing. A vendor-quantified SPECT (Units BQML, when
+the protocol accepts it) is not converted with the record's CF: the record must instead state
+the vendor quantification's bias measured on the site's phantom, within the protocol's
+tolerance (:func:`check_vendor_quantification`).
 
 The gate also *interprets* the header under the site's declarations before checking it: times
 without a UTC offset are placed on UTC with the site's ``timezone`` (sites.yaml), and
@@ -111,6 +114,47 @@ def select_calibration(
     return max(fitting, key=lambda record: record.valid_from), []
 
 
+VENDOR_QUANTIFICATION_CHECK = "vendor_quantification"
+"""Rule name of the check that replaces the CF for a vendor-quantified (Units BQML) image."""
+
+
+def check_vendor_quantification(
+    record: CalibrationRecord, acquisition: NMAcquisition, protocol: SiteProtocol
+) -> list[Finding]:
+    """For a vendor-quantified image (Units BQML) the CF is not applied: the vendor's own
+    calibration is used, and must have been checked on the site's phantom — the record states
+    the vendor quantification's measured bias, within the protocol's tolerance. Nothing for a
+    counts image."""
+    if not acquisition.is_vendor_quantitative:
+        return []
+    source = str(acquisition.path)
+    bias = record.vendor_quantification_bias_relative
+    tolerance = protocol.vendor_quantification_tolerance
+    if bias is None:
+        message = (
+            f"vendor quantitative SPECT (Units BQML) but calibration record {record.record_id} "
+            "states no phantom-derived accuracy of the vendor quantification "
+            "(vendor_quantification_bias_relative): reconstruct the site's phantom with the "
+            "vendor quantification and record its bias against the known activity"
+        )
+        return [Finding(VENDOR_QUANTIFICATION_CHECK, Severity.ERROR, source, message)]
+    sd = record.vendor_quantification_bias_sd_relative
+    measured = f"{bias:+.1%}" + (f" (± {sd:.1%})" if sd is not None else "")
+    if abs(bias) > tolerance:
+        message = (
+            f"vendor quantification bias {measured} measured on the site's phantom (record "
+            f"{record.record_id}) exceeds the protocol's ±{tolerance:.0%}; recalibrate the "
+            "vendor quantification or send counts"
+        )
+        return [Finding(VENDOR_QUANTIFICATION_CHECK, Severity.ERROR, source, message)]
+    message = (
+        f"vendor calibration used: voxel values in Bq/mL (Units BQML, RescaleSlope "
+        f"{acquisition.rescale_slope:g}), no CF applied; the site's phantom measured the vendor "
+        f"quantification's bias {measured}, within ±{tolerance:.0%} (record {record.record_id})"
+    )
+    return [Finding(VENDOR_QUANTIFICATION_CHECK, Severity.INFO, source, message)]
+
+
 def gate_time_point(
     acquisition: NMAcquisition,
     registry: SiteRegistry,
@@ -150,6 +194,8 @@ def gate_time_point(
         acquisition = acquisition.with_time_zone(site.timezone)
     findings = check_acquisition(acquisition, rules)
     calibration, gate_findings = select_calibration(acquisition, site)
+    if calibration is not None:
+        gate_findings += check_vendor_quantification(calibration, acquisition, rules)
     interpreted = with_activity_in_mbq(acquisition, rules)
     return GateResult(tuple(findings + gate_findings), calibration, site, interpreted)
 

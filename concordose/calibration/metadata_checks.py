@@ -400,7 +400,8 @@ def check_units(acquisition: NMAcquisition, protocol: SiteProtocol) -> list[Find
 def check_acquisition_duration(
     acquisition: NMAcquisition, _protocol: SiteProtocol
 ) -> list[Finding]:
-    """Total acquisition time known (counts → activity needs it)."""
+    """Total acquisition time known (counts → activity needs it; a vendor Bq/mL image does not,
+    but its published acquisition row states it, so it is required there too)."""
     duration = acquisition.acquisition_duration_s
     if duration is not None and duration > 0:
         source = acquisition.acquisition_duration_source

@@ -179,7 +179,12 @@ class SiteProtocol(BaseModel):
         required_corrections: CorrectedImage values that must be present (ATTN, SCAT).
         forbidden_corrections: values that must be absent (DECY: the pipeline needs counts at
             acquisition time, not decay-corrected).
-        accepted_units: pixel units accepted: ``counts`` (no Units / CNTS) or ``BQML``.
+        accepted_units: pixel units accepted: ``counts`` (no Units / CNTS) or ``BQML`` (vendor
+            quantitative SPECT in Bq/mL: no CF applied; the gate checks the vendor calibration
+            against the site's phantom instead, see ``vendor_quantification_tolerance``).
+        vendor_quantification_tolerance: largest |bias| (relative) of the vendor's
+            quantification measured on the site's phantom
+            (``CalibrationRecord.vendor_quantification_bias_relative``) for a BQML image to pass.
         injected_activity_mbq: plausible administered activity.
         injected_activity_unit: the unit the site's modality writes RadionuclideTotalDose in:
             ``MBq`` (DICOM NM; default), ``Bq`` (as many vendors and every PET modality do;
@@ -210,6 +215,7 @@ class SiteProtocol(BaseModel):
     required_corrections: list[str] = Field(default_factory=lambda: ["ATTN", "SCAT"])
     forbidden_corrections: list[str] = Field(default_factory=lambda: ["DECY"])
     accepted_units: list[str] = Field(default_factory=lambda: ["counts"])
+    vendor_quantification_tolerance: float = Field(default=0.10, gt=0, lt=1)
     injected_activity_mbq: Range = Range(min=1000.0, max=10000.0)
     injected_activity_unit: Literal["Bq", "MBq", "auto"] = "MBq"
     time_since_injection_h: Range = Range(min=0.5, max=400.0)

@@ -77,6 +77,9 @@ INJECTION_FROM_DATETIME = "RadiopharmaceuticalStartDateTime"
 """``injection_source`` of the standard attribute (no finding)."""
 DURATION_FROM_ROTATIONS = "RotationInformationSequence"
 """``acquisition_duration_source`` of the standard attributes (no finding)."""
+BQML = "BQML"
+"""Units (0054,1001) of a vendor-quantified SPECT: voxel values (after RescaleSlope/Intercept)
+are activity concentrations in Bq/mL (PS3.3 C.8.9.1.1.3 defined term)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,11 @@ class NMAcquisition:
     acquisition_duration_source: str | None = None
     rescale_slope: float = 1.0
     rescale_intercept: float = 0.0
+
+    @property
+    def is_vendor_quantitative(self) -> bool:
+        """True when the vendor already converted the image to Bq/mL (Units BQML)."""
+        return self.pixel_units == BQML
 
     @property
     def is_recon_tomo(self) -> bool:
@@ -473,3 +481,19 @@ def read_nm_counts(acquisition: NMAcquisition) -> npt.NDArray[np.float64]:
         raise UnreadableDicomError(acquisition.path, f"pixel data: {exc}") from exc
     counts = np.asarray(pixels, dtype=np.float64).reshape(acquisition.geometry.shape)
     return counts
+
+
+def read_nm_bq_per_ml(acquisition: NMAcquisition) -> npt.NDArray[np.float64]:
+    """Activity concentration per voxel in Bq/mL of a vendor-quantified SPECT (Units BQML):
+    stored values × RescaleSlope + RescaleIntercept, shape (slices, rows, columns).
+
+    Raises:
+        ValueError: the image is not in BQML.
+        UnreadableDicomError: pixel data missing or undecodable.
+    """
+    if not acquisition.is_vendor_quantitative:
+        raise ValueError(
+            f"NM file {acquisition.path}: expected Units {BQML}, found {acquisition.pixel_units!r}"
+        )
+    stored = read_nm_counts(acquisition)
+    return stored * acquisition.rescale_slope + acquisition.rescale_intercept

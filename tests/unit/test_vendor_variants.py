@@ -7,10 +7,12 @@ synthetic variants written by editing the generated phantom's NM headers."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydicom import Dataset, dcmread
 
@@ -20,8 +22,12 @@ from concordose.calibration.metadata_checks import check_acquisition
 from concordose.calibration.protocol import SiteProtocol
 from concordose.calibration.registry import CalibrationRecord, Site, SiteRegistry
 from concordose.dicom.codes import LU177, equivalent_code
-from concordose.dicom.nm import NMAcquisition, read_nm_header
+from concordose.dicom.nm import NMAcquisition, read_nm_counts, read_nm_header
 from concordose.errors import ConfigurationError
+from concordose.pipeline.assembly import assemble_cycles
+from concordose.pipeline.catalogue import catalogue
+from concordose.pipeline.quantify import quantify_cycle
+from concordose.pipeline.time_point_activity import time_point_activity_mbq
 from phantoms import GeneratedPatient
 from tests.conftest import SIEMENS_NM_FIXTURE
 
@@ -327,3 +333,111 @@ def test_a_site_timezone_must_be_an_iana_name(tmp_path: Path) -> None:
         "sites:\n  - site_id: milan\n    ae_titles: [MILAN_SPECT]\n    timezone: Europe/Rome\n"
     )
     assert SiteRegistry.load(sites).site("milan").timezone == "Europe/Rome"
+
+
+# --- vendor quantitative SPECT (Units BQML) ---------------------------------------------------
+
+CF_CPS_PER_MBQ = 9.1
+BQML_PROTOCOL = PROTOCOL.model_copy(update={"accepted_units": ["counts", "BQML"]})
+
+
+def _as_bqml(acquisition: NMAcquisition) -> Callable[[Dataset], None]:
+    """The vendor's quantification of the same image: counts / (CF · T) in Bq/mL, stored as
+    uint16 with a RescaleSlope, Units BQML."""
+
+    def edit(dataset: Dataset) -> None:
+        counts = read_nm_counts(acquisition)
+        assert acquisition.acquisition_duration_s is not None
+        activity_mbq = counts / (CF_CPS_PER_MBQ * acquisition.acquisition_duration_s)
+        bq_per_ml = activity_mbq * 1e6 / acquisition.geometry.voxel_volume_ml
+        slope = float(bq_per_ml.max()) / 60000.0
+        dataset.PixelData = np.round(bq_per_ml / slope).astype(np.uint16).tobytes()
+        dataset.RescaleSlope = f"{slope:.10g}"
+        dataset.RescaleIntercept = "0"
+        dataset.Units = "BQML"
+
+    return edit
+
+
+def _bqml_registry(bias: float | None) -> SiteRegistry:
+    record = CalibrationRecord(
+        record_id="r1",
+        calibration_factor_cps_per_mbq=1000.0,  # deliberately wrong: must not be applied
+        valid_from=date(2000, 1, 1),
+        vendor_quantification_bias_relative=bias,
+        vendor_quantification_bias_sd_relative=None if bias is None else 0.02,
+    )
+    return SiteRegistry(sites=[Site(site_id="milan", ae_titles=["M"], calibrations=[record])])
+
+
+def test_a_bqml_image_is_activity_without_the_cf(
+    small_patient: GeneratedPatient, tmp_path: Path
+) -> None:
+    counts_image = read_nm_header(small_patient.nm_files[1])
+    vendor = _variant(small_patient.nm_files[1], tmp_path / "nm.dcm", _as_bqml(counts_image))
+    assert vendor.is_vendor_quantitative
+    record = _bqml_registry(0.03).sites[0].calibrations[0]
+    activity, counts = time_point_activity_mbq(vendor, record)
+    assert counts is None  # no counts: no Poisson part
+    expected = read_nm_counts(counts_image) / (
+        CF_CPS_PER_MBQ * float(counts_image.acquisition_duration_s or 0)
+    )
+    assert activity.sum() == pytest.approx(expected.sum(), rel=1e-4)
+    np.testing.assert_allclose(activity, expected, atol=float(expected.max()) / 60000.0)
+
+
+@pytest.mark.parametrize(
+    ("bias", "severity", "fragment"),
+    [
+        (0.03, Severity.INFO, "vendor calibration used"),
+        (None, Severity.ERROR, "states no phantom-derived accuracy"),
+        (-0.15, Severity.ERROR, "exceeds the protocol's ±10%"),
+    ],
+)
+def test_the_gate_checks_the_vendor_calibration_against_the_sites_phantom(
+    small_patient: GeneratedPatient,
+    tmp_path: Path,
+    bias: float | None,
+    severity: Severity,
+    fragment: str,
+) -> None:
+    counts_image = read_nm_header(small_patient.nm_files[1])
+    vendor = _variant(small_patient.nm_files[1], tmp_path / "nm.dcm", _as_bqml(counts_image))
+    result = gate_time_point(
+        vendor, _bqml_registry(bias), calling_ae_title="M", protocol=BQML_PROTOCOL
+    )
+    (finding,) = _of(result.findings, "vendor_quantification")
+    assert finding.severity is severity
+    assert fragment in finding.message
+    assert result.held is (severity is Severity.ERROR)
+    assert _of(result.findings, "units") == []
+
+
+def test_bqml_is_refused_where_the_protocol_does_not_accept_it(
+    small_patient: GeneratedPatient, tmp_path: Path
+) -> None:
+    counts_image = read_nm_header(small_patient.nm_files[1])
+    vendor = _variant(small_patient.nm_files[1], tmp_path / "nm.dcm", _as_bqml(counts_image))
+    (finding,) = _of(check_acquisition(vendor, PROTOCOL), "units")
+    assert finding.severity is Severity.ERROR
+
+
+def test_a_bqml_cycle_quantifies_like_its_counts_with_the_right_cf(
+    small_patient: GeneratedPatient, tmp_path: Path
+) -> None:
+    folder = tmp_path / "dicom"
+    shutil.copytree(small_patient.out_dir / "dicom", folder)
+    for path in small_patient.nm_files:
+        copy = folder / path.relative_to(small_patient.out_dir / "dicom")
+        _variant(copy, copy, _as_bqml(read_nm_header(path)))
+    (counts_cycle,) = assemble_cycles(catalogue(small_patient.out_dir / "dicom"))
+    (vendor_cycle,) = assemble_cycles(catalogue(folder))
+    right_cf = CalibrationRecord(
+        record_id="cf", calibration_factor_cps_per_mbq=CF_CPS_PER_MBQ, valid_from=date(2000, 1, 1)
+    )
+    vendor_record = _bqml_registry(0.03).sites[0].calibrations[0]
+    expected = quantify_cycle(counts_cycle, right_cf, partial_volume_correction=False)
+    vendor = quantify_cycle(vendor_cycle, vendor_record, partial_volume_correction=False)
+    np.testing.assert_allclose(vendor.activity_mbq, expected.activity_mbq, rtol=1e-3)
+    assert vendor.counts is None
+    assert vendor.calibration_relative_sd == pytest.approx(0.02)
