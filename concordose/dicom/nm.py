@@ -212,10 +212,17 @@ def _float(value: object) -> float | None:
     return float(value)  # type: ignore[arg-type]
 
 
-def _injection(
-    item: Dataset, dataset: Dataset, header_offset: timedelta | None
+def read_injection(
+    item: Dataset, dataset: Dataset
 ) -> tuple[datetime | None, timedelta | None, str | None]:
-    """Injection clock reading, its UTC offset and where it came from."""
+    """Injection of one RadiopharmaceuticalInformationSequence ``item`` of ``dataset``: its local
+    clock reading, its UTC offset (the DT value's, else TimezoneOffsetFromUTC) and where it came
+    from (see the module docstring); ``(None, None, None)`` when not recorded.
+
+    Raises:
+        ValueError: a malformed date or time.
+    """
+    header_offset = utc_offset(dataset.get("TimezoneOffsetFromUTC"))
     if item.get("RadiopharmaceuticalStartDateTime"):
         clock, offset = _clock_and_offset(item.RadiopharmaceuticalStartDateTime)
         return clock, offset if offset is not None else header_offset, INJECTION_FROM_DATETIME
@@ -247,14 +254,12 @@ def _code(item: Dataset, keyword: str) -> tuple[str | None, str | None, str | No
     return value, scheme, meaning
 
 
-def _radiopharmaceutical(
-    dataset: Dataset, header_offset: timedelta | None
-) -> Radiopharmaceutical | None:
+def _radiopharmaceutical(dataset: Dataset) -> Radiopharmaceutical | None:
     sequence = dataset.get("RadiopharmaceuticalInformationSequence")
     if not sequence:
         return None
     item = sequence[0]
-    injection, offset, source = _injection(item, dataset, header_offset)
+    injection, offset, source = read_injection(item, dataset)
     nuclide_code, nuclide_scheme, nuclide_meaning = _code(item, "RadionuclideCodeSequence")
     drug_code, drug_scheme, _ = _code(item, "RadiopharmaceuticalCodeSequence")
     return Radiopharmaceutical(
@@ -401,7 +406,7 @@ def acquisition_from_dataset(dataset: Dataset, path: Path) -> NMAcquisition:
         )
     if acquisition_offset is None:
         acquisition_offset = header_offset
-    radiopharmaceutical = _radiopharmaceutical(dataset, header_offset)
+    radiopharmaceutical = _radiopharmaceutical(dataset)
     time_zone_source = _time_zone_source(
         acquisition_offset, radiopharmaceutical, header_offset is not None
     )

@@ -28,6 +28,7 @@ from concordose.pipeline.assembly import assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.quantify import quantify_cycle
 from concordose.pipeline.time_point_activity import time_point_activity_mbq
+from concordose.spool.timepoints import InstanceSummary
 from phantoms import GeneratedPatient
 from tests.conftest import SIEMENS_NM_FIXTURE
 
@@ -441,3 +442,19 @@ def test_a_bqml_cycle_quantifies_like_its_counts_with_the_right_cf(
     np.testing.assert_allclose(vendor.activity_mbq, expected.activity_mbq, rtol=1e-3)
     assert vendor.counts is None
     assert vendor.calibration_relative_sd == pytest.approx(0.02)
+
+
+def test_the_spool_groups_a_start_time_only_study_by_the_readers_injection(
+    small_patient: GeneratedPatient, tmp_path: Path
+) -> None:
+    original = read_nm_header(small_patient.nm_files[0])
+    assert original.radiopharmaceutical is not None
+    injection = original.radiopharmaceutical.injection_datetime
+    assert injection is not None
+    acquisition = _variant(
+        small_patient.nm_files[0], tmp_path / "nm.dcm", _start_time_only(f"{injection:%H%M%S}")
+    )
+    summary = InstanceSummary.from_dataset(dcmread(tmp_path / "nm.dcm", stop_before_pixels=True))
+    assert acquisition.radiopharmaceutical is not None
+    assert summary.injection_datetime == acquisition.radiopharmaceutical.injection_datetime
+    assert summary.injection_datetime == injection
