@@ -300,21 +300,24 @@ def _acquisition_duration(dataset: Dataset) -> tuple[float | None, str | None]:
     top_frame_ms = dataset.get("ActualFrameDuration")
     top_frames = dataset.get("NumberOfFramesInRotation")
     total_s = 0.0
-    fallbacks: set[str] = set()
+    frame_from_top = frames_from_top = False
     for rotation in rotations:
         frame_ms = rotation.get("ActualFrameDuration")
-        frames = rotation.get("NumberOfFramesInRotation", top_frames)
+        frames = rotation.get("NumberOfFramesInRotation")
         if frame_ms is None and top_frame_ms is not None:
-            frame_ms = top_frame_ms
-            fallbacks.add("top-level ActualFrameDuration")
+            frame_ms, frame_from_top = top_frame_ms, True
+        if frames is None and top_frames is not None:
+            frames, frames_from_top = top_frames, True
         if frame_ms is None or frames is None:
             break
         total_s += float(frame_ms) / 1000.0 * int(frames)
     else:
         if rotations:
-            if not fallbacks:
+            if not (frame_from_top or frames_from_top):
                 return total_s, DURATION_FROM_ROTATIONS
-            return total_s, f"{' and '.join(sorted(fallbacks))} × NumberOfFramesInRotation"
+            frame = f"{'top-level ' if frame_from_top else ''}ActualFrameDuration"
+            count = f"{'top-level ' if frames_from_top else ''}NumberOfFramesInRotation"
+            return total_s, f"{frame} × {count}"
     if not rotations and top_frame_ms is not None and top_frames is not None:
         total_s = float(top_frame_ms) / 1000.0 * int(top_frames)
         return total_s, "top-level ActualFrameDuration × NumberOfFramesInRotation"
@@ -451,7 +454,7 @@ def _time_zone_source(
     if acquisition_offset is None and injection_offset is None:
         return None
     if header_offset_given:
-        return "TimezoneOffsetFromUTC (0008,0201) and offsets written in DT values"
+        return "offsets written in DT values, else TimezoneOffsetFromUTC (0008,0201)"
     return "offsets written in DT values"
 
 

@@ -161,6 +161,12 @@ def _frame_duration_top_level(dataset: Dataset) -> None:
     del rotation.ActualFrameDuration
 
 
+def _frames_in_rotation_top_level(dataset: Dataset) -> None:
+    rotation = dataset.RotationInformationSequence[0]
+    dataset.NumberOfFramesInRotation = rotation.NumberOfFramesInRotation
+    del rotation.NumberOfFramesInRotation
+
+
 def _frame_duration_in_functional_groups(dataset: Dataset) -> None:
     del dataset.RotationInformationSequence
     content = Dataset()
@@ -174,6 +180,7 @@ def _frame_duration_in_functional_groups(dataset: Dataset) -> None:
     ("edit", "source"),
     [
         (_frame_duration_top_level, "top-level ActualFrameDuration × NumberOfFramesInRotation"),
+        (_frames_in_rotation_top_level, "ActualFrameDuration × top-level NumberOfFramesInRotation"),
         (_frame_duration_in_functional_groups, "functional groups FrameAcquisitionDuration"),
     ],
 )
