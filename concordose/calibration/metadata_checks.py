@@ -221,7 +221,7 @@ def check_times(acquisition: NMAcquisition, protocol: SiteProtocol) -> list[Find
         )
     if findings or drug is None:
         return findings
-    findings.extend(_time_provenance(acquisition))
+    findings.extend(_time_provenance(acquisition, protocol))
     hours = acquisition.hours_since_injection()
     window = protocol.time_since_injection_h
     if hours < 0:
@@ -246,21 +246,36 @@ def check_times(acquisition: NMAcquisition, protocol: SiteProtocol) -> list[Find
     return findings
 
 
-def _time_provenance(acquisition: NMAcquisition) -> list[Finding]:
+def _time_provenance(acquisition: NMAcquisition, protocol: SiteProtocol) -> list[Finding]:
     """Where the injection time and the UTC offsets came from, when not the standard way."""
     drug = acquisition.radiopharmaceutical
     assert drug is not None
     findings = []
     if drug.injection_source not in (None, INJECTION_FROM_DATETIME):
+        declared = protocol.injection_time_without_date == "scan_date"
+        taken = (
+            f"RadiopharmaceuticalStartDateTime missing; injection taken from "
+            f"{drug.injection_source} ({drug.injection_datetime:%Y-%m-%d %H:%M})"
+        )
+        if declared:
+            message = (
+                f"{taken}, as the site declares (injection_time_without_date: scan_date); "
+                "configure the modality to send RadiopharmaceuticalStartDateTime"
+            )
+        else:
+            message = (
+                f"{taken}: a start time has no date, and a scan on a later day at a later "
+                "clock time cannot be told from one on the injection day; configure the "
+                "modality to send RadiopharmaceuticalStartDateTime, or declare "
+                "injection_time_without_date: scan_date in the site's protocol file if its "
+                "scans are on the injection day"
+            )
         findings.append(
             _finding(
                 "injection_datetime",
-                Severity.WARNING,
+                Severity.WARNING if declared else Severity.ERROR,
                 acquisition,
-                f"RadiopharmaceuticalStartDateTime missing; injection taken from "
-                f"{drug.injection_source} ({drug.injection_datetime:%Y-%m-%d %H:%M}): right for "
-                "a scan on the injection day or the next; configure the modality to send "
-                "RadiopharmaceuticalStartDateTime",
+                message,
             )
         )
     acquisition_offset = acquisition.acquisition_utc_offset

@@ -190,6 +190,12 @@ class SiteProtocol(BaseModel):
             ``MBq`` (DICOM NM; default), ``Bq`` (as many vendors and every PET modality do;
             converted, with an info finding) or ``auto`` (read as MBq when plausible, else as
             Bq or GBq when that is plausible, with a warning finding).
+        injection_time_without_date: what a RadiopharmaceuticalStartTime without
+            RadiopharmaceuticalStartDateTime means: ``hold`` (default: the date is unknown — a
+            scan days later at a later clock time looks like one on the injection day — so the
+            time point is held with an error finding) or ``scan_date`` (the site declares its
+            modality's start time is on the scan's date, the day before when later than the
+            scan: passes with a warning finding).
         time_since_injection_h: the protocol's imaging window after injection.
         patient_weight_kg: plausible patient weight.
         voxel_mm: plausible voxel size (every axis).
@@ -218,6 +224,7 @@ class SiteProtocol(BaseModel):
     vendor_quantification_tolerance: float = Field(default=0.10, gt=0, lt=1)
     injected_activity_mbq: Range = Range(min=1000.0, max=10000.0)
     injected_activity_unit: Literal["Bq", "MBq", "auto"] = "MBq"
+    injection_time_without_date: Literal["hold", "scan_date"] = "hold"
     time_since_injection_h: Range = Range(min=0.5, max=400.0)
     patient_weight_kg: Range = Range(min=20.0, max=250.0)
     voxel_mm: Range = Range(min=1.0, max=8.0)

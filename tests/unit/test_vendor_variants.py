@@ -218,7 +218,7 @@ def _start_time_only(time: str) -> Callable[[Dataset], None]:
     return edit
 
 
-def test_injection_from_start_time_and_the_scan_date_is_a_warning(
+def test_injection_from_start_time_is_held_unless_the_site_declares_the_scan_date(
     small_patient: GeneratedPatient, tmp_path: Path
 ) -> None:
     original = read_nm_header(small_patient.nm_files[0])  # 4 h after injection, same day
@@ -229,7 +229,11 @@ def test_injection_from_start_time_and_the_scan_date_is_a_warning(
         small_patient.nm_files[0], tmp_path / "nm.dcm", _start_time_only(f"{injection:%H%M%S}")
     )
     assert acquisition.hours_since_injection() == pytest.approx(4.0)
-    (finding,) = _of(check_acquisition(acquisition, PROTOCOL), "injection_datetime")
+    (held,) = _of(check_acquisition(acquisition, PROTOCOL), "injection_datetime")
+    assert held.severity is Severity.ERROR  # by default: the date is unknown
+    assert "declare injection_time_without_date: scan_date" in held.message
+    declared = PROTOCOL.model_copy(update={"injection_time_without_date": "scan_date"})
+    (finding,) = _of(check_acquisition(acquisition, declared), "injection_datetime")
     assert finding.severity is Severity.WARNING
     assert "RadiopharmaceuticalStartTime on AcquisitionDate" in finding.message
 
