@@ -162,9 +162,13 @@ class NMAcquisition:
             drug = replace(
                 drug, injection_utc_offset=drug.injection_datetime.replace(tzinfo=zone).utcoffset()
             )
-        source = f"site time zone {zone_name}"
-        if self.time_zone_source is not None:
-            source = f"{self.time_zone_source}; missing offsets from {source}"
+        filled = acquisition_offset != self.acquisition_utc_offset or (
+            drug is not self.radiopharmaceutical
+        )
+        source = self.time_zone_source
+        if filled:
+            zone_source = f"site time zone {zone_name}"
+            source = zone_source if source is None else f"{source}; missing ones: {zone_source}"
         return replace(
             self,
             acquisition_utc_offset=acquisition_offset,

@@ -305,6 +305,7 @@ def test_offsets_in_dt_values_are_honoured_and_win_over_the_site(
     assert acquisition.time_zone_source == "offsets written in DT values"
     in_tokyo = acquisition.with_time_zone("Asia/Tokyo")  # stated offsets are kept
     assert in_tokyo.hours_since_injection() == pytest.approx(23.0)
+    assert in_tokyo.time_zone_source == "offsets written in DT values"
 
 
 def test_timezone_offset_from_utc_applies_to_times_without_their_own(
@@ -332,6 +333,11 @@ def test_only_one_offset_known_is_a_warning(
     (finding,) = _of(check_acquisition(acquisition, PROTOCOL), "time_zone")
     assert finding.severity is Severity.WARNING
     assert "only the acquisition time states a UTC offset" in finding.message
+    completed = acquisition.with_time_zone("Europe/Rome")  # the site fills the injection's
+    assert completed.hours_since_injection() == pytest.approx(23.0)
+    (info,) = _of(check_acquisition(completed, PROTOCOL), "time_zone")
+    assert info.severity is Severity.INFO
+    assert "missing ones: site time zone Europe/Rome" in info.message
 
 
 def test_a_site_timezone_must_be_an_iana_name(tmp_path: Path) -> None:
