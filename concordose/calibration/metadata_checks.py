@@ -20,10 +20,10 @@ from concordose.calibration.findings import Finding, Severity
 from concordose.calibration.protocol import SiteProtocol
 from concordose.dicom.codes import equivalent_code
 from concordose.dicom.nm import DURATION_FROM_ROTATIONS, INJECTION_FROM_DATETIME, NMAcquisition
+from concordose.quant.activity import MBQ_PER_BQ
 
 Rule = Callable[[NMAcquisition, SiteProtocol], list[Finding]]
 
-MBQ_PER_BQ = 1e-6
 MBQ_PER_GBQ = 1e3
 
 

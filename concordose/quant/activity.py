@@ -52,6 +52,7 @@ def counts_to_activity_mbq(
 
 
 MBQ_PER_BQ = 1e-6
+"""MBq in one Bq (the one home of this conversion)."""
 
 
 def bq_per_ml_to_activity_mbq(
