@@ -8,6 +8,7 @@ Read from a YAML file (``sites.yaml``)::
       - site_id: milan
         ae_titles: [MILAN_SPECT]
         institution: Istituto Nazionale Tumori
+        timezone: Europe/Rome      # optional: IANA name; local DICOM times without offset → UTC
         nominal_calibration_factor_cps_per_mbq: 9.6   # optional: the camera vendor's figure
         calibrations:
           - record_id: milan-phantom-2026-01
@@ -25,9 +26,17 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from concordose.calibration.ledger import current_records, read_ledger
 from concordose.calibration.records import CalibrationRecord
@@ -48,6 +57,12 @@ class Site(BaseModel):
     calibration. It is never used to process a study; only the *raw* variant of the
     harmonisation comparison (:mod:`concordose.consortium`) applies it, to measure what the
     phantom-derived factors gain.
+
+    ``timezone`` (an IANA name, e.g. ``Europe/Rome``) is the zone of the site's modality clocks:
+    DICOM times that state no UTC offset (neither TimezoneOffsetFromUTC nor an offset in the DT
+    value) are placed on UTC with it, so that hours since injection do not shift by 1 h when
+    daylight saving changes between injection and scan. ``None``: times without offset are
+    compared on the modality's local clock (with an info finding saying so).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -57,6 +72,23 @@ class Site(BaseModel):
     institution: str | None = None
     calibrations: list[CalibrationRecord] = Field(default_factory=list)
     nominal_calibration_factor_cps_per_mbq: float | None = Field(default=None, gt=0)
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana_time_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            close = sorted(z for z in available_timezones() if value.lower() in z.lower())[:5]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(
+                f"timezone: expected an IANA time zone name such as Europe/Rome, "
+                f"found {value!r}{hint}"
+            ) from None
+        return value
 
     def nominal_calibration(self) -> CalibrationRecord:
         """A calibration record holding the vendor's nominal factor only (no recovery curve),

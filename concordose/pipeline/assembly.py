@@ -176,6 +176,34 @@ def assemble_cycle(instances: list[CataloguedInstance]) -> CycleStudy:
     )
 
 
+def with_interpreted_acquisitions(
+    study: CycleStudy, acquisitions: tuple[NMAcquisition, ...]
+) -> CycleStudy:
+    """``study`` with each time point's acquisition replaced by the gate's reading of it
+    (:attr:`~concordose.calibration.gate.CycleVerdict.acquisitions`, same order): hours since
+    injection recomputed (the site's time zone may change them), injected activity in MBq.
+    The time points keep their order (the gate's findings are indexed by it).
+
+    Raises:
+        ValueError: not one acquisition per time point.
+    """
+    if len(acquisitions) != len(study.time_points):
+        raise ValueError(
+            f"{len(acquisitions)} interpreted acquisitions for {len(study.time_points)} time "
+            "points; expected one per time point"
+        )
+    points = tuple(
+        replace(point, acquisition=acquisition, time_h=acquisition.hours_since_injection())
+        for point, acquisition in zip(study.time_points, acquisitions, strict=True)
+    )
+    first = points[0].acquisition.radiopharmaceutical
+    return replace(
+        study,
+        time_points=points,
+        injected_activity_mbq=first.injected_activity_mbq if first else None,
+    )
+
+
 def assemble_cycles(instances: list[CataloguedInstance]) -> list[CycleStudy]:
     """Every cycle of a scanned folder's instances, grouped by the one rule
     (:func:`concordose.spool.cycles.group_cycles`), each assembled by :func:`assemble_cycle`.

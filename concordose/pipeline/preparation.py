@@ -21,7 +21,11 @@ from concordose.dicom.pseudonym import cycle_key, subject_key
 from concordose.dicom.seg import VoiMask
 from concordose.dicom.vois import read_voi_masks
 from concordose.errors import ConcordoseError, StudyIncompleteError, UnreadableDicomError
-from concordose.pipeline.assembly import CycleStudy, assemble_cycle
+from concordose.pipeline.assembly import (
+    CycleStudy,
+    assemble_cycle,
+    with_interpreted_acquisitions,
+)
 from concordose.pipeline.catalogue import CataloguedInstance
 from concordose.pipeline.working_set import WorkingSet, estimate_working_set
 from concordose.results.cycle_tables import CycleIdentity
@@ -143,6 +147,9 @@ def prepare_cycle(
         registry,
         site_id=site_id,
     )
+    if verdict.acquisitions:
+        # What is processed is what the gate checked: site time zone, activity in MBq.
+        study = with_interpreted_acquisitions(study, verdict.acquisitions)
     return PreparedCycle(
         study=study,
         vois=vois,
