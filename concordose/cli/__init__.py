@@ -609,6 +609,14 @@ def sweep(  # noqa: PLR0917 (typer maps each option to a parameter)
     run_or_exit(lambda: _report_sweep(result, spool))
 
 
+SEVERITY_STYLES = {
+    str(Severity.ERROR): "red",
+    str(Severity.WARNING): "yellow",
+    str(Severity.INFO): "dim",
+}
+"""How ``check`` colours a finding by severity (info: how a value was obtained, not a problem)."""
+
+
 def _print_findings(findings: Sequence[dict[str, str]]) -> None:
     """The findings of one checked file (``check``'s ``findings`` entries) as a table."""
     if not findings:
@@ -617,7 +625,7 @@ def _print_findings(findings: Sequence[dict[str, str]]) -> None:
     for column in ("severity", "rule", "file", "finding"):
         table.add_column(column, overflow="fold")
     for finding in findings:
-        style = "red" if finding["severity"] == str(Severity.ERROR) else "yellow"
+        style = SEVERITY_STYLES.get(finding["severity"], "yellow")
         table.add_row(
             f"[{style}]{finding['severity']}[/]",
             finding["rule"],
