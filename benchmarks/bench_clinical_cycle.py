@@ -23,7 +23,8 @@ source, without Prefect's orchestration (the tasks' functions, ``Task.fn``), tim
 3. quantify: ``quantify_task`` (registration of the 5 later CTs to the first included, read,
    calibrate, VOI sums); the registration is timed inside it by wrapping
    ``align_time_points`` (and its CT reads by wrapping ``read_ct_series``);
-4. kinetics + dose: the flow's default methods (``mono_exponential``, ``sphere``);
+4. kinetics + dose: the site protocol's methods, as the flow runs them (by default every
+   kinetics method of the consortium and sphere, organ S-value and LDM dose);
 5. voxel dosimetry: ``cycle_voxel_dosimetry`` with the site protocol's rules (its activity
    maps, CT dose grid and science timed inside by wrapping);
 6. tables: every table the flow publishes;

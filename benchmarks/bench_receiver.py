@@ -198,7 +198,7 @@ def concordose_receiver(
             "receive",
             "--spool",
             str(spool or workdir / "spool"),
-            "--config",
+            "--sites",
             str(sites),
             "--host",
             "127.0.0.1",

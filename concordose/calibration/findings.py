@@ -1,7 +1,9 @@
 """Findings: what a check found wrong with a study, and how much it matters.
 
 A finding with severity ``error`` holds the study (nothing is computed from it); a ``warning``
-lets it pass and is recorded next to its results. Every finding names its rule, the object it is
+lets it pass and is recorded next to its results; an ``info`` records how a value was obtained
+(a vendor variant or fallback read, e.g. a legacy SRT code or a frame duration taken from the
+top level) so that provenance shows it. Every finding names its rule, the object it is
 about, what was expected and what was found, so a site can fix it without asking.
 """
 
@@ -17,6 +19,7 @@ class Severity(StrEnum):
 
     ERROR = "error"
     WARNING = "warning"
+    INFO = "info"
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class Finding:
 
     Attributes:
         rule: the rule's name, e.g. ``"injected_activity"``.
-        severity: error (holds) or warning (passes, recorded).
+        severity: error (holds), warning (passes, recorded) or info (provenance of a value).
         source: what it is about (a file path or a series UID).
         message: expected versus found, in a sentence a site physicist can act on.
     """

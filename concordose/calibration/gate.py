@@ -3,7 +3,16 @@
 A calibration record fits a SPECT when it belongs to the sending site, is valid on the
 acquisition date, and was measured with the same camera model, collimator and reconstruction
 protocol (each compared only where the record states it). Anything else holds the time point
-with a finding that says exactly what is missing.
+with a finding that says exactly what is missing. A vendor-quantified SPECT (Units BQML, when
+the protocol accepts it) is not converted with the record's CF: the record must instead state
+the vendor quantification's bias measured on the site's phantom, within the protocol's
+tolerance (:func:`check_vendor_quantification`).
+
+The gate also *interprets* the header under the site's declarations before checking it: times
+without a UTC offset are placed on UTC with the site's ``timezone`` (sites.yaml), and
+RadionuclideTotalDose is read in the protocol's ``injected_activity_unit``. The interpreted
+acquisition is returned with the verdict (:attr:`GateResult.acquisition`), so what is processed
+is what was checked.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from concordose.calibration.findings import Finding, Severity, holds
-from concordose.calibration.metadata_checks import check_acquisition
+from concordose.calibration.metadata_checks import check_acquisition, with_activity_in_mbq
 from concordose.calibration.protocol import SiteProtocol, load_protocol
 from concordose.calibration.registry import CalibrationRecord, Site, SiteRegistry
 from concordose.dicom.nm import NMAcquisition
@@ -20,11 +29,15 @@ from concordose.errors import ConcordoseError
 
 @dataclass(frozen=True)
 class GateResult:
-    """Verdict on one time point: its findings and, if it passes, the calibration to use."""
+    """Verdict on one time point: its findings and, if it passes, the calibration to use.
+
+    ``acquisition`` is the time point as the gate read it (site time zone applied, activity in
+    MBq); ``None`` when the site is unknown (nothing was interpreted)."""
 
     findings: tuple[Finding, ...]
     calibration: CalibrationRecord | None
     site: Site | None
+    acquisition: NMAcquisition | None = None
 
     @property
     def held(self) -> bool:
@@ -101,6 +114,47 @@ def select_calibration(
     return max(fitting, key=lambda record: record.valid_from), []
 
 
+VENDOR_QUANTIFICATION_CHECK = "vendor_quantification"
+"""Rule name of the check that replaces the CF for a vendor-quantified (Units BQML) image."""
+
+
+def check_vendor_quantification(
+    record: CalibrationRecord, acquisition: NMAcquisition, protocol: SiteProtocol
+) -> list[Finding]:
+    """For a vendor-quantified image (Units BQML) the CF is not applied: the vendor's own
+    calibration is used, and must have been checked on the site's phantom — the record states
+    the vendor quantification's measured bias, within the protocol's tolerance. Nothing for a
+    counts image."""
+    if not acquisition.is_vendor_quantitative:
+        return []
+    source = str(acquisition.path)
+    bias = record.vendor_quantification_bias_relative
+    tolerance = protocol.vendor_quantification_tolerance
+    if bias is None:
+        message = (
+            f"vendor quantitative SPECT (Units BQML) but calibration record {record.record_id} "
+            "states no phantom-derived accuracy of the vendor quantification "
+            "(vendor_quantification_bias_relative): reconstruct the site's phantom with the "
+            "vendor quantification and record its bias against the known activity"
+        )
+        return [Finding(VENDOR_QUANTIFICATION_CHECK, Severity.ERROR, source, message)]
+    sd = record.vendor_quantification_bias_sd_relative
+    measured = f"{bias:+.1%}" + (f" (± {sd:.1%})" if sd is not None else "")
+    if abs(bias) > tolerance:
+        message = (
+            f"vendor quantification bias {measured} measured on the site's phantom (record "
+            f"{record.record_id}) exceeds the protocol's ±{tolerance:.0%}; recalibrate the "
+            "vendor quantification or send counts"
+        )
+        return [Finding(VENDOR_QUANTIFICATION_CHECK, Severity.ERROR, source, message)]
+    message = (
+        f"vendor calibration used: voxel values in Bq/mL (Units BQML, RescaleSlope "
+        f"{acquisition.rescale_slope:g}), no CF applied; the site's phantom measured the vendor "
+        f"quantification's bias {measured}, within ±{tolerance:.0%} (record {record.record_id})"
+    )
+    return [Finding(VENDOR_QUANTIFICATION_CHECK, Severity.INFO, source, message)]
+
+
 def gate_time_point(
     acquisition: NMAcquisition,
     registry: SiteRegistry,
@@ -136,9 +190,14 @@ def gate_time_point(
         )
         return GateResult((finding,), None, None)
     rules = protocol or load_protocol(site.site_id, registry.protocol_dir)
+    if site.timezone is not None:
+        acquisition = acquisition.with_time_zone(site.timezone)
     findings = check_acquisition(acquisition, rules)
     calibration, gate_findings = select_calibration(acquisition, site)
-    return GateResult(tuple(findings + gate_findings), calibration, site)
+    if calibration is not None:
+        gate_findings += check_vendor_quantification(calibration, acquisition, rules)
+    interpreted = with_activity_in_mbq(acquisition, rules)
+    return GateResult(tuple(findings + gate_findings), calibration, site, interpreted)
 
 
 @dataclass(frozen=True)
@@ -149,11 +208,14 @@ class CycleVerdict:
         time_point_findings: the findings of each time point, in time order.
         calibration: the calibration of the first time point (all must pass for it to be set).
         site: the sending site, when known.
+        acquisitions: each time point as the gate read it (:attr:`GateResult.acquisition`);
+            empty when the site is unknown.
     """
 
     time_point_findings: tuple[tuple[Finding, ...], ...]
     calibration: CalibrationRecord | None
     site: Site | None
+    acquisitions: tuple[NMAcquisition, ...] = ()
 
     @property
     def findings(self) -> tuple[Finding, ...]:
@@ -178,6 +240,9 @@ def gate_cycle(
         for acquisition, calling_ae in acquisitions
     ]
     per_point = tuple(result.findings for result in results)
+    interpreted = tuple(r.acquisition for r in results if r.acquisition is not None)
+    if len(interpreted) != len(results):
+        interpreted = ()
     if not results or any(result.held for result in results):
-        return CycleVerdict(per_point, None, results[0].site if results else None)
-    return CycleVerdict(per_point, results[0].calibration, results[0].site)
+        return CycleVerdict(per_point, None, results[0].site if results else None, interpreted)
+    return CycleVerdict(per_point, results[0].calibration, results[0].site, interpreted)

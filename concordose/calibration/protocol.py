@@ -175,7 +175,9 @@ class SiteProtocol(BaseModel):
     """Expected acquisition and reconstruction of quantitative Lu-177 SPECT at one site.
 
     Attributes:
-        radionuclide_codes: SNOMED codes accepted for the radionuclide (447553000 ^177^Lutetium).
+        radionuclide_codes: SNOMED CT codes accepted for the radionuclide (447553000
+            ^177^Lutetium); their legacy SNOMED RT ids (PS3.16 Annex O, e.g. SRT C-101ED) are
+            accepted too, with an info finding (:mod:`concordose.dicom.codes`).
         photopeak_kev: the photopeak a window must contain (Lu-177: 208.37 keV, ICRP-107).
         window_width_fraction: expected full width of the photopeak window relative to the peak
             (0.20 for 208 keV ± 10 %); a window off by more than ``window_width_tolerance``
@@ -184,8 +186,23 @@ class SiteProtocol(BaseModel):
         required_corrections: CorrectedImage values that must be present (ATTN, SCAT).
         forbidden_corrections: values that must be absent (DECY: the pipeline needs counts at
             acquisition time, not decay-corrected).
-        accepted_units: pixel units accepted: ``counts`` (no Units / CNTS) or ``BQML``.
+        accepted_units: pixel units accepted: ``counts`` (no Units / CNTS) or ``BQML`` (vendor
+            quantitative SPECT in Bq/mL: no CF applied; the gate checks the vendor calibration
+            against the site's phantom instead, see ``vendor_quantification_tolerance``).
+        vendor_quantification_tolerance: largest |bias| (relative) of the vendor's
+            quantification measured on the site's phantom
+            (``CalibrationRecord.vendor_quantification_bias_relative``) for a BQML image to pass.
         injected_activity_mbq: plausible administered activity.
+        injected_activity_unit: the unit the site's modality writes RadionuclideTotalDose in:
+            ``MBq`` (DICOM NM; default), ``Bq`` (as many vendors and every PET modality do;
+            converted, with an info finding) or ``auto`` (read as MBq when plausible, else as
+            Bq or GBq when that is plausible, with a warning finding).
+        injection_time_without_date: what a RadiopharmaceuticalStartTime without
+            RadiopharmaceuticalStartDateTime means: ``hold`` (default: the date is unknown — a
+            scan days later at a later clock time looks like one on the injection day — so the
+            time point is held with an error finding) or ``scan_date`` (the site declares its
+            modality's start time is on the scan's date, the day before when later than the
+            scan: passes with a warning finding).
         time_since_injection_h: the protocol's imaging window after injection.
         patient_weight_kg: plausible patient weight.
         voxel_mm: plausible voxel size (every axis).
@@ -211,7 +228,10 @@ class SiteProtocol(BaseModel):
     required_corrections: list[str] = Field(default_factory=lambda: ["ATTN", "SCAT"])
     forbidden_corrections: list[str] = Field(default_factory=lambda: ["DECY"])
     accepted_units: list[str] = Field(default_factory=lambda: ["counts"])
+    vendor_quantification_tolerance: float = Field(default=0.10, gt=0, lt=1)
     injected_activity_mbq: Range = Range(min=1000.0, max=10000.0)
+    injected_activity_unit: Literal["Bq", "MBq", "auto"] = "MBq"
+    injection_time_without_date: Literal["hold", "scan_date"] = "hold"
     time_since_injection_h: Range = Range(min=0.5, max=400.0)
     patient_weight_kg: Range = Range(min=20.0, max=250.0)
     voxel_mm: Range = Range(min=1.0, max=8.0)

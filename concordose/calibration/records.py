@@ -97,6 +97,17 @@ class CalibrationRecord(BaseModel):
             description=self.dose_calibrator_traceability or "",
         )
 
+    # --- vendor quantitative SPECT (issue 16, item 3) ---
+    vendor_quantification_bias_relative: float | None = Field(default=None, gt=-1, lt=1)
+    """Measured relative bias of the vendor's own quantification (Units BQML images) on the
+    site's phantom of known activity: vendor total / true total − 1 (dose-calibrator traceable
+    when the record is). A BQML image passes the gate only with a record stating it, within the
+    protocol's ``vendor_quantification_tolerance``; its CF is then not applied."""
+    vendor_quantification_bias_sd_relative: float | None = Field(default=None, ge=0)
+    """Standard uncertainty of that bias (relative); used as the calibration uncertainty of a
+    vendor-quantified cycle."""
+    # --- end vendor quantitative SPECT ---
+
     # --- PSF and phantom evidence for partial-volume correction (issue 15, GTM) ---
     psf_fwhm_mm: float | None = Field(default=None, gt=0)
     psf_fwhm_sd_mm: float | None = Field(default=None, ge=0)

@@ -11,6 +11,7 @@ step)::
       - site_id: milan
         ae_titles: [MILAN_SPECT]
         institution: Istituto Nazionale Tumori
+        timezone: Europe/Rome      # optional: IANA name; local DICOM times without offset → UTC
         nominal_calibration_factor_cps_per_mbq: 9.6   # optional: the camera vendor's figure
         calibrations:
           - record_id: milan-phantom-2026-01
@@ -42,6 +43,7 @@ from datetime import date
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import yaml
 from pydantic import (
@@ -50,6 +52,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -112,6 +115,12 @@ class Site(BaseModel):
     calibration. It is never used to process a study; only the *raw* variant of the
     harmonisation comparison (:mod:`concordose.consortium`) applies it, to measure what the
     phantom-derived factors gain.
+
+    ``timezone`` (an IANA name, e.g. ``Europe/Rome``) is the zone of the site's modality clocks:
+    DICOM times that state no UTC offset (neither TimezoneOffsetFromUTC nor an offset in the DT
+    value) are placed on UTC with it, so that hours since injection do not shift by 1 h when
+    daylight saving changes between injection and scan. ``None``: times without offset are
+    compared on the modality's local clock (with an info finding saying so).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -121,6 +130,23 @@ class Site(BaseModel):
     institution: str | None = None
     calibrations: list[CalibrationRecord] = Field(default_factory=list)
     nominal_calibration_factor_cps_per_mbq: float | None = Field(default=None, gt=0)
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana_time_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            close = sorted(z for z in available_timezones() if value.lower() in z.lower())[:5]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(
+                f"timezone: expected an IANA time zone name such as Europe/Rome, "
+                f"found {value!r}{hint}"
+            ) from None
+        return value
 
     def nominal_calibration(self) -> CalibrationRecord:
         """A calibration record holding the vendor's nominal factor only (no recovery curve),
@@ -370,7 +396,8 @@ def describe_validation_error(exc: ValidationError, content: object) -> str:
         location = tuple(key for key in error["loc"] if isinstance(key, int | str))
         message = error["msg"].removeprefix("Value error, ")
         found = error.get("input")
-        shown = "" if isinstance(found, dict | list) else f" (found {found!r})"
+        said = isinstance(found, dict | list) or repr(found) in message  # nothing to add
+        shown = "" if said else f" (found {found!r})"
         entry = _entry_path(location, content)
         lines.append(f"  {entry + ': ' if entry else ''}{message}{shown}")
     return "\n".join(lines)

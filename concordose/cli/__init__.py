@@ -20,16 +20,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from concordose import __version__
-from concordose.calibration.findings import Finding, Severity
+from concordose.calibration.findings import Severity
 from concordose.cli.console import (
+    EXIT_HELD,
     EXIT_INPUT_ERROR,
     console,
     error_console,
     progress_bar,
     run_or_exit,
 )
+from concordose.cli.output import csv_text, echo_json
 from concordose.cli.protocol import protocol_app
 from concordose.cli.sites import sites_app
+from concordose.cli.spool import spool_app
 from concordose.errors import ConcordoseError
 from concordose.kinetics.comparison import bland_altman
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
@@ -45,7 +48,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="concordose",
-    help="Multicentre harmonisation platform for Lu-177 radioligand-therapy dosimetry.",
+    help="Multicentre harmonisation platform for Lu-177 radioligand-therapy dosimetry.\n\n"
+    "Example: concordose demo --preset test",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -64,7 +68,10 @@ def _main(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
-    """Multicentre harmonisation platform for Lu-177 radioligand-therapy dosimetry."""
+    """Multicentre harmonisation platform for Lu-177 radioligand-therapy dosimetry.
+
+    Example: concordose demo --preset test
+    """
 
 
 VOI_DOSE_METHOD_PREFERENCE: dict[str, tuple[str, ...]] = {
@@ -340,7 +347,10 @@ def demo(  # noqa: PLR0917 (typer maps each option to a parameter)
     """Run the whole path on a synthetic patient: DICOM → C-STORE → Prefect flow → Parquet.
 
     The patient is imaged at 4, 24, 48, 96, 168 and 240 h (SPECTacular); every kinetics method
-    is shown side by side for every VOI, with its agreement with the reference."""
+    is shown side by side for every VOI, with its agreement with the reference.
+
+    Example: concordose demo --workdir /tmp/concordose-demo --preset test
+    """
     kinetics, dose = run_or_exit(lambda: _method_overrides(kinetics_methods, dose_methods))
     from flows.demo import run_demo  # lazy: only orchestration imports Prefect
 
@@ -417,7 +427,7 @@ def _check_before_processing(source: Path, sites: Path, site: str | None) -> int
     """Bad input before any orchestration starts, as one message (exit 2): a missing folder,
     an unreadable file, a bad site registry or site protocol (e.g. an unknown method name), a
     folder without --site, no pseudonymisation key, or nothing to process. Returns the number of
-    cycles found (headers only)."""
+    cycles found (headers only); prints how many files were skipped as not DICOM."""
     from concordose.calibration.protocol import load_protocol
     from concordose.calibration.registry import SiteRegistry
     from concordose.dicom.pseudonym import subject_key
@@ -435,6 +445,13 @@ def _check_before_processing(source: Path, sites: Path, site: str | None) -> int
             f"{source} is not a spool, so the site of its files is unknown; pass --site"
         )
     cycles = cycle_source.cycles()
+    skipped = cycle_source.skipped_files
+    if skipped:
+        names = ", ".join(path.name for path in skipped[:3]) + (", …" if len(skipped) > 3 else "")
+        console.print(
+            f"[cyan]•[/] skipped {len(skipped)} non-DICOM file(s) in {source} ({names})",
+            highlight=False,
+        )
     if not cycles:
         raise ConcordoseError(
             f"no reconstructed SPECT with patient and injection data found in {source}: "
@@ -445,7 +462,8 @@ def _check_before_processing(source: Path, sites: Path, site: str | None) -> int
 
 
 def _report_sweep(result: SweepResult, source: Path) -> None:
-    """Print a sweep's outcome; every cycle held or failed is exit status 2, with the reasons."""
+    """Print a sweep's outcome. A failed cycle is exit status 2; else any held cycle is exit
+    status 1 (:data:`EXIT_HELD`), with the reasons."""
     for run in result.held:
         console.print(f"[yellow]held[/] cycle {run.cycle_id}: {run.reason}", highlight=False)
     for cycle_id, reason in result.failed.items():
@@ -468,11 +486,13 @@ def _report_sweep(result: SweepResult, source: Path) -> None:
             f"{result.receiving} cycle(s) still receiving were left alone: wait for the quiet "
             "period or complete their time points with `concordose spool complete`"
         )
-    if result.runs and not result.processed and not result.failed:
-        reasons = "\n  ".join(f"{run.cycle_id}: {run.reason}" for run in result.held)
-        raise ConcordoseError(f"every cycle is held by the checks:\n  {reasons}")
     if result.failed:
         raise ConcordoseError(f"{len(result.failed)} cycle(s) failed; see above")
+    if result.held:
+        reasons = "\n  ".join(f"{run.cycle_id}: {run.reason}" for run in result.held)
+        which = "every cycle is" if not result.processed else f"{len(result.held)} cycle(s)"
+        error_console.print(f"{which} held by the checks:\n  {reasons}", highlight=False)
+        raise typer.Exit(EXIT_HELD)
 
 
 @app.command()
@@ -490,7 +510,11 @@ def process(  # noqa: PLR0917 (typer maps each option to a parameter)
     """Process every complete cycle in a spool or folder (re-runs replace rows) and publish.
 
     Each cycle is one `process-cycle` run; a held cycle publishes its findings to qc_findings.
-    Methods: each cycle's site protocol's, unless --kinetics-methods / --dose-methods.
+    Methods: each cycle's site protocol's, unless --kinetics-methods / --dose-methods. In a
+    plain folder, files that are not DICOM (no DICM preamble, e.g. a JSON or text file) are
+    skipped and counted. Exit 0 all processed, 1 a cycle held, 2 bad input or a cycle failed.
+
+    Example: concordose process --spool incoming/ --sites sites.yaml --site milan
     """
     kinetics, dose = run_or_exit(lambda: _method_overrides(kinetics_methods, dose_methods))
     found = run_or_exit(lambda: _check_before_processing(spool, sites, site))
@@ -528,7 +552,7 @@ def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a paramet
     """Process one treatment cycle (what the receiver's worker runs). Exit 0 processed or
     skipped, 1 held, 2 bad input.
 
-    Example: concordose process-cycle --spool /var/lib/concordose/spool --sites sites.yaml
+    Example: concordose process-cycle --spool /var/lib/concordose/spool --sites sites.yaml \\
     --cycle-id 3f2a…
     """
     kinetics, dose = run_or_exit(lambda: _method_overrides(kinetics_methods, dose_methods))
@@ -551,7 +575,7 @@ def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a paramet
         highlight=False,
     )
     if result.outcome == OUTCOME_HELD:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_HELD)
 
 
 @app.command()
@@ -590,19 +614,28 @@ def sweep(  # noqa: PLR0917 (typer maps each option to a parameter)
     run_or_exit(lambda: _report_sweep(result, spool))
 
 
-def _print_findings(findings: Sequence[Finding]) -> None:
+SEVERITY_STYLES = {
+    str(Severity.ERROR): "red",
+    str(Severity.WARNING): "yellow",
+    str(Severity.INFO): "dim",
+}
+"""How ``check`` colours a finding by severity (info: how a value was obtained, not a problem)."""
+
+
+def _print_findings(findings: Sequence[dict[str, str]]) -> None:
+    """The findings of one checked file (``check``'s ``findings`` entries) as a table."""
     if not findings:
         return
     table = Table(title="Findings")
     for column in ("severity", "rule", "file", "finding"):
         table.add_column(column, overflow="fold")
     for finding in findings:
-        style = "red" if finding.severity is Severity.ERROR else "yellow"
+        style = SEVERITY_STYLES.get(finding["severity"], "yellow")
         table.add_row(
-            f"[{style}]{finding.severity}[/]",
-            finding.rule,
-            Path(finding.source).name,
-            finding.message,
+            f"[{style}]{finding['severity']}[/]",
+            finding["rule"],
+            Path(finding["source"]).name,
+            finding["message"],
         )
     console.print(table)
 
@@ -610,23 +643,37 @@ def _print_findings(findings: Sequence[Finding]) -> None:
 @app.command()
 def check(
     paths: Annotated[list[Path], typer.Argument(help="NM files or folders to check.")],
-    sites: Annotated[Path, typer.Option(help="Site registry YAML (sites.yaml).")],
+    sites: SitesOption,
     site: Annotated[str, typer.Option(help="Site the files come from.")],
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON document instead: {held, files: [{file, held, "
+            "calibration_record, findings: [{severity, rule, source, message}]}], "
+            "skipped_non_dicom: [paths]}.",
+        ),
+    ] = False,
 ) -> None:
-    """Check SPECT files against the site's protocol and calibrations; exit 1 if any is held."""
+    """Check SPECT files against the site's protocol and calibrations; exit 1 if any is held.
+
+    Example: concordose check incoming/tp01/nm.dcm --sites sites.yaml --site milan --json
+    """
     from concordose.calibration.gate import gate_time_point
     from concordose.calibration.registry import SiteRegistry
     from concordose.dicom.nm import read_nm_header
     from concordose.pipeline.catalogue import catalogue
 
-    def run() -> bool:
+    skipped: list[Path] = []
+
+    def run() -> list[dict[str, Any]]:
         registry = SiteRegistry.load(sites)
         files: list[Path] = []
         for path in paths:
             if path.is_dir():
                 files.extend(
                     i.path
-                    for i in catalogue(path)
+                    for i in catalogue(path, on_skipped=skipped.append)
                     if i.sop_class_uid == NuclearMedicineImageStorage
                 )
             elif path.is_file():
@@ -635,20 +682,51 @@ def check(
                 raise ConcordoseError(f"{path} does not exist")
         if not files:
             raise ConcordoseError(f"no NM Image Storage file among {', '.join(map(str, paths))}")
-        any_held = False
+        checked = []
         for file in files:
             result = gate_time_point(
                 read_nm_header(file), registry, calling_ae_title=None, site_id=site
             )
-            any_held |= result.held
-            verdict = "[red]held[/]" if result.held else "[green]passes[/]"
-            record = result.calibration.record_id if result.calibration else "no calibration"
-            console.print(f"{file}: {verdict} ({record})")
-            _print_findings(result.findings)
-        return any_held
+            checked.append(
+                {
+                    "file": str(file),
+                    "held": result.held,
+                    "calibration_record": result.calibration.record_id
+                    if result.calibration
+                    else None,
+                    "findings": [
+                        {
+                            "severity": str(finding.severity),
+                            "rule": finding.rule,
+                            "source": finding.source,
+                            "message": finding.message,
+                        }
+                        for finding in result.findings
+                    ],
+                }
+            )
+        return checked
 
-    if run_or_exit(run):
-        raise typer.Exit(1)
+    checked = run_or_exit(run)
+    any_held = any(item["held"] for item in checked)
+    if as_json:
+        echo_json(
+            {
+                "held": any_held,
+                "files": checked,
+                "skipped_non_dicom": [str(path) for path in skipped],
+            }
+        )
+    else:
+        if skipped:
+            console.print(f"skipped {len(skipped)} non-DICOM file(s)", highlight=False)
+        for item in checked:
+            verdict = "[red]held[/]" if item["held"] else "[green]passes[/]"
+            record = item["calibration_record"] or "no calibration"
+            console.print(f"{item['file']}: {verdict} ({record})")
+            _print_findings(item["findings"])
+    if any_held:
+        raise typer.Exit(EXIT_HELD)
 
 
 @app.command()
@@ -663,7 +741,12 @@ def calibrate(
     record_id: Annotated[str, typer.Option(help="Id of the new calibration record.")],
     valid_from: Annotated[str, typer.Option(help="First day the record applies (YYYY-MM-DD).")],
 ) -> None:
-    """Derive CF and the RC curve from a site's phantom scans; append them to the ledger."""
+    """Derive CF and the RC curve from a site's phantom scans; append them to the ledger.
+
+    Example: concordose calibrate --site milan --sites sites.yaml \\
+    --record-id milan-2026-01 --valid-from 2026-01-01 \\
+    --cylinder cyl/calibration_sheet.yaml --nema nema/calibration_sheet.yaml
+    """
     from datetime import date
 
     from concordose.calibration.calibrate import calibrate_site
@@ -797,7 +880,10 @@ def generate(
         ),
     ] = None,
 ) -> None:
-    """Write synthetic data: one patient (default) or, with --consortium, a whole consortium."""
+    """Write synthetic data: one patient (default) or, with --consortium, a whole consortium.
+
+    Example: concordose generate --out /tmp/patient --preset test
+    """
     mode = run_or_exit(lambda: _imaging_mode(imaging))
     if consortium:
         run_or_exit(
@@ -837,7 +923,12 @@ def query(
         typer.Option(help="Folder or s3://bucket/prefix to read (default CONCORDOSE_OUTPUT_URI)."),
     ] = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="Output format: table, csv or json.")
+        str,
+        typer.Option(
+            "--format",
+            help="Output format: table, csv or json. In csv, a list, struct or map cell (e.g. "
+            "a DVH's dose levels) is one JSON-encoded cell.",
+        ),
     ] = "table",
 ) -> None:
     """Query the published tables: only manifested runs, the latest run per cycle.
@@ -846,6 +937,8 @@ def query(
     voxel_dose_summary, method_comparison, site_calibrations, harmonisation_agreement,
     qc_findings (current schema, older versions upgraded),
     and runs (the manifested runs).
+
+    Example: concordose query "SELECT voi_label, mean_dose_gy FROM absorbed_dose" --format csv
     """
 
     def run() -> pa.Table:
@@ -860,13 +953,9 @@ def query(
 
     result = run_or_exit(run)
     if fmt == "csv":
-        import pyarrow.csv as pacsv
-
-        sink = pa.BufferOutputStream()
-        pacsv.write_csv(result, sink)
-        typer.echo(sink.getvalue().to_pybytes().decode("utf-8"), nl=False)
+        typer.echo(csv_text(result), nl=False)
     elif fmt == "json":
-        typer.echo(json.dumps(result.to_pylist(), default=str, indent=2))
+        echo_json(result.to_pylist())
     else:
         table = Table(show_lines=False)
         for name in result.column_names:
@@ -1175,7 +1264,15 @@ def _reload_sites(receiver: StorageReceiver, config: Path, registry: SiteRegistr
 @app.command()
 def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
     spool: Annotated[Path, typer.Option(help="Spool folder (created if missing).")],
-    config: Annotated[Path, typer.Option(help="Site registry YAML: calling AE titles → sites.")],
+    sites: Annotated[
+        Path,
+        typer.Option(
+            "--sites",
+            "--config",
+            help="Site registry YAML: calling AE titles → sites (--config: the old name, kept "
+            "as an alias).",
+        ),
+    ],
     port: Annotated[
         int | None, typer.Option(help="TCP port [default: CONCORDOSE_RECEIVER_PORT, 11112].")
     ] = None,
@@ -1222,12 +1319,20 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
     output: Annotated[
         str | None, typer.Option(help="Where the flows publish (default CONCORDOSE_OUTPUT_URI).")
     ] = None,
+    show_phi: Annotated[
+        bool,
+        typer.Option(
+            "--show-phi",
+            help="Name patients by PatientID in the log. Default: by subject key "
+            "(CONCORDOSE_PSEUDONYM_KEY), or '(hidden)' without a key.",
+        ),
+    ] = False,
 ) -> None:
     """Run the storage SCP in the foreground until Ctrl-C / SIGTERM; SIGHUP reloads the sites
     file (AE titles, sites, calibration records) and logs what changed.
 
-    Example: concordose receive --spool /var/lib/concordose/spool --config sites.yaml
-    --port 11112 (then, after editing sites.yaml: kill -HUP <pid>)
+    Example: concordose receive --spool /var/lib/concordose/spool --sites sites.yaml --port 11112
+    (then, after editing sites.yaml: kill -HUP <pid>)
     """
     import signal
     import time
@@ -1243,7 +1348,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
 
     def build() -> tuple[StorageReceiver, SiteRegistry]:
         settings = Settings()
-        registry = SiteRegistry.load(config)
+        registry = SiteRegistry.load(sites)
         quiet_s = settings.receiver_quiet_period_s if quiet_period_s is None else quiet_period_s
         tls_files = (tls_cert, tls_key, tls_ca)
         if any(tls_files) and not all(tls_files):
@@ -1257,11 +1362,11 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
         if deployment:
             from flows.triggers import DeploymentTrigger
 
-            hook = DeploymentTrigger(deployment, config.resolve(), output)
+            hook = DeploymentTrigger(deployment, sites.resolve(), output)
         elif run_flows:
             from flows.triggers import WorkerProcessTrigger
 
-            hook = WorkerProcessTrigger(config.resolve(), output)
+            hook = WorkerProcessTrigger(sites.resolve(), output)
         receiver = StorageReceiver(
             Spool(spool.resolve()),
             ae_title=ae_title or settings.receiver_ae_title,
@@ -1278,6 +1383,8 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
             delivery_backoff_max_s=settings.receiver_delivery_backoff_max_s,
             completion_poll_interval_s=min(5.0, max(0.2, quiet_s / 10)),
             journal_prefill=True,  # a long-running service: allocate the journal once
+            show_phi=show_phi,
+            pseudonym_key=settings.pseudonym_key,
         )
         receiver.start()
         return receiver, registry
@@ -1299,7 +1406,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
             while not stop_signals:
                 if reload_signals:
                     reload_signals.clear()
-                    registry = _reload_sites(receiver, config, registry)
+                    registry = _reload_sites(receiver, sites, registry)
                 time.sleep(0.2)  # idle; a signal interrupts the sleep and its handler runs
         finally:
             receiver.stop()
@@ -1309,111 +1416,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
             signal.signal(sig, handler)
 
 
-spool_app = typer.Typer(help="Inspect and steer a spool.", no_args_is_help=True)
 app.add_typer(spool_app, name="spool")
-
-
-@spool_app.command("status")
-def spool_status(
-    spool: Annotated[Path, typer.Option(help="Spool folder.")],
-) -> None:
-    """Show cycles (receiving, ready, processed, held with the reason, failed), their time
-    points, and what is quarantined."""
-    from concordose.spool.store import Spool
-
-    def show() -> None:
-        opened = Spool.open_existing(spool)
-        status = opened.status()
-        by_study = {record.study_uid: record for record in opened.timepoints()}
-        cycles = opened.cycles()
-        table = Table(title=f"Cycles → time points in {spool}")
-        columns = ("cycle", "patient", "injection", "h p.i.", "study", "sender", "modalities")
-        for column in (*columns, "instances", "MB", "time point", "event", "cycle state"):
-            # The study UID folds (operators copy it for `spool complete`); the rest stays whole.
-            table.add_column(
-                column, overflow="fold", no_wrap=column not in ("study", "cycle state")
-            )
-        shown: set[str] = set()
-        for cycle in cycles:
-            state = cycle.state.value
-            if cycle.reason:
-                state += f": {cycle.reason}"
-            in_time_order = sorted(
-                cycle.members.all_study_uids,
-                key=lambda uid: (by_study[uid].time_h is None, by_study[uid].time_h or 0.0),
-            )
-            for uid in in_time_order:
-                record = by_study[uid]
-                shown.add(uid)
-                if record.notified_at:
-                    event = "delivered"
-                else:
-                    event = "pending" if record.completed_at else "—"
-                injection = cycle.members.injection_datetime
-                table.add_row(
-                    cycle.cycle_id,
-                    record.patient_id or "?",
-                    f"{injection:%Y-%m-%d %H:%M}",
-                    f"{record.time_h:.1f}" if record.time_h is not None else "—",
-                    record.study_uid,
-                    record.calling_ae_title,
-                    ",".join(record.modalities),
-                    str(record.instance_count),
-                    f"{record.size_bytes / 1e6:.1f}",
-                    f"{record.state.value} r{record.revision}",
-                    event,
-                    state,
-                )
-        for uid, record in by_study.items():
-            if uid not in shown:
-                table.add_row(
-                    "(none yet)",
-                    record.patient_id or "?",
-                    "?",
-                    "—",
-                    record.study_uid,
-                    record.calling_ae_title,
-                    ",".join(record.modalities),
-                    str(record.instance_count),
-                    f"{record.size_bytes / 1e6:.1f}",
-                    f"{record.state.value} r{record.revision}",
-                    "—",
-                    "no SPECT with injection data yet",
-                )
-        console.print(table)
-        counts = ", ".join(f"{name} {count}" for name, count in status.cycles.items())
-        console.print(
-            f"instances {status.instances} ({status.size_bytes / 1e6:.1f} MB) · time points: "
-            f"receiving {status.receiving}, complete {status.complete}, processed "
-            f"{status.processed} · events pending {status.pending_events} · cycles: "
-            f"{counts or 'none'} · quarantined {status.quarantined}"
-        )
-        for path in opened.quarantined():
-            reason = path.with_suffix(".reason.txt")
-            text = reason.read_text(errors="replace") if reason.is_file() else "(no reason file)"
-            console.print(f"  quarantine {path.name}: {text}", highlight=False)
-
-    run_or_exit(show)
-
-
-@spool_app.command("complete")
-def spool_complete(
-    spool: Annotated[Path, typer.Option(help="Spool folder.")],
-    study: Annotated[str, typer.Option(help="StudyInstanceUID of the time point.")],
-) -> None:
-    """Explicit trigger: mark a time point complete now (the running receiver emits its event)."""
-    from datetime import UTC, datetime
-
-    from concordose.spool.store import Spool
-
-    def complete() -> None:
-        changed = Spool.open_existing(spool).mark_complete(
-            study, "explicit trigger (concordose spool complete)", datetime.now(UTC)
-        )
-        state = "marked complete" if changed else "was already complete or processed"
-        console.print(f"time point {study} {state}")
-
-    run_or_exit(complete)
 
 
 def main() -> None:

@@ -1,5 +1,13 @@
-"""What every command shares: the consoles, the input-error exit status, running an action with
-input errors as one line, and the progress bar of long commands."""
+"""What every command shares: the consoles, the exit statuses, running an action with input
+errors as one line, and the progress bar of long commands.
+
+Exit statuses (the README's "Exit codes"): 0 done; :data:`EXIT_HELD` 1, something held or
+found (a held cycle, a check finding that holds); :data:`EXIT_INPUT_ERROR` 2, bad input.
+
+The consoles never cut a line when their output is not a terminal (piped, redirected, captured):
+a script or ``grep`` then gets every value whole, e.g. a long hold reason or path, rather than
+tables folded to 80 columns.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,12 +27,52 @@ from rich.progress import (
 
 from concordose.errors import ConcordoseError
 
-__all__ = ["EXIT_INPUT_ERROR", "console", "error_console", "progress_bar", "run_or_exit"]
+__all__ = [
+    "EXIT_HELD",
+    "EXIT_INPUT_ERROR",
+    "PIPED_WIDTH",
+    "PipeFriendlyConsole",
+    "console",
+    "error_console",
+    "progress_bar",
+    "run_or_exit",
+]
 
-console = Console()
-error_console = Console(stderr=True)
+PIPED_WIDTH = 100_000
+"""Columns of a console whose output is not a terminal: wide enough that no value is cut or
+wrapped (tables take only the width their content needs)."""
 
+
+class PipeFriendlyConsole(Console):
+    """A rich console that is as wide as its content when its output is not a terminal.
+
+    Rich otherwise lays out for the terminal's width (80 columns when there is none), so a table
+    piped to a file or a script loses the ends of its long values. A width given explicitly
+    (``width=``) still wins.
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        """The terminal's size; :data:`PIPED_WIDTH` columns when not writing to a terminal."""
+        dimensions = super().size
+        if self.is_terminal or self._width is not None:
+            return dimensions
+        return ConsoleDimensions(PIPED_WIDTH, dimensions.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        width, height = new_size
+        self._width = width
+        self._height = height
+
+
+console = PipeFriendlyConsole()
+error_console = PipeFriendlyConsole(stderr=True)
+
+EXIT_HELD = 1
+"""Exit status when something is held or found: a held cycle, a check that holds a file."""
 EXIT_INPUT_ERROR = 2
+"""Exit status for bad input (a ConcordoseError): one line on stderr, no traceback."""
 ResultT = TypeVar("ResultT")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +9,7 @@ import typer
 import yaml
 
 from concordose.cli.console import console, run_or_exit
+from concordose.cli.output import echo_json
 
 __all__ = ["protocol_app"]
 
@@ -56,7 +56,7 @@ def show(
     sources, protocol = run_or_exit(run)
     if as_json:
         document = {"site_id": site, "sources": [str(p) for p in sources], "protocol": protocol}
-        typer.echo(json.dumps(document, indent=2))
+        echo_json(document)
         return
     lines = [f"# effective protocol of site {site}, merged from (later files win):"]
     lines += [f"#   {path}" for path in sources]

@@ -6,7 +6,6 @@ issue 16; it is deprecated in favour of ``concordose sites show`` and says so.
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +14,7 @@ import typer
 from rich.table import Table
 
 from concordose.cli.console import console, error_console, run_or_exit
+from concordose.cli.output import echo_json
 from concordose.errors import ConcordoseError
 
 __all__ = ["sites_app"]
@@ -200,7 +200,7 @@ def _show(sites_file: Path, *, publish: bool, output: str | None, as_json: bool)
 
     registry = run_or_exit(lambda: SiteRegistry.load(sites_file))
     if as_json:
-        typer.echo(json.dumps(registry.model_dump(mode="json"), indent=2))
+        echo_json(registry.model_dump(mode="json"))
     else:
         table = Table(title=f"Sites in {sites_file}")
         columns = ("site", "AE titles", "record", "camera", "collimator", "CF cps/MBq", "valid")

@@ -7,13 +7,30 @@ a missing value means is the metadata check's job, not the reader's.
 Geometry follows the NM IOD: ImagePositionPatient and ImageOrientationPatient of the first frame
 live in DetectorInformationSequence (vendors also put them at top level); frames are stacked
 along row × column by SpacingBetweenSlices.
+
+Vendor variants are read, and where a value came from is kept (``*_source`` fields) so the
+metadata checks can record each fallback as a finding:
+
+* times are kept as the modality's local clock readings (naive; the cycle's key), with their
+  UTC offset when the header states one: an offset written in the DT value, else
+  TimezoneOffsetFromUTC (0008,0201), which PS3.3 C.12.1.1.8 applies to every DA/TM and every DT
+  without its own offset. :meth:`NMAcquisition.with_time_zone` fills the missing offsets from a
+  site's declared IANA time zone;
+* the injection is RadiopharmaceuticalStartDateTime, else RadiopharmaceuticalStartTime on the
+  scan's date (AcquisitionDate, else SeriesDate, else StudyDate; the day before when the time is
+  later than the scan's): right for a scan on the injection day or the next, not later;
+* the acquisition duration is Σ ActualFrameDuration × NumberOfFramesInRotation over
+  RotationInformationSequence, with a frame duration missing there taken from the top-level
+  ActualFrameDuration, else the FrameAcquisitionDuration of the functional groups (every frame
+  of a reconstruction is made from the whole acquisition).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
@@ -33,8 +50,15 @@ class Radiopharmaceutical:
     Attributes:
         name: Radiopharmaceutical (0018,0031), e.g. "Lu-177 DOTATATE".
         radionuclide: code meaning of RadionuclideCodeSequence, e.g. "^177^Lutetium".
-        injected_activity_mbq: RadionuclideTotalDose; DICOM defines it in MBq for NM.
-        injection_datetime: RadiopharmaceuticalStartDateTime (or date + time when split).
+        injected_activity_mbq: RadionuclideTotalDose as written; DICOM defines it in MBq for NM
+            (a site may declare its modality writes Bq: the gate converts, see
+            ``SiteProtocol.injected_activity_unit``).
+        injection_datetime: RadiopharmaceuticalStartDateTime (or start time + the scan's date),
+            local clock reading.
+        radionuclide_code, radionuclide_scheme: code value and scheme designator (SCT, SRT…).
+        radiopharmaceutical_code, radiopharmaceutical_scheme: RadiopharmaceuticalCodeSequence.
+        injection_utc_offset: the injection's offset from UTC when the header states it.
+        injection_source: where the injection time came from (attribute keywords).
     """
 
     name: str | None
@@ -42,6 +66,20 @@ class Radiopharmaceutical:
     injected_activity_mbq: float | None
     injection_datetime: datetime | None
     radionuclide_code: str | None = None
+    radionuclide_scheme: str | None = None
+    radiopharmaceutical_code: str | None = None
+    radiopharmaceutical_scheme: str | None = None
+    injection_utc_offset: timedelta | None = None
+    injection_source: str | None = None
+
+
+INJECTION_FROM_DATETIME = "RadiopharmaceuticalStartDateTime"
+"""``injection_source`` of the standard attribute (no finding)."""
+DURATION_FROM_ROTATIONS = "RotationInformationSequence"
+"""``acquisition_duration_source`` of the standard attributes (no finding)."""
+BQML = "BQML"
+"""Units (0054,1001) of a vendor-quantified SPECT: voxel values (after RescaleSlope/Intercept)
+are activity concentrations in Bq/mL (PS3.3 C.8.9.1.1.3 defined term)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +105,16 @@ class NMAcquisition:
     collimator: str | None = None
     pixel_units: str | None = None
     reconstruction: str | None = None
+    acquisition_utc_offset: timedelta | None = None
+    time_zone_source: str | None = None
+    acquisition_duration_source: str | None = None
+    rescale_slope: float = 1.0
+    rescale_intercept: float = 0.0
+
+    @property
+    def is_vendor_quantitative(self) -> bool:
+        """True when the vendor already converted the image to Bq/mL (Units BQML)."""
+        return self.pixel_units == BQML
 
     @property
     def is_recon_tomo(self) -> bool:
@@ -89,8 +137,59 @@ class NMAcquisition:
                 f"NM file {self.path}: RadiopharmaceuticalStartDateTime missing "
                 "(RadiopharmaceuticalInformationSequence); injection time is required"
             )
-        delta = self.acquisition_datetime - self.radiopharmaceutical.injection_datetime
+        injection = self.radiopharmaceutical.injection_datetime
+        delta = self.acquisition_datetime - injection
+        injection_offset = self.radiopharmaceutical.injection_utc_offset
+        if self.acquisition_utc_offset is not None and injection_offset is not None:
+            # Both on UTC: a daylight-saving change between them does not shift the interval.
+            delta -= self.acquisition_utc_offset - injection_offset
         return delta.total_seconds() / 3600.0
+
+    def with_time_zone(self, zone_name: str) -> NMAcquisition:
+        """This acquisition with every missing UTC offset taken from the IANA time zone
+        ``zone_name`` at that local time (offsets the header states are kept); the first of an
+        ambiguous hour (``fold=0``) when clocks go back."""
+        zone = ZoneInfo(zone_name)
+        drug = self.radiopharmaceutical
+        acquisition_offset = self.acquisition_utc_offset
+        if acquisition_offset is None and self.acquisition_datetime is not None:
+            acquisition_offset = self.acquisition_datetime.replace(tzinfo=zone).utcoffset()
+        if (
+            drug is not None
+            and drug.injection_utc_offset is None
+            and drug.injection_datetime is not None
+        ):
+            drug = replace(
+                drug, injection_utc_offset=drug.injection_datetime.replace(tzinfo=zone).utcoffset()
+            )
+        filled = acquisition_offset != self.acquisition_utc_offset or (
+            drug is not self.radiopharmaceutical
+        )
+        source = self.time_zone_source
+        if filled:
+            zone_source = f"site time zone {zone_name}"
+            source = zone_source if source is None else f"{source}; missing ones: {zone_source}"
+        return replace(
+            self,
+            acquisition_utc_offset=acquisition_offset,
+            radiopharmaceutical=drug,
+            time_zone_source=source,
+        )
+
+
+def utc_offset(value: object) -> timedelta | None:
+    """A UTC offset written ``&ZZXX`` (TimezoneOffsetFromUTC), e.g. ``+0100`` → 1 h."""
+    text = str(value or "").strip()
+    if len(text) != 5 or text[0] not in "+-" or not text[1:].isdigit():
+        return None
+    magnitude = timedelta(hours=int(text[1:3]), minutes=int(text[3:5]))
+    return magnitude if text[0] == "+" else -magnitude
+
+
+def _clock_and_offset(value: object) -> tuple[datetime, timedelta | None]:
+    """A DT value as its local clock reading and the offset it states (if any)."""
+    parsed = DT(str(value))
+    return parsed.replace(tzinfo=None), parsed.utcoffset()
 
 
 def _datetime(date: object, time: object) -> datetime | None:
@@ -99,10 +198,64 @@ def _datetime(date: object, time: object) -> datetime | None:
     return DT(f"{date}{time}").replace(tzinfo=None)
 
 
+def _scan_date(dataset: Dataset) -> tuple[str, str, str] | None:
+    """The scan's (date, time, date keyword): AcquisitionDate, else SeriesDate, else StudyDate."""
+    for date_kw, time_kw in (
+        ("AcquisitionDate", "AcquisitionTime"),
+        ("SeriesDate", "SeriesTime"),
+        ("StudyDate", "StudyTime"),
+    ):
+        if dataset.get(date_kw):
+            return str(dataset.get(date_kw)), str(dataset.get(time_kw) or ""), date_kw
+    return None
+
+
 def _float(value: object) -> float | None:
     if value is None or value == "":
         return None
     return float(value)  # type: ignore[arg-type]
+
+
+def read_injection(
+    item: Dataset, dataset: Dataset
+) -> tuple[datetime | None, timedelta | None, str | None]:
+    """Injection of one RadiopharmaceuticalInformationSequence ``item`` of ``dataset``: its local
+    clock reading, its UTC offset (the DT value's, else TimezoneOffsetFromUTC) and where it came
+    from (see the module docstring); ``(None, None, None)`` when not recorded.
+
+    Raises:
+        ValueError: a malformed date or time.
+    """
+    header_offset = utc_offset(dataset.get("TimezoneOffsetFromUTC"))
+    if item.get("RadiopharmaceuticalStartDateTime"):
+        clock, offset = _clock_and_offset(item.RadiopharmaceuticalStartDateTime)
+        return clock, offset if offset is not None else header_offset, INJECTION_FROM_DATETIME
+    start_time = item.get("RadiopharmaceuticalStartTime")
+    scan = _scan_date(dataset)
+    if not start_time or scan is None:
+        return None, None, None
+    date, scan_time, date_kw = scan
+    injection = _datetime(date, start_time)
+    if injection is None:
+        return None, None, None
+    scanned = _datetime(date, scan_time)
+    source = f"RadiopharmaceuticalStartTime on {date_kw}"
+    if scanned is not None and injection > scanned:
+        injection -= timedelta(days=1)
+        source = f"RadiopharmaceuticalStartTime on the day before {date_kw}"
+    return injection, header_offset, source
+
+
+def _code(item: Dataset, keyword: str) -> tuple[str | None, str | None, str | None]:
+    """(value, scheme designator, meaning) of the first item of a code sequence."""
+    codes = item.get(keyword)
+    if not codes:
+        return None, None, None
+    code = codes[0]
+    value = str(code.get("CodeValue") or "").strip() or None
+    scheme = str(code.get("CodingSchemeDesignator") or "").strip() or None
+    meaning = str(code.get("CodeMeaning") or "").strip() or None
+    return value, scheme, meaning
 
 
 def _radiopharmaceutical(dataset: Dataset) -> Radiopharmaceutical | None:
@@ -110,37 +263,72 @@ def _radiopharmaceutical(dataset: Dataset) -> Radiopharmaceutical | None:
     if not sequence:
         return None
     item = sequence[0]
-    injection: datetime | None = None
-    if item.get("RadiopharmaceuticalStartDateTime"):
-        injection = DT(item.RadiopharmaceuticalStartDateTime).replace(tzinfo=None)
-    else:
-        # Older modalities split it; without a date the time alone is not enough.
-        injection = _datetime(
-            item.get("RadiopharmaceuticalStartDate"), item.get("RadiopharmaceuticalStartTime")
-        )
-    codes = item.get("RadionuclideCodeSequence")
+    injection, offset, source = read_injection(item, dataset)
+    nuclide_code, nuclide_scheme, nuclide_meaning = _code(item, "RadionuclideCodeSequence")
+    drug_code, drug_scheme, _ = _code(item, "RadiopharmaceuticalCodeSequence")
     return Radiopharmaceutical(
         name=str(item.get("Radiopharmaceutical")) if item.get("Radiopharmaceutical") else None,
-        radionuclide=str(codes[0].CodeMeaning) if codes else None,
-        radionuclide_code=str(codes[0].CodeValue) if codes else None,
+        radionuclide=nuclide_meaning,
+        radionuclide_code=nuclide_code,
+        radionuclide_scheme=nuclide_scheme,
+        radiopharmaceutical_code=drug_code,
+        radiopharmaceutical_scheme=drug_scheme,
         injected_activity_mbq=_float(item.get("RadionuclideTotalDose")),
         injection_datetime=injection,
+        injection_utc_offset=offset,
+        injection_source=source,
     )
 
 
-def _acquisition_duration_s(dataset: Dataset) -> float | None:
-    """Total acquisition time: Σ over rotations of frame duration × frames in the rotation."""
-    rotations = dataset.get("RotationInformationSequence")
-    if not rotations:
-        return None
+def _functional_groups_duration_ms(dataset: Dataset) -> float | None:
+    """FrameAcquisitionDuration (ms) of the shared functional groups, else of the per-frame
+    groups when every frame states the same one."""
+    shared = dataset.get("SharedFunctionalGroupsSequence")
+    groups = list(shared) if shared else []
+    values: set[float] = set()
+    for group in groups:
+        for content in group.get("FrameContentSequence", []):
+            if content.get("FrameAcquisitionDuration") is not None:
+                values.add(float(content.FrameAcquisitionDuration))
+    if not values:
+        for group in dataset.get("PerFrameFunctionalGroupsSequence", []):
+            for content in group.get("FrameContentSequence", []):
+                if content.get("FrameAcquisitionDuration") is not None:
+                    values.add(float(content.FrameAcquisitionDuration))
+    return values.pop() if len(values) == 1 else None
+
+
+def _acquisition_duration(dataset: Dataset) -> tuple[float | None, str | None]:
+    """Total acquisition time (s) and where it came from (see the module docstring)."""
+    rotations = dataset.get("RotationInformationSequence") or []
+    top_frame_ms = dataset.get("ActualFrameDuration")
+    top_frames = dataset.get("NumberOfFramesInRotation")
     total_s = 0.0
+    frame_from_top = frames_from_top = False
     for rotation in rotations:
         frame_ms = rotation.get("ActualFrameDuration")
         frames = rotation.get("NumberOfFramesInRotation")
+        if frame_ms is None and top_frame_ms is not None:
+            frame_ms, frame_from_top = top_frame_ms, True
+        if frames is None and top_frames is not None:
+            frames, frames_from_top = top_frames, True
         if frame_ms is None or frames is None:
-            return None
+            break
         total_s += float(frame_ms) / 1000.0 * int(frames)
-    return total_s
+    else:
+        if rotations:
+            if not (frame_from_top or frames_from_top):
+                return total_s, DURATION_FROM_ROTATIONS
+            frame = f"{'top-level ' if frame_from_top else ''}ActualFrameDuration"
+            count = f"{'top-level ' if frames_from_top else ''}NumberOfFramesInRotation"
+            return total_s, f"{frame} × {count}"
+    if not rotations and top_frame_ms is not None and top_frames is not None:
+        total_s = float(top_frame_ms) / 1000.0 * int(top_frames)
+        return total_s, "top-level ActualFrameDuration × NumberOfFramesInRotation"
+    frame_duration_ms = _functional_groups_duration_ms(dataset)
+    if frame_duration_ms is not None:
+        return frame_duration_ms / 1000.0, "functional groups FrameAcquisitionDuration"
+    return None, None
 
 
 def _geometry(dataset: Dataset, path: Path) -> VolumeGeometry:
@@ -214,6 +402,22 @@ def acquisition_from_dataset(dataset: Dataset, path: Path) -> NMAcquisition:
                 )
             )
     corrections = dataset.get("CorrectedImage") or ()
+    header_offset = utc_offset(dataset.get("TimezoneOffsetFromUTC"))
+    acquisition_clock: datetime | None = None
+    acquisition_offset: timedelta | None = None
+    if dataset.get("AcquisitionDateTime"):
+        acquisition_clock, acquisition_offset = _clock_and_offset(dataset.AcquisitionDateTime)
+    else:
+        acquisition_clock = _datetime(
+            dataset.get("AcquisitionDate"), dataset.get("AcquisitionTime")
+        )
+    if acquisition_offset is None:
+        acquisition_offset = header_offset
+    radiopharmaceutical = _radiopharmaceutical(dataset)
+    time_zone_source = _time_zone_source(
+        acquisition_offset, radiopharmaceutical, header_offset is not None
+    )
+    duration_s, duration_source = _acquisition_duration(dataset)
     return NMAcquisition(
         path=path,
         sop_instance_uid=str(dataset.SOPInstanceUID),
@@ -225,22 +429,37 @@ def acquisition_from_dataset(dataset: Dataset, path: Path) -> NMAcquisition:
         manufacturer=str(dataset.get("Manufacturer") or "") or None,
         camera_model=str(dataset.get("ManufacturerModelName") or "") or None,
         image_type=tuple(str(v) for v in dataset.get("ImageType", ())),
-        acquisition_datetime=(
-            DT(dataset.AcquisitionDateTime).replace(tzinfo=None)
-            if dataset.get("AcquisitionDateTime")
-            else _datetime(dataset.get("AcquisitionDate"), dataset.get("AcquisitionTime"))
-        ),
-        acquisition_duration_s=_acquisition_duration_s(dataset),
+        acquisition_datetime=acquisition_clock,
+        acquisition_duration_s=duration_s,
         energy_windows_kev=tuple(windows),
         corrections=tuple(
             str(v) for v in ([corrections] if isinstance(corrections, str) else corrections)
         ),
-        radiopharmaceutical=_radiopharmaceutical(dataset),
+        radiopharmaceutical=radiopharmaceutical,
         geometry=_geometry(dataset, path),
         collimator=_collimator(dataset),
         pixel_units=_pixel_units(dataset),
         reconstruction=_reconstruction(dataset),
+        acquisition_utc_offset=acquisition_offset,
+        time_zone_source=time_zone_source,
+        acquisition_duration_source=duration_source,
+        rescale_slope=_float(dataset.get("RescaleSlope")) or 1.0,
+        rescale_intercept=_float(dataset.get("RescaleIntercept")) or 0.0,
     )
+
+
+def _time_zone_source(
+    acquisition_offset: timedelta | None,
+    drug: Radiopharmaceutical | None,
+    header_offset_given: bool,
+) -> str | None:
+    """How the UTC offsets were obtained; ``None`` when the header states none."""
+    injection_offset = drug.injection_utc_offset if drug is not None else None
+    if acquisition_offset is None and injection_offset is None:
+        return None
+    if header_offset_given:
+        return "offsets written in DT values, else TimezoneOffsetFromUTC (0008,0201)"
+    return "offsets written in DT values"
 
 
 def read_nm_header(path: Path) -> NMAcquisition:
@@ -274,3 +493,19 @@ def read_nm_counts(acquisition: NMAcquisition) -> npt.NDArray[np.float64]:
         raise UnreadableDicomError(acquisition.path, f"pixel data: {exc}") from exc
     counts = np.asarray(pixels, dtype=np.float64).reshape(acquisition.geometry.shape)
     return counts
+
+
+def read_nm_bq_per_ml(acquisition: NMAcquisition) -> npt.NDArray[np.float64]:
+    """Activity concentration per voxel in Bq/mL of a vendor-quantified SPECT (Units BQML):
+    stored values × RescaleSlope + RescaleIntercept, shape (slices, rows, columns).
+
+    Raises:
+        ValueError: the image is not in BQML.
+        UnreadableDicomError: pixel data missing or undecodable.
+    """
+    if not acquisition.is_vendor_quantitative:
+        raise ValueError(
+            f"NM file {acquisition.path}: expected Units {BQML}, found {acquisition.pixel_units!r}"
+        )
+    stored = read_nm_counts(acquisition)
+    return stored * acquisition.rescale_slope + acquisition.rescale_intercept

@@ -41,3 +41,25 @@ def uid_hash(uid: str) -> str:
 def cycle_key(patient_id: str, injection_iso: str, secret: SecretStr | None) -> str:
     """Keyed hash of a subject's treatment cycle (patient ID and injection date-time)."""
     return "cyc-" + subject_key(f"{patient_id}|{injection_iso}", secret)[4:]
+
+
+PATIENT_HIDDEN = "(hidden)"
+"""What stands for a patient in operator output when no pseudonymisation key is configured."""
+PATIENT_UNKNOWN = "?"
+"""What stands for a patient whose PatientID was not received."""
+
+
+def patient_label(patient_id: str | None, secret: SecretStr | None, *, show_phi: bool) -> str:
+    """How operator output (``spool status``, the receiver's log) names a patient.
+
+    The PatientID itself only when ``show_phi`` is set (``--show-phi``); otherwise the subject
+    key the published tables carry (:func:`subject_key`), or :data:`PATIENT_HIDDEN` when no key
+    is configured (never the identifier). :data:`PATIENT_UNKNOWN` without a PatientID.
+    """
+    if not patient_id:
+        return PATIENT_UNKNOWN
+    if show_phi:
+        return patient_id
+    if secret is None or not secret.get_secret_value():
+        return PATIENT_HIDDEN
+    return subject_key(patient_id, secret)

@@ -20,6 +20,15 @@ from pydicom.errors import InvalidDicomError
 
 from concordose.errors import StudyIncompleteError, UnreadableDicomError
 
+__all__ = [
+    "LESION_LABEL_PREFIXES",
+    "VoiMask",
+    "VoiType",
+    "bounding_box_crop",
+    "read_segmentation",
+    "voi_type_from_label",
+]
+
 # SNOMED CT category codes (DICOM CID 7150 "Segmentation Property Categories").
 _LESION_CATEGORY_CODES = {"49755003"}  # Morphologically abnormal structure
 _ORGAN_CATEGORY_CODES = {"91723000", "123037004"}  # Anatomical structure; Body structure
@@ -50,6 +59,18 @@ class VoiMask:
     mask: sitk.Image
 
 
+LESION_LABEL_PREFIXES = ("lesion", "tumo")
+"""How a VOI's name marks a lesion (any case) when its object codes no type: ``lesion_1``,
+``Tumour``, ``tumor_liver``; any other name is an organ. The one rule for SEG and RTSTRUCT."""
+
+
+def voi_type_from_label(label: str) -> VoiType:
+    """A VOI's type from its name alone (:data:`LESION_LABEL_PREFIXES`), for VOIs whose object
+    codes no type (a SEG segment without a known category, an RTSTRUCT ROI without a known
+    interpreted type)."""
+    return VoiType.LESION if label.lower().startswith(LESION_LABEL_PREFIXES) else VoiType.ORGAN
+
+
 def _voi_type(segment: object, label: str) -> VoiType:
     categories = getattr(segment, "SegmentedPropertyCategoryCodeSequence", None) or []
     codes = {str(item.CodeValue) for item in categories}
@@ -57,10 +78,10 @@ def _voi_type(segment: object, label: str) -> VoiType:
         return VoiType.LESION
     if codes & _ORGAN_CATEGORY_CODES:
         return VoiType.ORGAN
-    return VoiType.LESION if label.lower().startswith(("lesion", "tumo")) else VoiType.ORGAN
+    return voi_type_from_label(label)
 
 
-def _bounding_box_crop(image: sitk.Image) -> sitk.Image | None:
+def bounding_box_crop(image: sitk.Image) -> sitk.Image | None:
     """``image`` cut to the box holding its non-zero voxels (None when it has none)."""
     statistics = sitk.LabelShapeStatisticsImageFilter()
     statistics.Execute(sitk.Cast(image > 0, sitk.sitkUInt8))
@@ -93,7 +114,7 @@ def read_segmentation(path: Path) -> list[VoiMask]:
             ) from exc
         image = volume.with_array(np.ascontiguousarray(volume.array[..., 0])).to_simpleitk()
         del volume
-        cropped = _bounding_box_crop(image)
+        cropped = bounding_box_crop(image)
         if cropped is None:
             continue
         masks.append(

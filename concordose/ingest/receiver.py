@@ -50,6 +50,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+from pydantic import SecretStr
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID
@@ -386,6 +387,8 @@ class StorageReceiver:
         completion_poll_interval_s: how often the background thread looks for quiet time
             points; ``None`` starts no thread (call :meth:`CompletionMonitor.poll` yourself).
         clock: current UTC time (injectable for tests).
+        show_phi, pseudonym_key: how the log names patients (PatientID only with ``show_phi``;
+            see :class:`~.completion.CompletionMonitor`).
         network_timeout_s: silence (s) after which an open association is aborted.
         journal_segment_bytes: size of each of the spool journal's segments
             (:mod:`.journal`); ``None`` acknowledges only filed instances (no journal).
@@ -418,6 +421,8 @@ class StorageReceiver:
         journal_segment_bytes: int | None = DEFAULT_SEGMENT_BYTES,
         journal_segments: int = DEFAULT_SEGMENT_COUNT,
         journal_prefill: bool = False,
+        show_phi: bool = False,
+        pseudonym_key: SecretStr | None = None,
     ) -> None:
         self.journal_prefill = journal_prefill
         self.journal_segment_bytes = journal_segment_bytes
@@ -431,6 +436,8 @@ class StorageReceiver:
             on_complete=on_complete,
             clock=clock,
             delivery_backoff_max_s=delivery_backoff_max_s,
+            show_phi=show_phi,
+            pseudonym_key=pseudonym_key,
         )
         self._poll_interval_s = completion_poll_interval_s
         self._associations: dict[int, _AssociationLog] = {}

@@ -4,9 +4,9 @@ time points, its CTs and its segmentation.
 Which instances make a cycle is decided once, by :mod:`concordose.spool.cycles` (patient +
 injection, from the index or a folder's headers); here every reconstructed SPECT of the cycle
 becomes one *time point*, placed by its acquisition time after injection. The VOIs of a cycle
-come from the DICOM SEG of the same patient whose
-frame of reference matches one of the cycle's time points (normally the first), or, failing that,
-the patient's only SEG.
+come from the DICOM SEG or RTSTRUCT of the same patient whose frame of reference matches one of
+the cycle's time points (normally the first), or, failing that, the patient's only one; an
+RTSTRUCT also needs the CT slices of its frame of reference (its contours are filled on them).
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from datetime import datetime
 from pathlib import Path
 
 from pydicom import dcmread
-from pydicom.uid import CTImageStorage, NuclearMedicineImageStorage, SegmentationStorage
+from pydicom.uid import CTImageStorage, NuclearMedicineImageStorage, RTStructureSetStorage
 
 from concordose.dicom.nm import NMAcquisition, read_nm_header
+from concordose.dicom.rtstruct import rtstruct_frame_of_reference
+from concordose.dicom.vois import VOI_SOP_CLASSES
 from concordose.errors import StudyIncompleteError
 from concordose.pipeline.catalogue import CataloguedInstance, folder_memberships
 from concordose.spool.cycles import group_cycles
@@ -45,7 +47,10 @@ class CycleStudy:
         injection_datetime: RadiopharmaceuticalStartDateTime shared by the time points.
         injected_activity_mbq: RadionuclideTotalDose of the first time point, in MBq.
         time_points: ordered by time after injection.
-        segmentation: the SEG holding the VOIs.
+        segmentation: the SEG or RTSTRUCT holding the VOIs.
+        segmentation_frame_of_reference: its frame of reference (None when it names none).
+        segmentation_ct_files: the CT slices in that frame of reference (an RTSTRUCT's contours
+            are filled on them; :func:`~concordose.dicom.vois.read_voi_masks`).
     """
 
     patient_id: str
@@ -54,6 +59,7 @@ class CycleStudy:
     time_points: tuple[TimePoint, ...]
     segmentation: Path
     segmentation_frame_of_reference: str | None = None
+    segmentation_ct_files: tuple[Path, ...] = ()
 
     @property
     def calling_ae_title(self) -> str | None:
@@ -64,18 +70,26 @@ class CycleStudy:
 def _segmentations_by_patient(
     instances: list[CataloguedInstance],
 ) -> dict[str, list[tuple[Path, str | None]]]:
+    """Per PatientID, its SEGs and RTSTRUCTs with the frame of reference of each."""
     found: dict[str, list[tuple[Path, str | None]]] = defaultdict(list)
     for instance in instances:
-        if instance.sop_class_uid != SegmentationStorage:
+        if instance.sop_class_uid not in VOI_SOP_CLASSES:
             continue
         header = dcmread(
             instance.path,
             stop_before_pixels=True,
-            specific_tags=["PatientID", "FrameOfReferenceUID"],
+            specific_tags=[
+                "PatientID",
+                "FrameOfReferenceUID",
+                "ReferencedFrameOfReferenceSequence",
+            ],
         )
-        found[str(header.get("PatientID", ""))].append(
-            (instance.path, str(header.get("FrameOfReferenceUID") or "") or None)
+        frame = (
+            rtstruct_frame_of_reference(header)
+            if instance.sop_class_uid == RTStructureSetStorage
+            else str(header.get("FrameOfReferenceUID") or "") or None
         )
+        found[str(header.get("PatientID", ""))].append((instance.path, frame))
     return found
 
 
@@ -158,6 +172,35 @@ def assemble_cycle(instances: list[CataloguedInstance]) -> CycleStudy:
         time_points=tuple(points),
         segmentation=matching[0][0],
         segmentation_frame_of_reference=matching[0][1],
+        segmentation_ct_files=tuple(ct_by_frame.get(matching[0][1] or "", [])),
+    )
+
+
+def with_interpreted_acquisitions(
+    study: CycleStudy, acquisitions: tuple[NMAcquisition, ...]
+) -> CycleStudy:
+    """``study`` with each time point's acquisition replaced by the gate's reading of it
+    (:attr:`~concordose.calibration.gate.CycleVerdict.acquisitions`, same order): hours since
+    injection recomputed (the site's time zone may change them), injected activity in MBq.
+    The time points keep their order (the gate's findings are indexed by it).
+
+    Raises:
+        ValueError: not one acquisition per time point.
+    """
+    if len(acquisitions) != len(study.time_points):
+        raise ValueError(
+            f"{len(acquisitions)} interpreted acquisitions for {len(study.time_points)} time "
+            "points; expected one per time point"
+        )
+    points = tuple(
+        replace(point, acquisition=acquisition, time_h=acquisition.hours_since_injection())
+        for point, acquisition in zip(study.time_points, acquisitions, strict=True)
+    )
+    first = points[0].acquisition.radiopharmaceutical
+    return replace(
+        study,
+        time_points=points,
+        injected_activity_mbq=first.injected_activity_mbq if first else None,
     )
 
 

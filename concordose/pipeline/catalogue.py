@@ -2,9 +2,11 @@
 the treatment cycles they make (:class:`CycleSource`).
 
 A spool (with its index) is read from the index; any other folder is scanned and every regular
-file's header parsed (pixel data never loaded). A file that is not DICOM stops the scan with a
-message naming it: nothing is skipped silently. Both are grouped into cycles by the one rule of
-:mod:`concordose.spool.cycles`.
+file's header parsed (pixel data never loaded). A file that is not DICOM at all (no ``DICM``
+preamble: a ``ground_truth.json``, a README) is skipped and counted, so that a folder as exported
+can be processed; the caller reports the count. A file that claims to be DICOM (named ``.dcm``,
+or with the preamble) but does not parse stops the scan with a message naming it. Both are
+grouped into cycles by the one rule of :mod:`concordose.spool.cycles`.
 """
 
 from __future__ import annotations
@@ -64,14 +66,25 @@ def _from_spool(rows: list[SpooledInstance]) -> list[CataloguedInstance]:
     return instances
 
 
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".ima"})
+"""File name endings (any case) that claim DICOM: such a file that does not parse is an error,
+never skipped."""
+
+
 def catalogue(
-    source: Path, on_file: Callable[[Path], None] | None = None
+    source: Path,
+    on_file: Callable[[Path], None] | None = None,
+    on_skipped: Callable[[Path], None] | None = None,
 ) -> list[CataloguedInstance]:
     """List the instances in ``source`` (a spool or a folder of DICOM files).
 
+    In a plain folder, a file without the DICOM preamble whose name does not end in one of
+    :data:`DICOM_SUFFIXES` is not DICOM: it is skipped and passed to ``on_skipped``.
+
     Raises:
         SpoolNotFoundError: ``source`` is not an existing folder.
-        UnreadableDicomError: a file in a plain folder is not DICOM, or an indexed file vanished.
+        UnreadableDicomError: a file in a plain folder named or marked as DICOM does not parse,
+            or an indexed file vanished.
     """
     if not source.is_dir():
         raise SpoolNotFoundError(source)
@@ -83,7 +96,13 @@ def catalogue(
             on_file(path)
         try:
             header = dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError) as exc:
+        except InvalidDicomError as exc:
+            if path.suffix.lower() in DICOM_SUFFIXES:
+                raise UnreadableDicomError(path, str(exc)) from exc
+            if on_skipped is not None:
+                on_skipped(path)
+            continue
+        except OSError as exc:
             raise UnreadableDicomError(path, str(exc)) from exc
         sop_class = header.get("SOPClassUID")
         if sop_class is None:
@@ -138,6 +157,7 @@ class CycleSource:
         self.root = root
         self.spool: Spool | None = Spool.open_existing(root) if Spool.exists_at(root) else None
         self._folder: list[CataloguedInstance] | None = None
+        self._skipped: list[Path] = []
 
     @property
     def namespace(self) -> str:
@@ -154,8 +174,21 @@ class CycleSource:
 
     def _folder_instances(self) -> list[CataloguedInstance]:
         if self._folder is None:
-            self._folder = catalogue(self.root)
+            self._folder = catalogue(self.root, on_skipped=self._skipped.append)
         return self._folder
+
+    @property
+    def skipped_files(self) -> tuple[Path, ...]:
+        """The files of a plain folder skipped as not DICOM (scanning it if not yet done;
+        none for a spool).
+
+        Raises:
+            UnreadableDicomError: a file of a plain folder named or marked DICOM does not parse.
+        """
+        if self.spool is not None:
+            return ()
+        self._folder_instances()
+        return tuple(self._skipped)
 
     def cycles(self) -> list[CycleRecord]:
         """Every cycle, ordered by injection (see :func:`concordose.spool.cycles.group_cycles`).

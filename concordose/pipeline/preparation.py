@@ -18,9 +18,14 @@ from concordose.calibration.findings import Finding, Severity
 from concordose.calibration.gate import CycleVerdict, gate_cycle
 from concordose.calibration.registry import SiteRegistry
 from concordose.dicom.pseudonym import cycle_key, subject_key
-from concordose.dicom.seg import VoiMask, read_segmentation
+from concordose.dicom.seg import VoiMask
+from concordose.dicom.vois import read_voi_masks
 from concordose.errors import ConcordoseError, StudyIncompleteError, UnreadableDicomError
-from concordose.pipeline.assembly import CycleStudy, assemble_cycle
+from concordose.pipeline.assembly import (
+    CycleStudy,
+    assemble_cycle,
+    with_interpreted_acquisitions,
+)
 from concordose.pipeline.catalogue import CataloguedInstance
 from concordose.pipeline.working_set import WorkingSet, estimate_working_set
 from concordose.results.cycle_tables import CycleIdentity
@@ -132,7 +137,9 @@ def prepare_cycle(
         working_set = estimate_working_set(study)
         if memory_budget_bytes is not None and working_set.estimated_bytes > memory_budget_bytes:
             return _memory_held(instances, working_set, memory_budget_bytes)
-        vois = tuple(read_segmentation(study.segmentation)) if read_vois else ()
+        vois: tuple[VoiMask, ...] = ()
+        if read_vois:
+            vois = tuple(read_voi_masks(study.segmentation, study.segmentation_ct_files))
     except (StudyIncompleteError, UnreadableDicomError) as exc:
         return _assembly_held(instances, exc)
     verdict = gate_cycle(
@@ -140,6 +147,9 @@ def prepare_cycle(
         registry,
         site_id=site_id,
     )
+    if verdict.acquisitions:
+        # What is processed is what the gate checked: site time zone, activity in MBq.
+        study = with_interpreted_acquisitions(study, verdict.acquisitions)
     return PreparedCycle(
         study=study,
         vois=vois,

@@ -18,13 +18,13 @@ import numpy.typing as npt
 import SimpleITK as sitk
 
 from concordose.calibration.registry import CalibrationRecord
-from concordose.dicom.nm import read_nm_counts
-from concordose.dicom.seg import VoiMask, VoiType, read_segmentation
+from concordose.dicom.seg import VoiMask, VoiType
+from concordose.dicom.vois import read_voi_masks
 from concordose.errors import ConfigurationError
 from concordose.pipeline.alignment import TimePointAlignment, align_time_points
 from concordose.pipeline.assembly import CycleStudy
 from concordose.pipeline.result_cache import ResultCache
-from concordose.quant.activity import counts_to_activity_mbq
+from concordose.pipeline.time_point_activity import time_point_activity_mbq
 from concordose.quant.gtm import body_outline, gtm_fwhm_sensitivity, voi_crops
 from concordose.quant.pvc import (
     BACKGROUND_MODEL,
@@ -176,7 +176,7 @@ def quantify_cycle(
     )
     contrast_curve = contrast_recovery_curve_from_record(calibration) if background_aware else None
     if vois is None:
-        vois = read_segmentation(cycle.segmentation)
+        vois = read_voi_masks(cycle.segmentation, cycle.segmentation_ct_files)
     volume_ml = np.array(
         [
             float(np.count_nonzero(sitk.GetArrayViewFromImage(voi.mask)))
@@ -199,16 +199,12 @@ def quantify_cycle(
     alignments = align_time_points(cycle, cache)
     for index, point in enumerate(cycle.time_points):
         acquisition = point.acquisition
-        counts = read_nm_counts(acquisition)
-        activity_map = counts_to_activity_mbq(
-            counts,
-            calibration_factor_cps_per_mbq=calibration.calibration_factor_cps_per_mbq,
-            acquisition_duration_s=acquisition.acquisition_duration_s,
-            source=f"NM file {acquisition.path}",
-        )
+        activity_map, counts = time_point_activity_mbq(acquisition, calibration)
         voi_set = resample_vois(shapes, acquisition.geometry, alignments[index].mask_transform())
         activity[:, index] = voi_totals(activity_map, voi_set.masks)
-        voi_counts[:, index] = voi_totals(np.asarray(counts, dtype=np.float64), voi_set.masks)
+        voi_counts[:, index] = (
+            np.nan if counts is None else voi_totals(counts, voi_set.masks)
+        )  # a vendor Bq/mL image holds no counts: no Poisson part to publish
         voi_ml[:, index] = voi_set.volumes_ml
         if contrast_curve is not None:
             spacing_zyx = acquisition.geometry.spacing_mm[::-1]
@@ -282,8 +278,12 @@ def quantify_cycle(
         activity_mbq=activity,
         sop_instance_uids=tuple(p.acquisition.sop_instance_uid for p in cycle.time_points),
         calibration_record_id=calibration.record_id,
-        counts=voi_counts,
-        calibration_relative_sd=calibration.calibration_factor_relative_uncertainty,
+        counts=None if np.isnan(voi_counts).any() else voi_counts,
+        calibration_relative_sd=(
+            calibration.vendor_quantification_bias_sd_relative
+            if any(p.acquisition.is_vendor_quantitative for p in cycle.time_points)
+            else calibration.calibration_factor_relative_uncertainty
+        ),
         alignments=tuple(alignments),
         recovery_coefficient=recovery,
         partial_volume_status=pvc_status,

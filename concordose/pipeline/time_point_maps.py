@@ -28,10 +28,9 @@ import SimpleITK as sitk
 
 from concordose.calibration.registry import CalibrationRecord
 from concordose.dicom.geometry import VolumeGeometry
-from concordose.dicom.nm import read_nm_counts
 from concordose.pipeline.alignment import TimePointAlignment, align_time_points
 from concordose.pipeline.assembly import CycleStudy
-from concordose.quant.activity import counts_to_activity_mbq
+from concordose.pipeline.time_point_activity import time_point_activity_mbq
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -130,12 +129,7 @@ def registered_activity_maps(
     factors = np.ones(len(cycle.time_points))
     for index, point in enumerate(cycle.time_points):
         acquisition = point.acquisition
-        activity = counts_to_activity_mbq(
-            np.asarray(read_nm_counts(acquisition), dtype=np.float64),
-            calibration_factor_cps_per_mbq=calibration.calibration_factor_cps_per_mbq,
-            acquisition_duration_s=acquisition.acquisition_duration_s,
-            source=f"NM file {acquisition.path}",
-        )
+        activity, _counts = time_point_activity_mbq(acquisition, calibration)
         transform = _to_reference_transform(aligned[0], aligned[index])
         if index == 0 or (transform is None and acquisition.geometry == reference):
             maps[index] = activity

@@ -15,7 +15,8 @@ from concordose.calibration.protocol import VoxelDosimetryRules
 from concordose.calibration.registry import CalibrationRecord
 from concordose.dicom.ct import read_ct_series
 from concordose.dicom.geometry import VolumeGeometry
-from concordose.dicom.seg import VoiMask, read_segmentation
+from concordose.dicom.seg import VoiMask
+from concordose.dicom.vois import read_voi_masks
 from concordose.dose.voxel_dosimetry import (
     DOSE_GRID_CT,
     CtDoseGrid,
@@ -105,7 +106,9 @@ def cycle_voxel_dosimetry(
     """
     rules = rules or VoxelDosimetryRules()
     check_voxel_rules(rules, len(cycle.time_points))
-    shapes = voi_shapes(read_segmentation(cycle.segmentation) if vois is None else vois)
+    shapes = voi_shapes(
+        read_voi_masks(cycle.segmentation, cycle.segmentation_ct_files) if vois is None else vois
+    )
     maps = registered_activity_maps(cycle, calibration, alignments)
     geometry = maps.geometry
     ct_grid = (

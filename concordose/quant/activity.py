@@ -8,6 +8,9 @@ reconstruction) the activity present *during the acquisition* is
 
 No decay correction is applied: the result is the activity at acquisition time, which is what a
 time-activity curve needs (the physical decay is part of the effective clearance).
+
+A vendor-quantified SPECT (Units BQML) already holds Bq/mL, from the vendor's own calibration:
+A [MBq] = C [Bq/mL] · V_voxel [mL] · 10⁻⁶, no CF (:func:`bq_per_ml_to_activity_mbq`).
 """
 
 from __future__ import annotations
@@ -46,3 +49,21 @@ def counts_to_activity_mbq(
             f"calibration factor must be > 0 cps/MBq, got {calibration_factor_cps_per_mbq}"
         )
     return counts / (calibration_factor_cps_per_mbq * acquisition_duration_s)
+
+
+MBQ_PER_BQ = 1e-6
+"""MBq in one Bq (the one home of this conversion)."""
+
+
+def bq_per_ml_to_activity_mbq(
+    concentration_bq_per_ml: npt.NDArray[np.float64], *, voxel_volume_ml: float
+) -> npt.NDArray[np.float64]:
+    """Activity per voxel in MBq from a vendor-quantified image in Bq/mL (no CF applied).
+
+    Args:
+        concentration_bq_per_ml: activity concentration per voxel (any shape).
+        voxel_volume_ml: volume of one voxel, mL (> 0).
+    """
+    if voxel_volume_ml <= 0:
+        raise ValueError(f"voxel volume must be > 0 mL, got {voxel_volume_ml}")
+    return concentration_bq_per_ml * (voxel_volume_ml * MBQ_PER_BQ)

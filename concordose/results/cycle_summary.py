@@ -59,7 +59,8 @@ def _provenance(
 def _qc_status(findings: Sequence[Finding]) -> str:
     if any(finding.severity is Severity.ERROR for finding in findings):
         return "fail"
-    return "warn" if findings else "pass"
+    # Info findings record how a value was read (provenance); they do not make a warning.
+    return "warn" if any(f.severity is Severity.WARNING for f in findings) else "pass"
 
 
 def build_qc_findings(

@@ -28,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from pydantic import SecretStr
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -37,6 +38,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from concordose.dicom.pseudonym import patient_label
 from concordose.spool.store import Spool
 from concordose.spool.timepoints import OnComplete, TimePointEvent
 
@@ -84,6 +86,10 @@ class CompletionMonitor:
         quiet_period_s: seconds without activity after the last association released.
         on_complete: the hook (see :class:`~.timepoints.OnComplete` for its contract).
         clock: returns the current UTC time.
+        show_phi: name patients by PatientID in the log (``concordose receive --show-phi``);
+            otherwise by their subject key (``pseudonym_key``), or hidden without a key
+            (:func:`~concordose.dicom.pseudonym.patient_label`).
+        pseudonym_key: the consortium secret keying subject keys.
     """
 
     def __init__(
@@ -95,6 +101,8 @@ class CompletionMonitor:
         clock: Callable[[], datetime] = utc_now,
         delivery_backoff_s: float = DEFAULT_DELIVERY_BACKOFF_S,
         delivery_backoff_max_s: float = DEFAULT_DELIVERY_BACKOFF_MAX_S,
+        show_phi: bool = False,
+        pseudonym_key: SecretStr | None = None,
     ) -> None:
         if quiet_period_s < 0:
             raise ValueError(f"quiet_period_s must be >= 0, got {quiet_period_s}")
@@ -104,6 +112,8 @@ class CompletionMonitor:
         self.clock = clock
         self.delivery_backoff_s = delivery_backoff_s
         self.delivery_backoff_max_s = delivery_backoff_max_s
+        self.show_phi = show_phi
+        self.pseudonym_key = pseudonym_key
         self.failed_deliveries = 0
         """Deliveries that failed in the last poll (their events stay pending)."""
         self._attempts: dict[str, int] = defaultdict(int)
@@ -177,7 +187,9 @@ class CompletionMonitor:
                     LOG.info(
                         "time point complete: %s patient %s from %s, %d instance(s) [%s], %s (%s)",
                         event.event_id,
-                        record.patient_id,
+                        patient_label(
+                            record.patient_id, self.pseudonym_key, show_phi=self.show_phi
+                        ),
                         record.calling_ae_title,
                         record.instance_count,
                         ",".join(record.modalities),

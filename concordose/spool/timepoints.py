@@ -26,6 +26,8 @@ from typing import Protocol
 from pydicom.dataset import Dataset
 from pydicom.valuerep import DT
 
+from concordose.dicom.nm import read_injection
+
 
 class TimePointState(StrEnum):
     """Where a time point is in its life."""
@@ -62,8 +64,14 @@ class InstanceSummary:
         patient_id: ``PatientID``.
         modality: ``Modality`` (NM, PT, CT, SEG, RTSTRUCT…).
         acquisition_datetime: ``AcquisitionDateTime``, else acquisition, series or study
-            date + time (modality local time, naive).
-        injection_datetime: ``RadiopharmaceuticalStartDateTime`` (or its split date + time).
+            date + time (modality local clock reading, naive).
+        injection_datetime: ``RadiopharmaceuticalStartDateTime``, else the start time on the
+            scan's date (:func:`concordose.dicom.nm.read_injection`; local clock reading).
+
+    Times here are clock readings without their UTC offsets on purpose: they group instances
+    into cycles and key them (``cycle_key``), and label the spool's listing; hours since
+    injection for dosimetry are computed by the gate with the offsets and the site's time zone
+    (:meth:`concordose.dicom.nm.NMAcquisition.hours_since_injection`).
     """
 
     patient_id: str | None
@@ -86,12 +94,12 @@ class InstanceSummary:
         sequence = dataset.get("RadiopharmaceuticalInformationSequence")
         if sequence:
             item = sequence[0]
-            injection = _dt_or_none(item.get("RadiopharmaceuticalStartDateTime"))
-            if injection is None:
-                injection = _datetime_or_none(
-                    item.get("RadiopharmaceuticalStartDate"),
-                    item.get("RadiopharmaceuticalStartTime"),
-                )
+            try:
+                # The NM reader's rule (start date-time, else start time on the scan's date),
+                # so a cycle groups exactly the time points assembly will accept.
+                injection = read_injection(item, dataset)[0]
+            except ValueError:
+                injection = None
         patient_id = str(dataset.get("PatientID") or "").strip() or None
         modality = str(dataset.get("Modality") or "").strip() or None
         return cls(patient_id, modality, acquisition, injection)

@@ -135,8 +135,12 @@ def test_rows_carry_provenance_and_no_direct_identifier(demo_run: Path) -> None:
         for row in rows:
             assert row["flow_run_id"], "flow run id missing"
             assert row["calibration_record_id"] == "milan-phantom-2026-01"
-            # a row of one acquisition cites that acquisition; every other row the cycle's six
-            expected = 1 if obj["table"] == "acquisitions" else SIX_POINTS
+            # a row of one acquisition (an acquisition, a time point's QC finding — here the
+            # info that no time zone was known) cites that acquisition; every other row the six
+            of_one = obj["table"] == "acquisitions" or (
+                obj["table"] == "qc_findings" and row["time_point_index"] is not None
+            )
+            expected = 1 if of_one else SIX_POINTS
             assert len(row["input_uid_hashes"]) == expected
             assert row["subject_key"].startswith("sub-")
         blob = Path(obj["path"]).read_bytes() + obj["path"].encode()

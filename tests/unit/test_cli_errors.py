@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from concordose.calibration.ledger import append_record
 from concordose.calibration.records import CalibrationRecord
 from concordose.cli import EXIT_INPUT_ERROR, app
+from concordose.cli.console import EXIT_HELD
 from phantoms import GeneratedPatient
 from tests.conftest import SIEMENS_NM_FIXTURE
 
@@ -57,7 +58,7 @@ def test_study_without_vois(small_patient: GeneratedPatient, tmp_path: Path) -> 
     folder = _copy_input(small_patient, tmp_path)
     (folder / "seg.dcm").unlink()
     code, output = _process(folder, small_patient.sites_path, "--site", "milan")
-    assert code == EXIT_INPUT_ERROR
+    assert code == EXIT_HELD  # held until its VOIs arrive, not bad input
     assert "no segmentation (DICOM SEG) with VOIs" in " ".join(output.split())
     assert "Traceback" not in output
 
@@ -138,7 +139,7 @@ def test_cycles_without_valid_calibration_are_held_with_the_reason(
         )
     )
     code, output = _process(folder, sites, "--site", "milan")
-    assert code == EXIT_INPUT_ERROR
+    assert code == EXIT_HELD  # held is not bad input: exit 1, as process-cycle and check
     flat = " ".join(output.split())
     assert "every cycle is held" in flat
     assert "no calibration valid on" in flat

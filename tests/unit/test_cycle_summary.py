@@ -92,6 +92,7 @@ def test_warnings_pass_and_set_the_acquisition_qc_status(small_patient: Generate
     assert {(f["check_name"], f["severity"]) for f in findings if f["time_point_index"] == 0} == {
         ("patient_weight", "warning"),
         ("voxel_geometry", "warning"),
+        ("time_zone", "info"),  # provenance: no time zone known, local clock used
     }
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from concordose.calibration.findings import Severity
+from concordose.calibration.findings import Finding, Severity
 from concordose.calibration.gate import gate_time_point
 from concordose.calibration.metadata_checks import check_acquisition
 from concordose.calibration.protocol import SiteProtocol, load_protocol
@@ -36,6 +36,11 @@ def _drug(acquisition: NMAcquisition, **changes: Any) -> NMAcquisition:
     )
 
 
+def _problems(findings: Sequence[Finding]) -> list[Finding]:
+    """Errors and warnings only (info findings record provenance, e.g. the time zone used)."""
+    return [f for f in findings if f.severity is not Severity.INFO]
+
+
 def _injection(acquisition: NMAcquisition) -> datetime:
     assert acquisition.radiopharmaceutical is not None
     assert acquisition.radiopharmaceutical.injection_datetime is not None
@@ -43,7 +48,10 @@ def _injection(acquisition: NMAcquisition) -> datetime:
 
 
 def test_a_conforming_synthetic_study_has_no_finding(good: NMAcquisition) -> None:
-    assert check_acquisition(good, PROTOCOL) == []
+    # Only provenance: the synthetic headers state no time zone, so the local clock is used.
+    findings = check_acquisition(good, PROTOCOL)
+    assert [(f.rule, f.severity) for f in findings] == [("time_zone", Severity.INFO)]
+    assert "no time zone known" in findings[0].message
 
 
 BREAKERS: dict[str, tuple[Callable[[NMAcquisition], NMAcquisition], Severity, str]] = {
@@ -120,22 +128,22 @@ BREAKERS: dict[str, tuple[Callable[[NMAcquisition], NMAcquisition], Severity, st
 @pytest.mark.parametrize("rule", sorted(BREAKERS))
 def test_each_rule_catches_its_breakage(good: NMAcquisition, rule: str) -> None:
     breaker, severity, fragment = BREAKERS[rule]
-    findings = check_acquisition(breaker(good), PROTOCOL)
+    findings = _problems(check_acquisition(breaker(good), PROTOCOL))
     assert [f.rule for f in findings] == [rule], findings
     assert findings[0].severity is severity
     assert fragment in findings[0].message
 
 
 def test_energy_window_width_off_protocol_is_a_warning(good: NMAcquisition) -> None:
-    findings = check_acquisition(
-        dataclasses.replace(good, energy_windows_kev=((170.0, 250.0),)), PROTOCOL
+    findings = _problems(
+        check_acquisition(dataclasses.replace(good, energy_windows_kev=((170.0, 250.0),)), PROTOCOL)
     )
     assert [(f.rule, f.severity) for f in findings] == [("energy_window", Severity.WARNING)]
 
 
 def test_decay_corrected_counts_are_refused(good: NMAcquisition) -> None:
-    findings = check_acquisition(
-        dataclasses.replace(good, corrections=("ATTN", "SCAT", "DECY")), PROTOCOL
+    findings = _problems(
+        check_acquisition(dataclasses.replace(good, corrections=("ATTN", "SCAT", "DECY")), PROTOCOL)
     )
     assert [f.message for f in findings] == [
         "CorrectedImage has DECY: counts must not be decay corrected"
@@ -217,8 +225,8 @@ def test_gate_holds_without_a_fitting_calibration(
     )
     assert result.held
     assert result.calibration is None
-    assert [f.rule for f in result.findings] == ["calibration"]
-    assert fragment in result.findings[0].message
+    assert [f.rule for f in _problems(result.findings)] == ["calibration"]
+    assert fragment in _problems(result.findings)[0].message
 
 
 def test_gate_holds_an_unknown_sender(good: NMAcquisition) -> None:
