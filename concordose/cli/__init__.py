@@ -818,6 +818,13 @@ app.add_typer(protocol_app, name="protocol")
 # --- end sites and protocol ---
 
 
+SITE_IDS_ALIAS_NOTE = (
+    "--sites is the old name of this option, deprecated in 0.1.0 (everywhere else --sites is a "
+    "sites.yaml file) and kept for one release."
+)
+"""The note of ``generate --consortium`` and ``consortium`` on their renamed ``--site-ids``."""
+
+
 ImagingOption = Annotated[
     str,
     typer.Option(
@@ -852,7 +859,12 @@ def generate(
     ] = False,
     sites: Annotated[
         str | None,
-        typer.Option(help="Consortium: comma-separated site ids (default: every site)."),
+        typer.Option(
+            "--site-ids",
+            "--sites",
+            help="Consortium: comma-separated site ids (default: every site). "
+            + SITE_IDS_ALIAS_NOTE,
+        ),
     ] = None,
     patients: Annotated[int, typer.Option(help="Consortium: number of virtual patients.")] = 1,
     protocol: Annotated[
@@ -1122,7 +1134,12 @@ def consortium(
         str, typer.Option(help="Consortium preset: 'test' (coarse, seconds), 'demo' or 'full'.")
     ] = "test",
     sites: Annotated[
-        str | None, typer.Option(help="Comma-separated site ids (default: every site).")
+        str | None,
+        typer.Option(
+            "--site-ids",
+            "--sites",
+            help="Comma-separated site ids (default: every site). " + SITE_IDS_ALIAS_NOTE,
+        ),
     ] = None,
     patients: Annotated[int, typer.Option(help="Virtual patients, each imaged at every site.")] = 1,
     seed: Annotated[int, typer.Option(help="Consortium seed.")] = 20261124,

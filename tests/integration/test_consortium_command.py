@@ -35,7 +35,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Path:
             "consortium",
             "--out", str(out),
             "--preset", "test",
-            "--sites", ",".join(SITES),
+            "--site-ids", ",".join(SITES),
             "--patients", "1",
         ],
         env={"CONCORDOSE_PSEUDONYM_KEY": KEY, "COLUMNS": "200"},

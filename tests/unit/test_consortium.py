@@ -471,7 +471,7 @@ def test_cli_generates_a_consortium_and_rejects_bad_input(tmp_path: Path) -> Non
         app,
         [
             "generate", "--out", str(out), "--consortium", "--preset", "test",
-            "--sites", "milan", "--protocol", "lumen", "--seed", "3",
+            "--site-ids", "milan", "--protocol", "lumen", "--seed", "3",
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -484,7 +484,7 @@ def test_cli_generates_a_consortium_and_rejects_bad_input(tmp_path: Path) -> Non
         app, ["generate", "--out", str(tmp_path / "bad"), "--consortium", *extra]
     )
     for extra, message in (
-        (["--sites", "atlantis"], "unknown consortium site"),
+        (["--site-ids", "atlantis"], "unknown consortium site"),
         (["--protocol", "weekly"], "unknown imaging protocol"),
         (["--preset", "huge"], "unknown consortium preset"),
     ):

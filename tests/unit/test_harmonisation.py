@@ -258,8 +258,8 @@ def test_protocol_dir_setting_is_honoured_and_checked(
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--sites", "milan"], "names 1 distinct site(s); comparing sites needs ≥ 2"),
-        (["--sites", "milan,atlantis"], "unknown consortium site 'atlantis'"),
+        (["--site-ids", "milan"], "names 1 distinct site(s); comparing sites needs ≥ 2"),
+        (["--site-ids", "milan,atlantis"], "unknown consortium site 'atlantis'"),
         (["--preset", "clinical"], "unknown --preset 'clinical'; expected one of test, demo, full"),
         (["--patients", "0"], "--patients must be ≥ 1, got 0"),
     ],
