@@ -123,7 +123,7 @@ def _child(patient: Path, grid: str, out: Path) -> None:
     """One variant in this (fresh) process; writes its figures to ``out`` as JSON."""
     import_peak = _peak_gb()
     inner: dict[str, float] = {}
-    _wrap(preparation_module, "read_segmentation", "SEG read", inner)
+    _wrap(preparation_module, "read_voi_masks", "SEG read", inner)
     _wrap(quantify_module, "align_time_points", "registration", inner)
     _wrap(alignment_module, "read_ct_series", "registration: CT reads", inner)
     _wrap(voxel_module, "registered_activity_maps", "voxel: activity maps", inner)
