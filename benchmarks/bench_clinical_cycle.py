@@ -105,6 +105,19 @@ def _load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+TIMED_FUNCTIONS: tuple[tuple[ModuleType, str, str], ...] = (
+    (preparation_module, "read_voi_masks", "SEG read"),
+    (quantify_module, "align_time_points", "registration"),
+    (alignment_module, "read_ct_series", "registration: CT reads"),
+    (voxel_module, "registered_activity_maps", "voxel: activity maps"),
+    (voxel_module, "first_ct_dose_grid", "voxel: CT dose grid"),
+    (voxel_module, "voxel_dose_from_maps", "voxel: fits, dose, metrics"),
+    (publish_module, "validate_tables", "validation"),
+)
+"""The functions timed inside the steps: (module the flow's code calls it through, name, label).
+A rename in the pipeline breaks the benchmark; ``tests/unit/test_benchmark_hooks.py`` catches it."""
+
+
 def _wrap(module: ModuleType, name: str, key: str, spent: dict[str, float]) -> None:
     """Replace ``module.name`` by a wrapper adding its wall time to ``spent[key]``."""
     original: Callable[..., Any] = getattr(module, name)
@@ -123,13 +136,8 @@ def _child(patient: Path, grid: str, out: Path) -> None:
     """One variant in this (fresh) process; writes its figures to ``out`` as JSON."""
     import_peak = _peak_gb()
     inner: dict[str, float] = {}
-    _wrap(preparation_module, "read_voi_masks", "SEG read", inner)
-    _wrap(quantify_module, "align_time_points", "registration", inner)
-    _wrap(alignment_module, "read_ct_series", "registration: CT reads", inner)
-    _wrap(voxel_module, "registered_activity_maps", "voxel: activity maps", inner)
-    _wrap(voxel_module, "first_ct_dose_grid", "voxel: CT dose grid", inner)
-    _wrap(voxel_module, "voxel_dose_from_maps", "voxel: fits, dose, metrics", inner)
-    _wrap(publish_module, "validate_tables", "validation", inner)
+    for module, name, key in TIMED_FUNCTIONS:
+        _wrap(module, name, key, inner)
     steps: dict[str, tuple[float, float]] = {}  # step: (seconds, peak RSS so far)
     site_id = DEFAULT_SITE.site_id
     start = mark = time.perf_counter()
