@@ -37,10 +37,8 @@ and ``concordose sites add-calibration`` write the file (:mod:`.sites_file`).
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import date
-from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -57,6 +55,7 @@ from pydantic import (
 )
 
 from concordose.calibration.ledger import current_records, read_ledger
+from concordose.calibration.packaged_schema import PackagedSchema
 from concordose.calibration.plausibility import check_calibration_factor
 from concordose.calibration.records import CalibrationRecord
 from concordose.errors import CalibrationMissingError, ConfigurationError
@@ -65,13 +64,12 @@ __all__ = [
     "AE_TITLE_PATTERN",
     "NOMINAL_RECORD_VALID_FROM",
     "SITES_FORMAT",
+    "SITES_SCHEMA",
     "AeTitle",
     "CalibrationRecord",
     "Site",
     "SiteRegistry",
     "describe_validation_error",
-    "json_schema",
-    "packaged_schema_path",
 ]
 
 SITES_FORMAT = "concordose.sites"
@@ -403,18 +401,10 @@ def describe_validation_error(exc: ValidationError, content: object) -> str:
     return "\n".join(lines)
 
 
-def json_schema() -> dict[str, object]:
-    """JSON Schema of a sites file (``sites.yaml``)."""
-    schema = SiteRegistry.model_json_schema()
-    schema["title"] = SITES_FORMAT
-    return schema
-
-
-def packaged_schema_path() -> Path:
-    """``schemas/sites.schema.json``."""
-    return Path(str(files("schemas").joinpath("sites.schema.json")))
+SITES_SCHEMA = PackagedSchema(SiteRegistry, SITES_FORMAT, "sites.schema.json")
+"""The JSON Schema of a sites file (``sites.yaml``), shipped as ``schemas/sites.schema.json``."""
 
 
 if __name__ == "__main__":  # pragma: no cover - maintenance entry point
-    packaged_schema_path().write_text(json.dumps(json_schema(), indent=2) + "\n", encoding="utf-8")
+    SITES_SCHEMA.write()
 # --- end error messages, JSON Schema ---

@@ -18,16 +18,15 @@ and add up too (each reading against its reference decayed to the reading's time
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import datetime
-from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from concordose.calibration.packaged_schema import PackagedSchema
 from concordose.calibration.traceability import DoseCalibratorTraceability
 from concordose.errors import ConfigurationError
 from concordose.nuclides import LU177
@@ -230,17 +229,10 @@ def load_sheet(path: Path) -> CylinderSheet | NemaSheet:
         raise ConfigurationError(f"calibration sheet {path} is invalid:\n{exc}") from exc
 
 
-def json_schema() -> dict[str, object]:
-    """JSON Schema of a calibration sheet (either phantom)."""
-    schema = CalibrationSheet.model_json_schema()
-    schema["title"] = SHEET_FORMAT
-    return schema
-
-
-def packaged_schema_path() -> Path:
-    """``schemas/calibration_sheet.schema.json``."""
-    return Path(str(files("schemas").joinpath("calibration_sheet.schema.json")))
+SHEET_SCHEMA = PackagedSchema(CalibrationSheet, SHEET_FORMAT, "calibration_sheet.schema.json")
+"""The JSON Schema of a calibration sheet (either phantom), shipped as
+``schemas/calibration_sheet.schema.json``."""
 
 
 if __name__ == "__main__":  # pragma: no cover - maintenance entry point
-    packaged_schema_path().write_text(json.dumps(json_schema(), indent=2) + "\n", encoding="utf-8")
+    SHEET_SCHEMA.write()

@@ -20,7 +20,7 @@ import yaml
 
 from concordose.calibration.calibrate import calibrate_site
 from concordose.calibration.ledger import read_ledger
-from concordose.calibration.sheet import json_schema, load_sheet, packaged_schema_path
+from concordose.calibration.sheet import SHEET_SCHEMA, load_sheet
 from concordose.errors import ConfigurationError
 from phantoms.phantom_scans import scan_site_phantoms
 from phantoms.site_profiles import CONSORTIUM_SITES
@@ -154,4 +154,4 @@ def test_sheets_of_another_site_are_refused(phantom_folders: dict[str, Path]) ->
 
 
 def test_packaged_json_schema_matches_the_models() -> None:
-    assert json.loads(packaged_schema_path().read_text()) == json_schema()
+    assert json.loads(SHEET_SCHEMA.path().read_text()) == SHEET_SCHEMA.generated()

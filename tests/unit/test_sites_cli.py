@@ -15,7 +15,7 @@ from concordose.calibration.findings import Severity
 from concordose.calibration.gate import gate_time_point
 from concordose.calibration.plausibility import check_calibration_factor
 from concordose.calibration.protocol import load_protocol, packaged_protocol_dir
-from concordose.calibration.registry import SiteRegistry, json_schema, packaged_schema_path
+from concordose.calibration.registry import SITES_SCHEMA, SiteRegistry
 from concordose.cli import EXIT_INPUT_ERROR, app
 from concordose.dicom.nm import read_nm_header
 from concordose.errors import ConfigurationError
@@ -51,7 +51,7 @@ KNOWN_CF = (
 
 
 def test_schema_file_is_the_generated_schema() -> None:
-    assert json.loads(packaged_schema_path().read_text()) == json_schema()
+    assert json.loads(SITES_SCHEMA.path().read_text()) == SITES_SCHEMA.generated()
 
 
 def test_sites_add_creates_the_file_then_adds_ae_titles(tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_sites_add_creates_the_file_then_adds_ae_titles(tmp_path: Path) -> None:
     assert padua.ae_titles == ["PADUA_NM", "PADUA_CT"]
     assert padua.institution == "Istituto Oncologico Veneto"
     # the written file is valid against the published JSON Schema too
-    jsonschema.validate(yaml.safe_load(sites.read_text()), json_schema())
+    jsonschema.validate(yaml.safe_load(sites.read_text()), SITES_SCHEMA.generated())
 
 
 def test_sites_add_keeps_comments_and_refuses_another_site_s_ae_title(tmp_path: Path) -> None:
