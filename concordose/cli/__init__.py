@@ -31,6 +31,7 @@ from concordose.cli.console import (
 )
 from concordose.cli.output import csv_text, echo_json
 from concordose.cli.protocol import protocol_app
+from concordose.cli.report import report as report_command
 from concordose.cli.sites import sites_app
 from concordose.cli.spool import spool_app
 from concordose.errors import ConcordoseError
@@ -1434,6 +1435,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
 
 
 app.add_typer(spool_app, name="spool")
+app.command("report")(report_command)
 
 
 def main() -> None:
