@@ -32,6 +32,7 @@ from prefect.runtime import flow_run
 from concordose.calibration.findings import Finding
 from concordose.calibration.protocol import load_protocol
 from concordose.calibration.registry import SiteRegistry
+from concordose.dose.voxel_dosimetry import LesionDoseSlice
 from concordose.pipeline.catalogue import CycleSource
 from concordose.pipeline.preparation import PreparedCycle, cycle_identity
 from concordose.report import CycleImages
@@ -135,6 +136,7 @@ def _science_tables(
     assert verdict.calibration is not None
     site, calibration = verdict.site, verdict.calibration
     collected: dict[str, list[pa.Table]] = defaultdict(list)
+    lesion_slices: tuple[LesionDoseSlice, ...] = ()
     methods = load_protocol(site.site_id, protocol_dir).run_methods(kinetics_methods, dose_methods)
     tac = quantify_task(
         study, calibration, site.site_id, prepared.vois, cache_dir, protocol_dir=protocol_dir
@@ -165,6 +167,7 @@ def _science_tables(
             protocol_dir=protocol_dir,
         )
         if voxel is not None:
+            lesion_slices = voxel.lesion_slices
             voxel_tables = voxel_tables_task(
                 identity, study, tac, voxel, provenance, calibration=calibration
             )
@@ -175,7 +178,9 @@ def _science_tables(
     )
     images: CycleImages | None = None
     try:
-        images = report_images_task(study, calibration, tac.alignments, prepared.vois)
+        images = report_images_task(
+            study, calibration, tac.alignments, prepared.vois, lesion_slices
+        )
     except Exception as exc:  # the report's images are optional: the report says so
         get_run_logger().warning("cycle report images not made: %s: %s", type(exc).__name__, exc)
     return dict(collected), images

@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from concordose.calibration.registry import CalibrationRecord
 from concordose.dicom.seg import VoiMask
+from concordose.dose.voxel_dosimetry import LesionDoseSlice
 from concordose.pipeline.alignment import TimePointAlignment
 from concordose.pipeline.assembly import CycleStudy
 from concordose.pipeline.report_images import cycle_report_images
@@ -31,9 +32,10 @@ def report_images_task(
     calibration: CalibrationRecord,
     alignments: Sequence[TimePointAlignment],
     vois: Sequence[VoiMask],
+    lesion_slices: Sequence[LesionDoseSlice] = (),
 ) -> CycleImages:
-    """The cycle's MIPs and projected VOI outlines (no identifiers)."""
-    return cycle_report_images(cycle, calibration, alignments, vois)
+    """The cycle's MIPs, projected VOI outlines and lesion dose slices (no identifiers)."""
+    return cycle_report_images(cycle, calibration, alignments, vois, lesion_slices)
 
 
 @task(name="cycle-report", cache_policy=NO_CACHE)

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 
 from concordose.calibration.registry import CalibrationRecord
 from concordose.dicom.seg import VoiMask
+from concordose.dose.voxel_dosimetry import LesionDoseSlice
 from concordose.pipeline.alignment import TimePointAlignment
 from concordose.pipeline.assembly import CycleStudy
 from concordose.pipeline.time_point_maps import registered_activity_maps
 from concordose.quant.voi import resample_vois
-from concordose.report.images import CycleImages, cycle_images
+from concordose.report.images import CycleImages, DoseSlice, cycle_images
 
 __all__ = ["cycle_report_images"]
 
@@ -26,14 +27,17 @@ def cycle_report_images(
     calibration: CalibrationRecord,
     alignments: Sequence[TimePointAlignment],
     vois: Sequence[VoiMask],
+    lesion_slices: Sequence[LesionDoseSlice] = (),
 ) -> CycleImages:
-    """MIPs of every time point's activity with the VOIs' projected masks (no dose slices).
+    """MIPs of every time point's activity with the VOIs' projected masks, and the voxel
+    dosimetry's dose-map slice through each lesion.
 
     Args:
         cycle: the assembled cycle.
         calibration: the record the cycle was quantified with.
         alignments: the quantification's registrations (``CycleTimeActivity.alignments``).
         vois: the cycle's VOIs as read once by the preparation.
+        lesion_slices: ``CycleVoxelDose.lesion_slices`` (none without voxel dosimetry).
 
     Raises:
         UnreadableDicomError, StudyIncompleteError: from the readers.
@@ -47,4 +51,14 @@ def cycle_report_images(
         (float(sz), float(sy), float(sx)),
         voi_masks=on_maps.masks,
         voi_labels=on_maps.labels,
+        dose_slices=[
+            DoseSlice(
+                voi_label=item.voi_label,
+                method=item.dose_method,
+                dose_gy=item.dose_gy,
+                mask=item.mask,
+                pixel_mm=item.pixel_mm,
+            )
+            for item in lesion_slices
+        ],
     )

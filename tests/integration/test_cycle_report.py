@@ -112,6 +112,17 @@ def test_flow_publishes_report_and_images_beside_tables(demo_output: Path) -> No
     html = report.read_text()
     assert "Images are not available" not in html  # the flow published the MIPs
     assert 'alt="Coronal MIPs' in html
+    # voxel dosimetry ran (demo protocol): one dose-map slice per lesion with a dose
+    lesions = {
+        row["voi_label"]
+        for row in read_current(
+            open_object_store(str(output), Settings()), "voxel_dose"
+        ).to_pylist()
+        if row["voi_type"] == "lesion" and row["status"] == "ok"
+    }
+    assert lesions
+    for lesion in lesions:
+        assert f'alt="Dose-map slice through {lesion}"' in html
 
 
 def test_report_numbers_equal_published_tables(demo_output: Path) -> None:

@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from concordose.dose.voxel_dosimetry import voxel_kinetics_names
+from concordose.dose.voxel_dosimetry import lesion_slice_box, voxel_kinetics_names
 from concordose.kinetics.fitting.model import BI_UPTAKE, evaluate_model
 from concordose.kinetics.registry import KINETICS_METHODS
+from concordose.quant.voi import CroppedMask
 from concordose.report import (
     SECTION_IDS,
     CycleRows,
@@ -124,3 +125,15 @@ def test_held_cycle_report_shows_findings_and_says_what_is_missing() -> None:
     assert "run-1" in html
     assert "abc123" in html
     assert not re.search(r"https?://", html)
+
+
+def test_lesion_slice_is_its_fullest_slice_with_a_clipped_margin() -> None:
+    mask = np.zeros((3, 4, 5), dtype=bool)
+    mask[1] = True  # the fullest slice
+    mask[0, 0, 0] = True
+    crop = CroppedMask((slice(10, 13), slice(2, 6), slice(50, 55)), mask)
+    box, on_slice = lesion_slice_box(crop, (20, 30, 60), (10.0, 5.0))  # 2 rows, 4 columns margin
+    assert box == (slice(11, 12), slice(0, 8), slice(46, 59))  # rows clipped at 0
+    assert on_slice.shape == (8, 13)
+    assert on_slice.sum() == 4 * 5
+    assert on_slice[2:6, 4:9].all()
