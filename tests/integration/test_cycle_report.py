@@ -15,9 +15,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 import pydicom
 import pytest
 from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from typer.testing import CliRunner
 
 from concordose.cli import app
@@ -228,3 +231,48 @@ def test_report_failure_is_recorded_not_raised(prefect_server: None, tmp_path: P
     outcome: Any = report_only()
     assert outcome.report_path is None
     assert "cyc-missing" in outcome.report_error
+
+
+def test_run_artifact_links_the_report(demo_output: Path) -> None:
+    key = _cycle_key(demo_output / "output")
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="cycle-%"))
+        )
+    linked = [a for a in artifacts if cycle_report_key(key) in str(a.data)]
+    assert linked, [str(a.data)[:200] for a in artifacts]
+    assert "Report: [" in str(linked[0].data)
+
+
+def test_report_command_on_s3(
+    demo_output: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "CONCORDOSE_S3_ENDPOINT": f"http://{s3_endpoint}",
+        "CONCORDOSE_S3_ACCESS_KEY": "concordose-test",
+        "CONCORDOSE_S3_SECRET_KEY": "concordose-test-secret",  # throwaway, local server only
+        "CONCORDOSE_S3_CREATE_BUCKET": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    store = open_object_store("s3://cycle-reports/lu177", Settings())  # the bucket: created
+    store.check_ready()
+    pafs.copy_files(
+        str(demo_output / "output"),
+        store.base,
+        source_filesystem=pafs.LocalFileSystem(),
+        destination_filesystem=store.filesystem,
+    )
+    key = _cycle_key(demo_output / "output")
+    store.filesystem.delete_file(store.path(cycle_report_key(key)))
+    result = CliRunner().invoke(
+        app, ["report", "--output", "s3://cycle-reports/lu177", "--cycle", key]
+    )
+    assert result.exit_code == 0, result.output
+    html = store.read_bytes(store.path(cycle_report_key(key))).decode()
+    assert 'alt="Coronal MIPs' in html  # the image products were read from S3
+    parser = _parse(html)
+    tia = [c["data-value"] for c in _cells(parser, "tia")]
+    assert tia == [
+        c["data-value"]
+        for c in _cells(_parse((demo_output / "output" / cycle_report_key(key)).read_text()), "tia")
+    ]
