@@ -410,6 +410,8 @@ def demo(  # noqa: PLR0917 (typer maps each option to a parameter)
         )
     manifest = published.manifest_path.removeprefix(base)
     console.print(f"  {'manifest':<{width + 11}}{manifest}", soft_wrap=True)
+    if result.run.report_path is not None:  # the cycle's report (issue 17)
+        console.print(f"report: {result.run.report_path}", soft_wrap=True)
     console.print(f"ground truth: {result.patient.ground_truth_path}", soft_wrap=True)
 
 

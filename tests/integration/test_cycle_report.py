@@ -86,6 +86,7 @@ def demo_output(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) 
     workdir = tmp_path_factory.mktemp("report-demo") / "run"
     result = CliRunner().invoke(app, ["demo", "--workdir", str(workdir)])
     assert result.exit_code == 0, result.output
+    assert f"report: {workdir / 'output' / '_reports' / 'cycles'}" in result.output
     return workdir
 
 
