@@ -480,6 +480,8 @@ def _report_sweep(result: SweepResult, source: Path) -> None:
                 f"manifest {run.published.manifest_path}",
                 soft_wrap=True,
             )
+        if run.report_path is not None:  # the cycle's report (issue 17)
+            console.print(f"  report: {run.report_path}", highlight=False, soft_wrap=True)
     console.print(
         f"{len(result.processed)} processed, {len(result.held)} held, {len(result.failed)} "
         f"failed of {result.considered} cycle(s) in {source}"
@@ -577,6 +579,8 @@ def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a paramet
         + (f": {result.reason}" if result.reason else ""),
         highlight=False,
     )
+    if result.report_path is not None:  # the cycle's report (issue 17)
+        console.print(f"report: {result.report_path}", highlight=False, soft_wrap=True)
     if result.outcome == OUTCOME_HELD:
         raise typer.Exit(EXIT_HELD)
 
