@@ -98,6 +98,8 @@ def cycle_report_key(cycle_key: str) -> str:
 def _number(value: float | None, digits: int = 4) -> str:
     if value is None or not math.isfinite(value):
         return "–"
+    if 10**digits <= abs(value) < 1e7:
+        return f"{value:.0f}"  # 10440, not 1.044e+04
     return f"{value:.{digits}g}"
 
 
@@ -126,10 +128,11 @@ def _tac_figures(rows: CycleRows) -> list[dict[str, str]]:
         sds = [r["activity_sd_mbq"] for r in voi_points]
         sd = None if any(s is None for s in sds) else np.array(sds, dtype=np.float64)
         grid = np.linspace(0.0, float(time_h.max()) * 1.15, TAC_GRID_POINTS)
+        measured = dict(zip(time_h.tolist(), activity.tolist(), strict=True))
         curves = [
             MethodCurve(
                 method=row["kinetics_method"],
-                activity_mbq=implied_activity_mbq(row, grid),
+                activity_mbq=implied_activity_mbq(row, grid, measured),
                 time_points_used_h=tuple(row["time_points_used_h"] or time_h.tolist()),
                 tia_mbq_h=row["tia_mbq_h"],
             )

@@ -81,7 +81,7 @@ def tac_figure(
     measured = dict(zip(np.round(time_h, 6), activity_mbq, strict=True))
     for curve in curves:
         style = method_style(curve.method)
-        tia = "" if curve.tia_mbq_h is None else f" (TIA {curve.tia_mbq_h:.4g} MBq·h)"
+        tia = "" if curve.tia_mbq_h is None else f" (TIA {curve.tia_mbq_h:.5g} MBq·h)"
         used = np.array(curve.time_points_used_h, dtype=np.float64)
         if curve.activity_mbq is not None:
             axes.plot(

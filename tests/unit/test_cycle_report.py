@@ -69,6 +69,24 @@ def test_implied_curve_of_a_simplified_method_and_of_none() -> None:
     assert implied_activity_mbq({**mono, "status": "fit failed"}, time_h) is None
 
 
+def test_single_point_formula_implies_its_mono_exponential() -> None:
+    # Hänscheid: TIA = A(t)·2t/ln2 is the mono-exponential with Teff = t through A(t)
+    point_h, activity = 96.0, 20.0
+    row = {
+        "status": "ok",
+        "fit_parameters_json": None,
+        "a0_mbq": None,
+        "lambda_eff_per_h": None,
+        "time_points_used_h": [point_h],
+        "tia_mbq_h": activity * 2 * point_h / np.log(2),
+    }
+    grid = np.array([0.0, point_h, 2 * point_h])
+    curve = implied_activity_mbq(row, grid, {4.0: 80.0, point_h: activity})
+    assert curve is not None
+    np.testing.assert_allclose(curve, [2 * activity, activity, activity / 2], rtol=1e-9)
+    assert implied_activity_mbq(row, grid) is None  # without the measured point: no curve
+
+
 def test_image_products_round_trip_and_are_downsampled_by_maximum() -> None:
     rng = np.random.default_rng(3)
     activity = rng.random((2, 300, 20, 90))
