@@ -306,14 +306,22 @@ def _method_comparison(rows: CycleRows) -> tuple[list[dict[str, str]], list[dict
         for method in methods:
             compared = by_method.get(method)
             difference = None if compared is None else compared["relative_difference"]
-            cells.append(_cell(None if difference is None else 100.0 * difference))
+            percent = None if difference is None else 100.0 * difference
+            cell = _cell(percent)
+            if percent is not None:
+                cell["text"] = f"{percent:+.2f}"  # a percentage: two decimals read best
+            cells.append(cell)
         table.append({"voi_label": label, "dose_method": dose_method, "cells": cells})
     reference = comparison[0]["reference_kinetics_method"] if comparison else ""
     return [_method_chip(m) for m in methods], table, reference
 
 
 def _provenance(rows: CycleRows) -> dict[str, Any]:
-    every = [row for table in rows.tables.values() for row in table]
+    every = [
+        *(row for table in rows.tables.values() for row in table),
+        *rows.site_calibrations,
+        *rows.threshold_concordance,
+    ]
     schema_versions = {
         name: sorted({int(r["schema_version"]) for r in table})
         for name, table in rows.tables.items()
@@ -327,7 +335,9 @@ def _provenance(rows: CycleRows) -> dict[str, Any]:
             {"table": name, "versions": ", ".join(map(str, versions))}
             for name, versions in schema_versions.items()
         ],
-        "calibration_records": sorted({str(r["calibration_record_id"]) for r in every}),
+        "calibration_records": sorted(
+            {str(r["calibration_record_id"]) for r in every if r.get("calibration_record_id")}
+        ),
         "input_uid_hashes": sorted({h for r in every for h in (r.get("input_uid_hashes") or [])}),
         "report_software_version": __version__,
     }
