@@ -7,7 +7,10 @@ or quantification → kinetics (every method of the run) → dose (every dose me
 TIA) → voxel dosimetry (site protocol) → tables → one publication → the spool records
 ``processed``. The methods are the cycle's site protocol's (``kinetics_methods``,
 ``dose_methods``, ``reference_method``) unless the run overrides them. A science failure
-records ``failed`` with the reason and fails this run only.
+records ``failed`` with the reason and fails this run only. After publication (and the cohort
+tables) the cycle's report is built from the published rows and written to
+``_reports/cycles/<cycle_key>.html`` with its image products; a report failure is a warning in
+the run's summary artifact, never a failed cycle.
 
 Re-running a cycle replaces its rows (publication is scoped by ``cycle_key``). A run started for
 an older content revision (the cycle changed since its event) or while a time point is still
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,12 +32,14 @@ from prefect.runtime import flow_run
 from concordose.calibration.findings import Finding
 from concordose.calibration.protocol import load_protocol
 from concordose.calibration.registry import SiteRegistry
+from concordose.dose.voxel_dosimetry import LesionDoseSlice
 from concordose.pipeline.catalogue import CycleSource
 from concordose.pipeline.preparation import PreparedCycle, cycle_identity
+from concordose.report import CycleImages
 from concordose.results.calibration_table import build_site_calibrations
 from concordose.results.cycle_summary import build_cycle_findings
 from concordose.results.cycle_tables import CycleIdentity
-from concordose.results.object_store import open_object_store
+from concordose.results.object_store import ObjectStore, open_object_store
 from concordose.results.provenance import Provenance, new_run_id
 from concordose.results.publish import PublishedRun
 from concordose.settings import Settings
@@ -47,6 +52,7 @@ from tasks.cycle import (
     prepare_task,
     record_outcome_task,
 )
+from tasks.report import cycle_report_task, report_images_task
 from tasks.study import (
     dose_task,
     held_findings_task,
@@ -75,6 +81,9 @@ class CycleRunResult:
         published: the publication (processed, or held with its findings), if any.
         tables: the published tables, for display.
         findings: every QC finding of the cycle.
+        cycle_key: the cycle's published key (keyed hash), when prepared.
+        report_path: where its report was published (``_reports/cycles/<cycle_key>.html``).
+        report_error: why the report could not be built (the cycle's publication stands).
     """
 
     cycle_id: str
@@ -83,6 +92,18 @@ class CycleRunResult:
     published: PublishedRun | None = None
     tables: dict[str, pa.Table] = field(default_factory=dict)
     findings: tuple[Finding, ...] = ()
+    cycle_key: str | None = None
+    report_path: str | None = None
+    report_error: str | None = None
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """What the report step after publication needs from the processing step."""
+
+    store: ObjectStore
+    cycle_key: str
+    images: CycleImages | None
 
 
 def _held_tables(
@@ -107,7 +128,7 @@ def _science_tables(
     voxel_dosimetry: bool,
     cache_dir: Path | None,
     protocol_dir: Path | None,
-) -> dict[str, list[pa.Table]]:
+) -> tuple[dict[str, list[pa.Table]], CycleImages | None]:
     study, verdict = prepared.study, prepared.verdict
     assert study is not None
     assert verdict is not None
@@ -115,6 +136,7 @@ def _science_tables(
     assert verdict.calibration is not None
     site, calibration = verdict.site, verdict.calibration
     collected: dict[str, list[pa.Table]] = defaultdict(list)
+    lesion_slices: tuple[LesionDoseSlice, ...] = ()
     methods = load_protocol(site.site_id, protocol_dir).run_methods(kinetics_methods, dose_methods)
     tac = quantify_task(
         study, calibration, site.site_id, prepared.vois, cache_dir, protocol_dir=protocol_dir
@@ -145,6 +167,7 @@ def _science_tables(
             protocol_dir=protocol_dir,
         )
         if voxel is not None:
+            lesion_slices = voxel.lesion_slices
             voxel_tables = voxel_tables_task(
                 identity, study, tac, voxel, provenance, calibration=calibration
             )
@@ -153,7 +176,14 @@ def _science_tables(
     collected["site_calibrations"].append(
         build_site_calibrations([(site.site_id, calibration)], provenance)
     )
-    return dict(collected)
+    images: CycleImages | None = None
+    try:
+        images = report_images_task(
+            study, calibration, tac.alignments, prepared.vois, lesion_slices
+        )
+    except Exception as exc:  # the report's images are optional: the report says so
+        get_run_logger().warning("cycle report images not made: %s: %s", type(exc).__name__, exc)
+    return dict(collected), images
 
 
 def _summary_markdown(result: CycleRunResult, site_id: str) -> str:
@@ -170,6 +200,11 @@ def _summary_markdown(result: CycleRunResult, site_id: str) -> str:
             f"`{result.published.manifest_path}`.",
             "",
         ]
+    if result.report_path is not None:
+        link = result.report_path if "://" in result.report_path else f"file://{result.report_path}"
+        lines += [f"Report: [{result.report_path}]({link})", ""]
+    elif result.report_error is not None:
+        lines += [f"Report not built: {result.report_error}", ""]
     if result.tables:
         lines += ["| table | rows |", "|---|---|"]
         lines += [f"| {name} | {table.num_rows} |" for name, table in sorted(result.tables.items())]
@@ -186,9 +221,9 @@ def _process(
     kinetics_methods: Sequence[str] | None,
     dose_methods: Sequence[str] | None,
     voxel_dosimetry: bool,
-) -> tuple[CycleRunResult, str]:
+) -> tuple[CycleRunResult, str, ReportInputs]:
     """Prepare, then hold (publish the findings) or process (publish the tables); record the
-    outcome. Returns the result and the cycle's site."""
+    outcome. Returns the result, the cycle's site and what its report needs."""
     logger = get_run_logger()
     cycle_id = members.cycle_id
     settings = Settings()
@@ -205,6 +240,7 @@ def _process(
     )
     store = open_object_store(output_uri or settings.output_uri, settings)
     provenance = Provenance(run_id=new_run_id(), flow_run_id=flow_run.get_id())
+    images: CycleImages | None = None
     if prepared.held:
         held_reason = prepared.held_reason
         logger.warning("cycle %s held: %s", cycle_id, held_reason)
@@ -213,7 +249,7 @@ def _process(
         record_outcome_task(source, members, CycleState.HELD, held_reason, published.run_id)
         outcome, reason = OUTCOME_HELD, held_reason
     else:
-        tables = _science_tables(
+        tables, images = _science_tables(
             prepared,
             identity,
             provenance,
@@ -241,8 +277,21 @@ def _process(
         published,
         {name: pa.concat_tables(parts) for name, parts in tables.items()},
         prepared.findings,
+        cycle_key=identity.cycle_key,
     )
-    return result, identity.site_id
+    return result, identity.site_id, ReportInputs(store, identity.cycle_key, images)
+
+
+def with_report(result: CycleRunResult, inputs: ReportInputs) -> CycleRunResult:
+    """Build and publish the cycle's report; a failure is a warning recorded in the result,
+    never a failed cycle (its tables are already published)."""
+    try:
+        path = cycle_report_task(inputs.store, inputs.cycle_key, inputs.images)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        get_run_logger().warning("cycle %s: report not built: %s", result.cycle_id, error)
+        return replace(result, report_error=error)
+    return replace(result, report_path=path)
 
 
 @flow(name="process-cycle", flow_run_name="cycle-{cycle_id}")
@@ -292,7 +341,7 @@ def process_cycle(
         return CycleRunResult(cycle_id, OUTCOME_SKIPPED, reason)
 
     try:
-        result, site_name = _process(
+        result, site_name, report_inputs = _process(
             source,
             sites_file,
             members,
@@ -310,6 +359,8 @@ def process_cycle(
         raise
     if refresh_cohort and result.outcome == OUTCOME_PROCESSED:
         refresh_cohort_tables(output_uri)  # kinetics_agreement, dose_agreement (issue 14)
+    # after the cohort tables, so the report shows this cycle's threshold concordance rows
+    result = with_report(result, report_inputs)
     create_markdown_artifact(
         _summary_markdown(result, site_name),
         key=f"cycle-{cycle_id}",

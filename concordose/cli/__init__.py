@@ -31,6 +31,7 @@ from concordose.cli.console import (
 )
 from concordose.cli.output import csv_text, echo_json
 from concordose.cli.protocol import protocol_app
+from concordose.cli.report import report as report_command
 from concordose.cli.sites import sites_app
 from concordose.cli.spool import spool_app
 from concordose.errors import ConcordoseError
@@ -409,6 +410,8 @@ def demo(  # noqa: PLR0917 (typer maps each option to a parameter)
         )
     manifest = published.manifest_path.removeprefix(base)
     console.print(f"  {'manifest':<{width + 11}}{manifest}", soft_wrap=True)
+    if result.run.report_path is not None:  # the cycle's report (issue 17)
+        console.print(f"report: {result.run.report_path}", soft_wrap=True)
     console.print(f"ground truth: {result.patient.ground_truth_path}", soft_wrap=True)
 
 
@@ -477,6 +480,8 @@ def _report_sweep(result: SweepResult, source: Path) -> None:
                 f"manifest {run.published.manifest_path}",
                 soft_wrap=True,
             )
+        if run.report_path is not None:  # the cycle's report (issue 17)
+            console.print(f"  report: {run.report_path}", highlight=False, soft_wrap=True)
     console.print(
         f"{len(result.processed)} processed, {len(result.held)} held, {len(result.failed)} "
         f"failed of {result.considered} cycle(s) in {source}"
@@ -574,6 +579,8 @@ def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a paramet
         + (f": {result.reason}" if result.reason else ""),
         highlight=False,
     )
+    if result.report_path is not None:  # the cycle's report (issue 17)
+        console.print(f"report: {result.report_path}", highlight=False, soft_wrap=True)
     if result.outcome == OUTCOME_HELD:
         raise typer.Exit(EXIT_HELD)
 
@@ -1434,6 +1441,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
 
 
 app.add_typer(spool_app, name="spool")
+app.command("report")(report_command)
 
 
 def main() -> None:

@@ -202,6 +202,53 @@ class VoxelMethodDose:
         return np.array([v.dose_sd_gy for v in self.vois])
 
 
+LESION_SLICE_MARGIN_MM = 20.0
+"""Context kept around a lesion on its dose-map slice (display only), mm."""
+
+
+@dataclass(frozen=True)
+class LesionDoseSlice:
+    """An axial slice of a voxel dose map through a lesion, for display (the cycle report).
+
+    Attributes:
+        voi_label: the lesion.
+        dose_method: the voxel dose method of the map (the rules' first).
+        dose_gy: (rows, columns) absorbed dose on the dose grid, Gy, over the lesion's box on its
+            slice with the most lesion voxels, widened by :data:`LESION_SLICE_MARGIN_MM`.
+        mask: (rows, columns) the lesion on that slice.
+        pixel_mm: (row, column) pixel size, mm.
+    """
+
+    voi_label: str
+    dose_method: str
+    dose_gy: npt.NDArray[np.float32]
+    mask: npt.NDArray[np.bool_]
+    pixel_mm: tuple[float, float]
+
+
+def lesion_slice_box(
+    crop: CroppedMask, grid_shape: tuple[int, ...], pixel_mm: tuple[float, float]
+) -> tuple[tuple[slice, slice, slice], npt.NDArray[np.bool_]]:
+    """The one-slice box of the grid through ``crop``'s fullest slice, widened by
+    :data:`LESION_SLICE_MARGIN_MM` (clipped to the grid), and the lesion's mask on it."""
+    fullest = int(np.argmax(crop.mask.reshape(crop.mask.shape[0], -1).sum(axis=1)))
+    z = crop.box[0].start + fullest
+    margins = [int(np.ceil(LESION_SLICE_MARGIN_MM / size)) for size in pixel_mm]
+    rows, cols = (
+        slice(
+            max(0, crop.box[axis].start - margin),
+            min(grid_shape[axis], crop.box[axis].stop + margin),
+        )
+        for axis, margin in zip((1, 2), margins, strict=True)
+    )
+    mask = np.zeros((rows.stop - rows.start, cols.stop - cols.start), dtype=bool)
+    mask[
+        crop.box[1].start - rows.start : crop.box[1].stop - rows.start,
+        crop.box[2].start - cols.start : crop.box[2].stop - cols.start,
+    ] = crop.mask[fullest]
+    return (slice(z, z + 1), rows, cols), mask
+
+
 @dataclass(frozen=True)
 class CycleVoxelDose:
     """Voxel dosimetry of one cycle.
@@ -221,6 +268,8 @@ class CycleVoxelDose:
         spacing_mm: the SPECT grid's voxel size (z, y, x), mm.
         conservation_factor: per time point, the activity-conserving factor of the resampling.
         dose_grid: ``"ct"`` or ``"spect"``: the grid of the dose maps, VOI masks and masses.
+        lesion_slices: a slice of the first method's dose map through each lesion with a dose
+            (display only: the maps themselves are not kept).
     """
 
     kinetics_method: str
@@ -237,6 +286,7 @@ class CycleVoxelDose:
     spacing_mm: tuple[float, float, float]
     conservation_factor: FloatArray
     dose_grid: str = DOSE_GRID_SPECT
+    lesion_slices: tuple[LesionDoseSlice, ...] = ()
 
     def as_voi_batches(self) -> list[tuple[KineticsBatch, DoseBatch]]:
         """Each method's VOI mean doses as (kinetics, dose) batches, the shape the VOI-level
@@ -435,7 +485,8 @@ def voxel_dose_from_maps(
         )
         return VoxelVoiDose(metrics, float(np.hypot(fit_sd, metrics.mean_dose_gy * cf)), STATUS_OK)
 
-    doses = []
+    doses: list[VoxelMethodDose] = []
+    lesion_slices: list[LesionDoseSlice] = []
     for name in rules.methods:
         method = VOXEL_DOSE_METHODS.get(name)
         vois = []
@@ -447,6 +498,18 @@ def voxel_dose_from_maps(
                     vois.append(VoxelVoiDose(None, float("nan"), status[index]))
                     continue
                 vois.append(voi_dose(index, dose_map[crop.box], sd_map[crop.box], None))
+                if not doses and voi_types[index] == VoiType.LESION:
+                    pixel = (float(spacing_mm[1]), float(spacing_mm[2]))
+                    box, mask = lesion_slice_box(crop, dose_map.shape, pixel)
+                    lesion_slices.append(
+                        LesionDoseSlice(
+                            labels[index],
+                            method.name,
+                            dose_map[box][0].astype(np.float32),
+                            mask,
+                            pixel,
+                        )
+                    )
         else:
             # The dose on the method's own grid once, then onto one VOI's box of the CT at a
             # time: memory follows the largest VOI, never the CT.
@@ -470,6 +533,18 @@ def voxel_dose_from_maps(
                         density,
                     )
                 )
+                if not doses and voi_types[index] == VoiType.LESION:
+                    sx, sy, _ = ct_grid.geometry.spacing_mm
+                    pixel = (float(sy), float(sx))
+                    box, mask = lesion_slice_box(crop, ct_grid.geometry.shape, pixel)
+                    on_slice = placed.on_grid(
+                        ct_grid.geometry.cropped(box), ct_grid.density_g_per_ml(box)
+                    )
+                    lesion_slices.append(
+                        LesionDoseSlice(
+                            labels[index], method.name, on_slice[0].astype(np.float32), mask, pixel
+                        )
+                    )
             del placed, placed_sd
         doses.append(
             VoxelMethodDose(
@@ -496,4 +571,5 @@ def voxel_dose_from_maps(
             np.ones(len(time_h)) if conservation_factor is None else conservation_factor
         ),
         dose_grid=DOSE_GRID_SPECT if ct_grid is None else DOSE_GRID_CT,
+        lesion_slices=tuple(lesion_slices),
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,17 +33,6 @@ pytestmark = pytest.mark.integration
 
 ACCESS_KEY = "concordose-test"
 SECRET_KEY = "concordose-test-secret"  # a throwaway credential for the local server
-
-
-@pytest.fixture
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"{host}:{port}"
-    finally:
-        server.stop()
 
 
 def _kinetics_table(site: str) -> pa.Table:

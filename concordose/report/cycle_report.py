@@ -1,0 +1,469 @@
+"""The per-cycle report: one self-contained HTML page from a cycle's published rows.
+
+What it shows (issue 17, item 1): QC findings and the calibration record used; SPECT MIPs per
+time point with VOI outlines and dose-map slices through each lesion (from the cycle's image
+products, :mod:`concordose.report.images`, when published); each VOI's time-activity curve with
+every method's implied curve and the time points it used; TIA and dose tables by method with
+uncertainties; DVHs; threshold flags with their sources and the concordance between
+methodologies; a provenance footer. Every number comes from the published tables
+(:mod:`concordose.report.cycle_tables`), so the report built by the flow and one rebuilt later
+by ``concordose report`` agree.
+
+Self-contained: CSS inline, figures as PNG data URIs, no script, no external reference — it
+renders the same on a closed hospital network. Pseudonymised keys only (``subject_key``,
+``cycle_key``), and input UID *hashes*.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import jinja2
+import numpy as np
+
+from concordose import __version__
+from concordose.dose.thresholds import THRESHOLDS
+from concordose.report.curves import implied_activity_mbq
+from concordose.report.cycle_tables import CycleRows, read_cycle_rows
+from concordose.report.figures import (
+    DvhCurve,
+    MethodCurve,
+    dose_slice_figure,
+    dvh_figure,
+    mip_figure,
+    tac_figure,
+)
+from concordose.report.images import (
+    CYCLE_REPORTS_DIR,
+    CycleImages,
+    image_products_key,
+    read_cycle_images,
+)
+from concordose.report.palette import method_style
+from concordose.results.catalogue import connect
+from concordose.results.object_store import ObjectStore
+
+__all__ = [
+    "SECTION_IDS",
+    "build_cycle_report",
+    "cycle_report_key",
+    "publish_cycle_report",
+    "render_cycle_report",
+]
+
+SECTION_IDS = (
+    "qc",
+    "calibration",
+    "images",
+    "time-activity",
+    "tia",
+    "dose",
+    "dvh",
+    "dose-slices",
+    "thresholds",
+    "concordance",
+    "provenance",
+)
+"""The report's sections, in order (each an element with this id)."""
+
+PATIENT_SUMMARY_FLAGS = {
+    "meets_min_lesion_35gy": "LUMEN minimal lesion dose",
+    "meets_mean_lesion_10_6gy": "LUTADOSE GTD1",
+}
+"""``patient_summary``'s flag columns → the threshold (:data:`concordose.dose.thresholds.THRESHOLDS`
+name) each evaluates."""
+
+TAC_GRID_POINTS = 200
+
+Row = dict[str, Any]
+
+_ENVIRONMENT = jinja2.Environment(
+    loader=jinja2.PackageLoader("concordose.report", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def cycle_report_key(cycle_key: str) -> str:
+    """Store-relative key of a cycle's report: ``_reports/cycles/<cycle_key>.html``."""
+    return f"{CYCLE_REPORTS_DIR}/{cycle_key}.html"
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    if 10**digits <= abs(value) < 1e7:
+        return f"{value:.0f}"  # 10440, not 1.044e+04
+    return f"{value:.{digits}g}"
+
+
+def _cell(value: float | None, sd: float | None = None) -> dict[str, str]:
+    """A numeric cell: shown to 4 significant digits, full precision in ``data-value``."""
+    text = _number(value) + ("" if sd is None or value is None else f" ± {_number(sd, 2)}")
+    return {"text": text, "value": "" if value is None else repr(float(value))}
+
+
+def _method_chip(name: str) -> dict[str, str]:
+    return {"name": name, "colour": method_style(name).colour}
+
+
+def _tac_figures(rows: CycleRows) -> list[dict[str, str]]:
+    points: dict[str, list[Row]] = defaultdict(list)
+    for row in rows.rows("voi_timepoints"):
+        points[row["voi_label"]].append(row)
+    fits: dict[str, list[Row]] = defaultdict(list)
+    for row in rows.rows("kinetics"):
+        fits[row["voi_label"]].append(row)
+    figures = []
+    for label, voi_points in points.items():
+        voi_points.sort(key=lambda r: r["time_point_index"])
+        time_h = np.array([r["time_h"] for r in voi_points], dtype=np.float64)
+        activity = np.array([r["activity_mbq"] for r in voi_points], dtype=np.float64)
+        sds = [r["activity_sd_mbq"] for r in voi_points]
+        sd = None if any(s is None for s in sds) else np.array(sds, dtype=np.float64)
+        grid = np.linspace(0.0, float(time_h.max()) * 1.15, TAC_GRID_POINTS)
+        measured = dict(zip(time_h.tolist(), activity.tolist(), strict=True))
+        curves = [
+            MethodCurve(
+                method=row["kinetics_method"],
+                activity_mbq=implied_activity_mbq(row, grid, measured),
+                time_points_used_h=tuple(row["time_points_used_h"] or time_h.tolist()),
+                tia_mbq_h=row["tia_mbq_h"],
+            )
+            for row in sorted(
+                fits[label],
+                key=lambda r: (r["kinetics_method"] == "spectacular_6tp", r["kinetics_method"]),
+            )
+        ]
+        title = f"{label} ({voi_points[0]['voi_type']})"
+        figures.append(
+            {
+                "voi_label": label,
+                "src": tac_figure(
+                    title, time_h, activity, activity_sd_mbq=sd, grid_h=grid, curves=curves
+                ),
+            }
+        )
+    return figures
+
+
+def _tia_table(rows: CycleRows) -> list[dict[str, Any]]:
+    table = []
+    for row in rows.rows("kinetics"):
+        sd = (
+            row["tia_total_sd_mbq_h"]
+            if row["tia_total_sd_mbq_h"] is not None
+            else row["tia_sd_mbq_h"]
+        )
+        table.append(
+            {
+                "voi_label": row["voi_label"],
+                "voi_type": row["voi_type"],
+                "method": _method_chip(row["kinetics_method"]),
+                "model": row["model"] or "–",
+                "time_points": ", ".join(_number(t) for t in row["time_points_used_h"] or [])
+                or "all",
+                "tia": _cell(row["tia_mbq_h"], sd),
+                "tia_sd": _cell(sd),
+                "teff": _cell(row["teff_h"]),
+                "status": row["status"],
+            }
+        )
+    return table
+
+
+def _dose_table(rows: CycleRows) -> tuple[list[str], list[dict[str, Any]]]:
+    dose_methods = list(dict.fromkeys(r["dose_method"] for r in rows.rows("absorbed_dose")))
+    grouped: dict[tuple[str, str], dict[str, Row]] = defaultdict(dict)
+    types: dict[str, str] = {}
+    for row in rows.rows("absorbed_dose"):
+        grouped[(row["voi_label"], row["kinetics_method"])][row["dose_method"]] = row
+        types[row["voi_label"]] = row["voi_type"]
+    table = []
+    for (label, kinetics), by_dose in grouped.items():
+        cells = []
+        for method in dose_methods:
+            found = by_dose.get(method)
+            if found is None or found["status"] != "ok":
+                cells.append(
+                    {
+                        "text": "n/a" if found is None else "–",
+                        "value": "",
+                        "title": "" if found is None else found["status"],
+                    }
+                )
+            else:
+                cells.append({**_cell(found["mean_dose_gy"], found["dose_sd_gy"]), "title": ""})
+        table.append(
+            {
+                "voi_label": label,
+                "voi_type": types[label],
+                "method": _method_chip(kinetics),
+                "cells": cells,
+            }
+        )
+    return dose_methods, table
+
+
+def _voxel_table(rows: CycleRows) -> list[dict[str, Any]]:
+    return [
+        {
+            "voi_label": row["voi_label"],
+            "method": _method_chip(row["kinetics_method"]),
+            "dose_method": row["dose_method"],
+            "dose_grid": row["dose_grid"],
+            "mean": _cell(row["mean_dose_gy"], row["dose_sd_gy"]),
+            "d98": _cell(row["d98_gy"]),
+            "d50": _cell(row["d50_gy"]),
+            "d2": _cell(row["d2_gy"]),
+            "status": row["status"],
+        }
+        for row in rows.rows("voxel_dose")
+    ]
+
+
+def _dvh(rows: CycleRows) -> str | None:
+    curves = [
+        DvhCurve(
+            voi_label=row["voi_label"],
+            kinetics_method=row["kinetics_method"],
+            dose_method=row["dose_method"],
+            dose_gy=np.asarray(row["dvh_dose_gy"], dtype=np.float64),
+            mass_fraction=np.asarray(row["dvh_mass_fraction"], dtype=np.float64),
+        )
+        for row in rows.rows("voxel_dose")
+        if row["dvh_dose_gy"] and row["dvh_mass_fraction"]
+    ]
+    return dvh_figure(curves) if curves else None
+
+
+def _flag(value: bool | None) -> str:
+    return "–" if value is None else ("met" if value else "not met")
+
+
+def _thresholds(rows: CycleRows) -> list[dict[str, Any]]:
+    by_name = {threshold.name: threshold for threshold in THRESHOLDS}
+    table = []
+    for summary in ("patient_summary", "voxel_dose_summary"):
+        for row in rows.rows(summary):
+            for column, name in PATIENT_SUMMARY_FLAGS.items():
+                threshold = by_name[name]
+                value = (
+                    row["lesion_min_dose_gy"]
+                    if column == "meets_min_lesion_35gy"
+                    else row["lesion_mean_dose_gy"]
+                )
+                table.append(
+                    {
+                        "method": _method_chip(row["kinetics_method"]),
+                        "dose_method": row["dose_method"],
+                        "threshold": name,
+                        "threshold_gy": _number(threshold.threshold_gy),
+                        "value": _cell(value),
+                        "flag": _flag(row[column]),
+                        "source": threshold.source,
+                    }
+                )
+    return table
+
+
+def _concordance(rows: CycleRows) -> list[dict[str, Any]]:
+    by_name = {threshold.name: threshold for threshold in THRESHOLDS}
+    return [
+        {
+            "threshold": row["threshold_name"],
+            "threshold_gy": _number(row["threshold_gy"]),
+            "study": f"{row['study_kinetics_method']} · {row['study_dose_method']}",
+            "study_value": _cell(row["study_value_gy"]),
+            "study_met": _flag(row["study_met"]),
+            "reference": f"{row['reference_kinetics_method']} · {row['reference_dose_method']}",
+            "reference_value": _cell(row["reference_value_gy"]),
+            "reference_met": _flag(row["reference_met"]),
+            "flipped": "yes" if row["flipped"] else ("no" if row["flipped"] is not None else "–"),
+            "source": by_name[row["threshold_name"]].source
+            if row["threshold_name"] in by_name
+            else "",
+        }
+        for row in rows.threshold_concordance
+    ]
+
+
+def _method_comparison(rows: CycleRows) -> tuple[list[dict[str, str]], list[dict[str, Any]], str]:
+    comparison = rows.rows("method_comparison")
+    methods = list(dict.fromkeys(r["kinetics_method"] for r in comparison))
+    grouped: dict[tuple[str, str], dict[str, Row]] = defaultdict(dict)
+    for row in comparison:
+        grouped[(row["voi_label"], row["dose_method"])][row["kinetics_method"]] = row
+    table = []
+    for (label, dose_method), by_method in grouped.items():
+        cells = []
+        for method in methods:
+            compared = by_method.get(method)
+            difference = None if compared is None else compared["relative_difference"]
+            percent = None if difference is None else 100.0 * difference
+            cell = _cell(percent)
+            if percent is not None:
+                cell["text"] = f"{percent:+.2f}"  # a percentage: two decimals read best
+            cells.append(cell)
+        table.append({"voi_label": label, "dose_method": dose_method, "cells": cells})
+    reference = comparison[0]["reference_kinetics_method"] if comparison else ""
+    return [_method_chip(m) for m in methods], table, reference
+
+
+def _provenance(rows: CycleRows) -> dict[str, Any]:
+    every = [
+        *(row for table in rows.tables.values() for row in table),
+        *rows.site_calibrations,
+        *rows.threshold_concordance,
+    ]
+    schema_versions = {
+        name: sorted({int(r["schema_version"]) for r in table})
+        for name, table in rows.tables.items()
+        if table
+    }
+    return {
+        "run_ids": sorted({str(r["run_id"]) for r in every}),
+        "flow_run_ids": sorted({str(r["flow_run_id"]) for r in every if r.get("flow_run_id")}),
+        "software_versions": sorted({str(r["software_version"]) for r in every}),
+        "schema_versions": [
+            {"table": name, "versions": ", ".join(map(str, versions))}
+            for name, versions in schema_versions.items()
+        ],
+        "calibration_records": sorted(
+            {str(r["calibration_record_id"]) for r in every if r.get("calibration_record_id")}
+        ),
+        "input_uid_hashes": sorted({h for r in every for h in (r.get("input_uid_hashes") or [])}),
+        "report_software_version": __version__,
+    }
+
+
+def _images(images: CycleImages | None) -> tuple[str | None, list[dict[str, str]]]:
+    if images is None:
+        return None, []
+    mip = mip_figure(
+        images.time_h, images.mip_mbq, images.voi_masks, images.voi_labels, images.pixel_mm
+    )
+    slices = [
+        {
+            "voi_label": s.voi_label,
+            "src": dose_slice_figure(f"{s.voi_label} — {s.method}", s.dose_gy, s.mask, s.pixel_mm),
+        }
+        for s in images.dose_slices
+    ]
+    return mip, slices
+
+
+def render_cycle_report(
+    rows: CycleRows,
+    images: CycleImages | None = None,
+    *,
+    generated_at: datetime | None = None,
+) -> str:
+    """The report's HTML (self-contained) from a cycle's published rows and image products
+    (None: the report says the images are not available)."""
+    first = rows.first_row
+    processed = bool(rows.rows("voi_timepoints"))
+    dose_methods, dose_table = _dose_table(rows)
+    comparison_methods, comparison_table, reference = _method_comparison(rows)
+    mip, dose_slices = _images(images)
+    findings = rows.rows("qc_findings")
+    context = {
+        "cycle_key": rows.cycle_key,
+        "subject_key": first["subject_key"],
+        "site_id": first["site_id"],
+        "cycle_number": next(
+            (r["cycle_number"] for r in rows.rows("patient_summary") if r.get("cycle_number")), None
+        ),
+        "status": "processed" if processed else "held",
+        "generated_at": (generated_at or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "n_errors": sum(1 for f in findings if f["severity"] == "error"),
+        "n_warnings": sum(1 for f in findings if f["severity"] == "warning"),
+        "findings": findings,
+        "acquisitions": [
+            {
+                **row,
+                "time": _number(row["time_h"]),
+                "cf": _number(row["calibration_factor_cps_per_mbq"]),
+                "injected": _number(row["injected_activity_mbq"]),
+            }
+            for row in rows.rows("acquisitions")
+        ],
+        "calibrations": [
+            {
+                "record": row["calibration_record_id"],
+                "site_id": row["site_id"],
+                "camera": f"{row['camera_model'] or '–'} / {row['collimator'] or '–'}",
+                "cf": _cell(row["calibration_factor_cps_per_mbq"]),
+                "cf_uncertainty": _number(
+                    None
+                    if row["calibration_factor_relative_uncertainty"] is None
+                    else 100.0 * row["calibration_factor_relative_uncertainty"]
+                ),
+                "valid": f"{row['valid_from']} – {row['valid_to'] or 'open'}",
+                "traceable": "yes" if row["dose_calibrator_traceable"] else "no",
+                "psf": _number(row.get("psf_fwhm_mm")),
+                "pvc_model": row.get("partial_volume_model_chosen") or "–",
+            }
+            for row in rows.site_calibrations
+        ],
+        "mip": mip,
+        "dose_slices": dose_slices,
+        "has_voxel_dose": bool(rows.rows("voxel_dose")),
+        "tac_figures": _tac_figures(rows),
+        "tia_table": _tia_table(rows),
+        "dose_methods": dose_methods,
+        "dose_table": dose_table,
+        "voxel_table": _voxel_table(rows),
+        "dvh": _dvh(rows),
+        "thresholds": _thresholds(rows),
+        "concordance": _concordance(rows),
+        "comparison_methods": comparison_methods,
+        "comparison_table": comparison_table,
+        "reference_method": reference,
+        "provenance": _provenance(rows),
+    }
+    return _ENVIRONMENT.get_template("cycle_report.html.j2").render(context)
+
+
+def _stored_images(store: ObjectStore, cycle_key: str) -> CycleImages | None:
+    path = store.path(image_products_key(cycle_key))
+    if path not in store.list_files(path.rsplit("/", 1)[0]):
+        return None
+    return read_cycle_images(store.read_bytes(path))
+
+
+def build_cycle_report(
+    store: ObjectStore,
+    cycle_key: str,
+    *,
+    connection: duckdb.DuckDBPyConnection | None = None,
+    generated_at: datetime | None = None,
+) -> str:
+    """The report of ``cycle_key`` from the store's current published rows and its image
+    products (if published). ``connection``: a :func:`~concordose.results.catalogue.connect`
+    to reuse over several cycles.
+
+    Raises:
+        ConcordoseError: the cycle has no published rows; the store's errors.
+    """
+    own = connection is None
+    connection = connect(store) if connection is None else connection
+    try:
+        rows = read_cycle_rows(connection, cycle_key)
+    finally:
+        if own:
+            connection.close()
+    return render_cycle_report(rows, _stored_images(store, cycle_key), generated_at=generated_at)
+
+
+def publish_cycle_report(store: ObjectStore, cycle_key: str, html: str) -> str:
+    """Write a report at ``_reports/cycles/<cycle_key>.html`` (atomically); its path."""
+    path = store.path(cycle_report_key(cycle_key))
+    store.write_bytes_atomically(path, html.encode("utf-8"))
+    return path

@@ -1,0 +1,126 @@
+"""One cycle's published rows, read back from the store: what a cycle report shows.
+
+The rows are the readers' current view (:mod:`concordose.results.catalogue`: manifested runs
+only, the latest run per cycle), so a report built on demand shows exactly what
+``concordose query`` would return for the cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from concordose.errors import ConcordoseError
+from schemas.tables import TABLES
+
+__all__ = ["CYCLE_TABLES", "CycleRows", "published_cycle_keys", "read_cycle_rows"]
+
+CYCLE_TABLES = (
+    "acquisitions",
+    "qc_findings",
+    "voi_timepoints",
+    "kinetics",
+    "absorbed_dose",
+    "voxel_dose",
+    "patient_summary",
+    "voxel_dose_summary",
+    "method_comparison",
+)
+"""Tables scoped by ``cycle_key`` that a cycle report reads (every one of its rows)."""
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CycleRows:
+    """The current published rows of one cycle, by table (an absent table has no rows).
+
+    Attributes:
+        cycle_key: the cycle (keyed hash).
+        tables: rows of each table of :data:`CYCLE_TABLES`, as dictionaries.
+        site_calibrations: the calibration records the cycle's rows name.
+        threshold_concordance: the cycle-level rows of the cohort table (``level = 'cycle'``).
+    """
+
+    cycle_key: str
+    tables: dict[str, list[Row]]
+    site_calibrations: list[Row]
+    threshold_concordance: list[Row]
+
+    def rows(self, table: str) -> list[Row]:
+        """Rows of ``table`` (empty when the cycle has none)."""
+        return self.tables.get(table, [])
+
+    @property
+    def first_row(self) -> Row:
+        """Any row of the cycle (for its keys and provenance)."""
+        for table in CYCLE_TABLES:
+            if self.tables.get(table):
+                return self.tables[table][0]
+        raise ValueError(f"cycle {self.cycle_key} has no rows")
+
+
+def _rows(connection: duckdb.DuckDBPyConnection, sql: str, *parameters: object) -> list[Row]:
+    result = connection.execute(sql, list(parameters))
+    names = [column[0] for column in result.description]
+    return [dict(zip(names, values, strict=True)) for values in result.fetchall()]
+
+
+def published_cycle_keys(connection: duckdb.DuckDBPyConnection) -> list[str]:
+    """Every cycle with current rows (processed or held), sorted.
+
+    ``connection``: :func:`concordose.results.catalogue.connect` of the store.
+    """
+    union = " UNION ".join(
+        f'SELECT DISTINCT cycle_key FROM "{name}"' for name in ("acquisitions", "qc_findings")
+    )
+    return sorted(str(row["cycle_key"]) for row in _rows(connection, union))
+
+
+def read_cycle_rows(connection: duckdb.DuckDBPyConnection, cycle_key: str) -> CycleRows:
+    """The current rows of ``cycle_key`` in every table a report shows.
+
+    Args:
+        connection: :func:`concordose.results.catalogue.connect` of the store.
+        cycle_key: the cycle (``concordose query "SELECT DISTINCT cycle_key FROM
+            acquisitions"`` lists them).
+
+    Raises:
+        ConcordoseError: no current row of the cycle in any table.
+    """
+    tables: dict[str, list[Row]] = {}
+    for name in CYCLE_TABLES:
+        order = ", ".join(
+            column for column in TABLES[name].key_columns if column not in ("subject_key",)
+        )
+        tables[name] = _rows(
+            connection, f'SELECT * FROM "{name}" WHERE cycle_key = ? ORDER BY {order}', cycle_key
+        )
+    if not any(tables.values()):
+        known = published_cycle_keys(connection)
+        raise ConcordoseError(
+            f"cycle {cycle_key!r}: expected published rows of it, found none; "
+            f"published cycles: {', '.join(known) if known else 'none'}"
+        )
+    records = sorted(
+        {str(row["calibration_record_id"]) for rows in tables.values() for row in rows}
+    )
+    calibrations = (
+        _rows(
+            connection,
+            "SELECT * FROM site_calibrations WHERE list_contains(?, calibration_record_id) "
+            "ORDER BY calibration_record_id",
+            records,
+        )
+        if records
+        else []
+    )
+    concordance = _rows(
+        connection,
+        "SELECT * FROM threshold_concordance WHERE level = 'cycle' AND cycle_key = ? "
+        "ORDER BY threshold_name, study_dose_method",
+        cycle_key,
+    )
+    return CycleRows(cycle_key, tables, calibrations, concordance)
