@@ -18,6 +18,22 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SIEMENS_NM_FIXTURE = REPO_ROOT / "tests" / "data" / "siemens_intevo_lu177_phantom_recon.dcm"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def prefect_logs_to_the_sessions_stderr() -> None:
+    """Configure Prefect's logging before any test runs a command.
+
+    Prefect sets up its console handler once per process, on its first import, bound to
+    ``sys.stderr`` as it is then (``ext://sys.stderr`` in its logging.yml). The CLI imports flows
+    lazily, so when the session's first flow ran inside typer's ``CliRunner``, the handler kept
+    that invocation's stream, closed afterwards, and every later Prefect log line printed "I/O
+    operation on closed file" with a traceback into the next invocation's output (a test that
+    asserts no traceback failed depending on test order). In a real process stderr never changes.
+    """
+    import prefect.logging.configuration  # noqa: PLC0415 (the import is the set-up)
+
+    prefect.logging.configuration.setup_logging()
+
+
 @pytest.fixture(scope="session")
 def small_patient(tmp_path_factory: pytest.TempPathFactory) -> GeneratedPatient:
     """A synthetic patient on the fast "test" preset (written once per session; read-only)."""
