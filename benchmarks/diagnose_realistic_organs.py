@@ -14,8 +14,8 @@ realistic chain without noise (unless ``--noise``), and prints per VOI:
 * ``raw/trueCF``, ``raw/recCF``: the activity measured over the true outline with the true CF
   and with the record's CF, as % error (a large organ's raw error is a quantification bias, not
   a partial-volume one: its spill-out is a thin shell);
-* ``gtm``: the GTM as the pipeline runs it (record CF, record FWHM, body outline from the
-  image), % error;
+* ``gtm``: the GTM as the pipeline runs it (record CF, the record's PSF as
+  ``quant.pvc.psf_from_record`` reads it, body outline from the image), % error;
 * ``gtm/body``: the same with the true body as background region (isolates the outline);
 * ``gtm/true``: the GTM with the *true* transfer matrix of the imaging chain, % error. Ω's
   column j is the chain's response to region j, by perturbation: (image(A + ε·A_j) −
@@ -59,6 +59,7 @@ from concordose.quant.gtm import (
     sigma_voxels,
     spread_matrix,
 )
+from concordose.quant.pvc import psf_from_record
 from concordose.quant.voi import CroppedMask
 from phantoms.acquisition import realistic_image
 from phantoms.anatomy import OUTSIDE_VALUE
@@ -195,7 +196,7 @@ def diagnose_time_point(
     solved = np.linalg.solve(omega_true, measured_true_cf)
     vois = [_crop(masks[r.label]) for r in patient.anatomy.vois]
     spacing = scene.grid.spacing_mm_zyx
-    fwhm = float(record.psf_fwhm_mm or math.nan)
+    fwhm = psf_from_record(record)[0]
     pipeline = gtm_correct(
         base * per_record_cf, vois, body=body_outline(base), spacing_mm_zyx=spacing, fwhm_mm=fwhm
     )
@@ -243,7 +244,8 @@ def diagnose_time_point(
         * per_true_cf
         * voxel_ml
         / float(scene.activity_mbq.sum()),
-        "responses_sum_over_image": float(sum(responses.values()).sum()) / float(clean.sum()),
+        "responses_sum_over_image": sum(float(r.sum()) for r in responses.values())
+        / float(clean.sum()),
         "record_cf_over_true_cf": record.calibration_factor_cps_per_mbq
         / site.calibration_factor_cps_per_mbq,
         "psf_fwhm_mm": fwhm,
@@ -304,8 +306,11 @@ def main() -> None:
             print(
                 f"\n{site_id}: record CF {record.calibration_factor_cps_per_mbq:.3f} "
                 f"(true {site.calibration_factor_cps_per_mbq}), PSF FWHM "
-                f"{record.psf_fwhm_mm:.2f} ± {record.psf_fwhm_sd_mm or 0:.2f} mm "
-                f"(blur-mode effective {site.effective_fwhm_mm:.2f} mm)"
+                f"spheres {record.psf_fwhm_mm:.2f} ± {record.psf_fwhm_sd_mm or 0:.2f} mm, large "
+                f"object {record.psf_large_object_fwhm_mm or math.nan:.2f} ± "
+                f"{record.psf_large_object_fwhm_sd_mm or 0:.2f} mm; the GTM uses "
+                f"{psf_from_record(record)[0]:.2f} mm (blur-mode effective "
+                f"{site.effective_fwhm_mm:.2f} mm)"
             )
             site_doc = []
             for number in [int(p) for p in args.patients.split(",")]:
@@ -350,6 +355,8 @@ def main() -> None:
                 "true_cf": site.calibration_factor_cps_per_mbq,
                 "psf_fwhm_mm": record.psf_fwhm_mm,
                 "psf_fwhm_sd_mm": record.psf_fwhm_sd_mm,
+                "psf_large_object_fwhm_mm": record.psf_large_object_fwhm_mm,
+                "psf_large_object_fwhm_sd_mm": record.psf_large_object_fwhm_sd_mm,
                 "time_points": site_doc,
             }
     if args.json is not None:
