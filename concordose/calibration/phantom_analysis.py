@@ -245,6 +245,9 @@ def analyse_nema(
     large_object_psf = fit_edge_fwhm(
         phantom_model, concentration, true_mbq_per_ml, background_mbq_per_ml
     )
+    gtm_fwhm_mm, _ = chosen_psf_fwhm(
+        psf.fwhm_mm, psf.fwhm_sd_mm, large_object_psf.fwhm_mm, large_object_psf.fwhm_sd_mm
+    )
     evidence = partial_volume_evidence(
         phantom_model,
         concentration,
@@ -254,9 +257,9 @@ def analyse_nema(
         gtm_model=GTM_MODEL,
         rc_model=RECOVERY_ONLY_MODEL,
         rc0_model=BACKGROUND_MODEL,
-        gtm_fwhm_mm=chosen_psf_fwhm(
-            psf.fwhm_mm, psf.fwhm_sd_mm, large_object_psf.fwhm_mm, large_object_psf.fwhm_sd_mm
-        )[0],
+        # The large-object FWHM when the GTM uses it (fitted on no sphere); else None: the
+        # spheres' fit, left out sphere by sphere.
+        gtm_fwhm_mm=None if gtm_fwhm_mm == psf.fwhm_mm else gtm_fwhm_mm,
     )
     return NemaAnalysis(
         volumes,
