@@ -41,6 +41,7 @@ import json
 import math
 import tempfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -287,61 +288,41 @@ def image_of_clean(
     return counts
 
 
-def main() -> None:
-    """Parse arguments, diagnose, print tables, write the JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(CONSORTIUM_PRESETS), default="test")
-    parser.add_argument("--sites", default=",".join(s.site_id for s in CONSORTIUM_SITES))
-    parser.add_argument("--patients", default="1")
-    parser.add_argument("--time-points", default="1")
-    parser.add_argument("--noise", action="store_true", help="Poisson noise in the patient image")
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
-    grid_preset = CONSORTIUM_PRESETS[args.preset].grid_preset
-    document: dict[str, Any] = {"preset": args.preset, "noise": args.noise, "sites": {}}
+def diagnose(
+    *,
+    preset: str,
+    sites: Sequence[str],
+    patients: Sequence[int],
+    time_points: Sequence[int],
+    noise: bool = False,
+    show: bool = False,
+) -> dict[str, Any]:
+    """Every site's record and every VOI's diagnosis (the JSON document); ``show`` prints the
+    tables of the module docstring as it goes."""
+    grid_preset = CONSORTIUM_PRESETS[preset].grid_preset
+    document: dict[str, Any] = {"preset": preset, "noise": noise, "sites": {}}
     with tempfile.TemporaryDirectory(prefix="concordose-diagnosis-") as scratch:
-        for site_id in [s.strip() for s in args.sites.split(",") if s.strip()]:
+        for site_id in sites:
             site = consortium_site(site_id)
             record = site_record(site, grid_preset, Path(scratch) / site_id)
-            print(
-                f"\n{site_id}: record CF {record.calibration_factor_cps_per_mbq:.3f} "
-                f"(true {site.calibration_factor_cps_per_mbq}), PSF FWHM "
-                f"spheres {record.psf_fwhm_mm:.2f} ± {record.psf_fwhm_sd_mm or 0:.2f} mm, large "
-                f"object {record.psf_large_object_fwhm_mm or math.nan:.2f} ± "
-                f"{record.psf_large_object_fwhm_sd_mm or 0:.2f} mm; the GTM uses "
-                f"{psf_from_record(record)[0]:.2f} mm (blur-mode effective "
-                f"{site.effective_fwhm_mm:.2f} mm)"
-            )
+            if show:
+                print(
+                    f"\n{site_id}: record CF {record.calibration_factor_cps_per_mbq:.3f} "
+                    f"(true {site.calibration_factor_cps_per_mbq}), PSF FWHM spheres "
+                    f"{record.psf_fwhm_mm:.2f} ± {record.psf_fwhm_sd_mm or 0:.2f} mm, large "
+                    f"object {record.psf_large_object_fwhm_mm or math.nan:.2f} ± "
+                    f"{record.psf_large_object_fwhm_sd_mm or 0:.2f} mm; the GTM uses "
+                    f"{psf_from_record(record)[0]:.2f} mm (blur-mode effective "
+                    f"{site.effective_fwhm_mm:.2f} mm)"
+                )
             site_doc = []
-            for number in [int(p) for p in args.patients.split(",")]:
-                for index in [int(t) for t in args.time_points.split(",")]:
+            for number in patients:
+                for index in time_points:
                     rows, total = diagnose_time_point(
-                        site,
-                        record,
-                        number=number,
-                        index=index,
-                        preset=args.preset,
-                        noise=args.noise,
+                        site, record, number=number, index=index, preset=preset, noise=noise
                     )
-                    print(
-                        f"  P{number:03d} tp{index} ({total['time_h']:g} h): image total / truth "
-                        f"{total['image_total_over_truth_true_cf']:.4f} (true CF); Σ responses / "
-                        f"image {total['responses_sum_over_image']:.4f}"
-                    )
-                    print(
-                        "    VOI            mL     truth  raw/trueCF raw/recCF   gtm gtm/body "
-                        "gtm/true  ω_self t/g     ω_bg t/g  FWHM≡"
-                    )
-                    for r in rows:
-                        print(
-                            f"    {r.label:<13}{r.volume_ml:6.0f}{r.truth_mbq:9.1f}"
-                            f"{100 * r.raw_true_cf:+10.1f}{100 * r.raw_record_cf:+10.1f}"
-                            f"{100 * r.gtm_pipeline:+7.1f}{100 * r.gtm_true_body:+9.1f}"
-                            f"{100 * r.gtm_true_matrix:+9.1f}"
-                            f"  {r.omega_self_true:.3f}/{r.omega_self_gauss:.3f}"
-                            f"  {r.omega_background_true:.3f}/{r.omega_background_gauss:.3f}"
-                            f"  {r.equivalent_fwhm_mm:5.1f}"
-                        )
+                    if show:
+                        _print_time_point(number, index, rows, total)
                     site_doc.append(
                         {
                             "patient": number,
@@ -357,8 +338,103 @@ def main() -> None:
                 "psf_fwhm_sd_mm": record.psf_fwhm_sd_mm,
                 "psf_large_object_fwhm_mm": record.psf_large_object_fwhm_mm,
                 "psf_large_object_fwhm_sd_mm": record.psf_large_object_fwhm_sd_mm,
+                "gtm_fwhm_mm": psf_from_record(record)[0],
                 "time_points": site_doc,
             }
+    document["summary"] = summary(document)
+    return document
+
+
+def _print_time_point(
+    number: int, index: int, rows: Sequence[VoiDiagnosis], total: dict[str, float]
+) -> None:
+    print(
+        f"  P{number:03d} tp{index} ({total['time_h']:g} h): image total / truth "
+        f"{total['image_total_over_truth_true_cf']:.4f} (true CF); Σ responses / image "
+        f"{total['responses_sum_over_image']:.4f}"
+    )
+    print(
+        "    VOI            mL     truth  raw/trueCF raw/recCF   gtm gtm/body gtm/true  "
+        "ω_self t/g     ω_bg t/g  FWHM≡"
+    )
+    for r in rows:
+        print(
+            f"    {r.label:<13}{r.volume_ml:6.0f}{r.truth_mbq:9.1f}"
+            f"{100 * r.raw_true_cf:+10.1f}{100 * r.raw_record_cf:+10.1f}"
+            f"{100 * r.gtm_pipeline:+7.1f}{100 * r.gtm_true_body:+9.1f}"
+            f"{100 * r.gtm_true_matrix:+9.1f}"
+            f"  {r.omega_self_true:.3f}/{r.omega_self_gauss:.3f}"
+            f"  {r.omega_background_true:.3f}/{r.omega_background_gauss:.3f}"
+            f"  {r.equivalent_fwhm_mm:5.1f}"
+        )
+
+
+def _range_pct(values: Sequence[float]) -> list[float] | None:
+    finite = [v for v in values if np.isfinite(v)]
+    return [round(100 * min(finite), 1), round(100 * max(finite), 1)] if finite else None
+
+
+def summary(document: dict[str, Any]) -> dict[str, Any]:
+    """Per VOI group (kidneys/liver/spleen, bone marrow, lesions < 4 mL and ≥ 4 mL): the range
+    over sites of the raw error (true CF), of the GTM as run and of the GTM with the chain's
+    true transfer matrix, and of the Gaussian FWHM the chain behaves as (``FWHM≡``), beside the
+    range of FWHMs the GTM used: the evidence of what limits the correction."""
+    vois = [
+        voi
+        for site in document["sites"].values()
+        for point in site["time_points"]
+        for voi in point["vois"]
+    ]
+    groups = {
+        "kidneys_liver_spleen": [
+            v for v in vois if v["voi_type"] == "organ" and v["label"] != "bone_marrow"
+        ],
+        "bone_marrow": [v for v in vois if v["label"] == "bone_marrow"],
+        "lesions_lt4ml": [v for v in vois if v["voi_type"] == "lesion" and v["volume_ml"] < 4.0],
+        "lesions_ge4ml": [v for v in vois if v["voi_type"] == "lesion" and v["volume_ml"] >= 4.0],
+    }
+    used = [site["gtm_fwhm_mm"] for site in document["sites"].values()]
+    return {
+        "gtm_fwhm_mm_range": [round(min(used), 2), round(max(used), 2)] if used else None,
+        **{
+            name: {
+                "vois": len(members),
+                "raw_error_pct": _range_pct([v["raw_true_cf"] for v in members]),
+                "gtm_error_pct": _range_pct([v["gtm_pipeline"] for v in members]),
+                "gtm_true_matrix_error_pct": _range_pct([v["gtm_true_matrix"] for v in members]),
+                "equivalent_fwhm_mm": (
+                    [
+                        round(min(v["equivalent_fwhm_mm"] for v in members), 1),
+                        round(max(v["equivalent_fwhm_mm"] for v in members), 1),
+                    ]
+                    if members
+                    else None
+                ),
+            }
+            for name, members in groups.items()
+        },
+    }
+
+
+def main() -> None:
+    """Parse arguments, diagnose, print tables, write the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(CONSORTIUM_PRESETS), default="test")
+    parser.add_argument("--sites", default=",".join(s.site_id for s in CONSORTIUM_SITES))
+    parser.add_argument("--patients", default="1")
+    parser.add_argument("--time-points", default="1")
+    parser.add_argument("--noise", action="store_true", help="Poisson noise in the patient image")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    document = diagnose(
+        preset=args.preset,
+        sites=[s.strip() for s in args.sites.split(",") if s.strip()],
+        patients=[int(p) for p in args.patients.split(",")],
+        time_points=[int(t) for t in args.time_points.split(",")],
+        noise=args.noise,
+        show=True,
+    )
+    print("\nsummary:", json.dumps(document["summary"], indent=1))
     if args.json is not None:
         args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         print(f"written {args.json}")

@@ -4,12 +4,13 @@ Rousset OG, Ma Y, Evans AC. Correction for partial volume effects in PET: princi
 validation. J Nucl Med 1998;39:904-911.
 
 Model. The reconstructed image is the true activity distribution blurred by the camera's
-point-spread function h, here an isotropic 3-D Gaussian of FWHM ``fwhm_mm`` (the site's effective
-reconstructed resolution, fitted on its NEMA phantom at calibration,
-:mod:`concordose.calibration.psf`). The true distribution is taken as uniform over each of n
-disjoint regions R_j: the VOIs, each minus the smaller VOIs that overlap it (a lesion inside the
-liver is its own region, the liver keeps the rest), and a background region, the body outline
-minus every VOI. The mean measured concentration t_i over region i is then
+point-spread function h, here an isotropic 3-D Gaussian of FWHM ``fwhm_mm`` (the site's
+effective reconstructed resolution for large, high-contrast objects, fitted on its NEMA phantom
+at calibration, :mod:`concordose.calibration.psf`, chosen by ``quant.pvc.chosen_psf_fwhm``).
+The true distribution is taken as uniform over each of n disjoint regions R_j: the VOIs, each
+minus the smaller VOIs that overlap it (a lesion inside the liver is its own region, the liver
+keeps the rest), and a background region, the body outline minus every VOI. The mean measured
+concentration t_i over region i is then
 
     t_i = Σ_j ω_ij · T_j,    ω_ij = (1/N_i) Σ_{x ∈ R_i} (h * 1_{R_j})(x),
 
@@ -29,8 +30,10 @@ lesion), the background's spill-in. What it does not: activity non-uniform withi
 necrotic core, a gradient along an organ), errors of the VOI boundaries themselves (the masks
 are taken as the true boundaries: delineation error and misregistration pass through, amplified
 for small VOIs), a PSF other than the fitted isotropic Gaussian (depth-dependent collimator
-resolution, the object-dependent and non-linear resolution of OSEM with resolution recovery,
-Gibbs overshoot), non-uniform background, and activity outside the SPECT field of view.
+resolution, the object-dependent and non-linear resolution of OSEM with resolution recovery —
+small or faint VOIs, e.g. lesions < 4 mL or the marrow, behave as a wider PSF than the
+large-object one used, and are under-corrected —, Gibbs overshoot), non-uniform background,
+and activity outside the SPECT field of view.
 
 Body outline (the background region's extent): taken from the SPECT itself
 (:func:`body_outline`), not from the CT: the CT is on another grid and in another frame until
