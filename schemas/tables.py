@@ -797,7 +797,7 @@ _SITE_CALIBRATION_V6_FIELDS = [
         pa.float64(),
         "mm",
         "Gaussian FWHM fitted across the NEMA phantom body's surface (large, high-contrast "
-        "object); the GTM correction's PSF when set",
+        "object); the GTM uses the smaller of it and psf_fwhm_mm",
         nullable=True,
     ),
     field(
