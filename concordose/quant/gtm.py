@@ -398,12 +398,18 @@ def gtm_fwhm_sensitivity(
     fwhm_mm: float,
     fwhm_sd_mm: float,
     condition_limit: float = DEFAULT_CONDITION_LIMIT,
+    alternative_fwhm_mm: float | None = None,
 ) -> tuple[GtmCorrection, FloatArray]:
-    """:func:`gtm_correct` and each VOI's activity SD from the FWHM's SD, MBq.
+    """:func:`gtm_correct` and each VOI's activity SD from the PSF's uncertainty, MBq.
 
     σ_A = |∂A/∂FWHM| · σ_FWHM, the derivative by central difference with a step of 2 % of the
     FWHM (first-order propagation, Gear et al. EJNMMI 2018;45:2456-74); 0 when ``fwhm_sd_mm``
-    is 0, NaN where the correction was not applied.
+    is 0, NaN where the correction was not applied. With ``alternative_fwhm_mm`` (the site's
+    other phantom fit, ``quant.pvc.alternative_psf_fwhm``) a PSF-model term is added in
+    quadrature, half the difference between the activities the two FWHMs give: OSEM's
+    resolution depends on the object, and the two fits bracket it for most VOIs (large hot
+    objects near the large-object fit, small or faint ones near the spheres'; DESIGN.md,
+    "Realistic organs"), so a VOI whose activity depends on which applies carries that doubt.
     """
 
     def corrected(fwhm: float) -> GtmCorrection:
@@ -417,12 +423,18 @@ def gtm_fwhm_sensitivity(
         )
 
     central = corrected(fwhm_mm)
-    if not fwhm_sd_mm > 0:
-        return central, np.where(np.isfinite(central.activity_mbq), 0.0, np.nan)
-    step_mm = 0.02 * fwhm_mm
-    wider, narrower = corrected(fwhm_mm + step_mm), corrected(fwhm_mm - step_mm)
-    derivative = (wider.activity_mbq - narrower.activity_mbq) / (2.0 * step_mm)
-    sd: FloatArray = np.abs(derivative) * fwhm_sd_mm
+    sd: FloatArray = np.where(np.isfinite(central.activity_mbq), 0.0, np.nan)
+    if fwhm_sd_mm > 0:
+        step_mm = 0.02 * fwhm_mm
+        wider, narrower = corrected(fwhm_mm + step_mm), corrected(fwhm_mm - step_mm)
+        derivative = (wider.activity_mbq - narrower.activity_mbq) / (2.0 * step_mm)
+        sd = np.abs(derivative) * fwhm_sd_mm
+    if alternative_fwhm_mm is not None and alternative_fwhm_mm != fwhm_mm:
+        other = corrected(alternative_fwhm_mm).activity_mbq
+        # Where the other FWHM gives no solution (refused, negative) the term is unknown:
+        # the FWHM term stands alone.
+        model = np.where(np.isfinite(other), 0.5 * (other - central.activity_mbq), 0.0)
+        sd = np.hypot(sd, model)
     return central, sd
 
 

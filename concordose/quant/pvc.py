@@ -524,6 +524,16 @@ def psf_from_record(record: CalibrationRecord) -> tuple[float, float]:
     )
 
 
+def alternative_psf_fwhm(record: CalibrationRecord) -> float | None:
+    """The record's other phantom fit, mm: the one :func:`psf_from_record` did not choose
+    (``None`` when the record has only one), whose difference is the GTM's PSF-model term
+    (``quant.gtm.gtm_fwhm_sensitivity``)."""
+    if record.psf_fwhm_mm is None or record.psf_large_object_fwhm_mm is None:
+        return None
+    chosen, _ = psf_from_record(record)
+    return record.psf_fwhm_mm if chosen != record.psf_fwhm_mm else record.psf_large_object_fwhm_mm
+
+
 def partial_volume_unavailable(record: CalibrationRecord, model: str) -> str | None:
     """Why ``record`` cannot drive the ``model`` correction (None when it can).
 

@@ -14,10 +14,11 @@ from concordose.calibration.psf import (
     fit_psf_fwhm,
     nema_phantom_model,
 )
+from concordose.calibration.records import CalibrationRecord
 from concordose.dicom.geometry import VolumeGeometry
 from concordose.errors import OutOfRangeError
 from concordose.quant.gtm import FWHM_PER_SIGMA
-from concordose.quant.pvc import chosen_psf_fwhm
+from concordose.quant.pvc import alternative_psf_fwhm, chosen_psf_fwhm, psf_from_record
 
 SPACING_MM = 6.0
 SHAPE = (44, 56, 64)  # slices, rows, columns: the 300 × 230 × 180 mm body with room around it
@@ -89,3 +90,21 @@ def test_the_gtm_uses_the_smaller_fit_with_its_own_sd() -> None:
     assert chosen_psf_fwhm(8.4, 0.2, 9.0, 0.1) == (8.4, 0.2)
     assert chosen_psf_fwhm(8.4, 0.2, None, None) == (8.4, 0.2)
     assert chosen_psf_fwhm(16.8, 1.3, 11.3, None) == (11.3, 0.0)
+
+
+def test_the_alternative_fit_is_the_one_the_gtm_did_not_choose() -> None:
+    def record(spheres: float, large: float | None) -> CalibrationRecord:
+        return CalibrationRecord(
+            record_id="r",
+            calibration_factor_cps_per_mbq=9.0,
+            valid_from="2026-01-01",  # type: ignore[arg-type]
+            psf_fwhm_mm=spheres,
+            psf_fwhm_sd_mm=1.0,
+            psf_large_object_fwhm_mm=large,
+            psf_large_object_fwhm_sd_mm=None if large is None else 2.0,
+        )
+
+    assert psf_from_record(record(16.8, 11.3)) == (11.3, 2.0)
+    assert alternative_psf_fwhm(record(16.8, 11.3)) == 16.8
+    assert alternative_psf_fwhm(record(8.4, 9.0)) == 9.0
+    assert alternative_psf_fwhm(record(8.4, None)) is None
