@@ -1,7 +1,8 @@
 """Harmonisation, measured: cross-site CoV and error against truth, raw vs harmonised vs PVC.
 
 Run: ``.venv/bin/python -m benchmarks.harmonisation [--preset test|full]
-[--imaging blur|realistic|both] [--patients N] [--sites a,b,…] --json FILE [--keep DIR]``.
+[--imaging blur|realistic|both] [--patients N] [--sites a,b,…] --json FILE [--keep DIR]
+[--diagnose]``.
 
 Not a timing. For each imaging mode it regenerates the digital consortium and runs it through
 the platform exactly as ``concordose consortium`` does (:func:`flows.consortium.run_consortium`:
@@ -27,7 +28,10 @@ JSON keys read by scripts outside the repository (fixed): ``lesion_ge4ml_cov_med
 each ``{"blur": {"harmonised": x, "harmonised_pvc": y}, "realistic": {…}}``, and
 ``raw_lesion_ge4ml_cov_median_pct`` = ``{"blur": x, "realistic": y}`` (raw variant). A mode not
 run is null; a statistic with no VOI to compute it from is null. ``tables`` holds the detail,
-``targets`` the issue's targets and whether each was met.
+``targets`` the issue's targets and whether each was met; with ``--diagnose``,
+``targets.evidence`` why (``benchmarks/diagnose_realistic_organs.py``'s summary: per VOI group
+the error of the GTM as run against the GTM with the imaging chain's true transfer matrix, the
+raw error, and the FWHM the chain behaves as beside the one the GTM used).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.diagnose_realistic_organs import diagnose
 from concordose.consortium import ProcessingVariant, ReferenceObjectRegistry
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.results.catalogue import read_current
@@ -388,6 +393,13 @@ def main() -> None:
         metavar="DIR",
         help="only summarise a kept run folder (DIR/<mode> per mode), regenerating nothing",
     )
+    parser.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="with realistic imaging, also run benchmarks.diagnose_realistic_organs (patient 1, "
+        "first time point, noise-free) and put its summary in targets.evidence: why a target "
+        "is missed (quantification, PSF model or background region), measured",
+    )
     args = parser.parse_args()
     modes = IMAGING_MODES if args.imaging == "both" else (args.imaging,)
     patients = args.patients or PRESETS[args.preset][1]
@@ -413,6 +425,17 @@ def main() -> None:
                 )
     document = report(summaries, preset=args.preset)
     document["anatomy_realism"] = args.anatomy_realism
+    if args.diagnose and "realistic" in modes:
+        diagnosis = diagnose(
+            preset=PRESETS[args.preset][0],
+            sites=sites,
+            patients=(1,),
+            time_points=(1,),
+        )
+        document["targets"]["evidence"] = {
+            "source": "benchmarks.diagnose_realistic_organs (anatomy realism off, noise-free)",
+            **diagnosis["summary"],
+        }
     args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     for key in (
         "raw_lesion_ge4ml_cov_median_pct",

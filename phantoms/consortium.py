@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from functools import partial
@@ -373,6 +373,78 @@ def _lesions_as_continuous_spheres(
     return result
 
 
+@dataclass(frozen=True)
+class PatientScene:
+    """What one site's camera sees of a patient at one time point, before image formation.
+
+    Attributes:
+        grid: the SPECT grid in the patient frame (the time point's shift applied).
+        labels: true label map on ``grid`` (voxel centres, :func:`sample_label_map`).
+        activity_mbq: activity per voxel at acquisition start, MBq, with the realism switches
+            (continuous spheres, anatomy realism) applied: the map :func:`image_counts` forms.
+        n_voxels_by_value: voxels per region value on ``grid``.
+        region_activity_mbq: each region's true activity at acquisition start (label → MBq).
+        hu_on_grid: the CT's HU on ``grid`` (noise-free), the μ map's input (call to compute).
+    """
+
+    grid: VoxelGrid
+    labels: NDArray[np.uint8]
+    activity_mbq: NDArray[np.float64]
+    n_voxels_by_value: dict[int, int]
+    region_activity_mbq: dict[str, float]
+    hu_on_grid: Callable[[], NDArray[np.float64]]
+
+
+def patient_scene(
+    patient: VirtualPatient,
+    site: SiteProfile,
+    *,
+    preset: ConsortiumPreset,
+    realism: Realism,
+    cycle: int,
+    index: int,
+) -> PatientScene:
+    """The activity map, labels and HU source of ``patient`` at ``site``, time point ``index``
+    (1-based) of ``cycle``: exactly what the generator images (diagnostics re-image it, e.g.
+    ``benchmarks/diagnose_realistic_organs.py``)."""
+    anatomy = patient.anatomy
+    nm_grid = nm_grid_for(site, preset.grid_preset)
+    anatomical_ct = preset_named(preset.grid_preset).anatomical_ct
+    regions = (*anatomy.vois, anatomy.body)
+    hu_by_value = {r.value: _HU_BY_KIND[_hu_kind(r.label)] for r in regions}
+    hu_by_value[OUTSIDE_VALUE] = _HU_BY_KIND["outside"]
+    paint_over = [r.value for r in regions if _hu_kind(r.label) in ("body", "bone")]
+    body_outline = anatomy.body.shape if isinstance(anatomy.body.shape, EllipticCylinder) else None
+    time_h = patient.time_points_h[cycle][index - 1]
+    grid = nm_grid.translated(_negated(patient.shifts_mm[cycle][index - 1]))
+    labels = sample_label_map(anatomy, grid)
+    curves = patient.curves[cycle]
+    by_value = {r.value: float(curves[r.label].activity_mbq(time_h)) for r in regions}
+    activity, n_by_value = region_activity_map(labels, by_value)
+    if realism.lesion_partial_voxels:
+        activity = _lesions_as_continuous_spheres(activity, labels, anatomy.vois, grid, by_value)
+    # Anatomy realism (issue 15 item 3): heterogeneous lesions, respiratory blur.
+    if realism.anatomy_realism:
+        activity = realistic_activity_map(activity, labels, anatomy, grid)
+    return PatientScene(
+        grid=grid,
+        labels=labels,
+        activity_mbq=activity,
+        n_voxels_by_value=n_by_value,
+        region_activity_mbq={r.label: by_value[r.value] for r in regions},
+        hu_on_grid=partial(
+            ct_hu_on_grid,
+            labels,
+            grid,
+            hu_by_value,
+            body=body_outline,
+            paint_over=paint_over if anatomical_ct else (BODY_VALUE,),
+            anatomical=anatomical_ct,
+            ribs=not anatomical_ct,
+        ),
+    )
+
+
 def _write_patient_at_site(
     patient: VirtualPatient,
     site: SiteProfile,
@@ -393,7 +465,6 @@ def _write_patient_at_site(
     hu_by_value[OUTSIDE_VALUE] = _HU_BY_KIND["outside"]
     # The CT-only anatomy replaces body remainder and the marrow proxy (it lies in the spine).
     paint_over = [r.value for r in regions if _hu_kind(r.label) in ("body", "bone")]
-    body_outline = anatomy.body.shape if isinstance(anatomy.body.shape, EllipticCylinder) else None
     patient_id = f"{site.site_id.upper()}-{patient.subject}"
     info = PatientInfo(
         patient_id=patient_id,
@@ -425,7 +496,6 @@ def _write_patient_at_site(
     for cycle in sorted(patient.curves):
         truth = cycle_truth(patient, cycle)
         cycle_dir = folder / "dicom" / f"cycle{cycle:02d}"
-        curves = patient.curves[cycle]
         injection = patient.injection_datetimes[cycle]
         n_voxels: dict[str, list[int]] = {r.label: [] for r in regions}
         live_fractions: list[float | None] = []
@@ -436,27 +506,13 @@ def _write_patient_at_site(
         times_h = patient.time_points_h.get(cycle, ())
         for index, time_h in enumerate(times_h, start=1):
             shift = patient.shifts_mm[cycle][index - 1]
-            nm_labels = sample_label_map(anatomy, nm_grid.translated(_negated(shift)))
-            ct_labels = sample_label_map(anatomy, ct_grid.translated(_negated(shift)))
-            activity, n_by_value = region_activity_map(
-                nm_labels,
-                {r.value: float(curves[r.label].activity_mbq(time_h)) for r in regions},
+            scene = patient_scene(
+                patient, site, preset=preset, realism=realism, cycle=cycle, index=index
             )
+            nm_labels, activity = scene.labels, scene.activity_mbq
+            ct_labels = sample_label_map(anatomy, ct_grid.translated(_negated(shift)))
             for r in regions:
-                n_voxels[r.label].append(n_by_value[r.value])
-            if realism.lesion_partial_voxels:
-                activity = _lesions_as_continuous_spheres(
-                    activity,
-                    nm_labels,
-                    anatomy.vois,
-                    nm_grid.translated(_negated(shift)),
-                    {r.value: float(curves[r.label].activity_mbq(time_h)) for r in regions},
-                )
-            # Anatomy realism (issue 15 item 3): heterogeneous lesions, respiratory blur.
-            if realism.anatomy_realism:
-                activity = realistic_activity_map(
-                    activity, nm_labels, anatomy, nm_grid.translated(_negated(shift))
-                )
+                n_voxels[r.label].append(scene.n_voxels_by_value[r.value])
             # --- image formation (activity map → stored counts; realism.imaging) ---
             formed = image_counts(
                 activity,
@@ -464,16 +520,7 @@ def _write_patient_at_site(
                 site=site,
                 voxel_mm_zyx=nm_grid.spacing_mm_zyx,
                 blur_fwhm_mm=site.effective_fwhm_mm if realism.blur else 0.0,
-                hu_on_grid=partial(
-                    ct_hu_on_grid,
-                    nm_labels,
-                    nm_grid.translated(_negated(shift)),
-                    hu_by_value,
-                    body=body_outline,
-                    paint_over=paint_over if anatomical_ct else (BODY_VALUE,),
-                    anatomical=anatomical_ct,
-                    ribs=not anatomical_ct,
-                ),
+                hu_on_grid=scene.hu_on_grid,
                 rng=rng,
                 noise=realism.noise,
                 where=f"{site.site_id} {patient.subject} cycle {cycle} {time_h:g} h",
@@ -880,10 +927,12 @@ __all__ = [
     "ConsortiumPreset",
     "GeneratedConsortium",
     "GeneratedSite",
+    "PatientScene",
     "ProgressReporter",
     "Realism",
     "consortium_units",
     "generate_consortium",
+    "patient_scene",
     "reference_object_registry",
     "site_protocol",
 ]

@@ -789,9 +789,29 @@ _SITE_CALIBRATION_V5_FIELDS = [
     ],
 ]
 
+# v6 (issue 15, realistic imaging): the large-object PSF fitted across the NEMA body's surface,
+# the FWHM the GTM uses (the spheres' low-contrast fit is wider under OSEM).
+_SITE_CALIBRATION_V6_FIELDS = [
+    field(
+        "psf_large_object_fwhm_mm",
+        pa.float64(),
+        "mm",
+        "Gaussian FWHM fitted across the NEMA phantom body's surface (large, high-contrast "
+        "object); the GTM uses the smaller of it and psf_fwhm_mm",
+        nullable=True,
+    ),
+    field(
+        "psf_large_object_fwhm_sd_mm",
+        pa.float64(),
+        "mm",
+        "SD of the large-object FWHM",
+        nullable=True,
+    ),
+]
+
 SITE_CALIBRATIONS = TableSpec(
     name="site_calibrations",
-    version=5,
+    version=6,
     doc="One row per site calibration record (from the site's phantom scans).",
     key_columns=("site_id", "calibration_record_id"),
     scope_column="calibration_record_id",
@@ -802,6 +822,7 @@ SITE_CALIBRATIONS = TableSpec(
             *_SITE_CALIBRATION_V3_FIELDS,
             *_SITE_CALIBRATION_TRACEABILITY_FIELDS,
             *_SITE_CALIBRATION_V5_FIELDS,
+            *_SITE_CALIBRATION_V6_FIELDS,
             *_RUN_PROVENANCE,
             _CREATED_AT,
         ]
@@ -835,6 +856,17 @@ SITE_CALIBRATIONS = TableSpec(
                 _CREATED_AT,
             ]
         ),
+        5: pa.schema(
+            [
+                *_SITE_CALIBRATION_V1_FIELDS,
+                *_SITE_CALIBRATION_V2_FIELDS,
+                *_SITE_CALIBRATION_V3_FIELDS,
+                *_SITE_CALIBRATION_TRACEABILITY_FIELDS,
+                *_SITE_CALIBRATION_V5_FIELDS,
+                *_RUN_PROVENANCE,
+                _CREATED_AT,
+            ]
+        ),
     },
     upgrades={
         1: dict.fromkeys((f.name for f in _SITE_CALIBRATION_V2_FIELDS), None),
@@ -845,6 +877,7 @@ SITE_CALIBRATIONS = TableSpec(
             "dose_calibrator_traceable": False,
         },
         4: dict.fromkeys((f.name for f in _SITE_CALIBRATION_V5_FIELDS), None),
+        5: dict.fromkeys((f.name for f in _SITE_CALIBRATION_V6_FIELDS), None),
     },
 )
 

@@ -153,6 +153,12 @@ def calibrate_site(
         # PSF and phantom evidence (issue 15): kept apart from the fields above for merging.
         psf_fwhm_mm=None if nema.psf is None else nema.psf.fwhm_mm,
         psf_fwhm_sd_mm=None if nema.psf is None else nema.psf.fwhm_sd_mm,
+        psf_large_object_fwhm_mm=(
+            None if nema.large_object_psf is None else nema.large_object_psf.fwhm_mm
+        ),
+        psf_large_object_fwhm_sd_mm=(
+            None if nema.large_object_psf is None else nema.large_object_psf.fwhm_sd_mm
+        ),
         partial_volume_model_chosen=(
             None if nema.partial_volume_evidence is None else nema.partial_volume_evidence.chosen
         ),

@@ -36,6 +36,7 @@ from concordose.calibration.phantom_geometry import nema_iec_phantom
 from concordose.calibration.psf import (
     PartialVolumeEvidence,
     PsfFit,
+    fit_edge_fwhm,
     fit_psf_fwhm,
     nema_phantom_model,
     partial_volume_evidence,
@@ -52,7 +53,12 @@ from concordose.calibration.uniform_cylinder import CalibrationFactorResult, cal
 from concordose.dicom.geometry import VolumeGeometry, voxel_centres_mm
 from concordose.dicom.nm import NMAcquisition, read_nm_counts, read_nm_header
 from concordose.errors import StudyIncompleteError
-from concordose.quant.pvc import BACKGROUND_MODEL, GTM_MODEL, RECOVERY_ONLY_MODEL
+from concordose.quant.pvc import (
+    BACKGROUND_MODEL,
+    GTM_MODEL,
+    RECOVERY_ONLY_MODEL,
+    chosen_psf_fwhm,
+)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,8 @@ class NemaAnalysis:
         contrast_curve: RC0(V) fitted with the same form (None if not derived).
         sphere_to_background_ratio: true C_S/C_B at scan start from the sheet's activities.
         psf: the effective isotropic Gaussian PSF fitted to the spheres (``calibration.psf``).
+        large_object_psf: the Gaussian fitted across the phantom body's surface
+            (``calibration.psf.fit_edge_fwhm``), the PSF the GTM uses (None if not derived).
         partial_volume_evidence: leave-one-out errors of each PVC model on the spheres and the
             model they favour.
     """
@@ -90,6 +98,7 @@ class NemaAnalysis:
     sphere_to_background_ratio: float | None = None
     psf: PsfFit | None = None
     partial_volume_evidence: PartialVolumeEvidence | None = None
+    large_object_psf: PsfFit | None = None
 
 
 def _scan(
@@ -233,6 +242,12 @@ def analyse_nema(
     phantom_model = nema_phantom_model(geometry, nema_iec_phantom(offset))
     measured_mbq_per_ml = recovery * true_mbq_per_ml
     psf = fit_psf_fwhm(phantom_model, measured_mbq_per_ml, true_mbq_per_ml, background_mbq_per_ml)
+    large_object_psf = fit_edge_fwhm(
+        phantom_model, concentration, true_mbq_per_ml, background_mbq_per_ml
+    )
+    gtm_fwhm_mm, _ = chosen_psf_fwhm(
+        psf.fwhm_mm, psf.fwhm_sd_mm, large_object_psf.fwhm_mm, large_object_psf.fwhm_sd_mm
+    )
     evidence = partial_volume_evidence(
         phantom_model,
         concentration,
@@ -242,6 +257,9 @@ def analyse_nema(
         gtm_model=GTM_MODEL,
         rc_model=RECOVERY_ONLY_MODEL,
         rc0_model=BACKGROUND_MODEL,
+        # The large-object FWHM when the GTM uses it (fitted on no sphere); else None: the
+        # spheres' fit, left out sphere by sphere.
+        gtm_fwhm_mm=None if gtm_fwhm_mm == psf.fwhm_mm else gtm_fwhm_mm,
     )
     return NemaAnalysis(
         volumes,
@@ -254,4 +272,5 @@ def analyse_nema(
         sphere_to_background_ratio=ratio,
         psf=psf,
         partial_volume_evidence=evidence,
+        large_object_psf=large_object_psf,
     )

@@ -39,8 +39,14 @@ class CalibrationRecord(BaseModel):
             measurement on the sheets, or a record from before it existed): the CF carries the
             calibrator's bias (:attr:`dose_calibrator_traceable` is False).
         psf_fwhm_mm, psf_fwhm_sd_mm: effective isotropic Gaussian FWHM of the reconstruction
-            and its SD, mm, fitted to the NEMA spheres (``calibration.psf``; used by the GTM
-            correction, ``quant.gtm``); ``None`` in records calibrated before it was fitted.
+            and its SD, mm, fitted to the NEMA spheres (``calibration.psf``; the GTM correction's
+            PSF unless the large-object fit below is narrower, ``quant.pvc.chosen_psf_fwhm``);
+            ``None`` in records calibrated before it was fitted.
+        psf_large_object_fwhm_mm, psf_large_object_fwhm_sd_mm: the Gaussian FWHM and its SD, mm,
+            fitted across the NEMA phantom body's outer surface (``calibration.psf.fit_edge_fwhm``:
+            the resolution of a large, high-contrast object, which organs and hot lesions
+            share; the spheres' low-contrast fit is wider under OSEM). The GTM uses the smaller
+            of the two fits; ``None`` in records calibrated before it was fitted.
         partial_volume_evidence: leave-one-out RMS relative error of the NEMA spheres'
             activities per correction model (``none``, ``rc_curve``, ``rc0_local_background``,
             ``gtm``); ``partial_volume_model_chosen`` the model with the smallest (``none``
@@ -111,6 +117,8 @@ class CalibrationRecord(BaseModel):
     # --- PSF and phantom evidence for partial-volume correction (issue 15, GTM) ---
     psf_fwhm_mm: float | None = Field(default=None, gt=0)
     psf_fwhm_sd_mm: float | None = Field(default=None, ge=0)
+    psf_large_object_fwhm_mm: float | None = Field(default=None, gt=0)
+    psf_large_object_fwhm_sd_mm: float | None = Field(default=None, ge=0)
     partial_volume_model_chosen: str | None = None
     partial_volume_evidence: dict[str, float] | None = None
 

@@ -37,6 +37,7 @@ from concordose.quant.pvc import (
     RECOVERY_ONLY_MODEL,
     STATUS_OK,
     LocalBackground,
+    alternative_psf_fwhm,
     background_shells,
     contrast_recovery_curve_from_record,
     correct_partial_volume,
@@ -169,6 +170,7 @@ def quantify_cycle(
     background_aware = partial_volume_correction and partial_volume_model == BACKGROUND_MODEL
     transfer_matrix = partial_volume_correction and partial_volume_model == GTM_MODEL
     psf = psf_from_record(calibration) if transfer_matrix else None
+    psf_alternative = alternative_psf_fwhm(calibration) if transfer_matrix else None
     curve = (
         recovery_curve_from_record(calibration)
         if partial_volume_correction and partial_volume_model == RECOVERY_ONLY_MODEL
@@ -230,6 +232,7 @@ def quantify_cycle(
                 spacing_mm_zyx=(spacing[0], spacing[1], spacing[2]),
                 fwhm_mm=psf[0],
                 fwhm_sd_mm=psf[1],
+                alternative_fwhm_mm=psf_alternative,
             )
             gtm_mbq[:, index], gtm_sd_mbq[:, index] = corrected_now.activity_mbq, sd_now
             for voi_index, status in enumerate(corrected_now.status):

@@ -4,12 +4,13 @@ Rousset OG, Ma Y, Evans AC. Correction for partial volume effects in PET: princi
 validation. J Nucl Med 1998;39:904-911.
 
 Model. The reconstructed image is the true activity distribution blurred by the camera's
-point-spread function h, here an isotropic 3-D Gaussian of FWHM ``fwhm_mm`` (the site's effective
-reconstructed resolution, fitted on its NEMA phantom at calibration,
-:mod:`concordose.calibration.psf`). The true distribution is taken as uniform over each of n
-disjoint regions R_j: the VOIs, each minus the smaller VOIs that overlap it (a lesion inside the
-liver is its own region, the liver keeps the rest), and a background region, the body outline
-minus every VOI. The mean measured concentration t_i over region i is then
+point-spread function h, here an isotropic 3-D Gaussian of FWHM ``fwhm_mm`` (the site's
+effective reconstructed resolution for large, high-contrast objects, fitted on its NEMA phantom
+at calibration, :mod:`concordose.calibration.psf`, chosen by ``quant.pvc.chosen_psf_fwhm``).
+The true distribution is taken as uniform over each of n disjoint regions R_j: the VOIs, each
+minus the smaller VOIs that overlap it (a lesion inside the liver is its own region, the liver
+keeps the rest), and a background region, the body outline minus every VOI. The mean measured
+concentration t_i over region i is then
 
     t_i = Σ_j ω_ij · T_j,    ω_ij = (1/N_i) Σ_{x ∈ R_i} (h * 1_{R_j})(x),
 
@@ -29,8 +30,10 @@ lesion), the background's spill-in. What it does not: activity non-uniform withi
 necrotic core, a gradient along an organ), errors of the VOI boundaries themselves (the masks
 are taken as the true boundaries: delineation error and misregistration pass through, amplified
 for small VOIs), a PSF other than the fitted isotropic Gaussian (depth-dependent collimator
-resolution, the object-dependent and non-linear resolution of OSEM with resolution recovery,
-Gibbs overshoot), non-uniform background, and activity outside the SPECT field of view.
+resolution, the object-dependent and non-linear resolution of OSEM with resolution recovery —
+small or faint VOIs, e.g. lesions < 4 mL or the marrow, behave as a wider PSF than the
+large-object one used, and are under-corrected —, Gibbs overshoot), non-uniform background,
+and activity outside the SPECT field of view.
 
 Body outline (the background region's extent): taken from the SPECT itself
 (:func:`body_outline`), not from the CT: the CT is on another grid and in another frame until
@@ -395,12 +398,18 @@ def gtm_fwhm_sensitivity(
     fwhm_mm: float,
     fwhm_sd_mm: float,
     condition_limit: float = DEFAULT_CONDITION_LIMIT,
+    alternative_fwhm_mm: float | None = None,
 ) -> tuple[GtmCorrection, FloatArray]:
-    """:func:`gtm_correct` and each VOI's activity SD from the FWHM's SD, MBq.
+    """:func:`gtm_correct` and each VOI's activity SD from the PSF's uncertainty, MBq.
 
     σ_A = |∂A/∂FWHM| · σ_FWHM, the derivative by central difference with a step of 2 % of the
     FWHM (first-order propagation, Gear et al. EJNMMI 2018;45:2456-74); 0 when ``fwhm_sd_mm``
-    is 0, NaN where the correction was not applied.
+    is 0, NaN where the correction was not applied. With ``alternative_fwhm_mm`` (the site's
+    other phantom fit, ``quant.pvc.alternative_psf_fwhm``) a PSF-model term is added in
+    quadrature, half the difference between the activities the two FWHMs give: OSEM's
+    resolution depends on the object, and the two fits bracket it for most VOIs (large hot
+    objects near the large-object fit, small or faint ones near the spheres'; DESIGN.md,
+    "Realistic organs"), so a VOI whose activity depends on which applies carries that doubt.
     """
 
     def corrected(fwhm: float) -> GtmCorrection:
@@ -414,12 +423,18 @@ def gtm_fwhm_sensitivity(
         )
 
     central = corrected(fwhm_mm)
-    if not fwhm_sd_mm > 0:
-        return central, np.where(np.isfinite(central.activity_mbq), 0.0, np.nan)
-    step_mm = 0.02 * fwhm_mm
-    wider, narrower = corrected(fwhm_mm + step_mm), corrected(fwhm_mm - step_mm)
-    derivative = (wider.activity_mbq - narrower.activity_mbq) / (2.0 * step_mm)
-    sd: FloatArray = np.abs(derivative) * fwhm_sd_mm
+    sd: FloatArray = np.where(np.isfinite(central.activity_mbq), 0.0, np.nan)
+    if fwhm_sd_mm > 0:
+        step_mm = 0.02 * fwhm_mm
+        wider, narrower = corrected(fwhm_mm + step_mm), corrected(fwhm_mm - step_mm)
+        derivative = (wider.activity_mbq - narrower.activity_mbq) / (2.0 * step_mm)
+        sd = np.abs(derivative) * fwhm_sd_mm
+    if alternative_fwhm_mm is not None and alternative_fwhm_mm != fwhm_mm:
+        other = corrected(alternative_fwhm_mm).activity_mbq
+        # Where the other FWHM gives no solution (refused, negative) the term is unknown:
+        # the FWHM term stands alone.
+        model = np.where(np.isfinite(other), 0.5 * (other - central.activity_mbq), 0.0)
+        sd = np.hypot(sd, model)
     return central, sd
 
 

@@ -479,8 +479,32 @@ def correct_partial_volume_in_background(
     )
 
 
+def chosen_psf_fwhm(
+    sphere_fwhm_mm: float,
+    sphere_fwhm_sd_mm: float,
+    large_object_fwhm_mm: float | None,
+    large_object_fwhm_sd_mm: float | None,
+) -> tuple[float, float]:
+    """The FWHM (and its SD), mm, the GTM uses from a site's two phantom fits: the smaller of
+    the NEMA spheres' fit and the large-object fit across the phantom body's surface
+    (``concordose.calibration.psf``), the spheres' when there is no large-object fit.
+
+    Why the smaller: both estimate the resolution of the large, high-contrast objects GTM
+    corrects (organs, hot lesions), and each can only be biased wide. The spheres' fit is wide
+    under OSEM, whose resolution is object-dependent: the 4-10:1 spheres converge more slowly
+    than a high-contrast object (digital consortium, realistic imaging: sphere fits 11.5-19.8 mm
+    against an edge fit of 9.6-13.2 mm and patient organs behaving as 9-15 mm). The edge fit is
+    wide by sub-voxel misplacement of a voxel-centre body outline (blur imaging, 8.8 mm voxels:
+    +0.3-0.4 mm over the true Gaussian, whose spheres' fit is within 0.2 mm).
+    """
+    if large_object_fwhm_mm is None or large_object_fwhm_mm >= sphere_fwhm_mm:
+        return sphere_fwhm_mm, sphere_fwhm_sd_mm
+    return large_object_fwhm_mm, large_object_fwhm_sd_mm or 0.0
+
+
 def psf_from_record(record: CalibrationRecord) -> tuple[float, float]:
-    """The record's effective Gaussian PSF: (FWHM, its SD), mm (SD 0 when not stated).
+    """The record's effective Gaussian PSF for the GTM: (FWHM, its SD), mm (SD 0 when not
+    stated): :func:`chosen_psf_fwhm` of its two fits.
 
     Raises:
         ConfigurationError: the record has no fitted PSF (calibrated before it was fitted:
@@ -492,7 +516,22 @@ def psf_from_record(record: CalibrationRecord) -> tuple[float, float]:
             "(psf_fwhm_mm); GTM partial-volume correction needs it: re-run concordose "
             "calibrate on the site's NEMA IEC phantom scan"
         )
-    return record.psf_fwhm_mm, record.psf_fwhm_sd_mm or 0.0
+    return chosen_psf_fwhm(
+        record.psf_fwhm_mm,
+        record.psf_fwhm_sd_mm or 0.0,
+        record.psf_large_object_fwhm_mm,
+        record.psf_large_object_fwhm_sd_mm,
+    )
+
+
+def alternative_psf_fwhm(record: CalibrationRecord) -> float | None:
+    """The record's other phantom fit, mm: the one :func:`psf_from_record` did not choose
+    (``None`` when the record has only one), whose difference is the GTM's PSF-model term
+    (``quant.gtm.gtm_fwhm_sensitivity``)."""
+    if record.psf_fwhm_mm is None or record.psf_large_object_fwhm_mm is None:
+        return None
+    chosen, _ = psf_from_record(record)
+    return record.psf_fwhm_mm if chosen != record.psf_fwhm_mm else record.psf_large_object_fwhm_mm
 
 
 def partial_volume_unavailable(record: CalibrationRecord, model: str) -> str | None:

@@ -52,6 +52,9 @@ def build_site_calibrations(
                 f"phantom_rms_error_{model}": (record.partial_volume_evidence or {}).get(model)
                 for model in PARTIAL_VOLUME_EVIDENCE_MODELS
             },
+            # v6 (issue 15): the large-object PSF the GTM uses
+            "psf_large_object_fwhm_mm": record.psf_large_object_fwhm_mm,
+            "psf_large_object_fwhm_sd_mm": record.psf_large_object_fwhm_sd_mm,
             "schema_version": SITE_CALIBRATIONS.version,
             "software_version": provenance.software_version,
             "run_id": provenance.run_id,

@@ -209,6 +209,23 @@ def test_fwhm_sd_propagates_to_the_activity_sd() -> None:
     assert none[0] == 0.0
 
 
+def test_the_other_phantom_fit_adds_half_the_difference_in_quadrature() -> None:
+    shape = (30, 30, 30)
+    occupancy = _sphere_occupancy(shape, 6.0)  # a 0.9 mL sphere: the two FWHMs disagree on it
+    image = _blur(0.1 + 3.0 * occupancy, 10.0)
+    vois = voi_crops((occupancy > 0.5)[None])
+    body = np.ones(shape, dtype=bool)
+    kwargs = {"body": body, "spacing_mm_zyx": SPACING_MM, "fwhm_mm": 10.0, "fwhm_sd_mm": 0.5}
+    central, psf_only = gtm_fwhm_sensitivity(image, vois, **kwargs)  # type: ignore[arg-type]
+    _, both = gtm_fwhm_sensitivity(image, vois, alternative_fwhm_mm=14.0, **kwargs)  # type: ignore[arg-type]
+    other = gtm_correct(image, vois, body=body, spacing_mm_zyx=SPACING_MM, fwhm_mm=14.0)
+    half_difference = 0.5 * abs(other.activity_mbq[0] - central.activity_mbq[0])
+    assert half_difference > 0.1 * central.activity_mbq[0]
+    assert both[0] == pytest.approx(np.hypot(psf_only[0], half_difference), rel=1e-9)
+    _, same = gtm_fwhm_sensitivity(image, vois, alternative_fwhm_mm=10.0, **kwargs)  # type: ignore[arg-type]
+    assert same[0] == psf_only[0]
+
+
 def test_body_outline_follows_a_warm_body_not_the_hot_spots() -> None:
     shape = (30, 40, 40)
     truth = np.zeros(shape)
