@@ -37,6 +37,7 @@ from concordose.cli.spool import spool_app
 from concordose.errors import ConcordoseError
 from concordose.kinetics.comparison import bland_altman
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
+from concordose.quant.pvc import psf_from_record
 from concordose.settings import default_workdir
 
 __all__ = ["EXIT_INPUT_ERROR", "app", "main"]
@@ -805,8 +806,16 @@ def calibrate(
         console.print(table)
         if record.psf_fwhm_mm is not None:
             evidence = record.partial_volume_evidence or {}
+            used_mm, used_sd_mm = psf_from_record(record)
+            large_object = (
+                ""
+                if record.psf_large_object_fwhm_mm is None
+                else f", large object {record.psf_large_object_fwhm_mm:.2f} ± "
+                f"{record.psf_large_object_fwhm_sd_mm or 0.0:.2f} mm"
+            )
             console.print(
-                f"PSF FWHM {record.psf_fwhm_mm:.2f} ± {record.psf_fwhm_sd_mm or 0.0:.2f} mm; "
+                f"PSF FWHM: spheres {record.psf_fwhm_mm:.2f} ± {record.psf_fwhm_sd_mm or 0.0:.2f} "
+                f"mm{large_object}; the GTM uses {used_mm:.2f} ± {used_sd_mm:.2f} mm; "
                 "sphere activity RMS error (leave-one-out) "
                 + ", ".join(f"{name} {value:.1%}" for name, value in evidence.items())
                 + f"; chosen: {record.partial_volume_model_chosen}"
