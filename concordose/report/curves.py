@@ -2,10 +2,7 @@
 
 A kinetics row publishes its fitted parameters (``fit_parameters_json``, units in the names) or,
 for a simplified method, the mono-exponential it stands for (``a0_mbq``, ``lambda_eff_per_h``).
-The curves are those of :mod:`concordose.kinetics.fitting.model`:
-
-* without uptake: A(t) = Σₖ aₖ·exp(−λₖ·t)
-* with uptake:    A(t) = Σₖ aₖ·exp(−λₖ·t) − (Σₖ aₖ)·exp(−λᵤ·t)
+The curves are evaluated by the fit's own model (:func:`concordose.kinetics.fitting.activity_mbq`).
 
 A single-time-point row with neither (Hänscheid's formula TIA = A(t)·2t/ln 2) implies the
 mono-exponential through its measured point A(t) whose integral is its TIA: A(t)·e^{λt}/λ = TIA,
@@ -16,36 +13,17 @@ several points and no parameters (the trapezoid rule) implies no curve.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy.optimize import brentq
 
+from concordose.kinetics import fitting
+
 __all__ = ["implied_activity_mbq"]
 
 FloatArray = npt.NDArray[np.float64]
-
-_AMPLITUDE = re.compile(r"^a(\d+)_mbq$")
-
-
-def _exponential_sum(parameters: dict[str, float], time_h: FloatArray) -> FloatArray | None:
-    amplitudes: dict[int, float] = {}
-    for name, value in parameters.items():
-        match = _AMPLITUDE.match(name)
-        if match and int(match.group(1)) >= 1:
-            amplitudes[int(match.group(1))] = float(value)
-    rates = {k: parameters.get(f"lambda{k}_per_h") for k in amplitudes}
-    if not amplitudes or any(rate is None for rate in rates.values()):
-        return None
-    values = np.zeros_like(time_h)
-    for k, amplitude in amplitudes.items():
-        values += amplitude * np.exp(-float(rates[k] or 0.0) * time_h)
-    uptake = parameters.get("lambda_uptake_per_h")
-    if uptake is not None:
-        values -= sum(amplitudes.values()) * np.exp(-float(uptake) * time_h)
-    return values
 
 
 def single_point_rate_per_h(point_h: float, activity_mbq: float, tia_mbq_h: float) -> float | None:
@@ -79,9 +57,9 @@ def implied_activity_mbq(
     raw = row.get("fit_parameters_json")
     if raw:
         parameters = {str(k): float(v) for k, v in json.loads(raw).items()}
-        curve = _exponential_sum(parameters, time_h)
-        if curve is not None:
-            return curve
+        model = fitting.model_of_parameters(parameters)
+        if model is not None:
+            return fitting.activity_mbq(model, parameters, time_h)
     a0, rate = row.get("a0_mbq"), row.get("lambda_eff_per_h")
     if a0 is not None and rate is not None:
         return float(a0) * np.exp(-float(rate) * time_h)

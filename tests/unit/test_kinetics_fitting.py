@@ -8,14 +8,19 @@ import numpy as np
 import pytest
 
 from concordose.kinetics.fitting import (
+    ALL_MODELS,
     BI,
     BI_UPTAKE,
     MONO,
+    ExponentialModel,
     FitSettings,
     TailRule,
+    activity_mbq,
     fit_exponential,
+    model_of_parameters,
     select_by_aicc,
 )
+from concordose.kinetics.fitting.model import evaluate_model, natural_parameters
 from concordose.kinetics.models import STATUS_OK
 from concordose.kinetics.voxel import VOXEL_FIT_SETTINGS, fit_voxels
 from concordose.nuclides import LU177
@@ -129,3 +134,22 @@ def test_voxel_fit_equals_curve_fit_and_leaves_outside_mask_empty() -> None:
     assert result.status_counts == {STATUS_OK: int(mask.sum())}
     with pytest.raises(ValueError, match="expected"):
         fit_voxels(SIX_H[:4], maps, mask, MONO)
+
+
+@pytest.mark.parametrize("model", ALL_MODELS, ids=lambda m: m.name)
+def test_activity_from_named_parameters_is_the_fits_own_curve(model: ExponentialModel) -> None:
+    rng = np.random.default_rng(3)
+    theta = (
+        rng.normal(size=(1, model.n_parameters)) * 0.5
+        + np.r_[np.full(model.n_clearance, 4.0), np.full(model.n_rates, -3.0)]
+    )
+    floor = np.zeros(model.n_rates)
+    time_h = np.array([0.0, 4.0, 24.0, 96.0, 240.0])
+    amplitudes, rates = natural_parameters(theta, model, floor)
+    named = dict(zip(model.parameter_names(), np.r_[amplitudes[0], rates[0]], strict=True))
+
+    expected, _ = evaluate_model(theta, time_h, model, floor)
+    assert model_of_parameters(named) == model
+    np.testing.assert_allclose(
+        activity_mbq(model, named, time_h), expected[0], rtol=1e-12, atol=1e-9
+    )

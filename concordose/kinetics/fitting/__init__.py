@@ -41,7 +41,9 @@ from concordose.kinetics.fitting.model import (
     Solver,
     TailRule,
     WeightScheme,
+    activity_mbq,
     half_life_h,
+    model_of_parameters,
 )
 from concordose.kinetics.fitting.selection import (
     AICC_MARGIN,
@@ -69,9 +71,11 @@ __all__ = [
     "Solver",
     "TailRule",
     "WeightScheme",
+    "activity_mbq",
     "fit_exponential",
     "half_life_h",
     "is_nested",
+    "model_of_parameters",
     "point_weights",
     "rate_floors",
     "select_by_aicc",

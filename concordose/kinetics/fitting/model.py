@@ -22,6 +22,7 @@ the late clearance is uncertain).
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -112,6 +113,30 @@ BI_UPTAKE = ExponentialModel(2, uptake=True)
 TRI = ExponentialModel(3)
 TRI_UPTAKE = ExponentialModel(3, uptake=True)
 ALL_MODELS = (MONO, MONO_UPTAKE, BI, BI_UPTAKE, TRI, TRI_UPTAKE)
+
+
+def model_of_parameters(names: Collection[str]) -> ExponentialModel | None:
+    """The model whose :meth:`~ExponentialModel.parameter_names` are exactly ``names`` (a
+    published ``fit_parameters_json``'s keys), None when no model has them."""
+    wanted = set(names)
+    return next((m for m in ALL_MODELS if set(m.parameter_names()) == wanted), None)
+
+
+def activity_mbq(
+    model: ExponentialModel, parameters: Mapping[str, float], time_h: FloatArray
+) -> FloatArray:
+    """A(t) in MBq of ``model`` at ``time_h`` (h after injection), from its natural parameters
+    by name (:meth:`~ExponentialModel.parameter_names`, amplitudes in MBq, rates in 1/h):
+    Σₖ aₖ·e^{−λₖt}, minus (Σₖ aₖ)·e^{−λᵤt} with uptake (the curve the fit evaluates).
+
+    Raises:
+        KeyError: a parameter of the model is missing from ``parameters``.
+    """
+    natural = np.array([[float(parameters[name]) for name in model.parameter_names()]])
+    m = model.n_clearance
+    coefficients = _coefficients(natural[:, :m], model)[0]
+    decays = np.exp(-np.outer(np.asarray(time_h, dtype=np.float64), natural[0, m:]))
+    return np.asarray(decays @ coefficients, dtype=np.float64)
 
 
 @dataclass(frozen=True)
