@@ -977,7 +977,9 @@ def query(
         if fmt not in ("table", "csv", "json"):
             raise ConcordoseError(f"unknown --format {fmt!r}; use table, csv or json")
         settings = Settings()
-        return run_query(open_object_store(output or settings.output_uri, settings), sql)
+        return run_query(
+            open_object_store(output or settings.output_uri, settings, create=False), sql
+        )
 
     result = run_or_exit(run)
     if fmt == "csv":

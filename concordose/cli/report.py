@@ -52,7 +52,7 @@ def report(
         from concordose.settings import Settings
 
         settings = Settings()
-        store = open_object_store(output or settings.output_uri, settings)
+        store = open_object_store(output or settings.output_uri, settings, create=False)
         connection = connect(store)
         try:
             keys = list(dict.fromkeys(cycle)) if cycle else published_cycle_keys(connection)

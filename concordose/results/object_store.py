@@ -262,16 +262,25 @@ class ObjectStore:
         temporary.replace(target)
 
 
-def open_object_store(uri: str, settings: Settings) -> ObjectStore:
+def open_object_store(uri: str, settings: Settings, *, create: bool = True) -> ObjectStore:
     """Open ``uri``: a folder path, ``file:///abs/path`` or ``s3://bucket[/prefix]``.
 
+    ``create``: make a missing folder (publishing); readers pass False, so that a mistyped path
+    is an error rather than a new empty store.
+
     Raises:
-        ConfigurationError: unsupported scheme or an S3 URI without a bucket.
+        ConfigurationError: unsupported scheme, an S3 URI without a bucket, or (``create``
+            False) a folder that does not exist.
     """
     parsed = urlparse(uri)
     retry = RetryPolicy(attempts=settings.s3_max_attempts, backoff_s=settings.s3_backoff_s)
     if parsed.scheme in ("", "file"):
         folder = Path(parsed.path if parsed.scheme == "file" else uri).expanduser().resolve()
+        if not create and not folder.is_dir():
+            raise ConfigurationError(
+                f"output {uri}: expected a published store (a folder or s3://bucket/prefix), "
+                "found no such folder"
+            )
         folder.mkdir(parents=True, exist_ok=True)
         return ObjectStore(pafs.LocalFileSystem(), folder.as_posix(), folder.as_posix(), retry)
     if parsed.scheme == "s3":

@@ -198,3 +198,14 @@ def test_sites_publishes_the_registry_as_a_table(tmp_path: Path) -> None:
             "energy_window_lower_kev": 187.5,
         }
     ]
+
+
+@pytest.mark.parametrize("command", [["query", "select 1"], ["report"]], ids=["query", "report"])
+def test_readers_refuse_a_missing_store_and_create_nothing(
+    tmp_path: Path, command: list[str]
+) -> None:
+    missing = tmp_path / "no" / "such" / "output"
+    result = runner.invoke(app, [command[0], "--output", str(missing), *command[1:]])
+    assert result.exit_code == EXIT_INPUT_ERROR, result.output
+    assert "found no such folder" in result.output
+    assert not (tmp_path / "no").exists()
