@@ -202,16 +202,18 @@ def edge_shells(
     )
 
 
-def forward_sphere_means(
+def forward_means(
     model: PhantomModel,
+    vois: Sequence[CroppedMask],
     fwhm_mm: float,
     sphere_mbq_per_ml: float,
     background_mbq_per_ml: float,
 ) -> FloatArray:
-    """Mean concentration (MBq/mL) the Gaussian of ``fwhm_mm`` gives in each sphere's VOI."""
+    """Mean concentration (MBq/mL) the Gaussian of ``fwhm_mm`` gives in each of ``vois`` (the
+    spheres' VOIs, or the edge shells), from the phantom's spheres and background."""
     omega = spread_matrix(
         [*model.spheres, model.background],
-        model.sphere_vois,
+        vois,
         model.shape,
         sigma_voxels(fwhm_mm, model.spacing_mm_zyx),
     )
@@ -244,8 +246,8 @@ def fit_psf_fwhm(
     measured = np.asarray(measured_mbq_per_ml, dtype=np.float64)[chosen]
 
     def residuals(parameters: FloatArray) -> FloatArray:
-        means = forward_sphere_means(
-            model, float(parameters[0]), sphere_mbq_per_ml, background_mbq_per_ml
+        means = forward_means(
+            model, model.sphere_vois, float(parameters[0]), sphere_mbq_per_ml, background_mbq_per_ml
         )
         result: FloatArray = (means[chosen] - measured) / sphere_mbq_per_ml
         return result
@@ -276,24 +278,6 @@ def _least_squares_fwhm(
     )
 
 
-def forward_edge_means(
-    model: PhantomModel,
-    fwhm_mm: float,
-    sphere_mbq_per_ml: float,
-    background_mbq_per_ml: float,
-) -> FloatArray:
-    """Mean concentration (MBq/mL) the Gaussian of ``fwhm_mm`` gives in each edge shell."""
-    omega = spread_matrix(
-        [*model.spheres, model.background],
-        model.edge_shells,
-        model.shape,
-        sigma_voxels(fwhm_mm, model.spacing_mm_zyx),
-    )
-    concentrations = np.array([sphere_mbq_per_ml] * len(model.spheres) + [background_mbq_per_ml])
-    result: FloatArray = omega @ concentrations
-    return result
-
-
 def fit_edge_fwhm(
     model: PhantomModel,
     concentration_mbq_per_ml: FloatArray,
@@ -319,8 +303,8 @@ def fit_edge_fwhm(
     measured = np.array([float(image[s.box][s.mask].mean()) for s in model.edge_shells])
 
     def residuals(parameters: FloatArray) -> FloatArray:
-        means = forward_edge_means(
-            model, float(parameters[0]), sphere_mbq_per_ml, background_mbq_per_ml
+        means = forward_means(
+            model, model.edge_shells, float(parameters[0]), sphere_mbq_per_ml, background_mbq_per_ml
         )
         result: FloatArray = (means - measured) / background_mbq_per_ml
         return result
