@@ -3,11 +3,14 @@
 GX's page templates load Bootstrap, Font Awesome, Vega and jQuery from public CDNs and its logo
 from an S3 bucket, so on a closed hospital network they render broken. Each built site is
 rewritten here: every CDN asset it references is replaced by the same file vendored in
-``data_docs_vendor/`` (see its README: npm package, version and licence of each), copied into
-the site's ``static/vendor/``; GX's remote logo becomes its local copy; hyperlinks to GX's
+``data_docs_vendor/`` (see its README: npm package, version and licence of each), published in
+the docs' ``static/vendor/``; GX's remote logo becomes its local copy; hyperlinks to GX's
 website and documentation are unlinked (their text stays); ``integrity``/``crossorigin`` go
 with the CDN URLs they protected (a ``file://`` page cannot pass a CORS check; the vendored
 files' hashes are checked against GX's SRI values by the tests instead).
+
+Nothing is fetched: a CDN URL without a vendored copy is removed with a warning (a GX upgrade
+that adds one shows up there, and in the tests, which scan the published docs).
 
 Publication keeps every run's docs (layout under the store's base)::
 
@@ -29,7 +32,6 @@ import json
 import logging
 import posixpath
 import re
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,7 +46,6 @@ from bs4 import BeautifulSoup
 from concordose.external_references import (
     URL_ATTRIBUTES,
     css_urls,
-    external_references,
     is_external_url,
 )
 from concordose.results.object_store import ObjectStore
@@ -181,6 +182,8 @@ def _rewrite_css(
         new = _relocated(url, site_file, published_file, placement)
         if new == url:
             continue
+        if new is None:
+            logger.warning("Data Docs file %s: no local copy of %s (CSS); removed", site_file, url)
         written = re.compile(
             r"""(url\(\s*['"]?|@import\s+['"])""" + re.escape(url) + r"""(?=['"]?\s*\)|['"])"""
         )
@@ -233,31 +236,6 @@ def rewrite_page(
         if tag.name == "style" and tag.string is not None and "url(" in tag.string:
             tag.string = _rewrite_css(str(tag.string), site_page, published_page, placement)
     return str(soup)
-
-
-def make_offline(site: Path) -> None:
-    """Rewrite the GX site built in folder ``site`` in place so that it needs no network.
-
-    Copies the vendored assets to ``site/static/vendor/`` and rewrites every page and GX
-    stylesheet. An external reference with no vendored copy is removed with a warning (a GX
-    upgrade that adds one shows up there, and in the tests, which scan the published docs).
-    """
-    shutil.copytree(VENDOR_DIR, site / STATIC_DIR / "vendor", dirs_exist_ok=True)
-    placement = _Placement("")
-    for page in sorted(site.rglob("*.html")):
-        relative = page.relative_to(site).as_posix()
-        page.write_text(rewrite_page(page.read_text(encoding="utf-8"), relative), "utf-8")
-    for stylesheet in sorted((site / STATIC_DIR / "styles").glob("*.css")):
-        relative = stylesheet.relative_to(site).as_posix()
-        css = stylesheet.read_text(encoding="utf-8")
-        stylesheet.write_text(_rewrite_css(css, relative, relative, placement), "utf-8")
-    remaining = [
-        (path.relative_to(site).as_posix(), reference.url)
-        for path in sorted([*site.rglob("*.html"), *site.rglob("*.css")])
-        for reference in external_references(path)
-    ]
-    if remaining:
-        logger.warning("Data Docs still reference the network: %s", remaining)
 
 
 @dataclass(frozen=True)
@@ -374,24 +352,36 @@ def _delete(store: ObjectStore, info: pafs.FileInfo) -> None:
         store.call(f"delete {info.path}", partial(store.filesystem.delete_file, info.path))
 
 
-def _static_digest(static: Path) -> str:
-    digest = hashlib.sha256()
+def _static_files(site: Path) -> dict[str, bytes]:
+    """The shared static folder's files (path inside it → content): GX's own, its stylesheets
+    made offline, and the vendored assets under ``vendor/``."""
+    files: dict[str, bytes] = {}
+    static = site / STATIC_DIR
     for file in sorted(p for p in static.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(static).as_posix().encode())
-        digest.update(hashlib.sha256(file.read_bytes()).digest())
-    return digest.hexdigest()
+        relative = file.relative_to(static).as_posix()
+        data = file.read_bytes()
+        if file.suffix == ".css":
+            site_path = f"{STATIC_DIR}/{relative}"
+            css = _rewrite_css(data.decode("utf-8"), site_path, site_path, _Placement(""))
+            data = css.encode("utf-8")
+        files[relative] = data
+    for file in sorted(p for p in VENDOR_DIR.rglob("*") if p.is_file()):
+        files[f"vendor/{file.relative_to(VENDOR_DIR).as_posix()}"] = file.read_bytes()
+    return files
 
 
-def _publish_static(store: ObjectStore, static: Path) -> None:
+def _publish_static(store: ObjectStore, files: Mapping[str, bytes]) -> None:
     """Write the shared static folder unless it already holds exactly these files."""
-    digest = _static_digest(static)
+    digest = hashlib.sha256()
+    for relative, data in sorted(files.items()):
+        digest.update(relative.encode())
+        digest.update(hashlib.sha256(data).digest())
     stamp = store.path(DATA_DOCS_DIR, STATIC_DIR, _STATIC_DIGEST)
-    if _read_if_present(store, stamp) == digest.encode():
+    if _read_if_present(store, stamp) == digest.hexdigest().encode():
         return
-    for file in sorted(p for p in static.rglob("*") if p.is_file()):
-        key = store.path(DATA_DOCS_DIR, STATIC_DIR, file.relative_to(static).as_posix())
-        store.write_bytes_atomically(key, file.read_bytes())
-    store.write_bytes_atomically(stamp, digest.encode())
+    for relative, data in sorted(files.items()):
+        store.write_bytes_atomically(store.path(DATA_DOCS_DIR, STATIC_DIR, relative), data)
+    store.write_bytes_atomically(stamp, digest.hexdigest().encode())
 
 
 def publish_data_docs(
@@ -411,7 +401,7 @@ def publish_data_docs(
 
     Args:
         store: where to write.
-        site: the folder GX built the site into (rewritten in place by :func:`make_offline`).
+        site: the folder GX built the site into (read only).
         run_id: the publishing run.
         tables: table name → whether its suite passed (shown in the list of runs).
         keep_runs: how many runs' docs to keep (at least 1).
@@ -419,10 +409,9 @@ def publish_data_docs(
     Returns:
         The kept runs, newest first.
     """
-    make_offline(site)
     keep_runs = max(1, keep_runs)
     run_root = f"{RUNS_DIR}/{run_id}"
-    _publish_static(store, site / STATIC_DIR)
+    _publish_static(store, _static_files(site))
     run_folder = store.path(DATA_DOCS_DIR, RUNS_DIR, run_id)
     for info in _entries(store, run_folder):
         _delete(store, info)  # a re-published run id replaces its docs

@@ -81,7 +81,10 @@ def test_each_run_keeps_its_docs_up_to_the_limit_and_the_latest_stays_at_the_top
     (docs / "validations").mkdir(parents=True)  # the flat layout of earlier versions
     (docs / "validations" / "old.html").write_text("<html></html>")
     publish_tables(store, run_tables("run-a", {"c1": 40.0}), provenance("run-a"))
+    jquery = docs / "static" / "vendor" / "jquery-3.7.1" / "dist" / "jquery.min.js"
+    written = jquery.stat().st_ino
     publish_tables(store, run_tables("run-b", {"c1": 41.0}), provenance("run-b"))
+    assert jquery.stat().st_ino == written  # the shared assets were unchanged: not rewritten
     bad = {"absorbed_dose": [dose_table("run-c", "c1", dose_gy=-3.0)]}
     with pytest.raises(ValidationFailedError):
         publish_tables(store, bad, provenance("run-c"))
