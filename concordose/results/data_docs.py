@@ -32,6 +32,7 @@ import json
 import logging
 import posixpath
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,6 +59,9 @@ STATIC_DIR = "static"
 VENDOR_DIR = Path(__file__).resolve().parent / "data_docs_vendor"
 RUN_RECORD = "run.json"
 _STATIC_DIGEST = "assets.sha256"
+# Cycles published from threads of one process would otherwise write the same shared files
+# (static assets, the list of runs) at once.
+_PUBLISH_LOCK = threading.Lock()
 
 # CDN URL in GX 1.24's templates (render/view/templates/*.j2) → the same file under
 # data_docs_vendor/ (README there: where each came from). vega@5, vega-lite@5 and vega-embed@6
@@ -384,35 +388,12 @@ def _publish_static(store: ObjectStore, files: Mapping[str, bytes]) -> None:
     store.write_bytes_atomically(stamp, digest.hexdigest().encode())
 
 
-def publish_data_docs(
-    store: ObjectStore,
-    site: Path,
-    run_id: str,
-    tables: Mapping[str, bool],
-    *,
-    keep_runs: int,
-) -> list[DataDocsRun]:
-    """Publish the GX site built in ``site`` as run ``run_id``'s offline Data Docs.
-
-    Writes the shared static assets (when changed), the run's pages under ``runs/<run_id>/``,
-    its ``run.json``, then deletes runs beyond the newest ``keep_runs``, rewrites the list of
-    runs and makes this run's home page the docs' ``index.html``. Whatever else sits directly
-    under ``_data_docs/`` (the flat layout of earlier versions) is removed.
-
-    Args:
-        store: where to write.
-        site: the folder GX built the site into (read only).
-        run_id: the publishing run.
-        tables: table name → whether its suite passed (shown in the list of runs).
-        keep_runs: how many runs' docs to keep (at least 1).
-
-    Returns:
-        The kept runs, newest first.
-    """
-    keep_runs = max(1, keep_runs)
+def _publish_run_pages(
+    store: ObjectStore, site: Path, run_id: str, tables: Mapping[str, bool]
+) -> str:
+    """Write the run's pages (made offline) and its ``run.json``; return the docs' home page."""
     run_root = f"{RUNS_DIR}/{run_id}"
-    _publish_static(store, _static_files(site))
-    run_folder = store.path(DATA_DOCS_DIR, RUNS_DIR, run_id)
+    run_folder = store.path(DATA_DOCS_DIR, run_root)
     for info in _entries(store, run_folder):
         _delete(store, info)  # a re-published run id replaces its docs
     pages = sorted(
@@ -440,26 +421,64 @@ def publish_data_docs(
     store.write_bytes_atomically(
         f"{run_folder}/{RUN_RECORD}", json.dumps(record, indent=2).encode("utf-8")
     )
+    return home
 
+
+def _prune_runs(store: ObjectStore, keep_runs: int) -> list[DataDocsRun]:
+    """Delete the runs beyond the newest ``keep_runs`` (by build time); the kept, newest first.
+
+    A run folder without a readable ``run.json`` (a publication killed half-way) is neither
+    listed nor deleted.
+    """
     runs: list[DataDocsRun] = []
     for info in _entries(store, store.path(DATA_DOCS_DIR, RUNS_DIR)):
-        if info.type != pafs.FileType.Directory:
-            continue
-        run = _run_record(store, info.path)
-        if run is not None:
-            runs.append(run)
+        if info.type == pafs.FileType.Directory:
+            run = _run_record(store, info.path)
+            if run is not None:
+                runs.append(run)
     runs.sort(key=lambda run: (run.built_at, run.run_id), reverse=True)
-    kept, dropped = runs[:keep_runs], runs[keep_runs:]
-    for run in dropped:
+    for run in runs[keep_runs:]:
         path = store.path(DATA_DOCS_DIR, RUNS_DIR, run.run_id)
         store.call(f"delete {path}", partial(store.filesystem.delete_dir, path))
-    runs_page = _RUNS_PAGE.render(runs=kept, keep_runs=keep_runs)
-    store.write_bytes_atomically(
-        store.path(DATA_DOCS_DIR, RUNS_DIR, "index.html"), runs_page.encode("utf-8")
-    )
-    if home:
-        store.write_bytes_atomically(store.path(DATA_DOCS_DIR, "index.html"), home.encode("utf-8"))
-    for info in _entries(store, store.path(DATA_DOCS_DIR)):
-        if info.base_name not in {RUNS_DIR, STATIC_DIR, "index.html"}:
-            _delete(store, info)
-    return kept
+    return runs[:keep_runs]
+
+
+def publish_data_docs(
+    store: ObjectStore,
+    site: Path,
+    run_id: str,
+    tables: Mapping[str, bool],
+    *,
+    keep_runs: int,
+) -> list[DataDocsRun]:
+    """Publish the GX site built in ``site`` as run ``run_id``'s offline Data Docs.
+
+    Writes the shared static assets (when changed), the run's pages under ``runs/<run_id>/``,
+    its ``run.json``, then deletes runs beyond the newest ``keep_runs``, rewrites the list of
+    runs and makes this run's home page the docs' ``index.html``. Whatever else sits directly
+    under ``_data_docs/`` (the flat layout of earlier versions) is removed.
+
+    Args:
+        store: where to write.
+        site: the folder GX built the site into (read only).
+        run_id: the publishing run.
+        tables: table name → whether its suite passed (shown in the list of runs).
+        keep_runs: how many runs' docs to keep (at least 1).
+
+    Returns:
+        The kept runs, newest first.
+    """
+    with _PUBLISH_LOCK:  # threads of one process publish one after the other
+        _publish_static(store, _static_files(site))
+        home = _publish_run_pages(store, site, run_id, tables)
+        kept = _prune_runs(store, max(1, keep_runs))
+        store.write_bytes_atomically(
+            store.path(DATA_DOCS_DIR, RUNS_DIR, "index.html"),
+            _RUNS_PAGE.render(runs=kept, keep_runs=max(1, keep_runs)).encode("utf-8"),
+        )
+        if home:
+            store.write_bytes_atomically(store.path(DATA_DOCS_DIR, "index.html"), home.encode())
+        for info in _entries(store, store.path(DATA_DOCS_DIR)):
+            if info.base_name not in {RUNS_DIR, STATIC_DIR, "index.html"}:
+                _delete(store, info)  # the flat layout of earlier versions
+        return kept
