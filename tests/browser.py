@@ -22,6 +22,7 @@ from PIL import Image
 from playwright.sync_api import (
     Browser,
     ConsoleMessage,
+    Page,
     Request,
     Route,
     ViewportSize,
@@ -91,9 +92,11 @@ class OfflineBrowser:
     def __init__(self, browser: Browser) -> None:
         self._browser = browser
 
-    def load(self, page_path: Path, screenshot: Path) -> PageLoad:
-        """Load ``page_path`` from its ``file://`` URL and screenshot it to ``screenshot``."""
-        load = PageLoad(url=page_path.resolve().as_uri(), screenshot=screenshot)
+    @contextmanager
+    def open(self, page_path: Path) -> Iterator[tuple[Page, PageLoad]]:
+        """``page_path`` loaded from its ``file://`` URL in a fresh offline context, with the
+        record of what it did (kept up to date while the block interacts with the page)."""
+        load = PageLoad(url=page_path.resolve().as_uri())
         context = self._browser.new_context(viewport=VIEWPORT, offline=True)
 
         def route(route: Route) -> None:
@@ -121,10 +124,16 @@ class OfflineBrowser:
             page.on("requestfailed", failed)
             page.goto(load.url, wait_until="load", timeout=PAGE_TIMEOUT_MS)
             page.wait_for_load_state("networkidle", timeout=PAGE_TIMEOUT_MS)
-            screenshot.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(screenshot))
+            yield page, load
         finally:
             context.close()
+
+    def load(self, page_path: Path, screenshot: Path) -> PageLoad:
+        """Load ``page_path`` from its ``file://`` URL and screenshot it to ``screenshot``."""
+        with self.open(page_path) as (page, load):
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot))
+        load.screenshot = screenshot
         load.distinct_colours, load.non_background_fraction = _colours(screenshot)
         return load
 

@@ -4,7 +4,8 @@ headless chromium from a ``file://`` URL with every other request blocked: no co
 no failed or blocked request, a screenshot that is not blank.
 
 The browser is Debian's ``chromium`` (``scripts/bootstrap --test`` installs it); without it these
-tests fail, saying so. Pages come from the demo run shared with ``test_cycle_report.py``.
+tests fail, saying so. Pages come from the demo run shared with ``test_cycle_report.py``, and
+from a store where a run failed validation (its Data Docs are published too).
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ from pathlib import Path
 import pytest
 
 from concordose.external_references import external_references
+from concordose.results.object_store import open_object_store
+from concordose.results.publish import ValidationFailedError, publish_tables
+from concordose.settings import Settings
 from tests.browser import OfflineBrowser, assert_renders_offline
+from tests.results_rows import dose_table, provenance, run_tables
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +85,27 @@ def test_the_browser_check_fails_a_page_that_needs_the_network_or_is_blank(
     blank.write_text("<html><body></body></html>")
     with pytest.raises(AssertionError, match="looks blank"):
         assert_renders_offline(offline_browser, blank, tmp_path)
+
+
+def test_data_docs_of_a_failed_run_render_offline_and_the_home_page_links_into_the_run(
+    offline_browser: OfflineBrowser, tmp_path: Path
+) -> None:
+    store = open_object_store(str(tmp_path / "out"), Settings())
+    publish_tables(store, run_tables("run-a", {"c1": 40.0}), provenance("run-a"))
+    bad = {"absorbed_dose": [dose_table("run-b", "c1", dose_gy=-3.0)]}
+    with pytest.raises(ValidationFailedError):
+        publish_tables(store, bad, provenance("run-b"))
+    docs = tmp_path / "out" / "_data_docs"
+    (failed,) = (docs / "runs" / "run-b" / "validations").rglob("*.html")
+    assert_renders_offline(offline_browser, failed, tmp_path)
+    # GX's home page builds its table of results in JavaScript from relative links: from the
+    # docs' top they must lead into the latest run's folder (<base>), and load offline too.
+    with offline_browser.open(docs / "index.html") as (page, load):
+        with page.expect_navigation(timeout=10_000):
+            page.locator("tr.clickable-row").first.click()
+        page.wait_for_load_state("networkidle")
+        assert page.url == failed.resolve().as_uri()
+        assert "mean_dose_gy" in page.content()
+    assert load.blocked_requests == []
+    assert load.failed_requests == []
+    assert load.console_errors == []
