@@ -165,3 +165,9 @@ def test_every_vendored_package_has_its_licence_and_is_described() -> None:
     for folder in sorted(p for p in VENDOR_DIR.iterdir() if p.is_dir()):
         assert list(folder.glob("LICENSE*")), folder.name
         assert f"`{folder.name}`" in readme, folder.name
+
+
+def test_retention_comes_from_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert open_object_store(str(tmp_path / "a"), Settings()).data_docs_keep_runs == 30
+    monkeypatch.setenv("CONCORDOSE_DATA_DOCS_KEEP_RUNS", "5")
+    assert open_object_store(str(tmp_path / "b"), Settings()).data_docs_keep_runs == 5
