@@ -12,6 +12,10 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# A run's Data Docs pages are small (their assets are shared by all runs): 30 runs of history
+# cost a few MB of the store.
+DEFAULT_DATA_DOCS_KEEP_RUNS = 30
+
 
 class Settings(BaseSettings):
     """Platform settings.
@@ -45,6 +49,8 @@ class Settings(BaseSettings):
             working set exceeds it is held (with the sizes) instead of being killed by the
             kernel, and a sweep runs cycles together only while their estimates fit; default
             half of the machine's physical memory.
+        data_docs_keep_runs: how many runs' Great Expectations Data Docs the store keeps under
+            ``_data_docs/runs/`` (the newest; older ones are deleted when a run publishes).
         protocol_dir: a folder of site protocol files (``default.yaml``, ``<site_id>.yaml``)
             used instead of the packaged ``schemas/protocols`` (a consortium run uses one per
             processing variant, e.g. partial-volume correction on for all sites).
@@ -75,6 +81,7 @@ class Settings(BaseSettings):
     max_concurrent_cycles: int = Field(default=1, ge=1, le=8)
     memory_budget_gb: float | None = Field(default=None, gt=0.0)
     protocol_dir: Path | None = None
+    data_docs_keep_runs: int = Field(default=DEFAULT_DATA_DOCS_KEEP_RUNS, ge=1)
 
 
 def default_workdir() -> Path:
