@@ -5,7 +5,8 @@ against another checkout's code (e.g. before the change):
 ``PYTHONPATH=/path/to/checkout .venv/bin/python benchmarks/bench_receiver_admission.py``.
 
 The adversarial test's scenario, with the receiver's default limits: 10 associations from one
-site (``MILAN_SPECT``) each open a P-DATA-TF announcing 1,000 bytes and send one more byte every
+site (``MILAN_SPECT``) each open a P-DATA-TF announcing 1,000 bytes (its PDV header complete,
+a command fragment) and send one more byte every
 ``--trickle-s`` seconds; 150 TCP connections are opened and never associate. Then, like a PACS
 retrying once a second, (1) a sender from another site (``ROME_SPECT``) and (2) the trickling
 site itself try a C-ECHO association until one is accepted; the seconds each waited (from the
@@ -115,8 +116,10 @@ def main() -> None:
             stop = threading.Event()
 
             def trickle() -> None:
+                # A PDU of 1,000 bytes: one PDV, a command fragment (not the last) of 994.
+                opening = struct.pack(">BxI", 0x04, 1000) + struct.pack(">IBB", 996, 1, 0x01)
                 for connection in trickling:
-                    connection.sendall(struct.pack(">BxI", 0x04, 1000) + b"\x00")
+                    connection.sendall(opening)
                 while not stop.wait(args.trickle_s):
                     for connection in trickling:
                         with contextlib.suppress(OSError):  # aborted by the receiver
@@ -125,9 +128,9 @@ def main() -> None:
             sender = threading.Thread(target=trickle, daemon=True)
             sender.start()
             idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(150)]
-            storm_at = time.monotonic()
             time.sleep(1.0)  # let the receiver take the connections in before counting
             threads, descriptors = threading.active_count(), len(os.listdir("/proc/self/fd"))
+            storm_at = time.monotonic()
             other = _wait_s(port, "ROME_SPECT", storm_at, args.limit_s)
             own = _wait_s(port, "MILAN_SPECT", storm_at, args.limit_s)
             stop.set()

@@ -141,10 +141,12 @@ def receiver(tmp_path: Path) -> Iterator[StorageReceiver]:
 
 
 def _trickle(peers: list[_Peer], stop: threading.Event, started: list[float]) -> None:
-    """The slow sender: each peer opens a P-DATA-TF announcing 1,000 bytes, then all send one
-    more byte per second until the receiver drops them or ``stop`` is set."""
+    """The slow sender: each peer opens a P-DATA-TF announcing 1,000 bytes (one PDV, a command
+    fragment of 994 bytes, its header complete), then all send one more byte per second until
+    the receiver drops them or ``stop`` is set."""
+    opening = struct.pack(">BxI", 0x04, 1000) + struct.pack(">IBB", 996, 1, 0x01)
     for peer in peers:
-        peer.socket.sendall(struct.pack(">BxI", 0x04, 1000) + b"\x00")
+        peer.socket.sendall(opening)
     started.append(time.monotonic())
     live = list(peers)
     while live and not stop.wait(1.0):  # the workload's pace, not a wait for the receiver
@@ -156,7 +158,7 @@ def _trickle(peers: list[_Peer], stop: threading.Event, started: list[float]) ->
 
 
 def test_slow_senders_and_idle_connections_do_not_lock_out_other_senders(
-    receiver: StorageReceiver,
+    receiver: StorageReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     trickling = [_Peer(receiver.port) for _ in range(10)]
     for peer in trickling:
@@ -190,6 +192,8 @@ def test_slow_senders_and_idle_connections_do_not_lock_out_other_senders(
         for peer in trickling:  # each was told: A-ABORT (service provider), then closed
             pdu_type, body = peer.read_pdu()
             assert (pdu_type, body[2]) == (A_ABORT_TYPE, 0x02)
+        deadline_line = "PDU not complete 4 s after its first byte"
+        assert caplog.text.count(deadline_line) == 10  # the deadline, not a malformed PDU
     finally:
         stop.set()
         sender.join(timeout=10)
