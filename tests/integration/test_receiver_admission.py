@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +39,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 
 from concordose.ingest.admission import AdmissionLimits
 from concordose.ingest.receiver import StorageReceiver
+from concordose.ingest.tls import server_context
 from concordose.spool.store import Spool
 from tests.integration.peers import wait_until
 
@@ -274,6 +277,57 @@ def test_an_associate_rq_trickled_past_its_deadline_is_closed(receiver: StorageR
         peer.close()
     assert sent < len(request)
     assert ASSOCIATE_DEADLINE_S - 0.5 <= closed_after_s <= ASSOCIATE_DEADLINE_S + 2.0
+
+
+def _client_hello() -> bytes:
+    """The first flight of a TLS client (its ClientHello record), made in memory."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = context.wrap_bio(incoming, outgoing)
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    return outgoing.read()
+
+
+def test_a_tls_handshake_trickled_past_the_association_deadline_is_closed(
+    tmp_path: Path,
+) -> None:
+    key, pem = tmp_path / "server.key", tmp_path / "server.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(pem), "-days", "1", "-subj", "/CN=receiver"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    hello = _client_hello()
+    with StorageReceiver(
+        Spool(tmp_path / "spool"),
+        port=0,
+        site_by_ae_title=SITES,
+        ssl_context=server_context(pem, key, pem),
+        admission=AdmissionLimits(associate_deadline_s=ASSOCIATE_DEADLINE_S),
+    ) as receiver:
+        peer = _Peer(receiver.port)
+        connected_at = time.monotonic()
+        sent = 0
+        try:
+            peer.socket.settimeout(0.5)
+            while sent < len(hello):  # one byte of the ClientHello every 0.5 s
+                try:
+                    peer.socket.sendall(hello[sent : sent + 1])
+                    sent += 1
+                    if peer.socket.recv(1) == b"":
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+            closed_after_s = time.monotonic() - connected_at
+        finally:
+            peer.close()
+        wait_until(lambda: len(receiver.unassociated) == 0, timeout_s=10, what="the close")
+    assert sent < len(hello)  # the handshake never completed
+    assert closed_after_s <= ASSOCIATE_DEADLINE_S + 2.0
 
 
 def test_a_p_data_longer_than_our_max_pdu_is_aborted(
