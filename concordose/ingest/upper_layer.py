@@ -796,13 +796,18 @@ def serve_connection(
         # Since Python 3.5 the timeout bounds the whole TLS handshake, not each read of it.
         connection.settimeout(settings.associate_deadline_s)
         if ssl_context is not None:
+            # The handshake is ours to run: on failure ``wrap_socket`` would close the
+            # descriptor itself, before admission control stops counting it (below).
+            connection = ssl_context.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+            if on_socket is not None:
+                on_socket(connection)
             try:
-                connection = ssl_context.wrap_socket(connection, server_side=True)
+                connection.do_handshake()
             except (ssl.SSLError, OSError) as exc:
                 LOG.warning("TLS handshake with %s failed: %s", peer, exc)
                 return
-            if on_socket is not None:
-                on_socket(connection)
         reader = _Reader(connection, settings.buffer_bytes, settings.network_timeout_s)
         reader.start_deadline(
             deadline,
