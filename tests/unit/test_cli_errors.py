@@ -29,6 +29,10 @@ def _settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _process(spool: Path, sites: Path, *extra: str) -> tuple[int, str]:
     result = runner.invoke(app, ["process", "--spool", str(spool), "--sites", str(sites), *extra])
+    # An exception escaping the command is exit status 1 under CliRunner, the same as "held":
+    # never let it pass for one.
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
     return result.exit_code, result.output + (result.stderr if result.stderr_bytes else "")
 
 
