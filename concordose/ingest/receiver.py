@@ -75,6 +75,7 @@ from concordose.ingest.admission import (
     AdmissionLimits,
     UnassociatedConnections,
 )
+from concordose.ingest.tls import certificate_refusal
 from concordose.ingest.upper_layer import (
     CALLED_AE_NOT_RECOGNISED,
     CALLING_AE_NOT_RECOGNISED,
@@ -594,16 +595,14 @@ class StorageReceiver:
     def begin_store(self, association: Association, request: StoreRequest) -> IncomingDataSet:
         """Where a C-STORE's data set goes: ``tmp/`` (or nowhere, if the sender is refused)."""
         entry = self._associations[id(association)]
-        names = association.certificate_names
-        site = self.site_by_ae_title.get(association.calling_ae_title)
-        if names is not None and site and site not in names:
-            # TLS proves the institution: a site's certificate may only send as that site.
-            LOG.warning(
-                "refused instance from %s: its TLS certificate (%s) is not site %s's",
-                association.calling_ae_title,
-                ", ".join(sorted(names)) or "none",
-                site,
-            )
+        # TLS proves the institution: a site's certificate may only send as that site.
+        refusal = certificate_refusal(
+            association.certificate_names,
+            self.site_by_ae_title.get(association.calling_ae_title),
+            set(self.site_by_ae_title.values()),
+        )
+        if refusal is not None:
+            LOG.warning("refused instance from %s: %s", association.calling_ae_title, refusal)
             return _Refused(self._fail(entry, STATUS_NOT_AUTHORIZED))
         return _IncomingInstance(self, entry, request)
 

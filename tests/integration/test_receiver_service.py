@@ -308,10 +308,13 @@ def site_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("server", "subjectAltName=IP:127.0.0.1"),
         ("milan", None),
         ("rome", None),
+        ("gateway-rome", "subjectAltName=DNS:gw01.rome.example,DNS:rome"),  # site in a SAN
+        ("milan-and-rome", "subjectAltName=DNS:rome"),  # CN milan, SAN rome: two sites
     ):
         key, csr, pem = folder / f"{name}.key", folder / f"{name}.csr", folder / f"{name}.pem"
         _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key))
-        _openssl("req", "-new", "-key", str(key), "-out", str(csr), "-subj", f"/CN={name}")
+        common_name = {"gateway-rome": "gateway", "milan-and-rome": "milan"}.get(name, name)
+        _openssl("req", "-new", "-key", str(key), "-out", str(csr), "-subj", f"/CN={common_name}")
         extra = []
         if extension:
             (folder / f"{name}.ext").write_text(extension + "\n")
@@ -368,6 +371,43 @@ def test_mutual_tls_with_storescu(
     assert _sop_uid(small_patient.seg_path) not in stored
     assert "its TLS certificate (rome) is not site milan's" in caplog.text
     assert "Association Request Failed" in plain_tcp.stderr
+
+
+def test_a_certificate_naming_another_site_in_a_san_or_two_sites_cannot_send_as_milan(
+    tmp_path: Path,
+    site_pki: Path,
+    small_patient: GeneratedPatient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The TLS site rule (``concordose.ingest.tls``) over real handshakes with dcmtk: with milan
+    and rome both known, a certificate whose SAN names rome, and one whose CN names milan and SAN
+    rome, each send as MILAN_SPECT: the handshake succeeds, the instance is refused (0x0124)."""
+    context = server_context(site_pki / "server.pem", site_pki / "server.key", site_pki / "ca.pem")
+    sites = {**SITES, "ROME_SPECT": "rome"}
+    with StorageReceiver(
+        Spool(tmp_path / "spool"), port=0, site_by_ae_title=sites, ssl_context=context
+    ) as receiver:
+        results = {
+            name: _storescu(
+                receiver.port,
+                [small_patient.nm_files[index]],
+                "+tls",
+                str(site_pki / f"{name}.key"),
+                str(site_pki / f"{name}.pem"),
+                "+cf",
+                str(site_pki / "ca.pem"),
+            )
+            for index, name in enumerate(("gateway-rome", "milan-and-rome", "milan"))
+        }
+        stored = {row.identity.sop_instance_uid for row in receiver.spool.instances()}
+    assert results["milan"].returncode == 0, results["milan"].stderr  # the control
+    assert stored == {_sop_uid(small_patient.nm_files[2])}
+    for name in ("gateway-rome", "milan-and-rome"):
+        assert results[name].returncode != 0, name
+    assert "its TLS certificate (gateway, gw01.rome.example, rome) is not site milan's" in (
+        caplog.text
+    )
+    assert "its TLS certificate names more than one site (milan, rome)" in caplog.text
 
 
 def test_association_limit_rejects_the_extra_association_transiently(tmp_path: Path) -> None:
