@@ -12,6 +12,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from concordose.spool.free_space import DEFAULT_FREE_RESERVE_MB
+from concordose.spool.journal import DEFAULT_JOURNAL_MB
+
 
 class Settings(BaseSettings):
     """Platform settings.
@@ -38,6 +41,13 @@ class Settings(BaseSettings):
             completed time point's event while its hook fails (e.g. the Prefect server is down);
             the wait starts at 2 s and doubles per failed attempt up to this cap.
         receiver_max_associations: concurrent associations the receiver accepts.
+        spool_journal_mb: total size (MB) of the receiver's write-ahead journal in the spool
+            (4 segments): it bounds what is acknowledged and not yet filed; ``concordose
+            receive`` allocates it once when the spool is new, so that much free space is
+            needed then; 0 turns it off (each instance filed before it is acknowledged).
+        spool_free_reserve_mb: free space (MB) kept on the spool's volume beyond what
+            acknowledged instances still need to be filed; below it the receiver answers
+            0xA700 (out of resources).
         max_pdu_bytes: maximum PDU size we accept (0 = unlimited).
         max_concurrent_cycles: cycles a sweep processes at once (each holds its images in
             memory: the bound that keeps a backlog from exhausting it).
@@ -71,6 +81,8 @@ class Settings(BaseSettings):
     receiver_quiet_period_s: float = Field(default=300.0, ge=0.0)
     receiver_delivery_backoff_max_s: float = Field(default=300.0, gt=0.0)
     receiver_max_associations: int = Field(default=10, ge=1)
+    spool_journal_mb: int = Field(default=DEFAULT_JOURNAL_MB, ge=0)
+    spool_free_reserve_mb: int = Field(default=DEFAULT_FREE_RESERVE_MB, ge=0)
     max_pdu_bytes: int = Field(default=131072, ge=0)
     max_concurrent_cycles: int = Field(default=1, ge=1, le=8)
     memory_budget_gb: float | None = Field(default=None, gt=0.0)
