@@ -23,10 +23,11 @@ Two ways in, both safe to acknowledge when they return:
   processes see it a few milliseconds later (or after the restart), never half-written.
 
 Disk full (:mod:`.free_space`): an instance is acknowledged only while the volume's free space,
-less what is still to be filed, stays above a reserve (else :class:`SpoolFullError`, 0xA700);
-a filing attempt the disk or SQLite refuses keeps its batch pending and is retried; a time point
-with instances not yet filed is never completed; a restart files what fits and leaves the rest
-in the journal for the filing thread. A SOP Instance UID received again: :mod:`.duplicates`.
+less what is still to be filed, stays above a reserve (else ``SpoolFullError``, 0xA700); a
+filing attempt the disk or SQLite refuses keeps what it could not file pending and is retried;
+a time point with instances not yet filed is never completed; a restart files what fits and
+leaves the rest in the journal for the filing thread. A SOP Instance UID received again:
+:mod:`.duplicates`.
 
 Path components are validated UIDs only (see :mod:`.uids`).
 """
@@ -1127,9 +1128,12 @@ class Spool:
     def file_journaled(self) -> int:
         """File and index every journaled instance not yet filed; returns how many.
 
+        Instances are copied out of the journal in order until the disk refuses one; those
+        copied are filed (so a nearly full disk files what fits), the rest stays pending.
+
         Raises:
-            OSError, sqlite3.Error: the disk or the index refused (e.g. full): the batch stays
-            pending (journaled) and is retried; logged once per run of refusals.
+            OSError, sqlite3.Error: the disk or the index refused (e.g. full): what was not
+            filed stays pending (journaled) and is retried; logged once per run of refusals.
         """
         with self._filing_lock:
             with self._unfiled_changed:
@@ -1138,55 +1142,69 @@ class Spool:
             if not batch:
                 return 0
             journal = self._journal
+            ready: list[_Unfiled] = []
+            refused: OSError | sqlite3.Error | None = None
+            for item in batch:
+                try:
+                    self._copy_out_of_journal(item, journal)
+                except OSError as exc:
+                    refused = exc
+                    break
+                ready.append(item)
             try:
-                for item in batch:
-                    if (
-                        item.final_path is None
-                        and item.quarantine_path is None
-                        and not item.dropped
-                        and not item.temp_path.exists()
-                    ):
-                        if item.entry is None or journal is None:
-                            continue
-                        # Not copied out yet (or the temp file was lost): the journal has it.
-                        fd = os.open(item.temp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                        try:
-                            journal.copy_entry(item.entry, fd)
-                        except OSError:
-                            item.temp_path.unlink()  # never file a partial copy (disk full)
-                            raise
-                        finally:
-                            os.close(fd)
-                        item.needs_copy = False
-                self._file(batch)
+                if ready:
+                    self._file(ready)
             except (OSError, sqlite3.Error) as exc:
-                with self._unfiled_changed:
-                    self._unfiled[:0] = batch
-                    self._filing = []
+                refused, ready = exc, []
+            waiting = batch[len(ready) :]
+            with self._unfiled_changed:
+                self._unfiled[:0] = waiting
+                self._filing = []
+            for item in ready:
+                if item.entry is not None and journal is not None:
+                    journal.release(item.entry)
+            if refused is not None:
                 self._filing_failures += 1
                 if self._filing_failures == 1:
                     LOG.error(
                         "could not file %d journaled instance(s), they stay pending and filing "
                         "is retried every %.0f s: %s: %s",
-                        len(batch),
+                        len(waiting),
                         FILING_RETRY_S,
-                        type(exc).__name__,
-                        exc,
+                        type(refused).__name__,
+                        refused,
                     )
-                raise
-            with self._unfiled_changed:
-                self._filing = []
+                raise refused
             if self._filing_failures:
                 LOG.info(
                     "filed %d journaled instance(s) after %d refused attempt(s)",
-                    len(batch),
+                    len(ready),
                     self._filing_failures,
                 )
                 self._filing_failures = 0
-            for item in batch:
-                if item.entry is not None and journal is not None:
-                    journal.release(item.entry)
-            return len(batch)
+            return len(ready)
+
+    def _copy_out_of_journal(self, item: _Unfiled, journal: Journal | None) -> None:
+        """Write a journaled instance's temp file from its record, unless it has one (or is
+        filed, quarantined or dropped already); a partial copy is removed, never filed."""
+        if (
+            item.final_path is not None
+            or item.quarantine_path is not None
+            or item.dropped
+            or item.entry is None
+            or journal is None
+            or item.temp_path.exists()
+        ):
+            return
+        fd = os.open(item.temp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            journal.copy_entry(item.entry, fd)
+        except OSError:
+            item.temp_path.unlink()
+            raise
+        finally:
+            os.close(fd)
+        item.needs_copy = False
 
     def _drain(self) -> None:
         """Before answering from the index: file what this process has journaled (waiting for
