@@ -8,8 +8,12 @@
   (``quarantine/duplicate-<sha256>.dcm``, a ``.reason.txt`` beside it naming the first copy),
   logged once at WARNING (UIDs hashed: :func:`~concordose.dicom.pseudonym.uid_hash`) and
   counted in the index table ``duplicates`` (``concordose spool status``). The same different
-  copy sent again is kept once (keyed by UID and the copy's SHA-256). An operator who wants the
-  new copy instead re-sends it after removing the first (no automatic replacement).
+  copy sent again is kept once (keyed by UID and the copy's SHA-256). Nothing is replaced
+  automatically: the operator decides from the reason file.
+
+"Same bytes" compares the whole stored file, our Part 10 file meta included: a resend under
+another transfer syntax (or through a receiver of another pynetdicom version, whose
+implementation version is in that header) is flagged ``conflicting``, never dropped.
 """
 
 from __future__ import annotations
