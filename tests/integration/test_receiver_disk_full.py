@@ -1,7 +1,8 @@
 """Disk full end to end (issue 18, item 3), on a real small volume (a tmpfs): the free-space
 reserve answers 0xA700 although the preallocated journal has room; a full index (SQLite) keeps
 the filing batch pending and no completion fires without it; a receiver killed with a full disk
-restarts and files once space returns; a new spool on a too-small volume is one clear error."""
+restarts and files once space returns; a new spool on a too-small volume is one clear error;
+with the journal off the same reserve applies."""
 
 from __future__ import annotations
 
@@ -263,3 +264,21 @@ def test_a_new_spool_on_a_too_small_volume_is_one_clear_error_and_the_journal_si
         assert [p.stat().st_size for p in segments] == [512 * KB] * 4  # 2 MB in 4 segments
         assert free_before - free_bytes(small) >= 2 * MB
         assert Spool(spool).status().instances == 1
+
+
+def test_with_the_journal_off_the_reserve_also_answers_out_of_resources(
+    tmp_path: Path, small_patient: GeneratedPatient
+) -> None:
+    """CONCORDOSE_SPOOL_JOURNAL_MB=0: each instance is filed before its answer; the same check."""
+    ct = _cts(small_patient)[0]
+    larger_than_any_disk = 1 << 62
+    spool = Spool(tmp_path / "spool", free_reserve_bytes=larger_than_any_disk)
+    with StorageReceiver(
+        spool, port=0, site_by_ae_title=SITES, journal_segment_bytes=None
+    ) as receiver:
+        assert _send(receiver.port, ct) == STATUS_OUT_OF_RESOURCES
+        assert receiver.spool.status().instances == 0
+        assert list(receiver.spool.tmp_dir.iterdir()) == []
+        receiver.spool.free_reserve_bytes = 0
+        assert _send(receiver.port, ct) == 0x0000
+        assert receiver.spool.status().instances == 1
