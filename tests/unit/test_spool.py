@@ -4,13 +4,16 @@ Instance UID with other bytes is kept and counted, never dropped (issue 18, item
 from __future__ import annotations
 
 import logging
+import sqlite3
 import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from concordose.dicom.pseudonym import uid_hash
 from concordose.spool.store import InstanceIdentity, InvalidInstanceError, Spool
+from concordose.spool.timepoints import TimePointState
 from concordose.spool.uids import is_valid_uid
 
 NM = "1.2.840.10008.5.1.4.1.1.20"
@@ -135,3 +138,35 @@ def test_quarantine_keeps_bytes_and_reason(tmp_path: Path) -> None:
 def test_open_existing_on_missing_spool_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="does not exist"):
         Spool.open_existing(tmp_path / "nowhere")
+
+
+def test_no_completion_event_while_an_acknowledged_instance_of_its_study_is_not_filed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: an explicit trigger's event waits while the index refuses (SQLite full) an
+    instance of its study; the refused batch is not lost: filed once the index accepts."""
+    spool = Spool(tmp_path / "spool")
+    spool.lock_for_receiver()
+    spool.start_journal(segment_bytes=1 << 20, segment_count=2)
+    try:
+        spool.store(_identity("1.2.3.4.1"), b"filed", "SITE_A")
+        assert spool.mark_complete("1.2.3", "explicit trigger", datetime.now(UTC))
+        assert len(spool.pending_events()) == 1
+
+        def index_full(_self: Spool, _items: object) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(Spool, "_file", index_full)
+        temp = spool.new_temp_path()
+        temp.write_bytes(b"late")
+        late = _identity("1.2.3.4.2")
+        spool.accept_temp_file(late, temp, 4, zlib.crc32(b"late"), calling_ae_title="SITE_A")
+        assert spool.pending_events() == []  # its study has an instance not yet filed
+        assert spool.unfiled_study_uids() == {"1.2.3"}
+        monkeypatch.undo()
+        assert spool.pending_events() == []  # filed now: the time point reopened
+        (timepoint,) = spool.timepoints()
+        assert (timepoint.instance_count, timepoint.state) == (2, TimePointState.RECEIVING)
+    finally:
+        spool.stop_journal()
+        spool.unlock_receiver()
