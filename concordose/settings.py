@@ -13,6 +13,8 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from concordose.ingest.admission import DEFAULT_ADMISSION, AdmissionLimits
+from concordose.spool.free_space import DEFAULT_FREE_RESERVE_MB
+from concordose.spool.journal import DEFAULT_JOURNAL_MB
 
 # A run's Data Docs pages are small (their assets are shared by all runs): 30 runs of history
 # cost a few MB of the store.
@@ -51,6 +53,13 @@ class Settings(BaseSettings):
             to a complete A-ASSOCIATE-RQ; seconds from a PDU's first byte to its last;
             whether the called AE title must be ours): see
             :class:`concordose.ingest.admission.AdmissionLimits`, which holds the defaults.
+        spool_journal_mb: total size (MB) of the receiver's write-ahead journal in the spool
+            (4 segments): it bounds what is acknowledged and not yet filed; ``concordose
+            receive`` allocates it once when the spool is new, so that much free space is
+            needed then; 0 turns it off (each instance filed before it is acknowledged).
+        spool_free_reserve_mb: free space (MB) kept on the spool's volume beyond what
+            acknowledged instances still need to be filed; below it the receiver answers
+            0xA700 (out of resources).
         max_pdu_bytes: maximum PDU size we accept (0 = unlimited).
         max_concurrent_cycles: cycles a sweep processes at once (each holds its images in
             memory: the bound that keeps a backlog from exhausting it).
@@ -95,6 +104,8 @@ class Settings(BaseSettings):
     )
     receiver_pdu_deadline_s: float = Field(default=DEFAULT_ADMISSION.pdu_deadline_s, gt=0.0)
     receiver_check_called_ae_title: bool = DEFAULT_ADMISSION.check_called_ae_title
+    spool_journal_mb: int = Field(default=DEFAULT_JOURNAL_MB, ge=0)
+    spool_free_reserve_mb: int = Field(default=DEFAULT_FREE_RESERVE_MB, ge=0)
     max_pdu_bytes: int = Field(default=131072, ge=0)
     max_concurrent_cycles: int = Field(default=1, ge=1, le=8)
     memory_budget_gb: float | None = Field(default=None, gt=0.0)

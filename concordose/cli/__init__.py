@@ -1376,6 +1376,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
     from concordose.ingest.receiver import StorageReceiver
     from concordose.ingest.tls import server_context
     from concordose.settings import Settings
+    from concordose.spool.journal import segment_bytes_for
     from concordose.spool.store import Spool
     from concordose.spool.timepoints import OnComplete
 
@@ -1403,7 +1404,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
 
             hook = WorkerProcessTrigger(sites.resolve(), output)
         receiver = StorageReceiver(
-            Spool(spool.resolve()),
+            Spool(spool.resolve(), free_reserve_bytes=settings.spool_free_reserve_mb << 20),
             ae_title=ae_title or settings.receiver_ae_title,
             host=host or settings.receiver_host,
             port=settings.receiver_port if port is None else port,
@@ -1419,6 +1420,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
             delivery_backoff_max_s=settings.receiver_delivery_backoff_max_s,
             completion_poll_interval_s=min(5.0, max(0.2, quiet_s / 10)),
             journal_prefill=True,  # a long-running service: allocate the journal once
+            journal_segment_bytes=segment_bytes_for(settings.spool_journal_mb),
             show_phi=show_phi,
             pseudonym_key=settings.pseudonym_key,
         )

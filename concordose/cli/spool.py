@@ -106,6 +106,10 @@ def _status_document(spool: Path, *, show_phi: bool) -> dict[str, Any]:
             "pending_events": status.pending_events,
             "cycles": dict(status.cycles),
             "quarantined": status.quarantined,
+            "duplicates": {
+                "conflicting": status.duplicates_conflicting,
+                "other_study": status.duplicates_other_study,
+            },
         },
         "quarantined": quarantined,
     }
@@ -151,6 +155,8 @@ def _print_status(document: dict[str, Any]) -> None:
         f"receiving {points['receiving']}, complete {points['complete']}, processed "
         f"{points['processed']} · events pending {totals['pending_events']} · cycles: "
         f"{counts or 'none'} · quarantined {totals['quarantined']}"
+        f" · duplicates kept: conflicting {totals['duplicates']['conflicting']}, other study "
+        f"{totals['duplicates']['other_study']}"
     )
     for item in document["quarantined"]:
         reason = item["reason"] if item["reason"] is not None else "(no reason file)"
@@ -167,7 +173,9 @@ def spool_status(
             help="Print one JSON document instead of the table. Keys: spool; cycles (cycle_id, "
             "patient, injection, state, reason, time_points); unassigned_time_points; totals "
             "(instances, size_bytes, time_points {receiving, complete, processed}, "
-            "pending_events, cycles {state: count}, quarantined); quarantined (file, reason). "
+            "pending_events, cycles {state: count}, quarantined, duplicates {conflicting, "
+            "other_study}: copies of an already-filed SOP Instance UID with other bytes, kept "
+            "in the quarantine); quarantined (file, reason). "
             "A time point: study_uid, patient, time_h, sender, modalities, instances, "
             "size_bytes, state, revision, event (pending, delivered or null).",
         ),

@@ -18,7 +18,9 @@ down once as pynetdicom does for its handlers:
   filed and indexed (fsync + rename + folder fsync + index commit); a journaled instance is
   filed and indexed by the spool's filing thread shortly after, or at the next start-up after
   a crash (:mod:`.journal`);
-  ``0xA700`` (out of resources) when the disk refuses a write or a flush, nothing half-written;
+  ``0xA700`` (out of resources) when the disk refuses a write or a flush, nothing half-written,
+  or while the spool's free space, less what is still to be filed, is below its reserve
+  (:meth:`Spool.ensure_room`, called by the spool before it makes an instance durable);
   ``0xC000`` (cannot understand) when identifying UIDs are missing or invalid or the data set
   cannot be decoded or is truncated — the bytes are then kept in the quarantine with the
   reason, and the service stays up.

@@ -23,6 +23,7 @@ Time comes from an injectable clock (UTC), so tests move time instead of sleepin
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -136,7 +137,13 @@ class CompletionMonitor:
         """
         with self._state_lock:
             studies = self._open.pop(association_id, set())
-        self.spool.touch_timepoints(studies, self.clock())
+        try:
+            self.spool.touch_timepoints(studies, self.clock())
+        except (OSError, sqlite3.Error) as exc:
+            # Disk or index full: the quiet period then runs from the studies' last filed
+            # instance (filing their pending ones records its receive time), and a study with
+            # instances not yet filed is not completed meanwhile (Spool.unfiled_study_uids).
+            LOG.warning("could not record the end of an association's activity: %s", exc)
         return studies
 
     def busy_study_uids(self) -> set[str]:

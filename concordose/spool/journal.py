@@ -32,8 +32,14 @@ Durability argument:
   records) only once every record in it has been filed and indexed durably (file fsync, rename,
   folder fsync, index commit: :meth:`~.spool.Spool._file_temp_files`);
 * at start-up the receiver's :meth:`~.spool.Spool.lock_for_receiver` files every valid record
-  not yet indexed (idempotent: a SOP Instance UID already indexed with its file is skipped),
-  then recycles every segment.
+  not yet indexed (idempotent: a SOP Instance UID already indexed with the same bytes is
+  skipped), then recycles every segment; records it cannot file for want of space stay valid
+  in their segments (never recycled, :meth:`Journal.open_for_append` ``keep``) and the filing
+  thread files them from the journal once space returns.
+
+Size: ``segment_count`` × ``segment_bytes`` (default 4 × 64 MB = 256 MB,
+:func:`segment_bytes_for`; ``CONCORDOSE_SPOOL_JOURNAL_MB``) bounds what is acknowledged and
+not yet filed; ``concordose receive`` allocates it once when the spool is new.
 """
 
 from __future__ import annotations
@@ -44,7 +50,8 @@ import os
 import struct
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +65,18 @@ _RECORD_HEADER_BYTES = _RECORD_BODY.size + 4
 
 DEFAULT_SEGMENT_BYTES = 64 << 20
 DEFAULT_SEGMENT_COUNT = 4
+DEFAULT_JOURNAL_MB = (DEFAULT_SEGMENT_BYTES * DEFAULT_SEGMENT_COUNT) >> 20
+"""The journal's default total size, MB (``CONCORDOSE_SPOOL_JOURNAL_MB``)."""
+
+
+def segment_bytes_for(journal_mb: int, segment_count: int = DEFAULT_SEGMENT_COUNT) -> int | None:
+    """Each segment's size for a journal of ``journal_mb`` MB in all (whole 4 kB blocks, at
+    least two per segment); ``None`` for 0 MB: no journal, every instance is filed before it
+    is acknowledged."""
+    if journal_mb <= 0:
+        return None
+    per_segment = (journal_mb << 20) // segment_count // BLOCK_BYTES * BLOCK_BYTES
+    return max(per_segment, 2 * BLOCK_BYTES)
 
 
 def _aligned(size: int) -> int:
@@ -97,6 +116,14 @@ class JournalRecord:
     segment_fd: int
     data_offset: int
     data_bytes: int
+    segment: int = 0
+    """Index of the segment holding it."""
+    end_offset: int = 0
+    """Where the next record of its segment starts."""
+
+    def entry(self) -> JournalEntry:
+        """The record as an entry to :meth:`Journal.release` once filed (a kept record)."""
+        return JournalEntry(self.segment, self.sequence, self.data_offset, self.data_bytes)
 
 
 @dataclass(frozen=True)
@@ -280,14 +307,17 @@ class Journal:
                 return
             if self._data_crc(segment.fd, data_offset, data_len) != data_crc:
                 return
+            end_offset = offset + _aligned(_RECORD_HEADER_BYTES + meta_len + data_len)
             yield JournalRecord(
                 sequence=int(sequence),
                 meta=json.loads(meta_raw),
                 segment_fd=segment.fd,
                 data_offset=data_offset,
                 data_bytes=int(data_len),
+                segment=segment.index,
+                end_offset=end_offset,
             )
-            offset += _aligned(_RECORD_HEADER_BYTES + meta_len + data_len)
+            offset = end_offset
 
     @staticmethod
     def _data_crc(fd: int, offset: int, size: int) -> int | None:
@@ -301,36 +331,93 @@ class Journal:
             size -= len(chunk)
         return crc
 
-    def open_for_append(self, *, prefill: bool = False) -> None:
-        """Create the missing segments (durably) and recycle every segment.
+    def bytes_to_allocate(self, *, prefill: bool) -> int:
+        """Disk space :meth:`open_for_append` would take now: with ``prefill``, every segment's
+        missing length (a new spool: the whole journal); without, nothing beyond headers."""
+        if not prefill:
+            return 0
+        sizes = [path.stat().st_size for path in self._paths()[: self.segment_count]]
+        sizes += [0] * (self.segment_count - len(sizes))
+        return sum(max(0, self.segment_bytes - size) for size in sizes)
+
+    def open_for_append(self, *, prefill: bool = False, keep: Sequence[JournalRecord] = ()) -> None:
+        """Create the missing segments (durably) and recycle every segment not holding a
+        record of ``keep``.
 
         ``prefill`` writes zeros up to each segment's full size first (once per spool; a
         no-op for segments already that long): records then overwrite allocated blocks from the
         first one on, and their ``fdatasync`` changes no file-system metadata. Without it,
         the first pass through a segment allocates its blocks record by record.
 
-        Call only once every valid record has been filed (after :meth:`records`).
+        ``keep``: records found by :meth:`records` and not filed yet (start-up with too little
+        free space to file them): their segments keep their generation, new records go after
+        them, and each is released (:meth:`release`) once filed. Segments beyond
+        ``segment_count`` or longer than ``segment_bytes`` (the journal was configured
+        smaller) are removed or cut once they hold no kept record.
+
+        Call only once every other valid record has been filed (after :meth:`records`).
+
+        Raises:
+            OSError: creating or filling a segment failed; segments this call created are
+                removed again (no partial journal is left behind).
         """
         with self._lock:
             if not self._segments and self.folder.is_dir():
                 self._open_existing()
-            created = False
-            if not self.folder.is_dir():
-                self.folder.mkdir()
-                fsync_folder(self.folder.parent)
-            for index in range(len(self._segments), self.segment_count):
-                path = self.folder / f"segment-{index}.wal"
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-                self._segments.append(_Segment(index, path, fd, 0))
-                created = True
-            zeros = bytes(1 << 20)
-            for segment in self._segments:
-                size = os.fstat(segment.fd).st_size
-                while prefill and size < self.segment_bytes:
-                    size += os.pwrite(segment.fd, zeros[: self.segment_bytes - size], size)
-                self._recycle(segment, full_sync=True)
-            if created:
-                fsync_folder(self.folder)
+            created: list[_Segment] = []
+            made_folder = not self.folder.is_dir()
+            try:
+                if made_folder:
+                    self.folder.mkdir()
+                    fsync_folder(self.folder.parent)
+                for index in range(len(self._segments), self.segment_count):
+                    path = self.folder / f"segment-{index}.wal"
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                    segment = _Segment(index, path, fd, 0)
+                    self._segments.append(segment)
+                    created.append(segment)
+                kept: dict[int, list[JournalRecord]] = {}
+                for record in keep:
+                    kept.setdefault(record.segment, []).append(record)
+                self._drop_surplus(set(kept))
+                zeros = bytes(1 << 20)
+                for segment in self._segments:
+                    size = os.fstat(segment.fd).st_size
+                    while prefill and size < self.segment_bytes:
+                        size += os.pwrite(segment.fd, zeros[: self.segment_bytes - size], size)
+                    records = kept.get(segment.index)
+                    if records:
+                        segment.offset = max(record.end_offset for record in records)
+                        segment.live = len(records)
+                    else:
+                        self._recycle(segment, full_sync=True)
+                if created:
+                    fsync_folder(self.folder)
+            except OSError:
+                for segment in created:
+                    os.close(segment.fd)
+                    segment.path.unlink(missing_ok=True)
+                    self._segments.remove(segment)
+                if made_folder:
+                    with suppress(OSError):
+                        self.folder.rmdir()
+                raise
+
+    def _drop_surplus(self, kept_segments: set[int]) -> None:
+        """Remove segments beyond ``segment_count`` and cut segments longer than
+        ``segment_bytes`` (a journal configured smaller), unless they hold kept records; lock
+        held."""
+        while len(self._segments) > self.segment_count:
+            last = self._segments[-1]
+            if last.index in kept_segments:
+                break
+            os.close(last.fd)
+            last.path.unlink()
+            self._segments.pop()
+        for segment in self._segments:
+            cut = os.fstat(segment.fd).st_size > self.segment_bytes
+            if cut and segment.index not in kept_segments:
+                os.ftruncate(segment.fd, self.segment_bytes)
 
     def _recycle(self, segment: _Segment, *, full_sync: bool = False) -> None:
         """Give ``segment`` a new generation (its old records become invalid); lock held."""

@@ -22,11 +22,19 @@ Two ways in, both safe to acknowledge when they return:
   else, idempotently. Until filed, a journaled instance is not in the index: readers in other
   processes see it a few milliseconds later (or after the restart), never half-written.
 
+Disk full (:mod:`.free_space`): an instance is acknowledged only while the volume's free space,
+less what is still to be filed, stays above a reserve (else ``SpoolFullError``, 0xA700); a
+filing attempt the disk or SQLite refuses keeps what it could not file pending and is retried;
+a time point with instances not yet filed is never completed; a restart files what fits and
+leaves the rest in the journal for the filing thread. A SOP Instance UID received again:
+:mod:`.duplicates`.
+
 Path components are validated UIDs only (see :mod:`.uids`).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -43,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from concordose.errors import ConcordoseError, SpoolNotFoundError
+from concordose.spool import duplicates
 from concordose.spool.cycles import (
     OUTCOME_STATES,
     CycleMembers,
@@ -54,11 +63,20 @@ from concordose.spool.cycles import (
     find_cycle,
     group_cycles,
 )
+from concordose.spool.duplicates import DuplicateKind
+from concordose.spool.free_space import (
+    DEFAULT_FREE_RESERVE_MB,
+    JournalDoesNotFitError,
+    check_journal_fits,
+    check_room,
+    free_bytes,
+)
 from concordose.spool.journal import (
     DEFAULT_SEGMENT_BYTES,
     DEFAULT_SEGMENT_COUNT,
     Journal,
     JournalEntry,
+    JournalRecord,
     JournalWriter,
     copy_out,
     fsync_folder,
@@ -80,6 +98,12 @@ FILE_AFTER_IDLE_S = 0.05
 """The filing thread files journaled instances once no instance was journaled for this long
 (or once more than half the journal segments hold unfiled records): :meth:`Spool._filer_loop`."""
 RECEIVER_LOCK_FILENAME = "receiver.lock"
+FILING_RETRY_S = 1.0
+"""After a filing attempt the disk or the index refused (full), the filing thread tries again
+this often (its batch stays pending meanwhile)."""
+RECOVERY_BATCH = 32
+"""Journal records filed per index transaction at start-up (a full disk stops the recovery
+after the last batch that fitted; the rest stays in the journal)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -193,6 +217,9 @@ class SpoolStatus:
         pending_events: complete time points whose event has not been delivered yet.
         quarantined: files kept in the quarantine.
         cycles: treatment cycles per state (receiving, ready, processed, held, failed).
+        duplicates_conflicting / duplicates_other_study: copies of an already-filed SOP
+            Instance UID with other bytes, in the same study / under another study, kept in
+            the quarantine (:mod:`.duplicates`).
     """
 
     instances: int
@@ -203,6 +230,8 @@ class SpoolStatus:
     pending_events: int
     quarantined: int
     cycles: dict[str, int] = field(default_factory=dict)
+    duplicates_conflicting: int = 0
+    duplicates_other_study: int = 0
 
 
 @dataclass(frozen=True)
@@ -365,6 +394,14 @@ class _Unfiled:
     entry: JournalEntry | None = None
     synced: bool = False
     final_path: Path | None = None
+    needs_copy: bool = False
+    """Its bytes are only in the journal (the free-space check counts them as still to file)."""
+    dropped: bool = False
+    """A copy of the same bytes as the filed one: nothing to file."""
+    duplicate: DuplicateKind | None = None
+    sha256: str | None = None
+    first_relative: str | None = None
+    quarantine_path: Path | None = None
 
     def meta(self) -> dict[str, str | int | None]:
         """The index record as the journal keeps it."""
@@ -410,8 +447,17 @@ class _Unfiled:
 class Spool:
     """A durable, indexed store of received DICOM instances (thread-safe)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, *, free_reserve_bytes: int = DEFAULT_FREE_RESERVE_MB << 20
+    ) -> None:
+        """Open (creating if missing) the spool at ``root``.
+
+        ``free_reserve_bytes``: free space kept on the volume beyond what acknowledged
+        instances still need to be filed; below it the receiver answers 0xA700
+        (:meth:`ensure_room`, ``CONCORDOSE_SPOOL_FREE_RESERVE_MB``).
+        """
         self.root = root
+        self.free_reserve_bytes = free_reserve_bytes
         self.instances_dir = root / "instances"
         self.quarantine_dir = root / "quarantine"
         self.tmp_dir = root / "tmp"
@@ -422,6 +468,9 @@ class Spool:
         self._receiver_lock_fd: int | None = None
         self._journal: Journal | None = None
         self._unfiled: list[_Unfiled] = []
+        self._filing: list[_Unfiled] = []  # the batch being filed (out of _unfiled meanwhile)
+        self._filing_failures = 0  # consecutive refused filing attempts (logged once)
+        self._backlog: tuple[Journal, list[JournalRecord]] | None = None
         self._unfiled_changed = threading.Condition()
         self._filing_lock = threading.Lock()  # one filer at a time (thread or reader's drain)
         self._filer: threading.Thread | None = None
@@ -433,6 +482,7 @@ class Spool:
             self.unlock_receiver()
         with self._connect() as connection:
             connection.executescript(_SCHEMA)
+            connection.executescript(duplicates.SCHEMA)
             connection.execute(
                 "INSERT OR IGNORE INTO spool_meta (key, value) VALUES ('spool_id', ?)",
                 (str(uuid.uuid4()),),
@@ -466,32 +516,67 @@ class Spool:
         self._recover_journal()
 
     def _recover_journal(self) -> None:
-        """File every valid journal record not yet indexed, then invalidate them (start-up)."""
+        """File every valid journal record not yet indexed, then invalidate them (start-up).
+
+        Batches of :data:`RECOVERY_BATCH`; when the disk (or the index) refuses one, the rest
+        stays valid in the journal: the receiver's :meth:`start_journal` hands it to the filing
+        thread (filed once space returns), a reader leaves it for the next start.
+        """
         folder = self.root / JOURNAL_DIRNAME
         if not folder.is_dir():
             return
         journal = Journal(folder)
+        waiting: list[JournalRecord] = []
+        filed = 0
+        refused: Exception | None = None
         try:
-            recovered = []
-            for record in journal.records():
-                temp_path = self.new_temp_path()
-                fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            records = list(journal.records())
+            for start in range(0, len(records), RECOVERY_BATCH):
+                batch = records[start : start + RECOVERY_BATCH]
+                if refused is not None:
+                    waiting.extend(batch)
+                    continue
+                items: list[_Unfiled] = []
                 try:
-                    copy_out(record, fd)
-                finally:
-                    os.close(fd)
-                recovered.append(_Unfiled.from_meta(record.meta, temp_path))
-            if recovered:
-                self._file(recovered)
-                LOG.info(
-                    "filed %d journaled instance(s) left by a stopped receiver", len(recovered)
-                )
-            journal.recycle_all()
-        finally:
+                    for record in batch:
+                        item = _Unfiled.from_meta(record.meta, self.new_temp_path())
+                        items.append(item)
+                        fd = os.open(item.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                        try:
+                            copy_out(record, fd)
+                        finally:
+                            os.close(fd)
+                    self._file(items)
+                    filed += len(items)
+                except (OSError, sqlite3.Error) as exc:
+                    refused = exc
+                    for item in items:
+                        item.temp_path.unlink(missing_ok=True)
+                    waiting.extend(batch)
+            if filed:
+                LOG.info("filed %d journaled instance(s) left by a stopped receiver", filed)
+            if not waiting:
+                journal.recycle_all()
+        except BaseException:
             journal.close()
+            raise
+        if not waiting:
+            journal.close()
+            return
+        LOG.error(
+            "%d journaled instance(s) (%.1f MB) cannot be filed yet (%s); they stay in the "
+            "journal and are filed once space is freed",
+            len(waiting),
+            sum(record.data_bytes for record in waiting) / (1 << 20),
+            refused,
+        )
+        self._backlog = (journal, waiting)
 
     def unlock_receiver(self) -> None:
         """Release the receiver lock (no-op if not held)."""
+        if self._backlog is not None:  # left in the journal for the next start
+            self._backlog[0].close()
+            self._backlog = None
         if self._receiver_lock_fd is not None:
             fcntl.flock(self._receiver_lock_fd, fcntl.LOCK_UN)
             os.close(self._receiver_lock_fd)
@@ -543,7 +628,9 @@ class Spool:
         *,
         now: datetime | None = None,
     ) -> Path:
-        """Make one instance durable and indexed; idempotent for a repeated SOP Instance UID.
+        """Make one instance durable and indexed; idempotent for a repeated SOP Instance UID
+        with the same bytes (a copy with other bytes is kept in the quarantine:
+        :mod:`.duplicates`).
 
         The instance row and its time point's row are committed in one transaction, so after a
         crash the index never lists an instance its time point does not count.
@@ -556,15 +643,13 @@ class Spool:
             now: the receive time (UTC); default the current time.
 
         Returns:
-            The path of the stored file.
+            The path of the stored file (the filed first copy for a repeat with the same
+            bytes, the quarantined copy for one with other bytes).
 
         Raises:
             OSError: the disk refused the write (e.g. ENOSPC); nothing is indexed then.
         """
         with self._lock:
-            existing = self._indexed_path(identity)
-            if existing is not None:
-                return existing  # duplicate: already durable and indexed
             temp_path = self.new_temp_path()
             try:
                 with open(temp_path, "wb") as handle:
@@ -581,16 +666,18 @@ class Spool:
         """A fresh name in ``tmp/`` for an instance being written (dropped at start-up if left)."""
         return self.tmp_dir / f"{uuid.uuid4().hex}.part"
 
-    def _indexed_path(self, identity: InstanceIdentity) -> Path | None:
+    def _filed_copy(self, sop_instance_uid: str) -> tuple[Path, str, str] | None:
+        """The indexed copy of a SOP Instance UID whose file exists: (path, study UID,
+        relative path), else ``None``."""
         with self._connect() as connection:
             row = connection.execute(
-                "SELECT relative_path FROM instances WHERE sop_instance_uid = ?",
-                (identity.sop_instance_uid,),
+                "SELECT relative_path, study_uid FROM instances WHERE sop_instance_uid = ?",
+                (sop_instance_uid,),
             ).fetchone()
         if row is None:
             return None
         existing = self.instances_dir / str(row[0])
-        return existing if existing.is_file() else None
+        return (existing, str(row[1]), str(row[0])) if existing.is_file() else None
 
     def store_temp_file(
         self,
@@ -606,11 +693,12 @@ class Spool:
 
         The receiver streams each instance into :meth:`new_temp_path` as it arrives and fsyncs
         it; this is the rest of :meth:`store`'s contract: atomic rename, folder fsync, index
-        commit (instance and time point rows in one transaction). A duplicate SOP Instance UID
-        leaves the first copy and deletes ``temp_path``.
+        commit (instance and time point rows in one transaction). A repeated SOP Instance UID
+        leaves the first copy: ``temp_path`` is deleted (same bytes) or quarantined (other
+        bytes, :mod:`.duplicates`).
 
         Returns:
-            The path of the stored file.
+            The path of the stored file (or of the quarantined copy).
 
         Raises:
             OSError: the disk refused the rename or the folder fsync; nothing is indexed then.
@@ -625,29 +713,37 @@ class Spool:
             synced=True,
         )
         self._file([item])
-        assert item.final_path is not None
-        return item.final_path
+        kept = item.quarantine_path or item.final_path
+        assert kept is not None
+        return kept
 
     def _file(self, items: list[_Unfiled]) -> None:
         """File instances durably: fsync each temp file (unless done), rename it into place,
-        fsync each folder once, then one index transaction for all; duplicates (already
-        indexed with their file, or earlier in ``items``) are dropped and keep the first copy.
+        fsync each folder once, then one index transaction for all. A SOP Instance UID already
+        filed (or earlier in ``items``) keeps its first copy: the same bytes are dropped, other
+        bytes are kept in the quarantine and recorded in ``duplicates`` (:mod:`.duplicates`).
 
         Raises:
-            OSError: a disk error; nothing of ``items`` is indexed then (renamed files are
-            harmless: re-filing them is idempotent).
+            OSError, sqlite3.Error: a disk or index error (e.g. full); nothing of ``items`` is
+            indexed then (renamed or quarantined files are harmless: filing the same items
+            again is idempotent).
         """
         with self._lock:
-            seen: set[str] = set()
             fresh: list[_Unfiled] = []
+            flagged: list[_Unfiled] = []
+            first_of: dict[str, _Unfiled] = {}
+            kept_keys: set[tuple[str, str]] = set()
             for item in items:
-                uid = item.identity.sop_instance_uid
-                existing = None if uid in seen else self._indexed_path(item.identity)
-                if uid in seen or existing is not None:
-                    item.temp_path.unlink(missing_ok=True)
-                    item.final_path = existing or self._relative(item.identity)[1]
+                if not item.dropped and item.duplicate is None:
+                    self._compare_with_first(item, first_of, kept_keys)
+                if item.dropped:
                     continue
-                seen.add(uid)
+                if item.duplicate is not None:
+                    assert item.sha256 is not None
+                    kept_keys.add((item.identity.sop_instance_uid, item.sha256))
+                    flagged.append(item)
+                    continue
+                first_of[item.identity.sop_instance_uid] = item
                 fresh.append(item)
             for item in fresh:
                 if not item.synced and item.temp_path.exists():
@@ -669,6 +765,9 @@ class Spool:
                 folders.add(final_path.parent)
             for folder in folders:
                 fsync_folder(folder)
+            for item in flagged:
+                if item.quarantine_path is None:
+                    self._keep_duplicate(item)
             with self._connect() as connection:
                 for item in fresh:
                     relative, _final = self._relative(item.identity)
@@ -695,6 +794,90 @@ class Spool:
                         size_bytes=item.size_bytes,
                         now=item.received_at,
                     )
+                for item in flagged:
+                    assert item.quarantine_path is not None
+                    assert item.duplicate is not None
+                    connection.execute(
+                        "INSERT OR IGNORE INTO duplicates VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            item.identity.sop_instance_uid,
+                            item.sha256,
+                            item.duplicate.value,
+                            item.identity.study_uid,
+                            self._first_study(item),
+                            item.calling_ae_title,
+                            item.quarantine_path.name,
+                            _stamp(item.received_at),
+                        ),
+                    )
+            for item in flagged:  # logged once committed (a refused attempt is retried)
+                assert item.quarantine_path is not None
+                assert item.duplicate is not None
+                duplicates.log_kept(
+                    item.duplicate,
+                    item.identity.sop_instance_uid,
+                    item.calling_ae_title,
+                    item.quarantine_path.name,
+                )
+
+    def _first_study(self, item: _Unfiled) -> str:
+        assert item.first_relative is not None
+        return item.first_relative.split("/", 1)[0]
+
+    def _compare_with_first(
+        self, item: _Unfiled, first_of: dict[str, _Unfiled], kept_keys: set[tuple[str, str]]
+    ) -> None:
+        """Mark ``item`` dropped (same bytes as the filed copy, or a different copy already
+        kept) or flagged (other bytes: :attr:`_Unfiled.duplicate`); leave it fresh when its SOP
+        Instance UID has no filed copy. Lock held."""
+        uid = item.identity.sop_instance_uid
+        if not item.temp_path.exists():
+            return  # renamed into place by an attempt that failed later: still to be indexed
+        earlier = first_of.get(uid)
+        if earlier is not None:
+            first_path = earlier.temp_path if earlier.temp_path.exists() else earlier.final_path
+            assert first_path is not None
+            first_study, first_relative = (
+                earlier.identity.study_uid,
+                self._relative(earlier.identity)[0].as_posix(),
+            )
+        else:
+            filed = self._filed_copy(uid)
+            if filed is None:
+                return
+            first_path, first_study, first_relative = filed
+        if duplicates.same_bytes(first_path, item.temp_path):
+            item.dropped = True
+        else:
+            sha256 = duplicates.sha256_of(item.temp_path)
+            if (uid, sha256) in kept_keys or self._duplicate_kept(uid, sha256):
+                item.dropped = True  # this different copy is already kept
+                item.quarantine_path = self.quarantine_dir / duplicates.quarantine_name(sha256)
+            else:
+                item.duplicate = duplicates.classify(first_study, item.identity.study_uid)
+                item.sha256 = sha256
+                item.first_relative = first_relative
+                return
+        item.temp_path.unlink(missing_ok=True)
+        if item.quarantine_path is None:
+            item.final_path = first_path
+
+    def _duplicate_kept(self, sop_instance_uid: str, sha256: str) -> bool:
+        with self._connect() as connection:
+            row = connection.execute(
+                "SELECT 1 FROM duplicates WHERE sop_instance_uid = ? AND sha256 = ?",
+                (sop_instance_uid, sha256),
+            ).fetchone()
+        return row is not None
+
+    def _keep_duplicate(self, item: _Unfiled) -> None:
+        """Move a flagged copy into the quarantine with its reason (lock held)."""
+        assert item.duplicate is not None
+        assert item.sha256 is not None
+        assert item.first_relative is not None
+        name = duplicates.quarantine_name(item.sha256)
+        reason = duplicates.reason(item.duplicate, item.calling_ae_title, item.first_relative)
+        item.quarantine_path = self.quarantine_temp_file(item.temp_path, reason, name=name)
 
     def _relative(self, identity: InstanceIdentity) -> tuple[Path, Path]:
         relative = Path(identity.study_uid, identity.series_uid, f"{identity.sop_instance_uid}.dcm")
@@ -711,24 +894,66 @@ class Spool:
     ) -> None:
         """Journal accepted instances (:meth:`accept_temp_file`) and file them in a thread.
 
-        ``prefill``: write the segments' blocks once now (see :meth:`Journal.open_for_append`).
+        ``prefill``: write the segments' blocks once now (see :meth:`Journal.open_for_append`);
+        refused with one clear error, before anything is written, when the volume lacks that
+        space plus the free-space reserve (a restart over an allocated journal needs none).
 
         Call with the receiver lock held (:meth:`lock_for_receiver` has already filed what an
-        earlier receiver left in the journal).
+        earlier receiver left in the journal; what did not fit is filed by the thread once
+        space returns).
+
+        Raises:
+            JournalDoesNotFitError: the journal to allocate does not fit (nothing left behind).
         """
         if self._receiver_lock_fd is None:
             raise ConcordoseError(f"spool {self.root}: the journal needs the receiver lock")
-        journal = Journal(
-            self.root / JOURNAL_DIRNAME, segment_bytes=segment_bytes, segment_count=segment_count
+        backlog, self._backlog = self._backlog, None
+        journal, kept = backlog or (
+            Journal(
+                self.root / JOURNAL_DIRNAME,
+                segment_bytes=segment_bytes,
+                segment_count=segment_count,
+            ),
+            [],
         )
-        journal.open_for_append(prefill=prefill)
+        journal.segment_bytes, journal.segment_count = segment_bytes, segment_count
+        journal_bytes = segment_bytes * segment_count
+        try:
+            allocate = journal.bytes_to_allocate(prefill=prefill)
+            check_journal_fits(
+                self.root,
+                journal_bytes=journal_bytes,
+                allocate_bytes=allocate,
+                reserve_bytes=self.free_reserve_bytes,
+            )
+            try:
+                journal.open_for_append(prefill=prefill, keep=kept)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                raise JournalDoesNotFitError(
+                    self.root,
+                    journal_bytes=journal_bytes,
+                    allocate_bytes=allocate,
+                    free=free_bytes(self.root),
+                    reserve=self.free_reserve_bytes,
+                ) from None
+        except BaseException:
+            journal.close()
+            raise
         self._journal = journal
+        with self._unfiled_changed:
+            for record in kept:
+                item = _Unfiled.from_meta(record.meta, self.new_temp_path())
+                item.entry, item.needs_copy = record.entry(), True
+                self._unfiled.append(item)
         self._stop_filer = False
         self._filer = threading.Thread(target=self._filer_loop, name="spool-filer", daemon=True)
         self._filer.start()
 
     def stop_journal(self) -> None:
-        """File everything journaled, stop the filing thread, close the journal."""
+        """File everything journaled, stop the filing thread, close the journal (what the disk
+        still refuses stays valid in the journal: filed at the next start)."""
         if self._journal is None:
             return
         with self._unfiled_changed:
@@ -737,9 +962,43 @@ class Spool:
         if self._filer is not None:
             self._filer.join()
             self._filer = None
-        self.file_journaled()
+        try:
+            self.file_journaled()
+        except (OSError, sqlite3.Error) as exc:
+            LOG.error(
+                "%d journaled instance(s) not filed (%s); they stay in the journal and are "
+                "filed at the next start",
+                len(self._unfiled),
+                exc,
+            )
+            with self._unfiled_changed:
+                self._unfiled.clear()
         self._journal.close()
         self._journal = None
+
+    def ensure_room(self, incoming_bytes: int) -> None:
+        """Refuse (before acknowledging) while the volume's free space, less the bytes of
+        instances still only in the journal and ``incoming_bytes``, is below the reserve.
+
+        Raises:
+            SpoolFullError: an ``OSError`` with ``errno.ENOSPC`` (the receiver answers 0xA700).
+        """
+        with self._unfiled_changed:
+            pending = sum(
+                item.size_bytes for item in (*self._unfiled, *self._filing) if item.needs_copy
+            )
+        check_room(
+            self.root, to_file_bytes=pending + incoming_bytes, reserve_bytes=self.free_reserve_bytes
+        )
+
+    def unfiled_study_uids(self) -> set[str]:
+        """Studies with acknowledged instances not yet filed (never completed meanwhile)."""
+        with self._unfiled_changed:
+            return {
+                item.identity.study_uid
+                for item in (*self._unfiled, *self._filing)
+                if not item.dropped and item.duplicate is None
+            }
 
     def accept_temp_file(
         self,
@@ -764,8 +1023,11 @@ class Spool:
             data_crc32: ``zlib.crc32`` of its ``size_bytes`` bytes.
 
         Raises:
+            free_space.SpoolFullError: free space below the reserve (:meth:`ensure_room`);
+                nothing kept.
             OSError: the disk refused; nothing is durable or indexed then.
         """
+        self.ensure_room(0)  # its bytes are on disk already (the temp file)
         item = _Unfiled(
             identity,
             temp_path,
@@ -812,9 +1074,12 @@ class Spool:
         be acknowledged; the filing thread files it from the journal.
 
         Raises:
+            free_space.SpoolFullError: free space below the reserve (:meth:`ensure_room`; the caller
+                aborts the writer).
             OSError: the write or the flush failed (the caller aborts the writer).
             JournalOverflowError: no room for the index record (the caller spills).
         """
+        self.ensure_room(writer.size)  # to be copied out of the journal when filed
         item = _Unfiled(
             identity,
             self.new_temp_path(),  # written by the filer from the journal
@@ -824,6 +1089,7 @@ class Spool:
             now or datetime.now(UTC),
         )
         item.entry = writer.commit(item.meta(), data_crc32)
+        item.needs_copy = True
         with self._unfiled_changed:
             self._unfiled.append(item)
             self._last_accept = time.monotonic()
@@ -853,54 +1119,100 @@ class Spool:
                     return
             try:
                 self.file_journaled()
-            except OSError as exc:
-                # Still durable in the journal; the journal fills up and the receiver falls
-                # back to filing directly (answering 0xA700 if the disk still refuses).
-                LOG.error("could not file journaled instances (will retry): %s", exc)
+            except (OSError, sqlite3.Error):
+                # Still durable in the journal and still pending (file_journaled put the batch
+                # back); the free-space check refuses new instances meanwhile.
                 with self._unfiled_changed:
-                    self._unfiled_changed.wait(timeout=1.0)
+                    self._unfiled_changed.wait(timeout=FILING_RETRY_S)
 
     def file_journaled(self) -> int:
         """File and index every journaled instance not yet filed; returns how many.
 
+        Instances are copied out of the journal in order until the disk refuses one; those
+        copied are filed (so a nearly full disk files what fits), the rest stays pending.
+
         Raises:
-            OSError: a disk error (they stay journaled and are retried).
+            OSError, sqlite3.Error: the disk or the index refused (e.g. full): what was not
+            filed stays pending (journaled) and is retried; logged once per run of refusals.
         """
         with self._filing_lock:
             with self._unfiled_changed:
                 batch, self._unfiled = self._unfiled, []
+                self._filing = batch
             if not batch:
                 return 0
             journal = self._journal
-            try:
-                for item in batch:
-                    if item.final_path is None and not item.temp_path.exists():
-                        if item.entry is None or journal is None:
-                            continue
-                        # The temp file was lost: the journal holds the bytes.
-                        fd = os.open(item.temp_path, os.O_WRONLY | os.O_CREAT, 0o644)
-                        try:
-                            journal.copy_entry(item.entry, fd)
-                        finally:
-                            os.close(fd)
-                self._file(batch)
-            except OSError:
-                with self._unfiled_changed:
-                    self._unfiled[:0] = batch
-                raise
+            ready: list[_Unfiled] = []
+            refused: OSError | sqlite3.Error | None = None
             for item in batch:
+                try:
+                    self._copy_out_of_journal(item, journal)
+                except OSError as exc:
+                    refused = exc
+                    break
+                ready.append(item)
+            try:
+                if ready:
+                    self._file(ready)
+            except (OSError, sqlite3.Error) as exc:
+                refused, ready = exc, []
+            waiting = batch[len(ready) :]
+            with self._unfiled_changed:
+                self._unfiled[:0] = waiting
+                self._filing = []
+            for item in ready:
                 if item.entry is not None and journal is not None:
                     journal.release(item.entry)
-            return len(batch)
+            if refused is not None:
+                self._filing_failures += 1
+                if self._filing_failures == 1:
+                    LOG.error(
+                        "could not file %d journaled instance(s), they stay pending and filing "
+                        "is retried every %.0f s: %s: %s",
+                        len(waiting),
+                        FILING_RETRY_S,
+                        type(refused).__name__,
+                        refused,
+                    )
+                raise refused
+            if self._filing_failures:
+                LOG.info(
+                    "filed %d journaled instance(s) after %d refused attempt(s)",
+                    len(ready),
+                    self._filing_failures,
+                )
+                self._filing_failures = 0
+            return len(ready)
+
+    def _copy_out_of_journal(self, item: _Unfiled, journal: Journal | None) -> None:
+        """Write a journaled instance's temp file from its record, unless it has one (or is
+        filed, quarantined or dropped already); a partial copy is removed, never filed."""
+        if (
+            item.final_path is not None
+            or item.quarantine_path is not None
+            or item.dropped
+            or item.entry is None
+            or journal is None
+            or item.temp_path.exists()
+        ):
+            return
+        fd = os.open(item.temp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            journal.copy_entry(item.entry, fd)
+        except OSError:
+            item.temp_path.unlink()
+            raise
+        finally:
+            os.close(fd)
+        item.needs_copy = False
 
     def _drain(self) -> None:
         """Before answering from the index: file what this process has journaled (waiting for
-        a batch the filing thread is filing: it holds the filing lock)."""
+        a batch the filing thread is filing: it holds the filing lock). A refusal is logged
+        by :meth:`file_journaled`; what stays pending is excluded from completion."""
         if self._unfiled or self._journal is not None:
-            try:
+            with suppress(OSError, sqlite3.Error):
                 self.file_journaled()
-            except OSError as exc:
-                LOG.error("could not file journaled instances: %s", exc)
 
     # -- time points ----------------------------------------------------------------------------
 
@@ -961,7 +1273,9 @@ class Spool:
                 "SELECT study_uid FROM timepoints WHERE state = ? AND last_activity_at <= ?",
                 (TimePointState.RECEIVING.value, _stamp(quiet_since)),
             ).fetchall()
-            ready = [str(row[0]) for row in rows if str(row[0]) not in busy_study_uids]
+            # A study with acknowledged instances not yet filed (disk full) waits for them.
+            waiting = busy_study_uids | self.unfiled_study_uids()
+            ready = [str(row[0]) for row in rows if str(row[0]) not in waiting]
             connection.executemany(
                 "UPDATE timepoints SET state = ?, completed_at = ?, completion_reason = ?"
                 " WHERE study_uid = ? AND state = ?",
@@ -1013,8 +1327,11 @@ class Spool:
                 (TimePointState.COMPLETE.value,),
             ).fetchall()
         events = []
+        unfiled = self.unfiled_study_uids()  # filing them reopens the time point: wait
         for row in rows:
             record = _timepoint_from_row(row)
+            if record.study_uid in unfiled:
+                continue
             events.append(TimePointEvent(record.event_id, str(self.root), record))
         return events
 
@@ -1196,6 +1513,9 @@ class Spool:
                 "SELECT COUNT(*) FROM timepoints WHERE state = ? AND notified_at IS NULL",
                 (TimePointState.COMPLETE.value,),
             ).fetchone()
+            flagged = dict(
+                connection.execute("SELECT kind, COUNT(*) FROM duplicates GROUP BY kind").fetchall()
+            )
         return SpoolStatus(
             instances=int(count),
             size_bytes=int(size),
@@ -1205,6 +1525,8 @@ class Spool:
             pending_events=int(pending),
             quarantined=len(self.quarantined()),
             cycles=dict(Counter(record.state.value for record in self.cycles())),
+            duplicates_conflicting=int(flagged.get(DuplicateKind.CONFLICTING.value, 0)),
+            duplicates_other_study=int(flagged.get(DuplicateKind.OTHER_STUDY.value, 0)),
         )
 
     def _quarantine_path(self) -> Path:
@@ -1218,12 +1540,15 @@ class Spool:
         _write_durably(path.with_suffix(".reason.txt"), reason.encode("utf-8"), self.tmp_dir)
         return path
 
-    def quarantine_temp_file(self, temp_path: Path, reason: str) -> Path:
+    def quarantine_temp_file(
+        self, temp_path: Path, reason: str, *, name: str | None = None
+    ) -> Path:
         """Move a received file from ``tmp/`` into the quarantine with its reason beside it.
 
         The file is fsync'ed first (the receiver does not fsync what it will not index).
+        ``name``: its file name there (default: a timestamp and a random suffix).
         """
-        path = self._quarantine_path()
+        path = self._quarantine_path() if name is None else self.quarantine_dir / name
         fd = os.open(temp_path, os.O_RDONLY)
         try:
             os.fsync(fd)

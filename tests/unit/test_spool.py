@@ -1,23 +1,30 @@
-"""The spool: durable, indexed, idempotent, path-safe, with a quarantine."""
+"""The spool: durable, indexed, idempotent, path-safe, with a quarantine; a repeated SOP
+Instance UID with other bytes is kept and counted, never dropped (issue 18, item 4)."""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from concordose.dicom.pseudonym import uid_hash
 from concordose.spool.store import InstanceIdentity, InvalidInstanceError, Spool
+from concordose.spool.timepoints import TimePointState
 from concordose.spool.uids import is_valid_uid
 
 NM = "1.2.840.10008.5.1.4.1.1.20"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 
-def _identity(sop: str = "1.2.3.4.5") -> InstanceIdentity:
+def _identity(sop: str = "1.2.3.4.5", study: str = "1.2.3") -> InstanceIdentity:
     return InstanceIdentity.checked(
         sop_class_uid=NM,
         sop_instance_uid=sop,
-        study_uid="1.2.3",
+        study_uid=study,
         series_uid="1.2.3.4",
         transfer_syntax=EXPLICIT_LE,
     )
@@ -47,7 +54,7 @@ def test_identity_names_every_bad_uid() -> None:
 def test_store_writes_file_and_index_and_is_idempotent(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     first = spool.store(_identity(), b"first bytes", "SITE_A")
-    again = spool.store(_identity(), b"other bytes", "SITE_A")
+    again = spool.store(_identity(), b"first bytes", "SITE_A")
     assert first == again
     assert first.read_bytes() == b"first bytes"
     assert first.relative_to(spool.instances_dir) == Path("1.2.3/1.2.3.4/1.2.3.4.5.dcm")
@@ -56,6 +63,59 @@ def test_store_writes_file_and_index_and_is_idempotent(tmp_path: Path) -> None:
         (row.identity.sop_instance_uid, row.calling_ae_title, row.size_bytes) for row in rows
     ] == [("1.2.3.4.5", "SITE_A", 11)]
     assert list(spool.tmp_dir.iterdir()) == []
+    assert spool.quarantined() == []  # the same bytes again: nothing flagged
+    status = spool.status()
+    assert (status.duplicates_conflicting, status.duplicates_other_study) == (0, 0)
+
+
+def test_a_repeated_uid_with_other_bytes_is_kept_in_the_quarantine_and_counted_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    first = spool.store(_identity(), b"first bytes", "SITE_A")
+    with caplog.at_level(logging.WARNING, logger="concordose.spool"):
+        kept = spool.store(_identity(), b"other bytes", "SITE_B")
+        assert spool.store(_identity(), b"other bytes", "SITE_B") == kept  # kept once
+    moved = _identity(study="1.2.9")  # the same SOP Instance UID under another study
+    elsewhere = spool.store(moved, b"moved bytes", "SITE_B")
+    assert first.read_bytes() == b"first bytes"  # the first copy stays filed and indexed
+    assert [row.path for row in spool.instances()] == [first]
+    assert set(spool.quarantined()) == {kept, elsewhere}
+    assert (kept.read_bytes(), elsewhere.read_bytes()) == (b"other bytes", b"moved bytes")
+    reason = kept.with_suffix(".reason.txt").read_text()
+    assert "duplicate SOP Instance UID (conflicting)" in reason
+    assert "instances/1.2.3/1.2.3.4/1.2.3.4.5.dcm" in reason
+    assert "(other_study)" in elsewhere.with_suffix(".reason.txt").read_text()
+    status = Spool.open_existing(spool.root).status()
+    assert (status.duplicates_conflicting, status.duplicates_other_study) == (1, 1)
+    assert status.instances == 1
+    assert [tp.instance_count for tp in spool.timepoints()] == [1]  # 1.2.9 got nothing
+    warnings = [r.getMessage() for r in caplog.records if "duplicate SOP" in r.getMessage()]
+    # Logged once per kept copy, not again for the same different copy sent twice.
+    assert ["(conflicting)" in w for w in warnings] == [True, False]
+    assert "(other_study)" in warnings[1]
+    assert all("1.2.3.4.5" not in w and uid_hash("1.2.3.4.5") in w for w in warnings)
+
+
+def test_duplicates_in_one_filing_batch_keep_the_first_copy(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.lock_for_receiver()
+    spool.start_journal(segment_bytes=1 << 20, segment_count=2)
+    try:
+        for data in (b"first", b"first", b"second"):
+            temp = spool.new_temp_path()
+            temp.write_bytes(data)
+            spool.accept_temp_file(
+                _identity(), temp, len(data), zlib.crc32(data), calling_ae_title="SITE_A"
+            )
+    finally:
+        spool.stop_journal()
+        spool.unlock_receiver()
+    (row,) = spool.instances()
+    assert row.path.read_bytes() == b"first"
+    (kept,) = spool.quarantined()
+    assert kept.read_bytes() == b"second"
+    assert spool.status().duplicates_conflicting == 1
 
 
 def test_index_survives_reopening_and_partial_writes_are_dropped(tmp_path: Path) -> None:
@@ -78,3 +138,35 @@ def test_quarantine_keeps_bytes_and_reason(tmp_path: Path) -> None:
 def test_open_existing_on_missing_spool_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="does not exist"):
         Spool.open_existing(tmp_path / "nowhere")
+
+
+def test_no_completion_event_while_an_acknowledged_instance_of_its_study_is_not_filed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: an explicit trigger's event waits while the index refuses (SQLite full) an
+    instance of its study; the refused batch is not lost: filed once the index accepts."""
+    spool = Spool(tmp_path / "spool")
+    spool.lock_for_receiver()
+    spool.start_journal(segment_bytes=1 << 20, segment_count=2)
+    try:
+        spool.store(_identity("1.2.3.4.1"), b"filed", "SITE_A")
+        assert spool.mark_complete("1.2.3", "explicit trigger", datetime.now(UTC))
+        assert len(spool.pending_events()) == 1
+
+        def index_full(_self: Spool, _items: object) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(Spool, "_file", index_full)
+        temp = spool.new_temp_path()
+        temp.write_bytes(b"late")
+        late = _identity("1.2.3.4.2")
+        spool.accept_temp_file(late, temp, 4, zlib.crc32(b"late"), calling_ae_title="SITE_A")
+        assert spool.pending_events() == []  # its study has an instance not yet filed
+        assert spool.unfiled_study_uids() == {"1.2.3"}
+        monkeypatch.undo()
+        assert spool.pending_events() == []  # filed now: the time point reopened
+        (timepoint,) = spool.timepoints()
+        assert (timepoint.instance_count, timepoint.state) == (2, TimePointState.RECEIVING)
+    finally:
+        spool.stop_journal()
+        spool.unlock_receiver()

@@ -6,7 +6,7 @@ import os
 import zlib
 from pathlib import Path
 
-from concordose.spool.journal import Journal
+from concordose.spool.journal import Journal, segment_bytes_for
 
 
 def _append(journal: Journal, tmp_path: Path, name: str, data: bytes) -> None:
@@ -78,3 +78,38 @@ def test_prefill_allocates_each_segment_once_and_keeps_records_readable(tmp_path
     _append(journal, tmp_path, "r0", b"z" * 50_000)  # zeros after it end the scan
     journal.close()
     assert _found(folder) == [("r0", b"z" * 50_000)]
+
+
+def test_kept_records_survive_reopening_for_append_and_new_records_go_after_them(
+    tmp_path: Path,
+) -> None:
+    """Start-up on a full disk (issue 18): records not filed yet stay valid, never recycled."""
+    folder = tmp_path / "journal"
+    journal = Journal(folder, segment_bytes=1 << 20, segment_count=2)
+    journal.open_for_append(prefill=True)
+    for index in range(3):
+        _append(journal, tmp_path, f"r{index}", bytes([index]) * 50_000)
+    journal.close()
+
+    reopened = Journal(folder, segment_bytes=1 << 20, segment_count=2)
+    kept = [record for record in reopened.records() if record.meta["name"] != "r0"]
+    reopened.open_for_append(prefill=True, keep=kept)
+    _append(reopened, tmp_path, "r3", b"\x03" * 50_000)
+    reopened.release(kept[0].entry())
+    reopened.close()
+    assert [name for name, _ in _found(folder)][-3:] == ["r1", "r2", "r3"]
+    assert dict(_found(folder))["r2"] == b"\x02" * 50_000
+
+
+def test_a_smaller_journal_setting_cuts_and_removes_segments(tmp_path: Path) -> None:
+    folder = tmp_path / "journal"
+    journal = Journal(folder, segment_bytes=256 * 1024, segment_count=4)
+    journal.open_for_append(prefill=True)
+    journal.close()
+    smaller = Journal(folder, segment_bytes=128 * 1024, segment_count=2)
+    assert smaller.bytes_to_allocate(prefill=True) == 0
+    smaller.open_for_append(prefill=True)
+    smaller.close()
+    assert [p.stat().st_size for p in sorted(folder.glob("segment-*.wal"))] == [128 * 1024] * 2
+    assert segment_bytes_for(0) is None
+    assert segment_bytes_for(2) == 512 * 1024
