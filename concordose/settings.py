@@ -57,6 +57,9 @@ class Settings(BaseSettings):
             (4 segments): it bounds what is acknowledged and not yet filed; ``concordose
             receive`` allocates it once when the spool is new, so that much free space is
             needed then; 0 turns it off (each instance filed before it is acknowledged).
+        spool_umask: the file-creation mask (octal) ``concordose receive`` runs with: the
+            default ``027`` makes the spool's files 0640 and its folders 0750 (the service
+            user reads and writes, its group reads, nobody else); ``077`` for owner only.
         spool_free_reserve_mb: free space (MB) kept on the spool's volume beyond what
             acknowledged instances still need to be filed; below it the receiver answers
             0xA700 (out of resources).
@@ -106,6 +109,7 @@ class Settings(BaseSettings):
     receiver_check_called_ae_title: bool = DEFAULT_ADMISSION.check_called_ae_title
     spool_journal_mb: int = Field(default=DEFAULT_JOURNAL_MB, ge=0)
     spool_free_reserve_mb: int = Field(default=DEFAULT_FREE_RESERVE_MB, ge=0)
+    spool_umask: str = Field(default="027", pattern=r"^0?[0-7]{3}$")
     max_pdu_bytes: int = Field(default=131072, ge=0)
     max_concurrent_cycles: int = Field(default=1, ge=1, le=8)
     memory_budget_gb: float | None = Field(default=None, gt=0.0)

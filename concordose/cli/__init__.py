@@ -1369,6 +1369,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
     Example: concordose receive --spool /var/lib/concordose/spool --sites sites.yaml --port 11112
     (then, after editing sites.yaml: kill -HUP <pid>)
     """
+    import os
     import signal
     import time
 
@@ -1403,6 +1404,8 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
             from flows.triggers import WorkerProcessTrigger
 
             hook = WorkerProcessTrigger(sites.resolve(), output)
+        # Issue 18: spool files 0640 and folders 0750 by default (CONCORDOSE_SPOOL_UMASK).
+        os.umask(int(settings.spool_umask, 8))
         receiver = StorageReceiver(
             Spool(spool.resolve(), free_reserve_bytes=settings.spool_free_reserve_mb << 20),
             ae_title=ae_title or settings.receiver_ae_title,

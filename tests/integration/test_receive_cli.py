@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -83,6 +84,51 @@ def test_receive_logs_associations_and_completed_time_points_then_status_shows_t
     unknown = CliRunner().invoke(app, ["spool", "complete", "--spool", str(spool), "--study", "9"])
     assert unknown.exit_code == 2
     assert "has received no instance of study '9'" in unknown.output
+
+
+@pytest.mark.parametrize(
+    ("umask", "file_mode", "folder_mode"), [(None, 0o640, 0o750), ("077", 0o600, 0o700)]
+)
+def test_spool_files_and_folders_are_not_world_readable(
+    tmp_path: Path,
+    small_patient: GeneratedPatient,
+    umask: str | None,
+    file_mode: int,
+    folder_mode: int,
+) -> None:
+    """Issue 18 item 7: everything the receiver creates in its spool (instances, journal,
+    index, folders) is 0640 / 0750 by default, owner-only with CONCORDOSE_SPOOL_UMASK=077."""
+    port = free_port()
+    spool = tmp_path / "spool"
+    env = {k: v for k, v in os.environ.items() if k != "CONCORDOSE_SPOOL_UMASK"}
+    if umask is not None:
+        env["CONCORDOSE_SPOOL_UMASK"] = umask
+    executable = Path(sys.executable).with_name("concordose")
+    process = subprocess.Popen(
+        [
+            str(executable), "receive", "--port", str(port), "--host", "127.0.0.1",
+            "--spool", str(spool), "--sites", str(small_patient.sites_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: port_open(port), timeout_s=30, what="concordose receive")
+        files = list(small_patient.nm_files[:2])
+        assert storescu(port, small_patient.site.calling_ae_title, files).returncode == 0
+    finally:
+        assert stop_process(process) == 0
+    created = [spool, *spool.rglob("*")]
+    instances = [p for p in created if p.suffix == ".dcm"]
+    assert len(instances) == len(files)  # filed at the stop
+    for path in created:
+        mode = path.stat().st_mode & 0o777
+        expected = folder_mode if path.is_dir() else file_mode
+        assert mode & ~expected == 0, (
+            f"{path.relative_to(tmp_path)} is {mode:o}, expected ⊆ {expected:o}"
+        )
+    assert any(p.is_file() and p.stat().st_mode & 0o777 == file_mode for p in instances)
 
 
 def test_a_killed_receiver_loses_nothing_it_acknowledged_and_resumes(
