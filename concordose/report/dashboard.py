@@ -258,7 +258,7 @@ def _agreement_row(row: dict[Any, Any]) -> dict[str, Any]:
         "site": _site_label(str(row["site_id"])),
         "voi_class": row["voi_class"],
         "metric": row["metric"],
-        "dose_method": row["dose_method"] or "",
+        "dose_method": "" if pd.isna(row["dose_method"]) else str(row["dose_method"]),
         "method": method_chip(str(row["kinetics_method"])),
         "n_cycles": numeric_cell(_finite(row["n_cycles"])),
         "n_pairs": numeric_cell(_finite(row["n_pairs"])),

@@ -1,16 +1,23 @@
 """Integration fixtures: a real (temporary) Prefect server for the session; an S3-protocol
-server on loopback (moto's threaded server) per test."""
+server on loopback (moto's threaded server) per test; one digital-consortium run for the
+session."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 from moto.server import ThreadedMotoServer
 from prefect.testing.utilities import prefect_test_harness
+from typer.testing import CliRunner
 
 import flows  # noqa: F401  (applies the platform's Prefect defaults)
+from concordose.cli import app
+
+CONSORTIUM_SITES = ("milan", "brussels")
+CONSORTIUM_KEY = "consortium-command-test-key"
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +39,27 @@ def s3_endpoint() -> Iterator[str]:
     finally:
         requests.post(f"http://{host}:{port}/moto-api/reset", timeout=10)
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def consortium_run(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Path:
+    """One ``concordose consortium`` run (test preset, :data:`CONSORTIUM_SITES`, one patient,
+    key :data:`CONSORTIUM_KEY`) shared by the session's tests (≈ 2 min): its folder. Tests read
+    it; a test that writes (a report, a sweep) works on a copy."""
+    out = tmp_path_factory.mktemp("consortium") / "run"
+    result = CliRunner().invoke(
+        app,
+        [
+            "consortium",
+            "--out", str(out),
+            "--preset", "test",
+            "--site-ids", ",".join(CONSORTIUM_SITES),
+            "--patients", "1",
+        ],
+        env={"CONCORDOSE_PSEUDONYM_KEY": CONSORTIUM_KEY, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Cross-site agreement on reference objects" in result.output
+    for variant in ("raw", "harmonised", "harmonised_pvc"):
+        assert variant in result.output
+    return out
