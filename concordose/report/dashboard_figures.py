@@ -75,13 +75,22 @@ class CalibrationSpan:
 
 
 def _span(
-    axes: Axes, window: tuple[float, float], value: float | None, style: str, label: str
+    axes: Axes,
+    window: tuple[float, float],
+    value: float | None,
+    style: str,
+    label: str,
+    *,
+    labelled: set[str],
 ) -> bool:
-    """A value over a validity window (matplotlib date numbers); False when not recorded."""
-    start, end = window
+    """A value over a validity window (matplotlib date numbers), labelled for the legend the
+    first time ``label`` is drawn; False when not recorded."""
     if value is None or not np.isfinite(value):
         return False
-    axes.plot([start, end], [value, value], color=INK, linestyle=style, linewidth=1.6, label=label)
+    start, end = window
+    shown = "_" if label in labelled else label
+    labelled.add(label)
+    axes.plot([start, end], [value, value], color=INK, linestyle=style, linewidth=1.6, label=shown)
     axes.plot([start], [value], color=INK, marker="|", markersize=8)
     return True
 
@@ -104,7 +113,8 @@ def calibration_history_figure(
     for span in spans:
         start = float(date2num(span.valid_from))  # type: ignore[no-untyped-call]
         end = float(date2num(span.valid_to or today))  # type: ignore[no-untyped-call]
-        _span(cf_axes, (start, end), span.cf_cps_per_mbq, "-", once("CF"))
+        window = (start, end)
+        _span(cf_axes, window, span.cf_cps_per_mbq, "-", "CF", labelled=labelled)
         if span.cf_relative_uncertainty is not None and np.isfinite(span.cf_relative_uncertainty):
             sd = span.cf_cps_per_mbq * span.cf_relative_uncertainty
             cf_axes.fill_between(
@@ -123,9 +133,16 @@ def calibration_history_figure(
             xytext=(2, 4),
             fontsize=6,
         )
-        _span(recovery_axes, (start, end), span.recovery_a_ml, "-", once("RC(V) = 0.5"))
-        _span(recovery_axes, (start, end), span.contrast_recovery_a_ml, "--", once("RC0(V) = 0.5"))
-        if _span(psf_axes, (start, end), span.psf_fwhm_mm, "-", once("NEMA spheres")):
+        _span(recovery_axes, window, span.recovery_a_ml, "-", "RC(V) = 0.5", labelled=labelled)
+        _span(
+            recovery_axes,
+            window,
+            span.contrast_recovery_a_ml,
+            "--",
+            "RC0(V) = 0.5",
+            labelled=labelled,
+        )
+        if _span(psf_axes, window, span.psf_fwhm_mm, "-", "NEMA spheres", labelled=labelled):
             sd_mm = span.psf_fwhm_sd_mm
             if sd_mm is not None and np.isfinite(sd_mm) and span.psf_fwhm_mm is not None:
                 psf_axes.fill_between(
@@ -136,7 +153,14 @@ def calibration_history_figure(
                     alpha=0.25,
                     linewidth=0,
                 )
-        _span(psf_axes, (start, end), span.psf_large_object_fwhm_mm, "--", once("large object"))
+        _span(
+            psf_axes,
+            window,
+            span.psf_large_object_fwhm_mm,
+            "--",
+            "large object",
+            labelled=labelled,
+        )
         if span.valid_to is None:
             for axes, value in (
                 (cf_axes, span.cf_cps_per_mbq),
