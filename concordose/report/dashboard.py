@@ -20,7 +20,7 @@ read once) and each saying where its numbers come from:
 
 A section whose table the store does not hold says so instead of drawing an empty plot.
 Self-contained as the cycle report: inline CSS, PNG data URIs, no script, no external
-reference. Pseudonymised keys are not even needed here; no patient attribute is read.
+reference. No patient key or attribute is shown (cycle keys are read only to count cycles).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def _cycles_section(tables: DashboardTables) -> dict[str, Any]:
         rows.append(
             {
                 "site_id": site,
-                "label": _site_label(site).replace(" (pooled)", ""),
+                "label": "all sites" if site == POOLED_SITE_ID else site,
                 "published": numeric_cell(float(len(of_site(published)))),
                 "processed": numeric_cell(float(len(of_site(processed)))),
                 "held": numeric_cell(float(len(of_site(held)))),
@@ -528,7 +528,7 @@ def _threshold_section(tables: DashboardTables) -> dict[str, Any]:
             study_kinetics_method=str(r["study_kinetics_method"]),
             study_value_gy=float(r["study_value_gy"]),
             reference_value_gy=float(r["reference_value_gy"]),
-            flipped=bool(r["flipped"]) if r["flipped"] is not pd.NA else False,
+            flipped=False if pd.isna(r["flipped"]) else bool(r["flipped"]),
         )
         for r in individual.to_dict("records")
         if _finite(r["study_value_gy"]) is not None and _finite(r["reference_value_gy"]) is not None
