@@ -14,6 +14,7 @@ import io
 import re
 from datetime import UTC, date, datetime
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,16 +25,23 @@ from matplotlib.image import imread
 from concordose.consortium import build_kinetics_agreement
 from concordose.kinetics.comparison import relative_bland_altman
 from concordose.report import (
+    DASHBOARD_KEY,
     DASHBOARD_SECTION_IDS,
     DashboardTables,
     method_style,
+    read_dashboard_tables,
     render_dashboard,
 )
 from concordose.report.dashboard_figures import BlandAltmanSeries, bland_altman_figure
 from concordose.report.dashboard_tables import DASHBOARD_COLUMNS
 from concordose.report.palette import OKABE_ITO
+from concordose.results.object_store import open_object_store
 from concordose.results.provenance import Provenance
+from concordose.results.publish import publish_tables
+from concordose.settings import Settings
 from schemas.tables import TABLES
+from tasks.report import dashboard_task
+from tests.results_rows import calibration_table, provenance, run_tables
 
 GENERATED_AT = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 REFERENCE = "spectacular_6tp"
@@ -399,3 +407,26 @@ def test_each_method_is_drawn_and_listed_in_its_palette_colour() -> None:
     for method in METHODS:
         colour = method_style(method).colour
         assert f'<span class="chip" style="background: {colour}"></span>{method}' in html
+
+
+def test_the_nightly_task_skips_an_empty_store_and_writes_a_published_one(
+    tmp_path: Path,
+) -> None:
+    store = open_object_store(str(tmp_path / "store"), Settings())
+    assert dashboard_task.fn(store) is None  # nothing published: no page
+    assert not (tmp_path / "store" / DASHBOARD_KEY).exists()
+
+    publish_tables(
+        store,
+        {**run_tables("run-1", {"cyc-a": 40.0}), "site_calibrations": [calibration_table("run-1")]},
+        provenance("run-1"),
+        validate=False,
+    )
+    path = dashboard_task.fn(store)
+    assert path == str(tmp_path / "store" / DASHBOARD_KEY)
+    html = Path(path).read_text()
+    tables = read_dashboard_tables(store)
+    assert tables.table("kinetics").num_rows == 2  # the published rows, read back
+    cf = _cells(_page(html), "calibrations", "cf")
+    assert [float(c["data-value"]) for c in cf] == [9.5]
+    assert "Method agreement is not available" in html  # no cohort table published
