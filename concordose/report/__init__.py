@@ -20,7 +20,6 @@ from concordose.report.dashboard_tables import DashboardTables, read_dashboard_t
 from concordose.report.images import (
     CYCLE_REPORTS_DIR,
     CycleImages,
-    DoseSlice,
     cycle_images,
     image_products_key,
     publish_cycle_images,
@@ -38,7 +37,6 @@ __all__ = [
     "CycleImages",
     "CycleRows",
     "DashboardTables",
-    "DoseSlice",
     "MethodStyle",
     "build_cycle_report",
     "build_dashboard",
