@@ -23,6 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from concordose.cli import app
+from concordose.external_references import external_references
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.report import DASHBOARD_KEY, DASHBOARD_SECTION_IDS, build_dashboard
 from concordose.results.catalogue import read_current
@@ -129,6 +130,7 @@ def test_variant_dashboard_numbers_equal_its_tables(variant_copy: Path) -> None:
     html = (variant_copy / DASHBOARD_KEY).read_text()
     page = _page(html)
     assert set(DASHBOARD_SECTION_IDS) <= page.ids
+    assert external_references(variant_copy / DASHBOARD_KEY) == []
     store = _store(variant_copy)
 
     # Bland–Altman numbers: every kinetics_agreement row, per site and pooled

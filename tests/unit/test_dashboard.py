@@ -23,6 +23,7 @@ import pytest
 from matplotlib.image import imread
 
 from concordose.consortium import build_kinetics_agreement
+from concordose.external_references import external_references
 from concordose.kinetics.comparison import relative_bland_altman
 from concordose.report import (
     DASHBOARD_KEY,
@@ -365,8 +366,11 @@ def test_agreement_without_kinetics_rows_draws_the_published_lines_only() -> Non
     assert html.count('class="bland-altman"') == 3
 
 
-def test_no_external_reference_script_or_identifier() -> None:
+def test_no_external_reference_script_or_identifier(tmp_path: Path) -> None:
     html = render_dashboard(_published(), generated_at=GENERATED_AT)
+    page_file = tmp_path / "index.html"
+    page_file.write_text(html, encoding="utf-8")
+    assert external_references(page_file) == []  # the project's one scanner
     assert not re.search(r"https?://", html)
     assert "<script" not in html.lower()
     assert "<link" not in html.lower()
