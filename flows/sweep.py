@@ -3,7 +3,8 @@
 * ``sweep`` (deployed with a nightly schedule, and ``concordose sweep``) runs the cycles that
   need it: complete but unprocessed, failed, or held for a reason that has gone away (the gate
   is re-run cheaply — headers only — on each held cycle: a missing CT/SEG that arrived, a
-  calibration record that now covers the date).
+  calibration record that now covers the date); then rebuilds the consortium dashboard
+  (:mod:`flows.dashboard`; a failure there is a warning in the result).
 * ``process-spool`` (``concordose process``, the demo) runs every complete cycle of a spool or
   folder, whatever its state (re-running replaces rows).
 
@@ -35,6 +36,7 @@ from concordose.pipeline.working_set import estimate_working_set, memory_budget_
 from concordose.settings import Settings
 from concordose.spool.cycles import CycleRecord, CycleState, due_for_processing
 from flows.cohort import refresh_cohort_tables
+from flows.dashboard import DashboardOutcome, refresh_dashboard
 from flows.process_cycle import (
     OUTCOME_HELD,
     OUTCOME_PROCESSED,
@@ -66,12 +68,15 @@ class SweepResult:
         failed: cycle id → reason, for runs that failed.
         considered: cycles in the source.
         receiving: cycles left alone because a time point of theirs is still receiving.
+        dashboard: the consortium dashboard's rebuild (``sweep`` only; None for
+            ``process-spool``): where it was written, or why it was not.
     """
 
     runs: tuple[CycleRunResult, ...]
     failed: dict[str, str]
     considered: int
     receiving: int = 0
+    dashboard: DashboardOutcome | None = None
 
     @property
     def processed(self) -> tuple[CycleRunResult, ...]:
@@ -183,6 +188,7 @@ def _run_cycles(
     *,
     every_cycle: bool,
     max_concurrent_cycles: int | None,
+    dashboard: bool = False,
 ) -> SweepResult:
     logger = get_run_logger()
     limit = max_concurrent_cycles or Settings().max_concurrent_cycles
@@ -225,7 +231,10 @@ def _run_cycles(
     if selected:
         # once, after every cycle of the sweep (its cycle runs do not rebuild them each)
         refresh_cohort_tables(options.output_uri)
-    return SweepResult(tuple(runs), failed, considered, receiving)
+    # every night, whether or not this sweep ran a cycle: cycles the receiver triggered during
+    # the day published their rows and cohort tables without rebuilding the dashboard
+    outcome = refresh_dashboard(options.output_uri) if dashboard else None
+    return SweepResult(tuple(runs), failed, considered, receiving, outcome)
 
 
 def cycle_task_runner() -> TaskRunner[PrefectFuture[Any]]:
@@ -261,6 +270,7 @@ def sweep(
         options,
         every_cycle=False,
         max_concurrent_cycles=max_concurrent_cycles,
+        dashboard=True,
     )
 
 

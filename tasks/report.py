@@ -1,7 +1,9 @@
-"""Tasks of a cycle's report: its image products and the HTML published beside the tables.
+"""Tasks of the reports: a cycle's image products and HTML published beside the tables, and
+the consortium dashboard.
 
-Neither is retried as a task: the object store retries its own requests, and a report that
-cannot be built must not hold up or fail the cycle's publication (the flow records a warning).
+None is retried as a task: the object store retries its own requests, and a report that
+cannot be built must not hold up or fail the cycle's publication or the sweep (the flows
+record a warning).
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from concordose.pipeline.report_images import cycle_report_images
 from concordose.report import (
     CycleImages,
     build_cycle_report,
+    build_dashboard,
     publish_cycle_images,
     publish_cycle_report,
+    publish_dashboard,
 )
 from concordose.results.object_store import ObjectStore
+from concordose.results.publish import MANIFEST_DIR
 
 
 @task(name="report-images", cache_policy=NO_CACHE)
@@ -45,3 +50,13 @@ def cycle_report_task(store: ObjectStore, cycle_key: str, images: CycleImages | 
     if images is not None:
         publish_cycle_images(store, cycle_key, images)
     return publish_cycle_report(store, cycle_key, build_cycle_report(store, cycle_key))
+
+
+@task(name="dashboard", cache_policy=NO_CACHE)
+def dashboard_task(store: ObjectStore) -> str | None:
+    """Rebuild the consortium dashboard from the store's current rows and write it at
+    ``_reports/dashboard/index.html``; its path, or None when nothing is published yet (no
+    manifest: an empty store gets no page)."""
+    if not any(p.endswith(".json") for p in store.list_files(store.path(MANIFEST_DIR))):
+        return None
+    return publish_dashboard(store, build_dashboard(store))

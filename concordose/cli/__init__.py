@@ -487,6 +487,15 @@ def _report_sweep(result: SweepResult, source: Path) -> None:
         f"{len(result.processed)} processed, {len(result.held)} held, {len(result.failed)} "
         f"failed of {result.considered} cycle(s) in {source}"
     )
+    if result.dashboard is not None:  # the consortium dashboard (issue 17)
+        if result.dashboard.path is not None:
+            console.print(f"dashboard: {result.dashboard.path}", highlight=False, soft_wrap=True)
+        elif result.dashboard.error is not None:
+            error_console.print(
+                f"[yellow]warning:[/] dashboard not rebuilt: {result.dashboard.error}",
+                highlight=False,
+                soft_wrap=True,
+            )
     if result.receiving:
         console.print(
             f"{result.receiving} cycle(s) still receiving were left alone: wait for the quiet "

@@ -6,6 +6,8 @@ from concordose.consortium.agreement import (
     POOLED_SITE_ID,
     build_dose_agreement,
     build_kinetics_agreement,
+    kinetics_tia_pairs,
+    with_voi_classes,
 )
 from concordose.consortium.cohort_tables import (
     build_cohort_tables,
@@ -59,8 +61,10 @@ __all__ = [
     "build_threshold_concordance",
     "cohen_kappa",
     "deming_regression",
+    "kinetics_tia_pairs",
     "read_cohort_inputs",
     "rebuild_cohort_tables",
     "voi_classes",
+    "with_voi_classes",
     "write_variant_config",
 ]

@@ -65,8 +65,10 @@ def _none_if_missing(value: object) -> object:
     return None if isinstance(value, float) and np.isnan(value) else value
 
 
-def _with_voi_classes(rows: pd.DataFrame, voi_timepoints: pa.Table) -> pd.DataFrame:
-    """``rows`` with a ``voi_class`` column (volume from each VOI's first time point)."""
+def with_voi_classes(rows: pd.DataFrame, voi_timepoints: pa.Table) -> pd.DataFrame:
+    """``rows`` (with ``cycle_key``, ``voi_label``, ``voi_type``) with a ``voi_class`` column
+    (:func:`~concordose.consortium.voi_classes.voi_classes`; volume from each VOI's first time
+    point in ``voi_timepoints``) and that ``volume_ml``."""
     points = _frame(voi_timepoints, ["cycle_key", "voi_label", "time_point_index", "volume_ml"])
     first = points.sort_values("time_point_index").drop_duplicates(["cycle_key", "voi_label"])
     merged = rows.merge(
@@ -142,6 +144,29 @@ def _table(spec: TableSpec, rows: list[dict[str, Any]], provenance: Provenance) 
     return pa.Table.from_pylist(stamped, schema=spec.schema)
 
 
+def _tia_frame(kinetics: pa.Table) -> pd.DataFrame:
+    return _frame(
+        kinetics,
+        [*_PAIR_KEYS, "voi_type", "kinetics_method", "tia_mbq_h", "method_parameters_hash"],
+    ).rename(columns={"tia_mbq_h": "value", "method_parameters_hash": "hash"})
+
+
+def kinetics_tia_pairs(
+    kinetics: pa.Table, *, reference_method: str = REFERENCE_METHOD_NAME
+) -> pd.DataFrame:
+    """The TIA pairs ``kinetics_agreement`` summarises (metric ``tia``): one row per site,
+    cycle, VOI and kinetics method other than the reference, with the method's TIA (``value``,
+    MBq·h), the reference's (``reference_value``), both setting hashes (``hash``,
+    ``reference_hash``), ``voi_type``, ``metric``, ``reference_method`` and ``dose_method``
+    (None). A Bland–Altman plot draws these pairs (the consortium dashboard)."""
+    tia = _tia_frame(kinetics)
+    is_reference = tia["kinetics_method"] == reference_method
+    reference_tia = tia.loc[is_reference, [*_PAIR_KEYS, "value", "hash"]]
+    pairs = tia.loc[~is_reference].merge(reference_tia, on=_PAIR_KEYS, suffixes=("", "_ref"))
+    pairs = pairs.rename(columns={"value_ref": "reference_value", "hash_ref": "reference_hash"})
+    return pairs.assign(metric=METRIC_TIA, reference_method=reference_method, dose_method=None)
+
+
 def build_kinetics_agreement(
     kinetics: pa.Table,
     absorbed_dose: pa.Table,
@@ -153,19 +178,8 @@ def build_kinetics_agreement(
     """Table ``kinetics_agreement`` from the current ``kinetics``, ``absorbed_dose`` and
     ``voi_timepoints`` rows (see the module docstring). Empty when no cycle ran the reference.
     """
-    tia = _frame(
-        kinetics,
-        [*_PAIR_KEYS, "voi_type", "kinetics_method", "tia_mbq_h", "method_parameters_hash"],
-    ).rename(columns={"tia_mbq_h": "value", "method_parameters_hash": "hash"})
-    is_reference = tia["kinetics_method"] == reference_method
-    reference_tia = tia.loc[is_reference, [*_PAIR_KEYS, "value", "hash"]]
-    tia_pairs = tia.loc[~is_reference].merge(reference_tia, on=_PAIR_KEYS, suffixes=("", "_ref"))
-    tia_pairs = tia_pairs.rename(
-        columns={"value_ref": "reference_value", "hash_ref": "reference_hash"}
-    )
-    tia_pairs = tia_pairs.assign(
-        metric=METRIC_TIA, reference_method=reference_method, dose_method=None
-    )
+    tia = _tia_frame(kinetics)
+    tia_pairs = kinetics_tia_pairs(kinetics, reference_method=reference_method)
 
     # Mean dose: same dose method on both sides; the settings of both kinetics methods and the
     # dose method enter the hash.
@@ -209,7 +223,7 @@ def build_kinetics_agreement(
     pairs = pd.concat([tia_pairs[columns], dose_pairs[columns]], ignore_index=True)
     if pairs.empty:
         return _table(KINETICS_AGREEMENT, [], provenance)
-    pairs = _with_voi_classes(pairs, voi_timepoints)
+    pairs = with_voi_classes(pairs, voi_timepoints)
     rows = _agreement_rows(
         pairs,
         ["metric", "kinetics_method", "reference_method", "dose_method"],
@@ -285,7 +299,7 @@ def build_dose_agreement(
         + ":"
         + pairs["comparator_kinetics_method"],
     )
-    pairs = _with_voi_classes(pairs, voi_timepoints)
+    pairs = with_voi_classes(pairs, voi_timepoints)
     rows = _agreement_rows(
         pairs,
         [

@@ -104,6 +104,20 @@ def bland_altman(
     )
 
 
+def relative_differences_percent(values: FloatArray, reference_values: FloatArray) -> FloatArray:
+    """Each pair's relative difference d = 100·(x − ref)/mean(x, ref), in %, the quantity
+    :func:`relative_bland_altman` summarises (one home for it; a Bland–Altman plot draws it
+    against the pair's mean). NaN where the pair is left out: either value missing or
+    infinite, or both summing to ≤ 0."""
+    test = np.asarray(values, dtype=np.float64)
+    ref = np.asarray(reference_values, dtype=np.float64)
+    total = test + ref
+    valid = np.isfinite(test) & np.isfinite(ref) & (total > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        differences = 100.0 * (test - ref) / (total / 2.0)
+    return np.where(valid, differences, np.nan)
+
+
 def relative_bland_altman(
     values: FloatArray,
     reference_values: FloatArray,
@@ -134,8 +148,9 @@ def relative_bland_altman(
             f"Bland–Altman of {method!r} against {reference!r}: expected paired values, found "
             f"{test.size} and {ref.size}"
         )
-    valid = np.isfinite(test) & np.isfinite(ref) & ((test + ref) > 0)
-    differences = 100.0 * (test[valid] - ref[valid]) / ((test[valid] + ref[valid]) / 2.0)
+    all_differences = relative_differences_percent(test, ref)
+    valid = np.isfinite(all_differences)
+    differences = all_differences[valid]
     n = int(differences.size)
     bias = float(differences.mean()) if n else float("nan")
     sd = float(differences.std(ddof=1)) if n > 1 else float("nan")

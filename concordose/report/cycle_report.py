@@ -16,13 +16,11 @@ renders the same on a closed hospital network. Pseudonymised keys only (``subjec
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
-import jinja2
 import numpy as np
 
 from concordose import __version__
@@ -37,13 +35,13 @@ from concordose.report.figures import (
     mip_figure,
     tac_figure,
 )
+from concordose.report.html import TEMPLATES, method_chip, number_text, numeric_cell
 from concordose.report.images import (
     CYCLE_REPORTS_DIR,
     CycleImages,
     image_products_key,
     read_cycle_images,
 )
-from concordose.report.palette import method_style
 from concordose.results.catalogue import connect
 from concordose.results.object_store import ObjectStore
 
@@ -81,36 +79,10 @@ TAC_GRID_POINTS = 200
 
 Row = dict[str, Any]
 
-_ENVIRONMENT = jinja2.Environment(
-    loader=jinja2.PackageLoader("concordose.report", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-
 
 def cycle_report_key(cycle_key: str) -> str:
     """Store-relative key of a cycle's report: ``_reports/cycles/<cycle_key>.html``."""
     return f"{CYCLE_REPORTS_DIR}/{cycle_key}.html"
-
-
-def _number(value: float | None, digits: int = 4) -> str:
-    if value is None or not math.isfinite(value):
-        return "–"
-    if 10**digits <= abs(value) < 1e7:
-        return f"{value:.0f}"  # 10440, not 1.044e+04
-    return f"{value:.{digits}g}"
-
-
-def _cell(value: float | None, sd: float | None = None) -> dict[str, str]:
-    """A numeric cell: shown to 4 significant digits, full precision in ``data-value``."""
-    text = _number(value) + ("" if sd is None or value is None else f" ± {_number(sd, 2)}")
-    return {"text": text, "value": "" if value is None else repr(float(value))}
-
-
-def _method_chip(name: str) -> dict[str, str]:
-    return {"name": name, "colour": method_style(name).colour}
 
 
 def _tac_figures(rows: CycleRows) -> list[dict[str, str]]:
@@ -165,13 +137,13 @@ def _tia_table(rows: CycleRows) -> list[dict[str, Any]]:
             {
                 "voi_label": row["voi_label"],
                 "voi_type": row["voi_type"],
-                "method": _method_chip(row["kinetics_method"]),
+                "method": method_chip(row["kinetics_method"]),
                 "model": row["model"] or "–",
-                "time_points": ", ".join(_number(t) for t in row["time_points_used_h"] or [])
+                "time_points": ", ".join(number_text(t) for t in row["time_points_used_h"] or [])
                 or "all",
-                "tia": _cell(row["tia_mbq_h"], sd),
-                "tia_sd": _cell(sd),
-                "teff": _cell(row["teff_h"]),
+                "tia": numeric_cell(row["tia_mbq_h"], sd),
+                "tia_sd": numeric_cell(sd),
+                "teff": numeric_cell(row["teff_h"]),
                 "status": row["status"],
             }
         )
@@ -199,12 +171,13 @@ def _dose_table(rows: CycleRows) -> tuple[list[str], list[dict[str, Any]]]:
                     }
                 )
             else:
-                cells.append({**_cell(found["mean_dose_gy"], found["dose_sd_gy"]), "title": ""})
+                cell = numeric_cell(found["mean_dose_gy"], found["dose_sd_gy"])
+                cells.append({**cell, "title": ""})
         table.append(
             {
                 "voi_label": label,
                 "voi_type": types[label],
-                "method": _method_chip(kinetics),
+                "method": method_chip(kinetics),
                 "cells": cells,
             }
         )
@@ -215,13 +188,13 @@ def _voxel_table(rows: CycleRows) -> list[dict[str, Any]]:
     return [
         {
             "voi_label": row["voi_label"],
-            "method": _method_chip(row["kinetics_method"]),
+            "method": method_chip(row["kinetics_method"]),
             "dose_method": row["dose_method"],
             "dose_grid": row["dose_grid"],
-            "mean": _cell(row["mean_dose_gy"], row["dose_sd_gy"]),
-            "d98": _cell(row["d98_gy"]),
-            "d50": _cell(row["d50_gy"]),
-            "d2": _cell(row["d2_gy"]),
+            "mean": numeric_cell(row["mean_dose_gy"], row["dose_sd_gy"]),
+            "d98": numeric_cell(row["d98_gy"]),
+            "d50": numeric_cell(row["d50_gy"]),
+            "d2": numeric_cell(row["d2_gy"]),
             "status": row["status"],
         }
         for row in rows.rows("voxel_dose")
@@ -261,11 +234,11 @@ def _thresholds(rows: CycleRows) -> list[dict[str, Any]]:
                 )
                 table.append(
                     {
-                        "method": _method_chip(row["kinetics_method"]),
+                        "method": method_chip(row["kinetics_method"]),
                         "dose_method": row["dose_method"],
                         "threshold": name,
-                        "threshold_gy": _number(threshold.threshold_gy),
-                        "value": _cell(value),
+                        "threshold_gy": number_text(threshold.threshold_gy),
+                        "value": numeric_cell(value),
                         "flag": _flag(row[column]),
                         "source": threshold.source,
                     }
@@ -278,12 +251,12 @@ def _concordance(rows: CycleRows) -> list[dict[str, Any]]:
     return [
         {
             "threshold": row["threshold_name"],
-            "threshold_gy": _number(row["threshold_gy"]),
+            "threshold_gy": number_text(row["threshold_gy"]),
             "study": f"{row['study_kinetics_method']} · {row['study_dose_method']}",
-            "study_value": _cell(row["study_value_gy"]),
+            "study_value": numeric_cell(row["study_value_gy"]),
             "study_met": _flag(row["study_met"]),
             "reference": f"{row['reference_kinetics_method']} · {row['reference_dose_method']}",
-            "reference_value": _cell(row["reference_value_gy"]),
+            "reference_value": numeric_cell(row["reference_value_gy"]),
             "reference_met": _flag(row["reference_met"]),
             "flipped": "yes" if row["flipped"] else ("no" if row["flipped"] is not None else "–"),
             "source": by_name[row["threshold_name"]].source
@@ -307,13 +280,13 @@ def _method_comparison(rows: CycleRows) -> tuple[list[dict[str, str]], list[dict
             compared = by_method.get(method)
             difference = None if compared is None else compared["relative_difference"]
             percent = None if difference is None else 100.0 * difference
-            cell = _cell(percent)
+            cell = numeric_cell(percent)
             if percent is not None:
                 cell["text"] = f"{percent:+.2f}"  # a percentage: two decimals read best
             cells.append(cell)
         table.append({"voi_label": label, "dose_method": dose_method, "cells": cells})
     reference = comparison[0]["reference_kinetics_method"] if comparison else ""
-    return [_method_chip(m) for m in methods], table, reference
+    return [method_chip(m) for m in methods], table, reference
 
 
 def _provenance(rows: CycleRows) -> dict[str, Any]:
@@ -390,9 +363,9 @@ def render_cycle_report(
         "acquisitions": [
             {
                 **row,
-                "time": _number(row["time_h"]),
-                "cf": _number(row["calibration_factor_cps_per_mbq"]),
-                "injected": _number(row["injected_activity_mbq"]),
+                "time": number_text(row["time_h"]),
+                "cf": number_text(row["calibration_factor_cps_per_mbq"]),
+                "injected": number_text(row["injected_activity_mbq"]),
             }
             for row in rows.rows("acquisitions")
         ],
@@ -401,15 +374,15 @@ def render_cycle_report(
                 "record": row["calibration_record_id"],
                 "site_id": row["site_id"],
                 "camera": f"{row['camera_model'] or '–'} / {row['collimator'] or '–'}",
-                "cf": _cell(row["calibration_factor_cps_per_mbq"]),
-                "cf_uncertainty": _number(
+                "cf": numeric_cell(row["calibration_factor_cps_per_mbq"]),
+                "cf_uncertainty": number_text(
                     None
                     if row["calibration_factor_relative_uncertainty"] is None
                     else 100.0 * row["calibration_factor_relative_uncertainty"]
                 ),
                 "valid": f"{row['valid_from']} – {row['valid_to'] or 'open'}",
                 "traceable": "yes" if row["dose_calibrator_traceable"] else "no",
-                "psf": _number(row.get("psf_fwhm_mm")),
+                "psf": number_text(row.get("psf_fwhm_mm")),
                 "pvc_model": row.get("partial_volume_model_chosen") or "–",
             }
             for row in rows.site_calibrations
@@ -430,7 +403,7 @@ def render_cycle_report(
         "reference_method": reference,
         "provenance": _provenance(rows),
     }
-    return _ENVIRONMENT.get_template("cycle_report.html.j2").render(context)
+    return TEMPLATES.get_template("cycle_report.html.j2").render(context)
 
 
 def _stored_images(store: ObjectStore, cycle_key: str) -> CycleImages | None:

@@ -28,6 +28,7 @@ __all__ = [
     "dose_slice_figure",
     "dvh_figure",
     "mip_figure",
+    "png_data_uri",
     "tac_figure",
 ]
 
@@ -42,9 +43,19 @@ DOSE_METHOD_LINE_STYLES = ("-", "--", "-.", ":")
 _PNG_METADATA: dict[str, str | None] = {"Software": None}
 
 
-def _data_uri(figure: Figure) -> str:
+def png_data_uri(figure: Figure, *, tight: bool = True) -> str:
+    """``figure`` as a PNG data URI (no metadata naming the software: nothing external).
+
+    ``tight``: crop to the drawn content (one more layout pass; a figure laid out with fixed
+    margins, e.g. a large grid of panels, passes False)."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", metadata=_PNG_METADATA)
+    figure.savefig(
+        buffer,
+        format="png",
+        dpi=DPI,
+        bbox_inches="tight" if tight else None,
+        metadata=_PNG_METADATA,
+    )
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -123,7 +134,7 @@ def tac_figure(
     axes.set_ylim(bottom=0.0)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    return _data_uri(figure)
+    return png_data_uri(figure)
 
 
 @dataclass(frozen=True)
@@ -173,7 +184,7 @@ def dvh_figure(curves: Sequence[DvhCurve]) -> str:
             axes.legend(fontsize=6, frameon=False)
     for index in range(len(labels), rows * columns):
         panels[index // columns][index % columns].set_axis_off()
-    return _data_uri(figure)
+    return png_data_uri(figure)
 
 
 def _outlines(axes: Axes, masks: npt.NDArray[np.bool_], labels: Sequence[str]) -> None:
@@ -215,7 +226,7 @@ def mip_figure(
         axes.set_axis_off()
     if image is not None:
         figure.colorbar(image, ax=list(panels), shrink=0.8, label="activity per voxel (MBq)")
-    return _data_uri(figure)
+    return png_data_uri(figure)
 
 
 def dose_slice_figure(
@@ -238,4 +249,4 @@ def dose_slice_figure(
     axes.set_title(title, fontsize=9)
     axes.set_axis_off()
     figure.colorbar(image, ax=axes, shrink=0.85, label="absorbed dose (Gy)")
-    return _data_uri(figure)
+    return png_data_uri(figure)

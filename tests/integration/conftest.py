@@ -1,6 +1,7 @@
 """Integration fixtures: a real (temporary) Prefect server for the session; an S3-protocol
 server on loopback (moto's threaded server) per test; one demo run shared by the report tests;
-a headless chromium with the network blocked (``tests/browser.py``)."""
+a headless chromium with the network blocked (``tests/browser.py``); one digital-consortium run
+for the session."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from typer.testing import CliRunner
 import flows  # noqa: F401  (applies the platform's Prefect defaults)
 from concordose.cli import app
 from tests.browser import OfflineBrowser, offline_browser_session
+
+CONSORTIUM_SITES = ("milan", "brussels")
+CONSORTIUM_KEY = "consortium-command-test-key"
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +59,27 @@ def offline_browser() -> Iterator[OfflineBrowser]:
     """Debian's chromium, headless, every non-file request blocked (fails if not installed)."""
     with offline_browser_session() as browser:
         yield browser
+
+
+@pytest.fixture(scope="session")
+def consortium_run(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Path:
+    """One ``concordose consortium`` run (test preset, :data:`CONSORTIUM_SITES`, one patient,
+    key :data:`CONSORTIUM_KEY`) shared by the session's tests (≈ 2 min): its folder. Tests read
+    it; a test that writes (a report, a sweep) works on a copy."""
+    out = tmp_path_factory.mktemp("consortium") / "run"
+    result = CliRunner().invoke(
+        app,
+        [
+            "consortium",
+            "--out", str(out),
+            "--preset", "test",
+            "--site-ids", ",".join(CONSORTIUM_SITES),
+            "--patients", "1",
+        ],
+        env={"CONCORDOSE_PSEUDONYM_KEY": CONSORTIUM_KEY, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Cross-site agreement on reference objects" in result.output
+    for variant in ("raw", "harmonised", "harmonised_pvc"):
+        assert variant in result.output
+    return out

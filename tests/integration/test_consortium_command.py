@@ -12,39 +12,24 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from typer.testing import CliRunner
 
-from concordose.cli import app
 from concordose.consortium import ReferenceObjectRegistry
 from concordose.results.catalogue import read_current
 from concordose.results.object_store import open_object_store
 from concordose.settings import Settings
+from tests.integration.conftest import CONSORTIUM_KEY, CONSORTIUM_SITES
 
 pytestmark = pytest.mark.integration
 
-SITES = ("milan", "brussels")
-KEY = "consortium-command-test-key"
+SITES = CONSORTIUM_SITES
+KEY = CONSORTIUM_KEY
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Path:
-    out = tmp_path_factory.mktemp("consortium") / "run"
-    result = CliRunner().invoke(
-        app,
-        [
-            "consortium",
-            "--out", str(out),
-            "--preset", "test",
-            "--site-ids", ",".join(SITES),
-            "--patients", "1",
-        ],
-        env={"CONCORDOSE_PSEUDONYM_KEY": KEY, "COLUMNS": "200"},
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert "Cross-site agreement on reference objects" in result.output
-    for variant in ("raw", "harmonised", "harmonised_pvc"):
-        assert variant in result.output
-    return out
+def run(consortium_run: Path) -> Path:
+    """The session's consortium run (``tests/integration/conftest.py``), shared with the
+    dashboard's tests."""
+    return consortium_run
 
 
 def rows(folder: Path, table: str) -> list[dict[str, Any]]:

@@ -204,7 +204,11 @@ def test_sites_publishes_the_registry_as_a_table(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("command", [["query", "select 1"], ["report"]], ids=["query", "report"])
+@pytest.mark.parametrize(
+    "command",
+    [["query", "select 1"], ["report"], ["report", "--dashboard"]],
+    ids=["query", "report", "report-dashboard"],
+)
 def test_readers_refuse_a_missing_store_and_create_nothing(
     tmp_path: Path, command: list[str]
 ) -> None:

@@ -1,0 +1,436 @@
+"""The consortium dashboard (issue 17, items 2, 3, 5): its sections from published rows, the
+empty state of each, no external reference, and one colour per method.
+
+Built from synthetic published rows (the dashboard reads nothing else); the cohort agreement
+rows come from the real builder (:func:`concordose.consortium.build_kinetics_agreement`). The
+dashboard over a digital-consortium store, against its tables, is tested in
+``tests/integration/test_dashboard.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from datetime import UTC, date, datetime
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from matplotlib.image import imread
+
+from concordose.consortium import build_kinetics_agreement
+from concordose.external_references import external_references
+from concordose.kinetics.comparison import relative_bland_altman
+from concordose.report import (
+    DASHBOARD_KEY,
+    DASHBOARD_SECTION_IDS,
+    DashboardTables,
+    method_style,
+    read_dashboard_tables,
+    render_dashboard,
+)
+from concordose.report.dashboard_figures import BlandAltmanSeries, bland_altman_figure
+from concordose.report.dashboard_tables import DASHBOARD_COLUMNS
+from concordose.report.palette import OKABE_ITO
+from concordose.results.object_store import open_object_store
+from concordose.results.provenance import Provenance
+from concordose.results.publish import publish_tables
+from concordose.settings import Settings
+from schemas.tables import TABLES
+from tasks.report import dashboard_task
+from tests.results_rows import calibration_table, provenance, run_tables
+
+GENERATED_AT = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+REFERENCE = "spectacular_6tp"
+METHODS = ("lumen_3tp", "hanscheid_stp")
+CYCLES = {"cyc-1": "milan", "cyc-2": "milan", "cyc-3": "brussels"}
+HELD = {"cyc-4": "brussels"}
+
+
+def _table(name: str, rows: list[dict[str, Any]]) -> pa.Table:
+    schema = pa.schema([TABLES[name].schema.field(c) for c in DASHBOARD_COLUMNS[name]])
+    return pa.Table.from_pylist([{c: row.get(c) for c in schema.names} for row in rows], schema)
+
+
+def _kinetics_rows() -> list[dict[str, Any]]:
+    rows = []
+    for index, (cycle, site) in enumerate(CYCLES.items()):
+        for label, voi_type, tia in (("kidney_left", "organ", 900.0), ("lesion_1", "lesion", 50.0)):
+            reference = tia * (1.0 + 0.1 * index)
+            for method, factor in ((REFERENCE, 1.0), ("lumen_3tp", 1.05 + 0.01 * index)):
+                rows.append(
+                    {
+                        "site_id": site,
+                        "cycle_key": cycle,
+                        "voi_label": label,
+                        "voi_type": voi_type,
+                        "kinetics_method": method,
+                        "tia_mbq_h": reference * factor,
+                        "method_parameters_hash": f"h-{method}",
+                    }
+                )
+            rows.append(
+                {
+                    "site_id": site,
+                    "cycle_key": cycle,
+                    "voi_label": label,
+                    "voi_type": voi_type,
+                    "kinetics_method": "hanscheid_stp",
+                    "tia_mbq_h": reference * (0.9 - 0.02 * index),
+                    "method_parameters_hash": "h-hanscheid",
+                }
+            )
+    return rows
+
+
+def _voi_timepoints_rows() -> list[dict[str, Any]]:
+    return [
+        {
+            "site_id": site,
+            "cycle_key": cycle,
+            "voi_label": label,
+            "time_point_index": point,
+            "volume_ml": volume,
+        }
+        for cycle, site in CYCLES.items()
+        for label, volume in (("kidney_left", 150.0), ("lesion_1", 10.0))
+        for point in range(3)
+    ]
+
+
+def _calibration(
+    site: str, record: str, start: date, end: date | None, cf: float
+) -> dict[str, Any]:
+    return {
+        "site_id": site,
+        "calibration_record_id": record,
+        "camera_model": "Symbia Intevo",
+        "collimator": "MEGP",
+        "calibration_factor_cps_per_mbq": cf,
+        "calibration_factor_relative_uncertainty": 0.03,
+        "valid_from": start,
+        "valid_to": end,
+        "recovery_a_ml": 1.2,
+        "recovery_b": 0.5,
+        "contrast_recovery_a_ml": 2.0,
+        "dose_calibrator_traceable": True,
+        "psf_fwhm_mm": 8.4,
+        "psf_fwhm_sd_mm": 0.2,
+        "psf_large_object_fwhm_mm": 9.0,
+        "psf_large_object_fwhm_sd_mm": 0.1,
+        "partial_volume_model_chosen": "rc_curve",
+        "run_id": f"run-{record}",
+    }
+
+
+def _threshold_rows() -> list[dict[str, Any]]:
+    common = {
+        "threshold_name": "LUMEN minimal lesion dose",
+        "metric": "min_lesion_dose_gy",
+        "threshold_scope": "cycle 1",
+        "threshold_gy": 35.0,
+        "direction": "at_least",
+        "study_kinetics_method": "lumen_3tp",
+        "study_dose_method": "sphere",
+        "reference_kinetics_method": REFERENCE,
+        "reference_dose_method": "sphere",
+        "run_id": "run-cohort",
+    }
+    return [
+        {**common, "level": "cycle", "site_id": "milan", "cycle_key": "cyc-1", "n_cycles": 1,
+         "study_value_gy": 40.0, "reference_value_gy": 30.0, "study_met": True,
+         "reference_met": False, "flipped": True},
+        {**common, "level": "cycle", "site_id": "milan", "cycle_key": "cyc-2", "n_cycles": 1,
+         "study_value_gy": 20.0, "reference_value_gy": 21.0, "study_met": False,
+         "reference_met": False, "flipped": False},
+        {**common, "level": "cohort", "site_id": "*", "n_cycles": 2, "n_classified": 2,
+         "n_missing": 0, "flip_fraction": 0.5, "cohen_kappa": 0.0, "slope": 1.1,
+         "slope_ci_lower": 0.9, "slope_ci_upper": 1.3, "reference_equivalent_gy": 38.5,
+         "reference_equivalent_ci_lower_gy": 33.0, "reference_equivalent_ci_upper_gy": 44.0},
+    ]  # fmt: skip
+
+
+def _harmonisation_rows() -> list[dict[str, Any]]:
+    rows = []
+    for variant, cov in (("raw", 0.14), ("harmonised", 0.02), ("harmonised_pvc", 0.01)):
+        for site, error in (("milan", 0.1), ("brussels", -0.05)):
+            for label, voi_type in (("kidney_left", "organ"), ("lesion_1", "lesion")):
+                rows.append(
+                    {
+                        "reference_object_id": "digital-P001-cycle1",
+                        "reference_object_kind": "digital_patient",
+                        "voi_label": label,
+                        "voi_type": voi_type,
+                        "site_id": site,
+                        "variant": variant,
+                        "metric": "tia_mbq_h",
+                        "kinetics_method": REFERENCE,
+                        "dose_method": "none",
+                        "measured": 100.0 * (1 + error),
+                        "truth": 100.0,
+                        "relative_error": error,
+                        "n_sites": 2,
+                        "cross_site_cov": cov,
+                        "run_id": "run-harmonisation",
+                    }
+                )
+    return rows
+
+
+def _published(**overrides: list[dict[str, Any]]) -> DashboardTables:
+    kinetics = _kinetics_rows()
+    voi_timepoints = _voi_timepoints_rows()
+    full_kinetics = pa.Table.from_pylist(kinetics)
+    absorbed = pa.table(
+        {
+            name: pa.array([], type=TABLES["absorbed_dose"].schema.field(name).type)
+            for name in (
+                "site_id", "cycle_key", "voi_label", "voi_type", "kinetics_method",
+                "dose_method", "mean_dose_gy", "method_parameters_hash",
+            )
+        }
+    )  # fmt: skip
+    agreement = build_kinetics_agreement(
+        full_kinetics,
+        absorbed,
+        pa.Table.from_pylist(voi_timepoints),
+        Provenance(run_id="run-cohort"),
+    ).to_pylist()
+    rows: dict[str, list[dict[str, Any]]] = {
+        "site_calibrations": [
+            _calibration("milan", "milan-2025", date(2025, 1, 1), date(2025, 12, 31), 9.1),
+            _calibration("milan", "milan-2026", date(2026, 1, 1), None, 9.3),
+            _calibration("brussels", "brussels-2026", date(2026, 1, 1), None, 10.8),
+        ],
+        "kinetics_agreement": agreement,
+        "threshold_concordance": _threshold_rows(),
+        "harmonisation_agreement": _harmonisation_rows(),
+        "qc_findings": [
+            {"site_id": "brussels", "cycle_key": "cyc-4", "severity": "error",
+             "check_name": "calibration", "message": "no calibration record covers 2026-11-02"},
+            {"site_id": "milan", "cycle_key": "cyc-1", "severity": "warning",
+             "check_name": "voxel_geometry", "message": "voxel size outside the protocol"},
+        ],
+        "acquisitions": [
+            {"site_id": site, "cycle_key": cycle, "time_point_index": point, "qc_status": "pass"}
+            for cycle, site in {**CYCLES, **HELD}.items()
+            for point in range(3)
+        ],
+        "kinetics": kinetics,
+        "voi_timepoints": voi_timepoints,
+    }  # fmt: skip
+    rows.update(overrides)
+    tables = {name: _table(name, rows[name]) for name in DASHBOARD_COLUMNS}
+    return DashboardTables("/data/published", tables, {"run-cohort": "2026-12-05T02:00:00+00:00"})
+
+
+class _Page(HTMLParser):
+    """Ids, every src/href, and each numeric cell with its row's data attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.references: list[str] = []
+        self.cells: list[dict[str, str]] = []
+        self._table = ""
+        self._row: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {k: v or "" for k, v in attrs}
+        if "id" in attributes:
+            self.ids.add(attributes["id"])
+        self.references += [attributes[k] for k in ("src", "href") if k in attributes]
+        if tag == "table":
+            self._table = attributes.get("class", "")
+        elif tag == "tr":
+            self._row = {k: v for k, v in attributes.items() if k.startswith("data-")}
+        elif tag == "td" and "data-value" in attributes:
+            self.cells.append({"table": self._table, **self._row, **attributes})
+
+
+def _page(html: str) -> _Page:
+    page = _Page()
+    page.feed(html)
+    return page
+
+
+def _cells(page: _Page, table: str, css: str) -> list[dict[str, str]]:
+    return [c for c in page.cells if c["table"] == table and css in c["class"].split()]
+
+
+def test_every_section_is_built_from_the_published_rows() -> None:
+    tables = _published()
+    html = render_dashboard(tables, generated_at=GENERATED_AT)
+    page = _page(html)
+    assert set(DASHBOARD_SECTION_IDS) <= page.ids
+    assert "not available" not in html
+
+    # counts: 3 processed + 1 held cycle (no voi_timepoints), and why it is held
+    counts = {c["data-site"]: c for c in _cells(page, "cycle-counts", "held")}
+    assert float(counts["brussels"]["data-value"]) == 1
+    assert float(counts["milan"]["data-value"]) == 0
+    assert float(counts["*"]["data-value"]) == 1
+    processed = {c["data-site"]: c for c in _cells(page, "cycle-counts", "processed")}
+    assert float(processed["*"]["data-value"]) == 3
+    assert "no calibration record covers 2026-11-02 (1×)" in html
+    assert "voxel size outside the protocol" not in html  # a processed cycle's warning
+
+    # calibration history: every record, one figure per site
+    records = {c["data-value"] for c in _cells(page, "calibrations", "cf")}
+    assert records == {"9.1", "9.3", "10.8"}
+    assert html.count('class="calibration-history"') == 2
+
+    # method agreement: every published bias and limit, per site and pooled, per VOI class
+    agreement = tables.table("kinetics_agreement").to_pylist()
+    shown = {
+        (c["data-site"], c["data-voi-class"], c["data-method"]): c
+        for c in _cells(page, "agreement", "bias")
+    }
+    assert len(shown) == len(agreement) > 0
+    for row in agreement:
+        cell = shown[(row["site_id"], row["voi_class"], row["kinetics_method"])]
+        assert float(cell["data-value"]) == row["bias_percent"]
+    assert {row["site_id"] for row in agreement} == {"milan", "brussels", "*"}
+    assert html.count('class="bland-altman"') == 3  # pooled, brussels, milan
+
+    # harmonisation: CoV per variant of the reference-object VOI
+    covs = {(c["data-voi"], c["data-variant"]): c for c in _cells(page, "harmonisation-cov", "cov")}
+    assert float(covs[("kidney_left", "raw")]["data-value"]) == pytest.approx(14.0)
+    assert float(covs[("lesion_1", "harmonised_pvc")]["data-value"]) == pytest.approx(1.0)
+
+    # threshold concordance: the cohort row's numbers
+    (flips,) = _cells(page, "threshold-cohort", "flip-fraction")
+    assert float(flips["data-value"]) == pytest.approx(50.0)
+    (equivalent,) = _cells(page, "threshold-cohort", "equivalent")
+    assert float(equivalent["data-value"]) == 38.5
+    assert "[33, 44]" in html
+
+
+def test_bias_lines_are_the_statistics_of_the_plotted_points() -> None:
+    """The points the Bland–Altman plot draws (relative differences of the kinetics pairs)
+    summarise to the published bias: one definition of the difference in both places."""
+    tables = _published()
+    kinetics = tables.table("kinetics").to_pylist()
+    reference = {
+        (r["cycle_key"], r["voi_label"]): r["tia_mbq_h"]
+        for r in kinetics
+        if r["kinetics_method"] == REFERENCE
+    }
+    lumen = [
+        r
+        for r in kinetics
+        if r["kinetics_method"] == "lumen_3tp" and r["voi_label"] == "kidney_left"
+    ]
+    agreement = relative_bland_altman(
+        np.array([r["tia_mbq_h"] for r in lumen]),
+        np.array([reference[(r["cycle_key"], r["voi_label"])] for r in lumen]),
+        method="lumen_3tp",
+        reference=REFERENCE,
+    )
+    (pooled,) = [
+        r for r in tables.table("kinetics_agreement").to_pylist()
+        if r["site_id"] == "*" and r["voi_class"] == "kidney_left"
+        and r["kinetics_method"] == "lumen_3tp" and r["metric"] == "tia"
+    ]  # fmt: skip
+    assert pooled["bias_percent"] == pytest.approx(agreement.bias_percent)
+
+
+def test_a_store_without_tables_says_so_in_every_section() -> None:
+    empty: dict[str, list[dict[str, Any]]] = {name: [] for name in DASHBOARD_COLUMNS}
+    html = render_dashboard(_published(**empty), generated_at=GENERATED_AT)
+    page = _page(html)
+    assert set(DASHBOARD_SECTION_IDS) <= page.ids
+    assert "No cycle published in this store" in html
+    assert "No calibration history: this store has no <code>site_calibrations</code>" in html
+    assert "Method agreement is not available" in html
+    assert "Harmonisation: not available" in html
+    assert "a clinical store has no truth" in html
+    assert "Threshold concordance is not available" in html
+    assert "<img" not in html
+
+
+def test_a_clinical_store_has_no_harmonisation_but_every_other_section() -> None:
+    html = render_dashboard(_published(harmonisation_agreement=[]), generated_at=GENERATED_AT)
+    assert "Harmonisation: not available" in html
+    assert "Method agreement is not available" not in html
+    assert html.count("not available") == 1
+
+
+def test_agreement_without_kinetics_rows_draws_the_published_lines_only() -> None:
+    html = render_dashboard(_published(kinetics=[]), generated_at=GENERATED_AT)
+    assert "only the published lines are drawn" in html
+    assert html.count('class="bland-altman"') == 3
+
+
+def test_no_external_reference_script_or_identifier(tmp_path: Path) -> None:
+    html = render_dashboard(_published(), generated_at=GENERATED_AT)
+    page_file = tmp_path / "index.html"
+    page_file.write_text(html, encoding="utf-8")
+    assert external_references(page_file) == []  # the project's one scanner
+    assert not re.search(r"https?://", html)
+    assert "<script" not in html.lower()
+    assert "<link" not in html.lower()
+    assert "@import" not in html
+    assert "url(" not in html
+    page = _page(html)
+    assert page.references
+    for reference in page.references:
+        assert reference.startswith(("data:image/png;base64,", "#")), reference[:40]
+    assert "subject_key" not in html  # no per-patient key is shown at all
+
+
+def _colours_in(data_uri: str) -> set[str]:
+    pixels = imread(io.BytesIO(base64.b64decode(data_uri.split(",", 1)[1])), format="png")
+    rgb = np.round(pixels[..., :3] * 255).astype(int).reshape(-1, 3)
+    return {"#{:02X}{:02X}{:02X}".format(*colour) for colour in np.unique(rgb, axis=0)}
+
+
+def test_each_method_is_drawn_and_listed_in_its_palette_colour() -> None:
+    series = [
+        BlandAltmanSeries(
+            method,
+            "kidney_left",
+            np.array([100.0, 200.0, 300.0]),
+            np.array([-5.0, 0.0, 5.0]),
+            bias_percent=0.0,
+            loa_lower_percent=-9.8,
+            loa_upper_percent=9.8,
+        )
+        for method in METHODS
+    ]
+    colours = _colours_in(bland_altman_figure("TIA", series, reference_method=REFERENCE))
+    for method in METHODS:
+        assert method_style(method).colour in colours
+    assert OKABE_ITO["bluish_green"] not in colours  # no other method's colour appears
+
+    html = render_dashboard(_published(), generated_at=GENERATED_AT)
+    for method in METHODS:
+        colour = method_style(method).colour
+        assert f'<span class="chip" style="background: {colour}"></span>{method}' in html
+
+
+def test_the_nightly_task_skips_an_empty_store_and_writes_a_published_one(
+    tmp_path: Path,
+) -> None:
+    store = open_object_store(str(tmp_path / "store"), Settings())
+    assert dashboard_task.fn(store) is None  # nothing published: no page
+    assert not (tmp_path / "store" / DASHBOARD_KEY).exists()
+
+    publish_tables(
+        store,
+        {**run_tables("run-1", {"cyc-a": 40.0}), "site_calibrations": [calibration_table("run-1")]},
+        provenance("run-1"),
+        validate=False,
+    )
+    path = dashboard_task.fn(store)
+    assert path == str(tmp_path / "store" / DASHBOARD_KEY)
+    html = Path(path).read_text()
+    tables = read_dashboard_tables(store)
+    assert tables.table("kinetics").num_rows == 2  # the published rows, read back
+    cf = _cells(_page(html), "calibrations", "cf")
+    assert [float(c["data-value"]) for c in cf] == [9.5]
+    assert "Method agreement is not available" in html  # no cohort table published
