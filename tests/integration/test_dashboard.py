@@ -33,6 +33,7 @@ from concordose.results.publish import publish_tables
 from concordose.settings import Settings
 from flows.sweep import sweep
 from schemas.tables import QC_FINDINGS
+from tests.browser import OfflineBrowser, assert_renders_offline
 
 pytestmark = pytest.mark.integration
 
@@ -312,3 +313,14 @@ def test_nightly_sweep_rebuilds_the_dashboard_and_survives_its_failure(
     assert failed.dashboard.path is None
     assert "OSError: disk full" in failed.dashboard.error
     assert failed.failed == {}
+
+
+def test_dashboard_renders_offline_in_a_browser(
+    variant_copy: Path, offline_browser: OfflineBrowser, tmp_path: Path
+) -> None:
+    """Issue 17 item 5: the dashboard from a ``file://`` URL in headless chromium with every
+    other request blocked — no console error, no failed or blocked request, not blank."""
+    page = variant_copy / DASHBOARD_KEY
+    assert external_references(page) == []
+    load = assert_renders_offline(offline_browser, page, tmp_path)
+    assert load.non_background_fraction > 0.05  # plots and tables, not a line of text
