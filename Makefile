@@ -10,6 +10,7 @@ test:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/python scripts/audit_dependencies.py
 	.venv/bin/pytest
 
 unit:

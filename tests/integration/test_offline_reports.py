@@ -3,7 +3,8 @@ report or the Data Docs (``concordose.external_references``), and each renders i
 headless chromium from a ``file://`` URL with every other request blocked: no console error,
 no failed or blocked request, a screenshot that is not blank.
 
-The dashboard is checked the same way in `test_dashboard.py`. The browser is Debian's ``chromium`` (``scripts/bootstrap --test`` installs it); without it these
+The dashboard is checked the same way in ``test_dashboard.py``. The browser is Debian's
+``chromium`` (``scripts/bootstrap --test`` installs it); without it these
 tests fail, saying so. Pages come from the demo run shared with ``test_cycle_report.py``, and
 from a store where a run failed validation (its Data Docs are published too).
 """
