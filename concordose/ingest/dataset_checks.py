@@ -23,7 +23,12 @@ the gate's job, which turn it into a finding naming the tag and the value.
 
 from __future__ import annotations
 
+import struct
+from contextlib import suppress
+from typing import BinaryIO
+
 from pydicom import Dataset
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.uid import UID
 from pydicom.valuerep import VR
@@ -133,3 +138,125 @@ def check_identity(dataset: Dataset, *, sop_class_uid: str, sop_instance_uid: st
             raise DataSetMismatchError(
                 f"{keyword} in the data set is {found}, expected {expected} as in the C-STORE-RQ"
             )
+
+
+ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+PIXEL_DATA_TAG = 0x7FE00010
+LONG_HEADER_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
+)
+"""Explicit VRs whose element header is 12 bytes (PS3.5 §7.1.2)."""
+_HEADER = struct.Struct("<HHI")
+_EXPLICIT_SHORT = struct.Struct("<HH2sH")
+
+
+class _Nesting:
+    """Walks element headers (never values: they are skipped by seeking) checking that each
+    element, item and sequence ends within what contains it (PS3.5 §7.5): pydicom reads an
+    item's elements from the file and does not stop at the item's end, dcmtk does."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+
+    def _read(self, at: int, size: int) -> bytes:
+        self.handle.seek(at)
+        data = self.handle.read(size)
+        if len(data) != size:
+            raise MalformedDataSetError(f"data set ends inside an element header at byte {at}")
+        return data
+
+    def _header(self, at: int, implicit: bool) -> tuple[int, bytes, int, int]:
+        """(tag, VR or b"", value length, header size) of the element at ``at``."""
+        group, element, length = _HEADER.unpack(self._read(at, 8))
+        tag = group << 16 | element
+        if implicit or group == 0xFFFE:
+            vr = b""
+            if group != 0xFFFE:
+                with suppress(KeyError):
+                    vr = dictionary_VR(tag).encode()
+            return tag, vr, length, 8
+        _, _, vr, short_length = _EXPLICIT_SHORT.unpack(self._read(at, 8))
+        if vr in LONG_HEADER_VRS:
+            return tag, vr, int.from_bytes(self._read(at + 8, 4), "little"), 12
+        return tag, vr, short_length, 8
+
+    def elements(self, at: int, end: int | None, implicit: bool, where: str) -> int:
+        """Walk elements from ``at`` to ``end`` (``None``: until an item delimiter, whose end
+        is returned); every element must end within ``end``."""
+        while end is None or at < end:
+            tag, vr, length, header = self._header(at, implicit)
+            path = f"{where}({tag >> 16:04X},{tag & 0xFFFF:04X})"
+            if tag == ITEM_END and end is None:
+                return at + 8
+            if tag >> 16 == 0xFFFE:
+                raise MalformedDataSetError(f"item tag {path} where an element was expected")
+            at += header
+            if length == UNDEFINED_LENGTH:
+                nested_implicit = implicit or vr == b"UN"  # PS3.5 §6.2.2: UN of undefined length
+                if tag == PIXEL_DATA_TAG:
+                    at = self.fragments(at, path)
+                elif vr in (b"SQ", b"UN", b""):
+                    at = self.items(at, None, nested_implicit, path)
+                else:
+                    raise MalformedDataSetError(f"element {path} ({vr!r}) of undefined length")
+                continue
+            if end is not None and at + length > end:
+                raise MalformedDataSetError(
+                    f"element {path} declares {length} bytes, {end - at} remain in what contains it"
+                )
+            if vr == b"SQ":
+                self.items(at, at + length, implicit, path)
+            at += length
+        if at != end:
+            raise MalformedDataSetError(f"elements of {where or 'the data set'} overrun its end")
+        return at
+
+    def items(self, at: int, end: int | None, implicit: bool, where: str) -> int:
+        """Walk a sequence's items from ``at`` to ``end`` (``None``: until its delimiter)."""
+        index = 0
+        while end is None or at < end:
+            tag, _, length, _ = self._header(at, True)
+            at += 8
+            if tag == SEQUENCE_END and end is None:
+                return at
+            if tag != ITEM:
+                raise MalformedDataSetError(f"sequence {where}: item expected, found tag {tag:08X}")
+            path = f"{where}[{index}]"
+            if length == UNDEFINED_LENGTH:
+                at = self.elements(at, None, implicit, path)
+            else:
+                if end is not None and at + length > end:
+                    raise MalformedDataSetError(f"item {path} overruns its sequence")
+                at = self.elements(at, at + length, implicit, path)
+            index += 1
+        if at != end:
+            raise MalformedDataSetError(f"items of sequence {where} overrun its end")
+        return at
+
+    def fragments(self, at: int, where: str) -> int:
+        """Skip encapsulated pixel data fragments until the sequence delimiter."""
+        while True:
+            tag, _, length, _ = self._header(at, True)
+            at += 8
+            if tag == SEQUENCE_END:
+                return at
+            if tag != ITEM or length == UNDEFINED_LENGTH:
+                raise MalformedDataSetError(f"encapsulated {where}: fragment expected")
+            at += length
+
+
+def check_nesting(handle: BinaryIO, *, start: int, end: int, transfer_syntax: str) -> None:
+    """Every element, item and sequence of the data set in ``handle[start:end]`` ends within
+    what contains it, and the last ends exactly at ``end`` (element headers only are read).
+
+    Deflated and big-endian transfer syntaxes are not walked (their bytes are not little-endian
+    element headers; pydicom inflates or swaps them, and :func:`check_structure` checks what it
+    read).
+
+    Raises:
+        MalformedDataSetError: naming the first element that overruns, with its path.
+    """
+    syntax = UID(transfer_syntax)
+    if syntax.is_deflated or not syntax.is_little_endian:
+        return
+    _Nesting(handle).elements(start, end, syntax.is_implicit_VR, "")

@@ -75,6 +75,7 @@ from concordose.ingest.dataset_checks import (
     DataSetMismatchError,
     check_encoding,
     check_identity,
+    check_nesting,
     check_structure,
 )
 from concordose.ingest.upper_layer import (
@@ -189,6 +190,7 @@ class _IncomingInstance:
             header = _file_meta_bytes(request)
         except Exception as exc:  # a UID pydicom cannot even encode: quarantined in finish()
             self.meta_error, header = exc, b""
+        self.data_start = len(header)
         self.writer: JournalWriter | None = receiver.spool.journal_writer()
         if self.writer is None:
             self._open_temp()
@@ -275,6 +277,12 @@ class _IncomingInstance:
                     "bytes received"
                 )
             check_encoding(dataset, request.transfer_syntax)
+            check_nesting(
+                handle,
+                start=self.data_start,
+                end=self.size_bytes,
+                transfer_syntax=request.transfer_syntax,
+            )
             check_structure(dataset)
             check_identity(
                 dataset,

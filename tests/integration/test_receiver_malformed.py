@@ -144,7 +144,24 @@ def test_pixel_data_declared_32_bytes_with_10_sent_is_not_understood(
     data = encode_data_set(ds, ExplicitVRLittleEndian)[:-22]
     status = _send(receiver, NM_EXPLICIT, NuclearMedicineImageStorage, ds.SOPInstanceUID, data)
     assert status == STATUS_CANNOT_UNDERSTAND
-    _assert_nothing_received(receiver, "(7FE0,0010) declares 32 bytes but only 10")
+    _assert_nothing_received(receiver, "(7FE0,0010) declares 32 bytes, 10 remain")
+
+
+def test_an_element_overrunning_its_sequence_item_is_not_understood(
+    receiver: StorageReceiver,
+) -> None:
+    # pydicom reads an item's elements from the stream and does not stop at the item's end
+    # (the value swallows what follows); dcmtk refuses it: "Length of element larger than
+    # explicit length of surrounding item" (found by the fuzzing test).
+    ds = _nm()
+    ds.DetectorInformationSequence.is_undefined_length = True  # items of defined length
+    data = encode_data_set(ds, ExplicitVRLittleEndian)
+    # ImageOrientationPatient, the detector item's last element: 24 bytes declared 32
+    at = data.index(b"\x20\x00\x37\x00DS\x18\x00")
+    data = data[: at + 6] + b"\x20\x00" + data[at + 8 :]
+    status = _send(receiver, NM_EXPLICIT, NuclearMedicineImageStorage, ds.SOPInstanceUID, data)
+    assert status == STATUS_CANNOT_UNDERSTAND
+    _assert_nothing_received(receiver, "(0054,0022)[0](0020,0037) declares 32 bytes, 24 remain")
 
 
 def test_an_unknown_value_representation_is_not_understood(receiver: StorageReceiver) -> None:
