@@ -23,6 +23,8 @@ the same mutants, and a failing index can be replayed alone:
 from __future__ import annotations
 
 import random
+import shutil
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -42,7 +44,13 @@ from pydicom.uid import (
     SegmentationStorage,
     generate_uid,
 )
+from pydicom.valuerep import VR
 
+from concordose.calibration.gate import gate_time_point
+from concordose.calibration.registry import SiteRegistry
+from concordose.dicom.nm import read_nm_header
+from concordose.errors import ConcordoseError
+from phantoms import GeneratedPatient
 from tests.integration.crafted_peer import VERIFICATION, Context, CraftedPeer, encode_data_set
 
 ECHO_CONTEXT = 1
@@ -126,6 +134,19 @@ def seed_from_file(path: Path, name: str, transfer_syntax: str | None = None) ->
         data,
         _elements(data, syntax),
     )
+
+
+def fuzz_seeds(siemens_fixture: Path, patient: GeneratedPatient) -> list[Seed]:
+    """The Siemens SPECT fixture, and a generated patient's NM (both VR encodings), one CT
+    slice and its SEG."""
+    ct = next(p for p in patient.dicom_files if p.parent.name == "ct")
+    return [
+        seed_from_file(siemens_fixture, "siemens_nm"),
+        seed_from_file(patient.nm_files[0], "phantom_nm", ExplicitVRLittleEndian),
+        seed_from_file(patient.nm_files[1], "phantom_nm_implicit", ImplicitVRLittleEndian),
+        seed_from_file(ct, "phantom_ct", ExplicitVRLittleEndian),
+        seed_from_file(patient.seg_path, "phantom_seg", ExplicitVRLittleEndian),
+    ]
 
 
 @dataclass(frozen=True)
@@ -306,9 +327,11 @@ def run_campaign(
     per_association: int = 50,
     calling_ae: str = "MILAN_SPECT",
     deadline_s: float | None = None,
+    timeout_s: float = 30.0,
 ) -> Campaign:
-    """Send ``count`` mutants, ``per_association`` per association; a broken association is
-    recorded and a new one opened. Stops early when ``deadline_s`` (from the start) passes."""
+    """Send ``count`` mutants, ``per_association`` per association; a broken association (or
+    no answer within ``timeout_s``) is recorded and a new one opened. Stops early when
+    ``deadline_s`` (from the start) passes."""
     campaign = Campaign()
     start = time.monotonic()
     peer: CraftedPeer | None = None
@@ -316,13 +339,15 @@ def run_campaign(
     for item in mutants(seeds, seed, count):
         if deadline_s is not None and time.monotonic() - start > deadline_s:
             break
-        if peer is None:
-            peer, sent_in_peer = CraftedPeer(port, contexts(), calling_ae=calling_ae), 0
         try:
+            if peer is None:
+                peer = CraftedPeer(port, contexts(), calling_ae=calling_ae, timeout_s=timeout_s)
+                sent_in_peer = 0
             status = peer.store(item.context_id, item.sop_class, item.sop_instance_uid, item.data)
         except (ConnectionError, OSError):
             campaign.aborted.append(item.index)
-            peer.close()
+            if peer is not None:
+                peer.close()
             peer = None
             continue
         campaign.statuses[item.index] = status
@@ -336,3 +361,57 @@ def run_campaign(
         peer.release()
     campaign.elapsed_s = time.monotonic() - start
     return campaign
+
+
+TEXT_NUMBER_VRS = {VR.DS, VR.IS}
+
+
+def read_back(path: Path) -> None:
+    """Every element decoded by pydicom (a DS/IS that is not a number: the readers' finding)."""
+    dataset = pydicom.dcmread(path)
+    for element in dataset.iterall():
+        try:
+            _ = element.value
+        except ValueError:
+            if element.VR not in TEXT_NUMBER_VRS:
+                raise
+
+
+def describe(item: Mutant, seed: int) -> str:
+    return f"mutant {item.index} of seed {seed} ({item.seed}: {', '.join(item.operators)})"
+
+
+def unreadable_successes(
+    campaign: Campaign,
+    stored: dict[str, Path],
+    sop_class_by_uid: dict[str, str],
+    registry: SiteRegistry,
+    *,
+    seed: int,
+    site_id: str = "milan",
+) -> list[str]:
+    """Of the instances answered 0x0000 (``stored``: SOP Instance UID → file), those that do
+    not read back with pydicom, with dcmtk's ``dcmdump``, or (NM) through the platform's
+    reading path (``concordose check``: header read + gate; a ``ConcordoseError`` is a finding,
+    not a failure) — one line each."""
+    dcmdump = shutil.which("dcmdump")
+    assert dcmdump is not None, "dcmtk's dcmdump is required (installed by `make test`)"
+    failures = []
+    for uid, item in campaign.accepted.items():
+        path = stored[uid]
+        try:
+            read_back(path)
+        except Exception as exc:
+            failures.append(f"{describe(item, seed)}: pydicom cannot read it back: {exc!r}")
+        dumped = subprocess.run([dcmdump, "-q", str(path)], capture_output=True, check=False)
+        if dumped.returncode != 0:
+            failures.append(f"{describe(item, seed)}: dcmdump: {dumped.stderr!r}")
+        if sop_class_by_uid[uid] != NuclearMedicineImageStorage:
+            continue
+        try:
+            gate_time_point(read_nm_header(path), registry, calling_ae_title=None, site_id=site_id)
+        except ConcordoseError:
+            pass  # a finding (check prints it and holds the file), not a crash
+        except Exception as exc:
+            failures.append(f"{describe(item, seed)}: the NM reader raised {exc!r}")
+    return failures

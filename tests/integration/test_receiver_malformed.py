@@ -174,6 +174,27 @@ def test_an_unknown_value_representation_is_not_understood(receiver: StorageRece
     _assert_nothing_received(receiver, "(0008,0070) has Value Representation 'ZZ'")
 
 
+def test_an_unknown_vr_deep_in_a_sequence_over_64_kb_is_not_understood(
+    receiver: StorageReceiver,
+) -> None:
+    # pydicom leaves a sequence over 64 kB unread (a SEG's per-frame functional groups): its
+    # items are checked by the header walk (found by the 3,000-mutant run: VR 'UA' in
+    # (5200,9230)[18](0062,000A)[0](0062,000B) of a SEG acknowledged, dcmdump fails on it).
+    ds = _nm()
+    detector = ds.DetectorInformationSequence[0]
+    ds.DetectorInformationSequence = [detector] * 400  # 400 × ≈ 280 bytes
+    last = Dataset()
+    last.CollimatorType = "PARA"
+    ds.DetectorInformationSequence.append(last)
+    data = encode_data_set(ds, ExplicitVRLittleEndian)
+    assert len(data) > 100_000
+    at = data.index(b"CS\x04\x00PARA")
+    data = data[:at] + b"ZZ" + data[at + 2 :]
+    status = _send(receiver, NM_EXPLICIT, NuclearMedicineImageStorage, ds.SOPInstanceUID, data)
+    assert status == STATUS_CANNOT_UNDERSTAND
+    _assert_nothing_received(receiver, "(0054,0022)[400](0018,1181) has Value Representation 'ZZ'")
+
+
 @pytest.mark.parametrize(
     ("context_id", "encoded_in", "found"),
     [
