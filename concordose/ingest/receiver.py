@@ -20,8 +20,9 @@ down once as pynetdicom does for its handlers:
   a crash (:mod:`.journal`);
   ``0xA700`` (out of resources) when the disk refuses a write or a flush, nothing half-written;
   ``0xC000`` (cannot understand) when identifying UIDs are missing or invalid or the data set
-  cannot be decoded, is truncated (a value of any size cut short), has a VR PS3.5 does not
-  define or is not in its context's VR encoding (:mod:`.dataset_checks`);
+  cannot be decoded, is truncated (a value of any size cut short) or has an element overrunning
+  what contains it, has a VR PS3.5 does not define or is not in its context's VR encoding
+  (:mod:`.dataset_checks`);
   ``0xA900`` (data set does not match SOP class) when its SOP Class/Instance UID differs from
   the request's — in both cases the bytes are kept in the quarantine with the reason, and the
   service stays up;
