@@ -12,6 +12,12 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from concordose.ingest.admission import DEFAULT_ADMISSION, AdmissionLimits
+
+# A run's Data Docs pages are small (their assets are shared by all runs): 30 runs of history
+# cost a few MB of the store.
+DEFAULT_DATA_DOCS_KEEP_RUNS = 30
+
 
 class Settings(BaseSettings):
     """Platform settings.
@@ -38,6 +44,13 @@ class Settings(BaseSettings):
             completed time point's event while its hook fails (e.g. the Prefect server is down);
             the wait starts at 2 s and doubles per failed attempt up to this cap.
         receiver_max_associations: concurrent associations the receiver accepts.
+        receiver_max_associations_per_site / receiver_max_unassociated /
+        receiver_associate_deadline_s / receiver_pdu_deadline_s /
+        receiver_check_called_ae_title: the receiver's admission control (associations open
+            at once from one site; connections not yet associated; seconds from the connect
+            to a complete A-ASSOCIATE-RQ; seconds from a PDU's first byte to its last;
+            whether the called AE title must be ours): see
+            :class:`concordose.ingest.admission.AdmissionLimits`, which holds the defaults.
         max_pdu_bytes: maximum PDU size we accept (0 = unlimited).
         max_concurrent_cycles: cycles a sweep processes at once (each holds its images in
             memory: the bound that keeps a backlog from exhausting it).
@@ -45,6 +58,8 @@ class Settings(BaseSettings):
             working set exceeds it is held (with the sizes) instead of being killed by the
             kernel, and a sweep runs cycles together only while their estimates fit; default
             half of the machine's physical memory.
+        data_docs_keep_runs: how many runs' Great Expectations Data Docs the store keeps under
+            ``_data_docs/runs/`` (the newest; older ones are deleted when a run publishes).
         protocol_dir: a folder of site protocol files (``default.yaml``, ``<site_id>.yaml``)
             used instead of the packaged ``schemas/protocols`` (a consortium run uses one per
             processing variant, e.g. partial-volume correction on for all sites).
@@ -71,10 +86,30 @@ class Settings(BaseSettings):
     receiver_quiet_period_s: float = Field(default=300.0, ge=0.0)
     receiver_delivery_backoff_max_s: float = Field(default=300.0, gt=0.0)
     receiver_max_associations: int = Field(default=10, ge=1)
+    receiver_max_associations_per_site: int = Field(
+        default=DEFAULT_ADMISSION.max_associations_per_site, ge=1
+    )
+    receiver_max_unassociated: int = Field(default=DEFAULT_ADMISSION.max_unassociated, ge=1)
+    receiver_associate_deadline_s: float = Field(
+        default=DEFAULT_ADMISSION.associate_deadline_s, gt=0.0
+    )
+    receiver_pdu_deadline_s: float = Field(default=DEFAULT_ADMISSION.pdu_deadline_s, gt=0.0)
+    receiver_check_called_ae_title: bool = DEFAULT_ADMISSION.check_called_ae_title
     max_pdu_bytes: int = Field(default=131072, ge=0)
     max_concurrent_cycles: int = Field(default=1, ge=1, le=8)
     memory_budget_gb: float | None = Field(default=None, gt=0.0)
     protocol_dir: Path | None = None
+    data_docs_keep_runs: int = Field(default=DEFAULT_DATA_DOCS_KEEP_RUNS, ge=1)
+
+    def receiver_admission(self) -> AdmissionLimits:
+        """The receiver's admission limits from these settings."""
+        return AdmissionLimits(
+            associate_deadline_s=self.receiver_associate_deadline_s,
+            pdu_deadline_s=self.receiver_pdu_deadline_s,
+            max_unassociated=self.receiver_max_unassociated,
+            max_associations_per_site=self.receiver_max_associations_per_site,
+            check_called_ae_title=self.receiver_check_called_ae_title,
+        )
 
 
 def default_workdir() -> Path:

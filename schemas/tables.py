@@ -303,7 +303,8 @@ _KINETICS_V2_FIT = [
         "tia_total_sd_mbq_h",
         pa.float64(),
         "MBq.h",
-        "TIA uncertainty: fit (tia_sd_mbq_h) (+) the cycle-wide calibration factor part",
+        "TIA uncertainty: fit (tia_sd_mbq_h) (+) the cycle-wide calibration factor part (+) the "
+        "partial-volume correction part (correlated across time points; 0 without a correction)",
         nullable=True,
     ),
     field(

@@ -87,7 +87,7 @@ def dose_task(
     tac: CycleTimeActivity, kinetics: list[KineticsBatch], methods: Sequence[str]
 ) -> list[tuple[KineticsBatch, DoseBatch]]:
     """Mean dose of every VOI for every (kinetics method, dose method) pair, with its SD where
-    the kinetics method gives the TIA's (fit ⊕ calibration factor)."""
+    the kinetics method gives the TIA's (fit ⊕ calibration factor ⊕ partial-volume correction)."""
     return [
         (
             batch,
@@ -97,7 +97,10 @@ def dose_task(
                     tia_mbq_h=batch.tia_mbq_h,
                     mass_g=tac.mass_g,
                     tia_sd_mbq_h=total_tia_sd_mbq_h(
-                        batch.tia_mbq_h, batch.tia_sd_mbq_h, tac.calibration_relative_sd
+                        batch.tia_mbq_h,
+                        batch.tia_sd_mbq_h,
+                        tac.calibration_relative_sd,
+                        tac.partial_volume_tia_relative_sd,
                     ),
                 )
             ),

@@ -1417,6 +1417,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
             },
             max_pdu_bytes=settings.max_pdu_bytes if max_pdu is None else max_pdu,
             max_associations=max_associations or settings.receiver_max_associations,
+            admission=settings.receiver_admission(),  # issue 18: deadlines and limits
             ssl_context=context,
             quiet_period_s=quiet_s,
             on_complete=hook,

@@ -30,10 +30,15 @@ down once as pynetdicom does for its handlers:
   context's abstract syntax (e.g. a C-STORE on the Verification context): read and dropped.
   Nothing answered otherwise than ``0x0000`` is journaled or indexed.
 
-C-ECHO is answered with success. Associations from calling AE titles not in the sites file are
-rejected (permanent, "calling AE title not recognised"); one over ``max_associations`` is
-rejected transiently ("local limit exceeded"). :meth:`StorageReceiver.update_sites` swaps the
-AE titles of a running receiver (``concordose receive`` reloads ``sites.yaml`` on SIGHUP).
+C-ECHO is answered with success. Admission (:mod:`.admission`): an A-ASSOCIATE-RQ whose
+called AE title is not ours is rejected (permanent, "called AE title not recognised") unless
+that check is off; one from a calling AE title not in the sites file is rejected (permanent,
+"calling AE title not recognised"); one over ``max_associations``, or over
+``max_associations_per_site`` from its site, is rejected transiently ("local limit exceeded").
+Connections without an A-ASSOCIATE-RQ yet are bounded (the longest-waiting one is closed) and
+the A-ASSOCIATE-RQ and every PDU have overall deadlines (:class:`~.admission.AdmissionLimits`).
+:meth:`StorageReceiver.update_sites` swaps the AE titles of a running receiver
+(``concordose receive`` reloads ``sites.yaml`` on SIGHUP).
 
 Each stored instance marks its time point busy until its association closes; a
 :class:`~.completion.CompletionMonitor` then completes quiet time points and calls the
@@ -72,6 +77,11 @@ from pynetdicom import (
 from pynetdicom.dsutils import encode_file_meta
 
 from concordose.errors import ConcordoseError
+from concordose.ingest.admission import (
+    DEFAULT_ADMISSION,
+    AdmissionLimits,
+    UnassociatedConnections,
+)
 from concordose.ingest.dataset_checks import (
     DataSetMismatchError,
     check_encoding,
@@ -80,6 +90,7 @@ from concordose.ingest.dataset_checks import (
     check_structure,
 )
 from concordose.ingest.upper_layer import (
+    CALLED_AE_NOT_RECOGNISED,
     CALLING_AE_NOT_RECOGNISED,
     LOCAL_LIMIT_EXCEEDED,
     Association,
@@ -141,6 +152,7 @@ class _AssociationLog:
 
     number: int
     association: Association
+    site: str
     stored: int = 0
     failed: int = 0
     studies: set[str] = field(default_factory=set)
@@ -376,6 +388,7 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False
+    request_queue_size = 128  # listen backlog: a burst of connects is accepted, then admitted
 
     def __init__(self, address: tuple[str, int], receiver: StorageReceiver) -> None:
         self.receiver = receiver
@@ -390,17 +403,22 @@ class _Server(socketserver.ThreadingTCPServer):
             with receiver._counter_lock:
                 receiver._connections[thread] = live
 
+        peer = f"{client_address[0]}:{client_address[1]}"
         track(connection)
+        # Counted until its A-ASSOCIATE-RQ is read; one over the limit closes the oldest.
+        receiver.unassociated.enter(thread, connection, peer)
         try:
             serve_connection(
                 connection,
-                f"{client_address[0]}:{client_address[1]}",
+                peer,
                 receiver._settings,
                 receiver,
                 ssl_context=receiver.ssl_context,
                 on_socket=track,
+                on_associate_phase_end=lambda: receiver.unassociated.leave(thread),
             )
         finally:
+            receiver.unassociated.leave(thread)
             with receiver._counter_lock:
                 receiver._connections.pop(thread, None)
 
@@ -417,6 +435,9 @@ class StorageReceiver:
         max_pdu_bytes: maximum PDU size we receive, announced to the peer (0 = unlimited).
         max_associations: concurrent associations accepted; one more is rejected transiently
             ("local limit exceeded").
+        admission: deadlines and limits of connections and associations (associations per
+            site, connections not yet associated, the called AE title check): see
+            :class:`~.admission.AdmissionLimits`.
         site_by_ae_title: calling AE title → site id (from ``sites.yaml``); named in the log,
             and, when ``allowed_calling_ae_titles`` is not given, the titles allowed.
         ssl_context: a server TLS context (see :mod:`.tls`); ``None`` for plain TCP.
@@ -451,6 +472,7 @@ class StorageReceiver:
         allowed_calling_ae_titles: Iterable[str] | None = None,
         max_pdu_bytes: int = 131072,
         max_associations: int = 10,
+        admission: AdmissionLimits = DEFAULT_ADMISSION,
         site_by_ae_title: Mapping[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         quiet_period_s: float = DEFAULT_QUIET_PERIOD_S,
@@ -493,6 +515,8 @@ class StorageReceiver:
             else {title.strip() for title in allowed_calling_ae_titles}
         )
         self.max_associations = max_associations
+        self.admission = admission
+        self.unassociated = UnassociatedConnections(admission.max_unassociated)
         self.host = host
         self._requested_port = port
         # The pynetdicom AE only holds what we negotiate: our title and supported contexts.
@@ -502,7 +526,11 @@ class StorageReceiver:
             # Every transfer syntax, compressed ones included: stored as received.
             self._ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         self._settings = UpperLayerSettings(
-            ae=self._ae, max_pdu_bytes=max_pdu_bytes, network_timeout_s=network_timeout_s
+            ae=self._ae,
+            max_pdu_bytes=max_pdu_bytes,
+            associate_deadline_s=admission.associate_deadline_s,
+            pdu_deadline_s=admission.pdu_deadline_s,
+            network_timeout_s=network_timeout_s,
         )
         self._server: _Server | None = None
         self._server_thread: threading.Thread | None = None
@@ -532,6 +560,16 @@ class StorageReceiver:
         with self._counter_lock:
             return len(self._associations)
 
+    @property
+    def associations_by_site(self) -> dict[str, int]:
+        """Associations currently established per site (the calling AE title when it names
+        none)."""
+        with self._counter_lock:
+            counts: dict[str, int] = {}
+            for entry in self._associations.values():
+                counts[entry.site] = counts.get(entry.site, 0) + 1
+            return counts
+
     def _describe(self, calling_ae: str) -> str:
         site = self.site_by_ae_title.get(calling_ae)
         return f"{calling_ae} (site {site})" if site else calling_ae
@@ -545,29 +583,41 @@ class StorageReceiver:
     # -- the upper layer's service contract (upper_layer.StorageService) ------------------------
 
     def admit(self, association: Association) -> Rejection | None:
-        """Reject unknown calling AE titles (permanent) and associations over the limit
+        """Reject a called AE title not ours (permanent, when checked), an unknown calling AE
+        title (permanent), and associations over the limit or over their site's limit
         (transient); otherwise count the association as established."""
         rejection: Rejection | None = None
+        why = ""
+        ours = str(self._ae.ae_title).strip()
+        calling_ae = association.calling_ae_title
         allowed = self._allowed_calling_ae_titles
-        if allowed is not None and association.calling_ae_title not in allowed:
+        site = self.site_by_ae_title.get(calling_ae) or calling_ae
+        if self.admission.check_called_ae_title and association.called_ae_title != ours:
+            rejection = CALLED_AE_NOT_RECOGNISED
+            why = f"called AE title {association.called_ae_title!r} is not ours ({ours!r})"
+        elif allowed is not None and calling_ae not in allowed:
             rejection = CALLING_AE_NOT_RECOGNISED
+            why = "calling AE title not allowed"
         else:
             with self._counter_lock:
+                open_for_site = sum(1 for e in self._associations.values() if e.site == site)
                 if len(self._associations) >= self.max_associations:
                     rejection = LOCAL_LIMIT_EXCEEDED
+                    why = f"busy: {self.max_associations} association(s) open"
+                elif open_for_site >= self.admission.max_associations_per_site:
+                    rejection = LOCAL_LIMIT_EXCEEDED
+                    why = (
+                        f"busy: {open_for_site} association(s) open from site {site} "
+                        "(limit CONCORDOSE_RECEIVER_MAX_ASSOCIATIONS_PER_SITE)"
+                    )
                 else:
                     self._association_counter += 1
                     self._associations[id(association)] = _AssociationLog(
-                        self._association_counter, association
+                        self._association_counter, association, site
                     )
         if rejection is not None:
             LOG.warning(
-                "association from %s at %s rejected (%s)",
-                association.calling_ae_title,
-                association.peer,
-                "calling AE title not allowed"
-                if rejection is CALLING_AE_NOT_RECOGNISED
-                else f"busy: {self.max_associations} association(s) open",
+                "association from %s at %s rejected (%s)", calling_ae, association.peer, why
             )
         return rejection
 

@@ -20,8 +20,19 @@ into a spool-journal record), so an instance is never assembled in memory and no
 Supported after negotiation (PS3.8 §9.3): P-DATA-TF carrying C-ECHO-RQ and C-STORE-RQ (answered
 with C-ECHO-RSP / C-STORE-RSP, one message at a time as negotiated without an asynchronous
 operations window), A-RELEASE-RQ (answered, then closed), A-ABORT (closed). Any other PDU or
-DIMSE command, a malformed PDU or command set, or silence longer than the network timeout → we
-send an A-ABORT (service provider) and close; an instance being received is then discarded.
+DIMSE command, a malformed PDU or command set, a P-DATA-TF longer than the maximum PDU length we
+announced, a PDU not complete within the PDU deadline of its first byte, or silence longer than
+the network timeout → we send an A-ABORT (service provider) and close; an instance being
+received is then discarded.
+
+Before it (PS3.8 §9.2.3, state Sta2): the A-ASSOCIATE-RQ must be complete within the association
+deadline of the connect (else the connection is closed, as on ARTIM expiry); one that is not
+well formed (items reaching past their PDU, undecodable) or another PDU is answered with an
+A-ABORT (AA-1); a well-formed one we cannot accept with an A-ASSOCIATE-RJ (protocol version,
+application context, then :meth:`StorageService.admit`: AE titles and limits). Deadlines are
+overall, however the bytes trickle (:mod:`.admission`). After an A-ABORT we wait briefly for
+the peer to close first, so that it reads our answer before the connection goes (the peer may
+be in the middle of sending: closing with its bytes unread would reset the connection).
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ import logging
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -47,15 +59,21 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import negotiate_as_acceptor
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated
 
+from concordose.ingest.admission import DEFAULT_ADMISSION
+
 LOG = logging.getLogger(__name__)
 
 APPLICATION_CONTEXT_NAME = "1.2.840.10008.3.1.1.1"
 
 # PDU types (PS3.8 §9.3.1)
 PDU_ASSOCIATE_RQ = 0x01
+PDU_ASSOCIATE_AC = 0x02
+PDU_ASSOCIATE_RJ = 0x03
 PDU_P_DATA_TF = 0x04
 PDU_RELEASE_RQ = 0x05
+PDU_RELEASE_RP = 0x06
 PDU_ABORT = 0x07
+_PDU_TYPES = frozenset(range(PDU_ASSOCIATE_RQ, PDU_ABORT + 1))
 A_RELEASE_RP = b"\x06\x00\x00\x00\x00\x04\x00\x00\x00\x00"
 
 # DIMSE command fields and values (PS3.7 §9.3, §E)
@@ -70,13 +88,44 @@ MAX_ASSOCIATE_RQ_BYTES = 1 << 20
 MAX_COMMAND_BYTES = 1 << 16
 """Largest command set we assemble (a C-STORE-RQ is ≈ 200 bytes)."""
 
+CLOSE_LINGER_S = 1.0
+"""After an A-ABORT, how long we wait for the peer to close (PS3.8 §9.2.3, Sta13: the peer
+closes on it; closing first with its bytes unread would reset the connection and could lose our
+answer)."""
+
+# A-ABORT source and reason/diag. (PS3.8 §9.3.8, Table 9-26)
+ABORT_SOURCE_SERVICE_PROVIDER = 0x02
+ABORT_REASON_NOT_SPECIFIED = 0x00
+ABORT_REASON_UNRECOGNIZED_PDU = 0x01
+ABORT_REASON_UNEXPECTED_PDU = 0x02
+ABORT_REASON_INVALID_PARAMETER_VALUE = 0x06
+
+# Fixed fields of an A-ASSOCIATE-RQ after its PDU header: protocol version (2), reserved (2),
+# called and calling AE titles (16 each), reserved (32) (PS3.8 §9.3.2, Table 9-11).
+_ASSOCIATE_RQ_FIXED_BYTES = 68
+# Variable items (PS3.8 §9.3.2, Tables 9-12 to 9-16)
+_ITEM_APPLICATION_CONTEXT = 0x10
+_ITEM_PRESENTATION_CONTEXT = 0x20
+_ITEM_USER_INFORMATION = 0x50
+
 _PDU_HEADER = struct.Struct(">BxI")
 _PDV_HEADER = struct.Struct(">IBB")
 _ELEMENT_HEADER = struct.Struct("<HHI")
 
 
 class ProtocolError(Exception):
-    """The peer broke the upper-layer protocol; the association is aborted."""
+    """The peer broke the upper-layer protocol; the association is aborted.
+
+    ``abort_reason``: the A-ABORT's reason/diag. (PS3.8 Table 9-26).
+    """
+
+    def __init__(self, message: str, abort_reason: int = ABORT_REASON_NOT_SPECIFIED) -> None:
+        super().__init__(message)
+        self.abort_reason = abort_reason
+
+
+class DeadlineExceededError(ProtocolError):
+    """A PDU (or the A-ASSOCIATE-RQ) was not complete within its overall deadline."""
 
 
 class PeerClosedError(Exception):
@@ -92,7 +141,12 @@ class Rejection:
     diagnostic: int
 
 
+# PS3.8 §9.3.4, Table 9-21: result (1 permanent, 2 transient), source (1 service user,
+# 2 service provider ACSE-related, 3 service provider presentation-related), diagnostic.
+APPLICATION_CONTEXT_NOT_SUPPORTED = Rejection(0x01, 0x01, 0x02)
 CALLING_AE_NOT_RECOGNISED = Rejection(0x01, 0x01, 0x03)
+CALLED_AE_NOT_RECOGNISED = Rejection(0x01, 0x01, 0x07)
+PROTOCOL_VERSION_NOT_SUPPORTED = Rejection(0x01, 0x02, 0x02)
 LOCAL_LIMIT_EXCEEDED = Rejection(0x02, 0x03, 0x02)
 
 
@@ -183,14 +237,54 @@ def _certificate_names(connection: socket.socket) -> set[str] | None:
 
 
 class _Reader:
-    """Buffered reads from a socket with ``recv_into`` into one reusable buffer."""
+    """Buffered reads from a socket with ``recv_into`` into one reusable buffer, each within
+    the idle timeout and, while one is set, before an overall deadline.
 
-    def __init__(self, connection: socket.socket, size: int) -> None:
+    ``deadline`` (``time.monotonic()``) bounds every read until it is cleared: a peer sending
+    one byte just before each idle timeout still runs out of time (the per-``recv`` timeout
+    alone never fires). :meth:`send_all` writes within the idle timeout.
+    """
+
+    def __init__(self, connection: socket.socket, size: int, idle_timeout_s: float) -> None:
         self._connection = connection
         self._buffer = bytearray(size)
         self._view = memoryview(self._buffer)
         self._start = 0
         self._end = 0
+        self._idle_timeout_s = idle_timeout_s
+        self.received_bytes = 0
+        self.deadline: float | None = None
+        self.deadline_message = ""
+
+    def start_deadline(self, deadline: float, message: str) -> None:
+        """Everything read from now on must have arrived by ``deadline``, else
+        :class:`DeadlineExceededError` with ``message``."""
+        self.deadline, self.deadline_message = deadline, message
+
+    def start_pdu(self, deadline_s: float) -> None:
+        """Wait (within the idle timeout) for the next PDU's first byte, then give the whole
+        PDU ``deadline_s`` seconds."""
+        self.deadline = None
+        if self._start == self._end:
+            self._receive()
+        self.start_deadline(
+            time.monotonic() + deadline_s,
+            f"PDU not complete {deadline_s:g} s after its first byte "
+            "(CONCORDOSE_RECEIVER_PDU_DEADLINE_S)",
+        )
+
+    def extend_deadline(self, seconds: float) -> None:
+        """Add our own time (e.g. making an instance durable) back to the peer's deadline."""
+        if self.deadline is not None:
+            self.deadline += seconds
+
+    def clear_deadline(self) -> None:
+        self.deadline = None
+
+    def send_all(self, data: bytes) -> None:
+        """``sendall`` within the idle timeout (not what is left of a read deadline)."""
+        self._connection.settimeout(self._idle_timeout_s)
+        self._connection.sendall(data)
 
     def _receive(self) -> None:
         """Receive at least one byte after the buffered ones (compacting first if needed)."""
@@ -200,10 +294,23 @@ class _Reader:
             kept = self._end - self._start
             self._buffer[:kept] = self._view[self._start : self._end]
             self._start, self._end = 0, kept
-        count = self._connection.recv_into(self._view[self._end :])
+        timeout_s = self._idle_timeout_s
+        if self.deadline is not None:
+            remaining_s = self.deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise DeadlineExceededError(self.deadline_message)
+            timeout_s = min(timeout_s, remaining_s)
+        self._connection.settimeout(timeout_s)
+        try:
+            count = self._connection.recv_into(self._view[self._end :])
+        except TimeoutError:
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                raise DeadlineExceededError(self.deadline_message) from None
+            raise
         if count == 0:
             raise PeerClosedError("the peer closed the connection")
         self._end += count
+        self.received_bytes += count
 
     def read(self, size: int) -> bytes:
         """Exactly ``size`` bytes (copied)."""
@@ -303,7 +410,9 @@ def encode_command_pdus(context_id: int, command: bytes, peer_max_pdu_bytes: int
     return b"".join(out)
 
 
-def _abort_pdu(source: int = 0x02, reason: int = 0x00) -> bytes:
+def _abort_pdu(
+    source: int = ABORT_SOURCE_SERVICE_PROVIDER, reason: int = ABORT_REASON_NOT_SPECIFIED
+) -> bytes:
     return _PDU_HEADER.pack(PDU_ABORT, 4) + bytes((0, 0, source, reason))
 
 
@@ -313,32 +422,125 @@ class UpperLayerSettings:
 
     Attributes:
         ae: the pynetdicom AE holding our AE title and supported presentation contexts.
-        max_pdu_bytes: the largest PDU we accept, announced in the A-ASSOCIATE-AC (0: none).
-        acse_timeout_s: how long we wait for the A-ASSOCIATE-RQ after connecting.
+        max_pdu_bytes: the largest PDU we accept, announced in the A-ASSOCIATE-AC (0: none);
+            a longer P-DATA-TF is aborted.
+        associate_deadline_s: seconds from the connect by which the A-ASSOCIATE-RQ (after the
+            TLS handshake) must be complete, however it trickles.
+        pdu_deadline_s: seconds from a PDU's first byte by which the PDU must be complete.
         network_timeout_s: silence after which an established association is aborted.
         buffer_bytes: receive buffer of each association.
     """
 
     ae: AE
     max_pdu_bytes: int
-    acse_timeout_s: float = 30.0
+    associate_deadline_s: float = DEFAULT_ADMISSION.associate_deadline_s
+    pdu_deadline_s: float = DEFAULT_ADMISSION.pdu_deadline_s
     network_timeout_s: float = 60.0
     buffer_bytes: int = 1 << 18
 
 
-def _read_associate_rq(reader: _Reader) -> A_ASSOCIATE:
+@dataclass(frozen=True)
+class _AssociateRequest:
+    """A well-formed A-ASSOCIATE-RQ: pynetdicom's primitive, and why we refuse it (if we do)."""
+
+    primitive: A_ASSOCIATE
+    rejection: Rejection | None
+
+
+def _items(data: bytes, start: int, end: int, where: str) -> list[tuple[int, int, int]]:
+    """The (type, value start, value end) of the items between ``start`` and ``end``, each
+    header 4 bytes (type, reserved, 16-bit length; PS3.8 §9.3.2); an item reaching past
+    ``end`` is a malformed PDU."""
+    items = []
+    offset = start
+    while offset < end:
+        if end - offset < 4:
+            raise ProtocolError(
+                f"{where}: {end - offset} byte(s) left, fewer than an item header",
+                ABORT_REASON_INVALID_PARAMETER_VALUE,
+            )
+        item_type = data[offset]
+        length = int.from_bytes(data[offset + 2 : offset + 4], "big")
+        if offset + 4 + length > end:
+            raise ProtocolError(
+                f"{where}: item 0x{item_type:02X} declares {length} bytes, "
+                f"{end - offset - 4} remain",
+                ABORT_REASON_INVALID_PARAMETER_VALUE,
+            )
+        items.append((item_type, offset + 4, offset + 4 + length))
+        offset += 4 + length
+    return items
+
+
+def _check_associate_rq_layout(raw: bytes) -> None:
+    """Every item and sub-item of an A-ASSOCIATE-RQ lies within its parent (pynetdicom's
+    decoder asserts this, so ``python -O`` would not), and the required ones are there:
+    one application context, at least one presentation context, one user information item
+    (PS3.8 §9.3.2)."""
+    body = _PDU_HEADER.size + _ASSOCIATE_RQ_FIXED_BYTES
+    if len(raw) < body:
+        raise ProtocolError(
+            f"A-ASSOCIATE-RQ of {len(raw) - _PDU_HEADER.size} bytes, shorter than its "
+            f"{_ASSOCIATE_RQ_FIXED_BYTES} bytes of fixed fields",
+            ABORT_REASON_INVALID_PARAMETER_VALUE,
+        )
+    items = _items(raw, body, len(raw), "A-ASSOCIATE-RQ")
+    for item_type, start, end in items:
+        if item_type == _ITEM_PRESENTATION_CONTEXT:
+            if end - start < 4:
+                raise ProtocolError(
+                    "A-ASSOCIATE-RQ: presentation context item shorter than 4 bytes",
+                    ABORT_REASON_INVALID_PARAMETER_VALUE,
+                )
+            _items(raw, start + 4, end, "A-ASSOCIATE-RQ presentation context")
+        elif item_type == _ITEM_USER_INFORMATION:
+            _items(raw, start, end, "A-ASSOCIATE-RQ user information")
+    required = (_ITEM_APPLICATION_CONTEXT, _ITEM_PRESENTATION_CONTEXT, _ITEM_USER_INFORMATION)
+    counts = [sum(1 for item_type, _, _ in items if item_type == wanted) for wanted in required]
+    if counts[0] != 1 or counts[1] < 1 or counts[2] != 1:
+        raise ProtocolError(
+            "A-ASSOCIATE-RQ needs 1 application context, ≥ 1 presentation context and 1 user "
+            f"information item; found {counts[0]}, {counts[1]} and {counts[2]}",
+            ABORT_REASON_INVALID_PARAMETER_VALUE,
+        )
+
+
+def _read_associate_rq(reader: _Reader) -> _AssociateRequest:
+    """Read and decode the first PDU, an A-ASSOCIATE-RQ.
+
+    Raises:
+        ProtocolError: another PDU, or a malformed one (answered with an A-ABORT).
+    """
     pdu_type, length = reader.unpack(_PDU_HEADER)
     if pdu_type != PDU_ASSOCIATE_RQ:
-        raise ProtocolError(f"expected an A-ASSOCIATE-RQ, got PDU type 0x{pdu_type:02X}")
+        raise ProtocolError(
+            f"expected an A-ASSOCIATE-RQ, got PDU type 0x{pdu_type:02X}",
+            ABORT_REASON_UNEXPECTED_PDU
+            if pdu_type in _PDU_TYPES
+            else ABORT_REASON_UNRECOGNIZED_PDU,
+        )
     if length > MAX_ASSOCIATE_RQ_BYTES:
-        raise ProtocolError(f"A-ASSOCIATE-RQ of {length} bytes refused")
+        raise ProtocolError(
+            f"A-ASSOCIATE-RQ of {length} bytes refused (at most {MAX_ASSOCIATE_RQ_BYTES})",
+            ABORT_REASON_INVALID_PARAMETER_VALUE,
+        )
     raw = _PDU_HEADER.pack(pdu_type, length) + reader.read(length)
+    _check_associate_rq_layout(raw)
     pdu = A_ASSOCIATE_RQ()
     try:
         pdu.decode(raw)
-        return pdu.to_primitive()
+        primitive = pdu.to_primitive()
     except Exception as exc:  # pynetdicom raises various errors for malformed PDUs
-        raise ProtocolError(f"undecodable A-ASSOCIATE-RQ: {exc}") from exc
+        raise ProtocolError(
+            f"undecodable A-ASSOCIATE-RQ: {type(exc).__name__}: {exc}",
+            ABORT_REASON_INVALID_PARAMETER_VALUE,
+        ) from exc
+    rejection: Rejection | None = None
+    if not int(pdu.protocol_version) & 0x0001:  # bit 0: version 1, the only one (§9.3.2)
+        rejection = PROTOCOL_VERSION_NOT_SUPPORTED
+    elif str(primitive.application_context_name) != APPLICATION_CONTEXT_NAME:
+        rejection = APPLICATION_CONTEXT_NOT_SUPPORTED
+    return _AssociateRequest(primitive, rejection)
 
 
 def _accept(request: A_ASSOCIATE, settings: UpperLayerSettings, association: Association) -> bytes:
@@ -404,11 +606,13 @@ class _MessageLoop:
         reader: _Reader,
         association: Association,
         service: StorageService,
+        settings: UpperLayerSettings,
     ) -> None:
         self.connection = connection
         self.reader = reader
         self.association = association
         self.service = service
+        self.settings = settings
         self.command = bytearray()
         self.request: StoreRequest | None = None
         self.request_context = 0
@@ -416,21 +620,45 @@ class _MessageLoop:
 
     def run(self) -> None:
         """Serve until release; else raise :class:`PeerClosedError` or :class:`ProtocolError`."""
+        max_pdu_bytes = self.settings.max_pdu_bytes
         while True:
+            self.reader.start_pdu(self.settings.pdu_deadline_s)
             pdu_type, length = self.reader.unpack(_PDU_HEADER)
             if pdu_type == PDU_P_DATA_TF:
+                if max_pdu_bytes and length > max_pdu_bytes:
+                    raise ProtocolError(
+                        f"P-DATA-TF of {length} bytes, longer than the maximum PDU length we "
+                        f"announced ({max_pdu_bytes} bytes)",
+                        ABORT_REASON_INVALID_PARAMETER_VALUE,
+                    )
+                if length == 0:  # PS3.8 §9.3.5: one or more PDV items
+                    raise ProtocolError(
+                        "P-DATA-TF without a PDV item", ABORT_REASON_INVALID_PARAMETER_VALUE
+                    )
                 self._p_data(length)
-            elif pdu_type == PDU_RELEASE_RQ:
+            elif pdu_type in {PDU_RELEASE_RQ, PDU_ABORT}:
+                if length != 4:  # PS3.8 §9.3.6, §9.3.8: 4 bytes, whatever the peer claims
+                    raise ProtocolError(
+                        f"PDU type 0x{pdu_type:02X} of {length} bytes, not 4",
+                        ABORT_REASON_INVALID_PARAMETER_VALUE,
+                    )
                 self.reader.read(length)
+                if pdu_type == PDU_ABORT:
+                    raise PeerClosedError("the peer aborted the association")
                 if self.incoming is not None or self.command:
-                    raise ProtocolError("A-RELEASE-RQ in the middle of a DIMSE message")
-                self.connection.sendall(A_RELEASE_RP)
+                    raise ProtocolError(
+                        "A-RELEASE-RQ in the middle of a DIMSE message",
+                        ABORT_REASON_UNEXPECTED_PDU,
+                    )
+                self.reader.send_all(A_RELEASE_RP)
                 return
-            elif pdu_type == PDU_ABORT:
-                self.reader.read(length)
-                raise PeerClosedError("the peer aborted the association")
             else:
-                raise ProtocolError(f"unexpected PDU type 0x{pdu_type:02X} after association")
+                raise ProtocolError(
+                    f"unexpected PDU type 0x{pdu_type:02X} after association",
+                    ABORT_REASON_UNEXPECTED_PDU
+                    if pdu_type in _PDU_TYPES
+                    else ABORT_REASON_UNRECOGNIZED_PDU,
+                )
 
     def _p_data(self, length: int) -> None:
         while length:
@@ -457,7 +685,10 @@ class _MessageLoop:
                     raise ProtocolError("data set fragment without a C-STORE-RQ command")
                 self.reader.stream(data_length, self.incoming.write)
                 if is_last:
+                    started = time.monotonic()
                     self._data_set_received()
+                    # Making it durable is our time, not the peer's.
+                    self.reader.extend_deadline(time.monotonic() - started)
 
     def _command_received(self, context_id: int) -> None:
         elements = _parse_command(bytes(self.command))
@@ -519,7 +750,7 @@ class _MessageLoop:
         command = encode_response(
             command_field, message_id, status, sop_class_uid, sop_instance_uid
         )
-        self.connection.sendall(
+        self.reader.send_all(
             encode_command_pdus(context_id, command, self.association.peer_max_pdu_bytes)
         )
 
@@ -530,6 +761,19 @@ class _MessageLoop:
             self.incoming = None
 
 
+def _linger_and_close(connection: socket.socket) -> None:
+    """After our A-ABORT: read and drop what the peer still sends until it
+    closes, for at most :data:`CLOSE_LINGER_S`, then close (see the module docstring)."""
+    deadline = time.monotonic() + CLOSE_LINGER_S
+    with contextlib.suppress(OSError):
+        while (remaining_s := deadline - time.monotonic()) > 0:
+            connection.settimeout(remaining_s)
+            if not connection.recv(65536):
+                break
+    with contextlib.suppress(OSError):
+        connection.close()
+
+
 def serve_connection(
     connection: socket.socket,
     peer: str,
@@ -538,44 +782,100 @@ def serve_connection(
     *,
     ssl_context: ssl.SSLContext | None = None,
     on_socket: Callable[[socket.socket], None] | None = None,
+    on_associate_phase_end: Callable[[], None] | None = None,
 ) -> None:
     """Serve one TCP connection: TLS handshake, negotiation, then messages until it ends.
 
     ``on_socket`` is told the socket in use (the TLS one once wrapped), so that a stopping
-    service can shut it down. Never raises for the peer's misbehaviour (logged); closes
-    ``connection`` before returning.
+    service can shut it down. ``on_associate_phase_end`` is called once, when the
+    A-ASSOCIATE-RQ has been read or — none came — before the connection is closed (so that
+    admission control stops counting it while its descriptor is still its own). Never raises
+    for the peer's misbehaviour (logged); closes ``connection`` before returning.
     """
+    phase_ended = False
+
+    def end_associate_phase() -> None:
+        nonlocal phase_ended
+        if not phase_ended:
+            phase_ended = True
+            if on_associate_phase_end is not None:
+                on_associate_phase_end()
+
+    linger = False
     try:
+        deadline = time.monotonic() + settings.associate_deadline_s
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        connection.settimeout(settings.acse_timeout_s)
+        # Since Python 3.5 the timeout bounds the whole TLS handshake, not each read of it.
+        connection.settimeout(settings.associate_deadline_s)
         if ssl_context is not None:
+            # The handshake is ours to run: on failure ``wrap_socket`` would close the
+            # descriptor itself, before admission control stops counting it (below).
+            connection = ssl_context.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+            if on_socket is not None:
+                on_socket(connection)
             try:
-                connection = ssl_context.wrap_socket(connection, server_side=True)
+                connection.do_handshake()
             except (ssl.SSLError, OSError) as exc:
                 LOG.warning("TLS handshake with %s failed: %s", peer, exc)
                 return
-            if on_socket is not None:
-                on_socket(connection)
-        reader = _Reader(connection, settings.buffer_bytes)
+        reader = _Reader(connection, settings.buffer_bytes, settings.network_timeout_s)
+        reader.start_deadline(
+            deadline,
+            f"no complete A-ASSOCIATE-RQ {settings.associate_deadline_s:g} s after the "
+            "connect (CONCORDOSE_RECEIVER_ASSOCIATE_DEADLINE_S)",
+        )
         try:
             request = _read_associate_rq(reader)
-        except (PeerClosedError, ProtocolError, OSError) as exc:
-            LOG.warning("no valid A-ASSOCIATE-RQ from %s: %s", peer, exc)
+        except (DeadlineExceededError, TimeoutError) as exc:
+            # PS3.8 Sta2 + ARTIM expired (AA-2): close the transport connection.
+            LOG.warning("closing the connection from %s: %s", peer, exc)
             return
+        except ProtocolError as exc:
+            # PS3.8 Sta2 + an invalid or unexpected PDU (AA-1): A-ABORT, then close. From the
+            # service provider, so that its reason is significant (Table 9-26).
+            LOG.warning("aborting the connection from %s: %s", peer, exc)
+            linger = True
+            reader.send_all(_abort_pdu(ABORT_SOURCE_SERVICE_PROVIDER, exc.abort_reason))
+            return
+        except (PeerClosedError, OSError) as exc:
+            # Closed before sending a byte: a TCP probe (monitoring), or closed by admission
+            # control (logged there); else a peer that gave up in the middle.
+            level = logging.WARNING if reader.received_bytes else logging.DEBUG
+            LOG.log(level, "no A-ASSOCIATE-RQ from %s: %s", peer, exc)
+            return
+        end_associate_phase()
+        reader.clear_deadline()
+        primitive = request.primitive
         association = Association(
-            calling_ae_title=str(request.calling_ae_title or "").strip(),
-            called_ae_title=str(request.called_ae_title or "").strip(),
+            calling_ae_title=str(primitive.calling_ae_title or "").strip(),
+            called_ae_title=str(primitive.called_ae_title or "").strip(),
             peer=peer,
             certificate_names=_certificate_names(connection),
         )
-        rejection = service.admit(association)
+        rejection = request.rejection
         if rejection is not None:
-            connection.sendall(_reject(rejection))
+            LOG.warning(
+                "association from %s at %s rejected (%s)",
+                association.calling_ae_title,
+                peer,
+                "protocol version not supported"
+                if rejection is PROTOCOL_VERSION_NOT_SUPPORTED
+                else "application context not supported",
+            )
+        else:
+            rejection = service.admit(association)
+        if rejection is not None:
+            # Closed at once: the requestor, awaiting our answer, has nothing left unread here
+            # (no reset). Waiting for its close instead made pynetdicom's requestor report 11
+            # of 600 rejections as aborts (2 of 900 closing at once: a race of its own between
+            # its reactor closing the transport and its caller checking it).
+            reader.send_all(_reject(rejection))
             return
-        loop = _MessageLoop(connection, reader, association, service)
+        loop = _MessageLoop(connection, reader, association, service, settings)
         try:
-            connection.sendall(_accept(request, settings, association))
-            connection.settimeout(settings.network_timeout_s)
+            reader.send_all(_accept(primitive, settings, association))
             service.established(association)
             loop.run()
         except PeerClosedError as exc:
@@ -583,17 +883,23 @@ def serve_connection(
             LOG.debug("association with %s ended: %s", peer, exc)
         except Exception as exc:  # protocol errors, I/O errors, and bugs: never stop the service
             association.aborted = True
+            reason = ABORT_REASON_NOT_SPECIFIED
             if isinstance(exc, ProtocolError | OSError):
                 LOG.warning("aborting association with %s: %s", peer, exc)
+                reason = exc.abort_reason if isinstance(exc, ProtocolError) else reason
             else:
                 LOG.exception("aborting association with %s after an internal error", peer)
+            linger = True
             with contextlib.suppress(OSError):
-                connection.sendall(_abort_pdu())
+                reader.send_all(_abort_pdu(ABORT_SOURCE_SERVICE_PROVIDER, reason))
         finally:
             loop.discard()
             service.ended(association)  # once admitted, always: frees its association slot
     except OSError as exc:
         LOG.warning("connection from %s failed: %s", peer, exc)
     finally:
+        end_associate_phase()
+        if linger:
+            _linger_and_close(connection)
         with contextlib.suppress(OSError):
             connection.close()

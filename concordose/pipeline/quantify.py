@@ -21,6 +21,7 @@ from concordose.calibration.registry import CalibrationRecord
 from concordose.dicom.seg import VoiMask, VoiType
 from concordose.dicom.vois import read_voi_masks
 from concordose.errors import ConfigurationError
+from concordose.kinetics.uncertainty import correlated_relative_sd
 from concordose.pipeline.alignment import TimePointAlignment, align_time_points
 from concordose.pipeline.assembly import CycleStudy
 from concordose.pipeline.result_cache import ResultCache
@@ -117,6 +118,15 @@ class CycleTimeActivity:
     partial_volume_shell_mm: tuple[float, float] | None = None
     partial_volume_background_sd_mbq_per_ml: npt.NDArray[np.float64] | None = None
     partial_volume_psf_fwhm_mm: tuple[float, float] | None = None
+
+    @property
+    def partial_volume_tia_relative_sd(self) -> npt.NDArray[np.float64]:
+        """(n_voi,) relative SD the partial-volume correction adds to each VOI's TIA: the same
+        PSF and masks correct every time point, so its error is correlated across them
+        (``kinetics.uncertainty.correlated_relative_sd``); 0 without a correction."""
+        if self.partial_volume_relative_sd is None:
+            return np.zeros(len(self.labels))
+        return correlated_relative_sd(self.activity_mbq, self.partial_volume_relative_sd)
 
 
 MODELS = (RECOVERY_ONLY_MODEL, BACKGROUND_MODEL, GTM_MODEL)

@@ -17,7 +17,7 @@ from concordose.pipeline.alignment import TimePointAlignment
 from concordose.pipeline.assembly import CycleStudy
 from concordose.pipeline.time_point_maps import registered_activity_maps
 from concordose.quant.voi import resample_vois
-from concordose.report.images import CycleImages, DoseSlice, cycle_images
+from concordose.report.images import CycleImages, cycle_images
 
 __all__ = ["cycle_report_images"]
 
@@ -51,14 +51,5 @@ def cycle_report_images(
         (float(sz), float(sy), float(sx)),
         voi_masks=on_maps.masks,
         voi_labels=on_maps.labels,
-        dose_slices=[
-            DoseSlice(
-                voi_label=item.voi_label,
-                method=item.dose_method,
-                dose_gy=item.dose_gy,
-                mask=item.mask,
-                pixel_mm=item.pixel_mm,
-            )
-            for item in lesion_slices
-        ],
+        dose_slices=lesion_slices,
     )

@@ -12,7 +12,6 @@ from concordose.report.cycle_tables import CycleRows, published_cycle_keys, read
 from concordose.report.images import (
     CYCLE_REPORTS_DIR,
     CycleImages,
-    DoseSlice,
     cycle_images,
     image_products_key,
     publish_cycle_images,
@@ -27,7 +26,6 @@ __all__ = [
     "SECTION_IDS",
     "CycleImages",
     "CycleRows",
-    "DoseSlice",
     "MethodStyle",
     "build_cycle_report",
     "cycle_images",

@@ -352,7 +352,9 @@ def _images(images: CycleImages | None) -> tuple[str | None, list[dict[str, str]
     slices = [
         {
             "voi_label": s.voi_label,
-            "src": dose_slice_figure(f"{s.voi_label} — {s.method}", s.dose_gy, s.mask, s.pixel_mm),
+            "src": dose_slice_figure(
+                f"{s.voi_label} — {s.dose_method}", s.dose_gy, s.mask, s.pixel_mm
+            ),
         }
         for s in images.dose_slices
     ]

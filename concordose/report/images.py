@@ -18,13 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from concordose.dose.voxel_dosimetry import LesionDoseSlice
 from concordose.results.object_store import ObjectStore
 
 __all__ = [
     "CYCLE_REPORTS_DIR",
     "MAX_MIP_PIXELS",
     "CycleImages",
-    "DoseSlice",
     "cycle_images",
     "image_products_key",
     "publish_cycle_images",
@@ -45,26 +45,6 @@ def image_products_key(cycle_key: str) -> str:
 
 
 @dataclass(frozen=True)
-class DoseSlice:
-    """An axial slice of a dose map through one lesion.
-
-    Attributes:
-        voi_label: the lesion.
-        method: the voxel kinetics and dose method of the map, e.g.
-            ``voxel_mono_exponential · ldm``.
-        dose_gy: (rows, columns) absorbed dose, Gy.
-        mask: (rows, columns) the lesion on that slice.
-        pixel_mm: (row, column) pixel size, mm.
-    """
-
-    voi_label: str
-    method: str
-    dose_gy: npt.NDArray[np.float32]
-    mask: npt.NDArray[np.bool_]
-    pixel_mm: tuple[float, float]
-
-
-@dataclass(frozen=True)
 class CycleImages:
     """What a cycle report draws that no table holds.
 
@@ -82,7 +62,7 @@ class CycleImages:
     voi_labels: tuple[str, ...]
     voi_masks: npt.NDArray[np.bool_]
     pixel_mm: tuple[float, float]
-    dose_slices: tuple[DoseSlice, ...] = ()
+    dose_slices: tuple[LesionDoseSlice, ...] = ()
 
 
 def _max_pool(volume: npt.NDArray[np.floating], factor: int) -> npt.NDArray[np.floating]:
@@ -108,7 +88,7 @@ def cycle_images(
     *,
     voi_masks: npt.NDArray[np.bool_],
     voi_labels: Sequence[str],
-    dose_slices: Sequence[DoseSlice] = (),
+    dose_slices: Sequence[LesionDoseSlice] = (),
 ) -> CycleImages:
     """The image products of a cycle from its registered activity maps.
 
@@ -145,7 +125,7 @@ def write_cycle_images(images: CycleImages) -> bytes:
         "voi_masks": images.voi_masks,
         "pixel_mm": np.array(images.pixel_mm),
         "dose_slice_labels": np.array([s.voi_label for s in images.dose_slices], dtype=np.str_),
-        "dose_slice_methods": np.array([s.method for s in images.dose_slices], dtype=np.str_),
+        "dose_slice_methods": np.array([s.dose_method for s in images.dose_slices], dtype=np.str_),
         "dose_slice_pixel_mm": np.array([s.pixel_mm for s in images.dose_slices]).reshape(-1, 2),
     }
     for index, dose_slice in enumerate(images.dose_slices):
@@ -164,9 +144,9 @@ def read_cycle_images(data: bytes) -> CycleImages:
     """
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         slices = tuple(
-            DoseSlice(
+            LesionDoseSlice(
                 voi_label=str(label),
-                method=str(method),
+                dose_method=str(method),
                 dose_gy=npz[f"dose_slice_{index}_gy"],
                 mask=npz[f"dose_slice_{index}_mask"],
                 pixel_mm=(float(pixel[0]), float(pixel[1])),

@@ -107,13 +107,14 @@ def _kinetics_extras(batch: KineticsBatch, voi: int) -> dict[str, Any]:
     }
 
 
-def _total_sd(
-    batch: KineticsBatch, voi: int, calibration_relative_sd: float | None
-) -> float | None:
-    if batch.tia_sd_mbq_h is None or calibration_relative_sd is None:
+def _total_sd(batch: KineticsBatch, voi: int, tac: CycleTimeActivity) -> float | None:
+    if batch.tia_sd_mbq_h is None or tac.calibration_relative_sd is None:
         return None
     total = tia_sd_with_calibration_mbq_h(
-        batch.tia_mbq_h[voi : voi + 1], batch.tia_sd_mbq_h[voi : voi + 1], calibration_relative_sd
+        batch.tia_mbq_h[voi : voi + 1],
+        batch.tia_sd_mbq_h[voi : voi + 1],
+        tac.calibration_relative_sd,
+        tac.partial_volume_tia_relative_sd[voi : voi + 1],
     )
     return _nullable(total[0])
 
@@ -224,7 +225,7 @@ def build_cycle_tables(
             "teff_h": _parameter(batch, "teff_h", voi),
             "status": batch.status[voi],
             **_kinetics_extras(batch, voi),
-            "tia_total_sd_mbq_h": _total_sd(batch, voi, tac.calibration_relative_sd),
+            "tia_total_sd_mbq_h": _total_sd(batch, voi, tac),
             "schema_version": KINETICS.version,
             **common_provenance,
         }

@@ -36,7 +36,7 @@ from tenacity import (
 )
 
 from concordose.errors import ConcordoseError, ConfigurationError
-from concordose.settings import Settings
+from concordose.settings import DEFAULT_DATA_DOCS_KEEP_RUNS, Settings
 
 logger = logging.getLogger(__name__)
 ResultT = TypeVar("ResultT")
@@ -133,6 +133,8 @@ class ObjectStore:
         retry: retries of transient failures.
         endpoint: the S3 endpoint, for messages (``None`` for local stores and AWS defaults).
         create_bucket: create a missing bucket instead of failing.
+        data_docs_keep_runs: how many runs' Data Docs publication keeps
+            (:mod:`concordose.results.data_docs`).
     """
 
     filesystem: pafs.FileSystem
@@ -141,6 +143,7 @@ class ObjectStore:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     endpoint: str | None = None
     create_bucket: bool = False
+    data_docs_keep_runs: int = DEFAULT_DATA_DOCS_KEEP_RUNS
 
     @property
     def is_local(self) -> bool:
@@ -282,7 +285,13 @@ def open_object_store(uri: str, settings: Settings, *, create: bool = True) -> O
                 "found no such folder"
             )
         folder.mkdir(parents=True, exist_ok=True)
-        return ObjectStore(pafs.LocalFileSystem(), folder.as_posix(), folder.as_posix(), retry)
+        return ObjectStore(
+            pafs.LocalFileSystem(),
+            folder.as_posix(),
+            folder.as_posix(),
+            retry,
+            data_docs_keep_runs=settings.data_docs_keep_runs,
+        )
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ConfigurationError(f"output URI {uri!r} has no bucket: use s3://bucket/prefix")
@@ -316,6 +325,7 @@ def open_object_store(uri: str, settings: Settings, *, create: bool = True) -> O
             retry,
             endpoint=settings.s3_endpoint,
             create_bucket=settings.s3_create_bucket,
+            data_docs_keep_runs=settings.data_docs_keep_runs,
         )
     raise ConfigurationError(
         f"unsupported output URI {uri!r}: use a folder path, file:///…, or s3://bucket/prefix"

@@ -5,7 +5,10 @@ Layout under the store's base::
     <table>/v<version>/site_id=<site>/<run_id>.parquet   Parquet, zstd; hive-partitioned by site
                                                          under one folder per schema version
     _validation/<run_id>.json                            the run's Great Expectations results
-    _data_docs/                                          Data Docs (HTML) of the last run
+    _data_docs/index.html                                Data Docs (HTML) of the latest run,
+    _data_docs/runs/<run_id>/ , runs/index.html          of each kept run and their list, and
+    _data_docs/static/                                   their shared, vendored assets: offline,
+                                                         see concordose.results.data_docs
     _quarantine/<run_id>/<table>.parquet (+ .validation.json)   batches that failed validation
     _manifests/<run_id>.json                             written last, atomically
 
@@ -14,6 +17,9 @@ half-published run (a writer killed before its manifest leaves only unreferenced
 manifest also records which scope values (cycle keys; calibration record ids) the run covers, so
 that a re-run of a study supersedes the earlier rows of those cycles in the current view
 (:mod:`concordose.results.catalogue`): re-running never duplicates.
+
+Data Docs of the newest ``store.data_docs_keep_runs`` runs are kept (default 30,
+``CONCORDOSE_DATA_DOCS_KEEP_RUNS``), a run that failed validation included.
 
 Validation: every table is validated before anything is written. If any table fails, the failing
 batches are quarantined with their validation results, nothing of the run is published and
@@ -35,10 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from concordose.errors import ConcordoseError
+from concordose.results.data_docs import publish_data_docs
 from concordose.results.object_store import ObjectStore
 from concordose.results.provenance import Provenance
 from concordose.results.validation import TableValidation, validate_tables
@@ -49,7 +55,6 @@ logger = logging.getLogger(__name__)
 MANIFEST_DIR = "_manifests"
 VALIDATION_DIR = "_validation"
 QUARANTINE_DIR = "_quarantine"
-DATA_DOCS_DIR = "_data_docs"
 MANIFEST_FORMAT_VERSION = 2
 
 
@@ -111,19 +116,6 @@ def _scopes(combined: Mapping[str, pa.Table]) -> dict[str, list[str]]:
     return {column: sorted(values) for column, values in sorted(scopes.items())}
 
 
-def _copy_folder(store: ObjectStore, source: Path, target: str) -> None:
-    """Copy a local folder's files under ``target`` in the store (replacing what was there)."""
-    folder = store.path(target)
-    selector = pafs.FileSelector(folder, allow_not_found=True, recursive=True)
-    for info in store.call(f"list {folder}", lambda: store.filesystem.get_file_info(selector)):
-        if info.type == pafs.FileType.File:
-            store.call(f"delete {info.path}", partial(store.filesystem.delete_file, info.path))
-    for file in sorted(p for p in source.rglob("*") if p.is_file()):
-        store.write_bytes_atomically(
-            store.path(target, file.relative_to(source).as_posix()), file.read_bytes()
-        )
-
-
 def _quarantine(
     store: ObjectStore,
     combined: Mapping[str, pa.Table],
@@ -170,7 +162,13 @@ def publish_tables(
     if validate:
         with tempfile.TemporaryDirectory(prefix="concordose-data-docs-") as docs:
             outcomes = validate_tables(combined, data_docs_dir=Path(docs))
-            _copy_folder(store, Path(docs), DATA_DOCS_DIR)
+            publish_data_docs(
+                store,
+                Path(docs),
+                provenance.run_id,
+                {name: o.success for name, o in outcomes.items()},
+                keep_runs=store.data_docs_keep_runs,
+            )
         validation_summary = {
             name: {"suite": o.suite, "success": o.success, "failed": list(o.failed)}
             for name, o in outcomes.items()

@@ -1,16 +1,21 @@
 """Integration fixtures: a real (temporary) Prefect server for the session; an S3-protocol
-server on loopback (moto's threaded server) per test."""
+server on loopback (moto's threaded server) per test; one demo run shared by the report tests;
+a headless chromium with the network blocked (``tests/browser.py``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 from moto.server import ThreadedMotoServer
 from prefect.testing.utilities import prefect_test_harness
+from typer.testing import CliRunner
 
 import flows  # noqa: F401  (applies the platform's Prefect defaults)
+from concordose.cli import app
+from tests.browser import OfflineBrowser, offline_browser_session
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +37,21 @@ def s3_endpoint() -> Iterator[str]:
     finally:
         requests.post(f"http://{host}:{port}/moto-api/reset", timeout=10)
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_output(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Path:
+    """The work folder of one ``concordose demo`` run (the whole path: C-STORE → spool →
+    ``process-cycle`` → publication → report), shared by the report tests."""
+    workdir = tmp_path_factory.mktemp("report-demo") / "run"
+    result = CliRunner().invoke(app, ["demo", "--workdir", str(workdir)])
+    assert result.exit_code == 0, result.output
+    assert f"report: {workdir / 'output' / '_reports' / 'cycles'}" in result.output
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def offline_browser() -> Iterator[OfflineBrowser]:
+    """Debian's chromium, headless, every non-file request blocked (fails if not installed)."""
+    with offline_browser_session() as browser:
+        yield browser

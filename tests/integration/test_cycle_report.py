@@ -2,8 +2,8 @@
 demand by ``concordose report``, its numbers equal to the published tables, self-contained, and
 without patient identifiers.
 
-One demo run (the whole path: C-STORE → spool → ``process-cycle`` → publication → report) is
-shared by the module's tests.
+One demo run (the whole path: C-STORE → spool → ``process-cycle`` → publication → report,
+``demo_output`` in tests/integration/conftest.py) is shared by the report tests.
 """
 
 from __future__ import annotations
@@ -79,15 +79,6 @@ def _parse(html: str) -> _ReportParser:
     parser = _ReportParser()
     parser.feed(html)
     return parser
-
-
-@pytest.fixture(scope="module")
-def demo_output(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Path:
-    workdir = tmp_path_factory.mktemp("report-demo") / "run"
-    result = CliRunner().invoke(app, ["demo", "--workdir", str(workdir)])
-    assert result.exit_code == 0, result.output
-    assert f"report: {workdir / 'output' / '_reports' / 'cycles'}" in result.output
-    return workdir
 
 
 def _cycle_key(output: Path) -> str:

@@ -13,7 +13,9 @@ comparison of each simplified method with the reference.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pydicom
 import pytest
+from prefect.settings import get_current_settings
 from typer.testing import CliRunner
 
 from concordose.calibration.protocol import DEFAULT_DOSE_METHODS, DEFAULT_KINETICS_METHODS
@@ -40,13 +43,33 @@ SIX_POINTS = 6
 """The demo's schedule: 4, 24, 48, 96, 168, 240 h (``flows.demo.DEMO_TIME_POINTS_H``)."""
 
 
+class _Records(logging.Handler):
+    """Every log record of the run, formatted with its arguments (what any log sink gets)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name} {record.levelname} {record.getMessage()}")
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Path:
     workdir = tmp_path_factory.mktemp("demo") / "run"
-    result = CliRunner().invoke(app, ["demo", "--workdir", str(workdir)])
+    records = _Records()
+    loggers = [logging.getLogger(), logging.getLogger("prefect")]
+    for logger in loggers:
+        logger.addHandler(records)
+    try:
+        result = CliRunner().invoke(app, ["demo", "--workdir", str(workdir)])
+    finally:
+        for logger in loggers:
+            logger.removeHandler(records)
     assert result.exit_code == 0, result.output
     assert "published run" in result.output
     (workdir / "cli-output.txt").write_text(result.output)
+    (workdir / "log-records.txt").write_text("\n".join(records.lines))
     return workdir
 
 
@@ -284,3 +307,41 @@ def test_the_demo_prints_the_methods_side_by_side_and_their_agreement(demo_run: 
         if method != "spectacular_6tp":  # in the agreement table: bias and limits
             (agreement_line,) = [line for line in lines if f"│ {method} " in line][2:3]
             assert " to " in agreement_line, agreement_line
+
+
+def _prefect_database_text() -> str:
+    """Every text value of every table of the (temporary) Prefect server's database: flow and
+    task runs with their parameters and results, logs, artifacts, events."""
+    url = get_current_settings().server.database.connection_url
+    assert url is not None
+    path = url.get_secret_value().split(":///", 1)[1]
+    chunks: list[str] = []
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        tables = [
+            name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        ]
+        for table in tables:
+            for row in db.execute(f'SELECT * FROM "{table}"'):
+                chunks.extend(
+                    v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                    for v in row
+                    if isinstance(v, str | bytes)
+                )
+    return "\n".join(chunks)
+
+
+def test_no_identifier_or_secret_in_logs_or_prefect_database(demo_run: Path) -> None:
+    """Issue 18 item 7: after a run, no patient identifier and not the pseudonymisation secret in
+    what was logged (every record, any logger), printed, or stored by Prefect (runs, parameters,
+    logs, artifacts, events)."""
+    identifiers = _input_identifiers(demo_run)
+    secret = os.environ["CONCORDOSE_PSEUDONYM_KEY"]
+    logged = (demo_run / "log-records.txt").read_text()
+    printed = (demo_run / "cli-output.txt").read_text()
+    prefect = _prefect_database_text()
+    assert "published" in logged or "Completed" in logged  # the handler did see the run
+    assert "process-cycle" in prefect  # the database holds this run's flow runs
+    for where, text in (("logs", logged), ("CLI output", printed), ("Prefect database", prefect)):
+        for identifier in identifiers:
+            assert identifier not in text, f"{identifier!r} found in the {where}"
+        assert secret not in text, f"the pseudonymisation secret is in the {where}"

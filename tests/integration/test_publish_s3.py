@@ -86,6 +86,17 @@ def test_publish_to_s3_writes_parquet_then_manifest(s3_endpoint: str) -> None:
         f"consortium/kinetics/v{KINETICS.version}/site_id=milan/run-1.parquet",
         f"consortium/kinetics/v{KINETICS.version}/site_id=padua/run-1.parquet",
     ]
+    docs = {
+        obj.object_name
+        for obj in client.list_objects("results", prefix="consortium/_data_docs/", recursive=True)
+    }
+    # Data Docs kept per run (issue 17): the run's pages, the shared assets, the latest at the top
+    assert {
+        "consortium/_data_docs/index.html",
+        "consortium/_data_docs/runs/index.html",
+        "consortium/_data_docs/runs/run-1/run.json",
+        "consortium/_data_docs/static/vendor/jquery-3.7.1/dist/jquery.min.js",
+    } <= docs
     manifest = json.loads(client.get_object("results", "consortium/_manifests/run-1.json").read())
     assert [o["rows"] for o in manifest["objects"]] == [1, 1]
     table = pq.read_table(run.objects[0].path, filesystem=store.filesystem)

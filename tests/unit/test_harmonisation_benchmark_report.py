@@ -3,9 +3,11 @@ item 4): their names and nesting are fixed."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-from benchmarks.harmonisation import report
+from benchmarks.harmonisation import delineation_spread, report
 
 FIXED_BY_VARIANT = (
     "lesion_ge4ml_cov_median_pct",
@@ -45,3 +47,69 @@ def test_targets_are_judged_on_realistic_imaging() -> None:
         "harmonised": False,
         "harmonised_pvc": True,
     }
+
+
+def _truth(site: str, rule: dict[str, Any], drawn: dict[str, float]) -> dict[str, Any]:
+    true_ml = {"lesion_1": 10.0, "kidney_left": 150.0}
+    return {
+        "site": {"site_id": site, "segmentation": rule},
+        "patient": {"subject": "P001"},
+        "vois": [
+            {"label": "lesion_1", "voi_type": "lesion", "volume_ml": 10.0},
+            {"label": "kidney_left", "voi_type": "organ", "volume_ml": 150.0},
+        ],
+        "cycles": [
+            {
+                "vois": [
+                    {
+                        "label": label,
+                        "true_ct_volume_ml": true_ml[label],
+                        "segmented_volume_ml": drawn[label],
+                    }
+                    for label in true_ml
+                ]
+            }
+        ],
+    }
+
+
+def test_delineation_spread_is_the_evidence_for_anatomy_realism(tmp_path: Path) -> None:
+    """Two sites drawing the same lesion at 1.5× and 0.5× its volume: CoV 50 %; the kidney
+    drawn alike: 0 %. The realistic summary's spread becomes ``targets.evidence``."""
+    for site, rule, drawn in (
+        ("milan", {"method": "manual_margin", "margin_mm": 3.0}, (15.0, 150.0)),
+        ("grandrapids", {"method": "manual_margin", "margin_mm": -2.0}, (5.0, 150.0)),
+    ):
+        folder = tmp_path / "input" / "sites" / site / "patients" / "P001"
+        folder.mkdir(parents=True)
+        truth = _truth(site, rule, {"lesion_1": drawn[0], "kidney_left": drawn[1]})
+        (folder / "ground_truth.json").write_text(json.dumps(truth), encoding="utf-8")
+    spread = delineation_spread(tmp_path)
+    assert spread is not None
+    cov = spread["drawn_volume_cross_site_cov_pct"]
+    assert cov["lesion_4_20_ml"] == {"objects": 1, "median": 50.0, "max": 50.0}
+    assert cov["kidney_left"]["max"] == 0.0
+    assert spread["sites"]["milan"]["rule"]["margin_mm"] == 3.0
+    assert spread["sites"]["grandrapids"]["median_drawn_over_true"] == 0.75  # (0.5 + 1.0) / 2
+    document = report(
+        {
+            "realistic": {
+                "raw": _variant(30.0),
+                "harmonised": _variant(9.0),
+                "harmonised_pvc": _variant(4.0),
+                "delineation": spread,
+            }
+        },
+        preset="test",
+    )
+    assert document["targets"]["evidence"]["delineation"] is spread
+
+
+def test_no_drawn_volumes_means_no_delineation_evidence(tmp_path: Path) -> None:
+    folder = tmp_path / "input" / "sites" / "milan" / "patients" / "P001"
+    folder.mkdir(parents=True)
+    truth = _truth("milan", {}, {"lesion_1": 10.0, "kidney_left": 150.0})
+    for voi in truth["cycles"][0]["vois"]:
+        del voi["segmented_volume_ml"]
+    (folder / "ground_truth.json").write_text(json.dumps(truth), encoding="utf-8")
+    assert delineation_spread(tmp_path) is None

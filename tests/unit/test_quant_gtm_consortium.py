@@ -31,6 +31,7 @@ from concordose.calibration.ledger import read_ledger
 from concordose.calibration.records import CalibrationRecord
 from concordose.calibration.registry import SiteRegistry
 from concordose.kinetics.registry import fit_methods
+from concordose.kinetics.uncertainty import correlated_relative_sd
 from concordose.pipeline.assembly import CycleStudy, assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.quantify import (
@@ -202,6 +203,44 @@ def test_published_rows_carry_the_psf_and_its_uncertainty(runs: dict[str, SiteRu
         )
         assert after["activity_sd_mbq"] == pytest.approx(expected, rel=1e-9)
     assert rows["plain"][0]["method_parameters_hash"] != rows["gtm"][0]["method_parameters_hash"]
+
+
+def test_tia_uncertainty_carries_the_partial_volume_part(runs: dict[str, SiteRun]) -> None:
+    """The PSF's error scales every time point of a VOI alike: it enters the published TIA SD
+    (and the dose SD computed from it) as a correlated part, beside the fit and the CF."""
+    run = runs[SITES[0]]
+    relative = run.gtm.partial_volume_tia_relative_sd
+    assert relative.shape == (len(run.gtm.labels),)
+    assert np.all(relative > 0)
+    assert np.all(run.plain.partial_volume_tia_relative_sd == 0)
+    (batch,) = fit_methods(
+        ["mono_exponential"],
+        run.gtm.time_h,
+        run.gtm.activity_mbq,
+        voi_types=[str(kind) for kind in run.gtm.voi_types],
+    )
+    identity = CycleIdentity("sub-1", "cyc-1", SITES[0])
+    rows = build_cycle_tables(identity, run.gtm, [batch], [], Provenance(run_id="r1"))[
+        "kinetics"
+    ].to_pylist()
+    cf = run.gtm.calibration_relative_sd
+    assert cf is not None
+    for row in rows:
+        index = run.gtm.labels.index(row["voi_label"])
+        tia = row["tia_mbq_h"]
+        expected = np.sqrt(
+            row["tia_sd_mbq_h"] ** 2 + (tia * cf) ** 2 + (tia * relative[index]) ** 2
+        )
+        assert row["tia_total_sd_mbq_h"] == pytest.approx(expected, rel=1e-9)
+        assert row["tia_total_sd_mbq_h"] > np.hypot(row["tia_sd_mbq_h"], tia * cf)
+
+
+def test_correlated_relative_sd_is_the_activity_weighted_mean() -> None:
+    activity = np.array([[10.0, 30.0], [0.0, 0.0], [5.0, 5.0]])
+    relative = np.array([[0.02, 0.06], [0.1, 0.1], [np.nan, 0.04]])
+    np.testing.assert_allclose(
+        correlated_relative_sd(activity, relative), [0.05, 0.0, 0.02], rtol=1e-12
+    )
 
 
 def test_record_round_trips_through_the_ledger_and_site_calibrations(

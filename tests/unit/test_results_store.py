@@ -141,7 +141,8 @@ def test_failing_batch_is_quarantined_and_nothing_is_published(store: ObjectStor
     )
     assert result["success"] is False
     assert _doses(store) == {"c1": (40.0, "run-a")}
-    (page,) = (base / "_data_docs" / "validations" / "absorbed_dose").rglob("*.html")
+    run_docs = base / "_data_docs" / "runs" / "run-b"
+    (page,) = (run_docs / "validations" / "absorbed_dose").rglob("*.html")
     assert "mean_dose_gy" in page.read_text()
 
 
@@ -161,11 +162,11 @@ def test_rows_stamped_with_another_run_are_refused(store: ObjectStore) -> None:
         publish_tables(store, run_tables("run-a", {"c1": 40.0}), provenance("run-z"))
 
 
-def test_data_docs_and_validation_results_of_the_last_run(store: ObjectStore) -> None:
+def test_data_docs_and_validation_results_of_the_run(store: ObjectStore) -> None:
     publish_tables(store, run_tables("run-a", {"c1": 40.0}), provenance("run-a"))
     base = Path(store.base)
     assert (base / "_data_docs" / "index.html").is_file()
-    validations = base / "_data_docs" / "validations"
+    validations = base / "_data_docs" / "runs" / "run-a" / "validations"
     pages = list(validations.rglob("*.html"))
     assert {p.relative_to(validations).parts[0] for p in pages} == {"absorbed_dose", "kinetics"}
     results = json.loads((base / "_validation" / "run-a.json").read_text())
