@@ -152,3 +152,21 @@ def test_an_identifying_value_is_never_echoed(tmp_path: Path) -> None:
     )
     assert "1950" not in str(error)
     assert "withheld" in str(error)
+
+
+def test_concordose_process_holds_the_cycle_instead_of_crashing(
+    small_patient: GeneratedPatient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONCORDOSE_PSEUDONYM_KEY", "test-secret")
+    monkeypatch.setenv("CONCORDOSE_OUTPUT_URI", str(tmp_path / "published"))
+    folder = tmp_path / "incoming"
+    shutil.copytree(small_patient.out_dir / "dicom", folder)
+    first = folder / small_patient.nm_files[0].relative_to(small_patient.out_dir / "dicom")
+    _mutant(first, first, _frames("9999"), "9999", b"abc ")
+    arguments = ["--spool", str(folder), "--sites", str(small_patient.sites_path)]
+    result = runner.invoke(app, ["process", *arguments, "--site", "milan"])
+    output = " ".join((result.output + result.stderr).split())
+    assert result.exit_code == EXIT_HELD, output
+    assert "every cycle is held" in output
+    assert "NumberOfFrames (0028,0008) is 'abc'" in output
+    assert "Traceback" not in result.stdout
