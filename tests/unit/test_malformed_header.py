@@ -20,6 +20,7 @@ from concordose.calibration.findings import HEADER_CHECK, Severity
 from concordose.calibration.registry import SiteRegistry
 from concordose.cli import app
 from concordose.cli.console import EXIT_HELD
+from concordose.dicom.ct import read_ct_series
 from concordose.dicom.nm import read_nm_counts, read_nm_header
 from concordose.errors import MalformedHeaderError, UnreadableDicomError
 from concordose.pipeline.catalogue import catalogue
@@ -170,3 +171,18 @@ def test_concordose_process_holds_the_cycle_instead_of_crashing(
     assert "every cycle is held" in output
     assert "NumberOfFrames (0028,0008) is 'abc'" in output
     assert "Traceback" not in result.stdout
+
+
+def test_the_ct_reader_names_a_malformed_position(
+    small_patient: GeneratedPatient, tmp_path: Path
+) -> None:
+    slices = sorted(p for p in small_patient.dicom_files if p.parent.name == "ct")[:2]
+    first, second = (tmp_path / "0001.dcm", tmp_path / "0002.dcm")
+    shutil.copy(slices[1], second)
+
+    def position(dataset: Dataset) -> None:
+        dataset.ImagePositionPatient = ["-101.5", "-102.5", "-103.5"]
+
+    _mutant(slices[0], first, position, "-101.5\\-102.5\\-103.5", b"-101.5\\-1Q2.5\\-103.5")
+    with pytest.raises(MalformedHeaderError, match=r"ImagePositionPatient \(0020,0032\) is "):
+        read_ct_series([first, second])
