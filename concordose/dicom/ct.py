@@ -59,5 +59,10 @@ def read_ct_series(files: Sequence[Path]) -> sitk.Image:
     # reader's default (int32 or float32 after rescaling).
     reader.SetOutputPixelType(sitk.sitkInt16)
     reader.SetFileNames([str(files[i]) for i in order])
-    volume: sitk.Image = reader.Execute()
+    try:
+        volume: sitk.Image = reader.Execute()
+    except RuntimeError as exc:  # ITK/GDCM: pixel data not matching Rows × Columns, …
+        raise UnreadableDicomError(
+            files[0], f"SimpleITK cannot read the CT series of {len(files)} slices: {exc}"
+        ) from exc
     return volume

@@ -48,7 +48,9 @@ from pydicom.valuerep import VR
 
 from concordose.calibration.gate import gate_time_point
 from concordose.calibration.registry import SiteRegistry
+from concordose.dicom.ct import read_ct_series
 from concordose.dicom.nm import read_nm_header
+from concordose.dicom.seg import read_segmentation
 from concordose.errors import ConcordoseError
 from phantoms import GeneratedPatient
 from tests.integration.crafted_peer import VERIFICATION, Context, CraftedPeer, encode_data_set
@@ -391,8 +393,9 @@ def unreadable_successes(
     site_id: str = "milan",
 ) -> list[str]:
     """Of the instances answered 0x0000 (``stored``: SOP Instance UID → file), those that do
-    not read back with pydicom, with dcmtk's ``dcmdump``, or (NM) through the platform's
-    reading path (``concordose check``: header read + gate; a ``ConcordoseError`` is a finding,
+    not read back with pydicom, with dcmtk's ``dcmdump``, or through the platform's readers
+    (NM: ``concordose check``'s path, header read + gate; CT: the series reader, SimpleITK
+    included; SEG: the segmentation reader; a ``ConcordoseError`` is a finding or a held cycle,
     not a failure) — one line each."""
     dcmdump = shutil.which("dcmdump")
     assert dcmdump is not None, "dcmtk's dcmdump is required (installed by `make test`)"
@@ -406,12 +409,17 @@ def unreadable_successes(
         dumped = subprocess.run([dcmdump, "-q", str(path)], capture_output=True, check=False)
         if dumped.returncode != 0:
             failures.append(f"{describe(item, seed)}: dcmdump: {dumped.stderr!r}")
-        if sop_class_by_uid[uid] != NuclearMedicineImageStorage:
-            continue
+        sop_class = sop_class_by_uid[uid]
         try:
-            gate_time_point(read_nm_header(path), registry, calling_ae_title=None, site_id=site_id)
+            if sop_class == NuclearMedicineImageStorage:
+                acquisition = read_nm_header(path)
+                gate_time_point(acquisition, registry, calling_ae_title=None, site_id=site_id)
+            elif sop_class == CTImageStorage:
+                read_ct_series([path, path])
+            elif sop_class == SegmentationStorage:
+                read_segmentation(path)
         except ConcordoseError:
-            pass  # a finding (check prints it and holds the file), not a crash
+            pass  # a finding or a held cycle, not a crash
         except Exception as exc:
-            failures.append(f"{describe(item, seed)}: the NM reader raised {exc!r}")
+            failures.append(f"{describe(item, seed)}: the platform's reader raised {exc!r}")
     return failures

@@ -6,9 +6,9 @@ Asserted: every mutant is answered (no association aborted) with a status of PS3
 PS3.7 Annex C; the service still answers a C-ECHO after; every instance answered 0x0000 reads
 back with pydicom (every element decoded; a DS/IS whose text is not a number is left to the
 readers) and with dcmtk's ``dcmdump``, and through the platform's readers (``concordose
-check``'s path for NM: header read + gate; the folder catalogue for all) without an exception
-other than a finding-producing ``ConcordoseError``; the spool indexes exactly the instances
-answered 0x0000.
+check``'s path for NM: header read + gate; the CT series and SEG readers; the folder catalogue
+for all) without an exception other than a finding-producing ``ConcordoseError``; the spool
+indexes exactly the instances answered 0x0000.
 
 Parameters (environment): ``CONCORDOSE_FUZZ_COUNT`` (default 300), ``CONCORDOSE_FUZZ_SEED``
 (default 18). Replay one mutant: ``receiver_fuzzing.mutant(seeds, seed, index)``.

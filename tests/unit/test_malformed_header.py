@@ -22,6 +22,7 @@ from concordose.cli import app
 from concordose.cli.console import EXIT_HELD
 from concordose.dicom.ct import read_ct_series
 from concordose.dicom.nm import read_nm_counts, read_nm_header
+from concordose.dicom.seg import read_segmentation
 from concordose.errors import MalformedHeaderError, UnreadableDicomError
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.preparation import prepare_cycle
@@ -186,3 +187,26 @@ def test_the_ct_reader_names_a_malformed_position(
     _mutant(slices[0], first, position, "-101.5\\-102.5\\-103.5", b"-101.5\\-1Q2.5\\-103.5")
     with pytest.raises(MalformedHeaderError, match=r"ImagePositionPatient \(0020,0032\) is "):
         read_ct_series([first, second])
+
+
+def test_a_ct_slice_of_0_columns_is_unreadable_not_a_runtime_error(
+    small_patient: GeneratedPatient, tmp_path: Path
+) -> None:
+    source = sorted(p for p in small_patient.dicom_files if p.parent.name == "ct")[0]
+    dataset = pydicom.dcmread(source)
+    dataset.Columns = 0  # PixelData left as it is (found by fuzzing: ITK raises RuntimeError)
+    path = tmp_path / "ct.dcm"
+    dataset.save_as(path, enforce_file_format=False)
+    with pytest.raises(UnreadableDicomError, match="SimpleITK cannot read the CT series"):
+        read_ct_series([path, path])
+
+
+def test_a_seg_frame_without_its_plane_position_is_unreadable_not_a_key_error(
+    small_patient: GeneratedPatient, tmp_path: Path
+) -> None:
+    dataset = pydicom.dcmread(small_patient.seg_path)
+    del dataset.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence  # found by fuzzing
+    path = tmp_path / "seg.dcm"
+    dataset.save_as(path, enforce_file_format=False)
+    with pytest.raises(UnreadableDicomError, match="SEG"):
+        read_segmentation(path)
