@@ -5,12 +5,12 @@ acknowledged with success, i.e. whether every tool reading them later (pydicom, 
 readers) can parse them and they are the instance the C-STORE-RQ names:
 
 * :class:`MalformedDataSetError` — answered ``0xC000`` (Error: cannot understand):
-  a value shorter than its declared length (at any depth, any size: values over the deferral
-  size are checked by the caller from the read position), a Value Representation PS3.5 does not
-  define (e.g. ``ZZ``), an element whose value cannot be decoded at all, or a data set not in the
-  VR encoding of the presentation context's transfer syntax (explicit-VR bytes on an
-  implicit-VR context or the reverse: the file would be labelled with a transfer syntax its
-  bytes are not in);
+  a value shorter than its declared length or an element, item or sequence overrunning what
+  contains it (:func:`check_nesting`, at any depth and size), a Value Representation PS3.5 does
+  not define (e.g. ``ZZ``), a binary value not a whole number of its numbers, a sequence pydicom
+  cannot decode, or a data set not in the VR encoding of the presentation context's transfer
+  syntax (explicit-VR bytes on an implicit-VR context or the reverse: the file would be
+  labelled with a transfer syntax its bytes are not in);
 * :class:`DataSetMismatchError` — answered ``0xA900`` (Error: data set does not match SOP
   class): the data set's SOPClassUID or SOPInstanceUID differs from the command's Affected SOP
   Class/Instance UID. Either missing from the data set is a :class:`MalformedDataSetError`
