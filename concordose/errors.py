@@ -48,3 +48,36 @@ class CalibrationMissingError(ConcordoseError):
 
 class OutOfRangeError(ConcordoseError):
     """A value lies outside the domain a method or reference table covers."""
+
+
+IDENTIFYING_KEYWORDS = frozenset(
+    {
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientBirthTime",
+        "OtherPatientIDs",
+        "OtherPatientNames",
+        "PatientAddress",
+    }
+)
+"""Attributes whose values are patient identifiers: never echoed in an error or a finding."""
+
+
+class MalformedHeaderError(UnreadableDicomError):
+    """A header value that cannot be parsed, or parses to something the reader cannot use
+    (NumberOfFrames ``abc`` or 0, an ImageOrientationPatient of 3 values).
+
+    The message names the attribute's keyword, its tag ``(gggg,eeee)`` and the value as found
+    (never the value of an identifying attribute, see :data:`IDENTIFYING_KEYWORDS`), and what
+    was expected. Readers raise it where they parse the value; the gate and ``check`` turn it
+    into a finding that holds the study.
+    """
+
+    def __init__(self, path: Path, keyword: str, tag: str, value: str, expected: str) -> None:
+        shown = "(withheld: identifying attribute)" if keyword in IDENTIFYING_KEYWORDS else value
+        super().__init__(path, f"{keyword} {tag} is {shown!r}, expected {expected}")
+        self.keyword = keyword
+        self.tag = tag
+        self.value = shown
+        self.expected = expected

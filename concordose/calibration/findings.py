@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from concordose.errors import MalformedHeaderError
+
 
 class Severity(StrEnum):
     """How a finding affects processing."""
@@ -45,3 +47,14 @@ class Finding:
 def holds(findings: Iterable[Finding]) -> bool:
     """True when any finding is an error, i.e. the study must be held."""
     return any(finding.severity is Severity.ERROR for finding in findings)
+
+
+HEADER_CHECK = "dicom_header"
+"""``rule`` of the finding holding a study whose header holds a value the readers cannot parse
+(:class:`~concordose.errors.MalformedHeaderError`)."""
+
+
+def malformed_header_finding(error: MalformedHeaderError) -> Finding:
+    """The error finding for a malformed header value: the file, then the keyword, tag, value
+    as found and what was expected (the error's own words; identifying values withheld)."""
+    return Finding(HEADER_CHECK, Severity.ERROR, str(error.path), error.reason)

@@ -676,9 +676,11 @@ def check(
 
     Example: concordose check incoming/tp01/nm.dcm --sites sites.yaml --site milan --json
     """
+    from concordose.calibration.findings import malformed_header_finding
     from concordose.calibration.gate import gate_time_point
     from concordose.calibration.registry import SiteRegistry
     from concordose.dicom.nm import read_nm_header
+    from concordose.errors import MalformedHeaderError
     from concordose.pipeline.catalogue import catalogue
 
     skipped: list[Path] = []
@@ -701,16 +703,19 @@ def check(
             raise ConcordoseError(f"no NM Image Storage file among {', '.join(map(str, paths))}")
         checked = []
         for file in files:
-            result = gate_time_point(
-                read_nm_header(file), registry, calling_ae_title=None, site_id=site
-            )
+            try:
+                acquisition = read_nm_header(file)
+            except MalformedHeaderError as exc:  # issue 18: a finding holding it, no crash
+                held, record, findings = True, None, [malformed_header_finding(exc)]
+            else:
+                result = gate_time_point(acquisition, registry, calling_ae_title=None, site_id=site)
+                held, findings = result.held, list(result.findings)
+                record = result.calibration.record_id if result.calibration else None
             checked.append(
                 {
                     "file": str(file),
-                    "held": result.held,
-                    "calibration_record": result.calibration.record_id
-                    if result.calibration
-                    else None,
+                    "held": held,
+                    "calibration_record": record,
                     "findings": [
                         {
                             "severity": str(finding.severity),
@@ -718,7 +723,7 @@ def check(
                             "source": finding.source,
                             "message": finding.message,
                         }
-                        for finding in result.findings
+                        for finding in findings
                     ],
                 }
             )

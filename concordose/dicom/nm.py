@@ -37,10 +37,22 @@ import numpy.typing as npt
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import NuclearMedicineImageStorage
-from pydicom.valuerep import DT
+from pydicom.valuerep import DA, DT
 
 from concordose.dicom.geometry import VolumeGeometry
-from concordose.errors import StudyIncompleteError, UnreadableDicomError
+from concordose.dicom.header_values import (
+    PARSE_ERRORS,
+    direction_cosines,
+    finite_float,
+    finite_floats,
+    header_value,
+    optional_float,
+    positive_float,
+    positive_int,
+    raw_text,
+    tag_text,
+)
+from concordose.errors import MalformedHeaderError, StudyIncompleteError, UnreadableDicomError
 
 
 @dataclass(frozen=True)
@@ -192,6 +204,17 @@ def _clock_and_offset(value: object) -> tuple[datetime, timedelta | None]:
     return parsed.replace(tzinfo=None), parsed.utcoffset()
 
 
+_DT = "a DICOM date-time (DT, YYYYMMDDHHMMSS.FFFFFF&ZZXX)"
+_DA = "a DICOM date (DA, YYYYMMDD)"
+_TM = "a DICOM time (TM, HHMMSS.FFFFFF) on AcquisitionDate"
+_KEV = "a number (keV)"
+
+
+def _date_or_empty(value: object) -> object:
+    """Check a DA value parses (empty is fine: missing is the metadata check's finding)."""
+    return DA(str(value)) if value else None
+
+
 def _datetime(date: object, time: object) -> datetime | None:
     if not date or not time:
         return None
@@ -208,12 +231,6 @@ def _scan_date(dataset: Dataset) -> tuple[str, str, str] | None:
         if dataset.get(date_kw):
             return str(dataset.get(date_kw)), str(dataset.get(time_kw) or ""), date_kw
     return None
-
-
-def _float(value: object) -> float | None:
-    if value is None or value == "":
-        return None
-    return float(value)  # type: ignore[arg-type]
 
 
 def read_injection(
@@ -258,12 +275,26 @@ def _code(item: Dataset, keyword: str) -> tuple[str | None, str | None, str | No
     return value, scheme, meaning
 
 
-def _radiopharmaceutical(dataset: Dataset) -> Radiopharmaceutical | None:
+def _radiopharmaceutical(dataset: Dataset, path: Path) -> Radiopharmaceutical | None:
     sequence = dataset.get("RadiopharmaceuticalInformationSequence")
     if not sequence:
         return None
     item = sequence[0]
-    injection, offset, source = read_injection(item, dataset)
+    try:
+        injection, offset, source = read_injection(item, dataset)
+    except PARSE_ERRORS as exc:
+        keyword = (
+            "RadiopharmaceuticalStartDateTime"
+            if item.get("RadiopharmaceuticalStartDateTime")
+            else "RadiopharmaceuticalStartTime"
+        )
+        raise MalformedHeaderError(
+            path,
+            keyword,
+            tag_text(keyword),
+            raw_text(item, keyword),
+            "a DICOM date-time (DT) / time (TM), with the scan's date",
+        ) from exc
     nuclide_code, nuclide_scheme, nuclide_meaning = _code(item, "RadionuclideCodeSequence")
     drug_code, drug_scheme, _ = _code(item, "RadiopharmaceuticalCodeSequence")
     return Radiopharmaceutical(
@@ -273,48 +304,69 @@ def _radiopharmaceutical(dataset: Dataset) -> Radiopharmaceutical | None:
         radionuclide_scheme=nuclide_scheme,
         radiopharmaceutical_code=drug_code,
         radiopharmaceutical_scheme=drug_scheme,
-        injected_activity_mbq=_float(item.get("RadionuclideTotalDose")),
+        injected_activity_mbq=header_value(
+            item, "RadionuclideTotalDose", optional_float, expected="a number (DS)", path=path
+        ),
         injection_datetime=injection,
         injection_utc_offset=offset,
         injection_source=source,
     )
 
 
-def _functional_groups_duration_ms(dataset: Dataset) -> float | None:
-    """FrameAcquisitionDuration (ms) of the shared functional groups, else of the per-frame
-    groups when every frame states the same one."""
-    shared = dataset.get("SharedFunctionalGroupsSequence")
-    groups = list(shared) if shared else []
+def _frame_durations_ms(groups: list[Dataset], path: Path) -> set[float]:
     values: set[float] = set()
     for group in groups:
         for content in group.get("FrameContentSequence", []):
-            if content.get("FrameAcquisitionDuration") is not None:
-                values.add(float(content.FrameAcquisitionDuration))
+            value = header_value(
+                content, "FrameAcquisitionDuration", optional_float, expected=_MS, path=path
+            )
+            if value is not None:
+                values.add(value)
+    return values
+
+
+def _functional_groups_duration_ms(dataset: Dataset, path: Path) -> float | None:
+    """FrameAcquisitionDuration (ms) of the shared functional groups, else of the per-frame
+    groups when every frame states the same one."""
+    shared = dataset.get("SharedFunctionalGroupsSequence")
+    values = _frame_durations_ms(list(shared) if shared else [], path)
     if not values:
-        for group in dataset.get("PerFrameFunctionalGroupsSequence", []):
-            for content in group.get("FrameContentSequence", []):
-                if content.get("FrameAcquisitionDuration") is not None:
-                    values.add(float(content.FrameAcquisitionDuration))
+        per_frame = dataset.get("PerFrameFunctionalGroupsSequence", [])
+        values = _frame_durations_ms(list(per_frame), path)
     return values.pop() if len(values) == 1 else None
 
 
-def _acquisition_duration(dataset: Dataset) -> tuple[float | None, str | None]:
+_MS = "a number of milliseconds"
+_COUNT = "an integer count ≥ 1 (IS/US)"
+
+
+def _frame_ms(item: Dataset, path: Path) -> float | None:
+    return header_value(item, "ActualFrameDuration", optional_float, expected=_MS, path=path)
+
+
+def _frame_count(item: Dataset, path: Path) -> int | None:
+    if item.get("NumberOfFramesInRotation") is None:
+        return None
+    return header_value(item, "NumberOfFramesInRotation", positive_int, expected=_COUNT, path=path)
+
+
+def _acquisition_duration(dataset: Dataset, path: Path) -> tuple[float | None, str | None]:
     """Total acquisition time (s) and where it came from (see the module docstring)."""
     rotations = dataset.get("RotationInformationSequence") or []
-    top_frame_ms = dataset.get("ActualFrameDuration")
-    top_frames = dataset.get("NumberOfFramesInRotation")
+    top_frame_ms = _frame_ms(dataset, path)
+    top_frames = _frame_count(dataset, path)
     total_s = 0.0
     frame_from_top = frames_from_top = False
     for rotation in rotations:
-        frame_ms = rotation.get("ActualFrameDuration")
-        frames = rotation.get("NumberOfFramesInRotation")
+        frame_ms = _frame_ms(rotation, path)
+        frames = _frame_count(rotation, path)
         if frame_ms is None and top_frame_ms is not None:
             frame_ms, frame_from_top = top_frame_ms, True
         if frames is None and top_frames is not None:
             frames, frames_from_top = top_frames, True
         if frame_ms is None or frames is None:
             break
-        total_s += float(frame_ms) / 1000.0 * int(frames)
+        total_s += frame_ms / 1000.0 * frames
     else:
         if rotations:
             if not (frame_from_top or frames_from_top):
@@ -323,9 +375,9 @@ def _acquisition_duration(dataset: Dataset) -> tuple[float | None, str | None]:
             count = f"{'top-level ' if frames_from_top else ''}NumberOfFramesInRotation"
             return total_s, f"{frame} × {count}"
     if not rotations and top_frame_ms is not None and top_frames is not None:
-        total_s = float(top_frame_ms) / 1000.0 * int(top_frames)
+        total_s = top_frame_ms / 1000.0 * top_frames
         return total_s, "top-level ActualFrameDuration × NumberOfFramesInRotation"
-    frame_duration_ms = _functional_groups_duration_ms(dataset)
+    frame_duration_ms = _functional_groups_duration_ms(dataset, path)
     if frame_duration_ms is not None:
         return frame_duration_ms / 1000.0, "functional groups FrameAcquisitionDuration"
     return None, None
@@ -339,17 +391,53 @@ def _geometry(dataset: Dataset, path: Path) -> VolumeGeometry:
             f"NM file {path}: ImagePositionPatient/ImageOrientationPatient not found at top level"
             " or in DetectorInformationSequence; cannot place the image in patient space"
         )
-    spacing = [float(v) for v in dataset.PixelSpacing]
-    slice_spacing = dataset.get("SpacingBetweenSlices") or dataset.get("SliceThickness")
-    if slice_spacing is None:
+    spacing = header_value(
+        dataset,
+        "PixelSpacing",
+        finite_floats(2, positive=True),
+        expected="2 positive numbers (mm)",
+        path=path,
+    )
+    slice_keyword = (
+        "SpacingBetweenSlices" if dataset.get("SpacingBetweenSlices") else "SliceThickness"
+    )
+    if dataset.get(slice_keyword) is None:
         raise StudyIncompleteError(f"NM file {path}: SpacingBetweenSlices missing")
-    frames = int(dataset.get("NumberOfFrames", 1))
+    slice_spacing_mm = header_value(
+        dataset, slice_keyword, positive_float, expected="a non-zero number (mm)", path=path
+    )
+    frames = 1
+    if "NumberOfFrames" in dataset:
+        frames = header_value(
+            dataset, "NumberOfFrames", positive_int, expected="an integer ≥ 1 (IS)", path=path
+        )
+    position = header_value(
+        source, "ImagePositionPatient", finite_floats(3), expected="3 numbers (mm)", path=path
+    )
+    orientation = header_value(
+        source,
+        "ImageOrientationPatient",
+        direction_cosines,
+        expected="6 direction cosines: two unit vectors at right angles",
+        path=path,
+    )
+    rows, columns = (
+        header_value(dataset, keyword, positive_int, expected="an integer ≥ 1 (US)", path=path)
+        for keyword in ("Rows", "Columns")
+    )
     return VolumeGeometry.from_plane(
-        image_position_mm=tuple(float(v) for v in source.ImagePositionPatient),  # type: ignore[arg-type]
-        image_orientation=tuple(float(v) for v in source.ImageOrientationPatient),  # type: ignore[arg-type]
+        image_position_mm=(position[0], position[1], position[2]),
+        image_orientation=(
+            orientation[0],
+            orientation[1],
+            orientation[2],
+            orientation[3],
+            orientation[4],
+            orientation[5],
+        ),
         pixel_spacing_mm=(spacing[0], spacing[1]),
-        slice_spacing_mm=abs(float(slice_spacing)),
-        shape=(frames, int(dataset.Rows), int(dataset.Columns)),
+        slice_spacing_mm=slice_spacing_mm,
+        shape=(frames, rows, columns),
     )
 
 
@@ -397,8 +485,20 @@ def acquisition_from_dataset(dataset: Dataset, path: Path) -> NMAcquisition:
         for window_range in window.get("EnergyWindowRangeSequence", []):
             windows.append(
                 (
-                    float(window_range.EnergyWindowLowerLimit),
-                    float(window_range.EnergyWindowUpperLimit),
+                    header_value(
+                        window_range,
+                        "EnergyWindowLowerLimit",
+                        finite_float,
+                        expected=_KEV,
+                        path=path,
+                    ),
+                    header_value(
+                        window_range,
+                        "EnergyWindowUpperLimit",
+                        finite_float,
+                        expected=_KEV,
+                        path=path,
+                    ),
                 )
             )
     corrections = dataset.get("CorrectedImage") or ()
@@ -406,18 +506,22 @@ def acquisition_from_dataset(dataset: Dataset, path: Path) -> NMAcquisition:
     acquisition_clock: datetime | None = None
     acquisition_offset: timedelta | None = None
     if dataset.get("AcquisitionDateTime"):
-        acquisition_clock, acquisition_offset = _clock_and_offset(dataset.AcquisitionDateTime)
+        acquisition_clock, acquisition_offset = header_value(
+            dataset, "AcquisitionDateTime", _clock_and_offset, expected=_DT, path=path
+        )
     else:
-        acquisition_clock = _datetime(
-            dataset.get("AcquisitionDate"), dataset.get("AcquisitionTime")
+        date = dataset.get("AcquisitionDate")
+        header_value(dataset, "AcquisitionDate", _date_or_empty, expected=_DA, path=path)
+        acquisition_clock = header_value(
+            dataset, "AcquisitionTime", lambda time: _datetime(date, time), expected=_TM, path=path
         )
     if acquisition_offset is None:
         acquisition_offset = header_offset
-    radiopharmaceutical = _radiopharmaceutical(dataset)
+    radiopharmaceutical = _radiopharmaceutical(dataset, path)
     time_zone_source = _time_zone_source(
         acquisition_offset, radiopharmaceutical, header_offset is not None
     )
-    duration_s, duration_source = _acquisition_duration(dataset)
+    duration_s, duration_source = _acquisition_duration(dataset, path)
     return NMAcquisition(
         path=path,
         sop_instance_uid=str(dataset.SOPInstanceUID),
@@ -425,7 +529,9 @@ def acquisition_from_dataset(dataset: Dataset, path: Path) -> NMAcquisition:
         series_uid=str(dataset.SeriesInstanceUID),
         frame_of_reference_uid=str(dataset.get("FrameOfReferenceUID") or "") or None,
         patient_id=str(dataset.get("PatientID") or "") or None,
-        patient_weight_kg=_float(dataset.get("PatientWeight")),
+        patient_weight_kg=header_value(
+            dataset, "PatientWeight", optional_float, expected="a number (kg)", path=path
+        ),
         manufacturer=str(dataset.get("Manufacturer") or "") or None,
         camera_model=str(dataset.get("ManufacturerModelName") or "") or None,
         image_type=tuple(str(v) for v in dataset.get("ImageType", ())),
@@ -443,8 +549,14 @@ def acquisition_from_dataset(dataset: Dataset, path: Path) -> NMAcquisition:
         acquisition_utc_offset=acquisition_offset,
         time_zone_source=time_zone_source,
         acquisition_duration_source=duration_source,
-        rescale_slope=_float(dataset.get("RescaleSlope")) or 1.0,
-        rescale_intercept=_float(dataset.get("RescaleIntercept")) or 0.0,
+        rescale_slope=header_value(
+            dataset, "RescaleSlope", optional_float, expected="a number (DS)", path=path
+        )
+        or 1.0,
+        rescale_intercept=header_value(
+            dataset, "RescaleIntercept", optional_float, expected="a number (DS)", path=path
+        )
+        or 0.0,
     )
 
 
@@ -462,22 +574,36 @@ def _time_zone_source(
     return "offsets written in DT values"
 
 
+_FILE_ERRORS: tuple[type[Exception], ...] = (InvalidDicomError, OSError, EOFError, *PARSE_ERRORS)
+"""What pydicom raises for a file it cannot parse at all."""
+_VALUE_ERRORS: tuple[type[Exception], ...] = (*PARSE_ERRORS, NotImplementedError)
+"""What reading a value not behind a named parse point can raise (NotImplementedError: a VR
+pydicom does not know, in a file that did not come through the receiver)."""
+
+
 def read_nm_header(path: Path) -> NMAcquisition:
     """Read the header of an NM file (pixel data not loaded).
 
     Raises:
-        UnreadableDicomError: not DICOM, or not NM Image Storage.
+        UnreadableDicomError: not DICOM, or not NM Image Storage, or a header value malformed
+            (:class:`~concordose.errors.MalformedHeaderError`: names the keyword, tag, value).
         StudyIncompleteError: geometry attributes missing.
     """
     try:
         dataset = dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError) as exc:
-        raise UnreadableDicomError(path, str(exc)) from exc
+    except _FILE_ERRORS as exc:
+        raise UnreadableDicomError(path, f"{type(exc).__name__}: {exc}") from exc
     if str(dataset.get("SOPClassUID", "")) != NuclearMedicineImageStorage:
         raise UnreadableDicomError(
             path, f"expected NM Image Storage, found SOP class {dataset.get('SOPClassUID')}"
         )
-    return acquisition_from_dataset(dataset, path)
+    try:
+        return acquisition_from_dataset(dataset, path)
+    except _VALUE_ERRORS as exc:
+        # A value the parse points above do not name (e.g. a sequence pydicom cannot decode).
+        raise UnreadableDicomError(
+            path, f"header could not be read: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def read_nm_counts(acquisition: NMAcquisition) -> npt.NDArray[np.float64]:
@@ -491,8 +617,14 @@ def read_nm_counts(acquisition: NMAcquisition) -> npt.NDArray[np.float64]:
         pixels = dataset.pixel_array
     except (InvalidDicomError, OSError, AttributeError, ValueError, RuntimeError) as exc:
         raise UnreadableDicomError(acquisition.path, f"pixel data: {exc}") from exc
-    counts = np.asarray(pixels, dtype=np.float64).reshape(acquisition.geometry.shape)
-    return counts
+    shape = acquisition.geometry.shape
+    if pixels.size != shape[0] * shape[1] * shape[2]:
+        raise UnreadableDicomError(
+            acquisition.path,
+            f"PixelData (7FE0,0010) holds {pixels.size} values, expected NumberOfFrames "
+            f"(0028,0008) × Rows × Columns = {shape[0]} × {shape[1]} × {shape[2]}",
+        )
+    return np.asarray(pixels, dtype=np.float64).reshape(shape)
 
 
 def read_nm_bq_per_ml(acquisition: NMAcquisition) -> npt.NDArray[np.float64]:

@@ -18,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
+from concordose.dicom.header_values import PARSE_ERRORS
 from concordose.errors import StudyIncompleteError, UnreadableDicomError
 
 __all__ = [
@@ -92,6 +93,16 @@ def bounding_box_crop(image: sitk.Image) -> sitk.Image | None:
     return cropped
 
 
+_READ_ERRORS: tuple[type[Exception], ...] = (
+    InvalidDicomError,
+    OSError,
+    EOFError,
+    NotImplementedError,
+    *PARSE_ERRORS,
+)
+_VOLUME_ERRORS: tuple[type[Exception], ...] = (RuntimeError, *PARSE_ERRORS)
+
+
 def read_segmentation(path: Path) -> list[VoiMask]:
     """Read every segment of a DICOM SEG as a binary mask cropped to its bounding box.
 
@@ -101,18 +112,22 @@ def read_segmentation(path: Path) -> list[VoiMask]:
     """
     try:
         seg = hd.seg.segread(path)
-    except (InvalidDicomError, OSError, ValueError, AttributeError) as exc:
-        raise UnreadableDicomError(path, f"not a readable DICOM SEG: {exc}") from exc
+    except _READ_ERRORS as exc:
+        raise UnreadableDicomError(
+            path, f"not a readable DICOM SEG: {type(exc).__name__}: {exc}"
+        ) from exc
     masks = []
     for item in seg.SegmentSequence:
         label, number = str(item.SegmentLabel), int(item.SegmentNumber)
         try:
             volume = seg.get_volume(segment_numbers=[number], dtype=np.uint8)
-        except (ValueError, RuntimeError) as exc:
+            image = volume.with_array(np.ascontiguousarray(volume.array[..., 0])).to_simpleitk()
+        except _VOLUME_ERRORS as exc:
+            # highdicom raises anything for a malformed plane position or orientation
+            # (KeyError for a missing functional group, TypeError for text in a number…).
             raise UnreadableDicomError(
-                path, f"SEG is not a regularly spaced 3-D volume: {exc}"
+                path, f"SEG is not a regularly spaced 3-D volume: {type(exc).__name__}: {exc}"
             ) from exc
-        image = volume.with_array(np.ascontiguousarray(volume.array[..., 0])).to_simpleitk()
         del volume
         cropped = bounding_box_crop(image)
         if cropped is None:

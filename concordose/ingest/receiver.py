@@ -22,8 +22,15 @@ down once as pynetdicom does for its handlers:
   or while the spool's free space, less what is still to be filed, is below its reserve
   (:meth:`Spool.ensure_room`, called by the spool before it makes an instance durable);
   ``0xC000`` (cannot understand) when identifying UIDs are missing or invalid or the data set
-  cannot be decoded or is truncated — the bytes are then kept in the quarantine with the
-  reason, and the service stays up.
+  cannot be decoded, is truncated (a value of any size cut short) or has an element overrunning
+  what contains it, has a VR PS3.5 does not define or is not in its context's VR encoding
+  (:mod:`.dataset_checks`);
+  ``0xA900`` (data set does not match SOP class) when its SOP Class/Instance UID differs from
+  the request's — in both cases the bytes are kept in the quarantine with the reason, and the
+  service stays up;
+  ``0x0122`` (SOP class not supported) when the request's SOP class is not its presentation
+  context's abstract syntax (e.g. a C-STORE on the Verification context): read and dropped.
+  Nothing answered otherwise than ``0x0000`` is journaled or indexed.
 
 C-ECHO is answered with success. Admission (:mod:`.admission`): an A-ASSOCIATE-RQ whose
 called AE title is not ours is rejected (permanent, "called AE title not recognised") unless
@@ -77,6 +84,13 @@ from concordose.ingest.admission import (
     AdmissionLimits,
     UnassociatedConnections,
 )
+from concordose.ingest.dataset_checks import (
+    DataSetMismatchError,
+    check_encoding,
+    check_identity,
+    check_nesting,
+    check_structure,
+)
 from concordose.ingest.tls import certificate_refusal
 from concordose.ingest.upper_layer import (
     CALLED_AE_NOT_RECOGNISED,
@@ -115,6 +129,8 @@ STATUS_SUCCESS = 0x0000
 STATUS_NOT_AUTHORIZED = 0x0124  # PS3.7 Annex C: "Refused: Not Authorized"
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # PS3.4 B.2.3: identifier mismatch
+STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122  # PS3.7 Annex C; on another SOP's context
 
 DEFER_VALUES_OVER_BYTES = 65536
 """Values longer than this are not read when an instance is checked (pixel data): reading a
@@ -190,6 +206,7 @@ class _IncomingInstance:
             header = _file_meta_bytes(request)
         except Exception as exc:  # a UID pydicom cannot even encode: quarantined in finish()
             self.meta_error, header = exc, b""
+        self.data_start = len(header)
         self.writer: JournalWriter | None = receiver.spool.journal_writer()
         if self.writer is None:
             self._open_temp()
@@ -256,6 +273,12 @@ class _IncomingInstance:
             self.discard()  # unless the spool or the quarantine took it
 
     def _decode(self) -> tuple[InstanceIdentity, InstanceSummary]:
+        """Read the data set back and check it (:mod:`.dataset_checks`).
+
+        Raises:
+            MalformedDataSetError, DataSetMismatchError, InvalidInstanceError: see there;
+            anything pydicom raises for bytes it cannot parse.
+        """
         request = self.request
         if self.meta_error is not None:
             raise self.meta_error
@@ -269,6 +292,19 @@ class _IncomingInstance:
                     f"{handle.tell() - self.size_bytes} bytes after the {self.size_bytes} "
                     "bytes received"
                 )
+            check_encoding(dataset, request.transfer_syntax)
+            check_nesting(
+                handle,
+                start=self.data_start,
+                end=self.size_bytes,
+                transfer_syntax=request.transfer_syntax,
+            )
+            check_structure(dataset)
+            check_identity(
+                dataset,
+                sop_class_uid=request.sop_class_uid,
+                sop_instance_uid=request.sop_instance_uid,
+            )
             identity = InstanceIdentity.checked(
                 sop_class_uid=request.sop_class_uid,
                 sop_instance_uid=request.sop_instance_uid,
@@ -290,7 +326,12 @@ class _IncomingInstance:
             identity, summary = self._decode()
         except Exception as exc:
             # Undecodable bytes raise anything pydicom's parser can raise; none may stop us.
-            kind = "invalid identity" if isinstance(exc, InvalidInstanceError) else "undecodable"
+            if isinstance(exc, DataSetMismatchError):
+                kind, status = "identity mismatch", STATUS_DATA_SET_DOES_NOT_MATCH_SOP_CLASS
+            elif isinstance(exc, InvalidInstanceError):
+                kind, status = "invalid identity", STATUS_CANNOT_UNDERSTAND
+            else:
+                kind, status = "undecodable", STATUS_CANNOT_UNDERSTAND
             reason = f"from {calling_ae}: {kind}: {type(exc).__name__}: {exc}"
             try:
                 if self.writer is not None:
@@ -304,7 +345,7 @@ class _IncomingInstance:
                 LOG.error("could not quarantine (%s): %s", reason, disk_error)
                 return receiver._fail(entry, STATUS_OUT_OF_RESOURCES)
             LOG.warning("quarantined instance %s (%s)", path.name, reason)
-            return receiver._fail(entry, STATUS_CANNOT_UNDERSTAND)
+            return receiver._fail(entry, status)
         spool, now = receiver.spool, receiver.completion.clock()
         try:
             if self.writer is not None:
@@ -606,6 +647,18 @@ class StorageReceiver:
         if refusal is not None:
             LOG.warning("refused instance from %s: %s", association.calling_ae_title, refusal)
             return _Refused(self._fail(entry, STATUS_NOT_AUTHORIZED))
+        context = request.context_abstract_syntax
+        if context and context != request.sop_class_uid:
+            # e.g. a C-STORE on the Verification context: the data set is read and dropped.
+            LOG.warning(
+                "refused instance %s from %s: SOP class %s sent on a presentation context "
+                "negotiated for %s",
+                request.sop_instance_uid,
+                association.calling_ae_title,
+                request.sop_class_uid,
+                context,
+            )
+            return _Refused(self._fail(entry, STATUS_SOP_CLASS_NOT_SUPPORTED))
         return _IncomingInstance(self, entry, request)
 
     def ended(self, association: Association) -> None:

@@ -160,6 +160,7 @@ class Association:
         certificate_names: subject CN and DNS names of the peer's TLS certificate, ``None``
             on plain TCP (an empty set: TLS without a client certificate).
         transfer_syntax_by_context: accepted presentation context id → transfer syntax UID.
+        abstract_syntax_by_context: accepted presentation context id → its SOP class UID.
         peer_max_pdu_bytes: the largest PDU the peer receives (0: unlimited).
         aborted: ``True`` once it ended by A-ABORT, error or timeout rather than release.
     """
@@ -169,18 +170,21 @@ class Association:
     peer: str
     certificate_names: set[str] | None
     transfer_syntax_by_context: dict[int, str] = field(default_factory=dict)
+    abstract_syntax_by_context: dict[int, str] = field(default_factory=dict)
     peer_max_pdu_bytes: int = 0
     aborted: bool = False
 
 
 @dataclass(frozen=True)
 class StoreRequest:
-    """The command set of one C-STORE-RQ (UIDs as sent, not yet validated)."""
+    """The command set of one C-STORE-RQ (UIDs as sent, not yet validated) and the abstract
+    syntax of the presentation context it came on (``""`` when unknown)."""
 
     message_id: int
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax: str
+    context_abstract_syntax: str = ""
 
 
 class IncomingDataSet(Protocol):
@@ -559,6 +563,11 @@ def _accept(request: A_ASSOCIATE, settings: UpperLayerSettings, association: Ass
         for cx in results
         if cx.result == 0x00 and cx.context_id is not None
     }
+    association.abstract_syntax_by_context = {
+        int(cx.context_id): str(cx.abstract_syntax)
+        for cx in results
+        if cx.result == 0x00 and cx.context_id is not None
+    }
     maximum = MaximumLengthNotification()
     maximum.maximum_length_received = settings.max_pdu_bytes
     implementation = ImplementationClassUIDNotification()
@@ -704,6 +713,9 @@ class _MessageLoop:
                 sop_class_uid=_ui(elements, 0x0002),
                 sop_instance_uid=_ui(elements, 0x1000),
                 transfer_syntax=self.association.transfer_syntax_by_context[context_id],
+                context_abstract_syntax=self.association.abstract_syntax_by_context.get(
+                    context_id, ""
+                ),
             )
             self.request, self.request_context = request, context_id
             self.incoming = self.service.begin_store(self.association, request)

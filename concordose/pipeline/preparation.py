@@ -14,13 +14,18 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-from concordose.calibration.findings import Finding, Severity
+from concordose.calibration.findings import Finding, Severity, malformed_header_finding
 from concordose.calibration.gate import CycleVerdict, gate_cycle
 from concordose.calibration.registry import SiteRegistry
 from concordose.dicom.pseudonym import cycle_key, subject_key
 from concordose.dicom.seg import VoiMask
 from concordose.dicom.vois import read_voi_masks
-from concordose.errors import ConcordoseError, StudyIncompleteError, UnreadableDicomError
+from concordose.errors import (
+    ConcordoseError,
+    MalformedHeaderError,
+    StudyIncompleteError,
+    UnreadableDicomError,
+)
 from concordose.pipeline.assembly import (
     CycleStudy,
     assemble_cycle,
@@ -140,6 +145,8 @@ def prepare_cycle(
         vois: tuple[VoiMask, ...] = ()
         if read_vois:
             vois = tuple(read_voi_masks(study.segmentation, study.segmentation_ct_files))
+    except MalformedHeaderError as exc:
+        return _held_early(instances, malformed_header_finding(exc))
     except (StudyIncompleteError, UnreadableDicomError) as exc:
         return _assembly_held(instances, exc)
     verdict = gate_cycle(

@@ -1,0 +1,162 @@
+"""Parsing header values so that a malformed one is an error naming it, never a crash.
+
+The readers (:mod:`.nm`) read every value they compute with through :func:`header_value`: the
+value is fetched from the data set (pydicom converts IS/DS text on access and raises for text
+that is not a number) and converted by one of the converters below; any failure becomes a
+:class:`~concordose.errors.MalformedHeaderError` naming the keyword, the tag and the value as
+found, which the gate and ``concordose check`` turn into a finding holding the study.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from pydicom import Dataset
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.multival import MultiValue
+
+from concordose.errors import MalformedHeaderError
+
+T = TypeVar("T")
+
+PARSE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    ArithmeticError,
+    IndexError,
+    KeyError,
+    AttributeError,
+)
+"""What converting a header value can raise (pydicom's IS/DS converters, int(), float(), a
+multi-valued attribute with too few values…)."""
+
+MAX_SHOWN_CHARS = 64
+"""A value longer than this is cut in messages (a mutant can hold kilobytes)."""
+
+
+def tag_text(keyword: str) -> str:
+    """``(gggg,eeee)`` of a dictionary keyword (``(????,????)`` when unknown)."""
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        return "(????,????)"
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def raw_text(dataset: Dataset, keyword: str) -> str:
+    """The value of ``keyword`` as found in the file (undecoded text), cut to
+    :data:`MAX_SHOWN_CHARS`; ``"missing"`` when absent."""
+    tag = tag_for_keyword(keyword)
+    if tag is None or tag not in dataset:
+        return "missing"
+    element: DataElement | RawDataElement = dataset.get_item(tag, keep_deferred=True)
+    value = element.value
+    if isinstance(value, bytes):
+        text = value.decode("latin-1").rstrip("\0 ")
+    elif isinstance(value, MultiValue | list | tuple):
+        text = "\\".join(str(v) for v in value)  # as the file holds it
+    else:
+        text = str(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "…"
+
+
+def header_value(
+    dataset: Dataset,
+    keyword: str,
+    convert: Callable[[object], T],
+    *,
+    expected: str,
+    path: Path,
+) -> T:
+    """``convert(dataset.get(keyword))``.
+
+    Raises:
+        MalformedHeaderError: the value cannot be read or converted (names keyword, tag, value
+            and ``expected``).
+    """
+    try:
+        return convert(dataset.get(keyword))
+    except PARSE_ERRORS as exc:
+        raise MalformedHeaderError(
+            path, keyword, tag_text(keyword), raw_text(dataset, keyword), expected
+        ) from exc
+
+
+def _finite(value: object) -> float:
+    number = float(value)  # type: ignore[arg-type]  # DS, IS, str or number; else TypeError
+    if not math.isfinite(number):
+        raise ValueError(f"{number} is not finite")
+    return number
+
+
+def optional_float(value: object) -> float | None:
+    """A finite number, or ``None`` when absent or empty."""
+    if value is None or value == "":
+        return None
+    return _finite(value)
+
+
+def positive_int(value: object) -> int:
+    """An integer ≥ 1 (NumberOfFrames, Rows, Columns)."""
+    if value is None:
+        raise ValueError("missing")
+    number: int = int(value)  # type: ignore[call-overload]  # IS, str or int; else TypeError
+    if number < 1:
+        raise ValueError(f"{number} < 1")
+    return number
+
+
+def finite_floats(count: int, *, positive: bool = False) -> Callable[[object], tuple[float, ...]]:
+    """A converter to exactly ``count`` finite numbers (each > 0 with ``positive``)."""
+
+    def convert(value: object) -> tuple[float, ...]:
+        if value is None:
+            raise ValueError("missing")
+        values = [value] if isinstance(value, str | int | float) else list(value)  # type: ignore[call-overload]
+        numbers = tuple(_finite(v) for v in values)
+        if len(numbers) != count:
+            raise ValueError(f"{len(numbers)} values, not {count}")
+        if positive and min(numbers) <= 0:
+            raise ValueError("not all positive")
+        return numbers
+
+    return convert
+
+
+def positive_float(value: object) -> float:
+    """A finite number > 0 after taking its magnitude (a spacing's sign is a direction)."""
+    if value is None or value == "":
+        raise ValueError("missing")
+    number = abs(_finite(value))
+    if number == 0:
+        raise ValueError("zero")
+    return number
+
+
+def finite_float(value: object) -> float:
+    """A finite number (required)."""
+    if value is None or value == "":
+        raise ValueError("missing")
+    return _finite(value)
+
+
+DIRECTION_COSINE_TOLERANCE = 0.05
+"""How far from unit length and from orthogonal ImageOrientationPatient's two vectors may be
+(PS3.3 C.7.6.2.1.1: direction cosines of the row and column; scanners write them to ≈ 1e-6;
+beyond 0.05 the value is not an orientation, it is garbage)."""
+
+
+def direction_cosines(value: object) -> tuple[float, ...]:
+    """ImageOrientationPatient: 6 numbers, two unit vectors at right angles (within
+    :data:`DIRECTION_COSINE_TOLERANCE`)."""
+    numbers = finite_floats(6)(value)
+    row, column = numbers[:3], numbers[3:]
+    for vector in (row, column):
+        if abs(math.hypot(*vector) - 1.0) > DIRECTION_COSINE_TOLERANCE:
+            raise ValueError("not a unit vector")
+    if abs(sum(r * c for r, c in zip(row, column, strict=True))) > DIRECTION_COSINE_TOLERANCE:
+        raise ValueError("row and column not at right angles")
+    return numbers

@@ -1,0 +1,307 @@
+"""Checks of a received C-STORE data set before it is acknowledged (PS3.4 Annex B.2.3).
+
+The receiver stores data sets byte for byte; these checks decide whether the bytes may be
+acknowledged with success, i.e. whether every tool reading them later (pydicom, dcmtk, our own
+readers) can parse them and they are the instance the C-STORE-RQ names:
+
+* :class:`MalformedDataSetError` — answered ``0xC000`` (Error: cannot understand):
+  a value shorter than its declared length or an element, item or sequence overrunning what
+  contains it (:func:`check_nesting`, at any depth and size), a Value Representation PS3.5 does
+  not define (e.g. ``ZZ``), a binary value not a whole number of its numbers, a sequence pydicom
+  cannot decode, or a data set not in the VR encoding of the presentation context's transfer
+  syntax (explicit-VR bytes on an implicit-VR context or the reverse: the file would be
+  labelled with a transfer syntax its bytes are not in);
+* :class:`DataSetMismatchError` — answered ``0xA900`` (Error: data set does not match SOP
+  class): the data set's SOPClassUID or SOPInstanceUID differs from the command's Affected SOP
+  Class/Instance UID. Either missing from the data set is a :class:`MalformedDataSetError`
+  (as dcmtk's ``storescp`` answers: 0xC000).
+
+Values are not decoded beyond sequences; their *content* (a DS that is not a number, a date
+that is not a date) is not judged here: that is the readers' and the gate's job, which turn it
+into a finding naming the tag and the value.
+"""
+
+from __future__ import annotations
+
+import struct
+from contextlib import suppress
+from typing import BinaryIO
+
+from pydicom import Dataset
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.uid import UID
+from pydicom.valuerep import VR
+
+UNDEFINED_LENGTH = 0xFFFFFFFF
+KNOWN_VRS = frozenset(str(vr) for vr in VR)
+"""Value Representations PS3.5 Table 6.2-1 defines (as pydicom lists them)."""
+
+
+class MalformedDataSetError(ValueError):
+    """The data set cannot be parsed as sent (answer 0xC000, cannot understand)."""
+
+
+class DataSetMismatchError(ValueError):
+    """The data set is not the instance the C-STORE-RQ names (answer 0xA900)."""
+
+
+def _tag(raw: RawDataElement) -> str:
+    return f"({raw.tag.group:04X},{raw.tag.element:04X})"
+
+
+def check_encoding(dataset: Dataset, transfer_syntax: str) -> None:
+    """The data set's elements are in the VR encoding of ``transfer_syntax``.
+
+    pydicom reads explicit-VR bytes announced as implicit (and the reverse) by guessing from
+    the first element; the stored file would keep the wrong label and other readers (dcmtk)
+    fail on it.
+
+    Raises:
+        MalformedDataSetError: an element was read in the other encoding.
+    """
+    implicit = UID(transfer_syntax).is_implicit_VR
+    for tag in list(dataset.keys()):
+        raw: DataElement | RawDataElement = dataset.get_item(tag, keep_deferred=True)
+        if isinstance(raw, RawDataElement):
+            if raw.is_implicit_VR != implicit:
+                found = "implicit" if raw.is_implicit_VR else "explicit"
+                expected = "implicit" if implicit else "explicit"
+                raise MalformedDataSetError(
+                    f"data set encoded in {found} VR on a presentation context whose transfer "
+                    f"syntax {transfer_syntax} is {expected} VR (first element {_tag(raw)})"
+                )
+            return
+
+
+FIXED_VALUE_BYTES = {
+    "AT": 4, "FD": 8, "FL": 4, "OD": 8, "OF": 4, "OL": 4, "OV": 8, "OW": 2,
+    "SL": 4, "SS": 2, "SV": 8, "UL": 4, "US": 2, "UV": 8,
+}  # fmt: skip
+"""Binary VRs whose value is a whole number of fixed-size numbers (PS3.5 Table 6.2-1)."""
+
+
+def _vr_of(raw: RawDataElement) -> str:
+    """The element's VR: as written (explicit VR), else the dictionary's (``UN`` if none)."""
+    if raw.VR is not None:
+        return str(raw.VR)
+    try:
+        return str(dictionary_VR(raw.tag))
+    except KeyError:
+        return "UN"
+
+
+def check_structure(dataset: Dataset, *, where: str = "") -> None:
+    """Every element of ``dataset`` (and of its sequence items, recursively) is complete and
+    decodable: its value as long as declared, its VR one PS3.5 defines, a binary value a whole
+    number of its numbers.
+
+    Values are not decoded (pydicom's converters cost ≈ 10 µs per element; a DS or IS whose
+    text is not a number is the readers' finding, not a reason to refuse the instance); only
+    sequences are, to check their items. Values left unread (deferred, ``value is None``) are
+    the caller's to check.
+
+    Raises:
+        MalformedDataSetError: naming the first element that fails, with its path.
+    """
+    for tag in list(dataset.keys()):
+        # keep_deferred: a value left unread (pixel data) stays unread
+        raw: DataElement | RawDataElement = dataset.get_item(tag, keep_deferred=True)
+        if isinstance(raw, RawDataElement):
+            path = f"{where}{_tag(raw)}"
+            if raw.VR is not None and raw.VR not in KNOWN_VRS:
+                raise MalformedDataSetError(
+                    f"element {path} has Value Representation {raw.VR!r}, not one PS3.5 defines"
+                )
+            if raw.value is None:
+                continue  # deferred (over the deferral size): checked from the read position
+            if raw.length != UNDEFINED_LENGTH and len(raw.value) != raw.length:
+                raise MalformedDataSetError(
+                    f"element {path} declares {raw.length} bytes but only {len(raw.value)} "
+                    "were received (value cut short)"
+                )
+            vr = _vr_of(raw)
+            size = FIXED_VALUE_BYTES.get(vr)
+            if size is not None and len(raw.value) % size:
+                raise MalformedDataSetError(
+                    f"element {path} ({vr}) holds {len(raw.value)} bytes, not a whole number "
+                    f"of {size}-byte values"
+                )
+            if vr not in ("SQ", "UN") and raw.length != UNDEFINED_LENGTH:
+                continue
+        else:
+            path = f"{where}({tag.group:04X},{tag.element:04X})"
+        try:
+            element = dataset[tag]
+            items = list(element.value) if element.VR == VR.SQ and element.value else []
+        except Exception as exc:  # pydicom's converters raise anything for garbage
+            raise MalformedDataSetError(
+                f"element {path} cannot be decoded: {type(exc).__name__}: {exc}"
+            ) from exc
+        for index, item in enumerate(items):
+            if isinstance(item, Dataset):
+                check_structure(item, where=f"{path}[{index}]")
+
+
+def check_identity(dataset: Dataset, *, sop_class_uid: str, sop_instance_uid: str) -> None:
+    """The data set names the SOP class and instance the C-STORE-RQ does.
+
+    Raises:
+        MalformedDataSetError: either UID missing from the data set (as dcmtk, 0xC000: an
+            instance without its identification cannot be understood).
+        DataSetMismatchError: either UID different from the command's.
+    """
+    for keyword, expected in (
+        ("SOPClassUID", sop_class_uid),
+        ("SOPInstanceUID", sop_instance_uid),
+    ):
+        found = str(dataset.get(keyword) or "").rstrip("\0 ")
+        if not found:
+            raise MalformedDataSetError(
+                f"{keyword} missing from the data set (the C-STORE-RQ names {expected})"
+            )
+        if found != expected:
+            raise DataSetMismatchError(
+                f"{keyword} in the data set is {found}, expected {expected} as in the C-STORE-RQ"
+            )
+
+
+ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+PIXEL_DATA_TAG = 0x7FE00010
+LONG_HEADER_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
+)
+"""Explicit VRs whose element header is 12 bytes (PS3.5 §7.1.2)."""
+_HEADER = struct.Struct("<HHI")
+_EXPLICIT_SHORT = struct.Struct("<HH2sH")
+
+
+class _Nesting:
+    """Walks element headers (never values: they are skipped by seeking) checking that each
+    element, item and sequence ends within what contains it (PS3.5 §7.5): pydicom reads an
+    item's elements from the file and does not stop at the item's end, dcmtk does."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+
+    def _read(self, at: int, size: int) -> bytes:
+        self.handle.seek(at)
+        data = self.handle.read(size)
+        if len(data) != size:
+            raise MalformedDataSetError(f"data set ends inside an element header at byte {at}")
+        return data
+
+    def _header(self, at: int, implicit: bool) -> tuple[int, bytes, int, int]:
+        """(tag, VR or b"", value length, header size) of the element at ``at``."""
+        group, element, length = _HEADER.unpack(self._read(at, 8))
+        tag = group << 16 | element
+        if implicit or group == 0xFFFE:
+            vr = b""
+            if group != 0xFFFE:
+                with suppress(KeyError):
+                    known = dictionary_VR(tag)  # "US or SS" and the like: unknown here
+                    vr = known.encode() if known in KNOWN_VRS else b""
+            return tag, vr, length, 8
+        _, _, vr, short_length = _EXPLICIT_SHORT.unpack(self._read(at, 8))
+        if vr in LONG_HEADER_VRS:
+            return tag, vr, int.from_bytes(self._read(at + 8, 4), "little"), 12
+        return tag, vr, short_length, 8
+
+    @staticmethod
+    def _check_value(path: str, vr: bytes, length: int) -> None:
+        """A VR PS3.5 defines; a binary value a whole number of its numbers (also inside
+        sequences left unread by pydicom: over the deferral size, e.g. a SEG's per-frame
+        functional groups)."""
+        name = vr.decode("latin-1")
+        if vr and name not in KNOWN_VRS:
+            raise MalformedDataSetError(
+                f"element {path} has Value Representation {name!r}, not one PS3.5 defines"
+            )
+        size = FIXED_VALUE_BYTES.get(name)
+        if size is not None and length != UNDEFINED_LENGTH and length % size:
+            raise MalformedDataSetError(
+                f"element {path} ({name}) holds {length} bytes, not a whole number of "
+                f"{size}-byte values"
+            )
+
+    def elements(self, at: int, end: int | None, implicit: bool, where: str) -> int:
+        """Walk elements from ``at`` to ``end`` (``None``: until an item delimiter, whose end
+        is returned); every element must end within ``end``."""
+        while end is None or at < end:
+            tag, vr, length, header = self._header(at, implicit)
+            path = f"{where}({tag >> 16:04X},{tag & 0xFFFF:04X})"
+            if tag == ITEM_END and end is None:
+                return at + 8
+            if tag >> 16 == 0xFFFE:
+                raise MalformedDataSetError(f"item tag {path} where an element was expected")
+            self._check_value(path, vr, length)
+            at += header
+            if length == UNDEFINED_LENGTH:
+                nested_implicit = implicit or vr == b"UN"  # PS3.5 §6.2.2: UN of undefined length
+                if tag == PIXEL_DATA_TAG:
+                    at = self.fragments(at, path)
+                elif vr in (b"SQ", b"UN", b""):
+                    at = self.items(at, None, nested_implicit, path)
+                else:
+                    raise MalformedDataSetError(f"element {path} ({vr!r}) of undefined length")
+                continue
+            if end is not None and at + length > end:
+                raise MalformedDataSetError(
+                    f"element {path} declares {length} bytes, {end - at} remain in what contains it"
+                )
+            if vr == b"SQ":
+                self.items(at, at + length, implicit, path)
+            at += length
+        if at != end:
+            raise MalformedDataSetError(f"elements of {where or 'the data set'} overrun its end")
+        return at
+
+    def items(self, at: int, end: int | None, implicit: bool, where: str) -> int:
+        """Walk a sequence's items from ``at`` to ``end`` (``None``: until its delimiter)."""
+        index = 0
+        while end is None or at < end:
+            tag, _, length, _ = self._header(at, True)
+            at += 8
+            if tag == SEQUENCE_END and end is None:
+                return at
+            if tag != ITEM:
+                raise MalformedDataSetError(f"sequence {where}: item expected, found tag {tag:08X}")
+            path = f"{where}[{index}]"
+            if length == UNDEFINED_LENGTH:
+                at = self.elements(at, None, implicit, path)
+            else:
+                if end is not None and at + length > end:
+                    raise MalformedDataSetError(f"item {path} overruns its sequence")
+                at = self.elements(at, at + length, implicit, path)
+            index += 1
+        if at != end:
+            raise MalformedDataSetError(f"items of sequence {where} overrun its end")
+        return at
+
+    def fragments(self, at: int, where: str) -> int:
+        """Skip encapsulated pixel data fragments until the sequence delimiter."""
+        while True:
+            tag, _, length, _ = self._header(at, True)
+            at += 8
+            if tag == SEQUENCE_END:
+                return at
+            if tag != ITEM or length == UNDEFINED_LENGTH:
+                raise MalformedDataSetError(f"encapsulated {where}: fragment expected")
+            at += length
+
+
+def check_nesting(handle: BinaryIO, *, start: int, end: int, transfer_syntax: str) -> None:
+    """Every element, item and sequence of the data set in ``handle[start:end]`` ends within
+    what contains it, and the last ends exactly at ``end`` (element headers only are read).
+
+    Deflated and big-endian transfer syntaxes are not walked (their bytes are not little-endian
+    element headers; pydicom inflates or swaps them, and :func:`check_structure` checks what it
+    read).
+
+    Raises:
+        MalformedDataSetError: naming the first element that overruns, with its path.
+    """
+    syntax = UID(transfer_syntax)
+    if syntax.is_deflated or not syntax.is_little_endian:
+        return
+    _Nesting(handle).elements(start, end, syntax.is_implicit_VR, "")

@@ -1,0 +1,102 @@
+"""Fuzzing the receiver in the suite (issue 18, item 5): ≥ 300 seeded mutants of the Siemens
+SPECT fixture and of generated NM, CT and SEG files, sent over real associations to a running
+receiver (:mod:`tests.integration.receiver_fuzzing`).
+
+Asserted: every mutant is answered (no association aborted) with a status of PS3.4 B.2.3 /
+PS3.7 Annex C; the service still answers a C-ECHO after; every instance answered 0x0000 reads
+back with pydicom (every element decoded; a DS/IS whose text is not a number is left to the
+readers) and with dcmtk's ``dcmdump``, and through the platform's readers (``concordose
+check``'s path for NM: header read + gate; the CT series and SEG readers; the folder catalogue
+for all) without an exception other than a finding-producing ``ConcordoseError``; the spool
+indexes exactly the instances answered 0x0000.
+
+Parameters (environment): ``CONCORDOSE_FUZZ_COUNT`` (default 300), ``CONCORDOSE_FUZZ_SEED``
+(default 18). Replay one mutant: ``receiver_fuzzing.mutant(seeds, seed, index)``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from concordose.calibration.registry import SiteRegistry
+from concordose.ingest.receiver import (
+    STATUS_CANNOT_UNDERSTAND,
+    STATUS_DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+    STATUS_SOP_CLASS_NOT_SUPPORTED,
+    StorageReceiver,
+)
+from concordose.pipeline.catalogue import catalogue
+from concordose.spool.store import Spool
+from phantoms import GeneratedPatient
+from tests.conftest import SIEMENS_NM_FIXTURE
+from tests.integration.crafted_peer import CraftedPeer
+from tests.integration.receiver_fuzzing import (
+    ECHO_CONTEXT,
+    contexts,
+    fuzz_seeds,
+    run_campaign,
+    unreadable_successes,
+)
+
+pytestmark = pytest.mark.integration
+
+COUNT = int(os.environ.get("CONCORDOSE_FUZZ_COUNT", "300"))
+SEED = int(os.environ.get("CONCORDOSE_FUZZ_SEED", "18"))
+SENDER = "MILAN_SPECT"
+ANSWERS = {
+    0x0000,
+    STATUS_CANNOT_UNDERSTAND,
+    STATUS_DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+    STATUS_SOP_CLASS_NOT_SUPPORTED,
+}
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[StorageReceiver]:
+    with StorageReceiver(
+        Spool(tmp_path / "spool"), port=0, allowed_calling_ae_titles=[SENDER]
+    ) as running:
+        yield running
+
+
+@pytest.mark.timeout(600)
+def test_mutants_never_stop_the_service_and_only_readable_ones_are_stored(
+    receiver: StorageReceiver, small_patient: GeneratedPatient, tmp_path: Path
+) -> None:
+    campaign = run_campaign(
+        receiver.port,
+        fuzz_seeds(SIEMENS_NM_FIXTURE, small_patient),
+        seed=SEED,
+        count=COUNT,
+        calling_ae=SENDER,
+    )
+    print(f"{COUNT} mutants in {campaign.elapsed_s:.1f} s: {dict(campaign.counts())}")
+    assert campaign.aborted == []
+    assert len(campaign.statuses) == COUNT
+    assert set(campaign.statuses.values()) <= ANSWERS
+    assert len(campaign.counts()) > 1, "the mutants should not all get the same answer"
+
+    peer = CraftedPeer(receiver.port, contexts(), calling_ae=SENDER)
+    try:
+        assert peer.echo(ECHO_CONTEXT) == 0x0000
+    finally:
+        peer.release()
+
+    rows = {row.identity.sop_instance_uid: row for row in receiver.spool.instances()}
+    assert set(rows) == set(campaign.accepted), "indexed ≠ answered 0x0000"
+
+    registry = SiteRegistry.load(small_patient.sites_path)
+    stored = {uid: row.path for uid, row in rows.items()}
+    classes = {uid: row.identity.sop_class_uid for uid, row in rows.items()}
+    assert unreadable_successes(campaign, stored, classes, registry, seed=SEED) == []
+
+    folder = tmp_path / "accepted"
+    folder.mkdir()
+    for uid in campaign.accepted:
+        shutil.copy(rows[uid].path, folder / f"{uid}.dcm")
+    assert len(catalogue(folder)) == len(campaign.accepted)

@@ -1,0 +1,212 @@
+"""Readers never raise on a malformed header (issue 18, item 1): ``concordose check`` and the
+process path (``prepare_cycle``) hold the study with a finding naming the keyword, the tag and
+the value, instead of ``ValueError: invalid literal for int()``, ``cannot reshape array`` or
+``incompatible dimensions for cross product``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom import Dataset
+from typer.testing import CliRunner
+
+from concordose.calibration.findings import HEADER_CHECK, Severity
+from concordose.calibration.registry import SiteRegistry
+from concordose.cli import app
+from concordose.cli.console import EXIT_HELD
+from concordose.dicom.ct import read_ct_series
+from concordose.dicom.nm import read_nm_counts, read_nm_header
+from concordose.dicom.seg import read_segmentation
+from concordose.errors import MalformedHeaderError, UnreadableDicomError
+from concordose.pipeline.catalogue import catalogue
+from concordose.pipeline.preparation import prepare_cycle
+from phantoms import GeneratedPatient
+from tests.conftest import SIEMENS_NM_FIXTURE
+
+runner = CliRunner()
+
+Edit = Callable[[Dataset], None]
+
+
+def _mutant(source: Path, target: Path, edit: Edit, placeholder: str, found: bytes) -> Path:
+    """``source`` with ``edit`` applied, then the value ``placeholder`` (which the edit wrote,
+    explicit VR little endian) replaced by ``found`` of the same length: a value no encoder
+    would write, as a modality or a corrupted transfer leaves it."""
+    dataset = pydicom.dcmread(source)
+    edit(dataset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset.save_as(target, enforce_file_format=False)
+    raw = target.read_bytes()
+    value = placeholder.encode()
+    # short-form element header (tag, VR, 2-byte length) right before the value
+    at, start = [], raw.find(value)
+    while start != -1:
+        header = raw[start - 4 : start]
+        if header[:2].isalpha() and int.from_bytes(header[2:], "little") == len(value):
+            at.append(start)
+        start = raw.find(value, start + 1)
+    assert len(at) == 1, at
+    assert len(found) == len(placeholder)
+    target.write_bytes(raw[: at[0]] + found + raw[at[0] + len(value) :])
+    return target
+
+
+def _frames(value: str) -> Edit:
+    def edit(dataset: Dataset) -> None:
+        dataset.NumberOfFrames = value
+
+    return edit
+
+
+def _orientation(dataset: Dataset) -> None:
+    item = (
+        dataset.DetectorInformationSequence[0]
+        if "DetectorInformationSequence" in dataset
+        else dataset
+    )
+    item.ImageOrientationPatient = [0.6, 0.8, 0.0, -0.8, 0.6, 0.0]
+
+
+def _spacing(dataset: Dataset) -> None:
+    dataset.PixelSpacing = ["4.795199930668", "4.7951999306679"]  # 30 characters: even
+
+
+CASES = {
+    # keyword, placeholder written, bytes found, value shown
+    "frames_abc": (_frames("9999"), "9999", b"abc ", "NumberOfFrames (0028,0008) is 'abc'"),
+    "frames_zero": (_frames("9999"), "9999", b"0   ", "NumberOfFrames (0028,0008) is '0'"),
+    "spacing_mutant": (
+        _spacing,
+        "4.795199930668\\4.7951999306679",
+        "4.795íÅ9930668\\4.7951999306679".encode("latin-1"),
+        "PixelSpacing (0028,0030) is '4.795íÅ9930668",
+    ),
+    "orientation_3_values": (
+        _orientation,
+        "0.6\\0.8\\0.0\\-0.8\\0.6\\0.0",
+        b"1\\0\\0".ljust(len("0.6\\0.8\\0.0\\-0.8\\0.6\\0.0")),
+        "ImageOrientationPatient (0020,0037) is '1\\\\0\\\\0'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_nm_reader_names_keyword_tag_and_value(case: str, tmp_path: Path) -> None:
+    edit, placeholder, found, shown = CASES[case]
+    path = _mutant(SIEMENS_NM_FIXTURE, tmp_path / "nm.dcm", edit, placeholder, found)
+    with pytest.raises(MalformedHeaderError) as raised:
+        read_nm_header(path)
+    assert shown in str(raised.value)
+    assert "expected" in str(raised.value)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_check_holds_a_malformed_header_with_a_finding_not_a_traceback(
+    case: str, small_patient: GeneratedPatient, tmp_path: Path
+) -> None:
+    edit, placeholder, found, shown = CASES[case]
+    path = _mutant(SIEMENS_NM_FIXTURE, tmp_path / "nm.dcm", edit, placeholder, found)
+    arguments = ["--sites", str(small_patient.sites_path), "--site", "milan", "--json"]
+    result = runner.invoke(app, ["check", str(path), *arguments])
+    assert result.exit_code == EXIT_HELD, result.output
+    (item,) = json.loads(result.stdout)["files"]
+    assert item["held"] is True
+    (finding,) = item["findings"]
+    assert (finding["rule"], finding["severity"]) == (HEADER_CHECK, "error")
+    assert shown in finding["message"]
+
+
+def test_process_holds_a_cycle_whose_spect_has_a_malformed_header(
+    small_patient: GeneratedPatient, tmp_path: Path
+) -> None:
+    folder = tmp_path / "incoming"
+    shutil.copytree(small_patient.out_dir / "dicom", folder)
+    first = folder / small_patient.nm_files[0].relative_to(small_patient.out_dir / "dicom")
+    _mutant(first, first, _frames("9999"), "9999", b"abc ")
+    registry = SiteRegistry.load(small_patient.sites_path)
+    prepared = prepare_cycle(list(catalogue(folder)), registry, site_id="milan")
+    assert prepared.held
+    (finding,) = prepared.findings
+    assert (finding.rule, finding.severity) == (HEADER_CHECK, Severity.ERROR)
+    assert finding.source == str(first)
+    assert "NumberOfFrames (0028,0008) is 'abc'" in finding.message
+
+
+def test_pixel_data_not_matching_number_of_frames_is_unreadable_not_a_reshape_error(
+    tmp_path: Path,
+) -> None:
+    path = _mutant(SIEMENS_NM_FIXTURE, tmp_path / "nm.dcm", _frames("9999"), "9999", b"2   ")
+    acquisition = read_nm_header(path)
+    with pytest.raises(UnreadableDicomError, match=r"PixelData \(7FE0,0010\) holds 1327104"):
+        read_nm_counts(acquisition)
+
+
+def test_an_identifying_value_is_never_echoed(tmp_path: Path) -> None:
+    error = MalformedHeaderError(
+        tmp_path / "x.dcm", "PatientBirthDate", "(0010,0030)", "1950", "a date"
+    )
+    assert "1950" not in str(error)
+    assert "withheld" in str(error)
+
+
+def test_concordose_process_holds_the_cycle_instead_of_crashing(
+    small_patient: GeneratedPatient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONCORDOSE_PSEUDONYM_KEY", "test-secret")
+    monkeypatch.setenv("CONCORDOSE_OUTPUT_URI", str(tmp_path / "published"))
+    folder = tmp_path / "incoming"
+    shutil.copytree(small_patient.out_dir / "dicom", folder)
+    first = folder / small_patient.nm_files[0].relative_to(small_patient.out_dir / "dicom")
+    _mutant(first, first, _frames("9999"), "9999", b"abc ")
+    arguments = ["--spool", str(folder), "--sites", str(small_patient.sites_path)]
+    result = runner.invoke(app, ["process", *arguments, "--site", "milan"])
+    output = " ".join((result.output + result.stderr).split())
+    assert result.exit_code == EXIT_HELD, output
+    assert "every cycle is held" in output
+    assert "NumberOfFrames (0028,0008) is 'abc'" in output
+    assert "Traceback" not in result.stdout
+
+
+def test_the_ct_reader_names_a_malformed_position(
+    small_patient: GeneratedPatient, tmp_path: Path
+) -> None:
+    slices = sorted(p for p in small_patient.dicom_files if p.parent.name == "ct")[:2]
+    first, second = (tmp_path / "0001.dcm", tmp_path / "0002.dcm")
+    shutil.copy(slices[1], second)
+
+    def position(dataset: Dataset) -> None:
+        dataset.ImagePositionPatient = ["-101.5", "-102.5", "-103.5"]
+
+    _mutant(slices[0], first, position, "-101.5\\-102.5\\-103.5", b"-101.5\\-1Q2.5\\-103.5")
+    with pytest.raises(MalformedHeaderError, match=r"ImagePositionPatient \(0020,0032\) is "):
+        read_ct_series([first, second])
+
+
+def test_a_ct_slice_of_0_columns_is_unreadable_not_a_runtime_error(
+    small_patient: GeneratedPatient, tmp_path: Path
+) -> None:
+    source = sorted(p for p in small_patient.dicom_files if p.parent.name == "ct")[0]
+    dataset = pydicom.dcmread(source)
+    dataset.Columns = 0  # PixelData left as it is (found by fuzzing: ITK raises RuntimeError)
+    path = tmp_path / "ct.dcm"
+    dataset.save_as(path, enforce_file_format=False)
+    with pytest.raises(UnreadableDicomError, match="SimpleITK cannot read the CT series"):
+        read_ct_series([path, path])
+
+
+def test_a_seg_frame_without_its_plane_position_is_unreadable_not_a_key_error(
+    small_patient: GeneratedPatient, tmp_path: Path
+) -> None:
+    dataset = pydicom.dcmread(small_patient.seg_path)
+    del dataset.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence  # found by fuzzing
+    path = tmp_path / "seg.dcm"
+    dataset.save_as(path, enforce_file_format=False)
+    with pytest.raises(UnreadableDicomError, match="SEG"):
+        read_segmentation(path)
