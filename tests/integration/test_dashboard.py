@@ -13,7 +13,6 @@ import math
 import re
 import shutil
 from datetime import UTC, datetime
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -34,45 +33,13 @@ from concordose.settings import Settings
 from flows.sweep import sweep
 from schemas.tables import QC_FINDINGS
 from tests.browser import OfflineBrowser, assert_renders_offline
+from tests.dashboard_page import parse_dashboard
 
 pytestmark = pytest.mark.integration
 
 VARIANT = "harmonised_pvc"
 HELD_CYCLE = "cyc-held-for-the-dashboard"
 HELD_MESSAGE = "no calibration record of site milan covers 2026-11-02"
-
-
-class _Page(HTMLParser):
-    """Section ids, every src/href, and each numeric cell with its table and row attributes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ids: set[str] = set()
-        self.references: list[str] = []
-        self.cells: list[dict[str, str]] = []
-        self._table = ""
-        self._row: dict[str, str] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = {k: v or "" for k, v in attrs}
-        if "id" in attributes:
-            self.ids.add(attributes["id"])
-        self.references += [attributes[k] for k in ("src", "href") if k in attributes]
-        if tag == "table":
-            self._table = attributes.get("class", "")
-        elif tag == "tr":
-            self._row = {k: v for k, v in attributes.items() if k.startswith("data-")}
-        elif tag == "td" and "data-value" in attributes:
-            self.cells.append({"table": self._table, **self._row, **attributes})
-
-    def table(self, name: str, css: str) -> list[dict[str, str]]:
-        return [c for c in self.cells if c["table"] == name and css in c["class"].split()]
-
-
-def _page(html: str) -> _Page:
-    page = _Page()
-    page.feed(html)
-    return page
 
 
 def _value(cell: dict[str, str]) -> float | None:
@@ -129,7 +96,7 @@ def variant_copy(consortium_run: Path, tmp_path_factory: pytest.TempPathFactory)
 
 def test_variant_dashboard_numbers_equal_its_tables(variant_copy: Path) -> None:
     html = (variant_copy / DASHBOARD_KEY).read_text()
-    page = _page(html)
+    page = parse_dashboard(html)
     assert set(DASHBOARD_SECTION_IDS) <= page.ids
     assert external_references(variant_copy / DASHBOARD_KEY) == []
     store = _store(variant_copy)
@@ -200,7 +167,7 @@ def test_variant_dashboard_numbers_equal_its_tables(variant_copy: Path) -> None:
 def test_consortium_output_dashboard_shows_harmonisation(consortium_run: Path) -> None:
     store = _store(consortium_run / "output")
     html = build_dashboard(store)  # built, not written: the shared run stays as it is
-    page = _page(html)
+    page = parse_dashboard(html)
     published = [
         r for r in read_current(store, "harmonisation_agreement").to_pylist()
         if r["kinetics_method"] == REFERENCE_METHOD_NAME
@@ -273,10 +240,12 @@ def test_report_dashboard_on_s3(
     result = CliRunner().invoke(app, ["report", "--output", "s3://dashboards/lu177", "--dashboard"])
     assert result.exit_code == 0, result.output
     html = store.read_bytes(store.path(DASHBOARD_KEY)).decode()
-    on_s3 = [c["data-value"] for c in _page(html).table("agreement", "bias")]
+    on_s3 = [c["data-value"] for c in parse_dashboard(html).table("agreement", "bias")]
     local = [
         c["data-value"]
-        for c in _page((variant_copy / DASHBOARD_KEY).read_text()).table("agreement", "bias")
+        for c in parse_dashboard((variant_copy / DASHBOARD_KEY).read_text()).table(
+            "agreement", "bias"
+        )
     ]
     assert on_s3 == local
     assert "s3://dashboards/lu177" in html

@@ -13,7 +13,6 @@ import base64
 import io
 import re
 from datetime import UTC, date, datetime
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from concordose.results.publish import publish_tables
 from concordose.settings import Settings
 from schemas.tables import TABLES
 from tasks.report import dashboard_task
+from tests.dashboard_page import parse_dashboard
 from tests.results_rows import calibration_table, provenance, run_tables
 
 GENERATED_AT = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -228,59 +228,25 @@ def _published(**overrides: list[dict[str, Any]]) -> DashboardTables:
     return DashboardTables("/data/published", tables, {"run-cohort": "2026-12-05T02:00:00+00:00"})
 
 
-class _Page(HTMLParser):
-    """Ids, every src/href, and each numeric cell with its row's data attributes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ids: set[str] = set()
-        self.references: list[str] = []
-        self.cells: list[dict[str, str]] = []
-        self._table = ""
-        self._row: dict[str, str] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = {k: v or "" for k, v in attrs}
-        if "id" in attributes:
-            self.ids.add(attributes["id"])
-        self.references += [attributes[k] for k in ("src", "href") if k in attributes]
-        if tag == "table":
-            self._table = attributes.get("class", "")
-        elif tag == "tr":
-            self._row = {k: v for k, v in attributes.items() if k.startswith("data-")}
-        elif tag == "td" and "data-value" in attributes:
-            self.cells.append({"table": self._table, **self._row, **attributes})
-
-
-def _page(html: str) -> _Page:
-    page = _Page()
-    page.feed(html)
-    return page
-
-
-def _cells(page: _Page, table: str, css: str) -> list[dict[str, str]]:
-    return [c for c in page.cells if c["table"] == table and css in c["class"].split()]
-
-
 def test_every_section_is_built_from_the_published_rows() -> None:
     tables = _published()
     html = render_dashboard(tables, generated_at=GENERATED_AT)
-    page = _page(html)
+    page = parse_dashboard(html)
     assert set(DASHBOARD_SECTION_IDS) <= page.ids
     assert "not available" not in html
 
     # counts: 3 processed + 1 held cycle (no voi_timepoints), and why it is held
-    counts = {c["data-site"]: c for c in _cells(page, "cycle-counts", "held")}
+    counts = {c["data-site"]: c for c in page.table("cycle-counts", "held")}
     assert float(counts["brussels"]["data-value"]) == 1
     assert float(counts["milan"]["data-value"]) == 0
     assert float(counts["*"]["data-value"]) == 1
-    processed = {c["data-site"]: c for c in _cells(page, "cycle-counts", "processed")}
+    processed = {c["data-site"]: c for c in page.table("cycle-counts", "processed")}
     assert float(processed["*"]["data-value"]) == 3
     assert "no calibration record covers 2026-11-02 (1×)" in html
     assert "voxel size outside the protocol" not in html  # a processed cycle's warning
 
     # calibration history: every record, one figure per site
-    records = {c["data-value"] for c in _cells(page, "calibrations", "cf")}
+    records = {c["data-value"] for c in page.table("calibrations", "cf")}
     assert records == {"9.1", "9.3", "10.8"}
     assert html.count('class="calibration-history"') == 2
 
@@ -288,7 +254,7 @@ def test_every_section_is_built_from_the_published_rows() -> None:
     agreement = tables.table("kinetics_agreement").to_pylist()
     shown = {
         (c["data-site"], c["data-voi-class"], c["data-method"]): c
-        for c in _cells(page, "agreement", "bias")
+        for c in page.table("agreement", "bias")
     }
     assert len(shown) == len(agreement) > 0
     for row in agreement:
@@ -298,14 +264,14 @@ def test_every_section_is_built_from_the_published_rows() -> None:
     assert html.count('class="bland-altman"') == 3  # pooled, brussels, milan
 
     # harmonisation: CoV per variant of the reference-object VOI
-    covs = {(c["data-voi"], c["data-variant"]): c for c in _cells(page, "harmonisation-cov", "cov")}
+    covs = {(c["data-voi"], c["data-variant"]): c for c in page.table("harmonisation-cov", "cov")}
     assert float(covs[("kidney_left", "raw")]["data-value"]) == pytest.approx(14.0)
     assert float(covs[("lesion_1", "harmonised_pvc")]["data-value"]) == pytest.approx(1.0)
 
     # threshold concordance: the cohort row's numbers
-    (flips,) = _cells(page, "threshold-cohort", "flip-fraction")
+    (flips,) = page.table("threshold-cohort", "flip-fraction")
     assert float(flips["data-value"]) == pytest.approx(50.0)
-    (equivalent,) = _cells(page, "threshold-cohort", "equivalent")
+    (equivalent,) = page.table("threshold-cohort", "equivalent")
     assert float(equivalent["data-value"]) == 38.5
     assert "[33, 44]" in html
 
@@ -342,7 +308,7 @@ def test_bias_lines_are_the_statistics_of_the_plotted_points() -> None:
 def test_a_store_without_tables_says_so_in_every_section() -> None:
     empty: dict[str, list[dict[str, Any]]] = {name: [] for name in DASHBOARD_COLUMNS}
     html = render_dashboard(_published(**empty), generated_at=GENERATED_AT)
-    page = _page(html)
+    page = parse_dashboard(html)
     assert set(DASHBOARD_SECTION_IDS) <= page.ids
     assert "No cycle published in this store" in html
     assert "No calibration history: this store has no <code>site_calibrations</code>" in html
@@ -376,7 +342,7 @@ def test_no_external_reference_script_or_identifier(tmp_path: Path) -> None:
     assert "<link" not in html.lower()
     assert "@import" not in html
     assert "url(" not in html
-    page = _page(html)
+    page = parse_dashboard(html)
     assert page.references
     for reference in page.references:
         assert reference.startswith(("data:image/png;base64,", "#")), reference[:40]
@@ -431,6 +397,6 @@ def test_the_nightly_task_skips_an_empty_store_and_writes_a_published_one(
     html = Path(path).read_text()
     tables = read_dashboard_tables(store)
     assert tables.table("kinetics").num_rows == 2  # the published rows, read back
-    cf = _cells(_page(html), "calibrations", "cf")
+    cf = parse_dashboard(html).table("calibrations", "cf")
     assert [float(c["data-value"]) for c in cf] == [9.5]
     assert "Method agreement is not available" in html  # no cohort table published
