@@ -27,7 +27,6 @@ import threading
 import time
 from pathlib import Path
 
-from pynetdicom import AE
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -39,6 +38,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from concordose.ingest.receiver import StorageReceiver
 from concordose.spool.store import Spool
+from tests.integration.peers import echo_accepted
 
 SITES = {"MILAN_SPECT": "milan", "ROME_SPECT": "rome"}
 
@@ -77,23 +77,11 @@ def _associated_socket(port: int, calling_ae: str) -> socket.socket | None:
     return connection
 
 
-def _echo_accepted(port: int, calling_ae: str) -> bool:
-    ae = AE(ae_title=calling_ae)
-    ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", port, ae_title="CONCORDOSE")
-    if not assoc.is_established:
-        return False
-    try:
-        return bool(assoc.send_c_echo().Status == 0x0000)
-    finally:
-        assoc.release()
-
-
 def _wait_s(port: int, calling_ae: str, since: float, limit_s: float) -> float | None:
     """Seconds from ``since`` until an association from ``calling_ae`` is accepted, retrying
     once a second (a sender's retry pace); ``None`` after ``limit_s``."""
     while time.monotonic() - since < limit_s:
-        if _echo_accepted(port, calling_ae):
+        if echo_accepted(port, calling_ae):
             return time.monotonic() - since
         time.sleep(1.0)
     return None

@@ -1,5 +1,5 @@
 """Starting and awaiting real peers (dcmtk, Orthanc, Prefect, our CLI) in tests: free ports,
-polling, sending with dcmtk ``storescu``, stopping subprocesses."""
+polling, sending with dcmtk ``storescu``, a C-ECHO association, stopping subprocesses."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated
 
 
 def free_port() -> int:
@@ -79,3 +82,17 @@ def stop_process(
     except subprocess.TimeoutExpired:
         send(signal.SIGKILL)
         return process.wait(timeout=timeout_s)
+
+
+def echo_accepted(port: int, calling_ae: str, called_ae: str = "CONCORDOSE") -> bool:
+    """One association (C-ECHO) from ``calling_ae`` to a receiver on loopback: True when it is
+    accepted and the echo answered success."""
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
+    if not assoc.is_established:
+        return False
+    try:
+        return bool(assoc.send_c_echo().Status == 0x0000)
+    finally:
+        assoc.release()

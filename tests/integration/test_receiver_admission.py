@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -35,13 +34,13 @@ from pynetdicom.pdu_primitives import (
     MaximumLengthNotification,
 )
 from pynetdicom.presentation import build_context
-from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from concordose.ingest.admission import AdmissionLimits
 from concordose.ingest.receiver import StorageReceiver
 from concordose.ingest.tls import server_context
 from concordose.spool.store import Spool
-from tests.integration.peers import wait_until
+from tests.integration.peers import echo_accepted, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -109,19 +108,6 @@ class _Peer:
         self.socket.close()
 
 
-def _established(port: int, calling_ae: str) -> bool:
-    """One association (C-ECHO) from ``calling_ae``: True when accepted and answered."""
-    ae = AE(ae_title=calling_ae)
-    ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", port, ae_title="CONCORDOSE")
-    if not assoc.is_established:
-        return False
-    try:
-        return bool(assoc.send_c_echo().Status == 0x0000)
-    finally:
-        assoc.release()
-
-
 def _open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -178,7 +164,7 @@ def test_slow_senders_and_idle_connections_do_not_lock_out_other_senders(
             what="the trickle to start and the idle connections to be taken in",
         )
         storm_at = time.monotonic()
-        assert _established(receiver.port, "ROME_SPECT")  # another site: at once
+        assert echo_accepted(receiver.port, "ROME_SPECT")  # another site: at once
         other_site_s = time.monotonic() - storm_at
         assert other_site_s < 15.0
         # The receiver holds at most its limits, not a thread per idle connection.
@@ -200,7 +186,7 @@ def test_slow_senders_and_idle_connections_do_not_lock_out_other_senders(
             timeout_s=PDU_DEADLINE_S + 10,
             what="the PDU deadline to abort the trickling associations",
         )
-        assert _established(receiver.port, "MILAN_SPECT")
+        assert echo_accepted(receiver.port, "MILAN_SPECT")
         own_site_s = time.monotonic() - started[0]
         assert own_site_s <= PDU_DEADLINE_S + 3.0
         for peer in trickling:  # each was told: A-ABORT (service provider), then closed
@@ -252,7 +238,7 @@ def test_idle_connections_are_bounded_and_threads_and_descriptors_return_to_base
         timeout_s=10,
         what="threads and file descriptors back to their baseline",
     )
-    assert _established(receiver.port, "ROME_SPECT")
+    assert echo_accepted(receiver.port, "ROME_SPECT")
 
 
 def test_an_associate_rq_trickled_past_its_deadline_is_closed(receiver: StorageReceiver) -> None:
@@ -420,7 +406,7 @@ def test_a_malformed_associate_rq_is_answered_then_closed(
         assert (body[2], body[3]) == fields
     else:  # A-ASSOCIATE-RJ: reserved, result, source, reason/diag.
         assert (body[1], body[2], body[3]) == fields
-    assert _established(receiver.port, "MILAN_SPECT")  # and the service stays up
+    assert echo_accepted(receiver.port, "MILAN_SPECT")  # and the service stays up
 
 
 def test_a_valid_request_is_accepted_by_the_same_checks(receiver: StorageReceiver) -> None:
