@@ -19,15 +19,20 @@ Peers, each run into a fresh folder, the order rotated between repeats (medians 
 
 * ``concordose receive`` (subprocess, this checkout's code) on a fresh spool (journal segments
   allocated at start-up): an instance is acknowledged once its journal record is ``fdatasync``-ed;
-* Orthanc 1.10 with its default durable storage (file storage area, SQLite index;
-  ``SyncStorageArea`` defaults to true: each stored file is ``fsync``-ed before the C-STORE is
-  answered; its SQLite index runs in its default mode).
+* the same receiver with every ``os.fdatasync``/``os.fsync`` replaced by a no-op (a
+  ``sitecustomize`` on its path; reference only, nothing durable): flushes cost nothing, so its
+  throughput is the ceiling any batching of flushes (group commit) could approach here;
+* Orthanc 1.10 with its default durable storage (file storage area, SQLite index):
+  ``SyncStorageArea`` defaults to true since Orthanc 1.7.4, so each stored file is
+  ``fdatasync``-ed before the C-STORE is answered (strace: one ``fdatasync`` per instance, of
+  its file; none per instance of its index or folders).
 
 After each of our runs the receiver is stopped (SIGTERM files what is still only journaled) and
 every sent instance is looked up in the spool index: all must be there and the data set bytes
 after the file meta must equal the sent file's (the spool files carry our own file meta). For
 Orthanc the stored instance count is read from its REST API. The receiver's peak resident memory
-(``VmHWM``) in each run is reported.
+(``VmHWM``) in each run is reported, and how busy the machine's cores were during each send
+(``/proc/stat``, every process).
 """
 
 from __future__ import annotations
@@ -146,6 +151,20 @@ def orthanc_instance_count(workdir: Path) -> int:
         return int(json.load(reply)["CountInstances"])
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """The machine's (all, idle + iowait) CPU ticks so far (``/proc/stat``)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
+def busy_percent(since: tuple[int, int]) -> float:
+    """How busy the machine's cores were since ``since`` (:func:`cpu_ticks`), % of all cores
+    (every process: ours, the senders, the kernel's loopback and writeback, other users)."""
+    all_now, idle_now = cpu_ticks()
+    elapsed = all_now - since[0]
+    return 100.0 * (1 - (idle_now - since[1]) / elapsed) if elapsed else 0.0
+
+
 def main() -> None:
     """Time one sender vs parallel senders into our receiver and Orthanc; print the ratios."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -183,6 +202,7 @@ def main() -> None:
         if not args.no_orthanc:
             names += ["orthanc-1", f"orthanc-{args.senders}"]
         times: dict[str, list[float]] = {name: [] for name in names}
+        busy: dict[str, list[float]] = {name: [] for name in names}  # % of all cores, any process
         peaks_mib: dict[str, list[float]] = {name: [] for name in names if "ours" in name}
         loads: list[float] = []
         starts_mib: list[float] = []  # our receiver's resident memory once listening
@@ -193,22 +213,26 @@ def main() -> None:
                 folder.mkdir(parents=True)
                 folders = [series_folder] if "-1" in name else parts
                 loads.append(os.getloadavg()[0])
+                ticks_before = cpu_ticks()
                 if name.startswith("ours"):
                     extra = no_flush if name.endswith("no-flush") else None
                     with concordose_receiver(folder, extra_path=extra) as (port, pid):
                         starts_mib.append(memory_kib(pid, "VmRSS") / 1024)
                         times[name].append(send_parallel(port, "CONCORDOSE", folders))
+                        busy[name].append(busy_percent(ticks_before))
                         peaks_mib[name].append(memory_kib(pid, "VmHWM") / 1024)
                     verify_spool(folder / "spool", series)
                 else:
                     with orthanc(folder) as port:
                         times[name].append(send_parallel(port, "ORTHANC", folders))
+                        busy[name].append(busy_percent(ticks_before))
                         count = orthanc_instance_count(folder)
                     if count != len(series):
                         raise AssertionError(f"Orthanc stored {count} of {len(series)} instances")
                 print(
                     f"  repeat {repeat} {name:<10} {times[name][-1]:6.2f} s "
-                    f"({len(series) / times[name][-1]:6.1f} instances/s, load {loads[-1]:.1f})",
+                    f"({len(series) / times[name][-1]:6.1f} instances/s, CPU busy "
+                    f"{busy[name][-1]:.0f} %, load {loads[-1]:.1f})",
                     flush=True,
                 )
             shutil.rmtree(root / f"run{repeat}")
@@ -220,7 +244,7 @@ def main() -> None:
                 peak = f", peak RSS median {statistics.median(peaks_mib[name]):.0f} MiB"
             print(
                 f"{name:<10} median {value:6.2f} s = {len(series) / value:6.1f} instances/s "
-                f"(runs {runs}){peak}"
+                f"(runs {runs}), CPU busy {statistics.median(busy[name]):.0f} %{peak}"
             )
         many = f"-{args.senders}"
         print(
@@ -232,8 +256,8 @@ def main() -> None:
                 f"no-flush reference (flushes cost nothing, nothing durable): "
                 f"{args.senders} senders / 1 sender "
                 f"{median['ours-1-no-flush'] / median['ours' + many + '-no-flush']:.2f}x; "
-                f"ours {args.senders} senders with flushes / without: "
-                f"{median['ours' + many + '-no-flush'] / median['ours' + many]:.2f}x of the ceiling"
+                f"ours with {args.senders} senders reaches "
+                f"{median['ours' + many + '-no-flush'] / median['ours' + many]:.2f} of that ceiling"
             )
         if not args.no_orthanc:
             print(
