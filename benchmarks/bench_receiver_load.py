@@ -31,8 +31,9 @@ After each of our runs the receiver is stopped (SIGTERM files what is still only
 every sent instance is looked up in the spool index: all must be there and the data set bytes
 after the file meta must equal the sent file's (the spool files carry our own file meta). For
 Orthanc the stored instance count is read from its REST API. The receiver's peak resident memory
-(``VmHWM``) in each run is reported, and how busy the machine's cores were during each send
-(``/proc/stat``, every process).
+(``VmHWM``) in each run is reported, how busy the machine's cores were during each send
+(``/proc/stat``, every process) and how many cache flushes the disk completed meanwhile (every
+process; ours include the filing's fsyncs when the burst outgrows the journal).
 """
 
 from __future__ import annotations
@@ -157,6 +158,19 @@ def cpu_ticks() -> tuple[int, int]:
     return sum(fields), fields[3] + fields[4]
 
 
+def disk_flushes(folder: Path) -> int | None:
+    """Cache-flush requests completed so far by the block device holding ``folder``
+    (``/sys/dev/block/<major>:<minor>/stat``, field 16; every process's); ``None`` where the
+    kernel does not report them (a partition's counters are its disk's)."""
+    device = os.stat(folder).st_dev
+    stat = Path(f"/sys/dev/block/{os.major(device)}:{os.minor(device)}/stat")
+    try:
+        fields = stat.read_text().split()
+    except OSError:
+        return None
+    return int(fields[15]) if len(fields) > 15 else None
+
+
 def busy_percent(since: tuple[int, int]) -> float:
     """How busy the machine's cores were since ``since`` (:func:`cpu_ticks`), % of all cores
     (every process: ours, the senders, the kernel's loopback and writeback, other users)."""
@@ -203,6 +217,7 @@ def main() -> None:
             names += ["orthanc-1", f"orthanc-{args.senders}"]
         times: dict[str, list[float]] = {name: [] for name in names}
         busy: dict[str, list[float]] = {name: [] for name in names}  # % of all cores, any process
+        flushes: dict[str, list[int]] = {name: [] for name in names}  # the disk's, any process
         peaks_mib: dict[str, list[float]] = {name: [] for name in names if "ours" in name}
         loads: list[float] = []
         starts_mib: list[float] = []  # our receiver's resident memory once listening
@@ -213,19 +228,25 @@ def main() -> None:
                 folder.mkdir(parents=True)
                 folders = [series_folder] if "-1" in name else parts
                 loads.append(os.getloadavg()[0])
-                ticks_before = cpu_ticks()
+                ticks_before, flushes_before = cpu_ticks(), disk_flushes(root)
                 if name.startswith("ours"):
                     extra = no_flush if name.endswith("no-flush") else None
                     with concordose_receiver(folder, extra_path=extra) as (port, pid):
                         starts_mib.append(memory_kib(pid, "VmRSS") / 1024)
                         times[name].append(send_parallel(port, "CONCORDOSE", folders))
                         busy[name].append(busy_percent(ticks_before))
+                        flushes_after = disk_flushes(root)
+                        if flushes_before is not None and flushes_after is not None:
+                            flushes[name].append(flushes_after - flushes_before)
                         peaks_mib[name].append(memory_kib(pid, "VmHWM") / 1024)
                     verify_spool(folder / "spool", series)
                 else:
                     with orthanc(folder) as port:
                         times[name].append(send_parallel(port, "ORTHANC", folders))
                         busy[name].append(busy_percent(ticks_before))
+                        flushes_after = disk_flushes(root)
+                        if flushes_before is not None and flushes_after is not None:
+                            flushes[name].append(flushes_after - flushes_before)
                         count = orthanc_instance_count(folder)
                     if count != len(series):
                         raise AssertionError(f"Orthanc stored {count} of {len(series)} instances")
@@ -240,11 +261,14 @@ def main() -> None:
         for name, value in median.items():
             runs = ", ".join(f"{v:.2f}" for v in times[name])
             peak = ""
+            flushed = ""
+            if flushes[name]:
+                flushed = f", disk flushes median {statistics.median(flushes[name]):.0f}"
             if name in peaks_mib:
                 peak = f", peak RSS median {statistics.median(peaks_mib[name]):.0f} MiB"
             print(
                 f"{name:<10} median {value:6.2f} s = {len(series) / value:6.1f} instances/s "
-                f"(runs {runs}), CPU busy {statistics.median(busy[name]):.0f} %{peak}"
+                f"(runs {runs}), CPU busy {statistics.median(busy[name]):.0f} %{flushed}{peak}"
             )
         many = f"-{args.senders}"
         print(
