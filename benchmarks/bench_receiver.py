@@ -126,12 +126,13 @@ def _port_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def write_series(folder: Path, count: int, seed: int = 0) -> list[Path]:
-    """``count`` CT slices of one series (random 12-bit noise: incompressible, like raw CT)."""
+def write_series(folder: Path, count: int, seed: int = 0, side: int = ROWS) -> list[Path]:
+    """``count`` CT slices of one series, ``side`` × ``side`` pixels (random 12-bit noise:
+    incompressible, like raw CT), each with fresh UIDs."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    pixels = rng.integers(0, 4096, size=(ROWS, COLUMNS), dtype=np.uint16)
+    pixels = rng.integers(0, 4096, size=(side, side), dtype=np.uint16)
     paths = []
     for index in range(count):
         ds = Dataset()
@@ -149,7 +150,7 @@ def write_series(folder: Path, count: int, seed: int = 0) -> list[Path]:
         ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
         ds.PixelSpacing = [0.98, 0.98]
         ds.SliceThickness = 1.0
-        ds.Rows, ds.Columns = ROWS, COLUMNS
+        ds.Rows, ds.Columns = side, side
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
         ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
@@ -160,19 +161,26 @@ def write_series(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def send(port: int, called_ae: str, folder: Path) -> float:
-    """Send every file of ``folder`` over one association; returns the wall time in seconds."""
-    command = [
+def storescu_command(port: int, called_ae: str, folder: Path) -> list[str]:
+    """dcmtk ``storescu`` sending every file of ``folder`` over one association as ``BENCH``."""
+    return [
         "storescu", "-aet", "BENCH", "-aec", called_ae,
         "--max-pdu", str(PDU_BYTES), "--max-send-pdu", str(PDU_BYTES),
         "+sd", "127.0.0.1", str(port), str(folder),
     ]  # fmt: skip
+
+
+def send(port: int, called_ae: str, folder: Path) -> float:
+    """Send every file of ``folder`` over one association; returns the wall time in seconds."""
+    command = storescu_command(port, called_ae, folder)
     start = time.perf_counter()
     subprocess.run(command, check=True, env=NODELAY_ENV, capture_output=True, timeout=1800)
     return time.perf_counter() - start
 
 
-def _memory_kib(pid: int, field: str) -> int:
+def memory_kib(pid: int, field: str) -> int:
+    """A memory figure of process ``pid`` from ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``:
+    the peak resident set), KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -181,20 +189,32 @@ def _memory_kib(pid: int, field: str) -> int:
 
 @contextmanager
 def concordose_receiver(
-    workdir: Path, spool: Path | None = None, stop_times: list[float] | None = None
+    workdir: Path,
+    spool: Path | None = None,
+    stop_times: list[float] | None = None,
+    *,
+    extra_path: Path | None = None,
 ) -> Iterator[tuple[int, int]]:
     """``concordose receive`` in a subprocess; yields (port, pid).
 
     ``spool`` defaults to a fresh one in ``workdir``. The time from SIGTERM to exit (filing what
-    is still only journaled, then stopping) is appended to ``stop_times``.
+    is still only journaled, then stopping) is appended to ``stop_times``. ``extra_path`` goes
+    first on the receiver's ``PYTHONPATH`` (e.g. a ``sitecustomize`` for a reference run).
     """
     port = _free_port()
     sites = workdir / "sites.yaml"
     sites.write_text("format_version: 1\nsites:\n  - site_id: bench\n    ae_titles: [BENCH]\n")
-    executable = Path(sys.executable).with_name("concordose")
+    # ``python -m concordose`` with this checkout first on the path: the benchmark measures the
+    # code beside it (the venv's ``concordose`` script may import another checkout).
+    checkout = Path(__file__).resolve().parents[1]
+    python_path = os.pathsep.join(
+        filter(None, [str(extra_path or ""), str(checkout), os.environ.get("PYTHONPATH")])
+    )
     process = subprocess.Popen(
         [
-            str(executable),
+            sys.executable,
+            "-m",
+            "concordose",
             "receive",
             "--spool",
             str(spool or workdir / "spool"),
@@ -211,7 +231,7 @@ def concordose_receiver(
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=NODELAY_ENV,
+        env={**NODELAY_ENV, "PYTHONPATH": python_path},
     )
     try:
         _wait(lambda: _port_open(port), "concordose receive")
@@ -513,9 +533,9 @@ def main() -> None:
             folder = root / "memory"
             folder.mkdir()
             with concordose_receiver(folder) as (port, pid):
-                before_kib = _memory_kib(pid, "VmRSS")
+                before_kib = memory_kib(pid, "VmRSS")
                 elapsed = send(port, "CONCORDOSE", large)
-                peak_kib = _memory_kib(pid, "VmHWM")
+                peak_kib = memory_kib(pid, "VmHWM")
             print(
                 f"large study: {count} instances, {large_mb:.0f} MB in {elapsed:.1f} s; receiver "
                 f"RSS before {before_kib / 1024:.0f} MiB, peak {peak_kib / 1024:.0f} MiB "

@@ -1,0 +1,306 @@
+"""Load on the receiver: one sender vs 4 senders in parallel, same total; Orthanc in the same run.
+
+Run: ``.venv/bin/python -m benchmarks.bench_receiver_load [--instances 2000] [--repeats 3]
+[--senders 4]``.
+
+A CT series of ``--instances`` slices (512×512 16-bit, ≈0.5 MB each, fresh UIDs; generated as
+:func:`benchmarks.bench_receiver.write_series` does) is sent by dcmtk ``storescu`` processes
+(``TCP_NODELAY=1``, 128 kB PDUs):
+
+* *one sender*: one ``storescu``, one association, every instance;
+* *N senders*: ``--senders`` ``storescu`` processes started together, each with its own
+  association and an equal share of the instances (the same total).
+
+Separate ``storescu`` processes, not pynetdicom associations in threads of this process: they are
+what sites run, and they do not share this process's GIL, so the senders cannot be the
+bottleneck that serialises the associations.
+
+Peers, each run into a fresh folder, the order rotated between repeats (medians reported):
+
+* ``concordose receive`` (subprocess, this checkout's code) on a fresh spool (journal segments
+  allocated at start-up): an instance is acknowledged once its journal record is ``fdatasync``-ed;
+* the same receiver with every ``os.fdatasync``/``os.fsync`` replaced by a no-op (a
+  ``sitecustomize`` on its path; reference only, nothing durable): flushes cost nothing, so its
+  throughput is the ceiling any batching of flushes (group commit) could approach here;
+* Orthanc 1.10 with its default durable storage (file storage area, SQLite index):
+  ``SyncStorageArea`` defaults to true since Orthanc 1.7.4, so each stored file is
+  ``fdatasync``-ed before the C-STORE is answered (strace: one ``fdatasync`` per instance, of
+  its file; none per instance of its index or folders).
+
+After each of our runs the receiver is stopped (SIGTERM files what is still only journaled) and
+every sent instance is looked up in the spool index: all must be there and the data set bytes
+after the file meta must equal the sent file's (the spool files carry our own file meta). For
+Orthanc the stored instance count is read from its REST API. The receiver's peak resident memory
+(``VmHWM``) in each run is reported, how busy the machine's cores were during each send
+(``/proc/stat``, every process) and how many cache flushes the disk completed meanwhile (every
+process; ours include the filing's fsyncs when the burst outgrows the journal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydicom import dcmread
+
+from benchmarks.bench_receiver import (
+    NODELAY_ENV,
+    concordose_receiver,
+    memory_kib,
+    orthanc,
+    storescu_command,
+    write_series,
+)
+from concordose.spool.store import Spool
+
+PREAMBLE_BYTES = 128 + 4  # Part 10 preamble + "DICM"
+
+NO_FLUSH_SITECUSTOMIZE = """\
+import os
+
+os.fdatasync = lambda fd: None  # reference run only: nothing is durable
+os.fsync = lambda fd: None
+"""
+"""Loaded by the no-flush reference receiver (``sitecustomize`` on its ``PYTHONPATH``): every
+flush returns at once, so its throughput is the ceiling any batching of flushes (group commit)
+could approach on this machine."""
+
+
+def data_set_bytes(path: Path) -> bytes:
+    """A Part 10 file's bytes after its file meta (located by its group length, 0002,0000).
+
+    Raises:
+        ValueError: the file does not start with an explicit-VR group length element.
+    """
+    raw = path.read_bytes()
+    group, element, vr, length = struct.unpack("<HH2sH", raw[PREAMBLE_BYTES : PREAMBLE_BYTES + 8])
+    if raw[128:132] != b"DICM" or (group, element, vr, length) != (2, 0, b"UL", 4):
+        raise ValueError(f"{path}: expected a Part 10 file starting with (0002,0000) UL")
+    (meta_bytes,) = struct.unpack("<I", raw[PREAMBLE_BYTES + 8 : PREAMBLE_BYTES + 12])
+    return raw[PREAMBLE_BYTES + 12 + meta_bytes :]
+
+
+def split(series: Sequence[Path], folder: Path, parts: int) -> list[Path]:
+    """Hard-link ``series`` into ``parts`` folders of (nearly) equal size, one per sender."""
+    folders = [folder / f"part{index}" for index in range(parts)]
+    for target in folders:
+        target.mkdir(parents=True)
+    for index, path in enumerate(series):
+        os.link(path, folders[index % parts] / path.name)
+    return folders
+
+
+def send_parallel(port: int, called_ae: str, folders: Sequence[Path]) -> float:
+    """One ``storescu`` per folder, all started together; wall seconds until the last ends."""
+    commands = [storescu_command(port, called_ae, folder) for folder in folders]
+    start = time.perf_counter()
+    processes = [
+        subprocess.Popen(command, env=NODELAY_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for command in commands
+    ]
+    failures = []
+    for process in processes:
+        _out, err = process.communicate(timeout=1800)
+        if process.returncode:
+            failures.append(err.decode(errors="replace")[-500:])
+    elapsed = time.perf_counter() - start
+    if failures:
+        raise RuntimeError(f"storescu failed: {failures}")
+    return elapsed
+
+
+def verify_spool(spool_root: Path, series: Sequence[Path]) -> None:
+    """Every instance of ``series`` indexed, its data set byte-identical to the sent file's.
+
+    Raises:
+        AssertionError: one missing or different (says which and how many).
+    """
+    spool = Spool.open_existing(spool_root)
+    try:
+        stored = {row.identity.sop_instance_uid: row.path for row in spool.instances()}
+    finally:
+        spool.close()
+    missing, different = 0, 0
+    for path in series:
+        uid = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+        if uid not in stored:
+            missing += 1
+        elif data_set_bytes(stored[uid]) != data_set_bytes(path):
+            different += 1
+    if missing or different or len(stored) != len(series):
+        raise AssertionError(
+            f"spool {spool_root}: expected {len(series)} instances byte-identical, found "
+            f"{len(stored)} indexed, {missing} missing, {different} different"
+        )
+
+
+def orthanc_instance_count(workdir: Path) -> int:
+    """Instances in the Orthanc of ``workdir`` (its REST ``/statistics``; port from its config)."""
+    http_port = json.loads((workdir / "orthanc.json").read_text())["HttpPort"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/statistics", timeout=10) as reply:
+        return int(json.load(reply)["CountInstances"])
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """The machine's (all, idle + iowait) CPU ticks so far (``/proc/stat``)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
+def disk_flushes(folder: Path) -> int | None:
+    """Cache-flush requests completed so far by the block device holding ``folder``
+    (``/sys/dev/block/<major>:<minor>/stat``, field 16; every process's); ``None`` where the
+    kernel does not report them (a partition's counters are its disk's)."""
+    device = os.stat(folder).st_dev
+    stat = Path(f"/sys/dev/block/{os.major(device)}:{os.minor(device)}/stat")
+    try:
+        fields = stat.read_text().split()
+    except OSError:
+        return None
+    return int(fields[15]) if len(fields) > 15 else None
+
+
+def busy_percent(since: tuple[int, int]) -> float:
+    """How busy the machine's cores were since ``since`` (:func:`cpu_ticks`), % of all cores
+    (every process: ours, the senders, the kernel's loopback and writeback, other users)."""
+    all_now, idle_now = cpu_ticks()
+    elapsed = all_now - since[0]
+    return 100.0 * (1 - (idle_now - since[1]) / elapsed) if elapsed else 0.0
+
+
+def main() -> None:
+    """Time one sender vs parallel senders into our receiver and Orthanc; print the ratios."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--instances", type=int, default=2000)
+    parser.add_argument("--senders", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--no-orthanc", action="store_true", help="our receiver only")
+    parser.add_argument(
+        "--no-flush-reference",
+        action="store_true",
+        help="skip the reference runs of our receiver with every flush a no-op",
+    )
+    args = parser.parse_args()
+    for tool in ("storescu", *(() if args.no_orthanc else ("Orthanc",))):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is required: run ./scripts/bootstrap --test")
+    root = Path(tempfile.mkdtemp(prefix="bench-receiver-load-", dir=args.workdir))
+    try:
+        series_folder = root / "series"
+        series = write_series(series_folder, args.instances)
+        parts = split(series, root / "parts", args.senders)
+        size_mb = sum(path.stat().st_size for path in series) / 1e6
+        print(
+            f"series: {args.instances} CT instances, {size_mb:.0f} MB; 1 sender vs "
+            f"{args.senders} senders ({len(list(parts[0].iterdir()))} instances each); "
+            f"load average at start {os.getloadavg()[0]:.1f}"
+        )
+        names = ["ours-1", f"ours-{args.senders}"]
+        no_flush = root / "no-flush"
+        if not args.no_flush_reference:
+            no_flush.mkdir()
+            (no_flush / "sitecustomize.py").write_text(NO_FLUSH_SITECUSTOMIZE)
+            names += ["ours-1-no-flush", f"ours-{args.senders}-no-flush"]
+        if not args.no_orthanc:
+            names += ["orthanc-1", f"orthanc-{args.senders}"]
+        times: dict[str, list[float]] = {name: [] for name in names}
+        busy: dict[str, list[float]] = {name: [] for name in names}  # % of all cores, any process
+        flushes: dict[str, list[int]] = {name: [] for name in names}  # the disk's, any process
+        peaks_mib: dict[str, list[float]] = {name: [] for name in names if "ours" in name}
+        loads: list[float] = []
+        starts_mib: list[float] = []  # our receiver's resident memory once listening
+        for repeat in range(args.repeats):
+            shift = repeat % len(names)
+            for name in names[shift:] + names[:shift]:
+                folder = root / f"run{repeat}" / name
+                folder.mkdir(parents=True)
+                folders = [series_folder] if "-1" in name else parts
+                loads.append(os.getloadavg()[0])
+                ticks_before, flushes_before = cpu_ticks(), disk_flushes(root)
+                if name.startswith("ours"):
+                    extra = no_flush if name.endswith("no-flush") else None
+                    with concordose_receiver(folder, extra_path=extra) as (port, pid):
+                        starts_mib.append(memory_kib(pid, "VmRSS") / 1024)
+                        times[name].append(send_parallel(port, "CONCORDOSE", folders))
+                        busy[name].append(busy_percent(ticks_before))
+                        flushes_after = disk_flushes(root)
+                        if flushes_before is not None and flushes_after is not None:
+                            flushes[name].append(flushes_after - flushes_before)
+                        peaks_mib[name].append(memory_kib(pid, "VmHWM") / 1024)
+                    verify_spool(folder / "spool", series)
+                else:
+                    with orthanc(folder) as port:
+                        times[name].append(send_parallel(port, "ORTHANC", folders))
+                        busy[name].append(busy_percent(ticks_before))
+                        flushes_after = disk_flushes(root)
+                        if flushes_before is not None and flushes_after is not None:
+                            flushes[name].append(flushes_after - flushes_before)
+                        count = orthanc_instance_count(folder)
+                    if count != len(series):
+                        raise AssertionError(f"Orthanc stored {count} of {len(series)} instances")
+                print(
+                    f"  repeat {repeat} {name:<10} {times[name][-1]:6.2f} s "
+                    f"({len(series) / times[name][-1]:6.1f} instances/s, CPU busy "
+                    f"{busy[name][-1]:.0f} %, load {loads[-1]:.1f})",
+                    flush=True,
+                )
+            shutil.rmtree(root / f"run{repeat}")
+        median = {name: statistics.median(values) for name, values in times.items()}
+        for name, value in median.items():
+            runs = ", ".join(f"{v:.2f}" for v in times[name])
+            peak = ""
+            flushed = ""
+            if flushes[name]:
+                flushed = f", disk flushes median {statistics.median(flushes[name]):.0f}"
+            if name in peaks_mib:
+                peak = f", peak RSS median {statistics.median(peaks_mib[name]):.0f} MiB"
+            print(
+                f"{name:<10} median {value:6.2f} s = {len(series) / value:6.1f} instances/s "
+                f"(runs {runs}), CPU busy {statistics.median(busy[name]):.0f} %{flushed}{peak}"
+            )
+        many = f"-{args.senders}"
+        print(
+            f"ours {args.senders} senders / 1 sender throughput: "
+            f"{median['ours-1'] / median['ours' + many]:.2f}x (target ≥ 2)"
+        )
+        if not args.no_flush_reference:
+            print(
+                f"no-flush reference (flushes cost nothing, nothing durable): "
+                f"{args.senders} senders / 1 sender "
+                f"{median['ours-1-no-flush'] / median['ours' + many + '-no-flush']:.2f}x; "
+                f"ours with {args.senders} senders reaches "
+                f"{median['ours' + many + '-no-flush'] / median['ours' + many]:.2f} of that ceiling"
+            )
+        if not args.no_orthanc:
+            print(
+                f"Orthanc {args.senders} senders / 1 sender throughput: "
+                f"{median['orthanc-1'] / median['orthanc' + many]:.2f}x"
+            )
+            print(
+                f"ours / Orthanc throughput, {args.senders} senders: "
+                f"{median['orthanc' + many] / median['ours' + many]:.2f}x (target ≥ 2); "
+                f"1 sender: {median['orthanc-1'] / median['ours-1']:.2f}x"
+            )
+        print(f"our receiver's RSS once listening: median {statistics.median(starts_mib):.0f} MiB")
+        print(
+            f"load average during runs: median {statistics.median(loads):.1f} "
+            f"(min {min(loads):.1f}, max {max(loads):.1f})"
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
