@@ -27,40 +27,21 @@ import threading
 import time
 from pathlib import Path
 
-from pynetdicom.pdu import A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import (
-    A_ASSOCIATE,
-    ImplementationClassUIDNotification,
-    MaximumLengthNotification,
-)
-from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from concordose.ingest.receiver import StorageReceiver
 from concordose.spool.store import Spool
 from tests.integration.peers import echo_accepted
+from tests.raw_association import associate_rq_bytes
 
 SITES = {"MILAN_SPECT": "milan", "ROME_SPECT": "rome"}
 
 
 def _associated_socket(port: int, calling_ae: str) -> socket.socket | None:
     """A raw association (C-ECHO context), or ``None`` when it is not accepted."""
-    primitive = A_ASSOCIATE()
-    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
-    primitive.calling_ae_title = calling_ae
-    primitive.called_ae_title = "CONCORDOSE"
-    context = build_context(Verification)
-    context.context_id = 1
-    primitive.presentation_context_definition_list = [context]
-    maximum = MaximumLengthNotification()
-    maximum.maximum_length_received = 16384
-    implementation = ImplementationClassUIDNotification()
-    implementation.implementation_class_uid = "1.2.3.4"
-    primitive.user_information = [maximum, implementation]
-    request = A_ASSOCIATE_RQ()
-    request.from_primitive(primitive)
+    request = associate_rq_bytes(calling_ae, [(1, Verification, None)])
     connection = socket.create_connection(("127.0.0.1", port), timeout=30)
-    connection.sendall(request.encode())
+    connection.sendall(request)
     header = b""
     while len(header) < 6:
         part = connection.recv(6 - len(header))

@@ -13,15 +13,13 @@ from pydicom import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import UID
-from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
+from pynetdicom.pdu import A_ASSOCIATE_AC
 from pynetdicom.pdu_primitives import (
-    A_ASSOCIATE,
-    ImplementationClassUIDNotification,
     MaximumLengthNotification,
 )
-from pynetdicom.presentation import build_context
 
 from concordose.ingest.upper_layer import encode_command_pdus
+from tests.raw_association import associate_rq_bytes, read_exactly
 
 PEER_MAX_PDU_BYTES = 16384
 VERIFICATION = "1.2.840.10008.1.1"
@@ -69,24 +67,15 @@ class CraftedPeer:
     ) -> None:
         self.socket = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
         self.message_id = 0
-        primitive = A_ASSOCIATE()
-        primitive.application_context_name = "1.2.840.10008.3.1.1.1"
-        primitive.calling_ae_title = calling_ae
-        primitive.called_ae_title = called_ae
-        proposed = []
-        for context in contexts:
-            item = build_context(context.abstract_syntax, context.transfer_syntax)
-            item.context_id = context.context_id
-            proposed.append(item)
-        primitive.presentation_context_definition_list = proposed
-        maximum = MaximumLengthNotification()
-        maximum.maximum_length_received = PEER_MAX_PDU_BYTES
-        implementation = ImplementationClassUIDNotification()
-        implementation.implementation_class_uid = "1.2.826.0.1.3680043.9.7433.1"
-        primitive.user_information = [maximum, implementation]
-        request = A_ASSOCIATE_RQ()
-        request.from_primitive(primitive)
-        self.socket.sendall(request.encode())
+        self.socket.sendall(
+            associate_rq_bytes(
+                calling_ae,
+                [(c.context_id, c.abstract_syntax, c.transfer_syntax) for c in contexts],
+                called_ae=called_ae,
+                max_pdu_bytes=PEER_MAX_PDU_BYTES,
+                implementation_class_uid="1.2.826.0.1.3680043.9.7433.1",
+            )
+        )
         pdu_type, body = self.read_pdu()
         if pdu_type != 0x02:
             self.socket.close()
@@ -103,17 +92,8 @@ class CraftedPeer:
         )
 
     def read_pdu(self) -> tuple[int, bytes]:
-        pdu_type, length = struct.unpack(">BxI", self._read(6))
-        return pdu_type, self._read(length)
-
-    def _read(self, size: int) -> bytes:
-        data = b""
-        while len(data) < size:
-            part = self.socket.recv(size - len(data))
-            if not part:
-                raise ConnectionError("the peer closed the connection")
-            data += part
-        return data
+        pdu_type, length = struct.unpack(">BxI", read_exactly(self.socket, 6))
+        return pdu_type, read_exactly(self.socket, length)
 
     def _command(
         self, context_id: int, command_field: int, sop_class_uid: str, sop_instance_uid: str

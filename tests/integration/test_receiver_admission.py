@@ -27,13 +27,7 @@ from pathlib import Path
 
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import (
-    A_ASSOCIATE,
-    ImplementationClassUIDNotification,
-    MaximumLengthNotification,
-)
-from pynetdicom.presentation import build_context
+from pynetdicom.pdu import A_ASSOCIATE_AC
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from concordose.ingest.admission import AdmissionLimits
@@ -41,6 +35,7 @@ from concordose.ingest.receiver import StorageReceiver
 from concordose.ingest.tls import server_context
 from concordose.spool.store import Spool
 from tests.integration.peers import echo_accepted, wait_until
+from tests.raw_association import associate_rq_bytes, read_exactly
 
 pytestmark = pytest.mark.integration
 
@@ -52,21 +47,9 @@ A_ASSOCIATE_AC_TYPE, A_ASSOCIATE_RJ_TYPE, A_ABORT_TYPE = 0x02, 0x03, 0x07
 
 def _associate_rq(calling_ae: str, called_ae: str = "CONCORDOSE") -> bytes:
     """An A-ASSOCIATE-RQ proposing CT storage (explicit VR LE) on context 1."""
-    primitive = A_ASSOCIATE()
-    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
-    primitive.calling_ae_title = calling_ae
-    primitive.called_ae_title = called_ae
-    context = build_context(CTImageStorage, ExplicitVRLittleEndian)
-    context.context_id = 1
-    primitive.presentation_context_definition_list = [context]
-    maximum = MaximumLengthNotification()
-    maximum.maximum_length_received = 16384
-    implementation = ImplementationClassUIDNotification()
-    implementation.implementation_class_uid = "1.2.3.4"
-    primitive.user_information = [maximum, implementation]
-    request = A_ASSOCIATE_RQ()
-    request.from_primitive(primitive)
-    return bytes(request.encode())
+    return associate_rq_bytes(
+        calling_ae, [(1, CTImageStorage, ExplicitVRLittleEndian)], called_ae=called_ae
+    )
 
 
 class _Peer:
@@ -76,17 +59,8 @@ class _Peer:
         self.socket = socket.create_connection(("127.0.0.1", port), timeout=30)
 
     def read_pdu(self) -> tuple[int, bytes]:
-        pdu_type, length = struct.unpack(">BxI", self._read(6))
-        return pdu_type, self._read(length)
-
-    def _read(self, size: int) -> bytes:
-        data = b""
-        while len(data) < size:
-            part = self.socket.recv(size - len(data))
-            if not part:
-                raise ConnectionError(f"closed after {len(data)} of {size} bytes")
-            data += part
-        return data
+        pdu_type, length = struct.unpack(">BxI", read_exactly(self.socket, 6))
+        return pdu_type, read_exactly(self.socket, length)
 
     def associate(self, calling_ae: str, called_ae: str = "CONCORDOSE") -> tuple[int, bytes]:
         self.socket.sendall(_associate_rq(calling_ae, called_ae))
@@ -241,16 +215,17 @@ def test_idle_connections_are_bounded_and_threads_and_descriptors_return_to_base
     assert echo_accepted(receiver.port, "ROME_SPECT")
 
 
-def test_an_associate_rq_trickled_past_its_deadline_is_closed(receiver: StorageReceiver) -> None:
-    peer = _Peer(receiver.port)
-    request = _associate_rq("MILAN_SPECT")
+def _trickle_until_closed(port: int, data: bytes) -> tuple[int, float]:
+    """Send ``data`` one byte every 0.5 s on a new connection (each read quick, the whole too
+    slow) until the receiver closes it or all is sent: (bytes sent, seconds from the connect)."""
+    peer = _Peer(port)
     connected_at = time.monotonic()
     sent = 0
     try:
         peer.socket.settimeout(0.5)
-        while True:  # one byte every 0.5 s: each read is quick, the whole is too slow
+        while sent < len(data):
             try:
-                peer.socket.sendall(request[sent : sent + 1])
+                peer.socket.sendall(data[sent : sent + 1])
                 sent += 1
                 if peer.socket.recv(1) == b"":
                     break
@@ -258,9 +233,14 @@ def test_an_associate_rq_trickled_past_its_deadline_is_closed(receiver: StorageR
                 continue
             except OSError:
                 break
-        closed_after_s = time.monotonic() - connected_at
+        return sent, time.monotonic() - connected_at
     finally:
         peer.close()
+
+
+def test_an_associate_rq_trickled_past_its_deadline_is_closed(receiver: StorageReceiver) -> None:
+    request = _associate_rq("MILAN_SPECT")
+    sent, closed_after_s = _trickle_until_closed(receiver.port, request)
     assert sent < len(request)
     assert ASSOCIATE_DEADLINE_S - 0.5 <= closed_after_s <= ASSOCIATE_DEADLINE_S + 2.0
 
@@ -293,24 +273,7 @@ def test_a_tls_handshake_trickled_past_the_association_deadline_is_closed(
         ssl_context=server_context(pem, key, pem),
         admission=AdmissionLimits(associate_deadline_s=ASSOCIATE_DEADLINE_S),
     ) as receiver:
-        peer = _Peer(receiver.port)
-        connected_at = time.monotonic()
-        sent = 0
-        try:
-            peer.socket.settimeout(0.5)
-            while sent < len(hello):  # one byte of the ClientHello every 0.5 s
-                try:
-                    peer.socket.sendall(hello[sent : sent + 1])
-                    sent += 1
-                    if peer.socket.recv(1) == b"":
-                        break
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break
-            closed_after_s = time.monotonic() - connected_at
-        finally:
-            peer.close()
+        sent, closed_after_s = _trickle_until_closed(receiver.port, hello)
         wait_until(lambda: len(receiver.unassociated) == 0, timeout_s=10, what="the close")
     assert sent < len(hello)  # the handshake never completed
     assert closed_after_s <= ASSOCIATE_DEADLINE_S + 2.0

@@ -23,13 +23,7 @@ from pydicom.uid import (
     generate_uid,
 )
 from pynetdicom import AE
-from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import (
-    A_ASSOCIATE,
-    ImplementationClassUIDNotification,
-    MaximumLengthNotification,
-)
-from pynetdicom.presentation import build_context
+from pynetdicom.pdu import A_ASSOCIATE_AC
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from concordose.ingest import receiver as receiver_module
@@ -37,6 +31,7 @@ from concordose.ingest.receiver import STATUS_OUT_OF_RESOURCES, StorageReceiver
 from concordose.ingest.upper_layer import encode_command_pdus
 from concordose.spool.journal import Journal
 from concordose.spool.store import Spool
+from tests.raw_association import associate_rq_bytes, read_exactly
 
 SENDER = "MILAN_SPECT"
 
@@ -120,39 +115,17 @@ class _RawPeer:
 
     def __init__(self, port: int) -> None:
         self.socket = socket.create_connection(("127.0.0.1", port), timeout=10)
-        primitive = A_ASSOCIATE()
-        primitive.application_context_name = "1.2.840.10008.3.1.1.1"
-        primitive.calling_ae_title = SENDER
-        primitive.called_ae_title = "CONCORDOSE"
-        context = build_context(CTImageStorage, ExplicitVRLittleEndian)
-        context.context_id = 1
-        primitive.presentation_context_definition_list = [context]
-        maximum = MaximumLengthNotification()
-        maximum.maximum_length_received = 16384
-        implementation = ImplementationClassUIDNotification()
-        implementation.implementation_class_uid = "1.2.3.4"
-        primitive.user_information = [maximum, implementation]
-        request = A_ASSOCIATE_RQ()
-        request.from_primitive(primitive)
-        self.socket.sendall(request.encode())
+        self.socket.sendall(
+            associate_rq_bytes(SENDER, [(1, CTImageStorage, ExplicitVRLittleEndian)])
+        )
         pdu_type, body = self.read_pdu()
         assert pdu_type == 0x02
         accept = A_ASSOCIATE_AC()
         accept.decode(bytes([pdu_type, 0]) + struct.pack(">I", len(body)) + body)
 
     def read_pdu(self) -> tuple[int, bytes]:
-        header = self._read(6)
-        pdu_type, length = struct.unpack(">BxI", header)
-        return pdu_type, self._read(length)
-
-    def _read(self, size: int) -> bytes:
-        data = b""
-        while len(data) < size:
-            part = self.socket.recv(size - len(data))
-            if not part:
-                raise ConnectionError("closed")
-            data += part
-        return data
+        pdu_type, length = struct.unpack(">BxI", read_exactly(self.socket, 6))
+        return pdu_type, read_exactly(self.socket, length)
 
     def command(self, command_field: int, sop_instance_uid: str, has_data_set: bool) -> None:
         elements = [
