@@ -15,7 +15,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import pyarrow.fs as pafs
 import pydicom
 import pytest
 from prefect import flow
@@ -29,6 +28,7 @@ from concordose.results.catalogue import read_current
 from concordose.results.object_store import open_object_store
 from concordose.settings import Settings
 from flows.process_cycle import CycleRunResult, ReportInputs, with_report
+from tests.integration.s3_stores import copy_store_to_s3
 
 pytestmark = pytest.mark.integration
 
@@ -239,20 +239,8 @@ def test_run_artifact_links_the_report(demo_output: Path) -> None:
 def test_report_command_on_s3(
     demo_output: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in {
-        "CONCORDOSE_S3_ENDPOINT": f"http://{s3_endpoint}",
-        "CONCORDOSE_S3_ACCESS_KEY": "concordose-test",
-        "CONCORDOSE_S3_SECRET_KEY": "concordose-test-secret",  # throwaway, local server only
-        "CONCORDOSE_S3_CREATE_BUCKET": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    store = open_object_store("s3://cycle-reports/lu177", Settings())  # the bucket: created
-    store.check_ready()
-    pafs.copy_files(
-        str(demo_output / "output"),
-        store.base,
-        source_filesystem=pafs.LocalFileSystem(),
-        destination_filesystem=store.filesystem,
+    store = copy_store_to_s3(
+        demo_output / "output", "s3://cycle-reports/lu177", s3_endpoint, monkeypatch
     )
     key = _cycle_key(demo_output / "output")
     store.filesystem.delete_file(store.path(cycle_report_key(key)))

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pytest
 from typer.testing import CliRunner
 
@@ -34,6 +33,7 @@ from flows.sweep import sweep
 from schemas.tables import QC_FINDINGS
 from tests.browser import OfflineBrowser, assert_renders_offline
 from tests.dashboard_page import parse_dashboard
+from tests.integration.s3_stores import copy_store_to_s3
 
 pytestmark = pytest.mark.integration
 
@@ -221,21 +221,7 @@ def test_consortium_output_dashboard_shows_harmonisation(consortium_run: Path) -
 def test_report_dashboard_on_s3(
     variant_copy: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in {
-        "CONCORDOSE_S3_ENDPOINT": f"http://{s3_endpoint}",
-        "CONCORDOSE_S3_ACCESS_KEY": "concordose-test",
-        "CONCORDOSE_S3_SECRET_KEY": "concordose-test-secret",  # throwaway, local server only
-        "CONCORDOSE_S3_CREATE_BUCKET": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    store = open_object_store("s3://dashboards/lu177", Settings())
-    store.check_ready()
-    pafs.copy_files(
-        str(variant_copy),
-        store.base,
-        source_filesystem=pafs.LocalFileSystem(),
-        destination_filesystem=store.filesystem,
-    )
+    store = copy_store_to_s3(variant_copy, "s3://dashboards/lu177", s3_endpoint, monkeypatch)
     store.filesystem.delete_file(store.path(DASHBOARD_KEY))
     result = CliRunner().invoke(app, ["report", "--output", "s3://dashboards/lu177", "--dashboard"])
     assert result.exit_code == 0, result.output
