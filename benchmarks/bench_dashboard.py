@@ -44,6 +44,7 @@ from concordose.cli import app
 from concordose.consortium import rebuild_cohort_tables
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.report import publish_dashboard, read_dashboard_tables, render_dashboard
+from concordose.report.cycle_tables import CYCLE_TABLES
 from concordose.results.catalogue import read_current
 from concordose.results.object_store import ObjectStore, open_object_store
 from concordose.results.provenance import Provenance
@@ -52,17 +53,6 @@ from concordose.settings import Settings
 from schemas.tables import HARMONISATION_AGREEMENT, TABLES
 
 TARGET_S = 30.0
-CYCLE_TABLES = (
-    "acquisitions",
-    "voi_timepoints",
-    "kinetics",
-    "absorbed_dose",
-    "voxel_dose",
-    "patient_summary",
-    "voxel_dose_summary",
-    "method_comparison",
-    "qc_findings",
-)
 PERTURBED = ("tia_mbq_h", "mean_dose_gy", "activity_mbq", "dose_gy", "reference_dose_gy")
 SCATTER_SIGMA = 0.10
 HELD_EVERY = 10
