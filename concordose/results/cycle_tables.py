@@ -107,16 +107,20 @@ def _kinetics_extras(batch: KineticsBatch, voi: int) -> dict[str, Any]:
     }
 
 
-def _total_sd(batch: KineticsBatch, voi: int, tac: CycleTimeActivity) -> float | None:
+def _total_sds(
+    batch: KineticsBatch,
+    tac: CycleTimeActivity,
+    partial_volume_relative_sd: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64] | None:
+    """Each VOI's TIA SD: fit ⊕ calibration ⊕ partial-volume parts; None without the first two."""
     if batch.tia_sd_mbq_h is None or tac.calibration_relative_sd is None:
         return None
-    total = tia_sd_with_calibration_mbq_h(
-        batch.tia_mbq_h[voi : voi + 1],
-        batch.tia_sd_mbq_h[voi : voi + 1],
+    return tia_sd_with_calibration_mbq_h(
+        batch.tia_mbq_h,
+        batch.tia_sd_mbq_h,
         tac.calibration_relative_sd,
-        tac.partial_volume_tia_relative_sd[voi : voi + 1],
+        partial_volume_relative_sd,
     )
-    return _nullable(total[0])
 
 
 def _goodness(batch: KineticsBatch, name: str, voi: int) -> float | None:
@@ -210,6 +214,8 @@ def build_cycle_tables(
         for voi in range(n_voi)
         for point in range(n_points)
     ]
+    partial_volume_tia_relative_sd = tac.partial_volume_tia_relative_sd
+    total_sds = [_total_sds(batch, tac, partial_volume_tia_relative_sd) for batch in kinetics]
     kinetics_rows = [
         {
             **subject(voi),
@@ -225,11 +231,11 @@ def build_cycle_tables(
             "teff_h": _parameter(batch, "teff_h", voi),
             "status": batch.status[voi],
             **_kinetics_extras(batch, voi),
-            "tia_total_sd_mbq_h": _total_sd(batch, voi, tac),
+            "tia_total_sd_mbq_h": None if totals is None else _nullable(totals[voi]),
             "schema_version": KINETICS.version,
             **common_provenance,
         }
-        for batch in kinetics
+        for batch, totals in zip(kinetics, total_sds, strict=True)
         for voi in range(n_voi)
     ]
     dose_rows = [
