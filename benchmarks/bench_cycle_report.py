@@ -17,9 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from concordose.cli import app
+from benchmarks.demo_store import demo_output
 from concordose.report import (
     publish_cycle_report,
     published_cycle_keys,
@@ -32,13 +30,6 @@ from concordose.results.object_store import ObjectStore, open_object_store
 from concordose.settings import Settings
 
 TARGET_S = 5.0
-
-
-def _demo_output(folder: Path) -> Path:
-    result = CliRunner().invoke(app, ["demo", "--workdir", str(folder / "run")])
-    if result.exit_code != 0:
-        raise SystemExit(result.output)
-    return folder / "run" / "output"
 
 
 def _one(store: ObjectStore, cycle_key: str) -> tuple[float, float, float, int]:
@@ -62,7 +53,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        output = args.output or _demo_output(Path(folder))
+        output = args.output or demo_output(Path(folder))
         store = open_object_store(str(output), Settings())
         connection = connect(store)
         cycle_key = published_cycle_keys(connection)[0]

@@ -38,9 +38,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from typer.testing import CliRunner
 
-from concordose.cli import app
+from benchmarks.demo_store import demo_output
 from concordose.consortium import rebuild_cohort_tables
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.report import publish_dashboard, read_dashboard_tables, render_dashboard
@@ -57,13 +56,6 @@ PERTURBED = ("tia_mbq_h", "mean_dose_gy", "activity_mbq", "dose_gy", "reference_
 SCATTER_SIGMA = 0.10
 HELD_EVERY = 10
 SITES = ("milan", "brussels", "montpellier", "grandrapids", "leuven", "aarhus")
-
-
-def _demo_output(folder: Path) -> Path:
-    result = CliRunner().invoke(app, ["demo", "--workdir", str(folder / "run")])
-    if result.exit_code != 0:
-        raise SystemExit(result.output)
-    return folder / "run" / "output"
 
 
 def _replace(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
@@ -243,7 +235,7 @@ def main() -> None:
     args = parser.parse_args()
     sites = list(SITES[: args.sites])
     with tempfile.TemporaryDirectory() as folder:
-        source = args.source or _demo_output(Path(folder))
+        source = args.source or demo_output(Path(folder))
         target = args.keep or Path(folder) / "bench-store"
         started = time.perf_counter()
         store = build_store(source, target, args.cycles, sites)
