@@ -44,7 +44,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -147,24 +147,37 @@ def _dose_rows(absorbed_dose: pa.Table, *extra: str) -> pd.DataFrame:
 
 
 def _cycle_summaries(absorbed_dose: pa.Table) -> dict[tuple[str, str, str], _CycleDoses]:
-    """(cycle key, kinetics method, dose method) → the cycle's patient-level doses."""
+    """(cycle key, kinetics method, dose method) → the cycle's patient-level doses.
+
+    The columns are taken out of the frame once and each group is a slice of positions: a
+    per-group pandas selection cost ~1.5 ms, which made the cohort rebuild a processed cycle
+    runs grow by ~50 ms per published cycle (``benchmarks/bench_consortium_scale.py``).
+    """
     frame = _dose_rows(absorbed_dose)
+    groups = frame.groupby(["cycle_key", "kinetics_method", "dose_method"], sort=True).indices
+    site = frame["site_id"].astype(str).to_numpy(dtype=object)
+    subject = frame["subject_key"].astype(str).to_numpy(dtype=object)
+    label = frame["voi_label"].astype(str).to_numpy(dtype=object)
+    voi_type = np.array([VoiType(t) for t in frame["voi_type"]], dtype=object)
+    dose_gy = frame["mean_dose_gy"].to_numpy(dtype=np.float64, na_value=np.nan)
+    mass_g = frame["mass_g"].to_numpy(dtype=np.float64)
+    hashes = frame["method_parameters_hash"].to_numpy(dtype=object)
     summaries: dict[tuple[str, str, str], _CycleDoses] = {}
-    for (cycle, kinetics, dose), rows in frame.groupby(
-        ["cycle_key", "kinetics_method", "dose_method"], sort=True
-    ):
+    for key, positions in groups.items():
+        cycle, kinetics, dose = cast(tuple[str, str, str], key)
+        first = positions[0]
         summaries[(str(cycle), str(kinetics), str(dose))] = _CycleDoses(
-            site_id=str(rows["site_id"].iloc[0]),
-            subject_key=str(rows["subject_key"].iloc[0]),
+            site_id=str(site[first]),
+            subject_key=str(subject[first]),
             summary=cycle_dose_summary(
-                rows["voi_label"].tolist(),
-                [VoiType(t) for t in rows["voi_type"]],
-                rows["mean_dose_gy"].to_numpy(dtype=np.float64, na_value=np.nan),
-                rows["mass_g"].to_numpy(dtype=np.float64),
+                label[positions].tolist(),
+                voi_type[positions].tolist(),
+                dose_gy[positions],
+                mass_g[positions],
             ),
-            hashes=frozenset(rows["method_parameters_hash"].tolist()),
+            hashes=frozenset(hashes[positions].tolist()),
         )
-    return summaries
+    return dict(sorted(summaries.items()))
 
 
 def _single_point_doses(

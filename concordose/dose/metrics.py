@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 import numpy.typing as npt
@@ -134,7 +135,10 @@ class CycleDoseSummary:
     oar_dose_gy: dict[str, float] = field(default_factory=dict)
 
 
+@cache
 def _oar_name(label: str) -> str | None:
+    """The OAR a VOI label counts towards (cached: a cohort summarises the same labels many
+    thousands of times)."""
     key = organ_key(label)
     if key in ("kidney_left", "kidney_right"):
         return "kidneys"
