@@ -458,6 +458,14 @@ def test_k8s_receiver_is_a_statefulset_with_a_spool_claim_and_a_dicom_service() 
     assert {"name": "spool", "persistentVolumeClaim": {"claimName": claim_name}} in volumes
 
 
+def test_k8s_receiver_exposes_the_configured_metrics_port() -> None:
+    settings = _k8s("configmap.yaml")[0]["data"]
+    (receiver,) = _containers(_k8s("receiver.yaml"), "StatefulSet")
+    ports = {p["name"]: p["containerPort"] for p in receiver["ports"]}
+    assert ports["metrics"] == int(settings["CONCORDOSE_METRICS_PORT"])
+    assert _env_file(DEPLOY / "concordose.env")["CONCORDOSE_METRICS_PORT"] == str(ports["metrics"])
+
+
 def test_k8s_prefect_server_and_worker() -> None:
     server = _k8s("prefect-server.yaml")
     (container,) = _containers(server, "Deployment")
@@ -713,6 +721,10 @@ def test_the_image_is_multi_stage_and_installs_the_built_wheel() -> None:
     assert any(re.search(r"pip install [^&]*concordose-\*\.whl", a) for a in installs)
     assert not any(re.search(r"pip install [^&]*(-e|--editable) ", a) for a in installs)
     assert ("COPY", "--chmod=0644 deploy/prefect.yaml /opt/concordose/prefect.yaml") in runtime
+    for arguments in copies:
+        if not arguments.startswith("--from="):
+            source = next(a for a in arguments.split() if not a.startswith("--"))
+            assert (REPO / source).is_file(), f"COPY {arguments}: no {source}"
 
 
 def test_the_image_runs_unprivileged_and_holds_no_secret() -> None:
