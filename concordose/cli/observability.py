@@ -105,8 +105,8 @@ def start_receiver_metrics(
 
 
 metrics_app = typer.Typer(
-    help="Prometheus metrics of the flows.\n\nExample: PROMETHEUS_MULTIPROC_DIR=/run/concordose"
-    "-metrics concordose metrics serve --metrics-port 9464",
+    help="Prometheus metrics of the flows.\n\nExample: concordose metrics serve --metrics-port "
+    "9465 (PROMETHEUS_MULTIPROC_DIR set as for the worker)",
     no_args_is_help=True,
 )
 
@@ -124,8 +124,8 @@ def serve(
 
     Run it beside the worker, with the same PROMETHEUS_MULTIPROC_DIR (an empty folder at start).
 
-    Example: PROMETHEUS_MULTIPROC_DIR=/run/concordose-metrics concordose metrics serve
-    --metrics-port 9464
+    Example: concordose metrics serve --metrics-port 9465 (with
+    PROMETHEUS_MULTIPROC_DIR=/run/concordose-metrics, as for the worker)
     """
     configure_cli_logging()
 

@@ -64,10 +64,13 @@ def log_formatter(log_format: LogFormat) -> logging.Formatter:
 
 
 def configure_logging(log_format: LogFormat, level: int = logging.INFO) -> None:
-    """Log to stderr at ``level`` in ``log_format`` (replacing the root logger's handlers), with
-    pynetdicom (one line per PDU) and httpx (one per Prefect API request) at warnings only."""
+    """Log to stderr at ``level`` in ``log_format``, with pynetdicom (one line per PDU) and httpx
+    (one per Prefect API request) at warnings only.
+
+    As :func:`logging.basicConfig`: nothing changes when the root logger already has handlers
+    (an embedding application's, or a test runner's capture)."""
     handler = logging.StreamHandler()
     handler.setFormatter(log_formatter(log_format))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
