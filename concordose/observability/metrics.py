@@ -70,6 +70,19 @@ MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 """prometheus_client's own switch to multiprocess mode (read when it is first imported)."""
 
 
+def multiprocess_dir() -> Path | None:
+    """The folder of multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``), if set."""
+    value = os.environ.get(MULTIPROCESS_DIR_ENV)
+    return Path(value) if value else None
+
+
+_folder = multiprocess_dir()
+if _folder is not None:
+    # Named but missing (e.g. a tmpfs path after a reboot): created, rather than every process
+    # failing when the metrics below write their first file there.
+    _folder.mkdir(parents=True, exist_ok=True)
+
+
 class RejectionReason(StrEnum):
     """The ``reason`` label of ``concordose_receiver_rejections_total``.
 
@@ -235,12 +248,6 @@ class ReceiverStateCollector(Collector):
             "Acknowledged instances not yet filed and indexed.",
             value=spool.unfiled_instance_count(),
         )
-
-
-def multiprocess_dir() -> Path | None:
-    """The folder of multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``), if set."""
-    value = os.environ.get(MULTIPROCESS_DIR_ENV)
-    return Path(value) if value else None
 
 
 def exposition_registry(
