@@ -45,7 +45,9 @@ the A-ASSOCIATE-RQ and every PDU have overall deadlines (:class:`~.admission.Adm
 Each stored instance marks its time point busy until its association closes; a
 :class:`~.completion.CompletionMonitor` then completes quiet time points and calls the
 ``on_complete`` hook (see :class:`~.timepoints.OnComplete`). One line is logged per association
-(accepted / rejected / closed with its counts) and per completed time point.
+(accepted / rejected / closed with its counts) and per completed time point; instances, bytes,
+associations and rejections by reason are counted for Prometheus
+(:mod:`concordose.observability.metrics`, issue 19).
 """
 
 from __future__ import annotations
@@ -607,7 +609,7 @@ class StorageReceiver:
         (transient); otherwise count the association as established."""
         rejection: Rejection | None = None
         why = ""
-        reason = RejectionReason.CALLED_AE_TITLE  # issue 19: the metric's label when rejected
+        reason = RejectionReason.CALLED_AE_TITLE  # issue 19: metric label; others set their own
         ours = str(self._ae.ae_title).strip()
         calling_ae = association.calling_ae_title
         allowed = self._allowed_calling_ae_titles

@@ -25,6 +25,7 @@ from pynetdicom.sop_class import NuclearMedicineImageStorage  # type: ignore[att
 
 from concordose.cli.observability import start_receiver_metrics
 from concordose.errors import ConcordoseError
+from concordose.ingest.admission import AdmissionLimits
 from concordose.ingest.receiver import STATUS_CANNOT_UNDERSTAND, StorageReceiver
 from concordose.ingest.sender import send_files
 from concordose.ingest.upper_layer import Association, IncomingDataSet, StoreRequest
@@ -195,6 +196,9 @@ def test_rejections_are_counted_by_reason(
     assoc = ae.associate("127.0.0.1", receiver.port, ae_title="CONCORDOSE")
     assert assoc.is_established
     assert assoc.send_c_store(dataset).Status == STATUS_CANNOT_UNDERSTAND
+    # one association open per site at most: a second one while it is open is rejected
+    receiver.admission = AdmissionLimits(max_associations_per_site=1)
+    assert not ae.associate("127.0.0.1", receiver.port, ae_title="CONCORDOSE").is_established
     assoc.release()
 
     after = scrape(server.url)
@@ -204,6 +208,7 @@ def test_rejections_are_counted_by_reason(
 
     assert delta("calling_ae_title") == 1
     assert delta("cannot_understand") == 1
+    assert delta("site_association_limit") == 1
     assert delta("called_ae_title") == 0
     assert value(after, RECEIVED) == value(before, RECEIVED)
     assert value(after, ASSOCIATIONS) - value(before, ASSOCIATIONS) == 1

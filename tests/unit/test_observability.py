@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 from pydantic import SecretStr, ValidationError
 
+from concordose.ingest.admission import UnassociatedConnections
 from concordose.observability import (
     JsonLogFormatter,
     RejectionReason,
@@ -170,3 +172,23 @@ def test_multiprocess_mode_sums_the_counts_of_processes_that_have_exited(
     assert 'concordose_cycles_total{outcome="processed"} 2.0' in text
     assert 'concordose_cycles_total{outcome="failed"} 1.0' in text
     assert "concordose_cycle_processing_seconds_sum 9.0" in text
+
+
+def test_a_connection_closed_to_admit_a_newer_one_counts_as_a_rejection() -> None:
+    def evicted() -> float:
+        value = REGISTRY.get_sample_value(
+            "concordose_receiver_rejections_total", {"reason": "unassociated_limit"}
+        )
+        return value or 0.0
+
+    before = evicted()
+    waiting = UnassociatedConnections(limit=1)
+    first, first_peer = socket.socketpair()
+    second, second_peer = socket.socketpair()
+    with first, first_peer, second, second_peer:
+        waiting.enter("first", first, "peer-1")
+        assert evicted() == before
+        waiting.enter("second", second, "peer-2")  # over the limit: the first is shut down
+        assert first_peer.recv(1) == b""  # its peer sees the close
+        assert evicted() == before + 1
+        assert len(waiting) == 1
