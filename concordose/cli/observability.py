@@ -46,9 +46,9 @@ LogFormatOption = Annotated[
     LogFormat | None,
     typer.Option(
         "--log-format",
-        help="Log lines as text or JSON, one object per line, without PHI "
-        "[default: CONCORDOSE_LOG_FORMAT, text]. Applies to the commands that log (receive, "
-        "metrics serve) and the workers they start.",
+        help="Log lines of receive and metrics serve as text or JSON (one object per line, "
+        "without PHI); default CONCORDOSE_LOG_FORMAT, else text. Prefect's flow-run logs keep "
+        "Prefect's format.",
     ),
 ]
 MetricsPortOption = Annotated[
@@ -57,15 +57,15 @@ MetricsPortOption = Annotated[
         "--metrics-port",
         min=0,
         max=65535,
-        help="Serve Prometheus /metrics on this port, 0 = a free one, logged "
-        "[default: CONCORDOSE_METRICS_PORT; none: no endpoint].",
+        help="Serve Prometheus /metrics on this port (0: a free one, logged); default "
+        "CONCORDOSE_METRICS_PORT, else no endpoint.",
     ),
 ]
 
 
 def apply_log_format(log_format: LogFormat | None) -> None:
-    """Make ``--log-format`` the setting of this process and of the workers it starts
-    (``CONCORDOSE_LOG_FORMAT`` in the environment they inherit)."""
+    """Make ``--log-format`` the setting of this process (``CONCORDOSE_LOG_FORMAT``, which the
+    processes it starts inherit too)."""
     if log_format is not None:
         os.environ[LOG_FORMAT_ENV] = log_format
 
@@ -116,7 +116,7 @@ def serve(
     metrics_port: MetricsPortOption = None,
     host: Annotated[
         str | None,
-        typer.Option(help="Address to listen on [default: CONCORDOSE_METRICS_HOST, 0.0.0.0]."),
+        typer.Option(help="Address to listen on; default CONCORDOSE_METRICS_HOST, 0.0.0.0."),
     ] = None,
 ) -> None:
     """Serve the metrics every process writes to PROMETHEUS_MULTIPROC_DIR (flow runs of a

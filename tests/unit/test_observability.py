@@ -20,6 +20,7 @@ from pydantic import SecretStr, ValidationError
 from concordose.ingest.admission import UnassociatedConnections
 from concordose.observability import (
     JsonLogFormatter,
+    ReceiverStateCollector,
     RejectionReason,
     exposition_registry,
     record_cycle_run,
@@ -192,3 +193,27 @@ def test_a_connection_closed_to_admit_a_newer_one_counts_as_a_rejection() -> Non
         assert first_peer.recv(1) == b""  # its peer sees the close
         assert evicted() == before + 1
         assert len(waiting) == 1
+
+
+class _Backlog:
+    def journal_depth(self) -> int:
+        return 7
+
+    def unfiled_instance_count(self) -> int:
+        return 9
+
+
+class _Receiver:
+    spool = _Backlog()
+    active_associations = 2
+
+
+def test_the_receivers_gauges_are_served_beside_the_summed_files(tmp_path: Path) -> None:
+    """``receive --metrics-port`` in multiprocess mode: the files of every process plus the
+    gauges read from the receiver when scraped."""
+    text = generate_latest(
+        exposition_registry([ReceiverStateCollector(_Receiver())], metrics_dir=tmp_path)
+    ).decode()
+    assert "concordose_receiver_journal_depth 7.0" in text
+    assert "concordose_receiver_unfiled_instances 9.0" in text
+    assert "concordose_receiver_associations_open 2.0" in text
