@@ -8,6 +8,7 @@ then from explicit keyword arguments (the CLI passes its options that way). Secr
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -75,6 +76,7 @@ class Settings(BaseSettings):
         protocol_dir: a folder of site protocol files (``default.yaml``, ``<site_id>.yaml``)
             used instead of the packaged ``schemas/protocols`` (a consortium run uses one per
             processing variant, e.g. partial-volume correction on for all sites).
+        metrics_port / metrics_host / log_format: observability (issue 19), see below.
     """
 
     model_config = SettingsConfigDict(
@@ -115,6 +117,20 @@ class Settings(BaseSettings):
     memory_budget_gb: float | None = Field(default=None, gt=0.0)
     protocol_dir: Path | None = None
     data_docs_keep_runs: int = Field(default=DEFAULT_DATA_DOCS_KEEP_RUNS, ge=1)
+
+    # --- observability (issue 19; concordose/observability/) ---
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """``CONCORDOSE_METRICS_PORT``: where ``concordose receive`` and ``concordose metrics serve``
+    serve Prometheus ``/metrics``; None (default): no endpoint; 0: a free port, logged."""
+    metrics_host: str = "0.0.0.0"
+    """``CONCORDOSE_METRICS_HOST``: address of the endpoint. All interfaces by default: the
+    scraper runs on another host or pod of the cluster (the compose file and the Service publish
+    only the DICOM port and the Prefect UI, so it stays inside); ``127.0.0.1`` for a scraper on
+    the same machine. The endpoint has no authentication: it shows counts, never identifiers."""
+    log_format: Literal["text", "json"] = "text"
+    """``CONCORDOSE_LOG_FORMAT``: ``json`` logs one JSON object per line, without PHI
+    (:mod:`concordose.observability.log_format`)."""
+    # --- end observability ---
 
     def receiver_admission(self) -> AdmissionLimits:
         """The receiver's admission limits from these settings."""

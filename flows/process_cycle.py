@@ -19,6 +19,7 @@ receiving does nothing and says so: the newer event's run covers it.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -33,6 +34,7 @@ from concordose.calibration.findings import Finding
 from concordose.calibration.protocol import load_protocol
 from concordose.calibration.registry import SiteRegistry
 from concordose.dose.voxel_dosimetry import LesionDoseSlice
+from concordose.observability.metrics import record_cycle_run
 from concordose.pipeline.catalogue import CycleSource
 from concordose.pipeline.preparation import PreparedCycle, cycle_identity
 from concordose.report import CycleImages
@@ -340,6 +342,7 @@ def process_cycle(
         logger.info("cycle %s skipped: %s", cycle_id, reason)
         return CycleRunResult(cycle_id, OUTCOME_SKIPPED, reason)
 
+    started_s = time.monotonic()  # issue 19: concordose_cycle_processing_seconds
     try:
         result, site_name, report_inputs = _process(
             source,
@@ -356,7 +359,9 @@ def process_cycle(
         # published (validation and the manifest come last).
         failure = f"{type(exc).__name__}: {exc}"[:2000]
         record_outcome_task(source, members, CycleState.FAILED, failure)
+        record_cycle_run(CycleState.FAILED, time.monotonic() - started_s)  # issue 19
         raise
+    record_cycle_run(CycleState(result.outcome), time.monotonic() - started_s)  # issue 19
     if refresh_cohort and result.outcome == OUTCOME_PROCESSED:
         refresh_cohort_tables(output_uri)  # kinetics_agreement, dose_agreement (issue 14)
     # after the cohort tables, so the report shows this cycle's threshold concordance rows

@@ -28,6 +28,7 @@ import logging
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ from typing import Generic, TypeVar
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
+from concordose.observability.metrics import record_cycle_run
 from concordose.spool.cycles import CycleRecord, CycleState
 from concordose.spool.store import Spool
 from concordose.spool.timepoints import TimePointEvent
@@ -218,6 +220,7 @@ class WorkerProcessTrigger(QueuedCycleTrigger[int]):
         ]
         if self.output_uri is not None:
             arguments += ["--output", self.output_uri]
+        started_s = time.monotonic()
         status = subprocess.run(arguments, check=False, stdin=subprocess.DEVNULL).returncode
         if status in WORKER_OUTCOME_EXIT_CODES:
             LOG.info(
@@ -231,7 +234,8 @@ class WorkerProcessTrigger(QueuedCycleTrigger[int]):
             else f"worker process exited with status {status}"
         )
         LOG.warning("cycle %s: %s", record.cycle_id, reason)
-        if status < 0:  # the worker could not record its own outcome
+        if status < 0:  # the worker could not record its own outcome (nor count it: issue 19)
+            record_cycle_run(CycleState.FAILED, time.monotonic() - started_s)
             Spool.open_existing(spool_root).record_cycle_outcome(
                 record.members, CycleState.FAILED, datetime.now(UTC), reason=reason
             )

@@ -29,6 +29,14 @@ from concordose.cli.console import (
     progress_bar,
     run_or_exit,
 )
+from concordose.cli.observability import (
+    LogFormatOption,
+    MetricsPortOption,
+    apply_log_format,
+    configure_cli_logging,
+    metrics_app,
+    start_receiver_metrics,
+)
 from concordose.cli.output import csv_text, echo_json
 from concordose.cli.protocol import protocol_app
 from concordose.cli.report import report as report_command
@@ -45,6 +53,7 @@ __all__ = ["EXIT_INPUT_ERROR", "app", "main"]
 if TYPE_CHECKING:
     from concordose.calibration.registry import SiteRegistry
     from concordose.ingest.receiver import StorageReceiver
+    from concordose.observability import MetricsServer
     from flows.sweep import SweepResult
     from phantoms.imaging import ImagingMode
 
@@ -69,11 +78,13 @@ def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
+    log_format: LogFormatOption = None,  # issue 19
 ) -> None:
     """Multicentre harmonisation platform for Lu-177 radioligand-therapy dosimetry.
 
     Example: concordose demo --preset test
     """
+    apply_log_format(log_format)
 
 
 VOI_DOSE_METHOD_PREFERENCE: dict[str, tuple[str, ...]] = {
@@ -1275,13 +1286,7 @@ def consortium(
 
 
 def _configure_logging() -> None:
-    import logging
-
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-    )
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # one line per PDU otherwise
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API request
+    configure_cli_logging()  # text or JSON (issue 19), pynetdicom and httpx at warnings
 
 
 # --- sites.yaml reloaded on SIGHUP (issue 16) ---
@@ -1376,6 +1381,8 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
             "(CONCORDOSE_PSEUDONYM_KEY), or '(hidden)' without a key.",
         ),
     ] = False,
+    metrics_port: MetricsPortOption = None,  # issue 19
+    log_format: LogFormatOption = None,  # issue 19
 ) -> None:
     """Run the storage SCP in the foreground until Ctrl-C / SIGTERM; SIGHUP reloads the sites
     file (AE titles, sites, calibration records) and logs what changed.
@@ -1383,6 +1390,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
     Example: concordose receive --spool /var/lib/concordose/spool --sites sites.yaml --port 11112
     (then, after editing sites.yaml: kill -HUP <pid>)
     """
+    import logging
     import os
     import signal
     import time
@@ -1395,7 +1403,9 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
     from concordose.spool.store import Spool
     from concordose.spool.timepoints import OnComplete
 
+    apply_log_format(log_format)
     _configure_logging()
+    metrics_servers: list[MetricsServer] = []  # issue 19: stopped with the receiver
 
     def build() -> tuple[StorageReceiver, SiteRegistry]:
         settings = Settings()
@@ -1441,6 +1451,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
             show_phi=show_phi,
             pseudonym_key=settings.pseudonym_key,
         )
+        metrics_servers.extend(filter(None, [start_receiver_metrics(receiver, metrics_port)]))
         receiver.start()
         return receiver, registry
 
@@ -1465,13 +1476,19 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
                 time.sleep(0.2)  # idle; a signal interrupts the sleep and its handler runs
         finally:
             receiver.stop()
-            error_console.print("receiver stopped; pending time points resume at the next start")
+            for server in metrics_servers:
+                server.stop()
+            # a log line (text or JSON, issue 19), like every other line of the service
+            logging.getLogger("concordose.receive").info(
+                "receiver stopped; pending time points resume at the next start"
+            )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
 app.add_typer(spool_app, name="spool")
+app.add_typer(metrics_app, name="metrics")  # issue 19
 app.command("report")(report_command)
 
 

@@ -35,6 +35,8 @@ from collections.abc import Hashable
 from contextlib import suppress
 from dataclasses import dataclass
 
+from concordose.observability.metrics import RejectionReason, record_rejection
+
 LOG = logging.getLogger(__name__)
 
 
@@ -116,6 +118,7 @@ class UnassociatedConnections:
                 oldest_key = next(iter(self._waiting))
                 oldest = self._waiting.pop(oldest_key)
                 self.evicted_count += 1
+                record_rejection(RejectionReason.UNASSOCIATED_LIMIT)  # issue 19 (metrics)
                 # Under the lock: the owner leaves before it closes, so the descriptor is still
                 # that connection's (never a newer one reusing the number).
                 with suppress(OSError), socket.socket(fileno=os.dup(oldest.fileno)) as dup:

@@ -45,7 +45,9 @@ the A-ASSOCIATE-RQ and every PDU have overall deadlines (:class:`~.admission.Adm
 Each stored instance marks its time point busy until its association closes; a
 :class:`~.completion.CompletionMonitor` then completes quiet time points and calls the
 ``on_complete`` hook (see :class:`~.timepoints.OnComplete`). One line is logged per association
-(accepted / rejected / closed with its counts) and per completed time point.
+(accepted / rejected / closed with its counts) and per completed time point; instances, bytes,
+associations and rejections by reason are counted for Prometheus
+(:mod:`concordose.observability.metrics`, issue 19).
 """
 
 from __future__ import annotations
@@ -103,6 +105,12 @@ from concordose.ingest.upper_layer import (
     UpperLayerSettings,
     serve_connection,
 )
+from concordose.observability.metrics import (
+    RejectionReason,
+    record_association,
+    record_instance_stored,
+    record_rejection,
+)
 from concordose.spool.completion import (
     DEFAULT_DELIVERY_BACKOFF_MAX_S,
     DEFAULT_QUIET_PERIOD_S,
@@ -131,6 +139,14 @@ STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
 STATUS_DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # PS3.4 B.2.3: identifier mismatch
 STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122  # PS3.7 Annex C; on another SOP's context
+
+REJECTION_BY_STATUS = {  # issue 19: concordose_receiver_rejections_total{reason}
+    STATUS_NOT_AUTHORIZED: RejectionReason.NOT_AUTHORIZED,
+    STATUS_OUT_OF_RESOURCES: RejectionReason.OUT_OF_RESOURCES,
+    STATUS_CANNOT_UNDERSTAND: RejectionReason.CANNOT_UNDERSTAND,
+    STATUS_DATA_SET_DOES_NOT_MATCH_SOP_CLASS: RejectionReason.DATA_SET_MISMATCH,
+    STATUS_SOP_CLASS_NOT_SUPPORTED: RejectionReason.SOP_CLASS_NOT_SUPPORTED,
+}
 
 DEFER_VALUES_OVER_BYTES = 65536
 """Values longer than this are not read when an instance is checked (pixel data): reading a
@@ -382,6 +398,7 @@ class _IncomingInstance:
         entry.studies.add(identity.study_uid)
         with receiver._counter_lock:
             receiver.stored_count += 1
+        record_instance_stored(self.size_bytes - self.data_start)  # issue 19 (metrics)
         return STATUS_SUCCESS
 
 
@@ -581,6 +598,7 @@ class StorageReceiver:
         entry.failed += 1
         with self._counter_lock:
             self.failed_count += 1
+        record_rejection(REJECTION_BY_STATUS[status])  # issue 19 (metrics)
         return status
 
     # -- the upper layer's service contract (upper_layer.StorageService) ------------------------
@@ -591,6 +609,7 @@ class StorageReceiver:
         (transient); otherwise count the association as established."""
         rejection: Rejection | None = None
         why = ""
+        reason = RejectionReason.CALLED_AE_TITLE  # issue 19: metric label; others set their own
         ours = str(self._ae.ae_title).strip()
         calling_ae = association.calling_ae_title
         allowed = self._allowed_calling_ae_titles
@@ -601,14 +620,17 @@ class StorageReceiver:
         elif allowed is not None and calling_ae not in allowed:
             rejection = CALLING_AE_NOT_RECOGNISED
             why = "calling AE title not allowed"
+            reason = RejectionReason.CALLING_AE_TITLE
         else:
             with self._counter_lock:
                 open_for_site = sum(1 for e in self._associations.values() if e.site == site)
                 if len(self._associations) >= self.max_associations:
                     rejection = LOCAL_LIMIT_EXCEEDED
                     why = f"busy: {self.max_associations} association(s) open"
+                    reason = RejectionReason.ASSOCIATION_LIMIT
                 elif open_for_site >= self.admission.max_associations_per_site:
                     rejection = LOCAL_LIMIT_EXCEEDED
+                    reason = RejectionReason.SITE_ASSOCIATION_LIMIT
                     why = (
                         f"busy: {open_for_site} association(s) open from site {site} "
                         "(limit CONCORDOSE_RECEIVER_MAX_ASSOCIATIONS_PER_SITE)"
@@ -619,6 +641,7 @@ class StorageReceiver:
                         self._association_counter, association, site
                     )
         if rejection is not None:
+            record_rejection(reason)
             LOG.warning(
                 "association from %s at %s rejected (%s)", calling_ae, association.peer, why
             )
@@ -627,6 +650,7 @@ class StorageReceiver:
     def established(self, association: Association) -> None:
         """Log the accepted association."""
         entry = self._associations[id(association)]
+        record_association()  # issue 19 (metrics)
         LOG.info(
             "association #%d from %s at %s accepted%s",
             entry.number,

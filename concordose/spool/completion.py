@@ -40,6 +40,7 @@ from tenacity import (
 )
 
 from concordose.dicom.pseudonym import patient_label
+from concordose.observability.metrics import observe_completion_lag
 from concordose.spool.store import Spool
 from concordose.spool.timepoints import OnComplete, TimePointEvent
 
@@ -190,6 +191,7 @@ class CompletionMonitor:
                 if self.spool.mark_notified(event, self.clock()):
                     delivered.append(event)
                     record = event.timepoint
+                    observe_completion_lag(record.last_activity_at, record.completed_at)
                     time_h = f"{record.time_h:.1f} h p.i." if record.time_h is not None else "?"
                     LOG.info(
                         "time point complete: %s patient %s from %s, %d instance(s) [%s], %s (%s)",

@@ -1000,6 +1000,19 @@ class Spool:
                 if not item.dropped and item.duplicate is None
             }
 
+    # --- read-only backlog counts for the metrics (issue 19, concordose/observability/) ---
+    def unfiled_instance_count(self) -> int:
+        """Acknowledged instances not yet filed and indexed (journaled or fsync'ed temp files)."""
+        with self._unfiled_changed:
+            return len(self._unfiled) + len(self._filing)
+
+    def journal_depth(self) -> int:
+        """Instances held in the journal (their records not yet released)."""
+        with self._unfiled_changed:
+            return sum(item.entry is not None for item in (*self._unfiled, *self._filing))
+
+    # --- end backlog counts ---
+
     def accept_temp_file(
         self,
         identity: InstanceIdentity,
