@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_dashboard import SITES, build_store
+from benchmarks.bench_dashboard import build_store, site_names
 from benchmarks.demo_store import demo_output
 from concordose.consortium import rebuild_cohort_tables
 from concordose.report import read_dashboard_tables
@@ -101,8 +101,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     sizes = [int(value) for value in args.cycles.split(",")]
-    sites = [*SITES, *(f"site{index:02d}" for index in range(len(SITES), args.sites))]
-    sites = sites[: args.sites]
+    sites = site_names(args.sites)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         source = args.source or demo_output(Path(folder))

@@ -58,6 +58,11 @@ HELD_EVERY = 10
 SITES = ("milan", "brussels", "montpellier", "grandrapids", "leuven", "aarhus")
 
 
+def site_names(count: int) -> list[str]:
+    """``count`` site ids: the named ones first, then ``site06``, ``site07``…"""
+    return [*SITES, *(f"site{index:02d}" for index in range(len(SITES), count))][:count]
+
+
 def _replace(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     index = table.schema.get_field_index(name)
     return table.set_column(index, table.schema.field(name), values)
@@ -233,7 +238,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", type=Path, default=None, help="build the store here, keep it")
     args = parser.parse_args()
-    sites = list(SITES[: args.sites])
+    sites = site_names(args.sites)
     with tempfile.TemporaryDirectory() as folder:
         source = args.source or demo_output(Path(folder))
         target = args.keep or Path(folder) / "bench-store"
