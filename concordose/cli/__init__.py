@@ -31,6 +31,7 @@ from concordose.cli.console import (
 )
 from concordose.cli.output import csv_text, echo_json
 from concordose.cli.protocol import protocol_app
+from concordose.cli.raw import raw_app
 from concordose.cli.report import report as report_command
 from concordose.cli.sites import sites_app
 from concordose.cli.spool import spool_app
@@ -563,6 +564,13 @@ def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a paramet
     ] = None,
     kinetics_methods: KineticsMethodsOption = None,
     dose_methods: DoseMethodsOption = None,
+    manifest: Annotated[
+        str | None,
+        typer.Option(
+            help="The cycle's manifest in the raw store (CONCORDOSE_RAW_STORE_URI): read the "
+            "instances from there; --spool need not exist here."
+        ),
+    ] = None,
 ) -> None:
     """Process one treatment cycle (what the receiver's worker runs). Exit 0 processed or
     skipped, 1 held, 2 bad input.
@@ -571,7 +579,8 @@ def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a paramet
     --cycle-id 3f2a…
     """
     kinetics, dose = run_or_exit(lambda: _method_overrides(kinetics_methods, dose_methods))
-    run_or_exit(lambda: _check_before_processing(spool, sites, site))
+    if manifest is None:
+        run_or_exit(lambda: _check_before_processing(spool, sites, site))
     from flows.process_cycle import OUTCOME_HELD, process_cycle
 
     result = process_cycle(
@@ -583,6 +592,7 @@ def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a paramet
         site_id=site,
         kinetics_methods=kinetics,
         dose_methods=dose,
+        manifest_uri=manifest,
     )
     console.print(
         f"cycle {result.cycle_id} {result.outcome}"
@@ -1472,6 +1482,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
 
 
 app.add_typer(spool_app, name="spool")
+app.add_typer(raw_app, name="raw")
 app.command("report")(report_command)
 
 
