@@ -549,6 +549,17 @@ def process(  # noqa: PLR0917 (typer maps each option to a parameter)
     run_or_exit(lambda: _report_sweep(result, spool))
 
 
+def _check_manifest(manifest_uri: str, sites: Path) -> None:
+    """Bad input of a run from the raw store before any orchestration starts, as one message
+    (exit 2): a bad site registry, a URI that is no manifest's, a missing bucket or manifest."""
+    from concordose.calibration.registry import SiteRegistry
+    from concordose.payloads import open_manifest
+    from concordose.settings import Settings
+
+    SiteRegistry.load(sites)
+    open_manifest(manifest_uri, Settings())
+
+
 @app.command("process-cycle")
 def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a parameter)
     spool: Annotated[Path, typer.Option(help="Spool folder (or any folder of DICOM files).")],
@@ -581,6 +592,8 @@ def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a paramet
     kinetics, dose = run_or_exit(lambda: _method_overrides(kinetics_methods, dose_methods))
     if manifest is None:
         run_or_exit(lambda: _check_before_processing(spool, sites, site))
+    else:
+        run_or_exit(lambda: _check_manifest(manifest, sites))
     from flows.process_cycle import OUTCOME_HELD, process_cycle
 
     result = process_cycle(

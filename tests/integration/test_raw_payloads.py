@@ -13,6 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from moto.s3.models import s3_backends
+from prefect.client.orchestration import get_client
+from prefect.deployments.runner import RunnerDeployment
 from typer.testing import CliRunner
 
 from concordose.cli import app
@@ -39,7 +41,7 @@ from concordose.settings import Settings
 from concordose.spool.cycles import CycleRecord, CycleState
 from concordose.spool.store import Spool
 from flows.process_cycle import OUTCOME_PROCESSED, process_cycle
-from flows.triggers import InProcessFlowTrigger
+from flows.triggers import DeploymentTrigger, InProcessFlowTrigger, idempotency_key
 from phantoms import GeneratedPatient
 from tests.fakes import FakeClock, Recorder
 from tests.integration.s3_stores import use_s3_server
@@ -255,6 +257,7 @@ def test_process_cycle_from_the_manifest_needs_no_spool_and_publishes_the_same_t
     assert list(scratch.iterdir()) == []  # the downloaded cycle is cleaned up
     assert from_raw.cycle_key == from_spool.cycle_key
     assert set(from_raw.tables) == set(from_spool.tables)
+    assert from_spool.tables["kinetics"].num_rows > 0  # science ran, not a held cycle
     for name, table in from_spool.tables.items():
         assert _comparable(from_raw.tables[name]).equals(_comparable(table)), name
     (outcome,) = raw.outcomes()
@@ -406,3 +409,34 @@ def test_the_receiver_uploads_a_completed_cycle_and_the_flow_runs_from_the_raw_s
     assert outcome.state is CycleState.PROCESSED
     (cycle,) = Spool(tmp_path / "spool").cycles()  # this worker sees the spool too: recorded
     assert cycle.state is CycleState.PROCESSED
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_deployment_run_is_given_the_manifest_of_the_uploaded_cycle(
+    tmp_path: Path,
+    s3_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    small_patient: GeneratedPatient,
+) -> None:
+    deployment = process_cycle.to_deployment(name="raw-store-test")
+    assert isinstance(deployment, RunnerDeployment)  # called synchronously
+    deployment.apply()
+    recorder = Recorder()
+    _receive(tmp_path / "spool", small_patient, recorder).stop()
+    use_s3_server(s3_endpoint, monkeypatch)
+    monkeypatch.setenv("CONCORDOSE_RAW_STORE_URI", RAW_URI)
+    trigger = DeploymentTrigger("process-cycle/raw-store-test", small_patient.sites_path)
+    for event in recorder.events:  # the last one finds the cycle complete
+        trigger(event)
+    spool, record = _cycle(tmp_path / "spool")
+    key = idempotency_key(spool.spool_id, record)
+    with get_client(sync_client=True) as client:
+        (run,) = [r for r in client.read_flow_runs() if r.idempotency_key == key]
+    expected = RawStore.open(RAW_URI, Settings()).manifest_uri(
+        record.cycle_id, record.members.content_revision
+    )
+    assert run.parameters["manifest_uri"] == expected
+    assert RawStore.open(RAW_URI, Settings()).has_manifest(
+        record.cycle_id, record.members.content_revision
+    )
+    assert small_patient.patient_id not in str(run.parameters)
