@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -78,6 +79,32 @@ def prune_command(
     )
 
 
+@raw_app.command("sync-outcomes")
+def sync_outcomes_command(
+    spool: Annotated[Path, typer.Option(help="The receiver's spool folder.")],
+    store: Annotated[
+        str | None,
+        typer.Option(help="The raw store (default: CONCORDOSE_RAW_STORE_URI)."),
+    ] = None,
+) -> None:
+    """Record in the spool the outcomes workers recorded in the raw store (cycles they ran from
+    their manifests), so `spool status` shows them and the sweep does not run them again. Run it
+    beside the receiver before the nightly sweep. Exit 0 done, 2 bad input.
+
+    Example: concordose raw sync-outcomes --spool /var/lib/concordose/spool
+    """
+    from concordose.payloads import RawStore, import_outcomes
+    from concordose.settings import Settings
+    from concordose.spool.store import Spool
+
+    settings = Settings()
+    uri = run_or_exit(lambda: _store_uri(store or settings.raw_store_uri))
+    count = run_or_exit(
+        lambda: import_outcomes(Spool.open_existing(spool), RawStore.open(uri, settings))
+    )
+    console.print(f"{spool}: {count} outcome(s) recorded from {uri}", highlight=False)
+
+
 def _store_uri(uri: str | None) -> str:
     """The raw store to prune.
 
@@ -86,6 +113,6 @@ def _store_uri(uri: str | None) -> str:
     """
     if not uri:
         raise ConfigurationError(
-            "raw prune: expected a raw store (--store or CONCORDOSE_RAW_STORE_URI), found none"
+            "expected a raw store (--store or CONCORDOSE_RAW_STORE_URI), found none"
         )
     return uri

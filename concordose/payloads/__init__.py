@@ -15,6 +15,7 @@ from concordose.payloads.manifest import (
     outcome_key,
     split_manifest_uri,
 )
+from concordose.payloads.outcomes import import_outcomes
 from concordose.payloads.retention import PruneReport, expired_cycles, prune
 from concordose.payloads.store import (
     PayloadHashMismatchError,
@@ -39,6 +40,7 @@ __all__ = [
     "StagedCycle",
     "UploadReport",
     "expired_cycles",
+    "import_outcomes",
     "instance_key",
     "manifest_key",
     "newer_revision",

@@ -265,6 +265,18 @@ def test_process_cycle_from_the_manifest_needs_no_spool_and_publishes_the_same_t
     assert from_raw.published is not None
     assert outcome.run_id == from_raw.published.run_id
 
+    # Back beside the receiver: the spool learns what the worker recorded, once.
+    (tmp_path / "receiver-only").rename(spool_root)
+    sync = ["raw", "sync-outcomes", "--spool", str(spool_root), "--store", RAW_URI]
+    result = CliRunner().invoke(app, sync)
+    assert result.exit_code == 0, result.output
+    assert "1 outcome(s) recorded" in result.output
+    (cycle,) = Spool.open_existing(spool_root).cycles()
+    assert cycle.state is CycleState.PROCESSED
+    assert cycle.outcome is not None
+    assert cycle.outcome.run_id == from_raw.published.run_id
+    assert "0 outcome(s) recorded" in CliRunner().invoke(app, sync).output
+
 
 def _manifest(
     raw: RawStore,
