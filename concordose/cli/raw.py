@@ -79,6 +79,39 @@ def prune_command(
     )
 
 
+@raw_app.command("upload")
+def upload_command(
+    spool: Annotated[Path, typer.Option(help="The receiver's spool folder.")],
+    cycle_id: Annotated[str, typer.Option(help="The cycle (`concordose spool status`).")],
+    store: Annotated[
+        str | None,
+        typer.Option(help="The raw store (default: CONCORDOSE_RAW_STORE_URI)."),
+    ] = None,
+) -> None:
+    """Upload one cycle's instances and manifest as the receiver's hook does (only what the
+    store lacks); prints the manifest URI for `concordose process-cycle --manifest`. Exit 0
+    done, 2 bad input.
+
+    Example: concordose raw upload --spool /var/lib/concordose/spool --cycle-id 3f2a…
+    """
+    from concordose.payloads import RawStore, upload_cycle
+    from concordose.settings import Settings
+    from concordose.spool.store import Spool
+
+    settings = Settings()
+    uri = run_or_exit(lambda: _store_uri(store or settings.raw_store_uri))
+
+    def upload() -> str:
+        opened = Spool.open_existing(spool)
+        report = upload_cycle(opened, opened.cycle(cycle_id), RawStore.open(uri, settings))
+        return (
+            f"cycle {cycle_id}: {report.uploaded} instance(s) uploaded, {report.present} "
+            f"already there; manifest {report.manifest_uri}"
+        )
+
+    console.print(run_or_exit(upload), highlight=False, soft_wrap=True)
+
+
 @raw_app.command("sync-outcomes")
 def sync_outcomes_command(
     spool: Annotated[Path, typer.Option(help="The receiver's spool folder.")],

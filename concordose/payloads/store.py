@@ -158,8 +158,8 @@ class RawStore:
             partial.unlink(missing_ok=True)
             raise PayloadHashMismatchError(
                 f"raw store {self.uri}: object {key} should hash to {entry.sha256}, its bytes "
-                f"hash to {found}; the object is corrupt (delete it and re-run the cycle's "
-                "upload)"
+                f"hash to {found}; the object is corrupt: delete it and upload the cycle again "
+                "(`concordose raw upload --spool … --cycle-id …`)"
             )
         partial.replace(target)
 

@@ -167,8 +167,10 @@ def test_an_interrupted_upload_leaves_no_manifest_and_the_retry_sends_only_the_r
     assert len(_objects()) == 3  # what went before the failure
 
     aside.rename(rows[3].path)
-    report = upload_cycle(spool, record, raw)
-    assert (report.uploaded, report.present) == (len(rows) - 3, 3)
+    command = ["raw", "upload", "--spool", str(spool_root), "--cycle-id", record.cycle_id]
+    result = CliRunner().invoke(app, [*command, "--store", RAW_URI])
+    assert result.exit_code == 0, result.output
+    assert f"{len(rows) - 3} instance(s) uploaded, 3 already there" in result.output
     assert raw.has_manifest(record.cycle_id, record.members.content_revision)
 
 
@@ -189,7 +191,7 @@ def test_a_worker_refuses_corrupt_and_missing_payloads_and_a_missing_bucket(
     folder = tmp_path / "worker"
     with pytest.raises(PayloadHashMismatchError, match=entry.sha256) as mismatch:
         stage_cycle(raw, manifest, folder)
-    assert "corrupt" in str(mismatch.value)
+    assert "corrupt: delete it and upload the cycle again" in str(mismatch.value)
     assert not (folder / f"{entry.sha256}.dcm").exists()
     assert not list(folder.glob(".*partial"))
 
