@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from concordose.ingest.admission import DEFAULT_ADMISSION, AdmissionLimits
@@ -77,6 +77,13 @@ class Settings(BaseSettings):
             used instead of the packaged ``schemas/protocols`` (a consortium run uses one per
             processing variant, e.g. partial-volume correction on for all sites).
         metrics_port / metrics_host / log_format: observability (issue 19), see below.
+        raw_store_uri: where a ready cycle's instances go for the workers (issue 19):
+            ``s3://bucket/prefix`` (the S3 settings above) or a folder; instances are stored
+            content-addressed and a cycle manifest names them (:mod:`concordose.payloads`), so a
+            worker needs no shared filesystem. ``None`` (default) or empty: workers read the
+            spool folder itself (one machine).
+        raw_retention_days: days a processed cycle's raw payloads stay in the raw store
+            (``concordose raw prune``); ``None`` (default): kept.
     """
 
     model_config = SettingsConfigDict(
@@ -117,6 +124,15 @@ class Settings(BaseSettings):
     memory_budget_gb: float | None = Field(default=None, gt=0.0)
     protocol_dir: Path | None = None
     data_docs_keep_runs: int = Field(default=DEFAULT_DATA_DOCS_KEEP_RUNS, ge=1)
+    # -- raw payloads through object storage (issue 19, item 1) --
+    raw_store_uri: str | None = None
+    raw_retention_days: int | None = Field(default=None, ge=0)
+
+    @field_validator("raw_store_uri", "raw_retention_days", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty variable (``CONCORDOSE_RAW_STORE_URI=``) means unset, as in a compose file."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     # --- observability (issue 19; concordose/observability/) ---
     metrics_port: int | None = Field(default=None, ge=0, le=65535)

@@ -15,13 +15,21 @@ the run's summary artifact, never a failed cycle.
 Re-running a cycle replaces its rows (publication is scoped by ``cycle_key``). A run started for
 an older content revision (the cycle changed since its event) or while a time point is still
 receiving does nothing and says so: the newer event's run covers it.
+
+Given a ``manifest_uri`` (the receiver uploaded the cycle to the raw store, issue 19), the run
+needs no spool: it streams the cycle's instances into a temporary folder (each checked against
+its SHA-256), processes them as above, records its outcome in the raw store (and in the spool
+only if this worker sees it) and removes the folder. A run whose manifest was superseded by a
+newer one of the same cycle does nothing.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,6 +43,7 @@ from concordose.calibration.protocol import load_protocol
 from concordose.calibration.registry import SiteRegistry
 from concordose.dose.voxel_dosimetry import LesionDoseSlice
 from concordose.observability.metrics import record_cycle_run
+from concordose.payloads import ManifestError, RawStore, StagedCycle
 from concordose.pipeline.catalogue import CycleSource
 from concordose.pipeline.preparation import PreparedCycle, cycle_identity
 from concordose.report import CycleImages
@@ -51,8 +60,10 @@ from tasks.cycle import (
     cycle_instances_task,
     cycle_number_task,
     find_cycle_task,
+    open_manifest_task,
     prepare_task,
     record_outcome_task,
+    stage_cycle_task,
 )
 from tasks.report import cycle_report_task, report_images_task
 from tasks.study import (
@@ -217,6 +228,7 @@ def _process(
     source: Path,
     sites_file: Path,
     members: CycleMembers,
+    staged: StagedCycle | None,
     *,
     output_uri: str | None,
     site_id: str | None,
@@ -225,12 +237,19 @@ def _process(
     voxel_dosimetry: bool,
 ) -> tuple[CycleRunResult, str, ReportInputs]:
     """Prepare, then hold (publish the findings) or process (publish the tables); record the
-    outcome. Returns the result, the cycle's site and what its report needs."""
+    outcome. The cycle's instances are the spool's (``source``), or ``staged`` ones downloaded
+    from the raw store. Returns the result, the cycle's site and what its report needs."""
     logger = get_run_logger()
     cycle_id = members.cycle_id
     settings = Settings()
     registry = SiteRegistry.load(sites_file)
-    instances = cycle_instances_task(source, members)
+    raw: RawStore | None = None
+    if staged is None:
+        instances = cycle_instances_task(source, members)
+        number = cycle_number_task(source, members)
+        cache_dir = CycleSource(source).cache_dir
+    else:  # from the raw store: the temporary folder is no cache worth keeping
+        instances, number, cache_dir, raw = staged.instances, staged.cycle_number, None, staged.raw
     prepared = prepare_task(instances, registry, site_id)
     identity = cycle_identity(
         members,
@@ -238,7 +257,7 @@ def _process(
         registry,
         settings.pseudonym_key,
         site_id=site_id,
-        cycle_number=cycle_number_task(source, members),
+        cycle_number=number,
     )
     store = open_object_store(output_uri or settings.output_uri, settings)
     provenance = Provenance(run_id=new_run_id(), flow_run_id=flow_run.get_id())
@@ -248,7 +267,9 @@ def _process(
         logger.warning("cycle %s held: %s", cycle_id, held_reason)
         tables = _held_tables(prepared, identity, provenance)
         published = publish_task(store, tables, provenance)
-        record_outcome_task(source, members, CycleState.HELD, held_reason, published.run_id)
+        record_outcome_task(
+            source, members, CycleState.HELD, held_reason, published.run_id, raw=raw
+        )
         outcome, reason = OUTCOME_HELD, held_reason
     else:
         tables, images = _science_tables(
@@ -258,11 +279,11 @@ def _process(
             kinetics_methods=kinetics_methods,
             dose_methods=dose_methods,
             voxel_dosimetry=voxel_dosimetry,
-            cache_dir=CycleSource(source).cache_dir,
+            cache_dir=cache_dir,
             protocol_dir=registry.protocol_dir,
         )
         published = publish_task(store, tables, provenance)
-        record_outcome_task(source, members, CycleState.PROCESSED, None, published.run_id)
+        record_outcome_task(source, members, CycleState.PROCESSED, None, published.run_id, raw=raw)
         assert prepared.study is not None
         logger.info(
             "cycle %s at site %s: %d time point(s), published run %s",
@@ -309,6 +330,7 @@ def process_cycle(
     dose_methods: Sequence[str] | None = None,
     voxel_dosimetry: bool = True,
     refresh_cohort: bool = True,
+    manifest_uri: str | None = None,
 ) -> CycleRunResult:
     """Process one cycle of ``source`` and publish its tables (see the module docstring).
 
@@ -326,42 +348,70 @@ def process_cycle(
         voxel_dosimetry: run voxel dosimetry where the site protocol enables it.
         refresh_cohort: rebuild the cohort tables after a processed cycle (a sweep passes
             False and rebuilds them once, after all its cycles).
+        manifest_uri: the cycle's manifest in the raw store (``CONCORDOSE_RAW_STORE_URI``,
+            set by the receiver's hook): the instances come from there into a temporary folder,
+            and ``source`` is read only if this worker sees it. None: read the spool.
 
     Raises:
-        Exception: a science or publication failure, after recording ``failed`` in the spool.
+        ManifestError, RawObjectMissingError, PayloadHashMismatchError: a manifest that cannot
+            be run from (nothing processed).
+        Exception: a science or publication failure, after recording ``failed`` in the spool
+            (and in the raw store for a run from a manifest).
     """
     logger = get_run_logger()
-    record = find_cycle_task(source, cycle_id)
-    members = record.members
-    if content_revision is not None and content_revision != members.content_revision:
-        reason = f"superseded: content is now revision {members.content_revision}"
-        logger.info("cycle %s %s", cycle_id, reason)
-        return CycleRunResult(cycle_id, OUTCOME_SKIPPED, reason)
-    if record.state is CycleState.RECEIVING:
-        reason = "a time point of the cycle is still receiving"
-        logger.info("cycle %s skipped: %s", cycle_id, reason)
-        return CycleRunResult(cycle_id, OUTCOME_SKIPPED, reason)
-
-    started_s = time.monotonic()  # issue 19: concordose_cycle_processing_seconds
-    try:
-        result, site_name, report_inputs = _process(
-            source,
-            sites_file,
-            members,
-            output_uri=output_uri,
-            site_id=site_id,
-            kinetics_methods=kinetics_methods,
-            dose_methods=dose_methods,
-            voxel_dosimetry=voxel_dosimetry,
-        )
-    except Exception as exc:
-        # Recorded so that `spool status` shows it and the sweep retries it; nothing was
-        # published (validation and the manifest come last).
-        failure = f"{type(exc).__name__}: {exc}"[:2000]
-        record_outcome_task(source, members, CycleState.FAILED, failure)
-        record_cycle_run(CycleState.FAILED, time.monotonic() - started_s)  # issue 19
-        raise
-    record_cycle_run(CycleState(result.outcome), time.monotonic() - started_s)  # issue 19
+    with ExitStack() as cleanup:
+        staged: StagedCycle | None = None
+        if manifest_uri is None:
+            record = find_cycle_task(source, cycle_id)
+            members = record.members
+            if content_revision is not None and content_revision != members.content_revision:
+                reason = f"superseded: content is now revision {members.content_revision}"
+                logger.info("cycle %s %s", cycle_id, reason)
+                return CycleRunResult(cycle_id, OUTCOME_SKIPPED, reason)
+            if record.state is CycleState.RECEIVING:
+                reason = "a time point of the cycle is still receiving"
+                logger.info("cycle %s skipped: %s", cycle_id, reason)
+                return CycleRunResult(cycle_id, OUTCOME_SKIPPED, reason)
+        else:
+            raw, manifest, newer = open_manifest_task(manifest_uri)
+            if manifest.cycle_id != cycle_id or content_revision not in (
+                None,
+                manifest.content_revision,
+            ):
+                raise ManifestError(
+                    f"manifest {manifest_uri}: expected cycle {cycle_id} revision "
+                    f"{content_revision}, found cycle {manifest.cycle_id} revision "
+                    f"{manifest.content_revision}"
+                )
+            if newer is not None:
+                reason = f"superseded: the raw store holds revision {newer}"
+                logger.info("cycle %s %s", cycle_id, reason)
+                return CycleRunResult(cycle_id, OUTCOME_SKIPPED, reason)
+            folder = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="concordose-cycle-"))
+            staged = stage_cycle_task(raw, manifest, Path(folder))
+            members = staged.members
+        started_s = time.monotonic()  # issue 19: concordose_cycle_processing_seconds
+        try:
+            result, site_name, report_inputs = _process(
+                source,
+                sites_file,
+                members,
+                staged,
+                output_uri=output_uri,
+                site_id=site_id,
+                kinetics_methods=kinetics_methods,
+                dose_methods=dose_methods,
+                voxel_dosimetry=voxel_dosimetry,
+            )
+        except Exception as exc:
+            # Recorded so that `spool status` shows it and the sweep retries it; nothing was
+            # published (validation and the manifest come last).
+            failure = f"{type(exc).__name__}: {exc}"[:2000]
+            raw_store = staged.raw if staged is not None else None
+            record_outcome_task(source, members, CycleState.FAILED, failure, raw=raw_store)
+            record_cycle_run(CycleState.FAILED, time.monotonic() - started_s)  # issue 19
+            raise
+        record_cycle_run(CycleState(result.outcome), time.monotonic() - started_s)  # issue 19
     if refresh_cohort and result.outcome == OUTCOME_PROCESSED:
         refresh_cohort_tables(output_uri)  # kinetics_agreement, dose_agreement (issue 14)
     # after the cohort tables, so the report shows this cycle's threshold concordance rows

@@ -16,6 +16,11 @@ cycle whose content changed:
 * :class:`InProcessFlowTrigger` runs ``process-cycle`` in the calling process on one thread
   (embedding and tests).
 
+With ``CONCORDOSE_RAW_STORE_URI`` set (issue 19), each hook first uploads the cycle's instances
+and then its manifest to the raw store (:func:`concordose.payloads.upload_if_configured`), and
+the run is given the manifest's URI: the worker reads the cycle from there, not from the spool.
+Unset, runs read the spool folder (one machine, or a shared filesystem).
+
 A cycle with a time point still receiving is not started (that time point's own completion
 will); a visit whose cycle is not known yet (only its CT or SEG arrived) starts nothing until
 its SPECT does. If the hook raises (e.g. the Prefect server is down), the event stays pending and
@@ -39,6 +44,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from concordose.observability.metrics import record_cycle_run
+from concordose.payloads import upload_if_configured
 from concordose.spool.cycles import CycleRecord, CycleState
 from concordose.spool.store import Spool
 from concordose.spool.timepoints import TimePointEvent
@@ -69,15 +75,22 @@ def cycles_to_start(event: TimePointEvent) -> tuple[Spool, list[CycleRecord]]:
 
 
 def _parameters(
-    event: TimePointEvent, record: CycleRecord, sites_file: Path, output_uri: str | None
+    event: TimePointEvent,
+    record: CycleRecord,
+    sites_file: Path,
+    output_uri: str | None,
+    manifest_uri: str | None,
 ) -> dict[str, object]:
-    return {
+    parameters: dict[str, object] = {
         "source": event.spool_root,
         "sites_file": str(sites_file),
         "cycle_id": record.cycle_id,
         "content_revision": record.members.content_revision,
         "output_uri": output_uri,
     }
+    if manifest_uri is not None:  # absent otherwise: a deployment of an older flow still runs
+        parameters["manifest_uri"] = manifest_uri
+    return parameters
 
 
 class DeploymentTrigger:
@@ -100,9 +113,12 @@ class DeploymentTrigger:
         """Create the flow runs (does not wait for them)."""
         spool, records = cycles_to_start(event)
         for record in records:
+            manifest_uri = upload_if_configured(spool, record)
             run = run_deployment(
                 self.deployment_name,
-                parameters=_parameters(event, record, self.sites_file, self.output_uri),
+                parameters=_parameters(
+                    event, record, self.sites_file, self.output_uri, manifest_uri
+                ),
                 timeout=0,
                 idempotency_key=idempotency_key(spool.spool_id, record),
                 as_subflow=False,
@@ -133,18 +149,23 @@ class QueuedCycleTrigger(Generic[ResultT]):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self.futures: dict[str, Future[ResultT]] = {}
 
-    def run(self, spool_root: Path, record: CycleRecord) -> ResultT:
-        """Process ``record`` (runs on the trigger's thread)."""
+    def run(self, spool_root: Path, record: CycleRecord, manifest_uri: str | None) -> ResultT:
+        """Process ``record`` (runs on the trigger's thread), from ``manifest_uri`` in the raw
+        store when the cycle was uploaded there, else from the spool."""
         raise NotImplementedError
 
     def __call__(self, event: TimePointEvent) -> None:
-        """Queue one run per changed cycle of ``event``."""
+        """Queue one run per changed cycle of ``event`` (uploading it first when a raw store is
+        configured: an upload failure leaves the event pending, to be delivered again)."""
         spool, records = cycles_to_start(event)
         for record in records:
             key = idempotency_key(spool.spool_id, record)
             if key in self.futures:
                 continue  # a re-delivered event: that content is already queued or done
-            self.futures[key] = self._executor.submit(self.run, Path(event.spool_root), record)
+            manifest_uri = upload_if_configured(spool, record)
+            self.futures[key] = self._executor.submit(
+                self.run, Path(event.spool_root), record, manifest_uri
+            )
 
     def shutdown(self) -> None:
         """Wait for queued runs to finish."""
@@ -164,7 +185,9 @@ class InProcessFlowTrigger(QueuedCycleTrigger[CycleRunResult]):
         self.sites_file = sites_file
         self.output_uri = output_uri
 
-    def run(self, spool_root: Path, record: CycleRecord) -> CycleRunResult:
+    def run(
+        self, spool_root: Path, record: CycleRecord, manifest_uri: str | None
+    ) -> CycleRunResult:
         """``process-cycle`` for ``record``'s current content, in this process."""
         return process_cycle(
             spool_root,
@@ -172,6 +195,7 @@ class InProcessFlowTrigger(QueuedCycleTrigger[CycleRunResult]):
             record.cycle_id,
             content_revision=record.members.content_revision,
             output_uri=self.output_uri,
+            manifest_uri=manifest_uri,
         )
 
 
@@ -204,7 +228,7 @@ class WorkerProcessTrigger(QueuedCycleTrigger[int]):
         self.output_uri = output_uri
         self.command = tuple(command)
 
-    def run(self, spool_root: Path, record: CycleRecord) -> int:
+    def run(self, spool_root: Path, record: CycleRecord, manifest_uri: str | None) -> int:
         """``concordose process-cycle`` for ``record`` in a child process; its exit status."""
         arguments = [
             *self.command,
@@ -221,6 +245,8 @@ class WorkerProcessTrigger(QueuedCycleTrigger[int]):
         if self.output_uri is not None:
             arguments += ["--output", self.output_uri]
         started_s = time.monotonic()
+        if manifest_uri is not None:
+            arguments += ["--manifest", manifest_uri]
         status = subprocess.run(arguments, check=False, stdin=subprocess.DEVNULL).returncode
         if status in WORKER_OUTCOME_EXIT_CODES:
             LOG.info(

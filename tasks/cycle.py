@@ -1,5 +1,6 @@
-"""Tasks around one treatment cycle: find it in its source, list its instances, prepare (assemble,
-read VOIs, gate) and record its outcome in the spool.
+"""Tasks around one treatment cycle: find it in its source, list its instances (or download them
+from the raw store, issue 19), prepare (assemble, read VOIs, gate) and record its outcome in the
+spool (and in the raw store for a worker that runs from a manifest).
 
 Retries live here only for I/O (the spool's SQLite index and files on disk: a busy database or a
 slow network filesystem may succeed on the next attempt); preparation is deterministic and is
@@ -18,11 +19,21 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 
 from concordose.calibration.registry import SiteRegistry
+from concordose.payloads import (
+    CycleManifest,
+    RawStore,
+    RecordedOutcome,
+    StagedCycle,
+    newer_revision,
+    open_manifest,
+    stage_cycle,
+)
 from concordose.pipeline.catalogue import CataloguedInstance, CycleSource
 from concordose.pipeline.preparation import PreparedCycle, prepare_cycle
 from concordose.pipeline.working_set import memory_budget_bytes
 from concordose.settings import Settings
 from concordose.spool.cycles import CycleMembers, CycleRecord, CycleState
+from concordose.spool.store import Spool
 
 IO_RETRIES = 2
 IO_RETRY_DELAYS_S = [1.0, 4.0]
@@ -78,6 +89,22 @@ def cycle_number_task(source: Path, members: CycleMembers) -> int | None:
     return CycleSource(source).cycle_number(members)
 
 
+@task(name="open-manifest", cache_policy=NO_CACHE)
+def open_manifest_task(manifest_uri: str) -> tuple[RawStore, CycleManifest, str | None]:
+    """The raw store and cycle manifest ``manifest_uri`` names, and the revision of a newer
+    manifest of the same cycle if one was written since (this run is then superseded). No
+    Prefect retries here or below: every store request is retried by the store itself."""
+    raw, manifest = open_manifest(manifest_uri, Settings())
+    return raw, manifest, newer_revision(raw, manifest)
+
+
+@task(name="stage-cycle", cache_policy=NO_CACHE)
+def stage_cycle_task(raw: RawStore, manifest: CycleManifest, folder: Path) -> StagedCycle:
+    """Download a cycle's instances from the raw store into ``folder`` (each checked against
+    its SHA-256)."""
+    return stage_cycle(raw, manifest, folder)
+
+
 @task(name="prepare-cycle", cache_policy=NO_CACHE)
 def prepare_task(
     instances: list[CataloguedInstance],
@@ -109,8 +136,27 @@ def record_outcome_task(
     state: CycleState,
     reason: str | None = None,
     run_id: str | None = None,
+    *,
+    raw: RawStore | None = None,
 ) -> None:
-    """Record the run's outcome in the spool (nothing to record for a plain folder)."""
+    """Record the run's outcome in the spool (nothing to record for a plain folder).
+
+    A run from a manifest (``raw`` given) records it in the raw store, and in the spool too when
+    this worker happens to see it (one machine)."""
+    now = datetime.now(UTC)
+    if raw is not None:
+        raw.write_outcome(
+            RecordedOutcome(
+                cycle_id=members.cycle_id,
+                content_revision=members.content_revision,
+                state=state,
+                reason=reason,
+                run_id=run_id,
+                recorded_at=now,
+            )
+        )
+        if not Spool.exists_at(source):
+            return
     spool = CycleSource(source).spool
     if spool is not None:
-        spool.record_cycle_outcome(members, state, datetime.now(UTC), reason=reason, run_id=run_id)
+        spool.record_cycle_outcome(members, state, now, reason=reason, run_id=run_id)

@@ -39,6 +39,7 @@ from concordose.cli.observability import (
 )
 from concordose.cli.output import csv_text, echo_json
 from concordose.cli.protocol import protocol_app
+from concordose.cli.raw import raw_app
 from concordose.cli.report import report as report_command
 from concordose.cli.sites import sites_app
 from concordose.cli.spool import spool_app
@@ -559,6 +560,17 @@ def process(  # noqa: PLR0917 (typer maps each option to a parameter)
     run_or_exit(lambda: _report_sweep(result, spool))
 
 
+def _check_manifest(manifest_uri: str, sites: Path) -> None:
+    """Bad input of a run from the raw store before any orchestration starts, as one message
+    (exit 2): a bad site registry, a URI that is no manifest's, a missing bucket or manifest."""
+    from concordose.calibration.registry import SiteRegistry
+    from concordose.payloads import open_manifest
+    from concordose.settings import Settings
+
+    SiteRegistry.load(sites)
+    open_manifest(manifest_uri, Settings())
+
+
 @app.command("process-cycle")
 def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a parameter)
     spool: Annotated[Path, typer.Option(help="Spool folder (or any folder of DICOM files).")],
@@ -574,6 +586,13 @@ def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a paramet
     ] = None,
     kinetics_methods: KineticsMethodsOption = None,
     dose_methods: DoseMethodsOption = None,
+    manifest: Annotated[
+        str | None,
+        typer.Option(
+            help="The cycle's manifest in the raw store (CONCORDOSE_RAW_STORE_URI): read the "
+            "instances from there; --spool need not exist here."
+        ),
+    ] = None,
 ) -> None:
     """Process one treatment cycle (what the receiver's worker runs). Exit 0 processed or
     skipped, 1 held, 2 bad input.
@@ -582,7 +601,10 @@ def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a paramet
     --cycle-id 3f2a…
     """
     kinetics, dose = run_or_exit(lambda: _method_overrides(kinetics_methods, dose_methods))
-    run_or_exit(lambda: _check_before_processing(spool, sites, site))
+    if manifest is None:
+        run_or_exit(lambda: _check_before_processing(spool, sites, site))
+    else:
+        run_or_exit(lambda: _check_manifest(manifest, sites))
     from flows.process_cycle import OUTCOME_HELD, process_cycle
 
     result = process_cycle(
@@ -594,6 +616,7 @@ def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a paramet
         site_id=site,
         kinetics_methods=kinetics,
         dose_methods=dose,
+        manifest_uri=manifest,
     )
     console.print(
         f"cycle {result.cycle_id} {result.outcome}"
@@ -1489,6 +1512,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
 
 app.add_typer(spool_app, name="spool")
 app.add_typer(metrics_app, name="metrics")  # issue 19
+app.add_typer(raw_app, name="raw")
 app.command("report")(report_command)
 
 

@@ -40,11 +40,7 @@ KUBERNETES_VERSION = "1.29.0"
 # logs); the deploy files already use them. Removed when those branches are merged.
 PENDING_FROM_OTHER_ISSUE_19_BRANCHES = frozenset(
     {
-        "CONCORDOSE_RAW_STORE_URI",
-        "CONCORDOSE_RAW_RETENTION_DAYS",
         "CONCORDOSE_TASK_RUNNER",
-        "CONCORDOSE_METRICS_PORT",
-        "CONCORDOSE_LOG_FORMAT",
     }
 )
 # A flow parameter the Dask branch adds to `sweep` (used by the `sweep-dask` deployment).
