@@ -33,6 +33,7 @@ from concordose.calibration.findings import Finding
 from concordose.calibration.protocol import load_protocol
 from concordose.calibration.registry import SiteRegistry
 from concordose.dose.voxel_dosimetry import LesionDoseSlice
+from concordose.flows.cohort import refresh_cohort_tables
 from concordose.pipeline.catalogue import CycleSource
 from concordose.pipeline.preparation import PreparedCycle, cycle_identity
 from concordose.report import CycleImages
@@ -44,16 +45,15 @@ from concordose.results.provenance import Provenance, new_run_id
 from concordose.results.publish import PublishedRun
 from concordose.settings import Settings
 from concordose.spool.cycles import CycleMembers, CycleState
-from flows.cohort import refresh_cohort_tables
-from tasks.cycle import (
+from concordose.tasks.cycle import (
     cycle_instances_task,
     cycle_number_task,
     find_cycle_task,
     prepare_task,
     record_outcome_task,
 )
-from tasks.report import cycle_report_task, report_images_task
-from tasks.study import (
+from concordose.tasks.report import cycle_report_task, report_images_task
+from concordose.tasks.study import (
     dose_task,
     held_findings_task,
     kinetics_task,
