@@ -67,7 +67,11 @@ print(json.dumps({
 
 
 def _ignore_tool_state(folder: str, names: list[str]) -> set[str]:
-    skipped = {n for n in names if n == "__pycache__" or n.endswith((".egg-info", "_cache"))}
+    skipped = {
+        n
+        for n in names
+        if n == "__pycache__" or n.endswith(".egg-info") or (n[0] == "." and n.endswith("_cache"))
+    }
     if Path(folder) == REPO_ROOT:
         skipped |= TOP_LEVEL_SKIPPED & set(names)
     return skipped
@@ -150,6 +154,11 @@ def test_the_wheel_holds_one_top_level_package_with_everything_in_it(wheel: Path
             if path.suffix in {".py", ".yaml", ".json"} and "__pycache__" not in path.parts:
                 relative = path.relative_to(folder).as_posix()
                 assert f"concordose/{package}/{relative}" in names, relative
+    for directory, _, files in os.walk(REPO_ROOT / "concordose", followlinks=True):
+        for name in files:  # and every module of the library, through the symlinks
+            if name.endswith(".py"):
+                relative = Path(directory, name).relative_to(REPO_ROOT).as_posix()
+                assert relative in names, relative
     assert "concordose/schemas/protocols/default.yaml" in names
     assert {"concordose/py.typed", "concordose/data/lu177_sphere_svalues_unit_density.tsv"} <= names
     # PEP 639 metadata, which needs setuptools >= 77 (the build floor)
