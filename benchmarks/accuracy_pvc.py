@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from concordose.calibration.calibrate import calibrate_site
+from concordose.phantoms.consortium import Realism, generate_consortium
 from concordose.pipeline.assembly import assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.quantify import CycleTimeActivity, quantify_cycle
 from concordose.quant.pvc import BACKGROUND_MODEL, STATUS_OK
-from phantoms.consortium import Realism, generate_consortium
 
 MODELS = ("uncorrected", "a_over_rc", "background_aware")
 

@@ -61,14 +61,14 @@ import concordose.pipeline.voxel_dosimetry as voxel_module
 import concordose.results.publish as publish_module
 from concordose.calibration.protocol import load_protocol
 from concordose.calibration.registry import SiteRegistry
+from concordose.phantoms import DEFAULT_SITE, generate_patient
 from concordose.pipeline.catalogue import CycleSource
 from concordose.pipeline.preparation import cycle_identity, prepare_cycle
 from concordose.results.calibration_table import build_site_calibrations
 from concordose.results.object_store import open_object_store
 from concordose.results.provenance import Provenance, new_run_id
 from concordose.settings import Settings
-from phantoms import DEFAULT_SITE, generate_patient
-from tasks.study import (
+from concordose.tasks.study import (
     dose_task,
     kinetics_task,
     quantify_task,

@@ -15,12 +15,12 @@ import time
 import numpy as np
 import SimpleITK as sitk
 
-from phantoms.anatomy import sample_label_map
-from phantoms.imaging import FWHM_PER_SIGMA, gaussian_blur, region_activity_map
-from phantoms.presets import nm_grid_for
-from phantoms.protocols import protocol
-from phantoms.site_profiles import CONSORTIUM_SITES
-from phantoms.virtual_patient import draw_virtual_patient
+from concordose.phantoms.anatomy import sample_label_map
+from concordose.phantoms.imaging import FWHM_PER_SIGMA, gaussian_blur, region_activity_map
+from concordose.phantoms.presets import nm_grid_for
+from concordose.phantoms.protocols import protocol
+from concordose.phantoms.site_profiles import CONSORTIUM_SITES
+from concordose.phantoms.virtual_patient import draw_virtual_patient
 
 
 def main() -> None:

@@ -61,9 +61,17 @@ from prefect.testing.utilities import prefect_test_harness
 
 from concordose.calibration.protocol import load_protocol
 from concordose.calibration.registry import SiteRegistry
+from concordose.flows.process_cycle import (
+    OUTCOME_PROCESSED,
+    CycleRunResult,
+    process_cycle,
+)
+from concordose.flows.sweep import process_spool
 from concordose.ingest.receiver import StorageReceiver
 from concordose.ingest.sender import send_files
 from concordose.kinetics.registry import KINETICS_METHODS
+from concordose.phantoms import GeneratedPatient, generate_patient
+from concordose.phantoms.protocols import PROTOCOLS
 from concordose.pipeline.catalogue import CycleSource
 from concordose.pipeline.preparation import cycle_identity
 from concordose.results import publish as publish_module
@@ -75,21 +83,13 @@ from concordose.settings import Settings
 from concordose.spool.cycles import CycleState
 from concordose.spool.store import Spool
 from concordose.spool.timepoints import TimePointState
-from flows.process_cycle import (
-    OUTCOME_PROCESSED,
-    CycleRunResult,
-    process_cycle,
-)
-from flows.sweep import process_spool
-from phantoms import GeneratedPatient, generate_patient
-from phantoms.protocols import PROTOCOLS
-from tasks.cycle import (
+from concordose.tasks.cycle import (
     cycle_instances_task,
     find_cycle_task,
     prepare_task,
     record_outcome_task,
 )
-from tasks.study import (
+from concordose.tasks.study import (
     dose_task,
     kinetics_task,
     publish_task,

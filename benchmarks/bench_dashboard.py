@@ -48,8 +48,8 @@ from concordose.results.catalogue import read_current
 from concordose.results.object_store import ObjectStore, open_object_store
 from concordose.results.provenance import Provenance
 from concordose.results.publish import publish_tables
+from concordose.schemas.tables import HARMONISATION_AGREEMENT, TABLES
 from concordose.settings import Settings
-from schemas.tables import HARMONISATION_AGREEMENT, TABLES
 
 TARGET_S = 30.0
 PERTURBED = ("tia_mbq_h", "mean_dose_gy", "activity_mbq", "dose_gy", "reference_dose_gy")

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from concordose.calibration.protocol import VoxelDosimetryRules, load_protocol
 from concordose.calibration.registry import SiteRegistry
+from concordose.phantoms import generate_patient
 from concordose.pipeline.assembly import assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.quantify import quantify_cycle
 from concordose.pipeline.voxel_dosimetry import cycle_voxel_dosimetry
-from phantoms import generate_patient
 
 
 def main() -> None:

@@ -38,6 +38,8 @@ import pyarrow as pa
 
 from concordose.calibration.protocol import load_protocol
 from concordose.calibration.registry import SiteRegistry
+from concordose.flows.demo import DEMO_TIME_POINTS_H
+from concordose.phantoms import generate_patient
 from concordose.pipeline.catalogue import CycleSource
 from concordose.pipeline.preparation import PreparedCycle, cycle_identity, prepare_cycle
 from concordose.results.calibration_table import build_site_calibrations
@@ -45,9 +47,7 @@ from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.object_store import open_object_store
 from concordose.results.provenance import Provenance, new_run_id
 from concordose.settings import Settings
-from flows.demo import DEMO_TIME_POINTS_H
-from phantoms import generate_patient
-from tasks.study import (
+from concordose.tasks.study import (
     dose_task,
     kinetics_task,
     publish_task,

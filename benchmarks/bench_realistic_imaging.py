@@ -18,12 +18,12 @@ import time
 
 import numpy as np
 
-from phantoms.acquisition import RealisticSettings, realistic_image
-from phantoms.anatomy import OUTSIDE_VALUE, default_anatomy, sample_label_map
-from phantoms.attenuation import mu_map_from_labels
-from phantoms.imaging import region_activity_map
-from phantoms.presets import nm_grid_for
-from phantoms.site_profiles import consortium_site
+from concordose.phantoms.acquisition import RealisticSettings, realistic_image
+from concordose.phantoms.anatomy import OUTSIDE_VALUE, default_anatomy, sample_label_map
+from concordose.phantoms.attenuation import mu_map_from_labels
+from concordose.phantoms.imaging import region_activity_map
+from concordose.phantoms.presets import nm_grid_for
+from concordose.phantoms.site_profiles import consortium_site
 
 _ACTIVITY_MBQ = {
     "body": 700.0,

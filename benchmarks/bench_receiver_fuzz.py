@@ -27,8 +27,8 @@ from pathlib import Path
 
 from concordose.calibration.registry import SiteRegistry
 from concordose.ingest.receiver import StorageReceiver
+from concordose.phantoms import generate_patient
 from concordose.spool.store import Spool
-from phantoms import generate_patient
 from tests.integration.crafted_peer import CraftedPeer
 from tests.integration.peers import free_port, port_open, stop_process, wait_until
 from tests.integration.receiver_fuzzing import (

@@ -41,13 +41,13 @@ from concordose.dose.models import VoxelDoseInput
 from concordose.dose.registry import VOXEL_DOSE_METHODS
 from concordose.kinetics.fitting import ExponentialModel
 from concordose.kinetics.voxel import fit_voxels
+from concordose.phantoms.consortium import Realism, generate_consortium
+from concordose.phantoms.site_profiles import DEFAULT_SITE
 from concordose.pipeline.alignment import align_time_points
 from concordose.pipeline.assembly import assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.time_point_maps import registered_activity_maps
 from concordose.quant.voi import resample_vois
-from phantoms.consortium import Realism, generate_consortium
-from phantoms.site_profiles import DEFAULT_SITE
 
 MODELS = {
     "mono": ExponentialModel(1),

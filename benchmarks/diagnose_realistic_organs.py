@@ -53,6 +53,21 @@ from scipy.optimize import brentq
 
 from concordose.calibration.calibrate import calibrate_site
 from concordose.calibration.records import CalibrationRecord
+from concordose.phantoms.acquisition import realistic_image
+from concordose.phantoms.anatomy import OUTSIDE_VALUE
+from concordose.phantoms.attenuation import mu_per_mm_from_hu
+from concordose.phantoms.consortium import (
+    CONSORTIUM_PRESETS,
+    Realism,
+    patient_scene,
+    site_protocol,
+)
+from concordose.phantoms.imaging import ImagingMode
+from concordose.phantoms.phantom_scans import scan_site_phantoms
+from concordose.phantoms.protocols import DEFAULT_PROTOCOL
+from concordose.phantoms.protocols import protocol as protocol_named
+from concordose.phantoms.site_profiles import CONSORTIUM_SITES, SiteProfile, consortium_site
+from concordose.phantoms.virtual_patient import draw_virtual_patient
 from concordose.quant.gtm import (
     RegionWeights,
     body_outline,
@@ -62,21 +77,6 @@ from concordose.quant.gtm import (
 )
 from concordose.quant.pvc import psf_from_record
 from concordose.quant.voi import CroppedMask
-from phantoms.acquisition import realistic_image
-from phantoms.anatomy import OUTSIDE_VALUE
-from phantoms.attenuation import mu_per_mm_from_hu
-from phantoms.consortium import (
-    CONSORTIUM_PRESETS,
-    Realism,
-    patient_scene,
-    site_protocol,
-)
-from phantoms.imaging import ImagingMode
-from phantoms.phantom_scans import scan_site_phantoms
-from phantoms.protocols import DEFAULT_PROTOCOL
-from phantoms.protocols import protocol as protocol_named
-from phantoms.site_profiles import CONSORTIUM_SITES, SiteProfile, consortium_site
-from phantoms.virtual_patient import draw_virtual_patient
 
 SEED = 20261124
 """The consortium's default seed (``phantoms.consortium.generate_consortium``)."""

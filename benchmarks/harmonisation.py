@@ -55,15 +55,15 @@ import pandas as pd
 
 from benchmarks.diagnose_realistic_organs import diagnose
 from concordose.consortium import ProcessingVariant, ReferenceObjectRegistry
+from concordose.flows.consortium import run_consortium
+from concordose.flows.demo import demo_pseudonym_key
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
+from concordose.phantoms.consortium import Realism
+from concordose.phantoms.imaging import ImagingMode
+from concordose.phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
 from concordose.results.catalogue import read_current
 from concordose.results.object_store import open_object_store
 from concordose.settings import Settings
-from flows.consortium import run_consortium
-from flows.demo import demo_pseudonym_key
-from phantoms.consortium import Realism
-from phantoms.imaging import ImagingMode
-from phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
 
 IMAGING_MODES = ("blur", "realistic")
 LESION_DOSE_METHOD = "sphere"

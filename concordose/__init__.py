@@ -2,7 +2,8 @@
 
 The library holds all domain logic along the data's path
 ``dicom → calibration → quant → kinetics → dose → results → report``. It never imports Prefect;
-orchestration lives in the top-level ``flows`` and ``tasks`` packages.
+orchestration lives in ``concordose.flows`` and ``concordose.tasks`` (the repository's top-level
+``flows/`` and ``tasks/`` folders, symlinked here and installed inside this package).
 """
 
 from importlib.metadata import PackageNotFoundError, version

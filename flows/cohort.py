@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 from concordose.results.object_store import open_object_store
 from concordose.results.publish import PublishedRun
 from concordose.settings import Settings
-from tasks.consortium import cohort_tables_task
+from concordose.tasks.consortium import cohort_tables_task
 
 
 def refresh_cohort_tables(output_uri: str | None) -> PublishedRun | None:

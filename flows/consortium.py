@@ -42,8 +42,18 @@ from concordose.consortium import (
     write_variant_config,
 )
 from concordose.errors import ConcordoseError
+from concordose.flows.demo import demo_pseudonym_key
+from concordose.flows.sweep import SweepResult, process_spool
 from concordose.ingest.receiver import StorageReceiver
 from concordose.ingest.sender import send_files
+from concordose.phantoms.consortium import (
+    GeneratedConsortium,
+    ProgressReporter,
+    Realism,
+    generate_consortium,
+)
+from concordose.phantoms.imaging import ImagingMode
+from concordose.phantoms.site_profiles import SiteProfile
 from concordose.results.calibration_table import build_site_calibrations
 from concordose.results.catalogue import read_current
 from concordose.results.object_store import open_object_store
@@ -52,16 +62,6 @@ from concordose.results.publish import PublishedRun, publish_tables
 from concordose.run_folder import fresh_run_folder
 from concordose.settings import Settings
 from concordose.spool.store import Spool
-from flows.demo import demo_pseudonym_key
-from flows.sweep import SweepResult, process_spool
-from phantoms.consortium import (
-    GeneratedConsortium,
-    ProgressReporter,
-    Realism,
-    generate_consortium,
-)
-from phantoms.imaging import ImagingMode
-from phantoms.site_profiles import SiteProfile
 
 CONSORTIUM_MARKER = ".concordose-consortium"
 RECEIVER_AE_TITLE = "CONCORDOSE"

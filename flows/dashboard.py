@@ -15,7 +15,7 @@ from prefect import get_run_logger
 from concordose.errors import ConfigurationError
 from concordose.results.object_store import open_object_store
 from concordose.settings import Settings
-from tasks.report import dashboard_task
+from concordose.tasks.report import dashboard_task
 
 
 @dataclass(frozen=True)

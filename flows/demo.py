@@ -23,14 +23,14 @@ from pydantic import SecretStr
 
 from concordose.calibration.registry import SiteRegistry
 from concordose.errors import ConcordoseError
+from concordose.flows.process_cycle import CycleRunResult
+from concordose.flows.sweep import process_spool
 from concordose.ingest.receiver import StorageReceiver
 from concordose.ingest.sender import SendReport, send_files
+from concordose.phantoms import GeneratedPatient, generate_patient
+from concordose.phantoms.protocols import PROTOCOLS
 from concordose.run_folder import fresh_run_folder
 from concordose.spool.store import Spool
-from flows.process_cycle import CycleRunResult
-from flows.sweep import process_spool
-from phantoms import GeneratedPatient, generate_patient
-from phantoms.protocols import PROTOCOLS
 
 DEMO_TIME_POINTS_H: tuple[float, ...] = PROTOCOLS["spectacular"].time_points_h_by_cycle[1]
 """The demo patient's schedule, hours after injection: SPECTacular's six points (NCT05823402)."""

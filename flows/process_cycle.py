@@ -42,6 +42,7 @@ from concordose.calibration.findings import Finding
 from concordose.calibration.protocol import load_protocol
 from concordose.calibration.registry import SiteRegistry
 from concordose.dose.voxel_dosimetry import LesionDoseSlice
+from concordose.flows.cohort import refresh_cohort_tables
 from concordose.observability.metrics import record_cycle_run
 from concordose.payloads import ManifestError, RawStore, StagedCycle
 from concordose.pipeline.catalogue import CycleSource
@@ -55,8 +56,7 @@ from concordose.results.provenance import Provenance, new_run_id
 from concordose.results.publish import PublishedRun
 from concordose.settings import Settings
 from concordose.spool.cycles import CycleMembers, CycleState
-from flows.cohort import refresh_cohort_tables
-from tasks.cycle import (
+from concordose.tasks.cycle import (
     cycle_instances_task,
     cycle_number_task,
     find_cycle_task,
@@ -65,8 +65,8 @@ from tasks.cycle import (
     record_outcome_task,
     stage_cycle_task,
 )
-from tasks.report import cycle_report_task, report_images_task
-from tasks.study import (
+from concordose.tasks.report import cycle_report_task, report_images_task
+from concordose.tasks.study import (
     dose_task,
     held_findings_task,
     kinetics_task,

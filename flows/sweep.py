@@ -29,20 +29,20 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from concordose.calibration.registry import SiteRegistry
 from concordose.errors import ConcordoseError
+from concordose.flows.cohort import refresh_cohort_tables
+from concordose.flows.dashboard import DashboardOutcome, refresh_dashboard
+from concordose.flows.process_cycle import (
+    OUTCOME_HELD,
+    OUTCOME_PROCESSED,
+    CycleRunResult,
+    process_cycle,
+)
 from concordose.pipeline.assembly import assemble_cycle
 from concordose.pipeline.catalogue import CycleSource
 from concordose.pipeline.preparation import prepare_cycle
 from concordose.pipeline.working_set import estimate_working_set, memory_budget_bytes
 from concordose.settings import Settings
 from concordose.spool.cycles import CycleRecord, CycleState, due_for_processing
-from flows.cohort import refresh_cohort_tables
-from flows.dashboard import DashboardOutcome, refresh_dashboard
-from flows.process_cycle import (
-    OUTCOME_HELD,
-    OUTCOME_PROCESSED,
-    CycleRunResult,
-    process_cycle,
-)
 
 MAX_TASK_RUNNER_WORKERS = 8
 """Thread pool size of the sweep flows; the effective limit is ``max_concurrent_cycles``."""

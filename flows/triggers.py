@@ -43,12 +43,12 @@ from typing import Generic, TypeVar
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
+from concordose.flows.process_cycle import CycleRunResult, process_cycle
 from concordose.observability.metrics import record_cycle_run
 from concordose.payloads import upload_if_configured
 from concordose.spool.cycles import CycleRecord, CycleState
 from concordose.spool.store import Spool
 from concordose.spool.timepoints import TimePointEvent
-from flows.process_cycle import CycleRunResult, process_cycle
 
 LOG = logging.getLogger(__name__)
 

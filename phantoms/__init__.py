@@ -7,10 +7,10 @@ an ``ImagingMode`` (``blur``, the default, or ``realistic``: projection and OSEM
 ``phantoms/README.md``.
 """
 
-from phantoms.consortium import GeneratedConsortium, Realism, generate_consortium
-from phantoms.imaging import ImagingMode
-from phantoms.patient import GeneratedPatient, generate_patient
-from phantoms.site_profiles import CONSORTIUM_SITES, DEFAULT_SITE, SiteProfile
+from concordose.phantoms.consortium import GeneratedConsortium, Realism, generate_consortium
+from concordose.phantoms.imaging import ImagingMode
+from concordose.phantoms.patient import GeneratedPatient, generate_patient
+from concordose.phantoms.site_profiles import CONSORTIUM_SITES, DEFAULT_SITE, SiteProfile
 
 __all__ = [
     "CONSORTIUM_SITES",

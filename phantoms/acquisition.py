@@ -49,10 +49,10 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from phantoms.camera_model import camera_model
-from phantoms.osem import osem
-from phantoms.projector import FWHM_PER_SIGMA, ProjectionGeometry, SpectProjector
-from phantoms.site_profiles import SiteProfile
+from concordose.phantoms.camera_model import camera_model
+from concordose.phantoms.osem import osem
+from concordose.phantoms.projector import FWHM_PER_SIGMA, ProjectionGeometry, SpectProjector
+from concordose.phantoms.site_profiles import SiteProfile
 
 SCATTER_TO_PRIMARY = 0.30
 """Photopeak-window scatter-to-primary ratio (modelling choice; module docstring)."""

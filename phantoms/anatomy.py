@@ -16,8 +16,8 @@ from enum import StrEnum
 import numpy as np
 from numpy.typing import NDArray
 
-from phantoms.grid import VoxelGrid
-from phantoms.lesion_shapes import IrregularLesion, draw_irregular_lesion
+from concordose.phantoms.grid import VoxelGrid
+from concordose.phantoms.lesion_shapes import IrregularLesion, draw_irregular_lesion
 
 OUTSIDE_VALUE = 0
 """Label-map value of air outside the body."""

@@ -24,10 +24,13 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from phantoms.anatomy import Anatomy
-from phantoms.grid import VoxelGrid
-from phantoms.lesion_shapes import IrregularLesion, heterogeneous_lesion_activity
-from phantoms.respiratory_motion import motion_averaged_activity, respiratory_amplitudes_mm
+from concordose.phantoms.anatomy import Anatomy
+from concordose.phantoms.grid import VoxelGrid
+from concordose.phantoms.lesion_shapes import IrregularLesion, heterogeneous_lesion_activity
+from concordose.phantoms.respiratory_motion import (
+    motion_averaged_activity,
+    respiratory_amplitudes_mm,
+)
 
 
 def realistic_activity_map(

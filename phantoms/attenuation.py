@@ -24,9 +24,9 @@ from collections.abc import Collection, Mapping
 import numpy as np
 from numpy.typing import NDArray
 
-from phantoms.anatomy import CORTICAL_BONE_HU, RIB_HU, EllipticCylinder, rib_mask
-from phantoms.dicom_ct import anatomical_hu_slices
-from phantoms.grid import VoxelGrid
+from concordose.phantoms.anatomy import CORTICAL_BONE_HU, RIB_HU, EllipticCylinder, rib_mask
+from concordose.phantoms.dicom_ct import anatomical_hu_slices
+from concordose.phantoms.grid import VoxelGrid
 
 LU177_PHOTOPEAK_KEV = 208.37
 """Lu-177 main γ line, keV (ICRP-107: 208.37 keV)."""

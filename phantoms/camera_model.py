@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from phantoms.site_profiles import SiteProfile
+from concordose.phantoms.site_profiles import SiteProfile
 
 MU_LEAD_208KEV_PER_MM = 0.915 * 11.35 / 10.0
 """Lead at 208 keV, /mm (NIST XCOM, log-log between 200 and 300 keV; module docstring)."""

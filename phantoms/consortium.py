@@ -42,8 +42,8 @@ from concordose.consortium.reference_objects import (
     ReferenceObject,
     ReferenceObjectRegistry,
 )
-from phantoms.acquisition import RealisticSettings
-from phantoms.anatomy import (
+from concordose.phantoms.acquisition import RealisticSettings
+from concordose.phantoms.anatomy import (
     BODY_VALUE,
     OUTSIDE_VALUE,
     RIB_HU,
@@ -56,24 +56,24 @@ from phantoms.anatomy import (
     rib_mask,
     sample_label_map,
 )
-from phantoms.anatomy_realism import realistic_activity_map
-from phantoms.attenuation import ct_hu_on_grid
-from phantoms.dicom_ct import anatomical_hu_slices, hu_map, write_ct_series
-from phantoms.dicom_nm import RADIOPHARMACEUTICAL, write_nm
-from phantoms.dicom_seg import write_seg
-from phantoms.dicom_study import PatientInfo, TimePointStudy
-from phantoms.grid import VoxelGrid
-from phantoms.imaging import ImagingMode, image_counts, region_activity_map
-from phantoms.phantom_geometry import sphere_occupancy
-from phantoms.phantom_scans import PhantomScan, scan_site_phantoms
-from phantoms.presets import ct_grid_for, nm_grid_for, preset_named
-from phantoms.protocols import DEFAULT_PROTOCOL
-from phantoms.protocols import protocol as protocol_named
-from phantoms.respiratory_motion import respiratory_amplitudes_mm
-from phantoms.segmentation_rules import site_voi_labels
-from phantoms.site_profiles import CONSORTIUM_SITES, SiteProfile, sites_registry_document
-from phantoms.uids import reproducible_uid
-from phantoms.virtual_patient import (
+from concordose.phantoms.anatomy_realism import realistic_activity_map
+from concordose.phantoms.attenuation import ct_hu_on_grid
+from concordose.phantoms.dicom_ct import anatomical_hu_slices, hu_map, write_ct_series
+from concordose.phantoms.dicom_nm import RADIOPHARMACEUTICAL, write_nm
+from concordose.phantoms.dicom_seg import write_seg
+from concordose.phantoms.dicom_study import PatientInfo, TimePointStudy
+from concordose.phantoms.grid import VoxelGrid
+from concordose.phantoms.imaging import ImagingMode, image_counts, region_activity_map
+from concordose.phantoms.phantom_geometry import sphere_occupancy
+from concordose.phantoms.phantom_scans import PhantomScan, scan_site_phantoms
+from concordose.phantoms.presets import ct_grid_for, nm_grid_for, preset_named
+from concordose.phantoms.protocols import DEFAULT_PROTOCOL
+from concordose.phantoms.protocols import protocol as protocol_named
+from concordose.phantoms.respiratory_motion import respiratory_amplitudes_mm
+from concordose.phantoms.segmentation_rules import site_voi_labels
+from concordose.phantoms.site_profiles import CONSORTIUM_SITES, SiteProfile, sites_registry_document
+from concordose.phantoms.uids import reproducible_uid
+from concordose.phantoms.virtual_patient import (
     INJECTED_ACTIVITY_MBQ,
     TISSUE_DENSITY_G_PER_ML,
     VirtualPatient,

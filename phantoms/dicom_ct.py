@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, CTImageStorage
 
-from phantoms.anatomy import (
+from concordose.phantoms.anatomy import (
     CORTICAL_BONE_HU,
     DISC_HU,
     FAT_HU,
@@ -27,14 +27,14 @@ from phantoms.anatomy import (
     EllipticCylinder,
     ct_tissues,
 )
-from phantoms.dicom_study import (
+from concordose.phantoms.dicom_study import (
     PatientInfo,
     TimePointStudy,
     add_patient_study_equipment,
     new_file_dataset,
 )
-from phantoms.grid import VoxelGrid
-from phantoms.site_profiles import SiteProfile
+from concordose.phantoms.grid import VoxelGrid
+from concordose.phantoms.site_profiles import SiteProfile
 
 RESCALE_INTERCEPT_HU = -1024
 """HU of stored value 0."""

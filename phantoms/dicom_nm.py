@@ -17,15 +17,15 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import UID, NuclearMedicineImageStorage
 
 from concordose.nuclides import LU177
-from phantoms.dicom_study import (
+from concordose.phantoms.dicom_study import (
     PatientInfo,
     TimePointStudy,
     add_patient_study_equipment,
     dt_string,
     new_file_dataset,
 )
-from phantoms.grid import VoxelGrid
-from phantoms.site_profiles import SiteProfile
+from concordose.phantoms.grid import VoxelGrid
+from concordose.phantoms.site_profiles import SiteProfile
 
 RADIOPHARMACEUTICAL = "Lu-177 DOTATATE"
 """Radiopharmaceutical (0018,0031) as written."""

@@ -21,8 +21,8 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import UID
 
-from phantoms.anatomy import Voi, VoiType
-from phantoms.dicom_study import SOFTWARE_VERSION, da, dt_string, tm
+from concordose.phantoms.anatomy import Voi, VoiType
+from concordose.phantoms.dicom_study import SOFTWARE_VERSION, da, dt_string, tm
 
 _PROPERTY_TYPE_BY_PREFIX: dict[str, Code] = {
     "kidney": codes.SCT.Kidney,

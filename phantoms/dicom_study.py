@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from phantoms.site_profiles import SiteProfile
+from concordose.phantoms.site_profiles import SiteProfile
 
 SOFTWARE_VERSION = "concordose-phantoms 1"
 """SoftwareVersions written into generated objects."""

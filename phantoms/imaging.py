@@ -24,9 +24,9 @@ from numpy.typing import NDArray
 from scipy import ndimage
 from scipy.special import erf
 
-from phantoms.acquisition import RealisticSettings, realistic_image
-from phantoms.attenuation import mu_per_mm_from_hu
-from phantoms.site_profiles import SiteProfile
+from concordose.phantoms.acquisition import RealisticSettings, realistic_image
+from concordose.phantoms.attenuation import mu_per_mm_from_hu
+from concordose.phantoms.site_profiles import SiteProfile
 
 
 class ImagingMode(StrEnum):

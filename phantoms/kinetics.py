@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from concordose.nuclides import LU177
-from phantoms.anatomy import Anatomy
+from concordose.phantoms.anatomy import Anatomy
 
 
 @dataclass(frozen=True)

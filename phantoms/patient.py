@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 from numpy.typing import NDArray
 
-from phantoms.anatomy import (
+from concordose.phantoms.anatomy import (
     BODY_VALUE,
     OUTSIDE_VALUE,
     Anatomy,
@@ -34,16 +34,16 @@ from phantoms.anatomy import (
     default_anatomy,
     sample_label_map,
 )
-from phantoms.attenuation import ct_hu_on_grid
-from phantoms.dicom_ct import anatomical_hu_slices, hu_map, write_ct_series
-from phantoms.dicom_nm import RADIOPHARMACEUTICAL, write_nm
-from phantoms.dicom_seg import write_seg
-from phantoms.dicom_study import PatientInfo, TimePointStudy
-from phantoms.imaging import ImagingMode, image_counts, region_activity_map
-from phantoms.kinetics import MonoExponential, draw_truth_kinetics
-from phantoms.presets import ct_grid_for, nm_grid_for, preset_named
-from phantoms.site_profiles import DEFAULT_SITE, SiteProfile, sites_registry_document
-from phantoms.uids import reproducible_uid
+from concordose.phantoms.attenuation import ct_hu_on_grid
+from concordose.phantoms.dicom_ct import anatomical_hu_slices, hu_map, write_ct_series
+from concordose.phantoms.dicom_nm import RADIOPHARMACEUTICAL, write_nm
+from concordose.phantoms.dicom_seg import write_seg
+from concordose.phantoms.dicom_study import PatientInfo, TimePointStudy
+from concordose.phantoms.imaging import ImagingMode, image_counts, region_activity_map
+from concordose.phantoms.kinetics import MonoExponential, draw_truth_kinetics
+from concordose.phantoms.presets import ct_grid_for, nm_grid_for, preset_named
+from concordose.phantoms.site_profiles import DEFAULT_SITE, SiteProfile, sites_registry_document
+from concordose.phantoms.uids import reproducible_uid
 
 INJECTED_ACTIVITY_MBQ = 7400.0
 """Standard [177Lu]Lu-DOTATATE cycle activity (7.4 GBq)."""

@@ -7,7 +7,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from concordose.calibration.phantom_geometry import PhantomSphere, ZCylinder
-from phantoms.grid import VoxelGrid
+from concordose.phantoms.grid import VoxelGrid
 
 
 def voxel_centre_mask(shape: ZCylinder | PhantomSphere, grid: VoxelGrid) -> NDArray[np.bool_]:

@@ -43,17 +43,17 @@ from concordose.calibration.phantom_geometry import (
 )
 from concordose.calibration.sheet import SHEET_FORMAT, SHEET_FORMAT_VERSION
 from concordose.nuclides import LU177
-from phantoms.acquisition import RealisticSettings
-from phantoms.attenuation import ct_hu_on_grid
-from phantoms.dicom_ct import hu_map, write_ct_series
-from phantoms.dicom_nm import write_nm
-from phantoms.dicom_study import PatientInfo, TimePointStudy
-from phantoms.grid import VoxelGrid
-from phantoms.imaging import ImagingMode, analytic_sphere_recovery, image_counts
-from phantoms.phantom_geometry import sphere_occupancy, voxel_centre_mask
-from phantoms.presets import ct_grid_for, nm_grid_for
-from phantoms.site_profiles import SiteProfile
-from phantoms.uids import reproducible_uid
+from concordose.phantoms.acquisition import RealisticSettings
+from concordose.phantoms.attenuation import ct_hu_on_grid
+from concordose.phantoms.dicom_ct import hu_map, write_ct_series
+from concordose.phantoms.dicom_nm import write_nm
+from concordose.phantoms.dicom_study import PatientInfo, TimePointStudy
+from concordose.phantoms.grid import VoxelGrid
+from concordose.phantoms.imaging import ImagingMode, analytic_sphere_recovery, image_counts
+from concordose.phantoms.phantom_geometry import sphere_occupancy, voxel_centre_mask
+from concordose.phantoms.presets import ct_grid_for, nm_grid_for
+from concordose.phantoms.site_profiles import SiteProfile
+from concordose.phantoms.uids import reproducible_uid
 
 CALIBRATION_SHEET_FORMAT = SHEET_FORMAT
 CALIBRATION_SHEET_FORMAT_VERSION = SHEET_FORMAT_VERSION

@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from phantoms.grid import VoxelGrid
-from phantoms.site_profiles import SiteProfile
+from concordose.phantoms.grid import VoxelGrid
+from concordose.phantoms.site_profiles import SiteProfile
 
 CT_IN_PLANE_REFINEMENT = 2
 """``test``/``demo``: CT pixels are this many times finer in plane than SPECT voxels (same

@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import fft, sparse
 
-from phantoms.camera_model import CameraModel
+from concordose.phantoms.camera_model import CameraModel
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 """FWHM of a Gaussian in units of its standard deviation."""

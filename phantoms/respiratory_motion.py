@@ -30,8 +30,8 @@ from collections.abc import Mapping
 import numpy as np
 from numpy.typing import NDArray
 
-from phantoms.anatomy import Anatomy, Ellipsoid, VoiType
-from phantoms.lesion_shapes import IrregularLesion
+from concordose.phantoms.anatomy import Anatomy, Ellipsoid, VoiType
+from concordose.phantoms.lesion_shapes import IrregularLesion
 
 DIAPHRAGM_AMPLITUDE_MM = 16.0
 """Peak-to-peak cranio-caudal excursion of the diaphragm in quiet breathing, mm (module doc)."""

@@ -45,8 +45,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from phantoms.anatomy import Shape, Voi, VoiType
-from phantoms.grid import VoxelGrid
+from concordose.phantoms.anatomy import Shape, Voi, VoiType
+from concordose.phantoms.grid import VoxelGrid
 
 
 @dataclass(frozen=True)

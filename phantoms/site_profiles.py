@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from phantoms.segmentation_rules import (
+from concordose.phantoms.segmentation_rules import (
     CtOrganOutline,
     FixedThreshold,
     ManualMargin,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from concordose.dose.sphere_svalues import lu177_sphere_table
-from phantoms.anatomy import (
+from concordose.phantoms.anatomy import (
     BODY_LABEL,
     Anatomy,
     Ellipsoid,
@@ -30,15 +30,15 @@ from phantoms.anatomy import (
     shape_volume_ml,
     virtual_patient_anatomy,
 )
-from phantoms.kinetics import (
+from concordose.phantoms.kinetics import (
     MULTI_PHASE_PRIORS,
     ORGAN_CYCLE_VARIATION,
     TUMOUR_DECLINE_PER_CYCLE_RANGE,
     UptakeMultiExponential,
     draw_multi_phase,
 )
-from phantoms.lesion_shapes import IrregularLesion
-from phantoms.protocols import ImagingProtocol
+from concordose.phantoms.lesion_shapes import IrregularLesion
+from concordose.phantoms.protocols import ImagingProtocol
 
 INJECTED_ACTIVITY_MBQ = 7400.0
 """Standard [177Lu]Lu-DOTATATE cycle activity (7.4 GBq), the true activity every cycle."""

@@ -3,8 +3,8 @@
 ``schemas/versions.lock.json`` records, per table and version, a fingerprint of its Arrow schema
 (names, types, nullability, units; docs excluded so wording can improve). A unit test compares
 the live schemas with it. After deliberately adding a version, record it with
-``python -m schemas.lock`` — existing entries are never rewritten, so changing the fields of an
-already published version fails until its version is bumped.
+``python -m concordose.schemas.lock`` — existing entries are never rewritten, so changing the
+fields of an already published version fails until its version is bumped.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from schemas.tables import TABLES
+from concordose.schemas.tables import TABLES
 
 LOCK_FILE = Path(__file__).resolve().parent / "versions.lock.json"
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from concordose.phantoms import GeneratedPatient, generate_patient
+from concordose.phantoms.consortium import Realism, generate_consortium
+from concordose.phantoms.site_profiles import DEFAULT_SITE
 from concordose.pipeline.assembly import CycleStudy, assemble_cycles
 from concordose.pipeline.catalogue import catalogue
-from phantoms import GeneratedPatient, generate_patient
-from phantoms.consortium import Realism, generate_consortium
-from phantoms.site_profiles import DEFAULT_SITE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIEMENS_NM_FIXTURE = REPO_ROOT / "tests" / "data" / "siemens_intevo_lu177_phantom_recon.dcm"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from concordose.results.provenance import Provenance
-from schemas.tables import ABSORBED_DOSE, KINETICS, SITE_CALIBRATIONS
+from concordose.schemas.tables import ABSORBED_DOSE, KINETICS, SITE_CALIBRATIONS
 
 
 def provenance_columns(run_id: str) -> dict[str, object]:

@@ -12,7 +12,7 @@ from rt_utils import RTStructBuilder
 
 from concordose.dicom.ct import read_ct_series
 from concordose.dicom.seg import VoiMask, read_segmentation
-from phantoms import GeneratedPatient
+from concordose.phantoms import GeneratedPatient
 
 
 def on_grid(voi: VoiMask, grid: sitk.Image) -> np.ndarray:

@@ -33,7 +33,7 @@ class PackagedSchema:
 
     def path(self) -> Path:
         """Where the shipped file is (inside the installed ``schemas`` package)."""
-        return Path(str(files("schemas").joinpath(self.file_name)))
+        return Path(str(files("concordose.schemas").joinpath(self.file_name)))
 
     def write(self) -> None:
         """Rewrite the shipped file from the model (maintenance: after changing the model)."""

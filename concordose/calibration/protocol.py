@@ -285,7 +285,7 @@ class SiteProtocol(BaseModel):
 
 def packaged_protocol_dir() -> Path:
     """The packaged protocol files (``schemas/protocols``)."""
-    return Path(str(files("schemas").joinpath("protocols")))
+    return Path(str(files("concordose.schemas").joinpath("protocols")))
 
 
 # --- where protocol files come from (issue 16) ---

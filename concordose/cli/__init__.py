@@ -53,10 +53,10 @@ __all__ = ["EXIT_INPUT_ERROR", "app", "main"]
 
 if TYPE_CHECKING:
     from concordose.calibration.registry import SiteRegistry
+    from concordose.flows.sweep import SweepResult
     from concordose.ingest.receiver import StorageReceiver
     from concordose.observability import MetricsServer
-    from flows.sweep import SweepResult
-    from phantoms.imaging import ImagingMode
+    from concordose.phantoms.imaging import ImagingMode
 
 app = typer.Typer(
     name="concordose",
@@ -366,7 +366,7 @@ def demo(  # noqa: PLR0917 (typer maps each option to a parameter)
     Example: concordose demo --workdir /tmp/concordose-demo --preset test
     """
     kinetics, dose = run_or_exit(lambda: _method_overrides(kinetics_methods, dose_methods))
-    from flows.demo import run_demo  # lazy: only orchestration imports Prefect
+    from concordose.flows.demo import run_demo  # lazy: only orchestration imports Prefect
 
     folder = (workdir or default_workdir()).resolve()
     with Progress(
@@ -546,7 +546,7 @@ def process(  # noqa: PLR0917 (typer maps each option to a parameter)
     kinetics, dose = run_or_exit(lambda: _method_overrides(kinetics_methods, dose_methods))
     found = run_or_exit(lambda: _check_before_processing(spool, sites, site))
     console.print(f"[cyan]•[/] {found} cycle(s) in {spool}")
-    from flows.sweep import process_spool
+    from concordose.flows.sweep import process_spool
 
     result = process_spool(
         spool,
@@ -605,7 +605,7 @@ def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a paramet
         run_or_exit(lambda: _check_before_processing(spool, sites, site))
     else:
         run_or_exit(lambda: _check_manifest(manifest, sites))
-    from flows.process_cycle import OUTCOME_HELD, process_cycle
+    from concordose.flows.process_cycle import OUTCOME_HELD, process_cycle
 
     result = process_cycle(
         spool,
@@ -652,7 +652,7 @@ def sweep(  # noqa: PLR0917 (typer maps each option to a parameter)
         _check_before_processing(spool, sites, None)
 
     run_or_exit(check)
-    from flows.sweep import sweep as sweep_flow
+    from concordose.flows.sweep import sweep as sweep_flow
 
     result = sweep_flow(
         spool,
@@ -978,7 +978,7 @@ def generate(
             )
         )
         return
-    from phantoms import generate_patient
+    from concordose.phantoms import generate_patient
 
     def make() -> None:
         try:
@@ -1051,7 +1051,7 @@ def query(
 
 def _imaging_mode(name: str) -> ImagingMode:
     """The ``--imaging`` option as a :class:`phantoms.imaging.ImagingMode`."""
-    from phantoms.imaging import ImagingMode
+    from concordose.phantoms.imaging import ImagingMode
 
     try:
         return ImagingMode(name)
@@ -1076,14 +1076,14 @@ def _generate_consortium(
     max_views: int | None,
 ) -> None:
     """``generate --consortium``: the digital consortium with a progress bar."""
-    from phantoms.consortium import (
+    from concordose.phantoms.consortium import (
         CONSORTIUM_PRESETS,
         PER_SITE_PROTOCOL,
         Realism,
         generate_consortium,
     )
-    from phantoms.protocols import PROTOCOLS
-    from phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
+    from concordose.phantoms.protocols import PROTOCOLS
+    from concordose.phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
 
     try:
         chosen = (
@@ -1220,8 +1220,8 @@ def consortium(
 
     Example: concordose consortium --out /tmp/cons --preset test --sites milan,brussels --patients 1
     """
-    from phantoms.consortium import CONSORTIUM_PRESETS
-    from phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
+    from concordose.phantoms.consortium import CONSORTIUM_PRESETS
+    from concordose.phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
 
     allowed = ("test", "demo", "full")
 
@@ -1246,7 +1246,9 @@ def consortium(
 
     profiles = run_or_exit(chosen_sites)
     mode = run_or_exit(lambda: _imaging_mode(imaging))
-    from flows.consortium import run_consortium  # lazy: only orchestration imports Prefect
+    from concordose.flows.consortium import (
+        run_consortium,  # lazy: only orchestration imports Prefect
+    )
 
     with progress_bar() as progress:
         task = progress.add_task("consortium", total=0)
@@ -1444,11 +1446,11 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
         if deployment and run_flows:
             raise ConcordoseError("choose one of --deployment and --run-flows")
         if deployment:
-            from flows.triggers import DeploymentTrigger
+            from concordose.flows.triggers import DeploymentTrigger
 
             hook = DeploymentTrigger(deployment, sites.resolve(), output)
         elif run_flows:
-            from flows.triggers import WorkerProcessTrigger
+            from concordose.flows.triggers import WorkerProcessTrigger
 
             hook = WorkerProcessTrigger(sites.resolve(), output)
         # Issue 18: spool files 0640 and folders 0750 by default (CONCORDOSE_SPOOL_UMASK).

@@ -25,7 +25,7 @@ from concordose.results.catalogue import connect
 from concordose.results.object_store import ObjectStore
 from concordose.results.provenance import Provenance
 from concordose.results.publish import PublishedRun, publish_tables
-from schemas.tables import TABLES
+from concordose.schemas.tables import TABLES
 
 logger = logging.getLogger(__name__)
 

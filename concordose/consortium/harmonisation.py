@@ -29,7 +29,7 @@ from concordose.consortium.reference_objects import ReferenceObject
 from concordose.consortium.variants import ProcessingVariant
 from concordose.errors import ConcordoseError
 from concordose.results.provenance import Provenance
-from schemas.tables import HARMONISATION_AGREEMENT
+from concordose.schemas.tables import HARMONISATION_AGREEMENT
 
 MIN_SITES = 2
 """A reference object enters the table when measured (published rows) at this many sites."""

@@ -70,7 +70,7 @@ from concordose.kinetics.prior_half_life import (
 )
 from concordose.kinetics.timepoints import choose_time_points
 from concordose.results.provenance import Provenance
-from schemas.tables import THRESHOLD_CONCORDANCE
+from concordose.schemas.tables import THRESHOLD_CONCORDANCE
 
 LEVEL_CYCLE = "cycle"
 LEVEL_PATIENT = "patient"

@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 
 from concordose.errors import ConcordoseError
-from schemas.tables import TABLES
+from concordose.schemas.tables import TABLES
 
 __all__ = ["CYCLE_TABLES", "CycleRows", "published_cycle_keys", "read_cycle_rows"]
 

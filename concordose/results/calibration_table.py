@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from concordose.calibration.registry import CalibrationRecord
 from concordose.results.provenance import Provenance
-from schemas.tables import PARTIAL_VOLUME_EVIDENCE_MODELS, SITE_CALIBRATIONS
+from concordose.schemas.tables import PARTIAL_VOLUME_EVIDENCE_MODELS, SITE_CALIBRATIONS
 
 
 def build_site_calibrations(

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from concordose.errors import ConcordoseError
 from concordose.results.object_store import ObjectStore
 from concordose.results.publish import MANIFEST_DIR
-from schemas.tables import TABLES, ScalarFill, TableSpec
+from concordose.schemas.tables import TABLES, ScalarFill, TableSpec
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from concordose.pipeline.quantify import CycleTimeActivity
 from concordose.quant.pvc import NO_CORRECTION, NOT_CORRECTED, STATUS_OK
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.provenance import Provenance
-from schemas.tables import (
+from concordose.schemas.tables import (
     ACQUISITIONS,
     METHOD_COMPARISON,
     PATIENT_SUMMARY,

@@ -22,7 +22,7 @@ from concordose.pipeline.quantify import (
 )
 from concordose.quant.pvc import BACKGROUND_MODEL, STATUS_OK
 from concordose.results.provenance import Provenance
-from schemas.tables import ABSORBED_DOSE, KINETICS, VOI_TIMEPOINTS, TableSpec
+from concordose.schemas.tables import ABSORBED_DOSE, KINETICS, VOI_TIMEPOINTS, TableSpec
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from concordose.results.data_docs import publish_data_docs
 from concordose.results.object_store import ObjectStore
 from concordose.results.provenance import Provenance
 from concordose.results.validation import TableValidation, validate_tables
-from schemas.tables import TABLES
+from concordose.schemas.tables import TABLES
 
 logger = logging.getLogger(__name__)
 

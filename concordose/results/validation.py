@@ -35,7 +35,7 @@ from concordose.dose.registry import DOSE_METHODS, VOXEL_DOSE_METHODS
 from concordose.dose.voxel_dosimetry import voxel_kinetics_names
 from concordose.errors import ConfigurationError
 from concordose.kinetics.registry import KINETICS_METHODS
-from schemas.tables import TABLES, TableSpec
+from concordose.schemas.tables import TABLES, TableSpec
 
 _REGISTRIES: dict[str, Callable[[], list[str]]] = {
     "kinetics": KINETICS_METHODS.names,
@@ -67,8 +67,8 @@ class TableRules(BaseModel):
 
 
 def _expectations_file() -> Path:
-    # Installed non-editable, ``schemas`` sits in site-packages beside ``concordose``.
-    import schemas  # noqa: PLC0415  (locate the package's data file)
+    # ``concordose.schemas``: installed, a subpackage; in a checkout, the top-level schemas/.
+    from concordose import schemas  # noqa: PLC0415  (locate the package's data file)
 
     return Path(schemas.__file__).resolve().parent / "expectations.yaml"
 

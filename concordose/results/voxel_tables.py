@@ -23,7 +23,7 @@ from concordose.pipeline.quantify import CycleTimeActivity
 from concordose.results.cycle_summary import build_patient_summary
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.provenance import Provenance
-from schemas.tables import VOXEL_DOSE, VOXEL_DOSE_SUMMARY
+from concordose.schemas.tables import VOXEL_DOSE, VOXEL_DOSE_SUMMARY
 
 
 def _nullable(value: float) -> float | None:

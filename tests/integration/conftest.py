@@ -14,7 +14,7 @@ from moto.server import ThreadedMotoServer
 from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
 
-import flows  # noqa: F401  (applies the platform's Prefect defaults)
+from concordose import flows  # noqa: F401  (applies the platform's Prefect defaults)
 from concordose.cli import app
 from tests.browser import OfflineBrowser, offline_browser_session
 

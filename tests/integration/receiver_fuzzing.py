@@ -52,7 +52,7 @@ from concordose.dicom.ct import read_ct_series
 from concordose.dicom.nm import read_nm_header
 from concordose.dicom.seg import read_segmentation
 from concordose.errors import ConcordoseError
-from phantoms import GeneratedPatient
+from concordose.phantoms import GeneratedPatient
 from tests.integration.crafted_peer import VERIFICATION, Context, CraftedPeer, encode_data_set
 
 ECHO_CONTEXT = 1

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from concordose.dose.sphere_svalues import lu177_sphere_table
-from phantoms import generate_patient
+from concordose.phantoms import generate_patient
 from tests.integration.test_demo_path import (
     DOSE_RELATIVE_TOLERANCE,
     MASS_RELATIVE_TOLERANCE,

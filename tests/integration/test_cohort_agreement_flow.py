@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from concordose.consortium import POOLED_SITE_ID, build_cohort_tables, read_cohort_inputs
+from concordose.flows.sweep import process_spool
+from concordose.phantoms import generate_patient
 from concordose.results.catalogue import load_manifests, read_current
 from concordose.results.object_store import open_object_store
 from concordose.results.provenance import Provenance
 from concordose.settings import Settings
-from flows.sweep import process_spool
-from phantoms import generate_patient
 
 pytestmark = pytest.mark.integration
 

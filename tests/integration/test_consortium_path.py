@@ -21,8 +21,8 @@ import pytest
 from typer.testing import CliRunner
 
 from concordose.cli import app
-from phantoms.consortium import GeneratedConsortium, Realism, generate_consortium
-from phantoms.site_profiles import consortium_site
+from concordose.phantoms.consortium import GeneratedConsortium, Realism, generate_consortium
+from concordose.phantoms.site_profiles import consortium_site
 
 pytestmark = pytest.mark.integration
 

@@ -20,12 +20,21 @@ from prefect.client.orchestration import get_client
 from prefect.deployments.runner import RunnerDeployment
 from pydantic import SecretStr
 
-import flows.process_cycle as process_cycle_module
-import tasks.study as study_tasks
+import concordose.flows.process_cycle as process_cycle_module
+import concordose.tasks.study as study_tasks
 from concordose.dicom.pseudonym import cycle_key
+from concordose.flows.process_cycle import OUTCOME_PROCESSED, OUTCOME_SKIPPED, process_cycle
+from concordose.flows.sweep import process_spool, sweep
+from concordose.flows.triggers import (
+    DeploymentTrigger,
+    InProcessFlowTrigger,
+    WorkerProcessTrigger,
+    idempotency_key,
+)
 from concordose.ingest.receiver import StorageReceiver
 from concordose.ingest.sender import send_files
 from concordose.kinetics.models import KineticsBatch
+from concordose.phantoms import GeneratedPatient, generate_patient
 from concordose.pipeline.quantify import CycleTimeActivity
 from concordose.results.catalogue import read_current
 from concordose.results.object_store import open_object_store
@@ -33,15 +42,6 @@ from concordose.settings import Settings
 from concordose.spool.cycles import CycleState
 from concordose.spool.store import Spool
 from concordose.spool.timepoints import InstanceSummary, TimePointEvent, TimePointState
-from flows.process_cycle import OUTCOME_PROCESSED, OUTCOME_SKIPPED, process_cycle
-from flows.sweep import process_spool, sweep
-from flows.triggers import (
-    DeploymentTrigger,
-    InProcessFlowTrigger,
-    WorkerProcessTrigger,
-    idempotency_key,
-)
-from phantoms import GeneratedPatient, generate_patient
 from tests.fakes import FakeClock, Recorder
 
 pytestmark = pytest.mark.integration

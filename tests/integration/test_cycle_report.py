@@ -23,11 +23,11 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from typer.testing import CliRunner
 
 from concordose.cli import app
+from concordose.flows.process_cycle import CycleRunResult, ReportInputs, with_report
 from concordose.report import SECTION_IDS, cycle_report_key, image_products_key
 from concordose.results.catalogue import read_current
 from concordose.results.object_store import open_object_store
 from concordose.settings import Settings
-from flows.process_cycle import CycleRunResult, ReportInputs, with_report
 from tests.integration.s3_stores import copy_store_to_s3
 
 pytestmark = pytest.mark.integration

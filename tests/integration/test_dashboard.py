@@ -22,15 +22,15 @@ from typer.testing import CliRunner
 
 from concordose.cli import app
 from concordose.external_references import external_references
+from concordose.flows.sweep import sweep
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.report import DASHBOARD_KEY, DASHBOARD_SECTION_IDS, build_dashboard
 from concordose.results.catalogue import read_current
 from concordose.results.object_store import ObjectStore, open_object_store
 from concordose.results.provenance import Provenance
 from concordose.results.publish import publish_tables
+from concordose.schemas.tables import QC_FINDINGS
 from concordose.settings import Settings
-from flows.sweep import sweep
-from schemas.tables import QC_FINDINGS
 from tests.browser import OfflineBrowser, assert_renders_offline
 from tests.dashboard_page import parse_dashboard
 from tests.integration.s3_stores import copy_store_to_s3
@@ -263,7 +263,7 @@ def test_nightly_sweep_rebuilds_the_dashboard_and_survives_its_failure(
     def broken(store: ObjectStore) -> str:
         raise OSError("disk full")
 
-    monkeypatch.setattr("tasks.report.build_dashboard", broken)
+    monkeypatch.setattr("concordose.tasks.report.build_dashboard", broken)
     failed: Any = sweep(spool, sites, output_uri=str(output))
     assert failed.dashboard.path is None
     assert "OSError: disk full" in failed.dashboard.error

@@ -31,8 +31,8 @@ from concordose.cli import app
 from concordose.dose.sphere_svalues import lu177_sphere_table
 from concordose.results.catalogue import query, read_current
 from concordose.results.object_store import open_object_store
+from concordose.schemas.tables import ABSORBED_DOSE
 from concordose.settings import Settings
-from schemas.tables import ABSORBED_DOSE
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from concordose.dose.registry import DOSE_METHODS
-from flows.sweep import process_spool
-from phantoms import GeneratedPatient
+from concordose.flows.sweep import process_spool
+from concordose.phantoms import GeneratedPatient
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from concordose.calibration.protocol import DEFAULT_DOSE_METHODS, DEFAULT_KINETICS_METHODS
+from concordose.flows.sweep import process_spool
 from concordose.kinetics.registry import KINETICS_METHODS
-from flows.sweep import process_spool
-from phantoms import generate_patient
-from schemas.tables import KINETICS
+from concordose.phantoms import generate_patient
+from concordose.schemas.tables import KINETICS
 
 pytestmark = pytest.mark.integration
 

@@ -25,16 +25,16 @@ from pynetdicom.sop_class import NuclearMedicineImageStorage  # type: ignore[att
 
 from concordose.cli.observability import start_receiver_metrics
 from concordose.errors import ConcordoseError
+from concordose.flows.triggers import WorkerProcessTrigger
 from concordose.ingest.admission import AdmissionLimits
 from concordose.ingest.receiver import STATUS_CANNOT_UNDERSTAND, StorageReceiver
 from concordose.ingest.sender import send_files
 from concordose.ingest.upper_layer import Association, IncomingDataSet, StoreRequest
 from concordose.observability import MetricsServer
+from concordose.phantoms import GeneratedPatient
 from concordose.spool.cycles import CycleState
 from concordose.spool.store import Spool
 from concordose.spool.timepoints import TimePointEvent
-from flows.triggers import WorkerProcessTrigger
-from phantoms import GeneratedPatient
 from tests.fakes import FakeClock, Recorder
 from tests.integration.peers import free_port, port_open, stop_process, storescu, wait_until
 

@@ -14,8 +14,8 @@ import pydicom
 import pytest
 
 from concordose.ingest.receiver import StorageReceiver
+from concordose.phantoms import GeneratedPatient
 from concordose.spool.store import Spool
-from phantoms import GeneratedPatient
 from tests.conftest import SIEMENS_NM_FIXTURE
 from tests.fakes import FakeClock, Recorder
 from tests.integration.peers import free_port, port_open, wait_until

@@ -27,8 +27,8 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
+from concordose.phantoms import generate_patient
 from concordose.spool.store import Spool
-from phantoms import generate_patient
 from tests.integration.peers import free_port, port_open, stop_process, storescu, wait_until
 
 pytestmark = pytest.mark.integration

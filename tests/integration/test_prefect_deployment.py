@@ -27,13 +27,13 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from concordose.flows.triggers import idempotency_key
+from concordose.phantoms import GeneratedPatient, generate_patient
 from concordose.results.catalogue import read_current
 from concordose.results.object_store import open_object_store
 from concordose.settings import Settings
 from concordose.spool.cycles import OUTCOME_STATES, CycleRecord
 from concordose.spool.store import Spool
-from flows.triggers import idempotency_key
-from phantoms import GeneratedPatient, generate_patient
 from tests.integration.peers import free_port, port_open, stop_process, storescu, wait_until
 
 pytestmark = pytest.mark.integration

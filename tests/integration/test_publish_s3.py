@@ -25,8 +25,8 @@ from concordose.results.object_store import (
 )
 from concordose.results.provenance import Provenance
 from concordose.results.publish import publish_tables
+from concordose.schemas.tables import KINETICS
 from concordose.settings import Settings
-from schemas.tables import KINETICS
 from tests.results_rows import provenance, run_tables
 
 pytestmark = pytest.mark.integration

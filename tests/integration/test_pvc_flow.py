@@ -19,13 +19,13 @@ import yaml
 
 import concordose.calibration.protocol as protocol_module
 from concordose.calibration.registry import SiteRegistry
+from concordose.flows.sweep import process_spool
+from concordose.phantoms import GeneratedPatient, generate_patient
 from concordose.pipeline.assembly import assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.quantify import quantify_cycle
 from concordose.quant.pvc import BACKGROUND_MODEL, STATUS_OK
 from concordose.results.cycle_summary import PARTIAL_VOLUME_CHECK
-from flows.sweep import process_spool
-from phantoms import GeneratedPatient, generate_patient
 
 pytestmark = pytest.mark.integration
 

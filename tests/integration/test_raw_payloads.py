@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 
 from concordose.cli import app
 from concordose.errors import UnreadableDicomError
+from concordose.flows.process_cycle import OUTCOME_PROCESSED, process_cycle
+from concordose.flows.triggers import DeploymentTrigger, InProcessFlowTrigger, idempotency_key
 from concordose.ingest.receiver import StorageReceiver
 from concordose.ingest.sender import send_files
 from concordose.payloads import (
@@ -36,13 +38,11 @@ from concordose.payloads import (
     stage_cycle,
     upload_cycle,
 )
+from concordose.phantoms import GeneratedPatient
 from concordose.results.object_store import BucketMissingError
 from concordose.settings import Settings
 from concordose.spool.cycles import CycleRecord, CycleState
 from concordose.spool.store import Spool
-from flows.process_cycle import OUTCOME_PROCESSED, process_cycle
-from flows.triggers import DeploymentTrigger, InProcessFlowTrigger, idempotency_key
-from phantoms import GeneratedPatient
 from tests.fakes import FakeClock, Recorder
 from tests.integration.s3_stores import use_s3_server
 

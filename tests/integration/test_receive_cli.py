@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from concordose.cli import app
+from concordose.phantoms import GeneratedPatient
 from concordose.spool.store import Spool
-from phantoms import GeneratedPatient
 from tests.integration.peers import free_port, port_open, stop_process, storescu, wait_until
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ from pynetdicom.sop_class import NuclearMedicineImageStorage, Verification  # ty
 from concordose.errors import ConcordoseError
 from concordose.ingest.receiver import STATUS_CANNOT_UNDERSTAND, StorageReceiver
 from concordose.ingest.sender import send_files
+from concordose.phantoms import GeneratedPatient
 from concordose.spool.store import Spool
-from phantoms import GeneratedPatient
 from tests.conftest import SIEMENS_NM_FIXTURE
 
 pytestmark = pytest.mark.integration

@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 
 from concordose.cli import EXIT_INPUT_ERROR, app
 from concordose.ingest.receiver import STATUS_OUT_OF_RESOURCES, StorageReceiver
+from concordose.phantoms import GeneratedPatient
 from concordose.spool.store import Spool
-from phantoms import GeneratedPatient
 from tests.fakes import FakeClock, Recorder
 from tests.integration.peers import free_port, port_open, stop_process, storescu, wait_until
 from tests.integration.small_volume import fill, free_bytes, mounted_tmpfs

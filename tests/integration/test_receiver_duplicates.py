@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from concordose.cli import app
 from concordose.dicom.pseudonym import uid_hash
 from concordose.ingest.receiver import StorageReceiver
+from concordose.phantoms import GeneratedPatient
 from concordose.spool.store import Spool
-from phantoms import GeneratedPatient
 
 pytestmark = pytest.mark.integration
 

@@ -30,9 +30,9 @@ from concordose.ingest.receiver import (
     STATUS_SOP_CLASS_NOT_SUPPORTED,
     StorageReceiver,
 )
+from concordose.phantoms import GeneratedPatient
 from concordose.pipeline.catalogue import catalogue
 from concordose.spool.store import Spool
-from phantoms import GeneratedPatient
 from tests.conftest import SIEMENS_NM_FIXTURE
 from tests.integration.crafted_peer import CraftedPeer
 from tests.integration.receiver_fuzzing import (

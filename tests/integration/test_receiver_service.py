@@ -27,9 +27,9 @@ from concordose.ingest.receiver import (
     StorageReceiver,
 )
 from concordose.ingest.tls import server_context
+from concordose.phantoms import GeneratedPatient
 from concordose.spool.store import Spool
 from concordose.spool.timepoints import TimePointState
-from phantoms import GeneratedPatient
 from tests.conftest import SIEMENS_NM_FIXTURE
 from tests.fakes import FakeClock, Recorder
 from tests.integration.peers import wait_until

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from concordose.flows.process_cycle import OUTCOME_PROCESSED
+from concordose.flows.sweep import process_spool
+from concordose.phantoms import GeneratedPatient
 from concordose.results.catalogue import read_current
 from concordose.results.object_store import open_object_store
 from concordose.settings import Settings
-from flows.process_cycle import OUTCOME_PROCESSED
-from flows.sweep import process_spool
-from phantoms import GeneratedPatient
 from tests.rtstruct_builder import folder_with_rtstruct
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from pynetdicom.events import Event
 
 from concordose.errors import ConcordoseError
 from concordose.ingest.sender import MAX_FRUITLESS_ASSOCIATIONS, send_files
-from phantoms import GeneratedPatient
+from concordose.phantoms import GeneratedPatient
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 import concordose.calibration.protocol as protocol_module
-from flows.sweep import process_spool
-from phantoms import GeneratedPatient, generate_patient
+from concordose.flows.sweep import process_spool
+from concordose.phantoms import GeneratedPatient, generate_patient
 
 pytestmark = pytest.mark.integration
 

@@ -50,6 +50,9 @@ from concordose.dicom.seg import read_segmentation
 from concordose.dose.methods.local_deposition import ldm_gy_per_mbq_h_per_g
 from concordose.dose.resampling import average_onto_grid
 from concordose.errors import ConfigurationError
+from concordose.flows.sweep import SweepResult, process_spool
+from concordose.phantoms import generate_patient
+from concordose.phantoms.patient import HU_BY_LABEL
 from concordose.pipeline.alignment import TimePointAlignment, align_time_points
 from concordose.pipeline.assembly import CycleStudy, assemble_cycles
 from concordose.pipeline.catalogue import catalogue
@@ -58,11 +61,8 @@ from concordose.pipeline.voxel_dosimetry import cycle_voxel_dosimetry, first_ct_
 from concordose.quant.voi import resample_vois
 from concordose.results.catalogue import query, read_current
 from concordose.results.object_store import open_object_store
+from concordose.schemas.tables import ABSORBED_DOSE, VOXEL_DOSE, VOXEL_DOSE_SUMMARY
 from concordose.settings import Settings
-from flows.sweep import SweepResult, process_spool
-from phantoms import generate_patient
-from phantoms.patient import HU_BY_LABEL
-from schemas.tables import ABSORBED_DOSE, VOXEL_DOSE, VOXEL_DOSE_SUMMARY
 
 pytestmark = pytest.mark.integration
 

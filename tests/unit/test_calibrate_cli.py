@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from concordose.calibration.ledger import read_ledger
 from concordose.cli import app
+from concordose.phantoms.consortium import generate_consortium
+from concordose.phantoms.site_profiles import consortium_site
 from concordose.quant.pvc import psf_from_record
-from phantoms.consortium import generate_consortium
-from phantoms.site_profiles import consortium_site
 
 runner = CliRunner()
 

@@ -31,13 +31,18 @@ from concordose.calibration.traceability import SecondaryStandardMeasurement
 from concordose.dicom.seg import VoiType
 from concordose.errors import ConfigurationError
 from concordose.nuclides import LU177
+from concordose.phantoms.phantom_scans import scan_site_phantoms
+from concordose.phantoms.site_profiles import CONSORTIUM_SITES, SiteProfile
 from concordose.results.calibration_table import build_site_calibrations
 from concordose.results.cycle_summary import build_patient_summary
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.provenance import Provenance
-from phantoms.phantom_scans import scan_site_phantoms
-from phantoms.site_profiles import CONSORTIUM_SITES, SiteProfile
-from schemas.tables import PATIENT_SUMMARY, SITE_CALIBRATIONS, VOXEL_DOSE_SUMMARY, upgrade_table
+from concordose.schemas.tables import (
+    PATIENT_SUMMARY,
+    SITE_CALIBRATIONS,
+    VOXEL_DOSE_SUMMARY,
+    upgrade_table,
+)
 
 SEED = 5
 

@@ -14,7 +14,7 @@ from concordose.calibration.ledger import append_record
 from concordose.calibration.records import CalibrationRecord
 from concordose.cli import EXIT_INPUT_ERROR, app
 from concordose.cli.console import EXIT_HELD
-from phantoms import GeneratedPatient
+from concordose.phantoms import GeneratedPatient
 from tests.conftest import SIEMENS_NM_FIXTURE
 
 runner = CliRunner()

@@ -20,6 +20,7 @@ from concordose.calibration.records import CalibrationRecord
 from concordose.cli import EXIT_INPUT_ERROR, app
 from concordose.cli.console import EXIT_HELD
 from concordose.dicom.pseudonym import PATIENT_HIDDEN
+from concordose.phantoms import GeneratedPatient
 from concordose.results.calibration_table import build_site_calibrations
 from concordose.results.object_store import open_object_store
 from concordose.results.provenance import Provenance, new_run_id
@@ -28,7 +29,6 @@ from concordose.settings import Settings
 from concordose.spool.completion import CompletionMonitor
 from concordose.spool.store import InstanceIdentity, Spool
 from concordose.spool.timepoints import InstanceSummary
-from phantoms import GeneratedPatient
 from tests.conftest import SIEMENS_NM_FIXTURE
 
 runner = CliRunner()

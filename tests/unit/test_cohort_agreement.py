@@ -18,7 +18,7 @@ from concordose.consortium import (
 from concordose.kinetics.comparison import relative_bland_altman
 from concordose.results.provenance import Provenance
 from concordose.results.validation import validate_tables
-from schemas.tables import DOSE_AGREEMENT, KINETICS_AGREEMENT
+from concordose.schemas.tables import DOSE_AGREEMENT, KINETICS_AGREEMENT
 
 REF = "spectacular_6tp"
 PROVENANCE = Provenance(run_id="r-cohort")

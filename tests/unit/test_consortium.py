@@ -25,23 +25,23 @@ from concordose.cli import app
 from concordose.dicom.nm import read_nm_header
 from concordose.dose.sphere_svalues import lu177_sphere_table
 from concordose.nuclides import LU177
-from concordose.pipeline.assembly import assemble_cycles
-from concordose.pipeline.catalogue import catalogue
-from concordose.pipeline.quantify import quantify_cycle
-from phantoms.anatomy import BODY_VALUE, sample_label_map
-from phantoms.consortium import (
+from concordose.phantoms.anatomy import BODY_VALUE, sample_label_map
+from concordose.phantoms.consortium import (
     GeneratedConsortium,
     Realism,
     consortium_units,
     generate_consortium,
 )
-from phantoms.imaging import analytic_sphere_recovery, gaussian_blur
-from phantoms.kinetics import UptakeMultiExponential
-from phantoms.phantom_scans import scan_cylinder, scan_nema
-from phantoms.presets import nm_grid_for
-from phantoms.protocols import PROTOCOLS, protocol
-from phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
-from phantoms.virtual_patient import draw_virtual_patient
+from concordose.phantoms.imaging import analytic_sphere_recovery, gaussian_blur
+from concordose.phantoms.kinetics import UptakeMultiExponential
+from concordose.phantoms.phantom_scans import scan_cylinder, scan_nema
+from concordose.phantoms.presets import nm_grid_for
+from concordose.phantoms.protocols import PROTOCOLS, protocol
+from concordose.phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
+from concordose.phantoms.virtual_patient import draw_virtual_patient
+from concordose.pipeline.assembly import assemble_cycles
+from concordose.pipeline.catalogue import catalogue
+from concordose.pipeline.quantify import quantify_cycle
 
 SEED = 31
 

@@ -14,14 +14,14 @@ import numpy as np
 import pydicom
 import pytest
 
-from phantoms.consortium import (
+from concordose.phantoms.consortium import (
     CONSORTIUM_PRESETS,
     GeneratedConsortium,
     Realism,
     generate_consortium,
 )
-from phantoms.presets import ct_grid_for, nm_grid_for
-from phantoms.site_profiles import consortium_site
+from concordose.phantoms.presets import ct_grid_for, nm_grid_for
+from concordose.phantoms.site_profiles import consortium_site
 
 SEED = 31
 

@@ -15,6 +15,7 @@ from concordose.dicom.seg import VoiType
 from concordose.dose.models import DoseBatch
 from concordose.errors import StudyIncompleteError
 from concordose.kinetics.models import KineticsBatch
+from concordose.phantoms import GeneratedPatient
 from concordose.pipeline.assembly import CycleStudy, assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.quantify import CycleTimeActivity
@@ -26,7 +27,6 @@ from concordose.results.cycle_summary import (
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.provenance import Provenance
 from concordose.results.validation import validate_tables
-from phantoms import GeneratedPatient
 
 IDENTITY = CycleIdentity(subject_key="sub-1", cycle_key="cyc-1", site_id="milan")
 TAC = CycleTimeActivity(

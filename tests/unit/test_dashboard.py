@@ -38,9 +38,9 @@ from concordose.report.palette import OKABE_ITO
 from concordose.results.object_store import open_object_store
 from concordose.results.provenance import Provenance
 from concordose.results.publish import publish_tables
+from concordose.schemas.tables import TABLES
 from concordose.settings import Settings
-from schemas.tables import TABLES
-from tasks.report import dashboard_task
+from concordose.tasks.report import dashboard_task
 from tests.dashboard_page import parse_dashboard
 from tests.results_rows import calibration_table, provenance, run_tables
 

@@ -31,11 +31,11 @@ from concordose.calibration.registry import SiteRegistry
 from concordose.dose.models import DoseInput
 from concordose.dose.registry import DOSE_METHODS
 from concordose.kinetics.registry import KINETICS_METHODS
+from concordose.phantoms.consortium import Realism, generate_consortium
+from concordose.phantoms.site_profiles import DEFAULT_SITE
 from concordose.pipeline.assembly import assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.quantify import quantify_cycle
-from phantoms.consortium import Realism, generate_consortium
-from phantoms.site_profiles import DEFAULT_SITE
 
 ORGANS = ("kidney_left", "kidney_right", "liver", "spleen")
 ORGAN_TOLERANCE = 0.12

@@ -27,10 +27,10 @@ from concordose.dose.metrics import cycle_dose_summary, voi_dose_metrics
 from concordose.dose.models import DoseInput, VoxelDoseInput
 from concordose.dose.registry import DOSE_METHODS, VOXEL_DOSE_METHODS
 from concordose.dose.thresholds import evaluate_thresholds
-from phantoms.anatomy import default_anatomy, sample_label_map
-from phantoms.patient import generate_patient
-from phantoms.presets import nm_grid_for
-from phantoms.site_profiles import DEFAULT_SITE
+from concordose.phantoms.anatomy import default_anatomy, sample_label_map
+from concordose.phantoms.patient import generate_patient
+from concordose.phantoms.presets import nm_grid_for
+from concordose.phantoms.site_profiles import DEFAULT_SITE
 
 
 def test_methods_on_the_digital_patient_within_stated_tolerance(tmp_path: Path) -> None:

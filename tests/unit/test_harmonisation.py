@@ -27,7 +27,7 @@ from concordose.consortium import (
 from concordose.errors import ConcordoseError, ConfigurationError
 from concordose.results.provenance import Provenance
 from concordose.results.validation import validate_tables
-from schemas.tables import HARMONISATION_AGREEMENT
+from concordose.schemas.tables import HARMONISATION_AGREEMENT
 
 KEY = SecretStr("unit-test-key")
 INJECTION = datetime(2026, 3, 2, 9, 30)

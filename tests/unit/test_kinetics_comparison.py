@@ -23,7 +23,7 @@ from concordose.pipeline.quantify import CycleTimeActivity
 from concordose.results.cycle_summary import build_method_comparison
 from concordose.results.cycle_tables import CycleIdentity, build_cycle_tables
 from concordose.results.provenance import Provenance
-from schemas.tables import KINETICS, KINETICS_AGREEMENT
+from concordose.schemas.tables import KINETICS, KINETICS_AGREEMENT
 
 SIX_H = np.array([4.0, 24.0, 48.0, 96.0, 168.0, 240.0])
 

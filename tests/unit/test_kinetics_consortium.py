@@ -23,10 +23,10 @@ from concordose.calibration.registry import SiteRegistry
 from concordose.kinetics.comparison import bland_altman, ratios_to_reference
 from concordose.kinetics.models import KineticsBatch
 from concordose.kinetics.registry import KINETICS_METHODS
+from concordose.phantoms import generate_patient
 from concordose.pipeline.assembly import assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.quantify import quantify_cycle
-from phantoms import generate_patient
 
 SIX_POINTS_H = (4.0, 24.0, 48.0, 96.0, 168.0, 240.0)
 REFERENCE_TOLERANCE = 0.02

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from phantoms.anatomy import (
+from concordose.phantoms.anatomy import (
     Anatomy,
     LesionVolumeSampling,
     Voi,
@@ -16,17 +16,17 @@ from phantoms.anatomy import (
     sample_label_map,
     shape_volume_ml,
 )
-from phantoms.anatomy_realism import realistic_activity_map
-from phantoms.grid import VoxelGrid
-from phantoms.imaging import region_activity_map
-from phantoms.lesion_shapes import (
+from concordose.phantoms.anatomy_realism import realistic_activity_map
+from concordose.phantoms.grid import VoxelGrid
+from concordose.phantoms.imaging import region_activity_map
+from concordose.phantoms.lesion_shapes import (
     NECROSIS_MIN_VOLUME_ML,
     IrregularLesion,
     draw_irregular_lesion,
     heterogeneous_lesion_activity,
 )
-from phantoms.protocols import protocol
-from phantoms.virtual_patient import cycle_truth, draw_virtual_patient
+from concordose.phantoms.protocols import protocol
+from concordose.phantoms.virtual_patient import cycle_truth, draw_virtual_patient
 
 
 def _lesion_anatomy(lesion: IrregularLesion) -> Anatomy:

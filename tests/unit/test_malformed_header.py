@@ -24,9 +24,9 @@ from concordose.dicom.ct import read_ct_series
 from concordose.dicom.nm import read_nm_counts, read_nm_header
 from concordose.dicom.seg import read_segmentation
 from concordose.errors import MalformedHeaderError, UnreadableDicomError
+from concordose.phantoms import GeneratedPatient
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.preparation import prepare_cycle
-from phantoms import GeneratedPatient
 from tests.conftest import SIEMENS_NM_FIXTURE
 
 runner = CliRunner()

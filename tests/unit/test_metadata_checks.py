@@ -17,7 +17,7 @@ from concordose.calibration.protocol import SiteProtocol, load_protocol
 from concordose.calibration.registry import CalibrationRecord, Site, SiteRegistry
 from concordose.dicom.nm import NMAcquisition, read_nm_header
 from concordose.errors import ConfigurationError
-from phantoms import GeneratedPatient
+from concordose.phantoms import GeneratedPatient
 from tests.conftest import SIEMENS_NM_FIXTURE
 
 PROTOCOL = SiteProtocol(collimators=["MEGP"], voxel_mm={"min": 4.0, "max": 9.0})  # type: ignore[arg-type]

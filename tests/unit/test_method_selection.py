@@ -20,11 +20,11 @@ from concordose.calibration.protocol import (
 from concordose.cli import EXIT_INPUT_ERROR, app
 from concordose.dose.registry import DOSE_METHODS
 from concordose.errors import ConfigurationError
+from concordose.flows import sweep
+from concordose.flows.sweep import SweepResult
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.kinetics.registry import KINETICS_METHODS
-from flows import sweep
-from flows.sweep import SweepResult
-from phantoms import GeneratedPatient
+from concordose.phantoms import GeneratedPatient
 
 PROTOCOLS = Path(__file__).resolve().parents[2] / "schemas" / "protocols"
 

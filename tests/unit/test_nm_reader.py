@@ -8,7 +8,7 @@ import SimpleITK as sitk
 
 from concordose.dicom.nm import read_nm_counts, read_nm_header
 from concordose.errors import StudyIncompleteError, UnreadableDicomError
-from phantoms import GeneratedPatient
+from concordose.phantoms import GeneratedPatient
 from tests.conftest import SIEMENS_NM_FIXTURE
 
 

@@ -16,8 +16,8 @@ import yaml
 from numpy.typing import NDArray
 
 from concordose.nuclides import LU177
-from phantoms import DEFAULT_SITE, GeneratedPatient, generate_patient
-from phantoms.anatomy import (
+from concordose.phantoms import DEFAULT_SITE, GeneratedPatient, generate_patient
+from concordose.phantoms.anatomy import (
     BODY_VALUE,
     OUTSIDE_VALUE,
     Anatomy,
@@ -25,7 +25,7 @@ from phantoms.anatomy import (
     default_anatomy,
     sample_label_map,
 )
-from phantoms.presets import nm_grid_for
+from concordose.phantoms.presets import nm_grid_for
 
 TIME_POINTS_H = (4.0, 24.0, 72.0, 168.0)
 LU177_PHOTOPEAK_KEV = 208.4

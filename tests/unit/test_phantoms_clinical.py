@@ -16,8 +16,8 @@ from numpy.typing import NDArray
 from typer.testing import CliRunner
 
 from concordose.cli import app
-from phantoms import DEFAULT_SITE, GeneratedPatient, generate_patient
-from phantoms.anatomy import (
+from concordose.phantoms import DEFAULT_SITE, GeneratedPatient, generate_patient
+from concordose.phantoms.anatomy import (
     BODY_VALUE,
     OUTSIDE_VALUE,
     CtTissues,
@@ -26,14 +26,14 @@ from phantoms.anatomy import (
     default_anatomy,
     sample_label_map,
 )
-from phantoms.consortium import Realism, generate_consortium
-from phantoms.dicom_ct import anatomical_hu_slices, hu_map
-from phantoms.grid import VoxelGrid
-from phantoms.phantom_scans import scan_cylinder
-from phantoms.presets import ct_grid_for, nm_grid_for
-from phantoms.protocols import protocol
-from phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
-from phantoms.virtual_patient import draw_virtual_patient
+from concordose.phantoms.consortium import Realism, generate_consortium
+from concordose.phantoms.dicom_ct import anatomical_hu_slices, hu_map
+from concordose.phantoms.grid import VoxelGrid
+from concordose.phantoms.phantom_scans import scan_cylinder
+from concordose.phantoms.presets import ct_grid_for, nm_grid_for
+from concordose.phantoms.protocols import protocol
+from concordose.phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
+from concordose.phantoms.virtual_patient import draw_virtual_patient
 
 TIME_POINTS_H = (4.0, 24.0)
 

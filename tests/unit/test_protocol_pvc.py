@@ -22,7 +22,7 @@ from concordose.quant.pvc import (
     RECOVERY_ONLY_MODEL,
     partial_volume_unavailable,
 )
-from schemas.tables import VOI_TIMEPOINTS, upgrade_table
+from concordose.schemas.tables import VOI_TIMEPOINTS, upgrade_table
 
 
 def _folder(tmp_path: Path, site_yaml: str) -> Path:

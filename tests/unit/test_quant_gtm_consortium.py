@@ -32,6 +32,8 @@ from concordose.calibration.records import CalibrationRecord
 from concordose.calibration.registry import SiteRegistry
 from concordose.kinetics.registry import fit_methods
 from concordose.kinetics.uncertainty import correlated_relative_sd
+from concordose.phantoms.consortium import Realism, generate_consortium
+from concordose.phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
 from concordose.pipeline.assembly import CycleStudy, assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.quantify import (
@@ -50,9 +52,7 @@ from concordose.quant.pvc import (
 from concordose.results.calibration_table import build_site_calibrations
 from concordose.results.cycle_tables import CycleIdentity, build_cycle_tables
 from concordose.results.provenance import Provenance
-from phantoms.consortium import Realism, generate_consortium
-from phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
-from schemas.tables import SITE_CALIBRATIONS, upgrade_table
+from concordose.schemas.tables import SITE_CALIBRATIONS, upgrade_table
 
 
 @dataclass(frozen=True)

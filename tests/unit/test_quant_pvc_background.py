@@ -19,6 +19,7 @@ from scipy import ndimage
 from concordose.calibration.records import CalibrationRecord
 from concordose.calibration.recovery import contrast_recovery
 from concordose.errors import ConfigurationError, OutOfRangeError
+from concordose.phantoms.imaging import FWHM_PER_SIGMA, analytic_sphere_recovery
 from concordose.quant.pvc import (
     NO_BACKGROUND,
     NOT_CORRECTED,
@@ -30,7 +31,6 @@ from concordose.quant.pvc import (
     correct_partial_volume_in_background,
     shell_statistics,
 )
-from phantoms.imaging import FWHM_PER_SIGMA, analytic_sphere_recovery
 
 VOXEL_MM = 1.0
 SHAPE = (72, 72, 72)

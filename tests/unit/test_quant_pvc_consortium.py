@@ -25,14 +25,14 @@ import numpy as np
 import pytest
 
 from concordose.calibration.calibrate import calibrate_site
+from concordose.phantoms.consortium import Realism, generate_consortium
+from concordose.phantoms.site_profiles import CONSORTIUM_SITES
 from concordose.pipeline.assembly import assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.quantify import CycleTimeActivity, quantify_cycle
 from concordose.quant.pvc import BACKGROUND_MODEL, NOT_CORRECTED, STATUS_OK
 from concordose.results.cycle_tables import CycleIdentity, build_cycle_tables
 from concordose.results.provenance import Provenance
-from phantoms.consortium import Realism, generate_consortium
-from phantoms.site_profiles import CONSORTIUM_SITES
 
 ERROR_BOUND = 0.18
 """Largest |error| of a corrected lesion activity at any time point (measured: 15.7 %)."""

@@ -26,6 +26,8 @@ import pytest
 from concordose.calibration.calibrate import calibrate_site
 from concordose.calibration.records import CalibrationRecord
 from concordose.errors import ConfigurationError
+from concordose.phantoms.consortium import Realism, generate_consortium
+from concordose.phantoms.site_profiles import DEFAULT_SITE
 from concordose.pipeline.assembly import CycleStudy, assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.quantify import CycleTimeActivity, quantify_cycle
@@ -37,8 +39,6 @@ from concordose.quant.pvc import (
 )
 from concordose.results.cycle_tables import CycleIdentity, build_cycle_tables
 from concordose.results.provenance import Provenance
-from phantoms.consortium import Realism, generate_consortium
-from phantoms.site_profiles import DEFAULT_SITE
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from concordose.calibration.registry import SiteRegistry
 from concordose.dicom.geometry import VolumeGeometry
 from concordose.dicom.nm import read_nm_counts
 from concordose.dicom.seg import read_segmentation
+from concordose.phantoms.site_profiles import DEFAULT_SITE
 from concordose.pipeline.alignment import TimePointAlignment
 from concordose.pipeline.time_point_maps import (
     _to_reference_transform,
@@ -28,7 +29,6 @@ from concordose.pipeline.time_point_maps import (
 from concordose.quant.activity import counts_to_activity_mbq
 from concordose.quant.registration import RigidRegistration
 from concordose.quant.voi import resample_vois, voi_totals
-from phantoms.site_profiles import DEFAULT_SITE
 from tests.conftest import ShiftedPatient, shifted_patient
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)

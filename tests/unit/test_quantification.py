@@ -10,11 +10,11 @@ import pytest
 
 from concordose.calibration.registry import SiteRegistry
 from concordose.errors import StudyIncompleteError
+from concordose.phantoms import GeneratedPatient
 from concordose.pipeline.assembly import assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.quantify import quantify_cycle
 from concordose.quant.activity import counts_to_activity_mbq
-from phantoms import GeneratedPatient
 
 
 def test_activity_is_counts_over_cf_times_duration() -> None:

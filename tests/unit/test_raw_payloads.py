@@ -24,10 +24,10 @@ from concordose.payloads import (
     split_manifest_uri,
     upload_if_configured,
 )
+from concordose.phantoms import GeneratedPatient
 from concordose.settings import Settings
 from concordose.spool.cycles import CycleRecord
 from concordose.spool.store import Spool
-from phantoms import GeneratedPatient
 
 SHA = "ab" + "0" * 62
 

@@ -20,13 +20,13 @@ import pytest
 from numpy.typing import NDArray
 
 from concordose.calibration.calibrate import calibrate_site
-from phantoms.acquisition import (
+from concordose.phantoms.acquisition import (
     SCATTER_RESIDUAL_FRACTION,
     SCATTER_TO_PRIMARY,
     RealisticSettings,
     realistic_image,
 )
-from phantoms.anatomy import (
+from concordose.phantoms.anatomy import (
     BODY_VALUE,
     LUNG_HU,
     OUTSIDE_VALUE,
@@ -35,25 +35,25 @@ from phantoms.anatomy import (
     default_anatomy,
     sample_label_map,
 )
-from phantoms.attenuation import (
+from concordose.phantoms.attenuation import (
     MU_CORTICAL_BONE_PER_MM,
     MU_WATER_PER_MM,
     ct_hu_on_grid,
     mu_map_from_labels,
     mu_per_mm_from_hu,
 )
-from phantoms.camera_model import (
+from concordose.phantoms.camera_model import (
     DEAD_TIME_PARALYSABLE_S,
     GE_MEGP,
     SIEMENS_ME,
     camera_model,
 )
-from phantoms.consortium import Realism, generate_consortium
-from phantoms.imaging import ImagingMode, expected_counts, image_counts, stored_counts
-from phantoms.osem import osem
-from phantoms.presets import nm_grid_for
-from phantoms.projector import FWHM_PER_SIGMA, ProjectionGeometry, SpectProjector
-from phantoms.site_profiles import DEFAULT_SITE, GRAND_RAPIDS, MONTPELLIER
+from concordose.phantoms.consortium import Realism, generate_consortium
+from concordose.phantoms.imaging import ImagingMode, expected_counts, image_counts, stored_counts
+from concordose.phantoms.osem import osem
+from concordose.phantoms.presets import nm_grid_for
+from concordose.phantoms.projector import FWHM_PER_SIGMA, ProjectionGeometry, SpectProjector
+from concordose.phantoms.site_profiles import DEFAULT_SITE, GRAND_RAPIDS, MONTPELLIER
 
 
 def _cylinder(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from phantoms.anatomy import (
+from concordose.phantoms.anatomy import (
     Anatomy,
     Ellipsoid,
     Voi,
@@ -14,9 +14,9 @@ from phantoms.anatomy import (
     sample_label_map,
     sphere,
 )
-from phantoms.grid import VoxelGrid
-from phantoms.imaging import region_activity_map
-from phantoms.respiratory_motion import (
+from concordose.phantoms.grid import VoxelGrid
+from concordose.phantoms.imaging import region_activity_map
+from concordose.phantoms.respiratory_motion import (
     DIAPHRAGM_AMPLITUDE_MM,
     displacement_kernel,
     motion_averaged_activity,

@@ -11,8 +11,8 @@ from concordose.errors import ConfigurationError
 from concordose.kinetics.models import settings_hash
 from concordose.pipeline.quantify import QUANTIFICATION_METHOD, QUANTIFICATION_SETTINGS
 from concordose.results.validation import load_rules, suite_expectations
-from schemas.lock import fingerprint, live_fingerprints, locked_fingerprints
-from schemas.tables import (
+from concordose.schemas.lock import fingerprint, live_fingerprints, locked_fingerprints
+from concordose.schemas.tables import (
     ABSORBED_DOSE,
     TABLES,
     V1_QUANTIFICATION_METHOD,
@@ -122,11 +122,11 @@ def test_published_versions_keep_their_fields() -> None:
     for table, versions in live_fingerprints().items():
         for version, value in versions.items():
             assert version in locked.get(table, {}), (
-                f"{table} v{version} is not recorded: run `python -m schemas.lock`"
+                f"{table} v{version} is not recorded: run `python -m concordose.schemas.lock`"
             )
             assert locked[table][version] == value, (
                 f"{table} v{version} changed its fields: bump the version of {table} (and add "
-                "an upgrade step), then run `python -m schemas.lock`"
+                "an upgrade step), then run `python -m concordose.schemas.lock`"
             )
 
 

@@ -19,8 +19,8 @@ from concordose.results.publish import (
     ValidationFailedError,
     publish_tables,
 )
+from concordose.schemas.tables import ABSORBED_DOSE, VOI_TIMEPOINTS
 from concordose.settings import Settings
-from schemas.tables import ABSORBED_DOSE, VOI_TIMEPOINTS
 from tests.results_rows import (
     calibration_table,
     dose_table,

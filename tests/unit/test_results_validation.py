@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from concordose.results.validation import shared_validator, validate_tables
-from schemas.tables import KINETICS
+from concordose.schemas.tables import KINETICS
 from tests.results_rows import kinetics_table
 
 

@@ -17,10 +17,10 @@ from concordose.dicom.rtstruct import read_rtstruct
 from concordose.dicom.seg import VoiType, read_segmentation
 from concordose.dicom.vois import read_voi_masks
 from concordose.errors import StudyIncompleteError, UnreadableDicomError
+from concordose.phantoms import GeneratedPatient
 from concordose.pipeline.assembly import assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.quantify import quantify_cycle
-from phantoms import GeneratedPatient
 from tests.rtstruct_builder import (
     first_ct_files,
     folder_with_rtstruct,

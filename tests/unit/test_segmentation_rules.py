@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from phantoms.anatomy import (
+from concordose.phantoms.anatomy import (
     Anatomy,
     Ellipsoid,
     Voi,
@@ -17,9 +17,9 @@ from phantoms.anatomy import (
     sample_label_map,
     sphere,
 )
-from phantoms.grid import VoxelGrid
-from phantoms.imaging import FWHM_PER_SIGMA, gaussian_blur
-from phantoms.segmentation_rules import (
+from concordose.phantoms.grid import VoxelGrid
+from concordose.phantoms.imaging import FWHM_PER_SIGMA, gaussian_blur
+from concordose.phantoms.segmentation_rules import (
     CtOrganOutline,
     FixedThreshold,
     ManualMargin,
@@ -29,7 +29,7 @@ from phantoms.segmentation_rules import (
     site_voi_labels,
     threshold_mask,
 )
-from phantoms.site_profiles import CONSORTIUM_SITES
+from concordose.phantoms.site_profiles import CONSORTIUM_SITES
 
 
 def _ball_ml(radius_mm: float) -> float:

@@ -22,8 +22,8 @@ from concordose.calibration.calibrate import calibrate_site
 from concordose.calibration.ledger import read_ledger
 from concordose.calibration.sheet import SHEET_SCHEMA, load_sheet
 from concordose.errors import ConfigurationError
-from phantoms.phantom_scans import scan_site_phantoms
-from phantoms.site_profiles import CONSORTIUM_SITES
+from concordose.phantoms.phantom_scans import scan_site_phantoms
+from concordose.phantoms.site_profiles import CONSORTIUM_SITES
 
 CF_TOLERANCE = 0.005
 OFFSET_TOLERANCE_MM = 2.0

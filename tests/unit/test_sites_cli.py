@@ -19,7 +19,7 @@ from concordose.calibration.registry import SITES_SCHEMA, SiteRegistry
 from concordose.cli import EXIT_INPUT_ERROR, app
 from concordose.dicom.nm import read_nm_header
 from concordose.errors import ConfigurationError
-from phantoms import GeneratedPatient
+from concordose.phantoms import GeneratedPatient
 
 runner = CliRunner()
 

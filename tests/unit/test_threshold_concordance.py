@@ -20,7 +20,7 @@ from concordose.consortium import (
 from concordose.dose.thresholds import THRESHOLDS
 from concordose.results.provenance import Provenance
 from concordose.results.validation import validate_tables
-from schemas.tables import THRESHOLD_CONCORDANCE
+from concordose.schemas.tables import THRESHOLD_CONCORDANCE
 
 REF = "spectacular_6tp"
 PROVENANCE = Provenance(run_id="r-thresholds")

@@ -24,12 +24,12 @@ from concordose.calibration.registry import CalibrationRecord, Site, SiteRegistr
 from concordose.dicom.codes import LU177, equivalent_code
 from concordose.dicom.nm import NMAcquisition, read_nm_counts, read_nm_header
 from concordose.errors import ConfigurationError
+from concordose.phantoms import GeneratedPatient
 from concordose.pipeline.assembly import assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.quantify import quantify_cycle
 from concordose.pipeline.time_point_activity import time_point_activity_mbq
 from concordose.spool.timepoints import InstanceSummary
-from phantoms import GeneratedPatient
 from tests.conftest import SIEMENS_NM_FIXTURE
 
 PROTOCOL = SiteProtocol(collimators=["MEGP"], voxel_mm={"min": 4.0, "max": 9.0})  # type: ignore[arg-type]

@@ -28,8 +28,8 @@ from concordose.results.catalogue import read_current
 from concordose.results.object_store import open_object_store
 from concordose.results.publish import MANIFEST_DIR, publish_tables
 from concordose.results.validation import load_rules
+from concordose.schemas.tables import ABSORBED_DOSE, upgrade_table
 from concordose.settings import Settings
-from schemas.tables import ABSORBED_DOSE, upgrade_table
 from tests.results_rows import dose_table, provenance, provenance_columns
 
 TIME_H = np.array([4.0, 24.0, 72.0, 168.0])

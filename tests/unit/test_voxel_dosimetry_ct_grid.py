@@ -17,7 +17,7 @@ from concordose.dose.registry import VOXEL_DOSE_METHODS
 from concordose.dose.resampling import average_onto_grid
 from concordose.dose.voxel_dosimetry import CtDoseGrid, CycleVoxelDose, voxel_dose_from_maps
 from concordose.errors import ConfigurationError
-from schemas.tables import VOXEL_DOSE, upgrade_table
+from concordose.schemas.tables import VOXEL_DOSE, upgrade_table
 
 TIME_H = np.array([4.0, 24.0, 72.0, 168.0])
 LAMBDA_PER_H = np.log(2.0) / 60.0  # T_eff 60 h

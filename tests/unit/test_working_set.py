@@ -6,6 +6,8 @@ from datetime import datetime
 
 import pytest
 
+from concordose.flows.sweep import batches_within_budget
+from concordose.phantoms import GeneratedPatient
 from concordose.pipeline.assembly import assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.working_set import (
@@ -16,8 +18,6 @@ from concordose.pipeline.working_set import (
     memory_budget_bytes,
 )
 from concordose.spool.cycles import CycleMembers, CycleRecord
-from flows.sweep import batches_within_budget
-from phantoms import GeneratedPatient
 
 
 def test_the_estimate_grows_with_the_largest_ct_and_every_spect(
