@@ -151,7 +151,7 @@ def _cycle_summaries(absorbed_dose: pa.Table) -> dict[tuple[str, str, str], _Cyc
 
     The columns are taken out of the frame once and each group is a slice of positions: a
     per-group pandas selection cost ~1.5 ms, which made the cohort rebuild a processed cycle
-    runs grow by ~50 ms per published cycle (``benchmarks/bench_consortium_scale.py``).
+    runs grow by tens of ms per published cycle (``benchmarks/bench_consortium_scale.py``).
     """
     frame = _dose_rows(absorbed_dose)
     groups = frame.groupby(["cycle_key", "kinetics_method", "dose_method"], sort=True).indices
