@@ -189,7 +189,7 @@ def test_the_receivers_deployment_name_is_a_deployment_of_process_cycle() -> Non
 
 OUR_IMAGE = "${CONCORDOSE_IMAGE:-concordose:latest}"
 # Services of our image that are not Prefect clients: the server itself and the Dask scheduler.
-NOT_PREFECT_CLIENTS = {"prefect-server", "dask-scheduler"}
+NOT_PREFECT_CLIENTS = {"prefect-server", "dask-scheduler", "worker-metrics"}
 
 
 def _compose() -> dict[str, Any]:
@@ -229,6 +229,7 @@ def test_compose_has_every_service_of_a_site() -> None:
         "register",
         "receiver",
         "worker",
+        "worker-metrics",
         "dask-scheduler",
         "dask-worker",
     }
@@ -473,7 +474,8 @@ def test_k8s_prefect_server_and_worker() -> None:
     assert settings["PREFECT_API_URL"] == "http://prefect-server.concordose.svc:4200/api"
 
     worker = _k8s("worker.yaml")
-    (container,) = _containers(worker, "Deployment")
+    container, sidecar = _containers(worker, "Deployment")
+    assert sidecar["name"] == "metrics"  # test_flow_run_metrics_reach_an_endpoint_…
     args = container["args"]
     assert args[:3] == ["prefect", "worker", "start"]
     assert args[args.index("--type") + 1] == "kubernetes"
@@ -545,6 +547,8 @@ def test_k8s_every_prefect_client_has_the_auth_string() -> None:
     secret_keys = {s["metadata"]["name"]: set(s["stringData"]) for s in _k8s("secret.example.yaml")}
     for name, workload in _workloads():
         for container in _pod_spec(workload)["containers"]:
+            if container["args"][:3] == ["concordose", "metrics", "serve"]:
+                continue  # reads a folder of counts; talks to no Prefect server
             env = _env(container)
             variable = (
                 "PREFECT_SERVER_API_AUTH_STRING"
@@ -743,3 +747,41 @@ def test_the_image_runs_unprivileged_and_holds_no_secret() -> None:
     assert {"11112", "4200"} <= exposed
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".env", "*.env", "deploy/secrets/"} <= set(ignored)
+
+
+def test_flow_run_metrics_reach_an_endpoint_in_compose_and_kubernetes() -> None:
+    """The worker's flow runs write prometheus_client multiprocess files where a long-lived
+    ``concordose metrics serve`` reads them (issue 19 item 6): the same folder on the same
+    volume, in compose (a tmpfs volume) and in Kubernetes (the spool claim's ``metrics`` folder,
+    mounted by the flow-run Job template and the worker's sidecar)."""
+    services = _compose()["services"]
+    folder = "/run/concordose-metrics"
+    assert services["worker"]["environment"]["PROMETHEUS_MULTIPROC_DIR"] == folder
+    assert services["worker-metrics"]["environment"]["PROMETHEUS_MULTIPROC_DIR"] == folder
+    assert f"worker-metrics:{folder}" in services["worker"]["volumes"]
+    assert f"worker-metrics:{folder}" in services["worker-metrics"]["volumes"]
+    assert services["worker-metrics"]["command"][:3] == ["concordose", "metrics", "serve"]
+    assert "ports" not in services["worker-metrics"]
+    assert _compose()["volumes"]["worker-metrics"]["driver_opts"]["type"] == "tmpfs"
+
+    template = json.loads((DEPLOY / "k8s" / "base-job-template.json").read_text())
+    assert template["variables"]["properties"]["env"]["default"] == {
+        "PROMETHEUS_MULTIPROC_DIR": folder
+    }
+    job_mounts = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"][
+        "containers"
+    ][0]["volumeMounts"]
+    assert {"name": "spool", "mountPath": folder, "subPath": "metrics"} in job_mounts
+    worker = next(
+        doc
+        for doc in yaml.safe_load_all((DEPLOY / "k8s" / "worker.yaml").read_text())
+        if doc and doc["kind"] == "Deployment"
+    )
+    pod = worker["spec"]["template"]["spec"]
+    sidecar = next(c for c in pod["containers"] if c["name"] == "metrics")
+    assert sidecar["args"][:3] == ["concordose", "metrics", "serve"]
+    assert {"name": "PROMETHEUS_MULTIPROC_DIR", "value": folder} in sidecar["env"]
+    mount = next(m for m in sidecar["volumeMounts"] if m["mountPath"] == folder)
+    assert mount["subPath"] == "metrics"
+    claim = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert claim["persistentVolumeClaim"]["claimName"] == "spool-concordose-receiver-0"
