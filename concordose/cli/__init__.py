@@ -1353,31 +1353,31 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
         ),
     ],
     port: Annotated[
-        int | None, typer.Option(help="TCP port [default: CONCORDOSE_RECEIVER_PORT, 11112].")
+        int | None, typer.Option(help="TCP port (default: CONCORDOSE_RECEIVER_PORT, 11112).")
     ] = None,
     ae_title: Annotated[
         str | None,
-        typer.Option(help="Our (called) AE title [default: CONCORDOSE_RECEIVER_AE_TITLE]."),
+        typer.Option(help="Our (called) AE title (default: CONCORDOSE_RECEIVER_AE_TITLE)."),
     ] = None,
     host: Annotated[
         str | None,
-        typer.Option(help="Address to listen on [default: CONCORDOSE_RECEIVER_HOST, 0.0.0.0]."),
+        typer.Option(help="Address to listen on (default: CONCORDOSE_RECEIVER_HOST, 0.0.0.0)."),
     ] = None,
     quiet_period_s: Annotated[
         float | None,
         typer.Option(
             help="Seconds of quiet after the last association → time point complete "
-            "[default: CONCORDOSE_RECEIVER_QUIET_PERIOD_S, 300]."
+            "(default: CONCORDOSE_RECEIVER_QUIET_PERIOD_S, 300)."
         ),
     ] = None,
     max_pdu: Annotated[
         int | None,
-        typer.Option(help="Maximum PDU size we receive, bytes, 0 = any [default: 131072]."),
+        typer.Option(help="Maximum PDU size we receive, bytes, 0 = any (default: 131072)."),
     ] = None,
     max_associations: Annotated[
         int | None,
         typer.Option(
-            help="Concurrent associations [default: CONCORDOSE_RECEIVER_MAX_ASSOCIATIONS, 10]."
+            help="Concurrent associations (default: CONCORDOSE_RECEIVER_MAX_ASSOCIATIONS, 10)."
         ),
     ] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="Our TLS certificate (PEM).")] = None,

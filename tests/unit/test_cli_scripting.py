@@ -58,6 +58,16 @@ def test_every_commands_help_has_an_example() -> None:
         assert "Example: concordose" in result.output, path
 
 
+def test_option_help_text_in_brackets_is_not_swallowed_as_markup() -> None:
+    """Rich reads ``[default: …]`` in a help string as a markup tag and drops it (``receive
+    --port`` showed "TCP port ."): the settings an option defaults to must be shown."""
+    result = runner.invoke(app, ["receive", "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for setting in ("CONCORDOSE_RECEIVER_PORT", "CONCORDOSE_RECEIVER_AE_TITLE", "131072"):
+        assert setting in text, setting
+
+
 def _spool_with_a_patient(root: Path) -> Spool:
     spool = Spool(root)
     identity = InstanceIdentity.checked(
