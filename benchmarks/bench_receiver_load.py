@@ -22,6 +22,9 @@ Peers, each run into a fresh folder, the order rotated between repeats (medians 
 * the same receiver with every ``os.fdatasync``/``os.fsync`` replaced by a no-op (a
   ``sitecustomize`` on its path; reference only, nothing durable): flushes cost nothing, so its
   throughput is the ceiling any batching of flushes (group commit) could approach here;
+* with ``--baseline CHECKOUT``: ``concordose receive`` with that checkout's ``concordose`` first on
+  its path (e.g. a ``git worktree`` of the commit before a change), for a before/after in the
+  same run;
 * Orthanc 1.10 with its default durable storage (file storage area, SQLite index):
   ``SyncStorageArea`` defaults to true since Orthanc 1.7.4, so each stored file is
   ``fdatasync``-ed before the C-STORE is answered (strace: one ``fdatasync`` per instance, of
@@ -192,6 +195,12 @@ def main() -> None:
         action="store_true",
         help="skip the reference runs of our receiver with every flush a no-op",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout of concordose to run as the 'baseline' receiver (before/after)",
+    )
     args = parser.parse_args()
     for tool in ("storescu", *(() if args.no_orthanc else ("Orthanc",))):
         if shutil.which(tool) is None:
@@ -213,12 +222,16 @@ def main() -> None:
             no_flush.mkdir()
             (no_flush / "sitecustomize.py").write_text(NO_FLUSH_SITECUSTOMIZE)
             names += ["ours-1-no-flush", f"ours-{args.senders}-no-flush"]
+        if args.baseline is not None:
+            names += ["baseline-1", f"baseline-{args.senders}"]
         if not args.no_orthanc:
             names += ["orthanc-1", f"orthanc-{args.senders}"]
         times: dict[str, list[float]] = {name: [] for name in names}
         busy: dict[str, list[float]] = {name: [] for name in names}  # % of all cores, any process
         flushes: dict[str, list[int]] = {name: [] for name in names}  # the disk's, any process
-        peaks_mib: dict[str, list[float]] = {name: [] for name in names if "ours" in name}
+        peaks_mib: dict[str, list[float]] = {
+            name: [] for name in names if not name.startswith("orthanc")
+        }
         loads: list[float] = []
         starts_mib: list[float] = []  # our receiver's resident memory once listening
         for repeat in range(args.repeats):
@@ -229,8 +242,10 @@ def main() -> None:
                 folders = [series_folder] if "-1" in name else parts
                 loads.append(os.getloadavg()[0])
                 ticks_before, flushes_before = cpu_ticks(), disk_flushes(root)
-                if name.startswith("ours"):
+                if not name.startswith("orthanc"):
                     extra = no_flush if name.endswith("no-flush") else None
+                    if name.startswith("baseline"):
+                        extra = args.baseline.resolve()
                     with concordose_receiver(folder, extra_path=extra) as (port, pid):
                         starts_mib.append(memory_kib(pid, "VmRSS") / 1024)
                         times[name].append(send_parallel(port, "CONCORDOSE", folders))
@@ -282,6 +297,13 @@ def main() -> None:
                 f"{median['ours-1-no-flush'] / median['ours' + many + '-no-flush']:.2f}x; "
                 f"ours with {args.senders} senders reaches "
                 f"{median['ours' + many + '-no-flush'] / median['ours' + many]:.2f} of that ceiling"
+            )
+        if args.baseline is not None:
+            print(
+                f"baseline {args.senders} senders / 1 sender throughput: "
+                f"{median['baseline-1'] / median['baseline' + many]:.2f}x; ours / baseline: "
+                f"1 sender {median['baseline-1'] / median['ours-1']:.2f}x, {args.senders} "
+                f"senders {median['baseline' + many] / median['ours' + many]:.2f}x"
             )
         if not args.no_orthanc:
             print(

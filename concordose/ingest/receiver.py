@@ -63,11 +63,17 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import SecretStr
-from pydicom import dcmread
-from pydicom.uid import UID
+from pydicom import Dataset, dcmread
+from pydicom.filereader import read_dataset
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+)
 from pynetdicom import (
     AE,
     ALL_TRANSFER_SYNTAXES,
@@ -179,6 +185,28 @@ def _file_meta_bytes(request: StoreRequest) -> bytes:
     )
     group_length = _META_UL.pack(0x0002, 0x0000, b"UL", 4, len(body))
     return b"\0" * 128 + b"DICM" + group_length + body
+
+
+def _read_data_set(handle: BinaryIO, start: int, transfer_syntax: str) -> Dataset:
+    """The data set of a received Part 10 file, values over :data:`DEFER_VALUES_OVER_BYTES`
+    left unread.
+
+    Read from ``start`` (after the file meta we wrote ourselves) in the encoding ``dcmread``
+    would choose for ``transfer_syntax`` (``read_partial``'s rule), by pydicom's
+    ``read_dataset``, which like ``dcmread`` detects explicit-VR bytes on an implicit-VR
+    syntax (and the reverse) from the first element; a deflated data set through ``dcmread``
+    (it inflates it). Parsing our own file meta again cost ≈ 0.3 ms per instance.
+    """
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:
+        handle.seek(0)
+        return dcmread(handle, defer_size=DEFER_VALUES_OVER_BYTES)
+    handle.seek(start)
+    return read_dataset(
+        handle,
+        is_implicit_VR=transfer_syntax == ImplicitVRLittleEndian,
+        is_little_endian=transfer_syntax != ExplicitVRBigEndian,
+        defer_size=DEFER_VALUES_OVER_BYTES,
+    )
 
 
 @dataclass
@@ -317,7 +345,7 @@ class _IncomingInstance:
         with self.writer.reader() if self.writer is not None else open(self.path, "rb") as handle:
             # Every element header is parsed; values over 64 kB (pixel data) are skipped by
             # seeking, so a value reaching past the end shows as a position past it.
-            dataset = dcmread(handle, defer_size=DEFER_VALUES_OVER_BYTES)
+            dataset = _read_data_set(handle, self.data_start, request.transfer_syntax)
             if handle.tell() > self.size_bytes:
                 raise ValueError(
                     f"data set truncated: its last element ends at byte {handle.tell()}, "
