@@ -42,8 +42,10 @@ process; ours include the filing's fsyncs when the burst outgrows the journal).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import struct
@@ -174,6 +176,18 @@ def disk_flushes(folder: Path) -> int | None:
     return int(fields[15]) if len(fields) > 15 else None
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) process ``pid`` has used (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) of this process's children waited for so far (the senders)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def busy_percent(since: tuple[int, int]) -> float:
     """How busy the machine's cores were since ``since`` (:func:`cpu_ticks`), % of all cores
     (every process: ours, the senders, the kernel's loopback and writeback, other users)."""
@@ -205,7 +219,7 @@ def main() -> None:
     for tool in ("storescu", *(() if args.no_orthanc else ("Orthanc",))):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is required: run ./scripts/bootstrap --test")
-    root = Path(tempfile.mkdtemp(prefix="bench-receiver-load-", dir=args.workdir))
+    root = Path(tempfile.mkdtemp(prefix="bench-receiver-load-", dir=args.workdir)).resolve()
     try:
         series_folder = root / "series"
         series = write_series(series_folder, args.instances)
@@ -232,6 +246,8 @@ def main() -> None:
         peaks_mib: dict[str, list[float]] = {
             name: [] for name in names if not name.startswith("orthanc")
         }
+        receiver_cpu_ms: dict[str, list[float]] = {name: [] for name in peaks_mib}  # per instance
+        sender_cpu_ms: dict[str, list[float]] = {name: [] for name in names}  # per instance
         loads: list[float] = []
         starts_mib: list[float] = []  # our receiver's resident memory once listening
         for repeat in range(args.repeats):
@@ -244,11 +260,24 @@ def main() -> None:
                 ticks_before, flushes_before = cpu_ticks(), disk_flushes(root)
                 if not name.startswith("orthanc"):
                     extra = no_flush if name.endswith("no-flush") else None
+                    # ``python -m`` puts its working folder first on the path: the baseline
+                    # receiver starts in its checkout, so that its ``concordose`` is imported.
+                    cwd = Path.cwd()
                     if name.startswith("baseline"):
-                        extra = args.baseline.resolve()
-                    with concordose_receiver(folder, extra_path=extra) as (port, pid):
+                        extra = cwd = args.baseline.resolve()
+                    with (
+                        contextlib.chdir(cwd),
+                        concordose_receiver(folder, extra_path=extra) as (port, pid),
+                    ):
                         starts_mib.append(memory_kib(pid, "VmRSS") / 1024)
+                        cpu_before, senders_before = process_cpu_s(pid), children_cpu_s()
                         times[name].append(send_parallel(port, "CONCORDOSE", folders))
+                        receiver_cpu_ms[name].append(
+                            (process_cpu_s(pid) - cpu_before) * 1e3 / len(series)
+                        )
+                        sender_cpu_ms[name].append(
+                            (children_cpu_s() - senders_before) * 1e3 / len(series)
+                        )
                         busy[name].append(busy_percent(ticks_before))
                         flushes_after = disk_flushes(root)
                         if flushes_before is not None and flushes_after is not None:
@@ -257,7 +286,11 @@ def main() -> None:
                     verify_spool(folder / "spool", series)
                 else:
                     with orthanc(folder) as port:
+                        senders_before = children_cpu_s()
                         times[name].append(send_parallel(port, "ORTHANC", folders))
+                        sender_cpu_ms[name].append(
+                            (children_cpu_s() - senders_before) * 1e3 / len(series)
+                        )
                         busy[name].append(busy_percent(ticks_before))
                         flushes_after = disk_flushes(root)
                         if flushes_before is not None and flushes_after is not None:
@@ -280,7 +313,11 @@ def main() -> None:
             if flushes[name]:
                 flushed = f", disk flushes median {statistics.median(flushes[name]):.0f}"
             if name in peaks_mib:
-                peak = f", peak RSS median {statistics.median(peaks_mib[name]):.0f} MiB"
+                peak = (
+                    f", peak RSS median {statistics.median(peaks_mib[name]):.0f} MiB, receiver "
+                    f"CPU {statistics.median(receiver_cpu_ms[name]):.2f} ms/instance"
+                )
+            peak += f", senders' CPU {statistics.median(sender_cpu_ms[name]):.2f} ms/instance"
             print(
                 f"{name:<10} median {value:6.2f} s = {len(series) / value:6.1f} instances/s "
                 f"(runs {runs}), CPU busy {statistics.median(busy[name]):.0f} %{flushed}{peak}"
