@@ -34,7 +34,8 @@ After each of our runs the receiver is stopped (SIGTERM files what is still only
 every sent instance is looked up in the spool index: all must be there and the data set bytes
 after the file meta must equal the sent file's (the spool files carry our own file meta). For
 Orthanc the stored instance count is read from its REST API. The receiver's peak resident memory
-(``VmHWM``) in each run is reported, how busy the machine's cores were during each send
+(``VmHWM``) in each run is reported, its CPU time per instance (``/proc/<pid>/stat``) and the
+senders' (their ``rusage``), how busy the machine's cores were during each send
 (``/proc/stat``, every process) and how many cache flushes the disk completed meanwhile (every
 process; ours include the filing's fsyncs when the burst outgrows the journal).
 """
