@@ -22,6 +22,9 @@ Peers, each run into a fresh folder, the order rotated between repeats (medians 
 * the same receiver with every ``os.fdatasync``/``os.fsync`` replaced by a no-op (a
   ``sitecustomize`` on its path; reference only, nothing durable): flushes cost nothing, so its
   throughput is the ceiling any batching of flushes (group commit) could approach here;
+* with ``--baseline CHECKOUT``: ``concordose receive`` with that checkout's ``concordose`` first on
+  its path (e.g. a ``git worktree`` of the commit before a change), for a before/after in the
+  same run;
 * Orthanc 1.10 with its default durable storage (file storage area, SQLite index):
   ``SyncStorageArea`` defaults to true since Orthanc 1.7.4, so each stored file is
   ``fdatasync``-ed before the C-STORE is answered (strace: one ``fdatasync`` per instance, of
@@ -31,7 +34,8 @@ After each of our runs the receiver is stopped (SIGTERM files what is still only
 every sent instance is looked up in the spool index: all must be there and the data set bytes
 after the file meta must equal the sent file's (the spool files carry our own file meta). For
 Orthanc the stored instance count is read from its REST API. The receiver's peak resident memory
-(``VmHWM``) in each run is reported, how busy the machine's cores were during each send
+(``VmHWM``) in each run is reported, its CPU time per instance (``/proc/<pid>/stat``) and the
+senders' (their ``rusage``), how busy the machine's cores were during each send
 (``/proc/stat``, every process) and how many cache flushes the disk completed meanwhile (every
 process; ours include the filing's fsyncs when the burst outgrows the journal).
 """
@@ -39,8 +43,10 @@ process; ours include the filing's fsyncs when the burst outgrows the journal).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import struct
@@ -171,6 +177,18 @@ def disk_flushes(folder: Path) -> int | None:
     return int(fields[15]) if len(fields) > 15 else None
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) process ``pid`` has used (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) of this process's children waited for so far (the senders)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def busy_percent(since: tuple[int, int]) -> float:
     """How busy the machine's cores were since ``since`` (:func:`cpu_ticks`), % of all cores
     (every process: ours, the senders, the kernel's loopback and writeback, other users)."""
@@ -192,11 +210,17 @@ def main() -> None:
         action="store_true",
         help="skip the reference runs of our receiver with every flush a no-op",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout of concordose to run as the 'baseline' receiver (before/after)",
+    )
     args = parser.parse_args()
     for tool in ("storescu", *(() if args.no_orthanc else ("Orthanc",))):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is required: run ./scripts/bootstrap --test")
-    root = Path(tempfile.mkdtemp(prefix="bench-receiver-load-", dir=args.workdir))
+    root = Path(tempfile.mkdtemp(prefix="bench-receiver-load-", dir=args.workdir)).resolve()
     try:
         series_folder = root / "series"
         series = write_series(series_folder, args.instances)
@@ -213,12 +237,18 @@ def main() -> None:
             no_flush.mkdir()
             (no_flush / "sitecustomize.py").write_text(NO_FLUSH_SITECUSTOMIZE)
             names += ["ours-1-no-flush", f"ours-{args.senders}-no-flush"]
+        if args.baseline is not None:
+            names += ["baseline-1", f"baseline-{args.senders}"]
         if not args.no_orthanc:
             names += ["orthanc-1", f"orthanc-{args.senders}"]
         times: dict[str, list[float]] = {name: [] for name in names}
         busy: dict[str, list[float]] = {name: [] for name in names}  # % of all cores, any process
         flushes: dict[str, list[int]] = {name: [] for name in names}  # the disk's, any process
-        peaks_mib: dict[str, list[float]] = {name: [] for name in names if "ours" in name}
+        peaks_mib: dict[str, list[float]] = {
+            name: [] for name in names if not name.startswith("orthanc")
+        }
+        receiver_cpu_ms: dict[str, list[float]] = {name: [] for name in peaks_mib}  # per instance
+        sender_cpu_ms: dict[str, list[float]] = {name: [] for name in names}  # per instance
         loads: list[float] = []
         starts_mib: list[float] = []  # our receiver's resident memory once listening
         for repeat in range(args.repeats):
@@ -229,11 +259,26 @@ def main() -> None:
                 folders = [series_folder] if "-1" in name else parts
                 loads.append(os.getloadavg()[0])
                 ticks_before, flushes_before = cpu_ticks(), disk_flushes(root)
-                if name.startswith("ours"):
+                if not name.startswith("orthanc"):
                     extra = no_flush if name.endswith("no-flush") else None
-                    with concordose_receiver(folder, extra_path=extra) as (port, pid):
+                    # ``python -m`` puts its working folder first on the path: the baseline
+                    # receiver starts in its checkout, so that its ``concordose`` is imported.
+                    cwd = Path.cwd()
+                    if name.startswith("baseline"):
+                        extra = cwd = args.baseline.resolve()
+                    with (
+                        contextlib.chdir(cwd),
+                        concordose_receiver(folder, extra_path=extra) as (port, pid),
+                    ):
                         starts_mib.append(memory_kib(pid, "VmRSS") / 1024)
+                        cpu_before, senders_before = process_cpu_s(pid), children_cpu_s()
                         times[name].append(send_parallel(port, "CONCORDOSE", folders))
+                        receiver_cpu_ms[name].append(
+                            (process_cpu_s(pid) - cpu_before) * 1e3 / len(series)
+                        )
+                        sender_cpu_ms[name].append(
+                            (children_cpu_s() - senders_before) * 1e3 / len(series)
+                        )
                         busy[name].append(busy_percent(ticks_before))
                         flushes_after = disk_flushes(root)
                         if flushes_before is not None and flushes_after is not None:
@@ -242,7 +287,11 @@ def main() -> None:
                     verify_spool(folder / "spool", series)
                 else:
                     with orthanc(folder) as port:
+                        senders_before = children_cpu_s()
                         times[name].append(send_parallel(port, "ORTHANC", folders))
+                        sender_cpu_ms[name].append(
+                            (children_cpu_s() - senders_before) * 1e3 / len(series)
+                        )
                         busy[name].append(busy_percent(ticks_before))
                         flushes_after = disk_flushes(root)
                         if flushes_before is not None and flushes_after is not None:
@@ -265,7 +314,11 @@ def main() -> None:
             if flushes[name]:
                 flushed = f", disk flushes median {statistics.median(flushes[name]):.0f}"
             if name in peaks_mib:
-                peak = f", peak RSS median {statistics.median(peaks_mib[name]):.0f} MiB"
+                peak = (
+                    f", peak RSS median {statistics.median(peaks_mib[name]):.0f} MiB, receiver "
+                    f"CPU {statistics.median(receiver_cpu_ms[name]):.2f} ms/instance"
+                )
+            peak += f", senders' CPU {statistics.median(sender_cpu_ms[name]):.2f} ms/instance"
             print(
                 f"{name:<10} median {value:6.2f} s = {len(series) / value:6.1f} instances/s "
                 f"(runs {runs}), CPU busy {statistics.median(busy[name]):.0f} %{flushed}{peak}"
@@ -282,6 +335,13 @@ def main() -> None:
                 f"{median['ours-1-no-flush'] / median['ours' + many + '-no-flush']:.2f}x; "
                 f"ours with {args.senders} senders reaches "
                 f"{median['ours' + many + '-no-flush'] / median['ours' + many]:.2f} of that ceiling"
+            )
+        if args.baseline is not None:
+            print(
+                f"baseline {args.senders} senders / 1 sender throughput: "
+                f"{median['baseline-1'] / median['baseline' + many]:.2f}x; ours / baseline: "
+                f"1 sender {median['baseline-1'] / median['ours-1']:.2f}x, {args.senders} "
+                f"senders {median['baseline' + many] / median['ours' + many]:.2f}x"
             )
         if not args.no_orthanc:
             print(

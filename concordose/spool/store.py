@@ -101,6 +101,12 @@ RECEIVER_LOCK_FILENAME = "receiver.lock"
 FILING_RETRY_S = 1.0
 """After a filing attempt the disk or the index refused (full), the filing thread tries again
 this often (its batch stays pending meanwhile)."""
+FILING_BATCH = 32
+"""Journaled instances filed per batch (one folder fsync per folder, one index transaction):
+each batch's journal records are released once it is filed, so that segments are recycled
+while a burst larger than the journal is still arriving (filing everything pending in one batch
+kept every segment busy until its end, and the receiver meanwhile filed instances itself before
+answering: three flushes each; benchmarks/README.md, "Receiver under load")."""
 RECOVERY_BATCH = 32
 """Journal records filed per index transaction at start-up (a full disk stops the recovery
 after the last batch that fitted; the rest stays in the journal)."""
@@ -1141,8 +1147,10 @@ class Spool:
     def file_journaled(self) -> int:
         """File and index every journaled instance not yet filed; returns how many.
 
-        Instances are copied out of the journal in order until the disk refuses one; those
-        copied are filed (so a nearly full disk files what fits), the rest stays pending.
+        Instances are filed in arrival order, :data:`FILING_BATCH` at a time, each batch's
+        journal records released once it is filed. They are copied out of the journal in order
+        until the disk refuses one; those copied are filed (so a nearly full disk files what
+        fits), the rest stays pending.
 
         Raises:
             OSError, sqlite3.Error: the disk or the index refused (e.g. full): what was not
@@ -1150,52 +1158,63 @@ class Spool:
         """
         with self._filing_lock:
             with self._unfiled_changed:
-                batch, self._unfiled = self._unfiled, []
-                self._filing = batch
-            if not batch:
-                return 0
-            journal = self._journal
-            ready: list[_Unfiled] = []
-            refused: OSError | sqlite3.Error | None = None
-            for item in batch:
-                try:
-                    self._copy_out_of_journal(item, journal)
-                except OSError as exc:
-                    refused = exc
-                    break
-                ready.append(item)
-            try:
-                if ready:
-                    self._file(ready)
-            except (OSError, sqlite3.Error) as exc:
-                refused, ready = exc, []
-            waiting = batch[len(ready) :]
-            with self._unfiled_changed:
-                self._unfiled[:0] = waiting
-                self._filing = []
-            for item in ready:
-                if item.entry is not None and journal is not None:
-                    journal.release(item.entry)
-            if refused is not None:
-                self._filing_failures += 1
-                if self._filing_failures == 1:
-                    LOG.error(
-                        "could not file %d journaled instance(s), they stay pending and filing "
-                        "is retried every %.0f s: %s: %s",
-                        len(waiting),
-                        FILING_RETRY_S,
-                        type(refused).__name__,
-                        refused,
-                    )
-                raise refused
+                pending, self._unfiled = self._unfiled, []
+                self._filing = pending
+            filed = 0
+            while pending:
+                batch, pending = pending[:FILING_BATCH], pending[FILING_BATCH:]
+                filed += self._file_batch(batch, pending)
             if self._filing_failures:
                 LOG.info(
                     "filed %d journaled instance(s) after %d refused attempt(s)",
-                    len(ready),
+                    filed,
                     self._filing_failures,
                 )
                 self._filing_failures = 0
-            return len(ready)
+            return filed
+
+    def _file_batch(self, batch: list[_Unfiled], later: list[_Unfiled]) -> int:
+        """File ``batch`` (``later``: the rest of what :meth:`file_journaled` took), release its
+        journal records; filing lock held. On a refusal what was not filed and ``later`` go
+        back in front of the pending instances, and the error is raised."""
+        journal = self._journal
+        ready: list[_Unfiled] = []
+        refused: OSError | sqlite3.Error | None = None
+        for item in batch:
+            try:
+                self._copy_out_of_journal(item, journal)
+            except OSError as exc:
+                refused = exc
+                break
+            ready.append(item)
+        try:
+            if ready:
+                self._file(ready)
+        except (OSError, sqlite3.Error) as exc:
+            refused, ready = exc, []
+        waiting = batch[len(ready) :]
+        with self._unfiled_changed:
+            if refused is not None:
+                self._unfiled[:0] = waiting + later
+                self._filing = []
+            else:
+                self._filing = later
+        for item in ready:
+            if item.entry is not None and journal is not None:
+                journal.release(item.entry)
+        if refused is not None:
+            self._filing_failures += 1
+            if self._filing_failures == 1:
+                LOG.error(
+                    "could not file %d journaled instance(s), they stay pending and filing "
+                    "is retried every %.0f s: %s: %s",
+                    len(waiting) + len(later),
+                    FILING_RETRY_S,
+                    type(refused).__name__,
+                    refused,
+                )
+            raise refused
+        return len(ready)
 
     def _copy_out_of_journal(self, item: _Unfiled, journal: Journal | None) -> None:
         """Write a journaled instance's temp file from its record, unless it has one (or is

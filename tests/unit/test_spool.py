@@ -8,10 +8,12 @@ import sqlite3
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from concordose.dicom.pseudonym import uid_hash
+from concordose.spool import store
 from concordose.spool.store import InstanceIdentity, InvalidInstanceError, Spool
 from concordose.spool.timepoints import TimePointState
 from concordose.spool.uids import is_valid_uid
@@ -167,6 +169,50 @@ def test_no_completion_event_while_an_acknowledged_instance_of_its_study_is_not_
         assert spool.pending_events() == []  # filed now: the time point reopened
         (timepoint,) = spool.timepoints()
         assert (timepoint.instance_count, timepoint.state) == (2, TimePointState.RECEIVING)
+    finally:
+        spool.stop_journal()
+        spool.unlock_receiver()
+
+
+def test_journaled_instances_are_filed_in_batches_each_kept_once_filed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18 item 6: filing goes in batches of FILING_BATCH, each complete on its own (its
+    journal records released), so a burst recycles segments while it is still arriving; a
+    refused batch leaves the earlier ones filed and itself and the later ones pending."""
+    monkeypatch.setattr(store, "FILE_AFTER_IDLE_S", 3600.0)  # only this test files
+    monkeypatch.setattr(store, "FILING_BATCH", 2)
+    spool = Spool(tmp_path / "spool")
+    spool.lock_for_receiver()
+    spool.start_journal(segment_bytes=1 << 20, segment_count=2)
+    try:
+        for index in range(1, 6):
+            temp = spool.new_temp_path()
+            temp.write_bytes(b"instance %d" % index)
+            spool.accept_temp_file(
+                _identity(f"1.2.3.4.{index}", study=f"1.2.{index}"),
+                temp,
+                temp.stat().st_size,
+                zlib.crc32(temp.read_bytes()),
+                calling_ae_title="SITE_A",
+            )
+        batches: list[int] = []
+        file_items = Spool._file
+
+        def second_batch_refused(self: Spool, items: list[Any]) -> None:
+            batches.append(len(items))
+            if len(batches) == 2:
+                raise sqlite3.OperationalError("database or disk is full")
+            file_items(self, items)
+
+        monkeypatch.setattr(Spool, "_file", second_batch_refused)
+        with pytest.raises(sqlite3.OperationalError):
+            spool.file_journaled()
+        assert batches == [2, 2]
+        assert spool.unfiled_study_uids() == {"1.2.3", "1.2.4", "1.2.5"}
+        monkeypatch.undo()
+        filed = sorted(row.identity.sop_instance_uid for row in spool.instances())
+        assert filed == [f"1.2.3.4.{index}" for index in range(1, 6)]
     finally:
         spool.stop_journal()
         spool.unlock_receiver()
