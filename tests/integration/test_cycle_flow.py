@@ -32,7 +32,6 @@ from concordose.flows.triggers import (
     idempotency_key,
 )
 from concordose.ingest.receiver import StorageReceiver
-from concordose.ingest.sender import send_files
 from concordose.kinetics.models import KineticsBatch
 from concordose.phantoms import GeneratedPatient, generate_patient
 from concordose.pipeline.quantify import CycleTimeActivity
@@ -42,7 +41,8 @@ from concordose.settings import Settings
 from concordose.spool.cycles import CycleState
 from concordose.spool.store import Spool
 from concordose.spool.timepoints import InstanceSummary, TimePointEvent, TimePointState
-from tests.fakes import FakeClock, Recorder
+from tests.fakes import Recorder
+from tests.integration.received import receive_patient, send_more
 
 pytestmark = pytest.mark.integration
 
@@ -56,43 +56,6 @@ def other_patient(tmp_path_factory: pytest.TempPathFactory) -> GeneratedPatient:
 @pytest.fixture(autouse=True)
 def _pseudonym_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONCORDOSE_PSEUDONYM_KEY", "test-secret")
-
-
-def _receive(
-    spool_root: Path,
-    patient: GeneratedPatient,
-    hook: object,
-    files: list[Path] | None = None,
-) -> StorageReceiver:
-    receiver = StorageReceiver(
-        Spool(spool_root),
-        port=0,
-        site_by_ae_title={patient.site.calling_ae_title: "milan"},
-        on_complete=hook,  # type: ignore[arg-type]
-        clock=FakeClock(),
-    )
-    receiver.start()
-    report = send_files(
-        files if files is not None else list(patient.dicom_files),
-        host="127.0.0.1",
-        port=receiver.port,
-        called_ae_title="CONCORDOSE",
-        calling_ae_title=patient.site.calling_ae_title,
-    )
-    assert report.refused == []
-    return receiver
-
-
-def _send_more(receiver: StorageReceiver, patient: GeneratedPatient, files: list[Path]) -> None:
-    """Another association to a running receiver; every instance must be accepted."""
-    report = send_files(
-        files,
-        host="127.0.0.1",
-        port=receiver.port,
-        called_ae_title="CONCORDOSE",
-        calling_ae_title=patient.site.calling_ae_title,
-    )
-    assert report.refused == []
 
 
 def _studies(paths: list[Path] | tuple[Path, ...]) -> list[str]:
@@ -117,7 +80,7 @@ def test_in_process_trigger_runs_one_cycle_once_when_its_last_time_point_complet
     prefect_server: None, tmp_path: Path, small_patient: GeneratedPatient
 ) -> None:
     trigger = InProcessFlowTrigger(small_patient.sites_path, output_uri=str(tmp_path / "out"))
-    receiver = _receive(tmp_path / "spool", small_patient, trigger)
+    receiver = receive_patient(tmp_path / "spool", small_patient, trigger)
     studies = _studies(small_patient.dicom_files)
     try:
         delivered = _complete_all(receiver, studies)
@@ -162,7 +125,7 @@ def test_a_held_cycle_publishes_its_findings_and_never_blocks_another(
         (small_patient, list(small_patient.dicom_files)),
         (other_patient, _without_seg(other_patient)),  # VOIs never arrive
     ):
-        receiver = _receive(spool_root, patient, Recorder(), files)
+        receiver = receive_patient(spool_root, patient, Recorder(), files)
         _complete_all(receiver, _studies(files))
         receiver.stop()
     # Each cycle reads only its own instances from the index, so its cost does not grow with
@@ -188,7 +151,7 @@ def test_a_held_cycle_publishes_its_findings_and_never_blocks_another(
     assert read_current(store, "absorbed_dose").num_rows > 0  # the valid patient published
 
     # The missing SEG arrives: the sweep sees new content and processes the held cycle.
-    receiver = _receive(spool_root, other_patient, Recorder(), [other_patient.seg_path])
+    receiver = receive_patient(spool_root, other_patient, Recorder(), [other_patient.seg_path])
     _complete_all(receiver, _studies([other_patient.seg_path]))
     receiver.stop()
     again = sweep(spool_root, small_patient.sites_path, output_uri=str(out))
@@ -264,7 +227,7 @@ def test_the_sweep_completes_a_cycle_whose_first_run_failed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spool_root, out = tmp_path / "spool", tmp_path / "out"
-    receiver = _receive(spool_root, small_patient, Recorder())
+    receiver = receive_patient(spool_root, small_patient, Recorder())
     _complete_all(receiver, _studies(small_patient.dicom_files))
     receiver.stop()
     calls: list[int] = []
@@ -298,7 +261,7 @@ def test_deployment_runs_are_keyed_by_spool_cycle_and_content(
     events: dict[str, TimePointEvent] = {}
     for name in ("spool-a", "spool-b"):  # the same study received into two spools
         recorder = Recorder()
-        receiver = _receive(tmp_path / name, small_patient, recorder, [nm_first])
+        receiver = receive_patient(tmp_path / name, small_patient, recorder, [nm_first])
         _complete_all(receiver, _studies([nm_first]))
         receiver.stop()
         (events[name],) = recorder.events
@@ -309,7 +272,7 @@ def test_deployment_runs_are_keyed_by_spool_cycle_and_content(
     # New instances reopen the study: new content revision, new event, new run.
     ct_first = next(p for p in small_patient.dicom_files if p.parent.name == "ct")
     recorder = Recorder()
-    receiver = _receive(tmp_path / "spool-a", small_patient, recorder, [ct_first])
+    receiver = receive_patient(tmp_path / "spool-a", small_patient, recorder, [ct_first])
     _complete_all(receiver, _studies([nm_first]))
     receiver.stop()
     (reopened,) = recorder.events
@@ -347,7 +310,7 @@ def test_run_flows_processes_in_a_worker_process_and_survives_its_death(
         output_uri=str(out),
         command=(sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"),
     )
-    receiver = _receive(tmp_path / "spool", small_patient, killer)
+    receiver = receive_patient(tmp_path / "spool", small_patient, killer)
     studies = _studies(small_patient.dicom_files)
     try:
         _complete_all(receiver, studies)
@@ -358,7 +321,7 @@ def test_run_flows_processes_in_a_worker_process_and_survives_its_death(
         assert cycle.reason is not None
         assert "killed by signal 9 (SIGKILL: out of memory?)" in cycle.reason
         # The receiver still accepts: another association stores an instance.
-        _send_more(receiver, small_patient, [small_patient.nm_files[0]])
+        send_more(receiver, small_patient, [small_patient.nm_files[0]])
     finally:
         receiver.stop()
         killer.shutdown()
@@ -385,7 +348,7 @@ def test_a_cycle_over_the_memory_budget_is_held_with_its_sizes_while_the_receive
     monkeypatch.setenv("CONCORDOSE_MEMORY_BUDGET_GB", "0.05")
     out = tmp_path / "out"
     trigger = InProcessFlowTrigger(small_patient.sites_path, output_uri=str(out))
-    receiver = _receive(tmp_path / "spool", small_patient, trigger)
+    receiver = receive_patient(tmp_path / "spool", small_patient, trigger)
     try:
         _complete_all(receiver, _studies(small_patient.dicom_files))
         (future,) = trigger.futures.values()
@@ -395,7 +358,7 @@ def test_a_cycle_over_the_memory_budget_is_held_with_its_sizes_while_the_receive
         assert "exceeds the worker's memory budget 0.1 GB" in result.reason
         assert "estimated working set" in result.reason
         assert "CT " in result.reason
-        _send_more(receiver, small_patient, [small_patient.seg_path])  # the receiver still accepts
+        send_more(receiver, small_patient, [small_patient.seg_path])  # the receiver still accepts
     finally:
         receiver.stop()
         trigger.shutdown()

@@ -21,8 +21,6 @@ from concordose.cli import app
 from concordose.errors import UnreadableDicomError
 from concordose.flows.process_cycle import OUTCOME_PROCESSED, process_cycle
 from concordose.flows.triggers import DeploymentTrigger, InProcessFlowTrigger, idempotency_key
-from concordose.ingest.receiver import StorageReceiver
-from concordose.ingest.sender import send_files
 from concordose.payloads import (
     CycleManifest,
     ManifestError,
@@ -43,7 +41,8 @@ from concordose.results.object_store import BucketMissingError
 from concordose.settings import Settings
 from concordose.spool.cycles import CycleRecord, CycleState
 from concordose.spool.store import Spool
-from tests.fakes import FakeClock, Recorder
+from tests.fakes import Recorder
+from tests.integration.received import receive_patient
 from tests.integration.s3_stores import use_s3_server
 
 pytestmark = pytest.mark.integration
@@ -61,35 +60,11 @@ def _pseudonym_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONCORDOSE_PSEUDONYM_KEY", "test-secret")
 
 
-def _receive(spool_root: Path, patient: GeneratedPatient, hook: object) -> StorageReceiver:
-    """A real receiver on loopback that received every file of ``patient`` and completed every
-    time point (the hook saw each completion); still running."""
-    receiver = StorageReceiver(
-        Spool(spool_root),
-        port=0,
-        site_by_ae_title={patient.site.calling_ae_title: "milan"},
-        on_complete=hook,  # type: ignore[arg-type]
-        clock=FakeClock(),
-    )
-    receiver.start()
-    report = send_files(
-        list(patient.dicom_files),
-        host="127.0.0.1",
-        port=receiver.port,
-        called_ae_title="CONCORDOSE",
-        calling_ae_title=patient.site.calling_ae_title,
-    )
-    assert report.refused == []
-    for record in Spool.open_existing(spool_root).timepoints():
-        receiver.completion.trigger(record.study_uid)
-    return receiver
-
-
 @pytest.fixture
 def spool_root(tmp_path: Path, small_patient: GeneratedPatient) -> Path:
     """A spool holding one complete cycle of the small patient (received for real)."""
     root = tmp_path / "spool"
-    _receive(root, small_patient, Recorder()).stop()
+    receive_patient(root, small_patient, Recorder(), complete=True).stop()
     return root
 
 
@@ -408,7 +383,7 @@ def test_the_receiver_uploads_a_completed_cycle_and_the_flow_runs_from_the_raw_s
     use_s3_server(s3_endpoint, monkeypatch)
     monkeypatch.setenv("CONCORDOSE_RAW_STORE_URI", RAW_URI)
     trigger = InProcessFlowTrigger(small_patient.sites_path, output_uri=str(tmp_path / "out"))
-    receiver = _receive(tmp_path / "spool", small_patient, trigger)
+    receiver = receive_patient(tmp_path / "spool", small_patient, trigger, complete=True)
     try:
         (future,) = trigger.futures.values()
         result = future.result(timeout=600)
@@ -436,7 +411,7 @@ def test_a_deployment_run_is_given_the_manifest_of_the_uploaded_cycle(
     assert isinstance(deployment, RunnerDeployment)  # called synchronously
     deployment.apply()
     recorder = Recorder()
-    _receive(tmp_path / "spool", small_patient, recorder).stop()
+    receive_patient(tmp_path / "spool", small_patient, recorder, complete=True).stop()
     use_s3_server(s3_endpoint, monkeypatch)
     monkeypatch.setenv("CONCORDOSE_RAW_STORE_URI", RAW_URI)
     trigger = DeploymentTrigger("process-cycle/raw-store-test", small_patient.sites_path)

@@ -189,9 +189,7 @@ def test_the_installed_wheel_runs_version_check_and_process(wheel: Path, tmp_pat
     assert not [
         p
         for p in found["sys_path"]
-        if p
-        and Path(p).resolve().is_relative_to(REPO_ROOT)
-        and Path(p).resolve() != dependencies
+        if p and Path(p).resolve().is_relative_to(REPO_ROOT) and Path(p).resolve() != dependencies
     ]
 
     concordose = environment.python.parent / "concordose"
