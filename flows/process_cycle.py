@@ -42,7 +42,7 @@ from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.object_store import ObjectStore, open_object_store
 from concordose.results.provenance import Provenance, new_run_id
 from concordose.results.publish import PublishedRun
-from concordose.settings import Settings
+from concordose.settings import TASK_RUNNER_DEFAULT, Settings, resolve_task_runner
 from concordose.spool.cycles import CycleMembers, CycleState
 from flows.cohort import refresh_cohort_tables
 from tasks.cycle import (
@@ -128,6 +128,7 @@ def _science_tables(
     voxel_dosimetry: bool,
     cache_dir: Path | None,
     protocol_dir: Path | None,
+    task_runner: str = TASK_RUNNER_DEFAULT,
 ) -> tuple[dict[str, list[pa.Table]], CycleImages | None]:
     study, verdict = prepared.study, prepared.verdict
     assert study is not None
@@ -165,6 +166,7 @@ def _science_tables(
             prepared.vois,
             cache_dir=cache_dir,
             protocol_dir=protocol_dir,
+            task_runner=task_runner,
         )
         if voxel is not None:
             lesion_slices = voxel.lesion_slices
@@ -221,6 +223,7 @@ def _process(
     kinetics_methods: Sequence[str] | None,
     dose_methods: Sequence[str] | None,
     voxel_dosimetry: bool,
+    task_runner: str = TASK_RUNNER_DEFAULT,
 ) -> tuple[CycleRunResult, str, ReportInputs]:
     """Prepare, then hold (publish the findings) or process (publish the tables); record the
     outcome. Returns the result, the cycle's site and what its report needs."""
@@ -258,6 +261,7 @@ def _process(
             voxel_dosimetry=voxel_dosimetry,
             cache_dir=CycleSource(source).cache_dir,
             protocol_dir=registry.protocol_dir,
+            task_runner=task_runner,
         )
         published = publish_task(store, tables, provenance)
         record_outcome_task(source, members, CycleState.PROCESSED, None, published.run_id)
@@ -307,6 +311,7 @@ def process_cycle(
     dose_methods: Sequence[str] | None = None,
     voxel_dosimetry: bool = True,
     refresh_cohort: bool = True,
+    task_runner: str | None = None,
 ) -> CycleRunResult:
     """Process one cycle of ``source`` and publish its tables (see the module docstring).
 
@@ -324,11 +329,15 @@ def process_cycle(
         voxel_dosimetry: run voxel dosimetry where the site protocol enables it.
         refresh_cohort: rebuild the cohort tables after a processed cycle (a sweep passes
             False and rebuilds them once, after all its cycles).
+        task_runner: where the voxel fits' and convolutions' chunks run: ``default`` (here),
+            ``dask`` or ``dask:ADDRESS`` (:mod:`tasks.voxel_chunks`; same results); None:
+            ``CONCORDOSE_TASK_RUNNER``.
 
     Raises:
         Exception: a science or publication failure, after recording ``failed`` in the spool.
     """
     logger = get_run_logger()
+    runner = resolve_task_runner(task_runner)
     record = find_cycle_task(source, cycle_id)
     members = record.members
     if content_revision is not None and content_revision != members.content_revision:
@@ -350,6 +359,7 @@ def process_cycle(
             kinetics_methods=kinetics_methods,
             dose_methods=dose_methods,
             voxel_dosimetry=voxel_dosimetry,
+            task_runner=runner,
         )
     except Exception as exc:
         # Recorded so that `spool status` shows it and the sweep retries it; nothing was

@@ -1,0 +1,207 @@
+"""The Dask runner (issue 19): a sweep of three small cycles with voxel dosimetry on a real local
+cluster (scheduler and two single-threaded worker processes) publishes the same tables as the
+default runner, and the work — the cycles and their voxel chunks — ran on the Dask workers.
+
+Every per-cycle table is bit-identical, not merely close: the voxel fits and convolutions are cut
+into the same chunks whichever runner runs them (``concordose.chunk_map``), so every number is
+computed the same way. The cohort tables (:data:`COHORT_TABLES`, built after the sweep from every
+published cycle's rows) are equal in every non-float column and to the last bits (1e-12
+relative) in the floats: their builder reads its input rows without an order
+(``consortium.cohort_tables.read_cohort_inputs``), so their sums run in the order the cycles
+were published, which the Dask runner's parallel cycles change.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import distributed
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from concordose.cli import app
+from concordose.results.catalogue import read_current
+from concordose.results.object_store import open_object_store
+from concordose.settings import Settings
+from flows.process_cycle import OUTCOME_PROCESSED
+from flows.sweep import SweepResult, sweep
+from phantoms import generate_patient
+from schemas.tables import TABLES
+
+pytestmark = pytest.mark.integration
+
+PATIENT_SEEDS = (11, 12, 13)
+"""Three patients of the fast ``test`` preset: three cycles (another PatientID each)."""
+TIME_POINTS_H = (4.0, 24.0, 96.0)
+"""Three time points: the fewest the voxel model (mono-exponential) is fitted on."""
+KINETICS_METHODS = ("mono_exponential",)
+DOSE_METHODS = ("ldm",)
+"""Few VOI-level methods (the voxel dosimetry is the site protocol's: ldm and two VSV kernels)."""
+VOLATILE_COLUMNS = {"run_id", "flow_run_id", "created_at"}
+"""Columns that differ between two runs of the same input: the run's identity and clock."""
+COHORT_TABLES = {"kinetics_agreement", "dose_agreement", "threshold_concordance"}
+"""Cross-cycle aggregates: summed in publication order (see the module docstring)."""
+FLOAT_RTOL = 1e-12
+CHUNK_PREFIXES = ("fit_voxel_chunk", "convolve_slab")
+"""Dask task key prefixes of the voxel chunks (the library functions' names)."""
+
+
+@pytest.fixture(scope="module")
+def backlog(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A folder holding three patients' cycles, and the site registry."""
+    root = tmp_path_factory.mktemp("dask-backlog")
+    folder = root / "backlog"
+    sites = root / "sites.yaml"
+    for seed in PATIENT_SEEDS:
+        patient = generate_patient(
+            root / f"patient-{seed}", seed=seed, preset="test", time_points_h=TIME_POINTS_H
+        )
+        shutil.copytree(patient.out_dir / "dicom", folder / f"patient-{seed}")
+        shutil.copyfile(patient.sites_path, sites)  # the same registry for every seed
+    return folder, sites
+
+
+def _published(output: Path) -> dict[str, pa.Table]:
+    """Every published table's current rows without the run's identity and clock, sorted."""
+    store = open_object_store(str(output), Settings())
+    tables = {}
+    for name in sorted(TABLES):
+        if not (output / name).is_dir():
+            continue
+        table = read_current(store, name)
+        keep = [
+            column
+            for column, kind in zip(table.column_names, table.schema.types, strict=True)
+            if column not in VOLATILE_COLUMNS and not pa.types.is_timestamp(kind)
+        ]
+        table = table.select(keep)
+        sortable = [
+            column
+            for column, kind in zip(table.column_names, table.schema.types, strict=True)
+            if not pa.types.is_nested(kind)
+        ]
+        tables[name] = table.sort_by([(column, "ascending") for column in sortable])
+    return tables
+
+
+def _differences(expected: pa.Table, found: pa.Table, *, float_rtol: float = 0.0) -> dict[str, str]:
+    """Per differing column, what differs (for the assertion's message); floats within
+    ``float_rtol`` (relative) count as equal."""
+    if expected.num_rows != found.num_rows:
+        return {"rows": f"{expected.num_rows} != {found.num_rows}"}
+    differing = {}
+    for column in expected.column_names:
+        a, b = expected[column].to_pylist(), found[column].to_pylist()
+        if float_rtol and pa.types.is_floating(expected.schema.field(column).type):
+            same = all(
+                x == y
+                or (x is not None and y is not None and math.isclose(x, y, rel_tol=float_rtol))
+                for x, y in zip(a, b, strict=True)
+            )
+            if same:
+                continue
+        if a != b:
+            index = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+            differing[column] = f"row {index}: {a[index]!r} != {b[index]!r}"
+    return differing
+
+
+def _computed_by_prefix(dask_scheduler: Any) -> dict[str, int]:
+    """Tasks the scheduler saw finish (reach memory), per key prefix."""
+    return {
+        name: int(prefix.state_counts.get("memory", 0))
+        for name, prefix in dask_scheduler.task_prefixes.items()
+    }
+
+
+def _executed(dask_worker: Any) -> int:
+    return int(dask_worker.state.executed_count)
+
+
+def test_a_sweep_on_a_dask_cluster_publishes_the_default_runners_tables(
+    backlog: tuple[Path, Path],
+    tmp_path: Path,
+    prefect_server: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder, sites = backlog
+    monkeypatch.setenv("CONCORDOSE_PSEUDONYM_KEY", "dask-test-key")
+    default = sweep(
+        folder,
+        sites,
+        output_uri=str(tmp_path / "default"),
+        site_id="milan",
+        kinetics_methods=KINETICS_METHODS,
+        dose_methods=DOSE_METHODS,
+    )
+    with (
+        distributed.LocalCluster(
+            processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        on_dask: SweepResult = sweep(
+            folder,
+            sites,
+            output_uri=str(tmp_path / "dask"),
+            site_id="milan",
+            kinetics_methods=KINETICS_METHODS,
+            dose_methods=DOSE_METHODS,
+            task_runner=f"dask:{cluster.scheduler_address}",
+        )
+        computed = client.run_on_scheduler(_computed_by_prefix)
+        executed = client.run(_executed)
+
+    for result in (default, on_dask):
+        assert result.failed == {}
+        assert [run.outcome for run in result.runs] == [OUTCOME_PROCESSED] * len(PATIENT_SEEDS)
+    # the cycles and their voxel chunks ran on the cluster, on both workers
+    assert sum(count for name, count in computed.items() if "run" in name and "cycle" in name) >= 3
+    for prefix in CHUNK_PREFIXES:
+        assert computed.get(prefix, 0) >= len(PATIENT_SEEDS), (prefix, computed)
+    assert len(executed) == 2
+    assert all(count > 0 for count in executed.values()), executed
+
+    expected = _published(tmp_path / "default")
+    found = _published(tmp_path / "dask")
+    assert {"voxel_dose", "voxel_dose_summary", "absorbed_dose"} <= set(expected)
+    assert set(found) == set(expected)
+    differences = {
+        name: _differences(
+            table, found[name], float_rtol=FLOAT_RTOL if name in COHORT_TABLES else 0.0
+        )
+        for name, table in expected.items()
+        if not found[name].equals(table)
+    }
+    assert {name: diff for name, diff in differences.items() if diff} == {}
+    assert set(expected) >= COHORT_TABLES  # compared, within float round-off
+    assert all(table.num_rows > 0 for table in expected.values())
+
+
+def test_the_cli_refuses_an_unknown_task_runner_before_any_flow(
+    backlog: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, sites = backlog
+    monkeypatch.setenv("CONCORDOSE_PSEUDONYM_KEY", "dask-test-key")
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        ["process", "--spool", str(folder), "--sites", str(sites), "--site", "milan",
+         "--output", str(tmp_path / "out"), "--task-runner", "spark"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "task runner 'spark'" in result.output
+    assert "dask:ADDRESS" in result.output
+    monkeypatch.setenv("CONCORDOSE_TASK_RUNNER", "dask:no-port")
+    result = runner.invoke(
+        app,
+        ["process", "--spool", str(folder), "--sites", str(sites), "--site", "milan",
+         "--output", str(tmp_path / "out")],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "task runner 'dask:no-port'" in result.output
+    assert not (tmp_path / "out").exists()
