@@ -19,7 +19,7 @@ a Dask cluster instead: a child flow ``cycles-on-dask`` runs with prefect-dask's
 the cluster has worker threads (or ``max_concurrent_cycles`` when given; the workers' own
 memory limits replace the local budget), and each cycle's voxel chunks (fits, convolution
 slabs) spread over the same cluster (:mod:`tasks.voxel_chunks`). Same tables as the default
-runner, bit for bit.
+runner (floats to their last bits: ``tests/integration/test_dask_runner.py`` says why).
 """
 
 from __future__ import annotations
