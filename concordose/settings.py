@@ -7,12 +7,14 @@ then from explicit keyword arguments (the CLI passes its options that way). Secr
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from concordose.errors import ConfigurationError
 from concordose.ingest.admission import DEFAULT_ADMISSION, AdmissionLimits
 from concordose.spool.free_space import DEFAULT_FREE_RESERVE_MB
 from concordose.spool.journal import DEFAULT_JOURNAL_MB
@@ -20,6 +22,60 @@ from concordose.spool.journal import DEFAULT_JOURNAL_MB
 # A run's Data Docs pages are small (their assets are shared by all runs): 30 runs of history
 # cost a few MB of the store.
 DEFAULT_DATA_DOCS_KEEP_RUNS = 30
+
+# --- task runner (issue 19: Dask scale-out) ----------------------------------------------------
+TASK_RUNNER_DEFAULT = "default"
+"""Cycles in this process's threads (at most ``max_concurrent_cycles``), voxel chunks here."""
+TASK_RUNNER_DASK = "dask"
+"""A Dask ``LocalCluster`` started for the run (one single-threaded worker process per core);
+``dask:ADDRESS`` connects to an existing scheduler instead."""
+_DASK_ADDRESS = re.compile(
+    r"^(?:(?:tcp|tls|ws|wss|ucx)://)?(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:]+\]):\d+$"
+)
+
+
+def check_task_runner(value: str) -> str:
+    """``value`` if it names a task runner: ``default``, ``dask`` or ``dask:ADDRESS`` (a Dask
+    scheduler, ``[tcp|tls|ws|wss|ucx://]host:port``).
+
+    Raises:
+        ConfigurationError: anything else (names where the value comes from and what is
+            expected).
+    """
+    if value in (TASK_RUNNER_DEFAULT, TASK_RUNNER_DASK):
+        return value
+    prefix = TASK_RUNNER_DASK + ":"
+    if value.startswith(prefix) and _DASK_ADDRESS.match(value[len(prefix) :]):
+        return value
+    raise ConfigurationError(
+        f"task runner {value!r} (--task-runner or CONCORDOSE_TASK_RUNNER) is not one of "
+        f"'{TASK_RUNNER_DEFAULT}', '{TASK_RUNNER_DASK}' (a local Dask cluster for the run) or "
+        f"'{prefix}ADDRESS' with ADDRESS a scheduler's [tcp://]host:port (e.g. "
+        f"{prefix}tcp://dask-scheduler:8786)"
+    )
+
+
+def dask_scheduler_address(task_runner: str) -> str | None:
+    """The scheduler address of a ``dask:ADDRESS`` task runner; ``None`` for the others.
+
+    Raises:
+        ConfigurationError: ``task_runner`` is not a task runner (:func:`check_task_runner`).
+    """
+    check_task_runner(task_runner)
+    prefix = TASK_RUNNER_DASK + ":"
+    return task_runner[len(prefix) :] if task_runner.startswith(prefix) else None
+
+
+def resolve_task_runner(task_runner: str | None) -> str:
+    """``task_runner`` checked, or ``CONCORDOSE_TASK_RUNNER`` (default ``default``) when None.
+
+    Raises:
+        ConfigurationError: not a task runner.
+    """
+    return Settings().task_runner if task_runner is None else check_task_runner(task_runner)
+
+
+# --- end task runner ----------------------------------------------------------------------------
 
 
 class Settings(BaseSettings):
@@ -84,6 +140,9 @@ class Settings(BaseSettings):
             spool folder itself (one machine).
         raw_retention_days: days a processed cycle's raw payloads stay in the raw store
             (``concordose raw prune``); ``None`` (default): kept.
+        task_runner: where a run's cycles and voxel chunks go: ``default`` (this process's
+            threads), ``dask`` (a local Dask cluster started for the run) or ``dask:ADDRESS``
+            (an existing Dask scheduler); the CLI's ``--task-runner`` overrides it.
     """
 
     model_config = SettingsConfigDict(
@@ -147,6 +206,14 @@ class Settings(BaseSettings):
     """``CONCORDOSE_LOG_FORMAT``: ``json`` logs one JSON object per line, without PHI
     (:mod:`concordose.observability.log_format`)."""
     # --- end observability ---
+    # task runner (issue 19): validated by check_task_runner (a ConfigurationError, not a
+    # pydantic error, so the CLI prints it as one line)
+    task_runner: str = TASK_RUNNER_DEFAULT
+
+    @field_validator("task_runner")
+    @classmethod
+    def _known_task_runner(cls, value: str) -> str:
+        return check_task_runner(value)
 
     def receiver_admission(self) -> AdmissionLimits:
         """The receiver's admission limits from these settings."""

@@ -54,7 +54,7 @@ from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.object_store import ObjectStore, open_object_store
 from concordose.results.provenance import Provenance, new_run_id
 from concordose.results.publish import PublishedRun
-from concordose.settings import Settings
+from concordose.settings import TASK_RUNNER_DEFAULT, Settings, resolve_task_runner
 from concordose.spool.cycles import CycleMembers, CycleState
 from concordose.tasks.cycle import (
     cycle_instances_task,
@@ -141,6 +141,7 @@ def _science_tables(
     voxel_dosimetry: bool,
     cache_dir: Path | None,
     protocol_dir: Path | None,
+    task_runner: str = TASK_RUNNER_DEFAULT,
 ) -> tuple[dict[str, list[pa.Table]], CycleImages | None]:
     study, verdict = prepared.study, prepared.verdict
     assert study is not None
@@ -178,6 +179,7 @@ def _science_tables(
             prepared.vois,
             cache_dir=cache_dir,
             protocol_dir=protocol_dir,
+            task_runner=task_runner,
         )
         if voxel is not None:
             lesion_slices = voxel.lesion_slices
@@ -235,6 +237,7 @@ def _process(
     kinetics_methods: Sequence[str] | None,
     dose_methods: Sequence[str] | None,
     voxel_dosimetry: bool,
+    task_runner: str = TASK_RUNNER_DEFAULT,
 ) -> tuple[CycleRunResult, str, ReportInputs]:
     """Prepare, then hold (publish the findings) or process (publish the tables); record the
     outcome. The cycle's instances are the spool's (``source``), or ``staged`` ones downloaded
@@ -281,6 +284,7 @@ def _process(
             voxel_dosimetry=voxel_dosimetry,
             cache_dir=cache_dir,
             protocol_dir=registry.protocol_dir,
+            task_runner=task_runner,
         )
         published = publish_task(store, tables, provenance)
         record_outcome_task(source, members, CycleState.PROCESSED, None, published.run_id, raw=raw)
@@ -331,6 +335,7 @@ def process_cycle(
     voxel_dosimetry: bool = True,
     refresh_cohort: bool = True,
     manifest_uri: str | None = None,
+    task_runner: str | None = None,
 ) -> CycleRunResult:
     """Process one cycle of ``source`` and publish its tables (see the module docstring).
 
@@ -351,6 +356,9 @@ def process_cycle(
         manifest_uri: the cycle's manifest in the raw store (``CONCORDOSE_RAW_STORE_URI``,
             set by the receiver's hook): the instances come from there into a temporary folder,
             and ``source`` is read only if this worker sees it. None: read the spool.
+        task_runner: where the voxel fits' and convolutions' chunks run: ``default`` (here),
+            ``dask`` or ``dask:ADDRESS`` (:mod:`tasks.voxel_chunks`; same results); None:
+            ``CONCORDOSE_TASK_RUNNER``.
 
     Raises:
         ManifestError, RawObjectMissingError, PayloadHashMismatchError: a manifest that cannot
@@ -359,6 +367,7 @@ def process_cycle(
             (and in the raw store for a run from a manifest).
     """
     logger = get_run_logger()
+    runner = resolve_task_runner(task_runner)
     with ExitStack() as cleanup:
         staged: StagedCycle | None = None
         if manifest_uri is None:
@@ -402,6 +411,7 @@ def process_cycle(
                 kinetics_methods=kinetics_methods,
                 dose_methods=dose_methods,
                 voxel_dosimetry=voxel_dosimetry,
+                task_runner=runner,
             )
         except Exception as exc:
             # Recorded so that `spool status` shows it and the sweep retries it; nothing was

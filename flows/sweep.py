@@ -12,6 +12,14 @@ Cycles are mapped over ``process-cycle`` runs (one child run each) at most
 ``max_concurrent_cycles`` at a time and only while their estimated working sets
 (:mod:`concordose.pipeline.working_set`) fit the memory budget together, so a backlog cannot
 exhaust memory; one cycle's failure fails its own run only and is reported in the result.
+
+With ``task_runner`` ``dask`` or ``dask:ADDRESS`` (:mod:`flows.task_runners`) the cycles go to
+a Dask cluster instead: a child flow ``cycles-on-dask`` runs with prefect-dask's
+``DaskTaskRunner`` and maps the same ``run-cycle`` task over the cycles, as many at a time as
+the cluster has worker threads (or ``max_concurrent_cycles`` when given; the workers' own
+memory limits replace the local budget), and each cycle's voxel chunks (fits, convolution
+slabs) spread over the same cluster (:mod:`tasks.voxel_chunks`). Same tables as the default
+runner (floats to their last bits: ``tests/integration/test_dask_runner.py`` says why).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+import concordose.flows.process_cycle as cycle_flow
 from concordose.calibration.registry import SiteRegistry
 from concordose.errors import ConcordoseError
 from concordose.flows.cohort import refresh_cohort_tables
@@ -35,14 +44,15 @@ from concordose.flows.process_cycle import (
     OUTCOME_HELD,
     OUTCOME_PROCESSED,
     CycleRunResult,
-    process_cycle,
 )
+from concordose.flows.task_runners import dask_cluster_threads, dask_task_runner
 from concordose.pipeline.assembly import assemble_cycle
 from concordose.pipeline.catalogue import CycleSource
 from concordose.pipeline.preparation import prepare_cycle
 from concordose.pipeline.working_set import estimate_working_set, memory_budget_bytes
-from concordose.settings import Settings
+from concordose.settings import TASK_RUNNER_DEFAULT, Settings, resolve_task_runner
 from concordose.spool.cycles import CycleRecord, CycleState, due_for_processing
+from concordose.tasks.cycle import import_raw_outcomes_task
 
 MAX_TASK_RUNNER_WORKERS = 8
 """Thread pool size of the sweep flows; the effective limit is ``max_concurrent_cycles``."""
@@ -57,6 +67,15 @@ class CycleOptions:
     kinetics_methods: tuple[str, ...] | None = None
     dose_methods: tuple[str, ...] | None = None
     voxel_dosimetry: bool = True
+    task_runner: str = TASK_RUNNER_DEFAULT
+
+
+@dataclass(frozen=True)
+class CycleRuns:
+    """The cycle runs of a sweep: those that completed, and cycle id → reason for the others."""
+
+    runs: tuple[CycleRunResult, ...]
+    failed: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -107,7 +126,10 @@ def run_cycle_task(
     source: Path, sites_file: Path, record: CycleRecord, options: CycleOptions
 ) -> CycleRunResult:
     """One ``process-cycle`` run (a child flow run) for ``record``'s current content."""
-    return process_cycle(
+    # Through the module: under Dask this function is pickled by value with only the globals
+    # it names, and a module is pickled by reference, so the worker's flow keeps its own
+    # module's globals (Prefect resolves its parameters' annotations there).
+    return cycle_flow.process_cycle(
         source,
         sites_file,
         record.cycle_id,
@@ -118,6 +140,7 @@ def run_cycle_task(
         dose_methods=options.dose_methods,
         voxel_dosimetry=options.voxel_dosimetry,
         refresh_cohort=False,  # rebuilt once after all the sweep's cycles (_run_cycles)
+        task_runner=options.task_runner,
     )
 
 
@@ -181,36 +204,14 @@ def batches_within_budget(
     return batches
 
 
-def _run_cycles(
-    source: Path,
-    sites_file: Path,
-    options: CycleOptions,
-    *,
-    every_cycle: bool,
-    max_concurrent_cycles: int | None,
-    dashboard: bool = False,
-) -> SweepResult:
+def _run_batches(
+    source: Path, sites_file: Path, options: CycleOptions, batches: list[list[CycleRecord]]
+) -> CycleRuns:
+    """``run-cycle`` mapped over each batch in turn, with the current flow's task runner."""
     logger = get_run_logger()
-    limit = max_concurrent_cycles or Settings().max_concurrent_cycles
-    if not 1 <= limit <= MAX_TASK_RUNNER_WORKERS:
-        raise ValueError(
-            f"max_concurrent_cycles must be within 1..{MAX_TASK_RUNNER_WORKERS}, found {limit}"
-        )
-    selected, considered, receiving = select_cycles_task(
-        source, sites_file, options.site_id, every_cycle
-    )
-    logger.info(
-        "%d of %d cycle(s) in %s to run, at most %d at a time",
-        len(selected),
-        considered,
-        source,
-        limit,
-    )
     runs: list[CycleRunResult] = []
     failed: dict[str, str] = {}
-    sizes = estimate_sizes_task(source, selected) if limit > 1 else [0.0] * len(selected)
-    budget = memory_budget_bytes(Settings().memory_budget_gb)
-    for batch in batches_within_budget(selected, sizes, limit, budget):
+    for batch in batches:
         futures = run_cycle_task.map(
             unmapped(source), unmapped(sites_file), batch, unmapped(options)
         )
@@ -222,6 +223,76 @@ def _run_cycles(
             else:
                 failed[record.cycle_id] = f"{type(outcome).__name__}: {outcome}"
                 logger.error("cycle %s failed: %s", record.cycle_id, failed[record.cycle_id])
+    return CycleRuns(tuple(runs), failed)
+
+
+@flow(name="cycles-on-dask")
+def cycles_on_dask(
+    source: Path,
+    sites_file: Path,
+    records: list[CycleRecord],
+    options: CycleOptions,
+    max_concurrent_cycles: int | None = None,
+) -> CycleRuns:
+    """The sweep's cycles on the Dask cluster of this flow's ``DaskTaskRunner`` (started with
+    :func:`flows.task_runners.dask_task_runner`): as many at a time as the cluster has worker
+    threads, or ``max_concurrent_cycles``."""
+    limit = max_concurrent_cycles or dask_cluster_threads()
+    get_run_logger().info(
+        "%d cycle(s) on the Dask cluster, at most %d at a time", len(records), limit
+    )
+    batches = [records[start : start + limit] for start in range(0, len(records), limit)]
+    return _run_batches(source, sites_file, options, batches)
+
+
+def _run_cycles(
+    source: Path,
+    sites_file: Path,
+    options: CycleOptions,
+    *,
+    every_cycle: bool,
+    max_concurrent_cycles: int | None,
+    dashboard: bool = False,
+) -> SweepResult:
+    logger = get_run_logger()
+    on_dask = options.task_runner != TASK_RUNNER_DEFAULT
+    limit = max_concurrent_cycles or Settings().max_concurrent_cycles
+    # the thread pool has MAX_TASK_RUNNER_WORKERS threads; a Dask cluster has its own
+    if limit < 1 or (not on_dask and limit > MAX_TASK_RUNNER_WORKERS):
+        raise ValueError(
+            f"max_concurrent_cycles must be within 1..{MAX_TASK_RUNNER_WORKERS}, found {limit}"
+        )
+    selected, considered, receiving = select_cycles_task(
+        source, sites_file, options.site_id, every_cycle
+    )
+    if on_dask:
+        logger.info(
+            "%d of %d cycle(s) in %s to run on Dask (%s)",
+            len(selected),
+            considered,
+            source,
+            options.task_runner,
+        )
+        done = (
+            cycles_on_dask.with_options(task_runner=dask_task_runner(options.task_runner))(
+                source, sites_file, selected, options, max_concurrent_cycles
+            )
+            if selected
+            else CycleRuns((), {})
+        )
+    else:
+        logger.info(
+            "%d of %d cycle(s) in %s to run, at most %d at a time",
+            len(selected),
+            considered,
+            source,
+            limit,
+        )
+        sizes = estimate_sizes_task(source, selected) if limit > 1 else [0.0] * len(selected)
+        budget = memory_budget_bytes(Settings().memory_budget_gb)
+        batches = batches_within_budget(selected, sizes, limit, budget)
+        done = _run_batches(source, sites_file, options, batches)
+    runs, failed = list(done.runs), done.failed
     logger.info(
         "%d processed, %d held, %d failed",
         sum(run.outcome == OUTCOME_PROCESSED for run in runs),
@@ -257,12 +328,27 @@ def sweep(
     dose_methods: Sequence[str] | None = None,
     voxel_dosimetry: bool = True,
     max_concurrent_cycles: int | None = None,
+    task_runner: str | None = None,
 ) -> SweepResult:
     """Run every cycle that needs it (see the module docstring); ``max_concurrent_cycles``
-    defaults to ``CONCORDOSE_MAX_CONCURRENT_CYCLES``; methods default to each cycle's site
-    protocol's (:func:`flows.process_cycle.process_cycle`)."""
+    defaults to ``CONCORDOSE_MAX_CONCURRENT_CYCLES`` (with Dask: the cluster's worker
+    threads); methods default to each cycle's site protocol's
+    (:func:`flows.process_cycle.process_cycle`). ``task_runner``: ``default``, ``dask`` or
+    ``dask:ADDRESS`` (:mod:`flows.task_runners`); None: ``CONCORDOSE_TASK_RUNNER``.
+
+    With a raw store (``CONCORDOSE_RAW_STORE_URI``), the outcomes workers recorded there are
+    first recorded in the spool, so cycles a worker without the spool already ran are not run
+    again."""
+    imported = import_raw_outcomes_task(source)
+    if imported:
+        get_run_logger().info("%d outcome(s) from the raw store recorded in the spool", imported)
     options = CycleOptions(
-        output_uri, site_id, _names(kinetics_methods), _names(dose_methods), voxel_dosimetry
+        output_uri,
+        site_id,
+        _names(kinetics_methods),
+        _names(dose_methods),
+        voxel_dosimetry,
+        resolve_task_runner(task_runner),
     )
     return _run_cycles(
         source,
@@ -285,11 +371,17 @@ def process_spool(
     dose_methods: Sequence[str] | None = None,
     voxel_dosimetry: bool = True,
     max_concurrent_cycles: int | None = None,
+    task_runner: str | None = None,
 ) -> SweepResult:
     """Run every complete cycle of a spool or folder, whatever its state (re-runs replace
     rows). Arguments as :func:`sweep`."""
     options = CycleOptions(
-        output_uri, site_id, _names(kinetics_methods), _names(dose_methods), voxel_dosimetry
+        output_uri,
+        site_id,
+        _names(kinetics_methods),
+        _names(dose_methods),
+        voxel_dosimetry,
+        resolve_task_runner(task_runner),
     )
     return _run_cycles(
         source,

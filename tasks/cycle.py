@@ -24,6 +24,7 @@ from concordose.payloads import (
     RawStore,
     RecordedOutcome,
     StagedCycle,
+    import_outcomes,
     newer_revision,
     open_manifest,
     stage_cycle,
@@ -160,3 +161,20 @@ def record_outcome_task(
     spool = CycleSource(source).spool
     if spool is not None:
         spool.record_cycle_outcome(members, state, now, reason=reason, run_id=run_id)
+
+
+@task(name="import-raw-outcomes", cache_policy=NO_CACHE)
+def import_raw_outcomes_task(source: Path) -> int:
+    """Record in the spool at ``source`` the outcomes workers recorded in the raw store
+    (``CONCORDOSE_RAW_STORE_URI``) for cycles they ran from a manifest without seeing the spool,
+    so that a sweep does not run those cycles again (:func:`concordose.payloads.import_outcomes`;
+    what ``concordose raw sync-outcomes`` does by hand). 0 when no raw store is set or ``source``
+    is not a spool (a folder of files)."""
+    settings = Settings()
+    if not settings.raw_store_uri or not Spool.exists_at(source):
+        return 0
+    spool = Spool.open_existing(source)
+    try:
+        return import_outcomes(spool, RawStore.open(settings.raw_store_uri, settings))
+    finally:
+        spool.close()

@@ -42,6 +42,8 @@ from concordose.results.object_store import ObjectStore
 from concordose.results.provenance import Provenance
 from concordose.results.publish import PublishedRun, publish_tables
 from concordose.results.voxel_tables import build_voxel_dose_tables
+from concordose.settings import TASK_RUNNER_DEFAULT
+from concordose.tasks.voxel_chunks import voxel_chunk_map
 
 
 @task(name="quantify", cache_policy=NO_CACHE)
@@ -120,21 +122,25 @@ def voxel_dose_task(
     *,
     cache_dir: Path | None = None,
     protocol_dir: Path | None = None,
+    task_runner: str = TASK_RUNNER_DEFAULT,
 ) -> CycleVoxelDose | None:
     """Voxel dosimetry of a cycle as its site protocol's ``voxel_dosimetry`` says (None when
     disabled), reusing the quantification's registrations. ``protocol_dir``: the site
-    registry's (``sites.yaml`` ``protocol_dir:``)."""
+    registry's (``sites.yaml`` ``protocol_dir:``). ``task_runner``: where the voxel fits' and
+    convolutions' chunks run (:func:`tasks.voxel_chunks.voxel_chunk_map`; same results)."""
     rules = load_protocol(site_id, protocol_dir).voxel_dosimetry
     if not rules.enabled:
         return None
-    return cycle_voxel_dosimetry(
-        cycle,
-        calibration,
-        tac.alignments,
-        vois=vois,
-        rules=rules,
-        cache=ResultCache(cache_dir) if cache_dir is not None else None,
-    )
+    with voxel_chunk_map(task_runner) as map_chunks:
+        return cycle_voxel_dosimetry(
+            cycle,
+            calibration,
+            tac.alignments,
+            vois=vois,
+            rules=rules,
+            cache=ResultCache(cache_dir) if cache_dir is not None else None,
+            map_chunks=map_chunks,
+        )
 
 
 @task(name="voxel-dose-tables", cache_policy=NO_CACHE)

@@ -47,7 +47,7 @@ from concordose.errors import ConcordoseError
 from concordose.kinetics.comparison import bland_altman
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.quant.pvc import psf_from_record
-from concordose.settings import default_workdir
+from concordose.settings import default_workdir, resolve_task_runner
 
 __all__ = ["EXIT_INPUT_ERROR", "app", "main"]
 
@@ -439,6 +439,25 @@ ConcurrencyOption = Annotated[
 ]
 
 
+# --- task runner (issue 19: Dask scale-out) ----------------------------------------------------
+TaskRunnerOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Where cycles and their voxel chunks run: default (this process), dask (a local "
+        "Dask cluster for the run) or dask:ADDRESS (a Dask scheduler, e.g. "
+        "dask:tcp://dask-scheduler:8786); default CONCORDOSE_TASK_RUNNER."
+    ),
+]
+
+
+def _task_runner(value: str | None) -> str:
+    """The run's task runner, checked before any flow starts (exit 2 on a bad one)."""
+    return run_or_exit(lambda: resolve_task_runner(value))
+
+
+# --- end task runner ---------------------------------------------------------------------------
+
+
 def _check_before_processing(source: Path, sites: Path, site: str | None) -> int:
     """Bad input before any orchestration starts, as one message (exit 2): a missing folder,
     an unreadable file, a bad site registry or site protocol (e.g. an unknown method name), a
@@ -533,6 +552,7 @@ def process(  # noqa: PLR0917 (typer maps each option to a parameter)
     max_concurrent_cycles: ConcurrencyOption = None,
     kinetics_methods: KineticsMethodsOption = None,
     dose_methods: DoseMethodsOption = None,
+    task_runner: TaskRunnerOption = None,
 ) -> None:
     """Process every complete cycle in a spool or folder (re-runs replace rows) and publish.
 
@@ -544,6 +564,7 @@ def process(  # noqa: PLR0917 (typer maps each option to a parameter)
     Example: concordose process --spool incoming/ --sites sites.yaml --site milan
     """
     kinetics, dose = run_or_exit(lambda: _method_overrides(kinetics_methods, dose_methods))
+    runner = _task_runner(task_runner)
     found = run_or_exit(lambda: _check_before_processing(spool, sites, site))
     console.print(f"[cyan]•[/] {found} cycle(s) in {spool}")
     from concordose.flows.sweep import process_spool
@@ -556,6 +577,7 @@ def process(  # noqa: PLR0917 (typer maps each option to a parameter)
         kinetics_methods=kinetics,
         dose_methods=dose,
         max_concurrent_cycles=max_concurrent_cycles,
+        task_runner=runner,
     )
     run_or_exit(lambda: _report_sweep(result, spool))
 
@@ -593,14 +615,17 @@ def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a paramet
             "instances from there; --spool need not exist here."
         ),
     ] = None,
+    task_runner: TaskRunnerOption = None,
 ) -> None:
     """Process one treatment cycle (what the receiver's worker runs). Exit 0 processed or
-    skipped, 1 held, 2 bad input.
+    skipped, 1 held, 2 bad input. With --task-runner dask[:ADDRESS] its voxel chunks run on
+    a Dask cluster.
 
     Example: concordose process-cycle --spool /var/lib/concordose/spool --sites sites.yaml \\
     --cycle-id 3f2a…
     """
     kinetics, dose = run_or_exit(lambda: _method_overrides(kinetics_methods, dose_methods))
+    runner = _task_runner(task_runner)
     if manifest is None:
         run_or_exit(lambda: _check_before_processing(spool, sites, site))
     else:
@@ -617,6 +642,7 @@ def process_cycle_command(  # noqa: PLR0917 (typer maps each option to a paramet
         kinetics_methods=kinetics,
         dose_methods=dose,
         manifest_uri=manifest,
+        task_runner=runner,
     )
     console.print(
         f"cycle {result.cycle_id} {result.outcome}"
@@ -637,6 +663,7 @@ def sweep(  # noqa: PLR0917 (typer maps each option to a parameter)
     max_concurrent_cycles: ConcurrencyOption = None,
     kinetics_methods: KineticsMethodsOption = None,
     dose_methods: DoseMethodsOption = None,
+    task_runner: TaskRunnerOption = None,
 ) -> None:
     """Process the cycles that need it: complete but unprocessed, failed, or held for a reason
     that has gone away (what the nightly `sweep` deployment runs).
@@ -644,6 +671,7 @@ def sweep(  # noqa: PLR0917 (typer maps each option to a parameter)
     Example: concordose sweep --spool /var/lib/concordose/spool --sites /etc/concordose/sites.yaml
     """
     kinetics, dose = run_or_exit(lambda: _method_overrides(kinetics_methods, dose_methods))
+    runner = _task_runner(task_runner)
 
     def check() -> None:
         from concordose.spool.store import Spool
@@ -661,6 +689,7 @@ def sweep(  # noqa: PLR0917 (typer maps each option to a parameter)
         kinetics_methods=kinetics,
         dose_methods=dose,
         max_concurrent_cycles=max_concurrent_cycles,
+        task_runner=runner,
     )
     run_or_exit(lambda: _report_sweep(result, spool))
 

@@ -78,13 +78,17 @@ _INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
 
 def read_cohort_inputs(store: ObjectStore) -> dict[str, pa.Table]:
     """The current rows of the per-cycle tables the cohort tables are built from (only the
-    columns they read, with the schema's types)."""
+    columns they read, with the schema's types), in a fixed order: sorted on every column, so
+    the sums of the cohort tables do not depend on the order cycles were published in (cycles
+    run in parallel publish in any order; floating-point sums are not associative)."""
     connection = connect(store)
     try:
         inputs: dict[str, pa.Table] = {}
         for table, columns in _INPUT_COLUMNS.items():
             names = ", ".join(f'"{column}"' for column in columns)
-            result = connection.sql(f'SELECT {names} FROM "{table}"').to_arrow_table()
+            result = connection.sql(
+                f'SELECT {names} FROM "{table}" ORDER BY {names}'
+            ).to_arrow_table()
             schema = TABLES[table].schema
             inputs[table] = result.cast(pa.schema([schema.field(c) for c in columns]))
     finally:

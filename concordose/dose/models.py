@@ -30,6 +30,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from concordose.chunk_map import ChunkMap, serial_map
 from concordose.dicom.geometry import VolumeGeometry
 from concordose.dose.resampling import average_onto_grid
 from concordose.errors import ConcordoseError
@@ -239,11 +240,18 @@ class VoxelDoseMethod(Protocol):
         """The method's parameters, JSON-serialisable."""
         ...
 
-    def compute_map(self, dose_input: VoxelDoseInput) -> VoxelDoseMap:
-        """Absorbed dose per voxel, Gy, on the input's grid."""
+    def compute_map(
+        self, dose_input: VoxelDoseInput, *, map_chunks: ChunkMap = serial_map
+    ) -> VoxelDoseMap:
+        """Absorbed dose per voxel, Gy, on the input's grid; a method whose work splits into
+        chunks (the VSV convolution's slabs) runs them through ``map_chunks``, with the same
+        result whatever the map."""
         ...
 
-    def placed_dose(self, dose_input: VoxelDoseInput) -> PlacedDose:
+    def placed_dose(
+        self, dose_input: VoxelDoseInput, *, map_chunks: ChunkMap = serial_map
+    ) -> PlacedDose:
         """The dose on the method's working grid; ``dose_input`` must carry its ``geometry``
-        (its ``output_geometry`` and density map, if any, are ignored)."""
+        (its ``output_geometry`` and density map, if any, are ignored); ``map_chunks`` as
+        :meth:`compute_map`."""
         ...

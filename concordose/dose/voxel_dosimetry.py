@@ -35,6 +35,12 @@ Steps (:func:`concordose.pipeline.voxel_dosimetry.cycle_voxel_dosimetry` reads t
    on the CT grid (unit density on the SPECT grid). The VOI TIA sums, fit-failure fractions and
    TIA SDs stay on the SPECT grid, where the voxels were fitted.
 
+Scale-out: the voxel fits (blocks of voxel curves) and the VSV convolutions (slabs of the TIA
+map with their halo) run through the ``map_chunks`` callable
+(:class:`~concordose.chunk_map.ChunkMap`; default in this process); a Dask cluster's map
+spreads them over its workers. Their chunk plans do not depend on the map, so the results are
+bit-identical whichever runs them.
+
 Uncertainty (published as ``dose_sd_gy``): the voxel fits give each voxel's TIA standard
 deviation (gᵀVg, Gear et al. 2018, EJNMMI 45:2456). Neighbouring voxels' errors are strongly
 correlated (the camera's resolution spans several voxels), so we take them as *fully
@@ -56,6 +62,7 @@ import numpy as np
 import numpy.typing as npt
 
 from concordose.calibration.protocol import VoxelDosimetryRules
+from concordose.chunk_map import ChunkMap, serial_map
 from concordose.dicom.geometry import VolumeGeometry
 from concordose.dicom.seg import VoiType
 from concordose.dose.metrics import VoiDoseMetrics, voi_dose_metrics
@@ -379,6 +386,7 @@ def voxel_dose_from_maps(
     conservation_factor: FloatArray | None = None,
     ct_grid: CtDoseGrid | None = None,
     fit: VoxelFitter = fit_voxels,
+    map_chunks: ChunkMap = serial_map,
 ) -> CycleVoxelDose:
     """Voxel dosimetry from activity maps already on one grid (steps 2–4 of the module).
 
@@ -394,7 +402,9 @@ def voxel_dose_from_maps(
         ct_grid: the CT grid to put the doses, VOI metrics and masses on; ``None``: the maps'
             grid, unit density (``rules.output_grid`` only decides whether the caller builds
             one).
-        fit: the voxel fitter (default :func:`fit_voxels`; the pipeline passes a caching one).
+        fit: the voxel fitter (default :func:`fit_voxels`; the pipeline passes a caching one
+            that runs its chunks through the same map).
+        map_chunks: runs the dose methods' chunks (the VSV convolutions' slabs); default here.
 
     Raises:
         ConfigurationError: unknown or unusable model or method names.
@@ -491,8 +501,12 @@ def voxel_dose_from_maps(
         method = VOXEL_DOSE_METHODS.get(name)
         vois = []
         if ct_grid is None:
-            dose_map = method.compute_map(VoxelDoseInput(tia_map, spacing_mm)).dose_gy
-            sd_map = method.compute_map(VoxelDoseInput(tia_sd_map, spacing_mm)).dose_gy
+            dose_map = method.compute_map(
+                VoxelDoseInput(tia_map, spacing_mm), map_chunks=map_chunks
+            ).dose_gy
+            sd_map = method.compute_map(
+                VoxelDoseInput(tia_sd_map, spacing_mm), map_chunks=map_chunks
+            ).dose_gy
             for index, crop in enumerate(dose_crops):
                 if status[index] != STATUS_OK:
                     vois.append(VoxelVoiDose(None, float("nan"), status[index]))
@@ -514,10 +528,12 @@ def voxel_dose_from_maps(
             # The dose on the method's own grid once, then onto one VOI's box of the CT at a
             # time: memory follows the largest VOI, never the CT.
             placed = method.placed_dose(
-                VoxelDoseInput(tia_map, spacing_mm, geometry=ct_grid.maps_geometry)
+                VoxelDoseInput(tia_map, spacing_mm, geometry=ct_grid.maps_geometry),
+                map_chunks=map_chunks,
             )
             placed_sd = method.placed_dose(
-                VoxelDoseInput(tia_sd_map, spacing_mm, geometry=ct_grid.maps_geometry)
+                VoxelDoseInput(tia_sd_map, spacing_mm, geometry=ct_grid.maps_geometry),
+                map_chunks=map_chunks,
             )
             for index, crop in enumerate(dose_crops):
                 if status[index] != STATUS_OK:

@@ -6,17 +6,25 @@ read inside the mask into (n_voxels, n_points) and fitted with the same engine
 (≈ 1 kB per voxel in flight for a five-parameter model on six points). The maps must be
 registered to one grid beforehand. Results come back as maps (NaN outside the mask and where a
 fit failed) plus a status count.
+
+The chunks are independent (:class:`VoxelFitChunk`: its curves only, never the whole maps) and
+go through a :class:`~concordose.chunk_map.ChunkMap`, so a Dask cluster can fit them on its
+workers. The chunk boundaries are the same whatever the map (consecutive ``chunk_voxels``
+voxels of the mask in C order) and each chunk is the batch the serial loop fitted, so the maps
+are bit-identical with any map.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
+from concordose.chunk_map import ChunkMap, serial_map
 from concordose.kinetics.fitting import (
     ExponentialModel,
     FitSettings,
@@ -54,6 +62,43 @@ class VoxelKinetics:
     status_counts: dict[str, int]
 
 
+@dataclass(frozen=True)
+class VoxelFitChunk:
+    """One batch of voxel curves to fit (what is shipped to a worker: its curves only).
+
+    Attributes:
+        time_h: (t,) hours after injection.
+        curves_mbq: (n, t) activity of each voxel at each time point, MBq, C-contiguous.
+        model: the exponential model.
+        settings: fit settings.
+    """
+
+    time_h: FloatArray
+    curves_mbq: FloatArray
+    model: ExponentialModel
+    settings: FitSettings
+
+
+@dataclass(frozen=True)
+class VoxelChunkFit:
+    """The fit of one :class:`VoxelFitChunk`: per curve, TIA and its SD (MBq·h, NaN where the
+    fit failed), and the curves per status."""
+
+    tia_mbq_h: FloatArray
+    tia_sd_mbq_h: FloatArray
+    status_counts: dict[str, int]
+
+
+def fit_voxel_chunk(chunk: VoxelFitChunk) -> VoxelChunkFit:
+    """Fit one chunk's curves (one BLAS thread: see :func:`fit_voxels`)."""
+    # One BLAS thread: the fits' matrix products are tiny (inner dimension = time points), so
+    # extra threads only add hand-over costs, and contend with other work on a loaded machine
+    # (measured: start-value search 2.3x faster single-threaded with 2 cores under load).
+    with threadpool_limits(limits=1, user_api="blas"):
+        fit = fit_exponential(chunk.time_h, chunk.curves_mbq, chunk.model, settings=chunk.settings)
+    return VoxelChunkFit(fit.tia_mbq_h, fit.tia_sd_mbq_h, dict(Counter(fit.status)))
+
+
 def fit_voxels(
     time_h: FloatArray,
     activity_maps_mbq: FloatArray,
@@ -62,6 +107,7 @@ def fit_voxels(
     *,
     settings: FitSettings | None = None,
     chunk_voxels: int = DEFAULT_CHUNK_VOXELS,
+    map_chunks: ChunkMap = serial_map,
 ) -> VoxelKinetics:
     """Fit ``model`` to every voxel in ``mask``.
 
@@ -71,7 +117,9 @@ def fit_voxels(
         mask: boolean map of ``shape``: the voxels to fit (e.g. the body).
         model: the exponential model.
         settings: fit settings (default :data:`VOXEL_FIT_SETTINGS`).
-        chunk_voxels: voxels per batched fit.
+        chunk_voxels: voxels per batched fit (one chunk of work).
+        map_chunks: how the chunks are run (default: here, one after the other; the results
+            do not depend on it).
 
     Raises:
         ValueError: shapes disagree.
@@ -87,17 +135,21 @@ def fit_voxels(
     tia_sd = np.full(mask.size, np.nan)
     counts: Counter[str] = Counter()
     curves_view = maps.reshape(maps.shape[0], -1)
-    # One BLAS thread: the fits' matrix products are tiny (inner dimension = time points), so
-    # extra threads only add hand-over costs, and contend with other work on a loaded machine
-    # (measured: start-value search 2.3x faster single-threaded with 2 cores under load).
-    with threadpool_limits(limits=1, user_api="blas"):
-        for start in range(0, flat_index.size, chunk_voxels):
+    times = np.asarray(time_h, dtype=np.float64)
+    starts = range(0, flat_index.size, chunk_voxels)
+
+    def chunks() -> Iterator[VoxelFitChunk]:
+        # lazily: a map that keeps a few chunks in flight never holds every curve at once
+        for start in starts:
             index = flat_index[start : start + chunk_voxels]
             curves = np.ascontiguousarray(curves_view[:, index].T, dtype=np.float64)
-            fit = fit_exponential(time_h, curves, model, settings=settings or VOXEL_FIT_SETTINGS)
-            tia[index] = fit.tia_mbq_h
-            tia_sd[index] = fit.tia_sd_mbq_h
-            counts.update(fit.status)
+            yield VoxelFitChunk(times, curves, model, settings or VOXEL_FIT_SETTINGS)
+
+    for start, fit in zip(starts, map_chunks(fit_voxel_chunk, chunks()), strict=True):
+        index = flat_index[start : start + chunk_voxels]
+        tia[index] = fit.tia_mbq_h
+        tia_sd[index] = fit.tia_sd_mbq_h
+        counts.update(fit.status_counts)
     return VoxelKinetics(
         tia_mbq_h=tia.reshape(mask.shape),
         tia_sd_mbq_h=tia_sd.reshape(mask.shape),

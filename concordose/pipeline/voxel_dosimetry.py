@@ -6,6 +6,7 @@ registrations) and hands arrays to :func:`concordose.dose.voxel_dosimetry.voxel_
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -13,6 +14,7 @@ import SimpleITK as sitk
 
 from concordose.calibration.protocol import VoxelDosimetryRules
 from concordose.calibration.registry import CalibrationRecord
+from concordose.chunk_map import ChunkMap, serial_map
 from concordose.dicom.ct import read_ct_series
 from concordose.dicom.geometry import VolumeGeometry
 from concordose.dicom.seg import VoiMask
@@ -88,6 +90,7 @@ def cycle_voxel_dosimetry(
     vois: Sequence[VoiMask] | None = None,
     rules: VoxelDosimetryRules | None = None,
     cache: ResultCache | None = None,
+    map_chunks: ChunkMap = serial_map,
 ) -> CycleVoxelDose:
     """Voxel dosimetry of ``cycle`` (the module's steps 1–4).
 
@@ -99,6 +102,8 @@ def cycle_voxel_dosimetry(
         vois: the cycle's VOIs as read once by the pipeline (read from the SEG when omitted).
         rules: the site protocol's ``voxel_dosimetry`` (default :class:`VoxelDosimetryRules`).
         cache: keeps the voxel fits for a re-run on the same maps (:func:`cached_voxel_fitter`).
+        map_chunks: runs the voxel fits' and the convolutions' chunks (default: here; a Dask
+            cluster's map spreads them, with bit-identical results).
 
     Raises:
         ConfigurationError: bad ``rules``; ValueError: not one alignment per time point;
@@ -129,7 +134,12 @@ def cycle_voxel_dosimetry(
         calibration_relative_sd=calibration.calibration_factor_relative_uncertainty,
         conservation_factor=maps.conservation_factor,
         ct_grid=ct_grid,
-        fit=fit_voxels if cache is None else cached_voxel_fitter(cache),
+        fit=(
+            partial(fit_voxels, map_chunks=map_chunks)
+            if cache is None
+            else cached_voxel_fitter(cache, map_chunks)
+        ),
+        map_chunks=map_chunks,
     )
 
 
@@ -138,9 +148,10 @@ VOXEL_FIT_CACHE_VERSION = "1"
 """Bumped when the voxel fitter changes, so older cached fits are not reused."""
 
 
-def cached_voxel_fitter(cache: ResultCache) -> VoxelFitter:
-    """:func:`fit_voxels` behind ``cache``, keyed by a digest of the time points, the maps, the
-    body mask, the model and the fit settings."""
+def cached_voxel_fitter(cache: ResultCache, map_chunks: ChunkMap = serial_map) -> VoxelFitter:
+    """:func:`fit_voxels` (its chunks through ``map_chunks``) behind ``cache``, keyed by a
+    digest of the time points, the maps, the body mask, the model and the fit settings (not
+    the map: the fits do not depend on it)."""
 
     def fit(
         time_h: FloatArray,
@@ -155,7 +166,9 @@ def cached_voxel_fitter(cache: ResultCache) -> VoxelFitter:
             array_digest(time_h, maps, body),
         )
         return cache.get_or_compute(
-            VOXEL_FIT_CACHE_KIND, key, lambda: fit_voxels(time_h, maps, body, model)
+            VOXEL_FIT_CACHE_KIND,
+            key,
+            lambda: fit_voxels(time_h, maps, body, model, map_chunks=map_chunks),
         )
 
     return fit

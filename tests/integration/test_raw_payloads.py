@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from concordose.cli import app
 from concordose.errors import UnreadableDicomError
 from concordose.flows.process_cycle import OUTCOME_PROCESSED, process_cycle
+from concordose.flows.sweep import sweep
 from concordose.flows.triggers import DeploymentTrigger, InProcessFlowTrigger, idempotency_key
 from concordose.payloads import (
     CycleManifest,
@@ -253,6 +254,40 @@ def test_process_cycle_from_the_manifest_needs_no_spool_and_publishes_the_same_t
     assert cycle.outcome is not None
     assert cycle.outcome.run_id == from_raw.published.run_id
     assert "0 outcome(s) recorded" in CliRunner().invoke(app, sync).output
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_sweep_does_not_rerun_a_cycle_a_worker_ran_from_the_raw_store(
+    spool_root: Path,
+    s3_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    small_patient: GeneratedPatient,
+) -> None:
+    """A worker without the spool recorded the cycle's outcome in the raw store only; the nightly
+    sweep beside the receiver records it in the spool first and runs nothing."""
+    raw = _raw(s3_endpoint, monkeypatch)
+    monkeypatch.setenv("CONCORDOSE_RAW_STORE_URI", RAW_URI)
+    spool, record = _cycle(spool_root)
+    assert record.outcome is None  # received and complete, never run here
+    upload_cycle(spool, record, raw)
+    spool.close()
+    raw.write_outcome(
+        RecordedOutcome(
+            cycle_id=record.cycle_id,
+            content_revision=record.members.content_revision,
+            state=CycleState.PROCESSED,
+            run_id="worker-run",
+            recorded_at=datetime.now(UTC),
+        )
+    )
+    result = sweep(spool_root, small_patient.sites_path, output_uri=str(tmp_path / "out"))
+    assert result.runs == ()
+    assert result.failed == {}
+    (cycle,) = Spool.open_existing(spool_root).cycles()
+    assert cycle.state is CycleState.PROCESSED
+    assert cycle.outcome is not None
+    assert cycle.outcome.run_id == "worker-run"
 
 
 def _manifest(

@@ -36,16 +36,6 @@ UNITS = ("concordose-receiver.service", "prefect-server.service", "prefect-worke
 # Oldest Kubernetes minor the manifests must be valid for (still in wide use at sites).
 KUBERNETES_VERSION = "1.29.0"
 
-# Settings that the other issue-19 branches add to Settings (raw store, Dask runner, metrics and
-# logs); the deploy files already use them. Removed when those branches are merged.
-PENDING_FROM_OTHER_ISSUE_19_BRANCHES = frozenset(
-    {
-        "CONCORDOSE_TASK_RUNNER",
-    }
-)
-# A flow parameter the Dask branch adds to `sweep` (used by the `sweep-dask` deployment).
-PENDING_FLOW_PARAMETERS_FROM_OTHER_ISSUE_19_BRANCHES = frozenset({("sweep", "task_runner")})
-
 SETTINGS_NAMES = frozenset(f"CONCORDOSE_{name.upper()}" for name in Settings.model_fields)
 PREFECT_SECRETS = frozenset(
     {
@@ -74,7 +64,7 @@ SECRET_NAMES = SECRET_SETTINGS | PREFECT_SECRETS | THIRD_PARTY_SECRETS
 
 def _unknown_settings(names: set[str]) -> set[str]:
     concordose = {name.removesuffix("_FILE") for name in names if name.startswith("CONCORDOSE_")}
-    return concordose - SETTINGS_NAMES - PREFECT_SECRETS - PENDING_FROM_OTHER_ISSUE_19_BRANCHES
+    return concordose - SETTINGS_NAMES - PREFECT_SECRETS
 
 
 def test_the_secret_settings_are_found_in_settings() -> None:
@@ -83,14 +73,6 @@ def test_the_secret_settings_are_found_in_settings() -> None:
         "CONCORDOSE_S3_ACCESS_KEY",
         "CONCORDOSE_S3_SECRET_KEY",
     } <= SECRET_SETTINGS
-
-
-def test_pending_names_are_not_in_settings_yet_or_the_set_is_stale() -> None:
-    # Once a pending name is a Settings field, it must leave the pending set (at the merge).
-    assert not (PENDING_FROM_OTHER_ISSUE_19_BRANCHES & SETTINGS_NAMES), (
-        "remove these from PENDING_FROM_OTHER_ISSUE_19_BRANCHES: "
-        f"{sorted(PENDING_FROM_OTHER_ISSUE_19_BRANCHES & SETTINGS_NAMES)}"
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,8 +149,6 @@ def test_the_deployments_and_their_parameters() -> None:
         accepted = {a.arg for a in (*function.args.args, *function.args.kwonlyargs)}
         flow = _flow_name(function)
         for parameter in deployment.get("parameters", {}):
-            if (flow, parameter) in PENDING_FLOW_PARAMETERS_FROM_OTHER_ISSUE_19_BRANCHES:
-                continue
             assert parameter in accepted, f"{name}: {flow} has no parameter {parameter}"
 
 

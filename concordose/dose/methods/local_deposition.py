@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from concordose.chunk_map import ChunkMap, serial_map
 from concordose.dose.models import (
     DoseBatch,
     DoseInput,
@@ -109,8 +110,11 @@ class VoxelLocalDeposition:
         """As the VOI-level LDM, plus the density assumption."""
         return {**self._voi.settings(), "density": "map if given, else 1 g/mL"}
 
-    def compute_map(self, dose_input: VoxelDoseInput) -> VoxelDoseMap:
-        """D_voxel = TIA_voxel · k / (V_voxel · ρ_voxel).
+    def compute_map(
+        self, dose_input: VoxelDoseInput, *, map_chunks: ChunkMap = serial_map
+    ) -> VoxelDoseMap:
+        """D_voxel = TIA_voxel · k / (V_voxel · ρ_voxel) (voxel by voxel: ``map_chunks`` is
+        not needed).
 
         With an ``output_geometry`` (e.g. the CT grid): the unit-density dose on the TIA grid,
         averaged over each output voxel by exact overlap (Σ dose · mass conserved), then divided
@@ -137,7 +141,9 @@ class VoxelLocalDeposition:
             geometry=dose_input.dose_geometry,
         )
 
-    def placed_dose(self, dose_input: VoxelDoseInput) -> PlacedDose:
+    def placed_dose(
+        self, dose_input: VoxelDoseInput, *, map_chunks: ChunkMap = serial_map
+    ) -> PlacedDose:
         """The unit-density dose TIA · k / V on the TIA map's own grid (divided by the output
         grid's density once placed: the energy deposits in the CT mass)."""
         if dose_input.geometry is None:
