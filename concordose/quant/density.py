@@ -81,9 +81,11 @@ def voi_masses_g(
             "resample the VOIs onto the CT first"
         )
     density = (curve or HuDensityCurve()).density(values).reshape(-1)
-    flat = masks.reshape(masks.shape[0], -1).astype(np.float64)
-    mass_g: FloatArray = (flat @ density) * voxel_volume_ml
-    volume_ml = flat.sum(axis=1) * voxel_volume_ml
+    flat = masks.reshape(masks.shape[0], -1)
+    # numpy's pairwise sum per VOI gives the same bits on any BLAS thread count; a matrix
+    # product's split depends on it (a single-threaded Dask worker got another last bit)
+    mass_g: FloatArray = np.array([density[row].sum() for row in flat]) * voxel_volume_ml
+    volume_ml = flat.sum(axis=1, dtype=np.float64) * voxel_volume_ml
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_density: FloatArray = np.where(volume_ml > 0, mass_g / volume_ml, np.nan)
     return mass_g, mean_density

@@ -3,15 +3,12 @@ cluster (scheduler and two single-threaded worker processes) publishes the same 
 default runner, and the work — the cycles and their voxel chunks — ran on the Dask workers.
 
 The same numbers, computed the same way: the voxel fits and convolutions are cut into the same
-chunks whichever runner runs them (``concordose.chunk_map``). Every column is compared exactly
-except floats, which may differ in their last bits (:data:`FLOAT_RTOL`) for two reasons that
-are not the runner's arithmetic: the cohort tables (built after the sweep from every published
-cycle's rows) sum in the order their builder reads its rows, which is the order the cycles were
-published (``consortium.cohort_tables.read_cohort_inputs`` reads without ORDER BY) and the Dask
-runner's parallel cycles change it; and a BLAS product splits its sum by the BLAS thread count,
-which Dask's nanny sets to one in its worker processes (``OPENBLAS_NUM_THREADS=1``) while the
-default runner's process uses every core (seen once: a VOI's CT mass, ``quant.density.
-voi_masses_g``'s ``flat @ density``, 1 ulp apart in ``voxel_dose.mass_g``).
+chunks whichever runner runs them (``concordose.chunk_map``), so every column is compared
+exactly (run ids and clocks aside). Two things that once made floats differ in their last bits
+are fixed where they arose, not tolerated here: the cohort tables summed their input rows in
+publication order, which parallel cycles change (``read_cohort_inputs`` now sorts them), and a
+VOI's CT mass was a BLAS matrix product whose split follows the BLAS thread count, one in
+Dask's worker processes (``quant.density.voi_masses_g`` now sums per VOI).
 """
 
 from __future__ import annotations
@@ -48,8 +45,8 @@ DOSE_METHODS = ("ldm",)
 """Few VOI-level methods (the voxel dosimetry is the site protocol's: ldm and two VSV kernels)."""
 VOLATILE_COLUMNS = {"run_id", "flow_run_id", "created_at"}
 """Columns that differ between two runs of the same input: the run's identity and clock."""
-FLOAT_RTOL = 1e-12
-"""Relative difference allowed between two floats (a few ulps; see the module docstring)."""
+FLOAT_RTOL = 0.0
+"""Relative difference allowed between two floats: none (see the module docstring)."""
 CHUNK_PREFIXES = ("fit_voxel_chunk", "convolve_slab")
 """Dask task key prefixes of the voxel chunks (the library functions' names)."""
 
