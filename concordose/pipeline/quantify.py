@@ -27,7 +27,12 @@ from concordose.pipeline.alignment import TimePointAlignment, align_time_points
 from concordose.pipeline.assembly import CycleStudy
 from concordose.pipeline.result_cache import ResultCache
 from concordose.pipeline.time_point_activity import time_point_activity_mbq
-from concordose.quant.delineation import DELINEATED, LesionDelineation, delineate_lesions
+from concordose.quant.delineation import (
+    DELINEATED,
+    LesionDelineation,
+    ThresholdCurve,
+    delineate_lesions,
+)
 from concordose.quant.gtm import body_outline, gtm_fwhm_sensitivity, voi_crops
 from concordose.quant.pvc import (
     BACKGROUND_MODEL,
@@ -156,6 +161,18 @@ EXTENT_MARGIN_FWHM = 2.0
 """An organ's extent under ``gtm_platform_voi``: its VOI grown by this many FWHM of the site's
 NEMA-sphere PSF (a Gaussian edge is at 10⁻⁴ of its step 2 FWHM outside; OSEM's broader
 response to faint objects still falls within it)."""
+
+
+def threshold_curve(record: CalibrationRecord) -> Callable[[float], float] | None:
+    """The record's measured threshold-volume curve g(V) (``quant.delineation``), or None
+    (a record calibrated before it was measured: the Gaussian model of its sphere FWHM)."""
+    volumes, fractions = (
+        record.delineation_threshold_volumes_ml,
+        record.delineation_threshold_fractions,
+    )
+    if not volumes or not fractions:
+        return None
+    return ThresholdCurve(tuple(volumes), tuple(fractions)).at
 
 
 def _first_frame_transform(
@@ -295,6 +312,7 @@ def quantify_cycle(
                 [bool(flag) for flag in lesion],
                 spacing_mm_zyx=(spacing[0], spacing[1], spacing[2]),
                 fwhm_mm=sphere_fwhm_mm,
+                threshold=threshold_curve(calibration),
             )
             platform_shapes = {
                 k: _platform_shape(d, vois[k].label, vois[k].voi_type, acquisition.geometry)

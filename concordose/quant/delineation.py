@@ -12,50 +12,65 @@ L, Eising EG, Heinze M, Brandau W, Bockisch A. Segmentation of PET volumes by it
 thresholding. J Nucl Med 2007;48:108-114: the threshold that reproduces a sphere's true volume
 depends on the sphere's volume and the scanner's resolution; Jentzen reads it from the site's
 own sphere scans as a threshold-volume curve T(V) and iterates V → T(V) → V to the fixed point.
-Here T(V) is the site's phantom resolution written analytically: the background-corrected
-fraction of the peak at the surface of a uniform sphere of volume V blurred by the site's
-effective Gaussian PSF (fitted to its NEMA spheres at calibration, ``calibration.psf``),
+Here T(V) is the site's phantom resolution written analytically, for a uniform sphere of volume
+V blurred by the site's effective Gaussian PSF (fitted to its NEMA spheres at calibration,
+``calibration.psf``), whose profile is
 
-    f(R) = u(R) / u(0),   u(r) = ½[erf((R − r)/(√2 σ)) + erf((R + r)/(√2 σ))]
-                                 − σ/(r √(2π)) · [exp(−(r − R)²/2σ²) − exp(−(r + R)²/2σ²)],
+    u(r) = ½[erf((R − r)/(√2 σ)) + erf((R + r)/(√2 σ))]
+           − σ/(r √(2π)) · [exp(−(r − R)²/2σ²) − exp(−(r + R)²/2σ²)]
 
-u the blurred sphere's profile (unit concentration, radius R = (3V/4π)^⅓, σ = FWHM/2.3548;
-u(0) = erf(R/(√2 σ)) − √(2/π)(R/σ) exp(−R²/2σ²)). The level is background-corrected as in
-Jentzen's source-to-background form: C_thr = C_B + f · (C_max − C_B), with C_B the median
-concentration of a shell around the search region. f is ≈ 0.5 for objects much larger than the
-FWHM, dips to ≈ 0.37 around R ≈ FWHM and rises to 1 for points, continuously (no cliff). The
-fixed point f = f(R(V(f))) is found by bisection on f between 0.2 (too low: the region is too
-large) and 1 (the peak voxel alone: too small); on voxels V(f) is a step function, and
-bisection lands on a step where the sign changes, which converges where Jentzen's plain
-iteration may oscillate for small objects.
+(unit concentration, radius R = (3V/4π)^⅓, σ = FWHM/2.3548; u(0) = erf(R/(√2 σ)) −
+√(2/π)(R/σ) exp(−R²/2σ²)). The level is background-corrected (Jentzen's source-to-background
+form) and referenced to the **mean** of the delineated region rather than to its maximum (the
+mean-referenced iterative threshold of Black QC et al., Int J Radiat Oncol Biol Phys
+2004;60:1272-1282):
+
+    C_thr = C_B + g(V) · (C_mean − C_B),   g(V) = u(R) / RC(R),   RC(R) = (3/R³) ∫₀ᴿ u r² dr,
+
+C_mean the mean of the region the level delineates, C_B the median of a shell around the
+search region. At the fixed point the region is the sphere: its mean is RC times the contrast
+and the level is the profile at its surface. Why the mean and not the maximum: the maximum of
+a noisy reconstruction is one voxel's noise above the lesion's level and OSEM's edge overshoot
+raises it further (digital consortium, realistic imaging, milan P001 with true outlines: the
+maximum-referenced rule gave 0.69× the volume of a 200 mL lesion and 0.31× of an 18.5 mL one);
+the mean over the region averages both out, and g → ½ for large objects whatever the
+(symmetric) edge response. g is continuous in V (no cliff): ½ for objects much larger than the
+FWHM, rising towards 1 for points. The fixed point is found by bisection on the level between
+the background and the seed voxel (near the background the ratio (C_thr − C_B)/(C_mean − C_B) is
+under g, at the seed above it), which converges where Jentzen's plain iteration may oscillate
+for small objects; on voxels the ratio is a step function and bisection lands on a step where
+the sign changes.
+
+**Detectability.** A lesion whose seed voxel stands less than :data:`DETECTION_CNR` standard
+deviations of the background shell above the background cannot be delineated from the image
+(the Rose criterion: Rose A. J Opt Soc Am 1948;38:196-208; any threshold then follows the
+noise): the site's VOI is kept and the status says so.
 
 The rule per lesion, on the first time point's SPECT (the highest counts, the image sites
 threshold on):
 
-* peak C_max: at the hottest voxel inside the site's VOI (where the operator clicked), its
-  maximum between voxel centres (:func:`subvoxel_peak`);
+* seed: the hottest voxel inside the site's VOI (where the operator clicked);
 * search region: the site's VOI grown by :data:`SEARCH_MARGIN_FWHM` × the FWHM, minus the other
   lesions' VOIs and the VOIs of organs that do not host the lesion (a neighbour's hotter voxels
   are not this lesion's; :data:`HOST_FRACTION`);
-* background C_B: median concentration in the shell from the search region out by
-  :data:`BACKGROUND_SHELL_FWHM` × the FWHM, lesions' VOIs (grown by one FWHM) left out: the
-  liver around a hepatic lesion, soft tissue around a node;
-* the lesion: the voxels ≥ C_thr connected (faces) to the peak, holes filled (a necrotic core
+* background C_B and its SD: median and 1.4826 × median absolute deviation of the shell from
+  the search region out by :data:`BACKGROUND_SHELL_FWHM` × the FWHM, the excluded VOIs (grown
+  by one FWHM) left out: the liver around a hepatic lesion, soft tissue around a node;
+* the lesion: the voxels ≥ C_thr connected (faces) to the seed, holes filled (a necrotic core
   is the lesion's), inside the search region.
 
-What it assumes: the lesion is hotter than its surroundings at the first time point (else the
-site's VOI is kept, its status saying why); the isotropic Gaussian describes the edge of the
-reconstruction (OSEM with resolution recovery overshoots at edges and resolves small faint
-objects worse than large hot ones: DESIGN.md, "Realistic organs"); the peak voxel is the
-object's maximum (Poisson noise biases a single voxel's maximum up at low counts, hence a
-smaller volume). The volume is voxel-counted on the SPECT grid (a 0.5 mL lesion is ~6 voxels of
-4.4 mm: a voxel more or less is ±17 %).
+What it assumes: the lesion is hotter than its surroundings at the first time point and
+detectable (else the site's VOI is kept, its status saying why); the isotropic Gaussian with
+the spheres' FWHM describes small objects' blur (OSEM resolves small faint objects worse than
+large hot ones: DESIGN.md, "Realistic organs"); a uniform lesion (texture and a necrotic core
+lower the mean, hence the level: the region grows slightly). The volume is voxel-counted on the
+SPECT grid (a 0.5 mL lesion is ~6 voxels of 4.4 mm: a voxel more or less is ±17 %).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,11 +90,18 @@ inside the lesion, as an eroded outline is, or a threshold's partial region)."""
 BACKGROUND_SHELL_FWHM = 0.5
 """Width of the background shell outside the search region, in FWHM."""
 BISECTION_STEPS = 40
-"""Bisection steps on the threshold fraction (2⁻⁴⁰: far below a voxel's step)."""
-FRACTION_LOW = 0.2
-"""Lowest threshold fraction tried (below any sphere's f(R) for a Gaussian PSF, ≈ 0.4 at most
-curvature)."""
+"""Bisection steps on the level (2⁻⁴⁰ of the contrast: far below a voxel's step)."""
+DETECTION_CNR = 5.0
+"""Rose criterion (module docstring): the seed must stand this many background SDs above the
+background for the lesion to be delineated from the image."""
+MAD_TO_SD = 1.4826
+"""SD of a normal distribution over its median absolute deviation."""
+RADIAL_SAMPLES = 256
+"""Points of the radial integral of RC(R) (midpoint rule)."""
 NO_CONTRAST = "no contrast over the local background at the first time point"
+UNDETECTABLE = (
+    f"peak below {DETECTION_CNR:g} SD of the local background's noise at the first time point"
+)
 """Status of a lesion re-delineation left at the site's VOI because the peak is not above the
 background."""
 DELINEATED = "delineated"
@@ -110,47 +132,53 @@ def sphere_profile(radius_mm: float, r_mm: FloatArray, sigma_mm: float) -> Float
 
 
 def threshold_fraction(volume_ml: float, fwhm_mm: float) -> float:
-    """Background-corrected fraction of the peak at the surface of a uniform sphere of
-    ``volume_ml`` blurred by a Gaussian of ``fwhm_mm``: the threshold that delineates the
-    sphere's true volume (module docstring). 1 for a point, → 0.5 for large spheres."""
+    """g(V): the background-corrected level at the surface of a uniform sphere of ``volume_ml``
+    blurred by a Gaussian of ``fwhm_mm``, over the mean inside the sphere (module docstring):
+    the mean-referenced threshold that delineates the sphere's true volume. → ½ for large
+    spheres, → 1 for points."""
     if volume_ml <= 0:
         return 1.0
     radius_mm = (3.0 * volume_ml * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
     sigma_mm = fwhm_mm / FWHM_PER_SIGMA
-    profile = sphere_profile(radius_mm, np.array([0.0, radius_mm]), sigma_mm)
-    return float(profile[1] / profile[0]) if profile[0] > 0 else 1.0
+    r = (np.arange(RADIAL_SAMPLES) + 0.5) / RADIAL_SAMPLES * radius_mm
+    inside = sphere_profile(radius_mm, r, sigma_mm)
+    mean = float(3.0 * np.sum(inside * r**2) * (radius_mm / RADIAL_SAMPLES) / radius_mm**3)
+    surface = float(sphere_profile(radius_mm, np.array([radius_mm]), sigma_mm)[0])
+    return min(surface / mean, 1.0) if mean > 0 else 1.0
 
 
-def subvoxel_peak(values: FloatArray, seed: tuple[int, int, int], background: float) -> float:
-    """The object's maximum above ``background`` estimated between voxel centres: a Gaussian
-    (parabola in log) through the hottest voxel and its two neighbours along each axis, the
-    axes' rises multiplied (a separable peak). The hottest voxel's centre is up to half a voxel
-    from the object's centre, so its value under-reads the maximum: for a 0.5 mL sphere on
-    4 mm voxels at 15 mm FWHM by up to ~14 %, which lowers the level and grows the region
-    (measured: 2.2× the true volume without, see ``tests/unit/test_quant_delineation.py``).
-    An axis whose neighbours are not above the background, or whose log-parabola does not
-    open downwards, adds nothing; the rise per axis is capped at half a voxel's shift."""
-    centre = float(values[seed]) - background
-    if not centre > 0:
-        return float(values[seed])
-    log_rise = 0.0
-    for axis in range(3):
-        before, after = list(seed), list(seed)
-        before[axis] -= 1
-        after[axis] += 1
-        if before[axis] < 0 or after[axis] >= values.shape[axis]:
-            continue
-        low = float(values[tuple(before)]) - background
-        high = float(values[tuple(after)]) - background
-        if not (low > 0 and high > 0):
-            continue
-        l0, lm, lp = math.log(centre), math.log(low), math.log(high)
-        slope, bend = 0.5 * (lp - lm), 0.5 * (lm + lp) - l0  # l(x) = l0 + slope·x + bend·x²
-        if not bend < 0:
-            continue
-        shift = float(np.clip(-slope / (2.0 * bend), -0.5, 0.5))
-        log_rise += slope * shift + bend * shift * shift
-    return background + centre * math.exp(max(log_rise, 0.0))
+@dataclass(frozen=True)
+class ThresholdCurve:
+    """The site's threshold-volume curve g(V), measured on its NEMA spheres (Jentzen's T(V)).
+
+    Attributes:
+        volumes_ml: the spheres' true volumes, increasing, mL.
+        fractions: per sphere, the mean-referenced background-corrected level that delineates
+            its true volume on the site's own reconstruction (:func:`sphere_threshold`).
+
+    Between spheres g is interpolated linearly in log V; below the smallest it keeps the
+    smallest sphere's value; above the largest it tends to ½ as 1/R (the surface's curvature,
+    the Gaussian model's large-object behaviour): g(V) = ½ + (g_max − ½)·(R_max / R), continuous
+    at the largest sphere (no cliff).
+    """
+
+    volumes_ml: tuple[float, ...]
+    fractions: tuple[float, ...]
+
+    def at(self, volume_ml: float) -> float:
+        """g at ``volume_ml``."""
+        volumes = np.asarray(self.volumes_ml, dtype=np.float64)
+        fractions = np.asarray(self.fractions, dtype=np.float64)
+        if volume_ml > volumes[-1]:
+            radius_ratio = (volumes[-1] / volume_ml) ** (1.0 / 3.0)
+            return float(0.5 + (fractions[-1] - 0.5) * radius_ratio)
+        return float(np.interp(math.log(max(volume_ml, 1e-9)), np.log(volumes), fractions))
+
+
+def gaussian_threshold(fwhm_mm: float) -> Callable[[float], float]:
+    """g(V) of the Gaussian model (:func:`threshold_fraction`) for a site without a measured
+    :class:`ThresholdCurve`."""
+    return lambda volume_ml: threshold_fraction(volume_ml, fwhm_mm)
 
 
 @dataclass(frozen=True)
@@ -160,8 +188,10 @@ class LesionDelineation:
     Attributes:
         mask: bool mask over the whole grid (the site's VOI when not re-delineated).
         status: :data:`DELINEATED` or why the site's VOI was kept.
-        threshold_fraction: the background-corrected fraction of the peak used (NaN if kept).
-        peak_mbq_per_ml, background_mbq_per_ml: C_max and C_B (NaN where not measured).
+        threshold_fraction: g(V) at the delineated volume (NaN if kept).
+        peak_mbq_per_ml, background_mbq_per_ml: the seed voxel's concentration and C_B (NaN
+            where not measured).
+        background_sd_mbq_per_ml: SD of the background shell (robust; NaN where not measured).
         site_volume_ml, volume_ml: the site's VOI and the delineated volume on the grid, mL.
     """
 
@@ -170,6 +200,7 @@ class LesionDelineation:
     threshold_fraction: float
     peak_mbq_per_ml: float
     background_mbq_per_ml: float
+    background_sd_mbq_per_ml: float
     site_volume_ml: float
     volume_ml: float
 
@@ -190,6 +221,70 @@ def _distance_mm(mask: BoolArray, spacing_mm_zyx: tuple[float, float, float]) ->
     return distance
 
 
+@dataclass(frozen=True)
+class _Zone:
+    """One lesion's neighbourhood on the grid: the search region, the background shell, the
+    seed and the background's level and noise (module docstring)."""
+
+    box: Box
+    values: FloatArray
+    search: BoolArray
+    seed: tuple[int, int, int]
+    peak: float
+    background: float
+    background_sd: float
+
+    def region(self, level: float) -> BoolArray:
+        """The voxels ≥ ``level`` connected to the seed, holes filled, inside the search."""
+        labels, _ = ndimage.label(self.search & (self.values >= level))
+        component: BoolArray = labels == labels[self.seed]
+        filled: BoolArray = ndimage.binary_fill_holes(component) & self.search
+        return filled
+
+    def fraction(self, region: BoolArray, level: float) -> float:
+        """(level − C_B) / (C_mean − C_B) of ``region`` (NaN when its mean is not above C_B)."""
+        mean = float(self.values[region].mean())
+        if not mean > self.background:
+            return math.nan
+        return (level - self.background) / (mean - self.background)
+
+
+def _zone(
+    image: FloatArray,
+    site_mask: BoolArray,
+    excluded: BoolArray,
+    box: Box,
+    *,
+    spacing_mm_zyx: tuple[float, float, float],
+    fwhm_mm: float,
+) -> _Zone:
+    search_mm = SEARCH_MARGIN_FWHM * fwhm_mm
+    shell_mm = BACKGROUND_SHELL_FWHM * fwhm_mm
+    reach = [math.ceil((search_mm + shell_mm + fwhm_mm) / s) + 1 for s in spacing_mm_zyx]
+    zone = _grown_box(box, reach, image.shape)
+    values = image[zone]
+    own = site_mask[zone]
+    others = excluded[zone] & ~own
+    distance = _distance_mm(own, spacing_mm_zyx)
+    near_others = _distance_mm(others, spacing_mm_zyx) <= fwhm_mm
+    shell = (distance > search_mm) & (distance <= search_mm + shell_mm) & ~near_others
+    seed_flat = int(np.argmax(np.where(own, values, -np.inf)))
+    seed = np.unravel_index(seed_flat, values.shape)
+    ring = values[shell]
+    background = float(np.median(ring)) if ring.size else 0.0
+    return _Zone(
+        box=zone,
+        values=values,
+        search=(distance <= search_mm) & ~others,
+        seed=(int(seed[0]), int(seed[1]), int(seed[2])),
+        peak=float(values[seed]),
+        background=background,
+        background_sd=(
+            MAD_TO_SD * float(np.median(np.abs(ring - background))) if ring.size else math.nan
+        ),
+    )
+
+
 def delineate_lesion(
     concentration_mbq_per_ml: FloatArray,
     site_mask: BoolArray,
@@ -197,79 +292,157 @@ def delineate_lesion(
     *,
     spacing_mm_zyx: tuple[float, float, float],
     fwhm_mm: float,
+    threshold: Callable[[float], float] | None = None,
 ) -> LesionDelineation:
     """Re-delineate one lesion by the platform rule (module docstring).
 
     Args:
         concentration_mbq_per_ml: the first time point's image (slices, rows, columns), MBq/mL.
         site_mask: the site's VOI of the lesion on that grid.
-        other_lesions: the union of the other lesions' VOIs on that grid.
+        other_lesions: what the lesion may not grow into: the other lesions' VOIs (and organs
+            that do not host it) on that grid.
         spacing_mm_zyx: voxel size along (slices, rows, columns), mm.
-        fwhm_mm: the site's effective Gaussian FWHM from its NEMA spheres, mm.
+        fwhm_mm: the site's effective Gaussian FWHM from its NEMA spheres, mm (sets the search
+            region and the background shell).
+        threshold: g(V), the site's measured curve (:meth:`ThresholdCurve.at`); the Gaussian
+            model of ``fwhm_mm`` (:func:`threshold_fraction`) when None.
     """
     image = np.asarray(concentration_mbq_per_ml, dtype=np.float64)
     voxel_ml = float(np.prod(spacing_mm_zyx)) / 1000.0
     site_volume_ml = float(site_mask.sum()) * voxel_ml
+    g = threshold or gaussian_threshold(fwhm_mm)
     box = bounding_box(site_mask)
 
-    def kept(
-        reason: str, peak: float = math.nan, background: float = math.nan
-    ) -> LesionDelineation:
+    def kept(reason: str, zone: _Zone | None = None) -> LesionDelineation:
         return LesionDelineation(
-            site_mask, reason, math.nan, peak, background, site_volume_ml, site_volume_ml
+            site_mask,
+            reason,
+            math.nan,
+            math.nan if zone is None else zone.peak,
+            math.nan if zone is None else zone.background,
+            math.nan if zone is None else zone.background_sd,
+            site_volume_ml,
+            site_volume_ml,
         )
 
     if box is None:
         return kept("no voxel of the site's VOI on the grid")
-    search_mm = SEARCH_MARGIN_FWHM * fwhm_mm
-    shell_mm = BACKGROUND_SHELL_FWHM * fwhm_mm
-    reach = [math.ceil((search_mm + shell_mm + fwhm_mm) / s) + 1 for s in spacing_mm_zyx]
-    zone = _grown_box(box, reach, image.shape)
-    values = image[zone]
-    own = site_mask[zone]
-    others = other_lesions[zone] & ~own
-    distance = _distance_mm(own, spacing_mm_zyx)
-    search = (distance <= search_mm) & ~others
-    near_others = _distance_mm(others, spacing_mm_zyx) <= fwhm_mm
-    shell = (distance > search_mm) & (distance <= search_mm + shell_mm) & ~near_others
-    seed_flat = int(np.argmax(np.where(own, values, -np.inf)))
-    seed = np.unravel_index(seed_flat, values.shape)
-    background = float(np.median(values[shell])) if shell.any() else 0.0
-    peak = subvoxel_peak(values, (int(seed[0]), int(seed[1]), int(seed[2])), background)
-    if not peak > background:
-        return kept(NO_CONTRAST, peak, background)
+    zone = _zone(
+        image, site_mask, other_lesions, box, spacing_mm_zyx=spacing_mm_zyx, fwhm_mm=fwhm_mm
+    )
+    if not zone.peak > zone.background:
+        return kept(NO_CONTRAST, zone)
+    if np.isfinite(zone.background_sd) and (
+        zone.peak - zone.background < DETECTION_CNR * zone.background_sd
+    ):
+        return kept(UNDETECTABLE, zone)
 
-    def region(fraction: float) -> BoolArray:
-        above = search & (values >= background + fraction * (peak - background))
-        labels, _ = ndimage.label(above)
-        component: BoolArray = labels == labels[seed]
-        filled: BoolArray = ndimage.binary_fill_holes(component) & search
-        return filled
+    def excess(level: float) -> float:
+        inside = zone.region(level)
+        ratio = zone.fraction(inside, level)
+        if not np.isfinite(ratio):
+            return -1.0
+        return ratio - g(float(inside.sum()) * voxel_ml)
 
-    def excess(fraction: float) -> float:
-        return fraction - threshold_fraction(float(region(fraction).sum()) * voxel_ml, fwhm_mm)
-
-    low, high = FRACTION_LOW, 1.0
-    if excess(low) >= 0:
-        high = low
-    else:
-        for _ in range(BISECTION_STEPS):
-            middle = 0.5 * (low + high)
-            if excess(middle) < 0:
-                low = middle
-            else:
-                high = middle
-    chosen = region(high)
+    low, high = zone.background, zone.peak
+    for _ in range(BISECTION_STEPS):
+        middle = 0.5 * (low + high)
+        if excess(middle) < 0:
+            low = middle
+        else:
+            high = middle
+    chosen = zone.region(high)
+    volume_ml = float(chosen.sum()) * voxel_ml
     mask = np.zeros(image.shape, dtype=bool)
-    mask[zone] = chosen
+    mask[zone.box] = chosen
     return LesionDelineation(
         mask=mask,
         status=DELINEATED,
-        threshold_fraction=high,
-        peak_mbq_per_ml=peak,
-        background_mbq_per_ml=background,
+        threshold_fraction=g(volume_ml),
+        peak_mbq_per_ml=zone.peak,
+        background_mbq_per_ml=zone.background,
+        background_sd_mbq_per_ml=zone.background_sd,
         site_volume_ml=site_volume_ml,
-        volume_ml=float(chosen.sum()) * voxel_ml,
+        volume_ml=volume_ml,
+    )
+
+
+def sphere_threshold(
+    concentration_mbq_per_ml: FloatArray,
+    sphere_mask: BoolArray,
+    excluded: BoolArray,
+    true_volume_ml: float,
+    *,
+    spacing_mm_zyx: tuple[float, float, float],
+    fwhm_mm: float,
+) -> float | None:
+    """The mean-referenced, background-corrected level that delineates a phantom sphere's
+    ``true_volume_ml`` on the site's own image (one point of Jentzen's T(V)); None when the
+    sphere is not detectable (the rule would keep the site's VOI) or holds no voxel.
+
+    The level is lowered by bisection until the region around the sphere's hottest voxel
+    reaches the true volume (the region grows as the level falls); g is read off that region.
+    """
+    image = np.asarray(concentration_mbq_per_ml, dtype=np.float64)
+    voxel_ml = float(np.prod(spacing_mm_zyx)) / 1000.0
+    box = bounding_box(sphere_mask)
+    if box is None:
+        return None
+    zone = _zone(image, sphere_mask, excluded, box, spacing_mm_zyx=spacing_mm_zyx, fwhm_mm=fwhm_mm)
+    if not zone.peak > zone.background or (
+        np.isfinite(zone.background_sd)
+        and zone.peak - zone.background < DETECTION_CNR * zone.background_sd
+    ):
+        return None
+    low, high = zone.background, zone.peak
+    for _ in range(BISECTION_STEPS):
+        middle = 0.5 * (low + high)
+        if float(zone.region(middle).sum()) * voxel_ml >= true_volume_ml:
+            low = middle
+        else:
+            high = middle
+    # the two neighbouring steps: take the level whose volume is nearer the truth
+    below, above = zone.region(low), zone.region(high)
+    use_low = abs(float(below.sum()) * voxel_ml - true_volume_ml) <= abs(
+        float(above.sum()) * voxel_ml - true_volume_ml
+    )
+    level, region = (low, below) if use_low else (high, above)
+    fraction = zone.fraction(region, level)
+    return fraction if np.isfinite(fraction) else None
+
+
+def measure_threshold_curve(
+    concentration_mbq_per_ml: FloatArray,
+    sphere_masks: Sequence[BoolArray],
+    true_volumes_ml: Sequence[float],
+    *,
+    spacing_mm_zyx: tuple[float, float, float],
+    fwhm_mm: float,
+) -> ThresholdCurve | None:
+    """The site's :class:`ThresholdCurve` from its NEMA spheres (each sphere's
+    :func:`sphere_threshold`, the other spheres excluded from its search region); None when
+    fewer than two spheres are detectable."""
+    points = []
+    for index, (mask, volume) in enumerate(zip(sphere_masks, true_volumes_ml, strict=True)):
+        others = np.zeros_like(mask)
+        for other_index, other in enumerate(sphere_masks):
+            if other_index != index:
+                others |= other
+        fraction = sphere_threshold(
+            concentration_mbq_per_ml,
+            mask,
+            others,
+            float(volume),
+            spacing_mm_zyx=spacing_mm_zyx,
+            fwhm_mm=fwhm_mm,
+        )
+        if fraction is not None:
+            points.append((float(volume), float(fraction)))
+    if len(points) < 2:
+        return None
+    points.sort()
+    return ThresholdCurve(
+        volumes_ml=tuple(v for v, _ in points), fractions=tuple(f for _, f in points)
     )
 
 
@@ -286,10 +459,13 @@ def delineate_lesions(
     *,
     spacing_mm_zyx: tuple[float, float, float],
     fwhm_mm: float,
+    threshold: Callable[[float], float] | None = None,
 ) -> tuple[LesionDelineation | None, ...]:
     """:func:`delineate_lesion` for every lesion of ``masks`` (n_voi, slices, rows, columns);
     None for organs (kept as the site drew them). A lesion's search region leaves out the other
-    lesions' VOIs and the VOIs of organs that do not host it (:data:`HOST_FRACTION`)."""
+    lesions' VOIs and the VOIs of organs that do not host it (:data:`HOST_FRACTION`).
+    ``threshold``: the site's g(V) (:meth:`ThresholdCurve.at`; the Gaussian model of
+    ``fwhm_mm`` when None)."""
     lesions = np.asarray(lesion, dtype=bool)
     filled = {
         k: np.asarray(ndimage.binary_fill_holes(masks[k]), dtype=bool)
@@ -315,6 +491,7 @@ def delineate_lesions(
                 others,
                 spacing_mm_zyx=spacing_mm_zyx,
                 fwhm_mm=fwhm_mm,
+                threshold=threshold,
             )
         )
     return tuple(results)
@@ -323,12 +500,18 @@ def delineate_lesions(
 __all__ = [
     "BACKGROUND_SHELL_FWHM",
     "DELINEATED",
+    "DETECTION_CNR",
     "HOST_FRACTION",
     "NO_CONTRAST",
     "SEARCH_MARGIN_FWHM",
+    "UNDETECTABLE",
     "LesionDelineation",
+    "ThresholdCurve",
     "delineate_lesion",
     "delineate_lesions",
+    "gaussian_threshold",
+    "measure_threshold_curve",
     "sphere_profile",
+    "sphere_threshold",
     "threshold_fraction",
 ]

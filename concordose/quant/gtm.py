@@ -303,7 +303,8 @@ def gtm_correct(
         spacing_mm_zyx: voxel size along (slices, rows, columns), mm.
         fwhm_mm: the site's effective isotropic Gaussian FWHM, mm.
         condition_limit: largest condition number of Ω solved (:data:`DEFAULT_CONDITION_LIMIT`).
-        extent_margin_mm, extent_vois: with a margin, the VOIs flagged in ``extent_vois`` get
+        extent_margin_mm, extent_vois: with a margin, the VOIs flagged in ``extent_vois`` (and
+            at least :data:`EXTENT_MIN_CONTRAST` times the background's concentration) get
             their activity by :func:`extent_activity` (the total in the VOI grown by the margin,
             less every other region's share there) instead of T·V: robust to where the site
             drew the boundary (DESIGN.md, "Platform delineation").
@@ -370,7 +371,14 @@ def gtm_correct(
         concentration = activity / (voi_voxels * voxel_ml)
     background_mbq_per_ml = float(true_mean[-1]) if len(all_regions) > len(regions) else np.nan
     if extent_margin_mm is not None and any(extent_vois):
-        flagged = [v for v, flag in enumerate(extent_vois) if flag and v in kept]
+        background_now = float(true_mean[-1]) if len(all_regions) > len(regions) else 0.0
+        flagged = [
+            v
+            for v, flag in enumerate(extent_vois)
+            if flag
+            and v in kept
+            and true_mean[kept.index(v)] >= EXTENT_MIN_CONTRAST * background_now
+        ]
         totals = extent_activity(
             image,
             [vois[v] for v in flagged],
@@ -430,6 +438,13 @@ def grown_mask(
     return CroppedMask(box, np.asarray(distance <= margin_mm))
 
 
+EXTENT_MIN_CONTRAST = 2.0
+"""An organ gets its extent activity only when its GTM concentration is at least this many
+times the background's: the rule's residual error is ≈ (T_B / T_object) × the drawn volume's
+relative error, and the extent adds T_B-weighted volume around the VOI, so a faint organ keeps
+the GTM's T·V. Digital consortium, realistic imaging, patient 1 at 4 h: kidneys 8-10× the
+background, liver 2.6-3.2×, spleen 2.5-2.7×, bone marrow 1.1-1.2× (milan's marrow with its
++3 mm margin: +26 % by T·V, +102 % by its extent)."""
 EXTENT_BACKGROUND_SHELL = 0.25
 """The outer part of an extent (this fraction of its margin, next to its edge) where the local
 background is measured: far enough from the VOI that its own spill-out is negligible."""
