@@ -378,7 +378,8 @@ def sphere_threshold(
 ) -> float | None:
     """The mean-referenced, background-corrected level that delineates a phantom sphere's
     ``true_volume_ml`` on the site's own image (one point of Jentzen's T(V)); None when the
-    sphere is not detectable (the rule would keep the site's VOI) or holds no voxel.
+    sphere is not detectable (the rule would keep the site's VOI), holds no voxel, or no level
+    reproduces its volume within 50 % (a sphere of a few coarse voxels).
 
     The level is lowered by bisection until the region around the sphere's hottest voxel
     reaches the true volume (the region grows as the level falls); g is read off that region.
@@ -408,7 +409,12 @@ def sphere_threshold(
     )
     level, region = (low, below) if use_low else (high, above)
     fraction = zone.fraction(region, level)
-    return fraction if np.isfinite(fraction) else None
+    volume_ml = float(region.sum()) * voxel_ml
+    # No level reproduces the volume (a sphere of a few coarse voxels, or one the search
+    # region cannot hold): no point of the curve rather than a wrong one.
+    if not (0.0 < fraction < 1.0) or abs(volume_ml - true_volume_ml) > 0.5 * true_volume_ml:
+        return None
+    return fraction
 
 
 def measure_threshold_curve(

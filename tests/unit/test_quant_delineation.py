@@ -14,9 +14,11 @@ from scipy import ndimage
 from concordose.quant.delineation import (
     DELINEATED,
     NO_CONTRAST,
+    ThresholdCurve,
     delineate_lesion,
     delineate_lesions,
     sphere_profile,
+    sphere_threshold,
     threshold_fraction,
 )
 from concordose.quant.gtm import FWHM_PER_SIGMA, body_outline, gtm_correct, voi_crops
@@ -172,3 +174,30 @@ def test_extent_activity_is_robust_to_where_the_organ_was_drawn(margin_voxels: i
     assert abs(plain.activity_mbq[0] / truth_mbq - 1.0) > 0.07
     assert extent.activity_mbq[0] == pytest.approx(truth_mbq, rel=0.02)
     assert float(drawn.sum()) * voxel_ml != pytest.approx(fine_volume_ml, rel=0.07)
+
+
+def test_a_spheres_measured_threshold_is_the_models_on_a_gaussian_image() -> None:
+    """Jentzen's T(V) point measured on a phantom sphere of the known PSF (what calibration
+    stores) agrees with the Gaussian model's g(V) within 0.05, and the curve is continuous
+    beyond its largest sphere (tending to ½)."""
+    n = 40
+    volume_ml = 11.5
+    radius = (3.0 * volume_ml * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
+    centre = np.array([n * SPACING_MM / 2 + 0.9, n * SPACING_MM / 2 - 1.1, n * SPACING_MM / 2])
+    image, masks = _blurred_scene(n, [(centre, radius, 10.0)], background=1.0)
+    measured = sphere_threshold(
+        image,
+        masks[0],
+        np.zeros_like(masks[0]),
+        volume_ml,
+        spacing_mm_zyx=(SPACING_MM,) * 3,
+        fwhm_mm=FWHM_MM,
+    )
+    assert measured is not None
+    assert measured == pytest.approx(threshold_fraction(volume_ml, FWHM_MM), abs=0.05)
+    curve = ThresholdCurve((1.0, 5.0, 26.5), (0.8, 0.7, 0.55))
+    assert curve.at(26.5) == pytest.approx(0.55)
+    assert curve.at(26.5 * 1.0001) == pytest.approx(0.55, abs=1e-3)
+    assert curve.at(1e6) == pytest.approx(0.5, abs=0.01)
+    assert curve.at(0.1) == pytest.approx(0.8)
+    assert 0.7 < curve.at(2.0) < 0.8

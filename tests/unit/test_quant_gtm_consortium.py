@@ -39,6 +39,7 @@ from concordose.pipeline.quantify import (
     quantify_cycle,
     quantify_cycle_per_protocol,
 )
+from concordose.quant.delineation import threshold_fraction
 from concordose.quant.pvc import (
     GTM_MODEL,
     GTM_PLATFORM_MODEL,
@@ -179,6 +180,26 @@ def test_gtm_brings_every_voi_tia_closer_to_the_truth(
             assert abs(error_gtm) < abs(error_plain), (label, error_plain, error_gtm)
         else:
             assert abs(error_gtm) < 0.5 * abs(error_plain), (label, error_plain, error_gtm)
+
+
+@pytest.mark.parametrize("site_id", SITES)
+def test_calibration_measures_the_lesion_threshold_curve_on_the_spheres(
+    runs: dict[str, SiteRun], site_id: str
+) -> None:
+    """Jentzen's T(V) from the site's own NEMA spheres is in the record; with Gaussian image
+    formation it follows the Gaussian model of the true FWHM (noise and voxels aside)."""
+    record = runs[site_id].calibration.record
+    volumes = record.delineation_threshold_volumes_ml
+    fractions = record.delineation_threshold_fractions
+    assert volumes is not None
+    assert fractions is not None
+    assert len(volumes) == len(fractions) >= 2
+    assert volumes == sorted(volumes)
+    for volume, fraction in zip(volumes, fractions, strict=True):
+        model = threshold_fraction(volume, runs[site_id].true_fwhm_mm)
+        assert 0.0 < fraction <= 1.0
+        if volume >= 5.0:  # smaller spheres are a few voxels of this preset's 4.4-17.7 mm
+            assert abs(fraction - model) < 0.1, (volume, fraction, model)
 
 
 @pytest.mark.parametrize("site_id", SITES)
