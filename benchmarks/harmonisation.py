@@ -34,8 +34,10 @@ the error of the GTM as run against the GTM with the imaging chain's true transf
 raw error, and the FWHM the chain behaves as beside the one the GTM used); with anatomy realism,
 ``targets.evidence.delineation`` how much the sites' own VOIs differ in volume for the same
 object (:func:`delineation_spread`), a difference no image correction removes, and, when
-``harmonised_pvc`` ran the protocol's default ``gtm_platform_voi`` (lesions re-delineated by the
-platform's rule, ``quant.delineation``), ``targets.evidence.delineation.platform`` the same
+``harmonised_pvc`` ran ``gtm_platform_voi`` (lesions re-delineated by the platform's rule,
+``quant.delineation``; not the default: set ``partial_volume_correction.model:
+gtm_platform_voi`` in ``schemas/protocols/default.yaml`` to measure it, as the run behind
+DESIGN.md's "Platform delineation" did), ``targets.evidence.delineation.platform`` the same
 spread for the platform's lesion volumes (:func:`platform_volume_spread`): what is left of the
 definitional difference once one rule draws every site's lesions.
 """

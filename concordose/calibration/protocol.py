@@ -144,7 +144,7 @@ class PartialVolumeRules(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = True
-    model: PartialVolumeModel = "gtm_platform_voi"
+    model: PartialVolumeModel = "gtm"
     shell_gap_mm: float = Field(default=10.0, ge=0)
     shell_width_mm: float = Field(default=10.0, gt=0)
 
