@@ -33,7 +33,13 @@ run is null; a statistic with no VOI to compute it from is null. ``tables`` hold
 the error of the GTM as run against the GTM with the imaging chain's true transfer matrix, the
 raw error, and the FWHM the chain behaves as beside the one the GTM used); with anatomy realism,
 ``targets.evidence.delineation`` how much the sites' own VOIs differ in volume for the same
-object (:func:`delineation_spread`), a difference no image correction removes.
+object (:func:`delineation_spread`), a difference no image correction removes, and, when
+``harmonised_pvc`` ran ``gtm_platform_voi`` (lesions re-delineated by the platform's rule,
+``quant.delineation``; not the default: set ``partial_volume_correction.model:
+gtm_platform_voi`` in ``schemas/protocols/default.yaml`` to measure it, as the run behind
+DESIGN.md's "Platform delineation" did), ``targets.evidence.delineation.platform`` the same
+spread for the platform's lesion volumes (:func:`platform_volume_spread`): what is left of the
+definitional difference once one rule draws every site's lesions.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.phantoms.consortium import Realism
 from concordose.phantoms.imaging import ImagingMode
 from concordose.phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
+from concordose.quant.pvc import GTM_PLATFORM_MODEL
 from concordose.results.catalogue import read_current
 from concordose.results.object_store import open_object_store
 from concordose.settings import Settings
@@ -184,6 +191,57 @@ def delineation_spread(run: Path) -> dict[str, Any] | None:
                 ),
             }
             for site in sites
+        },
+    }
+
+
+def platform_volume_spread(run: Path) -> dict[str, Any] | None:
+    """The same as :func:`delineation_spread` for the VOIs the platform used in
+    ``harmonised_pvc`` (``gtm_platform_voi``: lesions re-delineated by one rule; organs keep the
+    site's VOI and so its volume): cross-site CoV of published volume / true volume per class,
+    and per site the median ratio. None when no cycle of the variant used platform VOIs."""
+    store = open_object_store(
+        (run / "output" / "variants" / ProcessingVariant.HARMONISED_PVC.value).as_posix(),
+        Settings(),
+    )
+    points = read_current(store, "voi_timepoints").to_pandas()
+    points = points[
+        (points["time_point_index"] == 0) & (points["partial_volume_model"] == GTM_PLATFORM_MODEL)
+    ]
+    if points.empty:
+        return None
+    keys = _cycle_keys(run)
+    keys = keys.assign(subject=[_subject(r) for r in keys["reference_object_id"]])
+    points = points.merge(keys, on=["site_id", "cycle_key"])
+    truths = _true_vois(run)
+    groups: dict[str, list[float]] = {}
+    per_site: dict[str, list[float]] = {}
+    for (subject, label), group in points.groupby(["subject", "voi_label"]):
+        kind, true_ml = truths.get((str(subject), str(label)), ("unknown", math.nan))
+        if kind != "lesion":
+            continue
+        ratios = (group["volume_ml"] / true_ml).to_numpy(dtype=float)
+        for site, ratio in zip(group["site_id"], ratios, strict=True):
+            per_site.setdefault(str(site), []).append(float(ratio))
+        if len(ratios) < 2:
+            continue
+        low, high = next(b for b in VOLUME_BINS_ML if b[0] <= true_ml < b[1])
+        name = f"lesion_{low:g}_{'inf' if math.isinf(high) else f'{high:g}'}_ml"
+        groups.setdefault(name, []).append(float(np.std(ratios) / np.mean(ratios)))
+    return {
+        "source": "published voi_timepoints.volume_ml of harmonised_pvc (gtm_platform_voi), "
+        "time point 0, over the generator's true volume",
+        "platform_volume_cross_site_cov_pct": {
+            name: {
+                "objects": len(values),
+                "median": _percent(values, "median"),
+                "max": _percent(values, "max"),
+            }
+            for name, values in sorted(groups.items())
+        },
+        "sites": {
+            site: {"median_platform_lesion_over_true": round(float(np.median(r)), 3)}
+            for site, r in sorted(per_site.items())
         },
     }
 
@@ -336,6 +394,9 @@ def summarise(run: Path) -> dict[str, Any]:
         (per_voi["voi_type"] == "lesion") & (per_voi["variant"] == ProcessingVariant.RAW.value)
     ].drop_duplicates(["reference_object_id", "voi_label"])
     summary["delineation"] = delineation_spread(run)
+    platform = platform_volume_spread(run)
+    if summary["delineation"] is not None and platform is not None:
+        summary["delineation"]["platform"] = platform
     summary["lesions"] = {
         "count": len(lesion_count),
         "volume_ml_range": [

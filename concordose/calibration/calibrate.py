@@ -159,6 +159,14 @@ def calibrate_site(
         psf_large_object_fwhm_sd_mm=(
             None if nema.large_object_psf is None else nema.large_object_psf.fwhm_sd_mm
         ),
+        delineation_threshold_volumes_ml=(
+            None if nema.threshold_curve is None else list(nema.threshold_curve.volumes_ml)
+        ),
+        delineation_threshold_fractions=(
+            None
+            if nema.threshold_curve is None
+            else [round(f, 6) for f in nema.threshold_curve.fractions]
+        ),
         partial_volume_model_chosen=(
             None if nema.partial_volume_evidence is None else nema.partial_volume_evidence.chosen
         ),

@@ -53,12 +53,14 @@ from concordose.calibration.uniform_cylinder import CalibrationFactorResult, cal
 from concordose.dicom.geometry import VolumeGeometry, voxel_centres_mm
 from concordose.dicom.nm import NMAcquisition, read_nm_counts, read_nm_header
 from concordose.errors import StudyIncompleteError
+from concordose.quant.delineation import ThresholdCurve, measure_threshold_curve
 from concordose.quant.pvc import (
     BACKGROUND_MODEL,
     GTM_MODEL,
     RECOVERY_ONLY_MODEL,
     chosen_psf_fwhm,
 )
+from concordose.quant.voi import CroppedMask
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ class NemaAnalysis:
             (``calibration.psf.fit_edge_fwhm``), the PSF the GTM uses (None if not derived).
         partial_volume_evidence: leave-one-out errors of each PVC model on the spheres and the
             model they favour.
+        threshold_curve: the site's threshold-volume curve for the platform's lesion
+            delineation, measured on these spheres (``quant.delineation``; None when fewer
+            than two spheres are detectable).
     """
 
     volumes_ml: npt.NDArray[np.float64]
@@ -99,6 +104,7 @@ class NemaAnalysis:
     psf: PsfFit | None = None
     partial_volume_evidence: PartialVolumeEvidence | None = None
     large_object_psf: PsfFit | None = None
+    threshold_curve: ThresholdCurve | None = None
 
 
 def _scan(
@@ -191,6 +197,12 @@ def locate_nema(
     return (float(moved[0]), float(moved[1]), float(moved[2]))
 
 
+def _full_mask(voi: CroppedMask, shape: tuple[int, int, int]) -> npt.NDArray[np.bool_]:
+    mask = np.zeros(shape, dtype=bool)
+    mask[voi.box] = voi.mask
+    return mask
+
+
 def analyse_nema(
     sheet: NemaSheet,
     sheet_dir: Path,
@@ -261,6 +273,14 @@ def analyse_nema(
         # spheres' fit, left out sphere by sphere.
         gtm_fwhm_mm=None if gtm_fwhm_mm == psf.fwhm_mm else gtm_fwhm_mm,
     )
+    # Lesion delineation (issue 15): Jentzen's T(V), each sphere's level on this image.
+    threshold_curve = measure_threshold_curve(
+        concentration,
+        [_full_mask(voi, phantom_model.shape) for voi in phantom_model.sphere_vois],
+        [float(v) for v in phantom_model.volumes_ml],
+        spacing_mm_zyx=phantom_model.spacing_mm_zyx,
+        fwhm_mm=psf.fwhm_mm,
+    )
     return NemaAnalysis(
         volumes,
         recovery,
@@ -273,4 +293,5 @@ def analyse_nema(
         psf=psf,
         partial_volume_evidence=evidence,
         large_object_psf=large_object_psf,
+        threshold_curve=threshold_curve,
     )

@@ -106,9 +106,12 @@ class VoxelDosimetryRules(BaseModel):
     output_grid: Literal["ct", "spect"] = "ct"
 
 
-PartialVolumeModel = Literal["rc0_local_background", "rc_curve", "gtm", "phantom_choice"]
+PartialVolumeModel = Literal[
+    "rc0_local_background", "rc_curve", "gtm", "gtm_platform_voi", "phantom_choice"
+]
 """Names of :mod:`concordose.quant.pvc`'s corrections (``BACKGROUND_MODEL``,
-``RECOVERY_ONLY_MODEL``, ``GTM_MODEL``, ``PHANTOM_CHOICE``; kept equal by a unit test)."""
+``RECOVERY_ONLY_MODEL``, ``GTM_MODEL``, ``GTM_PLATFORM_MODEL``, ``PHANTOM_CHOICE``; kept equal
+by a unit test)."""
 
 
 class PartialVolumeRules(BaseModel):
@@ -127,6 +130,10 @@ class PartialVolumeRules(BaseModel):
             RC0 curve and a local background shell), ``rc_curve`` (A / RC(V) with the
             record's NEMA RC curve) — lesions only — or ``gtm`` (geometric transfer matrix of
             every VOI, organs and lesions, with the record's fitted PSF, ``quant.gtm``), or
+            ``gtm_platform_voi`` (the GTM on VOIs the platform defines by one rule at every
+            site: lesions re-delineated by the site-calibrated iterative threshold of
+            ``quant.delineation``, organs' activity as the total in their VOI grown by two
+            FWHM less the other regions' share; DESIGN.md, "Platform delineation"), or
             ``phantom_choice`` (the model the record chose on the site's NEMA spheres,
             ``partial_volume_model_chosen``, possibly none).
         shell_gap_mm, shell_width_mm: the background shell, from ``shell_gap_mm`` to

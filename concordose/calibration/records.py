@@ -51,6 +51,12 @@ class CalibrationRecord(BaseModel):
             activities per correction model (``none``, ``rc_curve``, ``rc0_local_background``,
             ``gtm``); ``partial_volume_model_chosen`` the model with the smallest (``none``
             when no correction helps). ``None`` in older records.
+        delineation_threshold_volumes_ml, delineation_threshold_fractions: the site's
+            threshold-volume curve for the platform's lesion delineation (Jentzen et al. J Nucl
+            Med 2007;48:108): per detectable NEMA sphere, its true volume and the
+            mean-referenced, background-corrected level that delineates it on the site's own
+            reconstruction (``quant.delineation.ThresholdCurve``); ``None`` in older records
+            (the Gaussian model of ``psf_fwhm_mm`` is then used).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -121,6 +127,9 @@ class CalibrationRecord(BaseModel):
     psf_large_object_fwhm_sd_mm: float | None = Field(default=None, ge=0)
     partial_volume_model_chosen: str | None = None
     partial_volume_evidence: dict[str, float] | None = None
+    # --- lesion delineation threshold (issue 15, platform delineation) ---
+    delineation_threshold_volumes_ml: list[float] | None = None
+    delineation_threshold_fractions: list[float] | None = None
 
     def is_valid_on(self, day: date) -> bool:
         """True when ``day`` lies in the record's validity range."""

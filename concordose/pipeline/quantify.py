@@ -18,6 +18,7 @@ import numpy.typing as npt
 import SimpleITK as sitk
 
 from concordose.calibration.registry import CalibrationRecord
+from concordose.dicom.geometry import VolumeGeometry
 from concordose.dicom.seg import VoiMask, VoiType
 from concordose.dicom.vois import read_voi_masks
 from concordose.errors import ConfigurationError
@@ -26,12 +27,19 @@ from concordose.pipeline.alignment import TimePointAlignment, align_time_points
 from concordose.pipeline.assembly import CycleStudy
 from concordose.pipeline.result_cache import ResultCache
 from concordose.pipeline.time_point_activity import time_point_activity_mbq
+from concordose.quant.delineation import (
+    DELINEATED,
+    LesionDelineation,
+    ThresholdCurve,
+    delineate_lesions,
+)
 from concordose.quant.gtm import body_outline, gtm_fwhm_sensitivity, voi_crops
 from concordose.quant.pvc import (
     BACKGROUND_MODEL,
     DEFAULT_BACKGROUND_GAP_MM,
     DEFAULT_BACKGROUND_WIDTH_MM,
     GTM_MODEL,
+    GTM_PLATFORM_MODEL,
     NO_CORRECTION,
     NOT_CORRECTED,
     PHANTOM_CHOICE,
@@ -48,7 +56,15 @@ from concordose.quant.pvc import (
     recovery_curve_from_record,
     shell_statistics,
 )
-from concordose.quant.voi import MASK_RESAMPLING, resample_vois, voi_shapes, voi_totals
+from concordose.quant.voi import (
+    MASK_RESAMPLING,
+    VoiShape,
+    bounding_box,
+    resample_vois,
+    voi_shape,
+    voi_shapes,
+    voi_totals,
+)
 
 UNIT_DENSITY_G_PER_ML = 1.0
 
@@ -97,6 +113,12 @@ class CycleTimeActivity:
             shell's voxels (NaN for organs), or None.
         partial_volume_psf_fwhm_mm: (FWHM, its SD) in mm of the PSF the GTM correction used,
             or None (other models, or no correction).
+        site_volume_ml: (n_voi,) the volume of each VOI as the site drew it (segmentation
+            grid) where ``volume_ml`` is the platform's (``gtm_platform_voi``: re-delineated
+            lesions, on the first time point's SPECT grid); None otherwise (``volume_ml`` is
+            then the site's).
+        delineations: per VOI, how the platform re-delineated it (None for organs), with
+            ``gtm_platform_voi``; empty otherwise.
     """
 
     labels: tuple[str, ...]
@@ -118,6 +140,8 @@ class CycleTimeActivity:
     partial_volume_shell_mm: tuple[float, float] | None = None
     partial_volume_background_sd_mbq_per_ml: npt.NDArray[np.float64] | None = None
     partial_volume_psf_fwhm_mm: tuple[float, float] | None = None
+    site_volume_ml: npt.NDArray[np.float64] | None = None
+    delineations: tuple[LesionDelineation | None, ...] = ()
 
     @property
     def partial_volume_tia_relative_sd(self) -> npt.NDArray[np.float64]:
@@ -129,8 +153,54 @@ class CycleTimeActivity:
         return correlated_relative_sd(self.activity_mbq, self.partial_volume_relative_sd)
 
 
-MODELS = (RECOVERY_ONLY_MODEL, BACKGROUND_MODEL, GTM_MODEL)
+MODELS = (RECOVERY_ONLY_MODEL, BACKGROUND_MODEL, GTM_MODEL, GTM_PLATFORM_MODEL)
 """Partial-volume models :func:`quantify_cycle` applies (names from ``quant.pvc``)."""
+
+
+EXTENT_MARGIN_FWHM = 2.0
+"""An organ's extent under ``gtm_platform_voi``: its VOI grown by this many FWHM of the site's
+NEMA-sphere PSF (a Gaussian edge is at 10⁻⁴ of its step 2 FWHM outside; OSEM's broader
+response to faint objects still falls within it)."""
+
+
+def threshold_curve(record: CalibrationRecord) -> Callable[[float], float] | None:
+    """The record's measured threshold-volume curve g(V) (``quant.delineation``), or None
+    (a record calibrated before it was measured: the Gaussian model of its sphere FWHM)."""
+    volumes, fractions = (
+        record.delineation_threshold_volumes_ml,
+        record.delineation_threshold_fractions,
+    )
+    if not volumes or not fractions:
+        return None
+    return ThresholdCurve(tuple(volumes), tuple(fractions)).at
+
+
+def _first_frame_transform(
+    alignment: TimePointAlignment, to_first: sitk.Transform | None
+) -> sitk.Transform:
+    """Maps this time point's SPECT points to the first time point's (where the platform's
+    VOIs are drawn): through the VOIs' CT, then on to the first time point."""
+    if to_first is None:
+        return alignment.mask_transform()
+    composite = sitk.CompositeTransform(3)
+    composite.AddTransform(to_first)  # applied last: CT → first time point
+    composite.AddTransform(alignment.mask_transform())  # applied first: this SPECT → CT
+    return composite
+
+
+def _platform_shape(
+    delineation: LesionDelineation, label: str, voi_type: VoiType, geometry: VolumeGeometry
+) -> VoiShape:
+    """A re-delineated lesion (on the first time point's grid) as a shape any grid can take."""
+    box = bounding_box(delineation.mask)
+    if box is None:
+        raise ValueError(f"VOI {label!r}: a delineated lesion has voxels")
+    sub = geometry.cropped(box)
+    image = sitk.GetImageFromArray(delineation.mask[box].astype(np.uint8))
+    image.SetOrigin(sub.origin_mm)
+    image.SetSpacing(sub.spacing_mm)
+    image.SetDirection(sub.direction)
+    return voi_shape(VoiMask(label=label, segment_number=0, voi_type=voi_type, mask=image))
 
 
 def quantify_cycle(
@@ -168,6 +238,15 @@ def quantify_cycle(
     at every time point (else left as measured, its status saying why); the PSF's SD enters
     ``partial_volume_relative_sd`` (∂A/∂FWHM · σ_FWHM, central difference).
 
+    ``partial_volume_model="gtm_platform_voi"`` runs the same GTM on VOIs the platform defines
+    by one rule whatever the site drew: each lesion re-delineated on the first time point by
+    ``quant.delineation`` (the site-calibrated iterative threshold, with the record's NEMA-sphere
+    FWHM) inside a search region around the site's VOI, carried to every time point through
+    the registrations, its volume (hence mass) the delineated one (``site_volume_ml`` keeps
+    the site's); each organ's activity the total in its VOI grown by
+    :data:`EXTENT_MARGIN_FWHM` × that FWHM less every other region's GTM share
+    (``quant.gtm.extent_activity``), its mass the site's.
+
     Raises:
         UnreadableDicomError, StudyIncompleteError: from the readers, naming the file at fault.
         ConfigurationError: correction asked for but the record carries no recovery curve (or
@@ -178,7 +257,14 @@ def quantify_cycle(
             f"partial_volume_model {partial_volume_model!r}: expected one of {', '.join(MODELS)}"
         )
     background_aware = partial_volume_correction and partial_volume_model == BACKGROUND_MODEL
-    transfer_matrix = partial_volume_correction and partial_volume_model == GTM_MODEL
+    transfer_matrix = partial_volume_correction and partial_volume_model in (
+        GTM_MODEL,
+        GTM_PLATFORM_MODEL,
+    )
+    platform = partial_volume_correction and partial_volume_model == GTM_PLATFORM_MODEL
+    # the threshold's model is the spheres' own fit (module quant.delineation), which the
+    # record holds whenever it holds a PSF at all
+    sphere_fwhm_mm = calibration.psf_fwhm_mm if platform else None
     psf = psf_from_record(calibration) if transfer_matrix else None
     psf_alternative = alternative_psf_fwhm(calibration) if transfer_matrix else None
     curve = (
@@ -209,10 +295,43 @@ def quantify_cycle(
     lesion = np.array([voi.voi_type == "lesion" for voi in vois], dtype=bool)
     shapes = voi_shapes(vois)
     alignments = align_time_points(cycle, cache)
+    delineations: tuple[LesionDelineation | None, ...] = ()
+    platform_shapes: dict[int, VoiShape] = {}
+    first = alignments[0].registration if alignments else None
+    to_first = first.transform if first is not None else None
+    site_volume_ml = None
     for index, point in enumerate(cycle.time_points):
         acquisition = point.acquisition
         activity_map, counts = time_point_activity_mbq(acquisition, calibration)
         voi_set = resample_vois(shapes, acquisition.geometry, alignments[index].mask_transform())
+        if sphere_fwhm_mm is not None and index == 0:
+            spacing = acquisition.geometry.spacing_mm[::-1]
+            delineations = delineate_lesions(
+                activity_map / acquisition.geometry.voxel_volume_ml,
+                voi_set.masks,
+                [bool(flag) for flag in lesion],
+                spacing_mm_zyx=(spacing[0], spacing[1], spacing[2]),
+                fwhm_mm=sphere_fwhm_mm,
+                threshold=threshold_curve(calibration),
+            )
+            platform_shapes = {
+                k: _platform_shape(d, vois[k].label, vois[k].voi_type, acquisition.geometry)
+                for k, d in enumerate(delineations)
+                if d is not None and d.status == DELINEATED
+            }
+            site_volume_ml = volume_ml.copy()
+            for k, delineated in enumerate(delineations):
+                if k in platform_shapes and delineated is not None:
+                    volume_ml[k] = delineated.volume_ml
+        if platform_shapes:
+            moved = resample_vois(
+                list(platform_shapes.values()),
+                acquisition.geometry,
+                _first_frame_transform(alignments[index], to_first),
+            )
+            masks = voi_set.masks.copy()
+            masks[list(platform_shapes)] = moved.masks
+            voi_set = replace(voi_set, masks=masks)
         activity[:, index] = voi_totals(activity_map, voi_set.masks)
         voi_counts[:, index] = (
             np.nan if counts is None else voi_totals(counts, voi_set.masks)
@@ -243,6 +362,10 @@ def quantify_cycle(
                 fwhm_mm=psf[0],
                 fwhm_sd_mm=psf[1],
                 alternative_fwhm_mm=psf_alternative,
+                extent_margin_mm=(
+                    None if sphere_fwhm_mm is None else EXTENT_MARGIN_FWHM * sphere_fwhm_mm
+                ),
+                extent_vois=tuple(not flag for flag in lesion) if platform else (),
             )
             gtm_mbq[:, index], gtm_sd_mbq[:, index] = corrected_now.activity_mbq, sd_now
             for voi_index, status in enumerate(corrected_now.status):
@@ -308,6 +431,8 @@ def quantify_cycle(
         ),
         partial_volume_background_sd_mbq_per_ml=pvc_background_sd,
         partial_volume_psf_fwhm_mm=psf,
+        site_volume_ml=site_volume_ml,
+        delineations=delineations,
     )
 
 
@@ -371,7 +496,7 @@ def quantify_cycle_per_protocol(
         )
     plain = quantify_cycle(cycle, calibration, vois=vois, cache=cache)
     # the GTM (or a model not known without the record's choice) would have corrected organs
-    every_voi = partial_volume_model in (GTM_MODEL, PHANTOM_CHOICE)
+    every_voi = partial_volume_model in (GTM_MODEL, GTM_PLATFORM_MODEL, PHANTOM_CHOICE)
     return replace(
         plain,
         partial_volume_model=partial_volume_model,

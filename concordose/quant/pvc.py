@@ -218,6 +218,11 @@ RECOVERY_ONLY_MODEL = "rc_curve"
 """Name of the plain A / RC(V) correction."""
 GTM_MODEL = "gtm"
 """Name of the geometric transfer matrix correction of every VOI (:mod:`concordose.quant.gtm`)."""
+GTM_PLATFORM_MODEL = "gtm_platform_voi"
+"""Name of the GTM on VOIs the platform defines by one rule at every site: lesions re-delineated
+by the site-calibrated iterative threshold (:mod:`concordose.quant.delineation`), organs'
+activity as the total in their VOI grown by two FWHM less the other regions' share
+(``quant.gtm.extent_activity``) — the same object whatever margin the site drew."""
 PHANTOM_CHOICE = "phantom_choice"
 """Protocol value meaning: the model the site's calibration record chose on its NEMA spheres
 (``CalibrationRecord.partial_volume_model_chosen``, ``none`` included)."""
@@ -538,9 +543,9 @@ def partial_volume_unavailable(record: CalibrationRecord, model: str) -> str | N
     """Why ``record`` cannot drive the ``model`` correction (None when it can).
 
     ``model`` is :data:`BACKGROUND_MODEL` (needs the RC0 curve), :data:`RECOVERY_ONLY_MODEL`
-    (needs the RC curve), :data:`GTM_MODEL` (needs the PSF) or :data:`PHANTOM_CHOICE` (needs
-    the record's chosen model, then what that model needs); the reason is the error the reader
-    gives, naming the record and the missing fields.
+    (needs the RC curve), :data:`GTM_MODEL` or :data:`GTM_PLATFORM_MODEL` (need the PSF) or
+    :data:`PHANTOM_CHOICE` (needs the record's chosen model, then what that model needs); the
+    reason is the error the reader gives, naming the record and the missing fields.
 
     Raises:
         ConfigurationError: ``model`` is neither.
@@ -549,6 +554,7 @@ def partial_volume_unavailable(record: CalibrationRecord, model: str) -> str | N
         BACKGROUND_MODEL: contrast_recovery_curve_from_record,
         RECOVERY_ONLY_MODEL: recovery_curve_from_record,
         GTM_MODEL: psf_from_record,
+        GTM_PLATFORM_MODEL: psf_from_record,
     }
     if model == PHANTOM_CHOICE:
         if record.partial_volume_model_chosen is None:

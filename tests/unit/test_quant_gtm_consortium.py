@@ -41,8 +41,10 @@ from concordose.pipeline.quantify import (
     quantify_cycle,
     quantify_cycle_per_protocol,
 )
+from concordose.quant.delineation import threshold_fraction
 from concordose.quant.pvc import (
     GTM_MODEL,
+    GTM_PLATFORM_MODEL,
     NO_CORRECTION,
     PHANTOM_CHOICE,
     STATUS_OK,
@@ -178,6 +180,62 @@ def test_gtm_brings_every_voi_tia_closer_to_the_truth(
             assert abs(error_gtm) < abs(error_plain), (label, error_plain, error_gtm)
         else:
             assert abs(error_gtm) < 0.5 * abs(error_plain), (label, error_plain, error_gtm)
+
+
+@pytest.mark.parametrize("site_id", SITES)
+def test_calibration_measures_the_lesion_threshold_curve_on_the_spheres(
+    runs: dict[str, SiteRun], site_id: str
+) -> None:
+    """Jentzen's T(V) from the site's own NEMA spheres is in the record; with Gaussian image
+    formation it follows the Gaussian model of the true FWHM (noise and voxels aside)."""
+    record = runs[site_id].calibration.record
+    volumes = record.delineation_threshold_volumes_ml
+    fractions = record.delineation_threshold_fractions
+    assert volumes is not None
+    assert fractions is not None
+    assert len(volumes) == len(fractions) >= 2
+    assert volumes == sorted(volumes)
+    for volume, fraction in zip(volumes, fractions, strict=True):
+        model = threshold_fraction(volume, runs[site_id].true_fwhm_mm)
+        assert 0.0 < fraction <= 1.0
+        if volume >= 5.0:  # smaller spheres are a few voxels of this preset's 4.4-17.7 mm
+            assert abs(fraction - model) < 0.1, (volume, fraction, model)
+
+
+@pytest.mark.parametrize("site_id", SITES)
+def test_platform_vois_keep_the_true_objects_when_the_site_drew_them_true(
+    runs: dict[str, SiteRun], site_id: str
+) -> None:
+    """gtm_platform_voi on a site that drew the true outlines (blur imaging): the platform's
+    lesions come out near the drawn (true) volumes, organs and lesions as close to the truth
+    as the GTM on the site's VOIs, and the site's volumes are kept beside the platform's."""
+    run = runs[site_id]
+    platform = quantify_cycle(
+        run.cycle,
+        run.record,
+        partial_volume_correction=True,
+        partial_volume_model=GTM_PLATFORM_MODEL,
+    )
+    assert platform.partial_volume_model == GTM_PLATFORM_MODEL
+    assert platform.partial_volume_status == (STATUS_OK,) * len(platform.labels)
+    assert platform.site_volume_ml is not None
+    np.testing.assert_allclose(platform.site_volume_ml, run.gtm.volume_ml)
+    tia, plain = _tia(platform), _tia(run.plain)
+    for index, label in enumerate(platform.labels):
+        truth = run.true_tia_mbq_h[label]
+        error, error_plain = tia[index] / truth - 1.0, plain[index] / truth - 1.0
+        if platform.voi_types[index] == "organ":
+            assert platform.delineations[index] is None
+            assert platform.volume_ml[index] == run.gtm.volume_ml[index]
+            # Measured: within 3 % but the faint marrow's 3.4 % at montpellier (the background
+            # it displaces is known only through the drawn volume, quant.gtm.extent_activity).
+            assert abs(error) < 0.05, (label, error)
+        else:
+            delineation = platform.delineations[index]
+            assert delineation is not None
+            ratio = platform.volume_ml[index] / run.gtm.volume_ml[index]
+            assert 0.7 < ratio < 1.3, (label, ratio)
+            assert abs(error) < 0.5 * abs(error_plain), (label, error_plain, error)
 
 
 def test_published_rows_carry_the_psf_and_its_uncertainty(runs: dict[str, SiteRun]) -> None:
