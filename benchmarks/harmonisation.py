@@ -166,23 +166,12 @@ def delineation_spread(run: Path) -> dict[str, Any] | None:
         if len(by_site) < 2:
             continue
         kind, volume_ml = kinds[key]
-        if kind == "lesion":
-            low, high = next(b for b in VOLUME_BINS_ML if b[0] <= volume_ml < b[1])
-            name = f"lesion_{low:g}_{'inf' if math.isinf(high) else f'{high:g}'}_ml"
-        else:
-            name = key[1]
+        name = _lesion_bin(volume_ml) if kind == "lesion" else key[1]
         groups.setdefault(name, []).append(cov(by_site))
     sites = sorted({site for by_site in ratios.values() for site in by_site})
     return {
         "source": "generator truth: drawn (segmented_volume_ml) / true volume, cycle 1",
-        "drawn_volume_cross_site_cov_pct": {
-            name: {
-                "objects": len(values),
-                "median": _percent(values, "median"),
-                "max": _percent(values, "max"),
-            }
-            for name, values in sorted(groups.items())
-        },
+        "drawn_volume_cross_site_cov_pct": _spread(groups),
         "sites": {
             site: {
                 "rule": rules.get(site),
@@ -225,20 +214,12 @@ def platform_volume_spread(run: Path) -> dict[str, Any] | None:
             per_site.setdefault(str(site), []).append(float(ratio))
         if len(ratios) < 2:
             continue
-        low, high = next(b for b in VOLUME_BINS_ML if b[0] <= true_ml < b[1])
-        name = f"lesion_{low:g}_{'inf' if math.isinf(high) else f'{high:g}'}_ml"
+        name = _lesion_bin(true_ml)
         groups.setdefault(name, []).append(float(np.std(ratios) / np.mean(ratios)))
     return {
         "source": "published voi_timepoints.volume_ml of harmonised_pvc (gtm_platform_voi), "
         "time point 0, over the generator's true volume",
-        "platform_volume_cross_site_cov_pct": {
-            name: {
-                "objects": len(values),
-                "median": _percent(values, "median"),
-                "max": _percent(values, "max"),
-            }
-            for name, values in sorted(groups.items())
-        },
+        "platform_volume_cross_site_cov_pct": _spread(groups),
         "sites": {
             site: {"median_platform_lesion_over_true": round(float(np.median(r)), 3)}
             for site, r in sorted(per_site.items())
@@ -266,6 +247,24 @@ def _cycle_keys(run: Path) -> pd.DataFrame:
 def _subject(reference_object_id: str) -> str:
     """``digital-<subject>-cycle<N>`` → subject."""
     return reference_object_id.removeprefix("digital-").rsplit("-cycle", 1)[0]
+
+
+def _lesion_bin(volume_ml: float) -> str:
+    """The name of the lesion volume bin (``VOLUME_BINS_ML``) holding ``volume_ml``."""
+    low, high = next(b for b in VOLUME_BINS_ML if b[0] <= volume_ml < b[1])
+    return f"lesion_{low:g}_{'inf' if math.isinf(high) else f'{high:g}'}_ml"
+
+
+def _spread(groups: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+    """Per group of cross-site CoVs: how many objects, their median and max, percent."""
+    return {
+        name: {
+            "objects": len(values),
+            "median": _percent(values, "median"),
+            "max": _percent(values, "max"),
+        }
+        for name, values in sorted(groups.items())
+    }
 
 
 def _percent(values: Iterable[float], how: str) -> float | None:
