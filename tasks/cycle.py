@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 
 from concordose.calibration.registry import SiteRegistry
+from concordose.errors import ConcordoseError
 from concordose.payloads import (
     CycleManifest,
     RawStore,
@@ -168,13 +169,18 @@ def import_raw_outcomes_task(source: Path) -> int:
     """Record in the spool at ``source`` the outcomes workers recorded in the raw store
     (``CONCORDOSE_RAW_STORE_URI``) for cycles they ran from a manifest without seeing the spool,
     so that a sweep does not run those cycles again (:func:`concordose.payloads.import_outcomes`;
-    what ``concordose raw sync-outcomes`` does by hand). 0 when no raw store is set or ``source``
-    is not a spool (a folder of files)."""
+    what ``concordose raw sync-outcomes`` does by hand). 0 when no raw store is set, ``source``
+    is not a spool (a folder of files) or the raw store cannot be read (logged as a warning)."""
     settings = Settings()
     if not settings.raw_store_uri or not Spool.exists_at(source):
         return 0
     spool = Spool.open_existing(source)
     try:
         return import_outcomes(spool, RawStore.open(settings.raw_store_uri, settings))
+    except ConcordoseError as exc:
+        # An unreachable raw store must not stop the sweep: at worst it re-runs a cycle a
+        # worker already ran (a re-run replaces that cycle's rows).
+        get_run_logger().warning("outcomes not read from the raw store: %s", exc)
+        return 0
     finally:
         spool.close()

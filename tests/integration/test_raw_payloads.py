@@ -290,6 +290,25 @@ def test_the_sweep_does_not_rerun_a_cycle_a_worker_ran_from_the_raw_store(
     assert cycle.outcome.run_id == "worker-run"
 
 
+@pytest.mark.usefixtures("prefect_server")
+def test_an_unreadable_raw_store_does_not_stop_the_sweep(
+    spool_root: Path,
+    s3_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    small_patient: GeneratedPatient,
+    *,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The outcomes cannot be read (no such bucket): the sweep says so and runs its cycles."""
+    use_s3_server(s3_endpoint, monkeypatch)
+    monkeypatch.setenv("CONCORDOSE_S3_CREATE_BUCKET", "false")
+    monkeypatch.setenv("CONCORDOSE_RAW_STORE_URI", "s3://no-such-bucket/raw")
+    result = sweep(spool_root, small_patient.sites_path, output_uri=str(tmp_path / "out"))
+    assert [run.outcome for run in result.runs] == [OUTCOME_PROCESSED]
+    assert "outcomes not read from the raw store" in caplog.text
+
+
 def _manifest(
     raw: RawStore,
     tmp_path: Path,
