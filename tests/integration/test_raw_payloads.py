@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 from moto.s3.models import s3_backends
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 from prefect.deployments.runner import RunnerDeployment
 from typer.testing import CliRunner
 
@@ -474,7 +475,12 @@ def test_a_deployment_run_is_given_the_manifest_of_the_uploaded_cycle(
     spool, record = _cycle(tmp_path / "spool")
     key = idempotency_key(spool.spool_id, record)
     with get_client(sync_client=True) as client:
-        (run,) = [r for r in client.read_flow_runs() if r.idempotency_key == key]
+        # this deployment's runs only: the session's server holds every earlier test's runs,
+        # more than one page of read_flow_runs
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["raw-store-test"]))
+        )
+    (run,) = [r for r in runs if r.idempotency_key == key]
     expected = RawStore.open(RAW_URI, Settings()).manifest_uri(
         record.cycle_id, record.members.content_revision
     )
