@@ -10,6 +10,7 @@ the whole check for one page, so a new report is one line in a test::
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import Iterator
@@ -136,6 +137,16 @@ class OfflineBrowser:
         load.screenshot = screenshot
         load.distinct_colours, load.non_background_fraction = _colours(screenshot)
         return load
+
+
+def main_thread_has_running_loop() -> bool:
+    """Whether an asyncio event loop counts as running in this thread (Playwright's sync API
+    sets one while it is open)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from concordose import flows  # noqa: F401  (applies the platform's Prefect defaults)
 from concordose.cli import app
-from tests.browser import OfflineBrowser, offline_browser_session
+from tests.browser import OfflineBrowser, main_thread_has_running_loop, offline_browser_session
 
 CONSORTIUM_SITES = ("milan", "brussels")
 CONSORTIUM_KEY = "consortium-command-test-key"
@@ -54,11 +54,18 @@ def demo_output(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) 
     return workdir
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def offline_browser() -> Iterator[OfflineBrowser]:
-    """Debian's chromium, headless, every non-file request blocked (fails if not installed)."""
+    """Debian's chromium, headless, every non-file request blocked (fails if not installed).
+
+    One per test, not per session: Playwright's sync API leaves its event loop set as the main
+    thread's running loop while it is open, and Prefect's sync-or-async dispatch then hands a
+    later test coroutines where it expects results (``Flow.to_deployment`` returned an
+    un-awaited ``ato_deployment`` in the full suite). Closing it clears the loop; the teardown
+    checks that it did."""
     with offline_browser_session() as browser:
         yield browser
+    assert not main_thread_has_running_loop(), "Playwright left its event loop running"
 
 
 @pytest.fixture(scope="session")
