@@ -69,6 +69,28 @@ class CycleOptions:
     voxel_dosimetry: bool = True
     task_runner: str = TASK_RUNNER_DEFAULT
 
+    @classmethod
+    def from_parameters(
+        cls,
+        *,
+        output_uri: str | None,
+        site_id: str | None,
+        kinetics_methods: Sequence[str] | None,
+        dose_methods: Sequence[str] | None,
+        voxel_dosimetry: bool,
+        task_runner: str | None,
+    ) -> CycleOptions:
+        """The options from a flow's parameters (method lists copied to tuples; the task
+        runner resolved from ``CONCORDOSE_TASK_RUNNER`` when None)."""
+        return cls(
+            output_uri,
+            site_id,
+            None if kinetics_methods is None else tuple(kinetics_methods),
+            None if dose_methods is None else tuple(dose_methods),
+            voxel_dosimetry,
+            resolve_task_runner(task_runner),
+        )
+
 
 @dataclass(frozen=True)
 class CycleRuns:
@@ -115,10 +137,6 @@ class SweepResult:
             for name, table in run.tables.items():
                 parts.setdefault(name, []).append(table)
         return {name: pa.concat_tables(tables) for name, tables in parts.items()}
-
-
-def _names(methods: Sequence[str] | None) -> tuple[str, ...] | None:
-    return None if methods is None else tuple(methods)
 
 
 @task(name="run-cycle", cache_policy=NO_CACHE)
@@ -342,13 +360,13 @@ def sweep(
     imported = import_raw_outcomes_task(source)
     if imported:
         get_run_logger().info("%d outcome(s) from the raw store recorded in the spool", imported)
-    options = CycleOptions(
-        output_uri,
-        site_id,
-        _names(kinetics_methods),
-        _names(dose_methods),
-        voxel_dosimetry,
-        resolve_task_runner(task_runner),
+    options = CycleOptions.from_parameters(
+        output_uri=output_uri,
+        site_id=site_id,
+        kinetics_methods=kinetics_methods,
+        dose_methods=dose_methods,
+        voxel_dosimetry=voxel_dosimetry,
+        task_runner=task_runner,
     )
     return _run_cycles(
         source,
@@ -375,13 +393,13 @@ def process_spool(
 ) -> SweepResult:
     """Run every complete cycle of a spool or folder, whatever its state (re-runs replace
     rows). Arguments as :func:`sweep`."""
-    options = CycleOptions(
-        output_uri,
-        site_id,
-        _names(kinetics_methods),
-        _names(dose_methods),
-        voxel_dosimetry,
-        resolve_task_runner(task_runner),
+    options = CycleOptions.from_parameters(
+        output_uri=output_uri,
+        site_id=site_id,
+        kinetics_methods=kinetics_methods,
+        dose_methods=dose_methods,
+        voxel_dosimetry=voxel_dosimetry,
+        task_runner=task_runner,
     )
     return _run_cycles(
         source,
