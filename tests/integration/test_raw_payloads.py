@@ -363,40 +363,28 @@ def test_retention_deletes_only_payloads_of_cycles_processed_long_enough_ago(
     raw = _raw(s3_endpoint, monkeypatch)
     now = datetime.now(UTC)  # the CLI below prunes as of now too
     old, recent = now - timedelta(days=40), now - timedelta(days=1)
-    expired = _manifest(
-        raw,
-        tmp_path,
-        cycle_id="aa01",
-        revision="0001",
-        contents=[b"only-a", b"shared"],
-        created_at=old,
-    )
-    _outcome(raw, expired, CycleState.PROCESSED, old)
-    young = _manifest(
-        raw,
-        tmp_path,
-        cycle_id="bb02",
-        revision="0001",
-        contents=[b"shared", b"only-b"],
-        created_at=old,
-    )
-    _outcome(raw, young, CycleState.PROCESSED, recent)
-    held = _manifest(
-        raw, tmp_path, cycle_id="cc03", revision="0001", contents=[b"only-c"], created_at=old
-    )
-    _outcome(raw, held, CycleState.HELD, old)
-    first = _manifest(
-        raw, tmp_path, cycle_id="dd04", revision="0001", contents=[b"only-d"], created_at=old
-    )
-    _outcome(raw, first, CycleState.PROCESSED, old)
-    _manifest(
-        raw,
-        tmp_path,
-        cycle_id="dd04",
-        revision="0002",
-        contents=[b"only-d", b"new-d"],
-        created_at=recent,
-    )  # not run yet
+    # cycle id, revision, instance contents, manifest written, outcome (state, recorded) if run
+    layout: list[tuple[str, str, list[bytes], datetime, tuple[CycleState, datetime] | None]] = [
+        ("aa01", "0001", [b"only-a", b"shared"], old, (CycleState.PROCESSED, old)),  # expired
+        ("bb02", "0001", [b"shared", b"only-b"], old, (CycleState.PROCESSED, recent)),  # young
+        ("cc03", "0001", [b"only-c"], old, (CycleState.HELD, old)),  # held: kept
+        ("dd04", "0001", [b"only-d"], old, (CycleState.PROCESSED, old)),  # superseded ...
+        ("dd04", "0002", [b"only-d", b"new-d"], recent, None),  # ... by a revision not run yet
+    ]
+    manifests: dict[str, CycleManifest] = {}
+    for cycle_id, revision, contents, created_at, outcome in layout:
+        manifest = _manifest(
+            raw,
+            tmp_path,
+            cycle_id=cycle_id,
+            revision=revision,
+            contents=contents,
+            created_at=created_at,
+        )
+        manifests.setdefault(cycle_id, manifest)
+        if outcome is not None:
+            _outcome(raw, manifest, *outcome)
+    expired, young = manifests["aa01"], manifests["bb02"]
 
     before = _objects()
     dry = prune(raw, 30, now, dry_run=True)
