@@ -1323,8 +1323,8 @@ _PLANNING_FIELDS = [
         "cycle_kinetics_methods",
         pa.list_(pa.string()),
         "1",
-        "per cycle, the kinetics method of its dose (prior_half_life_stp: one time point with "
-        "the patient's earlier half-life)",
+        "per cycle, the kinetics method of its dose (prior_cycles_stp: one time point with the "
+        "patient's earlier time-integration factor)",
     ),
     field("single_point_cycles", pa.int16(), "1", "cycles dosed from a single time point"),
     field(

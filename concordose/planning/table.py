@@ -9,14 +9,20 @@ Each cycle's VOI doses come from one kinetics method with the chosen dose method
 (:class:`PlanningSettings`): the first of ``kinetics_methods`` that gave the cycle a dose (the
 reference on a full SPECTacular schedule, a mono-exponential fit of every point on shorter
 ones such as Hebert's 4/24/72/192 h). A cycle none of them could fit, because it was imaged at
-a single time point (Hebert cycles 3-4), is dosed by the patient's own earlier half-life
-(:mod:`concordose.kinetics.prior_half_life`, Willowson et al. 2018 method 4): per VOI, the
-activity at the acquired point serving ``single_point_nominal_h`` (24 h) integrated
-mono-exponentially with the mean effective decay constant of the VOI's earlier full-schedule
-cycles, times the cycle's dose per TIA (the VOI's S-value and mass, from any method's row of
-that cycle with the dose method; else the earlier cycles'). Its relative SD: the activity's
-relative SD ⊕ the VOI's mean relative dose SD of the earlier cycles (the half-life's
-uncertainty carried over; an approximation).
+a single time point (Hebert cycles 3-4), is dosed from that point with the patient's own
+kinetics: per VOI, TIA = A(t) × mean over the earlier full-schedule cycles of TIA / A(t), with
+t the acquired point serving ``single_point_nominal_h`` (24 h) in each cycle, times the cycle's
+dose per TIA (the VOI's S-value and mass, from any method's row of that cycle with the dose
+method; else the earlier cycles'). This is the patient-specific clearance of Willowson et al.
+(EJNMMI Phys 2018;5:33, method 4) carried as the whole time-integration factor rather than a
+half-life: a mono-exponential through A(24 h) with the earlier half-life
+(:mod:`concordose.kinetics.prior_half_life`, what ``threshold_concordance`` emulates for
+Hebert) ignores the uptake phase, which on the digital consortium's lesions (uptake peaking
+near 24 h) overestimates the TIA by ~25 %; the factor keeps the curve's shape, assuming only
+that it scales from cycle to cycle (a falling tumour uptake changes the amplitude, which is
+measured). Its relative SD: the activity's relative SD ⊕ the VOI's mean relative dose SD of
+the earlier cycles (an approximation). Kidney BED on such a cycle uses the mean effective
+half-life of the earlier cycles.
 
 Doses per GBq use ``patient_summary.injected_activity_traceable_mbq`` when published, else
 ``injected_activity_mbq`` (the dose calibrator's bias then cancels in dose per activity).
@@ -42,7 +48,6 @@ from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.kinetics.prior_half_life import (
     HEBERT_STP_24H,
     mean_decay_constant_per_h,
-    single_point_tia_mbq_h,
 )
 from concordose.kinetics.timepoints import choose_time_points
 from concordose.planning.bed import bed_gy, bed_slope
@@ -64,7 +69,7 @@ PLANNING_COHORT = "consortium"
 """``cohort`` of the rows (the scope the rebuild replaces; as the other cohort tables)."""
 KIDNEYS = "kidneys"
 """The region the limits apply to (:func:`concordose.dose.metrics.oar_name`)."""
-SINGLE_POINT_METHOD = "prior_half_life_stp"
+SINGLE_POINT_METHOD = "prior_cycles_stp"
 """``kinetics_methods`` entry of a cycle dosed from one time point (module docstring)."""
 
 PLANNING_INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -138,6 +143,7 @@ class _VoiDose:
     teff_h: float
     mass_g: float
     dose_per_tia_gy_per_mbq_h: float = math.nan
+    tia_mbq_h: float = math.nan
 
 
 def _cycles(absorbed_dose: pd.DataFrame, patient_summary: pd.DataFrame) -> list[_Cycle]:
@@ -191,6 +197,7 @@ def _full_schedule(
                 dose_sd_gy=_float(r.dose_sd_gy),
                 teff_h=teff.get(str(r.voi_label), math.nan),
                 mass_g=_float(r.mass_g),
+                tia_mbq_h=_float(r.tia_mbq_h),
                 dose_per_tia_gy_per_mbq_h=(
                     _float(r.mean_dose_gy) / _float(r.tia_mbq_h)
                     if _float(r.tia_mbq_h) > 0
@@ -206,6 +213,26 @@ def _float(value: Any) -> float:
     return float(value) if value is not None and pd.notna(value) else math.nan
 
 
+def _activity_at(
+    points: pd.DataFrame, cycle_key: str, nominal_h: float
+) -> tuple[float, pd.DataFrame] | None:
+    """The acquired time (h) serving ``nominal_h`` in the cycle and its rows by VOI label;
+    None when no acquired point serves it (``kinetics.timepoints.choose_time_points``)."""
+    cycle_points = points[points["cycle_key"] == cycle_key]
+    times_h = np.sort(cycle_points["time_h"].unique()).astype(np.float64)
+    if times_h.size == 0:
+        return None
+    choice = choose_time_points(times_h, (nominal_h,))
+    if not choice.matched:
+        return None
+    time_h = float(times_h[choice.indices[0]])
+    return time_h, cycle_points[np.isclose(cycle_points["time_h"], time_h)].set_index("voi_label")
+
+
+def _column(rows: pd.DataFrame, column: str, label: str) -> float:
+    return _float(rows[column].get(label)) if label in rows.index else math.nan
+
+
 def _single_point(
     doses: pd.DataFrame,
     points: pd.DataFrame,
@@ -215,27 +242,30 @@ def _single_point(
     earlier_ratio: dict[str, float],
     settings: PlanningSettings,
 ) -> list[_VoiDose] | None:
-    """The cycle's VOI doses from one time point and the earlier cycles' half-lives (module
-    docstring); None when no acquired point serves the nominal time or no earlier cycle."""
-    if not earlier:
+    """The cycle's VOI doses from one time point and the earlier full-schedule cycles' TIA per
+    activity at that time (module docstring); None when no acquired point serves the nominal
+    time or there is no earlier cycle."""
+    nominal_h = settings.single_point_nominal_h
+    here = _activity_at(points, cycle.cycle_key, nominal_h)
+    if not earlier or here is None:
         return None
-    cycle_points = points[points["cycle_key"] == cycle.cycle_key]
-    times_h = np.sort(cycle_points["time_h"].unique()).astype(np.float64)
-    if times_h.size == 0:
-        return None
-    choice = choose_time_points(times_h, (settings.single_point_nominal_h,))
-    if not choice.matched:
-        return None
-    time_h = float(times_h[choice.indices[0]])
-    at_time = cycle_points[np.isclose(cycle_points["time_h"], time_h)].set_index("voi_label")
+    _, at_time = here
+    factors: dict[str, list[float]] = {}
+    for cycle_key, vois in earlier:
+        there = _activity_at(points, cycle_key, nominal_h)
+        if there is None:
+            continue
+        for voi in vois:
+            activity = _column(there[1], "activity_mbq", voi.label)
+            if activity > 0 and math.isfinite(voi.tia_mbq_h):
+                factors.setdefault(voi.label, []).append(voi.tia_mbq_h / activity)
     rows = doses[doses["cycle_key"] == cycle.cycle_key]
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = rows.assign(ratio=rows["mean_dose_gy"] / rows["tia_mbq_h"])
     ratios = ratios[np.isfinite(ratios["ratio"]) & (ratios["tia_mbq_h"] > 0)]
     this_ratio = ratios.groupby("voi_label")["ratio"].first().to_dict()
-    first_rows = rows.groupby("voi_label").first()
     result = []
-    for key, row in first_rows.iterrows():
+    for key, row in rows.groupby("voi_label").first().iterrows():
         label = str(key)
         earlier_vois = [v for _, vois in earlier for v in vois if v.label == label]
         decay = mean_decay_constant_per_h([v.teff_h for v in earlier_vois])
@@ -244,15 +274,11 @@ def _single_point(
             for v in earlier_vois
             if math.isfinite(v.dose_sd_gy) and v.dose_gy > 0
         ]
-        activity = (
-            _float(at_time["activity_mbq"].get(label)) if label in at_time.index else math.nan
-        )
-        activity_sd = (
-            _float(at_time["activity_sd_mbq"].get(label)) if label in at_time.index else math.nan
-        )
-        tia = float(single_point_tia_mbq_h([activity], time_h, [decay])[0])
-        ratio = this_ratio.get(label, earlier_ratio.get(label, math.nan))
-        dose = tia * ratio
+        activity = _column(at_time, "activity_mbq", label)
+        activity_sd = _column(at_time, "activity_sd_mbq", label)
+        factor_h = float(np.mean(factors[label])) if label in factors else math.nan
+        tia = activity * factor_h
+        dose = tia * this_ratio.get(label, earlier_ratio.get(label, math.nan))
         activity_relative_sd = activity_sd / activity if activity > 0 else math.nan
         relative_sd = math.hypot(
             0.0 if math.isnan(activity_relative_sd) else activity_relative_sd,
@@ -266,6 +292,7 @@ def _single_point(
                 dose_sd_gy=dose * relative_sd,
                 teff_h=math.log(2.0) / decay if decay > 0 else math.nan,
                 mass_g=_float(row["mass_g"]),
+                tia_mbq_h=tia,
             )
         )
     return result
@@ -464,7 +491,7 @@ def build_planning(
                 ]
                 hashes.update(chosen["method_parameters_hash"].astype(str))
                 continue
-            earlier = [(m, v) for _, m, single, v in history if not single]
+            earlier = [(c.cycle_key, v) for c, _, single, v in history if not single]
             earlier_ratio = _earlier_ratios(history)
             vois_stp = _single_point(
                 doses,

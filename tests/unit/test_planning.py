@@ -98,9 +98,11 @@ def _mono_decay_per_h(curve: Any, time_h: float) -> float:
 
 
 def _hebert_tables(seed: int) -> tuple[dict[str, pa.Table], dict[int, dict[str, Any]], Any]:
-    """Per-cycle input tables of one four-cycle Hebert patient from its truth: cycles 1-2 as
-    a full-schedule fit (true dose × (1 + 5 % noise), SD 5 %, true half-life), cycles 3-4 as
-    24 h activity plus a single-point method's dose per TIA (the true S-value)."""
+    """Per-cycle input tables of one four-cycle Hebert patient from its truth: the true
+    activities at the protocol's time points (4/24/72/192 h in cycles 1-2, 24 h in 3-4); cycles
+    1-2 with a full-schedule fit (true TIA, true dose × (1 + 5 % noise), SD 5 %, the half-life
+    of the mono-exponential through A(24 h) integrating to the true TIA), cycles 3-4 with a
+    single-point method's row giving only the dose per TIA (the true S-value)."""
     patient = draw_virtual_patient(seed, 1, protocol=protocol("hebert"), max_cycles=4)
     masses = {row["label"]: row["mass_g"] for row in region_truth(patient)}
     rng = np.random.default_rng(seed)
@@ -149,7 +151,21 @@ def _hebert_tables(seed: int) -> tuple[dict[str, pa.Table], dict[int, dict[str, 
                         "teff_h": math.log(2) / _mono_decay_per_h(curve, 24.0),
                     }
                 )
-            else:
+            for index, (time_h, activity) in enumerate(
+                zip(truth["time_points_h"], voi["activity_mbq"], strict=True)
+            ):
+                point_rows.append(
+                    {
+                        "cycle_key": key,
+                        "voi_label": label,
+                        "time_point_index": index,
+                        "time_h": time_h,
+                        "activity_mbq": activity,
+                        "activity_sd_mbq": 0.0,
+                        "volume_ml": masses[label],
+                    }
+                )
+            if cycle > 2:
                 dose_rows.append(
                     {
                         **base,
@@ -157,17 +173,6 @@ def _hebert_tables(seed: int) -> tuple[dict[str, pa.Table], dict[int, dict[str, 
                         "mean_dose_gy": true_dose,
                         "dose_sd_gy": None,
                         "tia_mbq_h": voi["tia_mbq_h"],
-                    }
-                )
-                point_rows.append(
-                    {
-                        "cycle_key": key,
-                        "voi_label": label,
-                        "time_point_index": 0,
-                        "time_h": 24.0,
-                        "activity_mbq": voi["activity_mbq"][0],
-                        "activity_sd_mbq": 0.0,
-                        "volume_ml": masses[label],
                     }
                 )
     rows = {
@@ -206,22 +211,19 @@ def test_planning_of_a_hebert_patient_matches_its_truth() -> None:
     assert kidneys["single_point_cycles"] == 2
     assert kidneys["cycle_kinetics_methods"][2:] == [SINGLE_POINT_METHOD] * 2
     true_per_cycle = [_true_kidney_dose(truths[c], masses) for c in range(1, 5)]
-    # cycles 1-2 carry 5 % noise; cycles 3-4 use the mean half-life of cycles 1-2, exact here
-    # because a cycle's curve is the first's scaled (the same half-life): within 1 %
+    # cycles 1-2 carry 5 % noise; cycles 3-4 use the TIA per 24 h activity of cycles 1-2,
+    # exact here because a cycle's curve is the first's scaled (same shape): within 1 %
     for measured, true in zip(kidneys["cycle_dose_gy"][2:], true_per_cycle[2:], strict=True):
         assert measured == pytest.approx(true, rel=0.01)
     assert kidneys["cumulative_dose_gy"] == pytest.approx(sum(true_per_cycle), rel=0.06)
     assert kidneys["cumulative_dose_gy"] == pytest.approx(sum(kidneys["cycle_dose_gy"]))
-    # BED: each cycle's hand-computed LQ value from its dose and half-life, summed
-    teff_true = math.log(2) / _mono_decay_per_h(
-        draw_virtual_patient(31, 1, protocol=protocol("hebert"), max_cycles=4).curves[1][
-            "kidney_left"
-        ],
-        24.0,
-    )
-    assert 20.0 < teff_true < 120.0
-    for dose, bed in zip(kidneys["cycle_dose_gy"], kidneys["cycle_bed_gy"], strict=True):
-        assert bed > dose
+    # BED of cycle 1 by hand: D (1 + D / 2.6 Gy × 2.8 h / (2.8 h + T_eff)), T_eff from the mean
+    # decay constant of the two kidneys' published half-lives
+    teff = {(r["cycle_key"], r["voi_label"]): r["teff_h"] for r in tables["kinetics"].to_pylist()}
+    decay = np.mean([math.log(2) / teff[("c1", k)] for k in ("kidney_left", "kidney_right")])
+    dose_1 = kidneys["cycle_dose_gy"][0]
+    by_hand = dose_1 * (1 + dose_1 / 2.6 * 2.8 / (2.8 + math.log(2) / decay))
+    assert kidneys["cycle_bed_gy"][0] == pytest.approx(by_hand, rel=1e-9)
     assert kidneys["cumulative_bed_gy"] == pytest.approx(sum(kidneys["cycle_bed_gy"]))
     # the recommended activity brings the expected cumulative kidney dose (or BED) to its limit
     if kidneys["binding_constraint"] == "dose_limit":
