@@ -1474,6 +1474,81 @@ PLANNING = TableSpec(
 )
 # --- end planning ---
 
+# --- whole_body_tumour_dose (issue 20, item 4: Violet et al. 2019) ---
+WHOLE_BODY_TUMOUR_DOSE = TableSpec(
+    name="whole_body_tumour_dose",
+    version=1,
+    doc=(
+        "One row per cycle, voxel kinetics model and voxel dose method: total tumour volume and "
+        "mean dose of the voxel dose map at or above a threshold dose outside the organ VOIs "
+        "dilated by a margin (concordose.dose.whole_body_tumour), next to the lesion VOIs' "
+        "voxel dosimetry (voxel_dose)."
+    ),
+    key_columns=("subject_key", "cycle_key", "kinetics_method", "dose_method"),
+    schema=pa.schema(
+        [
+            *_SUBJECT,
+            field("cycle_number", pa.int16(), "1", "1-based treatment cycle", nullable=True),
+            field("kinetics_method", pa.string(), "1", "voxel kinetics: voxel_<model>"),
+            field("dose_method", pa.string(), "1", "voxel dose method of the map"),
+            field(
+                "method_parameters_hash",
+                pa.string(),
+                "1",
+                "hash of the voxel methods' settings, threshold and margin",
+            ),
+            field("whole_body_method", pa.string(), "1", "dose_threshold_minus_organs"),
+            field("threshold_gy", pa.float64(), "Gy", "lowest dose of a tumour voxel"),
+            field("margin_mm", pa.float64(), "mm", "dilation of the organ VOIs excluded"),
+            field(
+                "excluded_organs",
+                pa.list_(pa.string()),
+                "1",
+                "organ VOIs excluded (physiological uptake)",
+            ),
+            field("n_voxels", pa.int32(), "1", "tumour voxels on the first SPECT grid"),
+            field("tumour_volume_ml", pa.float64(), "mL", "total tumour volume"),
+            field(
+                "mean_dose_gy",
+                pa.float64(),
+                "Gy",
+                "whole-body tumour dose: mean dose of the tumour voxels (unit density)",
+                nullable=True,
+            ),
+            field("max_dose_gy", pa.float64(), "Gy", "highest tumour voxel dose", nullable=True),
+            field(
+                "excluded_volume_ml",
+                pa.float64(),
+                "mL",
+                "volume at or above the threshold removed as organ or margin",
+            ),
+            field(
+                "lesion_voi_volume_ml",
+                pa.float64(),
+                "mL",
+                "volume of the cycle's lesion VOIs on the same grid",
+            ),
+            field(
+                "lesion_voi_recovered_ml",
+                pa.float64(),
+                "mL",
+                "tumour volume inside the lesion VOIs",
+            ),
+            field(
+                "lesion_voi_gtd_gy",
+                pa.float64(),
+                "Gy",
+                "lesion-level comparison: mass-weighted mean dose of the lesion VOIs by the same "
+                "voxel method (voxel_dose)",
+                nullable=True,
+            ),
+            field("dose_grid", pa.string(), "1", "grid of the method's VOI doses: ct or spect"),
+            *_PROVENANCE,
+        ]
+    ),
+)
+# --- end whole_body_tumour_dose ---
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -1492,5 +1567,6 @@ TABLES: dict[str, TableSpec] = {
         DOSE_AGREEMENT,
         THRESHOLD_CONCORDANCE,
         PLANNING,  # issue 20, item 1
+        WHOLE_BODY_TUMOUR_DOSE,  # issue 20, item 4
     )
 }

@@ -163,8 +163,8 @@ def voxel_tables_task(
     *,
     calibration: CalibrationRecord | None,
 ) -> dict[str, pa.Table]:
-    """Tables ``voxel_dose`` and ``voxel_dose_summary`` of one cycle (``calibration``: the
-    record the cycle was quantified with)."""
+    """Tables ``voxel_dose``, ``voxel_dose_summary`` and ``whole_body_tumour_dose`` of one
+    cycle (``calibration``: the record the cycle was quantified with)."""
     return build_voxel_dose_tables(identity, cycle, tac, voxel, provenance, calibration=calibration)
 
 
