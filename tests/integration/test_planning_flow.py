@@ -121,6 +121,28 @@ def test_planning_of_a_three_cycle_hebert_patient_matches_its_truth(
             7.4 * lesion["forecast_dose_per_gbq_gy"]
         )
 
+    # whole-body tumour dose (issue 20, item 4) of the full-schedule cycles (the single-point
+    # cycle has no voxel dose map): the organs are excluded, and on local deposition every
+    # tumour voxel lies in a lesion VOI (no organ or background voxel counted as tumour); on
+    # the test grid's 0.9 mL voxels the 4-9 mL lesions are recovered at ≥ 50 % of their volume
+    whole_body = read_current(store, "whole_body_tumour_dose").to_pylist()
+    assert sorted({row["cycle_number"] for row in whole_body}) == [1, 2]
+    organs = {voi["label"] for voi in truth["vois"] if voi["voi_type"] == "organ"}
+    hot_ml = sum(
+        voi["volume_ml"]
+        for voi, dose in zip(
+            truth["vois"], [v["mean_dose_gy"] for v in truth["cycles"][0]["vois"]], strict=True
+        )
+        if voi["voi_type"] == "lesion" and dose is not None and dose >= 5.0
+    )
+    for row in whole_body:
+        assert set(row["excluded_organs"]) == organs
+        assert row["threshold_gy"] == 5.0
+        if row["dose_method"] == "ldm":
+            assert row["lesion_voi_recovered_ml"] == pytest.approx(row["tumour_volume_ml"])
+            assert 0.5 * hot_ml <= row["tumour_volume_ml"] <= 1.2 * hot_ml
+            assert row["mean_dose_gy"] >= 5.0
+
     cohort_runs = [m for m in load_manifests(store) if "cohort" in m.scopes]
     manifest = json.loads(
         store.read_bytes(store.path("_manifests", f"{cohort_runs[-1].run_id}.json"))
