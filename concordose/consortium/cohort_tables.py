@@ -22,7 +22,7 @@ import pyarrow as pa
 from concordose.consortium.agreement import build_dose_agreement, build_kinetics_agreement
 from concordose.consortium.threshold_concordance import build_threshold_concordance
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
-from concordose.planning import PLANNING_INPUT_COLUMNS, build_planning
+from concordose.planning import PLANNING_INPUT_COLUMNS, PlanningSettings, build_planning
 from concordose.results.catalogue import connect
 from concordose.results.object_store import ObjectStore
 from concordose.results.provenance import Provenance
@@ -159,10 +159,13 @@ def rebuild_cohort_tables(
     provenance: Provenance,
     *,
     reference_method: str = REFERENCE_METHOD_NAME,
+    planning: PlanningSettings | None = None,
 ) -> PublishedRun | None:
     """Read the store's current cycles, rebuild the cohort tables, publish them (validated,
-    manifest last). Returns None, publishing nothing, when every cohort table is empty (no
-    cycle ran the reference or two dose methods): earlier rows, if any, stay current.
+    manifest last). ``planning``: the limits of table ``planning`` (default
+    :class:`~concordose.planning.PlanningSettings`). Returns None, publishing nothing, when
+    every cohort table is empty (no cycle ran the reference or two dose methods): earlier
+    rows, if any, stay current.
 
     Raises:
         ValidationFailedError: a cohort table failed its suite (quarantined, not published).
@@ -171,7 +174,7 @@ def rebuild_cohort_tables(
     tables = build_cohort_tables(
         read_cohort_inputs(store), provenance, reference_method=reference_method
     )
-    tables["planning"] = build_planning(read_planning_inputs(store), provenance)  # issue 20
+    tables["planning"] = build_planning(read_planning_inputs(store), provenance, planning)
     non_empty = {name: [table] for name, table in tables.items() if table.num_rows}
     if not non_empty:
         logger.info("cohort tables: nothing to compare yet (no reference or one dose method)")

@@ -35,6 +35,7 @@ from concordose.planning.table import (
     SINGLE_POINT_METHOD,
     PlanningSettings,
     build_planning,
+    planning_settings,
 )
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "cumulative_dose_gy",
     "forecast_dose_per_gbq",
     "plan_next_activity",
+    "planning_settings",
     "probability_exceeding",
     "relative_repair_factor",
 ]

@@ -64,6 +64,7 @@ from concordose.planning.next_activity import (
 )
 from concordose.results.provenance import Provenance
 from concordose.schemas.tables import PLANNING
+from concordose.settings import Settings
 
 PLANNING_COHORT = "consortium"
 """``cohort`` of the rows (the scope the rebuild replaces; as the other cohort tables)."""
@@ -123,6 +124,19 @@ class PlanningSettings:
     dose_method: str = "sphere"
     single_point_nominal_h: float = HEBERT_STP_24H.nominal_h
     limits: PlanningLimits = field(default_factory=PlanningLimits)
+
+
+def planning_settings(settings: Settings) -> PlanningSettings:
+    """The planning settings of the platform settings (the limits and cap are
+    ``CONCORDOSE_KIDNEY_DOSE_LIMIT_GY``, ``CONCORDOSE_KIDNEY_BED_LIMIT_GY`` and
+    ``CONCORDOSE_PLANNING_MAX_ACTIVITY_GBQ``; the rest the defaults)."""
+    return PlanningSettings(
+        limits=PlanningLimits(
+            kidney_dose_limit_gy=settings.kidney_dose_limit_gy,
+            kidney_bed_limit_gy=settings.kidney_bed_limit_gy,
+            max_activity_gbq=settings.planning_max_activity_gbq,
+        )
+    )
 
 
 @dataclass(frozen=True)

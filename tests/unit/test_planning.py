@@ -21,6 +21,7 @@ from concordose.phantoms.virtual_patient import (
     region_truth,
 )
 from concordose.planning import (
+    DOBATOC_KIDNEY_DOSE_LIMIT_GY,
     PLANNING_INPUT_COLUMNS,
     SINGLE_POINT_METHOD,
     BindingConstraint,
@@ -32,9 +33,11 @@ from concordose.planning import (
     cumulative_after,
     cumulative_bed_after,
     plan_next_activity,
+    planning_settings,
 )
 from concordose.results.provenance import Provenance
 from concordose.schemas.tables import TABLES
+from concordose.settings import Settings
 
 DOSE_RELATIVE_SD = 0.05  # the noise put on the true doses, and the SD published with them
 
@@ -249,3 +252,17 @@ def test_planning_of_a_hebert_patient_matches_its_truth() -> None:
             lesion["next_activity_gbq"] * lesion["forecast_dose_per_gbq_gy"]
         )
     assert {r["next_activity_gbq"] for r in rows} == {kidneys["next_activity_gbq"]}
+
+
+def test_the_limits_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONCORDOSE_KIDNEY_DOSE_LIMIT_GY", str(DOBATOC_KIDNEY_DOSE_LIMIT_GY))
+    monkeypatch.setenv("CONCORDOSE_PLANNING_MAX_ACTIVITY_GBQ", "")  # empty: no cap
+    settings = planning_settings(Settings())
+    assert settings.limits.kidney_dose_limit_gy == 24.0
+    assert settings.limits.max_activity_gbq is None
+    tables, _, _ = _hebert_tables(seed=31)
+    rows = build_planning(tables, Provenance(run_id="t"), settings).to_pylist()
+    (kidneys,) = [r for r in rows if r["region"] == "kidneys"]
+    assert kidneys["kidney_dose_limit_gy"] == 24.0
+    assert kidneys["max_activity_gbq"] is None
+    assert kidneys["next_activity_gbq"] > 7.4  # uncapped: the kidneys allow far more here
