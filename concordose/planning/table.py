@@ -185,8 +185,21 @@ def _cycles(absorbed_dose: pd.DataFrame, patient_summary: pd.DataFrame) -> list[
     return sorted(cycles, key=lambda c: (c.site_id, c.subject_key, c.number, c.cycle_key))
 
 
-def _teff(kinetics: pd.DataFrame, cycle_key: str, method: str) -> dict[str, float]:
-    rows = kinetics[(kinetics["cycle_key"] == cycle_key) & (kinetics["kinetics_method"] == method)]
+class _ByCycle:
+    """A table's rows split by ``cycle_key`` once (a per-cycle filter of the whole table would
+    make the rebuild quadratic in the number of cycles)."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._empty = frame.iloc[0:0]
+        self._groups = {str(key): rows for key, rows in frame.groupby("cycle_key", sort=False)}
+
+    def __getitem__(self, cycle_key: str) -> pd.DataFrame:
+        return self._groups.get(cycle_key, self._empty)
+
+
+def _teff(kinetics: _ByCycle, cycle_key: str, method: str) -> dict[str, float]:
+    rows = kinetics[cycle_key]
+    rows = rows[rows["kinetics_method"] == method]
     return {
         str(label): float(value) if pd.notna(value) else math.nan
         for label, value in zip(rows["voi_label"], rows["teff_h"], strict=True)
@@ -194,10 +207,10 @@ def _teff(kinetics: pd.DataFrame, cycle_key: str, method: str) -> dict[str, floa
 
 
 def _full_schedule(
-    doses: pd.DataFrame, kinetics: pd.DataFrame, cycle: _Cycle, settings: PlanningSettings
+    doses: _ByCycle, kinetics: _ByCycle, cycle: _Cycle, settings: PlanningSettings
 ) -> tuple[str, list[_VoiDose]] | None:
     """The first preferred kinetics method with a finite dose in the cycle, and its VOI doses."""
-    rows = doses[doses["cycle_key"] == cycle.cycle_key]
+    rows = doses[cycle.cycle_key]
     for method in settings.kinetics_methods:
         chosen = rows[rows["kinetics_method"] == method]
         if not chosen["mean_dose_gy"].notna().any():
@@ -228,11 +241,11 @@ def _float(value: Any) -> float:
 
 
 def _activity_at(
-    points: pd.DataFrame, cycle_key: str, nominal_h: float
+    points: _ByCycle, cycle_key: str, nominal_h: float
 ) -> tuple[float, pd.DataFrame] | None:
     """The acquired time (h) serving ``nominal_h`` in the cycle and its rows by VOI label;
     None when no acquired point serves it (``kinetics.timepoints.choose_time_points``)."""
-    cycle_points = points[points["cycle_key"] == cycle_key]
+    cycle_points = points[cycle_key]
     times_h = np.sort(cycle_points["time_h"].unique()).astype(np.float64)
     if times_h.size == 0:
         return None
@@ -248,8 +261,8 @@ def _column(rows: pd.DataFrame, column: str, label: str) -> float:
 
 
 def _single_point(
-    doses: pd.DataFrame,
-    points: pd.DataFrame,
+    doses: _ByCycle,
+    points: _ByCycle,
     cycle: _Cycle,
     *,
     earlier: list[tuple[str, list[_VoiDose]]],
@@ -273,7 +286,7 @@ def _single_point(
             activity = _column(there[1], "activity_mbq", voi.label)
             if activity > 0 and math.isfinite(voi.tia_mbq_h):
                 factors.setdefault(voi.label, []).append(voi.tia_mbq_h / activity)
-    rows = doses[doses["cycle_key"] == cycle.cycle_key]
+    rows = doses[cycle.cycle_key]
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = rows.assign(ratio=rows["mean_dose_gy"] / rows["tia_mbq_h"])
     ratios = ratios[np.isfinite(ratios["ratio"]) & (ratios["tia_mbq_h"] > 0)]
@@ -483,13 +496,14 @@ def build_planning(
         settings: methods and limits (default :class:`PlanningSettings`).
     """
     settings = settings or PlanningSettings()
-    doses: pd.DataFrame = inputs["absorbed_dose"].to_pandas()
-    doses = doses[doses["dose_method"] == settings.dose_method]
-    kinetics: pd.DataFrame = inputs["kinetics"].to_pandas()
-    points: pd.DataFrame = inputs["voi_timepoints"].to_pandas()
+    all_doses: pd.DataFrame = inputs["absorbed_dose"].to_pandas()
+    all_doses = all_doses[all_doses["dose_method"] == settings.dose_method]
+    doses = _ByCycle(all_doses)
+    kinetics = _ByCycle(inputs["kinetics"].to_pandas())
+    points = _ByCycle(inputs["voi_timepoints"].to_pandas())
     summary: pd.DataFrame = inputs["patient_summary"].to_pandas()
     patients: dict[tuple[str, str], list[_Cycle]] = {}
-    for cycle in _cycles(doses, summary):
+    for cycle in _cycles(all_doses, summary):
         patients.setdefault((cycle.site_id, cycle.subject_key), []).append(cycle)
     rows: list[dict[str, Any]] = []
     for cycles in patients.values():
@@ -500,9 +514,8 @@ def build_planning(
             if full is not None:
                 method, vois = full
                 history.append((cycle, method, False, vois))
-                chosen = doses[
-                    (doses["cycle_key"] == cycle.cycle_key) & (doses["kinetics_method"] == method)
-                ]
+                chosen = doses[cycle.cycle_key]
+                chosen = chosen[chosen["kinetics_method"] == method]
                 hashes.update(chosen["method_parameters_hash"].astype(str))
                 continue
             earlier = [(c.cycle_key, v) for c, _, single, v in history if not single]
