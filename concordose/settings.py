@@ -210,6 +210,23 @@ class Settings(BaseSettings):
     # pydantic error, so the CLI prints it as one line)
     task_runner: str = TASK_RUNNER_DEFAULT
 
+    # --- kidney-limited planning (issue 20, item 1; concordose/planning/, sources there) ---
+    kidney_dose_limit_gy: float = Field(default=23.0, gt=0.0)
+    """``CONCORDOSE_KIDNEY_DOSE_LIMIT_GY``: cumulative kidney absorbed-dose limit of table
+    ``planning`` (23 Gy, Emami 1991 TD5/5; DOBATOC targets 24 Gy)."""
+    kidney_bed_limit_gy: float = Field(default=28.0, gt=0.0)
+    """``CONCORDOSE_KIDNEY_BED_LIMIT_GY``: cumulative kidney BED limit (28 Gy, Bodei 2008, with
+    risk factors; 40 Gy without)."""
+    planning_max_activity_gbq: float | None = Field(default=7.4, gt=0.0)
+    """``CONCORDOSE_PLANNING_MAX_ACTIVITY_GBQ``: the most a planned cycle may give (7.4 GBq,
+    NETTER-1); empty: no cap."""
+
+    @field_validator("planning_max_activity_gbq", mode="before")
+    @classmethod
+    def _empty_is_no_cap(cls, value: object) -> object:
+        """An empty variable means no cap."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("task_runner")
     @classmethod
     def _known_task_runner(cls, value: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
+from concordose.planning import planning_settings
 from concordose.results.object_store import open_object_store
 from concordose.results.publish import PublishedRun
 from concordose.settings import Settings
@@ -24,7 +25,9 @@ def refresh_cohort_tables(output_uri: str | None) -> PublishedRun | None:
     logger = get_run_logger()
     settings = Settings()
     store = open_object_store(output_uri or settings.output_uri, settings)
-    state = cohort_tables_task(store, flow_run.get_id(), return_state=True)
+    state = cohort_tables_task(
+        store, flow_run.get_id(), planning_settings(settings), return_state=True
+    )
     outcome = state.result(raise_on_failure=False)
     if isinstance(outcome, BaseException):
         logger.error("cohort tables not rebuilt: %s: %s", type(outcome).__name__, outcome)

@@ -1301,6 +1301,254 @@ THRESHOLD_CONCORDANCE = TableSpec(
     upgrades={1: dict.fromkeys((f.name for f in _THRESHOLD_CONCORDANCE_V2_SINGLE_POINT), None)},
 )
 
+# --- planning (issue 20, item 1: cumulative dosimetry and kidney-limited planning) ---
+_F64 = pa.float64()
+_PLANNING_FIELDS = [
+    field("cohort", pa.string(), "1", "cohort the rebuild covers (the scope it replaces)"),
+    field("site_id", pa.string(), "1", "consortium site of the patient's cycles"),
+    field("subject_key", pa.string(), "1", "keyed hash (HMAC-SHA256) of the patient ID"),
+    field(
+        "region",
+        pa.string(),
+        "1",
+        "organ at risk (kidneys: left and right mass-weighted; spleen, liver, bone_marrow) or "
+        "lesion label (matched across cycles)",
+    ),
+    field("region_type", pa.string(), "1", "organ or lesion"),
+    field("dose_method", pa.string(), "1", "dose method of every cycle's dose"),
+    field("method_parameters_hash", pa.string(), "1", "hash of the cycles' methods' settings"),
+    field("n_cycles", pa.int16(), "1", "published cycles with a dose for the region"),
+    field("cycle_numbers", pa.list_(pa.int16()), "1", "their treatment cycle numbers"),
+    field(
+        "cycle_kinetics_methods",
+        pa.list_(pa.string()),
+        "1",
+        "per cycle, the kinetics method of its dose (prior_cycles_stp: one time point with the "
+        "patient's earlier time-integration factor)",
+    ),
+    field("single_point_cycles", pa.int16(), "1", "cycles dosed from a single time point"),
+    field(
+        "cycle_injected_activity_gbq",
+        pa.list_(_F64),
+        "GBq",
+        "per cycle, injected activity (traceable when published)",
+    ),
+    field("cycle_dose_gy", pa.list_(_F64), "Gy", "per cycle, mean absorbed dose"),
+    field("cycle_dose_sd_gy", pa.list_(_F64), "Gy", "per cycle, its standard uncertainty"),
+    field(
+        "cumulative_dose_gy",
+        _F64,
+        "Gy",
+        "sum over the cycles (null if a cycle's dose is unknown)",
+        nullable=True,
+    ),
+    field("cumulative_dose_sd_gy", _F64, "Gy", "its SD (root sum of squares)", nullable=True),
+    field(
+        "cycle_bed_gy",
+        pa.list_(_F64),
+        "Gy",
+        "kidneys: per cycle BED (LQ with mono-exponential repair, concordose.planning.bed); "
+        "null for other regions",
+        nullable=True,
+    ),
+    field("cumulative_bed_gy", _F64, "Gy", "kidneys: sum of cycle BEDs", nullable=True),
+    field("cumulative_bed_sd_gy", _F64, "Gy", "kidneys: its SD (delta method)", nullable=True),
+    field("last_teff_h", _F64, "h", "effective half-life in the last cycle", nullable=True),
+    field(
+        "forecast_dose_per_gbq_gy",
+        _F64,
+        "Gy/GBq",
+        "next cycle's forecast dose per injected GBq (organs: mean over cycles; lesions: last "
+        "cycle × decline ratio)",
+        nullable=True,
+    ),
+    field("forecast_dose_per_gbq_sd_gy", _F64, "Gy/GBq", "its SD", nullable=True),
+    field(
+        "cycle_decline_ratio",
+        _F64,
+        "1",
+        "lesions with >= 2 cycles: measured dose-per-GBq ratio from one cycle to the next",
+        nullable=True,
+    ),
+    field("next_cycle_number", pa.int16(), "1", "the cycle planned (last published + 1)"),
+    field(
+        "expected_next_dose_gy",
+        _F64,
+        "Gy",
+        "region dose expected at next_activity_gbq",
+        nullable=True,
+    ),
+    field("expected_next_dose_sd_gy", _F64, "Gy", "its SD", nullable=True),
+    field(
+        "expected_cumulative_dose_gy",
+        _F64,
+        "Gy",
+        "cumulative_dose_gy + expected_next_dose_gy",
+        nullable=True,
+    ),
+    field("kidney_dose_limit_gy", _F64, "Gy", "cumulative kidney dose limit applied"),
+    field("kidney_bed_limit_gy", _F64, "Gy", "cumulative kidney BED limit applied"),
+    field("max_activity_gbq", _F64, "GBq", "activity cap per cycle (null: none)", nullable=True),
+    field("exceedance_risk", _F64, "1", "accepted exceedance probability (risk-limited activity)"),
+    field("alpha_beta_gy", _F64, "Gy", "kidney alpha/beta used for BED"),
+    field("repair_half_time_h", _F64, "h", "kidney repair half-time used for BED"),
+    field(
+        "next_activity_gbq",
+        _F64,
+        "GBq",
+        "patient: recommended next activity, min(dose-limited, BED-limited, cap); repeated on "
+        "each of the patient's rows; null without a kidney dose",
+        nullable=True,
+    ),
+    field(
+        "kidney_dose_limited_activity_gbq",
+        _F64,
+        "GBq",
+        "activity whose expected cumulative kidney dose equals the dose limit",
+        nullable=True,
+    ),
+    field(
+        "kidney_bed_limited_activity_gbq",
+        _F64,
+        "GBq",
+        "activity whose expected cumulative kidney BED equals the BED limit",
+        nullable=True,
+    ),
+    field(
+        "kidney_risk_limited_activity_gbq",
+        _F64,
+        "GBq",
+        "largest activity with P(cumulative kidney dose > limit) <= exceedance_risk",
+        nullable=True,
+    ),
+    field(
+        "kidney_expected_cumulative_dose_gy",
+        _F64,
+        "Gy",
+        "cumulative kidney dose expected after the next cycle at next_activity_gbq",
+        nullable=True,
+    ),
+    field("kidney_expected_cumulative_dose_sd_gy", _F64, "Gy", "its SD", nullable=True),
+    field(
+        "kidney_expected_cumulative_bed_gy",
+        _F64,
+        "Gy",
+        "cumulative kidney BED expected after the next cycle at next_activity_gbq",
+        nullable=True,
+    ),
+    field("kidney_expected_cumulative_bed_sd_gy", _F64, "Gy", "its SD", nullable=True),
+    field(
+        "kidney_probability_exceeding_dose_limit",
+        _F64,
+        "1",
+        "P(cumulative kidney dose > limit) at next_activity_gbq (normal model)",
+        nullable=True,
+    ),
+    field(
+        "kidney_probability_exceeding_bed_limit",
+        _F64,
+        "1",
+        "P(cumulative kidney BED > BED limit) at next_activity_gbq (normal model)",
+        nullable=True,
+    ),
+    field(
+        "binding_constraint",
+        pa.string(),
+        "1",
+        "what set next_activity_gbq: dose_limit, bed_limit, max_activity or unknown",
+    ),
+]
+
+PLANNING = TableSpec(
+    name="planning",
+    version=1,
+    doc=(
+        "One row per patient and region (organ at risk or lesion): cumulative dose over the "
+        "published cycles (full schedules or a single time point), kidney BED, and the next "
+        "cycle's activity under the kidney limits with its probability of exceeding them "
+        "(concordose.planning)."
+    ),
+    key_columns=("site_id", "subject_key", "region"),
+    scope_column="cohort",
+    schema=pa.schema([*_PLANNING_FIELDS, *_RUN_PROVENANCE, _CREATED_AT]),
+)
+# --- end planning ---
+
+# --- whole_body_tumour_dose (issue 20, item 4: Violet et al. 2019) ---
+WHOLE_BODY_TUMOUR_DOSE = TableSpec(
+    name="whole_body_tumour_dose",
+    version=1,
+    doc=(
+        "One row per cycle, voxel kinetics model and voxel dose method: total tumour volume and "
+        "mean dose of the voxel dose map at or above a threshold dose outside the organ VOIs "
+        "dilated by a margin (concordose.dose.whole_body_tumour), next to the lesion VOIs' "
+        "voxel dosimetry (voxel_dose)."
+    ),
+    key_columns=("subject_key", "cycle_key", "kinetics_method", "dose_method"),
+    schema=pa.schema(
+        [
+            *_SUBJECT,
+            field("cycle_number", pa.int16(), "1", "1-based treatment cycle", nullable=True),
+            field("kinetics_method", pa.string(), "1", "voxel kinetics: voxel_<model>"),
+            field("dose_method", pa.string(), "1", "voxel dose method of the map"),
+            field(
+                "method_parameters_hash",
+                pa.string(),
+                "1",
+                "hash of the voxel methods' settings, threshold and margin",
+            ),
+            field("whole_body_method", pa.string(), "1", "dose_threshold_minus_organs"),
+            field("threshold_gy", pa.float64(), "Gy", "lowest dose of a tumour voxel"),
+            field("margin_mm", pa.float64(), "mm", "dilation of the organ VOIs excluded"),
+            field(
+                "excluded_organs",
+                pa.list_(pa.string()),
+                "1",
+                "organ VOIs excluded (physiological uptake)",
+            ),
+            field("n_voxels", pa.int32(), "1", "tumour voxels on the first SPECT grid"),
+            field("tumour_volume_ml", pa.float64(), "mL", "total tumour volume"),
+            field(
+                "mean_dose_gy",
+                pa.float64(),
+                "Gy",
+                "whole-body tumour dose: mean dose of the tumour voxels (unit density)",
+                nullable=True,
+            ),
+            field("max_dose_gy", pa.float64(), "Gy", "highest tumour voxel dose", nullable=True),
+            field(
+                "excluded_volume_ml",
+                pa.float64(),
+                "mL",
+                "volume at or above the threshold removed as organ or margin",
+            ),
+            field(
+                "lesion_voi_volume_ml",
+                pa.float64(),
+                "mL",
+                "volume of the cycle's lesion VOIs on the same grid",
+            ),
+            field(
+                "lesion_voi_recovered_ml",
+                pa.float64(),
+                "mL",
+                "tumour volume inside the lesion VOIs",
+            ),
+            field(
+                "lesion_voi_gtd_gy",
+                pa.float64(),
+                "Gy",
+                "lesion-level comparison: mass-weighted mean dose of the lesion VOIs by the same "
+                "voxel method (voxel_dose)",
+                nullable=True,
+            ),
+            field("dose_grid", pa.string(), "1", "grid of the method's VOI doses: ct or spect"),
+            *_PROVENANCE,
+        ]
+    ),
+)
+# --- end whole_body_tumour_dose ---
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -1318,5 +1566,7 @@ TABLES: dict[str, TableSpec] = {
         KINETICS_AGREEMENT,
         DOSE_AGREEMENT,
         THRESHOLD_CONCORDANCE,
+        PLANNING,  # issue 20, item 1
+        WHOLE_BODY_TUMOUR_DOSE,  # issue 20, item 4
     )
 }

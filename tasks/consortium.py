@@ -10,15 +10,18 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from concordose.consortium import rebuild_cohort_tables
+from concordose.planning import PlanningSettings
 from concordose.results.object_store import ObjectStore
 from concordose.results.provenance import Provenance, new_run_id
 from concordose.results.publish import PublishedRun
 
 
 @task(name="cohort-tables", cache_policy=NO_CACHE)
-def cohort_tables_task(store: ObjectStore, flow_run_id: str | None) -> PublishedRun | None:
+def cohort_tables_task(
+    store: ObjectStore, flow_run_id: str | None, planning: PlanningSettings | None = None
+) -> PublishedRun | None:
     """Rebuild the cohort tables (``kinetics_agreement``, ``dose_agreement``,
-    ``threshold_concordance``) from the store's current cycles
-    and publish them as a run of their own (None: nothing to compare yet)."""
+    ``threshold_concordance``, ``planning`` with ``planning``'s limits) from the store's current
+    cycles and publish them as a run of their own (None: nothing to compare yet)."""
     provenance = Provenance(run_id=new_run_id(), flow_run_id=flow_run_id)
-    return rebuild_cohort_tables(store, provenance)
+    return rebuild_cohort_tables(store, provenance, planning=planning)

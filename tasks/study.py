@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from concordose.calibration.gate import CycleVerdict
@@ -18,7 +18,7 @@ from concordose.calibration.registry import CalibrationRecord
 from concordose.dicom.seg import VoiMask
 from concordose.dose.models import DoseBatch, DoseInput
 from concordose.dose.registry import DOSE_METHODS
-from concordose.dose.voxel_dosimetry import CycleVoxelDose
+from concordose.dose.voxel_dosimetry import VOXEL_KINETICS_MODELS, CycleVoxelDose
 from concordose.kinetics.models import KineticsBatch
 from concordose.kinetics.registry import fit_methods
 from concordose.kinetics.uncertainty import total_tia_sd_mbq_h
@@ -131,6 +131,16 @@ def voxel_dose_task(
     rules = load_protocol(site_id, protocol_dir).voxel_dosimetry
     if not rules.enabled:
         return None
+    model = VOXEL_KINETICS_MODELS.get(rules.model)
+    if model is not None and model.n_parameters >= len(cycle.time_points):
+        # A single-time-point cycle (Hebert cycles 3-4) has no voxel curve to fit: it is
+        # dosed at VOI level only (issue 20), not failed.
+        get_run_logger().info(
+            "voxel dosimetry skipped: model %s needs more than %d time point(s)",
+            rules.model,
+            len(cycle.time_points),
+        )
+        return None
     with voxel_chunk_map(task_runner) as map_chunks:
         return cycle_voxel_dosimetry(
             cycle,
@@ -153,8 +163,8 @@ def voxel_tables_task(
     *,
     calibration: CalibrationRecord | None,
 ) -> dict[str, pa.Table]:
-    """Tables ``voxel_dose`` and ``voxel_dose_summary`` of one cycle (``calibration``: the
-    record the cycle was quantified with)."""
+    """Tables ``voxel_dose``, ``voxel_dose_summary`` and ``whole_body_tumour_dose`` of one
+    cycle (``calibration``: the record the cycle was quantified with)."""
     return build_voxel_dose_tables(identity, cycle, tac, voxel, provenance, calibration=calibration)
 
 

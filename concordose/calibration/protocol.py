@@ -95,6 +95,10 @@ class VoxelDosimetryRules(BaseModel):
             HU → density, :mod:`concordose.quant.density`; the ``_density`` VSV methods
             allowed), or ``spect`` the first SPECT grid (unit density). A cycle whose first
             time point has no CT falls back to ``spect`` (published in ``dose_grid``).
+        whole_body_tumour_threshold_gy: a tumour voxel's lowest dose for the whole-body tumour
+            dose (issue 20; :mod:`concordose.dose.whole_body_tumour`), Gy.
+        whole_body_tumour_margin_mm: the organ VOIs' dilation before their exclusion from it,
+            mm.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -104,6 +108,9 @@ class VoxelDosimetryRules(BaseModel):
     methods: list[str] = Field(default_factory=lambda: ["ldm", "vsv_4.42mm", "vsv_2.21mm"])
     body_threshold_fraction: float = Field(default=0.01, gt=0, lt=1)
     output_grid: Literal["ct", "spect"] = "ct"
+    # issue 20, item 4 (defaults: concordose.dose.whole_body_tumour)
+    whole_body_tumour_threshold_gy: float = Field(default=5.0, gt=0)
+    whole_body_tumour_margin_mm: float = Field(default=10.0, ge=0)
 
 
 PartialVolumeModel = Literal[

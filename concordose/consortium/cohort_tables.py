@@ -1,6 +1,7 @@
 """Rebuild and publish the cohort tables from the current per-cycle rows of an output store.
 
-The cohort tables (``kinetics_agreement``, ``dose_agreement``, ``threshold_concordance``) are
+The cohort tables (``kinetics_agreement``, ``dose_agreement``, ``threshold_concordance``, and
+``planning``: :mod:`concordose.planning`, issue 20) are
 aggregates over every published cycle. They are rebuilt as a whole (after each cycle's
 publication and by the nightly sweep) and published as one run whose scope is
 ``cohort = 'consortium'``: its manifest makes the new rows current and every earlier rebuild's
@@ -21,6 +22,7 @@ import pyarrow as pa
 from concordose.consortium.agreement import build_dose_agreement, build_kinetics_agreement
 from concordose.consortium.threshold_concordance import build_threshold_concordance
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
+from concordose.planning import PLANNING_INPUT_COLUMNS, PlanningSettings, build_planning
 from concordose.results.catalogue import connect
 from concordose.results.object_store import ObjectStore
 from concordose.results.provenance import Provenance
@@ -96,6 +98,29 @@ def read_cohort_inputs(store: ObjectStore) -> dict[str, pa.Table]:
     return inputs
 
 
+# --- planning (issue 20, item 1): its own inputs, read as the cohort tables' are ---
+def read_planning_inputs(store: ObjectStore) -> dict[str, pa.Table]:
+    """The current rows of the per-cycle tables ``planning`` is built from
+    (:data:`concordose.planning.PLANNING_INPUT_COLUMNS`, schema types), sorted on every column
+    so the result does not depend on the order cycles were published in."""
+    connection = connect(store)
+    try:
+        inputs: dict[str, pa.Table] = {}
+        for table, columns in PLANNING_INPUT_COLUMNS.items():
+            names = ", ".join(f'"{column}"' for column in columns)
+            result = connection.sql(
+                f'SELECT {names} FROM "{table}" ORDER BY {names}'
+            ).to_arrow_table()
+            schema = TABLES[table].schema
+            inputs[table] = result.cast(pa.schema([schema.field(c) for c in columns]))
+    finally:
+        connection.close()
+    return inputs
+
+
+# --- end planning ---
+
+
 def build_cohort_tables(
     inputs: dict[str, pa.Table],
     provenance: Provenance,
@@ -134,10 +159,13 @@ def rebuild_cohort_tables(
     provenance: Provenance,
     *,
     reference_method: str = REFERENCE_METHOD_NAME,
+    planning: PlanningSettings | None = None,
 ) -> PublishedRun | None:
     """Read the store's current cycles, rebuild the cohort tables, publish them (validated,
-    manifest last). Returns None, publishing nothing, when every cohort table is empty (no
-    cycle ran the reference or two dose methods): earlier rows, if any, stay current.
+    manifest last). ``planning``: the limits of table ``planning`` (default
+    :class:`~concordose.planning.PlanningSettings`). Returns None, publishing nothing, when
+    every cohort table is empty (no cycle ran the reference or two dose methods): earlier
+    rows, if any, stay current.
 
     Raises:
         ValidationFailedError: a cohort table failed its suite (quarantined, not published).
@@ -146,6 +174,7 @@ def rebuild_cohort_tables(
     tables = build_cohort_tables(
         read_cohort_inputs(store), provenance, reference_method=reference_method
     )
+    tables["planning"] = build_planning(read_planning_inputs(store), provenance, planning)
     non_empty = {name: [table] for name, table in tables.items() if table.num_rows}
     if not non_empty:
         logger.info("cohort tables: nothing to compare yet (no reference or one dose method)")

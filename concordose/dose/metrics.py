@@ -136,7 +136,7 @@ class CycleDoseSummary:
 
 
 @cache
-def _oar_name(label: str) -> str | None:
+def oar_name(label: str) -> str | None:
     """The OAR a VOI label counts towards (cached: a cohort summarises the same labels many
     thousands of times)."""
     key = organ_key(label)
@@ -168,7 +168,7 @@ def cycle_dose_summary(
         gtd = minimum = mean = float("nan")
     oar: dict[str, float] = {}
     for name in OAR_NAMES:
-        members = np.array([_oar_name(label) == name for label in labels], dtype=bool)
+        members = np.array([oar_name(label) == name for label in labels], dtype=bool)
         members &= np.isfinite(dose)
         oar[name] = (
             float(np.dot(dose[members], mass[members]) / mass[members].sum())

@@ -68,6 +68,7 @@ from concordose.dicom.seg import VoiType
 from concordose.dose.metrics import VoiDoseMetrics, voi_dose_metrics
 from concordose.dose.models import DoseBatch, VoxelDoseInput
 from concordose.dose.registry import VOXEL_DOSE_METHODS
+from concordose.dose.whole_body_tumour import WholeBodyTumourDose, whole_body_tumour_dose
 from concordose.errors import ConfigurationError
 from concordose.kinetics.fitting import ALL_MODELS, ExponentialModel
 from concordose.kinetics.models import STATUS_OK, KineticsBatch, settings_hash
@@ -277,6 +278,8 @@ class CycleVoxelDose:
         dose_grid: ``"ct"`` or ``"spect"``: the grid of the dose maps, VOI masks and masses.
         lesion_slices: a slice of the first method's dose map through each lesion with a dose
             (display only: the maps themselves are not kept).
+        whole_body_tumour: per voxel dose method (``doses``' order), the whole-body tumour
+            dose of its map on the SPECT grid (:mod:`concordose.dose.whole_body_tumour`).
     """
 
     kinetics_method: str
@@ -294,6 +297,7 @@ class CycleVoxelDose:
     conservation_factor: FloatArray
     dose_grid: str = DOSE_GRID_SPECT
     lesion_slices: tuple[LesionDoseSlice, ...] = ()
+    whole_body_tumour: tuple[WholeBodyTumourDose, ...] = ()
 
     def as_voi_batches(self) -> list[tuple[KineticsBatch, DoseBatch]]:
         """Each method's VOI mean doses as (kinetics, dose) batches, the shape the VOI-level
@@ -497,6 +501,22 @@ def voxel_dose_from_maps(
 
     doses: list[VoxelMethodDose] = []
     lesion_slices: list[LesionDoseSlice] = []
+    whole_body: list[WholeBodyTumourDose] = []
+    organs = [i for i, t in enumerate(voi_types) if t == VoiType.ORGAN]
+    lesions = [i for i, t in enumerate(voi_types) if t == VoiType.LESION]
+
+    def whole_body_of(spect_dose_gy: FloatArray) -> WholeBodyTumourDose:
+        """The whole-body tumour dose of a map on the SPECT grid (issue 20, item 4)."""
+        return whole_body_tumour_dose(
+            spect_dose_gy,
+            spacing_mm,
+            [voi_masks[i] for i in organs],
+            organ_labels=[labels[i] for i in organs],
+            lesion_masks=[voi_masks[i] for i in lesions],
+            threshold_gy=rules.whole_body_tumour_threshold_gy,
+            margin_mm=rules.whole_body_tumour_margin_mm,
+        )
+
     for name in rules.methods:
         method = VOXEL_DOSE_METHODS.get(name)
         vois = []
@@ -507,6 +527,7 @@ def voxel_dose_from_maps(
             sd_map = method.compute_map(
                 VoxelDoseInput(tia_sd_map, spacing_mm), map_chunks=map_chunks
             ).dose_gy
+            whole_body.append(whole_body_of(dose_map))
             for index, crop in enumerate(dose_crops):
                 if status[index] != STATUS_OK:
                     vois.append(VoxelVoiDose(None, float("nan"), status[index]))
@@ -535,6 +556,8 @@ def voxel_dose_from_maps(
                 VoxelDoseInput(tia_sd_map, spacing_mm, geometry=ct_grid.maps_geometry),
                 map_chunks=map_chunks,
             )
+            # unit density on the SPECT grid, as the SPECT-grid branch
+            whole_body.append(whole_body_of(placed.on_grid(ct_grid.maps_geometry)))
             for index, crop in enumerate(dose_crops):
                 if status[index] != STATUS_OK:
                     vois.append(VoxelVoiDose(None, float("nan"), status[index]))
@@ -588,4 +611,5 @@ def voxel_dose_from_maps(
         ),
         dose_grid=DOSE_GRID_SPECT if ct_grid is None else DOSE_GRID_CT,
         lesion_slices=tuple(lesion_slices),
+        whole_body_tumour=tuple(whole_body),
     )

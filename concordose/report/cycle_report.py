@@ -42,6 +42,12 @@ from concordose.report.images import (
     image_products_key,
     read_cycle_images,
 )
+from concordose.report.planning_figures import (
+    CumulativeKidneyBar,
+    WholeBodyPoint,
+    cumulative_kidney_figure,
+    whole_body_tumour_figure,
+)
 from concordose.results.catalogue import connect
 from concordose.results.object_store import ObjectStore
 
@@ -64,6 +70,8 @@ SECTION_IDS = (
     "dose-slices",
     "thresholds",
     "concordance",
+    "planning",  # issue 20, item 1
+    "whole-body-tumour",  # issue 20, item 4
     "provenance",
 )
 """The report's sections, in order (each an element with this id)."""
@@ -289,6 +297,114 @@ def _method_comparison(rows: CycleRows) -> tuple[list[dict[str, str]], list[dict
     return [method_chip(m) for m in methods], table, reference
 
 
+# --- planning and whole-body tumour dose (issue 20, items 1 and 4) ---
+def _planning_section(rows: CycleRows) -> dict[str, Any]:
+    """The patient's cumulative doses and next-cycle plan (table ``planning``)."""
+    if not rows.planning:
+        return {"available": False}
+    kidneys = next((r for r in rows.planning if r["region"] == "kidneys"), None)
+    regions = [
+        {
+            "region": r["region"],
+            "region_type": r["region_type"],
+            "cycles": ", ".join(str(n) for n in r["cycle_numbers"]),
+            "methods": ", ".join(r["cycle_kinetics_methods"]),
+            "cumulative": numeric_cell(r["cumulative_dose_gy"], r["cumulative_dose_sd_gy"]),
+            "bed": numeric_cell(r["cumulative_bed_gy"], r["cumulative_bed_sd_gy"]),
+            "forecast": numeric_cell(r["forecast_dose_per_gbq_gy"]),
+            "decline": numeric_cell(r["cycle_decline_ratio"]),
+            "next_dose": numeric_cell(r["expected_next_dose_gy"], r["expected_next_dose_sd_gy"]),
+            "after_next": numeric_cell(r["expected_cumulative_dose_gy"]),
+        }
+        for r in rows.planning
+    ]
+    plan: dict[str, Any] = {}
+    figure = None
+    if kidneys is not None:
+        probability = kidneys["kidney_probability_exceeding_dose_limit"]
+        bed_probability = kidneys["kidney_probability_exceeding_bed_limit"]
+        plan = {
+            "next_cycle": kidneys["next_cycle_number"],
+            "activity": numeric_cell(kidneys["next_activity_gbq"]),
+            "binding": kidneys["binding_constraint"],
+            "dose_limited": numeric_cell(kidneys["kidney_dose_limited_activity_gbq"]),
+            "bed_limited": numeric_cell(kidneys["kidney_bed_limited_activity_gbq"]),
+            "risk_limited": numeric_cell(kidneys["kidney_risk_limited_activity_gbq"]),
+            "risk": number_text(100.0 * kidneys["exceedance_risk"]),
+            "dose_limit": number_text(kidneys["kidney_dose_limit_gy"]),
+            "bed_limit": number_text(kidneys["kidney_bed_limit_gy"]),
+            "cap": number_text(kidneys["max_activity_gbq"]),
+            "after_next": numeric_cell(
+                kidneys["kidney_expected_cumulative_dose_gy"],
+                kidneys["kidney_expected_cumulative_dose_sd_gy"],
+            ),
+            "bed_after_next": numeric_cell(
+                kidneys["kidney_expected_cumulative_bed_gy"],
+                kidneys["kidney_expected_cumulative_bed_sd_gy"],
+            ),
+            "probability": numeric_cell(None if probability is None else 100.0 * probability),
+            "bed_probability": numeric_cell(
+                None if bed_probability is None else 100.0 * bed_probability
+            ),
+            "alpha_beta": number_text(kidneys["alpha_beta_gy"]),
+            "repair": number_text(kidneys["repair_half_time_h"]),
+        }
+        doses = tuple(float(d) for d in kidneys["cycle_dose_gy"] if d is not None)
+        if doses:
+            figure = cumulative_kidney_figure(
+                [
+                    CumulativeKidneyBar(
+                        label="cycles " + ", ".join(str(n) for n in kidneys["cycle_numbers"]),
+                        cycle_dose_gy=doses,
+                        expected_next_dose_gy=kidneys["expected_next_dose_gy"],
+                        next_activity_gbq=kidneys["next_activity_gbq"],
+                        limit_gy=float(kidneys["kidney_dose_limit_gy"]),
+                    )
+                ]
+            )
+    return {"available": True, "regions": regions, "plan": plan, "figure": figure}
+
+
+def _whole_body_section(rows: CycleRows) -> dict[str, Any]:
+    """The cycle's whole-body tumour dose per voxel method (table ``whole_body_tumour_dose``)."""
+    found = rows.rows("whole_body_tumour_dose")
+    if not found:
+        return {"available": False}
+    points = [
+        WholeBodyPoint(
+            label=str(r["dose_method"]),
+            tumour_volume_ml=float(r["tumour_volume_ml"]),
+            mean_dose_gy=r["mean_dose_gy"],
+            lesion_voi_gtd_gy=r["lesion_voi_gtd_gy"],
+        )
+        for r in found
+    ]
+    return {
+        "available": True,
+        "threshold": number_text(found[0]["threshold_gy"]),
+        "margin": number_text(found[0]["margin_mm"]),
+        "organs": ", ".join(found[0]["excluded_organs"]) or "none",
+        "rows": [
+            {
+                "method": method_chip(r["kinetics_method"]),
+                "dose_method": r["dose_method"],
+                "volume": numeric_cell(r["tumour_volume_ml"]),
+                "mean": numeric_cell(r["mean_dose_gy"]),
+                "max": numeric_cell(r["max_dose_gy"]),
+                "excluded": numeric_cell(r["excluded_volume_ml"]),
+                "lesion_volume": numeric_cell(r["lesion_voi_volume_ml"]),
+                "recovered": numeric_cell(r["lesion_voi_recovered_ml"]),
+                "gtd": numeric_cell(r["lesion_voi_gtd_gy"]),
+            }
+            for r in found
+        ],
+        "figure": whole_body_tumour_figure(points, float(found[0]["threshold_gy"])),
+    }
+
+
+# --- end planning and whole-body tumour dose ---
+
+
 def _provenance(rows: CycleRows) -> dict[str, Any]:
     every = [
         *(row for table in rows.tables.values() for row in table),
@@ -401,6 +517,8 @@ def render_cycle_report(
         "comparison_methods": comparison_methods,
         "comparison_table": comparison_table,
         "reference_method": reference,
+        "planning": _planning_section(rows),  # issue 20, item 1
+        "whole_body": _whole_body_section(rows),  # issue 20, item 4
         "provenance": _provenance(rows),
     }
     return TEMPLATES.get_template("cycle_report.html.j2").render(context)

@@ -7,7 +7,7 @@ only, the latest run per cycle), so a report built on demand shows exactly what
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
@@ -27,6 +27,7 @@ CYCLE_TABLES = (
     "patient_summary",
     "voxel_dose_summary",
     "method_comparison",
+    "whole_body_tumour_dose",  # issue 20, item 4
 )
 """Tables scoped by ``cycle_key`` that a cycle report reads (every one of its rows)."""
 
@@ -42,12 +43,14 @@ class CycleRows:
         tables: rows of each table of :data:`CYCLE_TABLES`, as dictionaries.
         site_calibrations: the calibration records the cycle's rows name.
         threshold_concordance: the cycle-level rows of the cohort table (``level = 'cycle'``).
+        planning: the cycle's patient's rows of the cohort table ``planning`` (issue 20).
     """
 
     cycle_key: str
     tables: dict[str, list[Row]]
     site_calibrations: list[Row]
     threshold_concordance: list[Row]
+    planning: list[Row] = field(default_factory=list)
 
     def rows(self, table: str) -> list[Row]:
         """Rows of ``table`` (empty when the cycle has none)."""
@@ -123,4 +126,25 @@ def read_cycle_rows(connection: duckdb.DuckDBPyConnection, cycle_key: str) -> Cy
         "ORDER BY threshold_name, study_dose_method",
         cycle_key,
     )
-    return CycleRows(cycle_key, tables, calibrations, concordance)
+    return CycleRows(
+        cycle_key, tables, calibrations, concordance, planning=_planning(connection, tables)
+    )
+
+
+# --- planning (issue 20, item 1) ---
+def _planning(connection: duckdb.DuckDBPyConnection, tables: dict[str, list[Row]]) -> list[Row]:
+    """The current ``planning`` rows of the cycle's patient at its site (none for a cycle
+    without rows naming its subject)."""
+    first = next((rows[0] for rows in tables.values() if rows), None)
+    if first is None:
+        return []
+    return _rows(
+        connection,
+        "SELECT * FROM planning WHERE site_id = ? AND subject_key = ? "
+        "ORDER BY region_type DESC, region",
+        first["site_id"],
+        first["subject_key"],
+    )
+
+
+# --- end planning ---

@@ -16,7 +16,12 @@ read once) and each saying where its numbers come from:
 * ``harmonisation``: the reference objects' error against truth and cross-site CoV per
   processing variant (``harmonisation_agreement``; a clinical store has none: it says so);
 * ``threshold-concordance``: the published thresholds in each study's methodology against the
-  reference (``threshold_concordance``).
+  reference (``threshold_concordance``);
+* ``planning``: per patient (an anonymous number within its site), cumulative kidney dose over
+  the published cycles and after the planned next cycle against the limit, per site the next
+  activities and exceedance probabilities (``planning``, issue 20);
+* ``whole-body-tumour``: each cycle's whole-body tumour volume and mean dose by one voxel dose
+  method next to the lesion VOIs' GTD (``whole_body_tumour_dose``, issue 20).
 
 A section whose table the store does not hold says so instead of drawing an empty plot.
 Self-contained as the cycle report: inline CSS, PNG data URIs, no script, no external
@@ -53,6 +58,12 @@ from concordose.report.dashboard_figures import (
 from concordose.report.dashboard_tables import DashboardTables, read_dashboard_tables
 from concordose.report.html import TEMPLATES, method_chip, number_text, numeric_cell
 from concordose.report.palette import METHOD_STYLES
+from concordose.report.planning_figures import (
+    CumulativeKidneyBar,
+    WholeBodyPoint,
+    cumulative_kidney_figure,
+    whole_body_tumour_figure,
+)
 from concordose.results.object_store import ObjectStore
 
 __all__ = [
@@ -72,6 +83,8 @@ DASHBOARD_SECTION_IDS = (
     "method-agreement",
     "harmonisation",
     "threshold-concordance",
+    "planning",  # issue 20, item 1
+    "whole-body-tumour",  # issue 20, item 4
     "provenance",
 )
 """The dashboard's sections, in order (each an element with this id)."""
@@ -549,12 +562,118 @@ def _threshold_section(tables: DashboardTables) -> dict[str, Any]:
     }
 
 
+# --- planning and whole-body tumour dose (issue 20, items 1 and 4) -----------------------------
+
+
+def _planning_section(tables: DashboardTables) -> dict[str, Any]:
+    """Kidneys rows of ``planning``: a bar per patient (numbered within its site, no key) and a
+    summary row per site."""
+    frame = _frame(tables, "planning")
+    kidneys = frame[frame["region"] == "kidneys"] if not frame.empty else frame
+    if kidneys.empty:
+        return {"available": False}
+    sites = _site_order(kidneys["site_id"])
+    bars, rows = [], []
+    for site in sites:
+        of_site = kidneys[kidneys["site_id"] == site].sort_values("cumulative_dose_gy")
+        for number, r in enumerate(of_site.to_dict("records"), start=1):
+            doses = tuple(
+                float(d)
+                for d in (r["cycle_dose_gy"] if r["cycle_dose_gy"] is not None else [])
+                if _finite(d) is not None
+            )
+            bars.append(
+                CumulativeKidneyBar(
+                    label=f"{site} #{number}",
+                    cycle_dose_gy=doses,
+                    expected_next_dose_gy=_finite(r["expected_next_dose_gy"]),
+                    next_activity_gbq=_finite(r["next_activity_gbq"]),
+                    limit_gy=float(r["kidney_dose_limit_gy"]),
+                )
+            )
+            rows.append(
+                {
+                    "site_id": site,
+                    "site": _site_label(str(site)),
+                    "patient": number,
+                    "n_cycles": numeric_cell(_finite(r["n_cycles"])),
+                    "cumulative": numeric_cell(_finite(r["cumulative_dose_gy"])),
+                    "bed": numeric_cell(_finite(r["cumulative_bed_gy"])),
+                    "activity": numeric_cell(_finite(r["next_activity_gbq"])),
+                    "binding": r["binding_constraint"],
+                    "after_next": numeric_cell(_finite(r["kidney_expected_cumulative_dose_gy"])),
+                    "probability": numeric_cell(
+                        _percent(r["kidney_probability_exceeding_dose_limit"])
+                    ),
+                }
+            )
+    return {
+        "available": True,
+        "figure": cumulative_kidney_figure(bars),
+        "rows": rows,
+        "limits": ", ".join(
+            sorted({number_text(_finite(v)) for v in kidneys["kidney_dose_limit_gy"]})
+        ),
+    }
+
+
+def _whole_body_section(tables: DashboardTables) -> dict[str, Any]:
+    """``whole_body_tumour_dose`` of the first voxel dose method (sorted): one bar pair per
+    cycle, labelled by site and cycle number."""
+    frame = _frame(tables, "whole_body_tumour_dose")
+    if frame.empty:
+        return {"available": False}
+    method = sorted(frame["dose_method"].astype(str))[0]
+    chosen = frame[frame["dose_method"] == method]
+    sites = _site_order(chosen["site_id"])
+    chosen = chosen.assign(_site=chosen["site_id"].map(sites.index)).sort_values(
+        ["_site", "cycle_number", "tumour_volume_ml"]
+    )
+    records = chosen.to_dict("records")
+
+    def label(r: dict[Any, Any]) -> str:
+        number = _finite(r["cycle_number"])
+        return f"{r['site_id']} c{int(number)}" if number is not None else str(r["site_id"])
+
+    points = [
+        WholeBodyPoint(
+            label=label(r),
+            tumour_volume_ml=float(r["tumour_volume_ml"]),
+            mean_dose_gy=_finite(r["mean_dose_gy"]),
+            lesion_voi_gtd_gy=_finite(r["lesion_voi_gtd_gy"]),
+        )
+        for r in records
+    ]
+    threshold = float(records[0]["threshold_gy"])
+    return {
+        "available": True,
+        "dose_method": method,
+        "threshold": number_text(threshold),
+        "figure": whole_body_tumour_figure(points, threshold),
+        "rows": [
+            {
+                "site_id": r["site_id"],
+                "label": label(r),
+                "volume": numeric_cell(_finite(r["tumour_volume_ml"])),
+                "mean": numeric_cell(_finite(r["mean_dose_gy"])),
+                "gtd": numeric_cell(_finite(r["lesion_voi_gtd_gy"])),
+            }
+            for r in records
+        ],
+    }
+
+
 # --- page ------------------------------------------------------------------------------------
 
 
 def _provenance(tables: DashboardTables) -> list[dict[str, str]]:
     runs = []
-    for name in ("kinetics_agreement", "threshold_concordance", "harmonisation_agreement"):
+    for name in (
+        "kinetics_agreement",
+        "threshold_concordance",
+        "harmonisation_agreement",
+        "planning",  # issue 20
+    ):
         for run_id in sorted(set(tables.table(name).column("run_id").to_pylist())):
             runs.append(
                 {
@@ -579,6 +698,8 @@ def render_dashboard(tables: DashboardTables, *, generated_at: datetime | None =
         "agreement": _agreement_section(tables),
         "harmonisation": _harmonisation_section(tables),
         "thresholds": _threshold_section(tables),
+        "planning": _planning_section(tables),  # issue 20, item 1
+        "whole_body": _whole_body_section(tables),  # issue 20, item 4
         "provenance": _provenance(tables),
         "n_calibration_records": tables.table("site_calibrations").num_rows,
     }

@@ -123,6 +123,32 @@ DASHBOARD_COLUMNS: dict[str, tuple[str, ...]] = {
         "method_parameters_hash",
     ),
     "voi_timepoints": ("site_id", "cycle_key", "voi_label", "time_point_index", "volume_ml"),
+    # issue 20, items 1 and 4 (no patient key is read: one kidneys row per patient)
+    "planning": (
+        "site_id",
+        "region",
+        "n_cycles",
+        "cycle_dose_gy",
+        "cumulative_dose_gy",
+        "cumulative_bed_gy",
+        "expected_next_dose_gy",
+        "next_activity_gbq",
+        "binding_constraint",
+        "kidney_dose_limit_gy",
+        "kidney_expected_cumulative_dose_gy",
+        "kidney_probability_exceeding_dose_limit",
+        *_PROVENANCE,
+    ),
+    "whole_body_tumour_dose": (
+        "site_id",
+        "cycle_number",
+        "kinetics_method",
+        "dose_method",
+        "threshold_gy",
+        "tumour_volume_ml",
+        "mean_dose_gy",
+        "lesion_voi_gtd_gy",
+    ),
 }
 """Table → the columns the dashboard reads (current rows)."""
 

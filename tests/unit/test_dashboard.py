@@ -222,10 +222,43 @@ def _published(**overrides: list[dict[str, Any]]) -> DashboardTables:
         ],
         "kinetics": kinetics,
         "voi_timepoints": voi_timepoints,
+        "planning": PLANNING_ROWS,
+        "whole_body_tumour_dose": WHOLE_BODY_ROWS,
     }  # fmt: skip
     rows.update(overrides)
     tables = {name: _table(name, rows[name]) for name in DASHBOARD_COLUMNS}
     return DashboardTables("/data/published", tables, {"run-cohort": "2026-12-05T02:00:00+00:00"})
+
+
+# issue 20: one kidneys row per patient (and a lesion row the section ignores), and the
+# whole-body tumour dose of two cycles by two voxel methods
+PLANNING_ROWS: list[dict[str, Any]] = [
+    {"site_id": "milan", "region": "kidneys", "n_cycles": 2, "cycle_dose_gy": [3.0, 2.5],
+     "cumulative_dose_gy": 5.5, "cumulative_bed_gy": 5.9, "expected_next_dose_gy": 2.9,
+     "next_activity_gbq": 7.4, "binding_constraint": "max_activity",
+     "kidney_dose_limit_gy": 23.0, "kidney_expected_cumulative_dose_gy": 8.4,
+     "kidney_probability_exceeding_dose_limit": 0.0001, "run_id": "run-cohort",
+     "created_at": GENERATED_AT},
+    {"site_id": "brussels", "region": "kidneys", "n_cycles": 3,
+     "cycle_dose_gy": [7.0, 6.5, 6.8], "cumulative_dose_gy": 20.3, "cumulative_bed_gy": 25.1,
+     "expected_next_dose_gy": 2.7, "next_activity_gbq": 2.9, "binding_constraint": "dose_limit",
+     "kidney_dose_limit_gy": 23.0, "kidney_expected_cumulative_dose_gy": 23.0,
+     "kidney_probability_exceeding_dose_limit": 0.5, "run_id": "run-cohort",
+     "created_at": GENERATED_AT},
+    {"site_id": "brussels", "region": "lesion_1", "n_cycles": 3, "cycle_dose_gy": [30.0],
+     "cumulative_dose_gy": 80.0, "kidney_dose_limit_gy": 23.0, "run_id": "run-cohort",
+     "binding_constraint": "dose_limit", "created_at": GENERATED_AT},
+]  # fmt: skip
+WHOLE_BODY_ROWS: list[dict[str, Any]] = [
+    {"site_id": site, "cycle_number": cycle, "kinetics_method": "voxel_mono_exponential",
+     "dose_method": method, "threshold_gy": 5.0, "tumour_volume_ml": volume,
+     "mean_dose_gy": mean, "lesion_voi_gtd_gy": gtd}
+    for site, cycle, method, volume, mean, gtd in (
+        ("milan", 1, "ldm", 120.0, 18.0, 15.0),
+        ("milan", 2, "ldm", 95.0, 16.0, 13.5),
+        ("milan", 1, "vsv_4.42mm", 140.0, 16.5, 14.0),
+    )
+]  # fmt: skip
 
 
 def test_every_section_is_built_from_the_published_rows() -> None:
@@ -275,6 +308,24 @@ def test_every_section_is_built_from_the_published_rows() -> None:
     assert float(equivalent["data-value"]) == 38.5
     assert "[33, 44]" in html
 
+    # planning (issue 20): each patient's kidneys row, no patient key
+    cumulative = {
+        (c["data-site"], c["data-patient"]): c for c in page.table("planning", "cumulative")
+    }
+    assert {k: float(c["data-value"]) for k, c in cumulative.items()} == {
+        ("brussels", "1"): 20.3,
+        ("milan", "1"): 5.5,
+    }
+    activities = [float(c["data-value"]) for c in page.table("planning", "next-activity")]
+    assert sorted(activities) == [2.9, 7.4]
+    assert html.count('class="planning"') == 2  # the figure and the table
+    # whole-body tumour dose: the first voxel method's rows (ldm), per cycle
+    volumes = {
+        c["data-cycle"]: float(c["data-value"]) for c in page.table("whole-body-tumour", "volume")
+    }
+    assert volumes == {"milan c1": 120.0, "milan c2": 95.0}
+    assert '<figure class="whole-body-tumour">' in html
+
 
 def test_bias_lines_are_the_statistics_of_the_plotted_points() -> None:
     """The points the Bland–Altman plot draws (relative differences of the kinetics pairs)
@@ -316,6 +367,8 @@ def test_a_store_without_tables_says_so_in_every_section() -> None:
     assert "Harmonisation: not available" in html
     assert "a clinical store has no truth" in html
     assert "Threshold concordance is not available" in html
+    assert "Planning is not available" in html
+    assert "Whole-body tumour dose is not available" in html
     assert "<img" not in html
 
 

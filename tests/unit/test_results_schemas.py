@@ -42,6 +42,8 @@ def test_the_issue_tables_exist() -> None:
         "kinetics_agreement",
         "dose_agreement",  # issue 14
         "threshold_concordance",  # issue 14
+        "planning",  # issue 20, item 1
+        "whole_body_tumour_dose",  # issue 20, item 4
     }
 
 
