@@ -1,6 +1,7 @@
 """Rebuild and publish the cohort tables from the current per-cycle rows of an output store.
 
-The cohort tables (``kinetics_agreement``, ``dose_agreement``, ``threshold_concordance``) are
+The cohort tables (``kinetics_agreement``, ``dose_agreement``, ``threshold_concordance``,
+``sink_effect``) are
 aggregates over every published cycle. They are rebuilt as a whole (after each cycle's
 publication and by the nightly sweep) and published as one run whose scope is
 ``cohort = 'consortium'``: its manifest makes the new rows current and every earlier rebuild's
@@ -19,6 +20,7 @@ import logging
 import pyarrow as pa
 
 from concordose.consortium.agreement import build_dose_agreement, build_kinetics_agreement
+from concordose.consortium.sink_effect import build_sink_effect
 from concordose.consortium.threshold_concordance import build_threshold_concordance
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.results.catalogue import connect
@@ -72,7 +74,15 @@ _INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
         "activity_mbq",
         "volume_ml",
     ),
-    "patient_summary": ("cycle_key", "cycle_number"),
+    "patient_summary": (
+        "cycle_key",
+        "cycle_number",
+        # issue 20, item 2 (sink_effect): who, where, and the injected activity
+        "site_id",
+        "subject_key",
+        "injected_activity_mbq",
+        "injected_activity_traceable_mbq",
+    ),
 }
 
 
@@ -124,6 +134,15 @@ def build_cohort_tables(
             patient_summary=inputs["patient_summary"],
             kinetics=inputs["kinetics"],
             voi_timepoints=inputs["voi_timepoints"],
+            reference_method=reference_method,
+        ),
+        # issue 20, item 2: OAR uptake against tumour burden
+        "sink_effect": build_sink_effect(
+            inputs["kinetics"],
+            inputs["voi_timepoints"],
+            inputs["patient_summary"],
+            provenance,
+            absorbed_dose=inputs["absorbed_dose"],
             reference_method=reference_method,
         ),
     }
