@@ -80,7 +80,7 @@ def sink_tables(patients: list[tuple[str, VirtualPatient]]) -> dict[str, pa.Tabl
             voi_type, volume_ml = volumes[voi["label"]]
             lesion = voi_type == "lesion"
             cv = LESION_TIA_CV if lesion else ORGAN_TIA_CV
-            tia = voi["tia_mbq_h"] * (1 + SITE_BIAS[site]) * (1 + rng.normal(0, cv))
+            tia = voi["tia_mbq_h"] * (1 + SITE_BIAS.get(site, 0.0)) * (1 + rng.normal(0, cv))
             measured_ml = volume_ml * (1 + rng.normal(0, LESION_VOLUME_CV)) if lesion else volume_ml
             kinetics.append(
                 {

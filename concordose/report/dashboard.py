@@ -16,7 +16,10 @@ read once) and each saying where its numbers come from:
 * ``harmonisation``: the reference objects' error against truth and cross-site CoV per
   processing variant (``harmonisation_agreement``; a clinical store has none: it says so);
 * ``threshold-concordance``: the published thresholds in each study's methodology against the
-  reference (``threshold_concordance``).
+  reference (``threshold_concordance``);
+* ``sink-effect``: organ-at-risk TIA per injected activity against tumour burden, every cycle's
+  point with the per-site and pooled fits, and the fits' slopes, CIs, p-values and dose changes
+  (``sink_effect``; :mod:`concordose.report.sink_effect_view`, issue 20 item 2).
 
 A section whose table the store does not hold says so instead of drawing an empty plot.
 Self-contained as the cycle report: inline CSS, PNG data URIs, no script, no external
@@ -53,6 +56,7 @@ from concordose.report.dashboard_figures import (
 from concordose.report.dashboard_tables import DashboardTables, read_dashboard_tables
 from concordose.report.html import TEMPLATES, method_chip, number_text, numeric_cell
 from concordose.report.palette import METHOD_STYLES
+from concordose.report.sink_effect_view import dashboard_sink_section
 from concordose.results.object_store import ObjectStore
 
 __all__ = [
@@ -72,6 +76,7 @@ DASHBOARD_SECTION_IDS = (
     "method-agreement",
     "harmonisation",
     "threshold-concordance",
+    "sink-effect",  # issue 20, item 2
     "provenance",
 )
 """The dashboard's sections, in order (each an element with this id)."""
@@ -554,7 +559,12 @@ def _threshold_section(tables: DashboardTables) -> dict[str, Any]:
 
 def _provenance(tables: DashboardTables) -> list[dict[str, str]]:
     runs = []
-    for name in ("kinetics_agreement", "threshold_concordance", "harmonisation_agreement"):
+    for name in (
+        "kinetics_agreement",
+        "threshold_concordance",
+        "harmonisation_agreement",
+        "sink_effect",  # issue 20, item 2
+    ):
         for run_id in sorted(set(tables.table(name).column("run_id").to_pylist())):
             runs.append(
                 {
@@ -579,6 +589,7 @@ def render_dashboard(tables: DashboardTables, *, generated_at: datetime | None =
         "agreement": _agreement_section(tables),
         "harmonisation": _harmonisation_section(tables),
         "thresholds": _threshold_section(tables),
+        "sink_effect": dashboard_sink_section(tables.table("sink_effect").to_pylist()),
         "provenance": _provenance(tables),
         "n_calibration_records": tables.table("site_calibrations").num_rows,
     }
