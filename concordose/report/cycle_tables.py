@@ -7,12 +7,13 @@ only, the latest run per cycle), so a report built on demand shows exactly what
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 
 from concordose.errors import ConcordoseError
+from concordose.report.sink_effect_view import SINK_EFFECT_COLUMNS
 from concordose.schemas.tables import TABLES
 
 __all__ = ["CYCLE_TABLES", "CycleRows", "published_cycle_keys", "read_cycle_rows"]
@@ -42,12 +43,16 @@ class CycleRows:
         tables: rows of each table of :data:`CYCLE_TABLES`, as dictionaries.
         site_calibrations: the calibration records the cycle's rows name.
         threshold_concordance: the cycle-level rows of the cohort table (``level = 'cycle'``).
+        sink_effect: the cohort table ``sink_effect`` (issue 20, item 2): every cycle's point
+            and every fit, only :data:`~concordose.report.sink_effect_view.SINK_EFFECT_COLUMNS`
+            (no patient key), so the report can place its cycle on the cohort's regression.
     """
 
     cycle_key: str
     tables: dict[str, list[Row]]
     site_calibrations: list[Row]
     threshold_concordance: list[Row]
+    sink_effect: list[Row] = field(default_factory=list)
 
     def rows(self, table: str) -> list[Row]:
         """Rows of ``table`` (empty when the cycle has none)."""
@@ -123,4 +128,12 @@ def read_cycle_rows(connection: duckdb.DuckDBPyConnection, cycle_key: str) -> Cy
         "ORDER BY threshold_name, study_dose_method",
         cycle_key,
     )
-    return CycleRows(cycle_key, tables, calibrations, concordance)
+    # issue 20, item 2: the cohort's sink-effect points and fits (read whole: one row per cycle
+    # and OAR, plus the fits)
+    sink_columns = ", ".join(f'"{column}"' for column in SINK_EFFECT_COLUMNS)
+    sink_effect = _rows(
+        connection,
+        f"SELECT {sink_columns} FROM sink_effect ORDER BY level, site_id, oar, cycle_key, "
+        "burden_metric",
+    )
+    return CycleRows(cycle_key, tables, calibrations, concordance, sink_effect)
