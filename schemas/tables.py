@@ -1474,7 +1474,7 @@ SINK_EFFECT = TableSpec(
                 "intercept_h",
                 pa.float64(),
                 "h",
-                "fit: OAR TIA/IA at zero burden (pooled: mean over the cycles' site intercepts)",
+                "fit: OAR TIA/IA at zero burden (pooled: site intercepts' mean)",
                 nullable=True,
             ),
             field(

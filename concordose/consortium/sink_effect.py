@@ -80,15 +80,16 @@ BURDEN_TIA = "total_lesion_tia_per_ia_h"
 
 @dataclass(frozen=True)
 class BurdenMetric:
-    """A tumour-burden regressor: its name (a cycle-row column) and unit."""
+    """A tumour-burden regressor: its name (a cycle-row column), unit and label for people."""
 
     name: str
     unit: str
+    label: str
 
 
 BURDEN_METRICS: tuple[BurdenMetric, ...] = (
-    BurdenMetric(BURDEN_VOLUME, "mL"),
-    BurdenMetric(BURDEN_TIA, "h"),
+    BurdenMetric(BURDEN_VOLUME, "mL", "total lesion volume (mL)"),
+    BurdenMetric(BURDEN_TIA, "h", "total lesion TIA per injected activity (h)"),
 )
 """The tumour-burden regressors, in the order of the fit rows."""
 
@@ -279,7 +280,7 @@ class SinkFit:
         slope, slope_se, slope_ci_lower, slope_ci_upper, slope_p_value: the burden coefficient
             (h per burden unit), its standard error, 95 % interval and two-sided p-value
             (H0: slope 0).
-        intercept_h: OAR TIA/IA at zero burden (h); pooled: averaged over the cycles' sites.
+        intercept_h: OAR TIA/IA at zero burden (h); pooled: site intercepts' mean over the points.
         r_squared: of the OLS fit.
         n_cycles, n_patients, n_sites: cycles, points regressed (patients per site), sites.
     """

@@ -35,10 +35,7 @@ __all__ = [
 
 Row = dict[str, Any]
 
-BURDEN_LABELS = {
-    "total_lesion_volume_ml": "total lesion volume (mL)",
-    "total_lesion_tia_per_ia_h": "total lesion TIA per injected activity (h)",
-}
+BURDEN_LABELS = {metric.name: metric.label for metric in BURDEN_METRICS}
 """Axis and table label of each burden metric (:data:`~concordose.consortium.sink_effect.
 BURDEN_METRICS`)."""
 
