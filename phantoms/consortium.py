@@ -132,6 +132,9 @@ class Realism:
             ``blur`` (the flag above) applies to the ``blur`` mode only.
         realistic_max_views: ``realistic`` only: at most this many views (the fast setting for
             clinical-size grids; the acquisition time is kept); ``None``: the site's own.
+        sink_effect: the tumour-sink effect in every patient's kinetics (issue 20, item 2:
+            ``draw_virtual_patient(sink_effect=True)``). Off (the default): truths and files
+            as before.
     """
 
     blur: bool = True
@@ -142,6 +145,7 @@ class Realism:
     anatomy_realism: bool = dataclass_field(default=False, repr=False)
     imaging: ImagingMode = dataclass_field(default=ImagingMode.BLUR, repr=False)
     realistic_max_views: int | None = dataclass_field(default=None, repr=False)
+    sink_effect: bool = dataclass_field(default=False, repr=False)  # issue 20, item 2
 
     @classmethod
     def of_imaging(
@@ -181,6 +185,7 @@ class Realism:
             "realistic_max_views": self.realistic_max_views,
             # only when on, so that files made without it are unchanged
             **({"anatomy_realism": True} if self.anatomy_realism else {}),
+            **({"sink_effect": True} if self.sink_effect else {}),  # issue 20, item 2
         }
 
 
@@ -479,6 +484,7 @@ def _write_patient_at_site(
         f"{patient.subject}|{realism}"
         + ("|lesion-partial-voxels" if realism.lesion_partial_voxels else "")
         + ("|anatomy-realism" if realism.anatomy_realism else "")
+        + ("|sink-effect" if realism.sink_effect else "")
         + (
             f"|imaging={realism.imaging.value}|views={realism.realistic_max_views}"
             if realism.imaging is ImagingMode.REALISTIC
@@ -828,6 +834,7 @@ def generate_consortium(
                 ct_shift_max_mm=realism.ct_shift_max_mm,
                 lesion_volume_sampling=chosen.lesion_volume_sampling,
                 anatomy_realism=realism.anatomy_realism,
+                sink_effect=realism.sink_effect,
             )
         return drawn[schedule_name, number]
 

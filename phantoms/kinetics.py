@@ -322,3 +322,33 @@ def draw_multi_phase(
         lambdas_eff_per_h=tuple(math.log(2.0) / t for t in teffs_h),
         uptake_lambda_per_h=uptake,
     )
+
+
+# --- The tumour-sink effect (issue 20, item 2) -------------------------------------------------
+
+SINK_EFFECT_PER_LITRE = 0.4
+"""Fractional loss of organ-at-risk uptake per litre of total tumour volume: the known
+coefficient k of the digital consortium's tumour-sink effect (off unless asked for:
+``draw_virtual_patient(sink_effect=True)``). An OAR's amplitudes are multiplied by
+:func:`sink_effect_factor`, 1 − k × V / 1000 mL. The effect itself is reported by Beauregard et
+al. (Eur J Nucl Med Mol Imaging 2012;39:50-6: lower spleen, liver and kidney uptake of
+68Ga-DOTATATE with higher tumour burden), Gaertner et al. (Oncotarget 2017;8:55094-103: lower
+salivary-gland, kidney and spleen uptake of PSMA ligands with higher tumour load) and Violet et
+al. (J Nucl Med 2019;60:517-23: Lu-177-PSMA-617); they report correlations, not a slope
+transferable to Lu-177 TIA, so k is a modelling choice (a 20 % loss at 500 mL, the consortium's
+larger tumour loads), linear as the simplest form those correlations support."""
+SINK_EFFECT_REFERENCE_VOLUME_ML = 1000.0
+"""The volume k is stated per (1 L)."""
+SINK_EFFECT_MIN_FACTOR = 0.1
+"""Floor of the factor (never reached by the consortium's presets: ≤ 2 L of tumour gives 0.2)."""
+SINK_EFFECT_PRIORS = ("kidney", "spleen")
+"""Prior keys (:data:`MULTI_PHASE_PRIORS`) of the organs the effect acts on: the generator's
+organs at risk of the sink analytics (no salivary glands in its abdominal field of view)."""
+
+
+def sink_effect_factor(total_lesion_volume_ml: float, coefficient_per_litre: float) -> float:
+    """The factor on an OAR's uptake amplitudes: max(floor, 1 − k × V / 1 L), V in mL."""
+    return max(
+        SINK_EFFECT_MIN_FACTOR,
+        1.0 - coefficient_per_litre * total_lesion_volume_ml / SINK_EFFECT_REFERENCE_VOLUME_ML,
+    )

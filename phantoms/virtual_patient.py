@@ -30,12 +30,15 @@ from concordose.phantoms.anatomy import (
     shape_volume_ml,
     virtual_patient_anatomy,
 )
-from concordose.phantoms.kinetics import (
+from concordose.phantoms.kinetics import (  # issue 20, item 2: the tumour-sink effect
     MULTI_PHASE_PRIORS,
     ORGAN_CYCLE_VARIATION,
+    SINK_EFFECT_PER_LITRE,
+    SINK_EFFECT_PRIORS,
     TUMOUR_DECLINE_PER_CYCLE_RANGE,
     UptakeMultiExponential,
     draw_multi_phase,
+    sink_effect_factor,
 )
 from concordose.phantoms.lesion_shapes import IrregularLesion
 from concordose.phantoms.protocols import ImagingProtocol
@@ -61,6 +64,8 @@ class VirtualPatient:
         shifts_mm: per imaged cycle, the patient's rigid translation in the scanner (x, y, z mm)
             at each time point, relative to the anatomy frame.
         tumour_decline_per_cycle: lesion amplitude factor from one cycle to the next.
+        sink_effect_per_litre: the tumour-sink coefficient k applied (0: no effect).
+        sink_effect_oar_factor: the factor on the OARs' amplitudes (1 without the effect).
     """
 
     subject: str
@@ -74,6 +79,8 @@ class VirtualPatient:
     time_points_h: Mapping[int, tuple[float, ...]]
     shifts_mm: Mapping[int, tuple[tuple[float, float, float], ...]]
     tumour_decline_per_cycle: float
+    sink_effect_per_litre: float = 0.0
+    sink_effect_oar_factor: float = 1.0
 
     @property
     def imaged_cycles(self) -> tuple[int, ...]:
@@ -100,6 +107,7 @@ def draw_virtual_patient(
     ct_shift_max_mm: float = 0.0,
     lesion_volume_sampling: LesionVolumeSampling = LesionVolumeSampling.LOG_UNIFORM,
     anatomy_realism: bool = False,
+    sink_effect: bool = False,
 ) -> VirtualPatient:
     """Draw patient ``number`` (1-based) of the consortium seeded by ``seed``.
 
@@ -118,6 +126,11 @@ def draw_virtual_patient(
             drawn from a fifth child of the patient's seed sequence, so the first four (anatomy,
             kinetics, demographics, shifts) and everything drawn from them are unchanged;
             ``False`` (default): uniform spheres, as before.
+        sink_effect: the tumour-sink effect (issue 20, item 2): kidney and spleen amplitudes
+            × :func:`phantoms.kinetics.sink_effect_factor` of the patient's total analytic
+            lesion volume with :data:`phantoms.kinetics.SINK_EFFECT_PER_LITRE`, after every
+            draw (the random draws, and so every other truth, are unchanged); recorded in
+            :func:`cycle_truth`. ``False`` (default): no effect, truths as before.
     """
     anatomy_seq, kinetics_seq, demo_seq, shift_seq, shape_seq = np.random.SeedSequence(
         [seed, number]
@@ -144,6 +157,19 @@ def draw_virtual_patient(
             volume_ml=volume_ml,
             rng=rng,
         )
+    # issue 20, item 2: the tumour-sink effect scales the OARs' uptake by the tumour burden
+    sink_per_litre = SINK_EFFECT_PER_LITRE if sink_effect else 0.0
+    sink_factor = sink_effect_factor(
+        sum(
+            shape_volume_ml(lesion.shape)
+            for lesion in anatomy.vois
+            if lesion.voi_type is VoiType.LESION
+        ),
+        sink_per_litre,
+    )
+    for region in anatomy.vois:
+        if _prior_key(region.label, region.voi_type) in SINK_EFFECT_PRIORS:
+            base[region.label] = base[region.label].scaled(sink_factor)
     decline = float(rng.uniform(*TUMOUR_DECLINE_PER_CYCLE_RANGE))
     curves: dict[int, dict[str, UptakeMultiExponential]] = {}
     for cycle in range(1, n_cycles + 1):
@@ -183,6 +209,8 @@ def draw_virtual_patient(
         time_points_h={c: protocol.time_points_h_by_cycle[c] for c in imaged},
         shifts_mm=shifts,
         tumour_decline_per_cycle=decline,
+        sink_effect_per_litre=sink_per_litre,
+        sink_effect_oar_factor=sink_factor,
     )
 
 
@@ -244,7 +272,7 @@ def cycle_truth(patient: VirtualPatient, cycle: int) -> dict[str, Any]:
                 else true_mean_dose_gy(tia, masses[label]),
             }
         )
-    return {
+    truth: dict[str, Any] = {
         "cycle": cycle,
         "injection_datetime": patient.injection_datetimes[cycle].isoformat(),
         "injected_activity_mbq": INJECTED_ACTIVITY_MBQ,
@@ -254,3 +282,15 @@ def cycle_truth(patient: VirtualPatient, cycle: int) -> dict[str, Any]:
         "vois": [r for r in regions if r["label"] != BODY_LABEL],
         "body_remainder": next(r for r in regions if r["label"] == BODY_LABEL),
     }
+    if patient.sink_effect_per_litre:  # issue 20, item 2 (absent without the effect)
+        truth["sink_effect"] = {
+            "coefficient_per_litre": patient.sink_effect_per_litre,
+            "total_lesion_volume_ml": sum(
+                row["volume_ml"]
+                for row in region_truth(patient)
+                if row["voi_type"] == str(VoiType.LESION)
+            ),
+            "oar_factor": patient.sink_effect_oar_factor,
+            "oars": list(SINK_EFFECT_PRIORS),
+        }
+    return truth

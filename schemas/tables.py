@@ -1549,6 +1549,220 @@ WHOLE_BODY_TUMOUR_DOSE = TableSpec(
 )
 # --- end whole_body_tumour_dose ---
 
+# --- issue 20, item 2: the tumour-sink effect (a cohort table) --------------------------------
+_PER_BURDEN_UNIT = "per unit of burden_unit (mL for total lesion volume, h for total lesion TIA/IA)"
+SINK_EFFECT = TableSpec(
+    name="sink_effect",
+    version=1,
+    doc=(
+        "The tumour-sink effect across the cohort (concordose.consortium.sink_effect): per cycle "
+        "and organ at risk (kidneys, spleen, salivary glands where present) the OAR's reference "
+        "TIA per injected activity and the tumour burden (total lesion volume, total lesion TIA "
+        "per injected activity); per OAR, burden metric, site and pooled ('*', site as a fixed "
+        "effect) the OLS slope of OAR TIA/IA on burden (one point per patient and site) with its "
+        "95 % CI and p-value, and the expected OAR-dose change per GBq per unit of burden."
+    ),
+    key_columns=("level", "site_id", "cycle_key", "oar", "burden_metric"),
+    scope_column="cohort",
+    schema=pa.schema(
+        [
+            _COHORT,
+            field("level", pa.string(), "1", "cycle (one cycle's point) or fit (a regression)"),
+            field(
+                "site_id",
+                pa.string(),
+                "1",
+                "consortium site, or '*' for every site pooled (fit rows)",
+            ),
+            field(
+                "subject_key", pa.string(), "1", "patient (cycle rows; else null)", nullable=True
+            ),
+            field("cycle_key", pa.string(), "1", "cycle (cycle rows; else null)", nullable=True),
+            field(
+                "cycle_number",
+                pa.int16(),
+                "1",
+                "cycle rows: patient_summary.cycle_number (null when unknown)",
+                nullable=True,
+            ),
+            field(
+                "oar",
+                pa.string(),
+                "1",
+                "organ at risk: kidneys (left + right), spleen or salivary_glands "
+                "(concordose.dose.metrics.oar_name)",
+            ),
+            field("kinetics_method", pa.string(), "1", "kinetics method of every TIA (reference)"),
+            field("dose_method", pa.string(), "1", "dose method of the dose per TIA"),
+            field(
+                "method_parameters_hash",
+                pa.string(),
+                "1",
+                "cycle: the sorted setting hashes of its reference fits; fit: hash of its cycles'",
+            ),
+            field(
+                "injected_activity_mbq",
+                pa.float64(),
+                "MBq",
+                "cycle: injected activity (traceable value when the calibration is traceable)",
+                nullable=True,
+            ),
+            field(
+                "oar_tia_mbq_h",
+                pa.float64(),
+                "MBq.h",
+                "cycle: OAR TIA, summed over its VOIs (null if one has none)",
+                nullable=True,
+            ),
+            field(
+                "oar_tia_per_ia_h",
+                pa.float64(),
+                "h",
+                "cycle: oar_tia_mbq_h / injected_activity_mbq (the regressed response)",
+                nullable=True,
+            ),
+            field(
+                "oar_dose_per_tia_gy_per_mbq_h",
+                pa.float64(),
+                "Gy/(MBq.h)",
+                "cycle: OAR mean dose (mass-weighted) / OAR TIA by dose_method; fit: median over "
+                "the fit's cycles",
+                nullable=True,
+            ),
+            field(
+                "oar_dose_per_ia_gy_per_gbq",
+                pa.float64(),
+                "Gy/GBq",
+                "cycle: OAR mean dose per injected GBq",
+                nullable=True,
+            ),
+            field(
+                "n_lesions", pa.int32(), "1", "cycle: lesions with a reference fit", nullable=True
+            ),
+            field(
+                "total_lesion_volume_ml",
+                pa.float64(),
+                "mL",
+                "cycle: summed lesion volumes (first time point; null if one is unknown)",
+                nullable=True,
+            ),
+            field(
+                "total_lesion_tia_per_ia_h",
+                pa.float64(),
+                "h",
+                "cycle: summed lesion TIA / injected activity (null if one is unknown)",
+                nullable=True,
+            ),
+            field(
+                "burden_metric",
+                pa.string(),
+                "1",
+                "fit: regressor, total_lesion_volume_ml or total_lesion_tia_per_ia_h",
+                nullable=True,
+            ),
+            field(
+                "burden_unit",
+                pa.string(),
+                "1",
+                "fit: unit of the regressor (mL or h)",
+                nullable=True,
+            ),
+            field(
+                "regression_method",
+                pa.string(),
+                "1",
+                "fit: ols_patient_means (a site) or ols_patient_means_site_fixed_effects (pooled)",
+                nullable=True,
+            ),
+            field("n_cycles", pa.int32(), "1", "fit: cycles regressed", nullable=True),
+            field(
+                "n_patients",
+                pa.int32(),
+                "1",
+                "fit: points regressed: patients per site (their cycles' means)",
+                nullable=True,
+            ),
+            field("n_sites", pa.int32(), "1", "fit: sites", nullable=True),
+            field(
+                "slope_h_per_unit",
+                pa.float64(),
+                "h/{burden_unit}",
+                f"fit: OAR TIA/IA change {_PER_BURDEN_UNIT}",
+                nullable=True,
+            ),
+            field(
+                "slope_se_h_per_unit",
+                pa.float64(),
+                "h/{burden_unit}",
+                "fit: the slope's standard error (classical OLS)",
+                nullable=True,
+            ),
+            field(
+                "slope_ci_lower_h_per_unit",
+                pa.float64(),
+                "h/{burden_unit}",
+                "fit: slope, 95 % CI lower (Student t, n - p df)",
+                nullable=True,
+            ),
+            field(
+                "slope_ci_upper_h_per_unit",
+                pa.float64(),
+                "h/{burden_unit}",
+                "fit: slope, 95 % CI upper",
+                nullable=True,
+            ),
+            field(
+                "slope_p_value",
+                pa.float64(),
+                "1",
+                "fit: two-sided p-value of slope = 0",
+                nullable=True,
+            ),
+            field(
+                "intercept_h",
+                pa.float64(),
+                "h",
+                "fit: OAR TIA/IA at zero burden (pooled: site intercepts' mean)",
+                nullable=True,
+            ),
+            field(
+                "relative_slope_per_unit",
+                pa.float64(),
+                "1/{burden_unit}",
+                "fit: slope / intercept_h, the fractional OAR uptake change per unit of burden",
+                nullable=True,
+            ),
+            field("r_squared", pa.float64(), "1", "fit: R² of the OLS fit", nullable=True),
+            field(
+                "dose_change_gy_per_gbq_per_unit",
+                pa.float64(),
+                "Gy/GBq/{burden_unit}",
+                "fit: expected OAR-dose change per injected GBq per unit of burden "
+                "(slope × oar_dose_per_tia_gy_per_mbq_h × 1000)",
+                nullable=True,
+            ),
+            field(
+                "dose_change_ci_lower_gy_per_gbq_per_unit",
+                pa.float64(),
+                "Gy/GBq/{burden_unit}",
+                "fit: 95 % CI lower (the slope's, scaled)",
+                nullable=True,
+            ),
+            field(
+                "dose_change_ci_upper_gy_per_gbq_per_unit",
+                pa.float64(),
+                "Gy/GBq/{burden_unit}",
+                "fit: 95 % CI upper",
+                nullable=True,
+            ),
+            *_RUN_PROVENANCE,
+            _CREATED_AT,
+        ]
+    ),
+)
+# --- end issue 20, item 2 ----------------------------------------------------------------------
+
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -1568,5 +1782,6 @@ TABLES: dict[str, TableSpec] = {
         THRESHOLD_CONCORDANCE,
         PLANNING,  # issue 20, item 1
         WHOLE_BODY_TUMOUR_DOSE,  # issue 20, item 4
+        SINK_EFFECT,  # issue 20, item 2
     )
 }

@@ -1,7 +1,7 @@
 """Rebuild and publish the cohort tables from the current per-cycle rows of an output store.
 
-The cohort tables (``kinetics_agreement``, ``dose_agreement``, ``threshold_concordance``, and
-``planning``: :mod:`concordose.planning`, issue 20) are
+The cohort tables (``kinetics_agreement``, ``dose_agreement``, ``threshold_concordance``,
+``sink_effect`` and ``planning``: :mod:`concordose.planning`, issue 20) are
 aggregates over every published cycle. They are rebuilt as a whole (after each cycle's
 publication and by the nightly sweep) and published as one run whose scope is
 ``cohort = 'consortium'``: its manifest makes the new rows current and every earlier rebuild's
@@ -16,10 +16,12 @@ nightly sweep's rebuild, run after every cycle, makes the tables whole again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import pyarrow as pa
 
 from concordose.consortium.agreement import build_dose_agreement, build_kinetics_agreement
+from concordose.consortium.sink_effect import build_sink_effect
 from concordose.consortium.threshold_concordance import build_threshold_concordance
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.planning import PLANNING_INPUT_COLUMNS, PlanningSettings, build_planning
@@ -74,19 +76,29 @@ _INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
         "activity_mbq",
         "volume_ml",
     ),
-    "patient_summary": ("cycle_key", "cycle_number"),
+    "patient_summary": (
+        "cycle_key",
+        "cycle_number",
+        # issue 20, item 2 (sink_effect): who, where, and the injected activity
+        "site_id",
+        "subject_key",
+        "injected_activity_mbq",
+        "injected_activity_traceable_mbq",
+    ),
 }
 
 
-def read_cohort_inputs(store: ObjectStore) -> dict[str, pa.Table]:
-    """The current rows of the per-cycle tables the cohort tables are built from (only the
-    columns they read, with the schema's types), in a fixed order: sorted on every column, so
-    the sums of the cohort tables do not depend on the order cycles were published in (cycles
-    run in parallel publish in any order; floating-point sums are not associative)."""
+def read_current_columns(
+    store: ObjectStore, columns_by_table: Mapping[str, tuple[str, ...]]
+) -> dict[str, pa.Table]:
+    """The current rows of the given per-cycle tables (only the given columns, with the
+    schema's types), in a fixed order: sorted on every column, so sums over them do not depend
+    on the order cycles were published in (cycles run in parallel publish in any order;
+    floating-point sums are not associative)."""
     connection = connect(store)
     try:
         inputs: dict[str, pa.Table] = {}
-        for table, columns in _INPUT_COLUMNS.items():
+        for table, columns in columns_by_table.items():
             names = ", ".join(f'"{column}"' for column in columns)
             result = connection.sql(
                 f'SELECT {names} FROM "{table}" ORDER BY {names}'
@@ -96,26 +108,19 @@ def read_cohort_inputs(store: ObjectStore) -> dict[str, pa.Table]:
     finally:
         connection.close()
     return inputs
+
+
+def read_cohort_inputs(store: ObjectStore) -> dict[str, pa.Table]:
+    """The current rows of the per-cycle tables the cohort tables are built from
+    (:func:`read_current_columns`)."""
+    return read_current_columns(store, _INPUT_COLUMNS)
 
 
 # --- planning (issue 20, item 1): its own inputs, read as the cohort tables' are ---
 def read_planning_inputs(store: ObjectStore) -> dict[str, pa.Table]:
     """The current rows of the per-cycle tables ``planning`` is built from
-    (:data:`concordose.planning.PLANNING_INPUT_COLUMNS`, schema types), sorted on every column
-    so the result does not depend on the order cycles were published in."""
-    connection = connect(store)
-    try:
-        inputs: dict[str, pa.Table] = {}
-        for table, columns in PLANNING_INPUT_COLUMNS.items():
-            names = ", ".join(f'"{column}"' for column in columns)
-            result = connection.sql(
-                f'SELECT {names} FROM "{table}" ORDER BY {names}'
-            ).to_arrow_table()
-            schema = TABLES[table].schema
-            inputs[table] = result.cast(pa.schema([schema.field(c) for c in columns]))
-    finally:
-        connection.close()
-    return inputs
+    (:data:`concordose.planning.PLANNING_INPUT_COLUMNS`, :func:`read_current_columns`)."""
+    return read_current_columns(store, PLANNING_INPUT_COLUMNS)
 
 
 # --- end planning ---
@@ -149,6 +154,15 @@ def build_cohort_tables(
             patient_summary=inputs["patient_summary"],
             kinetics=inputs["kinetics"],
             voi_timepoints=inputs["voi_timepoints"],
+            reference_method=reference_method,
+        ),
+        # issue 20, item 2: OAR uptake against tumour burden
+        "sink_effect": build_sink_effect(
+            inputs["kinetics"],
+            inputs["voi_timepoints"],
+            inputs["patient_summary"],
+            provenance,
+            absorbed_dose=inputs["absorbed_dose"],
             reference_method=reference_method,
         ),
     }

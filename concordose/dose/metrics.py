@@ -29,7 +29,10 @@ DVH_POINTS = 64
 # Labels accepted as a red-marrow proxy VOI (e.g. L2–L4 vertebral spongiosa): none of the packaged
 # tables covers marrow, so this OAR is reported only when the segmentation has such a VOI.
 BONE_MARROW_LABELS = frozenset({"bone_marrow", "red_marrow", "marrow", "l2_l4", "vertebrae_l2_l4"})
-OAR_NAMES = ("kidneys", "bone_marrow", "spleen", "liver")
+# Salivary glands (issue 20, tumour-sink analytics; an OAR of PSMA ligands): any VOI whose
+# normalised label starts with one of these (parotid_left, submandibular_r, salivary_glands …).
+SALIVARY_GLAND_PREFIXES = ("parotid", "submandibular", "sublingual", "salivary")
+OAR_NAMES = ("kidneys", "bone_marrow", "spleen", "liver", "salivary_glands")
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,8 @@ class CycleDoseSummary:
         mean_lesion_dose_gy: arithmetic mean of lesion mean doses (Hebert "mean per lesion").
         lesion_dose_gy: each lesion's mean dose.
         oar_dose_gy: kidneys (mass-weighted over left and right), bone marrow (proxy VOI if any),
-            spleen, liver; NaN where the study has no such VOI.
+            spleen, liver, salivary glands (mass-weighted over every gland VOI); NaN where the
+            study has no such VOI.
     """
 
     gtd_gy: float
@@ -137,15 +141,18 @@ class CycleDoseSummary:
 
 @cache
 def oar_name(label: str) -> str | None:
-    """The OAR a VOI label counts towards (cached: a cohort summarises the same labels many
-    thousands of times)."""
+    """The OAR (one of :data:`OAR_NAMES`) a VOI label counts towards, or None (cached: a
+    cohort summarises the same labels many thousands of times)."""
     key = organ_key(label)
     if key in ("kidney_left", "kidney_right"):
         return "kidneys"
     if key in ("spleen", "liver"):
         return key
-    if label.strip().lower().replace("-", "_").replace(" ", "_") in BONE_MARROW_LABELS:
+    normalised = label.strip().lower().replace("-", "_").replace(" ", "_")
+    if normalised in BONE_MARROW_LABELS:
         return "bone_marrow"
+    if normalised.startswith(SALIVARY_GLAND_PREFIXES):
+        return "salivary_glands"
     return None
 
 

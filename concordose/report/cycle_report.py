@@ -5,9 +5,10 @@ time point with VOI outlines and dose-map slices through each lesion (from the c
 products, :mod:`concordose.report.images`, when published); each VOI's time-activity curve with
 every method's implied curve and the time points it used; TIA and dose tables by method with
 uncertainties; DVHs; threshold flags with their sources and the concordance between
-methodologies; a provenance footer. Every number comes from the published tables
-(:mod:`concordose.report.cycle_tables`), so the report built by the flow and one rebuilt later
-by ``concordose report`` agree.
+methodologies; where the patient sits on the cohort's tumour-sink regression (issue 20, item 2:
+:func:`concordose.report.sink_effect_view.cycle_sink_section`); a provenance footer. Every
+number comes from the published tables (:mod:`concordose.report.cycle_tables`), so the report
+built by the flow and one rebuilt later by ``concordose report`` agree.
 
 Self-contained: CSS inline, figures as PNG data URIs, no script, no external reference — it
 renders the same on a closed hospital network. Pseudonymised keys only (``subject_key``,
@@ -48,6 +49,7 @@ from concordose.report.planning_figures import (
     cumulative_kidney_figure,
     whole_body_tumour_figure,
 )
+from concordose.report.sink_effect_view import cycle_sink_section
 from concordose.results.catalogue import connect
 from concordose.results.object_store import ObjectStore
 
@@ -72,6 +74,7 @@ SECTION_IDS = (
     "concordance",
     "planning",  # issue 20, item 1
     "whole-body-tumour",  # issue 20, item 4
+    "sink-effect",  # issue 20, item 2
     "provenance",
 )
 """The report's sections, in order (each an element with this id)."""
@@ -520,6 +523,7 @@ def render_cycle_report(
         "planning": _planning_section(rows),  # issue 20, item 1
         "whole_body": _whole_body_section(rows),  # issue 20, item 4
         "provenance": _provenance(rows),
+        "sink_effect": cycle_sink_section(rows.sink_effect, rows.cycle_key),
     }
     return TEMPLATES.get_template("cycle_report.html.j2").render(context)
 

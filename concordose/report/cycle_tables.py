@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 
 from concordose.errors import ConcordoseError
+from concordose.report.sink_effect_view import SINK_EFFECT_COLUMNS
 from concordose.schemas.tables import TABLES
 
 __all__ = ["CYCLE_TABLES", "CycleRows", "published_cycle_keys", "read_cycle_rows"]
@@ -44,6 +45,9 @@ class CycleRows:
         site_calibrations: the calibration records the cycle's rows name.
         threshold_concordance: the cycle-level rows of the cohort table (``level = 'cycle'``).
         planning: the cycle's patient's rows of the cohort table ``planning`` (issue 20).
+        sink_effect: the cohort table ``sink_effect`` (issue 20, item 2): every cycle's point
+            and every fit, only :data:`~concordose.report.sink_effect_view.SINK_EFFECT_COLUMNS`
+            (no patient key), so the report can place its cycle on the cohort's regression.
     """
 
     cycle_key: str
@@ -51,6 +55,7 @@ class CycleRows:
     site_calibrations: list[Row]
     threshold_concordance: list[Row]
     planning: list[Row] = field(default_factory=list)
+    sink_effect: list[Row] = field(default_factory=list)
 
     def rows(self, table: str) -> list[Row]:
         """Rows of ``table`` (empty when the cycle has none)."""
@@ -126,8 +131,21 @@ def read_cycle_rows(connection: duckdb.DuckDBPyConnection, cycle_key: str) -> Cy
         "ORDER BY threshold_name, study_dose_method",
         cycle_key,
     )
+    # issue 20, item 2: the cohort's sink-effect points and fits (read whole: one row per cycle
+    # and OAR, plus the fits)
+    sink_columns = ", ".join(f'"{column}"' for column in SINK_EFFECT_COLUMNS)
+    sink_effect = _rows(
+        connection,
+        f"SELECT {sink_columns} FROM sink_effect ORDER BY level, site_id, oar, cycle_key, "
+        "burden_metric",
+    )
     return CycleRows(
-        cycle_key, tables, calibrations, concordance, planning=_planning(connection, tables)
+        cycle_key,
+        tables,
+        calibrations,
+        concordance,
+        sink_effect=sink_effect,
+        planning=_planning(connection, tables),
     )
 
 

@@ -22,6 +22,9 @@ read once) and each saying where its numbers come from:
   activities and exceedance probabilities (``planning``, issue 20);
 * ``whole-body-tumour``: each cycle's whole-body tumour volume and mean dose by one voxel dose
   method next to the lesion VOIs' GTD (``whole_body_tumour_dose``, issue 20).
+* ``sink-effect``: organ-at-risk TIA per injected activity against tumour burden, every cycle's
+  point with the per-site and pooled fits, and the fits' slopes, CIs, p-values and dose changes
+  (``sink_effect``; :mod:`concordose.report.sink_effect_view`, issue 20 item 2).
 
 A section whose table the store does not hold says so instead of drawing an empty plot.
 Self-contained as the cycle report: inline CSS, PNG data URIs, no script, no external
@@ -64,6 +67,7 @@ from concordose.report.planning_figures import (
     cumulative_kidney_figure,
     whole_body_tumour_figure,
 )
+from concordose.report.sink_effect_view import dashboard_sink_section
 from concordose.results.object_store import ObjectStore
 
 __all__ = [
@@ -85,6 +89,7 @@ DASHBOARD_SECTION_IDS = (
     "threshold-concordance",
     "planning",  # issue 20, item 1
     "whole-body-tumour",  # issue 20, item 4
+    "sink-effect",  # issue 20, item 2
     "provenance",
 )
 """The dashboard's sections, in order (each an element with this id)."""
@@ -673,6 +678,7 @@ def _provenance(tables: DashboardTables) -> list[dict[str, str]]:
         "threshold_concordance",
         "harmonisation_agreement",
         "planning",  # issue 20
+        "sink_effect",  # issue 20, item 2
     ):
         for run_id in sorted(set(tables.table(name).column("run_id").to_pylist())):
             runs.append(
@@ -700,6 +706,7 @@ def render_dashboard(tables: DashboardTables, *, generated_at: datetime | None =
         "thresholds": _threshold_section(tables),
         "planning": _planning_section(tables),  # issue 20, item 1
         "whole_body": _whole_body_section(tables),  # issue 20, item 4
+        "sink_effect": dashboard_sink_section(tables.table("sink_effect").to_pylist()),
         "provenance": _provenance(tables),
         "n_calibration_records": tables.table("site_calibrations").num_rows,
     }

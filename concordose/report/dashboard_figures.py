@@ -27,10 +27,13 @@ __all__ = [
     "BlandAltmanSeries",
     "CalibrationSpan",
     "ConcordancePoint",
+    "SinkLine",
+    "SinkPanel",
     "VariantValues",
     "bland_altman_figure",
     "calibration_history_figure",
     "harmonisation_figure",
+    "sink_effect_figure",
     "threshold_concordance_figure",
 ]
 
@@ -386,4 +389,109 @@ def threshold_concordance_figure(
             axes.text(0.5, 0.5, "no classified pair", transform=axes.transAxes, ha="center")
     for index in range(len(names), rows * columns):
         panels[index // columns][index % columns].set_axis_off()
+    return png_data_uri(figure)
+
+
+# --- issue 20, item 2: the tumour-sink effect ------------------------------------------------
+
+SITE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
+"""A site's marker in the sink-effect plot (sites are not methods: black, told apart by shape)."""
+SITE_LINE_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))
+"""A site's fit line style (grey); the pooled fit is solid black."""
+
+
+@dataclass(frozen=True)
+class SinkLine:
+    """A fitted line y = intercept_h + slope × burden, drawn over the panel's burden range."""
+
+    label: str
+    slope_h_per_unit: float
+    intercept_h: float
+    pooled: bool
+
+
+@dataclass(frozen=True)
+class SinkPanel:
+    """One OAR against one burden metric: each site's cycle points and the fitted lines.
+
+    Attributes:
+        oar: kidneys, spleen or salivary_glands.
+        burden_label: the burden axis' label with its unit.
+        points: site → (burden values, OAR TIA/IA values in h).
+        lines: the site fits and the pooled fit.
+        highlight: one cycle's point (burden, OAR TIA/IA), drawn as a large open circle
+            (the cycle report's patient), or None.
+    """
+
+    oar: str
+    burden_label: str
+    points: dict[str, tuple[FloatArray, FloatArray]]
+    lines: tuple[SinkLine, ...]
+    highlight: tuple[float, float] | None = None
+
+
+def sink_effect_figure(panels: Sequence[SinkPanel]) -> str:
+    """One panel per OAR (rows) and burden metric (columns): OAR TIA per injected activity
+    against tumour burden, sites as black markers, each site's fit grey (its own line style),
+    the pooled fit (site fixed effects) solid black."""
+    columns = min(2, len(panels))
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(3.8 * columns, 3.0 * rows), layout="constrained")
+    axes_grid = figure.subplots(rows, columns, squeeze=False)
+    for index, panel in enumerate(panels):
+        axes: Axes = axes_grid[index // columns][index % columns]
+        sites = sorted(panel.points)
+        for number, site in enumerate(sites):
+            x, y = panel.points[site]
+            axes.scatter(
+                x,
+                y,
+                s=12,
+                facecolors="none",
+                edgecolors=INK,
+                linewidths=0.7,
+                marker=SITE_MARKERS[number % len(SITE_MARKERS)],
+                label=site,
+            )
+        every_x = np.concatenate([xy[0] for xy in panel.points.values()] or [np.zeros(1)])
+        finite = every_x[np.isfinite(every_x)]
+        span = np.array([0.0, float(finite.max()) if finite.size else 1.0])
+        site_lines = [line for line in panel.lines if not line.pooled]
+        for number, line in enumerate(site_lines):
+            axes.plot(
+                span,
+                line.intercept_h + line.slope_h_per_unit * span,
+                color=GUIDE,
+                linestyle=SITE_LINE_STYLES[number % len(SITE_LINE_STYLES)],
+                linewidth=1.0,
+                label=f"fit {line.label}",
+            )
+        for line in panel.lines:
+            if line.pooled:
+                axes.plot(
+                    span,
+                    line.intercept_h + line.slope_h_per_unit * span,
+                    color=INK,
+                    linewidth=1.6,
+                    label=f"fit {line.label}",
+                )
+        if panel.highlight is not None:
+            axes.scatter(
+                [panel.highlight[0]],
+                [panel.highlight[1]],
+                s=90,
+                facecolors="none",
+                edgecolors=INK,
+                linewidths=1.8,
+                label="this cycle",
+                zorder=5,
+            )
+        axes.set_title(panel.oar.replace("_", " "), fontsize=8)
+        axes.set_xlabel(panel.burden_label, fontsize=8)
+        axes.set_ylabel("OAR TIA per injected activity (h)", fontsize=8)
+        axes.tick_params(labelsize=7)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=5.5, frameon=False, loc="upper right")
+    for index in range(len(panels), rows * columns):
+        axes_grid[index // columns][index % columns].set_axis_off()
     return png_data_uri(figure)

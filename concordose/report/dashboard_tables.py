@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from concordose.report.sink_effect_view import SINK_EFFECT_COLUMNS
 from concordose.results.catalogue import connect
 from concordose.results.object_store import ObjectStore
 
@@ -149,6 +150,7 @@ DASHBOARD_COLUMNS: dict[str, tuple[str, ...]] = {
         "mean_dose_gy",
         "lesion_voi_gtd_gy",
     ),
+    "sink_effect": SINK_EFFECT_COLUMNS,  # issue 20, item 2
 }
 """Table → the columns the dashboard reads (current rows)."""
 

@@ -585,3 +585,37 @@ def test_nema_sheet_concentrations_give_the_stated_ratio(tmp_path: Path) -> None
     assert recorded_at_scan / truth[
         "true_background_concentration_at_scan_start_mbq_per_ml"
     ] == pytest.approx(1.0 + site.dose_calibrator_bias, rel=1e-4)
+
+
+def test_the_consortium_asks_for_the_sink_effect_and_records_it(tmp_path: Path) -> None:
+    """issue 20, item 2: ``Realism(sink_effect=True)`` gives every patient the tumour-sink
+    effect (kidneys and spleen scaled by the known coefficient) and writes it in the truth."""
+    from concordose.phantoms.kinetics import SINK_EFFECT_PER_LITRE  # noqa: PLC0415
+
+    common: dict[str, Any] = {
+        "seed": SEED,
+        "preset": "test",
+        "sites": (consortium_site("milan"),),
+        "protocol": "lutadose",
+        "phantoms": False,
+    }
+    plain = generate_consortium(tmp_path / "plain", **common)
+    sink = generate_consortium(tmp_path / "sink", realism=Realism(sink_effect=True), **common)
+    before = _load(plain.sites[0].ground_truth_paths[0])
+    after = _load(sink.sites[0].ground_truth_paths[0])
+    assert "sink_effect" not in before["cycles"][0]
+    recorded = after["cycles"][0]["sink_effect"]
+    assert recorded["coefficient_per_litre"] == SINK_EFFECT_PER_LITRE
+    factor = recorded["oar_factor"]
+    assert 0.0 < factor < 1.0
+    tia = {
+        label: (
+            {v["label"]: v for v in before["cycles"][0]["vois"]}[label]["tia_mbq_h"],
+            {v["label"]: v for v in after["cycles"][0]["vois"]}[label]["tia_mbq_h"],
+        )
+        for label in ("kidney_left", "spleen", "liver", "lesion_1")
+    }
+    assert tia["kidney_left"][1] == pytest.approx(tia["kidney_left"][0] * factor, rel=1e-12)
+    assert tia["spleen"][1] == pytest.approx(tia["spleen"][0] * factor, rel=1e-12)
+    assert tia["liver"][1] == tia["liver"][0]
+    assert tia["lesion_1"][1] == tia["lesion_1"][0]

@@ -155,3 +155,62 @@ def test_lesion_slice_is_its_fullest_slice_with_a_clipped_margin() -> None:
     assert on_slice.shape == (8, 13)
     assert on_slice.sum() == 4 * 5
     assert on_slice[2:6, 4:9].all()
+
+
+# --- issue 20, item 2: where this patient sits on the cohort's tumour-sink regression ----------
+
+
+def test_the_report_places_its_cycle_on_the_cohorts_sink_regression() -> None:
+    from tests.dashboard_page import parse_dashboard  # noqa: PLC0415
+    from tests.sink_cohort import sink_effect_table, sink_patients, sink_tables  # noqa: PLC0415
+
+    cohort = sink_effect_table(
+        sink_tables(sink_patients(sink_effect=True, sites=("padua", "milan"), per_site=8))
+    ).to_pylist()
+    mine = [r for r in cohort if r["level"] == "cycle" and r["site_id"] == "padua"][:2]
+    cycle_key = str(mine[0]["cycle_key"])
+    rows = CycleRows(
+        cycle_key,
+        {"qc_findings": [{**_finding(0, "info", "ok"), "cycle_key": cycle_key}]},
+        site_calibrations=[],
+        threshold_concordance=[],
+        sink_effect=cohort,
+    )
+    html = render_cycle_report(rows, None, generated_at=datetime(2026, 1, 1, tzinfo=UTC))
+    page = parse_dashboard(html)
+    assert 'id="sink-effect"' in html
+    fits = {(r["oar"], r["burden_metric"], r["site_id"]): r for r in cohort if r["level"] == "fit"}
+    own = [r for r in cohort if r["level"] == "cycle" and r["cycle_key"] == cycle_key]
+    assert {r["oar"] for r in own} == {"kidneys", "spleen"}
+    measured = {(c["data-oar"], c["data-burden"]): c for c in page.table("sink-effect", "measured")}
+    pooled = {
+        (c["data-oar"], c["data-burden"]): c for c in page.table("sink-effect", "pooled-predicted")
+    }
+    site = {
+        (c["data-oar"], c["data-burden"]): c for c in page.table("sink-effect", "site-predicted")
+    }
+    assert len(measured) == len(pooled) == 4  # two OARs × two burden metrics
+    for row in own:
+        for burden in ("total_lesion_volume_ml", "total_lesion_tia_per_ia_h"):
+            key = (row["oar"], burden)
+            assert float(measured[key]["data-value"]) == row["oar_tia_per_ia_h"]
+            for cells, fit_site in ((pooled, "*"), (site, "padua")):
+                fit = fits[(row["oar"], burden, fit_site)]
+                expected = fit["intercept_h"] + fit["slope_h_per_unit"] * row[burden]
+                assert float(cells[key]["data-value"]) == pytest.approx(expected, rel=1e-12)
+    assert html.count('<figure class="sink-effect">') == 1
+    # the site column is its own site's fit, not another site's
+    padua = fits[("kidneys", "total_lesion_volume_ml", "padua")]
+    milan = fits[("kidneys", "total_lesion_volume_ml", "milan")]
+    section = html.split('id="sink-effect"', 1)[1]
+    assert f"{padua['slope_h_per_unit']:.4g} [" in section
+    assert f"{milan['slope_h_per_unit']:.4g} [" not in section
+    assert "Not available: the cohort table" not in html
+
+
+def test_a_cycle_without_sink_rows_says_so() -> None:
+    rows = CycleRows(
+        "cyc-1", {"qc_findings": [_finding(0, "error", "held")]}, [], [], sink_effect=[]
+    )
+    html = render_cycle_report(rows, None, generated_at=datetime(2026, 1, 1, tzinfo=UTC))
+    assert "Not available: the cohort table <code>sink_effect</code>" in html

@@ -43,6 +43,7 @@ from concordose.settings import Settings
 from concordose.tasks.report import dashboard_task
 from tests.dashboard_page import parse_dashboard
 from tests.results_rows import calibration_table, provenance, run_tables
+from tests.sink_cohort import sink_effect_table, sink_patients, sink_tables
 
 GENERATED_AT = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 REFERENCE = "spectacular_6tp"
@@ -181,6 +182,13 @@ def _harmonisation_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def _sink_effect_rows() -> list[dict[str, Any]]:
+    """issue 20, item 2: the real builder's rows over a small digital cohort with the effect."""
+    patients = sink_patients(sink_effect=True, sites=("brussels", "milan"), per_site=8)
+    rows: list[dict[str, Any]] = sink_effect_table(sink_tables(patients)).to_pylist()
+    return rows
+
+
 def _published(**overrides: list[dict[str, Any]]) -> DashboardTables:
     kinetics = _kinetics_rows()
     voi_timepoints = _voi_timepoints_rows()
@@ -224,6 +232,7 @@ def _published(**overrides: list[dict[str, Any]]) -> DashboardTables:
         "voi_timepoints": voi_timepoints,
         "planning": PLANNING_ROWS,
         "whole_body_tumour_dose": WHOLE_BODY_ROWS,
+        "sink_effect": _sink_effect_rows(),  # issue 20, item 2
     }  # fmt: skip
     rows.update(overrides)
     tables = {name: _table(name, rows[name]) for name in DASHBOARD_COLUMNS}
@@ -369,6 +378,7 @@ def test_a_store_without_tables_says_so_in_every_section() -> None:
     assert "Threshold concordance is not available" in html
     assert "Planning is not available" in html
     assert "Whole-body tumour dose is not available" in html
+    assert "Tumour-sink effect is not available" in html  # issue 20, item 2
     assert "<img" not in html
 
 
@@ -453,3 +463,44 @@ def test_the_nightly_task_skips_an_empty_store_and_writes_a_published_one(
     cf = parse_dashboard(html).table("calibrations", "cf")
     assert [float(c["data-value"]) for c in cf] == [9.5]
     assert "Method agreement is not available" in html  # no cohort table published
+
+
+# --- issue 20, item 2: the tumour-sink effect --------------------------------------------------
+
+
+def test_the_sink_effect_section_shows_every_published_fit_and_its_plot() -> None:
+    tables = _published()
+    html = render_dashboard(tables, generated_at=GENERATED_AT)
+    page = parse_dashboard(html)
+    fits = [r for r in tables.table("sink_effect").to_pylist() if r["level"] == "fit"]
+    shown = {
+        (c["data-site"], c["data-oar"], c["data-burden"]): c
+        for c in page.table("sink-effect-fits", "slope")
+    }
+    assert len(shown) == len(fits) > 0
+    for row in fits:
+        cell = shown[(row["site_id"], row["oar"], row["burden_metric"])]
+        assert float(cell["data-value"]) == row["slope_h_per_unit"]
+    assert {r["site_id"] for r in fits} == {"brussels", "milan", "*"}
+    doses = {
+        (c["data-site"], c["data-oar"], c["data-burden"]): float(c["data-value"])
+        for c in page.table("sink-effect-fits", "dose-change")
+    }
+    pooled = next(r for r in fits if r["site_id"] == "*" and r["oar"] == "kidneys")
+    key = ("*", "kidneys", pooled["burden_metric"])
+    assert doses[key] == pooled["dose_change_gy_per_gbq_per_unit"]
+    assert html.count('class="sink-effect"') == 1
+    (figure,) = [
+        ref for ref in page.references if ref.startswith("data:image/png") and ref in html
+        and html.index(ref) > html.index('id="sink-effect"')
+        and html.index(ref) < html.index('id="provenance"')
+    ]  # fmt: skip
+    image = imread(io.BytesIO(base64.b64decode(figure.split(",", 1)[1])))
+    assert image.shape[0] > 300  # two OARs (kidneys, spleen) × two burden metrics
+
+
+def test_sink_effect_rows_without_a_fit_say_why() -> None:
+    cycles = [r for r in _sink_effect_rows() if r["level"] == "cycle"]
+    html = render_dashboard(_published(sink_effect=cycles), generated_at=GENERATED_AT)
+    assert "No fit yet" in html
+    assert "Tumour-sink effect is not available" not in html
