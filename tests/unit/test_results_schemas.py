@@ -42,6 +42,7 @@ def test_the_issue_tables_exist() -> None:
         "kinetics_agreement",
         "dose_agreement",  # issue 14
         "threshold_concordance",  # issue 14
+        "dose_prediction",  # issue 20 item 3
     }
 
 
