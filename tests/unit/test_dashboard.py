@@ -24,6 +24,7 @@ from matplotlib.image import imread
 from concordose.consortium import build_kinetics_agreement
 from concordose.external_references import external_references
 from concordose.kinetics.comparison import relative_bland_altman
+from concordose.prediction import build_dose_prediction
 from concordose.report import (
     DASHBOARD_KEY,
     DASHBOARD_SECTION_IDS,
@@ -42,6 +43,7 @@ from concordose.schemas.tables import TABLES
 from concordose.settings import Settings
 from concordose.tasks.report import dashboard_task
 from tests.dashboard_page import parse_dashboard
+from tests.prediction_cohort import prediction_cohort
 from tests.results_rows import calibration_table, provenance, run_tables
 
 GENERATED_AT = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -181,6 +183,15 @@ def _harmonisation_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def _prediction_rows() -> list[dict[str, Any]]:
+    features, doses, summaries, _ = prediction_cohort()
+    table = build_dose_prediction(
+        features, doses, summaries, Provenance(run_id="run-cohort"), reference_method=REFERENCE
+    )
+    rows: list[dict[str, Any]] = table.to_pylist()
+    return rows
+
+
 def _published(**overrides: list[dict[str, Any]]) -> DashboardTables:
     kinetics = _kinetics_rows()
     voi_timepoints = _voi_timepoints_rows()
@@ -222,6 +233,7 @@ def _published(**overrides: list[dict[str, Any]]) -> DashboardTables:
         ],
         "kinetics": kinetics,
         "voi_timepoints": voi_timepoints,
+        "dose_prediction": _prediction_rows(),  # issue 20 item 3
     }  # fmt: skip
     rows.update(overrides)
     tables = {name: _table(name, rows[name]) for name in DASHBOARD_COLUMNS}
@@ -316,6 +328,7 @@ def test_a_store_without_tables_says_so_in_every_section() -> None:
     assert "Harmonisation: not available" in html
     assert "a clinical store has no truth" in html
     assert "Threshold concordance is not available" in html
+    assert "Pre-therapy PET dose prediction is not available" in html
     assert "<img" not in html
 
 
@@ -400,3 +413,35 @@ def test_the_nightly_task_skips_an_empty_store_and_writes_a_published_one(
     cf = parse_dashboard(html).table("calibrations", "cf")
     assert [float(c["data-value"]) for c in cf] == [9.5]
     assert "Method agreement is not available" in html  # no cohort table published
+
+
+# --- issue 20 item 3: pre-therapy PET dose prediction ----------------------------------------
+
+
+def test_the_dose_prediction_section_plots_each_held_out_site_and_lists_its_metrics() -> None:
+    tables = _published()
+    html = render_dashboard(tables, generated_at=GENERATED_AT)
+    page = parse_dashboard(html)
+    assert "dose-prediction" in page.ids
+    section = html[html.index('<section id="dose-prediction">') :]
+    section = section[: section.index("</section>")]
+    assert '<img alt="Predicted against measured dose per GBq' in section
+    published = {
+        (r["site_id"], r["voi_type"]): r
+        for r in tables.table("dose_prediction").to_pylist()
+        if r["row_kind"] == "metrics"
+    }
+    shown = page.table("dose-prediction-metrics", "mape")
+    assert len(shown) == len(published)
+    pooled = next(c for c in shown if c["data-site"] == "*")
+    assert float(pooled["data-value"]) == pytest.approx(published["*", "*"]["mape_percent"])
+    baseline = page.table("dose-prediction-metrics", "baseline-mape")
+    for model_cell, baseline_cell in zip(shown, baseline, strict=True):
+        assert float(baseline_cell["data-value"]) > float(model_cell["data-value"])
+    # 3 sites × 3 organs of the PET-only patients are predicted by the model of every site
+    assert "9 VOIs of patients with a PET and no therapy yet" in section
+    assert "lyon-s6" not in section  # no patient key on the page
+    # one panel per held-out site: three side by side
+    src = section.split('src="data:image/png;base64,', 1)[1].split('"', 1)[0]
+    image = imread(io.BytesIO(base64.b64decode(src)), format="png")
+    assert image.shape[1] > 2.5 * image.shape[0]
