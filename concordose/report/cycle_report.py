@@ -5,7 +5,8 @@ time point with VOI outlines and dose-map slices through each lesion (from the c
 products, :mod:`concordose.report.images`, when published); each VOI's time-activity curve with
 every method's implied curve and the time points it used; TIA and dose tables by method with
 uncertainties; DVHs; threshold flags with their sources and the concordance between
-methodologies; a provenance footer. Every number comes from the published tables
+methodologies; the patient's pre-therapy PET dose prediction (issue 20, item 3: the cohort
+table ``dose_prediction``); a provenance footer. Every number comes from the published tables
 (:mod:`concordose.report.cycle_tables`), so the report built by the flow and one rebuilt later
 by ``concordose report`` agree.
 
@@ -64,6 +65,7 @@ SECTION_IDS = (
     "dose-slices",
     "thresholds",
     "concordance",
+    "pet-prediction",  # issue 20 item 3
     "provenance",
 )
 """The report's sections, in order (each an element with this id)."""
@@ -402,8 +404,33 @@ def render_cycle_report(
         "comparison_table": comparison_table,
         "reference_method": reference,
         "provenance": _provenance(rows),
+        "pet_prediction": _pet_prediction(rows),  # issue 20 item 3
     }
     return TEMPLATES.get_template("cycle_report.html.j2").render(context)
+
+
+def _pet_prediction(rows: CycleRows) -> list[dict[str, Any]]:
+    """The patient's pre-therapy PET prediction per VOI (issue 20 item 3), next to the measured
+    first-cycle dose per GBq."""
+    return [
+        {
+            "voi_label": r["voi_label"],
+            "voi_type": r["voi_type"],
+            "suv_mean": numeric_cell(r["suv_mean"]),
+            "suv_peak": numeric_cell(r["suv_peak"]),
+            "measured": numeric_cell(r["measured_dose_gy_per_gbq"]),
+            "predicted": numeric_cell(r["predicted_dose_gy_per_gbq"]),
+            "interval": (
+                f"[{number_text(r['prediction_low_gy_per_gbq'])}, "
+                f"{number_text(r['prediction_high_gy_per_gbq'])}]"
+            ),
+            "baseline": numeric_cell(r["baseline_dose_gy_per_gbq"]),
+            "validation": r["validation"],
+            "level": number_text(100.0 * float(r["interval_level"])),
+            "model": r["model"],
+        }
+        for r in rows.dose_prediction
+    ]
 
 
 def _stored_images(store: ObjectStore, cycle_key: str) -> CycleImages | None:

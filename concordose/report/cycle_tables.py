@@ -7,7 +7,7 @@ only, the latest run per cycle), so a report built on demand shows exactly what
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
@@ -42,12 +42,15 @@ class CycleRows:
         tables: rows of each table of :data:`CYCLE_TABLES`, as dictionaries.
         site_calibrations: the calibration records the cycle's rows name.
         threshold_concordance: the cycle-level rows of the cohort table (``level = 'cycle'``).
+        dose_prediction: the patient's VOI rows of the cohort table ``dose_prediction`` (issue
+            20: its pre-therapy PET's predictions), empty when the patient had no PET.
     """
 
     cycle_key: str
     tables: dict[str, list[Row]]
     site_calibrations: list[Row]
     threshold_concordance: list[Row]
+    dose_prediction: list[Row] = field(default_factory=list)
 
     def rows(self, table: str) -> list[Row]:
         """Rows of ``table`` (empty when the cycle has none)."""
@@ -123,4 +126,16 @@ def read_cycle_rows(connection: duckdb.DuckDBPyConnection, cycle_key: str) -> Cy
         "ORDER BY threshold_name, study_dose_method",
         cycle_key,
     )
-    return CycleRows(cycle_key, tables, calibrations, concordance)
+    # issue 20 item 3: the patient's pre-therapy PET predictions (a cohort table, by subject)
+    subjects = sorted({str(row["subject_key"]) for rows in tables.values() for row in rows})
+    prediction = (
+        _rows(
+            connection,
+            "SELECT * FROM dose_prediction WHERE row_kind = 'voi' "
+            "AND list_contains(?, subject_key) ORDER BY site_id, voi_type, voi_label",
+            subjects,
+        )
+        if subjects
+        else []
+    )
+    return CycleRows(cycle_key, tables, calibrations, concordance, prediction)
