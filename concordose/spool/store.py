@@ -43,7 +43,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -1488,8 +1488,13 @@ class Spool:
     def cycle_instances(self, members: CycleMembers) -> list[SpooledInstance]:
         """The indexed instances of a cycle's studies (own and shared), in order of arrival;
         nothing else in the spool is read."""
+        return self.study_instances(members.all_study_uids)
+
+    def study_instances(self, study_uids: Sequence[str]) -> list[SpooledInstance]:
+        """The indexed instances of ``study_uids`` (e.g. a pre-therapy PET study), in order of
+        arrival; nothing else in the spool is read."""
         self._drain()
-        uids = members.all_study_uids
+        uids = tuple(study_uids)
         if not uids:
             return []
         placeholders = ",".join("?" for _ in uids)

@@ -4,14 +4,20 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
+from concordose.consortium.cohort_tables import rebuild_dose_prediction
 from concordose.prediction.table import build_dose_prediction, measured_doses_per_gbq
+from concordose.results.catalogue import read_current
+from concordose.results.object_store import open_object_store
+from concordose.results.publish import publish_tables
 from concordose.results.validation import validate_tables
 from concordose.schemas.tables import DOSE_PREDICTION
+from concordose.settings import Settings
 from tests.prediction_cohort import (
     ORGANS,
     PROVENANCE,
@@ -19,6 +25,7 @@ from tests.prediction_cohort import (
     SITES,
     prediction_cohort,
 )
+from tests.results_rows import provenance, run_tables
 
 
 def test_measured_dose_is_the_first_cycles_per_injected_gbq() -> None:
@@ -83,3 +90,18 @@ def test_no_pet_gives_an_empty_table() -> None:
     )
     table = build_dose_prediction(empty, doses, summaries, PROVENANCE, reference_method=REFERENCE)
     assert table.num_rows == 0
+
+
+def test_rebuild_publishes_the_table_from_the_stores_doses(tmp_path: Path) -> None:
+    features, _, _, _ = prediction_cohort()
+    store = open_object_store(str(tmp_path / "store"), Settings())
+    publish_tables(store, run_tables("run-1", {"cyc-a": 40.0}), provenance("run-1"))
+    empty = features.slice(0, 0)
+    assert rebuild_dose_prediction(store, empty, provenance("run-2")) is None
+    published = rebuild_dose_prediction(store, features, provenance("run-3"))
+    assert published is not None
+    current = read_current(store, "dose_prediction")
+    vois = [r for r in current.to_pylist() if r["row_kind"] == "voi"]
+    assert len(vois) == features.num_rows
+    # the store's one dose is of no PET patient: every VOI waits for its therapy
+    assert {r["validation"] for r in vois} == {"no_therapy_yet"}
