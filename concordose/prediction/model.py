@@ -272,9 +272,24 @@ def leave_one_site_out(table: FeatureTable, level: float = INTERVAL_LEVEL) -> li
     """Every site's rows predicted by the model trained on the other sites' measured rows
     (:class:`~sklearn.model_selection.LeaveOneGroupOut` over sites), with the baseline from the
     same training sites. Sites whose rows have no measured dose are predicted too (by the model
-    of all other sites)."""
+    of all other sites). With one site there is no other site to train on: its rows get no
+    prediction (NaN) and no baseline."""
     results = []
     indices = np.arange(table.site_id.size)
+    if np.unique(table.site_id).size < 2:
+        nan = np.full(indices.size, math.nan)
+        return [
+            SitePredictions(
+                site_id=str(site),
+                rows=indices[table.site_id == site],
+                predicted=nan[table.site_id == site],
+                low=nan[table.site_id == site],
+                high=nan[table.site_id == site],
+                baseline=nan[table.site_id == site],
+                training_sites=(),
+            )
+            for site in np.unique(table.site_id)
+        ]
     for train_rows, test_rows in LeaveOneGroupOut().split(indices, groups=table.site_id):
         training = table.subset(train_rows)
         held_out = table.subset(test_rows)

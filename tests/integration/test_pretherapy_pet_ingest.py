@@ -5,11 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from concordose.cli import app
 from concordose.ingest.receiver import StorageReceiver
 from concordose.ingest.sender import send_files
 from concordose.phantoms.consortium import generate_consortium
 from concordose.phantoms.site_profiles import CONSORTIUM_SITES
 from concordose.pipeline.catalogue import CycleSource
+from concordose.results.catalogue import read_current
+from concordose.results.object_store import open_object_store
+from concordose.settings import Settings
 from concordose.spool.store import Spool
 from tests.fakes import FakeClock
 
@@ -66,3 +72,20 @@ def test_a_pet_study_is_received_and_filed_as_pretherapy(tmp_path: Path) -> None
         assert pet.study_uid not in cycle.members.all_study_uids
     # P002's PET study carries its SEG; the PET's CT came in the same study.
     assert {"PT", "CT", "SEG"} <= set(pets[1].modalities)
+
+    # The command builds and publishes dose_prediction from that spool (no dose published yet:
+    # every VOI waits for its therapy, and no model can be trained).
+    result = CliRunner().invoke(
+        app,
+        ["prediction", "build", "--spool", str(spool_root), "--sites",
+         str(generated.sites_path), "--output", str(tmp_path / "published")],
+        env={"CONCORDOSE_PSEUDONYM_KEY": "test-secret"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "dose_prediction:" in result.output
+    store = open_object_store(str(tmp_path / "published"), Settings())
+    rows = read_current(store, "dose_prediction").to_pylist()
+    assert {r["validation"] for r in rows} == {"no_therapy_yet"}
+    assert {r["site_id"] for r in rows} == {site.site_id}
+    assert len({r["subject_key"] for r in rows}) == 2
+    assert not any(site.site_id.upper() in r["subject_key"] for r in rows)  # pseudonymised

@@ -121,3 +121,14 @@ def test_rows_without_a_measured_dose_are_predicted_not_trained_on() -> None:
 def test_too_few_training_vois_give_no_model() -> None:
     table = synthetic(sigma=0.1, n_per_site=2, sites=("a", "b"))
     assert fit_predictor(table) is None
+
+
+def test_one_site_alone_cannot_be_validated_across_sites() -> None:
+    table = synthetic(sigma=0.1, sites=("a",))
+    (only,) = leave_one_site_out(table)
+    assert only.site_id == "a"
+    assert only.training_sites == ()
+    assert np.isnan(only.predicted).all()
+    assert np.isnan(only.baseline).all()
+    # … while the model of that site alone still predicts its untreated patients
+    assert fit_predictor(table) is not None
