@@ -759,6 +759,7 @@ def _write_pretherapy_pet(
         grid_preset=preset.grid_preset,
         patient_info=consortium_patient_info(patient, site),
         hu_by_value=hu_by_value,
+        ct_noise_sd_hu=CT_NOISE_SD_HU,
         with_seg=pet_only,
     )
     if pet_only:

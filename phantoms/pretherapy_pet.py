@@ -62,6 +62,7 @@ from concordose.phantoms.virtual_patient import INJECTED_ACTIVITY_MBQ, VirtualPa
 PET_RADIOPHARMACEUTICAL = "Ga-68 DOTATATE"
 """Radiopharmaceutical (0018,0031) of the pre-therapy PET."""
 PET_NUCLIDE = "Ga-68"
+"""The PET's radionuclide (radioactivedecay's spelling)."""
 GA68_HALF_LIFE_S = 4062.6
 """Ga-68 half-life, s: 67.71 min (NNDC/ENSDF; ICRP-107 and radioactivedecay carry the same);
 checked against :func:`concordose.nuclides.nuclide` in the tests."""
@@ -181,6 +182,7 @@ def generate_pretherapy_pet(
     grid_preset: str,
     patient_info: PatientInfo,
     hu_by_value: Mapping[int, float],
+    ct_noise_sd_hu: float,
     with_seg: bool,
     blur: bool = True,
     noise: bool = True,
@@ -200,6 +202,7 @@ def generate_pretherapy_pet(
         grid_preset: the SPECT grid preset whose field of view the PET covers.
         patient_info: DICOM patient attributes (the same PatientID as the therapy images).
         hu_by_value: mean HU per label value for the PET's CT.
+        ct_noise_sd_hu: Gaussian noise of that CT, HU (the therapy CTs').
         with_seg: also write a SEG of the VOIs on the PET's CT.
         blur, noise: switch the PET resolution and the voxel noise (tests of the SUV chain).
         voxel_mm: PET voxel edge, mm.
@@ -273,7 +276,7 @@ def generate_pretherapy_pet(
     ct_labels = sample_label_map(anatomy, ct_grid.translated(minus_shift))
     ct_written = write_ct_series(
         pet_dir / "ct",
-        hu=hu_map(ct_labels, hu_by_value, noise_sd_hu=5.0, rng=rng),
+        hu=hu_map(ct_labels, hu_by_value, noise_sd_hu=ct_noise_sd_hu, rng=rng),
         grid=ct_grid,
         site=site,
         patient=patient_info,

@@ -18,6 +18,7 @@ from concordose.phantoms.anatomy import sample_label_map, shape_volume_ml
 from concordose.phantoms.consortium import consortium_patient_info
 from concordose.phantoms.pretherapy_pet import (
     GA68_HALF_LIFE_S,
+    PET_NUCLIDE,
     GeneratedPet,
     generate_pretherapy_pet,
 )
@@ -52,6 +53,7 @@ def _generate(folder: Path, *, blur: bool, noise: bool, with_seg: bool = False) 
         grid_preset="test",
         patient_info=consortium_patient_info(patient, SITE),
         hu_by_value=hu,
+        ct_noise_sd_hu=5.0,
         with_seg=with_seg,
         blur=blur,
         noise=noise,
@@ -59,7 +61,7 @@ def _generate(folder: Path, *, blur: bool, noise: bool, with_seg: bool = False) 
 
 
 def test_ga68_half_life_is_the_nuclide_data() -> None:
-    assert pytest.approx(nuclide("Ga-68").half_life_s, rel=1e-6) == GA68_HALF_LIFE_S
+    assert pytest.approx(nuclide(PET_NUCLIDE).half_life_s, rel=1e-6) == GA68_HALF_LIFE_S
 
 
 def test_suv_bw_factor_decays_the_dose() -> None:
