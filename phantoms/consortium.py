@@ -67,6 +67,7 @@ from concordose.phantoms.imaging import ImagingMode, image_counts, region_activi
 from concordose.phantoms.phantom_geometry import sphere_occupancy
 from concordose.phantoms.phantom_scans import PhantomScan, scan_site_phantoms
 from concordose.phantoms.presets import ct_grid_for, nm_grid_for, preset_named
+from concordose.phantoms.pretherapy_pet import generate_pretherapy_pet
 from concordose.phantoms.protocols import DEFAULT_PROTOCOL
 from concordose.phantoms.protocols import protocol as protocol_named
 from concordose.phantoms.respiratory_motion import respiratory_amplitudes_mm
@@ -254,6 +255,8 @@ class GeneratedSite:
     phantom_scans: tuple[PhantomScan, ...]
     ground_truth_paths: tuple[Path, ...]
     dicom_files: tuple[Path, ...]
+    # --- issue 20 item 3: pre-therapy PET/CT files (empty unless asked for) ---
+    pet_files: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -450,6 +453,18 @@ def patient_scene(
     )
 
 
+def consortium_patient_info(patient: VirtualPatient, site: SiteProfile) -> PatientInfo:
+    """The DICOM patient attributes of ``patient`` at ``site`` (every study of it there)."""
+    return PatientInfo(
+        patient_id=f"{site.site_id.upper()}-{patient.subject}",
+        patient_name=f"CONSORTIUM^{patient.subject}^{site.site_id.upper()}",
+        birth_date=patient.birth_date,
+        sex=patient.sex,
+        weight_kg=patient.weight_kg,
+        height_m=patient.height_m,
+    )
+
+
 def _write_patient_at_site(
     patient: VirtualPatient,
     site: SiteProfile,
@@ -470,15 +485,8 @@ def _write_patient_at_site(
     hu_by_value[OUTSIDE_VALUE] = _HU_BY_KIND["outside"]
     # The CT-only anatomy replaces body remainder and the marrow proxy (it lies in the spine).
     paint_over = [r.value for r in regions if _hu_kind(r.label) in ("body", "bone")]
-    patient_id = f"{site.site_id.upper()}-{patient.subject}"
-    info = PatientInfo(
-        patient_id=patient_id,
-        patient_name=f"CONSORTIUM^{patient.subject}^{site.site_id.upper()}",
-        birth_date=patient.birth_date,
-        sex=patient.sex,
-        weight_kg=patient.weight_kg,
-        height_m=patient.height_m,
-    )
+    info = consortium_patient_info(patient, site)
+    patient_id = info.patient_id
     key = (
         f"concordose-consortium|{site.site_id}|{seed}|{preset.name}|{protocol_name}|"
         f"{patient.subject}|{realism}"
@@ -731,6 +739,44 @@ def _write_patient_at_site(
     return truth_path, files
 
 
+# --- issue 20 item 3: the pre-therapy PET/CT of a consortium patient ---------------------------
+
+
+def _write_pretherapy_pet(
+    patient: VirtualPatient,
+    site: SiteProfile,
+    folder: Path,
+    *,
+    seed: int,
+    preset: ConsortiumPreset,
+    pet_only: bool,
+) -> list[Path]:
+    """Write ``patient``'s pre-therapy PET/CT at ``site`` (:mod:`phantoms.pretherapy_pet`); a
+    ``pet_only`` patient (no therapy yet) also gets a SEG on the PET's CT and its (future)
+    therapy truth as ``therapy_truth.json``: what a prediction for it will be checked against."""
+    regions = (*patient.anatomy.vois, patient.anatomy.body)
+    hu_by_value = {r.value: _HU_BY_KIND[_hu_kind(r.label)] for r in regions}
+    hu_by_value[OUTSIDE_VALUE] = _HU_BY_KIND["outside"]
+    generated = generate_pretherapy_pet(
+        patient,
+        site,
+        folder,
+        seed=seed,
+        grid_preset=preset.grid_preset,
+        patient_info=consortium_patient_info(patient, site),
+        hu_by_value=hu_by_value,
+        ct_noise_sd_hu=CT_NOISE_SD_HU,
+        with_seg=pet_only,
+    )
+    if pet_only:
+        truth = {"vois": region_truth(patient), "cycle": cycle_truth(patient, min(patient.curves))}
+        (folder / "therapy_truth.json").write_text(json.dumps(truth, indent=2) + "\n")
+    files = [*generated.pt_files, *generated.ct_files]
+    if generated.seg_path is not None:
+        files.append(generated.seg_path)
+    return files
+
+
 PER_SITE_PROTOCOL = "per-site"
 """Protocol name meaning "each site images on its own schedule" (:attr:`SiteProfile.protocol`)."""
 
@@ -772,6 +818,8 @@ def generate_consortium(
     realism: Realism = Realism(),
     phantoms: bool = True,
     progress: ProgressReporter | None = None,
+    pretherapy_pet: bool = False,
+    pet_only_patients: int = 0,
 ) -> GeneratedConsortium:
     """Write the digital consortium under ``out_dir`` (layout in the module docstring).
 
@@ -787,6 +835,12 @@ def generate_consortium(
         realism: which effects to simulate.
         phantoms: whether to write each site's phantom scans.
         progress: receives one unit per phantom scan and per patient time point.
+        pretherapy_pet: also write each patient's pre-therapy [68Ga]Ga-DOTATATE PET/CT
+            (:mod:`phantoms.pretherapy_pet`) in ``patients/<subject>/dicom/pet/`` with its truth
+            ``patients/<subject>/pretherapy_pet.json``.
+        pet_only_patients: this many further patients (numbered after the ``n_patients``) with
+            a pre-therapy PET/CT and a SEG on its CT only, no therapy yet (the truth of their
+            future first cycle in ``patients/<subject>/therapy_truth.json``, no images).
 
     Raises:
         ValueError: unknown preset or protocol, no site, fewer than one patient, duplicate site
@@ -874,6 +928,20 @@ def generate_consortium(
             )
             truths.append(truth_path)
             files.extend(written)
+        # --- issue 20 item 3: pre-therapy PET/CT (after the therapy images; opt-in) ---
+        pet_files: list[Path] = []
+        if pretherapy_pet or pet_only_patients:
+            for number in range(1, n_patients + pet_only_patients + 1):
+                pet_files.extend(
+                    _write_pretherapy_pet(
+                        patient(schedule_name, number),
+                        site,
+                        site_dir / "patients" / f"P{number:03d}",
+                        seed=seed,
+                        preset=chosen,
+                        pet_only=number > n_patients,
+                    )
+                )
         generated_sites.append(
             GeneratedSite(
                 site=site,
@@ -881,6 +949,7 @@ def generate_consortium(
                 phantom_scans=scans,
                 ground_truth_paths=tuple(truths),
                 dicom_files=tuple(files),
+                pet_files=tuple(pet_files),
             )
         )
     sites_path = out_dir / "sites.yaml"
@@ -895,6 +964,19 @@ def generate_consortium(
         "protocol": protocol,
         "realism": realism.document(),
         "subjects": list(subjects),
+        # issue 20 item 3: only when asked for, so that files made without it are unchanged
+        **(
+            {
+                "pretherapy_pet": {
+                    "pet_only_subjects": [
+                        f"P{n:03d}"
+                        for n in range(n_patients + 1, n_patients + pet_only_patients + 1)
+                    ]
+                }
+            }
+            if pretherapy_pet or pet_only_patients
+            else {}
+        ),
         "sites": [
             {
                 "site_id": g.site.site_id,
@@ -937,6 +1019,7 @@ __all__ = [
     "PatientScene",
     "ProgressReporter",
     "Realism",
+    "consortium_patient_info",
     "consortium_units",
     "generate_consortium",
     "patient_scene",

@@ -1028,11 +1028,20 @@ _KINETICS_AGREEMENT_V1_FIELDS = [
 # Cohort tables (issue 14): rebuilt as a whole from every current cycle of the store, so their
 # scope is one value of ``cohort`` and a rebuild replaces every earlier row
 # (concordose.consortium.agreement; DESIGN.md).
+CONSORTIUM_COHORT = "consortium"
+"""The ``cohort`` value (the scope) of the cohort tables rebuilt together after each cycle:
+every current cycle of the output store. Scope values are shared across tables (a later run's
+scope value hides every earlier run's rows of that value, whatever the table), so a cohort table
+published in a run of its own needs a value of its own (:data:`PET_PREDICTION_COHORT`)."""
+PET_PREDICTION_COHORT = "consortium-pet-prediction"
+"""The ``cohort`` value of ``dose_prediction``: published on its own (``concordose prediction
+build``), so neither it nor the other cohort tables' rebuild hides the other's rows."""
 _COHORT = field(
     "cohort",
     pa.string(),
     "1",
-    "cohort the statistics cover: 'consortium' = every current cycle of the output store",
+    f"cohort the statistics cover: {CONSORTIUM_COHORT!r} = every current cycle of the output "
+    f"store ({PET_PREDICTION_COHORT!r} for dose_prediction, published on its own)",
 )
 _COHORT_GROUP = [
     field(
@@ -1762,6 +1771,157 @@ SINK_EFFECT = TableSpec(
 )
 # --- end issue 20, item 2 ----------------------------------------------------------------------
 
+# --- issue 20 item 3: pre-therapy PET dose prediction -------------------------------------------
+
+_DOSE_PREDICTION_FIELDS = [
+    _COHORT,
+    field(
+        "row_kind",
+        pa.string(),
+        "1",
+        "voi: one VOI with a pre-therapy PET (its features, measured and predicted dose); "
+        "metrics: the validation of one held-out site (or '*' every site pooled) and VOI type "
+        "(or '*' both)",
+    ),
+    field(
+        "site_id",
+        pa.string(),
+        "1",
+        "site of the VOI (voi rows); held-out site or '*' pooled (metrics rows)",
+    ),
+    field("subject_key", pa.string(), "1", "keyed hash of the patient ID; '*' on metrics rows"),
+    field("voi_label", pa.string(), "1", "VOI name as segmented; '*' on metrics rows"),
+    field("voi_type", pa.string(), "1", "organ or lesion; '*' on metrics rows for both"),
+    field(
+        "voi_class",
+        pa.string(),
+        "1",
+        "organ: its label; lesion: its volume bin (concordose.consortium.voi_classes); "
+        "null on metrics rows",
+        nullable=True,
+    ),
+    field(
+        "suv_mean",
+        pa.float64(),
+        "g/mL",
+        "mean SUVbw over the VOI's PET voxels (VOIs carried onto the registered PET)",
+        nullable=True,
+    ),
+    field("suv_max", pa.float64(), "g/mL", "hottest PET voxel's SUVbw in the VOI", nullable=True),
+    field(
+        "suv_peak",
+        pa.float64(),
+        "g/mL",
+        "highest mean SUVbw of a 1 mL sphere centred in the VOI (PERCIST, Wahl 2009)",
+        nullable=True,
+    ),
+    field("volume_ml", pa.float64(), "mL", "VOI volume on its segmentation grid", nullable=True),
+    field(
+        "validation",
+        pa.string(),
+        "1",
+        "leave_one_site_out: predicted by a model that never saw the VOI's site (VOIs with a "
+        "measured dose); no_therapy_yet: predicted by the model of every site (PET, no therapy "
+        "cycle published)",
+        nullable=True,
+    ),
+    field(
+        "measured_dose_gy_per_gbq",
+        pa.float64(),
+        "Gy/GBq",
+        "first cycle's reference mean absorbed dose per injected activity (reference kinetics, "
+        "dose method in reference_dose_method; traceable activity when published); null "
+        "without therapy yet",
+        nullable=True,
+    ),
+    field(
+        "predicted_dose_gy_per_gbq",
+        pa.float64(),
+        "Gy/GBq",
+        "model prediction (null when too few training VOIs)",
+        nullable=True,
+    ),
+    field(
+        "prediction_low_gy_per_gbq",
+        pa.float64(),
+        "Gy/GBq",
+        "lower end of the cross-conformal prediction interval at interval_level",
+        nullable=True,
+    ),
+    field(
+        "prediction_high_gy_per_gbq",
+        pa.float64(),
+        "Gy/GBq",
+        "upper end of the prediction interval (null when unbounded: too few residuals)",
+        nullable=True,
+    ),
+    field(
+        "baseline_dose_gy_per_gbq",
+        pa.float64(),
+        "Gy/GBq",
+        "organ-level population baseline: mean measured dose per GBq of the VOI class over the "
+        "training sites (null when they lack the class)",
+        nullable=True,
+    ),
+    field(
+        "training_sites",
+        pa.list_(pa.string()),
+        "1",
+        "sites the model (and baseline) of this row was trained on",
+        nullable=True,
+    ),
+    field("n_vois", pa.int32(), "1", "VOIs compared (metrics rows)", nullable=True),
+    field(
+        "mape_percent", pa.float64(), "%", "model's mean absolute percentage error", nullable=True
+    ),
+    field("nrmse", pa.float64(), "1", "model's RMSE / mean measured dose per GBq", nullable=True),
+    field(
+        "interval_coverage",
+        pa.float64(),
+        "1",
+        "share of measured values inside the prediction interval",
+        nullable=True,
+    ),
+    field(
+        "baseline_mape_percent",
+        pa.float64(),
+        "%",
+        "population baseline's MAPE on the same VOIs",
+        nullable=True,
+    ),
+    field(
+        "baseline_nrmse",
+        pa.float64(),
+        "1",
+        "population baseline's NRMSE on the same VOIs",
+        nullable=True,
+    ),
+    field("model", pa.string(), "1", "predictor name and version (concordose.prediction.model)"),
+    field("interval_level", pa.float64(), "1", "nominal coverage of the prediction interval"),
+    field("reference_kinetics_method", pa.string(), "1", "kinetics method of the measured dose"),
+    field("reference_dose_method", pa.string(), "1", "dose method of the measured dose"),
+    field(
+        "method_parameters_hash",
+        pa.string(),
+        "1",
+        "hash of the predictor's settings (features, penalty, interval level)",
+    ),
+]
+
+DOSE_PREDICTION = TableSpec(
+    name="dose_prediction",
+    version=1,
+    doc=(
+        "Pre-therapy PET dose prediction (issue 20, item 3): one row per VOI with a pre-therapy "
+        "PET (SUV features, first cycle's measured dose per GBq when there is one, the "
+        "leave-one-site-out or final prediction with its interval, the organ-level baseline), "
+        "and per held-out site and pooled the MAPE, NRMSE and coverage of model and baseline "
+        "(concordose.prediction)."
+    ),
+    key_columns=("row_kind", "site_id", "subject_key", "voi_label", "voi_type"),
+    scope_column="cohort",
+    schema=pa.schema([*_DOSE_PREDICTION_FIELDS, *_RUN_PROVENANCE, _CREATED_AT]),
+)
 
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
@@ -1783,5 +1943,6 @@ TABLES: dict[str, TableSpec] = {
         PLANNING,  # issue 20, item 1
         WHOLE_BODY_TUMOUR_DOSE,  # issue 20, item 4
         SINK_EFFECT,  # issue 20, item 2
+        DOSE_PREDICTION,  # issue 20 item 3
     )
 }

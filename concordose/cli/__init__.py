@@ -38,6 +38,7 @@ from concordose.cli.observability import (
     start_receiver_metrics,
 )
 from concordose.cli.output import csv_text, echo_json
+from concordose.cli.prediction import prediction_app  # issue 20 item 3
 from concordose.cli.protocol import protocol_app
 from concordose.cli.raw import raw_app
 from concordose.cli.report import report as report_command
@@ -1544,6 +1545,7 @@ def receive(  # noqa: PLR0917 (typer maps each option to a parameter)
 app.add_typer(spool_app, name="spool")
 app.add_typer(metrics_app, name="metrics")  # issue 19
 app.add_typer(raw_app, name="raw")
+app.add_typer(prediction_app, name="prediction")  # issue 20 item 3
 app.command("report")(report_command)
 
 

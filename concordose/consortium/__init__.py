@@ -2,7 +2,6 @@
 objects and the harmonisation comparison (issue 14)."""
 
 from concordose.consortium.agreement import (
-    CONSORTIUM_COHORT,
     POOLED_SITE_ID,
     build_dose_agreement,
     build_kinetics_agreement,
@@ -45,6 +44,7 @@ from concordose.consortium.variants import (
     write_variant_config,
 )
 from concordose.consortium.voi_classes import LESION_VOLUME_BINS, voi_classes
+from concordose.schemas.tables import CONSORTIUM_COHORT
 
 __all__ = [
     "CONSORTIUM_COHORT",

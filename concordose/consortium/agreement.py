@@ -36,12 +36,16 @@ from concordose.consortium.voi_classes import voi_classes
 from concordose.kinetics.comparison import agreement_statistics, relative_bland_altman
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.results.provenance import Provenance
-from concordose.schemas.tables import DOSE_AGREEMENT, KINETICS_AGREEMENT, TableSpec
+from concordose.schemas.tables import (
+    CONSORTIUM_COHORT,
+    DOSE_AGREEMENT,
+    KINETICS_AGREEMENT,
+    TableSpec,
+)
 
 POOLED_SITE_ID = "*"
 """``site_id`` of a row pooled over every site; never a site id (ids match ``[a-z0-9_-]+``)."""
 
-CONSORTIUM_COHORT = "consortium"
 """``cohort`` of every row: all current cycles of the output store (the tables' scope: a
 rebuild replaces every earlier row)."""
 

@@ -25,6 +25,7 @@ from concordose.consortium.sink_effect import build_sink_effect
 from concordose.consortium.threshold_concordance import build_threshold_concordance
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.planning import PLANNING_INPUT_COLUMNS, PlanningSettings, build_planning
+from concordose.prediction.table import build_dose_prediction
 from concordose.results.catalogue import connect
 from concordose.results.object_store import ObjectStore
 from concordose.results.provenance import Provenance
@@ -194,3 +195,54 @@ def rebuild_cohort_tables(
         logger.info("cohort tables: nothing to compare yet (no reference or one dose method)")
         return None
     return publish_tables(store, non_empty, provenance)
+
+
+# --- issue 20 item 3: pre-therapy PET dose prediction ------------------------------------------
+
+_PREDICTION_INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "absorbed_dose": (
+        "site_id",
+        "subject_key",
+        "cycle_key",
+        "voi_label",
+        "kinetics_method",
+        "dose_method",
+        "mean_dose_gy",
+    ),
+    "patient_summary": (
+        "cycle_key",
+        "cycle_number",
+        "injected_activity_mbq",
+        "injected_activity_traceable_mbq",
+    ),
+}
+
+
+def rebuild_dose_prediction(
+    store: ObjectStore,
+    pet_features: pa.Table,
+    provenance: Provenance,
+    *,
+    reference_method: str = REFERENCE_METHOD_NAME,
+) -> PublishedRun | None:
+    """Build ``dose_prediction`` from ``pet_features`` (one row per VOI of a pre-therapy PET:
+    :data:`concordose.prediction.PET_FEATURE_COLUMNS`) and the store's current ``absorbed_dose``
+    and ``patient_summary`` rows (sorted, as :func:`read_cohort_inputs`), and publish it as a
+    cohort run (validated, manifest last). None, publishing nothing, without PET features.
+
+    Raises:
+        ValidationFailedError: the table failed its suite (quarantined, not published).
+        ConcordoseError: the store could not be read or written.
+    """
+    if pet_features.num_rows == 0:
+        logger.info("dose_prediction: no pre-therapy PET features; nothing published")
+        return None
+    inputs = read_current_columns(store, _PREDICTION_INPUT_COLUMNS)
+    table = build_dose_prediction(
+        pet_features,
+        inputs["absorbed_dose"],
+        inputs["patient_summary"],
+        provenance,
+        reference_method=reference_method,
+    )
+    return publish_tables(store, {"dose_prediction": [table]}, provenance)

@@ -61,12 +61,12 @@ import pandas as pd
 import pyarrow as pa
 import statsmodels.formula.api as smf
 
-from concordose.consortium.agreement import CONSORTIUM_COHORT, POOLED_SITE_ID, with_voi_classes
+from concordose.consortium.agreement import POOLED_SITE_ID, with_voi_classes
 from concordose.dicom.seg import VoiType
 from concordose.dose.metrics import oar_name
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.results.provenance import Provenance
-from concordose.schemas.tables import SINK_EFFECT
+from concordose.schemas.tables import CONSORTIUM_COHORT, SINK_EFFECT
 
 SINK_EFFECT_OARS = ("kidneys", "spleen", "salivary_glands")
 """The organs at risk whose uptake is regressed on tumour burden (issue 20, item 2)."""

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from concordose.consortium.agreement import CONSORTIUM_COHORT, POOLED_SITE_ID
+from concordose.consortium.agreement import POOLED_SITE_ID
 from concordose.consortium.deming import MIN_PAIRS, deming_regression
 from concordose.consortium.kappa import cohen_kappa
 from concordose.dicom.seg import VoiType
@@ -70,7 +70,7 @@ from concordose.kinetics.prior_half_life import (
 )
 from concordose.kinetics.timepoints import choose_time_points
 from concordose.results.provenance import Provenance
-from concordose.schemas.tables import THRESHOLD_CONCORDANCE
+from concordose.schemas.tables import CONSORTIUM_COHORT, THRESHOLD_CONCORDANCE
 
 LEVEL_CYCLE = "cycle"
 LEVEL_PATIENT = "patient"

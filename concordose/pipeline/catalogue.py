@@ -27,6 +27,7 @@ from concordose.spool.cycles import (
     cycle_number_among,
     find_cycle,
     group_cycles,
+    is_pretherapy_study,
 )
 from concordose.spool.store import Spool, SpooledInstance
 from concordose.spool.timepoints import InstanceSummary
@@ -124,17 +125,29 @@ def folder_memberships(instances: list[CataloguedInstance]) -> list[StudyMembers
     its instances carry (the first instance that has each)."""
     patients: dict[str, str | None] = {}
     injections: dict[str, datetime | None] = {}
+    modalities: dict[str, set[str]] = {}
     for instance in instances:
         summary = instance.summary
         patients.setdefault(instance.study_uid, None)
         injections.setdefault(instance.study_uid, None)
+        modalities.setdefault(instance.study_uid, set())
         if summary is None:
             continue
+        if summary.modality is not None:
+            modalities[instance.study_uid].add(summary.modality)
         if patients[instance.study_uid] is None:
             patients[instance.study_uid] = summary.patient_id
         if injections[instance.study_uid] is None:
             injections[instance.study_uid] = summary.injection_datetime
-    return [StudyMembership(uid, patients[uid], injections[uid]) for uid in sorted(patients)]
+    return [
+        StudyMembership(
+            uid,
+            patients[uid],
+            injections[uid],
+            pretherapy=is_pretherapy_study(modalities[uid]),
+        )
+        for uid in sorted(patients)
+    ]
 
 
 CACHE_DIRNAME = "cache"

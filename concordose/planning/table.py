@@ -63,10 +63,9 @@ from concordose.planning.next_activity import (
     plan_next_activity,
 )
 from concordose.results.provenance import Provenance
-from concordose.schemas.tables import PLANNING
+from concordose.schemas.tables import CONSORTIUM_COHORT, PLANNING
 from concordose.settings import Settings
 
-PLANNING_COHORT = "consortium"
 """``cohort`` of the rows (the scope the rebuild replaces; as the other cohort tables)."""
 KIDNEYS = "kidneys"
 """The region the limits apply to (:func:`concordose.dose.metrics.oar_name`)."""
@@ -418,7 +417,7 @@ def _patient_rows(
         bed = kidney_bed if region == KIDNEYS else None
         rows.append(
             {
-                "cohort": PLANNING_COHORT,
+                "cohort": CONSORTIUM_COHORT,
                 "site_id": first.site_id,
                 "subject_key": first.subject_key,
                 "region": region,

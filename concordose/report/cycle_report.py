@@ -6,9 +6,10 @@ products, :mod:`concordose.report.images`, when published); each VOI's time-acti
 every method's implied curve and the time points it used; TIA and dose tables by method with
 uncertainties; DVHs; threshold flags with their sources and the concordance between
 methodologies; where the patient sits on the cohort's tumour-sink regression (issue 20, item 2:
-:func:`concordose.report.sink_effect_view.cycle_sink_section`); a provenance footer. Every
-number comes from the published tables (:mod:`concordose.report.cycle_tables`), so the report
-built by the flow and one rebuilt later by ``concordose report`` agree.
+:func:`concordose.report.sink_effect_view.cycle_sink_section`); the patient's pre-therapy PET
+dose prediction (issue 20, item 3: the cohort table ``dose_prediction``); a provenance footer.
+Every number comes from the published tables (:mod:`concordose.report.cycle_tables`), so the
+report built by the flow and one rebuilt later by ``concordose report`` agree.
 
 Self-contained: CSS inline, figures as PNG data URIs, no script, no external reference — it
 renders the same on a closed hospital network. Pseudonymised keys only (``subject_key``,
@@ -75,6 +76,7 @@ SECTION_IDS = (
     "planning",  # issue 20, item 1
     "whole-body-tumour",  # issue 20, item 4
     "sink-effect",  # issue 20, item 2
+    "pet-prediction",  # issue 20 item 3
     "provenance",
 )
 """The report's sections, in order (each an element with this id)."""
@@ -524,8 +526,33 @@ def render_cycle_report(
         "whole_body": _whole_body_section(rows),  # issue 20, item 4
         "provenance": _provenance(rows),
         "sink_effect": cycle_sink_section(rows.sink_effect, rows.cycle_key),
+        "pet_prediction": _pet_prediction(rows),  # issue 20 item 3
     }
     return TEMPLATES.get_template("cycle_report.html.j2").render(context)
+
+
+def _pet_prediction(rows: CycleRows) -> list[dict[str, Any]]:
+    """The patient's pre-therapy PET prediction per VOI (issue 20 item 3), next to the measured
+    first-cycle dose per GBq."""
+    return [
+        {
+            "voi_label": r["voi_label"],
+            "voi_type": r["voi_type"],
+            "suv_mean": numeric_cell(r["suv_mean"]),
+            "suv_peak": numeric_cell(r["suv_peak"]),
+            "measured": numeric_cell(r["measured_dose_gy_per_gbq"]),
+            "predicted": numeric_cell(r["predicted_dose_gy_per_gbq"]),
+            "interval": (
+                f"[{number_text(r['prediction_low_gy_per_gbq'])}, "
+                f"{number_text(r['prediction_high_gy_per_gbq'])}]"
+            ),
+            "baseline": numeric_cell(r["baseline_dose_gy_per_gbq"]),
+            "validation": r["validation"],
+            "level": number_text(100.0 * float(r["interval_level"])),
+            "model": r["model"],
+        }
+        for r in rows.dose_prediction
+    ]
 
 
 def _stored_images(store: ObjectStore, cycle_key: str) -> CycleImages | None:

@@ -48,6 +48,8 @@ class CycleRows:
         sink_effect: the cohort table ``sink_effect`` (issue 20, item 2): every cycle's point
             and every fit, only :data:`~concordose.report.sink_effect_view.SINK_EFFECT_COLUMNS`
             (no patient key), so the report can place its cycle on the cohort's regression.
+        dose_prediction: the patient's VOI rows of the cohort table ``dose_prediction`` (issue
+            20: its pre-therapy PET's predictions), empty when the patient had no PET.
     """
 
     cycle_key: str
@@ -56,6 +58,7 @@ class CycleRows:
     threshold_concordance: list[Row]
     planning: list[Row] = field(default_factory=list)
     sink_effect: list[Row] = field(default_factory=list)
+    dose_prediction: list[Row] = field(default_factory=list)
 
     def rows(self, table: str) -> list[Row]:
         """Rows of ``table`` (empty when the cycle has none)."""
@@ -139,6 +142,18 @@ def read_cycle_rows(connection: duckdb.DuckDBPyConnection, cycle_key: str) -> Cy
         f"SELECT {sink_columns} FROM sink_effect ORDER BY level, site_id, oar, cycle_key, "
         "burden_metric",
     )
+    # issue 20 item 3: the patient's pre-therapy PET predictions (a cohort table, by subject)
+    subjects = sorted({str(row["subject_key"]) for rows in tables.values() for row in rows})
+    prediction = (
+        _rows(
+            connection,
+            "SELECT * FROM dose_prediction WHERE row_kind = 'voi' "
+            "AND list_contains(?, subject_key) ORDER BY site_id, voi_type, voi_label",
+            subjects,
+        )
+        if subjects
+        else []
+    )
     return CycleRows(
         cycle_key,
         tables,
@@ -146,6 +161,7 @@ def read_cycle_rows(connection: duckdb.DuckDBPyConnection, cycle_key: str) -> Cy
         concordance,
         sink_effect=sink_effect,
         planning=_planning(connection, tables),
+        dose_prediction=prediction,
     )
 
 

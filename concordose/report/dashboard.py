@@ -25,6 +25,9 @@ read once) and each saying where its numbers come from:
 * ``sink-effect``: organ-at-risk TIA per injected activity against tumour burden, every cycle's
   point with the per-site and pooled fits, and the fits' slopes, CIs, p-values and dose changes
   (``sink_effect``; :mod:`concordose.report.sink_effect_view`, issue 20 item 2).
+* ``dose-prediction`` (issue 20, item 3): pre-therapy PET predictions of VOI dose per GBq
+  against the measured first-cycle dose, leave-one-site-out, with the organ-level population
+  baseline, and each held-out site's MAPE, NRMSE and interval coverage (``dose_prediction``).
 
 A section whose table the store does not hold says so instead of drawing an empty plot.
 Self-contained as the cycle report: inline CSS, PNG data URIs, no script, no external
@@ -52,9 +55,11 @@ from concordose.report.dashboard_figures import (
     BlandAltmanSeries,
     CalibrationSpan,
     ConcordancePoint,
+    PredictionPoint,
     VariantValues,
     bland_altman_figure,
     calibration_history_figure,
+    dose_prediction_figure,
     harmonisation_figure,
     threshold_concordance_figure,
 )
@@ -90,6 +95,7 @@ DASHBOARD_SECTION_IDS = (
     "planning",  # issue 20, item 1
     "whole-body-tumour",  # issue 20, item 4
     "sink-effect",  # issue 20, item 2
+    "dose-prediction",  # issue 20 item 3
     "provenance",
 )
 """The dashboard's sections, in order (each an element with this id)."""
@@ -668,6 +674,60 @@ def _whole_body_section(tables: DashboardTables) -> dict[str, Any]:
     }
 
 
+# --- issue 20 item 3: pre-therapy PET dose prediction ----------------------------------------
+
+
+def _prediction_section(tables: DashboardTables) -> dict[str, Any]:
+    frame = _frame(tables, "dose_prediction")
+    if frame.empty:
+        return {"available": False}
+    vois = frame[frame["row_kind"] == "voi"]
+    validated = vois[vois["validation"] == "leave_one_site_out"]
+    points = [
+        PredictionPoint(
+            site_id=str(r["site_id"]),
+            voi_type=str(r["voi_type"]),
+            measured_gy_per_gbq=float(r["measured_dose_gy_per_gbq"]),
+            predicted_gy_per_gbq=float(r["predicted_dose_gy_per_gbq"]),
+            baseline_gy_per_gbq=_finite(r["baseline_dose_gy_per_gbq"]),
+        )
+        for r in validated.to_dict("records")
+        if _finite(r["measured_dose_gy_per_gbq"]) is not None
+        and _finite(r["predicted_dose_gy_per_gbq"]) is not None
+    ]
+    metrics = frame[frame["row_kind"] == "metrics"]
+    sites = _site_order(metrics["site_id"])
+    kinds = ["*", "organ", "lesion"]
+    metrics = metrics.assign(
+        _site=metrics["site_id"].map(sites.index), _kind=metrics["voi_type"].map(kinds.index)
+    ).sort_values(["_site", "_kind"])
+    rows = [
+        {
+            "site_id": r["site_id"],
+            "site": _site_label(str(r["site_id"])),
+            "voi_type": "organs and lesions" if r["voi_type"] == "*" else r["voi_type"],
+            "n": numeric_cell(_finite(r["n_vois"])),
+            "mape": numeric_cell(_finite(r["mape_percent"])),
+            "nrmse": numeric_cell(_finite(r["nrmse"])),
+            "coverage": numeric_cell(_percent(r["interval_coverage"])),
+            "baseline_mape": numeric_cell(_finite(r["baseline_mape_percent"])),
+            "baseline_nrmse": numeric_cell(_finite(r["baseline_nrmse"])),
+        }
+        for r in metrics.to_dict("records")
+    ]
+    first = frame.iloc[0]
+    return {
+        "available": True,
+        "figure": dose_prediction_figure(points) if points else None,
+        "rows": rows,
+        "n_points": len(points),
+        "n_no_therapy": int((vois["validation"] == "no_therapy_yet").sum()),
+        "model": str(first["model"]),
+        "level": numeric_cell(_percent(first["interval_level"])),
+        "reference": f"{first['reference_kinetics_method']} · {first['reference_dose_method']}",
+    }
+
+
 # --- page ------------------------------------------------------------------------------------
 
 
@@ -679,6 +739,7 @@ def _provenance(tables: DashboardTables) -> list[dict[str, str]]:
         "harmonisation_agreement",
         "planning",  # issue 20
         "sink_effect",  # issue 20, item 2
+        "dose_prediction",  # issue 20 item 3
     ):
         for run_id in sorted(set(tables.table(name).column("run_id").to_pylist())):
             runs.append(
@@ -707,6 +768,7 @@ def render_dashboard(tables: DashboardTables, *, generated_at: datetime | None =
         "planning": _planning_section(tables),  # issue 20, item 1
         "whole_body": _whole_body_section(tables),  # issue 20, item 4
         "sink_effect": dashboard_sink_section(tables.table("sink_effect").to_pylist()),
+        "prediction": _prediction_section(tables),  # issue 20 item 3
         "provenance": _provenance(tables),
         "n_calibration_records": tables.table("site_calibrations").num_rows,
     }

@@ -27,11 +27,13 @@ __all__ = [
     "BlandAltmanSeries",
     "CalibrationSpan",
     "ConcordancePoint",
+    "PredictionPoint",  # issue 20 item 3
     "SinkLine",
     "SinkPanel",
     "VariantValues",
     "bland_altman_figure",
     "calibration_history_figure",
+    "dose_prediction_figure",  # issue 20 item 3
     "harmonisation_figure",
     "sink_effect_figure",
     "threshold_concordance_figure",
@@ -494,4 +496,87 @@ def sink_effect_figure(panels: Sequence[SinkPanel]) -> str:
         axes.legend(fontsize=5.5, frameon=False, loc="upper right")
     for index in range(len(panels), rows * columns):
         axes_grid[index // columns][index % columns].set_axis_off()
+    return png_data_uri(figure)
+
+
+# --- issue 20 item 3: pre-therapy PET dose prediction ----------------------------------------
+
+
+@dataclass(frozen=True)
+class PredictionPoint:
+    """One VOI of a held-out site: measured and predicted dose per GBq, and the baseline.
+
+    Attributes:
+        site_id: the held-out site (the panel).
+        voi_type: organ (circle) or lesion (triangle).
+        measured_gy_per_gbq, predicted_gy_per_gbq: the leave-one-site-out pair.
+        baseline_gy_per_gbq: the organ-level population baseline (None when the training sites
+            lack the VOI class).
+    """
+
+    site_id: str
+    voi_type: str
+    measured_gy_per_gbq: float
+    predicted_gy_per_gbq: float
+    baseline_gy_per_gbq: float | None
+
+
+def dose_prediction_figure(points: Sequence[PredictionPoint]) -> str:
+    """One panel per held-out site: predicted (black, filled) and baseline (grey, open) dose
+    per GBq against the measured one, log-log, identity dotted; organs circles, lesions
+    triangles. Neither is a kinetics method, so black and grey (module docstring)."""
+    sites = sorted({p.site_id for p in points})
+    columns = min(3, max(1, len(sites)))
+    rows = max(1, -(-len(sites) // columns))
+    figure = Figure(figsize=(3.0 * columns, 2.9 * rows), layout="constrained")
+    panels = figure.subplots(rows, columns, squeeze=False)
+    values = [
+        v
+        for p in points
+        for v in (p.measured_gy_per_gbq, p.predicted_gy_per_gbq, p.baseline_gy_per_gbq)
+        if v is not None and v > 0
+    ]
+    low, high = (min(values) / 1.5, max(values) * 1.5) if values else (0.01, 100.0)
+    for index, site in enumerate(sites):
+        axes: Axes = panels[index // columns][index % columns]
+        mine = [p for p in points if p.site_id == site]
+        axes.plot([low, high], [low, high], color=GUIDE, linestyle=":", linewidth=0.8)
+        for kind, marker in (("organ", "o"), ("lesion", "^")):
+            chosen = [p for p in mine if p.voi_type == kind]
+            if not chosen:
+                continue
+            axes.scatter(
+                [p.measured_gy_per_gbq for p in chosen],
+                [p.predicted_gy_per_gbq for p in chosen],
+                color=INK,
+                marker=marker,
+                s=16,
+                label=f"PET model, {kind}",
+            )
+            with_baseline = [
+                (p.measured_gy_per_gbq, p.baseline_gy_per_gbq)
+                for p in chosen
+                if p.baseline_gy_per_gbq is not None
+            ]
+            axes.scatter(
+                [measured for measured, _ in with_baseline],
+                [baseline for _, baseline in with_baseline],
+                facecolors="none",
+                edgecolors=GUIDE,
+                marker=marker,
+                s=16,
+                label=f"population baseline, {kind}",
+            )
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.set_xlim(low, high)
+        axes.set_ylim(low, high)
+        axes.set_title(f"{site} held out", fontsize=8)
+        axes.set_xlabel("measured dose (Gy/GBq)", fontsize=8)
+        axes.set_ylabel("predicted dose (Gy/GBq)", fontsize=8)
+        axes.tick_params(labelsize=7)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=5, frameon=False, loc="upper left")
+    for index in range(len(sites), rows * columns):
+        panels[index // columns][index % columns].set_axis_off()
     return png_data_uri(figure)

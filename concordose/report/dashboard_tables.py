@@ -151,6 +151,27 @@ DASHBOARD_COLUMNS: dict[str, tuple[str, ...]] = {
         "lesion_voi_gtd_gy",
     ),
     "sink_effect": SINK_EFFECT_COLUMNS,  # issue 20, item 2
+    # issue 20 item 3: pre-therapy PET dose prediction
+    "dose_prediction": (
+        "row_kind",
+        "site_id",
+        "voi_type",
+        "validation",
+        "measured_dose_gy_per_gbq",
+        "predicted_dose_gy_per_gbq",
+        "baseline_dose_gy_per_gbq",
+        "n_vois",
+        "mape_percent",
+        "nrmse",
+        "interval_coverage",
+        "baseline_mape_percent",
+        "baseline_nrmse",
+        "interval_level",
+        "model",
+        "reference_kinetics_method",
+        "reference_dose_method",
+        *_PROVENANCE,
+    ),
 }
 """Table → the columns the dashboard reads (current rows)."""
 

@@ -11,6 +11,12 @@ The one grouping rule (used for a spool's index and for a plain folder of DICOM 
   itself; its instances are offered to every cycle of the same patient (a SEG sent in its own
   study is still found), and its arrival changes those cycles' content revision.
 
+* a **pre-therapy study** (issue 20) is a visit whose images are PET (``PT``) and not
+  SPECT (``NM``): a diagnostic [68Ga]Ga-DOTATATE/PSMA-11 PET/CT before therapy
+  (:func:`is_pretherapy_study`). Its PET carries an injection — the PET tracer's — but it
+  belongs to no treatment cycle, neither as a cycle of its own nor as a shared visit, and it
+  does not count in the cycle number; :func:`pretherapy_studies` lists them per patient.
+
 Identity and revision:
 
 * ``cycle_id`` is a keyed hash (HMAC-SHA-256, key: the spool's UUID) of patient and injection, so
@@ -69,6 +75,19 @@ OUTCOME_STATES = (CycleState.PROCESSED, CycleState.HELD, CycleState.FAILED)
 """States a processing run records as its outcome."""
 
 
+PRETHERAPY_MODALITY = "PT"
+"""Modality of a pre-therapy diagnostic PET (PET Image Storage)."""
+THERAPY_MODALITY = "NM"
+"""Modality of the post-therapy SPECT (NM Image Storage)."""
+
+
+def is_pretherapy_study(modalities: Iterable[str]) -> bool:
+    """Whether a visit with these modalities is a pre-therapy PET study (PT and no NM): the
+    one rule (module docstring). A study holding both is a therapy time point (its SPECT)."""
+    found = set(modalities)
+    return PRETHERAPY_MODALITY in found and THERAPY_MODALITY not in found
+
+
 @dataclass(frozen=True)
 class StudyMembership:
     """What the grouping needs to know of one time point (one study).
@@ -79,6 +98,7 @@ class StudyMembership:
         injection_datetime: injection of its NM/PT instances (``None``: CT/SEG-only visit).
         revision: the time point's revision (1, then +1 each time late instances reopen it).
         receiving: True while instances may still arrive (not complete yet).
+        pretherapy: a pre-therapy PET study (:func:`is_pretherapy_study`): in no cycle.
     """
 
     study_uid: str
@@ -86,6 +106,7 @@ class StudyMembership:
     injection_datetime: datetime | None
     revision: int = 1
     receiving: bool = False
+    pretherapy: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,6 +160,8 @@ def group_cycles(studies: Iterable[StudyMembership], namespace: str) -> list[Cyc
     own: dict[tuple[str | None, datetime], list[StudyMembership]] = defaultdict(list)
     shared: dict[str | None, list[StudyMembership]] = defaultdict(list)
     for study in studies:
+        if study.pretherapy:
+            continue
         if study.injection_datetime is None:
             shared[study.patient_id].append(study)
         else:
@@ -159,6 +182,16 @@ def group_cycles(studies: Iterable[StudyMembership], namespace: str) -> list[Cyc
         )
     cycles.sort(key=lambda cycle: (cycle.injection_datetime, cycle.cycle_id))
     return cycles
+
+
+def pretherapy_studies(studies: Iterable[StudyMembership]) -> list[StudyMembership]:
+    """The pre-therapy PET studies among ``studies`` (module docstring), by patient, then PET
+    injection, then study UID."""
+    found = [study for study in studies if study.pretherapy]
+    found.sort(
+        key=lambda s: (s.patient_id or "", s.injection_datetime or datetime.min, s.study_uid)
+    )
+    return found
 
 
 def cycle_number(injection: datetime, patient_injections: Iterable[datetime]) -> int:

@@ -43,7 +43,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,6 +62,7 @@ from concordose.spool.cycles import (
     cycle_number,
     find_cycle,
     group_cycles,
+    is_pretherapy_study,
 )
 from concordose.spool.duplicates import DuplicateKind
 from concordose.spool.free_space import (
@@ -1410,6 +1411,7 @@ class Spool:
                     injection_datetime=record.injection_datetime,
                     revision=record.revision,
                     receiving=record.state is TimePointState.RECEIVING,
+                    pretherapy=is_pretherapy_study(record.modalities),
                 )
                 for record in records
             ),
@@ -1461,19 +1463,38 @@ class Spool:
         self._drain()
         with self._connect() as connection:
             rows = connection.execute(
-                "SELECT DISTINCT injection_datetime FROM timepoints"
+                "SELECT DISTINCT injection_datetime, modalities FROM timepoints"
                 " WHERE patient_id = ? AND injection_datetime IS NOT NULL",
                 (members.patient_id,),
             ).fetchall()
         return cycle_number(
-            members.injection_datetime, (datetime.fromisoformat(str(row[0])) for row in rows)
+            members.injection_datetime,
+            (
+                datetime.fromisoformat(str(row[0]))
+                for row in rows
+                if not is_pretherapy_study(m for m in str(row[1]).split(",") if m)
+            ),
         )
+
+    def pretherapy_studies(self) -> list[TimePointRecord]:
+        """The pre-therapy PET studies received (:func:`.cycles.is_pretherapy_study`, issue 20):
+        filed under their patient, in no treatment cycle; by patient, PET injection, study."""
+        records = [r for r in self.timepoints() if is_pretherapy_study(r.modalities)]
+        records.sort(
+            key=lambda r: (r.patient_id or "", r.injection_datetime or datetime.min, r.study_uid)
+        )
+        return records
 
     def cycle_instances(self, members: CycleMembers) -> list[SpooledInstance]:
         """The indexed instances of a cycle's studies (own and shared), in order of arrival;
         nothing else in the spool is read."""
+        return self.study_instances(members.all_study_uids)
+
+    def study_instances(self, study_uids: Sequence[str]) -> list[SpooledInstance]:
+        """The indexed instances of ``study_uids`` (e.g. a pre-therapy PET study), in order of
+        arrival; nothing else in the spool is read."""
         self._drain()
-        uids = members.all_study_uids
+        uids = tuple(study_uids)
         if not uids:
             return []
         placeholders = ",".join("?" for _ in uids)

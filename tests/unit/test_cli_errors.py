@@ -217,3 +217,15 @@ def test_readers_refuse_a_missing_store_and_create_nothing(
     assert result.exit_code == EXIT_INPUT_ERROR, result.output
     assert "found no such folder" in result.output
     assert not (tmp_path / "no").exists()
+
+
+def test_prediction_build_without_a_spool_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    sites = tmp_path / "sites.yaml"
+    result = runner.invoke(
+        app,
+        ["prediction", "build", "--spool", str(tmp_path / "none"), "--sites", str(sites)],
+    )
+    assert result.exit_code == EXIT_INPUT_ERROR
+    output = result.output + (result.stderr if result.stderr_bytes else "")
+    assert "sites file" in output
+    assert "Traceback" not in output

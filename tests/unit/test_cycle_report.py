@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from concordose.dose.voxel_dosimetry import lesion_slice_box, voxel_kinetics_names
 from concordose.kinetics.fitting.model import BI_UPTAKE, evaluate_model
 from concordose.kinetics.registry import KINETICS_METHODS
+from concordose.prediction import build_dose_prediction
 from concordose.quant.voi import CroppedMask
 from concordose.report import (
     SECTION_IDS,
@@ -28,8 +31,15 @@ from concordose.report import (
     write_cycle_images,
 )
 from concordose.report.curves import implied_activity_mbq
+from concordose.report.cycle_report import build_cycle_report
 from concordose.report.images import MAX_MIP_PIXELS
 from concordose.report.palette import METHOD_STYLES, OKABE_ITO, UNKNOWN_METHOD_STYLE
+from concordose.results.object_store import open_object_store
+from concordose.results.publish import publish_tables
+from concordose.schemas.tables import DOSE_PREDICTION
+from concordose.settings import Settings
+from tests.prediction_cohort import REFERENCE, prediction_cohort
+from tests.results_rows import provenance, run_tables
 
 
 def test_every_kinetics_method_has_its_own_colour_blind_safe_style() -> None:
@@ -214,3 +224,46 @@ def test_a_cycle_without_sink_rows_says_so() -> None:
     )
     html = render_cycle_report(rows, None, generated_at=datetime(2026, 1, 1, tzinfo=UTC))
     assert "Not available: the cohort table <code>sink_effect</code>" in html
+
+
+# --- issue 20 item 3: the patient's pre-therapy PET prediction -------------------------------
+
+
+def test_the_report_shows_the_patients_pet_prediction_from_the_store(tmp_path: Path) -> None:
+    features, doses, summaries, _ = prediction_cohort()
+    predictions = build_dose_prediction(
+        features, doses, summaries, provenance("run-cohort"), reference_method=REFERENCE
+    ).to_pylist()
+    # The published cycle's patient (tests.results_rows: subject "sub-cyc-a") had a PET.
+    mine = [r for r in predictions if r["subject_key"] == "lyon-s0"]
+    for row in mine:
+        row["subject_key"] = "sub-cyc-a"
+    store = open_object_store(str(tmp_path / "store"), Settings())
+    publish_tables(store, run_tables("run-1", {"cyc-a": 40.0}), provenance("run-1"))
+    publish_tables(
+        store,
+        {"dose_prediction": [pa.Table.from_pylist(predictions, schema=DOSE_PREDICTION.schema)]},
+        provenance("run-cohort"),
+    )
+    html = build_cycle_report(store, "cyc-a", generated_at=datetime(2026, 1, 1, tzinfo=UTC))
+    section = html[html.index('<section id="pet-prediction">') :]
+    section = section[: section.index("</section>")]
+    shown = re.findall(r'class="num predicted" data-value="([^"]*)"', section)
+    assert sorted(float(v) for v in shown) == pytest.approx(
+        sorted(r["predicted_dose_gy_per_gbq"] for r in mine)
+    )
+    assert "leave_one_site_out" in section
+    assert "lyon-s1" not in section  # another patient's rows are not shown
+
+
+def test_a_patient_without_pet_says_so() -> None:
+    rows = CycleRows(
+        "cyc-1",
+        {"qc_findings": [_finding(0, "error", "no valid calibration")]},
+        site_calibrations=[],
+        threshold_concordance=[],
+    )
+    assert rows.dose_prediction == []
+    html = render_cycle_report(rows, None, generated_at=datetime(2026, 1, 1, tzinfo=UTC))
+    assert 'id="pet-prediction"' in html
+    assert "No pre-therapy PET prediction" in html

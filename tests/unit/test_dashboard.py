@@ -24,6 +24,7 @@ from matplotlib.image import imread
 from concordose.consortium import build_kinetics_agreement
 from concordose.external_references import external_references
 from concordose.kinetics.comparison import relative_bland_altman
+from concordose.prediction import build_dose_prediction
 from concordose.report import (
     DASHBOARD_KEY,
     DASHBOARD_SECTION_IDS,
@@ -42,6 +43,7 @@ from concordose.schemas.tables import TABLES
 from concordose.settings import Settings
 from concordose.tasks.report import dashboard_task
 from tests.dashboard_page import parse_dashboard
+from tests.prediction_cohort import prediction_cohort
 from tests.results_rows import calibration_table, provenance, run_tables
 from tests.sink_cohort import sink_effect_table, sink_patients, sink_tables
 
@@ -189,6 +191,15 @@ def _sink_effect_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def _prediction_rows() -> list[dict[str, Any]]:
+    features, doses, summaries, _ = prediction_cohort()
+    table = build_dose_prediction(
+        features, doses, summaries, Provenance(run_id="run-cohort"), reference_method=REFERENCE
+    )
+    rows: list[dict[str, Any]] = table.to_pylist()
+    return rows
+
+
 def _published(**overrides: list[dict[str, Any]]) -> DashboardTables:
     kinetics = _kinetics_rows()
     voi_timepoints = _voi_timepoints_rows()
@@ -233,6 +244,7 @@ def _published(**overrides: list[dict[str, Any]]) -> DashboardTables:
         "planning": PLANNING_ROWS,
         "whole_body_tumour_dose": WHOLE_BODY_ROWS,
         "sink_effect": _sink_effect_rows(),  # issue 20, item 2
+        "dose_prediction": _prediction_rows(),  # issue 20 item 3
     }  # fmt: skip
     rows.update(overrides)
     tables = {name: _table(name, rows[name]) for name in DASHBOARD_COLUMNS}
@@ -379,6 +391,7 @@ def test_a_store_without_tables_says_so_in_every_section() -> None:
     assert "Planning is not available" in html
     assert "Whole-body tumour dose is not available" in html
     assert "Tumour-sink effect is not available" in html  # issue 20, item 2
+    assert "Pre-therapy PET dose prediction is not available" in html
     assert "<img" not in html
 
 
@@ -490,10 +503,11 @@ def test_the_sink_effect_section_shows_every_published_fit_and_its_plot() -> Non
     key = ("*", "kidneys", pooled["burden_metric"])
     assert doses[key] == pooled["dose_change_gy_per_gbq_per_unit"]
     assert html.count('class="sink-effect"') == 1
+    start = html.index('id="sink-effect"')
+    end = html.index("</section>", start)  # the section's own figure, not a later section's
     (figure,) = [
         ref for ref in page.references if ref.startswith("data:image/png") and ref in html
-        and html.index(ref) > html.index('id="sink-effect"')
-        and html.index(ref) < html.index('id="provenance"')
+        and start < html.index(ref) < end
     ]  # fmt: skip
     image = imread(io.BytesIO(base64.b64decode(figure.split(",", 1)[1])))
     assert image.shape[0] > 300  # two OARs (kidneys, spleen) × two burden metrics
@@ -504,3 +518,35 @@ def test_sink_effect_rows_without_a_fit_say_why() -> None:
     html = render_dashboard(_published(sink_effect=cycles), generated_at=GENERATED_AT)
     assert "No fit yet" in html
     assert "Tumour-sink effect is not available" not in html
+
+
+# --- issue 20 item 3: pre-therapy PET dose prediction ----------------------------------------
+
+
+def test_the_dose_prediction_section_plots_each_held_out_site_and_lists_its_metrics() -> None:
+    tables = _published()
+    html = render_dashboard(tables, generated_at=GENERATED_AT)
+    page = parse_dashboard(html)
+    assert "dose-prediction" in page.ids
+    section = html[html.index('<section id="dose-prediction">') :]
+    section = section[: section.index("</section>")]
+    assert '<img alt="Predicted against measured dose per GBq' in section
+    published = {
+        (r["site_id"], r["voi_type"]): r
+        for r in tables.table("dose_prediction").to_pylist()
+        if r["row_kind"] == "metrics"
+    }
+    shown = page.table("dose-prediction-metrics", "mape")
+    assert len(shown) == len(published)
+    pooled = next(c for c in shown if c["data-site"] == "*")
+    assert float(pooled["data-value"]) == pytest.approx(published["*", "*"]["mape_percent"])
+    baseline = page.table("dose-prediction-metrics", "baseline-mape")
+    for model_cell, baseline_cell in zip(shown, baseline, strict=True):
+        assert float(baseline_cell["data-value"]) > float(model_cell["data-value"])
+    # 3 sites × 3 organs of the PET-only patients are predicted by the model of every site
+    assert "9 VOIs of patients with a PET and no therapy yet" in section
+    assert "lyon-s6" not in section  # no patient key on the page
+    # one panel per held-out site: three side by side
+    src = section.split('src="data:image/png;base64,', 1)[1].split('"', 1)[0]
+    image = imread(io.BytesIO(base64.b64decode(src)), format="png")
+    assert image.shape[1] > 2.5 * image.shape[0]

@@ -45,6 +45,7 @@ def test_the_issue_tables_exist() -> None:
         "planning",  # issue 20, item 1
         "whole_body_tumour_dose",  # issue 20, item 4
         "sink_effect",  # issue 20, item 2
+        "dose_prediction",  # issue 20 item 3
     }
 
 

@@ -18,6 +18,8 @@ from concordose.spool.cycles import (
     cycle_number_among,
     due_for_processing,
     group_cycles,
+    is_pretherapy_study,
+    pretherapy_studies,
 )
 from concordose.spool.store import InstanceIdentity, Spool
 from concordose.spool.timepoints import InstanceSummary, TimePointEvent, TimePointState
@@ -289,3 +291,51 @@ def test_delivery_backoff_stops_when_the_receiver_stops(spool: Spool, clock: Fak
     monitor.deliver_with_backoff()
     assert len(waits) == 2
     assert spool.status().pending_events == 1  # still pending: delivered after a restart
+
+
+# --- issue 20 item 3: a pre-therapy PET study is filed under its patient, in no cycle -----------
+
+
+def test_a_pretherapy_pet_study_is_in_no_cycle_and_does_not_count_in_the_number() -> None:
+    pet_injection = INJECTION - timedelta(days=14)
+    studies = [
+        StudyMembership("1.1", "P1", INJECTION),
+        StudyMembership("0.5", "P1", None),  # a CT-only visit, shared by P1's cycles
+        StudyMembership("8.1", "P1", pet_injection, pretherapy=True),
+        StudyMembership("8.2", "P2", pet_injection, pretherapy=True),  # PET, no therapy yet
+    ]
+    cycles = group_cycles(studies, "ns")
+    assert [(c.patient_id, c.injection_datetime) for c in cycles] == [("P1", INJECTION)]
+    assert cycles[0].study_uids == ("1.1",)
+    assert cycles[0].shared_study_uids == ("0.5",)
+    assert cycle_number_among(cycles[0], cycles) == 1
+    assert [s.study_uid for s in pretherapy_studies(studies)] == ["8.1", "8.2"]
+    assert is_pretherapy_study(["PT", "CT"])
+    assert not is_pretherapy_study(["NM", "PT", "CT"])  # a SPECT visit stays a time point
+    assert not is_pretherapy_study(["CT"])
+
+
+def test_the_spool_files_a_pet_study_as_pretherapy(spool: Spool, clock: FakeClock) -> None:
+    _store(spool, "1.1", "1.1.1", clock)  # cycle 1's SPECT
+    pet_injection = INJECTION - timedelta(days=14)
+    for sop, (sop_class, modality) in enumerate(
+        (("1.2.840.10008.5.1.4.1.1.128", "PT"), (CT, "CT"))
+    ):
+        identity = InstanceIdentity.checked(
+            sop_class_uid=sop_class,
+            sop_instance_uid=f"8.1.{sop}",
+            study_uid="8.1",
+            series_uid=f"8.1.9{sop}",
+            transfer_syntax=EXPLICIT_LE,
+        )
+        injection = pet_injection if modality == "PT" else None
+        summary = InstanceSummary("P1", modality, pet_injection + timedelta(hours=1), injection)
+        spool.store(identity, f"bytes {sop}".encode(), "MILAN_SPECT", summary, now=clock())
+    (cycle,) = spool.cycles()
+    assert cycle.members.study_uids == ("1.1",)
+    assert "8.1" not in cycle.members.all_study_uids
+    assert spool.cycle_number(cycle.members) == 1
+    (pet,) = spool.pretherapy_studies()
+    assert pet.study_uid == "8.1"
+    assert pet.injection_datetime == pet_injection
+    assert set(pet.modalities) == {"PT", "CT"}
