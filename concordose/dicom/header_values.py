@@ -126,6 +126,33 @@ def finite_floats(count: int, *, positive: bool = False) -> Callable[[object], t
     return convert
 
 
+def integer(value: object) -> int:
+    """An integer (an IS such as ROINumber; required)."""
+    if value is None or value == "":
+        raise ValueError("missing")
+    number: int = int(value)  # type: ignore[call-overload]  # IS, str or int; else TypeError
+    return number
+
+
+def coordinate_triplets(value: object) -> tuple[tuple[float, float, float], ...]:
+    """x\\y\\z triplets of finite numbers (ContourData, mm; at least one)."""
+    if value is None:
+        raise ValueError("missing")
+    values = [value] if isinstance(value, str | int | float) else list(value)  # type: ignore[call-overload]
+    numbers = [_finite(v) for v in values]
+    if not numbers or len(numbers) % 3:
+        raise ValueError(f"{len(numbers)} values, not a multiple of 3")
+    return tuple((numbers[i], numbers[i + 1], numbers[i + 2]) for i in range(0, len(numbers), 3))
+
+
+def required_text(value: object) -> str:
+    """A non-empty text value (a UID such as ReferencedSOPInstanceUID)."""
+    text = str(value if value is not None else "").strip("\0 ")
+    if not text:
+        raise ValueError("missing")
+    return text
+
+
 def positive_float(value: object) -> float:
     """A finite number > 0 after taking its magnitude (a spacing's sign is a direction)."""
     if value is None or value == "":
