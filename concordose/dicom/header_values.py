@@ -163,6 +163,81 @@ def positive_float(value: object) -> float:
     return number
 
 
+def strictly_positive_float(value: object) -> float:
+    """A finite number > 0 (a thickness: its sign is no direction)."""
+    number = finite_float(value)
+    if number <= 0:
+        raise ValueError(f"{number} ≤ 0")
+    return number
+
+
+def one_of(*allowed: int) -> Callable[[object], int]:
+    """A converter to an integer among ``allowed`` (BitsAllocated 8, 16 or 32…)."""
+
+    def convert(value: object) -> int:
+        number = integer(value)
+        if number not in allowed:
+            raise ValueError(f"{number} not in {allowed}")
+        return number
+
+    return convert
+
+
+def optional(convert: Callable[[object], T]) -> Callable[[object], T | None]:
+    """``convert``, except that an absent or empty value is ``None`` (a Type 2 or 3
+    attribute)."""
+
+    def optional_convert(value: object) -> T | None:
+        if value is None or value == "":
+            return None
+        return convert(value)
+
+    return optional_convert
+
+
+def native_pixel_data_bytes(frames: int, rows: int, columns: int, bits_allocated: int) -> int:
+    """Bytes of native (uncompressed) PixelData of ``frames`` frames of one sample per pixel,
+    bits packed across frames (BitsAllocated 1, PS3.5 §8.1.1), before padding to even."""
+    return (frames * rows * columns * bits_allocated + 7) // 8
+
+
+PIXEL_DATA_TAG = 0x7FE00010
+
+
+def check_native_pixel_data(
+    dataset: Dataset, path: Path, *, frames: int, rows: int, columns: int, bits_allocated: int
+) -> None:
+    """PixelData (7FE0,0010) of a data set in a native (uncompressed) transfer syntax holds
+    :func:`native_pixel_data_bytes` bytes (its own length, or padded to even); a value left
+    unread by ``defer_size`` is measured by its declared length. Absent or encapsulated pixel
+    data (undefined length) is not checked here.
+
+    Raises:
+        MalformedHeaderError: naming PixelData, the bytes it holds and those expected.
+    """
+    if PIXEL_DATA_TAG not in dataset:
+        return
+    element: DataElement | RawDataElement = dataset.get_item(PIXEL_DATA_TAG, keep_deferred=True)
+    if isinstance(element, RawDataElement) and element.value is None:
+        found = int(element.length)
+    elif isinstance(element.value, bytes):
+        found = len(element.value)
+    else:
+        return
+    if found == 0xFFFFFFFF:
+        return  # encapsulated: its frames are the decoder's to count
+    expected = native_pixel_data_bytes(frames, rows, columns, bits_allocated)
+    if found not in (expected, expected + expected % 2):
+        raise MalformedHeaderError(
+            path,
+            "PixelData",
+            "(7FE0,0010)",
+            f"{found} bytes",
+            f"NumberOfFrames × Rows × Columns × BitsAllocated / 8 = {frames} × {rows} × "
+            f"{columns} × {bits_allocated} / 8 = {expected} bytes (+ 1 to pad to even)",
+        )
+
+
 def finite_float(value: object) -> float:
     """A finite number (required)."""
     if value is None or value == "":
