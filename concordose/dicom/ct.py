@@ -32,7 +32,7 @@ from concordose.dicom.header_values import (
     positive_int,
     strictly_positive_float,
 )
-from concordose.errors import StudyIncompleteError, UnreadableDicomError
+from concordose.errors import MalformedHeaderError, StudyIncompleteError, UnreadableDicomError
 
 _FILE_ERRORS: tuple[type[Exception], ...] = (InvalidDicomError, OSError, EOFError, *PARSE_ERRORS)
 """What pydicom raises for a file it cannot parse at all."""
@@ -125,15 +125,8 @@ def _check_one_grid(slices: list[_Slice]) -> None:
             )
 
 
-def read_ct_series(files: Sequence[Path]) -> sitk.Image:
-    """Stack CT slices into one int16 volume (HU), ordered along the slice normal.
-
-    Raises:
-        StudyIncompleteError: fewer than 2 slices, or slices of different orientations.
-        UnreadableDicomError: a slice is not readable DICOM, slices are not one grid or two
-            lie at one position, or a header value is malformed
-            (:class:`~concordose.errors.MalformedHeaderError`: keyword, tag, value).
-    """
+def _checked_order(files: Sequence[Path]) -> list[int]:
+    """The checks of :func:`check_ct_series`; the slices' order along their normal."""
     if len(files) < 2:
         raise StudyIncompleteError(f"a CT series needs ≥ 2 slices, got {len(files)}")
     slices = [_checked_slice(path) for path in files]
@@ -144,7 +137,7 @@ def read_ct_series(files: Sequence[Path]) -> sitk.Image:
     (orientation,) = orientations
     normal = np.cross(orientation[:3], orientation[3:])
     along_mm = np.asarray([s.position_mm for s in slices]) @ normal
-    order = np.argsort(along_mm)
+    order = [int(i) for i in np.argsort(along_mm)]
     gaps_mm = np.diff(along_mm[order])
     if gaps_mm.size and gaps_mm.min() < _SAME_POSITION_MM:
         at = int(np.argmin(gaps_mm))
@@ -155,6 +148,38 @@ def read_ct_series(files: Sequence[Path]) -> sitk.Image:
             f"of {one.path.name} ({list(one.position_mm)}) along the slice normal; expected "
             "one slice per position",
         )
+    return order
+
+
+def check_ct_headers(files: Sequence[Path]) -> None:
+    """Check every slice's header values as :func:`read_ct_series` would (see the module
+    docstring), without its pixels: cheap enough to hold a cycle before processing. Only
+    malformed values are raised; a slice that is not DICOM or lacks its position, or slices
+    that do not make one series, are :func:`read_ct_series`' to report when the series is read
+    (a CT the cycle does not register to is never read).
+
+    Raises:
+        MalformedHeaderError: naming keyword, tag and value.
+    """
+    for path in files:
+        try:
+            _checked_slice(path)
+        except MalformedHeaderError:
+            raise
+        except (StudyIncompleteError, UnreadableDicomError):
+            continue
+
+
+def read_ct_series(files: Sequence[Path]) -> sitk.Image:
+    """Stack CT slices into one int16 volume (HU), ordered along the slice normal.
+
+    Raises:
+        StudyIncompleteError: fewer than 2 slices, or slices of different orientations.
+        UnreadableDicomError: a slice is not readable DICOM, slices are not one grid or two
+            lie at one position, or a header value is malformed
+            (:class:`~concordose.errors.MalformedHeaderError`: keyword, tag, value).
+    """
+    order = _checked_order(files)
     reader = sitk.ImageSeriesReader()
     # HU are integers within ±32 767 on every scanner: int16 halves the volume against the
     # reader's default (int32 or float32 after rescaling).

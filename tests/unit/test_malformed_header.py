@@ -481,3 +481,37 @@ def test_concordose_process_holds_a_cycle_whose_seg_is_malformed(
     assert "every cycle is held" in output
     assert "NumberOfFrames (0028,0008) is 'abc'" in output
     assert "Traceback" not in result.stdout
+
+
+def test_concordose_process_holds_a_cycle_whose_ct_is_malformed(
+    small_patient: GeneratedPatient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONCORDOSE_PSEUDONYM_KEY", "test-secret")
+    monkeypatch.setenv("CONCORDOSE_OUTPUT_URI", str(tmp_path / "published"))
+    folder = tmp_path / "incoming"
+    shutil.copytree(small_patient.out_dir / "dicom", folder)
+    ct = sorted((folder / "tp02" / "ct").glob("*.dcm"))[3]
+    _edited(ct, _set("Rows", 0), ct)  # found as a failed cycle (quantification), not held
+    arguments = ["--spool", str(folder), "--sites", str(small_patient.sites_path)]
+    result = runner.invoke(app, ["process", *arguments, "--site", "milan"])
+    output = " ".join((result.output + result.stderr).split())
+    assert result.exit_code == EXIT_HELD, output
+    assert "every cycle is held" in output
+    assert "Rows (0028,0010) is '0'" in output
+    assert "Traceback" not in result.stdout
+
+
+def test_a_ct_slice_malformed_is_a_finding_of_prepare_cycle(
+    small_patient: GeneratedPatient, tmp_path: Path
+) -> None:
+    folder = tmp_path / "incoming"
+    shutil.copytree(small_patient.out_dir / "dicom", folder)
+    ct = sorted((folder / "tp03" / "ct").glob("*.dcm"))[0]
+    _edited(ct, _set("PixelSpacing", ["4.42", "x"], "LO"), ct)
+    registry = SiteRegistry.load(small_patient.sites_path)
+    prepared = prepare_cycle(list(catalogue(folder)), registry, site_id="milan")
+    assert prepared.held
+    (finding,) = prepared.findings
+    assert (finding.rule, finding.severity) == (HEADER_CHECK, Severity.ERROR)
+    assert finding.source == str(ct)
+    assert "PixelSpacing (0028,0030) is '4.42\\\\x'" in finding.message
