@@ -54,8 +54,11 @@ class _Slice:
     orientation: tuple[float, ...]
 
 
-def _checked_slice(path: Path) -> _Slice:
-    """One slice's header, every value the volume is built from checked.
+def read_ct_header(path: Path) -> Dataset:
+    """One CT slice's header (pixels left unread), every value a volume is built from checked
+    (see the module docstring) and the geometry written back as numbers (Rows, Columns,
+    PixelSpacing, ImagePositionPatient, ImageOrientationPatient), so that a library reading
+    the header after us (rt-utils) never meets text where it expects a number.
 
     Raises:
         UnreadableDicomError: not DICOM; MalformedHeaderError: a value malformed.
@@ -101,7 +104,24 @@ def _checked_slice(path: Path) -> _Slice:
         header, "ImagePositionPatient", finite_floats(3), expected="3 numbers (mm)", path=path
     )
     check_native_pixel_data(header, path, frames=1, rows=rows, columns=columns, bits_allocated=bits)
-    return _Slice(path, rows, columns, spacing, position, cosines)
+    header.Rows, header.Columns = rows, columns
+    header.PixelSpacing = list(spacing)
+    header.ImagePositionPatient = list(position)
+    header.ImageOrientationPatient = list(cosines)
+    return header
+
+
+def _checked_slice(path: Path) -> _Slice:
+    """One slice's checked geometry (:func:`read_ct_header`)."""
+    header = read_ct_header(path)
+    return _Slice(
+        path,
+        int(header.Rows),
+        int(header.Columns),
+        tuple(float(v) for v in header.PixelSpacing),
+        tuple(float(v) for v in header.ImagePositionPatient),
+        tuple(float(v) for v in header.ImageOrientationPatient),
+    )
 
 
 def _check_one_grid(slices: list[_Slice]) -> None:

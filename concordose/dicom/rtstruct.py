@@ -33,14 +33,12 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import RTStructureSetStorage
 from rt_utils import image_helper
 
+from concordose.dicom.ct import read_ct_header
 from concordose.dicom.header_values import (
     PARSE_ERRORS,
     coordinate_triplets,
-    direction_cosines,
-    finite_floats,
     header_value,
     integer,
-    positive_int,
     required_text,
 )
 from concordose.dicom.seg import VoiMask, VoiType, bounding_box_crop, voi_type_from_label
@@ -95,49 +93,13 @@ _FILE_ERRORS: tuple[type[Exception], ...] = (InvalidDicomError, OSError, EOFErro
 _VALUE_ERRORS: tuple[type[Exception], ...] = (*PARSE_ERRORS, NotImplementedError)
 """What reading a value not behind a named parse point can raise (a sequence pydicom cannot
 decode, a VR it does not know)."""
-_ORIENTATION = "6 direction cosines: two unit vectors at right angles"
 
 
 def _ct_header(ct_path: Path) -> Dataset:
-    """One CT slice's header with the values rt-utils computes with checked (each a
-    :class:`~concordose.errors.MalformedHeaderError` when malformed) and written back as
-    numbers, so rt-utils never meets text where it expects a number."""
-    try:
-        header = dcmread(ct_path, stop_before_pixels=True)
-    except _FILE_ERRORS as exc:
-        raise UnreadableDicomError(ct_path, f"{type(exc).__name__}: {exc}") from exc
-    for keyword in ("Rows", "Columns"):
-        value = header_value(
-            header, keyword, positive_int, expected="an integer ≥ 1 (US)", path=ct_path
-        )
-        setattr(header, keyword, value)
-    header.PixelSpacing = list(
-        header_value(
-            header,
-            "PixelSpacing",
-            finite_floats(2, positive=True),
-            expected="2 positive numbers (mm)",
-            path=ct_path,
-        )
-    )
-    header.ImagePositionPatient = list(
-        header_value(
-            header,
-            "ImagePositionPatient",
-            finite_floats(3),
-            expected="3 numbers (mm)",
-            path=ct_path,
-        )
-    )
-    header.ImageOrientationPatient = list(
-        header_value(
-            header,
-            "ImageOrientationPatient",
-            direction_cosines,
-            expected=_ORIENTATION,
-            path=ct_path,
-        )
-    )
+    """One CT slice's header checked as the CT reader checks it
+    (:func:`~concordose.dicom.ct.read_ct_header`: geometry written back as numbers for
+    rt-utils), and the SOP Instance UID each contour names its slice by."""
+    header = read_ct_header(ct_path)
     header_value(header, "SOPInstanceUID", required_text, expected="a UID", path=ct_path)
     return header
 
