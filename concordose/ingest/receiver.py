@@ -23,7 +23,8 @@ down once as pynetdicom does for its handlers:
   (:meth:`Spool.ensure_room`, called by the spool before it makes an instance durable);
   ``0xC000`` (cannot understand) when identifying UIDs are missing or invalid or the data set
   cannot be decoded, is truncated (a value of any size cut short) or has an element overrunning
-  what contains it, has a VR PS3.5 does not define or is not in its context's VR encoding
+  what contains it, has a VR PS3.5 does not define or is not in its context's VR encoding, or
+  (deflated) does not inflate or inflates beyond ``max_inflated_bytes``, a decompression bomb
   (:mod:`.dataset_checks`);
   ``0xA900`` (data set does not match SOP class) when its SOP Class/Instance UID differs from
   the request's — in both cases the bytes are kept in the quarantine with the reason, and the
