@@ -33,6 +33,7 @@ from concordose.dicom.header_values import (
     direction_cosines,
     finite_floats,
     header_value,
+    integer,
     one_of,
     optional,
     positive_int,
@@ -123,6 +124,9 @@ _READ_ERRORS: tuple[type[Exception], ...] = (
 )
 _VOLUME_ERRORS: tuple[type[Exception], ...] = (RuntimeError, *PARSE_ERRORS)
 _COUNT = "an integer ≥ 1 (IS/US)"
+LABELMAP = "LABELMAP"
+"""SegmentationType (0062,0001) whose frames hold every segment as labels (PS3.3
+C.8.20.2.1), so name none in SegmentIdentificationSequence."""
 _GROUPS = "in the frame's PerFrameFunctionalGroupsSequence item or the shared one"
 
 
@@ -135,15 +139,18 @@ def _group_item(path: Path, frame: Dataset, shared: Dataset | None, keyword: str
     raise MalformedHeaderError(path, keyword, tag_text(keyword), "missing", _GROUPS)
 
 
-def _check_frame(
-    path: Path, frame: Dataset, shared: Dataset | None, segments: set[int], checked: set[int]
+def _label(value: object) -> int:
+    """A LABELMAP's segment number: its pixel value, ≥ 0 (0 may describe the background)."""
+    number = integer(value)
+    if number < 0:
+        raise ValueError(f"{number} < 0")
+    return number
+
+
+def _check_segment_identification(
+    path: Path, frame: Dataset, shared: Dataset | None, segments: set[int]
 ) -> None:
-    """One frame's plane position, orientation, pixel measures and segment (items shared by
-    frames are checked once: ``checked`` holds their ids)."""
-    position = _group_item(path, frame, shared, "PlanePositionSequence")
-    header_value(
-        position, "ImagePositionPatient", finite_floats(3), expected="3 numbers (mm)", path=path
-    )
+    """The segment a frame holds is one of SegmentSequence's."""
     identification = _group_item(path, frame, shared, "SegmentIdentificationSequence")
     number = header_value(
         identification, "ReferencedSegmentNumber", positive_int, expected=_COUNT, path=path
@@ -156,6 +163,24 @@ def _check_frame(
             str(number),
             f"the SegmentNumber of a segment in SegmentSequence ({sorted(segments)})",
         )
+
+
+def _check_frame(
+    path: Path,
+    frame: Dataset,
+    shared: Dataset | None,
+    segments: set[int] | None,
+    checked: set[int],
+) -> None:
+    """One frame's plane position, orientation, pixel measures and segment (``segments``
+    None: a LABELMAP's frames hold every segment, none is named); items shared by frames are
+    checked once (``checked`` holds their ids)."""
+    position = _group_item(path, frame, shared, "PlanePositionSequence")
+    header_value(
+        position, "ImagePositionPatient", finite_floats(3), expected="3 numbers (mm)", path=path
+    )
+    if segments is not None:
+        _check_segment_identification(path, frame, shared, segments)
     orientation = _group_item(path, frame, shared, "PlaneOrientationSequence")
     if id(orientation) not in checked:
         header_value(
@@ -205,8 +230,15 @@ def check_seg_header(dataset: Dataset, path: Path) -> list[int]:
         raise MalformedHeaderError(
             path, "SegmentSequence", tag_text("SegmentSequence"), "missing", "≥ 1 segment"
         )
+    labelmap = str(dataset.get("SegmentationType", "")).upper() == LABELMAP
     numbers = [
-        header_value(item, "SegmentNumber", positive_int, expected=_COUNT, path=path)
+        header_value(
+            item,
+            "SegmentNumber",
+            _label if labelmap else positive_int,
+            expected="an integer ≥ 0 (US)" if labelmap else _COUNT,
+            path=path,
+        )
         for item in dataset.SegmentSequence
     ]
     per_frame = dataset.get("PerFrameFunctionalGroupsSequence")
@@ -222,7 +254,7 @@ def check_seg_header(dataset: Dataset, path: Path) -> list[int]:
         )
     shared_groups = dataset.get("SharedFunctionalGroupsSequence")
     shared = shared_groups[0] if shared_groups else None
-    segments, checked = set(numbers), set[int]()
+    segments, checked = None if labelmap else set(numbers), set[int]()
     for frame in per_frame:
         _check_frame(path, frame, shared, segments, checked)
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
@@ -253,6 +285,8 @@ def read_segmentation(path: Path) -> list[VoiMask]:
         ) from exc
     masks = []
     for item, number in zip(seg.SegmentSequence, numbers, strict=True):
+        if number == 0:
+            continue  # a LABELMAP's background (pixel value 0): no VOI
         label = str(item.get("SegmentLabel") or "").strip() or f"segment {number}"
         try:
             volume = seg.get_volume(segment_numbers=[number], dtype=np.uint8)

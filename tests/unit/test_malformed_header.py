@@ -11,6 +11,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import highdicom as hd
+import numpy as np
 import pydicom
 import pytest
 from pydicom import Dataset
@@ -29,6 +31,7 @@ from concordose.phantoms import GeneratedPatient
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.preparation import prepare_cycle
 from tests.conftest import SIEMENS_NM_FIXTURE
+from tests.rtstruct_builder import first_ct_files, on_grid
 
 runner = CliRunner()
 
@@ -515,3 +518,50 @@ def test_a_ct_slice_malformed_is_a_finding_of_prepare_cycle(
     assert (finding.rule, finding.severity) == (HEADER_CHECK, Severity.ERROR)
     assert finding.source == str(ct)
     assert "PixelSpacing (0028,0030) is '4.42\\\\x'" in finding.message
+
+
+def test_a_labelmap_seg_passes_the_header_checks_and_reads_like_the_binary_one(
+    small_patient: GeneratedPatient, tmp_path: Path
+) -> None:
+    # A LABELMAP's frames name no segment and highdicom describes its background as segment 0:
+    # neither is a malformed header (the checks must not refuse it), and 0 is no VOI.
+    files = first_ct_files(small_patient)
+    ct = read_ct_series(files)
+    sources = sorted(
+        (pydicom.dcmread(f) for f in files), key=lambda d: float(d.ImagePositionPatient[2])
+    )
+    binary = read_segmentation(small_patient.seg_path)
+    labels = np.zeros((len(sources), sources[0].Rows, sources[0].Columns), np.uint8)
+    descriptions = []
+    for number, voi in enumerate(binary, 1):
+        labels[on_grid(voi, ct)] = number
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=voi.label,
+                segmented_property_category=hd.sr.CodedConcept(
+                    "91723000", "SCT", "Anatomical structure"
+                ),
+                segmented_property_type=hd.sr.CodedConcept("64033007", "SCT", "Kidney"),
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+            )
+        )
+    labelmap = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=labels,
+        segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=5,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="test",
+        manufacturer_model_name="test",
+        software_versions="1",
+        device_serial_number="1",
+    )
+    path = tmp_path / "labelmap.dcm"
+    labelmap.save_as(path)
+    assert 0 in [int(item.SegmentNumber) for item in labelmap.SegmentSequence]
+    found = {voi.label: voi.mask.GetSize() for voi in read_segmentation(path)}
+    assert found == {voi.label: voi.mask.GetSize() for voi in binary}
