@@ -263,6 +263,11 @@ class _Refused:
         pass
 
 
+class _NoRoomToInflateError(Exception):
+    """A deflated data set's inflated bytes could not be written (its ``__cause__``: the
+    OSError): answered 0xA700 like any disk error, not 0xC000."""
+
+
 class _IncomingInstance:
     """One C-STORE data set streamed to disk as it arrives (never held in memory).
 
@@ -377,13 +382,16 @@ class _IncomingInstance:
                 max_size=INFLATED_IN_MEMORY_BYTES, dir=str(self.receiver.spool.tmp_dir)
             ) as spooled:
                 inflated = cast(BinaryIO, spooled)  # an IO[bytes] with every method BinaryIO has
-                end = inflate_data_set(
-                    handle,
-                    start=self.data_start,
-                    end=self.size_bytes,
-                    target=inflated,
-                    max_bytes=self.receiver.max_inflated_bytes,
-                )
+                try:
+                    end = inflate_data_set(
+                        handle,
+                        start=self.data_start,
+                        end=self.size_bytes,
+                        target=inflated,
+                        max_bytes=self.receiver.max_inflated_bytes,
+                    )
+                except OSError as exc:  # the spooled file's disk is full: not the sender's fault
+                    raise _NoRoomToInflateError from exc
                 return self._checked(inflated, 0, end, ExplicitVRLittleEndian)
 
     def _checked(
@@ -428,6 +436,10 @@ class _IncomingInstance:
             return receiver._fail(entry, STATUS_OUT_OF_RESOURCES)
         try:
             identity, summary = self._decode()
+        except _NoRoomToInflateError as exc:
+            # The sender's bytes may be fine: like any disk error, nothing kept, retry later.
+            LOG.error("could not inflate %s: %s", request.sop_instance_uid, exc.__cause__)
+            return receiver._fail(entry, STATUS_OUT_OF_RESOURCES)
         except Exception as exc:
             # Undecodable bytes raise anything pydicom's parser can raise; none may stop us.
             if isinstance(exc, DataSetMismatchError):

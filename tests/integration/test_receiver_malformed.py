@@ -12,6 +12,7 @@ Verification context (PS3.7 Annex C "SOP class not supported", as pynetdicom ans
 
 from __future__ import annotations
 
+import errno
 import shutil
 import subprocess
 import zlib
@@ -35,6 +36,7 @@ from pydicom.uid import (
 from concordose.ingest.receiver import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+    STATUS_OUT_OF_RESOURCES,
     STATUS_SOP_CLASS_NOT_SUPPORTED,
     StorageReceiver,
 )
@@ -396,3 +398,19 @@ def test_a_damaged_deflate_stream_is_not_understood(
     status = _send(receiver, NM_DEFLATED, NuclearMedicineImageStorage, ds.SOPInstanceUID, data)
     assert status == STATUS_CANNOT_UNDERSTAND
     _assert_nothing_received(receiver, reason)
+
+
+def test_no_room_to_inflate_is_out_of_resources_not_cannot_understand(
+    receiver: StorageReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The inflated bytes spill to the spool's tmp/ beyond 8 MB: a full disk there is the
+    # receiver's problem (0xA700, the sender retries later), not a malformed data set.
+    def disk_full(*args: object, **kwargs: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("concordose.ingest.receiver.inflate_data_set", disk_full)
+    ds = _nm()
+    data = _deflated(encode_data_set(ds, ExplicitVRLittleEndian))
+    status = _send(receiver, NM_DEFLATED, NuclearMedicineImageStorage, ds.SOPInstanceUID, data)
+    assert status == STATUS_OUT_OF_RESOURCES
+    _assert_nothing_received(receiver, None)
