@@ -38,6 +38,7 @@ from tests.integration.receiver_fuzzing import (
     contexts,
     fuzz_seeds,
     mutants,
+    rtstruct_ct_files,
     run_campaign,
     unreadable_successes,
 )
@@ -63,7 +64,11 @@ def _named(counts: Counter[int]) -> dict[str, int]:
 
 
 def _ours(
-    work: Path, seeds: list[Seed], args: argparse.Namespace, registry: SiteRegistry
+    work: Path,
+    seeds: list[Seed],
+    args: argparse.Namespace,
+    registry: SiteRegistry,
+    ct_files: list[Path],
 ) -> dict[str, object]:
     with StorageReceiver(
         Spool(work / "spool"), port=0, allowed_calling_ae_titles=[SENDER]
@@ -82,6 +87,7 @@ def _ours(
             {uid: row.identity.sop_class_uid for uid, row in rows.items()},
             registry,
             seed=args.seed,
+            rtstruct_ct_files=ct_files,
         )
         verify_s = time.monotonic() - start
     by_operator: dict[str, Counter[int]] = {}
@@ -150,7 +156,7 @@ def main() -> None:
         registry = SiteRegistry.load(patient.sites_path)
         result = {
             "seed": args.seed,
-            "concordose": _ours(work, seeds, args, registry),
+            "concordose": _ours(work, seeds, args, registry, rtstruct_ct_files(patient)),
             "storescp": _storescp(work, seeds, args),
         }
     text = json.dumps(result, indent=2)

@@ -126,6 +126,33 @@ def finite_floats(count: int, *, positive: bool = False) -> Callable[[object], t
     return convert
 
 
+def integer(value: object) -> int:
+    """An integer (an IS such as ROINumber; required)."""
+    if value is None or value == "":
+        raise ValueError("missing")
+    number: int = int(value)  # type: ignore[call-overload]  # IS, str or int; else TypeError
+    return number
+
+
+def coordinate_triplets(value: object) -> tuple[tuple[float, float, float], ...]:
+    """x\\y\\z triplets of finite numbers (ContourData, mm; at least one)."""
+    if value is None:
+        raise ValueError("missing")
+    values = [value] if isinstance(value, str | int | float) else list(value)  # type: ignore[call-overload]
+    numbers = [_finite(v) for v in values]
+    if not numbers or len(numbers) % 3:
+        raise ValueError(f"{len(numbers)} values, not a multiple of 3")
+    return tuple((numbers[i], numbers[i + 1], numbers[i + 2]) for i in range(0, len(numbers), 3))
+
+
+def required_text(value: object) -> str:
+    """A non-empty text value (a UID such as ReferencedSOPInstanceUID)."""
+    text = str(value if value is not None else "").strip("\0 ")
+    if not text:
+        raise ValueError("missing")
+    return text
+
+
 def positive_float(value: object) -> float:
     """A finite number > 0 after taking its magnitude (a spacing's sign is a direction)."""
     if value is None or value == "":
@@ -134,6 +161,81 @@ def positive_float(value: object) -> float:
     if number == 0:
         raise ValueError("zero")
     return number
+
+
+def strictly_positive_float(value: object) -> float:
+    """A finite number > 0 (a thickness: its sign is no direction)."""
+    number = finite_float(value)
+    if number <= 0:
+        raise ValueError(f"{number} ≤ 0")
+    return number
+
+
+def one_of(*allowed: int) -> Callable[[object], int]:
+    """A converter to an integer among ``allowed`` (BitsAllocated 8, 16 or 32…)."""
+
+    def convert(value: object) -> int:
+        number = integer(value)
+        if number not in allowed:
+            raise ValueError(f"{number} not in {allowed}")
+        return number
+
+    return convert
+
+
+def optional(convert: Callable[[object], T]) -> Callable[[object], T | None]:
+    """``convert``, except that an absent or empty value is ``None`` (a Type 2 or 3
+    attribute)."""
+
+    def optional_convert(value: object) -> T | None:
+        if value is None or value == "":
+            return None
+        return convert(value)
+
+    return optional_convert
+
+
+def native_pixel_data_bytes(frames: int, rows: int, columns: int, bits_allocated: int) -> int:
+    """Bytes of native (uncompressed) PixelData of ``frames`` frames of one sample per pixel,
+    bits packed across frames (BitsAllocated 1, PS3.5 §8.1.1), before padding to even."""
+    return (frames * rows * columns * bits_allocated + 7) // 8
+
+
+PIXEL_DATA_TAG = 0x7FE00010
+
+
+def check_native_pixel_data(
+    dataset: Dataset, path: Path, *, frames: int, rows: int, columns: int, bits_allocated: int
+) -> None:
+    """PixelData (7FE0,0010) of a data set in a native (uncompressed) transfer syntax holds
+    :func:`native_pixel_data_bytes` bytes (its own length, or padded to even); a value left
+    unread by ``defer_size`` is measured by its declared length. Absent or encapsulated pixel
+    data (undefined length) is not checked here.
+
+    Raises:
+        MalformedHeaderError: naming PixelData, the bytes it holds and those expected.
+    """
+    if PIXEL_DATA_TAG not in dataset:
+        return
+    element: DataElement | RawDataElement = dataset.get_item(PIXEL_DATA_TAG, keep_deferred=True)
+    if isinstance(element, RawDataElement) and element.value is None:
+        found = int(element.length)
+    elif isinstance(element.value, bytes):
+        found = len(element.value)
+    else:
+        return
+    if found == 0xFFFFFFFF:
+        return  # encapsulated: its frames are the decoder's to count
+    expected = native_pixel_data_bytes(frames, rows, columns, bits_allocated)
+    if found not in (expected, expected + expected % 2):
+        raise MalformedHeaderError(
+            path,
+            "PixelData",
+            "(7FE0,0010)",
+            f"{found} bytes",
+            f"NumberOfFrames × Rows × Columns × BitsAllocated / 8 = {frames} × {rows} × "
+            f"{columns} × {bits_allocated} / 8 = {expected} bytes (+ 1 to pad to even)",
+        )
 
 
 def finite_float(value: object) -> float:

@@ -31,8 +31,16 @@ import SimpleITK as sitk
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import RTStructureSetStorage
-from rt_utils import ds_helper, image_helper
+from rt_utils import image_helper
 
+from concordose.dicom.ct import read_ct_header
+from concordose.dicom.header_values import (
+    PARSE_ERRORS,
+    coordinate_triplets,
+    header_value,
+    integer,
+    required_text,
+)
 from concordose.dicom.seg import VoiMask, VoiType, bounding_box_crop, voi_type_from_label
 from concordose.errors import StudyIncompleteError, UnreadableDicomError
 
@@ -80,15 +88,38 @@ def rtstruct_series_uid(dataset: Dataset) -> str | None:
     return None
 
 
+_FILE_ERRORS: tuple[type[Exception], ...] = (InvalidDicomError, OSError, EOFError, *PARSE_ERRORS)
+"""What pydicom raises for a file it cannot parse at all."""
+_VALUE_ERRORS: tuple[type[Exception], ...] = (*PARSE_ERRORS, NotImplementedError)
+"""What reading a value not behind a named parse point can raise (a sequence pydicom cannot
+decode, a VR it does not know)."""
+
+
+def _ct_header(ct_path: Path) -> Dataset:
+    """One CT slice's header checked as the CT reader checks it
+    (:func:`~concordose.dicom.ct.read_ct_header`: geometry written back as numbers for
+    rt-utils), and the SOP Instance UID each contour names its slice by."""
+    header = read_ct_header(ct_path)
+    header_value(header, "SOPInstanceUID", required_text, expected="a UID", path=ct_path)
+    return header
+
+
+def _grid_of(header: Dataset) -> tuple[object, ...]:
+    """What every slice of one CT grid shares: size, pixel spacing, orientation."""
+    return (
+        header.Rows,
+        header.Columns,
+        tuple(header.PixelSpacing),
+        tuple(round(float(v), 6) for v in header.ImageOrientationPatient),
+    )
+
+
 def _referenced_ct_headers(path: Path, dataset: Dataset, ct_files: Sequence[Path]) -> list[Dataset]:
     """The headers of the CT slices the RTSTRUCT was drawn on, in rt-utils' slice order."""
     series_uid = rtstruct_series_uid(dataset)
     headers: list[Dataset] = []
     for ct_path in ct_files:
-        try:
-            header = dcmread(ct_path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError) as exc:
-            raise UnreadableDicomError(ct_path, str(exc)) from exc
+        header = _ct_header(ct_path)
         if series_uid is None or str(header.get("SeriesInstanceUID", "")) == series_uid:
             headers.append(header)
     if len(headers) < 2:
@@ -108,10 +139,27 @@ def _referenced_ct_headers(path: Path, dataset: Dataset, ct_files: Sequence[Path
             f"its CT has {rows} × {columns} pixels of {spacing[0]} × {spacing[1]} mm; reading "
             "an RTSTRUCT needs square slices with square pixels (rt-utils)",
         )
+    for header in headers[1:]:
+        if _grid_of(header) != _grid_of(first):
+            raise UnreadableDicomError(
+                path,
+                f"its CT slices are not one grid: Rows, Columns, PixelSpacing, "
+                f"ImageOrientationPatient {_grid_of(header)} in {header.filename}, "
+                f"{_grid_of(first)} in {first.filename}",
+            )
     try:
         headers.sort(key=image_helper.get_slice_position)
     except Exception as exc:  # rt-utils raises a bare Exception on a bad orientation
         raise UnreadableDicomError(path, f"its CT slices: {exc}") from exc
+    first_at = image_helper.get_slice_position(headers[0])
+    last_at = image_helper.get_slice_position(headers[-1])
+    if not last_at - first_at > 0:
+        raise UnreadableDicomError(
+            path,
+            f"its {len(headers)} CT slices all lie at one position along their normal "
+            f"(ImagePositionPatient (0020,0032) {list(headers[0].ImagePositionPatient)}); "
+            "expected slices at distinct positions",
+        )
     return headers
 
 
@@ -131,20 +179,43 @@ def _grid_image(headers: list[Dataset], array_zyx: npt.NDArray[np.uint8]) -> sit
     return image
 
 
+_ROI_NUMBER = "an integer (IS)"
+
+
 def _contours(path: Path, dataset: Dataset, number: int, label: str) -> list[Dataset]:
-    """The contours of ROI ``number`` (none: an empty ROI), each naming its CT image."""
-    try:
-        contours = list(ds_helper.get_contour_sequence_by_roi_number(dataset, number))
-    except Exception:  # rt-utils: a bare Exception when no ROIContourSequence item has it
-        return []
+    """The contours of ROI ``number`` (none: an empty ROI), each naming its CT image, their
+    ContourData checked and written back as numbers."""
+    contours: list[Dataset] = []
+    for roi_contour in dataset.get("ROIContourSequence") or []:
+        referenced = header_value(
+            roi_contour, "ReferencedROINumber", integer, expected=_ROI_NUMBER, path=path
+        )
+        if referenced == number:
+            contours = list(roi_contour.get("ContourSequence") or [])
+            break
+    kept = []
     for contour in contours:
-        if not contour.get("ContourImageSequence"):
+        images = contour.get("ContourImageSequence")
+        if not images:
             raise UnreadableDicomError(
                 path,
                 f"ROI {number} {label!r}: a contour names no CT image (ContourImageSequence); "
                 "expected every contour to reference the slice it lies on",
             )
-    return contours
+        for image in images:
+            header_value(
+                image, "ReferencedSOPInstanceUID", required_text, expected="a UID", path=path
+            )
+        points = header_value(
+            contour,
+            "ContourData",
+            coordinate_triplets,
+            expected="x\\y\\z triplets of numbers (mm)",
+            path=path,
+        )
+        contour.ContourData = [v for point in points for v in point]
+        kept.append(contour)
+    return kept
 
 
 def read_rtstruct(path: Path, ct_files: Sequence[Path]) -> list[VoiMask]:
@@ -162,26 +233,46 @@ def read_rtstruct(path: Path, ct_files: Sequence[Path]) -> list[VoiMask]:
     """
     try:
         dataset = dcmread(path)
-    except (InvalidDicomError, OSError) as exc:
-        raise UnreadableDicomError(path, f"not a readable DICOM RTSTRUCT: {exc}") from exc
+    except _FILE_ERRORS as exc:
+        raise UnreadableDicomError(
+            path, f"not a readable DICOM RTSTRUCT: {type(exc).__name__}: {exc}"
+        ) from exc
     if str(dataset.get("SOPClassUID", "")) != RTStructureSetStorage:
         raise UnreadableDicomError(
             path, f"expected RT Structure Set Storage, found SOP class {dataset.get('SOPClassUID')}"
         )
+    try:
+        return _masks(path, dataset, ct_files)
+    except _VALUE_ERRORS as exc:
+        # A value the parse points do not name (e.g. a sequence pydicom cannot decode).
+        raise UnreadableDicomError(
+            path, f"RTSTRUCT could not be read: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _masks(path: Path, dataset: Dataset, ct_files: Sequence[Path]) -> list[VoiMask]:
     headers = _referenced_ct_headers(path, dataset, ct_files)
     interpreted = {
-        int(item.ReferencedROINumber): str(item.get("RTROIInterpretedType") or "").upper()
+        header_value(item, "ReferencedROINumber", integer, expected=_ROI_NUMBER, path=path): str(
+            item.get("RTROIInterpretedType") or ""
+        ).upper()
         for item in dataset.get("RTROIObservationsSequence") or []
     }
     masks = []
     for roi in dataset.get("StructureSetROISequence") or []:
-        label, number = str(roi.ROIName), int(roi.ROINumber)
+        number = header_value(roi, "ROINumber", integer, expected=_ROI_NUMBER, path=path)
+        label = str(roi.get("ROIName") or "").strip() or f"ROI {number}"
         contours = _contours(path, dataset, number, label)
         if not contours:
             continue
-        # (row, column, slice), bool; filled by the slice each contour names
-        filled = image_helper.create_series_mask_from_contour_sequence(headers, contours)
-        image = _grid_image(headers, np.ascontiguousarray(filled.transpose(2, 0, 1), np.uint8))
+        try:
+            # (row, column, slice), bool; filled by the slice each contour names
+            filled = image_helper.create_series_mask_from_contour_sequence(headers, contours)
+            image = _grid_image(headers, np.ascontiguousarray(filled.transpose(2, 0, 1), np.uint8))
+        except Exception as exc:  # rt-utils: a bare Exception on a bad orientation, cv2.error…
+            raise UnreadableDicomError(
+                path, f"ROI {number} {label!r}: rt-utils cannot fill its contours: {exc}"
+            ) from exc
         del filled
         cropped = bounding_box_crop(image)
         if cropped is None:

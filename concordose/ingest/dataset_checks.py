@@ -6,7 +6,10 @@ readers) can parse them and they are the instance the C-STORE-RQ names:
 
 * :class:`MalformedDataSetError` — answered ``0xC000`` (Error: cannot understand):
   a value shorter than its declared length or an element, item or sequence overrunning what
-  contains it (:func:`check_nesting`, at any depth and size), a Value Representation PS3.5 does
+  contains it (:func:`check_nesting`, at any depth and size, in every uncompressed transfer
+  syntax: little- and big-endian, and deflated ones once inflated), a deflated data set that
+  does not inflate, is cut short or inflates to more than :data:`MAX_INFLATED_BYTES`
+  (:func:`inflate_data_set`: a decompression bomb), a Value Representation PS3.5 does
   not define (e.g. ``ZZ``), a binary value not a whole number of its numbers, a sequence pydicom
   cannot decode, or a data set not in the VR encoding of the presentation context's transfer
   syntax (explicit-VR bytes on an implicit-VR context or the reverse: the file would be
@@ -24,6 +27,7 @@ into a finding naming the tag and the value.
 from __future__ import annotations
 
 import struct
+import zlib
 from contextlib import suppress
 from typing import BinaryIO
 
@@ -172,17 +176,20 @@ LONG_HEADER_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
 )
 """Explicit VRs whose element header is 12 bytes (PS3.5 §7.1.2)."""
-_HEADER = struct.Struct("<HHI")
-_EXPLICIT_SHORT = struct.Struct("<HH2sH")
 
 
 class _Nesting:
     """Walks element headers (never values: they are skipped by seeking) checking that each
     element, item and sequence ends within what contains it (PS3.5 §7.5): pydicom reads an
-    item's elements from the file and does not stop at the item's end, dcmtk does."""
+    item's elements from the file and does not stop at the item's end, dcmtk does. Headers
+    are read in the transfer syntax's byte order (PS3.5 §7.3: item and delimiter tags too)."""
 
-    def __init__(self, handle: BinaryIO) -> None:
+    def __init__(self, handle: BinaryIO, *, little_endian: bool = True) -> None:
         self.handle = handle
+        order = "<" if little_endian else ">"
+        self.header = struct.Struct(f"{order}HHI")
+        self.explicit_short = struct.Struct(f"{order}HH2sH")
+        self.long_length = struct.Struct(f"{order}I")
 
     def _read(self, at: int, size: int) -> bytes:
         self.handle.seek(at)
@@ -193,7 +200,7 @@ class _Nesting:
 
     def _header(self, at: int, implicit: bool) -> tuple[int, bytes, int, int]:
         """(tag, VR or b"", value length, header size) of the element at ``at``."""
-        group, element, length = _HEADER.unpack(self._read(at, 8))
+        group, element, length = self.header.unpack(self._read(at, 8))
         tag = group << 16 | element
         if implicit or group == 0xFFFE:
             vr = b""
@@ -202,9 +209,10 @@ class _Nesting:
                     known = dictionary_VR(tag)  # "US or SS" and the like: unknown here
                     vr = known.encode() if known in KNOWN_VRS else b""
             return tag, vr, length, 8
-        _, _, vr, short_length = _EXPLICIT_SHORT.unpack(self._read(at, 8))
+        _, _, vr, short_length = self.explicit_short.unpack(self._read(at, 8))
         if vr in LONG_HEADER_VRS:
-            return tag, vr, int.from_bytes(self._read(at + 8, 4), "little"), 12
+            (long_length,) = self.long_length.unpack(self._read(at + 8, 4))
+            return tag, vr, long_length, 12
         return tag, vr, short_length, 8
 
     @staticmethod
@@ -292,16 +300,95 @@ class _Nesting:
 
 def check_nesting(handle: BinaryIO, *, start: int, end: int, transfer_syntax: str) -> None:
     """Every element, item and sequence of the data set in ``handle[start:end]`` ends within
-    what contains it, and the last ends exactly at ``end`` (element headers only are read).
+    what contains it, and the last ends exactly at ``end`` (element headers only are read), in
+    the byte order of ``transfer_syntax`` (Explicit VR Big Endian, retired but accepted, too).
 
-    Deflated and big-endian transfer syntaxes are not walked (their bytes are not little-endian
-    element headers; pydicom inflates or swaps them, and :func:`check_structure` checks what it
-    read).
+    A deflated transfer syntax's bytes are a deflate stream, not element headers: inflate them
+    first (:func:`inflate_data_set`) and check the inflated data set as Explicit VR Little
+    Endian (PS3.5 A.5); passed here, they are refused.
 
     Raises:
         MalformedDataSetError: naming the first element that overruns, with its path.
     """
     syntax = UID(transfer_syntax)
-    if syntax.is_deflated or not syntax.is_little_endian:
-        return
-    _Nesting(handle).elements(start, end, syntax.is_implicit_VR, "")
+    if syntax.is_deflated:
+        raise MalformedDataSetError(
+            f"{transfer_syntax} is deflated: inflate the data set before walking its elements"
+        )
+    walker = _Nesting(handle, little_endian=syntax.is_little_endian)
+    walker.elements(start, end, syntax.is_implicit_VR, "")
+
+
+MAX_INFLATED_BYTES = 1 << 30
+"""The most a deflated data set may inflate to (1 GiB): more is refused as a decompression
+bomb (0xC000). Deflate reaches ≈ 1,030:1 on uniform bytes, so 1 MB sent can claim 1 GB; a
+cap on the ratio would refuse real objects too (a sparse SEG's masks inflate ≈ 50:1 on the test
+phantom and far more on a large grid), a cap on the size does not. Above any real instance
+sent deflated (deflate is for non-image objects, PS3.5 A.5; an enhanced CT is ≈ 500 MB)."""
+INFLATE_CHUNK_BYTES = 1 << 16
+"""Bytes read, and at most inflated, per step: memory stays bounded by a few chunks however
+large the data set (the inflated bytes go to the caller's file)."""
+_PAD_BYTE = b"\0"
+
+
+def inflate_data_set(
+    source: BinaryIO,
+    *,
+    start: int,
+    end: int,
+    target: BinaryIO,
+    max_bytes: int = MAX_INFLATED_BYTES,
+) -> int:
+    """Inflate the raw deflate stream (RFC 1951, no zlib header: ``wbits=-15``, PS3.5 A.5) in
+    ``source[start:end]`` into ``target``, chunk by chunk, and return the inflated length.
+
+    The stream must end (its final block) within ``end``, followed by at most one pad byte
+    (a deflated data set is padded to an even length with a NUL, PS3.5 A.5).
+
+    Raises:
+        MalformedDataSetError: not a deflate stream, cut short, bytes after its end, or more
+            than ``max_bytes`` inflated (a decompression bomb: stopped at the cap, never
+            inflated in full).
+    """
+    inflater = zlib.decompressobj(wbits=-zlib.MAX_WBITS)
+    source.seek(start)
+    remaining, inflated = end - start, 0
+
+    def inflate(data: bytes) -> bytes:
+        """Inflate at most one chunk of ``data``; the rest stays in ``unconsumed_tail``."""
+        nonlocal inflated
+        out = inflater.decompress(data, INFLATE_CHUNK_BYTES)
+        inflated += len(out)
+        if inflated > max_bytes:
+            raise MalformedDataSetError(
+                f"deflated data set of {end - start} bytes inflates to more than "
+                f"{max_bytes} bytes (refused as a decompression bomb)"
+            )
+        target.write(out)
+        return out
+
+    try:
+        while remaining > 0 and not inflater.eof:
+            pending = source.read(min(INFLATE_CHUNK_BYTES, remaining))
+            if not pending:
+                break
+            remaining -= len(pending)
+            while pending and not inflater.eof:
+                inflate(pending)
+                pending = inflater.unconsumed_tail
+        while not inflater.eof and inflate(b""):  # output still inside the inflater
+            pass
+    except zlib.error as exc:
+        raise MalformedDataSetError(f"deflated data set does not inflate: {exc}") from exc
+    if not inflater.eof:
+        raise MalformedDataSetError(
+            f"deflated data set cut short: its deflate stream does not end within the "
+            f"{end - start} bytes received"
+        )
+    trailing = inflater.unused_data + source.read(remaining)
+    if trailing not in (b"", _PAD_BYTE):
+        raise MalformedDataSetError(
+            f"{len(trailing)} bytes after the end of the deflated data set's stream "
+            "(expected at most one NUL pad byte)"
+        )
+    return inflated

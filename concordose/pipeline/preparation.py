@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from concordose.calibration.findings import Finding, Severity, malformed_header_finding
 from concordose.calibration.gate import CycleVerdict, gate_cycle
 from concordose.calibration.registry import SiteRegistry
+from concordose.dicom.ct import check_ct_headers
 from concordose.dicom.pseudonym import cycle_key, subject_key
 from concordose.dicom.seg import VoiMask
 from concordose.dicom.vois import read_voi_masks
@@ -127,7 +128,8 @@ def prepare_cycle(
     memory_budget_bytes: float | None = None,
 ) -> PreparedCycle:
     """Assemble, read the VOIs (unless ``read_vois`` is False: a cheap re-check of a held
-    cycle) and gate one cycle.
+    cycle), check the CT slices' header values (:func:`~concordose.dicom.ct.check_ct_headers`)
+    and gate one cycle.
 
     Args:
         instances: the cycle's instances only (:meth:`CycleSource.instances`).
@@ -145,6 +147,8 @@ def prepare_cycle(
         vois: tuple[VoiMask, ...] = ()
         if read_vois:
             vois = tuple(read_voi_masks(study.segmentation, study.segmentation_ct_files))
+        for point in study.time_points:
+            check_ct_headers(point.ct_files)  # issue 18: a malformed value holds, not fails
     except MalformedHeaderError as exc:
         return _held_early(instances, malformed_header_finding(exc))
     except (StudyIncompleteError, UnreadableDicomError) as exc:

@@ -4,9 +4,10 @@ receiver over real associations (issue 18, item 5): used by
 ``benchmarks/bench_receiver_fuzz.py`` (a larger run with the count of each status).
 
 Seeds are real files (the Siemens SPECT fixture) and generated ones (NM, CT, SEG of the test
-phantom), sent as their data sets in their own transfer syntax. Each mutant applies one to three
-operators chosen by a :class:`random.Random` seeded from ``(seed, index)`` — the same seed makes
-the same mutants, and a failing index can be replayed alone:
+phantom, and an RTSTRUCT rt-utils draws on its first CT from the SEG's masks), sent as their
+data sets in their own transfer syntax. Each mutant applies one to three operators chosen by a
+:class:`random.Random` seeded from ``(seed, index)`` — the same seed makes the same mutants, and
+a failing index can be replayed alone:
 
 * byte flips / random bytes in the header (never the pixel data alone: that is not a defect);
 * a cut at a random position (inside the header or the pixel data);
@@ -25,6 +26,7 @@ from __future__ import annotations
 import random
 import shutil
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +43,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     NuclearMedicineImageStorage,
+    RTStructureSetStorage,
     SegmentationStorage,
     generate_uid,
 )
@@ -50,13 +53,20 @@ from concordose.calibration.gate import gate_time_point
 from concordose.calibration.registry import SiteRegistry
 from concordose.dicom.ct import read_ct_series
 from concordose.dicom.nm import read_nm_header
+from concordose.dicom.rtstruct import read_rtstruct
 from concordose.dicom.seg import read_segmentation
 from concordose.errors import ConcordoseError
 from concordose.phantoms import GeneratedPatient
 from tests.integration.crafted_peer import VERIFICATION, Context, CraftedPeer, encode_data_set
+from tests.rtstruct_builder import first_ct_files, write_rtstruct_from_seg
 
 ECHO_CONTEXT = 1
-SOP_CLASSES = (NuclearMedicineImageStorage, CTImageStorage, SegmentationStorage)
+SOP_CLASSES = (
+    NuclearMedicineImageStorage,
+    CTImageStorage,
+    SegmentationStorage,
+    RTStructureSetStorage,
+)
 TRANSFER_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 PIXEL_DATA_TAG = 0x7FE00010
 LONG_HEADER_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
@@ -140,15 +150,28 @@ def seed_from_file(path: Path, name: str, transfer_syntax: str | None = None) ->
 
 def fuzz_seeds(siemens_fixture: Path, patient: GeneratedPatient) -> list[Seed]:
     """The Siemens SPECT fixture, and a generated patient's NM (both VR encodings), one CT
-    slice and its SEG."""
+    slice, its SEG and an RTSTRUCT of the SEG's VOIs drawn on its first CT (both VR encodings;
+    read back on :func:`rtstruct_ct_files`)."""
     ct = next(p for p in patient.dicom_files if p.parent.name == "ct")
+    with tempfile.TemporaryDirectory(prefix="fuzz-rtstruct-") as work:
+        rtstruct = write_rtstruct_from_seg(patient, Path(work) / "rtstruct.dcm")
+        rtstruct_seeds = [
+            seed_from_file(rtstruct, "phantom_rtstruct", ExplicitVRLittleEndian),
+            seed_from_file(rtstruct, "phantom_rtstruct_implicit", ImplicitVRLittleEndian),
+        ]
     return [
         seed_from_file(siemens_fixture, "siemens_nm"),
         seed_from_file(patient.nm_files[0], "phantom_nm", ExplicitVRLittleEndian),
         seed_from_file(patient.nm_files[1], "phantom_nm_implicit", ImplicitVRLittleEndian),
         seed_from_file(ct, "phantom_ct", ExplicitVRLittleEndian),
         seed_from_file(patient.seg_path, "phantom_seg", ExplicitVRLittleEndian),
+        *rtstruct_seeds,
     ]
+
+
+def rtstruct_ct_files(patient: GeneratedPatient) -> list[Path]:
+    """The CT slices the RTSTRUCT seeds were drawn on (an RTSTRUCT is read on them)."""
+    return first_ct_files(patient)
 
 
 @dataclass(frozen=True)
@@ -390,13 +413,15 @@ def unreadable_successes(
     registry: SiteRegistry,
     *,
     seed: int,
+    rtstruct_ct_files: Sequence[Path],
     site_id: str = "milan",
 ) -> list[str]:
     """Of the instances answered 0x0000 (``stored``: SOP Instance UID → file), those that do
     not read back with pydicom, with dcmtk's ``dcmdump``, or through the platform's readers
     (NM: ``concordose check``'s path, header read + gate; CT: the series reader, SimpleITK
-    included; SEG: the segmentation reader; a ``ConcordoseError`` is a finding or a held cycle,
-    not a failure) — one line each."""
+    included; SEG: the segmentation reader; RTSTRUCT: its reader on ``rtstruct_ct_files``, the
+    CT it was drawn on; a ``ConcordoseError`` is a finding or a held cycle, not a failure) —
+    one line each."""
     dcmdump = shutil.which("dcmdump")
     assert dcmdump is not None, "dcmtk's dcmdump is required (installed by `make test`)"
     failures = []
@@ -418,6 +443,8 @@ def unreadable_successes(
                 read_ct_series([path, path])
             elif sop_class == SegmentationStorage:
                 read_segmentation(path)
+            elif sop_class == RTStructureSetStorage:
+                read_rtstruct(path, rtstruct_ct_files)
         except ConcordoseError:
             pass  # a finding or a held cycle, not a crash
         except Exception as exc:

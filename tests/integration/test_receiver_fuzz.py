@@ -1,12 +1,13 @@
 """Fuzzing the receiver in the suite (issue 18, item 5): ≥ 300 seeded mutants of the Siemens
-SPECT fixture and of generated NM, CT and SEG files, sent over real associations to a running
-receiver (:mod:`tests.integration.receiver_fuzzing`).
+SPECT fixture and of generated NM, CT, SEG and RTSTRUCT files, sent over real associations to a
+running receiver (:mod:`tests.integration.receiver_fuzzing`).
 
 Asserted: every mutant is answered (no association aborted) with a status of PS3.4 B.2.3 /
 PS3.7 Annex C; the service still answers a C-ECHO after; every instance answered 0x0000 reads
 back with pydicom (every element decoded; a DS/IS whose text is not a number is left to the
 readers) and with dcmtk's ``dcmdump``, and through the platform's readers (``concordose
-check``'s path for NM: header read + gate; the CT series and SEG readers; the folder catalogue
+check``'s path for NM: header read + gate; the CT series, SEG and RTSTRUCT readers (an
+RTSTRUCT on the CT it was drawn on); the folder catalogue
 for all) without an exception other than a finding-producing ``ConcordoseError``; the spool
 indexes exactly the instances answered 0x0000.
 
@@ -39,6 +40,7 @@ from tests.integration.receiver_fuzzing import (
     ECHO_CONTEXT,
     contexts,
     fuzz_seeds,
+    rtstruct_ct_files,
     run_campaign,
     unreadable_successes,
 )
@@ -80,6 +82,10 @@ def test_mutants_never_stop_the_service_and_only_readable_ones_are_stored(
     assert len(campaign.statuses) == COUNT
     assert set(campaign.statuses.values()) <= ANSWERS
     assert len(campaign.counts()) > 1, "the mutants should not all get the same answer"
+    accepted_seeds = {item.seed for item in campaign.accepted.values()}
+    assert {"phantom_rtstruct", "phantom_rtstruct_implicit"} & accepted_seeds, (
+        "no RTSTRUCT mutant was stored: its reader is not exercised"
+    )
 
     peer = CraftedPeer(receiver.port, contexts(), calling_ae=SENDER)
     try:
@@ -93,7 +99,15 @@ def test_mutants_never_stop_the_service_and_only_readable_ones_are_stored(
     registry = SiteRegistry.load(small_patient.sites_path)
     stored = {uid: row.path for uid, row in rows.items()}
     classes = {uid: row.identity.sop_class_uid for uid, row in rows.items()}
-    assert unreadable_successes(campaign, stored, classes, registry, seed=SEED) == []
+    failures = unreadable_successes(
+        campaign,
+        stored,
+        classes,
+        registry,
+        seed=SEED,
+        rtstruct_ct_files=rtstruct_ct_files(small_patient),
+    )
+    assert failures == []
 
     folder = tmp_path / "accepted"
     folder.mkdir()

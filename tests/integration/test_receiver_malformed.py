@@ -12,16 +12,21 @@ Verification context (PS3.7 Annex C "SOP class not supported", as pynetdicom ans
 
 from __future__ import annotations
 
+import errno
 import shutil
 import subprocess
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import pydicom
 import pytest
 from pydicom import Dataset
 from pydicom.uid import (
     CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     NuclearMedicineImageStorage,
@@ -31,6 +36,7 @@ from pydicom.uid import (
 from concordose.ingest.receiver import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+    STATUS_OUT_OF_RESOURCES,
     STATUS_SOP_CLASS_NOT_SUPPORTED,
     StorageReceiver,
 )
@@ -41,13 +47,18 @@ from tests.integration.crafted_peer import VERIFICATION, Context, CraftedPeer, e
 pytestmark = pytest.mark.integration
 
 SENDER = "MILAN_SPECT"
-NM_EXPLICIT, NM_IMPLICIT, ECHO, CT_EXPLICIT = 1, 3, 5, 7
+NM_EXPLICIT, NM_IMPLICIT, ECHO, CT_EXPLICIT, NM_DEFLATED, NM_BIG_ENDIAN = 1, 3, 5, 7, 9, 11
 CONTEXTS = [
     Context(NM_EXPLICIT, NuclearMedicineImageStorage, ExplicitVRLittleEndian),
     Context(NM_IMPLICIT, NuclearMedicineImageStorage, ImplicitVRLittleEndian),
     Context(ECHO, VERIFICATION, ImplicitVRLittleEndian),
     Context(CT_EXPLICIT, CTImageStorage, ExplicitVRLittleEndian),
+    Context(NM_DEFLATED, NuclearMedicineImageStorage, DeflatedExplicitVRLittleEndian),
+    Context(NM_BIG_ENDIAN, NuclearMedicineImageStorage, ExplicitVRBigEndian),
 ]
+INFLATED_CAP_BYTES = 1 << 20
+"""The receiver's cap on a deflated data set's inflated size in these tests (1 MiB, so a
+bomb is built and refused in milliseconds)."""
 
 
 def _nm() -> Dataset:
@@ -72,7 +83,10 @@ def _nm() -> Dataset:
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[StorageReceiver]:
     with StorageReceiver(
-        Spool(tmp_path / "spool"), port=0, allowed_calling_ae_titles=[SENDER]
+        Spool(tmp_path / "spool"),
+        port=0,
+        allowed_calling_ae_titles=[SENDER],
+        max_inflated_bytes=INFLATED_CAP_BYTES,
     ) as running:
         yield running
 
@@ -281,3 +295,122 @@ def test_a_good_instance_after_bad_ones_in_one_association_is_stored(
     [row] = receiver.spool.instances()
     assert row.identity.sop_instance_uid == good.SOPInstanceUID
     assert pydicom.dcmread(row.path).PixelData == good.PixelData
+
+
+def _deflated(data: bytes) -> bytes:
+    """``data`` as a deflated transfer syntax carries it: raw deflate (RFC 1951, no zlib
+    header), padded with a NUL to an even length (PS3.5 A.5)."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    stream = compressor.compress(data) + compressor.flush()
+    return stream + b"\0" * (len(stream) % 2)
+
+
+def _overrunning_item(little_endian: bool) -> tuple[Dataset, bytes]:
+    """An NM data set whose detector item's ImageOrientationPatient (24 bytes) declares 32,
+    overrunning its item (Explicit VR, in either byte order)."""
+    ds = _nm()
+    ds.DetectorInformationSequence.is_undefined_length = True
+    syntax = ExplicitVRLittleEndian if little_endian else ExplicitVRBigEndian
+    data = encode_data_set(ds, syntax)
+    order: Literal["little", "big"] = "little" if little_endian else "big"
+    tag = b"".join(v.to_bytes(2, order) for v in (0x0020, 0x0037))
+    at = data.index(tag + b"DS" + (24).to_bytes(2, order))
+    return ds, data[: at + 6] + (32).to_bytes(2, order) + data[at + 8 :]
+
+
+OVERRUN = "(0054,0022)[0](0020,0037) declares 32 bytes, 24 remain"
+
+
+def test_a_big_endian_data_set_with_an_overrunning_element_is_not_understood(
+    receiver: StorageReceiver,
+) -> None:
+    ds, data = _overrunning_item(little_endian=False)
+    status = _send(receiver, NM_BIG_ENDIAN, NuclearMedicineImageStorage, ds.SOPInstanceUID, data)
+    assert status == STATUS_CANNOT_UNDERSTAND
+    _assert_nothing_received(receiver, OVERRUN)
+
+
+def test_a_deflated_data_set_with_an_overrunning_element_is_not_understood(
+    receiver: StorageReceiver,
+) -> None:
+    ds, data = _overrunning_item(little_endian=True)
+    deflated = _deflated(data)
+    status = _send(receiver, NM_DEFLATED, NuclearMedicineImageStorage, ds.SOPInstanceUID, deflated)
+    assert status == STATUS_CANNOT_UNDERSTAND
+    _assert_nothing_received(receiver, OVERRUN)
+
+
+@pytest.mark.parametrize(
+    ("context_id", "encode"),
+    [
+        (NM_BIG_ENDIAN, lambda ds: encode_data_set(ds, ExplicitVRBigEndian)),
+        (NM_DEFLATED, lambda ds: _deflated(encode_data_set(ds, ExplicitVRLittleEndian))),
+    ],
+    ids=["big_endian", "deflated"],
+)
+def test_a_well_formed_big_endian_or_deflated_data_set_is_stored_byte_identical(
+    receiver: StorageReceiver, context_id: int, encode: Callable[[Dataset], bytes]
+) -> None:
+    ds = _nm()
+    data = encode(ds)
+    status = _send(receiver, context_id, NuclearMedicineImageStorage, ds.SOPInstanceUID, data)
+    assert status == 0x0000
+    [row] = receiver.spool.instances()
+    stored = row.path.read_bytes()
+    assert stored.endswith(data)
+    back = pydicom.dcmread(row.path)
+    assert back.SOPInstanceUID == ds.SOPInstanceUID
+    assert back.DetectorInformationSequence[0].CollimatorGridName == "MEGP" * 50
+    dcmdump = shutil.which("dcmdump")
+    assert dcmdump is not None
+    completed = subprocess.run([dcmdump, "-q", str(row.path)], capture_output=True, check=False)
+    assert completed.returncode == 0, completed.stderr
+
+
+def test_a_deflated_data_set_inflating_beyond_the_cap_is_refused_as_a_bomb(
+    receiver: StorageReceiver,
+) -> None:
+    ds = _nm()
+    ds.PixelData = bytes(4 * INFLATED_CAP_BYTES)  # 4 MiB of zeros: ≈ 4 kB deflated
+    ds.Rows = ds.Columns = 1024
+    ds.NumberOfFrames = 2
+    data = _deflated(encode_data_set(ds, ExplicitVRLittleEndian))
+    assert len(data) < 16_384
+    status = _send(receiver, NM_DEFLATED, NuclearMedicineImageStorage, ds.SOPInstanceUID, data)
+    assert status == STATUS_CANNOT_UNDERSTAND
+    _assert_nothing_received(receiver, "refused as a decompression bomb")
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda stream: stream[: len(stream) // 2 & ~1], "deflated data set cut short"),
+        (lambda stream: stream + b"\x01\x02", "bytes after the end of the deflated"),
+        (lambda stream: b"\xff\xff" + stream, "does not inflate"),
+    ],
+    ids=["cut_short", "trailing_bytes", "not_deflate"],
+)
+def test_a_damaged_deflate_stream_is_not_understood(
+    receiver: StorageReceiver, damage: Callable[[bytes], bytes], reason: str
+) -> None:
+    ds = _nm()
+    data = damage(_deflated(encode_data_set(ds, ExplicitVRLittleEndian)))
+    status = _send(receiver, NM_DEFLATED, NuclearMedicineImageStorage, ds.SOPInstanceUID, data)
+    assert status == STATUS_CANNOT_UNDERSTAND
+    _assert_nothing_received(receiver, reason)
+
+
+def test_no_room_to_inflate_is_out_of_resources_not_cannot_understand(
+    receiver: StorageReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The inflated bytes spill to the spool's tmp/ beyond 8 MB: a full disk there is the
+    # receiver's problem (0xA700, the sender retries later), not a malformed data set.
+    def disk_full(*args: object, **kwargs: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("concordose.ingest.receiver.inflate_data_set", disk_full)
+    ds = _nm()
+    data = _deflated(encode_data_set(ds, ExplicitVRLittleEndian))
+    status = _send(receiver, NM_DEFLATED, NuclearMedicineImageStorage, ds.SOPInstanceUID, data)
+    assert status == STATUS_OUT_OF_RESOURCES
+    _assert_nothing_received(receiver, None)
