@@ -1,4 +1,5 @@
-"""Keeping the cohort tables current: called after each processed cycle and by the sweeps.
+"""Keeping the cohort tables current: called after each processed cycle and by the sweeps
+(which also rebuild ``dose_prediction`` from the spool's pre-therapy PET studies).
 
 A failed rebuild does not fail the cycle that triggered it: the cycle is published and recorded
 as processed; the failure is logged and the next rebuild (the next cycle, or the nightly sweep)
@@ -7,14 +8,18 @@ starts again from every current cycle.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
+from concordose.pipeline.pretherapy_pet import DosePredictionRun
 from concordose.planning import planning_settings
 from concordose.results.object_store import open_object_store
 from concordose.results.publish import PublishedRun
 from concordose.settings import Settings
-from concordose.tasks.consortium import cohort_tables_task
+from concordose.spool.store import Spool
+from concordose.tasks.consortium import cohort_tables_task, dose_prediction_task
 
 
 def refresh_cohort_tables(output_uri: str | None) -> PublishedRun | None:
@@ -38,3 +43,34 @@ def refresh_cohort_tables(output_uri: str | None) -> PublishedRun | None:
     assert isinstance(outcome, PublishedRun)
     logger.info("cohort tables rebuilt: run %s", outcome.run_id)
     return outcome
+
+
+def refresh_dose_prediction(
+    source: Path, sites_file: Path, output_uri: str | None
+) -> PublishedRun | None:
+    """Rebuild and publish ``dose_prediction`` (issue 20, item 3) from the pre-therapy PET
+    studies of ``source`` when it is a spool (a folder of files has none). Returns the
+    publication, or None when there is no PET study with features or the rebuild failed (logged
+    as an error, like the cohort tables': the sweep's cycles stay processed)."""
+    if not Spool.exists_at(source):
+        return None
+    logger = get_run_logger()
+    settings = Settings()
+    store = open_object_store(output_uri or settings.output_uri, settings)
+    state = dose_prediction_task(source, sites_file, store, flow_run.get_id(), return_state=True)
+    outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, BaseException):
+        logger.error("dose_prediction not rebuilt: %s: %s", type(outcome).__name__, outcome)
+        return None
+    assert isinstance(outcome, DosePredictionRun)
+    for problem in outcome.problems:
+        logger.warning("pre-therapy PET skipped: %s", problem)
+    if outcome.published is None:
+        logger.info("dose_prediction: no pre-therapy PET features")
+        return None
+    logger.info(
+        "dose_prediction rebuilt: %d VOIs with PET features, run %s",
+        outcome.n_vois,
+        outcome.published.run_id,
+    )
+    return outcome.published

@@ -3,8 +3,10 @@
 * ``sweep`` (deployed with a nightly schedule, and ``concordose sweep``) runs the cycles that
   need it: complete but unprocessed, failed, or held for a reason that has gone away (the gate
   is re-run cheaply — headers only — on each held cycle: a missing CT/SEG that arrived, a
-  calibration record that now covers the date); then rebuilds the consortium dashboard
-  (:mod:`flows.dashboard`; a failure there is a warning in the result).
+  calibration record that now covers the date); then rebuilds ``dose_prediction`` from the
+  spool's pre-therapy PET studies (:func:`flows.cohort.refresh_dose_prediction`, also after
+  ``process-spool``) and the consortium dashboard (:mod:`flows.dashboard`; a failure of either
+  is logged, never a failed sweep).
 * ``process-spool`` (``concordose process``, the demo) runs every complete cycle of a spool or
   folder, whatever its state (re-running replaces rows).
 
@@ -38,7 +40,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 import concordose.flows.process_cycle as cycle_flow
 from concordose.calibration.registry import SiteRegistry
 from concordose.errors import ConcordoseError
-from concordose.flows.cohort import refresh_cohort_tables
+from concordose.flows.cohort import refresh_cohort_tables, refresh_dose_prediction
 from concordose.flows.dashboard import DashboardOutcome, refresh_dashboard
 from concordose.flows.process_cycle import (
     OUTCOME_HELD,
@@ -320,6 +322,8 @@ def _run_cycles(
     if selected:
         # once, after every cycle of the sweep (its cycle runs do not rebuild them each)
         refresh_cohort_tables(options.output_uri)
+    # every sweep: pre-therapy PET studies arrive without a cycle to run (issue 20, item 3)
+    refresh_dose_prediction(source, sites_file, options.output_uri)
     # every night, whether or not this sweep ran a cycle: cycles the receiver triggered during
     # the day published their rows and cohort tables without rebuilding the dashboard
     outcome = refresh_dashboard(options.output_uri) if dashboard else None

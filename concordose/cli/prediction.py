@@ -37,30 +37,24 @@ def build_command(
     Example: concordose prediction build --spool ./spool --sites sites.yaml --output ./output
     """
 
-    def run() -> tuple[int, str | None, list[str]]:
-        import pyarrow as pa
-
+    def run() -> tuple[int, str | None, tuple[str, ...]]:
         from concordose.calibration.registry import SiteRegistry
-        from concordose.consortium.cohort_tables import rebuild_dose_prediction
-        from concordose.pipeline.pretherapy_pet import spool_pet_features
+        from concordose.pipeline.pretherapy_pet import publish_spool_dose_prediction
         from concordose.results.object_store import open_object_store
         from concordose.results.provenance import Provenance, new_run_id
         from concordose.settings import Settings
         from concordose.spool.store import Spool
 
         settings = Settings()
-        registry = SiteRegistry.load(sites)
-        source = Spool.open_existing(spool)
-        store = open_object_store(output or settings.output_uri, settings)
-        rows, problems = spool_pet_features(
-            source,
-            site_by_ae_title={t: s.site_id for s in registry.sites for t in s.ae_titles},
+        done = publish_spool_dose_prediction(
+            Spool.open_existing(spool),
+            SiteRegistry.load(sites),
+            open_object_store(output or settings.output_uri, settings),
+            Provenance(run_id=new_run_id()),
             pseudonym_key=settings.pseudonym_key,
         )
-        published = rebuild_dose_prediction(
-            store, pa.Table.from_pylist(rows), Provenance(run_id=new_run_id())
-        )
-        return len(rows), None if published is None else published.run_id, problems
+        run_id = None if done.published is None else done.published.run_id
+        return done.n_vois, run_id, done.problems
 
     n_vois, run_id, problems = run_or_exit(run)
     for problem in problems:

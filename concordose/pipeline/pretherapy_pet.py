@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from pydantic import SecretStr
 from pydicom import dcmread
 from pydicom.uid import (
@@ -23,6 +24,8 @@ from pydicom.uid import (
     SegmentationStorage,
 )
 
+from concordose.calibration.registry import SiteRegistry
+from concordose.consortium.cohort_tables import rebuild_dose_prediction
 from concordose.dicom.ct import read_ct_series
 from concordose.dicom.pseudonym import subject_key
 from concordose.dicom.pt import PetSeries, read_pt_series
@@ -31,6 +34,9 @@ from concordose.errors import ConcordoseError, StudyIncompleteError
 from concordose.prediction.pet_features import PetVoiFeatures, pet_voi_features, register_pet_ct
 from concordose.prediction.table import pet_feature_rows
 from concordose.quant.registration import RigidRegistration
+from concordose.results.object_store import ObjectStore
+from concordose.results.provenance import Provenance
+from concordose.results.publish import PublishedRun
 from concordose.spool.store import Spool, SpooledInstance
 
 
@@ -199,3 +205,47 @@ def spool_pet_features(
             continue
         rows.extend(pet_feature_rows(site, subject, result.features))
     return rows, problems
+
+
+@dataclass(frozen=True)
+class DosePredictionRun:
+    """What :func:`publish_spool_dose_prediction` did.
+
+    Attributes:
+        published: the publication, or None when no PET study gave features (nothing published:
+            earlier ``dose_prediction`` rows, if any, stay current).
+        n_vois: VOIs with PET features.
+        problems: one message per PET study that could not be used (no patient identifier, an
+            unknown AE title, an unreadable study); never a patient identifier.
+    """
+
+    published: PublishedRun | None
+    n_vois: int
+    problems: tuple[str, ...]
+
+
+def publish_spool_dose_prediction(
+    spool: Spool,
+    registry: SiteRegistry,
+    store: ObjectStore,
+    provenance: Provenance,
+    *,
+    pseudonym_key: SecretStr | None,
+) -> DosePredictionRun:
+    """Every pre-therapy PET study of ``spool`` → SUV features per VOI
+    (:func:`spool_pet_features`) → ``dose_prediction`` trained on ``store``'s current
+    first-cycle doses, published as a run of its own
+    (:func:`concordose.consortium.cohort_tables.rebuild_dose_prediction`).
+
+    Raises:
+        ConfigurationError: no pseudonymisation key.
+        ValidationFailedError: the table failed its suite (quarantined, not published).
+        ConcordoseError: the store could not be read or written.
+    """
+    rows, problems = spool_pet_features(
+        spool,
+        site_by_ae_title={t: s.site_id for s in registry.sites for t in s.ae_titles},
+        pseudonym_key=pseudonym_key,
+    )
+    published = rebuild_dose_prediction(store, pa.Table.from_pylist(rows), provenance)
+    return DosePredictionRun(published, len(rows), tuple(problems))

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from concordose.cli import app
+from concordose.flows.sweep import sweep
 from concordose.ingest.receiver import StorageReceiver
 from concordose.ingest.sender import send_files
 from concordose.phantoms.consortium import generate_consortium
@@ -20,7 +22,10 @@ from concordose.spool.store import Spool
 from tests.fakes import FakeClock
 
 
-def test_a_pet_study_is_received_and_filed_as_pretherapy(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("prefect_server")
+def test_a_pet_study_is_received_and_filed_as_pretherapy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     site = CONSORTIUM_SITES[0]
     generated = generate_consortium(
         tmp_path / "consortium",
@@ -89,3 +94,17 @@ def test_a_pet_study_is_received_and_filed_as_pretherapy(tmp_path: Path) -> None
     assert {r["site_id"] for r in rows} == {site.site_id}
     assert len({r["subject_key"] for r in rows}) == 2
     assert not any(site.site_id.upper() in r["subject_key"] for r in rows)  # pseudonymised
+
+    # The nightly sweep does the same after running the spool's cycle: P001 now has a
+    # first-cycle dose; P002 (PET only) still waits for its therapy.
+    monkeypatch.setenv("CONCORDOSE_PSEUDONYM_KEY", "test-secret")
+    swept = sweep(spool_root, generated.sites_path, output_uri=str(tmp_path / "swept"))
+    assert [run.outcome for run in swept.runs] == ["processed"]
+    swept_store = open_object_store(str(tmp_path / "swept"), Settings())
+    predicted = [
+        r
+        for r in read_current(swept_store, "dose_prediction").to_pylist()
+        if r["row_kind"] == "voi"
+    ]
+    assert {r["subject_key"] for r in predicted} == {r["subject_key"] for r in rows}
+    assert read_current(swept_store, "absorbed_dose").num_rows > 0
