@@ -572,9 +572,16 @@ class Journal:
     def _recycle(self, segment: _Segment) -> None:
         """A new generation for ``segment``, durable before any record of it is written (a
         record of a generation whose header was lost could be mistaken for a later one's);
-        lock held."""
-        self._write_segment_header(segment)
+        the segment changes only once the flush succeeded (after a failed one, the next claim
+        writes its header again, with another generation); lock held."""
+        generation = self._next_generation
+        self._next_generation += 1  # never reused, even when the flush fails
+        header = _segment_header(generation).ljust(BLOCK_BYTES, b"\0")
+        os.pwrite(segment.fd, header, segment.base)
         self.flush_through(self._take_ticket())
+        segment.generation = generation
+        segment.offset = segment.base + BLOCK_BYTES
+        segment.live = 0
 
     # -- group commit ----------------------------------------------------------------------------
 
@@ -601,23 +608,20 @@ class Journal:
                     state.wait()
                     continue
                 self._flushing, through = True, self._tickets
-                error: OSError | None = None
+                flushed = False
                 state.release()
                 try:
                     (self._flush or os.fdatasync)(self._require_fd())
-                except OSError as exc:
-                    error = exc
-                finally:
+                    flushed = True
+                finally:  # on any error every ticket it was to cover is lost, none later
                     state.acquire()
                     self._flushing = False
                     self.flushes += 1
-                    if error is None:
+                    if flushed:
                         self._flushed_through = through
                     else:
                         self._failed.append((self._flushed_through, through))
                     state.notify_all()
-                if error is not None:
-                    raise error
             if self._lost(ticket):
                 raise OSError(f"journal {self.path}: the flush covering this record failed")
 
