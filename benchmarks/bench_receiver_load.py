@@ -312,6 +312,11 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     parser.add_argument(
+        "--no-flush-count",
+        action="store_true",
+        help="run our receiver without the sitecustomize counting its flushes",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         default=None,
@@ -367,7 +372,11 @@ def main() -> None:
                 if not name.startswith("orthanc"):
                     extra = no_flush if name.endswith("no-flush") else None
                     counts_file = None
-                    if name in fdatasyncs and not name.endswith("no-flush"):
+                    if (
+                        name in fdatasyncs
+                        and not name.endswith("no-flush")
+                        and not args.no_flush_count
+                    ):
                         extra, counts_file = flush_counter(folder / "count")
                     # ``python -m`` puts its working folder first on the path: the baseline
                     # receiver starts in its checkout, so that its ``concordose`` is imported.
