@@ -33,8 +33,8 @@ waits for that one; otherwise it starts a flush at once, noting the latest ticke
 when that returns every ticket up to the noted one is durable. Records written while a flush
 runs share a later one (started by the first of them to commit); flushes may overlap (the
 kernel merges overlapping cache flushes, and a thread never waits behind a flush that does
-not cover it). ``flushes`` / ``records_committed`` count them. A failed flush fails every ticket issued and not yet durable
-(their records are answered 0xA700), never a later one.
+not cover it). ``flushes`` / ``records_committed`` count them. A failed flush fails every
+ticket issued and not yet durable (their records are answered 0xA700), never a later one.
 
 Durability argument:
 
