@@ -1,7 +1,7 @@
 """Load on the receiver: one sender vs 4 senders in parallel, same total; Orthanc in the same run.
 
 Run: ``.venv/bin/python -m benchmarks.bench_receiver_load [--instances 2000] [--repeats 3]
-[--senders 4]``.
+[--senders 4] [--json FILE]``.
 
 A CT series of ``--instances`` slices (512×512 16-bit, ≈0.5 MB each, fresh UIDs; generated as
 :func:`benchmarks.bench_receiver.write_series` does) is sent by dcmtk ``storescu`` processes
@@ -38,6 +38,14 @@ Orthanc the stored instance count is read from its REST API. The receiver's peak
 senders' (their ``rusage``), how busy the machine's cores were during each send
 (``/proc/stat``, every process) and how many cache flushes the disk completed meanwhile (every
 process; ours include the filing's fsyncs when the burst outgrows the journal).
+
+Group commit evidence: our receiver (not the reference or baseline runs) starts with a
+``sitecustomize`` that counts its calls of ``os.fdatasync`` (the journal's flushes: records and
+recycled segment headers) and ``os.fsync`` (filing: each file before its rename, each folder
+after, once per batch; SQLite's own fsyncs are not counted) and writes the counts when it exits;
+flushes per instance below 1 with several senders means one flush covered several
+associations' records. ``--json FILE`` writes every figure (runs, medians, ratios, flushes per
+instance, peak RSS, the machine's load and ``uptime``) to ``FILE``.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 
@@ -81,6 +90,41 @@ os.fsync = lambda fd: None
 """Loaded by the no-flush reference receiver (``sitecustomize`` on its ``PYTHONPATH``): every
 flush returns at once, so its throughput is the ceiling any batching of flushes (group commit)
 could approach on this machine."""
+
+COUNTING_SITECUSTOMIZE = """\
+import atexit
+import json
+import os
+import threading
+
+_counts = {{"fdatasync": 0, "fsync": 0}}
+_lock = threading.Lock()
+_fdatasync, _fsync = os.fdatasync, os.fsync
+
+
+def _counted(name, flush):
+    def call(fd):
+        with _lock:
+            _counts[name] += 1
+        return flush(fd)
+
+    return call
+
+
+os.fdatasync = _counted("fdatasync", _fdatasync)
+os.fsync = _counted("fsync", _fsync)
+atexit.register(lambda: open({path!r}, "w").write(json.dumps(_counts)))
+"""
+"""Loaded by our receiver in the timed runs: counts its ``fdatasync`` (journal) and ``fsync``
+(filing) calls and writes them to ``path`` at exit (a lock per call: nothing next to a flush)."""
+
+
+def flush_counter(folder: Path) -> tuple[Path, Path]:
+    """A ``sitecustomize`` folder counting the receiver's flushes, and the file it writes."""
+    folder.mkdir()
+    counts = folder / "flush-counts.json"
+    (folder / "sitecustomize.py").write_text(COUNTING_SITECUSTOMIZE.format(path=str(counts)))
+    return folder, counts
 
 
 def data_set_bytes(path: Path) -> bytes:
@@ -197,6 +241,62 @@ def busy_percent(since: tuple[int, int]) -> float:
     return 100.0 * (1 - (idle_now - since[1]) / elapsed) if elapsed else 0.0
 
 
+def uptime() -> str:
+    """``uptime``'s line (the machine's load when measured)."""
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def summary(
+    args: argparse.Namespace,
+    instances: int,
+    size_mb: float,
+    figures: dict[str, dict[str, list[float]] | dict[str, list[int]]],
+) -> dict[str, Any]:
+    """Every figure of a run as JSON: per peer its runs and medians, and the ratios the issue
+    names (ours N senders / 1 sender, ours / Orthanc, journal flushes per instance)."""
+    seconds = figures["seconds"]
+    peers: dict[str, dict[str, Any]] = {}
+    for name, runs in seconds.items():
+        peer: dict[str, Any] = {
+            "median_s": statistics.median(runs),
+            "instances_per_s": instances / statistics.median(runs),
+        }
+        for key, values in figures.items():
+            if values.get(name):
+                peer[key] = {"runs": values[name], "median": statistics.median(values[name])}
+        peers[name] = peer
+
+    def rate(name: str) -> float | None:
+        return peers[name]["instances_per_s"] if name in peers else None
+
+    def ratio(numerator: str, denominator: str) -> float | None:
+        top, bottom = rate(numerator), rate(denominator)
+        return None if top is None or bottom is None else top / bottom
+
+    many = f"-{args.senders}"
+    return {
+        "benchmark": "bench_receiver_load",
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "instances": instances,
+        "size_mb": size_mb,
+        "senders": args.senders,
+        "repeats": args.repeats,
+        "peers": peers,
+        "ratios": {
+            "ours_many_over_one": ratio("ours" + many, "ours-1"),
+            "ours_over_orthanc_one_sender": ratio("ours-1", "orthanc-1"),
+            "ours_over_orthanc_many_senders": ratio("ours" + many, "orthanc" + many),
+            "orthanc_many_over_one": ratio("orthanc" + many, "orthanc-1"),
+            "no_flush_many_over_one": ratio("ours" + many + "-no-flush", "ours-1-no-flush"),
+            "ours_over_no_flush_many_senders": ratio("ours" + many, "ours" + many + "-no-flush"),
+            "baseline_many_over_one": ratio("baseline" + many, "baseline-1"),
+            "ours_over_baseline_one_sender": ratio("ours-1", "baseline-1"),
+            "ours_over_baseline_many_senders": ratio("ours" + many, "baseline" + many),
+        },
+        "targets": {"ours_many_over_one": 2.0, "ours_over_orthanc_many_senders": 2.0},
+    }
+
+
 def main() -> None:
     """Time one sender vs parallel senders into our receiver and Orthanc; print the ratios."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -209,6 +309,12 @@ def main() -> None:
         "--no-flush-reference",
         action="store_true",
         help="skip the reference runs of our receiver with every flush a no-op",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write every figure here")
+    parser.add_argument(
+        "--no-flush-count",
+        action="store_true",
+        help="run our receiver without the sitecustomize counting its flushes",
     )
     parser.add_argument(
         "--baseline",
@@ -249,6 +355,10 @@ def main() -> None:
         }
         receiver_cpu_ms: dict[str, list[float]] = {name: [] for name in peaks_mib}  # per instance
         sender_cpu_ms: dict[str, list[float]] = {name: [] for name in names}  # per instance
+        # Our receiver's os.fdatasync (journal) and os.fsync (filing) calls per instance.
+        fdatasyncs: dict[str, list[float]] = {name: [] for name in names if name.startswith("ours")}
+        fsyncs: dict[str, list[float]] = {name: [] for name in fdatasyncs}
+        uptime_start = uptime()
         loads: list[float] = []
         starts_mib: list[float] = []  # our receiver's resident memory once listening
         for repeat in range(args.repeats):
@@ -261,6 +371,13 @@ def main() -> None:
                 ticks_before, flushes_before = cpu_ticks(), disk_flushes(root)
                 if not name.startswith("orthanc"):
                     extra = no_flush if name.endswith("no-flush") else None
+                    counts_file = None
+                    if (
+                        name in fdatasyncs
+                        and not name.endswith("no-flush")
+                        and not args.no_flush_count
+                    ):
+                        extra, counts_file = flush_counter(folder / "count")
                     # ``python -m`` puts its working folder first on the path: the baseline
                     # receiver starts in its checkout, so that its ``concordose`` is imported.
                     cwd = Path.cwd()
@@ -284,6 +401,10 @@ def main() -> None:
                         if flushes_before is not None and flushes_after is not None:
                             flushes[name].append(flushes_after - flushes_before)
                         peaks_mib[name].append(memory_kib(pid, "VmHWM") / 1024)
+                    if counts_file is not None:  # written by the receiver as it exited
+                        counted = json.loads(counts_file.read_text())
+                        fdatasyncs[name].append(counted["fdatasync"] / len(series))
+                        fsyncs[name].append(counted["fsync"] / len(series))
                     verify_spool(folder / "spool", series)
                 else:
                     with orthanc(folder) as port:
@@ -319,6 +440,11 @@ def main() -> None:
                     f"CPU {statistics.median(receiver_cpu_ms[name]):.2f} ms/instance"
                 )
             peak += f", senders' CPU {statistics.median(sender_cpu_ms[name]):.2f} ms/instance"
+            if fdatasyncs.get(name):
+                peak += (
+                    f", journal flushes {statistics.median(fdatasyncs[name]):.2f}/instance, "
+                    f"filing fsyncs {statistics.median(fsyncs[name]):.2f}/instance"
+                )
             print(
                 f"{name:<10} median {value:6.2f} s = {len(series) / value:6.1f} instances/s "
                 f"(runs {runs}), CPU busy {statistics.median(busy[name]):.0f} %{flushed}{peak}"
@@ -358,6 +484,37 @@ def main() -> None:
             f"load average during runs: median {statistics.median(loads):.1f} "
             f"(min {min(loads):.1f}, max {max(loads):.1f})"
         )
+        uptime_end = uptime()
+        print(f"uptime at start: {uptime_start}\nuptime at end:   {uptime_end}")
+        if args.json is not None:
+            result = summary(
+                args,
+                len(series),
+                size_mb,
+                {
+                    "seconds": times,
+                    "cpu_busy_percent": busy,
+                    "disk_flushes": flushes,
+                    "peak_rss_mib": peaks_mib,
+                    "receiver_cpu_ms_per_instance": receiver_cpu_ms,
+                    "sender_cpu_ms_per_instance": sender_cpu_ms,
+                    "journal_fdatasync_per_instance": fdatasyncs,
+                    "filing_fsync_per_instance": fsyncs,
+                },
+            )
+            result["machine"] = {
+                "cores": os.cpu_count(),
+                "uptime_start": uptime_start,
+                "uptime_end": uptime_end,
+                "load_average_during_runs": {
+                    "median": statistics.median(loads),
+                    "min": min(loads),
+                    "max": max(loads),
+                },
+                "receiver_rss_once_listening_mib": statistics.median(starts_mib),
+            }
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
+            print(f"figures written to {args.json}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

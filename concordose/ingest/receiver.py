@@ -14,7 +14,8 @@ down once as pynetdicom does for its handlers:
 * out: ``0x0124`` (refused, not authorised) over TLS when the peer certificate's CN (or DNS
   name) is not the site the calling AE title belongs to;
   ``0x0000`` only after :meth:`Spool.accept_temp_file` has returned: the instance and its index
-  record are durable in the spool journal (one ``fdatasync``), or — journal off or full —
+  record are durable in the spool journal (one ``fdatasync``, shared with other associations'
+  records written meanwhile: group commit), or — journal off or full —
   filed and indexed (fsync + rename + folder fsync + index commit); a journaled instance is
   filed and indexed by the spool's filing thread shortly after, or at the next start-up after
   a crash (:mod:`.journal`);

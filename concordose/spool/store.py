@@ -4,7 +4,7 @@ Layout under the spool root::
 
     index.sqlite3                       one row per stored instance (crash-safe, WAL)
     instances/<study>/<series>/<sop>.dcm  the bytes as received (Part 10 file, original syntax)
-    journal/segment-<n>.wal             write-ahead journal of the receiver (see :mod:`.journal`)
+    journal/journal.wal                 write-ahead journal of the receiver (see :mod:`.journal`)
     quarantine/<timestamp>-<n>.dcm      bytes we could not accept, with ``.reason.txt`` beside
     tmp/                                partial writes; never read, cleaned at start-up
     receiver.lock                       held (flock) by the one receiver serving the spool

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from concordose.cli import EXIT_INPUT_ERROR, app
 from concordose.ingest.receiver import STATUS_OUT_OF_RESOURCES, StorageReceiver
 from concordose.phantoms import GeneratedPatient
+from concordose.spool.journal import journal_file_bytes
 from concordose.spool.store import Spool
 from tests.fakes import FakeClock, Recorder
 from tests.integration.peers import free_port, port_open, stop_process, storescu, wait_until
@@ -237,7 +238,7 @@ def test_a_new_spool_on_a_too_small_volume_is_one_clear_error_and_the_journal_si
             output
         )
         assert "Traceback" not in output
-        assert list(spool.rglob("segment-*")) == []  # no partial segment left behind
+        assert list(spool.rglob("*.wal")) == []  # no partial journal left behind
         free_before = free_bytes(small)
 
         port = free_port()
@@ -260,8 +261,8 @@ def test_a_new_spool_on_a_too_small_volume_is_one_clear_error_and_the_journal_si
             assert sent.returncode == 0, sent.stderr
         finally:
             assert stop_process(process) == 0
-        segments = sorted((spool / "journal").glob("segment-*.wal"))
-        assert [p.stat().st_size for p in segments] == [512 * KB] * 4  # 2 MB in 4 segments
+        journal = spool / "journal" / "journal.wal"  # 2 MB in 4 segments, and its header block
+        assert journal.stat().st_size == journal_file_bytes(512 * KB, 4) == 2 * MB + 4 * KB
         assert free_before - free_bytes(small) >= 2 * MB
         assert Spool(spool).status().instances == 1
 
