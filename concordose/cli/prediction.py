@@ -46,9 +46,10 @@ def build_command(
         from concordose.spool.store import Spool
 
         settings = Settings()
+        registry = SiteRegistry.load(sites)  # the configuration first, then the data
         done = publish_spool_dose_prediction(
             Spool.open_existing(spool),
-            SiteRegistry.load(sites),
+            registry,
             open_object_store(output or settings.output_uri, settings),
             Provenance(run_id=new_run_id()),
             pseudonym_key=settings.pseudonym_key,
