@@ -119,6 +119,11 @@ class CycleTimeActivity:
             then the site's).
         delineations: per VOI, how the platform re-delineated it (None for organs), with
             ``gtm_platform_voi``; empty otherwise.
+        partial_volume_fallback: per VOI, with ``gtm_platform_voi``, the time points at which
+            an organ's extent activity was not > 0 and its GTM T·V on the site's VOI was used
+            instead (``quant.gtm.EXTENT_FALLBACK``; the VOI's other time points keep the
+            extent), "" where none; empty otherwise. Published as a warning finding
+            (``results.cycle_summary.with_partial_volume_findings``).
     """
 
     labels: tuple[str, ...]
@@ -142,6 +147,7 @@ class CycleTimeActivity:
     partial_volume_psf_fwhm_mm: tuple[float, float] | None = None
     site_volume_ml: npt.NDArray[np.float64] | None = None
     delineations: tuple[LesionDelineation | None, ...] = ()
+    partial_volume_fallback: tuple[str, ...] = ()
 
     @property
     def partial_volume_tia_relative_sd(self) -> npt.NDArray[np.float64]:
@@ -245,7 +251,8 @@ def quantify_cycle(
     the registrations, its volume (hence mass) the delineated one (``site_volume_ml`` keeps
     the site's); each organ's activity the total in its VOI grown by
     :data:`EXTENT_MARGIN_FWHM` × that FWHM less every other region's GTM share
-    (``quant.gtm.extent_activity``), its mass the site's.
+    (``quant.gtm.extent_activity``; at a time point where that is not > 0, the GTM's T·V on
+    the site's VOI, listed in ``partial_volume_fallback``), its mass the site's.
 
     Raises:
         UnreadableDicomError, StudyIncompleteError: from the readers, naming the file at fault.
@@ -292,6 +299,7 @@ def quantify_cycle(
     gtm_mbq = np.full_like(activity, np.nan)
     gtm_sd_mbq = np.full_like(activity, np.nan)
     gtm_status: list[list[str]] = [[] for _ in vois]
+    gtm_fallback: list[list[str]] = [[] for _ in vois]
     lesion = np.array([voi.voi_type == "lesion" for voi in vois], dtype=bool)
     shapes = voi_shapes(vois)
     alignments = align_time_points(cycle, cache)
@@ -371,6 +379,9 @@ def quantify_cycle(
             for voi_index, status in enumerate(corrected_now.status):
                 if status != STATUS_OK:
                     gtm_status[voi_index].append(f"time point {index}: {status}")
+            for voi_index, note in enumerate(corrected_now.fallback):
+                if note:
+                    gtm_fallback[voi_index].append(f"time point {index}: {note}")
         if on_time_point is not None:
             on_time_point(index)
     voi_types = tuple(voi.voi_type for voi in vois)
@@ -433,6 +444,9 @@ def quantify_cycle(
         partial_volume_psf_fwhm_mm=psf,
         site_volume_ml=site_volume_ml,
         delineations=delineations,
+        partial_volume_fallback=(
+            tuple("; ".join(notes) for notes in gtm_fallback) if platform else ()
+        ),
     )
 
 

@@ -21,7 +21,13 @@ from concordose.quant.delineation import (
     sphere_threshold,
     threshold_fraction,
 )
-from concordose.quant.gtm import FWHM_PER_SIGMA, body_outline, gtm_correct, voi_crops
+from concordose.quant.gtm import (
+    EXTENT_FALLBACK,
+    FWHM_PER_SIGMA,
+    body_outline,
+    gtm_correct,
+    voi_crops,
+)
 
 SPACING_MM = 4.0
 FWHM_MM = 15.0
@@ -201,3 +207,43 @@ def test_a_spheres_measured_threshold_is_the_models_on_a_gaussian_image() -> Non
     assert curve.at(1e6) == pytest.approx(0.5, abs=0.01)
     assert curve.at(0.1) == pytest.approx(0.8)
     assert 0.7 < curve.at(2.0) < 0.8
+
+
+def test_a_non_positive_extent_falls_back_to_the_gtm_at_that_time_point_only() -> None:
+    """An organ (24 mm sphere, 3:1 over the body) whose extent activity is fine at one time
+    point and negative at another (an undrawn 400:1 hot spot in the extent's background shell
+    over-estimates the local background): at the bad time point the VOI keeps the GTM's T·V on
+    the site's VOI, stays corrected (status ok) and says why in ``fallback``; the good time
+    point keeps the extent value (within 1 % of the truth)."""
+    n = 40
+    centre = np.array([80.0, 80.0, 80.0])
+    truth_mbq = 3.0 * 4.0 / 3.0 * math.pi * 24.0**3 / 1000.0
+    results = []
+    plain = []
+    for hot in (None, 400.0):
+        objects = [(centre, 24.0, 3.0)]
+        if hot is not None:
+            objects.append((centre + np.array([0.0, 0.0, 50.0]), 8.0, hot))
+        image, masks = _blurred_scene(n, objects, background=1.0)
+        vois, body = voi_crops(masks[0][None]), body_outline(image)
+        spacing = (SPACING_MM, SPACING_MM, SPACING_MM)
+        plain.append(gtm_correct(image, vois, body=body, spacing_mm_zyx=spacing, fwhm_mm=FWHM_MM))
+        results.append(
+            gtm_correct(
+                image,
+                vois,
+                body=body,
+                spacing_mm_zyx=spacing,
+                fwhm_mm=FWHM_MM,
+                extent_margin_mm=2.0 * FWHM_MM,
+                extent_vois=(True,),
+            )
+        )
+    good, bad = results
+    assert good.status == ("ok",)
+    assert good.fallback == ("",)
+    assert good.activity_mbq[0] == pytest.approx(truth_mbq, rel=0.01)
+    assert bad.status == ("ok",)
+    assert bad.fallback[0].startswith(EXTENT_FALLBACK)
+    assert bad.activity_mbq[0] == pytest.approx(plain[1].activity_mbq[0])
+    assert bad.activity_mbq[0] > 0
