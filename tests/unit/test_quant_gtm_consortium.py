@@ -249,7 +249,8 @@ def test_platform_vois_keep_the_true_objects_when_the_site_drew_them_true(
             assert platform.partial_volume_relative_sd is not None
             term = platform.delineation_concentration_relative_sd[index]
             assert np.all(platform.partial_volume_relative_sd[index] >= term)
-            if delineation.smaller_mask is not None:
+            # on this preset's 8.8 mm voxels g ± SD often gives the same region (no term)
+            if delineation.volume_sd_ml > 0:
                 assert term > 0.0, label
             assert abs(error) < 0.5 * abs(error_plain), (label, error_plain, error)
 
