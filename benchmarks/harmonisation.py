@@ -186,9 +186,11 @@ def delineation_spread(run: Path) -> dict[str, Any] | None:
 
 def platform_volume_spread(run: Path) -> dict[str, Any] | None:
     """The same as :func:`delineation_spread` for the VOIs the platform used in
-    ``harmonised_pvc`` (``gtm_platform_voi``: lesions re-delineated by one rule; organs keep the
-    site's VOI and so its volume): cross-site CoV of published volume / true volume per class,
-    and per site the median ratio. None when no cycle of the variant used platform VOIs."""
+    ``harmonised_pvc`` (``gtm_platform_voi``: lesions re-delineated by one rule; organs' volume,
+    hence dose mass, the site's outline offset to the SPECT's edge, ``quant.organ_outline``):
+    cross-site CoV of published volume / true volume per class (lesions by volume bin, organs
+    by label), and per site the median ratio (lesions; organs). None when no cycle of the
+    variant used platform VOIs."""
     store = open_object_store(
         (run / "output" / "variants" / ProcessingVariant.HARMONISED_PVC.value).as_posix(),
         Settings(),
@@ -205,24 +207,35 @@ def platform_volume_spread(run: Path) -> dict[str, Any] | None:
     truths = _true_vois(run)
     groups: dict[str, list[float]] = {}
     per_site: dict[str, list[float]] = {}
+    per_site_organ: dict[str, list[float]] = {}
     for (subject, label), group in points.groupby(["subject", "voi_label"]):
         kind, true_ml = truths.get((str(subject), str(label)), ("unknown", math.nan))
-        if kind != "lesion":
+        if kind not in ("lesion", "organ"):
             continue
         ratios = (group["volume_ml"] / true_ml).to_numpy(dtype=float)
+        by_site = per_site if kind == "lesion" else per_site_organ
         for site, ratio in zip(group["site_id"], ratios, strict=True):
-            per_site.setdefault(str(site), []).append(float(ratio))
+            by_site.setdefault(str(site), []).append(float(ratio))
         if len(ratios) < 2:
             continue
-        name = _lesion_bin(true_ml)
+        name = _lesion_bin(true_ml) if kind == "lesion" else str(label)
         groups.setdefault(name, []).append(float(np.std(ratios) / np.mean(ratios)))
     return {
         "source": "published voi_timepoints.volume_ml of harmonised_pvc (gtm_platform_voi), "
         "time point 0, over the generator's true volume",
         "platform_volume_cross_site_cov_pct": _spread(groups),
         "sites": {
-            site: {"median_platform_lesion_over_true": round(float(np.median(r)), 3)}
-            for site, r in sorted(per_site.items())
+            site: {
+                "median_platform_lesion_over_true": (
+                    round(float(np.median(per_site[site])), 3) if site in per_site else None
+                ),
+                "median_platform_organ_over_true": (
+                    round(float(np.median(per_site_organ[site])), 3)
+                    if site in per_site_organ
+                    else None
+                ),
+            }
+            for site in sorted({*per_site, *per_site_organ})
         },
     }
 

@@ -33,7 +33,8 @@ from concordose.quant.delineation import (
     ThresholdCurve,
     delineate_lesions,
 )
-from concordose.quant.gtm import body_outline, gtm_fwhm_sensitivity, voi_crops
+from concordose.quant.gtm import body_outline, gtm_correct, gtm_fwhm_sensitivity, voi_crops
+from concordose.quant.organ_outline import FITTED, OrganOutline, platform_organ_outlines
 from concordose.quant.pvc import (
     BACKGROUND_MODEL,
     DEFAULT_BACKGROUND_GAP_MM,
@@ -119,6 +120,21 @@ class CycleTimeActivity:
             then the site's).
         delineations: per VOI, how the platform re-delineated it (None for organs), with
             ``gtm_platform_voi``; empty otherwise.
+        partial_volume_fallback: per VOI, with ``gtm_platform_voi``, the time points at which
+            an organ's extent activity was not > 0 and its GTM T·V on the site's VOI was used
+            instead (``quant.gtm.EXTENT_FALLBACK``; the VOI's other time points keep the
+            extent), "" where none; empty otherwise. Published as a warning finding
+            (``results.cycle_summary.with_partial_volume_findings``).
+        organ_outlines: per VOI, with ``gtm_platform_voi``, how the platform found the organ's
+            volume (``quant.organ_outline``: the site's outline offset to the SPECT's edge;
+            None for lesions); ``volume_ml`` and ``mass_g`` are then the platform's and
+            ``site_volume_ml`` the site's; empty otherwise.
+        delineation_activity_relative_sd, delineation_concentration_relative_sd: (n_voi,)
+            with ``gtm_platform_voi``, each re-delineated lesion's relative SD of its first
+            time point's activity and concentration from the delineation's volume uncertainty
+            (:func:`delineation_relative_sd`; 0 elsewhere); None otherwise. The concentration's
+            is added in quadrature to ``partial_volume_relative_sd`` at every time point
+            (DESIGN.md, "Platform delineation": the dose divides by the delineated mass).
     """
 
     labels: tuple[str, ...]
@@ -142,6 +158,10 @@ class CycleTimeActivity:
     partial_volume_psf_fwhm_mm: tuple[float, float] | None = None
     site_volume_ml: npt.NDArray[np.float64] | None = None
     delineations: tuple[LesionDelineation | None, ...] = ()
+    partial_volume_fallback: tuple[str, ...] = ()
+    organ_outlines: tuple[OrganOutline | None, ...] = ()
+    delineation_activity_relative_sd: npt.NDArray[np.float64] | None = None
+    delineation_concentration_relative_sd: npt.NDArray[np.float64] | None = None
 
     @property
     def partial_volume_tia_relative_sd(self) -> npt.NDArray[np.float64]:
@@ -173,6 +193,54 @@ def threshold_curve(record: CalibrationRecord) -> Callable[[float], float] | Non
     if not volumes or not fractions:
         return None
     return ThresholdCurve(tuple(volumes), tuple(fractions)).at
+
+
+def threshold_curve_sd(record: CalibrationRecord) -> Callable[[float], float] | None:
+    """SD of the record's measured g(V) from its points' residuals
+    (``quant.delineation.ThresholdCurve.residual_sd``), or None (no measured curve)."""
+    volumes, fractions = (
+        record.delineation_threshold_volumes_ml,
+        record.delineation_threshold_fractions,
+    )
+    if not volumes or not fractions:
+        return None
+    return ThresholdCurve(tuple(volumes), tuple(fractions)).residual_sd
+
+
+def delineation_relative_sd(
+    activity_mbq: npt.NDArray[np.float64],
+    smaller_mbq: npt.NDArray[np.float64],
+    larger_mbq: npt.NDArray[np.float64],
+    delineations: Sequence[LesionDelineation | None],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per VOI, the relative SD of the first time point's activity and of its concentration
+    (activity / delineated volume) from the delineation's volume uncertainty: half the
+    difference between their values with the lesion delineated at g + SD and at g − SD
+    (``LesionDelineation.smaller_mask`` / ``larger_mask``; first-order propagation, the two
+    regions as a ±1 SD pair), over the central value. 0 where the lesion was not re-delineated
+    or its curve has no residual SD (organs, a site with the Gaussian model, a lesion kept as
+    the site drew it); 0 as well where a GTM of either pair gave no activity (NaN)."""
+    n = len(delineations)
+    activity_sd, concentration_sd = np.zeros(n), np.zeros(n)
+    for k, delineation in enumerate(delineations):
+        if (
+            delineation is None
+            or delineation.smaller_mask is None
+            or delineation.larger_mask is None
+            or not activity_mbq[k] > 0
+        ):
+            continue
+        voxel_ml = delineation.volume_ml / max(float(delineation.mask.sum()), 1.0)
+        small_ml = float(delineation.smaller_mask.sum()) * voxel_ml
+        large_ml = float(delineation.larger_mask.sum()) * voxel_ml
+        if not (small_ml > 0 and np.isfinite(smaller_mbq[k]) and np.isfinite(larger_mbq[k])):
+            continue
+        activity_sd[k] = 0.5 * abs(larger_mbq[k] - smaller_mbq[k]) / activity_mbq[k]
+        central = activity_mbq[k] / delineation.volume_ml
+        concentration_sd[k] = (
+            0.5 * abs(larger_mbq[k] / large_ml - smaller_mbq[k] / small_ml) / central
+        )
+    return activity_sd, concentration_sd
 
 
 def _first_frame_transform(
@@ -245,7 +313,10 @@ def quantify_cycle(
     the registrations, its volume (hence mass) the delineated one (``site_volume_ml`` keeps
     the site's); each organ's activity the total in its VOI grown by
     :data:`EXTENT_MARGIN_FWHM` × that FWHM less every other region's GTM share
-    (``quant.gtm.extent_activity``), its mass the site's.
+    (``quant.gtm.extent_activity``; at a time point where that is not > 0, the GTM's T·V on
+    the site's VOI, listed in ``partial_volume_fallback``), its volume (hence mass) the site's
+    outline offset to the edge the first time point's SPECT shows
+    (``quant.organ_outline``, with the GTM's PSF; the site's for a faint organ).
 
     Raises:
         UnreadableDicomError, StudyIncompleteError: from the readers, naming the file at fault.
@@ -292,10 +363,14 @@ def quantify_cycle(
     gtm_mbq = np.full_like(activity, np.nan)
     gtm_sd_mbq = np.full_like(activity, np.nan)
     gtm_status: list[list[str]] = [[] for _ in vois]
+    gtm_fallback: list[list[str]] = [[] for _ in vois]
+    delineation_activity_sd: npt.NDArray[np.float64] | None = None
+    delineation_concentration_sd: npt.NDArray[np.float64] | None = None
     lesion = np.array([voi.voi_type == "lesion" for voi in vois], dtype=bool)
     shapes = voi_shapes(vois)
     alignments = align_time_points(cycle, cache)
     delineations: tuple[LesionDelineation | None, ...] = ()
+    organ_outlines: tuple[OrganOutline | None, ...] = ()
     platform_shapes: dict[int, VoiShape] = {}
     first = alignments[0].registration if alignments else None
     to_first = first.transform if first is not None else None
@@ -313,6 +388,7 @@ def quantify_cycle(
                 spacing_mm_zyx=(spacing[0], spacing[1], spacing[2]),
                 fwhm_mm=sphere_fwhm_mm,
                 threshold=threshold_curve(calibration),
+                threshold_sd=threshold_curve_sd(calibration),
             )
             platform_shapes = {
                 k: _platform_shape(d, vois[k].label, vois[k].voi_type, acquisition.geometry)
@@ -332,6 +408,19 @@ def quantify_cycle(
             masks = voi_set.masks.copy()
             masks[list(platform_shapes)] = moved.masks
             voi_set = replace(voi_set, masks=masks)
+        if platform and psf is not None and index == 0:
+            spacing = acquisition.geometry.spacing_mm[::-1]
+            organ_outlines = platform_organ_outlines(
+                activity_map / acquisition.geometry.voxel_volume_ml,
+                voi_set.masks,
+                [bool(flag) for flag in lesion],
+                spacing_mm_zyx=(spacing[0], spacing[1], spacing[2]),
+                fwhm_mm=psf[0],
+                site_volumes_ml=volume_ml,
+            )
+            for k, outline in enumerate(organ_outlines):
+                if outline is not None and outline.status == FITTED:
+                    volume_ml[k] = outline.volume_ml
         activity[:, index] = voi_totals(activity_map, voi_set.masks)
         voi_counts[:, index] = (
             np.nan if counts is None else voi_totals(counts, voi_set.masks)
@@ -368,9 +457,37 @@ def quantify_cycle(
                 extent_vois=tuple(not flag for flag in lesion) if platform else (),
             )
             gtm_mbq[:, index], gtm_sd_mbq[:, index] = corrected_now.activity_mbq, sd_now
+            if index == 0 and any(
+                d is not None and d.smaller_mask is not None for d in delineations
+            ):
+                # the delineation term: every re-delineated lesion at g + SD, then at g − SD
+                # (one GTM each; lesions far apart, so each sees its own change)
+                shifted = []
+                for side in ("smaller_mask", "larger_mask"):
+                    masks = voi_set.masks.copy()
+                    for k, d in enumerate(delineations):
+                        if d is not None and getattr(d, side) is not None:
+                            masks[k] = getattr(d, side)
+                    shifted.append(
+                        gtm_correct(
+                            concentration,
+                            voi_crops(masks),
+                            body=body_outline(concentration),
+                            spacing_mm_zyx=(spacing[0], spacing[1], spacing[2]),
+                            fwhm_mm=psf[0],
+                            extent_margin_mm=EXTENT_MARGIN_FWHM * (sphere_fwhm_mm or psf[0]),
+                            extent_vois=tuple(not flag for flag in lesion),
+                        ).activity_mbq
+                    )
+                delineation_activity_sd, delineation_concentration_sd = delineation_relative_sd(
+                    corrected_now.activity_mbq, shifted[0], shifted[1], delineations
+                )
             for voi_index, status in enumerate(corrected_now.status):
                 if status != STATUS_OK:
                     gtm_status[voi_index].append(f"time point {index}: {status}")
+            for voi_index, note in enumerate(corrected_now.fallback):
+                if note:
+                    gtm_fallback[voi_index].append(f"time point {index}: {note}")
         if on_time_point is not None:
             on_time_point(index)
     voi_types = tuple(voi.voi_type for voi in vois)
@@ -402,6 +519,13 @@ def quantify_cycle(
             relative = np.abs(gtm_sd_mbq / gtm_mbq)
         activity = np.where(applied[:, None], gtm_mbq, activity)
         pvc_relative_sd = np.where(applied[:, None], relative, 0.0)
+        if delineation_concentration_sd is not None:
+            # the same delineated region at every time point: a fully correlated term
+            pvc_relative_sd = np.where(
+                applied[:, None],
+                np.hypot(pvc_relative_sd, delineation_concentration_sd[:, None]),
+                pvc_relative_sd,
+            )
         pvc_status = tuple(
             STATUS_OK if not reasons else "; ".join(reasons) for reasons in gtm_status
         )
@@ -433,6 +557,12 @@ def quantify_cycle(
         partial_volume_psf_fwhm_mm=psf,
         site_volume_ml=site_volume_ml,
         delineations=delineations,
+        organ_outlines=organ_outlines,
+        delineation_activity_relative_sd=delineation_activity_sd,
+        delineation_concentration_relative_sd=delineation_concentration_sd,
+        partial_volume_fallback=(
+            tuple("; ".join(notes) for notes in gtm_fallback) if platform else ()
+        ),
     )
 
 

@@ -174,6 +174,33 @@ class ThresholdCurve:
             return float(0.5 + (fractions[-1] - 0.5) * radius_ratio)
         return float(np.interp(math.log(max(volume_ml, 1e-9)), np.log(volumes), fractions))
 
+    def residual_sd(self, volume_ml: float) -> float:
+        """SD of g at ``volume_ml`` from the measured points' scatter (NaN with fewer than
+        three points: no residual degree of freedom).
+
+        The points are fitted by least squares with g = a + b·(V/1 mL)^(−⅓) (the curve's own
+        large-object form, ½ + c/R: :meth:`at`); s² = Σ r² / (n − 2) of the residuals r, and
+        the SD is that of a new point at V: s·√(1 + x₀ᵀ(XᵀX)⁻¹x₀), x₀ = (1, V^(−⅓)), V clamped
+        to the spheres' range (no extrapolation of the spread). Each point is one sphere's
+        level on one noisy, voxelised reconstruction; the interpolated curve passes through
+        them, so it carries their scatter at any volume. What it does not hold: the curve's
+        dependence on contrast (each site scans one sphere-to-background ratio; DESIGN.md,
+        "Platform delineation"), so it is a lower bound of g's uncertainty for a lesion far
+        from the phantom's contrast.
+        """
+        volumes = np.asarray(self.volumes_ml, dtype=np.float64)
+        fractions = np.asarray(self.fractions, dtype=np.float64)
+        if volumes.size < 3:
+            return math.nan
+        design = np.column_stack([np.ones(volumes.size), volumes ** (-1.0 / 3.0)])
+        coefficients, *_ = np.linalg.lstsq(design, fractions, rcond=None)
+        residuals = fractions - design @ coefficients
+        scale = math.sqrt(float(np.sum(residuals**2)) / (volumes.size - 2))
+        clamped = min(max(volume_ml, float(volumes.min())), float(volumes.max()))
+        point = np.array([1.0, clamped ** (-1.0 / 3.0)])
+        leverage = float(point @ np.linalg.inv(design.T @ design) @ point)
+        return scale * math.sqrt(1.0 + leverage)
+
 
 def gaussian_threshold(fwhm_mm: float) -> Callable[[float], float]:
     """g(V) of the Gaussian model (:func:`threshold_fraction`) for a site without a measured
@@ -193,6 +220,13 @@ class LesionDelineation:
             where not measured).
         background_sd_mbq_per_ml: SD of the background shell (robust; NaN where not measured).
         site_volume_ml, volume_ml: the site's VOI and the delineated volume on the grid, mL.
+        threshold_fraction_sd: SD of g at the delineated volume
+            (:meth:`ThresholdCurve.residual_sd`; NaN without a measured curve of ≥ 3 points).
+        volume_sd_ml: the delineated volume's SD from it: half the difference between the
+            volumes the rule finds with g − SD and g + SD (NaN where not measured).
+        smaller_mask, larger_mask: the regions the rule finds with g + SD and g − SD (None
+            where not measured): the delineation term of the activity's SD is propagated
+            through them (``pipeline.quantify``).
     """
 
     mask: BoolArray
@@ -203,6 +237,15 @@ class LesionDelineation:
     background_sd_mbq_per_ml: float
     site_volume_ml: float
     volume_ml: float
+    threshold_fraction_sd: float = math.nan
+    volume_sd_ml: float = math.nan
+    smaller_mask: BoolArray | None = None
+    larger_mask: BoolArray | None = None
+
+    @property
+    def volume_relative_sd(self) -> float:
+        """``volume_sd_ml`` / ``volume_ml`` (NaN where not measured)."""
+        return self.volume_sd_ml / self.volume_ml if self.volume_ml > 0 else math.nan
 
 
 def _grown_box(box: Box, reach: Sequence[int], shape: tuple[int, ...]) -> Box:
@@ -293,6 +336,7 @@ def delineate_lesion(
     spacing_mm_zyx: tuple[float, float, float],
     fwhm_mm: float,
     threshold: Callable[[float], float] | None = None,
+    threshold_sd: Callable[[float], float] | None = None,
 ) -> LesionDelineation:
     """Re-delineate one lesion by the platform rule (module docstring).
 
@@ -306,6 +350,10 @@ def delineate_lesion(
             region and the background shell).
         threshold: g(V), the site's measured curve (:meth:`ThresholdCurve.at`); the Gaussian
             model of ``fwhm_mm`` (:func:`threshold_fraction`) when None.
+        threshold_sd: SD of g at a volume (:meth:`ThresholdCurve.residual_sd`); with it, the
+            rule is run again with g ± SD (the whole curve shifted) and the two regions give
+            the volume's SD (``volume_sd_ml``, ``smaller_mask``, ``larger_mask``). None: not
+            measured (the Gaussian model has no residuals).
     """
     image = np.asarray(concentration_mbq_per_ml, dtype=np.float64)
     voxel_ml = float(np.prod(spacing_mm_zyx)) / 1000.0
@@ -337,26 +385,40 @@ def delineate_lesion(
     ):
         return kept(UNDETECTABLE, zone)
 
-    def excess(level: float) -> float:
-        inside = zone.region(level)
-        ratio = zone.fraction(inside, level)
-        if not np.isfinite(ratio):
-            return -1.0
-        return ratio - g(float(inside.sum()) * voxel_ml)
+    def fixed_point(shift: float) -> BoolArray:
+        """The region at the fixed point of the curve shifted by ``shift``."""
 
-    low, high = zone.background, zone.peak
-    for _ in range(BISECTION_STEPS):
-        middle = 0.5 * (low + high)
-        if excess(middle) < 0:
-            low = middle
-        else:
-            high = middle
-    chosen = zone.region(high)
+        def excess(level: float) -> float:
+            inside = zone.region(level)
+            ratio = zone.fraction(inside, level)
+            if not np.isfinite(ratio):
+                return -1.0
+            return ratio - min(max(g(float(inside.sum()) * voxel_ml) + shift, 0.0), 1.0)
+
+        low, high = zone.background, zone.peak
+        for _ in range(BISECTION_STEPS):
+            middle = 0.5 * (low + high)
+            if excess(middle) < 0:
+                low = middle
+            else:
+                high = middle
+        return zone.region(high)
+
+    def on_grid(region: BoolArray) -> BoolArray:
+        whole = np.zeros(image.shape, dtype=bool)
+        whole[zone.box] = region
+        return whole
+
+    chosen = fixed_point(0.0)
     volume_ml = float(chosen.sum()) * voxel_ml
-    mask = np.zeros(image.shape, dtype=bool)
-    mask[zone.box] = chosen
+    fraction_sd = threshold_sd(volume_ml) if threshold_sd is not None else math.nan
+    smaller = larger = None
+    volume_sd_ml = math.nan
+    if np.isfinite(fraction_sd) and fraction_sd > 0:
+        smaller, larger = fixed_point(fraction_sd), fixed_point(-fraction_sd)
+        volume_sd_ml = 0.5 * abs(float(larger.sum()) - float(smaller.sum())) * voxel_ml
     return LesionDelineation(
-        mask=mask,
+        mask=on_grid(chosen),
         status=DELINEATED,
         threshold_fraction=g(volume_ml),
         peak_mbq_per_ml=zone.peak,
@@ -364,6 +426,10 @@ def delineate_lesion(
         background_sd_mbq_per_ml=zone.background_sd,
         site_volume_ml=site_volume_ml,
         volume_ml=volume_ml,
+        threshold_fraction_sd=fraction_sd,
+        volume_sd_ml=volume_sd_ml,
+        smaller_mask=None if smaller is None else on_grid(smaller),
+        larger_mask=None if larger is None else on_grid(larger),
     )
 
 
@@ -466,12 +532,13 @@ def delineate_lesions(
     spacing_mm_zyx: tuple[float, float, float],
     fwhm_mm: float,
     threshold: Callable[[float], float] | None = None,
+    threshold_sd: Callable[[float], float] | None = None,
 ) -> tuple[LesionDelineation | None, ...]:
     """:func:`delineate_lesion` for every lesion of ``masks`` (n_voi, slices, rows, columns);
     None for organs (kept as the site drew them). A lesion's search region leaves out the other
     lesions' VOIs and the VOIs of organs that do not host it (:data:`HOST_FRACTION`).
     ``threshold``: the site's g(V) (:meth:`ThresholdCurve.at`; the Gaussian model of
-    ``fwhm_mm`` when None)."""
+    ``fwhm_mm`` when None); ``threshold_sd``: its SD (:meth:`ThresholdCurve.residual_sd`)."""
     lesions = np.asarray(lesion, dtype=bool)
     filled = {
         k: np.asarray(ndimage.binary_fill_holes(masks[k]), dtype=bool)
@@ -498,6 +565,7 @@ def delineate_lesions(
                 spacing_mm_zyx=spacing_mm_zyx,
                 fwhm_mm=fwhm_mm,
                 threshold=threshold,
+                threshold_sd=threshold_sd,
             )
         )
     return tuple(results)

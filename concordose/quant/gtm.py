@@ -270,6 +270,9 @@ class GtmCorrection:
         transfer_matrix: Ω over the regions that hold voxels, background last.
         condition_number: 2-norm condition number of Ω.
         status: ``ok`` or why the VOI was not corrected.
+        fallback: per VOI, empty, or why its activity is the GTM's T·V on the site's VOI
+            although the extent activity was asked for (:data:`EXTENT_FALLBACK`); empty tuple
+            when no extent was asked for. A fallen-back VOI is corrected (status ``ok``).
     """
 
     activity_mbq: FloatArray
@@ -279,6 +282,7 @@ class GtmCorrection:
     transfer_matrix: FloatArray
     condition_number: float
     status: tuple[str, ...]
+    fallback: tuple[str, ...] = ()
 
 
 def gtm_correct(
@@ -307,7 +311,12 @@ def gtm_correct(
             at least :data:`EXTENT_MIN_CONTRAST` times the background's concentration) get
             their activity by :func:`extent_activity` (the total in the VOI grown by the margin,
             less every other region's share there) instead of T·V: robust to where the site
-            drew the boundary (DESIGN.md, "Platform delineation").
+            drew the boundary (DESIGN.md, "Platform delineation"). Where a VOI's extent
+            activity is not > 0 (the subtraction of its neighbours' and the background's
+            shares exceeds the total: a faint late time point, a kidney whose neighbours' GTM
+            values are over-estimated) the VOI falls back, at this time point only, to the
+            GTM's T·V on the site's VOI (the ``gtm`` model's value), and ``fallback`` says so
+            (:data:`EXTENT_FALLBACK`); the caller keeps the other time points' extent values.
 
     Returns every VOI NaN with a status saying why when Ω is singular or ill-conditioned (the
     caller leaves them as measured); a VOI with no voxel on the grid gets NaN and
@@ -370,6 +379,7 @@ def gtm_correct(
         activity = np.where(voi_voxels > 0, counts @ region_true * voxel_ml, np.nan)
         concentration = activity / (voi_voxels * voxel_ml)
     background_mbq_per_ml = float(true_mean[-1]) if len(all_regions) > len(regions) else np.nan
+    fallback = [""] * n_voi
     if extent_margin_mm is not None and any(extent_vois):
         background_now = float(true_mean[-1]) if len(all_regions) > len(regions) else 0.0
         flagged = [
@@ -392,6 +402,12 @@ def gtm_correct(
             background_index=len(regions) if len(all_regions) > len(regions) else None,
         )
         for v, total in zip(flagged, totals, strict=True):
+            if not (np.isfinite(total) and total > 0.0):
+                fallback[v] = (
+                    f"{EXTENT_FALLBACK} ({total:.3g} MBq over the VOI grown by "
+                    f"{extent_margin_mm:.3g} mm; T·V {activity[v]:.3g} MBq used)"
+                )
+                continue
             activity[v] = total
             concentration[v] = total / (voi_voxels[v] * voxel_ml)
     # A negative activity is no activity the object can hold: the model (uniform regions, the
@@ -419,6 +435,7 @@ def gtm_correct(
         transfer_matrix=omega,
         condition_number=condition,
         status=status,
+        fallback=tuple(fallback) if extent_margin_mm is not None and any(extent_vois) else (),
     )
 
 
@@ -445,6 +462,9 @@ relative error, and the extent adds T_B-weighted volume around the VOI, so a fai
 the GTM's T·V. Digital consortium, realistic imaging, patient 1 at 4 h: kidneys 8-10× the
 background, liver 2.6-3.2×, spleen 2.5-2.7×, bone marrow 1.1-1.2× (milan's marrow with its
 +3 mm margin: +26 % by T·V, +102 % by its extent)."""
+EXTENT_FALLBACK = "extent activity not > 0, GTM T·V on the site's VOI at this time point"
+"""Start of :attr:`GtmCorrection.fallback` for a VOI whose extent activity was not positive at
+a time point (:func:`gtm_correct`)."""
 EXTENT_BACKGROUND_SHELL = 0.25
 """The outer part of an extent (this fraction of its margin, next to its edge) where the local
 background is measured: far enough from the VOI that its own spill-out is negligible."""

@@ -133,8 +133,10 @@ def with_partial_volume_findings(
     VOIs as measured (no curve or PSF in the calibration record, volume outside the curve, no
     background, an ill-conditioned GTM), naming the VOIs it applies to (lesions under every
     model, organs under the GTM, the only model that corrects them) as ``[label, …]``, numbered
-    after the existing findings: a record without a PSF is one finding, not one per VOI.
-    Unchanged when no correction was asked for."""
+    after the existing findings: a record without a PSF is one finding, not one per VOI; and one
+    warning per VOI whose ``gtm_platform_voi`` extent fell back to the GTM's T·V at some time
+    points (``CycleTimeActivity.partial_volume_fallback``). Unchanged when no correction was
+    asked for."""
     if not tac.partial_volume_status or tac.partial_volume_model == NO_CORRECTION:
         return qc_findings  # nothing asked for, or the site's phantom chose no correction
     by_status: dict[str, list[int]] = {}
@@ -158,6 +160,29 @@ def with_partial_volume_findings(
                     f"[{', '.join(tac.labels[voi] for voi in vois)}]: "
                     f"{tac.partial_volume_model} partial-volume correction asked for by the site "
                     f"protocol, left as measured: {status}"
+                ),
+                "time_point_index": None,
+                "schema_version": QC_FINDINGS.version,
+                **_provenance(provenance, tac.calibration_record_id, tac.sop_instance_uids),
+            }
+        )
+    # gtm_platform_voi: an organ corrected at every time point, by its extent except where that
+    # was not > 0 (quant.gtm.EXTENT_FALLBACK): one warning per such VOI naming the time points
+    for voi, note in enumerate(tac.partial_volume_fallback):
+        if not note:
+            continue
+        rows.append(
+            {
+                "subject_key": identity.subject_key,
+                "site_id": identity.site_id,
+                "cycle_key": identity.cycle_key,
+                "finding_index": qc_findings.num_rows + len(rows),
+                "check_name": PARTIAL_VOLUME_CHECK,
+                "severity": str(Severity.WARNING),
+                "message": (
+                    f"{tac.voi_types[voi]} VOI [{tac.labels[voi]}]: "
+                    f"{tac.partial_volume_model} corrected, with a per-time-point fallback: "
+                    f"{note}"
                 ),
                 "time_point_index": None,
                 "schema_version": QC_FINDINGS.version,

@@ -20,13 +20,16 @@ from concordose.pipeline.assembly import CycleStudy, assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.quantify import CycleTimeActivity
 from concordose.results.cycle_summary import (
+    PARTIAL_VOLUME_CHECK,
     build_acquisition_tables,
     build_method_comparison,
     build_qc_findings,
+    with_partial_volume_findings,
 )
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.provenance import Provenance
 from concordose.results.validation import validate_tables
+from concordose.schemas.tables import QC_FINDINGS
 
 IDENTITY = CycleIdentity(subject_key="sub-1", cycle_key="cyc-1", site_id="milan")
 TAC = CycleTimeActivity(
@@ -130,3 +133,23 @@ def test_acquisitions_carry_the_extracted_metadata_and_gx_guards_them(
     )
     failed = validate_tables({"acquisitions": in_bq})["acquisitions"]
     assert not failed.success
+
+
+def test_a_per_time_point_extent_fallback_is_a_warning_naming_the_voi() -> None:
+    """gtm_platform_voi: an organ corrected at every time point, by the GTM's T·V where its
+    extent activity was not > 0, is published as one warning naming it and the time points
+    (the other VOIs, corrected without a fallback, give none)."""
+    tac = replace(
+        TAC,
+        partial_volume_model="gtm_platform_voi",
+        partial_volume_status=("ok", "ok"),
+        partial_volume_fallback=("", "time point 3: extent activity not > 0, GTM T·V used"),
+    )
+    findings = with_partial_volume_findings(
+        QC_FINDINGS.schema.empty_table(), IDENTITY, tac, Provenance(run_id="r")
+    ).to_pylist()
+    assert len(findings) == 1
+    assert findings[0]["check_name"] == PARTIAL_VOLUME_CHECK
+    assert findings[0]["severity"] == "warning"
+    assert "[kidney_left]" in findings[0]["message"]
+    assert "time point 3" in findings[0]["message"]

@@ -11,6 +11,7 @@ import numpy.typing as npt
 import pytest
 from scipy import ndimage
 
+from concordose.pipeline.quantify import delineation_relative_sd
 from concordose.quant.delineation import (
     DELINEATED,
     NO_CONTRAST,
@@ -21,7 +22,13 @@ from concordose.quant.delineation import (
     sphere_threshold,
     threshold_fraction,
 )
-from concordose.quant.gtm import FWHM_PER_SIGMA, body_outline, gtm_correct, voi_crops
+from concordose.quant.gtm import (
+    EXTENT_FALLBACK,
+    FWHM_PER_SIGMA,
+    body_outline,
+    gtm_correct,
+    voi_crops,
+)
 
 SPACING_MM = 4.0
 FWHM_MM = 15.0
@@ -201,3 +208,119 @@ def test_a_spheres_measured_threshold_is_the_models_on_a_gaussian_image() -> Non
     assert curve.at(1e6) == pytest.approx(0.5, abs=0.01)
     assert curve.at(0.1) == pytest.approx(0.8)
     assert 0.7 < curve.at(2.0) < 0.8
+
+
+def test_a_non_positive_extent_falls_back_to_the_gtm_at_that_time_point_only() -> None:
+    """An organ (24 mm sphere, 3:1 over the body) whose extent activity is fine at one time
+    point and negative at another (an undrawn 400:1 hot spot in the extent's background shell
+    over-estimates the local background): at the bad time point the VOI keeps the GTM's T·V on
+    the site's VOI, stays corrected (status ok) and says why in ``fallback``; the good time
+    point keeps the extent value (within 1 % of the truth)."""
+    n = 40
+    centre = np.array([80.0, 80.0, 80.0])
+    truth_mbq = 3.0 * 4.0 / 3.0 * math.pi * 24.0**3 / 1000.0
+    results = []
+    plain = []
+    for hot in (None, 400.0):
+        objects = [(centre, 24.0, 3.0)]
+        if hot is not None:
+            objects.append((centre + np.array([0.0, 0.0, 50.0]), 8.0, hot))
+        image, masks = _blurred_scene(n, objects, background=1.0)
+        vois, body = voi_crops(masks[0][None]), body_outline(image)
+        spacing = (SPACING_MM, SPACING_MM, SPACING_MM)
+        plain.append(gtm_correct(image, vois, body=body, spacing_mm_zyx=spacing, fwhm_mm=FWHM_MM))
+        results.append(
+            gtm_correct(
+                image,
+                vois,
+                body=body,
+                spacing_mm_zyx=spacing,
+                fwhm_mm=FWHM_MM,
+                extent_margin_mm=2.0 * FWHM_MM,
+                extent_vois=(True,),
+            )
+        )
+    good, bad = results
+    assert good.status == ("ok",)
+    assert good.fallback == ("",)
+    assert good.activity_mbq[0] == pytest.approx(truth_mbq, rel=0.01)
+    assert bad.status == ("ok",)
+    assert bad.fallback[0].startswith(EXTENT_FALLBACK)
+    assert bad.activity_mbq[0] == pytest.approx(plain[1].activity_mbq[0])
+    assert bad.activity_mbq[0] > 0
+
+
+def test_the_threshold_curves_residual_sd_is_that_of_its_points_scatter() -> None:
+    """Points on g = a + b·V^(−⅓) have no scatter (SD 0); scattered points give the SD of a
+    new point at V (residual SD × √(1 + leverage)), larger outside the middle of the spheres'
+    range and clamped to it; fewer than three points have none (NaN)."""
+    volumes = (0.52, 1.15, 2.57, 5.58, 11.5, 26.5)
+    exact = ThresholdCurve(volumes, tuple(0.45 + 0.2 * v ** (-1.0 / 3.0) for v in volumes))
+    assert exact.residual_sd(5.0) == pytest.approx(0.0, abs=1e-12)
+    scatter = (0.02, -0.02, 0.02, -0.02, 0.02, -0.02)
+    noisy = ThresholdCurve(
+        volumes,
+        tuple(0.45 + 0.2 * v ** (-1.0 / 3.0) + e for v, e in zip(volumes, scatter, strict=True)),
+    )
+    design = np.column_stack([np.ones(6), np.asarray(volumes) ** (-1.0 / 3.0)])
+    fitted, *_ = np.linalg.lstsq(design, np.asarray(noisy.fractions), rcond=None)
+    scale = math.sqrt(float(np.sum((np.asarray(noisy.fractions) - design @ fitted) ** 2)) / 4)
+    point = np.array([1.0, 5.0 ** (-1.0 / 3.0)])
+    leverage = float(point @ np.linalg.inv(design.T @ design) @ point)
+    assert noisy.residual_sd(5.0) == pytest.approx(scale * math.sqrt(1.0 + leverage))
+    assert noisy.residual_sd(0.52) > noisy.residual_sd(5.0)
+    assert noisy.residual_sd(0.1) == pytest.approx(noisy.residual_sd(0.52))
+    assert math.isnan(ThresholdCurve((1.0, 5.0), (0.7, 0.6)).residual_sd(2.0))
+
+
+def test_the_delineation_term_propagates_the_volume_sd_into_activity_and_concentration() -> None:
+    """A 10 mL sphere (8:1) drawn with a +3 mm margin, re-delineated with g's SD 0.05: the rule
+    at g + SD and g − SD gives a smaller and a larger region, the volume's SD is half their
+    difference (> 10 % here), and through the GTM of each pair the activity's relative SD is
+    positive and smaller than the volume's (the GTM moves the activity with the boundary, but
+    less), the concentration's (activity / volume, what the sphere dose follows) positive too;
+    without an SD (the Gaussian model) no term is measured."""
+    n = 40
+    volume_ml = 10.0
+    radius = (3.0 * volume_ml * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
+    centre = np.array([n * SPACING_MM / 2 + 1.3, n * SPACING_MM / 2 - 0.7, n * SPACING_MM / 2])
+    image, _ = _blurred_scene(n, [(centre, radius, 8.0)], background=1.0)
+    site = _distance_mm((n, n, n), centre, SPACING_MM) <= radius + 3.0
+    spacing = (SPACING_MM, SPACING_MM, SPACING_MM)
+    plain = delineate_lesion(
+        image, site, np.zeros_like(site), spacing_mm_zyx=spacing, fwhm_mm=FWHM_MM
+    )
+    assert math.isnan(plain.volume_sd_ml)
+    assert plain.smaller_mask is None
+    assert plain.larger_mask is None
+    result = delineate_lesion(
+        image,
+        site,
+        np.zeros_like(site),
+        spacing_mm_zyx=spacing,
+        fwhm_mm=FWHM_MM,
+        threshold_sd=lambda _volume_ml: 0.05,
+    )
+    assert result.smaller_mask is not None
+    assert result.larger_mask is not None
+    assert result.threshold_fraction_sd == 0.05
+    assert result.smaller_mask.sum() < result.mask.sum() < result.larger_mask.sum()
+    assert not (result.smaller_mask & ~result.mask).any()
+    voxel_ml = SPACING_MM**3 / 1000.0
+    assert result.volume_sd_ml == pytest.approx(
+        0.5 * float(result.larger_mask.sum() - result.smaller_mask.sum()) * voxel_ml
+    )
+    assert result.volume_relative_sd > 0.1
+    body = body_outline(image)
+    central, smaller, larger = (
+        gtm_correct(
+            image, voi_crops(mask[None]), body=body, spacing_mm_zyx=spacing, fwhm_mm=FWHM_MM
+        ).activity_mbq
+        for mask in (result.mask, result.smaller_mask, result.larger_mask)
+    )
+    activity_sd, concentration_sd = delineation_relative_sd(central, smaller, larger, [result])
+    assert 0.0 < activity_sd[0] < result.volume_relative_sd
+    assert concentration_sd[0] > 0.05
+    organ_sd = delineation_relative_sd(central, smaller, larger, [None])
+    assert organ_sd[0][0] == 0.0
+    assert organ_sd[1][0] == 0.0

@@ -42,6 +42,7 @@ from concordose.pipeline.quantify import (
     quantify_cycle_per_protocol,
 )
 from concordose.quant.delineation import threshold_fraction
+from concordose.quant.organ_outline import FAINT, FITTED
 from concordose.quant.pvc import (
     GTM_MODEL,
     GTM_PLATFORM_MODEL,
@@ -208,7 +209,9 @@ def test_platform_vois_keep_the_true_objects_when_the_site_drew_them_true(
 ) -> None:
     """gtm_platform_voi on a site that drew the true outlines (blur imaging): the platform's
     lesions come out near the drawn (true) volumes, organs and lesions as close to the truth
-    as the GTM on the site's VOIs, and the site's volumes are kept beside the platform's."""
+    as the GTM on the site's VOIs, the organs' platform volumes near the drawn (true) ones,
+    the site's volumes kept beside the platform's, and each lesion's delineation term in its
+    published relative SD."""
     run = runs[site_id]
     platform = quantify_cycle(
         run.cycle,
@@ -226,7 +229,13 @@ def test_platform_vois_keep_the_true_objects_when_the_site_drew_them_true(
         error, error_plain = tia[index] / truth - 1.0, plain[index] / truth - 1.0
         if platform.voi_types[index] == "organ":
             assert platform.delineations[index] is None
-            assert platform.volume_ml[index] == run.gtm.volume_ml[index]
+            outline = platform.organ_outlines[index]
+            assert outline is not None
+            # The site drew the true outline: the platform's offset of it stays near it.
+            # Measured: offsets −0.2…+0.1 mm, volumes within 1.9 % (the marrow at one site,
+            # under 2× its surroundings, keeps the site's).
+            assert outline.status in (FITTED, FAINT), (label, outline.status)
+            assert platform.volume_ml[index] == pytest.approx(run.gtm.volume_ml[index], rel=0.03)
             # Measured: within 3 % but the faint marrow's 3.4 % at montpellier (the background
             # it displaces is known only through the drawn volume, quant.gtm.extent_activity).
             assert abs(error) < 0.05, (label, error)
@@ -235,6 +244,14 @@ def test_platform_vois_keep_the_true_objects_when_the_site_drew_them_true(
             assert delineation is not None
             ratio = platform.volume_ml[index] / run.gtm.volume_ml[index]
             assert 0.7 < ratio < 1.3, (label, ratio)
+            # the delineation term is in the published relative SD at every time point
+            assert platform.delineation_concentration_relative_sd is not None
+            assert platform.partial_volume_relative_sd is not None
+            term = platform.delineation_concentration_relative_sd[index]
+            assert np.all(platform.partial_volume_relative_sd[index] >= term)
+            # on this preset's 8.8 mm voxels g ± SD often gives the same region (no term)
+            if delineation.volume_sd_ml > 0:
+                assert term > 0.0, label
             assert abs(error) < 0.5 * abs(error_plain), (label, error_plain, error)
 
 
