@@ -35,12 +35,11 @@ import pyarrow as pa
 from concordose.consortium.voi_classes import voi_classes
 from concordose.kinetics.comparison import agreement_statistics, relative_bland_altman
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
-from concordose.results.provenance import Provenance
+from concordose.results.provenance import Provenance, stamped_table
 from concordose.schemas.tables import (
     CONSORTIUM_COHORT,
     DOSE_AGREEMENT,
     KINETICS_AGREEMENT,
-    TableSpec,
 )
 
 POOLED_SITE_ID = "*"
@@ -133,21 +132,6 @@ def _agreement_rows(
     return rows
 
 
-def _table(spec: TableSpec, rows: list[dict[str, Any]], provenance: Provenance) -> pa.Table:
-    stamped = [
-        {
-            **row,
-            "schema_version": spec.version,
-            "software_version": provenance.software_version,
-            "run_id": provenance.run_id,
-            "flow_run_id": provenance.flow_run_id,
-            "created_at": provenance.created_at,
-        }
-        for row in rows
-    ]
-    return pa.Table.from_pylist(stamped, schema=spec.schema)
-
-
 def _tia_frame(kinetics: pa.Table) -> pd.DataFrame:
     return _frame(
         kinetics,
@@ -226,7 +210,7 @@ def build_kinetics_agreement(
     ]
     pairs = pd.concat([tia_pairs[columns], dose_pairs[columns]], ignore_index=True)
     if pairs.empty:
-        return _table(KINETICS_AGREEMENT, [], provenance)
+        return stamped_table(KINETICS_AGREEMENT, [], provenance)
     pairs = with_voi_classes(pairs, voi_timepoints)
     rows = _agreement_rows(
         pairs,
@@ -234,7 +218,7 @@ def build_kinetics_agreement(
         method_label="kinetics_method",
         reference_label="reference_method",
     )
-    return _table(KINETICS_AGREEMENT, rows, provenance)
+    return stamped_table(KINETICS_AGREEMENT, rows, provenance)
 
 
 def _dose_arms(
@@ -283,7 +267,7 @@ def build_dose_agreement(
         decided |= a != b
     pairs = pairs.loc[later]
     if pairs.empty:
-        return _table(DOSE_AGREEMENT, [], provenance)
+        return stamped_table(DOSE_AGREEMENT, [], provenance)
     pairs = pairs.rename(
         columns={
             "source": "dose_source",
@@ -322,4 +306,4 @@ def build_dose_agreement(
     )
     for row in rows:
         del row["arm"], row["comparator_arm"]
-    return _table(DOSE_AGREEMENT, rows, provenance)
+    return stamped_table(DOSE_AGREEMENT, rows, provenance)

@@ -65,7 +65,7 @@ from concordose.consortium.agreement import POOLED_SITE_ID, with_voi_classes
 from concordose.dicom.seg import VoiType
 from concordose.dose.metrics import oar_name
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
-from concordose.results.provenance import Provenance
+from concordose.results.provenance import Provenance, stamped_table
 from concordose.schemas.tables import CONSORTIUM_COHORT, SINK_EFFECT
 
 SINK_EFFECT_OARS = ("kidneys", "spleen", "salivary_glands")
@@ -448,18 +448,9 @@ def build_sink_effect(
                 row = _fit_row(group, metric, site, oar)
                 if row is not None:
                     rows.append(row)
-    stamped = [
-        {
-            "cohort": CONSORTIUM_COHORT,
-            "kinetics_method": reference_method,
-            "dose_method": dose_method,
-            **row,
-            "schema_version": SINK_EFFECT.version,
-            "software_version": provenance.software_version,
-            "run_id": provenance.run_id,
-            "flow_run_id": provenance.flow_run_id,
-            "created_at": provenance.created_at,
-        }
-        for row in rows
-    ]
-    return pa.Table.from_pylist(stamped, schema=SINK_EFFECT.schema)
+    common = {
+        "cohort": CONSORTIUM_COHORT,
+        "kinetics_method": reference_method,
+        "dose_method": dose_method,
+    }
+    return stamped_table(SINK_EFFECT, ({**common, **row} for row in rows), provenance)

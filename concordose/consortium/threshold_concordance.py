@@ -69,7 +69,7 @@ from concordose.kinetics.prior_half_life import (
     single_point_tia_mbq_h,
 )
 from concordose.kinetics.timepoints import choose_time_points
-from concordose.results.provenance import Provenance
+from concordose.results.provenance import Provenance, stamped_table
 from concordose.schemas.tables import CONSORTIUM_COHORT, THRESHOLD_CONCORDANCE
 
 LEVEL_CYCLE = "cycle"
@@ -524,16 +524,6 @@ def build_threshold_concordance(
         for site in sorted({r["site_id"] for r in compared}):
             rows.append(_cohort_row([r for r in compared if r["site_id"] == site], site))
         rows.append(_cohort_row(compared, POOLED_SITE_ID))
-    stamped = [
-        {
-            "cohort": CONSORTIUM_COHORT,
-            **row,
-            "schema_version": THRESHOLD_CONCORDANCE.version,
-            "software_version": provenance.software_version,
-            "run_id": provenance.run_id,
-            "flow_run_id": provenance.flow_run_id,
-            "created_at": provenance.created_at,
-        }
-        for row in rows
-    ]
-    return pa.Table.from_pylist(stamped, schema=THRESHOLD_CONCORDANCE.schema)
+    return stamped_table(
+        THRESHOLD_CONCORDANCE, ({"cohort": CONSORTIUM_COHORT, **row} for row in rows), provenance
+    )

@@ -62,7 +62,7 @@ from concordose.planning.next_activity import (
     PlanningLimits,
     plan_next_activity,
 )
-from concordose.results.provenance import Provenance
+from concordose.results.provenance import Provenance, stamped_table
 from concordose.schemas.tables import CONSORTIUM_COHORT, PLANNING
 from concordose.settings import Settings
 
@@ -532,18 +532,7 @@ def build_planning(
                 hashes.add(f"{SINGLE_POINT_METHOD}:{settings.single_point_nominal_h:g}h")
         if history:
             rows.extend(_patient_rows(history, settings, hashes))
-    stamped = [
-        {
-            **row,
-            "schema_version": PLANNING.version,
-            "software_version": provenance.software_version,
-            "run_id": provenance.run_id,
-            "flow_run_id": provenance.flow_run_id,
-            "created_at": provenance.created_at,
-        }
-        for row in rows
-    ]
-    return pa.Table.from_pylist(stamped, schema=PLANNING.schema)
+    return stamped_table(PLANNING, rows, provenance)
 
 
 def _earlier_ratios(

@@ -211,10 +211,7 @@ def build_dose_prediction(
         "reference_dose_method": reference_dose_method,
         "method_parameters_hash": predictor_parameters_hash(level),
         "schema_version": DOSE_PREDICTION.version,
-        "software_version": provenance.software_version,
-        "run_id": provenance.run_id,
-        "flow_run_id": provenance.flow_run_id,
-        "created_at": provenance.created_at,
+        **provenance.columns(),
     }
     rows: list[dict[str, Any]] = []
     for i, record in enumerate(features.itertuples(index=False)):

@@ -56,10 +56,7 @@ def build_site_calibrations(
             "psf_large_object_fwhm_mm": record.psf_large_object_fwhm_mm,
             "psf_large_object_fwhm_sd_mm": record.psf_large_object_fwhm_sd_mm,
             "schema_version": SITE_CALIBRATIONS.version,
-            "software_version": provenance.software_version,
-            "run_id": provenance.run_id,
-            "flow_run_id": provenance.flow_run_id,
-            "created_at": provenance.created_at,
+            **provenance.columns(),
         }
         for (site_id, _), record in sorted(unique.items())
     ]

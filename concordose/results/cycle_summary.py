@@ -47,12 +47,9 @@ def _provenance(
     provenance: Provenance, calibration_record_id: str, uids: Sequence[str]
 ) -> dict[str, Any]:
     return {
-        "software_version": provenance.software_version,
-        "run_id": provenance.run_id,
-        "flow_run_id": provenance.flow_run_id,
+        **provenance.columns(),
         "calibration_record_id": calibration_record_id,
         "input_uid_hashes": [uid_hash(uid) for uid in uids],
-        "created_at": provenance.created_at,
     }
 
 

@@ -141,12 +141,9 @@ def build_cycle_tables(
 ) -> dict[str, pa.Table]:
     """Tables ``voi_timepoints``, ``kinetics`` and ``absorbed_dose`` for one cycle."""
     common_provenance = {
-        "software_version": provenance.software_version,
-        "run_id": provenance.run_id,
-        "flow_run_id": provenance.flow_run_id,
+        **provenance.columns(),
         "calibration_record_id": tac.calibration_record_id,
         "input_uid_hashes": [uid_hash(uid) for uid in tac.sop_instance_uids],
-        "created_at": provenance.created_at,
     }
 
     quantification_settings = QUANTIFICATION_SETTINGS

@@ -59,12 +59,9 @@ def build_voxel_dose_tables(
             "both must come from the cycle's one segmentation"
         )
     common: dict[str, Any] = {
-        "software_version": provenance.software_version,
-        "run_id": provenance.run_id,
-        "flow_run_id": provenance.flow_run_id,
+        **provenance.columns(),
         "calibration_record_id": tac.calibration_record_id,
         "input_uid_hashes": [uid_hash(uid) for uid in tac.sop_instance_uids],
-        "created_at": provenance.created_at,
     }
     rows = []
     for dose in voxel.doses:
