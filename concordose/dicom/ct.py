@@ -23,9 +23,10 @@ from pydicom.errors import InvalidDicomError
 from concordose.dicom.header_values import (
     PARSE_ERRORS,
     check_native_pixel_data,
-    direction_cosines,
     finite_floats,
     header_value,
+    image_orientation,
+    image_position_mm,
     one_of,
     optional,
     optional_float,
@@ -93,16 +94,8 @@ def read_ct_header(path: Path) -> Dataset:
     )
     for keyword in ("RescaleSlope", "RescaleIntercept"):
         header_value(header, keyword, optional_float, expected="a number (DS)", path=path)
-    cosines = header_value(
-        header,
-        "ImageOrientationPatient",
-        direction_cosines,
-        expected="6 direction cosines: two unit vectors at right angles",
-        path=path,
-    )
-    position = header_value(
-        header, "ImagePositionPatient", finite_floats(3), expected="3 numbers (mm)", path=path
-    )
+    cosines = image_orientation(header, path)
+    position = image_position_mm(header, path)
     check_native_pixel_data(header, path, frames=1, rows=rows, columns=columns, bits_allocated=bits)
     header.Rows, header.Columns = rows, columns
     header.PixelSpacing = list(spacing)

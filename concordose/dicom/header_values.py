@@ -262,3 +262,24 @@ def direction_cosines(value: object) -> tuple[float, ...]:
     if abs(sum(r * c for r, c in zip(row, column, strict=True))) > DIRECTION_COSINE_TOLERANCE:
         raise ValueError("row and column not at right angles")
     return numbers
+
+
+def image_position_mm(dataset: Dataset, path: Path) -> tuple[float, ...]:
+    """ImagePositionPatient of ``dataset`` (3 finite numbers, mm), or a
+    :class:`~concordose.errors.MalformedHeaderError` naming it (the one home of the check the
+    image readers share)."""
+    return header_value(
+        dataset, "ImagePositionPatient", finite_floats(3), expected="3 numbers (mm)", path=path
+    )
+
+
+def image_orientation(dataset: Dataset, path: Path) -> tuple[float, ...]:
+    """ImageOrientationPatient of ``dataset`` (:func:`direction_cosines`), or a
+    :class:`~concordose.errors.MalformedHeaderError` naming it."""
+    return header_value(
+        dataset,
+        "ImageOrientationPatient",
+        direction_cosines,
+        expected="6 direction cosines: two unit vectors at right angles",
+        path=path,
+    )

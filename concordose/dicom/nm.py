@@ -42,10 +42,11 @@ from pydicom.valuerep import DA, DT
 from concordose.dicom.geometry import VolumeGeometry
 from concordose.dicom.header_values import (
     PARSE_ERRORS,
-    direction_cosines,
     finite_float,
     finite_floats,
     header_value,
+    image_orientation,
+    image_position_mm,
     optional_float,
     positive_float,
     positive_int,
@@ -411,16 +412,8 @@ def _geometry(dataset: Dataset, path: Path) -> VolumeGeometry:
         frames = header_value(
             dataset, "NumberOfFrames", positive_int, expected="an integer ≥ 1 (IS)", path=path
         )
-    position = header_value(
-        source, "ImagePositionPatient", finite_floats(3), expected="3 numbers (mm)", path=path
-    )
-    orientation = header_value(
-        source,
-        "ImageOrientationPatient",
-        direction_cosines,
-        expected="6 direction cosines: two unit vectors at right angles",
-        path=path,
-    )
+    position = image_position_mm(source, path)
+    orientation = image_orientation(source, path)
     rows, columns = (
         header_value(dataset, keyword, positive_int, expected="an integer ≥ 1 (US)", path=path)
         for keyword in ("Rows", "Columns")

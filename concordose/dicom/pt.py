@@ -31,10 +31,11 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from concordose.dicom.header_values import (
-    direction_cosines,
     finite_float,
     finite_floats,
     header_value,
+    image_orientation,
+    image_position_mm,
     positive_float,
     raw_text,
     tag_text,
@@ -203,16 +204,8 @@ def read_pt_series(files: Sequence[Path]) -> PetSeries:
             raise MalformedHeaderError(
                 path, "Modality", tag_text("Modality"), raw_text(dataset, "Modality"), "PT"
             )
-        cosines = header_value(
-            dataset,
-            "ImageOrientationPatient",
-            direction_cosines,
-            expected="6 direction cosines: two unit vectors at right angles",
-            path=path,
-        )
-        position = header_value(
-            dataset, "ImagePositionPatient", finite_floats(3), expected="3 numbers (mm)", path=path
-        )
+        cosines = image_orientation(dataset, path)
+        position = image_position_mm(dataset, path)
         slope = header_value(dataset, "RescaleSlope", finite_float, expected="a number", path=path)
         intercept = (
             header_value(dataset, "RescaleIntercept", finite_float, expected="a number", path=path)

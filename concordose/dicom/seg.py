@@ -30,9 +30,10 @@ from pydicom.uid import UID
 from concordose.dicom.header_values import (
     PARSE_ERRORS,
     check_native_pixel_data,
-    direction_cosines,
     finite_floats,
     header_value,
+    image_orientation,
+    image_position_mm,
     integer,
     one_of,
     optional,
@@ -176,20 +177,12 @@ def _check_frame(
     None: a LABELMAP's frames hold every segment, none is named); items shared by frames are
     checked once (``checked`` holds their ids)."""
     position = _group_item(path, frame, shared, "PlanePositionSequence")
-    header_value(
-        position, "ImagePositionPatient", finite_floats(3), expected="3 numbers (mm)", path=path
-    )
+    image_position_mm(position, path)
     if segments is not None:
         _check_segment_identification(path, frame, shared, segments)
     orientation = _group_item(path, frame, shared, "PlaneOrientationSequence")
     if id(orientation) not in checked:
-        header_value(
-            orientation,
-            "ImageOrientationPatient",
-            direction_cosines,
-            expected="6 direction cosines: two unit vectors at right angles",
-            path=path,
-        )
+        image_orientation(orientation, path)
         checked.add(id(orientation))
     measures = _group_item(path, frame, shared, "PixelMeasuresSequence")
     if id(measures) not in checked:
