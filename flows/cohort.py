@@ -8,6 +8,7 @@ starts again from every current cycle.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from prefect import get_run_logger
@@ -20,6 +21,7 @@ from concordose.results.publish import PublishedRun
 from concordose.settings import Settings
 from concordose.spool.store import Spool
 from concordose.tasks.consortium import cohort_tables_task, dose_prediction_task
+from concordose.tasks.report import cycle_report_task
 
 
 def refresh_cohort_tables(output_uri: str | None) -> PublishedRun | None:
@@ -74,3 +76,32 @@ def refresh_dose_prediction(
         outcome.published.run_id,
     )
     return outcome.published
+
+
+def refresh_cycle_reports(output_uri: str | None, cycle_keys: Sequence[str]) -> int:
+    """Rebuild the HTML reports of ``cycle_keys`` from the store's current rows (their image
+    products, published with the first build, are reused). A sweep runs its cycles without
+    rebuilding the cohort tables each and rebuilds them once after all; their reports, built
+    in each cycle's run, showed the cohort tables of before (planning, threshold concordance,
+    the tumour-sink regression). Returns how many were rebuilt; a failure is a warning (the
+    report of the cycle's own run stays)."""
+    if not cycle_keys:
+        return 0
+    logger = get_run_logger()
+    settings = Settings()
+    store = open_object_store(output_uri or settings.output_uri, settings)
+    rebuilt = 0
+    for cycle_key in cycle_keys:
+        state = cycle_report_task(store, cycle_key, None, return_state=True)
+        outcome = state.result(raise_on_failure=False)
+        if isinstance(outcome, BaseException):
+            logger.warning(
+                "report of cycle %s not rebuilt after the cohort tables: %s: %s",
+                cycle_key,
+                type(outcome).__name__,
+                outcome,
+            )
+            continue
+        rebuilt += 1
+    logger.info("%d cycle report(s) rebuilt with the current cohort tables", rebuilt)
+    return rebuilt

@@ -40,7 +40,11 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 import concordose.flows.process_cycle as cycle_flow
 from concordose.calibration.registry import SiteRegistry
 from concordose.errors import ConcordoseError
-from concordose.flows.cohort import refresh_cohort_tables, refresh_dose_prediction
+from concordose.flows.cohort import (
+    refresh_cohort_tables,
+    refresh_cycle_reports,
+    refresh_dose_prediction,
+)
 from concordose.flows.dashboard import DashboardOutcome, refresh_dashboard
 from concordose.flows.process_cycle import (
     OUTCOME_HELD,
@@ -319,9 +323,19 @@ def _run_cycles(
         sum(run.outcome == OUTCOME_HELD for run in runs),
         len(failed),
     )
-    if selected:
-        # once, after every cycle of the sweep (its cycle runs do not rebuild them each)
-        refresh_cohort_tables(options.output_uri)
+    # once, after every cycle of the sweep (its cycle runs do not rebuild them each), then the
+    # reports those runs built before it, so that they show the cohort tables with their cycle
+    if selected and refresh_cohort_tables(options.output_uri) is not None:
+        refresh_cycle_reports(
+            options.output_uri,
+            [
+                run.cycle_key
+                for run in runs
+                if run.outcome == OUTCOME_PROCESSED
+                and run.cycle_key is not None
+                and run.report_path is not None
+            ],
+        )
     # every sweep: pre-therapy PET studies arrive without a cycle to run (issue 20, item 3)
     refresh_dose_prediction(source, sites_file, options.output_uri)
     # every night, whether or not this sweep ran a cycle: cycles the receiver triggered during

@@ -101,6 +101,14 @@ def test_planning_of_a_three_cycle_hebert_patient_matches_its_truth(
     )
     assert 0.0 <= kidneys["kidney_probability_exceeding_dose_limit"] < 0.01
 
+    # every cycle's report shows the plan with all three cycles: the sweep rebuilds the reports
+    # its cycle runs built before its one cohort rebuild
+    assert all(run.report_path is not None for run in result.runs)
+    for run in result.runs:
+        html = Path(str(run.report_path)).read_text()
+        section = html.split('<section id="planning">', 1)[1].split("</section>", 1)[0]
+        assert f'data-value="{float(kidneys["cumulative_dose_gy"])!r}"' in section, run.cycle_id
+
     decline = truth["tumour_decline_per_cycle"]
     lesions = [
         row
