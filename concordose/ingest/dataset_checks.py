@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from contextlib import suppress
 from typing import BinaryIO
 
@@ -338,12 +339,16 @@ def inflate_data_set(
     end: int,
     target: BinaryIO,
     max_bytes: int = MAX_INFLATED_BYTES,
+    before_write: Callable[[int, int], None] | None = None,
 ) -> int:
     """Inflate the raw deflate stream (RFC 1951, no zlib header: ``wbits=-15``, PS3.5 A.5) in
     ``source[start:end]`` into ``target``, chunk by chunk, and return the inflated length.
 
     The stream must end (its final block) within ``end``, followed by at most one pad byte
     (a deflated data set is padded to an even length with a NUL, PS3.5 A.5).
+
+    ``before_write`` is called before each chunk is written to ``target`` with the bytes
+    written so far and the chunk's size; it may raise to stop (e.g. no room left on disk).
 
     Raises:
         MalformedDataSetError: not a deflate stream, cut short, bytes after its end, or more
@@ -364,6 +369,8 @@ def inflate_data_set(
                 f"deflated data set of {end - start} bytes inflates to more than "
                 f"{max_bytes} bytes (refused as a decompression bomb)"
             )
+        if before_write is not None and out:
+            before_write(inflated - len(out), len(out))
         target.write(out)
         return out
 

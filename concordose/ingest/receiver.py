@@ -21,7 +21,9 @@ down once as pynetdicom does for its handlers:
   a crash (:mod:`.journal`);
   ``0xA700`` (out of resources) when the disk refuses a write or a flush, nothing half-written,
   or while the spool's free space, less what is still to be filed, is below its reserve
-  (:meth:`Spool.ensure_room`, called by the spool before it makes an instance durable);
+  (:meth:`Spool.ensure_room`, called by the spool before it makes an instance durable, and
+  before each chunk of a deflated data set inflated to disk reaches it: the inflated file
+  counts too);
   ``0xC000`` (cannot understand) when identifying UIDs are missing or invalid or the data set
   cannot be decoded, is truncated (a value of any size cut short) or has an element overrunning
   what contains it, has a VR PS3.5 does not define or is not in its context's VR encoding, or
@@ -212,7 +214,21 @@ def file_meta_bytes(request: StoreRequest) -> bytes:
 INFLATED_IN_MEMORY_BYTES = 8 << 20
 """A deflated data set's inflated bytes are held in memory up to this, then in an unnamed
 temp file in the spool's ``tmp/`` (never all in memory: at most
-:data:`~.dataset_checks.MAX_INFLATED_BYTES` on disk)."""
+:data:`~.dataset_checks.MAX_INFLATED_BYTES` on disk). That file counts against the spool's
+free-space reserve (:func:`inflated_bytes_to_disk`, checked per chunk)."""
+
+
+def inflated_bytes_to_disk(written_bytes: int, chunk_bytes: int) -> int:
+    """Bytes that writing ``chunk_bytes`` more, after ``written_bytes``, to the spooled file
+    of :data:`INFLATED_IN_MEMORY_BYTES` puts on disk: none while it stays in memory; all of
+    them when it rolls over to disk (``SpooledTemporaryFile`` rolls over once its size passes
+    ``max_size``); the chunk once on disk."""
+    total = written_bytes + chunk_bytes
+    if total <= INFLATED_IN_MEMORY_BYTES:
+        return 0
+    if written_bytes <= INFLATED_IN_MEMORY_BYTES:
+        return total
+    return chunk_bytes
 
 
 def _read_data_set(handle: BinaryIO, start: int, transfer_syntax: str) -> Dataset:
@@ -390,10 +406,22 @@ class _IncomingInstance:
                         end=self.size_bytes,
                         target=inflated,
                         max_bytes=self.receiver.max_inflated_bytes,
+                        before_write=self._ensure_room_to_inflate,
                     )
                 except OSError as exc:  # the spooled file's disk is full: not the sender's fault
                     raise _NoRoomToInflateError from exc
                 return self._checked(inflated, 0, end, ExplicitVRLittleEndian)
+
+    def _ensure_room_to_inflate(self, written_bytes: int, chunk_bytes: int) -> None:
+        """Before the next inflated chunk is written: the bytes it puts on disk must leave the
+        spool's free-space reserve (an instance sent deflated never takes the volume below it).
+
+        Raises:
+            SpoolFullError: (an ``OSError``, ENOSPC) answered 0xA700.
+        """
+        to_disk = inflated_bytes_to_disk(written_bytes, chunk_bytes)
+        if to_disk:
+            self.receiver.spool.ensure_room(to_disk)
 
     def _checked(
         self, handle: BinaryIO, start: int, end: int, encoding: str | None = None

@@ -19,6 +19,11 @@ a failing index can be replayed alone:
 * the command's SOP Instance UID or SOP Class UID changed;
 * the data set sent on the presentation context of the other VR encoding, or on the
   Verification context.
+
+A smaller share of mutants (:func:`syntax_seeds`) is sent in Explicit VR Big Endian and in
+Deflated Explicit VR Little Endian: the same operators, in the seed's byte order; a deflated
+seed is mutated inflated, then deflated (so the mutants reach the element checks), and now
+and then its deflate stream is cut or flipped as well.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ import shutil
 import subprocess
 import tempfile
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
+from typing import Literal
 
 import pydicom
 from pydicom.dataelem import RawDataElement
@@ -40,6 +47,8 @@ from pydicom.filereader import data_element_generator
 from pydicom.uid import (
     UID,
     CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     NuclearMedicineImageStorage,
@@ -68,6 +77,9 @@ SOP_CLASSES = (
     RTStructureSetStorage,
 )
 TRANSFER_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+OTHER_SYNTAXES = (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian)
+"""Sent by the smaller share of mutants (:func:`syntax_seeds`); their contexts come after
+the little-endian ones, so those keep their ids."""
 PIXEL_DATA_TAG = 0x7FE00010
 LONG_HEADER_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
 """Explicit VRs with a 12-byte element header (PS3.5 §7.1.2)."""
@@ -75,11 +87,13 @@ SHAPE_KEYWORDS = {0x00280008: "IS", 0x00280010: "US", 0x00280011: "US"}
 
 
 def contexts() -> list[Context]:
-    """Verification, then every seed SOP class in both VR encodings (ids 3, 5, 7…)."""
+    """Verification, then every seed SOP class in both VR encodings (ids 3, 5, 7…), then in
+    the :data:`OTHER_SYNTAXES`."""
     proposed = [Context(ECHO_CONTEXT, VERIFICATION, ImplicitVRLittleEndian)]
-    for sop_class in SOP_CLASSES:
-        for syntax in TRANSFER_SYNTAXES:
-            proposed.append(Context(2 * len(proposed) + 1, sop_class, syntax))
+    for syntaxes in (TRANSFER_SYNTAXES, OTHER_SYNTAXES):
+        for sop_class in SOP_CLASSES:
+            for syntax in syntaxes:
+                proposed.append(Context(2 * len(proposed) + 1, sop_class, syntax))
     return proposed
 
 
@@ -103,7 +117,8 @@ class Element:
 
 @dataclass(frozen=True)
 class Seed:
-    """A data set as a C-STORE carries it, and where its top-level elements are."""
+    """A data set as a C-STORE carries it, and where its top-level elements are (a deflated
+    one: ``data`` is the inflated data set, deflated when a mutant is sent)."""
 
     name: str
     sop_class: str
@@ -120,11 +135,29 @@ class Seed:
                 return element.header_at
         return len(self.data)
 
+    @property
+    def byteorder(self) -> Literal["little", "big"]:
+        return "big" if self.transfer_syntax == ExplicitVRBigEndian else "little"
+
+    @property
+    def deflated(self) -> bool:
+        return self.transfer_syntax == DeflatedExplicitVRLittleEndian
+
+
+def deflate(data: bytes) -> bytes:
+    """A data set as a deflated transfer syntax carries it: raw deflate (no zlib header),
+    padded to an even length (PS3.5 A.5)."""
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    out = compressor.compress(data) + compressor.flush()
+    return out + b"\0" * (len(out) % 2)
+
 
 def _elements(data: bytes, transfer_syntax: str) -> tuple[Element, ...]:
-    implicit = UID(transfer_syntax).is_implicit_VR
+    syntax = UID(transfer_syntax)
+    implicit = syntax.is_implicit_VR
+    little = syntax.is_little_endian or syntax.is_deflated
     found = []
-    for raw in data_element_generator(BytesIO(data), implicit, True, defer_size=256):
+    for raw in data_element_generator(BytesIO(data), implicit, little, defer_size=256):
         assert isinstance(raw, RawDataElement)
         header = 12 if not implicit and raw.VR in LONG_HEADER_VRS else 8
         found.append(
@@ -137,7 +170,8 @@ def seed_from_file(path: Path, name: str, transfer_syntax: str | None = None) ->
     """A seed from a Part 10 file, re-encoded in ``transfer_syntax`` (default: its own)."""
     dataset = pydicom.dcmread(path)
     syntax = str(transfer_syntax or dataset.file_meta.TransferSyntaxUID)
-    data = encode_data_set(dataset, syntax)
+    inflated = syntax == DeflatedExplicitVRLittleEndian
+    data = encode_data_set(dataset, ExplicitVRLittleEndian if inflated else syntax)
     return Seed(
         name,
         str(dataset.SOPClassUID),
@@ -166,6 +200,22 @@ def fuzz_seeds(siemens_fixture: Path, patient: GeneratedPatient) -> list[Seed]:
         seed_from_file(ct, "phantom_ct", ExplicitVRLittleEndian),
         seed_from_file(patient.seg_path, "phantom_seg", ExplicitVRLittleEndian),
         *rtstruct_seeds,
+    ]
+
+
+def syntax_seeds(patient: GeneratedPatient, transfer_syntax: str) -> list[Seed]:
+    """A generated patient's NM, one CT slice, its SEG and an RTSTRUCT drawn on its first CT
+    (read back on :func:`rtstruct_ct_files`), encoded in ``transfer_syntax`` (one of the
+    :data:`OTHER_SYNTAXES`)."""
+    ct = next(p for p in patient.dicom_files if p.parent.name == "ct")
+    with tempfile.TemporaryDirectory(prefix="fuzz-rtstruct-") as work:
+        rtstruct = write_rtstruct_from_seg(patient, Path(work) / "rtstruct.dcm")
+        rtstruct_seed = seed_from_file(rtstruct, "phantom_rtstruct", transfer_syntax)
+    return [
+        seed_from_file(patient.nm_files[0], "phantom_nm", transfer_syntax),
+        seed_from_file(ct, "phantom_ct", transfer_syntax),
+        seed_from_file(patient.seg_path, "phantom_seg", transfer_syntax),
+        rtstruct_seed,
     ]
 
 
@@ -220,7 +270,7 @@ def _length(rng: random.Random, seed: Seed, data: bytearray, command: dict[str, 
         return
     choices = (element.length + 2, element.length - 2, rng.randrange(1 << (8 * size)), 0xFFFFFFFF)
     length = rng.choice(choices) % (1 << (8 * size))
-    data[at : at + size] = length.to_bytes(size, "little")
+    data[at : at + size] = length.to_bytes(size, seed.byteorder)
 
 
 def _vr(rng: random.Random, seed: Seed, data: bytearray, command: dict[str, str]) -> None:
@@ -260,7 +310,7 @@ def _shape(rng: random.Random, seed: Seed, data: bytearray, command: dict[str, s
     if element.value_at + element.length > len(data):
         return
     if SHAPE_KEYWORDS[element.tag] == "US":
-        value = rng.choice((0, 1, 65535)).to_bytes(2, "little")[: element.length]
+        value = rng.choice((0, 1, 65535)).to_bytes(2, seed.byteorder)[: element.length]
     else:
         value = rng.choice((b"0", b"ab", b"-3", b"99")).ljust(element.length)[: element.length]
     data[element.value_at : element.value_at + element.length] = value
@@ -304,6 +354,10 @@ def mutant(seeds: Sequence[Seed], seed: int, index: int) -> Mutant:
     names = rng.sample(sorted(OPERATORS), k=rng.randint(1, 3))
     for name in names:
         OPERATORS[name](rng, base, data, command)
+    if base.deflated:
+        data = bytearray(deflate(bytes(data)))
+        if rng.random() < 0.25:  # the deflate stream itself damaged
+            rng.choice((_flip, _cut))(rng, base, data, command)
     syntax = base.transfer_syntax
     context = context_id(command["sop_class"], syntax)
     if command.get("context") == "verification":

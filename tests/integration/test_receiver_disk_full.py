@@ -17,19 +17,22 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom import association as pynetdicom_association
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 from typer.testing import CliRunner
 
 from concordose.cli import EXIT_INPUT_ERROR, app
+from concordose.ingest import receiver as receiver_module
 from concordose.ingest.receiver import STATUS_OUT_OF_RESOURCES, StorageReceiver
 from concordose.phantoms import GeneratedPatient
 from concordose.spool.journal import journal_file_bytes
 from concordose.spool.store import Spool
 from tests.fakes import FakeClock, Recorder
+from tests.integration.crafted_peer import Context, CraftedPeer, encode_data_set
 from tests.integration.peers import free_port, port_open, stop_process, storescu, wait_until
+from tests.integration.receiver_fuzzing import deflate
 from tests.integration.small_volume import fill, free_bytes, mounted_tmpfs
 
 pytestmark = pytest.mark.integration
@@ -283,3 +286,44 @@ def test_with_the_journal_off_the_reserve_also_answers_out_of_resources(
         receiver.spool.free_reserve_bytes = 0
         assert _send(receiver.port, ct) == 0x0000
         assert receiver.spool.status().instances == 1
+
+
+def test_a_deflated_instance_is_refused_when_inflating_it_would_cross_the_reserve(
+    volume: Path,
+    small_patient: GeneratedPatient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The unnamed file a deflated data set is inflated into counts against the reserve: 80 kB
+    sent inflate to ≈ 3 MB; with 3.5 MB free and a 1 MB reserve, inflating would leave less
+    than the reserve (though the 80 kB to file would fit): 0xA700, nothing kept; with room,
+    0x0000."""
+    monkeypatch.setattr(receiver_module, "INFLATED_IN_MEMORY_BYTES", 64 * KB)  # to disk soon
+    dataset = pydicom.dcmread(_cts(small_patient)[0])
+    dataset.private_block(0x0011, "CONCORDOSE TEST", create=True).add_new(0x01, "OB", bytes(3 * MB))
+    data = deflate(encode_data_set(dataset, ExplicitVRLittleEndian))
+    assert len(data) < 80 * KB
+    spool = Spool(volume / "spool", free_reserve_bytes=1 * MB)
+    context = Context(1, CTImageStorage, DeflatedExplicitVRLittleEndian)
+
+    def send() -> int:
+        peer = CraftedPeer(receiver.port, [context], calling_ae="MILAN_SPECT")
+        try:
+            return peer.store(1, CTImageStorage, str(dataset.SOPInstanceUID), data)
+        finally:
+            peer.release()
+
+    with StorageReceiver(
+        spool, port=0, site_by_ae_title=SITES, journal_segment_bytes=None
+    ) as receiver:
+        filler = fill(volume, leave_bytes=3 * MB + 512 * KB)
+        with caplog.at_level(logging.ERROR, logger="concordose"):
+            assert send() == STATUS_OUT_OF_RESOURCES
+        assert "reserve 1.0 MB" in caplog.text
+        assert receiver.spool.status().instances == 0
+        assert list(receiver.spool.tmp_dir.iterdir()) == []
+        filler.unlink()
+        assert send() == 0x0000
+        assert [r.identity.sop_instance_uid for r in receiver.spool.instances()] == [
+            str(dataset.SOPInstanceUID)
+        ]

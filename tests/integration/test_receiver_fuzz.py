@@ -11,6 +11,11 @@ RTSTRUCT on the CT it was drawn on); the folder catalogue
 for all) without an exception other than a finding-producing ``ConcordoseError``; the spool
 indexes exactly the instances answered 0x0000.
 
+A smaller share, ``CONCORDOSE_FUZZ_SYNTAX_COUNT`` (default 40) mutants in each of Explicit VR Big
+Endian and Deflated Explicit VR Little Endian (generated NM, CT, SEG and RTSTRUCT; campaign seeds
+``CONCORDOSE_FUZZ_SEED`` + 1 and + 2), is sent on those presentation contexts and asserted the
+same way.
+
 Parameters (environment): ``CONCORDOSE_FUZZ_COUNT`` (default 300), ``CONCORDOSE_FUZZ_SEED``
 (default 18). Replay one mutant: ``receiver_fuzzing.mutant(seeds, seed, index)``.
 """
@@ -38,10 +43,13 @@ from tests.conftest import SIEMENS_NM_FIXTURE
 from tests.integration.crafted_peer import CraftedPeer
 from tests.integration.receiver_fuzzing import (
     ECHO_CONTEXT,
+    OTHER_SYNTAXES,
+    Campaign,
     contexts,
     fuzz_seeds,
     rtstruct_ct_files,
     run_campaign,
+    syntax_seeds,
     unreadable_successes,
 )
 
@@ -49,6 +57,7 @@ pytestmark = pytest.mark.integration
 
 COUNT = int(os.environ.get("CONCORDOSE_FUZZ_COUNT", "300"))
 SEED = int(os.environ.get("CONCORDOSE_FUZZ_SEED", "18"))
+SYNTAX_COUNT = int(os.environ.get("CONCORDOSE_FUZZ_SYNTAX_COUNT", "40"))
 SENDER = "MILAN_SPECT"
 ANSWERS = {
     0x0000,
@@ -114,3 +123,62 @@ def test_mutants_never_stop_the_service_and_only_readable_ones_are_stored(
     for uid in campaign.accepted:
         shutil.copy(rows[uid].path, folder / f"{uid}.dcm")
     assert len(catalogue(folder)) == len(campaign.accepted)
+
+
+@pytest.mark.timeout(300)
+def test_big_endian_and_deflated_mutants_are_handled_like_the_others(
+    receiver: StorageReceiver, small_patient: GeneratedPatient, tmp_path: Path
+) -> None:
+    campaigns: dict[str, tuple[int, Campaign]] = {}
+    for offset, syntax in enumerate(OTHER_SYNTAXES, start=1):
+        # A campaign seed of its own: the same (seed, index) would draw the same fresh UIDs.
+        seed = SEED + offset
+        campaign = run_campaign(
+            receiver.port,
+            syntax_seeds(small_patient, syntax),
+            seed=seed,
+            count=SYNTAX_COUNT,
+            calling_ae=SENDER,
+        )
+        print(
+            f"{syntax}: {SYNTAX_COUNT} mutants in {campaign.elapsed_s:.1f} s: {campaign.counts()}"
+        )
+        assert campaign.aborted == []
+        assert len(campaign.statuses) == SYNTAX_COUNT
+        assert set(campaign.statuses.values()) <= ANSWERS
+        assert 0x0000 in campaign.counts(), f"no {syntax} mutant was stored: nothing read back"
+        assert len(campaign.counts()) > 1, "the mutants should not all get the same answer"
+        campaigns[syntax] = seed, campaign
+
+    peer = CraftedPeer(receiver.port, contexts(), calling_ae=SENDER)
+    try:
+        assert peer.echo(ECHO_CONTEXT) == 0x0000
+    finally:
+        peer.release()
+
+    rows = {row.identity.sop_instance_uid: row for row in receiver.spool.instances()}
+    accepted = {uid for _, campaign in campaigns.values() for uid in campaign.accepted}
+    assert set(rows) == accepted, "indexed ≠ answered 0x0000"
+    for name, (_, campaign) in campaigns.items():
+        syntaxes = {str(rows[uid].identity.transfer_syntax) for uid in campaign.accepted}
+        assert name in syntaxes, f"no mutant was stored in {name}"
+
+    registry = SiteRegistry.load(small_patient.sites_path)
+    stored = {uid: row.path for uid, row in rows.items()}
+    classes = {uid: row.identity.sop_class_uid for uid, row in rows.items()}
+    for seed, campaign in campaigns.values():
+        failures = unreadable_successes(
+            campaign,
+            stored,
+            classes,
+            registry,
+            seed=seed,
+            rtstruct_ct_files=rtstruct_ct_files(small_patient),
+        )
+        assert failures == []
+
+    folder = tmp_path / "accepted"
+    folder.mkdir()
+    for uid in accepted:
+        shutil.copy(rows[uid].path, folder / f"{uid}.dcm")
+    assert len(catalogue(folder)) == len(accepted)

@@ -78,6 +78,30 @@ def test_a_decompression_bomb_stops_at_the_cap() -> None:
     assert sink.count <= 8 << 20
 
 
+def test_each_chunk_is_announced_before_it_is_written_and_the_announcement_can_stop_it() -> None:
+    """The receiver checks the spool's free-space reserve there (``before_write``)."""
+    stream = _zeros_deflated(4 << 20)
+    sink = _Sink()
+    announced: list[tuple[int, int]] = []
+
+    def before_write(written_bytes: int, chunk_bytes: int) -> None:
+        assert written_bytes == sink.count  # called before the chunk is written
+        announced.append((written_bytes, chunk_bytes))
+        if written_bytes + chunk_bytes > 1 << 20:
+            raise OSError(28, "no room")
+
+    with pytest.raises(OSError, match="no room"):
+        inflate_data_set(
+            io.BytesIO(stream),
+            start=0,
+            end=len(stream),
+            target=cast(BinaryIO, sink),
+            before_write=before_write,
+        )
+    assert sink.count == 1 << 20  # nothing past the refused chunk
+    assert sum(size for _, size in announced[:-1]) == sink.count
+
+
 def test_one_nul_pad_byte_after_the_stream_is_allowed() -> None:
     data = b"x" * 1001
     stream = _deflate(data) + b"\0"

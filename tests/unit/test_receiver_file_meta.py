@@ -10,7 +10,8 @@ from pydicom.uid import UID
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 from pynetdicom.dsutils import encode_file_meta
 
-from concordose.ingest.receiver import file_meta_bytes
+from concordose.ingest import receiver as receiver_module
+from concordose.ingest.receiver import file_meta_bytes, inflated_bytes_to_disk
 from concordose.ingest.upper_layer import StoreRequest
 
 
@@ -45,3 +46,13 @@ def test_an_empty_uid_is_refused(sop_class_uid: str, sop_instance_uid: str) -> N
     request = StoreRequest(1, sop_class_uid, sop_instance_uid, "1.2.840.10008.1.2")
     with pytest.raises(ValueError, match="empty"):
         file_meta_bytes(request)
+
+
+def test_inflated_bytes_count_against_the_disk_only_once_the_spooled_file_rolls_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(receiver_module, "INFLATED_IN_MEMORY_BYTES", 100)
+    assert inflated_bytes_to_disk(0, 100) == 0  # still in memory
+    assert inflated_bytes_to_disk(90, 20) == 110  # rolls over: everything goes to disk
+    assert inflated_bytes_to_disk(100, 20) == 120  # 100 is not yet past max_size
+    assert inflated_bytes_to_disk(110, 20) == 20  # on disk already: only the chunk
