@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import Ridge
+from sklearn.metrics import mean_absolute_percentage_error, root_mean_squared_error
 from sklearn.model_selection import KFold, LeaveOneGroupOut
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -239,8 +240,8 @@ def agreement_metrics(
     if n == 0:
         return AgreementMetrics(0, math.nan, math.nan, math.nan)
     y, y_hat = measured[usable], predicted[usable]
-    mape = float(np.mean(np.abs(y_hat - y) / y) * 100.0)
-    nrmse = float(np.sqrt(np.mean((y_hat - y) ** 2)) / np.mean(y))
+    mape = float(mean_absolute_percentage_error(y, y_hat)) * 100.0
+    nrmse = float(root_mean_squared_error(y, y_hat)) / float(np.mean(y))
     coverage = math.nan
     if low is not None and high is not None:
         coverage = float(np.mean((low[usable] <= y) & (y <= high[usable])))
