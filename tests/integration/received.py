@@ -49,3 +49,8 @@ def send_more(receiver: StorageReceiver, patient: GeneratedPatient, files: list[
         calling_ae_title=patient.site.calling_ae_title,
     )
     assert report.refused == []
+    # Acknowledged means journaled; the receiver's filer indexes after a pause in arrivals, and a
+    # time point with unfiled instances never completes: file them now, so that the spool lists
+    # every time point and a completion trigger sees them all (file_journaled waits for a batch
+    # the filer has in hand).
+    receiver.spool.file_journaled()

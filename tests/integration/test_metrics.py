@@ -315,6 +315,7 @@ def test_a_worker_process_cycle_outcome_is_served_by_metrics_serve(
             calling_ae_title=small_patient.site.calling_ae_title,
         )
         assert report.refused == []
+        receiver.spool.file_journaled()  # acknowledged ⇒ journaled: filed before completing
         studies = {str(pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in files}
         for study in sorted(studies):
             receiver.completion.trigger(study)

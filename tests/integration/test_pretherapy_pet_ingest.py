@@ -58,6 +58,7 @@ def test_a_pet_study_is_received_and_filed_as_pretherapy(
             calling_ae_title=site.calling_ae_title,
         )
         assert report.refused == []
+        receiver.spool.file_journaled()  # acknowledged ⇒ journaled: filed before completing
         for record in Spool.open_existing(spool_root).timepoints():
             receiver.completion.trigger(record.study_uid)
     spool = Spool.open_existing(spool_root)
