@@ -164,6 +164,9 @@ def test_the_wheel_holds_one_top_level_package_with_everything_in_it(wheel: Path
     # PEP 639 metadata, which needs setuptools >= 77 (the build floor)
     metadata = zipfile.ZipFile(wheel).read(f"{DIST_INFO}/METADATA").decode()
     assert "License-Expression: Apache-2.0" in metadata.splitlines()
+    assert "License-File: LICENSE" in metadata.splitlines()
+    licence = zipfile.ZipFile(wheel).read(f"{DIST_INFO}/licenses/LICENSE").decode()
+    assert licence == (REPO_ROOT / "LICENSE").read_text(encoding="utf-8")
 
 
 def test_the_installed_wheel_runs_version_check_and_process(wheel: Path, tmp_path: Path) -> None:
