@@ -18,6 +18,32 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SIEMENS_NM_FIXTURE = REPO_ROOT / "tests" / "data" / "siemens_intevo_lu177_phantom_recon.dcm"
 
 
+SESSION_RUNS = ("demo_output", "consortium_run")
+"""Session fixtures that run the platform end to end (minutes each): every module using one runs
+on the pytest-xdist worker that builds it."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group tests for pytest-xdist's ``--dist loadgroup`` (the test command's parallel run).
+
+    Each module stays on one worker, so its module-scoped fixtures (generated consortia, a
+    receiver) are built once; modules that use one of :data:`SESSION_RUNS` share that run's
+    worker. Runs before xdist reads the marks (``tryfirst``); without xdist the marks do nothing.
+    """
+    group_of_module: dict[str, str] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        fixtures = getattr(item, "fixturenames", ())
+        shared = next((name for name in SESSION_RUNS if name in fixtures), None)
+        if shared is not None:
+            group_of_module[module] = shared
+        else:
+            group_of_module.setdefault(module, module)
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group_of_module[item.nodeid.split("::", 1)[0]]))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def prefect_logs_to_the_sessions_stderr() -> None:
     """Configure Prefect's logging before any test runs a command.

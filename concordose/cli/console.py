@@ -12,7 +12,7 @@ tables folded to 80 columns.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console, ConsoleDimensions
@@ -46,16 +46,22 @@ wrapped (tables take only the width their content needs)."""
 class PipeFriendlyConsole(Console):
     """A rich console that is as wide as its content when its output is not a terminal.
 
-    Rich otherwise lays out for the terminal's width (80 columns when there is none), so a table
-    piped to a file or a script loses the ends of its long values. A width given explicitly
-    (``width=``) still wins.
+    Rich otherwise lays out for the terminal's width (80 columns when there is none, or the
+    ``COLUMNS`` environment variable), so a table piped to a file or a script loses the ends of
+    its long values. ``COLUMNS`` describes a terminal, so it is ignored when there is none (test
+    runners and some shells export it); a width given explicitly (``width=``, or setting
+    :attr:`size`) still wins.
     """
+
+    def __init__(self, *args: Any, width: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, width=width, **kwargs)
+        self._width_given = width is not None
 
     @property
     def size(self) -> ConsoleDimensions:
         """The terminal's size; :data:`PIPED_WIDTH` columns when not writing to a terminal."""
         dimensions = super().size
-        if self.is_terminal or self._width is not None:
+        if self.is_terminal or self._width_given:
             return dimensions
         return ConsoleDimensions(PIPED_WIDTH, dimensions.height)
 
@@ -64,6 +70,7 @@ class PipeFriendlyConsole(Console):
         width, height = new_size
         self._width = width
         self._height = height
+        self._width_given = True
 
 
 console = PipeFriendlyConsole()

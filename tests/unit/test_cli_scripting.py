@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from concordose.calibration.records import CalibrationRecord
 from concordose.cli import EXIT_INPUT_ERROR, app
-from concordose.cli.console import EXIT_HELD
+from concordose.cli.console import EXIT_HELD, PipeFriendlyConsole
 from concordose.dicom.pseudonym import PATIENT_HIDDEN
 from concordose.phantoms import GeneratedPatient
 from concordose.results.calibration_table import build_site_calibrations
@@ -109,6 +109,21 @@ def test_spool_status_piped_keeps_long_values_whole(tmp_path: Path) -> None:
     lines = result.output.splitlines()
     assert any(LONG_REASON in line for line in lines)  # on one line, not wrapped
     assert any(LONG_STUDY_UID in line for line in lines)  # the table column is not folded
+
+
+def test_piped_output_ignores_a_terminal_width_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # COLUMNS describes a terminal (pytest-xdist's workers and some shells export it): piped
+    # output still keeps each value whole; a width given explicitly still wins.
+    monkeypatch.setenv("COLUMNS", "80")
+    value = "x" * 150
+    piped = PipeFriendlyConsole(file=io.StringIO())
+    piped.print(value)
+    assert value in piped.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    narrow = PipeFriendlyConsole(file=io.StringIO(), width=80)
+    narrow.print(value)
+    assert value not in narrow.file.getvalue().splitlines()  # type: ignore[attr-defined]
 
 
 def test_spool_status_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
