@@ -65,22 +65,20 @@ import struct
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Mapping
-from contextlib import suppress
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, cast
 
 from pydantic import SecretStr
-from pydicom import Dataset
-from pydicom.filereader import read_dataset
+from pydicom.datadict import tag_for_keyword
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
 )
 from pynetdicom import (
     AE,
@@ -99,12 +97,11 @@ from concordose.ingest.admission import (
 )
 from concordose.ingest.dataset_checks import (
     MAX_INFLATED_BYTES,
+    DataBuffer,
     DataSetMismatchError,
-    check_encoding,
     check_identity,
-    check_nesting,
-    check_structure,
     inflate_data_set,
+    read_checked_data_set,
 )
 from concordose.ingest.tls import certificate_refusal
 from concordose.ingest.upper_layer import (
@@ -135,6 +132,7 @@ from concordose.spool.journal import (
     DEFAULT_SEGMENT_COUNT,
     JournalOverflowError,
     JournalWriter,
+    map_region,
 )
 from concordose.spool.store import (
     RECEIVER_LOCK_FILENAME,
@@ -142,7 +140,7 @@ from concordose.spool.store import (
     InvalidInstanceError,
     Spool,
 )
-from concordose.spool.timepoints import InstanceSummary, OnComplete
+from concordose.spool.timepoints import SUMMARY_KEYWORDS, InstanceSummary, OnComplete
 
 LOG = logging.getLogger(__name__)
 
@@ -231,25 +229,30 @@ def inflated_bytes_to_disk(written_bytes: int, chunk_bytes: int) -> int:
     return chunk_bytes
 
 
-def _read_data_set(handle: BinaryIO, start: int, transfer_syntax: str) -> Dataset:
-    """The data set of a received Part 10 file, values over :data:`DEFER_VALUES_OVER_BYTES`
-    left unread.
-
-    Read from ``start`` (after the file meta we wrote ourselves) in the encoding ``dcmread``
-    would choose for ``transfer_syntax`` (``read_partial``'s rule), by pydicom's
-    ``read_dataset``, which like ``dcmread`` detects explicit-VR bytes on an implicit-VR
-    syntax (and the reverse) from the first element. A deflated data set is passed inflated,
-    as Explicit VR Little Endian (pydicom's ``dcmread`` would inflate it whole in memory,
-    however large: a decompression bomb). Parsing our own file meta again cost ≈ 0.3 ms per
-    instance.
-    """
-    handle.seek(start)
-    return read_dataset(
-        handle,
-        is_implicit_VR=transfer_syntax == ImplicitVRLittleEndian,
-        is_little_endian=transfer_syntax != ExplicitVRBigEndian,
-        defer_size=DEFER_VALUES_OVER_BYTES,
+KEPT_TAGS = frozenset(
+    tag
+    for keyword in (
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        *SUMMARY_KEYWORDS,
     )
+    if (tag := tag_for_keyword(keyword)) is not None
+)
+"""The elements the receiver reads with pydicom (its identity and summary); every other
+element is checked by its header alone (:func:`~.dataset_checks.read_checked_data_set`)."""
+
+
+@contextmanager
+def _mapped_file(path: Path, size_bytes: int) -> Iterator[memoryview]:
+    """The first ``size_bytes`` of the file at ``path``, mapped read-only."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with map_region(fd, 0, size_bytes) as view:
+            yield view
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -380,6 +383,12 @@ class _IncomingInstance:
         finally:
             self.discard()  # unless the spool or the quarantine took it
 
+    def _mapped(self) -> AbstractContextManager[memoryview]:
+        """The received Part 10 file, mapped read-only (journal record or temp file)."""
+        if self.writer is not None:
+            return self.writer.mapped()
+        return _mapped_file(self.path, self.size_bytes)
+
     def _decode(self) -> tuple[InstanceIdentity, InstanceSummary]:
         """Read the data set back and check it (:mod:`.dataset_checks`).
 
@@ -390,27 +399,35 @@ class _IncomingInstance:
         request = self.request
         if self.meta_error is not None:
             raise self.meta_error
-        with self.writer.reader() if self.writer is not None else open(self.path, "rb") as handle:
-            if request.transfer_syntax != DeflatedExplicitVRLittleEndian:
-                return self._checked(handle, self.data_start, self.size_bytes)
-            # PS3.5 A.5: the data set deflated, then Explicit VR Little Endian; inflated in
-            # chunks up to a cap (a decompression bomb is refused, never inflated in full).
-            with tempfile.SpooledTemporaryFile(
+        if request.transfer_syntax != DeflatedExplicitVRLittleEndian:
+            with self._mapped() as received, received[self.data_start :] as data:
+                return self._checked(data)
+        # PS3.5 A.5: the data set deflated, then Explicit VR Little Endian; inflated in chunks
+        # up to a cap (a decompression bomb is refused, never inflated in full).
+        with (
+            self.writer.reader() if self.writer is not None else open(self.path, "rb") as handle,
+            tempfile.SpooledTemporaryFile(
                 max_size=INFLATED_IN_MEMORY_BYTES, dir=str(self.receiver.spool.tmp_dir)
-            ) as spooled:
-                inflated = cast(BinaryIO, spooled)  # an IO[bytes] with every method BinaryIO has
-                try:
-                    end = inflate_data_set(
-                        handle,
-                        start=self.data_start,
-                        end=self.size_bytes,
-                        target=inflated,
-                        max_bytes=self.receiver.max_inflated_bytes,
-                        before_write=self._ensure_room_to_inflate,
-                    )
-                except OSError as exc:  # the spooled file's disk is full: not the sender's fault
-                    raise _NoRoomToInflateError from exc
-                return self._checked(inflated, 0, end, ExplicitVRLittleEndian)
+            ) as spooled,
+        ):
+            inflated = cast(BinaryIO, spooled)  # an IO[bytes] with every method BinaryIO has
+            try:
+                end = inflate_data_set(
+                    handle,
+                    start=self.data_start,
+                    end=self.size_bytes,
+                    target=inflated,
+                    max_bytes=self.receiver.max_inflated_bytes,
+                    before_write=self._ensure_room_to_inflate,
+                )
+            except OSError as exc:  # the spooled file's disk is full: not the sender's fault
+                raise _NoRoomToInflateError from exc
+            if end <= INFLATED_IN_MEMORY_BYTES:  # still in memory (not rolled over)
+                inflated.seek(0)
+                return self._checked(inflated.read(end), ExplicitVRLittleEndian)
+            inflated.flush()  # rolled over to a file: its buffered tail too, before mapping
+            with map_region(inflated.fileno(), 0, end) as data:
+                return self._checked(data, ExplicitVRLittleEndian)
 
     def _ensure_room_to_inflate(self, written_bytes: int, chunk_bytes: int) -> None:
         """Before the next inflated chunk is written: the bytes it puts on disk must leave the
@@ -424,23 +441,19 @@ class _IncomingInstance:
             self.receiver.spool.ensure_room(to_disk)
 
     def _checked(
-        self, handle: BinaryIO, start: int, end: int, encoding: str | None = None
+        self, data: DataBuffer, encoding: str | None = None
     ) -> tuple[InstanceIdentity, InstanceSummary]:
-        """Read the data set in ``handle[start:end]`` in ``encoding`` (default: the request's
-        transfer syntax) and check it (see :meth:`_decode`)."""
+        """Check the data set ``data`` in ``encoding`` (default: the request's transfer syntax)
+        and read its identity and summary (see :meth:`_decode`): every element header is
+        walked (:func:`~.dataset_checks.read_checked_data_set`), pydicom reads only
+        :data:`KEPT_TAGS` and the elements it must decode to check them."""
         request = self.request
-        syntax = encoding or request.transfer_syntax
-        # Every element header is parsed; values over 64 kB (pixel data) are skipped by
-        # seeking, so a value reaching past the end shows as a position past it.
-        dataset = _read_data_set(handle, start, syntax)
-        if handle.tell() > end:
-            raise ValueError(
-                f"data set truncated: its last element ends at byte {handle.tell()}, "
-                f"{handle.tell() - end} bytes after the {end} bytes received"
-            )
-        check_encoding(dataset, syntax)
-        check_nesting(handle, start=start, end=end, transfer_syntax=syntax)
-        check_structure(dataset)
+        dataset = read_checked_data_set(
+            data,
+            transfer_syntax=encoding or request.transfer_syntax,
+            keep_tags=KEPT_TAGS,
+            defer_size=DEFER_VALUES_OVER_BYTES,
+        )
         check_identity(
             dataset,
             sop_class_uid=request.sop_class_uid,

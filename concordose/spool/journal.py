@@ -69,12 +69,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import mmap
 import os
 import struct
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,6 +254,10 @@ class JournalWriter:
         """The data written so far as a read-only file (for decoding it)."""
         return io.BufferedReader(_Window(self.segment.fd, self.data_offset, self.size))
 
+    def mapped(self) -> AbstractContextManager[memoryview]:
+        """The data written so far, mapped read-only (for walking it without reads)."""
+        return map_region(self.segment.fd, self.data_offset, self.size)
+
     def commit(self, meta: dict[str, Any], data_crc: int) -> JournalEntry:
         """Write the meta and the header, wait for a flush covering them (group commit): the
         record is durable on return.
@@ -271,6 +276,26 @@ class JournalWriter:
         if self._open:
             self._open = False
             self.journal._unclaim(self.segment)
+
+
+@contextmanager
+def map_region(fd: int, offset: int, size: int) -> Iterator[memoryview]:
+    """``size`` bytes of file ``fd`` from ``offset``, mapped read-only (``MAP_SHARED``: what
+    was written to the file, from the page cache, without a copy). The file must hold them
+    (a page mapped past its end faults). Unmapped on exit, or — when a view of it is still
+    referenced, e.g. by an exception's traceback — once the last view is gone."""
+    if size == 0:
+        yield memoryview(b"")
+        return
+    base = offset - offset % mmap.ALLOCATIONGRANULARITY
+    region = mmap.mmap(fd, offset - base + size, prot=mmap.PROT_READ, offset=base)
+    view = memoryview(region)[offset - base :]
+    try:
+        yield view
+    finally:
+        view.release()
+        with suppress(BufferError):
+            region.close()
 
 
 class _Window(io.RawIOBase):

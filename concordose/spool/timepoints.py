@@ -55,6 +55,25 @@ def _dt_or_none(value: object) -> datetime | None:
         return None
 
 
+SUMMARY_KEYWORDS = (
+    "SpecificCharacterSet",  # how PatientID's text is decoded
+    "PatientID",
+    "Modality",
+    "AcquisitionDateTime",
+    "AcquisitionDate",
+    "AcquisitionTime",
+    "SeriesDate",
+    "SeriesTime",
+    "StudyDate",
+    "StudyTime",
+    "TimezoneOffsetFromUTC",  # read_injection's
+    "RadiopharmaceuticalInformationSequence",
+)
+"""Every top-level element :meth:`InstanceSummary.from_dataset` reads (with
+:func:`concordose.dicom.nm.read_injection`): a data set holding only these gives the same
+summary (the receiver reads no others)."""
+
+
 @dataclass(frozen=True)
 class InstanceSummary:
     """The few header facts the receiver files an instance under (all optional: a CT has no
