@@ -64,7 +64,6 @@ import ssl
 import struct
 import tempfile
 import threading
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
@@ -132,6 +131,7 @@ from concordose.spool.journal import (
     DEFAULT_SEGMENT_COUNT,
     JournalOverflowError,
     JournalWriter,
+    data_crc32,
     map_region,
 )
 from concordose.spool.store import (
@@ -347,7 +347,7 @@ class _IncomingInstance:
     def write(self, fragment: memoryview) -> None:
         if self.error is not None:
             return
-        self.crc32 = zlib.crc32(fragment, self.crc32)  # for the journal record
+        self.crc32 = data_crc32(fragment, self.crc32)  # for the journal record
         try:
             if self.writer is not None:
                 try:
@@ -810,12 +810,12 @@ class StorageReceiver:
         """Where a C-STORE's data set goes: ``tmp/`` (or nowhere, if the sender is refused)."""
         entry = self._associations[id(association)]
         # TLS proves the institution: a site's certificate may only send as that site.
-        refusal = certificate_refusal(
+        refusal = association.certificate_names is not None and certificate_refusal(
             association.certificate_names,
             self.site_by_ae_title.get(association.calling_ae_title),
             set(self.site_by_ae_title.values()),
         )
-        if refusal is not None:
+        if refusal:  # TLS only: on plain TCP, no certificate to check (nor its sites' set)
             LOG.warning("refused instance from %s: %s", association.calling_ae_title, refusal)
             return _Refused(self._fail(entry, STATUS_NOT_AUTHORIZED))
         context = request.context_abstract_syntax

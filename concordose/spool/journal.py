@@ -80,6 +80,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from isal.isal_zlib import crc32 as isal_crc32
+
 LOG = logging.getLogger(__name__)
 
 BLOCK_BYTES = 4096
@@ -107,6 +109,14 @@ def segment_bytes_for(journal_mb: int, segment_count: int = DEFAULT_SEGMENT_COUN
         return None
     per_segment = (journal_mb << 20) // segment_count // BLOCK_BYTES * BLOCK_BYTES
     return max(per_segment, 2 * BLOCK_BYTES)
+
+
+def data_crc32(data: Any, value: int = 0) -> int:
+    """CRC-32 of a record's data (``value``: of the data before it), the checksum
+    ``zlib.crc32`` computes (same polynomial, same values) by ISA-L's implementation: 0.5 MB in
+    5 µs instead of zlib 1.2's 100 µs, a tenth of the receiver's CPU per CT slice (profile,
+    docs/reliability.md)."""
+    return int(isal_crc32(data, value))
 
 
 def journal_file_bytes(segment_bytes: int, segment_count: int) -> int:
@@ -468,7 +478,7 @@ class Journal:
             chunk = os.pread(fd, min(size, 1 << 20), offset)
             if not chunk:
                 return None
-            crc = zlib.crc32(chunk, crc)
+            crc = data_crc32(chunk, crc)
             offset += len(chunk)
             size -= len(chunk)
         return crc

@@ -1,11 +1,14 @@
 """The receiver's one-pass check of a data set (:func:`read_checked_data_set`, issue 18 item 6):
 every element header walked from a buffer, pydicom reading only the elements the receiver
-needs and those :func:`check_structure` must decode — with the same answers as reading the
-whole data set (a differential run over 2,115 fuzz mutants gave the same status, identity and
-summary for every one; docs/reliability.md). Over real associations:
-``tests/integration/test_receiver_malformed.py`` and ``test_receiver_fuzz.py``."""
+needs and those :func:`check_structure` must decode, or none at all when those are plain text
+(:func:`plain_values`) — with the same answers as reading the whole data set (a differential
+run over 2,115 fuzz mutants gave the same status, identity and summary for every one;
+docs/reliability.md). Over real associations: ``tests/integration/test_receiver_malformed.py``
+and ``test_receiver_fuzz.py``."""
 
 from __future__ import annotations
+
+import io
 
 import pydicom
 import pytest
@@ -55,6 +58,7 @@ def test_pydicom_reads_only_the_kept_decoded_and_pixel_module_elements(syntax: s
     read = read_checked_data_set(
         data, transfer_syntax=syntax, keep_tags=KEPT_TAGS, defer_size=DEFER_VALUES_OVER_BYTES
     )
+    assert isinstance(read, Dataset)  # a sequence: pydicom decodes it
     assert "Manufacturer" not in read
     assert "PixelData" not in read
     assert "PatientBirthDate" not in read
@@ -119,3 +123,54 @@ def test_the_first_element_in_the_other_vr_encoding_is_refused_as_pydicom_sees_i
     data = encode_data_set(_ct(), ImplicitVRLittleEndian)
     with pytest.raises(MalformedDataSetError, match="encoded in implicit VR"):
         walk_data_set(data, transfer_syntax=ExplicitVRLittleEndian)
+
+
+def _plain_ct() -> Dataset:
+    ds = _ct()
+    del ds.RadiopharmaceuticalInformationSequence  # no sequence: nothing for pydicom to decode
+    return ds
+
+
+@pytest.mark.parametrize(
+    ("keyword", "raw", "plain"),
+    [
+        ("PatientID", b"P1  ", True),  # trailing spaces stripped
+        ("PatientID", b" P 1", True),  # leading ones kept (from_dataset strips them)
+        ("PatientID", b"P1\0\0", True),
+        ("PatientID", b"", True),
+        ("StudyDate", b"20261124", True),
+        ("Modality", b"NM", True),
+        ("PatientID", b"P1\\P2", False),  # two values: pydicom's MultiValue
+        ("PatientID", "Müller".encode("latin-1"), False),  # decoded by the character set
+    ],
+)
+def test_plain_values_are_what_pydicom_decodes(keyword: str, raw: bytes, plain: bool) -> None:
+    ds = _plain_ct()
+    if raw:
+        setattr(ds, keyword, "X")
+    data = encode_data_set(ds, ExplicitVRLittleEndian)
+    if raw:  # the value's bytes as given, its length field fixed
+        element = ds[keyword]
+        old = element.value.encode() + (b" " if len(element.value) % 2 else b"")
+        head = data.index(int(element.tag.group).to_bytes(2, "little"))
+        at = data.index(old, head)
+        length = len(raw)
+        data = data[: at - 2] + length.to_bytes(2, "little") + raw + data[at + len(old) :]
+    read = read_checked_data_set(
+        data,
+        transfer_syntax=ExplicitVRLittleEndian,
+        keep_tags=KEPT_TAGS,
+        defer_size=DEFER_VALUES_OVER_BYTES,
+    )
+    assert isinstance(read, dict) == plain
+    whole = pydicom.dcmread(io.BytesIO(b"\0" * 128 + b"DICM" + _meta() + data), force=True)
+    for name in ("PatientID", "StudyDate", "Modality", "SOPInstanceUID", "StudyInstanceUID"):
+        assert read.get(name) == whole.get(name), name
+    assert InstanceSummary.from_dataset(read) == InstanceSummary.from_dataset(whole)
+
+
+def _meta() -> bytes:
+    """An explicit VR little endian file meta group (transfer syntax only)."""
+    syntax = ExplicitVRLittleEndian.encode() + b"\0"
+    element = b"\x02\x00\x10\x00UI" + len(syntax).to_bytes(2, "little") + syntax
+    return b"\x02\x00\x00\x00UL\x04\x00" + len(element).to_bytes(4, "little") + element
