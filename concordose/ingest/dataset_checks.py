@@ -51,6 +51,10 @@ class MalformedDataSetError(ValueError):
     """The data set cannot be parsed as sent (answer 0xC000, cannot understand)."""
 
 
+class DataBeyondPrefixError(Exception):
+    """The check needs bytes past the prefix of the data set it was given (read it whole)."""
+
+
 class DataSetMismatchError(ValueError):
     """The data set is not the instance the C-STORE-RQ names (answer 0xA900)."""
 
@@ -231,9 +235,12 @@ class _Nesting:
     transfer syntax's byte order (PS3.5 §7.3: item and delimiter tags too), from a buffer (a
     mapped file: no read or seek per header, ≈ 1 µs per element)."""
 
-    def __init__(self, data: DataBuffer, *, little_endian: bool = True) -> None:
+    def __init__(
+        self, data: DataBuffer, *, little_endian: bool = True, size: int | None = None
+    ) -> None:
         self.data = data
-        self.size = len(data)
+        self.available = len(data)
+        self.size = self.available if size is None else size  # ``data`` may be a prefix
         order = "<" if little_endian else ">"
         self.header = struct.Struct(f"{order}HHI")
         self.explicit_short = struct.Struct(f"{order}HH2sH")
@@ -243,6 +250,8 @@ class _Nesting:
         """(tag, VR or b"", value length, header size) of the element at ``at``."""
         if at + 8 > self.size:
             raise MalformedDataSetError(f"data set ends inside an element header at byte {at}")
+        if at + 12 > self.available and self.available < self.size:
+            raise DataBeyondPrefixError(f"element header at byte {at}")
         group, element, length = self.header.unpack_from(self.data, at)
         tag = group << 16 | element
         if implicit or group == 0xFFFE:
@@ -371,13 +380,15 @@ def syntax_encoding(transfer_syntax: str) -> SyntaxEncoding:
     return SyntaxEncoding(syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
 
 
-def _walker(transfer_syntax: str, data: DataBuffer) -> tuple[_Nesting, bool]:
+def _walker(
+    transfer_syntax: str, data: DataBuffer, size: int | None = None
+) -> tuple[_Nesting, bool]:
     syntax = syntax_encoding(transfer_syntax)
     if syntax.deflated:
         raise MalformedDataSetError(
             f"{transfer_syntax} is deflated: inflate the data set before walking its elements"
         )
-    return _Nesting(data, little_endian=syntax.little_endian), syntax.implicit_vr
+    return _Nesting(data, little_endian=syntax.little_endian, size=size), syntax.implicit_vr
 
 
 def check_nesting(handle: BinaryIO, *, start: int, end: int, transfer_syntax: str) -> None:
@@ -424,7 +435,9 @@ def check_first_element_encoding(data: DataBuffer, transfer_syntax: str) -> None
         )
 
 
-def walk_data_set(data: DataBuffer, *, transfer_syntax: str) -> list[TopLevelElement]:
+def walk_data_set(
+    data: DataBuffer, *, transfer_syntax: str, size: int | None = None
+) -> list[TopLevelElement]:
     """Check a whole data set by its element headers, in one pass over ``data`` (the data set
     alone, not deflated): its first element in the VR encoding of ``transfer_syntax``
     (:func:`check_first_element_encoding`), then, at every depth, every element, item and
@@ -432,13 +445,17 @@ def walk_data_set(data: DataBuffer, *, transfer_syntax: str) -> list[TopLevelEle
     at any size), every explicit VR one PS3.5 defines, every binary value a whole number of
     its numbers (:func:`check_nesting`'s walk). Returns the top-level elements.
 
+    ``size``: the data set's length when ``data`` holds only its first bytes (values are
+    skipped, not read: a CT slice's headers are in its first kB, its pixel data last).
+
     Raises:
         MalformedDataSetError: naming the first element that fails, with its path.
+        DataBeyondPrefixError: a header lies past ``data`` (the caller passes it whole).
     """
     check_first_element_encoding(data, transfer_syntax)
-    walker, implicit = _walker(transfer_syntax, data)
+    walker, implicit = _walker(transfer_syntax, data, size)
     found: list[TopLevelElement] = []
-    walker.elements(0, len(data), implicit, "", found)
+    walker.elements(0, walker.size, implicit, "", found)
     return found
 
 
@@ -513,6 +530,7 @@ def read_checked_data_set(
     transfer_syntax: str,
     keep_tags: frozenset[int],
     defer_size: int,
+    size: int | None = None,
 ) -> Dataset | dict[str, str]:
     """Check a data set (not deflated) and read the few elements the caller needs.
 
@@ -527,12 +545,15 @@ def read_checked_data_set(
     would; the result holds only those elements (``SpecificCharacterSet`` among ``keep_tags``
     for text values to decode as the sender encoded them).
 
+    ``size``: the data set's length when ``data`` holds only its first bytes.
+
     Raises:
         MalformedDataSetError: see :func:`walk_data_set` and :func:`check_structure`; a kept
             element over ``defer_size`` bytes (a UID, date or code of more than 64 kB).
+        DataBeyondPrefixError: a header or an element to read lies past ``data``.
         Exception: anything pydicom raises for bytes it cannot parse.
     """
-    elements = walk_data_set(data, transfer_syntax=transfer_syntax)
+    elements = walk_data_set(data, transfer_syntax=transfer_syntax, size=size)
     chosen: list[TopLevelElement] = []
     pixel_module: list[TopLevelElement] = []
     decoded = False
@@ -550,12 +571,14 @@ def read_checked_data_set(
             chosen.append(element)
         elif element.tag >> 16 in DECODED_GROUPS and element.length <= defer_size:
             pixel_module.append(element)
+    if decoded:  # ambiguous VRs in what pydicom decodes are resolved by the pixel module
+        chosen = sorted(chosen + pixel_module, key=lambda element: element.start)
+    if chosen and chosen[-1].end > len(data):
+        raise DataBeyondPrefixError(f"element {_path('', chosen[-1].tag)}")
     if not decoded:
         values = plain_values(data, chosen, keep_tags)
         if values is not None:
             return values
-    else:  # ambiguous VRs in what pydicom decodes are resolved by the pixel module
-        chosen = sorted(chosen + pixel_module, key=lambda element: element.start)
     subset = b"".join(data[element.start : element.end] for element in chosen)
     syntax = syntax_encoding(transfer_syntax)
     dataset = read_dataset(

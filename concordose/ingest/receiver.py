@@ -96,6 +96,7 @@ from concordose.ingest.admission import (
 )
 from concordose.ingest.dataset_checks import (
     MAX_INFLATED_BYTES,
+    DataBeyondPrefixError,
     DataBuffer,
     DataSetMismatchError,
     check_identity,
@@ -229,6 +230,11 @@ def inflated_bytes_to_disk(written_bytes: int, chunk_bytes: int) -> int:
     return chunk_bytes
 
 
+HEAD_BYTES = 65536
+"""How much of each received Part 10 file is kept in memory as it arrives: the element headers
+of a CT or NM slice lie in its first kB (its pixel data last), so it is checked from them; a
+data set with headers further in is mapped from the journal or temp file instead."""
+
 KEPT_TAGS = frozenset(
     tag
     for keyword in (
@@ -306,9 +312,10 @@ class _IncomingInstance:
         self.receiver = receiver
         self.entry = entry
         self.request = request
-        self.path = receiver.spool.new_temp_path()
+        self._path: Path | None = None  # named when first needed (a temp file, rarely)
         self.size_bytes = 0
         self.crc32 = 0
+        self.head = bytearray()  # the first HEAD_BYTES received, for checking without a read
         self.handed_over = False
         self.error: OSError | None = None
         self.fd: int | None = None
@@ -322,6 +329,13 @@ class _IncomingInstance:
         if self.writer is None:
             self._open_temp()
         self.write(memoryview(header))
+
+    @property
+    def path(self) -> Path:
+        """The temp file in ``tmp/`` the instance goes to when not (only) in the journal."""
+        if self._path is None:
+            self._path = self.receiver.spool.new_temp_path()
+        return self._path
 
     def _open_temp(self) -> None:
         try:
@@ -348,6 +362,8 @@ class _IncomingInstance:
         if self.error is not None:
             return
         self.crc32 = data_crc32(fragment, self.crc32)  # for the journal record
+        if len(self.head) < HEAD_BYTES:
+            self.head += fragment[: HEAD_BYTES - len(self.head)]
         try:
             if self.writer is not None:
                 try:
@@ -374,8 +390,8 @@ class _IncomingInstance:
         self._close()
         if self.writer is not None:
             self.writer.abort()  # no-op once committed
-        if not self.handed_over:
-            self.path.unlink(missing_ok=True)
+        if not self.handed_over and self._path is not None:
+            self._path.unlink(missing_ok=True)
 
     def finish(self) -> int:
         try:
@@ -400,6 +416,12 @@ class _IncomingInstance:
         if self.meta_error is not None:
             raise self.meta_error
         if request.transfer_syntax != DeflatedExplicitVRLittleEndian:
+            try:  # element headers first in the bytes kept as they arrived (no read, no map)
+                return self._checked(
+                    bytes(self.head[self.data_start :]), size=self.size_bytes - self.data_start
+                )
+            except DataBeyondPrefixError:
+                pass  # headers further in (e.g. elements after the pixel data): map it all
             with self._mapped() as received, received[self.data_start :] as data:
                 return self._checked(data)
         # PS3.5 A.5: the data set deflated, then Explicit VR Little Endian; inflated in chunks
@@ -441,7 +463,7 @@ class _IncomingInstance:
             self.receiver.spool.ensure_room(to_disk)
 
     def _checked(
-        self, data: DataBuffer, encoding: str | None = None
+        self, data: DataBuffer, encoding: str | None = None, *, size: int | None = None
     ) -> tuple[InstanceIdentity, InstanceSummary]:
         """Check the data set ``data`` in ``encoding`` (default: the request's transfer syntax)
         and read its identity and summary (see :meth:`_decode`): every element header is
@@ -453,6 +475,7 @@ class _IncomingInstance:
             transfer_syntax=encoding or request.transfer_syntax,
             keep_tags=KEPT_TAGS,
             defer_size=DEFER_VALUES_OVER_BYTES,
+            size=size,
         )
         check_identity(
             dataset,

@@ -22,6 +22,7 @@ from pydicom.uid import (
 )
 
 from concordose.ingest.dataset_checks import (
+    DataBeyondPrefixError,
     MalformedDataSetError,
     read_checked_data_set,
     walk_data_set,
@@ -174,3 +175,32 @@ def _meta() -> bytes:
     syntax = ExplicitVRLittleEndian.encode() + b"\0"
     element = b"\x02\x00\x10\x00UI" + len(syntax).to_bytes(2, "little") + syntax
     return b"\x02\x00\x00\x00UL\x04\x00" + len(element).to_bytes(4, "little") + element
+
+
+def test_a_prefix_is_enough_until_a_header_lies_past_it() -> None:
+    """The receiver checks a slice from its first 64 kB, kept as they arrived; a header past
+    them (here an element after 70 kB of pixel data) asks for the whole data set instead."""
+    ds = _plain_ct()
+    ds.PixelData = bytes(70_000)
+    data = encode_data_set(ds, ExplicitVRLittleEndian)
+    prefix = data[:65536]
+    read = read_checked_data_set(
+        prefix,
+        transfer_syntax=ExplicitVRLittleEndian,
+        keep_tags=KEPT_TAGS,
+        defer_size=DEFER_VALUES_OVER_BYTES,
+        size=len(data),
+    )
+    assert read == read_checked_data_set(
+        data,
+        transfer_syntax=ExplicitVRLittleEndian,
+        keep_tags=KEPT_TAGS,
+        defer_size=DEFER_VALUES_OVER_BYTES,
+    )
+    with pytest.raises(MalformedDataSetError, match="declares 70000 bytes"):
+        walk_data_set(prefix, transfer_syntax=ExplicitVRLittleEndian, size=len(data) - 2)
+    ds.add_new(0x7FE10010, "OB", b"\0\0")  # a private element after the pixel data
+    data = encode_data_set(ds, ExplicitVRLittleEndian)
+    with pytest.raises(DataBeyondPrefixError):
+        walk_data_set(data[:65536], transfer_syntax=ExplicitVRLittleEndian, size=len(data))
+    assert walk_data_set(data, transfer_syntax=ExplicitVRLittleEndian)[-1].tag == 0x7FE10010
