@@ -299,8 +299,9 @@ class _IncomingInstance:
 
     Where: straight into a record of the spool journal (:meth:`Spool.journal_writer`), or —
     journal off, every segment busy, or the instance outgrowing its segment ("spilled") — into a
-    temp file in ``tmp/``. ``finish`` decodes it from there (every element header must parse;
-    values over 64 kB are skipped, a truncated one is caught), validates its UIDs and makes it
+    temp file in ``tmp/``. ``finish`` checks it (every element header must parse, values are
+    skipped, a truncated one is caught; from its first :data:`HEAD_BYTES`, kept as they arrived,
+    else from the record or file mapped), validates its UIDs and makes it
     durable (:meth:`Spool.commit_journaled` or :meth:`Spool.accept_temp_file`); undecodable or
     unidentifiable bytes go to the quarantine instead; any disk error drops the partial record
     or file and answers 0xA700.
