@@ -64,23 +64,20 @@ import ssl
 import struct
 import tempfile
 import threading
-import zlib
-from collections.abc import Callable, Iterable, Mapping
-from contextlib import suppress
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, cast
 
 from pydantic import SecretStr
-from pydicom import Dataset
-from pydicom.filereader import read_dataset
+from pydicom.datadict import tag_for_keyword
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
 )
 from pynetdicom import (
     AE,
@@ -99,12 +96,12 @@ from concordose.ingest.admission import (
 )
 from concordose.ingest.dataset_checks import (
     MAX_INFLATED_BYTES,
+    DataBeyondPrefixError,
+    DataBuffer,
     DataSetMismatchError,
-    check_encoding,
     check_identity,
-    check_nesting,
-    check_structure,
     inflate_data_set,
+    read_checked_data_set,
 )
 from concordose.ingest.tls import certificate_refusal
 from concordose.ingest.upper_layer import (
@@ -135,6 +132,8 @@ from concordose.spool.journal import (
     DEFAULT_SEGMENT_COUNT,
     JournalOverflowError,
     JournalWriter,
+    data_crc32,
+    map_region,
 )
 from concordose.spool.store import (
     RECEIVER_LOCK_FILENAME,
@@ -142,7 +141,7 @@ from concordose.spool.store import (
     InvalidInstanceError,
     Spool,
 )
-from concordose.spool.timepoints import InstanceSummary, OnComplete
+from concordose.spool.timepoints import SUMMARY_KEYWORDS, InstanceSummary, OnComplete
 
 LOG = logging.getLogger(__name__)
 
@@ -231,25 +230,35 @@ def inflated_bytes_to_disk(written_bytes: int, chunk_bytes: int) -> int:
     return chunk_bytes
 
 
-def _read_data_set(handle: BinaryIO, start: int, transfer_syntax: str) -> Dataset:
-    """The data set of a received Part 10 file, values over :data:`DEFER_VALUES_OVER_BYTES`
-    left unread.
+HEAD_BYTES = 65536
+"""How much of each received Part 10 file is kept in memory as it arrives: the element headers
+of a CT or NM slice lie in its first kB (its pixel data last), so it is checked from them; a
+data set with headers further in is mapped from the journal or temp file instead."""
 
-    Read from ``start`` (after the file meta we wrote ourselves) in the encoding ``dcmread``
-    would choose for ``transfer_syntax`` (``read_partial``'s rule), by pydicom's
-    ``read_dataset``, which like ``dcmread`` detects explicit-VR bytes on an implicit-VR
-    syntax (and the reverse) from the first element. A deflated data set is passed inflated,
-    as Explicit VR Little Endian (pydicom's ``dcmread`` would inflate it whole in memory,
-    however large: a decompression bomb). Parsing our own file meta again cost ≈ 0.3 ms per
-    instance.
-    """
-    handle.seek(start)
-    return read_dataset(
-        handle,
-        is_implicit_VR=transfer_syntax == ImplicitVRLittleEndian,
-        is_little_endian=transfer_syntax != ExplicitVRBigEndian,
-        defer_size=DEFER_VALUES_OVER_BYTES,
+KEPT_TAGS = frozenset(
+    tag
+    for keyword in (
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        *SUMMARY_KEYWORDS,
     )
+    if (tag := tag_for_keyword(keyword)) is not None
+)
+"""The elements the receiver reads with pydicom (its identity and summary); every other
+element is checked by its header alone (:func:`~.dataset_checks.read_checked_data_set`)."""
+
+
+@contextmanager
+def _mapped_file(path: Path, size_bytes: int) -> Iterator[memoryview]:
+    """The first ``size_bytes`` of the file at ``path``, mapped read-only."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with map_region(fd, 0, size_bytes) as view:
+            yield view
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -290,8 +299,9 @@ class _IncomingInstance:
 
     Where: straight into a record of the spool journal (:meth:`Spool.journal_writer`), or —
     journal off, every segment busy, or the instance outgrowing its segment ("spilled") — into a
-    temp file in ``tmp/``. ``finish`` decodes it from there (every element header must parse;
-    values over 64 kB are skipped, a truncated one is caught), validates its UIDs and makes it
+    temp file in ``tmp/``. ``finish`` checks it (every element header must parse, values are
+    skipped, a truncated one is caught; from its first :data:`HEAD_BYTES`, kept as they arrived,
+    else from the record or file mapped), validates its UIDs and makes it
     durable (:meth:`Spool.commit_journaled` or :meth:`Spool.accept_temp_file`); undecodable or
     unidentifiable bytes go to the quarantine instead; any disk error drops the partial record
     or file and answers 0xA700.
@@ -303,9 +313,10 @@ class _IncomingInstance:
         self.receiver = receiver
         self.entry = entry
         self.request = request
-        self.path = receiver.spool.new_temp_path()
+        self._path: Path | None = None  # named when first needed (a temp file, rarely)
         self.size_bytes = 0
         self.crc32 = 0
+        self.head = bytearray()  # the first HEAD_BYTES received, for checking without a read
         self.handed_over = False
         self.error: OSError | None = None
         self.fd: int | None = None
@@ -319,6 +330,13 @@ class _IncomingInstance:
         if self.writer is None:
             self._open_temp()
         self.write(memoryview(header))
+
+    @property
+    def path(self) -> Path:
+        """The temp file in ``tmp/`` the instance goes to when not (only) in the journal."""
+        if self._path is None:
+            self._path = self.receiver.spool.new_temp_path()
+        return self._path
 
     def _open_temp(self) -> None:
         try:
@@ -344,7 +362,9 @@ class _IncomingInstance:
     def write(self, fragment: memoryview) -> None:
         if self.error is not None:
             return
-        self.crc32 = zlib.crc32(fragment, self.crc32)  # for the journal record
+        self.crc32 = data_crc32(fragment, self.crc32)  # for the journal record
+        if len(self.head) < HEAD_BYTES:
+            self.head += fragment[: HEAD_BYTES - len(self.head)]
         try:
             if self.writer is not None:
                 try:
@@ -371,14 +391,20 @@ class _IncomingInstance:
         self._close()
         if self.writer is not None:
             self.writer.abort()  # no-op once committed
-        if not self.handed_over:
-            self.path.unlink(missing_ok=True)
+        if not self.handed_over and self._path is not None:
+            self._path.unlink(missing_ok=True)
 
     def finish(self) -> int:
         try:
             return self._finish()
         finally:
             self.discard()  # unless the spool or the quarantine took it
+
+    def _mapped(self) -> AbstractContextManager[memoryview]:
+        """The received Part 10 file, mapped read-only (journal record or temp file)."""
+        if self.writer is not None:
+            return self.writer.mapped()
+        return _mapped_file(self.path, self.size_bytes)
 
     def _decode(self) -> tuple[InstanceIdentity, InstanceSummary]:
         """Read the data set back and check it (:mod:`.dataset_checks`).
@@ -390,27 +416,41 @@ class _IncomingInstance:
         request = self.request
         if self.meta_error is not None:
             raise self.meta_error
-        with self.writer.reader() if self.writer is not None else open(self.path, "rb") as handle:
-            if request.transfer_syntax != DeflatedExplicitVRLittleEndian:
-                return self._checked(handle, self.data_start, self.size_bytes)
-            # PS3.5 A.5: the data set deflated, then Explicit VR Little Endian; inflated in
-            # chunks up to a cap (a decompression bomb is refused, never inflated in full).
-            with tempfile.SpooledTemporaryFile(
+        if request.transfer_syntax != DeflatedExplicitVRLittleEndian:
+            try:  # element headers first in the bytes kept as they arrived (no read, no map)
+                return self._checked(
+                    bytes(self.head[self.data_start :]), size=self.size_bytes - self.data_start
+                )
+            except DataBeyondPrefixError:
+                pass  # headers further in (e.g. elements after the pixel data): map it all
+            with self._mapped() as received, received[self.data_start :] as data:
+                return self._checked(data)
+        # PS3.5 A.5: the data set deflated, then Explicit VR Little Endian; inflated in chunks
+        # up to a cap (a decompression bomb is refused, never inflated in full).
+        with (
+            self.writer.reader() if self.writer is not None else open(self.path, "rb") as handle,
+            tempfile.SpooledTemporaryFile(
                 max_size=INFLATED_IN_MEMORY_BYTES, dir=str(self.receiver.spool.tmp_dir)
-            ) as spooled:
-                inflated = cast(BinaryIO, spooled)  # an IO[bytes] with every method BinaryIO has
-                try:
-                    end = inflate_data_set(
-                        handle,
-                        start=self.data_start,
-                        end=self.size_bytes,
-                        target=inflated,
-                        max_bytes=self.receiver.max_inflated_bytes,
-                        before_write=self._ensure_room_to_inflate,
-                    )
-                except OSError as exc:  # the spooled file's disk is full: not the sender's fault
-                    raise _NoRoomToInflateError from exc
-                return self._checked(inflated, 0, end, ExplicitVRLittleEndian)
+            ) as spooled,
+        ):
+            inflated = cast(BinaryIO, spooled)  # an IO[bytes] with every method BinaryIO has
+            try:
+                end = inflate_data_set(
+                    handle,
+                    start=self.data_start,
+                    end=self.size_bytes,
+                    target=inflated,
+                    max_bytes=self.receiver.max_inflated_bytes,
+                    before_write=self._ensure_room_to_inflate,
+                )
+            except OSError as exc:  # the spooled file's disk is full: not the sender's fault
+                raise _NoRoomToInflateError from exc
+            if end <= INFLATED_IN_MEMORY_BYTES:  # still in memory (not rolled over)
+                inflated.seek(0)
+                return self._checked(inflated.read(end), ExplicitVRLittleEndian)
+            inflated.flush()  # rolled over to a file: its buffered tail too, before mapping
+            with map_region(inflated.fileno(), 0, end) as data:
+                return self._checked(data, ExplicitVRLittleEndian)
 
     def _ensure_room_to_inflate(self, written_bytes: int, chunk_bytes: int) -> None:
         """Before the next inflated chunk is written: the bytes it puts on disk must leave the
@@ -424,23 +464,20 @@ class _IncomingInstance:
             self.receiver.spool.ensure_room(to_disk)
 
     def _checked(
-        self, handle: BinaryIO, start: int, end: int, encoding: str | None = None
+        self, data: DataBuffer, encoding: str | None = None, *, size: int | None = None
     ) -> tuple[InstanceIdentity, InstanceSummary]:
-        """Read the data set in ``handle[start:end]`` in ``encoding`` (default: the request's
-        transfer syntax) and check it (see :meth:`_decode`)."""
+        """Check the data set ``data`` in ``encoding`` (default: the request's transfer syntax)
+        and read its identity and summary (see :meth:`_decode`): every element header is
+        walked (:func:`~.dataset_checks.read_checked_data_set`), pydicom reads only
+        :data:`KEPT_TAGS` and the elements it must decode to check them."""
         request = self.request
-        syntax = encoding or request.transfer_syntax
-        # Every element header is parsed; values over 64 kB (pixel data) are skipped by
-        # seeking, so a value reaching past the end shows as a position past it.
-        dataset = _read_data_set(handle, start, syntax)
-        if handle.tell() > end:
-            raise ValueError(
-                f"data set truncated: its last element ends at byte {handle.tell()}, "
-                f"{handle.tell() - end} bytes after the {end} bytes received"
-            )
-        check_encoding(dataset, syntax)
-        check_nesting(handle, start=start, end=end, transfer_syntax=syntax)
-        check_structure(dataset)
+        dataset = read_checked_data_set(
+            data,
+            transfer_syntax=encoding or request.transfer_syntax,
+            keep_tags=KEPT_TAGS,
+            defer_size=DEFER_VALUES_OVER_BYTES,
+            size=size,
+        )
         check_identity(
             dataset,
             sop_class_uid=request.sop_class_uid,
@@ -797,12 +834,12 @@ class StorageReceiver:
         """Where a C-STORE's data set goes: ``tmp/`` (or nowhere, if the sender is refused)."""
         entry = self._associations[id(association)]
         # TLS proves the institution: a site's certificate may only send as that site.
-        refusal = certificate_refusal(
+        refusal = association.certificate_names is not None and certificate_refusal(
             association.certificate_names,
             self.site_by_ae_title.get(association.calling_ae_title),
             set(self.site_by_ae_title.values()),
         )
-        if refusal is not None:
+        if refusal:  # TLS only: on plain TCP, no certificate to check (nor its sites' set)
             LOG.warning("refused instance from %s: %s", association.calling_ae_title, refusal)
             return _Refused(self._fail(entry, STATUS_NOT_AUTHORIZED))
         context = request.context_abstract_syntax

@@ -69,15 +69,18 @@ from __future__ import annotations
 import io
 import json
 import logging
+import mmap
 import os
 import struct
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from isal.isal_zlib import crc32 as isal_crc32
 
 LOG = logging.getLogger(__name__)
 
@@ -106,6 +109,14 @@ def segment_bytes_for(journal_mb: int, segment_count: int = DEFAULT_SEGMENT_COUN
         return None
     per_segment = (journal_mb << 20) // segment_count // BLOCK_BYTES * BLOCK_BYTES
     return max(per_segment, 2 * BLOCK_BYTES)
+
+
+def data_crc32(data: Any, value: int = 0) -> int:
+    """CRC-32 of a record's data (``value``: of the data before it), the checksum
+    ``zlib.crc32`` computes (same polynomial, same values) by ISA-L's implementation: 0.5 MB in
+    5 µs instead of zlib 1.2's 100 µs, a tenth of the receiver's CPU per CT slice (profile,
+    docs/reliability.md)."""
+    return int(isal_crc32(data, value))
 
 
 def journal_file_bytes(segment_bytes: int, segment_count: int) -> int:
@@ -253,6 +264,10 @@ class JournalWriter:
         """The data written so far as a read-only file (for decoding it)."""
         return io.BufferedReader(_Window(self.segment.fd, self.data_offset, self.size))
 
+    def mapped(self) -> AbstractContextManager[memoryview]:
+        """The data written so far, mapped read-only (for walking it without reads)."""
+        return map_region(self.segment.fd, self.data_offset, self.size)
+
     def commit(self, meta: dict[str, Any], data_crc: int) -> JournalEntry:
         """Write the meta and the header, wait for a flush covering them (group commit): the
         record is durable on return.
@@ -271,6 +286,26 @@ class JournalWriter:
         if self._open:
             self._open = False
             self.journal._unclaim(self.segment)
+
+
+@contextmanager
+def map_region(fd: int, offset: int, size: int) -> Iterator[memoryview]:
+    """``size`` bytes of file ``fd`` from ``offset``, mapped read-only (``MAP_SHARED``: what
+    was written to the file, from the page cache, without a copy). The file must hold them
+    (a page mapped past its end faults). Unmapped on exit, or — when a view of it is still
+    referenced, e.g. by an exception's traceback — once the last view is gone."""
+    if size == 0:
+        yield memoryview(b"")
+        return
+    base = offset - offset % mmap.ALLOCATIONGRANULARITY
+    region = mmap.mmap(fd, offset - base + size, prot=mmap.PROT_READ, offset=base)
+    view = memoryview(region)[offset - base :]
+    try:
+        yield view
+    finally:
+        view.release()
+        with suppress(BufferError):
+            region.close()
 
 
 class _Window(io.RawIOBase):
@@ -443,7 +478,7 @@ class Journal:
             chunk = os.pread(fd, min(size, 1 << 20), offset)
             if not chunk:
                 return None
-            crc = zlib.crc32(chunk, crc)
+            crc = data_crc32(chunk, crc)
             offset += len(chunk)
             size -= len(chunk)
         return crc

@@ -18,6 +18,7 @@ An instance arriving for a time point that is already complete reopens it as a n
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -55,6 +56,25 @@ def _dt_or_none(value: object) -> datetime | None:
         return None
 
 
+SUMMARY_KEYWORDS = (
+    "SpecificCharacterSet",  # how PatientID's text is decoded
+    "PatientID",
+    "Modality",
+    "AcquisitionDateTime",
+    "AcquisitionDate",
+    "AcquisitionTime",
+    "SeriesDate",
+    "SeriesTime",
+    "StudyDate",
+    "StudyTime",
+    "TimezoneOffsetFromUTC",  # read_injection's
+    "RadiopharmaceuticalInformationSequence",
+)
+"""Every top-level element :meth:`InstanceSummary.from_dataset` reads (with
+:func:`concordose.dicom.nm.read_injection`): a data set holding only these gives the same
+summary (the receiver reads no others)."""
+
+
 @dataclass(frozen=True)
 class InstanceSummary:
     """The few header facts the receiver files an instance under (all optional: a CT has no
@@ -80,8 +100,9 @@ class InstanceSummary:
     injection_datetime: datetime | None
 
     @classmethod
-    def from_dataset(cls, dataset: Dataset) -> InstanceSummary:
-        """Read the summary from a (lazily decoded) dataset; pixel data is never touched."""
+    def from_dataset(cls, dataset: Dataset | Mapping[str, object]) -> InstanceSummary:
+        """Read the summary from a (lazily decoded) dataset; pixel data is never touched. Or
+        from its values by keyword (the receiver's, decoded without pydicom: no sequence)."""
         acquisition = _dt_or_none(dataset.get("AcquisitionDateTime"))
         for date_kw, time_kw in (
             ("AcquisitionDate", "AcquisitionTime"),
@@ -91,8 +112,13 @@ class InstanceSummary:
             if acquisition is None:
                 acquisition = _datetime_or_none(dataset.get(date_kw), dataset.get(time_kw))
         injection: datetime | None = None
-        sequence = dataset.get("RadiopharmaceuticalInformationSequence")
-        if sequence:
+        # Values by keyword hold no sequence (the receiver decodes those with pydicom).
+        sequence = (
+            dataset.get("RadiopharmaceuticalInformationSequence")
+            if isinstance(dataset, Dataset)
+            else None
+        )
+        if sequence and isinstance(dataset, Dataset):
             item = sequence[0]
             try:
                 # The NM reader's rule (start date-time, else start time on the scan's date),
