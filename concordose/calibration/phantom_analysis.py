@@ -203,6 +203,40 @@ def _full_mask(voi: CroppedMask, shape: tuple[int, int, int]) -> npt.NDArray[np.
     return mask
 
 
+def nema_threshold_curve(
+    sheet: NemaSheet,
+    sheet_dir: Path,
+    calibration_factor_cps_per_mbq: float,
+    *,
+    fwhm_mm: float,
+) -> tuple[ThresholdCurve | None, NMAcquisition]:
+    """The threshold-volume curve, with each sphere's measured contrast, of a further NEMA scan
+    of the same set-up at another sphere-to-background ratio (one more sheet of the phantom,
+    as NEMA NU 2 and EARL fill it at 4:1 and 10:1), and the scan it came from.
+
+    Only the delineation's curve is derived (the CF, RC and PSF are the first scan's); the
+    search region and background shell are sized by the first scan's sphere ``fwhm_mm``.
+    The threshold is a ratio of the image's own levels, so the calibrator's bias cancels.
+    """
+    acquisition, counts = _scan(sheet, sheet_dir)
+    geometry = acquisition.geometry
+    concentration = counts / (
+        calibration_factor_cps_per_mbq
+        * sheet.scan.acquisition_duration_s
+        * geometry.voxel_volume_ml
+    )
+    offset = locate_nema(concentration, geometry, sheet.fill.sphere_to_background_ratio)
+    phantom_model = nema_phantom_model(geometry, nema_iec_phantom(offset))
+    curve = measure_threshold_curve(
+        concentration,
+        [_full_mask(voi, phantom_model.shape) for voi in phantom_model.sphere_vois],
+        [float(v) for v in phantom_model.volumes_ml],
+        spacing_mm_zyx=phantom_model.spacing_mm_zyx,
+        fwhm_mm=fwhm_mm,
+    )
+    return curve, acquisition
+
+
 def analyse_nema(
     sheet: NemaSheet,
     sheet_dir: Path,
