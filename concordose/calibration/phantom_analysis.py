@@ -226,12 +226,18 @@ def nema_threshold_curve(
         * geometry.voxel_volume_ml
     )
     offset = locate_nema(concentration, geometry, sheet.fill.sphere_to_background_ratio)
-    phantom_model = nema_phantom_model(geometry, nema_iec_phantom(offset))
+    x, y, z = voxel_centres_mm(geometry)
+    # A sphere with no voxel centre (the 10 mm one on a coarse grid) gives no point: it is
+    # left out rather than failing the scan (the first scan's analysis needs every sphere).
+    spheres = [
+        (sphere.contains(x, y, z), sphere.volume_ml) for sphere in nema_iec_phantom(offset).spheres
+    ]
+    spacing = geometry.spacing_mm
     curve = measure_threshold_curve(
         concentration,
-        [_full_mask(voi, phantom_model.shape) for voi in phantom_model.sphere_vois],
-        [float(v) for v in phantom_model.volumes_ml],
-        spacing_mm_zyx=phantom_model.spacing_mm_zyx,
+        [mask for mask, _ in spheres if mask.any()],
+        [float(volume) for mask, volume in spheres if mask.any()],
+        spacing_mm_zyx=(spacing[2], spacing[1], spacing[0]),
         fwhm_mm=fwhm_mm,
     )
     return curve, acquisition
