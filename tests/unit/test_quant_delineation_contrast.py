@@ -26,6 +26,7 @@ import pytest
 from numpy.typing import NDArray
 
 from concordose.calibration.calibrate import calibrate_site
+from concordose.errors import ConfigurationError
 from concordose.phantoms.acquisition import RealisticSettings, realistic_image
 from concordose.phantoms.attenuation import MU_WATER_PER_MM
 from concordose.phantoms.imaging import ImagingMode
@@ -312,3 +313,17 @@ def test_calibration_records_the_surface_from_a_second_nema_scan(tmp_path: Path)
     # the record round-trips through JSON with its scans
     again = type(two.record).model_validate_json(two.record.model_dump_json())
     assert again.delineation_threshold_scans == scans
+
+
+def test_a_further_sheet_that_is_not_a_nema_phantoms_is_refused(tmp_path: Path) -> None:
+    cylinder, nema = scan_site_phantoms(SITE, tmp_path, seed=3, preset="demo")
+    with pytest.raises(ConfigurationError, match="expected a further NEMA phantom's"):
+        calibrate_site(
+            site_id=SITE.site_id,
+            cylinder_sheet=cylinder.sheet_path,
+            nema_sheet=nema.sheet_path,
+            record_id="r",
+            valid_from=SITE.calibration_valid_from,
+            ledger=None,
+            further_nema_sheets=[cylinder.sheet_path],
+        )
