@@ -159,7 +159,12 @@ def _calibrate(
     records = {}
     ledgers = [c.ledger_path for c in configs if c.ledger_path is not None]
     for site in generated.sites:
-        sheets = {scan.kind: scan.sheet_path for scan in site.phantom_scans}
+        sheets = {scan.kind: scan.sheet_path for scan in reversed(site.phantom_scans)}
+        # The first NEMA scan calibrates; further ones (realistic imaging's second contrast)
+        # give the contrast-dependent lesion threshold.
+        further = [
+            scan.sheet_path for scan in site.phantom_scans if scan.kind is PhantomKind.NEMA_IEC_BODY
+        ][1:]
         profile = site.site
         calibration = calibrate_site(
             site_id=profile.site_id,
@@ -169,8 +174,13 @@ def _calibrate(
             valid_from=profile.calibration_valid_from,
             ledger=None,
             created_by="concordose consortium",
+            further_nema_sheets=further,
         )
-        uids = (calibration.cylinder.acquisition.study_uid, calibration.nema.acquisition.study_uid)
+        uids = (
+            calibration.cylinder.acquisition.study_uid,
+            calibration.nema.acquisition.study_uid,
+            *(a.study_uid for a in calibration.further_nema),
+        )
         for ledger in ledgers:
             append_record(
                 ledger,

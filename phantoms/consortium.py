@@ -65,7 +65,11 @@ from concordose.phantoms.dicom_study import PatientInfo, TimePointStudy
 from concordose.phantoms.grid import VoxelGrid
 from concordose.phantoms.imaging import ImagingMode, image_counts, region_activity_map
 from concordose.phantoms.phantom_geometry import sphere_occupancy
-from concordose.phantoms.phantom_scans import PhantomScan, scan_site_phantoms
+from concordose.phantoms.phantom_scans import (
+    PhantomScan,
+    scan_nema_second_contrast,
+    scan_site_phantoms,
+)
 from concordose.phantoms.presets import ct_grid_for, nm_grid_for, preset_named
 from concordose.phantoms.pretherapy_pet import generate_pretherapy_pet
 from concordose.phantoms.protocols import DEFAULT_PROTOCOL
@@ -793,8 +797,10 @@ def consortium_units(
     protocol: str,
     preset: str,
     phantoms: bool = True,
+    imaging: ImagingMode = ImagingMode.BLUR,
 ) -> int:
-    """Number of progress units :func:`generate_consortium` will report."""
+    """Number of progress units :func:`generate_consortium` will report (one per phantom scan:
+    two, three with ``realistic`` imaging's second NEMA contrast)."""
     chosen = CONSORTIUM_PRESETS[preset]
     total = 0
     for site in sites:
@@ -803,7 +809,8 @@ def consortium_units(
             len(schedule.time_points_h_by_cycle[c])
             for c in schedule.imaged_cycles(chosen.max_cycles)
         )
-        total += (2 if phantoms else 0) + n_patients * points
+        scans = 3 if imaging is ImagingMode.REALISTIC else 2
+        total += (scans if phantoms else 0) + n_patients * points
     return total
 
 
@@ -871,6 +878,7 @@ def generate_consortium(
                 protocol=protocol,
                 preset=preset,
                 phantoms=phantoms,
+                imaging=realism.imaging,
             )
         )
     drawn: dict[tuple[str, int], VirtualPatient] = {}
@@ -908,6 +916,22 @@ def generate_consortium(
                 imaging=realism.imaging,
                 realistic=realism.realistic_settings,
             )
+            if realism.imaging is ImagingMode.REALISTIC:
+                # The NEMA phantom at the second EARL contrast: OSEM's threshold depends on
+                # contrast (quant.delineation.ThresholdSurface); the blur mode is linear and
+                # keeps its two scans (and its files) as before.
+                scans += (
+                    scan_nema_second_contrast(
+                        site,
+                        site_dir,
+                        scans[1],
+                        seed=seed,
+                        preset=chosen.grid_preset,
+                        noise=realism.noise,
+                        imaging=realism.imaging,
+                        realistic=realism.realistic_settings,
+                    ),
+                )
             if progress is not None:
                 for scan in scans:
                     progress.advance(f"{site.site_id} phantom {scan.kind.value}")

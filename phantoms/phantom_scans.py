@@ -96,6 +96,7 @@ class PhantomScan:
         expected_counts: the noiseless reconstructed counts (shape of the NM grid), for tests; in
             ``realistic`` mode the reconstruction (noisy when the scan has noise).
         grid: the NM grid.
+        sphere_to_background_ratio: the NEMA spheres' true C_S/C_B (None for the cylinder).
     """
 
     kind: PhantomKind
@@ -106,6 +107,7 @@ class PhantomScan:
     truth_path: Path
     expected_counts: NDArray[np.float64]
     grid: VoxelGrid
+    sphere_to_background_ratio: float | None = None
 
 
 def _decay_factor(elapsed_h: float) -> float:
@@ -455,13 +457,18 @@ def scan_nema(
     noise: bool = True,
     imaging: ImagingMode = ImagingMode.BLUR,
     realistic: RealisticSettings | None = None,
+    ratio: float | None = None,
+    stream: int = 2,
 ) -> PhantomScan:
     """Simulate and write the NEMA IEC body phantom scan of ``site`` into ``folder``.
 
     The activity map uses each sphere's exact volume fraction per voxel (supersampled), the
     background fills the body minus spheres and lung insert (voxel-centre sampling).
+    ``ratio``: the sphere-to-background ratio filled (None: drawn from
+    :data:`SPHERE_TO_BACKGROUND_RATIOS`, the site's one scan); ``stream``: the random stream of
+    this scan (a second scan of the same site draws its own noise and position).
     """
-    rng = np.random.default_rng([seed, zlib.crc32(site.site_id.encode()), 2])
+    rng = np.random.default_rng([seed, zlib.crc32(site.site_id.encode()), stream])
     kind = PhantomKind.NEMA_IEC_BODY
     grid = nm_grid_for(site, preset)
     ct_grid = ct_grid_for(grid, preset)
@@ -469,7 +476,8 @@ def scan_nema(
     phantom = nema_iec_phantom((float(offset[0]), float(offset[1]), float(offset[2])))
     reference = dt.datetime.combine(_SCAN_DAY, dt.time(13, 0))
     acquired = reference + dt.timedelta(hours=2)
-    ratio = float(rng.choice(SPHERE_TO_BACKGROUND_RATIOS))
+    drawn_ratio = float(rng.choice(SPHERE_TO_BACKGROUND_RATIOS))
+    ratio = drawn_ratio if ratio is None else float(ratio)
     background_volume_ml = (
         phantom.body.volume_ml
         - phantom.lung_insert.volume_ml
@@ -632,6 +640,52 @@ def scan_nema(
         truth_path=truth_path,
         expected_counts=expected,
         grid=grid,
+        sphere_to_background_ratio=ratio,
+    )
+
+
+EARL_SPHERE_TO_BACKGROUND_RATIOS = (4.0, 10.0)
+"""The two sphere-to-background ratios the EARL accreditation (and NEMA NU 2) fill the NEMA IEC
+body phantom at: 4:1 and 10:1."""
+SECOND_CONTRAST_FOLDER = f"{PhantomKind.NEMA_IEC_BODY.value}_second_contrast"
+"""Folder (under ``phantoms/``) of a site's second NEMA scan."""
+
+
+def second_contrast_ratio(first_ratio: float) -> float:
+    """The ratio of a site's second NEMA fill: the EARL ratio farther from its first one (10:1
+    after a 4:1 or 5:1 fill, 4:1 after 8:1 or 10:1), so the two span a factor ≥ 2."""
+    low, high = EARL_SPHERE_TO_BACKGROUND_RATIOS
+    return high if abs(first_ratio - low) < abs(first_ratio - high) else low
+
+
+def scan_nema_second_contrast(
+    site: SiteProfile,
+    site_folder: Path,
+    first: PhantomScan,
+    *,
+    seed: int,
+    preset: str,
+    noise: bool = True,
+    imaging: ImagingMode = ImagingMode.BLUR,
+    realistic: RealisticSettings | None = None,
+) -> PhantomScan:
+    """The site's NEMA phantom filled again at the other EARL ratio
+    (:func:`second_contrast_ratio` of ``first``'s) and scanned with the same protocol, under
+    ``site_folder/phantoms/`` :data:`SECOND_CONTRAST_FOLDER`: the second contrast from which
+    calibration measures the contrast dependence of the lesion threshold
+    (``quant.delineation.ThresholdSurface``)."""
+    if first.sphere_to_background_ratio is None:
+        raise ValueError(f"{first.folder} is not a NEMA scan (no sphere-to-background ratio)")
+    return scan_nema(
+        site,
+        site_folder / "phantoms" / SECOND_CONTRAST_FOLDER,
+        seed=seed,
+        preset=preset,
+        noise=noise,
+        imaging=imaging,
+        realistic=realistic,
+        ratio=second_contrast_ratio(first.sphere_to_background_ratio),
+        stream=3,
     )
 
 

@@ -17,6 +17,7 @@ traceable (bias fields ``None``) and the CF is as before.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -29,12 +30,14 @@ from concordose.calibration.phantom_analysis import (
     NemaAnalysis,
     analyse_cylinder,
     analyse_nema,
+    nema_threshold_curve,
 )
-from concordose.calibration.records import CalibrationRecord
+from concordose.calibration.records import CalibrationRecord, DelineationThresholdScan
 from concordose.calibration.sheet import CylinderSheet, NemaSheet, load_sheet
 from concordose.calibration.traceability import DoseCalibratorBias
 from concordose.dicom.nm import NMAcquisition
 from concordose.errors import ConfigurationError
+from concordose.quant.delineation import ThresholdCurve, threshold_surface
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class SiteCalibration:
     nema: NemaAnalysis
     entry: LedgerEntry | None
     calibrator: DoseCalibratorBias | None = None
+    further_nema: tuple[NMAcquisition, ...] = ()
+    """The further NEMA scans (other contrasts) the threshold surface used, in sheet order."""
 
 
 LU177_PHOTOPEAK_KEV = 208.37  # ICRP-107
@@ -103,6 +108,46 @@ def sheets_calibrator_bias(
     return blocks[0].bias() if blocks else None
 
 
+def _further_nema_sheets(paths: Sequence[Path], first: NemaSheet, site_id: str) -> list[NemaSheet]:
+    sheets = []
+    for path in paths:
+        sheet = load_sheet(path)
+        if not isinstance(sheet, NemaSheet):
+            raise ConfigurationError(
+                f"{path} is a {sheet.phantom} sheet; expected a further NEMA phantom's"
+            )
+        if sheet.site_id != site_id:
+            raise ConfigurationError(f"{path} is site {sheet.site_id!r}'s sheet, not {site_id!r}'s")
+        for name in ("camera_model", "collimator", "reconstruction"):
+            if getattr(sheet.scan, name) != getattr(first.scan, name):
+                raise ConfigurationError(
+                    f"{path}: the NEMA scans differ in {name}: {getattr(first.scan, name)!r} "
+                    f"vs {getattr(sheet.scan, name)!r}; calibrate one set-up at a time"
+                )
+        sheets.append(sheet)
+    return sheets
+
+
+def _threshold_scans(
+    pairs: Sequence[tuple[float, ThresholdCurve | None]],
+) -> list[DelineationThresholdScan] | None:
+    """The record's ``delineation_threshold_scans``: every scan's curve with contrasts, or None
+    when they do not make a :class:`~concordose.quant.delineation.ThresholdSurface` (fewer
+    than two)."""
+    usable = [(ratio, c) for ratio, c in pairs if c is not None and c.contrasts is not None]
+    if threshold_surface([c for _, c in usable]) is None:
+        return None
+    return [
+        DelineationThresholdScan(
+            sphere_to_background_ratio=ratio,
+            volumes_ml=list(curve.volumes_ml),
+            fractions=[round(f, 6) for f in curve.fractions],
+            contrasts=[round(k, 6) for k in curve.contrasts or ()],
+        )
+        for ratio, curve in usable
+    ]
+
+
 def calibrate_site(
     *,
     site_id: str,
@@ -112,8 +157,13 @@ def calibrate_site(
     valid_from: date,
     ledger: Path | None,
     created_by: str | None = None,
+    further_nema_sheets: Sequence[Path] = (),
 ) -> SiteCalibration:
     """Derive a calibration record and append it to ``ledger`` (when given).
+
+    ``further_nema_sheets``: the same NEMA phantom scanned again at other sphere-to-background
+    ratios (EARL: 4:1 and 10:1); with them the record carries the contrast-dependent lesion
+    threshold (``delineation_threshold_scans``). Everything else comes from ``nema_sheet``.
 
     Raises:
         ConfigurationError: sheets invalid, of another site, or of different set-ups.
@@ -127,6 +177,27 @@ def calibrate_site(
     cylinder = analyse_cylinder(cylinder_sheet_data, cylinder_sheet.parent, calibrator)
     nema = analyse_nema(
         nema_sheet_data, nema_sheet.parent, cylinder.calibration.cf_cps_per_mbq, calibrator
+    )
+    further = [
+        (
+            sheet.fill.sphere_to_background_ratio,
+            nema_threshold_curve(
+                sheet,
+                path.parent,
+                cylinder.calibration.cf_cps_per_mbq,
+                fwhm_mm=nema.psf.fwhm_mm,
+            ),
+        )
+        for path, sheet in zip(
+            further_nema_sheets,
+            _further_nema_sheets(further_nema_sheets, nema_sheet_data, site_id),
+            strict=True,
+        )
+        if nema.psf is not None
+    ]
+    threshold_scans = _threshold_scans(
+        [(nema_sheet_data.fill.sphere_to_background_ratio, nema.threshold_curve)]
+        + [(ratio, curve) for ratio, (curve, _) in further]
     )
     record = CalibrationRecord(
         record_id=record_id,
@@ -167,6 +238,7 @@ def calibrate_site(
             if nema.threshold_curve is None
             else [round(f, 6) for f in nema.threshold_curve.fractions]
         ),
+        delineation_threshold_scans=threshold_scans,
         partial_volume_model_chosen=(
             None if nema.partial_volume_evidence is None else nema.partial_volume_evidence.chosen
         ),
@@ -180,13 +252,18 @@ def calibrate_site(
             }
         ),
     )
+    further_scans = tuple(acquisition for _, (_, acquisition) in further)
     entry = None
     if ledger is not None:
         entry = append_record(
             ledger,
             site_id,
             record,
-            source_study_uids=(cylinder.acquisition.study_uid, nema.acquisition.study_uid),
+            source_study_uids=(
+                cylinder.acquisition.study_uid,
+                nema.acquisition.study_uid,
+                *(a.study_uid for a in further_scans),
+            ),
             created_by=created_by,
         )
-    return SiteCalibration(record, cylinder, nema, entry, calibrator)
+    return SiteCalibration(record, cylinder, nema, entry, calibrator, further_scans)

@@ -203,6 +203,46 @@ def _full_mask(voi: CroppedMask, shape: tuple[int, int, int]) -> npt.NDArray[np.
     return mask
 
 
+def nema_threshold_curve(
+    sheet: NemaSheet,
+    sheet_dir: Path,
+    calibration_factor_cps_per_mbq: float,
+    *,
+    fwhm_mm: float,
+) -> tuple[ThresholdCurve | None, NMAcquisition]:
+    """The threshold-volume curve, with each sphere's measured contrast, of a further NEMA scan
+    of the same set-up at another sphere-to-background ratio (one more sheet of the phantom,
+    as NEMA NU 2 and EARL fill it at 4:1 and 10:1), and the scan it came from.
+
+    Only the delineation's curve is derived (the CF, RC and PSF are the first scan's); the
+    search region and background shell are sized by the first scan's sphere ``fwhm_mm``.
+    The threshold is a ratio of the image's own levels, so the calibrator's bias cancels.
+    """
+    acquisition, counts = _scan(sheet, sheet_dir)
+    geometry = acquisition.geometry
+    concentration = counts / (
+        calibration_factor_cps_per_mbq
+        * sheet.scan.acquisition_duration_s
+        * geometry.voxel_volume_ml
+    )
+    offset = locate_nema(concentration, geometry, sheet.fill.sphere_to_background_ratio)
+    x, y, z = voxel_centres_mm(geometry)
+    # A sphere with no voxel centre (the 10 mm one on a coarse grid) gives no point: it is
+    # left out rather than failing the scan (the first scan's analysis needs every sphere).
+    spheres = [
+        (sphere.contains(x, y, z), sphere.volume_ml) for sphere in nema_iec_phantom(offset).spheres
+    ]
+    spacing = geometry.spacing_mm
+    curve = measure_threshold_curve(
+        concentration,
+        [mask for mask, _ in spheres if mask.any()],
+        [float(volume) for mask, volume in spheres if mask.any()],
+        spacing_mm_zyx=(spacing[2], spacing[1], spacing[0]),
+        fwhm_mm=fwhm_mm,
+    )
+    return curve, acquisition
+
+
 def analyse_nema(
     sheet: NemaSheet,
     sheet_dir: Path,

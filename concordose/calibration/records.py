@@ -9,6 +9,35 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from concordose.calibration.traceability import DoseCalibratorBias
 
 
+class DelineationThresholdScan(BaseModel):
+    """One NEMA scan's points of the contrast-dependent lesion threshold
+    (``quant.delineation.ThresholdSurface``): per detectable sphere, its true volume, the
+    mean-referenced background-corrected level that delineates it, and the measured contrast
+    K = C_mean / C_B of the region so delineated.
+
+    Attributes:
+        sphere_to_background_ratio: the fill's true C_S/C_B (the sheet's).
+        volumes_ml, fractions, contrasts: one entry per sphere, increasing volume.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sphere_to_background_ratio: float = Field(gt=0)
+    volumes_ml: list[float] = Field(min_length=2)
+    fractions: list[float] = Field(min_length=2)
+    contrasts: list[float] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _one_entry_per_sphere(self) -> DelineationThresholdScan:
+        sizes = (len(self.volumes_ml), len(self.fractions), len(self.contrasts))
+        if len(set(sizes)) != 1:
+            raise ValueError(
+                "volumes_ml, fractions and contrasts: expected one entry per sphere each, "
+                f"found {sizes[0]}, {sizes[1]} and {sizes[2]}"
+            )
+        return self
+
+
 class CalibrationRecord(BaseModel):
     """One calibration of one camera set-up, valid over a date range.
 
@@ -57,6 +86,12 @@ class CalibrationRecord(BaseModel):
             mean-referenced, background-corrected level that delineates it on the site's own
             reconstruction (``quant.delineation.ThresholdCurve``); ``None`` in older records
             (the Gaussian model of ``psf_fwhm_mm`` is then used).
+        delineation_threshold_scans: the contrast-dependent lesion threshold's points, one
+            :class:`DelineationThresholdScan` per NEMA scan (the site's scans at two or more
+            sphere-to-background ratios, e.g. EARL's 4:1 and 10:1); set only when two or more
+            scans of different contrasts gave points. With it the platform's delineation uses
+            g(V, K) (``quant.delineation.ThresholdSurface``) instead of the curve above;
+            ``None`` (one contrast, or an older record): the curve.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -130,6 +165,9 @@ class CalibrationRecord(BaseModel):
     # --- lesion delineation threshold (issue 15, platform delineation) ---
     delineation_threshold_volumes_ml: list[float] | None = None
     delineation_threshold_fractions: list[float] | None = None
+    # --- contrast-dependent lesion threshold (issue 15, NEMA at two contrasts) ---
+    delineation_threshold_scans: list[DelineationThresholdScan] | None = None
+    # --- end contrast-dependent lesion threshold ---
 
     def is_valid_on(self, day: date) -> bool:
         """True when ``day`` lies in the record's validity range."""

@@ -826,6 +826,16 @@ def calibrate(
     ],
     record_id: Annotated[str, typer.Option(help="Id of the new calibration record.")],
     valid_from: Annotated[str, typer.Option(help="First day the record applies (YYYY-MM-DD).")],
+    nema_second: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help=(
+                "The NEMA phantom's calibration_sheet.yaml at another sphere-to-background "
+                "ratio (EARL: 4:1 and 10:1); repeatable. Gives the contrast-dependent lesion "
+                "threshold of gtm_platform_voi."
+            )
+        ),
+    ] = None,
 ) -> None:
     """Derive CF and the RC curve from a site's phantom scans; append them to the ledger.
 
@@ -859,6 +869,7 @@ def calibrate(
             record_id=record_id,
             valid_from=first_day,
             ledger=registry.calibration_ledger,
+            further_nema_sheets=tuple(nema_second or ()),
         )
         record = result.record
         uncertainty = record.calibration_factor_relative_uncertainty or 0.0

@@ -32,6 +32,7 @@ from concordose.quant.delineation import (
     LesionDelineation,
     ThresholdCurve,
     delineate_lesions,
+    threshold_surface,
 )
 from concordose.quant.gtm import body_outline, gtm_correct, gtm_fwhm_sensitivity, voi_crops
 from concordose.quant.organ_outline import FITTED, OrganOutline, platform_organ_outlines
@@ -193,6 +194,21 @@ def threshold_curve(record: CalibrationRecord) -> Callable[[float], float] | Non
     if not volumes or not fractions:
         return None
     return ThresholdCurve(tuple(volumes), tuple(fractions)).at
+
+
+def contrast_threshold(record: CalibrationRecord) -> Callable[[float, float], float] | None:
+    """The record's contrast-dependent threshold g(V, K)
+    (``quant.delineation.ThresholdSurface``, from its NEMA scans at two or more contrasts), or
+    None (one contrast, or an older record: :func:`threshold_curve` applies)."""
+    if not record.delineation_threshold_scans:
+        return None
+    surface = threshold_surface(
+        [
+            ThresholdCurve(tuple(scan.volumes_ml), tuple(scan.fractions), tuple(scan.contrasts))
+            for scan in record.delineation_threshold_scans
+        ]
+    )
+    return None if surface is None else surface.at
 
 
 def threshold_curve_sd(record: CalibrationRecord) -> Callable[[float], float] | None:
@@ -389,6 +405,7 @@ def quantify_cycle(
                 fwhm_mm=sphere_fwhm_mm,
                 threshold=threshold_curve(calibration),
                 threshold_sd=threshold_curve_sd(calibration),
+                contrast_threshold=contrast_threshold(calibration),
             )
             platform_shapes = {
                 k: _platform_shape(d, vois[k].label, vois[k].voi_type, acquisition.geometry)

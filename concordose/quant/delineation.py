@@ -91,6 +91,14 @@ BACKGROUND_SHELL_FWHM = 0.5
 """Width of the background shell outside the search region, in FWHM."""
 BISECTION_STEPS = 40
 """Bisection steps on the level (2⁻⁴⁰ of the contrast: far below a voxel's step)."""
+LEVEL_SCAN_STEPS = 100
+"""Levels scanned from the background up to the seed before the bisection (1 % of the
+contrast apart), so that the bisection brackets the **lowest** level where the region's
+fraction reaches g: the largest of the fixed points. A lesion reconstructed with resolution
+modelling has a central peak (up to ~2× its concentration at high contrast) and a second,
+spurious fixed point there: a few voxels around the seed, whose fraction is near 1 and whose
+g is that of a tiny object. Bisecting from [background, seed] landed on it (milan, 10 mL at
+30:1, noise-free: 0.06× the volume; ``tests/unit/test_quant_delineation_contrast.py``)."""
 DETECTION_CNR = 5.0
 """Rose criterion (module docstring): the seed must stand this many background SDs above the
 background for the lesion to be delineated from the image."""
@@ -164,6 +172,23 @@ class ThresholdCurve:
 
     volumes_ml: tuple[float, ...]
     fractions: tuple[float, ...]
+    contrasts: tuple[float, ...] | None = None
+    """Per sphere, the measured contrast K = C_mean / C_B of the region that delineates it
+    (:func:`sphere_threshold_point`); None where not recorded (a curve from a record of before
+    the contrast-dependent threshold)."""
+
+    def contrast_at(self, volume_ml: float) -> float:
+        """The phantom's measured contrast K at ``volume_ml``: interpolated linearly in log V
+        between spheres, the end spheres' value beyond them (NaN without contrasts)."""
+        if self.contrasts is None:
+            return math.nan
+        return float(
+            np.interp(
+                math.log(max(volume_ml, 1e-9)),
+                np.log(np.asarray(self.volumes_ml, dtype=np.float64)),
+                np.asarray(self.contrasts, dtype=np.float64),
+            )
+        )
 
     def at(self, volume_ml: float) -> float:
         """g at ``volume_ml``."""
@@ -206,6 +231,70 @@ def gaussian_threshold(fwhm_mm: float) -> Callable[[float], float]:
     """g(V) of the Gaussian model (:func:`threshold_fraction`) for a site without a measured
     :class:`ThresholdCurve`."""
     return lambda volume_ml: threshold_fraction(volume_ml, fwhm_mm)
+
+
+CONTRAST_EXTRAPOLATION_SPANS = 2.0
+"""How far :class:`ThresholdSurface` extrapolates beyond the phantoms' contrasts, in units of
+the measured span ln K₂ − ln K₁ (a modelling choice: on realistic OSEM with resolution
+modelling the line through 4:1 and 10:1 predicts g at 30:1, about one span beyond, within
+0.04; ``tests/unit/test_quant_delineation_contrast.py``). Beyond it g keeps the value at the
+limit."""
+
+
+MIN_LOG_CONTRAST_SPAN = math.log(1.5)
+"""Scans whose measured contrasts differ by less than a factor 1.5 at a volume give no slope
+(the line through two nearly equal contrasts would follow their noise): g is then their mean."""
+
+
+@dataclass(frozen=True)
+class ThresholdSurface:
+    """g(V, K): the site's threshold as a function of volume and contrast, from NEMA scans at
+    two or more sphere-to-background ratios (each a :class:`ThresholdCurve` with contrasts).
+
+    Why: the background-corrected threshold that reproduces a sphere's volume would not depend
+    on contrast if the image were the object blurred by a fixed PSF, but OSEM is non-linear:
+    hot objects converge faster, and resolution modelling gives them an edge overshoot (a
+    central peak up to ~2× the true concentration), so on the same reconstruction the level
+    falls as contrast rises (milan, 11.5 mL sphere, noise-free: g = 0.56 at 4:1, 0.48 at 10:1,
+    0.40 at 30:1). The threshold's dependence on the source-to-background ratio is what
+    Daisne JF et al. (Radiother Oncol 2003;69:247-250) and Black QC et al. (Int J Radiat Oncol
+    Biol Phys 2004;60:1272-1282) calibrate on phantoms at several contrasts, and NEMA NU 2 and
+    the EARL accreditation fill the same phantom at 4:1 and 10:1.
+
+    The form: at each volume, each scan's curve gives (ln K_k(V), g_k(V)) (K the mean of the
+    delineating region over the background, as measured on the site's image, so that a lesion
+    is placed on the surface by the same observable); g is the least-squares line in ln K
+    through them (the two points with two scans), and K is clamped to
+    :data:`CONTRAST_EXTRAPOLATION_SPANS` spans beyond the measured ones. The line in ln K is
+    our empirical choice: on the realistic chain (milan, spheres 2.6–26.5 mL, 4:1–30:1) g is
+    closer to linear in ln K than in 1/K, whose slope doubles between 10:1 and 30:1.
+    With one scan (or scans of one contrast) there is no surface: the record keeps its curve.
+    """
+
+    curves: tuple[ThresholdCurve, ...]
+
+    def at(self, volume_ml: float, contrast: float) -> float:
+        """g at ``volume_ml`` and measured contrast ``contrast`` (= C_mean / C_B), in [0, 1]."""
+        log_k = np.array([math.log(max(c.contrast_at(volume_ml), 1e-9)) for c in self.curves])
+        fractions = np.array([c.at(volume_ml) for c in self.curves])
+        span = float(log_k.max() - log_k.min())
+        if not span >= MIN_LOG_CONTRAST_SPAN:
+            return float(np.clip(fractions.mean(), 0.0, 1.0))
+        reach = CONTRAST_EXTRAPOLATION_SPANS * span
+        low, high = float(log_k.min()) - reach, float(log_k.max()) + reach
+        log_contrast = math.log(contrast) if 0 < contrast < math.inf else high
+        log_contrast = min(max(log_contrast, low), high)
+        slope, intercept = np.polyfit(log_k, fractions, 1)
+        return float(np.clip(intercept + slope * log_contrast, 0.0, 1.0))
+
+
+def threshold_surface(curves: Sequence[ThresholdCurve]) -> ThresholdSurface | None:
+    """The :class:`ThresholdSurface` of ``curves``, or None when fewer than two carry contrasts
+    (one scan's curve, or records of before: today's curve applies)."""
+    usable = tuple(c for c in curves if c.contrasts is not None)
+    if len(usable) < 2:
+        return None
+    return ThresholdSurface(usable)
 
 
 @dataclass(frozen=True)
@@ -337,6 +426,7 @@ def delineate_lesion(
     fwhm_mm: float,
     threshold: Callable[[float], float] | None = None,
     threshold_sd: Callable[[float], float] | None = None,
+    contrast_threshold: Callable[[float, float], float] | None = None,
 ) -> LesionDelineation:
     """Re-delineate one lesion by the platform rule (module docstring).
 
@@ -354,12 +444,24 @@ def delineate_lesion(
             rule is run again with g ± SD (the whole curve shifted) and the two regions give
             the volume's SD (``volume_sd_ml``, ``smaller_mask``, ``larger_mask``). None: not
             measured (the Gaussian model has no residuals).
+        contrast_threshold: g(V, K), the site's contrast-dependent threshold
+            (:meth:`ThresholdSurface.at`, K = C_mean / C_B of the region); when given it
+            replaces ``threshold`` at the fixed point (V, K and the level found together).
     """
     image = np.asarray(concentration_mbq_per_ml, dtype=np.float64)
     voxel_ml = float(np.prod(spacing_mm_zyx)) / 1000.0
     site_volume_ml = float(site_mask.sum()) * voxel_ml
     g = threshold or gaussian_threshold(fwhm_mm)
     box = bounding_box(site_mask)
+
+    def level_fraction(inside: BoolArray) -> float:
+        """g of ``inside``: the surface at its volume and contrast, else the curve."""
+        volume = float(inside.sum()) * voxel_ml
+        if contrast_threshold is None:
+            return g(volume)
+        mean = float(zone.values[inside].mean()) if inside.any() else math.nan
+        contrast = mean / zone.background if zone.background > 0 else math.inf
+        return contrast_threshold(volume, contrast)
 
     def kept(reason: str, zone: _Zone | None = None) -> LesionDelineation:
         return LesionDelineation(
@@ -393,9 +495,15 @@ def delineate_lesion(
             ratio = zone.fraction(inside, level)
             if not np.isfinite(ratio):
                 return -1.0
-            return ratio - min(max(g(float(inside.sum()) * voxel_ml) + shift, 0.0), 1.0)
+            return ratio - min(max(level_fraction(inside) + shift, 0.0), 1.0)
 
+        # The lowest crossing: scan up from the background, then bisect its bracket.
         low, high = zone.background, zone.peak
+        for level in np.linspace(zone.background, zone.peak, LEVEL_SCAN_STEPS + 1)[1:]:
+            if excess(float(level)) >= 0:
+                high = float(level)
+                break
+            low = float(level)
         for _ in range(BISECTION_STEPS):
             middle = 0.5 * (low + high)
             if excess(middle) < 0:
@@ -420,7 +528,7 @@ def delineate_lesion(
     return LesionDelineation(
         mask=on_grid(chosen),
         status=DELINEATED,
-        threshold_fraction=g(volume_ml),
+        threshold_fraction=level_fraction(chosen),
         peak_mbq_per_ml=zone.peak,
         background_mbq_per_ml=zone.background,
         background_sd_mbq_per_ml=zone.background_sd,
@@ -442,10 +550,33 @@ def sphere_threshold(
     spacing_mm_zyx: tuple[float, float, float],
     fwhm_mm: float,
 ) -> float | None:
+    """g of :func:`sphere_threshold_point` (None where it is None)."""
+    point = sphere_threshold_point(
+        concentration_mbq_per_ml,
+        sphere_mask,
+        excluded,
+        true_volume_ml,
+        spacing_mm_zyx=spacing_mm_zyx,
+        fwhm_mm=fwhm_mm,
+    )
+    return None if point is None else point[0]
+
+
+def sphere_threshold_point(
+    concentration_mbq_per_ml: FloatArray,
+    sphere_mask: BoolArray,
+    excluded: BoolArray,
+    true_volume_ml: float,
+    *,
+    spacing_mm_zyx: tuple[float, float, float],
+    fwhm_mm: float,
+) -> tuple[float, float] | None:
     """The mean-referenced, background-corrected level that delineates a phantom sphere's
     ``true_volume_ml`` on the site's own image (one point of Jentzen's T(V)); None when the
     sphere is not detectable (the rule would keep the site's VOI), holds no voxel, or no level
-    reproduces its volume within 50 % (a sphere of a few coarse voxels).
+    reproduces its volume within 50 % (a sphere of a few coarse voxels). Returns (g, K): the
+    level's fraction and the region's measured contrast K = C_mean / C_B (inf over a
+    background ≤ 0), the coordinates of :class:`ThresholdSurface`.
 
     The level is lowered by bisection until the region around the sphere's hottest voxel
     reaches the true volume (the region grows as the level falls); g is read off that region.
@@ -480,7 +611,8 @@ def sphere_threshold(
     # region cannot hold): no point of the curve rather than a wrong one.
     if not (0.0 < fraction < 1.0) or abs(volume_ml - true_volume_ml) > 0.5 * true_volume_ml:
         return None
-    return fraction
+    mean = float(zone.values[region].mean())
+    return fraction, (mean / zone.background if zone.background > 0 else math.inf)
 
 
 def measure_threshold_curve(
@@ -494,13 +626,13 @@ def measure_threshold_curve(
     """The site's :class:`ThresholdCurve` from its NEMA spheres (each sphere's
     :func:`sphere_threshold`, the other spheres excluded from its search region); None when
     fewer than two spheres are detectable."""
-    points = []
+    points: list[tuple[float, float, float]] = []
     for index, (mask, volume) in enumerate(zip(sphere_masks, true_volumes_ml, strict=True)):
         others = np.zeros_like(mask)
         for other_index, other in enumerate(sphere_masks):
             if other_index != index:
                 others |= other
-        fraction = sphere_threshold(
+        point = sphere_threshold_point(
             concentration_mbq_per_ml,
             mask,
             others,
@@ -508,13 +640,16 @@ def measure_threshold_curve(
             spacing_mm_zyx=spacing_mm_zyx,
             fwhm_mm=fwhm_mm,
         )
-        if fraction is not None:
-            points.append((float(volume), float(fraction)))
+        if point is not None:
+            points.append((float(volume), float(point[0]), float(point[1])))
     if len(points) < 2:
         return None
     points.sort()
+    contrasts = tuple(k for _, _, k in points)
     return ThresholdCurve(
-        volumes_ml=tuple(v for v, _ in points), fractions=tuple(f for _, f in points)
+        volumes_ml=tuple(v for v, _, _ in points),
+        fractions=tuple(f for _, f, _ in points),
+        contrasts=contrasts if all(math.isfinite(k) for k in contrasts) else None,
     )
 
 
@@ -533,12 +668,15 @@ def delineate_lesions(
     fwhm_mm: float,
     threshold: Callable[[float], float] | None = None,
     threshold_sd: Callable[[float], float] | None = None,
+    contrast_threshold: Callable[[float, float], float] | None = None,
 ) -> tuple[LesionDelineation | None, ...]:
     """:func:`delineate_lesion` for every lesion of ``masks`` (n_voi, slices, rows, columns);
     None for organs (kept as the site drew them). A lesion's search region leaves out the other
     lesions' VOIs and the VOIs of organs that do not host it (:data:`HOST_FRACTION`).
     ``threshold``: the site's g(V) (:meth:`ThresholdCurve.at`; the Gaussian model of
-    ``fwhm_mm`` when None); ``threshold_sd``: its SD (:meth:`ThresholdCurve.residual_sd`)."""
+    ``fwhm_mm`` when None); ``threshold_sd``: its SD (:meth:`ThresholdCurve.residual_sd`);
+    ``contrast_threshold``: the site's g(V, K) (:meth:`ThresholdSurface.at`), used instead of
+    ``threshold`` when given."""
     lesions = np.asarray(lesion, dtype=bool)
     filled = {
         k: np.asarray(ndimage.binary_fill_holes(masks[k]), dtype=bool)
@@ -566,6 +704,7 @@ def delineate_lesions(
                 fwhm_mm=fwhm_mm,
                 threshold=threshold,
                 threshold_sd=threshold_sd,
+                contrast_threshold=contrast_threshold,
             )
         )
     return tuple(results)
@@ -573,19 +712,24 @@ def delineate_lesions(
 
 __all__ = [
     "BACKGROUND_SHELL_FWHM",
+    "CONTRAST_EXTRAPOLATION_SPANS",
     "DELINEATED",
     "DETECTION_CNR",
     "HOST_FRACTION",
+    "MIN_LOG_CONTRAST_SPAN",
     "NO_CONTRAST",
     "SEARCH_MARGIN_FWHM",
     "UNDETECTABLE",
     "LesionDelineation",
     "ThresholdCurve",
+    "ThresholdSurface",
     "delineate_lesion",
     "delineate_lesions",
     "gaussian_threshold",
     "measure_threshold_curve",
     "sphere_profile",
     "sphere_threshold",
+    "sphere_threshold_point",
     "threshold_fraction",
+    "threshold_surface",
 ]
