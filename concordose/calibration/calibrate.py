@@ -167,6 +167,16 @@ def calibrate_site(
             if nema.threshold_curve is None
             else [round(f, 6) for f in nema.threshold_curve.fractions]
         ),
+        recovery_model_volumes_ml=(
+            None
+            if nema.recovery_model_error is None
+            else list(nema.recovery_model_error.volumes_ml)
+        ),
+        recovery_model_residuals=(
+            None
+            if nema.recovery_model_error is None
+            else [round(r, 6) for r in nema.recovery_model_error.residuals]
+        ),
         partial_volume_model_chosen=(
             None if nema.partial_volume_evidence is None else nema.partial_volume_evidence.chosen
         ),

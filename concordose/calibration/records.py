@@ -57,6 +57,11 @@ class CalibrationRecord(BaseModel):
             mean-referenced, background-corrected level that delineates it on the site's own
             reconstruction (``quant.delineation.ThresholdCurve``); ``None`` in older records
             (the Gaussian model of ``psf_fwhm_mm`` is then used).
+        recovery_model_volumes_ml, recovery_model_residuals: per NEMA sphere the GTM corrected
+            at calibration, its true volume and its residual recovery (measured − the fitted
+            PSF's ω_ii, in units of its true concentration; ``quant.recovery_model``): the
+            evidence of the recovery-model term of lesions' activity SD. ``None`` in older
+            records (no such term).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -130,6 +135,21 @@ class CalibrationRecord(BaseModel):
     # --- lesion delineation threshold (issue 15, platform delineation) ---
     delineation_threshold_volumes_ml: list[float] | None = None
     delineation_threshold_fractions: list[float] | None = None
+    # --- recovery-model residuals (issue 15, item 5: small lesions' SD) ---
+    recovery_model_volumes_ml: list[float] | None = None
+    recovery_model_residuals: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _residuals_per_sphere(self) -> CalibrationRecord:
+        volumes, residuals = self.recovery_model_volumes_ml, self.recovery_model_residuals
+        if (volumes is None) != (residuals is None) or (
+            volumes is not None and residuals is not None and len(volumes) != len(residuals)
+        ):
+            raise ValueError(
+                "recovery_model_volumes_ml and recovery_model_residuals: expected both or "
+                f"neither, one residual per volume, found {volumes!r} and {residuals!r}"
+            )
+        return self
 
     def is_valid_on(self, day: date) -> bool:
         """True when ``day`` lies in the record's validity range."""

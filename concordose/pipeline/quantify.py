@@ -57,6 +57,7 @@ from concordose.quant.pvc import (
     recovery_curve_from_record,
     shell_statistics,
 )
+from concordose.quant.recovery_model import RecoveryModelError
 from concordose.quant.voi import (
     MASK_RESAMPLING,
     VoiShape,
@@ -135,6 +136,11 @@ class CycleTimeActivity:
             (:func:`delineation_relative_sd`; 0 elsewhere); None otherwise. The concentration's
             is added in quadrature to ``partial_volume_relative_sd`` at every time point
             (DESIGN.md, "Platform delineation": the dose divides by the delineated mass).
+        recovery_model_relative_sd: (n_voi, n_time_points) with a GTM model and a record
+            holding the NEMA spheres' recovery-model residuals, each GTM-corrected lesion's
+            recovery-model term s(V)/ω_ii (:mod:`concordose.quant.recovery_model`; NaN for
+            organs and VOIs left as measured), already added in quadrature to
+            ``partial_volume_relative_sd``; None otherwise (no such term).
     """
 
     labels: tuple[str, ...]
@@ -162,6 +168,7 @@ class CycleTimeActivity:
     organ_outlines: tuple[OrganOutline | None, ...] = ()
     delineation_activity_relative_sd: npt.NDArray[np.float64] | None = None
     delineation_concentration_relative_sd: npt.NDArray[np.float64] | None = None
+    recovery_model_relative_sd: npt.NDArray[np.float64] | None = None
 
     @property
     def partial_volume_tia_relative_sd(self) -> npt.NDArray[np.float64]:
@@ -193,6 +200,16 @@ def threshold_curve(record: CalibrationRecord) -> Callable[[float], float] | Non
     if not volumes or not fractions:
         return None
     return ThresholdCurve(tuple(volumes), tuple(fractions)).at
+
+
+def recovery_model_error(record: CalibrationRecord) -> RecoveryModelError | None:
+    """The record's recovery-model residuals per NEMA sphere (``quant.recovery_model``), or
+    None (a record calibrated before they were stored: no recovery-model term, as a record
+    without a PSF has no PSF term)."""
+    volumes, residuals = record.recovery_model_volumes_ml, record.recovery_model_residuals
+    if not volumes or not residuals:
+        return None
+    return RecoveryModelError(tuple(volumes), tuple(residuals))
 
 
 def threshold_curve_sd(record: CalibrationRecord) -> Callable[[float], float] | None:
@@ -338,6 +355,7 @@ def quantify_cycle(
     sphere_fwhm_mm = calibration.psf_fwhm_mm if platform else None
     psf = psf_from_record(calibration) if transfer_matrix else None
     psf_alternative = alternative_psf_fwhm(calibration) if transfer_matrix else None
+    model_error = recovery_model_error(calibration) if transfer_matrix else None
     curve = (
         recovery_curve_from_record(calibration)
         if partial_volume_correction and partial_volume_model == RECOVERY_ONLY_MODEL
@@ -362,6 +380,7 @@ def quantify_cycle(
     background_n = np.zeros(activity.shape, dtype=np.int64)
     gtm_mbq = np.full_like(activity, np.nan)
     gtm_sd_mbq = np.full_like(activity, np.nan)
+    model_relative_sd = np.full_like(activity, np.nan)
     gtm_status: list[list[str]] = [[] for _ in vois]
     gtm_fallback: list[list[str]] = [[] for _ in vois]
     delineation_activity_sd: npt.NDArray[np.float64] | None = None
@@ -457,6 +476,13 @@ def quantify_cycle(
                 extent_vois=tuple(not flag for flag in lesion) if platform else (),
             )
             gtm_mbq[:, index], gtm_sd_mbq[:, index] = corrected_now.activity_mbq, sd_now
+            if model_error is not None:
+                # lesions only: the spheres are evidence for lesion-like objects, not organs
+                model_relative_sd[:, index] = np.where(
+                    lesion & np.isfinite(corrected_now.activity_mbq),
+                    model_error.relative_sd(volume_ml, corrected_now.self_recovery),
+                    np.nan,
+                )
             if index == 0 and any(
                 d is not None and d.smaller_mask is not None for d in delineations
             ):
@@ -526,6 +552,12 @@ def quantify_cycle(
                 np.hypot(pvc_relative_sd, delineation_concentration_sd[:, None]),
                 pvc_relative_sd,
             )
+        if model_error is not None:
+            # the same PSF model and VOI at every time point: correlated, like the PSF term
+            with_model = applied[:, None] & np.isfinite(model_relative_sd)
+            pvc_relative_sd = np.where(
+                with_model, np.hypot(pvc_relative_sd, model_relative_sd), pvc_relative_sd
+            )
         pvc_status = tuple(
             STATUS_OK if not reasons else "; ".join(reasons) for reasons in gtm_status
         )
@@ -560,6 +592,7 @@ def quantify_cycle(
         organ_outlines=organ_outlines,
         delineation_activity_relative_sd=delineation_activity_sd,
         delineation_concentration_relative_sd=delineation_concentration_sd,
+        recovery_model_relative_sd=model_relative_sd if model_error is not None else None,
         partial_volume_fallback=(
             tuple("; ".join(notes) for notes in gtm_fallback) if platform else ()
         ),
