@@ -139,8 +139,10 @@ class CycleTimeActivity:
         recovery_model_relative_sd: (n_voi, n_time_points) with a GTM model and a record
             holding the NEMA spheres' recovery-model residuals, each GTM-corrected lesion's
             recovery-model term s(V)/ω_ii (:mod:`concordose.quant.recovery_model`; NaN for
-            organs and VOIs left as measured), already added in quadrature to
-            ``partial_volume_relative_sd``; None otherwise (no such term).
+            organs), already added in quadrature to ``partial_volume_relative_sd``; for a
+            lesion the GTM left as measured (refused at some time point) instead the loss its
+            value still holds, 1/RC(V) − 1 (:func:`uncorrected_loss_relative_sd`), which is
+            then its whole ``partial_volume_relative_sd``; None otherwise (no such term).
     """
 
     labels: tuple[str, ...]
@@ -210,6 +212,20 @@ def recovery_model_error(record: CalibrationRecord) -> RecoveryModelError | None
     if not volumes or not residuals:
         return None
     return RecoveryModelError(tuple(volumes), tuple(residuals))
+
+
+def uncorrected_loss_relative_sd(
+    record: CalibrationRecord, volume_ml: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64] | None:
+    """Per VOI of ``volume_ml``, the relative SD of a lesion the GTM left as measured: the
+    partial-volume loss its value still holds, 1/RC(V) − 1, RC the record's NEMA-sphere curve
+    (``quant.pvc.FittedRecoveryCurve.extrapolated``: by its form outside the spheres' range, →
+    ∞ as V → 0). None when the record has no RC curve."""
+    if record.recovery_a_ml is None or record.recovery_b is None:
+        return None
+    recovery = recovery_curve_from_record(record).extrapolated(np.maximum(volume_ml, 1e-9))
+    result: npt.NDArray[np.float64] = 1.0 / recovery - 1.0
+    return result
 
 
 def threshold_curve_sd(record: CalibrationRecord) -> Callable[[float], float] | None:
@@ -558,6 +574,11 @@ def quantify_cycle(
             pvc_relative_sd = np.where(
                 with_model, np.hypot(pvc_relative_sd, model_relative_sd), pvc_relative_sd
             )
+            left_as_measured = uncorrected_loss_relative_sd(calibration, volume_ml)
+            if left_as_measured is not None:
+                left = lesion & ~applied
+                model_relative_sd[left] = left_as_measured[left, None]
+                pvc_relative_sd = np.where(left[:, None], model_relative_sd, pvc_relative_sd)
         pvc_status = tuple(
             STATUS_OK if not reasons else "; ".join(reasons) for reasons in gtm_status
         )

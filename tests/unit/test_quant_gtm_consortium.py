@@ -18,9 +18,10 @@ organ (the GTM takes the VOI masks as the objects; the liver then stays +4 to +9
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,8 +41,10 @@ from concordose.pipeline.quantify import (
     CycleTimeActivity,
     quantify_cycle,
     quantify_cycle_per_protocol,
+    uncorrected_loss_relative_sd,
 )
 from concordose.quant.delineation import threshold_fraction
+from concordose.quant.gtm import GtmCorrection, gtm_fwhm_sensitivity
 from concordose.quant.organ_outline import FAINT, FITTED
 from concordose.quant.pvc import (
     GTM_MODEL,
@@ -369,6 +372,60 @@ def test_recovery_model_term_enters_lesions_sd_and_leaves_organs_alone(
         run.gtm.partial_volume_tia_relative_sd[lesion]
         > without.partial_volume_tia_relative_sd[lesion]
     )
+
+
+def test_a_lesion_the_gtm_left_as_measured_carries_its_partial_volume_loss(
+    runs: dict[str, SiteRun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lesion the GTM refuses at one time point is published as measured: its SD is then the
+    loss its value still holds by the record's RC curve, 1/RC(V) − 1 (not 0, which said the
+    value was exact), at every time point; the other VOIs keep theirs."""
+    run = runs[SITES[0]]
+    lesion = next(k for k, kind in enumerate(run.gtm.voi_types) if kind == "lesion")
+    real = gtm_fwhm_sensitivity
+
+    def refusing(*args: Any, **kwargs: Any) -> tuple[GtmCorrection, np.ndarray]:
+        corrected, sd = real(*args, **kwargs)
+        activity = corrected.activity_mbq.copy()
+        activity[lesion] = np.nan
+        status = list(corrected.status)
+        status[lesion] = "refused for the test"
+        return replace(corrected, activity_mbq=activity, status=tuple(status)), sd
+
+    monkeypatch.setattr("concordose.pipeline.quantify.gtm_fwhm_sensitivity", refusing)
+    refused = quantify_cycle(
+        run.cycle, run.record, partial_volume_correction=True, partial_volume_model=GTM_MODEL
+    )
+    relative = refused.partial_volume_relative_sd
+    assert relative is not None
+    assert run.record.recovery_a_ml is not None
+    assert run.record.recovery_b is not None
+    rc = 1.0 / (
+        1.0 + (run.record.recovery_a_ml / refused.volume_ml[lesion]) ** run.record.recovery_b
+    )
+    np.testing.assert_allclose(relative[lesion], 1.0 / rc - 1.0, rtol=1e-12)
+    assert np.all(relative[lesion] > 0)
+    np.testing.assert_allclose(refused.activity_mbq[lesion], run.plain.activity_mbq[lesion])
+    others = np.arange(len(refused.labels)) != lesion
+    assert run.gtm.partial_volume_relative_sd is not None
+    np.testing.assert_allclose(relative[others], run.gtm.partial_volume_relative_sd[others])
+
+
+def test_uncorrected_loss_follows_the_records_rc_curve() -> None:
+    """1/RC(V) − 1 by the record's fitted form, inside the spheres' range and beyond it; none
+    without an RC curve."""
+    record = CalibrationRecord(
+        record_id="r",
+        calibration_factor_cps_per_mbq=10.0,
+        valid_from=date(2026, 1, 1),
+        recovery_a_ml=2.0,
+        recovery_b=1.0,
+    )
+    loss = uncorrected_loss_relative_sd(record, np.array([0.1, 2.0, 200.0]))
+    assert loss is not None
+    np.testing.assert_allclose(loss, [20.0, 1.0, 0.01], rtol=1e-12)
+    bare = record.model_copy(update={"recovery_a_ml": None, "recovery_b": None})
+    assert uncorrected_loss_relative_sd(bare, np.array([1.0])) is None
 
 
 def test_correlated_relative_sd_is_the_activity_weighted_mean() -> None:
