@@ -16,7 +16,9 @@ variant ``raw``, ``harmonised``, ``harmonised_pvc``), then reads the published
 * per organ, the cross-site CoV of the reference TIA and its error against the true TIA;
 * for lesions < 4 mL, how many site measurements lie within 2 reported SD of the truth
   (``kinetics.tia_total_sd_mbq_h`` of the reference; "reported with their uncertainty rather
-  than silently wrong").
+  than silently wrong"), and the same with the median reported relative SD per volume bin
+  (``lesion_uncertainty_by_volume_bin``: is the SD honest where the correction is large, and
+  not inflated where it is small).
 
 ``--preset test``: the coarse grid, 4 sites × 2 patients, cycle 1, lesions 4-60 mL (minutes).
 ``--preset full``: each site's own grid, 4 sites × 4 patients, cycle 1, 5-6 lesions per
@@ -290,16 +292,26 @@ def _percent(values: Iterable[float], how: str) -> float | None:
 
 def _small_lesion_coverage(run: Path, rows: pd.DataFrame, variant: str) -> dict[str, Any]:
     """For lesions < 4 mL: site measurements within COVERAGE_SD reported SD of the true TIA."""
+    return _lesion_coverage(run, rows, variant, 0.0, SMALL_LESION_ML)
+
+
+def _lesion_coverage(
+    run: Path, rows: pd.DataFrame, variant: str, low_ml: float, high_ml: float
+) -> dict[str, Any]:
+    """For lesions of true volume in [low_ml, high_ml): how many site measurements of the TIA
+    lie within COVERAGE_SD reported SD (``tia_total_sd_mbq_h``) of the truth, the median
+    reported relative SD and the median absolute error."""
     store = open_object_store((run / "output" / "variants" / variant).as_posix(), Settings())
     kinetics = read_current(store, "kinetics").to_pandas()
     kinetics = kinetics[kinetics["kinetics_method"] == REFERENCE_METHOD_NAME]
-    small = rows[
+    chosen = rows[
         (rows["variant"] == variant)
         & (rows["metric"] == "tia_mbq_h")
         & (rows["voi_type"] == "lesion")
-        & (rows["volume_ml"] < SMALL_LESION_ML)
+        & (rows["volume_ml"] >= low_ml)
+        & (rows["volume_ml"] < high_ml)
     ].merge(_cycle_keys(run), on=["reference_object_id", "site_id"])
-    joined = small.merge(
+    joined = chosen.merge(
         kinetics[["site_id", "cycle_key", "voi_label", "tia_total_sd_mbq_h"]],
         on=["site_id", "cycle_key", "voi_label"],
     )
@@ -401,6 +413,13 @@ def summarise(run: Path) -> dict[str, Any]:
                 for label, group in organs.groupby("voi_label")
             ],
             "small_lesion_uncertainty": _small_lesion_coverage(run, rows, variant),
+            "lesion_uncertainty_by_volume_bin": [
+                {
+                    "volume_ml": [low, None if math.isinf(high) else high],
+                    **_lesion_coverage(run, rows, variant, low, high),
+                }
+                for low, high in VOLUME_BINS_ML
+            ],
         }
     lesion_count = per_voi[
         (per_voi["voi_type"] == "lesion") & (per_voi["variant"] == ProcessingVariant.RAW.value)

@@ -239,6 +239,16 @@ def calibrate_site(
             else [round(f, 6) for f in nema.threshold_curve.fractions]
         ),
         delineation_threshold_scans=threshold_scans,
+        recovery_model_volumes_ml=(
+            None
+            if nema.recovery_model_error is None
+            else list(nema.recovery_model_error.volumes_ml)
+        ),
+        recovery_model_residuals=(
+            None
+            if nema.recovery_model_error is None
+            else [round(r, 6) for r in nema.recovery_model_error.residuals]
+        ),
         partial_volume_model_chosen=(
             None if nema.partial_volume_evidence is None else nema.partial_volume_evidence.chosen
         ),

@@ -60,6 +60,7 @@ from concordose.quant.pvc import (
     RECOVERY_ONLY_MODEL,
     chosen_psf_fwhm,
 )
+from concordose.quant.recovery_model import RecoveryModelError
 from concordose.quant.voi import CroppedMask
 
 
@@ -91,6 +92,8 @@ class NemaAnalysis:
         threshold_curve: the site's threshold-volume curve for the platform's lesion
             delineation, measured on these spheres (``quant.delineation``; None when fewer
             than two spheres are detectable).
+        recovery_model_error: each sphere's GTM residual in recovery units
+            (``quant.recovery_model``; None when fewer than two spheres were corrected).
     """
 
     volumes_ml: npt.NDArray[np.float64]
@@ -105,6 +108,7 @@ class NemaAnalysis:
     partial_volume_evidence: PartialVolumeEvidence | None = None
     large_object_psf: PsfFit | None = None
     threshold_curve: ThresholdCurve | None = None
+    recovery_model_error: RecoveryModelError | None = None
 
 
 def _scan(
@@ -334,4 +338,10 @@ def analyse_nema(
         partial_volume_evidence=evidence,
         large_object_psf=large_object_psf,
         threshold_curve=threshold_curve,
+        # the GTM's residual recovery per sphere: the model-error term of lesions' SD
+        recovery_model_error=RecoveryModelError.from_phantom(
+            [float(v) for v in phantom_model.volumes_ml],
+            evidence.sphere_errors[GTM_MODEL],
+            evidence.gtm_self_recovery,
+        ),
     )

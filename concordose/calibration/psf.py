@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -322,11 +322,15 @@ class PartialVolumeEvidence:
             times the sphere's true volume; NaN where the model could not be fitted without it).
         rms_error: model name → RMS of the finite sphere errors.
         chosen: the model with the smallest RMS error (:data:`NO_CORRECTION` included).
+        gtm_self_recovery: each sphere's ω_ii in the GTM that corrected it (NaN where it was
+            not corrected): with the GTM's errors, the recovery-model residuals
+            (``quant.recovery_model``).
     """
 
     sphere_errors: dict[str, FloatArray]
     rms_error: dict[str, float]
     chosen: str
+    gtm_self_recovery: FloatArray = field(default_factory=lambda: np.zeros(0))
 
 
 def partial_volume_evidence(
@@ -365,6 +369,7 @@ def partial_volume_evidence(
     body = body_outline(concentration_mbq_per_ml)
     regions = (*model.sphere_vois, model.lung_insert)
     errors = {name: np.full(n, np.nan) for name in (rc_model, rc0_model, gtm_model)}
+    self_recovery = np.full(n, np.nan)
     for left_out in range(n):
         others = [i for i in range(n) if i != left_out]
         fwhm_mm = (
@@ -385,6 +390,8 @@ def partial_volume_evidence(
             corrected.concentration_mbq_per_ml[left_out] / sphere_mbq_per_ml * to_activity[left_out]
             - 1.0
         )
+        if np.isfinite(errors[gtm_model][left_out]):
+            self_recovery[left_out] = corrected.self_recovery[left_out]
         if np.all(recovery[others] > 0):
             curve = fit_recovery_curve(volumes[others], recovery[others])
             rc = float(curve.rc(volumes[left_out]))
@@ -405,4 +412,6 @@ def partial_volume_evidence(
         for name, e in sphere_errors.items()
     }
     finite = {name: value for name, value in rms.items() if np.isfinite(value)}
-    return PartialVolumeEvidence(sphere_errors, rms, min(finite, key=finite.__getitem__))
+    return PartialVolumeEvidence(
+        sphere_errors, rms, min(finite, key=finite.__getitem__), gtm_self_recovery=self_recovery
+    )

@@ -92,6 +92,11 @@ class CalibrationRecord(BaseModel):
             scans of different contrasts gave points. With it the platform's delineation uses
             g(V, K) (``quant.delineation.ThresholdSurface``) instead of the curve above;
             ``None`` (one contrast, or an older record): the curve.
+        recovery_model_volumes_ml, recovery_model_residuals: per NEMA sphere the GTM corrected
+            at calibration, its true volume and its residual recovery (measured − the fitted
+            PSF's ω_ii, in units of its true concentration; ``quant.recovery_model``): the
+            evidence of the recovery-model term of lesions' activity SD. ``None`` in older
+            records (no such term).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -168,6 +173,21 @@ class CalibrationRecord(BaseModel):
     # --- contrast-dependent lesion threshold (issue 15, NEMA at two contrasts) ---
     delineation_threshold_scans: list[DelineationThresholdScan] | None = None
     # --- end contrast-dependent lesion threshold ---
+    # --- recovery-model residuals (issue 15, item 5: small lesions' SD) ---
+    recovery_model_volumes_ml: list[float] | None = None
+    recovery_model_residuals: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _residuals_per_sphere(self) -> CalibrationRecord:
+        volumes, residuals = self.recovery_model_volumes_ml, self.recovery_model_residuals
+        if (volumes is None) != (residuals is None) or (
+            volumes is not None and residuals is not None and len(volumes) != len(residuals)
+        ):
+            raise ValueError(
+                "recovery_model_volumes_ml and recovery_model_residuals: expected both or "
+                f"neither, one residual per volume, found {volumes!r} and {residuals!r}"
+            )
+        return self
 
     def is_valid_on(self, day: date) -> bool:
         """True when ``day`` lies in the record's validity range."""

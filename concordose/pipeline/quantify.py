@@ -58,6 +58,7 @@ from concordose.quant.pvc import (
     recovery_curve_from_record,
     shell_statistics,
 )
+from concordose.quant.recovery_model import RecoveryModelError
 from concordose.quant.voi import (
     MASK_RESAMPLING,
     VoiShape,
@@ -136,6 +137,13 @@ class CycleTimeActivity:
             (:func:`delineation_relative_sd`; 0 elsewhere); None otherwise. The concentration's
             is added in quadrature to ``partial_volume_relative_sd`` at every time point
             (DESIGN.md, "Platform delineation": the dose divides by the delineated mass).
+        recovery_model_relative_sd: (n_voi, n_time_points) with a GTM model and a record
+            holding the NEMA spheres' recovery-model residuals, each GTM-corrected lesion's
+            recovery-model term s(V)/ω_ii (:mod:`concordose.quant.recovery_model`; NaN for
+            organs), already added in quadrature to ``partial_volume_relative_sd``; for a
+            lesion the GTM left as measured (refused at some time point) instead the loss its
+            value still holds, 1/RC(V) − 1 (:func:`uncorrected_loss_relative_sd`), which is
+            then its whole ``partial_volume_relative_sd``; None otherwise (no such term).
     """
 
     labels: tuple[str, ...]
@@ -163,6 +171,7 @@ class CycleTimeActivity:
     organ_outlines: tuple[OrganOutline | None, ...] = ()
     delineation_activity_relative_sd: npt.NDArray[np.float64] | None = None
     delineation_concentration_relative_sd: npt.NDArray[np.float64] | None = None
+    recovery_model_relative_sd: npt.NDArray[np.float64] | None = None
 
     @property
     def partial_volume_tia_relative_sd(self) -> npt.NDArray[np.float64]:
@@ -209,6 +218,30 @@ def contrast_threshold(record: CalibrationRecord) -> Callable[[float, float], fl
         ]
     )
     return None if surface is None else surface.at
+
+
+def recovery_model_error(record: CalibrationRecord) -> RecoveryModelError | None:
+    """The record's recovery-model residuals per NEMA sphere (``quant.recovery_model``), or
+    None (a record calibrated before they were stored: no recovery-model term, as a record
+    without a PSF has no PSF term)."""
+    volumes, residuals = record.recovery_model_volumes_ml, record.recovery_model_residuals
+    if not volumes or not residuals:
+        return None
+    return RecoveryModelError(tuple(volumes), tuple(residuals))
+
+
+def uncorrected_loss_relative_sd(
+    record: CalibrationRecord, volume_ml: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64] | None:
+    """Per VOI of ``volume_ml``, the relative SD of a lesion the GTM left as measured: the
+    partial-volume loss its value still holds, 1/RC(V) − 1, RC the record's NEMA-sphere curve
+    (``quant.pvc.FittedRecoveryCurve.extrapolated``: by its form outside the spheres' range, →
+    ∞ as V → 0). None when the record has no RC curve."""
+    if record.recovery_a_ml is None or record.recovery_b is None:
+        return None
+    recovery = recovery_curve_from_record(record).extrapolated(np.maximum(volume_ml, 1e-9))
+    result: npt.NDArray[np.float64] = 1.0 / recovery - 1.0
+    return result
 
 
 def threshold_curve_sd(record: CalibrationRecord) -> Callable[[float], float] | None:
@@ -354,6 +387,7 @@ def quantify_cycle(
     sphere_fwhm_mm = calibration.psf_fwhm_mm if platform else None
     psf = psf_from_record(calibration) if transfer_matrix else None
     psf_alternative = alternative_psf_fwhm(calibration) if transfer_matrix else None
+    model_error = recovery_model_error(calibration) if transfer_matrix else None
     curve = (
         recovery_curve_from_record(calibration)
         if partial_volume_correction and partial_volume_model == RECOVERY_ONLY_MODEL
@@ -378,6 +412,7 @@ def quantify_cycle(
     background_n = np.zeros(activity.shape, dtype=np.int64)
     gtm_mbq = np.full_like(activity, np.nan)
     gtm_sd_mbq = np.full_like(activity, np.nan)
+    model_relative_sd = np.full_like(activity, np.nan)
     gtm_status: list[list[str]] = [[] for _ in vois]
     gtm_fallback: list[list[str]] = [[] for _ in vois]
     delineation_activity_sd: npt.NDArray[np.float64] | None = None
@@ -474,6 +509,13 @@ def quantify_cycle(
                 extent_vois=tuple(not flag for flag in lesion) if platform else (),
             )
             gtm_mbq[:, index], gtm_sd_mbq[:, index] = corrected_now.activity_mbq, sd_now
+            if model_error is not None:
+                # lesions only: the spheres are evidence for lesion-like objects, not organs
+                model_relative_sd[:, index] = np.where(
+                    lesion & np.isfinite(corrected_now.activity_mbq),
+                    model_error.relative_sd(volume_ml, corrected_now.self_recovery),
+                    np.nan,
+                )
             if index == 0 and any(
                 d is not None and d.smaller_mask is not None for d in delineations
             ):
@@ -543,6 +585,17 @@ def quantify_cycle(
                 np.hypot(pvc_relative_sd, delineation_concentration_sd[:, None]),
                 pvc_relative_sd,
             )
+        if model_error is not None:
+            # the same PSF model and VOI at every time point: correlated, like the PSF term
+            with_model = applied[:, None] & np.isfinite(model_relative_sd)
+            pvc_relative_sd = np.where(
+                with_model, np.hypot(pvc_relative_sd, model_relative_sd), pvc_relative_sd
+            )
+            left_as_measured = uncorrected_loss_relative_sd(calibration, volume_ml)
+            if left_as_measured is not None:
+                left = lesion & ~applied
+                model_relative_sd[left] = left_as_measured[left, None]
+                pvc_relative_sd = np.where(left[:, None], model_relative_sd, pvc_relative_sd)
         pvc_status = tuple(
             STATUS_OK if not reasons else "; ".join(reasons) for reasons in gtm_status
         )
@@ -577,6 +630,7 @@ def quantify_cycle(
         organ_outlines=organ_outlines,
         delineation_activity_relative_sd=delineation_activity_sd,
         delineation_concentration_relative_sd=delineation_concentration_sd,
+        recovery_model_relative_sd=model_relative_sd if model_error is not None else None,
         partial_volume_fallback=(
             tuple("; ".join(notes) for notes in gtm_fallback) if platform else ()
         ),

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -273,6 +273,10 @@ class GtmCorrection:
         fallback: per VOI, empty, or why its activity is the GTM's T·V on the site's VOI
             although the extent activity was asked for (:data:`EXTENT_FALLBACK`); empty tuple
             when no extent was asked for. A fallen-back VOI is corrected (status ``ok``).
+        self_recovery: per VOI, ω_ii of its own region (the fraction of its true concentration
+            the model says its mean keeps: its recovery with spill-in removed), NaN for a VOI
+            with no region; empty when Ω was not built. The recovery-model term of the SD
+            divides by it (``quant.recovery_model``).
     """
 
     activity_mbq: FloatArray
@@ -283,6 +287,7 @@ class GtmCorrection:
     condition_number: float
     status: tuple[str, ...]
     fallback: tuple[str, ...] = ()
+    self_recovery: FloatArray = field(default_factory=lambda: np.zeros(0))
 
 
 def gtm_correct(
@@ -355,6 +360,9 @@ def gtm_correct(
         [RegionWeights.from_mask(r) for r in all_regions], all_regions, shape, sigma
     )
     regional_mean = np.array([float(image[r.box][r.mask].mean()) for r in all_regions])
+    self_recovery = np.array(
+        [float(omega[kept.index(v), kept.index(v)]) if v in kept else np.nan for v in range(n_voi)]
+    )
     condition = float(np.linalg.cond(omega))
     if not np.isfinite(condition) or condition > condition_limit:
         reason = (
@@ -370,6 +378,7 @@ def gtm_correct(
             omega,
             condition,
             tuple(s if s != STATUS_OK else reason for s in empty_status),
+            self_recovery=self_recovery,
         )
     true_mean, *_ = np.linalg.lstsq(omega, regional_mean, rcond=None)
     region_true = true_mean[: len(regions)]
@@ -436,6 +445,7 @@ def gtm_correct(
         condition_number=condition,
         status=status,
         fallback=tuple(fallback) if extent_margin_mm is not None and any(extent_vois) else (),
+        self_recovery=self_recovery,
     )
 
 

@@ -118,7 +118,14 @@ class FittedRecoveryCurve:
         volumes = np.asarray(volume_ml, dtype=np.float64)
         inside = (volumes >= self.volume_ml[0]) & (volumes <= self.volume_ml[1])
         safe = np.where(inside, volumes, self.volume_ml[0])
-        result: FloatArray = np.where(inside, 1.0 / (1.0 + (self.a_ml / safe) ** self.b), np.nan)
+        result: FloatArray = np.where(inside, self.extrapolated(safe), np.nan)
+        return result
+
+    def extrapolated(self, volume_ml: FloatArray) -> FloatArray:
+        """RC by the fitted form at each volume > 0, inside the measured range or not (→ 0 as
+        V → 0, → 1 for large V): for bounding an error, never for correcting a value."""
+        volumes = np.asarray(volume_ml, dtype=np.float64)
+        result: FloatArray = 1.0 / (1.0 + (self.a_ml / volumes) ** self.b)
         return result
 
 

@@ -18,9 +18,10 @@ organ (the GTM takes the VOI masks as the objects; the liver then stays +4 to +9
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,8 +41,10 @@ from concordose.pipeline.quantify import (
     CycleTimeActivity,
     quantify_cycle,
     quantify_cycle_per_protocol,
+    uncorrected_loss_relative_sd,
 )
 from concordose.quant.delineation import threshold_fraction
+from concordose.quant.gtm import GtmCorrection, gtm_fwhm_sensitivity
 from concordose.quant.organ_outline import FAINT, FITTED
 from concordose.quant.pvc import (
     GTM_MODEL,
@@ -258,9 +261,13 @@ def test_platform_vois_keep_the_true_objects_when_the_site_drew_them_true(
 def test_published_rows_carry_the_psf_and_its_uncertainty(runs: dict[str, SiteRun]) -> None:
     run = runs[SITES[0]]
     relative_sd = run.gtm.partial_volume_relative_sd
+    term = run.gtm.recovery_model_relative_sd
     assert relative_sd is not None
+    assert term is not None
     assert np.all(relative_sd > 0)
-    assert np.all(relative_sd < 0.05)
+    # the PSF's part is small with Gaussian image formation; lesions add the recovery-model
+    # term of the site's spheres (their voxelised VOIs at this preset's 4.4-17.7 mm voxels)
+    assert np.all(relative_sd < np.hypot(0.05, np.nan_to_num(term)))
     identity = CycleIdentity("sub-1", "cyc-1", SITES[0])
     rows = {
         name: build_cycle_tables(identity, tac, [], [], Provenance(run_id="r1"))[
@@ -308,6 +315,117 @@ def test_tia_uncertainty_carries_the_partial_volume_part(runs: dict[str, SiteRun
         )
         assert row["tia_total_sd_mbq_h"] == pytest.approx(expected, rel=1e-9)
         assert row["tia_total_sd_mbq_h"] > np.hypot(row["tia_sd_mbq_h"], tia * cf)
+
+
+@pytest.mark.parametrize("site_id", SITES)
+def test_calibration_stores_the_spheres_recovery_model_residuals(
+    runs: dict[str, SiteRun], site_id: str
+) -> None:
+    """Each GTM-corrected NEMA sphere's residual in recovery units, e_i · ω_ii from the
+    leave-one-out evidence, is in the record (rounded to 1e-6)."""
+    calibration = runs[site_id].calibration
+    evidence = calibration.nema.partial_volume_evidence
+    assert evidence is not None
+    errors = evidence.sphere_errors[GTM_MODEL]
+    corrected = np.isfinite(errors)
+    record = calibration.record
+    # the phantom geometry's sphere volumes (the sheet's are rounded)
+    assert record.recovery_model_volumes_ml == pytest.approx(
+        list(calibration.nema.volumes_ml[corrected]), rel=2e-3
+    )
+    assert record.recovery_model_residuals == pytest.approx(
+        list((errors * evidence.gtm_self_recovery)[corrected]), abs=1e-6
+    )
+    assert record.recovery_model_residuals is not None
+    assert len(record.recovery_model_residuals) >= 2
+
+
+def test_recovery_model_term_enters_lesions_sd_and_leaves_organs_alone(
+    runs: dict[str, SiteRun],
+) -> None:
+    """The record's residuals add s(V)/ω_ii in quadrature to each GTM-corrected lesion's
+    relative SD at every time point (so to its TIA SD); organs and a record without residuals
+    keep the SD they had."""
+    run = runs[SITES[0]]
+    bare = run.record.model_copy(
+        update={"recovery_model_volumes_ml": None, "recovery_model_residuals": None}
+    )
+    without = quantify_cycle(
+        run.cycle, bare, partial_volume_correction=True, partial_volume_model=GTM_MODEL
+    )
+    assert without.recovery_model_relative_sd is None
+    term = run.gtm.recovery_model_relative_sd
+    with_sd, without_sd = run.gtm.partial_volume_relative_sd, without.partial_volume_relative_sd
+    assert term is not None
+    assert with_sd is not None
+    assert without_sd is not None
+    lesion = np.array([kind == "lesion" for kind in run.gtm.voi_types])
+    assert lesion.any()
+    assert (~lesion).any()
+    assert np.all(term[lesion] > 0)
+    assert np.all(np.isnan(term[~lesion]))
+    np.testing.assert_allclose(
+        with_sd[lesion], np.hypot(without_sd[lesion], term[lesion]), rtol=1e-9
+    )
+    np.testing.assert_allclose(with_sd[~lesion], without_sd[~lesion], rtol=1e-12)
+    assert np.all(
+        run.gtm.partial_volume_tia_relative_sd[lesion]
+        > without.partial_volume_tia_relative_sd[lesion]
+    )
+
+
+def test_a_lesion_the_gtm_left_as_measured_carries_its_partial_volume_loss(
+    runs: dict[str, SiteRun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lesion the GTM refuses at one time point is published as measured: its SD is then the
+    loss its value still holds by the record's RC curve, 1/RC(V) − 1 (not 0, which said the
+    value was exact), at every time point; the other VOIs keep theirs."""
+    run = runs[SITES[0]]
+    lesion = next(k for k, kind in enumerate(run.gtm.voi_types) if kind == "lesion")
+    real = gtm_fwhm_sensitivity
+
+    def refusing(*args: Any, **kwargs: Any) -> tuple[GtmCorrection, np.ndarray]:
+        corrected, sd = real(*args, **kwargs)
+        activity = corrected.activity_mbq.copy()
+        activity[lesion] = np.nan
+        status = list(corrected.status)
+        status[lesion] = "refused for the test"
+        return replace(corrected, activity_mbq=activity, status=tuple(status)), sd
+
+    monkeypatch.setattr("concordose.pipeline.quantify.gtm_fwhm_sensitivity", refusing)
+    refused = quantify_cycle(
+        run.cycle, run.record, partial_volume_correction=True, partial_volume_model=GTM_MODEL
+    )
+    relative = refused.partial_volume_relative_sd
+    assert relative is not None
+    assert run.record.recovery_a_ml is not None
+    assert run.record.recovery_b is not None
+    rc = 1.0 / (
+        1.0 + (run.record.recovery_a_ml / refused.volume_ml[lesion]) ** run.record.recovery_b
+    )
+    np.testing.assert_allclose(relative[lesion], 1.0 / rc - 1.0, rtol=1e-12)
+    assert np.all(relative[lesion] > 0)
+    np.testing.assert_allclose(refused.activity_mbq[lesion], run.plain.activity_mbq[lesion])
+    others = np.arange(len(refused.labels)) != lesion
+    assert run.gtm.partial_volume_relative_sd is not None
+    np.testing.assert_allclose(relative[others], run.gtm.partial_volume_relative_sd[others])
+
+
+def test_uncorrected_loss_follows_the_records_rc_curve() -> None:
+    """1/RC(V) − 1 by the record's fitted form, inside the spheres' range and beyond it; none
+    without an RC curve."""
+    record = CalibrationRecord(
+        record_id="r",
+        calibration_factor_cps_per_mbq=10.0,
+        valid_from=date(2026, 1, 1),
+        recovery_a_ml=2.0,
+        recovery_b=1.0,
+    )
+    loss = uncorrected_loss_relative_sd(record, np.array([0.1, 2.0, 200.0]))
+    assert loss is not None
+    np.testing.assert_allclose(loss, [20.0, 1.0, 0.01], rtol=1e-12)
+    bare = record.model_copy(update={"recovery_a_ml": None, "recovery_b": None})
+    assert uncorrected_loss_relative_sd(bare, np.array([1.0])) is None
 
 
 def test_correlated_relative_sd_is_the_activity_weighted_mean() -> None:
