@@ -1,9 +1,9 @@
 # The two quickstart commands: `make demo` and `make test`. Each does all of its own set-up.
 .PHONY: demo test lint typecheck unit integration
 
-# One pytest-xdist worker per core, at most 4; each test module stays on one worker and the
-# modules sharing a session-wide platform run share its worker (tests/conftest.py).
-PYTEST_PARALLEL ?= -n auto --maxprocesses 4 --dist loadgroup
+# One pytest-xdist worker per core, at most 4; each test module is one unit of work and the
+# modules sharing a session-wide platform run are one (tests/conftest.py's scheduler).
+PYTEST_PARALLEL ?= -n auto --maxprocesses 4 --dist loadscope
 
 demo:
 	@./scripts/bootstrap

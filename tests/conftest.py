@@ -18,30 +18,52 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SIEMENS_NM_FIXTURE = REPO_ROOT / "tests" / "data" / "siemens_intevo_lu177_phantom_recon.dcm"
 
 
-SESSION_RUNS = ("demo_output", "consortium_run")
-"""Session fixtures that run the platform end to end (minutes each): every module using one runs
-on the pytest-xdist worker that builds it."""
+SESSION_RUN_MODULES = {
+    "tests/integration/test_cycle_report.py": "demo_output",
+    "tests/integration/test_offline_reports.py": "demo_output",
+    "tests/integration/test_consortium_command.py": "consortium_run",
+    "tests/integration/test_dashboard.py": "consortium_run",
+    "tests/integration/test_sink_effect_flow.py": "consortium_run",
+}
+"""The modules using a session fixture that runs the platform end to end (minutes each), by that
+fixture: under pytest-xdist they run on one worker, which builds the run once.
+:func:`pytest_collection_modifyitems` fails the session if a module using one is missing here."""
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Group tests for pytest-xdist's ``--dist loadgroup`` (the test command's parallel run).
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's scheduling for the test command's parallel run (``--dist loadscope``).
 
-    Each module stays on one worker, so its module-scoped fixtures (generated consortia, a
-    receiver) are built once; modules that use one of :data:`SESSION_RUNS` share that run's
-    worker. Runs before xdist reads the marks (``tryfirst``); without xdist the marks do nothing.
+    Each test module is one unit of work, so its module-scoped fixtures (generated consortia, a
+    receiver, a Prefect deployment) are built once and its tests run in order; the modules of
+    :data:`SESSION_RUN_MODULES` form one unit per session run. (xdist's ``xdist_group`` marks
+    would say the same, but xdist 3.8 renames the node id to group them, which pytest 9.2's node
+    ids no longer allow: the marks are silently ignored.)
     """
-    group_of_module: dict[str, str] = {}
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    class SessionRunScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return SESSION_RUN_MODULES.get(module, module)
+
+    return SessionRunScheduling(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse a session whose modules use a session run without being listed in
+    :data:`SESSION_RUN_MODULES` (the parallel run would build that run again on another worker)."""
     for item in items:
         module = item.nodeid.split("::", 1)[0]
-        fixtures = getattr(item, "fixturenames", ())
-        shared = next((name for name in SESSION_RUNS if name in fixtures), None)
-        if shared is not None:
-            group_of_module[module] = shared
-        else:
-            group_of_module.setdefault(module, module)
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group_of_module[item.nodeid.split("::", 1)[0]]))
+        for name in set(SESSION_RUN_MODULES.values()) & set(getattr(item, "fixturenames", ())):
+            if SESSION_RUN_MODULES.get(module) != name:
+                raise pytest.UsageError(
+                    f"{module} uses the session fixture {name!r}: expected an entry "
+                    f"{module!r}: {name!r} in tests/conftest.py SESSION_RUN_MODULES, found "
+                    f"{SESSION_RUN_MODULES.get(module)!r}"
+                )
 
 
 @pytest.fixture(scope="session", autouse=True)

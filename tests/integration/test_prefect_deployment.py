@@ -262,6 +262,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "CONCORDOSE_PSEUDONYM_KEY": "test-secret",
         "CONCORDOSE_OUTPUT_URI": str(site.output),
         "PREFECT_WORKER_QUERY_SECONDS": "1",  # default 10: pick runs up at once
+        "PYTHONUNBUFFERED": "1",  # its log read as it is written ("started!")
     }
     worker = Service(
         "worker",
@@ -306,6 +307,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             _prefect("--no-prompt", "deploy", "--prefect-file", "deploy/prefect.yaml", "--all")
         )
         worker.start()
+        # Up before any test: the outage test stops the server first thing, and a worker
+        # starting then cannot learn its pool's type and exits.
+        site.wait(lambda: "started!" in worker.log(), "the Prefect worker to start polling")
         site.wait(lambda: port_open(receiver_port), "concordose receive to listen")
         yield site
 
