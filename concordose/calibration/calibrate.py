@@ -74,16 +74,30 @@ def _sheets(
         )
     if not isinstance(nema, NemaSheet):
         raise ConfigurationError(f"{nema_sheet} is a {nema.phantom} sheet, not a NEMA phantom's")
-    for path, sheet in ((cylinder_sheet, cylinder), (nema_sheet, nema)):
-        if sheet.site_id != site_id:
-            raise ConfigurationError(f"{path} is site {sheet.site_id!r}'s sheet, not {site_id!r}'s")
-    for field in ("camera_model", "collimator", "reconstruction"):
-        if getattr(cylinder.scan, field) != getattr(nema.scan, field):
-            raise ConfigurationError(
-                f"the two phantom scans differ in {field}: {getattr(cylinder.scan, field)!r} vs "
-                f"{getattr(nema.scan, field)!r}; calibrate one set-up at a time"
-            )
+    _require_site(cylinder_sheet, cylinder, site_id)
+    _require_site(nema_sheet, nema, site_id)
+    _require_same_setup(cylinder, nema, where="the two phantom scans")
     return cylinder, nema
+
+
+SETUP_FIELDS = ("camera_model", "collimator", "reconstruction")
+"""What every phantom scan of one calibration shares (one camera set-up per record)."""
+
+
+def _require_site(path: Path, sheet: CylinderSheet | NemaSheet, site_id: str) -> None:
+    if sheet.site_id != site_id:
+        raise ConfigurationError(f"{path} is site {sheet.site_id!r}'s sheet, not {site_id!r}'s")
+
+
+def _require_same_setup(
+    first: CylinderSheet | NemaSheet, other: CylinderSheet | NemaSheet, *, where: str
+) -> None:
+    for name in SETUP_FIELDS:
+        if getattr(first.scan, name) != getattr(other.scan, name):
+            raise ConfigurationError(
+                f"{where} differ in {name}: {getattr(first.scan, name)!r} vs "
+                f"{getattr(other.scan, name)!r}; calibrate one set-up at a time"
+            )
 
 
 def sheets_calibrator_bias(
@@ -116,14 +130,8 @@ def _further_nema_sheets(paths: Sequence[Path], first: NemaSheet, site_id: str) 
             raise ConfigurationError(
                 f"{path} is a {sheet.phantom} sheet; expected a further NEMA phantom's"
             )
-        if sheet.site_id != site_id:
-            raise ConfigurationError(f"{path} is site {sheet.site_id!r}'s sheet, not {site_id!r}'s")
-        for name in ("camera_model", "collimator", "reconstruction"):
-            if getattr(sheet.scan, name) != getattr(first.scan, name):
-                raise ConfigurationError(
-                    f"{path}: the NEMA scans differ in {name}: {getattr(first.scan, name)!r} "
-                    f"vs {getattr(sheet.scan, name)!r}; calibrate one set-up at a time"
-                )
+        _require_site(path, sheet, site_id)
+        _require_same_setup(first, sheet, where=f"{path}: the NEMA scans")
         sheets.append(sheet)
     return sheets
 
