@@ -162,7 +162,7 @@ class ThresholdCurve:
     Attributes:
         volumes_ml: the spheres' true volumes, increasing, mL.
         fractions: per sphere, the mean-referenced background-corrected level that delineates
-            its true volume on the site's own reconstruction (:func:`sphere_threshold`).
+            its true volume on the site's own reconstruction (:func:`sphere_threshold_point`).
 
     Between spheres g is interpolated linearly in log V; below the smallest it keeps the
     smallest sphere's value; above the largest it tends to ½ as 1/R (the surface's curvature,
@@ -541,27 +541,6 @@ def delineate_lesion(
     )
 
 
-def sphere_threshold(
-    concentration_mbq_per_ml: FloatArray,
-    sphere_mask: BoolArray,
-    excluded: BoolArray,
-    true_volume_ml: float,
-    *,
-    spacing_mm_zyx: tuple[float, float, float],
-    fwhm_mm: float,
-) -> float | None:
-    """g of :func:`sphere_threshold_point` (None where it is None)."""
-    point = sphere_threshold_point(
-        concentration_mbq_per_ml,
-        sphere_mask,
-        excluded,
-        true_volume_ml,
-        spacing_mm_zyx=spacing_mm_zyx,
-        fwhm_mm=fwhm_mm,
-    )
-    return None if point is None else point[0]
-
-
 def sphere_threshold_point(
     concentration_mbq_per_ml: FloatArray,
     sphere_mask: BoolArray,
@@ -624,7 +603,7 @@ def measure_threshold_curve(
     fwhm_mm: float,
 ) -> ThresholdCurve | None:
     """The site's :class:`ThresholdCurve` from its NEMA spheres (each sphere's
-    :func:`sphere_threshold`, the other spheres excluded from its search region); None when
+    :func:`sphere_threshold_point`, the other spheres excluded from its search region); None when
     fewer than two spheres are detectable."""
     points: list[tuple[float, float, float]] = []
     for index, (mask, volume) in enumerate(zip(sphere_masks, true_volumes_ml, strict=True)):
@@ -728,7 +707,6 @@ __all__ = [
     "gaussian_threshold",
     "measure_threshold_curve",
     "sphere_profile",
-    "sphere_threshold",
     "sphere_threshold_point",
     "threshold_fraction",
     "threshold_surface",

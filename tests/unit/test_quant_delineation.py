@@ -19,7 +19,7 @@ from concordose.quant.delineation import (
     delineate_lesion,
     delineate_lesions,
     sphere_profile,
-    sphere_threshold,
+    sphere_threshold_point,
     threshold_fraction,
 )
 from concordose.quant.gtm import (
@@ -192,7 +192,7 @@ def test_a_spheres_measured_threshold_is_the_models_on_a_gaussian_image() -> Non
     radius = (3.0 * volume_ml * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
     centre = np.array([n * SPACING_MM / 2 + 0.9, n * SPACING_MM / 2 - 1.1, n * SPACING_MM / 2])
     image, masks = _blurred_scene(n, [(centre, radius, 10.0)], background=1.0)
-    measured = sphere_threshold(
+    point = sphere_threshold_point(
         image,
         masks[0],
         np.zeros_like(masks[0]),
@@ -200,7 +200,8 @@ def test_a_spheres_measured_threshold_is_the_models_on_a_gaussian_image() -> Non
         spacing_mm_zyx=(SPACING_MM,) * 3,
         fwhm_mm=FWHM_MM,
     )
-    assert measured is not None
+    assert point is not None
+    measured, _contrast = point
     assert measured == pytest.approx(threshold_fraction(volume_ml, FWHM_MM), abs=0.05)
     curve = ThresholdCurve((1.0, 5.0, 26.5), (0.8, 0.7, 0.55))
     assert curve.at(26.5) == pytest.approx(0.55)
