@@ -53,7 +53,7 @@ import threading
 import time
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -194,12 +194,14 @@ def concordose_receiver(
     stop_times: list[float] | None = None,
     *,
     extra_path: Path | None = None,
+    environment: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[int, int]]:
     """``concordose receive`` in a subprocess; yields (port, pid).
 
     ``spool`` defaults to a fresh one in ``workdir``. The time from SIGTERM to exit (filing what
     is still only journaled, then stopping) is appended to ``stop_times``. ``extra_path`` goes
-    first on the receiver's ``PYTHONPATH`` (e.g. a ``sitecustomize`` for a reference run).
+    first on the receiver's ``PYTHONPATH`` (e.g. a ``sitecustomize`` for a reference run);
+    ``environment`` adds settings (e.g. ``CONCORDOSE_SPOOL_JOURNAL_MB``).
     """
     port = _free_port()
     sites = workdir / "sites.yaml"
@@ -231,7 +233,7 @@ def concordose_receiver(
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**NODELAY_ENV, "PYTHONPATH": python_path},
+        env={**NODELAY_ENV, **(environment or {}), "PYTHONPATH": python_path},
     )
     try:
         _wait(lambda: _port_open(port), "concordose receive")

@@ -41,11 +41,15 @@ process; ours include the filing's fsyncs when the burst outgrows the journal).
 
 Group commit evidence: our receiver (not the reference or baseline runs) starts with a
 ``sitecustomize`` that counts its calls of ``os.fdatasync`` (the journal's flushes: records and
-recycled segment headers) and ``os.fsync`` (filing: each file before its rename, each folder
-after, once per batch; SQLite's own fsyncs are not counted) and writes the counts when it exits;
-flushes per instance below 1 with several senders means one flush covered several
-associations' records. ``--json FILE`` writes every figure (runs, medians, ratios, flushes per
-instance, peak RSS, the machine's load and ``uptime``) to ``FILE``.
+recycled segment headers) and ``os.fsync`` (instances filed before their answer, no journal
+segment having room: each file and folder; a batch the filing thread files takes one
+``syncfs``, not counted here, as SQLite's own fsyncs are not) and writes the counts when it
+exits; flushes per instance below 1 with several senders means one flush covered several
+associations' records. The disk's own count of completed flushes (``/proc/diskstats``) covers
+everything. ``ours_many_over_one_cpu_ceiling``: 100 % over the share of the cores one sender
+kept busy, the most any number of senders could reach over one at one sender's CPU per
+instance. ``--json FILE`` writes every figure (runs, medians, ratios, flushes per instance,
+peak RSS, the machine's load and ``uptime``) to ``FILE``.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ from benchmarks.bench_receiver import (
     storescu_command,
     write_series,
 )
+from concordose.spool.journal import DEFAULT_JOURNAL_MB
 from concordose.spool.store import Spool
 
 PREAMBLE_BYTES = 128 + 4  # Part 10 preamble + "DICM"
@@ -274,6 +279,7 @@ def summary(
         return None if top is None or bottom is None else top / bottom
 
     many = f"-{args.senders}"
+    busy_one = peers.get("ours-1", {}).get("cpu_busy_percent", {}).get("median")
     return {
         "benchmark": "bench_receiver_load",
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -281,6 +287,7 @@ def summary(
         "size_mb": size_mb,
         "senders": args.senders,
         "repeats": args.repeats,
+        "journal_mb": args.journal_mb if args.journal_mb is not None else DEFAULT_JOURNAL_MB,
         "peers": peers,
         "ratios": {
             "ours_many_over_one": ratio("ours" + many, "ours-1"),
@@ -292,6 +299,9 @@ def summary(
             "baseline_many_over_one": ratio("baseline" + many, "baseline-1"),
             "ours_over_baseline_one_sender": ratio("ours-1", "baseline-1"),
             "ours_over_baseline_many_senders": ratio("ours" + many, "baseline" + many),
+            # The most N senders could reach over one if they kept every core busy at one
+            # sender's CPU per instance: 100 % / the share of the cores one sender kept busy.
+            "ours_many_over_one_cpu_ceiling": None if not busy_one else 100.0 / busy_one,
         },
         "targets": {"ours_many_over_one": 2.0, "ours_over_orthanc_many_senders": 2.0},
     }
@@ -312,6 +322,13 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     parser.add_argument(
+        "--journal-mb",
+        type=int,
+        default=None,
+        help="our receivers' journal size (CONCORDOSE_SPOOL_JOURNAL_MB; default: the setting's "
+        "default, 256). Bursts larger than the journal are filed while they arrive.",
+    )
+    parser.add_argument(
         "--no-flush-count",
         action="store_true",
         help="run our receiver without the sitecustomize counting its flushes",
@@ -326,6 +343,9 @@ def main() -> None:
     for tool in ("storescu", *(() if args.no_orthanc else ("Orthanc",))):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is required: run ./scripts/bootstrap --test")
+    journal_setting = (
+        {} if args.journal_mb is None else {"CONCORDOSE_SPOOL_JOURNAL_MB": str(args.journal_mb)}
+    )
     root = Path(tempfile.mkdtemp(prefix="bench-receiver-load-", dir=args.workdir)).resolve()
     try:
         series_folder = root / "series"
@@ -385,7 +405,9 @@ def main() -> None:
                         extra = cwd = args.baseline.resolve()
                     with (
                         contextlib.chdir(cwd),
-                        concordose_receiver(folder, extra_path=extra) as (port, pid),
+                        concordose_receiver(
+                            folder, extra_path=extra, environment=journal_setting
+                        ) as (port, pid),
                     ):
                         starts_mib.append(memory_kib(pid, "VmRSS") / 1024)
                         cpu_before, senders_before = process_cpu_s(pid), children_cpu_s()
@@ -450,9 +472,12 @@ def main() -> None:
                 f"(runs {runs}), CPU busy {statistics.median(busy[name]):.0f} %{flushed}{peak}"
             )
         many = f"-{args.senders}"
+        busy_one = statistics.median(busy["ours-1"])
         print(
             f"ours {args.senders} senders / 1 sender throughput: "
-            f"{median['ours-1'] / median['ours' + many]:.2f}x (target ≥ 2)"
+            f"{median['ours-1'] / median['ours' + many]:.2f}x (target ≥ 2); one sender kept "
+            f"{busy_one:.0f} % of the {os.cpu_count()} cores busy, so no number of senders can "
+            f"exceed {100 / busy_one:.2f}x at its CPU per instance"
         )
         if not args.no_flush_reference:
             print(

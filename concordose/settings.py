@@ -111,7 +111,7 @@ class Settings(BaseSettings):
             whether the called AE title must be ours): see
             :class:`concordose.ingest.admission.AdmissionLimits`, which holds the defaults.
         spool_journal_mb: total size (MB) of the receiver's write-ahead journal in the spool
-            (4 segments): it bounds what is acknowledged and not yet filed; ``concordose
+            (16 segments): it bounds what is acknowledged and not yet filed; ``concordose
             receive`` allocates it once when the spool is new, so that much free space is
             needed then; 0 turns it off (each instance filed before it is acknowledged).
         spool_umask: the file-creation mask (octal) ``concordose receive`` runs with: the

@@ -55,7 +55,7 @@ Durability argument:
   in their segments (never recycled, :meth:`Journal.open_for_append` ``keep``) and the filing
   thread files them from the journal once space returns.
 
-Size: ``segment_count`` × ``segment_bytes`` (default 4 × 64 MB = 256 MB,
+Size: ``segment_count`` × ``segment_bytes`` (default 16 × 16 MB = 256 MB,
 :func:`segment_bytes_for`; ``CONCORDOSE_SPOOL_JOURNAL_MB``) bounds what is acknowledged and
 not yet filed; ``concordose receive`` allocates it once when the spool is new. A journal
 configured to another size is made anew at the next start once every record in it is filed
@@ -95,8 +95,15 @@ _RECORD_BODY = struct.Struct("<8sQQIQII")
 _RECORD_HEADER_BYTES = _RECORD_BODY.size + 4
 _LEGACY_GLOB = "segment-*.wal"
 
-DEFAULT_SEGMENT_BYTES = 64 << 20
-DEFAULT_SEGMENT_COUNT = 4
+DEFAULT_SEGMENT_BYTES = 16 << 20
+DEFAULT_SEGMENT_COUNT = 16
+"""Segments in the journal. A segment is recycled only once every record in it is filed, and
+each association streaming at once fills a segment of its own: with 4 (the earlier default)
+four senders filled all of them side by side, none came free before nearly the whole journal
+was filed, and the senders filed their instances themselves before answering (slow path).
+16 keeps most segments filling one after the other for up to a dozen associations; an
+instance larger than a segment (16 MB by default) goes through a temp file and is filed before
+its answer."""
 DEFAULT_JOURNAL_MB = (DEFAULT_SEGMENT_BYTES * DEFAULT_SEGMENT_COUNT) >> 20
 """The journal's default total size, MB (``CONCORDOSE_SPOOL_JOURNAL_MB``)."""
 

@@ -4,6 +4,7 @@ Instance UID with other bytes is kept and counted, never dropped (issue 18, item
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import zlib
 from datetime import UTC, datetime
@@ -14,11 +15,13 @@ import pytest
 
 from concordose.dicom.pseudonym import uid_hash
 from concordose.spool import store
+from concordose.spool.file_system_sync import sync_file_system
 from concordose.spool.store import InstanceIdentity, InvalidInstanceError, Spool
 from concordose.spool.timepoints import TimePointState
 from concordose.spool.uids import is_valid_uid
 
 NM = "1.2.840.10008.5.1.4.1.1.20"
+SYNC_FILE_SYSTEM = "concordose.spool.store.sync_file_system"  # as the filing looks it up
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 
@@ -155,7 +158,7 @@ def test_no_completion_event_while_an_acknowledged_instance_of_its_study_is_not_
         assert spool.mark_complete("1.2.3", "explicit trigger", datetime.now(UTC))
         assert len(spool.pending_events()) == 1
 
-        def index_full(_self: Spool, _items: object) -> None:
+        def index_full(_self: Spool, _items: object, **_options: bool) -> None:
             raise sqlite3.OperationalError("database or disk is full")
 
         monkeypatch.setattr(Spool, "_file", index_full)
@@ -199,11 +202,11 @@ def test_journaled_instances_are_filed_in_batches_each_kept_once_filed(
         batches: list[int] = []
         file_items = Spool._file
 
-        def second_batch_refused(self: Spool, items: list[Any]) -> None:
+        def second_batch_refused(self: Spool, items: list[Any], **options: bool) -> None:
             batches.append(len(items))
             if len(batches) == 2:
                 raise sqlite3.OperationalError("database or disk is full")
-            file_items(self, items)
+            file_items(self, items, **options)
 
         monkeypatch.setattr(Spool, "_file", second_batch_refused)
         with pytest.raises(sqlite3.OperationalError):
@@ -213,6 +216,161 @@ def test_journaled_instances_are_filed_in_batches_each_kept_once_filed(
         monkeypatch.undo()
         filed = sorted(row.identity.sop_instance_uid for row in spool.instances())
         assert filed == [f"1.2.3.4.{index}" for index in range(1, 6)]
+    finally:
+        spool.stop_journal()
+        spool.unlock_receiver()
+
+
+def _journal_five(spool: Spool) -> None:
+    """Five journaled instances, each in its own study (five folders), not yet filed."""
+    for index in range(1, 6):
+        temp = spool.new_temp_path()
+        temp.write_bytes(b"instance %d" % index)
+        spool.accept_temp_file(
+            _identity(f"1.2.3.4.{index}", study=f"1.2.{index}"),
+            temp,
+            temp.stat().st_size,
+            zlib.crc32(temp.read_bytes()),
+            calling_ae_title="SITE_A",
+        )
+
+
+def _write_back_failed(path: Path) -> bool:
+    raise OSError(5, f"syncfs of {path}: Input/output error")
+
+
+def _count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    fsync = os.fsync
+
+    def counted(fd: int) -> None:
+        calls.append(fd)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counted)
+    return calls
+
+
+def test_a_filing_batch_is_made_durable_by_one_file_system_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18 item 6: journaled instances are renamed into place, then one ``syncfs`` makes
+    the batch durable before its index commit (their journal records stay valid until then),
+    instead of an fsync per file and per folder."""
+    monkeypatch.setattr(store, "FILE_AFTER_IDLE_S", 3600.0)  # only this test files
+    flushes: list[Path] = []
+
+    def counted_sync(path: Path) -> bool:
+        flushes.append(path)
+        return sync_file_system(path)
+
+    monkeypatch.setattr(SYNC_FILE_SYSTEM, counted_sync)
+    spool = Spool(tmp_path / "spool")
+    spool.lock_for_receiver()
+    spool.start_journal(segment_bytes=1 << 20, segment_count=2)
+    try:
+        _journal_five(spool)
+        fsyncs = _count_fsyncs(monkeypatch)
+        assert spool.file_journaled() == 5
+        assert flushes == [spool.root]
+        assert fsyncs == []
+        assert sorted(row.path.read_bytes() for row in spool.instances()) == [
+            b"instance %d" % index for index in range(1, 6)
+        ]
+    finally:
+        spool.stop_journal()
+        spool.unlock_receiver()
+
+
+def test_without_syncfs_each_filed_file_and_folder_is_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where ``syncfs`` is unavailable (not Linux), the batch falls back to an fsync per
+    file and per folder, and ``syncfs`` is not tried again."""
+    monkeypatch.setattr(store, "FILE_AFTER_IDLE_S", 3600.0)
+    tries: list[Path] = []
+
+    def unavailable(path: Path) -> bool:
+        tries.append(path)
+        return False
+
+    monkeypatch.setattr(SYNC_FILE_SYSTEM, unavailable)
+    spool = Spool(tmp_path / "spool")
+    spool.lock_for_receiver()
+    spool.start_journal(segment_bytes=1 << 20, segment_count=2)
+    try:
+        _journal_five(spool)
+        fsyncs = _count_fsyncs(monkeypatch)
+        monkeypatch.setattr(store, "FILING_BATCH", 3)
+        assert spool.file_journaled() == 5
+        assert tries == [spool.root]  # the first batch learnt it; the second fsynced at once
+        folders = {row.path.parent for row in spool.instances()}
+        assert len(folders) == 5
+        # First batch (3): made without fsyncs, then each file, each series and study folder
+        # and the instances folder. Second (2): each new folder's parent as it is made (2 × 2),
+        # each file, each series folder.
+        assert len(fsyncs) == (3 + 3 + 3 + 1) + (4 + 2 + 2)
+    finally:
+        spool.stop_journal()
+        spool.unlock_receiver()
+
+
+def test_a_failed_file_system_flush_indexes_nothing_and_the_batch_is_filed_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write-back error reported by ``syncfs`` fails the batch before its index commit: its
+    instances stay pending (journaled) and are filed by the next attempt."""
+    monkeypatch.setattr(store, "FILE_AFTER_IDLE_S", 3600.0)
+    spool = Spool(tmp_path / "spool")
+    spool.lock_for_receiver()
+    spool.start_journal(segment_bytes=1 << 20, segment_count=2)
+    try:
+        _journal_five(spool)
+        monkeypatch.setattr(SYNC_FILE_SYSTEM, _write_back_failed)
+        with pytest.raises(OSError, match="Input/output error"):
+            spool.file_journaled()
+        assert spool.unfiled_instance_count() == 5
+        monkeypatch.undo()
+        assert len(spool.instances()) == 5  # the reader's drain files them
+        assert spool.unfiled_instance_count() == 0
+    finally:
+        spool.stop_journal()
+        spool.unlock_receiver()
+
+
+def test_the_bytes_only_in_the_journal_are_counted_until_filed_also_after_a_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The free-space check reads a running sum, not a walk over the backlog: it must match
+    the pending instances' bytes, drop to 0 once they are filed, and not drift when a batch
+    is refused and filed again (a drift upwards would answer 0xA700 with room to spare)."""
+    monkeypatch.setattr(store, "FILE_AFTER_IDLE_S", 3600.0)
+    spool = Spool(tmp_path / "spool")
+    spool.lock_for_receiver()
+    spool.start_journal(segment_bytes=1 << 20, segment_count=2)
+    try:
+        for round_ in range(2):
+            sizes = []
+            for index in range(1, 4):
+                data = b"round %d instance %d" % (round_, index) * (index + 1)
+                sizes.append(len(data))
+                writer = spool.journal_writer()
+                assert writer is not None
+                writer.write(memoryview(data))
+                spool.commit_journaled(
+                    writer,
+                    _identity(f"1.2.3.{round_}.{index}"),
+                    zlib.crc32(data),
+                    calling_ae_title="SITE_A",
+                )
+            assert spool.journal_only_bytes() == sum(sizes)
+            if round_ == 1:
+                monkeypatch.setattr(SYNC_FILE_SYSTEM, _write_back_failed)
+                with pytest.raises(OSError, match="Input/output error"):
+                    spool.file_journaled()  # copied out, then refused: still to be filed
+                monkeypatch.undo()
+            assert spool.file_journaled() == 3
+            assert spool.journal_only_bytes() == 0
     finally:
         spool.stop_journal()
         spool.unlock_receiver()
