@@ -135,13 +135,19 @@ def _aligned(size: int) -> int:
     return -(-size // BLOCK_BYTES) * BLOCK_BYTES
 
 
-def fsync_folder(path: Path) -> None:
-    """fsync a folder, making the entries created or renamed in it durable."""
+def fsync_path(path: Path) -> None:
+    """fsync a file or folder by its path (opened read-only: an fsync makes the file's data,
+    or a folder's entries, durable whatever the descriptor's mode)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_folder(path: Path) -> None:
+    """fsync a folder, making the entries created or renamed in it durable."""
+    fsync_path(path)
 
 
 def _file_header(segment_bytes: int, segment_count: int) -> bytes:

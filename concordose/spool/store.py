@@ -82,6 +82,7 @@ from concordose.spool.journal import (
     JournalWriter,
     copy_out,
     fsync_folder,
+    fsync_path,
 )
 from concordose.spool.timepoints import (
     InstanceSummary,
@@ -774,11 +775,7 @@ class Spool:
             batch_sync = journal_backed and self._syncfs_works
             for item in fresh if not batch_sync else ():
                 if not item.synced and item.temp_path.exists():
-                    fd = os.open(item.temp_path, os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
+                    fsync_path(item.temp_path)
                     item.synced = True
             folders: set[Path] = set()
             for item in fresh:
@@ -800,11 +797,7 @@ class Spool:
             if not (batch_sync and self._syncfs_works):
                 for item in fresh:  # syncfs unavailable: each renamed file, then its folder
                     if not item.synced and item.final_path is not None:
-                        fd = os.open(item.final_path, os.O_RDONLY)
-                        try:
-                            os.fsync(fd)
-                        finally:
-                            os.close(fd)
+                        fsync_path(item.final_path)
                         item.synced = True
                 for folder in folders:
                     fsync_folder(folder)
@@ -1667,11 +1660,7 @@ class Spool:
         ``name``: its file name there (default: a timestamp and a random suffix).
         """
         path = self._quarantine_path() if name is None else self.quarantine_dir / name
-        fd = os.open(temp_path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(temp_path)
         _write_durably(path.with_suffix(".reason.txt"), reason.encode("utf-8"), self.tmp_dir)
         os.replace(temp_path, path)
         fsync_folder(self.quarantine_dir)

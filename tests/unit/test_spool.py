@@ -7,6 +7,7 @@ import logging
 import os
 import sqlite3
 import zlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,34 @@ def test_no_completion_event_while_an_acknowledged_instance_of_its_study_is_not_
         spool.unlock_receiver()
 
 
+@pytest.fixture
+def journaling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Spool]:
+    """A spool with its journal started (2 × 1 MB) and filing only when the test files."""
+    monkeypatch.setattr(store, "FILE_AFTER_IDLE_S", 3600.0)
+    spool = Spool(tmp_path / "spool")
+    spool.lock_for_receiver()
+    spool.start_journal(segment_bytes=1 << 20, segment_count=2)
+    try:
+        yield spool
+    finally:
+        spool.stop_journal()
+        spool.unlock_receiver()
+
+
+def _journal_five(spool: Spool) -> None:
+    """Five journaled instances, each in its own study (five folders), not yet filed."""
+    for index in range(1, 6):
+        temp = spool.new_temp_path()
+        temp.write_bytes(b"instance %d" % index)
+        spool.accept_temp_file(
+            _identity(f"1.2.3.4.{index}", study=f"1.2.{index}"),
+            temp,
+            temp.stat().st_size,
+            zlib.crc32(temp.read_bytes()),
+            calling_ae_title="SITE_A",
+        )
+
+
 def test_journaled_instances_are_filed_in_batches_each_kept_once_filed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -189,16 +218,7 @@ def test_journaled_instances_are_filed_in_batches_each_kept_once_filed(
     spool.lock_for_receiver()
     spool.start_journal(segment_bytes=1 << 20, segment_count=2)
     try:
-        for index in range(1, 6):
-            temp = spool.new_temp_path()
-            temp.write_bytes(b"instance %d" % index)
-            spool.accept_temp_file(
-                _identity(f"1.2.3.4.{index}", study=f"1.2.{index}"),
-                temp,
-                temp.stat().st_size,
-                zlib.crc32(temp.read_bytes()),
-                calling_ae_title="SITE_A",
-            )
+        _journal_five(spool)
         batches: list[int] = []
         file_items = Spool._file
 
@@ -221,20 +241,6 @@ def test_journaled_instances_are_filed_in_batches_each_kept_once_filed(
         spool.unlock_receiver()
 
 
-def _journal_five(spool: Spool) -> None:
-    """Five journaled instances, each in its own study (five folders), not yet filed."""
-    for index in range(1, 6):
-        temp = spool.new_temp_path()
-        temp.write_bytes(b"instance %d" % index)
-        spool.accept_temp_file(
-            _identity(f"1.2.3.4.{index}", study=f"1.2.{index}"),
-            temp,
-            temp.stat().st_size,
-            zlib.crc32(temp.read_bytes()),
-            calling_ae_title="SITE_A",
-        )
-
-
 def _write_back_failed(path: Path) -> bool:
     raise OSError(5, f"syncfs of {path}: Input/output error")
 
@@ -252,12 +258,11 @@ def _count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_a_filing_batch_is_made_durable_by_one_file_system_flush(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    journaling: Spool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 18 item 6: journaled instances are renamed into place, then one ``syncfs`` makes
     the batch durable before its index commit (their journal records stay valid until then),
     instead of an fsync per file and per folder."""
-    monkeypatch.setattr(store, "FILE_AFTER_IDLE_S", 3600.0)  # only this test files
     flushes: list[Path] = []
 
     def counted_sync(path: Path) -> bool:
@@ -265,29 +270,22 @@ def test_a_filing_batch_is_made_durable_by_one_file_system_flush(
         return sync_file_system(path)
 
     monkeypatch.setattr(SYNC_FILE_SYSTEM, counted_sync)
-    spool = Spool(tmp_path / "spool")
-    spool.lock_for_receiver()
-    spool.start_journal(segment_bytes=1 << 20, segment_count=2)
-    try:
-        _journal_five(spool)
-        fsyncs = _count_fsyncs(monkeypatch)
-        assert spool.file_journaled() == 5
-        assert flushes == [spool.root]
-        assert fsyncs == []
-        assert sorted(row.path.read_bytes() for row in spool.instances()) == [
-            b"instance %d" % index for index in range(1, 6)
-        ]
-    finally:
-        spool.stop_journal()
-        spool.unlock_receiver()
+    spool = journaling
+    _journal_five(spool)
+    fsyncs = _count_fsyncs(monkeypatch)
+    assert spool.file_journaled() == 5
+    assert flushes == [spool.root]
+    assert fsyncs == []
+    assert sorted(row.path.read_bytes() for row in spool.instances()) == [
+        b"instance %d" % index for index in range(1, 6)
+    ]
 
 
 def test_without_syncfs_each_filed_file_and_folder_is_fsynced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    journaling: Spool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Where ``syncfs`` is unavailable (not Linux), the batch falls back to an fsync per
     file and per folder, and ``syncfs`` is not tried again."""
-    monkeypatch.setattr(store, "FILE_AFTER_IDLE_S", 3600.0)
     tries: list[Path] = []
 
     def unavailable(path: Path) -> bool:
@@ -295,82 +293,62 @@ def test_without_syncfs_each_filed_file_and_folder_is_fsynced(
         return False
 
     monkeypatch.setattr(SYNC_FILE_SYSTEM, unavailable)
-    spool = Spool(tmp_path / "spool")
-    spool.lock_for_receiver()
-    spool.start_journal(segment_bytes=1 << 20, segment_count=2)
-    try:
-        _journal_five(spool)
-        fsyncs = _count_fsyncs(monkeypatch)
-        monkeypatch.setattr(store, "FILING_BATCH", 3)
-        assert spool.file_journaled() == 5
-        assert tries == [spool.root]  # the first batch learnt it; the second fsynced at once
-        folders = {row.path.parent for row in spool.instances()}
-        assert len(folders) == 5
-        # First batch (3): made without fsyncs, then each file, each series and study folder
-        # and the instances folder. Second (2): each new folder's parent as it is made (2 × 2),
-        # each file, each series folder.
-        assert len(fsyncs) == (3 + 3 + 3 + 1) + (4 + 2 + 2)
-    finally:
-        spool.stop_journal()
-        spool.unlock_receiver()
+    spool = journaling
+    _journal_five(spool)
+    fsyncs = _count_fsyncs(monkeypatch)
+    monkeypatch.setattr(store, "FILING_BATCH", 3)
+    assert spool.file_journaled() == 5
+    assert tries == [spool.root]  # the first batch learnt it; the second fsynced at once
+    folders = {row.path.parent for row in spool.instances()}
+    assert len(folders) == 5
+    # First batch (3): made without fsyncs, then each file, each series and study folder
+    # and the instances folder. Second (2): each new folder's parent as it is made (2 × 2),
+    # each file, each series folder.
+    assert len(fsyncs) == (3 + 3 + 3 + 1) + (4 + 2 + 2)
 
 
 def test_a_failed_file_system_flush_indexes_nothing_and_the_batch_is_filed_later(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    journaling: Spool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A write-back error reported by ``syncfs`` fails the batch before its index commit: its
     instances stay pending (journaled) and are filed by the next attempt."""
-    monkeypatch.setattr(store, "FILE_AFTER_IDLE_S", 3600.0)
-    spool = Spool(tmp_path / "spool")
-    spool.lock_for_receiver()
-    spool.start_journal(segment_bytes=1 << 20, segment_count=2)
-    try:
-        _journal_five(spool)
-        monkeypatch.setattr(SYNC_FILE_SYSTEM, _write_back_failed)
-        with pytest.raises(OSError, match="Input/output error"):
-            spool.file_journaled()
-        assert spool.unfiled_instance_count() == 5
-        monkeypatch.undo()
-        assert len(spool.instances()) == 5  # the reader's drain files them
-        assert spool.unfiled_instance_count() == 0
-    finally:
-        spool.stop_journal()
-        spool.unlock_receiver()
+    spool = journaling
+    _journal_five(spool)
+    monkeypatch.setattr(SYNC_FILE_SYSTEM, _write_back_failed)
+    with pytest.raises(OSError, match="Input/output error"):
+        spool.file_journaled()
+    assert spool.unfiled_instance_count() == 5
+    monkeypatch.setattr(SYNC_FILE_SYSTEM, sync_file_system)
+    assert len(spool.instances()) == 5  # the reader's drain files them
+    assert spool.unfiled_instance_count() == 0
 
 
 def test_the_bytes_only_in_the_journal_are_counted_until_filed_also_after_a_refusal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    journaling: Spool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The free-space check reads a running sum, not a walk over the backlog: it must match
     the pending instances' bytes, drop to 0 once they are filed, and not drift when a batch
     is refused and filed again (a drift upwards would answer 0xA700 with room to spare)."""
-    monkeypatch.setattr(store, "FILE_AFTER_IDLE_S", 3600.0)
-    spool = Spool(tmp_path / "spool")
-    spool.lock_for_receiver()
-    spool.start_journal(segment_bytes=1 << 20, segment_count=2)
-    try:
-        for round_ in range(2):
-            sizes = []
-            for index in range(1, 4):
-                data = b"round %d instance %d" % (round_, index) * (index + 1)
-                sizes.append(len(data))
-                writer = spool.journal_writer()
-                assert writer is not None
-                writer.write(memoryview(data))
-                spool.commit_journaled(
-                    writer,
-                    _identity(f"1.2.3.{round_}.{index}"),
-                    zlib.crc32(data),
-                    calling_ae_title="SITE_A",
-                )
-            assert spool.journal_only_bytes() == sum(sizes)
-            if round_ == 1:
-                monkeypatch.setattr(SYNC_FILE_SYSTEM, _write_back_failed)
-                with pytest.raises(OSError, match="Input/output error"):
-                    spool.file_journaled()  # copied out, then refused: still to be filed
-                monkeypatch.undo()
-            assert spool.file_journaled() == 3
-            assert spool.journal_only_bytes() == 0
-    finally:
-        spool.stop_journal()
-        spool.unlock_receiver()
+    spool = journaling
+    for round_ in range(2):
+        sizes = []
+        for index in range(1, 4):
+            data = b"round %d instance %d" % (round_, index) * (index + 1)
+            sizes.append(len(data))
+            writer = spool.journal_writer()
+            assert writer is not None
+            writer.write(memoryview(data))
+            spool.commit_journaled(
+                writer,
+                _identity(f"1.2.3.{round_}.{index}"),
+                zlib.crc32(data),
+                calling_ae_title="SITE_A",
+            )
+        assert spool.journal_only_bytes() == sum(sizes)
+        if round_ == 1:
+            monkeypatch.setattr(SYNC_FILE_SYSTEM, _write_back_failed)
+            with pytest.raises(OSError, match="Input/output error"):
+                spool.file_journaled()  # copied out, then refused: still to be filed
+            monkeypatch.setattr(SYNC_FILE_SYSTEM, sync_file_system)
+        assert spool.file_journaled() == 3
+        assert spool.journal_only_bytes() == 0
