@@ -15,8 +15,10 @@ Two ways in, both safe to acknowledge when they return:
   atomically renamed into place, its folder entry fsync'ed, and its index row committed;
 * :meth:`Spool.accept_temp_file` (the receiver, once :meth:`Spool.start_journal` ran) appends the
   instance and its index record to the journal with one ``fdatasync``; a filing thread then files
-  journaled instances in batches (fsync each file, rename, fsync each folder once, one index
-  transaction) and only then lets the journal reuse their space. A receiver killed in between
+  journaled instances in batches (rename each file into place, one ``syncfs`` of the spool's
+  file system for the batch — or an fsync per file and folder where it is missing,
+  :mod:`.file_system_sync` — then one index transaction) and only then lets the journal reuse
+  their space. A receiver killed in between
   leaves the records in the journal; the next :meth:`Spool.lock_for_receiver` (the next
   receiver, or any :class:`Spool` opened while no receiver runs) files them before anything
   else, idempotently. Until filed, a journaled instance is not in the index: readers in other
