@@ -15,6 +15,9 @@ Names follow the Prometheus conventions (``concordose_`` namespace, base units i
   not yet filed (its bound: ``CONCORDOSE_SPOOL_JOURNAL_MB``);
 * ``concordose_receiver_unfiled_instances`` — acknowledged instances not yet filed and indexed
   (the journal's, and those made durable as temp files when the journal was full);
+* ``concordose_receiver_filed_before_answer_total`` — instances the receiver filed before
+  answering because no journal segment had room (the slow path: a steady rise means the
+  journal, ``CONCORDOSE_SPOOL_JOURNAL_MB``, is too small for the bursts it gets);
 * ``concordose_receiver_completion_lag_seconds`` — per completed time point, from its last
   activity (stored instance or association release) to its completion (at least the quiet
   period, unless triggered);
@@ -22,7 +25,7 @@ Names follow the Prometheus conventions (``concordose_`` namespace, base units i
   ``held``, ``failed``; a skipped run did nothing and is not counted);
 * ``concordose_cycle_processing_seconds`` — wall time of those runs.
 
-The three gauges are read from the running receiver when scraped
+The three gauges and that counter are read from the running receiver when scraped
 (:class:`ReceiverStateCollector`): nothing on the C-STORE path maintains them. The counters and
 histograms are incremented where the event happens (:func:`record_instance_stored` and its
 siblings), one call each.
@@ -58,7 +61,7 @@ from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -211,6 +214,9 @@ class SpoolBacklog(Protocol):
 
     def unfiled_instance_count(self) -> int: ...
 
+    @property
+    def filed_before_acknowledgement(self) -> int: ...
+
 
 class ReceiverState(Protocol):
     """What :class:`ReceiverStateCollector` reads from the receiver
@@ -229,8 +235,9 @@ class ReceiverStateCollector(Collector):
     def __init__(self, receiver: ReceiverState) -> None:
         self.receiver = receiver
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        """The three gauges (each read takes the spool's or the receiver's lock briefly)."""
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        """The three gauges and the counter of instances filed before their answer (each
+        read takes the spool's or the receiver's lock briefly, or none)."""
         spool = self.receiver.spool
         prefix = f"{NAMESPACE}_receiver"
         yield GaugeMetricFamily(
@@ -247,6 +254,11 @@ class ReceiverStateCollector(Collector):
             f"{prefix}_unfiled_instances",
             "Acknowledged instances not yet filed and indexed.",
             value=spool.unfiled_instance_count(),
+        )
+        yield CounterMetricFamily(
+            f"{prefix}_filed_before_answer",
+            "Instances filed before their answer: no journal segment had room.",
+            value=spool.filed_before_acknowledgement,
         )
 
 

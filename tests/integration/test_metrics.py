@@ -273,6 +273,7 @@ def test_receive_serves_metrics_on_a_free_port_and_logs_json_lines_without_phi(
     assert value(samples, "concordose_receiver_completion_lag_seconds_count") == len(studies)
     assert (JOURNAL, ()) in samples
     assert (UNFILED, ()) in samples
+    assert value(samples, "concordose_receiver_filed_before_answer_total") == 0  # journal room
     assert value(samples, CYCLES, outcome="processed") == 0
 
     text = log_path.read_text()

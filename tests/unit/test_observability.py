@@ -202,6 +202,8 @@ class _Backlog:
     def unfiled_instance_count(self) -> int:
         return 9
 
+    filed_before_acknowledgement = 4
+
 
 class _Receiver:
     spool = _Backlog()
@@ -216,4 +218,5 @@ def test_the_receivers_gauges_are_served_beside_the_summed_files(tmp_path: Path)
     ).decode()
     assert "concordose_receiver_journal_depth 7.0" in text
     assert "concordose_receiver_unfiled_instances 9.0" in text
+    assert "concordose_receiver_filed_before_answer_total 4.0" in text
     assert "concordose_receiver_associations_open 2.0" in text

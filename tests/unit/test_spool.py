@@ -352,3 +352,27 @@ def test_the_bytes_only_in_the_journal_are_counted_until_filed_also_after_a_refu
             monkeypatch.setattr(SYNC_FILE_SYSTEM, sync_file_system)
         assert spool.file_journaled() == 3
         assert spool.journal_only_bytes() == 0
+
+
+def test_an_instance_the_journal_cannot_hold_is_filed_before_its_answer_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The slow path (no segment with room: filed before the answer) is counted, served as
+    ``concordose_receiver_filed_before_answer_total`` and logged when the journal stops."""
+    spool = Spool(tmp_path / "spool")
+    spool.lock_for_receiver()
+    spool.start_journal(segment_bytes=2 * 4096, segment_count=2)  # 4 kB of room a segment
+    try:
+        temp = spool.new_temp_path()
+        data = b"\x01" * 20_000
+        temp.write_bytes(data)
+        spool.accept_temp_file(_identity(), temp, len(data), zlib.crc32(data), calling_ae_title="A")
+        assert spool.filed_before_acknowledgement == 1
+        assert spool.journal_depth() == 0
+        (row,) = spool.instances()
+        assert row.path.read_bytes() == data
+    finally:
+        with caplog.at_level(logging.INFO, logger="concordose.spool.store"):
+            spool.stop_journal()
+        spool.unlock_receiver()
+    assert any("1 instance(s) filed before their answer" in r.getMessage() for r in caplog.records)
