@@ -376,3 +376,43 @@ def test_an_instance_the_journal_cannot_hold_is_filed_before_its_answer_and_coun
             spool.stop_journal()
         spool.unlock_receiver()
     assert any("1 instance(s) filed before their answer" in r.getMessage() for r in caplog.records)
+
+
+class _Crash(BaseException):
+    """The process dying at that point (nothing catches it on the way out)."""
+
+
+def test_a_crash_between_the_renames_and_the_syncfs_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The filing renames a batch into place before the one ``syncfs`` that makes it durable;
+    a power cut in between can leave those files empty. Their journal records are still
+    valid (released only after the index commit), so the next start files them again and
+    ``os.replace`` overwrites what the renames left."""
+    monkeypatch.setattr(store, "FILE_AFTER_IDLE_S", 3600.0)
+    root = tmp_path / "spool"
+    crashed = Spool(root)
+    crashed.lock_for_receiver()
+    crashed.start_journal(segment_bytes=1 << 20, segment_count=2)
+    try:
+        _journal_five(crashed)
+
+        def power_cut(path: Path) -> bool:
+            raise _Crash
+
+        monkeypatch.setattr(SYNC_FILE_SYSTEM, power_cut)
+        with pytest.raises(_Crash):
+            crashed.file_journaled()
+        renamed = sorted((root / "instances").rglob("*.dcm"))
+        assert len(renamed) == 5  # in place, neither durable nor indexed
+        for path in renamed:
+            path.write_bytes(b"")  # what a power cut may leave of a file never flushed
+        crashed.unlock_receiver()  # the process is gone: so is its lock
+
+        monkeypatch.setattr(SYNC_FILE_SYSTEM, sync_file_system)
+        restarted = Spool(root)  # files what the journal holds, no receiver running
+        assert sorted(row.path.read_bytes() for row in restarted.instances()) == [
+            b"instance %d" % index for index in range(1, 6)
+        ]
+    finally:
+        crashed.stop_journal()
