@@ -7,6 +7,8 @@ from datetime import date
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from concordose.calibration.traceability import DoseCalibratorBias
+from concordose.errors import OutOfRangeError
+from concordose.quant.recovery_model import RecoveryModelError
 
 
 class DelineationThresholdScan(BaseModel):
@@ -187,6 +189,11 @@ class CalibrationRecord(BaseModel):
                 "recovery_model_volumes_ml and recovery_model_residuals: expected both or "
                 f"neither, one residual per volume, found {volumes!r} and {residuals!r}"
             )
+        if volumes and residuals:  # what the lesion SD is built from (≥ 2 spheres, finite)
+            try:
+                RecoveryModelError(tuple(volumes), tuple(residuals))
+            except OutOfRangeError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
     def is_valid_on(self, day: date) -> bool:

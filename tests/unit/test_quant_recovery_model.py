@@ -124,6 +124,19 @@ def test_records_without_residuals_have_no_term_and_mismatched_ones_are_refused(
         _record(recovery_model_volumes_ml=[1.0, 2.0])
 
 
+@pytest.mark.parametrize(
+    ("volumes_ml", "residuals"),
+    [([1.0], [0.1]), ([1.0, -2.0], [0.1, 0.2]), ([1.0, 2.0], [0.1, float("nan")])],
+)
+def test_a_record_the_lesion_sd_could_not_be_built_from_is_refused_when_read(
+    volumes_ml: list[float], residuals: list[float]
+) -> None:
+    """A hand-edited record with one sphere, a volume ≤ 0 or a NaN residual is refused where
+    it is read (expected/found), not later by each cycle's lesion SD."""
+    with pytest.raises(ValidationError, match="expected ≥ 2 spheres"):
+        _record(recovery_model_volumes_ml=volumes_ml, recovery_model_residuals=residuals)
+
+
 def test_gtm_reports_each_vois_own_recovery() -> None:
     """ω_ii of a VOI is the mean of its own blurred indicator over itself: smaller for a
     smaller VOI (a larger correction), and what the term divides by."""
