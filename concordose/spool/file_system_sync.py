@@ -8,7 +8,8 @@ durable at once: one commit and one cache flush for the batch (:meth:`.store.Spo
 
 Its cost is that of everything dirty on that file system, other programs' writes included:
 a spool on its own volume pays only for its own. Where ``syncfs`` is missing (not Linux) or
-refused, :func:`sync_file_system` returns ``False`` and the caller fsyncs file by file.
+not supported (``ENOSYS``, ``EINVAL``, ``EOPNOTSUPP``), :func:`sync_file_system` returns
+``False`` and the caller fsyncs file by file.
 
 Since Linux 5.8 ``syncfs`` reports write-back errors of the file system (``errno``), as
 ``fsync`` does for one file.
@@ -39,6 +40,9 @@ def _load_syncfs() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
 
 
 _SYNCFS = _load_syncfs()
+_UNSUPPORTED = frozenset({errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP})
+"""What a kernel, a seccomp filter or a file system answers when it does not do ``syncfs``
+(the caller fsyncs file by file); any other error is the flush failing."""
 
 
 def sync_file_system(path: Path) -> bool:
@@ -61,6 +65,6 @@ def sync_file_system(path: Path) -> bool:
         code = ctypes.get_errno()
     finally:
         os.close(fd)
-    if code == errno.ENOSYS:
+    if code in _UNSUPPORTED:
         return False
     raise OSError(code, f"syncfs of {path}: {os.strerror(code)}")
