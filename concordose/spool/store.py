@@ -792,11 +792,12 @@ class Spool:
                 os.replace(item.temp_path, final_path)
                 item.final_path = final_path
                 folders.add(final_path.parent)
+            flushed = False
             if batch_sync:
-                self._syncfs_works = sync_file_system(self.root)
-                if not self._syncfs_works:  # the new folders were made without fsyncs
+                flushed = self._syncfs_works = sync_file_system(self.root)
+                if not flushed:  # the new folders were made without fsyncs
                     folders |= {folder.parent for folder in folders} | {self.instances_dir}
-            if not (batch_sync and self._syncfs_works):
+            if not flushed:
                 for item in fresh:  # syncfs unavailable: each renamed file, then its folder
                     if not item.synced and item.final_path is not None:
                         fsync_path(item.final_path)
