@@ -35,7 +35,10 @@ run is null; a statistic with no VOI to compute it from is null. ``tables`` hold
 the error of the GTM as run against the GTM with the imaging chain's true transfer matrix, the
 raw error, and the FWHM the chain behaves as beside the one the GTM used); with anatomy realism,
 ``targets.evidence.delineation`` how much the sites' own VOIs differ in volume for the same
-object (:func:`delineation_spread`), a difference no image correction removes, and, when
+object (:func:`delineation_spread`), a difference no image correction removes, its
+``perfect_camera_floor`` (:func:`delineation_floor`: the targets' own figures as a perfect
+camera would give them over the sites' VOIs, and ``floor_within_target``: false where no image
+correction on those VOIs can meet a target), and, when
 ``harmonised_pvc`` ran ``gtm_platform_voi`` (lesions re-delineated by the platform's rule,
 ``quant.delineation``; not the default: set ``partial_volume_correction.model:
 gtm_platform_voi`` in ``schemas/protocols/default.yaml`` to measure it, as the run behind
@@ -53,7 +56,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,13 +65,14 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.diagnose_realistic_organs import diagnose
-from concordose.consortium import ProcessingVariant, ReferenceObjectRegistry
+from concordose.consortium import ProcessingVariant, ReferenceObjectRegistry, cross_site_cov
 from concordose.flows.consortium import run_consortium
 from concordose.flows.demo import demo_pseudonym_key
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.phantoms.consortium import Realism
 from concordose.phantoms.imaging import ImagingMode
 from concordose.phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
+from concordose.phantoms.virtual_patient import TISSUE_DENSITY_G_PER_ML, true_mean_dose_gy
 from concordose.quant.pvc import GTM_PLATFORM_MODEL
 from concordose.results.catalogue import read_current
 from concordose.results.object_store import open_object_store
@@ -117,15 +121,24 @@ class _Progress:
             print(f"  {self.done}/{self.total} {description}", flush=True)
 
 
+def _ground_truths(run: Path) -> Iterator[dict[str, Any]]:
+    """Every site's patients' ``ground_truth.json`` of the consortium run folder ``run``."""
+    for path in sorted((run / "input" / "sites").glob("*/patients/*/ground_truth.json")):
+        yield json.loads(path.read_text(encoding="utf-8"))
+
+
+def _described(truth: dict[str, Any]) -> dict[str, tuple[str, float]]:
+    """VOI label → (VOI type, true analytic volume in mL) of one ground truth."""
+    return {str(v["label"]): (str(v["voi_type"]), float(v["volume_ml"])) for v in truth["vois"]}
+
+
 def _true_vois(run: Path) -> dict[tuple[str, str], tuple[str, float]]:
     """(subject, VOI label) → (VOI type, true volume in mL), from the generator's truths."""
-    vois: dict[tuple[str, str], tuple[str, float]] = {}
-    for path in sorted((run / "input" / "sites").glob("*/patients/*/ground_truth.json")):
-        truth = json.loads(path.read_text(encoding="utf-8"))
-        subject = str(truth["patient"]["subject"])
-        for voi in truth["vois"]:
-            vois[(subject, str(voi["label"]))] = (str(voi["voi_type"]), float(voi["volume_ml"]))
-    return vois
+    return {
+        (str(truth["patient"]["subject"]), label): described
+        for truth in _ground_truths(run)
+        for label, described in _described(truth).items()
+    }
 
 
 def delineation_spread(run: Path) -> dict[str, Any] | None:
@@ -142,14 +155,11 @@ def delineation_spread(run: Path) -> dict[str, Any] | None:
     ratios: dict[tuple[str, str], dict[str, float]] = {}
     kinds: dict[tuple[str, str], tuple[str, float]] = {}
     rules: dict[str, Any] = {}
-    for path in sorted((run / "input" / "sites").glob("*/patients/*/ground_truth.json")):
-        truth = json.loads(path.read_text(encoding="utf-8"))
+    for truth in _ground_truths(run):
         site = str(truth["site"]["site_id"])
         rules[site] = truth["site"].get("segmentation")
         subject = str(truth["patient"]["subject"])
-        described = {
-            str(v["label"]): (str(v["voi_type"]), float(v["volume_ml"])) for v in truth["vois"]
-        }
+        described = _described(truth)
         for voi in truth["cycles"][0]["vois"]:
             if "segmented_volume_ml" not in voi or not voi.get("true_ct_volume_ml"):
                 continue
@@ -159,17 +169,13 @@ def delineation_spread(run: Path) -> dict[str, Any] | None:
     if not ratios:
         return None
 
-    def cov(by_site: dict[str, float]) -> float:
-        values = np.asarray(list(by_site.values()))
-        return float(np.std(values) / np.mean(values))
-
     groups: dict[str, list[float]] = {}
     for key, by_site in ratios.items():
         if len(by_site) < 2:
             continue
         kind, volume_ml = kinds[key]
         name = _lesion_bin(volume_ml) if kind == "lesion" else key[1]
-        groups.setdefault(name, []).append(cov(by_site))
+        groups.setdefault(name, []).append(cross_site_cov(list(by_site.values())))
     sites = sorted({site for by_site in ratios.values() for site in by_site})
     return {
         "source": "generator truth: drawn (segmented_volume_ml) / true volume, cycle 1",
@@ -182,6 +188,95 @@ def delineation_spread(run: Path) -> dict[str, Any] | None:
                 ),
             }
             for site in sites
+        },
+    }
+
+
+def delineation_floor(run: Path) -> dict[str, Any] | None:
+    """What the sites' own VOIs alone leave of each target: a perfect camera's figures.
+
+    Per site, object and cycle 1 (generator truth): the TIA a perfect camera (no blur, no
+    noise, exact calibration) measures over the VOI the site drew is the sum over the true
+    regions the VOI covers (``segmented_overlap_ml``) of the covered volume × that region's true
+    TIA over its true CT volume; a lesion's mean dose is then the sphere model's (the truth's
+    :func:`phantoms.virtual_patient.true_mean_dose_gy`) at the drawn volume's mass, an organ's
+    metric its TIA: the quantities the targets judge, with every image effect removed. Their
+    cross-site CoV (:func:`concordose.consortium.cross_site_cov`, as ``harmonisation_agreement``)
+    and error against the truth, under the target keys' names, are the floor under which no
+    image correction on the sites' VOIs can bring the consortium. Assumes uniform uptake per
+    region and no motion (the heterogeneity and breathing the generator adds would widen it).
+    None when the run has no drawn VOIs (anatomy realism off).
+    """
+    measured: dict[tuple[str, str], dict[str, float]] = {}
+    truths: dict[tuple[str, str], tuple[str, float, float]] = {}
+    for truth in _ground_truths(run):
+        site = str(truth["site"]["site_id"])
+        subject = str(truth["patient"]["subject"])
+        described = _described(truth)
+        cycle = truth["cycles"][0]
+        if not any("segmented_overlap_ml" in voi for voi in cycle["vois"]):
+            continue  # anatomy realism off, or generated before the overlaps were recorded
+        regions = [*cycle["vois"], cycle["body_remainder"]]
+        tia_per_ml = {  # a region no CT voxel samples is covered by no VOI either
+            str(r["label"]): float(r["tia_mbq_h"]) / float(r["true_ct_volume_ml"])
+            for r in regions
+            if r.get("true_ct_volume_ml")
+        }
+        for voi in cycle["vois"]:
+            if "segmented_overlap_ml" not in voi:
+                continue
+            label = str(voi["label"])
+            kind, volume_ml = described[label]
+            tia_mbq_h = sum(
+                ml * tia_per_ml.get(region, 0.0)  # "outside": air holds no activity
+                for region, ml in voi["segmented_overlap_ml"].items()
+            )
+            if kind == "lesion":
+                value = true_mean_dose_gy(
+                    tia_mbq_h, float(voi["segmented_volume_ml"]) * TISSUE_DENSITY_G_PER_ML
+                )
+                true_value = voi["mean_dose_gy"]
+            else:
+                value, true_value = tia_mbq_h, voi["tia_mbq_h"]
+            if value is None or not true_value:
+                continue
+            measured.setdefault((subject, label), {})[site] = value
+            truths[(subject, label)] = (kind, volume_ml, float(true_value))
+    if not measured:
+        return None
+    covs: dict[str, list[float]] = {}
+    errors: dict[str, list[float]] = {}
+    for key, by_site in measured.items():
+        kind, volume_ml, true_value = truths[key]
+        names = [key[1]]
+        if kind == "lesion":
+            names = [_lesion_bin(volume_ml)]
+            if volume_ml >= SMALL_LESION_ML:
+                names.append("lesion_ge4ml")
+        elif kind == "organ":
+            names.append("organs")
+        for name in names:
+            if len(by_site) >= 2:
+                covs.setdefault(name, []).append(cross_site_cov(list(by_site.values())))
+            errors.setdefault(name, []).extend(v / true_value - 1.0 for v in by_site.values())
+    headline = {
+        "lesion_ge4ml_cov_median_pct": _percent(covs.get("lesion_ge4ml", []), "median"),
+        "lesion_ge4ml_cov_max_pct": _percent(covs.get("lesion_ge4ml", []), "max"),
+        "organ_cov_max_pct": _percent(covs.get("organs", []), "max"),
+        "organ_tia_error_max_abs_pct": _percent(errors.get("organs", []), "max"),
+    }
+    return {
+        "source": "generator truth, cycle 1: a perfect camera's TIA over each site's drawn VOI "
+        "(segmented_overlap_ml × region TIA / region true CT volume); lesions by sphere dose",
+        "assumptions": "uniform uptake per region, no motion",
+        **headline,
+        "floor_within_target": {
+            key: None if (value := headline[key]) is None else value <= bound
+            for key, bound in TARGETS_PCT.items()
+        },
+        "cross_site_cov_pct": _spread(covs),
+        "error_median_abs_pct": {
+            name: _percent(np.abs(values), "median") for name, values in sorted(errors.items())
         },
     }
 
@@ -425,6 +520,9 @@ def summarise(run: Path) -> dict[str, Any]:
         (per_voi["voi_type"] == "lesion") & (per_voi["variant"] == ProcessingVariant.RAW.value)
     ].drop_duplicates(["reference_object_id", "voi_label"])
     summary["delineation"] = delineation_spread(run)
+    floor = delineation_floor(run)
+    if summary["delineation"] is not None and floor is not None:
+        summary["delineation"]["perfect_camera_floor"] = floor
     platform = platform_volume_spread(run)
     if summary["delineation"] is not None and platform is not None:
         summary["delineation"]["platform"] = platform

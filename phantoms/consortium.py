@@ -48,6 +48,7 @@ from concordose.phantoms.anatomy import (
     OUTSIDE_VALUE,
     RIB_HU,
     TRABECULAR_BONE_HU,
+    Anatomy,
     Ellipsoid,
     EllipticCylinder,
     LesionVolumeSampling,
@@ -457,6 +458,40 @@ def patient_scene(
     )
 
 
+def drawn_voi_truth(
+    anatomy: Anatomy,
+    ct_labels: NDArray[np.uint8],
+    drawn_labels: NDArray[np.uint8],
+    ct_voxel_ml: float,
+) -> dict[str, dict[str, Any]]:
+    """What a site drew against what is there, on the first CT of a cycle (anatomy realism).
+
+    Per VOI: ``true_ct_volume_ml`` (the object on the CT grid), ``segmented_volume_ml`` (the
+    site's VOI) and ``segmented_overlap_ml``, the site's VOI split over the true regions it
+    covers ({region label: mL}, the body remainder as ``body``, air as ``outside``): with each
+    region's true TIA over its true CT volume, the mean a perfect camera would report over the
+    site's VOI (``benchmarks/harmonisation.py``'s delineation floor). The body remainder gets
+    its ``true_ct_volume_ml``. Volumes are voxel counts × ``ct_voxel_ml``.
+    """
+    label_of_value = {r.value: r.label for r in (*anatomy.vois, anatomy.body)}
+    label_of_value[OUTSIDE_VALUE] = "outside"
+    drawn: dict[str, dict[str, Any]] = {}
+    for voi in anatomy.vois:
+        covered, n_covered = np.unique(ct_labels[drawn_labels == voi.value], return_counts=True)
+        drawn[voi.label] = {
+            "true_ct_volume_ml": int(np.count_nonzero(ct_labels == voi.value)) * ct_voxel_ml,
+            "segmented_volume_ml": int(n_covered.sum()) * ct_voxel_ml,
+            "segmented_overlap_ml": {
+                label_of_value[int(value)]: int(n) * ct_voxel_ml
+                for value, n in zip(covered, n_covered, strict=True)
+            },
+        }
+    drawn[anatomy.body.label] = {
+        "true_ct_volume_ml": int(np.count_nonzero(ct_labels == anatomy.body.value)) * ct_voxel_ml
+    }
+    return drawn
+
+
 def consortium_patient_info(patient: VirtualPatient, site: SiteProfile) -> PatientInfo:
     """The DICOM patient attributes of ``patient`` at ``site`` (every study of it there)."""
     return PatientInfo(
@@ -510,7 +545,7 @@ def _write_patient_at_site(
     recorded_ia_mbq = round(INJECTED_ACTIVITY_MBQ * (1.0 + site.dose_calibrator_bias), 1)
     files: list[Path] = []
     cycles_json = []
-    segmented: dict[int, dict[str, dict[str, float]]] = {}
+    segmented: dict[int, dict[str, dict[str, Any]]] = {}
     for cycle in sorted(patient.curves):
         truth = cycle_truth(patient, cycle)
         cycle_dir = folder / "dicom" / f"cycle{cycle:02d}"
@@ -632,16 +667,9 @@ def _write_patient_at_site(
                     nm_counts=first_counts,
                     nm_grid=first_nm_grid,
                 )
-                ct_voxel_ml = ct_grid.voxel_volume_ml
-                segmented[cycle] = {
-                    v.label: {
-                        "true_ct_volume_ml": int(np.count_nonzero(first_ct_labels == v.value))
-                        * ct_voxel_ml,
-                        "segmented_volume_ml": int(np.count_nonzero(seg_labels == v.value))
-                        * ct_voxel_ml,
-                    }
-                    for v in anatomy.vois
-                }
+                segmented[cycle] = drawn_voi_truth(
+                    anatomy, first_ct_labels, seg_labels, ct_grid.voxel_volume_ml
+                )
             seg_path = cycle_dir / "seg.dcm"
             write_seg(
                 seg_path,

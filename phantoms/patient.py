@@ -44,11 +44,8 @@ from concordose.phantoms.kinetics import MonoExponential, draw_truth_kinetics
 from concordose.phantoms.presets import ct_grid_for, nm_grid_for, preset_named
 from concordose.phantoms.site_profiles import DEFAULT_SITE, SiteProfile, sites_registry_document
 from concordose.phantoms.uids import reproducible_uid
+from concordose.phantoms.virtual_patient import INJECTED_ACTIVITY_MBQ, TISSUE_DENSITY_G_PER_ML
 
-INJECTED_ACTIVITY_MBQ = 7400.0
-"""Standard [177Lu]Lu-DOTATATE cycle activity (7.4 GBq)."""
-TISSUE_DENSITY_G_PER_ML = 1.0
-"""Unit density for every VOI's mass in the ground truth (a convention, stated in the README)."""
 MAX_STORED_COUNTS = 65535
 """Largest count a uint16 NM pixel holds."""
 GROUND_TRUTH_FORMAT = "concordose.ground_truth"

@@ -18,6 +18,7 @@ from concordose.consortium.harmonisation import (
     HarmonisationResult,
     VariantTables,
     build_harmonisation_agreement,
+    cross_site_cov,
 )
 from concordose.consortium.kappa import cohen_kappa
 from concordose.consortium.reference_objects import (
@@ -70,6 +71,7 @@ __all__ = [
     "build_sink_effect",
     "build_threshold_concordance",
     "cohen_kappa",
+    "cross_site_cov",
     "deming_regression",
     "fit_sink_slope",
     "kinetics_tia_pairs",

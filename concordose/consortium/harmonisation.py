@@ -17,12 +17,14 @@ are left out); a null measured value (a method not applicable) counts in no stat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from numpy.typing import ArrayLike
 from pydantic import SecretStr
 
 from concordose.consortium.reference_objects import ReferenceObject
@@ -120,16 +122,25 @@ def _truth_rows(references: Sequence[ReferenceObject], secret: SecretStr | None)
     )
 
 
+def cross_site_cov(values: ArrayLike) -> float:
+    """The consortium's spread of one quantity: sample SD (n − 1) over the mean of the sites'
+    values, dimensionless (module docstring). Non-finite values (nulls) are left out; NaN with
+    fewer than :data:`MIN_SITES` values or a zero mean."""
+    array = np.asarray(values, dtype=np.float64)
+    array = array[np.isfinite(array)]
+    if array.size < MIN_SITES:
+        return math.nan
+    mean = float(np.mean(array))
+    if mean == 0.0:
+        return math.nan
+    return float(np.std(array, ddof=1)) / mean
+
+
 def _group_statistics(frame: pd.DataFrame) -> pd.DataFrame:
-    """n sites, mean and CoV (sample SD / mean) of ``measured`` per group, nulls left out."""
+    """n sites, mean and CoV (:func:`cross_site_cov`) of ``measured`` per group."""
     grouped = frame.groupby(_GROUP, sort=False, dropna=False)["measured"]
-    stats = grouped.agg(n_sites="count", cross_site_mean="mean", sd=lambda v: v.std(ddof=1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cov = stats["sd"] / stats["cross_site_mean"]
-    stats["cross_site_cov"] = cov.where(
-        (stats["n_sites"] >= MIN_SITES) & (stats["cross_site_mean"] != 0)
-    )
-    return stats.drop(columns="sd").reset_index()
+    stats = grouped.agg(n_sites="count", cross_site_mean="mean", cross_site_cov=cross_site_cov)
+    return stats.reset_index()
 
 
 def build_harmonisation_agreement(
@@ -219,4 +230,5 @@ __all__ = [
     "HarmonisationResult",
     "VariantTables",
     "build_harmonisation_agreement",
+    "cross_site_cov",
 ]

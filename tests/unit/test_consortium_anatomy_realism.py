@@ -109,8 +109,28 @@ def test_each_site_sends_the_vois_of_its_own_rule(consortium: GeneratedConsortiu
         differences[site_id] = {}
         for voi in cycle["vois"]:
             assert sent[voi["label"]] == pytest.approx(voi["segmented_volume_ml"], rel=1e-12)
+            # The drawn VOI split over the true regions it covers adds up to it.
+            assert sum(voi["segmented_overlap_ml"].values()) == pytest.approx(
+                voi["segmented_volume_ml"], rel=1e-12
+            )
+            assert voi["segmented_overlap_ml"].get(voi["label"], 0.0) <= voi["true_ct_volume_ml"]
             differences[site_id][voi["label"]] = (
                 voi["segmented_volume_ml"] - voi["true_ct_volume_ml"]
+            )
+        assert cycle["body_remainder"]["true_ct_volume_ml"] > 0
+        overlaps = {v["label"]: v["segmented_overlap_ml"] for v in cycle["vois"]}
+        if site_id == "montpellier":  # lesions as they are: all of the lesion, nothing else
+            assert all(
+                overlaps[v["label"]] == {v["label"]: v["true_ct_volume_ml"]}
+                for v in cycle["vois"]
+                if v["label"].startswith("lesion")
+            )
+        if site_id == "milan":  # +3 mm: the whole object and some of what surrounds it
+            assert all(
+                overlaps[v["label"]][v["label"]] == pytest.approx(v["true_ct_volume_ml"])
+                and len(overlaps[v["label"]]) > 1
+                for v in cycle["vois"]
+                if v["label"].startswith("lesion")  # organs yield to neighbours' margins
             )
     lesions = [label for label in differences["milan"] if label.startswith("lesion")]
     organs = [label for label in differences["milan"] if not label.startswith("lesion")]

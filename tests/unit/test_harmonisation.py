@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from concordose.consortium import (
     ReferenceObjectRegistry,
     VariantTables,
     build_harmonisation_agreement,
+    cross_site_cov,
     write_variant_config,
 )
 from concordose.errors import ConcordoseError, ConfigurationError
@@ -283,3 +285,12 @@ def test_consortium_command_never_empties_a_folder_it_did_not_make(tmp_path: Pat
         result.output.split()
     )
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_cross_site_cov_is_the_sample_sd_over_the_mean_of_the_values_present() -> None:
+    assert cross_site_cov([1.0, 2.0, 4.0]) == pytest.approx(
+        statistics.stdev([1.0, 2.0, 4.0]) / statistics.mean([1.0, 2.0, 4.0]), rel=1e-12
+    )
+    assert cross_site_cov([1.0, math.nan, 3.0]) == pytest.approx(statistics.stdev([1.0, 3.0]) / 2)
+    assert math.isnan(cross_site_cov([5.0, math.nan]))  # one site: no spread to speak of
+    assert math.isnan(cross_site_cov([-1.0, 1.0]))  # zero mean

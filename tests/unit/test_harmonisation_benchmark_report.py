@@ -4,10 +4,14 @@ item 4): their names and nesting are fixed."""
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harmonisation import delineation_spread, report
+import pytest
+
+from benchmarks.harmonisation import delineation_floor, delineation_spread, report
+from concordose.phantoms.virtual_patient import true_mean_dose_gy
 
 FIXED_BY_VARIANT = (
     "lesion_ge4ml_cov_median_pct",
@@ -74,8 +78,9 @@ def _truth(site: str, rule: dict[str, Any], drawn: dict[str, float]) -> dict[str
 
 
 def test_delineation_spread_is_the_evidence_for_anatomy_realism(tmp_path: Path) -> None:
-    """Two sites drawing the same lesion at 1.5× and 0.5× its volume: CoV 50 %; the kidney
-    drawn alike: 0 %. The realistic summary's spread becomes ``targets.evidence``."""
+    """Two sites drawing the same lesion at 1.5× and 0.5× its volume: CoV 71 % (sample SD over
+    the mean, as ``harmonisation_agreement``); the kidney drawn alike: 0 %. The realistic
+    summary's spread becomes ``targets.evidence``."""
     for site, rule, drawn in (
         ("milan", {"method": "manual_margin", "margin_mm": 3.0}, (15.0, 150.0)),
         ("grandrapids", {"method": "manual_margin", "margin_mm": -2.0}, (5.0, 150.0)),
@@ -87,7 +92,7 @@ def test_delineation_spread_is_the_evidence_for_anatomy_realism(tmp_path: Path) 
     spread = delineation_spread(tmp_path)
     assert spread is not None
     cov = spread["drawn_volume_cross_site_cov_pct"]
-    assert cov["lesion_4_20_ml"] == {"objects": 1, "median": 50.0, "max": 50.0}
+    assert cov["lesion_4_20_ml"] == {"objects": 1, "median": 70.71, "max": 70.71}
     assert cov["kidney_left"]["max"] == 0.0
     assert spread["sites"]["milan"]["rule"]["margin_mm"] == 3.0
     assert spread["sites"]["grandrapids"]["median_drawn_over_true"] == 0.75  # (0.5 + 1.0) / 2
@@ -113,3 +118,59 @@ def test_no_drawn_volumes_means_no_delineation_evidence(tmp_path: Path) -> None:
         del voi["segmented_volume_ml"]
     (folder / "ground_truth.json").write_text(json.dumps(truth), encoding="utf-8")
     assert delineation_spread(tmp_path) is None
+    assert delineation_floor(tmp_path) is None
+
+
+def _truth_with_uptake(site: str, overlaps: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """A lesion (10 mL, 100 MBq·h), a kidney (150 mL, 300 MBq·h) and the body remainder
+    (10 L, 1000 MBq·h: 0.1 MBq·h/mL), the site's VOIs split over them by ``overlaps``."""
+    truth = _truth(site, {}, {label: sum(o.values()) for label, o in overlaps.items()})
+    tia = {"lesion_1": 100.0, "kidney_left": 300.0}
+    for voi in truth["cycles"][0]["vois"]:
+        voi["tia_mbq_h"] = tia[voi["label"]]
+        voi["mean_dose_gy"] = true_mean_dose_gy(tia[voi["label"]], voi["true_ct_volume_ml"])
+        voi["segmented_overlap_ml"] = overlaps[voi["label"]]
+    truth["cycles"][0]["body_remainder"] = {
+        "label": "body",
+        "tia_mbq_h": 1000.0,
+        "true_ct_volume_ml": 10_000.0,
+    }
+    return truth
+
+
+def test_the_delineation_floor_is_a_perfect_cameras_spread_over_the_sites_vois(
+    tmp_path: Path,
+) -> None:
+    """milan's +margin takes in 5 mL of body (lesion) and 30 mL (kidney); grandrapids draws
+    half the lesion and the kidney as it is. A perfect camera then reports, per site, the sphere
+    dose of the TIA inside the drawn VOI at the drawn mass, and the organ's TIA inside it."""
+    sites = {
+        "milan": {
+            "lesion_1": {"lesion_1": 10.0, "body": 5.0},
+            "kidney_left": {"kidney_left": 150.0, "body": 30.0},
+        },
+        "grandrapids": {"lesion_1": {"lesion_1": 5.0}, "kidney_left": {"kidney_left": 150.0}},
+    }
+    for site, overlaps in sites.items():
+        folder = tmp_path / "input" / "sites" / site / "patients" / "P001"
+        folder.mkdir(parents=True)
+        truth = _truth_with_uptake(site, overlaps)
+        (folder / "ground_truth.json").write_text(json.dumps(truth), encoding="utf-8")
+    floor = delineation_floor(tmp_path)
+    assert floor is not None
+    milan_gy, grandrapids_gy = true_mean_dose_gy(100.0 + 0.5, 15.0), true_mean_dose_gy(50.0, 5.0)
+    assert milan_gy is not None
+    assert grandrapids_gy is not None
+    doses = [milan_gy, grandrapids_gy]
+    lesion_cov = statistics.stdev(doses) / statistics.mean(doses)
+    assert floor["lesion_ge4ml_cov_median_pct"] == pytest.approx(100 * lesion_cov, abs=0.01)
+    assert floor["lesion_ge4ml_cov_median_pct"] > 5.0  # the drawn volumes alone miss the target
+    kidney_cov = statistics.stdev([303.0, 300.0]) / 301.5
+    assert floor["organ_cov_max_pct"] == pytest.approx(100 * kidney_cov, abs=0.01)
+    assert floor["organ_tia_error_max_abs_pct"] == pytest.approx(1.0)  # milan: 303 / 300
+    assert floor["floor_within_target"] == {
+        "lesion_ge4ml_cov_median_pct": False,
+        "lesion_ge4ml_cov_max_pct": False,
+        "organ_cov_max_pct": True,
+        "organ_tia_error_max_abs_pct": True,
+    }
