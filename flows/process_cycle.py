@@ -155,7 +155,7 @@ def _science_tables(
     tac = quantify_task(
         study, calibration, site.site_id, prepared.vois, cache_dir, protocol_dir=protocol_dir
     )
-    kinetics = kinetics_task(tac, methods.kinetics_methods)
+    kinetics = kinetics_task(tac, methods.kinetics_methods, verdict.injected_activity_mbq)
     doses = dose_task(tac, kinetics, methods.dose_methods)
     for name, table in tables_task(identity, tac, kinetics, doses, provenance).items():
         collected[name].append(table)

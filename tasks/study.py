@@ -78,10 +78,21 @@ def quantify_task(
 
 
 @task(name="kinetics", cache_policy=NO_CACHE)
-def kinetics_task(tac: CycleTimeActivity, methods: Sequence[str]) -> list[KineticsBatch]:
-    """TIA of every VOI by every requested kinetics method (fits shared between methods)."""
+def kinetics_task(
+    tac: CycleTimeActivity,
+    methods: Sequence[str],
+    injected_activity_mbq: float | None = None,
+) -> list[KineticsBatch]:
+    """TIA of every VOI by every requested kinetics method (fits shared between methods); with
+    the cycle's injected activity (MBq), fits holding more than that at injection refused."""
     voi_types = [str(kind) for kind in tac.voi_types]
-    return fit_methods(methods, tac.time_h, tac.activity_mbq, voi_types=voi_types)
+    return fit_methods(
+        methods,
+        tac.time_h,
+        tac.activity_mbq,
+        voi_types=voi_types,
+        injected_activity_mbq=injected_activity_mbq,
+    )
 
 
 @task(name="dose", cache_policy=NO_CACHE)

@@ -223,6 +223,14 @@ class CycleVerdict:
         return tuple(finding for point in self.time_point_findings for finding in point)
 
     @property
+    def injected_activity_mbq(self) -> float | None:
+        """RadionuclideTotalDose of the first time point in MBq as the gate read it (its unit
+        resolved by the protocol); None when not recorded or the site is unknown."""
+        if not self.acquisitions or self.acquisitions[0].radiopharmaceutical is None:
+            return None
+        return self.acquisitions[0].radiopharmaceutical.injected_activity_mbq
+
+    @property
     def held(self) -> bool:
         """True when the cycle must not be processed."""
         return self.calibration is None or holds(self.findings)

@@ -19,6 +19,7 @@ from concordose.kinetics.methods.mono_exponential import MonoExponential
 from concordose.kinetics.methods.spectacular_6tp import SPECTACULAR_6TP
 from concordose.kinetics.methods.trapezoid import Trapezoid
 from concordose.kinetics.models import KineticsBatch, KineticsMethod
+from concordose.kinetics.plausibility import refuse_beyond_injected
 from concordose.method_registry import MethodRegistry
 
 KINETICS_METHODS: MethodRegistry[KineticsMethod] = MethodRegistry(
@@ -45,13 +46,16 @@ def fit_methods(
     *,
     voi_types: Sequence[str] | None = None,
     activity_sd_mbq: npt.NDArray[np.float64] | None = None,
+    injected_activity_mbq: float | None = None,
 ) -> list[KineticsBatch]:
     """Every named method on the same curves (one cycle's VOIs), one batch per method, in order.
 
     Each method fits all curves at once; a model fitted to the same points with the same
     settings by two methods (the reference's ``bi_exponential`` candidate and the
     ``bi_exponential`` method) is fitted once (:func:`~concordose.kinetics.fitting.shared_fits`).
-    Arguments as the method contract (:mod:`concordose.kinetics.models`).
+    Arguments as the method contract (:mod:`concordose.kinetics.models`). With the cycle's
+    ``injected_activity_mbq`` (MBq), a curve a method fits with more activity at injection than
+    was injected is refused (:func:`~concordose.kinetics.plausibility.refuse_beyond_injected`).
 
     Raises:
         ConfigurationError: an unknown name (before any fit).
@@ -59,6 +63,11 @@ def fit_methods(
     methods = [KINETICS_METHODS.get(name) for name in names]
     with shared_fits():
         return [
-            method.fit(time_h, activity_mbq, voi_types=voi_types, activity_sd_mbq=activity_sd_mbq)
+            refuse_beyond_injected(
+                method.fit(
+                    time_h, activity_mbq, voi_types=voi_types, activity_sd_mbq=activity_sd_mbq
+                ),
+                injected_activity_mbq,
+            )
             for method in methods
         ]

@@ -35,6 +35,7 @@ from concordose.flows.triggers import (
 from concordose.ingest.receiver import StorageReceiver
 from concordose.kinetics.models import KineticsBatch
 from concordose.phantoms import GeneratedPatient, generate_patient
+from concordose.phantoms.virtual_patient import INJECTED_ACTIVITY_MBQ
 from concordose.pipeline.quantify import CycleTimeActivity
 from concordose.results.catalogue import read_current
 from concordose.results.object_store import open_object_store
@@ -208,15 +209,18 @@ def test_a_patients_two_cycles_publish_their_numbers_by_injection(
     assert len({row["subject_key"] for row in rows}) == 1
 
 
-def _failing_once(calls: list[int]) -> Callable[..., Any]:
+def _failing_once(calls: list[float | None]) -> Callable[..., Any]:
+    """The kinetics task, failing its first call; each call's injected activity recorded."""
     real = study_tasks.kinetics_task
 
     @task(name="kinetics", cache_policy=NO_CACHE)
-    def kinetics(tac: CycleTimeActivity, methods: list[str]) -> list[KineticsBatch]:
-        calls.append(1)
+    def kinetics(
+        tac: CycleTimeActivity, methods: list[str], injected_activity_mbq: float | None = None
+    ) -> list[KineticsBatch]:
+        calls.append(injected_activity_mbq)
         if len(calls) == 1:
             raise RuntimeError("injected fault in kinetics")
-        return real.fn(tac, methods)
+        return real.fn(tac, methods, injected_activity_mbq)
 
     return kinetics
 
@@ -231,7 +235,7 @@ def test_the_sweep_completes_a_cycle_whose_first_run_failed(
     receiver = receive_patient(spool_root, small_patient, Recorder())
     _complete_all(receiver, _studies(small_patient.dicom_files))
     receiver.stop()
-    calls: list[int] = []
+    calls: list[float | None] = []
     monkeypatch.setattr(process_cycle_module, "kinetics_task", _failing_once(calls))
 
     first = sweep(spool_root, small_patient.sites_path, output_uri=str(out))
@@ -247,6 +251,8 @@ def test_the_sweep_completes_a_cycle_whose_first_run_failed(
     assert [run.cycle_id for run in second.processed] == [cycle_id]
     assert Spool(spool_root).cycle(cycle_id).state is CycleState.PROCESSED
     assert len(calls) == 2
+    # Fits are checked against the cycle's injected activity as the gate read it (MBq).
+    assert calls == [INJECTED_ACTIVITY_MBQ, INJECTED_ACTIVITY_MBQ]
     tables: dict[str, pa.Table] = second.tables
     assert tables["absorbed_dose"].num_rows > 0
 
