@@ -204,7 +204,7 @@ def delineation_floor(run: Path) -> dict[str, Any] | None:
     cross-site CoV (:func:`concordose.consortium.cross_site_cov`, as ``harmonisation_agreement``)
     and error against the truth, under the target keys' names, are the floor under which no
     image correction on the sites' VOIs can bring the consortium. Assumes uniform uptake per
-    region and no motion (the heterogeneity and breathing the generator adds would widen it).
+    region and no motion (the generator's heterogeneous lesions and breathing are left out).
     None when the run has no drawn VOIs (anatomy realism off).
     """
     measured: dict[tuple[str, str], dict[str, float]] = {}
