@@ -8,9 +8,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
-from benchmarks.harmonisation import delineation_floor, delineation_spread, report
+from benchmarks.harmonisation import delineation_floor, delineation_spread, per_site_errors, report
 from concordose.phantoms.virtual_patient import true_mean_dose_gy
 
 FIXED_BY_VARIANT = (
@@ -174,3 +175,73 @@ def test_the_delineation_floor_is_a_perfect_cameras_spread_over_the_sites_vois(
         "organ_cov_max_pct": True,
         "organ_tia_error_max_abs_pct": True,
     }
+
+
+def _agreement_row(
+    site: str, variant: str, label: str, kind: str, *, error: float, volume_ml: float
+) -> dict[str, Any]:
+    organ = kind == "organ"
+    return {
+        "reference_object_id": "digital-P001-cycle1",
+        "voi_label": label,
+        "voi_type": kind,
+        "volume_ml": volume_ml,
+        "site_id": site,
+        "variant": variant,
+        "metric": "tia_mbq_h" if organ else "mean_dose_gy",
+        "dose_method": "none" if organ else "sphere",
+        "relative_error": error,
+    }
+
+
+def test_per_site_errors_say_where_correction_beats_none() -> None:
+    """Per site, the median |error| of organ TIA and lesion (≥ 4 mL) sphere dose per variant,
+    and whether ``harmonised_pvc`` beat ``harmonised`` there; a lesion < 4 mL is not judged."""
+    errors = {  # site → variant → (kidney, liver, 10 mL lesion)
+        "a": {
+            "raw": (0.3, 0.3, 0.5),
+            "harmonised": (-0.2, 0.1, -0.4),
+            "harmonised_pvc": (0.02, -0.05, 0.03),
+        },
+        "b": {
+            "raw": (0.3, 0.3, 0.5),
+            "harmonised": (0.05, 0.02, 0.1),
+            "harmonised_pvc": (0.3, -0.5, 0.2),
+        },
+    }
+    rows = pd.DataFrame(
+        [
+            _agreement_row(site, variant, label, kind, error=error, volume_ml=volume)
+            for site, by_variant in errors.items()
+            for variant, triple in by_variant.items()
+            for (label, kind, volume), error in zip(
+                (
+                    ("kidney_left", "organ", 150.0),
+                    ("liver", "organ", 1500.0),
+                    ("lesion_1", "lesion", 10.0),
+                ),
+                triple,
+                strict=True,
+            )
+        ]
+        + [_agreement_row("a", "harmonised_pvc", "lesion_2", "lesion", error=9.0, volume_ml=0.5)]
+    )
+    sites = per_site_errors(rows)
+    assert sites["a"]["pvc_beats_no_correction"] is True
+    assert sites["b"]["pvc_beats_no_correction"] is False
+    assert sites["a"]["harmonised_pvc"]["lesion_ge4ml_dose_error_median_abs_pct"] == 3.0
+    assert sites["a"]["harmonised_pvc"]["organ_tia_error_max_abs_pct"] == 5.0
+    assert sites["b"]["harmonised"]["organ_tia_error_median_abs_pct"] == 3.5
+    assert sites["a"]["harmonised"]["error_median_abs_pct"] == 20.0
+    summaries = {
+        "realistic": {
+            "raw": _variant(30.0),
+            "harmonised": _variant(9.0),
+            "harmonised_pvc": _variant(4.0),
+            "per_site": sites,
+        }
+    }
+    assert (
+        report(summaries, preset="full")["targets"]["pvc_beats_no_correction_at_every_site"]
+        is False
+    )
