@@ -1,7 +1,8 @@
 """A study nobody here generated (issue 16): its NM headers rewritten as a new vendor writes them
 — the legacy SRT code of Lu-177, RadionuclideTotalDose in Bq, the frame duration only at the top
 level — at a site that declares ``injected_activity_unit: Bq`` and its time zone. It is
-processed, not held, and the published ``qc_findings`` say how each value was read."""
+processed, not held, the published ``qc_findings`` say how each value was read, and every table
+that publishes the injected activity gives it in MBq."""
 
 from __future__ import annotations
 
@@ -86,4 +87,8 @@ def test_a_new_vendors_study_is_processed_with_its_fallbacks_published(
     assert {row["qc_status"] for row in acquisitions} <= {"pass", "warn"}
     activities = [row["injected_activity_mbq"] for row in acquisitions]
     assert activities == pytest.approx([7400.0] * n_points)  # 7.4e9 Bq, published in MBq
+    for table in ("patient_summary", "voxel_dose_summary"):  # as the gate read it, not raw
+        summary = [row["injected_activity_mbq"] for row in run.tables[table].to_pylist()]
+        assert summary, table
+        assert summary == pytest.approx([7400.0] * len(summary)), table
     assert run.tables["absorbed_dose"].num_rows > 0
