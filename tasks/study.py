@@ -58,8 +58,8 @@ def quantify_task(
 ) -> CycleTimeActivity:
     """Activity per VOI and time point (``vois`` as read once by the preparation); with
     ``site_id``, corrected for partial volume as its protocol's ``partial_volume_correction``
-    says (on by default: ``gtm``, every VOI). With ``cache_dir``, registrations are cached
-    there on their inputs' identity (a re-run registers only new time points).
+    says (on by default: ``gtm_platform_voi``, every VOI). With ``cache_dir``, registrations
+    are cached there on their inputs' identity (a re-run registers only new time points).
     ``protocol_dir``: the site registry's (``sites.yaml`` ``protocol_dir:``)."""
     cache = ResultCache(cache_dir) if cache_dir is not None else None
     if site_id is None:

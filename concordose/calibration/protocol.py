@@ -124,15 +124,18 @@ by a unit test)."""
 class PartialVolumeRules(BaseModel):
     """Partial-volume correction (``partial_volume_correction:`` key).
 
-    On by default with the geometric transfer matrix (``gtm``): on the digital consortium it
-    beats no correction at every site, on the NEMA spheres (leave-one-out, recorded per site as
-    ``partial_volume_evidence``) and on patients' organ and lesion TIAs (DESIGN.md, PVC
-    section). It does not beat the curve models on the spheres at every site; the record's
-    ``partial_volume_model_chosen`` says which model a site's own phantom favours, and a site
-    file may choose it.
+    On by default with the geometric transfer matrix on VOIs the platform defines
+    (``gtm_platform_voi``): on the digital consortium with realistic imaging and each site's
+    own delineation (full preset) it beats no correction at every site, and beats the GTM on
+    the sites' own VOIs (``gtm``) at every site, by the median error against truth of organ
+    TIAs and lesion (≥ 4 mL) doses (README, "Harmonisation"; ``gtm``, the default before, does
+    not beat no correction at brussels there). The GTM itself beats no correction on the NEMA
+    spheres (leave-one-out, recorded per site as ``partial_volume_evidence``); it does not beat
+    the curve models on the spheres at every site: the record's ``partial_volume_model_chosen``
+    says which model a site's own phantom favours, and a site file may choose it.
 
     Attributes:
-        enabled: correct at all (organs only by the ``gtm`` model).
+        enabled: correct at all (organs only by the GTM models).
         model: ``rc0_local_background`` (C_L = (C_meas − (1 − RC0)·C_B)/RC0 with the record's
             RC0 curve and a local background shell), ``rc_curve`` (A / RC(V) with the
             record's NEMA RC curve) — lesions only — or ``gtm`` (geometric transfer matrix of
@@ -151,7 +154,7 @@ class PartialVolumeRules(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = True
-    model: PartialVolumeModel = "gtm"
+    model: PartialVolumeModel = "gtm_platform_voi"
     shell_gap_mm: float = Field(default=10.0, ge=0)
     shell_width_mm: float = Field(default=10.0, gt=0)
 

@@ -125,7 +125,7 @@ def test_variants_apply_the_vendor_or_phantom_factor(run: Path) -> None:
         == ("kidney_left", "tia_mbq_h", kinetics_method)
     }
     assert organ_tia_cov["harmonised"] < organ_tia_cov["raw"]
-    # PVC (the protocol's default model, gtm since issue 15) changes organs and lesions
+    # PVC (the protocol's default model, gtm_platform_voi) changes organs and lesions
     # (harmonised_pvc = harmonised + partial-volume correction).
     by_variant: dict[str, dict[tuple[str, ...], float | None]] = {}
     for r in published:
