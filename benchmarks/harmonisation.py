@@ -40,11 +40,14 @@ object (:func:`delineation_spread`), a difference no image correction removes, i
 camera would give them over the sites' VOIs, and ``floor_within_target``: false where no image
 correction on those VOIs can meet a target), and, when
 ``harmonised_pvc`` ran ``gtm_platform_voi`` (lesions re-delineated by the platform's rule,
-``quant.delineation``; not the default: set ``partial_volume_correction.model:
-gtm_platform_voi`` in ``schemas/protocols/default.yaml`` to measure it, as the run behind
-DESIGN.md's "Platform delineation" did), ``targets.evidence.delineation.platform`` the same
-spread for the platform's lesion volumes (:func:`platform_volume_spread`): what is left of the
-definitional difference once one rule draws every site's lesions.
+``quant.delineation``; the default: set ``partial_volume_correction.model: gtm`` in
+``schemas/protocols/default.yaml`` to measure the GTM on the sites' own VOIs instead),
+``targets.evidence.delineation.platform`` the same spread for the platform's lesion volumes
+(:func:`platform_volume_spread`): what is left of the definitional difference once one rule
+draws every site's lesions. Per site (``tables.<mode>.per_site``, :func:`per_site_errors`), the
+error against truth per variant and whether partial-volume correction beat none there;
+``targets.pvc_beats_no_correction_at_every_site`` (realistic) is item 1's rule for the
+default.
 """
 
 from __future__ import annotations
