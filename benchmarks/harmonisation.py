@@ -92,6 +92,9 @@ COVERAGE_SD = 2.0
 
 PRESETS = {"test": ("test", 2), "full": ("harmonisation", 4)}
 """Benchmark preset → (consortium preset, patients per site)."""
+RUN_RECORD = "benchmark_run.json"
+"""Written in each mode's run folder: the benchmark preset, patients, sites, anatomy realism and
+wall time of the run, so that ``--summarise`` of a kept folder reports them as the run had them."""
 
 TARGETS_PCT = {
     "lesion_ge4ml_cov_median_pct": 5.0,
@@ -429,6 +432,23 @@ def _lesion_coverage(
     }
 
 
+def organ_tia_rows(rows: pd.DataFrame) -> pd.Series:
+    """Which ``rows`` the organ targets judge: organs' reference TIA."""
+    chosen: pd.Series = (rows["voi_type"] == "organ") & (rows["metric"] == "tia_mbq_h")
+    return chosen
+
+
+def lesion_dose_rows(rows: pd.DataFrame) -> pd.Series:
+    """Which ``rows`` the lesion targets judge (any volume; the targets split at
+    :data:`SMALL_LESION_ML`): lesions' mean dose by :data:`LESION_DOSE_METHOD`."""
+    chosen: pd.Series = (
+        (rows["voi_type"] == "lesion")
+        & (rows["metric"] == "mean_dose_gy")
+        & (rows["dose_method"] == LESION_DOSE_METHOD)
+    )
+    return chosen
+
+
 def per_site_errors(rows: pd.DataFrame) -> dict[str, Any]:
     """Per site and variant, the error against truth of the VOIs the targets judge: organs'
     reference TIA and lesions' (≥ 4 mL) sphere dose, as median |error| %, and whether
@@ -439,13 +459,7 @@ def per_site_errors(rows: pd.DataFrame) -> dict[str, Any]:
     ``rows``: ``harmonisation_agreement`` rows of the reference method with ``voi_type`` and
     the true ``volume_ml`` added (:func:`summarise`)."""
     judged = rows[
-        ((rows["voi_type"] == "organ") & (rows["metric"] == "tia_mbq_h"))
-        | (
-            (rows["voi_type"] == "lesion")
-            & (rows["metric"] == "mean_dose_gy")
-            & (rows["dose_method"] == LESION_DOSE_METHOD)
-            & (rows["volume_ml"] >= SMALL_LESION_ML)
-        )
+        organ_tia_rows(rows) | (lesion_dose_rows(rows) & (rows["volume_ml"] >= SMALL_LESION_ML))
     ].drop_duplicates(
         ["reference_object_id", "voi_label", "variant", "metric", "dose_method", "site_id"]
     )
@@ -491,17 +505,9 @@ def summarise(run: Path) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for variant in (v.value for v in ProcessingVariant):
         mine = per_voi[per_voi["variant"] == variant]
-        lesions = mine[
-            (mine["voi_type"] == "lesion")
-            & (mine["metric"] == "mean_dose_gy")
-            & (mine["dose_method"] == LESION_DOSE_METHOD)
-        ]
-        organs = mine[(mine["voi_type"] == "organ") & (mine["metric"] == "tia_mbq_h")]
-        organ_errors = rows[
-            (rows["variant"] == variant)
-            & (rows["voi_type"] == "organ")
-            & (rows["metric"] == "tia_mbq_h")
-        ]
+        lesions = mine[lesion_dose_rows(mine)]
+        organs = mine[organ_tia_rows(mine)]
+        organ_errors = rows[(rows["variant"] == variant) & organ_tia_rows(rows)]
         large = lesions[lesions["volume_ml"] >= SMALL_LESION_ML]
         summary[variant] = {
             "lesion_ge4ml_cov_median_pct": _percent(large["cross_site_cov"], "median"),
@@ -526,9 +532,7 @@ def summarise(run: Path) -> dict[str, Any]:
                     "error_median_abs_pct": _percent(
                         rows[
                             (rows["variant"] == variant)
-                            & (rows["voi_type"] == "lesion")
-                            & (rows["metric"] == "mean_dose_gy")
-                            & (rows["dose_method"] == LESION_DOSE_METHOD)
+                            & lesion_dose_rows(rows)
                             & (rows["volume_ml"] >= low)
                             & (rows["volume_ml"] < high)
                         ]["relative_error"].abs(),
@@ -617,7 +621,52 @@ def run_mode(
     )
     summary = summarise(out)
     summary["wall_s"] = round(time.perf_counter() - start, 1)
+    record = {
+        "preset": preset,
+        "patients": patients,
+        "sites": list(sites),
+        "anatomy_realism": anatomy_realism,
+        "wall_s": summary["wall_s"],
+    }
+    (out / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def read_run_record(run: Path) -> dict[str, Any] | None:
+    """The :data:`RUN_RECORD` of a mode's run folder; None for a folder kept before it was
+    written."""
+    path = run / RUN_RECORD
+    if not path.is_file():
+        return None
+    record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return record
+
+
+def summarise_kept(
+    root: Path, modes: Sequence[str]
+) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """Each mode's summary of the kept run folder ``root`` (``root/<mode>``, modes without a
+    folder left out) with the run's wall time, and the benchmark preset the runs recorded
+    (None when no folder has a :data:`RUN_RECORD`).
+
+    Raises:
+        ValueError: the modes' runs recorded different presets.
+    """
+    summaries: dict[str, dict[str, Any]] = {}
+    presets = set()
+    for mode in modes:
+        if not (root / mode).is_dir():
+            continue
+        summaries[mode] = summarise(root / mode)
+        record = read_run_record(root / mode)
+        if record is not None:
+            summaries[mode]["wall_s"] = record["wall_s"]
+            presets.add(str(record["preset"]))
+    if len(presets) > 1:
+        raise ValueError(
+            f"the kept runs in {root} recorded different presets: {', '.join(sorted(presets))}"
+        )
+    return summaries, next(iter(presets), None)
 
 
 def _by_mode(summaries: dict[str, dict[str, Any]], key: str) -> dict[str, Any]:
@@ -683,7 +732,12 @@ def report(summaries: dict[str, dict[str, Any]], *, preset: str) -> dict[str, An
 def main() -> None:
     """Parse arguments, run each imaging mode, write the JSON, print the headline."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="test")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="default: test (with --summarise: the preset the kept run recorded)",
+    )
     parser.add_argument("--imaging", choices=[*IMAGING_MODES, "both"], default="both")
     parser.add_argument("--patients", type=int, default=None, help="per site (preset's default)")
     parser.add_argument(
@@ -718,14 +772,26 @@ def main() -> None:
     )
     args = parser.parse_args()
     modes = IMAGING_MODES if args.imaging == "both" else (args.imaging,)
-    patients = args.patients or PRESETS[args.preset][1]
     sites = [s.strip() for s in args.sites.split(",") if s.strip()]
     summaries: dict[str, dict[str, Any]] = {}
     if args.summarise is not None:
-        summaries = {
-            m: summarise(args.summarise / m) for m in modes if (args.summarise / m).is_dir()
-        }
+        try:
+            summaries, recorded = summarise_kept(args.summarise, modes)
+        except ValueError as exc:
+            parser.error(str(exc))
+        if not summaries:
+            parser.error(f"no run folder for {', '.join(modes)} in {args.summarise}")
+        if recorded is not None and args.preset not in (None, recorded):
+            parser.error(
+                f"--preset {args.preset} given, but the kept run in {args.summarise} recorded "
+                f"{recorded}"
+            )
+        if recorded is None:
+            print(f"no {RUN_RECORD} in {args.summarise}: preset and wall time not recorded")
+        args.preset = recorded or args.preset or "test"
     else:
+        args.preset = args.preset or "test"
+        patients = args.patients or PRESETS[args.preset][1]
         with tempfile.TemporaryDirectory(prefix="concordose-harmonisation-") as scratch:
             root = args.keep or Path(scratch)
             for mode in modes:

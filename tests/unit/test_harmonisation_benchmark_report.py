@@ -11,7 +11,15 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from benchmarks.harmonisation import delineation_floor, delineation_spread, per_site_errors, report
+from benchmarks import harmonisation
+from benchmarks.harmonisation import (
+    RUN_RECORD,
+    delineation_floor,
+    delineation_spread,
+    per_site_errors,
+    report,
+    summarise_kept,
+)
 from concordose.phantoms.virtual_patient import true_mean_dose_gy
 
 FIXED_BY_VARIANT = (
@@ -245,3 +253,33 @@ def test_per_site_errors_say_where_correction_beats_none() -> None:
         report(summaries, preset="full")["targets"]["pvc_beats_no_correction_at_every_site"]
         is False
     )
+
+
+def test_a_kept_run_is_summarised_with_the_preset_and_wall_time_it_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--summarise`` of a kept folder reports the run's own preset and wall time (read from
+    its run record), not the command line's; runs of different presets are refused; a folder
+    kept before the record existed is summarised without them."""
+    monkeypatch.setattr(harmonisation, "summarise", lambda run: {"run": run.name})
+    for mode, preset, wall_s in (("blur", "full", 1917.2), ("realistic", "full", 1717.8)):
+        (tmp_path / mode).mkdir()
+        (tmp_path / mode / RUN_RECORD).write_text(
+            json.dumps({"preset": preset, "patients": 4, "wall_s": wall_s}), encoding="utf-8"
+        )
+    summaries, preset = summarise_kept(tmp_path, ("blur", "realistic"))
+    assert preset == "full"
+    assert summaries["realistic"] == {"run": "realistic", "wall_s": 1717.8}
+    assert summaries["blur"]["wall_s"] == 1917.2
+
+    (tmp_path / "blur" / RUN_RECORD).write_text(
+        json.dumps({"preset": "test", "wall_s": 60.0}), encoding="utf-8"
+    )
+    with pytest.raises(ValueError, match="different presets: full, test"):
+        summarise_kept(tmp_path, ("blur", "realistic"))
+
+    old = tmp_path / "old"
+    (old / "realistic").mkdir(parents=True)
+    summaries, preset = summarise_kept(old, ("blur", "realistic"))
+    assert preset is None
+    assert summaries == {"realistic": {"run": "realistic"}}
