@@ -262,10 +262,10 @@ def test_a_kept_run_is_summarised_with_the_preset_and_wall_time_it_recorded(
     its run record), not the command line's; runs of different presets are refused; a folder
     kept before the record existed is summarised without them."""
     monkeypatch.setattr(harmonisation, "summarise", lambda run: {"run": run.name})
-    for mode, preset, wall_s in (("blur", "full", 1917.2), ("realistic", "full", 1717.8)):
+    for mode, wall_s in (("blur", 1917.2), ("realistic", 1717.8)):
         (tmp_path / mode).mkdir()
         (tmp_path / mode / RUN_RECORD).write_text(
-            json.dumps({"preset": preset, "patients": 4, "wall_s": wall_s}), encoding="utf-8"
+            json.dumps({"preset": "full", "patients": 4, "wall_s": wall_s}), encoding="utf-8"
         )
     summaries, preset = summarise_kept(tmp_path, ("blur", "realistic"))
     assert preset == "full"
