@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import math
 import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +126,33 @@ def _executed(dask_worker: Any) -> int:
     return int(dask_worker.state.executed_count)
 
 
+STACKS_AFTER_S = 420.0
+"""When the Dask sweep still runs after this long (the suite's timeout is 600 s; it takes
+2-4 minutes), the call stacks of the tasks running on the workers are printed: a sweep once
+hung in a cycle's report on a worker in CI (1 run in ~10), and the timeout's own stack dump
+shows only the test process waiting."""
+
+
+@contextmanager
+def _stacks_if_stuck(client: distributed.Client) -> Iterator[None]:
+    """Print the workers' running tasks' call stacks (captured, shown with a failure) if the
+    block outlives :data:`STACKS_AFTER_S`; a diagnostic, not a synchronisation."""
+
+    def dump() -> None:
+        print(f"still running after {STACKS_AFTER_S:g} s; tasks' call stacks on the workers:")
+        for worker, tasks in client.call_stack().items():
+            for key, frames in tasks.items():
+                print(f"--- {worker} {key}\n{''.join(frames)}")
+
+    timer = threading.Timer(STACKS_AFTER_S, dump)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
 def test_a_sweep_on_a_dask_cluster_publishes_the_default_runners_tables(
     backlog: tuple[Path, Path],
     tmp_path: Path,
@@ -144,6 +174,7 @@ def test_a_sweep_on_a_dask_cluster_publishes_the_default_runners_tables(
             processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None
         ) as cluster,
         distributed.Client(cluster) as client,
+        _stacks_if_stuck(client),
     ):
         on_dask: SweepResult = sweep(
             folder,
