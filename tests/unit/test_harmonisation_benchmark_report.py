@@ -233,11 +233,22 @@ def test_per_site_errors_say_where_correction_beats_none() -> None:
             )
         ]
         + [_agreement_row("a", "harmonised_pvc", "lesion_2", "lesion", error=9.0, volume_ml=0.5)]
+        + [  # lesion_1's TIA, not judged itself: reported beside its dose error
+            {
+                **_agreement_row(
+                    "a", "harmonised_pvc", "lesion_1", "lesion", error=-0.01, volume_ml=10.0
+                ),
+                "metric": "tia_mbq_h",
+                "dose_method": "none",
+            }
+        ]
     )
     sites = per_site_errors(rows)
     assert sites["a"]["pvc_beats_no_correction"] is True
     assert sites["b"]["pvc_beats_no_correction"] is False
     assert sites["a"]["harmonised_pvc"]["lesion_ge4ml_dose_error_median_abs_pct"] == 3.0
+    assert sites["a"]["harmonised_pvc"]["lesion_ge4ml_tia_error_median_abs_pct"] == 1.0
+    assert sites["b"]["harmonised_pvc"]["lesion_ge4ml_tia_error_median_abs_pct"] is None
     assert sites["a"]["harmonised_pvc"]["organ_tia_error_max_abs_pct"] == 5.0
     assert sites["b"]["harmonised"]["organ_tia_error_median_abs_pct"] == 3.5
     assert sites["a"]["harmonised"]["error_median_abs_pct"] == 20.0
