@@ -13,9 +13,9 @@ Dask's worker processes (``quant.density.voi_masses_g`` now sums per VOI).
 
 from __future__ import annotations
 
+import faulthandler
 import math
 import shutil
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,29 +128,22 @@ def _executed(dask_worker: Any) -> int:
 
 STACKS_AFTER_S = 420.0
 """When the Dask sweep still runs after this long (the suite's timeout is 600 s; it takes
-2-4 minutes), the call stacks of the tasks running on the workers are printed: a sweep once
-hung in a cycle's report on a worker in CI (1 run in ~10), and the timeout's own stack dump
-shows only the test process waiting."""
+2-4 minutes), every thread's stack in each worker is written to the worker's stderr (captured,
+shown with a failure): a sweep once hung in a cycle's report on a worker in CI (1 run in ~10),
+the worker did not answer its nanny's close, and the timeout's own dump shows only the test
+process waiting."""
 
 
 @contextmanager
 def _stacks_if_stuck(client: distributed.Client) -> Iterator[None]:
-    """Print the workers' running tasks' call stacks (captured, shown with a failure) if the
-    block outlives :data:`STACKS_AFTER_S`; a diagnostic, not a synchronisation."""
-
-    def dump() -> None:
-        print(f"still running after {STACKS_AFTER_S:g} s; tasks' call stacks on the workers:")
-        for worker, tasks in client.call_stack().items():
-            for key, frames in tasks.items():
-                print(f"--- {worker} {key}\n{''.join(frames)}")
-
-    timer = threading.Timer(STACKS_AFTER_S, dump)
-    timer.daemon = True
-    timer.start()
+    """Arm :func:`faulthandler.dump_traceback_later` in every worker for the block: its
+    watchdog is a C thread, so it dumps even a worker whose interpreter is deadlocked (a
+    diagnostic, not a synchronisation)."""
+    client.run(faulthandler.dump_traceback_later, STACKS_AFTER_S, exit=False)
     try:
         yield
     finally:
-        timer.cancel()
+        client.run(faulthandler.cancel_dump_traceback_later)
 
 
 def test_a_sweep_on_a_dask_cluster_publishes_the_default_runners_tables(
