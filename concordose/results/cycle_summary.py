@@ -26,6 +26,8 @@ from concordose.kinetics.models import KineticsBatch
 from concordose.pipeline.alignment import TimePointAlignment
 from concordose.pipeline.assembly import CycleStudy
 from concordose.pipeline.quantify import CycleTimeActivity
+from concordose.quant.delineation import DELINEATED
+from concordose.quant.organ_outline import FITTED
 from concordose.quant.pvc import NO_CORRECTION, NOT_CORRECTED, STATUS_OK
 from concordose.results.cycle_tables import CycleIdentity
 from concordose.results.provenance import Provenance
@@ -130,64 +132,74 @@ def with_partial_volume_findings(
     VOIs as measured (no curve or PSF in the calibration record, volume outside the curve, no
     background, an ill-conditioned GTM), naming the VOIs it applies to (lesions under every
     model, organs under the GTM, the only model that corrects them) as ``[label, …]``, numbered
-    after the existing findings: a record without a PSF is one finding, not one per VOI; and one
+    after the existing findings: a record without a PSF is one finding, not one per VOI; one
     warning per VOI whose ``gtm_platform_voi`` extent fell back to the GTM's T·V at some time
-    points (``CycleTimeActivity.partial_volume_fallback``). Unchanged when no correction was
-    asked for."""
+    points (``CycleTimeActivity.partial_volume_fallback``); and, under ``gtm_platform_voi``, one
+    warning per reason the platform used what the site drew instead of its own rule: lesions
+    it could not re-delineate (measured on the site's VOI: ``quant.delineation``), organs whose
+    outline it could not fit (the site's volume kept as the dose mass: ``quant.organ_outline``).
+    Unchanged when no correction was asked for."""
     if not tac.partial_volume_status or tac.partial_volume_model == NO_CORRECTION:
         return qc_findings  # nothing asked for, or the site's phantom chose no correction
+    messages: list[str] = []
+
+    def naming(vois: Sequence[int], what: str) -> str:
+        kinds = sorted({tac.voi_types[voi] for voi in vois})
+        labels = ", ".join(tac.labels[voi] for voi in vois)
+        return f"{len(vois)} {' and '.join(kinds)} VOI(s) [{labels}]: {what}"
+
     by_status: dict[str, list[int]] = {}
     for voi, status in enumerate(tac.partial_volume_status):
         if status in (STATUS_OK, NOT_CORRECTED):  # corrected, or an organ no model corrects
             continue
         by_status.setdefault(status, []).append(voi)
-    rows: list[dict[str, Any]] = []
-    for status, vois in by_status.items():
-        kinds = sorted({tac.voi_types[voi] for voi in vois})
-        rows.append(
-            {
-                "subject_key": identity.subject_key,
-                "site_id": identity.site_id,
-                "cycle_key": identity.cycle_key,
-                "finding_index": qc_findings.num_rows + len(rows),
-                "check_name": PARTIAL_VOLUME_CHECK,
-                "severity": str(Severity.WARNING),
-                "message": (
-                    f"{len(vois)} {' and '.join(kinds)} VOI(s) "
-                    f"[{', '.join(tac.labels[voi] for voi in vois)}]: "
-                    f"{tac.partial_volume_model} partial-volume correction asked for by the site "
-                    f"protocol, left as measured: {status}"
-                ),
-                "time_point_index": None,
-                "schema_version": QC_FINDINGS.version,
-                **_provenance(provenance, tac.calibration_record_id, tac.sop_instance_uids),
-            }
+    messages += [
+        naming(
+            vois,
+            f"{tac.partial_volume_model} partial-volume correction asked for by the site "
+            f"protocol, left as measured: {status}",
         )
+        for status, vois in by_status.items()
+    ]
+    # gtm_platform_voi: where the platform's rule gave way to what the site drew, the published
+    # value is the site's object, not the common one
+    site_drawn: dict[str, list[int]] = {}
+    for voi, delineation in enumerate(tac.delineations):
+        if delineation is not None and delineation.status != DELINEATED:
+            reason = f"not re-delineated, measured on the site's VOI: {delineation.status}"
+            site_drawn.setdefault(reason, []).append(voi)
+    for voi, outline in enumerate(tac.organ_outlines):
+        if outline is not None and outline.status != FITTED:
+            reason = f"outline not fitted, the site's volume is the dose mass: {outline.status}"
+            site_drawn.setdefault(reason, []).append(voi)
+    messages += [
+        naming(vois, f"{tac.partial_volume_model} {reason}") for reason, vois in site_drawn.items()
+    ]
     # gtm_platform_voi: an organ corrected at every time point, by its extent except where that
     # was not > 0 (quant.gtm.EXTENT_FALLBACK): one warning per such VOI naming the time points
-    for voi, note in enumerate(tac.partial_volume_fallback):
-        if not note:
-            continue
-        rows.append(
-            {
-                "subject_key": identity.subject_key,
-                "site_id": identity.site_id,
-                "cycle_key": identity.cycle_key,
-                "finding_index": qc_findings.num_rows + len(rows),
-                "check_name": PARTIAL_VOLUME_CHECK,
-                "severity": str(Severity.WARNING),
-                "message": (
-                    f"{tac.voi_types[voi]} VOI [{tac.labels[voi]}]: "
-                    f"{tac.partial_volume_model} corrected, with a per-time-point fallback: "
-                    f"{note}"
-                ),
-                "time_point_index": None,
-                "schema_version": QC_FINDINGS.version,
-                **_provenance(provenance, tac.calibration_record_id, tac.sop_instance_uids),
-            }
-        )
-    if not rows:
+    messages += [
+        f"{tac.voi_types[voi]} VOI [{tac.labels[voi]}]: {tac.partial_volume_model} corrected, "
+        f"with a per-time-point fallback: {note}"
+        for voi, note in enumerate(tac.partial_volume_fallback)
+        if note
+    ]
+    if not messages:
         return qc_findings
+    rows = [
+        {
+            "subject_key": identity.subject_key,
+            "site_id": identity.site_id,
+            "cycle_key": identity.cycle_key,
+            "finding_index": qc_findings.num_rows + index,
+            "check_name": PARTIAL_VOLUME_CHECK,
+            "severity": str(Severity.WARNING),
+            "message": message,
+            "time_point_index": None,
+            "schema_version": QC_FINDINGS.version,
+            **_provenance(provenance, tac.calibration_record_id, tac.sop_instance_uids),
+        }
+        for index, message in enumerate(messages)
+    ]
     return pa.concat_tables([qc_findings, pa.Table.from_pylist(rows, schema=QC_FINDINGS.schema)])
 
 

@@ -19,6 +19,8 @@ from concordose.phantoms import GeneratedPatient
 from concordose.pipeline.assembly import CycleStudy, assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.quantify import CycleTimeActivity
+from concordose.quant.delineation import DELINEATED, UNDETECTABLE, LesionDelineation
+from concordose.quant.organ_outline import FAINT, FITTED, OrganOutline
 from concordose.results.cycle_summary import (
     PARTIAL_VOLUME_CHECK,
     build_acquisition_tables,
@@ -153,3 +155,44 @@ def test_a_per_time_point_extent_fallback_is_a_warning_naming_the_voi() -> None:
     assert findings[0]["severity"] == "warning"
     assert "[kidney_left]" in findings[0]["message"]
     assert "time point 3" in findings[0]["message"]
+
+
+def test_where_the_platform_used_the_sites_drawing_is_a_warning_naming_the_vois() -> None:
+    """gtm_platform_voi: a lesion the platform could not re-delineate is measured on the site's
+    VOI, and an organ whose outline it could not fit keeps the site's volume as its dose mass;
+    each is published as a warning naming the VOIs and the reason (a re-delineated lesion and a
+    fitted organ give none)."""
+    labels = ("lesion_1", "lesion_2", "kidney_left", "bone_marrow")
+    kinds = (VoiType.LESION, VoiType.LESION, VoiType.ORGAN, VoiType.ORGAN)
+
+    def delineation(status: str) -> LesionDelineation:
+        return LesionDelineation(
+            np.zeros((2, 2, 2), dtype=bool), status, 0.5, 1.0, 0.1, 0.01, 9.5, 9.5
+        )
+
+    def outline(status: str) -> OrganOutline:
+        return OrganOutline(status, 0.0, 75.0, 75.0, 0.05, 0.04)
+
+    tac = replace(
+        TAC,
+        labels=labels,
+        voi_types=kinds,
+        volume_ml=np.array([9.5, 20.0, 150.0, 75.0]),
+        mass_g=np.array([9.5, 20.0, 150.0, 75.0]),
+        activity_mbq=np.ones((4, 4)),
+        partial_volume_model="gtm_platform_voi",
+        partial_volume_status=("ok",) * 4,
+        delineations=(delineation(UNDETECTABLE), delineation(DELINEATED), None, None),
+        organ_outlines=(None, None, outline(FITTED), outline(FAINT)),
+    )
+    findings = with_partial_volume_findings(
+        QC_FINDINGS.schema.empty_table(), IDENTITY, tac, Provenance(run_id="r")
+    ).to_pylist()
+    messages = [f["message"] for f in findings]
+    assert len(messages) == 2, messages
+    assert {f["severity"] for f in findings} == {"warning"}
+    assert messages[0].startswith("1 lesion VOI(s) [lesion_1]: gtm_platform_voi not re-delineated")
+    assert UNDETECTABLE in messages[0]
+    assert messages[1].startswith("1 organ VOI(s) [bone_marrow]: gtm_platform_voi outline not")
+    assert FAINT in messages[1]
+    assert [f["finding_index"] for f in findings] == [0, 1]
