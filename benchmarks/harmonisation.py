@@ -391,6 +391,29 @@ def _percent(values: Iterable[float], how: str) -> float | None:
     return round(100.0 * float(value), 2)
 
 
+def organ_tia_rows(rows: pd.DataFrame) -> pd.Series:
+    """Which ``rows`` the organ targets judge: organs' reference TIA."""
+    chosen: pd.Series = (rows["voi_type"] == "organ") & (rows["metric"] == "tia_mbq_h")
+    return chosen
+
+
+def lesion_dose_rows(rows: pd.DataFrame) -> pd.Series:
+    """Which ``rows`` the lesion targets judge (any volume; the targets split at
+    :data:`SMALL_LESION_ML`): lesions' mean dose by :data:`LESION_DOSE_METHOD`."""
+    chosen: pd.Series = (
+        (rows["voi_type"] == "lesion")
+        & (rows["metric"] == "mean_dose_gy")
+        & (rows["dose_method"] == LESION_DOSE_METHOD)
+    )
+    return chosen
+
+
+def lesion_tia_rows(rows: pd.DataFrame) -> pd.Series:
+    """Lesions' reference TIA rows (any volume): the activity part of the lesion targets."""
+    chosen: pd.Series = (rows["voi_type"] == "lesion") & (rows["metric"] == "tia_mbq_h")
+    return chosen
+
+
 def _small_lesion_coverage(run: Path, rows: pd.DataFrame, variant: str) -> dict[str, Any]:
     """For lesions < 4 mL: site measurements within COVERAGE_SD reported SD of the true TIA."""
     return _lesion_coverage(run, rows, variant, 0.0, SMALL_LESION_ML)
@@ -407,8 +430,7 @@ def _lesion_coverage(
     kinetics = kinetics[kinetics["kinetics_method"] == REFERENCE_METHOD_NAME]
     chosen = rows[
         (rows["variant"] == variant)
-        & (rows["metric"] == "tia_mbq_h")
-        & (rows["voi_type"] == "lesion")
+        & lesion_tia_rows(rows)
         & (rows["volume_ml"] >= low_ml)
         & (rows["volume_ml"] < high_ml)
     ].merge(_cycle_keys(run), on=["reference_object_id", "site_id"])
@@ -432,23 +454,6 @@ def _lesion_coverage(
     }
 
 
-def organ_tia_rows(rows: pd.DataFrame) -> pd.Series:
-    """Which ``rows`` the organ targets judge: organs' reference TIA."""
-    chosen: pd.Series = (rows["voi_type"] == "organ") & (rows["metric"] == "tia_mbq_h")
-    return chosen
-
-
-def lesion_dose_rows(rows: pd.DataFrame) -> pd.Series:
-    """Which ``rows`` the lesion targets judge (any volume; the targets split at
-    :data:`SMALL_LESION_ML`): lesions' mean dose by :data:`LESION_DOSE_METHOD`."""
-    chosen: pd.Series = (
-        (rows["voi_type"] == "lesion")
-        & (rows["metric"] == "mean_dose_gy")
-        & (rows["dose_method"] == LESION_DOSE_METHOD)
-    )
-    return chosen
-
-
 def per_site_errors(rows: pd.DataFrame) -> dict[str, Any]:
     """Per site and variant, the error against truth of the VOIs the targets judge: organs'
     reference TIA and lesions' (≥ 4 mL) sphere dose, as median |error| % (with the lesions' TIA
@@ -465,9 +470,7 @@ def per_site_errors(rows: pd.DataFrame) -> dict[str, Any]:
         ["reference_object_id", "voi_label", "variant", "metric", "dose_method", "site_id"]
     )
     lesion_tia = rows[
-        (rows["voi_type"] == "lesion")
-        & (rows["metric"] == "tia_mbq_h")
-        & (rows["volume_ml"] >= SMALL_LESION_ML)
+        lesion_tia_rows(rows) & (rows["volume_ml"] >= SMALL_LESION_ML)
     ].drop_duplicates(["reference_object_id", "voi_label", "variant", "site_id"])
     sites: dict[str, Any] = {}
     for site, mine in judged.groupby("site_id"):
@@ -657,29 +660,36 @@ def read_run_record(run: Path) -> dict[str, Any] | None:
 
 def summarise_kept(
     root: Path, modes: Sequence[str]
-) -> tuple[dict[str, dict[str, Any]], str | None]:
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
     """Each mode's summary of the kept run folder ``root`` (``root/<mode>``, modes without a
-    folder left out) with the run's wall time, and the benchmark preset the runs recorded
-    (None when no folder has a :data:`RUN_RECORD`).
+    folder left out) with the run's wall time, and the :data:`RUN_RECORD` the runs share (None
+    when no folder has one: kept before it was written).
 
     Raises:
-        ValueError: the modes' runs recorded different presets.
+        ValueError: the modes' runs recorded different presets or anatomy realism (checked
+            before anything is summarised).
     """
+    folders = [mode for mode in modes if (root / mode).is_dir()]
+    records = {mode: read_run_record(root / mode) for mode in folders}
+    kept = [record for record in records.values() if record is not None]
+    for key in ("preset", "anatomy_realism"):
+        values = sorted({json.dumps(record.get(key)) for record in kept})
+        if len(values) > 1:
+            raise ValueError(
+                f"the kept runs in {root} recorded different {key}: {', '.join(values)}"
+            )
     summaries: dict[str, dict[str, Any]] = {}
-    presets = set()
-    for mode in modes:
-        if not (root / mode).is_dir():
-            continue
+    for mode in folders:
         summaries[mode] = summarise(root / mode)
-        record = read_run_record(root / mode)
+        record = records[mode]
         if record is not None:
             summaries[mode]["wall_s"] = record["wall_s"]
-            presets.add(str(record["preset"]))
-    if len(presets) > 1:
-        raise ValueError(
-            f"the kept runs in {root} recorded different presets: {', '.join(sorted(presets))}"
-        )
-    return summaries, next(iter(presets), None)
+    return summaries, (kept[0] if kept else None)
+
+
+def anatomy_realism_flag(anatomy_realism: bool | None) -> str:
+    """``--anatomy-realism``'s value for a run's override (None: as the imaging mode has it)."""
+    return "mode" if anatomy_realism is None else ("on" if anatomy_realism else "off")
 
 
 def _by_mode(summaries: dict[str, dict[str, Any]], key: str) -> dict[str, Any]:
@@ -789,19 +799,22 @@ def main() -> None:
     summaries: dict[str, dict[str, Any]] = {}
     if args.summarise is not None:
         try:
-            summaries, recorded = summarise_kept(args.summarise, modes)
+            summaries, record = summarise_kept(args.summarise, modes)
         except ValueError as exc:
             parser.error(str(exc))
         if not summaries:
             parser.error(f"no run folder for {', '.join(modes)} in {args.summarise}")
-        if recorded is not None and args.preset not in (None, recorded):
-            parser.error(
-                f"--preset {args.preset} given, but the kept run in {args.summarise} recorded "
-                f"{recorded}"
-            )
-        if recorded is None:
+        if record is None:
             print(f"no {RUN_RECORD} in {args.summarise}: preset and wall time not recorded")
-        args.preset = recorded or args.preset or "test"
+        else:
+            if args.preset not in (None, record["preset"]):
+                parser.error(
+                    f"--preset {args.preset} given, but the kept run in {args.summarise} "
+                    f"recorded {record['preset']}"
+                )
+            args.preset = record["preset"]
+            args.anatomy_realism = anatomy_realism_flag(record["anatomy_realism"])
+        args.preset = args.preset or "test"
     else:
         args.preset = args.preset or "test"
         patients = args.patients or PRESETS[args.preset][1]

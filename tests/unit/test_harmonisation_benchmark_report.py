@@ -14,6 +14,7 @@ import pytest
 from benchmarks import harmonisation
 from benchmarks.harmonisation import (
     RUN_RECORD,
+    anatomy_realism_flag,
     delineation_floor,
     delineation_spread,
     per_site_errors,
@@ -269,28 +270,40 @@ def test_per_site_errors_say_where_correction_beats_none() -> None:
 def test_a_kept_run_is_summarised_with_the_preset_and_wall_time_it_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``--summarise`` of a kept folder reports the run's own preset and wall time (read from
-    its run record), not the command line's; runs of different presets are refused; a folder
-    kept before the record existed is summarised without them."""
-    monkeypatch.setattr(harmonisation, "summarise", lambda run: {"run": run.name})
+    """``--summarise`` of a kept folder reports the run's own preset, anatomy realism and wall
+    time (read from its run record), not the command line's; runs that recorded different
+    presets are refused before anything is summarised; a folder kept before the record existed
+    is summarised without them."""
+    summarised: list[str] = []
+
+    def fake_summarise(run: Path) -> dict[str, Any]:
+        summarised.append(run.name)
+        return {"run": run.name}
+
+    monkeypatch.setattr(harmonisation, "summarise", fake_summarise)
     for mode, wall_s in (("blur", 1917.2), ("realistic", 1717.8)):
         (tmp_path / mode).mkdir()
         (tmp_path / mode / RUN_RECORD).write_text(
-            json.dumps({"preset": "full", "patients": 4, "wall_s": wall_s}), encoding="utf-8"
+            json.dumps({"preset": "full", "anatomy_realism": False, "wall_s": wall_s}),
+            encoding="utf-8",
         )
-    summaries, preset = summarise_kept(tmp_path, ("blur", "realistic"))
-    assert preset == "full"
+    summaries, record = summarise_kept(tmp_path, ("blur", "realistic"))
+    assert record is not None
+    assert (record["preset"], anatomy_realism_flag(record["anatomy_realism"])) == ("full", "off")
     assert summaries["realistic"] == {"run": "realistic", "wall_s": 1717.8}
     assert summaries["blur"]["wall_s"] == 1917.2
 
     (tmp_path / "blur" / RUN_RECORD).write_text(
-        json.dumps({"preset": "test", "wall_s": 60.0}), encoding="utf-8"
+        json.dumps({"preset": "test", "anatomy_realism": False, "wall_s": 60.0}), encoding="utf-8"
     )
-    with pytest.raises(ValueError, match="different presets: full, test"):
+    summarised.clear()
+    with pytest.raises(ValueError, match='different preset: "full", "test"'):
         summarise_kept(tmp_path, ("blur", "realistic"))
+    assert summarised == []
 
     old = tmp_path / "old"
     (old / "realistic").mkdir(parents=True)
-    summaries, preset = summarise_kept(old, ("blur", "realistic"))
-    assert preset is None
+    summaries, record = summarise_kept(old, ("blur", "realistic"))
+    assert record is None
     assert summaries == {"realistic": {"run": "realistic"}}
+    assert anatomy_realism_flag(None) == "mode"
