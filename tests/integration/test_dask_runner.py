@@ -138,12 +138,11 @@ process waiting."""
 def _stacks_if_stuck(client: distributed.Client) -> Iterator[None]:
     """Arm :func:`faulthandler.dump_traceback_later` in every worker for the block: its
     watchdog is a C thread, so it dumps even a worker whose interpreter is deadlocked (a
-    diagnostic, not a synchronisation)."""
+    diagnostic, not a synchronisation). Disarmed only when the block succeeds: after a timeout
+    a deadlocked worker would never answer the request (the cluster's teardown kills it)."""
     client.run(faulthandler.dump_traceback_later, STACKS_AFTER_S, exit=False)
-    try:
-        yield
-    finally:
-        client.run(faulthandler.cancel_dump_traceback_later)
+    yield
+    client.run(faulthandler.cancel_dump_traceback_later)
 
 
 def test_a_sweep_on_a_dask_cluster_publishes_the_default_runners_tables(
