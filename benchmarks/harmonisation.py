@@ -659,15 +659,16 @@ def read_run_record(run: Path) -> dict[str, Any] | None:
 
 
 def summarise_kept(
-    root: Path, modes: Sequence[str]
+    root: Path, modes: Sequence[str], *, preset: str | None = None
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
     """Each mode's summary of the kept run folder ``root`` (``root/<mode>``, modes without a
     folder left out) with the run's wall time, and the :data:`RUN_RECORD` the runs share (None
-    when no folder has one: kept before it was written).
+    when no folder has one: kept before it was written). ``preset``: the one the caller was
+    given, which a record must not contradict (None: any).
 
     Raises:
-        ValueError: the modes' runs recorded different presets or anatomy realism (checked
-            before anything is summarised).
+        ValueError: the modes' runs recorded different presets or anatomy realism, or another
+            preset than ``preset`` (checked before anything is summarised).
     """
     folders = [mode for mode in modes if (root / mode).is_dir()]
     records = {mode: read_run_record(root / mode) for mode in folders}
@@ -678,6 +679,10 @@ def summarise_kept(
             raise ValueError(
                 f"the kept runs in {root} recorded different {key}: {', '.join(values)}"
             )
+    if kept and preset not in (None, kept[0]["preset"]):
+        raise ValueError(
+            f"--preset {preset} given, but the kept run in {root} recorded {kept[0]['preset']}"
+        )
     summaries: dict[str, dict[str, Any]] = {}
     for mode in folders:
         summaries[mode] = summarise(root / mode)
@@ -799,7 +804,7 @@ def main() -> None:
     summaries: dict[str, dict[str, Any]] = {}
     if args.summarise is not None:
         try:
-            summaries, record = summarise_kept(args.summarise, modes)
+            summaries, record = summarise_kept(args.summarise, modes, preset=args.preset)
         except ValueError as exc:
             parser.error(str(exc))
         if not summaries:
@@ -807,11 +812,6 @@ def main() -> None:
         if record is None:
             print(f"no {RUN_RECORD} in {args.summarise}: preset and wall time not recorded")
         else:
-            if args.preset not in (None, record["preset"]):
-                parser.error(
-                    f"--preset {args.preset} given, but the kept run in {args.summarise} "
-                    f"recorded {record['preset']}"
-                )
             args.preset = record["preset"]
             args.anatomy_realism = anatomy_realism_flag(record["anatomy_realism"])
         args.preset = args.preset or "test"

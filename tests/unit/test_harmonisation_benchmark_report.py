@@ -287,16 +287,20 @@ def test_a_kept_run_is_summarised_with_the_preset_and_wall_time_it_recorded(
             json.dumps({"preset": "full", "anatomy_realism": False, "wall_s": wall_s}),
             encoding="utf-8",
         )
-    summaries, record = summarise_kept(tmp_path, ("blur", "realistic"))
+    summaries, record = summarise_kept(tmp_path, ("blur", "realistic"), preset="full")
     assert record is not None
     assert (record["preset"], anatomy_realism_flag(record["anatomy_realism"])) == ("full", "off")
     assert summaries["realistic"] == {"run": "realistic", "wall_s": 1717.8}
     assert summaries["blur"]["wall_s"] == 1917.2
 
+    summarised.clear()
+    with pytest.raises(ValueError, match="--preset test given, but the kept run"):
+        summarise_kept(tmp_path, ("blur", "realistic"), preset="test")
+    assert summarised == []
+
     (tmp_path / "blur" / RUN_RECORD).write_text(
         json.dumps({"preset": "test", "anatomy_realism": False, "wall_s": 60.0}), encoding="utf-8"
     )
-    summarised.clear()
     with pytest.raises(ValueError, match='different preset: "full", "test"'):
         summarise_kept(tmp_path, ("blur", "realistic"))
     assert summarised == []
