@@ -137,7 +137,12 @@ def diagnose_time_point(
     preset: str,
     noise: bool,
 ) -> tuple[list[VoiDiagnosis], dict[str, float]]:
-    """Every VOI of patient ``number`` at time point ``index`` (cycle 1) at ``site``."""
+    """Every VOI of patient ``number`` at time point ``index`` (cycle 1, 1-based; negative counts
+    from the last, ``-1`` the last) at ``site``; the totals say which time point it was.
+
+    Raises:
+        ValueError: ``index`` names no time point of the patient's schedule.
+    """
     chosen = CONSORTIUM_PRESETS[preset]
     realism = Realism.of_imaging(ImagingMode.REALISTIC)
     realism = Realism(
@@ -158,6 +163,14 @@ def diagnose_time_point(
         lesion_volume_sampling=chosen.lesion_volume_sampling,
         anatomy_realism=False,
     )
+    schedule_h = patient.time_points_h[1]
+    if index < 0:
+        index += len(schedule_h) + 1
+    if not 1 <= index <= len(schedule_h):
+        raise ValueError(
+            f"time point {index}: expected 1…{len(schedule_h)} (or −1…−{len(schedule_h)} from "
+            f"the last), found none such in the schedule {schedule_h} h"
+        )
     scene = patient_scene(patient, site, preset=chosen, realism=realism, cycle=1, index=index)
     voxel_mm = scene.grid.spacing_mm_zyx[0]
     voxel_ml = scene.grid.voxel_volume_ml
@@ -250,7 +263,8 @@ def diagnose_time_point(
         "record_cf_over_true_cf": record.calibration_factor_cps_per_mbq
         / site.calibration_factor_cps_per_mbq,
         "psf_fwhm_mm": fwhm,
-        "time_h": patient.time_points_h[1][index - 1],
+        "time_point": index,
+        "time_h": schedule_h[index - 1],
     }
     return rows, total
 
@@ -322,11 +336,10 @@ def diagnose(
                         site, record, number=number, index=index, preset=preset, noise=noise
                     )
                     if show:
-                        _print_time_point(number, index, rows, total)
+                        _print_time_point(number, rows, total)
                     site_doc.append(
                         {
                             "patient": number,
-                            "time_point": index,
                             **total,
                             "vois": [r.__dict__ for r in rows],
                         }
@@ -345,11 +358,9 @@ def diagnose(
     return document
 
 
-def _print_time_point(
-    number: int, index: int, rows: Sequence[VoiDiagnosis], total: dict[str, float]
-) -> None:
+def _print_time_point(number: int, rows: Sequence[VoiDiagnosis], total: dict[str, float]) -> None:
     print(
-        f"  P{number:03d} tp{index} ({total['time_h']:g} h): image total / truth "
+        f"  P{number:03d} tp{total['time_point']:g} ({total['time_h']:g} h): image total / truth "
         f"{total['image_total_over_truth_true_cf']:.4f} (true CF); Σ responses / image "
         f"{total['responses_sum_over_image']:.4f}"
     )
@@ -379,40 +390,61 @@ def summary(document: dict[str, Any]) -> dict[str, Any]:
     over sites of the raw error (true CF), of the GTM as run and of the GTM with the chain's
     true transfer matrix, and of the Gaussian FWHM the chain behaves as (``FWHM≡``), beside the
     range of FWHMs the GTM used: the evidence of what limits the correction."""
-    vois = [
-        voi
-        for site in document["sites"].values()
-        for point in site["time_points"]
-        for voi in point["vois"]
-    ]
+    points = [point for site in document["sites"].values() for point in site["time_points"]]
+    used = [site["gtm_fwhm_mm"] for site in document["sites"].values()]
+    times_h = sorted({float(point["time_h"]) for point in points})
+    return {
+        "gtm_fwhm_mm_range": [round(min(used), 2), round(max(used), 2)] if used else None,
+        **_group_ranges([voi for point in points for voi in point["vois"]]),
+        "by_time_point": (
+            {
+                f"{hours:g} h": _group_ranges(
+                    [voi for point in points if point["time_h"] == hours for voi in point["vois"]]
+                )
+                for hours in times_h
+            }
+            if len(times_h) > 1
+            else None
+        ),
+    }
+
+
+ORGAN_GROUPS = ("kidneys_liver_spleen", "bone_marrow")
+"""The organ groups of every summary (the marrow apart: thin and faint, it behaves unlike the
+kidneys, liver and spleen)."""
+
+
+def organ_group(label: str) -> str:
+    """The :data:`ORGAN_GROUPS` member an organ VOI named ``label`` belongs to."""
+    return "bone_marrow" if label == "bone_marrow" else "kidneys_liver_spleen"
+
+
+def _group_ranges(vois: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`summary`'s ranges per VOI group over ``vois`` (diagnosed VOIs as documented)."""
+    organs = [v for v in vois if v["voi_type"] == "organ"]
     groups = {
-        "kidneys_liver_spleen": [
-            v for v in vois if v["voi_type"] == "organ" and v["label"] != "bone_marrow"
-        ],
-        "bone_marrow": [v for v in vois if v["label"] == "bone_marrow"],
+        **{
+            group: [v for v in organs if organ_group(v["label"]) == group] for group in ORGAN_GROUPS
+        },
         "lesions_lt4ml": [v for v in vois if v["voi_type"] == "lesion" and v["volume_ml"] < 4.0],
         "lesions_ge4ml": [v for v in vois if v["voi_type"] == "lesion" and v["volume_ml"] >= 4.0],
     }
-    used = [site["gtm_fwhm_mm"] for site in document["sites"].values()]
     return {
-        "gtm_fwhm_mm_range": [round(min(used), 2), round(max(used), 2)] if used else None,
-        **{
-            name: {
-                "vois": len(members),
-                "raw_error_pct": _range_pct([v["raw_true_cf"] for v in members]),
-                "gtm_error_pct": _range_pct([v["gtm_pipeline"] for v in members]),
-                "gtm_true_matrix_error_pct": _range_pct([v["gtm_true_matrix"] for v in members]),
-                "equivalent_fwhm_mm": (
-                    [
-                        round(min(v["equivalent_fwhm_mm"] for v in members), 1),
-                        round(max(v["equivalent_fwhm_mm"] for v in members), 1),
-                    ]
-                    if members
-                    else None
-                ),
-            }
-            for name, members in groups.items()
-        },
+        name: {
+            "vois": len(members),
+            "raw_error_pct": _range_pct([v["raw_true_cf"] for v in members]),
+            "gtm_error_pct": _range_pct([v["gtm_pipeline"] for v in members]),
+            "gtm_true_matrix_error_pct": _range_pct([v["gtm_true_matrix"] for v in members]),
+            "equivalent_fwhm_mm": (
+                [
+                    round(min(v["equivalent_fwhm_mm"] for v in members), 1),
+                    round(max(v["equivalent_fwhm_mm"] for v in members), 1),
+                ]
+                if members
+                else None
+            ),
+        }
+        for name, members in groups.items()
     }
 
 

@@ -31,9 +31,12 @@ each ``{"blur": {"harmonised": x, "harmonised_pvc": y}, "realistic": {…}}``, a
 ``raw_lesion_ge4ml_cov_median_pct`` = ``{"blur": x, "realistic": y}`` (raw variant). A mode not
 run is null; a statistic with no VOI to compute it from is null. ``tables`` holds the detail,
 ``targets`` the issue's targets and whether each was met; with ``--diagnose``,
-``targets.evidence`` why (``benchmarks/diagnose_realistic_organs.py``'s summary: per VOI group
-the error of the GTM as run against the GTM with the imaging chain's true transfer matrix, the
-raw error, and the FWHM the chain behaves as beside the one the GTM used); with anatomy realism,
+``targets.evidence`` why (``benchmarks/diagnose_realistic_organs.py``'s summary at the first
+and the last time point: per VOI group the error of the GTM as run against the GTM with the
+imaging chain's true transfer matrix, the raw error, and the FWHM the chain behaves as beside
+the one the GTM used); with realistic imaging, ``targets.evidence.organ_activity_by_time_point``
+the organs' published activity against the truth time point by time point
+(:func:`organ_errors_by_time_point`: where the TIA error comes from); with anatomy realism,
 ``targets.evidence.delineation`` how much the sites' own VOIs differ in volume for the same
 object (:func:`delineation_spread`), a difference no image correction removes, its
 ``perfect_camera_floor`` (:func:`delineation_floor`: the targets' own figures as a perfect
@@ -67,7 +70,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.diagnose_realistic_organs import diagnose
+from benchmarks.diagnose_realistic_organs import ORGAN_GROUPS, diagnose, organ_group
 from concordose.consortium import ProcessingVariant, ReferenceObjectRegistry, cross_site_cov
 from concordose.flows.consortium import run_consortium
 from concordose.flows.demo import demo_pseudonym_key
@@ -96,6 +99,10 @@ RUN_RECORD = "benchmark_run.json"
 """Written in each mode's run folder: the benchmark preset, patients, sites, anatomy realism and
 wall time of the run, so that ``--summarise`` of a kept folder reports them as the run had them."""
 
+DIAGNOSED_TIME_POINTS = (1, -1)
+"""``--diagnose``'s time points (1-based, −1 the last): the first, where the organs' published
+activity is closest to the truth, and the last, where it is furthest (the organs' TIA error
+comes from the late time points: ``organ_activity_by_time_point``)."""
 TARGETS_PCT = {
     "lesion_ge4ml_cov_median_pct": 5.0,
     "lesion_ge4ml_cov_max_pct": 8.0,
@@ -340,6 +347,82 @@ def platform_volume_spread(run: Path) -> dict[str, Any] | None:
             }
             for site in sorted({*per_site, *per_site_organ})
         },
+    }
+
+
+def organ_activity_by_time_point(run: Path) -> dict[str, Any] | None:
+    """Where the organs' TIA error comes from: per variant (``harmonised``, ``harmonised_pvc``)
+    :func:`organ_errors_by_time_point` of the published ``voi_timepoints`` of the consortium
+    run folder ``run`` against its generator's truths. None when no organ time point was
+    published."""
+    keys = _cycle_keys(run)
+    keys = keys.assign(subject=[_subject(r) for r in keys["reference_object_id"]])
+    truths = list(_ground_truths(run))
+    result: dict[str, Any] = {
+        "source": "published voi_timepoints.activity_mbq over the generator's true activity "
+        "at each time point (cycle 1, every site and patient), %",
+    }
+    for variant in (ProcessingVariant.HARMONISED.value, ProcessingVariant.HARMONISED_PVC.value):
+        store = open_object_store((run / "output" / "variants" / variant).as_posix(), Settings())
+        points = read_current(store, "voi_timepoints").to_pandas()
+        result[variant] = organ_errors_by_time_point(
+            points.merge(keys, on=["site_id", "cycle_key"]), truths
+        )
+    if not any(
+        result[variant][group]
+        for variant in result
+        if variant != "source"
+        for group in ORGAN_GROUPS
+    ):
+        return None
+    return result
+
+
+def organ_errors_by_time_point(
+    points: pd.DataFrame, truths: Sequence[dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Per organ group (``diagnose_realistic_organs.ORGAN_GROUPS``) and time point, the
+    activity of ``points`` (``voi_timepoints`` rows with their ``subject``) against the true
+    activity at that time point in ``truths`` (``ground_truth.json`` documents, cycle 1, matched
+    by site, subject and VOI): time point, nominal time (h), measurements, median and range of
+    the error, %. Lesions and VOIs without a truth are left out."""
+    true_mbq: dict[tuple[str, str, str], list[float]] = {}
+    time_h: dict[int, float] = {}
+    for truth in truths:
+        cycle = truth["cycles"][0]
+        for index, hours in enumerate(cycle["time_points_h"]):
+            time_h.setdefault(index, float(hours))
+        for voi in cycle["vois"]:
+            key = (str(truth["site"]["site_id"]), str(truth["patient"]["subject"]), voi["label"])
+            true_mbq[key] = [float(a) for a in voi["activity_mbq"]]
+    errors: dict[tuple[str, int], list[float]] = {}
+    organs = points[points["voi_type"] == "organ"]
+    for site, subject, label, index, activity_mbq in zip(
+        organs["site_id"].astype(str),
+        organs["subject"].astype(str),
+        organs["voi_label"].astype(str),
+        organs["time_point_index"].to_numpy(dtype=int),
+        organs["activity_mbq"].to_numpy(dtype=float),
+        strict=True,
+    ):
+        truth_mbq = true_mbq.get((site, subject, label))
+        if truth_mbq is not None:
+            errors.setdefault((organ_group(label), int(index)), []).append(
+                float(activity_mbq) / truth_mbq[int(index)] - 1.0
+            )
+    return {
+        group: [
+            {
+                "time_point_index": index,
+                "time_h": time_h.get(index),
+                "measurements": len(values),
+                "error_median_pct": round(100.0 * float(np.median(values)), 1),
+                "error_range_pct": [round(100.0 * min(values), 1), round(100.0 * max(values), 1)],
+            }
+            for (name, index), values in sorted(errors.items())
+            if name == group
+        ]
+        for group in ORGAN_GROUPS
     }
 
 
@@ -592,6 +675,7 @@ def summarise(run: Path) -> dict[str, Any]:
     platform = platform_volume_spread(run)
     if summary["delineation"] is not None and platform is not None:
         summary["delineation"]["platform"] = platform
+    summary["organ_activity_by_time_point"] = organ_activity_by_time_point(run)
     summary["lesions"] = {
         "count": len(lesion_count),
         "volume_ml_range": [
@@ -749,9 +833,14 @@ def report(summaries: dict[str, dict[str, Any]], *, preset: str) -> dict[str, An
         document["targets"]["pvc_beats_no_correction_at_every_site"] = all(
             figures["pvc_beats_no_correction"] is True for figures in per_site.values()
         )
-    delineation = summaries.get("realistic", {}).get("delineation")
-    if delineation is not None:  # why a target is missed with anatomy realism on
-        document["targets"]["evidence"] = {"delineation": delineation}
+    realistic = summaries.get("realistic", {})
+    evidence = {  # why a target is missed
+        key: realistic[key]
+        for key in ("delineation", "organ_activity_by_time_point")  # anatomy realism; any run
+        if realistic.get(key) is not None
+    }
+    if evidence:
+        document["targets"]["evidence"] = evidence
     document["preset"] = preset
     document["tables"] = summaries
     return document
@@ -795,8 +884,8 @@ def main() -> None:
         "--diagnose",
         action="store_true",
         help="with realistic imaging, also run benchmarks.diagnose_realistic_organs (patient 1, "
-        "first time point, noise-free) and put its summary in targets.evidence: why a target "
-        "is missed (quantification, PSF model or background region), measured",
+        "first and last time point, noise-free) and put its summary in targets.evidence: why a "
+        "target is missed (quantification, PSF model or background region), measured",
     )
     args = parser.parse_args()
     modes = IMAGING_MODES if args.imaging == "both" else (args.imaging,)
@@ -838,7 +927,7 @@ def main() -> None:
             preset=PRESETS[args.preset][0],
             sites=sites,
             patients=(1,),
-            time_points=(1,),
+            time_points=DIAGNOSED_TIME_POINTS,
         )
         document["targets"].setdefault("evidence", {}).update(
             {

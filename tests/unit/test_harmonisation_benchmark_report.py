@@ -17,6 +17,7 @@ from benchmarks.harmonisation import (
     anatomy_realism_flag,
     delineation_floor,
     delineation_spread,
+    organ_errors_by_time_point,
     per_site_errors,
     report,
     summarise_kept,
@@ -311,3 +312,85 @@ def test_a_kept_run_is_summarised_with_the_preset_and_wall_time_it_recorded(
     assert record is None
     assert summaries == {"realistic": {"run": "realistic"}}
     assert anatomy_realism_flag(None) == "mode"
+
+
+def _timed_truth(site: str, kidney_mbq: list[float], marrow_mbq: list[float]) -> dict[str, Any]:
+    return {
+        "site": {"site_id": site},
+        "patient": {"subject": "P001"},
+        "cycles": [
+            {
+                "time_points_h": [4.0, 240.0],
+                "vois": [
+                    {"label": "kidney_left", "activity_mbq": kidney_mbq},
+                    {"label": "bone_marrow", "activity_mbq": marrow_mbq},
+                    {"label": "lesion_1", "activity_mbq": [10.0, 5.0]},
+                ],
+            }
+        ],
+    }
+
+
+def test_organ_errors_are_followed_time_point_by_time_point() -> None:
+    """Two sites, a kidney and the marrow at 4 and 240 h: each group's error per time point
+    (median and range over sites, %), the marrow apart; lesions and unknown VOIs left out; the
+    realistic run's table becomes ``targets.evidence`` without anatomy realism too."""
+    truths = [
+        _timed_truth("milan", [50.0, 4.0], [3.0, 0.2]),
+        _timed_truth("grandrapids", [40.0, 2.0], [3.0, 0.2]),
+    ]
+    measured = [  # site, VOI, type, time point index, MBq
+        ("milan", "kidney_left", "organ", 0, 51.0),  # +2 %
+        ("milan", "kidney_left", "organ", 1, 3.2),  # −20 %
+        ("grandrapids", "kidney_left", "organ", 0, 40.0),  # 0 %
+        ("grandrapids", "kidney_left", "organ", 1, 1.8),  # −10 %
+        ("milan", "bone_marrow", "organ", 1, 0.1),  # −50 %
+        ("milan", "lesion_1", "lesion", 1, 1.0),
+        ("milan", "spleen", "organ", 1, 9.0),  # no truth
+    ]
+    points = pd.DataFrame(
+        [
+            {
+                "site_id": site,
+                "subject": "P001",
+                "voi_label": label,
+                "voi_type": kind,
+                "time_point_index": index,
+                "activity_mbq": mbq,
+            }
+            for site, label, kind, index, mbq in measured
+        ]
+    )
+    errors = organ_errors_by_time_point(points, truths)
+    assert errors["kidneys_liver_spleen"] == [
+        {
+            "time_point_index": 0,
+            "time_h": 4.0,
+            "measurements": 2,
+            "error_median_pct": 1.0,
+            "error_range_pct": [0.0, 2.0],
+        },
+        {
+            "time_point_index": 1,
+            "time_h": 240.0,
+            "measurements": 2,
+            "error_median_pct": -15.0,
+            "error_range_pct": [-20.0, -10.0],
+        },
+    ]
+    assert [(e["time_h"], e["error_median_pct"]) for e in errors["bone_marrow"]] == [(240.0, -50.0)]
+
+    evidence = {"source": "…", "harmonised": errors, "harmonised_pvc": errors}
+    document = report(
+        {
+            "realistic": {
+                "raw": _variant(30.0),
+                "harmonised": _variant(9.0),
+                "harmonised_pvc": _variant(4.0),
+                "delineation": None,
+                "organ_activity_by_time_point": evidence,
+            }
+        },
+        preset="test",
+    )
+    assert document["targets"]["evidence"] == {"organ_activity_by_time_point": evidence}
