@@ -9,6 +9,7 @@ starts again from every current cycle.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import get_run_logger
@@ -78,30 +79,40 @@ def refresh_dose_prediction(
     return outcome.published
 
 
-def refresh_cycle_reports(output_uri: str | None, cycle_keys: Sequence[str]) -> int:
-    """Rebuild the HTML reports of ``cycle_keys`` from the store's current rows (their image
-    products, published with the first build, are reused). A sweep runs its cycles without
-    rebuilding the cohort tables each and rebuilds them once after all; their reports, built
-    in each cycle's run, showed the cohort tables of before (planning, threshold concordance,
-    the tumour-sink regression). Returns how many were rebuilt; a failure is a warning (the
-    report of the cycle's own run stays)."""
+@dataclass(frozen=True)
+class ReportOutcome:
+    """A cycle's report built after its run: where it was published, or why it was not."""
+
+    path: str | None = None
+    error: str | None = None
+
+
+def build_cycle_reports(
+    output_uri: str | None, cycle_keys: Sequence[str]
+) -> dict[str, ReportOutcome]:
+    """Build the HTML reports of ``cycle_keys`` from the store's current rows and the image
+    products each cycle's run published: a sweep's cycle runs do not build their reports
+    (``process_cycle(build_report=False)``), because the cohort tables they show (planning,
+    threshold concordance, the tumour-sink regression) are rebuilt once after all of them;
+    building each report once, here, after those tables, saves one build per cycle. Returns
+    each cycle's :class:`ReportOutcome`; a report not built is a warning (the cycle's tables
+    stand, and ``concordose report`` builds it again)."""
     if not cycle_keys:
-        return 0
+        return {}
     logger = get_run_logger()
     settings = Settings()
     store = open_object_store(output_uri or settings.output_uri, settings)
-    rebuilt = 0
+    outcomes: dict[str, ReportOutcome] = {}
+    built = 0
     for cycle_key in cycle_keys:
         state = cycle_report_task(store, cycle_key, None, return_state=True)
         outcome = state.result(raise_on_failure=False)
         if isinstance(outcome, BaseException):
-            logger.warning(
-                "report of cycle %s not rebuilt after the cohort tables: %s: %s",
-                cycle_key,
-                type(outcome).__name__,
-                outcome,
-            )
+            error = f"{type(outcome).__name__}: {outcome}"[:500]
+            logger.warning("report of cycle %s not built: %s", cycle_key, error)
+            outcomes[cycle_key] = ReportOutcome(error=error)
             continue
-        rebuilt += 1
-    logger.info("%d cycle report(s) rebuilt with the current cohort tables", rebuilt)
-    return rebuilt
+        outcomes[cycle_key] = ReportOutcome(path=str(outcome))
+        built += 1
+    logger.info("%d cycle report(s) built with the current cohort tables", built)
+    return outcomes

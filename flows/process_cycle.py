@@ -47,7 +47,7 @@ from concordose.observability.metrics import record_cycle_run
 from concordose.payloads import ManifestError, RawStore, StagedCycle
 from concordose.pipeline.catalogue import CycleSource
 from concordose.pipeline.preparation import PreparedCycle, cycle_identity
-from concordose.report import CycleImages
+from concordose.report import CycleImages, cycle_report_key
 from concordose.results.calibration_table import build_site_calibrations
 from concordose.results.cycle_summary import build_cycle_findings
 from concordose.results.cycle_tables import CycleIdentity
@@ -65,7 +65,7 @@ from concordose.tasks.cycle import (
     record_outcome_task,
     stage_cycle_task,
 )
-from concordose.tasks.report import cycle_report_task, report_images_task
+from concordose.tasks.report import cycle_images_task, cycle_report_task, report_images_task
 from concordose.tasks.study import (
     dose_task,
     held_findings_task,
@@ -201,7 +201,11 @@ def _science_tables(
     return dict(collected), images
 
 
-def _summary_markdown(result: CycleRunResult, site_id: str) -> str:
+def _summary_markdown(
+    result: CycleRunResult, site_id: str, pending_report: str | None = None
+) -> str:
+    """The run's markdown artifact; ``pending_report``: where the sweep will publish the
+    report of a run that deferred it (``build_report=False``)."""
     lines = [
         f"# Cycle `{result.cycle_id}` at site `{site_id}`: **{result.outcome}**",
         "",
@@ -215,9 +219,13 @@ def _summary_markdown(result: CycleRunResult, site_id: str) -> str:
             f"`{result.published.manifest_path}`.",
             "",
         ]
-    if result.report_path is not None:
-        link = result.report_path if "://" in result.report_path else f"file://{result.report_path}"
-        lines += [f"Report: [{result.report_path}]({link})", ""]
+    report = result.report_path or (
+        pending_report if result.published is not None and not result.report_error else None
+    )
+    if report is not None:
+        link = report if "://" in report else f"file://{report}"
+        when = " (built by the sweep after its cohort tables)" if result.report_path is None else ""
+        lines += [f"Report: [{report}]({link}){when}", ""]
     elif result.report_error is not None:
         lines += [f"Report not built: {result.report_error}", ""]
     if result.tables:
@@ -309,14 +317,22 @@ def _process(
     return result, identity.site_id, ReportInputs(store, identity.cycle_key, images)
 
 
-def with_report(result: CycleRunResult, inputs: ReportInputs) -> CycleRunResult:
-    """Build and publish the cycle's report; a failure is a warning recorded in the result,
+def with_report(
+    result: CycleRunResult, inputs: ReportInputs, *, build_report: bool = True
+) -> CycleRunResult:
+    """Build and publish the cycle's report (or, without ``build_report``, its image products
+    only: the caller builds the report later); a failure is a warning recorded in the result,
     never a failed cycle (its tables are already published)."""
+    path: str | None = None  # until the caller builds it, without build_report
     try:
-        path = cycle_report_task(inputs.store, inputs.cycle_key, inputs.images)
+        if build_report:
+            path = cycle_report_task(inputs.store, inputs.cycle_key, inputs.images)
+        elif inputs.images is not None:
+            cycle_images_task(inputs.store, inputs.cycle_key, inputs.images)
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
-        get_run_logger().warning("cycle %s: report not built: %s", result.cycle_id, error)
+        what = "report" if build_report else "report images"
+        get_run_logger().warning("cycle %s: %s not built: %s", result.cycle_id, what, error)
         return replace(result, report_error=error)
     return replace(result, report_path=path)
 
@@ -334,6 +350,7 @@ def process_cycle(
     dose_methods: Sequence[str] | None = None,
     voxel_dosimetry: bool = True,
     refresh_cohort: bool = True,
+    build_report: bool = True,
     manifest_uri: str | None = None,
     task_runner: str | None = None,
 ) -> CycleRunResult:
@@ -353,6 +370,9 @@ def process_cycle(
         voxel_dosimetry: run voxel dosimetry where the site protocol enables it.
         refresh_cohort: rebuild the cohort tables after a processed cycle (a sweep passes
             False and rebuilds them once, after all its cycles).
+        build_report: build the cycle's report after its tables (and the cohort tables); False
+            publishes its image products only (a sweep builds every cycle's report once, after
+            the cohort tables it rebuilds last, instead of a report its cohort tables outdate).
         manifest_uri: the cycle's manifest in the raw store (``CONCORDOSE_RAW_STORE_URI``,
             set by the receiver's hook): the instances come from there into a temporary folder,
             and ``source`` is read only if this worker sees it. None: read the spool.
@@ -425,9 +445,15 @@ def process_cycle(
     if refresh_cohort and result.outcome == OUTCOME_PROCESSED:
         refresh_cohort_tables(output_uri)  # kinetics_agreement, dose_agreement (issue 14)
     # after the cohort tables, so the report shows this cycle's threshold concordance rows
-    result = with_report(result, report_inputs)
+    result = with_report(result, report_inputs, build_report=build_report)
     create_markdown_artifact(
-        _summary_markdown(result, site_name),
+        _summary_markdown(
+            result,
+            site_name,
+            None
+            if build_report
+            else report_inputs.store.path(cycle_report_key(report_inputs.cycle_key)),
+        ),
         key=f"cycle-{cycle_id}",
         description=f"process-cycle {result.outcome}",
     )

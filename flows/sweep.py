@@ -27,7 +27,7 @@ runner (floats to their last bits: ``tests/integration/test_dask_runner.py`` say
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -41,8 +41,9 @@ import concordose.flows.process_cycle as cycle_flow
 from concordose.calibration.registry import SiteRegistry
 from concordose.errors import ConcordoseError
 from concordose.flows.cohort import (
+    ReportOutcome,
+    build_cycle_reports,
     refresh_cohort_tables,
-    refresh_cycle_reports,
     refresh_dose_prediction,
 )
 from concordose.flows.dashboard import DashboardOutcome, refresh_dashboard
@@ -163,9 +164,18 @@ def run_cycle_task(
         kinetics_methods=options.kinetics_methods,
         dose_methods=options.dose_methods,
         voxel_dosimetry=options.voxel_dosimetry,
-        refresh_cohort=False,  # rebuilt once after all the sweep's cycles (_run_cycles)
+        refresh_cohort=False,  # rebuilt once after all the sweep's cycles (_run_cycles),
+        build_report=False,  # and then each processed cycle's report, once
         task_runner=options.task_runner,
     )
+
+
+def _with_report(run: CycleRunResult, reports: dict[str, ReportOutcome]) -> CycleRunResult:
+    """``run`` with the report the sweep built for it (its own run's image error kept first)."""
+    built = reports.get(run.cycle_key) if run.cycle_key is not None else None
+    if built is None:
+        return run
+    return replace(run, report_path=built.path, report_error=run.report_error or built.error)
 
 
 @task(name="select-cycles", cache_policy=NO_CACHE)
@@ -324,18 +334,15 @@ def _run_cycles(
         len(failed),
     )
     # once, after every cycle of the sweep (its cycle runs do not rebuild them each), then the
-    # reports those runs built before it, so that they show the cohort tables with their cycle
-    if selected and refresh_cohort_tables(options.output_uri) is not None:
-        refresh_cycle_reports(
-            options.output_uri,
-            [
-                run.cycle_key
-                for run in runs
-                if run.outcome == OUTCOME_PROCESSED
-                and run.cycle_key is not None
-                and run.report_path is not None
-            ],
-        )
+    # reports of the cycles that published (processed or held), so that they show the cohort
+    # tables with their cycle
+    if selected:
+        refresh_cohort_tables(options.output_uri)
+    reports = build_cycle_reports(
+        options.output_uri,
+        [run.cycle_key for run in runs if run.published is not None and run.cycle_key is not None],
+    )
+    runs = [_with_report(run, reports) for run in runs]
     # every sweep: pre-therapy PET studies arrive without a cycle to run (issue 20, item 3)
     refresh_dose_prediction(source, sites_file, options.output_uri)
     # every night, whether or not this sweep ran a cycle: cycles the receiver triggered during

@@ -43,6 +43,13 @@ def report_images_task(
     return cycle_report_images(cycle, calibration, alignments, vois, lesion_slices)
 
 
+@task(name="cycle-images", cache_policy=NO_CACHE)
+def cycle_images_task(store: ObjectStore, cycle_key: str, images: CycleImages) -> str:
+    """Publish the cycle's image products only (its report is built later, from the published
+    rows: :func:`cycle_report_task` with no images reuses them); their location."""
+    return publish_cycle_images(store, cycle_key, images)
+
+
 @task(name="cycle-report", cache_policy=NO_CACHE)
 def cycle_report_task(store: ObjectStore, cycle_key: str, images: CycleImages | None) -> str:
     """Publish the image products (when made), then build the report from the published rows

@@ -22,6 +22,7 @@ from prefect.deployments.runner import RunnerDeployment
 from pydantic import SecretStr
 
 import concordose.flows.process_cycle as process_cycle_module
+import concordose.tasks.report as report_tasks
 import concordose.tasks.study as study_tasks
 from concordose.dicom.pseudonym import cycle_key
 from concordose.flows.process_cycle import OUTCOME_PROCESSED, OUTCOME_SKIPPED, process_cycle
@@ -37,8 +38,9 @@ from concordose.kinetics.models import KineticsBatch
 from concordose.phantoms import GeneratedPatient, generate_patient
 from concordose.phantoms.virtual_patient import INJECTED_ACTIVITY_MBQ
 from concordose.pipeline.quantify import CycleTimeActivity
+from concordose.report import build_cycle_report
 from concordose.results.catalogue import read_current
-from concordose.results.object_store import open_object_store
+from concordose.results.object_store import ObjectStore, open_object_store
 from concordose.settings import Settings
 from concordose.spool.cycles import CycleState
 from concordose.spool.store import Spool
@@ -133,10 +135,24 @@ def test_a_held_cycle_publishes_its_findings_and_never_blocks_another(
     # Each cycle reads only its own instances from the index, so its cost does not grow with
     # the spool (benchmarks/bench_cycle_scaling.py): listing the whole spool fails its run.
     monkeypatch.setattr(Spool, "instances", _whole_spool_listing)
+    built: list[str] = []
+
+    def counted_build(store: ObjectStore, cycle_key: str) -> str:
+        built.append(cycle_key)
+        return build_cycle_report(store, cycle_key)
+
+    monkeypatch.setattr(report_tasks, "build_cycle_report", counted_build)
 
     result = process_spool(spool_root, small_patient.sites_path, output_uri=str(out))
     assert result.failed == {}
     assert [run.outcome for run in result.runs].count(OUTCOME_PROCESSED) == 1
+    # each published cycle's report (processed or held) is built once, after the sweep's
+    # cohort tables, with the image products its run published
+    assert sorted(built) == sorted(str(run.cycle_key) for run in result.runs)
+    assert all(run.report_path is not None for run in result.runs)
+    (processed,) = [run for run in result.runs if run.outcome == OUTCOME_PROCESSED]
+    assert processed.report_error is None
+    assert "Images are not available" not in Path(str(processed.report_path)).read_text()
     (held,) = result.held
     assert held.reason is not None
     assert "no segmentation (DICOM SEG) with VOIs" in held.reason
@@ -156,8 +172,10 @@ def test_a_held_cycle_publishes_its_findings_and_never_blocks_another(
     receiver = receive_patient(spool_root, other_patient, Recorder(), [other_patient.seg_path])
     _complete_all(receiver, _studies([other_patient.seg_path]))
     receiver.stop()
+    built.clear()
     again = sweep(spool_root, small_patient.sites_path, output_uri=str(out))
     assert [run.cycle_id for run in again.processed] == [held.cycle_id]
+    assert built == [run.cycle_key for run in again.processed]
     assert {r.state for r in Spool(spool_root).cycles()} == {CycleState.PROCESSED}
     assert sweep(spool_root, small_patient.sites_path, output_uri=str(out)).runs == ()
 

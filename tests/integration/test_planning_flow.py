@@ -101,8 +101,8 @@ def test_planning_of_a_three_cycle_hebert_patient_matches_its_truth(
     )
     assert 0.0 <= kidneys["kidney_probability_exceeding_dose_limit"] < 0.01
 
-    # every cycle's report shows the plan with all three cycles: the sweep rebuilds the reports
-    # its cycle runs built before its one cohort rebuild
+    # every cycle's report shows the plan with all three cycles: the sweep builds the reports
+    # after its one cohort rebuild
     assert all(run.report_path is not None for run in result.runs)
     for run in result.runs:
         html = Path(str(run.report_path)).read_text()
