@@ -14,6 +14,9 @@ Cycles are mapped over ``process-cycle`` runs (one child run each) at most
 ``max_concurrent_cycles`` at a time and only while their estimated working sets
 (:mod:`concordose.pipeline.working_set`) fit the memory budget together, so a backlog cannot
 exhaust memory; one cycle's failure fails its own run only and is reported in the result.
+After all of them, both flows rebuild the cohort tables once and then build the report of each
+cycle that published (its run published the image products only: one report build per cycle,
+showing the cohort tables with its cycle; :func:`flows.cohort.build_cycle_reports`).
 
 With ``task_runner`` ``dask`` or ``dask:ADDRESS`` (:mod:`flows.task_runners`) the cycles go to
 a Dask cluster instead: a child flow ``cycles-on-dask`` runs with prefect-dask's
@@ -165,7 +168,7 @@ def run_cycle_task(
         dose_methods=options.dose_methods,
         voxel_dosimetry=options.voxel_dosimetry,
         refresh_cohort=False,  # rebuilt once after all the sweep's cycles (_run_cycles),
-        build_report=False,  # and then each processed cycle's report, once
+        build_report=False,  # and then the reports of the cycles that published, once
         task_runner=options.task_runner,
     )
 
