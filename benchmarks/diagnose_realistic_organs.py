@@ -58,6 +58,7 @@ from concordose.phantoms.anatomy import OUTSIDE_VALUE
 from concordose.phantoms.attenuation import mu_per_mm_from_hu
 from concordose.phantoms.consortium import (
     CONSORTIUM_PRESETS,
+    ConsortiumPreset,
     Realism,
     patient_scene,
     site_protocol,
@@ -67,7 +68,7 @@ from concordose.phantoms.phantom_scans import scan_site_phantoms
 from concordose.phantoms.protocols import DEFAULT_PROTOCOL
 from concordose.phantoms.protocols import protocol as protocol_named
 from concordose.phantoms.site_profiles import CONSORTIUM_SITES, SiteProfile, consortium_site
-from concordose.phantoms.virtual_patient import draw_virtual_patient
+from concordose.phantoms.virtual_patient import VirtualPatient, draw_virtual_patient
 from concordose.quant.gtm import (
     RegionWeights,
     body_outline,
@@ -143,34 +144,8 @@ def diagnose_time_point(
     Raises:
         ValueError: ``index`` names no time point of the patient's schedule.
     """
-    chosen = CONSORTIUM_PRESETS[preset]
-    realism = Realism.of_imaging(ImagingMode.REALISTIC)
-    realism = Realism(
-        blur=realism.blur,
-        noise=realism.noise,
-        ct_shift_max_mm=realism.ct_shift_max_mm,
-        imaging=ImagingMode.REALISTIC,
-        anatomy_realism=False,
-    )
-    patient = draw_virtual_patient(
-        SEED,
-        number,
-        protocol=protocol_named(site_protocol(site, DEFAULT_PROTOCOL)),
-        max_cycles=chosen.max_cycles,
-        n_lesions_range=chosen.n_lesions_range,
-        lesion_volume_range_ml=chosen.lesion_volume_range_ml,
-        ct_shift_max_mm=realism.ct_shift_max_mm,
-        lesion_volume_sampling=chosen.lesion_volume_sampling,
-        anatomy_realism=False,
-    )
-    schedule_h = patient.time_points_h[1]
-    if index < 0:
-        index += len(schedule_h) + 1
-    if not 1 <= index <= len(schedule_h):
-        raise ValueError(
-            f"time point {index}: expected 1…{len(schedule_h)} (or −1…−{len(schedule_h)} from "
-            f"the last), found none such in the schedule {schedule_h} h"
-        )
+    patient, chosen, realism = diagnosed_patient(site, number, preset)
+    index = time_point_number(patient, index)
     scene = patient_scene(patient, site, preset=chosen, realism=realism, cycle=1, index=index)
     voxel_mm = scene.grid.spacing_mm_zyx[0]
     voxel_ml = scene.grid.voxel_volume_ml
@@ -193,19 +168,17 @@ def diagnose_time_point(
     # The chain's response to each region (perturbation; module docstring). With noise on,
     # responses are taken noise-free all the same (the expectation is what Ω describes).
     clean = base if not noise else image_of_clean(scene.activity_mbq, mu, site, voxel_mm)
-    responses = {}
-    for region in regions:
-        bumped = scene.activity_mbq + PERTURBATION * scene.activity_mbq * masks[region.label]
-        responses[region.label] = (
-            image_of_clean(bumped, mu, site, voxel_mm) - clean
-        ) / PERTURBATION
     labels = [r.label for r in regions]
-    omega_true = np.array(
-        [
-            [float(responses[j][masks[i]].mean()) * per_true_cf / true_conc[j] for j in labels]
-            for i in labels
-        ]
+    response = chain_response(
+        scene.activity_mbq,
+        [masks[label] for label in labels],
+        [true_conc[label] for label in labels],
+        mu=mu,
+        site=site,
+        voxel_mm=voxel_mm,
+        clean=clean,
     )
+    omega_true = response.matrix * per_true_cf
     measured_true_cf = np.array([float(base[masks[i]].mean()) * per_true_cf for i in labels])
     solved = np.linalg.solve(omega_true, measured_true_cf)
     vois = [_crop(masks[r.label]) for r in patient.anatomy.vois]
@@ -258,15 +231,108 @@ def diagnose_time_point(
         * per_true_cf
         * voxel_ml
         / float(scene.activity_mbq.sum()),
-        "responses_sum_over_image": sum(float(r.sum()) for r in responses.values())
-        / float(clean.sum()),
+        "responses_sum_over_image": response.total_counts / float(clean.sum()),
         "record_cf_over_true_cf": record.calibration_factor_cps_per_mbq
         / site.calibration_factor_cps_per_mbq,
         "psf_fwhm_mm": fwhm,
         "time_point": index,
-        "time_h": schedule_h[index - 1],
+        "time_h": patient.time_points_h[1][index - 1],
     }
     return rows, total
+
+
+def diagnosed_patient(
+    site: SiteProfile, number: int, preset: str
+) -> tuple[VirtualPatient, ConsortiumPreset, Realism]:
+    """Patient ``number`` of the consortium (seed :data:`SEED`) as ``site`` images it, with
+    anatomy realism off (true outlines, spheres, no breathing), its consortium preset and the
+    realistic imaging's realism."""
+    chosen = CONSORTIUM_PRESETS[preset]
+    imaging = Realism.of_imaging(ImagingMode.REALISTIC)
+    realism = Realism(
+        blur=imaging.blur,
+        noise=imaging.noise,
+        ct_shift_max_mm=imaging.ct_shift_max_mm,
+        imaging=ImagingMode.REALISTIC,
+        anatomy_realism=False,
+    )
+    patient = draw_virtual_patient(
+        SEED,
+        number,
+        protocol=protocol_named(site_protocol(site, DEFAULT_PROTOCOL)),
+        max_cycles=chosen.max_cycles,
+        n_lesions_range=chosen.n_lesions_range,
+        lesion_volume_range_ml=chosen.lesion_volume_range_ml,
+        ct_shift_max_mm=realism.ct_shift_max_mm,
+        lesion_volume_sampling=chosen.lesion_volume_sampling,
+        anatomy_realism=False,
+    )
+    return patient, chosen, realism
+
+
+def time_point_number(patient: VirtualPatient, index: int) -> int:
+    """``index`` as a 1-based time point of ``patient``'s first cycle (negative counts from the
+    last, ``-1`` the last).
+
+    Raises:
+        ValueError: ``index`` names no time point of the schedule.
+    """
+    schedule_h = patient.time_points_h[1]
+    number = index + len(schedule_h) + 1 if index < 0 else index
+    if not 1 <= number <= len(schedule_h):
+        raise ValueError(
+            f"time point {index}: expected 1…{len(schedule_h)} (or −1…−{len(schedule_h)} from "
+            f"the last), found none such in the schedule {schedule_h} h"
+        )
+    return number
+
+
+@dataclass(frozen=True)
+class ChainResponse:
+    """The imaging chain's transfer matrix around one activity distribution.
+
+    Attributes:
+        matrix: R[i, j], the image's response to region j averaged over region i, per unit of
+            region j's concentration (image units per MBq/mL).
+        total_counts: the responses summed over the image (to set against the image's total:
+            the linearisation holds when they agree).
+    """
+
+    matrix: FloatArray
+    total_counts: float
+
+
+def chain_response(
+    activity_mbq: FloatArray,
+    masks: Sequence[NDArray[np.bool_]],
+    concentrations_mbq_per_ml: Sequence[float],
+    *,
+    mu: FloatArray,
+    site: SiteProfile,
+    voxel_mm: float,
+    clean: FloatArray,
+) -> ChainResponse:
+    """The realistic chain's noise-free response to each region of ``masks``, by perturbation
+    around ``activity_mbq`` (whose noise-free image is ``clean``): each region's activity
+    raised by :data:`PERTURBATION`, imaged, less ``clean``, over the perturbation — the
+    perturbation-based GTM of Du, Tsui & Frey (IEEE TMI 2005;24:969), which an iterative
+    reconstruction needs because it is not linear in the activity."""
+    responses = []
+    for mask in masks:
+        bumped = activity_mbq + PERTURBATION * activity_mbq * mask
+        responses.append((image_of_clean(bumped, mu, site, voxel_mm) - clean) / PERTURBATION)
+    matrix = np.array(
+        [
+            [
+                float(response[mask].mean()) / concentration
+                for response, concentration in zip(
+                    responses, concentrations_mbq_per_ml, strict=True
+                )
+            ]
+            for mask in masks
+        ]
+    )
+    return ChainResponse(matrix, sum(float(r.sum()) for r in responses))
 
 
 def equivalent_fwhm_mm(

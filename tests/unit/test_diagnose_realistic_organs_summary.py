@@ -1,11 +1,15 @@
-"""``benchmarks.diagnose_realistic_organs.summary``: the evidence the harmonisation benchmark
-puts in ``targets.evidence``, over every diagnosed time point and per time point."""
+"""``benchmarks.diagnose_realistic_organs``: the summary the harmonisation benchmark puts in
+``targets.evidence`` (over every diagnosed time point and per time point), and the time points
+it diagnoses."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.diagnose_realistic_organs import summary
+import pytest
+
+from benchmarks.diagnose_realistic_organs import diagnosed_patient, summary, time_point_number
+from concordose.phantoms.site_profiles import consortium_site
 
 
 def _voi(
@@ -67,3 +71,14 @@ def test_the_summary_says_how_the_error_and_the_chains_fwhm_move_between_time_po
     site = document["sites"]["grandrapids"]
     one_time = {"sites": {"grandrapids": {**site, "time_points": site["time_points"][:1]}}}
     assert summary(one_time)["by_time_point"] is None
+
+
+def test_time_points_count_from_one_and_back_from_the_last() -> None:
+    """The diagnosis's time points: 1-based, −1 the last of the SPECTacular schedule (six), and
+    a number outside the schedule an error naming it."""
+    patient, _, _ = diagnosed_patient(consortium_site("milan"), 1, "test")
+    assert len(patient.time_points_h[1]) == 6
+    assert [time_point_number(patient, i) for i in (1, 6, -1, -6)] == [1, 6, 6, 1]
+    for outside in (0, 7, -7):
+        with pytest.raises(ValueError, match=f"time point {outside}: expected 1…6"):
+            time_point_number(patient, outside)
