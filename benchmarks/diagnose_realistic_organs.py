@@ -55,7 +55,6 @@ from concordose.calibration.calibrate import calibrate_site
 from concordose.calibration.records import CalibrationRecord
 from concordose.phantoms.acquisition import realistic_image
 from concordose.phantoms.anatomy import OUTSIDE_VALUE
-from concordose.phantoms.attenuation import mu_per_mm_from_hu
 from concordose.phantoms.consortium import (
     CONSORTIUM_PRESETS,
     ConsortiumPreset,
@@ -78,6 +77,7 @@ from concordose.quant.gtm import (
 )
 from concordose.quant.pvc import psf_from_record
 from concordose.quant.voi import CroppedMask
+from concordose.reconstruction.attenuation import mu_per_mm_from_hu
 
 SEED = 20261124
 """The consortium's default seed (``phantoms.consortium.generate_consortium``)."""

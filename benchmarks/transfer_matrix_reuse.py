@@ -31,10 +31,10 @@ from benchmarks.diagnose_realistic_organs import (
     image_of_clean,
     time_point_number,
 )
-from concordose.phantoms.attenuation import mu_per_mm_from_hu
 from concordose.phantoms.consortium import CONSORTIUM_PRESETS, patient_scene
 from concordose.phantoms.imaging import region_activity_map
 from concordose.phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
+from concordose.reconstruction.attenuation import mu_per_mm_from_hu
 
 
 def matrix_reuse(site_id: str, *, patient_number: int, preset: str) -> dict[str, Any]:

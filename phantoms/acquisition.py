@@ -2,7 +2,7 @@
 Poisson noise, then the site's OSEM reconstruction.
 
 Why not pytomography: it needs torch (a 555 MB wheel, CUDA) that this project does not install;
-this lighter numpy/scipy implementation (:mod:`phantoms.projector`, :mod:`phantoms.osem`) is
+this lighter numpy/scipy implementation (the library's :mod:`concordose.reconstruction`) is
 validated against analytic cases instead (``tests/unit/test_realistic_imaging.py``: attenuated
 line integrals of a water cylinder, the CDR's FWHM at several distances, OSEM's concentration in
 a uniform cylinder, sphere recovery, determinism).
@@ -10,7 +10,8 @@ a uniform cylinder, sphere recovery, determinism).
 Acquisition model, per view k (counts):
 
 * **primary** pₖ = sensitivity × view time × Fₖ(activity): the attenuated (μ at 208 keV from the
-  CT, :mod:`phantoms.attenuation`), depth-blurred (:mod:`phantoms.camera_model`) projection.
+  CT, :mod:`concordose.reconstruction.attenuation`), depth-blurred
+  (:mod:`concordose.reconstruction.camera`) projection.
   The sensitivity is the site's calibration factor, so an unattenuated, scatter-free, dead-time
   free source reconstructs to the blur mode's counts (activity × CF × views × view time).
 * **scatter** sₖ = SPR × G_scatter ⊛ pₖ: what reaches the photopeak window after Compton
@@ -23,11 +24,12 @@ Acquisition model, per view k (counts):
   estimate) to its forward model, taken as (1 − ``SCATTER_RESIDUAL_FRACTION``) × sₖ (noiseless):
   the estimate misses 10 % of the scatter, which stays in the image as a broad background — the
   residual after triple-energy-window correction.
-* **dead time** (paralysable, :data:`phantoms.camera_model.DEAD_TIME_PARALYSABLE_S`): with
-  nₖ = (Σ pₖ + Σ sₖ)/view time the true window rate of the head, every bin is scaled by
-  exp(−nₖ τ). Not corrected in the reconstruction (as at sites without dead-time correction):
-  the phantom calibration absorbs its small loss at calibration rates; an early patient time
-  point at higher rates loses more.
+* **dead time** (paralysable,
+  :data:`concordose.reconstruction.camera.DEAD_TIME_PARALYSABLE_S`): with nₖ = (Σ pₖ + Σ sₖ)/view
+  time the true window rate of the head, every bin is scaled by exp(−nₖ τ). Not corrected in
+  the reconstruction (as at sites without dead-time correction): the phantom calibration
+  absorbs its small loss at calibration rates; an early patient time point at higher rates
+  loses more.
 * **noise**: Poisson per projection bin (``noise=False``: the expectation).
 
 Reconstruction: OSEM with the site's iterations and subsets, attenuation correction from the same
@@ -50,9 +52,9 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from concordose.phantoms.camera_model import camera_model
-from concordose.phantoms.osem import osem
-from concordose.phantoms.projector import FWHM_PER_SIGMA, ProjectionGeometry, SpectProjector
 from concordose.phantoms.site_profiles import SiteProfile
+from concordose.reconstruction.osem import osem
+from concordose.reconstruction.projector import FWHM_PER_SIGMA, ProjectionGeometry, SpectProjector
 
 SCATTER_TO_PRIMARY = 0.30
 """Photopeak-window scatter-to-primary ratio (modelling choice; module docstring)."""

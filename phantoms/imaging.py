@@ -25,8 +25,8 @@ from scipy import ndimage
 from scipy.special import erf
 
 from concordose.phantoms.acquisition import RealisticSettings, realistic_image
-from concordose.phantoms.attenuation import mu_per_mm_from_hu
 from concordose.phantoms.site_profiles import SiteProfile
+from concordose.reconstruction.attenuation import mu_per_mm_from_hu
 
 
 class ImagingMode(StrEnum):

@@ -28,7 +28,6 @@ from numpy.typing import NDArray
 from concordose.calibration.calibrate import calibrate_site
 from concordose.errors import ConfigurationError
 from concordose.phantoms.acquisition import RealisticSettings, realistic_image
-from concordose.phantoms.attenuation import MU_WATER_PER_MM
 from concordose.phantoms.imaging import ImagingMode
 from concordose.phantoms.phantom_scans import (
     EARL_SPHERE_TO_BACKGROUND_RATIOS,
@@ -46,6 +45,7 @@ from concordose.quant.delineation import (
     measure_threshold_curve,
     threshold_surface,
 )
+from concordose.reconstruction.attenuation import MU_WATER_PER_MM
 
 SITE = consortium_site("milan")
 VOXEL_MM = SITE.nm_voxel_mm

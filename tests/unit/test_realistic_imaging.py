@@ -1,5 +1,5 @@
-"""The ``realistic`` imaging mode validated against analytic cases (phantoms.projector, osem,
-acquisition, attenuation, camera_model) and its plumbing through the generator.
+"""The ``realistic`` imaging mode validated against analytic cases (reconstruction.projector, osem,
+acquisition, attenuation, camera) and its plumbing through the generator.
 
 Analytic cases: (a) a uniform water cylinder's projections against attenuated line integrals;
 (b) a point source's projected FWHM against the CDR formula at several distances; (c) OSEM with
@@ -28,6 +28,7 @@ from concordose.phantoms.acquisition import (
 )
 from concordose.phantoms.anatomy import (
     BODY_VALUE,
+    CORTICAL_BONE_HU,
     LUNG_HU,
     OUTSIDE_VALUE,
     RIB_HU,
@@ -35,25 +36,21 @@ from concordose.phantoms.anatomy import (
     default_anatomy,
     sample_label_map,
 )
-from concordose.phantoms.attenuation import (
-    MU_CORTICAL_BONE_PER_MM,
-    MU_WATER_PER_MM,
-    ct_hu_on_grid,
-    mu_map_from_labels,
-    mu_per_mm_from_hu,
-)
-from concordose.phantoms.camera_model import (
-    DEAD_TIME_PARALYSABLE_S,
-    GE_MEGP,
-    SIEMENS_ME,
-    camera_model,
-)
+from concordose.phantoms.attenuation import ct_hu_on_grid, mu_map_from_labels
+from concordose.phantoms.camera_model import camera_model
 from concordose.phantoms.consortium import Realism, generate_consortium
 from concordose.phantoms.imaging import ImagingMode, expected_counts, image_counts, stored_counts
-from concordose.phantoms.osem import osem
 from concordose.phantoms.presets import nm_grid_for
-from concordose.phantoms.projector import FWHM_PER_SIGMA, ProjectionGeometry, SpectProjector
 from concordose.phantoms.site_profiles import DEFAULT_SITE, GRAND_RAPIDS, MONTPELLIER
+from concordose.reconstruction.attenuation import (
+    HU_CORTICAL_BONE,
+    MU_CORTICAL_BONE_PER_MM,
+    MU_WATER_PER_MM,
+    mu_per_mm_from_hu,
+)
+from concordose.reconstruction.camera import DEAD_TIME_PARALYSABLE_S, GE_MEGP, SIEMENS_ME
+from concordose.reconstruction.osem import osem
+from concordose.reconstruction.projector import FWHM_PER_SIGMA, ProjectionGeometry, SpectProjector
 
 
 def _cylinder(
@@ -77,6 +74,8 @@ def test_hu_to_mu_is_bilinear_through_air_water_and_bone() -> None:
     assert 0.0134 < MU_WATER_PER_MM < 0.0137
     with pytest.raises(ValueError, match="no HU"):
         mu_map_from_labels(np.array([[[0, 1, 2]]], dtype=np.uint8), {0: -1000.0, 1: 0.0})
+    # the generator paints cortical bone at the model's bone point: its CT and μ map agree
+    assert CORTICAL_BONE_HU == HU_CORTICAL_BONE
 
 
 def test_projector_and_back_projector_are_adjoint() -> None:

@@ -13,8 +13,8 @@ y_j = (j − (S − 1)/2)·voxel from the axis and d_j = max(R − y_j, 0) from 
     p_k = Σ_j G_{σ(d_j)} ⊛ [ f_rot[:, j, :] · exp(−voxel·(Σ_{j' > j} μ_rot[:, j', :]
                                                          + μ_rot[:, j, :]/2)) ]
 
-with G the collimator-detector response (Gaussian of FWHM(d), :mod:`phantoms.camera_model`)
-applied in the Fourier domain, separably in z and x, with zero padding (no wrap-around), and
+with G the collimator-detector response (Gaussian of FWHM(d), :mod:`.camera`) applied in the
+Fourier domain, separably in z and x, with zero padding (no wrap-around), and
 summed over depth there (one inverse FFT per view). Without a CDR the planes are simply summed.
 The back-projector applies the exact transpose of every step (the rotation's sparse matrix
 transposed, the attenuation a diagonal, the Gaussian symmetric), so the pair is matched: ⟨F x, p⟩
@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import fft, sparse
 
-from concordose.phantoms.camera_model import CameraModel
+from concordose.reconstruction.camera import CameraModel
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 """FWHM of a Gaussian in units of its standard deviation."""

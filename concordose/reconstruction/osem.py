@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from concordose.phantoms.projector import SpectProjector
+from concordose.reconstruction.projector import SpectProjector
 
 SENSITIVITY_FLOOR = 1e-6
 """Relative sensitivity below which a voxel is not updated (outside every view's reach)."""
