@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from concordose.phantoms.site_profiles import SiteProfile
 from concordose.reconstruction.camera import (
+    COLLIMATORS,
     DEAD_TIME_PARALYSABLE_S,
     GE_MEGP,
     INTRINSIC_FWHM_208KEV_MM,
@@ -16,6 +17,7 @@ from concordose.reconstruction.camera import (
     CameraModel,
     Collimator,
 )
+from concordose.reconstruction.protocol import SiteReconstruction
 
 
 def site_collimator(site: SiteProfile) -> Collimator:
@@ -45,4 +47,26 @@ def camera_model(site: SiteProfile) -> CameraModel:
         intrinsic_fwhm_mm=INTRINSIC_FWHM_208KEV_MM,
         radius_of_rotation_mm=site.radius_of_rotation_mm,
         dead_time_s=DEAD_TIME_PARALYSABLE_S,
+    )
+
+
+def site_reconstruction(site: SiteProfile) -> SiteReconstruction:
+    """What ``site``'s protocol records of its acquisition and reconstruction (the packaged
+    ``schemas/protocols/<site>.yaml`` carry these, checked equal in the tests): the camera of
+    :func:`camera_model`, the site's views and OSEM settings.
+
+    Raises:
+        ValueError: the site's collimator is not a medium-energy one (MEGP or MELP).
+    """
+    collimator = site_collimator(site)
+    camera = camera_model(site)
+    return SiteReconstruction(
+        collimator=next(key for key, value in COLLIMATORS.items() if value == collimator),
+        radius_of_rotation_mm=camera.radius_of_rotation_mm,
+        n_views=site.n_views,
+        iterations=site.recon.iterations,
+        subsets=site.recon.subsets,
+        resolution_recovery=site.recon.resolution_recovery,
+        post_filter_fwhm_mm=site.recon.post_filter_fwhm_mm,
+        intrinsic_fwhm_mm=camera.intrinsic_fwhm_mm,
     )

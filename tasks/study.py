@@ -64,12 +64,14 @@ def quantify_task(
     cache = ResultCache(cache_dir) if cache_dir is not None else None
     if site_id is None:
         return quantify_cycle(cycle, calibration, vois=vois, cache=cache)
-    rules = load_protocol(site_id, protocol_dir).partial_volume_correction
+    protocol = load_protocol(site_id, protocol_dir)
+    rules = protocol.partial_volume_correction
     return quantify_cycle_per_protocol(
         cycle,
         calibration,
         vois=vois,
         cache=cache,
+        reconstruction=protocol.reconstruction,
         partial_volume_correction=rules.enabled,
         partial_volume_model=rules.model,
         background_gap_mm=rules.shell_gap_mm,

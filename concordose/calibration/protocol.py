@@ -35,6 +35,7 @@ from concordose.dose.registry import DOSE_METHODS
 from concordose.errors import ConfigurationError
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
 from concordose.kinetics.registry import KINETICS_METHODS
+from concordose.reconstruction.protocol import SiteReconstruction
 from concordose.settings import Settings
 
 DEFAULT_KINETICS_METHODS: tuple[str, ...] = (
@@ -114,11 +115,16 @@ class VoxelDosimetryRules(BaseModel):
 
 
 PartialVolumeModel = Literal[
-    "rc0_local_background", "rc_curve", "gtm", "gtm_platform_voi", "phantom_choice"
+    "rc0_local_background",
+    "rc_curve",
+    "gtm",
+    "gtm_platform_voi",
+    "perturbation_gtm",
+    "phantom_choice",
 ]
 """Names of :mod:`concordose.quant.pvc`'s corrections (``BACKGROUND_MODEL``,
-``RECOVERY_ONLY_MODEL``, ``GTM_MODEL``, ``GTM_PLATFORM_MODEL``, ``PHANTOM_CHOICE``; kept equal
-by a unit test)."""
+``RECOVERY_ONLY_MODEL``, ``GTM_MODEL``, ``GTM_PLATFORM_MODEL``, ``PERTURBATION_GTM_MODEL``,
+``PHANTOM_CHOICE``; kept equal by a unit test)."""
 
 
 class PartialVolumeRules(BaseModel):
@@ -144,7 +150,10 @@ class PartialVolumeRules(BaseModel):
             site: lesions re-delineated by the site-calibrated iterative threshold of
             ``quant.delineation``, organs' activity as the total in their VOI grown by two
             FWHM less the other regions' share; DESIGN.md, "Platform delineation"), or
-            ``phantom_choice`` (the model the record chose on the site's NEMA spheres,
+            ``perturbation_gtm`` (``gtm_platform_voi`` with each region's spread taken through
+            the site's own reconstruction, ``quant.perturbation_gtm``: needs the protocol's
+            ``reconstruction:`` and costs one OSEM reconstruction per region and time point),
+            or ``phantom_choice`` (the model the record chose on the site's NEMA spheres,
             ``partial_volume_model_chosen``, possibly none).
         shell_gap_mm, shell_width_mm: the background shell, from ``shell_gap_mm`` to
             ``shell_gap_mm + shell_width_mm`` outside each lesion VOI (background model only;
@@ -226,6 +235,9 @@ class SiteProtocol(BaseModel):
         voxel_dosimetry: what voxel dosimetry the flow runs (:class:`VoxelDosimetryRules`).
         partial_volume_correction: whether and how lesion activities are corrected for partial
             volume (:class:`PartialVolumeRules`).
+        reconstruction: the site's SPECT acquisition and OSEM settings
+            (:class:`concordose.reconstruction.SiteReconstruction`), or None; needed by the
+            ``perturbation_gtm`` correction only.
         kinetics_methods: kinetics methods run on every cycle of the site, names of
             :data:`concordose.kinetics.registry.KINETICS_METHODS` or ``all`` (default
             :data:`DEFAULT_KINETICS_METHODS`); a run may override them (:meth:`run_methods`).
@@ -254,6 +266,7 @@ class SiteProtocol(BaseModel):
     voxel_mm: Range = Range(min=1.0, max=8.0)
     voxel_dosimetry: VoxelDosimetryRules = VoxelDosimetryRules()
     partial_volume_correction: PartialVolumeRules = PartialVolumeRules()
+    reconstruction: SiteReconstruction | None = None
     kinetics_methods: tuple[str, ...] = DEFAULT_KINETICS_METHODS
     dose_methods: tuple[str, ...] = DEFAULT_DOSE_METHODS
     reference_method: str = REFERENCE_METHOD_NAME
@@ -268,6 +281,18 @@ class SiteProtocol(BaseModel):
             raise ValueError(
                 f"reference_method {self.reference_method!r} must be one of kinetics_methods, "
                 f"found {list(self.kinetics_methods)}; add it or choose another reference"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _perturbation_gtm_knows_the_reconstruction(self) -> SiteProtocol:
+        rules = self.partial_volume_correction
+        if rules.enabled and rules.model == "perturbation_gtm" and self.reconstruction is None:
+            raise ValueError(
+                "partial_volume_correction.model perturbation_gtm reconstructs each region "
+                "through the site's OSEM: expected a reconstruction: block (collimator, "
+                "radius_of_rotation_mm, n_views, iterations, subsets, resolution_recovery, "
+                "post_filter_fwhm_mm), found none"
             )
         return self
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -19,12 +20,14 @@ import SimpleITK as sitk
 
 from concordose.calibration.registry import CalibrationRecord
 from concordose.dicom.geometry import VolumeGeometry
+from concordose.dicom.nm import NMAcquisition
 from concordose.dicom.seg import VoiMask, VoiType
 from concordose.dicom.vois import read_voi_masks
 from concordose.errors import ConfigurationError
 from concordose.kinetics.uncertainty import correlated_relative_sd
 from concordose.pipeline.alignment import TimePointAlignment, align_time_points
 from concordose.pipeline.assembly import CycleStudy
+from concordose.pipeline.attenuation_map import attenuation_map_mu_per_mm
 from concordose.pipeline.result_cache import ResultCache
 from concordose.pipeline.time_point_activity import time_point_activity_mbq
 from concordose.quant.delineation import (
@@ -36,6 +39,7 @@ from concordose.quant.delineation import (
 )
 from concordose.quant.gtm import body_outline, gtm_correct, gtm_fwhm_sensitivity, voi_crops
 from concordose.quant.organ_outline import FITTED, OrganOutline, platform_organ_outlines
+from concordose.quant.perturbation_gtm import model_disagreement_sd, perturbation_gtm_correct
 from concordose.quant.pvc import (
     BACKGROUND_MODEL,
     DEFAULT_BACKGROUND_GAP_MM,
@@ -44,6 +48,7 @@ from concordose.quant.pvc import (
     GTM_PLATFORM_MODEL,
     NO_CORRECTION,
     NOT_CORRECTED,
+    PERTURBATION_GTM_MODEL,
     PHANTOM_CHOICE,
     RECOVERY_ONLY_MODEL,
     STATUS_OK,
@@ -68,6 +73,7 @@ from concordose.quant.voi import (
     voi_shapes,
     voi_totals,
 )
+from concordose.reconstruction.protocol import ReconstructionModel, SiteReconstruction
 
 UNIT_DENSITY_G_PER_ML = 1.0
 
@@ -183,7 +189,13 @@ class CycleTimeActivity:
         return correlated_relative_sd(self.activity_mbq, self.partial_volume_relative_sd)
 
 
-MODELS = (RECOVERY_ONLY_MODEL, BACKGROUND_MODEL, GTM_MODEL, GTM_PLATFORM_MODEL)
+MODELS = (
+    RECOVERY_ONLY_MODEL,
+    BACKGROUND_MODEL,
+    GTM_MODEL,
+    GTM_PLATFORM_MODEL,
+    PERTURBATION_GTM_MODEL,
+)
 """Partial-volume models :func:`quantify_cycle` applies (names from ``quant.pvc``)."""
 
 
@@ -331,6 +343,7 @@ def quantify_cycle(
     background_width_mm: float = DEFAULT_BACKGROUND_WIDTH_MM,
     vois: Sequence[VoiMask] | None = None,
     cache: ResultCache | None = None,
+    reconstruction: SiteReconstruction | None = None,
 ) -> CycleTimeActivity:
     """Activity per VOI and time point for ``cycle`` with the site's ``calibration``.
 
@@ -367,10 +380,20 @@ def quantify_cycle(
     outline offset to the edge the first time point's SPECT shows
     (``quant.organ_outline``, with the GTM's PSF; the site's for a faint organ).
 
+    ``partial_volume_model="perturbation_gtm"`` is ``gtm_platform_voi`` with every region's
+    spread taken through the site's own reconstruction (``reconstruction``, the protocol's) by
+    perturbation (``quant.perturbation_gtm``: one OSEM reconstruction per region and time
+    point, the attenuation from that time point's CT, ``pipeline.attenuation_map``), around
+    the Gaussian GTM's estimate; the PSF-model term of ``partial_volume_relative_sd`` is half
+    the difference between the two (the Gaussian's FWHM derivative does not apply). A time
+    point without a CT, or whose grid the projector cannot model (anisotropic voxels), gets the
+    Gaussian GTM, listed in ``partial_volume_fallback``.
+
     Raises:
         UnreadableDicomError, StudyIncompleteError: from the readers, naming the file at fault.
         ConfigurationError: correction asked for but the record carries no recovery curve (or
-            no RC0 curve for the background-aware model), or an unknown model.
+            no RC0 curve for the background-aware model), an unknown model, or
+            ``perturbation_gtm`` without ``reconstruction``.
     """
     if partial_volume_model not in MODELS:
         raise ConfigurationError(
@@ -380,8 +403,18 @@ def quantify_cycle(
     transfer_matrix = partial_volume_correction and partial_volume_model in (
         GTM_MODEL,
         GTM_PLATFORM_MODEL,
+        PERTURBATION_GTM_MODEL,
     )
-    platform = partial_volume_correction and partial_volume_model == GTM_PLATFORM_MODEL
+    perturbation = partial_volume_correction and partial_volume_model == PERTURBATION_GTM_MODEL
+    if perturbation and reconstruction is None:
+        raise ConfigurationError(
+            "partial_volume_model perturbation_gtm: expected the site's reconstruction "
+            "(protocol key reconstruction:), found none"
+        )
+    platform = partial_volume_correction and partial_volume_model in (
+        GTM_PLATFORM_MODEL,
+        PERTURBATION_GTM_MODEL,
+    )
     # the threshold's model is the spheres' own fit (module quant.delineation), which the
     # record holds whenever it holds a PSF at all
     sphere_fwhm_mm = calibration.psf_fwhm_mm if platform else None
@@ -495,19 +528,43 @@ def quantify_cycle(
         if psf is not None:
             spacing = acquisition.geometry.spacing_mm[::-1]
             concentration = activity_map / acquisition.geometry.voxel_volume_ml
-            corrected_now, sd_now = gtm_fwhm_sensitivity(
-                concentration,
-                voi_crops(voi_set.masks),
-                body=body_outline(concentration),
-                spacing_mm_zyx=(spacing[0], spacing[1], spacing[2]),
-                fwhm_mm=psf[0],
-                fwhm_sd_mm=psf[1],
-                alternative_fwhm_mm=psf_alternative,
-                extent_margin_mm=(
-                    None if sphere_fwhm_mm is None else EXTENT_MARGIN_FWHM * sphere_fwhm_mm
-                ),
-                extent_vois=tuple(not flag for flag in lesion) if platform else (),
+            extent_margin_mm = (
+                None if sphere_fwhm_mm is None else EXTENT_MARGIN_FWHM * sphere_fwhm_mm
             )
+            extent_vois = tuple(not flag for flag in lesion) if platform else ()
+            model = None
+            if perturbation and reconstruction is not None:
+                model, why_not = reconstruction_model_for(
+                    point.ct_files, acquisition, reconstruction
+                )
+                if model is None:
+                    for voi_index in range(len(vois)):
+                        gtm_fallback[voi_index].append(f"time point {index}: {why_not}")
+            if model is not None:
+                corrected_now, gaussian_now = perturbation_gtm_correct(
+                    concentration,
+                    voi_crops(voi_set.masks),
+                    body=body_outline(concentration),
+                    spacing_mm_zyx=(spacing[0], spacing[1], spacing[2]),
+                    fwhm_mm=psf[0],
+                    model=model,
+                    extent_margin_mm=extent_margin_mm,
+                    extent_vois=extent_vois,
+                )
+                sd_now = model_disagreement_sd(corrected_now, gaussian_now)
+            else:
+                corrected_now, sd_now = gtm_fwhm_sensitivity(
+                    concentration,
+                    voi_crops(voi_set.masks),
+                    body=body_outline(concentration),
+                    spacing_mm_zyx=(spacing[0], spacing[1], spacing[2]),
+                    fwhm_mm=psf[0],
+                    fwhm_sd_mm=psf[1],
+                    alternative_fwhm_mm=psf_alternative,
+                    extent_margin_mm=extent_margin_mm,
+                    extent_vois=extent_vois,
+                )
+                gaussian_now = corrected_now
             gtm_mbq[:, index], gtm_sd_mbq[:, index] = corrected_now.activity_mbq, sd_now
             if model_error is not None:
                 # lesions only: the spheres are evidence for lesion-like objects, not organs
@@ -538,8 +595,9 @@ def quantify_cycle(
                             extent_vois=tuple(not flag for flag in lesion),
                         ).activity_mbq
                     )
+                # (Gaussian GTMs all three: a relative change under one model)
                 delineation_activity_sd, delineation_concentration_sd = delineation_relative_sd(
-                    corrected_now.activity_mbq, shifted[0], shifted[1], delineations
+                    gaussian_now.activity_mbq, shifted[0], shifted[1], delineations
                 )
             for voi_index, status in enumerate(corrected_now.status):
                 if status != STATUS_OK:
@@ -637,6 +695,30 @@ def quantify_cycle(
     )
 
 
+def reconstruction_model_for(
+    ct_files: Sequence[Path],
+    acquisition: NMAcquisition,
+    reconstruction: SiteReconstruction,
+) -> tuple[ReconstructionModel | None, str]:
+    """The site's reconstruction on a time point's grid, with μ from its CT; or None and why
+    the perturbation GTM cannot run there (the Gaussian GTM is used instead)."""
+    if not ct_files:
+        return None, "no CT in the SPECT's frame of reference: Gaussian GTM at this time point"
+    geometry = acquisition.geometry
+    spacing = geometry.spacing_mm[::-1]
+    try:
+        return (
+            ReconstructionModel(
+                reconstruction,
+                attenuation_map_mu_per_mm(ct_files, geometry),
+                (spacing[0], spacing[1], spacing[2]),
+            ),
+            "",
+        )
+    except ValueError as exc:
+        return None, f"{exc}: Gaussian GTM at this time point"
+
+
 def quantify_cycle_per_protocol(
     cycle: CycleStudy,
     calibration: CalibrationRecord,
@@ -647,6 +729,7 @@ def quantify_cycle_per_protocol(
     background_width_mm: float = DEFAULT_BACKGROUND_WIDTH_MM,
     vois: Sequence[VoiMask] | None = None,
     cache: ResultCache | None = None,
+    reconstruction: SiteReconstruction | None = None,
 ) -> CycleTimeActivity:
     """:func:`quantify_cycle` as a site protocol asks, never refusing a cycle for its record.
 
@@ -658,7 +741,8 @@ def quantify_cycle_per_protocol(
 
     ``partial_volume_model="phantom_choice"`` applies the model the record chose on the site's
     NEMA spheres (``partial_volume_model_chosen``; ``none``: uncorrected, each VOI's status
-    saying so), which is then the published model.
+    saying so), which is then the published model. ``reconstruction`` is the site protocol's
+    (``perturbation_gtm`` needs it).
 
     Raises:
         ConfigurationError: unknown ``partial_volume_model``.
@@ -694,10 +778,16 @@ def quantify_cycle_per_protocol(
             background_width_mm=background_width_mm,
             vois=vois,
             cache=cache,
+            reconstruction=reconstruction,
         )
     plain = quantify_cycle(cycle, calibration, vois=vois, cache=cache)
     # the GTM (or a model not known without the record's choice) would have corrected organs
-    every_voi = partial_volume_model in (GTM_MODEL, GTM_PLATFORM_MODEL, PHANTOM_CHOICE)
+    every_voi = partial_volume_model in (
+        GTM_MODEL,
+        GTM_PLATFORM_MODEL,
+        PERTURBATION_GTM_MODEL,
+        PHANTOM_CHOICE,
+    )
     return replace(
         plain,
         partial_volume_model=partial_volume_model,

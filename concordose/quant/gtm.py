@@ -50,6 +50,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -195,6 +196,29 @@ def spread_matrix(
     return omega
 
 
+class SpreadModel(Protocol):
+    """How the image spreads each source region: ω[i, j], source j's image per unit of its
+    concentration, averaged over target i (n_targets, n_sources), NaN rows for empty targets —
+    :func:`spread_matrix`'s contract. The GTM's Ω and the extent shares use one model."""
+
+    def __call__(
+        self, sources: Sequence[RegionWeights], targets: Sequence[CroppedMask]
+    ) -> FloatArray: ...
+
+
+@dataclass(frozen=True)
+class GaussianSpread:
+    """The isotropic Gaussian PSF as a :class:`SpreadModel` (:func:`spread_matrix`)."""
+
+    grid_shape: tuple[int, int, int]
+    sigma_zyx_voxels: FloatArray
+
+    def __call__(
+        self, sources: Sequence[RegionWeights], targets: Sequence[CroppedMask]
+    ) -> FloatArray:
+        return spread_matrix(sources, targets, self.grid_shape, self.sigma_zyx_voxels)
+
+
 def body_outline(concentration: FloatArray) -> BoolArray:
     """The body on the SPECT grid, from the SPECT itself (see the module docstring).
 
@@ -240,6 +264,25 @@ def disjoint_regions(vois: Sequence[CroppedMask]) -> tuple[CroppedMask, ...]:
     return tuple(regions)
 
 
+def transfer_regions(
+    vois: Sequence[CroppedMask], body: BoolArray
+) -> tuple[list[int], list[CroppedMask]]:
+    """The GTM's regions: which VOIs keep voxels as disjoint regions (their indices) and every
+    region over the grid — those VOIs' disjoint parts (:func:`disjoint_regions`), then the
+    background (the body less every VOI; left out when empty)."""
+    disjoint = disjoint_regions(vois)
+    kept = [k for k, r in enumerate(disjoint) if r.mask.size and r.mask.any()]
+    regions = [disjoint[k] for k in kept]
+    shape = body.shape
+    whole: Box = (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
+    background = np.asarray(body, dtype=bool).copy()
+    for region in regions:
+        background[region.box] &= ~region.mask
+    if background.any():
+        regions.append(CroppedMask(whole, background))
+    return kept, regions
+
+
 def _overlap_counts(vois: Sequence[CroppedMask], regions: Sequence[CroppedMask]) -> FloatArray:
     counts = np.zeros((len(vois), len(regions)), dtype=np.float64)
     for v, voi in enumerate(vois):
@@ -277,6 +320,8 @@ class GtmCorrection:
             the model says its mean keeps: its recovery with spill-in removed), NaN for a VOI
             with no region; empty when Ω was not built. The recovery-model term of the SD
             divides by it (``quant.recovery_model``).
+        region_concentration_mbq_per_ml: the solved concentration T_j of every region of
+            :func:`transfer_regions` (background last), empty when Ω was not solved.
     """
 
     activity_mbq: FloatArray
@@ -288,6 +333,7 @@ class GtmCorrection:
     status: tuple[str, ...]
     fallback: tuple[str, ...] = ()
     self_recovery: FloatArray = field(default_factory=lambda: np.zeros(0))
+    region_concentration_mbq_per_ml: FloatArray = field(default_factory=lambda: np.zeros(0))
 
 
 def gtm_correct(
@@ -300,6 +346,7 @@ def gtm_correct(
     condition_limit: float = DEFAULT_CONDITION_LIMIT,
     extent_margin_mm: float | None = None,
     extent_vois: Sequence[bool] = (),
+    spread: SpreadModel | None = None,
 ) -> GtmCorrection:
     """Correct every VOI's mean concentration and activity for partial volume (GTM).
 
@@ -310,7 +357,8 @@ def gtm_correct(
         body: bool mask of the body on the grid (:func:`body_outline`); what of it lies in no
             VOI is the background region (VOI voxels outside it are regions all the same).
         spacing_mm_zyx: voxel size along (slices, rows, columns), mm.
-        fwhm_mm: the site's effective isotropic Gaussian FWHM, mm.
+        fwhm_mm: the site's effective isotropic Gaussian FWHM, mm (the PSF, unless ``spread``
+            is given; then only named in statuses).
         condition_limit: largest condition number of Ω solved (:data:`DEFAULT_CONDITION_LIMIT`).
         extent_margin_mm, extent_vois: with a margin, the VOIs flagged in ``extent_vois`` (and
             at least :data:`EXTENT_MIN_CONTRAST` times the background's concentration) get
@@ -322,6 +370,10 @@ def gtm_correct(
             values are over-estimated) the VOI falls back, at this time point only, to the
             GTM's T·V on the site's VOI (the ``gtm`` model's value), and ``fallback`` says so
             (:data:`EXTENT_FALLBACK`); the caller keeps the other time points' extent values.
+        spread: how the image spreads a region (:class:`SpreadModel`), for Ω and the extent
+            shares alike; default the Gaussian of ``fwhm_mm`` (:class:`GaussianSpread`); the
+            perturbation-based GTM passes the site's reconstruction
+            (``quant.perturbation_gtm``).
 
     Returns every VOI NaN with a status saying why when Ω is singular or ill-conditioned (the
     caller leaves them as measured); a VOI with no voxel on the grid gets NaN and
@@ -335,16 +387,13 @@ def gtm_correct(
             f"GTM: body mask shape {body.shape} differs from the image's {image.shape}"
         )
     voxel_ml = float(np.prod(spacing_mm_zyx)) / 1000.0
-    sigma = sigma_voxels(fwhm_mm, spacing_mm_zyx)
-    disjoint = disjoint_regions(vois)
-    kept = [k for k, r in enumerate(disjoint) if r.mask.size and r.mask.any()]
-    regions = [disjoint[k] for k in kept]
-    whole: Box = (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
-    background = np.asarray(body, dtype=bool).copy()
-    for region in regions:
-        background[region.box] &= ~region.mask
-    background_region = CroppedMask(whole, background)
-    all_regions = [*regions, background_region] if background.any() else regions
+    spread_of = (
+        spread
+        if spread is not None
+        else GaussianSpread(shape, sigma_voxels(fwhm_mm, spacing_mm_zyx))
+    )
+    kept, all_regions = transfer_regions(vois, body)
+    regions = all_regions[: len(kept)]
     n_voi = len(vois)
     measured = np.array(
         [
@@ -356,9 +405,7 @@ def gtm_correct(
     nan = np.full(n_voi, np.nan)
     if not regions:
         return GtmCorrection(nan, nan, measured, np.nan, np.zeros((0, 0)), np.nan, empty_status)
-    omega = spread_matrix(
-        [RegionWeights.from_mask(r) for r in all_regions], all_regions, shape, sigma
-    )
+    omega = spread_of([RegionWeights.from_mask(r) for r in all_regions], all_regions)
     regional_mean = np.array([float(image[r.box][r.mask].mean()) for r in all_regions])
     self_recovery = np.array(
         [float(omega[kept.index(v), kept.index(v)]) if v in kept else np.nan for v in range(n_voi)]
@@ -406,7 +453,7 @@ def gtm_correct(
             true_mean,
             body=np.asarray(body, dtype=bool),
             spacing_mm_zyx=spacing_mm_zyx,
-            sigma_zyx_voxels=sigma,
+            spread=spread_of,
             margin_mm=extent_margin_mm,
             background_index=len(regions) if len(all_regions) > len(regions) else None,
         )
@@ -446,6 +493,7 @@ def gtm_correct(
         status=status,
         fallback=tuple(fallback) if extent_margin_mm is not None and any(extent_vois) else (),
         self_recovery=self_recovery,
+        region_concentration_mbq_per_ml=np.asarray(true_mean, dtype=np.float64),
     )
 
 
@@ -510,7 +558,7 @@ def extent_activity(
     *,
     body: BoolArray,
     spacing_mm_zyx: tuple[float, float, float],
-    sigma_zyx_voxels: FloatArray,
+    spread: SpreadModel,
     margin_mm: float,
     background_index: int | None,
 ) -> FloatArray:
@@ -525,25 +573,24 @@ def extent_activity(
 
     v the voxel volume, T_j the GTM's true concentration of region j (``true_mean``; the
     background region B at ``background_index``, None when the body holds no background) and
-    h the Gaussian PSF. The background is measured locally, in the outer part of E
-    (:data:`EXTENT_BACKGROUND_SHELL` of the margin, less every other VOI's voxels): T_B,local =
-    (Σ_shell I − Σ_{j ≠ B} T_j s_shell,j) / s_shell,B (the GTM's global T_B where the shell
-    holds no background; zero where the estimate is negative, which is the known shares'
-    error, not a concentration), since the global one is biased by a misdrawn boundary (a
-    tight VOI leaves the object's rim in B). Why the other VOIs are kept out of the shell and
-    an enclosed one taken in whole: a site's liver outline leaves a hole where it drew the
-    lesion, the liver grown by 2 FWHM reaches into the lesion's core, and the uniform model of
-    a non-uniform lesion is wrong there by far more than the background's concentration (one
-    site, 240 h: a shell estimate of −0.12 MBq/mL against a body background of 0.0025),
-    which put +107 % on that site's liver TIA (digital consortium, realistic imaging,
+    h the PSF (``spread``: the Gaussian, or the site's reconstruction by perturbation). The
+    background is measured locally, in the outer part of E (:data:`EXTENT_BACKGROUND_SHELL` of the
+    margin, less every other VOI's voxels): T_B,local = (Σ_shell I − Σ_{j ≠ B} T_j s_shell,j) /
+    s_shell,B (the GTM's global T_B where the shell holds no background; zero where the estimate is
+    negative, which is the known shares' error, not a concentration), since the global one is biased
+    by a misdrawn boundary (a tight VOI leaves the object's rim in B). Why the other VOIs are kept
+    out of the shell and an enclosed one taken in whole: a site's liver outline leaves a hole where
+    it drew the lesion, the liver grown by 2 FWHM reaches into the lesion's core, and the uniform
+    model of a non-uniform lesion is wrong there by far more than the background's concentration
+    (one site, 240 h: a shell estimate of −0.12 MBq/mL against a body background of 0.0025), which
+    put +107 % on that site's liver TIA (digital consortium, realistic imaging,
     ``gtm_platform_voi``); a lesion wholly in E is taken off by its GTM total, whatever its
-    distribution. The VOI's own region is not modelled: its activity is what is left in E,
-    wherever its boundary was drawn. What is left: the background the object displaces is
-    known only through the drawn volume, so the error is ≈ (T_B / T_object) × the drawn
-    volume's relative error (a tight VOI low, a generous one high; ~1 % for a 4 mm margin on a
-    60 mm sphere at 15:1; an organ's hole drawn larger than the lesion in it is such a
-    volume); the other regions' T_j enter as the GTM gives them (a lesion inside the liver is
-    taken off by its own GTM value).
+    distribution. The VOI's own region is not modelled: its activity is what is left in E, wherever
+    its boundary was drawn. What is left: the background the object displaces is known only through
+    the drawn volume, so the error is ≈ (T_B / T_object) × the drawn volume's relative error (a
+    tight VOI low, a generous one high; ~1 % for a 4 mm margin on a 60 mm sphere at 15:1; an organ's
+    hole drawn larger than the lesion in it is such a volume); the other regions' T_j enter as the
+    GTM gives them (a lesion inside the liver is taken off by its own GTM value).
     """
     shape = (int(image.shape[0]), int(image.shape[1]), int(image.shape[2]))
     extents, shells = [], []
@@ -564,9 +611,7 @@ def extent_activity(
         )
     targets = [*extents, *shells]
     share = (
-        spread_matrix(
-            [RegionWeights.from_mask(r) for r in regions], targets, shape, sigma_zyx_voxels
-        )
+        spread([RegionWeights.from_mask(r) for r in regions], targets)
         * np.array([float(t.mask.sum()) for t in targets])[:, None]
     )
     share = np.nan_to_num(share)

@@ -230,6 +230,10 @@ GTM_PLATFORM_MODEL = "gtm_platform_voi"
 by the site-calibrated iterative threshold (:mod:`concordose.quant.delineation`), organs'
 activity as the total in their VOI grown by two FWHM less the other regions' share
 (``quant.gtm.extent_activity``) — the same object whatever margin the site drew."""
+PERTURBATION_GTM_MODEL = "perturbation_gtm"
+"""Name of :data:`GTM_PLATFORM_MODEL` with each region's spread taken through the site's own
+reconstruction by perturbation (:mod:`concordose.quant.perturbation_gtm`) instead of the fitted
+Gaussian: needs the site protocol's ``reconstruction:`` and each time point's CT."""
 PHANTOM_CHOICE = "phantom_choice"
 """Protocol value meaning: the model the site's calibration record chose on its NEMA spheres
 (``CalibrationRecord.partial_volume_model_chosen``, ``none`` included)."""
@@ -550,7 +554,8 @@ def partial_volume_unavailable(record: CalibrationRecord, model: str) -> str | N
     """Why ``record`` cannot drive the ``model`` correction (None when it can).
 
     ``model`` is :data:`BACKGROUND_MODEL` (needs the RC0 curve), :data:`RECOVERY_ONLY_MODEL`
-    (needs the RC curve), :data:`GTM_MODEL` or :data:`GTM_PLATFORM_MODEL` (need the PSF) or
+    (needs the RC curve), :data:`GTM_MODEL`, :data:`GTM_PLATFORM_MODEL` or
+    :data:`PERTURBATION_GTM_MODEL` (need the PSF: the latter starts from the Gaussian GTM) or
     :data:`PHANTOM_CHOICE` (needs the record's chosen model, then what that model needs); the
     reason is the error the reader gives, naming the record and the missing fields.
 
@@ -562,6 +567,7 @@ def partial_volume_unavailable(record: CalibrationRecord, model: str) -> str | N
         RECOVERY_ONLY_MODEL: recovery_curve_from_record,
         GTM_MODEL: psf_from_record,
         GTM_PLATFORM_MODEL: psf_from_record,
+        PERTURBATION_GTM_MODEL: psf_from_record,
     }
     if model == PHANTOM_CHOICE:
         if record.partial_volume_model_chosen is None:

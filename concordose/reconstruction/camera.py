@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 MU_LEAD_208KEV_PER_MM = 0.915 * 11.35 / 10.0
 """Lead at 208 keV, /mm (NIST XCOM, log-log between 200 and 300 keV; module docstring)."""
@@ -96,5 +97,7 @@ class CameraModel:
         return math.hypot(self.intrinsic_fwhm_mm, self.collimator.geometric_fwhm_mm(distance_mm))
 
 
-COLLIMATORS: dict[str, Collimator] = {"ge_megp": GE_MEGP, "siemens_me": SIEMENS_ME}
+CollimatorName = Literal["ge_megp", "siemens_me"]
+"""Identifiers of the modelled collimators (:data:`COLLIMATORS`)."""
+COLLIMATORS: dict[CollimatorName, Collimator] = {"ge_megp": GE_MEGP, "siemens_me": SIEMENS_ME}
 """The modelled collimators by the identifier a site protocol names them with."""

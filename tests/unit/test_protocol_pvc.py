@@ -13,12 +13,15 @@ import pytest
 from concordose.calibration.protocol import PartialVolumeModel, PartialVolumeRules, load_protocol
 from concordose.calibration.records import CalibrationRecord
 from concordose.errors import ConfigurationError
+from concordose.phantoms.camera_model import site_reconstruction
+from concordose.phantoms.site_profiles import CONSORTIUM_SITES
 from concordose.quant.pvc import (
     BACKGROUND_MODEL,
     DEFAULT_BACKGROUND_GAP_MM,
     DEFAULT_BACKGROUND_WIDTH_MM,
     GTM_MODEL,
     GTM_PLATFORM_MODEL,
+    PERTURBATION_GTM_MODEL,
     PHANTOM_CHOICE,
     RECOVERY_ONLY_MODEL,
     partial_volume_unavailable,
@@ -47,6 +50,7 @@ def test_default_is_the_gtm_on_platform_vois_and_matches_the_library() -> None:
         RECOVERY_ONLY_MODEL,
         GTM_MODEL,
         GTM_PLATFORM_MODEL,
+        PERTURBATION_GTM_MODEL,
         PHANTOM_CHOICE,
     }
 
@@ -142,3 +146,35 @@ def test_v4_rows_upgrade_with_nulls() -> None:
     }
     unit = VOI_TIMEPOINTS.schema.field("local_background_mbq_per_ml").metadata[b"unit"]
     assert unit == b"MBq/mL"
+
+
+def test_perturbation_gtm_needs_the_sites_reconstruction(tmp_path: Path) -> None:
+    """The perturbation GTM reconstructs through the site's OSEM: a protocol choosing it without
+    a reconstruction: block is refused at load, naming what is missing; with one it loads."""
+    folder = _folder(tmp_path, "partial_volume_correction: {model: perturbation_gtm}\n")
+    with pytest.raises(ConfigurationError) as caught:
+        load_protocol("milan", folder)
+    assert "reconstruction" in str(caught.value)
+    assert "milan.yaml" in str(caught.value)
+    (folder / "milan.yaml").write_text(
+        "partial_volume_correction: {model: perturbation_gtm}\n"
+        "reconstruction: {collimator: siemens_me, radius_of_rotation_mm: 210, n_views: 60,\n"
+        "                 iterations: 6, subsets: 8, resolution_recovery: true}\n"
+    )
+    protocol = load_protocol("milan", folder)
+    assert protocol.partial_volume_correction.model == PERTURBATION_GTM_MODEL
+    assert protocol.reconstruction is not None
+    assert protocol.reconstruction.camera().collimator.name.startswith("Siemens ME")
+    (folder / "milan.yaml").write_text(
+        "reconstruction: {collimator: lehr, radius_of_rotation_mm: 210, n_views: 60,\n"
+        "                 iterations: 6, subsets: 8, resolution_recovery: true}\n"
+    )
+    with pytest.raises(ConfigurationError, match=r"reconstruction\.collimator"):
+        load_protocol("milan", folder)
+
+
+def test_the_packaged_sites_record_the_reconstruction_the_generator_uses() -> None:
+    """Each consortium site's packaged protocol records the camera, views and OSEM settings its
+    realistic images are formed with (the perturbation GTM's system model)."""
+    for site in CONSORTIUM_SITES:
+        assert load_protocol(site.site_id).reconstruction == site_reconstruction(site)

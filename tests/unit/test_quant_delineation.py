@@ -26,6 +26,7 @@ from concordose.quant.gtm import (
     EXTENT_BACKGROUND_SHELL,
     EXTENT_FALLBACK,
     FWHM_PER_SIGMA,
+    GaussianSpread,
     body_outline,
     extent_activity,
     grown_mask,
@@ -245,7 +246,7 @@ def test_a_negative_local_background_is_taken_as_none() -> None:
         np.array([10.0, 1.0]),
         body=body,
         spacing_mm_zyx=spacing,
-        sigma_zyx_voxels=sigma_voxels(FWHM_MM, spacing),
+        spread=GaussianSpread(image.shape, sigma_voxels(FWHM_MM, spacing)),
         margin_mm=margin_mm,
         background_index=1,
     )

@@ -31,16 +31,20 @@ from concordose.calibration.calibrate import SiteCalibration, calibrate_site
 from concordose.calibration.ledger import read_ledger
 from concordose.calibration.records import CalibrationRecord
 from concordose.calibration.registry import SiteRegistry
+from concordose.errors import ConfigurationError
 from concordose.kinetics.registry import fit_methods
 from concordose.kinetics.uncertainty import correlated_relative_sd
+from concordose.phantoms.camera_model import site_reconstruction
 from concordose.phantoms.consortium import Realism, generate_consortium
 from concordose.phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
+from concordose.pipeline import quantify as quantify_module
 from concordose.pipeline.assembly import CycleStudy, assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.quantify import (
     CycleTimeActivity,
     quantify_cycle,
     quantify_cycle_per_protocol,
+    reconstruction_model_for,
     uncorrected_loss_relative_sd,
 )
 from concordose.quant.delineation import threshold_fraction
@@ -50,11 +54,13 @@ from concordose.quant.pvc import (
     GTM_MODEL,
     GTM_PLATFORM_MODEL,
     NO_CORRECTION,
+    PERTURBATION_GTM_MODEL,
     PHANTOM_CHOICE,
     STATUS_OK,
     chosen_psf_fwhm,
     psf_from_record,
 )
+from concordose.reconstruction.protocol import ReconstructionModel
 from concordose.results.calibration_table import build_site_calibrations
 from concordose.results.cycle_tables import CycleIdentity, build_cycle_tables
 from concordose.results.provenance import Provenance
@@ -520,3 +526,69 @@ def test_phantom_choice_applies_the_model_the_record_chose(runs: dict[str, SiteR
     assert declined.partial_volume_model == NO_CORRECTION
     np.testing.assert_array_equal(declined.activity_mbq, run.plain.activity_mbq)
     assert all("found no model better than none" in s for s in declined.partial_volume_status)
+
+
+def test_perturbation_gtm_reconstructs_every_region_through_the_sites_protocol(
+    runs: dict[str, SiteRun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """perturbation_gtm in the cycle's quantification: refused without the site's
+    reconstruction; with it, one OSEM of the baseline and one per region (every VOI and the
+    background) at every time point, on the platform's VOIs, published under its own name
+    with values of its own (not the Gaussian's) and the two models' disagreement as PSF term;
+    a cycle without CT falls back to the Gaussian GTM at every time point, saying so per VOI.
+    (Accuracy against truth: tests/unit/test_quant_perturbation_gtm.py; this consortium's
+    images are Gaussian blurs, not OSEM, so it is not asserted here.)"""
+    site = consortium_site(SITES[-1])  # grandrapids: no resolution recovery, the fastest OSEM
+    run = runs[site.site_id]
+    with pytest.raises(ConfigurationError, match="reconstruction"):
+        quantify_cycle(
+            run.cycle,
+            run.record,
+            partial_volume_correction=True,
+            partial_volume_model=PERTURBATION_GTM_MODEL,
+        )
+    images = 0
+    real_image = ReconstructionModel.image
+
+    def counted(self: ReconstructionModel, concentration: np.ndarray) -> np.ndarray:
+        nonlocal images
+        images += 1
+        return real_image(self, concentration)
+
+    monkeypatch.setattr(ReconstructionModel, "image", counted)
+    settings_site = site_reconstruction(site)
+    settings = {
+        "partial_volume_correction": True,
+        "partial_volume_model": PERTURBATION_GTM_MODEL,
+        "reconstruction": settings_site,
+    }
+    perturbed = quantify_cycle(run.cycle, run.record, **settings)  # type: ignore[arg-type]
+    gaussian = quantify_cycle(
+        run.cycle,
+        run.record,
+        partial_volume_correction=True,
+        partial_volume_model=GTM_PLATFORM_MODEL,
+    )
+    n_points, n_vois = len(run.cycle.time_points), len(perturbed.labels)
+    assert images == n_points * (n_vois + 2)
+    assert perturbed.partial_volume_model == PERTURBATION_GTM_MODEL
+    assert perturbed.partial_volume_status == (STATUS_OK,) * n_vois
+    assert np.isfinite(perturbed.activity_mbq).all()
+    assert not np.allclose(perturbed.activity_mbq, gaussian.activity_mbq, rtol=1e-3)
+    np.testing.assert_allclose(perturbed.volume_ml, gaussian.volume_ml)  # the platform's VOIs
+    assert perturbed.partial_volume_relative_sd is not None
+    assert np.isfinite(perturbed.partial_volume_relative_sd).all()
+    # Where a time point's CT is missing (or its grid not isotropic) the Gaussian GTM stands in
+    assert reconstruction_model_for((), run.cycle.time_points[0].acquisition, settings_site)[
+        1
+    ].startswith("no CT")
+    monkeypatch.setattr(
+        quantify_module, "reconstruction_model_for", lambda *_: (None, "no CT (test)")
+    )
+    images = 0
+    fallen_back = quantify_cycle(run.cycle, run.record, **settings)  # type: ignore[arg-type]
+    assert images == 0
+    np.testing.assert_allclose(fallen_back.activity_mbq, gaussian.activity_mbq)
+    assert all(
+        note.count("no CT (test)") == n_points for note in fallen_back.partial_volume_fallback
+    ), fallen_back.partial_volume_fallback
