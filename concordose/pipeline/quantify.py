@@ -541,7 +541,7 @@ def quantify_cycle(
                     for voi_index in range(len(vois)):
                         gtm_fallback[voi_index].append(f"time point {index}: {why_not}")
             if model is not None:
-                corrected_now, gaussian_now = perturbation_gtm_correct(
+                perturbed = perturbation_gtm_correct(
                     concentration,
                     voi_crops(voi_set.masks),
                     body=body_outline(concentration),
@@ -551,6 +551,10 @@ def quantify_cycle(
                     extent_margin_mm=extent_margin_mm,
                     extent_vois=extent_vois,
                 )
+                corrected_now, gaussian_now = perturbed.corrected, perturbed.gaussian
+                if perturbed.fallback:
+                    for voi_index in range(len(vois)):
+                        gtm_fallback[voi_index].append(f"time point {index}: {perturbed.fallback}")
                 sd_now = model_disagreement_sd(corrected_now, gaussian_now)
             else:
                 corrected_now, sd_now = gtm_fwhm_sensitivity(

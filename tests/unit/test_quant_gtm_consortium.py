@@ -570,7 +570,7 @@ def test_perturbation_gtm_reconstructs_every_region_through_the_sites_protocol(
         partial_volume_model=GTM_PLATFORM_MODEL,
     )
     n_points, n_vois = len(run.cycle.time_points), len(perturbed.labels)
-    assert images == n_points * (n_vois + 2)
+    assert images == n_points * (n_vois + 3)  # baseline, each region, the check
     assert perturbed.partial_volume_model == PERTURBATION_GTM_MODEL
     assert perturbed.partial_volume_status == (STATUS_OK,) * n_vois
     assert np.isfinite(perturbed.activity_mbq).all()

@@ -83,11 +83,15 @@ def test_perturbation_gtm_recovers_what_the_sites_osem_loses(
     assert measured_mbq[1] / true_mbq[1] < 0.9
     vois = voi_crops(masks)
     body = truth > 0.0
-    corrected, gaussian = perturbation_gtm_correct(
+    result = perturbation_gtm_correct(
         image, vois, body=body, spacing_mm_zyx=spacing, fwhm_mm=12.0, model=model
     )
+    corrected, gaussian = result.corrected, result.gaussian
     np.testing.assert_allclose(corrected.activity_mbq / true_mbq, 1.0, atol=0.015)
     assert corrected.status == ("ok", "ok")
+    # the step was checked and taken: the site's OSEM of its solution matches the image
+    assert result.fallback == ""
+    assert result.misfit_after < 0.1 * result.misfit_before
     # the start was the Gaussian GTM of the FWHM given
     np.testing.assert_allclose(
         gaussian.activity_mbq,
@@ -139,3 +143,32 @@ def test_the_model_term_is_half_the_two_models_disagreement() -> None:
 
     sd = model_disagreement_sd(correction([10.0, np.nan, 5.0]), correction([14.0, 3.0, np.nan]))
     np.testing.assert_array_equal(sd, [2.0, np.nan, 0.0])
+
+
+def test_a_step_the_reconstruction_does_not_bear_out_is_rejected(
+    scene: tuple[ReconstructionModel, NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]],
+) -> None:
+    """When the site's reconstruction of the solution misses the measured region means by more
+    than that of the Gaussian start (OSEM far from linear between them), the Gaussian GTM is
+    published and the fallback says why. Simulated: a model whose last image (the check) is
+    off by a factor 2."""
+    _, image, truth, masks = scene
+    vois = voi_crops(masks)
+    n_regions = len(vois) + 1  # and the background
+
+    class OffOnTheCheck(ReconstructionModel):
+        calls = 0
+
+        def image(self, concentration: NDArray[np.float64]) -> NDArray[np.float64]:
+            OffOnTheCheck.calls += 1
+            scale = 2.0 if OffOnTheCheck.calls > 1 + n_regions else 1.0
+            return scale * super().image(concentration)
+
+    off = OffOnTheCheck(SITE, np.where(truth > 0.0, MU_WATER_PER_MM, 0.0), (VOXEL_MM,) * 3)
+    result = perturbation_gtm_correct(
+        image, vois, body=truth > 0.0, spacing_mm_zyx=(VOXEL_MM,) * 3, fwhm_mm=12.0, model=off
+    )
+    assert OffOnTheCheck.calls == 2 + n_regions
+    assert result.fallback.startswith("perturbation GTM step rejected")
+    assert result.corrected is result.gaussian
+    assert result.misfit_after > result.misfit_before
