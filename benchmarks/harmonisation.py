@@ -42,9 +42,9 @@ object (:func:`delineation_spread`), a difference no image correction removes, i
 ``perfect_camera_floor`` (:func:`delineation_floor`: the targets' own figures as a perfect
 camera would give them over the sites' VOIs, and ``floor_within_target``: false where no image
 correction on those VOIs can meet a target), and, when
-``harmonised_pvc`` ran ``gtm_platform_voi`` (lesions re-delineated by the platform's rule,
-``quant.delineation``; the default: set ``partial_volume_correction.model: gtm`` in
-``schemas/protocols/default.yaml`` to measure the GTM on the sites' own VOIs instead),
+``harmonised_pvc`` ran ``gtm_platform_voi`` or ``perturbation_gtm`` (lesions re-delineated by
+the platform's rule, ``quant.delineation``; the default is ``gtm_platform_voi``: ``--pvc-model
+gtm`` measures the GTM on the sites' own VOIs instead),
 ``targets.evidence.delineation.platform`` the same spread for the platform's lesion volumes
 (:func:`platform_volume_spread`): what is left of the definitional difference once one rule
 draws every site's lesions. Per site (``tables.<mode>.per_site``, :func:`per_site_errors`), the
@@ -62,6 +62,7 @@ import math
 import os
 import tempfile
 import time
+import typing
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.diagnose_realistic_organs import ORGAN_GROUPS, diagnose, organ_group
+from concordose.calibration.protocol import PartialVolumeModel
 from concordose.consortium import ProcessingVariant, ReferenceObjectRegistry, cross_site_cov
 from concordose.flows.consortium import run_consortium
 from concordose.flows.demo import demo_pseudonym_key
@@ -79,7 +81,7 @@ from concordose.phantoms.consortium import Realism
 from concordose.phantoms.imaging import ImagingMode
 from concordose.phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
 from concordose.phantoms.virtual_patient import TISSUE_DENSITY_G_PER_ML, true_mean_dose_gy
-from concordose.quant.pvc import GTM_PLATFORM_MODEL
+from concordose.quant.pvc import GTM_PLATFORM_MODEL, PERTURBATION_GTM_MODEL
 from concordose.results.catalogue import read_current
 from concordose.results.object_store import open_object_store
 from concordose.settings import Settings
@@ -296,7 +298,8 @@ def delineation_floor(run: Path) -> dict[str, Any] | None:
 
 def platform_volume_spread(run: Path) -> dict[str, Any] | None:
     """The same as :func:`delineation_spread` for the VOIs the platform used in
-    ``harmonised_pvc`` (``gtm_platform_voi``: lesions re-delineated by one rule; organs' volume,
+    ``harmonised_pvc`` (``gtm_platform_voi`` or ``perturbation_gtm``: lesions re-delineated by
+    one rule; organs' volume,
     hence dose mass, the site's outline offset to the SPECT's edge, ``quant.organ_outline``):
     cross-site CoV of published volume / true volume per class (lesions by volume bin, organs
     by label), and per site the median ratio (lesions; organs). None when no cycle of the
@@ -307,7 +310,8 @@ def platform_volume_spread(run: Path) -> dict[str, Any] | None:
     )
     points = read_current(store, "voi_timepoints").to_pandas()
     points = points[
-        (points["time_point_index"] == 0) & (points["partial_volume_model"] == GTM_PLATFORM_MODEL)
+        (points["time_point_index"] == 0)
+        & points["partial_volume_model"].isin([GTM_PLATFORM_MODEL, PERTURBATION_GTM_MODEL])
     ]
     if points.empty:
         return None
@@ -694,9 +698,11 @@ def run_mode(
     patients: int,
     sites: Sequence[str],
     anatomy_realism: bool | None = None,
+    pvc_model: str | None = None,
 ) -> dict[str, Any]:
     """Regenerate and process the consortium in ``mode``; its summary. ``anatomy_realism``
-    overrides the mode's own choice (``realistic`` turns it on) to apportion the effects."""
+    overrides the mode's own choice (``realistic`` turns it on) to apportion the effects;
+    ``pvc_model`` replaces the protocols' partial-volume model in ``harmonised_pvc``."""
     consortium_preset, _ = PRESETS[preset]
     start = time.perf_counter()
     print(f"imaging {mode}: consortium preset {consortium_preset!r}, {patients} patient(s)")
@@ -718,6 +724,7 @@ def run_mode(
         ),
         progress=_Progress(),
         on_step=lambda message: print(f"  {message}", flush=True),
+        partial_volume_model=pvc_model,
     )
     summary = summarise(out)
     summary["wall_s"] = round(time.perf_counter() - start, 1)
@@ -726,6 +733,7 @@ def run_mode(
         "patients": patients,
         "sites": list(sites),
         "anatomy_realism": anatomy_realism,
+        "pvc_model": pvc_model,
         "wall_s": summary["wall_s"],
     }
     (out / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -874,6 +882,14 @@ def main() -> None:
         "(realistic: on), or forced on/off to apportion what limits harmonisation",
     )
     parser.add_argument(
+        "--pvc-model",
+        choices=typing.get_args(PartialVolumeModel),
+        default=None,
+        help="the partial-volume model of harmonised_pvc (default: the protocols', "
+        "gtm_platform_voi); e.g. perturbation_gtm, one OSEM reconstruction per region and "
+        "time point (realistic imaging: the sites' images are OSEM's)",
+    )
+    parser.add_argument(
         "--summarise",
         type=Path,
         default=None,
@@ -903,6 +919,7 @@ def main() -> None:
         else:
             args.preset = record["preset"]
             args.anatomy_realism = anatomy_realism_flag(record["anatomy_realism"])
+            args.pvc_model = record.get("pvc_model")
         args.preset = args.preset or "test"
     else:
         args.preset = args.preset or "test"
@@ -919,9 +936,11 @@ def main() -> None:
                     anatomy_realism=(
                         None if args.anatomy_realism == "mode" else args.anatomy_realism == "on"
                     ),
+                    pvc_model=args.pvc_model,
                 )
     document = report(summaries, preset=args.preset)
     document["anatomy_realism"] = args.anatomy_realism
+    document["pvc_model"] = args.pvc_model or "protocol default"
     if args.diagnose and "realistic" in modes:
         diagnosis = diagnose(
             preset=PRESETS[args.preset][0],

@@ -248,6 +248,7 @@ def run_consortium(
     on_step: Callable[[str], None] = lambda _message: None,
     imaging: ImagingMode = ImagingMode.BLUR,
     realism: Realism | None = None,
+    partial_volume_model: str | None = None,
 ) -> ConsortiumResult:
     """Generate, calibrate, receive, process per variant, compare, publish (module docstring).
 
@@ -256,6 +257,8 @@ def run_consortium(
     irregular lesions, breathing and each site's segmentation
     (:meth:`phantoms.consortium.Realism.of_imaging`). ``realism``, when given, replaces those
     switches altogether (e.g. realistic imaging of today's anatomy, to apportion the effects).
+    ``partial_volume_model`` replaces the protocols' partial-volume model in the correcting
+    variant (e.g. ``perturbation_gtm``, to measure it against the default); None keeps theirs.
 
     Raises:
         ConcordoseError: bad arguments (unknown preset, no site), a refused file, or nothing to
@@ -283,7 +286,12 @@ def run_consortium(
         raise ConcordoseError(str(exc)) from exc
     registry = SiteRegistry.load(generated.sites_path)
     configs = {
-        variant: write_variant_config(registry, variant, out_dir / "config" / variant.value)
+        variant: write_variant_config(
+            registry,
+            variant,
+            out_dir / "config" / variant.value,
+            partial_volume_model=partial_volume_model,
+        )
         for variant in VARIANTS
     }
     progress.start(len(generated.sites))

@@ -91,8 +91,14 @@ def _registry_document(registry: SiteRegistry, variant: ProcessingVariant) -> di
     return document
 
 
-def _write_protocols(folder: Path, site_ids: list[str], variant: ProcessingVariant) -> None:
-    """The packaged protocols with ``partial_volume_correction.enabled`` set for every site."""
+def _write_protocols(
+    folder: Path,
+    site_ids: list[str],
+    variant: ProcessingVariant,
+    partial_volume_model: str | None,
+) -> None:
+    """The packaged protocols with ``partial_volume_correction.enabled`` set for every site (and
+    its ``model`` replaced by ``partial_volume_model`` in a correcting variant, when given)."""
     shutil.copytree(packaged_protocol_dir(), folder, dirs_exist_ok=True)
     for site_id in site_ids:
         path = folder / f"{site_id}.yaml"
@@ -103,17 +109,25 @@ def _write_protocols(folder: Path, site_ids: list[str], variant: ProcessingVaria
             **rules.model_dump(mode="json"),
             "enabled": variant.partial_volume_correction,
         }
+        if partial_volume_model is not None and variant.partial_volume_correction:
+            overrides["partial_volume_correction"]["model"] = partial_volume_model
         path.write_text(yaml.safe_dump(overrides, sort_keys=False), encoding="utf-8")
+        load_protocol(site_id, folder)  # the override is valid (e.g. the model's inputs)
 
 
 def write_variant_config(
-    registry: SiteRegistry, variant: ProcessingVariant, folder: Path
+    registry: SiteRegistry,
+    variant: ProcessingVariant,
+    folder: Path,
+    *,
+    partial_volume_model: str | None = None,
 ) -> VariantConfig:
     """Write ``variant``'s site registry and protocol folder under ``folder`` (created).
 
     The registry keeps ``registry``'s sites and AE titles; its calibration records are the
     vendor's nominal factors (``raw``) or none but an empty ledger's (the harmonised ones, to be
-    filled by ``concordose calibrate``).
+    filled by ``concordose calibrate``). ``partial_volume_model`` replaces every site's
+    protocol model in the variant that corrects (None: the protocols' own).
 
     Raises:
         ConfigurationError: ``raw`` and a site without a nominal factor; an invalid protocol.
@@ -128,7 +142,9 @@ def write_variant_config(
         ledger_path = folder / VARIANT_LEDGER_NAME
         ledger_path.touch()
     protocol_dir = folder / "protocols"
-    _write_protocols(protocol_dir, [site.site_id for site in registry.sites], variant)
+    _write_protocols(
+        protocol_dir, [site.site_id for site in registry.sites], variant, partial_volume_model
+    )
     return VariantConfig(variant, sites_path, protocol_dir, ledger_path)
 
 

@@ -239,6 +239,34 @@ def test_variant_configs_apply_the_nominal_or_phantom_factor_and_switch_pvc(tmp_
         assert rules.collimators == load_protocol("milan").collimators
 
 
+def test_a_variant_config_may_replace_the_partial_volume_model(tmp_path: Path) -> None:
+    """The correcting variant takes the model asked for (the others stay uncorrected), with the
+    site's reconstruction the perturbation GTM needs; a model whose inputs the protocol lacks is
+    refused naming them."""
+    sites = registry(tmp_path)
+    for variant, enabled in (
+        (ProcessingVariant.HARMONISED, False),
+        (ProcessingVariant.HARMONISED_PVC, True),
+    ):
+        config = write_variant_config(
+            sites, variant, tmp_path / variant.value, partial_volume_model="perturbation_gtm"
+        )
+        protocol = load_protocol("milan", config.protocol_dir)
+        rules = protocol.partial_volume_correction
+        assert rules.enabled is enabled
+        assert rules.model == ("perturbation_gtm" if enabled else "gtm_platform_voi")
+        assert protocol.reconstruction == load_protocol("milan").reconstruction
+    bare = SiteRegistry.load(tmp_path / "sites.yaml")
+    bare_site = bare.sites[0].model_copy(update={"site_id": "nowhere"})
+    with pytest.raises(ConfigurationError, match="reconstruction"):
+        write_variant_config(
+            bare.model_copy(update={"sites": [bare_site]}),
+            ProcessingVariant.HARMONISED_PVC,
+            tmp_path / "refused",
+            partial_volume_model="perturbation_gtm",
+        )
+
+
 def test_raw_variant_needs_every_site_s_nominal_factor(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="no nominal_calibration_factor_cps_per_mbq"):
         write_variant_config(registry(tmp_path, None), ProcessingVariant.RAW, tmp_path / "raw")
