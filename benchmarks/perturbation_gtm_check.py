@@ -57,7 +57,6 @@ from concordose.quant.gtm import body_outline, gtm_correct, voi_crops
 from concordose.quant.perturbation_gtm import perturbation_gtm_correct
 from concordose.quant.pvc import psf_from_record
 from concordose.reconstruction.attenuation import mu_per_mm_from_hu
-from concordose.reconstruction.osem import osem
 from concordose.reconstruction.projector import FWHM_PER_SIGMA
 from concordose.reconstruction.protocol import ReconstructionModel
 
@@ -72,27 +71,14 @@ class ModelWithResidualScatter(ReconstructionModel):
     estimate (90 % of it) as OSEM's additive term (:mod:`phantoms.acquisition`)."""
 
     def image(self, concentration: FloatArray) -> FloatArray:
-        settings = self.reconstruction
         primary = np.clip(self.projector.forward(concentration), 0.0, None)
         sigma_bins = SCATTER_KERNEL_FWHM_MM / FWHM_PER_SIGMA / self.voxel_mm
         scatter = SCATTER_TO_PRIMARY * ndimage.gaussian_filter(
             primary, sigma=(0.0, sigma_bins, sigma_bins), mode="constant", truncate=4.0
         )
-        image = osem(
-            primary + scatter,
-            self.projector,
-            iterations=settings.iterations,
-            subsets=min(settings.subsets, settings.n_views),
-            resolution_modelling=settings.resolution_recovery,
-            additive=(1.0 - SCATTER_RESIDUAL_FRACTION) * scatter,
+        return self.reconstruct(
+            primary + scatter, additive=(1.0 - SCATTER_RESIDUAL_FRACTION) * scatter
         )
-        if settings.post_filter_fwhm_mm > 0.0:
-            image = ndimage.gaussian_filter(
-                image,
-                sigma=settings.post_filter_fwhm_mm / FWHM_PER_SIGMA / self.voxel_mm,
-                mode="nearest",
-            )
-        return image
 
 
 def check_site(site_id: str, *, patient_number: int, preset: str) -> list[dict[str, Any]]:

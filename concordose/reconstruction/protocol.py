@@ -130,15 +130,22 @@ class ReconstructionModel:
 
     def image(self, concentration: FloatArray) -> FloatArray:
         """The site's noise-free reconstruction of ``concentration`` (same units, same grid)."""
-        settings = self.reconstruction
         # the FFT leaves rounding residue of ±1e-12 around zero: clip before OSEM's ratios
-        projections = np.clip(self.projector.forward(concentration), 0.0, None)
+        return self.reconstruct(np.clip(self.projector.forward(concentration), 0.0, None))
+
+    def reconstruct(
+        self, projections: FloatArray, *, additive: FloatArray | None = None
+    ) -> FloatArray:
+        """The site's OSEM of ``projections`` (this grid's views), with ``additive`` expected
+        counts in its forward model (e.g. a scatter estimate), then its post-filter."""
+        settings = self.reconstruction
         image = osem(
             projections,
             self.projector,
             iterations=settings.iterations,
             subsets=min(settings.subsets, settings.n_views),
             resolution_modelling=settings.resolution_recovery,
+            additive=additive,
         )
         if settings.post_filter_fwhm_mm > 0.0:
             image = ndimage.gaussian_filter(
