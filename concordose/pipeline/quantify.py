@@ -386,8 +386,12 @@ def quantify_cycle(
     point, the attenuation from that time point's CT, ``pipeline.attenuation_map``), around
     the Gaussian GTM's estimate; the PSF-model term of ``partial_volume_relative_sd`` is half
     the difference between the two (the Gaussian's FWHM derivative does not apply). A time
-    point without a CT, or whose grid the projector cannot model (anisotropic voxels), gets the
-    Gaussian GTM, listed in ``partial_volume_fallback``.
+    point without a CT, whose grid the projector cannot model (anisotropic voxels), or whose
+    perturbation step the site's reconstruction does not bear out
+    (``quant.perturbation_gtm.PerturbationGtm.fallback``) gets the Gaussian GTM, listed in
+    ``partial_volume_fallback``. Memory: the projector keeps every view's attenuation factors
+    (views × SPECT voxels × 4 bytes: 377 MB for 60 views of 128 × 128 × 96) while a time point
+    is corrected.
 
     Raises:
         UnreadableDicomError, StudyIncompleteError: from the readers, naming the file at fault.
