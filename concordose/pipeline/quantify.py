@@ -536,31 +536,32 @@ def quantify_cycle(
                 None if sphere_fwhm_mm is None else EXTENT_MARGIN_FWHM * sphere_fwhm_mm
             )
             extent_vois = tuple(not flag for flag in lesion) if platform else ()
-            model = None
+            perturbed = None
             if perturbation and reconstruction is not None:
                 model, why_not = reconstruction_model_for(
                     point.ct_files, acquisition, reconstruction
                 )
-                if model is None:
+                if model is not None:
+                    perturbed = perturbation_gtm_correct(
+                        concentration,
+                        voi_crops(voi_set.masks),
+                        body=body_outline(concentration),
+                        spacing_mm_zyx=(spacing[0], spacing[1], spacing[2]),
+                        fwhm_mm=psf[0],
+                        model=model,
+                        extent_margin_mm=extent_margin_mm,
+                        extent_vois=extent_vois,
+                    )
+                    why_not = perturbed.fallback
+                if why_not:
                     for voi_index in range(len(vois)):
                         gtm_fallback[voi_index].append(f"time point {index}: {why_not}")
-            if model is not None:
-                perturbed = perturbation_gtm_correct(
-                    concentration,
-                    voi_crops(voi_set.masks),
-                    body=body_outline(concentration),
-                    spacing_mm_zyx=(spacing[0], spacing[1], spacing[2]),
-                    fwhm_mm=psf[0],
-                    model=model,
-                    extent_margin_mm=extent_margin_mm,
-                    extent_vois=extent_vois,
-                )
+            if perturbed is not None and not perturbed.fallback:
                 corrected_now, gaussian_now = perturbed.corrected, perturbed.gaussian
-                if perturbed.fallback:
-                    for voi_index in range(len(vois)):
-                        gtm_fallback[voi_index].append(f"time point {index}: {perturbed.fallback}")
                 sd_now = model_disagreement_sd(corrected_now, gaussian_now)
             else:
+                # the Gaussian GTM, with its own SD terms, wherever the perturbation GTM was not
+                # taken (not asked for, no CT, its step rejected)
                 corrected_now, sd_now = gtm_fwhm_sensitivity(
                     concentration,
                     voi_crops(voi_set.masks),

@@ -48,8 +48,9 @@ from concordose.pipeline.quantify import (
     uncorrected_loss_relative_sd,
 )
 from concordose.quant.delineation import threshold_fraction
-from concordose.quant.gtm import GtmCorrection, gtm_fwhm_sensitivity
+from concordose.quant.gtm import GtmCorrection, gtm_correct, gtm_fwhm_sensitivity
 from concordose.quant.organ_outline import FAINT, FITTED
+from concordose.quant.perturbation_gtm import PerturbationGtm
 from concordose.quant.pvc import (
     GTM_MODEL,
     GTM_PLATFORM_MODEL,
@@ -592,3 +593,24 @@ def test_perturbation_gtm_reconstructs_every_region_through_the_sites_protocol(
     assert all(
         note.count("no CT (test)") == n_points for note in fallen_back.partial_volume_fallback
     ), fallen_back.partial_volume_fallback
+    # A rejected step publishes the Gaussian GTM with the Gaussian's own SD terms (not a zero
+    # model term), and says so per VOI
+    monkeypatch.setattr(quantify_module, "reconstruction_model_for", reconstruction_model_for)
+
+    def rejecting(
+        image: np.ndarray, vois: Any, *, model: ReconstructionModel, **kwargs: Any
+    ) -> PerturbationGtm:
+        start = gtm_correct(image, vois, **kwargs)
+        return PerturbationGtm(start, start, "step rejected (test)", 0.1, 0.2)
+
+    monkeypatch.setattr(quantify_module, "perturbation_gtm_correct", rejecting)
+    rejected = quantify_cycle(run.cycle, run.record, **settings)  # type: ignore[arg-type]
+    np.testing.assert_allclose(rejected.activity_mbq, gaussian.activity_mbq)
+    assert gaussian.partial_volume_relative_sd is not None
+    assert rejected.partial_volume_relative_sd is not None
+    np.testing.assert_allclose(
+        rejected.partial_volume_relative_sd, gaussian.partial_volume_relative_sd
+    )
+    assert all(
+        note.count("step rejected (test)") == n_points for note in rejected.partial_volume_fallback
+    )
