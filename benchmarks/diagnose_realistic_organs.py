@@ -78,6 +78,7 @@ from concordose.quant.gtm import (
 from concordose.quant.pvc import psf_from_record
 from concordose.quant.voi import CroppedMask
 from concordose.reconstruction.attenuation import mu_per_mm_from_hu
+from concordose.reconstruction.protocol import SiteReconstruction
 
 SEED = 20261124
 """The consortium's default seed (``phantoms.consortium.generate_consortium``)."""
@@ -87,8 +88,16 @@ PERTURBATION = 0.05
 FloatArray = NDArray[np.float64]
 
 
-def site_record(site: SiteProfile, grid_preset: str, folder: Path) -> CalibrationRecord:
-    """The site's calibration record from its realistic, noisy phantom scans."""
+def site_record(
+    site: SiteProfile,
+    grid_preset: str,
+    folder: Path,
+    *,
+    reconstruction: SiteReconstruction | None = None,
+) -> CalibrationRecord:
+    """The site's calibration record from its realistic, noisy phantom scans (with the window's
+    scatter fitted through ``reconstruction`` when given, as ``concordose calibrate`` does for
+    a protocol whose model images through it)."""
     cylinder, nema = scan_site_phantoms(
         site, folder, seed=SEED, preset=grid_preset, noise=True, imaging=ImagingMode.REALISTIC
     )
@@ -99,6 +108,7 @@ def site_record(site: SiteProfile, grid_preset: str, folder: Path) -> Calibratio
         record_id=f"{site.site_id}-diagnosis",
         valid_from=date(2026, 1, 1),
         ledger=None,
+        reconstruction=reconstruction,
     )
     return calibration.record
 

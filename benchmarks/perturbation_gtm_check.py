@@ -14,13 +14,16 @@ error against truth of:
 * ``perturbation``: the platform's perturbation GTM (``quant.perturbation_gtm``) with the site's
   packaged ``reconstruction:`` protocol (``phantoms.camera_model.site_reconstruction``), μ from
   the scene's CT — as ``perturbation_gtm`` runs in the pipeline, on the true outlines;
-* ``perturbation_with_residual_scatter``: the same with the generator's residual scatter added
-  to the system model (the scatter the site's correction leaves, :mod:`phantoms.acquisition`):
-  what is left once the reconstruction is modelled in full. The platform cannot know this
-  term from a site's protocol; the difference between the two is what it costs.
+* ``perturbation_calibrated_scatter``: the same with the photopeak window's scatter and its
+  correction inside OSEM in the system model, its scatter-to-primary ratio fitted on the site's
+  noisy NEMA phantom (``calibration.scatter``: the record's ``scatter_to_primary``) — as
+  ``perturbation_gtm`` now runs in the pipeline;
+* ``perturbation_exact_scatter``: the same with the generator's own scatter (ratio, kernel and
+  the 10 % its correction leaves, :mod:`phantoms.acquisition`): the system model in full.
 
-Both perturbation variants model the generator's own projector and OSEM exactly (an inverse
-crime): this measures the method's ceiling, not its robustness to a vendor's reconstruction.
+Every perturbation variant models the generator's own projector and OSEM exactly (an inverse
+crime), and the scatter variants its kernel's width: this measures the method's ceiling and
+what the calibrated ratio costs against it, not robustness to a vendor's reconstruction.
 (≈ 3 min per site on the ``harmonisation`` preset.)
 """
 
@@ -35,7 +38,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from benchmarks.diagnose_realistic_organs import (
     ORGAN_GROUPS,
@@ -45,11 +47,7 @@ from benchmarks.diagnose_realistic_organs import (
     site_record,
     time_point_number,
 )
-from concordose.phantoms.acquisition import (
-    SCATTER_KERNEL_FWHM_MM,
-    SCATTER_RESIDUAL_FRACTION,
-    SCATTER_TO_PRIMARY,
-)
+from concordose.phantoms.acquisition import GENERATOR_SCATTER
 from concordose.phantoms.camera_model import site_reconstruction
 from concordose.phantoms.consortium import CONSORTIUM_PRESETS, patient_scene
 from concordose.phantoms.site_profiles import CONSORTIUM_SITES, consortium_site
@@ -57,35 +55,30 @@ from concordose.quant.gtm import body_outline, gtm_correct, voi_crops
 from concordose.quant.perturbation_gtm import perturbation_gtm_correct
 from concordose.quant.pvc import psf_from_record
 from concordose.reconstruction.attenuation import mu_per_mm_from_hu
-from concordose.reconstruction.projector import FWHM_PER_SIGMA
 from concordose.reconstruction.protocol import ReconstructionModel
 
 FloatArray = NDArray[np.float64]
 TIME_POINTS = (1, -1)
 """The first and the last time point of the patient's first cycle."""
-VARIANTS = ("gaussian", "perturbation", "perturbation_with_residual_scatter")
-
-
-class ModelWithResidualScatter(ReconstructionModel):
-    """The site's reconstruction with the generator's scatter in the data and its correction's
-    estimate (90 % of it) as OSEM's additive term (:mod:`phantoms.acquisition`)."""
-
-    def image(self, concentration: FloatArray) -> FloatArray:
-        primary = np.clip(self.projector.forward(concentration), 0.0, None)
-        sigma_bins = SCATTER_KERNEL_FWHM_MM / FWHM_PER_SIGMA / self.voxel_mm
-        scatter = SCATTER_TO_PRIMARY * ndimage.gaussian_filter(
-            primary, sigma=(0.0, sigma_bins, sigma_bins), mode="constant", truncate=4.0
-        )
-        return self.reconstruct(
-            primary + scatter, additive=(1.0 - SCATTER_RESIDUAL_FRACTION) * scatter
-        )
+VARIANTS = (
+    "gaussian",
+    "perturbation",
+    "perturbation_calibrated_scatter",
+    "perturbation_exact_scatter",
+)
 
 
 def check_site(site_id: str, *, patient_number: int, preset: str) -> list[dict[str, Any]]:
     """Per time point of :data:`TIME_POINTS`, every VOI's error (%) per variant."""
     site = consortium_site(site_id)
     with tempfile.TemporaryDirectory(prefix="concordose-pgtm-check-") as scratch:
-        record = site_record(site, CONSORTIUM_PRESETS[preset].grid_preset, Path(scratch))
+        record = site_record(
+            site,
+            CONSORTIUM_PRESETS[preset].grid_preset,
+            Path(scratch),
+            reconstruction=site_reconstruction(site),
+        )
+    calibrated = record.scatter_correction()
     fwhm_mm = psf_from_record(record)[0]
     patient, chosen, realism = diagnosed_patient(site, patient_number, preset)
     points = []
@@ -112,9 +105,10 @@ def check_site(site_id: str, *, patient_number: int, preset: str) -> list[dict[s
                 image, vois, body=body, spacing_mm_zyx=spacing, fwhm_mm=fwhm_mm
             ).activity_mbq
         }
-        for name, model_type in (
-            ("perturbation", ReconstructionModel),
-            ("perturbation_with_residual_scatter", ModelWithResidualScatter),
+        for name, scatter in (
+            ("perturbation", None),
+            ("perturbation_calibrated_scatter", calibrated),
+            ("perturbation_exact_scatter", GENERATOR_SCATTER),
         ):
             result = perturbation_gtm_correct(
                 image,
@@ -122,7 +116,7 @@ def check_site(site_id: str, *, patient_number: int, preset: str) -> list[dict[s
                 body=body,
                 spacing_mm_zyx=spacing,
                 fwhm_mm=fwhm_mm,
-                model=model_type(reconstruction, mu, spacing),
+                model=ReconstructionModel(reconstruction, mu, spacing, scatter=scatter),
             )
             activities[name] = result.corrected.activity_mbq
             checks[name] = {
@@ -133,6 +127,8 @@ def check_site(site_id: str, *, patient_number: int, preset: str) -> list[dict[s
         points.append(
             {
                 "site": site_id,
+                "scatter_to_primary_fitted": record.scatter_to_primary,
+                "scatter_to_primary_sd": record.scatter_to_primary_sd,
                 "time_h": patient.time_points_h[1][number - 1],
                 "checks": checks,
                 "vois": [

@@ -29,6 +29,7 @@ from typing import Protocol
 from concordose.calibration.calibrate import calibrate_site
 from concordose.calibration.ledger import append_record
 from concordose.calibration.phantom_geometry import PhantomKind
+from concordose.calibration.protocol import load_protocol
 from concordose.calibration.records import CalibrationRecord
 from concordose.calibration.registry import SiteRegistry
 from concordose.consortium import (
@@ -54,6 +55,7 @@ from concordose.phantoms.consortium import (
 )
 from concordose.phantoms.imaging import ImagingMode
 from concordose.phantoms.site_profiles import SiteProfile
+from concordose.reconstruction.protocol import SiteReconstruction
 from concordose.results.calibration_table import build_site_calibrations
 from concordose.results.catalogue import read_current
 from concordose.results.object_store import open_object_store
@@ -152,12 +154,28 @@ def protocol_folder(folder: Path) -> Iterator[None]:
             os.environ[PROTOCOL_DIR_ENV] = previous
 
 
+def _modelled_reconstruction(
+    site_id: str, protocol_dirs: Sequence[Path]
+) -> SiteReconstruction | None:
+    """The site's reconstruction in the first of ``protocol_dirs`` whose protocol images
+    through it (None: none does)."""
+    for folder in protocol_dirs:
+        reconstruction = load_protocol(site_id, folder).modelled_reconstruction()
+        if reconstruction is not None:
+            return reconstruction
+    return None
+
+
 def _calibrate(
     generated: GeneratedConsortium, configs: Sequence[VariantConfig], progress: ConsortiumProgress
 ) -> dict[str, CalibrationRecord]:
-    """Every site's record from its phantom scans, appended to each phantom-calibrated ledger."""
+    """Every site's record from its phantom scans, appended to each phantom-calibrated ledger.
+
+    The window's scatter is fitted too where the correcting variant's protocol images through
+    the site's reconstruction (``SiteProtocol.modelled_reconstruction``)."""
     records = {}
     ledgers = [c.ledger_path for c in configs if c.ledger_path is not None]
+    correcting = [c.protocol_dir for c in configs if c.variant.partial_volume_correction]
     for site in generated.sites:
         sheets = {scan.kind: scan.sheet_path for scan in reversed(site.phantom_scans)}
         # The first NEMA scan calibrates; further ones (realistic imaging's second contrast)
@@ -175,6 +193,7 @@ def _calibrate(
             ledger=None,
             created_by="concordose consortium",
             further_nema_sheets=further,
+            reconstruction=_modelled_reconstruction(profile.site_id, correcting),
         )
         uids = (
             calibration.cylinder.acquisition.study_uid,

@@ -55,6 +55,7 @@ from concordose.phantoms.camera_model import camera_model
 from concordose.phantoms.site_profiles import SiteProfile
 from concordose.reconstruction.osem import osem
 from concordose.reconstruction.projector import FWHM_PER_SIGMA, ProjectionGeometry, SpectProjector
+from concordose.reconstruction.scatter import ScatterCorrection
 
 SCATTER_TO_PRIMARY = 0.30
 """Photopeak-window scatter-to-primary ratio (modelling choice; module docstring)."""
@@ -62,6 +63,14 @@ SCATTER_KERNEL_FWHM_MM = 60.0
 """FWHM of the broad Gaussian that spreads scattered counts in the detector plane, mm."""
 SCATTER_RESIDUAL_FRACTION = 0.10
 """Fraction of the scatter the site's correction leaves in the data (modelling choice)."""
+GENERATOR_SCATTER = ScatterCorrection(
+    SCATTER_TO_PRIMARY,
+    residual_fraction=SCATTER_RESIDUAL_FRACTION,
+    kernel_fwhm_mm=SCATTER_KERNEL_FWHM_MM,
+)
+"""The generator's scatter and every site's correction of it, in the library's model form
+(:class:`concordose.reconstruction.scatter.ScatterCorrection`; the platform fits the ratio
+on each site's phantom, ``calibration.scatter``)."""
 
 
 @dataclass(frozen=True)
@@ -160,10 +169,7 @@ def realistic_image(
     counts_per_mbq = site.calibration_factor_cps_per_mbq * view_duration_s
     # The FFT leaves rounding residue of ±1e-12 counts around zero: clip before Poisson.
     primary = np.clip(projector.forward(activity_mbq * counts_per_mbq), 0.0, None)
-    sigma_bins = SCATTER_KERNEL_FWHM_MM / FWHM_PER_SIGMA / voxel_mm
-    scatter = SCATTER_TO_PRIMARY * ndimage.gaussian_filter(
-        primary, sigma=(0.0, sigma_bins, sigma_bins), mode="constant", truncate=4.0
-    )
+    scatter = GENERATOR_SCATTER.window_scatter(primary, voxel_mm)
     window = primary + scatter
     true_rate_cps = window.sum(axis=(1, 2)) / view_duration_s
     live = np.exp(-true_rate_cps * camera.dead_time_s)

@@ -38,6 +38,7 @@ from concordose.calibration.traceability import DoseCalibratorBias
 from concordose.dicom.nm import NMAcquisition
 from concordose.errors import ConfigurationError
 from concordose.quant.delineation import ThresholdCurve, threshold_surface
+from concordose.reconstruction.protocol import SiteReconstruction
 
 
 @dataclass(frozen=True)
@@ -166,12 +167,16 @@ def calibrate_site(
     ledger: Path | None,
     created_by: str | None = None,
     further_nema_sheets: Sequence[Path] = (),
+    reconstruction: SiteReconstruction | None = None,
 ) -> SiteCalibration:
     """Derive a calibration record and append it to ``ledger`` (when given).
 
     ``further_nema_sheets``: the same NEMA phantom scanned again at other sphere-to-background
     ratios (EARL: 4:1 and 10:1); with them the record carries the contrast-dependent lesion
     threshold (``delineation_threshold_scans``). Everything else comes from ``nema_sheet``.
+    ``reconstruction``: the site's acquisition and OSEM (its protocol's ``reconstruction:``);
+    with it the record carries the photopeak window's scatter-to-primary ratio fitted on the NEMA
+    lung insert (``scatter_to_primary``; :mod:`.scatter`), which the perturbation GTM models.
 
     Raises:
         ConfigurationError: sheets invalid, of another site, or of different set-ups.
@@ -184,7 +189,11 @@ def calibrate_site(
     )
     cylinder = analyse_cylinder(cylinder_sheet_data, cylinder_sheet.parent, calibrator)
     nema = analyse_nema(
-        nema_sheet_data, nema_sheet.parent, cylinder.calibration.cf_cps_per_mbq, calibrator
+        nema_sheet_data,
+        nema_sheet.parent,
+        cylinder.calibration.cf_cps_per_mbq,
+        calibrator,
+        reconstruction=reconstruction,
     )
     further = [
         (
@@ -256,6 +265,18 @@ def calibrate_site(
             None
             if nema.recovery_model_error is None
             else [round(r, 6) for r in nema.recovery_model_error.residuals]
+        ),
+        scatter_to_primary=(
+            None if nema.scatter is None else round(nema.scatter.correction.scatter_to_primary, 6)
+        ),
+        scatter_to_primary_sd=(
+            None if nema.scatter is None else round(nema.scatter.scatter_to_primary_sd, 6)
+        ),
+        scatter_residual_fraction=(
+            None if nema.scatter is None else nema.scatter.correction.residual_fraction
+        ),
+        scatter_kernel_fwhm_mm=(
+            None if nema.scatter is None else nema.scatter.correction.kernel_fwhm_mm
         ),
         partial_volume_model_chosen=(
             None if nema.partial_volume_evidence is None else nema.partial_volume_evidence.chosen

@@ -47,12 +47,13 @@ from concordose.calibration.recovery import (
     fit_recovery_curve,
     sphere_recovery,
 )
+from concordose.calibration.scatter import ScatterFit, fit_scatter_to_primary
 from concordose.calibration.sheet import CylinderSheet, NemaSheet
 from concordose.calibration.traceability import DoseCalibratorBias
 from concordose.calibration.uniform_cylinder import CalibrationFactorResult, calibration_factor
 from concordose.dicom.geometry import VolumeGeometry, voxel_centres_mm
 from concordose.dicom.nm import NMAcquisition, read_nm_counts, read_nm_header
-from concordose.errors import StudyIncompleteError
+from concordose.errors import ConfigurationError, StudyIncompleteError
 from concordose.quant.delineation import ThresholdCurve, measure_threshold_curve
 from concordose.quant.pvc import (
     BACKGROUND_MODEL,
@@ -62,6 +63,8 @@ from concordose.quant.pvc import (
 )
 from concordose.quant.recovery_model import RecoveryModelError
 from concordose.quant.voi import CroppedMask
+from concordose.reconstruction.attenuation_map import attenuation_map_mu_per_mm
+from concordose.reconstruction.protocol import SiteReconstruction
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,9 @@ class NemaAnalysis:
             than two spheres are detectable).
         recovery_model_error: each sphere's GTM residual in recovery units
             (``quant.recovery_model``; None when fewer than two spheres were corrected).
+        scatter: the photopeak window's scatter-to-primary ratio, fitted on the lung insert
+            through the site's reconstruction (``calibration.scatter``; None when no
+            reconstruction was given).
     """
 
     volumes_ml: npt.NDArray[np.float64]
@@ -109,6 +115,7 @@ class NemaAnalysis:
     large_object_psf: PsfFit | None = None
     threshold_curve: ThresholdCurve | None = None
     recovery_model_error: RecoveryModelError | None = None
+    scatter: ScatterFit | None = None
 
 
 def _scan(
@@ -252,11 +259,20 @@ def analyse_nema(
     sheet_dir: Path,
     calibration_factor_cps_per_mbq: float,
     calibrator: DoseCalibratorBias | None = None,
+    *,
+    reconstruction: SiteReconstruction | None = None,
 ) -> NemaAnalysis:
     """Recovery coefficients and the RC(V) curve from a NEMA scan, with the site's CF.
 
     ``calibrator``: the bias the CF was corrected for; the sheet's concentrations are corrected
     the same way (pass the same as to :func:`analyse_cylinder`, or RC is off by 1 + bias).
+    ``reconstruction``: the site's acquisition and OSEM; with it the scatter-to-primary ratio is
+    fitted on the lung insert (two to four OSEM reconstructions of the phantom, μ from the
+    scan's CT).
+
+    Raises:
+        ConfigurationError: ``reconstruction`` given and the sheet names no CT folder.
+        OutOfRangeError: the scatter cannot be fitted (``calibration.scatter``).
     """
     acquisition, counts = _scan(sheet, sheet_dir)
     geometry = acquisition.geometry
@@ -325,6 +341,25 @@ def analyse_nema(
         spacing_mm_zyx=phantom_model.spacing_mm_zyx,
         fwhm_mm=psf.fwhm_mm,
     )
+    scatter = None
+    if reconstruction is not None:
+        if sheet.scan.ct_folder is None:
+            raise ConfigurationError(
+                f"{sheet_dir}: the scatter is fitted through the site's reconstruction with μ "
+                "from the phantom's CT: expected scan.ct_folder on the sheet, found none"
+            )
+        ct_files = sorted((sheet_dir / sheet.scan.ct_folder).glob("*.dcm"))
+        try:
+            scatter = fit_scatter_to_primary(
+                concentration,
+                phantom_model,
+                sphere_mbq_per_ml=true_mbq_per_ml,
+                background_mbq_per_ml=background_mbq_per_ml,
+                mu_per_mm=attenuation_map_mu_per_mm(ct_files, geometry),
+                reconstruction=reconstruction,
+            )
+        except ValueError as exc:  # anisotropic voxels
+            raise ConfigurationError(f"{acquisition.path}: {exc}") from exc
     return NemaAnalysis(
         volumes,
         recovery,
@@ -338,6 +373,7 @@ def analyse_nema(
         partial_volume_evidence=evidence,
         large_object_psf=large_object_psf,
         threshold_curve=threshold_curve,
+        scatter=scatter,
         # the GTM's residual recovery per sphere: the model-error term of lesions' SD
         recovery_model_error=RecoveryModelError.from_phantom(
             [float(v) for v in phantom_model.volumes_ml],

@@ -296,6 +296,14 @@ class SiteProtocol(BaseModel):
             )
         return self
 
+    def modelled_reconstruction(self) -> SiteReconstruction | None:
+        """The site's reconstruction when its partial-volume model images through it (the
+        perturbation GTM, enabled or not), else None: what calibration fits the window's
+        scatter through (``calibration.scatter``), so the record holds what the model needs."""
+        if self.partial_volume_correction.model == "perturbation_gtm":
+            return self.reconstruction
+        return None
+
     def run_methods(
         self,
         kinetics_methods: str | Sequence[str] | None = None,

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from concordose.calibration.traceability import DoseCalibratorBias
 from concordose.errors import OutOfRangeError
 from concordose.quant.recovery_model import RecoveryModelError
+from concordose.reconstruction.scatter import ScatterCorrection
 
 
 class DelineationThresholdScan(BaseModel):
@@ -99,6 +100,16 @@ class CalibrationRecord(BaseModel):
             PSF's ω_ii, in units of its true concentration; ``quant.recovery_model``): the
             evidence of the recovery-model term of lesions' activity SD. ``None`` in older
             records (no such term).
+        scatter_to_primary, scatter_to_primary_sd, scatter_residual_fraction,
+        scatter_kernel_fwhm_mm: the photopeak window's scatter-to-primary ratio k and its
+            standard uncertainty, fitted on the NEMA phantom's cold lung insert through the
+            site's reconstruction (``calibration.scatter``), with the model's assumptions it was
+            fitted under: the share of the scatter the site's correction misses and the
+            scatter's FWHM in the detector plane, mm
+            (:class:`concordose.reconstruction.scatter.ScatterCorrection`); the perturbation GTM
+            images through it (:meth:`scatter_correction`). ``None``: not fitted (no
+            reconstruction given at calibration, or an older record): scatter-free data are
+            modelled.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -178,6 +189,42 @@ class CalibrationRecord(BaseModel):
     # --- recovery-model residuals (issue 15, item 5: small lesions' SD) ---
     recovery_model_volumes_ml: list[float] | None = None
     recovery_model_residuals: list[float] | None = None
+    # --- scatter in the system model (issue 15: fitted on the NEMA lung insert) ---
+    scatter_to_primary: float | None = Field(default=None, ge=0)
+    scatter_to_primary_sd: float | None = Field(default=None, ge=0)
+    scatter_residual_fraction: float | None = Field(default=None, gt=-1, lt=1)
+    scatter_kernel_fwhm_mm: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _scatter_complete(self) -> CalibrationRecord:
+        given = (
+            self.scatter_to_primary,
+            self.scatter_to_primary_sd,
+            self.scatter_residual_fraction,
+            self.scatter_kernel_fwhm_mm,
+        )
+        if len({value is None for value in given}) > 1:
+            raise ValueError(
+                "scatter_to_primary, scatter_to_primary_sd, scatter_residual_fraction and "
+                f"scatter_kernel_fwhm_mm: expected all or none, found {given!r}"
+            )
+        return self
+
+    def scatter_correction(self) -> ScatterCorrection | None:
+        """The window's scatter the perturbation GTM images through (None: not fitted)."""
+        if (
+            self.scatter_to_primary is None
+            or self.scatter_residual_fraction is None
+            or self.scatter_kernel_fwhm_mm is None
+        ):
+            return None
+        return ScatterCorrection(
+            self.scatter_to_primary,
+            residual_fraction=self.scatter_residual_fraction,
+            kernel_fwhm_mm=self.scatter_kernel_fwhm_mm,
+        )
+
+    # --- end scatter in the system model ---
 
     @model_validator(mode="after")
     def _residuals_per_sphere(self) -> CalibrationRecord:

@@ -839,6 +839,10 @@ def calibrate(
 ) -> None:
     """Derive CF and the RC curve from a site's phantom scans; append them to the ledger.
 
+    When the site's protocol corrects partial volume through its reconstruction
+    (perturbation_gtm), the photopeak window's scatter-to-primary ratio is fitted on the NEMA
+    phantom's lung insert too (two to four OSEM reconstructions of it, μ from its CT).
+
     Example: concordose calibrate --site milan --sites sites.yaml \\
     --record-id milan-2026-01 --valid-from 2026-01-01 \\
     --cylinder cyl/calibration_sheet.yaml --nema nema/calibration_sheet.yaml
@@ -846,6 +850,7 @@ def calibrate(
     from datetime import date
 
     from concordose.calibration.calibrate import calibrate_site
+    from concordose.calibration.protocol import load_protocol
     from concordose.calibration.registry import SiteRegistry
 
     def run() -> None:
@@ -870,6 +875,7 @@ def calibrate(
             valid_from=first_day,
             ledger=registry.calibration_ledger,
             further_nema_sheets=tuple(nema_second or ()),
+            reconstruction=load_protocol(site, registry.protocol_dir).modelled_reconstruction(),
         )
         record = result.record
         uncertainty = record.calibration_factor_relative_uncertainty or 0.0
@@ -908,6 +914,14 @@ def calibrate(
                 "sphere activity RMS error (leave-one-out) "
                 + ", ".join(f"{name} {value:.1%}" for name, value in evidence.items())
                 + f"; chosen: {record.partial_volume_model_chosen}"
+            )
+        scatter = result.nema.scatter
+        if scatter is not None:
+            console.print(
+                f"scatter-to-primary ratio {scatter.correction.scatter_to_primary:.3f} ± "
+                f"{scatter.scatter_to_primary_sd:.3f} (lung insert core / background: measured "
+                f"{scatter.lung_ratio_measured:.3f}, the site's reconstruction of scatter-free "
+                f"data {scatter.lung_ratio_without:.3f}, fitted {scatter.lung_ratio_fitted:.3f})"
             )
         version = result.entry.version if result.entry else 0
         console.print(

@@ -27,7 +27,6 @@ from concordose.errors import ConfigurationError
 from concordose.kinetics.uncertainty import correlated_relative_sd
 from concordose.pipeline.alignment import TimePointAlignment, align_time_points
 from concordose.pipeline.assembly import CycleStudy
-from concordose.pipeline.attenuation_map import attenuation_map_mu_per_mm
 from concordose.pipeline.result_cache import ResultCache
 from concordose.pipeline.time_point_activity import time_point_activity_mbq
 from concordose.quant.delineation import (
@@ -73,7 +72,9 @@ from concordose.quant.voi import (
     voi_shapes,
     voi_totals,
 )
+from concordose.reconstruction.attenuation_map import attenuation_map_mu_per_mm
 from concordose.reconstruction.protocol import ReconstructionModel, SiteReconstruction
+from concordose.reconstruction.scatter import ScatterCorrection
 
 UNIT_DENSITY_G_PER_ML = 1.0
 
@@ -383,8 +384,10 @@ def quantify_cycle(
     ``partial_volume_model="perturbation_gtm"`` is ``gtm_platform_voi`` with every region's
     spread taken through the site's own reconstruction (``reconstruction``, the protocol's) by
     perturbation (``quant.perturbation_gtm``: one OSEM reconstruction per region and time
-    point, the attenuation from that time point's CT, ``pipeline.attenuation_map``), around
-    the Gaussian GTM's estimate; the PSF-model term of ``partial_volume_relative_sd`` is half
+    point, the attenuation from that time point's CT, ``reconstruction.attenuation_map``, the
+    photopeak window's scatter and its correction as the calibration record fitted them on the
+    site's NEMA phantom, ``CalibrationRecord.scatter_correction``), around the Gaussian GTM's
+    estimate; the PSF-model term of ``partial_volume_relative_sd`` is half
     the difference between the two (the Gaussian's FWHM derivative does not apply). A time
     point without a CT, whose grid the projector cannot model (anisotropic voxels), or whose
     perturbation step the site's reconstruction does not bear out
@@ -539,7 +542,10 @@ def quantify_cycle(
             perturbed = None
             if perturbation and reconstruction is not None:
                 model, why_not = reconstruction_model_for(
-                    point.ct_files, acquisition, reconstruction
+                    point.ct_files,
+                    acquisition,
+                    reconstruction,
+                    scatter=calibration.scatter_correction(),
                 )
                 if model is not None:
                     perturbed = perturbation_gtm_correct(
@@ -708,9 +714,12 @@ def reconstruction_model_for(
     ct_files: Sequence[Path],
     acquisition: NMAcquisition,
     reconstruction: SiteReconstruction,
+    *,
+    scatter: ScatterCorrection | None = None,
 ) -> tuple[ReconstructionModel | None, str]:
-    """The site's reconstruction on a time point's grid, with μ from its CT; or None and why
-    the perturbation GTM cannot run there (the Gaussian GTM is used instead)."""
+    """The site's reconstruction on a time point's grid, with μ from its CT and the window's
+    scatter fitted at calibration (``scatter``; None: scatter-free data); or None and why the
+    perturbation GTM cannot run there (the Gaussian GTM is used instead)."""
     if not ct_files:
         return None, "no CT in the SPECT's frame of reference: Gaussian GTM at this time point"
     geometry = acquisition.geometry
@@ -721,6 +730,7 @@ def reconstruction_model_for(
                 reconstruction,
                 attenuation_map_mu_per_mm(ct_files, geometry),
                 (spacing[0], spacing[1], spacing[2]),
+                scatter=scatter,
             ),
             "",
         )

@@ -2,8 +2,10 @@
 
 A rotation-based projector with attenuation and a depth-dependent collimator-detector response
 (:mod:`.projector`, :mod:`.camera`), its matched back-projector, OSEM on it (:mod:`.osem`) and
-the bilinear HU → μ conversion at the Lu-177 photopeak (:mod:`.attenuation`); a site's
-acquisition and reconstruction as its protocol records them (:mod:`.protocol`). The
+the bilinear HU → μ conversion at the Lu-177 photopeak (:mod:`.attenuation`, a time point's
+map from its CT in :mod:`.attenuation_map`); the photopeak window's scatter and a site's
+correction of it inside OSEM (:mod:`.scatter`); a site's acquisition and reconstruction as its
+protocol records them (:mod:`.protocol`). The
 perturbation-based GTM (:mod:`concordose.quant.perturbation_gtm`) reconstructs each region's
 projections through the site's OSEM with these; the digital consortium forms its realistic
 images with the same (``phantoms/acquisition.py``), so the benchmark measures the method with
@@ -14,6 +16,7 @@ from concordose.reconstruction.attenuation import MU_WATER_PER_MM, mu_per_mm_fro
 from concordose.reconstruction.camera import COLLIMATORS, CameraModel, Collimator
 from concordose.reconstruction.osem import osem
 from concordose.reconstruction.projector import ProjectionGeometry, SpectProjector
+from concordose.reconstruction.scatter import ScatterCorrection
 
 __all__ = [
     "COLLIMATORS",
@@ -21,6 +24,7 @@ __all__ = [
     "CameraModel",
     "Collimator",
     "ProjectionGeometry",
+    "ScatterCorrection",
     "SpectProjector",
     "mu_per_mm_from_hu",
     "osem",

@@ -9,9 +9,12 @@ they are the numbers of the site's clinical reconstruction, as on its camera's p
 
 What :class:`ReconstructionModel` models: attenuation (μ at 208 keV from the CT), the
 depth-dependent collimator-detector response, a circular orbit, OSEM with the site's settings,
-its Gaussian post-filter. What it does not: scatter and its correction, dead time, septal
-penetration, a body-contour orbit, a vendor's own resolution model — where a site's
-reconstruction differs in these, the transfer matrix carries that difference as error.
+its Gaussian post-filter; optionally the photopeak window's scatter and the site's correction
+of it inside OSEM, its amount calibrated on the site's NEMA phantom
+(:class:`concordose.reconstruction.scatter.ScatterCorrection`). What it does not: dead time,
+septal penetration, a body-contour orbit, a vendor's own resolution model, a depth- or
+object-dependent scatter — where a site's reconstruction differs in these,
+the transfer matrix carries that difference as error.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from concordose.reconstruction.camera import (
 )
 from concordose.reconstruction.osem import osem
 from concordose.reconstruction.projector import FWHM_PER_SIGMA, ProjectionGeometry, SpectProjector
+from concordose.reconstruction.scatter import ScatterCorrection
 
 FloatArray = NDArray[np.float64]
 
@@ -98,12 +102,15 @@ class ReconstructionModel:
 
     The projector (per view: rotation, attenuation, CDR) is built once, so every image after
     the first costs one OSEM. The image is linear in scale (OSEM without an additive term is
-    scale-equivariant): feed concentrations, get the concentrations the site's image would show.
+    scale-equivariant, also with an additive scatter estimate proportional to the data): feed
+    concentrations, get the concentrations the site's image would show.
 
     Args:
         reconstruction: the site's settings.
         mu_per_mm: μ at 208 keV on the image grid, /mm ([z, y, x]).
         spacing_mm_zyx: the grid's voxel size (must be isotropic).
+        scatter: the window's scatter and the site's correction of it (from its calibration
+            record), or None: scatter-free data.
 
     Raises:
         ValueError: anisotropic voxels.
@@ -114,8 +121,11 @@ class ReconstructionModel:
         reconstruction: SiteReconstruction,
         mu_per_mm: FloatArray,
         spacing_mm_zyx: tuple[float, float, float],
+        *,
+        scatter: ScatterCorrection | None = None,
     ) -> None:
         self.reconstruction = reconstruction
+        self.scatter = scatter
         self.voxel_mm = isotropic_voxel_mm(spacing_mm_zyx)
         shape = (int(mu_per_mm.shape[0]), int(mu_per_mm.shape[1]), int(mu_per_mm.shape[2]))
         geometry = ProjectionGeometry(
@@ -131,7 +141,13 @@ class ReconstructionModel:
     def image(self, concentration: FloatArray) -> FloatArray:
         """The site's noise-free reconstruction of ``concentration`` (same units, same grid)."""
         # the FFT leaves rounding residue of ±1e-12 around zero: clip before OSEM's ratios
-        return self.reconstruct(np.clip(self.projector.forward(concentration), 0.0, None))
+        primary = np.clip(self.projector.forward(concentration), 0.0, None)
+        if self.scatter is None:
+            return self.reconstruct(primary)
+        scatter = self.scatter.window_scatter(primary, self.voxel_mm)
+        return self.reconstruct(
+            primary + scatter, additive=(1.0 - self.scatter.residual_fraction) * scatter
+        )
 
     def reconstruct(
         self, projections: FloatArray, *, additive: FloatArray | None = None

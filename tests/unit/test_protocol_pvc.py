@@ -165,6 +165,13 @@ def test_perturbation_gtm_needs_the_sites_reconstruction(tmp_path: Path) -> None
     assert protocol.partial_volume_correction.model == PERTURBATION_GTM_MODEL
     assert protocol.reconstruction is not None
     assert protocol.reconstruction.camera().collimator.name.startswith("Siemens ME")
+    # calibration fits the window's scatter through it (the model images through it) ...
+    assert protocol.modelled_reconstruction() == protocol.reconstruction
+    # ... and not for a model that does not, though the block is there (the packaged milan)
+    packaged = load_protocol("milan")
+    assert packaged.reconstruction is not None
+    assert packaged.partial_volume_correction.model != PERTURBATION_GTM_MODEL
+    assert packaged.modelled_reconstruction() is None
     (folder / "milan.yaml").write_text(
         "reconstruction: {collimator: lehr, radius_of_rotation_mm: 210, n_views: 60,\n"
         "                 iterations: 6, subsets: 8, resolution_recovery: true}\n"

@@ -62,6 +62,7 @@ from concordose.quant.pvc import (
     psf_from_record,
 )
 from concordose.reconstruction.protocol import ReconstructionModel
+from concordose.reconstruction.scatter import ScatterCorrection
 from concordose.results.calibration_table import build_site_calibrations
 from concordose.results.cycle_tables import CycleIdentity, build_cycle_tables
 from concordose.results.provenance import Provenance
@@ -550,10 +551,12 @@ def test_perturbation_gtm_reconstructs_every_region_through_the_sites_protocol(
         )
     images = 0
     real_image = ReconstructionModel.image
+    scatter_seen = set()
 
     def counted(self: ReconstructionModel, concentration: np.ndarray) -> np.ndarray:
         nonlocal images
         images += 1
+        scatter_seen.add(self.scatter)
         return real_image(self, concentration)
 
     monkeypatch.setattr(ReconstructionModel, "image", counted)
@@ -563,7 +566,18 @@ def test_perturbation_gtm_reconstructs_every_region_through_the_sites_protocol(
         "partial_volume_model": PERTURBATION_GTM_MODEL,
         "reconstruction": settings_site,
     }
-    perturbed = quantify_cycle(run.cycle, run.record, **settings)  # type: ignore[arg-type]
+    # the window's scatter the record's calibration fitted is in every reconstruction
+    scatter = ScatterCorrection(0.3, residual_fraction=0.0, kernel_fwhm_mm=60.0)
+    with_scatter = run.record.model_copy(
+        update={
+            "scatter_to_primary": scatter.scatter_to_primary,
+            "scatter_to_primary_sd": 0.05,
+            "scatter_residual_fraction": scatter.residual_fraction,
+            "scatter_kernel_fwhm_mm": scatter.kernel_fwhm_mm,
+        }
+    )
+    perturbed = quantify_cycle(run.cycle, with_scatter, **settings)  # type: ignore[arg-type]
+    assert scatter_seen == {scatter}
     gaussian = quantify_cycle(
         run.cycle,
         run.record,
@@ -584,7 +598,7 @@ def test_perturbation_gtm_reconstructs_every_region_through_the_sites_protocol(
         1
     ].startswith("no CT")
     monkeypatch.setattr(
-        quantify_module, "reconstruction_model_for", lambda *_: (None, "no CT (test)")
+        quantify_module, "reconstruction_model_for", lambda *_, **__: (None, "no CT (test)")
     )
     images = 0
     fallen_back = quantify_cycle(run.cycle, run.record, **settings)  # type: ignore[arg-type]

@@ -37,7 +37,7 @@ from concordose.phantoms.anatomy import (
     sample_label_map,
 )
 from concordose.phantoms.attenuation import ct_hu_on_grid, mu_map_from_labels
-from concordose.phantoms.camera_model import camera_model
+from concordose.phantoms.camera_model import camera_model, site_reconstruction
 from concordose.phantoms.consortium import Realism, generate_consortium
 from concordose.phantoms.imaging import ImagingMode, expected_counts, image_counts, stored_counts
 from concordose.phantoms.presets import nm_grid_for
@@ -341,7 +341,9 @@ def test_realistic_consortium_records_its_mode_and_calibrates_consistently(
     )
     # `concordose calibrate` derives the site's CF and recovery from these realistic scans: the
     # sheet's traceability block removes the dose calibrator's bias, so the CF is the camera's
-    # true one within residual scatter and dead time (a few per cent).
+    # true one within residual scatter and dead time (a few per cent). Given the site's
+    # reconstruction (its protocol's, at the views simulated) it also fits the window's
+    # scatter-to-primary ratio on the NEMA lung insert: the generator's, within the noise.
     calibration = calibrate_site(
         site_id=GRAND_RAPIDS.site_id,
         cylinder_sheet=site.phantom_scans[0].sheet_path,
@@ -349,12 +351,24 @@ def test_realistic_consortium_records_its_mode_and_calibrates_consistently(
         record_id="grandrapids-realistic",
         valid_from=dt.date(2026, 1, 1),
         ledger=None,
+        reconstruction=site_reconstruction(GRAND_RAPIDS).model_copy(update={"n_views": 12}),
     )
-    assert calibration.record.calibration_factor_cps_per_mbq == pytest.approx(
+    record = calibration.record
+    assert record.calibration_factor_cps_per_mbq == pytest.approx(
         GRAND_RAPIDS.calibration_factor_cps_per_mbq, rel=0.05
     )
-    assert calibration.record.recovery_a_ml is not None
-    assert calibration.record.recovery_a_ml > 0.0
+    assert record.recovery_a_ml is not None
+    assert record.recovery_a_ml > 0.0
+    fit = calibration.nema.scatter
+    assert fit is not None
+    assert fit.lung_ratio_measured > fit.lung_ratio_without + 0.01
+    correction = record.scatter_correction()
+    assert correction is not None
+    assert correction.scatter_to_primary == pytest.approx(
+        fit.correction.scatter_to_primary, abs=1e-6
+    )
+    assert correction.kernel_fwhm_mm == fit.correction.kernel_fwhm_mm
+    assert correction.scatter_to_primary == pytest.approx(SCATTER_TO_PRIMARY, abs=0.12)
 
 
 def test_the_mu_map_sees_the_ct_only_tissues() -> None:
