@@ -388,7 +388,9 @@ def quantify_cycle(
     photopeak window's scatter and its correction as the calibration record fitted them on the
     site's NEMA phantom, ``CalibrationRecord.scatter_correction``), around the Gaussian GTM's
     estimate; the PSF-model term of ``partial_volume_relative_sd`` is half
-    the difference between the two (the Gaussian's FWHM derivative does not apply). A time
+    the difference between the two (the Gaussian's FWHM derivative does not apply), in
+    quadrature with the calibrated scatter-to-primary ratio's SD carried to each VOI
+    (``quant.perturbation_gtm.scatter_activity_sd``: one more OSEM per time point). A time
     point without a CT, whose grid the projector cannot model (anisotropic voxels), or whose
     perturbation step the site's reconstruction does not bear out
     (``quant.perturbation_gtm.PerturbationGtm.fallback``) gets the Gaussian GTM, listed in
@@ -557,6 +559,7 @@ def quantify_cycle(
                         model=model,
                         extent_margin_mm=extent_margin_mm,
                         extent_vois=extent_vois,
+                        scatter_to_primary_sd=calibration.scatter_to_primary_sd or 0.0,
                     )
                     why_not = perturbed.fallback
                 if why_not:
@@ -565,6 +568,8 @@ def quantify_cycle(
             if perturbed is not None and not perturbed.fallback:
                 corrected_now, gaussian_now = perturbed.corrected, perturbed.gaussian
                 sd_now = model_disagreement_sd(corrected_now, gaussian_now)
+                if perturbed.scatter_sd_mbq is not None:  # the calibrated ratio's SD
+                    sd_now = np.hypot(sd_now, perturbed.scatter_sd_mbq)
             else:
                 # the Gaussian GTM, with its own SD terms, wherever the perturbation GTM was not
                 # taken (not asked for, no CT, its step rejected)

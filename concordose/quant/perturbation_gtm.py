@@ -52,9 +52,10 @@ their own contrast, and their published SD says so (``pipeline.quantify``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,6 +158,9 @@ class PerturbationGtm:
         misfit_before: relative RMS difference between the measured region means and those of
             the site's reconstruction of the Gaussian estimate.
         misfit_after: the same for the perturbation GTM's solution (NaN when not solved).
+        scatter_sd_mbq: each VOI's activity SD from the uncertainty of the calibrated
+            scatter-to-primary ratio, MBq (:func:`scatter_activity_sd`); None where the step was
+            not taken, the model has no scatter or its ratio no SD.
     """
 
     corrected: GtmCorrection
@@ -164,6 +168,7 @@ class PerturbationGtm:
     fallback: str
     misfit_before: float
     misfit_after: float = float("nan")
+    scatter_sd_mbq: FloatArray | None = None
 
 
 def baseline_map(
@@ -189,6 +194,7 @@ def perturbation_gtm_correct(
     condition_limit: float = DEFAULT_CONDITION_LIMIT,
     extent_margin_mm: float | None = None,
     extent_vois: Sequence[bool] = (),
+    scatter_to_primary_sd: float = 0.0,
 ) -> PerturbationGtm:
     """The perturbation-based GTM of every VOI (module docstring), the Gaussian GTM it started
     from, and whether its step was taken.
@@ -197,17 +203,20 @@ def perturbation_gtm_correct(
         concentration_mbq_per_ml, vois, body, spacing_mm_zyx, condition_limit,
         extent_margin_mm, extent_vois: as :func:`concordose.quant.gtm.gtm_correct`.
         fwhm_mm: the Gaussian FWHM of the starting estimate (the site's large-object PSF).
-        model: the site's reconstruction on this grid (μ from this time point's CT).
+        model: the site's reconstruction on this grid (μ from this time point's CT, the
+            window's scatter from the site's calibration).
+        scatter_to_primary_sd: the SD of ``model``'s scatter-to-primary ratio (the calibration
+            record's); when > 0 and the step is taken, its effect on each VOI's activity
+            (:func:`scatter_activity_sd`, one more reconstruction).
 
     Returns:
         :class:`PerturbationGtm`; its ``corrected`` is the Gaussian GTM itself where the step
         was rejected (``fallback`` says why).
     """
     image = np.asarray(concentration_mbq_per_ml, dtype=np.float64)
-    solve = functools.partial(
+    solve_image = functools.partial(
         gtm_correct,
-        image,
-        vois,
+        vois=vois,
         body=body,
         spacing_mm_zyx=spacing_mm_zyx,
         fwhm_mm=fwhm_mm,
@@ -215,6 +224,7 @@ def perturbation_gtm_correct(
         extent_margin_mm=extent_margin_mm,
         extent_vois=extent_vois,
     )
+    solve = functools.partial(solve_image, image)
     gaussian = solve()
     _, regions = transfer_regions(vois, body)
     measured = np.array([float(image[r.box][r.mask].mean()) for r in regions])
@@ -240,7 +250,8 @@ def perturbation_gtm_correct(
         return PerturbationGtm(
             gaussian, gaussian, f"perturbation GTM not solved ({reason}): Gaussian GTM", before
         )
-    after = misfit(model.image(baseline_map(shape, regions, np.clip(step, 0.0, None))))
+    solution_image = model.image(baseline_map(shape, regions, np.clip(step, 0.0, None)))
+    after = misfit(solution_image)
     if not after < before:
         return PerturbationGtm(
             gaussian,
@@ -251,7 +262,54 @@ def perturbation_gtm_correct(
             before,
             after,
         )
-    return PerturbationGtm(corrected, gaussian, "", before, after)
+    scatter_sd = None
+    if model.scatter is not None and scatter_to_primary_sd > 0.0:
+        scatter_sd = scatter_activity_sd(
+            corrected,
+            lambda shifted_image: solve_image(shifted_image, spread=spread),
+            image=image,
+            solution=baseline_map(shape, regions, np.clip(step, 0.0, None)),
+            solution_image=solution_image,
+            shifted_model=model.with_scatter(
+                dataclasses.replace(
+                    model.scatter,
+                    scatter_to_primary=model.scatter.scatter_to_primary + scatter_to_primary_sd,
+                )
+            ),
+        )
+    return PerturbationGtm(corrected, gaussian, "", before, after, scatter_sd)
+
+
+def scatter_activity_sd(
+    corrected: GtmCorrection,
+    solve_image: Callable[[FloatArray], GtmCorrection],
+    *,
+    image: FloatArray,
+    solution: FloatArray,
+    solution_image: FloatArray,
+    shifted_model: ReconstructionModel,
+) -> FloatArray:
+    """Each VOI's activity SD (MBq) from the calibrated scatter-to-primary ratio's SD σ_k.
+
+    First order, without a second perturbation matrix: with the ratio at k + σ_k the site's
+    reconstruction of the solution changes by Δ = image_{k+σ}(T) − image_k(T); the solution T'
+    at k + σ_k solves m(T'; k) ≈ t − Δm, i.e. the same GTM (same responses) applied to the
+    measured image less Δ. The SD is |A(image − Δ) − A(image)| per VOI; NaN where the
+    correction has no value, 0 where the shifted solve gives none.
+
+    Args:
+        corrected: the perturbation GTM's correction at k.
+        solve_image: the same GTM (same VOIs, body, responses) of another image.
+        image: the measured concentration image (MBq/mL).
+        solution: the piecewise-uniform solution T on the grid (MBq/mL).
+        solution_image: the site's reconstruction of ``solution`` at k.
+        shifted_model: the site's reconstruction with the ratio at k + σ_k.
+    """
+    shifted = solve_image(image - (shifted_model.image(solution) - solution_image))
+    difference = np.abs(shifted.activity_mbq - corrected.activity_mbq)
+    known: FloatArray = np.where(np.isfinite(difference), difference, 0.0)
+    sd: FloatArray = np.where(np.isfinite(corrected.activity_mbq), known, np.nan)
+    return sd
 
 
 def model_disagreement_sd(corrected: GtmCorrection, gaussian: GtmCorrection) -> FloatArray:

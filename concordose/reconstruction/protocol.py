@@ -19,6 +19,7 @@ the transfer matrix carries that difference as error.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -137,6 +138,13 @@ class ReconstructionModel:
         self.projector = SpectProjector(
             geometry, mu_per_mm=mu_per_mm, camera=reconstruction.camera()
         )
+
+    def with_scatter(self, scatter: ScatterCorrection | None) -> ReconstructionModel:
+        """The same reconstruction on the same grid (the projector shared, not rebuilt) with
+        another scatter model, e.g. the calibrated ratio one SD higher."""
+        other = copy.copy(self)
+        other.scatter = scatter
+        return other
 
     def image(self, concentration: FloatArray) -> FloatArray:
         """The site's noise-free reconstruction of ``concentration`` (same units, same grid)."""

@@ -17,6 +17,7 @@ organ (the GTM takes the VOI masks as the objects; the liver then stays +4 to +9
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, replace
 from datetime import date
@@ -47,6 +48,7 @@ from concordose.pipeline.quantify import (
     reconstruction_model_for,
     uncorrected_loss_relative_sd,
 )
+from concordose.quant import perturbation_gtm as perturbation_module
 from concordose.quant.delineation import threshold_fraction
 from concordose.quant.gtm import GtmCorrection, gtm_correct, gtm_fwhm_sensitivity
 from concordose.quant.organ_outline import FAINT, FITTED
@@ -576,8 +578,20 @@ def test_perturbation_gtm_reconstructs_every_region_through_the_sites_protocol(
             "scatter_kernel_fwhm_mm": scatter.kernel_fwhm_mm,
         }
     )
+    real_scatter_sd = perturbation_module.scatter_activity_sd
+    scatter_sd_calls = 0
+
+    def counted_sd(*args: Any, **kwargs: Any) -> np.ndarray:
+        nonlocal scatter_sd_calls
+        scatter_sd_calls += 1
+        return real_scatter_sd(*args, **kwargs)
+
+    monkeypatch.setattr(perturbation_module, "scatter_activity_sd", counted_sd)
     perturbed = quantify_cycle(run.cycle, with_scatter, **settings)  # type: ignore[arg-type]
-    assert scatter_seen == {scatter}
+    # and its SD reaches the activity SD: one more image, at k + σ_k, at each time point whose
+    # step is taken
+    assert scatter_sd_calls >= 1
+    assert scatter_seen == {scatter, dataclasses.replace(scatter, scatter_to_primary=0.35)}
     gaussian = quantify_cycle(
         run.cycle,
         run.record,
@@ -585,7 +599,8 @@ def test_perturbation_gtm_reconstructs_every_region_through_the_sites_protocol(
         partial_volume_model=GTM_PLATFORM_MODEL,
     )
     n_points, n_vois = len(run.cycle.time_points), len(perturbed.labels)
-    assert images == n_points * (n_vois + 3)  # baseline, each region, the check
+    # baseline, each region, the check (and the scatter ratio's SD where the step is taken)
+    assert images == n_points * (n_vois + 3) + scatter_sd_calls
     assert perturbed.partial_volume_model == PERTURBATION_GTM_MODEL
     assert perturbed.partial_volume_status == (STATUS_OK,) * n_vois
     assert np.isfinite(perturbed.activity_mbq).all()
@@ -612,7 +627,12 @@ def test_perturbation_gtm_reconstructs_every_region_through_the_sites_protocol(
     monkeypatch.setattr(quantify_module, "reconstruction_model_for", reconstruction_model_for)
 
     def rejecting(
-        image: np.ndarray, vois: Any, *, model: ReconstructionModel, **kwargs: Any
+        image: np.ndarray,
+        vois: Any,
+        *,
+        model: ReconstructionModel,
+        scatter_to_primary_sd: float = 0.0,
+        **kwargs: Any,
     ) -> PerturbationGtm:
         start = gtm_correct(image, vois, **kwargs)
         return PerturbationGtm(start, start, "step rejected (test)", 0.1, 0.2)

@@ -4,6 +4,8 @@ with resolution modelling (reconstruction.ReconstructionModel)."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from numpy.typing import NDArray
@@ -20,6 +22,7 @@ from concordose.reconstruction.protocol import (
     SiteReconstruction,
     isotropic_voxel_mm,
 )
+from concordose.reconstruction.scatter import ScatterCorrection
 
 VOXEL_MM = 4.4
 SHAPE = (20, 36, 36)
@@ -172,3 +175,33 @@ def test_a_step_the_reconstruction_does_not_bear_out_is_rejected(
     assert result.fallback.startswith("perturbation GTM step rejected")
     assert result.corrected is result.gaussian
     assert result.misfit_after > result.misfit_before
+
+
+def test_the_calibrated_scatter_ratios_sd_reaches_each_vois_activity() -> None:
+    """With the window's scatter in the model (k = 0.3, σ_k = 0.06), the first-order SD of each
+    VOI's activity from σ_k (one more reconstruction, no second matrix) matches the change of a
+    whole second perturbation GTM at k + σ_k within 10 % (measured: 1–2 %; the organ's 1.2 MBq
+    of 495, the lesion's 0.6 of 54); with no SD on k, or no scatter, there is no such term."""
+    truth, mu, masks = _scene()
+    spacing = (VOXEL_MM,) * 3
+    scatter = ScatterCorrection(0.3)
+    model = ReconstructionModel(SITE, mu, spacing, scatter=scatter)
+    image = model.image(truth)
+    vois = voi_crops(masks)
+    body = truth > 0.0
+    correct = functools.partial(
+        perturbation_gtm_correct, image, vois, body=body, spacing_mm_zyx=spacing, fwhm_mm=12.0
+    )
+    at_k = correct(model=model, scatter_to_primary_sd=0.06)
+    assert at_k.fallback == ""
+    assert at_k.scatter_sd_mbq is not None
+    shifted = correct(model=model.with_scatter(ScatterCorrection(0.36)))
+    change = np.abs(shifted.corrected.activity_mbq - at_k.corrected.activity_mbq)
+    assert (change > 0.0).all()
+    np.testing.assert_allclose(
+        at_k.scatter_sd_mbq, change, rtol=0.1, atol=0.001 * float(at_k.corrected.activity_mbq.min())
+    )
+    assert correct(model=model).scatter_sd_mbq is None
+    assert (
+        correct(model=model.with_scatter(None), scatter_to_primary_sd=0.06).scatter_sd_mbq is None
+    )
