@@ -36,18 +36,21 @@ Method, per time point:
    wildly (a 29-voxel lesion at 200:1 whose background's response in it is −7 per unit:
    +850 % before this check, digital consortium test preset).
 
-Cost: one reconstruction per region, plus the baseline's and the check's, per time point (a
-cycle of 10 VOIs and 6 time points: 78 OSEM reconstructions; ≈ 4 s each on the digital
+Cost: one reconstruction per region, plus the baseline's and the check's (and, with a
+calibrated scatter ratio's SD, one for its effect, :func:`scatter_activity_sd`), per time point
+(a cycle of 10 VOIs and 6 time points: 78 OSEM reconstructions; ≈ 4 s each on the digital
 consortium's ``harmonisation`` grid of 4.4 mm voxels, two cores).
 
 What it assumes: the site's reconstruction as its protocol records it (``reconstruction:``,
-:class:`concordose.reconstruction.SiteReconstruction`), without scatter, dead time or a vendor's
-own resolution model (each is error the matrix carries); uniform regions (as every GTM); a
-baseline near enough to the truth that the response around it is the response around the
-truth. Measured (DESIGN.md, "Perturbation GTM"): a second pass, the responses taken around the
-first pass's solution, moves organs by ≤ 0.7 %, the marrow by ≤ 1.2 % and lesions ≥ 4 mL by
-≤ 0.1 %, so one pass is made; lesions < 4 mL move by up to 39 %: their response depends on
-their own contrast, and their published SD says so (``pipeline.quantify``).
+:class:`concordose.reconstruction.SiteReconstruction`), with the photopeak window's scatter and
+its correction inside OSEM as the site's calibration fitted them on its NEMA phantom
+(:mod:`concordose.reconstruction.scatter`; scatter-free data where the record has no fit),
+without dead time or a vendor's own resolution model (each is error the matrix carries); uniform
+regions (as every GTM); a baseline near enough to the truth that the response around it is the
+response around the truth. Measured (DESIGN.md, "Perturbation GTM"): a second pass, the
+responses taken around the first pass's solution, moves organs by ≤ 0.7 %, the marrow by ≤ 1.2 %
+and lesions ≥ 4 mL by ≤ 0.1 %, so one pass is made; lesions < 4 mL move by up to 39 %: their
+response depends on their own contrast, and their published SD says so (``pipeline.quantify``).
 """
 
 from __future__ import annotations
