@@ -6,9 +6,10 @@ import re
 from pathlib import Path
 
 import yaml
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from concordose.calibration.ledger import read_ledger
+from concordose.calibration.records import CalibrationRecord
 from concordose.cli import app
 from concordose.phantoms.camera_model import site_reconstruction
 from concordose.phantoms.consortium import Realism, generate_consortium
@@ -19,30 +20,36 @@ from concordose.quant.pvc import psf_from_record
 runner = CliRunner()
 
 
-def test_calibrate_prints_both_psf_fits_and_the_one_the_gtm_uses(tmp_path: Path) -> None:
-    site = consortium_site("milan")
-    generate_consortium(tmp_path, preset="test", sites=[site], n_patients=1)
+def _calibrate(tmp_path: Path, site_id: str, **registry: str) -> tuple[Result, CalibrationRecord]:
+    """`concordose calibrate` of ``site_id``'s generated phantoms in ``tmp_path``, its ledger
+    (and ``registry``'s further keys) added to the generated sites file; the output and the
+    one record appended."""
     sites_file = tmp_path / "sites.yaml"
     document = yaml.safe_load(sites_file.read_text())
-    document["calibration_ledger"] = "calibrations.jsonl"
+    document.update(calibration_ledger="calibrations.jsonl", **registry)
     sites_file.write_text(yaml.safe_dump(document))
-    phantoms = tmp_path / "sites" / "milan" / "phantoms"
-
+    phantoms = tmp_path / "sites" / site_id / "phantoms"
     result = runner.invoke(
         app,
         [
             "calibrate",
-            "--site", "milan",
+            "--site", site_id,
             "--cylinder", str(phantoms / "uniform_cylinder" / "calibration_sheet.yaml"),
             "--nema", str(phantoms / "nema_iec_body" / "calibration_sheet.yaml"),
             "--sites", str(sites_file),
-            "--record-id", "milan-2026",
+            "--record-id", f"{site_id}-2026",
             "--valid-from", "2026-01-01",
         ],
     )  # fmt: skip
-
     assert result.exit_code == 0, result.output
     (record,) = (entry.record for entry in read_ledger(tmp_path / "calibrations.jsonl"))
+    return result, record
+
+
+def test_calibrate_prints_both_psf_fits_and_the_one_the_gtm_uses(tmp_path: Path) -> None:
+    site = consortium_site("milan")
+    generate_consortium(tmp_path, preset="test", sites=[site], n_patients=1)
+    result, record = _calibrate(tmp_path, "milan")
     assert record.psf_fwhm_mm is not None
     assert record.psf_large_object_fwhm_mm is not None
     used_mm, _ = psf_from_record(record)
@@ -81,28 +88,7 @@ def test_calibrate_fits_the_window_scatter_where_the_protocol_images_through_it(
             }
         )
     )
-    sites_file = tmp_path / "sites.yaml"
-    document = yaml.safe_load(sites_file.read_text())
-    document["calibration_ledger"] = "calibrations.jsonl"
-    document["protocol_dir"] = "protocols"
-    sites_file.write_text(yaml.safe_dump(document))
-    phantoms = tmp_path / "sites" / "grandrapids" / "phantoms"
-
-    result = runner.invoke(
-        app,
-        [
-            "calibrate",
-            "--site", "grandrapids",
-            "--cylinder", str(phantoms / "uniform_cylinder" / "calibration_sheet.yaml"),
-            "--nema", str(phantoms / "nema_iec_body" / "calibration_sheet.yaml"),
-            "--sites", str(sites_file),
-            "--record-id", "grandrapids-2026",
-            "--valid-from", "2026-01-01",
-        ],
-    )  # fmt: skip
-
-    assert result.exit_code == 0, result.output
-    (record,) = (entry.record for entry in read_ledger(tmp_path / "calibrations.jsonl"))
+    result, record = _calibrate(tmp_path, "grandrapids", protocol_dir="protocols")
     correction = record.scatter_correction()
     assert correction is not None
     assert 0.0 < correction.scatter_to_primary < 1.0
