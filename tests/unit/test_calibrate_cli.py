@@ -1,4 +1,5 @@
-"""`concordose calibrate` on a site's generated phantom scans: what it prints of the PSF."""
+"""`concordose calibrate` on a site's generated phantom scans: what it prints of the PSF and of the
+photopeak window's scatter."""
 
 from __future__ import annotations
 
