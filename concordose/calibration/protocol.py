@@ -125,6 +125,9 @@ PartialVolumeModel = Literal[
 """Names of :mod:`concordose.quant.pvc`'s corrections (``BACKGROUND_MODEL``,
 ``RECOVERY_ONLY_MODEL``, ``GTM_MODEL``, ``GTM_PLATFORM_MODEL``, ``PERTURBATION_GTM_MODEL``,
 ``PHANTOM_CHOICE``; kept equal by a unit test)."""
+IMAGING_THROUGH_RECONSTRUCTION: tuple[PartialVolumeModel, ...] = ("perturbation_gtm",)
+"""The models that image through the site's reconstruction (``reconstruction:``): they need the
+block, and calibration fits the window's scatter through it for them."""
 
 
 class PartialVolumeRules(BaseModel):
@@ -287,7 +290,11 @@ class SiteProtocol(BaseModel):
     @model_validator(mode="after")
     def _perturbation_gtm_knows_the_reconstruction(self) -> SiteProtocol:
         rules = self.partial_volume_correction
-        if rules.enabled and rules.model == "perturbation_gtm" and self.reconstruction is None:
+        if (
+            rules.enabled
+            and rules.model in IMAGING_THROUGH_RECONSTRUCTION
+            and self.reconstruction is None
+        ):
             raise ValueError(
                 "partial_volume_correction.model perturbation_gtm reconstructs each region "
                 "through the site's OSEM: expected a reconstruction: block (collimator, "
@@ -300,7 +307,7 @@ class SiteProtocol(BaseModel):
         """The site's reconstruction when its partial-volume model images through it (the
         perturbation GTM, enabled or not), else None: what calibration fits the window's
         scatter through (``calibration.scatter``), so the record holds what the model needs."""
-        if self.partial_volume_correction.model == "perturbation_gtm":
+        if self.partial_volume_correction.model in IMAGING_THROUGH_RECONSTRUCTION:
             return self.reconstruction
         return None
 
