@@ -149,10 +149,8 @@ def fit_scatter_to_primary(
     def model_ratio(scatter_to_primary: float) -> float:
         nonlocal evaluations
         evaluations += 1
-        site_model.scatter = (
-            ScatterCorrection(scatter_to_primary) if scatter_to_primary > 0.0 else None
-        )
-        return _ratio(site_model.image(truth), core, reference)
+        scatter = ScatterCorrection(scatter_to_primary) if scatter_to_primary > 0.0 else None
+        return _ratio(site_model.with_scatter(scatter).image(truth), core, reference)
 
     points = [
         (0.0, model_ratio(0.0)),
