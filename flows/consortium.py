@@ -158,9 +158,10 @@ def _modelled_reconstruction(
     site_id: str, protocol_dirs: Sequence[Path]
 ) -> SiteReconstruction | None:
     """The site's reconstruction in the first of ``protocol_dirs`` whose protocol images
-    through it (None: none does)."""
+    through it (None: none does), each folder read as its variant's cycles will be."""
     for folder in protocol_dirs:
-        reconstruction = load_protocol(site_id, folder).modelled_reconstruction()
+        with protocol_folder(folder):
+            reconstruction = load_protocol(site_id).modelled_reconstruction()
         if reconstruction is not None:
             return reconstruction
     return None
