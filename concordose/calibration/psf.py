@@ -117,6 +117,16 @@ class PhantomModel:
     spacing_mm_zyx: tuple[float, float, float]
     shape: tuple[int, int, int]
 
+    def fill_mbq_per_ml(self, sphere_mbq_per_ml: float, background_mbq_per_ml: float) -> FloatArray:
+        """The phantom's known fill on the grid, MBq/mL: every sphere at ``sphere_mbq_per_ml``,
+        the background at ``background_mbq_per_ml`` (fractional voxels weighted), the lung insert
+        and outside empty."""
+        fill = np.zeros(self.shape)
+        fill[self.background.box] += background_mbq_per_ml * self.background.weight
+        for sphere in self.spheres:
+            fill[sphere.box] += sphere_mbq_per_ml * sphere.weight
+        return fill
+
 
 def _crop(mask: npt.NDArray[np.bool_], where: str) -> CroppedMask:
     box = bounding_box(mask)

@@ -138,11 +138,9 @@ def fit_scatter_to_primary(
         ValueError: anisotropic voxels (the projector needs isotropic ones).
     """
     core, reference = lung_core_and_reference(phantom)
-    truth = np.zeros(phantom.shape)
-    truth[phantom.background.box] += background_mbq_per_ml * phantom.background.weight
-    for sphere in phantom.spheres:
-        truth[sphere.box] += sphere_mbq_per_ml * sphere.weight
-    measured = _ratio(concentration, core, reference)
+    truth = phantom.fill_mbq_per_ml(sphere_mbq_per_ml, background_mbq_per_ml)
+    reference_mean = float(concentration[reference].mean())
+    measured = float(concentration[core].mean()) / reference_mean
     site_model = ReconstructionModel(reconstruction, mu_per_mm, phantom.spacing_mm_zyx)
     evaluations = 0
 
@@ -179,7 +177,7 @@ def fit_scatter_to_primary(
     k, fitted = min(points, key=lambda point: abs(point[1] - measured))
     slice_means = np.array(
         [
-            concentration[z][core[z]].mean() / concentration[reference].mean()
+            concentration[z][core[z]].mean() / reference_mean
             for z in range(core.shape[0])
             if core[z].any()
         ]

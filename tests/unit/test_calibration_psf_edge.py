@@ -35,9 +35,7 @@ def _image(fwhm_mm: float, *, tail_fraction: float = 0.0) -> tuple[np.ndarray, P
     """The phantom at its true concentrations, blurred by a Gaussian (plus an optional broad
     60 mm component holding ``tail_fraction`` of the counts)."""
     model = nema_phantom_model(_geometry(), nema_iec_phantom((0.0, 0.0, 0.0)))
-    truth = BACKGROUND_MBQ_PER_ML * model.background.weight
-    for sphere in model.spheres:
-        truth[sphere.box] += SPHERE_MBQ_PER_ML * sphere.weight
+    truth = model.fill_mbq_per_ml(SPHERE_MBQ_PER_ML, BACKGROUND_MBQ_PER_ML)
 
     def blur(width_mm: float) -> np.ndarray:
         sigma = width_mm / FWHM_PER_SIGMA / SPACING_MM

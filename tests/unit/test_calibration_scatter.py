@@ -48,9 +48,7 @@ def scan() -> Scan:
     geometry = VolumeGeometry((origin[0], origin[1], origin[2]), (SPACING_MM,) * 3, IDENTITY, SHAPE)
     phantom = nema_iec_phantom((0.0, 0.0, 0.0))
     model = nema_phantom_model(geometry, phantom)
-    truth = BACKGROUND_MBQ_PER_ML * model.background.weight
-    for sphere in model.spheres:
-        truth[sphere.box] += SPHERE_MBQ_PER_ML * sphere.weight
+    truth = model.fill_mbq_per_ml(SPHERE_MBQ_PER_ML, BACKGROUND_MBQ_PER_ML)
     x, y, z = voxel_centres_mm(geometry)
     mu = np.where(phantom.body.contains(x, y, z), MU_WATER_PER_MM, 0.0)
     mu[phantom.lung_insert.contains(x, y, z)] = 0.3 * MU_WATER_PER_MM
