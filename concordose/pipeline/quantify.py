@@ -33,6 +33,7 @@ from concordose.quant.delineation import (
     DELINEATED,
     LesionDelineation,
     ThresholdCurve,
+    ThresholdSurface,
     delineate_lesions,
     threshold_surface,
 )
@@ -218,18 +219,33 @@ def threshold_curve(record: CalibrationRecord) -> Callable[[float], float] | Non
     return ThresholdCurve(tuple(volumes), tuple(fractions)).at
 
 
-def contrast_threshold(record: CalibrationRecord) -> Callable[[float, float], float] | None:
-    """The record's contrast-dependent threshold g(V, K)
-    (``quant.delineation.ThresholdSurface``, from its NEMA scans at two or more contrasts), or
-    None (one contrast, or an older record: :func:`threshold_curve` applies)."""
+def record_threshold_surface(record: CalibrationRecord) -> ThresholdSurface | None:
+    """The record's contrast-dependent threshold (``quant.delineation.ThresholdSurface``, from
+    its NEMA scans at two or more contrasts), or None (one contrast, or an older record:
+    :func:`threshold_curve` applies)."""
     if not record.delineation_threshold_scans:
         return None
-    surface = threshold_surface(
+    return threshold_surface(
         [
             ThresholdCurve(tuple(scan.volumes_ml), tuple(scan.fractions), tuple(scan.contrasts))
             for scan in record.delineation_threshold_scans
         ]
     )
+
+
+def contrast_threshold(record: CalibrationRecord) -> Callable[[float, float], float] | None:
+    """g(V, K) of :func:`record_threshold_surface` held at the phantoms' measured contrasts
+    (``ThresholdSurface.held``: what the platform delineates with), or None without one."""
+    surface = record_threshold_surface(record)
+    return None if surface is None else surface.held().at
+
+
+def extrapolated_contrast_threshold(
+    record: CalibrationRecord,
+) -> Callable[[float, float], float] | None:
+    """g(V, K) of :func:`record_threshold_surface` followed beyond the phantoms' contrasts
+    (the lesion's bracket, ``quant.delineation.delineate_lesion``), or None without one."""
+    surface = record_threshold_surface(record)
     return None if surface is None else surface.at
 
 
@@ -483,6 +499,7 @@ def quantify_cycle(
                 threshold=threshold_curve(calibration),
                 threshold_sd=threshold_curve_sd(calibration),
                 contrast_threshold=contrast_threshold(calibration),
+                extrapolated_threshold=extrapolated_contrast_threshold(calibration),
             )
             platform_shapes = {
                 k: _platform_shape(d, vois[k].label, vois[k].voi_type, acquisition.geometry)

@@ -41,6 +41,27 @@ under g, at the seed above it), which converges where Jentzen's plain iteration 
 for small objects; on voxels the ratio is a step function and bisection lands on a step where
 the sign changes.
 
+**Beyond the phantoms' contrasts.** With the NEMA phantom scanned at two contrasts the
+threshold is a surface g(V, K) (:class:`ThresholdSurface`), measured up to the contrast K the
+phantom's spheres show (≈ 6–8 at 10:1). Lesions show far more (the digital consortium's at the
+first time point: K ≈ 15–55 in soft tissue), and there the level a lesion needs depends on what
+is inside it, which no sphere calibrates: a necrotic core lowers the region's mean, not its
+edge, and raises the g the lesion needs (the same lobulated 25 mL lesion at 30:1, milan's chain:
+0.387 → 0.474). Followed two spans beyond the measured contrasts, the surface fits uniform
+spheres (1.07–1.15× at 30:1) but draws the consortium's lesions large: the still lesions with
+a necrotic core need a g a median 0.11 above it (K ≈ 26) and come out up to 1.8× their true
+volume (milan's lesions a median 1.67×; realistic test preset). Held at the measured contrasts
+(:meth:`ThresholdSurface.held`) it falls within 0.01 of what they need (median 1.00×) — but a
+lesion whose needed g is below the held one by more than a few
+hundredths has no fixed point at its scale, and the lowest crossing is the central peak's (a
+uniform 4–10 mL sphere at 30:1: 0.06–0.13×). So the rule delineates with the held surface and
+brackets it with the extrapolated one: where the held region is under
+:data:`CENTRAL_PEAK_FRACTION` of the extrapolated one, the extrapolated region is the lesion;
+otherwise the held region is, and the extrapolated region joins the ±SD pair of the volume (the
+delineation term of the activity's SD, ``pipeline.quantify``), so that a lesion whose structure
+the phantom cannot tell is published with that uncertainty. Measured per lesion on a kept run:
+``benchmarks/diagnose_lesion_threshold.py``.
+
 **Detectability.** A lesion whose seed voxel stands less than :data:`DETECTION_CNR` standard
 deviations of the background shell above the background cannot be delineated from the image
 (the Rose criterion: Rose A. J Opt Soc Am 1948;38:196-208; any threshold then follows the
@@ -69,6 +90,7 @@ SPECT grid (a 0.5 mL lesion is ~6 voxels of 4.4 mm: a voxel more or less is ±17
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -241,6 +263,16 @@ modelling the line through 4:1 and 10:1 predicts g at 30:1, about one span beyon
 limit."""
 
 
+CENTRAL_PEAK_FRACTION = 1.0 / 3.0
+"""Where the threshold held at the phantoms' contrasts finds a region under this fraction of the
+one the extrapolated threshold finds, the held level has no fixed point at the lesion's scale
+and its lowest crossing is the central peak's (``LEVEL_SCAN_STEPS``): the extrapolated region is
+the lesion. Measured on milan's chain (noise-free, warm cylinder, 4:1 and 10:1 NEMA surface,
+lesions at 30:1; ``tests/unit/test_quant_delineation_contrast.py``): held / extrapolated volume
+0.05–0.12 at such a collapse (4–10 mL), 0.72–0.85 otherwise (18.5–25 mL); on the realistic
+digital consortium's lesions ≥ 0.57 (``benchmarks/diagnose_lesion_threshold.py``)."""
+
+
 MIN_LOG_CONTRAST_SPAN = math.log(1.5)
 """Scans whose measured contrasts differ by less than a factor 1.5 at a volume give no slope
 (the line through two nearly equal contrasts would follow their noise): g is then their mean."""
@@ -272,6 +304,14 @@ class ThresholdSurface:
     """
 
     curves: tuple[ThresholdCurve, ...]
+    extrapolation_spans: float = CONTRAST_EXTRAPOLATION_SPANS
+    """How far beyond the measured contrasts the line is followed, in spans (0: g held at the
+    measured contrasts' limits; ``benchmarks/diagnose_lesion_threshold.py`` compares the two)."""
+
+    def held(self) -> ThresholdSurface:
+        """The same surface held at the measured contrasts' limits (no extrapolation): what
+        the platform delineates with (module docstring, "Beyond the phantoms' contrasts")."""
+        return dataclasses.replace(self, extrapolation_spans=0.0)
 
     def at(self, volume_ml: float, contrast: float) -> float:
         """g at ``volume_ml`` and measured contrast ``contrast`` (= C_mean / C_B), in [0, 1]."""
@@ -280,7 +320,7 @@ class ThresholdSurface:
         span = float(log_k.max() - log_k.min())
         if not span >= MIN_LOG_CONTRAST_SPAN:
             return float(np.clip(fractions.mean(), 0.0, 1.0))
-        reach = CONTRAST_EXTRAPOLATION_SPANS * span
+        reach = self.extrapolation_spans * span
         low, high = float(log_k.min()) - reach, float(log_k.max()) + reach
         log_contrast = math.log(contrast) if 0 < contrast < math.inf else high
         log_contrast = min(max(log_contrast, low), high)
@@ -288,13 +328,17 @@ class ThresholdSurface:
         return float(np.clip(intercept + slope * log_contrast, 0.0, 1.0))
 
 
-def threshold_surface(curves: Sequence[ThresholdCurve]) -> ThresholdSurface | None:
+def threshold_surface(
+    curves: Sequence[ThresholdCurve],
+    *,
+    extrapolation_spans: float = CONTRAST_EXTRAPOLATION_SPANS,
+) -> ThresholdSurface | None:
     """The :class:`ThresholdSurface` of ``curves``, or None when fewer than two carry contrasts
     (one scan's curve, or records of before: today's curve applies)."""
     usable = tuple(c for c in curves if c.contrasts is not None)
     if len(usable) < 2:
         return None
-    return ThresholdSurface(usable)
+    return ThresholdSurface(usable, extrapolation_spans)
 
 
 @dataclass(frozen=True)
@@ -311,11 +355,16 @@ class LesionDelineation:
         site_volume_ml, volume_ml: the site's VOI and the delineated volume on the grid, mL.
         threshold_fraction_sd: SD of g at the delineated volume
             (:meth:`ThresholdCurve.residual_sd`; NaN without a measured curve of ≥ 3 points).
-        volume_sd_ml: the delineated volume's SD from it: half the difference between the
-            volumes the rule finds with g − SD and g + SD (NaN where not measured).
-        smaller_mask, larger_mask: the regions the rule finds with g + SD and g − SD (None
-            where not measured): the delineation term of the activity's SD is propagated
-            through them (``pipeline.quantify``).
+        volume_sd_ml: the delineated volume's SD: half the difference between the volumes of
+            ``larger_mask`` and ``smaller_mask`` (NaN where neither was measured).
+        smaller_mask, larger_mask: the smallest and the largest of the regions the rule finds
+            with g + SD and g − SD and, beyond the phantoms' contrasts, with the extrapolated
+            threshold (None where none was measured): the delineation term of the activity's
+            SD is propagated through them (``pipeline.quantify``).
+        extrapolated_volume_ml: the volume the threshold extrapolated beyond the phantoms'
+            contrasts finds (NaN without a contrast-dependent threshold).
+        threshold_extrapolated: True where that region is the lesion (the held threshold's
+            was the central peak's, :data:`CENTRAL_PEAK_FRACTION`).
     """
 
     mask: BoolArray
@@ -330,6 +379,8 @@ class LesionDelineation:
     volume_sd_ml: float = math.nan
     smaller_mask: BoolArray | None = None
     larger_mask: BoolArray | None = None
+    extrapolated_volume_ml: float = math.nan
+    threshold_extrapolated: bool = False
 
     @property
     def volume_relative_sd(self) -> float:
@@ -427,6 +478,7 @@ def delineate_lesion(
     threshold: Callable[[float], float] | None = None,
     threshold_sd: Callable[[float], float] | None = None,
     contrast_threshold: Callable[[float, float], float] | None = None,
+    extrapolated_threshold: Callable[[float, float], float] | None = None,
 ) -> LesionDelineation:
     """Re-delineate one lesion by the platform rule (module docstring).
 
@@ -447,6 +499,14 @@ def delineate_lesion(
         contrast_threshold: g(V, K), the site's contrast-dependent threshold
             (:meth:`ThresholdSurface.at`, K = C_mean / C_B of the region); when given it
             replaces ``threshold`` at the fixed point (V, K and the level found together).
+            The platform passes it held at the phantoms' measured contrasts
+            (:meth:`ThresholdSurface.held`).
+        extrapolated_threshold: g(V, K) followed beyond the phantoms' contrasts
+            (:meth:`ThresholdSurface.at`); with ``contrast_threshold`` its region brackets the
+            lesion's: it joins the ±SD pair (``smaller_mask``/``larger_mask``, ``volume_sd_ml``),
+            and it is the lesion where the held threshold's region is under
+            :data:`CENTRAL_PEAK_FRACTION` of it (module docstring, "Beyond the phantoms'
+            contrasts").
     """
     image = np.asarray(concentration_mbq_per_ml, dtype=np.float64)
     voxel_ml = float(np.prod(spacing_mm_zyx)) / 1000.0
@@ -454,14 +514,16 @@ def delineate_lesion(
     g = threshold or gaussian_threshold(fwhm_mm)
     box = bounding_box(site_mask)
 
-    def level_fraction(inside: BoolArray) -> float:
-        """g of ``inside``: the surface at its volume and contrast, else the curve."""
+    def level_fraction(
+        inside: BoolArray, surface: Callable[[float, float], float] | None = contrast_threshold
+    ) -> float:
+        """g of ``inside``: ``surface`` at its volume and contrast, else the curve."""
         volume = float(inside.sum()) * voxel_ml
-        if contrast_threshold is None:
+        if surface is None:
             return g(volume)
         mean = float(zone.values[inside].mean()) if inside.any() else math.nan
         contrast = mean / zone.background if zone.background > 0 else math.inf
-        return contrast_threshold(volume, contrast)
+        return surface(volume, contrast)
 
     def kept(reason: str, zone: _Zone | None = None) -> LesionDelineation:
         return LesionDelineation(
@@ -487,15 +549,17 @@ def delineate_lesion(
     ):
         return kept(UNDETECTABLE, zone)
 
-    def fixed_point(shift: float) -> BoolArray:
-        """The region at the fixed point of the curve shifted by ``shift``."""
+    def fixed_point(
+        shift: float, surface: Callable[[float, float], float] | None = contrast_threshold
+    ) -> BoolArray:
+        """The region at the fixed point of the curve (``surface``) shifted by ``shift``."""
 
         def excess(level: float) -> float:
             inside = zone.region(level)
             ratio = zone.fraction(inside, level)
             if not np.isfinite(ratio):
                 return -1.0
-            return ratio - min(max(level_fraction(inside) + shift, 0.0), 1.0)
+            return ratio - min(max(level_fraction(inside, surface) + shift, 0.0), 1.0)
 
         # The lowest crossing: scan up from the background, then bisect its bracket.
         low, high = zone.background, zone.peak
@@ -517,18 +581,34 @@ def delineate_lesion(
         whole[zone.box] = region
         return whole
 
-    chosen = fixed_point(0.0)
+    surface = contrast_threshold
+    chosen = fixed_point(0.0, surface)
+    beyond: BoolArray | None = None
+    extrapolated_volume_ml = math.nan
+    if contrast_threshold is not None and extrapolated_threshold is not None:
+        beyond = fixed_point(0.0, extrapolated_threshold)
+        extrapolated_volume_ml = float(beyond.sum()) * voxel_ml
+        if float(chosen.sum()) < CENTRAL_PEAK_FRACTION * float(beyond.sum()):
+            # the held level found the central peak, not the lesion: no bracket to speak of
+            chosen, beyond, surface = beyond, None, extrapolated_threshold
     volume_ml = float(chosen.sum()) * voxel_ml
     fraction_sd = threshold_sd(volume_ml) if threshold_sd is not None else math.nan
+    bracket: list[BoolArray] = []
+    if np.isfinite(fraction_sd) and fraction_sd > 0:
+        bracket += [fixed_point(fraction_sd, surface), fixed_point(-fraction_sd, surface)]
+    if beyond is not None and int(beyond.sum()) != int(chosen.sum()):
+        bracket.append(beyond)
     smaller = larger = None
     volume_sd_ml = math.nan
-    if np.isfinite(fraction_sd) and fraction_sd > 0:
-        smaller, larger = fixed_point(fraction_sd), fixed_point(-fraction_sd)
-        volume_sd_ml = 0.5 * abs(float(larger.sum()) - float(smaller.sum())) * voxel_ml
+    if bracket:
+        bracket.append(chosen)
+        smaller = min(bracket, key=lambda region: int(region.sum()))
+        larger = max(bracket, key=lambda region: int(region.sum()))
+        volume_sd_ml = 0.5 * (float(larger.sum()) - float(smaller.sum())) * voxel_ml
     return LesionDelineation(
         mask=on_grid(chosen),
         status=DELINEATED,
-        threshold_fraction=level_fraction(chosen),
+        threshold_fraction=level_fraction(chosen, surface),
         peak_mbq_per_ml=zone.peak,
         background_mbq_per_ml=zone.background,
         background_sd_mbq_per_ml=zone.background_sd,
@@ -538,6 +618,8 @@ def delineate_lesion(
         volume_sd_ml=volume_sd_ml,
         smaller_mask=None if smaller is None else on_grid(smaller),
         larger_mask=None if larger is None else on_grid(larger),
+        extrapolated_volume_ml=extrapolated_volume_ml,
+        threshold_extrapolated=surface is not contrast_threshold,
     )
 
 
@@ -638,6 +720,32 @@ least this fraction of the lesion's VOI; other organs' voxels are no part of its
 (a lesion next to a kidney must not grow into it)."""
 
 
+def search_exclusions(masks: BoolArray, lesion: Sequence[bool]) -> tuple[BoolArray | None, ...]:
+    """Per VOI of ``masks`` (n_voi, slices, rows, columns), what its lesion's search region leaves
+    out: the other lesions' VOIs and the VOIs of organs that do not host it
+    (:data:`HOST_FRACTION`, the organ's VOI with its holes filled); None for organs."""
+    lesions = np.asarray(lesion, dtype=bool)
+    filled = {
+        k: np.asarray(ndimage.binary_fill_holes(masks[k]), dtype=bool)
+        for k in np.flatnonzero(~lesions)
+    }
+    result: list[BoolArray | None] = []
+    for index, mask in enumerate(masks):
+        if not lesions[index]:
+            result.append(None)
+            continue
+        others = np.zeros_like(mask)
+        for other_index in np.flatnonzero(lesions):
+            if other_index != index:
+                others |= masks[other_index]
+        size = float(mask.sum())
+        for organ_index, organ in filled.items():
+            if size and float((organ & mask).sum()) < HOST_FRACTION * size:
+                others |= masks[organ_index]
+        result.append(others)
+    return tuple(result)
+
+
 def delineate_lesions(
     concentration_mbq_per_ml: FloatArray,
     masks: BoolArray,
@@ -648,32 +756,21 @@ def delineate_lesions(
     threshold: Callable[[float], float] | None = None,
     threshold_sd: Callable[[float], float] | None = None,
     contrast_threshold: Callable[[float, float], float] | None = None,
+    extrapolated_threshold: Callable[[float, float], float] | None = None,
 ) -> tuple[LesionDelineation | None, ...]:
     """:func:`delineate_lesion` for every lesion of ``masks`` (n_voi, slices, rows, columns);
     None for organs (kept as the site drew them). A lesion's search region leaves out the other
     lesions' VOIs and the VOIs of organs that do not host it (:data:`HOST_FRACTION`).
     ``threshold``: the site's g(V) (:meth:`ThresholdCurve.at`; the Gaussian model of
     ``fwhm_mm`` when None); ``threshold_sd``: its SD (:meth:`ThresholdCurve.residual_sd`);
-    ``contrast_threshold``: the site's g(V, K) (:meth:`ThresholdSurface.at`), used instead of
-    ``threshold`` when given."""
-    lesions = np.asarray(lesion, dtype=bool)
-    filled = {
-        k: np.asarray(ndimage.binary_fill_holes(masks[k]), dtype=bool)
-        for k in np.flatnonzero(~lesions)
-    }
+    ``contrast_threshold``: the site's g(V, K) held at its phantoms' contrasts
+    (:meth:`ThresholdSurface.held`), used instead of ``threshold`` when given;
+    ``extrapolated_threshold``: the same followed beyond them (:func:`delineate_lesion`)."""
     results: list[LesionDelineation | None] = []
-    for index, mask in enumerate(masks):
-        if not lesions[index]:
+    for mask, others in zip(masks, search_exclusions(masks, lesion), strict=True):
+        if others is None:
             results.append(None)
             continue
-        others = np.zeros_like(mask)
-        for other_index in np.flatnonzero(lesions):
-            if other_index != index:
-                others |= masks[other_index]
-        size = float(mask.sum())
-        for organ_index, organ in filled.items():
-            if size and float((organ & mask).sum()) < HOST_FRACTION * size:
-                others |= masks[organ_index]
         results.append(
             delineate_lesion(
                 concentration_mbq_per_ml,
@@ -684,6 +781,7 @@ def delineate_lesions(
                 threshold=threshold,
                 threshold_sd=threshold_sd,
                 contrast_threshold=contrast_threshold,
+                extrapolated_threshold=extrapolated_threshold,
             )
         )
     return tuple(results)
@@ -691,6 +789,7 @@ def delineate_lesions(
 
 __all__ = [
     "BACKGROUND_SHELL_FWHM",
+    "CENTRAL_PEAK_FRACTION",
     "CONTRAST_EXTRAPOLATION_SPANS",
     "DELINEATED",
     "DETECTION_CNR",
@@ -706,6 +805,7 @@ __all__ = [
     "delineate_lesions",
     "gaussian_threshold",
     "measure_threshold_curve",
+    "search_exclusions",
     "sphere_profile",
     "sphere_threshold_point",
     "threshold_fraction",

@@ -30,7 +30,7 @@ import yaml
 
 from concordose.calibration.calibrate import SiteCalibration, calibrate_site
 from concordose.calibration.ledger import read_ledger
-from concordose.calibration.records import CalibrationRecord
+from concordose.calibration.records import CalibrationRecord, DelineationThresholdScan
 from concordose.calibration.registry import SiteRegistry
 from concordose.errors import ConfigurationError
 from concordose.kinetics.registry import fit_methods
@@ -49,7 +49,7 @@ from concordose.pipeline.quantify import (
     uncorrected_loss_relative_sd,
 )
 from concordose.quant import perturbation_gtm as perturbation_module
-from concordose.quant.delineation import threshold_fraction
+from concordose.quant.delineation import DELINEATED, delineate_lesions, threshold_fraction
 from concordose.quant.gtm import GtmCorrection, gtm_correct, gtm_fwhm_sensitivity
 from concordose.quant.organ_outline import FAINT, FITTED
 from concordose.quant.perturbation_gtm import PerturbationGtm
@@ -530,6 +530,53 @@ def test_phantom_choice_applies_the_model_the_record_chose(runs: dict[str, SiteR
     assert declined.partial_volume_model == NO_CORRECTION
     np.testing.assert_array_equal(declined.activity_mbq, run.plain.activity_mbq)
     assert all("found no model better than none" in s for s in declined.partial_volume_status)
+
+
+def test_the_cycles_lesions_are_delineated_held_at_the_phantoms_contrasts_and_bracketed(
+    runs: dict[str, SiteRun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a record carrying two contrasts' threshold scans, the cycle's lesions are drawn
+    with the surface held at the phantoms' contrasts and bracketed by the extrapolated one
+    (``quant.delineation``, "Beyond the phantoms' contrasts"; the rule itself:
+    ``tests/unit/test_quant_delineation_contrast.py``): the delineation is handed both, and
+    every re-delineated lesion carries the extrapolated region's volume. (This preset's 8.8 mm
+    voxels make the regions of the two thresholds alike: the wiring is what is checked.)"""
+    run = runs[SITES[0]]
+    volumes = run.record.delineation_threshold_volumes_ml
+    fractions = run.record.delineation_threshold_fractions
+    assert volumes is not None
+    assert fractions is not None
+    scans = [
+        DelineationThresholdScan(
+            sphere_to_background_ratio=ratio,
+            volumes_ml=list(volumes),
+            fractions=[f - shift for f in fractions],
+            contrasts=[contrast] * len(volumes),
+        )
+        for ratio, shift, contrast in ((4.0, 0.0, 2.0), (10.0, 0.1, 4.0))
+    ]
+    record = run.record.model_copy(update={"delineation_threshold_scans": scans})
+    handed: list[dict[str, Any]] = []
+    real = delineate_lesions
+
+    def seen(*args: Any, **kwargs: Any) -> Any:
+        handed.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(quantify_module, "delineate_lesions", seen)
+    platform = quantify_cycle(
+        run.cycle, record, partial_volume_correction=True, partial_volume_model=GTM_PLATFORM_MODEL
+    )
+    (kwargs,) = handed
+    held, beyond = kwargs["contrast_threshold"], kwargs["extrapolated_threshold"]
+    volume = volumes[-1]
+    assert held(volume, 40.0) == pytest.approx(held(volume, 4.0))
+    assert beyond(volume, 4.0) == pytest.approx(held(volume, 4.0))
+    assert beyond(volume, 8.0) == pytest.approx(held(volume, 4.0) - 0.1)
+    delineated = [d for d in platform.delineations if d is not None and d.status == DELINEATED]
+    assert delineated
+    for delineation in delineated:
+        assert np.isfinite(delineation.extrapolated_volume_ml)
 
 
 def test_perturbation_gtm_reconstructs_every_region_through_the_sites_protocol(

@@ -1,0 +1,234 @@
+"""Why the platform draws lesions the wrong size: the threshold each lesion needed, against the
+one the rule used.
+
+Run: ``.venv/bin/python -m benchmarks.diagnose_lesion_threshold --run DIR [--json FILE]``, ``DIR``
+a realistic run kept by the harmonisation benchmark (``benchmarks.harmonisation --imaging
+realistic --keep KEEP``: ``KEEP/realistic``).
+
+Not a timing. ``gtm_platform_voi`` re-delineates each lesion by the mean-referenced iterative
+threshold g(V, K) calibrated on the site's NEMA spheres at two contrasts
+(``quant.delineation.ThresholdSurface``, a line in ln K): held at the phantoms' measured
+contrasts, the line followed two spans beyond them bracketing the lesion (module
+``quant.delineation``, "Beyond the phantoms' contrasts"; until 2026-12-07 the extrapolated
+threshold was the rule). For the first time point of every site's first cycle this re-reads
+the image and the site's VOIs as the pipeline does and writes, per lesion:
+
+* ``g_needed`` and ``contrast``: the level (as a fraction of the region's mean over the local
+  background) whose region holds the lesion's **true** volume, and that region's contrast
+  K = C_mean / C_B (``quant.delineation.sphere_threshold_point``, with the generator's truth);
+* ``g_used``, ``volume_over_true``, ``volume_sd_over_true``, ``threshold_extrapolated``: what
+  the platform's rule chose and drew, with its volume SD;
+* ``g_extrapolated`` and ``volume_over_true_extrapolated``: the same with the threshold followed
+  beyond the phantoms' contrasts alone (the rule until 2026-12-07);
+* the lesion's structure from the generator: necrotic core, breathing amplitude.
+
+The summary groups lesions by structure (breathing; else necrotic core; else neither) and gives, per
+group, the median of g_needed − g_used and of g_needed − g_extrapolated and the median volume
+ratio both ways, and per site the same. (≈ 20 s per cycle on the test preset.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from concordose.calibration.records import CalibrationRecord
+from concordose.calibration.registry import SiteRegistry
+from concordose.dicom.seg import VoiMask
+from concordose.pipeline.alignment import align_time_points
+from concordose.pipeline.assembly import CycleStudy
+from concordose.pipeline.catalogue import CycleSource
+from concordose.pipeline.preparation import prepare_cycle
+from concordose.pipeline.quantify import record_threshold_surface, threshold_curve
+from concordose.pipeline.time_point_activity import time_point_activity_mbq
+from concordose.quant.delineation import (
+    DELINEATED,
+    delineate_lesions,
+    search_exclusions,
+    sphere_threshold_point,
+)
+from concordose.quant.voi import resample_vois, voi_shapes
+
+GROUPS = ("breathing", "necrotic core", "neither")
+"""Structure groups, in precedence: a breathing lesion (the generator moves the liver's) is
+blurred beyond any phantom's resolution whatever is inside it."""
+
+
+def structure_group(necrotic_core_fraction: float, breathing_mm: float) -> str:
+    """The lesion's group of :data:`GROUPS`."""
+    if breathing_mm > 0:
+        return "breathing"
+    return "necrotic core" if necrotic_core_fraction > 0 else "neither"
+
+
+@dataclasses.dataclass(frozen=True)
+class _FirstCycle:
+    site_id: str
+    study: CycleStudy
+    vois: tuple[VoiMask, ...]
+    calibration: CalibrationRecord
+    truth: dict[str, Any]
+
+
+def _first_cycles(run: Path) -> Iterator[_FirstCycle]:
+    """Each site's and patient's first prepared cycle of ``run`` with its ground truth."""
+    registry = SiteRegistry.load(run / "config" / "harmonised_pvc" / "sites.yaml")
+    source = CycleSource(run / "spool")
+    seen: set[tuple[str, str]] = set()
+    for record in source.cycles():
+        prepared = prepare_cycle(source.instances(record.members), registry, site_id=None)
+        study, verdict = prepared.study, prepared.verdict
+        if prepared.held or study is None or verdict is None:
+            continue
+        if verdict.site is None or verdict.calibration is None:
+            continue
+        site, subject = verdict.site.site_id, study.patient_id.split("-")[-1]
+        truth_path = run / "input" / "sites" / site / "patients" / subject / "ground_truth.json"
+        truth = json.loads(truth_path.read_text(encoding="utf-8"))
+        injected = study.injection_datetime.replace(tzinfo=None).isoformat()
+        if (site, subject) in seen or truth["cycles"][0]["injection_datetime"] != injected:
+            continue  # not the first cycle
+        seen.add((site, subject))
+        yield _FirstCycle(site, study, prepared.vois, verdict.calibration, truth)
+
+
+def lesion_rows(run: Path) -> list[dict[str, Any]]:
+    """One row per lesion of every site's and patient's first cycle (module docstring)."""
+    rows: list[dict[str, Any]] = []
+    for first in _first_cycles(run):
+        calibration, cycle, vois, truth = first.calibration, first.study, first.vois, first.truth
+        surface = record_threshold_surface(calibration)
+        fwhm_mm = calibration.psf_fwhm_mm
+        if surface is None or fwhm_mm is None:
+            continue  # one contrast (the curve: no extrapolation to diagnose), or no PSF
+        acquisition = cycle.time_points[0].acquisition
+        activity, _ = time_point_activity_mbq(acquisition, calibration)
+        image = activity / acquisition.geometry.voxel_volume_ml
+        alignment = align_time_points(cycle)[0]
+        masks = resample_vois(voi_shapes(vois), acquisition.geometry, alignment.mask_transform())
+        spacing = acquisition.geometry.spacing_mm[::-1]
+        zyx = (spacing[0], spacing[1], spacing[2])
+        lesion = [voi.voi_type == "lesion" for voi in vois]
+        drawn = {}
+        for name, (primary, bracket) in {
+            "": (surface.held().at, surface.at),
+            "_extrapolated": (surface.at, None),
+        }.items():
+            drawn[name] = delineate_lesions(
+                image,
+                masks.masks,
+                lesion,
+                spacing_mm_zyx=zyx,
+                fwhm_mm=fwhm_mm,
+                threshold=threshold_curve(calibration),
+                contrast_threshold=primary,
+                extrapolated_threshold=bracket,
+            )
+        shapes = {v["label"]: v for v in truth["vois"]}
+        for k, others in enumerate(search_exclusions(masks.masks, lesion)):
+            label = vois[k].label
+            used, beyond = drawn[""][k], drawn["_extrapolated"][k]
+            if others is None or used is None or beyond is None or label not in shapes:
+                continue
+            true_ml = float(shapes[label]["volume_ml"])
+            shape = shapes[label]["shape"]
+            needed = sphere_threshold_point(
+                image,
+                masks.masks[k],
+                others,
+                true_ml,
+                spacing_mm_zyx=zyx,
+                fwhm_mm=fwhm_mm,
+            )
+            core = float(shape.get("necrotic_core_fraction", 0.0))
+            breathing = float(truth["respiratory_amplitude_mm"].get(label, 0.0))
+            rows.append(
+                {
+                    "site": first.site_id,
+                    "subject": truth["patient"]["subject"],
+                    "lesion": label,
+                    "true_volume_ml": round(true_ml, 2),
+                    "necrotic_core_fraction": round(core, 2),
+                    "breathing_mm": breathing,
+                    "group": structure_group(core, breathing),
+                    "delineated": used.status == DELINEATED,
+                    "g_needed": None if needed is None else round(needed[0], 3),
+                    "contrast": None if needed is None else round(needed[1], 1),
+                    "g_used": round(used.threshold_fraction, 3),
+                    "g_extrapolated": round(beyond.threshold_fraction, 3),
+                    "threshold_extrapolated": used.threshold_extrapolated,
+                    "volume_over_true": round(used.volume_ml / true_ml, 3),
+                    "volume_over_true_extrapolated": round(beyond.volume_ml / true_ml, 3),
+                    "volume_sd_over_true": round(used.volume_sd_ml / true_ml, 3),
+                }
+            )
+    return rows
+
+
+def _median(values: list[float]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return round(float(np.median(finite)), 3) if finite else None
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per structure group and per site, the medians of the module docstring."""
+    delineated = [r for r in rows if r["delineated"]]
+
+    def medians(group: list[dict[str, Any]]) -> dict[str, Any]:
+        solved = [r for r in group if r["g_needed"] is not None]
+        return {
+            "lesions": len(group),
+            "g_needed_minus_used_median": _median([r["g_needed"] - r["g_used"] for r in solved]),
+            "g_needed_minus_extrapolated_median": _median(
+                [r["g_needed"] - r["g_extrapolated"] for r in solved]
+            ),
+            "contrast_median": _median([r["contrast"] for r in solved]),
+            "volume_over_true_median": _median([r["volume_over_true"] for r in group]),
+            "volume_over_true_extrapolated_median": _median(
+                [r["volume_over_true_extrapolated"] for r in group]
+            ),
+        }
+
+    return {
+        "by_structure": {
+            name: medians([r for r in delineated if r["group"] == name]) for name in GROUPS
+        },
+        "by_site": {
+            site: medians([r for r in delineated if r["site"] == site])
+            for site in sorted({r["site"] for r in delineated})
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a kept realistic run folder")
+    parser.add_argument("--json", type=Path, help="write rows and summary here")
+    args = parser.parse_args()
+    if not (args.run / "spool").is_dir():
+        parser.error(f"--run {args.run}: expected a kept run folder with a spool/, found none")
+    rows = lesion_rows(args.run)
+    for row in rows:
+        print(
+            f"{row['site']:12s} {row['subject']} {row['lesion']:9s} {row['true_volume_ml']:7.1f} mL"
+            f"  {row['group']:13s} g needed {row['g_needed']} (K {row['contrast']}), used"
+            f" {row['g_used']}, extrapolated {row['g_extrapolated']}; volume/true"
+            f" {row['volume_over_true']} (extrapolated {row['volume_over_true_extrapolated']})",
+            flush=True,
+        )
+    document = {"run": args.run.name, "summary": summary(rows), "lesions": rows}
+    print(json.dumps(document["summary"], indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+        print(f"written {args.json}")
+
+
+if __name__ == "__main__":
+    main()
