@@ -7,24 +7,24 @@ realistic --keep KEEP``: ``KEEP/realistic``).
 
 Not a timing. ``gtm_platform_voi`` re-delineates each lesion by the mean-referenced iterative
 threshold g(V, K) calibrated on the site's NEMA spheres at two contrasts
-(``quant.delineation.ThresholdSurface``, a line in ln K): held at the phantoms' measured
-contrasts, the line followed two spans beyond them bracketing the lesion (module
-``quant.delineation``, "Beyond the phantoms' contrasts"; until 2026-12-07 the extrapolated
-threshold was the rule). For the first time point of every site's first cycle this re-reads
-the image and the site's VOIs as the pipeline does and writes, per lesion:
+(``quant.delineation.ThresholdSurface``, a line in ln K followed two spans beyond the
+phantoms' contrasts), bracketed by the same surface held at the measured contrasts (module
+``quant.delineation``, "Beyond the phantoms' contrasts"). For the first time point of every
+site's first cycle this re-reads the image and the site's VOIs as the pipeline does and
+writes, per lesion:
 
 * ``g_needed`` and ``contrast``: the level (as a fraction of the region's mean over the local
   background) whose region holds the lesion's **true** volume, and that region's contrast
   K = C_mean / C_B (``quant.delineation.sphere_threshold_point``, with the generator's truth);
-* ``g_used``, ``volume_over_true``, ``volume_sd_over_true``, ``threshold_extrapolated``: what
-  the platform's rule chose and drew, with its volume SD;
-* ``g_extrapolated`` and ``volume_over_true_extrapolated``: the same with the threshold followed
-  beyond the phantoms' contrasts alone (the rule until 2026-12-07);
+* ``g_used``, ``volume_over_true``, ``volume_sd_over_true``: what the platform's rule chose and
+  drew (the published volume, reproduced), with its volume SD;
+* ``g_held`` and ``volume_over_true_held``: the same with the held surface alone — the
+  alternative rule, measured;
 * the lesion's structure from the generator: necrotic core, breathing amplitude.
 
-The summary groups lesions by structure (breathing; else necrotic core; else neither) and gives, per
-group, the median of g_needed − g_used and of g_needed − g_extrapolated and the median volume
-ratio both ways, and per site the same. (≈ 20 s per cycle on the test preset.)
+The summary groups lesions by structure (breathing; else necrotic core; else neither) and
+gives, per group, the median of g_needed − g_used and of g_needed − g_held and the median
+volume ratio both ways, and per site the same. (≈ 20 s per cycle.)
 """
 
 from __future__ import annotations
@@ -118,8 +118,8 @@ def lesion_rows(run: Path) -> list[dict[str, Any]]:
         lesion = [voi.voi_type == "lesion" for voi in vois]
         drawn = {}
         for name, (primary, bracket) in {
-            "": (surface.held().at, surface.at),
-            "_extrapolated": (surface.at, None),
+            "": (surface.at, surface.held().at),
+            "_held": (surface.held().at, None),
         }.items():
             drawn[name] = delineate_lesions(
                 image,
@@ -129,13 +129,13 @@ def lesion_rows(run: Path) -> list[dict[str, Any]]:
                 fwhm_mm=fwhm_mm,
                 threshold=threshold_curve(calibration),
                 contrast_threshold=primary,
-                extrapolated_threshold=bracket,
+                bracket_threshold=bracket,
             )
         shapes = {v["label"]: v for v in truth["vois"]}
         for k, others in enumerate(search_exclusions(masks.masks, lesion)):
             label = vois[k].label
-            used, beyond = drawn[""][k], drawn["_extrapolated"][k]
-            if others is None or used is None or beyond is None or label not in shapes:
+            used, held = drawn[""][k], drawn["_held"][k]
+            if others is None or used is None or held is None or label not in shapes:
                 continue
             true_ml = float(shapes[label]["volume_ml"])
             shape = shapes[label]["shape"]
@@ -162,10 +162,9 @@ def lesion_rows(run: Path) -> list[dict[str, Any]]:
                     "g_needed": None if needed is None else round(needed[0], 3),
                     "contrast": None if needed is None else round(needed[1], 1),
                     "g_used": round(used.threshold_fraction, 3),
-                    "g_extrapolated": round(beyond.threshold_fraction, 3),
-                    "threshold_extrapolated": used.threshold_extrapolated,
+                    "g_held": round(held.threshold_fraction, 3),
                     "volume_over_true": round(used.volume_ml / true_ml, 3),
-                    "volume_over_true_extrapolated": round(beyond.volume_ml / true_ml, 3),
+                    "volume_over_true_held": round(held.volume_ml / true_ml, 3),
                     "volume_sd_over_true": round(used.volume_sd_ml / true_ml, 3),
                 }
             )
@@ -186,14 +185,10 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "lesions": len(group),
             "g_needed_minus_used_median": _median([r["g_needed"] - r["g_used"] for r in solved]),
-            "g_needed_minus_extrapolated_median": _median(
-                [r["g_needed"] - r["g_extrapolated"] for r in solved]
-            ),
+            "g_needed_minus_held_median": _median([r["g_needed"] - r["g_held"] for r in solved]),
             "contrast_median": _median([r["contrast"] for r in solved]),
             "volume_over_true_median": _median([r["volume_over_true"] for r in group]),
-            "volume_over_true_extrapolated_median": _median(
-                [r["volume_over_true_extrapolated"] for r in group]
-            ),
+            "volume_over_true_held_median": _median([r["volume_over_true_held"] for r in group]),
         }
 
     return {
@@ -219,8 +214,8 @@ def main() -> None:
         print(
             f"{row['site']:12s} {row['subject']} {row['lesion']:9s} {row['true_volume_ml']:7.1f} mL"
             f"  {row['group']:13s} g needed {row['g_needed']} (K {row['contrast']}), used"
-            f" {row['g_used']}, extrapolated {row['g_extrapolated']}; volume/true"
-            f" {row['volume_over_true']} (extrapolated {row['volume_over_true_extrapolated']})",
+            f" {row['g_used']}, held {row['g_held']}; volume/true {row['volume_over_true']}"
+            f" ± {row['volume_sd_over_true']} (held {row['volume_over_true_held']})",
             flush=True,
         )
     document = {"run": args.run.name, "summary": summary(rows), "lesions": rows}

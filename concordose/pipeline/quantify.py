@@ -234,19 +234,18 @@ def record_threshold_surface(record: CalibrationRecord) -> ThresholdSurface | No
 
 
 def contrast_threshold(record: CalibrationRecord) -> Callable[[float, float], float] | None:
-    """g(V, K) of :func:`record_threshold_surface` held at the phantoms' measured contrasts
-    (``ThresholdSurface.held``: what the platform delineates with), or None without one."""
-    surface = record_threshold_surface(record)
-    return None if surface is None else surface.held().at
-
-
-def extrapolated_contrast_threshold(
-    record: CalibrationRecord,
-) -> Callable[[float, float], float] | None:
-    """g(V, K) of :func:`record_threshold_surface` followed beyond the phantoms' contrasts
-    (the lesion's bracket, ``quant.delineation.delineate_lesion``), or None without one."""
+    """g(V, K) of :func:`record_threshold_surface` (followed beyond the phantoms' contrasts:
+    what the platform delineates with), or None without one."""
     surface = record_threshold_surface(record)
     return None if surface is None else surface.at
+
+
+def held_contrast_threshold(record: CalibrationRecord) -> Callable[[float, float], float] | None:
+    """g(V, K) of :func:`record_threshold_surface` held at the phantoms' measured contrasts
+    (``ThresholdSurface.held``: the lesion's bracket, ``quant.delineation.delineate_lesion``),
+    or None without one."""
+    surface = record_threshold_surface(record)
+    return None if surface is None else surface.held().at
 
 
 def recovery_model_error(record: CalibrationRecord) -> RecoveryModelError | None:
@@ -499,7 +498,7 @@ def quantify_cycle(
                 threshold=threshold_curve(calibration),
                 threshold_sd=threshold_curve_sd(calibration),
                 contrast_threshold=contrast_threshold(calibration),
-                extrapolated_threshold=extrapolated_contrast_threshold(calibration),
+                bracket_threshold=held_contrast_threshold(calibration),
             )
             platform_shapes = {
                 k: _platform_shape(d, vois[k].label, vois[k].voi_type, acquisition.geometry)

@@ -43,24 +43,22 @@ the sign changes.
 
 **Beyond the phantoms' contrasts.** With the NEMA phantom scanned at two contrasts the
 threshold is a surface g(V, K) (:class:`ThresholdSurface`), measured up to the contrast K the
-phantom's spheres show (≈ 6–8 at 10:1). Lesions show far more (the digital consortium's at the
-first time point: K ≈ 15–55 in soft tissue), and there the level a lesion needs depends on what
-is inside it, which no sphere calibrates: a necrotic core lowers the region's mean, not its
-edge, and raises the g the lesion needs (the same lobulated 25 mL lesion at 30:1, milan's chain:
-0.387 → 0.474). Followed two spans beyond the measured contrasts, the surface fits uniform
-spheres (1.07–1.15× at 30:1) but draws the consortium's lesions large: the still lesions with
-a necrotic core need a g a median 0.11 above it (K ≈ 26) and come out up to 1.8× their true
-volume (milan's lesions a median 1.67×; realistic test preset). Held at the measured contrasts
-(:meth:`ThresholdSurface.held`) it falls within 0.01 of what they need (median 1.00×) — but a
-lesion whose needed g is below the held one by more than a few
-hundredths has no fixed point at its scale, and the lowest crossing is the central peak's (a
-uniform 4–10 mL sphere at 30:1: 0.06–0.13×). So the rule delineates with the held surface and
-brackets it with the extrapolated one: where the held region is under
-:data:`CENTRAL_PEAK_FRACTION` of the extrapolated one, the extrapolated region is the lesion;
-otherwise the held region is, and the extrapolated region joins the ±SD pair of the volume (the
-delineation term of the activity's SD, ``pipeline.quantify``), so that a lesion whose structure
-the phantom cannot tell is published with that uncertainty. Measured per lesion on a kept run:
-``benchmarks/diagnose_lesion_threshold.py``.
+phantom's spheres show (≈ 6–8 at 10:1) and followed as a line in ln K two spans beyond. Lesions
+show far more (the digital consortium's at the first time point: K ≈ 8–80), and there the level
+a lesion needs depends on what is inside it, which no sphere calibrates: a necrotic core lowers
+the region's mean, not its edge, and raises the g the lesion needs (the same lobulated 25 mL
+lesion at 30:1, milan's chain: 0.387 → 0.474). On the consortium (full preset,
+``benchmarks/diagnose_lesion_threshold.py``) still lesions with a necrotic core need a g a
+median 0.05 above the extrapolated surface and 0.00 from the surface held at the measured
+contrasts (:meth:`ThresholdSurface.held`); those without one 0.03 above the extrapolated and
+0.06 below the held. Neither is right for every lesion, and held alone the rule can collapse:
+a uniform hot 4–10 mL lesion at 30:1 needs a g a few hundredths under the held one, has no
+fixed point at its scale there, and the lowest crossing is the central peak's (0.06–0.13×).
+So the platform delineates with the extrapolated surface (the lesion's volume) and brackets it
+with the held one: the held region joins the ±SD pair of the volume (the delineation term of
+the activity's SD, ``pipeline.quantify``), so that a lesion whose structure the phantom cannot
+tell is published with that uncertainty; a region under :data:`CENTRAL_PEAK_FRACTION` of the
+other is the central peak's and is left out (or, were it the extrapolated one, replaced).
 
 **Detectability.** A lesion whose seed voxel stands less than :data:`DETECTION_CNR` standard
 deviations of the background shell above the background cannot be delineated from the image
@@ -264,13 +262,13 @@ limit."""
 
 
 CENTRAL_PEAK_FRACTION = 1.0 / 3.0
-"""Where the threshold held at the phantoms' contrasts finds a region under this fraction of the
-one the extrapolated threshold finds, the held level has no fixed point at the lesion's scale
-and its lowest crossing is the central peak's (``LEVEL_SCAN_STEPS``): the extrapolated region is
-the lesion. Measured on milan's chain (noise-free, warm cylinder, 4:1 and 10:1 NEMA surface,
-lesions at 30:1; ``tests/unit/test_quant_delineation_contrast.py``): held / extrapolated volume
-0.05–0.12 at such a collapse (4–10 mL), 0.72–0.85 otherwise (18.5–25 mL); on the realistic
-digital consortium's lesions ≥ 0.57 (``benchmarks/diagnose_lesion_threshold.py``)."""
+"""Of a lesion's region and its bracket's (:func:`delineate_lesion`), one under this fraction
+of the other is the central peak's fixed point (``LEVEL_SCAN_STEPS``), not the lesion. Measured
+on milan's chain (noise-free, warm cylinder, 4:1 and 10:1 NEMA surface, lesions at 30:1;
+``tests/unit/test_quant_delineation_contrast.py``): held / extrapolated volume 0.05–0.12 at
+such a collapse (4–10 mL), 0.72–0.85 otherwise (18.5–25 mL); on the realistic digital
+consortium's lesions ≥ 4 mL down to 0.37 (``benchmarks/diagnose_lesion_threshold.py``, full
+preset: a 18.5 mL lesion at K ≈ 28)."""
 
 
 MIN_LOG_CONTRAST_SPAN = math.log(1.5)
@@ -309,8 +307,9 @@ class ThresholdSurface:
     measured contrasts' limits; ``benchmarks/diagnose_lesion_threshold.py`` compares the two)."""
 
     def held(self) -> ThresholdSurface:
-        """The same surface held at the measured contrasts' limits (no extrapolation): what
-        the platform delineates with (module docstring, "Beyond the phantoms' contrasts")."""
+        """The same surface held at the measured contrasts' limits (no extrapolation): the
+        platform's bracket of a lesion's volume (module docstring, "Beyond the phantoms'
+        contrasts")."""
         return dataclasses.replace(self, extrapolation_spans=0.0)
 
     def at(self, volume_ml: float, contrast: float) -> float:
@@ -358,13 +357,13 @@ class LesionDelineation:
         volume_sd_ml: the delineated volume's SD: half the difference between the volumes of
             ``larger_mask`` and ``smaller_mask`` (NaN where neither was measured).
         smaller_mask, larger_mask: the smallest and the largest of the regions the rule finds
-            with g + SD and g − SD and, beyond the phantoms' contrasts, with the extrapolated
-            threshold (None where none was measured): the delineation term of the activity's
+            with g + SD and g − SD and with the bracketing threshold (None where none was
+            measured): the delineation term of the activity's
             SD is propagated through them (``pipeline.quantify``).
-        extrapolated_volume_ml: the volume the threshold extrapolated beyond the phantoms'
-            contrasts finds (NaN without a contrast-dependent threshold).
-        threshold_extrapolated: True where that region is the lesion (the held threshold's
-            was the central peak's, :data:`CENTRAL_PEAK_FRACTION`).
+        bracket_volume_ml: the volume the bracketing threshold finds (``bracket_threshold`` of
+            :func:`delineate_lesion`; NaN without one).
+        bracket_taken: True where that region is the lesion (the threshold's own was the
+            central peak's, :data:`CENTRAL_PEAK_FRACTION`).
     """
 
     mask: BoolArray
@@ -379,8 +378,8 @@ class LesionDelineation:
     volume_sd_ml: float = math.nan
     smaller_mask: BoolArray | None = None
     larger_mask: BoolArray | None = None
-    extrapolated_volume_ml: float = math.nan
-    threshold_extrapolated: bool = False
+    bracket_volume_ml: float = math.nan
+    bracket_taken: bool = False
 
     @property
     def volume_relative_sd(self) -> float:
@@ -478,7 +477,7 @@ def delineate_lesion(
     threshold: Callable[[float], float] | None = None,
     threshold_sd: Callable[[float], float] | None = None,
     contrast_threshold: Callable[[float, float], float] | None = None,
-    extrapolated_threshold: Callable[[float, float], float] | None = None,
+    bracket_threshold: Callable[[float, float], float] | None = None,
 ) -> LesionDelineation:
     """Re-delineate one lesion by the platform rule (module docstring).
 
@@ -499,14 +498,12 @@ def delineate_lesion(
         contrast_threshold: g(V, K), the site's contrast-dependent threshold
             (:meth:`ThresholdSurface.at`, K = C_mean / C_B of the region); when given it
             replaces ``threshold`` at the fixed point (V, K and the level found together).
-            The platform passes it held at the phantoms' measured contrasts
-            (:meth:`ThresholdSurface.held`).
-        extrapolated_threshold: g(V, K) followed beyond the phantoms' contrasts
-            (:meth:`ThresholdSurface.at`); with ``contrast_threshold`` its region brackets the
-            lesion's: it joins the ±SD pair (``smaller_mask``/``larger_mask``, ``volume_sd_ml``),
-            and it is the lesion where the held threshold's region is under
-            :data:`CENTRAL_PEAK_FRACTION` of it (module docstring, "Beyond the phantoms'
-            contrasts").
+        bracket_threshold: a second g(V, K) (the platform's: the surface held at the phantoms'
+            measured contrasts, :meth:`ThresholdSurface.held`); with ``contrast_threshold`` its
+            region brackets the lesion's: it joins the ±SD pair (``smaller_mask`` /
+            ``larger_mask``, ``volume_sd_ml``) unless it is under :data:`CENTRAL_PEAK_FRACTION`
+            of the lesion's (the central peak's), and it is the lesion where the lesion's own
+            is under that fraction of it (module docstring, "Beyond the phantoms' contrasts").
     """
     image = np.asarray(concentration_mbq_per_ml, dtype=np.float64)
     voxel_ml = float(np.prod(spacing_mm_zyx)) / 1000.0
@@ -583,21 +580,23 @@ def delineate_lesion(
 
     surface = contrast_threshold
     chosen = fixed_point(0.0, surface)
-    beyond: BoolArray | None = None
-    extrapolated_volume_ml = math.nan
-    if contrast_threshold is not None and extrapolated_threshold is not None:
-        beyond = fixed_point(0.0, extrapolated_threshold)
-        extrapolated_volume_ml = float(beyond.sum()) * voxel_ml
-        if float(chosen.sum()) < CENTRAL_PEAK_FRACTION * float(beyond.sum()):
-            # the held level found the central peak, not the lesion: no bracket to speak of
-            chosen, beyond, surface = beyond, None, extrapolated_threshold
+    other: BoolArray | None = None
+    bracket_volume_ml = math.nan
+    if contrast_threshold is not None and bracket_threshold is not None:
+        other = fixed_point(0.0, bracket_threshold)
+        bracket_volume_ml = float(other.sum()) * voxel_ml
+        if float(other.sum()) < CENTRAL_PEAK_FRACTION * float(chosen.sum()):
+            other = None  # the bracket's level found the central peak, not the lesion
+        elif float(chosen.sum()) < CENTRAL_PEAK_FRACTION * float(other.sum()):
+            # the threshold's own level found the central peak: the bracket's region is it
+            chosen, other, surface = other, None, bracket_threshold
     volume_ml = float(chosen.sum()) * voxel_ml
     fraction_sd = threshold_sd(volume_ml) if threshold_sd is not None else math.nan
     bracket: list[BoolArray] = []
     if np.isfinite(fraction_sd) and fraction_sd > 0:
         bracket += [fixed_point(fraction_sd, surface), fixed_point(-fraction_sd, surface)]
-    if beyond is not None and int(beyond.sum()) != int(chosen.sum()):
-        bracket.append(beyond)
+    if other is not None and int(other.sum()) != int(chosen.sum()):
+        bracket.append(other)
     smaller = larger = None
     volume_sd_ml = math.nan
     if bracket:
@@ -618,8 +617,8 @@ def delineate_lesion(
         volume_sd_ml=volume_sd_ml,
         smaller_mask=None if smaller is None else on_grid(smaller),
         larger_mask=None if larger is None else on_grid(larger),
-        extrapolated_volume_ml=extrapolated_volume_ml,
-        threshold_extrapolated=surface is not contrast_threshold,
+        bracket_volume_ml=bracket_volume_ml,
+        bracket_taken=surface is not contrast_threshold,
     )
 
 
@@ -756,16 +755,16 @@ def delineate_lesions(
     threshold: Callable[[float], float] | None = None,
     threshold_sd: Callable[[float], float] | None = None,
     contrast_threshold: Callable[[float, float], float] | None = None,
-    extrapolated_threshold: Callable[[float, float], float] | None = None,
+    bracket_threshold: Callable[[float, float], float] | None = None,
 ) -> tuple[LesionDelineation | None, ...]:
     """:func:`delineate_lesion` for every lesion of ``masks`` (n_voi, slices, rows, columns);
     None for organs (kept as the site drew them). A lesion's search region leaves out the other
     lesions' VOIs and the VOIs of organs that do not host it (:data:`HOST_FRACTION`).
     ``threshold``: the site's g(V) (:meth:`ThresholdCurve.at`; the Gaussian model of
     ``fwhm_mm`` when None); ``threshold_sd``: its SD (:meth:`ThresholdCurve.residual_sd`);
-    ``contrast_threshold``: the site's g(V, K) held at its phantoms' contrasts
-    (:meth:`ThresholdSurface.held`), used instead of ``threshold`` when given;
-    ``extrapolated_threshold``: the same followed beyond them (:func:`delineate_lesion`)."""
+    ``contrast_threshold``: the site's g(V, K) (:meth:`ThresholdSurface.at`), used instead of
+    ``threshold`` when given; ``bracket_threshold``: the same held at the phantoms' contrasts
+    (:func:`delineate_lesion`)."""
     results: list[LesionDelineation | None] = []
     for mask, others in zip(masks, search_exclusions(masks, lesion), strict=True):
         if others is None:
@@ -781,7 +780,7 @@ def delineate_lesions(
                 threshold=threshold,
                 threshold_sd=threshold_sd,
                 contrast_threshold=contrast_threshold,
-                extrapolated_threshold=extrapolated_threshold,
+                bracket_threshold=bracket_threshold,
             )
         )
     return tuple(results)

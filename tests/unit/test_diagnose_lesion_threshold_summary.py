@@ -20,9 +20,9 @@ def _row(
         "g_needed": needed,
         "contrast": None if needed is None else 20.0,
         "g_used": 0.45,
-        "g_extrapolated": 0.30,
+        "g_held": 0.30,
         "volume_over_true": 1.0,
-        "volume_over_true_extrapolated": 1.5,
+        "volume_over_true_held": 1.5,
     }
     row.update(extra)
     return row
@@ -31,7 +31,7 @@ def _row(
 def test_lesions_group_by_structure_breathing_first_and_medians_skip_the_unsolved() -> None:
     rows = [
         _row("milan", 0.4, 0.0, 0.47),
-        _row("milan", 0.4, 16.0, 0.60, volume_over_true=1.6, volume_over_true_extrapolated=1.8),
+        _row("milan", 0.4, 16.0, 0.60, volume_over_true=1.6, volume_over_true_held=1.8),
         _row("brussels", 0.0, 0.0, None, volume_over_true=0.9),
         _row("brussels", 0.4, 0.0, 0.43, delineated=False, volume_over_true=9.0),
     ]
@@ -40,8 +40,8 @@ def test_lesions_group_by_structure_breathing_first_and_medians_skip_the_unsolve
     assert groups["breathing"]["lesions"] == 1  # a breathing lesion with a core is breathing's
     assert groups["breathing"]["g_needed_minus_used_median"] == pytest.approx(0.15)
     assert groups["necrotic core"]["lesions"] == 1  # the one kept as the site drew it is left out
-    assert groups["necrotic core"]["g_needed_minus_extrapolated_median"] == pytest.approx(0.17)
+    assert groups["necrotic core"]["g_needed_minus_held_median"] == pytest.approx(0.17)
     assert groups["neither"]["g_needed_minus_used_median"] is None  # no level reproduced it
     assert groups["neither"]["volume_over_true_median"] == pytest.approx(0.9)
     assert result["by_site"]["milan"]["volume_over_true_median"] == pytest.approx(1.3)
-    assert result["by_site"]["milan"]["volume_over_true_extrapolated_median"] == pytest.approx(1.65)
+    assert result["by_site"]["milan"]["volume_over_true_held_median"] == pytest.approx(1.65)

@@ -40,7 +40,7 @@ from concordose.phantoms.phantom_scans import (
 from concordose.phantoms.site_profiles import consortium_site
 from concordose.pipeline.quantify import (
     contrast_threshold,
-    extrapolated_contrast_threshold,
+    held_contrast_threshold,
     threshold_curve,
 )
 from concordose.quant import delineation
@@ -181,7 +181,7 @@ def _delineated(
     *,
     threshold: Callable[[float], float] | None = None,
     contrast: Callable[[float, float], float] | None = None,
-    extrapolated: Callable[[float, float], float] | None = None,
+    bracket: Callable[[float, float], float] | None = None,
 ) -> LesionDelineation:
     result = delineate_lesion(
         image,
@@ -191,7 +191,7 @@ def _delineated(
         fwhm_mm=SITE.effective_fwhm_mm,
         threshold=threshold,
         contrast_threshold=contrast,
-        extrapolated_threshold=extrapolated,
+        bracket_threshold=bracket,
     )
     assert result.status == delineation.DELINEATED
     return result
@@ -241,44 +241,47 @@ def test_the_contrast_dependent_threshold_draws_every_lesion_near_its_volume(
         assert ratio == pytest.approx(1.0, abs=0.3)
 
 
-def test_held_at_the_phantoms_contrasts_the_extrapolated_threshold_brackets_the_lesion(
+def test_the_held_threshold_brackets_the_lesion_unless_it_finds_the_central_peak(
     nema_curves: dict[float, ThresholdCurve],
     lesion_images: dict[tuple[float, float], tuple[NDArray[np.float64], NDArray[np.bool_]]],
 ) -> None:
     """The platform's rule beyond the phantoms' contrasts (uniform spheres at 30:1, K ≈ 8–12
-    against the phantoms' ≤ 6): the surface held at the measured contrasts alone finds the
-    central peak of the 4 and 10 mL lesions (measured 0.13× and 0.06×); with the extrapolated
-    surface as its bracket the rule takes the extrapolated region there (1.08×, 1.15×) and
-    keeps the held one for 18.5 mL (0.77×, extrapolated 1.07×), whose SD then reaches the
-    extrapolated region. Within the measured contrasts (10 mL at 8:1) the two agree and add no
-    SD term."""
+    against the phantoms' ≤ 6): the extrapolated surface draws the lesion, the held one
+    brackets it. Held alone, the surface finds the central peak of the 4 and 10 mL lesions
+    (measured 0.13× and 0.06×): that region is left out of the bracket (no SD term from it).
+    For 18.5 mL the held region (0.77×, extrapolated 1.07×) is the other end of the volume's
+    SD. Within the measured contrasts (10 mL at 8:1) the two agree and add no SD term."""
     surface = threshold_surface(list(nema_curves.values()))
     assert surface is not None
     held, beyond = surface.held().at, surface.at
+    voxel_ml = VOXEL_MM**3 / 1000.0
     for volume in (4.0, 10.0):
         image, mask = lesion_images[volume, 30.0]
         assert _delineated(image, mask, contrast=held).volume_ml / volume < 0.25
-        bracketed = _delineated(image, mask, contrast=held, extrapolated=beyond)
-        assert bracketed.threshold_extrapolated
-        assert bracketed.volume_ml == pytest.approx(bracketed.extrapolated_volume_ml)
+        bracketed = _delineated(image, mask, contrast=beyond, bracket=held)
+        assert not bracketed.bracket_taken
+        assert bracketed.bracket_volume_ml < 0.25 * volume
         assert bracketed.volume_ml / volume == pytest.approx(1.0, abs=0.3)
+        assert bracketed.smaller_mask is None
+        assert math.isnan(bracketed.volume_sd_ml)
     image, mask = lesion_images[18.5, 30.0]
-    bracketed = _delineated(image, mask, contrast=held, extrapolated=beyond)
-    assert not bracketed.threshold_extrapolated
+    bracketed = _delineated(image, mask, contrast=beyond, bracket=held)
     assert bracketed.volume_ml / 18.5 == pytest.approx(1.0, abs=0.3)
-    assert bracketed.extrapolated_volume_ml > bracketed.volume_ml
-    assert bracketed.larger_mask is not None
+    assert bracketed.bracket_volume_ml < bracketed.volume_ml
     assert bracketed.smaller_mask is not None
-    voxel_ml = VOXEL_MM**3 / 1000.0
-    assert float(bracketed.larger_mask.sum()) * voxel_ml == pytest.approx(
-        bracketed.extrapolated_volume_ml
+    assert float(bracketed.smaller_mask.sum()) * voxel_ml == pytest.approx(
+        bracketed.bracket_volume_ml
     )
     assert bracketed.volume_sd_ml == pytest.approx(
-        0.5 * (bracketed.extrapolated_volume_ml - bracketed.volume_ml)
+        0.5 * (bracketed.volume_ml - bracketed.bracket_volume_ml)
     )
+    # the other way round (the held surface as the rule, say): the central peak is replaced
+    swapped = _delineated(*lesion_images[10.0, 30.0], contrast=held, bracket=beyond)
+    assert swapped.bracket_taken
+    assert swapped.volume_ml == pytest.approx(swapped.bracket_volume_ml)
     image, mask = lesion_images[10.0, 8.0]
-    inside = _delineated(image, mask, contrast=held, extrapolated=beyond)
-    assert inside.extrapolated_volume_ml == pytest.approx(inside.volume_ml)
+    inside = _delineated(image, mask, contrast=beyond, bracket=held)
+    assert inside.bracket_volume_ml == pytest.approx(inside.volume_ml)
     assert inside.smaller_mask is None
     assert math.isnan(inside.volume_sd_ml)
 
@@ -442,13 +445,14 @@ def test_calibration_records_the_surface_from_a_second_nema_scan(tmp_path: Path)
     )
     surface = contrast_threshold(two.record)
     assert surface is not None
-    # the platform's surface is held at the phantoms' contrasts; the bracket follows the line
-    beyond = extrapolated_contrast_threshold(two.record)
-    assert beyond is not None
+    # the platform's surface follows the line beyond the phantoms' contrasts; its bracket is
+    # held at them
+    held = held_contrast_threshold(two.record)
+    assert held is not None
     highest = max(high.contrasts)
-    assert surface(common_volume, 100.0 * highest) == pytest.approx(surface(common_volume, highest))
-    assert beyond(common_volume, 100.0 * highest) != pytest.approx(
-        surface(common_volume, 100.0 * highest)
+    assert held(common_volume, 100.0 * highest) == pytest.approx(held(common_volume, highest))
+    assert surface(common_volume, 100.0 * highest) != pytest.approx(
+        held(common_volume, 100.0 * highest)
     )
     # the same curve fields as without the second scan (the first scan's)
     assert two.record.delineation_threshold_fractions == one.record.delineation_threshold_fractions

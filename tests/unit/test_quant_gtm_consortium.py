@@ -532,14 +532,14 @@ def test_phantom_choice_applies_the_model_the_record_chose(runs: dict[str, SiteR
     assert all("found no model better than none" in s for s in declined.partial_volume_status)
 
 
-def test_the_cycles_lesions_are_delineated_held_at_the_phantoms_contrasts_and_bracketed(
+def test_the_cycles_lesions_are_bracketed_by_the_threshold_held_at_the_phantoms_contrasts(
     runs: dict[str, SiteRun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a record carrying two contrasts' threshold scans, the cycle's lesions are drawn
-    with the surface held at the phantoms' contrasts and bracketed by the extrapolated one
-    (``quant.delineation``, "Beyond the phantoms' contrasts"; the rule itself:
+    with the surface followed beyond the phantoms' contrasts and bracketed by the one held at
+    them (``quant.delineation``, "Beyond the phantoms' contrasts"; the rule itself:
     ``tests/unit/test_quant_delineation_contrast.py``): the delineation is handed both, and
-    every re-delineated lesion carries the extrapolated region's volume. (This preset's 8.8 mm
+    every re-delineated lesion carries the bracket's volume. (This preset's 8.8 mm
     voxels make the regions of the two thresholds alike: the wiring is what is checked.)"""
     run = runs[SITES[0]]
     volumes = run.record.delineation_threshold_volumes_ml
@@ -568,7 +568,7 @@ def test_the_cycles_lesions_are_delineated_held_at_the_phantoms_contrasts_and_br
         run.cycle, record, partial_volume_correction=True, partial_volume_model=GTM_PLATFORM_MODEL
     )
     (kwargs,) = handed
-    held, beyond = kwargs["contrast_threshold"], kwargs["extrapolated_threshold"]
+    beyond, held = kwargs["contrast_threshold"], kwargs["bracket_threshold"]
     volume = volumes[-1]
     assert held(volume, 40.0) == pytest.approx(held(volume, 4.0))
     assert beyond(volume, 4.0) == pytest.approx(held(volume, 4.0))
@@ -576,7 +576,7 @@ def test_the_cycles_lesions_are_delineated_held_at_the_phantoms_contrasts_and_br
     delineated = [d for d in platform.delineations if d is not None and d.status == DELINEATED]
     assert delineated
     for delineation in delineated:
-        assert np.isfinite(delineation.extrapolated_volume_ml)
+        assert np.isfinite(delineation.bracket_volume_ml)
 
 
 def test_perturbation_gtm_reconstructs_every_region_through_the_sites_protocol(
