@@ -292,7 +292,8 @@ def delineation_relative_sd(
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Per VOI, the relative SD of the first time point's activity and of its concentration
     (activity / delineated volume) from the delineation's volume uncertainty: half the
-    difference between their values with the lesion delineated at g + SD and at g − SD
+    difference between their values with the lesion delineated as the smallest and the largest
+    of its regions at g + SD, at g − SD and by the threshold held at the phantoms' contrasts
     (``LesionDelineation.smaller_mask`` / ``larger_mask``; first-order propagation, the two
     regions as a ±1 SD pair), over the central value. 0 where the lesion was not re-delineated
     or its curve has no residual SD (organs, a site with the Gaussian model, a lesion kept as
@@ -612,8 +613,8 @@ def quantify_cycle(
             if index == 0 and any(
                 d is not None and d.smaller_mask is not None for d in delineations
             ):
-                # the delineation term: every re-delineated lesion at g + SD, then at g − SD
-                # (one GTM each; lesions far apart, so each sees its own change)
+                # the delineation term: every re-delineated lesion as its smaller region, then
+                # as its larger (one GTM each; lesions far apart, so each sees its own change)
                 shifted = []
                 for side in ("smaller_mask", "larger_mask"):
                     masks = voi_set.masks.copy()

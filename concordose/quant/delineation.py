@@ -304,7 +304,7 @@ class ThresholdSurface:
     curves: tuple[ThresholdCurve, ...]
     extrapolation_spans: float = CONTRAST_EXTRAPOLATION_SPANS
     """How far beyond the measured contrasts the line is followed, in spans (0: g held at the
-    measured contrasts' limits; ``benchmarks/diagnose_lesion_threshold.py`` compares the two)."""
+    measured contrasts' limits, :meth:`held`)."""
 
     def held(self) -> ThresholdSurface:
         """The same surface held at the measured contrasts' limits (no extrapolation): the
@@ -327,17 +327,13 @@ class ThresholdSurface:
         return float(np.clip(intercept + slope * log_contrast, 0.0, 1.0))
 
 
-def threshold_surface(
-    curves: Sequence[ThresholdCurve],
-    *,
-    extrapolation_spans: float = CONTRAST_EXTRAPOLATION_SPANS,
-) -> ThresholdSurface | None:
+def threshold_surface(curves: Sequence[ThresholdCurve]) -> ThresholdSurface | None:
     """The :class:`ThresholdSurface` of ``curves``, or None when fewer than two carry contrasts
     (one scan's curve, or records of before: today's curve applies)."""
     usable = tuple(c for c in curves if c.contrasts is not None)
     if len(usable) < 2:
         return None
-    return ThresholdSurface(usable, extrapolation_spans)
+    return ThresholdSurface(usable)
 
 
 @dataclass(frozen=True)
@@ -358,8 +354,8 @@ class LesionDelineation:
             ``larger_mask`` and ``smaller_mask`` (NaN where neither was measured).
         smaller_mask, larger_mask: the smallest and the largest of the regions the rule finds
             with g + SD and g − SD and with the bracketing threshold (None where none was
-            measured): the delineation term of the activity's
-            SD is propagated through them (``pipeline.quantify``).
+            measured): the delineation term of the activity's SD is propagated through them
+            (``pipeline.quantify``).
         bracket_volume_ml: the volume the bracketing threshold finds (``bracket_threshold`` of
             :func:`delineate_lesion`; NaN without one).
         bracket_taken: True where that region is the lesion (the threshold's own was the
