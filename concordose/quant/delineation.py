@@ -51,14 +51,16 @@ lesion at 30:1, milan's chain: 0.387 → 0.474). On the consortium (full preset,
 ``benchmarks/diagnose_lesion_threshold.py``) still lesions with a necrotic core need a g a
 median 0.05 above the extrapolated surface and 0.00 from the surface held at the measured
 contrasts (:meth:`ThresholdSurface.held`); those without one 0.03 above the extrapolated and
-0.06 below the held. Neither is right for every lesion, and held alone the rule can collapse:
-a uniform hot 4–10 mL lesion at 30:1 needs a g a few hundredths under the held one, has no
-fixed point at its scale there, and the lowest crossing is the central peak's (0.06–0.13×).
+0.19 below the held (alone it draws them a median 0.42×). Neither is right for every lesion,
+and held alone the rule collapses: a uniform hot 4–10 mL lesion at 30:1 needs a g a few
+hundredths under the held one, has no fixed point at its scale there, and the lowest crossing
+is the central peak's (0.06–0.13×).
 So the platform delineates with the extrapolated surface (the lesion's volume) and brackets it
 with the held one: the held region joins the ±SD pair of the volume (the delineation term of
 the activity's SD, ``pipeline.quantify``), so that a lesion whose structure the phantom cannot
-tell is published with that uncertainty; a region under :data:`CENTRAL_PEAK_FRACTION` of the
-other is the central peak's and is left out (or, were it the extrapolated one, replaced).
+tell is published with that uncertainty; where one region is under
+:data:`CENTRAL_PEAK_FRACTION` of the other (a central peak's fixed point, or a level that fills
+the search region), the bracket is left out and the extrapolated region stands.
 
 **Detectability.** A lesion whose seed voxel stands less than :data:`DETECTION_CNR` standard
 deviations of the background shell above the background cannot be delineated from the image
@@ -263,7 +265,9 @@ limit."""
 
 CENTRAL_PEAK_FRACTION = 1.0 / 3.0
 """Of a lesion's region and its bracket's (:func:`delineate_lesion`), one under this fraction
-of the other is the central peak's fixed point (``LEVEL_SCAN_STEPS``), not the lesion. Measured
+of the other is not a bracket: one of the two levels found the central peak's fixed point
+(``LEVEL_SCAN_STEPS``) or filled the search region (full preset: a 1.35 mL lesion drawn 1.05×
+by the extrapolated surface, 13× by the held one). Measured
 on milan's chain (noise-free, warm cylinder, 4:1 and 10:1 NEMA surface, lesions at 30:1;
 ``tests/unit/test_quant_delineation_contrast.py``): held / extrapolated volume 0.05–0.12 at
 such a collapse (4–10 mL), 0.72–0.85 otherwise (18.5–25 mL); on the realistic digital
@@ -358,8 +362,6 @@ class LesionDelineation:
             (``pipeline.quantify``).
         bracket_volume_ml: the volume the bracketing threshold finds (``bracket_threshold`` of
             :func:`delineate_lesion`; NaN without one).
-        bracket_taken: True where that region is the lesion (the threshold's own was the
-            central peak's, :data:`CENTRAL_PEAK_FRACTION`).
     """
 
     mask: BoolArray
@@ -375,7 +377,6 @@ class LesionDelineation:
     smaller_mask: BoolArray | None = None
     larger_mask: BoolArray | None = None
     bracket_volume_ml: float = math.nan
-    bracket_taken: bool = False
 
     @property
     def volume_relative_sd(self) -> float:
@@ -497,9 +498,9 @@ def delineate_lesion(
         bracket_threshold: a second g(V, K) (the platform's: the surface held at the phantoms'
             measured contrasts, :meth:`ThresholdSurface.held`); with ``contrast_threshold`` its
             region brackets the lesion's: it joins the ±SD pair (``smaller_mask`` /
-            ``larger_mask``, ``volume_sd_ml``) unless it is under :data:`CENTRAL_PEAK_FRACTION`
-            of the lesion's (the central peak's), and it is the lesion where the lesion's own
-            is under that fraction of it (module docstring, "Beyond the phantoms' contrasts").
+            ``larger_mask``, ``volume_sd_ml``) unless one of the two regions is under
+            :data:`CENTRAL_PEAK_FRACTION` of the other (module docstring, "Beyond the phantoms'
+            contrasts"). The lesion is always ``contrast_threshold``'s region.
     """
     image = np.asarray(concentration_mbq_per_ml, dtype=np.float64)
     voxel_ml = float(np.prod(spacing_mm_zyx)) / 1000.0
@@ -574,23 +575,20 @@ def delineate_lesion(
         whole[zone.box] = region
         return whole
 
-    surface = contrast_threshold
-    chosen = fixed_point(0.0, surface)
+    chosen = fixed_point(0.0)
     other: BoolArray | None = None
     bracket_volume_ml = math.nan
     if contrast_threshold is not None and bracket_threshold is not None:
         other = fixed_point(0.0, bracket_threshold)
         bracket_volume_ml = float(other.sum()) * voxel_ml
-        if float(other.sum()) < CENTRAL_PEAK_FRACTION * float(chosen.sum()):
-            other = None  # the bracket's level found the central peak, not the lesion
-        elif float(chosen.sum()) < CENTRAL_PEAK_FRACTION * float(other.sum()):
-            # the threshold's own level found the central peak: the bracket's region is it
-            chosen, other, surface = other, None, bracket_threshold
+        low, high = sorted((float(other.sum()), float(chosen.sum())))
+        if low < CENTRAL_PEAK_FRACTION * high:
+            other = None  # one level found the central peak or filled the search: no bracket
     volume_ml = float(chosen.sum()) * voxel_ml
     fraction_sd = threshold_sd(volume_ml) if threshold_sd is not None else math.nan
     bracket: list[BoolArray] = []
     if np.isfinite(fraction_sd) and fraction_sd > 0:
-        bracket += [fixed_point(fraction_sd, surface), fixed_point(-fraction_sd, surface)]
+        bracket += [fixed_point(fraction_sd), fixed_point(-fraction_sd)]
     if other is not None and int(other.sum()) != int(chosen.sum()):
         bracket.append(other)
     smaller = larger = None
@@ -603,7 +601,7 @@ def delineate_lesion(
     return LesionDelineation(
         mask=on_grid(chosen),
         status=DELINEATED,
-        threshold_fraction=level_fraction(chosen, surface),
+        threshold_fraction=level_fraction(chosen),
         peak_mbq_per_ml=zone.peak,
         background_mbq_per_ml=zone.background,
         background_sd_mbq_per_ml=zone.background_sd,
@@ -614,7 +612,6 @@ def delineate_lesion(
         smaller_mask=None if smaller is None else on_grid(smaller),
         larger_mask=None if larger is None else on_grid(larger),
         bracket_volume_ml=bracket_volume_ml,
-        bracket_taken=surface is not contrast_threshold,
     )
 
 

@@ -259,7 +259,6 @@ def test_the_held_threshold_brackets_the_lesion_unless_it_finds_the_central_peak
         image, mask = lesion_images[volume, 30.0]
         assert _delineated(image, mask, contrast=held).volume_ml / volume < 0.25
         bracketed = _delineated(image, mask, contrast=beyond, bracket=held)
-        assert not bracketed.bracket_taken
         assert bracketed.bracket_volume_ml < 0.25 * volume
         assert bracketed.volume_ml / volume == pytest.approx(1.0, abs=0.3)
         assert bracketed.smaller_mask is None
@@ -275,10 +274,11 @@ def test_the_held_threshold_brackets_the_lesion_unless_it_finds_the_central_peak
     assert bracketed.volume_sd_ml == pytest.approx(
         0.5 * (bracketed.volume_ml - bracketed.bracket_volume_ml)
     )
-    # the other way round (the held surface as the rule, say): the central peak is replaced
+    # the other way round (the held surface as the rule, say): the rule's region stands, the
+    # bracket ten times its size is no bracket
     swapped = _delineated(*lesion_images[10.0, 30.0], contrast=held, bracket=beyond)
-    assert swapped.bracket_taken
-    assert swapped.volume_ml == pytest.approx(swapped.bracket_volume_ml)
+    assert swapped.volume_ml < delineation.CENTRAL_PEAK_FRACTION * swapped.bracket_volume_ml
+    assert swapped.larger_mask is None
     image, mask = lesion_images[10.0, 8.0]
     inside = _delineated(image, mask, contrast=beyond, bracket=held)
     assert inside.bracket_volume_ml == pytest.approx(inside.volume_ml)
