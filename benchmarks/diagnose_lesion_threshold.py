@@ -46,7 +46,11 @@ from concordose.pipeline.alignment import align_time_points
 from concordose.pipeline.assembly import CycleStudy
 from concordose.pipeline.catalogue import CycleSource
 from concordose.pipeline.preparation import prepare_cycle
-from concordose.pipeline.quantify import record_threshold_surface, threshold_curve
+from concordose.pipeline.quantify import (
+    record_threshold_surface,
+    threshold_curve,
+    threshold_curve_sd,
+)
 from concordose.pipeline.time_point_activity import time_point_activity_mbq
 from concordose.quant.delineation import (
     DELINEATED,
@@ -128,6 +132,7 @@ def lesion_rows(run: Path) -> list[dict[str, Any]]:
                 spacing_mm_zyx=zyx,
                 fwhm_mm=fwhm_mm,
                 threshold=threshold_curve(calibration),
+                threshold_sd=threshold_curve_sd(calibration),  # as the pipeline: the same SD
                 contrast_threshold=primary,
                 bracket_threshold=bracket,
             )
