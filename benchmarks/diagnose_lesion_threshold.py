@@ -20,11 +20,15 @@ writes, per lesion:
   drew (the published volume, reproduced), with its volume SD;
 * ``g_held`` and ``volume_over_true_held``: the same with the held surface alone — the
   alternative rule, measured;
-* the lesion's structure from the generator: necrotic core, breathing amplitude.
+* the lesion's structure from the generator: necrotic core, breathing amplitude;
+* ``status``, ``central_peak_only`` and ``site_volume_over_true``: the rule's status, whether
+  it found only the lesion's central peak (``quant.delineation.CENTRAL_PEAK_ONLY``: the site's
+  VOI then the other end of the volume SD) and the site's own volume.
 
-The summary groups lesions by structure (breathing; else necrotic core; else neither) and
-gives, per group, the median of g_needed − g_used and of g_needed − g_held and the median
-volume ratio both ways, and per site the same. (≈ 20 s per cycle.)
+The summary counts the lesions drawn at their central peak only and groups lesions by structure
+(breathing; else necrotic core; else neither) and gives, per group, the median of g_needed −
+g_used and of g_needed − g_held and the median volume ratio both ways, and per site the same.
+(≈ 20 s per cycle.)
 """
 
 from __future__ import annotations
@@ -164,6 +168,9 @@ def lesion_rows(run: Path) -> list[dict[str, Any]]:
                     "breathing_mm": breathing,
                     "group": structure_group(core, breathing),
                     "delineated": used.status == DELINEATED,
+                    "status": used.status,
+                    "central_peak_only": used.central_peak_only,
+                    "site_volume_over_true": round(used.site_volume_ml / true_ml, 3),
                     "g_needed": None if needed is None else round(needed[0], 3),
                     "contrast": None if needed is None else round(needed[1], 1),
                     "g_used": round(used.threshold_fraction, 3),
@@ -197,6 +204,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         }
 
     return {
+        "central_peak_only": sum(bool(r["central_peak_only"]) for r in rows),
         "by_structure": {
             name: medians([r for r in delineated if r["group"] == name]) for name in GROUPS
         },

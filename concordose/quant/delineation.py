@@ -62,6 +62,18 @@ tell is published with that uncertainty; where one region is under
 :data:`CENTRAL_PEAK_FRACTION` of the other (a central peak's fixed point, or a level that fills
 the search region), the bracket is left out and the extrapolated region stands.
 
+**No fixed point at the lesion's scale.** Where the surface asks more of a small lesion than
+its image gives (lobulated, textured 1–6 mL lesions at K ≈ 9–30 need g 0.3–0.6; at their
+volume the surface asks 0.4–0.8 and it rises as the region shrinks), the lowest crossing is
+the central peak's: a few voxels, 0.05–0.34× the lesion. Nothing in the image tells that
+region from a small lesion drawn right (milan's resolution recovery draws a 3.7 mL lesion's
+half-maximum region at 0.33× its volume, a 1.3 mL one's at 0.96×), so the rule's region
+stands; where it is under
+:data:`CENTRAL_PEAK_FRACTION` of the site's VOI, the site's VOI becomes the other end of its
+volume SD (hence of its activity, concentration and dose SD) and the lesion carries
+:data:`CENTRAL_PEAK_ONLY`. Taking the site's VOI instead was measured and not adopted (README,
+"No fixed point at the lesion's scale").
+
 **Detectability.** A lesion whose seed voxel stands less than :data:`DETECTION_CNR` standard
 deviations of the background shell above the background cannot be delineated from the image
 (the Rose criterion: Rose A. J Opt Soc Am 1948;38:196-208; any threshold then follows the
@@ -136,6 +148,12 @@ UNDETECTABLE = (
 background."""
 DELINEATED = "delineated"
 """Status of a lesion the rule re-delineated."""
+CENTRAL_PEAK_ONLY = (
+    "delineated at its central peak only (no fixed point of the threshold at the lesion's"
+    " scale; under 1/3 of the site's VOI): its volume SD spans to the site's VOI"
+)
+"""What a lesion the rule found only the central peak of carries
+(:attr:`LesionDelineation.central_peak_only`, :data:`CENTRAL_PEAK_FRACTION`)."""
 
 
 def sphere_profile(radius_mm: float, r_mm: FloatArray, sigma_mm: float) -> FloatArray:
@@ -264,9 +282,15 @@ limit."""
 
 
 CENTRAL_PEAK_FRACTION = 1.0 / 3.0
-"""Of a lesion's region and its bracket's (:func:`delineate_lesion`), one under this fraction
+"""A rule's region under this fraction of the site's VOI is taken for the central peak's fixed
+point (``LEVEL_SCAN_STEPS``: the threshold has no fixed point at the lesion's scale, and the
+lowest crossing is the peak's): it is published, with the site's VOI as the other end of its
+volume SD (:data:`CENTRAL_PEAK_ONLY`; module docstring, "No fixed point at the lesion's
+scale").
+
+Of a lesion's region and its bracket's (:func:`delineate_lesion`), one under this fraction
 of the other is not a bracket: one of the two levels found the central peak's fixed point
-(``LEVEL_SCAN_STEPS``) or filled the search region (full preset: a 1.35 mL lesion drawn 1.05×
+or filled the search region (full preset: a 1.35 mL lesion drawn 1.05×
 by the extrapolated surface, 13× by the held one). Measured
 on milan's chain (noise-free, warm cylinder, 4:1 and 10:1 NEMA surface, lesions at 30:1;
 ``tests/unit/test_quant_delineation_contrast.py``): held / extrapolated volume 0.05–0.12 at
@@ -362,6 +386,9 @@ class LesionDelineation:
             (``pipeline.quantify``).
         bracket_volume_ml: the volume the bracketing threshold finds (``bracket_threshold`` of
             :func:`delineate_lesion`; NaN without one).
+        central_peak_only: the rule's region is under :data:`CENTRAL_PEAK_FRACTION` of the
+            site's VOI (:data:`CENTRAL_PEAK_ONLY`): the site's VOI is then one end of the ±SD
+            pair.
     """
 
     mask: BoolArray
@@ -377,6 +404,7 @@ class LesionDelineation:
     smaller_mask: BoolArray | None = None
     larger_mask: BoolArray | None = None
     bracket_volume_ml: float = math.nan
+    central_peak_only: bool = False
 
     @property
     def volume_relative_sd(self) -> float:
@@ -576,6 +604,7 @@ def delineate_lesion(
         return whole
 
     chosen = fixed_point(0.0)
+    central_peak_only = bool(chosen.sum() < CENTRAL_PEAK_FRACTION * site_mask.sum())
     other: BoolArray | None = None
     bracket_volume_ml = math.nan
     if contrast_threshold is not None and bracket_threshold is not None:
@@ -591,6 +620,8 @@ def delineate_lesion(
         bracket += [fixed_point(fraction_sd), fixed_point(-fraction_sd)]
     if other is not None and int(other.sum()) != int(chosen.sum()):
         bracket.append(other)
+    if central_peak_only:
+        bracket.append(site_mask[zone.box])  # the site's VOI is the other end of the SD
     smaller = larger = None
     volume_sd_ml = math.nan
     if bracket:
@@ -612,6 +643,7 @@ def delineate_lesion(
         smaller_mask=None if smaller is None else on_grid(smaller),
         larger_mask=None if larger is None else on_grid(larger),
         bracket_volume_ml=bracket_volume_ml,
+        central_peak_only=central_peak_only,
     )
 
 
@@ -782,6 +814,7 @@ def delineate_lesions(
 __all__ = [
     "BACKGROUND_SHELL_FWHM",
     "CENTRAL_PEAK_FRACTION",
+    "CENTRAL_PEAK_ONLY",
     "CONTRAST_EXTRAPOLATION_SPANS",
     "DELINEATED",
     "DETECTION_CNR",

@@ -19,7 +19,12 @@ from concordose.phantoms import GeneratedPatient
 from concordose.pipeline.assembly import CycleStudy, assemble_cycles
 from concordose.pipeline.catalogue import catalogue
 from concordose.pipeline.quantify import CycleTimeActivity
-from concordose.quant.delineation import DELINEATED, UNDETECTABLE, LesionDelineation
+from concordose.quant.delineation import (
+    CENTRAL_PEAK_ONLY,
+    DELINEATED,
+    UNDETECTABLE,
+    LesionDelineation,
+)
 from concordose.quant.organ_outline import FAINT, FITTED, OrganOutline
 from concordose.results.cycle_summary import (
     PARTIAL_VOLUME_CHECK,
@@ -196,3 +201,31 @@ def test_where_the_platform_used_the_sites_drawing_is_a_warning_naming_the_vois(
     assert messages[1].startswith("1 organ VOI(s) [bone_marrow]: gtm_platform_voi outline not")
     assert FAINT in messages[1]
     assert [f["finding_index"] for f in findings] == [0, 1]
+
+
+def test_a_lesion_drawn_at_its_central_peak_only_is_a_warning_naming_it() -> None:
+    """gtm_platform_voi: a lesion the rule found only the central peak of is published at that
+    region with the site's VOI as its SD's other end, and a warning says so (a lesion drawn at
+    its scale gives none)."""
+    found = LesionDelineation(
+        np.zeros((2, 2, 2), dtype=bool), DELINEATED, 0.75, 1.0, 0.1, 0.01, 9.5, 0.5
+    )
+    tac = replace(
+        TAC,
+        labels=("lesion_1", "lesion_2"),
+        voi_types=(VoiType.LESION, VoiType.LESION),
+        volume_ml=np.array([0.5, 20.0]),
+        mass_g=np.array([0.5, 20.0]),
+        activity_mbq=np.ones((2, 4)),
+        partial_volume_model="gtm_platform_voi",
+        partial_volume_status=("ok",) * 2,
+        delineations=(replace(found, central_peak_only=True), found),
+        organ_outlines=(None, None),
+    )
+    findings = with_partial_volume_findings(
+        QC_FINDINGS.schema.empty_table(), IDENTITY, tac, Provenance(run_id="r")
+    ).to_pylist()
+    assert [f["message"] for f in findings] == [
+        f"1 lesion VOI(s) [lesion_1]: gtm_platform_voi {CENTRAL_PEAK_ONLY}"
+    ]
+    assert findings[0]["severity"] == "warning"

@@ -17,6 +17,8 @@ def _row(
         "site": site,
         "group": structure_group(core, breathing),
         "delineated": True,
+        "status": "delineated",
+        "central_peak_only": False,
         "g_needed": needed,
         "contrast": None if needed is None else 20.0,
         "g_used": 0.45,
@@ -34,8 +36,10 @@ def test_lesions_group_by_structure_breathing_first_and_medians_skip_the_unsolve
         _row("milan", 0.4, 16.0, 0.60, volume_over_true=1.6, volume_over_true_held=1.8),
         _row("brussels", 0.0, 0.0, None, volume_over_true=0.9),
         _row("brussels", 0.4, 0.0, 0.43, delineated=False, volume_over_true=9.0),
+        _row("montpellier", 0.0, 0.0, None, central_peak_only=True, volume_over_true=0.9),
     ]
     result = summary(rows)
+    assert result["central_peak_only"] == 1
     groups = result["by_structure"]
     assert groups["breathing"]["lesions"] == 1  # a breathing lesion with a core is breathing's
     assert groups["breathing"]["g_needed_minus_used_median"] == pytest.approx(0.15)

@@ -213,16 +213,29 @@ def test_one_contrasts_curve_draws_a_hot_lesion_at_a_fraction_of_its_volume(
     nema_curves: dict[float, ThresholdCurve],
     lesion_images: dict[tuple[float, float], tuple[NDArray[np.float64], NDArray[np.bool_]]],
 ) -> None:
-    """The failure reproduced: each fill's curve, applied at 30:1, draws the lesions at a
-    fraction of their volume (the 4:1 curve at ≤ 0.25×; measured 0.05-0.20×), and the 10:1
-    curve draws a 10 mL lesion at 4:1 at ≥ 1.5× (measured 1.9×)."""
-    for volume in (4.0, 10.0, 18.5):
-        image, mask = lesion_images[volume, 30.0]
-        assert _volume_ratio(image, mask, volume, threshold=nema_curves[4.0].at) < 0.25
-    image, mask = lesion_images[10.0, 30.0]
-    assert _volume_ratio(image, mask, 10.0, threshold=nema_curves[10.0].at) < 0.25
+    """The failure reproduced: each fill's curve, applied at 30:1, has no fixed point at the
+    lesions' scale, and the lowest is the central peak's (the 4:1 curve at ≤ 0.25×; measured
+    0.05-0.20×); the 10:1 curve draws a 10 mL lesion at 4:1 at ≥ 1.5× (measured 1.9×). The
+    region is published as found, flagged, with the site's VOI (here the true outline) as the
+    other end of its volume SD."""
+    voxel_ml = VOXEL_MM**3 / 1000.0
+    collapsed = [
+        (lesion_images[volume, 30.0], volume, nema_curves[4.0].at) for volume in (4.0, 10.0, 18.5)
+    ]
+    collapsed.append((lesion_images[10.0, 30.0], 10.0, nema_curves[10.0].at))
+    for (image, mask), volume, curve in collapsed:
+        found = _delineated(image, mask, threshold=curve)
+        assert found.volume_ml / volume < 0.25
+        assert found.central_peak_only
+        assert found.larger_mask is not None
+        assert np.array_equal(found.larger_mask, mask)
+        assert found.volume_sd_ml == pytest.approx(
+            0.5 * (float(mask.sum()) * voxel_ml - found.volume_ml)
+        )
     image, mask = lesion_images[10.0, 4.0]
-    assert _volume_ratio(image, mask, 10.0, threshold=nema_curves[10.0].at) > 1.5
+    drawn = _delineated(image, mask, threshold=nema_curves[10.0].at)
+    assert drawn.volume_ml / 10.0 > 1.5
+    assert not drawn.central_peak_only
 
 
 def test_the_contrast_dependent_threshold_draws_every_lesion_near_its_volume(
@@ -248,7 +261,8 @@ def test_the_held_threshold_brackets_the_lesion_unless_it_finds_the_central_peak
     """The platform's rule beyond the phantoms' contrasts (uniform spheres at 30:1, K ≈ 8–12
     against the phantoms' ≤ 6): the extrapolated surface draws the lesion, the held one
     brackets it. Held alone, the surface finds the central peak of the 4 and 10 mL lesions
-    (measured 0.13× and 0.06×): that region is left out of the bracket (no SD term from it).
+    (measured 0.13× and 0.06×; as the rule, flagged, with the site's VOI as its SD's other
+    end): as the bracket, that region is left out (no SD term from it).
     For 18.5 mL the held region (0.77×, extrapolated 1.07×) is the other end of the volume's
     SD. Within the measured contrasts (10 mL at 8:1) the two agree and add no SD term."""
     surface = threshold_surface(list(nema_curves.values()))
@@ -257,7 +271,9 @@ def test_the_held_threshold_brackets_the_lesion_unless_it_finds_the_central_peak
     voxel_ml = VOXEL_MM**3 / 1000.0
     for volume in (4.0, 10.0):
         image, mask = lesion_images[volume, 30.0]
-        assert _delineated(image, mask, contrast=held).volume_ml / volume < 0.25
+        alone = _delineated(image, mask, contrast=held)
+        assert alone.volume_ml / volume < 0.25
+        assert alone.central_peak_only
         bracketed = _delineated(image, mask, contrast=beyond, bracket=held)
         assert bracketed.bracket_volume_ml < 0.25 * volume
         assert bracketed.volume_ml / volume == pytest.approx(1.0, abs=0.3)
@@ -274,11 +290,13 @@ def test_the_held_threshold_brackets_the_lesion_unless_it_finds_the_central_peak
     assert bracketed.volume_sd_ml == pytest.approx(
         0.5 * (bracketed.volume_ml - bracketed.bracket_volume_ml)
     )
-    # the other way round (the held surface as the rule, say): the rule's region stands, the
-    # bracket ten times its size is no bracket
+    # the other way round (the held surface as the rule, say): the rule's central peak stands,
+    # flagged; the bracket ten times its size is no bracket, the site's VOI is the SD's end
     swapped = _delineated(*lesion_images[10.0, 30.0], contrast=held, bracket=beyond)
     assert swapped.volume_ml < delineation.CENTRAL_PEAK_FRACTION * swapped.bracket_volume_ml
-    assert swapped.larger_mask is None
+    assert swapped.central_peak_only
+    assert swapped.larger_mask is not None
+    assert np.array_equal(swapped.larger_mask, lesion_images[10.0, 30.0][1])
     image, mask = lesion_images[10.0, 8.0]
     inside = _delineated(image, mask, contrast=beyond, bracket=held)
     assert inside.bracket_volume_ml == pytest.approx(inside.volume_ml)
