@@ -68,11 +68,10 @@ volume the surface asks 0.4–0.8 and it rises as the region shrinks), the lowes
 the central peak's: a few voxels, 0.05–0.34× the lesion. Nothing in the image tells that
 region from a small lesion drawn right (milan's resolution recovery draws a 3.7 mL lesion's
 half-maximum region at 0.33× its volume, a 1.3 mL one's at 0.96×), so the rule's region
-stands; where it is under
-:data:`CENTRAL_PEAK_FRACTION` of the site's VOI, the site's VOI becomes the other end of its
-volume SD (hence of its activity, concentration and dose SD) and the lesion carries
-:data:`CENTRAL_PEAK_ONLY`. Taking the site's VOI instead was measured and not adopted (README,
-"No fixed point at the lesion's scale").
+stands; where it is under :data:`CENTRAL_PEAK_FRACTION` of the site's VOI, the site's VOI
+becomes the other end of its volume SD (hence of its activity, concentration and dose SD) and
+the lesion carries :data:`CENTRAL_PEAK_ONLY`. Taking the site's VOI instead was measured and
+not adopted (README, "No fixed point at the lesion's scale").
 
 **Detectability.** A lesion whose seed voxel stands less than :data:`DETECTION_CNR` standard
 deviations of the background shell above the background cannot be delineated from the image
@@ -381,9 +380,9 @@ class LesionDelineation:
         volume_sd_ml: the delineated volume's SD: half the difference between the volumes of
             ``larger_mask`` and ``smaller_mask`` (NaN where neither was measured).
         smaller_mask, larger_mask: the smallest and the largest of the regions the rule finds
-            with g + SD and g − SD and with the bracketing threshold (None where none was
-            measured): the delineation term of the activity's SD is propagated through them
-            (``pipeline.quantify``).
+            with g + SD and g − SD and with the bracketing threshold, and of the site's VOI
+            where ``central_peak_only`` (None where none was measured): the delineation term
+            of the activity's SD is propagated through them (``pipeline.quantify``).
         bracket_volume_ml: the volume the bracketing threshold finds (``bracket_threshold`` of
             :func:`delineate_lesion`; NaN without one).
         central_peak_only: the rule's region is under :data:`CENTRAL_PEAK_FRACTION` of the
