@@ -603,7 +603,8 @@ def delineate_lesion(
         return whole
 
     chosen = fixed_point(0.0)
-    central_peak_only = bool(chosen.sum() < CENTRAL_PEAK_FRACTION * site_mask.sum())
+    volume_ml = float(chosen.sum()) * voxel_ml
+    central_peak_only = volume_ml < CENTRAL_PEAK_FRACTION * site_volume_ml
     other: BoolArray | None = None
     bracket_volume_ml = math.nan
     if contrast_threshold is not None and bracket_threshold is not None:
@@ -612,7 +613,6 @@ def delineate_lesion(
         low, high = sorted((float(other.sum()), float(chosen.sum())))
         if low < CENTRAL_PEAK_FRACTION * high:
             other = None  # one level found the central peak or filled the search: no bracket
-    volume_ml = float(chosen.sum()) * voxel_ml
     fraction_sd = threshold_sd(volume_ml) if threshold_sd is not None else math.nan
     bracket: list[BoolArray] = []
     if np.isfinite(fraction_sd) and fraction_sd > 0:
