@@ -49,12 +49,12 @@ a lesion needs depends on what is inside it, which no sphere calibrates: a necro
 the region's mean, not its edge, and raises the g the lesion needs (the same lobulated 25 mL
 lesion at 30:1, milan's chain: 0.387 → 0.474). On the consortium (full preset,
 ``benchmarks/diagnose_lesion_threshold.py``) still lesions with a necrotic core need a g a
-median 0.05 above the extrapolated surface and 0.00 from the surface held at the measured
+median 0.06 above the extrapolated surface and 0.01 below the surface held at the measured
 contrasts (:meth:`ThresholdSurface.held`); those without one 0.03 above the extrapolated and
-0.19 below the held (alone it draws them a median 0.42×). Neither is right for every lesion,
-and held alone the rule collapses: a uniform hot 4–10 mL lesion at 30:1 needs a g a few
-hundredths under the held one, has no fixed point at its scale there, and the lowest crossing
-is the central peak's (0.06–0.13×).
+0.22 below the held (alone it draws them a median 0.35×). Neither is right for every lesion,
+and held alone the rule draws uniform hot lesions small (milan's chain, 4–18.5 mL at 30:1:
+0.40–0.60×) or finds only their central peak (the consortium's 5–12 mL lesions at milan and
+montpellier: 0.05–0.18×).
 So the platform delineates with the extrapolated surface (the lesion's volume) and brackets it
 with the held one: the held region joins the ±SD pair of the volume (the delineation term of
 the activity's SD, ``pipeline.quantify``), so that a lesion whose structure the phantom cannot
@@ -63,15 +63,21 @@ tell is published with that uncertainty; where one region is under
 the search region), the bracket is left out and the extrapolated region stands.
 
 **No fixed point at the lesion's scale.** Where the surface asks more of a small lesion than
-its image gives (lobulated, textured 1–6 mL lesions at K ≈ 9–30 need g 0.3–0.6; at their
-volume the surface asks 0.4–0.8 and it rises as the region shrinks), the lowest crossing is
-the central peak's: a few voxels, 0.05–0.34× the lesion. Nothing in the image tells that
-region from a small lesion drawn right (milan's resolution recovery draws a 3.7 mL lesion's
-half-maximum region at 0.33× its volume, a 1.3 mL one's at 0.96×), so the rule's region
-stands; where it is under :data:`CENTRAL_PEAK_FRACTION` of the site's VOI, the site's VOI
-becomes the other end of its volume SD (hence of its activity, concentration and dose SD) and
-the lesion carries :data:`CENTRAL_PEAK_ONLY`. Taking the site's VOI instead was measured and
-not adopted (README, "No fixed point at the lesion's scale").
+its image gives (lobulated, textured 1–6 mL lesions at K ≈ 9–30 need g 0.3–0.6), the lowest
+crossing is the central peak's: a few voxels, 0.05–0.34× the lesion. Most such collapses were
+the surface's, not the lesion's: one noisy sphere's point interpolated as measured, and a
+slope in ln K read where only one scan had spheres (milan: g rising with K below 5.58 mL,
+0.88 asked of a 3.7 mL lesion at K ≈ 22 that needs 0.53). The curve smoothed across the
+spheres (:func:`inverse_radius_fit`) and the surface's slope read where both scans measured,
+never rising with K (:meth:`ThresholdSurface.at`), leave one of the full preset's six (a
+4.9 mL lesion at brussels whose noisy image gives 0.30 at its volume where the surface asks
+0.47). Nothing in the image tells such a region from a small lesion drawn right (milan's
+resolution recovery draws a 3.7 mL lesion's half-maximum region at 0.33× its volume, a 1.3 mL
+one's at 0.96×), so the rule's region stands; where it is under :data:`CENTRAL_PEAK_FRACTION`
+of the site's VOI, the site's VOI becomes the other end of its volume SD (hence of its
+activity, concentration and dose SD) and the lesion carries :data:`CENTRAL_PEAK_ONLY`. Taking
+the site's VOI instead was measured and not adopted (README, "No fixed point at the lesion's
+scale").
 
 **Detectability.** A lesion whose seed voxel stands less than :data:`DETECTION_CNR` standard
 deviations of the background shell above the background cannot be delineated from the image
@@ -102,6 +108,7 @@ SPECT grid (a 0.5 mL lesion is ~6 voxels of 4.4 mm: a voxel more or less is ±17
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -130,8 +137,9 @@ contrast apart), so that the bisection brackets the **lowest** level where the r
 fraction reaches g: the largest of the fixed points. A lesion reconstructed with resolution
 modelling has a central peak (up to ~2× its concentration at high contrast) and a second,
 spurious fixed point there: a few voxels around the seed, whose fraction is near 1 and whose
-g is that of a tiny object. Bisecting from [background, seed] landed on it (milan, 10 mL at
-30:1, noise-free: 0.06× the volume; ``tests/unit/test_quant_delineation_contrast.py``)."""
+g is that of a tiny object. Bisecting from [background, seed] landed on it (milan, noise-free,
+g through the 4:1 scan's points as measured: 10 mL at 8:1 0.08× against 0.32× scanned,
+18.5 mL at 30:1 0.05× against 0.20×; ``tests/unit/test_quant_delineation_contrast.py``)."""
 DETECTION_CNR = 5.0
 """Rose criterion (module docstring): the seed must stand this many background SDs above the
 background for the lesion to be delineated from the image."""
@@ -194,6 +202,30 @@ def threshold_fraction(volume_ml: float, fwhm_mm: float) -> float:
     return min(surface / mean, 1.0) if mean > 0 else 1.0
 
 
+def inverse_radius_fit(
+    volumes_ml: Sequence[float] | FloatArray, values: Sequence[float] | FloatArray
+) -> Callable[[float], float]:
+    """The least-squares fit of value = a + b·(V/1 mL)^(−⅓) through the points (``volumes_ml``,
+    ``values``), as a function of V in mL (the line through two points; a single point's value
+    everywhere).
+
+    The form is the Gaussian model's large-object behaviour, ½ + c/R (:func:`threshold_fraction`;
+    a sphere's contrast recovery goes as 1 − c/R too), and a smooth curve through a site's
+    spheres: each point is one sphere's level on one noisy, voxelised reconstruction, and
+    interpolating the points would make one noisy sphere set g at its volume for every lesion
+    (milan, full preset: the 10:1 scan's 5.58 mL sphere at g = 0.722 where the noise-free chain
+    gives 0.601; the fit through its five spheres gives 0.633)."""
+    x = np.asarray(volumes_ml, dtype=np.float64) ** (-1.0 / 3.0)
+    y = np.asarray(values, dtype=np.float64)
+    if x.size == 1:
+        only = float(y[0])
+        return lambda volume_ml: only
+    design = np.column_stack([np.ones(x.size), x])
+    coefficients, *_ = np.linalg.lstsq(design, y, rcond=None)
+    intercept, slope = float(coefficients[0]), float(coefficients[1])
+    return lambda volume_ml: intercept + slope * volume_ml ** (-1.0 / 3.0)
+
+
 @dataclass(frozen=True)
 class ThresholdCurve:
     """The site's threshold-volume curve g(V), measured on its NEMA spheres (Jentzen's T(V)).
@@ -203,10 +235,11 @@ class ThresholdCurve:
         fractions: per sphere, the mean-referenced background-corrected level that delineates
             its true volume on the site's own reconstruction (:func:`sphere_threshold_point`).
 
-    Between spheres g is interpolated linearly in log V; below the smallest it keeps the
-    smallest sphere's value; above the largest it tends to ½ as 1/R (the surface's curvature,
-    the Gaussian model's large-object behaviour): g(V) = ½ + (g_max − ½)·(R_max / R), continuous
-    at the largest sphere (no cliff).
+    Between spheres g is the least-squares fit g = a + b·(V/1 mL)^(−⅓) through the points
+    (:func:`inverse_radius_fit`: one noisy sphere does not set g at its volume); below the
+    smallest sphere it keeps the fit's value there; above the largest it tends to ½ as 1/R (the
+    surface's curvature, the Gaussian model's large-object behaviour): g(V) = ½ + (g_max −
+    ½)·(R_max / R), g_max the fit at the largest sphere, continuous there (no cliff).
     """
 
     volumes_ml: tuple[float, ...]
@@ -216,38 +249,47 @@ class ThresholdCurve:
     (:func:`sphere_threshold_point`); None where not recorded (a curve from a record of before
     the contrast-dependent threshold)."""
 
-    def contrast_at(self, volume_ml: float) -> float:
-        """The phantom's measured contrast K at ``volume_ml``: interpolated linearly in log V
-        between spheres, the end spheres' value beyond them (NaN without contrasts)."""
+    @functools.cached_property
+    def _fraction_fit(self) -> Callable[[float], float]:
+        return inverse_radius_fit(self.volumes_ml, self.fractions)
+
+    @functools.cached_property
+    def _log_contrast_fit(self) -> Callable[[float], float] | None:
         if self.contrasts is None:
-            return math.nan
-        return float(
-            np.interp(
-                math.log(max(volume_ml, 1e-9)),
-                np.log(np.asarray(self.volumes_ml, dtype=np.float64)),
-                np.asarray(self.contrasts, dtype=np.float64),
-            )
-        )
+            return None
+        contrasts = np.maximum(np.asarray(self.contrasts, dtype=np.float64), 1e-9)
+        return inverse_radius_fit(self.volumes_ml, np.log(contrasts))
+
+    def _clamped(self, volume_ml: float) -> float:
+        return min(max(volume_ml, self.volumes_ml[0]), self.volumes_ml[-1])
+
+    def contrast_at(self, volume_ml: float) -> float:
+        """The phantom's measured contrast K at ``volume_ml``: ln K smoothed across the spheres
+        by the curve's form (:func:`inverse_radius_fit`), the end spheres' fitted value beyond
+        them (NaN without contrasts)."""
+        fit = self._log_contrast_fit
+        return math.nan if fit is None else math.exp(fit(self._clamped(volume_ml)))
 
     def at(self, volume_ml: float) -> float:
-        """g at ``volume_ml``."""
-        volumes = np.asarray(self.volumes_ml, dtype=np.float64)
-        fractions = np.asarray(self.fractions, dtype=np.float64)
-        if volume_ml > volumes[-1]:
-            radius_ratio = (volumes[-1] / volume_ml) ** (1.0 / 3.0)
-            return float(0.5 + (fractions[-1] - 0.5) * radius_ratio)
-        return float(np.interp(math.log(max(volume_ml, 1e-9)), np.log(volumes), fractions))
+        """g at ``volume_ml``: the least-squares fit of g = a + b·(V/1 mL)^(−⅓) through the
+        spheres' points (:func:`inverse_radius_fit`) between the smallest and the largest
+        sphere, the fit's value at the smallest below, the 1/R tail towards ½ above."""
+        largest = self.volumes_ml[-1]
+        if volume_ml > largest:
+            radius_ratio = (largest / volume_ml) ** (1.0 / 3.0)
+            return float(0.5 + (self._fraction_fit(largest) - 0.5) * radius_ratio)
+        return self._fraction_fit(self._clamped(volume_ml))
 
     def residual_sd(self, volume_ml: float) -> float:
         """SD of g at ``volume_ml`` from the measured points' scatter (NaN with fewer than
         three points: no residual degree of freedom).
 
-        The points are fitted by least squares with g = a + b·(V/1 mL)^(−⅓) (the curve's own
-        large-object form, ½ + c/R: :meth:`at`); s² = Σ r² / (n − 2) of the residuals r, and
-        the SD is that of a new point at V: s·√(1 + x₀ᵀ(XᵀX)⁻¹x₀), x₀ = (1, V^(−⅓)), V clamped
-        to the spheres' range (no extrapolation of the spread). Each point is one sphere's
-        level on one noisy, voxelised reconstruction; the interpolated curve passes through
-        them, so it carries their scatter at any volume. What it does not hold: the curve's
+        The curve is the least-squares fit g = a + b·(V/1 mL)^(−⅓) through the points
+        (:meth:`at`); s² = Σ r² / (n − 2) of the residuals r, and the SD is that of a new point
+        at V: s·√(1 + x₀ᵀ(XᵀX)⁻¹x₀), x₀ = (1, V^(−⅓)), V clamped to the spheres' range (no
+        extrapolation of the spread). Each point is one sphere's level on one noisy, voxelised
+        reconstruction, and the g a lesion needs scatters about the curve as a sphere's does
+        (a new point, not the fit's own error). What it does not hold: the curve's
         dependence on contrast (each site scans one sphere-to-background ratio; DESIGN.md,
         "Platform delineation"), so it is a lower bound of g's uncertainty for a lesion far
         from the phantom's contrast.
@@ -257,8 +299,7 @@ class ThresholdCurve:
         if volumes.size < 3:
             return math.nan
         design = np.column_stack([np.ones(volumes.size), volumes ** (-1.0 / 3.0)])
-        coefficients, *_ = np.linalg.lstsq(design, fractions, rcond=None)
-        residuals = fractions - design @ coefficients
+        residuals = fractions - np.array([self._fraction_fit(float(v)) for v in volumes])
         scale = math.sqrt(float(np.sum(residuals**2)) / (volumes.size - 2))
         clamped = min(max(volume_ml, float(volumes.min())), float(volumes.max()))
         point = np.array([1.0, clamped ** (-1.0 / 3.0)])
@@ -275,9 +316,10 @@ def gaussian_threshold(fwhm_mm: float) -> Callable[[float], float]:
 CONTRAST_EXTRAPOLATION_SPANS = 2.0
 """How far :class:`ThresholdSurface` extrapolates beyond the phantoms' contrasts, in units of
 the measured span ln K₂ − ln K₁ (a modelling choice: on realistic OSEM with resolution
-modelling the line through 4:1 and 10:1 predicts g at 30:1, about one span beyond, within
-0.04; ``tests/unit/test_quant_delineation_contrast.py``). Beyond it g keeps the value at the
-limit."""
+modelling the line through 4:1 and 10:1 predicts the g 4–18.5 mL spheres at 30:1 need, about
+one span beyond, within 0.06 (milan, noise-free: 4 mL 0.50 against 0.56, 10 mL 0.44 against
+0.42, 18.5 mL 0.42 against 0.38; ``tests/unit/test_quant_delineation_contrast.py``). Beyond it
+g keeps the value at the limit."""
 
 
 CENTRAL_PEAK_FRACTION = 1.0 / 3.0
@@ -289,13 +331,14 @@ scale").
 
 Of a lesion's region and its bracket's (:func:`delineate_lesion`), one under this fraction
 of the other is not a bracket: one of the two levels found the central peak's fixed point
-or filled the search region (full preset: a 1.35 mL lesion drawn 1.05×
-by the extrapolated surface, 13× by the held one). Measured
-on milan's chain (noise-free, warm cylinder, 4:1 and 10:1 NEMA surface, lesions at 30:1;
-``tests/unit/test_quant_delineation_contrast.py``): held / extrapolated volume 0.05–0.12 at
-such a collapse (4–10 mL), 0.72–0.85 otherwise (18.5–25 mL); on the realistic digital
-consortium's lesions ≥ 4 mL down to 0.37 (``benchmarks/diagnose_lesion_threshold.py``, full
-preset: a 18.5 mL lesion at K ≈ 28)."""
+or filled the search region (full preset: a 1.35 mL lesion drawn 0.70× by the extrapolated
+surface, 9.1× by the held one). Measured on milan's chain (noise-free, warm cylinder, 4:1 and
+10:1 NEMA surface, lesions at 30:1; ``tests/unit/test_quant_delineation_contrast.py``): held /
+extrapolated volume 0.44–0.72 where both regions are the lesion (4–18.5 mL), 0.05–0.07 where
+the bracket found the central peak (one fill's curve as the bracket); on the realistic digital
+consortium the held level finds the central peak of 5–12 mL lesions at milan and montpellier
+(0.06–0.18 of the extrapolated region; ``benchmarks/diagnose_lesion_threshold.py``, full
+preset)."""
 
 
 MIN_LOG_CONTRAST_SPAN = math.log(1.5)
@@ -322,9 +365,13 @@ class ThresholdSurface:
     delineating region over the background, as measured on the site's image, so that a lesion
     is placed on the surface by the same observable); g is the least-squares line in ln K
     through them (the two points with two scans), and K is clamped to
-    :data:`CONTRAST_EXTRAPOLATION_SPANS` spans beyond the measured ones. The line in ln K is
-    our empirical choice: on the realistic chain (milan, spheres 2.6–26.5 mL, 4:1–30:1) g is
-    closer to linear in ln K than in 1/K, whose slope doubles between 10:1 and 30:1.
+    :data:`CONTRAST_EXTRAPOLATION_SPANS` spans beyond the measured ones. Where the scans did not
+    all measure spheres (below the smallest sphere a scan detected: the 4:1 fill's small spheres
+    often are not) the slope is the one at the smallest volume every scan measured, through the
+    scans that did measure that far down, and the slope is never positive (:meth:`at`). The
+    line in ln K is our empirical choice: on the realistic chain (milan, spheres 2.6–26.5 mL,
+    4:1–30:1) g is closer to linear in ln K than in 1/K, whose slope doubles between 10:1 and
+    30:1.
     With one scan (or scans of one contrast) there is no surface: the record keeps its curve.
     """
 
@@ -340,18 +387,40 @@ class ThresholdSurface:
         return dataclasses.replace(self, extrapolation_spans=0.0)
 
     def at(self, volume_ml: float, contrast: float) -> float:
-        """g at ``volume_ml`` and measured contrast ``contrast`` (= C_mean / C_B), in [0, 1]."""
-        log_k = np.array([math.log(max(c.contrast_at(volume_ml), 1e-9)) for c in self.curves])
-        fractions = np.array([c.at(volume_ml) for c in self.curves])
-        span = float(log_k.max() - log_k.min())
+        """g at ``volume_ml`` and measured contrast ``contrast`` (= C_mean / C_B), in [0, 1].
+
+        The slope in ln K is read where every scan measured spheres (``volume_ml``, raised to
+        the smallest volume every scan measured; above their largest spheres every curve has
+        its 1/R tail, so the slope fades with them) and is never positive (g does not rise
+        with contrast: Daisne et al. 2003; on milan's noise-free chain it falls at every
+        volume). The line passes through the scans that measured a sphere at ``volume_ml``
+        (below the common range: the scans reaching that far down; the others would be held
+        at a larger sphere's value and contrast, and the line through them would take a slope
+        no sphere measured: milan's record, g rising with K below 5.58 mL)."""
+        lows = [c.volumes_ml[0] for c in self.curves]
+        highs = [c.volumes_ml[-1] for c in self.curves]
+        common_low, common_high = max(lows), min(highs)
+        slope_volume = max(volume_ml, min(common_low, common_high))
+        slope_log_k = np.array(
+            [math.log(max(c.contrast_at(slope_volume), 1e-9)) for c in self.curves]
+        )
+        slope_fractions = np.array([c.at(slope_volume) for c in self.curves])
+        span = float(np.ptp(slope_log_k))
+        covered = min(max(volume_ml, min(lows)), max(highs))
+        anchors = [
+            c for c in self.curves if c.volumes_ml[0] <= covered <= c.volumes_ml[-1]
+        ] or list(self.curves)
+        log_k = np.array([math.log(max(c.contrast_at(volume_ml), 1e-9)) for c in anchors])
+        fractions = np.array([c.at(volume_ml) for c in anchors])
         if not span >= MIN_LOG_CONTRAST_SPAN:
             return float(np.clip(fractions.mean(), 0.0, 1.0))
+        slope = min(float(np.polyfit(slope_log_k, slope_fractions, 1)[0]), 0.0)
         reach = self.extrapolation_spans * span
         low, high = float(log_k.min()) - reach, float(log_k.max()) + reach
         log_contrast = math.log(contrast) if 0 < contrast < math.inf else high
         log_contrast = min(max(log_contrast, low), high)
-        slope, intercept = np.polyfit(log_k, fractions, 1)
-        return float(np.clip(intercept + slope * log_contrast, 0.0, 1.0))
+        value = fractions.mean() + slope * (log_contrast - log_k.mean())
+        return float(np.clip(value, 0.0, 1.0))
 
 
 def threshold_surface(curves: Sequence[ThresholdCurve]) -> ThresholdSurface | None:
@@ -828,6 +897,7 @@ __all__ = [
     "delineate_lesion",
     "delineate_lesions",
     "gaussian_threshold",
+    "inverse_radius_fit",
     "measure_threshold_curve",
     "search_exclusions",
     "sphere_profile",

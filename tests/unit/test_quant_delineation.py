@@ -18,6 +18,7 @@ from concordose.quant.delineation import (
     ThresholdCurve,
     delineate_lesion,
     delineate_lesions,
+    inverse_radius_fit,
     sphere_profile,
     sphere_threshold_point,
     threshold_fraction,
@@ -275,12 +276,13 @@ def test_a_spheres_measured_threshold_is_the_models_on_a_gaussian_image() -> Non
     assert point is not None
     measured, _contrast = point
     assert measured == pytest.approx(threshold_fraction(volume_ml, FWHM_MM), abs=0.05)
-    curve = ThresholdCurve((1.0, 5.0, 26.5), (0.8, 0.7, 0.55))
-    assert curve.at(26.5) == pytest.approx(0.55)
-    assert curve.at(26.5 * 1.0001) == pytest.approx(0.55, abs=1e-3)
+    curve = ThresholdCurve((1.0, 5.0, 26.5), (0.8, 0.66, 0.565))
+    assert curve.at(26.5) == pytest.approx(0.565, abs=0.005)
+    assert curve.at(26.5 * 1.0001) == pytest.approx(curve.at(26.5), abs=1e-3)
     assert curve.at(1e6) == pytest.approx(0.5, abs=0.01)
-    assert curve.at(0.1) == pytest.approx(0.8)
-    assert 0.7 < curve.at(2.0) < 0.8
+    assert curve.at(0.1) == pytest.approx(curve.at(1.0))
+    assert curve.at(1.0) == pytest.approx(0.8, abs=0.005)
+    assert curve.at(1.0) > curve.at(2.0) > curve.at(5.0) > curve.at(26.5)
 
 
 def test_a_non_positive_extent_falls_back_to_the_gtm_at_that_time_point_only() -> None:
@@ -344,6 +346,29 @@ def test_the_threshold_curves_residual_sd_is_that_of_its_points_scatter() -> Non
     assert noisy.residual_sd(0.52) > noisy.residual_sd(5.0)
     assert noisy.residual_sd(0.1) == pytest.approx(noisy.residual_sd(0.52))
     assert math.isnan(ThresholdCurve((1.0, 5.0), (0.7, 0.6)).residual_sd(2.0))
+
+
+def test_the_threshold_curve_is_smooth_so_one_noisy_sphere_does_not_set_g_at_its_volume() -> None:
+    """The curve is the least-squares g = a + b·V^(−⅓) through its spheres' points (the form
+    its residual SD is taken about): points on that form are reproduced; one sphere's point
+    0.12 too high (milan's 10:1 scan, 5.58 mL, against its noise-free chain) moves g at its
+    volume by the fit's share of it (under half), not by all of it as interpolation would;
+    the contrast is smoothed the same way in ln K."""
+    volumes = (1.15, 2.57, 5.58, 11.5, 26.5)
+    exact = tuple(0.3 + 0.55 * v ** (-1.0 / 3.0) for v in volumes)
+    contrasts = tuple(math.exp(2.0 - 0.8 * v ** (-1.0 / 3.0)) for v in volumes)
+    curve = ThresholdCurve(volumes, exact, contrasts)
+    for volume, fraction, contrast in zip(volumes, exact, contrasts, strict=True):
+        assert curve.at(volume) == pytest.approx(fraction)
+        assert curve.contrast_at(volume) == pytest.approx(contrast)
+    assert curve.at(4.0) == pytest.approx(0.3 + 0.55 * 4.0 ** (-1.0 / 3.0))
+    noisy = ThresholdCurve(
+        volumes,
+        tuple(f + (0.12 if v == 5.58 else 0.0) for v, f in zip(volumes, exact, strict=True)),
+    )
+    moved = noisy.at(5.58) - curve.at(5.58)
+    assert 0.0 < moved < 0.06
+    assert noisy.at(5.58) == pytest.approx(inverse_radius_fit(volumes, noisy.fractions)(5.58))
 
 
 def test_the_delineation_term_propagates_the_volume_sd_into_activity_and_concentration() -> None:
