@@ -539,3 +539,14 @@ def test_below_the_scans_common_range_the_slope_is_read_where_both_measured() ->
     assert surface.held().at(1.0, 8.0) == pytest.approx(0.6)
     # where both measured, the line through both points
     assert surface.at(5.0, 2.0) == pytest.approx(0.5 + 0.2 * 5.0 ** (-1.0 / 3.0))
+
+
+def test_above_the_spheres_the_slope_fades_with_the_curves_tails() -> None:
+    """Above the largest sphere every curve tends to ½ as 1/R, so their difference, the slope
+    in ln K, fades with them: at 8× the largest sphere's volume (R twice as large) the two
+    curves stand 0.55 and 0.50, half their 0.1 at the sphere, and the line follows that
+    (reading the slope at the largest sphere instead would draw large lesions at too low a
+    level: 0.375 here)."""
+    surface = ThresholdSurface((_curve(0.6, 2.0), _curve(0.5, 4.0)))
+    assert surface.at(80.0, 8.0) == pytest.approx(0.525 - 0.05 * 1.5)
+    assert surface.at(10.0, 8.0) == pytest.approx(0.55 - 0.1 * 1.5)
