@@ -23,11 +23,16 @@ writes, per lesion:
 * the lesion's structure from the generator: necrotic core, breathing amplitude;
 * ``status``, ``central_peak_only`` and ``site_volume_over_true``: the rule's status, whether
   it found only the lesion's central peak (``quant.delineation.CENTRAL_PEAK_ONLY``: the site's
-  VOI then the other end of the volume SD) and the site's own volume.
+  VOI then the other end of the volume SD) and the site's own volume;
+* ``other_fixed_points_over_true``: the volumes of the threshold's other stable fixed points at
+  the lesion's scale (``quant.delineation.SEVERAL_FIXED_POINTS``: ends of the volume SD).
 
-The summary counts the lesions drawn at their central peak only and groups lesions by structure
-(breathing; else necrotic core; else neither) and gives, per group, the median of g_needed −
-g_used and of g_needed − g_held and the median volume ratio both ways, and per site the same.
+The summary counts the lesions drawn at their central peak only, those with several fixed
+points and of these the ones whose true volume lies between their smallest fixed point and the
+drawn one (``several_fixed_points``, ``several_fixed_points_span_truth``), and groups lesions
+by structure (breathing; else necrotic core; else neither) and gives, per group, the median of
+g_needed − g_used and of g_needed − g_held and the median volume ratio both ways, and per site
+the same.
 (≈ 20 s per cycle.)
 """
 
@@ -178,6 +183,9 @@ def lesion_rows(run: Path) -> list[dict[str, Any]]:
                     "volume_over_true": round(used.volume_ml / true_ml, 3),
                     "volume_over_true_held": round(held.volume_ml / true_ml, 3),
                     "volume_sd_over_true": round(used.volume_sd_ml / true_ml, 3),
+                    "other_fixed_points_over_true": [
+                        round(v / true_ml, 3) for v in used.other_fixed_point_volumes_ml
+                    ],
                 }
             )
     return rows
@@ -203,8 +211,13 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "volume_over_true_held_median": _median([r["volume_over_true_held"] for r in group]),
         }
 
+    several = [r for r in delineated if r["other_fixed_points_over_true"]]
     return {
         "central_peak_only": sum(bool(r["central_peak_only"]) for r in rows),
+        "several_fixed_points": len(several),
+        "several_fixed_points_span_truth": sum(
+            min(r["other_fixed_points_over_true"]) <= 1.0 <= r["volume_over_true"] for r in several
+        ),
         "by_structure": {
             name: medians([r for r in delineated if r["group"] == name]) for name in GROUPS
         },

@@ -293,8 +293,9 @@ def delineation_relative_sd(
     """Per VOI, the relative SD of the first time point's activity and of its concentration
     (activity / delineated volume) from the delineation's volume uncertainty: half the
     difference between their values with the lesion delineated as the smallest and the largest
-    of its regions at g + SD, at g − SD, by the threshold held at the phantoms' contrasts and,
-    where the rule found only its central peak, the site's VOI
+    of its regions at g + SD, at g − SD, by the threshold held at the phantoms' contrasts, at
+    the threshold's other stable fixed points at its scale and, where the rule found only its
+    central peak, the site's VOI
     (``LesionDelineation.smaller_mask`` / ``larger_mask``; first-order propagation, the two
     regions as a ±1 SD pair), over the central value. 0 where the lesion was not re-delineated
     or its curve has no residual SD (organs, a site with the Gaussian model, a lesion kept as

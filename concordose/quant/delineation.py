@@ -79,6 +79,18 @@ activity, concentration and dose SD) and the lesion carries :data:`CENTRAL_PEAK_
 the site's VOI instead was measured and not adopted (README, "No fixed point at the lesion's
 scale").
 
+**Several fixed points at the lesion's scale.** A small lesion blurred by a PSF as wide as
+itself looks, at one level, like a larger lesion's image at its own fixed point, and the
+threshold may cross the region's fraction more than once above the central peak's scale
+(full preset, the kept run of 2026-12-07: 13 of 72 delineated first-cycle lesions, all but one
+under 6 mL; milan's 1.27 mL lesion has stable fixed points at 2.46× and 0.95× its volume,
+montpellier's 2.59 mL one at 2.34× and 1.23×, milan's 4.9 mL one at 1.15× and 0.39×). No
+choice between them is right more often than the lowest level (the largest region) is: it
+was the closest to the truth in 7 of the 13, the smallest in the rest. So the rule keeps the
+lowest and publishes the others (the stable fixed points over :data:`CENTRAL_PEAK_FRACTION` of
+it; :attr:`LesionDelineation.other_fixed_point_volumes_ml`) as ends of its volume SD: the
+lesion is reported with the ambiguity the image holds, rather than one of its answers.
+
 **Detectability.** A lesion whose seed voxel stands less than :data:`DETECTION_CNR` standard
 deviations of the background shell above the background cannot be delineated from the image
 (the Rose criterion: Rose A. J Opt Soc Am 1948;38:196-208; any threshold then follows the
@@ -139,7 +151,11 @@ modelling has a central peak (up to ~2× its concentration at high contrast) and
 spurious fixed point there: a few voxels around the seed, whose fraction is near 1 and whose
 g is that of a tiny object. Bisecting from [background, seed] landed on it (milan, noise-free,
 g through the 4:1 scan's points as measured: 10 mL at 8:1 0.08× against 0.32× scanned,
-18.5 mL at 30:1 0.05× against 0.20×; ``tests/unit/test_quant_delineation_contrast.py``)."""
+18.5 mL at 30:1 0.05× against 0.20×; ``tests/unit/test_quant_delineation_contrast.py``).
+For the lesion's own region the scan runs to the seed: every crossing from under g to over it
+is a stable fixed point, and those at the lesion's scale join its volume SD (module
+docstring, "Several fixed points at the lesion's scale"); two fixed points closer than a
+step are seen as one."""
 DETECTION_CNR = 5.0
 """Rose criterion (module docstring): the seed must stand this many background SDs above the
 background for the lesion to be delineated from the image."""
@@ -161,6 +177,13 @@ CENTRAL_PEAK_ONLY = (
 )
 """What a lesion the rule found only the central peak of carries
 (:attr:`LesionDelineation.central_peak_only`, :data:`CENTRAL_PEAK_FRACTION`)."""
+SEVERAL_FIXED_POINTS = (
+    "delineated at the lowest of several fixed points of the threshold at the lesion's scale"
+    " (the image does not tell which is the lesion): its volume SD spans them"
+)
+"""What a lesion whose threshold has other stable fixed points at its scale carries
+(:attr:`LesionDelineation.other_fixed_point_volumes_ml`; module docstring, "Several fixed
+points at the lesion's scale")."""
 
 
 def sphere_profile(radius_mm: float, r_mm: FloatArray, sigma_mm: float) -> FloatArray:
@@ -449,14 +472,19 @@ class LesionDelineation:
         volume_sd_ml: the delineated volume's SD: half the difference between the volumes of
             ``larger_mask`` and ``smaller_mask`` (NaN where neither was measured).
         smaller_mask, larger_mask: the smallest and the largest of the regions the rule finds
-            with g + SD and g − SD and with the bracketing threshold, and of the site's VOI
-            where ``central_peak_only`` (None where none was measured): the delineation term
-            of the activity's SD is propagated through them (``pipeline.quantify``).
+            with g + SD and g − SD, with the bracketing threshold and at its other stable fixed
+            points (``other_fixed_point_volumes_ml``), and of the site's VOI where
+            ``central_peak_only`` (None where none was measured): the delineation term of the
+            activity's SD is propagated through them (``pipeline.quantify``).
         bracket_volume_ml: the volume the bracketing threshold finds (``bracket_threshold`` of
             :func:`delineate_lesion`; NaN without one).
         central_peak_only: the rule's region is under :data:`CENTRAL_PEAK_FRACTION` of the
             site's VOI (:data:`CENTRAL_PEAK_ONLY`): the site's VOI is then one end of the ±SD
             pair.
+        other_fixed_point_volumes_ml: the volumes of the threshold's other stable fixed
+            points, smaller than the rule's region and over :data:`CENTRAL_PEAK_FRACTION` of
+            it (module docstring, "Several fixed points at the lesion's scale"), mL: they
+            join the ±SD pair.
     """
 
     mask: BoolArray
@@ -473,6 +501,7 @@ class LesionDelineation:
     larger_mask: BoolArray | None = None
     bracket_volume_ml: float = math.nan
     central_peak_only: bool = False
+    other_fixed_point_volumes_ml: tuple[float, ...] = ()
 
     @property
     def volume_relative_sd(self) -> float:
@@ -639,10 +668,14 @@ def delineate_lesion(
     ):
         return kept(UNDETECTABLE, zone)
 
-    def fixed_point(
-        shift: float, surface: Callable[[float, float], float] | None = contrast_threshold
-    ) -> BoolArray:
-        """The region at the fixed point of the curve (``surface``) shifted by ``shift``."""
+    def fixed_points(
+        shift: float,
+        surface: Callable[[float, float], float] | None = contrast_threshold,
+        *,
+        every: bool = False,
+    ) -> list[BoolArray]:
+        """The regions at the stable fixed points of the curve (``surface``) shifted by
+        ``shift``, from the lowest level up: the lowest only unless ``every``."""
 
         def excess(level: float) -> float:
             inside = zone.region(level)
@@ -651,29 +684,50 @@ def delineate_lesion(
                 return -1.0
             return ratio - min(max(level_fraction(inside, surface) + shift, 0.0), 1.0)
 
-        # The lowest crossing: scan up from the background, then bisect its bracket.
-        low, high = zone.background, zone.peak
+        # Scan up from the background for the crossings from under g to over it (the stable
+        # fixed points of V -> g -> V), then bisect each bracket.
+        brackets: list[tuple[float, float]] = []
+        low, under = zone.background, True
         for level in np.linspace(zone.background, zone.peak, LEVEL_SCAN_STEPS + 1)[1:]:
-            if excess(float(level)) >= 0:
-                high = float(level)
-                break
-            low = float(level)
-        for _ in range(BISECTION_STEPS):
-            middle = 0.5 * (low + high)
-            if excess(middle) < 0:
-                low = middle
-            else:
-                high = middle
-        return zone.region(high)
+            over = excess(float(level)) >= 0
+            if over and under:
+                brackets.append((low, float(level)))
+                if not every:
+                    break
+            low, under = float(level), not over
+        regions: list[BoolArray] = []
+        for span in brackets or [(zone.peak, zone.peak)]:
+            low, high = span
+            for _ in range(BISECTION_STEPS):
+                middle = 0.5 * (low + high)
+                if excess(middle) < 0:
+                    low = middle
+                else:
+                    high = middle
+            regions.append(zone.region(high))
+        return regions
+
+    def fixed_point(
+        shift: float, surface: Callable[[float, float], float] | None = contrast_threshold
+    ) -> BoolArray:
+        """The region at the lowest stable fixed point (:data:`LEVEL_SCAN_STEPS`)."""
+        return fixed_points(shift, surface)[0]
 
     def on_grid(region: BoolArray) -> BoolArray:
         whole = np.zeros(image.shape, dtype=bool)
         whole[zone.box] = region
         return whole
 
-    chosen = fixed_point(0.0)
+    chosen, *higher = fixed_points(0.0, every=True)
     volume_ml = float(chosen.sum()) * voxel_ml
     central_peak_only = volume_ml < CENTRAL_PEAK_FRACTION * site_volume_ml
+    # the other stable fixed points at the lesion's scale (not its central peak's): the image
+    # does not tell which of them is the lesion, and they join the ±SD pair
+    alternatives = [
+        region
+        for region in higher
+        if CENTRAL_PEAK_FRACTION * float(chosen.sum()) <= float(region.sum()) < chosen.sum()
+    ]
     other: BoolArray | None = None
     bracket_volume_ml = math.nan
     if contrast_threshold is not None and bracket_threshold is not None:
@@ -688,6 +742,7 @@ def delineate_lesion(
         bracket += [fixed_point(fraction_sd), fixed_point(-fraction_sd)]
     if other is not None and int(other.sum()) != int(chosen.sum()):
         bracket.append(other)
+    bracket += alternatives
     if central_peak_only:
         bracket.append(site_mask[zone.box])  # the site's VOI is the other end of the SD
     smaller = larger = None
@@ -712,6 +767,7 @@ def delineate_lesion(
         larger_mask=None if larger is None else on_grid(larger),
         bracket_volume_ml=bracket_volume_ml,
         central_peak_only=central_peak_only,
+        other_fixed_point_volumes_ml=tuple(float(r.sum()) * voxel_ml for r in alternatives),
     )
 
 
@@ -890,6 +946,7 @@ __all__ = [
     "MIN_LOG_CONTRAST_SPAN",
     "NO_CONTRAST",
     "SEARCH_MARGIN_FWHM",
+    "SEVERAL_FIXED_POINTS",
     "UNDETECTABLE",
     "LesionDelineation",
     "ThresholdCurve",

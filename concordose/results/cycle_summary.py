@@ -26,7 +26,7 @@ from concordose.kinetics.models import KineticsBatch
 from concordose.pipeline.alignment import TimePointAlignment
 from concordose.pipeline.assembly import CycleStudy
 from concordose.pipeline.quantify import CycleTimeActivity
-from concordose.quant.delineation import CENTRAL_PEAK_ONLY, DELINEATED
+from concordose.quant.delineation import CENTRAL_PEAK_ONLY, DELINEATED, SEVERAL_FIXED_POINTS
 from concordose.quant.organ_outline import FITTED
 from concordose.quant.pvc import NO_CORRECTION, NOT_CORRECTED, STATUS_OK
 from concordose.results.cycle_tables import CycleIdentity
@@ -163,7 +163,8 @@ def with_partial_volume_findings(
     ]
     # gtm_platform_voi: where the platform's rule gave way to what the site drew, the published
     # value is the site's object, not the common one; where the rule found only a lesion's
-    # central peak, the site's object is the other end of its SD
+    # central peak, the site's object is the other end of its SD; where it found several fixed
+    # points at the lesion's scale, they span its SD
     site_drawn: dict[str, list[int]] = {}
     for voi, delineation in enumerate(tac.delineations):
         if delineation is not None and delineation.status != DELINEATED:
@@ -171,6 +172,8 @@ def with_partial_volume_findings(
             site_drawn.setdefault(reason, []).append(voi)
         elif delineation is not None and delineation.central_peak_only:
             site_drawn.setdefault(CENTRAL_PEAK_ONLY, []).append(voi)
+        elif delineation is not None and delineation.other_fixed_point_volumes_ml:
+            site_drawn.setdefault(SEVERAL_FIXED_POINTS, []).append(voi)
     for voi, outline in enumerate(tac.organ_outlines):
         if outline is not None and outline.status != FITTED:
             reason = f"outline not fitted, the site's volume is the dose mass: {outline.status}"

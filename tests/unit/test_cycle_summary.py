@@ -22,6 +22,7 @@ from concordose.pipeline.quantify import CycleTimeActivity
 from concordose.quant.delineation import (
     CENTRAL_PEAK_ONLY,
     DELINEATED,
+    SEVERAL_FIXED_POINTS,
     UNDETECTABLE,
     LesionDelineation,
 )
@@ -227,5 +228,33 @@ def test_a_lesion_drawn_at_its_central_peak_only_is_a_warning_naming_it() -> Non
     ).to_pylist()
     assert [f["message"] for f in findings] == [
         f"1 lesion VOI(s) [lesion_1]: gtm_platform_voi {CENTRAL_PEAK_ONLY}"
+    ]
+    assert findings[0]["severity"] == "warning"
+
+
+def test_a_lesion_with_several_fixed_points_is_a_warning_naming_it() -> None:
+    """gtm_platform_voi: a lesion whose threshold has other stable fixed points at its scale is
+    published at the lowest with the others as its SD's ends, and a warning says so (a lesion
+    with one fixed point gives none)."""
+    found = LesionDelineation(
+        np.zeros((2, 2, 2), dtype=bool), DELINEATED, 0.6, 1.0, 0.1, 0.01, 3.0, 2.5
+    )
+    tac = replace(
+        TAC,
+        labels=("lesion_1", "lesion_2"),
+        voi_types=(VoiType.LESION, VoiType.LESION),
+        volume_ml=np.array([2.5, 20.0]),
+        mass_g=np.array([2.5, 20.0]),
+        activity_mbq=np.ones((2, 4)),
+        partial_volume_model="gtm_platform_voi",
+        partial_volume_status=("ok",) * 2,
+        delineations=(replace(found, other_fixed_point_volumes_ml=(1.1,)), found),
+        organ_outlines=(None, None),
+    )
+    findings = with_partial_volume_findings(
+        QC_FINDINGS.schema.empty_table(), IDENTITY, tac, Provenance(run_id="r")
+    ).to_pylist()
+    assert [f["message"] for f in findings] == [
+        f"1 lesion VOI(s) [lesion_1]: gtm_platform_voi {SEVERAL_FIXED_POINTS}"
     ]
     assert findings[0]["severity"] == "warning"

@@ -25,6 +25,7 @@ def _row(
         "g_held": 0.30,
         "volume_over_true": 1.0,
         "volume_over_true_held": 1.5,
+        "other_fixed_points_over_true": [],
     }
     row.update(extra)
     return row
@@ -49,3 +50,19 @@ def test_lesions_group_by_structure_breathing_first_and_medians_skip_the_unsolve
     assert groups["neither"]["volume_over_true_median"] == pytest.approx(0.9)
     assert result["by_site"]["milan"]["volume_over_true_median"] == pytest.approx(1.3)
     assert result["by_site"]["milan"]["volume_over_true_held_median"] == pytest.approx(1.65)
+
+
+def test_lesions_with_several_fixed_points_are_counted_with_those_that_span_the_truth() -> None:
+    rows = [
+        _row(
+            "grandrapids", 0.0, 0.0, 0.7, volume_over_true=2.4, other_fixed_points_over_true=[1.2]
+        ),
+        _row(
+            "grandrapids", 0.0, 0.0, 0.6, volume_over_true=1.1, other_fixed_points_over_true=[0.4]
+        ),
+        _row("milan", 0.0, 0.0, 0.6, volume_over_true=1.1),
+        _row("milan", 0.0, 0.0, 0.6, delineated=False, other_fixed_points_over_true=[0.5]),
+    ]
+    result = summary(rows)
+    assert result["several_fixed_points"] == 2  # a lesion kept as the site drew it is left out
+    assert result["several_fixed_points_span_truth"] == 1  # 0.4–1.1× does, 1.2–2.4× does not

@@ -371,6 +371,48 @@ def test_the_threshold_curve_is_smooth_so_one_noisy_sphere_does_not_set_g_at_its
     assert noisy.at(5.58) == pytest.approx(inverse_radius_fit(volumes, noisy.fractions)(5.58))
 
 
+def test_every_fixed_point_at_the_lesions_scale_joins_its_volume_sd() -> None:
+    """A hot 3 mL core inside a warm 8 mL lesion (sharp edges, background 1, g = ½): the level
+    half-way between the background and the whole lesion's mean (3.6) and half-way to the
+    core's (5.5) are both stable fixed points. The rule keeps the lowest (the whole lesion)
+    and, the core being over :data:`CENTRAL_PEAK_FRACTION` of it, publishes the core as the
+    other end of its volume SD; a 1 mL core (an eighth: the central peak's) is left out."""
+    step_mm, n = 2.0, 32
+    centre = np.full(3, n * step_mm / 2)
+    distance = _distance_mm((n, n, n), centre, step_mm)
+    voxel_ml = step_mm**3 / 1000.0
+
+    def radius_mm(volume_ml: float) -> float:
+        return float((3.0 * volume_ml * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0))
+
+    lesion = distance <= radius_mm(8.0)
+    for core_ml, core_joins in ((3.0, True), (1.0, False)):
+        core = distance <= radius_mm(core_ml)
+        image = np.where(core, 10.0, np.where(lesion, 4.0, 1.0))
+        found = delineate_lesion(
+            image,
+            lesion,
+            np.zeros_like(lesion),
+            spacing_mm_zyx=(step_mm,) * 3,
+            fwhm_mm=4.0,
+            threshold=lambda volume_ml: 0.5,
+        )
+        assert found.status == DELINEATED
+        assert found.volume_ml == pytest.approx(float(lesion.sum()) * voxel_ml)
+        if core_joins:
+            assert found.other_fixed_point_volumes_ml == (float(core.sum()) * voxel_ml,)
+            assert found.smaller_mask is not None
+            assert found.larger_mask is not None
+            assert np.array_equal(found.smaller_mask, core)
+            assert np.array_equal(found.larger_mask, lesion)
+            assert found.volume_sd_ml == pytest.approx(
+                0.5 * float(lesion.sum() - core.sum()) * voxel_ml
+            )
+        else:
+            assert found.other_fixed_point_volumes_ml == ()
+            assert math.isnan(found.volume_sd_ml)
+
+
 def test_the_delineation_term_propagates_the_volume_sd_into_activity_and_concentration() -> None:
     """A 10 mL sphere (8:1) drawn with a +3 mm margin, re-delineated with g's SD 0.05: the rule
     at g + SD and g − SD gives a smaller and a larger region, the volume's SD is half their
