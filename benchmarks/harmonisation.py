@@ -18,7 +18,9 @@ variant ``raw``, ``harmonised``, ``harmonised_pvc``), then reads the published
   (``kinetics.tia_total_sd_mbq_h`` of the reference; "reported with their uncertainty rather
   than silently wrong"), and the same with the median reported relative SD per volume bin
   (``lesion_uncertainty_by_volume_bin``: is the SD honest where the correction is large, and
-  not inflated where it is small).
+  not inflated where it is small), and the same for the mean sphere dose
+  (``lesion_dose_uncertainty_by_volume_bin``, ``absorbed_dose.dose_sd_gy``: the dose also
+  carries the delineated mass, whose uncertainty the TIA does not show).
 
 ``--preset test``: the coarse grid, 4 sites × 2 patients, cycle 1, lesions 4-60 mL (minutes).
 ``--preset full``: each site's own grid, 4 sites × 4 patients, cycle 1, 5-6 lesions per
@@ -507,26 +509,39 @@ def _small_lesion_coverage(run: Path, rows: pd.DataFrame, variant: str) -> dict[
 
 
 def _lesion_coverage(
-    run: Path, rows: pd.DataFrame, variant: str, low_ml: float, high_ml: float
+    run: Path,
+    rows: pd.DataFrame,
+    variant: str,
+    low_ml: float,
+    high_ml: float,
+    *,
+    dose: bool = False,
 ) -> dict[str, Any]:
     """For lesions of true volume in [low_ml, high_ml): how many site measurements of the TIA
-    lie within COVERAGE_SD reported SD (``tia_total_sd_mbq_h``) of the truth, the median
+    (``dose``: of the reference method's mean sphere dose) lie within COVERAGE_SD reported SD
+    (``kinetics.tia_total_sd_mbq_h``; ``absorbed_dose.dose_sd_gy``) of the truth, the median
     reported relative SD and the median absolute error."""
     store = open_object_store((run / "output" / "variants" / variant).as_posix(), Settings())
-    kinetics = read_current(store, "kinetics").to_pandas()
-    kinetics = kinetics[kinetics["kinetics_method"] == REFERENCE_METHOD_NAME]
+    if dose:
+        published = read_current(store, "absorbed_dose").to_pandas()
+        published = published[published["dose_method"] == LESION_DOSE_METHOD]
+        measured, sd_column = lesion_dose_rows(rows), "dose_sd_gy"
+    else:
+        published = read_current(store, "kinetics").to_pandas()
+        measured, sd_column = lesion_tia_rows(rows), "tia_total_sd_mbq_h"
+    published = published[published["kinetics_method"] == REFERENCE_METHOD_NAME]
     chosen = rows[
         (rows["variant"] == variant)
-        & lesion_tia_rows(rows)
+        & measured
         & (rows["volume_ml"] >= low_ml)
         & (rows["volume_ml"] < high_ml)
     ].merge(_cycle_keys(run), on=["reference_object_id", "site_id"])
     joined = chosen.merge(
-        kinetics[["site_id", "cycle_key", "voi_label", "tia_total_sd_mbq_h"]],
+        published[["site_id", "cycle_key", "voi_label", sd_column]],
         on=["site_id", "cycle_key", "voi_label"],
     )
     error = (joined["measured"] - joined["truth"]).abs()
-    sd = joined["tia_total_sd_mbq_h"]
+    sd = joined[sd_column]
     known = sd.notna() & joined["measured"].notna()
     return {
         "measurements": len(joined),
@@ -664,6 +679,13 @@ def summarise(run: Path) -> dict[str, Any]:
                 {
                     "volume_ml": [low, None if math.isinf(high) else high],
                     **_lesion_coverage(run, rows, variant, low, high),
+                }
+                for low, high in VOLUME_BINS_ML
+            ],
+            "lesion_dose_uncertainty_by_volume_bin": [
+                {
+                    "volume_ml": [low, None if math.isinf(high) else high],
+                    **_lesion_coverage(run, rows, variant, low, high, dose=True),
                 }
                 for low, high in VOLUME_BINS_ML
             ],

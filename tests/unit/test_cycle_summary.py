@@ -204,40 +204,22 @@ def test_where_the_platform_used_the_sites_drawing_is_a_warning_naming_the_vois(
     assert [f["finding_index"] for f in findings] == [0, 1]
 
 
-def test_a_lesion_drawn_at_its_central_peak_only_is_a_warning_naming_it() -> None:
-    """gtm_platform_voi: a lesion the rule found only the central peak of is published at that
-    region with the site's VOI as its SD's other end, and a warning says so (a lesion drawn at
-    its scale gives none)."""
+@pytest.mark.parametrize(
+    ("flagged", "message"),
+    [
+        ({"central_peak_only": True}, CENTRAL_PEAK_ONLY),
+        ({"other_fixed_point_volumes_ml": (1.1,)}, SEVERAL_FIXED_POINTS),
+    ],
+)
+def test_a_lesion_drawn_with_an_ambiguous_region_is_a_warning_naming_it(
+    flagged: dict[str, Any], message: str
+) -> None:
+    """gtm_platform_voi: a lesion the rule found only the central peak of (published at that
+    region with the site's VOI as its SD's other end), or whose threshold has other stable
+    fixed points at its scale (published at the lowest, the others as its SD's ends), gives a
+    warning naming it; a lesion drawn at its scale with one fixed point gives none."""
     found = LesionDelineation(
-        np.zeros((2, 2, 2), dtype=bool), DELINEATED, 0.75, 1.0, 0.1, 0.01, 9.5, 0.5
-    )
-    tac = replace(
-        TAC,
-        labels=("lesion_1", "lesion_2"),
-        voi_types=(VoiType.LESION, VoiType.LESION),
-        volume_ml=np.array([0.5, 20.0]),
-        mass_g=np.array([0.5, 20.0]),
-        activity_mbq=np.ones((2, 4)),
-        partial_volume_model="gtm_platform_voi",
-        partial_volume_status=("ok",) * 2,
-        delineations=(replace(found, central_peak_only=True), found),
-        organ_outlines=(None, None),
-    )
-    findings = with_partial_volume_findings(
-        QC_FINDINGS.schema.empty_table(), IDENTITY, tac, Provenance(run_id="r")
-    ).to_pylist()
-    assert [f["message"] for f in findings] == [
-        f"1 lesion VOI(s) [lesion_1]: gtm_platform_voi {CENTRAL_PEAK_ONLY}"
-    ]
-    assert findings[0]["severity"] == "warning"
-
-
-def test_a_lesion_with_several_fixed_points_is_a_warning_naming_it() -> None:
-    """gtm_platform_voi: a lesion whose threshold has other stable fixed points at its scale is
-    published at the lowest with the others as its SD's ends, and a warning says so (a lesion
-    with one fixed point gives none)."""
-    found = LesionDelineation(
-        np.zeros((2, 2, 2), dtype=bool), DELINEATED, 0.6, 1.0, 0.1, 0.01, 3.0, 2.5
+        np.zeros((2, 2, 2), dtype=bool), DELINEATED, 0.75, 1.0, 0.1, 0.01, 9.5, 2.5
     )
     tac = replace(
         TAC,
@@ -248,13 +230,13 @@ def test_a_lesion_with_several_fixed_points_is_a_warning_naming_it() -> None:
         activity_mbq=np.ones((2, 4)),
         partial_volume_model="gtm_platform_voi",
         partial_volume_status=("ok",) * 2,
-        delineations=(replace(found, other_fixed_point_volumes_ml=(1.1,)), found),
+        delineations=(replace(found, **flagged), found),
         organ_outlines=(None, None),
     )
     findings = with_partial_volume_findings(
         QC_FINDINGS.schema.empty_table(), IDENTITY, tac, Provenance(run_id="r")
     ).to_pylist()
     assert [f["message"] for f in findings] == [
-        f"1 lesion VOI(s) [lesion_1]: gtm_platform_voi {SEVERAL_FIXED_POINTS}"
+        f"1 lesion VOI(s) [lesion_1]: gtm_platform_voi {message}"
     ]
     assert findings[0]["severity"] == "warning"
