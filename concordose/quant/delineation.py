@@ -86,7 +86,7 @@ threshold may cross the region's fraction more than once above the central peak'
 under 6 mL; milan's 1.27 mL lesion has stable fixed points at 2.46× and 0.95× its volume,
 montpellier's 2.59 mL one at 2.34× and 1.23×, milan's 4.9 mL one at 1.15× and 0.39×). No
 choice between them is right more often than the lowest level (the largest region) is: it
-was the closest to the truth in 7 of the 13, the smallest in the rest. So the rule keeps the
+was the closest to the truth in 7 of the 13, one of the others in the rest. So the rule keeps the
 lowest and publishes the others (the stable fixed points over :data:`CENTRAL_PEAK_FRACTION` of
 it; :attr:`LesionDelineation.other_fixed_point_volumes_ml`) as ends of its volume SD: the
 lesion is reported with the ambiguity the image holds, rather than one of its answers.
@@ -675,37 +675,43 @@ def delineate_lesion(
         every: bool = False,
     ) -> list[BoolArray]:
         """The regions at the stable fixed points of the curve (``surface``) shifted by
-        ``shift``, from the lowest level up: the lowest only unless ``every``."""
+        ``shift``, from the lowest level up: the lowest only unless ``every``, and then those
+        up to where the region falls under :data:`CENTRAL_PEAK_FRACTION` of the lowest's (the
+        regions shrink as the level rises: above that, the central peak's scale, which
+        :func:`delineate_lesion` leaves out)."""
 
-        def excess(level: float) -> float:
-            inside = zone.region(level)
+        def excess(level: float, inside: BoolArray | None = None) -> float:
+            inside = zone.region(level) if inside is None else inside
             ratio = zone.fraction(inside, level)
             if not np.isfinite(ratio):
                 return -1.0
             return ratio - min(max(level_fraction(inside, surface) + shift, 0.0), 1.0)
 
-        # Scan up from the background for the crossings from under g to over it (the stable
-        # fixed points of V -> g -> V), then bisect each bracket.
-        brackets: list[tuple[float, float]] = []
-        low, under = zone.background, True
-        for level in np.linspace(zone.background, zone.peak, LEVEL_SCAN_STEPS + 1)[1:]:
-            over = excess(float(level)) >= 0
-            if over and under:
-                brackets.append((low, float(level)))
-                if not every:
-                    break
-            low, under = float(level), not over
-        regions: list[BoolArray] = []
-        for span in brackets or [(zone.peak, zone.peak)]:
-            low, high = span
+        def bisected(low: float, high: float) -> BoolArray:
             for _ in range(BISECTION_STEPS):
                 middle = 0.5 * (low + high)
                 if excess(middle) < 0:
                     low = middle
                 else:
                     high = middle
-            regions.append(zone.region(high))
-        return regions
+            return zone.region(high)
+
+        # Scan up from the background for the crossings from under g to over it (the stable
+        # fixed points of V -> g -> V), and bisect each bracket.
+        regions: list[BoolArray] = []
+        low, under, low_voxels, peak_scale_voxels = zone.background, True, math.inf, 0.0
+        for level in np.linspace(zone.background, zone.peak, LEVEL_SCAN_STEPS + 1)[1:]:
+            if low_voxels < peak_scale_voxels:
+                break  # every fixed point above is smaller still
+            inside = zone.region(float(level))
+            over = excess(float(level), inside) >= 0
+            if over and under:
+                regions.append(bisected(low, float(level)))
+                if not every:
+                    break
+                peak_scale_voxels = CENTRAL_PEAK_FRACTION * float(regions[0].sum())
+            low, under, low_voxels = float(level), not over, float(inside.sum())
+        return regions or [zone.region(zone.peak)]
 
     def fixed_point(
         shift: float, surface: Callable[[float, float], float] | None = contrast_threshold
