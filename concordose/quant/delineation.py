@@ -152,8 +152,9 @@ spurious fixed point there: a few voxels around the seed, whose fraction is near
 g is that of a tiny object. Bisecting from [background, seed] landed on it (milan, noise-free,
 g through the 4:1 scan's points as measured: 10 mL at 8:1 0.08× against 0.32× scanned,
 18.5 mL at 30:1 0.05× against 0.20×; ``tests/unit/test_quant_delineation_contrast.py``).
-For the lesion's own region the scan runs to the seed: every crossing from under g to over it
-is a stable fixed point, and those at the lesion's scale join its volume SD (module
+For the lesion's own region the scan goes on above it, to where the region falls under
+:data:`CENTRAL_PEAK_FRACTION` of the lowest's: every crossing from under g to over it is a
+stable fixed point, and those at the lesion's scale join its volume SD (module
 docstring, "Several fixed points at the lesion's scale"); two fixed points closer than a
 step are seen as one."""
 DETECTION_CNR = 5.0
