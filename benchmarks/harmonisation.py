@@ -62,6 +62,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tempfile
 import time
 import typing
@@ -503,6 +504,24 @@ def lesion_tia_rows(rows: pd.DataFrame) -> pd.Series:
     return chosen
 
 
+NAMED_VOIS = re.compile(r"VOI\(s\) \[([^\]]*)\]:")
+"""The VOI labels a cycle's QC finding names (``results.cycle_summary``: ``N lesion VOI(s)
+[lesion_1, lesion_3]: …``)."""
+
+
+def named_in_warnings(findings: pd.DataFrame) -> set[tuple[str, str, str]]:
+    """(site, cycle key, VOI label) of every VOI a warning or error of the published
+    ``qc_findings`` names: a measurement the platform said not to trust as it stands."""
+    named: set[tuple[str, str, str]] = set()
+    serious = findings[findings["severity"].isin(("warning", "error"))]
+    for site, cycle, message in zip(
+        serious["site_id"], serious["cycle_key"], serious["message"], strict=True
+    ):
+        for match in NAMED_VOIS.finditer(str(message)):
+            named.update((site, cycle, label.strip()) for label in match.group(1).split(","))
+    return named
+
+
 def _small_lesion_coverage(run: Path, rows: pd.DataFrame, variant: str) -> dict[str, Any]:
     """For lesions < 4 mL: site measurements within COVERAGE_SD reported SD of the true TIA."""
     return _lesion_coverage(run, rows, variant, 0.0, SMALL_LESION_ML)
@@ -519,8 +538,10 @@ def _lesion_coverage(
 ) -> dict[str, Any]:
     """For lesions of true volume in [low_ml, high_ml): how many site measurements of the TIA
     (``dose``: of the reference method's mean sphere dose) lie within COVERAGE_SD reported SD
-    (``kinetics.tia_total_sd_mbq_h``; ``absorbed_dose.dose_sd_gy``) of the truth, the median
-    reported relative SD and the median absolute error."""
+    (``kinetics.tia_total_sd_mbq_h``; ``absorbed_dose.dose_sd_gy``) of the truth, how many lie
+    outside with no QC warning of their cycle naming the lesion (:func:`named_in_warnings`:
+    "silently wrong", issue 15's words), the median reported relative SD and the median
+    absolute error."""
     store = open_object_store((run / "output" / "variants" / variant).as_posix(), Settings())
     if dose:
         published = read_current(store, "absorbed_dose").to_pandas()
@@ -543,10 +564,23 @@ def _lesion_coverage(
     error = (joined["measured"] - joined["truth"]).abs()
     sd = joined[sd_column]
     known = sd.notna() & joined["measured"].notna()
+    warned = named_in_warnings(read_current(store, "qc_findings").to_pandas())
+    outside = known & ~(error <= COVERAGE_SD * sd)
+    silent = outside & ~pd.Series(
+        [
+            (site, cycle, label) in warned
+            for site, cycle, label in zip(
+                joined["site_id"], joined["cycle_key"], joined["voi_label"], strict=True
+            )
+        ],
+        index=joined.index,
+        dtype=bool,
+    )
     return {
         "measurements": len(joined),
         "with_reported_sd": int(known.sum()),
         "within_2sd": int((error[known] <= COVERAGE_SD * sd[known]).sum()),
+        "outside_2sd_without_a_warning": int(silent.sum()),
         "median_reported_relative_sd_pct": _percent(
             (sd[known] / joined["measured"][known]).tolist(), "median"
         ),

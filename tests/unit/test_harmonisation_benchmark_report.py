@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -22,7 +24,13 @@ from benchmarks.harmonisation import (
     report,
     summarise_kept,
 )
+from concordose.dicom.seg import VoiType
 from concordose.phantoms.virtual_patient import true_mean_dose_gy
+from concordose.quant.delineation import DELINEATED, LesionDelineation
+from concordose.results.cycle_summary import with_partial_volume_findings
+from concordose.results.provenance import Provenance
+from concordose.schemas.tables import QC_FINDINGS
+from tests.unit.test_cycle_summary import IDENTITY, TAC
 
 FIXED_BY_VARIANT = (
     "lesion_ge4ml_cov_median_pct",
@@ -394,3 +402,37 @@ def test_organ_errors_are_followed_time_point_by_time_point() -> None:
         preset="test",
     )
     assert document["targets"]["evidence"] == {"organ_activity_by_time_point": evidence}
+
+
+def test_a_measurement_is_silently_wrong_only_where_no_warning_names_its_voi() -> None:
+    """``outside_2sd_without_a_warning`` counts the misses no QC warning of their cycle names:
+    the benchmark reads the labels from the messages the platform writes
+    (``results.cycle_summary``), so two lesions flagged in one message are both named, and an
+    info finding or another cycle's warning names none."""
+    found = LesionDelineation(
+        np.zeros((2, 2, 2), dtype=bool), DELINEATED, 0.75, 1.0, 0.1, 0.01, 9.5, 2.5
+    )
+    flagged = replace(found, central_peak_only=True)
+    tac = replace(
+        TAC,
+        labels=("lesion_1", "lesion_2", "lesion_3"),
+        voi_types=(VoiType.LESION,) * 3,
+        volume_ml=np.array([2.5, 2.5, 20.0]),
+        mass_g=np.array([2.5, 2.5, 20.0]),
+        activity_mbq=np.ones((3, 4)),
+        partial_volume_model="gtm_platform_voi",
+        partial_volume_status=("ok",) * 3,
+        delineations=(flagged, flagged, found),
+        organ_outlines=(None, None, None),
+    )
+    findings = with_partial_volume_findings(
+        QC_FINDINGS.schema.empty_table(), IDENTITY, tac, Provenance(run_id="r")
+    ).to_pandas()
+    other_cycle = findings.assign(cycle_key="another", message="1 lesion VOI(s) [lesion_3]: x")
+    info = findings.assign(severity="info", message="1 lesion VOI(s) [lesion_3]: fyi")
+    named = harmonisation.named_in_warnings(pd.concat([findings, other_cycle, info]))
+    site, cycle = IDENTITY.site_id, IDENTITY.cycle_key
+    assert {(s, c, v) for s, c, v in named if c == cycle} == {
+        (site, cycle, "lesion_1"),
+        (site, cycle, "lesion_2"),
+    }
