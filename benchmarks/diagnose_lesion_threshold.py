@@ -9,7 +9,9 @@ Not a timing. ``gtm_platform_voi`` re-delineates each lesion by the mean-referen
 threshold g(V, K) calibrated on the site's NEMA spheres at two contrasts
 (``quant.delineation.ThresholdSurface``, a line in ln K followed two spans beyond the
 phantoms' contrasts), bracketed by the same surface held at the measured contrasts (module
-``quant.delineation``, "Beyond the phantoms' contrasts"). For the first time point of every
+``quant.delineation``, "Beyond the phantoms' contrasts"); where the site's protocol says its
+reconstruction does not model resolution, the surface does not follow contrast and there is
+no bracket ("Contrast dependence follows resolution modelling"). For the first time point of every
 site's first cycle this re-reads the image and the site's VOIs as the pipeline does and
 writes, per lesion:
 
@@ -21,6 +23,8 @@ writes, per lesion:
 * ``g_held`` and ``volume_over_true_held``: the same with the held surface alone — the
   alternative rule, measured;
 * the lesion's structure from the generator: necrotic core, breathing amplitude;
+* ``seed_cnr``: the seed voxel's height over the local background in the background's SDs
+  (the detection criterion's measure, ``quant.delineation.DETECTION_CNR``);
 * ``status``, ``central_peak_only`` and ``site_volume_over_true``: the rule's status, whether
   it found only the lesion's central peak (``quant.delineation.CENTRAL_PEAK_ONLY``: the site's
   VOI then the other end of the volume SD) and the site's own volume;
@@ -48,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from concordose.calibration.protocol import load_protocol
 from concordose.calibration.records import CalibrationRecord
 from concordose.calibration.registry import SiteRegistry
 from concordose.dicom.seg import VoiMask
@@ -63,11 +68,13 @@ from concordose.pipeline.quantify import (
 from concordose.pipeline.time_point_activity import time_point_activity_mbq
 from concordose.quant.delineation import (
     DELINEATED,
+    LesionDelineation,
     delineate_lesions,
     search_exclusions,
     sphere_threshold_point,
 )
 from concordose.quant.voi import resample_vois, voi_shapes
+from concordose.reconstruction.protocol import SiteReconstruction
 
 GROUPS = ("breathing", "necrotic core", "neither")
 """Structure groups, in precedence: a breathing lesion (the generator moves the liver's) is
@@ -88,6 +95,7 @@ class _FirstCycle:
     vois: tuple[VoiMask, ...]
     calibration: CalibrationRecord
     truth: dict[str, Any]
+    reconstruction: SiteReconstruction | None
 
 
 def _first_cycles(run: Path) -> Iterator[_FirstCycle]:
@@ -109,7 +117,8 @@ def _first_cycles(run: Path) -> Iterator[_FirstCycle]:
         if (site, subject) in seen or truth["cycles"][0]["injection_datetime"] != injected:
             continue  # not the first cycle
         seen.add((site, subject))
-        yield _FirstCycle(site, study, prepared.vois, verdict.calibration, truth)
+        reconstruction = load_protocol(site, registry.protocol_dir).reconstruction
+        yield _FirstCycle(site, study, prepared.vois, verdict.calibration, truth, reconstruction)
 
 
 def lesion_rows(run: Path) -> list[dict[str, Any]]:
@@ -117,7 +126,7 @@ def lesion_rows(run: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for first in _first_cycles(run):
         calibration, cycle, vois, truth = first.calibration, first.study, first.vois, first.truth
-        surface = record_threshold_surface(calibration)
+        surface = record_threshold_surface(calibration, first.reconstruction)
         fwhm_mm = calibration.psf_fwhm_mm
         if surface is None or fwhm_mm is None:
             continue  # one contrast (the curve: no extrapolation to diagnose), or no PSF
@@ -131,7 +140,7 @@ def lesion_rows(run: Path) -> list[dict[str, Any]]:
         lesion = [voi.voi_type == "lesion" for voi in vois]
         drawn = {}
         for name, (primary, bracket) in {
-            "": (surface.at, surface.held().at),
+            "": (surface.at, surface.held().at if surface.contrast_dependent else None),
             "_held": (surface.held().at, None),
         }.items():
             drawn[name] = delineate_lesions(
@@ -175,6 +184,7 @@ def lesion_rows(run: Path) -> list[dict[str, Any]]:
                     "delineated": used.status == DELINEATED,
                     "status": used.status,
                     "central_peak_only": used.central_peak_only,
+                    "seed_cnr": _seed_cnr(used),
                     "site_volume_over_true": round(used.site_volume_ml / true_ml, 3),
                     "g_needed": None if needed is None else round(needed[0], 3),
                     "contrast": None if needed is None else round(needed[1], 1),
@@ -189,6 +199,15 @@ def lesion_rows(run: Path) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def _seed_cnr(drawn: LesionDelineation) -> float:
+    """The seed's height over the background in the background's SDs (NaN where either is
+    not measured or the background shell has no spread)."""
+    if not drawn.background_sd_mbq_per_ml > 0:
+        return math.nan
+    excess = drawn.peak_mbq_per_ml - drawn.background_mbq_per_ml
+    return round(excess / drawn.background_sd_mbq_per_ml, 1)
 
 
 def _median(values: list[float]) -> float | None:

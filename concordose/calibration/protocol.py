@@ -240,7 +240,9 @@ class SiteProtocol(BaseModel):
             volume (:class:`PartialVolumeRules`).
         reconstruction: the site's SPECT acquisition and OSEM settings
             (:class:`concordose.reconstruction.SiteReconstruction`), or None; needed by the
-            ``perturbation_gtm`` correction only.
+            ``perturbation_gtm`` correction; under ``gtm_platform_voi`` its
+            ``resolution_recovery: false`` makes the lesion threshold independent of contrast
+            (``pipeline.quantify.record_threshold_surface``).
         kinetics_methods: kinetics methods run on every cycle of the site, names of
             :data:`concordose.kinetics.registry.KINETICS_METHODS` or ``all`` (default
             :data:`DEFAULT_KINETICS_METHODS`); a run may override them (:meth:`run_methods`).

@@ -219,33 +219,49 @@ def threshold_curve(record: CalibrationRecord) -> Callable[[float], float] | Non
     return ThresholdCurve(tuple(volumes), tuple(fractions)).at
 
 
-def record_threshold_surface(record: CalibrationRecord) -> ThresholdSurface | None:
+def record_threshold_surface(
+    record: CalibrationRecord, reconstruction: SiteReconstruction | None = None
+) -> ThresholdSurface | None:
     """The record's contrast-dependent threshold (``quant.delineation.ThresholdSurface``, from
     its NEMA scans at two or more contrasts), or None (one contrast, or an older record:
-    :func:`threshold_curve` applies)."""
+    :func:`threshold_curve` applies).
+
+    ``reconstruction``: the site protocol's; where it does not model resolution
+    (``resolution_recovery: false``) g does not follow contrast and the surface is the mean of
+    the scans' curves (``ThresholdSurface.contrast_dependent``; ``quant.delineation``, "Contrast
+    dependence follows resolution modelling"). Without it (a protocol that does not say) the
+    surface follows contrast."""
     if not record.delineation_threshold_scans:
         return None
     return threshold_surface(
         [
             ThresholdCurve(tuple(scan.volumes_ml), tuple(scan.fractions), tuple(scan.contrasts))
             for scan in record.delineation_threshold_scans
-        ]
+        ],
+        contrast_dependent=reconstruction is None or reconstruction.resolution_recovery,
     )
 
 
-def contrast_threshold(record: CalibrationRecord) -> Callable[[float, float], float] | None:
+def contrast_threshold(
+    record: CalibrationRecord, reconstruction: SiteReconstruction | None = None
+) -> Callable[[float, float], float] | None:
     """g(V, K) of :func:`record_threshold_surface` (followed beyond the phantoms' contrasts:
     what the platform delineates with), or None without one."""
-    surface = record_threshold_surface(record)
+    surface = record_threshold_surface(record, reconstruction)
     return None if surface is None else surface.at
 
 
-def held_contrast_threshold(record: CalibrationRecord) -> Callable[[float, float], float] | None:
+def held_contrast_threshold(
+    record: CalibrationRecord, reconstruction: SiteReconstruction | None = None
+) -> Callable[[float, float], float] | None:
     """g(V, K) of :func:`record_threshold_surface` held at the phantoms' measured contrasts
     (``ThresholdSurface.held``: the lesion's bracket, ``quant.delineation.delineate_lesion``),
-    or None without one."""
-    surface = record_threshold_surface(record)
-    return None if surface is None else surface.held().at
+    or None without one, or where the surface does not follow contrast (held, it is the same:
+    there is nothing to bracket)."""
+    surface = record_threshold_surface(record, reconstruction)
+    if surface is None or not surface.contrast_dependent:
+        return None
+    return surface.held().at
 
 
 def recovery_model_error(record: CalibrationRecord) -> RecoveryModelError | None:
@@ -397,7 +413,9 @@ def quantify_cycle(
     (``quant.gtm.extent_activity``; at a time point where that is not > 0, the GTM's T·V on
     the site's VOI, listed in ``partial_volume_fallback``), its volume (hence mass) the site's
     outline offset to the edge the first time point's SPECT shows
-    (``quant.organ_outline``, with the GTM's PSF; the site's for a faint organ).
+    (``quant.organ_outline``, with the GTM's PSF; the site's for a faint organ). The lesion
+    threshold follows contrast unless ``reconstruction`` (the protocol's) says the site does not
+    model resolution (:func:`record_threshold_surface`).
 
     ``partial_volume_model="perturbation_gtm"`` is ``gtm_platform_voi`` with every region's
     spread taken through the site's own reconstruction (``reconstruction``, the protocol's) by
@@ -500,8 +518,8 @@ def quantify_cycle(
                 fwhm_mm=sphere_fwhm_mm,
                 threshold=threshold_curve(calibration),
                 threshold_sd=threshold_curve_sd(calibration),
-                contrast_threshold=contrast_threshold(calibration),
-                bracket_threshold=held_contrast_threshold(calibration),
+                contrast_threshold=contrast_threshold(calibration, reconstruction),
+                bracket_threshold=held_contrast_threshold(calibration, reconstruction),
             )
             platform_shapes = {
                 k: _platform_shape(d, vois[k].label, vois[k].voi_type, acquisition.geometry)

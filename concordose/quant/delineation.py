@@ -62,6 +62,26 @@ tell is published with that uncertainty; where one region is under
 :data:`CENTRAL_PEAK_FRACTION` of the other (a central peak's fixed point, or a level that fills
 the search region), the bracket is left out and the extrapolated region stands.
 
+**Contrast dependence follows resolution modelling.** The fall of g with contrast is the
+non-linearity of OSEM with resolution modelling (its edge overshoot grows with contrast);
+without it the level a sphere needs does not follow contrast. On each site's own chain without
+noise (``benchmarks/threshold_contrast_dependence.py``: a sphere alone in a warm cylinder at
+4:1, 10:1, 20:1 and 40:1; 5.6–60 mL) the three chains with resolution modelling lower g by
+0.05–0.22 from 4:1 to 40:1 (median per site 0.12–0.18), grandrapids' (OSEM 2i10s, no
+resolution modelling, 6 mm post-filter) changes it by at most 0.035 (median +0.004); with
+resolution modelling switched (11.49 mL sphere) they swap: grandrapids' chain with it lowers
+g by 0.19, the other three without it change it by +0.01…+0.02 — the cause is resolution
+modelling, not the iterations or the post-filter. Two noisy fills cannot tell the two apart:
+their difference is within their scatter (full preset: grandrapids −0.04 ± 0.06 at 11.5 mL,
+milan −0.07 ± 0.10), and a noisy slope followed two spans beyond them drew grandrapids'
+lesions 1.1–1.9× (they need 0.58–0.68 at every contrast, the extrapolated surface gave
+0.44–0.57). So where the site's protocol says its reconstruction does not model resolution
+(``reconstruction.resolution_recovery: false``), the surface is independent of contrast
+(:attr:`ThresholdSurface.contrast_dependent`): g(V) is the mean of the fills' curves, the
+average of their noise, and there is no bracket (the full preset's kept run: grandrapids'
+lesions ≥ 4 mL drawn 0.98–1.36×, median 1.13×, against 1.12–1.86×, median 1.37×); where the
+protocol does not say, the line in ln K stands.
+
 **No fixed point at the lesion's scale.** Where the surface asks more of a small lesion than
 its image gives (lobulated, textured 1–6 mL lesions at K ≈ 9–30 need g 0.3–0.6), the lowest
 crossing is the central peak's: a few voxels, 0.05–0.34× the lesion. Most such collapses were
@@ -395,7 +415,9 @@ class ThresholdSurface:
     scans that did measure that far down, and the slope is never positive (:meth:`at`). The
     line in ln K is our empirical choice: on the realistic chain (milan, spheres 2.6–26.5 mL,
     4:1–30:1) g is closer to linear in ln K than in 1/K, whose slope doubles between 10:1 and
-    30:1.
+    30:1. Without resolution modelling g does not follow contrast
+    (:attr:`contrast_dependent`; module docstring, "Contrast dependence follows resolution
+    modelling").
     With one scan (or scans of one contrast) there is no surface: the record keeps its curve.
     """
 
@@ -403,6 +425,10 @@ class ThresholdSurface:
     extrapolation_spans: float = CONTRAST_EXTRAPOLATION_SPANS
     """How far beyond the measured contrasts the line is followed, in spans (0: g held at the
     measured contrasts' limits, :meth:`held`)."""
+    contrast_dependent: bool = True
+    """False where the site's reconstruction does not model resolution: g does not follow
+    contrast (module docstring, "Contrast dependence follows resolution modelling") and
+    :meth:`at` is the mean of the curves at the volume, at any contrast."""
 
     def held(self) -> ThresholdSurface:
         """The same surface held at the measured contrasts' limits (no extrapolation): the
@@ -436,7 +462,7 @@ class ThresholdSurface:
         ] or list(self.curves)
         log_k = np.array([math.log(max(c.contrast_at(volume_ml), 1e-9)) for c in anchors])
         fractions = np.array([c.at(volume_ml) for c in anchors])
-        if not span >= MIN_LOG_CONTRAST_SPAN:
+        if not self.contrast_dependent or not span >= MIN_LOG_CONTRAST_SPAN:
             return float(np.clip(fractions.mean(), 0.0, 1.0))
         slope = min(float(np.polyfit(slope_log_k, slope_fractions, 1)[0]), 0.0)
         reach = self.extrapolation_spans * span
@@ -447,13 +473,17 @@ class ThresholdSurface:
         return float(np.clip(value, 0.0, 1.0))
 
 
-def threshold_surface(curves: Sequence[ThresholdCurve]) -> ThresholdSurface | None:
+def threshold_surface(
+    curves: Sequence[ThresholdCurve], *, contrast_dependent: bool = True
+) -> ThresholdSurface | None:
     """The :class:`ThresholdSurface` of ``curves``, or None when fewer than two carry contrasts
-    (one scan's curve, or records of before: today's curve applies)."""
+    (one scan's curve, or records of before: today's curve applies). ``contrast_dependent``:
+    False where the site's reconstruction does not model resolution
+    (:attr:`ThresholdSurface.contrast_dependent`)."""
     usable = tuple(c for c in curves if c.contrasts is not None)
     if len(usable) < 2:
         return None
-    return ThresholdSurface(usable)
+    return ThresholdSurface(usable, contrast_dependent=contrast_dependent)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from benchmarks import threshold_contrast_dependence as contrast_dependence
 from concordose.calibration.calibrate import calibrate_site
 from concordose.errors import ConfigurationError
 from concordose.phantoms.acquisition import RealisticSettings, realistic_image
@@ -54,6 +55,7 @@ from concordose.quant.delineation import (
     threshold_surface,
 )
 from concordose.reconstruction.attenuation import MU_WATER_PER_MM
+from concordose.reconstruction.protocol import SiteReconstruction
 
 SITE = consortium_site("milan")
 VOXEL_MM = SITE.nm_voxel_mm
@@ -434,6 +436,40 @@ def test_scans_of_one_contrast_make_no_slope_and_one_scan_no_surface() -> None:
     assert threshold_surface([_curve(0.6, 2.0), ThresholdCurve((1.0, 10.0), (0.5, 0.5))]) is None
 
 
+def test_a_surface_independent_of_contrast_is_the_mean_of_its_curves_at_any_contrast() -> None:
+    """Without resolution modelling g does not follow contrast: the two fills' difference is
+    their noise, and the surface is their mean, within and beyond the measured contrasts."""
+    curves = (_curve(0.6, 2.0), _curve(0.5, 4.0))
+    flat = threshold_surface(curves, contrast_dependent=False)
+    assert flat is not None
+    assert not flat.contrast_dependent
+    for contrast in (1.0, 2.0, 4.0, 16.0, math.inf):
+        assert flat.at(5.0, contrast) == pytest.approx(0.55)
+        assert flat.held().at(5.0, contrast) == pytest.approx(0.55)
+    followed = threshold_surface(curves)
+    assert followed is not None
+    assert followed.at(5.0, 16.0) == pytest.approx(0.3)
+
+
+def test_without_resolution_modelling_the_level_a_sphere_needs_does_not_follow_contrast() -> None:
+    """The premise of ``ThresholdSurface.contrast_dependent`` on the digital consortium's own
+    chains (noise-free, ``benchmarks/threshold_contrast_dependence.py``): grandrapids' (OSEM
+    2i10s, no resolution modelling) 11.49 mL sphere needs the same level at 4:1 and 40:1
+    (measured 0.643 / 0.651); milan's (Flash3D 6i8s with resolution modelling) a level lower
+    by 0.22 (0.579 / 0.358)."""
+    no_rr, rr = consortium_site("grandrapids"), SITE
+    assert not no_rr.recon.resolution_recovery
+    assert rr.recon.resolution_recovery
+    levels = {}
+    for site in (no_rr, rr):
+        for ratio in (4.0, 40.0):
+            point = contrast_dependence.level_needed(site, 11.49, ratio)
+            assert point is not None
+            levels[site.site_id, ratio] = point[0]
+    assert abs(levels[no_rr.site_id, 40.0] - levels[no_rr.site_id, 4.0]) < 0.03
+    assert levels[rr.site_id, 40.0] < levels[rr.site_id, 4.0] - 0.15
+
+
 def test_earl_second_fill_is_the_farther_ratio() -> None:
     assert second_contrast_ratio(4.0) == 10.0
     assert second_contrast_ratio(5.0) == 10.0
@@ -491,6 +527,32 @@ def test_calibration_records_the_surface_from_a_second_nema_scan(tmp_path: Path)
     assert held(common_volume, 100.0 * highest) == pytest.approx(held(common_volume, highest))
     assert surface(common_volume, 100.0 * highest) != pytest.approx(
         held(common_volume, 100.0 * highest)
+    )
+    # a protocol without resolution modelling: g the mean of the two fills at any contrast,
+    # and no bracket; with it, the surface as above
+    without = SiteReconstruction(
+        collimator="ge_megp",
+        radius_of_rotation_mm=240.0,
+        n_views=60,
+        iterations=2,
+        subsets=10,
+        resolution_recovery=False,
+    )
+    flat = contrast_threshold(two.record, without)
+    assert flat is not None
+    assert held_contrast_threshold(two.record, without) is None
+    mean = 0.5 * (
+        ThresholdCurve(tuple(low.volumes_ml), tuple(low.fractions)).at(common_volume)
+        + ThresholdCurve(tuple(high.volumes_ml), tuple(high.fractions)).at(common_volume)
+    )
+    for contrast in (1.0, highest, 100.0 * highest):
+        assert flat(common_volume, contrast) == pytest.approx(mean)
+    with_rr = contrast_threshold(
+        two.record, without.model_copy(update={"resolution_recovery": True})
+    )
+    assert with_rr is not None
+    assert with_rr(common_volume, 100.0 * highest) == pytest.approx(
+        surface(common_volume, 100.0 * highest)
     )
     # the same curve fields as without the second scan (the first scan's)
     assert two.record.delineation_threshold_fractions == one.record.delineation_threshold_fractions
