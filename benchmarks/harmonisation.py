@@ -62,7 +62,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import tempfile
 import time
 import typing
@@ -504,21 +503,17 @@ def lesion_tia_rows(rows: pd.DataFrame) -> pd.Series:
     return chosen
 
 
-NAMED_VOIS = re.compile(r"VOI\(s\) \[([^\]]*)\]:")
-"""The VOI labels a cycle's QC finding names (``results.cycle_summary``: ``N lesion VOI(s)
-[lesion_1, lesion_3]: …``)."""
-
-
 def named_in_warnings(findings: pd.DataFrame) -> set[tuple[str, str, str]]:
     """(site, cycle key, VOI label) of every VOI a warning or error of the published
-    ``qc_findings`` names: a measurement the platform said not to trust as it stands."""
+    ``qc_findings`` names (its ``voi_labels``): a measurement the platform said not to trust as
+    it stands."""
     named: set[tuple[str, str, str]] = set()
     serious = findings[findings["severity"].isin(("warning", "error"))]
-    for site, cycle, message in zip(
-        serious["site_id"], serious["cycle_key"], serious["message"], strict=True
+    for site, cycle, labels in zip(
+        serious["site_id"], serious["cycle_key"], serious["voi_labels"], strict=True
     ):
-        for match in NAMED_VOIS.finditer(str(message)):
-            named.update((site, cycle, label.strip()) for label in match.group(1).split(","))
+        if labels is not None:
+            named.update((site, cycle, str(label)) for label in labels)
     return named
 
 

@@ -991,24 +991,36 @@ HARMONISATION_AGREEMENT = TableSpec(
     ),
 )
 
+_QC_FINDINGS_V1_FIELDS = [
+    *_SUBJECT,
+    field("finding_index", pa.int16(), "1", "0-based order of the finding in the cycle"),
+    field("check_name", pa.string(), "1", "the check that raised it"),
+    field("severity", pa.string(), "1", "info, warning or error"),
+    field("message", pa.string(), "1", "what was expected, what was found, where"),
+    field("time_point_index", pa.int16(), "1", "time point concerned, if any", nullable=True),
+]
+
 QC_FINDINGS = TableSpec(
     name="qc_findings",
-    version=1,
+    version=2,
     doc="One row per quality-control finding raised on a cycle (metadata, calibration, fits).",
     key_columns=("subject_key", "cycle_key", "finding_index"),
     schema=pa.schema(
         [
-            *_SUBJECT,
-            field("finding_index", pa.int16(), "1", "0-based order of the finding in the cycle"),
-            field("check_name", pa.string(), "1", "the check that raised it"),
-            field("severity", pa.string(), "1", "info, warning or error"),
-            field("message", pa.string(), "1", "what was expected, what was found, where"),
+            *_QC_FINDINGS_V1_FIELDS,
             field(
-                "time_point_index", pa.int16(), "1", "time point concerned, if any", nullable=True
+                "voi_labels",
+                pa.list_(pa.string()),
+                "1",
+                "labels of the VOIs the finding is about (null: not about particular VOIs);"
+                " join on voi_label to see which published values it qualifies",
+                nullable=True,
             ),
             *_PROVENANCE,
         ]
     ),
+    previous_schemas={1: pa.schema([*_QC_FINDINGS_V1_FIELDS, *_PROVENANCE])},
+    upgrades={1: {"voi_labels": None}},  # v1 findings named their VOIs in the message only
 )
 
 _KINETICS_AGREEMENT_V1_FIELDS = [

@@ -131,7 +131,8 @@ def with_partial_volume_findings(
     """``qc_findings`` plus one warning per reason the asked-for partial-volume correction left
     VOIs as measured (no curve or PSF in the calibration record, volume outside the curve, no
     background, an ill-conditioned GTM), naming the VOIs it applies to (lesions under every
-    model, organs under the GTM, the only model that corrects them) as ``[label, …]``, numbered
+    model, organs under the GTM, the only model that corrects them) as ``[label, …]`` in the
+    message and in ``voi_labels`` (the column a reader joins on ``voi_label``), numbered
     after the existing findings: a record without a PSF is one finding, not one per VOI; one
     warning per VOI whose ``gtm_platform_voi`` extent fell back to the GTM's T·V at some time
     points (``CycleTimeActivity.partial_volume_fallback``); and, under ``gtm_platform_voi``, one
@@ -141,12 +142,12 @@ def with_partial_volume_findings(
     Unchanged when no correction was asked for."""
     if not tac.partial_volume_status or tac.partial_volume_model == NO_CORRECTION:
         return qc_findings  # nothing asked for, or the site's phantom chose no correction
-    messages: list[str] = []
+    messages: list[tuple[str, list[str]]] = []  # (message, the VOIs it names)
 
-    def naming(vois: Sequence[int], what: str) -> str:
+    def naming(vois: Sequence[int], what: str) -> tuple[str, list[str]]:
         kinds = sorted({tac.voi_types[voi] for voi in vois})
-        labels = ", ".join(tac.labels[voi] for voi in vois)
-        return f"{len(vois)} {' and '.join(kinds)} VOI(s) [{labels}]: {what}"
+        labels = [tac.labels[voi] for voi in vois]
+        return f"{len(vois)} {' and '.join(kinds)} VOI(s) [{', '.join(labels)}]: {what}", labels
 
     by_status: dict[str, list[int]] = {}
     for voi, status in enumerate(tac.partial_volume_status):
@@ -184,8 +185,11 @@ def with_partial_volume_findings(
     # gtm_platform_voi: an organ corrected at every time point, by its extent except where that
     # was not > 0 (quant.gtm.EXTENT_FALLBACK): one warning per such VOI naming the time points
     messages += [
-        f"{tac.voi_types[voi]} VOI [{tac.labels[voi]}]: {tac.partial_volume_model} corrected, "
-        f"with a per-time-point fallback: {note}"
+        (
+            f"{tac.voi_types[voi]} VOI [{tac.labels[voi]}]: {tac.partial_volume_model} "
+            f"corrected, with a per-time-point fallback: {note}",
+            [tac.labels[voi]],
+        )
         for voi, note in enumerate(tac.partial_volume_fallback)
         if note
     ]
@@ -201,10 +205,11 @@ def with_partial_volume_findings(
             "severity": str(Severity.WARNING),
             "message": message,
             "time_point_index": None,
+            "voi_labels": labels,
             "schema_version": QC_FINDINGS.version,
             **_provenance(provenance, tac.calibration_record_id, tac.sop_instance_uids),
         }
-        for index, message in enumerate(messages)
+        for index, (message, labels) in enumerate(messages)
     ]
     return pa.concat_tables([qc_findings, pa.Table.from_pylist(rows, schema=QC_FINDINGS.schema)])
 

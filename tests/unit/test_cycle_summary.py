@@ -160,6 +160,7 @@ def test_a_per_time_point_extent_fallback_is_a_warning_naming_the_voi() -> None:
     assert findings[0]["check_name"] == PARTIAL_VOLUME_CHECK
     assert findings[0]["severity"] == "warning"
     assert "[kidney_left]" in findings[0]["message"]
+    assert findings[0]["voi_labels"] == ["kidney_left"]
     assert "time point 3" in findings[0]["message"]
 
 
@@ -239,4 +240,5 @@ def test_a_lesion_drawn_with_an_ambiguous_region_is_a_warning_naming_it(
     assert [f["message"] for f in findings] == [
         f"1 lesion VOI(s) [lesion_1]: gtm_platform_voi {message}"
     ]
+    assert findings[0]["voi_labels"] == ["lesion_1"]
     assert findings[0]["severity"] == "warning"

@@ -406,9 +406,10 @@ def test_organ_errors_are_followed_time_point_by_time_point() -> None:
 
 def test_a_measurement_is_silently_wrong_only_where_no_warning_names_its_voi() -> None:
     """``outside_2sd_without_a_warning`` counts the misses no QC warning of their cycle names:
-    the benchmark reads the labels from the messages the platform writes
-    (``results.cycle_summary``), so two lesions flagged in one message are both named, and an
-    info finding or another cycle's warning names none."""
+    the benchmark reads the labels the platform publishes with each finding (``qc_findings``'
+    ``voi_labels``, ``results.cycle_summary``), so two lesions flagged in one finding are both
+    named, and an info finding or another cycle's warning names none (the message's words are
+    not read: a warning naming lesion_3 only in its text names nothing)."""
     found = LesionDelineation(
         np.zeros((2, 2, 2), dtype=bool), DELINEATED, 0.75, 1.0, 0.1, 0.01, 9.5, 2.5
     )
@@ -428,9 +429,11 @@ def test_a_measurement_is_silently_wrong_only_where_no_warning_names_its_voi() -
     findings = with_partial_volume_findings(
         QC_FINDINGS.schema.empty_table(), IDENTITY, tac, Provenance(run_id="r")
     ).to_pandas()
-    other_cycle = findings.assign(cycle_key="another", message="1 lesion VOI(s) [lesion_3]: x")
-    info = findings.assign(severity="info", message="1 lesion VOI(s) [lesion_3]: fyi")
-    named = harmonisation.named_in_warnings(pd.concat([findings, other_cycle, info]))
+    assert [list(labels) for labels in findings["voi_labels"]] == [["lesion_1", "lesion_2"]]
+    other_cycle = findings.assign(cycle_key="another", voi_labels=[["lesion_3"]])
+    info = findings.assign(severity="info", voi_labels=[["lesion_3"]])
+    in_words = findings.assign(message="1 lesion VOI(s) [lesion_3]: x", voi_labels=[None])
+    named = harmonisation.named_in_warnings(pd.concat([findings, other_cycle, info, in_words]))
     site, cycle = IDENTITY.site_id, IDENTITY.cycle_key
     assert {(s, c, v) for s, c, v in named if c == cycle} == {
         (site, cycle, "lesion_1"),
