@@ -503,10 +503,20 @@ def lesion_tia_rows(rows: pd.DataFrame) -> pd.Series:
     return chosen
 
 
+VOI_LABELS_SINCE = 2
+"""``qc_findings`` version since which a finding lists the VOIs it is about (``voi_labels``)."""
+
+
 def named_in_warnings(findings: pd.DataFrame) -> set[tuple[str, str, str]]:
     """(site, cycle key, VOI label) of every VOI a warning or error of the published
     ``qc_findings`` names (its ``voi_labels``): a measurement the platform said not to trust as
     it stands."""
+    if (findings["schema_version"] < VOI_LABELS_SINCE).any():
+        raise SystemExit(
+            "qc_findings written before version "
+            f"{VOI_LABELS_SINCE} name their VOIs in the message only (no voi_labels): "
+            "run the benchmark again (a run kept before 2026-12-07 cannot be re-summarised)"
+        )
     named: set[tuple[str, str, str]] = set()
     serious = findings[findings["severity"].isin(("warning", "error"))]
     for site, cycle, labels in zip(

@@ -409,7 +409,8 @@ def test_a_measurement_is_silently_wrong_only_where_no_warning_names_its_voi() -
     the benchmark reads the labels the platform publishes with each finding (``qc_findings``'
     ``voi_labels``, ``results.cycle_summary``), so two lesions flagged in one finding are both
     named, and an info finding or another cycle's warning names none (the message's words are
-    not read: a warning naming lesion_3 only in its text names nothing)."""
+    not read: a warning naming lesion_3 only in its text names nothing). Findings of before
+    ``voi_labels`` (a run kept earlier) are refused rather than counted silent."""
     found = LesionDelineation(
         np.zeros((2, 2, 2), dtype=bool), DELINEATED, 0.75, 1.0, 0.1, 0.01, 9.5, 2.5
     )
@@ -434,6 +435,8 @@ def test_a_measurement_is_silently_wrong_only_where_no_warning_names_its_voi() -
     info = findings.assign(severity="info", voi_labels=[["lesion_3"]])
     in_words = findings.assign(message="1 lesion VOI(s) [lesion_3]: x", voi_labels=[None])
     named = harmonisation.named_in_warnings(pd.concat([findings, other_cycle, info, in_words]))
+    with pytest.raises(SystemExit, match="run the benchmark again"):
+        harmonisation.named_in_warnings(findings.assign(schema_version=1))  # no voi_labels yet
     site, cycle = IDENTITY.site_id, IDENTITY.cycle_key
     assert {(s, c, v) for s, c, v in named if c == cycle} == {
         (site, cycle, "lesion_1"),
