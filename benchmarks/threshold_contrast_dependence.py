@@ -108,13 +108,11 @@ def cylinder(voxel_mm: float) -> FloatArray:
     return body
 
 
-def site_image(site: SiteProfile, occupancy: FloatArray, ratio: float) -> FloatArray:
-    """Concentration image (MBq/mL) of a sphere of ``occupancy`` at ``ratio``:1 in the warm
-    cylinder, acquired and reconstructed as ``site`` does (noise-free, 60 views)."""
+def chain_image(site: SiteProfile, concentration: FloatArray, body: FloatArray) -> FloatArray:
+    """``concentration`` (MBq/mL, on ``site``'s SPECT voxels) in the water ``body``, acquired
+    and reconstructed as ``site`` does (noise-free, 60 views), MBq/mL."""
     voxel_mm = site.nm_voxel_mm
-    body = cylinder(voxel_mm)
     voxel_ml = voxel_mm**3 / 1000.0
-    concentration = BACKGROUND_MBQ_PER_ML * (body - occupancy + ratio * occupancy)
     image = realistic_image(
         concentration * voxel_ml,
         body * MU_WATER_PER_MM,
@@ -127,6 +125,14 @@ def site_image(site: SiteProfile, occupancy: FloatArray, ratio: float) -> FloatA
     per_mbq_per_ml = site.calibration_factor_cps_per_mbq * site.acquisition_duration_s * voxel_ml
     result: FloatArray = image.counts / per_mbq_per_ml
     return result
+
+
+def site_image(site: SiteProfile, occupancy: FloatArray, ratio: float) -> FloatArray:
+    """Concentration image (MBq/mL) of a sphere of ``occupancy`` at ``ratio``:1 in the warm
+    cylinder, acquired and reconstructed as ``site`` does (:func:`chain_image`)."""
+    body = cylinder(site.nm_voxel_mm)
+    concentration = BACKGROUND_MBQ_PER_ML * (body - occupancy + ratio * occupancy)
+    return chain_image(site, concentration, body)
 
 
 def level_needed(site: SiteProfile, volume_ml: float, ratio: float) -> tuple[float, float] | None:

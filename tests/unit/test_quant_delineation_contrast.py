@@ -29,7 +29,6 @@ from numpy.typing import NDArray
 from benchmarks import threshold_contrast_dependence as contrast_dependence
 from concordose.calibration.calibrate import calibrate_site
 from concordose.errors import ConfigurationError
-from concordose.phantoms.acquisition import RealisticSettings, realistic_image
 from concordose.phantoms.imaging import ImagingMode
 from concordose.phantoms.lesion_shapes import IrregularLesion, draw_irregular_lesion
 from concordose.phantoms.phantom_scans import (
@@ -54,7 +53,6 @@ from concordose.quant.delineation import (
     sphere_threshold_point,
     threshold_surface,
 )
-from concordose.reconstruction.attenuation import MU_WATER_PER_MM
 from concordose.reconstruction.protocol import SiteReconstruction
 
 SITE = consortium_site("milan")
@@ -114,19 +112,7 @@ def _reconstruct(balls: list[Ball], ratio: float) -> NDArray[np.float64]:
 def _image(concentration: NDArray[np.float64], body: NDArray[np.float64]) -> NDArray[np.float64]:
     """``concentration`` (MBq/mL) in the water ``body``, acquired and reconstructed as milan
     does (noise-free, 60 views), MBq/mL."""
-    voxel_ml = VOXEL_MM**3 / 1000.0
-    image = realistic_image(
-        concentration * voxel_ml,
-        body * MU_WATER_PER_MM,
-        site=SITE,
-        voxel_mm=VOXEL_MM,
-        rng=np.random.default_rng(0),
-        noise=False,
-        settings=RealisticSettings(max_views=60),
-    )
-    per_mbq_per_ml = SITE.calibration_factor_cps_per_mbq * SITE.acquisition_duration_s * voxel_ml
-    result: NDArray[np.float64] = image.counts / per_mbq_per_ml
-    return result
+    return contrast_dependence.chain_image(SITE, concentration, body)
 
 
 @pytest.fixture(scope="module")
