@@ -18,6 +18,7 @@ import typer
 from pydicom.uid import NuclearMedicineImageStorage
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from concordose import __version__
 from concordose.calibration.findings import Severity
@@ -1094,9 +1095,9 @@ def query(
         for name in result.column_names:
             table.add_column(name)
         for row in result.to_pylist():
-            table.add_row(
+            table.add_row(  # as Text: a stored "[lesion_1, …]" is not console markup
                 *(
-                    "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+                    Text("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v))
                     for v in row.values()
                 )
             )

@@ -205,6 +205,22 @@ def test_query_csv_json_encodes_list_and_struct_columns(tmp_path: Path) -> None:
     assert json.loads(row["extra"]) == {"a": 1, "b": "x"}
 
 
+def test_query_table_shows_brackets_in_values_as_written(tmp_path: Path) -> None:
+    """The table format prints cell text as it is stored: a QC message naming its VOIs as
+    ``[lesion_1, lesion_2]`` and a list column keep their brackets (not read as console
+    markup and dropped)."""
+    output = tmp_path / "out"
+    _publish_one_calibration(output)
+    sql = (
+        "SELECT '2 lesion VOI(s) [lesion_1, lesion_2]: x' AS message, "
+        "['lesion_1', 'lesion_2'] AS voi_labels FROM site_calibrations"
+    )
+    result = runner.invoke(app, ["query", sql, "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "[lesion_1, lesion_2]" in result.output
+    assert "['lesion_1', 'lesion_2']" in result.output
+
+
 def test_check_json_and_exit_status(small_patient: GeneratedPatient, tmp_path: Path) -> None:
     args = ["--sites", str(small_patient.sites_path), "--site", "milan", "--json"]
     held = runner.invoke(app, ["check", str(SIEMENS_NM_FIXTURE), *args])
