@@ -539,7 +539,9 @@ def test_the_cycles_lesions_are_bracketed_by_the_threshold_held_at_the_phantoms_
     with the surface followed beyond the phantoms' contrasts and bracketed by the one held at
     them (``quant.delineation``, "Beyond the phantoms' contrasts"; the rule itself:
     ``tests/unit/test_quant_delineation_contrast.py``): the delineation is handed both, and
-    every re-delineated lesion carries the bracket's volume. (This preset's 8.8 mm
+    every re-delineated lesion carries the bracket's volume; where the site protocol's
+    reconstruction does not model resolution, one level independent of contrast and no
+    bracket. (This preset's 8.8 mm
     voxels make the regions of the two thresholds alike: the wiring is what is checked.)"""
     run = runs[SITES[0]]
     volumes = run.record.delineation_threshold_volumes_ml
@@ -577,6 +579,26 @@ def test_the_cycles_lesions_are_bracketed_by_the_threshold_held_at_the_phantoms_
     assert delineated
     for delineation in delineated:
         assert np.isfinite(delineation.bracket_volume_ml)
+    # the protocol's reconstruction without resolution modelling: g the mean of the two scans
+    # at any contrast, no bracket (quant.delineation, "Contrast dependence follows resolution
+    # modelling")
+    without = site_reconstruction(consortium_site("grandrapids"))
+    assert not without.resolution_recovery
+    flat = quantify_cycle(
+        run.cycle,
+        record,
+        partial_volume_correction=True,
+        partial_volume_model=GTM_PLATFORM_MODEL,
+        reconstruction=without,
+    )
+    kwargs = handed[-1]
+    assert kwargs["bracket_threshold"] is None
+    level = kwargs["contrast_threshold"]
+    for contrast in (2.0, 4.0, 8.0, 40.0):
+        assert level(volume, contrast) == pytest.approx(held(volume, 4.0) + 0.05)
+    drawn = [d for d in flat.delineations if d is not None and d.status == DELINEATED]
+    assert drawn
+    assert all(np.isnan(d.bracket_volume_ml) for d in drawn)
 
 
 def test_perturbation_gtm_reconstructs_every_region_through_the_sites_protocol(
