@@ -61,6 +61,7 @@ from concordose.pipeline.assembly import CycleStudy
 from concordose.pipeline.catalogue import CycleSource
 from concordose.pipeline.preparation import prepare_cycle
 from concordose.pipeline.quantify import (
+    held_contrast_threshold,
     record_threshold_surface,
     threshold_curve,
     threshold_curve_sd,
@@ -140,7 +141,7 @@ def lesion_rows(run: Path) -> list[dict[str, Any]]:
         lesion = [voi.voi_type == "lesion" for voi in vois]
         drawn = {}
         for name, (primary, bracket) in {
-            "": (surface.at, surface.held().at if surface.contrast_dependent else None),
+            "": (surface.at, held_contrast_threshold(calibration, first.reconstruction)),
             "_held": (surface.held().at, None),
         }.items():
             drawn[name] = delineate_lesions(
