@@ -29,6 +29,7 @@ from concordose.cli.console import (
     error_console,
     progress_bar,
     run_or_exit,
+    styled,
 )
 from concordose.cli.observability import (
     LogFormatOption,
@@ -372,7 +373,7 @@ def demo(  # noqa: PLR0917 (typer maps each option to a parameter)
 
     folder = (workdir or default_workdir()).resolve()
     with Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -382,7 +383,7 @@ def demo(  # noqa: PLR0917 (typer maps each option to a parameter)
         sending = progress.add_task("C-STORE", total=None, visible=False)
 
         def on_step(message: str) -> None:
-            progress.console.print(f"[cyan]•[/] {message}")
+            progress.console.print(styled("•", "cyan", f" {message}"))
 
         def on_sent(_path: Path) -> None:
             progress.update(sending, advance=1, visible=True)
@@ -486,7 +487,7 @@ def _check_before_processing(source: Path, sites: Path, site: str | None) -> int
     if skipped:
         names = ", ".join(path.name for path in skipped[:3]) + (", …" if len(skipped) > 3 else "")
         console.print(
-            f"[cyan]•[/] skipped {len(skipped)} non-DICOM file(s) in {source} ({names})",
+            styled("•", "cyan", f" skipped {len(skipped)} non-DICOM file(s) in {source} ({names})"),
             highlight=False,
         )
     if not cycles:
@@ -502,9 +503,11 @@ def _report_sweep(result: SweepResult, source: Path) -> None:
     """Print a sweep's outcome. A failed cycle is exit status 2; else any held cycle is exit
     status 1 (:data:`EXIT_HELD`), with the reasons."""
     for run in result.held:
-        console.print(f"[yellow]held[/] cycle {run.cycle_id}: {run.reason}", highlight=False)
+        console.print(
+            styled("held", "yellow", f" cycle {run.cycle_id}: {run.reason}"), highlight=False
+        )
     for cycle_id, reason in result.failed.items():
-        console.print(f"[red]failed[/] cycle {cycle_id}: {reason}", highlight=False)
+        console.print(styled("failed", "red", f" cycle {cycle_id}: {reason}"), highlight=False)
     if "absorbed_dose" in result.tables:
         console.print(_dose_table(result.tables, None))
     for run in result.runs:
@@ -525,7 +528,7 @@ def _report_sweep(result: SweepResult, source: Path) -> None:
             console.print(f"dashboard: {result.dashboard.path}", highlight=False, soft_wrap=True)
         elif result.dashboard.error is not None:
             error_console.print(
-                f"[yellow]warning:[/] dashboard not rebuilt: {result.dashboard.error}",
+                styled("warning:", "yellow", f" dashboard not rebuilt: {result.dashboard.error}"),
                 highlight=False,
                 soft_wrap=True,
             )
@@ -568,7 +571,7 @@ def process(  # noqa: PLR0917 (typer maps each option to a parameter)
     kinetics, dose = run_or_exit(lambda: _method_overrides(kinetics_methods, dose_methods))
     runner = _task_runner(task_runner)
     found = run_or_exit(lambda: _check_before_processing(spool, sites, site))
-    console.print(f"[cyan]•[/] {found} cycle(s) in {spool}")
+    console.print(styled("•", "cyan", f" {found} cycle(s) in {spool}"))
     from concordose.flows.sweep import process_spool
 
     result = process_spool(
@@ -714,7 +717,7 @@ def _print_findings(findings: Sequence[dict[str, str]]) -> None:
     for finding in findings:
         style = SEVERITY_STYLES.get(finding["severity"], "yellow")
         table.add_row(
-            f"[{style}]{finding['severity']}[/]",
+            Text(finding["severity"], style=style),
             finding["rule"],
             Path(finding["source"]).name,
             finding["message"],
@@ -808,9 +811,9 @@ def check(
         if skipped:
             console.print(f"skipped {len(skipped)} non-DICOM file(s)", highlight=False)
         for item in checked:
-            verdict = "[red]held[/]" if item["held"] else "[green]passes[/]"
+            verdict = Text("held", "red") if item["held"] else Text("passes", "green")
             record = item["calibration_record"] or "no calibration"
-            console.print(f"{item['file']}: {verdict} ({record})")
+            console.print(Text.assemble(f"{item['file']}: ", verdict, f" ({record})"))
             _print_findings(item["findings"])
     if any_held:
         raise typer.Exit(EXIT_HELD)
@@ -1095,9 +1098,9 @@ def query(
         for name in result.column_names:
             table.add_column(name)
         for row in result.to_pylist():
-            table.add_row(  # as Text: a stored "[lesion_1, …]" is not console markup
+            table.add_row(
                 *(
-                    Text("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v))
+                    "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
                     for v in row.values()
                 )
             )
@@ -1321,7 +1324,7 @@ def consortium(
                 progress.update(task, advance=units, description=description)
 
         def on_step(message: str) -> None:
-            progress.console.print(f"[cyan]•[/] {message}", soft_wrap=True)
+            progress.console.print(styled("•", "cyan", f" {message}"), soft_wrap=True)
 
         result = run_or_exit(
             lambda: run_consortium(
@@ -1355,7 +1358,11 @@ def consortium(
     console.print(_harmonisation_summary(result.harmonisation.table))
     for object_id, site_id, variant_name in result.harmonisation.missing:
         console.print(
-            f"[yellow]missing[/] {object_id} at {site_id} ({variant_name}): no published rows"
+            styled(
+                "missing",
+                "yellow",
+                f" {object_id} at {site_id} ({variant_name}): no published rows",
+            )
         )
     console.print(
         f"sent {result.sent} instances; published run {result.published.run_id}:", soft_wrap=True

@@ -7,6 +7,12 @@ found (a held cycle, a check finding that holds); :data:`EXIT_INPUT_ERROR` 2, ba
 The consoles never cut a line when their output is not a terminal (piped, redirected, captured):
 a script or ``grep`` then gets every value whole, e.g. a long hold reason or path, rather than
 tables folded to 80 columns.
+
+Nor do they read console markup: what they print is mostly stored or given text (a hold reason,
+an error naming ``sites[2]``, a QC message naming ``[lesion_1, lesion_2]``, a folder called
+``scans [2026]``), and rich would drop a bracketed word it took for a tag or fail on a ``[/…]``
+it could not close. The few styled words are built as :class:`~rich.text.Text` with
+:func:`styled`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from concordose.errors import ConcordoseError
 
@@ -36,6 +43,7 @@ __all__ = [
     "error_console",
     "progress_bar",
     "run_or_exit",
+    "styled",
 ]
 
 PIPED_WIDTH = 100_000
@@ -48,13 +56,16 @@ class PipeFriendlyConsole(Console):
 
     Rich otherwise lays out for the terminal's width (80 columns when there is none, or the
     ``COLUMNS`` environment variable), so a table piped to a file or a script loses the ends of
-    its long values. ``COLUMNS`` describes a terminal, so it is ignored when there is none (test
+    its long values. Console markup is off unless asked for (``markup=True``): see the module
+    docstring. ``COLUMNS`` describes a terminal, so it is ignored when there is none (test
     runners and some shells export it); a width given explicitly (``width=``, or setting
     :attr:`size`) still wins.
     """
 
-    def __init__(self, *args: Any, width: int | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, width=width, **kwargs)
+    def __init__(
+        self, *args: Any, width: int | None = None, markup: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, width=width, markup=markup, **kwargs)
         self._width_given = width is not None
 
     @property
@@ -83,10 +94,17 @@ EXIT_INPUT_ERROR = 2
 ResultT = TypeVar("ResultT")
 
 
+def styled(label: str, style: str, rest: str = "") -> Text:
+    """``label`` in ``style`` followed by ``rest`` as written, e.g. ``styled("held", "yellow",
+    f" cycle {cycle_id}: {reason}")``: the way to colour a word of a line whose other words are
+    stored text (never read as markup)."""
+    return Text.assemble((label, style), rest)
+
+
 def progress_bar() -> Progress:
     """The progress bar of the long generating commands (description, bar, n/total, times)."""
     return Progress(
-        TextColumn("[bold]{task.description:<36}"),
+        TextColumn("{task.description:<36}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -100,5 +118,7 @@ def run_or_exit(action: Callable[[], ResultT]) -> ResultT:
     try:
         return action()
     except ConcordoseError as exc:
-        error_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        error_console.print(
+            styled("error:", "bold red", f" {exc}"), highlight=False, soft_wrap=True
+        )
         raise typer.Exit(EXIT_INPUT_ERROR) from None

@@ -12,8 +12,9 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from concordose.cli.console import console, error_console, run_or_exit
+from concordose.cli.console import console, error_console, run_or_exit, styled
 from concordose.cli.output import echo_json
 from concordose.errors import ConcordoseError
 
@@ -56,8 +57,12 @@ def _sites(
         console.print(ctx.get_help())
         raise typer.Exit(0)
     error_console.print(
-        "[yellow]deprecated:[/] `concordose sites --sites FILE` is now "
-        "`concordose sites show --sites FILE`; the old form will be removed",
+        styled(
+            "deprecated:",
+            "yellow",
+            " `concordose sites --sites FILE` is now `concordose sites show --sites FILE`; "
+            "the old form will be removed",
+        ),
         highlight=False,
     )
     _show(sites_file, publish=publish, output=output, as_json=False)
@@ -211,7 +216,7 @@ def _show(sites_file: Path, *, publish: bool, output: str | None, as_json: bool)
                 table.add_row(
                     site.site_id,
                     ", ".join(site.ae_titles),
-                    "[red]no calibration[/]",
+                    Text("no calibration", style="red"),
                     "",
                     "",
                     "",

@@ -49,6 +49,19 @@ def test_missing_spool_folder(small_patient: GeneratedPatient, tmp_path: Path) -
     assert "Traceback" not in output
 
 
+def test_error_naming_a_folder_with_brackets_prints_it_whole(
+    small_patient: GeneratedPatient, tmp_path: Path
+) -> None:
+    """Messages are not console markup: a folder called ``scans [milan] [/2026]`` is printed as
+    it is named (not cut at a bracket taken for a tag, nor a traceback on the unmatched
+    ``[/2026]``)."""
+    code, output = _process(tmp_path / "scans [milan] [/2026]", small_patient.sites_path)
+    assert code == EXIT_INPUT_ERROR
+    assert "scans [milan] [/2026] does not exist or is not a folder" in output
+    assert output.startswith("error: ")
+    assert "Traceback" not in output
+
+
 def test_unreadable_dicom_file(small_patient: GeneratedPatient, tmp_path: Path) -> None:
     folder = _copy_input(small_patient, tmp_path)
     (folder / "tp02" / "broken.dcm").write_bytes(b"\x00" * 200 + b"definitely not DICOM")

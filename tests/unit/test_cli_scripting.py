@@ -34,7 +34,8 @@ from tests.conftest import SIEMENS_NM_FIXTURE
 runner = CliRunner()
 
 PATIENT_ID = "PAT-0042-SECRET"
-LONG_REASON = "from ROGUE: " + "undecodable data set " * 20 + "END-OF-REASON"
+LONG_REASON = "from ROGUE: " + "undecodable data set " * 20 + "[dataset] [/x] END-OF-REASON"
+"""Long, and with brackets console markup would take for tags: printed as stored all the same."""
 LONG_STUDY_UID = "1.2.826.0.1.3680043.8.498.10001000100010001000100010001000100010"
 """64 characters, the most a UID may have."""
 
