@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python -m benchmarks.harmonisation [--preset test|full]
 [--imaging blur|realistic|both] [--patients N] [--sites a,b,…] --json FILE [--keep DIR]
-[--diagnose]``.
+[--diagnose] [--noise-floor]``.
 
 Not a timing. For each imaging mode it regenerates the digital consortium and runs it through
 the platform exactly as ``concordose consortium`` does (:func:`flows.consortium.run_consortium`:
@@ -49,7 +49,12 @@ the platform's rule, ``quant.delineation``; the default is ``gtm_platform_voi``:
 gtm`` measures the GTM on the sites' own VOIs instead),
 ``targets.evidence.delineation.platform`` the same spread for the platform's lesion volumes
 (:func:`platform_volume_spread`): what is left of the definitional difference once one rule
-draws every site's lesions. Per site (``tables.<mode>.per_site``, :func:`per_site_errors`), the
+draws every site's lesions. With ``--noise-floor`` (realistic), the consortium is scanned a
+second time with other count noise and nothing else changed (same patients, phantom scans,
+calibrations, outlines; processed in ``harmonised_pvc``), and ``targets.evidence.noise_floor``
+holds the cross-site CoV that noise alone leaves, by the targets' VOIs (:func:`noise_floor`),
+with ``floor_within_target``: false where count noise alone exceeds a target. Per site
+(``tables.<mode>.per_site``, :func:`per_site_errors`), the
 error against truth per variant and whether partial-volume correction beat none there;
 ``targets.pvc_beats_no_correction_at_every_site`` (realistic) is item 1's rule for the
 default.
@@ -100,8 +105,9 @@ COVERAGE_SD = 2.0
 PRESETS = {"test": ("test", 2), "full": ("harmonisation", 4)}
 """Benchmark preset → (consortium preset, patients per site)."""
 RUN_RECORD = "benchmark_run.json"
-"""Written in each mode's run folder: the benchmark preset, patients, sites, anatomy realism and
-wall time of the run, so that ``--summarise`` of a kept folder reports them as the run had them."""
+"""Written in each mode's run folder: the benchmark preset, patients, sites, anatomy realism,
+whether a repeat scan was run beside it (``noise_floor``) and wall time of the run, so that
+``--summarise`` of a kept folder reports them as the run had them."""
 
 DIAGNOSED_TIME_POINTS = (1, -1)
 """``--diagnose``'s time points (1-based, −1 the last): the first, where the organs' published
@@ -114,6 +120,15 @@ TARGETS_PCT = {
     "organ_tia_error_max_abs_pct": 5.0,
 }
 """Issue 15, item 5 (realistic imaging): upper bounds, in %."""
+NOISE_FLOOR_RUN = "realistic-noise-repeat"
+"""``--noise-floor``'s run folder beside ``realistic``: the consortium scanned again."""
+NOISE_FLOOR_SEED = 20261207
+"""The repeat scan's noise seed (``generate_consortium(noise_seed=…)``); the consortium's own
+seed (patients, fills, phantoms) is unchanged."""
+NOISE_FLOOR_VARIANT = ProcessingVariant.HARMONISED_PVC.value
+"""The variant the repeat scan is processed in: the one the targets judge."""
+REPEATED_SETTINGS = ("preset", "patients", "sites", "anatomy_realism", "pvc_model")
+"""What a repeat scan's :data:`RUN_RECORD` must share with the run it repeats."""
 
 
 @dataclass
@@ -642,9 +657,10 @@ def per_site_errors(rows: pd.DataFrame) -> dict[str, Any]:
     return sites
 
 
-def summarise(run: Path) -> dict[str, Any]:
-    """Per variant, the statistics of the module docstring from the published
-    ``harmonisation_agreement`` of the consortium run folder ``run``."""
+def reference_rows(run: Path) -> pd.DataFrame:
+    """The published ``harmonisation_agreement`` rows of the consortium run folder ``run`` for
+    the reference kinetics method, with each VOI's ``voi_type`` and true ``volume_ml`` (mL,
+    from the generator's truth) added."""
     store = open_object_store((run / "output").as_posix(), Settings())
     rows = read_current(store, "harmonisation_agreement").to_pandas()
     rows = rows[rows["kinetics_method"] == REFERENCE_METHOD_NAME]
@@ -653,9 +669,113 @@ def summarise(run: Path) -> dict[str, Any]:
         vois.get((_subject(ref), label), ("unknown", math.nan))
         for ref, label in zip(rows["reference_object_id"], rows["voi_label"], strict=True)
     ]
-    rows = rows.assign(
+    described_rows: pd.DataFrame = rows.assign(
         voi_type=[kind for kind, _ in described], volume_ml=[volume for _, volume in described]
     )
+    return described_rows
+
+
+def noise_floor(run: Path, repeat: Path) -> dict[str, Any] | None:
+    """What count noise alone leaves of the cross-site CoV targets, from a repeat scan.
+
+    ``repeat`` is the consortium of ``run`` scanned again (``--noise-floor``: the same
+    patients, phantom scans, calibrations and site outlines; only the patients' images draw
+    other noise, ``generate_consortium(noise_seed=…)``), processed in
+    :data:`NOISE_FLOOR_VARIANT`. Each site's two measurements of a VOI differ by noise alone:
+    the measurement's noise SD is |a − b|/√2, relative to their mean. Sites' noise is
+    independent, so noise alone spreads a VOI across sites by a CoV of about the root mean
+    square of its sites' relative noise SDs: the VOI's CoV floor. Rows judged as the targets
+    judge them (lesions: the reference method's mean sphere dose; organs: its TIA); binned as
+    ``lesion_cov_by_volume_bin``. ``floor_within_target``: False where noise alone already
+    exceeds a target (the platform cannot meet it at these count levels, whatever it
+    corrects); each VOI's estimate rests on one difference per site, so read medians, and
+    maxima as indications. None when ``run``'s :data:`RUN_RECORD` records no repeat scan.
+
+    Raises:
+        ValueError: the record says there is one, and ``repeat`` holds none made with the same
+            :data:`REPEATED_SETTINGS`.
+    """
+    first_record, repeat_record = read_run_record(run), read_run_record(repeat)
+    if first_record is None or not first_record.get("noise_floor"):
+        return None
+    if repeat_record is None or any(
+        repeat_record.get(key) != first_record.get(key) for key in REPEATED_SETTINGS
+    ):
+        raise ValueError(
+            f"{run} records a repeat scan in {repeat}, but it holds none of the same "
+            f"{', '.join(REPEATED_SETTINGS)}: run the benchmark again with --noise-floor"
+        )
+    keys = ["reference_object_id", "voi_label", "metric", "dose_method", "site_id"]
+
+    def judged(rows: pd.DataFrame) -> pd.DataFrame:
+        rows = rows[rows["variant"] == NOISE_FLOOR_VARIANT]
+        chosen = rows[organ_tia_rows(rows) | lesion_dose_rows(rows)]
+        return chosen.assign(dose_method=chosen["dose_method"].fillna(""))
+
+    first, second = judged(reference_rows(run)), judged(reference_rows(repeat))
+    pairs = first.merge(second[[*keys, "measured"]], on=keys, suffixes=("", "_repeat"))
+    mean = 0.5 * (pairs["measured"] + pairs["measured_repeat"])
+    pairs = pairs.assign(
+        relative_noise_sd=(pairs["measured"] - pairs["measured_repeat"]).abs()
+        / math.sqrt(2.0)
+        / mean
+    )
+    per_voi = (
+        pairs.groupby(["reference_object_id", "voi_label", "voi_type", "volume_ml"])[
+            "relative_noise_sd"
+        ]
+        .agg(lambda sd: float(np.sqrt(np.mean(np.square(sd)))))
+        .rename("cov_floor")
+        .reset_index()
+    )
+    lesions = per_voi[per_voi["voi_type"] == "lesion"]
+    organs = per_voi[per_voi["voi_type"] == "organ"]
+    large = lesions[lesions["volume_ml"] >= SMALL_LESION_ML]["cov_floor"]
+    floor: dict[str, Any] = {
+        "variant": NOISE_FLOOR_VARIANT,
+        "noise_seed": NOISE_FLOOR_SEED,
+        "measurements_paired": len(pairs),
+        "lesion_ge4ml_cov_floor_median_pct": _percent(large, "median"),
+        "lesion_ge4ml_cov_floor_max_pct": _percent(large, "max"),
+        "lesion_cov_floor_by_volume_bin": [
+            {
+                "volume_ml": [low, None if math.isinf(high) else high],
+                "lesions": int(in_bin.sum()),
+                "cov_floor_median_pct": _percent(lesions[in_bin]["cov_floor"], "median"),
+                "cov_floor_max_pct": _percent(lesions[in_bin]["cov_floor"], "max"),
+                "measurement_noise_sd_median_pct": _percent(
+                    pairs[
+                        (pairs["voi_type"] == "lesion")
+                        & (pairs["volume_ml"] >= low)
+                        & (pairs["volume_ml"] < high)
+                    ]["relative_noise_sd"],
+                    "median",
+                ),
+            }
+            for low, high in VOLUME_BINS_ML
+            for in_bin in [(lesions["volume_ml"] >= low) & (lesions["volume_ml"] < high)]
+        ],
+        "organs": [
+            {"voi_label": label, "cov_floor_pct": _percent(group["cov_floor"], "max")}
+            for label, group in organs.groupby("voi_label")
+        ],
+        "organ_cov_floor_max_pct": _percent(organs["cov_floor"], "max"),
+    }
+    floor["floor_within_target"] = {
+        key: (None if floor[name] is None else floor[name] <= TARGETS_PCT[key])
+        for key, name in (
+            ("lesion_ge4ml_cov_median_pct", "lesion_ge4ml_cov_floor_median_pct"),
+            ("lesion_ge4ml_cov_max_pct", "lesion_ge4ml_cov_floor_max_pct"),
+            ("organ_cov_max_pct", "organ_cov_floor_max_pct"),
+        )
+    }
+    return floor
+
+
+def summarise(run: Path) -> dict[str, Any]:
+    """Per variant, the statistics of the module docstring from the published
+    ``harmonisation_agreement`` of the consortium run folder ``run``."""
+    rows = reference_rows(run)
     per_voi = rows.drop_duplicates(
         ["reference_object_id", "voi_label", "variant", "metric", "dose_method"]
     )
@@ -741,6 +861,7 @@ def summarise(run: Path) -> dict[str, Any]:
     if summary["delineation"] is not None and platform is not None:
         summary["delineation"]["platform"] = platform
     summary["organ_activity_by_time_point"] = organ_activity_by_time_point(run)
+    summary["noise_floor"] = noise_floor(run, run.parent / NOISE_FLOOR_RUN)
     summary["lesions"] = {
         "count": len(lesion_count),
         "volume_ml_range": [
@@ -760,10 +881,15 @@ def run_mode(
     sites: Sequence[str],
     anatomy_realism: bool | None = None,
     pvc_model: str | None = None,
+    with_noise_floor: bool = False,
 ) -> dict[str, Any]:
     """Regenerate and process the consortium in ``mode``; its summary. ``anatomy_realism``
     overrides the mode's own choice (``realistic`` turns it on) to apportion the effects;
-    ``pvc_model`` replaces the protocols' partial-volume model in ``harmonised_pvc``."""
+    ``pvc_model`` replaces the protocols' partial-volume model in ``harmonised_pvc``;
+    ``with_noise_floor`` (realistic only) also scans it again into :data:`NOISE_FLOOR_RUN`
+    beside ``out`` (:func:`run_noise_repeat`) and summarises the :func:`noise_floor`."""
+    if with_noise_floor and mode != ImagingMode.REALISTIC.value:
+        raise ValueError(f"the noise floor is measured under realistic imaging, not {mode!r}")
     consortium_preset, _ = PRESETS[preset]
     start = time.perf_counter()
     print(f"imaging {mode}: consortium preset {consortium_preset!r}, {patients} patient(s)")
@@ -787,18 +913,75 @@ def run_mode(
         on_step=lambda message: print(f"  {message}", flush=True),
         partial_volume_model=pvc_model,
     )
-    summary = summarise(out)
-    summary["wall_s"] = round(time.perf_counter() - start, 1)
     record = {
         "preset": preset,
         "patients": patients,
         "sites": list(sites),
         "anatomy_realism": anatomy_realism,
         "pvc_model": pvc_model,
-        "wall_s": summary["wall_s"],
+        "noise_floor": with_noise_floor,
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+    if with_noise_floor:
+        run_noise_repeat(
+            out.parent / NOISE_FLOOR_RUN,
+            preset=preset,
+            patients=patients,
+            sites=sites,
+            anatomy_realism=anatomy_realism,
+            pvc_model=pvc_model,
+        )
+    (out / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    summary = summarise(out)
+    summary["wall_s"] = record["wall_s"]
+    return summary
+
+
+def run_noise_repeat(
+    out: Path,
+    *,
+    preset: str,
+    patients: int,
+    sites: Sequence[str],
+    anatomy_realism: bool | None = None,
+    pvc_model: str | None = None,
+) -> None:
+    """The realistic consortium of :func:`run_mode` scanned again with other noise
+    (:data:`NOISE_FLOOR_SEED`), processed in :data:`NOISE_FLOOR_VARIANT` only, into ``out``
+    (:func:`noise_floor` reads it beside the first run)."""
+    consortium_preset, _ = PRESETS[preset]
+    start = time.perf_counter()
+    print(f"noise floor: the realistic consortium scanned again (noise seed {NOISE_FLOOR_SEED})")
+    os.environ.pop("CONCORDOSE_PSEUDONYM_KEY", None)
+    run_consortium(
+        out,
+        sites=[consortium_site(s) for s in sites],
+        n_patients=patients,
+        preset=consortium_preset,
+        imaging=ImagingMode.REALISTIC,
+        realism=(
+            None
+            if anatomy_realism is None
+            else dataclasses.replace(
+                Realism.of_imaging(ImagingMode.REALISTIC), anatomy_realism=anatomy_realism
+            )
+        ),
+        progress=_Progress(),
+        on_step=lambda message: print(f"  {message}", flush=True),
+        partial_volume_model=pvc_model,
+        noise_seed=NOISE_FLOOR_SEED,
+        variants=(ProcessingVariant(NOISE_FLOOR_VARIANT),),
+    )
+    record = {
+        "preset": preset,
+        "patients": patients,
+        "sites": list(sites),
+        "anatomy_realism": anatomy_realism,
+        "pvc_model": pvc_model,
+        "noise_seed": NOISE_FLOOR_SEED,
+        "wall_s": round(time.perf_counter() - start, 1),
     }
     (out / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return summary
 
 
 def read_run_record(run: Path) -> dict[str, Any] | None:
@@ -905,7 +1088,8 @@ def report(summaries: dict[str, dict[str, Any]], *, preset: str) -> dict[str, An
     realistic = summaries.get("realistic", {})
     evidence = {  # why a target is missed
         key: realistic[key]
-        for key in ("delineation", "organ_activity_by_time_point")  # anatomy realism; any run
+        # anatomy realism; any run; --noise-floor
+        for key in ("delineation", "organ_activity_by_time_point", "noise_floor")
         if realistic.get(key) is not None
     }
     if evidence:
@@ -958,6 +1142,14 @@ def main() -> None:
         help="only summarise a kept run folder (DIR/<mode> per mode), regenerating nothing",
     )
     parser.add_argument(
+        "--noise-floor",
+        action="store_true",
+        help="with realistic imaging, also scan the consortium again with other noise (same "
+        "patients, phantoms and calibrations) and process it in harmonised_pvc: "
+        "targets.evidence.noise_floor, the cross-site CoV that count noise alone leaves "
+        "(about half as long again as the realistic run)",
+    )
+    parser.add_argument(
         "--diagnose",
         action="store_true",
         help="with realistic imaging, also run benchmarks.diagnose_realistic_organs (patient 1, "
@@ -966,6 +1158,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     modes = IMAGING_MODES if args.imaging == "both" else (args.imaging,)
+    if args.noise_floor and (args.summarise is not None or "realistic" not in modes):
+        parser.error(
+            "--noise-floor scans the realistic consortium again: it needs realistic imaging "
+            "and a run (--summarise reads the repeat a kept run recorded)"
+        )
     sites = [s.strip() for s in args.sites.split(",") if s.strip()]
     summaries: dict[str, dict[str, Any]] = {}
     if args.summarise is not None:
@@ -998,6 +1195,7 @@ def main() -> None:
                         None if args.anatomy_realism == "mode" else args.anatomy_realism == "on"
                     ),
                     pvc_model=args.pvc_model,
+                    with_noise_floor=args.noise_floor and mode == ImagingMode.REALISTIC.value,
                 )
     document = report(summaries, preset=args.preset)
     document["anatomy_realism"] = args.anatomy_realism

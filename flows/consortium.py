@@ -269,6 +269,8 @@ def run_consortium(
     imaging: ImagingMode = ImagingMode.BLUR,
     realism: Realism | None = None,
     partial_volume_model: str | None = None,
+    noise_seed: int | None = None,
+    variants: Sequence[ProcessingVariant] = VARIANTS,
 ) -> ConsortiumResult:
     """Generate, calibrate, receive, process per variant, compare, publish (module docstring).
 
@@ -279,11 +281,17 @@ def run_consortium(
     switches altogether (e.g. realistic imaging of today's anatomy, to apportion the effects).
     ``partial_volume_model`` replaces the protocols' partial-volume model in the correcting
     variant (e.g. ``perturbation_gtm``, to measure it against the default); None keeps theirs.
+    ``noise_seed``: the patients' images draw their noise from it (``generate_consortium``): a
+    repeat scan of the same consortium. ``variants``: the processing variants run (default
+    all three; a repeat scan measured in one needs only that one).
 
     Raises:
-        ConcordoseError: bad arguments (unknown preset, no site), a refused file, or nothing to
-            compare (every cycle held or failed in a variant; the message says which).
+        ConcordoseError: bad arguments (unknown preset, no site, no variant), a refused file,
+            or nothing to compare (every cycle held or failed in a variant; the message says
+            which).
     """
+    if not variants:
+        raise ConcordoseError("no processing variant to run: expected at least one")
     prepare_run_folder(out_dir)
     if not os.environ.get("CONCORDOSE_PSEUDONYM_KEY"):
         # As the demo: the flows read the secret from the environment only.
@@ -301,6 +309,7 @@ def run_consortium(
             n_patients=n_patients,
             realism=realism or Realism.of_imaging(imaging),
             progress=progress,
+            noise_seed=noise_seed,
         )
     except ValueError as exc:
         raise ConcordoseError(str(exc)) from exc
@@ -312,7 +321,7 @@ def run_consortium(
             out_dir / "config" / variant.value,
             partial_volume_model=partial_volume_model,
         )
-        for variant in VARIANTS
+        for variant in variants
     }
     progress.start(len(generated.sites))
     on_step("calibrating every site from its phantom scans (uniform cylinder, NEMA IEC body)")

@@ -514,6 +514,7 @@ def _write_patient_at_site(
     protocol_name: str,
     realism: Realism,
     progress: ProgressReporter | None,
+    noise_seed: int | None = None,
 ) -> tuple[Path, list[Path]]:
     anatomy = patient.anatomy
     nm_grid = nm_grid_for(site, preset.grid_preset)
@@ -537,9 +538,17 @@ def _write_patient_at_site(
             if realism.imaging is ImagingMode.REALISTIC
             else ""
         )
+        + ("" if noise_seed is None else f"|noise-seed={noise_seed}")
     )
+    # The images' random stream (count noise, dead time's, the CT's HU noise): from the
+    # consortium seed, or from noise_seed for a repeat scan of the same patient.
     rng = np.random.default_rng(
-        [seed, zlib.crc32(site.site_id.encode()), int(patient.subject[1:]), 3]
+        [
+            seed if noise_seed is None else noise_seed,
+            zlib.crc32(site.site_id.encode()),
+            int(patient.subject[1:]),
+            3,
+        ]
     )
     counts_per_mbq = site.calibration_factor_cps_per_mbq * site.acquisition_duration_s
     recorded_ia_mbq = round(INJECTED_ACTIVITY_MBQ * (1.0 + site.dose_calibrator_bias), 1)
@@ -716,6 +725,7 @@ def _write_patient_at_site(
         "format": GROUND_TRUTH_FORMAT,
         "format_version": GROUND_TRUTH_FORMAT_VERSION,
         "seed": seed,
+        **({} if noise_seed is None else {"noise_seed": noise_seed}),  # a repeat scan
         "preset": preset.name,
         "protocol": protocol_name,
         "realism": realism.document(),
@@ -855,6 +865,7 @@ def generate_consortium(
     progress: ProgressReporter | None = None,
     pretherapy_pet: bool = False,
     pet_only_patients: int = 0,
+    noise_seed: int | None = None,
 ) -> GeneratedConsortium:
     """Write the digital consortium under ``out_dir`` (layout in the module docstring).
 
@@ -876,6 +887,10 @@ def generate_consortium(
         pet_only_patients: this many further patients (numbered after the ``n_patients``) with
             a pre-therapy PET/CT and a SEG on its CT only, no therapy yet (the truth of their
             future first cycle in ``patients/<subject>/therapy_truth.json``, no images).
+        noise_seed: the patients' images draw their noise from this seed instead of ``seed``
+            (None: from ``seed``): the same patients, fills, phantom scans and site outlines,
+            scanned again — a repeat scan, whose difference from the ``seed`` run is count
+            noise alone (``benchmarks/harmonisation.py --noise-floor``). Their UIDs differ.
 
     Raises:
         ValueError: unknown preset or protocol, no site, fewer than one patient, duplicate site
@@ -977,6 +992,7 @@ def generate_consortium(
                 protocol_name=schedule_name,
                 realism=realism,
                 progress=progress,
+                noise_seed=noise_seed,
             )
             truths.append(truth_path)
             files.extend(written)
@@ -1012,6 +1028,7 @@ def generate_consortium(
         "format": CONSORTIUM_FORMAT,
         "format_version": CONSORTIUM_FORMAT_VERSION,
         "seed": seed,
+        **({} if noise_seed is None else {"noise_seed": noise_seed}),  # a repeat scan
         "preset": preset,
         "protocol": protocol,
         "realism": realism.document(),

@@ -24,10 +24,13 @@ from concordose.calibration.registry import SiteRegistry
 from concordose.cli import app
 from concordose.dicom.nm import read_nm_header
 from concordose.dose.sphere_svalues import lu177_sphere_table
+from concordose.errors import ConcordoseError
+from concordose.flows.consortium import run_consortium
 from concordose.nuclides import LU177
 from concordose.phantoms.anatomy import BODY_VALUE, sample_label_map
 from concordose.phantoms.consortium import (
     GeneratedConsortium,
+    GeneratedSite,
     Realism,
     consortium_units,
     generate_consortium,
@@ -619,3 +622,71 @@ def test_the_consortium_asks_for_the_sink_effect_and_records_it(tmp_path: Path) 
     assert tia["spleen"][1] == pytest.approx(tia["spleen"][0] * factor, rel=1e-12)
     assert tia["liver"][1] == tia["liver"][0]
     assert tia["lesion_1"][1] == tia["lesion_1"][0]
+
+
+def test_a_repeat_scan_differs_from_the_first_by_count_noise_alone(tmp_path: Path) -> None:
+    """``noise_seed``: the same patient at the same site scanned again. Its truth, segmentation
+    and CT geometry are the first scan's; its SPECT counts are another Poisson draw of the same
+    expectation (different pixels, totals within noise), under its own UIDs; the first scan is
+    unchanged by the option's existence (no ``noise_seed`` in its truth)."""
+    scans = [
+        generate_consortium(
+            tmp_path / name,
+            seed=SEED,
+            preset="test",
+            sites=(consortium_site("milan"),),
+            protocol="lumen",
+            phantoms=False,
+            noise_seed=noise_seed,
+        ).sites[0]
+        for name, noise_seed in (("first", None), ("repeat", 7))
+    ]
+    first_truth, repeat_truth = (_load(site.ground_truth_paths[0]) for site in scans)
+    assert "noise_seed" not in first_truth
+    assert repeat_truth.pop("noise_seed") == 7
+    assert repeat_truth == first_truth
+
+    def by_kind(site: GeneratedSite) -> dict[str, list[Path]]:
+        files: dict[str, list[Path]] = {"nm.dcm": [], "seg": [], "ct": []}
+        for path in sorted(site.dicom_files, key=lambda p: p.relative_to(site.folder)):
+            kind = "nm.dcm" if path.name == "nm.dcm" else "seg" if "seg" in path.name else "ct"
+            files[kind].append(path)
+        return files
+
+    first, repeat = (by_kind(site) for site in scans)
+    assert len(first["nm.dcm"]) == len(repeat["nm.dcm"]) > 0
+    for a_path, b_path in zip(first["nm.dcm"], repeat["nm.dcm"], strict=True):
+        a, b = pydicom.dcmread(a_path), pydicom.dcmread(b_path)
+        assert a.StudyInstanceUID != b.StudyInstanceUID
+        counts_a = a.pixel_array.astype(float) * float(getattr(a, "RescaleSlope", 1.0))
+        counts_b = b.pixel_array.astype(float) * float(getattr(b, "RescaleSlope", 1.0))
+        assert not np.array_equal(counts_a, counts_b)
+        # totals agree within Poisson noise (5 SD of the difference of two draws)
+        assert abs(counts_a.sum() - counts_b.sum()) < 5 * math.sqrt(2 * counts_a.sum())
+    assert len(first["seg"]) == len(repeat["seg"]) > 0
+    for a_path, b_path in zip(first["seg"], repeat["seg"], strict=True):
+        assert np.array_equal(
+            pydicom.dcmread(a_path).pixel_array, pydicom.dcmread(b_path).pixel_array
+        )
+
+
+def test_a_consortium_run_with_no_variant_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    class _Silent:
+        def start(self, total: int) -> None: ...
+
+        def advance(self, description: str) -> None: ...
+
+        def advance_by(self, units: int, description: str) -> None: ...
+
+    with pytest.raises(ConcordoseError, match="no processing variant to run"):
+        run_consortium(
+            tmp_path / "run",
+            sites=(consortium_site("milan"),),
+            n_patients=1,
+            preset="test",
+            progress=_Silent(),
+            variants=(),
+        )
+    assert not (tmp_path / "run").exists()

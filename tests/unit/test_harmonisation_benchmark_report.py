@@ -442,3 +442,97 @@ def test_a_measurement_is_silently_wrong_only_where_no_warning_names_its_voi() -
         (site, cycle, "lesion_1"),
         (site, cycle, "lesion_2"),
     }
+
+
+def _agreement(measured: dict[tuple[str, str], float]) -> pd.DataFrame:
+    """``reference_rows``-shaped rows: (VOI label, site) → the measured value, judged metric."""
+    kinds = {
+        "lesion_1": ("lesion", 10.0),
+        "lesion_2": ("lesion", 2.0),
+        "kidney_left": ("organ", 150.0),
+    }
+    rows = []
+    for (label, site), value in measured.items():
+        kind, volume = kinds[label]
+        rows.append(
+            {
+                "reference_object_id": "digital-P001-cycle1",
+                "voi_label": label,
+                "site_id": site,
+                "variant": "harmonised_pvc",
+                "metric": "mean_dose_gy" if kind == "lesion" else "tia_mbq_h",
+                "dose_method": "sphere" if kind == "lesion" else None,
+                "measured": value,
+                "voi_type": kind,
+                "volume_ml": volume,
+            }
+        )
+        # not judged by the targets: another variant, and a lesion's other dose method
+        rows.append({**rows[-1], "variant": "harmonised", "measured": 7.0 * value})
+        if kind == "lesion":
+            rows.append({**rows[-2], "dose_method": "voxel_s_value", "measured": 99.0 * value})
+    return pd.DataFrame(rows)
+
+
+def test_the_noise_floor_is_what_a_repeat_scan_leaves_of_the_cross_site_cov(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each site measures a VOI twice (the consortium scanned again, other noise): |a − b|/√2
+    over their mean is that measurement's noise SD, and the root mean square over the sites is
+    the CoV noise alone spreads the VOI by; a target is out of reach where that floor exceeds
+    it. Rows the targets do not judge (another dose method, another variant) are not paired."""
+    sites = ("brussels", "grandrapids", "milan", "montpellier")
+    # relative differences (a - b) / mean per site: lesion_1 ±4 %, lesion_2 ±30 %, kidney 0 / 2 %
+    first = {**{("lesion_1", s): 51.0 for s in sites}, **{("lesion_2", s): 11.5 for s in sites}}
+    repeat = {**{("lesion_1", s): 49.0 for s in sites}, **{("lesion_2", s): 8.5 for s in sites}}
+    for site, difference in zip(sites, (0.0, 0.0, 0.02, 0.02), strict=True):
+        first["kidney_left", site] = 100.0 * (1 + difference / 2)
+        repeat["kidney_left", site] = 100.0 * (1 - difference / 2)
+    run, again = tmp_path / "realistic", tmp_path / harmonisation.NOISE_FLOOR_RUN
+    rows = {run: _agreement(first), again: _agreement(repeat)}
+    monkeypatch.setattr(harmonisation, "reference_rows", lambda folder: rows[folder])
+    settings = {"preset": "full", "patients": 4, "sites": list(sites), "anatomy_realism": None}
+    for folder, record in ((run, {**settings, "noise_floor": True}), (again, settings)):
+        folder.mkdir()
+        (folder / RUN_RECORD).write_text(json.dumps({**record, "pvc_model": None}))
+
+    floor = harmonisation.noise_floor(run, again)
+    assert floor is not None
+    assert floor["measurements_paired"] == 12  # 3 VOIs × 4 sites, judged rows only
+    assert floor["lesion_ge4ml_cov_floor_median_pct"] == pytest.approx(
+        100 * 0.04 / np.sqrt(2), abs=0.01
+    )
+    small, middle, _ = floor["lesion_cov_floor_by_volume_bin"]
+    assert small["lesions"] == 1
+    assert small["cov_floor_median_pct"] == pytest.approx(100 * 0.3 / np.sqrt(2), abs=0.01)
+    assert middle["measurement_noise_sd_median_pct"] == pytest.approx(2.83, abs=0.01)
+    # kidney: RMS of (0, 0, 2, 2) % / √2 = 1 %
+    assert floor["organs"] == [
+        {"voi_label": "kidney_left", "cov_floor_pct": pytest.approx(1.0, abs=0.01)}
+    ]
+    assert floor["floor_within_target"] == {
+        "lesion_ge4ml_cov_median_pct": True,  # 2.83 ≤ 5
+        "lesion_ge4ml_cov_max_pct": True,  # 2.83 ≤ 8
+        "organ_cov_max_pct": True,  # 1.0 ≤ 5
+    }
+
+    # a repeat made under other settings is refused, not paired
+    (again / RUN_RECORD).write_text(json.dumps({**settings, "preset": "test", "pvc_model": None}))
+    with pytest.raises(ValueError, match="holds none of the same"):
+        harmonisation.noise_floor(run, again)
+    # a run that recorded no repeat scan has no floor (an old repeat folder beside it is ignored)
+    (run / RUN_RECORD).write_text(json.dumps({**settings, "pvc_model": None, "noise_floor": False}))
+    assert harmonisation.noise_floor(run, again) is None
+
+
+def test_the_noise_floor_is_evidence_beside_the_targets() -> None:
+    floor = {"lesion_ge4ml_cov_floor_median_pct": 6.0, "floor_within_target": {}}
+    summaries = {
+        "realistic": {
+            "raw": _variant(30.0),
+            "harmonised": _variant(9.0),
+            "harmonised_pvc": _variant(8.0),
+            "noise_floor": floor,
+        }
+    }
+    assert report(summaries, preset="full")["targets"]["evidence"]["noise_floor"] == floor
