@@ -21,10 +21,6 @@ calibration ledgers).
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-from pathlib import Path
 from typing import Any
 
 from scipy.optimize import brentq
@@ -32,10 +28,11 @@ from scipy.optimize import brentq
 from benchmarks.threshold_contrast_dependence import (
     BACKGROUND_MBQ_PER_ML,
     cylinder,
+    per_site_main,
     site_image,
     sphere,
 )
-from concordose.phantoms.site_profiles import CONSORTIUM_SITES, SiteProfile
+from concordose.phantoms.site_profiles import SiteProfile
 from concordose.quant.gtm import gtm_correct, voi_crops
 
 CASES = (
@@ -104,23 +101,5 @@ def measure(site: SiteProfile) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, help="write the table here")
-    args = parser.parse_args()
-    started = time.perf_counter()
-    result: dict[str, Any] = {"sites": {}}
-    for site in CONSORTIUM_SITES:
-        result["sites"][site.site_id] = measure(site)
-        print(f"{site.site_id}: {json.dumps(result['sites'][site.site_id])}", flush=True)
-    result["wall_s"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(result, indent=1)
-    if args.json is not None:
-        args.json.write_text(text + "\n", encoding="utf-8")
-        print(f"written {args.json}")
-    else:
-        print(text)
-
-
 if __name__ == "__main__":
-    main()
+    per_site_main(__doc__.splitlines()[0], measure)

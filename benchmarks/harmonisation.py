@@ -872,29 +872,24 @@ def summarise(run: Path) -> dict[str, Any]:
     return summary
 
 
-def run_mode(
-    mode: str,
+def _consortium_run(
     out: Path,
+    mode: str,
     *,
     preset: str,
     patients: int,
     sites: Sequence[str],
-    anatomy_realism: bool | None = None,
-    pvc_model: str | None = None,
-    with_noise_floor: bool = False,
+    anatomy_realism: bool | None,
+    pvc_model: str | None,
+    noise_seed: int | None = None,
+    variants: Sequence[ProcessingVariant] = tuple(ProcessingVariant),
 ) -> dict[str, Any]:
-    """Regenerate and process the consortium in ``mode``; its summary. ``anatomy_realism``
-    overrides the mode's own choice (``realistic`` turns it on) to apportion the effects;
-    ``pvc_model`` replaces the protocols' partial-volume model in ``harmonised_pvc``;
-    ``with_noise_floor`` (realistic only) also scans it again into :data:`NOISE_FLOOR_RUN`
-    beside ``out`` (:func:`run_noise_repeat`) and summarises the :func:`noise_floor`."""
-    if with_noise_floor and mode != ImagingMode.REALISTIC.value:
-        raise ValueError(f"the noise floor is measured under realistic imaging, not {mode!r}")
+    """``run_consortium`` as the benchmark runs it, into ``out``; the run's record (the
+    settings :data:`REPEATED_SETTINGS` names, and its wall time, s)."""
     consortium_preset, _ = PRESETS[preset]
     start = time.perf_counter()
-    print(f"imaging {mode}: consortium preset {consortium_preset!r}, {patients} patient(s)")
-    # Each mode's run keeps its own consortium secret in its folder (run_consortium writes it
-    # there unless the environment already holds one, as a previous mode's run leaves it).
+    # Each run keeps its own consortium secret in its folder (run_consortium writes it there
+    # unless the environment already holds one, as a previous run leaves it).
     os.environ.pop("CONCORDOSE_PSEUDONYM_KEY", None)
     run_consortium(
         out,
@@ -912,32 +907,25 @@ def run_mode(
         progress=_Progress(),
         on_step=lambda message: print(f"  {message}", flush=True),
         partial_volume_model=pvc_model,
+        noise_seed=noise_seed,
+        variants=variants,
     )
-    record = {
+    return {
         "preset": preset,
         "patients": patients,
         "sites": list(sites),
         "anatomy_realism": anatomy_realism,
         "pvc_model": pvc_model,
-        "noise_floor": with_noise_floor,
         "wall_s": round(time.perf_counter() - start, 1),
     }
-    if with_noise_floor:
-        run_noise_repeat(
-            out.parent / NOISE_FLOOR_RUN,
-            preset=preset,
-            patients=patients,
-            sites=sites,
-            anatomy_realism=anatomy_realism,
-            pvc_model=pvc_model,
-        )
-    (out / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    summary = summarise(out)
-    summary["wall_s"] = record["wall_s"]
-    return summary
 
 
-def run_noise_repeat(
+def _write_record(run: Path, record: dict[str, Any]) -> None:
+    (run / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def run_mode(
+    mode: str,
     out: Path,
     *,
     preset: str,
@@ -945,43 +933,41 @@ def run_noise_repeat(
     sites: Sequence[str],
     anatomy_realism: bool | None = None,
     pvc_model: str | None = None,
-) -> None:
-    """The realistic consortium of :func:`run_mode` scanned again with other noise
-    (:data:`NOISE_FLOOR_SEED`), processed in :data:`NOISE_FLOOR_VARIANT` only, into ``out``
-    (:func:`noise_floor` reads it beside the first run)."""
-    consortium_preset, _ = PRESETS[preset]
-    start = time.perf_counter()
-    print(f"noise floor: the realistic consortium scanned again (noise seed {NOISE_FLOOR_SEED})")
-    os.environ.pop("CONCORDOSE_PSEUDONYM_KEY", None)
-    run_consortium(
-        out,
-        sites=[consortium_site(s) for s in sites],
-        n_patients=patients,
-        preset=consortium_preset,
-        imaging=ImagingMode.REALISTIC,
-        realism=(
-            None
-            if anatomy_realism is None
-            else dataclasses.replace(
-                Realism.of_imaging(ImagingMode.REALISTIC), anatomy_realism=anatomy_realism
-            )
-        ),
-        progress=_Progress(),
-        on_step=lambda message: print(f"  {message}", flush=True),
-        partial_volume_model=pvc_model,
-        noise_seed=NOISE_FLOOR_SEED,
-        variants=(ProcessingVariant(NOISE_FLOOR_VARIANT),),
-    )
-    record = {
+    with_noise_floor: bool = False,
+) -> dict[str, Any]:
+    """Regenerate and process the consortium in ``mode``; its summary. ``anatomy_realism``
+    overrides the mode's own choice (``realistic`` turns it on) to apportion the effects;
+    ``pvc_model`` replaces the protocols' partial-volume model in ``harmonised_pvc``;
+    ``with_noise_floor`` (realistic only) also scans it again into :data:`NOISE_FLOOR_RUN`
+    beside ``out``, with other noise (:data:`NOISE_FLOOR_SEED`) and in
+    :data:`NOISE_FLOOR_VARIANT` only, and summarises the :func:`noise_floor`."""
+    if with_noise_floor and mode != ImagingMode.REALISTIC.value:
+        raise ValueError(f"the noise floor is measured under realistic imaging, not {mode!r}")
+    settings: dict[str, Any] = {
         "preset": preset,
         "patients": patients,
-        "sites": list(sites),
+        "sites": sites,
         "anatomy_realism": anatomy_realism,
         "pvc_model": pvc_model,
-        "noise_seed": NOISE_FLOOR_SEED,
-        "wall_s": round(time.perf_counter() - start, 1),
     }
-    (out / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print(f"imaging {mode}: consortium preset {PRESETS[preset][0]!r}, {patients} patient(s)")
+    record = _consortium_run(out, mode, **settings)
+    record["noise_floor"] = with_noise_floor
+    if with_noise_floor:
+        print(f"noise floor: the realistic consortium scanned again (seed {NOISE_FLOOR_SEED})")
+        repeat = out.parent / NOISE_FLOOR_RUN
+        repeated = _consortium_run(
+            repeat,
+            mode,
+            **settings,
+            noise_seed=NOISE_FLOOR_SEED,
+            variants=(ProcessingVariant(NOISE_FLOOR_VARIANT),),
+        )
+        _write_record(repeat, {**repeated, "noise_seed": NOISE_FLOOR_SEED})
+    _write_record(out, record)
+    summary = summarise(out)
+    summary["wall_s"] = record["wall_s"]
+    return summary
 
 
 def read_run_record(run: Path) -> dict[str, Any] | None:

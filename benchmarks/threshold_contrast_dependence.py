@@ -31,6 +31,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -202,14 +203,17 @@ def measure(site: SiteProfile) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def per_site_main(description: str, measure_site: Callable[[SiteProfile], dict[str, Any]]) -> None:
+    """The command line of a per-site noise-free table: ``[--json FILE]``; each consortium
+    site's ``measure_site`` printed as it comes, then the whole ``{"sites": …, "wall_s": …}``
+    written to FILE (or printed)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--json", type=Path, help="write the table here")
     args = parser.parse_args()
     started = time.perf_counter()
     result: dict[str, Any] = {"sites": {}}
     for site in CONSORTIUM_SITES:
-        result["sites"][site.site_id] = measure(site)
+        result["sites"][site.site_id] = measure_site(site)
         print(f"{site.site_id}: {json.dumps(result['sites'][site.site_id])}", flush=True)
     result["wall_s"] = round(time.perf_counter() - started, 1)
     text = json.dumps(result, indent=1)
@@ -221,4 +225,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    per_site_main(__doc__.splitlines()[0], measure)

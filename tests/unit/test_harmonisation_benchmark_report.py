@@ -536,3 +536,38 @@ def test_the_noise_floor_is_evidence_beside_the_targets() -> None:
         }
     }
     assert report(summaries, preset="full")["targets"]["evidence"]["noise_floor"] == floor
+
+
+def test_a_run_with_the_noise_floor_scans_the_same_consortium_again_in_one_variant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run_mode(with_noise_floor=True)``: a second ``run_consortium`` beside the first, same
+    settings, other noise seed, ``harmonised_pvc`` only; both records written so that
+    :func:`noise_floor` pairs them (and refuses blur imaging)."""
+    calls: list[tuple[Path, dict[str, Any]]] = []
+    monkeypatch.setattr(
+        harmonisation, "run_consortium", lambda out, **kwargs: calls.append((out, kwargs))
+    )
+    monkeypatch.setattr(harmonisation, "summarise", lambda run: {"run": run.name})
+    run = tmp_path / "realistic"
+    for folder in (run, tmp_path / harmonisation.NOISE_FLOOR_RUN):
+        folder.mkdir()
+    settings: dict[str, Any] = {"preset": "test", "patients": 2, "sites": ["milan", "brussels"]}
+    summary = harmonisation.run_mode("realistic", run, **settings, with_noise_floor=True)
+    assert summary["run"] == "realistic"
+    (first, first_args), (repeat, repeat_args) = calls
+    assert (first, repeat) == (run, tmp_path / harmonisation.NOISE_FLOOR_RUN)
+    assert first_args["noise_seed"] is None
+    assert repeat_args["noise_seed"] == harmonisation.NOISE_FLOOR_SEED
+    assert [v.value for v in repeat_args["variants"]] == [harmonisation.NOISE_FLOOR_VARIANT]
+    assert len(first_args["variants"]) == 3
+    for key in ("sites", "n_patients", "preset", "imaging", "partial_volume_model"):
+        assert repeat_args[key] == first_args[key]
+    first_record = json.loads((run / RUN_RECORD).read_text())
+    repeat_record = json.loads((repeat / RUN_RECORD).read_text())
+    assert first_record["noise_floor"] is True
+    assert repeat_record["noise_seed"] == harmonisation.NOISE_FLOOR_SEED
+    for key in harmonisation.REPEATED_SETTINGS:
+        assert repeat_record[key] == first_record[key]
+    with pytest.raises(ValueError, match="realistic imaging"):
+        harmonisation.run_mode("blur", tmp_path / "blur", **settings, with_noise_floor=True)
