@@ -733,7 +733,8 @@ def noise_floor(run: Path, repeat: Path) -> dict[str, Any] | None:
     large = lesions[lesions["volume_ml"] >= SMALL_LESION_ML]["cov_floor"]
     floor: dict[str, Any] = {
         "variant": NOISE_FLOOR_VARIANT,
-        "noise_seed": NOISE_FLOOR_SEED,
+        "noise_seed": repeat_record.get("noise_seed"),
+        "repeat_wall_s": repeat_record.get("wall_s"),
         "measurements_paired": len(pairs),
         "lesion_ge4ml_cov_floor_median_pct": _percent(large, "median"),
         "lesion_ge4ml_cov_floor_max_pct": _percent(large, "max"),

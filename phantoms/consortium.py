@@ -540,7 +540,7 @@ def _write_patient_at_site(
         )
         + ("" if noise_seed is None else f"|noise-seed={noise_seed}")
     )
-    # The images' random stream (count noise, dead time's, the CT's HU noise): from the
+    # The images' random stream (the SPECT's count noise, the CT's HU noise): from the
     # consortium seed, or from noise_seed for a repeat scan of the same patient.
     rng = np.random.default_rng(
         [

@@ -492,13 +492,15 @@ def test_the_noise_floor_is_what_a_repeat_scan_leaves_of_the_cross_site_cov(
     rows = {run: _agreement(first), again: _agreement(repeat)}
     monkeypatch.setattr(harmonisation, "reference_rows", lambda folder: rows[folder])
     settings = {"preset": "full", "patients": 4, "sites": list(sites), "anatomy_realism": None}
-    for folder, record in ((run, {**settings, "noise_floor": True}), (again, settings)):
+    repeated = {**settings, "noise_seed": 5, "wall_s": 12.5}
+    for folder, record in ((run, {**settings, "noise_floor": True}), (again, repeated)):
         folder.mkdir()
         (folder / RUN_RECORD).write_text(json.dumps({**record, "pvc_model": None}))
 
     floor = harmonisation.noise_floor(run, again)
     assert floor is not None
     assert floor["measurements_paired"] == 12  # 3 VOIs × 4 sites, judged rows only
+    assert (floor["noise_seed"], floor["repeat_wall_s"]) == (5, 12.5)  # as the repeat recorded
     assert floor["lesion_ge4ml_cov_floor_median_pct"] == pytest.approx(
         100 * 0.04 / np.sqrt(2), abs=0.01
     )
