@@ -625,8 +625,8 @@ def test_the_consortium_asks_for_the_sink_effect_and_records_it(tmp_path: Path) 
 
 
 def test_a_repeat_scan_differs_from_the_first_by_count_noise_alone(tmp_path: Path) -> None:
-    """``noise_seed``: the same patient at the same site scanned again. Its truth, segmentation
-    and CT geometry are the first scan's; its SPECT counts are another Poisson draw of the same
+    """``noise_seed``: the same patient at the same site scanned again. Its truth and
+    segmentation are the first scan's; its SPECT counts are another Poisson draw of the same
     expectation (different pixels, totals within noise), under its own UIDs; the first scan is
     unchanged by the option's existence (no ``noise_seed`` in its truth)."""
     scans = [
