@@ -80,7 +80,12 @@ import pandas as pd
 
 from benchmarks.diagnose_realistic_organs import ORGAN_GROUPS, diagnose, organ_group
 from concordose.calibration.protocol import PartialVolumeModel
-from concordose.consortium import ProcessingVariant, ReferenceObjectRegistry, cross_site_cov
+from concordose.consortium import (
+    VARIANTS,
+    ProcessingVariant,
+    ReferenceObjectRegistry,
+    cross_site_cov,
+)
 from concordose.flows.consortium import run_consortium
 from concordose.flows.demo import demo_pseudonym_key
 from concordose.kinetics.methods.spectacular_6tp import REFERENCE_METHOD_NAME
@@ -883,7 +888,7 @@ def _consortium_run(
     anatomy_realism: bool | None,
     pvc_model: str | None,
     noise_seed: int | None = None,
-    variants: Sequence[ProcessingVariant] = tuple(ProcessingVariant),
+    variants: Sequence[ProcessingVariant] = VARIANTS,
 ) -> dict[str, Any]:
     """``run_consortium`` as the benchmark runs it, into ``out``; the run's record (the
     settings :data:`REPEATED_SETTINGS` names, and its wall time, s)."""
