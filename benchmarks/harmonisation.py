@@ -45,8 +45,9 @@ object (:func:`delineation_spread`), a difference no image correction removes, i
 camera would give them over the sites' VOIs, and ``floor_within_target``: false where no image
 correction on those VOIs can meet a target), and, when
 ``harmonised_pvc`` ran ``gtm_platform_voi`` or ``perturbation_gtm`` (lesions re-delineated by
-the platform's rule, ``quant.delineation``; the default is ``gtm_platform_voi``: ``--pvc-model
-gtm`` measures the GTM on the sites' own VOIs instead),
+the platform's rule, ``quant.delineation``; the default is each site protocol's,
+``gtm_platform_voi`` but grandrapids' ``perturbation_gtm``: ``--pvc-model gtm`` measures the GTM
+on the sites' own VOIs instead),
 ``targets.evidence.delineation.platform`` the same spread for the platform's lesion volumes
 (:func:`platform_volume_spread`): what is left of the definitional difference once one rule
 draws every site's lesions. With ``--noise-floor`` (realistic), the consortium is scanned a
@@ -1122,9 +1123,10 @@ def main() -> None:
         "--pvc-model",
         choices=typing.get_args(PartialVolumeModel),
         default=None,
-        help="the partial-volume model of harmonised_pvc (default: the protocols', "
-        "gtm_platform_voi); e.g. perturbation_gtm, one OSEM reconstruction per region and "
-        "time point (realistic imaging: the sites' images are OSEM's)",
+        help="the partial-volume model of harmonised_pvc at every site (default: each "
+        "site protocol's: gtm_platform_voi, grandrapids perturbation_gtm); e.g. "
+        "perturbation_gtm, one OSEM reconstruction per region and time point (realistic "
+        "imaging: the sites' images are OSEM's)",
     )
     parser.add_argument(
         "--summarise",

@@ -280,7 +280,9 @@ def run_consortium(
     (:meth:`phantoms.consortium.Realism.of_imaging`). ``realism``, when given, replaces those
     switches altogether (e.g. realistic imaging of today's anatomy, to apportion the effects).
     ``partial_volume_model`` replaces the protocols' partial-volume model in the correcting
-    variant (e.g. ``perturbation_gtm``, to measure it against the default); None keeps theirs.
+    variant (e.g. ``perturbation_gtm``, to measure it against the default); None keeps theirs,
+    except that ``blur`` imaging forms no reconstruction for a site's ``perturbation_gtm`` to
+    image through: such a site gets ``gtm_platform_voi`` there (``write_variant_config``).
     ``noise_seed``: the patients' images draw their noise from it (``generate_consortium``): a
     repeat scan of the same consortium. ``variants``: the processing variants run (default
     all three; a repeat scan measured in one needs only that one).
@@ -300,6 +302,7 @@ def run_consortium(
         f"generating the digital consortium: {', '.join(s.site_id for s in sites)}, "
         f"{n_patients} patient(s), preset {preset!r}, imaging {imaging.value!r}"
     )
+    switches = realism or Realism.of_imaging(imaging)
     try:
         generated = generate_consortium(
             out_dir / "input",
@@ -307,7 +310,7 @@ def run_consortium(
             preset=preset,
             sites=sites,
             n_patients=n_patients,
-            realism=realism or Realism.of_imaging(imaging),
+            realism=switches,
             progress=progress,
             noise_seed=noise_seed,
         )
@@ -320,6 +323,7 @@ def run_consortium(
             variant,
             out_dir / "config" / variant.value,
             partial_volume_model=partial_volume_model,
+            images_reconstructed=switches.imaging is ImagingMode.REALISTIC,
         )
         for variant in variants
     }

@@ -871,6 +871,7 @@ def calibrate(
             raise ConcordoseError(
                 f"--valid-from {valid_from!r} is not a date (YYYY-MM-DD)"
             ) from None
+        protocol = load_protocol(site, registry.protocol_dir)
         result = calibrate_site(
             site_id=site,
             cylinder_sheet=cylinder,
@@ -879,7 +880,7 @@ def calibrate(
             valid_from=first_day,
             ledger=registry.calibration_ledger,
             further_nema_sheets=tuple(nema_second or ()),
-            reconstruction=load_protocol(site, registry.protocol_dir).modelled_reconstruction(),
+            reconstruction=protocol.modelled_reconstruction(),
         )
         record = result.record
         uncertainty = record.calibration_factor_relative_uncertainty or 0.0
@@ -927,6 +928,9 @@ def calibrate(
                 f"{scatter.lung_ratio_measured:.3f}, the site's reconstruction of scatter-free "
                 f"data {scatter.lung_ratio_without:.3f}, fitted {scatter.lung_ratio_fitted:.3f})"
             )
+        advice = protocol.partial_volume_advice()
+        if advice is not None:
+            console.print(styled("note", "yellow", f": {advice}"), soft_wrap=True)
         version = result.entry.version if result.entry else 0
         console.print(
             f"appended {record.record_id} (version {version}) to {registry.calibration_ledger}"

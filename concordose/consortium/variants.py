@@ -5,9 +5,10 @@
   correction: what sites get without harmonisation;
 * ``harmonised``: the site's phantom-derived factor (``concordose calibrate``), no PVC;
 * ``harmonised_pvc``: the phantom-derived factor, recovery curves and PSF, corrected for
-  partial volume as the protocol's ``partial_volume_correction`` block says (its model — ``gtm``
-  by default since issue 15, every VOI; the RC models correct lesions only — and shell),
-  switched on for every site.
+  partial volume as the protocol's ``partial_volume_correction`` block says (its model — the GTM
+  on platform VOIs, ``gtm_platform_voi``, by default, every VOI; the site's own choice where its
+  file makes one, e.g. grandrapids' ``perturbation_gtm``; the RC models correct lesions only —
+  and shell), switched on for every site.
 
 A variant is a site registry (which calibration records exist) plus a folder of site protocol
 files (whether PVC is on), both written by :func:`write_variant_config`; a run processes the
@@ -25,8 +26,13 @@ from typing import Any
 
 import yaml
 
-from concordose.calibration.protocol import load_protocol, packaged_protocol_dir
+from concordose.calibration.protocol import (
+    IMAGING_THROUGH_RECONSTRUCTION,
+    load_protocol,
+    packaged_protocol_dir,
+)
 from concordose.calibration.registry import SiteRegistry
+from concordose.quant.pvc import GTM_PLATFORM_MODEL
 
 
 class ProcessingVariant(StrEnum):
@@ -96,9 +102,12 @@ def _write_protocols(
     site_ids: list[str],
     variant: ProcessingVariant,
     partial_volume_model: str | None,
+    images_reconstructed: bool,
 ) -> None:
     """The packaged protocols with ``partial_volume_correction.enabled`` set for every site (and
-    its ``model`` replaced by ``partial_volume_model`` in a correcting variant, when given)."""
+    its ``model`` replaced by ``partial_volume_model`` in a correcting variant, when given; by
+    the Gaussian GTM on platform VOIs where the site's own model images through a
+    reconstruction the images did not come from, ``images_reconstructed`` False)."""
     shutil.copytree(packaged_protocol_dir(), folder, dirs_exist_ok=True)
     for site_id in site_ids:
         path = folder / f"{site_id}.yaml"
@@ -111,6 +120,8 @@ def _write_protocols(
         }
         if partial_volume_model is not None and variant.partial_volume_correction:
             overrides["partial_volume_correction"]["model"] = partial_volume_model
+        elif not images_reconstructed and rules.model in IMAGING_THROUGH_RECONSTRUCTION:
+            overrides["partial_volume_correction"]["model"] = GTM_PLATFORM_MODEL
         path.write_text(yaml.safe_dump(overrides, sort_keys=False), encoding="utf-8")
         load_protocol(site_id, folder)  # the override is valid (e.g. the model's inputs)
 
@@ -121,6 +132,7 @@ def write_variant_config(
     folder: Path,
     *,
     partial_volume_model: str | None = None,
+    images_reconstructed: bool = True,
 ) -> VariantConfig:
     """Write ``variant``'s site registry and protocol folder under ``folder`` (created).
 
@@ -128,6 +140,12 @@ def write_variant_config(
     vendor's nominal factors (``raw``) or none but an empty ledger's (the harmonised ones, to be
     filled by ``concordose calibrate``). ``partial_volume_model`` replaces every site's
     protocol model in the variant that corrects (None: the protocols' own).
+    ``images_reconstructed`` False says the images were not formed by the sites' reconstruction
+    (the digital consortium's ``blur`` imaging: the truth convolved with a Gaussian): a site
+    model that images through the protocol's ``reconstruction:`` (``perturbation_gtm``) would
+    model a chain the images never went through, so it becomes ``gtm_platform_voi``, whose
+    Gaussian is the one such images follow (a model named by ``partial_volume_model`` is kept:
+    the caller asked for it).
 
     Raises:
         ConfigurationError: ``raw`` and a site without a nominal factor; an invalid protocol.
@@ -143,7 +161,11 @@ def write_variant_config(
         ledger_path.touch()
     protocol_dir = folder / "protocols"
     _write_protocols(
-        protocol_dir, [site.site_id for site in registry.sites], variant, partial_volume_model
+        protocol_dir,
+        [site.site_id for site in registry.sites],
+        variant,
+        partial_volume_model,
+        images_reconstructed,
     )
     return VariantConfig(variant, sites_path, protocol_dir, ledger_path)
 

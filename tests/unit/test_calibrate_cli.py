@@ -62,6 +62,32 @@ def test_calibrate_prints_both_psf_fits_and_the_one_the_gtm_uses(tmp_path: Path)
     # reconstruction, so no scatter is fitted (no OSEM of the phantom is paid for)
     assert record.scatter_to_primary is None
     assert "scatter-to-primary" not in text
+    assert "note:" not in text  # milan models resolution: its Gaussian is not advised against
+
+
+def test_calibrate_notes_a_gaussian_gtm_at_a_site_without_resolution_modelling(
+    tmp_path: Path,
+) -> None:
+    """grandrapids' OSEM does not model resolution: a protocol correcting it with the Gaussian
+    GTM gets a note naming the model that images through its reconstruction (the record is
+    written all the same: the choice is the site's)."""
+    site = consortium_site("grandrapids")
+    generate_consortium(tmp_path, preset="test", sites=[site], n_patients=1)
+    protocols = tmp_path / "protocols"
+    protocols.mkdir()
+    (protocols / "grandrapids.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "partial_volume_correction": {"model": "gtm_platform_voi"},
+                "reconstruction": site_reconstruction(site).model_dump(mode="json"),
+            }
+        )
+    )
+    result, record = _calibrate(tmp_path, "grandrapids", protocol_dir="protocols")
+    text = " ".join(result.output.split())
+    assert "note: the site reconstructs without resolution modelling" in text
+    assert "partial_volume_correction.model: perturbation_gtm" in text
+    assert record.scatter_to_primary is None  # the Gaussian images through no reconstruction
 
 
 def test_calibrate_fits_the_window_scatter_where_the_protocol_images_through_it(

@@ -267,6 +267,50 @@ def test_a_variant_config_may_replace_the_partial_volume_model(tmp_path: Path) -
         )
 
 
+def test_blur_images_give_a_site_s_reconstruction_model_the_gaussian_gtm(tmp_path: Path) -> None:
+    """grandrapids' packaged protocol chooses the perturbation GTM (its chain has no resolution
+    modelling); images that never went through that chain (blur imaging) get the Gaussian GTM on
+    platform VOIs in every variant, so calibration fits no scatter through it either; a model
+    the caller names is kept."""
+    path = tmp_path / "sites.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "format_version": 1,
+                "sites": [
+                    {
+                        "site_id": "grandrapids",
+                        "ae_titles": ["GR_OPTIMA640"],
+                        "nominal_calibration_factor_cps_per_mbq": 6.6,
+                    }
+                ],
+            }
+        )
+    )
+    sites = SiteRegistry.load(path)
+    assert load_protocol("grandrapids").partial_volume_correction.model == "perturbation_gtm"
+    for images_reconstructed, expected in ((True, "perturbation_gtm"), (False, "gtm_platform_voi")):
+        for variant in ProcessingVariant:
+            config = write_variant_config(
+                sites,
+                variant,
+                tmp_path / f"{variant.value}-{images_reconstructed}",
+                images_reconstructed=images_reconstructed,
+            )
+            protocol = load_protocol("grandrapids", config.protocol_dir)
+            assert protocol.partial_volume_correction.model == expected
+            assert (protocol.modelled_reconstruction() is not None) is images_reconstructed
+    named = write_variant_config(
+        sites,
+        ProcessingVariant.HARMONISED_PVC,
+        tmp_path / "named",
+        partial_volume_model="perturbation_gtm",
+        images_reconstructed=False,
+    )
+    model = load_protocol("grandrapids", named.protocol_dir).partial_volume_correction.model
+    assert model == "perturbation_gtm"
+
+
 def test_raw_variant_needs_every_site_s_nominal_factor(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="no nominal_calibration_factor_cps_per_mbq"):
         write_variant_config(registry(tmp_path, None), ProcessingVariant.RAW, tmp_path / "raw")

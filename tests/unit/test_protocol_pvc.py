@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+import yaml
 
 from concordose.calibration.protocol import PartialVolumeModel, PartialVolumeRules, load_protocol
 from concordose.calibration.records import CalibrationRecord
@@ -185,3 +186,60 @@ def test_the_packaged_sites_record_the_reconstruction_the_generator_uses() -> No
     realistic images are formed with (the perturbation GTM's system model)."""
     for site in CONSORTIUM_SITES:
         assert load_protocol(site.site_id).reconstruction == site_reconstruction(site)
+
+
+def test_the_site_without_resolution_modelling_chooses_the_perturbation_gtm() -> None:
+    """Of the consortium's packaged sites, the one whose OSEM does not model resolution
+    (grandrapids) chooses ``perturbation_gtm``: no one Gaussian holds its lesions, organs and
+    marrow (README, "A site's own model"); the others keep the default. No packaged site is
+    advised otherwise; grandrapids on the default would be."""
+    for site in CONSORTIUM_SITES:
+        protocol = load_protocol(site.site_id)
+        expected = (
+            GTM_PLATFORM_MODEL
+            if site_reconstruction(site).resolution_recovery
+            else PERTURBATION_GTM_MODEL
+        )
+        assert protocol.partial_volume_correction.model == expected, site.site_id
+        assert protocol.partial_volume_advice() is None, site.site_id
+    plain = [s.site_id for s in CONSORTIUM_SITES if not site_reconstruction(s).resolution_recovery]
+    assert plain == ["grandrapids"]
+    on_default = load_protocol("grandrapids").model_copy(
+        update={"partial_volume_correction": PartialVolumeRules()}
+    )
+    assert "perturbation_gtm" in (on_default.partial_volume_advice() or "")
+
+
+@pytest.mark.parametrize(
+    ("model", "enabled", "resolution_recovery", "advised"),
+    [
+        ("gtm_platform_voi", True, False, True),
+        ("gtm", True, False, True),
+        ("gtm_platform_voi", True, True, False),  # the large-object fit holds with RR
+        ("perturbation_gtm", True, False, False),
+        ("rc_curve", True, False, False),  # lesions only, no PSF: not a Gaussian GTM
+        ("gtm_platform_voi", False, False, False),  # not correcting at all
+    ],
+)
+def test_a_gaussian_gtm_without_resolution_modelling_is_advised_against(
+    tmp_path: Path, model: str, enabled: bool, resolution_recovery: bool, advised: bool
+) -> None:
+    reconstruction = site_reconstruction(CONSORTIUM_SITES[0]).model_copy(
+        update={"resolution_recovery": resolution_recovery}
+    )
+    folder = _folder(
+        tmp_path,
+        f"partial_volume_correction: {{enabled: {str(enabled).lower()}, model: {model}}}\n"
+        + yaml.safe_dump({"reconstruction": reconstruction.model_dump(mode="json")}),
+    )
+    advice = load_protocol("milan", folder).partial_volume_advice()
+    assert (advice is not None) is advised
+    if advised:
+        assert f"one Gaussian ({model})" in (advice or "")
+        assert "perturbation_gtm" in (advice or "")
+    if model != "perturbation_gtm":  # which needs the block: refused without it
+        bare = load_protocol(
+            "milan", _folder(tmp_path, f"partial_volume_correction: {{model: {model}}}\n")
+        )
+        assert bare.reconstruction is None
+        assert bare.partial_volume_advice() is None  # no reconstruction stated: nothing assumed
